@@ -1,0 +1,32 @@
+//===- MoeAttrs.h - moe enums and attributes --------------------*- C++ -*-===//
+
+#ifndef DIALECTS_MOE_MOEATTRS_H
+#define DIALECTS_MOE_MOEATTRS_H
+
+#include "mlir/IR/Attributes.h"
+#include "llvm/ADT/APFloat.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectImplementation.h"
+
+#include "dialects/moe/MoeEnums.h.inc"
+
+namespace mlir::moe {
+/// Parser and printer of the `double` parameters of moe attributes: the
+/// shortest decimal form that reads back to the same value.
+FailureOr<llvm::APFloat> parseDoubleParameter(AsmParser &parser);
+void printDoubleParameter(AsmPrinter &printer, const llvm::APFloat &value);
+
+/// True for the experts that need no weights and no GEMM.
+inline bool isZeroComputation(ExpertKind kind) { return kind != ExpertKind::ffn; }
+} // namespace mlir::moe
+
+#define GET_ATTRDEF_CLASSES
+#include "dialects/moe/MoeAttrs.h.inc"
+
+namespace mlir::moe {
+/// Flattens an expert set (`experts = [#moe.group<...>, ...]`) into one kind
+/// per expert, in expert-index order.
+SmallVector<ExpertKind> expandExpertSet(ArrayAttr experts);
+} // namespace mlir::moe
+
+#endif // DIALECTS_MOE_MOEATTRS_H

@@ -1,0 +1,457 @@
+//===- MoeOps.td - moe operations ---------------------------*- tablegen -*-===//
+//
+// Ops are grouped under banners: the layer, routing, dispatch/combine, and
+// expert computation. The math of each op is specified in docs/design.md.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_OPS_TD
+#define MOE_OPS_TD
+
+include "dialects/moe/MoeAttrs.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/OpAsmInterface.td"
+
+//===----------------------------------------------------------------------===//
+// Layer
+//===----------------------------------------------------------------------===//
+
+def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
+  let summary = "one whole Mixture-of-Experts layer";
+  let description = [{
+    Computes `y = Σ_slots w · E_e(s · x) + shared(x)` for every token row of
+    `x`, where the slots, their experts `e` and gate weights `w` come from
+    routing `x` with `router_weight` as `routing` says, `s` is the routing's
+    `input_scale`, and `E_e` is expert `e` of the expert set `experts`.
+
+    Operands:
+    * `x`: `[T, H]` tokens; `router_weight`: `[E, H]` (or `[E, R]` with a
+      two-layer `hidden` router `[R, H]`, z = W tanh(W_h x), MoE++);
+    * `selection_bias`: `[E]`, added to scores for selection only (DeepSeek-V3);
+    * `residual(prev_logits, residual_weight)`: `[T, E]`, `[E, E]`: MoE++
+      gating residual, z += prev G^T;
+    * `ffn(up, down)`: the FFN group's weights `[E_ffn, U, H]`, `[E_ffn, H, F]`
+      with `U = 2F` for GLU activations and `U = F` otherwise;
+    * `constant(vectors, mix)`: `[E_c, H]`, `[E_c, 2, H]` for MoE++ constant
+      experts;
+    * `shared(up, down)`: an always-on expert `[U_s, H]`, `[H, F_s]`, with an
+      optional sigmoid `shared_gate` `[1, H]` (Qwen2-MoE).
+
+    Results: `y` `[T, H]` and the post-residual router logits `[T, E]`, which
+    feed the next layer's `residual(...)`.
+
+    Example (Mixtral-8x7B):
+    ```mlir
+    %y, %logits = moe.layer %x, %wr ffn(%w13, %w2) {
+        experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+        routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score>}
+      : (tensor<?x4096xbf16>, tensor<8x4096xbf16>, tensor<8x28672x4096xbf16>,
+         tensor<8x4096x14336xbf16>) -> (tensor<?x4096xbf16>, tensor<?x8xf32>)
+    ```
+  }];
+  let arguments = (ins
+    Moe_FloatTensor:$x,
+    Moe_FloatTensor:$router_weight,
+    Optional<Moe_FloatTensor>:$router_hidden,
+    Optional<Moe_F32Tensor>:$selection_bias,
+    Optional<Moe_F32Tensor>:$prev_logits,
+    Optional<Moe_FloatTensor>:$residual_weight,
+    Optional<Moe_FloatTensor>:$ffn_up,
+    Optional<Moe_FloatTensor>:$ffn_down,
+    Optional<Moe_FloatTensor>:$constant_vectors,
+    Optional<Moe_FloatTensor>:$constant_mix,
+    Optional<Moe_FloatTensor>:$shared_up,
+    Optional<Moe_FloatTensor>:$shared_down,
+    Optional<Moe_FloatTensor>:$shared_gate,
+    Moe_ExpertSetAttr:$experts,
+    Moe_ActivationAttr:$activation,
+    Moe_RoutingAttr:$routing,
+    OptionalAttr<Moe_CapacityAttr>:$capacity
+  );
+  let results = (outs Moe_FloatTensor:$y, Moe_F32Tensor:$logits);
+  let assemblyFormat = [{
+    $x `,` $router_weight
+    (`hidden` `(` $router_hidden^ `)`)?
+    (`selection_bias` `(` $selection_bias^ `)`)?
+    (`residual` `(` $prev_logits^ `,` $residual_weight `)`)?
+    (`ffn` `(` $ffn_up^ `,` $ffn_down `)`)?
+    (`constant` `(` $constant_vectors^ `,` $constant_mix `)`)?
+    (`shared` `(` $shared_up^ `,` $shared_down `)`)?
+    (`shared_gate` `(` $shared_gate^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Total number of experts (all groups).
+    int64_t getNumExperts();
+    /// Number of FFN experts and the index of the first one.
+    int64_t getNumFfnExperts();
+    int64_t getFirstExpertOfKind(ExpertKind kind);
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+def Moe_RouterOp : Moe_Op<"router", [Pure]> {
+  let summary = "router projection: token rows to expert logits";
+  let description = [{
+    `logits[t, e] = Σ_h x[t, h] · W[e, h]`, accumulated in f32. With a
+    `hidden` weight `W_h` `[R, H]` the router has two layers (MoE++):
+    `logits = W · tanh(W_h · x)` and `W` is `[E, R]`.
+
+    ```mlir
+    %z = moe.router %x, %wr : (tensor<?x4096xbf16>, tensor<8x4096xbf16>) -> tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$x, Moe_FloatTensor:$weight,
+                       Optional<Moe_FloatTensor>:$hidden);
+  let results = (outs Moe_F32Tensor:$logits);
+  let assemblyFormat = [{
+    $x `,` $weight (`hidden` `(` $hidden^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_GatingResidualOp : Moe_Op<"gating_residual", [Pure]> {
+  let summary = "adds the previous layer's routing logits (MoE++ gating residual)";
+  let description = [{
+    `out[t, e] = logits[t, e] + Σ_j prev[t, j] · G[e, j]`.
+
+    ```mlir
+    %z2 = moe.gating_residual %z, %prev, %g
+        : (tensor<?x12xf32>, tensor<?x12xf32>, tensor<12x12xf32>) -> tensor<?x12xf32>
+    ```
+  }];
+  let arguments = (ins Moe_F32Tensor:$logits, Moe_F32Tensor:$prev,
+                       Moe_FloatTensor:$weight);
+  let results = (outs Moe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $prev `,` $weight attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_ScoreOp : Moe_Op<"score", [Pure]> {
+  let summary = "router scoring function applied to each token's logits";
+  let description = [{
+    Row-wise over experts: `softmax`, `sigmoid`, `relu` (ReMoE) or
+    `gumbel_softmax`, the GG-MoE inference form: the mean over `samples` draws
+    of `softmax((z + g_m) / tau)` with Gumbel noise `g_m` from a counter-based
+    generator keyed by `seed` (docs/design.md gives the generator).
+
+    ```mlir
+    %p = moe.score softmax %z : tensor<?x8xf32> -> tensor<?x8xf32>
+    %q = moe.score gumbel_softmax %z {tau = 5.000000e-01 : f64, samples = 10 : i64}
+        : tensor<?x8xf32> -> tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins Moe_ScoringFuncAttr:$func, Moe_F32Tensor:$logits,
+                       OptionalAttr<F64Attr>:$tau,
+                       OptionalAttr<I64Attr>:$samples,
+                       OptionalAttr<I64Attr>:$seed);
+  let results = (outs Moe_F32Tensor:$scores);
+  let assemblyFormat = [{
+    custom<EnumKeyword>($func) $logits attr-dict `:` type($logits) `->` type($scores)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_TopKOp : Moe_Op<"topk", [Pure]> {
+  let summary = "top-k expert selection per token, optionally grouped and biased";
+  let description = [{
+    For each token picks the `k` experts with the highest `scores + bias`
+    (bias is for selection only) in descending order, ties broken by the
+    lowest expert index. `weights` holds the unbiased scores of the picks.
+    With `num_groups > 1` the experts form `num_groups` equal groups; only the
+    `topk_groups` groups with the highest group score (`max` or `top2_sum` of
+    biased scores) are eligible (DeepSeek-V3).
+
+    ```mlir
+    %w, %i = moe.topk %p k = 2 : (tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+    %w8, %i8 = moe.topk %s bias(%b) k = 8 {num_groups = 8 : i64, topk_groups = 4 : i64}
+        : (tensor<?x256xf32>, tensor<256xf32>) -> (tensor<?x8xf32>, tensor<?x8xi32>)
+    ```
+  }];
+  let arguments = (ins Moe_F32Tensor:$scores, Optional<Moe_F32Tensor>:$bias,
+                       I64Attr:$k,
+                       DefaultValuedAttr<I64Attr, "1">:$num_groups,
+                       DefaultValuedAttr<I64Attr, "1">:$topk_groups,
+                       DefaultValuedAttr<Moe_GroupScoreAttr,
+                                         "::mlir::moe::GroupScore::top2_sum">:$group_score);
+  let results = (outs Moe_F32Tensor:$weights, Moe_IndexTensor:$indices);
+  let assemblyFormat = [{
+    $scores (`bias` `(` $bias^ `)`)? `k` `=` $k attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_ThresholdOp : Moe_Op<"threshold", [Pure]> {
+  let summary = "selects every expert whose score exceeds a threshold";
+  let description = [{
+    A variable number of experts per token (ReMoE: `relu` scores, threshold 0).
+    The experts with `score > threshold` fill the `max_k` slots in descending
+    score order (ties: lowest index); unused slots hold index -1 and weight 0.
+    With `max_k = E` no selection is ever cut off.
+
+    ```mlir
+    %w, %i = moe.threshold %r max_k = 8 : (tensor<?x8xf32>) -> (tensor<?x8xf32>, tensor<?x8xi32>)
+    ```
+  }];
+  let arguments = (ins Moe_F32Tensor:$scores, I64Attr:$max_k,
+                       DefaultValuedAttr<F64Attr, "0.0">:$threshold);
+  let results = (outs Moe_F32Tensor:$weights, Moe_IndexTensor:$indices);
+  let assemblyFormat = [{
+    $scores `max_k` `=` $max_k attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_ExpertChoiceOp : Moe_Op<"expert_choice", [Pure]> {
+  let summary = "expert-choice (or bidirectional) selection with capacity";
+  let description = [{
+    Each expert picks the `capacity` tokens with the highest scores (ties:
+    lowest token index). Without `token_k`, slot `e` of token `t` holds expert
+    `e` when `e` picked `t` (else -1, weight 0): `E` slots per token. With
+    `token_k` (bidirectional selection, Expert-Token Resonance), token `t`
+    keeps its top-`token_k` experts that also picked it, in descending score
+    order, in `token_k` slots.
+
+    ```mlir
+    %w, %i = moe.expert_choice %p capacity = 4 : (tensor<16x8xf32>) -> (tensor<16x8xf32>, tensor<16x8xi32>)
+    ```
+  }];
+  let arguments = (ins Moe_F32Tensor:$scores, I64Attr:$capacity,
+                       OptionalAttr<I64Attr>:$token_k);
+  let results = (outs Moe_F32Tensor:$weights, Moe_IndexTensor:$indices);
+  let assemblyFormat = [{
+    $scores `capacity` `=` $capacity attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_RenormalizeOp : Moe_Op<"renormalize", [Pure]> {
+  let summary = "renormalizes the gate weights of each token's selected slots";
+  let description = [{
+    Slots whose expert is in `skip` (and empty slots, index -1) get weight 0
+    and are left out. Over the remaining slots, `sum` computes `w / s` with
+    `s = Σ w` (`s = 1` when `s` is 0), `softmax` computes the softmax of `w`.
+    With `denominator_slots = n > 0` only the first `n` slots form the
+    denominator and every slot is divided by it (Rectify-Router fill-in: the
+    `(k+1)`-th choice is weighted relative to the first `k`). The result is
+    multiplied by `scale` (DeepSeek's routed scaling factor).
+
+    ```mlir
+    %g = moe.renormalize softmax %w, %i : (tensor<?x2xf32>, tensor<?x2xi32>) -> tensor<?x2xf32>
+    %h = moe.renormalize sum %w, %i {skip = array<i64: 11>}
+        : (tensor<?x2xf32>, tensor<?x2xi32>) -> tensor<?x2xf32>
+    ```
+  }];
+  let arguments = (ins Moe_RenormModeAttr:$mode, Moe_F32Tensor:$weights,
+                       Moe_IndexTensor:$indices,
+                       DefaultValuedAttr<DenseI64ArrayAttr, "{}">:$skip,
+                       DefaultValuedAttr<F64Attr, "1.0">:$scale,
+                       DefaultValuedAttr<I64Attr, "0">:$denominator_slots);
+  let results = (outs Moe_F32Tensor:$result);
+  let assemblyFormat = [{
+    custom<EnumKeyword>($mode) $weights `,` $indices attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch and combine
+//===----------------------------------------------------------------------===//
+
+def Moe_DispatchOp : Moe_Op<"dispatch", [Pure]> {
+  let summary = "plans the grouping of selected tokens by expert";
+  let description = [{
+    Turns token-major selections (`indices`, `weights`, `[T, K]`) into an
+    expert-major plan of `R` rows:
+    * `row_token` `[R]`: the token of each grouped row (-1: padding);
+    * `expert_offsets` `[E + 1]`: rows of expert `e` are
+      `[offsets[e], offsets[e+1])`;
+    * `slot_row` `[T, K]`: the row of each slot (-1: empty or dropped);
+    * `slot_weight` `[T, K]`: the combine weight of each slot (0 when dropped;
+      rectified slots carry the Rectify-Router weight).
+    Rows of an expert are in token order. Dropless (no `capacity`): `R = T·K`
+    and the rows past `offsets[E]` are padding. With `capacity` (C per expert)
+    and `pad = true`: `R = E·C`, expert `e` owns rows `[e·C, (e+1)·C)`; without
+    `pad`: `R = T·K`, compacted. `fill_in` rectification reads a `(k+1)`-th
+    selection column; `intra_device` needs the router `logits`.
+
+    ```mlir
+    %rows, %offsets, %slot_row, %slot_w = moe.dispatch %i, %w experts = 8
+        : (tensor<16x2xi32>, tensor<16x2xf32>)
+        -> (tensor<32xi32>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>)
+    ```
+  }];
+  let arguments = (ins Moe_IndexTensor:$indices, Moe_F32Tensor:$weights,
+                       Optional<Moe_F32Tensor>:$logits,
+                       I64Attr:$num_experts,
+                       OptionalAttr<Moe_CapacityAttr>:$capacity);
+  let results = (outs Moe_IndexTensor:$row_token, Moe_IndexTensor:$expert_offsets,
+                      Moe_IndexTensor:$slot_row, Moe_F32Tensor:$slot_weight);
+  let assemblyFormat = [{
+    $indices `,` $weights (`logits` `(` $logits^ `)`)? `experts` `=` $num_experts
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_PermuteOp : Moe_Op<"permute", [Pure]> {
+  let summary = "gathers token rows into expert-grouped order";
+  let description = [{
+    `out[r] = x[row_token[r]]`, and a zero row where `row_token[r] = -1`.
+
+    ```mlir
+    %xs = moe.permute %x, %rows : (tensor<16x64xf32>, tensor<32xi32>) -> tensor<32x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$x, Moe_IndexTensor:$row_token);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $x `,` $row_token attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_CombineOp : Moe_Op<"combine", [Pure]> {
+  let summary = "weighted scatter of expert outputs back to token order";
+  let description = [{
+    `y[t] = Σ_k slot_weight[t, k] · rows[slot_row[t, k]]` over the slots with
+    `slot_row >= 0`, summed in slot order (deterministic).
+
+    ```mlir
+    %y = moe.combine %o, %slot_row, %slot_w
+        : (tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$rows, Moe_IndexTensor:$slot_row,
+                       Moe_F32Tensor:$slot_weight);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $rows `,` $slot_row `,` $slot_weight attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Expert computation
+//===----------------------------------------------------------------------===//
+
+def Moe_GroupedMatmulOp : Moe_Op<"grouped_matmul", [Pure]> {
+  let summary = "one matmul per expert over its group of rows";
+  let description = [{
+    For `e < E_w` (the weights' expert count) and rows `r` in
+    `[offsets[e], offsets[e+1])`: `out[r, n] = Σ_k lhs[r, k] · W[e, n, k]`,
+    accumulated in f32. Every other row is 0, so `offsets` may describe more
+    experts than `W` holds (zero-computation experts after the FFN group).
+
+    ```mlir
+    %h = moe.grouped_matmul %xs, %w13, %offsets
+        : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<9xi32>) -> tensor<32x256xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$lhs, Moe_FloatTensor:$weights,
+                       Moe_IndexTensor:$offsets);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $weights `,` $offsets attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_ActivationOp : Moe_Op<"activation", [Pure]> {
+  let summary = "expert activation, gated (GLU) or elementwise";
+  let description = [{
+    For `swiglu`/`geglu` the input's last dimension `2F` holds `[gate; up]`
+    and the result is `act(gate) · up`, `F` wide; `gelu` (exact, erf form),
+    `relu`, `silu` and `linear` act elementwise.
+
+    ```mlir
+    %a = moe.activation swiglu %h : tensor<32x256xf32> -> tensor<32x128xf32>
+    ```
+  }];
+  let arguments = (ins Moe_ActivationAttr:$kind, Moe_FloatTensor:$input);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    custom<EnumKeyword>($kind) $input attr-dict `:` type($input) `->` type($result)
+  }];
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Moe_ZeroComputeOp : Moe_Op<"zero_compute", [Pure, AttrSizedOperandSegments]> {
+  let summary = "contribution of the zero-computation experts a token selected";
+  let description = [{
+    `out[t] = Σ_k w[t, k] · E_{i[t,k]}(x[t])` over the slots whose expert is a
+    zero-computation expert of `experts`: zero and null give 0, copy gives
+    `x`, constant expert `c` gives `a1 · x + a2 · v_c` with
+    `[a1, a2] = softmax(mix_c · x)`. Other slots contribute nothing.
+
+    ```mlir
+    %zc = moe.zero_compute %x, %i, %w constant(%v, %mix)
+        experts = [#moe.group<ffn, 8>, #moe.group<constant, 2>, #moe.group<copy, 1>, #moe.group<zero, 1>]
+        : (tensor<16x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>, tensor<2x64xf32>, tensor<2x2x64xf32>)
+        -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$x, Moe_IndexTensor:$indices,
+                       Moe_F32Tensor:$weights,
+                       Optional<Moe_FloatTensor>:$constant_vectors,
+                       Optional<Moe_FloatTensor>:$constant_mix,
+                       Moe_ExpertSetAttr:$experts);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $x `,` $indices `,` $weights (`constant` `(` $constant_vectors^ `,` $constant_mix `)`)?
+    `experts` `=` $experts attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_DenseFfnOp : Moe_Op<"dense_ffn", [Pure]> {
+  let summary = "a feed-forward expert applied to every token (shared expert)";
+  let description = [{
+    `out = down · act(up · x)`, and with a `gate` `[1, H]`:
+    `out · sigmoid(gate · x)` per token (Qwen2-MoE's shared-expert gate).
+
+    ```mlir
+    %s = moe.dense_ffn swiglu %x, %su, %sd
+        : (tensor<16x64xf32>, tensor<256x64xf32>, tensor<64x128xf32>) -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_ActivationAttr:$kind, Moe_FloatTensor:$x,
+                       Moe_FloatTensor:$up, Moe_FloatTensor:$down,
+                       Optional<Moe_FloatTensor>:$gate);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    custom<EnumKeyword>($kind) $x `,` $up `,` $down (`gate` `(` $gate^ `)`)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_MergeExpertsOp : Moe_Op<"merge_experts", [Pure]> {
+  let summary = "gate-weighted sum of expert weights (MEO, Lory)";
+  let description = [{
+    `out[g] = Σ_e gates[g, e] · W[e]` for each group `g` (a sequence, a task,
+    or a token). Feeding the result to `moe.grouped_matmul` with one row range
+    per group computes the merged expert once per group.
+
+    ```mlir
+    %wm = moe.merge_experts %w, %gates
+        : (tensor<8x64x64xf32>, tensor<4x8xf32>) -> tensor<4x64x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$weights, Moe_F32Tensor:$gates);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $weights `,` $gates attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MOE_OPS_TD

@@ -1,0 +1,226 @@
+//===- Decompose.cpp - moe.layer to decomposed moe ops --------------------===//
+//
+// The only bridge from the layer level to the decomposed level. The op
+// sequence each routing configuration becomes is specified in
+// docs/design.md ("Decomposition"); this file follows it step by step.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Transforms/Passes.h"
+#include "dialects/moe/MoeOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEDECOMPOSE
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type element) {
+  return RankedTensorType::get(shape, element);
+}
+
+/// Multiplies `x` elementwise by a scalar, keeping its type.
+Value scaleTensor(OpBuilder &b, Location loc, Value x, double factor) {
+  auto type = cast<RankedTensorType>(x.getType());
+  Value scalar = arith::ConstantOp::create(b, loc, b.getFloatAttr(type.getElementType(), factor));
+  SmallVector<Value> dynamicSizes;
+  for (unsigned d = 0; d < type.getRank(); ++d)
+    if (type.isDynamicDim(d))
+      dynamicSizes.push_back(tensor::DimOp::create(b, loc, x, d));
+  Value splat = tensor::SplatOp::create(b, loc, type, scalar, dynamicSizes);
+  return arith::MulFOp::create(b, loc, x, splat);
+}
+
+/// Expert indices of the zero and null experts: left out of `computing`
+/// renormalization.
+SmallVector<int64_t> nonComputingExperts(ArrayAttr experts) {
+  SmallVector<int64_t> ids;
+  for (auto [id, kind] : llvm::enumerate(expandExpertSet(experts)))
+    if (kind == ExpertKind::zero || kind == ExpertKind::null)
+      ids.push_back(id);
+  return ids;
+}
+
+bool hasFillIn(CapacityAttr cap) {
+  return cap && (cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both);
+}
+bool hasIntraDevice(CapacityAttr cap) {
+  return cap && (cap.getRectify() == Rectify::intra_device || cap.getRectify() == Rectify::both);
+}
+
+/// Rows of the dispatch plan: E * C when padded to capacity, else T * K.
+int64_t planRows(CapacityAttr cap, int64_t tokens, int64_t slots, int64_t k, int64_t experts) {
+  if (!cap || !cap.getPad())
+    return ShapedType::isDynamic(tokens) ? ShapedType::kDynamic : tokens * slots;
+  if (cap.getTokens() > 0)
+    return experts * cap.getTokens();
+  if (ShapedType::isDynamic(tokens))
+    return ShapedType::kDynamic;
+  return experts * static_cast<int64_t>(std::ceil(static_cast<double>(tokens) * k / experts *
+                                                  cap.getFactor().convertToDouble()));
+}
+
+struct DecomposeLayer : OpRewritePattern<LayerOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(LayerOp op, PatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    RoutingAttr routing = op.getRouting();
+    CapacityAttr cap = op.getCapacityAttr();
+    Type f32 = rewriter.getF32Type(), i32 = rewriter.getI32Type();
+    Value x = op.getX();
+    auto xType = cast<RankedTensorType>(x.getType());
+    int64_t tokens = xType.getDimSize(0), hidden = xType.getDimSize(1);
+    int64_t experts = op.getNumExperts(), k = routing.getK();
+
+    // Router logits, with the gating residual of the previous layer.
+    Value logits = RouterOp::create(rewriter, loc, tensorOf({tokens, experts}, f32), x,
+                                    op.getRouterWeight(), op.getRouterHidden());
+    if (op.getPrevLogits())
+      logits = GatingResidualOp::create(rewriter, loc, logits.getType(), logits,
+                                        op.getPrevLogits(), op.getResidualWeight());
+
+    // Selection. Fill-in rectification also selects the (k+1)-th choice.
+    int64_t picks = k + (hasFillIn(cap) ? 1 : 0);
+    SmallVector<int64_t> skip;
+    if (routing.getNormalize() == NormalizeMode::computing)
+      skip = nonComputingExperts(op.getExperts());
+    int64_t denominatorSlots = hasFillIn(cap) ? k : 0;
+    Value weights, indices;
+    auto selectTopK = [&](Value scores) {
+      auto topk = TopKOp::create(rewriter, loc, tensorOf({tokens, picks}, f32),
+                                 tensorOf({tokens, picks}, i32), scores, op.getSelectionBias(),
+                                 picks, routing.getNumGroups(), routing.getTopkGroups(),
+                                 routing.getGroupScore());
+      weights = topk.getWeights();
+      indices = topk.getIndices();
+    };
+
+    if (routing.getOrder() == ScoreOrder::select_then_score) {
+      // Top-k on the logits, softmax over the picks (Mixtral).
+      selectTopK(logits);
+      weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::softmax,
+                                      weights, indices, skip, routing.getScale(),
+                                      denominatorSlots);
+    } else {
+      Value scores = createScore(rewriter, loc, routing, logits);
+      switch (routing.getSelect()) {
+      case SelectMode::top_k:
+        selectTopK(scores);
+        break;
+      case SelectMode::threshold: {
+        auto sel = ThresholdOp::create(rewriter, loc, tensorOf({tokens, k}, f32),
+                                       tensorOf({tokens, k}, i32), scores, k,
+                                       routing.getThreshold());
+        weights = sel.getWeights();
+        indices = sel.getIndices();
+        break;
+      }
+      case SelectMode::expert_choice:
+      case SelectMode::bidirectional: {
+        bool bidirectional = routing.getSelect() == SelectMode::bidirectional;
+        int64_t slots = bidirectional ? k : experts;
+        auto sel = ExpertChoiceOp::create(
+            rewriter, loc, tensorOf({tokens, slots}, f32), tensorOf({tokens, slots}, i32),
+            scores, routing.getCapacity(),
+            bidirectional ? rewriter.getI64IntegerAttr(k) : IntegerAttr());
+        weights = sel.getWeights();
+        indices = sel.getIndices();
+        break;
+      }
+      }
+      if (routing.getNormalize() != NormalizeMode::none)
+        weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::sum,
+                                        weights, indices, skip, routing.getScale(),
+                                        denominatorSlots);
+      else if (routing.getScale().convertToDouble() != 1.0)
+        weights = scaleTensor(rewriter, loc, weights, routing.getScale().convertToDouble());
+    }
+
+    // Expert input: MoE++ multiplies it by k; the router saw the unscaled x.
+    Value expertInput = x;
+    if (routing.getInputScale().convertToDouble() != 1.0)
+      expertInput = scaleTensor(rewriter, loc, x, routing.getInputScale().convertToDouble());
+
+    // Dispatch plan and the FFN group, on tensors grouped by expert.
+    auto indicesType = cast<RankedTensorType>(indices.getType());
+    int64_t slots = indicesType.getDimSize(1);
+    int64_t rows = planRows(cap, tokens, slots, k, experts);
+    auto plan = DispatchOp::create(
+        rewriter, loc, tensorOf({rows}, i32), tensorOf({experts + 1}, i32), indicesType,
+        weights.getType(), indices, weights, hasIntraDevice(cap) ? logits : Value(), experts,
+        cap);
+    Type element = xType.getElementType();
+    auto upType = cast<RankedTensorType>(op.getFfnUp().getType());
+    auto downType = cast<RankedTensorType>(op.getFfnDown().getType());
+    Value grouped = PermuteOp::create(rewriter, loc, tensorOf({rows, hidden}, element),
+                                      expertInput, plan.getRowToken());
+    Value up = GroupedMatmulOp::create(rewriter, loc, tensorOf({rows, upType.getDimSize(1)}, element),
+                                       grouped, op.getFfnUp(), plan.getExpertOffsets());
+    Value act = ActivationOp::create(rewriter, loc,
+                                     tensorOf({rows, downType.getDimSize(2)}, element),
+                                     op.getActivation(), up);
+    Value down = GroupedMatmulOp::create(rewriter, loc, tensorOf({rows, hidden}, element), act,
+                                         op.getFfnDown(), plan.getExpertOffsets());
+    Value y = CombineOp::create(rewriter, loc, xType, down, plan.getSlotRow(),
+                                plan.getSlotWeight());
+
+    // Copy and constant experts add their elementwise contribution; zero and
+    // null experts add nothing.
+    bool hasElementwiseExperts = llvm::any_of(expandExpertSet(op.getExperts()), [](ExpertKind k) {
+      return k == ExpertKind::copy || k == ExpertKind::constant;
+    });
+    if (hasElementwiseExperts) {
+      Value zc = ZeroComputeOp::create(rewriter, loc, xType, expertInput, indices,
+                                       plan.getSlotWeight(), op.getConstantVectors(),
+                                       op.getConstantMix(), op.getExperts());
+      y = arith::AddFOp::create(rewriter, loc, y, zc);
+    }
+
+    // The shared expert sees every token, unscaled.
+    if (op.getSharedUp()) {
+      Value shared = DenseFfnOp::create(rewriter, loc, xType, op.getActivation(), x,
+                                        op.getSharedUp(), op.getSharedDown(), op.getSharedGate());
+      y = arith::AddFOp::create(rewriter, loc, y, shared);
+    }
+
+    rewriter.replaceOp(op, {y, logits});
+    return success();
+  }
+
+private:
+  static Value createScore(PatternRewriter &rewriter, Location loc, RoutingAttr routing,
+                           Value logits) {
+    bool gumbel = routing.getScoring() == ScoringFunc::gumbel_softmax;
+    return ScoreOp::create(rewriter, loc, logits.getType(), routing.getScoring(), logits,
+                           gumbel ? rewriter.getF64FloatAttr(routing.getTau().convertToDouble()) : FloatAttr(),
+                           gumbel ? rewriter.getI64IntegerAttr(routing.getSamples()) : IntegerAttr(),
+                           gumbel ? rewriter.getI64IntegerAttr(routing.getSeed()) : IntegerAttr());
+  }
+};
+
+struct MoeDecomposePass : mlir::moe::impl::MoeDecomposeBase<MoeDecomposePass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    populateMoeDecomposePatterns(patterns);
+    // Only moe.layer ops are rewritten; folding stays with --canonicalize.
+    GreedyRewriteConfig config;
+    config.enableFolding(false);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns), config)))
+      signalPassFailure();
+  }
+};
+} // namespace
+
+void mlir::moe::populateMoeDecomposePatterns(RewritePatternSet &patterns) {
+  patterns.add<DecomposeLayer>(patterns.getContext());
+}
