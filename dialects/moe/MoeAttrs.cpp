@@ -5,7 +5,9 @@
 
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/APFloat.h"
-#include "llvm/ADT/SmallString.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include <cstdlib>
 #include "llvm/ADT/TypeSwitch.h"
 #include <cmath>
 
@@ -24,6 +26,17 @@ void MoeDialect::registerAttributes() {
       >();
 }
 
+FailureOr<ExpertKind> mlir::moe::parseExpertKind(AsmParser &parser) {
+  SMLoc loc = parser.getCurrentLocation();
+  StringRef keyword;
+  if (parser.parseKeyword(&keyword))
+    return failure();
+  if (std::optional<ExpertKind> kind = symbolizeExpertKind(keyword))
+    return *kind;
+  return parser.emitError(loc) << "unknown expert kind '" << keyword
+                               << "'; expected one of ffn, zero, copy, constant, null";
+}
+
 FailureOr<APFloat> mlir::moe::parseDoubleParameter(AsmParser &parser) {
   double value;
   if (parser.parseFloat(value))
@@ -32,13 +45,18 @@ FailureOr<APFloat> mlir::moe::parseDoubleParameter(AsmParser &parser) {
 }
 
 void mlir::moe::printDoubleParameter(AsmPrinter &printer, const APFloat &value) {
-  // APFloat prints the shortest digits that read back exactly; keep a '.' so
-  // the value reads as a float to a person too.
-  SmallString<32> text;
-  value.toString(text, /*FormatPrecision=*/0, /*FormatMaxPadding=*/0);
-  if (!StringRef(text).contains_insensitive('.') && !StringRef(text).contains_insensitive('e') &&
-      !StringRef(text).contains_insensitive("inf") && !StringRef(text).contains_insensitive("nan"))
-    text += ".0";
+  // The fewest significant digits that read back to the same double, with a
+  // '.' kept so the value reads as a float to a person too.
+  double v = value.convertToDouble();
+  std::string text;
+  for (int digits = 1; digits <= 17; ++digits) {
+    text = llvm::formatv("{0}", llvm::format("%.*g", digits, v)).str();
+    if (std::strtod(text.c_str(), nullptr) == v)
+      break;
+  }
+  // MLIR float literals need a '.' before any exponent: 1e-07 -> 1.0e-07.
+  if (std::isfinite(v) && text.find('.') == std::string::npos)
+    text.insert(std::min(text.find('e'), text.size()), ".0");
   printer << text;
 }
 

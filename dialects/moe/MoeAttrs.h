@@ -15,6 +15,8 @@ namespace mlir::moe {
 /// shortest decimal form that reads back to the same value.
 FailureOr<llvm::APFloat> parseDoubleParameter(AsmParser &parser);
 void printDoubleParameter(AsmPrinter &printer, const llvm::APFloat &value);
+/// Parses an expert kind keyword (ffn, zero, copy, constant, null).
+FailureOr<ExpertKind> parseExpertKind(AsmParser &parser);
 
 /// True for the experts that need no weights and no GEMM.
 inline bool isZeroComputation(ExpertKind kind) { return kind != ExpertKind::ffn; }

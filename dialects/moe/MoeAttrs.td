@@ -129,6 +129,12 @@ def Moe_RectifyAttr : EnumAttr<Moe_Dialect, Moe_Rectify, "rectify"> {
 // Attributes
 //===----------------------------------------------------------------------===//
 
+// The expert kind inside #moe.group, with an error that lists the kinds.
+def Moe_ExpertKindParameter : AttrParameter<"::mlir::moe::ExpertKind", "expert kind"> {
+  let parser = [{ ::mlir::moe::parseExpertKind($_parser) }];
+  let printer = [{ $_printer << ::mlir::moe::stringifyExpertKind($_self) }];
+}
+
 def Moe_ExpertGroupAttr : Moe_Attr<"ExpertGroup", "group"> {
   let summary = "a run of experts of one kind in an expert set";
   let description = [{
@@ -136,7 +142,7 @@ def Moe_ExpertGroupAttr : Moe_Attr<"ExpertGroup", "group"> {
     order. `#moe.group<ffn, 8>` is eight FFN experts, `#moe.group<constant, 2>`
     two MoE++ constant experts.
   }];
-  let parameters = (ins EnumParameter<Moe_ExpertKind>:$kind, "int64_t":$count);
+  let parameters = (ins Moe_ExpertKindParameter:$kind, "int64_t":$count);
   let assemblyFormat = "`<` $kind `,` $count `>`";
   let genVerifyDecl = 1;
 }
