@@ -1,0 +1,192 @@
+// Verifiers of the expert computation ops: one case per constraint.
+// RUN: moe-opt %s -split-input-file -verify-diagnostics
+
+func.func @grouped_matmul_c1_reduction(%xs: tensor<32x64xf32>, %w: tensor<8x256x32xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{weights dimension 2 (32) must equal the lhs reduction size (64)}}
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xf32>, tensor<8x256x32xf32>, tensor<9xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_c1_offsets(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<8xi32>) {
+  // expected-error @+1 {{offsets (8 entries) must describe at least the 8 experts of the weights (9 entries)}}
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<8xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_c1_output(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{result dimension 1 (128) must equal the weights' output size (256)}}
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<9xi32>) -> tensor<32x128xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_c1_weights_rank(%xs: tensor<32x64xf32>, %w: tensor<256x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{weights must have rank 3, got 'tensor<256x64xf32>'}}
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xf32>, tensor<256x64xf32>, tensor<9xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_c2_element_type(%xs: tensor<32x64xbf16>, %w: tensor<8x256x64xbf16>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{result element type 'f32' must equal lhs element type 'bf16'}}
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @activation_c1_odd_width(%h: tensor<32x7xf32>) {
+  // expected-error @+1 {{swiglu needs an even input width ([gate; up]), got 7}}
+  %a = moe.activation swiglu %h : tensor<32x7xf32> -> tensor<32x3xf32>
+  return
+}
+
+// -----
+
+func.func @activation_c1_glu_width(%h: tensor<32x8xf32>) {
+  // expected-error @+1 {{result dimension 1 (8) must equal half the input width (4)}}
+  %a = moe.activation geglu %h : tensor<32x8xf32> -> tensor<32x8xf32>
+  return
+}
+
+// -----
+
+func.func @activation_elementwise_width(%h: tensor<32x8xf32>) {
+  // expected-error @+1 {{result dimension 1 (4) must equal the input width (8)}}
+  %a = moe.activation gelu %h : tensor<32x8xf32> -> tensor<32x4xf32>
+  return
+}
+
+// -----
+
+func.func @activation_element_type(%h: tensor<32x8xf32>) {
+  // expected-error @+1 {{result element type 'f16' must equal input element type 'f32'}}
+  %a = moe.activation relu %h : tensor<32x8xf32> -> tensor<32x8xf16>
+  return
+}
+
+// -----
+
+func.func @activation_unknown(%h: tensor<32x8xf32>) {
+  // expected-error @+1 {{unknown activation 'tanh'}}
+  %a = moe.activation tanh %h : tensor<32x8xf32> -> tensor<32x8xf32>
+  return
+}
+
+// -----
+
+func.func @zero_compute_c1_missing_constants(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{the 1 constant experts need constant(vectors, mix) operands}}
+  %zc = moe.zero_compute %x, %i, %w experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>]
+    : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @zero_compute_c1_extra_constants(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>,
+                                           %v: tensor<1x8xf32>, %m: tensor<1x2x8xf32>) {
+  // expected-error @+1 {{constant(vectors, mix) given but the expert set has no constant experts}}
+  %zc = moe.zero_compute %x, %i, %w constant(%v, %m) experts = [#moe.group<ffn, 4>, #moe.group<copy, 1>]
+    : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1x8xf32>, tensor<1x2x8xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @zero_compute_c1_pair(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>, %v: tensor<1x8xf32>) {
+  // expected-error @+1 {{constant needs both the vectors and the mixing weights}}
+  %zc = "moe.zero_compute"(%x, %i, %w, %v) <{experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>],
+                                              operandSegmentSizes = array<i32: 1, 1, 1, 1, 0>}>
+    : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1x8xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @zero_compute_c1_mix_shape(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>,
+                                     %v: tensor<1x8xf32>, %m: tensor<1x2x4xf32>) {
+  // expected-error @+1 {{constant mix dimension 2 (4) must equal the hidden size (8)}}
+  %zc = moe.zero_compute %x, %i, %w constant(%v, %m) experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>]
+    : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1x8xf32>, tensor<1x2x4xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @zero_compute_tokens(%x: tensor<4x8xf32>, %i: tensor<2x2xi32>, %w: tensor<2x2xf32>) {
+  // expected-error @+1 {{indices dimension 0 (2) must equal the number of tokens (4)}}
+  %zc = moe.zero_compute %x, %i, %w experts = [#moe.group<ffn, 4>, #moe.group<copy, 1>]
+    : (tensor<4x8xf32>, tensor<2x2xi32>, tensor<2x2xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @dense_ffn_c1_glu_width(%x: tensor<4x8xf32>, %u: tensor<6x8xf32>, %d: tensor<8x4xf32>) {
+  // expected-error @+1 {{up weight dimension 0 (6) must be twice the FFN width of down weight (4) for activation swiglu}}
+  %s = moe.dense_ffn swiglu %x, %u, %d : (tensor<4x8xf32>, tensor<6x8xf32>, tensor<8x4xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @dense_ffn_c1_down_hidden(%x: tensor<4x8xf32>, %u: tensor<4x8xf32>, %d: tensor<6x4xf32>) {
+  // expected-error @+1 {{down weight dimension 0 (6) must equal the hidden size (8)}}
+  %s = moe.dense_ffn relu %x, %u, %d : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<6x4xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @dense_ffn_c1_result(%x: tensor<4x8xf32>, %u: tensor<4x8xf32>, %d: tensor<8x4xf32>) {
+  // expected-error @+1 {{result element type 'bf16' must equal x element type 'f32'}}
+  %s = moe.dense_ffn relu %x, %u, %d : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8x4xf32>) -> tensor<4x8xbf16>
+  return
+}
+
+// -----
+
+func.func @dense_ffn_c2_gate(%x: tensor<4x8xf32>, %u: tensor<4x8xf32>, %d: tensor<8x4xf32>, %g: tensor<1x4xf32>) {
+  // expected-error @+1 {{gate dimension 1 (4) must equal the hidden size (8)}}
+  %s = moe.dense_ffn relu %x, %u, %d gate(%g) : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8x4xf32>, tensor<1x4xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+func.func @merge_experts_c1_rank(%w: tensor<8xf32>, %g: tensor<4x8xf32>) {
+  // expected-error @+1 {{weights must have rank >= 2 (experts first), got 'tensor<8xf32>'}}
+  %m = moe.merge_experts %w, %g : (tensor<8xf32>, tensor<4x8xf32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @merge_experts_c1_gates(%w: tensor<8x64x64xf32>, %g: tensor<4x6xf32>) {
+  // expected-error @+1 {{gates dimension 1 (6) must equal the number of experts (8)}}
+  %m = moe.merge_experts %w, %g : (tensor<8x64x64xf32>, tensor<4x6xf32>) -> tensor<4x64x64xf32>
+  return
+}
+
+// -----
+
+func.func @merge_experts_c1_groups(%w: tensor<8x64x64xf32>, %g: tensor<4x8xf32>) {
+  // expected-error @+1 {{result dimension 0 (2) must equal the number of groups (4)}}
+  %m = moe.merge_experts %w, %g : (tensor<8x64x64xf32>, tensor<4x8xf32>) -> tensor<2x64x64xf32>
+  return
+}
+
+// -----
+
+func.func @merge_experts_c1_weight_dims(%w: tensor<8x64x64xf32>, %g: tensor<4x8xf32>) {
+  // expected-error @+1 {{result dimension 2 (32) must equal the weights' dimension (64)}}
+  %m = moe.merge_experts %w, %g : (tensor<8x64x64xf32>, tensor<4x8xf32>) -> tensor<4x64x32xf32>
+  return
+}
