@@ -25,5 +25,7 @@ if [ ! -f "$BUILD/build.ninja" ]; then
     -DLLVM_EXTERNAL_LIT="$LLVM_PREFIX/bin/lit" >/dev/null
 fi
 start=$(date +%s)
+# With no targets named: the tools and the generated docs (the tests read both).
+if [ $# -eq 0 ]; then set -- all moe-doc; fi
 ninja -C "$BUILD" "$@"
 echo "[build] done in $(( $(date +%s) - start ))s"
