@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Installs, builds and runs the whole test suite (lit + FileCheck); prints lit's summary.
+# Installs, builds and runs the whole test suite (lit + FileCheck); prints
+# lit's summary and a closing "N passed, N failed" line.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/build.sh"
 BUILD="${MOE_BUILD_DIR:-$ROOT/build}"
-/usr/lib/llvm-22/bin/lit -sv "$BUILD/test"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+/usr/lib/llvm-22/bin/lit -sv "$BUILD/test" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+count() { grep -E "^ *$1( Tests)?:" "$log" | grep -oE '[0-9]+' | head -1 || true; }
+passed=$(count Passed); failed=$(count Failed)
+echo "${passed:-0} passed, ${failed:-0} failed"
+exit "$rc"
