@@ -122,19 +122,59 @@ LogicalResult verifyFfnWeights(Operation *op, ShapeChecker &check, Activation ac
   return success();
 }
 
-/// Checks the selection pair (`weights`, `indices`) against each other.
-LogicalResult verifySlots(ShapeChecker &check, Value weights, Value indices) {
-  if (failed(check.rank("weights", weights.getType(), 2)))
-    return failure();
-  return check.sameShape("indices", indices.getType(), "weights", weights.getType());
-}
-
 int64_t countKind(ArrayAttr experts, ExpertKind kind) {
   int64_t n = 0;
   for (auto group : experts.getAsRange<ExpertGroupAttr>())
     if (group.getKind() == kind)
       n += group.getCount();
   return n;
+}
+
+/// Checks the results of a selection op: `weights` and `indices` are both
+/// `[tokens, slots]`.
+LogicalResult verifySelectionResults(ShapeChecker &check, Value weights, Value indices,
+                                     int64_t tokens, int64_t slots, StringRef slotsWhat) {
+  for (auto [name, v] : {std::pair<StringRef, Value>{"result weights", weights},
+                         {"result indices", indices}})
+    if (failed(check.rank(name, v.getType(), 2)) ||
+        failed(check.dim(name, v.getType(), 0, tokens, "the number of tokens")) ||
+        failed(check.dim(name, v.getType(), 1, slots, slotsWhat)))
+      return failure();
+  return success();
+}
+
+/// Checks the MoE++ constant-expert operands against the expert set: present
+/// exactly when it has constant experts, `vectors [E_c, H]`, `mix [E_c, 2, H]`.
+LogicalResult verifyConstantExperts(Operation *op, ShapeChecker &check, ArrayAttr experts,
+                                    Value vectors, Value mix, int64_t hidden) {
+  int64_t numConstant = countKind(experts, ExpertKind::constant);
+  if (static_cast<bool>(vectors) != static_cast<bool>(mix))
+    return op->emitOpError("constant needs both the vectors and the mixing weights");
+  if (numConstant > 0 && !vectors)
+    return op->emitOpError() << "the " << numConstant
+                             << " constant experts need constant(vectors, mix) operands";
+  if (numConstant == 0 && vectors)
+    return op->emitOpError(
+        "constant(vectors, mix) given but the expert set has no constant experts");
+  if (!vectors)
+    return success();
+  Type v = vectors.getType(), m = mix.getType();
+  if (failed(check.rank("constant vectors", v, 2)) ||
+      failed(check.dim("constant vectors", v, 0, numConstant, "the number of constant experts")) ||
+      failed(check.dim("constant vectors", v, 1, hidden, "the hidden size")) ||
+      failed(check.rank("constant mix", m, 3)) ||
+      failed(check.dim("constant mix", m, 0, numConstant, "the number of constant experts")) ||
+      failed(check.dim("constant mix", m, 1, 2, "2 (the two mixing coefficients)")) ||
+      failed(check.dim("constant mix", m, 2, hidden, "the hidden size")))
+    return failure();
+  return success();
+}
+
+/// Checks the selection pair (`weights`, `indices`) against each other.
+LogicalResult verifySlots(ShapeChecker &check, Value weights, Value indices) {
+  if (failed(check.rank("weights", weights.getType(), 2)))
+    return failure();
+  return check.sameShape("indices", indices.getType(), "weights", weights.getType());
 }
 
 /// Capacity per expert, or dynamic when it depends on an unknown token count.
@@ -256,26 +296,9 @@ LogicalResult LayerOp::verify() {
                        "the number of ffn experts")))
     return failure();
 
-  int64_t numConstant = countKind(experts, ExpertKind::constant);
-  if (static_cast<bool>(getConstantVectors()) != static_cast<bool>(getConstantMix()))
-    return emitOpError("constant needs both the vectors and the mixing weights");
-  if (numConstant > 0 && !getConstantVectors())
-    return emitOpError() << "the " << numConstant
-                         << " constant experts need constant(vectors, mix) operands";
-  if (numConstant == 0 && getConstantVectors())
-    return emitOpError("constant(vectors, mix) given but the expert set has no constant experts");
-  if (Value v = getConstantVectors()) {
-    Type mix = getConstantMix().getType();
-    if (failed(check.rank("constant vectors", v.getType(), 2)) ||
-        failed(check.dim("constant vectors", v.getType(), 0, numConstant,
-                         "the number of constant experts")) ||
-        failed(check.dim("constant vectors", v.getType(), 1, hidden, "the hidden size")) ||
-        failed(check.rank("constant mix", mix, 3)) ||
-        failed(check.dim("constant mix", mix, 0, numConstant, "the number of constant experts")) ||
-        failed(check.dim("constant mix", mix, 1, 2, "2 (the two mixing coefficients)")) ||
-        failed(check.dim("constant mix", mix, 2, hidden, "the hidden size")))
-      return failure();
-  }
+  if (failed(verifyConstantExperts(*this, check, experts, getConstantVectors(), getConstantMix(),
+                                   hidden)))
+    return failure();
 
   // layer_c8: a shared expert comes as a pair; its gate needs it.
   if (static_cast<bool>(getSharedUp()) != static_cast<bool>(getSharedDown()))
@@ -420,13 +443,8 @@ LogicalResult TopKOp::verify() {
       experts / groups < 2)
     return emitOpError("group_score top2_sum needs at least 2 experts per group");
   // topk_c3: results [T, k].
-  for (auto [name, v] : {std::pair<StringRef, Value>{"result weights", getWeights()},
-                         {"result indices", getIndices()}})
-    if (failed(check.rank(name, v.getType(), 2)) ||
-        failed(check.dim(name, v.getType(), 0, dimOf(getScores(), 0), "the number of tokens")) ||
-        failed(check.dim(name, v.getType(), 1, k, "k")))
-      return failure();
-  return success();
+  return verifySelectionResults(check, getWeights(), getIndices(), dimOf(getScores(), 0), k,
+                                "k");
 }
 
 LogicalResult ThresholdOp::verify() {
@@ -442,13 +460,8 @@ LogicalResult ThresholdOp::verify() {
   if (!std::isfinite(getThreshold().convertToDouble()))
     return emitOpError("threshold must be finite");
   // threshold_c3: results [T, max_k].
-  for (auto [name, v] : {std::pair<StringRef, Value>{"result weights", getWeights()},
-                         {"result indices", getIndices()}})
-    if (failed(check.rank(name, v.getType(), 2)) ||
-        failed(check.dim(name, v.getType(), 0, dimOf(getScores(), 0), "the number of tokens")) ||
-        failed(check.dim(name, v.getType(), 1, maxK, "max_k")))
-      return failure();
-  return success();
+  return verifySelectionResults(check, getWeights(), getIndices(), dimOf(getScores(), 0), maxK,
+                                "max_k");
 }
 
 LogicalResult ExpertChoiceOp::verify() {
@@ -471,14 +484,8 @@ LogicalResult ExpertChoiceOp::verify() {
                          << ") must be between 1 and the number of experts (" << experts << ")";
   // expert_choice_c3: results [T, token_k] or [T, E].
   int64_t slots = tokenK ? static_cast<int64_t>(*tokenK) : experts;
-  for (auto [name, v] : {std::pair<StringRef, Value>{"result weights", getWeights()},
-                         {"result indices", getIndices()}})
-    if (failed(check.rank(name, v.getType(), 2)) ||
-        failed(check.dim(name, v.getType(), 0, tokens, "the number of tokens")) ||
-        failed(check.dim(name, v.getType(), 1, slots,
-                         tokenK ? "token_k" : "the number of experts")))
-      return failure();
-  return success();
+  return verifySelectionResults(check, getWeights(), getIndices(), tokens, slots,
+                                tokenK ? "token_k" : "the number of experts");
 }
 
 LogicalResult RenormalizeOp::verify() {
@@ -642,28 +649,8 @@ LogicalResult ZeroComputeOp::verify() {
       failed(check.sameElementType("result", getResult().getType(), "x", x)))
     return failure();
   // zero_compute_c1: constant operands iff the set has constant experts.
-  int64_t numConstant = countKind(getExperts(), ExpertKind::constant);
-  if (numConstant > 0 && !getConstantVectors())
-    return emitOpError() << "the " << numConstant
-                         << " constant experts need constant(vectors, mix) operands";
-  if (numConstant == 0 && getConstantVectors())
-    return emitOpError("constant(vectors, mix) given but the expert set has no constant experts");
-  if (static_cast<bool>(getConstantVectors()) != static_cast<bool>(getConstantMix()))
-    return emitOpError("constant needs both the vectors and the mixing weights");
-  if (Value v = getConstantVectors()) {
-    int64_t hidden = dimOf(getX(), 1);
-    Type mix = getConstantMix().getType();
-    if (failed(check.rank("constant vectors", v.getType(), 2)) ||
-        failed(check.dim("constant vectors", v.getType(), 0, numConstant,
-                         "the number of constant experts")) ||
-        failed(check.dim("constant vectors", v.getType(), 1, hidden, "the hidden size")) ||
-        failed(check.rank("constant mix", mix, 3)) ||
-        failed(check.dim("constant mix", mix, 0, numConstant, "the number of constant experts")) ||
-        failed(check.dim("constant mix", mix, 1, 2, "2 (the two mixing coefficients)")) ||
-        failed(check.dim("constant mix", mix, 2, hidden, "the hidden size")))
-      return failure();
-  }
-  return success();
+  return verifyConstantExperts(*this, check, getExperts(), getConstantVectors(),
+                               getConstantMix(), dimOf(getX(), 1));
 }
 
 LogicalResult DenseFfnOp::verify() {
