@@ -286,3 +286,11 @@ func.func @renormalize_unknown_mode(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
   %r = moe.renormalize max %w, %i : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x2xf32>
   return
 }
+
+// -----
+
+func.func @renormalize_c1_rank(%w: tensor<4x2xf32>, %i: tensor<4xi32>) {
+  // expected-error @+1 {{indices 'tensor<4xi32>' and weights 'tensor<4x2xf32>' must have the same shape}}
+  %r = moe.renormalize sum %w, %i : (tensor<4x2xf32>, tensor<4xi32>) -> tensor<4x2xf32>
+  return
+}
