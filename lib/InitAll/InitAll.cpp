@@ -2,6 +2,8 @@
 
 #include "moe/InitAll.h"
 #include "dialects/moe/MoeDialect.h"
+#include "moe/Conversion/Passes.h"
+#include "moe/Pipelines/Pipelines.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
@@ -18,4 +20,6 @@ void mlir::moe::registerAllMoeDialects(DialectRegistry &registry) {
 void mlir::moe::registerAllMoePasses() {
   registerAllPasses();
   registerMoePasses();
+  registerMoeConversionPasses();
+  registerMoePipelines();
 }

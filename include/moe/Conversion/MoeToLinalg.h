@@ -1,0 +1,18 @@
+//===- MoeToLinalg.h - lowering moe ops to upstream dialects ----*- C++ -*-===//
+
+#ifndef MOE_CONVERSION_MOETOLINALG_H
+#define MOE_CONVERSION_MOETOLINALG_H
+
+namespace mlir {
+class RewritePatternSet;
+namespace moe {
+/// moe.router, gating_residual, score, topk, threshold, expert_choice, renormalize.
+void populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns);
+/// moe.dispatch, permute, combine.
+void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
+/// moe.grouped_matmul, activation, zero_compute, dense_ffn, merge_experts.
+void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns);
+} // namespace moe
+} // namespace mlir
+
+#endif // MOE_CONVERSION_MOETOLINALG_H

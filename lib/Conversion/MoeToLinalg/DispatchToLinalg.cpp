@@ -1,0 +1,400 @@
+//===- DispatchToLinalg.cpp - dispatch plan, permute, combine -------------===//
+//
+// moe.dispatch is a sequential algorithm over the slots in (token, slot)
+// order (docs/design.md 5.3); it becomes scf loops that decide, for every
+// slot, its final expert and its position among that expert's rows, and then
+// turn positions into rows. moe.permute and moe.combine are linalg.generic
+// gathers; combine reduces over the slots in order, so it is deterministic.
+//
+//===----------------------------------------------------------------------===//
+
+#include "LoweringUtils.h"
+#include "dialects/moe/MoeOps.h"
+#include "moe/Conversion/MoeToLinalg.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::lowering;
+
+namespace {
+
+using BodyFn = function_ref<SmallVector<Value>(OpBuilder &, Location, Value, ValueRange)>;
+
+SmallVector<Value> forRange(OpBuilder &b, Location loc, Value lb, Value ub, ValueRange state,
+                            BodyFn body) {
+  auto loop = scf::ForOp::create(b, loc, lb, ub, constIndex(b, loc, 1), state,
+                                 [&](OpBuilder &nb, Location nl, Value i, ValueRange iter) {
+                                   scf::YieldOp::create(nb, nl, body(nb, nl, i, iter));
+                                 });
+  return llvm::to_vector_of<Value>(loop.getResults());
+}
+
+/// `then` when `cond` holds, else the state unchanged.
+SmallVector<Value> ifThen(OpBuilder &b, Location loc, Value cond, ValueRange state,
+                          function_ref<SmallVector<Value>(OpBuilder &, Location)> then) {
+  auto op = scf::IfOp::create(
+      b, loc, cond,
+      [&](OpBuilder &tb, Location tl) { scf::YieldOp::create(tb, tl, then(tb, tl)); },
+      [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, state); });
+  return llvm::to_vector_of<Value>(op.getResults());
+}
+
+Value get(OpBuilder &b, Location loc, Value tensor, ValueRange at) {
+  return tensor::ExtractOp::create(b, loc, tensor, at);
+}
+Value put(OpBuilder &b, Location loc, Value v, Value tensor, ValueRange at) {
+  return tensor::InsertOp::create(b, loc, v, tensor, at);
+}
+Value cmpi(OpBuilder &b, Location loc, arith::CmpIPredicate p, Value x, Value y) {
+  return arith::CmpIOp::create(b, loc, p, x, y);
+}
+Value addIndex(OpBuilder &b, Location loc, Value x, int64_t y) {
+  return arith::AddIOp::create(b, loc, x, constIndex(b, loc, y));
+}
+
+struct LowerDispatch : OpRewritePattern<DispatchOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(DispatchOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value indices = op.getIndices(), weights = op.getWeights(), logits = op.getLogits();
+    CapacityAttr cap = op.getCapacityAttr();
+    int64_t experts = op.getNumExperts();
+    int64_t slots = cast<RankedTensorType>(indices.getType()).getDimSize(1);
+    bool fillIn = cap && (cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both);
+    bool intra = cap && (cap.getRectify() == Rectify::intra_device || cap.getRectify() == Rectify::both);
+    int64_t primary = slots - (fillIn ? 1 : 0);
+    using P = arith::CmpIPredicate;
+
+    Value zero = constIndex(b, loc, 0);
+    Value tokens = dimsOf(b, loc, indices)[0];
+    Value numExperts = constIndex(b, loc, experts);
+    Value numPrimary = constIndex(b, loc, primary);
+    Value capacity = cap ? capacityOf(b, loc, cap, tokens, primary, experts) : Value();
+    Value i32Zero = constI32(b, loc, 0), i32One = constI32(b, loc, 1), i32None = constI32(b, loc, -1);
+    Value trueV = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+    Value falseV = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
+
+    auto slotType = cast<RankedTensorType>(indices.getType());
+    SmallVector<Value> slotDims = {tokens, constIndex(b, loc, slots)};
+    auto countsType = RankedTensorType::get({experts}, b.getI32Type());
+    // State: final expert and position of every slot, rows used per expert.
+    Value finalExpert = filled(b, loc, slotType, slotDims, i32None);
+    Value position = filled(b, loc, slotType, slotDims, i32None);
+    Value counts = zeros(b, loc, countsType, {numExperts});
+    auto rectType = RankedTensorType::get({slotType.getDimSize(0)}, b.getI1Type());
+    Value rectified = filled(b, loc, rectType, {tokens}, falseV);
+
+    // Assigns slot (t, j) to expert e at its next free position.
+    auto assign = [&](OpBuilder &nb, Location nl, Value t, Value j, Value e, Value base,
+                      ValueRange st) -> SmallVector<Value> {
+      Value eIdx = i32ToIndex(nb, nl, e);
+      Value n = get(nb, nl, st[2], {eIdx});
+      Value pos = base ? base : n;
+      return {put(nb, nl, e, st[0], {t, j}), put(nb, nl, pos, st[1], {t, j}),
+              put(nb, nl, arith::AddIOp::create(nb, nl, n, i32One), st[2], {eIdx}), st[3]};
+    };
+
+    // 1. Primary selections, in (t, k) order, up to the capacity.
+    SmallVector<Value> state = {finalExpert, position, counts, rectified};
+    state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
+      return forRange(b1, l1, zero, numPrimary, s1, [&](OpBuilder &b2, Location l2, Value j, ValueRange s2) {
+        Value e = get(b2, l2, indices, {t, j});
+        Value valid = cmpi(b2, l2, P::sge, e, i32Zero);
+        return ifThen(b2, l2, valid, s2, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
+          Value keep = trueV;
+          if (cap) {
+            Value limit = indexToI32(b3, l3, capacity);
+            Value eIdx = i32ToIndex(b3, l3, e);
+            Value rank = cap.getDrop() == DropPolicy::position
+                             ? get(b3, l3, s2[2], {eIdx})
+                             : probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
+            keep = cmpi(b3, l3, P::slt, rank, limit);
+          }
+          return ifThen(b3, l3, keep, s2, [&](OpBuilder &b4, Location l4) {
+            return assign(b4, l4, t, j, e, Value(), s2);
+          });
+        });
+      });
+    });
+
+    // 2. Intra-device rectification of dropped primary slots.
+    if (intra) {
+      int64_t perDevice = cap.getExpertsPerDevice();
+      int64_t devices = experts / perDevice;
+      state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
+        // Token t lives on device floor(t * D / T).
+        Value device = arith::DivUIOp::create(
+            b1, l1, arith::MulIOp::create(b1, l1, t, constIndex(b1, l1, devices)), tokens);
+        Value first = arith::MulIOp::create(b1, l1, device, constIndex(b1, l1, perDevice));
+        Value best = bestLocalExpert(b1, l1, logits, t, first, perDevice);
+        return forRange(b1, l1, zero, numPrimary, s1, [&](OpBuilder &b2, Location l2, Value j, ValueRange s2) {
+          Value e = get(b2, l2, indices, {t, j});
+          Value dropped = arith::AndIOp::create(
+              b2, l2, cmpi(b2, l2, P::sge, e, i32Zero),
+              cmpi(b2, l2, P::slt, get(b2, l2, s2[0], {t, j}), i32Zero));
+          Value h = indexToI32(b2, l2, best);
+          Value free = cmpi(b2, l2, P::slt, get(b2, l2, s2[2], {best}), indexToI32(b2, l2, capacity));
+          Value move = arith::AndIOp::create(b2, l2, dropped, free);
+          return ifThen(b2, l2, move, s2, [&](OpBuilder &b3, Location l3) {
+            SmallVector<Value> next = assign(b3, l3, t, j, h, Value(), s2);
+            next[3] = put(b3, l3, trueV, s2[3], {t});
+            return next;
+          });
+        });
+      });
+    }
+
+    // 3. Fill-in: free rows take the (k+1)-th choices, best weight first.
+    if (fillIn) {
+      Value before = state[2];
+      Value last = constIndex(b, loc, slots - 1);
+      state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
+        Value e = get(b1, l1, indices, {t, last});
+        Value valid = cmpi(b1, l1, P::sge, e, i32Zero);
+        return ifThen(b1, l1, valid, s1, [&](OpBuilder &b2, Location l2) -> SmallVector<Value> {
+          Value eIdx = i32ToIndex(b2, l2, e);
+          Value used = get(b2, l2, before, {eIdx});
+          Value rank = fillInRank(b2, l2, indices, weights, tokens, last, t, e);
+          Value freeRows = arith::SubIOp::create(b2, l2, indexToI32(b2, l2, capacity), used);
+          Value take = cmpi(b2, l2, P::slt, rank, freeRows);
+          return ifThen(b2, l2, take, s1, [&](OpBuilder &b3, Location l3) {
+            return assign(b3, l3, t, last, e, arith::AddIOp::create(b3, l3, used, rank), s1);
+          });
+        });
+      });
+    }
+
+    // 4. Offsets, then rows from positions.
+    bool pad = cap && cap.getPad();
+    auto offsetsType = cast<RankedTensorType>(op.getExpertOffsets().getType());
+    Value offsets = zeros(b, loc, offsetsType, {constIndex(b, loc, experts + 1)});
+    offsets = forRange(b, loc, zero, numExperts, ValueRange{offsets},
+                       [&](OpBuilder &nb, Location nl, Value e, ValueRange st) -> SmallVector<Value> {
+                         Value next;
+                         if (pad)
+                           next = indexToI32(nb, nl, arith::MulIOp::create(nb, nl, addIndex(nb, nl, e, 1), capacity));
+                         else
+                           next = arith::AddIOp::create(nb, nl, get(nb, nl, st[0], {e}),
+                                                        get(nb, nl, state[2], {e}));
+                         return {put(nb, nl, next, st[0], {addIndex(nb, nl, e, 1)})};
+                       })[0];
+
+    auto rowsType = cast<RankedTensorType>(op.getRowToken().getType());
+    Value rows = rowsType.isDynamicDim(0)
+                     ? (pad ? arith::MulIOp::create(b, loc, numExperts, capacity).getResult()
+                            : arith::MulIOp::create(b, loc, tokens, constIndex(b, loc, slots)).getResult())
+                     : constIndex(b, loc, rowsType.getDimSize(0));
+    Value rowToken = filled(b, loc, rowsType, {rows}, i32None);
+    Value slotRow = filled(b, loc, slotType, slotDims, i32None);
+    Value slotWeight = zeros(b, loc, cast<RankedTensorType>(op.getSlotWeight().getType()), slotDims);
+    SmallVector<Value> plan = {rowToken, slotRow, slotWeight};
+    plan = forRange(b, loc, zero, tokens, plan, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
+      return forRange(b1, l1, zero, constIndex(b1, l1, slots), s1,
+                      [&](OpBuilder &b2, Location l2, Value j, ValueRange s2) {
+                        Value e = get(b2, l2, state[0], {t, j});
+                        Value placed = cmpi(b2, l2, P::sge, e, i32Zero);
+                        return ifThen(b2, l2, placed, s2, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
+                          Value row = arith::AddIOp::create(
+                              b3, l3, get(b3, l3, offsets, {i32ToIndex(b3, l3, e)}),
+                              get(b3, l3, state[1], {t, j}));
+                          Value rowIdx = i32ToIndex(b3, l3, row);
+                          return {put(b3, l3, indexToI32(b3, l3, t), s2[0], {rowIdx}),
+                                  put(b3, l3, row, s2[1], {t, j}),
+                                  put(b3, l3, get(b3, l3, weights, {t, j}), s2[2], {t, j})};
+                        });
+                      });
+    });
+
+    // 5. Rectified tokens take the Rectify-Router weights exp(a) / Σ exp(a).
+    if (intra)
+      plan[2] = rectifiedWeights(b, loc, logits, state[0], state[3], plan[2], tokens, numPrimary);
+
+    b.replaceOp(op, {plan[0], offsets, plan[1], plan[2]});
+    return success();
+  }
+
+private:
+  /// C = tokens, or ceil(T · k / E · factor) in double arithmetic.
+  static Value capacityOf(OpBuilder &b, Location loc, CapacityAttr cap, Value tokens, int64_t k,
+                          int64_t experts) {
+    if (cap.getTokens() > 0)
+      return constIndex(b, loc, cap.getTokens());
+    auto f64 = [&](double v) { return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v)); };
+    Value t = arith::SIToFPOp::create(b, loc, b.getF64Type(),
+                                      arith::IndexCastOp::create(b, loc, b.getI64Type(), tokens));
+    Value c = arith::MulFOp::create(b, loc, t, f64(static_cast<double>(k)));
+    c = arith::DivFOp::create(b, loc, c, f64(static_cast<double>(experts)));
+    c = arith::MulFOp::create(b, loc, c, f64(cap.getFactor().convertToDouble()));
+    c = math::CeilOp::create(b, loc, c);
+    return arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                      arith::FPToSIOp::create(b, loc, b.getI64Type(), c));
+  }
+
+  /// How many primary slots of expert e rank before slot (t, j): higher
+  /// weight, or equal weight earlier in (t, k) order.
+  static Value probsRank(OpBuilder &b, Location loc, Value indices, Value weights, Value tokens,
+                         Value numPrimary, Value t, Value j, Value e) {
+    Value zero = constIndex(b, loc, 0);
+    Value w = get(b, loc, weights, {t, j});
+    Value order = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, t, numPrimary), j);
+    return forRange(b, loc, zero, tokens, ValueRange{constI32(b, loc, 0)},
+                    [&](OpBuilder &b1, Location l1, Value u, ValueRange c1) {
+                      return forRange(b1, l1, zero, numPrimary, c1, [&](OpBuilder &b2, Location l2,
+                                                                         Value i, ValueRange c2) {
+                        Value same = cmpi(b2, l2, arith::CmpIPredicate::eq,
+                                          get(b2, l2, indices, {u, i}), e);
+                        Value other = arith::AddIOp::create(
+                            b2, l2, arith::MulIOp::create(b2, l2, u, numPrimary), i);
+                        Value before = ranksBefore(b2, l2, get(b2, l2, weights, {u, i}), other, w, order);
+                        Value inc = arith::ExtUIOp::create(
+                            b2, l2, b2.getI32Type(), arith::AndIOp::create(b2, l2, same, before));
+                        return SmallVector<Value>{arith::AddIOp::create(b2, l2, c2[0], inc)};
+                      });
+                    })[0];
+  }
+
+  /// Rank of token t's fill-in candidate among the candidates for expert e.
+  static Value fillInRank(OpBuilder &b, Location loc, Value indices, Value weights, Value tokens,
+                          Value column, Value t, Value e) {
+    Value w = get(b, loc, weights, {t, column});
+    return forRange(b, loc, constIndex(b, loc, 0), tokens, ValueRange{constI32(b, loc, 0)},
+                    [&](OpBuilder &b1, Location l1, Value u, ValueRange c) {
+                      Value same = cmpi(b1, l1, arith::CmpIPredicate::eq,
+                                        get(b1, l1, indices, {u, column}), e);
+                      Value before = ranksBefore(b1, l1, get(b1, l1, weights, {u, column}), u, w, t);
+                      Value inc = arith::ExtUIOp::create(b1, l1, b1.getI32Type(),
+                                                         arith::AndIOp::create(b1, l1, same, before));
+                      return SmallVector<Value>{arith::AddIOp::create(b1, l1, c[0], inc)};
+                    })[0];
+  }
+
+  /// argmax of logits[t, first .. first + count), ties to the lowest index.
+  static Value bestLocalExpert(OpBuilder &b, Location loc, Value logits, Value t, Value first,
+                               int64_t count) {
+    Value none = constIndex(b, loc, -1);
+    SmallVector<Value> best = forRange(
+        b, loc, first, addIndex(b, loc, first, count),
+        ValueRange{constF32(b, loc, 0.0), none},
+        [&](OpBuilder &nb, Location nl, Value e, ValueRange st) -> SmallVector<Value> {
+          Value v = get(nb, nl, logits, {t, e});
+          Value take = arith::OrIOp::create(
+              nb, nl, cmpi(nb, nl, arith::CmpIPredicate::slt, st[1], constIndex(nb, nl, 0)),
+              ranksBefore(nb, nl, v, e, st[0], st[1]));
+          return {arith::SelectOp::create(nb, nl, take, v, st[0]),
+                  arith::SelectOp::create(nb, nl, take, e, st[1])};
+        });
+    return best[1];
+  }
+
+  static Value rectifiedWeights(OpBuilder &b, Location loc, Value logits, Value finalExpert,
+                                Value rectified, Value slotWeight, Value tokens, Value numPrimary) {
+    Value zero = constIndex(b, loc, 0);
+    double inf = std::numeric_limits<double>::infinity();
+    return forRange(b, loc, zero, tokens, ValueRange{slotWeight},
+                    [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
+      return ifThen(b1, l1, get(b1, l1, rectified, {t}), s1, [&](OpBuilder &b2, Location l2) {
+        // Logit of each placed primary slot's final expert.
+        auto logitAt = [&](OpBuilder &nb, Location nl, Value j) {
+          Value e = get(nb, nl, finalExpert, {t, j});
+          Value placed = cmpi(nb, nl, arith::CmpIPredicate::sge, e, constI32(nb, nl, 0));
+          Value safe = arith::SelectOp::create(nb, nl, placed, i32ToIndex(nb, nl, e), constIndex(nb, nl, 0));
+          return std::make_pair(placed, get(nb, nl, logits, {t, safe}));
+        };
+        Value mx = forRange(b2, l2, zero, numPrimary, ValueRange{constF32(b2, l2, -inf)},
+                            [&](OpBuilder &nb, Location nl, Value j, ValueRange m) {
+                              auto [placed, a] = logitAt(nb, nl, j);
+                              Value bigger = arith::MaximumFOp::create(nb, nl, m[0], a);
+                              return SmallVector<Value>{arith::SelectOp::create(nb, nl, placed, bigger, m[0])};
+                            })[0];
+        Value sum = forRange(b2, l2, zero, numPrimary, ValueRange{constF32(b2, l2, 0.0)},
+                             [&](OpBuilder &nb, Location nl, Value j, ValueRange s) {
+                               auto [placed, a] = logitAt(nb, nl, j);
+                               Value ex = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, a, mx));
+                               Value added = arith::AddFOp::create(nb, nl, s[0], ex);
+                               return SmallVector<Value>{arith::SelectOp::create(nb, nl, placed, added, s[0])};
+                             })[0];
+        return forRange(b2, l2, zero, numPrimary, s1, [&](OpBuilder &nb, Location nl, Value j, ValueRange w) {
+          auto [placed, a] = logitAt(nb, nl, j);
+          Value ex = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, a, mx));
+          Value value = arith::SelectOp::create(nb, nl, placed, arith::DivFOp::create(nb, nl, ex, sum),
+                                                constF32(nb, nl, 0.0));
+          return SmallVector<Value>{put(nb, nl, value, w[0], {t, j})};
+        });
+      });
+    })[0];
+  }
+};
+
+struct LowerPermute : OpRewritePattern<PermuteOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(PermuteOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value x = op.getX(), rowToken = op.getRowToken();
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> dims = {dimsOf(b, loc, rowToken)[0], dimsOf(b, loc, x)[1]};
+    Value init = zeros(b, loc, type, dims);
+    MLIRContext *ctx = b.getContext();
+    AffineExpr r, h;
+    bindDims(ctx, r, h);
+    auto result = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{rowToken}, ValueRange{init},
+        ArrayRef<AffineMap>{AffineMap::get(2, 0, {r}, ctx), AffineMap::get(2, 0, {r, h}, ctx)},
+        SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0));
+          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, a[0]),
+                                               constIndex(nb, nl, 0));
+          Value v = get(nb, nl, x, {safe, linalg::IndexOp::create(nb, nl, 1)});
+          Value zero = arith::ConstantOp::create(nb, nl, nb.getZeroAttr(type.getElementType()));
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, valid, v, zero)});
+        });
+    b.replaceOp(op, result.getResult(0));
+    return success();
+  }
+};
+
+struct LowerCombine : OpRewritePattern<CombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(CombineOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value rows = op.getRows(), slotRow = op.getSlotRow(), slotWeight = op.getSlotWeight();
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> dims = {dimsOf(b, loc, slotRow)[0], dimsOf(b, loc, rows)[1]};
+    auto accType = RankedTensorType::get(type.getShape(), b.getF32Type());
+    Value init = zeros(b, loc, accType, dims);
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t, h, k;
+    bindDims(ctx, t, h, k);
+    auto slotMap = AffineMap::get(3, 0, {t, k}, ctx);
+    auto acc = linalg::GenericOp::create(
+        b, loc, TypeRange{accType}, ValueRange{slotRow, slotWeight}, ValueRange{init},
+        ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {t, h}, ctx)},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
+                                      utils::IteratorType::reduction},
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0));
+          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, a[0]),
+                                               constIndex(nb, nl, 0));
+          Value v = toF32(nb, nl, get(nb, nl, rows, {safe, linalg::IndexOp::create(nb, nl, 1)}));
+          Value term = arith::MulFOp::create(nb, nl, a[1], v);
+          Value sum = arith::AddFOp::create(nb, nl, a[2], term);
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, valid, sum, a[2])});
+        });
+    b.replaceOp(op, castElements(b, loc, acc.getResult(0), type.getElementType()));
+    return success();
+  }
+};
+
+} // namespace
+
+void mlir::moe::populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerDispatch, LowerPermute, LowerCombine>(patterns.getContext());
+}

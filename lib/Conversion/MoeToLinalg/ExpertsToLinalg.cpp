@@ -1,0 +1,306 @@
+//===- ExpertsToLinalg.cpp - expert computation to linalg -----------------===//
+//
+// The FLOP-heavy ops become linalg.generic contractions accumulated in f32:
+// moe.grouped_matmul is one contraction per expert over its dynamic row
+// range; moe.activation, moe.zero_compute, moe.dense_ffn and
+// moe.merge_experts are elementwise maps and reductions.
+//
+//===----------------------------------------------------------------------===//
+
+#include "LoweringUtils.h"
+#include "dialects/moe/MoeOps.h"
+#include "moe/Conversion/MoeToLinalg.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::lowering;
+
+namespace {
+
+Value get(OpBuilder &b, Location loc, Value tensor, ValueRange at) {
+  return tensor::ExtractOp::create(b, loc, tensor, at);
+}
+
+/// A size or offset as an attribute when it is a constant, so slices keep
+/// their static shapes.
+OpFoldResult ofr(Value v) { return getAsOpFoldResult(v); }
+
+bool isGated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
+
+/// The activation of an f32 [R, U] tensor: elementwise, or for gated kinds
+/// act(columns [0, F)) * columns [F, 2F).
+Value activate(OpBuilder &b, Location loc, Activation act, Value h) {
+  StringRef name = stringifyActivation(act);
+  if (!isGated(act))
+    return mapF32(b, loc, h, [&](OpBuilder &nb, Location nl, Value v) {
+      return applyActivation(nb, nl, name, v);
+    });
+  SmallVector<Value> dims = dimsOf(b, loc, h);
+  auto type = cast<RankedTensorType>(h.getType());
+  int64_t width = type.getDimSize(1);
+  Value half = ShapedType::isDynamic(width)
+                   ? arith::DivUIOp::create(b, loc, dims[1], constIndex(b, loc, 2)).getResult()
+                   : constIndex(b, loc, width / 2);
+  auto outType = RankedTensorType::get(
+      {type.getDimSize(0), ShapedType::isDynamic(width) ? width : width / 2}, b.getF32Type());
+  auto halfType = RankedTensorType::get(outType.getShape(), type.getElementType());
+  SmallVector<OpFoldResult> sizes = {ofr(dims[0]), ofr(half)};
+  SmallVector<OpFoldResult> strides = {b.getIndexAttr(1), b.getIndexAttr(1)};
+  Value gate = tensor::ExtractSliceOp::create(
+      b, loc, halfType, h, ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(0)}, sizes, strides);
+  Value up = tensor::ExtractSliceOp::create(
+      b, loc, halfType, h, ArrayRef<OpFoldResult>{b.getIndexAttr(0), ofr(half)}, sizes, strides);
+  Value init = zeros(b, loc, outType, {dims[0], half});
+  AffineMap id = b.getMultiDimIdentityMap(2);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{outType}, ValueRange{gate, up}, ValueRange{init},
+             ArrayRef<AffineMap>{id, id, id},
+             SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+             [&](OpBuilder &nb, Location nl, ValueRange a) {
+               Value g = applyActivation(nb, nl, name, toF32(nb, nl, a[0]));
+               linalg::YieldOp::create(nb, nl,
+                                       ValueRange{arith::MulFOp::create(nb, nl, g, toF32(nb, nl, a[1]))});
+             })
+      .getResult(0);
+}
+
+Value castTo(OpBuilder &b, Location loc, Value value, Type type) {
+  auto t = cast<RankedTensorType>(type);
+  value = castElements(b, loc, value, t.getElementType());
+  if (value.getType() != type)
+    value = tensor::CastOp::create(b, loc, type, value);
+  return value;
+}
+
+struct LowerGroupedMatmul : OpRewritePattern<GroupedMatmulOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedMatmulOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value lhs = op.getLhs(), w = op.getWeights(), offsets = op.getOffsets();
+    auto wType = cast<RankedTensorType>(w.getType());
+    SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
+    Value rows = lhsDims[0];
+    auto accType = RankedTensorType::get(
+        {cast<RankedTensorType>(lhs.getType()).getDimSize(0), wType.getDimSize(1)}, b.getF32Type());
+    Value acc = zeros(b, loc, accType, {rows, wDims[1]});
+    auto sliceType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(2)},
+                                           cast<RankedTensorType>(lhs.getType()).getElementType());
+    auto weightType = RankedTensorType::get({wType.getDimSize(1), wType.getDimSize(2)},
+                                            wType.getElementType());
+    auto partType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(1)}, b.getF32Type());
+    Value one = constIndex(b, loc, 1);
+    auto loop = scf::ForOp::create(
+        b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
+        [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
+          // Rows [lo, hi) of expert e, clamped to the buffer.
+          auto offsetAt = [&](Value i) {
+            Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
+            v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
+            return arith::MinSIOp::create(nb, nl, v, rows).getResult();
+          };
+          Value lo = offsetAt(e);
+          Value hi = arith::MaxSIOp::create(nb, nl, offsetAt(arith::AddIOp::create(nb, nl, e, one)), lo);
+          Value size = arith::SubIOp::create(nb, nl, hi, lo);
+          SmallVector<OpFoldResult> unit = {nb.getIndexAttr(1), nb.getIndexAttr(1)};
+          Value a = tensor::ExtractSliceOp::create(
+              nb, nl, sliceType, lhs, ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
+          Value we = tensor::ExtractSliceOp::create(
+              nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
+              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
+          Value part = linearF32(nb, nl, a, we);
+          if (part.getType() != partType)
+            part = tensor::CastOp::create(nb, nl, partType, part);
+          Value next = tensor::InsertSliceOp::create(
+              nb, nl, part, iter[0], ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit);
+          scf::YieldOp::create(nb, nl, next);
+        });
+    b.replaceOp(op, castTo(b, loc, loop.getResult(0), op.getType()));
+    return success();
+  }
+};
+
+struct LowerActivation : OpRewritePattern<ActivationOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ActivationOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    b.replaceOp(op, castTo(b, loc, activate(b, loc, op.getKind(), op.getInput()), op.getType()));
+    return success();
+  }
+};
+
+struct LowerZeroCompute : OpRewritePattern<ZeroComputeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ZeroComputeOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value x = op.getX(), indices = op.getIndices(), weights = op.getWeights();
+    Value vectors = op.getConstantVectors();
+    // Per expert: its kind and, for constant experts, which one it is.
+    SmallVector<ExpertKind> kinds = expandExpertSet(op.getExperts());
+    SmallVector<int32_t> kindCodes, constantSlot;
+    int32_t nextConstant = 0;
+    for (ExpertKind kind : kinds) {
+      kindCodes.push_back(static_cast<int32_t>(kind));
+      constantSlot.push_back(kind == ExpertKind::constant ? nextConstant++ : 0);
+    }
+    auto tableType = RankedTensorType::get({static_cast<int64_t>(kinds.size())}, b.getI32Type());
+    Value kindTable = arith::ConstantOp::create(
+        b, loc, DenseIntElementsAttr::get(tableType, ArrayRef<int32_t>(kindCodes)));
+    Value constantTable = arith::ConstantOp::create(
+        b, loc, DenseIntElementsAttr::get(tableType, ArrayRef<int32_t>(constantSlot)));
+    int32_t numExperts = static_cast<int32_t>(kinds.size());
+
+    // Mixing logits of every constant expert: [T, 2 E_c] = x · mix^T.
+    Value mixLogits;
+    if (vectors) {
+      auto mixType = cast<RankedTensorType>(op.getConstantMix().getType());
+      int64_t ec = mixType.getDimSize(0);
+      auto flatType = RankedTensorType::get(
+          {ShapedType::isDynamic(ec) ? ec : 2 * ec, mixType.getDimSize(2)}, mixType.getElementType());
+      Value flat = tensor::CollapseShapeOp::create(b, loc, flatType, op.getConstantMix(),
+                                                   ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+      mixLogits = linearF32(b, loc, x, flat);
+    }
+
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> xDims = dimsOf(b, loc, x);
+    auto accType = RankedTensorType::get(type.getShape(), b.getF32Type());
+    Value init = zeros(b, loc, accType, xDims);
+    MLIRContext *ctx = b.getContext();
+    AffineExpr t, h, k;
+    bindDims(ctx, t, h, k);
+    auto slotMap = AffineMap::get(3, 0, {t, k}, ctx);
+    auto acc = linalg::GenericOp::create(
+        b, loc, TypeRange{accType}, ValueRange{indices, weights}, ValueRange{init},
+        ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {t, h}, ctx)},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
+                                      utils::IteratorType::reduction},
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          using P = arith::CmpIPredicate;
+          Value e = a[0], w = a[1];
+          Value valid = arith::AndIOp::create(
+              nb, nl, arith::CmpIOp::create(nb, nl, P::sge, e, constI32(nb, nl, 0)),
+              arith::CmpIOp::create(nb, nl, P::slt, e, constI32(nb, nl, numExperts)));
+          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, e), constIndex(nb, nl, 0));
+          Value kind = get(nb, nl, kindTable, {safe});
+          Value ti = linalg::IndexOp::create(nb, nl, 0), hi = linalg::IndexOp::create(nb, nl, 1);
+          Value xv = toF32(nb, nl, get(nb, nl, x, {ti, hi}));
+          auto isKind = [&](ExpertKind kk) {
+            return arith::AndIOp::create(
+                nb, nl, valid,
+                arith::CmpIOp::create(nb, nl, P::eq, kind, constI32(nb, nl, static_cast<int32_t>(kk))));
+          };
+          Value zero = constF32(nb, nl, 0.0);
+          Value contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::copy),
+                                                       arith::MulFOp::create(nb, nl, w, xv), zero);
+          if (vectors) {
+            Value c = i32ToIndex(nb, nl, get(nb, nl, constantTable, {safe}));
+            Value c2 = arith::MulIOp::create(nb, nl, c, constIndex(nb, nl, 2));
+            Value l0 = get(nb, nl, mixLogits, {ti, c2});
+            Value l1 = get(nb, nl, mixLogits, {ti, arith::AddIOp::create(nb, nl, c2, constIndex(nb, nl, 1))});
+            Value m = arith::MaximumFOp::create(nb, nl, l0, l1);
+            Value e0 = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, l0, m));
+            Value e1 = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, l1, m));
+            Value s = arith::AddFOp::create(nb, nl, e0, e1);
+            Value a1 = arith::DivFOp::create(nb, nl, e0, s), a2 = arith::DivFOp::create(nb, nl, e1, s);
+            Value v = toF32(nb, nl, get(nb, nl, vectors, {c, hi}));
+            Value mixed = arith::AddFOp::create(nb, nl, arith::MulFOp::create(nb, nl, a1, xv),
+                                                arith::MulFOp::create(nb, nl, a2, v));
+            contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::constant),
+                                                   arith::MulFOp::create(nb, nl, w, mixed), contribution);
+          }
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], contribution)});
+        });
+    b.replaceOp(op, castTo(b, loc, acc.getResult(0), op.getType()));
+    return success();
+  }
+};
+
+struct LowerDenseFfn : OpRewritePattern<DenseFfnOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(DenseFfnOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value x = op.getX();
+    Value hidden = activate(b, loc, op.getKind(), linearF32(b, loc, x, op.getUp()));
+    Value out = linearF32(b, loc, hidden, op.getDown());
+    if (Value gate = op.getGate()) {
+      // Each row times sigmoid(gate · x_t).
+      Value g = linearF32(b, loc, x, gate);
+      MLIRContext *ctx = b.getContext();
+      AffineExpr t, h;
+      bindDims(ctx, t, h);
+      auto outType = cast<RankedTensorType>(out.getType());
+      Value init = zeros(b, loc, outType, dimsOf(b, loc, out));
+      out = linalg::GenericOp::create(
+                b, loc, TypeRange{outType}, ValueRange{out, g}, ValueRange{init},
+                ArrayRef<AffineMap>{AffineMap::get(2, 0, {t, h}, ctx),
+                                    AffineMap::get(2, 0, {t, b.getAffineConstantExpr(0)}, ctx),
+                                    AffineMap::get(2, 0, {t, h}, ctx)},
+                SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+                [&](OpBuilder &nb, Location nl, ValueRange a) {
+                  Value negExp = math::ExpOp::create(nb, nl, arith::NegFOp::create(nb, nl, a[1]));
+                  Value sig = arith::DivFOp::create(
+                      nb, nl, constF32(nb, nl, 1.0), arith::AddFOp::create(nb, nl, constF32(nb, nl, 1.0), negExp));
+                  linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, a[0], sig)});
+                })
+                .getResult(0);
+    }
+    b.replaceOp(op, castTo(b, loc, out, op.getType()));
+    return success();
+  }
+};
+
+struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MergeExpertsOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value w = op.getWeights(), gates = op.getGates();
+    auto wType = cast<RankedTensorType>(w.getType());
+    int64_t rank = wType.getRank();
+    // Loops: g, then the weight dims after the first, then e (reduction).
+    MLIRContext *ctx = b.getContext();
+    unsigned numLoops = rank + 1;
+    AffineExpr g = b.getAffineDimExpr(0), e = b.getAffineDimExpr(numLoops - 1);
+    SmallVector<AffineExpr> wExprs = {e}, outExprs = {g};
+    for (int64_t d = 1; d < rank; ++d) {
+      wExprs.push_back(b.getAffineDimExpr(d));
+      outExprs.push_back(b.getAffineDimExpr(d));
+    }
+    SmallVector<Value> wDims = dimsOf(b, loc, w);
+    SmallVector<Value> outDims = {dimsOf(b, loc, gates)[0]};
+    outDims.append(wDims.begin() + 1, wDims.end());
+    auto outType = cast<RankedTensorType>(op.getType());
+    auto accType = RankedTensorType::get(outType.getShape(), b.getF32Type());
+    Value init = zeros(b, loc, accType, outDims);
+    SmallVector<utils::IteratorType> iters(numLoops, utils::IteratorType::parallel);
+    iters.back() = utils::IteratorType::reduction;
+    auto acc = linalg::GenericOp::create(
+        b, loc, TypeRange{accType}, ValueRange{gates, w}, ValueRange{init},
+        ArrayRef<AffineMap>{AffineMap::get(numLoops, 0, {g, e}, ctx),
+                            AffineMap::get(numLoops, 0, wExprs, ctx),
+                            AffineMap::get(numLoops, 0, outExprs, ctx)},
+        iters, [&](OpBuilder &nb, Location nl, ValueRange a) {
+          Value term = arith::MulFOp::create(nb, nl, a[0], toF32(nb, nl, a[1]));
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], term)});
+        });
+    b.replaceOp(op, castTo(b, loc, acc.getResult(0), op.getType()));
+    return success();
+  }
+};
+
+} // namespace
+
+void mlir::moe::populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerGroupedMatmul, LowerActivation, LowerZeroCompute, LowerDenseFfn,
+               LowerMergeExperts>(patterns.getContext());
+}

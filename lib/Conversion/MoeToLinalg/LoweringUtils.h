@@ -1,0 +1,75 @@
+//===- LoweringUtils.h - helpers shared by the moe CPU lowerings -*- C++ -*-===//
+//
+// Small builders the per-family lowerings share: f32 conversion, zero-filled
+// tensors, matmuls with transposed weights, the NaN-safe row softmax of
+// docs/design.md section 2.1, the ranking order every selection uses, and an
+// iterative top-k scan.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LIB_CONVERSION_MOETOLINALG_LOWERINGUTILS_H
+#define LIB_CONVERSION_MOETOLINALG_LOWERINGUTILS_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Value.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
+
+namespace mlir::moe::lowering {
+
+//===--- Scalars ---------------------------------------------------------===//
+
+Value constF32(OpBuilder &b, Location loc, double value);
+Value constI32(OpBuilder &b, Location loc, int64_t value);
+Value constIndex(OpBuilder &b, Location loc, int64_t value);
+/// Extends a float scalar to f32 (no-op for f32).
+Value toF32(OpBuilder &b, Location loc, Value scalar);
+/// Rounds an f32 scalar to `type` (no-op for f32).
+Value fromF32(OpBuilder &b, Location loc, Value scalar, Type type);
+Value indexToI32(OpBuilder &b, Location loc, Value index);
+Value i32ToIndex(OpBuilder &b, Location loc, Value i32);
+/// NaN becomes -inf: the ranking and softmax rules of design.md 2.1.
+Value nanToNegInf(OpBuilder &b, Location loc, Value f32);
+/// True when `a` ranks before `b`: larger value first, NaN after every
+/// number, ties by the lower index.
+Value ranksBefore(OpBuilder &b, Location loc, Value aValue, Value aIndex, Value bValue,
+                  Value bIndex);
+
+//===--- Tensors ---------------------------------------------------------===//
+
+/// Every dimension of `tensor` as an index value.
+SmallVector<Value> dimsOf(OpBuilder &b, Location loc, Value tensor);
+/// A tensor of `shape` (index values, static sizes taken from `type`) filled
+/// with zero of its element type.
+Value zeros(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dims);
+/// A tensor of `type` filled with `scalar`.
+Value filled(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dims, Value scalar);
+/// Elementwise conversion of an f32 tensor to `elementType`.
+Value castElements(OpBuilder &b, Location loc, Value tensor, Type elementType);
+/// out[m, n] = Σ_k a[m, k] · w[n, k], accumulated in f32 (an nn.Linear).
+Value linearF32(OpBuilder &b, Location loc, Value a, Value w);
+/// Row-wise softmax of an f32 [T, N] tensor with the NaN/inf rules.
+Value rowSoftmax(OpBuilder &b, Location loc, Value logits);
+/// Applies `fn` to every element of `input` (computed on f32 values), giving
+/// an f32 tensor of the same shape.
+Value mapF32(OpBuilder &b, Location loc, Value input,
+             function_ref<Value(OpBuilder &, Location, Value)> fn);
+/// The activation `name` on an f32 scalar (gelu is the erf form).
+Value applyActivation(OpBuilder &b, Location loc, StringRef name, Value x);
+
+//===--- Iterative top-k scan ---------------------------------------------===//
+
+/// Picks up to `k` candidates in `[0, numCandidates)` in ranking order: the
+/// j-th pick is the first-ranked eligible candidate ranked after pick j-1.
+/// `write(b, loc, j, found, index, value, state)` records pick j (found is
+/// false when no eligible candidate is left) and returns the new state.
+SmallVector<Value> topKScan(
+    OpBuilder &b, Location loc, Value k, Value numCandidates,
+    function_ref<Value(OpBuilder &, Location, Value)> valueOf,
+    function_ref<Value(OpBuilder &, Location, Value)> eligible, ValueRange state,
+    function_ref<SmallVector<Value>(OpBuilder &, Location, Value, Value, Value, Value, ValueRange)>
+        write);
+
+} // namespace mlir::moe::lowering
+
+#endif // LIB_CONVERSION_MOETOLINALG_LOWERINGUTILS_H

@@ -1,0 +1,35 @@
+//===- CpuPipeline.cpp - moe to LLVM for the host CPU ---------------------===//
+
+#include "moe/Pipelines/Pipelines.h"
+#include "moe/Conversion/Passes.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+
+using namespace mlir;
+
+void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
+  pm.addPass(createMoeDecompose());
+  pm.addPass(createConvertMoeToLinalg());
+  // The upstream half, spelled as its textual pipeline so that the same string
+  // reproduces it with mlir-opt.
+  LogicalResult parsed = parsePassPipeline(
+      "canonicalize,cse,"
+      "one-shot-bufferize{bufferize-function-boundaries "
+      "function-boundary-type-conversion=identity-layout-map},"
+      "buffer-deallocation-pipeline,"
+      "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
+      "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
+      "func.func(llvm-request-c-wrappers),"
+      "convert-to-llvm,reconcile-unrealized-casts,canonicalize",
+      pm);
+  (void)parsed;
+  assert(succeeded(parsed) && "the CPU pipeline's upstream passes are registered");
+}
+
+void mlir::moe::registerMoePipelines() {
+  PassPipelineRegistration<>("moe-cpu-pipeline",
+                             "Lowers moe programs to the LLVM dialect for the host CPU",
+                             buildMoeCpuPipeline);
+}
