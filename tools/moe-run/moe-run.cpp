@@ -1,0 +1,403 @@
+//===- moe-run.cpp - compile an MLIR file for the CPU and run a function --===//
+//
+// Parses an MLIR file (moe ops at either level, or upstream ops), lowers it
+// with moe-cpu-pipeline, JIT-compiles it with the MLIR ExecutionEngine, feeds
+// the chosen function .npy files or seeded random data, writes its results as
+// .npy files, and reports compile and run time.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Npy.h"
+#include "moe/InitAll.h"
+#include "moe/Pipelines/Pipelines.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "llvm/ADT/APFloat.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+using npy::Array;
+using npy::DType;
+
+static cl::OptionCategory category("moe-run options");
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir file>"), cl::Required,
+                                      cl::cat(category));
+static cl::opt<std::string> entryName("entry", cl::desc("Function to run (default: the only public one)"),
+                                      cl::cat(category));
+static cl::list<std::string> inputs(
+    "input",
+    cl::desc("Data for the next argument, in argument order: a .npy file, or 'random'. Give one "
+             "per argument, or none to make them all random"),
+    cl::cat(category));
+static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the random arguments"), cl::init(0),
+                              cl::cat(category));
+static cl::opt<double> randomScale("random-scale",
+                                   cl::desc("Random floats are uniform in [-scale, scale)"),
+                                   cl::init(1.0), cl::cat(category));
+static cl::opt<int64_t> dynamicSize(
+    "dynamic-size", cl::desc("Size of every dynamic dimension of a random argument"), cl::init(-1),
+    cl::cat(category));
+static cl::opt<std::string> outputDir("output-dir",
+                                      cl::desc("Write result_<i>.npy (and arg_<i>.npy) here"),
+                                      cl::cat(category));
+static cl::opt<bool> saveInputs("save-inputs",
+                                cl::desc("Also write every argument as arg_<i>.npy"),
+                                cl::init(false), cl::cat(category));
+static cl::opt<unsigned> repeat("repeat", cl::desc("Timed runs; the median is reported"),
+                                cl::init(1), cl::cat(category));
+static cl::opt<unsigned> warmup("warmup", cl::desc("Untimed runs before the timed ones"),
+                                cl::init(0), cl::cat(category));
+
+namespace {
+
+/// Prints `error: ...` and returns the exit code 1.
+int failWith(const llvm::Twine &message) {
+  llvm::errs() << "moe-run: error: " << message << "\n";
+  return 1;
+}
+
+double msSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::optional<DType> dtypeOf(Type type) {
+  if (type.isF64()) return DType::f64;
+  if (type.isF32()) return DType::f32;
+  if (type.isF16()) return DType::f16;
+  if (type.isBF16()) return DType::bf16;
+  if (type.isInteger(64)) return DType::i64;
+  if (type.isInteger(32)) return DType::i32;
+  return std::nullopt;
+}
+
+/// splitmix64: the generator of random arguments.
+uint64_t splitmix64(uint64_t &state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+void storeFloat(uint8_t *dst, DType type, double v) {
+  switch (type) {
+  case DType::f64:
+    std::memcpy(dst, &v, 8);
+    return;
+  case DType::f32: {
+    float f = static_cast<float>(v);
+    std::memcpy(dst, &f, 4);
+    return;
+  }
+  case DType::f16:
+  case DType::bf16: {
+    llvm::APFloat a(v);
+    bool lost;
+    a.convert(type == DType::f16 ? llvm::APFloat::IEEEhalf() : llvm::APFloat::BFloat(),
+              llvm::APFloat::rmNearestTiesToEven, &lost);
+    uint16_t bits = static_cast<uint16_t>(a.bitcastToAPInt().getZExtValue());
+    std::memcpy(dst, &bits, 2);
+    return;
+  }
+  default:
+    return;
+  }
+}
+
+/// Uniform floats in [-scale, scale), or integers in [0, 8).
+Array randomArray(DType type, ArrayRef<int64_t> shape, uint64_t streamSeed) {
+  Array a;
+  a.type = type;
+  a.shape.assign(shape.begin(), shape.end());
+  size_t size = npy::elementSize(type);
+  a.data.resize(size_t(a.numElements()) * size);
+  uint64_t state = streamSeed;
+  for (int64_t i = 0; i < a.numElements(); ++i) {
+    uint64_t r = splitmix64(state);
+    uint8_t *dst = a.data.data() + i * size;
+    if (type == DType::i32 || type == DType::i64) {
+      int64_t v = int64_t(r % 8);
+      std::memcpy(dst, &v, size);
+    } else {
+      double u = double(r >> 11) * (1.0 / 9007199254740992.0);
+      storeFloat(dst, type, (2.0 * u - 1.0) * randomScale);
+    }
+  }
+  return a;
+}
+
+/// A strided memref descriptor as the C interface lays it out:
+/// {allocated, aligned, offset, sizes[rank], strides[rank]}, all 8 bytes.
+struct Descriptor {
+  std::vector<int64_t> words;
+  static size_t wordsFor(size_t rank) { return 3 + 2 * rank; }
+};
+
+Descriptor describe(Array &array) {
+  Descriptor d;
+  size_t rank = array.shape.size();
+  d.words.resize(Descriptor::wordsFor(rank));
+  auto *ptr = reinterpret_cast<int64_t>(array.data.data()) ? array.data.data() : nullptr;
+  d.words[0] = reinterpret_cast<int64_t>(ptr);
+  d.words[1] = reinterpret_cast<int64_t>(ptr);
+  d.words[2] = 0;
+  int64_t stride = 1;
+  for (size_t i = rank; i-- > 0;) {
+    d.words[3 + i] = array.shape[i];
+    d.words[3 + rank + i] = stride;
+    stride *= array.shape[i];
+  }
+  return d;
+}
+
+/// Copies a result out of its descriptor (any strides) into a C-order array.
+Array readResult(const int64_t *words, size_t rank, DType type) {
+  Array a;
+  a.type = type;
+  auto *base = reinterpret_cast<const uint8_t *>(words[1]);
+  int64_t offset = words[2];
+  a.shape.assign(words + 3, words + 3 + rank);
+  const int64_t *strides = words + 3 + rank;
+  size_t size = npy::elementSize(type);
+  a.data.resize(size_t(a.numElements()) * size);
+  SmallVector<int64_t> index(rank, 0);
+  for (int64_t i = 0; i < a.numElements(); ++i) {
+    int64_t at = offset;
+    for (size_t d = 0; d < rank; ++d)
+      at += index[d] * strides[d];
+    std::memcpy(a.data.data() + i * size, base + at * size, size);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < a.shape[d])
+        break;
+      index[d] = 0;
+    }
+  }
+  return a;
+}
+
+std::string describeType(Type type) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << type;
+  return s;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moe-run: compile an MLIR file with moe-cpu-pipeline and run one of its functions\n\n"
+      "  moe-run layer.mlir --input x.npy --input w.npy ... --output-dir out/\n"
+      "  moe-run layer.mlir --seed 7 --dynamic-size 128 --repeat 10 --warmup 2\n\n"
+      "Arrays are .npy files (f64, f32, f16, bf16 as uint16 bits, i64, i32), C order.\n");
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+
+  DialectRegistry registry;
+  mlir::moe::registerAllMoeDialects(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  mlir::moe::registerAllMoePasses();
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+
+  // Parse. Errors are printed with their location by the source manager.
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  std::string errorMessage;
+  auto file = openInputFile(inputFile, &errorMessage);
+  if (!file)
+    return failWith(errorMessage);
+  sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
+  auto start = std::chrono::steady_clock::now();
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return 1;
+
+  // The entry function and its signature.
+  func::FuncOp entry;
+  SmallVector<std::string> publicNames;
+  for (auto f : module->getOps<func::FuncOp>())
+    if (!f.isExternal() && f.isPublic())
+      publicNames.push_back(f.getName().str());
+  if (!entryName.empty()) {
+    entry = module->lookupSymbol<func::FuncOp>(entryName);
+    if (!entry || entry.isExternal())
+      return failWith("no function @" + entryName + " in " + inputFile + " (functions: " +
+                      llvm::join(publicNames, ", ") + ")");
+  } else if (publicNames.size() == 1) {
+    entry = module->lookupSymbol<func::FuncOp>(publicNames.front());
+  } else {
+    return failWith("pick the function to run with --entry (functions: " +
+                    llvm::join(publicNames, ", ") + ")");
+  }
+  std::string name = entry.getName().str();
+  FunctionType signature = entry.getFunctionType();
+  auto checkType = [&](Type t, StringRef what, unsigned i) -> std::optional<std::string> {
+    auto tensor = dyn_cast<RankedTensorType>(t);
+    if (!tensor || !dtypeOf(tensor.getElementType()))
+      return (what + " " + llvm::Twine(i) + " of @" + name + " has type " + describeType(t) +
+              "; moe-run takes ranked tensors of f64, f32, f16, bf16, i64 or i32")
+          .str();
+    return std::nullopt;
+  };
+  for (auto [i, t] : llvm::enumerate(signature.getInputs()))
+    if (auto err = checkType(t, "argument", i))
+      return failWith(*err);
+  for (auto [i, t] : llvm::enumerate(signature.getResults()))
+    if (auto err = checkType(t, "result", i))
+      return failWith(*err);
+
+  // Arguments: files or random data, checked against the signature.
+  size_t numArgs = signature.getNumInputs();
+  if (!inputs.empty() && inputs.size() != numArgs)
+    return failWith("@" + name + " takes " + llvm::Twine(numArgs) + " arguments, got " +
+                    llvm::Twine(inputs.size()) + " --input");
+  std::vector<Array> args;
+  for (size_t i = 0; i < numArgs; ++i) {
+    auto type = cast<RankedTensorType>(signature.getInput(i));
+    DType dtype = *dtypeOf(type.getElementType());
+    std::string source = inputs.empty() ? "random" : inputs[i];
+    if (source == "random") {
+      SmallVector<int64_t> shape;
+      for (int64_t d : type.getShape()) {
+        if (ShapedType::isDynamic(d) && dynamicSize < 0)
+          return failWith("argument " + llvm::Twine(i) + " of @" + name + " (" +
+                          describeType(type) +
+                          ") has a dynamic dimension: give --dynamic-size or a .npy file");
+        shape.push_back(ShapedType::isDynamic(d) ? dynamicSize : d);
+      }
+      args.push_back(randomArray(dtype, shape, seed * 1000003ULL + i));
+      continue;
+    }
+    auto array = npy::read(source);
+    if (!array)
+      return failWith(llvm::toString(array.takeError()));
+    if (array->type != dtype)
+      return failWith("argument " + llvm::Twine(i) + " of @" + name + " is " + describeType(type) +
+                      " but " + source + " holds " + npy::name(array->type) + " data (want " +
+                      npy::descr(dtype) + ")");
+    bool shapeOk = array->shape.size() == size_t(type.getRank());
+    for (size_t d = 0; shapeOk && d < array->shape.size(); ++d)
+      shapeOk = type.isDynamicDim(d) || type.getDimSize(d) == array->shape[d];
+    if (!shapeOk)
+      return failWith("argument " + llvm::Twine(i) + " of @" + name + " is " + describeType(type) +
+                      " but " + source + " has shape " + npy::shapeString(array->shape));
+    args.push_back(std::move(*array));
+  }
+
+  // Lower and JIT-compile.
+  PassManager pm(&context);
+  mlir::moe::buildMoeCpuPipeline(pm);
+  if (failed(pm.run(*module)))
+    return failWith("lowering " + inputFile + " failed (see the errors above)");
+  double lowerMs = msSince(start);
+  auto jitStart = std::chrono::steady_clock::now();
+  ExecutionEngineOptions options;
+  options.transformer = makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, nullptr);
+  options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  std::string runnerUtils = MOE_C_RUNNER_UTILS;
+  SmallVector<StringRef> libs = {runnerUtils};
+  options.sharedLibPaths = libs;
+  auto engine = ExecutionEngine::create(*module, options);
+  if (!engine)
+    return failWith("JIT compilation failed: " + llvm::toString(engine.takeError()));
+  double jitMs = msSince(jitStart);
+  llvm::outs() << llvm::format("[moe-run] compile %.1f ms (lowering %.1f ms, JIT %.1f ms)\n",
+                               lowerMs + jitMs, lowerMs, jitMs);
+
+  // Call _mlir_ciface_<name>(results*, arg descriptors*...).
+  std::vector<Descriptor> argDescs;
+  for (Array &a : args)
+    argDescs.push_back(describe(a));
+  size_t resultWords = 0;
+  for (Type t : signature.getResults())
+    resultWords += Descriptor::wordsFor(cast<RankedTensorType>(t).getRank());
+  std::vector<int64_t> resultWordsBuf(std::max<size_t>(resultWords, 1), 0);
+  std::vector<void *> argPtrs;
+  void *resultPtr = resultWordsBuf.data();
+  std::vector<void *> descPtrs;
+  for (Descriptor &d : argDescs)
+    descPtrs.push_back(d.words.data());
+  SmallVector<void *> packed;
+  if (signature.getNumResults() > 0)
+    packed.push_back(&resultPtr);
+  for (void *&p : descPtrs)
+    packed.push_back(&p);
+
+  auto freeResults = [&]() {
+    size_t at = 0;
+    for (Type t : signature.getResults()) {
+      std::free(reinterpret_cast<void *>(resultWordsBuf[at]));
+      at += Descriptor::wordsFor(cast<RankedTensorType>(t).getRank());
+    }
+  };
+  std::vector<double> times;
+  unsigned runs = warmup + std::max(1u, unsigned(repeat));
+  for (unsigned r = 0; r < runs; ++r) {
+    if (r > 0)
+      freeResults();
+    auto runStart = std::chrono::steady_clock::now();
+    if (llvm::Error err = (*engine)->invokePacked("_mlir_ciface_" + name, packed))
+      return failWith("running @" + name + " failed: " + llvm::toString(std::move(err)));
+    if (r >= warmup)
+      times.push_back(msSince(runStart));
+  }
+  std::sort(times.begin(), times.end());
+  llvm::outs() << llvm::format("[moe-run] run %.3f ms (median of %zu, %u warm-up)\n",
+                               times[times.size() / 2], times.size(), unsigned(warmup));
+
+  // Results.
+  if (!outputDir.empty())
+    if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
+      return failWith("cannot create " + outputDir + ": " + ec.message());
+  size_t at = 0;
+  for (auto [i, t] : llvm::enumerate(signature.getResults())) {
+    auto type = cast<RankedTensorType>(t);
+    Array out = readResult(resultWordsBuf.data() + at, type.getRank(), *dtypeOf(type.getElementType()));
+    at += Descriptor::wordsFor(type.getRank());
+    llvm::outs() << "[moe-run] result " << i << ": " << npy::name(out.type) << " "
+                 << npy::shapeString(out.shape);
+    if (!outputDir.empty()) {
+      SmallString<128> path(outputDir);
+      llvm::sys::path::append(path, "result_" + std::to_string(i) + ".npy");
+      if (llvm::Error err = npy::write(path, out))
+        return failWith(llvm::toString(std::move(err)));
+      llvm::outs() << " -> " << path;
+    }
+    llvm::outs() << "\n";
+  }
+  freeResults();
+  if (saveInputs && !outputDir.empty())
+    for (auto [i, a] : llvm::enumerate(args)) {
+      SmallString<128> path(outputDir);
+      llvm::sys::path::append(path, "arg_" + std::to_string(i) + ".npy");
+      if (llvm::Error err = npy::write(path, a))
+        return failWith(llvm::toString(std::move(err)));
+    }
+  return 0;
+}
