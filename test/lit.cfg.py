@@ -2,6 +2,7 @@
 # lit configuration of the moe regression suite.
 
 import os
+import sys
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -24,3 +25,10 @@ llvm_config.use_default_substitutions()
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
 tools = ["moe-opt", "FileCheck", "not", "count"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# The numerical tests run Python with numpy (scripts/test.sh installs it) and
+# call moe-run through MOE_RUN.
+python = lit_config.params.get("python", os.environ.get("MOE_PYTHON", sys.executable))
+config.substitutions.append(("%moe_python", python))
+config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
+config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")

@@ -15,13 +15,13 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
   // The upstream half, spelled as its textual pipeline so that the same string
   // reproduces it with mlir-opt.
   LogicalResult parsed = parsePassPipeline(
-      "canonicalize,cse,"
-      "one-shot-bufferize{bufferize-function-boundaries "
+      "func.func(llvm-request-c-wrappers),"
+      "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
+      "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
       "function-boundary-type-conversion=identity-layout-map},"
       "buffer-deallocation-pipeline,"
       "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
       "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
-      "func.func(llvm-request-c-wrappers),"
       "convert-to-llvm,reconcile-unrealized-casts,canonicalize",
       pm);
   (void)parsed;

@@ -1,0 +1,42 @@
+# Every expert kind and activation, shared experts, and MoE++ (f32, rel err <= 1e-5).
+# RUN: %moe_python %s
+
+from moe_reference.harness import main
+
+SOFTMAX_K2 = dict(scoring="softmax", k=2)
+
+
+def layer(experts, activation="swiglu", routing=SOFTMAX_K2, **extra):
+    return dict(experts=experts, activation=activation, routing=routing, **extra)
+
+
+CASES = [(f"activation_{act}", dict(cfg=layer([("ffn", 4)], act), tokens=16, hidden=16, ffn=8))
+         for act in ("swiglu", "geglu", "gelu", "relu", "silu", "linear")]
+CASES += [
+    # MoE++ released code: FFN + constant + copy + zero, zero left out of the
+    # renormalization, expert input scaled by k = 2, two-layer router, gating residual.
+    ("moe_plus_plus", dict(cfg=layer([("ffn", 4), ("constant", 2), ("copy", 1), ("zero", 1)],
+                                     routing=dict(scoring="softmax", k=2, normalize="computing", input_scale=2.0),
+                                     hidden=32, residual=True),
+                           tokens=32, hidden=16, ffn=8)),
+    # Each zero-computation kind on its own next to the FFN experts.
+    ("copy_expert", dict(cfg=layer([("ffn", 3), ("copy", 1)]), tokens=16, hidden=16, ffn=8)),
+    ("constant_experts", dict(cfg=layer([("ffn", 3), ("constant", 3)], routing=dict(scoring="softmax", k=3)),
+                              tokens=16, hidden=16, ffn=8)),
+    ("zero_expert_all_normalized", dict(cfg=layer([("ffn", 3), ("zero", 1)], routing=dict(scoring="softmax", k=2,
+                                                                                           normalize="all")),
+                                        tokens=16, hidden=16, ffn=8)),
+    # AdaMoE: null experts, renormalized over the true experts only.
+    ("adamoe_null", dict(cfg=layer([("ffn", 6), ("null", 4)], routing=dict(scoring="softmax", k=4,
+                                                                          normalize="computing")),
+                         tokens=32, hidden=16, ffn=8)),
+    # Shared experts: plain (DeepSeek) and sigmoid-gated (Qwen2-MoE).
+    ("shared_expert", dict(cfg=layer([("ffn", 8)], routing=dict(scoring="softmax", k=2, normalize="all"), shared=12),
+                           tokens=16, hidden=16, ffn=8)),
+    ("shared_expert_gated", dict(cfg=layer([("ffn", 8)], routing=dict(scoring="softmax", k=4), shared=16,
+                                           shared_gate=True), tokens=16, hidden=16, ffn=8)),
+    # A two-layer router without a residual.
+    ("two_layer_router", dict(cfg=layer([("ffn", 4)], hidden=24), tokens=16, hidden=16, ffn=8)),
+]
+
+main(CASES)
