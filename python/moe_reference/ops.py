@@ -98,7 +98,8 @@ def renormalize(mode, w, idx, skip=(), scale=1.0, denominator_slots=0):
         if mode == "sum":
             s = sum(w[t, j] for j in denom)
             s = 1.0 if s == 0 else s
-            vals = w[t] / s
+            with np.errstate(invalid="ignore"):
+                vals = w[t] / s
         else:
             vals = np.where(np.isnan(w[t]), -np.inf, w[t])
             if not denom:
