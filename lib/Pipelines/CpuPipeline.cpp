@@ -19,7 +19,7 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
       "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
       "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
       "function-boundary-type-conversion=identity-layout-map},"
-      "buffer-deallocation-pipeline,"
+      "buffer-deallocation-pipeline,convert-bufferization-to-memref,"
       "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
       "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
       "convert-to-llvm,reconcile-unrealized-casts,canonicalize",

@@ -1,0 +1,213 @@
+// RUN: moe-opt %s --convert-moe-to-linalg --split-input-file | FileCheck %s
+// Each moe op lowers to upstream ops only; numerics are checked in test/Numerical.
+
+// CHECK-LABEL: func @router
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: arith.extf {{.*}} : bf16 to f32
+// CHECK-NOT: moe.
+func.func @router(%x: tensor<?x64xbf16>, %w: tensor<8x64xbf16>) -> tensor<?x8xf32> {
+  %z = moe.router %x, %w : (tensor<?x64xbf16>, tensor<8x64xbf16>) -> tensor<?x8xf32>
+  return %z : tensor<?x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @router_two_layers
+// CHECK: math.tanh
+// CHECK-NOT: moe.
+func.func @router_two_layers(%x: tensor<4x16xf32>, %w: tensor<8x32xf32>, %h: tensor<32x16xf32>) -> tensor<4x8xf32> {
+  %z = moe.router %x, %w hidden(%h) : (tensor<4x16xf32>, tensor<8x32xf32>, tensor<32x16xf32>) -> tensor<4x8xf32>
+  return %z : tensor<4x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @gating_residual
+// CHECK: linalg.generic
+// CHECK: arith.addf {{.*}} : tensor<4x8xf32>
+// CHECK-NOT: moe.
+func.func @gating_residual(%z: tensor<4x8xf32>, %p: tensor<4x8xf32>, %g: tensor<8x8xf32>) -> tensor<4x8xf32> {
+  %r = moe.gating_residual %z, %p, %g : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<4x8xf32>
+  return %r : tensor<4x8xf32>
+}
+
+// -----
+
+// Softmax: row max (NaN read as -inf), count of +inf, sum of exp, then the select chain.
+// CHECK-LABEL: func @score_softmax
+// CHECK: arith.maximumf
+// CHECK: math.exp
+// CHECK: arith.select
+// CHECK-NOT: moe.
+func.func @score_softmax(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %s = moe.score softmax %z : tensor<4x8xf32> -> tensor<4x8xf32>
+  return %s : tensor<4x8xf32>
+}
+
+// -----
+
+// Gumbel noise: splitmix64 on i64 inside a loop over the samples.
+// CHECK-LABEL: func @score_gumbel
+// CHECK: scf.for
+// CHECK: arith.shrui
+// CHECK: math.log
+// CHECK-NOT: moe.
+func.func @score_gumbel(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %s = moe.score gumbel_softmax %z {tau = 0.5 : f64, samples = 4 : i64, seed = 1 : i64} : tensor<4x8xf32> -> tensor<4x8xf32>
+  return %s : tensor<4x8xf32>
+}
+
+// -----
+
+// Top-k: a loop over tokens, k picks, a scan over experts.
+// CHECK-LABEL: func @topk_grouped
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK: tensor.insert
+// CHECK-NOT: moe.
+func.func @topk_grouped(%s: tensor<?x16xf32>, %b: tensor<16xf32>) -> (tensor<?x4xf32>, tensor<?x4xi32>) {
+  %w, %i = moe.topk %s bias(%b) k = 4 {num_groups = 4 : i64, topk_groups = 2 : i64}
+    : (tensor<?x16xf32>, tensor<16xf32>) -> (tensor<?x4xf32>, tensor<?x4xi32>)
+  return %w, %i : tensor<?x4xf32>, tensor<?x4xi32>
+}
+
+// -----
+
+// CHECK-LABEL: func @threshold
+// CHECK: arith.cmpf ogt
+// CHECK-NOT: moe.
+func.func @threshold(%s: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xi32>) {
+  %w, %i = moe.threshold %s max_k = 8 : (tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xi32>)
+  return %w, %i : tensor<4x8xf32>, tensor<4x8xi32>
+}
+
+// -----
+
+// CHECK-LABEL: func @expert_choice
+// CHECK: scf.if
+// CHECK-NOT: moe.
+func.func @expert_choice(%s: tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi32>) {
+  %w, %i = moe.expert_choice %s capacity = 3 {token_k = 2 : i64} : (tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi32>)
+  return %w, %i : tensor<8x2xf32>, tensor<8x2xi32>
+}
+
+// -----
+
+// CHECK-LABEL: func @renormalize
+// CHECK: arith.cmpi ne
+// CHECK: arith.divf
+// CHECK-NOT: moe.
+func.func @renormalize(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) -> tensor<4x2xf32> {
+  %r = moe.renormalize sum %w, %i {skip = array<i64: 7>, scale = 2.0 : f64} : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x2xf32>
+  return %r : tensor<4x2xf32>
+}
+
+// -----
+
+// Capacity: ceil(T * k / E * factor) at run time, then the slot loops.
+// CHECK-LABEL: func @dispatch_capacity
+// CHECK: math.ceil
+// CHECK: scf.for
+// CHECK-NOT: moe.
+func.func @dispatch_capacity(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>, tensor<?x2xf32>) {
+  %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 8 {capacity = #moe.capacity<factor = 1.25, pad = true>}
+    : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>, tensor<?x2xf32>)
+  return %r, %o, %sr, %sw : tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>, tensor<?x2xf32>
+}
+
+// -----
+
+// Permute is a gather; combine a reduction over the slots.
+// CHECK-LABEL: func @permute_combine
+// CHECK: linalg.generic
+// CHECK: tensor.extract
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK-NOT: moe.
+func.func @permute_combine(%x: tensor<16x8xbf16>, %rows: tensor<32xi32>, %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x8xbf16> {
+  %xs = moe.permute %x, %rows : (tensor<16x8xbf16>, tensor<32xi32>) -> tensor<32x8xbf16>
+  %y = moe.combine %xs, %sr, %sw : (tensor<32x8xbf16>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x8xbf16>
+  return %y : tensor<16x8xbf16>
+}
+
+// -----
+
+// One contraction per expert on its row range.
+// CHECK-LABEL: func @grouped_matmul
+// CHECK: scf.for
+// CHECK: tensor.extract_slice
+// CHECK: linalg.generic
+// CHECK: tensor.insert_slice
+// CHECK: arith.truncf {{.*}} f32 to bf16
+// CHECK-NOT: moe.
+func.func @grouped_matmul(%x: tensor<32x8xbf16>, %w: tensor<4x16x8xbf16>, %o: tensor<5xi32>) -> tensor<32x16xbf16> {
+  %h = moe.grouped_matmul %x, %w, %o : (tensor<32x8xbf16>, tensor<4x16x8xbf16>, tensor<5xi32>) -> tensor<32x16xbf16>
+  return %h : tensor<32x16xbf16>
+}
+
+// -----
+
+// CHECK-LABEL: func @activation_geglu
+// CHECK: tensor.extract_slice {{.*}}[0, 0] [32, 8]
+// CHECK: tensor.extract_slice {{.*}}[0, 8] [32, 8]
+// CHECK: math.erf
+// CHECK-NOT: moe.
+func.func @activation_geglu(%h: tensor<32x16xf32>) -> tensor<32x8xf32> {
+  %a = moe.activation geglu %h : tensor<32x16xf32> -> tensor<32x8xf32>
+  return %a : tensor<32x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @zero_compute
+// CHECK: arith.constant dense<[0, 0, 3, 2, 1]> : tensor<5xi32>
+// CHECK: tensor.collapse_shape
+// CHECK-NOT: moe.
+func.func @zero_compute(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>, %v: tensor<1x8xf32>, %m: tensor<1x2x8xf32>) -> tensor<4x8xf32> {
+  %zc = moe.zero_compute %x, %i, %w constant(%v, %m) experts = [#moe.group<ffn, 2>, #moe.group<constant, 1>, #moe.group<copy, 1>, #moe.group<zero, 1>]
+    : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1x8xf32>, tensor<1x2x8xf32>) -> tensor<4x8xf32>
+  return %zc : tensor<4x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @dense_ffn_gated
+// CHECK: math.exp
+// CHECK-NOT: moe.
+func.func @dense_ffn_gated(%x: tensor<4x8xf32>, %u: tensor<16x8xf32>, %d: tensor<8x8xf32>, %g: tensor<1x8xf32>) -> tensor<4x8xf32> {
+  %s = moe.dense_ffn swiglu %x, %u, %d gate(%g) : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<8x8xf32>, tensor<1x8xf32>) -> tensor<4x8xf32>
+  return %s : tensor<4x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @merge_experts
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "reduction"]
+// CHECK-NOT: moe.
+func.func @merge_experts(%w: tensor<6x4x8xf32>, %g: tensor<2x6xf32>) -> tensor<2x4x8xf32> {
+  %m = moe.merge_experts %w, %g : (tensor<6x4x8xf32>, tensor<2x6xf32>) -> tensor<2x4x8xf32>
+  return %m : tensor<2x4x8xf32>
+}
+
+// -----
+
+// A whole layer is decomposed first, then lowered.
+// CHECK-LABEL: func @layer
+// CHECK-NOT: moe.
+// CHECK: return
+func.func @layer(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x16x16xf32>, %down: tensor<4x16x8xf32>) -> tensor<?x16xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>) -> (tensor<?x16xf32>, tensor<?x4xf32>)
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// Negative: code without moe ops is left alone.
+// CHECK-LABEL: func @no_moe
+// CHECK-NEXT: arith.addf
+// CHECK-NEXT: return
+func.func @no_moe(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %b = arith.addf %a, %a : tensor<4xf32>
+  return %b : tensor<4xf32>
+}
