@@ -124,26 +124,61 @@ Value lowering::castElements(OpBuilder &b, Location loc, Value tensor, Type elem
 }
 
 Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
-  MLIRContext *ctx = b.getContext();
-  AffineExpr m, n, k;
-  bindDims(ctx, m, n, k);
-  auto aMap = AffineMap::get(3, 0, {m, k}, ctx);
-  auto wMap = AffineMap::get(3, 0, {n, k}, ctx);
-  auto outMap = AffineMap::get(3, 0, {m, n}, ctx);
+  // Register-blocked loops rather than a linalg.generic: four rows of `a` share
+  // every load of `w`, the accumulators live in registers (scf.for iter_args),
+  // and the k-sums may be reassociated so LLVM vectorizes them. The order is
+  // fixed at compile time, so results are deterministic run to run.
+  constexpr int64_t kRows = 4;
   auto aType = cast<RankedTensorType>(a.getType());
   auto wType = cast<RankedTensorType>(w.getType());
   auto outType = RankedTensorType::get({aType.getDimSize(0), wType.getDimSize(0)}, b.getF32Type());
-  Value init = zeros(b, loc, outType, {dimsOf(b, loc, a)[0], dimsOf(b, loc, w)[0]});
-  auto op = linalg::GenericOp::create(
-      b, loc, TypeRange{outType}, ValueRange{a, w}, ValueRange{init},
-      ArrayRef<AffineMap>{aMap, wMap, outMap},
-      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
-                                    utils::IteratorType::reduction},
-      [&](OpBuilder &nb, Location nl, ValueRange args) {
-        Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, args[0]), toF32(nb, nl, args[1]));
-        linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, args[2], prod)});
-      });
-  return op.getResult(0);
+  SmallVector<Value> aDims = dimsOf(b, loc, a), wDims = dimsOf(b, loc, w);
+  Value m = aDims[0], n = wDims[0], k = aDims[1];
+  Value init = zeros(b, loc, outType, {m, n});
+  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
+  auto fm = arith::FastMathFlagsAttr::get(
+      b.getContext(), arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+
+  // Rows [row, row + rows) against every column: `rows` dot products per column.
+  auto block = [&](OpBuilder &ob, Location ol, Value row, int64_t rows, Value out) {
+    auto cols = scf::ForOp::create(
+        ob, ol, zero, n, one, ValueRange{out},
+        [&](OpBuilder &cb, Location cl, Value col, ValueRange outIter) {
+          SmallVector<Value> accInit(rows, constF32(cb, cl, 0.0));
+          auto dot = scf::ForOp::create(
+              cb, cl, zero, k, one, accInit,
+              [&](OpBuilder &kb, Location kl, Value kk, ValueRange acc) {
+                Value wv = toF32(kb, kl, tensor::ExtractOp::create(kb, kl, w, ValueRange{col, kk}));
+                SmallVector<Value> next;
+                for (int64_t i = 0; i < rows; ++i) {
+                  Value r = arith::AddIOp::create(kb, kl, row, constIndex(kb, kl, i));
+                  Value av = toF32(kb, kl, tensor::ExtractOp::create(kb, kl, a, ValueRange{r, kk}));
+                  Value prod = arith::MulFOp::create(kb, kl, av, wv, fm);
+                  next.push_back(arith::AddFOp::create(kb, kl, acc[i], prod, fm));
+                }
+                scf::YieldOp::create(kb, kl, next);
+              });
+          Value result = outIter[0];
+          for (int64_t i = 0; i < rows; ++i) {
+            Value r = arith::AddIOp::create(cb, cl, row, constIndex(cb, cl, i));
+            result = tensor::InsertOp::create(cb, cl, dot.getResult(i), result, ValueRange{r, col});
+          }
+          scf::YieldOp::create(cb, cl, result);
+        });
+    return cols.getResult(0);
+  };
+
+  Value blocked = arith::MulIOp::create(
+      b, loc, arith::DivUIOp::create(b, loc, m, constIndex(b, loc, kRows)), constIndex(b, loc, kRows));
+  auto main = scf::ForOp::create(b, loc, zero, blocked, constIndex(b, loc, kRows), ValueRange{init},
+                                 [&](OpBuilder &nb, Location nl, Value row, ValueRange out) {
+                                   scf::YieldOp::create(nb, nl, block(nb, nl, row, kRows, out[0]));
+                                 });
+  auto rest = scf::ForOp::create(b, loc, blocked, m, one, ValueRange{main.getResult(0)},
+                                 [&](OpBuilder &nb, Location nl, Value row, ValueRange out) {
+                                   scf::YieldOp::create(nb, nl, block(nb, nl, row, 1, out[0]));
+                                 });
+  return rest.getResult(0);
 }
 
 Value lowering::mapF32(OpBuilder &b, Location loc, Value input,
