@@ -6,5 +6,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${MOE_BUILD_DIR:-$ROOT/build}"
 "$ROOT/scripts/build.sh" moe-doc >/dev/null
 mkdir -p "$ROOT/docs/generated"
-cp "$BUILD/docs/moe/MoeDialect.md" "$BUILD/docs/moe/MoePasses.md" "$ROOT/docs/generated/"
-echo "[docs] wrote docs/generated/MoeDialect.md and docs/generated/MoePasses.md"
+cp "$BUILD/docs/moe/MoeDialect.md" "$BUILD/docs/moe/MoePasses.md" "$BUILD/docs/moe/MoeConversionPasses.md" \
+   "$ROOT/docs/generated/"
+echo "[docs] wrote docs/generated/{MoeDialect,MoePasses,MoeConversionPasses}.md"
