@@ -368,27 +368,17 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
     Value rows = op.getRows(), slotRow = op.getSlotRow(), slotWeight = op.getSlotWeight();
     auto type = cast<RankedTensorType>(op.getType());
     SmallVector<Value> dims = {dimsOf(b, loc, slotRow)[0], dimsOf(b, loc, rows)[1]};
-    auto accType = RankedTensorType::get(type.getShape(), b.getF32Type());
-    Value init = zeros(b, loc, accType, dims);
-    MLIRContext *ctx = b.getContext();
-    AffineExpr t, h, k;
-    bindDims(ctx, t, h, k);
-    auto slotMap = AffineMap::get(3, 0, {t, k}, ctx);
-    auto acc = linalg::GenericOp::create(
-        b, loc, TypeRange{accType}, ValueRange{slotRow, slotWeight}, ValueRange{init},
-        ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {t, h}, ctx)},
-        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
-                                      utils::IteratorType::reduction},
-        [&](OpBuilder &nb, Location nl, ValueRange a) {
-          Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0));
-          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, a[0]),
+    Value acc = reduceOverSlots(
+        b, loc, type.getShape(), dims, slotRow, slotWeight,
+        [&](OpBuilder &nb, Location nl, Value row, Value weight, Value sum) -> Value {
+          Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, row, constI32(nb, nl, 0));
+          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, row),
                                                constIndex(nb, nl, 0));
           Value v = toF32(nb, nl, get(nb, nl, rows, {safe, linalg::IndexOp::create(nb, nl, 1)}));
-          Value term = arith::MulFOp::create(nb, nl, a[1], v);
-          Value sum = arith::AddFOp::create(nb, nl, a[2], term);
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, valid, sum, a[2])});
+          Value next = arith::AddFOp::create(nb, nl, sum, arith::MulFOp::create(nb, nl, weight, v));
+          return arith::SelectOp::create(nb, nl, valid, next, sum);
         });
-    b.replaceOp(op, castElements(b, loc, acc.getResult(0), type.getElementType()));
+    b.replaceOp(op, castElements(b, loc, acc, type.getElementType()));
     return success();
   }
 };

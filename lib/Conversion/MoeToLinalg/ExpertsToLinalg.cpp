@@ -72,14 +72,6 @@ Value activate(OpBuilder &b, Location loc, Activation act, Value h) {
       .getResult(0);
 }
 
-Value castTo(OpBuilder &b, Location loc, Value value, Type type) {
-  auto t = cast<RankedTensorType>(type);
-  value = castElements(b, loc, value, t.getElementType());
-  if (value.getType() != type)
-    value = tensor::CastOp::create(b, loc, type, value);
-  return value;
-}
-
 struct LowerGroupedMatmul : OpRewritePattern<GroupedMatmulOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GroupedMatmulOp op, PatternRewriter &b) const override {
@@ -125,7 +117,7 @@ struct LowerGroupedMatmul : OpRewritePattern<GroupedMatmulOp> {
               ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit);
           scf::YieldOp::create(nb, nl, next);
         });
-    b.replaceOp(op, castTo(b, loc, loop.getResult(0), op.getType()));
+    b.replaceOp(op, castToType(b, loc, loop.getResult(0), op.getType()));
     return success();
   }
 };
@@ -134,7 +126,7 @@ struct LowerActivation : OpRewritePattern<ActivationOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(ActivationOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    b.replaceOp(op, castTo(b, loc, activate(b, loc, op.getKind(), op.getInput()), op.getType()));
+    b.replaceOp(op, castToType(b, loc, activate(b, loc, op.getKind(), op.getInput()), op.getType()));
     return success();
   }
 };
@@ -174,20 +166,10 @@ struct LowerZeroCompute : OpRewritePattern<ZeroComputeOp> {
 
     auto type = cast<RankedTensorType>(op.getType());
     SmallVector<Value> xDims = dimsOf(b, loc, x);
-    auto accType = RankedTensorType::get(type.getShape(), b.getF32Type());
-    Value init = zeros(b, loc, accType, xDims);
-    MLIRContext *ctx = b.getContext();
-    AffineExpr t, h, k;
-    bindDims(ctx, t, h, k);
-    auto slotMap = AffineMap::get(3, 0, {t, k}, ctx);
-    auto acc = linalg::GenericOp::create(
-        b, loc, TypeRange{accType}, ValueRange{indices, weights}, ValueRange{init},
-        ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {t, h}, ctx)},
-        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
-                                      utils::IteratorType::reduction},
-        [&](OpBuilder &nb, Location nl, ValueRange a) {
+    Value acc = reduceOverSlots(
+        b, loc, type.getShape(), xDims, indices, weights,
+        [&](OpBuilder &nb, Location nl, Value e, Value w, Value sum) -> Value {
           using P = arith::CmpIPredicate;
-          Value e = a[0], w = a[1];
           Value valid = arith::AndIOp::create(
               nb, nl, arith::CmpIOp::create(nb, nl, P::sge, e, constI32(nb, nl, 0)),
               arith::CmpIOp::create(nb, nl, P::slt, e, constI32(nb, nl, numExperts)));
@@ -219,9 +201,9 @@ struct LowerZeroCompute : OpRewritePattern<ZeroComputeOp> {
             contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::constant),
                                                    arith::MulFOp::create(nb, nl, w, mixed), contribution);
           }
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], contribution)});
+          return arith::AddFOp::create(nb, nl, sum, contribution);
         });
-    b.replaceOp(op, castTo(b, loc, acc.getResult(0), op.getType()));
+    b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();
   }
 };
@@ -255,7 +237,7 @@ struct LowerDenseFfn : OpRewritePattern<DenseFfnOp> {
                 })
                 .getResult(0);
     }
-    b.replaceOp(op, castTo(b, loc, out, op.getType()));
+    b.replaceOp(op, castToType(b, loc, out, op.getType()));
     return success();
   }
 };
@@ -293,7 +275,7 @@ struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
           Value term = arith::MulFOp::create(nb, nl, a[0], toF32(nb, nl, a[1]));
           linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], term)});
         });
-    b.replaceOp(op, castTo(b, loc, acc.getResult(0), op.getType()));
+    b.replaceOp(op, castToType(b, loc, acc.getResult(0), op.getType()));
     return success();
   }
 };

@@ -123,6 +123,35 @@ Value lowering::castElements(OpBuilder &b, Location loc, Value tensor, Type elem
   });
 }
 
+Value lowering::castToType(OpBuilder &b, Location loc, Value value, Type type) {
+  auto target = cast<RankedTensorType>(type);
+  value = castElements(b, loc, value, target.getElementType());
+  if (value.getType() != type)
+    value = tensor::CastOp::create(b, loc, type, value);
+  return value;
+}
+
+Value lowering::reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> shape,
+                                ValueRange dims, Value a, Value bTensor,
+                                function_ref<Value(OpBuilder &, Location, Value, Value, Value)> term) {
+  MLIRContext *ctx = b.getContext();
+  auto accType = RankedTensorType::get(shape, b.getF32Type());
+  Value init = zeros(b, loc, accType, dims);
+  AffineExpr t, h, k;
+  bindDims(ctx, t, h, k);
+  auto slotMap = AffineMap::get(3, 0, {t, k}, ctx);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{accType}, ValueRange{a, bTensor}, ValueRange{init},
+             ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {t, h}, ctx)},
+             ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
+                                           utils::IteratorType::parallel,
+                                           utils::IteratorType::reduction},
+             [&](OpBuilder &nb, Location nl, ValueRange args) {
+               linalg::YieldOp::create(nb, nl, ValueRange{term(nb, nl, args[0], args[1], args[2])});
+             })
+      .getResult(0);
+}
+
 Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
   // Register-blocked loops rather than a linalg.generic: four rows of `a` share
   // every load of `w`, the accumulators live in registers (scf.for iter_args),

@@ -48,6 +48,15 @@ Value filled(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dims,
 Value castElements(OpBuilder &b, Location loc, Value tensor, Type elementType);
 /// out[m, n] = Σ_k a[m, k] · w[n, k], accumulated in f32 (an nn.Linear).
 Value linearF32(OpBuilder &b, Location loc, Value a, Value w);
+/// `value` as `type`: elements converted (f32 <-> bf16/f16) and sizes
+/// cast between static and dynamic.
+Value castToType(OpBuilder &b, Location loc, Value value, Type type);
+/// out[t, h] = Σ_k term(a[t, k], b[t, k], acc) over the slots k of token t, in
+/// slot order, accumulated in an f32 [T, H] tensor (`shape` gives its static
+/// sizes, `dims` all of them). `term` returns the new accumulator.
+Value reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, ValueRange dims,
+                      Value a, Value bTensor,
+                      function_ref<Value(OpBuilder &, Location, Value, Value, Value)> term);
 /// Row-wise softmax of an f32 [T, N] tensor with the NaN/inf rules.
 Value rowSoftmax(OpBuilder &b, Location loc, Value logits);
 /// Applies `fn` to every element of `input` (computed on f32 values), giving

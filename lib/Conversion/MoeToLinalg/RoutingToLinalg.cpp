@@ -24,13 +24,6 @@ using namespace mlir::moe::lowering;
 
 namespace {
 
-/// Casts `value` to `type` when only static/dynamic sizes differ.
-Value castTo(OpBuilder &b, Location loc, Value value, Type type) {
-  if (value.getType() == type)
-    return value;
-  return tensor::CastOp::create(b, loc, type, value);
-}
-
 /// Runs `body(b, loc, t, state)` for every token row t in [0, tokens) and
 /// returns the final state (tensors updated with tensor.insert).
 SmallVector<Value> forEachToken(
@@ -82,7 +75,7 @@ struct LowerRouter : OpRewritePattern<RouterOp> {
                        return math::TanhOp::create(nb, nl, v).getResult();
                      });
     Value logits = linearF32(b, loc, input, op.getWeight());
-    b.replaceOp(op, castTo(b, loc, logits, op.getType()));
+    b.replaceOp(op, castToType(b, loc, logits, op.getType()));
     return success();
   }
 };
@@ -91,10 +84,10 @@ struct LowerGatingResidual : OpRewritePattern<GatingResidualOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GatingResidualOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value residual = castTo(b, loc, linearF32(b, loc, op.getPrev(), op.getWeight()),
+    Value residual = castToType(b, loc, linearF32(b, loc, op.getPrev(), op.getWeight()),
                             op.getLogits().getType());
     Value sum = arith::AddFOp::create(b, loc, op.getLogits(), residual);
-    b.replaceOp(op, castTo(b, loc, sum, op.getType()));
+    b.replaceOp(op, castToType(b, loc, sum, op.getType()));
     return success();
   }
 };
@@ -195,7 +188,7 @@ struct LowerScore : OpRewritePattern<ScoreOp> {
                              op.getSamples().value_or(1), op.getSeed().value_or(0));
       break;
     }
-    b.replaceOp(op, castTo(b, loc, result, op.getType()));
+    b.replaceOp(op, castToType(b, loc, result, op.getType()));
     return success();
   }
 };
