@@ -32,3 +32,4 @@ python = lit_config.params.get("python", os.environ.get("MOE_PYTHON", sys.execut
 config.substitutions.append(("%moe_python", python))
 config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
 config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")
+config.environment["MOE_OPT"] = os.path.join(config.moe_tools_dir, "moe-opt")

@@ -510,6 +510,16 @@ LogicalResult RenormalizeOp::verify() {
   return success();
 }
 
+LogicalResult RestrictSlotsOp::verify() {
+  ShapeChecker check(*this);
+  // restrict_slots_c1: [T, K] slots and at least one expert kept.
+  if (failed(check.rank("indices", getIndices().getType(), 2)))
+    return failure();
+  if (getNumExperts() < 1)
+    return emitOpError() << "experts must be at least 1, got " << getNumExperts();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Dispatch and combine
 //===----------------------------------------------------------------------===//

@@ -261,6 +261,25 @@ def Moe_RenormalizeOp : Moe_Op<"renormalize", [Pure]> {
   let hasCanonicalizer = 1;
 }
 
+def Moe_RestrictSlotsOp : Moe_Op<"restrict_slots", [Pure, AllTypesMatch<["indices", "result"]>]> {
+  let summary = "empties the slots that name an expert outside [0, experts)";
+  let description = [{
+    `out[t, k] = indices[t, k]` when `0 <= indices[t, k] < experts`, else -1.
+    Zero-computation elimination uses it to keep the slots of zero, copy,
+    constant and null experts (numbered after the FFN experts) out of dispatch.
+
+    ```mlir
+    %ffn = moe.restrict_slots %i experts = 8 : tensor<?x2xi32>
+    ```
+  }];
+  let arguments = (ins Moe_IndexTensor:$indices, I64Attr:$num_experts);
+  let results = (outs Moe_IndexTensor:$result);
+  let assemblyFormat = [{
+    $indices `experts` `=` $num_experts attr-dict `:` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Dispatch and combine
 //===----------------------------------------------------------------------===//

@@ -174,12 +174,11 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     Value y = CombineOp::create(rewriter, loc, xType, down, plan.getSlotRow(),
                                 plan.getSlotWeight());
 
-    // Copy and constant experts add their elementwise contribution; zero and
-    // null experts add nothing.
-    bool hasElementwiseExperts = llvm::any_of(expandExpertSet(op.getExperts()), [](ExpertKind k) {
-      return k == ExpertKind::copy || k == ExpertKind::constant;
-    });
-    if (hasElementwiseExperts) {
+    // Zero-computation experts add their elementwise contribution (0 for
+    // zero and null experts); the op also carries the expert set that
+    // zero-computation elimination needs.
+    bool hasZeroComputation = op.getNumExperts() > op.getNumFfnExperts();
+    if (hasZeroComputation) {
       Value zc = ZeroComputeOp::create(rewriter, loc, xType, expertInput, indices,
                                        plan.getSlotWeight(), op.getConstantVectors(),
                                        op.getConstantMix(), op.getExperts());

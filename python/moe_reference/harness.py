@@ -25,16 +25,37 @@ def moe_run_path():
     return path
 
 
-def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynamic_tokens=True):
-    """Compiles and runs one layer, checks y and the logits; returns True if both pass."""
+def apply_passes(text, passes, expect):
+    """The layer after `moe-opt <passes>`; `expect` must appear in it, so that
+    a test of a pass fails when the pass stops firing."""
+    opt = os.environ.get("MOE_OPT") or sys.exit("set MOE_OPT to the moe-opt binary")
+    proc = subprocess.run([opt, *passes], input=text, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"moe-opt {' '.join(passes)} failed:\n{proc.stderr}")
+    if expect and expect not in proc.stdout:
+        raise RuntimeError(f"moe-opt {' '.join(passes)} did not produce '{expect}'")
+    return proc.stdout
+
+
+def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynamic_tokens=True,
+              passes=None, expect=None):
+    """Compiles and runs one layer (after `moe-opt <passes>` when given),
+    checks y and the logits against the reference; True if both pass."""
     tol = TOLERANCE[dtype] if tol is None else tol
     rng = np.random.default_rng(seed)
     args = layer.random_operands(cfg, tokens, hidden, ffn, dtype, rng)
     specs = layer.operands(cfg, tokens, hidden, ffn, dtype)
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "layer.mlir")
+        text = layer.mlir_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens)
+        if passes:
+            try:
+                text = apply_passes(text, passes, expect)
+            except RuntimeError as err:
+                print(f"FAIL {name}: {err}")
+                return False
         with open(src, "w") as f:
-            f.write(layer.mlir_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens))
+            f.write(text)
         cmd = [moe_run_path(), src, "--output-dir", tmp]
         for arg_name, _, elt in specs:
             path = os.path.join(tmp, arg_name + ".npy")

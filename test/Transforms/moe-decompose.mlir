@@ -109,12 +109,13 @@ func.func @moe_plus_plus(%x: tensor<8x16xf32>, %w2: tensor<8x64xf32>, %w1: tenso
 
 // -----
 
-// AdaMoE: null experts are left out of the renormalization and add nothing.
+// AdaMoE: null experts are left out of the renormalization; their (zero)
+// contribution is a moe.zero_compute that carries the expert set.
 // CHECK-LABEL: func @adamoe_null_experts
 // CHECK: moe.topk %{{.+}} k = 4
 // CHECK: moe.renormalize sum %{{[^,]+}}, %{{[^ ]+}} {skip = array<i64: 6, 7>}
 // CHECK: moe.dispatch %{{.+}} experts = 8
-// CHECK-NOT: moe.zero_compute
+// CHECK: moe.zero_compute {{.*}} experts = [#moe.group<ffn, 6>, #moe.group<null, 2>]
 // CHECK: return
 func.func @adamoe_null_experts(%x: tensor<8x16xf32>, %wr: tensor<8x16xf32>, %up: tensor<6x16x16xf32>,
                                %down: tensor<6x16x8xf32>) -> tensor<8x16xf32> {

@@ -8,7 +8,7 @@ class RewritePatternSet;
 namespace moe {
 /// moe.router, gating_residual, score, topk, threshold, expert_choice, renormalize.
 void populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns);
-/// moe.dispatch, permute, combine.
+/// moe.restrict_slots, dispatch, permute, combine.
 void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
 /// moe.grouped_matmul, activation, zero_compute, dense_ffn, merge_experts.
 void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns);

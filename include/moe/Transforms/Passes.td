@@ -46,4 +46,37 @@ def MoeDecompose : Pass<"moe-decompose"> {
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Optimisation
+//===----------------------------------------------------------------------===//
+
+def MoeEliminateZeroExperts : Pass<"moe-eliminate-zero-experts"> {
+  let summary = "Keeps zero-computation experts out of dispatch and the expert GEMMs";
+  let description = [{
+    Zero, copy, constant (MoE++) and null (AdaMoE) experts need no weights and
+    no GEMM, yet after `moe-decompose` their slots still go through
+    `moe.dispatch` and `moe.permute` with everyone else's. This pass keeps
+    them out: the dispatch plan is built over the FFN experts only (slots on
+    other experts are emptied by `moe.restrict_slots`), and
+    `moe.zero_compute` reads the routing weights directly. With only zero and
+    null experts left, their contribution is 0 and disappears with its add.
+
+    Exact: the FFN experts come first, so their rows, offsets and combine
+    order are unchanged, and the zero-computation contribution is the same
+    sum. It applies to dropless dispatch only: with a capacity, every expert
+    counts in `C = ceil(T k / E factor)` and in who is dropped, so removing
+    experts would change the answer (left alone, with a remark under
+    `-debug`).
+
+    ```mlir
+    %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 12 ...
+    %zc = moe.zero_compute %x, %i, %sw ... experts = [ffn 8, constant 2, copy 1, zero 1]
+    // becomes
+    %ffn = moe.restrict_slots %i experts = 8
+    %r, %o, %sr, %sw = moe.dispatch %ffn, %w experts = 8 ...
+    %zc = moe.zero_compute %x, %i, %w ... experts = [ffn 8, constant 2, copy 1, zero 1]
+    ```
+  }];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

@@ -333,6 +333,27 @@ private:
   }
 };
 
+struct LowerRestrictSlots : OpRewritePattern<RestrictSlotsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RestrictSlotsOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getType());
+    Value init = zeros(b, loc, type, dimsOf(b, loc, op.getIndices()));
+    AffineMap id = b.getMultiDimIdentityMap(2);
+    Value limit = constI32(b, loc, op.getNumExperts());
+    auto result = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{op.getIndices()}, ValueRange{init},
+        ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          Value inside = cmpi(nb, nl, arith::CmpIPredicate::slt, a[0], limit);
+          linalg::YieldOp::create(
+              nb, nl, ValueRange{arith::SelectOp::create(nb, nl, inside, a[0], constI32(nb, nl, -1))});
+        });
+    b.replaceOp(op, result.getResult(0));
+    return success();
+  }
+};
+
 struct LowerPermute : OpRewritePattern<PermuteOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(PermuteOp op, PatternRewriter &b) const override {
@@ -386,5 +407,5 @@ struct LowerCombine : OpRewritePattern<CombineOp> {
 } // namespace
 
 void mlir::moe::populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerDispatch, LowerPermute, LowerCombine>(patterns.getContext());
+  patterns.add<LowerDispatch, LowerRestrictSlots, LowerPermute, LowerCombine>(patterns.getContext());
 }

@@ -153,3 +153,19 @@ func.func @combine_c1_element_type(%o: tensor<32x64xbf16>, %sr: tensor<16x2xi32>
   %y = moe.combine %o, %sr, %sw : (tensor<32x64xbf16>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xf32>
   return
 }
+
+// -----
+
+func.func @restrict_slots_c1_experts(%i: tensor<4x2xi32>) {
+  // expected-error @+1 {{experts must be at least 1, got 0}}
+  %r = moe.restrict_slots %i experts = 0 : tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @restrict_slots_c1_rank(%i: tensor<8xi32>) {
+  // expected-error @+1 {{indices must have rank 2, got 'tensor<8xi32>'}}
+  %r = moe.restrict_slots %i experts = 4 : tensor<8xi32>
+  return
+}

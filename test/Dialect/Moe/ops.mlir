@@ -139,6 +139,13 @@ func.func @routing_ops(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %w2: tenso
   return
 }
 
+// CHECK-LABEL: func @restrict_slots
+// CHECK: moe.restrict_slots %{{[[:alnum:]_]+}} experts = 8 : tensor<?x2xi32>
+func.func @restrict_slots(%i: tensor<?x2xi32>) -> tensor<?x2xi32> {
+  %r = moe.restrict_slots %i experts = 8 : tensor<?x2xi32>
+  return %r : tensor<?x2xi32>
+}
+
 // CHECK-LABEL: func @dispatch_ops
 // CHECK: moe.dispatch %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} experts = 8 : (tensor<16x2xi32>, tensor<16x2xf32>) -> (tensor<32xi32>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>)
 // CHECK: moe.dispatch %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} experts = 8 {capacity = #moe.capacity<factor = 1.0, pad = true>}
