@@ -20,4 +20,7 @@ for name, cfg in LAYERS.items():
     shape = dict(cfg=cfg, tokens=48, hidden=32, ffn=16)
     CASES.append((name + "_before", shape))
     CASES.append((name + "_after", dict(shape, passes=PASSES, expect="moe.restrict_slots")))
+# The default pipeline runs the same elimination.
+CASES.append(("moe_plus_plus_moe_optimize", dict(cfg=LAYERS["moe_plus_plus"], tokens=48, hidden=32, ffn=16,
+                                                  passes=["--moe-optimize"], expect="moe.restrict_slots")))
 main(CASES)

@@ -3,14 +3,31 @@
 #ifndef MOE_PIPELINES_PIPELINES_H
 #define MOE_PIPELINES_PIPELINES_H
 
+#include "mlir/Pass/PassOptions.h"
+
 namespace mlir {
 class OpPassManager;
 namespace moe {
+
+/// Options of `moe-optimize`.
+struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
+  PassOptions::Option<bool> eliminateZeroExperts{
+      *this, "eliminate-zero-experts",
+      llvm::cl::desc("Keep zero-computation experts out of dispatch (exact)"), llvm::cl::init(true)};
+  PassOptions::Option<bool> canonicalize{
+      *this, "canonicalize", llvm::cl::desc("Run the canonicalizer and CSE after the moe passes"),
+      llvm::cl::init(true)};
+};
+
+/// The default optimisation pipeline: decompose, eliminate zero-computation
+/// experts, canonicalize. Every step is exact.
+void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options);
+
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to
 /// linalg/scf, bufferize, deallocate, lower to loops and to LLVM. Functions
 /// get C interfaces so moe-run and other hosts can call them.
 void buildMoeCpuPipeline(OpPassManager &pm);
-/// Registers `moe-cpu-pipeline`.
+/// Registers `moe-optimize` and `moe-cpu-pipeline`.
 void registerMoePipelines();
 } // namespace moe
 } // namespace mlir

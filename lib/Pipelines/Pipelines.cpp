@@ -1,4 +1,4 @@
-//===- CpuPipeline.cpp - moe to LLVM for the host CPU ---------------------===//
+//===- Pipelines.cpp - the registered moe pass pipelines ------------------===//
 
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Conversion/Passes.h"
@@ -6,6 +6,7 @@
 
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
 
@@ -28,7 +29,22 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
   assert(succeeded(parsed) && "the CPU pipeline's upstream passes are registered");
 }
 
+void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options) {
+  pm.addPass(createMoeDecompose());
+  if (options.eliminateZeroExperts)
+    pm.addPass(createMoeEliminateZeroExperts());
+  if (options.canonicalize) {
+    pm.addPass(createCanonicalizerPass());
+    pm.addPass(createCSEPass());
+  }
+}
+
 void mlir::moe::registerMoePipelines() {
+  PassPipelineRegistration<MoeOptimizeOptions>(
+      "moe-optimize",
+      "The default moe optimisation pipeline: decompose, eliminate zero-computation experts, "
+      "canonicalize (every step exact)",
+      buildMoeOptimizePipeline);
   PassPipelineRegistration<>("moe-cpu-pipeline",
                              "Lowers moe programs to the LLVM dialect for the host CPU",
                              buildMoeCpuPipeline);

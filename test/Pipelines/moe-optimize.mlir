@@ -1,0 +1,21 @@
+// RUN: moe-opt %s --moe-optimize | FileCheck %s
+// RUN: moe-opt %s "--moe-optimize=eliminate-zero-experts=false" | FileCheck %s --check-prefix=NOELIM
+
+// CHECK-LABEL: func @moe_plus_plus
+// CHECK-NOT: moe.layer
+// CHECK: moe.restrict_slots %{{.+}} experts = 4
+// CHECK: moe.dispatch %{{.+}} experts = 4
+// CHECK: moe.zero_compute
+// NOELIM-LABEL: func @moe_plus_plus
+// NOELIM-NOT: moe.restrict_slots
+// NOELIM: moe.dispatch %{{.+}} experts = 8
+func.func @moe_plus_plus(%x: tensor<8x16xf32>, %wr: tensor<8x16xf32>, %up: tensor<4x16x16xf32>, %down: tensor<4x16x8xf32>,
+                         %cv: tensor<2x16xf32>, %cm: tensor<2x2x16xf32>) -> tensor<8x16xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) constant(%cv, %cm) {
+      experts = [#moe.group<ffn, 4>, #moe.group<constant, 2>, #moe.group<copy, 1>, #moe.group<zero, 1>],
+      activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, normalize = computing, input_scale = 2.0>}
+    : (tensor<8x16xf32>, tensor<8x16xf32>, tensor<4x16x16xf32>, tensor<4x16x8xf32>, tensor<2x16xf32>, tensor<2x2x16xf32>)
+    -> (tensor<8x16xf32>, tensor<8x8xf32>)
+  return %y : tensor<8x16xf32>
+}
