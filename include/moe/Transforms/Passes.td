@@ -11,6 +11,35 @@
 include "mlir/Pass/PassBase.td"
 
 //===----------------------------------------------------------------------===//
+// Analysis
+//===----------------------------------------------------------------------===//
+
+def MoeCostReport : Pass<"moe-cost-report", "::mlir::ModuleOp"> {
+  let summary = "Prints FLOPs, bytes and expected tokens per expert for every moe op";
+  let description = [{
+    A table per function with moe ops: for each op, the contraction FLOPs
+    (2 per multiply-add: exact for a given token count), other arithmetic,
+    the bytes of weights read and of activations read and written; then the
+    totals and, for each dispatch, the expected tokens per expert. A function
+    with `moe.layer` ops is reported as its decomposition (the IR is left
+    unchanged). Run it before and after a pipeline to see what the pipeline
+    saves: `moe-opt --moe-cost-report --moe-optimize --moe-cost-report`.
+
+    Routing assumption: every filled slot picks uniformly among the experts
+    its selection ranges over; threshold selection fills all its slots (an
+    upper bound); an expert with a capacity keeps min(expected, C) tokens and
+    computes C rows when padded. Expected weight bytes count an expert only
+    when it computes a row: with T tokens each picking k distinct experts out
+    of E, an expert is used with probability 1 - (1 - k/E)^T (always, when
+    padded to capacity).
+  }];
+  let options = [
+    Option<"tokens", "tokens", "int64_t", /*default=*/"0",
+           "Token count to assume where the token dimension is dynamic">
+  ];
+}
+
+//===----------------------------------------------------------------------===//
 // Decomposition
 //===----------------------------------------------------------------------===//
 

@@ -1,0 +1,430 @@
+//===- CostReport.cpp - FLOPs, bytes and tokens per expert of moe ops -----===//
+//
+// A static cost model of the decomposed moe ops under the routing assumption
+// stated in the pass description (Passes.td). Contraction FLOPs are exact for
+// a given token count, which is what the tests check by hand.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/MoeOps.h"
+#include "moe/Transforms/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+#include <cmath>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOECOSTREPORT
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+struct Cost {
+  double gemmFlops = 0, otherFlops = 0, weightBytes = 0, activationBytes = 0;
+};
+
+/// What a dispatch plan is expected to hold, for the ops that read it.
+struct PlanEstimate {
+  double filledSlots = 0;      // slots naming a dispatched expert
+  double rowsPerExpert = 0;    // rows each expert's GEMM computes
+  double selectionExperts = 1; // experts the selection ranges over
+  double usedFraction = 1;     // probability that an expert computes any row
+  int64_t experts = 0;
+};
+
+class CostModel {
+public:
+  explicit CostModel(int64_t tokens) : assumedTokens(tokens) {}
+
+  /// Size of dimension `d` of `v`; a dynamic one is the token count, or a
+  /// multiple of it for the rows of a plan (tokens x slots).
+  FailureOr<double> size(Value v, unsigned d, Operation *op) {
+    auto type = cast<RankedTensorType>(v.getType());
+    if (!type.isDynamicDim(d))
+      return double(type.getDimSize(d));
+    if (assumedTokens <= 0) {
+      op->emitError("moe-cost-report: dynamic token count; run with tokens=N");
+      return failure();
+    }
+    return double(assumedTokens);
+  }
+
+  static double elementBytes(Value v) {
+    return getElementTypeOrSelf(v.getType()).getIntOrFloatBitWidth() / 8.0;
+  }
+  static double staticElements(Value v) {
+    return double(cast<RankedTensorType>(v.getType()).getNumElements());
+  }
+  static double staticBytes(Value v) { return staticElements(v) * elementBytes(v); }
+
+  /// Probability that an expert receives a token when each of `tokens`
+  /// picks `perToken` distinct experts out of `experts` uniformly.
+  static double usedFraction(double tokens, double perToken, double experts) {
+    return experts <= 0 ? 0 : 1.0 - std::pow(1.0 - std::min(1.0, perToken / experts), tokens);
+  }
+
+  FailureOr<Cost> costOf(Operation *op);
+  const PlanEstimate *planOf(Value offsets) {
+    auto it = plans.find(offsets);
+    return it == plans.end() ? nullptr : &it->second;
+  }
+
+private:
+  FailureOr<Cost> dispatchCost(DispatchOp op);
+  /// Filled slots of a selection and the experts it ranges over.
+  FailureOr<std::pair<double, double>> selectionOf(Value indices, Operation *user);
+
+  int64_t assumedTokens;
+  llvm::DenseMap<Value, PlanEstimate> plans;
+};
+
+FailureOr<std::pair<double, double>> CostModel::selectionOf(Value indices, Operation *user) {
+  auto tokens = size(indices, 0, user);
+  auto slots = size(indices, 1, user);
+  if (failed(tokens) || failed(slots))
+    return failure();
+  double filled = *tokens * *slots, experts = *slots;
+  Operation *def = indices.getDefiningOp();
+  if (auto restrict = dyn_cast_or_null<RestrictSlotsOp>(def)) {
+    auto inner = selectionOf(restrict.getIndices(), user);
+    if (failed(inner))
+      return failure();
+    double kept = std::min(1.0, double(restrict.getNumExperts()) / inner->second);
+    return std::make_pair(inner->first * kept, inner->second);
+  }
+  if (def && isa<TopKOp, ThresholdOp, ExpertChoiceOp>(def)) {
+    Value scores = def->getOperand(0);
+    auto e = size(scores, 1, user);
+    if (failed(e))
+      return failure();
+    experts = *e;
+    if (auto choice = dyn_cast<ExpertChoiceOp>(def); choice && !choice.getTokenK())
+      filled = std::min(filled, double(choice.getCapacity()) * experts);
+  }
+  return std::make_pair(filled, experts);
+}
+
+FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
+  auto selection = selectionOf(op.getIndices(), op);
+  auto tokens = size(op.getIndices(), 0, op);
+  auto slots = size(op.getIndices(), 1, op);
+  if (failed(selection) || failed(tokens) || failed(slots))
+    return failure();
+  PlanEstimate plan;
+  plan.experts = op.getNumExperts();
+  plan.selectionExperts = selection->second;
+  plan.filledSlots = selection->first;
+  double perExpert = selection->first / std::max(1.0, double(plan.experts));
+  plan.usedFraction = usedFraction(*tokens, *slots, plan.selectionExperts);
+  if (CapacityAttr cap = op.getCapacityAttr()) {
+    double c = cap.getTokens() > 0
+                   ? double(cap.getTokens())
+                   : std::ceil(*tokens * *slots / plan.experts * cap.getFactor().convertToDouble());
+    double kept = std::min(perExpert, c);
+    plan.filledSlots = kept * plan.experts;
+    perExpert = cap.getPad() ? c : kept;
+    if (cap.getPad())
+      plan.usedFraction = 1; // padded rows are computed for every expert
+  }
+  plan.rowsPerExpert = perExpert;
+  plans[op.getExpertOffsets()] = plan;
+  Cost cost;
+  cost.otherFlops = *tokens * *slots; // one placement per slot
+  cost.activationBytes = staticBytes(op.getExpertOffsets()) + *tokens * *slots * 16;
+  return cost;
+}
+
+FailureOr<Cost> CostModel::costOf(Operation *op) {
+  auto t = [&](Value v, unsigned d) { return size(v, d, op); };
+  return llvm::TypeSwitch<Operation *, FailureOr<Cost>>(op)
+      .Case([&](RouterOp r) -> FailureOr<Cost> {
+        auto tk = t(r.getX(), 0);
+        if (failed(tk))
+          return failure();
+        Cost c;
+        double e = staticElements(r.getWeight()) / double(cast<RankedTensorType>(r.getWeight().getType()).getDimSize(1));
+        double in = double(cast<RankedTensorType>(r.getWeight().getType()).getDimSize(1));
+        c.gemmFlops = 2 * *tk * e * in;
+        c.weightBytes = staticBytes(r.getWeight());
+        if (Value h = r.getHidden()) {
+          auto ht = cast<RankedTensorType>(h.getType());
+          c.gemmFlops += 2 * *tk * ht.getDimSize(0) * ht.getDimSize(1);
+          c.otherFlops += *tk * ht.getDimSize(0); // tanh
+          c.weightBytes += staticBytes(h);
+        }
+        auto xt = cast<RankedTensorType>(r.getX().getType());
+        c.activationBytes = *tk * (xt.getDimSize(1) * elementBytes(r.getX()) + e * 4);
+        return c;
+      })
+      .Case([&](GatingResidualOp g) -> FailureOr<Cost> {
+        auto tk = t(g.getLogits(), 0);
+        if (failed(tk))
+          return failure();
+        double e = cast<RankedTensorType>(g.getWeight().getType()).getDimSize(0);
+        Cost c;
+        c.gemmFlops = 2 * *tk * e * e;
+        c.otherFlops = *tk * e;
+        c.weightBytes = staticBytes(g.getWeight());
+        c.activationBytes = 3 * *tk * e * 4;
+        return c;
+      })
+      .Case([&](ScoreOp s) -> FailureOr<Cost> {
+        auto tk = t(s.getLogits(), 0);
+        auto e = t(s.getLogits(), 1);
+        if (failed(tk) || failed(e))
+          return failure();
+        double perElement = 1;
+        switch (s.getFunc()) {
+        case ScoringFunc::softmax: perElement = 5; break;
+        case ScoringFunc::sigmoid: perElement = 4; break;
+        case ScoringFunc::relu: perElement = 1; break;
+        case ScoringFunc::gumbel_softmax: perElement = 12.0 * s.getSamples().value_or(1); break;
+        }
+        Cost c;
+        c.otherFlops = perElement * *tk * *e;
+        c.activationBytes = 2 * *tk * *e * 4;
+        return c;
+      })
+      .Case<TopKOp, ThresholdOp>([&](Operation *sel) -> FailureOr<Cost> {
+        Value scores = sel->getOperand(0), idx = sel->getResult(1);
+        auto tk = t(scores, 0);
+        auto e = t(scores, 1);
+        auto k = t(idx, 1);
+        if (failed(tk) || failed(e) || failed(k))
+          return failure();
+        Cost c;
+        c.otherFlops = *tk * *e * *k; // one scan over the experts per pick
+        c.activationBytes = *tk * (*e * 4 + *k * 8);
+        return c;
+      })
+      .Case([&](ExpertChoiceOp ec) -> FailureOr<Cost> {
+        auto tk = t(ec.getScores(), 0);
+        auto e = t(ec.getScores(), 1);
+        if (failed(tk) || failed(e))
+          return failure();
+        Cost c;
+        c.otherFlops = *e * *tk * ec.getCapacity();
+        c.activationBytes = *tk * *e * 12;
+        return c;
+      })
+      .Case([&](RenormalizeOp r) -> FailureOr<Cost> {
+        auto tk = t(r.getWeights(), 0);
+        auto k = t(r.getWeights(), 1);
+        if (failed(tk) || failed(k))
+          return failure();
+        Cost c;
+        c.otherFlops = 3 * *tk * *k;
+        c.activationBytes = 3 * *tk * *k * 4;
+        return c;
+      })
+      .Case([&](RestrictSlotsOp r) -> FailureOr<Cost> {
+        auto tk = t(r.getIndices(), 0);
+        auto k = t(r.getIndices(), 1);
+        if (failed(tk) || failed(k))
+          return failure();
+        Cost c;
+        c.otherFlops = *tk * *k;
+        c.activationBytes = 2 * *tk * *k * 4;
+        return c;
+      })
+      .Case([&](DispatchOp d) { return dispatchCost(d); })
+      .Case([&](PermuteOp p) -> FailureOr<Cost> {
+        // Moves the filled rows; padding rows are zero-filled, not read.
+        double h = cast<RankedTensorType>(p.getX().getType()).getDimSize(1);
+        double rows = 0;
+        for (Operation *user : p.getResult().getUsers())
+          if (auto gemm = dyn_cast<GroupedMatmulOp>(user))
+            if (const PlanEstimate *plan = planOf(gemm.getOffsets()))
+              rows = std::max(rows, plan->filledSlots);
+        Cost c;
+        c.activationBytes = 2 * rows * h * elementBytes(p.getX());
+        return c;
+      })
+      .Case([&](GroupedMatmulOp g) -> FailureOr<Cost> {
+        const PlanEstimate *plan = planOf(g.getOffsets());
+        if (!plan) {
+          g.emitError("moe-cost-report: grouped_matmul offsets do not come from a moe.dispatch");
+          return failure();
+        }
+        auto w = cast<RankedTensorType>(g.getWeights().getType());
+        double experts = std::min<double>(w.getDimSize(0), plan->experts);
+        double rows = experts * plan->rowsPerExpert;
+        double n = w.getDimSize(1), k = w.getDimSize(2);
+        Cost c;
+        c.gemmFlops = 2 * rows * n * k;
+        c.weightBytes = experts * plan->usedFraction * n * k * elementBytes(g.getWeights());
+        c.activationBytes = rows * (n + k) * elementBytes(g.getLhs());
+        return c;
+      })
+      .Case([&](ActivationOp a) -> FailureOr<Cost> {
+        // Its rows are those of the GEMM that feeds it.
+        double rows = 0;
+        if (auto gemm = a.getInput().getDefiningOp<GroupedMatmulOp>())
+          if (const PlanEstimate *plan = planOf(gemm.getOffsets()))
+            rows = std::min<double>(cast<RankedTensorType>(gemm.getWeights().getType()).getDimSize(0),
+                                    plan->experts) *
+                   plan->rowsPerExpert;
+        if (rows == 0) {
+          auto r = t(a.getInput(), 0);
+          if (failed(r))
+            return failure();
+          rows = *r;
+        }
+        double u = cast<RankedTensorType>(a.getInput().getType()).getDimSize(1);
+        double f = cast<RankedTensorType>(a.getType()).getDimSize(1);
+        Cost c;
+        c.otherFlops = rows * (u == f ? 4 * u : 5 * f);
+        c.activationBytes = rows * (u + f) * elementBytes(a.getInput());
+        return c;
+      })
+      .Case([&](CombineOp cb) -> FailureOr<Cost> {
+        auto tk = t(cb.getSlotRow(), 0);
+        auto k = t(cb.getSlotRow(), 1);
+        if (failed(tk) || failed(k))
+          return failure();
+        double h = cast<RankedTensorType>(cb.getRows().getType()).getDimSize(1);
+        Cost c;
+        c.otherFlops = 2 * *tk * *k * h;
+        c.activationBytes = (*tk * *k + *tk) * h * elementBytes(cb.getRows());
+        return c;
+      })
+      .Case([&](ZeroComputeOp z) -> FailureOr<Cost> {
+        auto tk = t(z.getX(), 0);
+        auto k = t(z.getIndices(), 1);
+        if (failed(tk) || failed(k))
+          return failure();
+        double h = cast<RankedTensorType>(z.getX().getType()).getDimSize(1);
+        Cost c;
+        c.otherFlops = 3 * *tk * *k * h;
+        c.activationBytes = 2 * *tk * h * elementBytes(z.getX());
+        if (Value v = z.getConstantVectors()) {
+          double constants = cast<RankedTensorType>(v.getType()).getDimSize(0);
+          c.gemmFlops = 2 * *tk * 2 * constants * h;
+          c.weightBytes = staticBytes(v) + staticBytes(z.getConstantMix());
+        }
+        return c;
+      })
+      .Case([&](DenseFfnOp f) -> FailureOr<Cost> {
+        auto tk = t(f.getX(), 0);
+        if (failed(tk))
+          return failure();
+        auto up = cast<RankedTensorType>(f.getUp().getType());
+        auto down = cast<RankedTensorType>(f.getDown().getType());
+        Cost c;
+        c.gemmFlops = 2 * *tk * (double(up.getNumElements()) + double(down.getNumElements()));
+        c.weightBytes = staticBytes(f.getUp()) + staticBytes(f.getDown());
+        if (Value g = f.getGate()) {
+          c.gemmFlops += 2 * *tk * staticElements(g);
+          c.weightBytes += staticBytes(g);
+        }
+        c.otherFlops = *tk * up.getDimSize(0) * 2;
+        double h = cast<RankedTensorType>(f.getX().getType()).getDimSize(1);
+        c.activationBytes = 2 * *tk * h * elementBytes(f.getX());
+        return c;
+      })
+      .Case([&](MergeExpertsOp m) -> FailureOr<Cost> {
+        auto groups = t(m.getGates(), 0);
+        if (failed(groups))
+          return failure();
+        double e = cast<RankedTensorType>(m.getWeights().getType()).getDimSize(0);
+        double perExpert = staticElements(m.getWeights()) / e;
+        Cost c;
+        c.gemmFlops = 2 * *groups * e * perExpert;
+        c.weightBytes = staticBytes(m.getWeights());
+        c.activationBytes = *groups * perExpert * elementBytes(m.getWeights());
+        return c;
+      })
+      .Default([](Operation *) { return Cost(); });
+}
+
+std::string locationOf(Operation *op) {
+  if (auto file = dyn_cast<FileLineColLoc>(op->getLoc()))
+    return "line " + std::to_string(file.getLine());
+  return "";
+}
+
+struct MoeCostReportPass : mlir::moe::impl::MoeCostReportBase<MoeCostReportPass> {
+  using MoeCostReportBase::MoeCostReportBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    for (auto func : llvm::make_early_inc_range(module.getOps<func::FuncOp>())) {
+      bool hasMoe = false;
+      func.walk([&](Operation *op) { hasMoe |= isa<MoeDialect>(op->getDialect()); });
+      if (!hasMoe)
+        continue;
+      // Layers are reported as their decomposition, on a copy.
+      func::FuncOp subject = func;
+      bool decomposed = false;
+      if (!func.getOps<LayerOp>().empty() || !func.getBody().getOps<LayerOp>().empty()) {
+        OpBuilder b(func);
+        subject = cast<func::FuncOp>(b.clone(*func));
+        RewritePatternSet patterns(&getContext());
+        populateMoeDecomposePatterns(patterns);
+        if (failed(applyPatternsGreedily(subject, std::move(patterns))))
+          return signalPassFailure();
+        decomposed = true;
+      }
+      bool ok = report(func.getName(), subject, decomposed);
+      if (decomposed)
+        subject.erase();
+      if (!ok)
+        return signalPassFailure();
+    }
+  }
+
+  bool report(StringRef name, func::FuncOp func, bool decomposed) {
+    CostModel model(tokens);
+    llvm::raw_ostream &os = llvm::outs();
+    os << "moe-cost-report @" << name << (decomposed ? " (its moe.layer ops decomposed)" : "")
+       << "; uniform routing over each selection's experts"
+       << (tokens > 0 ? ("; dynamic token count taken as " + std::to_string(tokens)) : std::string())
+       << "\n";
+    os << llvm::format("  %-22s %-9s %16s %14s %14s %16s\n", "op", "where", "GEMM FLOP", "other FLOP",
+                       "weight bytes", "activation bytes");
+    Cost total;
+    SmallVector<DispatchOp> dispatches;
+    bool ok = true;
+    func.walk([&](Operation *op) {
+      if (!isa<MoeDialect>(op->getDialect()))
+        return;
+      FailureOr<Cost> c = model.costOf(op);
+      if (failed(c)) {
+        ok = false;
+        return;
+      }
+      if (auto d = dyn_cast<DispatchOp>(op))
+        dispatches.push_back(d);
+      total.gemmFlops += c->gemmFlops;
+      total.otherFlops += c->otherFlops;
+      total.weightBytes += c->weightBytes;
+      total.activationBytes += c->activationBytes;
+      os << llvm::format("  %-22s %-9s %16.0f %14.0f %14.0f %16.0f\n",
+                         op->getName().getStringRef().str().c_str(), locationOf(op).c_str(),
+                         c->gemmFlops, c->otherFlops, c->weightBytes, c->activationBytes);
+    });
+    if (!ok)
+      return false;
+    os << llvm::format("  %-22s %-9s %16.0f %14.0f %14.0f %16.0f\n", "total", "", total.gemmFlops,
+                       total.otherFlops, total.weightBytes, total.activationBytes);
+    for (DispatchOp d : dispatches) {
+      const PlanEstimate *plan = model.planOf(d.getExpertOffsets());
+      os << llvm::format("  dispatch %s: %.1f filled slots over %lld experts (selected from %.0f), "
+                         "%.2f rows per expert\n",
+                         locationOf(d).c_str(), plan->filledSlots, (long long)plan->experts,
+                         plan->selectionExperts, plan->rowsPerExpert);
+    }
+    return true;
+  }
+};
+} // namespace
