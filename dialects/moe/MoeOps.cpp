@@ -609,26 +609,68 @@ LogicalResult CombineOp::verify() {
 // Expert computation
 //===----------------------------------------------------------------------===//
 
+/// The operands of a grouped matmul: lhs [R, K], weights [E, N, K] and
+/// offsets with at least E + 1 entries.
+static LogicalResult verifyGroupedOperands(Operation *op, ShapeChecker &check, Value lhs,
+                                           Value weights, Value offsets) {
+  if (failed(check.rank("lhs", lhs.getType(), 2)) ||
+      failed(check.rank("weights", weights.getType(), 3)) ||
+      failed(check.rank("offsets", offsets.getType(), 1)) ||
+      failed(check.dim("weights", weights.getType(), 2, dimOf(lhs, 1), "the lhs reduction size")))
+    return failure();
+  int64_t groups = dimOf(offsets, 0), experts = dimOf(weights, 0);
+  if (!ShapedType::isDynamic(groups) && !ShapedType::isDynamic(experts) && groups < experts + 1)
+    return op->emitOpError() << "offsets (" << groups << " entries) must describe at least the "
+                             << experts << " experts of the weights (" << experts + 1
+                             << " entries)";
+  return success();
+}
+
 LogicalResult GroupedMatmulOp::verify() {
   ShapeChecker check(*this);
-  Type lhs = getLhs().getType(), w = getWeights().getType(), off = getOffsets().getType();
+  Type result = getResult().getType();
   // grouped_matmul_c1: lhs [R, K], weights [E, N, K], offsets [>= E + 1], result [R, N].
-  if (failed(check.rank("lhs", lhs, 2)) || failed(check.rank("weights", w, 3)) ||
-      failed(check.rank("offsets", off, 1)) ||
-      failed(check.dim("weights", w, 2, dimOf(getLhs(), 1), "the lhs reduction size")) ||
-      failed(check.rank("result", getResult().getType(), 2)) ||
-      failed(check.dim("result", getResult().getType(), 0, dimOf(getLhs(), 0),
-                       "the number of rows")) ||
-      failed(check.dim("result", getResult().getType(), 1, dimOf(getWeights(), 1),
-                       "the weights' output size")))
+  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets())) ||
+      failed(check.rank("result", result, 2)) ||
+      failed(check.dim("result", result, 0, dimOf(getLhs(), 0), "the number of rows")) ||
+      failed(check.dim("result", result, 1, dimOf(getWeights(), 1), "the weights' output size")))
     return failure();
-  int64_t groups = dimOf(getOffsets(), 0), experts = dimOf(getWeights(), 0);
-  if (!ShapedType::isDynamic(groups) && !ShapedType::isDynamic(experts) && groups < experts + 1)
-    return emitOpError() << "offsets (" << groups << " entries) must describe at least the "
-                         << experts << " experts of the weights (" << experts + 1
-                         << " entries)";
   // grouped_matmul_c2: the result keeps the activations' element type.
-  return check.sameElementType("result", getResult().getType(), "lhs", lhs);
+  return check.sameElementType("result", result, "lhs", getLhs().getType());
+}
+
+LogicalResult GroupedMatmulActOp::verify() {
+  ShapeChecker check(*this);
+  Type result = getResult().getType();
+  // grouped_matmul_act_c1: as grouped_matmul, and the activation's width rule.
+  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets())) ||
+      failed(check.rank("result", result, 2)) ||
+      failed(check.dim("result", result, 0, dimOf(getLhs(), 0), "the number of rows")) ||
+      failed(check.sameElementType("result", result, "lhs", getLhs().getType())))
+    return failure();
+  int64_t width = dimOf(getWeights(), 1);
+  if (!isGated(getKind()))
+    return check.dim("result", result, 1, width, "the weights' output size");
+  if (!ShapedType::isDynamic(width) && width % 2 != 0)
+    return emitOpError() << stringifyActivation(getKind())
+                         << " needs an even weights' output size ([gate; up]), got " << width;
+  return check.dim("result", result, 1, ShapedType::isDynamic(width) ? width : width / 2,
+                   "half the weights' output size");
+}
+
+LogicalResult GroupedMatmulCombineOp::verify() {
+  ShapeChecker check(*this);
+  Type result = getResult().getType();
+  // grouped_matmul_combine_c1: as grouped_matmul; slots [T, K]; result [T, N].
+  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets())) ||
+      failed(check.rank("slot_row", getSlotRow().getType(), 2)) ||
+      failed(check.sameShape("slot_weight", getSlotWeight().getType(), "slot_row",
+                             getSlotRow().getType())) ||
+      failed(check.rank("result", result, 2)) ||
+      failed(check.dim("result", result, 0, dimOf(getSlotRow(), 0), "the number of tokens")) ||
+      failed(check.dim("result", result, 1, dimOf(getWeights(), 1), "the weights' output size")))
+    return failure();
+  return check.sameElementType("result", result, "lhs", getLhs().getType());
 }
 
 LogicalResult ActivationOp::verify() {

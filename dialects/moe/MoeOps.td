@@ -383,6 +383,52 @@ def Moe_GroupedMatmulOp : Moe_Op<"grouped_matmul", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Moe_GroupedMatmulActOp : Moe_Op<"grouped_matmul_act", [Pure]> {
+  let summary = "grouped matmul with the activation fused into its epilogue";
+  let description = [{
+    `activation(kind, grouped_matmul(lhs, W, offsets))`, with the matmul's f32
+    accumulators fed straight to the activation instead of being rounded to
+    the element type first (so with f32 it is the unfused result exactly,
+    with bf16/f16 it skips one rounding). `moe-fuse-experts` forms it from
+    the gate/up GEMM and the GLU.
+
+    ```mlir
+    %a = moe.grouped_matmul_act swiglu %xs, %w13, %offsets
+        : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x128xbf16>
+    ```
+  }];
+  let arguments = (ins Moe_ActivationAttr:$kind, Moe_FloatTensor:$lhs, Moe_FloatTensor:$weights,
+                       Moe_IndexTensor:$offsets);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    custom<EnumKeyword>($kind) $lhs `,` $weights `,` $offsets attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_GroupedMatmulCombineOp : Moe_Op<"grouped_matmul_combine", [Pure]> {
+  let summary = "grouped matmul with the weighted combine fused into its epilogue";
+  let description = [{
+    `combine(grouped_matmul(lhs, W, offsets), slot_row, slot_weight)`, with
+    each row's f32 result scaled by its slot weight and summed into its
+    token's output in slot order, never rounded to the element type in
+    between. `moe-fuse-experts` forms it from the down GEMM and the combine.
+
+    ```mlir
+    %y = moe.grouped_matmul_combine %a, %w2, %offsets, %slot_row, %slot_w
+        : (tensor<32x128xbf16>, tensor<8x64x128xbf16>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>)
+        -> tensor<16x64xbf16>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$lhs, Moe_FloatTensor:$weights, Moe_IndexTensor:$offsets,
+                       Moe_IndexTensor:$slot_row, Moe_F32Tensor:$slot_weight);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $weights `,` $offsets `,` $slot_row `,` $slot_weight attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Moe_ActivationOp : Moe_Op<"activation", [Pure]> {
   let summary = "expert activation, gated (GLU) or elementwise";
   let description = [{

@@ -74,6 +74,8 @@ public:
   }
 
   FailureOr<Cost> costOf(Operation *op);
+  /// A grouped matmul of `lhs` by `weights` over the rows of the plan of `offsets`.
+  FailureOr<Cost> groupedCost(Operation *op, Value lhs, Value weights, Value offsets);
   const PlanEstimate *planOf(Value offsets) {
     auto it = plans.find(offsets);
     return it == plans.end() ? nullptr : &it->second;
@@ -142,6 +144,23 @@ FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
   cost.otherFlops = *tokens * *slots; // one placement per slot
   cost.activationBytes = staticBytes(op.getExpertOffsets()) + *tokens * *slots * 16;
   return cost;
+}
+
+FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, Value offsets) {
+  const PlanEstimate *plan = planOf(offsets);
+  if (!plan) {
+    op->emitError("moe-cost-report: expert offsets do not come from a moe.dispatch");
+    return failure();
+  }
+  auto w = cast<RankedTensorType>(weights.getType());
+  double experts = std::min<double>(w.getDimSize(0), plan->experts);
+  double rows = experts * plan->rowsPerExpert;
+  double n = w.getDimSize(1), k = w.getDimSize(2);
+  Cost c;
+  c.gemmFlops = 2 * rows * n * k;
+  c.weightBytes = experts * plan->usedFraction * n * k * elementBytes(weights);
+  c.activationBytes = rows * (n + k) * elementBytes(lhs);
+  return c;
 }
 
 FailureOr<Cost> CostModel::costOf(Operation *op) {
@@ -243,27 +262,40 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
         double h = cast<RankedTensorType>(p.getX().getType()).getDimSize(1);
         double rows = 0;
         for (Operation *user : p.getResult().getUsers())
-          if (auto gemm = dyn_cast<GroupedMatmulOp>(user))
-            if (const PlanEstimate *plan = planOf(gemm.getOffsets()))
+          if (isa<GroupedMatmulOp, GroupedMatmulActOp>(user))
+            if (const PlanEstimate *plan = planOf(user->getOperand(2)))
               rows = std::max(rows, plan->filledSlots);
         Cost c;
         c.activationBytes = 2 * rows * h * elementBytes(p.getX());
         return c;
       })
-      .Case([&](GroupedMatmulOp g) -> FailureOr<Cost> {
-        const PlanEstimate *plan = planOf(g.getOffsets());
-        if (!plan) {
-          g.emitError("moe-cost-report: grouped_matmul offsets do not come from a moe.dispatch");
+      .Case([&](GroupedMatmulOp g) { return groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets()); })
+      .Case([&](GroupedMatmulActOp g) -> FailureOr<Cost> {
+        FailureOr<Cost> c = groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets());
+        if (failed(c))
           return failure();
-        }
+        // The activation on the f32 accumulators; its output replaces the
+        // GEMM's in memory.
         auto w = cast<RankedTensorType>(g.getWeights().getType());
-        double experts = std::min<double>(w.getDimSize(0), plan->experts);
-        double rows = experts * plan->rowsPerExpert;
-        double n = w.getDimSize(1), k = w.getDimSize(2);
-        Cost c;
-        c.gemmFlops = 2 * rows * n * k;
-        c.weightBytes = experts * plan->usedFraction * n * k * elementBytes(g.getWeights());
-        c.activationBytes = rows * (n + k) * elementBytes(g.getLhs());
+        double rows = c->gemmFlops / (2 * w.getDimSize(1) * w.getDimSize(2));
+        double f = cast<RankedTensorType>(g.getType()).getDimSize(1);
+        c->otherFlops = rows * (f * 2 == w.getDimSize(1) ? 5 * f : 4 * f);
+        c->activationBytes = rows * (w.getDimSize(2) + f) * elementBytes(g.getLhs());
+        return c;
+      })
+      .Case([&](GroupedMatmulCombineOp g) -> FailureOr<Cost> {
+        FailureOr<Cost> c = groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets());
+        auto tk = t(g.getSlotRow(), 0);
+        auto k = t(g.getSlotRow(), 1);
+        if (failed(c) || failed(tk) || failed(k))
+          return failure();
+        // Rows go straight into their tokens' outputs: only the inputs and
+        // the token-order result touch memory.
+        auto w = cast<RankedTensorType>(g.getWeights().getType());
+        double rows = c->gemmFlops / (2 * w.getDimSize(1) * w.getDimSize(2));
+        double h = w.getDimSize(1);
+        c->otherFlops = 2 * *tk * *k * h;
+        c->activationBytes = (rows * w.getDimSize(2) + *tk * h) * elementBytes(g.getLhs());
         return c;
       })
       .Case([&](ActivationOp a) -> FailureOr<Cost> {
@@ -390,7 +422,7 @@ struct MoeCostReportPass : mlir::moe::impl::MoeCostReportBase<MoeCostReportPass>
        << "; uniform routing over each selection's experts"
        << (tokens > 0 ? ("; dynamic token count taken as " + std::to_string(tokens)) : std::string())
        << "\n";
-    os << llvm::format("  %-22s %-9s %16s %14s %14s %16s\n", "op", "where", "GEMM FLOP", "other FLOP",
+    os << llvm::format("  %-28s %-9s %16s %14s %14s %16s\n", "op", "where", "GEMM FLOP", "other FLOP",
                        "weight bytes", "activation bytes");
     Cost total;
     SmallVector<DispatchOp> dispatches;
@@ -409,13 +441,13 @@ struct MoeCostReportPass : mlir::moe::impl::MoeCostReportBase<MoeCostReportPass>
       total.otherFlops += c->otherFlops;
       total.weightBytes += c->weightBytes;
       total.activationBytes += c->activationBytes;
-      os << llvm::format("  %-22s %-9s %16.0f %14.0f %14.0f %16.0f\n",
+      os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f\n",
                          op->getName().getStringRef().str().c_str(), locationOf(op).c_str(),
                          c->gemmFlops, c->otherFlops, c->weightBytes, c->activationBytes);
     });
     if (!ok)
       return false;
-    os << llvm::format("  %-22s %-9s %16.0f %14.0f %14.0f %16.0f\n", "total", "", total.gemmFlops,
+    os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f\n", "total", "", total.gemmFlops,
                        total.otherFlops, total.weightBytes, total.activationBytes);
     for (DispatchOp d : dispatches) {
       const PlanEstimate *plan = model.planOf(d.getExpertOffsets());

@@ -51,9 +51,12 @@ struct DispatchFfnExpertsOnly : OpRewritePattern<ZeroComputeOp> {
       return rewriter.notifyMatchFailure(zc, "no zero-computation experts after the FFN experts");
     // The offsets shrink to the FFN experts: only grouped GEMMs over at most
     // those experts may read them.
-    for (Operation *user : dispatch.getExpertOffsets().getUsers()) {
-      auto gemm = dyn_cast<GroupedMatmulOp>(user);
-      auto experts = gemm ? cast<RankedTensorType>(gemm.getWeights().getType()).getDimSize(0) : 0;
+    for (OpOperand &use : dispatch.getExpertOffsets().getUses()) {
+      Operation *user = use.getOwner();
+      bool gemm = isa<GroupedMatmulOp, GroupedMatmulActOp, GroupedMatmulCombineOp>(user) &&
+                  use.getOperandNumber() == 2;
+      int64_t experts =
+          gemm ? cast<RankedTensorType>(user->getOperand(1).getType()).getDimSize(0) : 0;
       if (!gemm || ShapedType::isDynamic(experts) || experts > *ffn)
         return rewriter.notifyMatchFailure(zc, "expert offsets are read by more than the FFN GEMMs");
     }

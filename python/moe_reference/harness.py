@@ -38,9 +38,10 @@ def apply_passes(text, passes, expect):
 
 
 def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynamic_tokens=True,
-              passes=None, expect=None):
+              passes=None, expect=None, fused=False):
     """Compiles and runs one layer (after `moe-opt <passes>` when given),
-    checks y and the logits against the reference; True if both pass."""
+    checks y and the logits against the reference (rounding as fused GEMMs do
+    when `fused`); True if both pass."""
     tol = TOLERANCE[dtype] if tol is None else tol
     rng = np.random.default_rng(seed)
     args = layer.random_operands(cfg, tokens, hidden, ffn, dtype, rng)
@@ -67,7 +68,7 @@ def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynam
             return False
         y = from_storage(np.load(os.path.join(tmp, "result_0.npy")), dtype)
         z = from_storage(np.load(os.path.join(tmp, "result_1.npy")), F32)
-    ref_y, ref_z = layer.reference(cfg, args, dtype)
+    ref_y, ref_z = layer.reference(cfg, args, dtype, fused=fused)
     ok = True
     for what, ours, ref, t in (("y", y, ref_y, tol), ("logits", z, ref_z, max(tol, 1e-5))):
         if ours.shape != ref.shape:

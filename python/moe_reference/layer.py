@@ -119,10 +119,12 @@ def random_operands(cfg, tokens, hidden, ffn, dtype, rng):
     return out
 
 
-def reference(cfg, a, dtype):
+def reference(cfg, a, dtype, fused=False):
     """y and the post-residual logits of the layer, following the
     decomposition of design.md 6, with results rounded where the compiled
-    program stores them in `dtype`."""
+    program stores them in `dtype`. `fused`: the gate/up and down GEMMs keep
+    their f32 results for the activation and the combine (moe-fuse-experts),
+    so those two intermediates are not rounded."""
     r = dict(cfg["routing"])
     cap = cfg.get("capacity")
     e = num_experts(cfg)
@@ -162,9 +164,10 @@ def reference(cfg, a, dtype):
 
     xin = rnd(x * r["input_scale"]) if r.get("input_scale", 1.0) != 1.0 else x
     rows, offsets, slot_row, slot_w = ops.dispatch(idx, w, e, cap, z)
-    h = rnd(ops.grouped_matmul(ops.permute(xin, rows), a["ffn_up"], offsets))
+    keep = (lambda v: round_to(v, F32)) if fused else rnd
+    h = keep(ops.grouped_matmul(ops.permute(xin, rows), a["ffn_up"], offsets))
     act = rnd(ops.activation(cfg["activation"], h))
-    o = rnd(ops.grouped_matmul(act, a["ffn_down"], offsets))
+    o = keep(ops.grouped_matmul(act, a["ffn_down"], offsets))
     y = rnd(ops.combine(o, slot_row, slot_w))
     if any(kind in ("copy", "constant") for kind in kinds):
         zc = rnd(ops.zero_compute(xin, idx, slot_w, kinds, a.get("constant_vectors"), a.get("constant_mix")))

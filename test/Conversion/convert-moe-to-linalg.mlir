@@ -213,3 +213,22 @@ func.func @no_moe(%a: tensor<4xf32>) -> tensor<4xf32> {
   %b = arith.addf %a, %a : tensor<4xf32>
   return %b : tensor<4xf32>
 }
+
+// -----
+
+// The fused GEMMs keep the f32 accumulators: the activation and the combine
+// read them before the one truncation to bf16.
+// CHECK-LABEL: func @fused_gemms
+// CHECK: scf.for
+// CHECK-NOT: arith.truncf
+// CHECK: arith.mulf
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK: arith.truncf {{.*}} f32 to bf16
+// CHECK-NOT: moe.
+func.func @fused_gemms(%xs: tensor<32x8xbf16>, %up: tensor<4x32x8xbf16>, %down: tensor<4x8x16xbf16>, %off: tensor<5xi32>,
+                       %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x8xbf16> {
+  %a = moe.grouped_matmul_act swiglu %xs, %up, %off : (tensor<32x8xbf16>, tensor<4x32x8xbf16>, tensor<5xi32>) -> tensor<32x16xbf16>
+  %y = moe.grouped_matmul_combine %a, %down, %off, %sr, %sw
+    : (tensor<32x16xbf16>, tensor<4x8x16xbf16>, tensor<5xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x8xbf16>
+  return %y : tensor<16x8xbf16>
+}

@@ -1,14 +1,21 @@
 // RUN: moe-opt %s --moe-optimize | FileCheck %s
 // RUN: moe-opt %s "--moe-optimize=eliminate-zero-experts=false" | FileCheck %s --check-prefix=NOELIM
+// RUN: moe-opt %s "--moe-optimize=fuse-experts=false" | FileCheck %s --check-prefix=NOFUSE
 
 // CHECK-LABEL: func @moe_plus_plus
 // CHECK-NOT: moe.layer
 // CHECK: moe.restrict_slots %{{.+}} experts = 4
 // CHECK: moe.dispatch %{{.+}} experts = 4
+// CHECK: moe.grouped_matmul_act swiglu
+// CHECK: moe.grouped_matmul_combine
 // CHECK: moe.zero_compute
 // NOELIM-LABEL: func @moe_plus_plus
 // NOELIM-NOT: moe.restrict_slots
 // NOELIM: moe.dispatch %{{.+}} experts = 8
+// NOFUSE-LABEL: func @moe_plus_plus
+// NOFUSE: moe.grouped_matmul %
+// NOFUSE: moe.activation swiglu
+// NOFUSE-NOT: moe.grouped_matmul_act
 func.func @moe_plus_plus(%x: tensor<8x16xf32>, %wr: tensor<8x16xf32>, %up: tensor<4x16x16xf32>, %down: tensor<4x16x8xf32>,
                          %cv: tensor<2x16xf32>, %cm: tensor<2x2x16xf32>) -> tensor<8x16xf32> {
   %y, %z = moe.layer %x, %wr ffn(%up, %down) constant(%cv, %cm) {

@@ -14,13 +14,17 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
   PassOptions::Option<bool> eliminateZeroExperts{
       *this, "eliminate-zero-experts",
       llvm::cl::desc("Keep zero-computation experts out of dispatch (exact)"), llvm::cl::init(true)};
+  PassOptions::Option<bool> fuseExperts{
+      *this, "fuse-experts",
+      llvm::cl::desc("Fuse the activation and the combine into the grouped GEMMs"),
+      llvm::cl::init(true)};
   PassOptions::Option<bool> canonicalize{
       *this, "canonicalize", llvm::cl::desc("Run the canonicalizer and CSE after the moe passes"),
       llvm::cl::init(true)};
 };
 
 /// The default optimisation pipeline: decompose, eliminate zero-computation
-/// experts, canonicalize. Every step is exact.
+/// experts, fuse the expert epilogues, canonicalize.
 void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options);
 
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to

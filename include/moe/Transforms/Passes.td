@@ -108,4 +108,25 @@ def MoeEliminateZeroExperts : Pass<"moe-eliminate-zero-experts"> {
   }];
 }
 
+def MoeFuseExperts : Pass<"moe-fuse-experts"> {
+  let summary = "Fuses the expert activation and the combine into the grouped GEMMs";
+  let description = [{
+    Two rewrites on the decomposed expert computation, each of which removes
+    an intermediate tensor that a GPU kernel would otherwise write to memory
+    and read back:
+
+    * `moe.activation(moe.grouped_matmul(x, W_up))` becomes
+      `moe.grouped_matmul_act`: the GLU (or elementwise activation) runs in
+      the gate/up GEMM's epilogue, on its f32 accumulators;
+    * `moe.combine(moe.grouped_matmul(a, W_down))` becomes
+      `moe.grouped_matmul_combine`: each row is scaled by its slot's gate
+      weight and summed into its token's output in the down GEMM's epilogue.
+
+    Each applies only when the GEMM result has no other user. In f32 the
+    fused program computes exactly what the unfused one did; with bf16/f16
+    activations it skips rounding the intermediate to the element type, so
+    it is at least as accurate (the difference is that one rounding).
+  }];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

@@ -385,21 +385,10 @@ struct LowerPermute : OpRewritePattern<PermuteOp> {
 struct LowerCombine : OpRewritePattern<CombineOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(CombineOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value rows = op.getRows(), slotRow = op.getSlotRow(), slotWeight = op.getSlotWeight();
     auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> dims = {dimsOf(b, loc, slotRow)[0], dimsOf(b, loc, rows)[1]};
-    Value acc = reduceOverSlots(
-        b, loc, type.getShape(), dims, slotRow, slotWeight,
-        [&](OpBuilder &nb, Location nl, Value row, Value weight, Value sum) -> Value {
-          Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, row, constI32(nb, nl, 0));
-          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, row),
-                                               constIndex(nb, nl, 0));
-          Value v = toF32(nb, nl, get(nb, nl, rows, {safe, linalg::IndexOp::create(nb, nl, 1)}));
-          Value next = arith::AddFOp::create(nb, nl, sum, arith::MulFOp::create(nb, nl, weight, v));
-          return arith::SelectOp::create(nb, nl, valid, next, sum);
-        });
-    b.replaceOp(op, castElements(b, loc, acc, type.getElementType()));
+    Value acc = combineSlots(b, op.getLoc(), op.getRows(), op.getSlotRow(), op.getSlotWeight(),
+                             type.getShape());
+    b.replaceOp(op, castElements(b, op.getLoc(), acc, type.getElementType()));
     return success();
   }
 };

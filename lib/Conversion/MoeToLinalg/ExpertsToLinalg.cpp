@@ -72,52 +72,80 @@ Value activate(OpBuilder &b, Location loc, Activation act, Value h) {
       .getResult(0);
 }
 
+/// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times
+/// expert e of `w`, one register-blocked contraction per expert; other rows 0.
+Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets) {
+  auto wType = cast<RankedTensorType>(w.getType());
+  SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
+  Value rows = lhsDims[0];
+  auto accType = RankedTensorType::get(
+      {cast<RankedTensorType>(lhs.getType()).getDimSize(0), wType.getDimSize(1)}, b.getF32Type());
+  Value acc = zeros(b, loc, accType, {rows, wDims[1]});
+  auto sliceType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(2)},
+                                         cast<RankedTensorType>(lhs.getType()).getElementType());
+  auto weightType = RankedTensorType::get({wType.getDimSize(1), wType.getDimSize(2)},
+                                          wType.getElementType());
+  auto partType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(1)}, b.getF32Type());
+  Value one = constIndex(b, loc, 1);
+  auto loop = scf::ForOp::create(
+      b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
+      [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
+        // Rows [lo, hi) of expert e, clamped to the buffer.
+        auto offsetAt = [&](Value i) {
+          Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
+          v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
+          return arith::MinSIOp::create(nb, nl, v, rows).getResult();
+        };
+        Value lo = offsetAt(e);
+        Value hi = arith::MaxSIOp::create(nb, nl, offsetAt(arith::AddIOp::create(nb, nl, e, one)), lo);
+        Value size = arith::SubIOp::create(nb, nl, hi, lo);
+        SmallVector<OpFoldResult> unit = {nb.getIndexAttr(1), nb.getIndexAttr(1)};
+        Value a = tensor::ExtractSliceOp::create(
+            nb, nl, sliceType, lhs, ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
+        Value we = tensor::ExtractSliceOp::create(
+            nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
+            ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
+        Value part = linearF32(nb, nl, a, we);
+        if (part.getType() != partType)
+          part = tensor::CastOp::create(nb, nl, partType, part);
+        Value next = tensor::InsertSliceOp::create(
+            nb, nl, part, iter[0], ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit);
+        scf::YieldOp::create(nb, nl, next);
+      });
+  return loop.getResult(0);
+}
+
 struct LowerGroupedMatmul : OpRewritePattern<GroupedMatmulOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GroupedMatmulOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value lhs = op.getLhs(), w = op.getWeights(), offsets = op.getOffsets();
-    auto wType = cast<RankedTensorType>(w.getType());
-    SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
-    Value rows = lhsDims[0];
-    auto accType = RankedTensorType::get(
-        {cast<RankedTensorType>(lhs.getType()).getDimSize(0), wType.getDimSize(1)}, b.getF32Type());
-    Value acc = zeros(b, loc, accType, {rows, wDims[1]});
-    auto sliceType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(2)},
-                                           cast<RankedTensorType>(lhs.getType()).getElementType());
-    auto weightType = RankedTensorType::get({wType.getDimSize(1), wType.getDimSize(2)},
-                                            wType.getElementType());
-    auto partType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(1)}, b.getF32Type());
-    Value one = constIndex(b, loc, 1);
-    auto loop = scf::ForOp::create(
-        b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
-        [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
-          // Rows [lo, hi) of expert e, clamped to the buffer.
-          auto offsetAt = [&](Value i) {
-            Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
-            v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
-            return arith::MinSIOp::create(nb, nl, v, rows).getResult();
-          };
-          Value lo = offsetAt(e);
-          Value hi = arith::MaxSIOp::create(nb, nl, offsetAt(arith::AddIOp::create(nb, nl, e, one)), lo);
-          Value size = arith::SubIOp::create(nb, nl, hi, lo);
-          SmallVector<OpFoldResult> unit = {nb.getIndexAttr(1), nb.getIndexAttr(1)};
-          Value a = tensor::ExtractSliceOp::create(
-              nb, nl, sliceType, lhs, ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
-          Value we = tensor::ExtractSliceOp::create(
-              nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
-              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
-          Value part = linearF32(nb, nl, a, we);
-          if (part.getType() != partType)
-            part = tensor::CastOp::create(nb, nl, partType, part);
-          Value next = tensor::InsertSliceOp::create(
-              nb, nl, part, iter[0], ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit);
-          scf::YieldOp::create(nb, nl, next);
-        });
-    b.replaceOp(op, castToType(b, loc, loop.getResult(0), op.getType()));
+    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets());
+    b.replaceOp(op, castToType(b, loc, acc, op.getType()));
+    return success();
+  }
+};
+
+struct LowerGroupedMatmulAct : OpRewritePattern<GroupedMatmulActOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedMatmulActOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets());
+    b.replaceOp(op, castToType(b, loc, activate(b, loc, op.getKind(), acc), op.getType()));
+    return success();
+  }
+};
+
+struct LowerGroupedMatmulCombine : OpRewritePattern<GroupedMatmulCombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupedMatmulCombineOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getType());
+    Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets());
+    Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
+    b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();
   }
 };
@@ -283,6 +311,6 @@ struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
 } // namespace
 
 void mlir::moe::populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerGroupedMatmul, LowerActivation, LowerZeroCompute, LowerDenseFfn,
+  patterns.add<LowerGroupedMatmul, LowerGroupedMatmulAct, LowerGroupedMatmulCombine, LowerActivation, LowerZeroCompute, LowerDenseFfn,
                LowerMergeExperts>(patterns.getContext());
 }

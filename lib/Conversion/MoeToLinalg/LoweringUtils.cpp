@@ -152,6 +152,22 @@ Value lowering::reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> sh
       .getResult(0);
 }
 
+Value lowering::combineSlots(OpBuilder &b, Location loc, Value rows, Value slotRow,
+                             Value slotWeight, ArrayRef<int64_t> shape) {
+  SmallVector<Value> dims = {dimsOf(b, loc, slotRow)[0], dimsOf(b, loc, rows)[1]};
+  return reduceOverSlots(
+      b, loc, shape, dims, slotRow, slotWeight,
+      [&](OpBuilder &nb, Location nl, Value row, Value weight, Value sum) -> Value {
+        Value valid = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, row, constI32(nb, nl, 0));
+        Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, row),
+                                             constIndex(nb, nl, 0));
+        Value v = toF32(nb, nl, tensor::ExtractOp::create(
+                                    nb, nl, rows, ValueRange{safe, linalg::IndexOp::create(nb, nl, 1)}));
+        Value next = arith::AddFOp::create(nb, nl, sum, arith::MulFOp::create(nb, nl, weight, v));
+        return arith::SelectOp::create(nb, nl, valid, next, sum);
+      });
+}
+
 Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
   // Register-blocked loops rather than a linalg.generic: four rows of `a` share
   // every load of `w`, the accumulators live in registers (scf.for iter_args),

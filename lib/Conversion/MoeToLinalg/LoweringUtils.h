@@ -57,6 +57,10 @@ Value castToType(OpBuilder &b, Location loc, Value value, Type type);
 Value reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, ValueRange dims,
                       Value a, Value bTensor,
                       function_ref<Value(OpBuilder &, Location, Value, Value, Value)> term);
+/// y[t] = Σ_k slot_weight[t, k] · rows[slot_row[t, k]] over the filled slots,
+/// in slot order, as an f32 [T, H] tensor (`shape` its static sizes).
+Value combineSlots(OpBuilder &b, Location loc, Value rows, Value slotRow, Value slotWeight,
+                   ArrayRef<int64_t> shape);
 /// Row-wise softmax of an f32 [T, N] tensor with the NaN/inf rules.
 Value rowSoftmax(OpBuilder &b, Location loc, Value logits);
 /// Applies `fn` to every element of `input` (computed on f32 values), giving

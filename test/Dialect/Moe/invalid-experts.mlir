@@ -190,3 +190,65 @@ func.func @merge_experts_c1_weight_dims(%w: tensor<8x64x64xf32>, %g: tensor<4x8x
   %m = moe.merge_experts %w, %g : (tensor<8x64x64xf32>, tensor<4x8xf32>) -> tensor<4x64x32xf32>
   return
 }
+
+// -----
+
+func.func @grouped_matmul_act_c1_odd(%xs: tensor<32x64xf32>, %w: tensor<8x255x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{swiglu needs an even weights' output size ([gate; up]), got 255}}
+  %a = moe.grouped_matmul_act swiglu %xs, %w, %off : (tensor<32x64xf32>, tensor<8x255x64xf32>, tensor<9xi32>) -> tensor<32x127xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_act_c1_glu_width(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{result dimension 1 (256) must equal half the weights' output size (128)}}
+  %a = moe.grouped_matmul_act geglu %xs, %w, %off : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<9xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_act_c1_width(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{result dimension 1 (128) must equal the weights' output size (256)}}
+  %a = moe.grouped_matmul_act relu %xs, %w, %off : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<9xi32>) -> tensor<32x128xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_act_c1_offsets(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<4xi32>) {
+  // expected-error @+1 {{offsets (4 entries) must describe at least the 8 experts of the weights (9 entries)}}
+  %a = moe.grouped_matmul_act relu %xs, %w, %off : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<4xi32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_combine_c1_tokens(%a: tensor<32x128xf32>, %w: tensor<8x64x128xf32>, %off: tensor<9xi32>,
+                                            %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) {
+  // expected-error @+1 {{result dimension 0 (8) must equal the number of tokens (16)}}
+  %y = moe.grouped_matmul_combine %a, %w, %off, %sr, %sw
+    : (tensor<32x128xf32>, tensor<8x64x128xf32>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<8x64xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_combine_c1_slots(%a: tensor<32x128xf32>, %w: tensor<8x64x128xf32>, %off: tensor<9xi32>,
+                                           %sr: tensor<16x2xi32>, %sw: tensor<16x3xf32>) {
+  // expected-error @+1 {{slot_weight dimension 1 (3) must equal slot_row dimension 1 (2)}}
+  %y = moe.grouped_matmul_combine %a, %w, %off, %sr, %sw
+    : (tensor<32x128xf32>, tensor<8x64x128xf32>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x3xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_combine_c1_type(%a: tensor<32x128xbf16>, %w: tensor<8x64x128xbf16>, %off: tensor<9xi32>,
+                                          %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) {
+  // expected-error @+1 {{result element type 'f32' must equal lhs element type 'bf16'}}
+  %y = moe.grouped_matmul_combine %a, %w, %off, %sr, %sw
+    : (tensor<32x128xbf16>, tensor<8x64x128xbf16>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xf32>
+  return
+}

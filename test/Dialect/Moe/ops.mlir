@@ -139,6 +139,19 @@ func.func @routing_ops(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %w2: tenso
   return
 }
 
+// CHECK-LABEL: func @fused_expert_ops
+// CHECK: moe.grouped_matmul_act swiglu %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x128xbf16>
+// CHECK: moe.grouped_matmul_act gelu
+// CHECK: moe.grouped_matmul_combine %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<32x128xbf16>, tensor<8x64x128xbf16>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xbf16>
+func.func @fused_expert_ops(%xs: tensor<32x64xbf16>, %w13: tensor<8x256x64xbf16>, %w2: tensor<8x64x128xbf16>,
+                            %off: tensor<9xi32>, %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x64xbf16> {
+  %a = moe.grouped_matmul_act swiglu %xs, %w13, %off : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x128xbf16>
+  %g = moe.grouped_matmul_act gelu %xs, %w13, %off : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x256xbf16>
+  %y = moe.grouped_matmul_combine %a, %w2, %off, %sr, %sw
+    : (tensor<32x128xbf16>, tensor<8x64x128xbf16>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xbf16>
+  return %y : tensor<16x64xbf16>
+}
+
 // CHECK-LABEL: func @restrict_slots
 // CHECK: moe.restrict_slots %{{[[:alnum:]_]+}} experts = 8 : tensor<?x2xi32>
 func.func @restrict_slots(%i: tensor<?x2xi32>) -> tensor<?x2xi32> {
