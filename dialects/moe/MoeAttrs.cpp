@@ -80,7 +80,8 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   ScoreOrder order, NormalizeMode normalize, APFloat scaleF,
                                   int64_t numGroups, int64_t topkGroups, GroupScore groupScore,
                                   APFloat thresholdF, int64_t capacity, APFloat tauF,
-                                  int64_t samples, int64_t seed, APFloat inputScaleF) {
+                                  int64_t samples, int64_t seed, APFloat inputScaleF,
+                                  int64_t groupSize) {
   double scale = scaleF.convertToDouble(), threshold = thresholdF.convertToDouble();
   double tau = tauF.convertToDouble(), inputScale = inputScaleF.convertToDouble();
   // routing_c1: at least one selection per token.
@@ -123,6 +124,11 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "routing threshold applies only to select = threshold";
   if (!std::isfinite(threshold))
     return emitError() << "routing threshold must be finite, got " << threshold;
+  // routing_c8: token groups share a token-choice routing.
+  if (groupSize < 1)
+    return emitError() << "routing group_size must be at least 1, got " << groupSize;
+  if (groupSize > 1 && expertChoice)
+    return emitError() << "group_size > 1 needs token-choice selection (top_k or threshold)";
   return success();
 }
 

@@ -162,6 +162,9 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     // DeepSeek-V3: sigmoid, grouped top-8, renormalized, scaled by 2.5.
     #moe.routing<scoring = sigmoid, k = 8, normalize = all, scale = 2.5,
                  num_groups = 8, topk_groups = 4>
+    // MEO sequence-level gating: 128 consecutive tokens share the routing of
+    // their mean.
+    #moe.routing<scoring = softmax, k = 2, order = select_then_score, group_size = 128>
     ```
   }];
   let parameters = (ins
@@ -179,7 +182,8 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     Moe_F64Parameter<"1.0", "gumbel_softmax temperature">:$tau,
     DefaultValuedParameter<"int64_t", "1">:$samples,
     DefaultValuedParameter<"int64_t", "0">:$seed,
-    Moe_F64Parameter<"1.0", "factor on the expert input (MoE++: k)">:$input_scale
+    Moe_F64Parameter<"1.0", "factor on the expert input (MoE++: k)">:$input_scale,
+    DefaultValuedParameter<"int64_t", "1">:$group_size
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

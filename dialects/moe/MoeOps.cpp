@@ -275,6 +275,8 @@ LogicalResult LayerOp::verify() {
   // layer_c3: the gating residual comes as a pair.
   if (static_cast<bool>(getPrevLogits()) != static_cast<bool>(getResidualWeight()))
     return emitOpError("residual needs both the previous logits and the residual weight");
+  if (getPrevLogits() && routing.getGroupSize() > 1)
+    return emitOpError("a gating residual is per token; it cannot be used with group_size > 1");
   if (Value prev = getPrevLogits()) {
     Type g = getResidualWeight().getType();
     if (failed(check.rank("previous logits", prev.getType(), 2)) ||
@@ -349,6 +351,46 @@ LogicalResult LayerOp::verify() {
 //===----------------------------------------------------------------------===//
 // Routing ops
 //===----------------------------------------------------------------------===//
+
+/// Number of groups of `size` rows in `rows` rows (dynamic stays dynamic).
+static int64_t groupsOf(int64_t rows, int64_t size) {
+  return ShapedType::isDynamic(rows) ? rows : (rows + size - 1) / size;
+}
+
+LogicalResult GroupMeanOp::verify() {
+  ShapeChecker check(*this);
+  // group_mean_c1: group_size >= 1; result [ceil(T / S), H] of x's type.
+  if (getGroupSize() < 1)
+    return emitOpError() << "group_size must be at least 1, got " << getGroupSize();
+  Type x = getX().getType(), out = getResult().getType();
+  if (failed(check.rank("x", x, 2)) || failed(check.rank("result", out, 2)) ||
+      failed(check.dim("result", out, 0, groupsOf(dimOf(getX(), 0), getGroupSize()),
+                       "the number of groups")) ||
+      failed(check.dim("result", out, 1, dimOf(getX(), 1), "the hidden size")) ||
+      failed(check.sameElementType("result", out, "x", x)))
+    return failure();
+  return success();
+}
+
+LogicalResult ExpandGroupsOp::verify() {
+  ShapeChecker check(*this);
+  // expand_groups_c1: values [ceil(T / S), ...] -> [T, ...] of values' type.
+  if (getGroupSize() < 1)
+    return emitOpError() << "group_size must be at least 1, got " << getGroupSize();
+  auto values = cast<RankedTensorType>(getValues().getType());
+  auto out = cast<RankedTensorType>(getResult().getType());
+  int64_t tokens = dimOf(getLike(), 0);
+  if (values.getRank() < 1 || out.getRank() != values.getRank())
+    return emitOpError() << "result " << out << " must have the rank of values " << values;
+  if (failed(check.dim("values", values, 0, groupsOf(tokens, getGroupSize()), "the number of groups")) ||
+      failed(check.dim("result", out, 0, tokens, "the number of tokens")) ||
+      failed(check.sameElementType("result", out, "values", values)))
+    return failure();
+  for (int64_t d = 1; d < values.getRank(); ++d)
+    if (failed(check.dim("result", out, d, values.getDimSize(d), "the values' dimension")))
+      return failure();
+  return success();
+}
 
 LogicalResult RouterOp::verify() {
   ShapeChecker check(*this);

@@ -94,6 +94,45 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
 // Routing
 //===----------------------------------------------------------------------===//
 
+def Moe_GroupMeanOp : Moe_Op<"group_mean", [Pure]> {
+  let summary = "mean of each group of consecutive token rows";
+  let description = [{
+    `out[g] = mean(x[g·S : min((g+1)·S, T)])` for the `G = ceil(T / S)`
+    groups of `S = group_size` consecutive rows (the last may be shorter),
+    computed in f32. MEO's sequence-level router sees these means.
+
+    ```mlir
+    %xm = moe.group_mean %x group_size = 128 : tensor<512x64xbf16> -> tensor<4x64xbf16>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$x, I64Attr:$group_size);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $x `group_size` `=` $group_size attr-dict `:` type($x) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_ExpandGroupsOp : Moe_Op<"expand_groups", [Pure]> {
+  let summary = "gives every token row its group's row";
+  let description = [{
+    `out[t] = values[floor(t / S)]` for the `T` rows of `like` (only its
+    size is read): the inverse of grouping, for selections, weights and
+    logits computed once per group.
+
+    ```mlir
+    %wt = moe.expand_groups %w to %x group_size = 128
+        : (tensor<4x2xf32>, tensor<512x64xbf16>) -> tensor<512x2xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$values, Moe_FloatTensor:$like, I64Attr:$group_size);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $values `to` $like `group_size` `=` $group_size attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Moe_RouterOp : Moe_Op<"router", [Pure]> {
   let summary = "router projection: token rows to expert logits";
   let description = [{

@@ -82,8 +82,20 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     int64_t tokens = xType.getDimSize(0), hidden = xType.getDimSize(1);
     int64_t experts = op.getNumExperts(), k = routing.getK();
 
+    // With group_size S > 1 (MEO's sequence-level gating) the routing runs
+    // once per group of S tokens, on their mean, and is expanded afterwards.
+    int64_t groupSize = routing.getGroupSize();
+    bool groupRouting = groupSize > 1;
+    int64_t routeRows = !groupRouting || ShapedType::isDynamic(tokens)
+                            ? tokens
+                            : (tokens + groupSize - 1) / groupSize;
+    Value routerInput = x;
+    if (groupRouting)
+      routerInput = GroupMeanOp::create(rewriter, loc, tensorOf({routeRows, hidden}, xType.getElementType()),
+                                        x, groupSize);
+
     // Router logits, with the gating residual of the previous layer.
-    Value logits = RouterOp::create(rewriter, loc, tensorOf({tokens, experts}, f32), x,
+    Value logits = RouterOp::create(rewriter, loc, tensorOf({routeRows, experts}, f32), routerInput,
                                     op.getRouterWeight(), op.getRouterHidden());
     if (op.getPrevLogits())
       logits = GatingResidualOp::create(rewriter, loc, logits.getType(), logits,
@@ -97,8 +109,8 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     int64_t denominatorSlots = hasFillIn(cap) ? k : 0;
     Value weights, indices;
     auto selectTopK = [&](Value scores) {
-      auto topk = TopKOp::create(rewriter, loc, tensorOf({tokens, picks}, f32),
-                                 tensorOf({tokens, picks}, i32), scores, op.getSelectionBias(),
+      auto topk = TopKOp::create(rewriter, loc, tensorOf({routeRows, picks}, f32),
+                                 tensorOf({routeRows, picks}, i32), scores, op.getSelectionBias(),
                                  picks, routing.getNumGroups(), routing.getTopkGroups(),
                                  routing.getGroupScore());
       weights = topk.getWeights();
@@ -118,8 +130,8 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
         selectTopK(scores);
         break;
       case SelectMode::threshold: {
-        auto sel = ThresholdOp::create(rewriter, loc, tensorOf({tokens, k}, f32),
-                                       tensorOf({tokens, k}, i32), scores, k,
+        auto sel = ThresholdOp::create(rewriter, loc, tensorOf({routeRows, k}, f32),
+                                       tensorOf({routeRows, k}, i32), scores, k,
                                        routing.getThreshold());
         weights = sel.getWeights();
         indices = sel.getIndices();
@@ -130,7 +142,7 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
         bool bidirectional = routing.getSelect() == SelectMode::bidirectional;
         int64_t slots = bidirectional ? k : experts;
         auto sel = ExpertChoiceOp::create(
-            rewriter, loc, tensorOf({tokens, slots}, f32), tensorOf({tokens, slots}, i32),
+            rewriter, loc, tensorOf({routeRows, slots}, f32), tensorOf({routeRows, slots}, i32),
             scores, routing.getCapacity(),
             bidirectional ? rewriter.getI64IntegerAttr(k) : IntegerAttr());
         weights = sel.getWeights();
@@ -144,6 +156,19 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
                                         denominatorSlots);
       else if (routing.getScale().convertToDouble() != 1.0)
         weights = scaleTensor(rewriter, loc, weights, routing.getScale().convertToDouble());
+    }
+
+    // Every token takes its group's selection and weights.
+    if (groupRouting) {
+      auto expand = [&](Value v) {
+        auto type = cast<RankedTensorType>(v.getType());
+        return ExpandGroupsOp::create(rewriter, loc, tensorOf({tokens, type.getDimSize(1)}, type.getElementType()),
+                                      v, x, groupSize)
+            .getResult();
+      };
+      weights = expand(weights);
+      indices = expand(indices);
+      logits = expand(logits);
     }
 
     // Expert input: MoE++ multiplies it by k; the router saw the unscaled x.

@@ -132,7 +132,11 @@ def reference(cfg, a, dtype, fused=False):
     x = a["x"]
     rnd = (lambda v: round_to(v, dtype))
 
-    z = round_to(ops.router(x, a["router_weight"], a.get("router_hidden")), F32)
+    group = r.get("group_size", 1)
+    # Grouped routing (MEO sequence-level gating): route the mean of each
+    # group of `group` consecutive tokens, then give every token its group's.
+    router_in = rnd(ops.group_mean(x, group)) if group > 1 else x
+    z = round_to(ops.router(router_in, a["router_weight"], a.get("router_hidden")), F32)
     if cfg.get("residual"):
         z = round_to(ops.gating_residual(z, a["prev_logits"], a["residual_weight"]), F32)
 
@@ -161,6 +165,8 @@ def reference(cfg, a, dtype, fused=False):
         elif scale != 1.0:
             w = w * scale
     w = round_to(w, F32)
+    if group > 1:
+        w, idx, z = (ops.expand_groups(v, x.shape[0], group) for v in (w, idx, z))
 
     xin = rnd(x * r["input_scale"]) if r.get("input_scale", 1.0) != 1.0 else x
     rows, offsets, slot_row, slot_w = ops.dispatch(idx, w, e, cap, z)

@@ -9,6 +9,14 @@ from .numerics import activation, gumbel_noise, rank_order, relu, sigmoid, softm
 # --- 5.1 Routing -------------------------------------------------------------
 
 
+def group_mean(x, size):
+    return np.stack([x[g:g + size].mean(axis=0) for g in range(0, x.shape[0], size)])
+
+
+def expand_groups(values, tokens, size):
+    return values[np.arange(tokens) // size]
+
+
 def router(x, w, hidden=None):
     if hidden is not None:
         x = np.tanh(x @ hidden.T)

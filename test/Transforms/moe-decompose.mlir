@@ -251,3 +251,26 @@ func.func @no_layer(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %s = moe.score softmax %z : tensor<4x8xf32> -> tensor<4x8xf32>
   return %s : tensor<4x8xf32>
 }
+
+// -----
+
+// MEO sequence-level gating: route the mean of each group of 8 tokens, then
+// expand the selection, the weights and the logits to every token.
+// CHECK-LABEL: func @group_routing
+// CHECK-SAME: (%[[X:[^:]+]]: tensor<32x16xf32>
+// CHECK: %[[M:.+]] = moe.group_mean %[[X]] group_size = 8 : tensor<32x16xf32> -> tensor<4x16xf32>
+// CHECK: %[[Z:.+]] = moe.router %[[M]], %{{.+}} -> tensor<4x4xf32>
+// CHECK: %[[W:.+]], %[[I:.+]] = moe.topk %[[Z]] k = 2 : (tensor<4x4xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+// CHECK-DAG: %[[WT:.+]] = moe.expand_groups %{{.+}} to %[[X]] group_size = 8 : (tensor<4x2xf32>, tensor<32x16xf32>) -> tensor<32x2xf32>
+// CHECK-DAG: %[[IT:.+]] = moe.expand_groups %[[I]] to %[[X]] group_size = 8 : (tensor<4x2xi32>, tensor<32x16xf32>) -> tensor<32x2xi32>
+// CHECK-DAG: %[[ZT:.+]] = moe.expand_groups %[[Z]] to %[[X]] group_size = 8 : (tensor<4x4xf32>, tensor<32x16xf32>) -> tensor<32x4xf32>
+// CHECK: moe.dispatch %[[IT]], %[[WT]] experts = 4
+// CHECK: return %{{.+}}, %[[ZT]]
+func.func @group_routing(%x: tensor<32x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x8x16xf32>,
+                         %down: tensor<4x16x8xf32>) -> (tensor<32x16xf32>, tensor<32x4xf32>) {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 4>], activation = #moe.activation<linear>,
+      routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score, group_size = 8>}
+    : (tensor<32x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> (tensor<32x16xf32>, tensor<32x4xf32>)
+  return %y, %z : tensor<32x16xf32>, tensor<32x4xf32>
+}

@@ -6,7 +6,8 @@
 namespace mlir {
 class RewritePatternSet;
 namespace moe {
-/// moe.router, gating_residual, score, topk, threshold, expert_choice, renormalize.
+/// moe.group_mean, expand_groups, router, gating_residual, score, topk,
+/// threshold, expert_choice, renormalize.
 void populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns);
 /// moe.restrict_slots, dispatch, permute, combine.
 void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);

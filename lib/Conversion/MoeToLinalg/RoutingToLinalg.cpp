@@ -64,6 +64,72 @@ SmallVector<Value> emptySelection(OpBuilder &b, Location loc, Operation *op, Val
   return {zeros(b, loc, wType, dims), filled(b, loc, iType, dims, constI32(b, loc, -1))};
 }
 
+struct LowerGroupMean : OpRewritePattern<GroupMeanOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(GroupMeanOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value x = op.getX();
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> xDims = dimsOf(b, loc, x);
+    Value size = constIndex(b, loc, op.getGroupSize());
+    Value one = constIndex(b, loc, 1), zero = constIndex(b, loc, 0);
+    // G = ceil(T / S).
+    Value groups = arith::DivUIOp::create(
+        b, loc, arith::AddIOp::create(b, loc, xDims[0], arith::SubIOp::create(b, loc, size, one)), size);
+    Value init = zeros(b, loc, type, {groups, xDims[1]});
+    SmallVector<Value> out = forEachToken(
+        b, loc, groups, ValueRange{init}, [&](OpBuilder &nb, Location nl, Value g, ValueRange st) {
+          Value lo = arith::MulIOp::create(nb, nl, g, size);
+          Value hi = arith::MinSIOp::create(nb, nl, arith::AddIOp::create(nb, nl, lo, size), xDims[0]);
+          Value count = arith::SIToFPOp::create(
+              nb, nl, nb.getF32Type(),
+              arith::IndexCastOp::create(nb, nl, nb.getI64Type(), arith::SubIOp::create(nb, nl, hi, lo)));
+          auto cols = scf::ForOp::create(
+              nb, nl, zero, xDims[1], one, st, [&](OpBuilder &cb, Location cl, Value h, ValueRange acc) {
+                auto sum = scf::ForOp::create(
+                    cb, cl, lo, hi, one, ValueRange{constF32(cb, cl, 0.0)},
+                    [&](OpBuilder &sb, Location sl, Value t, ValueRange s) {
+                      Value v = toF32(sb, sl, extract(sb, sl, x, {t, h}));
+                      scf::YieldOp::create(sb, sl, ValueRange{arith::AddFOp::create(sb, sl, s[0], v)});
+                    });
+                Value mean = fromF32(cb, cl, arith::DivFOp::create(cb, cl, sum.getResult(0), count),
+                                     type.getElementType());
+                scf::YieldOp::create(cb, cl, ValueRange{insert(cb, cl, mean, acc[0], {g, h})});
+              });
+          return llvm::to_vector_of<Value>(cols.getResults());
+        });
+    b.replaceOp(op, castToType(b, loc, out[0], op.getType()));
+    return success();
+  }
+};
+
+struct LowerExpandGroups : OpRewritePattern<ExpandGroupsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ExpandGroupsOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Value values = op.getValues();
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> dims = dimsOf(b, loc, values);
+    dims[0] = dimsOf(b, loc, op.getLike())[0];
+    Value init = zeros(b, loc, type, dims);
+    Value size = constIndex(b, loc, op.getGroupSize());
+    unsigned rank = type.getRank();
+    auto result = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{}, ValueRange{init},
+        ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
+        SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+        [&](OpBuilder &nb, Location nl, ValueRange) {
+          SmallVector<Value> at;
+          for (unsigned d = 0; d < rank; ++d)
+            at.push_back(linalg::IndexOp::create(nb, nl, d));
+          at[0] = arith::DivUIOp::create(nb, nl, at[0], size);
+          linalg::YieldOp::create(nb, nl, ValueRange{extract(nb, nl, values, at)});
+        });
+    b.replaceOp(op, result.getResult(0));
+    return success();
+  }
+};
+
 struct LowerRouter : OpRewritePattern<RouterOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(RouterOp op, PatternRewriter &b) const override {
@@ -522,6 +588,6 @@ struct LowerRenormalize : OpRewritePattern<RenormalizeOp> {
 } // namespace
 
 void mlir::moe::populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerRouter, LowerGatingResidual, LowerScore, LowerTopK, LowerThreshold,
+  patterns.add<LowerGroupMean, LowerExpandGroups, LowerRouter, LowerGatingResidual, LowerScore, LowerTopK, LowerThreshold,
                LowerExpertChoice, LowerRenormalize>(patterns.getContext());
 }

@@ -104,3 +104,13 @@ func.func @capacity_c2_placement_unused() attributes {c = #moe.capacity<tokens =
 
 // expected-error @+1 {{rectify = fill_in needs pad = true}}
 func.func @capacity_c3_fill_in_pad() attributes {c = #moe.capacity<tokens = 4, rectify = fill_in>} { return }
+
+// -----
+
+// expected-error @+1 {{routing group_size must be at least 1, got 0}}
+func.func @routing_c8_group_size() attributes {r = #moe.routing<scoring = softmax, group_size = 0>} { return }
+
+// -----
+
+// expected-error @+1 {{group_size > 1 needs token-choice selection (top_k or threshold)}}
+func.func @routing_c8_group_expert_choice() attributes {r = #moe.routing<scoring = softmax, select = expert_choice, capacity = 2, group_size = 4>} { return }

@@ -367,3 +367,13 @@ func.func @layer_c10_logits(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: te
     : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x5xf32>)
   return
 }
+
+// -----
+
+func.func @layer_c3_residual_grouped(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %prev: tensor<4x4xf32>, %g: tensor<4x4xf32>,
+                                     %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>) {
+  // expected-error @+1 {{a gating residual is per token; it cannot be used with group_size > 1}}
+  %y, %z = moe.layer %x, %wr residual(%prev, %g) ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2, group_size = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x4xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}

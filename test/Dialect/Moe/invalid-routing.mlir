@@ -294,3 +294,51 @@ func.func @renormalize_c1_rank(%w: tensor<4x2xf32>, %i: tensor<4xi32>) {
   %r = moe.renormalize sum %w, %i : (tensor<4x2xf32>, tensor<4xi32>) -> tensor<4x2xf32>
   return
 }
+
+// -----
+
+func.func @group_mean_c1_groups(%x: tensor<10x8xf32>) {
+  // expected-error @+1 {{result dimension 0 (2) must equal the number of groups (3)}}
+  %m = moe.group_mean %x group_size = 4 : tensor<10x8xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+func.func @group_mean_c1_size(%x: tensor<10x8xf32>) {
+  // expected-error @+1 {{group_size must be at least 1, got 0}}
+  %m = moe.group_mean %x group_size = 0 : tensor<10x8xf32> -> tensor<10x8xf32>
+  return
+}
+
+// -----
+
+func.func @expand_groups_c1_groups(%w: tensor<2x2xf32>, %x: tensor<10x8xf32>) {
+  // expected-error @+1 {{values dimension 0 (2) must equal the number of groups (3)}}
+  %e = moe.expand_groups %w to %x group_size = 4 : (tensor<2x2xf32>, tensor<10x8xf32>) -> tensor<10x2xf32>
+  return
+}
+
+// -----
+
+func.func @expand_groups_c1_tokens(%w: tensor<3x2xf32>, %x: tensor<10x8xf32>) {
+  // expected-error @+1 {{result dimension 0 (12) must equal the number of tokens (10)}}
+  %e = moe.expand_groups %w to %x group_size = 4 : (tensor<3x2xf32>, tensor<10x8xf32>) -> tensor<12x2xf32>
+  return
+}
+
+// -----
+
+func.func @expand_groups_c1_rank(%w: tensor<3x2xf32>, %x: tensor<10x8xf32>) {
+  // expected-error @+1 {{result 'tensor<10xf32>' must have the rank of values 'tensor<3x2xf32>'}}
+  %e = moe.expand_groups %w to %x group_size = 4 : (tensor<3x2xf32>, tensor<10x8xf32>) -> tensor<10xf32>
+  return
+}
+
+// -----
+
+func.func @expand_groups_c1_type(%w: tensor<3x2xf32>, %x: tensor<10x8xf32>) {
+  // expected-error @+1 {{result element type 'i32' must equal values element type 'f32'}}
+  %e = moe.expand_groups %w to %x group_size = 4 : (tensor<3x2xf32>, tensor<10x8xf32>) -> tensor<10x2xi32>
+  return
+}

@@ -139,6 +139,17 @@ func.func @routing_ops(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %w2: tenso
   return
 }
 
+// CHECK-LABEL: func @group_ops
+// CHECK-SAME: #moe.routing<scoring = softmax, k = 2, group_size = 128>
+// CHECK: moe.group_mean %{{[[:alnum:]_]+}} group_size = 128 : tensor<512x64xbf16> -> tensor<4x64xbf16>
+// CHECK: moe.expand_groups %{{[[:alnum:]_]+}} to %{{[[:alnum:]_]+}} group_size = 128 : (tensor<4x2xi32>, tensor<512x64xbf16>) -> tensor<512x2xi32>
+func.func @group_ops(%x: tensor<512x64xbf16>, %i: tensor<4x2xi32>) -> tensor<512x2xi32>
+    attributes {r = #moe.routing<scoring = softmax, k = 2, group_size = 128>} {
+  %m = moe.group_mean %x group_size = 128 : tensor<512x64xbf16> -> tensor<4x64xbf16>
+  %e = moe.expand_groups %i to %x group_size = 128 : (tensor<4x2xi32>, tensor<512x64xbf16>) -> tensor<512x2xi32>
+  return %e : tensor<512x2xi32>
+}
+
 // CHECK-LABEL: func @fused_expert_ops
 // CHECK: moe.grouped_matmul_act swiglu %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x128xbf16>
 // CHECK: moe.grouped_matmul_act gelu
