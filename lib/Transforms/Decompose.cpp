@@ -8,6 +8,7 @@
 
 #include "moe/Transforms/Passes.h"
 #include "dialects/moe/MoeOps.h"
+#include "moe/Transforms/LayerRouting.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -69,6 +70,107 @@ int64_t planRows(CapacityAttr cap, int64_t tokens, int64_t slots, int64_t k, int
                                                   cap.getFactor().convertToDouble()));
 }
 
+} // namespace
+
+Value mlir::moe::createScore(OpBuilder &rewriter, Location loc, RoutingAttr routing, Value logits) {
+  bool gumbel = routing.getScoring() == ScoringFunc::gumbel_softmax;
+  return ScoreOp::create(rewriter, loc, logits.getType(), routing.getScoring(), logits,
+                         gumbel ? rewriter.getF64FloatAttr(routing.getTau().convertToDouble()) : FloatAttr(),
+                         gumbel ? rewriter.getI64IntegerAttr(routing.getSamples()) : IntegerAttr(),
+                         gumbel ? rewriter.getI64IntegerAttr(routing.getSeed()) : IntegerAttr());
+}
+
+LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
+  Location loc = op.getLoc();
+  RoutingAttr routing = op.getRouting();
+  CapacityAttr cap = op.getCapacityAttr();
+  Type f32 = rewriter.getF32Type(), i32 = rewriter.getI32Type();
+  Value x = op.getX();
+  auto xType = cast<RankedTensorType>(x.getType());
+  int64_t tokens = xType.getDimSize(0), hidden = xType.getDimSize(1);
+  int64_t experts = op.getNumExperts(), k = routing.getK();
+
+  // With group_size S > 1 (MEO's sequence-level gating) the routing runs
+  // once per group of S tokens, on their mean, and is expanded afterwards.
+  int64_t groupSize = routing.getGroupSize();
+  bool groupRouting = groupSize > 1;
+  int64_t routeRows = !groupRouting || ShapedType::isDynamic(tokens)
+                          ? tokens
+                          : (tokens + groupSize - 1) / groupSize;
+  Value routerInput = x;
+  if (groupRouting)
+    routerInput = GroupMeanOp::create(rewriter, loc, tensorOf({routeRows, hidden}, xType.getElementType()),
+                                      x, groupSize);
+
+  // Router logits, with the gating residual of the previous layer.
+  Value logits = RouterOp::create(rewriter, loc, tensorOf({routeRows, experts}, f32), routerInput,
+                                  op.getRouterWeight(), op.getRouterHidden());
+  if (op.getPrevLogits())
+    logits = GatingResidualOp::create(rewriter, loc, logits.getType(), logits,
+                                      op.getPrevLogits(), op.getResidualWeight());
+
+  // Selection. Fill-in rectification also selects the (k+1)-th choice.
+  int64_t picks = k + (hasFillIn(cap) ? 1 : 0);
+  SmallVector<int64_t> skip;
+  if (routing.getNormalize() == NormalizeMode::computing)
+    skip = nonComputingExperts(op.getExperts());
+  int64_t denominatorSlots = hasFillIn(cap) ? k : 0;
+  Value weights, indices;
+  auto selectTopK = [&](Value scores) {
+    auto topk = TopKOp::create(rewriter, loc, tensorOf({routeRows, picks}, f32),
+                               tensorOf({routeRows, picks}, i32), scores, op.getSelectionBias(),
+                               picks, routing.getNumGroups(), routing.getTopkGroups(),
+                               routing.getGroupScore());
+    weights = topk.getWeights();
+    indices = topk.getIndices();
+  };
+
+  if (routing.getOrder() == ScoreOrder::select_then_score) {
+    // Top-k on the logits, softmax over the picks (Mixtral).
+    selectTopK(logits);
+    weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::softmax,
+                                    weights, indices, skip, routing.getScale(),
+                                    denominatorSlots);
+  } else {
+    Value scores = createScore(rewriter, loc, routing, logits);
+    switch (routing.getSelect()) {
+    case SelectMode::top_k:
+      selectTopK(scores);
+      break;
+    case SelectMode::threshold: {
+      auto sel = ThresholdOp::create(rewriter, loc, tensorOf({routeRows, k}, f32),
+                                     tensorOf({routeRows, k}, i32), scores, k,
+                                     routing.getThreshold());
+      weights = sel.getWeights();
+      indices = sel.getIndices();
+      break;
+    }
+    case SelectMode::expert_choice:
+    case SelectMode::bidirectional: {
+      bool bidirectional = routing.getSelect() == SelectMode::bidirectional;
+      int64_t slots = bidirectional ? k : experts;
+      auto sel = ExpertChoiceOp::create(
+          rewriter, loc, tensorOf({routeRows, slots}, f32), tensorOf({routeRows, slots}, i32),
+          scores, routing.getCapacity(),
+          bidirectional ? rewriter.getI64IntegerAttr(k) : IntegerAttr());
+      weights = sel.getWeights();
+      indices = sel.getIndices();
+      break;
+    }
+    }
+    if (routing.getNormalize() != NormalizeMode::none)
+      weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::sum,
+                                      weights, indices, skip, routing.getScale(),
+                                      denominatorSlots);
+    else if (routing.getScale().convertToDouble() != 1.0)
+      weights = scaleTensor(rewriter, loc, weights, routing.getScale().convertToDouble());
+  }
+
+  return {weights, indices, logits};
+}
+
+namespace {
+
 struct DecomposeLayer : OpRewritePattern<LayerOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -76,87 +178,16 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     Location loc = op.getLoc();
     RoutingAttr routing = op.getRouting();
     CapacityAttr cap = op.getCapacityAttr();
-    Type f32 = rewriter.getF32Type(), i32 = rewriter.getI32Type();
+    Type i32 = rewriter.getI32Type();
     Value x = op.getX();
     auto xType = cast<RankedTensorType>(x.getType());
     int64_t tokens = xType.getDimSize(0), hidden = xType.getDimSize(1);
     int64_t experts = op.getNumExperts(), k = routing.getK();
 
-    // With group_size S > 1 (MEO's sequence-level gating) the routing runs
-    // once per group of S tokens, on their mean, and is expanded afterwards.
+    LayerRouting route = buildLayerRouting(rewriter, op);
+    Value weights = route.weights, indices = route.indices, logits = route.logits;
     int64_t groupSize = routing.getGroupSize();
     bool groupRouting = groupSize > 1;
-    int64_t routeRows = !groupRouting || ShapedType::isDynamic(tokens)
-                            ? tokens
-                            : (tokens + groupSize - 1) / groupSize;
-    Value routerInput = x;
-    if (groupRouting)
-      routerInput = GroupMeanOp::create(rewriter, loc, tensorOf({routeRows, hidden}, xType.getElementType()),
-                                        x, groupSize);
-
-    // Router logits, with the gating residual of the previous layer.
-    Value logits = RouterOp::create(rewriter, loc, tensorOf({routeRows, experts}, f32), routerInput,
-                                    op.getRouterWeight(), op.getRouterHidden());
-    if (op.getPrevLogits())
-      logits = GatingResidualOp::create(rewriter, loc, logits.getType(), logits,
-                                        op.getPrevLogits(), op.getResidualWeight());
-
-    // Selection. Fill-in rectification also selects the (k+1)-th choice.
-    int64_t picks = k + (hasFillIn(cap) ? 1 : 0);
-    SmallVector<int64_t> skip;
-    if (routing.getNormalize() == NormalizeMode::computing)
-      skip = nonComputingExperts(op.getExperts());
-    int64_t denominatorSlots = hasFillIn(cap) ? k : 0;
-    Value weights, indices;
-    auto selectTopK = [&](Value scores) {
-      auto topk = TopKOp::create(rewriter, loc, tensorOf({routeRows, picks}, f32),
-                                 tensorOf({routeRows, picks}, i32), scores, op.getSelectionBias(),
-                                 picks, routing.getNumGroups(), routing.getTopkGroups(),
-                                 routing.getGroupScore());
-      weights = topk.getWeights();
-      indices = topk.getIndices();
-    };
-
-    if (routing.getOrder() == ScoreOrder::select_then_score) {
-      // Top-k on the logits, softmax over the picks (Mixtral).
-      selectTopK(logits);
-      weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::softmax,
-                                      weights, indices, skip, routing.getScale(),
-                                      denominatorSlots);
-    } else {
-      Value scores = createScore(rewriter, loc, routing, logits);
-      switch (routing.getSelect()) {
-      case SelectMode::top_k:
-        selectTopK(scores);
-        break;
-      case SelectMode::threshold: {
-        auto sel = ThresholdOp::create(rewriter, loc, tensorOf({routeRows, k}, f32),
-                                       tensorOf({routeRows, k}, i32), scores, k,
-                                       routing.getThreshold());
-        weights = sel.getWeights();
-        indices = sel.getIndices();
-        break;
-      }
-      case SelectMode::expert_choice:
-      case SelectMode::bidirectional: {
-        bool bidirectional = routing.getSelect() == SelectMode::bidirectional;
-        int64_t slots = bidirectional ? k : experts;
-        auto sel = ExpertChoiceOp::create(
-            rewriter, loc, tensorOf({routeRows, slots}, f32), tensorOf({routeRows, slots}, i32),
-            scores, routing.getCapacity(),
-            bidirectional ? rewriter.getI64IntegerAttr(k) : IntegerAttr());
-        weights = sel.getWeights();
-        indices = sel.getIndices();
-        break;
-      }
-      }
-      if (routing.getNormalize() != NormalizeMode::none)
-        weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::sum,
-                                        weights, indices, skip, routing.getScale(),
-                                        denominatorSlots);
-      else if (routing.getScale().convertToDouble() != 1.0)
-        weights = scaleTensor(rewriter, loc, weights, routing.getScale().convertToDouble());
-    }
 
     // Every token takes its group's selection and weights.
     if (groupRouting) {
@@ -221,15 +252,6 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     return success();
   }
 
-private:
-  static Value createScore(PatternRewriter &rewriter, Location loc, RoutingAttr routing,
-                           Value logits) {
-    bool gumbel = routing.getScoring() == ScoringFunc::gumbel_softmax;
-    return ScoreOp::create(rewriter, loc, logits.getType(), routing.getScoring(), logits,
-                           gumbel ? rewriter.getF64FloatAttr(routing.getTau().convertToDouble()) : FloatAttr(),
-                           gumbel ? rewriter.getI64IntegerAttr(routing.getSamples()) : IntegerAttr(),
-                           gumbel ? rewriter.getI64IntegerAttr(routing.getSeed()) : IntegerAttr());
-  }
 };
 
 struct MoeDecomposePass : mlir::moe::impl::MoeDecomposeBase<MoeDecomposePass> {
