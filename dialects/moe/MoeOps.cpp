@@ -766,6 +766,34 @@ LogicalResult DenseFfnOp::verify() {
   return success();
 }
 
+LogicalResult DenseGatesOp::verify() {
+  ShapeChecker check(*this);
+  // dense_gates_c1: slots [G, K] -> [G, E], E >= 1.
+  if (getNumExperts() < 1)
+    return emitOpError() << "experts must be at least 1, got " << getNumExperts();
+  if (failed(verifySlots(check, getWeights(), getIndices())) ||
+      failed(check.rank("result", getResult().getType(), 2)) ||
+      failed(check.dim("result", getResult().getType(), 0, dimOf(getWeights(), 0), "the number of rows")) ||
+      failed(check.dim("result", getResult().getType(), 1, getNumExperts(), "the number of experts")))
+    return failure();
+  return success();
+}
+
+LogicalResult ComposeExpertsOp::verify() {
+  ShapeChecker check(*this);
+  Type down = getDown().getType(), up = getUp().getType(), out = getResult().getType();
+  // compose_experts_c1: down [E, H, F], up [E, F, H'], result [E, H, H'].
+  if (failed(check.rank("down", down, 3)) || failed(check.rank("up", up, 3)) ||
+      failed(check.dim("up", up, 0, dimOf(getDown(), 0), "the number of experts")) ||
+      failed(check.dim("up", up, 1, dimOf(getDown(), 2), "the down weight's FFN width")) ||
+      failed(check.rank("result", out, 3)) ||
+      failed(check.dim("result", out, 0, dimOf(getDown(), 0), "the number of experts")) ||
+      failed(check.dim("result", out, 1, dimOf(getDown(), 1), "the down weight's output size")) ||
+      failed(check.dim("result", out, 2, dimOf(getUp(), 2), "the up weight's input size")))
+    return failure();
+  return success();
+}
+
 LogicalResult MergeExpertsOp::verify() {
   ShapeChecker check(*this);
   auto w = cast<RankedTensorType>(getWeights().getType());

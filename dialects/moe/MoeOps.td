@@ -538,6 +538,44 @@ def Moe_DenseFfnOp : Moe_Op<"dense_ffn", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Moe_DenseGatesOp : Moe_Op<"dense_gates", [Pure]> {
+  let summary = "scatters selected slots into a dense [rows, experts] gate matrix";
+  let description = [{
+    `out[g, e] = Σ_k weights[g, k]` over the slots with `indices[g, k] = e`;
+    empty slots (-1) add nothing. The gates `moe.merge_experts` mixes by.
+
+    ```mlir
+    %g = moe.dense_gates %w, %i experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x8xf32>
+    ```
+  }];
+  let arguments = (ins Moe_F32Tensor:$weights, Moe_IndexTensor:$indices, I64Attr:$num_experts);
+  let results = (outs Moe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $weights `,` $indices `experts` `=` $num_experts attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_ComposeExpertsOp : Moe_Op<"compose_experts", [Pure]> {
+  let summary = "the single linear map of each linear FFN expert: down · up";
+  let description = [{
+    `out[e] = down[e] · up[e]` (`[H, F] · [F, H] -> [H, H]`), accumulated and
+    returned in f32. An FFN expert with the `linear` activation is this one
+    map, which MEO merges exactly (merging `up` and `down` separately would
+    not be exact).
+
+    ```mlir
+    %p = moe.compose_experts %down, %up : (tensor<8x64x32xbf16>, tensor<8x32x64xbf16>) -> tensor<8x64x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$down, Moe_FloatTensor:$up);
+  let results = (outs Moe_F32Tensor:$result);
+  let assemblyFormat = [{
+    $down `,` $up attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 def Moe_MergeExpertsOp : Moe_Op<"merge_experts", [Pure]> {
   let summary = "gate-weighted sum of expert weights (MEO, Lory)";
   let description = [{

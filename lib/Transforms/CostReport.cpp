@@ -147,18 +147,24 @@ FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
 }
 
 FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, Value offsets) {
-  const PlanEstimate *plan = planOf(offsets);
-  if (!plan) {
-    op->emitError("moe-cost-report: expert offsets do not come from a moe.dispatch");
-    return failure();
-  }
   auto w = cast<RankedTensorType>(weights.getType());
-  double experts = std::min<double>(w.getDimSize(0), plan->experts);
-  double rows = experts * plan->rowsPerExpert;
   double n = w.getDimSize(1), k = w.getDimSize(2);
+  double experts = w.getDimSize(0), rows, used = 1;
+  if (const PlanEstimate *plan = planOf(offsets)) {
+    experts = std::min<double>(experts, plan->experts);
+    rows = experts * plan->rowsPerExpert;
+    used = plan->usedFraction;
+  } else {
+    // Offsets not from a dispatch (token groups, MEO): every row is computed
+    // once and every weight slice is read.
+    auto r = size(lhs, 0, op);
+    if (failed(r))
+      return failure();
+    rows = *r;
+  }
   Cost c;
   c.gemmFlops = 2 * rows * n * k;
-  c.weightBytes = experts * plan->usedFraction * n * k * elementBytes(weights);
+  c.weightBytes = experts * used * n * k * elementBytes(weights);
   c.activationBytes = rows * (n + k) * elementBytes(lhs);
   return c;
 }
@@ -362,6 +368,25 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
         c.otherFlops = *tk * up.getDimSize(0) * 2;
         double h = cast<RankedTensorType>(f.getX().getType()).getDimSize(1);
         c.activationBytes = 2 * *tk * h * elementBytes(f.getX());
+        return c;
+      })
+      .Case([&](ComposeExpertsOp p) -> FailureOr<Cost> {
+        auto d = cast<RankedTensorType>(p.getDown().getType());
+        auto u = cast<RankedTensorType>(p.getUp().getType());
+        Cost c;
+        c.gemmFlops = 2.0 * d.getDimSize(0) * d.getDimSize(1) * d.getDimSize(2) * u.getDimSize(2);
+        c.weightBytes = staticBytes(p.getDown()) + staticBytes(p.getUp());
+        c.activationBytes = staticBytes(p.getResult());
+        return c;
+      })
+      .Case([&](GroupMeanOp g) -> FailureOr<Cost> {
+        auto tk = t(g.getX(), 0);
+        if (failed(tk))
+          return failure();
+        double h = cast<RankedTensorType>(g.getX().getType()).getDimSize(1);
+        Cost c;
+        c.otherFlops = *tk * h;
+        c.activationBytes = *tk * h * elementBytes(g.getX());
         return c;
       })
       .Case([&](MergeExpertsOp m) -> FailureOr<Cost> {

@@ -60,3 +60,19 @@ func.func @switch_with_shared(%x: tensor<64x32xf32>, %wr: tensor<4x32xf32>, %up:
 func.func @plain(%a: tensor<4xf32>) -> tensor<4xf32> {
   return %a : tensor<4xf32>
 }
+
+// -----
+
+// After MEO: compose 2 * 4 * 16 * 64 * 16 = 131072, merge 2 * 4 * 4 * 256 = 8192,
+// one GEMM per token 2 * 512 * 16 * 16 = 262144 (against 2 * 2097152 unmerged).
+// CHECK-LABEL: moe-cost-report @after_meo
+// CHECK: moe.compose_experts line {{[0-9]+}} 131072
+// CHECK: moe.merge_experts line {{[0-9]+}} 8192
+// CHECK: moe.grouped_matmul line {{[0-9]+}} 262144
+func.func @after_meo(%x: tensor<512x16xf32>, %gates: tensor<4x4xf32>, %up: tensor<4x64x16xf32>,
+                     %down: tensor<4x16x64xf32>, %off: tensor<5xi32>) -> tensor<512x16xf32> {
+  %p = moe.compose_experts %down, %up : (tensor<4x16x64xf32>, tensor<4x64x16xf32>) -> tensor<4x16x16xf32>
+  %m = moe.merge_experts %p, %gates : (tensor<4x16x16xf32>, tensor<4x4xf32>) -> tensor<4x16x16xf32>
+  %y = moe.grouped_matmul %x, %m, %off : (tensor<512x16xf32>, tensor<4x16x16xf32>, tensor<5xi32>) -> tensor<512x16xf32>
+  return %y : tensor<512x16xf32>
+}

@@ -11,7 +11,8 @@ namespace moe {
 void populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns);
 /// moe.restrict_slots, dispatch, permute, combine.
 void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
-/// moe.grouped_matmul, activation, zero_compute, dense_ffn, merge_experts.
+/// moe.grouped_matmul (and its fused forms), activation, zero_compute,
+/// dense_ffn, dense_gates, compose_experts, merge_experts.
 void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns);
 } // namespace moe
 } // namespace mlir

@@ -129,4 +129,37 @@ def MoeFuseExperts : Pass<"moe-fuse-experts"> {
   }];
 }
 
+def MoeMergeExperts : Pass<"moe-merge-experts"> {
+  let summary = "Merges the experts a token group selected into one (MEO)";
+  let description = [{
+    Merging Experts into One: when every token of a group shares the group's
+    routing (`#moe.routing` `group_size > 1`, MEO's sequence-level gating),
+    the selected experts' weights are mixed by the gates once per group and
+    each token runs one expert instead of k.
+
+    * Linear experts (activation `linear`): each expert is the one map
+      `down · up` (`moe.compose_experts`), so `Σ_j g_j D_j U_j x` equals
+      `(Σ_j g_j D_j U_j) x` and the rewrite is exact (up to f32 rounding).
+      Applied automatically where the cost model says it saves work.
+    * Non-linear experts: `Σ_j g_j D_j act(U_j x)` is not
+      `(Σ g D) act((Σ g U) x)`. That merge (Lory-style) changes the function,
+      so it runs only with `approximate=true`;
+      `test/Numerical/merge_experts_pass.py` measures the difference.
+
+    Cost-model guard, per layer with T tokens in G groups, E experts, top-k,
+    hidden H, FFN width F (U = 2F for gated activations): the unmerged
+    experts cost 2·T·k·(U·H + H·F) FLOPs; the exact merge costs
+    2·E·H·F·H (compose) + 2·G·E·H·H (merge) + 2·T·H·H (apply), the
+    approximate one 2·G·E·(U·H + H·F) + 2·T·(U·H + H·F). The rewrite is
+    applied only when the merge costs less. A dynamic token count is taken
+    as one group. Not applied with zero-computation experts, a capacity or
+    an input scale.
+  }];
+  let options = [
+    Option<"approximate", "approximate", "bool", /*default=*/"false",
+           "Also merge non-linear experts (changes the layer's function)">
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

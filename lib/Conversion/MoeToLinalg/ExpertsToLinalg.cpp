@@ -270,6 +270,58 @@ struct LowerDenseFfn : OpRewritePattern<DenseFfnOp> {
   }
 };
 
+struct LowerDenseGates : OpRewritePattern<DenseGatesOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(DenseGatesOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getType());
+    Value rows = dimsOf(b, loc, op.getWeights())[0];
+    Value init = zeros(b, loc, type, {rows, constIndex(b, loc, op.getNumExperts())});
+    MLIRContext *ctx = b.getContext();
+    AffineExpr g, e, k;
+    bindDims(ctx, g, e, k);
+    auto slotMap = AffineMap::get(3, 0, {g, k}, ctx);
+    auto result = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{op.getWeights(), op.getIndices()}, ValueRange{init},
+        ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {g, e}, ctx)},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
+                                      utils::IteratorType::reduction},
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          Value expert = indexToI32(nb, nl, linalg::IndexOp::create(nb, nl, 1));
+          Value mine = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, a[1], expert);
+          Value sum = arith::AddFOp::create(nb, nl, a[2], a[0]);
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, mine, sum, a[2])});
+        });
+    b.replaceOp(op, result.getResult(0));
+    return success();
+  }
+};
+
+struct LowerComposeExperts : OpRewritePattern<ComposeExpertsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ComposeExpertsOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> dDims = dimsOf(b, loc, op.getDown()), uDims = dimsOf(b, loc, op.getUp());
+    Value init = zeros(b, loc, type, {dDims[0], dDims[1], uDims[2]});
+    MLIRContext *ctx = b.getContext();
+    AffineExpr e, i, j, f;
+    bindDims(ctx, e, i, j, f);
+    auto result = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{op.getDown(), op.getUp()}, ValueRange{init},
+        ArrayRef<AffineMap>{AffineMap::get(4, 0, {e, i, f}, ctx), AffineMap::get(4, 0, {e, f, j}, ctx),
+                            AffineMap::get(4, 0, {e, i, j}, ctx)},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
+                                      utils::IteratorType::parallel, utils::IteratorType::reduction},
+        [&](OpBuilder &nb, Location nl, ValueRange a) {
+          Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, a[0]), toF32(nb, nl, a[1]));
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], prod)});
+        });
+    b.replaceOp(op, result.getResult(0));
+    return success();
+  }
+};
+
 struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(MergeExpertsOp op, PatternRewriter &b) const override {
@@ -312,5 +364,5 @@ struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
 
 void mlir::moe::populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns) {
   patterns.add<LowerGroupedMatmul, LowerGroupedMatmulAct, LowerGroupedMatmulCombine, LowerActivation, LowerZeroCompute, LowerDenseFfn,
-               LowerMergeExperts>(patterns.getContext());
+               LowerDenseGates, LowerComposeExperts, LowerMergeExperts>(patterns.getContext());
 }

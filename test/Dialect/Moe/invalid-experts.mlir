@@ -252,3 +252,35 @@ func.func @grouped_matmul_combine_c1_type(%a: tensor<32x128xbf16>, %w: tensor<8x
     : (tensor<32x128xbf16>, tensor<8x64x128xbf16>, tensor<9xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xf32>
   return
 }
+
+// -----
+
+func.func @dense_gates_c1_experts(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{experts must be at least 1, got 0}}
+  %g = moe.dense_gates %w, %i experts = 0 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x0xf32>
+  return
+}
+
+// -----
+
+func.func @dense_gates_c1_width(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{result dimension 1 (6) must equal the number of experts (8)}}
+  %g = moe.dense_gates %w, %i experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x6xf32>
+  return
+}
+
+// -----
+
+func.func @compose_experts_c1_width(%down: tensor<8x64x32xf32>, %up: tensor<8x16x64xf32>) {
+  // expected-error @+1 {{up dimension 1 (16) must equal the down weight's FFN width (32)}}
+  %p = moe.compose_experts %down, %up : (tensor<8x64x32xf32>, tensor<8x16x64xf32>) -> tensor<8x64x64xf32>
+  return
+}
+
+// -----
+
+func.func @compose_experts_c1_result(%down: tensor<8x64x32xf32>, %up: tensor<8x32x48xf32>) {
+  // expected-error @+1 {{result dimension 2 (64) must equal the up weight's input size (48)}}
+  %p = moe.compose_experts %down, %up : (tensor<8x64x32xf32>, tensor<8x32x48xf32>) -> tensor<8x64x64xf32>
+  return
+}

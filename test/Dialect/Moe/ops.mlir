@@ -150,6 +150,15 @@ func.func @group_ops(%x: tensor<512x64xbf16>, %i: tensor<4x2xi32>) -> tensor<512
   return %e : tensor<512x2xi32>
 }
 
+// CHECK-LABEL: func @meo_ops
+// CHECK: moe.dense_gates %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x8xf32>
+// CHECK: moe.compose_experts %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<8x64x32xbf16>, tensor<8x32x64xbf16>) -> tensor<8x64x64xf32>
+func.func @meo_ops(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>, %down: tensor<8x64x32xbf16>, %up: tensor<8x32x64xbf16>) {
+  %g = moe.dense_gates %w, %i experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x8xf32>
+  %p = moe.compose_experts %down, %up : (tensor<8x64x32xbf16>, tensor<8x32x64xbf16>) -> tensor<8x64x64xf32>
+  return
+}
+
 // CHECK-LABEL: func @fused_expert_ops
 // CHECK: moe.grouped_matmul_act swiglu %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x128xbf16>
 // CHECK: moe.grouped_matmul_act gelu
