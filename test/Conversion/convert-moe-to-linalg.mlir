@@ -232,3 +232,31 @@ func.func @fused_gemms(%xs: tensor<32x8xbf16>, %up: tensor<4x32x8xbf16>, %down: 
     : (tensor<32x16xbf16>, tensor<4x8x16xbf16>, tensor<5xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x8xbf16>
   return %y : tensor<16x8xbf16>
 }
+
+// -----
+
+// Grouped routing: a mean per group, then each token reads its group's row.
+// CHECK-LABEL: func @group_ops
+// CHECK: arith.divf
+// CHECK: linalg.generic
+// CHECK: arith.divui
+// CHECK-NOT: moe.
+func.func @group_ops(%x: tensor<10x8xf32>, %w: tensor<3x2xf32>) -> (tensor<3x8xf32>, tensor<10x2xf32>) {
+  %m = moe.group_mean %x group_size = 4 : tensor<10x8xf32> -> tensor<3x8xf32>
+  %e = moe.expand_groups %w to %x group_size = 4 : (tensor<3x2xf32>, tensor<10x8xf32>) -> tensor<10x2xf32>
+  return %m, %e : tensor<3x8xf32>, tensor<10x2xf32>
+}
+
+// -----
+
+// MEO's gates and composed maps.
+// CHECK-LABEL: func @meo_ops
+// CHECK: arith.cmpi eq
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "reduction"]
+// CHECK-NOT: moe.
+func.func @meo_ops(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>, %down: tensor<8x16x32xbf16>, %up: tensor<8x32x16xbf16>)
+    -> (tensor<4x8xf32>, tensor<8x16x16xf32>) {
+  %g = moe.dense_gates %w, %i experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x8xf32>
+  %p = moe.compose_experts %down, %up : (tensor<8x16x32xbf16>, tensor<8x32x16xbf16>) -> tensor<8x16x16xf32>
+  return %g, %p : tensor<4x8xf32>, tensor<8x16x16xf32>
+}
