@@ -7,6 +7,8 @@
 
 #include "dialects/moe/MoeOps.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/TypeUtilities.h"
@@ -351,6 +353,33 @@ LogicalResult LayerOp::verify() {
 //===----------------------------------------------------------------------===//
 // Routing ops
 //===----------------------------------------------------------------------===//
+
+LogicalResult FusedRoutingOp::verify() {
+  Block &body = getBody().front();
+  // fused_routing_c1: block arguments mirror the inputs.
+  if (body.getArgumentTypes() != getInputs().getTypes())
+    return emitOpError("body arguments must have the types of the inputs");
+  // fused_routing_c2: the yield gives the results.
+  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  if (!yield || yield.getValues().getTypes() != getResultTypes())
+    return emitOpError("body must end in a moe.yield of (weights, indices, logits)");
+  // fused_routing_c3: exactly one router and one selection, and only routing
+  // ops besides the scalar/tensor glue of arith and tensor.
+  int routers = 0, selections = 0;
+  for (Operation &op : body.without_terminator()) {
+    if (isa<RouterOp>(op))
+      ++routers;
+    else if (isa<TopKOp, ThresholdOp, ExpertChoiceOp>(op))
+      ++selections;
+    else if (!isa<GatingResidualOp, ScoreOp, RenormalizeOp>(op) &&
+             !isa<arith::ArithDialect, tensor::TensorDialect>(op.getDialect()))
+      return op.emitOpError("cannot be part of a moe.fused_routing body");
+  }
+  if (routers != 1 || selections != 1)
+    return emitOpError() << "body must hold one moe.router and one selection, got " << routers
+                         << " and " << selections;
+  return success();
+}
 
 /// Number of groups of `size` rows in `rows` rows (dynamic stays dynamic).
 static int64_t groupsOf(int64_t rows, int64_t size) {

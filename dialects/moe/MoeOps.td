@@ -11,6 +11,7 @@
 include "dialects/moe/MoeAttrs.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/IR/OpAsmInterface.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
 
 //===----------------------------------------------------------------------===//
 // Layer
@@ -93,6 +94,49 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
 //===----------------------------------------------------------------------===//
 // Routing
 //===----------------------------------------------------------------------===//
+
+def Moe_FusedRoutingOp : Moe_Op<"fused_routing", [IsolatedFromAbove, Pure]> {
+  let summary = "router projection, scoring, selection and renormalization as one unit";
+  let description = [{
+    A fusion group: its region holds one `moe.router`, optionally a
+    `moe.gating_residual` and a `moe.score`, one selection (`moe.topk`,
+    `moe.threshold` or `moe.expert_choice`) and optionally a
+    `moe.renormalize`, and yields the gate weights, the expert indices and the
+    post-residual logits. It computes exactly what its body computes; it
+    marks the boundary of one kernel: one pass over each token's logits,
+    which never leave registers or shared memory. `moe-fuse-routing` forms
+    it; the CPU lowering inlines it.
+
+    ```mlir
+    %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<?x64xf32>, tensor<8x64xf32>)
+        -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>) {
+    ^bb0(%a: tensor<?x64xf32>, %b: tensor<8x64xf32>):
+      %logits = moe.router %a, %b : (tensor<?x64xf32>, tensor<8x64xf32>) -> tensor<?x8xf32>
+      %w0, %i0 = moe.topk %logits k = 2 : (tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+      %g = moe.renormalize softmax %w0, %i0 : (tensor<?x2xf32>, tensor<?x2xi32>) -> tensor<?x2xf32>
+      moe.yield %g, %i0, %logits : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs);
+  let results = (outs Moe_F32Tensor:$weights, Moe_IndexTensor:$indices, Moe_F32Tensor:$logits);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    `(` $inputs `)` attr-dict `:` functional-type($inputs, results) $body
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_YieldOp : Moe_Op<"yield", [Pure, Terminator, ReturnLike, HasParent<"FusedRoutingOp">]> {
+  let summary = "yields the results of a moe.fused_routing body";
+  let description = [{
+    ```mlir
+    moe.yield %weights, %indices, %logits : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
+}
 
 def Moe_GroupMeanOp : Moe_Op<"group_mean", [Pure]> {
   let summary = "mean of each group of consecutive token rows";

@@ -33,6 +33,8 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
   pm.addPass(createMoeDecompose());
   if (options.eliminateZeroExperts)
     pm.addPass(createMoeEliminateZeroExperts());
+  if (options.fuseRouting)
+    pm.addPass(createMoeFuseRouting());
   if (options.fuseExperts)
     pm.addPass(createMoeFuseExperts());
   if (options.canonicalize) {
@@ -45,7 +47,7 @@ void mlir::moe::registerMoePipelines() {
   PassPipelineRegistration<MoeOptimizeOptions>(
       "moe-optimize",
       "The default moe optimisation pipeline: decompose, eliminate zero-computation experts, "
-      "fuse the expert epilogues, canonicalize",
+      "fuse the routing and the expert epilogues, canonicalize",
       buildMoeOptimizePipeline);
   PassPipelineRegistration<>("moe-cpu-pipeline",
                              "Lowers moe programs to the LLVM dialect for the host CPU",

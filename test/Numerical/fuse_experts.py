@@ -24,6 +24,14 @@ for name, cfg in LAYERS.items():
         CASES.append((f"{name}_{dtype}_unfused", shape))
         CASES.append((f"{name}_{dtype}_fused", dict(shape, passes=FUSE, expect="moe.grouped_matmul_combine",
                                                     fused=True)))
+# Routing fusion alone, on every selection kind (the CPU runs the body inline).
+for name, routing in (("topk_grouped", dict(scoring="sigmoid", k=4, normalize="all", num_groups=4, topk_groups=2)),
+                      ("threshold", dict(scoring="relu", select="threshold", k=8)),
+                      ("expert_choice", dict(scoring="softmax", select="expert_choice", capacity=6))):
+    CASES.append((f"fuse_routing_{name}", dict(cfg=dict(experts=[("ffn", 8)], activation="swiglu", routing=routing),
+                                               tokens=32, hidden=32, ffn=16,
+                                               passes=["--moe-decompose", "--moe-fuse-routing"],
+                                               expect="moe.fused_routing")))
 # The default pipeline on MoE++: decomposition, elimination and fusion together.
 MOE_PLUS_PLUS = dict(experts=[("ffn", 8), ("constant", 2), ("copy", 1), ("zero", 1)], activation="swiglu",
                      routing=dict(scoring="softmax", k=2, normalize="computing", input_scale=2.0), hidden=32,

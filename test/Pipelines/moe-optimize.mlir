@@ -4,6 +4,8 @@
 
 // CHECK-LABEL: func @moe_plus_plus
 // CHECK-NOT: moe.layer
+// CHECK: moe.fused_routing
+// CHECK: moe.yield
 // CHECK: moe.restrict_slots %{{.+}} experts = 4
 // CHECK: moe.dispatch %{{.+}} experts = 4
 // CHECK: moe.grouped_matmul_act swiglu

@@ -129,6 +129,22 @@ def MoeFuseExperts : Pass<"moe-fuse-experts"> {
   }];
 }
 
+def MoeFuseRouting : Pass<"moe-fuse-routing"> {
+  let summary = "Groups router, scoring, selection and renormalization into one moe.fused_routing";
+  let description = [{
+    The routing of a layer is a chain of small ops over each token's logits:
+    `moe.router` [`moe.gating_residual`] [`moe.score`] `moe.topk` |
+    `moe.threshold` | `moe.expert_choice` [`moe.renormalize`]. Run as separate
+    kernels, the `[T, E]` logits and scores go to memory and back between
+    them. This pass moves each such chain into one `moe.fused_routing`, the
+    boundary of one routing kernel. Exact: the body is the same ops.
+
+    A chain is fused when its intermediate values (the scores, the
+    unnormalized weights) have no users outside it; the logits, weights and
+    indices become the fused op's results.
+  }];
+}
+
 def MoeMergeExperts : Pass<"moe-merge-experts"> {
   let summary = "Merges the experts a token group selected into one (MEO)";
   let description = [{

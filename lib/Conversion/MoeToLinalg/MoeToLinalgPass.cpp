@@ -23,13 +23,29 @@ using namespace mlir;
 using namespace mlir::moe;
 
 namespace {
+/// A fusion group runs its body: on the CPU there is no kernel boundary to keep.
+struct InlineFusedRouting : OpRewritePattern<FusedRoutingOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(FusedRoutingOp op, PatternRewriter &rewriter) const override {
+    Block &body = op.getBody().front();
+    auto yield = cast<YieldOp>(body.getTerminator());
+    SmallVector<Value> results = yield.getValues();
+    rewriter.inlineBlockBefore(&body, op, op.getInputs());
+    rewriter.replaceOp(op, results);
+    rewriter.eraseOp(yield);
+    return success();
+  }
+};
+
 struct ConvertMoeToLinalgPass
     : mlir::moe::impl::ConvertMoeToLinalgBase<ConvertMoeToLinalgPass> {
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
-    // Layers first: their decomposition is what they mean.
+    // Layers first: their decomposition is what they mean. Fusion groups
+    // are inlined: on the CPU their body is the computation.
     RewritePatternSet decompose(ctx);
     populateMoeDecomposePatterns(decompose);
+    decompose.add<InlineFusedRouting>(ctx);
     GreedyRewriteConfig config;
     config.enableFolding(false);
     if (failed(applyPatternsGreedily(getOperation(), std::move(decompose), config)))

@@ -342,3 +342,57 @@ func.func @expand_groups_c1_type(%w: tensor<3x2xf32>, %x: tensor<10x8xf32>) {
   %e = moe.expand_groups %w to %x group_size = 4 : (tensor<3x2xf32>, tensor<10x8xf32>) -> tensor<10x2xi32>
   return
 }
+
+// -----
+
+func.func @fused_routing_c1_args(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
+  // expected-error @+1 {{body arguments must have the types of the inputs}}
+  %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>):
+    %logits = moe.router %a, %a : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x4xf32>
+    %w0, %i0 = moe.topk %logits k = 2 : (tensor<4x4xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+    moe.yield %w0, %i0, %logits : tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @fused_routing_c2_yield(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
+  // expected-error @+1 {{body must end in a moe.yield of (weights, indices, logits)}}
+  %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>):
+    %logits = moe.router %a, %b : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x4xf32>
+    %w0, %i0 = moe.topk %logits k = 2 : (tensor<4x4xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+    moe.yield %w0, %i0 : tensor<4x2xf32>, tensor<4x2xi32>
+  }
+  return
+}
+
+// -----
+
+func.func @fused_routing_c3_foreign_op(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
+  %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>):
+    %logits = moe.router %a, %b : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x4xf32>
+    // expected-error @+1 {{'moe.activation' op cannot be part of a moe.fused_routing body}}
+    %p = moe.activation relu %logits : tensor<4x4xf32> -> tensor<4x4xf32>
+    %w0, %i0 = moe.topk %logits k = 2 : (tensor<4x4xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+    moe.yield %w0, %i0, %logits : tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>
+  }
+  return
+}
+
+// -----
+
+func.func @fused_routing_c3_two_selections(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
+  // expected-error @+1 {{body must hold one moe.router and one selection, got 1 and 2}}
+  %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>):
+    %logits = moe.router %a, %b : (tensor<4x8xf32>, tensor<4x8xf32>) -> tensor<4x4xf32>
+    %w0, %i0 = moe.topk %logits k = 2 : (tensor<4x4xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+    %w1, %i1 = moe.topk %logits k = 2 : (tensor<4x4xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+    moe.yield %w0, %i0, %logits : tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>
+  }
+  return
+}

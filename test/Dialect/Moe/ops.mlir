@@ -150,6 +150,20 @@ func.func @group_ops(%x: tensor<512x64xbf16>, %i: tensor<4x2xi32>) -> tensor<512
   return %e : tensor<512x2xi32>
 }
 
+// CHECK-LABEL: func @fused_routing
+// CHECK: moe.fused_routing(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) : (tensor<?x64xf32>, tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>)
+// CHECK: moe.yield
+func.func @fused_routing(%x: tensor<?x64xf32>, %wr: tensor<8x64xf32>) -> tensor<?x2xi32> {
+  %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<?x64xf32>, tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>) {
+  ^bb0(%a: tensor<?x64xf32>, %b: tensor<8x64xf32>):
+    %logits = moe.router %a, %b : (tensor<?x64xf32>, tensor<8x64xf32>) -> tensor<?x8xf32>
+    %w0, %i0 = moe.topk %logits k = 2 : (tensor<?x8xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>)
+    %g = moe.renormalize softmax %w0, %i0 : (tensor<?x2xf32>, tensor<?x2xi32>) -> tensor<?x2xf32>
+    moe.yield %g, %i0, %logits : tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>
+  }
+  return %i : tensor<?x2xi32>
+}
+
 // CHECK-LABEL: func @meo_ops
 // CHECK: moe.dense_gates %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x8xf32>
 // CHECK: moe.compose_experts %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<8x64x32xbf16>, tensor<8x32x64xbf16>) -> tensor<8x64x64xf32>
