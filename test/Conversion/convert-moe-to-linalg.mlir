@@ -1,9 +1,9 @@
 // RUN: moe-opt %s --convert-moe-to-linalg --split-input-file | FileCheck %s
 // Each moe op lowers to upstream ops only; numerics are checked in test/Numerical.
 
-// Contractions: blocks of 4 rows, reassociable f32 sums in registers.
+// Contractions: blocks of 8 (then 4, then 1) rows, reassociable f32 sums in registers.
 // CHECK-LABEL: func @router
-// CHECK: scf.for {{.*}} step %c4
+// CHECK: scf.for {{.*}} step %c8
 // CHECK: arith.extf {{.*}} : bf16 to f32
 // CHECK: arith.addf {{.*}} fastmath<reassoc,contract> : f32
 // CHECK-NOT: moe.

@@ -169,11 +169,11 @@ Value lowering::combineSlots(OpBuilder &b, Location loc, Value rows, Value slotR
 }
 
 Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
-  // Register-blocked loops rather than a linalg.generic: four rows of `a` share
-  // every load of `w`, the accumulators live in registers (scf.for iter_args),
+  // Register-blocked loops rather than a linalg.generic: eight rows of `a`
+  // share every load of `w`, the accumulators live in registers (scf.for iter_args),
   // and the k-sums may be reassociated so LLVM vectorizes them. The order is
   // fixed at compile time, so results are deterministic run to run.
-  constexpr int64_t kRows = 4;
+  constexpr int64_t kRows = 8;
   auto aType = cast<RankedTensorType>(a.getType());
   auto wType = cast<RankedTensorType>(w.getType());
   auto outType = RankedTensorType::get({aType.getDimSize(0), wType.getDimSize(0)}, b.getF32Type());
@@ -213,17 +213,22 @@ Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
     return cols.getResult(0);
   };
 
-  Value blocked = arith::MulIOp::create(
-      b, loc, arith::DivUIOp::create(b, loc, m, constIndex(b, loc, kRows)), constIndex(b, loc, kRows));
-  auto main = scf::ForOp::create(b, loc, zero, blocked, constIndex(b, loc, kRows), ValueRange{init},
-                                 [&](OpBuilder &nb, Location nl, Value row, ValueRange out) {
-                                   scf::YieldOp::create(nb, nl, block(nb, nl, row, kRows, out[0]));
-                                 });
-  auto rest = scf::ForOp::create(b, loc, blocked, m, one, ValueRange{main.getResult(0)},
-                                 [&](OpBuilder &nb, Location nl, Value row, ValueRange out) {
-                                   scf::YieldOp::create(nb, nl, block(nb, nl, row, 1, out[0]));
-                                 });
-  return rest.getResult(0);
+  // Blocks of 8 rows, then of 4, then single rows.
+  Value out = init, done = zero;
+  for (int64_t rows : {kRows, kRows / 2, int64_t(1)}) {
+    Value remaining = arith::SubIOp::create(b, loc, m, done);
+    Value span = arith::MulIOp::create(
+        b, loc, arith::DivUIOp::create(b, loc, remaining, constIndex(b, loc, rows)),
+        constIndex(b, loc, rows));
+    Value end = arith::AddIOp::create(b, loc, done, span);
+    auto loop = scf::ForOp::create(b, loc, done, end, constIndex(b, loc, rows), ValueRange{out},
+                                   [&](OpBuilder &nb, Location nl, Value row, ValueRange acc) {
+                                     scf::YieldOp::create(nb, nl, block(nb, nl, row, rows, acc[0]));
+                                   });
+    out = loop.getResult(0);
+    done = end;
+  }
+  return out;
 }
 
 Value lowering::mapF32(OpBuilder &b, Location loc, Value input,
