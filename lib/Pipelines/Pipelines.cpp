@@ -7,6 +7,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm/Support/ErrorHandling.h"
 
 using namespace mlir;
 
@@ -25,8 +26,10 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
       "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
       "convert-to-llvm,reconcile-unrealized-casts,canonicalize",
       pm);
-  (void)parsed;
-  assert(succeeded(parsed) && "the CPU pipeline's upstream passes are registered");
+  // Every pass named above ships in libMLIR; failing here means the build
+  // links a different MLIR, and a silently shorter pipeline would be worse.
+  if (failed(parsed))
+    llvm::report_fatal_error("moe-cpu-pipeline: an upstream pass is not registered");
 }
 
 void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options) {
