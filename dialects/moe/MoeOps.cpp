@@ -621,11 +621,24 @@ LogicalResult DispatchOp::verify() {
         failed(check.dim("logits", logits.getType(), 0, tokens, "the number of tokens")) ||
         failed(check.dim("logits", logits.getType(), 1, experts, "the number of experts")))
       return failure();
+  // dispatch_c4: a shared slot: dropless, one weight per token, one more
+  // expert and one more slot column.
+  int64_t plannedExperts = experts, plannedSlots = slots;
+  if (Value shared = getSharedWeight()) {
+    if (cap)
+      return emitOpError("a shared slot needs dropless dispatch (no capacity)");
+    if (failed(check.rank("shared weight", shared.getType(), 2)) ||
+        failed(check.dim("shared weight", shared.getType(), 0, tokens, "the number of tokens")) ||
+        failed(check.dim("shared weight", shared.getType(), 1, 1, "1")))
+      return failure();
+    plannedExperts = experts + 1;
+    plannedSlots = ShapedType::isDynamic(slots) ? slots : slots + 1;
+  }
 
   // dispatch_c3: result shapes. R = E * C when padded to capacity, else T * K.
-  int64_t rows = ShapedType::isDynamic(tokens) || ShapedType::isDynamic(slots)
+  int64_t rows = ShapedType::isDynamic(tokens) || ShapedType::isDynamic(plannedSlots)
                      ? ShapedType::kDynamic
-                     : tokens * slots;
+                     : tokens * plannedSlots;
   if (cap && cap.getPad()) {
     int64_t k = ShapedType::isDynamic(slots) ? slots : slots - (fillIn ? 1 : 0);
     int64_t c = ShapedType::isDynamic(k) ? k : capacityPerExpert(cap, tokens, k, experts);
@@ -635,13 +648,15 @@ LogicalResult DispatchOp::verify() {
       failed(check.dim("result row_token", getRowToken().getType(), 0, rows,
                        cap && cap.getPad() ? "experts x capacity" : "tokens x slots")) ||
       failed(check.rank("result expert_offsets", getExpertOffsets().getType(), 1)) ||
-      failed(check.dim("result expert_offsets", getExpertOffsets().getType(), 0, experts + 1,
-                       "the number of experts + 1")) ||
-      failed(check.sameShape("result slot_row", getSlotRow().getType(), "indices",
-                             getIndices().getType())) ||
-      failed(check.sameShape("result slot_weight", getSlotWeight().getType(), "indices",
-                             getIndices().getType())))
+      failed(check.dim("result expert_offsets", getExpertOffsets().getType(), 0, plannedExperts + 1,
+                       "the number of planned experts + 1")))
     return failure();
+  for (auto [name, v] : {std::pair<StringRef, Value>{"result slot_row", getSlotRow()},
+                         {"result slot_weight", getSlotWeight()}})
+    if (failed(check.rank(name, v.getType(), 2)) ||
+        failed(check.dim(name, v.getType(), 0, tokens, "the number of tokens")) ||
+        failed(check.dim(name, v.getType(), 1, plannedSlots, "the number of planned slots")))
+      return failure();
   return success();
 }
 
@@ -683,13 +698,22 @@ LogicalResult CombineOp::verify() {
 /// The operands of a grouped matmul: lhs [R, K], weights [E, N, K] and
 /// offsets with at least E + 1 entries.
 static LogicalResult verifyGroupedOperands(Operation *op, ShapeChecker &check, Value lhs,
-                                           Value weights, Value offsets) {
+                                           Value weights, Value offsets, Value shared) {
   if (failed(check.rank("lhs", lhs.getType(), 2)) ||
       failed(check.rank("weights", weights.getType(), 3)) ||
       failed(check.rank("offsets", offsets.getType(), 1)) ||
       failed(check.dim("weights", weights.getType(), 2, dimOf(lhs, 1), "the lhs reduction size")))
     return failure();
   int64_t groups = dimOf(offsets, 0), experts = dimOf(weights, 0);
+  // grouped_matmul_c3: a shared expert [N, K] is expert E_w.
+  if (shared) {
+    if (failed(check.rank("shared", shared.getType(), 2)) ||
+        failed(check.dim("shared", shared.getType(), 0, dimOf(weights, 1), "the weights' output size")) ||
+        failed(check.dim("shared", shared.getType(), 1, dimOf(weights, 2), "the lhs reduction size")))
+      return failure();
+    if (!ShapedType::isDynamic(experts))
+      ++experts;
+  }
   if (!ShapedType::isDynamic(groups) && !ShapedType::isDynamic(experts) && groups < experts + 1)
     return op->emitOpError() << "offsets (" << groups << " entries) must describe at least the "
                              << experts << " experts of the weights (" << experts + 1
@@ -701,7 +725,7 @@ LogicalResult GroupedMatmulOp::verify() {
   ShapeChecker check(*this);
   Type result = getResult().getType();
   // grouped_matmul_c1: lhs [R, K], weights [E, N, K], offsets [>= E + 1], result [R, N].
-  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets())) ||
+  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets(), getShared())) ||
       failed(check.rank("result", result, 2)) ||
       failed(check.dim("result", result, 0, dimOf(getLhs(), 0), "the number of rows")) ||
       failed(check.dim("result", result, 1, dimOf(getWeights(), 1), "the weights' output size")))
@@ -714,7 +738,7 @@ LogicalResult GroupedMatmulActOp::verify() {
   ShapeChecker check(*this);
   Type result = getResult().getType();
   // grouped_matmul_act_c1: as grouped_matmul, and the activation's width rule.
-  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets())) ||
+  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets(), getShared())) ||
       failed(check.rank("result", result, 2)) ||
       failed(check.dim("result", result, 0, dimOf(getLhs(), 0), "the number of rows")) ||
       failed(check.sameElementType("result", result, "lhs", getLhs().getType())))
@@ -733,7 +757,7 @@ LogicalResult GroupedMatmulCombineOp::verify() {
   ShapeChecker check(*this);
   Type result = getResult().getType();
   // grouped_matmul_combine_c1: as grouped_matmul; slots [T, K]; result [T, N].
-  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets())) ||
+  if (failed(verifyGroupedOperands(*this, check, getLhs(), getWeights(), getOffsets(), getShared())) ||
       failed(check.rank("slot_row", getSlotRow().getType(), 2)) ||
       failed(check.sameShape("slot_weight", getSlotWeight().getType(), "slot_row",
                              getSlotRow().getType())) ||

@@ -367,7 +367,7 @@ def Moe_RestrictSlotsOp : Moe_Op<"restrict_slots", [Pure, AllTypesMatch<["indice
 // Dispatch and combine
 //===----------------------------------------------------------------------===//
 
-def Moe_DispatchOp : Moe_Op<"dispatch", [Pure]> {
+def Moe_DispatchOp : Moe_Op<"dispatch", [Pure, AttrSizedOperandSegments]> {
   let summary = "plans the grouping of selected tokens by expert";
   let description = [{
     Turns token-major selections (`indices`, `weights`, `[T, K]`) into an
@@ -383,6 +383,10 @@ def Moe_DispatchOp : Moe_Op<"dispatch", [Pure]> {
     and `pad = true`: `R = E·C`, expert `e` owns rows `[e·C, (e+1)·C)`; without
     `pad`: `R = T·K`, compacted. `fill_in` rectification reads a `(k+1)`-th
     selection column; `intra_device` needs the router `logits`.
+    With `shared(weight)` (`[T, 1]`, dropless only) every token also has an
+    always-selected slot, appended as column `K`, on expert `E` (the shared
+    expert folded into the routed computation) with that weight: the results
+    have `K + 1` slot columns, `E + 2` offsets and `T·(K+1)` rows.
 
     ```mlir
     %rows, %offsets, %slot_row, %slot_w = moe.dispatch %i, %w experts = 8
@@ -392,12 +396,14 @@ def Moe_DispatchOp : Moe_Op<"dispatch", [Pure]> {
   }];
   let arguments = (ins Moe_IndexTensor:$indices, Moe_F32Tensor:$weights,
                        Optional<Moe_F32Tensor>:$logits,
+                       Optional<Moe_F32Tensor>:$shared_weight,
                        I64Attr:$num_experts,
                        OptionalAttr<Moe_CapacityAttr>:$capacity);
   let results = (outs Moe_IndexTensor:$row_token, Moe_IndexTensor:$expert_offsets,
                       Moe_IndexTensor:$slot_row, Moe_F32Tensor:$slot_weight);
   let assemblyFormat = [{
-    $indices `,` $weights (`logits` `(` $logits^ `)`)? `experts` `=` $num_experts
+    $indices `,` $weights (`logits` `(` $logits^ `)`)? (`shared` `(` $shared_weight^ `)`)?
+    `experts` `=` $num_experts
     attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
@@ -449,7 +455,9 @@ def Moe_GroupedMatmulOp : Moe_Op<"grouped_matmul", [Pure]> {
   let description = [{
     For `e < E_w` (the weights' expert count) and rows `r` in
     `[offsets[e], offsets[e+1])`: `out[r, n] = Σ_k lhs[r, k] · W[e, n, k]`,
-    accumulated in f32. Every other row is 0, so `offsets` may describe more
+    accumulated in f32. With `shared` (`[N, K]`, a shared expert folded into
+    the routed computation) rows `[offsets[E_w], offsets[E_w+1])` use it as
+    expert `E_w`. Every other row is 0, so `offsets` may describe more
     experts than `W` holds (zero-computation experts after the FFN group).
 
     ```mlir
@@ -458,10 +466,10 @@ def Moe_GroupedMatmulOp : Moe_Op<"grouped_matmul", [Pure]> {
     ```
   }];
   let arguments = (ins Moe_FloatTensor:$lhs, Moe_FloatTensor:$weights,
-                       Moe_IndexTensor:$offsets);
+                       Moe_IndexTensor:$offsets, Optional<Moe_FloatTensor>:$shared);
   let results = (outs Moe_FloatTensor:$result);
   let assemblyFormat = [{
-    $lhs `,` $weights `,` $offsets attr-dict `:` functional-type(operands, results)
+    $lhs `,` $weights `,` $offsets (`shared` `(` $shared^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
@@ -473,7 +481,8 @@ def Moe_GroupedMatmulActOp : Moe_Op<"grouped_matmul_act", [Pure]> {
     accumulators fed straight to the activation instead of being rounded to
     the element type first (so with f32 it is the unfused result exactly,
     with bf16/f16 it skips one rounding). `moe-fuse-experts` forms it from
-    the gate/up GEMM and the GLU.
+    the gate/up GEMM and the GLU. `shared` is the shared expert's weight, as
+    for `moe.grouped_matmul`.
 
     ```mlir
     %a = moe.grouped_matmul_act swiglu %xs, %w13, %offsets
@@ -481,10 +490,11 @@ def Moe_GroupedMatmulActOp : Moe_Op<"grouped_matmul_act", [Pure]> {
     ```
   }];
   let arguments = (ins Moe_ActivationAttr:$kind, Moe_FloatTensor:$lhs, Moe_FloatTensor:$weights,
-                       Moe_IndexTensor:$offsets);
+                       Moe_IndexTensor:$offsets, Optional<Moe_FloatTensor>:$shared);
   let results = (outs Moe_FloatTensor:$result);
   let assemblyFormat = [{
-    custom<EnumKeyword>($kind) $lhs `,` $weights `,` $offsets attr-dict `:` functional-type(operands, results)
+    custom<EnumKeyword>($kind) $lhs `,` $weights `,` $offsets (`shared` `(` $shared^ `)`)?
+    attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }
@@ -496,6 +506,7 @@ def Moe_GroupedMatmulCombineOp : Moe_Op<"grouped_matmul_combine", [Pure]> {
     each row's f32 result scaled by its slot weight and summed into its
     token's output in slot order, never rounded to the element type in
     between. `moe-fuse-experts` forms it from the down GEMM and the combine.
+    `shared` is the shared expert's weight, as for `moe.grouped_matmul`.
 
     ```mlir
     %y = moe.grouped_matmul_combine %a, %w2, %offsets, %slot_row, %slot_w
@@ -504,10 +515,12 @@ def Moe_GroupedMatmulCombineOp : Moe_Op<"grouped_matmul_combine", [Pure]> {
     ```
   }];
   let arguments = (ins Moe_FloatTensor:$lhs, Moe_FloatTensor:$weights, Moe_IndexTensor:$offsets,
-                       Moe_IndexTensor:$slot_row, Moe_F32Tensor:$slot_weight);
+                       Moe_IndexTensor:$slot_row, Moe_F32Tensor:$slot_weight,
+                       Optional<Moe_FloatTensor>:$shared);
   let results = (outs Moe_FloatTensor:$result);
   let assemblyFormat = [{
-    $lhs `,` $weights `,` $offsets `,` $slot_row `,` $slot_weight attr-dict `:` functional-type(operands, results)
+    $lhs `,` $weights `,` $offsets `,` $slot_row `,` $slot_weight (`shared` `(` $shared^ `)`)?
+    attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -213,20 +213,21 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     int64_t rows = planRows(cap, tokens, slots, k, experts);
     auto plan = DispatchOp::create(
         rewriter, loc, tensorOf({rows}, i32), tensorOf({experts + 1}, i32), indicesType,
-        weights.getType(), indices, weights, hasIntraDevice(cap) ? logits : Value(), experts,
-        cap);
+        weights.getType(), indices, weights, hasIntraDevice(cap) ? logits : Value(),
+        /*shared_weight=*/Value(), experts, cap);
     Type element = xType.getElementType();
     auto upType = cast<RankedTensorType>(op.getFfnUp().getType());
     auto downType = cast<RankedTensorType>(op.getFfnDown().getType());
     Value grouped = PermuteOp::create(rewriter, loc, tensorOf({rows, hidden}, element),
                                       expertInput, plan.getRowToken());
     Value up = GroupedMatmulOp::create(rewriter, loc, tensorOf({rows, upType.getDimSize(1)}, element),
-                                       grouped, op.getFfnUp(), plan.getExpertOffsets());
+                                       grouped, op.getFfnUp(), plan.getExpertOffsets(),
+                                       /*shared=*/Value());
     Value act = ActivationOp::create(rewriter, loc,
                                      tensorOf({rows, downType.getDimSize(2)}, element),
                                      op.getActivation(), up);
     Value down = GroupedMatmulOp::create(rewriter, loc, tensorOf({rows, hidden}, element), act,
-                                         op.getFfnDown(), plan.getExpertOffsets());
+                                         op.getFfnDown(), plan.getExpertOffsets(), /*shared=*/Value());
     Value y = CombineOp::create(rewriter, loc, xType, down, plan.getSlotRow(),
                                 plan.getSlotWeight());
 

@@ -69,7 +69,7 @@ struct DispatchFfnExpertsOnly : OpRewritePattern<ZeroComputeOp> {
     auto ffnDispatch = DispatchOp::create(
         rewriter, loc, dispatch.getRowToken().getType(), offsetsType, dispatch.getSlotRow().getType(),
         dispatch.getSlotWeight().getType(), ffnSlots, dispatch.getWeights(), dispatch.getLogits(),
-        *ffn, CapacityAttr());
+        dispatch.getSharedWeight(), *ffn, CapacityAttr());
 
     // The zero-computation experts read the routing weights directly.
     rewriter.setInsertionPoint(zc);

@@ -30,7 +30,7 @@ struct FuseActivation : OpRewritePattern<ActivationOp> {
       return rewriter.notifyMatchFailure(act, "input is not a grouped matmul used only here");
     rewriter.replaceOpWithNewOp<GroupedMatmulActOp>(act, act.getType(), act.getKind(),
                                                     gemm.getLhs(), gemm.getWeights(),
-                                                    gemm.getOffsets());
+                                                    gemm.getOffsets(), gemm.getShared());
     rewriter.eraseOp(gemm);
     return success();
   }
@@ -44,7 +44,7 @@ struct FuseCombine : OpRewritePattern<CombineOp> {
       return rewriter.notifyMatchFailure(combine, "rows are not a grouped matmul used only here");
     rewriter.replaceOpWithNewOp<GroupedMatmulCombineOp>(
         combine, combine.getType(), gemm.getLhs(), gemm.getWeights(), gemm.getOffsets(),
-        combine.getSlotRow(), combine.getSlotWeight());
+        combine.getSlotRow(), combine.getSlotWeight(), gemm.getShared());
     rewriter.eraseOp(gemm);
     return success();
   }

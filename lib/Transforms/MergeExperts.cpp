@@ -93,17 +93,17 @@ struct MergeLayerExperts : OpRewritePattern<LayerOp> {
                                             op.getFfnDown(), op.getFfnUp());
       Value merged = MergeExpertsOp::create(rewriter, loc, tensorOf({groupRows, hidden, hidden}, f32),
                                             maps, gates);
-      y = GroupedMatmulOp::create(rewriter, loc, xType, x, merged, offsets);
+      y = GroupedMatmulOp::create(rewriter, loc, xType, x, merged, offsets, /*shared=*/Value());
     } else {
       Value up = MergeExpertsOp::create(
           rewriter, loc, tensorOf({groupRows, u, hidden}, upType.getElementType()), op.getFfnUp(), gates);
       Value down = MergeExpertsOp::create(
           rewriter, loc, tensorOf({groupRows, hidden, f}, downType.getElementType()), op.getFfnDown(), gates);
       Value hiddenRows = GroupedMatmulOp::create(
-          rewriter, loc, tensorOf({tokens, u}, xType.getElementType()), x, up, offsets);
+          rewriter, loc, tensorOf({tokens, u}, xType.getElementType()), x, up, offsets, Value());
       Value act = ActivationOp::create(rewriter, loc, tensorOf({tokens, f}, xType.getElementType()),
                                        op.getActivation(), hiddenRows);
-      y = GroupedMatmulOp::create(rewriter, loc, xType, act, down, offsets);
+      y = GroupedMatmulOp::create(rewriter, loc, xType, act, down, offsets, Value());
     }
     if (op.getSharedUp())
       y = arith::AddFOp::create(rewriter, loc, y,

@@ -178,7 +178,13 @@ def capacity_of(cap, tokens, k, experts):
     return math.ceil(tokens * k / experts * cap["factor"])
 
 
-def dispatch(idx, w, experts, cap=None, logits=None):
+def dispatch(idx, w, experts, cap=None, logits=None, shared_weight=None):
+    if shared_weight is not None:
+        # The shared slot: one more column, on expert E, dropless.
+        t_count = idx.shape[0]
+        idx = np.concatenate([idx, np.full((t_count, 1), experts)], axis=1)
+        w = np.concatenate([w, np.asarray(shared_weight).reshape(t_count, 1)], axis=1)
+        experts += 1
     t_count, slots = idx.shape
     rectify = (cap or {}).get("rectify", "none")
     fill = rectify in ("fill_in", "both")

@@ -66,11 +66,14 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     Location loc = op.getLoc();
     Value indices = op.getIndices(), weights = op.getWeights(), logits = op.getLogits();
     CapacityAttr cap = op.getCapacityAttr();
-    int64_t experts = op.getNumExperts();
-    int64_t slots = cast<RankedTensorType>(indices.getType()).getDimSize(1);
+    // A shared slot is one more expert (E) and one more column (K).
+    Value shared = op.getSharedWeight();
+    int64_t routedSlots = cast<RankedTensorType>(indices.getType()).getDimSize(1);
+    int64_t experts = op.getNumExperts() + (shared ? 1 : 0);
+    int64_t slots = routedSlots + (shared ? 1 : 0);
     bool fillIn = cap && (cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both);
     bool intra = cap && (cap.getRectify() == Rectify::intra_device || cap.getRectify() == Rectify::both);
-    int64_t primary = slots - (fillIn ? 1 : 0);
+    int64_t primary = routedSlots - (fillIn ? 1 : 0);
     using P = arith::CmpIPredicate;
 
     Value zero = constIndex(b, loc, 0);
@@ -82,7 +85,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     Value trueV = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
     Value falseV = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
 
-    auto slotType = cast<RankedTensorType>(indices.getType());
+    auto slotType = cast<RankedTensorType>(op.getSlotRow().getType());
     SmallVector<Value> slotDims = {tokens, constIndex(b, loc, slots)};
     auto countsType = RankedTensorType::get({experts}, b.getI32Type());
     // State: final expert and position of every slot, rows used per expert.
@@ -125,6 +128,15 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
       });
     });
 
+    // The shared slot: every token, on expert E, after its routed slots.
+    if (shared) {
+      Value column = constIndex(b, loc, routedSlots);
+      Value expertE = constI32(b, loc, experts - 1);
+      state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &nb, Location nl, Value t, ValueRange st) {
+        return assign(nb, nl, t, column, expertE, Value(), st);
+      });
+    }
+
     // 2. Intra-device rectification of dropped primary slots.
     if (intra) {
       int64_t perDevice = cap.getExpertsPerDevice();
@@ -155,7 +167,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     // 3. Fill-in: free rows take the (k+1)-th choices, best weight first.
     if (fillIn) {
       Value before = state[2];
-      Value last = constIndex(b, loc, slots - 1);
+      Value last = constIndex(b, loc, routedSlots - 1);
       state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
         Value e = get(b1, l1, indices, {t, last});
         Value valid = cmpi(b1, l1, P::sge, e, i32Zero);
@@ -195,6 +207,15 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     Value rowToken = filled(b, loc, rowsType, {rows}, i32None);
     Value slotRow = filled(b, loc, slotType, slotDims, i32None);
     Value slotWeight = zeros(b, loc, cast<RankedTensorType>(op.getSlotWeight().getType()), slotDims);
+    // A routed slot's weight, or the shared slot's.
+    auto slotWeightAt = [&](OpBuilder &nb, Location nl, Value t, Value j) -> Value {
+      if (!shared)
+        return get(nb, nl, weights, {t, j});
+      Value routed = cmpi(nb, nl, P::slt, j, constIndex(nb, nl, routedSlots));
+      Value safe = arith::SelectOp::create(nb, nl, routed, j, constIndex(nb, nl, 0));
+      return arith::SelectOp::create(nb, nl, routed, get(nb, nl, weights, {t, safe}),
+                                     get(nb, nl, shared, {t, constIndex(nb, nl, 0)}));
+    };
     SmallVector<Value> plan = {rowToken, slotRow, slotWeight};
     plan = forRange(b, loc, zero, tokens, plan, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
       return forRange(b1, l1, zero, constIndex(b1, l1, slots), s1,
@@ -208,7 +229,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
                           Value rowIdx = i32ToIndex(b3, l3, row);
                           return {put(b3, l3, indexToI32(b3, l3, t), s2[0], {rowIdx}),
                                   put(b3, l3, row, s2[1], {t, j}),
-                                  put(b3, l3, get(b3, l3, weights, {t, j}), s2[2], {t, j})};
+                                  put(b3, l3, slotWeightAt(b3, l3, t, j), s2[2], {t, j})};
                         });
                       });
     });

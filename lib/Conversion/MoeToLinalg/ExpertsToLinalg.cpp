@@ -73,8 +73,10 @@ Value activate(OpBuilder &b, Location loc, Activation act, Value h) {
 }
 
 /// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times
-/// expert e of `w`, one register-blocked contraction per expert; other rows 0.
-Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets) {
+/// expert e of `w` (and, with `shared`, rows of expert E_w times `shared`),
+/// one register-blocked contraction per expert; other rows 0.
+Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
+                       Value shared) {
   auto wType = cast<RankedTensorType>(w.getType());
   SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
   Value rows = lhsDims[0];
@@ -87,42 +89,49 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
                                           wType.getElementType());
   auto partType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(1)}, b.getF32Type());
   Value one = constIndex(b, loc, 1);
+  SmallVector<OpFoldResult> unit = {b.getIndexAttr(1), b.getIndexAttr(1)};
+
+  // acc with the rows [offsets[e], offsets[e+1]) (clamped) times `weight`ᵀ.
+  auto accumulate = [&](OpBuilder &nb, Location nl, Value current, Value e, Value weight) {
+    auto offsetAt = [&](Value i) {
+      Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
+      v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
+      return arith::MinSIOp::create(nb, nl, v, rows).getResult();
+    };
+    Value lo = offsetAt(e);
+    Value hi = arith::MaxSIOp::create(nb, nl, offsetAt(arith::AddIOp::create(nb, nl, e, one)), lo);
+    Value size = arith::SubIOp::create(nb, nl, hi, lo);
+    Value a = tensor::ExtractSliceOp::create(nb, nl, sliceType, lhs,
+                                             ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
+                                             ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
+    Value part = linearF32(nb, nl, a, weight);
+    if (part.getType() != partType)
+      part = tensor::CastOp::create(nb, nl, partType, part);
+    return tensor::InsertSliceOp::create(nb, nl, part, current,
+                                         ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
+                                         ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit)
+        .getResult();
+  };
   auto loop = scf::ForOp::create(
       b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
       [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
-        // Rows [lo, hi) of expert e, clamped to the buffer.
-        auto offsetAt = [&](Value i) {
-          Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
-          v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
-          return arith::MinSIOp::create(nb, nl, v, rows).getResult();
-        };
-        Value lo = offsetAt(e);
-        Value hi = arith::MaxSIOp::create(nb, nl, offsetAt(arith::AddIOp::create(nb, nl, e, one)), lo);
-        Value size = arith::SubIOp::create(nb, nl, hi, lo);
-        SmallVector<OpFoldResult> unit = {nb.getIndexAttr(1), nb.getIndexAttr(1)};
-        Value a = tensor::ExtractSliceOp::create(
-            nb, nl, sliceType, lhs, ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
-            ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
         Value we = tensor::ExtractSliceOp::create(
             nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
             ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
             ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
-        Value part = linearF32(nb, nl, a, we);
-        if (part.getType() != partType)
-          part = tensor::CastOp::create(nb, nl, partType, part);
-        Value next = tensor::InsertSliceOp::create(
-            nb, nl, part, iter[0], ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
-            ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit);
-        scf::YieldOp::create(nb, nl, next);
+        scf::YieldOp::create(nb, nl, accumulate(nb, nl, iter[0], e, we));
       });
-  return loop.getResult(0);
+  Value result = loop.getResult(0);
+  if (shared)
+    result = accumulate(b, loc, result, wDims[0], shared);
+  return result;
 }
 
 struct LowerGroupedMatmul : OpRewritePattern<GroupedMatmulOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GroupedMatmulOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets());
+    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared());
     b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();
   }
@@ -132,7 +141,7 @@ struct LowerGroupedMatmulAct : OpRewritePattern<GroupedMatmulActOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(GroupedMatmulActOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets());
+    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared());
     b.replaceOp(op, castToType(b, loc, activate(b, loc, op.getKind(), acc), op.getType()));
     return success();
   }
@@ -143,7 +152,7 @@ struct LowerGroupedMatmulCombine : OpRewritePattern<GroupedMatmulCombineOp> {
   LogicalResult matchAndRewrite(GroupedMatmulCombineOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     auto type = cast<RankedTensorType>(op.getType());
-    Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets());
+    Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared());
     Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
     b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();

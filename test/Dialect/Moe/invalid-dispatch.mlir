@@ -75,7 +75,7 @@ func.func @dispatch_c3_padded_rows(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
 // -----
 
 func.func @dispatch_c3_offsets(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
-  // expected-error @+1 {{result expert_offsets dimension 0 (8) must equal the number of experts + 1 (9)}}
+  // expected-error @+1 {{result expert_offsets dimension 0 (8) must equal the number of planned experts + 1 (9)}}
   %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 8
     : (tensor<16x2xi32>, tensor<16x2xf32>) -> (tensor<32xi32>, tensor<8xi32>, tensor<16x2xi32>, tensor<16x2xf32>)
   return
@@ -84,7 +84,7 @@ func.func @dispatch_c3_offsets(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
 // -----
 
 func.func @dispatch_c3_slot_row(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
-  // expected-error @+1 {{result slot_row dimension 1 (1) must equal indices dimension 1 (2)}}
+  // expected-error @+1 {{result slot_row dimension 1 (1) must equal the number of planned slots (2)}}
   %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 8
     : (tensor<16x2xi32>, tensor<16x2xf32>) -> (tensor<32xi32>, tensor<9xi32>, tensor<16x1xi32>, tensor<16x2xf32>)
   return
@@ -167,5 +167,32 @@ func.func @restrict_slots_c1_experts(%i: tensor<4x2xi32>) {
 func.func @restrict_slots_c1_rank(%i: tensor<8xi32>) {
   // expected-error @+1 {{indices must have rank 2, got 'tensor<8xi32>'}}
   %r = moe.restrict_slots %i experts = 4 : tensor<8xi32>
+  return
+}
+
+// -----
+
+func.func @dispatch_c4_shared_capacity(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>, %s: tensor<16x1xf32>) {
+  // expected-error @+1 {{a shared slot needs dropless dispatch (no capacity)}}
+  %r, %o, %sr, %sw = moe.dispatch %i, %w shared(%s) experts = 8 {capacity = #moe.capacity<tokens = 4, pad = true>}
+    : (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x1xf32>) -> (tensor<32xi32>, tensor<10xi32>, tensor<16x3xi32>, tensor<16x3xf32>)
+  return
+}
+
+// -----
+
+func.func @dispatch_c4_shared_shape(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>, %s: tensor<16x2xf32>) {
+  // expected-error @+1 {{shared weight dimension 1 (2) must equal 1 (1)}}
+  %r, %o, %sr, %sw = moe.dispatch %i, %w shared(%s) experts = 8
+    : (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x2xf32>) -> (tensor<48xi32>, tensor<10xi32>, tensor<16x3xi32>, tensor<16x3xf32>)
+  return
+}
+
+// -----
+
+func.func @dispatch_c4_shared_slots(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>, %s: tensor<16x1xf32>) {
+  // expected-error @+1 {{result row_token dimension 0 (32) must equal tokens x slots (48)}}
+  %r, %o, %sr, %sw = moe.dispatch %i, %w shared(%s) experts = 8
+    : (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x1xf32>) -> (tensor<32xi32>, tensor<10xi32>, tensor<16x3xi32>, tensor<16x3xf32>)
   return
 }

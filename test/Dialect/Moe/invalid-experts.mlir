@@ -284,3 +284,19 @@ func.func @compose_experts_c1_result(%down: tensor<8x64x32xf32>, %up: tensor<8x3
   %p = moe.compose_experts %down, %up : (tensor<8x64x32xf32>, tensor<8x32x48xf32>) -> tensor<8x64x64xf32>
   return
 }
+
+// -----
+
+func.func @grouped_matmul_c3_shared_shape(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<10xi32>, %s: tensor<128x64xf32>) {
+  // expected-error @+1 {{shared dimension 0 (128) must equal the weights' output size (256)}}
+  %h = moe.grouped_matmul %xs, %w, %off shared(%s) : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<10xi32>, tensor<128x64xf32>) -> tensor<32x256xf32>
+  return
+}
+
+// -----
+
+func.func @grouped_matmul_c3_shared_offsets(%xs: tensor<32x64xf32>, %w: tensor<8x256x64xf32>, %off: tensor<9xi32>, %s: tensor<256x64xf32>) {
+  // expected-error @+1 {{offsets (9 entries) must describe at least the 9 experts of the weights (10 entries)}}
+  %h = moe.grouped_matmul %xs, %w, %off shared(%s) : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<9xi32>, tensor<256x64xf32>) -> tensor<32x256xf32>
+  return
+}

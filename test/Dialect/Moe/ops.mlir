@@ -150,6 +150,23 @@ func.func @group_ops(%x: tensor<512x64xbf16>, %i: tensor<4x2xi32>) -> tensor<512
   return %e : tensor<512x2xi32>
 }
 
+// CHECK-LABEL: func @shared_slot
+// CHECK: moe.dispatch %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} shared(%{{[[:alnum:]_]+}}) experts = 8 : (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x1xf32>) -> (tensor<48xi32>, tensor<10xi32>, tensor<16x3xi32>, tensor<16x3xf32>)
+// CHECK: moe.grouped_matmul_act swiglu %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} shared(%{{[[:alnum:]_]+}})
+// CHECK: moe.grouped_matmul_combine {{.*}} shared(%{{[[:alnum:]_]+}})
+func.func @shared_slot(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>, %s: tensor<16x1xf32>, %x: tensor<16x64xf32>,
+                       %up: tensor<8x256x64xf32>, %su: tensor<256x64xf32>, %down: tensor<8x64x128xf32>,
+                       %sd: tensor<64x128xf32>) -> tensor<16x64xf32> {
+  %rows, %off, %sr, %sw = moe.dispatch %i, %w shared(%s) experts = 8
+    : (tensor<16x2xi32>, tensor<16x2xf32>, tensor<16x1xf32>) -> (tensor<48xi32>, tensor<10xi32>, tensor<16x3xi32>, tensor<16x3xf32>)
+  %xs = moe.permute %x, %rows : (tensor<16x64xf32>, tensor<48xi32>) -> tensor<48x64xf32>
+  %a = moe.grouped_matmul_act swiglu %xs, %up, %off shared(%su)
+    : (tensor<48x64xf32>, tensor<8x256x64xf32>, tensor<10xi32>, tensor<256x64xf32>) -> tensor<48x128xf32>
+  %y = moe.grouped_matmul_combine %a, %down, %off, %sr, %sw shared(%sd)
+    : (tensor<48x128xf32>, tensor<8x64x128xf32>, tensor<10xi32>, tensor<16x3xi32>, tensor<16x3xf32>, tensor<64x128xf32>) -> tensor<16x64xf32>
+  return %y : tensor<16x64xf32>
+}
+
 // CHECK-LABEL: func @fused_routing
 // CHECK: moe.fused_routing(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) : (tensor<?x64xf32>, tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<?x8xf32>)
 // CHECK: moe.yield
