@@ -40,6 +40,8 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
     pm.addPass(createMoeFuseRouting());
   if (options.fuseExperts)
     pm.addPass(createMoeFuseExperts());
+  if (options.fuseExperts && options.foldSharedExpert)
+    pm.addPass(createMoeFoldSharedExpert());
   if (options.canonicalize) {
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
@@ -50,7 +52,7 @@ void mlir::moe::registerMoePipelines() {
   PassPipelineRegistration<MoeOptimizeOptions>(
       "moe-optimize",
       "The default moe optimisation pipeline: decompose, eliminate zero-computation experts, "
-      "fuse the routing and the expert epilogues, canonicalize",
+      "fuse the routing and the expert epilogues, fold the shared expert, canonicalize",
       buildMoeOptimizePipeline);
   PassPipelineRegistration<>("moe-cpu-pipeline",
                              "Lowers moe programs to the LLVM dialect for the host CPU",

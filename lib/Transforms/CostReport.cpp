@@ -39,6 +39,7 @@ struct PlanEstimate {
   double rowsPerExpert = 0;    // rows each expert's GEMM computes
   double selectionExperts = 1; // experts the selection ranges over
   double usedFraction = 1;     // probability that an expert computes any row
+  double sharedRows = 0;       // rows of a shared slot (one per token)
   int64_t experts = 0;
 };
 
@@ -75,7 +76,7 @@ public:
 
   FailureOr<Cost> costOf(Operation *op);
   /// A grouped matmul of `lhs` by `weights` over the rows of the plan of `offsets`.
-  FailureOr<Cost> groupedCost(Operation *op, Value lhs, Value weights, Value offsets);
+  FailureOr<Cost> groupedCost(Operation *op, Value lhs, Value weights, Value offsets, Value shared);
   const PlanEstimate *planOf(Value offsets) {
     auto it = plans.find(offsets);
     return it == plans.end() ? nullptr : &it->second;
@@ -104,6 +105,11 @@ FailureOr<std::pair<double, double>> CostModel::selectionOf(Value indices, Opera
     double kept = std::min(1.0, double(restrict.getNumExperts()) / inner->second);
     return std::make_pair(inner->first * kept, inner->second);
   }
+  // A fused routing group: its selection is inside.
+  if (auto fused = dyn_cast_or_null<FusedRoutingOp>(def))
+    for (Operation &inner : fused.getBody().front())
+      if (isa<TopKOp, ThresholdOp, ExpertChoiceOp>(inner))
+        def = &inner;
   if (def && isa<TopKOp, ThresholdOp, ExpertChoiceOp>(def)) {
     Value scores = def->getOperand(0);
     auto e = size(scores, 1, user);
@@ -139,6 +145,8 @@ FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
       plan.usedFraction = 1; // padded rows are computed for every expert
   }
   plan.rowsPerExpert = perExpert;
+  if (op.getSharedWeight())
+    plan.sharedRows = *tokens;
   plans[op.getExpertOffsets()] = plan;
   Cost cost;
   cost.otherFlops = *tokens * *slots; // one placement per slot
@@ -146,14 +154,17 @@ FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
   return cost;
 }
 
-FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, Value offsets) {
+FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, Value offsets,
+                                       Value shared) {
   auto w = cast<RankedTensorType>(weights.getType());
   double n = w.getDimSize(1), k = w.getDimSize(2);
   double experts = w.getDimSize(0), rows, used = 1;
+  double sharedRows = 0;
   if (const PlanEstimate *plan = planOf(offsets)) {
     experts = std::min<double>(experts, plan->experts);
     rows = experts * plan->rowsPerExpert;
     used = plan->usedFraction;
+    sharedRows = shared ? plan->sharedRows : 0;
   } else {
     // Offsets not from a dispatch (token groups, MEO): every row is computed
     // once and every weight slice is read.
@@ -162,9 +173,11 @@ FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, 
       return failure();
     rows = *r;
   }
+  // A folded shared expert: one more row per token, its weights always read.
+  rows += sharedRows;
   Cost c;
   c.gemmFlops = 2 * rows * n * k;
-  c.weightBytes = experts * used * n * k * elementBytes(weights);
+  c.weightBytes = experts * used * n * k * elementBytes(weights) + (shared ? staticBytes(shared) : 0);
   c.activationBytes = rows * (n + k) * elementBytes(lhs);
   return c;
 }
@@ -270,14 +283,14 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
         for (Operation *user : p.getResult().getUsers())
           if (isa<GroupedMatmulOp, GroupedMatmulActOp>(user))
             if (const PlanEstimate *plan = planOf(user->getOperand(2)))
-              rows = std::max(rows, plan->filledSlots);
+              rows = std::max(rows, plan->filledSlots + plan->sharedRows);
         Cost c;
         c.activationBytes = 2 * rows * h * elementBytes(p.getX());
         return c;
       })
-      .Case([&](GroupedMatmulOp g) { return groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets()); })
+      .Case([&](GroupedMatmulOp g) { return groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets(), g.getShared()); })
       .Case([&](GroupedMatmulActOp g) -> FailureOr<Cost> {
-        FailureOr<Cost> c = groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets());
+        FailureOr<Cost> c = groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets(), g.getShared());
         if (failed(c))
           return failure();
         // The activation on the f32 accumulators; its output replaces the
@@ -290,7 +303,7 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
         return c;
       })
       .Case([&](GroupedMatmulCombineOp g) -> FailureOr<Cost> {
-        FailureOr<Cost> c = groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets());
+        FailureOr<Cost> c = groupedCost(g, g.getLhs(), g.getWeights(), g.getOffsets(), g.getShared());
         auto tk = t(g.getSlotRow(), 0);
         auto k = t(g.getSlotRow(), 1);
         if (failed(c) || failed(tk) || failed(k))

@@ -32,6 +32,14 @@ for name, routing in (("topk_grouped", dict(scoring="sigmoid", k=4, normalize="a
                                                tokens=32, hidden=32, ffn=16,
                                                passes=["--moe-decompose", "--moe-fuse-routing"],
                                                expect="moe.fused_routing")))
+# A shared expert shaped like a routed one folds into the routed GEMMs
+# (moe-fold-shared-expert, in moe-optimize), plain and sigmoid-gated.
+for name, gate in (("fold_shared", False), ("fold_shared_gated", True)):
+    CASES.append((name, dict(cfg=dict(experts=[("ffn", 8)], activation="swiglu",
+                                      routing=dict(scoring="sigmoid", k=2, normalize="all"),
+                                      shared=16, shared_gate=gate),
+                             tokens=32, hidden=32, ffn=16, passes=["--moe-optimize"], expect="shared(%",
+                             fused=True)))
 # The default pipeline on MoE++: decomposition, elimination and fusion together.
 MOE_PLUS_PLUS = dict(experts=[("ffn", 8), ("constant", 2), ("copy", 1), ("zero", 1)], activation="swiglu",
                      routing=dict(scoring="softmax", k=2, normalize="computing", input_scale=2.0), hidden=32,

@@ -22,13 +22,18 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
       *this, "fuse-routing",
       llvm::cl::desc("Group router, scoring, selection and renormalization into one op"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> foldSharedExpert{
+      *this, "fold-shared-expert",
+      llvm::cl::desc("Fold a shared expert shaped like a routed one into the routed GEMMs"),
+      llvm::cl::init(true)};
   PassOptions::Option<bool> canonicalize{
       *this, "canonicalize", llvm::cl::desc("Run the canonicalizer and CSE after the moe passes"),
       llvm::cl::init(true)};
 };
 
 /// The default optimisation pipeline: decompose, eliminate zero-computation
-/// experts, fuse the routing and the expert epilogues, canonicalize.
+/// experts, fuse the routing and the expert epilogues, fold the shared
+/// expert, canonicalize.
 void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options);
 
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to

@@ -129,6 +129,24 @@ def MoeFuseExperts : Pass<"moe-fuse-experts"> {
   }];
 }
 
+def MoeFoldSharedExpert : Pass<"moe-fold-shared-expert"> {
+  let summary = "Folds the shared expert into the routed expert GEMMs";
+  let description = [{
+    A shared (always-on) expert with the routed experts' shapes and
+    activation becomes expert `E` of the routed computation: `moe.dispatch`
+    gets a shared slot for every token (weight 1, or Qwen2-MoE's
+    `sigmoid(gate · x)`), and the fused grouped GEMMs take the shared weights
+    as that extra expert (`shared(...)`), so no weights are copied. The
+    `moe.dense_ffn` and its add disappear: one GEMM pair instead of two.
+
+    Runs on the fused expert chain (after `moe-fuse-experts`): dropless
+    `moe.dispatch` -> `moe.permute` -> `moe.grouped_matmul_act` ->
+    `moe.grouped_matmul_combine`, plus `moe.dense_ffn` on the same input.
+    Exact up to f32 summation order: the shared output is added inside the
+    combine's sum instead of after it.
+  }];
+}
+
 def MoeFuseRouting : Pass<"moe-fuse-routing"> {
   let summary = "Groups router, scoring, selection and renormalization into one moe.fused_routing";
   let description = [{
