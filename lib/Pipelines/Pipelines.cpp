@@ -33,6 +33,8 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
 }
 
 void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options) {
+  if (options.pruneMaskedExperts)
+    pm.addPass(createMoePruneMaskedExperts());
   pm.addPass(createMoeDecompose());
   if (options.eliminateZeroExperts)
     pm.addPass(createMoeEliminateZeroExperts());
@@ -51,7 +53,8 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
 void mlir::moe::registerMoePipelines() {
   PassPipelineRegistration<MoeOptimizeOptions>(
       "moe-optimize",
-      "The default moe optimisation pipeline: decompose, eliminate zero-computation experts, "
+      "The default moe optimisation pipeline: prune masked experts, decompose, eliminate "
+      "zero-computation experts, "
       "fuse the routing and the expert epilogues, fold the shared expert, canonicalize",
       buildMoeOptimizePipeline);
   PassPipelineRegistration<>("moe-cpu-pipeline",

@@ -11,6 +11,10 @@ namespace moe {
 
 /// Options of `moe-optimize`.
 struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
+  PassOptions::Option<bool> pruneMaskedExperts{
+      *this, "prune-masked-experts",
+      llvm::cl::desc("Remove experts a constant -inf selection bias rules out (exact)"),
+      llvm::cl::init(true)};
   PassOptions::Option<bool> eliminateZeroExperts{
       *this, "eliminate-zero-experts",
       llvm::cl::desc("Keep zero-computation experts out of dispatch (exact)"), llvm::cl::init(true)};
@@ -31,7 +35,8 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
       llvm::cl::init(true)};
 };
 
-/// The default optimisation pipeline: decompose, eliminate zero-computation
+/// The default optimisation pipeline: prune masked experts, decompose,
+/// eliminate zero-computation
 /// experts, fuse the routing and the expert epilogues, fold the shared
 /// expert, canonicalize.
 void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options);

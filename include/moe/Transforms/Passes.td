@@ -147,6 +147,38 @@ def MoeFoldSharedExpert : Pass<"moe-fold-shared-expert"> {
   }];
 }
 
+def MoePruneMaskedExperts : Pass<"moe-prune-masked-experts"> {
+  let summary = "Removes experts a constant selection bias of -inf rules out, with their weights";
+  let description = [{
+    An expert whose selection bias is a constant -inf can never be selected
+    while k others are selectable (a masked or pruned expert). The layer is
+    rewritten without it: its router row, its bias entry and its FFN weights
+    are sliced away, so its weights are never read and its logit never
+    computed.
+
+    Applies when the result is provably the same function: a `moe.layer` of
+    FFN experts with a constant `selection_bias`, top-k selection on scores
+    that are never NaN (score_then_select), at least k unmasked experts, no
+    capacity (C depends on E), no groups, no gating residual, and a logits
+    result nobody reads (it has a column per expert). The selection and the
+    weights must not depend on the removed experts: sigmoid or relu scores;
+    or softmax scores renormalized over the selection (`normalize = all` or
+    `computing`, where the softmax denominator cancels) with the same bias on
+    every kept expert (a pure mask; removing experts scales every probability
+    by one factor, which reorders p + b when b differs).
+
+    Weights are slices of the originals: a view when the kept experts are
+    one contiguous run; otherwise the runs are joined with `tensor.concat`,
+    a copy of the kept weights on every call, done only with
+    `copy-weights=true`.
+  }];
+  let options = [
+    Option<"copyWeights", "copy-weights", "bool", /*default=*/"false",
+           "Also prune when the kept experts are not one contiguous run (copies their weights)">
+  ];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
+}
+
 def MoeFuseRouting : Pass<"moe-fuse-routing"> {
   let summary = "Groups router, scoring, selection and renormalization into one moe.fused_routing";
   let description = [{
