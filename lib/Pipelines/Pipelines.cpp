@@ -35,6 +35,8 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
 void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options) {
   if (options.pruneMaskedExperts)
     pm.addPass(createMoePruneMaskedExperts());
+  if (options.mergeExperts)
+    pm.addPass(createMoeMergeExperts()); // exact only: approximate stays off
   pm.addPass(createMoeDecompose());
   if (options.eliminateZeroExperts)
     pm.addPass(createMoeEliminateZeroExperts());
@@ -53,7 +55,8 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
 void mlir::moe::registerMoePipelines() {
   PassPipelineRegistration<MoeOptimizeOptions>(
       "moe-optimize",
-      "The default moe optimisation pipeline: prune masked experts, decompose, eliminate "
+      "The default moe optimisation pipeline: prune masked experts, merge linear experts (MEO), "
+      "decompose, eliminate "
       "zero-computation experts, "
       "fuse the routing and the expert epilogues, fold the shared expert, canonicalize",
       buildMoeOptimizePipeline);

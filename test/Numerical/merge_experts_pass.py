@@ -43,6 +43,8 @@ main([
     ("meo_linear_unmerged", dict(cfg=cfg("linear"), **SHAPE)),
     ("meo_linear_exact", dict(cfg=cfg("linear"), passes=["--moe-merge-experts"], expect="moe.compose_experts",
                               **SHAPE)),
+    ("meo_linear_moe_optimize", dict(cfg=cfg("linear"), passes=["--moe-optimize"], expect="moe.compose_experts",
+                                     **SHAPE)),
     ("meo_swiglu_approximate", dict(cfg=cfg("swiglu"), passes=["--moe-merge-experts=approximate=true"],
                                     expect="moe.merge_experts", reference=merged_reference, **SHAPE)),
     ("meo_gelu_approximate", dict(cfg=cfg("gelu"), passes=["--moe-merge-experts=approximate=true"],

@@ -28,3 +28,20 @@ func.func @moe_plus_plus(%x: tensor<8x16xf32>, %wr: tensor<8x16xf32>, %up: tenso
     -> (tensor<8x16xf32>, tensor<8x8xf32>)
   return %y : tensor<8x16xf32>
 }
+
+// -----
+
+// MEO is applied automatically where it is exact (linear experts under grouped
+// routing) and the cost model says it saves work.
+// RUN: moe-opt %s --split-input-file --moe-optimize | FileCheck %s --check-prefix=MEO
+// MEO-LABEL: func @meo_linear
+// MEO: moe.compose_experts
+// MEO: moe.merge_experts
+// MEO-NOT: moe.dispatch
+func.func @meo_linear(%x: tensor<512x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x64x16xf32>,
+                      %down: tensor<4x16x64xf32>) -> tensor<512x16xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<linear>,
+      routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score, group_size = 128>}
+    : (tensor<512x16xf32>, tensor<4x16xf32>, tensor<4x64x16xf32>, tensor<4x16x64xf32>) -> (tensor<512x16xf32>, tensor<512x4xf32>)
+  return %y : tensor<512x16xf32>
+}

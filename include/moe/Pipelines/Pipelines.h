@@ -15,6 +15,10 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
       *this, "prune-masked-experts",
       llvm::cl::desc("Remove experts a constant -inf selection bias rules out (exact)"),
       llvm::cl::init(true)};
+  PassOptions::Option<bool> mergeExperts{
+      *this, "merge-experts",
+      llvm::cl::desc("MEO: merge linear experts under grouped routing where it saves work (exact)"),
+      llvm::cl::init(true)};
   PassOptions::Option<bool> eliminateZeroExperts{
       *this, "eliminate-zero-experts",
       llvm::cl::desc("Keep zero-computation experts out of dispatch (exact)"), llvm::cl::init(true)};
@@ -35,7 +39,8 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
       llvm::cl::init(true)};
 };
 
-/// The default optimisation pipeline: prune masked experts, decompose,
+/// The default optimisation pipeline: prune masked experts, merge linear
+/// experts (MEO) where exact and profitable, decompose,
 /// eliminate zero-computation
 /// experts, fuse the routing and the expert epilogues, fold the shared
 /// expert, canonicalize.
