@@ -25,10 +25,6 @@ using namespace mlir::moe;
 
 namespace {
 
-RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type element) {
-  return RankedTensorType::get(shape, element);
-}
-
 /// Multiplies `x` elementwise by a scalar, keeping its type.
 Value scaleTensor(OpBuilder &b, Location loc, Value x, double factor) {
   auto type = cast<RankedTensorType>(x.getType());

@@ -26,10 +26,6 @@ using namespace mlir::moe;
 
 namespace {
 
-RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type element) {
-  return RankedTensorType::get(shape, element);
-}
-
 /// Offsets [G + 1] of the row ranges of the token groups: min(g · S, T).
 Value groupOffsets(OpBuilder &b, Location loc, Value x, int64_t groups, int64_t groupSize) {
   Value tokens = tensor::DimOp::create(b, loc, x, 0);

@@ -25,6 +25,11 @@ struct LayerRouting {
 /// before it.
 LayerRouting buildLayerRouting(OpBuilder &builder, LayerOp layer);
 
+/// A ranked tensor type: the shorthand both layer rewrites build with.
+inline RankedTensorType tensorOf(ArrayRef<int64_t> shape, Type element) {
+  return RankedTensorType::get(shape, element);
+}
+
 /// moe.score with the Gumbel parameters of `routing` when it needs them.
 Value createScore(OpBuilder &builder, Location loc, RoutingAttr routing, Value logits);
 
