@@ -132,6 +132,15 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   return success();
 }
 
+int64_t CapacityAttr::perExpert(int64_t tokens, int64_t k, int64_t experts) const {
+  if (getTokens() > 0)
+    return getTokens();
+  if (ShapedType::isDynamic(tokens) || ShapedType::isDynamic(k))
+    return ShapedType::kDynamic;
+  return static_cast<int64_t>(
+      std::ceil(static_cast<double>(tokens) * k / experts * getFactor().convertToDouble()));
+}
+
 LogicalResult CapacityAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                    APFloat factorF, int64_t tokens, DropPolicy drop, bool pad, Rectify rectify,
                                    int64_t expertsPerDevice) {
@@ -142,14 +151,14 @@ LogicalResult CapacityAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if ((factor > 0.0) == (tokens > 0))
     return emitError() << "capacity needs exactly one of factor > 0 or tokens > 0";
   // capacity_c2: intra-device rectification needs the expert placement.
-  bool intra = rectify == Rectify::intra_device || rectify == Rectify::both;
+  bool intra = mlir::moe::rectifiesIntraDevice(rectify);
   if (intra && expertsPerDevice < 1)
     return emitError() << "rectify = " << stringifyRectify(rectify)
                        << " needs experts_per_device >= 1";
   if (!intra && expertsPerDevice != 0)
     return emitError() << "experts_per_device applies only to intra_device rectification";
   // capacity_c3: fill-in rectification fills pad rows, so there must be some.
-  bool fillIn = rectify == Rectify::fill_in || rectify == Rectify::both;
+  bool fillIn = mlir::moe::fillsIn(rectify);
   if (fillIn && !pad)
     return emitError() << "rectify = " << stringifyRectify(rectify) << " needs pad = true";
   return success();

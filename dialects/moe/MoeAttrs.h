@@ -18,6 +18,12 @@ void printDoubleParameter(AsmPrinter &printer, const llvm::APFloat &value);
 /// Parses an expert kind keyword (ffn, zero, copy, constant, null).
 FailureOr<ExpertKind> parseExpertKind(AsmParser &parser);
 
+/// Rectify-Router modes that fill pad rows / move dropped slots on-device.
+inline bool fillsIn(Rectify r) { return r == Rectify::fill_in || r == Rectify::both; }
+inline bool rectifiesIntraDevice(Rectify r) {
+  return r == Rectify::intra_device || r == Rectify::both;
+}
+
 /// True for the experts that need no weights and no GEMM.
 inline bool isZeroComputation(ExpertKind kind) { return kind != ExpertKind::ffn; }
 } // namespace mlir::moe

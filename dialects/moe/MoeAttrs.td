@@ -210,6 +210,13 @@ def Moe_CapacityAttr : Moe_Attr<"Capacity", "capacity"> {
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    bool fillsIn() const { return ::mlir::moe::fillsIn(getRectify()); }
+    bool rectifiesIntraDevice() const { return ::mlir::moe::rectifiesIntraDevice(getRectify()); }
+    /// C for `tokens` tokens with `k` selections each over `experts` experts:
+    /// `tokens`, or ceil(T k / E factor); dynamic when T is.
+    int64_t perExpert(int64_t tokens, int64_t k, int64_t experts) const;
+  }];
 }
 
 #endif // MOE_ATTRS_TD

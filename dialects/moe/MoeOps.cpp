@@ -179,15 +179,6 @@ LogicalResult verifySlots(ShapeChecker &check, Value weights, Value indices) {
   return check.sameShape("indices", indices.getType(), "weights", weights.getType());
 }
 
-/// Capacity per expert, or dynamic when it depends on an unknown token count.
-int64_t capacityPerExpert(CapacityAttr cap, int64_t tokens, int64_t k, int64_t experts) {
-  if (cap.getTokens() > 0)
-    return cap.getTokens();
-  if (ShapedType::isDynamic(tokens))
-    return ShapedType::kDynamic;
-  return static_cast<int64_t>(
-      std::ceil(static_cast<double>(tokens) * k / experts * cap.getFactor().convertToDouble()));
-}
 } // namespace
 
 //===----------------------------------------------------------------------===//
@@ -333,8 +324,7 @@ LogicalResult LayerOp::verify() {
     if (cap.getExpertsPerDevice() > 0 && numExperts % cap.getExpertsPerDevice() != 0)
       return emitOpError() << "experts_per_device (" << cap.getExpertsPerDevice()
                            << ") must divide the number of experts (" << numExperts << ")";
-    if ((cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both) &&
-        routing.getK() + 1 > numExperts)
+    if (cap.fillsIn() && routing.getK() + 1 > numExperts)
       return emitOpError("fill_in rectification needs a (k+1)-th choice: k must be less than "
                          "the number of experts");
   }
@@ -605,8 +595,8 @@ LogicalResult DispatchOp::verify() {
   if (experts < 1)
     return emitOpError() << "experts must be at least 1, got " << experts;
   CapacityAttr cap = getCapacityAttr();
-  bool fillIn = cap && (cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both);
-  bool intra = cap && (cap.getRectify() == Rectify::intra_device || cap.getRectify() == Rectify::both);
+  bool fillIn = cap && cap.fillsIn();
+  bool intra = cap && cap.rectifiesIntraDevice();
   // dispatch_c2: fill-in reads a (k+1)-th column; intra-device needs logits
   // and a placement that divides the experts.
   if (fillIn && !ShapedType::isDynamic(slots) && slots < 2)
@@ -641,7 +631,7 @@ LogicalResult DispatchOp::verify() {
                      : tokens * plannedSlots;
   if (cap && cap.getPad()) {
     int64_t k = ShapedType::isDynamic(slots) ? slots : slots - (fillIn ? 1 : 0);
-    int64_t c = ShapedType::isDynamic(k) ? k : capacityPerExpert(cap, tokens, k, experts);
+    int64_t c = cap.perExpert(tokens, k, experts);
     rows = ShapedType::isDynamic(c) ? c : experts * c;
   }
   if (failed(check.rank("result row_token", getRowToken().getType(), 1)) ||

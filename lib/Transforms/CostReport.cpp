@@ -135,9 +135,9 @@ FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
   double perExpert = selection->first / std::max(1.0, double(plan.experts));
   plan.usedFraction = usedFraction(*tokens, *slots, plan.selectionExperts);
   if (CapacityAttr cap = op.getCapacityAttr()) {
-    double c = cap.getTokens() > 0
-                   ? double(cap.getTokens())
-                   : std::ceil(*tokens * *slots / plan.experts * cap.getFactor().convertToDouble());
+    // k is the primary selections: fill-in adds a candidate column.
+    double c = double(cap.perExpert(int64_t(*tokens), int64_t(*slots) - (cap.fillsIn() ? 1 : 0),
+                                    plan.experts));
     double kept = std::min(perExpert, c);
     plan.filledSlots = kept * plan.experts;
     perExpert = cap.getPad() ? c : kept;

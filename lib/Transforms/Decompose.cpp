@@ -47,23 +47,12 @@ SmallVector<int64_t> nonComputingExperts(ArrayAttr experts) {
   return ids;
 }
 
-bool hasFillIn(CapacityAttr cap) {
-  return cap && (cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both);
-}
-bool hasIntraDevice(CapacityAttr cap) {
-  return cap && (cap.getRectify() == Rectify::intra_device || cap.getRectify() == Rectify::both);
-}
-
 /// Rows of the dispatch plan: E * C when padded to capacity, else T * K.
 int64_t planRows(CapacityAttr cap, int64_t tokens, int64_t slots, int64_t k, int64_t experts) {
   if (!cap || !cap.getPad())
     return ShapedType::isDynamic(tokens) ? ShapedType::kDynamic : tokens * slots;
-  if (cap.getTokens() > 0)
-    return experts * cap.getTokens();
-  if (ShapedType::isDynamic(tokens))
-    return ShapedType::kDynamic;
-  return experts * static_cast<int64_t>(std::ceil(static_cast<double>(tokens) * k / experts *
-                                                  cap.getFactor().convertToDouble()));
+  int64_t c = cap.perExpert(tokens, k, experts);
+  return ShapedType::isDynamic(c) ? c : experts * c;
 }
 
 } // namespace
@@ -106,11 +95,11 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
                                       op.getPrevLogits(), op.getResidualWeight());
 
   // Selection. Fill-in rectification also selects the (k+1)-th choice.
-  int64_t picks = k + (hasFillIn(cap) ? 1 : 0);
+  int64_t picks = k + ((cap && cap.fillsIn()) ? 1 : 0);
   SmallVector<int64_t> skip;
   if (routing.getNormalize() == NormalizeMode::computing)
     skip = nonComputingExperts(op.getExperts());
-  int64_t denominatorSlots = hasFillIn(cap) ? k : 0;
+  int64_t denominatorSlots = (cap && cap.fillsIn()) ? k : 0;
   Value weights, indices;
   auto selectTopK = [&](Value scores) {
     auto topk = TopKOp::create(rewriter, loc, tensorOf({routeRows, picks}, f32),
@@ -209,7 +198,7 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     int64_t rows = planRows(cap, tokens, slots, k, experts);
     auto plan = DispatchOp::create(
         rewriter, loc, tensorOf({rows}, i32), tensorOf({experts + 1}, i32), indicesType,
-        weights.getType(), indices, weights, hasIntraDevice(cap) ? logits : Value(),
+        weights.getType(), indices, weights, (cap && cap.rectifiesIntraDevice()) ? logits : Value(),
         /*shared_weight=*/Value(), experts, cap);
     Type element = xType.getElementType();
     auto upType = cast<RankedTensorType>(op.getFfnUp().getType());

@@ -71,8 +71,8 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     int64_t routedSlots = cast<RankedTensorType>(indices.getType()).getDimSize(1);
     int64_t experts = op.getNumExperts() + (shared ? 1 : 0);
     int64_t slots = routedSlots + (shared ? 1 : 0);
-    bool fillIn = cap && (cap.getRectify() == Rectify::fill_in || cap.getRectify() == Rectify::both);
-    bool intra = cap && (cap.getRectify() == Rectify::intra_device || cap.getRectify() == Rectify::both);
+    bool fillIn = cap && cap.fillsIn();
+    bool intra = cap && cap.rectifiesIntraDevice();
     int64_t primary = routedSlots - (fillIn ? 1 : 0);
     using P = arith::CmpIPredicate;
 
