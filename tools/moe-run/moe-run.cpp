@@ -165,7 +165,7 @@ Descriptor describe(Array &array) {
   Descriptor d;
   size_t rank = array.shape.size();
   d.words.resize(Descriptor::wordsFor(rank));
-  auto *ptr = reinterpret_cast<int64_t>(array.data.data()) ? array.data.data() : nullptr;
+  uint8_t *ptr = array.data.data(); // null for an empty array, which nothing reads
   d.words[0] = reinterpret_cast<int64_t>(ptr);
   d.words[1] = reinterpret_cast<int64_t>(ptr);
   d.words[2] = 0;

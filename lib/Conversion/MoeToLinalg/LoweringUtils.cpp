@@ -241,6 +241,26 @@ Value lowering::mapF32(OpBuilder &b, Location loc, Value input,
   });
 }
 
+Value lowering::softmaxEntry(OpBuilder &b, Location loc, Value v, Value mx, Value expSum,
+                             Value infCount, Value size) {
+  double inf = std::numeric_limits<double>::infinity();
+  auto equals = [&](Value x, double c) {
+    return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x, constF32(b, loc, c));
+  };
+  Value one = constF32(b, loc, 1.0);
+  // Finite maximum: the usual softmax.
+  Value normal = arith::DivFOp::create(
+      b, loc, math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, v, mx)), expSum);
+  // A +inf maximum: the +inf entries share the mass.
+  Value infShare = arith::SelectOp::create(b, loc, equals(v, inf),
+                                           arith::DivFOp::create(b, loc, one, infCount),
+                                           constF32(b, loc, 0.0));
+  // All -inf: uniform.
+  Value uniform = arith::DivFOp::create(b, loc, one, size);
+  Value r = arith::SelectOp::create(b, loc, equals(mx, -inf), uniform, normal);
+  return arith::SelectOp::create(b, loc, equals(mx, inf), infShare, r);
+}
+
 Value lowering::rowSoftmax(OpBuilder &b, Location loc, Value logits) {
   MLIRContext *ctx = b.getContext();
   auto type = cast<RankedTensorType>(logits.getType());
@@ -299,25 +319,7 @@ Value lowering::rowSoftmax(OpBuilder &b, Location loc, Value logits) {
              ValueRange{out}, ArrayRef<AffineMap>{full, row, row, row, full},
              SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
              [&](OpBuilder &nb, Location nl, ValueRange a) {
-               Value v = nanToNegInf(nb, nl, a[0]);
-               Value mx = a[1];
-               // Finite maximum: the usual softmax.
-               Value ex = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, v, mx));
-               Value normal = arith::DivFOp::create(nb, nl, ex, a[3]);
-               // +inf entries share the mass.
-               Value isInf = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, v,
-                                                   constF32(nb, nl, inf));
-               Value infShare = arith::SelectOp::create(
-                   nb, nl, isInf, arith::DivFOp::create(nb, nl, constF32(nb, nl, 1.0), a[2]),
-                   constF32(nb, nl, 0.0));
-               // All -inf: uniform.
-               Value uniform = arith::DivFOp::create(nb, nl, constF32(nb, nl, 1.0), width);
-               Value maxIsPosInf = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, mx,
-                                                         constF32(nb, nl, inf));
-               Value maxIsNegInf = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, mx,
-                                                         constF32(nb, nl, -inf));
-               Value r = arith::SelectOp::create(nb, nl, maxIsNegInf, uniform, normal);
-               r = arith::SelectOp::create(nb, nl, maxIsPosInf, infShare, r);
+               Value r = softmaxEntry(nb, nl, nanToNegInf(nb, nl, a[0]), a[1], a[3], a[2], width);
                linalg::YieldOp::create(nb, nl, ValueRange{r});
              })
       .getResult(0);

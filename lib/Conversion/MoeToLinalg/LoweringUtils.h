@@ -61,6 +61,11 @@ Value reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, Value
 /// in slot order, as an f32 [T, H] tensor (`shape` its static sizes).
 Value combineSlots(OpBuilder &b, Location loc, Value rows, Value slotRow, Value slotWeight,
                    ArrayRef<int64_t> shape);
+/// One softmax entry under the NaN/inf rules of design.md 2.1, given the
+/// entry `v` (NaN already read as -inf), the maximum `mx` of its set, the sum
+/// Σ exp(x - mx) over the set, the number of +inf entries and the set's size.
+Value softmaxEntry(OpBuilder &b, Location loc, Value v, Value mx, Value expSum, Value infCount,
+                   Value size);
 /// Row-wise softmax of an f32 [T, N] tensor with the NaN/inf rules.
 Value rowSoftmax(OpBuilder &b, Location loc, Value logits);
 /// Applies `fn` to every element of `input` (computed on f32 values), giving

@@ -552,20 +552,7 @@ struct LowerRenormalize : OpRewritePattern<RenormalizeOp> {
                 Value w = weightOf(sb, sl, t, j);
                 Value value;
                 if (softmax) {
-                  Value normal = arith::DivFOp::create(
-                      sb, sl, math::ExpOp::create(sb, sl, arith::SubFOp::create(sb, sl, w, mx)), denom);
-                  Value isInf = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OEQ, w,
-                                                      constF32(sb, sl, inf));
-                  Value share = arith::SelectOp::create(
-                      sb, sl, isInf, arith::DivFOp::create(sb, sl, constF32(sb, sl, 1.0), infCount),
-                      constF32(sb, sl, 0.0));
-                  Value uniform = arith::DivFOp::create(sb, sl, constF32(sb, sl, 1.0), count);
-                  Value maxPosInf = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OEQ, mx,
-                                                          constF32(sb, sl, inf));
-                  Value maxNegInf = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OEQ, mx,
-                                                          constF32(sb, sl, -inf));
-                  value = arith::SelectOp::create(sb, sl, maxNegInf, uniform, normal);
-                  value = arith::SelectOp::create(sb, sl, maxPosInf, share, value);
+                  value = softmaxEntry(sb, sl, w, mx, denom, infCount, count);
                   // No counted slot at all: every weight is 0.
                   Value none = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OEQ, count,
                                                      constF32(sb, sl, 0.0));
