@@ -4,6 +4,8 @@
 #include "moe/Conversion/Passes.h"
 #include "moe/Transforms/Passes.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/Pipelines/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
@@ -11,12 +13,20 @@
 
 using namespace mlir;
 
+/// Adds `pipeline` (upstream passes only) to `pm`.
+static void addUpstream(OpPassManager &pm, StringRef name, StringRef pipeline) {
+  // Every pass named ships in libMLIR; failing here means the build links a
+  // different MLIR, and a silently shorter pipeline would be worse.
+  if (failed(parsePassPipeline(pipeline, pm)))
+    llvm::report_fatal_error(llvm::Twine(name) + ": an upstream pass is not registered");
+}
+
 void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
   pm.addPass(createMoeDecompose());
   pm.addPass(createConvertMoeToLinalg());
   // The upstream half, spelled as its textual pipeline so that the same string
   // reproduces it with mlir-opt.
-  LogicalResult parsed = parsePassPipeline(
+  addUpstream(pm, "moe-cpu-pipeline",
       "func.func(llvm-request-c-wrappers),"
       "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
       "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
@@ -24,12 +34,36 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
       "buffer-deallocation-pipeline,convert-bufferization-to-memref,"
       "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
       "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
-      "convert-to-llvm,reconcile-unrealized-casts,canonicalize",
-      pm);
-  // Every pass named above ships in libMLIR; failing here means the build
-  // links a different MLIR, and a silently shorter pipeline would be worse.
-  if (failed(parsed))
-    llvm::report_fatal_error("moe-cpu-pipeline: an upstream pass is not registered");
+      "convert-to-llvm,reconcile-unrealized-casts,canonicalize");
+}
+
+void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
+  pm.addPass(createMoeDecompose());
+  ConvertMoeToLinalgOptions lowering;
+  lowering.parallelContractions = true;
+  pm.addPass(createConvertMoeToLinalg(lowering));
+  // Results become out-parameters: the caller owns every buffer, the
+  // function only allocates its scratch.
+  addUpstream(pm, "moe-gpu-pipeline",
+              "func.func(llvm-request-c-wrappers),"
+              "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
+              "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
+              "function-boundary-type-conversion=identity-layout-map},"
+              "canonicalize,cse,"
+              "buffer-results-to-out-params{modify-public-functions hoist-static-allocs},"
+              "func.func(convert-linalg-to-parallel-loops),canonicalize");
+  pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
+  MoeMapToGPUOptions mapping;
+  mapping.blockSize = options.blockSize;
+  pm.addNestedPass<func::FuncOp>(createMoeMapToGPU(mapping));
+  addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
+  gpu::GPUToNVVMPipelineOptions nvvm;
+  nvvm.cubinChip = options.chip;
+  nvvm.cubinFeatures = options.features;
+  nvvm.cubinFormat = options.format;
+  nvvm.optLevel = options.optLevel;
+  gpu::buildLowerToNVVMPassPipeline(pm, nvvm);
+  addUpstream(pm, "moe-gpu-pipeline", "reconcile-unrealized-casts");
 }
 
 void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options) {
@@ -63,4 +97,9 @@ void mlir::moe::registerMoePipelines() {
   PassPipelineRegistration<>("moe-cpu-pipeline",
                              "Lowers moe programs to the LLVM dialect for the host CPU",
                              buildMoeCpuPipeline);
+  PassPipelineRegistration<MoeGpuPipelineOptions>(
+      "moe-gpu-pipeline",
+      "Lowers moe programs to NVIDIA GPU kernels (a gpu.binary per kernel, cubin through ptxas) "
+      "and host LLVM code that launches them through the mgpu* runtime functions",
+      buildMoeGpuPipeline);
 }

@@ -37,6 +37,33 @@ def apply_passes(text, passes, expect):
     return proc.stdout
 
 
+def gpu_chips():
+    """The chips every test program is also compiled for (MOE_GPU_CHIPS,
+    comma-separated; empty skips)."""
+    return [c for c in os.environ.get("MOE_GPU_CHIPS", "sm_80,sm_90").split(",") if c]
+
+
+def compile_for_gpu(name, text):
+    """Compiles `text` with moe-gpu-pipeline for every chip of gpu_chips():
+    each must produce cubins (gpu.binary objects for that chip). True if all do."""
+    opt = os.environ.get("MOE_OPT") or sys.exit("set MOE_OPT to the moe-opt binary")
+    ok = True
+    for chip in gpu_chips():
+        proc = subprocess.run([opt, f"--moe-gpu-pipeline=chip={chip}"], input=text,
+                              capture_output=True, text=True)
+        kernels = proc.stdout.count("gpu.binary @")
+        cubins = proc.stdout.count(f'chip = "{chip}"')
+        if proc.returncode != 0 or kernels == 0 or cubins != kernels or "bin = \"" not in proc.stdout:
+            print(f"FAIL {name}: moe-gpu-pipeline chip={chip} exited {proc.returncode}, "
+                  f"{kernels} kernels, {cubins} for {chip}")
+            errors = [line for line in proc.stderr.splitlines() if "error" in line]
+            print("\n".join(errors[:5]) or proc.stderr[-2000:])
+            ok = False
+        else:
+            print(f"ok   {name}: {kernels} GPU kernels compiled to {chip} cubins")
+    return ok
+
+
 def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynamic_tokens=True,
               passes=None, expect=None, fused=False, reference=None):
     """Compiles and runs one layer (after `moe-opt <passes>` when given),
@@ -56,6 +83,8 @@ def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynam
             except RuntimeError as err:
                 print(f"FAIL {name}: {err}")
                 return False
+        if not compile_for_gpu(name, text):
+            return False
         with open(src, "w") as f:
             f.write(text)
         cmd = [moe_run_path(), src, "--output-dir", tmp]
@@ -99,6 +128,8 @@ def run_function(name, mlir, inputs, expected, tol=1e-5):
     within `tol` (normwise relative) for floats; NaN must match NaN."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "f.mlir")
+        if not compile_for_gpu(name, mlir):
+            return False
         with open(src, "w") as f:
             f.write(mlir)
         cmd = [moe_run_path(), src, "--entry", "main", "--output-dir", tmp]

@@ -1,12 +1,20 @@
 // RUN: moe-opt %s --convert-moe-to-linalg --split-input-file | FileCheck %s
+// RUN: moe-opt %s --convert-moe-to-linalg=parallel-contractions --split-input-file \
+// RUN:   | FileCheck %s --check-prefix=PAR
 // Each moe op lowers to upstream ops only; numerics are checked in test/Numerical.
 
 // Contractions: blocks of 8 (then 4, then 1) rows, reassociable f32 sums in registers.
 // CHECK-LABEL: func @router
+// Parallel form (the GPU's): one generic, m and n parallel, k a reduction.
+// PAR-LABEL: func @router
+// PAR-NOT: scf.for
+// PAR: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// PAR-NOT: scf.for
+// PAR: return
 // CHECK: scf.for {{.*}} step %c8
 // CHECK: arith.extf {{.*}} : bf16 to f32
 // CHECK: arith.addf {{.*}} fastmath<reassoc,contract> : f32
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @router(%x: tensor<?x64xbf16>, %w: tensor<8x64xbf16>) -> tensor<?x8xf32> {
   %z = moe.router %x, %w : (tensor<?x64xbf16>, tensor<8x64xbf16>) -> tensor<?x8xf32>
   return %z : tensor<?x8xf32>
@@ -16,7 +24,7 @@ func.func @router(%x: tensor<?x64xbf16>, %w: tensor<8x64xbf16>) -> tensor<?x8xf3
 
 // CHECK-LABEL: func @router_two_layers
 // CHECK: math.tanh
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @router_two_layers(%x: tensor<4x16xf32>, %w: tensor<8x32xf32>, %h: tensor<32x16xf32>) -> tensor<4x8xf32> {
   %z = moe.router %x, %w hidden(%h) : (tensor<4x16xf32>, tensor<8x32xf32>, tensor<32x16xf32>) -> tensor<4x8xf32>
   return %z : tensor<4x8xf32>
@@ -27,7 +35,7 @@ func.func @router_two_layers(%x: tensor<4x16xf32>, %w: tensor<8x32xf32>, %h: ten
 // CHECK-LABEL: func @gating_residual
 // CHECK: scf.for
 // CHECK: arith.addf {{.*}} : tensor<4x8xf32>
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @gating_residual(%z: tensor<4x8xf32>, %p: tensor<4x8xf32>, %g: tensor<8x8xf32>) -> tensor<4x8xf32> {
   %r = moe.gating_residual %z, %p, %g : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<4x8xf32>
   return %r : tensor<4x8xf32>
@@ -40,7 +48,7 @@ func.func @gating_residual(%z: tensor<4x8xf32>, %p: tensor<4x8xf32>, %g: tensor<
 // CHECK: arith.maximumf
 // CHECK: math.exp
 // CHECK: arith.select
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @score_softmax(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %s = moe.score softmax %z : tensor<4x8xf32> -> tensor<4x8xf32>
   return %s : tensor<4x8xf32>
@@ -53,7 +61,7 @@ func.func @score_softmax(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
 // CHECK: scf.for
 // CHECK: arith.shrui
 // CHECK: math.log
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @score_gumbel(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
   %s = moe.score gumbel_softmax %z {tau = 0.5 : f64, samples = 4 : i64, seed = 1 : i64} : tensor<4x8xf32> -> tensor<4x8xf32>
   return %s : tensor<4x8xf32>
@@ -63,10 +71,13 @@ func.func @score_gumbel(%z: tensor<4x8xf32>) -> tensor<4x8xf32> {
 
 // Top-k: a loop over tokens, k picks, a scan over experts.
 // CHECK-LABEL: func @topk_grouped
+// The token loop is marked independent for moe-parallelize-loops.
+// PAR-LABEL: func @topk_grouped
+// PAR: } {moe.parallel}
 // CHECK: scf.for
 // CHECK: scf.for
 // CHECK: tensor.insert
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @topk_grouped(%s: tensor<?x16xf32>, %b: tensor<16xf32>) -> (tensor<?x4xf32>, tensor<?x4xi32>) {
   %w, %i = moe.topk %s bias(%b) k = 4 {num_groups = 4 : i64, topk_groups = 2 : i64}
     : (tensor<?x16xf32>, tensor<16xf32>) -> (tensor<?x4xf32>, tensor<?x4xi32>)
@@ -77,7 +88,7 @@ func.func @topk_grouped(%s: tensor<?x16xf32>, %b: tensor<16xf32>) -> (tensor<?x4
 
 // CHECK-LABEL: func @threshold
 // CHECK: arith.cmpf ogt
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @threshold(%s: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xi32>) {
   %w, %i = moe.threshold %s max_k = 8 : (tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xi32>)
   return %w, %i : tensor<4x8xf32>, tensor<4x8xi32>
@@ -87,7 +98,7 @@ func.func @threshold(%s: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xi32>) 
 
 // CHECK-LABEL: func @expert_choice
 // CHECK: scf.if
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @expert_choice(%s: tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi32>) {
   %w, %i = moe.expert_choice %s capacity = 3 {token_k = 2 : i64} : (tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi32>)
   return %w, %i : tensor<8x2xf32>, tensor<8x2xi32>
@@ -98,7 +109,7 @@ func.func @expert_choice(%s: tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi3
 // CHECK-LABEL: func @renormalize
 // CHECK: arith.cmpi ne
 // CHECK: arith.divf
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @renormalize(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) -> tensor<4x2xf32> {
   %r = moe.renormalize sum %w, %i {skip = array<i64: 7>, scale = 2.0 : f64} : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x2xf32>
   return %r : tensor<4x2xf32>
@@ -110,7 +121,7 @@ func.func @renormalize(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) -> tensor<4x2xf
 // CHECK-LABEL: func @dispatch_capacity
 // CHECK: math.ceil
 // CHECK: scf.for
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @dispatch_capacity(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>, tensor<?x2xf32>) {
   %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 8 {capacity = #moe.capacity<factor = 1.25, pad = true>}
     : (tensor<?x2xi32>, tensor<?x2xf32>) -> (tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>, tensor<?x2xf32>)
@@ -124,7 +135,7 @@ func.func @dispatch_capacity(%i: tensor<?x2xi32>, %w: tensor<?x2xf32>) -> (tenso
 // CHECK: linalg.generic
 // CHECK: tensor.extract
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @permute_combine(%x: tensor<16x8xbf16>, %rows: tensor<32xi32>, %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x8xbf16> {
   %xs = moe.permute %x, %rows : (tensor<16x8xbf16>, tensor<32xi32>) -> tensor<32x8xbf16>
   %y = moe.combine %xs, %sr, %sw : (tensor<32x8xbf16>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x8xbf16>
@@ -135,12 +146,19 @@ func.func @permute_combine(%x: tensor<16x8xbf16>, %rows: tensor<32xi32>, %sr: te
 
 // One contraction per expert on its row range.
 // CHECK-LABEL: func @grouped_matmul
+// Parallel form: each row's expert from the offsets, then one generic over
+// (row, column, k) reading that expert's weights.
+// PAR-LABEL: func @grouped_matmul
+// PAR: linalg.generic {{.*}}iterator_types = ["parallel"]
+// PAR: scf.for
+// PAR: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// PAR: tensor.extract
 // CHECK: scf.for
 // CHECK: tensor.extract_slice
 // CHECK: scf.for
 // CHECK: tensor.insert_slice
 // CHECK: arith.truncf {{.*}} f32 to bf16
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @grouped_matmul(%x: tensor<32x8xbf16>, %w: tensor<4x16x8xbf16>, %o: tensor<5xi32>) -> tensor<32x16xbf16> {
   %h = moe.grouped_matmul %x, %w, %o : (tensor<32x8xbf16>, tensor<4x16x8xbf16>, tensor<5xi32>) -> tensor<32x16xbf16>
   return %h : tensor<32x16xbf16>
@@ -152,7 +170,7 @@ func.func @grouped_matmul(%x: tensor<32x8xbf16>, %w: tensor<4x16x8xbf16>, %o: te
 // CHECK: tensor.extract_slice {{.*}}[0, 0] [32, 8]
 // CHECK: tensor.extract_slice {{.*}}[0, 8] [32, 8]
 // CHECK: math.erf
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @activation_geglu(%h: tensor<32x16xf32>) -> tensor<32x8xf32> {
   %a = moe.activation geglu %h : tensor<32x16xf32> -> tensor<32x8xf32>
   return %a : tensor<32x8xf32>
@@ -163,7 +181,7 @@ func.func @activation_geglu(%h: tensor<32x16xf32>) -> tensor<32x8xf32> {
 // CHECK-LABEL: func @zero_compute
 // CHECK: arith.constant dense<[0, 0, 3, 2, 1]> : tensor<5xi32>
 // CHECK: tensor.collapse_shape
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @zero_compute(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>, %v: tensor<1x8xf32>, %m: tensor<1x2x8xf32>) -> tensor<4x8xf32> {
   %zc = moe.zero_compute %x, %i, %w constant(%v, %m) experts = [#moe.group<ffn, 2>, #moe.group<constant, 1>, #moe.group<copy, 1>, #moe.group<zero, 1>]
     : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>, tensor<1x8xf32>, tensor<1x2x8xf32>) -> tensor<4x8xf32>
@@ -174,7 +192,7 @@ func.func @zero_compute(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2
 
 // CHECK-LABEL: func @dense_ffn_gated
 // CHECK: math.exp
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @dense_ffn_gated(%x: tensor<4x8xf32>, %u: tensor<16x8xf32>, %d: tensor<8x8xf32>, %g: tensor<1x8xf32>) -> tensor<4x8xf32> {
   %s = moe.dense_ffn swiglu %x, %u, %d gate(%g) : (tensor<4x8xf32>, tensor<16x8xf32>, tensor<8x8xf32>, tensor<1x8xf32>) -> tensor<4x8xf32>
   return %s : tensor<4x8xf32>
@@ -184,7 +202,7 @@ func.func @dense_ffn_gated(%x: tensor<4x8xf32>, %u: tensor<16x8xf32>, %d: tensor
 
 // CHECK-LABEL: func @merge_experts
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "reduction"]
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @merge_experts(%w: tensor<6x4x8xf32>, %g: tensor<2x6xf32>) -> tensor<2x4x8xf32> {
   %m = moe.merge_experts %w, %g : (tensor<6x4x8xf32>, tensor<2x6xf32>) -> tensor<2x4x8xf32>
   return %m : tensor<2x4x8xf32>
@@ -194,7 +212,7 @@ func.func @merge_experts(%w: tensor<6x4x8xf32>, %g: tensor<2x6xf32>) -> tensor<2
 
 // A whole layer is decomposed first, then lowered.
 // CHECK-LABEL: func @layer
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 // CHECK: return
 func.func @layer(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x16x16xf32>, %down: tensor<4x16x8xf32>) -> tensor<?x16xf32> {
   %y, %z = moe.layer %x, %wr ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>,
@@ -224,7 +242,7 @@ func.func @no_moe(%a: tensor<4xf32>) -> tensor<4xf32> {
 // CHECK: arith.mulf
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
 // CHECK: arith.truncf {{.*}} f32 to bf16
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @fused_gemms(%xs: tensor<32x8xbf16>, %up: tensor<4x32x8xbf16>, %down: tensor<4x8x16xbf16>, %off: tensor<5xi32>,
                        %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x8xbf16> {
   %a = moe.grouped_matmul_act swiglu %xs, %up, %off : (tensor<32x8xbf16>, tensor<4x32x8xbf16>, tensor<5xi32>) -> tensor<32x16xbf16>
@@ -240,7 +258,7 @@ func.func @fused_gemms(%xs: tensor<32x8xbf16>, %up: tensor<4x32x8xbf16>, %down: 
 // CHECK: arith.divf
 // CHECK: linalg.generic
 // CHECK: arith.divui
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @group_ops(%x: tensor<10x8xf32>, %w: tensor<3x2xf32>) -> (tensor<3x8xf32>, tensor<10x2xf32>) {
   %m = moe.group_mean %x group_size = 4 : tensor<10x8xf32> -> tensor<3x8xf32>
   %e = moe.expand_groups %w to %x group_size = 4 : (tensor<3x2xf32>, tensor<10x8xf32>) -> tensor<10x2xf32>
@@ -253,7 +271,7 @@ func.func @group_ops(%x: tensor<10x8xf32>, %w: tensor<3x2xf32>) -> (tensor<3x8xf
 // CHECK-LABEL: func @meo_ops
 // CHECK: arith.cmpi eq
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "reduction"]
-// CHECK-NOT: moe.
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
 func.func @meo_ops(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>, %down: tensor<8x16x32xbf16>, %up: tensor<8x32x16xbf16>)
     -> (tensor<4x8xf32>, tensor<8x16x16xf32>) {
   %g = moe.dense_gates %w, %i experts = 8 : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x8xf32>

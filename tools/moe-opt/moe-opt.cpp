@@ -14,6 +14,7 @@ int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   mlir::moe::registerAllMoeDialects(registry);
   mlir::moe::registerAllMoePasses();
+  mlir::moe::setDefaultCudaToolkitPath();
   return mlir::asMainReturnCode(mlir::MlirOptMain(
       argc, argv, "moe-opt: optimizer driver for the moe (Mixture-of-Experts) dialect\n", registry));
 }

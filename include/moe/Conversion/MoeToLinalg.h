@@ -6,14 +6,24 @@
 namespace mlir {
 class RewritePatternSet;
 namespace moe {
+/// How the lowerings emit contractions (matmuls, grouped matmuls).
+enum class ContractionForm {
+  /// Register-blocked scf.for nests, one per expert: fast on the CPU.
+  RegisterBlocked,
+  /// One parallel linalg.generic per contraction, grouped matmuls gathering
+  /// each row's expert weights: every output element is independent, the
+  /// form the GPU pipeline maps to threads.
+  Parallel,
+};
+
 /// moe.group_mean, expand_groups, router, gating_residual, score, topk,
 /// threshold, expert_choice, renormalize.
-void populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns);
+void populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns, ContractionForm form);
 /// moe.restrict_slots, dispatch, permute, combine.
 void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
 /// moe.grouped_matmul (and its fused forms), activation, zero_compute,
 /// dense_ffn, dense_gates, compose_experts, merge_experts.
-void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns);
+void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns, ContractionForm form);
 } // namespace moe
 } // namespace mlir
 

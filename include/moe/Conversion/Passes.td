@@ -23,12 +23,95 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
     which are sequential over tokens, become `scf.for` loops building their
     small results with `tensor.insert`. An op that cannot be lowered is a
     located error, and the pass fails.
+
+    Loops whose iterations write disjoint elements (one token row, one
+    expert column) carry the unit attribute `moe.parallel`, which
+    `moe-parallelize-loops` reads after bufferization.
   }];
+  let options = [
+    Option<"parallelContractions", "parallel-contractions", "bool", /*default=*/"false",
+           "Emit every contraction as one parallel linalg.generic (grouped "
+           "matmuls gather each row's expert weights) instead of register-blocked "
+           "loops: the form the GPU pipeline maps to threads">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect"
   ];
+}
+
+//===----------------------------------------------------------------------===//
+// GPU mapping (after bufferization)
+//===----------------------------------------------------------------------===//
+
+def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> {
+  let summary = "Turns the loops convert-moe-to-linalg marked independent into scf.parallel";
+  let description = [{
+    Runs on bufferized code. An `scf.for` with the `moe.parallel` attribute
+    becomes an `scf.parallel` when bufferization kept it in place: it has no
+    results left (each iteration writes its own elements of buffers defined
+    outside). A marked loop with results was bufferized out of place and
+    stays sequential. A parallel loop whose body is exactly another parallel
+    loop with bounds defined outside is merged with it into one
+    multi-dimensional loop, so that the GPU mapping sees the whole
+    iteration space (token × column, not token alone).
+
+    A `memref.copy` that is not a top-level copy between contiguous
+    buffers (a strided copy, or one inside a loop) becomes a parallel loop
+    of loads and stores: only the others can be a device memcpy.
+
+    Example:
+
+    ```mlir
+    scf.for %t = %c0 to %n step %c1 {
+      memref.store %v, %buf[%t] : memref<?xf32>
+    } {moe.parallel}
+    // becomes
+    scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+      memref.store %v, %buf[%t] : memref<?xf32>
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::memref::MemRefDialect"];
+}
+
+def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
+  let summary = "Places every computation of a bufferized host function on the GPU";
+  let description = [{
+    After this pass the host function only allocates device memory, computes
+    sizes and launches: no memory of the program is touched on the host.
+
+    - Each top-level `scf.parallel` without reductions becomes one
+      `gpu.launch` over its flattened iteration space, `block-size` threads
+      per block, the innermost dimension fastest (consecutive threads touch
+      consecutive elements). Threads past the end do nothing.
+    - Any other computation (sequential `scf.for`, a parallel loop with
+      reductions, loads and stores) becomes a single-thread launch.
+    - A sequential `scf.for` without results that has parallel loops in its
+      body (Gumbel samples, for example) stays on the host and its body is
+      mapped the same way: it launches kernels every iteration. Operations that pass SSA values to
+      each other share one launch, so no value ever flows from device to
+      host; a copy or deallocation between them joins the launch (a copy
+      inside a kernel becomes a loop).
+    - `memref.alloc` in host code becomes `gpu.alloc` (freed with
+      `gpu.dealloc` before the function returns); inside kernels, a
+      static-size scratch `memref.alloc` becomes `memref.alloca`.
+    - `memref.copy` in host code becomes `gpu.memcpy`; constant globals are
+      read inside the kernels that use them (kernel outlining copies them to
+      the device module).
+
+    Errors (located): a dynamic-size allocation inside a kernel, a copy
+    between strided buffers (moe-parallelize-loops turns those into loops
+    first), a value computed on the device that the function returns.
+  }];
+  let options = [
+    Option<"blockSize", "block-size", "int64_t", /*default=*/"256",
+           "Threads per block for the parallel loops">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
 }
 
 #endif // MOE_CONVERSION_PASSES_TD

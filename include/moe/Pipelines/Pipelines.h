@@ -50,7 +50,36 @@ void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &optio
 /// linalg/scf, bufferize, deallocate, lower to loops and to LLVM. Functions
 /// get C interfaces so moe-run and other hosts can call them.
 void buildMoeCpuPipeline(OpPassManager &pm);
-/// Registers `moe-optimize` and `moe-cpu-pipeline`.
+/// Options of `moe-gpu-pipeline`.
+struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions> {
+  PassOptions::Option<std::string> chip{
+      *this, "chip", llvm::cl::desc("The GPU to compile for (sm_80, sm_90, sm_90a, ...)"),
+      llvm::cl::init("sm_90")};
+  PassOptions::Option<std::string> features{
+      *this, "features",
+      llvm::cl::desc("PTX features; the PTX version must know the chip (+ptx80 covers sm_90)"),
+      llvm::cl::init("+ptx80")};
+  PassOptions::Option<int> optLevel{*this, "opt-level",
+                                    llvm::cl::desc("Optimisation level of the device code (0-3)"),
+                                    llvm::cl::init(3)};
+  PassOptions::Option<std::string> format{
+      *this, "format",
+      llvm::cl::desc("What the gpu.binary holds: bin (cubin through ptxas), isa (PTX text, "
+                     "JIT-compiled by the driver), fatbin"),
+      llvm::cl::init("bin")};
+  PassOptions::Option<int64_t> blockSize{
+      *this, "block-size", llvm::cl::desc("Threads per block of the parallel-loop kernels"),
+      llvm::cl::init(256)};
+};
+
+/// moe (either level) -> host LLVM dialect + gpu.binary: decompose, lower
+/// with parallel contractions, bufferize with results as out-parameters,
+/// turn independent loops into kernels (moe-parallelize-loops,
+/// moe-map-to-gpu), outline and compile them with NVVM and ptxas. The host
+/// code calls the mgpu* runtime functions (runtime/MoeCudaRuntime.cpp).
+void buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options);
+
+/// Registers `moe-optimize`, `moe-cpu-pipeline` and `moe-gpu-pipeline`.
 void registerMoePipelines();
 } // namespace moe
 } // namespace mlir

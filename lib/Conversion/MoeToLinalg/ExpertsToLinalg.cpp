@@ -72,11 +72,93 @@ Value activate(OpBuilder &b, Location loc, Activation act, Value h) {
       .getResult(0);
 }
 
+/// Row r's expert for the grouped matmul: the last e (experts in order, the
+/// shared one as E_w) whose clamped range [offsets[e], offsets[e+1]) holds r,
+/// or -1. The register-blocked form overwrites ranges in the same order, so
+/// both forms agree even on overlapping (malformed) offsets.
+Value rowExperts(OpBuilder &b, Location loc, Value offsets, Value rows, int64_t staticRows,
+                 Value numGroups) {
+  auto type = RankedTensorType::get({staticRows}, b.getI32Type());
+  Value init = filled(b, loc, type, {rows}, constI32(b, loc, -1));
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{type}, ValueRange{}, ValueRange{init},
+             ArrayRef<AffineMap>{b.getMultiDimIdentityMap(1)},
+             ArrayRef<utils::IteratorType>{utils::IteratorType::parallel},
+             [&](OpBuilder &nb, Location nl, ValueRange args) {
+               Value r = linalg::IndexOp::create(nb, nl, 0);
+               auto offsetAt = [&](OpBuilder &ob, Location ol, Value i) {
+                 Value v = i32ToIndex(ob, ol, get(ob, ol, offsets, {i}));
+                 v = arith::MaxSIOp::create(ob, ol, v, constIndex(ob, ol, 0));
+                 return arith::MinSIOp::create(ob, ol, v, rows).getResult();
+               };
+               auto scan = scf::ForOp::create(
+                   nb, nl, constIndex(nb, nl, 0), numGroups, constIndex(nb, nl, 1),
+                   ValueRange{args[0]}, [&](OpBuilder &sb, Location sl, Value e, ValueRange found) {
+                     Value lo = offsetAt(sb, sl, e);
+                     Value hi = arith::MaxSIOp::create(
+                         sb, sl, offsetAt(sb, sl, arith::AddIOp::create(sb, sl, e, constIndex(sb, sl, 1))),
+                         lo);
+                     Value in = arith::AndIOp::create(
+                         sb, sl, arith::CmpIOp::create(sb, sl, arith::CmpIPredicate::sge, r, lo),
+                         arith::CmpIOp::create(sb, sl, arith::CmpIPredicate::slt, r, hi));
+                     scf::YieldOp::create(
+                         sb, sl, ValueRange{arith::SelectOp::create(sb, sl, in, indexToI32(sb, sl, e), found[0])});
+                   });
+               linalg::YieldOp::create(nb, nl, scan.getResults());
+             })
+      .getResult(0);
+}
+
+/// The grouped matmul as one generic over (row, column, k): each row reads
+/// the weights of its expert (rowExperts), rows without one are 0.
+Value groupedMatmulParallel(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
+                            Value shared) {
+  auto lhsType = cast<RankedTensorType>(lhs.getType());
+  auto wType = cast<RankedTensorType>(w.getType());
+  SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
+  Value numGroups = shared ? arith::AddIOp::create(b, loc, wDims[0], constIndex(b, loc, 1)).getResult()
+                           : wDims[0];
+  Value experts = rowExperts(b, loc, offsets, lhsDims[0], lhsType.getDimSize(0), numGroups);
+  auto outType = RankedTensorType::get({lhsType.getDimSize(0), wType.getDimSize(1)}, b.getF32Type());
+  Value init = zeros(b, loc, outType, {lhsDims[0], wDims[1]});
+  MLIRContext *ctx = b.getContext();
+  AffineExpr r, n, k;
+  bindDims(ctx, r, n, k);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{outType}, ValueRange{lhs, experts}, ValueRange{init},
+             ArrayRef<AffineMap>{AffineMap::get(3, 0, {r, k}, ctx), AffineMap::get(3, 0, {r}, ctx),
+                                 AffineMap::get(3, 0, {r, n}, ctx)},
+             {utils::IteratorType::parallel, utils::IteratorType::parallel,
+              utils::IteratorType::reduction},
+             [&](OpBuilder &nb, Location nl, ValueRange args) {
+               using P = arith::CmpIPredicate;
+               Value e = args[1];
+               Value col = linalg::IndexOp::create(nb, nl, 1), kk = linalg::IndexOp::create(nb, nl, 2);
+               Value routed = arith::AndIOp::create(
+                   nb, nl, arith::CmpIOp::create(nb, nl, P::sge, e, constI32(nb, nl, 0)),
+                   arith::CmpIOp::create(nb, nl, P::slt, e, indexToI32(nb, nl, wDims[0])));
+               Value safe = arith::SelectOp::create(nb, nl, routed, i32ToIndex(nb, nl, e), constIndex(nb, nl, 0));
+               Value wv = toF32(nb, nl, get(nb, nl, w, {safe, col, kk}));
+               Value valid = routed;
+               if (shared) {
+                 Value isShared = arith::CmpIOp::create(nb, nl, P::eq, e, indexToI32(nb, nl, wDims[0]));
+                 wv = arith::SelectOp::create(nb, nl, isShared, toF32(nb, nl, get(nb, nl, shared, {col, kk})), wv);
+                 valid = arith::OrIOp::create(nb, nl, routed, isShared);
+               }
+               Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, args[0]), wv);
+               prod = arith::SelectOp::create(nb, nl, valid, prod, constF32(nb, nl, 0.0));
+               linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, args[2], prod)});
+             })
+      .getResult(0);
+}
+
 /// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times
-/// expert e of `w` (and, with `shared`, rows of expert E_w times `shared`),
-/// one register-blocked contraction per expert; other rows 0.
+/// expert e of `w` (and, with `shared`, rows of expert E_w times `shared`);
+/// other rows 0. Register-blocked: one blocked contraction per expert.
 Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
-                       Value shared) {
+                       Value shared, ContractionForm form) {
+  if (form == ContractionForm::Parallel)
+    return groupedMatmulParallel(b, loc, lhs, w, offsets, shared);
   auto wType = cast<RankedTensorType>(w.getType());
   SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
   Value rows = lhsDims[0];
@@ -104,7 +186,7 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
     Value a = tensor::ExtractSliceOp::create(nb, nl, sliceType, lhs,
                                              ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
                                              ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
-    Value part = linearF32(nb, nl, a, weight);
+    Value part = linearF32(nb, nl, a, weight, form);
     if (part.getType() != partType)
       part = tensor::CastOp::create(nb, nl, partType, part);
     return tensor::InsertSliceOp::create(nb, nl, part, current,
@@ -127,32 +209,32 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
   return result;
 }
 
-struct LowerGroupedMatmul : OpRewritePattern<GroupedMatmulOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerGroupedMatmul : ContractionPattern<GroupedMatmulOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(GroupedMatmulOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared());
+    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
     b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();
   }
 };
 
-struct LowerGroupedMatmulAct : OpRewritePattern<GroupedMatmulActOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerGroupedMatmulAct : ContractionPattern<GroupedMatmulActOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(GroupedMatmulActOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared());
+    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
     b.replaceOp(op, castToType(b, loc, activate(b, loc, op.getKind(), acc), op.getType()));
     return success();
   }
 };
 
-struct LowerGroupedMatmulCombine : OpRewritePattern<GroupedMatmulCombineOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerGroupedMatmulCombine : ContractionPattern<GroupedMatmulCombineOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(GroupedMatmulCombineOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     auto type = cast<RankedTensorType>(op.getType());
-    Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared());
+    Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
     Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
     b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();
@@ -168,8 +250,8 @@ struct LowerActivation : OpRewritePattern<ActivationOp> {
   }
 };
 
-struct LowerZeroCompute : OpRewritePattern<ZeroComputeOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerZeroCompute : ContractionPattern<ZeroComputeOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(ZeroComputeOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     Value x = op.getX(), indices = op.getIndices(), weights = op.getWeights();
@@ -198,7 +280,7 @@ struct LowerZeroCompute : OpRewritePattern<ZeroComputeOp> {
           {ShapedType::isDynamic(ec) ? ec : 2 * ec, mixType.getDimSize(2)}, mixType.getElementType());
       Value flat = tensor::CollapseShapeOp::create(b, loc, flatType, op.getConstantMix(),
                                                    ArrayRef<ReassociationIndices>{{0, 1}, {2}});
-      mixLogits = linearF32(b, loc, x, flat);
+      mixLogits = linearF32(b, loc, x, flat, form);
     }
 
     auto type = cast<RankedTensorType>(op.getType());
@@ -245,16 +327,16 @@ struct LowerZeroCompute : OpRewritePattern<ZeroComputeOp> {
   }
 };
 
-struct LowerDenseFfn : OpRewritePattern<DenseFfnOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerDenseFfn : ContractionPattern<DenseFfnOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(DenseFfnOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     Value x = op.getX();
-    Value hidden = activate(b, loc, op.getKind(), linearF32(b, loc, x, op.getUp()));
-    Value out = linearF32(b, loc, hidden, op.getDown());
+    Value hidden = activate(b, loc, op.getKind(), linearF32(b, loc, x, op.getUp(), form));
+    Value out = linearF32(b, loc, hidden, op.getDown(), form);
     if (Value gate = op.getGate()) {
       // Each row times sigmoid(gate · x_t).
-      Value g = linearF32(b, loc, x, gate);
+      Value g = linearF32(b, loc, x, gate, form);
       MLIRContext *ctx = b.getContext();
       AffineExpr t, h;
       bindDims(ctx, t, h);
@@ -371,7 +453,10 @@ struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
 
 } // namespace
 
-void mlir::moe::populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerGroupedMatmul, LowerGroupedMatmulAct, LowerGroupedMatmulCombine, LowerActivation, LowerZeroCompute, LowerDenseFfn,
-               LowerDenseGates, LowerComposeExperts, LowerMergeExperts>(patterns.getContext());
+void mlir::moe::populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns,
+                                                   ContractionForm form) {
+  patterns.add<LowerActivation, LowerDenseGates, LowerComposeExperts, LowerMergeExperts>(
+      patterns.getContext());
+  patterns.add<LowerGroupedMatmul, LowerGroupedMatmulAct, LowerGroupedMatmulCombine,
+               LowerZeroCompute, LowerDenseFfn>(patterns.getContext(), form);
 }

@@ -1,6 +1,7 @@
 //===- LoweringUtils.cpp - helpers shared by the moe CPU lowerings --------===//
 
 #include "LoweringUtils.h"
+#include "moe/Conversion/ParallelLoops.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -168,7 +169,35 @@ Value lowering::combineSlots(OpBuilder &b, Location loc, Value rows, Value slotR
       });
 }
 
-Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
+void lowering::markParallel(Operation *loop) {
+  loop->setAttr(kParallelLoopAttrName, UnitAttr::get(loop->getContext()));
+}
+
+/// out[m, n] = Σ_k a[m, k] · w[n, k] as one generic: m and n parallel.
+static Value linearParallel(OpBuilder &b, Location loc, Value a, Value w) {
+  auto aType = cast<RankedTensorType>(a.getType());
+  auto wType = cast<RankedTensorType>(w.getType());
+  auto outType = RankedTensorType::get({aType.getDimSize(0), wType.getDimSize(0)}, b.getF32Type());
+  Value init = zeros(b, loc, outType, {dimsOf(b, loc, a)[0], dimsOf(b, loc, w)[0]});
+  MLIRContext *ctx = b.getContext();
+  AffineExpr m, n, k;
+  bindDims(ctx, m, n, k);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{outType}, ValueRange{a, w}, ValueRange{init},
+             ArrayRef<AffineMap>{AffineMap::get(3, 0, {m, k}, ctx), AffineMap::get(3, 0, {n, k}, ctx),
+                                 AffineMap::get(3, 0, {m, n}, ctx)},
+             {utils::IteratorType::parallel, utils::IteratorType::parallel,
+              utils::IteratorType::reduction},
+             [&](OpBuilder &nb, Location nl, ValueRange args) {
+               Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, args[0]), toF32(nb, nl, args[1]));
+               linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, args[2], prod)});
+             })
+      .getResult(0);
+}
+
+Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form) {
+  if (form == ContractionForm::Parallel)
+    return linearParallel(b, loc, a, w);
   // Register-blocked loops rather than a linalg.generic: eight rows of `a`
   // share every load of `w`, the accumulators live in registers (scf.for iter_args),
   // and the k-sums may be reassociated so LLVM vectorizes them. The order is
@@ -210,6 +239,7 @@ Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
           }
           scf::YieldOp::create(cb, cl, result);
         });
+    markParallel(cols);
     return cols.getResult(0);
   };
 
@@ -225,6 +255,7 @@ Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w) {
                                    [&](OpBuilder &nb, Location nl, Value row, ValueRange acc) {
                                      scf::YieldOp::create(nb, nl, block(nb, nl, row, rows, acc[0]));
                                    });
+    markParallel(loop);
     out = loop.getResult(0);
     done = end;
   }

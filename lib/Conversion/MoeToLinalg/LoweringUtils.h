@@ -13,9 +13,19 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Value.h"
+#include "moe/Conversion/MoeToLinalg.h"
+
+#include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 
 namespace mlir::moe::lowering {
+
+/// A lowering pattern whose op contains a contraction: it carries the form.
+template <typename OpTy> struct ContractionPattern : OpRewritePattern<OpTy> {
+  ContractionPattern(MLIRContext *ctx, ContractionForm form)
+      : OpRewritePattern<OpTy>(ctx), form(form) {}
+  ContractionForm form;
+};
 
 //===--- Scalars ---------------------------------------------------------===//
 
@@ -47,7 +57,10 @@ Value filled(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dims,
 /// Elementwise conversion of an f32 tensor to `elementType`.
 Value castElements(OpBuilder &b, Location loc, Value tensor, Type elementType);
 /// out[m, n] = Σ_k a[m, k] · w[n, k], accumulated in f32 (an nn.Linear).
-Value linearF32(OpBuilder &b, Location loc, Value a, Value w);
+Value linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form);
+/// Marks an scf.for whose iterations write disjoint elements, so the GPU
+/// pipeline may run them in parallel (see moe/Conversion/ParallelLoops.h).
+void markParallel(Operation *loop);
 /// `value` as `type`: elements converted (f32 <-> bf16/f16) and sizes
 /// cast between static and dynamic.
 Value castToType(OpBuilder &b, Location loc, Value value, Type type);

@@ -39,6 +39,8 @@ struct InlineFusedRouting : OpRewritePattern<FusedRoutingOp> {
 
 struct ConvertMoeToLinalgPass
     : mlir::moe::impl::ConvertMoeToLinalgBase<ConvertMoeToLinalgPass> {
+  using ConvertMoeToLinalgBase::ConvertMoeToLinalgBase;
+
   void runOnOperation() override {
     MLIRContext *ctx = &getContext();
     // Layers first: their decomposition is what they mean. Fusion groups
@@ -52,9 +54,11 @@ struct ConvertMoeToLinalgPass
       return signalPassFailure();
 
     RewritePatternSet patterns(ctx);
-    populateMoeRoutingToLinalgPatterns(patterns);
+    ContractionForm form =
+        parallelContractions ? ContractionForm::Parallel : ContractionForm::RegisterBlocked;
+    populateMoeRoutingToLinalgPatterns(patterns, form);
     populateMoeDispatchToLinalgPatterns(patterns);
-    populateMoeExpertsToLinalgPatterns(patterns);
+    populateMoeExpertsToLinalgPatterns(patterns, form);
     ConversionTarget target(*ctx);
     target.addIllegalDialect<MoeDialect>();
     target.addLegalDialect<arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,

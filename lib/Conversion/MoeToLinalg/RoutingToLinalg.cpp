@@ -33,6 +33,8 @@ SmallVector<Value> forEachToken(
                                  state, [&](OpBuilder &nb, Location nl, Value t, ValueRange iter) {
                                    scf::YieldOp::create(nb, nl, body(nb, nl, t, iter));
                                  });
+  // Every caller's body writes only row t of its state.
+  markParallel(loop);
   return llvm::to_vector_of<Value>(loop.getResults());
 }
 
@@ -130,27 +132,27 @@ struct LowerExpandGroups : OpRewritePattern<ExpandGroupsOp> {
   }
 };
 
-struct LowerRouter : OpRewritePattern<RouterOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerRouter : ContractionPattern<RouterOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(RouterOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     Value input = op.getX();
     if (Value hidden = op.getHidden())
-      input = mapF32(b, loc, linearF32(b, loc, input, hidden),
+      input = mapF32(b, loc, linearF32(b, loc, input, hidden, form),
                      [](OpBuilder &nb, Location nl, Value v) {
                        return math::TanhOp::create(nb, nl, v).getResult();
                      });
-    Value logits = linearF32(b, loc, input, op.getWeight());
+    Value logits = linearF32(b, loc, input, op.getWeight(), form);
     b.replaceOp(op, castToType(b, loc, logits, op.getType()));
     return success();
   }
 };
 
-struct LowerGatingResidual : OpRewritePattern<GatingResidualOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerGatingResidual : ContractionPattern<GatingResidualOp> {
+  using ContractionPattern::ContractionPattern;
   LogicalResult matchAndRewrite(GatingResidualOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
-    Value residual = castToType(b, loc, linearF32(b, loc, op.getPrev(), op.getWeight()),
+    Value residual = castToType(b, loc, linearF32(b, loc, op.getPrev(), op.getWeight(), form),
                             op.getLogits().getType());
     Value sum = arith::AddFOp::create(b, loc, op.getLogits(), residual);
     b.replaceOp(op, castToType(b, loc, sum, op.getType()));
@@ -411,6 +413,7 @@ struct LowerExpertChoice : OpRewritePattern<ExpertChoiceOp> {
               });
           scf::YieldOp::create(nb, nl, next);
         });
+    markParallel(perExpert); // expert e writes column e only
     Value picked = perExpert.getResult(0);
 
     std::optional<uint64_t> tokenK = op.getTokenK();
@@ -574,7 +577,9 @@ struct LowerRenormalize : OpRewritePattern<RenormalizeOp> {
 
 } // namespace
 
-void mlir::moe::populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerGroupMean, LowerExpandGroups, LowerRouter, LowerGatingResidual, LowerScore, LowerTopK, LowerThreshold,
+void mlir::moe::populateMoeRoutingToLinalgPatterns(RewritePatternSet &patterns,
+                                                   ContractionForm form) {
+  patterns.add<LowerGroupMean, LowerExpandGroups, LowerScore, LowerTopK, LowerThreshold,
                LowerExpertChoice, LowerRenormalize>(patterns.getContext());
+  patterns.add<LowerRouter, LowerGatingResidual>(patterns.getContext(), form);
 }

@@ -1,0 +1,311 @@
+//===- MapToGPU.cpp - place the computations of a host function on the GPU -===//
+//
+// After bufferization a host function mixes three kinds of operations:
+// buffer management and size arithmetic (stays on the host), parallel loops
+// (one kernel each, a thread per iteration) and everything else that touches
+// memory (a single-thread kernel). The program's buffers live in device
+// memory, so nothing that reads or writes them may stay on the host.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CopyAsLoop.h"
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEMAPTOGPU
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+
+namespace {
+
+/// Operations that touch no program memory: they may run on the host.
+bool runsOnHost(Operation *op) {
+  if (op->hasTrait<OpTrait::IsTerminator>())
+    return true;
+  if (isa<memref::AllocOp, memref::DeallocOp, memref::CopyOp, memref::GetGlobalOp,
+          memref::SubViewOp, memref::ExpandShapeOp, memref::CollapseShapeOp,
+          memref::ReinterpretCastOp, memref::CastOp, memref::DimOp>(op))
+    return true;
+  // Scalar arithmetic (sizes, offsets): no regions, no memory effects.
+  return op->getNumRegions() == 0 && isMemoryEffectFree(op) &&
+         llvm::none_of(op->getResultTypes(), llvm::IsaPred<BaseMemRefType>);
+}
+
+/// Host operations whose place in the order matters.
+bool isOrdered(Operation *op) { return isa<memref::CopyOp, memref::DeallocOp>(op); }
+
+/// A sequential loop that stays on the host and launches kernels each
+/// iteration: no results, and parallel work directly in its body (a loop of
+/// scalar work runs better as one single-thread kernel than as a launch per
+/// iteration).
+bool isHostLoop(Operation *op) {
+  auto loop = dyn_cast<scf::ForOp>(op);
+  return loop && loop.getNumResults() == 0 &&
+         llvm::any_of(loop.getBody()->getOperations(), llvm::IsaPred<scf::ParallelOp>);
+}
+
+Value ceilDiv(OpBuilder &b, Location loc, Value a, Value d) {
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  Value sum = arith::AddIOp::create(b, loc, a, arith::SubIOp::create(b, loc, d, one));
+  return arith::DivUIOp::create(b, loc, sum, d);
+}
+
+gpu::LaunchOp createLaunch(OpBuilder &b, Location loc, Value blocks, Value threads) {
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  auto launch = gpu::LaunchOp::create(b, loc, blocks, one, one, threads, one, one);
+  Block &body = launch.getBody().front();
+  if (body.empty() || !body.back().hasTrait<OpTrait::IsTerminator>()) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(&body);
+    gpu::TerminatorOp::create(b, loc);
+  }
+  return launch;
+}
+
+/// One kernel for `loop`: thread i of the flattened iteration space runs
+/// iteration i (innermost dimension fastest).
+void launchParallel(scf::ParallelOp loop, int64_t blockSize) {
+  Location loc = loop.getLoc();
+  OpBuilder b(loop);
+  SmallVector<Value> counts;
+  Value total = arith::ConstantIndexOp::create(b, loc, 1);
+  for (auto [lb, ub, step] : llvm::zip(loop.getLowerBound(), loop.getUpperBound(), loop.getStep())) {
+    Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, ub, lb),
+                                        arith::ConstantIndexOp::create(b, loc, 0));
+    counts.push_back(ceilDiv(b, loc, span, step));
+    total = arith::MulIOp::create(b, loc, total, counts.back());
+  }
+  Value threads = arith::ConstantIndexOp::create(b, loc, blockSize);
+  // At least one block: an empty iteration space launches threads that exit.
+  Value blocks = arith::MaxUIOp::create(b, loc, ceilDiv(b, loc, total, threads),
+                                        arith::ConstantIndexOp::create(b, loc, 1));
+  gpu::LaunchOp launch = createLaunch(b, loc, blocks, threads);
+
+  b.setInsertionPointToStart(&launch.getBody().front());
+  Value id = arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, launch.getBlockIds().x, threads), launch.getThreadIds().x);
+  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, id, total);
+  auto guard = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
+  b.setInsertionPointToStart(&guard.getThenRegion().front());
+  IRMapping map;
+  Value rest = id;
+  for (int64_t d = static_cast<int64_t>(counts.size()) - 1; d >= 0; --d) {
+    Value index = arith::RemUIOp::create(b, loc, rest, counts[d]);
+    rest = arith::DivUIOp::create(b, loc, rest, counts[d]);
+    Value iv = arith::AddIOp::create(b, loc, loop.getLowerBound()[d],
+                                     arith::MulIOp::create(b, loc, index, loop.getStep()[d]));
+    map.map(loop.getInductionVars()[d], iv);
+  }
+  for (Operation &op : loop.getBody()->without_terminator())
+    b.clone(op, map);
+  loop.erase();
+}
+
+/// One single-thread kernel running `ops` in order.
+void launchSerial(ArrayRef<Operation *> ops) {
+  Location loc = ops.front()->getLoc();
+  OpBuilder b(ops.front());
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  gpu::LaunchOp launch = createLaunch(b, loc, one, one);
+  Block &body = launch.getBody().front();
+  for (Operation *op : ops)
+    op->moveBefore(body.getTerminator());
+}
+
+/// Inside kernels: scratch buffers live on the thread's stack, constant
+/// globals are read from the device module's copy.
+LogicalResult fixKernelBody(gpu::LaunchOp launch) {
+  bool failed = false;
+  launch.walk([&](memref::AllocOp alloc) {
+    if (!alloc.getType().hasStaticShape()) {
+      alloc.emitOpError("of dynamic size inside a GPU kernel is not supported");
+      failed = true;
+      return;
+    }
+    OpBuilder b(alloc);
+    auto alloca = memref::AllocaOp::create(b, alloc.getLoc(), alloc.getType(), ValueRange{},
+                                           alloc.getAlignmentAttr());
+    alloc.replaceAllUsesWith(alloca.getResult());
+    alloc.erase();
+  });
+  launch.walk([&](memref::DeallocOp dealloc) { dealloc.erase(); });
+  // A copy that had to join a kernel: a loop of loads and stores.
+  SmallVector<memref::CopyOp> copies;
+  launch.walk([&](memref::CopyOp copy) { copies.push_back(copy); });
+  for (memref::CopyOp copy : copies)
+    moe::copyAsLoop(copy);
+  // Globals used inside: a copy of memref.get_global at the kernel's start.
+  Block &body = launch.getBody().front();
+  launch.walk([&](Operation *op) {
+    for (OpOperand &use : op->getOpOperands()) {
+      auto global = use.get().getDefiningOp<memref::GetGlobalOp>();
+      if (!global || launch->isAncestor(global))
+        continue;
+      OpBuilder b(&body, body.begin());
+      use.set(b.clone(*global)->getResult(0));
+    }
+  });
+  return failure(failed);
+}
+
+/// Maps the operations of `block` (a function body or a host loop's body).
+class BlockMapper {
+public:
+  explicit BlockMapper(int64_t blockSize) : blockSize(blockSize) {}
+
+  LogicalResult map(Block &block) {
+    // Device operations: those that touch memory, and everything computed
+    // from their results. A host loop is mapped recursively.
+    llvm::DenseSet<Operation *> device;
+    SmallVector<scf::ForOp> hostLoops;
+    for (Operation &op : block) {
+      bool usesDevice = llvm::any_of(op.getOperands(), [&](Value v) {
+        Operation *def = v.getDefiningOp();
+        return def && device.contains(def);
+      });
+      if (!usesDevice && isHostLoop(&op))
+        hostLoops.push_back(cast<scf::ForOp>(op));
+      else if (usesDevice || !runsOnHost(&op))
+        device.insert(&op);
+    }
+    for (Operation &op : block)
+      if (op.hasTrait<OpTrait::IsTerminator>() && device.contains(&op))
+        return op.emitOpError("returns a value computed on the GPU; return buffers instead "
+                              "(buffer-results-to-out-params)");
+
+    SmallVector<SmallVector<Operation *>> kernels;
+    if (failed(groupKernels(block, device, kernels)))
+      return failure();
+    for (ArrayRef<Operation *> ops : kernels) {
+      // A loop with reductions runs in one thread: its result is one value.
+      auto loop = dyn_cast<scf::ParallelOp>(ops.front());
+      if (ops.size() == 1 && loop && loop.getInitVals().empty())
+        launchParallel(loop, blockSize);
+      else
+        launchSerial(ops);
+    }
+    for (Operation &op : block)
+      if (auto launch = dyn_cast<gpu::LaunchOp>(op))
+        if (failed(fixKernelBody(launch)))
+          return failure();
+    for (scf::ForOp loop : hostLoops)
+      if (failed(map(*loop.getBody())))
+        return failure();
+    return placeBuffers(block);
+  }
+
+private:
+  /// Kernels: maximal runs of device operations closed under SSA uses.
+  /// Host operations inside a run move before it; ordered ones (copies,
+  /// deallocations) join it.
+  LogicalResult groupKernels(Block &block, llvm::DenseSet<Operation *> &device,
+                             SmallVector<SmallVector<Operation *>> &kernels) {
+    for (Operation *op = &block.front(); op;) {
+      if (!device.contains(op)) {
+        op = op->getNextNode();
+        continue;
+      }
+      SmallVector<Operation *> members = {op};
+      SmallVector<Operation *> hostInRange;
+      Operation *last = op;
+      auto extendTo = [&](Operation *member) {
+        for (Value result : member->getResults())
+          for (Operation *user : result.getUsers()) {
+            Operation *top = block.findAncestorOpInBlock(*user);
+            if (top && last->isBeforeInBlock(top))
+              last = top;
+          }
+      };
+      extendTo(op);
+      Operation *cursor = op->getNextNode();
+      while (cursor && (cursor == last || cursor->isBeforeInBlock(last))) {
+        if (device.contains(cursor) || isOrdered(cursor)) {
+          members.push_back(cursor);
+          extendTo(cursor);
+        } else {
+          hostInRange.push_back(cursor);
+        }
+        cursor = cursor->getNextNode();
+      }
+      for (Operation *host : hostInRange) {
+        if (host->hasTrait<OpTrait::IsTerminator>())
+          return host->emitOpError("uses a value computed on the GPU");
+        host->moveBefore(op);
+      }
+      kernels.push_back(std::move(members));
+      op = cursor;
+    }
+    return success();
+  }
+
+  /// Host buffers become device buffers, freed at the end of the block;
+  /// host copies become device memcpys.
+  LogicalResult placeBuffers(Block &block) {
+    SmallVector<Value> toFree;
+    for (Operation &op : llvm::make_early_inc_range(block)) {
+      OpBuilder b(&op);
+      if (auto alloc = dyn_cast<memref::AllocOp>(op)) {
+        auto gpuAlloc = gpu::AllocOp::create(b, alloc.getLoc(), alloc.getType(), Type(), ValueRange{},
+                                             alloc.getDynamicSizes(), alloc.getSymbolOperands(),
+                                             /*hostShared=*/false);
+        alloc.replaceAllUsesWith(gpuAlloc.getMemref());
+        alloc.erase();
+        toFree.push_back(gpuAlloc.getMemref());
+      } else if (auto dealloc = dyn_cast<memref::DeallocOp>(op)) {
+        gpu::DeallocOp::create(b, dealloc.getLoc(), Type(), ValueRange{}, dealloc.getMemref());
+        llvm::erase(toFree, dealloc.getMemref());
+        dealloc.erase();
+      } else if (auto copy = dyn_cast<memref::CopyOp>(op)) {
+        auto isContiguous = [](Value v) {
+          return cast<MemRefType>(v.getType()).getLayout().isIdentity();
+        };
+        if (!isContiguous(copy.getSource()) || !isContiguous(copy.getTarget()))
+          return copy.emitOpError("between strided buffers cannot be a GPU memcpy (run "
+                                  "moe-parallelize-loops first)");
+        gpu::MemcpyOp::create(b, copy.getLoc(), Type(), ValueRange{}, copy.getTarget(),
+                              copy.getSource());
+        copy.erase();
+      }
+    }
+    Operation *terminator = block.getTerminator();
+    OpBuilder b(terminator);
+    for (Value buffer : toFree)
+      if (!llvm::is_contained(terminator->getOperands(), buffer))
+        gpu::DeallocOp::create(b, terminator->getLoc(), Type(), ValueRange{}, buffer);
+    return success();
+  }
+
+  int64_t blockSize;
+};
+
+struct MoeMapToGPUPass : mlir::moe::impl::MoeMapToGPUBase<MoeMapToGPUPass> {
+  using MoeMapToGPUBase::MoeMapToGPUBase;
+
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    if (func.isExternal())
+      return;
+    if (blockSize <= 0 || blockSize > 1024) {
+      func.emitError("moe-map-to-gpu: block-size must be in [1, 1024], got ")
+          << static_cast<int64_t>(blockSize);
+      return signalPassFailure();
+    }
+    if (func.getBody().getBlocks().size() != 1) {
+      func.emitError("moe-map-to-gpu: expected a single-block function (run before scf-to-cf)");
+      return signalPassFailure();
+    }
+    if (failed(BlockMapper(blockSize).map(func.getBody().front())))
+      signalPassFailure();
+  }
+};
+} // namespace

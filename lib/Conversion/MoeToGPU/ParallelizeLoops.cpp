@@ -1,0 +1,121 @@
+//===- ParallelizeLoops.cpp - marked scf.for loops to scf.parallel --------===//
+//
+// convert-moe-to-linalg marks the loops whose iterations write disjoint
+// elements (moe/Conversion/ParallelLoops.h). After bufferization such a loop
+// either updates buffers in place (no results left: safe to run in parallel)
+// or was bufferized out of place (it still yields buffers: left sequential).
+// Copies that cannot become a device memcpy become parallel copy loops.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CopyAsLoop.h"
+#include "moe/Conversion/ParallelLoops.h"
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/IRMapping.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOEPARALLELIZELOOPS
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+
+namespace {
+
+/// The marked loop as an scf.parallel with the same body.
+void convertToParallel(scf::ForOp loop) {
+  OpBuilder b(loop);
+  auto parallel = scf::ParallelOp::create(b, loop.getLoc(), ValueRange{loop.getLowerBound()},
+                                          ValueRange{loop.getUpperBound()},
+                                          ValueRange{loop.getStep()});
+  loop.getInductionVar().replaceAllUsesWith(parallel.getInductionVars()[0]);
+  Block &from = *loop.getBody();
+  from.getTerminator()->erase();
+  Block &to = *parallel.getBody();
+  to.getOperations().splice(to.getTerminator()->getIterator(), from.getOperations());
+  loop.erase();
+}
+
+/// True when `value` is defined outside `op` (so it may bound a loop that
+/// replaces `op`).
+bool definedOutside(Value value, Operation *op) {
+  return !op->isAncestor(value.getParentBlock()->getParentOp());
+}
+
+/// Merges `outer` with the parallel loop its body consists of, when that
+/// loop's bounds do not depend on `outer`. Returns the merged loop or null.
+scf::ParallelOp mergeWithInner(scf::ParallelOp outer) {
+  Block &body = *outer.getBody();
+  if (!outer.getInitVals().empty() || body.getOperations().size() != 2)
+    return nullptr;
+  auto inner = dyn_cast<scf::ParallelOp>(body.front());
+  if (!inner || !inner.getInitVals().empty())
+    return nullptr;
+  for (Value bound : inner->getOperands())
+    if (!definedOutside(bound, outer))
+      return nullptr;
+  SmallVector<Value> lbs = llvm::to_vector(outer.getLowerBound());
+  SmallVector<Value> ubs = llvm::to_vector(outer.getUpperBound());
+  SmallVector<Value> steps = llvm::to_vector(outer.getStep());
+  llvm::append_range(lbs, inner.getLowerBound());
+  llvm::append_range(ubs, inner.getUpperBound());
+  llvm::append_range(steps, inner.getStep());
+  OpBuilder b(outer);
+  auto merged = scf::ParallelOp::create(b, outer.getLoc(), ValueRange(lbs), ValueRange(ubs),
+                                        ValueRange(steps));
+  Block &mergedBody = *merged.getBody();
+  unsigned outerLoops = outer.getNumLoops();
+  for (unsigned d = 0; d < outerLoops; ++d)
+    outer.getBody()->getArgument(d).replaceAllUsesWith(mergedBody.getArgument(d));
+  for (unsigned d = 0, e = inner.getNumLoops(); d < e; ++d)
+    inner.getBody()->getArgument(d).replaceAllUsesWith(mergedBody.getArgument(outerLoops + d));
+  Block &innerBody = *inner.getBody();
+  innerBody.getTerminator()->erase();
+  mergedBody.getOperations().splice(mergedBody.getTerminator()->getIterator(),
+                                    innerBody.getOperations());
+  outer.erase();
+  return merged;
+}
+
+bool hasIdentityLayout(Value memref) {
+  return cast<MemRefType>(memref.getType()).getLayout().isIdentity();
+}
+
+struct MoeParallelizeLoopsPass
+    : mlir::moe::impl::MoeParallelizeLoopsBase<MoeParallelizeLoopsPass> {
+  void runOnOperation() override {
+    // Post-order: inner loops convert before the loops around them.
+    SmallVector<scf::ForOp> marked;
+    getOperation().walk([&](scf::ForOp loop) {
+      if (loop->hasAttr(moe::kParallelLoopAttrName))
+        marked.push_back(loop);
+    });
+    for (scf::ForOp loop : marked) {
+      loop->removeAttr(moe::kParallelLoopAttrName);
+      if (loop.getNumResults() == 0)
+        convertToParallel(loop);
+    }
+    // Only a top-level copy between contiguous buffers can be a device memcpy.
+    func::FuncOp func = getOperation();
+    func.walk([&](memref::CopyOp copy) {
+      bool topLevel = copy->getParentOp() == func.getOperation();
+      if (!topLevel || !hasIdentityLayout(copy.getSource()) || !hasIdentityLayout(copy.getTarget()))
+        moe::copyAsLoop(copy);
+    });
+    // Outermost first: a merged loop may merge again with its new body.
+    SmallVector<scf::ParallelOp> outermost;
+    getOperation().walk<WalkOrder::PreOrder>([&](scf::ParallelOp loop) {
+      outermost.push_back(loop);
+      return WalkResult::skip();
+    });
+    for (scf::ParallelOp loop : outermost)
+      while (scf::ParallelOp merged = mergeWithInner(loop))
+        loop = merged;
+  }
+};
+} // namespace

@@ -1,0 +1,33 @@
+// The whole GPU pipeline on a Mixtral-shaped layer: every kernel becomes a
+// cubin for the chosen chip (through ptxas), the host function allocates
+// device memory and launches on one stream, results are out-parameters.
+// RUN: moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=chip=sm_90 | FileCheck %s --check-prefixes=CHECK,SM90
+// RUN: moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=chip=sm_80 | FileCheck %s --check-prefixes=CHECK,SM80
+// PTX instead of cubins (the driver JIT-compiles it); no kernel spills.
+// RUN: moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=format=isa \
+// RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_90 --no-spills | FileCheck %s --check-prefix=SPILLS
+// The full-size Mixtral-8x7B layer (bf16, dynamic tokens) after moe-optimize:
+// its fused grouped GEMM kernels (gate/up with SwiGLU, down with the combine)
+// compile without spills for both chips.
+// RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline=format=isa \
+// RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_90 --no-spills | FileCheck %s --check-prefix=SPILLS
+// RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline="format=isa chip=sm_80 features=+ptx70" \
+// RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_80 --no-spills | FileCheck %s --check-prefix=SPILLS
+// A bad chip is a located error, not a crash.
+// RUN: not moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=chip=sm_12345 2>&1 | FileCheck %s --check-prefix=BADCHIP
+
+// CHECK-LABEL: llvm.func @small(
+// CHECK: llvm.call @mgpuStreamCreate()
+// CHECK: llvm.call @mgpuMemAlloc
+// CHECK: gpu.launch_func <%{{.*}} : !llvm.ptr> @small_kernel::@small_kernel
+// CHECK: llvm.call @mgpuMemFree
+// CHECK: llvm.call @mgpuStreamSynchronize
+// CHECK: llvm.call @mgpuStreamDestroy
+// CHECK-LABEL: llvm.func @_mlir_ciface_small(
+// SM90: gpu.binary @small_kernel [#gpu.object<#nvvm.target<O = 3, chip = "sm_90", features = "+ptx80">, {{.*}}bin = "
+// SM80: gpu.binary @small_kernel [#gpu.object<#nvvm.target<O = 3, chip = "sm_80", features = "+ptx80">, {{.*}}bin = "
+// CHECK-NOT: memref.
+
+// SPILLS: kernels for sm_{{[89]}}0, 0 bytes spilled
+
+// BADCHIP: error:

@@ -1,0 +1,90 @@
+// RUN: moe-opt %s --moe-parallelize-loops --split-input-file | FileCheck %s
+
+// A marked loop updating a buffer in place becomes scf.parallel.
+// CHECK-LABEL: func.func @marked_in_place
+// CHECK: scf.parallel (%[[T:.*]]) = (%c0) to (%[[N:.*]]) step (%c1)
+// CHECK: memref.store %{{.*}}, %{{.*}}[%[[T]]]
+// CHECK-NOT: moe.parallel
+func.func @marked_in_place(%buf: memref<?xf32>, %n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %t = %c0 to %n step %c1 {
+    memref.store %v, %buf[%t] : memref<?xf32>
+  } {moe.parallel}
+  return
+}
+
+// -----
+
+// Unmarked loops stay sequential, and so does a marked loop that still
+// yields (bufferized out of place); the mark is dropped.
+// CHECK-LABEL: func.func @stays_sequential
+// CHECK-NOT: scf.parallel
+// CHECK: scf.for
+// CHECK: scf.for
+// CHECK-NOT: moe.parallel
+func.func @stays_sequential(%buf: memref<?xf32>, %n: index, %v: f32) -> f32 {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %t = %c0 to %n step %c1 {
+    memref.store %v, %buf[%t] : memref<?xf32>
+  }
+  %s = scf.for %t = %c0 to %n step %c1 iter_args(%acc = %v) -> f32 {
+    %x = memref.load %buf[%t] : memref<?xf32>
+    %y = arith.addf %acc, %x : f32
+    scf.yield %y : f32
+  } {moe.parallel}
+  return %s : f32
+}
+
+// -----
+
+// A parallel loop whose body is exactly a parallel loop with outside bounds
+// merges with it into one two-dimensional loop.
+// CHECK-LABEL: func.func @merge_nest
+// CHECK: scf.parallel (%[[I:.*]], %[[J:.*]]) = (%c0, %c0) to (%{{.*}}, %{{.*}}) step (%c1, %c1)
+// CHECK-NEXT: memref.store %{{.*}}, %{{.*}}[%[[I]], %[[J]]]
+// CHECK-NOT: scf.parallel
+func.func @merge_nest(%buf: memref<?x?xf32>, %m: index, %n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %i = %c0 to %m step %c1 {
+    scf.for %j = %c0 to %n step %c1 {
+      memref.store %v, %buf[%i, %j] : memref<?x?xf32>
+    } {moe.parallel}
+  } {moe.parallel}
+  return
+}
+
+// -----
+
+// An inner loop bounded by the outer index cannot merge: two nested loops.
+// CHECK-LABEL: func.func @triangular_not_merged
+// CHECK: scf.parallel (%[[I:.*]]) =
+// CHECK: scf.parallel (%{{.*}}) = (%c0) to (%[[I]])
+func.func @triangular_not_merged(%buf: memref<?x?xf32>, %m: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %i = %c0 to %m step %c1 {
+    scf.for %j = %c0 to %i step %c1 {
+      memref.store %v, %buf[%i, %j] : memref<?x?xf32>
+    } {moe.parallel}
+  } {moe.parallel}
+  return
+}
+
+// -----
+
+// A strided copy becomes a parallel copy loop; a contiguous top-level copy
+// stays (it becomes a device memcpy).
+// CHECK-LABEL: func.func @copies
+// CHECK: scf.parallel (%[[I:.*]], %[[J:.*]]) =
+// CHECK: %[[V:.*]] = memref.load %{{.*}}[%[[I]], %[[J]]] : memref<4x4xf32, strided<[8, 1]>>
+// CHECK: memref.store %[[V]], %{{.*}}[%[[I]], %[[J]]] : memref<4x4xf32>
+// CHECK: memref.copy %{{.*}}, %{{.*}} : memref<4x4xf32> to memref<4x4xf32>
+func.func @copies(%src: memref<4x8xf32>, %dst: memref<4x4xf32>, %dst2: memref<4x4xf32>) {
+  %sub = memref.subview %src[0, 0] [4, 4] [1, 1] : memref<4x8xf32> to memref<4x4xf32, strided<[8, 1]>>
+  memref.copy %sub, %dst : memref<4x4xf32, strided<[8, 1]>> to memref<4x4xf32>
+  memref.copy %dst, %dst2 : memref<4x4xf32> to memref<4x4xf32>
+  return
+}
