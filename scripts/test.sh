@@ -20,7 +20,7 @@ set +e
 /usr/lib/llvm-22/bin/lit -sv "$BUILD/test" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-count() { grep -E "^ *$1( Tests)?:" "$log" | grep -oE '[0-9]+' | head -1 || true; }
-passed=$(count Passed); failed=$(count Failed)
-echo "${passed:-0} passed, ${failed:-0} failed"
+count() { grep -E "^ *$1( Tests)? *:" "$log" | grep -oE '[0-9]+' | head -1 || true; }
+passed=$(count Passed); failed=$(count Failed); unsupported=$(count Unsupported)
+echo "${passed:-0} passed, ${failed:-0} failed, ${unsupported:-0} unsupported (need a GPU driver)"
 exit "$rc"

@@ -21,7 +21,7 @@ static void addUpstream(OpPassManager &pm, StringRef name, StringRef pipeline) {
     llvm::report_fatal_error(llvm::Twine(name) + ": an upstream pass is not registered");
 }
 
-void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
+void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
   pm.addPass(createMoeDecompose());
   pm.addPass(createConvertMoeToLinalg());
   // The upstream half, spelled as its textual pipeline so that the same string
@@ -30,9 +30,17 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm) {
       "func.func(llvm-request-c-wrappers),"
       "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
       "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
-      "function-boundary-type-conversion=identity-layout-map},"
+      "function-boundary-type-conversion=identity-layout-map}");
+  if (options.outParams)
+    addUpstream(pm, "moe-cpu-pipeline",
+                "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
+  addUpstream(pm, "moe-cpu-pipeline",
       "buffer-deallocation-pipeline,convert-bufferization-to-memref,"
       "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
+      // bf16 arithmetic in f32, and f32 -> bf16 as integer code: otherwise
+      // LLVM calls __truncsfbf2, which the host's C runtime may lack.
+      "func.func(arith-emulate-unsupported-floats{source-types=bf16 target-type=f32},"
+      "arith-expand{include-bf16}),"
       "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
       "convert-to-llvm,reconcile-unrealized-casts,canonicalize");
 }
@@ -94,7 +102,7 @@ void mlir::moe::registerMoePipelines() {
       "zero-computation experts, "
       "fuse the routing and the expert epilogues, fold the shared expert, canonicalize",
       buildMoeOptimizePipeline);
-  PassPipelineRegistration<>("moe-cpu-pipeline",
+  PassPipelineRegistration<MoeCpuPipelineOptions>("moe-cpu-pipeline",
                              "Lowers moe programs to the LLVM dialect for the host CPU",
                              buildMoeCpuPipeline);
   PassPipelineRegistration<MoeGpuPipelineOptions>(

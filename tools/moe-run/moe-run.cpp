@@ -7,7 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "Npy.h"
+#include "moe/Support/Npy.h"
+#include "moe/EntryFunction.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
 
@@ -246,22 +247,10 @@ int main(int argc, char **argv) {
     return 1;
 
   // The entry function and its signature.
-  func::FuncOp entry;
-  SmallVector<std::string> publicNames;
-  for (auto f : module->getOps<func::FuncOp>())
-    if (!f.isExternal() && f.isPublic())
-      publicNames.push_back(f.getName().str());
-  if (!entryName.empty()) {
-    entry = module->lookupSymbol<func::FuncOp>(entryName);
-    if (!entry || entry.isExternal())
-      return failWith("no function @" + entryName + " in " + inputFile + " (functions: " +
-                      llvm::join(publicNames, ", ") + ")");
-  } else if (publicNames.size() == 1) {
-    entry = module->lookupSymbol<func::FuncOp>(publicNames.front());
-  } else {
-    return failWith("pick the function to run with --entry (functions: " +
-                    llvm::join(publicNames, ", ") + ")");
-  }
+  std::string entryError;
+  func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, entryError);
+  if (!entry)
+    return failWith(entryError);
   std::string name = entry.getName().str();
   FunctionType signature = entry.getFunctionType();
   auto checkType = [&](Type t, StringRef what, unsigned i) -> std::optional<std::string> {
@@ -301,9 +290,9 @@ int main(int argc, char **argv) {
       args.push_back(randomArray(dtype, shape, seed * 1000003ULL + i));
       continue;
     }
-    auto array = npy::read(source);
-    if (!array)
-      return failWith(llvm::toString(array.takeError()));
+    auto array = std::make_optional<Array>();
+    if (std::string error; !npy::read(source, *array, error))
+      return failWith(error);
     if (array->type != dtype)
       return failWith("argument " + llvm::Twine(i) + " of @" + name + " is " + describeType(type) +
                       " but " + source + " holds " + npy::name(array->type) + " data (want " +
@@ -399,8 +388,8 @@ int main(int argc, char **argv) {
     if (!outputDir.empty()) {
       SmallString<128> path(outputDir);
       llvm::sys::path::append(path, "result_" + std::to_string(i) + ".npy");
-      if (llvm::Error err = npy::write(path, out))
-        return failWith(llvm::toString(std::move(err)));
+      if (std::string error; !npy::write(path.str().str(), out, error))
+        return failWith(error);
       llvm::outs() << " -> " << path;
     }
     llvm::outs() << "\n";
@@ -410,8 +399,8 @@ int main(int argc, char **argv) {
     for (auto [i, a] : llvm::enumerate(args)) {
       SmallString<128> path(outputDir);
       llvm::sys::path::append(path, "arg_" + std::to_string(i) + ".npy");
-      if (llvm::Error err = npy::write(path, a))
-        return failWith(llvm::toString(std::move(err)));
+      if (std::string error; !npy::write(path.str().str(), a, error))
+        return failWith(error);
     }
   return 0;
 }

@@ -46,10 +46,19 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
 /// expert, canonicalize.
 void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options);
 
+/// Options of `moe-cpu-pipeline`.
+struct MoeCpuPipelineOptions : public PassPipelineOptions<MoeCpuPipelineOptions> {
+  PassOptions::Option<bool> outParams{
+      *this, "out-params",
+      llvm::cl::desc("Results become caller-allocated out-parameters (the artifact ABI of "
+                     "moe-compile, as on the GPU) instead of returned buffers"),
+      llvm::cl::init(false)};
+};
+
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to
 /// linalg/scf, bufferize, deallocate, lower to loops and to LLVM. Functions
 /// get C interfaces so moe-run and other hosts can call them.
-void buildMoeCpuPipeline(OpPassManager &pm);
+void buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options = {});
 /// Options of `moe-gpu-pipeline`.
 struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions> {
   PassOptions::Option<std::string> chip{

@@ -1,0 +1,49 @@
+/*===- MoeRuntime.h - the run-time library of moe artifacts -------*- C -*-===//
+ *
+ * libmoe_runtime.so is the only run-time dependency of an artifact built by
+ * moe-compile. It implements:
+ *  - the mgpu* entry points that MLIR's gpu-to-llvm lowering calls (module
+ *    load, launch, stream, allocation, copies), on the CUDA driver API
+ *    loaded with dlopen("libcuda.so.1"): no CUDA toolkit, LLVM or MLIR is
+ *    needed where an artifact runs;
+ *  - memrefCopy, which CPU code lowered by MLIR calls;
+ *  - the functions below, for hosts such as moe-exec.
+ *
+ * Errors: the mgpu* functions cannot return one, so the first error is kept
+ * and every later GPU call does nothing; moeRuntimeError() reports it.
+ *===----------------------------------------------------------------------===*/
+
+#ifndef MOE_RUNTIME_MOERUNTIME_H
+#define MOE_RUNTIME_MOERUNTIME_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Loads the driver and makes device 0's primary context current. 0 on
+   success; otherwise moeRuntimeError() says why (no driver, no device). */
+int moeRuntimeInit(void);
+/* The first error seen, or NULL. */
+const char *moeRuntimeError(void);
+/* The device's name (after a successful init). */
+const char *moeRuntimeDeviceName(void);
+/* The stream every artifact launches on. */
+void *moeRuntimeStream(void);
+
+/* Device memory; 0 / NULL on error. */
+void *moeRuntimeAlloc(size_t bytes);
+void moeRuntimeFree(void *device);
+int moeRuntimeCopyToDevice(void *device, const void *host, size_t bytes);
+int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes);
+
+/* Runs fn(context) between two events on the runtime's stream and gives
+   the elapsed milliseconds. 0 on success. */
+int moeRuntimeTime(void (*fn)(void *), void *context, float *milliseconds);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOE_RUNTIME_MOERUNTIME_H */

@@ -1,0 +1,48 @@
+//===- Npy.h - reading and writing NumPy .npy arrays ------------*- C++ -*-===//
+//
+// The .npy format (version 1.0 and 2.0), little-endian, C order. Element
+// types: f64 '<f8', f32 '<f4', f16 '<f2', bf16 stored as its bit pattern
+// '<u2' (NumPy has no bfloat16), i64 '<i8', i32 '<i4'.
+//
+// Standard C++ only: moe-run (with MLIR) and moe-exec (without) share it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_SUPPORT_NPY_H
+#define MOE_SUPPORT_NPY_H
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace npy {
+
+enum class DType { f64, f32, f16, bf16, i64, i32 };
+
+/// Bytes per element, the .npy descr ("<f4") and a readable name of a type.
+size_t elementSize(DType type);
+std::string descr(DType type);
+std::string name(DType type);
+/// The type named as MLIR spells it (f32, bf16, i32, ...).
+std::optional<DType> fromMlirName(const std::string &name);
+
+struct Array {
+  DType type = DType::f32;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> data; // C order, little-endian
+
+  int64_t numElements() const;
+};
+
+/// Reads `path` into `array`; on failure `error` names the file and what is
+/// wrong with it.
+bool read(const std::string &path, Array &array, std::string &error);
+bool write(const std::string &path, const Array &array, std::string &error);
+
+/// Formats a shape as [2, 3, 4].
+std::string shapeString(const std::vector<int64_t> &shape);
+
+} // namespace npy
+
+#endif // MOE_SUPPORT_NPY_H

@@ -1,0 +1,55 @@
+//===- CpuRuntime.cpp - what MLIR-lowered CPU code calls ------------------===//
+//
+// The CPU pipeline lowers copies between strided buffers to a call of
+// memrefCopy(elementSize, source, target) on unranked descriptors; MLIR's
+// libmlir_c_runner_utils provides it for the JIT, this library for artifacts.
+//
+//===----------------------------------------------------------------------===//
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+/// A ranked memref descriptor: {allocated, aligned, offset, sizes[rank], strides[rank]}.
+struct Ranked {
+  char *allocated;
+  char *aligned;
+  int64_t offset;
+  int64_t sizesAndStrides[];
+};
+struct Unranked {
+  int64_t rank;
+  Ranked *descriptor;
+};
+} // namespace
+
+extern "C" void memrefCopy(int64_t elementSize, Unranked *source, Unranked *target) {
+  int64_t rank = source->rank;
+  const Ranked *src = source->descriptor, *dst = target->descriptor;
+  const int64_t *sizes = src->sizesAndStrides, *srcStrides = src->sizesAndStrides + rank;
+  const int64_t *dstStrides = dst->sizesAndStrides + rank;
+  for (int64_t d = 0; d < rank; ++d)
+    if (sizes[d] == 0)
+      return;
+  // Walk every index in C order with an odometer.
+  std::vector<int64_t> index(rank, 0);
+  int64_t srcOffset = src->offset, dstOffset = dst->offset;
+  while (true) {
+    std::memcpy(dst->aligned + dstOffset * elementSize, src->aligned + srcOffset * elementSize,
+                elementSize);
+    int64_t d = rank - 1;
+    for (; d >= 0; --d) {
+      ++index[d];
+      srcOffset += srcStrides[d];
+      dstOffset += dstStrides[d];
+      if (index[d] < sizes[d])
+        break;
+      srcOffset -= srcStrides[d] * sizes[d];
+      dstOffset -= dstStrides[d] * sizes[d];
+      index[d] = 0;
+    }
+    if (d < 0)
+      return;
+  }
+}

@@ -1,0 +1,344 @@
+//===- CudaRuntime.cpp - mgpu* entry points on the CUDA driver API --------===//
+//
+// The driver is loaded with dlopen, and only the handful of functions below
+// are looked up, so this library builds and loads on machines without CUDA;
+// calling into it there gives a clear error instead.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Runtime/MoeRuntime.h"
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <mutex>
+#include <string>
+
+namespace {
+
+// The driver API's types, as the driver's ABI defines them.
+using CUresult = int;
+using CUdevice = int;
+using CUcontext = void *;
+using CUmodule = void *;
+using CUfunction = void *;
+using CUstream = void *;
+using CUevent = void *;
+using CUdeviceptr = uint64_t;
+
+struct Driver {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDeviceGetCount)(int *);
+  CUresult (*cuDeviceGet)(CUdevice *, int);
+  CUresult (*cuDeviceGetName)(char *, int, CUdevice);
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuGetErrorName)(CUresult, const char **);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
+  CUresult (*cuModuleLoadData)(CUmodule *, const void *);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuModuleGetFunction)(CUfunction *, CUmodule, const char *);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, CUstream, void **, void **);
+  CUresult (*cuStreamCreate)(CUstream *, unsigned);
+  CUresult (*cuStreamSynchronize)(CUstream);
+  CUresult (*cuStreamWaitEvent)(CUstream, CUevent, unsigned);
+  CUresult (*cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
+  CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
+  CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
+  CUresult (*cuMemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
+  CUresult (*cuMemsetD16Async)(CUdeviceptr, unsigned short, size_t, CUstream);
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
+  CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
+  CUresult (*cuEventCreate)(CUevent *, unsigned);
+  CUresult (*cuEventDestroy)(CUevent);
+  CUresult (*cuEventRecord)(CUevent, CUstream);
+  CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+};
+
+struct Runtime {
+  std::mutex mutex;
+  bool tried = false;
+  bool ready = false;
+  std::string error;
+  std::string deviceName;
+  Driver driver{};
+  CUstream stream = nullptr;
+};
+
+Runtime &runtime() {
+  static Runtime instance;
+  return instance;
+}
+
+void setError(const std::string &message) {
+  Runtime &rt = runtime();
+  if (rt.error.empty()) {
+    rt.error = message;
+    std::fprintf(stderr, "moe runtime: %s\n", message.c_str());
+  }
+}
+
+/// Checks a driver call; on failure keeps the first error. True if it succeeded.
+bool check(CUresult result, const char *what) {
+  if (result == 0)
+    return true;
+  Driver &d = runtime().driver;
+  const char *name = "unknown", *text = "";
+  if (d.cuGetErrorName)
+    d.cuGetErrorName(result, &name);
+  if (d.cuGetErrorString)
+    d.cuGetErrorString(result, &text);
+  setError(std::string(what) + " failed: " + name + " (" + text + ")");
+  return false;
+}
+
+template <typename Fn> bool lookup(void *library, Fn &fn, const char *name, const char *fallback = nullptr) {
+  void *symbol = dlsym(library, name);
+  if (!symbol && fallback)
+    symbol = dlsym(library, fallback);
+  fn = reinterpret_cast<Fn>(symbol);
+  if (!symbol)
+    setError(std::string("the CUDA driver has no ") + name);
+  return symbol != nullptr;
+}
+
+bool loadDriver(Driver &d) {
+  void *library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!library) {
+    setError("no CUDA driver: libcuda.so.1 cannot be loaded (this machine has no NVIDIA GPU or "
+             "driver); GPU artifacts need one");
+    return false;
+  }
+  bool ok = true;
+  ok &= lookup(library, d.cuGetErrorName, "cuGetErrorName");
+  ok &= lookup(library, d.cuGetErrorString, "cuGetErrorString");
+  ok &= lookup(library, d.cuInit, "cuInit");
+  ok &= lookup(library, d.cuDeviceGetCount, "cuDeviceGetCount");
+  ok &= lookup(library, d.cuDeviceGet, "cuDeviceGet");
+  ok &= lookup(library, d.cuDeviceGetName, "cuDeviceGetName");
+  ok &= lookup(library, d.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+  ok &= lookup(library, d.cuCtxSetCurrent, "cuCtxSetCurrent");
+  ok &= lookup(library, d.cuModuleLoadData, "cuModuleLoadData");
+  ok &= lookup(library, d.cuModuleUnload, "cuModuleUnload");
+  ok &= lookup(library, d.cuModuleGetFunction, "cuModuleGetFunction");
+  ok &= lookup(library, d.cuLaunchKernel, "cuLaunchKernel");
+  ok &= lookup(library, d.cuStreamCreate, "cuStreamCreate");
+  ok &= lookup(library, d.cuStreamSynchronize, "cuStreamSynchronize");
+  ok &= lookup(library, d.cuStreamWaitEvent, "cuStreamWaitEvent");
+  ok &= lookup(library, d.cuMemAllocAsync, "cuMemAllocAsync");
+  ok &= lookup(library, d.cuMemFreeAsync, "cuMemFreeAsync");
+  ok &= lookup(library, d.cuMemcpyAsync, "cuMemcpyAsync");
+  ok &= lookup(library, d.cuMemsetD32Async, "cuMemsetD32Async");
+  ok &= lookup(library, d.cuMemsetD16Async, "cuMemsetD16Async");
+  ok &= lookup(library, d.cuMemcpyHtoD, "cuMemcpyHtoD_v2", "cuMemcpyHtoD");
+  ok &= lookup(library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", "cuMemcpyDtoH");
+  ok &= lookup(library, d.cuEventCreate, "cuEventCreate");
+  ok &= lookup(library, d.cuEventDestroy, "cuEventDestroy_v2", "cuEventDestroy");
+  ok &= lookup(library, d.cuEventRecord, "cuEventRecord");
+  ok &= lookup(library, d.cuEventSynchronize, "cuEventSynchronize");
+  ok &= lookup(library, d.cuEventElapsedTime, "cuEventElapsedTime");
+  return ok;
+}
+
+/// Initialises once; true when the GPU can be used.
+bool ensureReady() {
+  Runtime &rt = runtime();
+  std::lock_guard<std::mutex> lock(rt.mutex);
+  if (rt.tried)
+    return rt.ready;
+  rt.tried = true;
+  Driver &d = rt.driver;
+  if (!loadDriver(d) || !check(d.cuInit(0), "cuInit"))
+    return false;
+  int count = 0;
+  if (!check(d.cuDeviceGetCount(&count), "cuDeviceGetCount"))
+    return false;
+  if (count == 0) {
+    setError("the CUDA driver sees no GPU");
+    return false;
+  }
+  CUdevice device;
+  CUcontext context;
+  char name[256] = {0};
+  if (!check(d.cuDeviceGet(&device, 0), "cuDeviceGet") ||
+      !check(d.cuDeviceGetName(name, sizeof(name) - 1, device), "cuDeviceGetName") ||
+      !check(d.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain") ||
+      !check(d.cuCtxSetCurrent(context), "cuCtxSetCurrent") ||
+      !check(d.cuStreamCreate(&rt.stream, /*CU_STREAM_NON_BLOCKING=*/1), "cuStreamCreate"))
+    return false;
+  rt.deviceName = name;
+  rt.ready = true;
+  return true;
+}
+
+/// True when the GPU is ready and no error happened: later calls would only
+/// build on a failure.
+bool usable() { return ensureReady() && runtime().error.empty(); }
+
+Driver &drv() { return runtime().driver; }
+
+} // namespace
+
+//===--- Host API ----------------------------------------------------------===//
+
+extern "C" int moeRuntimeInit(void) { return usable() ? 0 : 1; }
+extern "C" const char *moeRuntimeError(void) {
+  return runtime().error.empty() ? nullptr : runtime().error.c_str();
+}
+extern "C" const char *moeRuntimeDeviceName(void) { return runtime().deviceName.c_str(); }
+extern "C" void *moeRuntimeStream(void) { return usable() ? runtime().stream : nullptr; }
+
+extern "C" void *moeRuntimeAlloc(size_t bytes) {
+  CUdeviceptr ptr = 0;
+  if (!usable() || !check(drv().cuMemAllocAsync(&ptr, bytes ? bytes : 1, runtime().stream),
+                          "cuMemAllocAsync") ||
+      !check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize"))
+    return nullptr;
+  return reinterpret_cast<void *>(ptr);
+}
+extern "C" void moeRuntimeFree(void *device) {
+  if (usable() && device) {
+    check(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(device), runtime().stream),
+          "cuMemFreeAsync");
+    check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize");
+  }
+}
+extern "C" int moeRuntimeCopyToDevice(void *device, const void *host, size_t bytes) {
+  return usable() && check(drv().cuMemcpyHtoD(reinterpret_cast<CUdeviceptr>(device), host, bytes),
+                           "cuMemcpyHtoD")
+             ? 0
+             : 1;
+}
+extern "C" int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes) {
+  return usable() && check(drv().cuMemcpyDtoH(host, reinterpret_cast<CUdeviceptr>(device), bytes),
+                           "cuMemcpyDtoH")
+             ? 0
+             : 1;
+}
+extern "C" int moeRuntimeTime(void (*fn)(void *), void *context, float *milliseconds) {
+  if (!usable())
+    return 1;
+  CUevent start = nullptr, stop = nullptr;
+  bool ok = check(drv().cuEventCreate(&start, 0), "cuEventCreate") &&
+            check(drv().cuEventCreate(&stop, 0), "cuEventCreate") &&
+            check(drv().cuEventRecord(start, runtime().stream), "cuEventRecord");
+  if (ok) {
+    fn(context);
+    ok = runtime().error.empty() && check(drv().cuEventRecord(stop, runtime().stream), "cuEventRecord") &&
+         check(drv().cuEventSynchronize(stop), "cuEventSynchronize") &&
+         check(drv().cuEventElapsedTime(milliseconds, start, stop), "cuEventElapsedTime");
+  }
+  if (start)
+    drv().cuEventDestroy(start);
+  if (stop)
+    drv().cuEventDestroy(stop);
+  return ok ? 0 : 1;
+}
+
+//===--- What MLIR's gpu-to-llvm lowering calls -----------------------------===//
+
+extern "C" void *mgpuModuleLoad(void *data, size_t /*size*/) {
+  CUmodule module = nullptr;
+  if (usable())
+    check(drv().cuModuleLoadData(&module, data), "cuModuleLoadData (loading a kernel module)");
+  return module;
+}
+// PTX (format=isa): the driver compiles it when loading.
+extern "C" void *mgpuModuleLoadJIT(void *data, int /*optLevel*/) { return mgpuModuleLoad(data, 0); }
+extern "C" void mgpuModuleUnload(void *module) {
+  // At exit the driver may already be gone; unloading is best effort.
+  if (module && runtime().ready)
+    drv().cuModuleUnload(module);
+}
+extern "C" void *mgpuModuleGetFunction(void *module, const char *name) {
+  CUfunction function = nullptr;
+  if (usable() && module)
+    check(drv().cuModuleGetFunction(&function, module, name),
+          (std::string("cuModuleGetFunction(") + name + ")").c_str());
+  return function;
+}
+extern "C" void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY, intptr_t gridZ,
+                                 intptr_t blockX, intptr_t blockY, intptr_t blockZ, int32_t smem,
+                                 void *stream, void **params, void ** /*extra*/, size_t /*count*/) {
+  if (!usable())
+    return;
+  if (!function) {
+    setError("a kernel launch found no kernel (its module did not load)");
+    return;
+  }
+  check(drv().cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
+                             stream ? stream : runtime().stream, params, nullptr),
+        "cuLaunchKernel");
+}
+// One stream for every artifact call, so that a host can time calls with
+// events on moeRuntimeStream(); "destroying" it only synchronizes.
+extern "C" void *mgpuStreamCreate() { return moeRuntimeStream(); }
+extern "C" void mgpuStreamDestroy(void *stream) {
+  if (usable() && stream)
+    check(drv().cuStreamSynchronize(stream), "cuStreamSynchronize");
+}
+extern "C" void mgpuStreamSynchronize(void *stream) {
+  if (usable() && stream)
+    check(drv().cuStreamSynchronize(stream), "cuStreamSynchronize (a kernel failed?)");
+}
+extern "C" void mgpuStreamWaitEvent(void *stream, void *event) {
+  if (usable())
+    check(drv().cuStreamWaitEvent(stream, event, 0), "cuStreamWaitEvent");
+}
+extern "C" void *mgpuEventCreate() {
+  CUevent event = nullptr;
+  if (usable())
+    check(drv().cuEventCreate(&event, /*CU_EVENT_DISABLE_TIMING=*/2), "cuEventCreate");
+  return event;
+}
+extern "C" void mgpuEventDestroy(void *event) {
+  if (usable() && event)
+    check(drv().cuEventDestroy(event), "cuEventDestroy");
+}
+extern "C" void mgpuEventSynchronize(void *event) {
+  if (usable() && event)
+    check(drv().cuEventSynchronize(event), "cuEventSynchronize");
+}
+extern "C" void mgpuEventRecord(void *event, void *stream) {
+  if (usable() && event)
+    check(drv().cuEventRecord(event, stream), "cuEventRecord");
+}
+// Stream-ordered allocation: scratch buffers come from the driver's pool, so
+// a layer call does not pay cuMemAlloc each time.
+extern "C" void *mgpuMemAlloc(uint64_t bytes, void *stream, bool /*isHostShared*/) {
+  CUdeviceptr ptr = 0;
+  if (usable())
+    check(drv().cuMemAllocAsync(&ptr, bytes ? bytes : 1, stream ? stream : runtime().stream),
+          "cuMemAllocAsync");
+  return reinterpret_cast<void *>(ptr);
+}
+extern "C" void mgpuMemFree(void *ptr, void *stream) {
+  if (usable() && ptr)
+    check(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(ptr), stream ? stream : runtime().stream),
+          "cuMemFreeAsync");
+}
+extern "C" void mgpuMemcpy(void *dst, void *src, size_t bytes, void *stream) {
+  if (usable())
+    check(drv().cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src),
+                              bytes, stream ? stream : runtime().stream),
+          "cuMemcpyAsync");
+}
+extern "C" void mgpuMemset32(void *dst, unsigned value, size_t count, void *stream) {
+  if (usable())
+    check(drv().cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), value, count,
+                                 stream ? stream : runtime().stream),
+          "cuMemsetD32Async");
+}
+extern "C" void mgpuMemset16(void *dst, unsigned short value, size_t count, void *stream) {
+  if (usable())
+    check(drv().cuMemsetD16Async(reinterpret_cast<CUdeviceptr>(dst), value, count,
+                                 stream ? stream : runtime().stream),
+          "cuMemsetD16Async");
+}
+extern "C" void mgpuSetDefaultDevice(int32_t device) {
+  if (device != 0)
+    setError("only device 0 is supported");
+}

@@ -1,0 +1,196 @@
+//===- Npy.cpp - reading and writing NumPy .npy arrays --------------------===//
+
+#include "moe/Support/Npy.h"
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+using namespace npy;
+
+size_t npy::elementSize(DType type) {
+  switch (type) {
+  case DType::f64:
+  case DType::i64:
+    return 8;
+  case DType::f32:
+  case DType::i32:
+    return 4;
+  case DType::f16:
+  case DType::bf16:
+    return 2;
+  }
+  return 0;
+}
+
+std::string npy::descr(DType type) {
+  switch (type) {
+  case DType::f64: return "<f8";
+  case DType::f32: return "<f4";
+  case DType::f16: return "<f2";
+  case DType::bf16: return "<u2";
+  case DType::i64: return "<i8";
+  case DType::i32: return "<i4";
+  }
+  return "";
+}
+
+std::string npy::name(DType type) {
+  switch (type) {
+  case DType::f64: return "f64";
+  case DType::f32: return "f32";
+  case DType::f16: return "f16";
+  case DType::bf16: return "bf16 (uint16 bits)";
+  case DType::i64: return "i64";
+  case DType::i32: return "i32";
+  }
+  return "";
+}
+
+std::optional<DType> npy::fromMlirName(const std::string &name) {
+  if (name == "f64") return DType::f64;
+  if (name == "f32") return DType::f32;
+  if (name == "f16") return DType::f16;
+  if (name == "bf16") return DType::bf16;
+  if (name == "i64") return DType::i64;
+  if (name == "i32") return DType::i32;
+  return std::nullopt;
+}
+
+int64_t Array::numElements() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+std::string npy::shapeString(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+static bool fail(const std::string &path, const std::string &what, std::string &error) {
+  error = path + ": " + what;
+  return false;
+}
+
+static std::string trim(const std::string &s, const char *chars = " \t\n") {
+  size_t b = s.find_first_not_of(chars), e = s.find_last_not_of(chars);
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+/// The value of `'key': value` in the header dict, up to the next top-level comma.
+static std::optional<std::string> headerField(const std::string &header, const std::string &key) {
+  size_t at = header.find("'" + key + "'");
+  if (at == std::string::npos)
+    return std::nullopt;
+  size_t colon = header.find_first_not_of(" ", at + key.size() + 2);
+  if (colon == std::string::npos || header[colon] != ':')
+    return std::nullopt;
+  size_t start = header.find_first_not_of(" ", colon + 1);
+  if (start == std::string::npos)
+    return std::nullopt;
+  if (header[start] == '(') { // shape tuple
+    size_t close = header.find(')', start);
+    if (close == std::string::npos)
+      return std::nullopt;
+    return header.substr(start + 1, close - start - 1);
+  }
+  size_t end = header.find_first_of(",}", start);
+  return trim(header.substr(start, end == std::string::npos ? std::string::npos : end - start));
+}
+
+bool npy::read(const std::string &path, Array &array, std::string &error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return fail(path, std::string("cannot open: ") + std::strerror(errno), error);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
+    return fail(path, "not a .npy file (missing the \\x93NUMPY magic)", error);
+  uint8_t major = bytes[6];
+  size_t headerLen, headerStart;
+  if (major == 1) {
+    headerLen = uint8_t(bytes[8]) | (uint8_t(bytes[9]) << 8);
+    headerStart = 10;
+  } else if (major == 2 || major == 3) {
+    if (bytes.size() < 12)
+      return fail(path, "truncated header", error);
+    headerLen = uint32_t(uint8_t(bytes[8])) | (uint32_t(uint8_t(bytes[9])) << 8) |
+                (uint32_t(uint8_t(bytes[10])) << 16) | (uint32_t(uint8_t(bytes[11])) << 24);
+    headerStart = 12;
+  } else {
+    return fail(path, "unsupported .npy version " + std::to_string(int(major)), error);
+  }
+  if (bytes.size() < headerStart + headerLen)
+    return fail(path, "truncated header", error);
+  std::string header = bytes.substr(headerStart, headerLen);
+
+  array = Array();
+  std::optional<std::string> d = headerField(header, "descr");
+  if (!d)
+    return fail(path, "header has no 'descr'", error);
+  std::string descrText = trim(*d, "'\" ");
+  bool known = false;
+  for (DType t : {DType::f64, DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32})
+    if (descrText == descr(t)) {
+      array.type = t;
+      known = true;
+    }
+  if (!known)
+    return fail(path, "unsupported dtype '" + descrText +
+                          "' (supported: <f8, <f4, <f2, <u2 for bf16 bits, <i8, <i4)", error);
+  std::optional<std::string> order = headerField(header, "fortran_order");
+  if (order && trim(*order) == "True")
+    return fail(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+                error);
+  std::optional<std::string> shapeText = headerField(header, "shape");
+  if (!shapeText)
+    return fail(path, "header has no 'shape'", error);
+  std::stringstream parts(*shapeText);
+  for (std::string part; std::getline(parts, part, ',');) {
+    part = trim(part);
+    if (part.empty())
+      continue;
+    bool digits = !part.empty();
+    for (char c : part)
+      digits &= std::isdigit(static_cast<unsigned char>(c)) != 0;
+    if (!digits)
+      return fail(path, "bad shape entry '" + part + "'", error);
+    array.shape.push_back(std::stoll(part));
+  }
+  size_t expected = size_t(array.numElements()) * elementSize(array.type);
+  size_t payload = bytes.size() - headerStart - headerLen;
+  if (payload != expected)
+    return fail(path, "holds " + std::to_string(payload) + " bytes of data, shape " +
+                          shapeString(array.shape) + " needs " + std::to_string(expected),
+                error);
+  array.data.assign(bytes.begin() + headerStart + headerLen, bytes.end());
+  return true;
+}
+
+bool npy::write(const std::string &path, const Array &array, std::string &error) {
+  std::string shape = "(";
+  for (int64_t d : array.shape)
+    shape += std::to_string(d) + ",";
+  if (array.shape.size() > 1)
+    shape.pop_back();
+  shape += ")";
+  std::string header = "{'descr': '" + descr(array.type) +
+                       "', 'fortran_order': False, 'shape': " + shape + ", }";
+  // Pad so that the data starts on a 64-byte boundary.
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream out(path, std::ios::binary);
+  if (!out)
+    return fail(path, "cannot write", error);
+  out << "\x93NUMPY" << char(1) << char(0) << char(header.size() & 0xff)
+      << char((header.size() >> 8) & 0xff) << header;
+  out.write(reinterpret_cast<const char *>(array.data.data()), array.data.size());
+  return out.good() || fail(path, "write failed", error);
+}

@@ -1,0 +1,256 @@
+//===- moe-compile.cpp - ahead-of-time compilation to a shared library -----===//
+//
+// Compiles one function of an MLIR file (moe ops and upstream ops) into a
+// self-contained shared library: the host code as a native object, the
+// kernels (GPU target) as cubins embedded in it, and a small C API
+// (tools/moe-compile/ArtifactWrapper.h). The library needs only
+// libmoe_runtime.so at run time: no LLVM, MLIR or CUDA toolkit. moe-exec
+// loads and runs it.
+//
+//===----------------------------------------------------------------------===//
+
+#include "ArtifactWrapper.h"
+#include "moe/EntryFunction.h"
+#include "moe/InitAll.h"
+#include "moe/Pipelines/Pipelines.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/TargetParser/Host.h"
+
+#include <chrono>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+static cl::OptionCategory category("moe-compile options");
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir file>"), cl::Required,
+                                      cl::cat(category));
+static cl::opt<std::string> outputFile("o", cl::desc("The shared library to write (lib<name>.so); "
+                                                     "its C header goes next to it (.h)"),
+                                       cl::value_desc("path"), cl::Required, cl::cat(category));
+static cl::opt<std::string> entryName("entry", cl::desc("Function to compile (default: the only public one)"),
+                                      cl::cat(category));
+static cl::opt<std::string> target("target", cl::desc("cpu (the host) or gpu (NVIDIA, through ptxas)"),
+                                   cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string> chip("chip", cl::desc("GPU to compile for (sm_80, sm_90, ...)"),
+                                 cl::init("sm_90"), cl::cat(category));
+static cl::opt<std::string> features("features", cl::desc("PTX features of the GPU code"),
+                                     cl::init("+ptx80"), cl::cat(category));
+static cl::opt<std::string> gpuFormat("gpu-format",
+                                      cl::desc("bin (cubin), isa (PTX, JIT-compiled by the driver) or fatbin"),
+                                      cl::init("bin"), cl::cat(category));
+static cl::opt<bool> optimize("optimize", cl::desc("Run moe-optimize before lowering"), cl::init(true),
+                              cl::cat(category));
+static cl::opt<bool> keepTemps("keep-temps",
+                               cl::desc("Keep the object and the C wrapper next to the output"),
+                               cl::init(false), cl::cat(category));
+
+static int failWith(const llvm::Twine &message) {
+  llvm::errs() << "moe-compile: error: " << message << "\n";
+  return 1;
+}
+
+static double msSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// The buffer a tensor (or memref) argument or result becomes.
+static std::optional<artifact::BufferSpec> bufferOf(Type type, std::string name) {
+  auto shaped = dyn_cast<ShapedType>(type);
+  if (!shaped || !shaped.hasRank() || !isa<RankedTensorType, MemRefType>(type))
+    return std::nullopt;
+  Type element = shaped.getElementType();
+  std::string dtype;
+  llvm::raw_string_ostream os(dtype);
+  element.print(os);
+  if (dtype != "f64" && dtype != "f32" && dtype != "f16" && dtype != "bf16" && dtype != "i64" &&
+      dtype != "i32")
+    return std::nullopt;
+  artifact::BufferSpec spec{std::move(name), dtype, {}};
+  for (int64_t d : shaped.getShape())
+    spec.shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
+  return spec;
+}
+
+/// Native object code for the host module.
+static LogicalResult emitObject(ModuleOp module, StringRef path) {
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule = translateModuleToLLVMIR(module, llvmContext);
+  if (!llvmModule)
+    return module.emitError("translation to LLVM IR failed");
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *llvmTarget = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!llvmTarget)
+    return module.emitError("no LLVM target for the host: ") << error;
+  std::unique_ptr<llvm::TargetMachine> machine(llvmTarget->createTargetMachine(
+      triple, "generic", "", llvm::TargetOptions(), llvm::Reloc::PIC_));
+  llvmModule->setTargetTriple(triple);
+  llvmModule->setDataLayout(machine->createDataLayout());
+  if (llvm::Error err = makeOptimizingTransformer(3, 0, machine.get())(llvmModule.get()))
+    return module.emitError("LLVM optimisation failed: ") << llvm::toString(std::move(err));
+  std::error_code ec;
+  llvm::ToolOutputFile out(path, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return module.emitError("cannot write ") << path << ": " << ec.message();
+  llvm::legacy::PassManager codegen;
+  if (machine->addPassesToEmitFile(codegen, out.os(), nullptr, llvm::CodeGenFileType::ObjectFile))
+    return module.emitError("the host target cannot emit object files");
+  codegen.run(*llvmModule);
+  out.keep();
+  return success();
+}
+
+static bool writeText(StringRef path, StringRef text, std::string &error) {
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path, ec);
+  if (ec) {
+    error = (path + ": " + ec.message()).str();
+    return false;
+  }
+  os << text;
+  return true;
+}
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moe-compile: compile an MLIR function to a shared library (an artifact)\n\n"
+      "  moe-compile layer.mlir --target=gpu --chip=sm_90 -o out/liblayer.so\n\n"
+      "writes out/liblayer.so, out/liblayer.h and out/libmoe_runtime.so. Results become\n"
+      "out-parameters: the caller allocates every buffer. Run it with moe-exec.\n");
+  if (target != "cpu" && target != "gpu")
+    return failWith("--target must be cpu or gpu, not '" + target + "'");
+  if (!llvm::StringRef(outputFile).ends_with(".so"))
+    return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  mlir::moe::setDefaultCudaToolkitPath();
+
+  DialectRegistry registry;
+  mlir::moe::registerAllMoeDialects(registry);
+  mlir::moe::registerAllMoePasses();
+  MLIRContext context(registry);
+  context.loadAllAvailableDialects();
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  std::string error;
+  auto file = openInputFile(inputFile, &error);
+  if (!file)
+    return failWith(error);
+  sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
+
+  auto start = std::chrono::steady_clock::now();
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return 1;
+  func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);
+  if (!entry)
+    return failWith(error);
+  artifact::ArtifactSpec spec;
+  spec.entry = entry.getName().str();
+  spec.gpu = target == "gpu";
+  spec.target = spec.gpu ? "gpu " + chip : "cpu";
+  FunctionType type = entry.getFunctionType();
+  for (auto [i, t] : llvm::enumerate(type.getInputs())) {
+    auto buffer = bufferOf(t, "arg" + std::to_string(i));
+    if (!buffer)
+      return failWith("argument " + llvm::Twine(i) + " of @" + spec.entry +
+                      " is not a ranked tensor of f64, f32, f16, bf16, i64 or i32");
+    spec.inputs.push_back(*buffer);
+  }
+  for (auto [i, t] : llvm::enumerate(type.getResults())) {
+    auto buffer = bufferOf(t, "result" + std::to_string(i));
+    if (!buffer)
+      return failWith("result " + llvm::Twine(i) + " of @" + spec.entry +
+                      " is not a ranked tensor of f64, f32, f16, bf16, i64 or i32");
+    spec.outputs.push_back(*buffer);
+  }
+  // Other public functions would need wrappers of their own: compile only the entry.
+  for (auto f : llvm::make_early_inc_range(module->getOps<func::FuncOp>()))
+    if (f != entry && f.isPublic() && !f.isExternal())
+      f.setPrivate();
+  llvm::outs() << "[moe-compile] parsed @" << spec.entry << " in " << llvm::format("%.1f", msSince(start))
+               << " ms\n";
+
+  start = std::chrono::steady_clock::now();
+  PassManager pm(&context);
+  if (optimize)
+    mlir::moe::buildMoeOptimizePipeline(pm, mlir::moe::MoeOptimizeOptions());
+  if (spec.gpu) {
+    mlir::moe::MoeGpuPipelineOptions options;
+    options.chip = chip;
+    options.features = features;
+    options.format = gpuFormat;
+    mlir::moe::buildMoeGpuPipeline(pm, options);
+  } else {
+    mlir::moe::MoeCpuPipelineOptions options;
+    options.outParams = true;
+    mlir::moe::buildMoeCpuPipeline(pm, options);
+  }
+  if (failed(pm.run(*module)))
+    return failWith("lowering failed (see the errors above)");
+  llvm::outs() << "[moe-compile] lowered for " << spec.target << " in "
+               << llvm::format("%.1f", msSince(start)) << " ms\n";
+
+  // Artifacts: the object, the C wrapper, then one link.
+  start = std::chrono::steady_clock::now();
+  llvm::SmallString<128> base(outputFile);
+  llvm::sys::path::replace_extension(base, "");
+  std::string object = (base + ".o").str(), wrapper = (base + ".wrapper.c").str(),
+              header = (base + ".h").str();
+  if (failed(emitObject(*module, object)))
+    return 1;
+  if (!writeText(wrapper, artifact::wrapperSource(spec), error) ||
+      !writeText(header, artifact::headerSource(spec, llvm::sys::path::filename(outputFile).str()), error))
+    return failWith(error);
+  llvm::SmallString<128> outDir(outputFile);
+  llvm::sys::path::remove_filename(outDir);
+  if (outDir.empty())
+    outDir = ".";
+  llvm::SmallString<128> runtimeCopy(outDir);
+  llvm::sys::path::append(runtimeCopy, "libmoe_runtime.so");
+  if (!llvm::sys::fs::equivalent(MOE_RUNTIME_LIBRARY, runtimeCopy))
+    if (std::error_code ec = llvm::sys::fs::copy_file(MOE_RUNTIME_LIBRARY, runtimeCopy))
+      return failWith("cannot copy the runtime to " + runtimeCopy + ": " + ec.message());
+  auto cc = llvm::sys::findProgramByName("cc");
+  if (!cc)
+    return failWith("no C compiler (cc) on PATH to link the artifact");
+  std::string libDir = ("-L" + outDir).str();
+  llvm::SmallVector<llvm::StringRef> args = {*cc, "-shared", "-fPIC", "-O2", "-o", outputFile, object,
+                                             wrapper, libDir, "-lmoe_runtime", "-lm",
+                                             "-Wl,-rpath,$ORIGIN"};
+  std::string linkError;
+  if (llvm::sys::ExecuteAndWait(*cc, args, std::nullopt, {}, 0, 0, &linkError) != 0)
+    return failWith("linking " + outputFile + " failed " + linkError);
+  if (!keepTemps) {
+    llvm::sys::fs::remove(object);
+    llvm::sys::fs::remove(wrapper);
+  }
+  llvm::outs() << "[moe-compile] wrote " << outputFile << " and " << header << " in "
+               << llvm::format("%.1f", msSince(start)) << " ms\n";
+  return 0;
+}

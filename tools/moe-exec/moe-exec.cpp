@@ -1,0 +1,495 @@
+//===- moe-exec.cpp - run and time a moe-compile artifact ------------------===//
+//
+// Loads an artifact (moe-compile's shared library), feeds it .npy files or
+// seeded random data, runs it (warm-up, then timed runs: CUDA events on the
+// GPU, a steady clock on the CPU; the median is reported), writes the
+// outputs as .npy and compares them with reference outputs. Standard C++,
+// libdl and libmoe_runtime only: it runs where no LLVM, MLIR or CUDA
+// toolkit is installed. Without a GPU or driver, a GPU artifact is a clear
+// error and exit status 1.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Runtime/MoeRuntime.h"
+#include "moe/Support/Npy.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using npy::Array;
+using npy::DType;
+
+namespace {
+
+const char *kUsage =
+    "moe-exec: run and time an artifact built by moe-compile\n\n"
+    "usage: moe-exec ARTIFACT.so [options]\n\n"
+    "  --input FILE.npy     data of the next input, in order (all inputs, or none: then\n"
+    "                       every input is seeded random data)\n"
+    "  --seed N             seed of the random inputs (default 0)\n"
+    "  --random-scale X     random floats are uniform in [-X, X) (default 1)\n"
+    "  --tokens N           size of the dynamic (?) dimensions (default: from the inputs)\n"
+    "  --warmup N           untimed runs first (default 1)\n"
+    "  --repeat N           timed runs; the median is reported (default 1)\n"
+    "  --output-dir DIR     write output_<i>.npy there (and input_<i>.npy with --save-inputs)\n"
+    "  --save-inputs        also write the inputs used\n"
+    "  --reference FILE.npy expected data of the next output; prints the normwise relative\n"
+    "                       error max|ours - ref| / max|ref| and fails above the tolerance\n"
+    "  --tolerance T        (default: 1e-5 f32/f64, 2e-3 f16, 8e-3 bf16, 0 integers)\n"
+    "bf16 data is stored in .npy as uint16 bits, as moe-run does.\n";
+
+int failWith(const std::string &message) {
+  std::fprintf(stderr, "moe-exec: error: %s\n", message.c_str());
+  return 1;
+}
+
+struct Buffer {
+  bool output = false;
+  std::string name;
+  DType type = DType::f32;
+  std::vector<int64_t> shape; // -1: dynamic
+};
+
+struct Signature {
+  bool gpu = false;
+  std::string target, entry;
+  std::vector<Buffer> buffers;
+};
+
+bool parseSignature(const std::string &text, Signature &sig, std::string &error) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string kind;
+    words >> kind;
+    if (kind == "target") {
+      std::getline(words, sig.target);
+      sig.target.erase(0, sig.target.find_first_not_of(' '));
+      sig.gpu = sig.target.rfind("gpu", 0) == 0;
+    } else if (kind == "entry") {
+      words >> sig.entry;
+    } else if (kind == "input" || kind == "output") {
+      Buffer b;
+      std::string dtype, shape;
+      words >> b.name >> dtype >> shape;
+      b.output = kind == "output";
+      auto type = npy::fromMlirName(dtype);
+      if (!type) {
+        error = "artifact signature has an unknown dtype '" + dtype + "'";
+        return false;
+      }
+      b.type = *type;
+      if (shape != "scalar") {
+        std::istringstream dims(shape);
+        for (std::string d; std::getline(dims, d, 'x');)
+          b.shape.push_back(d == "?" ? -1 : std::stoll(d));
+      }
+      sig.buffers.push_back(b);
+    }
+  }
+  if (sig.target.empty() || sig.entry.empty()) {
+    error = "the artifact's signature has no target or entry";
+    return false;
+  }
+  return true;
+}
+
+//===--- Element conversions -------------------------------------------------===//
+
+uint16_t floatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffff) > 0x7f800000)
+    return 0x7fc0; // NaN
+  bits += 0x7fff + ((bits >> 16) & 1); // round to nearest even
+  return uint16_t(bits >> 16);
+}
+
+float bf16ToFloat(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t floatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint16_t sign = (x >> 16) & 0x8000;
+  int exp = int((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffff;
+  if (((x >> 23) & 0xff) == 0xff)
+    return sign | 0x7c00 | (mant ? 0x200 : 0);
+  if (exp >= 31)
+    return sign | 0x7c00;
+  if (exp <= 0) {
+    if (exp < -10)
+      return sign;
+    mant |= 0x800000;
+    uint32_t shift = 14 - exp;
+    uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rest > mid || (rest == mid && (half & 1)))
+      ++half;
+    return sign | uint16_t(half);
+  }
+  uint32_t half = (uint32_t(exp) << 10) | (mant >> 13), rest = mant & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (half & 1)))
+    ++half;
+  return sign | uint16_t(half);
+}
+
+float halfToFloat(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000 | (mant << 13);
+  } else if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while (!(mant & 0x400));
+      bits = sign | (uint32_t(127 - 15 - e) << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+double elementAt(const Array &a, int64_t i) {
+  const uint8_t *p = a.data.data() + i * npy::elementSize(a.type);
+  switch (a.type) {
+  case DType::f64: { double v; std::memcpy(&v, p, 8); return v; }
+  case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }
+  case DType::f16: { uint16_t v; std::memcpy(&v, p, 2); return halfToFloat(v); }
+  case DType::bf16: { uint16_t v; std::memcpy(&v, p, 2); return bf16ToFloat(v); }
+  case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return double(v); }
+  case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return double(v); }
+  }
+  return 0;
+}
+
+uint64_t splitmix64(uint64_t &state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+/// Uniform floats in [-scale, scale), or integers in [0, 8), as moe-run draws them.
+Array randomArray(DType type, const std::vector<int64_t> &shape, uint64_t streamSeed, double scale) {
+  Array a;
+  a.type = type;
+  a.shape = shape;
+  size_t size = npy::elementSize(type);
+  a.data.resize(size_t(a.numElements()) * size);
+  uint64_t state = streamSeed;
+  for (int64_t i = 0; i < a.numElements(); ++i) {
+    uint64_t r = splitmix64(state);
+    uint8_t *dst = a.data.data() + i * size;
+    double u = double(r >> 11) * (1.0 / 9007199254740992.0);
+    double v = (2.0 * u - 1.0) * scale;
+    switch (type) {
+    case DType::i32: { int32_t x = int32_t(r % 8); std::memcpy(dst, &x, 4); break; }
+    case DType::i64: { int64_t x = int64_t(r % 8); std::memcpy(dst, &x, 8); break; }
+    case DType::f64: std::memcpy(dst, &v, 8); break;
+    case DType::f32: { float x = float(v); std::memcpy(dst, &x, 4); break; }
+    case DType::bf16: { uint16_t x = floatToBf16(float(v)); std::memcpy(dst, &x, 2); break; }
+    case DType::f16: { uint16_t x = floatToHalf(float(v)); std::memcpy(dst, &x, 2); break; }
+    }
+  }
+  return a;
+}
+
+double defaultTolerance(DType type) {
+  switch (type) {
+  case DType::f64:
+  case DType::f32: return 1e-5;
+  case DType::f16: return 2e-3;
+  case DType::bf16: return 8e-3;
+  default: return 0;
+  }
+}
+
+struct Options {
+  std::string artifact, outputDir;
+  std::vector<std::string> inputs, references;
+  uint64_t seed = 0;
+  double randomScale = 1.0;
+  int64_t tokens = -1;
+  int warmup = 1, repeat = 1;
+  bool saveInputs = false;
+  double tolerance = -1;
+};
+
+bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&](std::string &out) {
+      if (i + 1 >= argc) {
+        error = arg + " needs a value";
+        return false;
+      }
+      out = argv[++i];
+      return true;
+    };
+    std::string v;
+    try {
+      if (arg == "--input") { if (!value(v)) return false; o.inputs.push_back(v); }
+      else if (arg == "--reference") { if (!value(v)) return false; o.references.push_back(v); }
+      else if (arg == "--output-dir") { if (!value(o.outputDir)) return false; }
+      else if (arg == "--seed") { if (!value(v)) return false; o.seed = std::stoull(v); }
+      else if (arg == "--random-scale") { if (!value(v)) return false; o.randomScale = std::stod(v); }
+      else if (arg == "--tokens") { if (!value(v)) return false; o.tokens = std::stoll(v); }
+      else if (arg == "--warmup") { if (!value(v)) return false; o.warmup = std::stoi(v); }
+      else if (arg == "--repeat") { if (!value(v)) return false; o.repeat = std::stoi(v); }
+      else if (arg == "--tolerance") { if (!value(v)) return false; o.tolerance = std::stod(v); }
+      else if (arg == "--save-inputs") { o.saveInputs = true; }
+      else if (arg.rfind("--", 0) == 0) { error = "unknown option " + arg + " (see --help)"; return false; }
+      else if (o.artifact.empty()) { o.artifact = arg; }
+      else { error = "more than one artifact given: " + o.artifact + ", " + arg; return false; }
+    } catch (const std::exception &) {
+      error = "bad value '" + v + "' for " + arg;
+      return false;
+    }
+  }
+  if (o.artifact.empty()) {
+    error = "no artifact given (see --help)";
+    return false;
+  }
+  if (o.repeat < 1 || o.warmup < 0 || o.tokens < -1) {
+    error = "--repeat must be >= 1, --warmup and --tokens >= 0";
+    return false;
+  }
+  return true;
+}
+
+/// The artifact's C API.
+struct Artifact {
+  const char *(*signature)() = nullptr;
+  int (*run)(void *const *, int64_t) = nullptr;
+  const char *(*error)() = nullptr;
+};
+
+struct RunContext {
+  Artifact *artifact;
+  std::vector<void *> *pointers;
+  int64_t tokens;
+  int status = 0;
+};
+
+void runOnce(void *context) {
+  auto *c = static_cast<RunContext *>(context);
+  c->status = c->artifact->run(c->pointers->data(), c->tokens);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  Options opt;
+  std::string error;
+  if (!parseOptions(argc, argv, opt, error))
+    return failWith(error);
+
+  void *library = dlopen(opt.artifact.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!library)
+    return failWith("cannot load " + opt.artifact + ": " + dlerror());
+  Artifact artifact;
+  artifact.signature = reinterpret_cast<const char *(*)()>(dlsym(library, "moe_artifact_signature"));
+  artifact.run = reinterpret_cast<int (*)(void *const *, int64_t)>(dlsym(library, "moe_artifact_run"));
+  artifact.error = reinterpret_cast<const char *(*)()>(dlsym(library, "moe_artifact_error"));
+  if (!artifact.signature || !artifact.run || !artifact.error)
+    return failWith(opt.artifact + " is not a moe-compile artifact (no moe_artifact_* functions)");
+  Signature sig;
+  if (!parseSignature(artifact.signature(), sig, error))
+    return failWith(error);
+  if (sig.gpu) {
+    if (moeRuntimeInit() != 0)
+      return failWith(std::string("cannot run the GPU artifact ") + opt.artifact + ": " +
+                      (moeRuntimeError() ? moeRuntimeError() : "GPU initialisation failed"));
+    std::printf("[moe-exec] %s on %s\n", sig.entry.c_str(), moeRuntimeDeviceName());
+  } else {
+    std::printf("[moe-exec] %s on the CPU\n", sig.entry.c_str());
+  }
+
+  // Inputs: files (their dynamic dimensions give the token count) or random.
+  std::vector<Buffer *> ins, outs;
+  for (Buffer &b : sig.buffers)
+    (b.output ? outs : ins).push_back(&b);
+  if (!opt.inputs.empty() && opt.inputs.size() != ins.size())
+    return failWith("@" + sig.entry + " takes " + std::to_string(ins.size()) + " inputs, got " +
+                    std::to_string(opt.inputs.size()) + " --input");
+  if (!opt.references.empty() && opt.references.size() != outs.size())
+    return failWith("@" + sig.entry + " has " + std::to_string(outs.size()) + " outputs, got " +
+                    std::to_string(opt.references.size()) + " --reference");
+  std::vector<Array> hostIn(ins.size());
+  for (size_t i = 0; i < opt.inputs.size(); ++i)
+    if (!npy::read(opt.inputs[i], hostIn[i], error))
+      return failWith(error);
+  int64_t tokens = opt.tokens;
+  for (size_t i = 0; tokens < 0 && i < opt.inputs.size(); ++i)
+    for (size_t d = 0; d < ins[i]->shape.size() && d < hostIn[i].shape.size(); ++d)
+      if (ins[i]->shape[d] < 0) {
+        tokens = hostIn[i].shape[d];
+        break;
+      }
+  auto concrete = [&](const Buffer &b) {
+    std::vector<int64_t> shape = b.shape;
+    for (int64_t &d : shape)
+      if (d < 0)
+        d = tokens;
+    return shape;
+  };
+  bool dynamic = false;
+  for (const Buffer &b : sig.buffers)
+    dynamic |= std::count(b.shape.begin(), b.shape.end(), -1) > 0;
+  if (dynamic && tokens < 0)
+    return failWith("the artifact has dynamic (?) dimensions: give --tokens or input files");
+  for (size_t i = 0; i < ins.size(); ++i) {
+    std::vector<int64_t> want = concrete(*ins[i]);
+    if (opt.inputs.empty()) {
+      hostIn[i] = randomArray(ins[i]->type, want, opt.seed * 1000003ULL + i, opt.randomScale);
+      continue;
+    }
+    if (hostIn[i].type != ins[i]->type)
+      return failWith("input " + std::to_string(i) + " is " + npy::name(ins[i]->type) + " but " +
+                      opt.inputs[i] + " holds " + npy::name(hostIn[i].type));
+    if (hostIn[i].shape != want)
+      return failWith("input " + std::to_string(i) + " must have shape " + npy::shapeString(want) +
+                      " but " + opt.inputs[i] + " has " + npy::shapeString(hostIn[i].shape));
+  }
+  std::vector<Array> hostOut(outs.size());
+  for (size_t i = 0; i < outs.size(); ++i) {
+    hostOut[i].type = outs[i]->type;
+    hostOut[i].shape = concrete(*outs[i]);
+    hostOut[i].data.assign(size_t(hostOut[i].numElements()) * npy::elementSize(hostOut[i].type), 0);
+  }
+
+  // Buffers where the artifact computes: device memory or the host arrays.
+  std::vector<void *> pointers;
+  auto releaseDevice = [&]() {
+    if (sig.gpu)
+      for (void *p : pointers)
+        moeRuntimeFree(p);
+  };
+  for (Array *a : [&] {
+         std::vector<Array *> all;
+         for (Array &x : hostIn) all.push_back(&x);
+         for (Array &x : hostOut) all.push_back(&x);
+         return all;
+       }()) {
+    if (!sig.gpu) {
+      pointers.push_back(a->data.data());
+      continue;
+    }
+    void *device = moeRuntimeAlloc(a->data.size());
+    if (!device || moeRuntimeCopyToDevice(device, a->data.data(), a->data.size()) != 0) {
+      releaseDevice();
+      return failWith(std::string("device memory: ") + (moeRuntimeError() ? moeRuntimeError() : ""));
+    }
+    pointers.push_back(device);
+  }
+
+  // Warm-up, then timed runs.
+  RunContext context{&artifact, &pointers, tokens < 0 ? 0 : tokens};
+  std::vector<double> times;
+  for (int r = 0; r < opt.warmup + opt.repeat; ++r) {
+    double ms = 0;
+    if (sig.gpu) {
+      float elapsed = 0;
+      if (moeRuntimeTime(runOnce, &context, &elapsed) != 0)
+        context.status = 1;
+      ms = elapsed;
+    } else {
+      auto start = std::chrono::steady_clock::now();
+      runOnce(&context);
+      ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    }
+    if (context.status != 0) {
+      const char *why = artifact.error();
+      releaseDevice();
+      return failWith("the artifact failed: " + std::string(why ? why : "unknown error"));
+    }
+    if (r >= opt.warmup)
+      times.push_back(ms);
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("[moe-exec] %d runs after %d warm-up: median %.4f ms, min %.4f ms (%s)\n", opt.repeat,
+              opt.warmup, times[times.size() / 2], times.front(),
+              sig.gpu ? "CUDA events" : "steady clock");
+
+  for (size_t i = 0; i < outs.size(); ++i) {
+    Array &out = hostOut[i];
+    if (sig.gpu && moeRuntimeCopyToHost(out.data.data(), pointers[ins.size() + i], out.data.size()) != 0) {
+      releaseDevice();
+      return failWith(std::string("copying output back: ") + moeRuntimeError());
+    }
+  }
+  releaseDevice();
+
+  int status = 0;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const Array &out = hostOut[i];
+    std::printf("[moe-exec] output %zu: %s %s", i, npy::name(out.type).c_str(),
+                npy::shapeString(out.shape).c_str());
+    if (!opt.outputDir.empty()) {
+      std::string path = opt.outputDir + "/output_" + std::to_string(i) + ".npy";
+      if (!npy::write(path, out, error))
+        return failWith(error);
+      std::printf(" -> %s", path.c_str());
+    }
+    std::printf("\n");
+    if (opt.references.empty())
+      continue;
+    Array ref;
+    if (!npy::read(opt.references[i], ref, error))
+      return failWith(error);
+    if (ref.shape != out.shape || ref.type != out.type)
+      return failWith("reference " + opt.references[i] + " is " + npy::name(ref.type) + " " +
+                      npy::shapeString(ref.shape) + ", output " + std::to_string(i) + " is " +
+                      npy::name(out.type) + " " + npy::shapeString(out.shape));
+    double maxRef = 0, maxDiff = 0;
+    bool specialsMatch = true;
+    for (int64_t e = 0; e < out.numElements(); ++e) {
+      double a = elementAt(out, e), b = elementAt(ref, e);
+      if (std::isnan(b) || std::isinf(b)) {
+        specialsMatch &= std::isnan(b) ? std::isnan(a) : a == b;
+        continue;
+      }
+      maxRef = std::max(maxRef, std::fabs(b));
+      maxDiff = std::max(maxDiff, std::isfinite(a) ? std::fabs(a - b) : INFINITY);
+    }
+    double err = maxRef > 0 ? maxDiff / maxRef : maxDiff;
+    double tol = opt.tolerance >= 0 ? opt.tolerance : defaultTolerance(out.type);
+    bool ok = err <= tol && specialsMatch;
+    std::printf("[moe-exec] output %zu vs %s: max rel err %.3e (tol %.0e)%s %s\n", i,
+                opt.references[i].c_str(), err, tol, specialsMatch ? "" : ", NaN/inf differ",
+                ok ? "ok" : "FAIL");
+    status |= ok ? 0 : 1;
+  }
+  if (opt.saveInputs && !opt.outputDir.empty())
+    for (size_t i = 0; i < hostIn.size(); ++i)
+      if (!npy::write(opt.outputDir + "/input_" + std::to_string(i) + ".npy", hostIn[i], error))
+        return failWith(error);
+  return status;
+}
