@@ -22,6 +22,7 @@ static void addUpstream(OpPassManager &pm, StringRef name, StringRef pipeline) {
 }
 
 void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
+  pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
   pm.addPass(createConvertMoeToLinalg());
   // The upstream half, spelled as its textual pipeline so that the same string
@@ -46,6 +47,7 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
 }
 
 void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
+  pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
   ConvertMoeToLinalgOptions lowering;
   lowering.parallelContractions = true;

@@ -218,6 +218,22 @@ extern "C" int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes
              ? 0
              : 1;
 }
+extern "C" int moeRuntimeFill16(void *device, unsigned short pattern, size_t count) {
+  return usable() && check(drv().cuMemsetD16Async(reinterpret_cast<CUdeviceptr>(device), pattern,
+                                                  count, runtime().stream),
+                           "cuMemsetD16Async") &&
+                 check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize")
+             ? 0
+             : 1;
+}
+extern "C" int moeRuntimeFill32(void *device, unsigned pattern, size_t count) {
+  return usable() && check(drv().cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(device), pattern,
+                                                  count, runtime().stream),
+                           "cuMemsetD32Async") &&
+                 check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize")
+             ? 0
+             : 1;
+}
 extern "C" int moeRuntimeTime(void (*fn)(void *), void *context, float *milliseconds) {
   if (!usable())
     return 1;

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -37,6 +38,8 @@ const char *kUsage =
     "                       every input is seeded random data)\n"
     "  --seed N             seed of the random inputs (default 0)\n"
     "  --random-scale X     random floats are uniform in [-X, X) (default 1)\n"
+    "  --fill I=VALUE       input I holds VALUE everywhere, written on the device for a GPU\n"
+    "                       artifact (large weights without host data; random inputs only)\n"
     "  --tokens N           size of the dynamic (?) dimensions (default: from the inputs)\n"
     "  --warmup N           untimed runs first (default 1)\n"
     "  --repeat N           timed runs; the median is reported (default 1)\n"
@@ -216,6 +219,56 @@ Array randomArray(DType type, const std::vector<int64_t> &shape, uint64_t stream
   return a;
 }
 
+/// One element of `type` holding `value`, as little-endian bytes.
+std::vector<uint8_t> encode(DType type, double value) {
+  std::vector<uint8_t> bytes(npy::elementSize(type));
+  switch (type) {
+  case DType::f64: std::memcpy(bytes.data(), &value, 8); break;
+  case DType::f32: { float x = float(value); std::memcpy(bytes.data(), &x, 4); break; }
+  case DType::bf16: { uint16_t x = floatToBf16(float(value)); std::memcpy(bytes.data(), &x, 2); break; }
+  case DType::f16: { uint16_t x = floatToHalf(float(value)); std::memcpy(bytes.data(), &x, 2); break; }
+  case DType::i64: { int64_t x = int64_t(value); std::memcpy(bytes.data(), &x, 8); break; }
+  case DType::i32: { int32_t x = int32_t(value); std::memcpy(bytes.data(), &x, 4); break; }
+  }
+  return bytes;
+}
+
+/// An array of `value`; without `materialize` only its type and shape (the
+/// GPU fills its memory directly).
+Array filledArray(DType type, const std::vector<int64_t> &shape, double value, bool materialize) {
+  Array a;
+  a.type = type;
+  a.shape = shape;
+  if (materialize) {
+    std::vector<uint8_t> element = encode(type, value);
+    a.data.reserve(size_t(a.numElements()) * element.size());
+    for (int64_t i = 0; i < a.numElements(); ++i)
+      a.data.insert(a.data.end(), element.begin(), element.end());
+  }
+  return a;
+}
+
+/// Writes `value` into every element of `a`'s device copy.
+int fillDevice(void *device, const Array &a, double value) {
+  std::vector<uint8_t> element = encode(a.type, value);
+  size_t count = size_t(a.numElements());
+  if (element.size() == 2) {
+    uint16_t pattern;
+    std::memcpy(&pattern, element.data(), 2);
+    return moeRuntimeFill16(device, pattern, count);
+  }
+  if (element.size() == 4) {
+    uint32_t pattern;
+    std::memcpy(&pattern, element.data(), 4);
+    return moeRuntimeFill32(device, pattern, count);
+  }
+  uint32_t words[2];
+  std::memcpy(words, element.data(), 8);
+  if (words[0] != words[1])
+    return 1; // 8-byte values other than 0 would need a kernel
+  return moeRuntimeFill32(device, words[0], count * 2);
+}
+
 double defaultTolerance(DType type) {
   switch (type) {
   case DType::f64:
@@ -229,6 +282,7 @@ double defaultTolerance(DType type) {
 struct Options {
   std::string artifact, outputDir;
   std::vector<std::string> inputs, references;
+  std::vector<std::pair<size_t, double>> fills;
   uint64_t seed = 0;
   double randomScale = 1.0;
   int64_t tokens = -1;
@@ -259,6 +313,12 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
       else if (arg == "--warmup") { if (!value(v)) return false; o.warmup = std::stoi(v); }
       else if (arg == "--repeat") { if (!value(v)) return false; o.repeat = std::stoi(v); }
       else if (arg == "--tolerance") { if (!value(v)) return false; o.tolerance = std::stod(v); }
+      else if (arg == "--fill") {
+        if (!value(v)) return false;
+        size_t eq = v.find('=');
+        if (eq == std::string::npos) { error = "--fill takes INPUT=VALUE, got '" + v + "'"; return false; }
+        o.fills.push_back({std::stoul(v.substr(0, eq)), std::stod(v.substr(eq + 1))});
+      }
       else if (arg == "--save-inputs") { o.saveInputs = true; }
       else if (arg.rfind("--", 0) == 0) { error = "unknown option " + arg + " (see --help)"; return false; }
       else if (o.artifact.empty()) { o.artifact = arg; }
@@ -270,6 +330,10 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
   }
   if (o.artifact.empty()) {
     error = "no artifact given (see --help)";
+    return false;
+  }
+  if (!o.fills.empty() && !o.inputs.empty()) {
+    error = "--fill works with random inputs, not with --input files";
     return false;
   }
   if (o.repeat < 1 || o.warmup < 0 || o.tokens < -1) {
@@ -311,6 +375,9 @@ int main(int argc, char **argv) {
   if (!parseOptions(argc, argv, opt, error))
     return failWith(error);
 
+  // A bare file name would make dlopen search the system's library path.
+  if (opt.artifact.find('/') == std::string::npos)
+    opt.artifact = "./" + opt.artifact;
   void *library = dlopen(opt.artifact.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!library)
     return failWith("cannot load " + opt.artifact + ": " + dlerror());
@@ -342,6 +409,16 @@ int main(int argc, char **argv) {
   if (!opt.references.empty() && opt.references.size() != outs.size())
     return failWith("@" + sig.entry + " has " + std::to_string(outs.size()) + " outputs, got " +
                     std::to_string(opt.references.size()) + " --reference");
+  for (auto [index, value] : opt.fills)
+    if (index >= ins.size())
+      return failWith("--fill " + std::to_string(index) + ": @" + sig.entry + " has " +
+                      std::to_string(ins.size()) + " inputs");
+  auto fillValue = [&](size_t i) -> std::optional<double> {
+    for (auto [index, value] : opt.fills)
+      if (index == i)
+        return value;
+    return std::nullopt;
+  };
   std::vector<Array> hostIn(ins.size());
   for (size_t i = 0; i < opt.inputs.size(); ++i)
     if (!npy::read(opt.inputs[i], hostIn[i], error))
@@ -368,6 +445,10 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < ins.size(); ++i) {
     std::vector<int64_t> want = concrete(*ins[i]);
     if (opt.inputs.empty()) {
+      if (fillValue(i)) {
+        hostIn[i] = filledArray(ins[i]->type, want, *fillValue(i), /*materialize=*/!sig.gpu);
+        continue;
+      }
       hostIn[i] = randomArray(ins[i]->type, want, opt.seed * 1000003ULL + i, opt.randomScale);
       continue;
     }
@@ -392,18 +473,19 @@ int main(int argc, char **argv) {
       for (void *p : pointers)
         moeRuntimeFree(p);
   };
-  for (Array *a : [&] {
-         std::vector<Array *> all;
-         for (Array &x : hostIn) all.push_back(&x);
-         for (Array &x : hostOut) all.push_back(&x);
-         return all;
-       }()) {
+  for (size_t i = 0; i < hostIn.size() + hostOut.size(); ++i) {
+    Array *a = i < hostIn.size() ? &hostIn[i] : &hostOut[i - hostIn.size()];
     if (!sig.gpu) {
       pointers.push_back(a->data.data());
       continue;
     }
-    void *device = moeRuntimeAlloc(a->data.size());
-    if (!device || moeRuntimeCopyToDevice(device, a->data.data(), a->data.size()) != 0) {
+    size_t bytes = size_t(a->numElements()) * npy::elementSize(a->type);
+    void *device = moeRuntimeAlloc(bytes);
+    std::optional<double> fill = i < hostIn.size() ? fillValue(i) : std::nullopt;
+    int copied = !device ? 1
+                 : fill  ? fillDevice(device, *a, *fill)
+                         : moeRuntimeCopyToDevice(device, a->data.data(), bytes);
+    if (copied != 0) {
       releaseDevice();
       return failWith(std::string("device memory: ") + (moeRuntimeError() ? moeRuntimeError() : ""));
     }

@@ -41,6 +41,27 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
   ];
 }
 
+def MoeReadOnlyArguments : Pass<"moe-read-only-arguments", "::mlir::func::FuncOp"> {
+  let summary = "Marks the tensor arguments of public functions read-only for bufferization";
+  let description = [{
+    One-shot bufferization may write a result into the buffer of a tensor
+    argument (`%y = math.tanh %x` overwrites %x). For a function that callers
+    run on their own inputs, again and again (moe-run, moe-exec, a serving
+    system), that would corrupt the inputs. This pass puts
+    `bufferization.writable = false` on every tensor argument of public
+    functions with a body; bufferization then copies where it would have
+    written in place. Both CPU and GPU pipelines run it first.
+
+    Example:
+
+    ```mlir
+    func.func @f(%x: tensor<4xf32>) -> tensor<4xf32>
+    // becomes
+    func.func @f(%x: tensor<4xf32> {bufferization.writable = false}) -> tensor<4xf32>
+    ```
+  }];
+}
+
 //===----------------------------------------------------------------------===//
 // GPU mapping (after bufferization)
 //===----------------------------------------------------------------------===//

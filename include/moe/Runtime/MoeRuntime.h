@@ -38,6 +38,10 @@ void moeRuntimeFree(void *device);
 int moeRuntimeCopyToDevice(void *device, const void *host, size_t bytes);
 int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes);
 
+/* Fills `count` 2- or 4-byte elements of device memory with `pattern`. */
+int moeRuntimeFill16(void *device, unsigned short pattern, size_t count);
+int moeRuntimeFill32(void *device, unsigned pattern, size_t count);
+
 /* Runs fn(context) between two events on the runtime's stream and gives
    the elapsed milliseconds. 0 on success. */
 int moeRuntimeTime(void (*fn)(void *), void *context, float *milliseconds);
