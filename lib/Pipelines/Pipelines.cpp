@@ -21,6 +21,19 @@ static void addUpstream(OpPassManager &pm, StringRef name, StringRef pipeline) {
     llvm::report_fatal_error(llvm::Twine(name) + ": an upstream pass is not registered");
 }
 
+/// Bufferized loops and memref code -> LLVM for the host CPU.
+static void addCpuTail(OpPassManager &pm, StringRef name) {
+  addUpstream(pm, name,
+              "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
+              // bf16 arithmetic in f32, and f32 -> bf16 as integer code:
+              // otherwise LLVM calls __truncsfbf2, which the host's C runtime
+              // may lack.
+              "func.func(arith-emulate-unsupported-floats{source-types=bf16 target-type=f32},"
+              "arith-expand{include-bf16}),"
+              "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
+              "convert-to-llvm,reconcile-unrealized-casts,canonicalize");
+}
+
 void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
   pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
@@ -35,37 +48,37 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
   if (options.outParams)
     addUpstream(pm, "moe-cpu-pipeline",
                 "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
-  addUpstream(pm, "moe-cpu-pipeline",
-      "buffer-deallocation-pipeline,convert-bufferization-to-memref,"
-      "convert-linalg-to-loops,expand-strided-metadata,lower-affine,"
-      // bf16 arithmetic in f32, and f32 -> bf16 as integer code: otherwise
-      // LLVM calls __truncsfbf2, which the host's C runtime may lack.
-      "func.func(arith-emulate-unsupported-floats{source-types=bf16 target-type=f32},"
-      "arith-expand{include-bf16}),"
-      "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
-      "convert-to-llvm,reconcile-unrealized-casts,canonicalize");
+  addUpstream(pm, "moe-cpu-pipeline", "buffer-deallocation-pipeline,convert-bufferization-to-memref");
+  addCpuTail(pm, "moe-cpu-pipeline");
 }
 
-void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
+/// moe -> host functions whose every computation is a gpu.launch.
+static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams) {
+  using namespace mlir::moe;
   pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
   ConvertMoeToLinalgOptions lowering;
   lowering.parallelContractions = true;
   pm.addPass(createConvertMoeToLinalg(lowering));
-  // Results become out-parameters: the caller owns every buffer, the
-  // function only allocates its scratch.
-  addUpstream(pm, "moe-gpu-pipeline",
+  addUpstream(pm, name,
               "func.func(llvm-request-c-wrappers),"
               "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
               "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
               "function-boundary-type-conversion=identity-layout-map},"
-              "canonicalize,cse,"
-              "buffer-results-to-out-params{modify-public-functions hoist-static-allocs},"
-              "func.func(convert-linalg-to-parallel-loops),canonicalize");
+              "canonicalize,cse");
+  // Results become out-parameters: the caller owns every buffer, the
+  // function only allocates its scratch.
+  if (outParams)
+    addUpstream(pm, name, "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
+  addUpstream(pm, name, "func.func(convert-linalg-to-parallel-loops),canonicalize");
   pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
   MoeMapToGPUOptions mapping;
-  mapping.blockSize = options.blockSize;
+  mapping.blockSize = blockSize;
   pm.addNestedPass<func::FuncOp>(createMoeMapToGPU(mapping));
+}
+
+void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
+  addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true);
   addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
   gpu::GPUToNVVMPipelineOptions nvvm;
   nvvm.cubinChip = options.chip;
@@ -74,6 +87,12 @@ void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptio
   nvvm.optLevel = options.optLevel;
   gpu::buildLowerToNVVMPassPipeline(pm, nvvm);
   addUpstream(pm, "moe-gpu-pipeline", "reconcile-unrealized-casts");
+}
+
+void mlir::moe::buildMoeGpuEmulationPipeline(OpPassManager &pm) {
+  addGpuMapping(pm, "moe-gpu-emulation-pipeline", /*blockSize=*/256, /*outParams=*/false);
+  pm.addNestedPass<func::FuncOp>(createMoeGpuLaunchToLoops());
+  addCpuTail(pm, "moe-gpu-emulation-pipeline");
 }
 
 void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options) {
@@ -112,4 +131,9 @@ void mlir::moe::registerMoePipelines() {
       "Lowers moe programs to NVIDIA GPU kernels (a gpu.binary per kernel, cubin through ptxas) "
       "and host LLVM code that launches them through the mgpu* runtime functions",
       buildMoeGpuPipeline);
+  PassPipelineRegistration<>(
+      "moe-gpu-emulation-pipeline",
+      "The GPU program (moe-gpu-pipeline's kernels, threads run one after another) lowered for the "
+      "host CPU: checks the GPU mapping numerically without a GPU (moe-run --gpu-emulation)",
+      buildMoeGpuEmulationPipeline);
 }

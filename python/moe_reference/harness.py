@@ -64,6 +64,17 @@ def compile_for_gpu(name, text):
     return ok
 
 
+def execution_modes():
+    """How every program runs: the CPU pipeline, and (unless
+    MOE_GPU_EMULATION=0) the GPU program with its kernels' threads run one
+    after another on the CPU (moe-run --gpu-emulation), which checks the GPU
+    mapping numerically without a GPU."""
+    modes = [("cpu", [])]
+    if os.environ.get("MOE_GPU_EMULATION", "1") != "0":
+        modes.append(("gpu-emulation", ["--gpu-emulation"]))
+    return modes
+
+
 def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynamic_tokens=True,
               passes=None, expect=None, fused=False, reference=None):
     """Compiles and runs one layer (after `moe-opt <passes>` when given),
@@ -87,38 +98,45 @@ def run_layer(name, cfg, tokens, hidden, ffn, dtype=F32, seed=0, tol=None, dynam
             return False
         with open(src, "w") as f:
             f.write(text)
-        cmd = [moe_run_path(), src, "--output-dir", tmp]
+        inputs = []
         for arg_name, _, elt in specs:
             path = os.path.join(tmp, arg_name + ".npy")
             np.save(path, to_storage(args[arg_name], elt))
-            cmd += ["--input", path]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"FAIL {name}: moe-run exited {proc.returncode}\n{proc.stdout}{proc.stderr}")
-            return False
-        y = from_storage(np.load(os.path.join(tmp, "result_0.npy")), dtype)
-        z = from_storage(np.load(os.path.join(tmp, "result_1.npy")), F32)
+            inputs += ["--input", path]
+        runs = {}
+        for mode, flags in execution_modes():
+            out_dir = os.path.join(tmp, mode)
+            os.makedirs(out_dir)
+            proc = subprocess.run([moe_run_path(), src, "--output-dir", out_dir, *flags, *inputs],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"FAIL {name}: moe-run {' '.join(flags)} exited {proc.returncode}\n{proc.stdout}{proc.stderr}")
+                return False
+            runs[mode] = (from_storage(np.load(os.path.join(out_dir, "result_0.npy")), dtype),
+                          from_storage(np.load(os.path.join(out_dir, "result_1.npy")), F32))
     if reference is not None:
         ref_y, ref_z = reference(cfg, args, dtype)
         true_y, _ = layer.reference(cfg, args, dtype)
-        diff = np.abs(y - true_y).max() / np.abs(true_y).max()
+        diff = np.abs(runs["cpu"][0] - true_y).max() / np.abs(true_y).max()
         print(f"info {name}: differs from the layer's own function by {diff:.2e} (normwise relative)")
     else:
         ref_y, ref_z = layer.reference(cfg, args, dtype, fused=fused)
     ok = True
-    for what, ours, ref, t in (("y", y, ref_y, tol), ("logits", z, ref_z, max(tol, 1e-5))):
-        if ours.shape != ref.shape:
-            print(f"FAIL {name}: {what} shape {ours.shape}, reference {ref.shape}")
-            ok = False
-            continue
-        if not np.all(np.isfinite(ref)) or np.abs(ref).max() == 0:
-            print(f"FAIL {name}: reference {what} is degenerate (all zero or not finite)")
-            ok = False
-            continue
-        err = np.abs(ours - ref).max() / np.abs(ref).max()
-        status = "ok  " if err <= t else "FAIL"
-        ok &= err <= t
-        print(f"{status} {name}: {what} {list(ours.shape)} rel err {err:.2e} (tol {t:.0e})")
+    for mode, (y, z) in runs.items():
+        label = name if mode == "cpu" else f"{name} [{mode}]"
+        for what, ours, ref, t in (("y", y, ref_y, tol), ("logits", z, ref_z, max(tol, 1e-5))):
+            if ours.shape != ref.shape:
+                print(f"FAIL {label}: {what} shape {ours.shape}, reference {ref.shape}")
+                ok = False
+                continue
+            if not np.all(np.isfinite(ref)) or np.abs(ref).max() == 0:
+                print(f"FAIL {label}: reference {what} is degenerate (all zero or not finite)")
+                ok = False
+                continue
+            err = np.abs(ours - ref).max() / np.abs(ref).max()
+            status = "ok  " if err <= t else "FAIL"
+            ok &= err <= t
+            print(f"{status} {label}: {what} {list(ours.shape)} rel err {err:.2e} (tol {t:.0e})")
     return ok
 
 
@@ -132,34 +150,41 @@ def run_function(name, mlir, inputs, expected, tol=1e-5):
             return False
         with open(src, "w") as f:
             f.write(mlir)
-        cmd = [moe_run_path(), src, "--entry", "main", "--output-dir", tmp]
+        flags_in = []
         for i, (array, dtype) in enumerate(inputs):
             path = os.path.join(tmp, f"in{i}.npy")
             np.save(path, array.astype(np.int32) if dtype == "i32" else to_storage(array, dtype))
-            cmd += ["--input", path]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"FAIL {name}: moe-run exited {proc.returncode}\n{proc.stdout}{proc.stderr}")
-            return False
-        outs = [np.load(os.path.join(tmp, f"result_{i}.npy")) for i in range(len(expected))]
+            flags_in += ["--input", path]
+        runs = {}
+        for mode, flags in execution_modes():
+            out_dir = os.path.join(tmp, mode)
+            os.makedirs(out_dir)
+            proc = subprocess.run([moe_run_path(), src, "--entry", "main", "--output-dir", out_dir, *flags,
+                                   *flags_in], capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"FAIL {name}: moe-run {' '.join(flags)} exited {proc.returncode}\n{proc.stdout}{proc.stderr}")
+                return False
+            runs[mode] = [np.load(os.path.join(out_dir, f"result_{i}.npy")) for i in range(len(expected))]
     ok = True
-    for i, ((ref, dtype), ours) in enumerate(zip(expected, outs)):
-        if dtype == "i32":
-            good = ours.shape == ref.shape and np.array_equal(ours, ref)
-            detail = "exact" if good else f"differs:\n ours {ours.tolist()}\n ref  {ref.tolist()}"
-        else:
-            ours = from_storage(ours, dtype)
-            # NaN must meet NaN and an infinity the same infinity; finite
-            # values are compared normwise.
-            same_special = (np.array_equal(np.isnan(ours), np.isnan(ref))
-                            and np.array_equal(ours[np.isinf(ref)], ref[np.isinf(ref)]))
-            finite = np.isfinite(ref)
-            scale = max(np.abs(ref[finite]).max(), 1e-30) if finite.any() else 1.0
-            err = np.abs(ours[finite] - ref[finite]).max() / scale if finite.any() else 0.0
-            good = ours.shape == ref.shape and same_special and err <= tol
-            detail = f"rel err {err:.2e} (tol {tol:.0e})" + ("" if same_special else ", NaN/inf differ")
-        print(f"{'ok  ' if good else 'FAIL'} {name}: result {i} {detail}")
-        ok &= good
+    for mode, outs in runs.items():
+        label = name if mode == "cpu" else f"{name} [{mode}]"
+        for i, ((ref, dtype), ours) in enumerate(zip(expected, outs)):
+            if dtype == "i32":
+                good = ours.shape == ref.shape and np.array_equal(ours, ref)
+                detail = "exact" if good else f"differs:\n ours {ours.tolist()}\n ref  {ref.tolist()}"
+            else:
+                ours = from_storage(ours, dtype)
+                # NaN must meet NaN and an infinity the same infinity; finite
+                # values are compared normwise.
+                same_special = (np.array_equal(np.isnan(ours), np.isnan(ref))
+                                and np.array_equal(ours[np.isinf(ref)], ref[np.isinf(ref)]))
+                finite = np.isfinite(ref)
+                scale = max(np.abs(ref[finite]).max(), 1e-30) if finite.any() else 1.0
+                err = np.abs(ours[finite] - ref[finite]).max() / scale if finite.any() else 0.0
+                good = ours.shape == ref.shape and same_special and err <= tol
+                detail = f"rel err {err:.2e} (tol {tol:.0e})" + ("" if same_special else ", NaN/inf differ")
+            print(f"{'ok  ' if good else 'FAIL'} {label}: result {i} {detail}")
+            ok &= good
     return ok
 
 

@@ -63,6 +63,11 @@ static cl::opt<int64_t> dynamicSize(
 static cl::opt<std::string> outputDir("output-dir",
                                       cl::desc("Write result_<i>.npy (and arg_<i>.npy) here"),
                                       cl::cat(category));
+static cl::opt<bool> gpuEmulation(
+    "gpu-emulation",
+    cl::desc("Compile with moe-gpu-emulation-pipeline: the GPU program's kernels, their threads "
+             "run one after another on the CPU (checks the GPU mapping without a GPU)"),
+    cl::init(false), cl::cat(category));
 static cl::opt<bool> saveInputs("save-inputs",
                                 cl::desc("Also write every argument as arg_<i>.npy"),
                                 cl::init(false), cl::cat(category));
@@ -312,7 +317,10 @@ int main(int argc, char **argv) {
   // rather than in the first run).
   auto lowerStart = std::chrono::steady_clock::now();
   PassManager pm(&context);
-  mlir::moe::buildMoeCpuPipeline(pm);
+  if (gpuEmulation)
+    mlir::moe::buildMoeGpuEmulationPipeline(pm);
+  else
+    mlir::moe::buildMoeCpuPipeline(pm);
   if (failed(pm.run(*module)))
     return failWith("lowering " + inputFile + " failed (see the errors above)");
   double lowerMs = msSince(lowerStart);

@@ -135,4 +135,37 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
                            "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
 }
 
+def MoeGpuLaunchToLoops : Pass<"moe-gpu-launch-to-loops", "::mlir::func::FuncOp"> {
+  let summary = "Runs GPU launches as host loops: the GPU program, checkable on a CPU";
+  let description = [{
+    For testing the GPU mapping without a GPU. Every `gpu.launch` becomes
+    loops over its blocks and threads (block ids, thread ids and sizes
+    substituted), `gpu.alloc` / `gpu.dealloc` / `gpu.memcpy` become their
+    memref forms. The kernels moe-map-to-gpu builds use no shared memory
+    and no barriers, so running their threads one after another computes
+    what the GPU computes; `moe-gpu-emulation-pipeline` then lowers the
+    result with the CPU tail and moe-run (`--gpu-emulation`) executes it, so
+    the numerical tests check every kernel body. A launch with a barrier or
+    workgroup memory is an error.
+
+    Example:
+
+    ```mlir
+    gpu.launch blocks(%bx, %by, %bz) in (%gx = %n, %gy = %c1, %gz = %c1)
+               threads(%tx, %ty, %tz) in (%sx = %c256, %sy = %c1, %sz = %c1) {
+      ...
+      gpu.terminator
+    }
+    // becomes
+    scf.for %bx = %c0 to %n step %c1 {
+      scf.for ... {   // by, bz, tx, ty, tz
+        ...
+      }
+    }
+    ```
+  }];
+  let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 #endif // MOE_CONVERSION_PASSES_TD

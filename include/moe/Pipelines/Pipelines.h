@@ -88,7 +88,14 @@ struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions>
 /// code calls the mgpu* runtime functions (runtime/MoeCudaRuntime.cpp).
 void buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options);
 
-/// Registers `moe-optimize`, `moe-cpu-pipeline` and `moe-gpu-pipeline`.
+/// What moe-gpu-pipeline builds before NVVM (the kernels as gpu.launch),
+/// with every launch run as host loops and lowered for the CPU; results stay
+/// return values. It checks the GPU mapping numerically on a machine
+/// without a GPU (moe-run --gpu-emulation).
+void buildMoeGpuEmulationPipeline(OpPassManager &pm);
+
+/// Registers `moe-optimize`, `moe-cpu-pipeline`, `moe-gpu-pipeline` and
+/// `moe-gpu-emulation-pipeline`.
 void registerMoePipelines();
 } // namespace moe
 } // namespace mlir
