@@ -69,8 +69,10 @@ struct Runtime {
 };
 
 Runtime &runtime() {
-  static Runtime instance;
-  return instance;
+  // Never destroyed: artifacts unload their modules from their own
+  // destructors at exit, which may run after this library's statics die.
+  static Runtime *instance = new Runtime;
+  return *instance;
 }
 
 void setError(const std::string &message) {
