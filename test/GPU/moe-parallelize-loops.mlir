@@ -88,3 +88,30 @@ func.func @copies(%src: memref<4x8xf32>, %dst: memref<4x4xf32>, %dst2: memref<4x
   memref.copy %dst, %dst2 : memref<4x4xf32> to memref<4x4xf32>
   return
 }
+
+// -----
+
+// Allocations move up to their operands, so that loops separated only by an
+// allocation become adjacent (scf-parallel-loop-fusion can merge them).
+// CHECK-LABEL: func.func @hoist_allocations
+// CHECK: %[[A:.*]] = memref.alloc(%{{.*}}) : memref<?xf32>
+// CHECK-NEXT: %[[B:.*]] = memref.alloc(%{{.*}}) : memref<?xf32>
+// CHECK-NOT: memref.alloc
+// CHECK: scf.parallel
+// CHECK: memref.store %{{.*}}, %[[A]]
+// CHECK: scf.parallel
+// CHECK: memref.store %{{.*}}, %[[B]]
+func.func @hoist_allocations(%n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %a = memref.alloc(%n) : memref<?xf32>
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    memref.store %v, %a[%i] : memref<?xf32>
+  }
+  %b = memref.alloc(%n) : memref<?xf32>
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    %x = memref.load %a[%i] : memref<?xf32>
+    memref.store %x, %b[%i] : memref<?xf32>
+  }
+  return
+}

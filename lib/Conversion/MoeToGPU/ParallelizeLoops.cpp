@@ -17,6 +17,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/SmallPtrSet.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOEPARALLELIZELOOPS
@@ -86,6 +87,34 @@ bool hasIdentityLayout(Value memref) {
   return cast<MemRefType>(memref.getType()).getLayout().isIdentity();
 }
 
+/// Moves each top-level allocation up to just after its last operand, so
+/// that loops separated only by allocations become adjacent and
+/// scf-parallel-loop-fusion can merge them (a fill with the loop that
+/// accumulates into the same buffer, per-token steps of the routing).
+void hoistAllocations(func::FuncOp func) {
+  if (func.getBody().empty())
+    return;
+  Block &block = func.getBody().front();
+  llvm::SmallPtrSet<Operation *, 16> hoisted;
+  for (Operation &op : llvm::make_early_inc_range(block)) {
+    auto alloc = dyn_cast<memref::AllocOp>(op);
+    if (!alloc)
+      continue;
+    Operation *after = nullptr;
+    for (Value operand : alloc->getOperands())
+      if (Operation *def = operand.getDefiningOp())
+        if (def->getBlock() == &block && (!after || after->isBeforeInBlock(def)))
+          after = def;
+    // After the allocations already moved to the same place: order is kept.
+    Operation *next = after ? after->getNextNode() : &block.front();
+    while (next && hoisted.contains(next))
+      next = next->getNextNode();
+    if (next != alloc)
+      alloc->moveBefore(next);
+    hoisted.insert(alloc);
+  }
+}
+
 struct MoeParallelizeLoopsPass
     : mlir::moe::impl::MoeParallelizeLoopsBase<MoeParallelizeLoopsPass> {
   void runOnOperation() override {
@@ -107,6 +136,7 @@ struct MoeParallelizeLoopsPass
       if (!topLevel || !hasIdentityLayout(copy.getSource()) || !hasIdentityLayout(copy.getTarget()))
         moe::copyAsLoop(copy);
     });
+    hoistAllocations(func);
     // Outermost first: a merged loop may merge again with its new body.
     SmallVector<scf::ParallelOp> outermost;
     getOperation().walk<WalkOrder::PreOrder>([&](scf::ParallelOp loop) {
