@@ -125,6 +125,31 @@ func.func @host_loop(%out: memref<8xf32>, %v: f32) {
 
 // -----
 
+// A loop whose body uses a value computed on the device cannot stay on the
+// host: it joins that value's single-thread kernel.
+// CHECK-LABEL: func.func @loop_uses_device_value
+// CHECK: gpu.launch blocks({{.*}}) in (%{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}, %{{.*}} = %c1{{.*}}) threads({{.*}}) in (%{{.*}} = %c1{{.*}},
+// CHECK: %[[X:.*]] = memref.load
+// CHECK: scf.for
+// CHECK: scf.parallel
+// CHECK: memref.store %[[X]]
+// CHECK: gpu.terminator
+// CHECK-NOT: gpu.launch
+func.func @loop_uses_device_value(%in: memref<1xf32>, %out: memref<8xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %x = memref.load %in[%c0] : memref<1xf32>
+  scf.for %s = %c0 to %c8 step %c1 {
+    scf.parallel (%i) = (%c0) to (%c8) step (%c1) {
+      memref.store %x, %out[%i] : memref<8xf32>
+    }
+  }
+  return
+}
+
+// -----
+
 // A copy between operations that pass values to each other joins their
 // single-thread kernel as a loop of loads and stores.
 // CHECK-LABEL: func.func @copy_inside_kernel

@@ -18,6 +18,8 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/SetVector.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOEMAPTOGPU
@@ -169,7 +171,10 @@ public:
     llvm::DenseSet<Operation *> device;
     SmallVector<scf::ForOp> hostLoops;
     for (Operation &op : block) {
-      bool usesDevice = llvm::any_of(op.getOperands(), [&](Value v) {
+      // Values used by the op or inside its regions (a loop body).
+      llvm::SetVector<Value> used(op.getOperands().begin(), op.getOperands().end());
+      getUsedValuesDefinedAbove(op.getRegions(), used);
+      bool usesDevice = llvm::any_of(used, [&](Value v) {
         Operation *def = v.getDefiningOp();
         return def && device.contains(def);
       });
