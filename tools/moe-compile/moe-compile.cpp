@@ -218,6 +218,12 @@ int main(int argc, char **argv) {
 
   // Artifacts: the object, the C wrapper, then one link.
   start = std::chrono::steady_clock::now();
+  llvm::SmallString<128> outDir(outputFile);
+  llvm::sys::path::remove_filename(outDir);
+  if (outDir.empty())
+    outDir = ".";
+  if (std::error_code ec = llvm::sys::fs::create_directories(outDir))
+    return failWith("cannot create " + outDir + ": " + ec.message());
   llvm::SmallString<128> base(outputFile);
   llvm::sys::path::replace_extension(base, "");
   std::string object = (base + ".o").str(), wrapper = (base + ".wrapper.c").str(),
@@ -227,10 +233,6 @@ int main(int argc, char **argv) {
   if (!writeText(wrapper, artifact::wrapperSource(spec), error) ||
       !writeText(header, artifact::headerSource(spec, llvm::sys::path::filename(outputFile).str()), error))
     return failWith(error);
-  llvm::SmallString<128> outDir(outputFile);
-  llvm::sys::path::remove_filename(outDir);
-  if (outDir.empty())
-    outDir = ".";
   llvm::SmallString<128> runtimeCopy(outDir);
   llvm::sys::path::append(runtimeCopy, "libmoe_runtime.so");
   if (!llvm::sys::fs::equivalent(MOE_RUNTIME_LIBRARY, runtimeCopy))
