@@ -100,7 +100,7 @@ def run(args):
     m = torch.randn(8192, 8192, dtype=torch.bfloat16, device=dev)
     gemm_ms = timed(lambda: m @ m, 20)
     gemm_tflops = 2 * 8192 ** 3 / gemm_ms / 1e9
-    del big, m
+    big = m = None  # free the memory before the layers
     print(f"{torch.cuda.get_device_name()}: copy {copy_gbs:.0f} GB/s, bf16 GEMM {gemm_tflops:.0f} TFLOP/s")
 
     results = dict(device=torch.cuda.get_device_name(), copy_gbs=copy_gbs, gemm_tflops=gemm_tflops, rows=[])
@@ -168,7 +168,7 @@ def run(args):
                     row[f"{what}_gbs"] = nbytes / ms / 1e6
             print(row)
             results["rows"].append(row)
-        del w_gate_up, w_down
+        w_gate_up = w_down = None
         torch.cuda.empty_cache()
 
     with open(os.path.join(args.dir, "results.json"), "w") as f:
