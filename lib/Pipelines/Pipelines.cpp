@@ -72,9 +72,6 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
     addUpstream(pm, name, "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
   addUpstream(pm, name, "func.func(convert-linalg-to-parallel-loops),canonicalize");
   pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
-  // Adjacent loops over the same space that only touch their own elements
-  // become one kernel.
-  addUpstream(pm, name, "func.func(scf-parallel-loop-fusion)");
   MoeMapToGPUOptions mapping;
   mapping.blockSize = blockSize;
   pm.addNestedPass<func::FuncOp>(createMoeMapToGPU(mapping));

@@ -94,12 +94,13 @@ func.func @copies(%src: memref<4x8xf32>, %dst: memref<4x4xf32>, %dst2: memref<4x
 // Allocations move up to their operands, so that loops separated only by an
 // allocation become adjacent (scf-parallel-loop-fusion can merge them).
 // CHECK-LABEL: func.func @hoist_allocations
+// Here the two loops then fuse.
 // CHECK: %[[A:.*]] = memref.alloc(%{{.*}}) : memref<?xf32>
 // CHECK-NEXT: %[[B:.*]] = memref.alloc(%{{.*}}) : memref<?xf32>
 // CHECK-NOT: memref.alloc
 // CHECK: scf.parallel
 // CHECK: memref.store %{{.*}}, %[[A]]
-// CHECK: scf.parallel
+// CHECK-NOT: scf.parallel
 // CHECK: memref.store %{{.*}}, %[[B]]
 func.func @hoist_allocations(%n: index, %v: f32) {
   %c0 = arith.constant 0 : index
@@ -112,6 +113,55 @@ func.func @hoist_allocations(%n: index, %v: f32) {
   scf.parallel (%i) = (%c0) to (%n) step (%c1) {
     %x = memref.load %a[%i] : memref<?xf32>
     memref.store %x, %b[%i] : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// Adjacent loops over the same space that touch shared buffers only at their
+// own element fuse into one loop (one kernel).
+// CHECK-LABEL: func.func @fuse_elementwise
+// CHECK: scf.parallel
+// CHECK: memref.store %{{.*}}, %[[A:.*]][%[[I:.*]]]
+// CHECK: memref.load %[[A]][%[[I]]]
+// CHECK-NOT: scf.parallel
+// CHECK: return
+func.func @fuse_elementwise(%a: memref<?xf32>, %b: memref<?xf32>, %n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    memref.store %v, %a[%i] : memref<?xf32>
+  }
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    %x = memref.load %a[%i] : memref<?xf32>
+    memref.store %x, %b[%i] : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// Negative: a scattered write after an elementwise fill of the same buffer
+// (the dispatch plan's rows) must not fuse: iteration i's fill could land
+// after iteration j's scattered write to element i.
+// CHECK-LABEL: func.func @no_fusion_scattered_write
+// CHECK: scf.parallel
+// CHECK: scf.parallel
+func.func @no_fusion_scattered_write(%rows: memref<?xi32>, %where: memref<?xindex>, %n: index) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %none = arith.constant -1 : i32
+  %one = arith.constant 1 : i32
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    memref.store %none, %rows[%i] : memref<?xi32>
+  }
+  scf.parallel (%i) = (%c0) to (%n) step (%c1) {
+    %r = memref.load %where[%i] : memref<?xindex>
+    %placed = arith.cmpi sge, %r, %c0 : index
+    scf.if %placed {
+      memref.store %one, %rows[%r] : memref<?xi32>
+    }
   }
   return
 }

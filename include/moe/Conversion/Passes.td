@@ -78,6 +78,12 @@ def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> 
     multi-dimensional loop, so that the GPU mapping sees the whole
     iteration space (token × column, not token alone).
 
+    Allocations then move up to their operands, and adjacent top-level
+    parallel loops over the same space fuse when every buffer one writes and
+    the other touches is accessed only at the iteration's own element in
+    both (a fill and the loop accumulating into it; per-token steps): fewer
+    kernels.
+
     A `memref.copy` that is not a top-level copy between contiguous
     buffers (a strided copy, or one inside a loop) becomes a parallel loop
     of loads and stores: only the others can be a device memcpy.

@@ -17,6 +17,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/SmallPtrSet.h"
 
 namespace mlir::moe {
@@ -115,6 +116,87 @@ void hoistAllocations(func::FuncOp func) {
   }
 }
 
+/// The buffers `loop` reads or writes, and whether every such access indexes
+/// exactly with the loop's induction variables (in order). False when the
+/// body has an effect other than loads and stores.
+bool collectAccesses(scf::ParallelOp loop, llvm::DenseMap<Value, bool> &identity,
+                     llvm::DenseSet<Value> &written) {
+  ValueRange ivs = loop.getInductionVars();
+  WalkResult result = loop.getBody()->walk([&](Operation *op) {
+    Value buffer;
+    ValueRange indices;
+    if (auto load = dyn_cast<memref::LoadOp>(op)) {
+      buffer = load.getMemRef();
+      indices = load.getIndices();
+    } else if (auto store = dyn_cast<memref::StoreOp>(op)) {
+      buffer = store.getMemRef();
+      indices = store.getIndices();
+      written.insert(buffer);
+    } else if (isa<memref::AllocaOp, memref::AllocOp, memref::DeallocOp>(op) || isMemoryEffectFree(op) ||
+               op->hasTrait<OpTrait::HasRecursiveMemoryEffects>()) {
+      return WalkResult::advance();
+    } else {
+      return WalkResult::interrupt(); // copies, calls: unknown accesses
+    }
+    bool same = indices.size() == ivs.size() && llvm::equal(indices, ivs);
+    auto [it, inserted] = identity.try_emplace(buffer, same);
+    if (!inserted)
+      it->second &= same;
+    return WalkResult::advance();
+  });
+  return !result.wasInterrupted();
+}
+
+/// Fuses `second` into `first` (adjacent, same bounds) when it is exact:
+/// every buffer one loop writes and the other touches is accessed only at
+/// the iteration's own element, in both loops. (Upstream's
+/// scf-parallel-loop-fusion, tried first, fused the dispatch plan's
+/// scattered row writes with the fill of those rows, which gave wrong
+/// results for top-1 routing; this rule is stricter.)
+bool fuseIfIndependent(scf::ParallelOp first, scf::ParallelOp second) {
+  if (first->getNextNode() != second.getOperation() || !first.getInitVals().empty() ||
+      !second.getInitVals().empty() || first.getLowerBound() != second.getLowerBound() ||
+      first.getUpperBound() != second.getUpperBound() || first.getStep() != second.getStep())
+    return false;
+  llvm::DenseMap<Value, bool> firstAccess, secondAccess;
+  llvm::DenseSet<Value> firstWritten, secondWritten;
+  if (!collectAccesses(first, firstAccess, firstWritten) ||
+      !collectAccesses(second, secondAccess, secondWritten))
+    return false;
+  for (auto [buffer, firstIdentity] : firstAccess) {
+    auto other = secondAccess.find(buffer);
+    if (other == secondAccess.end())
+      continue;
+    bool writtenByEither = firstWritten.contains(buffer) || secondWritten.contains(buffer);
+    // Buffers are distinct allocations or arguments here; a shared one must
+    // be touched element by element in both loops.
+    if (writtenByEither && !(firstIdentity && other->second))
+      return false;
+  }
+  IRMapping map;
+  map.map(second.getInductionVars(), first.getInductionVars());
+  OpBuilder b(first.getBody()->getTerminator());
+  for (Operation &op : second.getBody()->without_terminator())
+    b.clone(op, map);
+  second.erase();
+  return true;
+}
+
+/// Fuses adjacent top-level parallel loops over the same space, so that a
+/// fill and the loop accumulating into it, or per-token steps, become one
+/// kernel.
+void fuseAdjacentLoops(func::FuncOp func) {
+  if (func.getBody().empty())
+    return;
+  for (Operation *op = &func.getBody().front().front(); op;) {
+    auto first = dyn_cast<scf::ParallelOp>(op);
+    auto second = first ? dyn_cast_or_null<scf::ParallelOp>(op->getNextNode()) : nullptr;
+    if (second && fuseIfIndependent(first, second))
+      continue; // try the new neighbour
+    op = op->getNextNode();
+  }
+}
+
 struct MoeParallelizeLoopsPass
     : mlir::moe::impl::MoeParallelizeLoopsBase<MoeParallelizeLoopsPass> {
   void runOnOperation() override {
@@ -146,6 +228,7 @@ struct MoeParallelizeLoopsPass
     for (scf::ParallelOp loop : outermost)
       while (scf::ParallelOp merged = mergeWithInner(loop))
         loop = merged;
+    fuseAdjacentLoops(func);
   }
 };
 } // namespace

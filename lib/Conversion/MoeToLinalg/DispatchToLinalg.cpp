@@ -27,12 +27,16 @@ namespace {
 
 using BodyFn = function_ref<SmallVector<Value>(OpBuilder &, Location, Value, ValueRange)>;
 
+/// A loop over [lb, ub) threading `state`; `independent` marks it for the
+/// GPU mapping (its iterations write disjoint elements of the state).
 SmallVector<Value> forRange(OpBuilder &b, Location loc, Value lb, Value ub, ValueRange state,
-                            BodyFn body) {
+                            BodyFn body, bool independent = false) {
   auto loop = scf::ForOp::create(b, loc, lb, ub, constIndex(b, loc, 1), state,
                                  [&](OpBuilder &nb, Location nl, Value i, ValueRange iter) {
                                    scf::YieldOp::create(nb, nl, body(nb, nl, i, iter));
                                  });
+  if (independent)
+    markParallel(loop);
   return llvm::to_vector_of<Value>(loop.getResults());
 }
 
@@ -105,28 +109,44 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
               put(nb, nl, arith::AddIOp::create(nb, nl, n, i32One), st[2], {eIdx}), st[3]};
     };
 
-    // 1. Primary selections, in (t, k) order, up to the capacity.
+    // 1. Primary selections, in (t, k) order, up to the capacity. Each
+    // expert scans the slots in that order and numbers its own: experts are
+    // independent (each writes only its slots and its count), and the result
+    // is the sequential pass's, with E-way parallelism on the GPU.
     SmallVector<Value> state = {finalExpert, position, counts, rectified};
-    state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
-      return forRange(b1, l1, zero, numPrimary, s1, [&](OpBuilder &b2, Location l2, Value j, ValueRange s2) {
-        Value e = get(b2, l2, indices, {t, j});
-        Value valid = cmpi(b2, l2, P::sge, e, i32Zero);
-        return ifThen(b2, l2, valid, s2, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
-          Value keep = trueV;
-          if (cap) {
-            Value limit = indexToI32(b3, l3, capacity);
-            Value eIdx = i32ToIndex(b3, l3, e);
-            Value rank = cap.getDrop() == DropPolicy::position
-                             ? get(b3, l3, s2[2], {eIdx})
-                             : probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
-            keep = cmpi(b3, l3, P::slt, rank, limit);
-          }
-          return ifThen(b3, l3, keep, s2, [&](OpBuilder &b4, Location l4) {
-            return assign(b4, l4, t, j, e, Value(), s2);
-          });
-        });
-      });
-    });
+    Value numRouted = constIndex(b, loc, op.getNumExperts());
+    state = forRange(
+        b, loc, zero, numRouted, state,
+        [&](OpBuilder &b0, Location l0, Value eIdx, ValueRange s0) -> SmallVector<Value> {
+          Value e = indexToI32(b0, l0, eIdx);
+          SmallVector<Value> init = llvm::to_vector(s0);
+          init.push_back(i32Zero); // rows of e so far
+          SmallVector<Value> scanned = forRange(
+              b0, l0, zero, tokens, init, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
+                return forRange(b1, l1, zero, numPrimary, s1, [&](OpBuilder &b2, Location l2, Value j,
+                                                                  ValueRange s2) {
+                  Value mine = cmpi(b2, l2, P::eq, get(b2, l2, indices, {t, j}), e);
+                  return ifThen(b2, l2, mine, s2, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
+                    Value keep = trueV;
+                    if (cap) {
+                      Value limit = indexToI32(b3, l3, capacity);
+                      Value rank = cap.getDrop() == DropPolicy::position
+                                       ? s2[4]
+                                       : probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
+                      keep = cmpi(b3, l3, P::slt, rank, limit);
+                    }
+                    return ifThen(b3, l3, keep, s2, [&](OpBuilder &b4, Location l4) -> SmallVector<Value> {
+                      return {put(b4, l4, e, s2[0], {t, j}), put(b4, l4, s2[4], s2[1], {t, j}), s2[2],
+                              s2[3], arith::AddIOp::create(b4, l4, s2[4], i32One)};
+                    });
+                  });
+                });
+              });
+          Value count = scanned.pop_back_val();
+          scanned[2] = put(b0, l0, count, scanned[2], {eIdx});
+          return scanned;
+        },
+        /*independent=*/true);
 
     // The shared slot: every token, on expert E, after its routed slots.
     if (shared) {
@@ -217,6 +237,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
                                      get(nb, nl, shared, {t, constIndex(nb, nl, 0)}));
     };
     SmallVector<Value> plan = {rowToken, slotRow, slotWeight};
+    // Tokens are independent: each writes its slots and its own rows.
     plan = forRange(b, loc, zero, tokens, plan, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
       return forRange(b1, l1, zero, constIndex(b1, l1, slots), s1,
                       [&](OpBuilder &b2, Location l2, Value j, ValueRange s2) {
@@ -232,7 +253,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
                                   put(b3, l3, slotWeightAt(b3, l3, t, j), s2[2], {t, j})};
                         });
                       });
-    });
+    }, /*independent=*/true);
 
     // 5. Rectified tokens take the Rectify-Router weights exp(a) / Σ exp(a).
     if (intra)
