@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/MoeRuntime.h"
+#include "moe/Support/ArrayData.h"
 #include "moe/Support/Npy.h"
 
 #include <dlfcn.h>
@@ -106,133 +107,6 @@ bool parseSignature(const std::string &text, Signature &sig, std::string &error)
   return true;
 }
 
-//===--- Element conversions -------------------------------------------------===//
-
-uint16_t floatToBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffff) > 0x7f800000)
-    return 0x7fc0; // NaN
-  bits += 0x7fff + ((bits >> 16) & 1); // round to nearest even
-  return uint16_t(bits >> 16);
-}
-
-float bf16ToFloat(uint16_t h) {
-  uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-uint16_t floatToHalf(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  uint16_t sign = (x >> 16) & 0x8000;
-  int exp = int((x >> 23) & 0xff) - 127 + 15;
-  uint32_t mant = x & 0x7fffff;
-  if (((x >> 23) & 0xff) == 0xff)
-    return sign | 0x7c00 | (mant ? 0x200 : 0);
-  if (exp >= 31)
-    return sign | 0x7c00;
-  if (exp <= 0) {
-    if (exp < -10)
-      return sign;
-    mant |= 0x800000;
-    uint32_t shift = 14 - exp;
-    uint32_t half = mant >> shift, rest = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    if (rest > mid || (rest == mid && (half & 1)))
-      ++half;
-    return sign | uint16_t(half);
-  }
-  uint32_t half = (uint32_t(exp) << 10) | (mant >> 13), rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest == 0x1000 && (half & 1)))
-    ++half;
-  return sign | uint16_t(half);
-}
-
-float halfToFloat(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000 | (mant << 13);
-  } else if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while (!(mant & 0x400));
-      bits = sign | (uint32_t(127 - 15 - e) << 23) | ((mant & 0x3ff) << 13);
-    }
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-double elementAt(const Array &a, int64_t i) {
-  const uint8_t *p = a.data.data() + i * npy::elementSize(a.type);
-  switch (a.type) {
-  case DType::f64: { double v; std::memcpy(&v, p, 8); return v; }
-  case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }
-  case DType::f16: { uint16_t v; std::memcpy(&v, p, 2); return halfToFloat(v); }
-  case DType::bf16: { uint16_t v; std::memcpy(&v, p, 2); return bf16ToFloat(v); }
-  case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return double(v); }
-  case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return double(v); }
-  }
-  return 0;
-}
-
-uint64_t splitmix64(uint64_t &state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-/// Uniform floats in [-scale, scale), or integers in [0, 8), as moe-run draws them.
-Array randomArray(DType type, const std::vector<int64_t> &shape, uint64_t streamSeed, double scale) {
-  Array a;
-  a.type = type;
-  a.shape = shape;
-  size_t size = npy::elementSize(type);
-  a.data.resize(size_t(a.numElements()) * size);
-  uint64_t state = streamSeed;
-  for (int64_t i = 0; i < a.numElements(); ++i) {
-    uint64_t r = splitmix64(state);
-    uint8_t *dst = a.data.data() + i * size;
-    double u = double(r >> 11) * (1.0 / 9007199254740992.0);
-    double v = (2.0 * u - 1.0) * scale;
-    switch (type) {
-    case DType::i32: { int32_t x = int32_t(r % 8); std::memcpy(dst, &x, 4); break; }
-    case DType::i64: { int64_t x = int64_t(r % 8); std::memcpy(dst, &x, 8); break; }
-    case DType::f64: std::memcpy(dst, &v, 8); break;
-    case DType::f32: { float x = float(v); std::memcpy(dst, &x, 4); break; }
-    case DType::bf16: { uint16_t x = floatToBf16(float(v)); std::memcpy(dst, &x, 2); break; }
-    case DType::f16: { uint16_t x = floatToHalf(float(v)); std::memcpy(dst, &x, 2); break; }
-    }
-  }
-  return a;
-}
-
-/// One element of `type` holding `value`, as little-endian bytes.
-std::vector<uint8_t> encode(DType type, double value) {
-  std::vector<uint8_t> bytes(npy::elementSize(type));
-  switch (type) {
-  case DType::f64: std::memcpy(bytes.data(), &value, 8); break;
-  case DType::f32: { float x = float(value); std::memcpy(bytes.data(), &x, 4); break; }
-  case DType::bf16: { uint16_t x = floatToBf16(float(value)); std::memcpy(bytes.data(), &x, 2); break; }
-  case DType::f16: { uint16_t x = floatToHalf(float(value)); std::memcpy(bytes.data(), &x, 2); break; }
-  case DType::i64: { int64_t x = int64_t(value); std::memcpy(bytes.data(), &x, 8); break; }
-  case DType::i32: { int32_t x = int32_t(value); std::memcpy(bytes.data(), &x, 4); break; }
-  }
-  return bytes;
-}
-
 /// An array of `value`; without `materialize` only its type and shape (the
 /// GPU fills its memory directly).
 Array filledArray(DType type, const std::vector<int64_t> &shape, double value, bool materialize) {
@@ -240,7 +114,7 @@ Array filledArray(DType type, const std::vector<int64_t> &shape, double value, b
   a.type = type;
   a.shape = shape;
   if (materialize) {
-    std::vector<uint8_t> element = encode(type, value);
+    std::vector<uint8_t> element = npy::encodeElement(type, value);
     a.data.reserve(size_t(a.numElements()) * element.size());
     for (int64_t i = 0; i < a.numElements(); ++i)
       a.data.insert(a.data.end(), element.begin(), element.end());
@@ -250,7 +124,7 @@ Array filledArray(DType type, const std::vector<int64_t> &shape, double value, b
 
 /// Writes `value` into every element of `a`'s device copy.
 int fillDevice(void *device, const Array &a, double value) {
-  std::vector<uint8_t> element = encode(a.type, value);
+  std::vector<uint8_t> element = npy::encodeElement(a.type, value);
   size_t count = size_t(a.numElements());
   if (element.size() == 2) {
     uint16_t pattern;
@@ -449,7 +323,7 @@ int main(int argc, char **argv) {
         hostIn[i] = filledArray(ins[i]->type, want, *fillValue(i), /*materialize=*/!sig.gpu);
         continue;
       }
-      hostIn[i] = randomArray(ins[i]->type, want, opt.seed * 1000003ULL + i, opt.randomScale);
+      hostIn[i] = npy::randomArray(ins[i]->type, want, opt.seed * 1000003ULL + i, opt.randomScale);
       continue;
     }
     if (hostIn[i].type != ins[i]->type)
@@ -553,7 +427,7 @@ int main(int argc, char **argv) {
     double maxRef = 0, maxDiff = 0;
     bool specialsMatch = true;
     for (int64_t e = 0; e < out.numElements(); ++e) {
-      double a = elementAt(out, e), b = elementAt(ref, e);
+      double a = npy::elementAt(out, e), b = npy::elementAt(ref, e);
       if (std::isnan(b) || std::isinf(b)) {
         specialsMatch &= std::isnan(b) ? std::isnan(a) : a == b;
         continue;

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Support/ArrayData.h"
 #include "moe/Support/Npy.h"
 #include "moe/EntryFunction.h"
 #include "moe/InitAll.h"
@@ -96,68 +97,6 @@ std::optional<DType> dtypeOf(Type type) {
   if (type.isInteger(64)) return DType::i64;
   if (type.isInteger(32)) return DType::i32;
   return std::nullopt;
-}
-
-/// splitmix64: the generator of random arguments.
-uint64_t splitmix64(uint64_t &state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-void storeFloat(uint8_t *dst, DType type, double v) {
-  switch (type) {
-  case DType::f64:
-    std::memcpy(dst, &v, 8);
-    return;
-  case DType::f32: {
-    float f = static_cast<float>(v);
-    std::memcpy(dst, &f, 4);
-    return;
-  }
-  case DType::bf16: {
-    // Round to nearest even on the f32 bits: fast enough for gigabytes.
-    float f = static_cast<float>(v);
-    uint32_t bits;
-    std::memcpy(&bits, &f, 4);
-    uint16_t half = static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-    std::memcpy(dst, &half, 2);
-    return;
-  }
-  case DType::f16: {
-    llvm::APFloat a(v);
-    bool lost;
-    a.convert(llvm::APFloat::IEEEhalf(), llvm::APFloat::rmNearestTiesToEven, &lost);
-    uint16_t bits = static_cast<uint16_t>(a.bitcastToAPInt().getZExtValue());
-    std::memcpy(dst, &bits, 2);
-    return;
-  }
-  default:
-    return;
-  }
-}
-
-/// Uniform floats in [-scale, scale), or integers in [0, 8).
-Array randomArray(DType type, ArrayRef<int64_t> shape, uint64_t streamSeed) {
-  Array a;
-  a.type = type;
-  a.shape.assign(shape.begin(), shape.end());
-  size_t size = npy::elementSize(type);
-  a.data.resize(size_t(a.numElements()) * size);
-  uint64_t state = streamSeed;
-  for (int64_t i = 0; i < a.numElements(); ++i) {
-    uint64_t r = splitmix64(state);
-    uint8_t *dst = a.data.data() + i * size;
-    if (type == DType::i32 || type == DType::i64) {
-      int64_t v = int64_t(r % 8);
-      std::memcpy(dst, &v, size);
-    } else {
-      double u = double(r >> 11) * (1.0 / 9007199254740992.0);
-      storeFloat(dst, type, (2.0 * u - 1.0) * randomScale);
-    }
-  }
-  return a;
 }
 
 /// A strided memref descriptor as the C interface lays it out:
@@ -292,7 +231,8 @@ int main(int argc, char **argv) {
                           ") has a dynamic dimension: give --dynamic-size or a .npy file");
         shape.push_back(ShapedType::isDynamic(d) ? dynamicSize : d);
       }
-      args.push_back(randomArray(dtype, shape, seed * 1000003ULL + i));
+      args.push_back(npy::randomArray(dtype, std::vector<int64_t>(shape.begin(), shape.end()),
+                                       seed * 1000003ULL + i, randomScale));
       continue;
     }
     auto array = std::make_optional<Array>();
