@@ -34,17 +34,26 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
               "convert-to-llvm,reconcile-unrealized-casts,canonicalize");
 }
 
-void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
+/// moe -> bufferized linalg/scf, the start both targets share: inputs
+/// read-only, decompose, lower (contractions parallel for the GPU), C
+/// interfaces, one-shot bufferization. The upstream part is spelled as its
+/// textual pipeline so that the same string reproduces it with mlir-opt.
+static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions) {
+  using namespace mlir::moe;
   pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
-  pm.addPass(createConvertMoeToLinalg());
-  // The upstream half, spelled as its textual pipeline so that the same string
-  // reproduces it with mlir-opt.
-  addUpstream(pm, "moe-cpu-pipeline",
-      "func.func(llvm-request-c-wrappers),"
-      "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
-      "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
-      "function-boundary-type-conversion=identity-layout-map}");
+  ConvertMoeToLinalgOptions lowering;
+  lowering.parallelContractions = parallelContractions;
+  pm.addPass(createConvertMoeToLinalg(lowering));
+  addUpstream(pm, name,
+              "func.func(llvm-request-c-wrappers),"
+              "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
+              "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
+              "function-boundary-type-conversion=identity-layout-map}");
+}
+
+void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
+  addBufferizedLowering(pm, "moe-cpu-pipeline", /*parallelContractions=*/false);
   if (options.outParams)
     addUpstream(pm, "moe-cpu-pipeline",
                 "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
@@ -55,17 +64,8 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
 /// moe -> host functions whose every computation is a gpu.launch.
 static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams) {
   using namespace mlir::moe;
-  pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
-  pm.addPass(createMoeDecompose());
-  ConvertMoeToLinalgOptions lowering;
-  lowering.parallelContractions = true;
-  pm.addPass(createConvertMoeToLinalg(lowering));
-  addUpstream(pm, name,
-              "func.func(llvm-request-c-wrappers),"
-              "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
-              "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
-              "function-boundary-type-conversion=identity-layout-map},"
-              "canonicalize,cse");
+  addBufferizedLowering(pm, name, /*parallelContractions=*/true);
+  addUpstream(pm, name, "canonicalize,cse");
   // Results become out-parameters: the caller owns every buffer, the
   // function only allocates its scratch.
   if (outParams)

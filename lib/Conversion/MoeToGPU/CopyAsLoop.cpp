@@ -9,6 +9,10 @@ using namespace mlir;
 
 // `copy` as a parallel loop of loads and stores: what a copy between
 // strided buffers, or one inside a loop body, must become on the GPU.
+bool mlir::moe::hasIdentityLayout(Value memref) {
+  return cast<MemRefType>(memref.getType()).getLayout().isIdentity();
+}
+
 void mlir::moe::copyAsLoop(memref::CopyOp copy) {
   OpBuilder b(copy);
   Location loc = copy.getLoc();

@@ -12,6 +12,9 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
 namespace mlir::moe {
+/// True when `memref` is laid out contiguously (identity layout): only a
+/// copy between two such buffers can be a device memcpy.
+bool hasIdentityLayout(Value memref);
 /// Replaces `copy` with an scf.parallel over its elements.
 void copyAsLoop(memref::CopyOp copy);
 } // namespace mlir::moe

@@ -271,10 +271,7 @@ private:
         llvm::erase(toFree, dealloc.getMemref());
         dealloc.erase();
       } else if (auto copy = dyn_cast<memref::CopyOp>(op)) {
-        auto isContiguous = [](Value v) {
-          return cast<MemRefType>(v.getType()).getLayout().isIdentity();
-        };
-        if (!isContiguous(copy.getSource()) || !isContiguous(copy.getTarget()))
+        if (!moe::hasIdentityLayout(copy.getSource()) || !moe::hasIdentityLayout(copy.getTarget()))
           return copy.emitOpError("between strided buffers cannot be a GPU memcpy (run "
                                   "moe-parallelize-loops first)");
         gpu::MemcpyOp::create(b, copy.getLoc(), Type(), ValueRange{}, copy.getTarget(),

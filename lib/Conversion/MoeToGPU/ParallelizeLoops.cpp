@@ -84,10 +84,6 @@ scf::ParallelOp mergeWithInner(scf::ParallelOp outer) {
   return merged;
 }
 
-bool hasIdentityLayout(Value memref) {
-  return cast<MemRefType>(memref.getType()).getLayout().isIdentity();
-}
-
 /// Moves each top-level allocation up to just after its last operand, so
 /// that loops separated only by allocations become adjacent and
 /// scf-parallel-loop-fusion can merge them (a fill with the loop that
@@ -215,7 +211,8 @@ struct MoeParallelizeLoopsPass
     func::FuncOp func = getOperation();
     func.walk([&](memref::CopyOp copy) {
       bool topLevel = copy->getParentOp() == func.getOperation();
-      if (!topLevel || !hasIdentityLayout(copy.getSource()) || !hasIdentityLayout(copy.getTarget()))
+      if (!topLevel || !moe::hasIdentityLayout(copy.getSource()) ||
+          !moe::hasIdentityLayout(copy.getTarget()))
         moe::copyAsLoop(copy);
     });
     hoistAllocations(func);
