@@ -62,7 +62,8 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
 }
 
 /// moe -> host functions whose every computation is a gpu.launch.
-static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams) {
+static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams,
+                          bool emulate) {
   using namespace mlir::moe;
   addBufferizedLowering(pm, name, /*parallelContractions=*/true);
   addUpstream(pm, name, "canonicalize,cse");
@@ -70,6 +71,9 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
   // function only allocates its scratch.
   if (outParams)
     addUpstream(pm, name, "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
+  MoeTensorCoreGemmOptions tensorCores;
+  tensorCores.emulate = emulate;
+  pm.addNestedPass<func::FuncOp>(createMoeTensorCoreGemm(tensorCores));
   addUpstream(pm, name, "func.func(convert-linalg-to-parallel-loops),canonicalize");
   pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
   MoeMapToGPUOptions mapping;
@@ -78,7 +82,7 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
 }
 
 void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
-  addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true);
+  addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true, /*emulate=*/false);
   addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
   gpu::GPUToNVVMPipelineOptions nvvm;
   nvvm.cubinChip = options.chip;
@@ -90,7 +94,8 @@ void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptio
 }
 
 void mlir::moe::buildMoeGpuEmulationPipeline(OpPassManager &pm) {
-  addGpuMapping(pm, "moe-gpu-emulation-pipeline", /*blockSize=*/256, /*outParams=*/false);
+  addGpuMapping(pm, "moe-gpu-emulation-pipeline", /*blockSize=*/256, /*outParams=*/false,
+                /*emulate=*/true);
   pm.addNestedPass<func::FuncOp>(createMoeGpuLaunchToLoops());
   addCpuTail(pm, "moe-gpu-emulation-pipeline");
 }

@@ -7,12 +7,17 @@
 // RUN: moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=format=isa \
 // RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_90 --no-spills | FileCheck %s --check-prefix=SPILLS
 // The full-size Mixtral-8x7B layer (bf16, dynamic tokens) after moe-optimize:
-// its fused grouped GEMM kernels (gate/up with SwiGLU, down with the combine)
-// compile without spills for both chips.
+// all its kernels, the tensor-core GEMMs included, compile without spills
+// for both chips.
 // RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline=format=isa \
 // RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_90 --no-spills | FileCheck %s --check-prefix=SPILLS
 // RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline="format=isa chip=sm_80 features=+ptx70" \
 // RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_80 --no-spills | FileCheck %s --check-prefix=SPILLS
+// Its grouped GEMMs run on tensor cores: ldmatrix fragments, bf16 mma.sync.
+// RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline=format=isa \
+// RUN:   | FileCheck %s --check-prefix=TENSORCORES
+// TENSORCORES: ldmatrix.sync.aligned.m8n8.x4.shared.b16
+// TENSORCORES: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // A bad chip is a located error, not a crash.
 // RUN: not moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=chip=sm_12345 2>&1 | FileCheck %s --check-prefix=BADCHIP
 

@@ -29,3 +29,20 @@ func.func @strided_copy(%src: memref<4x8xf32>, %dst: memref<4x4xf32>) {
   return
 }
 
+
+// -----
+
+// A kernel built earlier (moe-tensor-core-gemm) between a load and its use
+// on the device: the two would have to share one kernel around it.
+func.func @launch_inside_kernel_group(%in: memref<8xf32>, %out: memref<8xf32>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %x = memref.load %in[%c0] : memref<8xf32>
+  // expected-error @+1 {{lies between operations that must share one kernel}}
+  gpu.launch blocks(%bx, %by, %bz) in (%gx = %c1, %gy = %c1, %gz = %c1)
+             threads(%tx, %ty, %tz) in (%sx = %c1, %sy = %c1, %sz = %c1) {
+    gpu.terminator
+  }
+  memref.store %x, %out[%c0] : memref<8xf32>
+  return
+}

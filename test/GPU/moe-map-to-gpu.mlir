@@ -178,3 +178,38 @@ func.func @host_only(%a: index, %b: index) -> index {
   %p = arith.muli %a, %b : index
   return %p : index
 }
+
+// -----
+
+// A kernel that exists already (moe-tensor-core-gemm builds them) stays as
+// it is, between the kernels of the work around it.
+// CHECK-LABEL: func.func @existing_launch
+// CHECK: gpu.launch
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<8xf32>
+// CHECK: gpu.terminator
+// CHECK: gpu.launch
+// CHECK-SAME: threads
+// CHECK-NEXT: memref.store %{{.*}}, %{{.*}}[%c0{{.*}}] : memref<8xf32>
+// CHECK-NEXT: gpu.terminator
+// CHECK: gpu.launch
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}] : memref<8xf32>
+// CHECK: gpu.terminator
+// CHECK-NEXT: }
+// CHECK-NEXT: return
+func.func @existing_launch(%buf: memref<8xf32>, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  scf.parallel (%i) = (%c0) to (%c8) step (%c1) {
+    memref.store %v, %buf[%i] : memref<8xf32>
+  }
+  gpu.launch blocks(%bx, %by, %bz) in (%gx = %c1, %gy = %c1, %gz = %c1)
+             threads(%tx, %ty, %tz) in (%sx = %c1, %sy = %c1, %sz = %c1) {
+    memref.store %v, %buf[%c0] : memref<8xf32>
+    gpu.terminator
+  }
+  scf.parallel (%i) = (%c0) to (%c8) step (%c1) {
+    memref.store %v, %buf[%i] : memref<8xf32>
+  }
+  return
+}

@@ -15,6 +15,13 @@
 
 namespace mlir::moe {
 inline constexpr llvm::StringLiteral kParallelLoopAttrName = "moe.parallel";
+/// On the linalg.generic of a grouped matmul in the parallel form: ins
+/// (lhs [R, K], row experts [R] i32), outs (f32 [R, N]); the body loads the
+/// expert weights [E, N, K] (and a shared expert's [N, K]) it captures.
+inline constexpr llvm::StringLiteral kGroupedGemmAttrName = "moe.grouped_gemm";
+/// On the linalg.generic that finds each grouped-matmul row's expert; its
+/// body loads the row groups' offsets [G+1] it captures.
+inline constexpr llvm::StringLiteral kRowExpertsAttrName = "moe.row_experts";
 } // namespace mlir::moe
 
 #endif // MOE_CONVERSION_PARALLELLOOPS_H

@@ -104,6 +104,49 @@ def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> 
                            "::mlir::memref::MemRefDialect"];
 }
 
+def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
+  let summary = "Runs bf16/f16 grouped matmuls on tensor cores (mma.sync, sm_80 and later)";
+  let description = [{
+    Runs on bufferized code, before the loops are mapped. Each grouped
+    matmul that `convert-moe-to-linalg{parallel-contractions}` built (a
+    `linalg.generic` with the `moe.grouped_gemm` attribute) whose operands
+    are both bf16 or both f16 becomes one `gpu.launch`: 64 x 64 output tiles
+    per block, four warps of 32 x 32, K in steps of 32 staged in shared
+    memory (rows padded against bank conflicts), fragments loaded with
+    `nvgpu.ldmatrix`, products by `nvvm.mma.sync` m16n8k16 with f32
+    accumulators in registers. A block visits only the experts whose row
+    range meets its rows, so an expert with no tokens costs no weight reads.
+    f32 grouped matmuls keep the one-thread-per-element form.
+
+    With `emulate` the same tiling, staging and epilogue are built for one
+    thread per block with the products as scalar loops, so that
+    `moe-gpu-launch-to-loops` can run the kernel on the CPU (the
+    `moe-gpu-emulation-pipeline` uses it).
+
+    Example (the kernel that replaces the generic, abridged):
+
+    ```mlir
+    gpu.launch blocks(%bx, %by, %bz) in (%gx = %ntiles, %gy = %mtiles, %gz = %c1)
+               threads(%tx, %ty, %tz) in (%sx = %c128, %sy = %c1, %sz = %c1)
+               workgroup(%a : memref<64x40xbf16, #gpu.address_space<workgroup>>,
+                         %w : memref<64x40xbf16, #gpu.address_space<workgroup>>) {
+      %acc = scf.for %e = %c0 to %groups step %c1 iter_args(...) {
+        ... gpu.barrier, stage, gpu.barrier, nvgpu.ldmatrix, nvvm.mma.sync ...
+      }
+      ... memref.store of the accumulators ...
+    }
+    ```
+  }];
+  let options = [
+    Option<"emulate", "emulate", "bool", /*default=*/"false",
+           "Build the kernel for moe-gpu-launch-to-loops (one thread per block, scalar products)">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::nvgpu::NVGPUDialect",
+                           "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect",
+                           "::mlir::vector::VectorDialect", "::mlir::memref::MemRefDialect",
+                           "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
+}
+
 def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
   let summary = "Places every computation of a bufferized host function on the GPU";
   let description = [{

@@ -178,6 +178,8 @@ public:
         Operation *def = v.getDefiningOp();
         return def && device.contains(def);
       });
+      if (isa<gpu::LaunchOp>(op)) // a kernel already (moe-tensor-core-gemm)
+        continue;
       if (!usesDevice && isHostLoop(&op))
         hostLoops.push_back(cast<scf::ForOp>(op));
       else if (usesDevice || !runsOnHost(&op))
@@ -245,6 +247,9 @@ private:
       for (Operation *host : hostInRange) {
         if (host->hasTrait<OpTrait::IsTerminator>())
           return host->emitOpError("uses a value computed on the GPU");
+        // Moving a kernel would reorder it with its producers.
+        if (isa<gpu::LaunchOp>(host))
+          return host->emitOpError("lies between operations that must share one kernel");
         host->moveBefore(op);
       }
       kernels.push_back(std::move(members));

@@ -10,6 +10,7 @@
 #include "LoweringUtils.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Conversion/MoeToLinalg.h"
+#include "moe/Conversion/ParallelLoops.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -80,7 +81,7 @@ Value rowExperts(OpBuilder &b, Location loc, Value offsets, Value rows, int64_t 
                  Value numGroups) {
   auto type = RankedTensorType::get({staticRows}, b.getI32Type());
   Value init = filled(b, loc, type, {rows}, constI32(b, loc, -1));
-  return linalg::GenericOp::create(
+  auto scanOp = linalg::GenericOp::create(
              b, loc, TypeRange{type}, ValueRange{}, ValueRange{init},
              ArrayRef<AffineMap>{b.getMultiDimIdentityMap(1)},
              ArrayRef<utils::IteratorType>{utils::IteratorType::parallel},
@@ -105,8 +106,9 @@ Value rowExperts(OpBuilder &b, Location loc, Value offsets, Value rows, int64_t 
                          sb, sl, ValueRange{arith::SelectOp::create(sb, sl, in, indexToI32(sb, sl, e), found[0])});
                    });
                linalg::YieldOp::create(nb, nl, scan.getResults());
-             })
-      .getResult(0);
+             });
+  scanOp->setAttr(kRowExpertsAttrName, b.getUnitAttr());
+  return scanOp.getResult(0);
 }
 
 /// The grouped matmul as one generic over (row, column, k): each row reads
@@ -124,7 +126,7 @@ Value groupedMatmulParallel(OpBuilder &b, Location loc, Value lhs, Value w, Valu
   MLIRContext *ctx = b.getContext();
   AffineExpr r, n, k;
   bindDims(ctx, r, n, k);
-  return linalg::GenericOp::create(
+  auto gemm = linalg::GenericOp::create(
              b, loc, TypeRange{outType}, ValueRange{lhs, experts}, ValueRange{init},
              ArrayRef<AffineMap>{AffineMap::get(3, 0, {r, k}, ctx), AffineMap::get(3, 0, {r}, ctx),
                                  AffineMap::get(3, 0, {r, n}, ctx)},
@@ -148,8 +150,11 @@ Value groupedMatmulParallel(OpBuilder &b, Location loc, Value lhs, Value w, Valu
                Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, args[0]), wv);
                prod = arith::SelectOp::create(nb, nl, valid, prod, constF32(nb, nl, 0.0));
                linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, args[2], prod)});
-             })
-      .getResult(0);
+             });
+  // moe-tensor-core-gemm replaces this generic with a tensor-core kernel
+  // after bufferization when the operands are bf16/f16.
+  gemm->setAttr(kGroupedGemmAttrName, b.getUnitAttr());
+  return gemm.getResult(0);
 }
 
 /// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times

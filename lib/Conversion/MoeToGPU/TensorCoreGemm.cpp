@@ -1,0 +1,467 @@
+//===- TensorCoreGemm.cpp - grouped bf16/f16 GEMMs on tensor cores --------===//
+//
+// The grouped matmul generic of the parallel form (kGroupedGemmAttrName)
+// computes out[r, n] = Σ_k lhs[r, k] · W[expert(r), n, k] in f32, one thread
+// per output element. With bf16 or f16 operands this pass replaces it by one
+// tiled kernel that runs the products on tensor cores (mma.sync m16n8k16,
+// sm_80 and later):
+//
+//  - a block computes a kTileM x kTileN tile of `out`; its four warps
+//    (2 x 2) each own a 32 x 32 sub-tile, 2 x 4 mma tiles of 16 x 8, whose
+//    f32 accumulators live in registers;
+//  - the block visits the row groups (experts, then the shared expert) whose
+//    row range [offsets[e], offsets[e+1]) meets its rows; for each, it walks
+//    K in steps of kTileK: the threads stage the lhs rows of that expert
+//    (others as 0) and W[e]'s tile in shared memory, then each warp loads
+//    its fragments with ldmatrix and issues the mma.sync;
+//  - the epilogue writes each thread's accumulators to `out` (rows past R
+//    and columns past N masked). Rows of no expert get 0, as in the generic.
+//
+// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16"): lane l,
+// g = l / 4, t = l % 4; A (16 x 16, row-major) registers {0..3} hold rows
+// {g, g+8, g, g+8}, columns 2t + {0, 0, 8, 8} (+0, +1); B (16 x 8, stored as
+// [n][k]) registers {0, 1} hold n = g, k = 2t + {0, 8} (+0, +1); the f32
+// accumulators {0, 1, 2, 3} are (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1).
+// ldmatrix .x4 on A: lane l gives the address of row l % 16, column
+// (l / 16) * 8, so matrix i lands in register i; .x2 on B: n = l % 8,
+// k = ((l / 8) % 2) * 8.
+//
+// `emulate` builds the same kernel for moe-gpu-launch-to-loops: one thread
+// per block runs the staging for each of the 128 thread ids, the warp tiles'
+// products as scalar loops, and the epilogue through the accumulator layout
+// above; only ldmatrix and mma.sync themselves are not exercised.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Conversion/ParallelLoops.h"
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOETENSORCOREGEMM
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+
+namespace {
+
+constexpr int64_t kTileM = 64, kTileN = 64, kTileK = 32;
+constexpr int64_t kWarpsM = 2, kWarpsN = 2, kWarpSize = 32;
+constexpr int64_t kThreads = kWarpsM * kWarpsN * kWarpSize;
+constexpr int64_t kWarpTileM = kTileM / kWarpsM, kWarpTileN = kTileN / kWarpsN;
+constexpr int64_t kMmaM = 16, kMmaN = 8, kMmaK = 16;
+constexpr int64_t kMmaTilesM = kWarpTileM / kMmaM, kMmaTilesN = kWarpTileN / kMmaN;
+constexpr int64_t kAccsPerMma = 4;
+constexpr int64_t kNumAccs = kMmaTilesM * kMmaTilesN * kAccsPerMma;
+// Shared rows padded by 8 elements (16 bytes): the 8 rows one ldmatrix
+// reads then start in distinct banks.
+constexpr int64_t kSharedStride = kTileK + 8;
+
+static_assert(kTileM * kTileK % kThreads == 0 && kTileN * kTileK % kThreads == 0,
+              "every thread stages the same number of elements");
+
+/// The operands of one marked grouped matmul, after bufferization.
+struct GroupedGemm {
+  linalg::GenericOp op;
+  Value lhs, rowExperts, out, weights, shared, offsets;
+};
+
+/// The buffer `op`'s body loads that is defined outside it and has `rank`.
+Value capturedLoad(linalg::GenericOp op, int64_t rank) {
+  Value found;
+  op.getBody()->walk([&](memref::LoadOp load) {
+    Value memref = load.getMemref();
+    if (load.getMemRefType().getRank() == rank && !op->isAncestor(memref.getParentBlock()->getParentOp()))
+      found = memref;
+  });
+  return found;
+}
+
+/// The operands of `op` when it is a grouped matmul this pass can run on
+/// tensor cores (bf16 or f16 operands of one type), or failure.
+FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
+  if (!op->hasAttr(moe::kGroupedGemmAttrName) || op.getNumDpsInputs() != 2 || op.getNumDpsInits() != 1)
+    return failure();
+  GroupedGemm gemm{op, op.getDpsInputs()[0], op.getDpsInputs()[1], op.getDpsInits()[0],
+                   capturedLoad(op, 3), capturedLoad(op, 2), Value()};
+  auto lhsType = dyn_cast<MemRefType>(gemm.lhs.getType());
+  if (!lhsType || !gemm.weights || !isa<MemRefType>(gemm.out.getType()))
+    return failure();
+  Type element = lhsType.getElementType();
+  if (!element.isBF16() && !element.isF16())
+    return failure();
+  if (cast<MemRefType>(gemm.weights.getType()).getElementType() != element ||
+      (gemm.shared && cast<MemRefType>(gemm.shared.getType()).getElementType() != element))
+    return failure();
+  // The row groups' offsets: read by the generic that wrote the row experts.
+  for (Operation *user : gemm.rowExperts.getUsers()) {
+    auto writer = dyn_cast<linalg::GenericOp>(user);
+    if (writer && writer->hasAttr(moe::kRowExpertsAttrName) && writer.getDpsInits()[0] == gemm.rowExperts)
+      gemm.offsets = capturedLoad(writer, 1);
+  }
+  if (!gemm.offsets)
+    return failure();
+  return gemm;
+}
+
+/// Builds the kernel for one grouped matmul.
+class TensorCoreKernelBuilder {
+public:
+  TensorCoreKernelBuilder(GroupedGemm gemm, bool emulate)
+      : gemm(gemm), emulate(emulate), b(gemm.op.getLoc(), gemm.op),
+        element(cast<MemRefType>(gemm.lhs.getType()).getElementType()) {}
+
+  void build() {
+    Value rows = dim(gemm.lhs, 0), depth = dim(gemm.lhs, 1), cols = dim(gemm.out, 1);
+    numExperts = dim(gemm.weights, 0);
+    numGroups = gemm.shared ? arith::AddIOp::create(b, numExperts, idx(1)).getResult() : numExperts;
+    Value gridX = ceilDiv(cols, kTileN);
+    Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, kTileM), idx(1));
+    auto sharedType = MemRefType::get({kTileM, kSharedStride}, element, MemRefLayoutAttrInterface(),
+                                      gpu::AddressSpaceAttr::get(b.getContext(),
+                                                                 gpu::AddressSpace::Workgroup));
+    SmallVector<Type> workgroup;
+    if (!emulate)
+      workgroup = {sharedType, sharedType};
+    Value threads = idx(emulate ? 1 : kThreads);
+    auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), threads, idx(1), idx(1),
+                                        Value(), Type(), ValueRange{}, workgroup);
+    Block &body = launch.getBody().front();
+    b.setInsertionPointToStart(&body);
+    gpu::TerminatorOp::create(b, b.getLoc());
+    b.setInsertionPoint(body.getTerminator());
+
+    // The launch's own copies of the sizes (kernel outlining passes them).
+    this->rows = rows;
+    this->depth = depth;
+    this->cols = cols;
+    rowBase = arith::MulIOp::create(b, launch.getBlockIds().y, idx(kTileM));
+    colBase = arith::MulIOp::create(b, launch.getBlockIds().x, idx(kTileN));
+    if (emulate) {
+      auto plain = MemRefType::get({kTileM, kSharedStride}, element);
+      auto scope = memref::AllocaScopeOp::create(b, b.getLoc(), TypeRange{});
+      Block *scopeBody = new Block();
+      scope.getBodyRegion().push_back(scopeBody);
+      b.setInsertionPointToStart(scopeBody);
+      tileA = memref::AllocaOp::create(b, plain);
+      tileB = memref::AllocaOp::create(b, plain);
+      accTile = memref::AllocaOp::create(b, MemRefType::get({kTileM, kTileN}, b.getF32Type()));
+      forEach(kTileM, [&](Value r) {
+        forEach(kTileN, [&](Value c) { memref::StoreOp::create(b, f32(0.0), accTile, ValueRange{r, c}); });
+      });
+      emitGroups(ValueRange{});
+      emitEmulatedEpilogue();
+      memref::AllocaScopeReturnOp::create(b, b.getLoc(), ValueRange{});
+    } else {
+      tileA = launch.getWorkgroupAttributions()[0];
+      tileB = launch.getWorkgroupAttributions()[1];
+      Value tid = launch.getThreadIds().x;
+      lane = arith::RemUIOp::create(b, tid, idx(kWarpSize));
+      Value warp = arith::DivUIOp::create(b, tid, idx(kWarpSize));
+      warpRow = arith::MulIOp::create(b, arith::DivUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileM));
+      warpCol = arith::MulIOp::create(b, arith::RemUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileN));
+      threadId = tid;
+      SmallVector<Value> zeros(kNumAccs, f32(0.0));
+      SmallVector<Value> accs = emitGroups(zeros);
+      emitEpilogue(accs);
+    }
+    gemm.op.erase();
+  }
+
+private:
+  // --- small builders -----------------------------------------------------
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value f32(double v) { return arith::ConstantOp::create(b, b.getF32FloatAttr(v)); }
+  Value dim(Value memref, int64_t d) { return memref::DimOp::create(b, memref, d); }
+  Value ceilDiv(Value a, int64_t d) {
+    return arith::DivUIOp::create(b, arith::AddIOp::create(b, a, idx(d - 1)), idx(d));
+  }
+  Value ult(Value a, Value c) { return arith::CmpIOp::create(b, arith::CmpIPredicate::ult, a, c); }
+  Value andI(Value a, Value c) { return arith::AndIOp::create(b, a, c); }
+  Value add(Value a, Value c) { return arith::AddIOp::create(b, a, c); }
+  Value add(Value a, int64_t c) { return c == 0 ? a : add(a, idx(c)); }
+
+  /// The body of a loop or branch just built, without the terminator the
+  /// builder may have added: callers yield their own values.
+  static Block *bareBlock(Block *block) {
+    if (!block->empty() && block->back().hasTrait<OpTrait::IsTerminator>())
+      block->back().erase();
+    return block;
+  }
+
+  /// for i in [0, n): body(i), no results.
+  void forEach(int64_t n, function_ref<void(Value)> body) {
+    auto loop = scf::ForOp::create(b, b.getLoc(), idx(0), idx(n), idx(1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(loop.getBody()->getTerminator());
+    body(loop.getInductionVar());
+  }
+
+  /// `cond ? load() : 0` without reading memory when `cond` is false.
+  Value loadOrZero(Value cond, function_ref<Value()> load) {
+    auto ifOp = scf::IfOp::create(b, b.getLoc(), TypeRange{element}, cond, /*withElse=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    scf::YieldOp::create(b, b.getLoc(), load());
+    b.setInsertionPointToStart(&ifOp.getElseRegion().front());
+    scf::YieldOp::create(b, b.getLoc(), arith::ConstantOp::create(b, b.getZeroAttr(element)).getResult());
+    return ifOp.getResult(0);
+  }
+
+  /// offsets[i] clamped to [0, rows], as the row-experts scan reads it.
+  Value offsetAt(Value i) {
+    Value v = arith::IndexCastOp::create(b, b.getIndexType(), memref::LoadOp::create(b, gemm.offsets, i));
+    return arith::MinSIOp::create(b, arith::MaxSIOp::create(b, v, idx(0)), rows);
+  }
+
+  // --- the kernel ---------------------------------------------------------
+
+  /// Loops over the row groups, running the K loop for those that meet the
+  /// block's rows; `accs` are the register accumulators (none when emulated).
+  SmallVector<Value> emitGroups(ValueRange accs) {
+    auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), accs);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(bareBlock(groups.getBody()));
+    Value group = groups.getInductionVar();
+    Value lo = offsetAt(group);
+    Value hi = arith::MaxSIOp::create(b, offsetAt(add(group, 1)), lo);
+    Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, kTileM))), ult(rowBase, hi));
+    auto ifOp = scf::IfOp::create(b, b.getLoc(), ValueRange(groups.getRegionIterArgs()).getTypes(), meets,
+                                  /*withElse=*/true);
+    b.setInsertionPointToStart(bareBlock(&ifOp.getThenRegion().front()));
+    SmallVector<Value> updated = emitKLoop(group, groups.getRegionIterArgs());
+    scf::YieldOp::create(b, b.getLoc(), updated);
+    b.setInsertionPointToStart(bareBlock(&ifOp.getElseRegion().front()));
+    scf::YieldOp::create(b, b.getLoc(), groups.getRegionIterArgs());
+    b.setInsertionPointToEnd(groups.getBody());
+    scf::YieldOp::create(b, b.getLoc(), ifOp.getResults());
+    return SmallVector<Value>(groups.getResults());
+  }
+
+  SmallVector<Value> emitKLoop(Value group, ValueRange accs) {
+    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), depth, idx(kTileK), accs);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(bareBlock(kLoop.getBody()));
+    Value k0 = kLoop.getInductionVar();
+    SmallVector<Value> updated;
+    if (emulate) {
+      forEach(kThreads, [&](Value tid) { emitStaging(tid, group, k0); });
+      emitEmulatedProducts();
+    } else {
+      gpu::BarrierOp::create(b, b.getLoc()); // the previous step's reads are done
+      emitStaging(threadId, group, k0);
+      gpu::BarrierOp::create(b, b.getLoc());
+      updated.assign(kLoop.getRegionIterArgs().begin(), kLoop.getRegionIterArgs().end());
+      for (int64_t ks = 0; ks < kTileK; ks += kMmaK)
+        updated = emitMmaStep(ks, updated);
+    }
+    scf::YieldOp::create(b, b.getLoc(), updated);
+    return SmallVector<Value>(kLoop.getResults());
+  }
+
+  /// Thread `tid` copies its share of the lhs tile (rows of `group` only)
+  /// and the weight tile into shared memory, 0 outside the matrices.
+  void emitStaging(Value tid, Value group, Value k0) {
+    Value groupI32 = arith::IndexCastOp::create(b, b.getI32Type(), group);
+    Value isShared = gemm.shared ? arith::CmpIOp::create(b, arith::CmpIPredicate::eq, group, numExperts).getResult()
+                                 : Value();
+    for (int64_t i = 0; i < kTileM * kTileK / kThreads; ++i) {
+      Value flat = add(tid, i * kThreads);
+      Value r = arith::DivUIOp::create(b, flat, idx(kTileK));
+      Value c = arith::RemUIOp::create(b, flat, idx(kTileK));
+      Value k = add(k0, c);
+      Value kIn = ult(k, depth);
+      // lhs: row rowBase + r when it belongs to `group`.
+      Value row = add(rowBase, r);
+      Value rowIn = andI(ult(row, rows), kIn);
+      auto rowIf = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getI1Type()}, rowIn, true);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(&rowIf.getThenRegion().front());
+        Value e = memref::LoadOp::create(b, gemm.rowExperts, row);
+        scf::YieldOp::create(b, b.getLoc(),
+                             arith::CmpIOp::create(b, arith::CmpIPredicate::eq, e, groupI32).getResult());
+        b.setInsertionPointToStart(&rowIf.getElseRegion().front());
+        scf::YieldOp::create(b, b.getLoc(), arith::ConstantIntOp::create(b, 0, 1).getResult());
+      }
+      Value a = loadOrZero(rowIf.getResult(0),
+                           [&] { return memref::LoadOp::create(b, gemm.lhs, ValueRange{row, k}); });
+      memref::StoreOp::create(b, a, tileA, ValueRange{r, c});
+      // weights: column colBase + r of expert `group` (or the shared one).
+      Value col = add(colBase, r);
+      Value w = loadOrZero(andI(ult(col, cols), kIn), [&]() -> Value {
+        if (!gemm.shared)
+          return memref::LoadOp::create(b, gemm.weights, ValueRange{group, col, k});
+        auto pick = scf::IfOp::create(b, b.getLoc(), TypeRange{element}, isShared, true);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(&pick.getThenRegion().front());
+        scf::YieldOp::create(b, b.getLoc(),
+                             memref::LoadOp::create(b, gemm.shared, ValueRange{col, k}).getResult());
+        b.setInsertionPointToStart(&pick.getElseRegion().front());
+        scf::YieldOp::create(b, b.getLoc(),
+                             memref::LoadOp::create(b, gemm.weights, ValueRange{group, col, k}).getResult());
+        return pick.getResult(0);
+      });
+      memref::StoreOp::create(b, w, tileB, ValueRange{r, c});
+    }
+  }
+
+  /// Two 16-bit elements packed as the mma operand type: i32 for bf16
+  /// (NVVM's bf16 mma takes packed registers), vector<2xf16> for f16.
+  Value mmaOperand(Value pair) {
+    if (element.isF16())
+      return pair;
+    Value packed = vector::BitCastOp::create(b, VectorType::get({1}, b.getI32Type()), pair);
+    return vector::ExtractOp::create(b, packed, ArrayRef<int64_t>{0});
+  }
+
+  /// One k-step of 16 for the warp's 2 x 4 mma tiles.
+  SmallVector<Value> emitMmaStep(int64_t ks, ArrayRef<Value> accs) {
+    auto fragments = [&](Value tile, Value row, Value col, int64_t count) {
+      auto type = VectorType::get({count, 2}, element);
+      Value frag = nvgpu::LdMatrixOp::create(b, b.getLoc(), type, tile, ValueRange{row, col},
+                                             /*transpose=*/false, static_cast<uint32_t>(count));
+      SmallVector<Value> regs;
+      for (int64_t i = 0; i < count; ++i)
+        regs.push_back(mmaOperand(vector::ExtractOp::create(b, frag, ArrayRef<int64_t>{i})));
+      return regs;
+    };
+    SmallVector<SmallVector<Value>> aRegs, bRegs;
+    Value laneRowA = arith::RemUIOp::create(b, lane, idx(16));
+    Value laneColA = arith::MulIOp::create(b, arith::DivUIOp::create(b, lane, idx(16)), idx(8));
+    for (int64_t mt = 0; mt < kMmaTilesM; ++mt)
+      aRegs.push_back(fragments(tileA, add(add(warpRow, mt * kMmaM), laneRowA), add(laneColA, ks), 4));
+    Value laneRowB = arith::RemUIOp::create(b, lane, idx(8));
+    Value laneColB = arith::MulIOp::create(b, 
+        arith::RemUIOp::create(b, arith::DivUIOp::create(b, lane, idx(8)), idx(2)), idx(8));
+    for (int64_t nt = 0; nt < kMmaTilesN; ++nt)
+      bRegs.push_back(fragments(tileB, add(add(warpCol, nt * kMmaN), laneRowB), add(laneColB, ks), 2));
+
+    Type f32Type = b.getF32Type();
+    auto resultType = LLVM::LLVMStructType::getLiteral(b.getContext(), {f32Type, f32Type, f32Type, f32Type});
+    NVVM::MMATypes ptx = element.isF16() ? NVVM::MMATypes::f16 : NVVM::MMATypes::bf16;
+    SmallVector<Value> out(accs.begin(), accs.end());
+    for (int64_t mt = 0; mt < kMmaTilesM; ++mt)
+      for (int64_t nt = 0; nt < kMmaTilesN; ++nt) {
+        int64_t base = (mt * kMmaTilesN + nt) * kAccsPerMma;
+        auto mma = NVVM::MmaOp::create(
+            b, b.getLoc(), resultType, aRegs[mt], bRegs[nt], ArrayRef<Value>(out).slice(base, kAccsPerMma),
+            ArrayRef<int64_t>{kMmaM, kMmaN, kMmaK}, std::nullopt, std::nullopt,
+            std::array<NVVM::MMATypes, 2>{ptx, ptx},
+            std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row, NVVM::MMALayout::col});
+        for (int64_t v = 0; v < kAccsPerMma; ++v)
+          out[base + v] = LLVM::ExtractValueOp::create(b, mma.getResult(), ArrayRef<int64_t>{v});
+      }
+    return out;
+  }
+
+  /// Accumulator v of lane `laneId` in a 16 x 8 mma tile: (row, column).
+  std::pair<Value, Value> accumulatorCoord(Value laneId, int64_t v) {
+    Value g = arith::DivUIOp::create(b, laneId, idx(4));
+    Value t2 = arith::MulIOp::create(b, arith::RemUIOp::create(b, laneId, idx(4)), idx(2));
+    return {add(g, (v / 2) * 8), add(t2, v % 2)};
+  }
+
+  /// Writes accumulator `value` at tile coordinates (r, c) when inside `out`.
+  void storeIfInside(Value r, Value c, Value value) {
+    Value row = add(rowBase, r), col = add(colBase, c);
+    auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rows), ult(col, cols)));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&inside.getThenRegion().front());
+    memref::StoreOp::create(b, value, gemm.out, ValueRange{row, col});
+  }
+
+  void emitEpilogue(ArrayRef<Value> accs) {
+    for (int64_t mt = 0; mt < kMmaTilesM; ++mt)
+      for (int64_t nt = 0; nt < kMmaTilesN; ++nt)
+        for (int64_t v = 0; v < kAccsPerMma; ++v) {
+          auto [r, c] = accumulatorCoord(lane, v);
+          storeIfInside(add(add(warpRow, mt * kMmaM), r), add(add(warpCol, nt * kMmaN), c),
+                        accs[(mt * kMmaTilesN + nt) * kAccsPerMma + v]);
+        }
+  }
+
+  // --- emulation ----------------------------------------------------------
+
+  /// The warps' mma tiles as scalar loops over the staged tiles.
+  void emitEmulatedProducts() {
+    forEach(kWarpsM * kWarpsN, [&](Value warp) {
+      Value wr = arith::MulIOp::create(b, arith::DivUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileM));
+      Value wc = arith::MulIOp::create(b, arith::RemUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileN));
+      forEach(kWarpTileM, [&](Value i) {
+        forEach(kWarpTileN, [&](Value j) {
+          Value r = add(wr, i), c = add(wc, j);
+          Value sum = memref::LoadOp::create(b, accTile, ValueRange{r, c});
+          auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), idx(kTileK), idx(1), ValueRange{sum});
+          {
+            OpBuilder::InsertionGuard guard(b);
+            b.setInsertionPointToStart(kLoop.getBody());
+            Value kk = kLoop.getInductionVar();
+            Value x = arith::ExtFOp::create(b, b.getF32Type(),
+                                            memref::LoadOp::create(b, tileA, ValueRange{r, kk}).getResult());
+            Value y = arith::ExtFOp::create(b, b.getF32Type(),
+                                            memref::LoadOp::create(b, tileB, ValueRange{c, kk}).getResult());
+            Value acc = arith::AddFOp::create(b, kLoop.getRegionIterArgs()[0], arith::MulFOp::create(b, x, y));
+            scf::YieldOp::create(b, b.getLoc(), acc);
+          }
+          memref::StoreOp::create(b, kLoop.getResult(0), accTile, ValueRange{r, c});
+        });
+      });
+    });
+  }
+
+  /// The epilogue lane by lane through the accumulator layout.
+  void emitEmulatedEpilogue() {
+    forEach(kWarpsM * kWarpsN, [&](Value warp) {
+      Value wr = arith::MulIOp::create(b, arith::DivUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileM));
+      Value wc = arith::MulIOp::create(b, arith::RemUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileN));
+      forEach(kWarpSize, [&](Value laneId) {
+        for (int64_t mt = 0; mt < kMmaTilesM; ++mt)
+          for (int64_t nt = 0; nt < kMmaTilesN; ++nt)
+            for (int64_t v = 0; v < kAccsPerMma; ++v) {
+              auto [r, c] = accumulatorCoord(laneId, v);
+              Value tr = add(add(wr, mt * kMmaM), r), tc = add(add(wc, nt * kMmaN), c);
+              storeIfInside(tr, tc, memref::LoadOp::create(b, accTile, ValueRange{tr, tc}));
+            }
+      });
+    });
+  }
+
+  GroupedGemm gemm;
+  bool emulate;
+  ImplicitLocOpBuilder b;
+  Type element;
+  Value rows, depth, cols, numExperts, numGroups, rowBase, colBase;
+  Value tileA, tileB, accTile;                              // shared tiles; emulation's accumulators
+  Value threadId, lane, warpRow, warpCol;                   // real kernel only
+};
+
+struct MoeTensorCoreGemmPass : mlir::moe::impl::MoeTensorCoreGemmBase<MoeTensorCoreGemmPass> {
+  using MoeTensorCoreGemmBase::MoeTensorCoreGemmBase;
+
+  void runOnOperation() override {
+    SmallVector<GroupedGemm> gemms;
+    getOperation().walk([&](linalg::GenericOp op) {
+      if (!op->hasAttr(moe::kGroupedGemmAttrName))
+        return;
+      FailureOr<GroupedGemm> gemm = matchGroupedGemm(op);
+      if (succeeded(gemm))
+        gemms.push_back(*gemm);
+    });
+    for (const GroupedGemm &gemm : gemms)
+      TensorCoreKernelBuilder(gemm, emulate).build();
+  }
+};
+} // namespace

@@ -1,0 +1,74 @@
+// RUN: moe-opt %s --split-input-file --convert-moe-to-linalg=parallel-contractions \
+// RUN:   --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" \
+// RUN:   --moe-tensor-core-gemm | FileCheck %s
+// RUN: moe-opt %s --split-input-file --convert-moe-to-linalg=parallel-contractions \
+// RUN:   --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" \
+// RUN:   --moe-tensor-core-gemm=emulate | FileCheck %s --check-prefix=EMU
+
+// A bf16 grouped matmul: one launch of 128 threads per 64 x 64 tile with two
+// shared tiles (rows padded to 40), a loop over the row groups that meet the
+// block's rows, K in steps of 32 between barriers, ldmatrix x4 (A) and x2
+// (B), 2 x 4 bf16 mma.sync per k-step of 16, the accumulators stored.
+// CHECK-LABEL: func.func @bf16
+// CHECK: linalg.generic {{.*}} attrs = {moe.row_experts}
+// CHECK-NOT: moe.grouped_gemm
+// CHECK: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>)
+// CHECK: scf.for {{.*}} -> (f32, f32
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c32
+// CHECK: gpu.barrier
+// CHECK: memref.store {{.*}}, %[[A]]
+// CHECK: memref.store {{.*}}, %[[B]]
+// CHECK: gpu.barrier
+// CHECK: nvgpu.ldmatrix %[[A]]{{.*}} {numTiles = 4 : i32, transpose = false} {{.*}} -> vector<4x2xbf16>
+// CHECK: nvgpu.ldmatrix %[[B]]{{.*}} {numTiles = 2 : i32, transpose = false} {{.*}} -> vector<2x2xbf16>
+// CHECK: vector.bitcast {{.*}} : vector<2xbf16> to vector<1xi32>
+// CHECK: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>{{.*}}shape = #nvvm.shape<m = 16, n = 8, k = 16>
+// CHECK: memref.store {{.*}} : memref<?x80xf32>
+// CHECK: gpu.terminator
+// The emulated kernel: one thread per block, tiles on its stack, the
+// staging run for each of the 128 thread ids, products as scalar loops.
+// EMU-LABEL: func.func @bf16
+// EMU-NOT: moe.grouped_gemm
+// EMU: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}) {
+// EMU: memref.alloca_scope
+// EMU: memref.alloca() : memref<64x40xbf16>
+// EMU: scf.for %{{.*}} = %{{.*}} to %c128
+// EMU-NOT: gpu.barrier
+// EMU-NOT: nvvm.mma.sync
+// EMU: arith.mulf
+// EMU: gpu.terminator
+func.func @bf16(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>) -> tensor<?x80xbf16> {
+  %y = moe.grouped_matmul %x, %w, %off : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>) -> tensor<?x80xbf16>
+  return %y : tensor<?x80xbf16>
+}
+
+// -----
+
+// f16 operands go to the mma as vector<2xf16> pairs; a shared expert's
+// weights are read for the last row group.
+// CHECK-LABEL: func.func @f16_shared
+// CHECK: gpu.launch
+// CHECK: memref.load %{{.*}} : memref<32x48xf16>
+// CHECK: memref.load %{{.*}} : memref<3x32x48xf16>
+// CHECK: nvvm.mma.sync {{.*}}shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32)
+// EMU-LABEL: func.func @f16_shared
+// EMU: gpu.launch
+func.func @f16_shared(%x: tensor<20x48xf16>, %w: tensor<3x32x48xf16>, %off: tensor<5xi32>,
+                      %s: tensor<32x48xf16>) -> tensor<20x32xf16> {
+  %y = moe.grouped_matmul %x, %w, %off shared(%s)
+      : (tensor<20x48xf16>, tensor<3x32x48xf16>, tensor<5xi32>, tensor<32x48xf16>) -> tensor<20x32xf16>
+  return %y : tensor<20x32xf16>
+}
+
+// -----
+
+// f32 grouped matmuls keep the one-thread-per-element generic.
+// CHECK-LABEL: func.func @f32_stays
+// CHECK-NOT: gpu.launch
+// CHECK: linalg.generic {{.*}} attrs = {moe.grouped_gemm}
+// EMU-LABEL: func.func @f32_stays
+// EMU-NOT: gpu.launch
+func.func @f32_stays(%x: tensor<?x16xf32>, %w: tensor<2x8x16xf32>, %off: tensor<3xi32>) -> tensor<?x8xf32> {
+  %y = moe.grouped_matmul %x, %w, %off : (tensor<?x16xf32>, tensor<2x8x16xf32>, tensor<3xi32>) -> tensor<?x8xf32>
+  return %y : tensor<?x8xf32>
+}
