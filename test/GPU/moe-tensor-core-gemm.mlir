@@ -9,8 +9,11 @@
 // shared tiles (rows padded to 40), a loop over the row groups that meet the
 // block's rows, K in steps of 32 between barriers, ldmatrix x4 (A) and x2
 // (B), 2 x 4 bf16 mma.sync per k-step of 16, the accumulators stored.
+// The kernel writes every element (rows of no expert as 0), so the
+// result's zero fill is gone.
 // CHECK-LABEL: func.func @bf16
 // CHECK: linalg.generic {{.*}} attrs = {moe.row_experts}
+// CHECK-NOT: linalg.fill {{.*}}memref<?x80xf32>
 // CHECK-NOT: moe.grouped_gemm
 // CHECK: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>)
 // CHECK: scf.for {{.*}} -> (f32, f32
@@ -71,4 +74,48 @@ func.func @f16_shared(%x: tensor<20x48xf16>, %w: tensor<3x32x48xf16>, %off: tens
 func.func @f32_stays(%x: tensor<?x16xf32>, %w: tensor<2x8x16xf32>, %off: tensor<3xi32>) -> tensor<?x8xf32> {
   %y = moe.grouped_matmul %x, %w, %off : (tensor<?x16xf32>, tensor<2x8x16xf32>, tensor<3xi32>) -> tensor<?x8xf32>
   return %y : tensor<?x8xf32>
+}
+
+// -----
+
+// A gated activation on the f32 result moves into the epilogue: 32 output
+// columns per block (grid x = ceil(40 / 32)), the activation computed on each
+// thread's gate and up accumulators and stored into the [R, 40] buffer; the
+// [R, 80] intermediate and its fill are gone.
+// CHECK-LABEL: func.func @swiglu_epilogue
+// CHECK-NOT: memref<?x80xf32>
+// CHECK: %[[OUT:.*]] = memref.alloc(%{{.*}}) {{.*}} : memref<?x40xf32>
+// CHECK-NOT: linalg.fill {{.*}}outs(%[[OUT]]
+// CHECK: %[[C31:.*]] = arith.constant 31 : index
+// CHECK: arith.addi %{{.*}}, %[[C31]]
+// CHECK: gpu.launch
+// CHECK: nvvm.mma.sync
+// CHECK: math.exp
+// CHECK: arith.mulf
+// CHECK: memref.store %{{.*}}, %[[OUT]]
+// CHECK: gpu.terminator
+// CHECK-NOT: memref<?x80xf32>
+// EMU-LABEL: func.func @swiglu_epilogue
+// EMU: gpu.launch
+// EMU: math.exp
+func.func @swiglu_epilogue(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>) -> tensor<?x40xbf16> {
+  %y = moe.grouped_matmul_act swiglu %x, %w, %off
+      : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>) -> tensor<?x40xbf16>
+  return %y : tensor<?x40xbf16>
+}
+
+// -----
+
+// An elementwise activation reads the whole result: it stays a separate
+// kernel after the plain tensor-core GEMM.
+// CHECK-LABEL: func.func @gelu_stays
+// CHECK: memref.alloc(%{{.*}}) {{.*}} : memref<?x80xf32>
+// CHECK: gpu.launch
+// CHECK: gpu.terminator
+// CHECK: linalg.generic
+// CHECK: math.erf
+func.func @gelu_stays(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>) -> tensor<?x80xbf16> {
+  %y = moe.grouped_matmul_act gelu %x, %w, %off
+      : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>) -> tensor<?x80xbf16>
+  return %y : tensor<?x80xbf16>
 }

@@ -118,6 +118,13 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
     range meets its rows, so an expert with no tokens costs no weight reads.
     f32 grouped matmuls keep the one-thread-per-element form.
 
+    A gated activation that is the only reader of the result (the GLU
+    generic of `moe.grouped_matmul_act`: `act(h[:, :F]) * h[:, F:]` into an
+    f32 buffer) is applied in the epilogue: each warp stages 16 gate and the
+    same 16 up weight rows, the activation's scalar body is cloned onto each
+    thread's (gate, up) accumulator pairs, and the `[R, 2F]` intermediate
+    disappears.
+
     With `emulate` the same tiling, staging and epilogue are built for one
     thread per block with the products as scalar loops, so that
     `moe-gpu-launch-to-loops` can run the kernel on the CPU (the

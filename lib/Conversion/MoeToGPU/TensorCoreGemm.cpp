@@ -26,6 +26,13 @@
 // (l / 16) * 8, so matrix i lands in register i; .x2 on B: n = l % 8,
 // k = ((l / 8) % 2) * 8.
 //
+// A gated activation that reads the result's two halves (the GLU generic of
+// moe.grouped_matmul_act: act(out[:, :F]) * out[:, F:]) moves into the
+// epilogue: a block then covers 32 output columns, and each warp's four
+// n-tiles are 16 gate columns and the same 16 up columns, so a thread holds
+// the gate and up accumulators of the same element; the f32 [R, 2F]
+// intermediate is never written.
+//
 // `emulate` builds the same kernel for moe-gpu-launch-to-loops: one thread
 // per block runs the staging for each of the 128 thread ids, the warp tiles'
 // products as scalar loops, and the epilogue through the accumulator layout
@@ -46,6 +53,7 @@
 #include "mlir/Dialect/NVGPU/IR/NVGPUDialect.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
 namespace mlir::moe {
@@ -76,7 +84,53 @@ static_assert(kTileM * kTileK % kThreads == 0 && kTileN * kTileK % kThreads == 0
 struct GroupedGemm {
   linalg::GenericOp op;
   Value lhs, rowExperts, out, weights, shared, offsets;
+  /// The gated activation fused into the epilogue, or null; it writes `gluOut`.
+  linalg::GenericOp glu;
+  Value gluOut;
 };
+
+bool isUnitStrides(memref::SubViewOp view) {
+  return llvm::all_of(view.getStaticStrides(), [](int64_t s) { return s == 1; });
+}
+
+/// The GLU generic that reads `out`'s halves [R, F] (columns [0, F) and
+/// [F, 2F)) elementwise and writes an f32 [R, F] buffer, when `out` has no
+/// other reader: the only form this pass fuses.
+linalg::GenericOp matchGlu(linalg::GenericOp gemm, Value out) {
+  auto outType = cast<MemRefType>(out.getType());
+  int64_t width = outType.getDimSize(1);
+  if (ShapedType::isDynamic(width) || width % 2 != 0)
+    return {};
+  SmallVector<memref::SubViewOp> halves;
+  for (Operation *user : out.getUsers()) {
+    if (user == gemm || isa<linalg::FillOp, memref::DimOp>(user))
+      continue;
+    auto view = dyn_cast<memref::SubViewOp>(user);
+    if (!view || !isUnitStrides(view) || !view->hasOneUse())
+      return {};
+    halves.push_back(view);
+  }
+  if (halves.size() != 2)
+    return {};
+  auto act = dyn_cast<linalg::GenericOp>(*halves[0]->getUsers().begin());
+  if (!act || act.getNumDpsInputs() != 2 || act.getNumDpsInits() != 1 ||
+      act.getNumParallelLoops() != 2 || act.getNumLoops() != 2 ||
+      !llvm::all_of(act.getIndexingMapsArray(), [](AffineMap m) { return m.isIdentity(); }))
+    return {};
+  auto isHalf = [&](Value v, int64_t column) {
+    auto view = v.getDefiningOp<memref::SubViewOp>();
+    return view && llvm::is_contained(halves, view) &&
+           view.getStaticOffsets() == ArrayRef<int64_t>{0, column} &&
+           view.getStaticSizes()[1] == width / 2;
+  };
+  auto result = dyn_cast<MemRefType>(act.getDpsInits()[0].getType());
+  Block *body = act.getBody();
+  if (!isHalf(act.getDpsInputs()[0], 0) || !isHalf(act.getDpsInputs()[1], width / 2) || !result ||
+      !result.getElementType().isF32() || !body->getArgument(2).use_empty() ||
+      llvm::any_of(body->getOperations(), [](Operation &op) { return op.getNumRegions() > 0; }))
+    return {};
+  return act;
+}
 
 /// The buffer `op`'s body loads that is defined outside it and has `rank`.
 Value capturedLoad(linalg::GenericOp op, int64_t rank) {
@@ -113,6 +167,9 @@ FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
   }
   if (!gemm.offsets)
     return failure();
+  gemm.glu = matchGlu(op, gemm.out);
+  if (gemm.glu)
+    gemm.gluOut = gemm.glu.getDpsInits()[0];
   return gemm;
 }
 
@@ -120,14 +177,19 @@ FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
 class TensorCoreKernelBuilder {
 public:
   TensorCoreKernelBuilder(GroupedGemm gemm, bool emulate)
-      : gemm(gemm), emulate(emulate), b(gemm.op.getLoc(), gemm.op),
+      // At the GLU's place when fused: its output buffer is allocated after
+      // the matmul.
+      : gemm(gemm), emulate(emulate),
+        b(gemm.op.getLoc(), gemm.glu ? gemm.glu.getOperation() : gemm.op.getOperation()),
         element(cast<MemRefType>(gemm.lhs.getType()).getElementType()) {}
 
   void build() {
     Value rows = dim(gemm.lhs, 0), depth = dim(gemm.lhs, 1), cols = dim(gemm.out, 1);
     numExperts = dim(gemm.weights, 0);
     numGroups = gemm.shared ? arith::AddIOp::create(b, numExperts, idx(1)).getResult() : numExperts;
-    Value gridX = ceilDiv(cols, kTileN);
+    // With the GLU a block covers kTileN / 2 output columns (gate and up).
+    outCols = gemm.glu ? dim(gemm.gluOut, 1) : cols;
+    Value gridX = ceilDiv(outCols, gemm.glu ? kTileN / 2 : kTileN);
     Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, kTileM), idx(1));
     auto sharedType = MemRefType::get({kTileM, kSharedStride}, element, MemRefLayoutAttrInterface(),
                                       gpu::AddressSpaceAttr::get(b.getContext(),
@@ -138,6 +200,7 @@ public:
     Value threads = idx(emulate ? 1 : kThreads);
     auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), threads, idx(1), idx(1),
                                         Value(), Type(), ValueRange{}, workgroup);
+    kernel = launch;
     Block &body = launch.getBody().front();
     b.setInsertionPointToStart(&body);
     gpu::TerminatorOp::create(b, b.getLoc());
@@ -148,7 +211,7 @@ public:
     this->depth = depth;
     this->cols = cols;
     rowBase = arith::MulIOp::create(b, launch.getBlockIds().y, idx(kTileM));
-    colBase = arith::MulIOp::create(b, launch.getBlockIds().x, idx(kTileN));
+    colBase = arith::MulIOp::create(b, launch.getBlockIds().x, idx(gemm.glu ? kTileN / 2 : kTileN));
     if (emulate) {
       auto plain = MemRefType::get({kTileM, kSharedStride}, element);
       auto scope = memref::AllocaScopeOp::create(b, b.getLoc(), TypeRange{});
@@ -177,7 +240,7 @@ public:
       SmallVector<Value> accs = emitGroups(zeros);
       emitEpilogue(accs);
     }
-    gemm.op.erase();
+    eraseReplaced();
   }
 
 private:
@@ -299,9 +362,9 @@ private:
       Value a = loadOrZero(rowIf.getResult(0),
                            [&] { return memref::LoadOp::create(b, gemm.lhs, ValueRange{row, k}); });
       memref::StoreOp::create(b, a, tileA, ValueRange{r, c});
-      // weights: column colBase + r of expert `group` (or the shared one).
-      Value col = add(colBase, r);
-      Value w = loadOrZero(andI(ult(col, cols), kIn), [&]() -> Value {
+      // weights: row `weightRow` of expert `group` (or the shared one).
+      auto [col, inside] = weightRow(r);
+      Value w = loadOrZero(andI(inside, kIn), [&]() -> Value {
         if (!gemm.shared)
           return memref::LoadOp::create(b, gemm.weights, ValueRange{group, col, k});
         auto pick = scf::IfOp::create(b, b.getLoc(), TypeRange{element}, isShared, true);
@@ -316,6 +379,23 @@ private:
       });
       memref::StoreOp::create(b, w, tileB, ValueRange{r, c});
     }
+  }
+
+  /// The weight row staged as row `r` of the B tile and whether it exists.
+  /// Plain: column colBase + r. With the GLU, each warp column's 32 rows are
+  /// 16 gate rows (output columns c) then the 16 up rows (F + c).
+  std::pair<Value, Value> weightRow(Value r) {
+    if (!gemm.glu) {
+      Value col = add(colBase, r);
+      return {col, ult(col, cols)};
+    }
+    Value within = arith::RemUIOp::create(b, r, idx(kWarpTileN));
+    Value outCol = add(add(colBase, arith::MulIOp::create(b, arith::DivUIOp::create(b, r, idx(kWarpTileN)),
+                                                          idx(kWarpTileN / 2))),
+                       arith::RemUIOp::create(b, within, idx(kWarpTileN / 2)));
+    Value isUp = arith::CmpIOp::create(b, arith::CmpIPredicate::uge, within, idx(kWarpTileN / 2));
+    Value row = arith::SelectOp::create(b, isUp, add(outCol, outCols), outCol);
+    return {row, ult(outCol, outCols)};
   }
 
   /// Two 16-bit elements packed as the mma operand type: i32 for bf16
@@ -383,14 +463,101 @@ private:
     memref::StoreOp::create(b, value, gemm.out, ValueRange{row, col});
   }
 
-  void emitEpilogue(ArrayRef<Value> accs) {
+  /// The GLU generic's body on (gate, up), stored at tile coordinates
+  /// (r, c) of the activation's output when inside it.
+  void storeActivatedIfInside(Value r, Value c, Value gate, Value up) {
+    Value row = add(rowBase, r), col = add(colBase, c);
+    auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rows), ult(col, outCols)));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&inside.getThenRegion().front());
+    Block *body = gemm.glu.getBody();
+    IRMapping map;
+    map.map(body->getArgument(0), gate);
+    map.map(body->getArgument(1), up);
+    for (Operation &op : body->without_terminator())
+      b.clone(op, map);
+    Value value = map.lookupOrDefault(body->getTerminator()->getOperand(0));
+    memref::StoreOp::create(b, value, gemm.gluOut, ValueRange{row, col});
+  }
+
+  /// Writes the accumulator of tile element (warp tile origin + mma tile
+  /// (mt, nt) + lane's element v); `accAt(mt, nt, v)` reads it.
+  void emitEpilogueFor(Value laneId, Value wr, Value wc, function_ref<Value(int64_t, int64_t, int64_t)> accAt) {
     for (int64_t mt = 0; mt < kMmaTilesM; ++mt)
-      for (int64_t nt = 0; nt < kMmaTilesN; ++nt)
-        for (int64_t v = 0; v < kAccsPerMma; ++v) {
-          auto [r, c] = accumulatorCoord(lane, v);
-          storeIfInside(add(add(warpRow, mt * kMmaM), r), add(add(warpCol, nt * kMmaN), c),
-                        accs[(mt * kMmaTilesN + nt) * kAccsPerMma + v]);
+      for (int64_t v = 0; v < kAccsPerMma; ++v) {
+        auto [r, c] = accumulatorCoord(laneId, v);
+        Value tr = add(add(wr, mt * kMmaM), r);
+        if (!gemm.glu) {
+          for (int64_t nt = 0; nt < kMmaTilesN; ++nt)
+            storeIfInside(tr, add(add(wc, nt * kMmaN), c), accAt(mt, nt, v));
+          continue;
         }
+        // Gate tiles nt and up tiles nt + 2 hold the same output columns.
+        Value outWarpCol = arith::DivUIOp::create(b, wc, idx(2));
+        for (int64_t nt = 0; nt < kMmaTilesN / 2; ++nt)
+          storeActivatedIfInside(tr, add(add(outWarpCol, nt * kMmaN), c), accAt(mt, nt, v),
+                                 accAt(mt, nt + kMmaTilesN / 2, v));
+      }
+  }
+
+  void emitEpilogue(ArrayRef<Value> accs) {
+    emitEpilogueFor(lane, warpRow, warpCol, [&](int64_t mt, int64_t nt, int64_t v) {
+      return accs[(mt * kMmaTilesN + nt) * kAccsPerMma + v];
+    });
+  }
+
+  /// The generic (and with the GLU its activation, and the intermediate
+  /// buffer no one reads any more) are replaced by the kernel.
+  void eraseReplaced() {
+    Value out = gemm.out;
+    gemm.op.erase();
+    if (!gemm.glu) {
+      eraseDeadFills(out);
+      return;
+    }
+    SmallVector<Operation *> views;
+    for (Value half : gemm.glu.getDpsInputs())
+      views.push_back(half.getDefiningOp());
+    gemm.glu.erase();
+    for (Operation *view : views)
+      view->erase();
+    for (Operation *user : llvm::make_early_inc_range(out.getUsers())) {
+      // Its sizes are the lhs rows and the (static) width.
+      if (auto dimOp = dyn_cast<memref::DimOp>(user)) {
+        std::optional<int64_t> index = dimOp.getConstantIndex();
+        if (!index)
+          continue;
+        OpBuilder at(dimOp);
+        Value size = *index == 0 ? memref::DimOp::create(at, dimOp.getLoc(), gemm.lhs, 0).getResult()
+                                 : arith::ConstantIndexOp::create(
+                                       at, dimOp.getLoc(), cast<MemRefType>(out.getType()).getDimSize(1))
+                                       .getResult();
+        dimOp.replaceAllUsesWith(size);
+      }
+      if (isa<linalg::FillOp, memref::DimOp>(user) && user->use_empty())
+        user->erase();
+    }
+    if (auto alloc = out.getDefiningOp<memref::AllocOp>(); alloc && alloc->use_empty())
+      alloc.erase();
+    eraseDeadFills(gemm.gluOut);
+  }
+
+  /// The kernel writes every element of `buffer` (rows of no expert as
+  /// 0, as the generic did): a fill just before it, with nothing else
+  /// touching `buffer` in between, is dead.
+  void eraseDeadFills(Value buffer) {
+    for (Operation *user : llvm::make_early_inc_range(buffer.getUsers())) {
+      if (!isa<linalg::FillOp>(user) || user->getBlock() != kernel->getBlock() ||
+          !user->isBeforeInBlock(kernel))
+        continue;
+      bool touchedBetween = llvm::any_of(buffer.getUsers(), [&](Operation *other) {
+        Operation *top = kernel->getBlock()->findAncestorOpInBlock(*other);
+        return other != user && !isa<memref::DimOp>(other) && top && top != kernel &&
+               user->isBeforeInBlock(top) && top->isBeforeInBlock(kernel);
+      });
+      if (!touchedBetween)
+        user->erase();
+    }
   }
 
   // --- emulation ----------------------------------------------------------
@@ -428,13 +595,11 @@ private:
       Value wr = arith::MulIOp::create(b, arith::DivUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileM));
       Value wc = arith::MulIOp::create(b, arith::RemUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileN));
       forEach(kWarpSize, [&](Value laneId) {
-        for (int64_t mt = 0; mt < kMmaTilesM; ++mt)
-          for (int64_t nt = 0; nt < kMmaTilesN; ++nt)
-            for (int64_t v = 0; v < kAccsPerMma; ++v) {
-              auto [r, c] = accumulatorCoord(laneId, v);
-              Value tr = add(add(wr, mt * kMmaM), r), tc = add(add(wc, nt * kMmaN), c);
-              storeIfInside(tr, tc, memref::LoadOp::create(b, accTile, ValueRange{tr, tc}));
-            }
+        emitEpilogueFor(laneId, wr, wc, [&](int64_t mt, int64_t nt, int64_t v) -> Value {
+          auto [r, c] = accumulatorCoord(laneId, v);
+          Value tr = add(add(wr, mt * kMmaM), r), tc = add(add(wc, nt * kMmaN), c);
+          return memref::LoadOp::create(b, accTile, ValueRange{tr, tc});
+        });
       });
     });
   }
@@ -443,7 +608,8 @@ private:
   bool emulate;
   ImplicitLocOpBuilder b;
   Type element;
-  Value rows, depth, cols, numExperts, numGroups, rowBase, colBase;
+  Operation *kernel = nullptr;
+  Value rows, depth, cols, outCols, numExperts, numGroups, rowBase, colBase;
   Value tileA, tileB, accTile;                              // shared tiles; emulation's accumulators
   Value threadId, lane, warpRow, warpCol;                   // real kernel only
 };
