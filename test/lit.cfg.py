@@ -23,7 +23,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP", "C
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-tools = ["moe-opt", "moe-run", "moe-compile", "moe-exec", "FileCheck", "not", "count"]
+tools = ["moe-opt", "moe-run", "moe-compile", "moe-exec", "moe-translate", "FileCheck", "not", "count"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # The numerical tests run Python with numpy (scripts/test.sh installs it) and
@@ -33,6 +33,7 @@ config.substitutions.append(("%moe_python", python))
 config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
 config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")
 config.environment["MOE_OPT"] = os.path.join(config.moe_tools_dir, "moe-opt")
+config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-translate")
 
 # GPU artifacts run only where the CUDA driver loads; elsewhere moe-exec's
 # "no GPU" error is what is tested.

@@ -29,7 +29,10 @@ def Moe_Activation : I32EnumAttr<"Activation", "expert activation", [
     I32EnumAttrCase<"gelu", 2>,
     I32EnumAttrCase<"relu", 3>,
     I32EnumAttrCase<"silu", 4>,
-    I32EnumAttrCase<"linear", 5>   // identity: affine experts (MEO, ChartMoE)
+    I32EnumAttrCase<"linear", 5>,  // identity: affine experts (MEO, ChartMoE)
+    // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): GELU's tanh
+    // approximation (ONNX Runtime's MoE "gelu", gelu_pytorch_tanh)
+    I32EnumAttrCase<"gelu_tanh", 6>
   ]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;

@@ -95,6 +95,10 @@ def gelu(x):
     return 0.5 * x * (1.0 + verf(x / sqrt(2.0)))
 
 
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+
 def silu(x):
     return x * sigmoid(x)
 
@@ -102,6 +106,7 @@ def silu(x):
 ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
     "gelu": gelu,
+    "gelu_tanh": gelu_tanh,
     "silu": silu,
     "linear": lambda x: x,
 }

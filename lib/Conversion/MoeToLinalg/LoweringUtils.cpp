@@ -366,6 +366,14 @@ Value lowering::applyActivation(OpBuilder &b, Location loc, StringRef name, Valu
     Value denom = arith::AddFOp::create(b, loc, constF32(b, loc, 1.0), negExp);
     return arith::DivFOp::create(b, loc, x, denom);
   }
+  if (name == "gelu_tanh") {
+    // 0.5 · x · (1 + tanh(sqrt(2/pi) · (x + 0.044715 · x³))).
+    Value cube = arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, x, x), x);
+    Value inner = arith::AddFOp::create(b, loc, x, arith::MulFOp::create(b, loc, cube, constF32(b, loc, 0.044715)));
+    Value t = math::TanhOp::create(b, loc, arith::MulFOp::create(b, loc, inner, constF32(b, loc, 0.79788456080286535588)));
+    Value half = arith::MulFOp::create(b, loc, x, constF32(b, loc, 0.5));
+    return arith::MulFOp::create(b, loc, half, arith::AddFOp::create(b, loc, constF32(b, loc, 1.0), t));
+  }
   // gelu / geglu: 0.5 · x · (1 + erf(x / sqrt 2)).
   Value scaled = arith::MulFOp::create(b, loc, x, constF32(b, loc, 0.70710678118654752440));
   Value erf = math::ErfOp::create(b, loc, scaled);

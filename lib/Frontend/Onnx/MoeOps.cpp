@@ -1,0 +1,185 @@
+//===- MoeOps.cpp - ONNX Runtime's com.microsoft.MoE to moe ops -----------===//
+//
+// ORT's MoE takes the router logits as an input (`router_probs`), so the
+// node becomes the decomposed routing and expert ops from the scoring on:
+//
+//   p = softmax(logits); w, e = top-k(p); [w /= Σ w]; dispatch; permute;
+//   h = grouped_matmul(fc1); a = activation(h); y = grouped_matmul(fc2);
+//   out = combine(y, w)
+//
+// which moe-optimize then fuses like any decomposed layer. Weight layouts:
+// fc1 [E, U, H] and fc2 [E, H, I] (the legacy [E, H, U] / [E, I, H] are
+// transposed); SwiGLU's interleaved fc1 rows (swiglu_fusion = 1: gate and
+// up alternate) are regrouped into [gate; up], as moe.activation expects.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OnnxImporter.h"
+#include "TensorBuilders.h"
+
+#include "dialects/moe/MoeOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::onnx_import;
+namespace tb = mlir::moe::tensor_builders;
+
+namespace {
+
+using Results = FailureOr<SmallVector<Value>>;
+
+enum MoeInput { Input, RouterProbs, Fc1, Fc1Bias, Fc2, Fc2Bias, Fc3, Fc3Bias };
+
+/// Weights [E, rows, cols] in the layout the moe ops use ([E, out, in]):
+/// transposed when given as [E, in, out].
+FailureOr<Value> expertWeights(NodeContext &ctx, unsigned index, StringRef name, int64_t inSize) {
+  Value w = ctx.input(index);
+  if (!w)
+    return ctx.error() << name << " is required", failure();
+  RankedTensorType type = ctx.inputType(index);
+  if (type.getRank() != 3)
+    return ctx.error() << name << " must be [experts, out, in], got " << type, failure();
+  if (type.getDimSize(2) == inSize)
+    return w;
+  if (type.getDimSize(1) == inSize) // legacy [E, in, out]
+    return tb::transpose(ctx.b, ctx.loc, w, {0, 2, 1});
+  return ctx.error() << name << " " << type << " has no dimension of the input size " << inSize, failure();
+}
+
+Results convertMoe(NodeContext &ctx) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value x = ctx.input(Input), logits = ctx.input(RouterProbs);
+  if (!x || !logits)
+    return ctx.error() << "input and router_probs are required", failure();
+  RankedTensorType xType = ctx.inputType(Input);
+  Type element = xType.getElementType();
+  if (!element.isF32() && !element.isF16() && !element.isBF16())
+    return ctx.error() << "input must be f32, f16 or bf16, got " << xType, failure();
+  if (xType.getRank() != 2 && xType.getRank() != 3)
+    return ctx.error() << "input must be [tokens, hidden] or [batch, sequence, hidden], got " << xType,
+           failure();
+  int64_t hidden = xType.getShape().back();
+  if (ShapedType::isDynamic(hidden))
+    return ctx.error() << "the hidden size of input must be static", failure();
+
+  // Unsupported features are errors at the node, never silently dropped.
+  for (auto [index, name] : {std::pair{Fc1Bias, "fc1_experts_bias"}, std::pair{Fc2Bias, "fc2_experts_bias"},
+                             std::pair{Fc3Bias, "fc3_experts_bias"}})
+    if (ctx.input(index))
+      return ctx.error() << name << ": expert biases are not supported yet", failure();
+  if (ctx.intAttr("use_sparse_mixer", 0))
+    return ctx.error() << "use_sparse_mixer (Phi-3.5 SparseMixer routing) is not supported", failure();
+  if (ctx.attr("swiglu_limit"))
+    return ctx.error() << "swiglu_limit (clamped SwiGLU) is not supported", failure();
+  std::string activation = ctx.stringAttr("activation_type", "relu");
+  float alpha = ctx.floatAttr("activation_alpha", 1.0f), beta = ctx.floatAttr("activation_beta", 0.0f);
+  if (activation == "swiglu" && (alpha != 1.0f || beta != 0.0f))
+    return ctx.error() << "swiglu with activation_alpha " << alpha << " and activation_beta " << beta
+                       << " is not supported (only alpha 1, beta 0: silu(gate) * up)",
+           failure();
+  std::optional<Activation> kind = llvm::StringSwitch<std::optional<Activation>>(activation)
+                                       .Case("relu", Activation::relu)
+                                       // ORT's MoE gelu is the tanh approximation.
+                                       .Case("gelu", Activation::gelu_tanh)
+                                       .Case("silu", Activation::silu)
+                                       .Case("swiglu", Activation::swiglu)
+                                       .Case("identity", Activation::linear)
+                                       .Default(std::nullopt);
+  if (!kind)
+    return ctx.error() << "activation_type '" << activation
+                       << "' is not one of relu, gelu, silu, swiglu, identity",
+           failure();
+  bool gated = *kind == Activation::swiglu;
+  int64_t fusion = ctx.intAttr("swiglu_fusion", 0);
+  if (gated && (fusion < 0 || fusion > 2))
+    return ctx.error() << "swiglu_fusion must be 0, 1 or 2, got " << fusion, failure();
+  if (ctx.input(Fc3) && !(gated && fusion == 0))
+    return ctx.error() << "fc3_experts_weights is only used by swiglu with swiglu_fusion = 0", failure();
+
+  // Weights: fc1 [E, U, H], fc2 [E, H, F].
+  FailureOr<Value> fc1 = expertWeights(ctx, Fc1, "fc1_experts_weights", hidden);
+  if (failed(fc1))
+    return failure();
+  Value up = *fc1;
+  if (gated && fusion == 0) {
+    FailureOr<Value> fc3 = expertWeights(ctx, Fc3, "fc3_experts_weights (swiglu_fusion = 0)", hidden);
+    if (failed(fc3))
+      return failure();
+    up = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{up, *fc3});
+  }
+  auto upType = cast<RankedTensorType>(up.getType());
+  int64_t experts = upType.getDimSize(0), upRows = upType.getDimSize(1);
+  if (gated && fusion == 1) {
+    // Rows g0, u0, g1, u1, ... -> [g0 g1 ...; u0 u1 ...].
+    if (upRows % 2 != 0)
+      return ctx.error() << "interleaved swiglu fc1 needs an even row count, got " << upRows, failure();
+    Value split = tb::reshape(b, loc, up, {experts, upRows / 2, 2, hidden});
+    up = tb::reshape(b, loc, tb::transpose(b, loc, split, {0, 2, 1, 3}), {experts, upRows, hidden});
+  }
+  int64_t ffn = gated ? upRows / 2 : upRows;
+  FailureOr<Value> down = expertWeights(ctx, Fc2, "fc2_experts_weights", ffn);
+  if (failed(down))
+    return failure();
+  auto downType = cast<RankedTensorType>(down->getType());
+  if (downType.getDimSize(0) != experts || downType.getDimSize(1) != hidden)
+    return ctx.error() << "fc2_experts_weights " << downType << " does not match " << experts << " experts, hidden "
+                       << hidden << " and FFN size " << ffn,
+           failure();
+  if (cast<RankedTensorType>(up.getType()).getElementType() != element || downType.getElementType() != element)
+    return ctx.error() << "expert weights must have the input's element type " << element, failure();
+
+  // Tokens [T, H] and logits [T, E] in f32.
+  Value tokens = xType.getRank() == 2 ? x : tb::reshape(b, loc, x, {ShapedType::kDynamic, hidden});
+  RankedTensorType logitsType = ctx.inputType(RouterProbs);
+  if (logitsType.getShape().back() != experts)
+    return ctx.error() << "router_probs " << logitsType << " must have " << experts << " experts (fc1 has "
+                       << experts << ")",
+           failure();
+  if (logitsType.getRank() != 2)
+    logits = tb::reshape(b, loc, logits, {ShapedType::kDynamic, experts});
+  logits = tb::castTensor(b, loc, logits, b.getF32Type());
+  int64_t k = ctx.intAttr("k", 1);
+  if (k < 1 || k > experts)
+    return ctx.error() << "k = " << k << " is out of range [1, " << experts << "]", failure();
+
+  int64_t numTokens = cast<RankedTensorType>(tokens.getType()).getDimSize(0);
+  auto f32 = b.getF32Type();
+  auto i32 = b.getI32Type();
+  auto scoresType = RankedTensorType::get({numTokens, experts}, f32);
+  auto slotsType = RankedTensorType::get({numTokens, k}, f32);
+  auto slotIdsType = RankedTensorType::get({numTokens, k}, i32);
+  int64_t rows = ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
+  Value scores = ScoreOp::create(b, loc, scoresType, ScoringFuncAttr::get(b.getContext(), ScoringFunc::softmax),
+                                 logits, FloatAttr(), IntegerAttr(), IntegerAttr());
+  auto topk = TopKOp::create(b, loc, slotsType, slotIdsType, scores, Value(), b.getI64IntegerAttr(k));
+  Value weights = topk.getWeights();
+  if (ctx.intAttr("normalize_routing_weights", 0))
+    weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::sum),
+                                    weights, topk.getIndices(), b.getDenseI64ArrayAttr({}),
+                                    b.getF64FloatAttr(1.0));
+  auto dispatch = DispatchOp::create(b, loc, RankedTensorType::get({rows}, i32),
+                                     RankedTensorType::get({experts + 1}, i32), slotIdsType, slotsType,
+                                     topk.getIndices(), weights, Value(), Value(),
+                                     b.getI64IntegerAttr(experts), CapacityAttr());
+  Value permuted = PermuteOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), tokens,
+                                     dispatch.getRowToken());
+  Value h = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, upRows}, element), permuted, up,
+                                    dispatch.getExpertOffsets(), Value());
+  Value a = ActivationOp::create(b, loc, RankedTensorType::get({rows, ffn}, element),
+                                 ActivationAttr::get(b.getContext(), *kind), h);
+  Value y = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), a, *down,
+                                    dispatch.getExpertOffsets(), Value());
+  Value out = CombineOp::create(b, loc, RankedTensorType::get({numTokens, hidden}, element), y,
+                                dispatch.getSlotRow(), dispatch.getSlotWeight());
+  if (xType.getRank() == 3)
+    out = tb::reshapeLike(b, loc, out, x);
+  return SmallVector<Value>{out};
+}
+
+} // namespace
+
+void mlir::moe::onnx_import::addMoeConverters(std::vector<OpConverter> &converters) {
+  converters.push_back({"com.microsoft", "MoE", convertMoe});
+}

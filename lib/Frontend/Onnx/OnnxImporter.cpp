@@ -1,0 +1,559 @@
+//===- OnnxImporter.cpp - ONNX models to MLIR -----------------------------===//
+//
+// Protobuf only (Debian's libonnx-dev classes): no checker, no shape
+// inference, so IR versions newer than the library's and the com.microsoft
+// ops parse. Result types are computed by the converters themselves.
+// Weights are copied once, from the protobuf (or the memory-mapped external
+// data file) into the MLIR resource blob; large ones stay out of the IR text
+// as dense_resource constants.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OnnxImporter.h"
+#include "moe/Frontend/OnnxImport.h"
+
+#include "dialects/moe/MoeDialect.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Tools/mlir-translate/Translation.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::onnx_import;
+
+//===----------------------------------------------------------------------===//
+// Node context
+//===----------------------------------------------------------------------===//
+
+const onnx::AttributeProto *NodeContext::attr(StringRef name) const {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return &a;
+  return nullptr;
+}
+
+int64_t NodeContext::intAttr(StringRef name, int64_t fallback) const {
+  const onnx::AttributeProto *a = attr(name);
+  return a ? a->i() : fallback;
+}
+
+float NodeContext::floatAttr(StringRef name, float fallback) const {
+  const onnx::AttributeProto *a = attr(name);
+  return a ? a->f() : fallback;
+}
+
+std::string NodeContext::stringAttr(StringRef name, StringRef fallback) const {
+  const onnx::AttributeProto *a = attr(name);
+  return a ? a->s() : fallback.str();
+}
+
+std::optional<SmallVector<int64_t>> NodeContext::intsAttr(StringRef name) const {
+  const onnx::AttributeProto *a = attr(name);
+  if (!a)
+    return std::nullopt;
+  return SmallVector<int64_t>(a->ints().begin(), a->ints().end());
+}
+
+InFlightDiagnostic NodeContext::error() const {
+  return emitError(loc) << "node '" << node.name() << "' (" << node.op_type() << ", opset " << opset
+                        << "): ";
+}
+
+//===----------------------------------------------------------------------===//
+// Constants
+//===----------------------------------------------------------------------===//
+
+Type mlir::moe::onnx_import::elementTypeOf(MLIRContext *context, int32_t dataType) {
+  Builder b(context);
+  switch (dataType) {
+  case onnx::TensorProto::FLOAT: return b.getF32Type();
+  case onnx::TensorProto::FLOAT16: return b.getF16Type();
+  case onnx::TensorProto::BFLOAT16: return b.getBF16Type();
+  case onnx::TensorProto::DOUBLE: return b.getF64Type();
+  case onnx::TensorProto::INT8:
+  case onnx::TensorProto::UINT8: return b.getIntegerType(8);
+  case onnx::TensorProto::INT16:
+  case onnx::TensorProto::UINT16: return b.getIntegerType(16);
+  case onnx::TensorProto::INT32:
+  case onnx::TensorProto::UINT32: return b.getI32Type();
+  case onnx::TensorProto::INT64:
+  case onnx::TensorProto::UINT64: return b.getI64Type();
+  case onnx::TensorProto::BOOL: return b.getI1Type();
+  default: return Type();
+  }
+}
+
+static int64_t byteWidth(Type element) {
+  return element.isInteger(1) ? 1 : static_cast<int64_t>(element.getIntOrFloatBitWidth() / 8);
+}
+
+std::optional<SmallVector<int64_t>> ConstantTensor::asInts() const {
+  Type element = type.getElementType();
+  if (!isa<IntegerType>(element))
+    return std::nullopt;
+  int64_t width = byteWidth(element);
+  SmallVector<int64_t> values;
+  for (size_t i = 0; i + width <= bytes.size(); i += width) {
+    int64_t v = 0;
+    switch (width) {
+    case 1: v = static_cast<int8_t>(bytes[i]); break;
+    case 2: { int16_t x; memcpy(&x, bytes.data() + i, 2); v = x; break; }
+    case 4: { int32_t x; memcpy(&x, bytes.data() + i, 4); v = x; break; }
+    default: memcpy(&v, bytes.data() + i, 8); break;
+    }
+    values.push_back(v);
+  }
+  return values;
+}
+
+std::optional<std::vector<float>> ConstantTensor::asFloats() const {
+  Type element = type.getElementType();
+  std::vector<float> values;
+  int64_t width = isa<FloatType>(element) ? byteWidth(element) : 0;
+  for (size_t i = 0; width && i + width <= bytes.size(); i += width) {
+    if (element.isF32()) {
+      float x;
+      memcpy(&x, bytes.data() + i, 4);
+      values.push_back(x);
+    } else if (element.isF64()) {
+      double x;
+      memcpy(&x, bytes.data() + i, 8);
+      values.push_back(static_cast<float>(x));
+    } else {
+      uint16_t bits;
+      memcpy(&bits, bytes.data() + i, 2);
+      APFloat f(element.isBF16() ? APFloat::BFloat() : APFloat::IEEEhalf(), APInt(16, bits));
+      values.push_back(f.convertToFloat());
+    }
+  }
+  if (!width)
+    return std::nullopt;
+  return values;
+}
+
+namespace {
+
+/// Imports one model.
+class GraphImporter {
+public:
+  GraphImporter(MLIRContext *context, StringRef fileName, const OnnxImportOptions &options)
+      : context(context), fileName(fileName.str()), options(options), builder(context),
+        fileLoc(FileLineColLoc::get(context, fileName, 0, 0)) {
+    addStandardConverters(converters);
+    addMoeConverters(converters);
+  }
+
+  OwningOpRef<ModuleOp> run(StringRef bytes);
+
+private:
+  InFlightDiagnostic error() { return emitError(fileLoc); }
+  Location nodeLoc(const onnx::NodeProto &node, size_t index) {
+    std::string name = node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
+    return NameLoc::get(StringAttr::get(context, name), fileLoc);
+  }
+
+  FailureOr<RankedTensorType> typeOf(const onnx::ValueInfoProto &info);
+  FailureOr<ConstantTensor> decode(const onnx::TensorProto &tensor, StringRef what);
+  FailureOr<ArrayRef<char>> externalBytes(const onnx::TensorProto &tensor, StringRef what, int64_t size);
+  Value materialize(StringRef name, const ConstantTensor &constant);
+  FailureOr<Value> lookup(StringRef name, Location loc);
+  LogicalResult importNode(const onnx::NodeProto &node, size_t index);
+  LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
+  std::string supportedOps() const;
+
+  MLIRContext *context;
+  std::string fileName;
+  const OnnxImportOptions &options;
+  OpBuilder builder;
+  Location fileLoc;
+  onnx::ModelProto model;
+  std::vector<OpConverter> converters;
+  llvm::StringMap<int64_t> opsets;
+  llvm::StringMap<Value> values;
+  llvm::StringMap<ConstantTensor> constants;
+  llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>> externalFiles;
+  Block *entry = nullptr;
+  Operation *lastConstant = nullptr;
+};
+
+std::string domainOf(StringRef domain) { return domain == "ai.onnx" ? "" : domain.str(); }
+
+FailureOr<RankedTensorType> GraphImporter::typeOf(const onnx::ValueInfoProto &info) {
+  if (!info.type().has_tensor_type())
+    return error() << "graph value '" << info.name() << "' is not a tensor", failure();
+  const onnx::TypeProto::Tensor &tensor = info.type().tensor_type();
+  Type element = elementTypeOf(context, tensor.elem_type());
+  if (!element)
+    return error() << "graph value '" << info.name() << "' has an unsupported element type (ONNX data type "
+                   << tensor.elem_type() << ")",
+           failure();
+  if (!tensor.has_shape())
+    return error() << "graph value '" << info.name() << "' has no shape; give its rank and sizes",
+           failure();
+  SmallVector<int64_t> shape;
+  for (const onnx::TensorShapeProto::Dimension &dim : tensor.shape().dim())
+    shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0 ? dim.dim_value() : ShapedType::kDynamic);
+  return RankedTensorType::get(shape, element);
+}
+
+FailureOr<ArrayRef<char>> GraphImporter::externalBytes(const onnx::TensorProto &tensor, StringRef what,
+                                                       int64_t size) {
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (const onnx::StringStringEntryProto &entry : tensor.external_data()) {
+    if (entry.key() == "location")
+      location = entry.value();
+    else if (entry.key() == "offset")
+      offset = std::stoll(entry.value());
+    else if (entry.key() == "length")
+      length = std::stoll(entry.value());
+  }
+  if (location.empty() || llvm::sys::path::is_absolute(location) || StringRef(location).contains(".."))
+    return error() << what << ": external data location '" << location
+                   << "' must be a relative path inside the model's directory",
+           failure();
+  SmallString<256> path(options.externalDataDir);
+  llvm::sys::path::append(path, location);
+  auto &file = externalFiles[path];
+  if (!file) {
+    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false);
+    if (!buffer)
+      return error() << what << ": cannot open external data file '" << path
+                     << "': " << buffer.getError().message(),
+             failure();
+    file = std::move(*buffer);
+  }
+  if (length < 0)
+    length = size;
+  if (length != size || offset < 0 || offset + length > static_cast<int64_t>(file->getBufferSize()))
+    return error() << what << ": external data '" << path << "' (offset " << offset << ", length " << length
+                   << ") does not hold the " << size << " bytes of the tensor (file size "
+                   << file->getBufferSize() << ")",
+           failure();
+  return ArrayRef<char>(file->getBufferStart() + offset, length);
+}
+
+FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor, StringRef what) {
+  Type element = elementTypeOf(context, tensor.data_type());
+  if (!element)
+    return error() << what << ": unsupported element type (ONNX data type " << tensor.data_type() << ")",
+           failure();
+  SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
+  if (llvm::any_of(shape, [](int64_t d) { return d < 0; }))
+    return error() << what << ": negative dimension", failure();
+  ConstantTensor constant;
+  constant.type = RankedTensorType::get(shape, element);
+  int64_t count = constant.type.getNumElements();
+  int64_t size = count * byteWidth(element);
+  if (tensor.data_location() == onnx::TensorProto::EXTERNAL) {
+    FailureOr<ArrayRef<char>> bytes = externalBytes(tensor, what, size);
+    if (failed(bytes))
+      return failure();
+    constant.bytes = *bytes;
+    return constant;
+  }
+  if (tensor.has_raw_data()) {
+    if (static_cast<int64_t>(tensor.raw_data().size()) != size)
+      return error() << what << ": raw data has " << tensor.raw_data().size() << " bytes, the type "
+                     << constant.type << " needs " << size,
+             failure();
+    constant.bytes = ArrayRef<char>(tensor.raw_data().data(), size);
+    return constant;
+  }
+  // Typed fields: decoded into owned bytes.
+  auto owned = std::make_shared<std::vector<char>>(size);
+  auto put = [&](int64_t i, const void *src) { memcpy(owned->data() + i * byteWidth(element), src, byteWidth(element)); };
+  int64_t available = 0;
+  switch (tensor.data_type()) {
+  case onnx::TensorProto::FLOAT:
+    available = tensor.float_data_size();
+    for (int64_t i = 0; i < std::min(available, count); ++i) {
+      float v = tensor.float_data(i);
+      put(i, &v);
+    }
+    break;
+  case onnx::TensorProto::DOUBLE:
+    available = tensor.double_data_size();
+    for (int64_t i = 0; i < std::min(available, count); ++i) {
+      double v = tensor.double_data(i);
+      put(i, &v);
+    }
+    break;
+  case onnx::TensorProto::INT64:
+    available = tensor.int64_data_size();
+    for (int64_t i = 0; i < std::min(available, count); ++i) {
+      int64_t v = tensor.int64_data(i);
+      put(i, &v);
+    }
+    break;
+  case onnx::TensorProto::UINT32:
+  case onnx::TensorProto::UINT64:
+    available = tensor.uint64_data_size();
+    for (int64_t i = 0; i < std::min(available, count); ++i) {
+      uint64_t v = tensor.uint64_data(i);
+      put(i, &v);
+    }
+    break;
+  default: // int32_data holds every narrower type, f16/bf16 as bit patterns
+    available = tensor.int32_data_size();
+    for (int64_t i = 0; i < std::min(available, count); ++i) {
+      int32_t v = tensor.int32_data(i);
+      put(i, &v);
+    }
+    break;
+  }
+  if (available != count)
+    return error() << what << ": holds " << available << " values, its shape needs " << count, failure();
+  constant.owned = owned;
+  constant.bytes = ArrayRef<char>(owned->data(), owned->size());
+  return constant;
+}
+
+/// Small or integer constants are dense attributes (readable, foldable);
+/// weights are resources, copied once into the blob.
+Value GraphImporter::materialize(StringRef name, const ConstantTensor &constant) {
+  OpBuilder::InsertionGuard guard(builder);
+  if (lastConstant)
+    builder.setInsertionPointAfter(lastConstant);
+  else
+    builder.setInsertionPointToStart(entry);
+  Type element = constant.type.getElementType();
+  ElementsAttr attr;
+  if (element.isInteger(1)) {
+    SmallVector<bool> bits(constant.bytes.begin(), constant.bytes.end());
+    attr = DenseElementsAttr::get(constant.type, ArrayRef<bool>(bits));
+  } else if (constant.type.getNumElements() <= 64 || isa<IntegerType>(element)) {
+    attr = DenseElementsAttr::getFromRawBuffer(constant.type, constant.bytes);
+  } else {
+    std::string blobName = name.str();
+    for (char &c : blobName)
+      if (!llvm::isAlnum(c) && c != '_' && c != '.')
+        c = '_';
+    attr = DenseResourceElementsAttr::get(
+        constant.type, blobName,
+        HeapAsmResourceBlob::allocateAndCopyWithAlign(constant.bytes, alignof(uint64_t)));
+  }
+  auto op = arith::ConstantOp::create(builder, NameLoc::get(StringAttr::get(context, name), fileLoc),
+                                      cast<TypedAttr>(attr));
+  lastConstant = op;
+  return op;
+}
+
+FailureOr<Value> GraphImporter::lookup(StringRef name, Location loc) {
+  auto it = values.find(name);
+  if (it != values.end())
+    return it->second;
+  auto constant = constants.find(name);
+  if (constant != constants.end())
+    return values[name] = materialize(name, constant->second);
+  return emitError(loc) << "uses '" << name << "', which no graph input, initializer or earlier node defines",
+         failure();
+}
+
+/// A Constant node's value joins the constants: materialized where used,
+/// and readable at compile time (shapes, axes).
+LogicalResult GraphImporter::importConstant(const onnx::NodeProto &node, Location loc) {
+  if (node.attribute_size() != 1 || node.output_size() != 1)
+    return emitError(loc) << "Constant node '" << node.name() << "' must have one attribute and one output";
+  const onnx::AttributeProto &attr = node.attribute(0);
+  onnx::TensorProto tensor;
+  if (attr.name() == "value") {
+    tensor = attr.t();
+  } else if (attr.name() == "value_float" || attr.name() == "value_floats") {
+    tensor.set_data_type(onnx::TensorProto::FLOAT);
+    if (attr.name() == "value_float")
+      tensor.add_float_data(attr.f());
+    else
+      for (float f : attr.floats())
+        tensor.add_float_data(f);
+    if (attr.name() == "value_floats")
+      tensor.add_dims(attr.floats_size());
+  } else if (attr.name() == "value_int" || attr.name() == "value_ints") {
+    tensor.set_data_type(onnx::TensorProto::INT64);
+    if (attr.name() == "value_int")
+      tensor.add_int64_data(attr.i());
+    else
+      for (int64_t i : attr.ints())
+        tensor.add_int64_data(i);
+    if (attr.name() == "value_ints")
+      tensor.add_dims(attr.ints_size());
+  } else {
+    return emitError(loc) << "Constant node '" << node.name() << "': attribute '" << attr.name()
+                          << "' is not supported (value, value_float(s), value_int(s) are)";
+  }
+  // The decoded bytes may point into `tensor`: keep it alive.
+  auto kept = std::make_shared<onnx::TensorProto>(std::move(tensor));
+  FailureOr<ConstantTensor> constant = decode(*kept, "Constant node '" + node.name() + "'");
+  if (failed(constant))
+    return failure();
+  if (!constant->owned) {
+    constant->owned = std::make_shared<std::vector<char>>(constant->bytes.begin(), constant->bytes.end());
+    constant->bytes = ArrayRef<char>(constant->owned->data(), constant->owned->size());
+  }
+  constants[node.output(0)] = *constant;
+  return success();
+}
+
+std::string GraphImporter::supportedOps() const {
+  std::vector<std::string> names = {"Constant"};
+  for (const OpConverter &c : converters)
+    names.push_back(c.domain.empty() ? c.opType.str() : (c.domain + "." + c.opType).str());
+  llvm::sort(names);
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return llvm::join(names, ", ");
+}
+
+LogicalResult GraphImporter::importNode(const onnx::NodeProto &node, size_t index) {
+  Location loc = nodeLoc(node, index);
+  std::string domain = domainOf(node.domain());
+  auto opset = opsets.find(domain);
+  int64_t version = opset == opsets.end() ? 1 : opset->second;
+  const OpConverter *converter = nullptr;
+  for (const OpConverter &c : converters)
+    if (c.domain == domain && c.opType == node.op_type())
+      converter = &c;
+  if (!converter && !(domain.empty() && node.op_type() == "Constant"))
+    return emitError(loc) << "node '" << node.name() << "': unsupported ONNX op '"
+                          << (domain.empty() ? "" : domain + ".") << node.op_type() << "' (opset " << version
+                          << "); supported: " << supportedOps();
+
+  if (domain.empty() && node.op_type() == "Constant")
+    return importConstant(node, loc);
+  NodeContext ctx{node, builder, loc, {}, version, nullptr};
+  for (const std::string &name : node.input()) {
+    if (name.empty()) {
+      ctx.inputs.push_back(Value());
+      continue;
+    }
+    FailureOr<Value> value = lookup(name, loc);
+    if (failed(value))
+      return failure();
+    ctx.inputs.push_back(*value);
+  }
+  ctx.constantInput = [&](unsigned i) -> const ConstantTensor * {
+    if (i >= static_cast<unsigned>(node.input_size()))
+      return nullptr;
+    auto it = constants.find(node.input(i));
+    return it == constants.end() ? nullptr : &it->second;
+  };
+  FailureOr<SmallVector<Value>> results = converter->convert(ctx);
+  if (failed(results))
+    return failure();
+  for (auto [i, name] : llvm::enumerate(node.output())) {
+    if (name.empty())
+      continue;
+    if (i >= results->size())
+      return emitError(loc) << "node '" << node.name() << "' (" << node.op_type() << "): output " << i
+                            << " ('" << name << "') is not supported";
+    values[name] = (*results)[i];
+  }
+  return success();
+}
+
+OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
+  if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
+      !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    error() << "is not a valid ONNX model: the protobuf does not parse (truncated or not an ONNX file)";
+    return nullptr;
+  }
+  if (!model.has_graph()) {
+    error() << "is not a valid ONNX model: it has no graph";
+    return nullptr;
+  }
+  if (model.ir_version() < 3 || model.ir_version() > 11) {
+    error() << "has IR version " << model.ir_version() << "; the importer reads IR versions 3 to 11";
+    return nullptr;
+  }
+  for (const onnx::OperatorSetIdProto &opset : model.opset_import())
+    opsets[domainOf(opset.domain())] = opset.version();
+  const onnx::GraphProto &graph = model.graph();
+
+  for (const onnx::TensorProto &init : graph.initializer()) {
+    FailureOr<ConstantTensor> constant = decode(init, "initializer '" + init.name() + "'");
+    if (failed(constant))
+      return nullptr;
+    constants[init.name()] = *constant;
+  }
+
+  auto module = ModuleOp::create(fileLoc);
+  builder.setInsertionPointToEnd(module.getBody());
+  // Inputs that are initializers (IR < 4 lists them) are constants.
+  SmallVector<Type> argTypes;
+  SmallVector<std::string> argNames;
+  for (const onnx::ValueInfoProto &input : graph.input()) {
+    if (constants.count(input.name()))
+      continue;
+    FailureOr<RankedTensorType> type = typeOf(input);
+    if (failed(type))
+      return nullptr;
+    argTypes.push_back(*type);
+    argNames.push_back(input.name());
+  }
+  auto func = func::FuncOp::create(builder, fileLoc, options.functionName,
+                                   builder.getFunctionType(argTypes, {}));
+  entry = func.addEntryBlock();
+  for (auto [i, name] : llvm::enumerate(argNames)) {
+    values[name] = entry->getArgument(i);
+    func.setArgAttr(i, "onnx.name", builder.getStringAttr(name));
+  }
+  builder.setInsertionPointToEnd(entry);
+  for (auto [i, node] : llvm::enumerate(graph.node()))
+    if (failed(importNode(node, i)))
+      return nullptr;
+
+  SmallVector<Value> results;
+  for (const onnx::ValueInfoProto &output : graph.output()) {
+    FailureOr<Value> value = lookup(output.name(), fileLoc);
+    if (failed(value))
+      return nullptr;
+    results.push_back(*value);
+  }
+  builder.setInsertionPointToEnd(entry);
+  func::ReturnOp::create(builder, fileLoc, results);
+  func.setType(builder.getFunctionType(argTypes, ValueRange(results).getTypes()));
+  for (auto [i, output] : llvm::enumerate(graph.output()))
+    func.setResultAttr(i, "onnx.name", builder.getStringAttr(output.name()));
+  if (failed(verify(module)))
+    return nullptr;
+  return module;
+}
+
+} // namespace
+
+OwningOpRef<ModuleOp> mlir::moe::importOnnxModel(StringRef bytes, StringRef fileName, MLIRContext *context,
+                                                 const OnnxImportOptions &options) {
+  context->loadDialect<func::FuncDialect, arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,
+                       tensor::TensorDialect, moe::MoeDialect>();
+  return GraphImporter(context, fileName, options).run(bytes);
+}
+
+void mlir::moe::registerOnnxImportTranslation() {
+  static llvm::cl::opt<std::string> functionName(
+      "onnx-function-name", llvm::cl::desc("Name of the function built for an ONNX graph"),
+      llvm::cl::init("main_graph"));
+  TranslateToMLIRRegistration registration(
+      "import-onnx", "Import an ONNX model (.onnx; external data next to it) into moe/upstream MLIR",
+      [](llvm::SourceMgr &sourceMgr, MLIRContext *context) -> OwningOpRef<Operation *> {
+        const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
+        OnnxImportOptions options;
+        options.functionName = functionName;
+        StringRef name = buffer->getBufferIdentifier();
+        options.externalDataDir = llvm::sys::path::parent_path(name).str();
+        return importOnnxModel(buffer->getBuffer(), name, context, options);
+      },
+      [](DialectRegistry &registry) {
+        registry.insert<func::FuncDialect, arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,
+                        tensor::TensorDialect, moe::MoeDialect>();
+      });
+}

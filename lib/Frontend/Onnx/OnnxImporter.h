@@ -1,0 +1,82 @@
+//===- OnnxImporter.h - the ONNX importer's shared pieces -------*- C++ -*-===//
+//
+// The importer walks the graph in order and hands each node to the
+// converter registered for its (domain, op type). A converter gets the
+// node's operands as MLIR values, its attributes and the compile-time
+// values of constant operands, and returns the node's results.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTEND_ONNX_ONNXIMPORTER_H
+#define MOE_FRONTEND_ONNX_ONNXIMPORTER_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Diagnostics.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <functional>
+#include <optional>
+#include <vector>
+
+namespace mlir::moe::onnx_import {
+
+/// A constant tensor of the graph (initializer or Constant node): its type
+/// and its bytes in MLIR's dense layout (little-endian, bool as one byte).
+struct ConstantTensor {
+  RankedTensorType type;
+  llvm::ArrayRef<char> bytes;
+  /// Owns `bytes` when they were decoded from typed protobuf fields.
+  std::shared_ptr<std::vector<char>> owned;
+
+  /// The values as int64 (integer element types), for shapes and axes.
+  std::optional<llvm::SmallVector<int64_t>> asInts() const;
+  /// The values as float (f32, f16, bf16, f64).
+  std::optional<std::vector<float>> asFloats() const;
+};
+
+/// Everything a converter sees of one node.
+struct NodeContext {
+  const onnx::NodeProto &node;
+  OpBuilder &b;
+  Location loc;
+  /// One per input of the node; null for an absent optional input ("").
+  llvm::SmallVector<Value> inputs;
+  /// The opset version of the node's domain in the model.
+  int64_t opset;
+  /// The compile-time value of input i, or null.
+  std::function<const ConstantTensor *(unsigned)> constantInput;
+
+  const onnx::AttributeProto *attr(llvm::StringRef name) const;
+  int64_t intAttr(llvm::StringRef name, int64_t fallback) const;
+  float floatAttr(llvm::StringRef name, float fallback) const;
+  std::string stringAttr(llvm::StringRef name, llvm::StringRef fallback) const;
+  std::optional<llvm::SmallVector<int64_t>> intsAttr(llvm::StringRef name) const;
+  /// Input i, or null when absent.
+  Value input(unsigned i) const { return i < inputs.size() ? inputs[i] : Value(); }
+  RankedTensorType inputType(unsigned i) const { return cast<RankedTensorType>(inputs[i].getType()); }
+  /// An error at the node: "node 'name' (Op): ...".
+  InFlightDiagnostic error() const;
+};
+
+using ConvertFn = std::function<FailureOr<llvm::SmallVector<Value>>(NodeContext &)>;
+
+struct OpConverter {
+  llvm::StringRef domain; // "" is the default ONNX domain
+  llvm::StringRef opType;
+  ConvertFn convert;
+};
+
+/// The converters of the default domain (StandardOps.cpp).
+void addStandardConverters(std::vector<OpConverter> &converters);
+/// com.microsoft MoE (MoeOps.cpp).
+void addMoeConverters(std::vector<OpConverter> &converters);
+
+/// The MLIR element type of an ONNX TensorProto data type, or null.
+Type elementTypeOf(MLIRContext *context, int32_t dataType);
+
+} // namespace mlir::moe::onnx_import
+
+#endif // MOE_FRONTEND_ONNX_ONNXIMPORTER_H

@@ -1,0 +1,419 @@
+//===- StandardOps.cpp - default-domain ONNX ops to tensor-level MLIR -----===//
+//
+// Each converter checks what the op's spec allows and we do not (attributes,
+// dynamic shape inputs) and says so at the node, never guessing.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OnnxImporter.h"
+#include "TensorBuilders.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+namespace tb = mlir::moe::tensor_builders;
+
+namespace {
+
+using Results = FailureOr<SmallVector<Value>>;
+
+Results single(FailureOr<Value> v) {
+  if (failed(v))
+    return failure();
+  return SmallVector<Value>{*v};
+}
+
+bool isFloatTensor(Value v) { return isa<FloatType>(cast<RankedTensorType>(v.getType()).getElementType()); }
+
+/// Requires inputs [0, n) present (and floats when `floats`).
+LogicalResult expectInputs(NodeContext &ctx, unsigned n, bool floats) {
+  for (unsigned i = 0; i < n; ++i) {
+    if (!ctx.input(i))
+      return ctx.error() << "input " << i << " is required";
+    if (floats && !isFloatTensor(ctx.input(i)))
+      return ctx.error() << "input " << i << " must be a float tensor, got " << ctx.input(i).getType();
+  }
+  return success();
+}
+
+/// Normalises a possibly negative axis of a rank-`rank` tensor.
+FailureOr<int64_t> normalizeAxis(NodeContext &ctx, int64_t axis, int64_t rank) {
+  if (axis < -rank || axis >= rank)
+    return ctx.error() << "axis " << axis << " is out of range for rank " << rank, failure();
+  return axis < 0 ? axis + rank : axis;
+}
+
+// --- elementwise ----------------------------------------------------------
+
+/// A binary op with numpy broadcasting; `floatOp`/`intOp` build the scalar.
+template <typename FloatOp, typename IntOp>
+ConvertFn binary() {
+  return [](NodeContext &ctx) -> Results {
+    if (failed(expectInputs(ctx, 2, false)))
+      return failure();
+    Type element = ctx.inputType(0).getElementType();
+    if (ctx.inputType(1).getElementType() != element)
+      return ctx.error() << "operand types differ: " << ctx.input(0).getType() << " and "
+                         << ctx.input(1).getType(),
+             failure();
+    FailureOr<Value> r = tb::elementwise(
+        ctx.b, ctx.loc, ValueRange{ctx.input(0), ctx.input(1)}, element,
+        [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+          if (isa<FloatType>(element))
+            return FloatOp::create(b, loc, a[0], a[1]);
+          return IntOp::create(b, loc, a[0], a[1]);
+        });
+    if (failed(r))
+      return ctx.error() << "shapes " << ctx.input(0).getType() << " and " << ctx.input(1).getType()
+                         << " do not broadcast",
+             failure();
+    return SmallVector<Value>{*r};
+  };
+}
+
+/// A float unary op computed in f32 (f16/bf16 rounded back).
+ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
+  return [fn](NodeContext &ctx) -> Results {
+    if (failed(expectInputs(ctx, 1, true)))
+      return failure();
+    Type element = ctx.inputType(0).getElementType();
+    return single(tb::elementwise(ctx.b, ctx.loc, ValueRange{ctx.input(0)}, element,
+                                  [&](OpBuilder &b, Location loc, ValueRange a) {
+                                    Value x = tb::castScalar(b, loc, a[0], b.getF32Type());
+                                    return tb::castScalar(b, loc, fn(b, loc, x), element);
+                                  }));
+  };
+}
+
+Value constF32(OpBuilder &b, Location loc, double v) {
+  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+Results convertCast(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, false)))
+    return failure();
+  Type to = elementTypeOf(ctx.b.getContext(), static_cast<int32_t>(ctx.intAttr("to", 0)));
+  if (!to)
+    return ctx.error() << "unsupported target type " << ctx.intAttr("to", 0), failure();
+  return SmallVector<Value>{tb::castTensor(ctx.b, ctx.loc, ctx.input(0), to)};
+}
+
+// --- contractions ---------------------------------------------------------
+
+Results convertMatMul(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, false)))
+    return failure();
+  if (ctx.inputType(0).getElementType() != ctx.inputType(1).getElementType())
+    return ctx.error() << "operand types differ", failure();
+  FailureOr<Value> r = tb::matmul(ctx.b, ctx.loc, ctx.input(0), ctx.input(1));
+  if (failed(r))
+    return ctx.error() << "cannot multiply " << ctx.input(0).getType() << " by " << ctx.input(1).getType()
+                       << " (both operands need rank >= 2 and matching inner sizes)",
+           failure();
+  return SmallVector<Value>{*r};
+}
+
+/// Y = alpha * A' B' + beta * C, A' = A or Aᵀ, B' = B or Bᵀ (2-D).
+Results convertGemm(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, true)))
+    return failure();
+  Value a = ctx.input(0), bm = ctx.input(1);
+  if (ctx.inputType(0).getRank() != 2 || ctx.inputType(1).getRank() != 2)
+    return ctx.error() << "A and B must be 2-D", failure();
+  if (ctx.intAttr("transA", 0))
+    a = tb::transpose(ctx.b, ctx.loc, a, {1, 0});
+  if (ctx.intAttr("transB", 0))
+    bm = tb::transpose(ctx.b, ctx.loc, bm, {1, 0});
+  FailureOr<Value> y = tb::matmul(ctx.b, ctx.loc, a, bm);
+  if (failed(y))
+    return ctx.error() << "A and B do not multiply", failure();
+  float alpha = ctx.floatAttr("alpha", 1.0f), beta = ctx.floatAttr("beta", 1.0f);
+  Type element = ctx.inputType(0).getElementType();
+  SmallVector<Value> operands = {*y};
+  if (ctx.input(2) && beta != 0.0f)
+    operands.push_back(ctx.input(2));
+  if (alpha == 1.0f && operands.size() == 1)
+    return SmallVector<Value>{*y};
+  FailureOr<Value> r =
+      tb::elementwise(ctx.b, ctx.loc, operands, element, [&](OpBuilder &b, Location loc, ValueRange s) {
+        Value v = arith::MulFOp::create(b, loc, tb::castScalar(b, loc, s[0], b.getF32Type()), constF32(b, loc, alpha));
+        if (s.size() > 1)
+          v = arith::AddFOp::create(
+              b, loc, v,
+              arith::MulFOp::create(b, loc, tb::castScalar(b, loc, s[1], b.getF32Type()), constF32(b, loc, beta)));
+        return tb::castScalar(b, loc, v, element);
+      });
+  if (failed(r))
+    return ctx.error() << "C " << ctx.input(2).getType() << " does not broadcast to the product", failure();
+  return SmallVector<Value>{*r};
+}
+
+// --- normalisations and reductions ---------------------------------------
+
+/// softmax along `axis` (opset >= 13; earlier opsets flatten from `axis`,
+/// the same result when `axis` is the last dimension).
+Results convertSoftmax(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, true)))
+    return failure();
+  int64_t rank = ctx.inputType(0).getRank();
+  FailureOr<int64_t> axis = normalizeAxis(ctx, ctx.intAttr("axis", ctx.opset >= 13 ? -1 : 1), rank);
+  if (failed(axis))
+    return failure();
+  if (ctx.opset < 13 && *axis != rank - 1)
+    return ctx.error() << "opset " << ctx.opset << " Softmax flattens from axis " << *axis
+                       << "; only the last axis is supported before opset 13",
+           failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = ctx.inputType(0).getElementType();
+  Value x = tb::castTensor(b, loc, ctx.input(0), b.getF32Type());
+  Value max = tb::reduceAxis(b, loc, x, *axis, tb::Reduction::Max);
+  Value e = *tb::elementwise(b, loc, ValueRange{x, max}, b.getF32Type(), [](OpBuilder &nb, Location nl, ValueRange s) {
+    return math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, s[0], s[1])).getResult();
+  });
+  Value sum = tb::reduceAxis(b, loc, e, *axis, tb::Reduction::Sum);
+  Value p = *tb::elementwise(b, loc, ValueRange{e, sum}, element, [&](OpBuilder &nb, Location nl, ValueRange s) {
+    return tb::castScalar(nb, nl, arith::DivFOp::create(nb, nl, s[0], s[1]), element);
+  });
+  return SmallVector<Value>{p};
+}
+
+/// The reduction axes: the `axes` attribute (older opsets) or input 1.
+FailureOr<SmallVector<int64_t>> reductionAxes(NodeContext &ctx, int64_t inputSince) {
+  int64_t rank = ctx.inputType(0).getRank();
+  SmallVector<int64_t> axes;
+  if (ctx.opset >= inputSince) {
+    if (ctx.input(1)) {
+      const ConstantTensor *c = ctx.constantInput(1);
+      std::optional<SmallVector<int64_t>> values = c ? c->asInts() : std::nullopt;
+      if (!values)
+        return ctx.error() << "the axes input must be a constant", failure();
+      axes = *values;
+    }
+  } else if (auto attr = ctx.intsAttr("axes")) {
+    axes = *attr;
+  }
+  if (axes.empty()) {
+    if (ctx.intAttr("noop_with_empty_axes", 0))
+      return axes;
+    for (int64_t d = 0; d < rank; ++d)
+      axes.push_back(d);
+  }
+  for (int64_t &a : axes) {
+    FailureOr<int64_t> n = normalizeAxis(ctx, a, rank);
+    if (failed(n))
+      return failure();
+    a = *n;
+  }
+  llvm::sort(axes);
+  return axes;
+}
+
+ConvertFn reduce(tb::Reduction kind, int64_t axesInputSince) {
+  return [kind, axesInputSince](NodeContext &ctx) -> Results {
+    if (failed(expectInputs(ctx, 1, false)))
+      return failure();
+    FailureOr<SmallVector<int64_t>> axes = reductionAxes(ctx, axesInputSince);
+    if (failed(axes))
+      return failure();
+    Value x = ctx.input(0);
+    for (int64_t axis : *axes)
+      x = tb::reduceAxis(ctx.b, ctx.loc, x, axis, kind);
+    if (!ctx.intAttr("keepdims", 1) && !axes->empty()) {
+      SmallVector<int64_t> shape;
+      for (auto [d, size] : llvm::enumerate(cast<RankedTensorType>(x.getType()).getShape()))
+        if (!llvm::is_contained(*axes, static_cast<int64_t>(d)))
+          shape.push_back(size);
+      x = tb::reshape(ctx.b, ctx.loc, x, shape);
+    }
+    return SmallVector<Value>{x};
+  };
+}
+
+// --- shapes ---------------------------------------------------------------
+
+Results convertTranspose(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, false)))
+    return failure();
+  int64_t rank = ctx.inputType(0).getRank();
+  SmallVector<int64_t> perm;
+  if (auto attr = ctx.intsAttr("perm"))
+    perm = *attr;
+  else
+    for (int64_t d = rank - 1; d >= 0; --d)
+      perm.push_back(d);
+  SmallVector<int64_t> sorted(perm);
+  llvm::sort(sorted);
+  if (static_cast<int64_t>(perm.size()) != rank || sorted != llvm::to_vector(llvm::seq<int64_t>(0, rank)))
+    return ctx.error() << "perm is not a permutation of the " << rank << " dimensions", failure();
+  return SmallVector<Value>{tb::transpose(ctx.b, ctx.loc, ctx.input(0), perm)};
+}
+
+/// The result shape of a reshape to `target` (0 copies the input size when
+/// allowzero is 0, -1 is inferred); dynamic when it depends on a dynamic size.
+FailureOr<SmallVector<int64_t>> reshapeTarget(NodeContext &ctx, ArrayRef<int64_t> target) {
+  RankedTensorType type = ctx.inputType(0);
+  SmallVector<int64_t> shape;
+  int64_t inferred = -1;
+  bool allowZero = ctx.intAttr("allowzero", 0) != 0;
+  for (auto [i, t] : llvm::enumerate(target)) {
+    if (t == 0 && !allowZero) {
+      if (static_cast<int64_t>(i) >= type.getRank())
+        return ctx.error() << "shape entry " << i << " copies a dimension the input does not have", failure();
+      shape.push_back(type.getDimSize(i));
+    } else if (t == -1) {
+      if (inferred >= 0)
+        return ctx.error() << "shape has more than one -1", failure();
+      inferred = i;
+      shape.push_back(ShapedType::kDynamic);
+    } else if (t < 0) {
+      return ctx.error() << "shape entry " << t << " is invalid", failure();
+    } else {
+      shape.push_back(t);
+    }
+  }
+  int64_t dynamicCount = llvm::count_if(shape, ShapedType::isDynamic);
+  if (dynamicCount > 1)
+    return ctx.error() << "the target shape has " << dynamicCount
+                       << " sizes that depend on dynamic input sizes; at most one is supported",
+           failure();
+  if (inferred >= 0 && type.hasStaticShape()) {
+    int64_t known = 1;
+    for (int64_t s : shape)
+      if (!ShapedType::isDynamic(s))
+        known *= s;
+    if (known == 0 || type.getNumElements() % known != 0)
+      return ctx.error() << "cannot reshape " << type << " to the requested shape", failure();
+    shape[inferred] = type.getNumElements() / known;
+  }
+  if (type.hasStaticShape() && llvm::none_of(shape, ShapedType::isDynamic)) {
+    int64_t count = 1;
+    for (int64_t s : shape)
+      count *= s;
+    if (count != type.getNumElements())
+      return ctx.error() << "cannot reshape " << type << " (" << type.getNumElements() << " elements) to "
+                         << count << " elements",
+             failure();
+  }
+  return shape;
+}
+
+Results convertReshape(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, false)))
+    return failure();
+  const ConstantTensor *c = ctx.constantInput(1);
+  std::optional<SmallVector<int64_t>> target = c ? c->asInts() : std::nullopt;
+  if (!target)
+    return ctx.error() << "the shape input must be a constant (computed shapes are not supported)", failure();
+  FailureOr<SmallVector<int64_t>> shape = reshapeTarget(ctx, *target);
+  if (failed(shape))
+    return failure();
+  return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), *shape)};
+}
+
+/// Unsqueeze/Squeeze: axes from the attribute (opset < 13) or input 1.
+FailureOr<SmallVector<int64_t>> shapeAxes(NodeContext &ctx) {
+  if (ctx.opset >= 13) {
+    if (!ctx.input(1))
+      return SmallVector<int64_t>{};
+    const ConstantTensor *c = ctx.constantInput(1);
+    std::optional<SmallVector<int64_t>> axes = c ? c->asInts() : std::nullopt;
+    if (!axes)
+      return ctx.error() << "the axes input must be a constant", failure();
+    return *axes;
+  }
+  return ctx.intsAttr("axes").value_or(SmallVector<int64_t>{});
+}
+
+Results convertUnsqueeze(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, false)))
+    return failure();
+  FailureOr<SmallVector<int64_t>> axes = shapeAxes(ctx);
+  if (failed(axes))
+    return failure();
+  ArrayRef<int64_t> in = ctx.inputType(0).getShape();
+  int64_t rank = in.size() + axes->size();
+  SmallVector<int64_t> normalized;
+  for (int64_t a : *axes) {
+    FailureOr<int64_t> n = normalizeAxis(ctx, a, rank);
+    if (failed(n))
+      return failure();
+    normalized.push_back(*n);
+  }
+  SmallVector<int64_t> shape;
+  for (int64_t d = 0, j = 0; d < rank; ++d)
+    shape.push_back(llvm::is_contained(normalized, d) ? 1 : in[j++]);
+  return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), shape)};
+}
+
+Results convertSqueeze(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, false)))
+    return failure();
+  FailureOr<SmallVector<int64_t>> axes = shapeAxes(ctx);
+  if (failed(axes))
+    return failure();
+  ArrayRef<int64_t> in = ctx.inputType(0).getShape();
+  SmallVector<int64_t> normalized;
+  for (int64_t a : *axes) {
+    FailureOr<int64_t> n = normalizeAxis(ctx, a, in.size());
+    if (failed(n))
+      return failure();
+    if (in[*n] != 1)
+      return ctx.error() << "cannot squeeze dimension " << *n << " of size " << in[*n], failure();
+    normalized.push_back(*n);
+  }
+  SmallVector<int64_t> shape;
+  for (auto [d, size] : llvm::enumerate(in)) {
+    bool drop = normalized.empty() ? size == 1 : llvm::is_contained(normalized, static_cast<int64_t>(d));
+    if (!drop)
+      shape.push_back(size);
+  }
+  return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), shape)};
+}
+
+Results convertIdentity(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, false)))
+    return failure();
+  return SmallVector<Value>{ctx.input(0)};
+}
+
+} // namespace
+
+void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &converters) {
+  auto add = [&](StringRef op, ConvertFn fn) { converters.push_back({"", op, std::move(fn)}); };
+  add("Add", binary<arith::AddFOp, arith::AddIOp>());
+  add("Sub", binary<arith::SubFOp, arith::SubIOp>());
+  add("Mul", binary<arith::MulFOp, arith::MulIOp>());
+  add("Div", binary<arith::DivFOp, arith::DivSIOp>());
+  add("Relu", unary([](OpBuilder &b, Location l, Value x) -> Value {
+        return arith::MaximumFOp::create(b, l, x, constF32(b, l, 0.0));
+      }));
+  add("Sigmoid", unary([](OpBuilder &b, Location l, Value x) -> Value {
+        Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, x));
+        return arith::DivFOp::create(b, l, constF32(b, l, 1.0), arith::AddFOp::create(b, l, constF32(b, l, 1.0), e));
+      }));
+  add("Tanh", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::TanhOp::create(b, l, x); }));
+  add("Exp", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::ExpOp::create(b, l, x); }));
+  add("Log", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::LogOp::create(b, l, x); }));
+  add("Sqrt", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::SqrtOp::create(b, l, x); }));
+  add("Erf", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::ErfOp::create(b, l, x); }));
+  add("Neg", unary([](OpBuilder &b, Location l, Value x) -> Value { return arith::NegFOp::create(b, l, x); }));
+  add("Abs", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::AbsFOp::create(b, l, x); }));
+  add("Reciprocal", unary([](OpBuilder &b, Location l, Value x) -> Value {
+        return arith::DivFOp::create(b, l, constF32(b, l, 1.0), x);
+      }));
+  add("Cast", convertCast);
+  add("Identity", convertIdentity);
+  add("MatMul", convertMatMul);
+  add("Gemm", convertGemm);
+  add("Softmax", convertSoftmax);
+  add("ReduceSum", reduce(tb::Reduction::Sum, 13));
+  add("ReduceMean", reduce(tb::Reduction::Mean, 18));
+  add("ReduceMax", reduce(tb::Reduction::Max, 18));
+  add("Transpose", convertTranspose);
+  add("Reshape", convertReshape);
+  add("Unsqueeze", convertUnsqueeze);
+  add("Squeeze", convertSqueeze);
+}

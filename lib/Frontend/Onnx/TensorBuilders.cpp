@@ -1,0 +1,366 @@
+//===- TensorBuilders.cpp - tensor-level building blocks for importers ----===//
+
+#include "TensorBuilders.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+
+using namespace mlir;
+
+namespace mlir::moe::tensor_builders {
+
+namespace {
+
+RankedTensorType rankedType(Value v) { return cast<RankedTensorType>(v.getType()); }
+
+bool isFloat(Type t) { return isa<FloatType>(t); }
+
+/// f32 for floats (the accumulation type), the type itself otherwise.
+Type accumulatorType(Type element) {
+  return isFloat(element) ? Type(Float32Type::get(element.getContext())) : element;
+}
+
+Value zeroOf(OpBuilder &b, Location loc, Type t) {
+  return arith::ConstantOp::create(b, loc, b.getZeroAttr(t));
+}
+
+/// A tensor of `type` filled with `value`.
+Value filled(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dynamicSizes, Value value) {
+  Value init = empty(b, loc, type, dynamicSizes);
+  return linalg::FillOp::create(b, loc, value, init).getResult(0);
+}
+
+/// The dynamic sizes of `shape`, dimension d read from `sourceOf(d)`.
+SmallVector<Value> dynamicSizes(OpBuilder &b, Location loc, ArrayRef<int64_t> shape,
+                                function_ref<Value(int64_t)> sizeOf) {
+  SmallVector<Value> sizes;
+  for (auto [d, size] : llvm::enumerate(shape))
+    if (ShapedType::isDynamic(size))
+      sizes.push_back(sizeOf(d));
+  return sizes;
+}
+
+} // namespace
+
+Value dimSize(OpBuilder &b, Location loc, Value x, int64_t dim) {
+  int64_t size = rankedType(x).getDimSize(dim);
+  if (!ShapedType::isDynamic(size))
+    return arith::ConstantIndexOp::create(b, loc, size);
+  return tensor::DimOp::create(b, loc, x, dim);
+}
+
+Value empty(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dynamicSizes) {
+  return tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType(), dynamicSizes);
+}
+
+FailureOr<SmallVector<int64_t>> broadcastShape(ArrayRef<ArrayRef<int64_t>> shapes) {
+  size_t rank = 0;
+  for (ArrayRef<int64_t> s : shapes)
+    rank = std::max(rank, s.size());
+  SmallVector<int64_t> out(rank, 1);
+  for (ArrayRef<int64_t> s : shapes) {
+    for (size_t j = 0; j < s.size(); ++j) {
+      int64_t &o = out[rank - s.size() + j];
+      int64_t v = s[j];
+      if (v == 1)
+        continue;
+      if (o == 1 || (ShapedType::isDynamic(o) && !ShapedType::isDynamic(v)))
+        o = v;
+      else if (!ShapedType::isDynamic(v) && !ShapedType::isDynamic(o) && o != v)
+        return failure();
+    }
+  }
+  return out;
+}
+
+FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement,
+                             ScalarFn fn) {
+  SmallVector<ArrayRef<int64_t>> shapes;
+  for (Value v : inputs)
+    shapes.push_back(rankedType(v).getShape());
+  FailureOr<SmallVector<int64_t>> shape = broadcastShape(shapes);
+  if (failed(shape))
+    return failure();
+  int64_t rank = shape->size();
+  MLIRContext *ctx = b.getContext();
+  SmallVector<AffineMap> maps;
+  for (Value v : inputs) {
+    ArrayRef<int64_t> s = rankedType(v).getShape();
+    SmallVector<AffineExpr> exprs;
+    for (size_t j = 0; j < s.size(); ++j) {
+      int64_t d = rank - s.size() + j;
+      bool broadcast = s[j] == 1 && (*shape)[d] != 1;
+      exprs.push_back(broadcast ? getAffineConstantExpr(0, ctx) : getAffineDimExpr(d, ctx));
+    }
+    maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
+  }
+  maps.push_back(b.getMultiDimIdentityMap(rank));
+  // A dynamic result size is read from an operand whose size there is dynamic.
+  SmallVector<Value> sizes = dynamicSizes(b, loc, *shape, [&](int64_t d) -> Value {
+    for (Value v : inputs) {
+      ArrayRef<int64_t> s = rankedType(v).getShape();
+      int64_t j = d - (rank - static_cast<int64_t>(s.size()));
+      if (j >= 0 && ShapedType::isDynamic(s[j]))
+        return tensor::DimOp::create(b, loc, v, j);
+    }
+    llvm_unreachable("a dynamic broadcast size comes from a dynamic operand size");
+  });
+  auto resultType = RankedTensorType::get(*shape, resultElement);
+  Value init = empty(b, loc, resultType, sizes);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{resultType}, inputs, ValueRange{init}, maps,
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        linalg::YieldOp::create(nb, nl, ValueRange{fn(nb, nl, args.drop_back())});
+      });
+  return generic.getResult(0);
+}
+
+FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs) {
+  RankedTensorType lt = rankedType(lhs), rt = rankedType(rhs);
+  if (lt.getRank() < 2 || rt.getRank() < 2)
+    return failure();
+  ArrayRef<int64_t> lb = lt.getShape().drop_back(2), rb = rt.getShape().drop_back(2);
+  FailureOr<SmallVector<int64_t>> batch = broadcastShape({lb, rb});
+  int64_t k1 = lt.getShape().back(), k2 = rt.getShape()[rt.getRank() - 2];
+  if (failed(batch) || (!ShapedType::isDynamic(k1) && !ShapedType::isDynamic(k2) && k1 != k2))
+    return failure();
+  int64_t nb = batch->size();
+  // Loops: batch..., m, n, k.
+  MLIRContext *ctx = b.getContext();
+  auto operandMap = [&](ArrayRef<int64_t> batchShape, AffineExpr row, AffineExpr col) {
+    SmallVector<AffineExpr> exprs;
+    for (size_t j = 0; j < batchShape.size(); ++j) {
+      int64_t d = nb - batchShape.size() + j;
+      bool broadcast = batchShape[j] == 1 && (*batch)[d] != 1;
+      exprs.push_back(broadcast ? getAffineConstantExpr(0, ctx) : getAffineDimExpr(d, ctx));
+    }
+    exprs.push_back(row);
+    exprs.push_back(col);
+    return AffineMap::get(nb + 3, 0, exprs, ctx);
+  };
+  AffineExpr m = getAffineDimExpr(nb, ctx), n = getAffineDimExpr(nb + 1, ctx), k = getAffineDimExpr(nb + 2, ctx);
+  SmallVector<AffineExpr> outExprs;
+  for (int64_t d = 0; d < nb; ++d)
+    outExprs.push_back(getAffineDimExpr(d, ctx));
+  outExprs.push_back(m);
+  outExprs.push_back(n);
+  SmallVector<AffineMap> maps = {operandMap(lb, m, k), operandMap(rb, k, n),
+                                 AffineMap::get(nb + 3, 0, outExprs, ctx)};
+
+  SmallVector<int64_t> shape(*batch);
+  shape.push_back(lt.getShape()[lt.getRank() - 2]);
+  shape.push_back(rt.getShape().back());
+  Type element = lt.getElementType();
+  Type acc = accumulatorType(element);
+  SmallVector<Value> sizes = dynamicSizes(b, loc, shape, [&](int64_t d) -> Value {
+    if (d == nb)
+      return dimSize(b, loc, lhs, lt.getRank() - 2);
+    if (d == nb + 1)
+      return dimSize(b, loc, rhs, rt.getRank() - 1);
+    int64_t lj = d - (nb - static_cast<int64_t>(lb.size()));
+    if (lj >= 0 && ShapedType::isDynamic(lb[lj]))
+      return tensor::DimOp::create(b, loc, lhs, lj);
+    return tensor::DimOp::create(b, loc, rhs, d - (nb - static_cast<int64_t>(rb.size())));
+  });
+  auto accType = RankedTensorType::get(shape, acc);
+  Value init = filled(b, loc, accType, sizes, zeroOf(b, loc, acc));
+  SmallVector<utils::IteratorType> iters(nb + 2, utils::IteratorType::parallel);
+  iters.push_back(utils::IteratorType::reduction);
+  Value product = linalg::GenericOp::create(
+                      b, loc, TypeRange{accType}, ValueRange{lhs, rhs}, ValueRange{init}, maps, iters,
+                      [&](OpBuilder &nb2, Location nl, ValueRange args) {
+                        Value x = castScalar(nb2, nl, args[0], acc), y = castScalar(nb2, nl, args[1], acc);
+                        Value sum = isFloat(acc)
+                                        ? arith::AddFOp::create(nb2, nl, args[2],
+                                                                arith::MulFOp::create(nb2, nl, x, y))
+                                              .getResult()
+                                        : arith::AddIOp::create(nb2, nl, args[2],
+                                                                arith::MulIOp::create(nb2, nl, x, y))
+                                              .getResult();
+                        linalg::YieldOp::create(nb2, nl, ValueRange{sum});
+                      })
+                      .getResult(0);
+  return acc == element ? product : castTensor(b, loc, product, element);
+}
+
+Value reduceAxis(OpBuilder &b, Location loc, Value x, int64_t axis, Reduction kind) {
+  RankedTensorType type = rankedType(x);
+  int64_t rank = type.getRank();
+  Type element = type.getElementType();
+  Type acc = accumulatorType(element);
+  SmallVector<int64_t> shape(type.getShape());
+  shape[axis] = 1;
+  auto accType = RankedTensorType::get(shape, acc);
+  SmallVector<Value> sizes = dynamicSizes(b, loc, shape, [&](int64_t d) { return dimSize(b, loc, x, d); });
+  Value start;
+  if (kind == Reduction::Max)
+    start = isFloat(acc) ? arith::ConstantOp::create(
+                               b, loc, b.getFloatAttr(acc, -std::numeric_limits<double>::infinity()))
+                               .getResult()
+                         : arith::ConstantOp::create(
+                               b, loc, b.getIntegerAttr(acc, APInt::getSignedMinValue(acc.getIntOrFloatBitWidth())))
+                               .getResult();
+  else
+    start = zeroOf(b, loc, acc);
+  Value init = filled(b, loc, accType, sizes, start);
+  MLIRContext *ctx = b.getContext();
+  SmallVector<AffineExpr> outExprs;
+  SmallVector<utils::IteratorType> iters;
+  for (int64_t d = 0; d < rank; ++d) {
+    outExprs.push_back(d == axis ? getAffineConstantExpr(0, ctx) : getAffineDimExpr(d, ctx));
+    iters.push_back(d == axis ? utils::IteratorType::reduction : utils::IteratorType::parallel);
+  }
+  Value reduced =
+      linalg::GenericOp::create(
+          b, loc, TypeRange{accType}, ValueRange{x}, ValueRange{init},
+          ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), AffineMap::get(rank, 0, outExprs, ctx)}, iters,
+          [&](OpBuilder &nb, Location nl, ValueRange args) {
+            Value v = castScalar(nb, nl, args[0], acc);
+            Value r;
+            if (kind == Reduction::Max)
+              r = isFloat(acc) ? arith::MaximumFOp::create(nb, nl, args[1], v).getResult()
+                               : arith::MaxSIOp::create(nb, nl, args[1], v).getResult();
+            else
+              r = isFloat(acc) ? arith::AddFOp::create(nb, nl, args[1], v).getResult()
+                               : arith::AddIOp::create(nb, nl, args[1], v).getResult();
+            linalg::YieldOp::create(nb, nl, ValueRange{r});
+          })
+          .getResult(0);
+  if (kind == Reduction::Mean) {
+    Value count = arith::IndexCastOp::create(b, loc, b.getI64Type(), dimSize(b, loc, x, axis));
+    reduced = *elementwise(b, loc, ValueRange{reduced}, acc, [&](OpBuilder &nb, Location nl, ValueRange a) {
+      Value n = castScalar(nb, nl, count, acc);
+      return isFloat(acc) ? arith::DivFOp::create(nb, nl, a[0], n).getResult()
+                          : arith::DivSIOp::create(nb, nl, a[0], n).getResult();
+    });
+  }
+  return acc == element ? reduced : castTensor(b, loc, reduced, element);
+}
+
+Value castScalar(OpBuilder &b, Location loc, Value v, Type to) {
+  Type from = v.getType();
+  if (from == to)
+    return v;
+  auto fromFloat = dyn_cast<FloatType>(from), toFloat = dyn_cast<FloatType>(to);
+  if (fromFloat && toFloat) {
+    if (fromFloat.getWidth() < toFloat.getWidth())
+      return arith::ExtFOp::create(b, loc, to, v);
+    if (fromFloat.getWidth() > toFloat.getWidth())
+      return arith::TruncFOp::create(b, loc, to, v);
+    // bf16 <-> f16: through f32.
+    return arith::TruncFOp::create(b, loc, to, arith::ExtFOp::create(b, loc, b.getF32Type(), v));
+  }
+  if (toFloat)
+    return from.isInteger(1) ? arith::UIToFPOp::create(b, loc, to, v).getResult()
+                             : arith::SIToFPOp::create(b, loc, to, v).getResult();
+  if (fromFloat) {
+    if (to.isInteger(1))
+      return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, v, zeroOf(b, loc, from));
+    return arith::FPToSIOp::create(b, loc, to, v);
+  }
+  unsigned fw = from.getIntOrFloatBitWidth(), tw = to.getIntOrFloatBitWidth();
+  if (to.isInteger(1))
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, v, zeroOf(b, loc, from));
+  if (fw < tw)
+    return from.isInteger(1) ? arith::ExtUIOp::create(b, loc, to, v).getResult()
+                             : arith::ExtSIOp::create(b, loc, to, v).getResult();
+  if (fw > tw)
+    return arith::TruncIOp::create(b, loc, to, v);
+  return arith::BitcastOp::create(b, loc, to, v);
+}
+
+Value castTensor(OpBuilder &b, Location loc, Value x, Type element) {
+  if (rankedType(x).getElementType() == element)
+    return x;
+  return *elementwise(b, loc, ValueRange{x}, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
+    return castScalar(nb, nl, a[0], element);
+  });
+}
+
+Value transpose(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> perm) {
+  RankedTensorType type = rankedType(x);
+  SmallVector<int64_t> shape;
+  for (int64_t p : perm)
+    shape.push_back(type.getDimSize(p));
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  SmallVector<Value> sizes = dynamicSizes(b, loc, shape, [&](int64_t d) { return dimSize(b, loc, x, perm[d]); });
+  Value init = empty(b, loc, resultType, sizes);
+  return linalg::TransposeOp::create(b, loc, x, init, perm).getResult()[0];
+}
+
+/// `x` collapsed to 1-D, then expanded to `shape` whose sizes are `sizes`:
+/// reassociations every pipeline bufferizes and lowers (tensor.reshape with
+/// a dynamic shape operand does not reach LLVM on the CPU).
+static Value reshapeThroughFlat(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape,
+                                ArrayRef<OpFoldResult> sizes) {
+  RankedTensorType type = rankedType(x);
+  if (type.getShape() == shape)
+    return x;
+  Value flat = x;
+  if (type.getRank() != 1) {
+    ReassociationIndices all = llvm::to_vector(llvm::seq<int64_t>(0, type.getRank()));
+    flat = tensor::CollapseShapeOp::create(b, loc, x, ArrayRef<ReassociationIndices>{all});
+  }
+  if (shape.size() == 1)
+    return flat;
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  if (llvm::count_if(shape, ShapedType::isDynamic) <= 1) {
+    ReassociationIndices all = llvm::to_vector(llvm::seq<int64_t>(0, shape.size()));
+    return tensor::ExpandShapeOp::create(b, loc, resultType, flat, ArrayRef<ReassociationIndices>{all}, sizes);
+  }
+  // Several dynamic sizes in one expanded group crash upstream's
+  // expand-strided-metadata (LLVM 22): gather from the flat tensor instead.
+  SmallVector<Value> sizeValues, dynamic;
+  for (auto [d, size] : llvm::enumerate(sizes)) {
+    sizeValues.push_back(getValueOrCreateConstantIndexOp(b, loc, size));
+    if (ShapedType::isDynamic(shape[d]))
+      dynamic.push_back(sizeValues.back());
+  }
+  Value init = empty(b, loc, resultType, dynamic);
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{resultType}, ValueRange{}, ValueRange{init},
+             ArrayRef<AffineMap>{b.getMultiDimIdentityMap(shape.size())},
+             SmallVector<utils::IteratorType>(shape.size(), utils::IteratorType::parallel),
+             [&](OpBuilder &nb, Location nl, ValueRange) {
+               Value linear = arith::ConstantIndexOp::create(nb, nl, 0);
+               for (size_t d = 0; d < shape.size(); ++d)
+                 linear = arith::AddIOp::create(nb, nl, arith::MulIOp::create(nb, nl, linear, sizeValues[d]),
+                                                linalg::IndexOp::create(nb, nl, d));
+               linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, flat, linear)});
+             })
+      .getResult(0);
+}
+
+Value reshape(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape) {
+  RankedTensorType type = rankedType(x);
+  int64_t known = 1;
+  for (int64_t s : shape)
+    if (!ShapedType::isDynamic(s))
+      known *= s;
+  Value total = arith::ConstantIndexOp::create(b, loc, 1);
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    total = arith::MulIOp::create(b, loc, total, dimSize(b, loc, x, d));
+  SmallVector<OpFoldResult> sizes;
+  for (int64_t s : shape)
+    sizes.push_back(ShapedType::isDynamic(s)
+                        ? OpFoldResult(arith::DivUIOp::create(b, loc, total,
+                                                              arith::ConstantIndexOp::create(b, loc, known))
+                                           .getResult())
+                        : OpFoldResult(b.getIndexAttr(s)));
+  return reshapeThroughFlat(b, loc, x, shape, sizes);
+}
+
+Value reshapeLike(OpBuilder &b, Location loc, Value x, Value like) {
+  RankedTensorType likeType = rankedType(like);
+  SmallVector<OpFoldResult> sizes;
+  for (int64_t d = 0; d < likeType.getRank(); ++d)
+    sizes.push_back(ShapedType::isDynamic(likeType.getDimSize(d))
+                        ? OpFoldResult(dimSize(b, loc, like, d))
+                        : OpFoldResult(b.getIndexAttr(likeType.getDimSize(d))));
+  return reshapeThroughFlat(b, loc, x, likeType.getShape(), sizes);
+}
+
+} // namespace mlir::moe::tensor_builders

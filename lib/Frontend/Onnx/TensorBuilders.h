@@ -1,0 +1,68 @@
+//===- TensorBuilders.h - tensor-level building blocks for importers -*- C++ -*-===//
+//
+// The few shapes of computation an ONNX graph needs, as linalg.generic and
+// tensor ops on ranked tensors: numpy-broadcast elementwise maps, batched
+// matmuls accumulated in f32, reductions over one axis, casts, transposes
+// and reshapes. Dynamic sizes are read with tensor.dim from the operands.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTEND_ONNX_TENSORBUILDERS_H
+#define MOE_FRONTEND_ONNX_TENSORBUILDERS_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+namespace mlir::moe::tensor_builders {
+
+/// Body of an elementwise map: the operands' scalars -> the result scalar.
+using ScalarFn = function_ref<Value(OpBuilder &, Location, ValueRange)>;
+
+/// The numpy broadcast of `shapes`, or failure when two static sizes
+/// differ and neither is 1. A dynamic size against a static one > 1 takes
+/// the static one; two dynamic sizes are assumed equal.
+FailureOr<SmallVector<int64_t>> broadcastShape(ArrayRef<ArrayRef<int64_t>> shapes);
+
+/// `fn` applied elementwise to `inputs` broadcast together (numpy rules);
+/// the result has element type `resultElement`.
+FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement,
+                             ScalarFn fn);
+
+/// [..., M, K] x [..., K, N] -> [..., M, N] (batch dimensions broadcast,
+/// 1-D operands promoted as numpy.matmul does), accumulated in f32 for
+/// floats and rounded to the operands' type.
+FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs);
+
+enum class Reduction { Sum, Max, Mean };
+
+/// Reduces `x` over `axis`, keeping it as a dimension of size 1 (f32
+/// accumulation for floats).
+Value reduceAxis(OpBuilder &b, Location loc, Value x, int64_t axis, Reduction kind);
+
+/// Converts a scalar between element types (float widths, int <-> float,
+/// int widths, i1).
+Value castScalar(OpBuilder &b, Location loc, Value v, Type to);
+
+/// Every element of `x` converted to `element`.
+Value castTensor(OpBuilder &b, Location loc, Value x, Type element);
+
+/// `x` with its dimensions permuted: result dim i is input dim perm[i].
+Value transpose(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> perm);
+
+/// `x` reshaped to `shape` (static sizes; at most one dynamic size, which
+/// is inferred from the element count).
+Value reshape(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape);
+
+/// `x` reshaped to the shape of `like` (same element count), dynamic
+/// sizes read from `like`.
+Value reshapeLike(OpBuilder &b, Location loc, Value x, Value like);
+
+/// The size of dimension `dim` of `x` as an index value (constant if static).
+Value dimSize(OpBuilder &b, Location loc, Value x, int64_t dim);
+
+/// tensor.empty of `type`, its dynamic sizes given in order.
+Value empty(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dynamicSizes);
+
+} // namespace mlir::moe::tensor_builders
+
+#endif // MOE_FRONTEND_ONNX_TENSORBUILDERS_H

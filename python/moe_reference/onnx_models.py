@@ -1,0 +1,186 @@
+"""ONNX test models, built with the `onnx` package (PyPI) and random weights.
+
+`build(name, out_dir)` writes `<name>.onnx` (and external data where the
+model asks for it) and returns the model's input arrays, seeded, so a test
+can run the same inputs through onnxruntime and through our compiled code.
+
+Models:
+- ORT `com.microsoft.MoE` nodes: every activation_type (relu, gelu, silu,
+  identity, swiglu with swiglu_fusion 1 = interleaved and 2 = concatenated),
+  k = 1/2/4, normalize_routing_weights 0/1, f32 and f16, 2-D and 3-D input,
+  router logits from a MatMul in the graph or given as an input;
+- a transformer-style graph around MoE FFNs (MatMul, Gemm, Add, Mul, Div,
+  Sqrt, ReduceMean, Softmax, Reshape, Transpose, Cast, Constant);
+- one model with its weights in an external data file.
+"""
+
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = [helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+IR_VERSION = 10
+DTYPES = {"f32": (np.float32, TensorProto.FLOAT), "f16": (np.float16, TensorProto.FLOAT16)}
+
+
+def _rng(name):
+    return np.random.default_rng(sum(map(ord, name)))
+
+
+def _init(name, array):
+    return numpy_helper.from_array(array, name)
+
+
+def moe_node(inputs, output, **attrs):
+    return helper.make_node("MoE", inputs, [output], domain="com.microsoft", **attrs)
+
+
+def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu", normalize=0,
+              fusion=None, dtype="f32", rank3=False, router_in_graph=True):
+    """One MoE node; `router_in_graph` computes the logits with a MatMul."""
+    np_type, onnx_type = DTYPES[dtype]
+    rng = _rng(name)
+    gated = activation == "swiglu"
+    up_rows = 2 * ffn if gated else ffn
+    fc1 = (rng.standard_normal((experts, up_rows, hidden)) / np.sqrt(hidden)).astype(np_type)
+    fc2 = (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(np_type)
+    x_shape = [2, tokens // 2, hidden] if rank3 else [tokens, hidden]
+    x = rng.standard_normal(x_shape).astype(np_type)
+    x_dims = ["batch", "seq", hidden] if rank3 else ["tokens", hidden]
+    inits = [_init("fc1", fc1), _init("fc2", fc2)]
+    nodes = []
+    graph_inputs = [helper.make_tensor_value_info("x", onnx_type, x_dims)]
+    feeds = {"x": x}
+    if router_in_graph:
+        wr = (rng.standard_normal((hidden, experts))).astype(np_type)
+        inits.append(_init("router", wr))
+        if rank3:  # ORT wants router_probs as [tokens, experts]
+            inits.append(_init("logits_shape", np.array([-1, experts], np.int64)))
+            nodes.append(helper.make_node("MatMul", ["x", "router"], ["logits3"], name="router"))
+            nodes.append(helper.make_node("Reshape", ["logits3", "logits_shape"], ["logits"]))
+        else:
+            nodes.append(helper.make_node("MatMul", ["x", "router"], ["logits"], name="router"))
+    else:
+        logits_shape = x_shape[:-1] + [experts]
+        graph_inputs.append(helper.make_tensor_value_info("logits", onnx_type, x_dims[:-1] + [experts]))
+        feeds["logits"] = rng.standard_normal(logits_shape).astype(np_type)
+    attrs = dict(k=k, activation_type=activation, normalize_routing_weights=normalize)
+    if fusion is not None:
+        attrs["swiglu_fusion"] = fusion
+    nodes.append(moe_node(["x", "logits", "fc1", "", "fc2"], "y", name="moe", **attrs))
+    graph = helper.make_graph(nodes, name, graph_inputs,
+                              [helper.make_tensor_value_info("y", onnx_type, x_dims)], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, feeds
+
+
+def transformer_model(name, tokens=8, hidden=32, ffn=16, experts=4, layers=2):
+    """`layers` blocks of: RMS-norm (ReduceMean/Sqrt/Div), attention-free
+    token mixing (Gemm), a residual, then an MoE FFN (softmax top-2, SwiGLU
+    interleaved) behind a router MatMul; Reshape/Transpose around a
+    per-head Softmax exercise the shape ops."""
+    rng = _rng(name)
+    f = np.float32
+    inits, nodes = [], []
+    cur = "x"
+    inits.append(_init("eps", np.array([1e-6], f)))
+    inits.append(_init("last_axis", np.array([-1], np.int64)))
+    inits.append(_init("heads_shape", np.array([tokens, 4, hidden // 4], np.int64)))
+    inits.append(_init("flat_shape", np.array([tokens, hidden], np.int64)))
+    for layer in range(layers):
+        p = f"l{layer}_"
+        inits += [
+            _init(p + "norm_w", (1 + 0.1 * rng.standard_normal(hidden)).astype(f)),
+            _init(p + "mix_w", (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(f)),
+            _init(p + "mix_b", (0.1 * rng.standard_normal(hidden)).astype(f)),
+            _init(p + "router", rng.standard_normal((hidden, experts)).astype(f)),
+            _init(p + "fc1", (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(f)),
+            _init(p + "fc2", (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(f)),
+        ]
+        nodes += [
+            helper.make_node("Mul", [cur, cur], [p + "sq"]),
+            helper.make_node("ReduceMean", [p + "sq", "last_axis"], [p + "ms"], keepdims=1),
+            helper.make_node("Add", [p + "ms", "eps"], [p + "mse"]),
+            helper.make_node("Sqrt", [p + "mse"], [p + "rms"]),
+            helper.make_node("Div", [cur, p + "rms"], [p + "normed"]),
+            helper.make_node("Mul", [p + "normed", p + "norm_w"], [p + "h"]),
+            helper.make_node("Gemm", [p + "h", p + "mix_w", p + "mix_b"], [p + "mixed"], transB=1, alpha=0.5),
+            # Per-head softmax gating of the mixed features: [T, 4, D/4].
+            helper.make_node("Reshape", [p + "mixed", "heads_shape"], [p + "heads"]),
+            helper.make_node("Transpose", [p + "heads"], [p + "heads_t"], perm=[1, 0, 2]),
+            helper.make_node("Softmax", [p + "heads_t"], [p + "gates_t"], axis=-1),
+            helper.make_node("Transpose", [p + "gates_t"], [p + "gates"], perm=[1, 0, 2]),
+            helper.make_node("Reshape", [p + "gates", "flat_shape"], [p + "gate_flat"]),
+            helper.make_node("Mul", [p + "mixed", p + "gate_flat"], [p + "gated"]),
+            helper.make_node("Add", [cur, p + "gated"], [p + "res1"]),
+            helper.make_node("MatMul", [p + "res1", p + "router"], [p + "logits"]),
+            moe_node([p + "res1", p + "logits", p + "fc1", "", p + "fc2"], p + "moe", k=2,
+                     activation_type="swiglu", swiglu_fusion=1, normalize_routing_weights=1, name=p + "moe"),
+            helper.make_node("Add", [p + "res1", p + "moe"], [p + "out"]),
+        ]
+        cur = p + "out"
+    nodes.append(helper.make_node("Cast", [cur], ["y"], to=TensorProto.FLOAT))
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
+MOE_CASES = {
+    "moe_relu_k2": dict(activation="relu", k=2),
+    "moe_gelu_k1": dict(activation="gelu", k=1),
+    "moe_silu_k4_norm": dict(activation="silu", k=4, normalize=1, experts=8),
+    "moe_identity_k2": dict(activation="identity", k=2),
+    "moe_swiglu_interleaved": dict(activation="swiglu", k=2, fusion=1, normalize=1),
+    "moe_swiglu_concatenated": dict(activation="swiglu", k=2, fusion=2),
+    "moe_swiglu_f16": dict(activation="swiglu", k=2, fusion=1, normalize=1, dtype="f16"),
+    "moe_relu_rank3": dict(activation="relu", k=2, rank3=True),
+    "moe_logits_input": dict(activation="silu", k=2, router_in_graph=False),
+}
+
+
+def interleaved_twin(model):
+    """The same MoE with fc1 as interleaved SwiGLU rows (swiglu_fusion = 1):
+    ORT's CPU kernel runs only that form, so it is the reference for the
+    concatenated (swiglu_fusion = 2) model."""
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    for i, init in enumerate(twin.graph.initializer):
+        if init.name == "fc1":
+            fc1 = numpy_helper.to_array(init)
+            half = fc1.shape[1] // 2
+            inter = np.empty_like(fc1)
+            inter[:, 0::2], inter[:, 1::2] = fc1[:, :half], fc1[:, half:]
+            twin.graph.initializer[i].CopyFrom(_init("fc1", inter))
+    for node in twin.graph.node:
+        for attr in node.attribute:
+            if attr.name == "swiglu_fusion":
+                attr.i = 1
+    return twin
+
+
+def build(name, out_dir):
+    """Writes model `name` to out_dir and returns (path, feeds); a model
+    ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
+    if name in MOE_CASES:
+        model, feeds = moe_model(name, **MOE_CASES[name])
+        if MOE_CASES[name].get("fusion") == 2:
+            onnx.save_model(interleaved_twin(model), os.path.join(out_dir, name + ".reference.onnx"))
+    elif name == "transformer_2layer":
+        model, feeds = transformer_model(name)
+    elif name == "external_data":
+        model, feeds = moe_model(name, activation="swiglu", fusion=1, k=2, hidden=32, ffn=24, experts=8)
+        path = os.path.join(out_dir, name + ".onnx")
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=name + ".weights", size_threshold=0)
+        return path, feeds
+    else:
+        raise KeyError(name)
+    path = os.path.join(out_dir, name + ".onnx")
+    onnx.save_model(model, path)
+    return path, feeds
+
+
+ALL = list(MOE_CASES) + ["transformer_2layer", "external_data"]

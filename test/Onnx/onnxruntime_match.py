@@ -1,0 +1,69 @@
+# Every generated ONNX model (python/moe_reference/onnx_models.py: ORT MoE
+# nodes with each activation, k, renormalisation, SwiGLU layout, f32/f16,
+# 2-D/3-D input, logits from the graph or as an input; a two-layer
+# transformer-style graph with MoE FFNs; a model with external data) is
+# imported with moe-translate, compiled and run by moe-run, as imported and
+# after moe-optimize, and compared with onnxruntime (CPU) on the same random
+# inputs. Tolerances (normwise relative): f32 1e-5, f16 2e-3 (ORT computes
+# f16 MoE with f16 intermediates).
+# RUN: %moe_python %s %t
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+from moe_reference import onnx_models
+
+TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float16): 2e-3}
+
+
+def run(cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"FAIL: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc.stdout
+
+
+def main(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    translate, moe_run, moe_opt = (os.environ[v] for v in ("MOE_TRANSLATE", "MOE_RUN", "MOE_OPT"))
+    failures = 0
+    for name in onnx_models.ALL:
+        path, feeds = onnx_models.build(name, out_dir)
+        reference_path = path.replace(".onnx", ".reference.onnx")
+        session = ort.InferenceSession(reference_path if os.path.exists(reference_path) else path,
+                                       providers=["CPUExecutionProvider"])
+        expected = session.run(None, feeds)[0]
+        inputs = []
+        for graph_input in session.get_inputs():
+            npy = os.path.join(out_dir, f"{name}.{graph_input.name}.npy")
+            np.save(npy, feeds[graph_input.name])
+            inputs += ["--input", npy]
+        imported = os.path.join(out_dir, name + ".mlir")
+        run([translate, "--import-onnx", path, "-o", imported])
+        optimized = os.path.join(out_dir, name + ".opt.mlir")
+        run([moe_opt, "--moe-optimize", imported, "-o", optimized])
+        for mode, program in (("imported", imported), ("optimized", optimized)):
+            result_dir = os.path.join(out_dir, f"{name}.{mode}")
+            run([moe_run, program, *inputs, "--output-dir", result_dir])
+            ours = np.load(os.path.join(result_dir, "result_0.npy"))
+            tol = TOLERANCE[expected.dtype]
+            if ours.shape != expected.shape or ours.dtype != expected.dtype:
+                print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
+                      f"{expected.dtype}{list(expected.shape)}")
+                failures += 1
+                continue
+            ref = expected.astype(np.float64)
+            err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
+            ok = err <= tol
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}]: {ours.dtype}{list(ours.shape)} "
+                  f"rel err {err:.2e} (tol {tol:g})")
+    if failures:
+        sys.exit(f"{failures} comparison(s) failed")
+
+
+main(sys.argv[1])
