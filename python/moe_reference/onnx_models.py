@@ -184,3 +184,66 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + ["transformer_2layer", "external_data"]
+
+
+def bad_model(name, out_dir):
+    """Models that must be refused with a clear error; returns the path."""
+    path = os.path.join(out_dir, name + ".onnx")
+    if name == "truncated":
+        good, _ = build("moe_relu_k2", out_dir)
+        data = open(good, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+        return path
+    if name == "not_onnx":
+        open(path, "w").write("this is a text file, not a protobuf\n")
+        return path
+    if name == "missing_external_data":
+        model, _ = moe_model(name, activation="relu")
+        onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=name + ".weights", size_threshold=0)
+        os.remove(os.path.join(out_dir, name + ".weights"))
+        return path
+    f = TensorProto.FLOAT
+    x = helper.make_tensor_value_info("x", f, ["tokens", 8])
+    if name == "unsupported_op":
+        nodes = [helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij", name="the_einsum")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 8])])
+    elif name == "shape_mismatch":
+        w = _init("w", np.ones((6, 3), np.float32))
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="bad_matmul")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 3])], [w])
+    elif name == "nan_weight":
+        w = np.ones((8, 3), np.float32)
+        w[2, 1] = np.nan
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 3])],
+                                  [_init("w", w)])
+    elif name in ("moe_k_out_of_range", "moe_with_bias", "moe_bad_activation"):
+        attrs = dict(k=9 if name == "moe_k_out_of_range" else 2,
+                     activation_type="tanh" if name == "moe_bad_activation" else "relu")
+        model, _ = moe_model(name, hidden=8, ffn=4, experts=4)
+        graph = model.graph
+        node = graph.node[-1]
+        del node.attribute[:]
+        node.attribute.extend([helper.make_attribute(k, v) for k, v in attrs.items()])
+        if name == "moe_with_bias":
+            graph.initializer.append(_init("fc1_bias", np.zeros((4, 4), np.float32)))
+            node.input[3] = "fc1_bias"
+    else:
+        raise KeyError(name)
+    onnx.save_model(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), path)
+    return path
+
+
+BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
+       "moe_k_out_of_range", "moe_with_bias", "moe_bad_activation"]
+
+if __name__ == "__main__":
+    # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named
+    # models (good or bad; all when none are named) into OUT_DIR.
+    import sys
+
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for model_name in sys.argv[2:] or ALL + BAD:
+        bad_model(model_name, out) if model_name in BAD else build(model_name, out)

@@ -16,7 +16,12 @@
 
 int main(int argc, char **argv) {
   mlir::moe::registerOnnxImportTranslation();
-  return mlir::failed(mlir::mlirTranslateMain(argc, argv, "moe-translate: import models into MLIR (moe dialect)\n"))
+  return mlir::failed(mlir::mlirTranslateMain(
+             argc, argv,
+             "moe-translate: import models into MLIR (moe dialect)\n\n"
+             "  moe-translate --import-onnx model.onnx -o model.mlir\n\n"
+             "External data files are read from the model's directory. docs/onnx.md lists the\n"
+             "supported ONNX ops; an unsupported one is an error naming the node.\n"))
              ? 1
              : 0;
 }

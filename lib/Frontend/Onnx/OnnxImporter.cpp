@@ -28,6 +28,8 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::onnx_import;
@@ -143,6 +145,35 @@ std::optional<std::vector<float>> ConstantTensor::asFloats() const {
 }
 
 namespace {
+
+/// The flat index of the first NaN of a float constant.
+std::optional<int64_t> firstNaN(const ConstantTensor &constant) {
+  Type element = constant.type.getElementType();
+  const char *data = constant.bytes.data();
+  int64_t count = constant.type.getNumElements();
+  for (int64_t i = 0; i < count; ++i) {
+    bool nan = false;
+    if (element.isF32()) {
+      float v;
+      memcpy(&v, data + 4 * i, 4);
+      nan = std::isnan(v);
+    } else if (element.isF64()) {
+      double v;
+      memcpy(&v, data + 8 * i, 8);
+      nan = std::isnan(v);
+    } else if (element.isF16() || element.isBF16()) {
+      uint16_t bits;
+      memcpy(&bits, data + 2 * i, 2);
+      uint16_t exponent = element.isF16() ? 0x7C00 : 0x7F80;
+      nan = (bits & exponent) == exponent && (bits & ~(exponent | 0x8000)) != 0;
+    } else {
+      return std::nullopt;
+    }
+    if (nan)
+      return i;
+  }
+  return std::nullopt;
+}
 
 /// Imports one model.
 class GraphImporter {
@@ -483,6 +514,13 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
     FailureOr<ConstantTensor> constant = decode(init, "initializer '" + init.name() + "'");
     if (failed(constant))
       return nullptr;
+    // A NaN weight poisons every output it reaches: refuse it here, named,
+    // rather than return NaNs later.
+    if (std::optional<int64_t> nan = firstNaN(*constant)) {
+      error() << "initializer '" << init.name() << "' " << constant->type << " holds NaN (first at flat index "
+              << *nan << ")";
+      return nullptr;
+    }
     constants[init.name()] = *constant;
   }
 
