@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ArtifactWrapper.h"
+#include "moe/Frontend/OnnxImport.h"
 #include "moe/EntryFunction.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
@@ -164,7 +165,8 @@ int main(int argc, char **argv) {
   sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
 
   auto start = std::chrono::steady_clock::now();
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  // MLIR, or an ONNX model (imported).
+  OwningOpRef<ModuleOp> module = mlir::moe::loadModule(sourceMgr, &context);
   if (!module)
     return 1;
   func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moe/Frontend/OnnxImport.h"
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Npy.h"
 #include "moe/EntryFunction.h"
@@ -44,14 +45,15 @@ using npy::Array;
 using npy::DType;
 
 static cl::OptionCategory category("moe-run options");
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir file>"), cl::Required,
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir or .onnx file>"), cl::Required,
                                       cl::cat(category));
 static cl::opt<std::string> entryName("entry", cl::desc("Function to run (default: the only public one)"),
                                       cl::cat(category));
 static cl::list<std::string> inputs(
     "input",
     cl::desc("Data for the next argument, in argument order: a .npy file, or 'random'. Give one "
-             "per argument, or none to make them all random"),
+             "per argument, or none to make them all random. For an imported ONNX model, "
+             "NAME=SOURCE gives the graph input NAME"),
     cl::cat(category));
 static cl::opt<uint64_t> seed("seed", cl::desc("Seed of the random arguments"), cl::init(0),
                               cl::cat(category));
@@ -164,6 +166,7 @@ int main(int argc, char **argv) {
       argc, argv,
       "moe-run: compile an MLIR file with moe-cpu-pipeline and run one of its functions\n\n"
       "  moe-run layer.mlir --input x.npy --input w.npy ... --output-dir out/\n"
+      "  moe-run model.onnx --input x=x.npy --output-dir out/   (ONNX: inputs by graph name)\n"
       "  moe-run layer.mlir --seed 7 --dynamic-size 128 --repeat 10 --warmup 2\n\n"
       "Arrays are .npy files (f64, f32, f16, bf16 as uint16 bits, i64, i32), C order.\n");
   llvm::InitializeNativeTarget();
@@ -186,7 +189,8 @@ int main(int argc, char **argv) {
     return failWith(errorMessage);
   sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
   auto start = std::chrono::steady_clock::now();
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  // MLIR, or an ONNX model (imported).
+  OwningOpRef<ModuleOp> module = mlir::moe::loadModule(sourceMgr, &context);
   if (!module)
     return 1;
 
@@ -212,16 +216,41 @@ int main(int argc, char **argv) {
     if (auto err = checkType(t, "result", i))
       return failWith(*err);
 
-  // Arguments: files or random data, checked against the signature.
+  // Arguments: files or random data, checked against the signature. Inputs
+  // are given in argument order, or all as NAME=SOURCE with the names an
+  // imported model's arguments carry (onnx.name).
   size_t numArgs = signature.getNumInputs();
-  if (!inputs.empty() && inputs.size() != numArgs)
+  std::vector<std::string> sources(inputs.begin(), inputs.end());
+  auto argName = [&](size_t i) {
+    auto attr = entry.getArgAttrOfType<StringAttr>(i, "onnx.name");
+    return attr ? attr.getValue().str() : std::string();
+  };
+  auto namedArg = [&](StringRef input) -> std::optional<size_t> {
+    auto [key, value] = input.split('=');
+    for (size_t i = 0; i < numArgs && !value.empty(); ++i)
+      if (argName(i) == key)
+        return i;
+    return std::nullopt;
+  };
+  size_t named = llvm::count_if(inputs, [&](const std::string &in) { return namedArg(in).has_value(); });
+  if (named && named != inputs.size())
+    return failWith("give every --input as NAME=SOURCE (the graph's input names) or none");
+  if (named) {
+    sources.assign(numArgs, "");
+    for (const std::string &in : inputs)
+      sources[*namedArg(in)] = StringRef(in).split('=').second.str();
+    for (size_t i = 0; i < numArgs; ++i)
+      if (sources[i].empty())
+        return failWith("no --input " + argName(i) + "=... for argument " + llvm::Twine(i) + " of @" + name);
+  }
+  if (!sources.empty() && sources.size() != numArgs)
     return failWith("@" + name + " takes " + llvm::Twine(numArgs) + " arguments, got " +
-                    llvm::Twine(inputs.size()) + " --input");
+                    llvm::Twine(sources.size()) + " --input");
   std::vector<Array> args;
   for (size_t i = 0; i < numArgs; ++i) {
     auto type = cast<RankedTensorType>(signature.getInput(i));
     DType dtype = *dtypeOf(type.getElementType());
-    std::string source = inputs.empty() ? "random" : inputs[i];
+    std::string source = sources.empty() ? "random" : sources[i];
     if (source == "random") {
       SmallVector<int64_t> shape;
       for (int64_t d : type.getShape()) {

@@ -15,6 +15,10 @@
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/ADT/StringRef.h"
 
+namespace llvm {
+class SourceMgr;
+} // namespace llvm
+
 namespace mlir::moe {
 
 struct OnnxImportOptions {
@@ -28,6 +32,11 @@ struct OnnxImportOptions {
 /// diagnostics. Returns null after emitting an error.
 OwningOpRef<ModuleOp> importOnnxModel(llvm::StringRef bytes, llvm::StringRef fileName,
                                       MLIRContext *context, const OnnxImportOptions &options);
+
+/// The module in `sourceMgr`'s main buffer: an ONNX model (imported) when
+/// its name ends in `.onnx`, MLIR text or bytecode (parsed) otherwise. The
+/// tools that take a model (moe-run, moe-compile) read their input with it.
+OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context);
 
 /// Registers the `--import-onnx` translation (moe-translate).
 void registerOnnxImportTranslation();
