@@ -128,6 +128,64 @@ def transformer_model(name, tokens=8, hidden=32, ffn=16, experts=4, layers=2):
     return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
 
 
+def ops_model(name, tokens=6, hidden=16):
+    """The rest of a transformer's vocabulary in one graph: LayerNorm,
+    Gather (embedding lookup), Slice, Concat, Split, Expand, Shape ->
+    Reshape, Range, comparisons and Where, Pow, Max/Min, TopK (values and
+    indices), Unsqueeze/Squeeze, ReduceSum/ReduceMax."""
+    rng = _rng(name)
+    f = np.float32
+    i64 = np.int64
+    vocab = 10
+    inits = [
+        _init("ln_scale", (1 + 0.1 * rng.standard_normal(hidden)).astype(f)),
+        _init("ln_bias", (0.1 * rng.standard_normal(hidden)).astype(f)),
+        _init("embed", rng.standard_normal((vocab, hidden)).astype(f)),
+        _init("ids", np.array([3, 0, 9, 3, 5, 1], i64)[:tokens]),
+        _init("starts", np.array([0, 2], i64)), _init("ends", np.array([tokens, hidden], i64)),
+        _init("axes01", np.array([0, 1], i64)),
+        _init("split_sizes", np.array([6, 8], i64)),
+        _init("expand_shape", np.array([2, tokens, hidden], i64)),
+        _init("zero", np.array(0, i64)), _init("limit", np.array(hidden, i64)), _init("one", np.array(1, i64)),
+        _init("half", np.array([0.5], f)), _init("two", np.array([2.0], f)),
+        _init("k3", np.array([3], i64)), _init("axis0", np.array([0], i64)), _init("axis_last", np.array([-1], i64)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("LayerNormalization", ["x", "ln_scale", "ln_bias"], ["ln"], axis=-1, epsilon=1e-5),
+        n("Gather", ["embed", "ids"], ["emb"], axis=0),
+        n("Add", ["ln", "emb"], ["h"]),
+        n("Slice", ["h", "starts", "ends", "axes01"], ["sl"]),                 # [T, 14]
+        n("Split", ["sl", "split_sizes"], ["s0", "s1"], axis=1),               # [T, 6], [T, 8]
+        n("Concat", ["s1", "s0"], ["cat"], axis=1),                            # [T, 14]
+        n("Pow", ["cat", "two"], ["sq"]),
+        n("Greater", ["cat", "half"], ["big"]),
+        n("Where", ["big", "sq", "cat"], ["w"]),
+        n("Max", ["w", "half"], ["mx"]),
+        n("Min", ["mx", "two"], ["mn"]),
+        n("TopK", ["mn", "k3"], ["topv", "topi"], axis=-1),
+        n("Cast", ["topi"], ["topf"], to=TensorProto.FLOAT),
+        n("Add", ["topv", "topf"], ["top"]),                                   # [T, 3]
+        n("ReduceSum", ["top", "axis_last"], ["rs"], keepdims=1),             # [T, 1]
+        n("ReduceMax", ["h", "axis_last"], ["rm"], keepdims=0),               # [T]
+        n("Unsqueeze", ["rm", "axis_last"], ["rmu"]),                          # [T, 1]
+        n("Add", ["rs", "rmu"], ["col"]),                                      # [T, 1]
+        n("Range", ["zero", "limit", "one"], ["rng"]),                         # [H] i64
+        n("Cast", ["rng"], ["rngf"], to=TensorProto.FLOAT),
+        n("Mul", ["col", "rngf"], ["grid"]),                                   # [T, H]
+        n("Expand", ["grid", "expand_shape"], ["ex"]),                         # [2, T, H]
+        n("ReduceSum", ["ex", "axis0"], ["exs"], keepdims=1),                  # [1, T, H]
+        n("Squeeze", ["exs", "axis0"], ["sqz"]),                               # [T, H]
+        n("Shape", ["sqz"], ["shp"]),
+        n("Reshape", ["h", "shp"], ["hr"]),
+        n("Add", ["sqz", "hr"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
 MOE_CASES = {
     "moe_relu_k2": dict(activation="relu", k=2),
     "moe_gelu_k1": dict(activation="gelu", k=1),
@@ -170,6 +228,8 @@ def build(name, out_dir):
             onnx.save_model(interleaved_twin(model), os.path.join(out_dir, name + ".reference.onnx"))
     elif name == "transformer_2layer":
         model, feeds = transformer_model(name)
+    elif name == "transformer_ops":
+        model, feeds = ops_model(name)
     elif name == "external_data":
         model, feeds = moe_model(name, activation="swiglu", fusion=1, k=2, hidden=32, ffn=24, experts=8)
         path = os.path.join(out_dir, name + ".onnx")
@@ -183,7 +243,7 @@ def build(name, out_dir):
     return path, feeds
 
 
-ALL = list(MOE_CASES) + ["transformer_2layer", "external_data"]
+ALL = list(MOE_CASES) + ["transformer_2layer", "transformer_ops", "external_data"]
 
 
 def bad_model(name, out_dir):

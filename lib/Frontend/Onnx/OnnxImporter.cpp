@@ -20,6 +20,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Tools/mlir-translate/Translation.h"
@@ -182,6 +183,7 @@ public:
       : context(context), fileName(fileName.str()), options(options), builder(context),
         fileLoc(FileLineColLoc::get(context, fileName, 0, 0)) {
     addStandardConverters(converters);
+    addIndexingConverters(converters);
     addMoeConverters(converters);
   }
 
@@ -488,6 +490,22 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node, size_t inde
       return emitError(loc) << "node '" << node.name() << "' (" << node.op_type() << "): output " << i
                             << " ('" << name << "') is not supported";
     values[name] = (*results)[i];
+    // An integer constant a converter built (a static Shape, a Range) is
+    // known at compile time, like an initializer: Reshape may read it.
+    DenseIntElementsAttr folded;
+    if (matchPattern((*results)[i], m_Constant(&folded)) && !folded.getElementType().isInteger(1)) {
+      ConstantTensor constant;
+      constant.type = cast<RankedTensorType>(folded.getType());
+      constant.owned = std::make_shared<std::vector<char>>();
+      int64_t width = folded.getElementType().getIntOrFloatBitWidth() / 8;
+      for (const APInt &v : folded.getValues<APInt>()) {
+        uint64_t raw = v.getZExtValue();
+        const char *bytes = reinterpret_cast<const char *>(&raw);
+        constant.owned->insert(constant.owned->end(), bytes, bytes + width);
+      }
+      constant.bytes = ArrayRef<char>(constant.owned->data(), constant.owned->size());
+      constants[name] = constant;
+    }
   }
   return success();
 }

@@ -71,6 +71,9 @@ struct OpConverter {
 
 /// The converters of the default domain (StandardOps.cpp).
 void addStandardConverters(std::vector<OpConverter> &converters);
+/// Gather, Slice, Concat, Split, Expand, Shape, Range, Where, TopK
+/// (IndexingOps.cpp).
+void addIndexingConverters(std::vector<OpConverter> &converters);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
 

@@ -373,6 +373,108 @@ Results convertSqueeze(NodeContext &ctx) {
   return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), shape)};
 }
 
+/// A comparison with numpy broadcasting: an i1 tensor.
+ConvertFn compare(arith::CmpFPredicate fp, arith::CmpIPredicate ip) {
+  return [fp, ip](NodeContext &ctx) -> Results {
+    if (failed(expectInputs(ctx, 2, false)))
+      return failure();
+    Type element = ctx.inputType(0).getElementType();
+    if (ctx.inputType(1).getElementType() != element)
+      return ctx.error() << "operand types differ", failure();
+    FailureOr<Value> r = tb::elementwise(
+        ctx.b, ctx.loc, ValueRange{ctx.input(0), ctx.input(1)}, ctx.b.getI1Type(),
+        [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+          if (isa<FloatType>(element))
+            return arith::CmpFOp::create(b, loc, fp, a[0], a[1]);
+          return arith::CmpIOp::create(b, loc, ip, a[0], a[1]);
+        });
+    if (failed(r))
+      return ctx.error() << "operands do not broadcast", failure();
+    return SmallVector<Value>{*r};
+  };
+}
+
+/// Max/Min of any number of operands (numpy broadcasting).
+template <typename FloatOp, typename IntOp>
+ConvertFn variadic() {
+  return [](NodeContext &ctx) -> Results {
+    if (ctx.inputs.empty() || llvm::any_of(ctx.inputs, [](Value v) { return !v; }))
+      return ctx.error() << "every input is required", failure();
+    Type element = ctx.inputType(0).getElementType();
+    FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ctx.inputs, element,
+                                         [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+                                           Value acc = a[0];
+                                           for (Value v : a.drop_front())
+                                             acc = isa<FloatType>(element) ? FloatOp::create(b, loc, acc, v).getResult()
+                                                                           : IntOp::create(b, loc, acc, v).getResult();
+                                           return acc;
+                                         });
+    if (failed(r))
+      return ctx.error() << "operands do not broadcast", failure();
+    return SmallVector<Value>{*r};
+  };
+}
+
+Results convertPow(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, true)))
+    return failure();
+  Type element = ctx.inputType(0).getElementType();
+  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{ctx.input(0), ctx.input(1)}, element,
+                                       [&](OpBuilder &b, Location loc, ValueRange a) {
+                                         Value x = tb::castScalar(b, loc, a[0], b.getF32Type());
+                                         Value y = tb::castScalar(b, loc, a[1], b.getF32Type());
+                                         return tb::castScalar(b, loc, math::PowFOp::create(b, loc, x, y), element);
+                                       });
+  if (failed(r))
+    return ctx.error() << "operands do not broadcast", failure();
+  return SmallVector<Value>{*r};
+}
+
+/// (X - mean) / sqrt(var + epsilon) * Scale + B over the axes [axis, rank),
+/// in f32.
+Results convertLayerNorm(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, true)))
+    return failure();
+  for (int i = 1; i < ctx.node.output_size(); ++i)
+    if (!ctx.node.output(i).empty())
+      return ctx.error() << "the Mean and InvStdDev outputs are not supported", failure();
+  int64_t rank = ctx.inputType(0).getRank();
+  FailureOr<int64_t> axis = normalizeAxis(ctx, ctx.intAttr("axis", -1), rank);
+  if (failed(axis))
+    return failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = ctx.inputType(0).getElementType();
+  float epsilon = ctx.floatAttr("epsilon", 1e-5f);
+  Value x = tb::castTensor(b, loc, ctx.input(0), b.getF32Type());
+  auto reduceAll = [&](Value v) {
+    for (int64_t d = *axis; d < rank; ++d)
+      v = tb::reduceAxis(b, loc, v, d, tb::Reduction::Mean);
+    return v;
+  };
+  Value mean = reduceAll(x);
+  Value centered = *tb::elementwise(b, loc, ValueRange{x, mean}, b.getF32Type(), [](OpBuilder &nb, Location nl, ValueRange a) {
+    return arith::SubFOp::create(nb, nl, a[0], a[1]).getResult();
+  });
+  Value var = reduceAll(*tb::elementwise(b, loc, ValueRange{centered}, b.getF32Type(), [](OpBuilder &nb, Location nl, ValueRange a) {
+    return arith::MulFOp::create(nb, nl, a[0], a[0]).getResult();
+  }));
+  SmallVector<Value> operands = {centered, var, ctx.input(1)};
+  if (ctx.input(2))
+    operands.push_back(ctx.input(2));
+  FailureOr<Value> r = tb::elementwise(b, loc, operands, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
+    Value denom = math::SqrtOp::create(nb, nl, arith::AddFOp::create(nb, nl, a[1], constF32(nb, nl, epsilon)));
+    Value v = arith::MulFOp::create(nb, nl, arith::DivFOp::create(nb, nl, a[0], denom),
+                                    tb::castScalar(nb, nl, a[2], nb.getF32Type()));
+    if (a.size() > 3)
+      v = arith::AddFOp::create(nb, nl, v, tb::castScalar(nb, nl, a[3], nb.getF32Type()));
+    return tb::castScalar(nb, nl, v, element);
+  });
+  if (failed(r))
+    return ctx.error() << "Scale and B must broadcast to X's normalised dimensions", failure();
+  return SmallVector<Value>{*r};
+}
+
 Results convertIdentity(NodeContext &ctx) {
   if (failed(expectInputs(ctx, 1, false)))
     return failure();
@@ -404,6 +506,15 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("Reciprocal", unary([](OpBuilder &b, Location l, Value x) -> Value {
         return arith::DivFOp::create(b, l, constF32(b, l, 1.0), x);
       }));
+  add("Pow", convertPow);
+  add("Max", variadic<arith::MaximumFOp, arith::MaxSIOp>());
+  add("Min", variadic<arith::MinimumFOp, arith::MinSIOp>());
+  add("Equal", compare(arith::CmpFPredicate::OEQ, arith::CmpIPredicate::eq));
+  add("Less", compare(arith::CmpFPredicate::OLT, arith::CmpIPredicate::slt));
+  add("LessOrEqual", compare(arith::CmpFPredicate::OLE, arith::CmpIPredicate::sle));
+  add("Greater", compare(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt));
+  add("GreaterOrEqual", compare(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge));
+  add("LayerNormalization", convertLayerNorm);
   add("Cast", convertCast);
   add("Identity", convertIdentity);
   add("MatMul", convertMatMul);

@@ -1,0 +1,389 @@
+//===- IndexingOps.cpp - ONNX ops that select, combine and shape tensors --===//
+//
+// Gather, Slice, Concat, Split, Expand, Shape, Range, Where and TopK. Sizes
+// and positions must be known when importing (constant inputs), except the
+// dynamic dimensions the data carries through.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OnnxImporter.h"
+#include "TensorBuilders.h"
+
+#include "dialects/moe/MoeOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+namespace tb = mlir::moe::tensor_builders;
+
+namespace {
+
+using Results = FailureOr<SmallVector<Value>>;
+
+/// The integer values of constant input `i`, or an error.
+FailureOr<SmallVector<int64_t>> constantInts(NodeContext &ctx, unsigned i, StringRef what) {
+  const ConstantTensor *c = ctx.constantInput(i);
+  std::optional<SmallVector<int64_t>> values = c ? c->asInts() : std::nullopt;
+  if (!values)
+    return ctx.error() << what << " (input " << i << ") must be a constant integer tensor", failure();
+  return *values;
+}
+
+FailureOr<int64_t> axisOf(NodeContext &ctx, int64_t axis, int64_t rank) {
+  if (axis < -rank || axis >= rank)
+    return ctx.error() << "axis " << axis << " is out of range for rank " << rank, failure();
+  return axis < 0 ? axis + rank : axis;
+}
+
+Value indexConst(OpBuilder &b, Location loc, int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
+
+/// data.shape[:axis] + indices.shape + data.shape[axis+1:]; negative
+/// indices count from the end, out-of-range ones are clamped (ONNX leaves
+/// them undefined; a clamp never reads outside the tensor).
+Results convertGather(NodeContext &ctx) {
+  Value data = ctx.input(0), indices = ctx.input(1);
+  if (!data || !indices)
+    return ctx.error() << "data and indices are required", failure();
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  if (!isa<IntegerType>(indexType.getElementType()))
+    return ctx.error() << "indices must be integers, got " << indexType, failure();
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+  if (failed(axis))
+    return failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t ir = indexType.getRank();
+  SmallVector<int64_t> shape(dataType.getShape().take_front(*axis));
+  llvm::append_range(shape, indexType.getShape());
+  llvm::append_range(shape, dataType.getShape().drop_front(*axis + 1));
+  SmallVector<Value> dynamic;
+  for (auto [d, size] : llvm::enumerate(shape)) {
+    if (!ShapedType::isDynamic(size))
+      continue;
+    int64_t di = static_cast<int64_t>(d);
+    if (di < *axis)
+      dynamic.push_back(tb::dimSize(b, loc, data, di));
+    else if (di < *axis + ir)
+      dynamic.push_back(tb::dimSize(b, loc, indices, di - *axis));
+    else
+      dynamic.push_back(tb::dimSize(b, loc, data, di - ir + 1));
+  }
+  auto resultType = RankedTensorType::get(shape, dataType.getElementType());
+  Value init = tb::empty(b, loc, resultType, dynamic);
+  MLIRContext *mctx = b.getContext();
+  int64_t rank = shape.size();
+  SmallVector<AffineExpr> indexExprs;
+  for (int64_t d = 0; d < ir; ++d)
+    indexExprs.push_back(getAffineDimExpr(*axis + d, mctx));
+  Value axisSize = tb::dimSize(b, loc, data, *axis);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{resultType}, ValueRange{indices}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(rank, 0, indexExprs, mctx), b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value i = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0]);
+        Value wrapped = arith::AddIOp::create(nb, nl, i, axisSize);
+        Value negative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i, indexConst(nb, nl, 0));
+        i = arith::SelectOp::create(nb, nl, negative, wrapped, i);
+        i = arith::MaxSIOp::create(nb, nl, i, indexConst(nb, nl, 0));
+        i = arith::MinSIOp::create(nb, nl, i, arith::SubIOp::create(nb, nl, axisSize, indexConst(nb, nl, 1)));
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < *axis; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        at.push_back(i);
+        for (int64_t d = *axis + ir; d < rank; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at)});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
+/// Slice with constant starts/ends/axes/steps (positive steps).
+Results convertSlice(NodeContext &ctx) {
+  Value data = ctx.input(0);
+  if (!data)
+    return ctx.error() << "data is required", failure();
+  RankedTensorType type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  FailureOr<SmallVector<int64_t>> starts = constantInts(ctx, 1, "starts");
+  FailureOr<SmallVector<int64_t>> ends = constantInts(ctx, 2, "ends");
+  if (failed(starts) || failed(ends))
+    return failure();
+  SmallVector<int64_t> axes, steps(starts->size(), 1);
+  if (ctx.input(3)) {
+    FailureOr<SmallVector<int64_t>> a = constantInts(ctx, 3, "axes");
+    if (failed(a))
+      return failure();
+    axes = *a;
+  } else {
+    axes = llvm::to_vector(llvm::seq<int64_t>(0, starts->size()));
+  }
+  if (ctx.input(4)) {
+    FailureOr<SmallVector<int64_t>> s = constantInts(ctx, 4, "steps");
+    if (failed(s))
+      return failure();
+    steps = *s;
+  }
+  if (ends->size() != starts->size() || axes.size() != starts->size() || steps.size() != starts->size())
+    return ctx.error() << "starts, ends, axes and steps must have the same length", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), sizes, strides(rank, b.getIndexAttr(1));
+  SmallVector<int64_t> shape(type.getShape());
+  for (int64_t d = 0; d < rank; ++d)
+    sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(b, loc, data, d))
+                                                    : OpFoldResult(b.getIndexAttr(shape[d])));
+  for (size_t i = 0; i < axes.size(); ++i) {
+    FailureOr<int64_t> axis = axisOf(ctx, axes[i], rank);
+    if (failed(axis))
+      return failure();
+    if (steps[i] <= 0)
+      return ctx.error() << "step " << steps[i] << " on axis " << *axis << ": only positive steps are supported",
+             failure();
+    int64_t dim = shape[*axis], start = (*starts)[i], end = (*ends)[i];
+    if (ShapedType::isDynamic(dim)) {
+      // Unknown size: only [start >= 0, to the end).
+      if (start < 0 || end < (int64_t{1} << 31) || steps[i] != 1)
+        return ctx.error() << "slicing dynamic axis " << *axis
+                           << " needs start >= 0, step 1 and end past the end (INT_MAX)",
+               failure();
+      Value size = arith::SubIOp::create(b, loc, tb::dimSize(b, loc, data, *axis), indexConst(b, loc, start));
+      offsets[*axis] = b.getIndexAttr(start);
+      sizes[*axis] = size;
+      shape[*axis] = ShapedType::kDynamic;
+      continue;
+    }
+    if (start < 0)
+      start += dim;
+    if (end < 0)
+      end += dim;
+    start = std::clamp<int64_t>(start, 0, dim);
+    end = std::clamp<int64_t>(end, 0, dim);
+    int64_t count = end > start ? (end - start + steps[i] - 1) / steps[i] : 0;
+    offsets[*axis] = b.getIndexAttr(start);
+    sizes[*axis] = b.getIndexAttr(count);
+    strides[*axis] = b.getIndexAttr(steps[i]);
+    shape[*axis] = count;
+  }
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  return SmallVector<Value>{tensor::ExtractSliceOp::create(b, loc, resultType, data, offsets, sizes, strides)};
+}
+
+Results convertConcat(NodeContext &ctx) {
+  if (ctx.inputs.empty() || llvm::any_of(ctx.inputs, [](Value v) { return !v; }))
+    return ctx.error() << "every input is required", failure();
+  int64_t rank = ctx.inputType(0).getRank();
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), rank);
+  if (failed(axis))
+    return failure();
+  for (unsigned i = 1; i < ctx.inputs.size(); ++i)
+    if (ctx.inputType(i).getRank() != rank || ctx.inputType(i).getElementType() != ctx.inputType(0).getElementType())
+      return ctx.error() << "input " << i << " " << ctx.inputType(i) << " does not match " << ctx.inputType(0),
+             failure();
+  if (ctx.inputs.size() == 1)
+    return SmallVector<Value>{ctx.inputs[0]};
+  return SmallVector<Value>{tensor::ConcatOp::create(ctx.b, ctx.loc, *axis, ctx.inputs)};
+}
+
+/// Split into constant sizes (the `split` input or attribute, or equal parts).
+Results convertSplit(NodeContext &ctx) {
+  Value data = ctx.input(0);
+  if (!data)
+    return ctx.error() << "input is required", failure();
+  RankedTensorType type = ctx.inputType(0);
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), type.getRank());
+  if (failed(axis))
+    return failure();
+  int64_t dim = type.getDimSize(*axis);
+  SmallVector<int64_t> parts;
+  if (ctx.opset >= 13 && ctx.input(1)) {
+    FailureOr<SmallVector<int64_t>> s = constantInts(ctx, 1, "split");
+    if (failed(s))
+      return failure();
+    parts = *s;
+  } else if (auto attr = ctx.intsAttr("split"); attr && ctx.opset < 13) {
+    parts = *attr;
+  } else {
+    int64_t n = ctx.intAttr("num_outputs", ctx.node.output_size());
+    if (ShapedType::isDynamic(dim) || n <= 0)
+      return ctx.error() << "cannot split dynamic axis " << *axis << " into equal parts", failure();
+    int64_t each = (dim + n - 1) / n;
+    for (int64_t i = 0; i < n; ++i)
+      parts.push_back(std::min(each, dim - i * each));
+  }
+  int64_t total = 0;
+  for (int64_t p : parts)
+    total += p;
+  if (!ShapedType::isDynamic(dim) && total != dim)
+    return ctx.error() << "split sizes sum to " << total << ", axis " << *axis << " has " << dim, failure();
+  SmallVector<Value> results;
+  int64_t offset = 0;
+  for (int64_t p : parts) {
+    SmallVector<OpFoldResult> offsets(type.getRank(), ctx.b.getIndexAttr(0)), sizes,
+        strides(type.getRank(), ctx.b.getIndexAttr(1));
+    SmallVector<int64_t> shape(type.getShape());
+    for (int64_t d = 0; d < type.getRank(); ++d)
+      sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(ctx.b, ctx.loc, data, d))
+                                                      : OpFoldResult(ctx.b.getIndexAttr(shape[d])));
+    offsets[*axis] = ctx.b.getIndexAttr(offset);
+    sizes[*axis] = ctx.b.getIndexAttr(p);
+    shape[*axis] = p;
+    results.push_back(tensor::ExtractSliceOp::create(ctx.b, ctx.loc, RankedTensorType::get(shape, type.getElementType()),
+                                                     data, offsets, sizes, strides));
+    offset += p;
+  }
+  return results;
+}
+
+/// Broadcast to a constant shape (numpy rules against the input's shape).
+Results convertExpand(NodeContext &ctx) {
+  Value data = ctx.input(0);
+  if (!data)
+    return ctx.error() << "input is required", failure();
+  FailureOr<SmallVector<int64_t>> target = constantInts(ctx, 1, "shape");
+  if (failed(target))
+    return failure();
+  Type element = ctx.inputType(0).getElementType();
+  auto targetType = RankedTensorType::get(*target, element);
+  Value shaped = tb::empty(ctx.b, ctx.loc, targetType, ValueRange{});
+  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{data, shaped}, element,
+                                       [](OpBuilder &, Location, ValueRange a) { return a[0]; });
+  if (failed(r))
+    return ctx.error() << ctx.inputType(0) << " does not broadcast to the requested shape", failure();
+  return SmallVector<Value>{*r};
+}
+
+/// The shape as an i64 tensor (a constant when every size is static, so
+/// that a Reshape reading it sees a constant).
+Results convertShape(NodeContext &ctx) {
+  Value data = ctx.input(0);
+  if (!data)
+    return ctx.error() << "input is required", failure();
+  RankedTensorType type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  int64_t start = ctx.intAttr("start", 0), end = ctx.intAttr("end", rank);
+  start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
+  end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+  auto resultType = RankedTensorType::get({std::max<int64_t>(end - start, 0)}, ctx.b.getI64Type());
+  SmallVector<int64_t> sizes(type.getShape().slice(start, std::max<int64_t>(end - start, 0)));
+  if (llvm::none_of(sizes, ShapedType::isDynamic))
+    return SmallVector<Value>{
+        arith::ConstantOp::create(ctx.b, ctx.loc, DenseIntElementsAttr::get(resultType, ArrayRef<int64_t>(sizes)))};
+  SmallVector<Value> values;
+  for (int64_t d = start; d < end; ++d)
+    values.push_back(arith::IndexCastOp::create(ctx.b, ctx.loc, ctx.b.getI64Type(), tb::dimSize(ctx.b, ctx.loc, data, d)));
+  return SmallVector<Value>{tensor::FromElementsOp::create(ctx.b, ctx.loc, resultType, values)};
+}
+
+/// Range with constant scalar inputs: a constant tensor.
+Results convertRange(NodeContext &ctx) {
+  const ConstantTensor *c0 = ctx.constantInput(0), *c1 = ctx.constantInput(1), *c2 = ctx.constantInput(2);
+  if (!c0 || !c1 || !c2)
+    return ctx.error() << "start, limit and delta must be constants", failure();
+  Type element = c0->type.getElementType();
+  if (auto s = c0->asInts()) {
+    int64_t start = (*s)[0], limit = (*c1->asInts())[0], delta = (*c2->asInts())[0];
+    if (delta == 0)
+      return ctx.error() << "delta is 0", failure();
+    SmallVector<APInt> values;
+    for (int64_t v = start; delta > 0 ? v < limit : v > limit; v += delta)
+      values.push_back(APInt(element.getIntOrFloatBitWidth(), v, /*isSigned=*/true));
+    auto type = RankedTensorType::get({static_cast<int64_t>(values.size())}, element);
+    return SmallVector<Value>{arith::ConstantOp::create(ctx.b, ctx.loc, DenseIntElementsAttr::get(type, values))};
+  }
+  std::optional<std::vector<float>> f0 = c0->asFloats(), f1 = c1->asFloats(), f2 = c2->asFloats();
+  if (!f0 || !f1 || !f2 || (*f2)[0] == 0.0f)
+    return ctx.error() << "unsupported Range operands", failure();
+  SmallVector<float> values;
+  int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(((*f1)[0] - (*f0)[0]) / (*f2)[0])));
+  for (int64_t i = 0; i < n; ++i)
+    values.push_back((*f0)[0] + i * (*f2)[0]);
+  auto type = RankedTensorType::get({n}, ctx.b.getF32Type());
+  Value r = arith::ConstantOp::create(ctx.b, ctx.loc, DenseFPElementsAttr::get(type, ArrayRef<float>(values)));
+  return SmallVector<Value>{tb::castTensor(ctx.b, ctx.loc, r, element)};
+}
+
+Results convertWhere(NodeContext &ctx) {
+  if (!ctx.input(0) || !ctx.input(1) || !ctx.input(2))
+    return ctx.error() << "condition, X and Y are required", failure();
+  Type element = ctx.inputType(1).getElementType();
+  if (!ctx.inputType(0).getElementType().isInteger(1) || ctx.inputType(2).getElementType() != element)
+    return ctx.error() << "needs a bool condition and X, Y of one type", failure();
+  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ctx.inputs, element, [](OpBuilder &b, Location l, ValueRange a) {
+    return arith::SelectOp::create(b, l, a[0], a[1], a[2]).getResult();
+  });
+  if (failed(r))
+    return ctx.error() << "operands do not broadcast", failure();
+  return SmallVector<Value>{*r};
+}
+
+/// TopK along the last axis, largest first, sorted (ties: lower index
+/// first), which is moe.topk's contract: values in the input's type,
+/// indices as i64.
+Results convertTopK(NodeContext &ctx) {
+  Value x = ctx.input(0);
+  if (!x || !isa<FloatType>(ctx.inputType(0).getElementType()))
+    return ctx.error() << "X must be a float tensor", failure();
+  RankedTensorType type = ctx.inputType(0);
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", -1), type.getRank());
+  FailureOr<SmallVector<int64_t>> k = constantInts(ctx, 1, "K");
+  if (failed(axis) || failed(k))
+    return failure();
+  if (*axis != type.getRank() - 1 || !ctx.intAttr("largest", 1) || !ctx.intAttr("sorted", 1))
+    return ctx.error() << "only TopK along the last axis with largest = 1 and sorted = 1 is supported", failure();
+  int64_t n = type.getShape().back();
+  if (ShapedType::isDynamic(n) || (*k)[0] < 1 || (*k)[0] > n)
+    return ctx.error() << "K = " << (*k)[0] << " is out of range for " << type, failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value rows = type.getRank() == 2 ? x : tb::reshape(b, loc, x, {ShapedType::kDynamic, n});
+  rows = tb::castTensor(b, loc, rows, b.getF32Type());
+  int64_t t = cast<RankedTensorType>(rows.getType()).getDimSize(0);
+  auto topk = mlir::moe::TopKOp::create(b, loc, RankedTensorType::get({t, (*k)[0]}, b.getF32Type()),
+                                        RankedTensorType::get({t, (*k)[0]}, b.getI32Type()), rows, Value(),
+                                        b.getI64IntegerAttr((*k)[0]));
+  Value values = tb::castTensor(b, loc, topk.getWeights(), type.getElementType());
+  Value indices = tb::castTensor(b, loc, topk.getIndices(), b.getI64Type());
+  if (type.getRank() != 2) {
+    SmallVector<int64_t> shape(type.getShape());
+    shape.back() = (*k)[0];
+    // Leading sizes from X, the last one K.
+    SmallVector<OpFoldResult> sizes;
+    for (int64_t d = 0; d + 1 < type.getRank(); ++d)
+      sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(b, loc, x, d))
+                                                      : OpFoldResult(b.getIndexAttr(shape[d])));
+    sizes.push_back(b.getIndexAttr((*k)[0]));
+    auto expand = [&](Value v) {
+      auto vt = cast<RankedTensorType>(v.getType());
+      SmallVector<ReassociationIndices> groups(1);
+      for (int64_t d = 0; d + 1 < type.getRank(); ++d)
+        groups[0].push_back(d);
+      groups.push_back({type.getRank() - 1});
+      return tensor::ExpandShapeOp::create(b, loc, RankedTensorType::get(shape, vt.getElementType()), v, groups,
+                                           sizes)
+          .getResult();
+    };
+    if (llvm::count_if(shape, ShapedType::isDynamic) > 1)
+      return ctx.error() << "TopK on a tensor with more than one dynamic leading size is not supported", failure();
+    values = expand(values);
+    indices = expand(indices);
+  }
+  return SmallVector<Value>{values, indices};
+}
+
+} // namespace
+
+void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &converters) {
+  auto add = [&](StringRef op, ConvertFn fn) { converters.push_back({"", op, std::move(fn)}); };
+  add("Gather", convertGather);
+  add("Slice", convertSlice);
+  add("Concat", convertConcat);
+  add("Split", convertSplit);
+  add("Expand", convertExpand);
+  add("Shape", convertShape);
+  add("Range", convertRange);
+  add("Where", convertWhere);
+  add("TopK", convertTopK);
+}
