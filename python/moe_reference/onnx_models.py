@@ -186,6 +186,50 @@ def ops_model(name, tokens=6, hidden=16):
     return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
 
 
+def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
+    """An MoE layer on [batch, seq, hidden] with the reshapes computed from
+    the input's sizes, as exporters and onnxruntime-genai's builder write
+    them: Shape -> Gather -> Mul/Unsqueeze -> Concat -> Reshape to
+    [batch * seq, hidden] and back; an Expand to a computed shape."""
+    rng = _rng(name)
+    f = np.float32
+    i64 = np.int64
+    inits = [
+        _init("router", rng.standard_normal((hidden, experts)).astype(f)),
+        _init("fc1", (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(f)),
+        _init("fc2", (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(f)),
+        _init("i0", np.array(0, i64)), _init("i1", np.array(1, i64)), _init("ax0", np.array([0], i64)),
+        _init("hidden", np.array([hidden], i64)), _init("experts", np.array([experts], i64)),
+        _init("bias", (0.1 * rng.standard_normal(hidden)).astype(f)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Shape", ["x"], ["shp"]),
+        n("Gather", ["shp", "i0"], ["b"], axis=0),
+        n("Gather", ["shp", "i1"], ["s"], axis=0),
+        n("Mul", ["b", "s"], ["bs"]),
+        n("Unsqueeze", ["bs", "ax0"], ["bs1"]),
+        n("Concat", ["bs1", "hidden"], ["rows_shape"], axis=0),
+        n("Reshape", ["x", "rows_shape"], ["rows"]),
+        n("MatMul", ["rows", "router"], ["logits0"]),
+        n("Concat", ["bs1", "experts"], ["logits_shape"], axis=0),
+        n("Reshape", ["logits0", "logits_shape"], ["logits"]),
+        moe_node(["rows", "logits", "fc1", "", "fc2"], "moe_rows", k=2, activation_type="swiglu",
+                 swiglu_fusion=1, normalize_routing_weights=1, name="moe"),
+        n("Unsqueeze", ["b", "ax0"], ["b1"]),
+        n("Unsqueeze", ["s", "ax0"], ["s1"]),
+        n("Concat", ["b1", "s1", "hidden"], ["out_shape"], axis=0),
+        n("Reshape", ["moe_rows", "out_shape"], ["moe_out"]),
+        n("Expand", ["bias", "out_shape"], ["bias_full"]),
+        n("Add", ["moe_out", "bias_full"], ["y"]),
+    ]
+    dims = ["batch", "seq", hidden]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((3, 5, hidden)).astype(f)}
+
+
 MOE_CASES = {
     "moe_relu_k2": dict(activation="relu", k=2),
     "moe_gelu_k1": dict(activation="gelu", k=1),
@@ -230,6 +274,8 @@ def build(name, out_dir):
         model, feeds = transformer_model(name)
     elif name == "transformer_ops":
         model, feeds = ops_model(name)
+    elif name == "moe_dynamic_shapes":
+        model, feeds = dynamic_shapes_model(name)
     elif name == "external_data":
         model, feeds = moe_model(name, activation="swiglu", fusion=1, k=2, hidden=32, ffn=24, experts=8)
         path = os.path.join(out_dir, name + ".onnx")
@@ -243,7 +289,7 @@ def build(name, out_dir):
     return path, feeds
 
 
-ALL = list(MOE_CASES) + ["transformer_2layer", "transformer_ops", "external_data"]
+ALL = list(MOE_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops", "external_data"]
 
 
 def bad_model(name, out_dir):

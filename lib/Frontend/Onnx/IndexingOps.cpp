@@ -13,6 +13,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
@@ -242,12 +243,20 @@ Results convertExpand(NodeContext &ctx) {
   Value data = ctx.input(0);
   if (!data)
     return ctx.error() << "input is required", failure();
-  FailureOr<SmallVector<int64_t>> target = constantInts(ctx, 1, "shape");
-  if (failed(target))
-    return failure();
+  const ShapeVector *target = ctx.shapeInput(1);
+  if (!target)
+    return ctx.error() << "the shape input must be a constant or computed from tensor sizes", failure();
   Type element = ctx.inputType(0).getElementType();
-  auto targetType = RankedTensorType::get(*target, element);
-  Value shaped = tb::empty(ctx.b, ctx.loc, targetType, ValueRange{});
+  SmallVector<int64_t> shape;
+  SmallVector<Value> dynamic;
+  for (OpFoldResult size : target->elements) {
+    std::optional<int64_t> c = getConstantIntValue(size);
+    shape.push_back(c.value_or(ShapedType::kDynamic));
+    if (!c)
+      dynamic.push_back(cast<Value>(size));
+  }
+  auto targetType = RankedTensorType::get(shape, element);
+  Value shaped = tb::empty(ctx.b, ctx.loc, targetType, dynamic);
   FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{data, shaped}, element,
                                        [](OpBuilder &, Location, ValueRange a) { return a[0]; });
   if (failed(r))

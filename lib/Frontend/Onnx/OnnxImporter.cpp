@@ -215,6 +215,7 @@ private:
   llvm::StringMap<int64_t> opsets;
   llvm::StringMap<Value> values;
   llvm::StringMap<ConstantTensor> constants;
+  llvm::StringMap<ShapeVector> shapes;
   llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>> externalFiles;
   Block *entry = nullptr;
   Operation *lastConstant = nullptr;
@@ -463,7 +464,7 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node, size_t inde
 
   if (domain.empty() && node.op_type() == "Constant")
     return importConstant(node, loc);
-  NodeContext ctx{node, builder, loc, {}, version, nullptr};
+  NodeContext ctx{node, builder, loc, {}, version, nullptr, nullptr};
   for (const std::string &name : node.input()) {
     if (name.empty()) {
       ctx.inputs.push_back(Value());
@@ -480,9 +481,31 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node, size_t inde
     auto it = constants.find(node.input(i));
     return it == constants.end() ? nullptr : &it->second;
   };
+  ctx.shapeInput = [&](unsigned i) -> const ShapeVector * {
+    if (i >= static_cast<unsigned>(node.input_size()) || node.input(i).empty())
+      return nullptr;
+    const std::string &name = node.input(i);
+    auto known = shapes.find(name);
+    if (known != shapes.end())
+      return &known->second;
+    // A small integer constant describes itself.
+    auto constant = constants.find(name);
+    if (constant == constants.end() || constant->second.type.getRank() > 1)
+      return nullptr;
+    std::optional<SmallVector<int64_t>> ints = constant->second.asInts();
+    if (!ints)
+      return nullptr;
+    ShapeVector v;
+    for (int64_t x : *ints)
+      v.elements.push_back(builder.getIndexAttr(x));
+    return &(shapes[name] = v);
+  };
   FailureOr<SmallVector<Value>> results = converter->convert(ctx);
   if (failed(results))
     return failure();
+  if (node.output_size() == 1)
+    if (std::optional<ShapeVector> shape = propagateShapeVector(ctx))
+      shapes[node.output(0)] = *shape;
   for (auto [i, name] : llvm::enumerate(node.output())) {
     if (name.empty())
       continue;

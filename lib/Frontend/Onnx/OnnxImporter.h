@@ -37,6 +37,12 @@ struct ConstantTensor {
   std::optional<std::vector<float>> asFloats() const;
 };
 
+/// A 0-D or 1-D integer value known element by element at import time:
+/// constants, or index values computed from tensor sizes (ShapeVectors.cpp).
+struct ShapeVector {
+  llvm::SmallVector<OpFoldResult> elements;
+};
+
 /// Everything a converter sees of one node.
 struct NodeContext {
   const onnx::NodeProto &node;
@@ -48,6 +54,9 @@ struct NodeContext {
   int64_t opset;
   /// The compile-time value of input i, or null.
   std::function<const ConstantTensor *(unsigned)> constantInput;
+  /// Input i as a ShapeVector (a small integer constant, or a shape computed
+  /// from tensor sizes), or null.
+  std::function<const ShapeVector *(unsigned)> shapeInput;
 
   const onnx::AttributeProto *attr(llvm::StringRef name) const;
   int64_t intAttr(llvm::StringRef name, int64_t fallback) const;
@@ -76,6 +85,14 @@ void addStandardConverters(std::vector<OpConverter> &converters);
 void addIndexingConverters(std::vector<OpConverter> &converters);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
+
+/// The ShapeVector of the node's (single) output when its inputs have them
+/// and the op is one shape computations use (Shape, Gather, Concat, Slice,
+/// Unsqueeze, Squeeze, Cast, Identity, Add/Sub/Mul/Div).
+std::optional<ShapeVector> propagateShapeVector(NodeContext &ctx);
+
+/// `x op y` on index sizes (Add, Sub, Mul, Div), folded when constant.
+OpFoldResult combineSizes(OpBuilder &b, Location loc, llvm::StringRef op, OpFoldResult x, OpFoldResult y);
 
 /// The MLIR element type of an ONNX TensorProto data type, or null.
 Type elementTypeOf(MLIRContext *context, int32_t dataType);

@@ -10,6 +10,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
@@ -251,66 +252,60 @@ Results convertTranspose(NodeContext &ctx) {
   return SmallVector<Value>{tb::transpose(ctx.b, ctx.loc, ctx.input(0), perm)};
 }
 
-/// The result shape of a reshape to `target` (0 copies the input size when
-/// allowzero is 0, -1 is inferred); dynamic when it depends on a dynamic size.
-FailureOr<SmallVector<int64_t>> reshapeTarget(NodeContext &ctx, ArrayRef<int64_t> target) {
-  RankedTensorType type = ctx.inputType(0);
-  SmallVector<int64_t> shape;
-  int64_t inferred = -1;
-  bool allowZero = ctx.intAttr("allowzero", 0) != 0;
-  for (auto [i, t] : llvm::enumerate(target)) {
-    if (t == 0 && !allowZero) {
-      if (static_cast<int64_t>(i) >= type.getRank())
-        return ctx.error() << "shape entry " << i << " copies a dimension the input does not have", failure();
-      shape.push_back(type.getDimSize(i));
-    } else if (t == -1) {
-      if (inferred >= 0)
-        return ctx.error() << "shape has more than one -1", failure();
-      inferred = i;
-      shape.push_back(ShapedType::kDynamic);
-    } else if (t < 0) {
-      return ctx.error() << "shape entry " << t << " is invalid", failure();
-    } else {
-      shape.push_back(t);
-    }
-  }
-  int64_t dynamicCount = llvm::count_if(shape, ShapedType::isDynamic);
-  if (dynamicCount > 1)
-    return ctx.error() << "the target shape has " << dynamicCount
-                       << " sizes that depend on dynamic input sizes; at most one is supported",
-           failure();
-  if (inferred >= 0 && type.hasStaticShape()) {
-    int64_t known = 1;
-    for (int64_t s : shape)
-      if (!ShapedType::isDynamic(s))
-        known *= s;
-    if (known == 0 || type.getNumElements() % known != 0)
-      return ctx.error() << "cannot reshape " << type << " to the requested shape", failure();
-    shape[inferred] = type.getNumElements() / known;
-  }
-  if (type.hasStaticShape() && llvm::none_of(shape, ShapedType::isDynamic)) {
-    int64_t count = 1;
-    for (int64_t s : shape)
-      count *= s;
-    if (count != type.getNumElements())
-      return ctx.error() << "cannot reshape " << type << " (" << type.getNumElements() << " elements) to "
-                         << count << " elements",
-             failure();
-  }
-  return shape;
-}
-
+/// Reshape to a target known at import time: a constant, or sizes computed
+/// from tensor sizes (ShapeVectors.cpp). 0 copies the input size (unless
+/// allowzero), -1 is inferred from the element count.
 Results convertReshape(NodeContext &ctx) {
   if (failed(expectInputs(ctx, 2, false)))
     return failure();
-  const ConstantTensor *c = ctx.constantInput(1);
-  std::optional<SmallVector<int64_t>> target = c ? c->asInts() : std::nullopt;
+  const ShapeVector *target = ctx.shapeInput(1);
   if (!target)
-    return ctx.error() << "the shape input must be a constant (computed shapes are not supported)", failure();
-  FailureOr<SmallVector<int64_t>> shape = reshapeTarget(ctx, *target);
-  if (failed(shape))
-    return failure();
-  return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), *shape)};
+    return ctx.error() << "the shape input must be a constant or computed from tensor sizes (Shape, "
+                          "Gather, Concat, Unsqueeze, Slice, Add/Sub/Mul/Div)",
+           failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value x = ctx.input(0);
+  RankedTensorType type = ctx.inputType(0);
+  bool allowZero = ctx.intAttr("allowzero", 0) != 0;
+  auto inputSize = [&](int64_t d) -> OpFoldResult {
+    return type.isDynamicDim(d) ? OpFoldResult(tb::dimSize(b, loc, x, d)) : OpFoldResult(b.getIndexAttr(type.getDimSize(d)));
+  };
+  SmallVector<OpFoldResult> sizes;
+  int64_t inferred = -1;
+  for (auto [i, element] : llvm::enumerate(target->elements)) {
+    std::optional<int64_t> c = getConstantIntValue(element);
+    if (c && *c == 0 && !allowZero) {
+      if (static_cast<int64_t>(i) >= type.getRank())
+        return ctx.error() << "shape entry " << i << " copies a dimension the input does not have", failure();
+      sizes.push_back(inputSize(i));
+    } else if (c && *c == -1) {
+      if (inferred >= 0)
+        return ctx.error() << "shape has more than one -1", failure();
+      inferred = i;
+      sizes.push_back(b.getIndexAttr(1));
+    } else if (c && *c < 0) {
+      return ctx.error() << "shape entry " << *c << " is invalid", failure();
+    } else {
+      sizes.push_back(element);
+    }
+  }
+  OpFoldResult total = b.getIndexAttr(1), known = b.getIndexAttr(1);
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    total = combineSizes(b, loc, "Mul", total, inputSize(d));
+  for (auto [i, size] : llvm::enumerate(sizes))
+    if (static_cast<int64_t>(i) != inferred)
+      known = combineSizes(b, loc, "Mul", known, size);
+  std::optional<int64_t> totalC = getConstantIntValue(total), knownC = getConstantIntValue(known);
+  if (inferred >= 0) {
+    if (knownC && totalC && (*knownC == 0 || *totalC % *knownC != 0))
+      return ctx.error() << "cannot reshape " << type << " to the requested shape", failure();
+    sizes[inferred] = combineSizes(b, loc, "Div", total, known);
+  } else if (knownC && totalC && *knownC != *totalC) {
+    return ctx.error() << "cannot reshape " << type << " (" << *totalC << " elements) to " << *knownC << " elements",
+           failure();
+  }
+  return SmallVector<Value>{tb::reshapeToSizes(b, loc, x, sizes)};
 }
 
 /// Unsqueeze/Squeeze: axes from the attribute (opset < 13) or input 1.

@@ -5,6 +5,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
 
 using namespace mlir;
@@ -300,12 +301,21 @@ static Value reshapeThroughFlat(OpBuilder &b, Location loc, Value x, ArrayRef<in
   if (type.getShape() == shape)
     return x;
   Value flat = x;
-  if (type.getRank() != 1) {
+  auto flatType = RankedTensorType::get({type.getRank() == 0 ? 1 : ShapedType::kDynamic}, type.getElementType());
+  if (type.getRank() == 0) // a scalar: [1]
+    flat = tensor::ExpandShapeOp::create(b, loc, flatType, x, ArrayRef<ReassociationIndices>{},
+                                         ArrayRef<OpFoldResult>{b.getIndexAttr(1)});
+  else if (type.getRank() != 1) {
     ReassociationIndices all = llvm::to_vector(llvm::seq<int64_t>(0, type.getRank()));
     flat = tensor::CollapseShapeOp::create(b, loc, x, ArrayRef<ReassociationIndices>{all});
   }
+  if (shape.empty()) // to a scalar
+    return tensor::CollapseShapeOp::create(b, loc, RankedTensorType::get({}, type.getElementType()), flat,
+                                           ArrayRef<ReassociationIndices>{});
   if (shape.size() == 1)
-    return flat;
+    return cast<RankedTensorType>(flat.getType()).getShape() == shape
+               ? flat
+               : tensor::CastOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), flat).getResult();
   auto resultType = RankedTensorType::get(shape, type.getElementType());
   if (llvm::count_if(shape, ShapedType::isDynamic) <= 1) {
     ReassociationIndices all = llvm::to_vector(llvm::seq<int64_t>(0, shape.size()));
@@ -350,6 +360,13 @@ Value reshape(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape) {
                                                               arith::ConstantIndexOp::create(b, loc, known))
                                            .getResult())
                         : OpFoldResult(b.getIndexAttr(s)));
+  return reshapeThroughFlat(b, loc, x, shape, sizes);
+}
+
+Value reshapeToSizes(OpBuilder &b, Location loc, Value x, ArrayRef<OpFoldResult> sizes) {
+  SmallVector<int64_t> shape;
+  for (OpFoldResult size : sizes)
+    shape.push_back(getConstantIntValue(size).value_or(ShapedType::kDynamic));
   return reshapeThroughFlat(b, loc, x, shape, sizes);
 }
 

@@ -53,6 +53,9 @@ Value transpose(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> perm);
 /// is inferred from the element count).
 Value reshape(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape);
 
+/// `x` reshaped to `sizes` (constants or index values; same element count).
+Value reshapeToSizes(OpBuilder &b, Location loc, Value x, ArrayRef<OpFoldResult> sizes);
+
 /// `x` reshaped to the shape of `like` (same element count), dynamic
 /// sizes read from `like`.
 Value reshapeLike(OpBuilder &b, Location loc, Value x, Value like);

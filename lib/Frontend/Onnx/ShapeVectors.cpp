@@ -1,0 +1,121 @@
+//===- ShapeVectors.cpp - shapes computed in the graph, known at import ---===//
+//
+// Exported models compute Reshape targets from tensor sizes (Shape ->
+// Gather -> Unsqueeze -> Concat -> Reshape, with Mul/Div for merged or split
+// dimensions) so that they work for any batch or sequence length. The
+// importer follows these small integer computations itself: each 0-D/1-D
+// integer value it can describe element by element (a constant, or an index
+// value such as tensor.dim) gets a ShapeVector, and Reshape and Expand read
+// their target from it instead of requiring a constant.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OnnxImporter.h"
+#include "TensorBuilders.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+namespace tb = mlir::moe::tensor_builders;
+
+OpFoldResult mlir::moe::onnx_import::combineSizes(OpBuilder &b, Location loc, StringRef op, OpFoldResult x,
+                                                  OpFoldResult y) {
+  std::optional<int64_t> cx = getConstantIntValue(x), cy = getConstantIntValue(y);
+  if (cx && cy) {
+    int64_t r = op == "Add" ? *cx + *cy : op == "Sub" ? *cx - *cy : op == "Mul" ? *cx * *cy : (*cy ? *cx / *cy : 0);
+    return b.getIndexAttr(r);
+  }
+  Value vx = getValueOrCreateConstantIndexOp(b, loc, x), vy = getValueOrCreateConstantIndexOp(b, loc, y);
+  if (op == "Add")
+    return arith::AddIOp::create(b, loc, vx, vy).getResult();
+  if (op == "Sub")
+    return arith::SubIOp::create(b, loc, vx, vy).getResult();
+  if (op == "Mul")
+    return arith::MulIOp::create(b, loc, vx, vy).getResult();
+  return arith::DivSIOp::create(b, loc, vx, vy).getResult();
+}
+
+std::optional<ShapeVector> mlir::moe::onnx_import::propagateShapeVector(NodeContext &ctx) {
+  StringRef op = ctx.node.op_type();
+  if (!ctx.node.domain().empty() && ctx.node.domain() != "ai.onnx")
+    return std::nullopt;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  auto in = [&](unsigned i) { return ctx.shapeInput(i); };
+
+  if (op == "Shape") {
+    RankedTensorType type = ctx.inputType(0);
+    int64_t rank = type.getRank();
+    int64_t start = ctx.intAttr("start", 0), end = ctx.intAttr("end", rank);
+    start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
+    end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+    ShapeVector v;
+    for (int64_t d = start; d < end; ++d)
+      v.elements.push_back(type.isDynamicDim(d) ? OpFoldResult(tb::dimSize(b, loc, ctx.input(0), d))
+                                                : OpFoldResult(b.getIndexAttr(type.getDimSize(d))));
+    return v;
+  }
+  if (op == "Identity" || op == "Cast" || op == "Unsqueeze" || op == "Squeeze") {
+    // 0-D <-> 1-D reshapes and casts keep the elements.
+    const ShapeVector *v = in(0);
+    if (!v || ((op == "Unsqueeze" || op == "Squeeze") && v->elements.size() > 1))
+      return std::nullopt;
+    return *v;
+  }
+  if (op == "Gather") {
+    const ShapeVector *v = in(0);
+    const ConstantTensor *indices = ctx.constantInput(1);
+    std::optional<SmallVector<int64_t>> ids = indices ? indices->asInts() : std::nullopt;
+    if (!v || !ids || ctx.intAttr("axis", 0) != 0)
+      return std::nullopt;
+    ShapeVector r;
+    int64_t n = v->elements.size();
+    for (int64_t i : *ids) {
+      if (i < -n || i >= n)
+        return std::nullopt;
+      r.elements.push_back(v->elements[i < 0 ? i + n : i]);
+    }
+    return r;
+  }
+  if (op == "Concat") {
+    ShapeVector r;
+    for (unsigned i = 0; i < ctx.inputs.size(); ++i) {
+      const ShapeVector *v = in(i);
+      if (!v)
+        return std::nullopt;
+      llvm::append_range(r.elements, v->elements);
+    }
+    return r;
+  }
+  if (op == "Slice") {
+    const ShapeVector *v = in(0);
+    const ConstantTensor *s = ctx.constantInput(1), *e = ctx.constantInput(2);
+    if (!v || !s || !e || (ctx.input(4) && ctx.constantInput(4) && (*ctx.constantInput(4)->asInts())[0] != 1))
+      return std::nullopt;
+    int64_t n = v->elements.size();
+    int64_t start = (*s->asInts())[0], end = (*e->asInts())[0];
+    start = std::clamp<int64_t>(start < 0 ? start + n : start, 0, n);
+    end = std::clamp<int64_t>(end < 0 ? end + n : end, 0, n);
+    ShapeVector r;
+    for (int64_t i = start; i < end; ++i)
+      r.elements.push_back(v->elements[i]);
+    return r;
+  }
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+    const ShapeVector *x = in(0), *y = in(1);
+    if (!x || !y)
+      return std::nullopt;
+    size_t n = std::max(x->elements.size(), y->elements.size());
+    if ((x->elements.size() != n && x->elements.size() != 1) || (y->elements.size() != n && y->elements.size() != 1))
+      return std::nullopt;
+    ShapeVector r;
+    for (size_t i = 0; i < n; ++i)
+      r.elements.push_back(combineSizes(b, loc, op, x->elements[x->elements.size() == 1 ? 0 : i],
+                                   y->elements[y->elements.size() == 1 ? 0 : i]));
+    return r;
+  }
+  return std::nullopt;
+}
