@@ -230,6 +230,89 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
     return model, {"x": rng.standard_normal((3, 5, hidden)).astype(f)}
 
 
+def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False):
+    """An MoE block written out in plain ONNX ops, in the batched form of
+    transformers' export-friendly experts (batched_mm): router MatMul ->
+    Softmax -> TopK (-> ReduceSum/Div), each slot's token row and expert
+    weights gathered (Gather of the stacked [E, 2I, H] and [E, H, I]
+    weights), batched MatMuls, Split into gate and up, SiLU(gate) * up
+    (Sigmoid, Mul), the weighted rows summed per token (Reshape to
+    [T, k, H], ReduceSum). `near_miss` uses a tanh activation instead: not
+    an MoE the importer knows, so it stays plain ops."""
+    rng = _rng(name)
+    f = np.float32
+    i64 = np.int64
+    inits = [
+        _init("router_t", rng.standard_normal((hidden, experts)).astype(f)),
+        _init("gate_up_proj", (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(f)),
+        _init("down_proj", (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(f)),
+        _init("k", np.array([k], i64)), _init("flat", np.array([-1], i64)), _init("last", np.array([-1], i64)),
+        _init("one", np.array([1], i64)), _init("split", np.array([ffn, ffn], i64)),
+        _init("tkh", np.array([-1, k, hidden], i64)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "router_t"], ["router_logits"], name="router"),
+        n("Softmax", ["router_logits"], ["probs"], axis=-1),
+        n("TopK", ["probs", "k"], ["top_w", "top_i"], axis=-1, name="topk"),
+    ]
+    w = "top_w"
+    if normalize:
+        nodes += [n("ReduceSum", ["top_w", "last"], ["top_sum"], keepdims=1),
+                  n("Div", ["top_w", "top_sum"], ["top_wn"])]
+        w = "top_wn"
+    act = [n("Tanh", ["gate"], ["gate_act"]), n("Mul", ["gate_act", "up"], ["act"])] if near_miss else [
+        n("Sigmoid", ["gate"], ["gate_sig"]), n("Mul", ["gate", "gate_sig"], ["gate_act"]),
+        n("Mul", ["gate_act", "up"], ["act"])]
+    nodes += [
+        # Each slot's token row: x repeated k times ([T, k, H] -> [T*k, H]).
+        n("Shape", ["top_i"], ["slots_shape"]),
+        n("Reshape", ["top_i", "flat"], ["expert_ids"]),
+        n("Reshape", [w, "flat"], ["slot_w"]),
+        n("Gather", ["gate_up_proj", "expert_ids"], ["w13"], axis=0),        # [T*k, 2I, H]
+        n("Gather", ["down_proj", "expert_ids"], ["w2"], axis=0),            # [T*k, H, I]
+        n("Unsqueeze", ["x", "one"], ["x3"]),                                # [T, 1, H]
+        n("Expand", ["x3", "slots_shape_h"], ["x_slots"]),                   # [T, k, H]
+        n("Reshape", ["x_slots", "rows_h"], ["rows"]),                       # [T*k, H]
+        n("Unsqueeze", ["rows", "last"], ["rows_col"]),                      # [T*k, H, 1]
+        n("MatMul", ["w13", "rows_col"], ["h_col"]),                         # [T*k, 2I, 1]
+        n("Squeeze", ["h_col", "last"], ["h"]),                              # [T*k, 2I]
+        n("Split", ["h", "split"], ["gate", "up"], axis=-1),
+        *act,
+        n("Unsqueeze", ["act", "last"], ["act_col"]),                        # [T*k, I, 1]
+        n("MatMul", ["w2", "act_col"], ["o_col"]),                           # [T*k, H, 1]
+        n("Squeeze", ["o_col", "last"], ["o"]),                              # [T*k, H]
+        n("Unsqueeze", ["slot_w", "last"], ["slot_w_col"]),                  # [T*k, 1]
+        n("Mul", ["o", "slot_w_col"], ["o_weighted"]),
+        n("Reshape", ["o_weighted", "tkh"], ["o_slots"]),                    # [T, k, H]
+        n("ReduceSum", ["o_slots", "one"], ["y"], keepdims=0, name="combine"),
+    ]
+    # [T, k, H] and [T*k, H] from the dynamic token count.
+    nodes += [
+        n("Concat", ["slots_shape", "h_const"], ["slots_shape_h"], axis=0),
+        n("Concat", ["flat", "h_const"], ["rows_h"], axis=0),
+    ]
+    inits.append(_init("h_const", np.array([hidden], i64)))
+    # Topological order: the shape helpers before their users.
+    order = {name: i for i, name in enumerate(["slots_shape", "slots_shape_h", "rows_h"])}
+    helpers = [nd for nd in nodes if nd.output[0] in order]
+    rest = [nd for nd in nodes if nd.output[0] not in order]
+    first = rest[:3 + (2 if normalize else 0)]
+    nodes = first + sorted(helpers, key=lambda nd: order[nd.output[0]]) + rest[len(first):]
+    dims = ["tokens", hidden]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
+DECOMPOSED_CASES = {
+    "decomposed_mixtral": dict(normalize=True, k=2, experts=4),
+    "decomposed_olmoe": dict(normalize=False, k=2, experts=8, ffn=12),
+    "decomposed_near_miss": dict(normalize=True, k=2, experts=4, near_miss=True),
+}
+
+
 MOE_CASES = {
     "moe_relu_k2": dict(activation="relu", k=2),
     "moe_gelu_k1": dict(activation="gelu", k=1),
@@ -276,6 +359,8 @@ def build(name, out_dir):
         model, feeds = ops_model(name)
     elif name == "moe_dynamic_shapes":
         model, feeds = dynamic_shapes_model(name)
+    elif name in DECOMPOSED_CASES:
+        model, feeds = decomposed_model(name, **DECOMPOSED_CASES[name])
     elif name == "external_data":
         model, feeds = moe_model(name, activation="swiglu", fusion=1, k=2, hidden=32, ffn=24, experts=8)
         path = os.path.join(out_dir, name + ".onnx")
@@ -289,7 +374,8 @@ def build(name, out_dir):
     return path, feeds
 
 
-ALL = list(MOE_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops", "external_data"]
+ALL = list(MOE_CASES) + list(DECOMPOSED_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
+                                                   "external_data"]
 
 
 def bad_model(name, out_dir):

@@ -9,10 +9,14 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "MoeBlocks.h"
 #include "OnnxImporter.h"
+#include "TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
 
 #include "dialects/moe/MoeDialect.h"
+#include "dialects/moe/MoeOps.h"
+#include "mlir/AsmParser/AsmParser.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -203,6 +207,7 @@ private:
   FailureOr<Value> lookup(StringRef name, Location loc);
   LogicalResult importNode(const onnx::NodeProto &node, size_t index);
   LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
+  LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
   std::string supportedOps() const;
 
   MLIRContext *context;
@@ -439,6 +444,42 @@ LogicalResult GraphImporter::importConstant(const onnx::NodeProto &node, Locatio
   return success();
 }
 
+/// One moe.layer for a block of plain ops (MoeBlocks.cpp): softmax over the
+/// router logits, top-k, [renormalised], SwiGLU experts.
+LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
+  FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight, loc),
+                   up = lookup(block.gateUp, loc), down = lookup(block.down, loc);
+  if (failed(x) || failed(router) || failed(up) || failed(down))
+    return failure();
+  auto xType = cast<RankedTensorType>(x->getType());
+  auto routerType = cast<RankedTensorType>(router->getType());
+  auto upType = cast<RankedTensorType>(up->getType()), downType = cast<RankedTensorType>(down->getType());
+  Type element = xType.getElementType();
+  if (xType.getRank() != 2 || routerType.getRank() != 2 || upType.getRank() != 3 || downType.getRank() != 3)
+    return emitError(loc) << "MoE block: expected x [tokens, hidden], a 2-D router and 3-D expert weights";
+  int64_t hidden = xType.getDimSize(1), experts = upType.getDimSize(0), ffn = upType.getDimSize(1) / 2;
+  if (routerType.getShape() != ArrayRef<int64_t>{hidden, experts} || upType.getDimSize(2) != hidden ||
+      upType.getDimSize(1) % 2 != 0 || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
+      routerType.getElementType() != element || upType.getElementType() != element ||
+      downType.getElementType() != element || block.k < 1 || block.k > experts)
+    return emitError(loc) << "MoE block: inconsistent shapes: x " << xType << ", router " << routerType
+                          << ", gate/up " << upType << ", down " << downType << ", k = " << block.k;
+  Value routerRows = tensor_builders::transpose(builder, loc, *router, {1, 0}); // [E, H]
+  std::string routing = "#moe.routing<scoring = softmax, k = " + std::to_string(block.k) +
+                        (block.normalize ? ", normalize = all>" : ">");
+  auto routingAttr = dyn_cast_or_null<RoutingAttr>(parseAttribute(routing, context));
+  auto expertsAttr = dyn_cast_or_null<ArrayAttr>(
+      parseAttribute("[#moe.group<ffn, " + std::to_string(experts) + ">]", context));
+  if (!routingAttr || !expertsAttr)
+    return emitError(loc) << "MoE block: internal error building the routing attributes";
+  auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
+                               *x, routerRows, Value(), Value(), Value(), Value(), *up, *down, Value(), Value(),
+                               Value(), Value(), Value(), expertsAttr, ActivationAttr::get(context, Activation::swiglu),
+                               routingAttr, CapacityAttr());
+  values[block.output] = layer.getY();
+  return success();
+}
+
 std::string GraphImporter::supportedOps() const {
   std::vector<std::string> names = {"Constant"};
   for (const OpConverter &c : converters)
@@ -457,13 +498,11 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node, size_t inde
   for (const OpConverter &c : converters)
     if (c.domain == domain && c.opType == node.op_type())
       converter = &c;
-  if (!converter && !(domain.empty() && node.op_type() == "Constant"))
+  if (!converter)
     return emitError(loc) << "node '" << node.name() << "': unsupported ONNX op '"
                           << (domain.empty() ? "" : domain + ".") << node.op_type() << "' (opset " << version
                           << "); supported: " << supportedOps();
 
-  if (domain.empty() && node.op_type() == "Constant")
-    return importConstant(node, loc);
   NodeContext ctx{node, builder, loc, {}, version, nullptr, nullptr};
   for (const std::string &name : node.input()) {
     if (name.empty()) {
@@ -587,9 +626,40 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
     func.setArgAttr(i, "onnx.name", builder.getStringAttr(name));
   }
   builder.setInsertionPointToEnd(entry);
+  // Constant nodes first (they have no inputs): the block matcher reads them.
   for (auto [i, node] : llvm::enumerate(graph.node()))
+    if (domainOf(node.domain()).empty() && node.op_type() == "Constant" && failed(importConstant(node, nodeLoc(node, i))))
+      return nullptr;
+  // MoE blocks written out in plain ops become one moe.layer each.
+  ConstantLookup lookupConstant{
+      [&](StringRef name) -> std::optional<SmallVector<int64_t>> {
+        auto it = constants.find(name);
+        return it == constants.end() ? std::nullopt : it->second.asInts();
+      },
+      [&](StringRef name) { return constants.count(name) > 0; }};
+  std::vector<std::pair<int, std::string>> nearMisses;
+  std::vector<MoeBlock> blocks = findMoeBlocks(graph, lookupConstant, nearMisses);
+  for (auto [index, why] : nearMisses)
+    emitRemark(nodeLoc(graph.node(index), index))
+        << "MoE-like routing at TopK '" << graph.node(index).name() << "' is left as plain ops: " << why;
+  llvm::DenseMap<int, const MoeBlock *> blockEndingAt;
+  llvm::DenseSet<int> inBlock;
+  for (const MoeBlock &block : blocks) {
+    blockEndingAt[block.last] = &block;
+    inBlock.insert(block.nodes.begin(), block.nodes.end());
+  }
+  for (auto [i, node] : llvm::enumerate(graph.node())) {
+    int index = static_cast<int>(i);
+    if (auto it = blockEndingAt.find(index); it != blockEndingAt.end()) {
+      if (failed(importMoeBlock(*it->second, nodeLoc(graph.node(it->second->anchor), it->second->anchor))))
+        return nullptr;
+      continue;
+    }
+    if (inBlock.contains(index) || (domainOf(node.domain()).empty() && node.op_type() == "Constant"))
+      continue;
     if (failed(importNode(node, i)))
       return nullptr;
+  }
 
   SmallVector<Value> results;
   for (const onnx::ValueInfoProto &output : graph.output()) {

@@ -1,0 +1,46 @@
+//===- MoeBlocks.h - MoE layers written out in plain ONNX ops ---*- C++ -*-===//
+
+#ifndef MOE_FRONTEND_ONNX_MOEBLOCKS_H
+#define MOE_FRONTEND_ONNX_MOEBLOCKS_H
+
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mlir::moe::onnx_import {
+
+/// What the matcher may ask about the graph's constants.
+struct ConstantLookup {
+  /// The integer values of a constant, if it is one.
+  std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> ints;
+  std::function<bool(llvm::StringRef)> isConstant;
+  std::optional<llvm::SmallVector<int64_t>> operator()(llvm::StringRef name) const { return ints(name); }
+};
+
+/// One matched block: the nodes it replaces (imported as one moe.layer at
+/// `last`, the node computing `output`) and its operands by ONNX name.
+struct MoeBlock {
+  int anchor = -1, last = -1;
+  llvm::DenseSet<int> nodes;
+  std::string x, routerWeight, gateUp, down, output;
+  int64_t k = 1;
+  bool normalize = false;
+};
+
+/// The MoE blocks of `graph` (MoeBlocks.cpp has the pattern). Near misses
+/// (softmax top-k routing whose block differs somewhere) are listed as
+/// (TopK node index, reason) and stay plain ops.
+std::vector<MoeBlock> findMoeBlocks(const onnx::GraphProto &graph, const ConstantLookup &constants,
+                                    std::vector<std::pair<int, std::string>> &nearMisses);
+
+} // namespace mlir::moe::onnx_import
+
+#endif // MOE_FRONTEND_ONNX_MOEBLOCKS_H
