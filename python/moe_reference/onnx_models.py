@@ -38,7 +38,7 @@ def moe_node(inputs, output, **attrs):
 
 
 def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu", normalize=0,
-              fusion=None, dtype="f32", rank3=False, router_in_graph=True):
+              fusion=None, dtype="f32", rank3=False, router_in_graph=True, bias=False):
     """One MoE node; `router_in_graph` computes the logits with a MatMul."""
     np_type, onnx_type = DTYPES[dtype]
     rng = _rng(name)
@@ -69,7 +69,12 @@ def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu
     attrs = dict(k=k, activation_type=activation, normalize_routing_weights=normalize)
     if fusion is not None:
         attrs["swiglu_fusion"] = fusion
-    nodes.append(moe_node(["x", "logits", "fc1", "", "fc2"], "y", name="moe", **attrs))
+    fc1_bias = fc2_bias = ""
+    if bias:
+        inits.append(_init("fc1_bias", (0.5 * rng.standard_normal((experts, up_rows))).astype(np_type)))
+        inits.append(_init("fc2_bias", (0.5 * rng.standard_normal((experts, hidden))).astype(np_type)))
+        fc1_bias, fc2_bias = "fc1_bias", "fc2_bias"
+    nodes.append(moe_node(["x", "logits", "fc1", fc1_bias, "fc2", fc2_bias], "y", name="moe", **attrs))
     graph = helper.make_graph(nodes, name, graph_inputs,
                               [helper.make_tensor_value_info("y", onnx_type, x_dims)], inits)
     model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
@@ -323,6 +328,8 @@ MOE_CASES = {
     "moe_swiglu_f16": dict(activation="swiglu", k=2, fusion=1, normalize=1, dtype="f16"),
     "moe_relu_rank3": dict(activation="relu", k=2, rank3=True),
     "moe_logits_input": dict(activation="silu", k=2, router_in_graph=False),
+    "moe_relu_bias": dict(activation="relu", k=2, bias=True),
+    "moe_swiglu_bias": dict(activation="swiglu", k=2, fusion=1, bias=True, normalize=1),
 }
 
 
@@ -410,7 +417,7 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 3])],
                                   [_init("w", w)])
-    elif name in ("moe_k_out_of_range", "moe_with_bias", "moe_bad_activation"):
+    elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation"):
         attrs = dict(k=9 if name == "moe_k_out_of_range" else 2,
                      activation_type="tanh" if name == "moe_bad_activation" else "relu")
         model, _ = moe_model(name, hidden=8, ffn=4, experts=4)
@@ -418,8 +425,8 @@ def bad_model(name, out_dir):
         node = graph.node[-1]
         del node.attribute[:]
         node.attribute.extend([helper.make_attribute(k, v) for k, v in attrs.items()])
-        if name == "moe_with_bias":
-            graph.initializer.append(_init("fc1_bias", np.zeros((4, 4), np.float32)))
+        if name == "moe_bias_shape":
+            graph.initializer.append(_init("fc1_bias", np.zeros((4, 3), np.float32)))
             node.input[3] = "fc1_bias"
     else:
         raise KeyError(name)
@@ -428,7 +435,7 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
-       "moe_k_out_of_range", "moe_with_bias", "moe_bad_activation"]
+       "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

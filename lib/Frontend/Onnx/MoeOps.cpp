@@ -18,6 +18,8 @@
 #include "TensorBuilders.h"
 
 #include "dialects/moe/MoeOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;
@@ -65,10 +67,6 @@ Results convertMoe(NodeContext &ctx) {
     return ctx.error() << "the hidden size of input must be static", failure();
 
   // Unsupported features are errors at the node, never silently dropped.
-  for (auto [index, name] : {std::pair{Fc1Bias, "fc1_experts_bias"}, std::pair{Fc2Bias, "fc2_experts_bias"},
-                             std::pair{Fc3Bias, "fc3_experts_bias"}})
-    if (ctx.input(index))
-      return ctx.error() << name << ": expert biases are not supported yet", failure();
   if (ctx.intAttr("use_sparse_mixer", 0))
     return ctx.error() << "use_sparse_mixer (Phi-3.5 SparseMixer routing) is not supported", failure();
   if (ctx.attr("swiglu_limit"))
@@ -111,12 +109,37 @@ Results convertMoe(NodeContext &ctx) {
   }
   auto upType = cast<RankedTensorType>(up.getType());
   int64_t experts = upType.getDimSize(0), upRows = upType.getDimSize(1);
+  // Biases [E, rows], checked against their weights.
+  auto biasOf = [&](unsigned index, StringRef name, int64_t rows) -> FailureOr<Value> {
+    Value bias = ctx.input(index);
+    if (!bias)
+      return Value();
+    RankedTensorType type = ctx.inputType(index);
+    if (type.getShape() != ArrayRef<int64_t>{experts, rows} || type.getElementType() != element)
+      return ctx.error() << name << " must be " << RankedTensorType::get({experts, rows}, element) << ", got " << type,
+             failure();
+    return bias;
+  };
+  FailureOr<Value> upBias = biasOf(Fc1Bias, "fc1_experts_bias", gated && fusion == 0 ? upRows / 2 : upRows);
+  if (failed(upBias))
+    return failure();
+  if (gated && fusion == 0 && *upBias) {
+    FailureOr<Value> fc3Bias = biasOf(Fc3Bias, "fc3_experts_bias", upRows / 2);
+    if (failed(fc3Bias))
+      return failure();
+    if (!*fc3Bias)
+      return ctx.error() << "fc1_experts_bias without fc3_experts_bias", failure();
+    upBias = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{*upBias, *fc3Bias}).getResult();
+  }
   if (gated && fusion == 1) {
-    // Rows g0, u0, g1, u1, ... -> [g0 g1 ...; u0 u1 ...].
+    // Rows g0, u0, g1, u1, ... -> [g0 g1 ...; u0 u1 ...] (the bias alike).
     if (upRows % 2 != 0)
       return ctx.error() << "interleaved swiglu fc1 needs an even row count, got " << upRows, failure();
     Value split = tb::reshape(b, loc, up, {experts, upRows / 2, 2, hidden});
     up = tb::reshape(b, loc, tb::transpose(b, loc, split, {0, 2, 1, 3}), {experts, upRows, hidden});
+    if (*upBias)
+      upBias = tb::reshape(b, loc, tb::transpose(b, loc, tb::reshape(b, loc, *upBias, {experts, upRows / 2, 2}), {0, 2, 1}),
+                           {experts, upRows});
   }
   int64_t ffn = gated ? upRows / 2 : upRows;
   FailureOr<Value> down = expertWeights(ctx, Fc2, "fc2_experts_weights", ffn);
@@ -129,6 +152,9 @@ Results convertMoe(NodeContext &ctx) {
            failure();
   if (cast<RankedTensorType>(up.getType()).getElementType() != element || downType.getElementType() != element)
     return ctx.error() << "expert weights must have the input's element type " << element, failure();
+  FailureOr<Value> downBias = biasOf(Fc2Bias, "fc2_experts_bias", hidden);
+  if (failed(downBias))
+    return failure();
 
   // Tokens [T, H] and logits [T, E] in f32.
   Value tokens = xType.getRank() == 2 ? x : tb::reshape(b, loc, x, {ShapedType::kDynamic, hidden});
@@ -165,11 +191,30 @@ Results convertMoe(NodeContext &ctx) {
                                      b.getI64IntegerAttr(experts), CapacityAttr());
   Value permuted = PermuteOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), tokens,
                                      dispatch.getRowToken());
-  Value h = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, upRows}, element), permuted, up,
+  // A bias is one more column of the weights, met by a column of ones:
+  // exact (the f32 accumulation adds bias · 1), and no new op.
+  auto withBias = [&](Value lhs, Value weights, Value bias) -> std::pair<Value, Value> {
+    if (!bias)
+      return {lhs, weights};
+    auto lhsType = cast<RankedTensorType>(lhs.getType());
+    auto onesType = RankedTensorType::get({lhsType.getDimSize(0), 1}, element);
+    SmallVector<Value> dynamic;
+    if (lhsType.isDynamicDim(0))
+      dynamic.push_back(tb::dimSize(b, loc, lhs, 0));
+    Value one = arith::ConstantOp::create(b, loc, b.getFloatAttr(element, 1.0));
+    Value ones = linalg::FillOp::create(b, loc, one, tb::empty(b, loc, onesType, dynamic)).getResult(0);
+    auto biasType = cast<RankedTensorType>(bias.getType());
+    Value column = tb::reshape(b, loc, bias, {biasType.getDimSize(0), biasType.getDimSize(1), 1});
+    return {tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{lhs, ones}),
+            tensor::ConcatOp::create(b, loc, /*dim=*/2, ValueRange{weights, column})};
+  };
+  auto [upLhs, upWeights] = withBias(permuted, up, *upBias);
+  Value h = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, upRows}, element), upLhs, upWeights,
                                     dispatch.getExpertOffsets(), Value());
   Value a = ActivationOp::create(b, loc, RankedTensorType::get({rows, ffn}, element),
                                  ActivationAttr::get(b.getContext(), *kind), h);
-  Value y = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), a, *down,
+  auto [downLhs, downWeights] = withBias(a, *down, *downBias);
+  Value y = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), downLhs, downWeights,
                                     dispatch.getExpertOffsets(), Value());
   Value out = CombineOp::create(b, loc, RankedTensorType::get({numTokens, hidden}, element), y,
                                 dispatch.getSlotRow(), dispatch.getSlotWeight());
