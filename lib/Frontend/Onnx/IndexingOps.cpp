@@ -131,11 +131,9 @@ Results convertSlice(NodeContext &ctx) {
     return ctx.error() << "starts, ends, axes and steps must have the same length", failure();
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), sizes, strides(rank, b.getIndexAttr(1));
+  SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), sizes = tb::sizesOf(b, loc, data),
+                            strides(rank, b.getIndexAttr(1));
   SmallVector<int64_t> shape(type.getShape());
-  for (int64_t d = 0; d < rank; ++d)
-    sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(b, loc, data, d))
-                                                    : OpFoldResult(b.getIndexAttr(shape[d])));
   for (size_t i = 0; i < axes.size(); ++i) {
     FailureOr<int64_t> axis = axisOf(ctx, axes[i], rank);
     if (failed(axis))
@@ -222,12 +220,9 @@ Results convertSplit(NodeContext &ctx) {
   SmallVector<Value> results;
   int64_t offset = 0;
   for (int64_t p : parts) {
-    SmallVector<OpFoldResult> offsets(type.getRank(), ctx.b.getIndexAttr(0)), sizes,
-        strides(type.getRank(), ctx.b.getIndexAttr(1));
+    SmallVector<OpFoldResult> offsets(type.getRank(), ctx.b.getIndexAttr(0)),
+        sizes = tb::sizesOf(ctx.b, ctx.loc, data), strides(type.getRank(), ctx.b.getIndexAttr(1));
     SmallVector<int64_t> shape(type.getShape());
-    for (int64_t d = 0; d < type.getRank(); ++d)
-      sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(ctx.b, ctx.loc, data, d))
-                                                      : OpFoldResult(ctx.b.getIndexAttr(shape[d])));
     offsets[*axis] = ctx.b.getIndexAttr(offset);
     sizes[*axis] = ctx.b.getIndexAttr(p);
     shape[*axis] = p;
@@ -271,12 +266,9 @@ Results convertShape(NodeContext &ctx) {
   if (!data)
     return ctx.error() << "input is required", failure();
   RankedTensorType type = ctx.inputType(0);
-  int64_t rank = type.getRank();
-  int64_t start = ctx.intAttr("start", 0), end = ctx.intAttr("end", rank);
-  start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
-  end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
-  auto resultType = RankedTensorType::get({std::max<int64_t>(end - start, 0)}, ctx.b.getI64Type());
-  SmallVector<int64_t> sizes(type.getShape().slice(start, std::max<int64_t>(end - start, 0)));
+  auto [start, end] = shapeNodeRange(ctx, type.getRank());
+  auto resultType = RankedTensorType::get({end - start}, ctx.b.getI64Type());
+  SmallVector<int64_t> sizes(type.getShape().slice(start, end - start));
   if (llvm::none_of(sizes, ShapedType::isDynamic))
     return SmallVector<Value>{
         arith::ConstantOp::create(ctx.b, ctx.loc, DenseIntElementsAttr::get(resultType, ArrayRef<int64_t>(sizes)))};
@@ -320,12 +312,9 @@ Results convertWhere(NodeContext &ctx) {
   Type element = ctx.inputType(1).getElementType();
   if (!ctx.inputType(0).getElementType().isInteger(1) || ctx.inputType(2).getElementType() != element)
     return ctx.error() << "needs a bool condition and X, Y of one type", failure();
-  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ctx.inputs, element, [](OpBuilder &b, Location l, ValueRange a) {
+  return mapBroadcast(ctx, ctx.inputs, element, [](OpBuilder &b, Location l, ValueRange a) {
     return arith::SelectOp::create(b, l, a[0], a[1], a[2]).getResult();
   });
-  if (failed(r))
-    return ctx.error() << "operands do not broadcast", failure();
-  return SmallVector<Value>{*r};
 }
 
 /// TopK along the last axis, largest first, sorted (ties: lower index

@@ -314,43 +314,21 @@ FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor,
   auto owned = std::make_shared<std::vector<char>>(size);
   auto put = [&](int64_t i, const void *src) { memcpy(owned->data() + i * byteWidth(element), src, byteWidth(element)); };
   int64_t available = 0;
+  // Each value's low bytes (little-endian) are the element's.
+  auto copyAll = [&](const auto &field) {
+    available = field.size();
+    for (int64_t i = 0; i < std::min(available, count); ++i) {
+      auto v = field.Get(i);
+      put(i, &v);
+    }
+  };
   switch (tensor.data_type()) {
-  case onnx::TensorProto::FLOAT:
-    available = tensor.float_data_size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      float v = tensor.float_data(i);
-      put(i, &v);
-    }
-    break;
-  case onnx::TensorProto::DOUBLE:
-    available = tensor.double_data_size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      double v = tensor.double_data(i);
-      put(i, &v);
-    }
-    break;
-  case onnx::TensorProto::INT64:
-    available = tensor.int64_data_size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      int64_t v = tensor.int64_data(i);
-      put(i, &v);
-    }
-    break;
+  case onnx::TensorProto::FLOAT: copyAll(tensor.float_data()); break;
+  case onnx::TensorProto::DOUBLE: copyAll(tensor.double_data()); break;
+  case onnx::TensorProto::INT64: copyAll(tensor.int64_data()); break;
   case onnx::TensorProto::UINT32:
-  case onnx::TensorProto::UINT64:
-    available = tensor.uint64_data_size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      uint64_t v = tensor.uint64_data(i);
-      put(i, &v);
-    }
-    break;
-  default: // int32_data holds every narrower type, f16/bf16 as bit patterns
-    available = tensor.int32_data_size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      int32_t v = tensor.int32_data(i);
-      put(i, &v);
-    }
-    break;
+  case onnx::TensorProto::UINT64: copyAll(tensor.uint64_data()); break;
+  default: copyAll(tensor.int32_data()); break; // every narrower type, f16/bf16 as bit patterns
   }
   if (available != count)
     return error() << what << ": holds " << available << " values, its shape needs " << count, failure();

@@ -78,6 +78,11 @@ struct OpConverter {
   ConvertFn convert;
 };
 
+/// `fn` over the node's `operands` broadcast together (numpy rules), or an
+/// error at the node naming their types (StandardOps.cpp).
+FailureOr<llvm::SmallVector<Value>> mapBroadcast(NodeContext &ctx, ValueRange operands, Type element,
+                                                 function_ref<Value(OpBuilder &, Location, ValueRange)> fn);
+
 /// The converters of the default domain (StandardOps.cpp).
 void addStandardConverters(std::vector<OpConverter> &converters);
 /// Gather, Slice, Concat, Split, Expand, Shape, Range, Where, TopK
@@ -90,6 +95,10 @@ void addMoeConverters(std::vector<OpConverter> &converters);
 /// and the op is one shape computations use (Shape, Gather, Concat, Slice,
 /// Unsqueeze, Squeeze, Cast, Identity, Add/Sub/Mul/Div).
 std::optional<ShapeVector> propagateShapeVector(NodeContext &ctx);
+
+/// The [start, end) dimensions a Shape node reports for a rank-`rank`
+/// input (its `start`/`end` attributes, clamped).
+std::pair<int64_t, int64_t> shapeNodeRange(const NodeContext &ctx, int64_t rank);
 
 /// `x op y` on index sizes (Add, Sub, Mul, Div), folded when constant.
 OpFoldResult combineSizes(OpBuilder &b, Location loc, llvm::StringRef op, OpFoldResult x, OpFoldResult y);

@@ -38,6 +38,13 @@ OpFoldResult mlir::moe::onnx_import::combineSizes(OpBuilder &b, Location loc, St
   return arith::DivSIOp::create(b, loc, vx, vy).getResult();
 }
 
+std::pair<int64_t, int64_t> mlir::moe::onnx_import::shapeNodeRange(const NodeContext &ctx, int64_t rank) {
+  int64_t start = ctx.intAttr("start", 0), end = ctx.intAttr("end", rank);
+  start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
+  end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+  return {start, std::max(start, end)};
+}
+
 std::optional<ShapeVector> mlir::moe::onnx_import::propagateShapeVector(NodeContext &ctx) {
   StringRef op = ctx.node.op_type();
   if (!ctx.node.domain().empty() && ctx.node.domain() != "ai.onnx")
@@ -48,10 +55,7 @@ std::optional<ShapeVector> mlir::moe::onnx_import::propagateShapeVector(NodeCont
 
   if (op == "Shape") {
     RankedTensorType type = ctx.inputType(0);
-    int64_t rank = type.getRank();
-    int64_t start = ctx.intAttr("start", 0), end = ctx.intAttr("end", rank);
-    start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);
-    end = std::clamp<int64_t>(end < 0 ? end + rank : end, 0, rank);
+    auto [start, end] = shapeNodeRange(ctx, type.getRank());
     ShapeVector v;
     for (int64_t d = start; d < end; ++d)
       v.elements.push_back(type.isDynamicDim(d) ? OpFoldResult(tb::dimSize(b, loc, ctx.input(0), d))

@@ -59,18 +59,12 @@ ConvertFn binary() {
       return ctx.error() << "operand types differ: " << ctx.input(0).getType() << " and "
                          << ctx.input(1).getType(),
              failure();
-    FailureOr<Value> r = tb::elementwise(
-        ctx.b, ctx.loc, ValueRange{ctx.input(0), ctx.input(1)}, element,
-        [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
-          if (isa<FloatType>(element))
-            return FloatOp::create(b, loc, a[0], a[1]);
-          return IntOp::create(b, loc, a[0], a[1]);
-        });
-    if (failed(r))
-      return ctx.error() << "shapes " << ctx.input(0).getType() << " and " << ctx.input(1).getType()
-                         << " do not broadcast",
-             failure();
-    return SmallVector<Value>{*r};
+    return mapBroadcast(ctx, ValueRange{ctx.input(0), ctx.input(1)}, element,
+                        [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+                          if (isa<FloatType>(element))
+                            return FloatOp::create(b, loc, a[0], a[1]);
+                          return IntOp::create(b, loc, a[0], a[1]);
+                        });
   };
 }
 
@@ -322,14 +316,15 @@ FailureOr<SmallVector<int64_t>> shapeAxes(NodeContext &ctx) {
   return ctx.intsAttr("axes").value_or(SmallVector<int64_t>{});
 }
 
-Results convertUnsqueeze(NodeContext &ctx) {
+/// The node's axes (shapeAxes), normalised against a rank: the result's
+/// for Unsqueeze (input rank + number of axes), the input's for Squeeze.
+FailureOr<SmallVector<int64_t>> normalizedShapeAxes(NodeContext &ctx, bool unsqueeze) {
   if (failed(expectInputs(ctx, 1, false)))
     return failure();
   FailureOr<SmallVector<int64_t>> axes = shapeAxes(ctx);
   if (failed(axes))
     return failure();
-  ArrayRef<int64_t> in = ctx.inputType(0).getShape();
-  int64_t rank = in.size() + axes->size();
+  int64_t rank = ctx.inputType(0).getRank() + (unsqueeze ? axes->size() : 0);
   SmallVector<int64_t> normalized;
   for (int64_t a : *axes) {
     FailureOr<int64_t> n = normalizeAxis(ctx, a, rank);
@@ -337,6 +332,16 @@ Results convertUnsqueeze(NodeContext &ctx) {
       return failure();
     normalized.push_back(*n);
   }
+  return normalized;
+}
+
+Results convertUnsqueeze(NodeContext &ctx) {
+  FailureOr<SmallVector<int64_t>> axes = normalizedShapeAxes(ctx, /*unsqueeze=*/true);
+  if (failed(axes))
+    return failure();
+  ArrayRef<int64_t> in = ctx.inputType(0).getShape();
+  int64_t rank = in.size() + axes->size();
+  const SmallVector<int64_t> &normalized = *axes;
   SmallVector<int64_t> shape;
   for (int64_t d = 0, j = 0; d < rank; ++d)
     shape.push_back(llvm::is_contained(normalized, d) ? 1 : in[j++]);
@@ -344,21 +349,14 @@ Results convertUnsqueeze(NodeContext &ctx) {
 }
 
 Results convertSqueeze(NodeContext &ctx) {
-  if (failed(expectInputs(ctx, 1, false)))
-    return failure();
-  FailureOr<SmallVector<int64_t>> axes = shapeAxes(ctx);
+  FailureOr<SmallVector<int64_t>> axes = normalizedShapeAxes(ctx, /*unsqueeze=*/false);
   if (failed(axes))
     return failure();
   ArrayRef<int64_t> in = ctx.inputType(0).getShape();
-  SmallVector<int64_t> normalized;
-  for (int64_t a : *axes) {
-    FailureOr<int64_t> n = normalizeAxis(ctx, a, in.size());
-    if (failed(n))
-      return failure();
-    if (in[*n] != 1)
-      return ctx.error() << "cannot squeeze dimension " << *n << " of size " << in[*n], failure();
-    normalized.push_back(*n);
-  }
+  const SmallVector<int64_t> &normalized = *axes;
+  for (int64_t n : normalized)
+    if (!ShapedType::isDynamic(in[n]) && in[n] != 1)
+      return ctx.error() << "cannot squeeze dimension " << n << " of size " << in[n], failure();
   SmallVector<int64_t> shape;
   for (auto [d, size] : llvm::enumerate(in)) {
     bool drop = normalized.empty() ? size == 1 : llvm::is_contained(normalized, static_cast<int64_t>(d));
@@ -376,16 +374,12 @@ ConvertFn compare(arith::CmpFPredicate fp, arith::CmpIPredicate ip) {
     Type element = ctx.inputType(0).getElementType();
     if (ctx.inputType(1).getElementType() != element)
       return ctx.error() << "operand types differ", failure();
-    FailureOr<Value> r = tb::elementwise(
-        ctx.b, ctx.loc, ValueRange{ctx.input(0), ctx.input(1)}, ctx.b.getI1Type(),
-        [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
-          if (isa<FloatType>(element))
-            return arith::CmpFOp::create(b, loc, fp, a[0], a[1]);
-          return arith::CmpIOp::create(b, loc, ip, a[0], a[1]);
-        });
-    if (failed(r))
-      return ctx.error() << "operands do not broadcast", failure();
-    return SmallVector<Value>{*r};
+    return mapBroadcast(ctx, ValueRange{ctx.input(0), ctx.input(1)}, ctx.b.getI1Type(),
+                        [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+                          if (isa<FloatType>(element))
+                            return arith::CmpFOp::create(b, loc, fp, a[0], a[1]);
+                          return arith::CmpIOp::create(b, loc, ip, a[0], a[1]);
+                        });
   };
 }
 
@@ -396,17 +390,13 @@ ConvertFn variadic() {
     if (ctx.inputs.empty() || llvm::any_of(ctx.inputs, [](Value v) { return !v; }))
       return ctx.error() << "every input is required", failure();
     Type element = ctx.inputType(0).getElementType();
-    FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ctx.inputs, element,
-                                         [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
-                                           Value acc = a[0];
-                                           for (Value v : a.drop_front())
-                                             acc = isa<FloatType>(element) ? FloatOp::create(b, loc, acc, v).getResult()
-                                                                           : IntOp::create(b, loc, acc, v).getResult();
-                                           return acc;
-                                         });
-    if (failed(r))
-      return ctx.error() << "operands do not broadcast", failure();
-    return SmallVector<Value>{*r};
+    return mapBroadcast(ctx, ctx.inputs, element, [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+      Value acc = a[0];
+      for (Value v : a.drop_front())
+        acc = isa<FloatType>(element) ? FloatOp::create(b, loc, acc, v).getResult()
+                                      : IntOp::create(b, loc, acc, v).getResult();
+      return acc;
+    });
   };
 }
 
@@ -414,15 +404,12 @@ Results convertPow(NodeContext &ctx) {
   if (failed(expectInputs(ctx, 2, true)))
     return failure();
   Type element = ctx.inputType(0).getElementType();
-  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{ctx.input(0), ctx.input(1)}, element,
-                                       [&](OpBuilder &b, Location loc, ValueRange a) {
-                                         Value x = tb::castScalar(b, loc, a[0], b.getF32Type());
-                                         Value y = tb::castScalar(b, loc, a[1], b.getF32Type());
-                                         return tb::castScalar(b, loc, math::PowFOp::create(b, loc, x, y), element);
-                                       });
-  if (failed(r))
-    return ctx.error() << "operands do not broadcast", failure();
-  return SmallVector<Value>{*r};
+  return mapBroadcast(ctx, ValueRange{ctx.input(0), ctx.input(1)}, element,
+                      [&](OpBuilder &b, Location loc, ValueRange a) {
+                        Value x = tb::castScalar(b, loc, a[0], b.getF32Type());
+                        Value y = tb::castScalar(b, loc, a[1], b.getF32Type());
+                        return tb::castScalar(b, loc, math::PowFOp::create(b, loc, x, y), element);
+                      });
 }
 
 /// (X - mean) / sqrt(var + epsilon) * Scale + B over the axes [axis, rank),
@@ -477,6 +464,18 @@ Results convertIdentity(NodeContext &ctx) {
 }
 
 } // namespace
+
+FailureOr<SmallVector<Value>> mlir::moe::onnx_import::mapBroadcast(NodeContext &ctx, ValueRange operands,
+                                                                   Type element, tb::ScalarFn fn) {
+  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, operands, element, fn);
+  if (failed(r)) {
+    InFlightDiagnostic diag = ctx.error() << "operands";
+    for (Value v : operands)
+      diag << " " << v.getType();
+    return diag << " do not broadcast", failure();
+  }
+  return SmallVector<Value>{*r};
+}
 
 void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &converters) {
   auto add = [&](StringRef op, ConvertFn fn) { converters.push_back({"", op, std::move(fn)}); };

@@ -370,14 +370,17 @@ Value reshapeToSizes(OpBuilder &b, Location loc, Value x, ArrayRef<OpFoldResult>
   return reshapeThroughFlat(b, loc, x, shape, sizes);
 }
 
-Value reshapeLike(OpBuilder &b, Location loc, Value x, Value like) {
-  RankedTensorType likeType = rankedType(like);
+SmallVector<OpFoldResult> sizesOf(OpBuilder &b, Location loc, Value x) {
+  RankedTensorType type = rankedType(x);
   SmallVector<OpFoldResult> sizes;
-  for (int64_t d = 0; d < likeType.getRank(); ++d)
-    sizes.push_back(ShapedType::isDynamic(likeType.getDimSize(d))
-                        ? OpFoldResult(dimSize(b, loc, like, d))
-                        : OpFoldResult(b.getIndexAttr(likeType.getDimSize(d))));
-  return reshapeThroughFlat(b, loc, x, likeType.getShape(), sizes);
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    sizes.push_back(type.isDynamicDim(d) ? OpFoldResult(dimSize(b, loc, x, d))
+                                         : OpFoldResult(b.getIndexAttr(type.getDimSize(d))));
+  return sizes;
+}
+
+Value reshapeLike(OpBuilder &b, Location loc, Value x, Value like) {
+  return reshapeThroughFlat(b, loc, x, rankedType(like).getShape(), sizesOf(b, loc, like));
 }
 
 } // namespace mlir::moe::tensor_builders

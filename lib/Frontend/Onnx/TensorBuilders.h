@@ -60,6 +60,9 @@ Value reshapeToSizes(OpBuilder &b, Location loc, Value x, ArrayRef<OpFoldResult>
 /// sizes read from `like`.
 Value reshapeLike(OpBuilder &b, Location loc, Value x, Value like);
 
+/// Every size of `x`: attributes where static, tensor.dim where dynamic.
+SmallVector<OpFoldResult> sizesOf(OpBuilder &b, Location loc, Value x);
+
 /// The size of dimension `dim` of `x` as an index value (constant if static).
 Value dimSize(OpBuilder &b, Location loc, Value x, int64_t dim);
 
