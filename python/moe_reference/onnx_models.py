@@ -235,7 +235,8 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
     return model, {"x": rng.standard_normal((3, 5, hidden)).astype(f)}
 
 
-def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False):
+def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False,
+                     shared=0):
     """An MoE block written out in plain ONNX ops, in the batched form of
     transformers' export-friendly experts (batched_mm): router MatMul ->
     Softmax -> TopK (-> ReduceSum/Div), each slot's token row and expert
@@ -304,6 +305,27 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     rest = [nd for nd in nodes if nd.output[0] not in order]
     first = rest[:3 + (2 if normalize else 0)]
     nodes = first + sorted(helpers, key=lambda nd: order[nd.output[0]]) + rest[len(first):]
+    if shared:
+        # Qwen2-MoE: y = moe(x) + sigmoid(x Wg) * down(silu(x Wgate) * (x Wup)).
+        inits += [
+            _init("shared_gate_proj", (rng.standard_normal((hidden, shared)) / np.sqrt(hidden)).astype(f)),
+            _init("shared_up_proj", (rng.standard_normal((hidden, shared)) / np.sqrt(hidden)).astype(f)),
+            _init("shared_down_proj", (rng.standard_normal((shared, hidden)) / np.sqrt(shared)).astype(f)),
+            _init("shared_expert_gate", rng.standard_normal((hidden, 1)).astype(f)),
+        ]
+        next(nd for nd in nodes if nd.name == "combine").output[0] = "y_routed"
+        nodes += [
+            n("MatMul", ["x", "shared_gate_proj"], ["sh_g"]),
+            n("Sigmoid", ["sh_g"], ["sh_gs"]),
+            n("Mul", ["sh_g", "sh_gs"], ["sh_ga"]),
+            n("MatMul", ["x", "shared_up_proj"], ["sh_u"]),
+            n("Mul", ["sh_ga", "sh_u"], ["sh_a"]),
+            n("MatMul", ["sh_a", "shared_down_proj"], ["sh_out"]),
+            n("MatMul", ["x", "shared_expert_gate"], ["sh_logit"]),
+            n("Sigmoid", ["sh_logit"], ["sh_w"]),
+            n("Mul", ["sh_w", "sh_out"], ["sh_weighted"]),
+            n("Add", ["y_routed", "sh_weighted"], ["y"], name="add_shared"),
+        ]
     dims = ["tokens", hidden]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
@@ -315,6 +337,7 @@ DECOMPOSED_CASES = {
     "decomposed_mixtral": dict(normalize=True, k=2, experts=4),
     "decomposed_olmoe": dict(normalize=False, k=2, experts=8, ffn=12),
     "decomposed_near_miss": dict(normalize=True, k=2, experts=4, near_miss=True),
+    "decomposed_qwen2_shared": dict(normalize=False, k=2, experts=8, shared=24),
 }
 
 

@@ -13,7 +13,8 @@
 //   y = ReduceSum(Reshape(Mul(o, Unsqueeze(sw, -1)), [T, k, H]), 1)
 //
 // with Wr, W13 [E, 2I, H] and W2 [E, H, I] constant, and the whole block
-// one moe.layer. Everything is checked: a block that looks like MoE but
+// one moe.layer; a sigmoid-gated shared expert added to y (Qwen2-MoE) joins
+// it as the layer's shared expert. Everything is checked: a block that looks like MoE but
 // differs anywhere (another activation, a value used outside the block, a
 // weight that is not a constant) stays plain ops, with a remark saying why.
 //
@@ -109,6 +110,85 @@ bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64
       if (a.name() == "axes")
         axes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
   return axes && axes->size() == 1 && (*axes)[0] == axis;
+}
+
+/// x @ W with W constant: W's name, or empty.
+std::string constantMatMulOf(const GraphIndex &g, llvm::StringRef value, llvm::StringRef x,
+                             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *mm = g.producer(value);
+  if (!mm || mm->op_type() != "MatMul" || mm->input(0) != x || !g.isConstant(mm->input(1)))
+    return "";
+  nodes.push_back(mm);
+  return mm->input(1);
+}
+
+/// The block's output plus a Qwen2-MoE shared expert:
+///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
+/// Extends `block` and `nodes` when it matches; leaves them otherwise (the
+/// shared expert then stays plain ops, still correct).
+void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *add = g.onlyUser(block.output, "Add");
+  if (!add)
+    return;
+  llvm::SmallVector<const onnx::NodeProto *> found = {add};
+  std::string other = add->input(0) == block.output ? add->input(1) : add->input(0);
+  const onnx::NodeProto *weighted = g.producer(other);
+  if (!weighted || weighted->op_type() != "Mul" || g.users(other).size() != 1)
+    return;
+  found.push_back(weighted);
+  // One factor is the sigmoid gate, the other the shared expert's output.
+  std::string gate, down;
+  for (int side = 0; side < 2 && gate.empty(); ++side) {
+    const onnx::NodeProto *sigmoid = g.producer(weighted->input(side));
+    if (!sigmoid || sigmoid->op_type() != "Sigmoid")
+      continue;
+    llvm::SmallVector<const onnx::NodeProto *> gateNodes = {sigmoid};
+    std::string w = constantMatMulOf(g, sigmoid->input(0), block.x, gateNodes);
+    const onnx::NodeProto *out = g.producer(weighted->input(1 - side));
+    if (w.empty() || !out || out->op_type() != "MatMul" || !g.isConstant(out->input(1)))
+      continue;
+    gate = w;
+    down = out->input(1);
+    found.append(gateNodes.begin(), gateNodes.end());
+    found.push_back(out);
+  }
+  if (gate.empty())
+    return;
+  // (silu(x Wgate) * (x Wup)): Mul(Mul(g, Sigmoid(g)), u).
+  const onnx::NodeProto *act = g.producer(found.back()->input(0));
+  if (!act || act->op_type() != "Mul")
+    return;
+  found.push_back(act);
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *silu = g.producer(act->input(side));
+    if (!silu || silu->op_type() != "Mul")
+      continue;
+    const onnx::NodeProto *sig = nullptr;
+    std::string pre;
+    for (int j = 0; j < 2 && !sig; ++j) {
+      const onnx::NodeProto *s = g.producer(silu->input(j));
+      if (s && s->op_type() == "Sigmoid" && s->input(0) == silu->input(1 - j)) {
+        sig = s;
+        pre = silu->input(1 - j);
+      }
+    }
+    if (!sig)
+      continue;
+    llvm::SmallVector<const onnx::NodeProto *> expertNodes = {silu, sig};
+    std::string gateProj = constantMatMulOf(g, pre, block.x, expertNodes);
+    std::string upProj = constantMatMulOf(g, act->input(1 - side), block.x, expertNodes);
+    if (gateProj.empty() || upProj.empty())
+      continue;
+    found.append(expertNodes.begin(), expertNodes.end());
+    nodes.append(found.begin(), found.end());
+    block.sharedGateProj = gateProj;
+    block.sharedUpProj = upProj;
+    block.sharedDownProj = down;
+    block.sharedGate = gate;
+    block.output = add->output(0);
+    block.last = g.indexOf(add);
+    return;
+  }
 }
 
 /// Matches the block anchored at TopK node `topk`. On failure returns the
@@ -249,6 +329,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   nodes.append({squeezeO, scale, slots, combine});
   block.output = combine->output(0);
   block.last = g.indexOf(combine);
+  matchSharedExpert(g, block, nodes);
 
   // Nodes whose results only the block reads (the Shape of the ids, Concat
   // of sizes) go with it: nothing else needs them once it is replaced. Then

@@ -31,6 +31,9 @@ struct MoeBlock {
   int anchor = -1, last = -1;
   llvm::DenseSet<int> nodes;
   std::string x, routerWeight, gateUp, down, output;
+  /// A sigmoid-gated shared expert added to the output (Qwen2-MoE), as
+  /// x @ W weights: gate/up [H, S], down [S, H], gate [H, 1]; empty if none.
+  std::string sharedGateProj, sharedUpProj, sharedDownProj, sharedGate;
   int64_t k = 1;
   bool normalize = false;
 };

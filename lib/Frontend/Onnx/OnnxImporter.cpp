@@ -450,10 +450,28 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
       parseAttribute("[#moe.group<ffn, " + std::to_string(experts) + ">]", context));
   if (!routingAttr || !expertsAttr)
     return emitError(loc) << "MoE block: internal error building the routing attributes";
+  // The shared expert's x @ W weights, as the layer's [out, in] rows.
+  Value sharedUp, sharedDown, sharedGate;
+  if (!block.sharedDownProj.empty()) {
+    FailureOr<Value> gateProj = lookup(block.sharedGateProj, loc), upProj = lookup(block.sharedUpProj, loc),
+                     downProj = lookup(block.sharedDownProj, loc), gate = lookup(block.sharedGate, loc);
+    if (failed(gateProj) || failed(upProj) || failed(downProj) || failed(gate))
+      return failure();
+    auto rows = [&](Value w) { return tensor_builders::transpose(builder, loc, w, {1, 0}); };
+    auto projType = cast<RankedTensorType>(gateProj->getType());
+    int64_t sharedSize = projType.getDimSize(1);
+    if (projType.getShape() != ArrayRef<int64_t>{hidden, sharedSize} || upProj->getType() != projType ||
+        cast<RankedTensorType>(downProj->getType()).getShape() != ArrayRef<int64_t>{sharedSize, hidden} ||
+        cast<RankedTensorType>(gate->getType()).getShape() != ArrayRef<int64_t>{hidden, 1})
+      return emitError(loc) << "MoE block: inconsistent shared expert weights";
+    sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{rows(*gateProj), rows(*upProj)});
+    sharedDown = rows(*downProj);
+    sharedGate = rows(*gate);
+  }
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
                                *x, routerRows, Value(), Value(), Value(), Value(), *up, *down, Value(), Value(),
-                               Value(), Value(), Value(), expertsAttr, ActivationAttr::get(context, Activation::swiglu),
-                               routingAttr, CapacityAttr());
+                               sharedUp, sharedDown, sharedGate, expertsAttr,
+                               ActivationAttr::get(context, Activation::swiglu), routingAttr, CapacityAttr());
   values[block.output] = layer.getY();
   return success();
 }
