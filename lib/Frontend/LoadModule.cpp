@@ -9,12 +9,12 @@
 
 using namespace mlir;
 
-OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context) {
+OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
+                                            OnnxImportOptions options) {
   const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
   StringRef name = buffer->getBufferIdentifier();
   if (!name.ends_with(".onnx"))
     return parseSourceFile<ModuleOp>(sourceMgr, context);
-  OnnxImportOptions options;
   options.externalDataDir = llvm::sys::path::parent_path(name).str();
   return importOnnxModel(buffer->getBuffer(), name, context, options);
 }

@@ -45,7 +45,7 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 static cl::OptionCategory category("moe-compile options");
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir file>"), cl::Required,
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir or .onnx file>"), cl::Required,
                                       cl::cat(category));
 static cl::opt<std::string> outputFile("o", cl::desc("The shared library to write (lib<name>.so); "
                                                      "its C header goes next to it (.h)"),
@@ -63,6 +63,15 @@ static cl::opt<std::string> gpuFormat("gpu-format",
                                       cl::init("bin"), cl::cat(category));
 static cl::opt<bool> optimize("optimize", cl::desc("Run moe-optimize before lowering"), cl::init(true),
                               cl::cat(category));
+static cl::opt<int64_t> weightsAsInputs(
+    "weights-as-inputs",
+    cl::desc("ONNX: float initializers of at least this many bytes become inputs of the artifact "
+             "(after the graph inputs) instead of data compiled into it; 0 makes every one an input "
+             "(default: none)"),
+    cl::init(-1), cl::cat(category));
+static cl::opt<std::string> weightsDir("weights-dir",
+                                       cl::desc("ONNX: write the initializers made inputs here as <name>.npy"),
+                                       cl::cat(category));
 static cl::opt<bool> keepTemps("keep-temps",
                                cl::desc("Keep the object and the C wrapper next to the output"),
                                cl::init(false), cl::cat(category));
@@ -166,7 +175,10 @@ int main(int argc, char **argv) {
 
   auto start = std::chrono::steady_clock::now();
   // MLIR, or an ONNX model (imported).
-  OwningOpRef<ModuleOp> module = mlir::moe::loadModule(sourceMgr, &context);
+  mlir::moe::OnnxImportOptions onnxOptions;
+  onnxOptions.weightsAsInputsMinBytes = weightsAsInputs;
+  onnxOptions.weightsDir = weightsDir;
+  OwningOpRef<ModuleOp> module = mlir::moe::loadModule(sourceMgr, &context, onnxOptions);
   if (!module)
     return 1;
   func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);
@@ -177,8 +189,19 @@ int main(int argc, char **argv) {
   spec.gpu = target == "gpu";
   spec.target = spec.gpu ? "gpu " + chip : "cpu";
   FunctionType type = entry.getFunctionType();
+  // An imported ONNX model names its inputs (graph inputs, then weights).
+  auto inputName = [&](unsigned i) {
+    auto name = entry.getArgAttrOfType<StringAttr>(i, "onnx.name");
+    if (!name)
+      return "arg" + std::to_string(i);
+    std::string text = name.getValue().str();
+    for (char &c : text)
+      if (!llvm::isAlnum(c) && !llvm::StringRef("_.:/-").contains(c))
+        c = '_';
+    return text;
+  };
   for (auto [i, t] : llvm::enumerate(type.getInputs())) {
-    auto buffer = bufferOf(t, "arg" + std::to_string(i));
+    auto buffer = bufferOf(t, inputName(i));
     if (!buffer)
       return failWith("argument " + llvm::Twine(i) + " of @" + spec.entry +
                       " is not a ranked tensor of f64, f32, f16, bf16, i64 or i32");

@@ -26,6 +26,13 @@ struct OnnxImportOptions {
   std::string externalDataDir;
   /// Name of the function built for the graph.
   std::string functionName = "main_graph";
+  /// Float initializers of at least this many bytes become function
+  /// arguments (after the graph inputs, named by `onnx.name`) instead of
+  /// constants, so that a compiled artifact does not carry the weights;
+  /// negative: never.
+  int64_t weightsAsInputsMinBytes = -1;
+  /// Where such initializers are written as <name>.npy (empty: not written).
+  std::string weightsDir;
 };
 
 /// Imports the serialized ModelProto in `bytes`; `fileName` names it in
@@ -36,7 +43,8 @@ OwningOpRef<ModuleOp> importOnnxModel(llvm::StringRef bytes, llvm::StringRef fil
 /// The module in `sourceMgr`'s main buffer: an ONNX model (imported) when
 /// its name ends in `.onnx`, MLIR text or bytecode (parsed) otherwise. The
 /// tools that take a model (moe-run, moe-compile) read their input with it.
-OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context);
+OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
+                                 OnnxImportOptions onnxOptions = {});
 
 /// Registers the `--import-onnx` translation (moe-translate).
 void registerOnnxImportTranslation();

@@ -13,6 +13,7 @@
 #include "OnnxImporter.h"
 #include "TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
+#include "moe/Support/Npy.h"
 
 #include "dialects/moe/MoeDialect.h"
 #include "dialects/moe/MoeOps.h"
@@ -29,6 +30,7 @@
 #include "mlir/IR/Verifier.h"
 #include "mlir/Tools/mlir-translate/Translation.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
@@ -204,6 +206,7 @@ private:
   FailureOr<ConstantTensor> decode(const onnx::TensorProto &tensor, StringRef what);
   FailureOr<ArrayRef<char>> externalBytes(const onnx::TensorProto &tensor, StringRef what, int64_t size);
   Value materialize(StringRef name, const ConstantTensor &constant);
+  Value weightArgument(StringRef name, const ConstantTensor &constant);
   FailureOr<Value> lookup(StringRef name, Location loc);
   LogicalResult importNode(const onnx::NodeProto &node, size_t index);
   LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
@@ -223,6 +226,7 @@ private:
   llvm::StringMap<ShapeVector> shapes;
   llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>> externalFiles;
   Block *entry = nullptr;
+  func::FuncOp function;
   Operation *lastConstant = nullptr;
 };
 
@@ -340,6 +344,9 @@ FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor,
 /// Small or integer constants are dense attributes (readable, foldable);
 /// weights are resources, copied once into the blob.
 Value GraphImporter::materialize(StringRef name, const ConstantTensor &constant) {
+  if (options.weightsAsInputsMinBytes >= 0 && isa<FloatType>(constant.type.getElementType()) &&
+      static_cast<int64_t>(constant.bytes.size()) >= options.weightsAsInputsMinBytes)
+    return weightArgument(name, constant);
   OpBuilder::InsertionGuard guard(builder);
   if (lastConstant)
     builder.setInsertionPointAfter(lastConstant);
@@ -365,6 +372,36 @@ Value GraphImporter::materialize(StringRef name, const ConstantTensor &constant)
                                       cast<TypedAttr>(attr));
   lastConstant = op;
   return op;
+}
+
+/// A weight as a function argument (and, with a weights directory, its
+/// data as <name>.npy for the caller to pass).
+Value GraphImporter::weightArgument(StringRef name, const ConstantTensor &constant) {
+  unsigned index = function.getNumArguments();
+  Location loc = NameLoc::get(StringAttr::get(context, name), fileLoc);
+  (void)function.insertArgument(index, constant.type,
+                                builder.getDictionaryAttr(builder.getNamedAttr("onnx.name", builder.getStringAttr(name))),
+                                loc);
+  if (!options.weightsDir.empty()) {
+    Type element = constant.type.getElementType();
+    npy::Array array;
+    array.type = element.isF64()   ? npy::DType::f64
+                 : element.isF16() ? npy::DType::f16
+                 : element.isBF16() ? npy::DType::bf16
+                                    : npy::DType::f32;
+    array.shape.assign(constant.type.getShape().begin(), constant.type.getShape().end());
+    array.data.assign(constant.bytes.begin(), constant.bytes.end());
+    std::string file = name.str();
+    for (char &c : file)
+      if (!llvm::isAlnum(c) && c != '_' && c != '.' && c != '-')
+        c = '_';
+    SmallString<256> path(options.weightsDir);
+    llvm::sys::path::append(path, file + ".npy");
+    std::string error;
+    if (llvm::sys::fs::create_directories(options.weightsDir) || !npy::write(path.str().str(), array, error))
+      emitWarning(loc) << "cannot write weight '" << name << "' to " << path << ": " << error;
+  }
+  return function.getArgument(index);
 }
 
 FailureOr<Value> GraphImporter::lookup(StringRef name, Location loc) {
@@ -616,6 +653,7 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   }
   auto func = func::FuncOp::create(builder, fileLoc, options.functionName,
                                    builder.getFunctionType(argTypes, {}));
+  function = func;
   entry = func.addEntryBlock();
   for (auto [i, name] : llvm::enumerate(argNames)) {
     values[name] = entry->getArgument(i);
@@ -666,7 +704,8 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   }
   builder.setInsertionPointToEnd(entry);
   func::ReturnOp::create(builder, fileLoc, results);
-  func.setType(builder.getFunctionType(argTypes, ValueRange(results).getTypes()));
+  // Weights made arguments were appended while importing.
+  func.setType(builder.getFunctionType(func.getArgumentTypes(), ValueRange(results).getTypes()));
   for (auto [i, output] : llvm::enumerate(graph.output()))
     func.setResultAttr(i, "onnx.name", builder.getStringAttr(output.name()));
   if (failed(verify(module)))
@@ -687,12 +726,21 @@ void mlir::moe::registerOnnxImportTranslation() {
   static llvm::cl::opt<std::string> functionName(
       "onnx-function-name", llvm::cl::desc("Name of the function built for an ONNX graph"),
       llvm::cl::init("main_graph"));
+  static llvm::cl::opt<int64_t> weightsAsInputs(
+      "onnx-weights-as-inputs",
+      llvm::cl::desc("Float initializers of at least this many bytes become function arguments "
+                     "(after the graph inputs) instead of constants (default: never)"),
+      llvm::cl::init(-1));
+  static llvm::cl::opt<std::string> weightsDir(
+      "onnx-weights-dir", llvm::cl::desc("Write the initializers made arguments here as <name>.npy"));
   TranslateToMLIRRegistration registration(
       "import-onnx", "Import an ONNX model (.onnx; external data next to it) into moe/upstream MLIR",
       [](llvm::SourceMgr &sourceMgr, MLIRContext *context) -> OwningOpRef<Operation *> {
         const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
         OnnxImportOptions options;
         options.functionName = functionName;
+        options.weightsAsInputsMinBytes = weightsAsInputs;
+        options.weightsDir = weightsDir;
         StringRef name = buffer->getBufferIdentifier();
         options.externalDataDir = llvm::sys::path::parent_path(name).str();
         return importOnnxModel(buffer->getBuffer(), name, context, options);
