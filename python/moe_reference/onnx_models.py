@@ -341,6 +341,42 @@ DECOMPOSED_CASES = {
 }
 
 
+def activations_model(name, tokens=6, hidden=16):
+    """Activations and normalisations of transformer graphs: Gelu (exact and
+    tanh), LeakyRelu, Elu, HardSigmoid, HardSwish, Softplus, Sin/Cos (RoPE
+    tables), ORT's SimplifiedLayerNormalization and
+    SkipSimplifiedLayerNormalization (RMS norm), ConstantOfShape of a
+    computed shape."""
+    rng = _rng(name)
+    f = np.float32
+    inits = [_init("gamma", (1 + 0.1 * rng.standard_normal(hidden)).astype(f)),
+             _init("skip_bias", (0.1 * rng.standard_normal(hidden)).astype(f))]
+    n = helper.make_node
+    ms = "com.microsoft"
+    nodes = [
+        n("Gelu", ["x"], ["g0"]), n("Gelu", ["x"], ["g1"], approximate="tanh"),
+        n("LeakyRelu", ["x"], ["a0"], alpha=0.1), n("Elu", ["x"], ["a1"], alpha=0.7),
+        n("HardSigmoid", ["x"], ["a2"]), n("HardSwish", ["x"], ["a3"]), n("Softplus", ["x"], ["a4"]),
+        n("Sin", ["x"], ["a5"]), n("Cos", ["x"], ["a6"]),
+        n("Add", ["g0", "g1"], ["s0"]),
+        n("Add", ["s0", "a0"], ["s1"]), n("Add", ["s1", "a1"], ["s2"]), n("Add", ["s2", "a2"], ["s3"]),
+        n("Add", ["s3", "a3"], ["s4"]), n("Add", ["s4", "a4"], ["s5"]), n("Add", ["s5", "a5"], ["s6"]),
+        n("Add", ["s6", "a6"], ["acts"]),
+        # ORT registers SimplifiedLayerNormalization in the default domain.
+        n("SimplifiedLayerNormalization", ["acts", "gamma"], ["rms"], axis=-1, epsilon=1e-5),
+        n("SkipSimplifiedLayerNormalization", ["rms", "x", "gamma", "skip_bias"], ["srms", "", "", "sum"],
+          domain=ms, epsilon=1e-6),
+        n("Shape", ["x"], ["shape"]),
+        n("ConstantOfShape", ["shape"], ["half"], value=numpy_helper.from_array(np.array([0.5], f))),
+        n("Mul", ["srms", "half"], ["scaled"]),
+        n("Add", ["scaled", "sum"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["tokens", hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
 MOE_CASES = {
     "moe_relu_k2": dict(activation="relu", k=2),
     "moe_gelu_k1": dict(activation="gelu", k=1),
@@ -387,6 +423,8 @@ def build(name, out_dir):
         model, feeds = transformer_model(name)
     elif name == "transformer_ops":
         model, feeds = ops_model(name)
+    elif name == "activations_norms":
+        model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
         model, feeds = dynamic_shapes_model(name)
     elif name in DECOMPOSED_CASES:
@@ -405,7 +443,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(DECOMPOSED_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "external_data"]
+                                                   "activations_norms", "external_data"]
 
 
 def bad_model(name, out_dir):

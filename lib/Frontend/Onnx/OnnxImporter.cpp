@@ -581,7 +581,7 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node, size_t inde
   for (auto [i, name] : llvm::enumerate(node.output())) {
     if (name.empty())
       continue;
-    if (i >= results->size())
+    if (i >= results->size() || !(*results)[i])
       return emitError(loc) << "node '" << node.name() << "' (" << node.op_type() << "): output " << i
                             << " ('" << name << "') is not supported";
     values[name] = (*results)[i];

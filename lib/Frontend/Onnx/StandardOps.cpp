@@ -9,6 +9,7 @@
 #include "TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
@@ -68,8 +69,10 @@ ConvertFn binary() {
   };
 }
 
-/// A float unary op computed in f32 (f16/bf16 rounded back).
-ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
+/// A float unary op computed in f32 (f16/bf16 rounded back); `fn` may read
+/// the node's attributes.
+using UnaryFn = std::function<Value(OpBuilder &, Location, Value, const NodeContext &)>;
+ConvertFn unaryWithAttrs(UnaryFn fn) {
   return [fn](NodeContext &ctx) -> Results {
     if (failed(expectInputs(ctx, 1, true)))
       return failure();
@@ -77,13 +80,44 @@ ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
     return single(tb::elementwise(ctx.b, ctx.loc, ValueRange{ctx.input(0)}, element,
                                   [&](OpBuilder &b, Location loc, ValueRange a) {
                                     Value x = tb::castScalar(b, loc, a[0], b.getF32Type());
-                                    return tb::castScalar(b, loc, fn(b, loc, x), element);
+                                    return tb::castScalar(b, loc, fn(b, loc, x, ctx), element);
                                   }));
   };
 }
 
+ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
+  return unaryWithAttrs([fn](OpBuilder &b, Location l, Value x, const NodeContext &) { return fn(b, l, x); });
+}
+
 Value constF32(OpBuilder &b, Location loc, double v) {
   return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+}
+
+/// x >= 0 ? x : negative(x).
+Value whereNegative(OpBuilder &b, Location l, Value x, Value negative) {
+  Value positive = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGE, x, constF32(b, l, 0.0));
+  return arith::SelectOp::create(b, l, positive, x, negative);
+}
+
+/// max(0, min(1, alpha x + beta)).
+Value hardSigmoid(OpBuilder &b, Location l, Value x, double alpha, double beta) {
+  Value v = arith::AddFOp::create(b, l, arith::MulFOp::create(b, l, x, constF32(b, l, alpha)), constF32(b, l, beta));
+  return arith::MaximumFOp::create(b, l, constF32(b, l, 0.0),
+                                   arith::MinimumFOp::create(b, l, constF32(b, l, 1.0), v));
+}
+
+/// Gelu (opset 20): exact with erf, or the tanh approximation.
+Value gelu(OpBuilder &b, Location l, Value x, const NodeContext &ctx) {
+  Value half = arith::MulFOp::create(b, l, x, constF32(b, l, 0.5));
+  Value inner;
+  if (ctx.stringAttr("approximate", "none") == "tanh") {
+    Value cube = arith::MulFOp::create(b, l, arith::MulFOp::create(b, l, x, x), x);
+    Value t = arith::AddFOp::create(b, l, x, arith::MulFOp::create(b, l, cube, constF32(b, l, 0.044715)));
+    inner = math::TanhOp::create(b, l, arith::MulFOp::create(b, l, t, constF32(b, l, 0.79788456080286535588)));
+  } else {
+    inner = math::ErfOp::create(b, l, arith::MulFOp::create(b, l, x, constF32(b, l, 0.70710678118654752440)));
+  }
+  return arith::MulFOp::create(b, l, half, arith::AddFOp::create(b, l, constF32(b, l, 1.0), inner));
 }
 
 Results convertCast(NodeContext &ctx) {
@@ -457,6 +491,109 @@ Results convertLayerNorm(NodeContext &ctx) {
   return SmallVector<Value>{*r};
 }
 
+/// x / sqrt(mean(x², axes [axis, rank)) + epsilon) * scale, in f32.
+Value rmsNorm(NodeContext &ctx, Value x, Value scale, int64_t axis) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = cast<RankedTensorType>(x.getType()).getElementType();
+  int64_t rank = cast<RankedTensorType>(x.getType()).getRank();
+  float epsilon = ctx.floatAttr("epsilon", 1e-5f);
+  Value xf = tb::castTensor(b, loc, x, b.getF32Type());
+  Value squares = *tb::elementwise(b, loc, ValueRange{xf}, b.getF32Type(), [](OpBuilder &nb, Location nl, ValueRange a) {
+    return arith::MulFOp::create(nb, nl, a[0], a[0]).getResult();
+  });
+  for (int64_t d = axis; d < rank; ++d)
+    squares = tb::reduceAxis(b, loc, squares, d, tb::Reduction::Mean);
+  return *tb::elementwise(b, loc, ValueRange{xf, squares, scale}, element, [&](OpBuilder &nb, Location nl, ValueRange a) {
+    Value denom = math::SqrtOp::create(nb, nl, arith::AddFOp::create(nb, nl, a[1], constF32(nb, nl, epsilon)));
+    Value v = arith::MulFOp::create(nb, nl, arith::DivFOp::create(nb, nl, a[0], denom),
+                                    tb::castScalar(nb, nl, a[2], nb.getF32Type()));
+    return tb::castScalar(nb, nl, v, element);
+  });
+}
+
+/// Only output 0 of a normalisation (and the given extra ones) is supported.
+LogicalResult onlyOutputs(NodeContext &ctx, ArrayRef<int> supported) {
+  for (int i = 1; i < ctx.node.output_size(); ++i)
+    if (!ctx.node.output(i).empty() && !llvm::is_contained(supported, i))
+      return ctx.error() << "output " << i << " ('" << ctx.node.output(i) << "') is not supported";
+  return success();
+}
+
+/// RMSNormalization (opset 23) and com.microsoft.SimplifiedLayerNormalization.
+Results convertRmsNorm(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, true)) || failed(onlyOutputs(ctx, {})))
+    return failure();
+  int64_t rank = ctx.inputType(0).getRank();
+  FailureOr<int64_t> axis = normalizeAxis(ctx, ctx.intAttr("axis", -1), rank);
+  if (failed(axis) || failed(tb::broadcastShape({ctx.inputType(0).getShape(), ctx.inputType(1).getShape()})))
+    return ctx.error() << "scale " << ctx.inputType(1) << " does not broadcast to " << ctx.inputType(0), failure();
+  return SmallVector<Value>{rmsNorm(ctx, ctx.input(0), ctx.input(1), *axis)};
+}
+
+/// com.microsoft.SkipSimplifiedLayerNormalization: s = input + skip [+ bias];
+/// outputs RMSNorm(s) * gamma and (output 3) s.
+Results convertSkipRmsNorm(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 3, true)) || failed(onlyOutputs(ctx, {3})))
+    return failure();
+  SmallVector<Value> terms = {ctx.input(0), ctx.input(1)};
+  if (ctx.input(3))
+    terms.push_back(ctx.input(3));
+  Type element = ctx.inputType(0).getElementType();
+  FailureOr<SmallVector<Value>> sum =
+      mapBroadcast(ctx, terms, element, [&](OpBuilder &b, Location l, ValueRange a) -> Value {
+        Value acc = tb::castScalar(b, l, a[0], b.getF32Type());
+        for (Value v : a.drop_front())
+          acc = arith::AddFOp::create(b, l, acc, tb::castScalar(b, l, v, b.getF32Type()));
+        return tb::castScalar(b, l, acc, element);
+      });
+  if (failed(sum))
+    return failure();
+  Value s = (*sum)[0];
+  Value y = rmsNorm(ctx, s, ctx.input(2), cast<RankedTensorType>(s.getType()).getRank() - 1);
+  return SmallVector<Value>{y, Value(), Value(), s};
+}
+
+/// A tensor of the (constant or computed) shape in input 0, filled with the
+/// one-element `value` attribute (f32 0 by default).
+Results convertConstantOfShape(NodeContext &ctx) {
+  const ShapeVector *shape = ctx.shapeInput(0);
+  if (!shape)
+    return ctx.error() << "the shape input must be a constant or computed from tensor sizes", failure();
+  OpBuilder &b = ctx.b;
+  TypedAttr fill = b.getF32FloatAttr(0.0f);
+  if (const onnx::AttributeProto *attr = ctx.attr("value")) {
+    Type element = elementTypeOf(b.getContext(), attr->t().data_type());
+    const std::string &raw = attr->t().raw_data();
+    if (!element)
+      return ctx.error() << "unsupported value type", failure();
+    if (isa<FloatType>(element)) {
+      float v = attr->t().float_data_size() ? attr->t().float_data(0) : 0.0f;
+      if (raw.size() == 4)
+        memcpy(&v, raw.data(), 4);
+      fill = b.getFloatAttr(element, v);
+    } else {
+      int64_t v = attr->t().int64_data_size() ? attr->t().int64_data(0)
+                                              : attr->t().int32_data_size() ? attr->t().int32_data(0) : 0;
+      if (!raw.empty())
+        memcpy(&v, raw.data(), std::min<size_t>(raw.size(), 8));
+      fill = b.getIntegerAttr(element, v);
+    }
+  }
+  SmallVector<int64_t> dims;
+  SmallVector<Value> dynamic;
+  for (OpFoldResult size : shape->elements) {
+    std::optional<int64_t> c = getConstantIntValue(size);
+    dims.push_back(c.value_or(ShapedType::kDynamic));
+    if (!c)
+      dynamic.push_back(cast<Value>(size));
+  }
+  auto type = RankedTensorType::get(dims, fill.getType());
+  Value init = tb::empty(b, ctx.loc, type, dynamic);
+  Value value = arith::ConstantOp::create(b, ctx.loc, fill);
+  return SmallVector<Value>{linalg::FillOp::create(b, ctx.loc, value, init).getResult(0)};
+}
+
 Results convertIdentity(NodeContext &ctx) {
   if (failed(expectInputs(ctx, 1, false)))
     return failure();
@@ -509,8 +646,36 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("Greater", compare(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt));
   add("GreaterOrEqual", compare(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge));
   add("LayerNormalization", convertLayerNorm);
+  add("Gelu", unaryWithAttrs(gelu));
+  add("LeakyRelu", unaryWithAttrs([](OpBuilder &b, Location l, Value x, const NodeContext &c) -> Value {
+        return whereNegative(b, l, x, arith::MulFOp::create(b, l, x, constF32(b, l, c.floatAttr("alpha", 0.01f))));
+      }));
+  add("Elu", unaryWithAttrs([](OpBuilder &b, Location l, Value x, const NodeContext &c) -> Value {
+        Value em1 = arith::SubFOp::create(b, l, math::ExpOp::create(b, l, x), constF32(b, l, 1.0));
+        return whereNegative(b, l, x, arith::MulFOp::create(b, l, em1, constF32(b, l, c.floatAttr("alpha", 1.0f))));
+      }));
+  add("HardSigmoid", unaryWithAttrs([](OpBuilder &b, Location l, Value x, const NodeContext &c) -> Value {
+        return hardSigmoid(b, l, x, c.floatAttr("alpha", 0.2f), c.floatAttr("beta", 0.5f));
+      }));
+  add("HardSwish", unary([](OpBuilder &b, Location l, Value x) -> Value {
+        return arith::MulFOp::create(b, l, x, hardSigmoid(b, l, x, 1.0 / 6.0, 0.5));
+      }));
+  // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x.
+  add("Softplus", unary([](OpBuilder &b, Location l, Value x) -> Value {
+        Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, math::AbsFOp::create(b, l, x)));
+        return arith::AddFOp::create(b, l, arith::MaximumFOp::create(b, l, x, constF32(b, l, 0.0)),
+                                     math::Log1pOp::create(b, l, e));
+      }));
+  add("Sin", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::SinOp::create(b, l, x); }));
+  add("Cos", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::CosOp::create(b, l, x); }));
+  add("RMSNormalization", convertRmsNorm);
+  // ONNX Runtime registers it in the default domain; some tools write com.microsoft.
+  add("SimplifiedLayerNormalization", convertRmsNorm);
+  converters.push_back({"com.microsoft", "SimplifiedLayerNormalization", convertRmsNorm});
+  converters.push_back({"com.microsoft", "SkipSimplifiedLayerNormalization", convertSkipRmsNorm});
   add("Cast", convertCast);
   add("Identity", convertIdentity);
+  add("ConstantOfShape", convertConstantOfShape);
   add("MatMul", convertMatMul);
   add("Gemm", convertGemm);
   add("Softmax", convertSoftmax);
