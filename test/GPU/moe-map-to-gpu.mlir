@@ -213,3 +213,25 @@ func.func @existing_launch(%buf: memref<8xf32>, %v: f32) {
   }
   return
 }
+
+// -----
+
+// A returned view of a device buffer (a reshape of the result) leaves the
+// buffer to the caller: freeing it here freed the caller's result (a double
+// free found by the emulated ONNX tests).
+// CHECK-LABEL: func.func @returns_view
+// CHECK: %[[BUF:.*]] = gpu.alloc () : memref<8xf32>
+// CHECK: %[[VIEW:.*]] = memref.expand_shape %[[BUF]]
+// CHECK-NOT: gpu.dealloc
+// CHECK: return %[[VIEW]]
+func.func @returns_view(%v: f32) -> memref<2x4xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %buf = memref.alloc() : memref<8xf32>
+  scf.parallel (%i) = (%c0) to (%c8) step (%c1) {
+    memref.store %v, %buf[%i] : memref<8xf32>
+  }
+  %view = memref.expand_shape %buf [[0, 1]] output_shape [2, 4] : memref<8xf32> into memref<2x4xf32>
+  return %view : memref<2x4xf32>
+}

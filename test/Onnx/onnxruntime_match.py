@@ -2,9 +2,10 @@
 # nodes with each activation, k, renormalisation, SwiGLU layout, f32/f16,
 # 2-D/3-D input, logits from the graph or as an input; a two-layer
 # transformer-style graph with MoE FFNs; a model with external data) is
-# imported with moe-translate, compiled and run by moe-run, as imported and
-# after moe-optimize, and compared with onnxruntime (CPU) on the same random
-# inputs. Tolerances (normwise relative): f32 1e-5, f16 2e-3 (ORT computes
+# imported with moe-translate, compiled and run by moe-run, as imported,
+# after moe-optimize, and as the emulated GPU program (moe-run
+# --gpu-emulation; the GPU pipeline must also produce sm_90 cubins), and
+# compared with onnxruntime (CPU) on the same random inputs. Tolerances (normwise relative): f32 1e-5, f16 2e-3 (ORT computes
 # f16 MoE with f16 intermediates).
 # RUN: %moe_python %s %t
 
@@ -46,9 +47,15 @@ def main(out_dir):
         run([translate, "--import-onnx", path, "-o", imported])
         optimized = os.path.join(out_dir, name + ".opt.mlir")
         run([moe_opt, "--moe-optimize", imported, "-o", optimized])
-        for mode, program in (("imported", imported), ("optimized", optimized)):
+        # The GPU program of the optimised module: compiled to sm_90 cubins,
+        # and run with its kernels' threads one after another on the CPU.
+        gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", optimized])
+        if "gpu.binary @" not in gpu:
+            sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
+        for mode, program, flags in (("imported", imported, []), ("optimized", optimized, []),
+                                     ("gpu-emulation", optimized, ["--gpu-emulation"])):
             result_dir = os.path.join(out_dir, f"{name}.{mode}")
-            run([moe_run, program, *inputs, "--output-dir", result_dir])
+            run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
             ours = np.load(os.path.join(result_dir, "result_0.npy"))
             tol = TOLERANCE[expected.dtype]
             if ours.shape != expected.shape or ours.dtype != expected.dtype:

@@ -18,6 +18,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
 #include "mlir/Transforms/RegionUtils.h"
 #include "llvm/ADT/SetVector.h"
 
@@ -284,10 +285,19 @@ private:
         copy.erase();
       }
     }
+    // A returned buffer, or a view of one (a reshape of the result), is the
+    // caller's to free.
     Operation *terminator = block.getTerminator();
+    llvm::DenseSet<Value> returned;
+    for (Value v : terminator->getOperands()) {
+      while (v && returned.insert(v).second) {
+        auto view = v.getDefiningOp<ViewLikeOpInterface>();
+        v = view ? view.getViewSource() : Value();
+      }
+    }
     OpBuilder b(terminator);
     for (Value buffer : toFree)
-      if (!llvm::is_contained(terminator->getOperands(), buffer))
+      if (!returned.contains(buffer))
         gpu::DeallocOp::create(b, terminator->getLoc(), Type(), ValueRange{}, buffer);
     return success();
   }
