@@ -377,6 +377,42 @@ def activations_model(name, tokens=6, hidden=16):
     return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
 
 
+def scatter_model(name, tokens=6, hidden=8, experts=4):
+    """OneHot, ScatterND and ScatterElements as dispatch code writes them:
+    a one-hot expert mask times per-expert rows, rows scattered with add
+    (a duplicate index accumulates), elements scattered along the last axis."""
+    rng = _rng(name)
+    f = np.float32
+    i64 = np.int64
+    inits = [
+        _init("ids", np.array([3, 0, 1, 3, -1, 2], i64)[:tokens]),
+        _init("depth", np.array(experts, i64)),
+        _init("onoff", np.array([0.0, 1.0], f)),
+        _init("expert_rows", rng.standard_normal((experts, hidden)).astype(f)),
+        _init("rows", np.array([[2], [0], [2]], i64)),
+        _init("s0", np.array([0], i64)), _init("s3", np.array([3], i64)), _init("ax0", np.array([0], i64)),
+        _init("cols", rng.integers(0, hidden, (tokens, 2)).astype(i64)),
+        _init("c0", np.array([0], i64)), _init("c2", np.array([2], i64)), _init("ax1", np.array([1], i64)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("OneHot", ["ids", "depth", "onoff"], ["mask"], axis=-1),           # [T, E]
+        n("MatMul", ["mask", "expert_rows"], ["per_token"]),                 # [T, H]
+        n("Add", ["x", "per_token"], ["h"]),
+        n("Shape", ["h"], ["h_shape"]),
+        n("ConstantOfShape", ["h_shape"], ["zeros"]),
+        n("Slice", ["h", "s0", "s3", "ax0"], ["first3"]),                      # [3, H]
+        n("ScatterND", ["zeros", "rows", "first3"], ["scattered"], reduction="add"),
+        n("Slice", ["h", "c0", "c2", "ax1"], ["first2cols"]),                 # [T, 2]
+        n("ScatterElements", ["scattered", "cols", "first2cols"], ["elems"], axis=1, reduction="add"),
+        n("Add", ["elems", "h"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
 MOE_CASES = {
     "moe_relu_k2": dict(activation="relu", k=2),
     "moe_gelu_k1": dict(activation="gelu", k=1),
@@ -423,6 +459,8 @@ def build(name, out_dir):
         model, feeds = transformer_model(name)
     elif name == "transformer_ops":
         model, feeds = ops_model(name)
+    elif name == "scatter_ops":
+        model, feeds = scatter_model(name)
     elif name == "activations_norms":
         model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
@@ -443,7 +481,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(DECOMPOSED_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "external_data"]
+                                                   "activations_norms", "scatter_ops", "external_data"]
 
 
 def bad_model(name, out_dir):

@@ -1,8 +1,9 @@
 //===- IndexingOps.cpp - ONNX ops that select, combine and shape tensors --===//
 //
-// Gather, Slice, Concat, Split, Expand, Shape, Range, Where and TopK. Sizes
-// and positions must be known when importing (constant inputs), except the
-// dynamic dimensions the data carries through.
+// Gather, Slice, Concat, Split, Expand, Shape, Range, Where, TopK, OneHot,
+// ScatterND and ScatterElements. Sizes and positions must be known when
+// importing (constant inputs), except the dynamic dimensions the data
+// carries through.
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,6 +13,7 @@
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
@@ -371,6 +373,181 @@ Results convertTopK(NodeContext &ctx) {
   return SmallVector<Value>{values, indices};
 }
 
+/// OneHot(indices, depth, values = [off, on], axis): depth inserted at
+/// `axis`; negative indices count from the end, out-of-range ones give an
+/// all-off row (as the spec says).
+Results convertOneHot(NodeContext &ctx) {
+  Value indices = ctx.input(0), values = ctx.input(2);
+  FailureOr<SmallVector<int64_t>> depth = constantInts(ctx, 1, "depth");
+  if (!indices || !values || failed(depth))
+    return failure();
+  RankedTensorType indexType = ctx.inputType(0);
+  int64_t rank = indexType.getRank() + 1;
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", -1), rank);
+  if (failed(axis))
+    return failure();
+  if (ctx.inputType(2).getNumElements() != 2)
+    return ctx.error() << "values must hold [off, on]", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t d = (*depth)[0];
+  SmallVector<int64_t> shape(indexType.getShape());
+  shape.insert(shape.begin() + *axis, d);
+  SmallVector<Value> dynamic;
+  for (int64_t i = 0; i < indexType.getRank(); ++i)
+    if (indexType.isDynamicDim(i))
+      dynamic.push_back(tb::dimSize(b, loc, indices, i));
+  Type element = ctx.inputType(2).getElementType();
+  auto resultType = RankedTensorType::get(shape, element);
+  MLIRContext *mctx = b.getContext();
+  SmallVector<AffineExpr> indexExprs;
+  for (int64_t i = 0; i < rank; ++i)
+    if (i != *axis)
+      indexExprs.push_back(getAffineDimExpr(i, mctx));
+  Value flatValues = tb::reshape(b, loc, values, {2});
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{resultType}, ValueRange{indices}, ValueRange{tb::empty(b, loc, resultType, dynamic)},
+      ArrayRef<AffineMap>{AffineMap::get(rank, 0, indexExprs, mctx), b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value i = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0]);
+        Value negative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i, indexConst(nb, nl, 0));
+        i = arith::SelectOp::create(nb, nl, negative, arith::AddIOp::create(nb, nl, i, indexConst(nb, nl, d)), i);
+        Value hot = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, i, linalg::IndexOp::create(nb, nl, *axis));
+        Value pick = arith::SelectOp::create(nb, nl, hot, indexConst(nb, nl, 1), indexConst(nb, nl, 0));
+        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, flatValues, pick)});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
+/// `old (reduction) update` for ScatterND/ScatterElements.
+FailureOr<std::function<Value(OpBuilder &, Location, Value, Value)>> scatterReduction(NodeContext &ctx) {
+  std::string reduction = ctx.stringAttr("reduction", "none");
+  bool isFloat = isa<FloatType>(ctx.inputType(0).getElementType());
+  if (reduction == "none")
+    return std::function<Value(OpBuilder &, Location, Value, Value)>(
+        [](OpBuilder &, Location, Value, Value update) { return update; });
+  if (reduction == "add")
+    return std::function<Value(OpBuilder &, Location, Value, Value)>(
+        [isFloat](OpBuilder &b, Location l, Value old, Value update) -> Value {
+          return isFloat ? arith::AddFOp::create(b, l, old, update).getResult()
+                         : arith::AddIOp::create(b, l, old, update).getResult();
+        });
+  if (reduction == "mul")
+    return std::function<Value(OpBuilder &, Location, Value, Value)>(
+        [isFloat](OpBuilder &b, Location l, Value old, Value update) -> Value {
+          return isFloat ? arith::MulFOp::create(b, l, old, update).getResult()
+                         : arith::MulIOp::create(b, l, old, update).getResult();
+        });
+  return ctx.error() << "reduction '" << reduction << "' is not supported (none, add, mul are)", failure();
+}
+
+/// The multi-index of row-major position `flat` in a tensor of `sizes`.
+SmallVector<Value> unflatten(OpBuilder &b, Location l, Value flat, ArrayRef<Value> sizes) {
+  SmallVector<Value> idx(sizes.size());
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
+    idx[d] = arith::RemUIOp::create(b, l, flat, sizes[d]);
+    flat = arith::DivUIOp::create(b, l, flat, sizes[d]);
+  }
+  return idx;
+}
+
+/// A sequential loop over [0, count) carrying `init` (scatters apply their
+/// updates in order, so duplicates reduce deterministically).
+Value scatterLoop(OpBuilder &b, Location l, Value count, Value init,
+                  function_ref<Value(OpBuilder &, Location, Value, Value)> body) {
+  auto loop = scf::ForOp::create(b, l, indexConst(b, l, 0), count, indexConst(b, l, 1), ValueRange{init},
+                                 [&](OpBuilder &nb, Location nl, Value i, ValueRange iter) {
+                                   scf::YieldOp::create(nb, nl, ValueRange{body(nb, nl, i, iter[0])});
+                                 });
+  return loop.getResult(0);
+}
+
+Value product(OpBuilder &b, Location l, ArrayRef<Value> sizes) {
+  Value p = indexConst(b, l, 1);
+  for (Value s : sizes)
+    p = arith::MulIOp::create(b, l, p, s);
+  return p;
+}
+
+/// Index `i` of `dim` (size `size`) wrapped if negative.
+Value wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
+  i = arith::IndexCastOp::create(b, l, b.getIndexType(), i);
+  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, indexConst(b, l, 0));
+  return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
+}
+
+/// ScatterND(data, indices [..., q], updates): updates in order.
+Results convertScatterND(NodeContext &ctx) {
+  Value data = ctx.input(0), indices = ctx.input(1), updates = ctx.input(2);
+  if (!data || !indices || !updates)
+    return ctx.error() << "data, indices and updates are required", failure();
+  auto reduce = scatterReduction(ctx);
+  if (failed(reduce))
+    return failure();
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  int64_t q = indexType.getShape().back();
+  if (ShapedType::isDynamic(q) || q > dataType.getRank())
+    return ctx.error() << "the last dimension of indices must be a static size <= the data's rank", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<Value> dataSizes, pointSizes, sliceSizes;
+  for (int64_t d = 0; d < dataType.getRank(); ++d)
+    dataSizes.push_back(tb::dimSize(b, loc, data, d));
+  for (int64_t d = 0; d + 1 < indexType.getRank(); ++d)
+    pointSizes.push_back(tb::dimSize(b, loc, indices, d));
+  sliceSizes.assign(dataSizes.begin() + q, dataSizes.end());
+  Value points = product(b, loc, pointSizes), slice = product(b, loc, sliceSizes);
+  Value result = scatterLoop(b, loc, points, data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
+    SmallVector<Value> at = unflatten(b1, l1, p, pointSizes);
+    SmallVector<Value> target;
+    for (int64_t j = 0; j < q; ++j) {
+      SmallVector<Value> idx(at);
+      idx.push_back(indexConst(b1, l1, j));
+      target.push_back(wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
+    }
+    return scatterLoop(b1, l1, slice, acc, [&](OpBuilder &b2, Location l2, Value s, Value acc2) {
+      SmallVector<Value> within = unflatten(b2, l2, s, sliceSizes);
+      SmallVector<Value> dataIdx(target), updateIdx(at);
+      llvm::append_range(dataIdx, within);
+      llvm::append_range(updateIdx, within);
+      Value update = tensor::ExtractOp::create(b2, l2, updates, updateIdx);
+      Value old = tensor::ExtractOp::create(b2, l2, acc2, dataIdx);
+      return tensor::InsertOp::create(b2, l2, (*reduce)(b2, l2, old, update), acc2, dataIdx).getResult();
+    });
+  });
+  return SmallVector<Value>{result};
+}
+
+/// ScatterElements(data, indices, updates, axis): updates in order.
+Results convertScatterElements(NodeContext &ctx) {
+  Value data = ctx.input(0), indices = ctx.input(1), updates = ctx.input(2);
+  if (!data || !indices || !updates)
+    return ctx.error() << "data, indices and updates are required", failure();
+  auto reduce = scatterReduction(ctx);
+  if (failed(reduce))
+    return failure();
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+  if (failed(axis) || indexType.getRank() != dataType.getRank())
+    return ctx.error() << "indices must have the data's rank", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<Value> sizes;
+  for (int64_t d = 0; d < indexType.getRank(); ++d)
+    sizes.push_back(tb::dimSize(b, loc, indices, d));
+  Value axisSize = tb::dimSize(b, loc, data, *axis);
+  Value result = scatterLoop(b, loc, product(b, loc, sizes), data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
+    SmallVector<Value> at = unflatten(b1, l1, p, sizes);
+    SmallVector<Value> target(at);
+    target[*axis] = wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
+    Value old = tensor::ExtractOp::create(b1, l1, acc, target);
+    Value update = tensor::ExtractOp::create(b1, l1, updates, at);
+    return tensor::InsertOp::create(b1, l1, (*reduce)(b1, l1, old, update), acc, target).getResult();
+  });
+  return SmallVector<Value>{result};
+}
+
 } // namespace
 
 void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &converters) {
@@ -384,4 +561,7 @@ void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &con
   add("Range", convertRange);
   add("Where", convertWhere);
   add("TopK", convertTopK);
+  add("OneHot", convertOneHot);
+  add("ScatterND", convertScatterND);
+  add("ScatterElements", convertScatterElements);
 }
