@@ -456,10 +456,15 @@ SmallVector<Value> unflatten(OpBuilder &b, Location l, Value flat, ArrayRef<Valu
 /// updates in order, so duplicates reduce deterministically).
 Value scatterLoop(OpBuilder &b, Location l, Value count, Value init,
                   function_ref<Value(OpBuilder &, Location, Value, Value)> body) {
-  auto loop = scf::ForOp::create(b, l, indexConst(b, l, 0), count, indexConst(b, l, 1), ValueRange{init},
-                                 [&](OpBuilder &nb, Location nl, Value i, ValueRange iter) {
-                                   scf::YieldOp::create(nb, nl, ValueRange{body(nb, nl, i, iter[0])});
-                                 });
+  Value lower = indexConst(b, l, 0), step = indexConst(b, l, 1);
+  auto loop = scf::ForOp::create(b, l, lower, count, step, ValueRange{init});
+  OpBuilder::InsertionGuard guard(b);
+  Block *block = loop.getBody();
+  if (!block->empty() && block->back().hasTrait<OpTrait::IsTerminator>())
+    block->back().erase();
+  b.setInsertionPointToEnd(block);
+  Value next = body(b, l, loop.getInductionVar(), loop.getRegionIterArgs()[0]);
+  scf::YieldOp::create(b, l, ValueRange{next});
   return loop.getResult(0);
 }
 

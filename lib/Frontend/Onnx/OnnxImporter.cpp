@@ -22,6 +22,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinAttributes.h"
@@ -717,8 +718,9 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
 
 OwningOpRef<ModuleOp> mlir::moe::importOnnxModel(StringRef bytes, StringRef fileName, MLIRContext *context,
                                                  const OnnxImportOptions &options) {
+  // Every dialect a converter may build (scf: the scatter loops).
   context->loadDialect<func::FuncDialect, arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,
-                       tensor::TensorDialect, moe::MoeDialect>();
+                       scf::SCFDialect, tensor::TensorDialect, moe::MoeDialect>();
   return GraphImporter(context, fileName, options).run(bytes);
 }
 
@@ -747,6 +749,6 @@ void mlir::moe::registerOnnxImportTranslation() {
       },
       [](DialectRegistry &registry) {
         registry.insert<func::FuncDialect, arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,
-                        tensor::TensorDialect, moe::MoeDialect>();
+                        scf::SCFDialect, tensor::TensorDialect, moe::MoeDialect>();
       });
 }
