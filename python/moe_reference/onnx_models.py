@@ -236,7 +236,7 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
 
 
 def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False,
-                     shared=0):
+                     shared=0, index_add=False):
     """An MoE block written out in plain ONNX ops, in the batched form of
     transformers' export-friendly experts (batched_mm): router MatMul ->
     Softmax -> TopK (-> ReduceSum/Div), each slot's token row and expert
@@ -305,6 +305,29 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     rest = [nd for nd in nodes if nd.output[0] not in order]
     first = rest[:3 + (2 if normalize else 0)]
     nodes = first + sorted(helpers, key=lambda nd: order[nd.output[0]]) + rest[len(first):]
+    if index_add:
+        # As index_add_ exports: rows = x[token of each slot], the weighted
+        # rows added at their tokens into zeros (ScatterND add).
+        inits += [_init("i0", np.array(0, i64)), _init("r0", np.array(0, i64)), _init("r1", np.array(1, i64))]
+        replace = {"rows": [n("Shape", ["x"], ["x_shape"]), n("Gather", ["x_shape", "i0"], ["num_tokens"], axis=0),
+                            n("Range", ["r0", "num_tokens", "r1"], ["token_ids"]),
+                            n("Unsqueeze", ["token_ids", "one"], ["token_col"]),
+                            n("Expand", ["token_col", "slots_shape"], ["token_slots"]),
+                            n("Reshape", ["token_slots", "flat"], ["slot_token"]),
+                            n("Gather", ["x", "slot_token"], ["rows"], axis=0)],
+                   "y": [n("ConstantOfShape", ["x_shape"], ["zeros"]),
+                         n("Unsqueeze", ["slot_token", "last"], ["slot_token_col"]),
+                         n("ScatterND", ["zeros", "slot_token_col", "o_weighted"], ["y"], reduction="add",
+                           name="combine")]}
+        drop = {"x3", "x_slots", "o_slots", "slots_shape_h", "rows_h"}
+        rebuilt = []
+        for nd in nodes:
+            if nd.output[0] in replace:
+                rebuilt += replace[nd.output[0]]
+            elif nd.output[0] not in drop:
+                rebuilt.append(nd)
+        nodes = rebuilt
+        inits = [i for i in inits if i.name not in ("tkh", "h_const")]
     if shared:
         # Qwen2-MoE: y = moe(x) + sigmoid(x Wg) * down(silu(x Wgate) * (x Wup)).
         inits += [
@@ -338,6 +361,7 @@ DECOMPOSED_CASES = {
     "decomposed_olmoe": dict(normalize=False, k=2, experts=8, ffn=12),
     "decomposed_near_miss": dict(normalize=True, k=2, experts=4, near_miss=True),
     "decomposed_qwen2_shared": dict(normalize=False, k=2, experts=8, shared=24),
+    "decomposed_index_add": dict(normalize=True, k=2, experts=4, index_add=True),
 }
 
 

@@ -12,6 +12,10 @@
 //   o = Squeeze(MatMul(Gather(W2, ids), Unsqueeze(a, -1)), -1)
 //   y = ReduceSum(Reshape(Mul(o, Unsqueeze(sw, -1)), [T, k, H]), 1)
 //
+// or, as index_add_ exports, rows = Gather(x, tok) and y = ScatterND(zeros,
+// Unsqueeze(tok, -1), Mul(o, ..), add) with tok = each slot's token
+// (Reshape(Expand(Unsqueeze(Range(0, T, 1), 1), ..), [-1])).
+//
 // with Wr, W13 [E, 2I, H] and W2 [E, H, I] constant, and the whole block
 // one moe.layer; a sigmoid-gated shared expert added to y (Qwen2-MoE) joins
 // it as the layer's shared expert. Everything is checked: a block that looks like MoE but
@@ -191,6 +195,16 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
   }
 }
 
+/// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
+bool isZeroValue(const onnx::AttributeProto &a) {
+  if (a.name() != "value")
+    return true;
+  const onnx::TensorProto &t = a.t();
+  auto zero = [](const auto &field) { return llvm::all_of(field, [](auto v) { return v == 0; }); };
+  return t.raw_data().find_first_not_of('\0') == std::string::npos && zero(t.float_data()) &&
+         zero(t.int32_data()) && zero(t.int64_data()) && zero(t.double_data());
+}
+
 /// Matches the block anchored at TopK node `topk`. On failure returns the
 /// reason in `why` (empty when the anchor itself does not match: not MoE).
 std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
@@ -262,10 +276,44 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   if (!mm13 || !mm2)
     return fail("the gathered weights do not feed batched MatMuls");
   // Which gather is gate/up: the one whose MatMul reads the slot rows.
+  // Each slot's token: Reshape(Expand(Unsqueeze(Range(0, T, 1), [1]), ..), [-1])
+  // with T = Shape(x)[0]: row t * k + j -> t.
+  auto isSlotTokens = [&](llvm::StringRef value, llvm::SmallVector<const onnx::NodeProto *> &chain) {
+    const onnx::NodeProto *flat = g.producer(value);
+    const onnx::NodeProto *expand = flat && flat->op_type() == "Reshape" ? g.producer(flat->input(0)) : nullptr;
+    const onnx::NodeProto *unsq = expand && expand->op_type() == "Expand" ? g.producer(expand->input(0)) : nullptr;
+    const onnx::NodeProto *range = unsq && unsq->op_type() == "Unsqueeze" ? g.producer(unsq->input(0)) : nullptr;
+    if (!range || range->op_type() != "Range" || !hasAxis(*unsq, constants, 1))
+      return false;
+    std::optional<llvm::SmallVector<int64_t>> start = constants(range->input(0)), step = constants(range->input(2)),
+                                              flatShape = constants(flat->input(1));
+    const onnx::NodeProto *count = g.producer(range->input(1));
+    const onnx::NodeProto *shape = count && count->op_type() == "Gather" ? g.producer(count->input(0)) : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> dim = count ? constants(count->input(1)) : std::nullopt;
+    if (!start || (*start)[0] != 0 || !step || (*step)[0] != 1 || !flatShape || flatShape->size() != 1 ||
+        (*flatShape)[0] != -1 || !shape || shape->op_type() != "Shape" || shape->input(0) != block.x || !dim ||
+        (*dim)[0] != 0)
+      return false;
+    chain.append({flat, expand, unsq, range, count, shape});
+    return true;
+  };
+  std::string slotTokens;
   auto isRowsOfX = [&](const onnx::NodeProto *mm, llvm::SmallVector<const onnx::NodeProto *> &chain) {
     const onnx::NodeProto *unsqRows = g.producer(mm->input(1));
     if (!unsqRows || unsqRows->op_type() != "Unsqueeze" || !hasAxis(*unsqRows, constants, -1))
       return false;
+    // x[token of each slot] (transformers' batched experts).
+    if (const onnx::NodeProto *gather = g.producer(unsqRows->input(0));
+        gather && gather->op_type() == "Gather" && gather->input(0) == block.x && intAttr(*gather, "axis", 0) == 0) {
+      llvm::SmallVector<const onnx::NodeProto *> tokenChain;
+      if (!isSlotTokens(gather->input(1), tokenChain))
+        return false;
+      slotTokens = gather->input(1);
+      chain.append({unsqRows, gather});
+      chain.append(tokenChain.begin(), tokenChain.end());
+      return true;
+    }
+    // x repeated k times: Reshape(Expand(Unsqueeze(x, 1), ..), ..).
     const onnx::NodeProto *reshape = g.producer(unsqRows->input(0));
     const onnx::NodeProto *expand = reshape ? g.producer(reshape->input(0)) : nullptr;
     const onnx::NodeProto *unsqX = expand ? g.producer(expand->input(0)) : nullptr;
@@ -320,15 +368,42 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   if (!squeezeO || !hasAxis(*squeezeO, constants, -1) || !scale ||
       !llvm::is_contained(scale->input(), unsqW->output(0)))
     return fail("the down GEMM's rows are not scaled by their gate weights");
-  const onnx::NodeProto *slots = g.onlyUser(scale->output(0), "Reshape");
-  const onnx::NodeProto *combine = slots ? g.onlyUser(slots->output(0), "ReduceSum") : nullptr;
-  std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(slots->input(1)) : std::nullopt;
-  if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0 || !slotShape ||
-      slotShape->size() != 3 || (*slotShape)[1] != block.k)
-    return fail("the weighted rows are not summed per token over the k slots");
-  nodes.append({squeezeO, scale, slots, combine});
-  block.output = combine->output(0);
-  block.last = g.indexOf(combine);
+  nodes.append({squeezeO, scale});
+  // Summed per token: ReduceSum over the slots of [T, k, H], or added into
+  // zeros at each slot's token (ScatterND add, index_add_ exported).
+  if (const onnx::NodeProto *scatter = g.onlyUser(scale->output(0), "ScatterND")) {
+    const onnx::NodeProto *where = g.producer(scatter->input(1));
+    const onnx::NodeProto *zeros = g.producer(scatter->input(0));
+    const onnx::NodeProto *zerosShape = zeros ? g.producer(zeros->input(0)) : nullptr;
+    llvm::SmallVector<const onnx::NodeProto *> tokenChain;
+    bool zeroFill = zeros && zeros->op_type() == "ConstantOfShape" && zerosShape &&
+                    zerosShape->op_type() == "Shape" && zerosShape->input(0) == block.x &&
+                    llvm::all_of(zeros->attribute(), isZeroValue);
+    if (scatter->input(2) != scale->output(0) ||
+        [&] {
+          for (const onnx::AttributeProto &a : scatter->attribute())
+            if (a.name() == "reduction")
+              return a.s() != "add";
+          return true;
+        }() ||
+        !where || where->op_type() != "Unsqueeze" || !hasAxis(*where, constants, -1) || !zeroFill ||
+        !(where->input(0) == slotTokens || isSlotTokens(where->input(0), tokenChain)))
+      return fail("the weighted rows are not added at their tokens into zeros");
+    nodes.append({scatter, where, zeros, zerosShape});
+    nodes.append(tokenChain.begin(), tokenChain.end());
+    block.output = scatter->output(0);
+    block.last = g.indexOf(scatter);
+  } else {
+    const onnx::NodeProto *slots = g.onlyUser(scale->output(0), "Reshape");
+    const onnx::NodeProto *combine = slots ? g.onlyUser(slots->output(0), "ReduceSum") : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(slots->input(1)) : std::nullopt;
+    if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0 || !slotShape ||
+        slotShape->size() != 3 || (*slotShape)[1] != block.k)
+      return fail("the weighted rows are not summed per token over the k slots");
+    nodes.append({slots, combine});
+    block.output = combine->output(0);
+    block.last = g.indexOf(combine);
+  }
   matchSharedExpert(g, block, nodes);
 
   // Nodes whose results only the block reads (the Shape of the ids, Concat
