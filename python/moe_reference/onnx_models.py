@@ -236,7 +236,7 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
 
 
 def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False,
-                     shared=0, index_add=False):
+                     shared=0, index_add=False, scatter_reduction="add"):
     """An MoE block written out in plain ONNX ops, in the batched form of
     transformers' export-friendly experts (batched_mm): router MatMul ->
     Softmax -> TopK (-> ReduceSum/Div), each slot's token row and expert
@@ -317,8 +317,8 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
                             n("Gather", ["x", "slot_token"], ["rows"], axis=0)],
                    "y": [n("ConstantOfShape", ["x_shape"], ["zeros"]),
                          n("Unsqueeze", ["slot_token", "last"], ["slot_token_col"]),
-                         n("ScatterND", ["zeros", "slot_token_col", "o_weighted"], ["y"], reduction="add",
-                           name="combine")]}
+                         n("ScatterND", ["zeros", "slot_token_col", "o_weighted"], ["y"],
+                           reduction=scatter_reduction, name="combine")]}
         drop = {"x3", "x_slots", "o_slots", "slots_shape_h", "rows_h"}
         rebuilt = []
         for nd in nodes:
@@ -362,6 +362,8 @@ DECOMPOSED_CASES = {
     "decomposed_near_miss": dict(normalize=True, k=2, experts=4, near_miss=True),
     "decomposed_qwen2_shared": dict(normalize=False, k=2, experts=8, shared=24),
     "decomposed_index_add": dict(normalize=True, k=2, experts=4, index_add=True),
+    # Overwriting instead of adding keeps one slot per token: not an MoE sum.
+    "decomposed_index_overwrite": dict(normalize=True, k=2, experts=4, index_add=True, scatter_reduction="none"),
 }
 
 

@@ -12,6 +12,7 @@
 
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -280,11 +281,43 @@ Results convertShape(NodeContext &ctx) {
   return SmallVector<Value>{tensor::FromElementsOp::create(ctx.b, ctx.loc, resultType, values)};
 }
 
-/// Range with constant scalar inputs: a constant tensor.
+/// An integer Range whose operands are sizes known at import (a limit read
+/// from a tensor's size): [start, limit) by delta, of dynamic length.
+Results convertSizedRange(NodeContext &ctx) {
+  const ShapeVector *v0 = ctx.shapeInput(0), *v1 = ctx.shapeInput(1), *v2 = ctx.shapeInput(2);
+  if (!v0 || !v1 || !v2 || v0->elements.size() != 1 || v1->elements.size() != 1 || v2->elements.size() != 1 ||
+      !isa<IntegerType>(ctx.inputType(0).getElementType()))
+    return ctx.error() << "start, limit and delta must be constants or integer sizes of tensors", failure();
+  std::optional<int64_t> delta = getConstantIntValue(v2->elements[0]);
+  if (!delta || *delta <= 0)
+    return ctx.error() << "a Range with a computed limit needs a constant positive delta", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value start = getValueOrCreateConstantIndexOp(b, loc, v0->elements[0]);
+  Value limit = getValueOrCreateConstantIndexOp(b, loc, v1->elements[0]);
+  // ceil((limit - start) / delta), at least 0.
+  Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, limit, start), indexConst(b, loc, 0));
+  Value count = arith::DivUIOp::create(b, loc, arith::AddIOp::create(b, loc, span, indexConst(b, loc, *delta - 1)),
+                                       indexConst(b, loc, *delta));
+  Type element = ctx.inputType(0).getElementType();
+  auto type = RankedTensorType::get({ShapedType::kDynamic}, element);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{}, ValueRange{tb::empty(b, loc, type, ValueRange{count})},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(1)}, ArrayRef<utils::IteratorType>{utils::IteratorType::parallel},
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        Value i = arith::MulIOp::create(nb, nl, linalg::IndexOp::create(nb, nl, 0), indexConst(nb, nl, *delta));
+        Value v = arith::IndexCastOp::create(nb, nl, element, arith::AddIOp::create(nb, nl, start, i));
+        linalg::YieldOp::create(nb, nl, ValueRange{v});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
+/// Range with constant scalar inputs: a constant tensor (with a limit read
+/// from a tensor's size: a computed one).
 Results convertRange(NodeContext &ctx) {
   const ConstantTensor *c0 = ctx.constantInput(0), *c1 = ctx.constantInput(1), *c2 = ctx.constantInput(2);
   if (!c0 || !c1 || !c2)
-    return ctx.error() << "start, limit and delta must be constants", failure();
+    return convertSizedRange(ctx);
   Type element = c0->type.getElementType();
   if (auto s = c0->asInts()) {
     int64_t start = (*s)[0], limit = (*c1->asInts())[0], delta = (*c2->asInts())[0];
