@@ -245,16 +245,7 @@ Results convertExpand(NodeContext &ctx) {
   if (!target)
     return ctx.error() << "the shape input must be a constant or computed from tensor sizes", failure();
   Type element = ctx.inputType(0).getElementType();
-  SmallVector<int64_t> shape;
-  SmallVector<Value> dynamic;
-  for (OpFoldResult size : target->elements) {
-    std::optional<int64_t> c = getConstantIntValue(size);
-    shape.push_back(c.value_or(ShapedType::kDynamic));
-    if (!c)
-      dynamic.push_back(cast<Value>(size));
-  }
-  auto targetType = RankedTensorType::get(shape, element);
-  Value shaped = tb::empty(ctx.b, ctx.loc, targetType, dynamic);
+  Value shaped = emptyOfShape(ctx.b, ctx.loc, *target, element);
   FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{data, shaped}, element,
                                        [](OpBuilder &, Location, ValueRange a) { return a[0]; });
   if (failed(r))
@@ -515,14 +506,30 @@ Value wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
   return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
 }
 
-/// ScatterND(data, indices [..., q], updates): updates in order.
-Results convertScatterND(NodeContext &ctx) {
-  Value data = ctx.input(0), indices = ctx.input(1), updates = ctx.input(2);
-  if (!data || !indices || !updates)
+/// The operands every scatter takes, and its reduction.
+struct ScatterArgs {
+  Value data, indices, updates;
+  std::function<Value(OpBuilder &, Location, Value, Value)> reduce;
+};
+
+FailureOr<ScatterArgs> scatterArgs(NodeContext &ctx) {
+  ScatterArgs args{ctx.input(0), ctx.input(1), ctx.input(2), {}};
+  if (!args.data || !args.indices || !args.updates)
     return ctx.error() << "data, indices and updates are required", failure();
   auto reduce = scatterReduction(ctx);
   if (failed(reduce))
     return failure();
+  args.reduce = *reduce;
+  return args;
+}
+
+/// ScatterND(data, indices [..., q], updates): updates in order.
+Results convertScatterND(NodeContext &ctx) {
+  FailureOr<ScatterArgs> args = scatterArgs(ctx);
+  if (failed(args))
+    return failure();
+  Value data = args->data, indices = args->indices, updates = args->updates;
+  auto *reduce = &args->reduce;
   RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
   int64_t q = indexType.getShape().back();
   if (ShapedType::isDynamic(q) || q > dataType.getRank())
@@ -559,12 +566,11 @@ Results convertScatterND(NodeContext &ctx) {
 
 /// ScatterElements(data, indices, updates, axis): updates in order.
 Results convertScatterElements(NodeContext &ctx) {
-  Value data = ctx.input(0), indices = ctx.input(1), updates = ctx.input(2);
-  if (!data || !indices || !updates)
-    return ctx.error() << "data, indices and updates are required", failure();
-  auto reduce = scatterReduction(ctx);
-  if (failed(reduce))
+  FailureOr<ScatterArgs> args = scatterArgs(ctx);
+  if (failed(args))
     return failure();
+  Value data = args->data, indices = args->indices, updates = args->updates;
+  auto *reduce = &args->reduce;
   RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
   FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
   if (failed(axis) || indexType.getRank() != dataType.getRank())

@@ -100,6 +100,10 @@ std::optional<ShapeVector> propagateShapeVector(NodeContext &ctx);
 /// input (its `start`/`end` attributes, clamped).
 std::pair<int64_t, int64_t> shapeNodeRange(const NodeContext &ctx, int64_t rank);
 
+/// An empty tensor of `element`s shaped by `shape` (dynamic where its
+/// elements are values).
+Value emptyOfShape(OpBuilder &b, Location loc, const ShapeVector &shape, Type element);
+
 /// `x op y` on index sizes (Add, Sub, Mul, Div), folded when constant.
 OpFoldResult combineSizes(OpBuilder &b, Location loc, llvm::StringRef op, OpFoldResult x, OpFoldResult y);
 

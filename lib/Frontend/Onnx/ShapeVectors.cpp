@@ -38,6 +38,18 @@ OpFoldResult mlir::moe::onnx_import::combineSizes(OpBuilder &b, Location loc, St
   return arith::DivSIOp::create(b, loc, vx, vy).getResult();
 }
 
+Value mlir::moe::onnx_import::emptyOfShape(OpBuilder &b, Location loc, const ShapeVector &shape, Type element) {
+  SmallVector<int64_t> dims;
+  SmallVector<Value> dynamic;
+  for (OpFoldResult size : shape.elements) {
+    std::optional<int64_t> c = getConstantIntValue(size);
+    dims.push_back(c.value_or(ShapedType::kDynamic));
+    if (!c)
+      dynamic.push_back(cast<Value>(size));
+  }
+  return tb::empty(b, loc, RankedTensorType::get(dims, element), dynamic);
+}
+
 std::pair<int64_t, int64_t> mlir::moe::onnx_import::shapeNodeRange(const NodeContext &ctx, int64_t rank) {
   int64_t start = ctx.intAttr("start", 0), end = ctx.intAttr("end", rank);
   start = std::clamp<int64_t>(start < 0 ? start + rank : start, 0, rank);

@@ -580,16 +580,7 @@ Results convertConstantOfShape(NodeContext &ctx) {
       fill = b.getIntegerAttr(element, v);
     }
   }
-  SmallVector<int64_t> dims;
-  SmallVector<Value> dynamic;
-  for (OpFoldResult size : shape->elements) {
-    std::optional<int64_t> c = getConstantIntValue(size);
-    dims.push_back(c.value_or(ShapedType::kDynamic));
-    if (!c)
-      dynamic.push_back(cast<Value>(size));
-  }
-  auto type = RankedTensorType::get(dims, fill.getType());
-  Value init = tb::empty(b, ctx.loc, type, dynamic);
+  Value init = emptyOfShape(b, ctx.loc, *shape, fill.getType());
   Value value = arith::ConstantOp::create(b, ctx.loc, fill);
   return SmallVector<Value>{linalg::FillOp::create(b, ctx.loc, value, init).getResult(0)};
 }
