@@ -22,7 +22,6 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
-#include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
@@ -167,20 +166,15 @@ int main(int argc, char **argv) {
   context.loadAllAvailableDialects();
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);
-  std::string error;
-  auto file = openInputFile(inputFile, &error);
-  if (!file)
-    return failWith(error);
-  sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
-
   auto start = std::chrono::steady_clock::now();
   // MLIR, or an ONNX model (imported).
   mlir::moe::OnnxImportOptions onnxOptions;
   onnxOptions.weightsAsInputsMinBytes = weightsAsInputs;
   onnxOptions.weightsDir = weightsDir;
-  OwningOpRef<ModuleOp> module = mlir::moe::loadModule(sourceMgr, &context, onnxOptions);
+  std::string error;
+  OwningOpRef<ModuleOp> module = mlir::moe::loadModuleFile(inputFile, sourceMgr, &context, error, onnxOptions);
   if (!module)
-    return 1;
+    return error.empty() ? 1 : failWith(error);
   func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);
   if (!entry)
     return failWith(error);

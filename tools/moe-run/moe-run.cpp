@@ -22,7 +22,6 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
-#include "mlir/Support/FileUtilities.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "llvm/ADT/APFloat.h"
@@ -183,16 +182,12 @@ int main(int argc, char **argv) {
   // Parse. Errors are printed with their location by the source manager.
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);
-  std::string errorMessage;
-  auto file = openInputFile(inputFile, &errorMessage);
-  if (!file)
-    return failWith(errorMessage);
-  sourceMgr.AddNewSourceBuffer(std::move(file), SMLoc());
   auto start = std::chrono::steady_clock::now();
   // MLIR, or an ONNX model (imported).
-  OwningOpRef<ModuleOp> module = mlir::moe::loadModule(sourceMgr, &context);
+  std::string errorMessage;
+  OwningOpRef<ModuleOp> module = mlir::moe::loadModuleFile(inputFile, sourceMgr, &context, errorMessage);
   if (!module)
-    return 1;
+    return errorMessage.empty() ? 1 : failWith(errorMessage);
 
   // The entry function and its signature.
   std::string entryError;

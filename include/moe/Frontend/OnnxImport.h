@@ -46,6 +46,12 @@ OwningOpRef<ModuleOp> importOnnxModel(llvm::StringRef bytes, llvm::StringRef fil
 OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
                                  OnnxImportOptions onnxOptions = {});
 
+/// Reads the file at `path` into `sourceMgr` and loads it as loadModule
+/// does. A file that cannot be read sets `error`; a model that does not
+/// load has its diagnostics reported through the context (error empty).
+OwningOpRef<ModuleOp> loadModuleFile(llvm::StringRef path, llvm::SourceMgr &sourceMgr, MLIRContext *context,
+                                     std::string &error, OnnxImportOptions onnxOptions = {});
+
 /// Registers the `--import-onnx` translation (moe-translate).
 void registerOnnxImportTranslation();
 
