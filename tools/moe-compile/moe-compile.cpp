@@ -147,8 +147,9 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
-      "moe-compile: compile an MLIR function to a shared library (an artifact)\n\n"
-      "  moe-compile layer.mlir --target=gpu --chip=sm_90 -o out/liblayer.so\n\n"
+      "moe-compile: compile an MLIR function or an ONNX model to a shared library (an artifact)\n\n"
+      "  moe-compile layer.mlir --target=gpu --chip=sm_90 -o out/liblayer.so\n"
+      "  moe-compile model.onnx --target=cpu --weights-as-inputs=1048576 --weights-dir=out/w -o out/libm.so\n\n"
       "writes out/liblayer.so, out/liblayer.h and out/libmoe_runtime.so. Results become\n"
       "out-parameters: the caller allocates every buffer. Run it with moe-exec.\n");
   if (target != "cpu" && target != "gpu")

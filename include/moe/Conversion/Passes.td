@@ -178,6 +178,9 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
     - `memref.copy` in host code becomes `gpu.memcpy`; constant globals are
       read inside the kernels that use them (kernel outlining copies them to
       the device module).
+    - A `gpu.launch` that exists already (`moe-tensor-core-gemm`) stays a
+      kernel of its own; a buffer the function returns, or a view of one,
+      is not freed.
 
     Errors (located): a dynamic-size allocation inside a kernel, a copy
     between strided buffers (moe-parallelize-loops turns those into loops
