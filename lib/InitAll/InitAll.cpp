@@ -2,6 +2,7 @@
 
 #include "moe/InitAll.h"
 #include "dialects/moe/MoeDialect.h"
+#include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Conversion/Passes.h"
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Transforms/Passes.h"
@@ -20,7 +21,7 @@ void mlir::moe::registerAllMoeDialects(DialectRegistry &registry) {
   registerAllExtensions(registry);
   // gpu-module-to-binary translates kernels to LLVM IR inside the pass.
   registerAllToLLVMIRTranslations(registry);
-  registry.insert<MoeDialect>();
+  registry.insert<MoeDialect, stablehlo::StablehloDialect, chlo::ChloDialect>();
 }
 
 void mlir::moe::registerAllMoePasses() {
