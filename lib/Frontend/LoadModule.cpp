@@ -1,6 +1,10 @@
 //===- LoadModule.cpp - one entry for every model format ------------------===//
 
 #include "moe/Frontend/OnnxImport.h"
+#include "dialects/stablehlo/StablehloDialect.h"
+#include "moe/Pipelines/Pipelines.h"
+
+#include "mlir/Pass/PassManager.h"
 
 #include "mlir/Parser/Parser.h"
 #include "mlir/Support/FileUtilities.h"
@@ -10,12 +14,33 @@
 
 using namespace mlir;
 
+/// A JAX program (stablehlo/chlo ops) goes through moe-import-stablehlo so
+/// that the tools take StableHLO text as they take moe IR.
+static LogicalResult importStablehloIfPresent(ModuleOp module) {
+  bool hasStablehlo = module
+                          ->walk([](Operation *op) {
+                            return isa_and_nonnull<moe::stablehlo::StablehloDialect, moe::chlo::ChloDialect>(op->getDialect())
+                                       ? WalkResult::interrupt()
+                                       : WalkResult::advance();
+                          })
+                          .wasInterrupted();
+  if (!hasStablehlo)
+    return success();
+  PassManager pm(module->getContext());
+  moe::buildMoeImportStablehloPipeline(pm);
+  return pm.run(module);
+}
+
 OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
                                             OnnxImportOptions options) {
   const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
   StringRef name = buffer->getBufferIdentifier();
-  if (!name.ends_with(".onnx"))
-    return parseSourceFile<ModuleOp>(sourceMgr, context);
+  if (!name.ends_with(".onnx")) {
+    OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, context);
+    if (!module || failed(importStablehloIfPresent(*module)))
+      return nullptr;
+    return module;
+  }
   options.externalDataDir = llvm::sys::path::parent_path(name).str();
   return importOnnxModel(buffer->getBuffer(), name, context, options);
 }

@@ -120,7 +120,20 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
   }
 }
 
+void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {
+  pm.addPass(createMoeNormalizeStablehlo());
+  addUpstream(pm, "moe-import-stablehlo", "inline,symbol-dce");
+  pm.addPass(createMoeLowerStablehlo());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+}
+
 void mlir::moe::registerMoePipelines() {
+  PassPipelineRegistration<>(
+      "moe-import-stablehlo",
+      "Turns a JAX StableHLO program into moe and upstream tensor-level IR: top-k spellings "
+      "unified, helpers inlined, MoE layers recognised, everything else lowered to linalg/tensor",
+      buildMoeImportStablehloPipeline);
   PassPipelineRegistration<MoeOptimizeOptions>(
       "moe-optimize",
       "The default moe optimisation pipeline: prune masked experts, merge linear experts (MEO), "

@@ -9,6 +9,40 @@ include "mlir/Pass/PassBase.td"
 // Lowering to upstream dialects
 //===----------------------------------------------------------------------===//
 
+def MoeNormalizeStablehlo : Pass<"moe-normalize-stablehlo", "::mlir::ModuleOp"> {
+  let summary = "Rewrites JAX's other spellings of top_k and ragged_dot into chlo ops";
+  let description = [{
+    JAX writes top-k as `chlo.top_k`, as `stablehlo.composite "chlo.top_k"`
+    (after `jax.export` serialisation), as `stablehlo.custom_call @mhlo.topk`
+    or expanded into iota + sort (descending, stable) + slices. All four
+    become one `chlo.top_k`; `stablehlo.composite "chlo.ragged_dot"` and
+    `custom_call @chlo.ragged_dot` become `chlo.ragged_dot`. Any other
+    composite becomes a `func.call` of its decomposition, which the
+    `inline` pass then inlines. Runs first in `moe-import-stablehlo`.
+  }];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
+def MoeLowerStablehlo : Pass<"moe-lower-stablehlo", "::mlir::ModuleOp"> {
+  let summary = "Lowers stablehlo and chlo ops to linalg, tensor, arith, math, scf and moe";
+  let description = [{
+    Every op of the StableHLO subset becomes upstream tensor-level IR:
+    elementwise ops, broadcasts and contractions `linalg.generic` (f32
+    accumulation for narrower floats), reductions and windows
+    `linalg.generic` reductions running the reducer body on scalars, shape
+    ops `tensor` slices and reshapes, gather a `linalg.generic` reading with
+    `tensor.extract`, scatter an in-order `scf.for` nest (deterministic),
+    sort a stable rank-and-permute in `linalg.generic`, `chlo.top_k`
+    `moe.topk` and `chlo.ragged_dot` `moe.grouped_matmul`. Shapes must be
+    static; an unsupported op or a dynamic shape is a located error.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
+    "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
+    "::mlir::tensor::TensorDialect", "::mlir::moe::MoeDialect"
+  ];
+}
+
 def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
   let summary = "Lowers every moe op to linalg, tensor, arith, math and scf";
   let description = [{

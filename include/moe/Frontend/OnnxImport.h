@@ -41,7 +41,8 @@ OwningOpRef<ModuleOp> importOnnxModel(llvm::StringRef bytes, llvm::StringRef fil
                                       MLIRContext *context, const OnnxImportOptions &options);
 
 /// The module in `sourceMgr`'s main buffer: an ONNX model (imported) when
-/// its name ends in `.onnx`, MLIR text or bytecode (parsed) otherwise. The
+/// its name ends in `.onnx`, MLIR text or bytecode (parsed) otherwise; a
+/// parsed JAX StableHLO program is run through moe-import-stablehlo. The
 /// tools that take a model (moe-run, moe-compile) read their input with it.
 OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
                                  OnnxImportOptions onnxOptions = {});

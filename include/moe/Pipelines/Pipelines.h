@@ -94,7 +94,14 @@ void buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options
 /// without a GPU (moe-run --gpu-emulation).
 void buildMoeGpuEmulationPipeline(OpPassManager &pm);
 
-/// Registers `moe-optimize`, `moe-cpu-pipeline`, `moe-gpu-pipeline` and
+/// A JAX StableHLO program -> moe + upstream tensor-level IR: one spelling
+/// for top-k (moe-normalize-stablehlo), private helpers inlined and
+/// dropped, MoE layers recognised (moe-raise-stablehlo), the rest lowered
+/// (moe-lower-stablehlo), canonicalized. The tools run it on every input
+/// that holds stablehlo or chlo ops.
+void buildMoeImportStablehloPipeline(OpPassManager &pm);
+
+/// Registers `moe-import-stablehlo`, `moe-optimize`, `moe-cpu-pipeline`, `moe-gpu-pipeline` and
 /// `moe-gpu-emulation-pipeline`.
 void registerMoePipelines();
 } // namespace moe

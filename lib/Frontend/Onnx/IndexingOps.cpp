@@ -8,7 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "OnnxImporter.h"
-#include "TensorBuilders.h"
+#include "moe/Frontend/TensorBuilders.h"
 
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"

@@ -11,7 +11,7 @@
 
 #include "MoeBlocks.h"
 #include "OnnxImporter.h"
-#include "TensorBuilders.h"
+#include "moe/Frontend/TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
 #include "moe/Support/Npy.h"
 

@@ -6,7 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "OnnxImporter.h"
-#include "TensorBuilders.h"
+#include "moe/Frontend/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"

@@ -1,6 +1,6 @@
 //===- TensorBuilders.cpp - tensor-level building blocks for importers ----===//
 
-#include "TensorBuilders.h"
+#include "moe/Frontend/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"

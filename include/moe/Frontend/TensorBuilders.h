@@ -1,14 +1,14 @@
 //===- TensorBuilders.h - tensor-level building blocks for importers -*- C++ -*-===//
 //
-// The few shapes of computation an ONNX graph needs, as linalg.generic and
+// The few shapes of computation the importers (ONNX, StableHLO) need, as linalg.generic and
 // tensor ops on ranked tensors: numpy-broadcast elementwise maps, batched
 // matmuls accumulated in f32, reductions over one axis, casts, transposes
 // and reshapes. Dynamic sizes are read with tensor.dim from the operands.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOE_FRONTEND_ONNX_TENSORBUILDERS_H
-#define MOE_FRONTEND_ONNX_TENSORBUILDERS_H
+#ifndef MOE_FRONTEND_TENSORBUILDERS_H
+#define MOE_FRONTEND_TENSORBUILDERS_H
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
@@ -71,4 +71,4 @@ Value empty(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dynami
 
 } // namespace mlir::moe::tensor_builders
 
-#endif // MOE_FRONTEND_ONNX_TENSORBUILDERS_H
+#endif // MOE_FRONTEND_TENSORBUILDERS_H

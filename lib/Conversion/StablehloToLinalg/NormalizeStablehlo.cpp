@@ -1,0 +1,146 @@
+//===- NormalizeStablehlo.cpp - one spelling for top_k; composites called -===//
+//
+// JAX spells top-k four ways (see the pass description); recognising MoE
+// routing and lowering both want one. Composites other than top_k become
+// calls of their decompositions, which `inline` then removes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/stablehlo/StablehloDialect.h"
+#include "moe/Conversion/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Matchers.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOENORMALIZESTABLEHLO
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace shlo = mlir::moe::stablehlo;
+
+namespace {
+
+/// k of a top-k given as {k = .., largest = ..}; failure when largest is
+/// false (a bottom-k) or k is missing.
+FailureOr<int64_t> topKFromAttributes(Operation *op, DictionaryAttr attrs) {
+  auto k = attrs ? dyn_cast_or_null<IntegerAttr>(attrs.get("k")) : nullptr;
+  if (!k)
+    return op->emitError("top_k without an integer 'k' attribute"), failure();
+  if (auto largest = dyn_cast_or_null<BoolAttr>(attrs.get("largest")); largest && !largest.getValue())
+    return op->emitError("top_k with largest = false is not supported"), failure();
+  return k.getInt();
+}
+
+void replaceWithTopK(Operation *op, Value operand, int64_t k) {
+  OpBuilder b(op);
+  auto topk = chlo::TopKOp::create(b, op->getLoc(), op->getResultTypes(), operand, b.getI64IntegerAttr(k));
+  op->replaceAllUsesWith(topk->getResults());
+  op->erase();
+}
+
+/// Whether `comparator` is `compare GT, arg0, arg1` (descending on the
+/// first input; with a stable sort, ties keep the lower index first).
+bool isDescendingOnFirst(Region &comparator) {
+  Block &block = comparator.front();
+  if (!llvm::hasNItems(block, 2))
+    return false;
+  auto compare = dyn_cast<shlo::CompareOp>(block.front());
+  return compare && compare.getComparisonDirection() == shlo::ComparisonDirection::GT &&
+         compare.getLhs() == block.getArgument(0) && compare.getRhs() == block.getArgument(1) &&
+         block.getTerminator()->getOperand(0) == compare.getResult();
+}
+
+/// iota + sort(values, iota) descending along the last dim + slices of
+/// both results to the first k: the expansion of top_k.
+LogicalResult normalizeSortedTopK(shlo::SortOp sort) {
+  if (sort.getInputs().size() != 2 || !isDescendingOnFirst(sort.getComparator()))
+    return failure();
+  auto type = cast<RankedTensorType>(sort.getInputs()[0].getType());
+  int64_t rank = type.getRank();
+  int64_t dim = sort.getDimension() < 0 ? sort.getDimension() + rank : sort.getDimension();
+  auto iota = sort.getInputs()[1].getDefiningOp<shlo::IotaOp>();
+  if (dim != rank - 1 || !iota || iota.getIotaDimension() != dim ||
+      !cast<RankedTensorType>(iota.getType()).getElementType().isInteger(32))
+    return failure();
+  // Every use is a slice keeping the leading dims and [0, k) of the last.
+  int64_t k = -1;
+  SmallVector<shlo::SliceOp> slices;
+  for (Operation *user : sort->getUsers()) {
+    auto slice = dyn_cast<shlo::SliceOp>(user);
+    if (!slice)
+      return failure();
+    for (int64_t d = 0; d < rank; ++d) {
+      bool full = d < rank - 1 ? slice.getLimitIndices()[d] == type.getDimSize(d) : true;
+      if (slice.getStartIndices()[d] != 0 || slice.getStrides()[d] != 1 || !full)
+        return failure();
+    }
+    int64_t sliceK = slice.getLimitIndices()[rank - 1];
+    if (k >= 0 && sliceK != k)
+      return failure();
+    k = sliceK;
+    slices.push_back(slice);
+  }
+  if (k < 0)
+    return failure();
+  OpBuilder b(sort);
+  SmallVector<int64_t> shape(type.getShape());
+  shape.back() = k;
+  auto topk = chlo::TopKOp::create(b, sort.getLoc(), RankedTensorType::get(shape, type.getElementType()),
+                                   RankedTensorType::get(shape, b.getI32Type()), sort.getInputs()[0],
+                                   b.getI64IntegerAttr(k));
+  for (shlo::SliceOp slice : slices) {
+    unsigned which = cast<OpResult>(slice.getOperand()).getResultNumber();
+    slice.getResult().replaceAllUsesWith(topk->getResult(which));
+    slice->erase();
+  }
+  sort->erase();
+  return success();
+}
+
+struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehloBase<MoeNormalizeStablehloPass> {
+  void runOnOperation() override {
+    bool failedAny = false;
+    SmallVector<Operation *> ops;
+    getOperation()->walk([&](Operation *op) {
+      if (isa<shlo::CompositeOp, shlo::CustomCallOp, shlo::SortOp>(op))
+        ops.push_back(op);
+    });
+    for (Operation *op : ops) {
+      if (auto composite = dyn_cast<shlo::CompositeOp>(op)) {
+        if (composite.getName() == "chlo.top_k") {
+          FailureOr<int64_t> k = topKFromAttributes(op, composite.getCompositeAttributes());
+          if (failed(k)) {
+            failedAny = true;
+            continue;
+          }
+          replaceWithTopK(op, composite.getInputs()[0], *k);
+          continue;
+        }
+        OpBuilder b(op);
+        auto call = func::CallOp::create(b, op->getLoc(), composite.getDecompositionAttr(), op->getResultTypes(),
+                                         composite.getInputs());
+        op->replaceAllUsesWith(call->getResults());
+        op->erase();
+      } else if (auto customCall = dyn_cast<shlo::CustomCallOp>(op)) {
+        if (customCall.getCallTargetName() != "mhlo.topk")
+          continue;
+        FailureOr<int64_t> k =
+            topKFromAttributes(op, dyn_cast_or_null<DictionaryAttr>(op->getAttr("mhlo.attributes")));
+        if (failed(k)) {
+          failedAny = true;
+          continue;
+        }
+        replaceWithTopK(op, customCall.getInputs()[0], *k);
+      } else {
+        (void)normalizeSortedTopK(cast<shlo::SortOp>(op));
+      }
+    }
+    if (failedAny)
+      signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,245 @@
+//===- ScalarBodies.cpp - stablehlo elementwise ops on scalars ------------===//
+//
+// The one place that knows what each elementwise op computes: tensor
+// elementwise ops become linalg.generic bodies built here, and reducer,
+// comparator and scatter bodies (ops on 0-d tensors) are run on scalars
+// through the same function.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Lowerings.h"
+#include "dialects/stablehlo/StablehloDialect.h"
+#include "moe/Frontend/TensorBuilders.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace shlo = mlir::moe::stablehlo;
+
+static Value floatConstant(OpBuilder &b, Location loc, Type type, double value) {
+  return arith::ConstantOp::create(b, loc, type, b.getFloatAttr(type, value));
+}
+
+static Value intConstant(OpBuilder &b, Location loc, Type type, int64_t value) {
+  return arith::ConstantOp::create(b, loc, type, b.getIntegerAttr(type, value));
+}
+
+/// Floats compared in TOTALORDER become signed integers that order the
+/// same way: negative floats have their magnitude bits flipped.
+static Value totalOrderKey(OpBuilder &b, Location loc, Value v) {
+  unsigned width = v.getType().getIntOrFloatBitWidth();
+  Type intType = b.getIntegerType(width);
+  Value bits = arith::BitcastOp::create(b, loc, intType, v);
+  Value sign = arith::ShRSIOp::create(b, loc, bits, intConstant(b, loc, intType, width - 1));
+  Value magnitudeMask = intConstant(b, loc, intType, (int64_t(1) << (width - 1)) - 1);
+  return arith::XOrIOp::create(b, loc, bits, arith::AndIOp::create(b, loc, sign, magnitudeMask));
+}
+
+static Value compareScalars(OpBuilder &b, Location loc, shlo::CompareOp op, Value lhs, Value rhs) {
+  using Dir = shlo::ComparisonDirection;
+  Dir dir = op.getComparisonDirection();
+  Type element = lhs.getType();
+  shlo::ComparisonType kind = op.getCompareType().value_or(
+      isa<FloatType>(element) ? shlo::ComparisonType::FLOAT
+                              : (element.isInteger(1) ? shlo::ComparisonType::UNSIGNED : shlo::ComparisonType::SIGNED));
+  if (isa<FloatType>(element) && kind == shlo::ComparisonType::TOTALORDER) {
+    lhs = totalOrderKey(b, loc, lhs);
+    rhs = totalOrderKey(b, loc, rhs);
+    kind = shlo::ComparisonType::SIGNED;
+  }
+  if (isa<FloatType>(element)) {
+    arith::CmpFPredicate pred;
+    switch (dir) {
+    case Dir::EQ: pred = arith::CmpFPredicate::OEQ; break;
+    case Dir::NE: pred = arith::CmpFPredicate::UNE; break;
+    case Dir::GE: pred = arith::CmpFPredicate::OGE; break;
+    case Dir::GT: pred = arith::CmpFPredicate::OGT; break;
+    case Dir::LE: pred = arith::CmpFPredicate::OLE; break;
+    case Dir::LT: pred = arith::CmpFPredicate::OLT; break;
+    }
+    return arith::CmpFOp::create(b, loc, pred, lhs, rhs);
+  }
+  bool isSigned = kind != shlo::ComparisonType::UNSIGNED;
+  arith::CmpIPredicate pred;
+  switch (dir) {
+  case Dir::EQ: pred = arith::CmpIPredicate::eq; break;
+  case Dir::NE: pred = arith::CmpIPredicate::ne; break;
+  case Dir::GE: pred = isSigned ? arith::CmpIPredicate::sge : arith::CmpIPredicate::uge; break;
+  case Dir::GT: pred = isSigned ? arith::CmpIPredicate::sgt : arith::CmpIPredicate::ugt; break;
+  case Dir::LE: pred = isSigned ? arith::CmpIPredicate::sle : arith::CmpIPredicate::ule; break;
+  case Dir::LT: pred = isSigned ? arith::CmpIPredicate::slt : arith::CmpIPredicate::ult; break;
+  }
+  return arith::CmpIOp::create(b, loc, pred, lhs, rhs);
+}
+
+/// StableHLO's maximum/minimum propagate NaN (arith.maximumf does); on i1
+/// they are or/and.
+static Value maxScalar(OpBuilder &b, Location loc, Value x, Value y) {
+  Type t = x.getType();
+  if (isa<FloatType>(t))
+    return arith::MaximumFOp::create(b, loc, x, y);
+  if (t.isInteger(1))
+    return arith::OrIOp::create(b, loc, x, y);
+  return arith::MaxSIOp::create(b, loc, x, y);
+}
+
+static Value minScalar(OpBuilder &b, Location loc, Value x, Value y) {
+  Type t = x.getType();
+  if (isa<FloatType>(t))
+    return arith::MinimumFOp::create(b, loc, x, y);
+  if (t.isInteger(1))
+    return arith::AndIOp::create(b, loc, x, y);
+  return arith::MinSIOp::create(b, loc, x, y);
+}
+
+static Value signScalar(OpBuilder &b, Location loc, Value x) {
+  Type t = x.getType();
+  if (isa<FloatType>(t)) {
+    // ±0 and NaN stay as they are.
+    Value zero = floatConstant(b, loc, t, 0.0);
+    Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, zero);
+    Value negative = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, zero);
+    Value s = arith::SelectOp::create(b, loc, negative, floatConstant(b, loc, t, -1.0), x);
+    return arith::SelectOp::create(b, loc, positive, floatConstant(b, loc, t, 1.0), s);
+  }
+  Value zero = intConstant(b, loc, t, 0);
+  Value positive = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, x, zero);
+  Value negative = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, x, zero);
+  Value s = arith::SelectOp::create(b, loc, negative, intConstant(b, loc, t, -1), zero);
+  return arith::SelectOp::create(b, loc, positive, intConstant(b, loc, t, 1), s);
+}
+
+Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op, ValueRange v) {
+  auto isFloat = [&]() { return isa<FloatType>(v[0].getType()); };
+  auto isBool = [&]() { return v[0].getType().isInteger(1); };
+  return llvm::TypeSwitch<Operation *, Value>(op)
+      .Case([&](shlo::AddOp) -> Value {
+        if (isFloat())
+          return arith::AddFOp::create(b, loc, v[0], v[1]);
+        if (isBool())
+          return arith::OrIOp::create(b, loc, v[0], v[1]);
+        return arith::AddIOp::create(b, loc, v[0], v[1]);
+      })
+      .Case([&](shlo::SubtractOp) -> Value {
+        if (isFloat())
+          return arith::SubFOp::create(b, loc, v[0], v[1]);
+        return arith::SubIOp::create(b, loc, v[0], v[1]);
+      })
+      .Case([&](shlo::MulOp) -> Value {
+        if (isFloat())
+          return arith::MulFOp::create(b, loc, v[0], v[1]);
+        if (isBool())
+          return arith::AndIOp::create(b, loc, v[0], v[1]);
+        return arith::MulIOp::create(b, loc, v[0], v[1]);
+      })
+      .Case([&](shlo::DivOp) -> Value {
+        if (isFloat())
+          return arith::DivFOp::create(b, loc, v[0], v[1]);
+        return arith::DivSIOp::create(b, loc, v[0], v[1]);
+      })
+      .Case([&](shlo::RemOp) -> Value {
+        if (isFloat())
+          return arith::RemFOp::create(b, loc, v[0], v[1]);
+        return arith::RemSIOp::create(b, loc, v[0], v[1]);
+      })
+      .Case([&](shlo::MaxOp) { return maxScalar(b, loc, v[0], v[1]); })
+      .Case([&](shlo::MinOp) { return minScalar(b, loc, v[0], v[1]); })
+      .Case([&](shlo::PowOp) -> Value {
+        if (isFloat())
+          return math::PowFOp::create(b, loc, v[0], v[1]);
+        return math::IPowIOp::create(b, loc, v[0], v[1]);
+      })
+      .Case([&](shlo::AndOp) -> Value { return arith::AndIOp::create(b, loc, v[0], v[1]); })
+      .Case([&](shlo::OrOp) -> Value { return arith::OrIOp::create(b, loc, v[0], v[1]); })
+      .Case([&](shlo::XorOp) -> Value { return arith::XOrIOp::create(b, loc, v[0], v[1]); })
+      .Case([&](shlo::Atan2Op) -> Value { return math::Atan2Op::create(b, loc, v[0], v[1]); })
+      .Case([&](shlo::AbsOp) -> Value {
+        if (isFloat())
+          return math::AbsFOp::create(b, loc, v[0]);
+        return math::AbsIOp::create(b, loc, v[0]);
+      })
+      .Case([&](shlo::CbrtOp) -> Value { return math::CbrtOp::create(b, loc, v[0]); })
+      .Case([&](shlo::CeilOp) -> Value { return math::CeilOp::create(b, loc, v[0]); })
+      .Case([&](shlo::FloorOp) -> Value { return math::FloorOp::create(b, loc, v[0]); })
+      .Case([&](shlo::CosineOp) -> Value { return math::CosOp::create(b, loc, v[0]); })
+      .Case([&](shlo::SineOp) -> Value { return math::SinOp::create(b, loc, v[0]); })
+      .Case([&](shlo::TanOp) -> Value { return math::TanOp::create(b, loc, v[0]); })
+      .Case([&](shlo::TanhOp) -> Value { return math::TanhOp::create(b, loc, v[0]); })
+      .Case([&](shlo::ExpOp) -> Value { return math::ExpOp::create(b, loc, v[0]); })
+      .Case([&](shlo::Expm1Op) -> Value { return math::ExpM1Op::create(b, loc, v[0]); })
+      .Case([&](shlo::LogOp) -> Value { return math::LogOp::create(b, loc, v[0]); })
+      .Case([&](shlo::Log1pOp) -> Value { return math::Log1pOp::create(b, loc, v[0]); })
+      .Case([&](shlo::LogisticOp) -> Value {
+        Type t = v[0].getType();
+        Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, v[0]));
+        Value one = floatConstant(b, loc, t, 1.0);
+        return arith::DivFOp::create(b, loc, one, arith::AddFOp::create(b, loc, one, e));
+      })
+      .Case([&](shlo::NegOp) -> Value {
+        if (isFloat())
+          return arith::NegFOp::create(b, loc, v[0]);
+        return arith::SubIOp::create(b, loc, intConstant(b, loc, v[0].getType(), 0), v[0]);
+      })
+      .Case([&](shlo::NotOp) -> Value {
+        return arith::XOrIOp::create(b, loc, v[0], intConstant(b, loc, v[0].getType(), -1));
+      })
+      .Case([&](shlo::RoundNearestAfzOp) -> Value { return math::RoundOp::create(b, loc, v[0]); })
+      .Case([&](shlo::RoundNearestEvenOp) -> Value { return math::RoundEvenOp::create(b, loc, v[0]); })
+      .Case([&](shlo::RsqrtOp) -> Value { return math::RsqrtOp::create(b, loc, v[0]); })
+      .Case([&](shlo::SqrtOp) -> Value { return math::SqrtOp::create(b, loc, v[0]); })
+      .Case([&](shlo::SignOp) { return signScalar(b, loc, v[0]); })
+      .Case([&](shlo::ConvertOp op) {
+        return tensor_builders::castScalar(b, loc, v[0], cast<ShapedType>(op.getType()).getElementType());
+      })
+      .Case([&](shlo::IsFiniteOp) -> Value {
+        Type t = v[0].getType();
+        Value inf = floatConstant(b, loc, t, std::numeric_limits<double>::infinity());
+        return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE, math::AbsFOp::create(b, loc, v[0]), inf);
+      })
+      .Case([&](shlo::CompareOp op) { return compareScalars(b, loc, op, v[0], v[1]); })
+      .Case([&](shlo::SelectOp) -> Value { return arith::SelectOp::create(b, loc, v[0], v[1], v[2]); })
+      .Case([&](shlo::ClampOp) { return minScalar(b, loc, maxScalar(b, loc, v[1], v[0]), v[2]); })
+      .Case([&](chlo::ErfOp) -> Value { return math::ErfOp::create(b, loc, v[0]); })
+      .Case([&](chlo::ErfcOp) -> Value {
+        Value one = floatConstant(b, loc, v[0].getType(), 1.0);
+        return arith::SubFOp::create(b, loc, one, math::ErfOp::create(b, loc, v[0]));
+      })
+      .Default([](Operation *) { return Value(); });
+}
+
+FailureOr<SmallVector<Value>> stablehlo_lowering::emitScalarBody(OpBuilder &b, Location loc, Region &body,
+                                                                ValueRange args) {
+  Block &block = body.front();
+  IRMapping scalars;
+  for (auto [arg, value] : llvm::zip(block.getArguments(), args))
+    scalars.map(arg, value);
+  for (Operation &op : block.without_terminator()) {
+    Value result;
+    if (auto constant = dyn_cast<shlo::ConstantOp>(op)) {
+      auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());
+      if (!dense || !dense.isSplat())
+        return op.emitError("a body constant must be a 0-d dense value"), failure();
+      result = arith::ConstantOp::create(b, loc, cast<TypedAttr>(dense.getSplatValue<Attribute>()));
+    } else if (isa<shlo::BroadcastInDimOp, shlo::ReshapeOp>(op) &&
+               cast<ShapedType>(op.getResult(0).getType()).getRank() == 0) {
+      result = scalars.lookup(op.getOperand(0)); // 0-d to 0-d: the same scalar
+    } else {
+      SmallVector<Value> operands;
+      for (Value operand : op.getOperands())
+        operands.push_back(scalars.lookup(operand));
+      result = emitScalarOp(b, loc, &op, operands);
+      if (!result)
+        return op.emitError("'") << op.getName() << "' is not supported inside a reducer, comparator or scatter body",
+               failure();
+    }
+    scalars.map(op.getResult(0), result);
+  }
+  SmallVector<Value> results;
+  for (Value v : block.getTerminator()->getOperands())
+    results.push_back(scalars.lookup(v));
+  return results;
+}
