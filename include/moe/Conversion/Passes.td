@@ -20,7 +20,7 @@ def MoeNormalizeStablehlo : Pass<"moe-normalize-stablehlo", "::mlir::ModuleOp"> 
     composite becomes a `func.call` of its decomposition, which the
     `inline` pass then inlines. Runs first in `moe-import-stablehlo`.
   }];
-  let dependentDialects = ["::mlir::func::FuncDialect"];
+  let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::moe::chlo::ChloDialect"];
 }
 
 def MoeLowerStablehlo : Pass<"moe-lower-stablehlo", "::mlir::ModuleOp"> {

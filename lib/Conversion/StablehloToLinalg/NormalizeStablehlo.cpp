@@ -41,6 +41,24 @@ void replaceWithTopK(Operation *op, Value operand, int64_t k) {
   op->erase();
 }
 
+/// The ragged_dot dimension numbers of a `chlo.ragged_dot` composite:
+/// `ragged_dot_dimension_numbers` lists six dense arrays (lhs/rhs batching,
+/// lhs/rhs contracting, lhs ragged, rhs group dims). Null when absent or
+/// malformed; the composite is then called like any other.
+chlo::RaggedDotDimensionNumbersAttr raggedDotDims(MLIRContext *ctx, DictionaryAttr attrs) {
+  auto list = attrs ? dyn_cast_or_null<ArrayAttr>(attrs.get("ragged_dot_dimension_numbers")) : nullptr;
+  if (!list || list.size() != 6)
+    return nullptr;
+  SmallVector<SmallVector<int64_t>> dims;
+  for (Attribute a : list) {
+    auto dense = dyn_cast<DenseIntElementsAttr>(a);
+    if (!dense)
+      return nullptr;
+    dims.emplace_back(llvm::map_range(dense.getValues<APInt>(), [](const APInt &v) { return v.getSExtValue(); }));
+  }
+  return chlo::RaggedDotDimensionNumbersAttr::get(ctx, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]);
+}
+
 /// Whether `comparator` is `compare GT, arg0, arg1` (descending on the
 /// first input; with a stable sort, ties keep the lower index first).
 bool isDescendingOnFirst(Region &comparator) {
@@ -120,6 +138,24 @@ struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehlo
           continue;
         }
         OpBuilder b(op);
+        if (composite.getName() == "chlo.ragged_dot" && composite.getInputs().size() == 3) {
+          auto dims = raggedDotDims(b.getContext(), composite.getCompositeAttributes());
+          // Only the grouped-matmul mode becomes chlo.ragged_dot; other
+          // modes keep their decomposition.
+          auto lhsType = cast<RankedTensorType>(composite.getInputs()[0].getType());
+          auto rhsType = cast<RankedTensorType>(composite.getInputs()[1].getType());
+          if (dims && lhsType.getRank() == 2 && rhsType.getRank() == 3 && dims.getLhsBatchingDimensions().empty() &&
+              dims.getRhsBatchingDimensions().empty() && dims.getLhsContractingDimensions() == ArrayRef<int64_t>{1} &&
+              dims.getRhsContractingDimensions() == ArrayRef<int64_t>{1} &&
+              dims.getLhsRaggedDimensions() == ArrayRef<int64_t>{0} &&
+              dims.getRhsGroupDimensions() == ArrayRef<int64_t>{0}) {
+            auto ragged = chlo::RaggedDotOp::create(b, op->getLoc(), op->getResultTypes()[0], composite.getInputs()[0],
+                                                    composite.getInputs()[1], composite.getInputs()[2], dims, nullptr);
+            op->replaceAllUsesWith(ragged->getResults());
+            op->erase();
+            continue;
+          }
+        }
         auto call = func::CallOp::create(b, op->getLoc(), composite.getDecompositionAttr(), op->getResultTypes(),
                                          composite.getInputs());
         op->replaceAllUsesWith(call->getResults());

@@ -1,0 +1,232 @@
+"""MoE layers written the ways JAX code writes them, exported to StableHLO text.
+
+Each program is a JAX function with its argument shapes and the form its
+text is written in:
+  * "text":    jax.jit(f).lower(...).as_text() (pretty form, CPU lowering:
+               ragged_dot expands to a masked dense dot_general);
+  * "generic": the same module printed in MLIR's generic op form;
+  * "export":  jax.export for the given platform (serialisation rewrites
+               top_k and ragged_dot into stablehlo.composite ops).
+
+`python -m moe_reference.jax_programs OUT_DIR [names]` writes OUT_DIR/<name>.mlir;
+test/Stablehlo/programs holds the committed output, and
+test/Stablehlo/jax_match.py runs each program here and in JAX on the same
+random inputs.
+"""
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+jax.config.update("jax_enable_x64", False)
+
+T, H, F, E, K = 16, 32, 48, 8, 2
+
+
+@dataclass
+class Program:
+    fn: object
+    shapes: list
+    form: str = "text"
+    platform: str = "cpu"
+    dtype: object = jnp.float32
+    scales: list = field(default_factory=list)
+
+    def specs(self):
+        return [jax.ShapeDtypeStruct(s, self.dtype) for s in self.shapes]
+
+    def inputs(self, seed=0):
+        rng = np.random.default_rng(seed)
+        scales = self.scales or [0.5] * len(self.shapes)
+        return [(rng.standard_normal(s) * sc).astype(self.dtype) for s, sc in zip(self.shapes, scales)]
+
+
+def swiglu(g, u):
+    return jax.nn.silu(g) * u
+
+
+# --- Mixtral: softmax top-2, dropless sort-by-expert + ragged_dot + unsort --------------
+
+def mixtral_dropless(x, wr, w1, w3, w2):
+    probs = jax.nn.softmax(x @ wr, axis=-1)
+    vals, idx = lax.top_k(probs, K)
+    vals = vals / vals.sum(-1, keepdims=True)
+    flat = idx.reshape(-1)
+    order = jnp.argsort(flat)
+    tok = order // K
+    xs = x[tok]
+    sizes = jnp.bincount(flat, length=wr.shape[1]).astype(jnp.int32)
+    h = swiglu(lax.ragged_dot(xs, w1, sizes), lax.ragged_dot(xs, w3, sizes))
+    y = lax.ragged_dot(h, w2, sizes)
+    w = vals.reshape(-1)[order]
+    return jnp.zeros_like(x).at[tok].add(y * w[:, None])
+
+
+MIXTRAL_SHAPES = [(T, H), (H, E), (E, H, F), (E, H, F), (E, F, H)]
+
+# --- GShard / Switch: einsum dispatch with one-hot masks and capacity --------------------
+
+
+def gshard_masks(gates, k, capacity):
+    """MaxText generate_masks: one_hot -> cumsum -> <= capacity -> one_hot(position)."""
+    vals, idx = lax.top_k(gates, k)
+    experts = gates.shape[-1]
+    dispatch = jnp.zeros(gates.shape + (capacity,), gates.dtype)
+    combine = jnp.zeros_like(dispatch)
+    filled = jnp.zeros((experts,), jnp.int32)
+    for slot in range(k):
+        onehot = jax.nn.one_hot(idx[:, slot], experts, dtype=jnp.int32)
+        position = jnp.cumsum(onehot, axis=0) - 1 + filled[None, :]
+        filled = filled + onehot.sum(0)
+        keep = (position < capacity) & (onehot > 0)
+        pos = jnp.where(keep, position, 0).sum(-1)
+        kept = keep.any(-1)
+        mask = jax.nn.one_hot(idx[:, slot], experts)[:, :, None] * jax.nn.one_hot(pos, capacity)[:, None, :]
+        mask = mask * kept[:, None, None]
+        dispatch = dispatch + mask
+        combine = combine + mask * vals[:, slot][:, None, None]
+    return dispatch, combine
+
+
+def gshard_capacity(x, wr, wi, wo):
+    gates = jax.nn.softmax(x @ wr, axis=-1)
+    dispatch, combine = gshard_masks(gates, 2, capacity=5)
+    xe = jnp.einsum("sm,sec->ecm", x, dispatch)
+    h = jax.nn.gelu(jnp.einsum("ecm,emh->ech", xe, wi), approximate=False)
+    ye = jnp.einsum("ech,ehm->ecm", h, wo)
+    return jnp.einsum("ecm,sec->sm", ye, combine)
+
+
+def switch_capacity(x, wr, wi, wo):
+    gates = jax.nn.softmax(x @ wr, axis=-1)
+    dispatch, combine = gshard_masks(gates, 1, capacity=3)
+    xe = jnp.einsum("sm,sec->ecm", x, dispatch)
+    ye = jnp.einsum("ech,ehm->ecm", jax.nn.relu(jnp.einsum("ecm,emh->ech", xe, wi)), wo)
+    return jnp.einsum("ecm,sec->sm", ye, combine)
+
+
+GSHARD_SHAPES = [(T, H), (H, E), (E, H, F), (E, F, H)]
+
+# --- DeepSeek-V3: sigmoid scores, selection bias, group-limited top-k, shared expert -----
+
+GROUPS, TOPK_GROUPS, DS_K = 4, 2, 3
+
+
+def deepseek_grouped(x, wr, bias, w1, w3, w2, s1, s3, s2):
+    scores = jax.nn.sigmoid(x @ wr)
+    biased = scores + bias
+    grouped = biased.reshape(x.shape[0], GROUPS, -1)
+    group_score = lax.top_k(grouped, 2)[0].sum(-1)
+    _, top_groups = lax.top_k(group_score, TOPK_GROUPS)
+    group_mask = jax.nn.one_hot(top_groups, GROUPS).sum(1)
+    expert_mask = jnp.repeat(group_mask, E // GROUPS, axis=-1)
+    _, idx = lax.top_k(jnp.where(expert_mask > 0, biased, -jnp.inf), DS_K)
+    weights = jnp.take_along_axis(scores, idx, axis=-1)
+    weights = weights / weights.sum(-1, keepdims=True) * 2.5
+    gate = (jax.nn.one_hot(idx, E) * weights[..., None]).sum(1)  # dense top-k mask [T, E]
+    h = swiglu(jnp.einsum("th,ehf->tef", x, w1), jnp.einsum("th,ehf->tef", x, w3))
+    routed = jnp.einsum("tef,efh,te->th", h, w2, gate)
+    shared = swiglu(x @ s1, x @ s3) @ s2
+    return routed + shared
+
+
+DEEPSEEK_SHAPES = [(T, H), (H, E), (E,), (E, H, F), (E, H, F), (E, F, H), (H, F), (H, F), (F, H)]
+
+# --- MoE++: FFN experts plus zero, copy and constant experts -----------------------------
+
+N_FFN = 6  # experts 0..5 FFN, 6 zero, 7 copy, 8 constant
+
+
+def moepp(x, wr, w1, w2, const_v, const_w):
+    probs = jax.nn.softmax(x @ wr, axis=-1)
+    vals, idx = lax.top_k(probs, K)
+    gate = (jax.nn.one_hot(idx, N_FFN + 3) * vals[..., None]).sum(1)
+    ffn = jnp.einsum("tef,efh->teh", jax.nn.gelu(jnp.einsum("th,ehf->tef", x, w1), approximate=True), w2)
+    mix = jax.nn.softmax(x @ const_w, axis=-1)  # [T, 2]
+    constant = mix[:, :1] * x + mix[:, 1:] * const_v
+    out = jnp.einsum("teh,te->th", ffn, gate[:, :N_FFN])
+    out = out + gate[:, N_FFN + 1:N_FFN + 2] * x  # copy expert; the zero expert adds nothing
+    return out + gate[:, N_FFN + 2:] * constant
+
+
+MOEPP_SHAPES = [(T, H), (H, N_FFN + 3), (N_FFN, H, F), (N_FFN, F, H), (H,), (H, 2)]
+
+# --- A transformer block with an MoE FFN ----------------------------------------------
+
+
+def transformer_block(x, ln1, wq, wk, wv, wo, ln2, wr, w1, w3, w2):
+    def rms(v, g):
+        return v * lax.rsqrt(jnp.mean(v * v, axis=-1, keepdims=True) + 1e-6) * g
+
+    h = rms(x, ln1)
+    q, k, v = h @ wq, h @ wk, h @ wv
+    scores = (q @ k.T) / np.sqrt(H)
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    attn = jax.nn.softmax(jnp.where(causal, scores, -1e9), axis=-1) @ v
+    x = x + attn @ wo
+    h = rms(x, ln2)
+    return x + mixtral_dropless(h, wr, w1, w3, w2)
+
+
+TRANSFORMER_SHAPES = [(T, H), (H,), (H, H), (H, H), (H, H), (H, H), (H,)] + MIXTRAL_SHAPES[1:]
+
+
+def bf16_ffn(x, wr, w1, w3, w2):
+    """Top-2 softmax routing over bf16 weights, experts computed densely and masked."""
+    probs = jax.nn.softmax((x @ wr).astype(jnp.float32), axis=-1)
+    vals, idx = lax.top_k(probs, K)
+    gate = (jax.nn.one_hot(idx, E) * vals[..., None]).sum(1).astype(x.dtype)
+    h = swiglu(jnp.einsum("th,ehf->tef", x, w1), jnp.einsum("th,ehf->tef", x, w3))
+    return jnp.einsum("tef,efh,te->th", h, w2, gate)
+
+
+PROGRAMS = {
+    "mixtral_dropless": Program(mixtral_dropless, MIXTRAL_SHAPES),
+    "mixtral_dropless_export_cuda": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export", platform="cuda"),
+    "mixtral_dropless_export_cpu": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export"),
+    "gshard_capacity": Program(gshard_capacity, GSHARD_SHAPES),
+    "switch_capacity_generic": Program(switch_capacity, GSHARD_SHAPES, form="generic"),
+    "deepseek_grouped": Program(deepseek_grouped, DEEPSEEK_SHAPES,
+                                scales=[0.5, 0.5, 0.1] + [0.5] * 6),
+    "moepp": Program(moepp, MOEPP_SHAPES),
+    "transformer_block": Program(transformer_block, TRANSFORMER_SHAPES),
+    "bf16_ffn": Program(bf16_ffn, MIXTRAL_SHAPES, dtype=jnp.bfloat16),
+}
+
+
+def stablehlo_text(program):
+    specs = program.specs()
+    if program.form == "export":
+        exported = jax.export.export(jax.jit(program.fn), platforms=[program.platform])(*specs)
+        return exported.mlir_module()
+    lowered = jax.jit(program.fn).lower(*specs)
+    if program.form == "generic":
+        return lowered.compiler_ir("stablehlo").operation.get_asm(print_generic_op_form=True)
+    return lowered.as_text()
+
+
+def reference(name, inputs):
+    """JAX's outputs (a list of numpy arrays) on `inputs`."""
+    out = jax.jit(PROGRAMS[name].fn)(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    return [np.asarray(o) for o in outs]
+
+
+def main(argv):
+    out_dir = argv[1]
+    names = argv[2:] or list(PROGRAMS)
+    os.makedirs(out_dir, exist_ok=True)
+    for name in names:
+        with open(os.path.join(out_dir, name + ".mlir"), "w") as f:
+            f.write(f"// Generated by python/moe_reference/jax_programs.py ({name}, JAX {jax.__version__}).\n")
+            f.write(stablehlo_text(PROGRAMS[name]))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

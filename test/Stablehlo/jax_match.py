@@ -1,0 +1,74 @@
+# Every committed JAX program (test/Stablehlo/programs, written by
+# python/moe_reference/jax_programs.py: Mixtral dropless top-2 with
+# ragged_dot in its CPU expansion and as the exported composite, GShard and
+# Switch einsum dispatch with capacity (one in generic form), DeepSeek-V3
+# sigmoid + group-limited top-k + shared expert, MoE++ zero/copy/constant
+# experts, a transformer block with an MoE FFN, a bf16 layer) is compiled
+# and run by moe-run, on the CPU and as the emulated GPU program, and
+# compared with JAX (CPU) on the same random inputs; the GPU pipeline must
+# also give sm_90 cubins. Tolerances (normwise relative): f32 2e-5, bf16 2e-2
+# (JAX rounds bf16 intermediates where we may keep f32).
+# RUN: %moe_python %s %S/programs %t
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from moe_reference import jax_programs
+
+TOLERANCE = {"float32": 2e-5, "bfloat16": 2e-2}
+
+
+def run(cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"FAIL: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc.stdout
+
+
+def main(programs_dir, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    moe_run, moe_opt = os.environ["MOE_RUN"], os.environ["MOE_OPT"]
+    failures = 0
+    for name, program in jax_programs.PROGRAMS.items():
+        path = os.path.join(programs_dir, name + ".mlir")
+        inputs = program.inputs(seed=hash(name) % 1000)
+        expected = jax_programs.reference(name, inputs)
+        args = []
+        for i, x in enumerate(inputs):
+            npy = os.path.join(out_dir, f"{name}.arg{i}.npy")
+            # numpy has no bf16: moe-run reads bf16 .npy files as raw 2-byte
+            # payloads tagged by the program's argument type.
+            np.save(npy, x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
+            args += ["--input", npy]
+        imported = os.path.join(out_dir, name + ".imported.mlir")
+        run([moe_opt, "--moe-import-stablehlo", path, "-o", imported])
+        gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", imported])
+        if "gpu.binary @" not in gpu:
+            sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
+        for mode, flags in (("cpu", []), ("gpu-emulation", ["--gpu-emulation"])):
+            result_dir = os.path.join(out_dir, f"{name}.{mode}")
+            run([moe_run, path, *args, *flags, "--output-dir", result_dir])
+            for i, ref in enumerate(expected):
+                ours = np.load(os.path.join(result_dir, f"result_{i}.npy"))
+                dtype = ref.dtype.name
+                if dtype == "bfloat16":
+                    ours = (ours.astype(np.uint32) << 16).view(np.float32)
+                ref = ref.astype(np.float64)
+                tol = TOLERANCE[dtype]
+                if ours.shape != ref.shape:
+                    print(f"FAIL {name} [{mode}] result {i}: shape {ours.shape}, JAX gives {ref.shape}")
+                    failures += 1
+                    continue
+                err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
+                ok = err <= tol
+                failures += not ok
+                print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}] result {i}: {dtype}{list(ref.shape)} "
+                      f"rel err {err:.2e} (tol {tol:g})")
+    if failures:
+        sys.exit(f"{failures} comparison(s) failed")
+
+
+main(sys.argv[1], sys.argv[2])
