@@ -187,8 +187,9 @@ LogicalResult TransposeOp::verify() {
   auto operand = tensorType(getOperand());
   auto result = tensorType(getResult());
   ArrayRef<int64_t> perm = getPermutation();
+  llvm::SmallSet<int64_t, 8> seen;
   if (static_cast<int64_t>(perm.size()) != operand.getRank() ||
-      failed(checkDims(*this, "permutation entry", perm, operand.getRank())))
+      llvm::any_of(perm, [&](int64_t p) { return p < 0 || p >= operand.getRank() || !seen.insert(p).second; }))
     return emitOpError("dims must be a permutation of the operand's ") << operand.getRank() << " dimensions";
   for (auto [i, p] : llvm::enumerate(perm))
     if (!sameSize(result.getDimSize(i), operand.getDimSize(p)))
@@ -237,7 +238,9 @@ LogicalResult DynamicSliceOp::verify() {
       return emitOpError("slice size ") << size << " does not fit dimension " << d;
   if (tensorType(getResult()).getShape() != sizes)
     return emitOpError("result shape must be the slice sizes");
-  return verifySameElementTypes(*this);
+  if (elementType(getResult()) != operand.getElementType())
+    return emitOpError("result must have the operand's element type");
+  return success();
 }
 
 LogicalResult DynamicUpdateSliceOp::verify() {
@@ -252,7 +255,9 @@ LogicalResult DynamicUpdateSliceOp::verify() {
       return emitOpError("update dimension ") << d << " is larger than the operand's";
   if (getResult().getType() != getOperand().getType())
     return emitOpError("result must have the operand's type");
-  return verifySameElementTypes(*this);
+  if (update.getElementType() != operand.getElementType())
+    return emitOpError("update must have the operand's element type");
+  return success();
 }
 
 LogicalResult ConcatenateOp::verify() {
