@@ -186,6 +186,25 @@ def bf16_ffn(x, wr, w1, w3, w2):
     return jnp.einsum("tef,efh,te->th", h, w2, gate)
 
 
+def op_coverage(x, y, w):
+    """The ops the MoE programs above do not reach, one result each."""
+    i = (jnp.abs(x[0, 0]) * 4).astype(jnp.int32)
+    return (
+        jnp.pad(x, ((1, 2), (0, 3)), constant_values=0.5),
+        jnp.flip(x, axis=1),
+        lax.dynamic_slice(x, (i, i + 30), (3, 4)),  # the second start is clamped
+        lax.dynamic_update_slice(x, y[:2, :3], (i, 1)),
+        jnp.clip(x, -0.3, 0.4),
+        jnp.remainder(x, 0.3) + jnp.sign(x) + jnp.power(jnp.abs(x), 1.5) + jnp.arctan2(x, y),
+        jnp.argmax(x, axis=-1).astype(jnp.int32),
+        jnp.cumsum(x, axis=1),
+        jnp.round(x * 3) + jnp.floor(x) + jnp.ceil(y),
+        jnp.tanh(x) * jax.nn.sigmoid(y) + jnp.log1p(jnp.abs(x)) + jnp.expm1(y * 0.1) + lax.rsqrt(jnp.abs(y) + 1),
+        jnp.isfinite(x / jnp.where(jnp.abs(y) > 0.2, y, 0.0)).astype(jnp.int32),  # moe-run has no i1 results
+        jnp.einsum("tb,hb->th", x, w, precision=lax.Precision.HIGHEST),
+    )
+
+
 PROGRAMS = {
     "mixtral_dropless": Program(mixtral_dropless, MIXTRAL_SHAPES),
     "mixtral_dropless_export_cuda": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export", platform="cuda"),
@@ -197,6 +216,7 @@ PROGRAMS = {
     "moepp": Program(moepp, MOEPP_SHAPES),
     "transformer_block": Program(transformer_block, TRANSFORMER_SHAPES),
     "bf16_ffn": Program(bf16_ffn, MIXTRAL_SHAPES, dtype=jnp.bfloat16),
+    "op_coverage": Program(op_coverage, [(T, H), (T, H), (H, H)]),
 }
 
 

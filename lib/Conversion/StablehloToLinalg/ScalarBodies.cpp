@@ -142,8 +142,12 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
         return arith::DivSIOp::create(b, loc, v[0], v[1]);
       })
       .Case([&](shlo::RemOp) -> Value {
-        if (isFloat())
-          return arith::RemFOp::create(b, loc, v[0], v[1]);
+        // x - trunc(x / y) * y: NVVM has no frem. Exact while |x / y| is
+        // well below 2^24 (f32); fmod is exact beyond that.
+        if (isFloat()) {
+          Value quotient = math::TruncOp::create(b, loc, arith::DivFOp::create(b, loc, v[0], v[1]));
+          return arith::SubFOp::create(b, loc, v[0], arith::MulFOp::create(b, loc, quotient, v[1]));
+        }
         return arith::RemSIOp::create(b, loc, v[0], v[1]);
       })
       .Case([&](shlo::MaxOp) { return maxScalar(b, loc, v[0], v[1]); })
