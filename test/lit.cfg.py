@@ -23,7 +23,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP", "C
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-tools = ["moe-opt", "moe-run", "moe-compile", "moe-exec", "moe-translate", "FileCheck", "not", "count"]
+tools = ["moe-opt", "moe-run", "moe-compile", "moe-exec", "moe-translate", "FileCheck", "not", "count", "split-file"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # The numerical tests run Python with numpy (scripts/test.sh installs it) and

@@ -1,0 +1,146 @@
+// moe-lower-stablehlo: each op family becomes linalg/tensor/scf/moe; what
+// cannot be lowered is a located error.
+// RUN: moe-opt %s -split-input-file -moe-lower-stablehlo -verify-diagnostics | FileCheck %s
+
+// CHECK-LABEL: func @elementwise
+func.func @elementwise(%a: tensor<4xf32>, %p: tensor<i1>) -> tensor<4xf32> {
+  // CHECK: linalg.generic
+  // CHECK: arith.addf
+  %0 = stablehlo.add %a, %a : tensor<4xf32>
+  // A 0-d predicate is read by every element.
+  // CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}, #{{.*}}, #{{.*}}]
+  // CHECK: arith.select
+  %1 = stablehlo.select %p, %0, %a : (tensor<i1>, tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  // CHECK-NOT: stablehlo.
+  return %1 : tensor<4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @dot_general_bf16
+func.func @dot_general_bf16(%a: tensor<2x4x8xbf16>, %b: tensor<2x8x6xbf16>) -> tensor<2x4x6xbf16> {
+  // bf16 products accumulate in f32, rounded once at the end.
+  // CHECK: linalg.fill ins(%{{.*}} : f32)
+  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel", "reduction"]
+  // CHECK: arith.extf
+  // CHECK: arith.mulf {{.*}} : f32
+  // CHECK: arith.truncf {{.*}} : f32 to bf16
+  %0 = stablehlo.dot_general %a, %b, batching_dims = [0] x [0], contracting_dims = [2] x [1] : (tensor<2x4x8xbf16>, tensor<2x8x6xbf16>) -> tensor<2x4x6xbf16>
+  return %0 : tensor<2x4x6xbf16>
+}
+
+// -----
+
+// CHECK-LABEL: func @reduce
+func.func @reduce(%a: tensor<4x8xf32>) -> tensor<4xf32> {
+  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+  // CHECK: arith.maximumf
+  %init = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %0 = stablehlo.reduce(%a init: %init) applies stablehlo.maximum across dimensions = [1] : (tensor<4x8xf32>, tensor<f32>) -> tensor<4xf32>
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @shapes
+func.func @shapes(%a: tensor<4x8xf32>, %i: tensor<i32>) -> (tensor<32xf32>, tensor<2x8xf32>, tensor<1x8xf32>) {
+  // CHECK: tensor.collapse_shape
+  %0 = stablehlo.reshape %a : (tensor<4x8xf32>) -> tensor<32xf32>
+  // CHECK: tensor.extract_slice %{{.*}}[1, 0] [2, 8] [2, 1]
+  %1 = stablehlo.slice %a [1:4:2, 0:8] : (tensor<4x8xf32>) -> tensor<2x8xf32>
+  // Start indices are clamped into [0, dim - size].
+  // CHECK: arith.maxsi
+  // CHECK: arith.minsi
+  // CHECK: tensor.extract_slice
+  %2 = stablehlo.dynamic_slice %a, %i, %i, sizes = [1, 8] : (tensor<4x8xf32>, tensor<i32>, tensor<i32>) -> tensor<1x8xf32>
+  return %0, %1, %2 : tensor<32xf32>, tensor<2x8xf32>, tensor<1x8xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @scatter_add
+func.func @scatter_add(%a: tensor<8x4xf32>, %idx: tensor<3x1xi32>, %u: tensor<3x4xf32>) -> tensor<8x4xf32> {
+  // Updates apply in index order (deterministic), out-of-range ones skipped.
+  // CHECK: scf.for
+  // CHECK: scf.for
+  // CHECK: scf.if
+  // CHECK: arith.addf
+  // CHECK: tensor.insert
+  %0 = "stablehlo.scatter"(%a, %idx, %u) <{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>}> ({
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+    %s = stablehlo.add %x, %y : tensor<f32>
+    stablehlo.return %s : tensor<f32>
+  }) : (tensor<8x4xf32>, tensor<3x1xi32>, tensor<3x4xf32>) -> tensor<8x4xf32>
+  return %0 : tensor<8x4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @top_k_and_ragged_dot
+func.func @top_k_and_ragged_dot(%p: tensor<8x4xf32>, %x: tensor<16x8xf32>, %w: tensor<4x8x6xf32>, %s: tensor<4xi32>) -> (tensor<8x2xf32>, tensor<8x2xi32>, tensor<16x6xf32>) {
+  // CHECK: moe.topk %{{.*}} k = 2 : (tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi32>)
+  %v, %i = chlo.top_k(%p, k = 2) : tensor<8x4xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+  // rhs [g, k, n] goes to the moe weight layout [g, n, k]; sizes to offsets.
+  // CHECK: linalg.transpose
+  // CHECK: moe.grouped_matmul %{{.*}}, %{{.*}}, %{{.*}} : (tensor<16x8xf32>, tensor<4x6x8xf32>, tensor<5xi32>) -> tensor<16x6xf32>
+  %r = "chlo.ragged_dot"(%x, %w, %s) {ragged_dot_dimension_numbers = #chlo.ragged_dot<lhs_contracting_dimensions = [1], rhs_contracting_dimensions = [1], lhs_ragged_dimensions = [0], rhs_group_dimensions = [0]>} : (tensor<16x8xf32>, tensor<4x8x6xf32>, tensor<4xi32>) -> tensor<16x6xf32>
+  return %v, %i, %r : tensor<8x2xf32>, tensor<8x2xi32>, tensor<16x6xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @sort
+func.func @sort(%k: tensor<16xi32>) -> tensor<16xi32> {
+  // Positions by counting, inverted, then read: no data-dependent loops.
+  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+  // CHECK: arith.cmpi slt
+  // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]
+  // CHECK: linalg.generic
+  // CHECK: tensor.extract
+  // CHECK-NOT: scf.
+  %iota = stablehlo.iota dim = 0 : tensor<16xi32>
+  %0:2 = "stablehlo.sort"(%k, %iota) <{dimension = 0 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<i32>, %b: tensor<i32>, %c: tensor<i32>, %d: tensor<i32>):
+    %lt = stablehlo.compare LT, %a, %b, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<16xi32>, tensor<16xi32>) -> (tensor<16xi32>, tensor<16xi32>)
+  return %0#1 : tensor<16xi32>
+}
+
+// -----
+
+func.func @dynamic_shape(%a: tensor<?x8xf32>) -> tensor<?x8xf32> {
+  // expected-error @+1 {{'stablehlo.exponential' operand 0 has the dynamic shape 'tensor<?x8xf32>'; only static shapes are supported}}
+  %0 = stablehlo.exponential %a : tensor<?x8xf32>
+  return %0 : tensor<?x8xf32>
+}
+
+// -----
+
+func.func @unknown_custom_call(%a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{custom_call @tpu_custom_call is not supported}}
+  %0 = stablehlo.custom_call @tpu_custom_call(%a) {backend_config = "opaque"} : (tensor<4xf32>) -> tensor<4xf32>
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @body_op_unsupported(%a: tensor<4x8xf32>) -> tensor<4xf32> {
+  %init = stablehlo.constant dense<0.0> : tensor<f32>
+  %0 = "stablehlo.reduce"(%a, %init) <{dimensions = array<i64: 1>}> ({
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+    // expected-error @+1 {{'stablehlo.iota' is not supported inside a reducer, comparator or scatter body}}
+    %i = stablehlo.iota dim = 0 : tensor<1xf32>
+    %s = stablehlo.add %x, %y : tensor<f32>
+    stablehlo.return %s : tensor<f32>
+  }) : (tensor<4x8xf32>, tensor<f32>) -> tensor<4xf32>
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @negative_padding(%a: tensor<4xf32>, %v: tensor<f32>) -> tensor<3xf32> {
+  // expected-error @+1 {{negative padding (cropping) is not supported; slice first}}
+  %0 = stablehlo.pad %a, %v, low = [-1], high = [0], interior = [0] : (tensor<4xf32>, tensor<f32>) -> tensor<3xf32>
+  return %0 : tensor<3xf32>
+}
