@@ -7,5 +7,5 @@ BUILD="${MOE_BUILD_DIR:-$ROOT/build}"
 "$ROOT/scripts/build.sh" moe-doc >/dev/null
 mkdir -p "$ROOT/docs/generated"
 cp "$BUILD/docs/moe/MoeDialect.md" "$BUILD/docs/moe/MoePasses.md" "$BUILD/docs/moe/MoeConversionPasses.md" \
-   "$ROOT/docs/generated/"
-echo "[docs] wrote docs/generated/{MoeDialect,MoePasses,MoeConversionPasses}.md"
+   "$BUILD/docs/stablehlo/StablehloDialect.md" "$BUILD/docs/stablehlo/ChloDialect.md" "$ROOT/docs/generated/"
+echo "[docs] wrote docs/generated/{MoeDialect,MoePasses,MoeConversionPasses,StablehloDialect,ChloDialect}.md"
