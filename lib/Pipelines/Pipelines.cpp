@@ -123,6 +123,7 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
 void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {
   pm.addPass(createMoeNormalizeStablehlo());
   addUpstream(pm, "moe-import-stablehlo", "inline,symbol-dce");
+  pm.addPass(createMoeRaiseStablehlo());
   pm.addPass(createMoeLowerStablehlo());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

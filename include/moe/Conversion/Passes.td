@@ -23,6 +23,20 @@ def MoeNormalizeStablehlo : Pass<"moe-normalize-stablehlo", "::mlir::ModuleOp"> 
   let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::moe::chlo::ChloDialect"];
 }
 
+def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {
+  let summary = "Recognises MoE computations in inlined StableHLO and rebuilds them as chlo/moe ops";
+  let description = [{
+    Runs after `inline` (patterns span JAX's private helpers such as
+    `@cumsum`). JAX's CPU expansion of `lax.ragged_dot` (the lhs broadcast
+    over groups, masked to each group's rows by comparing an iota with the
+    exclusive and inclusive cumulative group sizes, then one dot_general
+    contracting groups and features) becomes `chlo.ragged_dot` again, so it
+    runs as a grouped GEMM (`moe.grouped_matmul`) instead of G dense ones.
+    A masked dot_general that differs from the expansion stays as it is.
+  }];
+  let dependentDialects = ["::mlir::moe::chlo::ChloDialect"];
+}
+
 def MoeLowerStablehlo : Pass<"moe-lower-stablehlo", "::mlir::ModuleOp"> {
   let summary = "Lowers stablehlo and chlo ops to linalg, tensor, arith, math, scf and moe";
   let description = [{
