@@ -434,7 +434,7 @@ def Stablehlo_GatherOp : Stablehlo_Op<"gather", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Stablehlo_ScatterOp : Stablehlo_Op<"scatter", [SameVariadicOperandSize]> {
+def Stablehlo_ScatterOp : Stablehlo_Op<"scatter", [Pure, SameVariadicOperandSize]> {
   let summary = "update windows combined into the operand at run-time indices (XLA scatter)";
   let description = [{
     The body combines the current value with the update (`add` for

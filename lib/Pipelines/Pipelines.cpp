@@ -124,6 +124,7 @@ void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {
   pm.addPass(createMoeNormalizeStablehlo());
   addUpstream(pm, "moe-import-stablehlo", "inline,symbol-dce");
   pm.addPass(createMoeRaiseStablehlo());
+  pm.addPass(createCanonicalizerPass()); // drops what a raised layer replaced
   pm.addPass(createMoeLowerStablehlo());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

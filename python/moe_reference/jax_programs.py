@@ -70,6 +70,20 @@ def mixtral_dropless(x, wr, w1, w3, w2):
 
 MIXTRAL_SHAPES = [(T, H), (H, E), (E, H, F), (E, H, F), (E, F, H)]
 
+
+def dropless_gelu(x, wr, w1, w3, w2):
+    """A near miss of the dropless layer: GeGLU (tanh GELU) experts, no renormalisation."""
+    probs = jax.nn.softmax(x @ wr, axis=-1)
+    vals, idx = lax.top_k(probs, K)
+    flat = idx.reshape(-1)
+    order = jnp.argsort(flat)
+    tok = order // K
+    xs = x[tok]
+    sizes = jnp.bincount(flat, length=wr.shape[1]).astype(jnp.int32)
+    h = jax.nn.gelu(lax.ragged_dot(xs, w1, sizes)) * lax.ragged_dot(xs, w3, sizes)
+    y = lax.ragged_dot(h, w2, sizes)
+    return jnp.zeros_like(x).at[tok].add(y * vals.reshape(-1)[order][:, None])
+
 # --- GShard / Switch: einsum dispatch with one-hot masks and capacity --------------------
 
 
@@ -209,6 +223,7 @@ PROGRAMS = {
     "mixtral_dropless": Program(mixtral_dropless, MIXTRAL_SHAPES),
     "mixtral_dropless_export_cuda": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export", platform="cuda"),
     "mixtral_dropless_export_cpu": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export"),
+    "dropless_gelu_near_miss": Program(dropless_gelu, MIXTRAL_SHAPES),
     "gshard_capacity": Program(gshard_capacity, GSHARD_SHAPES),
     "switch_capacity_generic": Program(switch_capacity, GSHARD_SHAPES, form="generic"),
     "deepseek_grouped": Program(deepseek_grouped, DEEPSEEK_SHAPES,

@@ -33,8 +33,15 @@ def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {
     contracting groups and features) becomes `chlo.ragged_dot` again, so it
     runs as a grouped GEMM (`moe.grouped_matmul`) instead of G dense ones.
     A masked dot_general that differs from the expansion stays as it is.
+
+    Then each dropless MoE layer (softmax top-k routing, a stable argsort of
+    the expert ids, rows gathered by slot // k, bincount group sizes,
+    SwiGLU experts as three ragged_dots, rows weighted by their gate and
+    scatter-added back) becomes one `moe.layer` with the weights transposed
+    to moe's layouts. A scatter-add of weighted ragged_dot rows that differs
+    anywhere gets a remark naming the difference and stays plain ops.
   }];
-  let dependentDialects = ["::mlir::moe::chlo::ChloDialect"];
+  let dependentDialects = ["::mlir::moe::chlo::ChloDialect", "::mlir::moe::MoeDialect"];
 }
 
 def MoeLowerStablehlo : Pass<"moe-lower-stablehlo", "::mlir::ModuleOp"> {

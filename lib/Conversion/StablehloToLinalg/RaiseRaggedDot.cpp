@@ -15,15 +15,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Raising.h"
 #include "dialects/stablehlo/StablehloDialect.h"
-#include "moe/Conversion/Passes.h"
 
 #include "mlir/IR/Matchers.h"
-
-namespace mlir::moe {
-#define GEN_PASS_DEF_MOERAISESTABLEHLO
-#include "moe/Conversion/Passes.h.inc"
-} // namespace mlir::moe
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -153,16 +148,17 @@ Value raiseMaskedDot(shlo::DotGeneralOp dot) {
   return chlo::RaggedDotOp::create(b, dot.getLoc(), dot.getType(), lhs, dot.getRhs(), sizes, raggedDims, nullptr);
 }
 
-struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<MoeRaiseStablehloPass> {
-  void runOnOperation() override {
-    SmallVector<shlo::DotGeneralOp> dots;
-    getOperation()->walk([&](shlo::DotGeneralOp dot) { dots.push_back(dot); });
-    for (shlo::DotGeneralOp dot : dots)
-      if (Value ragged = raiseMaskedDot(dot)) {
-        dot.getResult().replaceAllUsesWith(ragged);
-        dot->erase();
-      }
-  }
-};
-
 } // namespace
+
+unsigned mlir::moe::stablehlo_raise::raiseRaggedDots(Operation *root) {
+  SmallVector<shlo::DotGeneralOp> dots;
+  root->walk([&](shlo::DotGeneralOp dot) { dots.push_back(dot); });
+  unsigned raised = 0;
+  for (shlo::DotGeneralOp dot : dots)
+    if (Value ragged = raiseMaskedDot(dot)) {
+      dot.getResult().replaceAllUsesWith(ragged);
+      dot->erase();
+      ++raised;
+    }
+  return raised;
+}

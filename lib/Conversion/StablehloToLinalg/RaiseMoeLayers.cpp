@@ -1,0 +1,431 @@
+//===- RaiseMoeLayers.cpp - dropless JAX MoE layers to moe.layer ----------===//
+//
+// The dropless MoE layer as MaxText and Mixtral ports write it in JAX:
+//
+//   probs = softmax(x @ wr); vals, idx = top_k(probs, k); [vals /= sum(vals)]
+//   flat = idx.reshape(-1); order = argsort(flat); tok = order // k
+//   xs = x[tok]; sizes = bincount(flat, length=E)
+//   h = silu(ragged_dot(xs, w1, sizes)) * ragged_dot(xs, w3, sizes)
+//   y = ragged_dot(h, w2, sizes) * vals.reshape(-1)[order][:, None]
+//   out = zeros_like(x).at[tok].add(y)
+//
+// is matched backwards from the final scatter-add, after inlining and after
+// ragged_dot's CPU expansion was raised, and replaced by one moe.layer
+// (softmax top-k routing, a SwiGLU FFN group). Every link is checked,
+// including the index wrapping JAX adds to x[i] (i < 0 ? i + n : i) and
+// its floor division; a scatter-add that looks like a combine but differs
+// somewhere stays as plain ops with a remark saying where.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Raising.h"
+#include "dialects/moe/MoeOps.h"
+#include "dialects/stablehlo/StablehloDialect.h"
+
+#include "mlir/AsmParser/AsmParser.h"
+#include "mlir/IR/Builders.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+namespace shlo = mlir::moe::stablehlo;
+
+namespace {
+
+/// Why a candidate did not match (the remark's text).
+struct NoMatch {
+  std::string why;
+};
+
+template <typename OpTy>
+FailureOr<OpTy> def(Value v, NoMatch &fail, StringRef what) {
+  if (auto op = v ? v.getDefiningOp<OpTy>() : OpTy())
+    return op;
+  fail.why = ("expected " + what + " to be '" + OpTy::getOperationName() + "'").str();
+  return failure();
+}
+
+/// The scalar a splat constant (possibly broadcast or converted) holds.
+std::optional<double> splatValue(Value v) {
+  while (true) {
+    if (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>())
+      v = b.getOperand();
+    else if (auto c = v.getDefiningOp<shlo::ConvertOp>())
+      v = c.getOperand();
+    else
+      break;
+  }
+  auto constant = v.getDefiningOp<shlo::ConstantOp>();
+  auto dense = constant ? dyn_cast<DenseElementsAttr>(constant.getValue()) : nullptr;
+  if (!dense || !dense.isSplat())
+    return std::nullopt;
+  Attribute e = dense.getSplatValue<Attribute>();
+  if (auto f = dyn_cast<FloatAttr>(e))
+    return f.getValueAsDouble();
+  if (auto i = dyn_cast<IntegerAttr>(e))
+    return static_cast<double>(i.getValue().getSExtValue());
+  return std::nullopt;
+}
+
+bool isSplat(Value v, double value) {
+  std::optional<double> s = splatValue(v);
+  return s && *s == value;
+}
+
+/// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
+/// per-row value spread over columns), down to a rank-1 tensor.
+Value rowValue(Value v) {
+  while (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>()) {
+    ArrayRef<int64_t> dims = b.getBroadcastDimensions();
+    if (dims.empty() || dims[0] != 0)
+      return nullptr;
+    v = b.getOperand();
+  }
+  return cast<RankedTensorType>(v.getType()).getRank() == 1 ? v : nullptr;
+}
+
+/// JAX's index normalisation `i < 0 ? i + n : i` stripped; `v` otherwise.
+Value unwrapIndex(Value v) {
+  auto select = v.getDefiningOp<shlo::SelectOp>();
+  if (!select)
+    return v;
+  auto negative = select.getPred().getDefiningOp<shlo::CompareOp>();
+  auto shifted = select.getOnTrue().getDefiningOp<shlo::AddOp>();
+  Value i = select.getOnFalse();
+  if (!negative || negative.getComparisonDirection() != shlo::ComparisonDirection::LT ||
+      negative.getLhs() != i || !isSplat(negative.getRhs(), 0) || !shifted || shifted.getLhs() != i)
+    return v;
+  return i;
+}
+
+/// `v` = x // k for a positive constant k (jnp's floor division, or a
+/// plain division); returns x.
+FailureOr<Value> floorDivided(Value v, int64_t k, NoMatch &fail) {
+  auto isK = [&](Value c) { return isSplat(c, static_cast<double>(k)); };
+  if (auto div = v.getDefiningOp<shlo::DivOp>(); div && isK(div.getRhs()))
+    return div.getLhs();
+  // select(sign(x) != sign(k) && x % k != 0, x / k - 1, x / k)
+  auto select = v.getDefiningOp<shlo::SelectOp>();
+  auto quotient = select ? select.getOnFalse().getDefiningOp<shlo::DivOp>() : nullptr;
+  auto minusOne = select ? select.getOnTrue().getDefiningOp<shlo::SubtractOp>() : nullptr;
+  auto cond = select ? select.getPred().getDefiningOp<shlo::AndOp>() : nullptr;
+  if (!quotient || !isK(quotient.getRhs()) || !minusOne || minusOne.getLhs() != quotient.getResult() ||
+      !isSplat(minusOne.getRhs(), 1) || !cond) {
+    fail.why = "the token index is not slot // " + std::to_string(k);
+    return failure();
+  }
+  Value x = quotient.getLhs();
+  auto signs = cond.getLhs().getDefiningOp<shlo::CompareOp>();
+  auto rest = cond.getRhs().getDefiningOp<shlo::CompareOp>();
+  auto xSign = signs ? signs.getLhs().getDefiningOp<shlo::SignOp>() : nullptr;
+  auto rem = rest ? rest.getLhs().getDefiningOp<shlo::RemOp>() : nullptr;
+  if (!signs || signs.getComparisonDirection() != shlo::ComparisonDirection::NE || !xSign ||
+      xSign.getOperand() != x || !rest || rest.getComparisonDirection() != shlo::ComparisonDirection::NE || !rem ||
+      rem.getLhs() != x || !isK(rem.getRhs()) || !isSplat(rest.getRhs(), 0)) {
+    fail.why = "the token index's floor division is not jnp's";
+    return failure();
+  }
+  return x;
+}
+
+/// The body of a reduction/scatter is one `stablehlo.add` of its arguments.
+bool isAddBody(Region &body) {
+  Block &block = body.front();
+  if (block.getNumArguments() != 2 || !llvm::hasNItems(block, 2))
+    return false;
+  auto add = dyn_cast<shlo::AddOp>(block.front());
+  return add && add.getLhs() == block.getArgument(0) && add.getRhs() == block.getArgument(1) &&
+         block.getTerminator()->getOperand(0) == add.getResult();
+}
+
+/// A 1-D row gather `operand[indices]` (x[i] or x[i, :]) with indices
+/// [n, 1]; returns the unwrapped index vector.
+FailureOr<Value> rowGather(shlo::GatherOp gather, NoMatch &fail) {
+  shlo::GatherDimensionNumbersAttr dims = gather.getDimensionNumbers();
+  auto operand = cast<RankedTensorType>(gather.getOperand().getType());
+  SmallVector<int64_t> slice = {1};
+  SmallVector<int64_t> offsets;
+  for (int64_t d = 1; d < operand.getRank(); ++d) {
+    slice.push_back(operand.getDimSize(d));
+    offsets.push_back(d);
+  }
+  Value index = rowValue(gather.getStartIndices());
+  if (dims.getCollapsedSliceDims() != ArrayRef<int64_t>{0} || dims.getStartIndexMap() != ArrayRef<int64_t>{0} ||
+      dims.getIndexVectorDim() != 1 || dims.getOffsetDims() != ArrayRef<int64_t>(offsets) ||
+      gather.getSliceSizes() != ArrayRef<int64_t>(slice) || !dims.getOperandBatchingDims().empty() || !index) {
+    fail.why = "a gather is not a row gather x[i]";
+    return failure();
+  }
+  return unwrapIndex(index);
+}
+
+/// softmax(z) over the last dim of [T, E] as jax.nn.softmax writes it;
+/// returns z.
+FailureOr<Value> softmaxInput(Value probs, NoMatch &fail) {
+  auto div = def<shlo::DivOp>(probs, fail, "the top-k scores");
+  if (failed(div))
+    return failure();
+  auto exp = def<shlo::ExpOp>(div->getLhs(), fail, "the softmax numerator");
+  Value sumRow = rowValue(div->getRhs());
+  auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+  if (failed(exp) || !sum || sum.getInputs().size() != 1 || sum.getInputs()[0] != exp->getResult() ||
+      sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+    fail.why = "the top-k scores are not a softmax over the experts";
+    return failure();
+  }
+  auto shifted = def<shlo::SubtractOp>(exp->getOperand(), fail, "the softmax exponent");
+  if (failed(shifted))
+    return failure();
+  // The shift (the row max, for stability) cancels: any per-row value works.
+  if (!rowValue(shifted->getRhs())) {
+    fail.why = "the softmax shift is not a per-row value";
+    return failure();
+  }
+  return shifted->getLhs();
+}
+
+/// silu(g) as jax.nn.silu writes it (g * logistic(g), or g / (1 + e^-g));
+/// returns g.
+Value siluInput(Value v) {
+  auto mul = v.getDefiningOp<shlo::MulOp>();
+  if (!mul)
+    return nullptr;
+  Value g = mul.getLhs(), gate = mul.getRhs();
+  if (auto logistic = gate.getDefiningOp<shlo::LogisticOp>())
+    return logistic.getOperand() == g ? g : nullptr;
+  auto recip = gate.getDefiningOp<shlo::DivOp>();
+  auto denom = recip ? recip.getRhs().getDefiningOp<shlo::AddOp>() : nullptr;
+  if (!recip || !isSplat(recip.getLhs(), 1) || !denom)
+    return nullptr;
+  Value e = isSplat(denom.getLhs(), 1) ? denom.getRhs() : (isSplat(denom.getRhs(), 1) ? denom.getLhs() : nullptr);
+  auto exp = e ? e.getDefiningOp<shlo::ExpOp>() : nullptr;
+  auto neg = exp ? exp.getOperand().getDefiningOp<shlo::NegOp>() : nullptr;
+  return neg && neg.getOperand() == g ? g : nullptr;
+}
+
+struct DroplessLayer {
+  Value x, routerWeight, w1, w3, w2;
+  int64_t k = 0;
+  bool normalize = false;
+};
+
+FailureOr<DroplessLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
+  DroplessLayer layer;
+  // out = zeros[T, H].at[tok].add(y * w[:, None])
+  shlo::ScatterDimensionNumbersAttr sd = combine.getScatterDimensionNumbers();
+  if (combine.getInputs().size() != 1 || !isSplat(combine.getInputs()[0], 0) || !isAddBody(combine.getUpdateComputation()) ||
+      sd.getUpdateWindowDims() != ArrayRef<int64_t>{1} || sd.getInsertedWindowDims() != ArrayRef<int64_t>{0} ||
+      sd.getScatterDimsToOperandDims() != ArrayRef<int64_t>{0} || sd.getIndexVectorDim() != 1 ||
+      cast<RankedTensorType>(combine.getInputs()[0].getType()).getRank() != 2) {
+    fail.why = "not a row scatter-add into zeros";
+    return failure();
+  }
+  Value tokIndex = rowValue(combine.getScatterIndices());
+  if (!tokIndex) {
+    fail.why = "the combine indices are not one token per row";
+    return failure();
+  }
+  Value tok = unwrapIndex(tokIndex);
+  auto weighted = def<shlo::MulOp>(combine.getUpdates()[0], fail, "the combined rows");
+  if (failed(weighted))
+    return failure();
+  Value y = weighted->getLhs(), rowWeights = rowValue(weighted->getRhs());
+  auto down = y.getDefiningOp<chlo::RaggedDotOp>();
+  if (!down || !rowWeights) {
+    fail.why = "the combined rows are not a ragged_dot scaled per row";
+    return failure();
+  }
+  Value sizes = down.getGroupSizes();
+  layer.w2 = down.getRhs();
+  // h = silu(xs @ w1) * (xs @ w3), all over the same groups.
+  auto glu = def<shlo::MulOp>(down.getLhs(), fail, "the down projection's input");
+  if (failed(glu))
+    return failure();
+  chlo::RaggedDotOp gate, up;
+  for (auto [a, b] : {std::pair{glu->getLhs(), glu->getRhs()}, std::pair{glu->getRhs(), glu->getLhs()}}) {
+    Value g = siluInput(a);
+    auto gOp = g ? g.getDefiningOp<chlo::RaggedDotOp>() : nullptr;
+    auto uOp = b.getDefiningOp<chlo::RaggedDotOp>();
+    if (gOp && uOp) {
+      gate = gOp;
+      up = uOp;
+    }
+  }
+  if (!gate || gate.getLhs() != up.getLhs() || gate.getGroupSizes() != sizes || up.getGroupSizes() != sizes) {
+    fail.why = "the expert activation is not silu(xs @ w1) * (xs @ w3) over the combine's groups";
+    return failure();
+  }
+  layer.w1 = gate.getRhs();
+  layer.w3 = up.getRhs();
+  // xs = x[tok]
+  auto xs = def<shlo::GatherOp>(gate.getLhs(), fail, "the experts' input rows");
+  if (failed(xs))
+    return failure();
+  FailureOr<Value> xsIndex = rowGather(*xs, fail);
+  if (failed(xsIndex))
+    return failure();
+  if (*xsIndex != tok) {
+    fail.why = "the rows gathered for the experts are not the rows combined";
+    return failure();
+  }
+  layer.x = xs->getOperand();
+  // The routing: vals, idx = top_k(softmax(x @ wr), k).
+  auto w = def<shlo::GatherOp>(rowWeights, fail, "the per-row combine weight");
+  if (failed(w))
+    return failure();
+  FailureOr<Value> order = rowGather(*w, fail);
+  if (failed(order))
+    return failure();
+  auto flatVals = def<shlo::ReshapeOp>(w->getOperand(), fail, "the flattened gate weights");
+  if (failed(flatVals))
+    return failure();
+  Value vals = flatVals->getOperand();
+  if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
+    Value sumRow = rowValue(div.getRhs());
+    auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+    if (!sum || sum.getInputs()[0] != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+        !isAddBody(sum.getBody())) {
+      fail.why = "the gate weights are divided by something other than their sum";
+      return failure();
+    }
+    layer.normalize = true;
+    vals = div.getLhs();
+  }
+  auto topk = vals.getDefiningOp<chlo::TopKOp>();
+  if (!topk || vals != topk.getValues()) {
+    fail.why = "the gate weights are not top-k values";
+    return failure();
+  }
+  layer.k = topk.getK();
+  FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
+  if (failed(logits))
+    return failure();
+  auto router = def<shlo::DotGeneralOp>(*logits, fail, "the router logits");
+  if (failed(router))
+    return failure();
+  shlo::DotDimensionNumbersAttr rd = router->getDotDimensionNumbers();
+  if (router->getLhs() != layer.x || !rd.getLhsBatchingDimensions().empty() ||
+      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
+      rd.getRhsContractingDimensions() != ArrayRef<int64_t>{0}) {
+    fail.why = "the router logits are not x @ router_weight of the same x";
+    return failure();
+  }
+  layer.routerWeight = router->getRhs();
+  // order = argsort(flat): a stable ascending sort of (flat, iota), and
+  // flat = idx.reshape(-1); tok = order // k.
+  auto sort = def<shlo::SortOp>(*order, fail, "the slot order");
+  if (failed(sort))
+    return failure();
+  auto payload = sort->getInputs().size() == 2 ? sort->getInputs()[1].getDefiningOp<shlo::IotaOp>() : nullptr;
+  Block &cmp = sort->getComparator().front();
+  auto lt = llvm::hasNItems(cmp, 2) ? dyn_cast<shlo::CompareOp>(cmp.front()) : nullptr;
+  if (!payload || cast<OpResult>(*order).getResultNumber() != 1 || !sort->getIsStable() || !lt ||
+      lt.getComparisonDirection() != shlo::ComparisonDirection::LT || lt.getLhs() != cmp.getArgument(0) ||
+      lt.getRhs() != cmp.getArgument(1)) {
+    fail.why = "the slot order is not a stable argsort";
+    return failure();
+  }
+  auto flat = def<shlo::ReshapeOp>(sort->getInputs()[0], fail, "the sorted expert ids");
+  if (failed(flat))
+    return failure();
+  if (flat->getOperand() != topk.getIndices()) {
+    fail.why = "the sorted expert ids are not the top-k indices";
+    return failure();
+  }
+  FailureOr<Value> slot = floorDivided(tok, layer.k, fail);
+  if (failed(slot))
+    return failure();
+  if (*slot != *order) {
+    fail.why = "the token index is not the sorted slot // k";
+    return failure();
+  }
+  // sizes = bincount(flat, length=E): ones scatter-added into zeros.
+  Value counts = sizes;
+  if (auto convert = counts.getDefiningOp<shlo::ConvertOp>())
+    counts = convert.getOperand();
+  auto bincount = def<shlo::ScatterOp>(counts, fail, "the group sizes");
+  if (failed(bincount))
+    return failure();
+  Value binIndex = bincount->getInputs().size() == 1 ? rowValue(bincount->getScatterIndices()) : nullptr;
+  Value binned = binIndex ? unwrapIndex(binIndex) : nullptr;
+  if (auto clip = binned ? binned.getDefiningOp<shlo::MaxOp>() : nullptr; clip && isSplat(clip.getLhs(), 0))
+    binned = clip.getRhs();
+  if (!binned || binned != flat->getResult() || !isSplat(bincount->getInputs()[0], 0) ||
+      !isSplat(bincount->getUpdates()[0], 1) || !isAddBody(bincount->getUpdateComputation())) {
+    fail.why = "the group sizes are not bincount of the expert ids";
+    return failure();
+  }
+  // Shapes: x [T, H], wr [H, E], w1/w3 [E, H, F], w2 [E, F, H].
+  auto xT = cast<RankedTensorType>(layer.x.getType());
+  auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
+  auto w1T = cast<RankedTensorType>(layer.w1.getType()), w3T = cast<RankedTensorType>(layer.w3.getType());
+  auto w2T = cast<RankedTensorType>(layer.w2.getType());
+  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1);
+  Type element = xT.getElementType();
+  if (xT.getRank() != 2 || w1T != w3T || w1T.getRank() != 3 || w1T.getDimSize(0) != experts ||
+      w1T.getDimSize(1) != hidden || w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
+      cast<RankedTensorType>(sizes.getType()).getDimSize(0) != experts ||
+      !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
+      w1T.getElementType() != element || w2T.getElementType() != element) {
+    fail.why = "the weights' shapes or element types do not form one expert group";
+    return failure();
+  }
+  return layer;
+}
+
+/// moe.layer for a matched layer, its weights brought to the moe layouts
+/// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
+Value buildLayer(OpBuilder &b, Location loc, const DroplessLayer &m) {
+  MLIRContext *ctx = b.getContext();
+  auto transposed = [&](Value v, ArrayRef<int64_t> perm) -> Value {
+    auto type = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape;
+    for (int64_t p : perm)
+      shape.push_back(type.getDimSize(p));
+    return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
+                                     b.getDenseI64ArrayAttr(perm));
+  };
+  Value router = transposed(m.routerWeight, {1, 0});
+  Value gate = transposed(m.w1, {0, 2, 1}), up = transposed(m.w3, {0, 2, 1});
+  auto gateType = cast<RankedTensorType>(gate.getType());
+  auto upType = RankedTensorType::get({gateType.getDimSize(0), 2 * gateType.getDimSize(1), gateType.getDimSize(2)},
+                                      gateType.getElementType());
+  Value gateUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{gate, up}, b.getI64IntegerAttr(1));
+  Value down = transposed(m.w2, {0, 2, 1});
+  int64_t experts = gateType.getDimSize(0);
+  auto routing = cast<RoutingAttr>(parseAttribute("#moe.routing<scoring = softmax, k = " + std::to_string(m.k) +
+                                                      (m.normalize ? ", normalize = all>" : ">"),
+                                                  ctx));
+  auto group = parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx);
+  auto xType = cast<RankedTensorType>(m.x.getType());
+  auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, b.getF32Type()),
+                               m.x, router, Value(), Value(), Value(), Value(), gateUp, down, Value(), Value(),
+                               Value(), Value(), Value(), b.getArrayAttr({group}),
+                               ActivationAttr::get(ctx, Activation::swiglu), routing, CapacityAttr());
+  return layer.getY();
+}
+
+} // namespace
+
+unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root) {
+  SmallVector<shlo::ScatterOp> combines;
+  root->walk([&](shlo::ScatterOp s) { combines.push_back(s); });
+  unsigned raised = 0;
+  for (shlo::ScatterOp combine : combines) {
+    // Only scatter-adds of weighted ragged_dot rows are candidates; others
+    // (bincount, plain .at[].add) are not MoE combines.
+    auto weighted = combine.getUpdates().size() == 1 ? combine.getUpdates()[0].getDefiningOp<shlo::MulOp>() : nullptr;
+    if (!weighted || !(weighted.getLhs().getDefiningOp<chlo::RaggedDotOp>()))
+      continue;
+    NoMatch fail;
+    FailureOr<DroplessLayer> layer = matchDropless(combine, fail);
+    if (failed(layer)) {
+      emitRemark(combine.getLoc()) << "MoE combine not raised to moe.layer: " << fail.why
+                                   << "; it stays as plain ops";
+      continue;
+    }
+    OpBuilder b(combine);
+    combine.getResult(0).replaceAllUsesWith(buildLayer(b, combine.getLoc(), *layer));
+    ++raised;
+  }
+  return raised;
+}

@@ -1,0 +1,23 @@
+//===- RaiseStablehloPass.cpp - the moe-raise-stablehlo pass --------------===//
+
+#include "Raising.h"
+#include "dialects/moe/MoeDialect.h"
+#include "dialects/stablehlo/StablehloDialect.h"
+#include "moe/Conversion/Passes.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOERAISESTABLEHLO
+#include "moe/Conversion/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+
+namespace {
+struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<MoeRaiseStablehloPass> {
+  void runOnOperation() override {
+    // Layers are matched on ragged_dots, so the expansions go first.
+    moe::stablehlo_raise::raiseRaggedDots(getOperation());
+    moe::stablehlo_raise::raiseDroplessLayers(getOperation());
+  }
+};
+} // namespace

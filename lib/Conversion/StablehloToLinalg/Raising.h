@@ -1,0 +1,22 @@
+//===- Raising.h - MoE computations recognised in StableHLO ----*- C++ -*-===//
+
+#ifndef MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
+#define MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
+
+#include "mlir/IR/Operation.h"
+
+namespace mlir::moe::stablehlo_raise {
+
+/// Replaces every dot_general that is JAX's CPU expansion of ragged_dot by
+/// chlo.ragged_dot (RaiseRaggedDot.cpp); returns how many.
+unsigned raiseRaggedDots(Operation *root);
+
+/// Replaces every dropless MoE layer under `root` (softmax top-k, argsort
+/// dispatch, SwiGLU ragged_dot experts, scatter-add combine) by a
+/// moe.layer; near misses get a remark. The replaced ops are left dead.
+/// Returns how many layers were raised.
+unsigned raiseDroplessLayers(Operation *root);
+
+} // namespace mlir::moe::stablehlo_raise
+
+#endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
