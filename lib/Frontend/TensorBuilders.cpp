@@ -254,6 +254,13 @@ Value castScalar(OpBuilder &b, Location loc, Value v, Type to) {
     // bf16 <-> f16: through f32.
     return arith::TruncFOp::create(b, loc, to, arith::ExtFOp::create(b, loc, b.getF32Type(), v));
   }
+  // Integers and 16-bit floats convert through f32: the CPU tail expands
+  // f32 <-> bf16 as integer code, while LLVM would call compiler-rt helpers
+  // (__truncsfbf2, ...) for direct int <-> bf16 conversions.
+  if (toFloat && toFloat.getWidth() < 32)
+    return castScalar(b, loc, castScalar(b, loc, v, b.getF32Type()), to);
+  if (fromFloat && fromFloat.getWidth() < 32 && !toFloat)
+    return castScalar(b, loc, castScalar(b, loc, v, b.getF32Type()), to);
   if (toFloat)
     return from.isInteger(1) ? arith::UIToFPOp::create(b, loc, to, v).getResult()
                              : arith::SIToFPOp::create(b, loc, to, v).getResult();

@@ -7,7 +7,8 @@
 # program reaching the remaining ops: pad, reverse, dynamic slices, clamp,
 # remainder, sign, power, atan2, argmax's two-input reduce, cumsum's
 # reduce_window, rounding, is_finite) is compiled
-# and run by moe-run, on the CPU and as the emulated GPU program, and
+# and run by moe-run, on the CPU and as the emulated GPU program, and as an
+# ahead-of-time CPU artifact (moe-compile + moe-exec), and
 # compared with JAX (CPU) on the same random inputs; the GPU pipeline must
 # also give sm_90 cubins. Tolerances (normwise relative): f32 2e-5, bf16 2e-2
 # (JAX rounds bf16 intermediates where we may keep f32), integer and i1
@@ -35,6 +36,8 @@ def run(cmd):
 def main(programs_dir, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     moe_run, moe_opt = os.environ["MOE_RUN"], os.environ["MOE_OPT"]
+    tools = os.path.dirname(moe_run)
+    moe_compile, moe_exec = os.path.join(tools, "moe-compile"), os.path.join(tools, "moe-exec")
     failures = 0
     for name, program in jax_programs.PROGRAMS.items():
         path = os.path.join(programs_dir, name + ".mlir")
@@ -52,6 +55,17 @@ def main(programs_dir, out_dir):
         gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", imported])
         if "gpu.binary @" not in gpu:
             sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
+        # The ahead-of-time CPU artifact (moe-compile, run by moe-exec) checks
+        # itself against JAX's outputs.
+        library = os.path.join(out_dir, f"lib{name}.so")
+        run([moe_compile, path, "--target=cpu", "-o", library])
+        references = []
+        for i, ref in enumerate(expected):
+            npy = os.path.join(out_dir, f"{name}.expected{i}.npy")
+            np.save(npy, ref.view(np.uint16) if ref.dtype.name == "bfloat16" else ref)
+            references += ["--reference", npy]
+        tol = max(TOLERANCE.get(ref.dtype.name, 0.0) for ref in expected)
+        print(run([moe_exec, library, *args, *references, "--tolerance", str(tol)]).strip().splitlines()[-1])
         for mode, flags in (("cpu", []), ("gpu-emulation", ["--gpu-emulation"])):
             result_dir = os.path.join(out_dir, f"{name}.{mode}")
             run([moe_run, path, *args, *flags, "--output-dir", result_dir])

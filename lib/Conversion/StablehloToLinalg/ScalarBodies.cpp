@@ -113,7 +113,24 @@ static Value signScalar(OpBuilder &b, Location loc, Value x) {
   return arith::SelectOp::create(b, loc, positive, intConstant(b, loc, t, 1), s);
 }
 
+/// 16-bit floats are computed in f32 and rounded once: math functions
+/// have no bf16 forms on the CPU (LLVM would call compiler-rt's
+/// __truncsfbf2), and XLA computes them in f32 too.
+static bool isNarrowFloat(Type t) {
+  auto f = dyn_cast<FloatType>(t);
+  return f && f.getWidth() < 32;
+}
+
 Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op, ValueRange v) {
+  Type resultElement = cast<ShapedType>(op->getResult(0).getType()).getElementType();
+  if (isNarrowFloat(resultElement) && !isa<shlo::ConvertOp, shlo::SelectOp>(op) &&
+      llvm::all_of(v, [&](Value x) { return x.getType() == resultElement; })) {
+    SmallVector<Value> wide;
+    for (Value x : v)
+      wide.push_back(arith::ExtFOp::create(b, loc, b.getF32Type(), x));
+    Value r = emitScalarOp(b, loc, op, wide);
+    return r ? arith::TruncFOp::create(b, loc, resultElement, r).getResult() : Value();
+  }
   auto isFloat = [&]() { return isa<FloatType>(v[0].getType()); };
   auto isBool = [&]() { return v[0].getType().isInteger(1); };
   return llvm::TypeSwitch<Operation *, Value>(op)
