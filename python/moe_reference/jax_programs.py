@@ -219,6 +219,15 @@ def op_coverage(x, y, w):
     )
 
 
+def dense_mixture(x, wr, w1, w3, w2):
+    """Softmax top-2, renormalised, every expert computed and masked by the gate (f32)."""
+    vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), K)
+    vals = vals / vals.sum(-1, keepdims=True)
+    gate = (jax.nn.one_hot(idx, E) * vals[..., None]).sum(1)
+    h = swiglu(jnp.einsum("th,ehf->tef", x, w1), jnp.einsum("th,ehf->tef", x, w3))
+    return jnp.einsum("tef,efh->th", h * gate[:, :, None], w2)
+
+
 PROGRAMS = {
     "mixtral_dropless": Program(mixtral_dropless, MIXTRAL_SHAPES),
     "mixtral_dropless_export_cuda": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export", platform="cuda"),
@@ -230,6 +239,7 @@ PROGRAMS = {
                                 scales=[0.5, 0.5, 0.1] + [0.5] * 6),
     "moepp": Program(moepp, MOEPP_SHAPES),
     "transformer_block": Program(transformer_block, TRANSFORMER_SHAPES),
+    "dense_mixture": Program(dense_mixture, MIXTRAL_SHAPES),
     "bf16_ffn": Program(bf16_ffn, MIXTRAL_SHAPES, dtype=jnp.bfloat16),
     "op_coverage": Program(op_coverage, [(T, H), (T, H), (H, H)]),
 }

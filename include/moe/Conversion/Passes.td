@@ -38,8 +38,11 @@ def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {
     the expert ids, rows gathered by slot // k, bincount group sizes,
     SwiGLU experts as three ragged_dots, rows weighted by their gate and
     scatter-added back) becomes one `moe.layer` with the weights transposed
-    to moe's layouts. A scatter-add of weighted ragged_dot rows that differs
-    anywhere gets a remark naming the difference and stays plain ops.
+    to moe's layouts. So does a dense top-k-masked mixture (all experts
+    computed, SwiGLU outputs weighted by a one-hot top-k gate, contracted
+    with the down weights), which then computes only the selected experts.
+    A candidate that differs anywhere gets a remark naming the difference
+    and stays plain ops.
   }];
   let dependentDialects = ["::mlir::moe::chlo::ChloDialect", "::mlir::moe::MoeDialect"];
 }

@@ -202,11 +202,74 @@ Value siluInput(Value v) {
   return neg && neg.getOperand() == g ? g : nullptr;
 }
 
+/// A recognised layer: softmax top-k routing and SwiGLU experts, weights in
+/// JAX's layouts (router [H, E], w1/w3 [E, H, F], w2 [E, F, H]).
 struct DroplessLayer {
   Value x, routerWeight, w1, w3, w2;
   int64_t k = 0;
   bool normalize = false;
 };
+
+
+/// The gate weights `vals` of softmax top-k routing of `x`
+/// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
+/// sum); fills the routing fields of `layer` and returns the top-k op.
+FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, DroplessLayer &layer, NoMatch &fail) {
+  if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
+    Value sumRow = rowValue(div.getRhs());
+    auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+    if (!sum || sum.getInputs()[0] != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+        !isAddBody(sum.getBody())) {
+      fail.why = "the gate weights are divided by something other than their sum";
+      return failure();
+    }
+    layer.normalize = true;
+    vals = div.getLhs();
+  }
+  auto topk = vals.getDefiningOp<chlo::TopKOp>();
+  if (!topk || vals != topk.getValues()) {
+    fail.why = "the gate weights are not top-k values";
+    return failure();
+  }
+  layer.k = topk.getK();
+  FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
+  if (failed(logits))
+    return failure();
+  Value z = *logits;
+  if (auto widened = z.getDefiningOp<shlo::ConvertOp>()) // logits.astype(f32)
+    z = widened.getOperand();
+  auto router = def<shlo::DotGeneralOp>(z, fail, "the router logits");
+  if (failed(router))
+    return failure();
+  shlo::DotDimensionNumbersAttr rd = router->getDotDimensionNumbers();
+  if (router->getLhs() != x || !rd.getLhsBatchingDimensions().empty() ||
+      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
+      rd.getRhsContractingDimensions() != ArrayRef<int64_t>{0}) {
+    fail.why = "the router logits are not x @ router_weight of the same x";
+    return failure();
+  }
+  layer.routerWeight = router->getRhs();
+  return topk;
+}
+
+/// Shapes and element types of one SwiGLU expert group over x.
+LogicalResult checkLayerShapes(const DroplessLayer &layer, NoMatch &fail) {
+  auto xT = cast<RankedTensorType>(layer.x.getType());
+  auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
+  auto w1T = cast<RankedTensorType>(layer.w1.getType()), w3T = cast<RankedTensorType>(layer.w3.getType());
+  auto w2T = cast<RankedTensorType>(layer.w2.getType());
+  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1);
+  Type element = xT.getElementType();
+  if (xT.getRank() != 2 || wrT.getRank() != 2 || w1T != w3T || w1T.getRank() != 3 ||
+      w1T.getDimSize(0) != experts || w1T.getDimSize(1) != hidden ||
+      w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
+      !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
+      w1T.getElementType() != element || w2T.getElementType() != element) {
+    fail.why = "the weights' shapes or element types do not form one expert group";
+    return failure();
+  }
+  return success();
+}
 
 FailureOr<DroplessLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
   DroplessLayer layer;
@@ -278,38 +341,10 @@ FailureOr<DroplessLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
   auto flatVals = def<shlo::ReshapeOp>(w->getOperand(), fail, "the flattened gate weights");
   if (failed(flatVals))
     return failure();
-  Value vals = flatVals->getOperand();
-  if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
-    Value sumRow = rowValue(div.getRhs());
-    auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
-    if (!sum || sum.getInputs()[0] != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
-        !isAddBody(sum.getBody())) {
-      fail.why = "the gate weights are divided by something other than their sum";
-      return failure();
-    }
-    layer.normalize = true;
-    vals = div.getLhs();
-  }
-  auto topk = vals.getDefiningOp<chlo::TopKOp>();
-  if (!topk || vals != topk.getValues()) {
-    fail.why = "the gate weights are not top-k values";
+  FailureOr<chlo::TopKOp> routed = matchSoftmaxTopK(flatVals->getOperand(), layer.x, layer, fail);
+  if (failed(routed))
     return failure();
-  }
-  layer.k = topk.getK();
-  FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
-  if (failed(logits))
-    return failure();
-  auto router = def<shlo::DotGeneralOp>(*logits, fail, "the router logits");
-  if (failed(router))
-    return failure();
-  shlo::DotDimensionNumbersAttr rd = router->getDotDimensionNumbers();
-  if (router->getLhs() != layer.x || !rd.getLhsBatchingDimensions().empty() ||
-      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
-      rd.getRhsContractingDimensions() != ArrayRef<int64_t>{0}) {
-    fail.why = "the router logits are not x @ router_weight of the same x";
-    return failure();
-  }
-  layer.routerWeight = router->getRhs();
+  chlo::TopKOp topk = *routed;
   // order = argsort(flat): a stable ascending sort of (flat, iota), and
   // flat = idx.reshape(-1); tok = order // k.
   auto sort = def<shlo::SortOp>(*order, fail, "the slot order");
@@ -354,21 +389,148 @@ FailureOr<DroplessLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
     fail.why = "the group sizes are not bincount of the expert ids";
     return failure();
   }
-  // Shapes: x [T, H], wr [H, E], w1/w3 [E, H, F], w2 [E, F, H].
-  auto xT = cast<RankedTensorType>(layer.x.getType());
-  auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
-  auto w1T = cast<RankedTensorType>(layer.w1.getType()), w3T = cast<RankedTensorType>(layer.w3.getType());
-  auto w2T = cast<RankedTensorType>(layer.w2.getType());
-  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1);
-  Type element = xT.getElementType();
-  if (xT.getRank() != 2 || w1T != w3T || w1T.getRank() != 3 || w1T.getDimSize(0) != experts ||
-      w1T.getDimSize(1) != hidden || w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
-      cast<RankedTensorType>(sizes.getType()).getDimSize(0) != experts ||
-      !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
-      w1T.getElementType() != element || w2T.getElementType() != element) {
-    fail.why = "the weights' shapes or element types do not form one expert group";
+  if (cast<RankedTensorType>(sizes.getType()).getDimSize(0) !=
+          cast<RankedTensorType>(layer.routerWeight.getType()).getDimSize(1) ||
+      failed(checkLayerShapes(layer, fail))) {
+    if (fail.why.empty())
+      fail.why = "the group sizes do not count the router's experts";
     return failure();
   }
+  return layer;
+}
+
+/// `v` through a chain of broadcast_in_dim ops, with the result dimension
+/// each source dimension lands on.
+Value broadcastChainSource(Value v, SmallVectorImpl<int64_t> &dims) {
+  dims.clear();
+  for (int64_t d = 0; d < cast<RankedTensorType>(v.getType()).getRank(); ++d)
+    dims.push_back(d);
+  while (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>()) {
+    SmallVector<int64_t> composed;
+    for (int64_t d : b.getBroadcastDimensions())
+      composed.push_back(dims[d]);
+    dims = composed;
+    v = b.getOperand();
+  }
+  return v;
+}
+
+/// x @ w over the hidden dim for every expert: dot_general(x [T, H],
+/// w [E, H, F]) -> [T, E, F]; returns w.
+Value perExpertProjection(Value v, Value x) {
+  auto dot = v.getDefiningOp<shlo::DotGeneralOp>();
+  if (!dot || dot.getLhs() != x)
+    return nullptr;
+  shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+  if (!d.getLhsBatchingDimensions().empty() || d.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
+      d.getRhsContractingDimensions() != ArrayRef<int64_t>{1})
+    return nullptr;
+  return dot.getRhs();
+}
+
+/// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
+/// returns (vals, idx) as top_k results, or failure.
+LogicalResult denseGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
+  if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
+    gate = convert.getOperand();
+  auto sum = gate.getDefiningOp<shlo::ReduceOp>();
+  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
+  if (!product || sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+    fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
+    return failure();
+  }
+  for (auto [a, b] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
+    // a = one_hot(idx, E) : [T, K, E]; b = vals broadcast over E.
+    Value hot = a;
+    if (auto convert = hot.getDefiningOp<shlo::ConvertOp>())
+      hot = convert.getOperand();
+    auto eq = hot.getDefiningOp<shlo::CompareOp>();
+    if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ)
+      continue;
+    SmallVector<int64_t> idxDims, iotaDims, valDims;
+    Value ids = broadcastChainSource(eq.getLhs(), idxDims);
+    Value iotaValue = broadcastChainSource(eq.getRhs(), iotaDims);
+    auto iota = iotaValue.getDefiningOp<shlo::IotaOp>();
+    Value weights = broadcastChainSource(b, valDims);
+    if (!iota || iotaDims[iota.getIotaDimension()] != 2 || idxDims != SmallVector<int64_t>{0, 1} ||
+        valDims != SmallVector<int64_t>{0, 1})
+      continue;
+    vals = weights;
+    idx = ids;
+    return success();
+  }
+  fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
+  return failure();
+}
+
+/// A dense top-k-masked mixture: every expert computed for every token and
+/// weighted by a gate that is zero off the top-k (JAX code that avoids
+/// dispatch):
+///   h = silu(x @ w1[e]) * (x @ w3[e])             [T, E, F]
+///   out = einsum("tef,efh->th", h * gate[..., None], w2)
+/// with gate = sum_k one_hot(idx_k) * vals_k from softmax top-k routing.
+FailureOr<DroplessLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fail) {
+  DroplessLayer layer;
+  shlo::DotDimensionNumbersAttr d = out.getDotDimensionNumbers();
+  if (!d.getLhsBatchingDimensions().empty() || d.getLhsContractingDimensions() != ArrayRef<int64_t>{1, 2} ||
+      d.getRhsContractingDimensions() != ArrayRef<int64_t>{0, 1}) {
+    fail.why = "not an expert down projection";
+    return failure();
+  }
+  layer.w2 = out.getRhs();
+  // scaled = h * gate[..., None], as a batched dot_general or a multiply.
+  Value h, gate;
+  if (auto scale = out.getLhs().getDefiningOp<shlo::DotGeneralOp>()) {
+    shlo::DotDimensionNumbersAttr sd = scale.getDotDimensionNumbers();
+    if (sd.getLhsBatchingDimensions() == ArrayRef<int64_t>{0, 1} &&
+        sd.getRhsBatchingDimensions() == ArrayRef<int64_t>{0, 1} && sd.getLhsContractingDimensions().empty()) {
+      h = scale.getLhs();
+      gate = scale.getRhs();
+    }
+  } else if (auto mul = out.getLhs().getDefiningOp<shlo::MulOp>()) {
+    SmallVector<int64_t> dims;
+    for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
+      Value source = broadcastChainSource(b, dims);
+      if (source != b && dims == SmallVector<int64_t>{0, 1}) {
+        h = a;
+        gate = source;
+      }
+    }
+  }
+  if (!h) {
+    fail.why = "the expert outputs are not scaled by a [tokens, experts] gate";
+    return failure();
+  }
+  Value vals, idx;
+  if (failed(denseGate(gate, vals, idx, fail)))
+    return failure();
+  auto glu = def<shlo::MulOp>(h, fail, "the expert activation");
+  if (failed(glu))
+    return failure();
+  for (auto [a, b] : {std::pair{glu->getLhs(), glu->getRhs()}, std::pair{glu->getRhs(), glu->getLhs()}}) {
+    Value g = siluInput(a);
+    auto gateDot = g ? g.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
+    if (!gateDot)
+      continue;
+    layer.x = gateDot.getLhs();
+    layer.w1 = perExpertProjection(g, layer.x);
+    layer.w3 = perExpertProjection(b, layer.x);
+    if (layer.w1 && layer.w3)
+      break;
+  }
+  if (!layer.w1 || !layer.w3) {
+    fail.why = "the expert activation is not silu(x @ w1) * (x @ w3) for every expert";
+    return failure();
+  }
+  FailureOr<chlo::TopKOp> routed = matchSoftmaxTopK(vals, layer.x, layer, fail);
+  if (failed(routed))
+    return failure();
+  if (idx != routed->getIndices()) {
+    fail.why = "the gate's expert ids are not the top-k indices of its weights";
+    return failure();
+  }
+  if (failed(checkLayerShapes(layer, fail)))
+    return failure();
   return layer;
 }
 
@@ -405,6 +567,33 @@ Value buildLayer(OpBuilder &b, Location loc, const DroplessLayer &m) {
 }
 
 } // namespace
+
+unsigned mlir::moe::stablehlo_raise::raiseDenseMixtures(Operation *root) {
+  SmallVector<shlo::DotGeneralOp> downs;
+  root->walk([&](shlo::DotGeneralOp dot) {
+    // Candidates: contractions over (experts, ffn) of a [T, E, F] tensor.
+    auto lhs = cast<RankedTensorType>(dot.getLhs().getType());
+    if (lhs.getRank() == 3 && dot.getDotDimensionNumbers().getLhsContractingDimensions() == ArrayRef<int64_t>{1, 2})
+      downs.push_back(dot);
+  });
+  unsigned raised = 0;
+  for (shlo::DotGeneralOp down : downs) {
+    NoMatch fail;
+    FailureOr<DroplessLayer> layer = matchDenseMixture(down, fail);
+    if (failed(layer)) {
+      emitRemark(down.getLoc()) << "dense expert mixture not raised to moe.layer: " << fail.why
+                                << "; it stays as plain ops";
+      continue;
+    }
+    OpBuilder b(down);
+    Value y = buildLayer(b, down.getLoc(), *layer);
+    if (y.getType() != down.getType())
+      y = shlo::ConvertOp::create(b, down.getLoc(), down.getType(), y);
+    down.getResult().replaceAllUsesWith(y);
+    ++raised;
+  }
+  return raised;
+}
 
 unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root) {
   SmallVector<shlo::ScatterOp> combines;

@@ -18,6 +18,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     // Layers are matched on ragged_dots, so the expansions go first.
     moe::stablehlo_raise::raiseRaggedDots(getOperation());
     moe::stablehlo_raise::raiseDroplessLayers(getOperation());
+    moe::stablehlo_raise::raiseDenseMixtures(getOperation());
   }
 };
 } // namespace

@@ -17,6 +17,11 @@ unsigned raiseRaggedDots(Operation *root);
 /// Returns how many layers were raised.
 unsigned raiseDroplessLayers(Operation *root);
 
+/// Replaces every dense top-k-masked mixture (all experts computed, their
+/// SwiGLU outputs weighted by a one-hot top-k gate) by a moe.layer, which
+/// computes only the selected experts; near misses get a remark.
+unsigned raiseDenseMixtures(Operation *root);
+
 } // namespace mlir::moe::stablehlo_raise
 
 #endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
