@@ -23,6 +23,7 @@
 #include "dialects/stablehlo/StablehloDialect.h"
 
 #include "mlir/AsmParser/AsmParser.h"
+#include <cmath>
 #include "mlir/IR/Builders.h"
 
 using namespace mlir;
@@ -202,19 +203,27 @@ Value siluInput(Value v) {
   return neg && neg.getOperand() == g ? g : nullptr;
 }
 
-/// A recognised layer: softmax top-k routing and SwiGLU experts, weights in
-/// JAX's layouts (router [H, E], w1/w3 [E, H, F], w2 [E, F, H]).
-struct DroplessLayer {
+/// A recognised layer: top-k routing and SwiGLU experts, weights in JAX's
+/// layouts (router [H, E], w1/w3 [E, H, F], w2 [E, F, H]; a shared
+/// expert's s1/s3 [H, Fs], s2 [Fs, H]).
+struct RecognisedLayer {
   Value x, routerWeight, w1, w3, w2;
   int64_t k = 0;
   bool normalize = false;
+  // DeepSeek-V3 routing: sigmoid scores, a selection-only bias, top-k
+  // within the topkGroups best of numGroups groups, weights scaled.
+  bool sigmoid = false;
+  Value selectionBias;
+  int64_t numGroups = 1, topkGroups = 1;
+  double scale = 1.0;
+  Value s1, s3, s2;
 };
 
 
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` and returns the top-k op.
-FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, DroplessLayer &layer, NoMatch &fail) {
+FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
   if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
     Value sumRow = rowValue(div.getRhs());
     auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
@@ -253,7 +262,7 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, DroplessLayer &lay
 }
 
 /// Shapes and element types of one SwiGLU expert group over x.
-LogicalResult checkLayerShapes(const DroplessLayer &layer, NoMatch &fail) {
+LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
   auto xT = cast<RankedTensorType>(layer.x.getType());
   auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
   auto w1T = cast<RankedTensorType>(layer.w1.getType()), w3T = cast<RankedTensorType>(layer.w3.getType());
@@ -271,8 +280,8 @@ LogicalResult checkLayerShapes(const DroplessLayer &layer, NoMatch &fail) {
   return success();
 }
 
-FailureOr<DroplessLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
-  DroplessLayer layer;
+FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
+  RecognisedLayer layer;
   // out = zeros[T, H].at[tok].add(y * w[:, None])
   shlo::ScatterDimensionNumbersAttr sd = combine.getScatterDimensionNumbers();
   if (combine.getInputs().size() != 1 || !isSplat(combine.getInputs()[0], 0) || !isAddBody(combine.getUpdateComputation()) ||
@@ -463,14 +472,192 @@ LogicalResult denseGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
   return failure();
 }
 
+/// jax.nn.sigmoid(z): logistic(z) or 1 / (1 + exp(-z)); returns z.
+Value sigmoidInput(Value v) {
+  if (auto logistic = v.getDefiningOp<shlo::LogisticOp>())
+    return logistic.getOperand();
+  auto recip = v.getDefiningOp<shlo::DivOp>();
+  auto denom = recip ? recip.getRhs().getDefiningOp<shlo::AddOp>() : nullptr;
+  if (!recip || !isSplat(recip.getLhs(), 1) || !denom)
+    return nullptr;
+  Value e = isSplat(denom.getLhs(), 1) ? denom.getRhs() : (isSplat(denom.getRhs(), 1) ? denom.getLhs() : nullptr);
+  auto exp = e ? e.getDefiningOp<shlo::ExpOp>() : nullptr;
+  auto neg = exp ? exp.getOperand().getDefiningOp<shlo::NegOp>() : nullptr;
+  return neg ? neg.getOperand() : nullptr;
+}
+
+/// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
+/// iota along the last dim)) of shape [T, K, N]; null otherwise.
+Value oneHotIds(Value v) {
+  if (auto convert = v.getDefiningOp<shlo::ConvertOp>())
+    v = convert.getOperand();
+  auto eq = v.getDefiningOp<shlo::CompareOp>();
+  if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ)
+    return nullptr;
+  SmallVector<int64_t> idDims, iotaDims;
+  Value ids = broadcastChainSource(eq.getLhs(), idDims);
+  auto iota = broadcastChainSource(eq.getRhs(), iotaDims).getDefiningOp<shlo::IotaOp>();
+  if (!iota || iotaDims[iota.getIotaDimension()] != 2 || idDims != SmallVector<int64_t>{0, 1})
+    return nullptr;
+  return ids;
+}
+
+/// take_along_axis(scores, idx, axis=-1) as JAX gathers it (a batched
+/// gather, the out-of-range lanes set to NaN); returns scores and the
+/// top-k op whose indices are read.
+FailureOr<std::pair<Value, chlo::TopKOp>> takeAlongLastAxis(Value v, NoMatch &fail) {
+  if (auto select = v.getDefiningOp<shlo::SelectOp>(); select && splatValue(select.getOnFalse()) &&
+                                                         std::isnan(*splatValue(select.getOnFalse())))
+    v = select.getOnTrue();
+  auto gather = v.getDefiningOp<shlo::GatherOp>();
+  if (!gather) {
+    fail.why = "the routing weights are not the scores taken at the selected experts";
+    return failure();
+  }
+  shlo::GatherDimensionNumbersAttr d = gather.getDimensionNumbers();
+  auto reshape = gather.getStartIndices().getDefiningOp<shlo::ReshapeOp>();
+  Value ids = reshape ? unwrapIndex(reshape.getOperand()) : nullptr;
+  auto topk = ids ? ids.getDefiningOp<chlo::TopKOp>() : nullptr;
+  if (d.getOperandBatchingDims() != ArrayRef<int64_t>{0} || d.getStartIndicesBatchingDims() != ArrayRef<int64_t>{0} ||
+      d.getStartIndexMap() != ArrayRef<int64_t>{1} || d.getCollapsedSliceDims() != ArrayRef<int64_t>{1} ||
+      !d.getOffsetDims().empty() || d.getIndexVectorDim() != 2 || !topk || ids != topk.getIndices()) {
+    fail.why = "the routing weights are not take_along_axis(scores, top-k indices)";
+    return failure();
+  }
+  return std::pair<Value, chlo::TopKOp>{gather.getOperand(), topk};
+}
+
+/// DeepSeek-V3 routing of `x` (the HF reference, written in JAX):
+///   scores = sigmoid(x @ wr); biased = scores + bias
+///   group_score = top_k(biased.reshape(T, G, E/G), 2).values.sum(-1)
+///   groups = top_k(group_score, TG).indices
+///   mask = repeat(one_hot(groups, G).sum(1), E/G)
+///   idx = top_k(where(mask > 0, biased, -inf), k).indices
+///   w = take_along_axis(scores, idx); w = w / w.sum(-1) * scale
+/// `vals` is w; fills `layer` and returns the final top-k.
+FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
+  if (auto mul = vals.getDefiningOp<shlo::MulOp>()) {
+    for (auto [v, c] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
+      if (std::optional<double> scale = splatValue(c)) {
+        layer.scale = *scale;
+        vals = v;
+      }
+  }
+  if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
+    Value sumRow = rowValue(div.getRhs());
+    auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+    if (sum && sum.getInputs()[0] == div.getLhs() && sum.getDimensions() == ArrayRef<int64_t>{1} &&
+        isAddBody(sum.getBody())) {
+      layer.normalize = true;
+      vals = div.getLhs();
+    }
+  }
+  FailureOr<std::pair<Value, chlo::TopKOp>> taken = takeAlongLastAxis(vals, fail);
+  if (failed(taken))
+    return failure();
+  auto [scores, topk] = *taken;
+  layer.k = topk.getK();
+  Value z = sigmoidInput(scores);
+  auto router = z ? z.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
+  if (!router || router.getLhs() != x || router.getDotDimensionNumbers().getLhsContractingDimensions() !=
+                                              ArrayRef<int64_t>{1}) {
+    fail.why = "the routing scores are not sigmoid(x @ router_weight)";
+    return failure();
+  }
+  layer.sigmoid = true;
+  layer.routerWeight = router.getRhs();
+  // The selection input: biased scores, masked to the best groups.
+  Value selected = topk.getOperand();
+  Value biased = selected;
+  if (auto masked = selected.getDefiningOp<shlo::SelectOp>()) {
+    std::optional<double> fill = splatValue(masked.getOnFalse());
+    auto positive = masked.getPred().getDefiningOp<shlo::CompareOp>();
+    if (!fill || !std::isinf(*fill) || *fill > 0 || !positive ||
+        positive.getComparisonDirection() != shlo::ComparisonDirection::GT || !isSplat(positive.getRhs(), 0)) {
+      fail.why = "the selection is masked by something other than the chosen groups";
+      return failure();
+    }
+    biased = masked.getOnTrue();
+    // mask = repeat(one_hot(groups, G).sum(1), E / G)
+    auto repeat = positive.getLhs().getDefiningOp<shlo::ReshapeOp>();
+    SmallVector<int64_t> dims;
+    Value groupMask = repeat ? broadcastChainSource(repeat.getOperand(), dims) : nullptr;
+    auto count = groupMask ? groupMask.getDefiningOp<shlo::ReduceOp>() : nullptr;
+    Value groupIds = count && count.getDimensions() == ArrayRef<int64_t>{1} && isAddBody(count.getBody())
+                         ? oneHotIds(count.getInputs()[0])
+                         : nullptr;
+    auto groupTopK = groupIds ? groupIds.getDefiningOp<chlo::TopKOp>() : nullptr;
+    if (dims != SmallVector<int64_t>{0, 1} || !groupTopK || groupIds != groupTopK.getIndices()) {
+      fail.why = "the expert mask is not the repeated one-hot of the top groups";
+      return failure();
+    }
+    // group_score = top_k(biased.reshape(T, G, E/G), 2).values.sum(-1)
+    auto groupSum = groupTopK.getOperand().getDefiningOp<shlo::ReduceOp>();
+    auto top2 = groupSum ? groupSum.getInputs()[0].getDefiningOp<chlo::TopKOp>() : nullptr;
+    auto grouped = top2 ? top2.getOperand().getDefiningOp<shlo::ReshapeOp>() : nullptr;
+    if (!groupSum || groupSum.getDimensions() != ArrayRef<int64_t>{2} || !isAddBody(groupSum.getBody()) || !top2 ||
+        top2.getK() != 2 || groupSum.getInputs()[0] != top2.getValues() || !grouped ||
+        grouped.getOperand() != biased) {
+      fail.why = "the group score is not the sum of each group's top two biased scores";
+      return failure();
+    }
+    layer.numGroups = cast<RankedTensorType>(grouped.getType()).getDimSize(1);
+    layer.topkGroups = groupTopK.getK();
+  }
+  // biased = scores + bias (a selection-only bias [E]).
+  auto add = biased.getDefiningOp<shlo::AddOp>();
+  if (add) {
+    for (auto [a, b] : {std::pair{add.getLhs(), add.getRhs()}, std::pair{add.getRhs(), add.getLhs()}}) {
+      SmallVector<int64_t> dims;
+      Value bias = broadcastChainSource(b, dims);
+      if (a == scores && cast<RankedTensorType>(bias.getType()).getRank() == 1 && dims == SmallVector<int64_t>{1})
+        layer.selectionBias = bias;
+    }
+  }
+  if (biased != scores && !layer.selectionBias) {
+    fail.why = "the selection scores are not the routing scores plus a per-expert bias";
+    return failure();
+  }
+  return topk;
+}
+
+/// The shared expert added to the routed output: swiglu(x @ s1, x @ s3) @ s2.
+bool matchSharedExpert(Value v, RecognisedLayer &layer) {
+  auto down = v.getDefiningOp<shlo::DotGeneralOp>();
+  if (!down || down.getDotDimensionNumbers().getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
+      down.getDotDimensionNumbers().getRhsContractingDimensions() != ArrayRef<int64_t>{0})
+    return false;
+  auto glu = down.getLhs().getDefiningOp<shlo::MulOp>();
+  if (!glu)
+    return false;
+  auto projection = [&](Value p) -> Value {
+    auto dot = p ? p.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
+    if (!dot || dot.getLhs() != layer.x || dot.getDotDimensionNumbers().getLhsContractingDimensions() !=
+                                               ArrayRef<int64_t>{1} ||
+        dot.getDotDimensionNumbers().getRhsContractingDimensions() != ArrayRef<int64_t>{0})
+      return nullptr;
+    return dot.getRhs();
+  };
+  for (auto [a, b] : {std::pair{glu.getLhs(), glu.getRhs()}, std::pair{glu.getRhs(), glu.getLhs()}}) {
+    Value s1 = projection(siluInput(a)), s3 = projection(b);
+    if (s1 && s3 && s1.getType() == s3.getType()) {
+      layer.s1 = s1;
+      layer.s3 = s3;
+      layer.s2 = down.getRhs();
+      return true;
+    }
+  }
+  return false;
+}
+
 /// A dense top-k-masked mixture: every expert computed for every token and
 /// weighted by a gate that is zero off the top-k (JAX code that avoids
 /// dispatch):
 ///   h = silu(x @ w1[e]) * (x @ w3[e])             [T, E, F]
 ///   out = einsum("tef,efh->th", h * gate[..., None], w2)
 /// with gate = sum_k one_hot(idx_k) * vals_k from softmax top-k routing.
-FailureOr<DroplessLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fail) {
-  DroplessLayer layer;
+FailureOr<RecognisedLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fail) {
+  RecognisedLayer layer;
   shlo::DotDimensionNumbersAttr d = out.getDotDimensionNumbers();
   if (!d.getLhsBatchingDimensions().empty() || d.getLhsContractingDimensions() != ArrayRef<int64_t>{1, 2} ||
       d.getRhsContractingDimensions() != ArrayRef<int64_t>{0, 1}) {
@@ -522,9 +709,15 @@ FailureOr<DroplessLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fail
     fail.why = "the expert activation is not silu(x @ w1) * (x @ w3) for every expert";
     return failure();
   }
-  FailureOr<chlo::TopKOp> routed = matchSoftmaxTopK(vals, layer.x, layer, fail);
-  if (failed(routed))
-    return failure();
+  NoMatch softmaxFail;
+  FailureOr<chlo::TopKOp> routed = matchSoftmaxTopK(vals, layer.x, layer, softmaxFail);
+  if (failed(routed)) {
+    routed = matchGroupedSigmoidTopK(vals, layer.x, layer, fail);
+    if (failed(routed)) {
+      fail.why = softmaxFail.why + " (softmax routing), and " + fail.why + " (sigmoid group routing)";
+      return failure();
+    }
+  }
   if (idx != routed->getIndices()) {
     fail.why = "the gate's expert ids are not the top-k indices of its weights";
     return failure();
@@ -536,7 +729,7 @@ FailureOr<DroplessLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fail
 
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
-Value buildLayer(OpBuilder &b, Location loc, const DroplessLayer &m) {
+Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   MLIRContext *ctx = b.getContext();
   auto transposed = [&](Value v, ArrayRef<int64_t> perm) -> Value {
     auto type = cast<RankedTensorType>(v.getType());
@@ -554,14 +747,31 @@ Value buildLayer(OpBuilder &b, Location loc, const DroplessLayer &m) {
   Value gateUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{gate, up}, b.getI64IntegerAttr(1));
   Value down = transposed(m.w2, {0, 2, 1});
   int64_t experts = gateType.getDimSize(0);
-  auto routing = cast<RoutingAttr>(parseAttribute("#moe.routing<scoring = softmax, k = " + std::to_string(m.k) +
-                                                      (m.normalize ? ", normalize = all>" : ">"),
-                                                  ctx));
+  std::string routingText = std::string("#moe.routing<scoring = ") + (m.sigmoid ? "sigmoid" : "softmax") +
+                            ", k = " + std::to_string(m.k) + (m.normalize ? ", normalize = all" : "");
+  if (m.scale != 1.0)
+    routingText += ", scale = " + std::to_string(m.scale);
+  if (m.numGroups > 1)
+    routingText += ", num_groups = " + std::to_string(m.numGroups) + ", topk_groups = " + std::to_string(m.topkGroups);
+  auto routing = cast<RoutingAttr>(parseAttribute(routingText + ">", ctx));
   auto group = parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx);
+  Value bias = m.selectionBias;
+  if (bias && !cast<RankedTensorType>(bias.getType()).getElementType().isF32())
+    bias = shlo::ConvertOp::create(b, loc, RankedTensorType::get(cast<RankedTensorType>(bias.getType()).getShape(),
+                                                                 b.getF32Type()),
+                                   bias);
+  Value sharedUp, sharedDown;
+  if (m.s2) {
+    Value s1 = transposed(m.s1, {1, 0}), s3 = transposed(m.s3, {1, 0});
+    auto s1Type = cast<RankedTensorType>(s1.getType());
+    auto upType = RankedTensorType::get({2 * s1Type.getDimSize(0), s1Type.getDimSize(1)}, s1Type.getElementType());
+    sharedUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{s1, s3}, b.getI64IntegerAttr(0));
+    sharedDown = transposed(m.s2, {1, 0});
+  }
   auto xType = cast<RankedTensorType>(m.x.getType());
   auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, b.getF32Type()),
-                               m.x, router, Value(), Value(), Value(), Value(), gateUp, down, Value(), Value(),
-                               Value(), Value(), Value(), b.getArrayAttr({group}),
+                               m.x, router, Value(), bias, Value(), Value(), gateUp, down, Value(), Value(),
+                               sharedUp, sharedDown, Value(), b.getArrayAttr({group}),
                                ActivationAttr::get(ctx, Activation::swiglu), routing, CapacityAttr());
   return layer.getY();
 }
@@ -579,17 +789,25 @@ unsigned mlir::moe::stablehlo_raise::raiseDenseMixtures(Operation *root) {
   unsigned raised = 0;
   for (shlo::DotGeneralOp down : downs) {
     NoMatch fail;
-    FailureOr<DroplessLayer> layer = matchDenseMixture(down, fail);
+    FailureOr<RecognisedLayer> layer = matchDenseMixture(down, fail);
     if (failed(layer)) {
       emitRemark(down.getLoc()) << "dense expert mixture not raised to moe.layer: " << fail.why
                                 << "; it stays as plain ops";
       continue;
     }
-    OpBuilder b(down);
+    // routed + shared: the layer takes the shared expert and replaces the sum.
+    Operation *replaced = down;
+    if (down->hasOneUse())
+      if (auto sum = dyn_cast<shlo::AddOp>(*down->getUsers().begin())) {
+        Value other = sum.getLhs() == down.getResult() ? sum.getRhs() : sum.getLhs();
+        if (matchSharedExpert(other, *layer))
+          replaced = sum;
+      }
+    OpBuilder b(replaced);
     Value y = buildLayer(b, down.getLoc(), *layer);
-    if (y.getType() != down.getType())
-      y = shlo::ConvertOp::create(b, down.getLoc(), down.getType(), y);
-    down.getResult().replaceAllUsesWith(y);
+    if (y.getType() != replaced->getResult(0).getType())
+      y = shlo::ConvertOp::create(b, down.getLoc(), replaced->getResult(0).getType(), y);
+    replaced->getResult(0).replaceAllUsesWith(y);
     ++raised;
   }
   return raised;
@@ -606,7 +824,7 @@ unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root) {
     if (!weighted || !(weighted.getLhs().getDefiningOp<chlo::RaggedDotOp>()))
       continue;
     NoMatch fail;
-    FailureOr<DroplessLayer> layer = matchDropless(combine, fail);
+    FailureOr<RecognisedLayer> layer = matchDropless(combine, fail);
     if (failed(layer)) {
       emitRemark(combine.getLoc()) << "MoE combine not raised to moe.layer: " << fail.why
                                    << "; it stays as plain ops";
