@@ -143,17 +143,14 @@ void mlir::moe::stablehlo::printVariadicOperandWithAttribute(OpAsmPrinter &print
 /// `[a, b] x [c, d]`.
 static ParseResult parseDimsPair(OpAsmParser &parser, SmallVectorImpl<int64_t> &lhs,
                                  SmallVectorImpl<int64_t> &rhs) {
-  auto parseList = [&](SmallVectorImpl<int64_t> &into) {
-    return parser.parseCommaSeparatedList(OpAsmParser::Delimiter::Square, [&]() -> ParseResult {
-      int64_t v;
-      if (parser.parseInteger(v))
-        return failure();
-      into.push_back(v);
-      return success();
-    });
-  };
-  if (parseList(lhs) || parser.parseKeyword("x") || parseList(rhs))
+  FailureOr<SmallVector<int64_t>> l = parseDimList(parser);
+  if (failed(l) || parser.parseKeyword("x"))
     return failure();
+  FailureOr<SmallVector<int64_t>> r = parseDimList(parser);
+  if (failed(r))
+    return failure();
+  lhs.assign(l->begin(), l->end());
+  rhs.assign(r->begin(), r->end());
   return success();
 }
 

@@ -413,17 +413,12 @@ ParseResult ReduceOp::parse(OpAsmParser &parser, OperationState &result) {
       return failure();
     applied = *name;
   }
-  SmallVector<int64_t> dims;
-  if (parser.parseKeyword("across") || parser.parseKeyword("dimensions") || parser.parseEqual() ||
-      parser.parseCommaSeparatedList(OpAsmParser::Delimiter::Square, [&]() -> ParseResult {
-        int64_t d;
-        if (parser.parseInteger(d))
-          return failure();
-        dims.push_back(d);
-        return success();
-      }))
+  if (parser.parseKeyword("across") || parser.parseKeyword("dimensions") || parser.parseEqual())
     return failure();
-  result.addAttribute(getDimensionsAttrName(result.name), DenseI64ArrayAttr::get(parser.getContext(), dims));
+  FailureOr<SmallVector<int64_t>> dims = parseDimList(parser);
+  if (failed(dims))
+    return failure();
+  result.addAttribute(getDimensionsAttrName(result.name), DenseI64ArrayAttr::get(parser.getContext(), *dims));
   if (parser.parseOptionalAttrDict(result.attributes))
     return failure();
   FunctionType type;

@@ -101,31 +101,32 @@ static Results lowerSlice(OpBuilder &b, shlo::SliceOp op) {
   return SmallVector<Value>{v};
 }
 
-static Results lowerDynamicSlice(OpBuilder &b, shlo::DynamicSliceOp op) {
-  Location loc = op.getLoc();
-  auto operand = typeOf(op.getOperand());
-  auto type = typeOf(op.getResult());
-  SmallVector<OpFoldResult> offsets, sizes, strides;
-  for (int64_t d = 0; d < type.getRank(); ++d) {
-    offsets.push_back(clampedStart(b, loc, op.getStartIndices()[d], operand.getDimSize(d), type.getDimSize(d)));
-    sizes.push_back(b.getIndexAttr(type.getDimSize(d)));
+/// Offsets (clamped run-time starts), sizes and unit strides of a window
+/// of `sizes` in a tensor of `shape`.
+static void clampedWindow(OpBuilder &b, Location loc, ValueRange starts, ArrayRef<int64_t> shape,
+                          ArrayRef<int64_t> sizes, SmallVectorImpl<OpFoldResult> &offsets,
+                          SmallVectorImpl<OpFoldResult> &sizeAttrs, SmallVectorImpl<OpFoldResult> &strides) {
+  for (size_t d = 0; d < shape.size(); ++d) {
+    offsets.push_back(clampedStart(b, loc, starts[d], shape[d], sizes[d]));
+    sizeAttrs.push_back(b.getIndexAttr(sizes[d]));
     strides.push_back(b.getIndexAttr(1));
   }
-  Value v = tensor::ExtractSliceOp::create(b, loc, type, op.getOperand(), offsets, sizes, strides);
+}
+
+static Results lowerDynamicSlice(OpBuilder &b, shlo::DynamicSliceOp op) {
+  auto type = typeOf(op.getResult());
+  SmallVector<OpFoldResult> offsets, sizes, strides;
+  clampedWindow(b, op.getLoc(), op.getStartIndices(), typeOf(op.getOperand()).getShape(), type.getShape(), offsets,
+                sizes, strides);
+  Value v = tensor::ExtractSliceOp::create(b, op.getLoc(), type, op.getOperand(), offsets, sizes, strides);
   return SmallVector<Value>{v};
 }
 
 static Results lowerDynamicUpdateSlice(OpBuilder &b, shlo::DynamicUpdateSliceOp op) {
-  Location loc = op.getLoc();
-  auto operand = typeOf(op.getOperand());
-  auto update = typeOf(op.getUpdate());
   SmallVector<OpFoldResult> offsets, sizes, strides;
-  for (int64_t d = 0; d < operand.getRank(); ++d) {
-    offsets.push_back(clampedStart(b, loc, op.getStartIndices()[d], operand.getDimSize(d), update.getDimSize(d)));
-    sizes.push_back(b.getIndexAttr(update.getDimSize(d)));
-    strides.push_back(b.getIndexAttr(1));
-  }
-  Value v = tensor::InsertSliceOp::create(b, loc, op.getUpdate(), op.getOperand(), offsets, sizes, strides);
+  clampedWindow(b, op.getLoc(), op.getStartIndices(), typeOf(op.getOperand()).getShape(),
+                typeOf(op.getUpdate()).getShape(), offsets, sizes, strides);
+  Value v = tensor::InsertSliceOp::create(b, op.getLoc(), op.getUpdate(), op.getOperand(), offsets, sizes, strides);
   return SmallVector<Value>{v};
 }
 

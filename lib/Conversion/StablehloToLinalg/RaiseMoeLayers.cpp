@@ -184,23 +184,27 @@ FailureOr<Value> softmaxInput(Value probs, NoMatch &fail) {
   return shifted->getLhs();
 }
 
-/// silu(g) as jax.nn.silu writes it (g * logistic(g), or g / (1 + e^-g));
-/// returns g.
-Value siluInput(Value v) {
-  auto mul = v.getDefiningOp<shlo::MulOp>();
-  if (!mul)
-    return nullptr;
-  Value g = mul.getLhs(), gate = mul.getRhs();
-  if (auto logistic = gate.getDefiningOp<shlo::LogisticOp>())
-    return logistic.getOperand() == g ? g : nullptr;
-  auto recip = gate.getDefiningOp<shlo::DivOp>();
+/// jax.nn.sigmoid(z): logistic(z) or 1 / (1 + exp(-z)); returns z.
+Value sigmoidInput(Value v) {
+  if (auto logistic = v.getDefiningOp<shlo::LogisticOp>())
+    return logistic.getOperand();
+  auto recip = v.getDefiningOp<shlo::DivOp>();
   auto denom = recip ? recip.getRhs().getDefiningOp<shlo::AddOp>() : nullptr;
   if (!recip || !isSplat(recip.getLhs(), 1) || !denom)
     return nullptr;
   Value e = isSplat(denom.getLhs(), 1) ? denom.getRhs() : (isSplat(denom.getRhs(), 1) ? denom.getLhs() : nullptr);
   auto exp = e ? e.getDefiningOp<shlo::ExpOp>() : nullptr;
   auto neg = exp ? exp.getOperand().getDefiningOp<shlo::NegOp>() : nullptr;
-  return neg && neg.getOperand() == g ? g : nullptr;
+  return neg ? neg.getOperand() : nullptr;
+}
+
+/// silu(g) as jax.nn.silu writes it (g * sigmoid(g)); returns g.
+Value siluInput(Value v) {
+  auto mul = v.getDefiningOp<shlo::MulOp>();
+  if (!mul)
+    return nullptr;
+  Value g = mul.getLhs();
+  return sigmoidInput(mul.getRhs()) == g ? g : nullptr;
 }
 
 /// A recognised layer: top-k routing and SwiGLU experts, weights in JAX's
@@ -470,20 +474,6 @@ LogicalResult denseGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
   }
   fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
   return failure();
-}
-
-/// jax.nn.sigmoid(z): logistic(z) or 1 / (1 + exp(-z)); returns z.
-Value sigmoidInput(Value v) {
-  if (auto logistic = v.getDefiningOp<shlo::LogisticOp>())
-    return logistic.getOperand();
-  auto recip = v.getDefiningOp<shlo::DivOp>();
-  auto denom = recip ? recip.getRhs().getDefiningOp<shlo::AddOp>() : nullptr;
-  if (!recip || !isSplat(recip.getLhs(), 1) || !denom)
-    return nullptr;
-  Value e = isSplat(denom.getLhs(), 1) ? denom.getRhs() : (isSplat(denom.getRhs(), 1) ? denom.getLhs() : nullptr);
-  auto exp = e ? e.getDefiningOp<shlo::ExpOp>() : nullptr;
-  auto neg = exp ? exp.getOperand().getDefiningOp<shlo::NegOp>() : nullptr;
-  return neg ? neg.getOperand() : nullptr;
 }
 
 /// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
