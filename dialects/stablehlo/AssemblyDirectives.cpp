@@ -111,11 +111,11 @@ ParseResult mlir::moe::stablehlo::parseSliceRanges(OpAsmParser &parser, DenseI64
 void mlir::moe::stablehlo::printSliceRanges(OpAsmPrinter &printer, Operation *, DenseI64ArrayAttr start,
                                             DenseI64ArrayAttr limit, DenseI64ArrayAttr strides) {
   printer << "[";
-  for (size_t i = 0; i < start.size(); ++i) {
+  for (int64_t i = 0; i < static_cast<int64_t>(start.size()); ++i) {
     if (i)
       printer << ", ";
     printer << start[i] << ":" << limit[i];
-    if (i < static_cast<size_t>(strides.size()) && strides[i] != 1)
+    if (i < static_cast<int64_t>(strides.size()) && strides[i] != 1)
       printer << ":" << strides[i];
   }
   printer << "]";

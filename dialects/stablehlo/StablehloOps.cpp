@@ -150,7 +150,7 @@ LogicalResult ConstantOp::verify() {
 
 LogicalResult IotaOp::verify() {
   int64_t rank = tensorType(getOutput()).getRank();
-  if (getIotaDimension() < 0 || getIotaDimension() >= rank)
+  if (static_cast<int64_t>(getIotaDimension()) >= rank)
     return emitOpError("dim ") << getIotaDimension() << " is out of range for rank " << rank;
   return success();
 }
@@ -597,9 +597,10 @@ LogicalResult SortOp::verify() {
   if (getInputs().empty() || getNumResults() != getInputs().size())
     return emitOpError("needs as many inputs as results (at least one)");
   auto first = tensorType(getInputs()[0]);
-  int64_t dim = getDimension() < 0 ? getDimension() + first.getRank() : getDimension();
+  auto dimension = static_cast<int64_t>(getDimension()); // -1: the last
+  int64_t dim = dimension < 0 ? dimension + first.getRank() : dimension;
   if (dim < 0 || dim >= first.getRank())
-    return emitOpError("dimension ") << getDimension() << " is out of range for rank " << first.getRank();
+    return emitOpError("dimension ") << dimension << " is out of range for rank " << first.getRank();
   for (auto [input, output] : llvm::zip(getInputs(), getResults())) {
     if (tensorType(input).getShape() != first.getShape())
       return emitOpError("inputs must have one shape");

@@ -162,7 +162,8 @@ static Results lowerSort(OpBuilder &b, shlo::SortOp op) {
   size_t n = op.getInputs().size();
   auto type = typeOf(op.getInputs()[0]);
   int64_t rank = type.getRank();
-  int64_t dim = op.getDimension() < 0 ? op.getDimension() + rank : op.getDimension();
+  auto dimension = static_cast<int64_t>(op.getDimension());
+  int64_t dim = dimension < 0 ? dimension + rank : dimension;
   MLIRContext *ctx = b.getContext();
   SmallVector<AffineExpr> own, other;
   for (int64_t d = 0; d < rank; ++d) {

@@ -78,9 +78,10 @@ LogicalResult normalizeSortedTopK(shlo::SortOp sort) {
     return failure();
   auto type = cast<RankedTensorType>(sort.getInputs()[0].getType());
   int64_t rank = type.getRank();
-  int64_t dim = sort.getDimension() < 0 ? sort.getDimension() + rank : sort.getDimension();
+  auto dimension = static_cast<int64_t>(sort.getDimension());
+  int64_t dim = dimension < 0 ? dimension + rank : dimension;
   auto iota = sort.getInputs()[1].getDefiningOp<shlo::IotaOp>();
-  if (dim != rank - 1 || !iota || iota.getIotaDimension() != dim ||
+  if (dim != rank - 1 || !iota || static_cast<int64_t>(iota.getIotaDimension()) != dim ||
       !cast<RankedTensorType>(iota.getType()).getElementType().isInteger(32))
     return failure();
   // Every use is a slice keeping the leading dims and [0, k) of the last.

@@ -441,41 +441,6 @@ Value perExpertProjection(Value v, Value x) {
   return dot.getRhs();
 }
 
-/// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
-/// returns (vals, idx) as top_k results, or failure.
-LogicalResult denseGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
-  if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
-    gate = convert.getOperand();
-  auto sum = gate.getDefiningOp<shlo::ReduceOp>();
-  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
-  if (!product || sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
-    fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
-    return failure();
-  }
-  for (auto [a, b] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
-    // a = one_hot(idx, E) : [T, K, E]; b = vals broadcast over E.
-    Value hot = a;
-    if (auto convert = hot.getDefiningOp<shlo::ConvertOp>())
-      hot = convert.getOperand();
-    auto eq = hot.getDefiningOp<shlo::CompareOp>();
-    if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ)
-      continue;
-    SmallVector<int64_t> idxDims, iotaDims, valDims;
-    Value ids = broadcastChainSource(eq.getLhs(), idxDims);
-    Value iotaValue = broadcastChainSource(eq.getRhs(), iotaDims);
-    auto iota = iotaValue.getDefiningOp<shlo::IotaOp>();
-    Value weights = broadcastChainSource(b, valDims);
-    if (!iota || iotaDims[iota.getIotaDimension()] != 2 || idxDims != SmallVector<int64_t>{0, 1} ||
-        valDims != SmallVector<int64_t>{0, 1})
-      continue;
-    vals = weights;
-    idx = ids;
-    return success();
-  }
-  fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
-  return failure();
-}
-
 /// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
 /// iota along the last dim)) of shape [T, K, N]; null otherwise.
 Value oneHotIds(Value v) {
@@ -490,6 +455,32 @@ Value oneHotIds(Value v) {
   if (!iota || iotaDims[iota.getIotaDimension()] != 2 || idDims != SmallVector<int64_t>{0, 1})
     return nullptr;
   return ids;
+}
+
+/// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
+/// returns (vals, idx) as top_k results, or failure.
+LogicalResult denseGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
+  if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
+    gate = convert.getOperand();
+  auto sum = gate.getDefiningOp<shlo::ReduceOp>();
+  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
+  if (!product || sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+    fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
+    return failure();
+  }
+  for (auto [a, b] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
+    // a = one_hot(idx, E) : [T, K, E]; b = vals broadcast over E.
+    SmallVector<int64_t> valDims;
+    Value ids = oneHotIds(a);
+    Value weights = broadcastChainSource(b, valDims);
+    if (!ids || valDims != SmallVector<int64_t>{0, 1})
+      continue;
+    vals = weights;
+    idx = ids;
+    return success();
+  }
+  fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
+  return failure();
 }
 
 /// take_along_axis(scores, idx, axis=-1) as JAX gathers it (a batched

@@ -52,7 +52,7 @@ static Value compareScalars(OpBuilder &b, Location loc, shlo::CompareOp op, Valu
     kind = shlo::ComparisonType::SIGNED;
   }
   if (isa<FloatType>(element)) {
-    arith::CmpFPredicate pred;
+    arith::CmpFPredicate pred = arith::CmpFPredicate::OEQ;
     switch (dir) {
     case Dir::EQ: pred = arith::CmpFPredicate::OEQ; break;
     case Dir::NE: pred = arith::CmpFPredicate::UNE; break;
@@ -64,7 +64,7 @@ static Value compareScalars(OpBuilder &b, Location loc, shlo::CompareOp op, Valu
     return arith::CmpFOp::create(b, loc, pred, lhs, rhs);
   }
   bool isSigned = kind != shlo::ComparisonType::UNSIGNED;
-  arith::CmpIPredicate pred;
+  arith::CmpIPredicate pred = arith::CmpIPredicate::eq;
   switch (dir) {
   case Dir::EQ: pred = arith::CmpIPredicate::eq; break;
   case Dir::NE: pred = arith::CmpIPredicate::ne; break;
