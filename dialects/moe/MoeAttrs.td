@@ -106,7 +106,8 @@ def Moe_RenormModeAttr : EnumAttr<Moe_Dialect, Moe_RenormMode, "renorm"> {
 
 def Moe_DropPolicy : I32EnumAttr<"DropPolicy", "which tokens an overflowing expert keeps", [
     I32EnumAttrCase<"probs", 0>,    // the C highest gate weights
-    I32EnumAttrCase<"position", 1>  // the first C in token order
+    I32EnumAttrCase<"position", 1>,  // the first C in token order, slots (t, k)
+    I32EnumAttrCase<"slot_position", 2>  // the first C in slot order (k, t): GShard
   ]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;

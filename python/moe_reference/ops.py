@@ -201,21 +201,26 @@ def dispatch(idx, w, experts, cap=None, logits=None, shared_weight=None):
             mine = [(t, j) for t in range(t_count) for j in range(primary) if idx[t, j] == e]
             order = rank_order(np.array([w[t, j] for t, j in mine]))
             kept_by_probs.update(mine[i] for i in order[:c])
-    # 1. Primary selections.
-    for t in range(t_count):
-        for j in range(primary):
-            e = idx[t, j]
-            if e < 0:
-                continue
-            if cap is None:
-                keep = True
-            elif cap.get("drop", "probs") == "position":
-                keep = n[e] < c
-            else:
-                keep = (t, j) in kept_by_probs
-            if keep:
-                final[t, j], pos[t, j] = e, n[e]
-                n[e] += 1
+    # 1. Primary selections, in (t, k) order; GShard's slot_position visits
+    # every token's first choice before any second choice.
+    drop = cap.get("drop", "probs") if cap else None
+    if drop == "slot_position":
+        visits = [(t, j) for j in range(primary) for t in range(t_count)]
+    else:
+        visits = [(t, j) for t in range(t_count) for j in range(primary)]
+    for t, j in visits:
+        e = idx[t, j]
+        if e < 0:
+            continue
+        if cap is None:
+            keep = True
+        elif drop in ("position", "slot_position"):
+            keep = n[e] < c
+        else:
+            keep = (t, j) in kept_by_probs
+        if keep:
+            final[t, j], pos[t, j] = e, n[e]
+            n[e] += 1
     # 2. Intra-device rectification.
     rectified = np.zeros(t_count, dtype=bool)
     if intra:

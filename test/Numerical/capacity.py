@@ -16,6 +16,7 @@ CASES = [
     ("drop_position_padded", dict(cfg=layer(dict(factor=0.75, drop="position", pad=True)), **SHAPE)),
     ("drop_probs_compact", dict(cfg=layer(dict(factor=0.5, drop="probs")), **SHAPE)),
     ("drop_position_compact", dict(cfg=layer(dict(tokens=6, drop="position")), **SHAPE)),
+    ("drop_slot_position_padded", dict(cfg=layer(dict(tokens=5, drop="slot_position", pad=True)), **SHAPE)),
     ("capacity_no_overflow", dict(cfg=layer(dict(factor=4.0, pad=True)), **SHAPE)),
     ("switch_top1", dict(cfg=layer(dict(factor=1.25, pad=True), k=1), **SHAPE)),
     ("rectify_fill_in", dict(cfg=layer(dict(factor=1.0, pad=True, rectify="fill_in"), normalize="all"), **SHAPE)),

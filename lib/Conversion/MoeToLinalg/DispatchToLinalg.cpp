@@ -121,16 +121,21 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
           Value e = indexToI32(b0, l0, eIdx);
           SmallVector<Value> init = llvm::to_vector(s0);
           init.push_back(i32Zero); // rows of e so far
+          // slot_position (GShard) visits slot-major: every token's first
+          // choice, then every second choice.
+          bool slotMajor = cap && cap.getDrop() == DropPolicy::slot_position;
+          Value outerEnd = slotMajor ? numPrimary : tokens, innerEnd = slotMajor ? tokens : numPrimary;
           SmallVector<Value> scanned = forRange(
-              b0, l0, zero, tokens, init, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
-                return forRange(b1, l1, zero, numPrimary, s1, [&](OpBuilder &b2, Location l2, Value j,
-                                                                  ValueRange s2) {
+              b0, l0, zero, outerEnd, init, [&](OpBuilder &b1, Location l1, Value outer, ValueRange s1) {
+                return forRange(b1, l1, zero, innerEnd, s1, [&](OpBuilder &b2, Location l2, Value inner,
+                                                                ValueRange s2) {
+                  Value t = slotMajor ? inner : outer, j = slotMajor ? outer : inner;
                   Value mine = cmpi(b2, l2, P::eq, get(b2, l2, indices, {t, j}), e);
                   return ifThen(b2, l2, mine, s2, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
                     Value keep = trueV;
                     if (cap) {
                       Value limit = indexToI32(b3, l3, capacity);
-                      Value rank = cap.getDrop() == DropPolicy::position
+                      Value rank = cap.getDrop() != DropPolicy::probs
                                        ? s2[4]
                                        : probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
                       keep = cmpi(b3, l3, P::slt, rank, limit);
