@@ -1,0 +1,330 @@
+//===- RaiseMatchers.cpp - pieces of JAX MoE code matched in StableHLO ----===//
+
+#include "RaiseMatchers.h"
+
+#include "mlir/AsmParser/AsmParser.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace mlir::moe::stablehlo_raise {
+
+/// The scalar a splat constant (possibly broadcast or converted) holds.
+std::optional<double> splatValue(Value v) {
+  while (true) {
+    if (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>())
+      v = b.getOperand();
+    else if (auto c = v.getDefiningOp<shlo::ConvertOp>())
+      v = c.getOperand();
+    else
+      break;
+  }
+  auto constant = v.getDefiningOp<shlo::ConstantOp>();
+  auto dense = constant ? dyn_cast<DenseElementsAttr>(constant.getValue()) : nullptr;
+  if (!dense || !dense.isSplat())
+    return std::nullopt;
+  Attribute e = dense.getSplatValue<Attribute>();
+  if (auto f = dyn_cast<FloatAttr>(e))
+    return f.getValueAsDouble();
+  if (auto i = dyn_cast<IntegerAttr>(e))
+    return static_cast<double>(i.getValue().getSExtValue());
+  return std::nullopt;
+}
+
+bool isSplat(Value v, double value) {
+  std::optional<double> s = splatValue(v);
+  return s && *s == value;
+}
+
+/// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
+/// per-row value spread over columns), down to a rank-1 tensor.
+Value rowValue(Value v) {
+  while (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>()) {
+    ArrayRef<int64_t> dims = b.getBroadcastDimensions();
+    if (dims.empty() || dims[0] != 0)
+      return nullptr;
+    v = b.getOperand();
+  }
+  return cast<RankedTensorType>(v.getType()).getRank() == 1 ? v : nullptr;
+}
+
+/// JAX's index normalisation `i < 0 ? i + n : i` stripped; `v` otherwise.
+Value unwrapIndex(Value v) {
+  auto select = v.getDefiningOp<shlo::SelectOp>();
+  if (!select)
+    return v;
+  auto negative = select.getPred().getDefiningOp<shlo::CompareOp>();
+  auto shifted = select.getOnTrue().getDefiningOp<shlo::AddOp>();
+  Value i = select.getOnFalse();
+  if (!negative || negative.getComparisonDirection() != shlo::ComparisonDirection::LT ||
+      negative.getLhs() != i || !isSplat(negative.getRhs(), 0) || !shifted || shifted.getLhs() != i)
+    return v;
+  return i;
+}
+
+/// `v` = x // k for a positive constant k (jnp's floor division, or a
+/// plain division); returns x.
+FailureOr<Value> floorDivided(Value v, int64_t k, NoMatch &fail) {
+  auto isK = [&](Value c) { return isSplat(c, static_cast<double>(k)); };
+  if (auto div = v.getDefiningOp<shlo::DivOp>(); div && isK(div.getRhs()))
+    return div.getLhs();
+  // select(sign(x) != sign(k) && x % k != 0, x / k - 1, x / k)
+  auto select = v.getDefiningOp<shlo::SelectOp>();
+  auto quotient = select ? select.getOnFalse().getDefiningOp<shlo::DivOp>() : nullptr;
+  auto minusOne = select ? select.getOnTrue().getDefiningOp<shlo::SubtractOp>() : nullptr;
+  auto cond = select ? select.getPred().getDefiningOp<shlo::AndOp>() : nullptr;
+  if (!quotient || !isK(quotient.getRhs()) || !minusOne || minusOne.getLhs() != quotient.getResult() ||
+      !isSplat(minusOne.getRhs(), 1) || !cond) {
+    fail.why = "the token index is not slot // " + std::to_string(k);
+    return failure();
+  }
+  Value x = quotient.getLhs();
+  auto signs = cond.getLhs().getDefiningOp<shlo::CompareOp>();
+  auto rest = cond.getRhs().getDefiningOp<shlo::CompareOp>();
+  auto xSign = signs ? signs.getLhs().getDefiningOp<shlo::SignOp>() : nullptr;
+  auto rem = rest ? rest.getLhs().getDefiningOp<shlo::RemOp>() : nullptr;
+  if (!signs || signs.getComparisonDirection() != shlo::ComparisonDirection::NE || !xSign ||
+      xSign.getOperand() != x || !rest || rest.getComparisonDirection() != shlo::ComparisonDirection::NE || !rem ||
+      rem.getLhs() != x || !isK(rem.getRhs()) || !isSplat(rest.getRhs(), 0)) {
+    fail.why = "the token index's floor division is not jnp's";
+    return failure();
+  }
+  return x;
+}
+
+/// The body of a reduction/scatter is one `stablehlo.add` of its arguments.
+bool isAddBody(Region &body) {
+  Block &block = body.front();
+  if (block.getNumArguments() != 2 || !llvm::hasNItems(block, 2))
+    return false;
+  auto add = dyn_cast<shlo::AddOp>(block.front());
+  return add && add.getLhs() == block.getArgument(0) && add.getRhs() == block.getArgument(1) &&
+         block.getTerminator()->getOperand(0) == add.getResult();
+}
+
+/// A 1-D row gather `operand[indices]` (x[i] or x[i, :]) with indices
+/// [n, 1]; returns the unwrapped index vector.
+FailureOr<Value> rowGather(shlo::GatherOp gather, NoMatch &fail) {
+  shlo::GatherDimensionNumbersAttr dims = gather.getDimensionNumbers();
+  auto operand = cast<RankedTensorType>(gather.getOperand().getType());
+  SmallVector<int64_t> slice = {1};
+  SmallVector<int64_t> offsets;
+  for (int64_t d = 1; d < operand.getRank(); ++d) {
+    slice.push_back(operand.getDimSize(d));
+    offsets.push_back(d);
+  }
+  Value index = rowValue(gather.getStartIndices());
+  if (dims.getCollapsedSliceDims() != ArrayRef<int64_t>{0} || dims.getStartIndexMap() != ArrayRef<int64_t>{0} ||
+      dims.getIndexVectorDim() != 1 || dims.getOffsetDims() != ArrayRef<int64_t>(offsets) ||
+      gather.getSliceSizes() != ArrayRef<int64_t>(slice) || !dims.getOperandBatchingDims().empty() || !index) {
+    fail.why = "a gather is not a row gather x[i]";
+    return failure();
+  }
+  return unwrapIndex(index);
+}
+
+/// softmax(z) over the last dim of [T, E] as jax.nn.softmax writes it;
+/// returns z.
+FailureOr<Value> softmaxInput(Value probs, NoMatch &fail) {
+  auto div = def<shlo::DivOp>(probs, fail, "the top-k scores");
+  if (failed(div))
+    return failure();
+  auto exp = def<shlo::ExpOp>(div->getLhs(), fail, "the softmax numerator");
+  Value sumRow = rowValue(div->getRhs());
+  auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+  if (failed(exp) || !sum || sum.getInputs().size() != 1 || sum.getInputs()[0] != exp->getResult() ||
+      sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+    fail.why = "the top-k scores are not a softmax over the experts";
+    return failure();
+  }
+  auto shifted = def<shlo::SubtractOp>(exp->getOperand(), fail, "the softmax exponent");
+  if (failed(shifted))
+    return failure();
+  // The shift (the row max, for stability) cancels: any per-row value works.
+  if (!rowValue(shifted->getRhs())) {
+    fail.why = "the softmax shift is not a per-row value";
+    return failure();
+  }
+  return shifted->getLhs();
+}
+
+/// jax.nn.sigmoid(z): logistic(z) or 1 / (1 + exp(-z)); returns z.
+Value sigmoidInput(Value v) {
+  if (auto logistic = v.getDefiningOp<shlo::LogisticOp>())
+    return logistic.getOperand();
+  auto recip = v.getDefiningOp<shlo::DivOp>();
+  auto denom = recip ? recip.getRhs().getDefiningOp<shlo::AddOp>() : nullptr;
+  if (!recip || !isSplat(recip.getLhs(), 1) || !denom)
+    return nullptr;
+  Value e = isSplat(denom.getLhs(), 1) ? denom.getRhs() : (isSplat(denom.getRhs(), 1) ? denom.getLhs() : nullptr);
+  auto exp = e ? e.getDefiningOp<shlo::ExpOp>() : nullptr;
+  auto neg = exp ? exp.getOperand().getDefiningOp<shlo::NegOp>() : nullptr;
+  return neg ? neg.getOperand() : nullptr;
+}
+
+/// silu(g) as jax.nn.silu writes it (g * sigmoid(g)); returns g.
+Value siluInput(Value v) {
+  auto mul = v.getDefiningOp<shlo::MulOp>();
+  if (!mul)
+    return nullptr;
+  Value g = mul.getLhs();
+  return sigmoidInput(mul.getRhs()) == g ? g : nullptr;
+}
+
+/// The gate weights `vals` of softmax top-k routing of `x`
+/// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
+/// sum); fills the routing fields of `layer` and returns the top-k op.
+FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
+  if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
+    Value sumRow = rowValue(div.getRhs());
+    auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+    if (!sum || sum.getInputs()[0] != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+        !isAddBody(sum.getBody())) {
+      fail.why = "the gate weights are divided by something other than their sum";
+      return failure();
+    }
+    layer.normalize = true;
+    vals = div.getLhs();
+  }
+  auto topk = vals.getDefiningOp<chlo::TopKOp>();
+  if (!topk || vals != topk.getValues()) {
+    fail.why = "the gate weights are not top-k values";
+    return failure();
+  }
+  layer.k = topk.getK();
+  FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
+  if (failed(logits))
+    return failure();
+  Value z = *logits;
+  if (auto widened = z.getDefiningOp<shlo::ConvertOp>()) // logits.astype(f32)
+    z = widened.getOperand();
+  auto router = def<shlo::DotGeneralOp>(z, fail, "the router logits");
+  if (failed(router))
+    return failure();
+  shlo::DotDimensionNumbersAttr rd = router->getDotDimensionNumbers();
+  if (router->getLhs() != x || !rd.getLhsBatchingDimensions().empty() ||
+      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
+      rd.getRhsContractingDimensions() != ArrayRef<int64_t>{0}) {
+    fail.why = "the router logits are not x @ router_weight of the same x";
+    return failure();
+  }
+  layer.routerWeight = router->getRhs();
+  return topk;
+}
+
+/// Shapes and element types of one SwiGLU expert group over x.
+LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
+  auto xT = cast<RankedTensorType>(layer.x.getType());
+  auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
+  auto w1T = cast<RankedTensorType>(layer.w1.getType()), w3T = cast<RankedTensorType>(layer.w3.getType());
+  auto w2T = cast<RankedTensorType>(layer.w2.getType());
+  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1);
+  Type element = xT.getElementType();
+  if (xT.getRank() != 2 || wrT.getRank() != 2 || w1T != w3T || w1T.getRank() != 3 ||
+      w1T.getDimSize(0) != experts || w1T.getDimSize(1) != hidden ||
+      w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
+      !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
+      w1T.getElementType() != element || w2T.getElementType() != element) {
+    fail.why = "the weights' shapes or element types do not form one expert group";
+    return failure();
+  }
+  return success();
+}
+
+/// `v` through a chain of broadcast_in_dim ops, with the result dimension
+/// each source dimension lands on.
+Value broadcastChainSource(Value v, SmallVectorImpl<int64_t> &dims) {
+  dims.clear();
+  for (int64_t d = 0; d < cast<RankedTensorType>(v.getType()).getRank(); ++d)
+    dims.push_back(d);
+  while (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>()) {
+    SmallVector<int64_t> composed;
+    for (int64_t d : b.getBroadcastDimensions())
+      composed.push_back(dims[d]);
+    dims = composed;
+    v = b.getOperand();
+  }
+  return v;
+}
+
+/// x @ w over the hidden dim for every expert: dot_general(x [T, H],
+/// w [E, H, F]) -> [T, E, F]; returns w.
+Value perExpertProjection(Value v, Value x) {
+  auto dot = v.getDefiningOp<shlo::DotGeneralOp>();
+  if (!dot || dot.getLhs() != x)
+    return nullptr;
+  shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+  if (!d.getLhsBatchingDimensions().empty() || d.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
+      d.getRhsContractingDimensions() != ArrayRef<int64_t>{1})
+    return nullptr;
+  return dot.getRhs();
+}
+
+/// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
+/// iota along the last dim)) of shape [T, K, N]; null otherwise.
+Value oneHotIds(Value v) {
+  if (auto convert = v.getDefiningOp<shlo::ConvertOp>())
+    v = convert.getOperand();
+  auto eq = v.getDefiningOp<shlo::CompareOp>();
+  if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ)
+    return nullptr;
+  SmallVector<int64_t> idDims, iotaDims;
+  Value ids = broadcastChainSource(eq.getLhs(), idDims);
+  auto iota = broadcastChainSource(eq.getRhs(), iotaDims).getDefiningOp<shlo::IotaOp>();
+  if (!iota || iotaDims[iota.getIotaDimension()] != 2 || idDims != SmallVector<int64_t>{0, 1})
+    return nullptr;
+  return ids;
+}
+
+/// moe.layer for a matched layer, its weights brought to the moe layouts
+/// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
+Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
+  MLIRContext *ctx = b.getContext();
+  auto transposed = [&](Value v, ArrayRef<int64_t> perm) -> Value {
+    auto type = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape;
+    for (int64_t p : perm)
+      shape.push_back(type.getDimSize(p));
+    return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
+                                     b.getDenseI64ArrayAttr(perm));
+  };
+  Value router = transposed(m.routerWeight, {1, 0});
+  Value gate = transposed(m.w1, {0, 2, 1}), up = transposed(m.w3, {0, 2, 1});
+  auto gateType = cast<RankedTensorType>(gate.getType());
+  auto upType = RankedTensorType::get({gateType.getDimSize(0), 2 * gateType.getDimSize(1), gateType.getDimSize(2)},
+                                      gateType.getElementType());
+  Value gateUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{gate, up}, b.getI64IntegerAttr(1));
+  Value down = transposed(m.w2, {0, 2, 1});
+  int64_t experts = gateType.getDimSize(0);
+  std::string routingText = std::string("#moe.routing<scoring = ") + (m.sigmoid ? "sigmoid" : "softmax") +
+                            ", k = " + std::to_string(m.k) + (m.normalize ? ", normalize = all" : "");
+  if (m.scale != 1.0)
+    routingText += ", scale = " + std::to_string(m.scale);
+  if (m.numGroups > 1)
+    routingText += ", num_groups = " + std::to_string(m.numGroups) + ", topk_groups = " + std::to_string(m.topkGroups);
+  auto routing = cast<RoutingAttr>(parseAttribute(routingText + ">", ctx));
+  auto group = parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx);
+  Value bias = m.selectionBias;
+  if (bias && !cast<RankedTensorType>(bias.getType()).getElementType().isF32())
+    bias = shlo::ConvertOp::create(b, loc, RankedTensorType::get(cast<RankedTensorType>(bias.getType()).getShape(),
+                                                                 b.getF32Type()),
+                                   bias);
+  Value sharedUp, sharedDown;
+  if (m.s2) {
+    Value s1 = transposed(m.s1, {1, 0}), s3 = transposed(m.s3, {1, 0});
+    auto s1Type = cast<RankedTensorType>(s1.getType());
+    auto upType = RankedTensorType::get({2 * s1Type.getDimSize(0), s1Type.getDimSize(1)}, s1Type.getElementType());
+    sharedUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{s1, s3}, b.getI64IntegerAttr(0));
+    sharedDown = transposed(m.s2, {1, 0});
+  }
+  auto xType = cast<RankedTensorType>(m.x.getType());
+  auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, b.getF32Type()),
+                               m.x, router, Value(), bias, Value(), Value(), gateUp, down, Value(), Value(),
+                               sharedUp, sharedDown, Value(), b.getArrayAttr({group}),
+                               ActivationAttr::get(ctx, Activation::swiglu), routing, CapacityAttr());
+  return layer.getY();
+}
+
+} // namespace mlir::moe::stablehlo_raise

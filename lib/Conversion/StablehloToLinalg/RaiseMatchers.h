@@ -1,0 +1,111 @@
+//===- RaiseMatchers.h - pieces of JAX MoE code matched in StableHLO -*- C++ -*-===//
+//
+// Shared by the layer matchers (RaiseMoeLayers.cpp, RaiseGShard.cpp): JAX
+// idioms (splat constants through broadcasts, index wrapping, softmax,
+// sigmoid, silu, one-hot), the recognised layer record and its moe.layer.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_CONVERSION_STABLEHLOTOLINALG_RAISEMATCHERS_H
+#define MOE_CONVERSION_STABLEHLOTOLINALG_RAISEMATCHERS_H
+
+#include "dialects/moe/MoeOps.h"
+#include "dialects/stablehlo/StablehloDialect.h"
+
+#include "mlir/IR/Builders.h"
+
+#include <optional>
+#include <string>
+
+namespace mlir::moe::stablehlo_raise {
+namespace shlo = mlir::moe::stablehlo;
+
+/// Why a candidate did not match (the remark's text).
+struct NoMatch {
+  std::string why;
+};
+
+template <typename OpTy>
+FailureOr<OpTy> def(Value v, NoMatch &fail, StringRef what) {
+  if (auto op = v ? v.getDefiningOp<OpTy>() : OpTy())
+    return op;
+  fail.why = ("expected " + what + " to be '" + OpTy::getOperationName() + "'").str();
+  return failure();
+}
+
+/// The scalar a splat constant (possibly broadcast or converted) holds.
+std::optional<double> splatValue(Value v);
+
+bool isSplat(Value v, double value);
+
+/// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
+/// per-row value spread over columns), down to a rank-1 tensor.
+Value rowValue(Value v);
+
+/// JAX's index normalisation `i < 0 ? i + n : i` stripped; `v` otherwise.
+Value unwrapIndex(Value v);
+
+/// `v` = x // k for a positive constant k (jnp's floor division, or a
+/// plain division); returns x.
+FailureOr<Value> floorDivided(Value v, int64_t k, NoMatch &fail);
+
+/// The body of a reduction/scatter is one `stablehlo.add` of its arguments.
+bool isAddBody(Region &body);
+
+/// A 1-D row gather `operand[indices]` (x[i] or x[i, :]) with indices
+/// [n, 1]; returns the unwrapped index vector.
+FailureOr<Value> rowGather(shlo::GatherOp gather, NoMatch &fail);
+
+/// softmax(z) over the last dim of [T, E] as jax.nn.softmax writes it;
+/// returns z.
+FailureOr<Value> softmaxInput(Value probs, NoMatch &fail);
+
+/// jax.nn.sigmoid(z): logistic(z) or 1 / (1 + exp(-z)); returns z.
+Value sigmoidInput(Value v);
+
+/// silu(g) as jax.nn.silu writes it (g * sigmoid(g)); returns g.
+Value siluInput(Value v);
+
+/// A recognised layer: top-k routing and SwiGLU experts, weights in JAX's
+/// layouts (router [H, E], w1/w3 [E, H, F], w2 [E, F, H]; a shared
+/// expert's s1/s3 [H, Fs], s2 [Fs, H]).
+struct RecognisedLayer {
+  Value x, routerWeight, w1, w3, w2;
+  int64_t k = 0;
+  bool normalize = false;
+  // DeepSeek-V3 routing: sigmoid scores, a selection-only bias, top-k
+  // within the topkGroups best of numGroups groups, weights scaled.
+  bool sigmoid = false;
+  Value selectionBias;
+  int64_t numGroups = 1, topkGroups = 1;
+  double scale = 1.0;
+  Value s1, s3, s2;
+};
+
+/// The gate weights `vals` of softmax top-k routing of `x`
+/// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
+/// sum); fills the routing fields of `layer` and returns the top-k op.
+FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail);
+
+/// Shapes and element types of one SwiGLU expert group over x.
+LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail);
+
+/// `v` through a chain of broadcast_in_dim ops, with the result dimension
+/// each source dimension lands on.
+Value broadcastChainSource(Value v, SmallVectorImpl<int64_t> &dims);
+
+/// x @ w over the hidden dim for every expert: dot_general(x [T, H],
+/// w [E, H, F]) -> [T, E, F]; returns w.
+Value perExpertProjection(Value v, Value x);
+
+/// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
+/// iota along the last dim)) of shape [T, K, N]; null otherwise.
+Value oneHotIds(Value v);
+
+/// moe.layer for a matched layer, its weights brought to the moe layouts
+/// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
+Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);
+
+} // namespace mlir::moe::stablehlo_raise
+
+#endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISEMATCHERS_H
