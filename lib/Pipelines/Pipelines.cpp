@@ -122,7 +122,8 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
 
 void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {
   pm.addPass(createMoeNormalizeStablehlo());
-  addUpstream(pm, "moe-import-stablehlo", "inline,symbol-dce");
+  // CSE lets the matchers compare values: JAX recomputes one_hot, slices...
+  addUpstream(pm, "moe-import-stablehlo", "inline,symbol-dce,cse");
   pm.addPass(createMoeRaiseStablehlo());
   pm.addPass(createCanonicalizerPass()); // drops what a raised layer replaced
   pm.addPass(createMoeLowerStablehlo());

@@ -110,7 +110,7 @@ def gshard_masks(gates, k, capacity):
 
 def gshard_capacity(x, wr, wi, wo):
     gates = jax.nn.softmax(x @ wr, axis=-1)
-    dispatch, combine = gshard_masks(gates, 2, capacity=5)
+    dispatch, combine = gshard_masks(gates, 2, capacity=3)  # overflows: 32 slots, 24 rows
     xe = jnp.einsum("sm,sec->ecm", x, dispatch)
     h = jax.nn.gelu(jnp.einsum("ecm,emh->ech", xe, wi), approximate=False)
     ye = jnp.einsum("ech,ehm->ecm", h, wo)

@@ -40,7 +40,10 @@ def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {
     scatter-added back) becomes one `moe.layer` with the weights transposed
     to moe's layouts. So does a dense top-k-masked mixture (all experts
     computed, SwiGLU outputs weighted by a one-hot top-k gate, contracted
-    with the down weights), which then computes only the selected experts.
+    with the down weights), which then computes only the selected experts,
+    and so does a GShard/Switch layer (one-hot dispatch and combine masks
+    with capacity, einsum dispatch, relu/GELU experts), with
+    `#moe.capacity<tokens = C, drop = slot_position, pad = true>`.
     A candidate that differs anywhere gets a remark naming the difference
     and stays plain ops.
   }];

@@ -214,17 +214,18 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
   return topk;
 }
 
-/// Shapes and element types of one SwiGLU expert group over x.
+/// Shapes and element types of one expert group over x (SwiGLU: w1 and w3).
 LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
   auto xT = cast<RankedTensorType>(layer.x.getType());
   auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
-  auto w1T = cast<RankedTensorType>(layer.w1.getType()), w3T = cast<RankedTensorType>(layer.w3.getType());
+  auto w1T = cast<RankedTensorType>(layer.w1.getType());
   auto w2T = cast<RankedTensorType>(layer.w2.getType());
   int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1);
   Type element = xT.getElementType();
-  if (xT.getRank() != 2 || wrT.getRank() != 2 || w1T != w3T || w1T.getRank() != 3 ||
-      w1T.getDimSize(0) != experts || w1T.getDimSize(1) != hidden ||
-      w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
+  bool glu = layer.activation == Activation::swiglu;
+  if (xT.getRank() != 2 || wrT.getRank() != 2 || glu != static_cast<bool>(layer.w3) ||
+      (glu && layer.w3.getType() != w1T) || w1T.getRank() != 3 || w1T.getDimSize(0) != experts ||
+      w1T.getDimSize(1) != hidden || w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
       !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
       w1T.getElementType() != element || w2T.getElementType() != element) {
     fail.why = "the weights' shapes or element types do not form one expert group";
@@ -291,11 +292,17 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
                                      b.getDenseI64ArrayAttr(perm));
   };
   Value router = transposed(m.routerWeight, {1, 0});
-  Value gate = transposed(m.w1, {0, 2, 1}), up = transposed(m.w3, {0, 2, 1});
+  // The up projection: [gate; up] for SwiGLU, w1 alone otherwise.
+  Value gate = transposed(m.w1, {0, 2, 1});
   auto gateType = cast<RankedTensorType>(gate.getType());
-  auto upType = RankedTensorType::get({gateType.getDimSize(0), 2 * gateType.getDimSize(1), gateType.getDimSize(2)},
-                                      gateType.getElementType());
-  Value gateUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{gate, up}, b.getI64IntegerAttr(1));
+  Value gateUp = gate;
+  if (m.w3) {
+    auto upType = RankedTensorType::get({gateType.getDimSize(0), 2 * gateType.getDimSize(1),
+                                         gateType.getDimSize(2)},
+                                        gateType.getElementType());
+    gateUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{gate, transposed(m.w3, {0, 2, 1})},
+                                         b.getI64IntegerAttr(1));
+  }
   Value down = transposed(m.w2, {0, 2, 1});
   int64_t experts = gateType.getDimSize(0);
   std::string routingText = std::string("#moe.routing<scoring = ") + (m.sigmoid ? "sigmoid" : "softmax") +
@@ -319,11 +326,15 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
     sharedUp = shlo::ConcatenateOp::create(b, loc, upType, ValueRange{s1, s3}, b.getI64IntegerAttr(0));
     sharedDown = transposed(m.s2, {1, 0});
   }
+  CapacityAttr capacity;
+  if (m.capacity > 0)
+    capacity = cast<CapacityAttr>(parseAttribute(
+        "#moe.capacity<tokens = " + std::to_string(m.capacity) + ", drop = slot_position, pad = true>", ctx));
   auto xType = cast<RankedTensorType>(m.x.getType());
   auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, b.getF32Type()),
                                m.x, router, Value(), bias, Value(), Value(), gateUp, down, Value(), Value(),
                                sharedUp, sharedDown, Value(), b.getArrayAttr({group}),
-                               ActivationAttr::get(ctx, Activation::swiglu), routing, CapacityAttr());
+                               ActivationAttr::get(ctx, m.activation), routing, capacity);
   return layer.getY();
 }
 

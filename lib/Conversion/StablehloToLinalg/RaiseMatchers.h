@@ -80,6 +80,12 @@ struct RecognisedLayer {
   int64_t numGroups = 1, topkGroups = 1;
   double scale = 1.0;
   Value s1, s3, s2;
+  // The expert activation: swiglu uses w1 (gate) and w3 (up); a plain
+  // activation (relu, gelu) only w1, with w3 null.
+  Activation activation = Activation::swiglu;
+  // Token-choice capacity (GShard/Switch): C rows per expert, padded,
+  // overflow dropped in slot order; 0 is dropless.
+  int64_t capacity = 0;
 };
 
 /// The gate weights `vals` of softmax top-k routing of `x`

@@ -19,6 +19,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::raiseRaggedDots(getOperation());
     moe::stablehlo_raise::raiseDroplessLayers(getOperation());
     moe::stablehlo_raise::raiseDenseMixtures(getOperation());
+    moe::stablehlo_raise::raiseGShardLayers(getOperation());
   }
 };
 } // namespace

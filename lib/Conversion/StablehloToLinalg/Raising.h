@@ -22,6 +22,12 @@ unsigned raiseDroplessLayers(Operation *root);
 /// computes only the selected experts; near misses get a remark.
 unsigned raiseDenseMixtures(Operation *root);
 
+/// Replaces every GShard/Switch layer (one-hot dispatch and combine masks
+/// with capacity, einsum dispatch, relu/gelu experts, einsum combine) by a
+/// moe.layer with capacity (drop = slot_position, padded); near misses get
+/// a remark (RaiseGShard.cpp).
+unsigned raiseGShardLayers(Operation *root);
+
 } // namespace mlir::moe::stablehlo_raise
 
 #endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H

@@ -18,9 +18,9 @@ module @jit_gshard_capacity attributes {mhlo.num_partitions = 1 : i32, mhlo.num_
     %11 = stablehlo.divide %7, %10 : tensor<16x8xf32>
     %values, %indices = chlo.top_k(%11, k = 2) : tensor<16x8xf32> -> (tensor<16x2xf32>, tensor<16x2xi32>)
     %cst_2 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
-    %12 = stablehlo.broadcast_in_dim %cst_2, dims = [] : (tensor<f32>) -> tensor<16x8x5xf32>
+    %12 = stablehlo.broadcast_in_dim %cst_2, dims = [] : (tensor<f32>) -> tensor<16x8x3xf32>
     %cst_3 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
-    %13 = stablehlo.broadcast_in_dim %cst_3, dims = [] : (tensor<f32>) -> tensor<16x8x5xf32>
+    %13 = stablehlo.broadcast_in_dim %cst_3, dims = [] : (tensor<f32>) -> tensor<16x8x3xf32>
     %c = stablehlo.constant dense<0> : tensor<i32>
     %14 = stablehlo.broadcast_in_dim %c, dims = [] : (tensor<i32>) -> tensor<8xi32>
     %15 = stablehlo.slice %indices [0:16, 0:1] : (tensor<16x2xi32>) -> tensor<16x1xi32>
@@ -36,7 +36,7 @@ module @jit_gshard_capacity attributes {mhlo.num_partitions = 1 : i32, mhlo.num_
     %c_5 = stablehlo.constant dense<0> : tensor<i32>
     %24 = stablehlo.reduce(%17 init: %c_5) applies stablehlo.add across dimensions = [0] : (tensor<16x8xi32>, tensor<i32>) -> tensor<8xi32>
     %25 = stablehlo.add %14, %24 : tensor<8xi32>
-    %c_6 = stablehlo.constant dense<5> : tensor<i32>
+    %c_6 = stablehlo.constant dense<3> : tensor<i32>
     %26 = stablehlo.broadcast_in_dim %c_6, dims = [] : (tensor<i32>) -> tensor<16x8xi32>
     %27 = stablehlo.compare LT, %23, %26, SIGNED : (tensor<16x8xi32>, tensor<16x8xi32>) -> tensor<16x8xi1>
     %c_7 = stablehlo.constant dense<0> : tensor<i32>
@@ -53,22 +53,22 @@ module @jit_gshard_capacity attributes {mhlo.num_partitions = 1 : i32, mhlo.num_
     %35 = stablehlo.reshape %34 : (tensor<16x1xi32>) -> tensor<16xi32>
     %36 = call @_one_hot_1(%35) : (tensor<16xi32>) -> tensor<16x8xf32>
     %37 = stablehlo.broadcast_in_dim %36, dims = [0, 1] : (tensor<16x8xf32>) -> tensor<16x8x1xf32>
-    %38 = call @_one_hot_2(%32) : (tensor<16xi32>) -> tensor<16x5xf32>
-    %39 = stablehlo.broadcast_in_dim %38, dims = [0, 2] : (tensor<16x5xf32>) -> tensor<16x1x5xf32>
-    %40 = stablehlo.broadcast_in_dim %37, dims = [0, 1, 2] : (tensor<16x8x1xf32>) -> tensor<16x8x5xf32>
-    %41 = stablehlo.broadcast_in_dim %39, dims = [0, 1, 2] : (tensor<16x1x5xf32>) -> tensor<16x8x5xf32>
-    %42 = stablehlo.multiply %40, %41 : tensor<16x8x5xf32>
+    %38 = call @_one_hot_2(%32) : (tensor<16xi32>) -> tensor<16x3xf32>
+    %39 = stablehlo.broadcast_in_dim %38, dims = [0, 2] : (tensor<16x3xf32>) -> tensor<16x1x3xf32>
+    %40 = stablehlo.broadcast_in_dim %37, dims = [0, 1, 2] : (tensor<16x8x1xf32>) -> tensor<16x8x3xf32>
+    %41 = stablehlo.broadcast_in_dim %39, dims = [0, 1, 2] : (tensor<16x1x3xf32>) -> tensor<16x8x3xf32>
+    %42 = stablehlo.multiply %40, %41 : tensor<16x8x3xf32>
     %43 = stablehlo.broadcast_in_dim %33, dims = [0] : (tensor<16xi1>) -> tensor<16x1x1xi1>
     %44 = stablehlo.convert %43 : (tensor<16x1x1xi1>) -> tensor<16x1x1xf32>
-    %45 = stablehlo.broadcast_in_dim %44, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x5xf32>
-    %46 = stablehlo.multiply %42, %45 : tensor<16x8x5xf32>
-    %47 = stablehlo.add %12, %46 : tensor<16x8x5xf32>
+    %45 = stablehlo.broadcast_in_dim %44, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x3xf32>
+    %46 = stablehlo.multiply %42, %45 : tensor<16x8x3xf32>
+    %47 = stablehlo.add %12, %46 : tensor<16x8x3xf32>
     %48 = stablehlo.slice %values [0:16, 0:1] : (tensor<16x2xf32>) -> tensor<16x1xf32>
     %49 = stablehlo.reshape %48 : (tensor<16x1xf32>) -> tensor<16xf32>
     %50 = stablehlo.broadcast_in_dim %49, dims = [0] : (tensor<16xf32>) -> tensor<16x1x1xf32>
-    %51 = stablehlo.broadcast_in_dim %50, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x5xf32>
-    %52 = stablehlo.multiply %46, %51 : tensor<16x8x5xf32>
-    %53 = stablehlo.add %13, %52 : tensor<16x8x5xf32>
+    %51 = stablehlo.broadcast_in_dim %50, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x3xf32>
+    %52 = stablehlo.multiply %46, %51 : tensor<16x8x3xf32>
+    %53 = stablehlo.add %13, %52 : tensor<16x8x3xf32>
     %54 = stablehlo.slice %indices [0:16, 1:2] : (tensor<16x2xi32>) -> tensor<16x1xi32>
     %55 = stablehlo.reshape %54 : (tensor<16x1xi32>) -> tensor<16xi32>
     %56 = call @_one_hot(%55) : (tensor<16xi32>) -> tensor<16x8xi32>
@@ -79,7 +79,7 @@ module @jit_gshard_capacity attributes {mhlo.num_partitions = 1 : i32, mhlo.num_
     %60 = stablehlo.broadcast_in_dim %25, dims = [1] : (tensor<8xi32>) -> tensor<1x8xi32>
     %61 = stablehlo.broadcast_in_dim %60, dims = [0, 1] : (tensor<1x8xi32>) -> tensor<16x8xi32>
     %62 = stablehlo.add %59, %61 : tensor<16x8xi32>
-    %c_12 = stablehlo.constant dense<5> : tensor<i32>
+    %c_12 = stablehlo.constant dense<3> : tensor<i32>
     %63 = stablehlo.broadcast_in_dim %c_12, dims = [] : (tensor<i32>) -> tensor<16x8xi32>
     %64 = stablehlo.compare LT, %62, %63, SIGNED : (tensor<16x8xi32>, tensor<16x8xi32>) -> tensor<16x8xi1>
     %c_13 = stablehlo.constant dense<0> : tensor<i32>
@@ -96,35 +96,35 @@ module @jit_gshard_capacity attributes {mhlo.num_partitions = 1 : i32, mhlo.num_
     %72 = stablehlo.reshape %71 : (tensor<16x1xi32>) -> tensor<16xi32>
     %73 = call @_one_hot_1(%72) : (tensor<16xi32>) -> tensor<16x8xf32>
     %74 = stablehlo.broadcast_in_dim %73, dims = [0, 1] : (tensor<16x8xf32>) -> tensor<16x8x1xf32>
-    %75 = call @_one_hot_2(%69) : (tensor<16xi32>) -> tensor<16x5xf32>
-    %76 = stablehlo.broadcast_in_dim %75, dims = [0, 2] : (tensor<16x5xf32>) -> tensor<16x1x5xf32>
-    %77 = stablehlo.broadcast_in_dim %74, dims = [0, 1, 2] : (tensor<16x8x1xf32>) -> tensor<16x8x5xf32>
-    %78 = stablehlo.broadcast_in_dim %76, dims = [0, 1, 2] : (tensor<16x1x5xf32>) -> tensor<16x8x5xf32>
-    %79 = stablehlo.multiply %77, %78 : tensor<16x8x5xf32>
+    %75 = call @_one_hot_2(%69) : (tensor<16xi32>) -> tensor<16x3xf32>
+    %76 = stablehlo.broadcast_in_dim %75, dims = [0, 2] : (tensor<16x3xf32>) -> tensor<16x1x3xf32>
+    %77 = stablehlo.broadcast_in_dim %74, dims = [0, 1, 2] : (tensor<16x8x1xf32>) -> tensor<16x8x3xf32>
+    %78 = stablehlo.broadcast_in_dim %76, dims = [0, 1, 2] : (tensor<16x1x3xf32>) -> tensor<16x8x3xf32>
+    %79 = stablehlo.multiply %77, %78 : tensor<16x8x3xf32>
     %80 = stablehlo.broadcast_in_dim %70, dims = [0] : (tensor<16xi1>) -> tensor<16x1x1xi1>
     %81 = stablehlo.convert %80 : (tensor<16x1x1xi1>) -> tensor<16x1x1xf32>
-    %82 = stablehlo.broadcast_in_dim %81, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x5xf32>
-    %83 = stablehlo.multiply %79, %82 : tensor<16x8x5xf32>
-    %84 = stablehlo.add %47, %83 : tensor<16x8x5xf32>
+    %82 = stablehlo.broadcast_in_dim %81, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x3xf32>
+    %83 = stablehlo.multiply %79, %82 : tensor<16x8x3xf32>
+    %84 = stablehlo.add %47, %83 : tensor<16x8x3xf32>
     %85 = stablehlo.slice %values [0:16, 1:2] : (tensor<16x2xf32>) -> tensor<16x1xf32>
     %86 = stablehlo.reshape %85 : (tensor<16x1xf32>) -> tensor<16xf32>
     %87 = stablehlo.broadcast_in_dim %86, dims = [0] : (tensor<16xf32>) -> tensor<16x1x1xf32>
-    %88 = stablehlo.broadcast_in_dim %87, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x5xf32>
-    %89 = stablehlo.multiply %83, %88 : tensor<16x8x5xf32>
-    %90 = stablehlo.add %53, %89 : tensor<16x8x5xf32>
-    %91 = stablehlo.dot_general %84, %arg0, contracting_dims = [0] x [0], precision = [DEFAULT, DEFAULT] : (tensor<16x8x5xf32>, tensor<16x32xf32>) -> tensor<8x5x32xf32>
-    %92 = stablehlo.dot_general %91, %arg2, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [DEFAULT, DEFAULT] : (tensor<8x5x32xf32>, tensor<8x32x48xf32>) -> tensor<8x5x48xf32>
+    %88 = stablehlo.broadcast_in_dim %87, dims = [0, 1, 2] : (tensor<16x1x1xf32>) -> tensor<16x8x3xf32>
+    %89 = stablehlo.multiply %83, %88 : tensor<16x8x3xf32>
+    %90 = stablehlo.add %53, %89 : tensor<16x8x3xf32>
+    %91 = stablehlo.dot_general %84, %arg0, contracting_dims = [0] x [0], precision = [DEFAULT, DEFAULT] : (tensor<16x8x3xf32>, tensor<16x32xf32>) -> tensor<8x3x32xf32>
+    %92 = stablehlo.dot_general %91, %arg2, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [DEFAULT, DEFAULT] : (tensor<8x3x32xf32>, tensor<8x32x48xf32>) -> tensor<8x3x48xf32>
     %cst_17 = stablehlo.constant dense<5.000000e-01> : tensor<f32>
-    %93 = stablehlo.broadcast_in_dim %cst_17, dims = [] : (tensor<f32>) -> tensor<8x5x48xf32>
-    %94 = stablehlo.multiply %93, %92 : tensor<8x5x48xf32>
-    %95 = stablehlo.negate %92 : tensor<8x5x48xf32>
+    %93 = stablehlo.broadcast_in_dim %cst_17, dims = [] : (tensor<f32>) -> tensor<8x3x48xf32>
+    %94 = stablehlo.multiply %93, %92 : tensor<8x3x48xf32>
+    %95 = stablehlo.negate %92 : tensor<8x3x48xf32>
     %cst_18 = stablehlo.constant dense<0.707106769> : tensor<f32>
-    %96 = stablehlo.broadcast_in_dim %cst_18, dims = [] : (tensor<f32>) -> tensor<8x5x48xf32>
-    %97 = stablehlo.multiply %95, %96 : tensor<8x5x48xf32>
-    %98 = chlo.erfc %97 : tensor<8x5x48xf32> -> tensor<8x5x48xf32>
-    %99 = stablehlo.multiply %94, %98 : tensor<8x5x48xf32>
-    %100 = stablehlo.dot_general %99, %arg3, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [DEFAULT, DEFAULT] : (tensor<8x5x48xf32>, tensor<8x48x32xf32>) -> tensor<8x5x32xf32>
-    %101 = stablehlo.dot_general %90, %100, contracting_dims = [2, 1] x [1, 0], precision = [DEFAULT, DEFAULT] : (tensor<16x8x5xf32>, tensor<8x5x32xf32>) -> tensor<16x32xf32>
+    %96 = stablehlo.broadcast_in_dim %cst_18, dims = [] : (tensor<f32>) -> tensor<8x3x48xf32>
+    %97 = stablehlo.multiply %95, %96 : tensor<8x3x48xf32>
+    %98 = chlo.erfc %97 : tensor<8x3x48xf32> -> tensor<8x3x48xf32>
+    %99 = stablehlo.multiply %94, %98 : tensor<8x3x48xf32>
+    %100 = stablehlo.dot_general %99, %arg3, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [DEFAULT, DEFAULT] : (tensor<8x3x48xf32>, tensor<8x48x32xf32>) -> tensor<8x3x32xf32>
+    %101 = stablehlo.dot_general %90, %100, contracting_dims = [2, 1] x [1, 0], precision = [DEFAULT, DEFAULT] : (tensor<16x8x3xf32>, tensor<8x3x32xf32>) -> tensor<16x32xf32>
     return %101 : tensor<16x32xf32>
   }
   func.func private @_one_hot(%arg0: tensor<16xi32>) -> tensor<16x8xi32> {
@@ -165,13 +165,13 @@ module @jit_gshard_capacity attributes {mhlo.num_partitions = 1 : i32, mhlo.num_
     %5 = stablehlo.convert %4 : (tensor<16x8xi1>) -> tensor<16x8xf32>
     return %5 : tensor<16x8xf32>
   }
-  func.func private @_one_hot_2(%arg0: tensor<16xi32>) -> tensor<16x5xf32> {
+  func.func private @_one_hot_2(%arg0: tensor<16xi32>) -> tensor<16x3xf32> {
     %0 = stablehlo.broadcast_in_dim %arg0, dims = [0] : (tensor<16xi32>) -> tensor<16x1xi32>
-    %1 = stablehlo.iota dim = 1 : tensor<1x5xi32>
-    %2 = stablehlo.broadcast_in_dim %0, dims = [0, 1] : (tensor<16x1xi32>) -> tensor<16x5xi32>
-    %3 = stablehlo.broadcast_in_dim %1, dims = [0, 1] : (tensor<1x5xi32>) -> tensor<16x5xi32>
-    %4 = stablehlo.compare EQ, %2, %3, SIGNED : (tensor<16x5xi32>, tensor<16x5xi32>) -> tensor<16x5xi1>
-    %5 = stablehlo.convert %4 : (tensor<16x5xi1>) -> tensor<16x5xf32>
-    return %5 : tensor<16x5xf32>
+    %1 = stablehlo.iota dim = 1 : tensor<1x3xi32>
+    %2 = stablehlo.broadcast_in_dim %0, dims = [0, 1] : (tensor<16x1xi32>) -> tensor<16x3xi32>
+    %3 = stablehlo.broadcast_in_dim %1, dims = [0, 1] : (tensor<1x3xi32>) -> tensor<16x3xi32>
+    %4 = stablehlo.compare EQ, %2, %3, SIGNED : (tensor<16x3xi32>, tensor<16x3xi32>) -> tensor<16x3xi1>
+    %5 = stablehlo.convert %4 : (tensor<16x3xi1>) -> tensor<16x3xf32>
+    return %5 : tensor<16x3xf32>
   }
 }
