@@ -43,7 +43,9 @@ def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {
     with the down weights), which then computes only the selected experts,
     and so does a GShard/Switch layer (one-hot dispatch and combine masks
     with capacity, einsum dispatch, relu/GELU experts), with
-    `#moe.capacity<tokens = C, drop = slot_position, pad = true>`.
+    `#moe.capacity<tokens = C, drop = slot_position, pad = true>`, and a
+    MoE++ mixture (dense FFN experts plus copy and constant experts at later
+    gate columns; unread columns are zero experts).
     A candidate that differs anywhere gets a remark naming the difference
     and stays plain ops.
   }];

@@ -220,7 +220,8 @@ LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
   auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
   auto w1T = cast<RankedTensorType>(layer.w1.getType());
   auto w2T = cast<RankedTensorType>(layer.w2.getType());
-  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1);
+  // The router scores every expert; the FFN weights hold the FFN ones.
+  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1) - static_cast<int64_t>(layer.extraExperts.size());
   Type element = xT.getElementType();
   bool glu = layer.activation == Activation::swiglu;
   if (xT.getRank() != 2 || wrT.getRank() != 2 || glu != static_cast<bool>(layer.w3) ||
@@ -312,7 +313,31 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   if (m.numGroups > 1)
     routingText += ", num_groups = " + std::to_string(m.numGroups) + ", topk_groups = " + std::to_string(m.topkGroups);
   auto routing = cast<RoutingAttr>(parseAttribute(routingText + ">", ctx));
-  auto group = parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx);
+  // The expert set: the FFN group, then runs of zero-computation experts.
+  SmallVector<Attribute> groups = {parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx)};
+  for (size_t i = 0; i < m.extraExperts.size();) {
+    size_t j = i;
+    while (j < m.extraExperts.size() && m.extraExperts[j] == m.extraExperts[i])
+      ++j;
+    groups.push_back(parseAttribute("#moe.group<" + m.extraExperts[i] + ", " + std::to_string(j - i) + ">", ctx));
+    i = j;
+  }
+  // Constant experts: vectors [E_c, H]; mixes [E_c, 2, H] (x @ mix -> mix^T).
+  Value constantVectors, constantMixes;
+  if (!m.constantVectors.empty()) {
+    auto hType = cast<RankedTensorType>(m.constantVectors[0].getType());
+    int64_t count = m.constantVectors.size(), hidden = hType.getDimSize(0);
+    SmallVector<Value> rows, mixes;
+    for (auto [v, mix] : llvm::zip(m.constantVectors, m.constantMixes)) {
+      rows.push_back(shlo::ReshapeOp::create(b, loc, RankedTensorType::get({1, hidden}, hType.getElementType()), v));
+      mixes.push_back(shlo::ReshapeOp::create(b, loc, RankedTensorType::get({1, 2, hidden}, hType.getElementType()),
+                                              transposed(mix, {1, 0})));
+    }
+    constantVectors = shlo::ConcatenateOp::create(
+        b, loc, RankedTensorType::get({count, hidden}, hType.getElementType()), rows, b.getI64IntegerAttr(0));
+    constantMixes = shlo::ConcatenateOp::create(
+        b, loc, RankedTensorType::get({count, 2, hidden}, hType.getElementType()), mixes, b.getI64IntegerAttr(0));
+  }
   Value bias = m.selectionBias;
   if (bias && !cast<RankedTensorType>(bias.getType()).getElementType().isF32())
     bias = shlo::ConvertOp::create(b, loc, RankedTensorType::get(cast<RankedTensorType>(bias.getType()).getShape(),
@@ -331,11 +356,38 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
     capacity = cast<CapacityAttr>(parseAttribute(
         "#moe.capacity<tokens = " + std::to_string(m.capacity) + ", drop = slot_position, pad = true>", ctx));
   auto xType = cast<RankedTensorType>(m.x.getType());
-  auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, b.getF32Type()),
-                               m.x, router, Value(), bias, Value(), Value(), gateUp, down, Value(), Value(),
-                               sharedUp, sharedDown, Value(), b.getArrayAttr({group}),
+  int64_t routed = experts + static_cast<int64_t>(m.extraExperts.size());
+  auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), routed}, b.getF32Type()),
+                               m.x, router, Value(), bias, Value(), Value(), gateUp, down, constantVectors,
+                               constantMixes, sharedUp, sharedDown, Value(), b.getArrayAttr(groups),
                                ActivationAttr::get(ctx, m.activation), routing, capacity);
   return layer.getY();
+}
+
+/// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
+/// returns (vals, idx) as top_k results, or failure.
+LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
+  if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
+    gate = convert.getOperand();
+  auto sum = gate.getDefiningOp<shlo::ReduceOp>();
+  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
+  if (!product || sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+    fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
+    return failure();
+  }
+  for (auto [a, b] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
+    // a = one_hot(idx, E) : [T, K, E]; b = vals broadcast over E.
+    SmallVector<int64_t> valDims;
+    Value ids = oneHotIds(a);
+    Value weights = broadcastChainSource(b, valDims);
+    if (!ids || valDims != SmallVector<int64_t>{0, 1})
+      continue;
+    vals = weights;
+    idx = ids;
+    return success();
+  }
+  fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
+  return failure();
 }
 
 } // namespace mlir::moe::stablehlo_raise

@@ -86,6 +86,11 @@ struct RecognisedLayer {
   // Token-choice capacity (GShard/Switch): C rows per expert, padded,
   // overflow dropped in slot order; 0 is dropless.
   int64_t capacity = 0;
+  // MoE++ zero-computation experts after the FFN experts, one kind per
+  // expert index ("zero", "copy", "constant"); constant expert c has
+  // vector constantVectors[c] [H] and mix constantMixes[c] [H, 2] (x @ mix).
+  SmallVector<std::string> extraExperts;
+  SmallVector<Value> constantVectors, constantMixes;
 };
 
 /// The gate weights `vals` of softmax top-k routing of `x`
@@ -93,7 +98,7 @@ struct RecognisedLayer {
 /// sum); fills the routing fields of `layer` and returns the top-k op.
 FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail);
 
-/// Shapes and element types of one SwiGLU expert group over x.
+/// Shapes and element types of one expert group over x (SwiGLU: w1 and w3).
 LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail);
 
 /// `v` through a chain of broadcast_in_dim ops, with the result dimension
@@ -111,6 +116,10 @@ Value oneHotIds(Value v);
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
 Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);
+
+/// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
+/// returns (vals, idx) as top_k results, or failure.
+LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail);
 
 } // namespace mlir::moe::stablehlo_raise
 

@@ -157,32 +157,6 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
   return layer;
 }
 
-/// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
-/// returns (vals, idx) as top_k results, or failure.
-LogicalResult denseGate(Value gate, Value &vals, Value &idx, NoMatch &fail) {
-  if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
-    gate = convert.getOperand();
-  auto sum = gate.getDefiningOp<shlo::ReduceOp>();
-  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
-  if (!product || sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
-    fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
-    return failure();
-  }
-  for (auto [a, b] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
-    // a = one_hot(idx, E) : [T, K, E]; b = vals broadcast over E.
-    SmallVector<int64_t> valDims;
-    Value ids = oneHotIds(a);
-    Value weights = broadcastChainSource(b, valDims);
-    if (!ids || valDims != SmallVector<int64_t>{0, 1})
-      continue;
-    vals = weights;
-    idx = ids;
-    return success();
-  }
-  fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
-  return failure();
-}
-
 /// take_along_axis(scores, idx, axis=-1) as JAX gathers it (a batched
 /// gather, the out-of-range lanes set to NaN); returns scores and the
 /// top-k op whose indices are read.
@@ -370,7 +344,7 @@ FailureOr<RecognisedLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fa
     return failure();
   }
   Value vals, idx;
-  if (failed(denseGate(gate, vals, idx, fail)))
+  if (failed(denseTopKGate(gate, vals, idx, fail)))
     return failure();
   auto glu = def<shlo::MulOp>(h, fail, "the expert activation");
   if (failed(glu))

@@ -20,6 +20,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::raiseDroplessLayers(getOperation());
     moe::stablehlo_raise::raiseDenseMixtures(getOperation());
     moe::stablehlo_raise::raiseGShardLayers(getOperation());
+    moe::stablehlo_raise::raiseMoeppLayers(getOperation());
   }
 };
 } // namespace

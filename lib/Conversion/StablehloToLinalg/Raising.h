@@ -28,6 +28,11 @@ unsigned raiseDenseMixtures(Operation *root);
 /// a remark (RaiseGShard.cpp).
 unsigned raiseGShardLayers(Operation *root);
 
+/// Replaces every MoE++ mixture (dense FFN experts weighted by a top-k
+/// gate, plus copy and constant experts at the gate's later columns) by a
+/// moe.layer with zero/copy/constant expert groups (RaiseMoepp.cpp).
+unsigned raiseMoeppLayers(Operation *root);
+
 } // namespace mlir::moe::stablehlo_raise
 
 #endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
