@@ -26,16 +26,6 @@ using namespace mlir::moe::stablehlo_raise;
 
 namespace {
 
-/// Summands of an add tree, zero splats dropped.
-void summands(Value v, SmallVectorImpl<Value> &terms) {
-  if (auto add = v.getDefiningOp<shlo::AddOp>()) {
-    summands(add.getLhs(), terms);
-    summands(add.getRhs(), terms);
-  } else if (!isSplat(v, 0)) {
-    terms.push_back(v);
-  }
-}
-
 /// Factors of a multiply tree, each through its broadcasts and converts
 /// (with the result dimensions the source lands on).
 void factors(Value v, SmallVectorImpl<std::pair<Value, SmallVector<int64_t>>> &out) {
@@ -88,22 +78,6 @@ std::optional<std::pair<Value, int64_t>> topKColumn(Value v) {
   return std::pair{column, j};
 }
 
-/// one_hot(ids, N) as [S, N] (ids [S], iota along dim 1), through an
-/// optional convert; returns ids.
-Value oneHot2d(Value v) {
-  if (auto convert = v.getDefiningOp<shlo::ConvertOp>())
-    v = convert.getOperand();
-  auto eq = v.getDefiningOp<shlo::CompareOp>();
-  if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ)
-    return nullptr;
-  SmallVector<int64_t> idDims, iotaDims;
-  Value ids = broadcastChainSource(eq.getLhs(), idDims);
-  auto iota = broadcastChainSource(eq.getRhs(), iotaDims).getDefiningOp<shlo::IotaOp>();
-  if (!iota || iotaDims[iota.getIotaDimension()] != 1 || idDims != SmallVector<int64_t>{0})
-    return nullptr;
-  return ids;
-}
-
 /// The cumulative sum of `v` [S, E] along dim 0 (jnp.cumsum's
 /// reduce_window); returns v.
 Value cumsumRows(Value v) {
@@ -138,9 +112,9 @@ FailureOr<SlotMask> matchSlotMask(Value mask, int64_t &capacity, NoMatch &fail) 
   factors(mask, parts);
   Value expertIds, positionOneHot, anyKept;
   for (auto &[v, dims] : parts) {
-    if (dims == SmallVector<int64_t>{0, 1} && oneHot2d(v))
-      expertIds = oneHot2d(v);
-    else if (dims == SmallVector<int64_t>{0, 2} && oneHot2d(v))
+    if (dims == SmallVector<int64_t>{0, 1} && oneHotIds(v))
+      expertIds = oneHotIds(v);
+    else if (dims == SmallVector<int64_t>{0, 2} && oneHotIds(v))
       positionOneHot = v;
     else if (dims == SmallVector<int64_t>{0})
       anyKept = v;
@@ -160,7 +134,7 @@ FailureOr<SlotMask> matchSlotMask(Value mask, int64_t &capacity, NoMatch &fail) 
   if (auto convert = anyKept.getDefiningOp<shlo::ConvertOp>())
     anyKept = convert.getOperand();
   auto any = anyKept.getDefiningOp<shlo::ReduceOp>();
-  auto pos = oneHot2d(positionOneHot).getDefiningOp<shlo::ReduceOp>();
+  auto pos = oneHotIds(positionOneHot).getDefiningOp<shlo::ReduceOp>();
   auto chosen = pos ? pos.getInputs()[0].getDefiningOp<shlo::SelectOp>() : nullptr;
   if (!any || !pos || !chosen || any.getDimensions() != ArrayRef<int64_t>{1} ||
       pos.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(pos.getBody()) ||
@@ -185,7 +159,7 @@ FailureOr<SlotMask> matchSlotMask(Value mask, int64_t &capacity, NoMatch &fail) 
     return failure();
   }
   slot.onehot = isMine.getLhs();
-  if (oneHot2d(slot.onehot) != expertIds) {
+  if (oneHotIds(slot.onehot) != expertIds) {
     fail.why = "a slot's positions count another one-hot than its experts";
     return failure();
   }
@@ -272,8 +246,8 @@ FailureOr<RecognisedLayer> matchGShard(shlo::DotGeneralOp out, NoMatch &fail) {
   layer.x = xe->getRhs();
   // dispatch = sum of masks; combine = sum of masks * vals[:, j].
   SmallVector<Value> dispatchTerms, combineTerms;
-  summands(xe->getLhs(), dispatchTerms);
-  summands(out.getLhs(), combineTerms);
+  addTerms(xe->getLhs(), dispatchTerms);
+  addTerms(out.getLhs(), combineTerms);
   if (dispatchTerms.empty() || dispatchTerms.size() != combineTerms.size()) {
     fail.why = "the dispatch and combine masks do not pair up";
     return failure();

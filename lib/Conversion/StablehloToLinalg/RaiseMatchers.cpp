@@ -264,20 +264,34 @@ Value perExpertProjection(Value v, Value x) {
   return dot.getRhs();
 }
 
-/// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
-/// iota along the last dim)) of shape [T, K, N]; null otherwise.
+/// The ids of a one-hot encoding along the last dim: convert(compare EQ
+/// (ids broadcast, iota along the last dim)) of shape [..., N] for ids
+/// [...]; null otherwise.
 Value oneHotIds(Value v) {
   if (auto convert = v.getDefiningOp<shlo::ConvertOp>())
     v = convert.getOperand();
   auto eq = v.getDefiningOp<shlo::CompareOp>();
   if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ)
     return nullptr;
-  SmallVector<int64_t> idDims, iotaDims;
+  int64_t last = cast<RankedTensorType>(eq.getType()).getRank() - 1;
+  SmallVector<int64_t> idDims, iotaDims, leading;
+  for (int64_t d = 0; d < last; ++d)
+    leading.push_back(d);
   Value ids = broadcastChainSource(eq.getLhs(), idDims);
   auto iota = broadcastChainSource(eq.getRhs(), iotaDims).getDefiningOp<shlo::IotaOp>();
-  if (!iota || iotaDims[iota.getIotaDimension()] != 2 || idDims != SmallVector<int64_t>{0, 1})
+  if (!iota || iotaDims[iota.getIotaDimension()] != last || idDims != leading)
     return nullptr;
   return ids;
+}
+
+/// The terms of an add tree, zero splats dropped.
+void addTerms(Value v, SmallVectorImpl<Value> &terms) {
+  if (auto add = v.getDefiningOp<shlo::AddOp>()) {
+    addTerms(add.getLhs(), terms);
+    addTerms(add.getRhs(), terms);
+  } else if (!isSplat(v, 0)) {
+    terms.push_back(v);
+  }
 }
 
 /// moe.layer for a matched layer, its weights brought to the moe layouts

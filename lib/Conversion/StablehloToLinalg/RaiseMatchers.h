@@ -109,9 +109,13 @@ Value broadcastChainSource(Value v, SmallVectorImpl<int64_t> &dims);
 /// w [E, H, F]) -> [T, E, F]; returns w.
 Value perExpertProjection(Value v, Value x);
 
-/// The ids of a one-hot encoding: convert(compare EQ (ids broadcast,
-/// iota along the last dim)) of shape [T, K, N]; null otherwise.
+/// The ids of a one-hot encoding along the last dim: convert(compare EQ
+/// (ids broadcast, iota along the last dim)) of shape [..., N] for ids
+/// [...]; null otherwise.
 Value oneHotIds(Value v);
+
+/// The terms of an add tree, zero splats dropped.
+void addTerms(Value v, SmallVectorImpl<Value> &terms);
 
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).

@@ -28,16 +28,6 @@ using namespace mlir::moe::stablehlo_raise;
 
 namespace {
 
-/// Summands of an add tree.
-void addends(Value v, SmallVectorImpl<Value> &terms) {
-  if (auto add = v.getDefiningOp<shlo::AddOp>()) {
-    addends(add.getLhs(), terms);
-    addends(add.getRhs(), terms);
-  } else {
-    terms.push_back(v);
-  }
-}
-
 /// Columns [begin, end) of a [T, N] tensor: (the tensor, begin, end).
 std::optional<std::tuple<Value, int64_t, int64_t>> columns(Value v) {
   auto slice = v.getDefiningOp<shlo::SliceOp>();
@@ -140,7 +130,7 @@ std::optional<std::pair<Value, Value>> constantExpert(Value v, Value x, NoMatch 
 FailureOr<RecognisedLayer> matchMoepp(Value root, NoMatch &fail) {
   RecognisedLayer layer;
   SmallVector<Value> terms;
-  addends(root, terms);
+  addTerms(root, terms);
   // The routed FFN term: einsum("teh,te->th", ffn, gate[:, :N]).
   shlo::DotGeneralOp routed;
   for (Value t : terms)
@@ -249,7 +239,7 @@ unsigned mlir::moe::stablehlo_raise::raiseMoeppLayers(Operation *root) {
     if (llvm::any_of(add->getUsers(), [](Operation *u) { return isa<shlo::AddOp>(u); }))
       return;
     SmallVector<Value> terms;
-    addends(add.getResult(), terms);
+    addTerms(add.getResult(), terms);
     bool hasRouted = llvm::any_of(terms, [](Value t) {
       auto dot = t.getDefiningOp<shlo::DotGeneralOp>();
       return dot && columns(dot.getRhs()) && cast<RankedTensorType>(dot.getLhs().getType()).getRank() == 3;
