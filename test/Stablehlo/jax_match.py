@@ -18,6 +18,7 @@
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def main(programs_dir, out_dir):
     failures = 0
     for name, program in jax_programs.PROGRAMS.items():
         path = os.path.join(programs_dir, name + ".mlir")
-        inputs = program.inputs(seed=hash(name) % 1000)
+        inputs = program.inputs(seed=zlib.crc32(name.encode()) % 1000)  # stable across runs
         expected = jax_programs.reference(name, inputs)
         args = []
         for i, x in enumerate(inputs):
