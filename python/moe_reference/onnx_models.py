@@ -5,6 +5,8 @@ model asks for it) and returns the model's input arrays, seeded, so a test
 can run the same inputs through onnxruntime and through our compiled code.
 
 Models:
+- ORT `com.microsoft.QMoE` nodes: 8- and 4-bit weights, per-row and
+  blockwise scales (QMOE_CASES);
 - ORT `com.microsoft.MoE` nodes: every activation_type (relu, gelu, silu,
   identity, swiglu with swiglu_fusion 1 = interleaved and 2 = concatenated),
   k = 1/2/4, normalize_routing_weights 0/1, f32 and f16, 2-D and 3-D input,
@@ -79,6 +81,48 @@ def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu
                               [helper.make_tensor_value_info("y", onnx_type, x_dims)], inits)
     model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
     return model, feeds
+
+
+def quantize_rows(w, bits, block=None):
+    """Symmetric `bits`-bit quantisation of [E, out, in] weights as ORT's QMoE
+    stores it: q = round(w / scale) + 2^(bits-1) in [0, 2^bits), scales per
+    output row (or per `block` inputs), values packed low nibble first."""
+    half = 2 ** (bits - 1)
+    groups = w.reshape(w.shape[0], w.shape[1], -1, block) if block else w[..., None, :]
+    scale = np.abs(groups).max(-1) / (half - 1) + 1e-8
+    q = np.clip(np.round(groups / scale[..., None]) + half, 0, 2 ** bits - 1).astype(np.uint8)
+    q = q.reshape(w.shape)
+    pack = 8 // bits
+    packed = np.zeros(w.shape[:2] + (w.shape[2] // pack,), np.uint8)
+    for i in range(pack):
+        packed |= (q[..., i::pack] << (bits * i)).astype(np.uint8)
+    return packed, (scale if block else scale[..., 0]).astype(np.float32)
+
+
+def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="relu", bits=8, block=None,
+               fusion=None):
+    """One QMoE node (routing renormalised: ORT's CPU QMoE always does)."""
+    rng = _rng(name)
+    gated = activation == "swiglu"
+    up_rows = 2 * ffn if gated else ffn
+    fc1, s1 = quantize_rows(rng.standard_normal((experts, up_rows, hidden)) / np.sqrt(hidden), bits, block)
+    fc2, s2 = quantize_rows(rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn), bits, block)
+    wr = rng.standard_normal((hidden, experts)).astype(np.float32)
+    x = rng.standard_normal((tokens, hidden)).astype(np.float32)
+    attrs = dict(k=k, activation_type=activation, normalize_routing_weights=1, expert_weight_bits=bits)
+    if block:
+        attrs["block_size"] = block
+    if fusion is not None:
+        attrs["swiglu_fusion"] = fusion
+    nodes = [helper.make_node("MatMul", ["x", "router"], ["logits"], name="router"),
+             helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"], ["y"],
+                              domain="com.microsoft", name="qmoe", **attrs)]
+    inits = [_init("router", wr), _init("fc1", fc1), _init("fc1_scales", s1), _init("fc2", fc2),
+             _init("fc2_scales", s2)]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", f, ["tokens", hidden])], inits)
+    return helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), {"x": x}
 
 
 def transformer_model(name, tokens=8, hidden=32, ffn=16, experts=4, layers=2):
@@ -454,6 +498,14 @@ MOE_CASES = {
 }
 
 
+# ORT's CPU QMoE runs interleaved SwiGLU only, and renormalises always.
+QMOE_CASES = {
+    "qmoe_int8_relu": dict(bits=8, activation="relu"),
+    "qmoe_int4_swiglu": dict(bits=4, activation="swiglu", fusion=1),
+    "qmoe_int4_block16_silu": dict(bits=4, activation="silu", block=16),
+}
+
+
 def interleaved_twin(model):
     """The same MoE with fc1 as interleaved SwiGLU rows (swiglu_fusion = 1):
     ORT's CPU kernel runs only that form, so it is the reference for the
@@ -481,6 +533,8 @@ def build(name, out_dir):
         model, feeds = moe_model(name, **MOE_CASES[name])
         if MOE_CASES[name].get("fusion") == 2:
             onnx.save_model(interleaved_twin(model), os.path.join(out_dir, name + ".reference.onnx"))
+    elif name in QMOE_CASES:
+        model, feeds = qmoe_model(name, **QMOE_CASES[name])
     elif name == "transformer_2layer":
         model, feeds = transformer_model(name)
     elif name == "transformer_ops":
@@ -506,7 +560,7 @@ def build(name, out_dir):
     return path, feeds
 
 
-ALL = list(MOE_CASES) + list(DECOMPOSED_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
+ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
                                                    "activations_norms", "scatter_ops", "external_data"]
 
 
@@ -542,6 +596,15 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 3])],
                                   [_init("w", w)])
+    elif name in ("qmoe_zero_points", "qmoe_fp4"):
+        model, _ = qmoe_model(name, bits=4, activation="relu")
+        graph = model.graph
+        node = graph.node[-1]
+        if name == "qmoe_zero_points":
+            graph.initializer.append(_init("fc1_zp", np.full((4, 8), 0x88, np.uint8)))
+            node.input.extend(["", "", "", "", "fc1_zp"])
+        else:
+            node.attribute.append(helper.make_attribute("quant_type", "fp4"))
     elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation"):
         attrs = dict(k=9 if name == "moe_k_out_of_range" else 2,
                      activation_type="tanh" if name == "moe_bad_activation" else "relu")
@@ -560,7 +623,7 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
-       "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation"]
+       "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "qmoe_zero_points", "qmoe_fp4"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

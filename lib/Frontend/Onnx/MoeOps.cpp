@@ -1,4 +1,4 @@
-//===- MoeOps.cpp - ONNX Runtime's com.microsoft.MoE to moe ops -----------===//
+//===- MoeOps.cpp - ONNX Runtime's com.microsoft.MoE and QMoE to moe ops --===//
 //
 // ORT's MoE takes the router logits as an input (`router_probs`), so the
 // node becomes the decomposed routing and expert ops from the scoring on:
@@ -11,6 +11,11 @@
 // fc1 [E, U, H] and fc2 [E, H, I] (the legacy [E, H, U] / [E, I, H] are
 // transposed); SwiGLU's interleaved fc1 rows (swiglu_fusion = 1: gate and
 // up alternate) are regrouped into [gate; up], as moe.activation expects.
+//
+// QMoE is the same node with uint8-packed 8/4/2-bit weights [E, out, in /
+// (8 / bits)] and scales per output row [E, out] or per block [E, out, in /
+// block_size]: the program dequantises them, (q - 2^(bits-1)) * scale (ORT's
+// symmetric default; nibbles low first), into the input's element type.
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,7 +36,16 @@ namespace {
 
 using Results = FailureOr<SmallVector<Value>>;
 
-enum MoeInput { Input, RouterProbs, Fc1, Fc1Bias, Fc2, Fc2Bias, Fc3, Fc3Bias };
+/// Where the operands of a MoE or QMoE node are.
+struct MoeLayout {
+  bool quantized;
+  unsigned fc1, fc1Scales, fc1Bias, fc2, fc2Scales, fc2Bias, fc3, fc3Scales, fc3Bias;
+};
+constexpr unsigned Input = 0, RouterProbs = 1, None = ~0u;
+constexpr MoeLayout kMoe = {false, 2, None, 3, 4, None, 5, 6, None, 7};
+constexpr MoeLayout kQMoe = {true, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+// QMoE inputs past fc3's: zero points (11-13) and router_weights (14).
+constexpr unsigned QMoeZeroPoints = 11, QMoeRouterWeights = 14;
 
 /// Weights [E, rows, cols] in the layout the moe ops use ([E, out, in]):
 /// transposed when given as [E, in, out].
@@ -49,7 +63,66 @@ FailureOr<Value> expertWeights(NodeContext &ctx, unsigned index, StringRef name,
   return ctx.error() << name << " " << type << " has no dimension of the input size " << inSize, failure();
 }
 
-Results convertMoe(NodeContext &ctx) {
+/// QMoE weights: `q` [E, out, in / pack] of packed `bits`-bit values and
+/// their scales, dequantised to [E, out, in] of `element` in the program.
+FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsigned scaleIndex, StringRef name,
+                                    int64_t inSize, int64_t bits, int64_t blockSize, Type element) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value q = ctx.input(weightIndex), scale = ctx.input(scaleIndex);
+  if (!q || !scale)
+    return ctx.error() << name << " and its scales are required", failure();
+  RankedTensorType qType = ctx.inputType(weightIndex), sType = ctx.inputType(scaleIndex);
+  int64_t pack = 8 / bits;
+  if (qType.getRank() != 3 || !qType.getElementType().isInteger(8) || !qType.hasStaticShape() ||
+      qType.getDimSize(2) * pack != inSize)
+    return ctx.error() << name << " must be uint8 [experts, out, " << inSize << " / " << pack << "] (" << bits
+                       << "-bit values packed), got " << qType,
+           failure();
+  int64_t experts = qType.getDimSize(0), rows = qType.getDimSize(1);
+  bool blockwise = sType.getRank() == 3;
+  SmallVector<int64_t> expected = {experts, rows};
+  if (blockwise)
+    expected.push_back(blockSize > 0 ? inSize / blockSize : -1);
+  if (!isa<FloatType>(sType.getElementType()) || sType.getShape() != ArrayRef<int64_t>(expected) ||
+      (blockwise && (blockSize <= 0 || inSize % blockSize != 0)))
+    return ctx.error() << name << " scales must be [" << experts << ", " << rows
+                       << "] or, with block_size, [" << experts << ", " << rows << ", " << inSize
+                       << " / block_size], got " << sType << " (block_size " << blockSize << ")",
+           failure();
+  auto resultType = RankedTensorType::get({experts, rows, inSize}, element);
+  Value init = tensor::EmptyOp::create(b, loc, resultType.getShape(), element);
+  SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(3)};
+  SmallVector<utils::IteratorType> parallel(3, utils::IteratorType::parallel);
+  auto generic = linalg::GenericOp::create(
+      b, loc, resultType, ValueRange{}, ValueRange{init}, maps, parallel,
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        Value e = linalg::IndexOp::create(nb, nl, 0), n = linalg::IndexOp::create(nb, nl, 1),
+              k = linalg::IndexOp::create(nb, nl, 2);
+        auto index = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v); };
+        Value byte = tensor::ExtractOp::create(
+            nb, nl, q, ValueRange{e, n, arith::DivUIOp::create(nb, nl, k, index(pack))});
+        Type i32 = nb.getI32Type();
+        Value word = arith::ExtUIOp::create(nb, nl, i32, byte);
+        // The value at k: bits * (k % pack) up from the byte's low end.
+        Value shift = arith::IndexCastOp::create(
+            nb, nl, i32, arith::MulIOp::create(nb, nl, arith::RemUIOp::create(nb, nl, k, index(pack)), index(bits)));
+        auto i32Const = [&](int64_t v) { return arith::ConstantOp::create(nb, nl, i32, nb.getI32IntegerAttr(v)); };
+        Value value = arith::AndIOp::create(nb, nl, arith::ShRUIOp::create(nb, nl, word, shift),
+                                            i32Const((1 << bits) - 1));
+        Value centred = arith::SubIOp::create(nb, nl, value, i32Const(1 << (bits - 1)));
+        Value w = arith::SIToFPOp::create(nb, nl, nb.getF32Type(), centred);
+        SmallVector<Value> at = {e, n};
+        if (blockwise)
+          at.push_back(arith::DivUIOp::create(nb, nl, k, index(blockSize)));
+        Value sc = tb::castScalar(nb, nl, tensor::ExtractOp::create(nb, nl, scale, at), nb.getF32Type());
+        Value product = arith::MulFOp::create(nb, nl, w, sc);
+        linalg::YieldOp::create(nb, nl, tb::castScalar(nb, nl, product, element));
+      });
+  return generic.getResult(0);
+}
+
+Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Value x = ctx.input(Input), logits = ctx.input(RouterProbs);
@@ -93,16 +166,40 @@ Results convertMoe(NodeContext &ctx) {
   int64_t fusion = ctx.intAttr("swiglu_fusion", 0);
   if (gated && (fusion < 0 || fusion > 2))
     return ctx.error() << "swiglu_fusion must be 0, 1 or 2, got " << fusion, failure();
+  // QMoE: the quantisation this importer reads (ORT's defaults).
+  int64_t bits = ctx.intAttr("expert_weight_bits", 4), blockSize = ctx.intAttr("block_size", 0);
+  if (layout.quantized) {
+    if (bits != 2 && bits != 4 && bits != 8)
+      return ctx.error() << "expert_weight_bits must be 2, 4 or 8, got " << bits, failure();
+    std::string quantType = ctx.stringAttr("quant_type", "int");
+    if (quantType != "int")
+      return ctx.error() << "quant_type '" << quantType << "' is not supported (only int)", failure();
+    if (ctx.intAttr("weights_prepacked", 0) == 1)
+      return ctx.error() << "weights_prepacked = 1 (an execution provider's packing) is not supported", failure();
+    for (unsigned i = QMoeZeroPoints; i < QMoeZeroPoints + 3; ++i)
+      if (ctx.input(i))
+        return ctx.error() << "explicit zero points are not supported (the default 2^(bits-1) is)", failure();
+    if (ctx.input(QMoeRouterWeights))
+      return ctx.error() << "router_weights (separate mixing weights) are not supported", failure();
+  }
+  // Expert weights as [E, out, in] floats: given, or dequantised.
+  auto weightsOf = [&](unsigned index, unsigned scales, StringRef name, int64_t inSize) -> FailureOr<Value> {
+    if (layout.quantized)
+      return dequantizedWeights(ctx, index, scales, name, inSize, bits, blockSize, element);
+    return expertWeights(ctx, index, name, inSize);
+  };
+  unsigned Fc1 = layout.fc1, Fc1Bias = layout.fc1Bias, Fc2 = layout.fc2, Fc2Bias = layout.fc2Bias,
+           Fc3 = layout.fc3, Fc3Bias = layout.fc3Bias;
   if (ctx.input(Fc3) && !(gated && fusion == 0))
     return ctx.error() << "fc3_experts_weights is only used by swiglu with swiglu_fusion = 0", failure();
 
   // Weights: fc1 [E, U, H], fc2 [E, H, F].
-  FailureOr<Value> fc1 = expertWeights(ctx, Fc1, "fc1_experts_weights", hidden);
+  FailureOr<Value> fc1 = weightsOf(Fc1, layout.fc1Scales, "fc1_experts_weights", hidden);
   if (failed(fc1))
     return failure();
   Value up = *fc1;
   if (gated && fusion == 0) {
-    FailureOr<Value> fc3 = expertWeights(ctx, Fc3, "fc3_experts_weights (swiglu_fusion = 0)", hidden);
+    FailureOr<Value> fc3 = weightsOf(Fc3, layout.fc3Scales, "fc3_experts_weights (swiglu_fusion = 0)", hidden);
     if (failed(fc3))
       return failure();
     up = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{up, *fc3});
@@ -142,7 +239,7 @@ Results convertMoe(NodeContext &ctx) {
                            {experts, upRows});
   }
   int64_t ffn = gated ? upRows / 2 : upRows;
-  FailureOr<Value> down = expertWeights(ctx, Fc2, "fc2_experts_weights", ffn);
+  FailureOr<Value> down = weightsOf(Fc2, layout.fc2Scales, "fc2_experts_weights", ffn);
   if (failed(down))
     return failure();
   auto downType = cast<RankedTensorType>(down->getType());
@@ -223,8 +320,12 @@ Results convertMoe(NodeContext &ctx) {
   return SmallVector<Value>{out};
 }
 
+Results convertMoe(NodeContext &ctx) { return convertMoeNode(ctx, kMoe); }
+Results convertQMoe(NodeContext &ctx) { return convertMoeNode(ctx, kQMoe); }
+
 } // namespace
 
 void mlir::moe::onnx_import::addMoeConverters(std::vector<OpConverter> &converters) {
   converters.push_back({"com.microsoft", "MoE", convertMoe});
+  converters.push_back({"com.microsoft", "QMoE", convertQMoe});
 }
