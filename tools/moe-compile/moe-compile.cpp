@@ -44,7 +44,7 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 static cl::OptionCategory category("moe-compile options");
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir or .onnx file>"), cl::Required,
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir (moe or JAX StableHLO) or .onnx file>"), cl::Required,
                                       cl::cat(category));
 static cl::opt<std::string> outputFile("o", cl::desc("The shared library to write (lib<name>.so); "
                                                      "its C header goes next to it (.h)"),
@@ -147,7 +147,8 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(
       argc, argv,
-      "moe-compile: compile an MLIR function or an ONNX model to a shared library (an artifact)\n\n"
+      "moe-compile: compile an MLIR function, a JAX StableHLO program or an ONNX model to a shared library "
+      "(an artifact)\n\n"
       "  moe-compile layer.mlir --target=gpu --chip=sm_90 -o out/liblayer.so\n"
       "  moe-compile model.onnx --target=cpu --weights-as-inputs=1048576 --weights-dir=out/w -o out/libm.so\n\n"
       "writes out/liblayer.so, out/liblayer.h and out/libmoe_runtime.so. Results become\n"

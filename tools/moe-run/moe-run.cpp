@@ -44,7 +44,7 @@ using npy::Array;
 using npy::DType;
 
 static cl::OptionCategory category("moe-run options");
-static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir or .onnx file>"), cl::Required,
+static cl::opt<std::string> inputFile(cl::Positional, cl::desc("<input .mlir (moe or JAX StableHLO) or .onnx file>"), cl::Required,
                                       cl::cat(category));
 static cl::opt<std::string> entryName("entry", cl::desc("Function to run (default: the only public one)"),
                                       cl::cat(category));
@@ -166,6 +166,7 @@ int main(int argc, char **argv) {
       "moe-run: compile an MLIR file with moe-cpu-pipeline and run one of its functions\n\n"
       "  moe-run layer.mlir --input x.npy --input w.npy ... --output-dir out/\n"
       "  moe-run model.onnx --input x=x.npy --output-dir out/   (ONNX: inputs by graph name)\n"
+      "  moe-run jax_layer.mlir --input x.npy ...               (JAX StableHLO text: imported first)\n"
       "  moe-run layer.mlir --seed 7 --dynamic-size 128 --repeat 10 --warmup 2\n\n"
       "Arrays are .npy files (f64, f32, f16, bf16 as uint16 bits, i64, i32), C order.\n");
   llvm::InitializeNativeTarget();
