@@ -78,26 +78,6 @@ std::optional<std::pair<Value, int64_t>> topKColumn(Value v) {
   return std::pair{column, j};
 }
 
-/// The cumulative sum of `v` [S, E] along dim 0 (jnp.cumsum's
-/// reduce_window); returns v.
-Value cumsumRows(Value v) {
-  auto window = v.getDefiningOp<shlo::ReduceWindowOp>();
-  if (!window || window.getInputs().size() != 1 || !isSplat(window.getInitValues()[0], 0) ||
-      !isAddBody(window.getBody()) || !window.getPadding())
-    return nullptr;
-  auto type = cast<RankedTensorType>(window.getInputs()[0].getType());
-  int64_t rows = type.getDimSize(0);
-  SmallVector<int64_t> padding(window.getPadding()->getValues<int64_t>());
-  auto ones = [](std::optional<ArrayRef<int64_t>> a) {
-    return !a || llvm::all_of(*a, [](int64_t x) { return x == 1; });
-  };
-  if (type.getRank() != 2 || window.getWindowDimensions() != ArrayRef<int64_t>{rows, 1} ||
-      padding != SmallVector<int64_t>{rows - 1, 0, 0, 0} || !ones(window.getWindowStrides()) ||
-      !ones(window.getBaseDilations()) || !ones(window.getWindowDilations()))
-    return nullptr;
-  return window.getInputs()[0];
-}
-
 /// One slot's mask, checked: returns the slot's expert ids column (the
 /// top-k indices, slot j) and sets C and the slot's count chain.
 struct SlotMask {
@@ -179,7 +159,7 @@ FailureOr<SlotMask> matchSlotMask(Value mask, int64_t &capacity, NoMatch &fail) 
     filledDims = composed;
     filled = b.getOperand();
   }
-  if (!minusOne || !isSplat(minusOne.getRhs(), 1) || cumsumRows(minusOne.getLhs()) != slot.onehot ||
+  if (!minusOne || !isSplat(minusOne.getRhs(), 1) || cumsumRowsSource(minusOne.getLhs()) != slot.onehot ||
       filledDims != SmallVector<int64_t>{1}) {
     fail.why = "a slot's positions are not cumsum(one_hot) - 1 + earlier counts";
     return failure();

@@ -404,4 +404,27 @@ LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail) 
   return failure();
 }
 
+/// The input of jnp.cumsum(v, axis=0) (a reduce_window adding a window of
+/// all rows, padded before), or null.
+Value cumsumRowsSource(Value v) {
+  auto window = v.getDefiningOp<shlo::ReduceWindowOp>();
+  if (!window || window.getInputs().size() != 1 || !isSplat(window.getInitValues()[0], 0) ||
+      !isAddBody(window.getBody()) || !window.getPadding())
+    return nullptr;
+  auto type = cast<RankedTensorType>(window.getInputs()[0].getType());
+  if (!type.hasStaticShape() || type.getRank() < 1)
+    return nullptr;
+  SmallVector<int64_t> size(type.getRank(), 1), padding(2 * type.getRank(), 0);
+  size[0] = type.getDimSize(0);
+  padding[0] = size[0] - 1;
+  auto ones = [](std::optional<ArrayRef<int64_t>> a) {
+    return !a || llvm::all_of(*a, [](int64_t x) { return x == 1; });
+  };
+  if (window.getWindowDimensions() != ArrayRef<int64_t>(size) ||
+      SmallVector<int64_t>(window.getPadding()->getValues<int64_t>()) != padding ||
+      !ones(window.getWindowStrides()) || !ones(window.getBaseDilations()) || !ones(window.getWindowDilations()))
+    return nullptr;
+  return window.getInputs()[0];
+}
+
 } // namespace mlir::moe::stablehlo_raise

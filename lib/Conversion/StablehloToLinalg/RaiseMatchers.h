@@ -125,6 +125,10 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);
 /// returns (vals, idx) as top_k results, or failure.
 LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail);
 
+/// The input of jnp.cumsum(v, axis=0) (a reduce_window adding a window of
+/// all rows, padded before), or null.
+Value cumsumRowsSource(Value v);
+
 } // namespace mlir::moe::stablehlo_raise
 
 #endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISEMATCHERS_H

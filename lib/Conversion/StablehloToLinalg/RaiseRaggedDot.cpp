@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "RaiseMatchers.h"
 #include "Raising.h"
 #include "dialects/stablehlo/StablehloDialect.h"
 
@@ -22,25 +23,9 @@
 
 using namespace mlir;
 using namespace mlir::moe;
-namespace shlo = mlir::moe::stablehlo;
+using namespace mlir::moe::stablehlo_raise;
 
 namespace {
-
-/// A tensor of zeros: a zero splat constant, possibly broadcast.
-bool isZeros(Value v) {
-  while (auto bcast = v.getDefiningOp<shlo::BroadcastInDimOp>())
-    v = bcast.getOperand();
-  auto constant = v.getDefiningOp<shlo::ConstantOp>();
-  auto dense = constant ? dyn_cast<DenseElementsAttr>(constant.getValue()) : nullptr;
-  if (!dense || !dense.isSplat())
-    return false;
-  Attribute e = dense.getSplatValue<Attribute>();
-  if (auto f = dyn_cast<FloatAttr>(e))
-    return f.getValue().isZero();
-  if (auto i = dyn_cast<IntegerAttr>(e))
-    return i.getValue().isZero();
-  return false;
-}
 
 /// `v` broadcast along dim `dim` only (operand rank 1 into `dim`), or null.
 Value broadcastSource(Value v, ArrayRef<int64_t> dims) {
@@ -50,33 +35,6 @@ Value broadcastSource(Value v, ArrayRef<int64_t> dims) {
   return bcast.getOperand();
 }
 
-/// The input of an inclusive cumulative sum along a 1-D tensor (jnp.cumsum's
-/// reduce_window), or null.
-Value cumsumSource(Value v) {
-  auto window = v.getDefiningOp<shlo::ReduceWindowOp>();
-  if (!window || window.getInputs().size() != 1 || !isZeros(window.getInitValues()[0]))
-    return nullptr;
-  auto type = cast<RankedTensorType>(window.getInputs()[0].getType());
-  if (type.getRank() != 1 || !type.hasStaticShape())
-    return nullptr;
-  int64_t n = type.getDimSize(0);
-  auto unit = [](std::optional<ArrayRef<int64_t>> a) { return !a || *a == ArrayRef<int64_t>{1}; };
-  if (window.getWindowDimensions() != ArrayRef<int64_t>{n} || !unit(window.getWindowStrides()) ||
-      !unit(window.getBaseDilations()) || !unit(window.getWindowDilations()) || !window.getPadding())
-    return nullptr;
-  SmallVector<int64_t> padding(window.getPadding()->getValues<int64_t>());
-  if (padding != SmallVector<int64_t>{n - 1, 0})
-    return nullptr;
-  Block &body = window.getBody().front();
-  if (!llvm::hasNItems(body, 2))
-    return nullptr;
-  auto add = dyn_cast<shlo::AddOp>(body.front());
-  if (!add || add.getLhs() != body.getArgument(0) || add.getRhs() != body.getArgument(1) ||
-      body.getTerminator()->getOperand(0) != add.getResult())
-    return nullptr;
-  return window.getInputs()[0];
-}
-
 /// Whether `excl` is [0, incl[0], ..., incl[G-2]].
 bool isExclusiveOf(Value excl, Value incl) {
   auto concat = excl.getDefiningOp<shlo::ConcatenateOp>();
@@ -84,7 +42,7 @@ bool isExclusiveOf(Value excl, Value incl) {
     return false;
   auto head = concat.getInputs()[0].getDefiningOp<shlo::SliceOp>();
   auto tail = concat.getInputs()[1].getDefiningOp<shlo::SliceOp>();
-  if (!head || !tail || !isZeros(head.getOperand()) || tail.getOperand() != incl)
+  if (!head || !tail || !isSplat(head.getOperand(), 0) || tail.getOperand() != incl)
     return false;
   int64_t n = cast<RankedTensorType>(incl.getType()).getDimSize(0);
   return head.getStartIndices() == ArrayRef<int64_t>{0} && head.getLimitIndices() == ArrayRef<int64_t>{1} &&
@@ -116,7 +74,7 @@ Value groupSizesOfMask(Value mask) {
   Value excl = broadcastSource(lower.getLhs(), {0}), incl = broadcastSource(upper.getRhs(), {0});
   if (!excl || !incl || !isExclusiveOf(excl, incl))
     return nullptr;
-  return cumsumSource(incl);
+  return cumsumRowsSource(incl);
 }
 
 /// The chlo.ragged_dot a masked-dense dot_general computes, built before
@@ -133,7 +91,7 @@ Value raiseMaskedDot(shlo::DotGeneralOp dot) {
   if (pairs != SmallVector<std::pair<int64_t, int64_t>>{{0, 0}, {2, 1}})
     return nullptr;
   auto select = dot.getLhs().getDefiningOp<shlo::SelectOp>();
-  if (!select || !isZeros(select.getOnFalse()))
+  if (!select || !isSplat(select.getOnFalse(), 0))
     return nullptr;
   Value lhs = broadcastSource(select.getOnTrue(), {1, 2});
   Value sizes = groupSizesOfMask(select.getPred());
