@@ -165,3 +165,98 @@ func.func @no_fusion_scattered_write(%rows: memref<?xi32>, %where: memref<?xinde
   }
   return
 }
+
+// -----
+
+// Routing's per-token steps: a T x K fill, a per-token loop that writes the
+// token's row and one that reads it fuse into one loop over tokens (the
+// fill's k dimension runs sequentially inside); the memref.dim between the
+// loops moves above them.
+// CHECK-LABEL: func.func @fuse_rows
+// CHECK: scf.parallel (%[[T:.*]]) = (%c0) to (%{{.*}}) step (%c1) {
+// CHECK-NEXT: scf.for %[[K:.*]] = %c0 to %c2 step %c1 {
+// CHECK-NEXT: memref.store %{{.*}}, %[[W:.*]][%[[T]], %[[K]]]
+// CHECK: scf.for
+// CHECK: memref.store %{{.*}}, %[[W]][%[[T]], %{{.*}}]
+// CHECK: memref.load %[[W]][%[[T]], %c1]
+// CHECK-NOT: scf.parallel
+// CHECK: return
+func.func @fuse_rows(%x: memref<?x8xf32>, %w: memref<?x2xf32>, %out: memref<?xf32>, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c2 = arith.constant 2 : index
+  %n = memref.dim %x, %c0 : memref<?x8xf32>
+  scf.parallel (%t, %k) = (%c0, %c0) to (%n, %c2) step (%c1, %c1) {
+    memref.store %v, %w[%t, %k] : memref<?x2xf32>
+  }
+  %n2 = memref.dim %x, %c0 : memref<?x8xf32>
+  scf.parallel (%t) = (%c0) to (%n2) step (%c1) {
+    scf.for %k = %c0 to %c2 step %c1 {
+      %e = memref.load %x[%t, %k] : memref<?x8xf32>
+      memref.store %e, %w[%t, %k] : memref<?x2xf32>
+    }
+  }
+  scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+    %y = memref.load %w[%t, %c1] : memref<?x2xf32>
+    memref.store %y, %out[%t] : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// Negative: a per-token loop that reads another token's row (t + 1) must
+// not fuse with the loop writing the rows.
+// CHECK-LABEL: func.func @no_fusion_other_row
+// CHECK: scf.parallel
+// CHECK: scf.parallel
+func.func @no_fusion_other_row(%w: memref<?x2xf32>, %out: memref<?xf32>, %n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+    memref.store %v, %w[%t, %c0] : memref<?x2xf32>
+  }
+  scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+    %next = arith.addi %t, %c1 : index
+    %y = memref.load %w[%next, %c0] : memref<?x2xf32>
+    memref.store %y, %out[%t] : memref<?xf32>
+  }
+  return
+}
+
+// -----
+
+// Negative: a T x E loop with a reduction inside (the router) keeps its
+// parallel E dimension, and a fill over T x 4096 is too wide to run per
+// token: neither fuses with the per-token loop next to it.
+// CHECK-LABEL: func.func @no_serialization
+// CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%c0, %c0) to (%{{.*}}, %c8)
+// CHECK: scf.parallel (%{{.*}}) = (%c0) to
+// CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%c0, %c0) to (%{{.*}}, %c4096)
+func.func @no_serialization(%x: memref<?x64xf32>, %r: memref<8x64xf32>, %l: memref<?x8xf32>,
+                            %out: memref<?xf32>, %h: memref<?x4096xf32>, %n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %c64 = arith.constant 64 : index
+  %c4096 = arith.constant 4096 : index
+  scf.parallel (%t, %e) = (%c0, %c0) to (%n, %c8) step (%c1, %c1) {
+    scf.for %i = %c0 to %c64 step %c1 {
+      %a = memref.load %x[%t, %i] : memref<?x64xf32>
+      %b = memref.load %r[%e, %i] : memref<8x64xf32>
+      %p = arith.mulf %a, %b : f32
+      %s = memref.load %l[%t, %e] : memref<?x8xf32>
+      %s2 = arith.addf %s, %p : f32
+      memref.store %s2, %l[%t, %e] : memref<?x8xf32>
+    }
+  }
+  scf.parallel (%t) = (%c0) to (%n) step (%c1) {
+    %y = memref.load %l[%t, %c0] : memref<?x8xf32>
+    memref.store %y, %out[%t] : memref<?xf32>
+  }
+  scf.parallel (%t, %j) = (%c0, %c0) to (%n, %c4096) step (%c1, %c1) {
+    %y = memref.load %out[%t] : memref<?xf32>
+    memref.store %y, %h[%t, %j] : memref<?x4096xf32>
+  }
+  return
+}

@@ -9,11 +9,13 @@
 // shared tiles (rows padded to 40), a loop over the row groups that meet the
 // block's rows, K in steps of 32 between barriers, ldmatrix x4 (A) and x2
 // (B), 2 x 4 bf16 mma.sync per k-step of 16, the accumulators stored.
-// The kernel writes every element (rows of no expert as 0), so the
-// result's zero fill is gone.
+// The kernel writes every element (rows of no expert as 0), rounded to bf16
+// in the epilogue: the f32 result, its zero fill and the rounding generic
+// are gone.
 // CHECK-LABEL: func.func @bf16
+// CHECK-NOT: memref<?x80xf32>
 // CHECK: linalg.generic {{.*}} attrs = {moe.row_experts}
-// CHECK-NOT: linalg.fill {{.*}}memref<?x80xf32>
+// CHECK-NOT: linalg.fill {{.*}}memref<?x80xbf16>
 // CHECK-NOT: moe.grouped_gemm
 // CHECK: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>)
 // CHECK: scf.for {{.*}} -> (f32, f32
@@ -26,8 +28,11 @@
 // CHECK: nvgpu.ldmatrix %[[B]]{{.*}} {numTiles = 2 : i32, transpose = false} {{.*}} -> vector<2x2xbf16>
 // CHECK: vector.bitcast {{.*}} : vector<2xbf16> to vector<1xi32>
 // CHECK: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>{{.*}}shape = #nvvm.shape<m = 16, n = 8, k = 16>
-// CHECK: memref.store {{.*}} : memref<?x80xf32>
+// CHECK: %[[R:.*]] = arith.truncf %{{.*}} : f32 to bf16
+// CHECK: memref.store %[[R]], %{{.*}} : memref<?x80xbf16>
 // CHECK: gpu.terminator
+// CHECK-NOT: linalg.generic
+// CHECK-NOT: memref<?x80xf32>
 // The emulated kernel: one thread per block, tiles on its stack, the
 // staging run for each of the 128 thread ids, products as scalar loops.
 // EMU-LABEL: func.func @bf16
@@ -80,11 +85,11 @@ func.func @f32_stays(%x: tensor<?x16xf32>, %w: tensor<2x8x16xf32>, %off: tensor<
 
 // A gated activation on the f32 result moves into the epilogue: 32 output
 // columns per block (grid x = ceil(40 / 32)), the activation computed on each
-// thread's gate and up accumulators and stored into the [R, 40] buffer; the
-// [R, 80] intermediate and its fill are gone.
+// thread's gate and up accumulators, rounded to bf16 and stored into the
+// [R, 40] result; the f32 [R, 80] and [R, 40] intermediates are gone.
 // CHECK-LABEL: func.func @swiglu_epilogue
-// CHECK-NOT: memref<?x80xf32>
-// CHECK: %[[OUT:.*]] = memref.alloc(%{{.*}}) {{.*}} : memref<?x40xf32>
+// CHECK-NOT: xf32>
+// CHECK: %[[OUT:.*]] = memref.alloc(%{{.*}}) {{.*}} : memref<?x40xbf16>
 // CHECK-NOT: linalg.fill {{.*}}outs(%[[OUT]]
 // CHECK: %[[C31:.*]] = arith.constant 31 : index
 // CHECK: arith.addi %{{.*}}, %[[C31]]
@@ -92,9 +97,11 @@ func.func @f32_stays(%x: tensor<?x16xf32>, %w: tensor<2x8x16xf32>, %off: tensor<
 // CHECK: nvvm.mma.sync
 // CHECK: math.exp
 // CHECK: arith.mulf
-// CHECK: memref.store %{{.*}}, %[[OUT]]
+// CHECK: %[[R:.*]] = arith.truncf
+// CHECK: memref.store %[[R]], %[[OUT]]
 // CHECK: gpu.terminator
 // CHECK-NOT: memref<?x80xf32>
+// CHECK-NOT: memref<?x40xf32>
 // EMU-LABEL: func.func @swiglu_epilogue
 // EMU: gpu.launch
 // EMU: math.exp
@@ -117,5 +124,26 @@ func.func @swiglu_epilogue(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off
 func.func @gelu_stays(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>) -> tensor<?x80xbf16> {
   %y = moe.grouped_matmul_act gelu %x, %w, %off
       : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>) -> tensor<?x80xbf16>
+  return %y : tensor<?x80xbf16>
+}
+
+// -----
+
+// The down GEMM with the combine: the combine reads the f32 rows (they are
+// summed per token before any rounding), so the kernel stores f32 and the
+// rounding stays after the combine.
+// CHECK-LABEL: func.func @combine_keeps_f32
+// CHECK: %[[ROWS:.*]] = memref.alloc(%{{.*}}) {{.*}} : memref<?x80xf32>
+// CHECK: gpu.launch
+// CHECK: memref.store %{{.*}}, %[[ROWS]]
+// CHECK: gpu.terminator
+// CHECK: linalg.generic
+// CHECK: memref.load %[[ROWS]]
+// EMU-LABEL: func.func @combine_keeps_f32
+// EMU: gpu.launch
+func.func @combine_keeps_f32(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>,
+                             %rows: tensor<?x2xi32>, %gates: tensor<?x2xf32>) -> tensor<?x80xbf16> {
+  %y = moe.grouped_matmul_combine %x, %w, %off, %rows, %gates
+      : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x80xbf16>
   return %y : tensor<?x80xbf16>
 }

@@ -142,10 +142,13 @@ def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> 
     iteration space (token × column, not token alone).
 
     Allocations then move up to their operands, and adjacent top-level
-    parallel loops over the same space fuse when every buffer one writes and
-    the other touches is accessed only at the iteration's own element in
-    both (a fill and the loop accumulating into it; per-token steps): fewer
-    kernels.
+    parallel loops fuse when they agree on their leading dimensions and every
+    buffer one writes and the other touches is accessed, in both, only in the
+    rows of the iteration's own leading indices (a fill and the loop
+    accumulating into it; a T x K fill, the top-k and the renormalisation of
+    each token): fewer kernels. The longer loop's extra dimensions then run
+    sequentially inside, only when its body is straight-line with at most
+    256 static iterations there.
 
     A `memref.copy` that is not a top-level copy between contiguous
     buffers (a strided copy, or one inside a loop) becomes a parallel loop
@@ -186,7 +189,9 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
     f32 buffer) is applied in the epilogue: each warp stages 16 gate and the
     same 16 up weight rows, the activation's scalar body is cloned onto each
     thread's (gate, up) accumulator pairs, and the `[R, 2F]` intermediate
-    disappears.
+    disappears. When the f32 result (or the activation's) is read only by an
+    elementwise `arith.truncf` generic, the epilogue stores the rounded
+    value and the f32 buffer disappears too.
 
     With `emulate` the same tiling, staging and epilogue are built for one
     thread per block with the products as scalar loops, so that

@@ -16,6 +16,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/SmallPtrSet.h"
@@ -112,12 +113,30 @@ void hoistAllocations(func::FuncOp func) {
   }
 }
 
-/// The buffers `loop` reads or writes, and whether every such access indexes
-/// exactly with the loop's induction variables (in order). False when the
-/// body has an effect other than loads and stores.
-bool collectAccesses(scf::ParallelOp loop, llvm::DenseMap<Value, bool> &identity,
-                     llvm::DenseSet<Value> &written) {
-  ValueRange ivs = loop.getInductionVars();
+/// True when two index values are the same at run time: one value, equal
+/// constants, or the same dimension of the same buffer (bufferization leaves
+/// one memref.dim per use).
+bool sameIndex(Value a, Value b) {
+  if (a == b)
+    return true;
+  if (auto ca = getConstantIntValue(a))
+    return ca == getConstantIntValue(b);
+  auto da = a.getDefiningOp<memref::DimOp>(), db = b.getDefiningOp<memref::DimOp>();
+  return da && db && da.getSource() == db.getSource() && sameIndex(da.getIndex(), db.getIndex());
+}
+
+/// How one loop touches the buffers it shares with another: whether every
+/// access's leading `prefix` indices are the loop's leading induction
+/// variables (the iteration touches only "its" rows), and what it writes.
+struct Accesses {
+  llvm::DenseMap<Value, bool> rowLocal;
+  llvm::DenseSet<Value> written;
+};
+
+/// Collects `loop`'s accesses with respect to its first `prefix` induction
+/// variables. False when the body has an effect other than loads and stores.
+bool collectAccesses(scf::ParallelOp loop, unsigned prefix, Accesses &accesses) {
+  ValueRange ivs = ValueRange(loop.getInductionVars()).take_front(prefix);
   WalkResult result = loop.getBody()->walk([&](Operation *op) {
     Value buffer;
     ValueRange indices;
@@ -127,55 +146,118 @@ bool collectAccesses(scf::ParallelOp loop, llvm::DenseMap<Value, bool> &identity
     } else if (auto store = dyn_cast<memref::StoreOp>(op)) {
       buffer = store.getMemRef();
       indices = store.getIndices();
-      written.insert(buffer);
+      accesses.written.insert(buffer);
     } else if (isa<memref::AllocaOp, memref::AllocOp, memref::DeallocOp>(op) || isMemoryEffectFree(op) ||
                op->hasTrait<OpTrait::HasRecursiveMemoryEffects>()) {
       return WalkResult::advance();
     } else {
       return WalkResult::interrupt(); // copies, calls: unknown accesses
     }
-    bool same = indices.size() == ivs.size() && llvm::equal(indices, ivs);
-    auto [it, inserted] = identity.try_emplace(buffer, same);
+    bool local = indices.size() >= ivs.size() && llvm::equal(indices.take_front(ivs.size()), ivs);
+    auto [it, inserted] = accesses.rowLocal.try_emplace(buffer, local);
     if (!inserted)
-      it->second &= same;
+      it->second &= local;
     return WalkResult::advance();
   });
   return !result.wasInterrupted();
 }
 
-/// Fuses `second` into `first` (adjacent, same bounds) when it is exact:
-/// every buffer one loop writes and the other touches is accessed only at
-/// the iteration's own element, in both loops. (Upstream's
-/// scf-parallel-loop-fusion, tried first, fused the dispatch plan's
-/// scattered row writes with the fill of those rows, which gave wrong
-/// results for top-1 routing; this rule is stricter.)
-bool fuseIfIndependent(scf::ParallelOp first, scf::ParallelOp second) {
-  if (first->getNextNode() != second.getOperation() || !first.getInitVals().empty() ||
-      !second.getInitVals().empty() || first.getLowerBound() != second.getLowerBound() ||
-      first.getUpperBound() != second.getUpperBound() || first.getStep() != second.getStep())
-    return false;
-  llvm::DenseMap<Value, bool> firstAccess, secondAccess;
-  llvm::DenseSet<Value> firstWritten, secondWritten;
-  if (!collectAccesses(first, firstAccess, firstWritten) ||
-      !collectAccesses(second, secondAccess, secondWritten))
-    return false;
-  for (auto [buffer, firstIdentity] : firstAccess) {
-    auto other = secondAccess.find(buffer);
-    if (other == secondAccess.end())
-      continue;
-    bool writtenByEither = firstWritten.contains(buffer) || secondWritten.contains(buffer);
-    // Buffers are distinct allocations or arguments here; a shared one must
-    // be touched element by element in both loops.
-    if (writtenByEither && !(firstIdentity && other->second))
+/// Most iterations one thread may run sequentially when a loop's trailing
+/// dimensions are serialised: a row of routing state (k slots, E scores).
+constexpr int64_t kMaxSerializedTrips = 256;
+
+/// True when running `loop`'s dimensions from `keep` on sequentially costs
+/// little: its body is straight-line code (a fill, an elementwise step) and
+/// those dimensions have at most kMaxSerializedTrips static iterations.
+bool isCheapToSerialize(scf::ParallelOp loop, unsigned keep) {
+  int64_t trips = 1;
+  for (unsigned d = keep, e = loop.getNumLoops(); d < e; ++d) {
+    std::optional<int64_t> lb = getConstantIntValue(loop.getLowerBound()[d]);
+    std::optional<int64_t> ub = getConstantIntValue(loop.getUpperBound()[d]);
+    std::optional<int64_t> step = getConstantIntValue(loop.getStep()[d]);
+    if (!lb || !ub || !step || *step <= 0)
+      return false;
+    trips *= std::max<int64_t>(0, (*ub - *lb + *step - 1) / *step);
+    if (trips > kMaxSerializedTrips)
       return false;
   }
+  return llvm::none_of(loop.getBody()->without_terminator(),
+                       [](Operation &op) { return op.getNumRegions() > 0; });
+}
+
+/// `loop` restricted to its first `keep` dimensions, the others run as
+/// sequential scf.for loops inside (same order of the iterations' effects
+/// within one kept iteration).
+scf::ParallelOp serializeTrailingDims(scf::ParallelOp loop, unsigned keep) {
+  if (loop.getNumLoops() == keep)
+    return loop;
+  OpBuilder b(loop);
+  Location loc = loop.getLoc();
+  auto outer = scf::ParallelOp::create(b, loc, loop.getLowerBound().take_front(keep),
+                                       loop.getUpperBound().take_front(keep),
+                                       loop.getStep().take_front(keep));
+  IRMapping map;
+  map.map(ValueRange(loop.getInductionVars()).take_front(keep), ValueRange(outer.getInductionVars()));
+  b.setInsertionPoint(outer.getBody()->getTerminator());
+  for (unsigned d = keep, e = loop.getNumLoops(); d < e; ++d) {
+    auto inner = scf::ForOp::create(b, loc, loop.getLowerBound()[d], loop.getUpperBound()[d],
+                                    loop.getStep()[d]);
+    map.map(loop.getInductionVars()[d], inner.getInductionVar());
+    b.setInsertionPoint(inner.getBody()->getTerminator());
+  }
+  for (Operation &op : loop.getBody()->without_terminator())
+    b.clone(op, map);
+  loop.erase();
+  return outer;
+}
+
+/// Fuses `second` into `first` (adjacent) when it is exact. The loops must
+/// agree on their leading dimensions (the shorter loop's all); every buffer
+/// one writes and the other touches must be accessed, in both, only in the
+/// rows of the iteration's own leading indices. Then iteration i of the
+/// fused loop runs first's iteration i, then second's, and no other
+/// iteration sees those rows. The longer loop's extra dimensions become
+/// sequential loops inside, only when its body is straight-line (a fill
+/// with the per-token loop that writes the same rows; a T x E router stays
+/// parallel). (Upstream's scf-parallel-loop-fusion, tried first, fused the
+/// dispatch plan's scattered row writes with the fill of those rows, which
+/// gave wrong results for top-1 routing; this rule is stricter.)
+scf::ParallelOp fuseIfIndependent(scf::ParallelOp first, scf::ParallelOp second) {
+  if (first->getNextNode() != second.getOperation() || !first.getInitVals().empty() ||
+      !second.getInitVals().empty())
+    return {};
+  unsigned prefix = std::min(first.getNumLoops(), second.getNumLoops());
+  for (unsigned d = 0; d < prefix; ++d)
+    if (!sameIndex(first.getLowerBound()[d], second.getLowerBound()[d]) ||
+        !sameIndex(first.getUpperBound()[d], second.getUpperBound()[d]) ||
+        !sameIndex(first.getStep()[d], second.getStep()[d]))
+      return {};
+  if ((first.getNumLoops() > prefix && !isCheapToSerialize(first, prefix)) ||
+      (second.getNumLoops() > prefix && !isCheapToSerialize(second, prefix)))
+    return {};
+  Accesses firstAccess, secondAccess;
+  if (!collectAccesses(first, prefix, firstAccess) || !collectAccesses(second, prefix, secondAccess))
+    return {};
+  for (auto [buffer, firstLocal] : firstAccess.rowLocal) {
+    auto other = secondAccess.rowLocal.find(buffer);
+    if (other == secondAccess.rowLocal.end())
+      continue;
+    bool writtenByEither =
+        firstAccess.written.contains(buffer) || secondAccess.written.contains(buffer);
+    // Buffers are distinct allocations or arguments here; a shared one must
+    // be touched row by row in both loops.
+    if (writtenByEither && !(firstLocal && other->second))
+      return {};
+  }
+  first = serializeTrailingDims(first, prefix);
+  second = serializeTrailingDims(second, prefix);
   IRMapping map;
   map.map(second.getInductionVars(), first.getInductionVars());
   OpBuilder b(first.getBody()->getTerminator());
   for (Operation &op : second.getBody()->without_terminator())
     b.clone(op, map);
   second.erase();
-  return true;
+  return first;
 }
 
 /// Fuses adjacent top-level parallel loops over the same space, so that a
@@ -186,9 +268,25 @@ void fuseAdjacentLoops(func::FuncOp func) {
     return;
   for (Operation *op = &func.getBody().front().front(); op;) {
     auto first = dyn_cast<scf::ParallelOp>(op);
+    // Side-effect-free scalar code between two loops (a memref.dim that
+    // bufferization left per use) moves above the first: a loop has no
+    // results, so it cannot depend on it.
+    if (first) {
+      SmallVector<Operation *> between;
+      Operation *next = first->getNextNode();
+      for (; next && isMemoryEffectFree(next) && next->getNumRegions() == 0 &&
+             !next->hasTrait<OpTrait::IsTerminator>();
+           next = next->getNextNode())
+        between.push_back(next);
+      if (isa_and_nonnull<scf::ParallelOp>(next))
+        for (Operation *scalar : between)
+          scalar->moveBefore(first);
+    }
     auto second = first ? dyn_cast_or_null<scf::ParallelOp>(op->getNextNode()) : nullptr;
-    if (second && fuseIfIndependent(first, second))
-      continue; // try the new neighbour
+    if (scf::ParallelOp fused = second ? fuseIfIndependent(first, second) : nullptr) {
+      op = fused; // try the new neighbour
+      continue;
+    }
     op = op->getNextNode();
   }
 }

@@ -87,6 +87,13 @@ struct GroupedGemm {
   /// The gated activation fused into the epilogue, or null; it writes `gluOut`.
   linalg::GenericOp glu;
   Value gluOut;
+  /// The rounding of the f32 result (GLU output or `out`) to the operand
+  /// type fused into the epilogue, or null; it writes `roundedOut`.
+  linalg::GenericOp rounding;
+  Value roundedOut;
+
+  /// The f32 buffer the epilogue computes into before any rounding.
+  Value epilogueOut() const { return glu ? gluOut : out; }
 };
 
 bool isUnitStrides(memref::SubViewOp view) {
@@ -132,6 +139,34 @@ linalg::GenericOp matchGlu(linalg::GenericOp gemm, Value out) {
   return act;
 }
 
+/// The generic that rounds `result` (f32, written by `producer`) elementwise
+/// to a 16-bit float buffer, when it is `result`'s only reader: the epilogue
+/// then stores the rounded value and the f32 buffer is never written.
+linalg::GenericOp matchRounding(Operation *producer, Value result) {
+  linalg::GenericOp rounding;
+  for (Operation *user : result.getUsers()) {
+    if (user == producer || isa<linalg::FillOp, memref::DimOp>(user))
+      continue;
+    auto generic = dyn_cast<linalg::GenericOp>(user);
+    if (!generic || rounding)
+      return {};
+    rounding = generic;
+  }
+  if (!rounding || rounding.getNumDpsInputs() != 1 || rounding.getNumDpsInits() != 1 ||
+      rounding.getDpsInputs()[0] != result || rounding.getNumLoops() != 2 ||
+      rounding.getNumParallelLoops() != 2 ||
+      !llvm::all_of(rounding.getIndexingMapsArray(), [](AffineMap m) { return m.isIdentity(); }))
+    return {};
+  auto roundedType = dyn_cast<MemRefType>(rounding.getDpsInits()[0].getType());
+  Block *body = rounding.getBody();
+  auto trunc = dyn_cast<arith::TruncFOp>(body->front());
+  if (!roundedType || !(roundedType.getElementType().isF16() || roundedType.getElementType().isBF16()) ||
+      body->getOperations().size() != 2 || !trunc || trunc.getIn() != body->getArgument(0) ||
+      body->getTerminator()->getOperand(0) != trunc.getResult())
+    return {};
+  return rounding;
+}
+
 /// The buffer `op`'s body loads that is defined outside it and has `rank`.
 Value capturedLoad(linalg::GenericOp op, int64_t rank) {
   Value found;
@@ -170,6 +205,10 @@ FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
   gemm.glu = matchGlu(op, gemm.out);
   if (gemm.glu)
     gemm.gluOut = gemm.glu.getDpsInits()[0];
+  gemm.rounding = matchRounding(gemm.glu ? gemm.glu.getOperation() : op.getOperation(),
+                                gemm.epilogueOut());
+  if (gemm.rounding)
+    gemm.roundedOut = gemm.rounding.getDpsInits()[0];
   return gemm;
 }
 
@@ -177,11 +216,16 @@ FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
 class TensorCoreKernelBuilder {
 public:
   TensorCoreKernelBuilder(GroupedGemm gemm, bool emulate)
-      // At the GLU's place when fused: its output buffer is allocated after
-      // the matmul.
-      : gemm(gemm), emulate(emulate),
-        b(gemm.op.getLoc(), gemm.glu ? gemm.glu.getOperation() : gemm.op.getOperation()),
+      // At the last fused generic's place: its output buffer is allocated
+      // after the matmul.
+      : gemm(gemm), emulate(emulate), b(gemm.op.getLoc(), lastFused(gemm)),
         element(cast<MemRefType>(gemm.lhs.getType()).getElementType()) {}
+
+  static Operation *lastFused(GroupedGemm gemm) {
+    if (gemm.rounding)
+      return gemm.rounding;
+    return gemm.glu ? gemm.glu.getOperation() : gemm.op.getOperation();
+  }
 
   void build() {
     Value rows = dim(gemm.lhs, 0), depth = dim(gemm.lhs, 1), cols = dim(gemm.out, 1);
@@ -460,7 +504,23 @@ private:
     auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rows), ult(col, cols)));
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(&inside.getThenRegion().front());
-    memref::StoreOp::create(b, value, gemm.out, ValueRange{row, col});
+    storeResult(value, row, col);
+  }
+
+  /// Stores the f32 epilogue value at (row, col), rounded by the fused
+  /// rounding generic's body when there is one.
+  void storeResult(Value value, Value row, Value col) {
+    if (!gemm.rounding) {
+      memref::StoreOp::create(b, value, gemm.epilogueOut(), ValueRange{row, col});
+      return;
+    }
+    Block *body = gemm.rounding.getBody();
+    IRMapping map;
+    map.map(body->getArgument(0), value);
+    for (Operation &op : body->without_terminator())
+      b.clone(op, map);
+    memref::StoreOp::create(b, map.lookupOrDefault(body->getTerminator()->getOperand(0)),
+                            gemm.roundedOut, ValueRange{row, col});
   }
 
   /// The GLU generic's body on (gate, up), stored at tile coordinates
@@ -476,8 +536,7 @@ private:
     map.map(body->getArgument(1), up);
     for (Operation &op : body->without_terminator())
       b.clone(op, map);
-    Value value = map.lookupOrDefault(body->getTerminator()->getOperand(0));
-    memref::StoreOp::create(b, value, gemm.gluOut, ValueRange{row, col});
+    storeResult(map.lookupOrDefault(body->getTerminator()->getOperand(0)), row, col);
   }
 
   /// Writes the accumulator of tile element (warp tile origin + mma tile
@@ -511,18 +570,29 @@ private:
   void eraseReplaced() {
     Value out = gemm.out;
     gemm.op.erase();
-    if (!gemm.glu) {
-      eraseDeadFills(out);
-      return;
+    if (gemm.glu) {
+      SmallVector<Operation *> views;
+      for (Value half : gemm.glu.getDpsInputs())
+        views.push_back(half.getDefiningOp());
+      gemm.glu.erase();
+      for (Operation *view : views)
+        view->erase();
     }
-    SmallVector<Operation *> views;
-    for (Value half : gemm.glu.getDpsInputs())
-      views.push_back(half.getDefiningOp());
-    gemm.glu.erase();
-    for (Operation *view : views)
-      view->erase();
-    for (Operation *user : llvm::make_early_inc_range(out.getUsers())) {
-      // Its sizes are the lhs rows and the (static) width.
+    if (gemm.rounding)
+      gemm.rounding.erase();
+    // Intermediate f32 buffers no one writes or reads any more.
+    if (gemm.glu)
+      eraseUnusedBuffer(out);
+    if (gemm.rounding)
+      eraseUnusedBuffer(gemm.epilogueOut());
+    eraseDeadFills(gemm.rounding ? gemm.roundedOut : gemm.epilogueOut());
+  }
+
+  /// Erases `buffer`'s fills and allocation when nothing else uses it; its
+  /// sizes, still asked for by memref.dim, are the lhs rows and its static
+  /// width.
+  void eraseUnusedBuffer(Value buffer) {
+    for (Operation *user : llvm::make_early_inc_range(buffer.getUsers())) {
       if (auto dimOp = dyn_cast<memref::DimOp>(user)) {
         std::optional<int64_t> index = dimOp.getConstantIndex();
         if (!index)
@@ -530,16 +600,15 @@ private:
         OpBuilder at(dimOp);
         Value size = *index == 0 ? memref::DimOp::create(at, dimOp.getLoc(), gemm.lhs, 0).getResult()
                                  : arith::ConstantIndexOp::create(
-                                       at, dimOp.getLoc(), cast<MemRefType>(out.getType()).getDimSize(1))
+                                       at, dimOp.getLoc(), cast<MemRefType>(buffer.getType()).getDimSize(1))
                                        .getResult();
         dimOp.replaceAllUsesWith(size);
       }
       if (isa<linalg::FillOp, memref::DimOp>(user) && user->use_empty())
         user->erase();
     }
-    if (auto alloc = out.getDefiningOp<memref::AllocOp>(); alloc && alloc->use_empty())
+    if (auto alloc = buffer.getDefiningOp<memref::AllocOp>(); alloc && alloc->use_empty())
       alloc.erase();
-    eraseDeadFills(gemm.gluOut);
   }
 
   /// The kernel writes every element of `buffer` (rows of no expert as
