@@ -11,6 +11,9 @@ def layer(capacity, k=2, experts=4, normalize="none"):
 
 
 SHAPE = dict(tokens=32, hidden=16, ffn=8)
+# 300 tokens x 2 slots = 600 scan steps: three dispatch chunks of 256, so an
+# expert's ranks continue across chunk boundaries.
+CHUNKED = dict(tokens=300, hidden=16, ffn=8)
 CASES = [
     ("drop_probs_padded", dict(cfg=layer(dict(factor=0.75, drop="probs", pad=True)), **SHAPE)),
     ("drop_position_padded", dict(cfg=layer(dict(factor=0.75, drop="position", pad=True)), **SHAPE)),
@@ -26,6 +29,10 @@ CASES = [
                                     normalize="all"), **SHAPE)),
     ("rectify_intra_compact", dict(cfg=layer(dict(tokens=5, rectify="intra_device", experts_per_device=1)),
                                    **SHAPE)),
+    ("chunked_dropless", dict(cfg=layer(None, experts=5), **CHUNKED)),
+    ("chunked_drop_position", dict(cfg=layer(dict(factor=0.75, drop="position")), **CHUNKED)),
+    ("chunked_drop_slot_position_padded",
+     dict(cfg=layer(dict(factor=0.75, drop="slot_position", pad=True)), **CHUNKED)),
 ]
 
 main(CASES)

@@ -63,6 +63,11 @@ Value addIndex(OpBuilder &b, Location loc, Value x, int64_t y) {
   return arith::AddIOp::create(b, loc, x, constIndex(b, loc, y));
 }
 
+/// Scan steps per dispatch chunk: small enough for (T·k / chunk)·E-way
+/// parallelism at prefill sizes, large enough that a decode batch is one
+/// chunk.
+constexpr int64_t kDispatchChunk = 256;
+
 struct LowerDispatch : OpRewritePattern<DispatchOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -109,49 +114,130 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
               put(nb, nl, arith::AddIOp::create(nb, nl, n, i32One), st[2], {eIdx}), st[3]};
     };
 
-    // 1. Primary selections, in (t, k) order, up to the capacity. Each
-    // expert scans the slots in that order and numbers its own: experts are
-    // independent (each writes only its slots and its count), and the result
-    // is the sequential pass's, with E-way parallelism on the GPU.
+    // 1. Primary selections, in (t, k) order, up to the capacity.
     SmallVector<Value> state = {finalExpert, position, counts, rectified};
     Value numRouted = constIndex(b, loc, op.getNumExperts());
-    state = forRange(
-        b, loc, zero, numRouted, state,
-        [&](OpBuilder &b0, Location l0, Value eIdx, ValueRange s0) -> SmallVector<Value> {
-          Value e = indexToI32(b0, l0, eIdx);
-          SmallVector<Value> init = llvm::to_vector(s0);
-          init.push_back(i32Zero); // rows of e so far
-          // slot_position (GShard) visits slot-major: every token's first
-          // choice, then every second choice.
-          bool slotMajor = cap && cap.getDrop() == DropPolicy::slot_position;
-          Value outerEnd = slotMajor ? numPrimary : tokens, innerEnd = slotMajor ? tokens : numPrimary;
-          SmallVector<Value> scanned = forRange(
-              b0, l0, zero, outerEnd, init, [&](OpBuilder &b1, Location l1, Value outer, ValueRange s1) {
-                return forRange(b1, l1, zero, innerEnd, s1, [&](OpBuilder &b2, Location l2, Value inner,
-                                                                ValueRange s2) {
-                  Value t = slotMajor ? inner : outer, j = slotMajor ? outer : inner;
-                  Value mine = cmpi(b2, l2, P::eq, get(b2, l2, indices, {t, j}), e);
-                  return ifThen(b2, l2, mine, s2, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
-                    Value keep = trueV;
-                    if (cap) {
-                      Value limit = indexToI32(b3, l3, capacity);
-                      Value rank = cap.getDrop() != DropPolicy::probs
-                                       ? s2[4]
-                                       : probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
-                      keep = cmpi(b3, l3, P::slt, rank, limit);
-                    }
-                    return ifThen(b3, l3, keep, s2, [&](OpBuilder &b4, Location l4) -> SmallVector<Value> {
-                      return {put(b4, l4, e, s2[0], {t, j}), put(b4, l4, s2[4], s2[1], {t, j}), s2[2],
-                              s2[3], arith::AddIOp::create(b4, l4, s2[4], i32One)};
+    // slot_position (GShard) visits slot-major: every token's first choice,
+    // then every second choice.
+    bool slotMajor = cap && cap.getDrop() == DropPolicy::slot_position;
+    // The slot visited at scan step s.
+    auto slotAt = [&](OpBuilder &nb, Location nl, Value s) -> std::pair<Value, Value> {
+      Value major = slotMajor ? tokens : numPrimary;
+      Value q = arith::DivUIOp::create(nb, nl, s, major), r = arith::RemUIOp::create(nb, nl, s, major);
+      return slotMajor ? std::pair{r, q} : std::pair{q, r};
+    };
+    Value steps = arith::MulIOp::create(b, loc, tokens, numPrimary);
+    if (!cap || cap.getDrop() != DropPolicy::probs) {
+      // Chunks of kDispatchChunk scan steps x experts are independent:
+      // count each expert's slots per chunk, scan the counts over the
+      // chunks per expert, then number each chunk's slots from its base.
+      // The same ranks as the sequential pass, with (T·k / chunk)·E-way
+      // parallelism on the GPU.
+      Value chunk = constIndex(b, loc, kDispatchChunk);
+      Value numChunks = arith::DivUIOp::create(b, loc, addIndex(b, loc, steps, kDispatchChunk - 1), chunk);
+      auto chunkRange = [&](OpBuilder &nb, Location nl, Value c) -> std::pair<Value, Value> {
+        Value lo = arith::MulIOp::create(nb, nl, c, chunk);
+        return {lo, arith::MinUIOp::create(nb, nl, arith::AddIOp::create(nb, nl, lo, chunk), steps)};
+      };
+      auto isExpert = [&](OpBuilder &nb, Location nl, Value s, Value e) {
+        auto [t, j] = slotAt(nb, nl, s);
+        return cmpi(nb, nl, P::eq, get(nb, nl, indices, {t, j}), e);
+      };
+      auto perChunkType = RankedTensorType::get({ShapedType::kDynamic, experts}, b.getI32Type());
+      Value perChunk = zeros(b, loc, perChunkType, {numChunks, numExperts});
+      // 1a. Slots of each expert in each chunk.
+      perChunk = forRange(b, loc, zero, numChunks, ValueRange{perChunk},
+          [&](OpBuilder &b0, Location l0, Value c, ValueRange s0) {
+            return forRange(b0, l0, zero, numRouted, s0,
+                [&](OpBuilder &b1, Location l1, Value eIdx, ValueRange s1) -> SmallVector<Value> {
+                  Value e = indexToI32(b1, l1, eIdx);
+                  auto [lo, hi] = chunkRange(b1, l1, c);
+                  Value n = forRange(b1, l1, lo, hi, ValueRange{i32Zero},
+                      [&](OpBuilder &b2, Location l2, Value st, ValueRange s2) -> SmallVector<Value> {
+                        Value one = arith::ExtUIOp::create(b2, l2, b2.getI32Type(), isExpert(b2, l2, st, e));
+                        return {arith::AddIOp::create(b2, l2, s2[0], one)};
+                      })[0];
+                  return {put(b1, l1, n, s1[0], {c, eIdx})};
+                }, /*independent=*/true);
+          }, /*independent=*/true)[0];
+      // 1b. Per expert: each chunk's base (the expert's slots before it)
+      // and the expert's rows (at most the capacity).
+      SmallVector<Value> scanned = forRange(b, loc, zero, numRouted, ValueRange{perChunk, state[2]},
+          [&](OpBuilder &b0, Location l0, Value eIdx, ValueRange s0) -> SmallVector<Value> {
+            SmallVector<Value> run = forRange(b0, l0, zero, numChunks, ValueRange{s0[0], i32Zero},
+                [&](OpBuilder &b1, Location l1, Value c, ValueRange s1) -> SmallVector<Value> {
+                  Value n = get(b1, l1, s1[0], {c, eIdx});
+                  return {put(b1, l1, s1[1], s1[0], {c, eIdx}), arith::AddIOp::create(b1, l1, s1[1], n)};
+                });
+            Value total = run[1];
+            if (cap)
+              total = arith::MinSIOp::create(b0, l0, total, indexToI32(b0, l0, capacity));
+            return {run[0], put(b0, l0, total, s0[1], {eIdx})};
+          }, /*independent=*/true);
+      Value bases = scanned[0];
+      state[2] = scanned[1];
+      // 1c. Each chunk's slots of each expert numbered from the base;
+      // ranks past the capacity are dropped.
+      SmallVector<Value> placed = forRange(b, loc, zero, numChunks, ValueRange{state[0], state[1]},
+          [&](OpBuilder &b0, Location l0, Value c, ValueRange s0) {
+            return forRange(b0, l0, zero, numRouted, s0,
+                [&](OpBuilder &b1, Location l1, Value eIdx, ValueRange s1) -> SmallVector<Value> {
+                  Value e = indexToI32(b1, l1, eIdx);
+                  auto [lo, hi] = chunkRange(b1, l1, c);
+                  SmallVector<Value> init = llvm::to_vector(s1);
+                  init.push_back(get(b1, l1, bases, {c, eIdx}));
+                  SmallVector<Value> out = forRange(b1, l1, lo, hi, init,
+                      [&](OpBuilder &b2, Location l2, Value st, ValueRange s2) {
+                        return ifThen(b2, l2, isExpert(b2, l2, st, e), s2,
+                            [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
+                              auto [t, j] = slotAt(b3, l3, st);
+                              Value rank = s2[2];
+                              Value next = arith::AddIOp::create(b3, l3, rank, i32One);
+                              Value keep = cap ? cmpi(b3, l3, P::slt, rank, indexToI32(b3, l3, capacity))
+                                               : trueV;
+                              SmallVector<Value> kept = ifThen(b3, l3, keep, s2.take_front(2),
+                                  [&](OpBuilder &b4, Location l4) -> SmallVector<Value> {
+                                    return {put(b4, l4, e, s2[0], {t, j}), put(b4, l4, rank, s2[1], {t, j})};
+                                  });
+                              return {kept[0], kept[1], next};
+                            });
+                      });
+                  out.pop_back();
+                  return out;
+                }, /*independent=*/true);
+          }, /*independent=*/true);
+      state[0] = placed[0];
+      state[1] = placed[1];
+    } else {
+      // drop = probs: a slot's rank compares weights with every slot of its
+      // expert; each expert scans the slots in order and numbers its own
+      // (experts are independent: each writes only its slots and count).
+      state = forRange(
+          b, loc, zero, numRouted, state,
+          [&](OpBuilder &b0, Location l0, Value eIdx, ValueRange s0) -> SmallVector<Value> {
+            Value e = indexToI32(b0, l0, eIdx);
+            SmallVector<Value> init = llvm::to_vector(s0);
+            init.push_back(i32Zero); // rows of e so far
+            SmallVector<Value> scanned = forRange(
+                b0, l0, zero, steps, init, [&](OpBuilder &b1, Location l1, Value st, ValueRange s1) {
+                  auto [t, j] = slotAt(b1, l1, st);
+                  Value mine = cmpi(b1, l1, P::eq, get(b1, l1, indices, {t, j}), e);
+                  return ifThen(b1, l1, mine, s1, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
+                    Value limit = indexToI32(b3, l3, capacity);
+                    Value rank = probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
+                    Value keep = cmpi(b3, l3, P::slt, rank, limit);
+                    return ifThen(b3, l3, keep, s1, [&](OpBuilder &b4, Location l4) -> SmallVector<Value> {
+                      return {put(b4, l4, e, s1[0], {t, j}), put(b4, l4, s1[4], s1[1], {t, j}), s1[2],
+                              s1[3], arith::AddIOp::create(b4, l4, s1[4], i32One)};
                     });
                   });
                 });
-              });
-          Value count = scanned.pop_back_val();
-          scanned[2] = put(b0, l0, count, scanned[2], {eIdx});
-          return scanned;
-        },
-        /*independent=*/true);
+            Value count = scanned.pop_back_val();
+            scanned[2] = put(b0, l0, count, scanned[2], {eIdx});
+            return scanned;
+          },
+          /*independent=*/true);
+    }
 
     // The shared slot: every token, on expert E, after its routed slots.
     if (shared) {
