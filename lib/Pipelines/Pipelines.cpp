@@ -5,6 +5,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Pipelines/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -84,6 +85,7 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
 void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
   addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true, /*emulate=*/false);
   addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
+  pm.addNestedPass<gpu::GPUModuleOp>(createMoeAlignWorkgroupBuffers());
   gpu::GPUToNVVMPipelineOptions nvvm;
   nvvm.cubinChip = options.chip;
   nvvm.cubinFeatures = options.features;

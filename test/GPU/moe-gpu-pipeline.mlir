@@ -16,6 +16,12 @@
 // Its grouped GEMMs run on tensor cores: ldmatrix fragments, bf16 mma.sync.
 // RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline=format=isa \
 // RUN:   | FileCheck %s --check-prefix=TENSORCORES
+// The tensor-core kernels' shared tiles are 16-byte aligned, filled by
+// 16-byte cp.async (zero-fill operand), waited for, read by ldmatrix.
+// TENSORCORES: .shared .align 16 .b8 __wg_mixtral_moe_kernel{{(_[0-9]+)?}}_0[10240];
+// TENSORCORES: cp.async.cg.shared.global
+// TENSORCORES: cp.async.commit_group;
+// TENSORCORES: cp.async.wait_group
 // TENSORCORES: ldmatrix.sync.aligned.m8n8.x4.shared.b16
 // TENSORCORES: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
 // A bad chip is a located error, not a crash.

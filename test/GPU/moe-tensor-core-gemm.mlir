@@ -6,28 +6,36 @@
 // RUN:   --moe-tensor-core-gemm=emulate | FileCheck %s --check-prefix=EMU
 
 // A bf16 grouped matmul: one launch of 128 threads per 64 x 64 tile with two
-// shared tiles (rows padded to 40), a loop over the row groups that meet the
-// block's rows, K in steps of 32 between barriers, ldmatrix x4 (A) and x2
-// (B), 2 x 4 bf16 mma.sync per k-step of 16, the accumulators stored.
-// The kernel writes every element (rows of no expert as 0), rounded to bf16
-// in the epilogue: the f32 result, its zero fill and the rounding generic
-// are gone.
+// double-buffered shared tiles (2 stages, rows padded to 40). K = 72 is a
+// multiple of 8, so the tiles are filled by 16-byte cp.async (zero-filled
+// outside the matrices and the expert's rows): a prologue for the first K
+// step, then each step prefetches the next into the other stage, waits for
+// all but the newest group, and multiplies between barriers (ldmatrix x4 for
+// A, x2 for B, 2 x 4 bf16 mma.sync per k-step of 16); after a row group's K
+// loop every copy is waited for. The kernel writes every element (rows of no
+// expert as 0), rounded to bf16 in the epilogue: the f32 result, its zero
+// fill and the rounding generic are gone.
 // CHECK-LABEL: func.func @bf16
 // CHECK-NOT: memref<?x80xf32>
 // CHECK: linalg.generic {{.*}} attrs = {moe.row_experts}
 // CHECK-NOT: linalg.fill {{.*}}memref<?x80xbf16>
 // CHECK-NOT: moe.grouped_gemm
-// CHECK: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>)
+// CHECK: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>)
 // CHECK: scf.for {{.*}} -> (f32, f32
+// CHECK: nvgpu.device_async_copy %{{.*}}, %[[A]][%c0{{.*}}], 8, %{{.*}} {bypassL1}
+// CHECK: nvgpu.device_async_copy %{{.*}}, %[[B]][%c0{{.*}}], 8, %{{.*}} {bypassL1}
+// CHECK: %[[PROLOGUE:.*]] = nvgpu.device_async_create_group
 // CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c32
+// CHECK: nvgpu.device_async_copy
+// CHECK: %[[GROUP:.*]] = nvgpu.device_async_create_group
+// CHECK: nvgpu.device_async_wait %[[GROUP]] {numGroups = 1 : i32}
 // CHECK: gpu.barrier
-// CHECK: memref.store {{.*}}, %[[A]]
-// CHECK: memref.store {{.*}}, %[[B]]
-// CHECK: gpu.barrier
-// CHECK: nvgpu.ldmatrix %[[A]]{{.*}} {numTiles = 4 : i32, transpose = false} {{.*}} -> vector<4x2xbf16>
-// CHECK: nvgpu.ldmatrix %[[B]]{{.*}} {numTiles = 2 : i32, transpose = false} {{.*}} -> vector<2x2xbf16>
+// CHECK: nvgpu.ldmatrix %[[A]][{{.*}}, {{.*}}, {{.*}}] {numTiles = 4 : i32, transpose = false} {{.*}} -> vector<4x2xbf16>
+// CHECK: nvgpu.ldmatrix %[[B]][{{.*}}, {{.*}}, {{.*}}] {numTiles = 2 : i32, transpose = false} {{.*}} -> vector<2x2xbf16>
 // CHECK: vector.bitcast {{.*}} : vector<2xbf16> to vector<1xi32>
 // CHECK: nvvm.mma.sync {{.*}}multiplicandAPtxType = #nvvm.mma_type<bf16>{{.*}}shape = #nvvm.shape<m = 16, n = 8, k = 16>
+// CHECK: gpu.barrier
+// CHECK: nvgpu.device_async_wait %[[PROLOGUE]] {numGroups = 0 : i32}
 // CHECK: %[[R:.*]] = arith.truncf %{{.*}} : f32 to bf16
 // CHECK: memref.store %[[R]], %{{.*}} : memref<?x80xbf16>
 // CHECK: gpu.terminator
@@ -53,11 +61,12 @@ func.func @bf16(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5x
 // -----
 
 // f16 operands go to the mma as vector<2xf16> pairs; a shared expert's
-// weights are read for the last row group.
+// weights are copied for the last row group.
 // CHECK-LABEL: func.func @f16_shared
 // CHECK: gpu.launch
-// CHECK: memref.load %{{.*}} : memref<32x48xf16>
-// CHECK: memref.load %{{.*}} : memref<3x32x48xf16>
+// CHECK: scf.if %{{.*}} -> (!nvgpu.device.async.token)
+// CHECK: nvgpu.device_async_copy %{{.*}} : memref<32x48xf16> to
+// CHECK: nvgpu.device_async_copy %{{.*}} : memref<3x32x48xf16> to
 // CHECK: nvvm.mma.sync {{.*}}shape = #nvvm.shape<m = 16, n = 8, k = 16>} : (vector<2xf16>, vector<2xf16>, f32)
 // EMU-LABEL: func.func @f16_shared
 // EMU: gpu.launch
@@ -145,5 +154,22 @@ func.func @combine_keeps_f32(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %o
                              %rows: tensor<?x2xi32>, %gates: tensor<?x2xf32>) -> tensor<?x80xbf16> {
   %y = moe.grouped_matmul_combine %x, %w, %off, %rows, %gates
       : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>, tensor<?x2xi32>, tensor<?x2xf32>) -> tensor<?x80xbf16>
+  return %y : tensor<?x80xbf16>
+}
+
+// -----
+
+// K = 36 is not a multiple of 8: the tiles are staged element by element
+// (synchronously, one stage), no cp.async.
+// CHECK-LABEL: func.func @odd_depth
+// CHECK: gpu.launch {{.*}} workgroup(%[[A:.*]] : memref<64x40xbf16, #gpu.address_space<workgroup>>,
+// CHECK-NOT: nvgpu.device_async_copy
+// CHECK: memref.load %{{.*}} : memref<?x36xbf16>
+// CHECK: memref.store %{{.*}}, %[[A]]
+// CHECK: nvgpu.ldmatrix %[[A]][{{[^,]*}}, {{[^,]*}}] {numTiles = 4
+// EMU-LABEL: func.func @odd_depth
+// EMU: gpu.launch
+func.func @odd_depth(%x: tensor<?x36xbf16>, %w: tensor<4x80x36xbf16>, %off: tensor<5xi32>) -> tensor<?x80xbf16> {
+  %y = moe.grouped_matmul %x, %w, %off : (tensor<?x36xbf16>, tensor<4x80x36xbf16>, tensor<5xi32>) -> tensor<?x80xbf16>
   return %y : tensor<?x80xbf16>
 }

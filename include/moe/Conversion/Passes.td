@@ -178,7 +178,9 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
     `linalg.generic` with the `moe.grouped_gemm` attribute) whose operands
     are both bf16 or both f16 becomes one `gpu.launch`: 64 x 64 output tiles
     per block, four warps of 32 x 32, K in steps of 32 staged in shared
-    memory (rows padded against bank conflicts), fragments loaded with
+    memory (rows padded against bank conflicts; with K a multiple of 8 by
+    16-byte `nvgpu.device_async_copy` into two stages, the next K step
+    loading while the current one multiplies), fragments loaded with
     `nvgpu.ldmatrix`, products by `nvvm.mma.sync` m16n8k16 with f32
     accumulators in registers. A block visits only the experts whose row
     range meets its rows, so an expert with no tokens costs no weight reads.
@@ -220,6 +222,27 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
                            "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect",
                            "::mlir::vector::VectorDialect", "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
+}
+
+def MoeAlignWorkgroupBuffers : Pass<"moe-align-workgroup-buffers", "::mlir::gpu::GPUModuleOp"> {
+  let summary = "Aligns the shared-memory buffers of outlined kernels for vector access";
+  let description = [{
+    Runs after `gpu-kernel-outlining`. Every workgroup attribution of every
+    `gpu.func` without an `llvm.align` attribute gets `llvm.align =
+    alignment` (16 by default). The NVVM lowering otherwise aligns a buffer
+    only to its element size (2 bytes for bf16), while `ldmatrix` and
+    16-byte `cp.async` need 16-byte aligned shared addresses.
+
+    ```mlir
+    gpu.func @k() workgroup(%tile : memref<64x40xbf16, #gpu.address_space<workgroup>>) kernel
+    // becomes
+    gpu.func @k() workgroup(%tile : memref<64x40xbf16, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
+    ```
+  }];
+  let options = [
+    Option<"alignment", "alignment", "int64_t", /*default=*/"16",
+           "byte alignment of every workgroup buffer (a power of two)">,
+  ];
 }
 
 def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {

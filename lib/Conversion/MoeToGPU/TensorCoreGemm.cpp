@@ -79,6 +79,14 @@ constexpr int64_t kSharedStride = kTileK + 8;
 
 static_assert(kTileM * kTileK % kThreads == 0 && kTileN * kTileK % kThreads == 0,
               "every thread stages the same number of elements");
+// With K a multiple of kVector, tiles are staged as 16-byte vectors by
+// cp.async into two shared buffers (the next K step loads while the
+// current one multiplies).
+constexpr int64_t kVector = 8, kStages = 2;
+constexpr int64_t kVectorsPerRow = kTileK / kVector;
+constexpr int64_t kVectorsPerThread = kTileM * kTileK / kVector / kThreads;
+static_assert(kTileM == kTileN && kTileM * kTileK % (kVector * kThreads) == 0,
+              "every thread stages the same number of vectors of A and B");
 
 /// The operands of one marked grouped matmul, after bufferization.
 struct GroupedGemm {
@@ -235,7 +243,12 @@ public:
     outCols = gemm.glu ? dim(gemm.gluOut, 1) : cols;
     Value gridX = ceilDiv(outCols, gemm.glu ? kTileN / 2 : kTileN);
     Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, kTileM), idx(1));
-    auto sharedType = MemRefType::get({kTileM, kSharedStride}, element, MemRefLayoutAttrInterface(),
+    int64_t staticDepth = cast<MemRefType>(gemm.lhs.getType()).getDimSize(1);
+    vectorStaging = !ShapedType::isDynamic(staticDepth) && staticDepth % kVector == 0;
+    SmallVector<int64_t> tileShape = {kTileM, kSharedStride};
+    if (vectorStaging)
+      tileShape.insert(tileShape.begin(), kStages);
+    auto sharedType = MemRefType::get(tileShape, element, MemRefLayoutAttrInterface(),
                                       gpu::AddressSpaceAttr::get(b.getContext(),
                                                                  gpu::AddressSpace::Workgroup));
     SmallVector<Type> workgroup;
@@ -358,13 +371,20 @@ private:
   }
 
   SmallVector<Value> emitKLoop(Value group, ValueRange accs) {
+    if (vectorStaging && !emulate)
+      return emitPipelinedKLoop(group, accs);
     auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), depth, idx(kTileK), accs);
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(bareBlock(kLoop.getBody()));
     Value k0 = kLoop.getInductionVar();
     SmallVector<Value> updated;
     if (emulate) {
-      forEach(kThreads, [&](Value tid) { emitStaging(tid, group, k0); });
+      forEach(kThreads, [&](Value tid) {
+        if (vectorStaging)
+          emitVectorStaging(tid, group, k0, Value());
+        else
+          emitStaging(tid, group, k0);
+      });
       emitEmulatedProducts();
     } else {
       gpu::BarrierOp::create(b, b.getLoc()); // the previous step's reads are done
@@ -376,6 +396,123 @@ private:
     }
     scf::YieldOp::create(b, b.getLoc(), updated);
     return SmallVector<Value>(kLoop.getResults());
+  }
+
+  /// The K loop with cp.async double buffering: step i multiplies stage
+  /// i % 2 while the copies of step i + 1 fill the other stage. Every step
+  /// commits one group (past the end its copies only write zeros into the
+  /// idle stage), so waiting for all but the newest group leaves the current
+  /// stage complete; the barriers keep a stage from being refilled while a
+  /// warp still reads it.
+  SmallVector<Value> emitPipelinedKLoop(Value group, ValueRange accs) {
+    Value prologue = emitVectorStaging(threadId, group, idx(0), idx(0));
+    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), depth, idx(kTileK), accs);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(bareBlock(kLoop.getBody()));
+      Value k0 = kLoop.getInductionVar();
+      Value current = arith::RemUIOp::create(b, arith::DivUIOp::create(b, k0, idx(kTileK)), idx(kStages));
+      Value next = arith::SubIOp::create(b, idx(kStages - 1), current);
+      Value token = emitVectorStaging(threadId, group, add(k0, kTileK), next);
+      nvgpu::DeviceAsyncWaitOp::create(b, token, b.getI32IntegerAttr(1));
+      gpu::BarrierOp::create(b, b.getLoc());
+      stage = current;
+      SmallVector<Value> updated(kLoop.getRegionIterArgs().begin(), kLoop.getRegionIterArgs().end());
+      for (int64_t ks = 0; ks < kTileK; ks += kMmaK)
+        updated = emitMmaStep(ks, updated);
+      stage = Value();
+      gpu::BarrierOp::create(b, b.getLoc()); // this stage is refilled two steps on
+      scf::YieldOp::create(b, b.getLoc(), updated);
+    }
+    // The last step's (zero) copies must land before the next row group's
+    // prologue refills the stages (the wait lowers to cp.async.wait_group 0;
+    // its token operand only orders it).
+    nvgpu::DeviceAsyncWaitOp::create(b, prologue, b.getI32IntegerAttr(0));
+    return SmallVector<Value>(kLoop.getResults());
+  }
+
+  /// Whether tile row r (rowBase + r) belongs to `group`: a row of the
+  /// batch whose expert is `group`.
+  Value rowInGroup(Value r, Value group) {
+    Value row = add(rowBase, r);
+    auto rowIf = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getI1Type()}, ult(row, rows), true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&rowIf.getThenRegion().front());
+    Value e = memref::LoadOp::create(b, gemm.rowExperts, row);
+    Value groupI32 = arith::IndexCastOp::create(b, b.getI32Type(), group);
+    scf::YieldOp::create(b, b.getLoc(),
+                         arith::CmpIOp::create(b, arith::CmpIPredicate::eq, e, groupI32).getResult());
+    b.setInsertionPointToStart(&rowIf.getElseRegion().front());
+    scf::YieldOp::create(b, b.getLoc(), arith::ConstantIntOp::create(b, 0, 1).getResult());
+    return rowIf.getResult(0);
+  }
+
+  /// Copies vector [c, c + kVector) of `src` row `srcRow` (a view of
+  /// `srcPrefix` then (row, k)) into `tile` row r, or zeros when `valid` is
+  /// false. With `stageIndex` (the real kernel) it is a cp.async of 16
+  /// bytes, zero-filled by a source size of 0, returning its token; without
+  /// (emulation) scalar loads and stores.
+  Value copyVector(Value tile, Value stageIndex, Value r, Value c, Value src, ValueRange srcPrefix,
+                   Value srcRow, Value k, Value valid) {
+    Value safeRow = arith::SelectOp::create(b, valid, srcRow, idx(0));
+    Value safeK = arith::SelectOp::create(b, valid, k, idx(0));
+    SmallVector<Value> srcIndices(srcPrefix.begin(), srcPrefix.end());
+    srcIndices.append({safeRow, safeK});
+    if (stageIndex) {
+      Value srcElements = arith::SelectOp::create(b, valid, idx(kVector), idx(0));
+      return nvgpu::DeviceAsyncCopyOp::create(b, nvgpu::DeviceAsyncTokenType::get(b.getContext()), tile,
+                                              ValueRange{stageIndex, r, c}, src, srcIndices,
+                                              b.getIndexAttr(kVector), srcElements, b.getUnitAttr());
+    }
+    forEach(kVector, [&](Value v) {
+      SmallVector<Value> at(srcPrefix.begin(), srcPrefix.end());
+      at.append({safeRow, add(safeK, v)});
+      Value x = loadOrZero(valid, [&] { return memref::LoadOp::create(b, src, at); });
+      memref::StoreOp::create(b, x, tile, ValueRange{r, add(c, v)});
+    });
+    return Value();
+  }
+
+  /// Thread `tid` stages its vectors of the lhs tile (rows of `group` only)
+  /// and the weight tile for K step k0, 0 outside the matrices: into stage
+  /// `stageIndex` by cp.async (returns the committed group's token), or
+  /// with scalar copies when emulated (`stageIndex` null).
+  Value emitVectorStaging(Value tid, Value group, Value k0, Value stageIndex) {
+    auto tokenType = nvgpu::DeviceAsyncTokenType::get(b.getContext());
+    Value isShared = gemm.shared ? arith::CmpIOp::create(b, arith::CmpIPredicate::eq, group, numExperts).getResult()
+                                 : Value();
+    SmallVector<Value> tokens;
+    for (int64_t i = 0; i < kVectorsPerThread; ++i) {
+      Value flat = add(tid, i * kThreads);
+      Value r = arith::DivUIOp::create(b, flat, idx(kVectorsPerRow));
+      Value c = arith::MulIOp::create(b, arith::RemUIOp::create(b, flat, idx(kVectorsPerRow)), idx(kVector));
+      Value k = add(k0, c);
+      Value kIn = ult(k, depth); // the whole vector: depth is a multiple of kVector
+      Value aValid = andI(kIn, rowInGroup(r, group));
+      tokens.push_back(copyVector(tileA, stageIndex, r, c, gemm.lhs, {}, add(rowBase, r), k, aValid));
+      auto [col, inside] = weightRow(r);
+      Value bValid = andI(inside, kIn);
+      if (!gemm.shared) {
+        tokens.push_back(copyVector(tileB, stageIndex, r, c, gemm.weights, group, col, k, bValid));
+        continue;
+      }
+      auto pick = scf::IfOp::create(b, b.getLoc(), stageIndex ? TypeRange{tokenType} : TypeRange{},
+                                    isShared, true);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&pick.getThenRegion().front());
+      Value fromShared = copyVector(tileB, stageIndex, r, c, gemm.shared, {}, col, k, bValid);
+      if (stageIndex)
+        scf::YieldOp::create(b, b.getLoc(), fromShared);
+      b.setInsertionPointToStart(&pick.getElseRegion().front());
+      Value fromExpert = copyVector(tileB, stageIndex, r, c, gemm.weights, group, col, k, bValid);
+      if (stageIndex) {
+        scf::YieldOp::create(b, b.getLoc(), fromExpert);
+        tokens.push_back(pick.getResult(0));
+      }
+    }
+    if (!stageIndex)
+      return Value();
+    return nvgpu::DeviceAsyncCreateGroupOp::create(b, tokenType, tokens);
   }
 
   /// Thread `tid` copies its share of the lhs tile (rows of `group` only)
@@ -455,7 +592,10 @@ private:
   SmallVector<Value> emitMmaStep(int64_t ks, ArrayRef<Value> accs) {
     auto fragments = [&](Value tile, Value row, Value col, int64_t count) {
       auto type = VectorType::get({count, 2}, element);
-      Value frag = nvgpu::LdMatrixOp::create(b, b.getLoc(), type, tile, ValueRange{row, col},
+      SmallVector<Value> at = {row, col};
+      if (stage)
+        at.insert(at.begin(), stage);
+      Value frag = nvgpu::LdMatrixOp::create(b, b.getLoc(), type, tile, at,
                                              /*transpose=*/false, static_cast<uint32_t>(count));
       SmallVector<Value> regs;
       for (int64_t i = 0; i < count; ++i)
@@ -680,6 +820,8 @@ private:
   Operation *kernel = nullptr;
   Value rows, depth, cols, outCols, numExperts, numGroups, rowBase, colBase;
   Value tileA, tileB, accTile;                              // shared tiles; emulation's accumulators
+  bool vectorStaging = false;                               // K % kVector == 0: 16-byte copies
+  Value stage;                                              // the pipelined loop's current stage
   Value threadId, lane, warpRow, warpCol;                   // real kernel only
 };
 
