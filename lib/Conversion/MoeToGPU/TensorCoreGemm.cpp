@@ -518,7 +518,6 @@ private:
   /// Thread `tid` copies its share of the lhs tile (rows of `group` only)
   /// and the weight tile into shared memory, 0 outside the matrices.
   void emitStaging(Value tid, Value group, Value k0) {
-    Value groupI32 = arith::IndexCastOp::create(b, b.getI32Type(), group);
     Value isShared = gemm.shared ? arith::CmpIOp::create(b, arith::CmpIPredicate::eq, group, numExperts).getResult()
                                  : Value();
     for (int64_t i = 0; i < kTileM * kTileK / kThreads; ++i) {
@@ -529,18 +528,8 @@ private:
       Value kIn = ult(k, depth);
       // lhs: row rowBase + r when it belongs to `group`.
       Value row = add(rowBase, r);
-      Value rowIn = andI(ult(row, rows), kIn);
-      auto rowIf = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getI1Type()}, rowIn, true);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(&rowIf.getThenRegion().front());
-        Value e = memref::LoadOp::create(b, gemm.rowExperts, row);
-        scf::YieldOp::create(b, b.getLoc(),
-                             arith::CmpIOp::create(b, arith::CmpIPredicate::eq, e, groupI32).getResult());
-        b.setInsertionPointToStart(&rowIf.getElseRegion().front());
-        scf::YieldOp::create(b, b.getLoc(), arith::ConstantIntOp::create(b, 0, 1).getResult());
-      }
-      Value a = loadOrZero(rowIf.getResult(0),
+      Value aValid = andI(kIn, rowInGroup(r, group));
+      Value a = loadOrZero(aValid,
                            [&] { return memref::LoadOp::create(b, gemm.lhs, ValueRange{row, k}); });
       memref::StoreOp::create(b, a, tileA, ValueRange{r, c});
       // weights: row `weightRow` of expert `group` (or the shared one).
