@@ -5,14 +5,16 @@ Two halves, because the GPU machine has no LLVM/MLIR:
 
   python3 bench/gpu_check.py prepare [--out DIR] [--chip sm_90]
       (here) writes each layer's MLIR, compiles a CPU and a GPU artifact with
-      moe-compile, runs the CPU artifact on seeded random inputs, saves the
+      moe-compile (bf16 layers also an sm_90a one with the Hopper wgmma
+      kernels, --wgmma), runs the CPU artifact on seeded random inputs, saves the
       inputs and outputs, checks the CPU outputs against the float64 numpy
       reference (python/moe_reference), and copies moe-exec and
       libmoe_runtime.so into DIR (a few MB: carry it to the GPU machine).
 
   python3 DIR/gpu_check.py run [--dir DIR]
       (on the GPU machine; numpy only) runs every GPU artifact with moe-exec
-      on the saved inputs against the CPU outputs and writes DIR/results.md.
+      on the saved inputs against the CPU outputs and writes DIR/results.md
+      (the sm_90a artifacts only on an sm_90 GPU: H100/H200).
       Exit status 1 if any layer is outside its tolerance.
 
 Tolerances (normwise relative, max|gpu - cpu| / max|cpu|): f32 1e-5 (the GPU
@@ -38,6 +40,8 @@ def cases():
     return {
         "mixtral_f32": (mixtral, 64, 128, 64, "f32"),
         "mixtral_bf16": (mixtral, 64, 128, 64, "bf16"),
+        # Several row and column tiles, more K steps than pipeline stages.
+        "mixtral_bf16_large": (mixtral, 200, 512, 384, "bf16"),
         "deepseek_v3": (dict(experts=[("ffn", 256)], activation="swiglu",
                              routing=dict(scoring="sigmoid", k=8, normalize="all", scale=2.5,
                                           num_groups=8, topk_groups=4), bias=True, shared=32),
@@ -86,9 +90,12 @@ def prepare(args):
         src = os.path.join(case_dir, "layer.mlir")
         with open(src, "w") as f:
             f.write(layer.mlir_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=False))
-        for target in ("cpu", "gpu"):
-            subprocess.run([compile_, src, f"--target={target}", f"--chip={args.chip}",
-                            "-o", os.path.join(case_dir, f"lib{target}.so")], check=True, capture_output=True)
+        variants = {"cpu": ["--target=cpu"], "gpu": ["--target=gpu", f"--chip={args.chip}"]}
+        if dtype == "bf16":
+            variants["gpu_wgmma"] = ["--target=gpu", "--chip=sm_90a", "--wgmma"]
+        for variant, flags in variants.items():
+            subprocess.run([compile_, src, *flags, "-o", os.path.join(case_dir, f"lib{variant}.so")],
+                           check=True, capture_output=True)
         run = subprocess.run([exec_, os.path.join(case_dir, "libcpu.so"), "--seed", "11", "--save-inputs",
                               "--output-dir", case_dir], capture_output=True, text=True)
         if run.returncode != 0:
@@ -103,7 +110,8 @@ def prepare(args):
         print(f"{name}: CPU artifact vs float64 reference: rel err {err:.2e} (tol {TOLERANCE[dtype]:.0e})")
         if err > TOLERANCE[dtype]:
             sys.exit(f"{name}: the CPU reference itself is off")
-        manifest.append(dict(name=name, dtype=dtype, inputs=len(specs), outputs=2, cpu_vs_numpy=err))
+        manifest.append(dict(name=name, dtype=dtype, inputs=len(specs), outputs=2, cpu_vs_numpy=err,
+                             gpu=[v for v in variants if v != "cpu"]))
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     size = sum(os.path.getsize(os.path.join(d, x)) for d, _, xs in os.walk(args.out) for x in xs)
@@ -117,20 +125,23 @@ def run(args):
     rows, failed = [], 0
     for case in manifest:
         d = os.path.join(args.dir, case["name"])
-        cmd = [exec_, os.path.join(d, "libgpu.so"), "--tolerance", str(TOLERANCE[case["dtype"]])]
-        cmd += sum((["--input", os.path.join(d, f"input_{i}.npy")] for i in range(case["inputs"])), [])
-        cmd += sum((["--reference", os.path.join(d, f"output_{i}.npy")] for i in range(case["outputs"])), [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        errs = [line.split("max rel err ")[1].split()[0] for line in proc.stdout.splitlines() if "max rel err" in line]
-        ok = proc.returncode == 0
-        failed += not ok
-        rows.append(f"| {case['name']} | {case['dtype']} | {' / '.join(errs) or '-'} | "
-                    f"{TOLERANCE[case['dtype']]:.0e} | {'ok' if ok else 'FAIL'} |")
-        print(rows[-1] if ok else rows[-1] + "\n" + proc.stdout + proc.stderr)
+        for variant in case.get("gpu", ["gpu"]):
+            cmd = [exec_, os.path.join(d, f"lib{variant}.so"), "--tolerance", str(TOLERANCE[case["dtype"]])]
+            cmd += sum((["--input", os.path.join(d, f"input_{i}.npy")] for i in range(case["inputs"])), [])
+            cmd += sum((["--reference", os.path.join(d, f"output_{i}.npy")] for i in range(case["outputs"])), [])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            errs = [line.split("max rel err ")[1].split()[0] for line in proc.stdout.splitlines()
+                    if "max rel err" in line]
+            ok = proc.returncode == 0
+            failed += not ok
+            label = case["name"] + (" (sm_90a wgmma)" if variant == "gpu_wgmma" else "")
+            rows.append(f"| {label} | {case['dtype']} | {' / '.join(errs) or '-'} | "
+                        f"{TOLERANCE[case['dtype']]:.0e} | {'ok' if ok else 'FAIL'} |")
+            print(rows[-1] if ok else rows[-1] + "\n" + proc.stdout + proc.stderr)
     with open(os.path.join(args.dir, "results.md"), "w") as f:
         f.write("| layer | dtype | rel err y / logits (GPU vs CPU) | tol | |\n|---|---|---|---|---|\n")
         f.write("\n".join(rows) + "\n")
-    print(f"{len(manifest) - failed} of {len(manifest)} layers match")
+    print(f"{len(rows) - failed} of {len(rows)} artifacts match")
     sys.exit(1 if failed else 0)
 
 

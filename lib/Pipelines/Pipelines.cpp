@@ -64,7 +64,7 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
 
 /// moe -> host functions whose every computation is a gpu.launch.
 static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams,
-                          bool emulate) {
+                          bool emulate, bool wgmma = false) {
   using namespace mlir::moe;
   addBufferizedLowering(pm, name, /*parallelContractions=*/true);
   addUpstream(pm, name, "canonicalize,cse");
@@ -74,7 +74,8 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
     addUpstream(pm, name, "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
   MoeTensorCoreGemmOptions tensorCores;
   tensorCores.emulate = emulate;
-  pm.addNestedPass<func::FuncOp>(createMoeTensorCoreGemm(tensorCores));
+  tensorCores.wgmma = wgmma;
+  pm.addPass(createMoeTensorCoreGemm(tensorCores));
   addUpstream(pm, name, "func.func(convert-linalg-to-parallel-loops),canonicalize");
   pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
   MoeMapToGPUOptions mapping;
@@ -83,7 +84,8 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
 }
 
 void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
-  addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true, /*emulate=*/false);
+  addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true, /*emulate=*/false,
+                options.wgmma);
   addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
   pm.addNestedPass<gpu::GPUModuleOp>(createMoeAlignWorkgroupBuffers());
   gpu::GPUToNVVMPipelineOptions nvvm;

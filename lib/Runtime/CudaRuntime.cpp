@@ -10,8 +10,11 @@
 
 #include <dlfcn.h>
 
+#include <array>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -56,6 +59,11 @@ struct Driver {
   CUresult (*cuEventRecord)(CUevent, CUstream);
   CUresult (*cuEventSynchronize)(CUevent);
   CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
+  CUresult (*cuFuncSetAttribute)(CUfunction, int, int);
+  CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
+  // CUDA 12+ only (TMA, sm_90): looked up when a kernel first needs it.
+  CUresult (*cuTensorMapEncodeTiled)(void *, int, uint32_t, void *, const uint64_t *, const uint64_t *,
+                                     const uint32_t *, const uint32_t *, int, int, int, int);
 };
 
 struct Runtime {
@@ -65,7 +73,11 @@ struct Runtime {
   std::string error;
   std::string deviceName;
   Driver driver{};
+  void *library = nullptr;
   CUstream stream = nullptr;
+  /// Device copies of the TMA descriptors made so far, by content: a
+  /// descriptor a queued kernel may still read is never overwritten.
+  std::map<std::array<uint64_t, 16>, CUdeviceptr> tensorMaps;
 };
 
 Runtime &runtime() {
@@ -142,6 +154,9 @@ bool loadDriver(Driver &d) {
   ok &= lookup(library, d.cuEventRecord, "cuEventRecord");
   ok &= lookup(library, d.cuEventSynchronize, "cuEventSynchronize");
   ok &= lookup(library, d.cuEventElapsedTime, "cuEventElapsedTime");
+  ok &= lookup(library, d.cuFuncSetAttribute, "cuFuncSetAttribute");
+  ok &= lookup(library, d.cuMemAlloc, "cuMemAlloc_v2", "cuMemAlloc");
+  runtime().library = library;
   return ok;
 }
 
@@ -287,6 +302,12 @@ extern "C" void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY,
     setError("a kernel launch found no kernel (its module did not load)");
     return;
   }
+  // Above 48 KiB a kernel must opt in to its dynamic shared memory.
+  constexpr int kDefaultSharedLimit = 48 * 1024, kMaxDynamicSharedSizeBytes = 8;
+  if (smem > kDefaultSharedLimit &&
+      !check(drv().cuFuncSetAttribute(function, kMaxDynamicSharedSizeBytes, smem),
+             "cuFuncSetAttribute (dynamic shared memory above 48 KiB)"))
+    return;
   check(drv().cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
                              stream ? stream : runtime().stream, params, nullptr),
         "cuLaunchKernel");
@@ -359,4 +380,73 @@ extern "C" void mgpuMemset16(void *dst, unsigned short value, size_t count, void
 extern "C" void mgpuSetDefaultDevice(int32_t device) {
   if (device != 0)
     setError("only device 0 is supported");
+}
+
+//===--- TMA descriptors (the sm_90a tensor-core kernels) -------------------===//
+
+namespace {
+/// A TMA descriptor for the ranked memref `descriptor` (MLIR's layout:
+/// allocated, aligned, offset, sizes[rank], strides[rank]) of 2-byte
+/// elements: boxes of boxRows x boxCols over the last two dimensions (1 in
+/// the others), 128-byte swizzle, zeros outside. Returns its device copy,
+/// or null (with the runtime's error set) when TMA cannot address it.
+void *createTensorMap(int64_t rank, void *descriptor, int64_t boxRows, int64_t boxCols, int dataType) {
+  if (!usable())
+    return nullptr;
+  Runtime &rt = runtime();
+  Driver &d = rt.driver;
+  if (!d.cuTensorMapEncodeTiled &&
+      !lookup(rt.library, d.cuTensorMapEncodeTiled, "cuTensorMapEncodeTiled"))
+    return nullptr; // lookup set the error: the driver predates CUDA 12
+  constexpr int64_t kElementBytes = 2;
+  auto *fields = static_cast<int64_t *>(descriptor);
+  char *aligned = reinterpret_cast<char **>(descriptor)[1];
+  const int64_t *sizes = fields + 3, *strides = fields + 3 + rank;
+  if (rank < 2 || rank > 5 || strides[rank - 1] != 1) {
+    setError("a TMA operand must have 2 to 5 dimensions with contiguous rows");
+    return nullptr;
+  }
+  uint64_t dims[5], byteStrides[4];
+  uint32_t box[5], elementStrides[5] = {1, 1, 1, 1, 1};
+  for (int64_t i = 0; i < rank; ++i) {
+    // Nothing to load from an empty operand: its kernel issues no loads.
+    if (sizes[rank - 1 - i] == 0)
+      return nullptr;
+    dims[i] = static_cast<uint64_t>(sizes[rank - 1 - i]);
+    box[i] = i == 0 ? uint32_t(boxCols) : i == 1 ? uint32_t(boxRows) : 1;
+    if (i + 1 < rank)
+      byteStrides[i] = static_cast<uint64_t>(strides[rank - 2 - i] * kElementBytes);
+  }
+  void *address = aligned + fields[2] * kElementBytes;
+  if (reinterpret_cast<uintptr_t>(address) % 16 != 0) {
+    setError("a TMA operand's address is not 16-byte aligned");
+    return nullptr;
+  }
+  alignas(64) std::array<uint64_t, 16> map{};
+  constexpr int kInterleaveNone = 0, kSwizzle128B = 3, kL2Promotion128B = 2, kOobFillZero = 0;
+  if (!check(d.cuTensorMapEncodeTiled(map.data(), dataType, uint32_t(rank), address, dims, byteStrides, box,
+                                      elementStrides, kInterleaveNone, kSwizzle128B, kL2Promotion128B,
+                                      kOobFillZero),
+             "cuTensorMapEncodeTiled"))
+    return nullptr;
+  std::lock_guard<std::mutex> lock(rt.mutex);
+  auto found = rt.tensorMaps.find(map);
+  if (found != rt.tensorMaps.end())
+    return reinterpret_cast<void *>(found->second);
+  CUdeviceptr device = 0;
+  if (!check(d.cuMemAlloc(&device, sizeof(map)), "cuMemAlloc (a TMA descriptor)") ||
+      !check(d.cuMemcpyHtoD(device, map.data(), sizeof(map)), "cuMemcpyHtoD (a TMA descriptor)"))
+    return nullptr;
+  rt.tensorMaps.emplace(map, device);
+  return reinterpret_cast<void *>(device);
+}
+} // namespace
+
+extern "C" void *moeTensorMapCreateBF16(int64_t rank, void *descriptor, int64_t boxRows, int64_t boxCols) {
+  constexpr int kBFloat16 = 9; // CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+  return createTensorMap(rank, descriptor, boxRows, boxCols, kBFloat16);
+}
+extern "C" void *moeTensorMapCreateF16(int64_t rank, void *descriptor, int64_t boxRows, int64_t boxCols) {
+  constexpr int kFloat16 = 6; // CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+  return createTensorMap(rank, descriptor, boxRows, boxCols, kFloat16);
 }

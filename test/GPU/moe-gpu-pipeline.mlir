@@ -24,6 +24,31 @@
 // TENSORCORES: cp.async.wait_group
 // TENSORCORES: ldmatrix.sync.aligned.m8n8.x4.shared.b16
 // TENSORCORES: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32
+// sm_90a with wgmma: the grouped GEMMs are Hopper kernels (TMA boxes into
+// an mbarrier pipeline, wgmma m64n128k16), compiled to a cubin, and no
+// kernel spills.
+// RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline="chip=sm_90a wgmma" \
+// RUN:   | FileCheck %s --check-prefix=HOPPERBIN
+// RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline="format=isa chip=sm_90a wgmma" \
+// RUN:   | FileCheck %s --check-prefix=HOPPER
+// RUN: moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-optimize --moe-gpu-pipeline="format=isa chip=sm_90a wgmma" \
+// RUN:   | %moe_python %moe_src_root/scripts/ptxas-report.py --arch sm_90a --no-spills | FileCheck %s --check-prefix=SPILLS
+// HOPPERBIN: llvm.call @moeTensorMapCreateBF16
+// HOPPERBIN: gpu.launch_func {{.*}} dynamic_shared_memory_size
+// HOPPERBIN: gpu.binary @mixtral_moe_kernel{{.*}}chip = "sm_90a"{{.*}}bin = "
+// HOPPER: mbarrier.init.shared.b64
+// HOPPER: mbarrier.arrive.expect_tx.shared.b64
+// HOPPER: cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+// HOPPER: cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+// HOPPER: mbarrier.try_wait.parity.shared.b64
+// HOPPER: wgmma.fence.sync.aligned
+// HOPPER: wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16
+// HOPPER: wgmma.commit_group.sync.aligned
+// HOPPER: wgmma.wait_group.sync.aligned
+// wgmma is an sm_90a instruction: asking for it on sm_90 is a located error.
+// RUN: not moe-opt %moe_src_root/examples/mixtral_layer.mlir --moe-gpu-pipeline="chip=sm_90 wgmma" 2>&1 \
+// RUN:   | FileCheck %s --check-prefix=NOTSM90A
+// NOTSM90A: mixtral_layer.mlir:{{[0-9]+}}:{{[0-9]+}}: error: 'nvvm.wgmma.fence.aligned' op is not supported on sm_90
 // A bad chip is a located error, not a crash.
 // RUN: not moe-opt %S/Inputs/mixtral-small.mlir --moe-gpu-pipeline=chip=sm_12345 2>&1 | FileCheck %s --check-prefix=BADCHIP
 
@@ -39,6 +64,6 @@
 // SM80: gpu.binary @small_kernel [#gpu.object<#nvvm.target<O = 3, chip = "sm_80", features = "+ptx80">, {{.*}}bin = "
 // CHECK-NOT: memref.
 
-// SPILLS: kernels for sm_{{[89]}}0, 0 bytes spilled
+// SPILLS: kernels for sm_{{[89]}}0{{a?}}, 0 bytes spilled
 
 // BADCHIP: error:

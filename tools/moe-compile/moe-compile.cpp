@@ -60,6 +60,10 @@ static cl::opt<std::string> features("features", cl::desc("PTX features of the G
 static cl::opt<std::string> gpuFormat("gpu-format",
                                       cl::desc("bin (cubin), isa (PTX, JIT-compiled by the driver) or fatbin"),
                                       cl::init("bin"), cl::cat(category));
+static cl::opt<bool> wgmma("wgmma",
+                           cl::desc("Hopper tensor-core kernels for the grouped GEMMs (TMA loads, "
+                                    "mbarrier pipeline, wgmma); needs --chip=sm_90a"),
+                           cl::init(false), cl::cat(category));
 static cl::opt<bool> optimize("optimize", cl::desc("Run moe-optimize before lowering"), cl::init(true),
                               cl::cat(category));
 static cl::opt<int64_t> weightsAsInputs(
@@ -155,6 +159,9 @@ int main(int argc, char **argv) {
       "out-parameters: the caller allocates every buffer. Run it with moe-exec.\n");
   if (target != "cpu" && target != "gpu")
     return failWith("--target must be cpu or gpu, not '" + target + "'");
+  if (wgmma && (target != "gpu" || chip != "sm_90a"))
+    return failWith("--wgmma needs --target=gpu --chip=sm_90a (wgmma and its TMA loads are sm_90a "
+                    "instructions), got --target=" + target + " --chip=" + chip);
   if (!llvm::StringRef(outputFile).ends_with(".so"))
     return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
   llvm::InitializeNativeTarget();
@@ -226,6 +233,7 @@ int main(int argc, char **argv) {
     options.chip = chip;
     options.features = features;
     options.format = gpuFormat;
+    options.wgmma = wgmma;
     mlir::moe::buildMoeGpuPipeline(pm, options);
   } else {
     mlir::moe::MoeCpuPipelineOptions options;

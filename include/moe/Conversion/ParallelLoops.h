@@ -19,6 +19,9 @@ inline constexpr llvm::StringLiteral kParallelLoopAttrName = "moe.parallel";
 /// (lhs [R, K], row experts [R] i32), outs (f32 [R, N]); the body loads the
 /// expert weights [E, N, K] (and a shared expert's [N, K]) it captures.
 inline constexpr llvm::StringLiteral kGroupedGemmAttrName = "moe.grouped_gemm";
+/// Marks a host-runtime call a kernel builder emitted before its launch (a
+/// TMA descriptor): moe-map-to-gpu leaves it on the host.
+inline constexpr llvm::StringLiteral kHostCallAttrName = "moe.host_call";
 /// On the linalg.generic that finds each grouped-matmul row's expert; its
 /// body loads the row groups' offsets [G+1] it captures.
 inline constexpr llvm::StringLiteral kRowExpertsAttrName = "moe.row_experts";

@@ -170,8 +170,8 @@ def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> 
                            "::mlir::memref::MemRefDialect"];
 }
 
-def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
-  let summary = "Runs bf16/f16 grouped matmuls on tensor cores (mma.sync, sm_80 and later)";
+def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::ModuleOp"> {
+  let summary = "Runs bf16/f16 grouped matmuls on tensor cores (mma.sync on sm_80+, or TMA + wgmma on sm_90a)";
   let description = [{
     Runs on bufferized code, before the loops are mapped. Each grouped
     matmul that `convert-moe-to-linalg{parallel-contractions}` built (a
@@ -200,6 +200,18 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
     `moe-gpu-launch-to-loops` can run the kernel on the CPU (the
     `moe-gpu-emulation-pipeline` uses it).
 
+    With `wgmma` (sm_90a only; needs K a multiple of 8 and contiguous
+    operands, otherwise the mma.sync kernel is built) the Hopper form is
+    built instead: one warpgroup per block computes a 64 x 128 tile (with
+    the GLU: 64 gate and the same 64 up columns); thread 0 issues TMA loads
+    of 64 x 64 boxes (128-byte swizzle) into four shared stages, each with
+    an mbarrier counting the bytes; `nvvm.wgmma.mma_async` m64n128k16 reads
+    both operands from shared memory through matrix descriptors; after each
+    expert's K loop the accumulators go through shared memory to the same
+    fused epilogue, masked to that expert's rows. The host creates the TMA
+    descriptors before the launch (`moeTensorMapCreateBF16`/`F16`, in the
+    moe runtime), so the pass runs on the module to declare them.
+
     Example (the kernel that replaces the generic, abridged):
 
     ```mlir
@@ -216,12 +228,16 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::func::FuncOp"> {
   }];
   let options = [
     Option<"emulate", "emulate", "bool", /*default=*/"false",
-           "Build the kernel for moe-gpu-launch-to-loops (one thread per block, scalar products)">
+           "Build the kernel for moe-gpu-launch-to-loops (one thread per block, scalar products)">,
+    Option<"wgmma", "wgmma", "bool", /*default=*/"false",
+           "Build the sm_90a kernel (TMA loads into a 4-stage mbarrier pipeline, wgmma m64n128k16); "
+           "the module must be compiled for sm_90a">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::nvgpu::NVGPUDialect",
                            "::mlir::NVVM::NVVMDialect", "::mlir::LLVM::LLVMDialect",
                            "::mlir::vector::VectorDialect", "::mlir::memref::MemRefDialect",
-                           "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
+                           "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::func::FuncDialect"];
 }
 
 def MoeAlignWorkgroupBuffers : Pass<"moe-align-workgroup-buffers", "::mlir::gpu::GPUModuleOp"> {

@@ -79,6 +79,11 @@ struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions>
   PassOptions::Option<int64_t> blockSize{
       *this, "block-size", llvm::cl::desc("Threads per block of the parallel-loop kernels"),
       llvm::cl::init(256)};
+  PassOptions::Option<bool> wgmma{
+      *this, "wgmma",
+      llvm::cl::desc("Grouped GEMMs as Hopper kernels (TMA loads, mbarrier pipeline, wgmma) instead "
+                     "of mma.sync; needs chip=sm_90a"),
+      llvm::cl::init(false)};
 };
 
 /// moe (either level) -> host LLVM dialect + gpu.binary: decompose, lower

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CopyAsLoop.h"
+#include "moe/Conversion/ParallelLoops.h"
 #include "moe/Conversion/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -33,7 +34,7 @@ namespace {
 
 /// Operations that touch no program memory: they may run on the host.
 bool runsOnHost(Operation *op) {
-  if (op->hasTrait<OpTrait::IsTerminator>())
+  if (op->hasTrait<OpTrait::IsTerminator>() || op->hasAttr(moe::kHostCallAttrName))
     return true;
   if (isa<memref::AllocOp, memref::DeallocOp, memref::CopyOp, memref::GetGlobalOp,
           memref::SubViewOp, memref::ExpandShapeOp, memref::CollapseShapeOp,

@@ -88,6 +88,22 @@ constexpr int64_t kVectorsPerThread = kTileM * kTileK / kVector / kThreads;
 static_assert(kTileM == kTileN && kTileM * kTileK % (kVector * kThreads) == 0,
               "every thread stages the same number of vectors of A and B");
 
+// The Hopper kernel (sm_90a): one warpgroup computes a kTileM x kTileN tile
+// with wgmma m64n128k16; every TMA box is kBoxRows x kTileK elements (128
+// bytes a row: one row of the 128-byte swizzle); the lhs tile is one box,
+// the weight tile two, and kStages stages of both are in flight.
+namespace hopper {
+constexpr int64_t kTileM = 64, kTileN = 128, kTileK = 64, kWgmmaK = 16;
+constexpr int64_t kThreads = 128, kStages = 4, kBoxRows = 64, kElementBytes = 2;
+constexpr int64_t kABytes = kTileM * kTileK * kElementBytes, kBBytes = kTileN * kTileK * kElementBytes;
+constexpr int64_t kStageBytes = kABytes + kBBytes;
+constexpr int64_t kAlign = 1024; // the swizzle pattern repeats every 8 rows of 128 bytes
+constexpr int64_t kEpilogueStride = kTileN + 4;
+constexpr int64_t kSharedBytes = kAlign + kStages * kStageBytes + kStages * 8;
+static_assert(kTileK * kElementBytes == 128, "a box row is one 128-byte swizzle row");
+static_assert(kTileM * kEpilogueStride * 4 <= kStages * kStageBytes, "the epilogue tile fits in the stages");
+} // namespace hopper
+
 /// The operands of one marked grouped matmul, after bufferization.
 struct GroupedGemm {
   linalg::GenericOp op;
@@ -223,10 +239,10 @@ FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
 /// Builds the kernel for one grouped matmul.
 class TensorCoreKernelBuilder {
 public:
-  TensorCoreKernelBuilder(GroupedGemm gemm, bool emulate)
+  TensorCoreKernelBuilder(GroupedGemm gemm, bool emulate, bool hopper = false)
       // At the last fused generic's place: its output buffer is allocated
       // after the matmul.
-      : gemm(gemm), emulate(emulate), b(gemm.op.getLoc(), lastFused(gemm)),
+      : gemm(gemm), emulate(emulate), hopper(hopper), b(gemm.op.getLoc(), lastFused(gemm)),
         element(cast<MemRefType>(gemm.lhs.getType()).getElementType()) {}
 
   static Operation *lastFused(GroupedGemm gemm) {
@@ -236,6 +252,8 @@ public:
   }
 
   void build() {
+    if (hopper)
+      return buildHopper();
     Value rows = dim(gemm.lhs, 0), depth = dim(gemm.lhs, 1), cols = dim(gemm.out, 1);
     numExperts = dim(gemm.weights, 0);
     numGroups = gemm.shared ? arith::AddIOp::create(b, numExperts, idx(1)).getResult() : numExperts;
@@ -758,6 +776,293 @@ private:
     }
   }
 
+  // --- the Hopper kernel (sm_90a: TMA loads, wgmma) -----------------------
+
+  Value constI32(int64_t v) { return arith::ConstantIntOp::create(b, v, 32); }
+  Value constI64(int64_t v) { return arith::ConstantIntOp::create(b, v, 64); }
+  Value toI32(Value index) { return arith::IndexCastOp::create(b, b.getI32Type(), index); }
+  Value toI64(Value index) { return arith::IndexCastOp::create(b, b.getI64Type(), index); }
+  Value mul(Value a, int64_t c) { return arith::MulIOp::create(b, a, idx(c)); }
+
+  /// A shared-memory pointer for byte `offset` of the aligned dynamic buffer.
+  Value sharedPointer(Value offset) {
+    return LLVM::IntToPtrOp::create(b, LLVM::LLVMPointerType::get(b.getContext(), 3),
+                                    toI64(add(alignedShared, offset)));
+  }
+  Value stageOffset(Value stageIndex) { return mul(stageIndex, hopper::kStageBytes); }
+  Value barrierPointer(Value stageIndex) {
+    return sharedPointer(add(mul(stageIndex, 8), hopper::kStages * hopper::kStageBytes));
+  }
+
+  /// The host-side TMA descriptor of `memref` (64 x 64 boxes over its last
+  /// two dimensions, 1 in the others): a device pointer the runtime fills.
+  Value tensorMap(Value memref) {
+    auto unranked = UnrankedMemRefType::get(element, cast<MemRefType>(memref.getType()).getMemorySpace());
+    std::string name = std::string("moeTensorMapCreate") + (element.isBF16() ? "BF16" : "F16");
+    auto module = gemm.op->getParentOfType<ModuleOp>();
+    auto callee = module.lookupSymbol<func::FuncOp>(name);
+    if (!callee) {
+      OpBuilder top = OpBuilder::atBlockBegin(module.getBody());
+      callee = func::FuncOp::create(
+          top, module.getLoc(), name,
+          top.getFunctionType({unranked, top.getI64Type(), top.getI64Type()},
+                              {LLVM::LLVMPointerType::get(b.getContext())}));
+      callee.setPrivate();
+    }
+    Value cast = memref::CastOp::create(b, unranked, memref);
+    auto call = func::CallOp::create(b, callee, ValueRange{cast, constI64(hopper::kBoxRows), constI64(hopper::kTileK)});
+    call->setAttr(moe::kHostCallAttrName, b.getUnitAttr());
+    return call.getResult(0);
+  }
+
+  void buildHopper() {
+    Value rows = dim(gemm.lhs, 0), depth = dim(gemm.lhs, 1), cols = dim(gemm.out, 1);
+    numExperts = dim(gemm.weights, 0);
+    numGroups = gemm.shared ? add(numExperts, 1) : numExperts;
+    outCols = gemm.glu ? dim(gemm.gluOut, 1) : cols;
+    int64_t blockCols = gemm.glu ? hopper::kTileN / 2 : hopper::kTileN;
+    Value gridX = ceilDiv(outCols, blockCols);
+    Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, hopper::kTileM), idx(1));
+    mapA = tensorMap(gemm.lhs);
+    mapW = tensorMap(gemm.weights);
+    if (gemm.shared)
+      mapShared = tensorMap(gemm.shared);
+    auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), idx(hopper::kThreads), idx(1), idx(1),
+                                        constI32(hopper::kSharedBytes), Type(), ValueRange{}, TypeRange{});
+    kernel = launch;
+    Block &body = launch.getBody().front();
+    b.setInsertionPointToStart(&body);
+    gpu::TerminatorOp::create(b, b.getLoc());
+    b.setInsertionPoint(body.getTerminator());
+    this->rows = rows;
+    this->depth = depth;
+    this->cols = cols;
+    rowBase = mul(launch.getBlockIds().y, hopper::kTileM);
+    colBase = mul(launch.getBlockIds().x, blockCols);
+    threadId = launch.getThreadIds().x;
+
+    // The stages, then one mbarrier per stage, from a 1024-byte boundary
+    // (where the 128-byte swizzle pattern starts); the epilogue tile reuses
+    // the stages.
+    auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+    Value dynamic = gpu::DynamicSharedMemoryOp::create(
+        b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type(), MemRefLayoutAttrInterface(), workgroup));
+    Value base = memref::ExtractAlignedPointerAsIndexOp::create(b, dynamic);
+    Value pad = arith::RemUIOp::create(
+        b, arith::SubIOp::create(b, idx(hopper::kAlign), arith::RemUIOp::create(b, base, idx(hopper::kAlign))), idx(hopper::kAlign));
+    alignedShared = add(base, pad);
+    epilogueTile = memref::ViewOp::create(
+        b, MemRefType::get({hopper::kTileM, hopper::kEpilogueStride}, b.getF32Type(), MemRefLayoutAttrInterface(), workgroup),
+        dynamic, pad, ValueRange{});
+    ifLeader([&] {
+      for (int64_t s = 0; s < hopper::kStages; ++s)
+        NVVM::MBarrierInitOp::create(b, barrierPointer(idx(s)), constI32(1), Value());
+    });
+    NVVM::FenceProxyOp::create(b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+                               NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+    gpu::BarrierOp::create(b, b.getLoc());
+
+    // Rows of no expert are 0 (through the fused epilogue, as in the generic).
+    forTileElements(blockCols, [&](Value r, Value c) {
+      Value row = add(rowBase, r);
+      auto inRows = scf::IfOp::create(b, b.getLoc(), ult(row, rows));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&inRows.getThenRegion().front());
+      Value e = memref::LoadOp::create(b, gemm.rowExperts, row);
+      auto none = scf::IfOp::create(b, b.getLoc(),
+                                    arith::CmpIOp::create(b, arith::CmpIPredicate::slt, e, constI32(0)));
+      b.setInsertionPointToStart(&none.getThenRegion().front());
+      storeEpilogue(r, c, f32(0.0), f32(0.0));
+    });
+
+    // The row groups that meet the block's rows, each a pipelined K loop and
+    // an epilogue; `steps` counts the K steps so far (stage and phase).
+    auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), ValueRange{idx(0)});
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(bareBlock(groups.getBody()));
+      Value group = groups.getInductionVar(), steps = groups.getRegionIterArgs()[0];
+      Value lo = offsetAt(group);
+      Value hi = arith::MaxSIOp::create(b, offsetAt(add(group, 1)), lo);
+      Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, hopper::kTileM))), ult(rowBase, hi));
+      auto ifOp = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getIndexType()}, meets, /*withElse=*/true);
+      b.setInsertionPointToStart(bareBlock(&ifOp.getThenRegion().front()));
+      scf::YieldOp::create(b, b.getLoc(), emitHopperGroup(group, steps));
+      b.setInsertionPointToStart(bareBlock(&ifOp.getElseRegion().front()));
+      scf::YieldOp::create(b, b.getLoc(), steps);
+      b.setInsertionPointToEnd(groups.getBody());
+      scf::YieldOp::create(b, b.getLoc(), ifOp.getResults());
+    }
+    eraseReplaced();
+  }
+
+  void ifLeader(function_ref<void()> body) {
+    auto ifOp = scf::IfOp::create(b, b.getLoc(), arith::CmpIOp::create(b, arith::CmpIPredicate::eq, threadId, idx(0)));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&ifOp.getThenRegion().front());
+    body();
+  }
+
+  /// body(r, c) for every element of the block's tile of output columns,
+  /// spread over the threads (consecutive threads, consecutive columns).
+  void forTileElements(int64_t width, function_ref<void(Value, Value)> body) {
+    forEach(hopper::kTileM * width / hopper::kThreads, [&](Value i) {
+      Value flat = add(threadId, mul(i, hopper::kThreads));
+      body(arith::DivUIOp::create(b, flat, idx(width)), arith::RemUIOp::create(b, flat, idx(width)));
+    });
+  }
+
+  /// The fused epilogue of output element (r, c) of the tile from its f32
+  /// product (with the GLU: the gate and up products).
+  void storeEpilogue(Value r, Value c, Value gate, Value up) {
+    if (gemm.glu)
+      storeActivatedIfInside(r, c, gate, up);
+    else
+      storeIfInside(r, c, gate);
+  }
+
+  /// Thread 0 starts K step `j` of `group` (the `step`-th overall): the
+  /// stage's mbarrier expects the three boxes' bytes, then TMA loads the lhs
+  /// rows and the two 64-row halves of the weight tile (plain: 128
+  /// consecutive output columns; GLU: 64 gate rows and their 64 up rows).
+  void issueLoads(Value step, Value j, Value group) {
+    Value stageIndex = arith::RemUIOp::create(b, step, idx(hopper::kStages));
+    Value barrier = barrierPointer(stageIndex);
+    NVVM::MBarrierArriveExpectTxOp::create(b, Type(), barrier, constI32(hopper::kStageBytes),
+                                           NVVM::MemScopeKindAttr(), BoolAttr(), Value());
+    Value k0 = toI32(mul(j, hopper::kTileK));
+    auto load = [&](Value byteOffset, Value map, ValueRange coordinates) {
+      // The shared::cluster form (PTX 8.0): without a cluster, the block's
+      // own shared memory.
+      Value dst = LLVM::AddrSpaceCastOp::create(b, LLVM::LLVMPointerType::get(b.getContext(), 7),
+                                                sharedPointer(add(stageOffset(stageIndex), byteOffset)));
+      NVVM::CpAsyncBulkTensorGlobalToSharedClusterOp::create(b, dst, map, coordinates, barrier, ValueRange{},
+                                                             Value(), Value(), NVVM::TMALoadModeAttr(),
+                                                             BoolAttr(), NVVM::CTAGroupKindAttr(), Value());
+    };
+    load(idx(0), mapA, {k0, toI32(rowBase)});
+    Value second = gemm.glu ? add(outCols, colBase) : add(colBase, hopper::kBoxRows);
+    for (auto [half, n] : llvm::enumerate(SmallVector<Value>{colBase, second})) {
+      Value at = idx(hopper::kABytes + static_cast<int64_t>(half) * hopper::kBoxRows * hopper::kTileK * hopper::kElementBytes);
+      if (!gemm.shared) {
+        load(at, mapW, {k0, toI32(n), toI32(group)});
+        continue;
+      }
+      auto pick = scf::IfOp::create(b, b.getLoc(), arith::CmpIOp::create(b, arith::CmpIPredicate::eq, group, numExperts),
+                                    /*withElse=*/true);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&pick.getThenRegion().front());
+      load(at, mapShared, {k0, toI32(n)});
+      b.setInsertionPointToStart(&pick.getElseRegion().front());
+      load(at, mapW, {k0, toI32(n), toI32(group)});
+    }
+  }
+
+  /// The wgmma matrix descriptor of a K-major tile at shared byte `offset`
+  /// written by TMA with the 128-byte swizzle: rows of 128 bytes, 8-row
+  /// groups 1024 bytes apart (PTX ISA, "Matrix Descriptor Format").
+  Value matrixDescriptor(Value offset) {
+    Value address = toI64(add(alignedShared, offset));
+    Value start = arith::ShRUIOp::create(b, arith::AndIOp::create(b, address, constI64(0x3FFFF)), constI64(4));
+    int64_t fields = (int64_t(1) << 16)                        // leading byte offset (unused when swizzled)
+                     | (int64_t(hopper::kAlign >> 4) << 32)    // stride byte offset: 8 rows of 128 bytes
+                     | (int64_t(1) << 62);                     // 128-byte swizzle
+    return arith::OrIOp::create(b, start, constI64(fields));
+  }
+
+  /// One expert's K loop and epilogue; returns `steps` plus its K steps.
+  Value emitHopperGroup(Value group, Value steps) {
+    Value numK = ceilDiv(depth, hopper::kTileK);
+    ifLeader([&] {
+      for (int64_t j = 0; j + 1 < hopper::kStages; ++j) {
+        auto inside = scf::IfOp::create(b, b.getLoc(), ult(idx(j), numK));
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(&inside.getThenRegion().front());
+        issueLoads(add(steps, j), idx(j), group);
+      }
+    });
+    Type f32Type = b.getF32Type();
+    auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(),
+                                                    SmallVector<Type>(hopper::kTileM * hopper::kTileN / hopper::kThreads, f32Type));
+    Value zero = LLVM::ZeroOp::create(b, accType);
+    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), numK, idx(1), ValueRange{zero});
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(bareBlock(kLoop.getBody()));
+      Value j = kLoop.getInductionVar();
+      // The stage step j + hopper::kStages - 1 refills was read at step j - 1,
+      // which every warp has finished (the barrier below).
+      Value ahead = add(j, hopper::kStages - 1);
+      ifLeader([&] {
+        auto inside = scf::IfOp::create(b, b.getLoc(), ult(ahead, numK));
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(&inside.getThenRegion().front());
+        issueLoads(add(steps, ahead), ahead, group);
+      });
+      Value step = add(steps, j);
+      Value stageIndex = arith::RemUIOp::create(b, step, idx(hopper::kStages));
+      Value parity = arith::RemUIOp::create(b, arith::DivUIOp::create(b, step, idx(hopper::kStages)), idx(2));
+      NVVM::MBarrierTryWaitParityOp::create(b, barrierPointer(stageIndex), toI32(parity), constI32(10000000));
+      NVVM::WgmmaFenceAlignedOp::create(b);
+      Value descA = matrixDescriptor(stageOffset(stageIndex));
+      Value descB = matrixDescriptor(add(stageOffset(stageIndex), hopper::kABytes));
+      NVVM::WGMMATypes type = element.isF16() ? NVVM::WGMMATypes::f16 : NVVM::WGMMATypes::bf16;
+      auto typeAttr = [&](NVVM::WGMMATypes t) { return NVVM::WGMMATypesAttr::get(b.getContext(), t); };
+      auto one = NVVM::WGMMAScaleInAttr::get(b.getContext(), NVVM::WGMMAScaleIn::one);
+      Value acc = kLoop.getRegionIterArgs()[0];
+      for (int64_t kk = 0; kk < hopper::kTileK / hopper::kWgmmaK; ++kk) {
+        // K slice kk starts 32 bytes further along the (swizzled) rows.
+        Value advance = constI64(kk * hopper::kWgmmaK * hopper::kElementBytes >> 4);
+        acc = NVVM::WgmmaMmaAsyncOp::create(
+            b, accType, acc, arith::AddIOp::create(b, descA, advance), arith::AddIOp::create(b, descB, advance),
+            NVVM::MMAShapeAttr::get(b.getContext(), hopper::kTileM, hopper::kTileN, hopper::kWgmmaK), typeAttr(type), typeAttr(type),
+            typeAttr(NVVM::WGMMATypes::f32),
+            NVVM::WGMMAScaleOutAttr::get(b.getContext(), NVVM::WGMMAScaleOut::one), one, one,
+            NVVM::MMALayoutAttr::get(b.getContext(), NVVM::MMALayout::row),
+            NVVM::MMALayoutAttr::get(b.getContext(), NVVM::MMALayout::col), NVVM::MMAIntOverflowAttr());
+      }
+      NVVM::WgmmaGroupSyncAlignedOp::create(b);
+      NVVM::WgmmaWaitGroupSyncOp::create(b, b.getI64IntegerAttr(0));
+      gpu::BarrierOp::create(b, b.getLoc());
+      scf::YieldOp::create(b, b.getLoc(), acc);
+    }
+    emitHopperEpilogue(kLoop.getResult(0), group);
+    return add(steps, numK);
+  }
+
+  /// The accumulators into the shared f32 tile (wgmma's D layout: warp w
+  /// holds rows 16w..16w+15; value 4j + v of lane l is row g + 8 (v / 2),
+  /// column 8j + 2t + v % 2, g = l / 4, t = l % 4), then the fused epilogue
+  /// for the rows of `group` only, element by element across the threads.
+  void emitHopperEpilogue(Value acc, Value group) {
+    Value warp = arith::DivUIOp::create(b, threadId, idx(kWarpSize));
+    Value laneId = arith::RemUIOp::create(b, threadId, idx(kWarpSize));
+    Value g = arith::DivUIOp::create(b, laneId, idx(4));
+    Value t2 = mul(arith::RemUIOp::create(b, laneId, idx(4)), 2);
+    Value warpRowBase = add(mul(warp, 16), g);
+    for (int64_t j = 0; j < hopper::kTileN / 8; ++j)
+      for (int64_t v = 0; v < 4; ++v) {
+        Value x = LLVM::ExtractValueOp::create(b, acc, ArrayRef<int64_t>{4 * j + v});
+        memref::StoreOp::create(b, x, epilogueTile,
+                                ValueRange{add(warpRowBase, (v / 2) * 8), add(t2, 8 * j + v % 2)});
+      }
+    gpu::BarrierOp::create(b, b.getLoc());
+    int64_t width = gemm.glu ? hopper::kTileN / 2 : hopper::kTileN;
+    forTileElements(width, [&](Value r, Value c) {
+      auto inGroup = scf::IfOp::create(b, b.getLoc(), rowInGroup(r, group));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&inGroup.getThenRegion().front());
+      Value gate = memref::LoadOp::create(b, epilogueTile, ValueRange{r, c});
+      Value up = gemm.glu ? memref::LoadOp::create(b, epilogueTile, ValueRange{r, add(c, hopper::kTileN / 2)}).getResult()
+                          : Value();
+      storeEpilogue(r, c, gate, up);
+    });
+    // The next expert's TMA loads (async proxy) overwrite this tile.
+    NVVM::FenceProxyOp::create(b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+                               NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+    gpu::BarrierOp::create(b, b.getLoc());
+  }
+
   // --- emulation ----------------------------------------------------------
 
   /// The warps' mma tiles as scalar loops over the staged tiles.
@@ -803,7 +1108,7 @@ private:
   }
 
   GroupedGemm gemm;
-  bool emulate;
+  bool emulate, hopper;
   ImplicitLocOpBuilder b;
   Type element;
   Operation *kernel = nullptr;
@@ -812,7 +1117,17 @@ private:
   bool vectorStaging = false;                               // K % kVector == 0: 16-byte copies
   Value stage;                                              // the pipelined loop's current stage
   Value threadId, lane, warpRow, warpCol;                   // real kernel only
+  Value alignedShared, epilogueTile, mapA, mapW, mapShared; // Hopper kernel only
 };
+
+/// Whether TMA can load the operands: contiguous rows whose byte stride is a
+/// multiple of 16 (K a multiple of 8).
+bool fitsTma(const GroupedGemm &gemm) {
+  auto contiguous = [](Value v) { return !v || cast<MemRefType>(v.getType()).getLayout().isIdentity(); };
+  int64_t depth = cast<MemRefType>(gemm.lhs.getType()).getDimSize(1);
+  return !ShapedType::isDynamic(depth) && depth % 8 == 0 && contiguous(gemm.lhs) && contiguous(gemm.weights) &&
+         contiguous(gemm.shared);
+}
 
 struct MoeTensorCoreGemmPass : mlir::moe::impl::MoeTensorCoreGemmBase<MoeTensorCoreGemmPass> {
   using MoeTensorCoreGemmBase::MoeTensorCoreGemmBase;
@@ -827,7 +1142,7 @@ struct MoeTensorCoreGemmPass : mlir::moe::impl::MoeTensorCoreGemmBase<MoeTensorC
         gemms.push_back(*gemm);
     });
     for (const GroupedGemm &gemm : gemms)
-      TensorCoreKernelBuilder(gemm, emulate).build();
+      TensorCoreKernelBuilder(gemm, emulate, wgmma && !emulate && fitsTma(gemm)).build();
   }
 };
 } // namespace
