@@ -243,12 +243,41 @@ func.func @no_moe(%a: tensor<4xf32>) -> tensor<4xf32> {
 // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
 // CHECK: arith.truncf {{.*}} f32 to bf16
 // CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
+// The parallel form (GPU) of the bf16 down GEMM with the combine: each
+// slot's weight is scattered to its row (a loop over tokens marked
+// parallel), a moe.row_scale generic multiplies the f32 rows by it (for the
+// tensor-core epilogue), and the combine sums the scaled rows unweighted.
+// PAR-LABEL: func @fused_gemms
+// PAR: attrs = {moe.grouped_gemm}
+// PAR: attrs = {moe.grouped_gemm}
+// PAR: scf.for {{.*}} -> (tensor<32xf32>)
+// PAR: tensor.insert %{{.*}} into %{{.*}}[%{{.*}}] : tensor<32xf32>
+// PAR: } {moe.parallel}
+// PAR: %[[SCALED:.*]] = linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<32x8xf32>, tensor<32xf32>) {{.*}} attrs = {moe.row_scale}
+// PAR: linalg.generic {{.*}} ins(%{{.*}} : tensor<16x2xi32>)
+// PAR-NOT: arith.mulf
+// PAR: arith.truncf {{.*}} f32 to bf16
 func.func @fused_gemms(%xs: tensor<32x8xbf16>, %up: tensor<4x32x8xbf16>, %down: tensor<4x8x16xbf16>, %off: tensor<5xi32>,
                        %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x8xbf16> {
   %a = moe.grouped_matmul_act swiglu %xs, %up, %off : (tensor<32x8xbf16>, tensor<4x32x8xbf16>, tensor<5xi32>) -> tensor<32x16xbf16>
   %y = moe.grouped_matmul_combine %a, %down, %off, %sr, %sw
     : (tensor<32x16xbf16>, tensor<4x8x16xbf16>, tensor<5xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x8xbf16>
   return %y : tensor<16x8xbf16>
+}
+
+// -----
+
+// f32 operands keep the SIMT GEMM: the combine applies the weights itself
+// (an extra scaling pass over the rows would cost a full [R, N] round trip).
+// PAR-LABEL: func @combine_f32_weighted
+// PAR-NOT: moe.row_scale
+// PAR: linalg.generic {{.*}} ins(%{{.*}}, %{{.*}} : tensor<16x2xi32>, tensor<16x2xf32>)
+// PAR: arith.mulf
+func.func @combine_f32_weighted(%a: tensor<32x16xf32>, %down: tensor<4x8x16xf32>, %off: tensor<5xi32>,
+                                %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> tensor<16x8xf32> {
+  %y = moe.grouped_matmul_combine %a, %down, %off, %sr, %sw
+    : (tensor<32x16xf32>, tensor<4x8x16xf32>, tensor<5xi32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x8xf32>
+  return %y : tensor<16x8xf32>
 }
 
 // -----

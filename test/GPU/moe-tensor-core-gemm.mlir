@@ -138,16 +138,25 @@ func.func @gelu_stays(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: ten
 
 // -----
 
-// The down GEMM with the combine: the combine reads the f32 rows (they are
-// summed per token before any rounding), so the kernel stores f32 and the
-// rounding stays after the combine.
+// The down GEMM with the combine: the epilogue scales each row by its
+// slot's combine weight (the moe.row_scale generic, fused: the unscaled f32
+// buffer is gone), the combine sums the scaled rows per token in slot
+// order. It reads f32 rows (summed before any rounding), so the kernel
+// stores f32 and the rounding stays after the combine.
 // CHECK-LABEL: func.func @combine_keeps_f32
+// CHECK: } {moe.parallel}
 // CHECK: %[[ROWS:.*]] = memref.alloc(%{{.*}}) {{.*}} : memref<?x80xf32>
+// CHECK-NOT: memref<?x80xf32>
 // CHECK: gpu.launch
-// CHECK: memref.store %{{.*}}, %[[ROWS]]
+// CHECK: %[[W:.*]] = memref.load %{{.*}}[%{{.*}}] : memref<?xf32>
+// CHECK-NEXT: %[[SCALED:.*]] = arith.mulf %[[W]], %{{.*}} : f32
+// CHECK-NEXT: memref.store %[[SCALED]], %[[ROWS]]
 // CHECK: gpu.terminator
+// CHECK-NOT: moe.row_scale
 // CHECK: linalg.generic
 // CHECK: memref.load %[[ROWS]]
+// CHECK-NOT: arith.mulf
+// CHECK: arith.truncf
 // EMU-LABEL: func.func @combine_keeps_f32
 // EMU: gpu.launch
 func.func @combine_keeps_f32(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>,

@@ -19,6 +19,10 @@ inline constexpr llvm::StringLiteral kParallelLoopAttrName = "moe.parallel";
 /// (lhs [R, K], row experts [R] i32), outs (f32 [R, N]); the body loads the
 /// expert weights [E, N, K] (and a shared expert's [N, K]) it captures.
 inline constexpr llvm::StringLiteral kGroupedGemmAttrName = "moe.grouped_gemm";
+/// On the linalg.generic that scales each row of a grouped matmul's f32
+/// result by its slot's combine weight (ins: result [R, N], weights [R]):
+/// moe-tensor-core-gemm applies it in the GEMM epilogue.
+inline constexpr llvm::StringLiteral kRowScaleAttrName = "moe.row_scale";
 /// Marks a host-runtime call a kernel builder emitted before its launch (a
 /// TMA descriptor): moe-map-to-gpu leaves it on the host.
 inline constexpr llvm::StringLiteral kHostCallAttrName = "moe.host_call";

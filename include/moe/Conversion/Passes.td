@@ -90,6 +90,13 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
     Loops whose iterations write disjoint elements (one token row, one
     expert column) carry the unit attribute `moe.parallel`, which
     `moe-parallelize-loops` reads after bufferization.
+
+    With `parallel-contractions`, a bf16/f16 `moe.grouped_matmul_combine`
+    scales its f32 rows by their slots' combine weights in a generic marked
+    `moe.row_scale` (the weights scattered into row order by a parallel loop
+    over tokens) and the combine sums the scaled rows: the same products and
+    slot-order sums (bit-identical), with the scaling left for the
+    tensor-core GEMM's epilogue.
   }];
   let options = [
     Option<"parallelContractions", "parallel-contractions", "bool", /*default=*/"false",
@@ -193,7 +200,9 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::ModuleOp"> {
     thread's (gate, up) accumulator pairs, and the `[R, 2F]` intermediate
     disappears. When the f32 result (or the activation's) is read only by an
     elementwise `arith.truncf` generic, the epilogue stores the rounded
-    value and the f32 buffer disappears too.
+    value and the f32 buffer disappears too. A `moe.row_scale` generic on
+    the result (the combine weights of `moe.grouped_matmul_combine`) is
+    applied in the epilogue as well: each row times its weight.
 
     With `emulate` the same tiling, staging and epilogue are built for one
     thread per block with the products as scalar loops, so that

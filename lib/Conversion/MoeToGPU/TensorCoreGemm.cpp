@@ -111,13 +111,27 @@ struct GroupedGemm {
   /// The gated activation fused into the epilogue, or null; it writes `gluOut`.
   linalg::GenericOp glu;
   Value gluOut;
-  /// The rounding of the f32 result (GLU output or `out`) to the operand
-  /// type fused into the epilogue, or null; it writes `roundedOut`.
+  /// The scaling of each f32 result row by its combine weight
+  /// (kRowScaleAttrName) fused into the epilogue, or null; it reads
+  /// `rowScales` [R] and writes `scaledOut`.
+  linalg::GenericOp rowScale;
+  Value rowScales, scaledOut;
+  /// The rounding of the f32 result (scaled, GLU output or `out`) to the
+  /// operand type fused into the epilogue, or null; it writes `roundedOut`.
   linalg::GenericOp rounding;
   Value roundedOut;
 
+  /// The f32 buffer of the products (after the GLU), before any scaling.
+  Value productOut() const { return glu ? gluOut : out; }
   /// The f32 buffer the epilogue computes into before any rounding.
-  Value epilogueOut() const { return glu ? gluOut : out; }
+  Value epilogueOut() const { return rowScale ? scaledOut : productOut(); }
+  /// The last fused generic: the kernel takes its place.
+  Operation *lastFused() const {
+    for (linalg::GenericOp fused : {rounding, rowScale, glu, op})
+      if (fused)
+        return fused;
+    return nullptr;
+  }
 };
 
 bool isUnitStrides(memref::SubViewOp view) {
@@ -191,6 +205,33 @@ linalg::GenericOp matchRounding(Operation *producer, Value result) {
   return rounding;
 }
 
+/// The row-scaling generic (kRowScaleAttrName) on `result`, written by
+/// `producer`: the epilogue multiplies each row by its scale. Into another
+/// buffer, it must be `result`'s only reader (the unscaled values are never
+/// written); in place (bufferization reuses `result`), every other reader
+/// must come after it (they read the scaled values).
+linalg::GenericOp matchRowScale(Operation *producer, Value result) {
+  linalg::GenericOp scale;
+  for (Operation *user : result.getUsers()) {
+    auto generic = dyn_cast<linalg::GenericOp>(user);
+    if (generic && generic->hasAttr(moe::kRowScaleAttrName) && generic.getNumDpsInputs() == 2 &&
+        generic.getNumDpsInits() == 1 && generic.getDpsInputs()[0] == result)
+      scale = generic;
+  }
+  if (!scale || !isa<MemRefType>(scale.getDpsInputs()[1].getType()) ||
+      !isa<MemRefType>(scale.getDpsInits()[0].getType()) || scale->getBlock() != producer->getBlock())
+    return {};
+  bool inPlace = scale.getDpsInits()[0] == result;
+  for (Operation *user : result.getUsers()) {
+    if (user == producer || user == scale || isa<linalg::FillOp, memref::DimOp>(user))
+      continue;
+    Operation *top = scale->getBlock()->findAncestorOpInBlock(*user);
+    if (!inPlace || !top || !scale->isBeforeInBlock(top))
+      return {};
+  }
+  return scale;
+}
+
 /// The buffer `op`'s body loads that is defined outside it and has `rank`.
 Value capturedLoad(linalg::GenericOp op, int64_t rank) {
   Value found;
@@ -229,8 +270,14 @@ FailureOr<GroupedGemm> matchGroupedGemm(linalg::GenericOp op) {
   gemm.glu = matchGlu(op, gemm.out);
   if (gemm.glu)
     gemm.gluOut = gemm.glu.getDpsInits()[0];
-  gemm.rounding = matchRounding(gemm.glu ? gemm.glu.getOperation() : op.getOperation(),
-                                gemm.epilogueOut());
+  Operation *producer = gemm.glu ? gemm.glu.getOperation() : op.getOperation();
+  gemm.rowScale = matchRowScale(producer, gemm.productOut());
+  if (gemm.rowScale) {
+    gemm.rowScales = gemm.rowScale.getDpsInputs()[1];
+    gemm.scaledOut = gemm.rowScale.getDpsInits()[0];
+    producer = gemm.rowScale;
+  }
+  gemm.rounding = matchRounding(producer, gemm.epilogueOut());
   if (gemm.rounding)
     gemm.roundedOut = gemm.rounding.getDpsInits()[0];
   return gemm;
@@ -242,14 +289,8 @@ public:
   TensorCoreKernelBuilder(GroupedGemm gemm, bool emulate, bool hopper = false)
       // At the last fused generic's place: its output buffer is allocated
       // after the matmul.
-      : gemm(gemm), emulate(emulate), hopper(hopper), b(gemm.op.getLoc(), lastFused(gemm)),
+      : gemm(gemm), emulate(emulate), hopper(hopper), b(gemm.op.getLoc(), gemm.lastFused()),
         element(cast<MemRefType>(gemm.lhs.getType()).getElementType()) {}
-
-  static Operation *lastFused(GroupedGemm gemm) {
-    if (gemm.rounding)
-      return gemm.rounding;
-    return gemm.glu ? gemm.glu.getOperation() : gemm.op.getOperation();
-  }
 
   void build() {
     if (hopper)
@@ -654,9 +695,19 @@ private:
     storeResult(value, row, col);
   }
 
-  /// Stores the f32 epilogue value at (row, col), rounded by the fused
-  /// rounding generic's body when there is one.
+  /// Stores the f32 epilogue value at (row, col), scaled by the row's
+  /// combine weight and rounded by the fused generics' bodies when there
+  /// are some.
   void storeResult(Value value, Value row, Value col) {
+    if (gemm.rowScale) {
+      Block *body = gemm.rowScale.getBody();
+      IRMapping map;
+      map.map(body->getArgument(0), value);
+      map.map(body->getArgument(1), memref::LoadOp::create(b, gemm.rowScales, row).getResult());
+      for (Operation &op : body->without_terminator())
+        b.clone(op, map);
+      value = map.lookupOrDefault(body->getTerminator()->getOperand(0));
+    }
     if (!gemm.rounding) {
       memref::StoreOp::create(b, value, gemm.epilogueOut(), ValueRange{row, col});
       return;
@@ -725,11 +776,15 @@ private:
       for (Operation *view : views)
         view->erase();
     }
+    if (gemm.rowScale)
+      gemm.rowScale.erase();
     if (gemm.rounding)
       gemm.rounding.erase();
     // Intermediate f32 buffers no one writes or reads any more.
     if (gemm.glu)
       eraseUnusedBuffer(out);
+    if (gemm.rowScale && gemm.scaledOut != gemm.productOut())
+      eraseUnusedBuffer(gemm.productOut());
     if (gemm.rounding)
       eraseUnusedBuffer(gemm.epilogueOut());
     eraseDeadFills(gemm.rounding ? gemm.roundedOut : gemm.epilogueOut());

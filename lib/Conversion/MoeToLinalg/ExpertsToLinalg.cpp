@@ -240,7 +240,33 @@ struct LowerGroupedMatmulCombine : ContractionPattern<GroupedMatmulCombineOp> {
     Location loc = op.getLoc();
     auto type = cast<RankedTensorType>(op.getType());
     Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
-    Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
+    Type element = cast<RankedTensorType>(op.getLhs().getType()).getElementType();
+    if (form != ContractionForm::Parallel || !(element.isBF16() || element.isF16())) {
+      Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
+      b.replaceOp(op, castToType(b, loc, acc, op.getType()));
+      return success();
+    }
+    // For the tensor-core GEMM: the weights scale the rows in its epilogue
+    // (moe.row_scale), the combine sums them. The same f32 products and the
+    // same slot-order sums: the result is bit-identical.
+    auto rowsType = cast<RankedTensorType>(rows.getType());
+    Value numRows = tensor::DimOp::create(b, loc, rows, 0);
+    Value weights = slotWeightsByRow(b, loc, op.getSlotRow(), op.getSlotWeight(), numRows,
+                                     rowsType.getDimSize(0));
+    MLIRContext *ctx = b.getContext();
+    AffineExpr r, n;
+    bindDims(ctx, r, n);
+    auto scale = linalg::GenericOp::create(
+        b, loc, TypeRange{rowsType}, ValueRange{rows, weights},
+        ValueRange{zeros(b, loc, rowsType, dimsOf(b, loc, rows))},
+        ArrayRef<AffineMap>{AffineMap::get(2, 0, {r, n}, ctx), AffineMap::get(2, 0, {r}, ctx),
+                            AffineMap::get(2, 0, {r, n}, ctx)},
+        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel},
+        [&](OpBuilder &nb, Location nl, ValueRange args) {
+          linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, args[1], args[0]).getResult()});
+        });
+    scale->setAttr(kRowScaleAttrName, b.getUnitAttr());
+    Value acc = combineSlots(b, loc, scale.getResult(0), op.getSlotRow(), Value(), type.getShape());
     b.replaceOp(op, castToType(b, loc, acc, op.getType()));
     return success();
   }

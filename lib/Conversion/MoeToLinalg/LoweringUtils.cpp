@@ -141,14 +141,21 @@ Value lowering::reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> sh
   AffineExpr t, h, k;
   bindDims(ctx, t, h, k);
   auto slotMap = AffineMap::get(3, 0, {t, k}, ctx);
+  SmallVector<Value> inputs = {a};
+  SmallVector<AffineMap> maps = {slotMap};
+  if (bTensor) {
+    inputs.push_back(bTensor);
+    maps.push_back(slotMap);
+  }
+  maps.push_back(AffineMap::get(3, 0, {t, h}, ctx));
   return linalg::GenericOp::create(
-             b, loc, TypeRange{accType}, ValueRange{a, bTensor}, ValueRange{init},
-             ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {t, h}, ctx)},
+             b, loc, TypeRange{accType}, inputs, ValueRange{init}, maps,
              ArrayRef<utils::IteratorType>{utils::IteratorType::parallel,
                                            utils::IteratorType::parallel,
                                            utils::IteratorType::reduction},
              [&](OpBuilder &nb, Location nl, ValueRange args) {
-               linalg::YieldOp::create(nb, nl, ValueRange{term(nb, nl, args[0], args[1], args[2])});
+               Value bValue = bTensor ? args[1] : Value();
+               linalg::YieldOp::create(nb, nl, ValueRange{term(nb, nl, args[0], bValue, args.back())});
              })
       .getResult(0);
 }
@@ -164,9 +171,42 @@ Value lowering::combineSlots(OpBuilder &b, Location loc, Value rows, Value slotR
                                              constIndex(nb, nl, 0));
         Value v = toF32(nb, nl, tensor::ExtractOp::create(
                                     nb, nl, rows, ValueRange{safe, linalg::IndexOp::create(nb, nl, 1)}));
-        Value next = arith::AddFOp::create(nb, nl, sum, arith::MulFOp::create(nb, nl, weight, v));
+        Value term = weight ? arith::MulFOp::create(nb, nl, weight, v).getResult() : v;
+        Value next = arith::AddFOp::create(nb, nl, sum, term);
         return arith::SelectOp::create(nb, nl, valid, next, sum);
       });
+}
+
+Value lowering::slotWeightsByRow(OpBuilder &b, Location loc, Value slotRow, Value slotWeight,
+                                 Value rows, int64_t staticRows) {
+  // Rows no slot fills are never read: no zero fill (one kernel less).
+  auto type = RankedTensorType::get({staticRows}, b.getF32Type());
+  Value init = tensor::EmptyOp::create(b, loc, type, ShapedType::isDynamic(staticRows) ? ValueRange{rows}
+                                                                                       : ValueRange{})
+                   .getResult();
+  SmallVector<Value> slotDims = dimsOf(b, loc, slotRow);
+  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
+  auto tokens = scf::ForOp::create(
+      b, loc, zero, slotDims[0], one, ValueRange{init},
+      [&](OpBuilder &tb, Location tl, Value t, ValueRange state) {
+        auto slots = scf::ForOp::create(
+            tb, tl, zero, slotDims[1], one, state, [&](OpBuilder &sb, Location sl, Value k, ValueRange inner) {
+              Value row = tensor::ExtractOp::create(sb, sl, slotRow, ValueRange{t, k});
+              Value filled = arith::CmpIOp::create(sb, sl, arith::CmpIPredicate::sge, row, constI32(sb, sl, 0));
+              auto write = scf::IfOp::create(
+                  sb, sl, filled,
+                  [&](OpBuilder &ib, Location il) {
+                    Value w = tensor::ExtractOp::create(ib, il, slotWeight, ValueRange{t, k});
+                    Value updated = tensor::InsertOp::create(ib, il, w, inner[0], ValueRange{i32ToIndex(ib, il, row)});
+                    scf::YieldOp::create(ib, il, updated);
+                  },
+                  [&](OpBuilder &ib, Location il) { scf::YieldOp::create(ib, il, inner[0]); });
+              scf::YieldOp::create(sb, sl, write.getResults());
+            });
+        scf::YieldOp::create(tb, tl, slots.getResults());
+      });
+  markParallel(tokens); // token t writes the rows of its own slots
+  return tokens.getResult(0);
 }
 
 void lowering::markParallel(Operation *loop) {

@@ -66,14 +66,22 @@ void markParallel(Operation *loop);
 Value castToType(OpBuilder &b, Location loc, Value value, Type type);
 /// out[t, h] = Σ_k term(a[t, k], b[t, k], acc) over the slots k of token t, in
 /// slot order, accumulated in an f32 [T, H] tensor (`shape` gives its static
-/// sizes, `dims` all of them). `term` returns the new accumulator.
+/// sizes, `dims` all of them). `term` returns the new accumulator; without
+/// `bTensor` it gets a null value for b[t, k].
 Value reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, ValueRange dims,
                       Value a, Value bTensor,
                       function_ref<Value(OpBuilder &, Location, Value, Value, Value)> term);
 /// y[t] = Σ_k slot_weight[t, k] · rows[slot_row[t, k]] over the filled slots,
-/// in slot order, as an f32 [T, H] tensor (`shape` its static sizes).
+/// in slot order, as an f32 [T, H] tensor (`shape` its static sizes); without
+/// `slotWeight`, the rows' plain sum (their weights already applied).
 Value combineSlots(OpBuilder &b, Location loc, Value rows, Value slotRow, Value slotWeight,
                    ArrayRef<int64_t> shape);
+/// The combine weight of each of the `rows` rows (f32 [R], `staticRows` its
+/// static size): slot_weight[t, k] at row slot_row[t, k]; rows no slot fills
+/// are left undefined (no combine reads them). A loop over tokens marked
+/// parallel (each writes its own rows).
+Value slotWeightsByRow(OpBuilder &b, Location loc, Value slotRow, Value slotWeight, Value rows,
+                       int64_t staticRows);
 /// One softmax entry under the NaN/inf rules of design.md 2.1, given the
 /// entry `v` (NaN already read as -inf), the maximum `mx` of its set, the sum
 /// Σ exp(x - mx) over the set, the number of +inf entries and the set's size.
