@@ -40,8 +40,9 @@ def moe_node(inputs, output, **attrs):
 
 
 def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu", normalize=0,
-              fusion=None, dtype="f32", rank3=False, router_in_graph=True, bias=False):
-    """One MoE node; `router_in_graph` computes the logits with a MatMul."""
+              fusion=None, dtype="f32", rank3=False, router_in_graph=True, bias=False, swiglu=None):
+    """One MoE node; `router_in_graph` computes the logits with a MatMul;
+    `swiglu` holds activation_alpha / activation_beta / swiglu_limit."""
     np_type, onnx_type = DTYPES[dtype]
     rng = _rng(name)
     gated = activation == "swiglu"
@@ -68,7 +69,7 @@ def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu
         logits_shape = x_shape[:-1] + [experts]
         graph_inputs.append(helper.make_tensor_value_info("logits", onnx_type, x_dims[:-1] + [experts]))
         feeds["logits"] = rng.standard_normal(logits_shape).astype(np_type)
-    attrs = dict(k=k, activation_type=activation, normalize_routing_weights=normalize)
+    attrs = dict(k=k, activation_type=activation, normalize_routing_weights=normalize, **(swiglu or {}))
     if fusion is not None:
         attrs["swiglu_fusion"] = fusion
     fc1_bias = fc2_bias = ""
@@ -495,6 +496,12 @@ MOE_CASES = {
     "moe_logits_input": dict(activation="silu", k=2, router_in_graph=False),
     "moe_relu_bias": dict(activation="relu", k=2, bias=True),
     "moe_swiglu_bias": dict(activation="swiglu", k=2, fusion=1, bias=True, normalize=1),
+    # gpt-oss's SwiGLU: the limit 0.5 clamps a good share of the gate and up
+    # values of these random weights (gpt-oss uses 7 on its larger ones).
+    "moe_swiglu_gpt_oss": dict(activation="swiglu", k=2, fusion=1, normalize=1, bias=True,
+                               swiglu=dict(activation_alpha=1.702, activation_beta=1.0, swiglu_limit=0.5)),
+    "moe_swiglu_alpha_beta": dict(activation="swiglu", k=2, fusion=1, normalize=1,
+                                  swiglu=dict(activation_alpha=2.5, activation_beta=-0.25)),
 }
 
 
@@ -605,9 +612,14 @@ def bad_model(name, out_dir):
             node.input.extend(["", "", "", "", "fc1_zp"])
         else:
             node.attribute.append(helper.make_attribute("quant_type", "fp4"))
-    elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation"):
+    elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu",
+                  "moe_bad_limit"):
         attrs = dict(k=9 if name == "moe_k_out_of_range" else 2,
                      activation_type="tanh" if name == "moe_bad_activation" else "relu")
+        if name == "moe_limit_not_swiglu":
+            attrs["swiglu_limit"] = 7.0
+        if name == "moe_bad_limit":
+            attrs.update(activation_type="swiglu", swiglu_fusion=1, swiglu_limit=-1.0)
         model, _ = moe_model(name, hidden=8, ffn=4, experts=4)
         graph = model.graph
         node = graph.node[-1]
@@ -623,7 +635,8 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
-       "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "qmoe_zero_points", "qmoe_fp4"]
+       "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
+       "qmoe_zero_points", "qmoe_fp4"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

@@ -11,6 +11,9 @@
 // fc1 [E, U, H] and fc2 [E, H, I] (the legacy [E, H, U] / [E, I, H] are
 // transposed); SwiGLU's interleaved fc1 rows (swiglu_fusion = 1: gate and
 // up alternate) are regrouped into [gate; up], as moe.activation expects.
+// gpt-oss's SwiGLU (activation_alpha, activation_beta, swiglu_limit:
+// min(g, L) · sigmoid(α min(g, L)) · (clamp(u, -L, L) + β)) is elementwise
+// code on the two halves instead of moe.activation.
 //
 // QMoE is the same node with uint8-packed 8/4/2-bit weights [E, out, in /
 // (8 / bits)] and scales per output row [E, out] or per block [E, out, in /
@@ -25,6 +28,7 @@
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;
@@ -35,6 +39,50 @@ namespace tb = mlir::moe::tensor_builders;
 namespace {
 
 using Results = FailureOr<SmallVector<Value>>;
+
+/// ORT's SwiGLU parameters; alpha 1, beta 0 and no limit is moe.activation
+/// swiglu (silu(gate) · up).
+struct SwigluParams {
+  float alpha = 1.0f, beta = 0.0f;
+  std::optional<float> limit;
+
+  bool isPlain() const { return alpha == 1.0f && beta == 0.0f && !limit; }
+
+  /// min(g, L) · sigmoid(α min(g, L)) · (clamp(u, -L, L) + β) on the halves
+  /// [gate; up] of `h`, computed in f32 as ORT's kernel does.
+  Value build(OpBuilder &b, Location loc, Value h, RankedTensorType resultType) const {
+    int64_t rows = resultType.getDimSize(0), ffn = resultType.getDimSize(1);
+    SmallVector<Value> dynamic;
+    if (ShapedType::isDynamic(rows))
+      dynamic.push_back(tb::dimSize(b, loc, h, 0));
+    SmallVector<OpFoldResult> sizes = {ShapedType::isDynamic(rows) ? OpFoldResult(dynamic[0])
+                                                                  : OpFoldResult(b.getIndexAttr(rows)),
+                                       b.getIndexAttr(ffn)};
+    SmallVector<OpFoldResult> unit = {b.getIndexAttr(1), b.getIndexAttr(1)};
+    auto half = [&](int64_t column) {
+      return tensor::ExtractSliceOp::create(b, loc, resultType, h,
+                                            ArrayRef<OpFoldResult>{b.getIndexAttr(0), b.getIndexAttr(column)},
+                                            sizes, unit)
+          .getResult();
+    };
+    Type element = resultType.getElementType();
+    return *tb::elementwise(b, loc, {half(0), half(ffn)}, element, [&](OpBuilder &nb, Location nl, ValueRange v) {
+      auto f32 = [&](double c) { return arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(c)).getResult(); };
+      Value g = tb::castScalar(nb, nl, v[0], nb.getF32Type());
+      Value u = tb::castScalar(nb, nl, v[1], nb.getF32Type());
+      if (limit) {
+        g = arith::MinimumFOp::create(nb, nl, g, f32(*limit));
+        u = arith::MaximumFOp::create(nb, nl, arith::MinimumFOp::create(nb, nl, u, f32(*limit)), f32(-*limit));
+      }
+      // sigmoid(α g) = 1 / (1 + exp(-α g))
+      Value e = math::ExpOp::create(nb, nl, arith::NegFOp::create(nb, nl, arith::MulFOp::create(nb, nl, f32(alpha), g)));
+      Value sigmoid = arith::DivFOp::create(nb, nl, f32(1.0), arith::AddFOp::create(nb, nl, f32(1.0), e));
+      Value out = arith::MulFOp::create(nb, nl, arith::MulFOp::create(nb, nl, g, sigmoid),
+                                        arith::AddFOp::create(nb, nl, u, f32(beta)));
+      return tb::castScalar(nb, nl, out, element);
+    });
+  }
+};
 
 /// Where the operands of a MoE or QMoE node are.
 struct MoeLayout {
@@ -142,14 +190,16 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   // Unsupported features are errors at the node, never silently dropped.
   if (ctx.intAttr("use_sparse_mixer", 0))
     return ctx.error() << "use_sparse_mixer (Phi-3.5 SparseMixer routing) is not supported", failure();
-  if (ctx.attr("swiglu_limit"))
-    return ctx.error() << "swiglu_limit (clamped SwiGLU) is not supported", failure();
   std::string activation = ctx.stringAttr("activation_type", "relu");
-  float alpha = ctx.floatAttr("activation_alpha", 1.0f), beta = ctx.floatAttr("activation_beta", 0.0f);
-  if (activation == "swiglu" && (alpha != 1.0f || beta != 0.0f))
-    return ctx.error() << "swiglu with activation_alpha " << alpha << " and activation_beta " << beta
-                       << " is not supported (only alpha 1, beta 0: silu(gate) * up)",
+  SwigluParams swiglu{ctx.floatAttr("activation_alpha", 1.0f), ctx.floatAttr("activation_beta", 0.0f),
+                      ctx.attr("swiglu_limit") ? std::optional<float>(ctx.floatAttr("swiglu_limit", 0.0f))
+                                               : std::nullopt};
+  if (activation != "swiglu" && !swiglu.isPlain())
+    return ctx.error() << "activation_alpha, activation_beta and swiglu_limit apply to swiglu only, not '"
+                       << activation << "'",
            failure();
+  if (swiglu.limit && !(*swiglu.limit > 0.0f))
+    return ctx.error() << "swiglu_limit must be positive, got " << *swiglu.limit, failure();
   std::optional<Activation> kind = llvm::StringSwitch<std::optional<Activation>>(activation)
                                        .Case("relu", Activation::relu)
                                        // ORT's MoE gelu is the tanh approximation.
@@ -308,8 +358,11 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   auto [upLhs, upWeights] = withBias(permuted, up, *upBias);
   Value h = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, upRows}, element), upLhs, upWeights,
                                     dispatch.getExpertOffsets(), Value());
-  Value a = ActivationOp::create(b, loc, RankedTensorType::get({rows, ffn}, element),
-                                 ActivationAttr::get(b.getContext(), *kind), h);
+  auto activatedType = RankedTensorType::get({rows, ffn}, element);
+  Value a = gated && !swiglu.isPlain()
+                ? swiglu.build(b, loc, h, activatedType)
+                : ActivationOp::create(b, loc, activatedType, ActivationAttr::get(b.getContext(), *kind), h)
+                      .getResult();
   auto [downLhs, downWeights] = withBias(a, *down, *downBias);
   Value y = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), downLhs, downWeights,
                                     dispatch.getExpertOffsets(), Value());
