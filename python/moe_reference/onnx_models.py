@@ -401,6 +401,88 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
 
 
+def per_expert_model(name, tokens=9, hidden=16, ffn=8, experts=4, k=2, normalize=True, mask="onehot",
+                     skip_expert=None):
+    """An MoE block as tracing exports transformers' eager per-expert loop
+    (MixtralSparseMoeBlock): router MatMul -> Softmax -> TopK (-> ReduceSum/
+    Div); a mask per expert, either one_hot(ids).permute(2, 1, 0)[e]
+    (`mask="onehot"`: OneHot, Transpose, Gather; NonZero gives (slot,
+    token)) or ids == e (`"equal"`: Equal; NonZero gives (token, slot));
+    then per expert: NonZero, the token rows (Gather), w1/w3/w2 as x @ W
+    MatMuls with SiLU(gate) * up, the slot weights (GatherND on (token,
+    slot)), and index_add_ into zeros (ScatterND add). `skip_expert` leaves
+    one expert out of the loop: not the layer any more (a near miss)."""
+    rng = _rng(name)
+    f = np.float32
+    i64 = np.int64
+    inits = [_init("router_t", rng.standard_normal((hidden, experts)).astype(f)),
+             _init("k", np.array([k], i64)), _init("last", np.array([-1], i64)),
+             _init("row0", np.array(0, i64)), _init("row1", np.array(1, i64))]
+    if mask == "onehot":
+        inits += [_init("depth", np.array(experts, i64)), _init("onehot_values", np.array([0, 1], i64))]
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "router_t"], ["router_logits"], name="router"),
+             n("Softmax", ["router_logits"], ["probs"], axis=-1),
+             n("TopK", ["probs", "k"], ["top_w", "top_i"], axis=-1, name="topk")]
+    w = "top_w"
+    if normalize:
+        nodes += [n("ReduceSum", ["top_w", "last"], ["top_sum"], keepdims=1),
+                  n("Div", ["top_w", "top_sum"], ["top_wn"])]
+        w = "top_wn"
+    nodes += [n("Shape", ["x"], ["x_shape"]), n("ConstantOfShape", ["x_shape"], ["acc_0"])]
+    if mask == "onehot":
+        nodes += [n("OneHot", ["top_i", "depth", "onehot_values"], ["onehot"], axis=-1),
+                  n("Transpose", ["onehot"], ["expert_mask"], perm=[2, 1, 0])]       # [E, k, T]
+    acc = "acc_0"
+    for e in range(experts):
+        p = f"e{e}_"
+        inits += [_init(f"experts.{e}.w1", (rng.standard_normal((hidden, ffn)) / np.sqrt(hidden)).astype(f)),
+                  _init(f"experts.{e}.w3", (rng.standard_normal((hidden, ffn)) / np.sqrt(hidden)).astype(f)),
+                  _init(f"experts.{e}.w2", (rng.standard_normal((ffn, hidden)) / np.sqrt(ffn)).astype(f)),
+                  _init(p + "id", np.array(e, i64))]
+        if e == skip_expert:
+            continue
+        if mask == "onehot":
+            nodes += [n("Gather", ["expert_mask", p + "id"], [p + "mask"], axis=0),  # [k, T]
+                      n("NonZero", [p + "mask"], [p + "nz"]),
+                      n("Gather", [p + "nz", "row0"], [p + "slot"], axis=0),
+                      n("Gather", [p + "nz", "row1"], [p + "tok"], axis=0)]
+        else:
+            nodes += [n("Equal", ["top_i", p + "id"], [p + "mask"]),                 # [T, k]
+                      n("NonZero", [p + "mask"], [p + "nz"]),
+                      n("Gather", [p + "nz", "row0"], [p + "tok"], axis=0),
+                      n("Gather", [p + "nz", "row1"], [p + "slot"], axis=0)]
+        nodes += [
+            n("Gather", ["x", p + "tok"], [p + "rows"], axis=0),
+            n("MatMul", [p + "rows", f"experts.{e}.w1"], [p + "g"]),
+            n("Sigmoid", [p + "g"], [p + "gs"]),
+            n("Mul", [p + "g", p + "gs"], [p + "ga"]),
+            n("MatMul", [p + "rows", f"experts.{e}.w3"], [p + "u"]),
+            n("Mul", [p + "ga", p + "u"], [p + "a"]),
+            n("MatMul", [p + "a", f"experts.{e}.w2"], [p + "o"]),
+            n("Unsqueeze", [p + "tok", "last"], [p + "tok_col"]),
+            n("Unsqueeze", [p + "slot", "last"], [p + "slot_col"]),
+            n("Concat", [p + "tok_col", p + "slot_col"], [p + "pairs"], axis=-1),
+            n("GatherND", [w, p + "pairs"], [p + "w"]),
+            n("Unsqueeze", [p + "w", "last"], [p + "w_col"]),
+            n("Mul", [p + "o", p + "w_col"], [p + "weighted"]),
+            n("ScatterND", [acc, p + "tok_col", p + "weighted"], [p + "acc"], reduction="add"),
+        ]
+        acc = p + "acc"
+    nodes.append(n("Identity", [acc], ["y"], name="combine"))
+    dims = ["tokens", hidden]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
+PER_EXPERT_CASES = {
+    "per_expert_mixtral": dict(normalize=True, k=2, experts=4, mask="onehot"),
+    "per_expert_olmoe_equal": dict(normalize=False, k=3, experts=6, ffn=12, mask="equal"),
+}
+
+
 DECOMPOSED_CASES = {
     "decomposed_mixtral": dict(normalize=True, k=2, experts=4),
     "decomposed_olmoe": dict(normalize=False, k=2, experts=8, ffn=12),
@@ -554,6 +636,8 @@ def build(name, out_dir):
         model, feeds = dynamic_shapes_model(name)
     elif name in DECOMPOSED_CASES:
         model, feeds = decomposed_model(name, **DECOMPOSED_CASES[name])
+    elif name in PER_EXPERT_CASES:
+        model, feeds = per_expert_model(name, **PER_EXPERT_CASES[name])
     elif name == "external_data":
         model, feeds = moe_model(name, activation="swiglu", fusion=1, k=2, hidden=32, ffn=24, experts=8)
         path = os.path.join(out_dir, name + ".onnx")
@@ -567,7 +651,7 @@ def build(name, out_dir):
     return path, feeds
 
 
-ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
+ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
                                                    "activations_norms", "scatter_ops", "external_data"]
 
 
@@ -581,6 +665,10 @@ def bad_model(name, out_dir):
         return path
     if name == "not_onnx":
         open(path, "w").write("this is a text file, not a protobuf\n")
+        return path
+    if name == "per_expert_missing_expert":
+        model, _ = per_expert_model(name, skip_expert=2)
+        onnx.save_model(model, path)
         return path
     if name == "missing_external_data":
         model, _ = moe_model(name, activation="relu")
@@ -636,6 +724,7 @@ def bad_model(name, out_dir):
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
+       "per_expert_missing_expert",
        "qmoe_zero_points", "qmoe_fp4"]
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ struct ConstantLookup {
   /// The integer values of a constant, if it is one.
   std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> ints;
   std::function<bool(llvm::StringRef)> isConstant;
+  /// The shape of a constant, if it is one.
+  std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> shape;
   std::optional<llvm::SmallVector<int64_t>> operator()(llvm::StringRef name) const { return ints(name); }
 };
 
@@ -34,6 +36,9 @@ struct MoeBlock {
   /// A sigmoid-gated shared expert added to the output (Qwen2-MoE), as
   /// x @ W weights: gate/up [H, S], down [S, H], gate [H, 1]; empty if none.
   std::string sharedGateProj, sharedUpProj, sharedDownProj, sharedGate;
+  /// The per-expert loop form: expert e's x @ W weights, gate and up
+  /// [H, I], down [I, H] (then gateUp and down are empty).
+  std::vector<std::string> expertGate, expertUp, expertDown;
   int64_t k = 1;
   bool normalize = false;
 };

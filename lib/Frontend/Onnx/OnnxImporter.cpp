@@ -212,6 +212,7 @@ private:
   LogicalResult importNode(const onnx::NodeProto &node, size_t index);
   LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
   LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
+  LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down);
   std::string supportedOps() const;
 
   MLIRContext *context;
@@ -463,8 +464,11 @@ LogicalResult GraphImporter::importConstant(const onnx::NodeProto &node, Locatio
 /// One moe.layer for a block of plain ops (MoeBlocks.cpp): softmax over the
 /// router logits, top-k, [renormalised], SwiGLU experts.
 LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
+  std::string gateUpName = block.gateUp, downName = block.down;
+  if (!block.expertDown.empty() && failed(stackExpertWeights(block, loc, gateUpName, downName)))
+    return failure();
   FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight, loc),
-                   up = lookup(block.gateUp, loc), down = lookup(block.down, loc);
+                   up = lookup(gateUpName, loc), down = lookup(downName, loc);
   if (failed(x) || failed(router) || failed(up) || failed(down))
     return failure();
   auto xType = cast<RankedTensorType>(x->getType());
@@ -511,6 +515,58 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, Activation::swiglu), routingAttr, CapacityAttr());
   values[block.output] = layer.getY();
+  return success();
+}
+
+/// The per-expert x @ W weights of a loop-form block stacked as moe.layer
+/// takes them, once at import: gate/up rows [E, 2I, H] (each expert's gate
+/// then up, transposed) and down rows [E, H, I]. They become constants named
+/// after the block's output; `gateUp` and `down` get their names.
+LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp,
+                                                std::string &down) {
+  int64_t experts = static_cast<int64_t>(block.expertDown.size());
+  auto find = [&](const std::string &name) -> const ConstantTensor * {
+    auto it = constants.find(name);
+    return it == constants.end() ? nullptr : &it->second;
+  };
+  const ConstantTensor *first = find(block.expertGate[0]);
+  if (!first || first->type.getRank() != 2)
+    return emitError(loc) << "MoE block: expert 0's gate weight '" << block.expertGate[0]
+                          << "' is not a 2-D constant";
+  int64_t hidden = first->type.getDimSize(0), ffn = first->type.getDimSize(1);
+  Type element = first->type.getElementType();
+  int64_t width = byteWidth(element);
+  auto gateUpData = std::make_shared<std::vector<char>>(experts * 2 * ffn * hidden * width);
+  auto downData = std::make_shared<std::vector<char>>(experts * hidden * ffn * width);
+  // dst[e][rowBase + r][c] = src[c][r]: a [rows, cols] matrix transposed.
+  auto transposeInto = [&](const ConstantTensor &src, std::vector<char> &dst, int64_t offset, int64_t rows,
+                           int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        memcpy(dst.data() + (offset + r * cols + c) * width, src.bytes.data() + (c * rows + r) * width, width);
+  };
+  for (int64_t e = 0; e < experts; ++e) {
+    const ConstantTensor *gate = find(block.expertGate[e]), *up = find(block.expertUp[e]),
+                         *downW = find(block.expertDown[e]);
+    auto projType = RankedTensorType::get({hidden, ffn}, element);
+    if (!gate || !up || !downW || gate->type != projType || up->type != projType ||
+        downW->type != RankedTensorType::get({ffn, hidden}, element))
+      return emitError(loc) << "MoE block: expert " << e << "'s weights are not gate and up " << projType
+                            << " and down " << RankedTensorType::get({ffn, hidden}, element) << " constants";
+    transposeInto(*gate, *gateUpData, e * 2 * ffn * hidden, ffn, hidden);
+    transposeInto(*up, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
+    transposeInto(*downW, *downData, e * hidden * ffn, hidden, ffn);
+  }
+  auto stacked = [&](const std::string &name, ArrayRef<int64_t> shape, std::shared_ptr<std::vector<char>> data) {
+    ConstantTensor constant;
+    constant.type = RankedTensorType::get(shape, element);
+    constant.owned = std::move(data);
+    constant.bytes = ArrayRef<char>(constant.owned->data(), constant.owned->size());
+    constants[name] = constant;
+    return name;
+  };
+  gateUp = stacked(block.output + ".experts_gate_up", {experts, 2 * ffn, hidden}, gateUpData);
+  down = stacked(block.output + ".experts_down", {experts, hidden, ffn}, downData);
   return success();
 }
 
@@ -671,7 +727,13 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
         auto it = constants.find(name);
         return it == constants.end() ? std::nullopt : it->second.asInts();
       },
-      [&](StringRef name) { return constants.count(name) > 0; }};
+      [&](StringRef name) { return constants.count(name) > 0; },
+      [&](StringRef name) -> std::optional<SmallVector<int64_t>> {
+        auto it = constants.find(name);
+        if (it == constants.end())
+          return std::nullopt;
+        return SmallVector<int64_t>(it->second.type.getShape());
+      }};
   std::vector<std::pair<int, std::string>> nearMisses;
   std::vector<MoeBlock> blocks = findMoeBlocks(graph, lookupConstant, nearMisses);
   for (auto [index, why] : nearMisses)
