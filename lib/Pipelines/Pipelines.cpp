@@ -97,9 +97,10 @@ void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptio
   addUpstream(pm, "moe-gpu-pipeline", "reconcile-unrealized-casts");
 }
 
-void mlir::moe::buildMoeGpuEmulationPipeline(OpPassManager &pm) {
+void mlir::moe::buildMoeGpuEmulationPipeline(OpPassManager &pm,
+                                             const MoeGpuEmulationPipelineOptions &options) {
   addGpuMapping(pm, "moe-gpu-emulation-pipeline", /*blockSize=*/256, /*outParams=*/false,
-                /*emulate=*/true);
+                /*emulate=*/true, options.wgmma);
   pm.addNestedPass<func::FuncOp>(createMoeGpuLaunchToLoops());
   addCpuTail(pm, "moe-gpu-emulation-pipeline");
 }
@@ -156,7 +157,7 @@ void mlir::moe::registerMoePipelines() {
       "Lowers moe programs to NVIDIA GPU kernels (a gpu.binary per kernel, cubin through ptxas) "
       "and host LLVM code that launches them through the mgpu* runtime functions",
       buildMoeGpuPipeline);
-  PassPipelineRegistration<>(
+  PassPipelineRegistration<MoeGpuEmulationPipelineOptions>(
       "moe-gpu-emulation-pipeline",
       "The GPU program (moe-gpu-pipeline's kernels, threads run one after another) lowered for the "
       "host CPU: checks the GPU mapping numerically without a GPU (moe-run --gpu-emulation)",

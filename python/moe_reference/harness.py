@@ -64,14 +64,21 @@ def compile_for_gpu(name, text):
     return ok
 
 
+# Set by main(..., wgmma_emulation=True): also run the emulated sm_90a GEMMs.
+_WGMMA_EMULATION = False
+
+
 def execution_modes():
     """How every program runs: the CPU pipeline, and (unless
     MOE_GPU_EMULATION=0) the GPU program with its kernels' threads run one
     after another on the CPU (moe-run --gpu-emulation), which checks the GPU
-    mapping numerically without a GPU."""
+    mapping numerically without a GPU; for the tensor-core tests also with
+    the sm_90a (wgmma) GEMM kernels emulated."""
     modes = [("cpu", [])]
     if os.environ.get("MOE_GPU_EMULATION", "1") != "0":
         modes.append(("gpu-emulation", ["--gpu-emulation"]))
+        if _WGMMA_EMULATION:
+            modes.append(("gpu-emulation-wgmma", ["--gpu-emulation", "--emulate-wgmma"]))
     return modes
 
 
@@ -188,8 +195,10 @@ def run_function(name, mlir, inputs, expected, tol=1e-5):
     return ok
 
 
-def main(cases):
+def main(cases, wgmma_emulation=False):
     """Runs (name, kwargs) cases; exits non-zero if any fails."""
+    global _WGMMA_EMULATION
+    _WGMMA_EMULATION = wgmma_emulation
     results = [run_layer(name, **kw) if "cfg" in kw else run_function(name, **kw) for name, kw in cases]
     passed = sum(results)
     print(f"{passed} passed, {len(results) - passed} failed")

@@ -1,7 +1,9 @@
 // RUN: moe-opt %s --split-input-file --convert-moe-to-linalg=parallel-contractions \
 // RUN:   --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" \
 // RUN:   --moe-tensor-core-gemm=wgmma | FileCheck %s
-// With emulate the option is ignored: the emulation runs the mma.sync form.
+// With emulate: the Hopper kernel for moe-gpu-launch-to-loops (one thread,
+// the TMA boxes as copies into plain tiles, scalar products, the D
+// fragment layout and the epilogue for each of the 128 thread ids).
 // RUN: moe-opt %s --split-input-file --convert-moe-to-linalg=parallel-contractions \
 // RUN:   --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" \
 // RUN:   --moe-tensor-core-gemm="wgmma emulate" | FileCheck %s --check-prefix=EMU
@@ -50,7 +52,12 @@
 // EMU-LABEL: func.func @bf16
 // EMU-NOT: moeTensorMapCreate
 // EMU: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}) {
-// EMU-NOT: nvvm.wgmma
+// EMU: memref.alloca() : memref<64x64xbf16>
+// EMU: memref.alloca() : memref<128x64xbf16>
+// EMU: memref.alloca() : memref<64x128xf32>
+// EMU: memref.alloca() : memref<64x132xf32>
+// EMU-NOT: nvvm.
+// EMU: gpu.terminator
 func.func @bf16(%x: tensor<?x72xbf16>, %w: tensor<4x80x72xbf16>, %off: tensor<5xi32>) -> tensor<?x80xbf16> {
   %y = moe.grouped_matmul %x, %w, %off : (tensor<?x72xbf16>, tensor<4x80x72xbf16>, tensor<5xi32>) -> tensor<?x80xbf16>
   return %y : tensor<?x80xbf16>

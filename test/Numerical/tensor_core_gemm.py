@@ -7,7 +7,9 @@
 # multiples of 64 or 32 (partial column tiles and K steps), many experts with
 # few tokens (experts without rows are skipped), capacity padding (rows of no
 # expert), a folded shared expert. Tolerances: bf16 8e-3, f16 2e-3 (normwise,
-# against the float64 reference).
+# against the float64 reference). They also run with the sm_90a (wgmma)
+# kernels emulated (moe-run --gpu-emulation --emulate-wgmma): the TMA
+# boxes, the expert visits, the D fragment layout and the epilogue.
 # RUN: %moe_python %s
 
 from moe_reference.harness import main
@@ -36,4 +38,4 @@ for dtype in ("bf16", "f16"):
 CASES.append(("unfused_bf16",
               dict(cfg=dict(experts=[("ffn", 6)], activation="gelu", routing=dict(scoring="softmax", k=2)),
                    tokens=90, hidden=80, ffn=96, dtype="bf16", passes=[])))
-main(CASES)
+main(CASES, wgmma_emulation=True)

@@ -70,6 +70,11 @@ static cl::opt<bool> gpuEmulation(
     cl::desc("Compile with moe-gpu-emulation-pipeline: the GPU program's kernels, their threads "
              "run one after another on the CPU (checks the GPU mapping without a GPU)"),
     cl::init(false), cl::cat(category));
+static cl::opt<bool> emulateWgmma(
+    "emulate-wgmma",
+    cl::desc("With --gpu-emulation: the grouped GEMMs as the sm_90a wgmma kernels (TMA boxes, wgmma "
+             "tiles and their epilogue) instead of the mma.sync ones"),
+    cl::init(false), cl::cat(category));
 static cl::opt<bool> saveInputs("save-inputs",
                                 cl::desc("Also write every argument as arg_<i>.npy"),
                                 cl::init(false), cl::cat(category));
@@ -169,6 +174,8 @@ int main(int argc, char **argv) {
       "  moe-run jax_layer.mlir --input x.npy ...               (JAX StableHLO text: imported first)\n"
       "  moe-run layer.mlir --seed 7 --dynamic-size 128 --repeat 10 --warmup 2\n\n"
       "Arrays are .npy files (f64, f32, f16, bf16 as uint16 bits, i64, i32), C order.\n");
+  if (emulateWgmma && !gpuEmulation)
+    return failWith("--emulate-wgmma applies to --gpu-emulation only");
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
 
@@ -282,8 +289,11 @@ int main(int argc, char **argv) {
   // rather than in the first run).
   auto lowerStart = std::chrono::steady_clock::now();
   PassManager pm(&context);
-  if (gpuEmulation)
-    mlir::moe::buildMoeGpuEmulationPipeline(pm);
+  if (gpuEmulation) {
+    mlir::moe::MoeGpuEmulationPipelineOptions options;
+    options.wgmma = emulateWgmma;
+    mlir::moe::buildMoeGpuEmulationPipeline(pm, options);
+  }
   else
     mlir::moe::buildMoeCpuPipeline(pm);
   if (failed(pm.run(*module)))

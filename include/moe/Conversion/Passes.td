@@ -219,7 +219,10 @@ def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::ModuleOp"> {
     expert's K loop the accumulators go through shared memory to the same
     fused epilogue, masked to that expert's rows. The host creates the TMA
     descriptors before the launch (`moeTensorMapCreateBF16`/`F16`, in the
-    moe runtime), so the pass runs on the module to declare them.
+    moe runtime), so the pass runs on the module to declare them. With
+    `emulate` too, the Hopper kernel is built for one thread per block: the
+    TMA boxes as copies into plain tiles, scalar products, the accumulators
+    through wgmma's fragment layout into the same epilogue.
 
     Example (the kernel that replaces the generic, abridged):
 

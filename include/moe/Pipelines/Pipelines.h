@@ -97,7 +97,14 @@ void buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options
 /// with every launch run as host loops and lowered for the CPU; results stay
 /// return values. It checks the GPU mapping numerically on a machine
 /// without a GPU (moe-run --gpu-emulation).
-void buildMoeGpuEmulationPipeline(OpPassManager &pm);
+struct MoeGpuEmulationPipelineOptions : public PassPipelineOptions<MoeGpuEmulationPipelineOptions> {
+  PassOptions::Option<bool> wgmma{
+      *this, "wgmma",
+      llvm::cl::desc("Emulate the sm_90a grouped GEMM kernels (moe-gpu-pipeline's wgmma option) instead "
+                     "of the mma.sync ones"),
+      llvm::cl::init(false)};
+};
+void buildMoeGpuEmulationPipeline(OpPassManager &pm, const MoeGpuEmulationPipelineOptions &options = {});
 
 /// A JAX StableHLO program -> moe + upstream tensor-level IR: one spelling
 /// for top-k (moe-normalize-stablehlo), private helpers inlined and

@@ -878,12 +878,15 @@ private:
     int64_t blockCols = gemm.glu ? hopper::kTileN / 2 : hopper::kTileN;
     Value gridX = ceilDiv(outCols, blockCols);
     Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, hopper::kTileM), idx(1));
-    mapA = tensorMap(gemm.lhs);
-    mapW = tensorMap(gemm.weights);
-    if (gemm.shared)
-      mapShared = tensorMap(gemm.shared);
-    auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), idx(hopper::kThreads), idx(1), idx(1),
-                                        constI32(hopper::kSharedBytes), Type(), ValueRange{}, TypeRange{});
+    if (!emulate) {
+      mapA = tensorMap(gemm.lhs);
+      mapW = tensorMap(gemm.weights);
+      if (gemm.shared)
+        mapShared = tensorMap(gemm.shared);
+    }
+    auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), idx(emulate ? 1 : hopper::kThreads),
+                                        idx(1), idx(1), emulate ? Value() : constI32(hopper::kSharedBytes), Type(),
+                                        ValueRange{}, TypeRange{});
     kernel = launch;
     Block &body = launch.getBody().front();
     b.setInsertionPointToStart(&body);
@@ -894,6 +897,8 @@ private:
     this->cols = cols;
     rowBase = mul(launch.getBlockIds().y, hopper::kTileM);
     colBase = mul(launch.getBlockIds().x, blockCols);
+    if (emulate)
+      return buildEmulatedHopper(blockCols);
     threadId = launch.getThreadIds().x;
 
     // The stages, then one mbarrier per stage, from a 1024-byte boundary
@@ -917,7 +922,13 @@ private:
                                NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
     gpu::BarrierOp::create(b, b.getLoc());
 
-    // Rows of no expert are 0 (through the fused epilogue, as in the generic).
+    emitRowsOfNoExpert(blockCols);
+    forEachGroup([&](Value group, Value steps) { return emitHopperGroup(group, steps); });
+    eraseReplaced();
+  }
+
+  /// Rows of no expert are 0 (through the fused epilogue, as in the generic).
+  void emitRowsOfNoExpert(int64_t blockCols) {
     forTileElements(blockCols, [&](Value r, Value c) {
       Value row = add(rowBase, r);
       auto inRows = scf::IfOp::create(b, b.getLoc(), ult(row, rows));
@@ -929,9 +940,12 @@ private:
       b.setInsertionPointToStart(&none.getThenRegion().front());
       storeEpilogue(r, c, f32(0.0), f32(0.0));
     });
+  }
 
-    // The row groups that meet the block's rows, each a pipelined K loop and
-    // an epilogue; `steps` counts the K steps so far (stage and phase).
+  /// The row groups that meet the block's rows, each `body(group, steps)`
+  /// (a K loop and an epilogue) returning `steps` plus its K steps (the
+  /// count gives the pipeline's stage and phase).
+  void forEachGroup(function_ref<Value(Value, Value)> body) {
     auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), ValueRange{idx(0)});
     {
       OpBuilder::InsertionGuard guard(b);
@@ -942,13 +956,12 @@ private:
       Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, hopper::kTileM))), ult(rowBase, hi));
       auto ifOp = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getIndexType()}, meets, /*withElse=*/true);
       b.setInsertionPointToStart(bareBlock(&ifOp.getThenRegion().front()));
-      scf::YieldOp::create(b, b.getLoc(), emitHopperGroup(group, steps));
+      scf::YieldOp::create(b, b.getLoc(), body(group, steps));
       b.setInsertionPointToStart(bareBlock(&ifOp.getElseRegion().front()));
       scf::YieldOp::create(b, b.getLoc(), steps);
       b.setInsertionPointToEnd(groups.getBody());
       scf::YieldOp::create(b, b.getLoc(), ifOp.getResults());
     }
-    eraseReplaced();
   }
 
   void ifLeader(function_ref<void()> body) {
@@ -996,8 +1009,7 @@ private:
                                                              BoolAttr(), NVVM::CTAGroupKindAttr(), Value());
     };
     load(idx(0), mapA, {k0, toI32(rowBase)});
-    Value second = gemm.glu ? add(outCols, colBase) : add(colBase, hopper::kBoxRows);
-    for (auto [half, n] : llvm::enumerate(SmallVector<Value>{colBase, second})) {
+    for (auto [half, n] : llvm::enumerate(weightBoxRows())) {
       Value at = idx(hopper::kABytes + static_cast<int64_t>(half) * hopper::kBoxRows * hopper::kTileK * hopper::kElementBytes);
       if (!gemm.shared) {
         load(at, mapW, {k0, toI32(n), toI32(group)});
@@ -1011,6 +1023,13 @@ private:
       b.setInsertionPointToStart(&pick.getElseRegion().front());
       load(at, mapW, {k0, toI32(n), toI32(group)});
     }
+  }
+
+  /// The first weight rows of the two boxes of a weight tile: 128
+  /// consecutive output columns, or with the GLU 64 gate rows and their 64
+  /// up rows F further.
+  SmallVector<Value> weightBoxRows() {
+    return {colBase, gemm.glu ? add(outCols, colBase) : add(colBase, hopper::kBoxRows)};
   }
 
   /// The wgmma matrix descriptor of a K-major tile at shared byte `offset`
@@ -1085,23 +1104,40 @@ private:
     return add(steps, numK);
   }
 
+  /// The tile coordinates of thread `tid`'s wgmma accumulators, in order.
+  SmallVector<std::pair<Value, Value>> fragmentCoords(Value tid) {
+    Value warp = arith::DivUIOp::create(b, tid, idx(kWarpSize));
+    Value laneId = arith::RemUIOp::create(b, tid, idx(kWarpSize));
+    Value g = arith::DivUIOp::create(b, laneId, idx(4));
+    Value t2 = mul(arith::RemUIOp::create(b, laneId, idx(4)), 2);
+    Value warpRowBase = add(mul(warp, 16), g);
+    SmallVector<std::pair<Value, Value>> coords;
+    for (int64_t j = 0; j < hopper::kTileN / 8; ++j)
+      for (int64_t v = 0; v < 4; ++v)
+        coords.push_back({add(warpRowBase, (v / 2) * 8), add(t2, 8 * j + v % 2)});
+    return coords;
+  }
+
   /// The accumulators into the shared f32 tile (wgmma's D layout: warp w
   /// holds rows 16w..16w+15; value 4j + v of lane l is row g + 8 (v / 2),
   /// column 8j + 2t + v % 2, g = l / 4, t = l % 4), then the fused epilogue
   /// for the rows of `group` only, element by element across the threads.
   void emitHopperEpilogue(Value acc, Value group) {
-    Value warp = arith::DivUIOp::create(b, threadId, idx(kWarpSize));
-    Value laneId = arith::RemUIOp::create(b, threadId, idx(kWarpSize));
-    Value g = arith::DivUIOp::create(b, laneId, idx(4));
-    Value t2 = mul(arith::RemUIOp::create(b, laneId, idx(4)), 2);
-    Value warpRowBase = add(mul(warp, 16), g);
-    for (int64_t j = 0; j < hopper::kTileN / 8; ++j)
-      for (int64_t v = 0; v < 4; ++v) {
-        Value x = LLVM::ExtractValueOp::create(b, acc, ArrayRef<int64_t>{4 * j + v});
-        memref::StoreOp::create(b, x, epilogueTile,
-                                ValueRange{add(warpRowBase, (v / 2) * 8), add(t2, 8 * j + v % 2)});
-      }
+    for (auto [i, rc] : llvm::enumerate(fragmentCoords(threadId))) {
+      Value x = LLVM::ExtractValueOp::create(b, acc, ArrayRef<int64_t>{static_cast<int64_t>(i)});
+      memref::StoreOp::create(b, x, epilogueTile, ValueRange{rc.first, rc.second});
+    }
     gpu::BarrierOp::create(b, b.getLoc());
+    emitGroupRows(group);
+    // The next expert's TMA loads (async proxy) overwrite this tile.
+    NVVM::FenceProxyOp::create(b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
+                               NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+    gpu::BarrierOp::create(b, b.getLoc());
+  }
+
+  /// The fused epilogue of the rows of `group` from the shared f32 tile
+  /// (with the GLU: gate products at column c, up products at c + 64).
+  void emitGroupRows(Value group) {
     int64_t width = gemm.glu ? hopper::kTileN / 2 : hopper::kTileN;
     forTileElements(width, [&](Value r, Value c) {
       auto inGroup = scf::IfOp::create(b, b.getLoc(), rowInGroup(r, group));
@@ -1112,10 +1148,106 @@ private:
                           : Value();
       storeEpilogue(r, c, gate, up);
     });
-    // The next expert's TMA loads (async proxy) overwrite this tile.
-    NVVM::FenceProxyOp::create(b, NVVM::ProxyKindAttr::get(b.getContext(), NVVM::ProxyKind::async_shared),
-                               NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
-    gpu::BarrierOp::create(b, b.getLoc());
+  }
+
+  // --- the Hopper kernel emulated (moe-gpu-launch-to-loops) ---------------
+  //
+  // One thread per block: each K step copies the same boxes TMA loads (the
+  // lhs rows of the tile whatever their expert, zeros outside the
+  // matrices) into plain tiles, multiplies them with scalar loops, and the
+  // accumulators go to the epilogue tile through wgmma's D fragment layout;
+  // the zero rows and the epilogue run for each of the 128 thread ids.
+  // Swizzling, descriptors, mbarriers and wgmma themselves are not run.
+
+  void buildEmulatedHopper(int64_t blockCols) {
+    auto scope = memref::AllocaScopeOp::create(b, b.getLoc(), TypeRange{});
+    Block *scopeBody = new Block();
+    scope.getBodyRegion().push_back(scopeBody);
+    b.setInsertionPointToStart(scopeBody);
+    tileA = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kTileK}, element));
+    tileB = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileN, hopper::kTileK}, element));
+    accTile = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kTileN}, b.getF32Type()));
+    epilogueTile =
+        memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kEpilogueStride}, b.getF32Type()));
+    forEach(hopper::kThreads, [&](Value tid) {
+      threadId = tid;
+      emitRowsOfNoExpert(blockCols);
+    });
+    forEachGroup([&](Value group, Value steps) { return emitEmulatedHopperGroup(group, steps); });
+    memref::AllocaScopeReturnOp::create(b, b.getLoc(), ValueRange{});
+    eraseReplaced();
+  }
+
+  Value emitEmulatedHopperGroup(Value group, Value steps) {
+    forEach(hopper::kTileM, [&](Value r) {
+      forEach(hopper::kTileN, [&](Value c) { memref::StoreOp::create(b, f32(0.0), accTile, ValueRange{r, c}); });
+    });
+    Value numK = ceilDiv(depth, hopper::kTileK);
+    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), numK, idx(1));
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPoint(kLoop.getBody()->getTerminator());
+      Value k0 = mul(kLoop.getInductionVar(), hopper::kTileK);
+      // The boxes: zeros outside the matrix, as TMA fills them.
+      auto copyBox = [&](Value tile, Value tileRow0, Value firstRow, Value numRows,
+                         function_ref<Value(Value, Value)> load) {
+        forEach(hopper::kBoxRows, [&](Value r) {
+          forEach(hopper::kTileK, [&](Value kk) {
+            Value row = add(firstRow, r), k = add(k0, kk);
+            Value x = loadOrZero(andI(ult(row, numRows), ult(k, depth)), [&] { return load(row, k); });
+            memref::StoreOp::create(b, x, tile, ValueRange{add(tileRow0, r), kk});
+          });
+        });
+      };
+      copyBox(tileA, idx(0), rowBase, rows, [&](Value row, Value k) {
+        return memref::LoadOp::create(b, gemm.lhs, ValueRange{row, k}).getResult();
+      });
+      Value isShared = gemm.shared ? arith::CmpIOp::create(b, arith::CmpIPredicate::eq, group, numExperts).getResult()
+                                   : Value();
+      for (auto [half, n] : llvm::enumerate(weightBoxRows()))
+        copyBox(tileB, idx(static_cast<int64_t>(half) * hopper::kBoxRows), n, cols, [&](Value row, Value k) -> Value {
+          if (!gemm.shared)
+            return memref::LoadOp::create(b, gemm.weights, ValueRange{group, row, k});
+          auto pick = scf::IfOp::create(b, b.getLoc(), TypeRange{element}, isShared, true);
+          OpBuilder::InsertionGuard inner(b);
+          b.setInsertionPointToStart(&pick.getThenRegion().front());
+          scf::YieldOp::create(b, b.getLoc(), memref::LoadOp::create(b, gemm.shared, ValueRange{row, k}).getResult());
+          b.setInsertionPointToStart(&pick.getElseRegion().front());
+          scf::YieldOp::create(b, b.getLoc(),
+                               memref::LoadOp::create(b, gemm.weights, ValueRange{group, row, k}).getResult());
+          return pick.getResult(0);
+        });
+      forEach(hopper::kTileM, [&](Value r) {
+        forEach(hopper::kTileN, [&](Value c) {
+          Value sum = memref::LoadOp::create(b, accTile, ValueRange{r, c});
+          auto dot = scf::ForOp::create(b, b.getLoc(), idx(0), idx(hopper::kTileK), idx(1), ValueRange{sum});
+          {
+            OpBuilder::InsertionGuard inner(b);
+            b.setInsertionPointToStart(dot.getBody());
+            Value kk = dot.getInductionVar();
+            Value x = arith::ExtFOp::create(b, b.getF32Type(),
+                                            memref::LoadOp::create(b, tileA, ValueRange{r, kk}).getResult());
+            Value y = arith::ExtFOp::create(b, b.getF32Type(),
+                                            memref::LoadOp::create(b, tileB, ValueRange{c, kk}).getResult());
+            scf::YieldOp::create(b, b.getLoc(),
+                                 arith::AddFOp::create(b, dot.getRegionIterArgs()[0], arith::MulFOp::create(b, x, y))
+                                     .getResult());
+          }
+          memref::StoreOp::create(b, dot.getResult(0), accTile, ValueRange{r, c});
+        });
+      });
+    }
+    // Each thread's 64 accumulators through the D fragment layout.
+    forEach(hopper::kThreads, [&](Value tid) {
+      for (auto [r, c] : fragmentCoords(tid))
+        memref::StoreOp::create(b, memref::LoadOp::create(b, accTile, ValueRange{r, c}).getResult(), epilogueTile,
+                                ValueRange{r, c});
+    });
+    forEach(hopper::kThreads, [&](Value tid) {
+      threadId = tid;
+      emitGroupRows(group);
+    });
+    return add(steps, numK);
   }
 
   // --- emulation ----------------------------------------------------------
@@ -1197,7 +1329,7 @@ struct MoeTensorCoreGemmPass : mlir::moe::impl::MoeTensorCoreGemmBase<MoeTensorC
         gemms.push_back(*gemm);
     });
     for (const GroupedGemm &gemm : gemms)
-      TensorCoreKernelBuilder(gemm, emulate, wgmma && !emulate && fitsTma(gemm)).build();
+      TensorCoreKernelBuilder(gemm, emulate, wgmma && fitsTma(gemm)).build();
   }
 };
 } // namespace
