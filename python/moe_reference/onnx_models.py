@@ -84,30 +84,92 @@ def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu
     return model, feeds
 
 
-def quantize_rows(w, bits, block=None):
-    """Symmetric `bits`-bit quantisation of [E, out, in] weights as ORT's QMoE
-    stores it: q = round(w / scale) + 2^(bits-1) in [0, 2^bits), scales per
-    output row (or per `block` inputs), values packed low nibble first."""
+def pack_last(values, bits):
+    """`bits`-bit values packed along the last dimension, low bits first
+    (the last byte zero-padded)."""
+    pack = 8 // bits
+    packed = np.zeros(values.shape[:-1] + (-(-values.shape[-1] // pack),), np.uint8)
+    for i in range(pack):
+        part = values[..., i::pack].astype(np.uint8)
+        packed[..., :part.shape[-1]] |= (part << (bits * i)).astype(np.uint8)
+    return packed
+
+
+def moe_numpy(model, feeds):
+    """The output of `model`'s com.microsoft.MoE node in float64 with numpy,
+    for attributes ORT's CPU kernel does not run (swiglu_limit_after_
+    activation needs CUDA there): softmax top-k routing, fc1 [E, U, H]
+    (SwiGLU rows interleaved for swiglu_fusion 1), biases, fc2 [E, H, F]."""
+    from onnx import numpy_helper
+    inits = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "MoE")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("activation_type", b"relu") != b"swiglu":
+        raise NotImplementedError("moe_numpy covers SwiGLU experts only")
+    x = feeds["x"].astype(np.float64).reshape(-1, inits["fc2"].shape[1])
+    logits = x @ inits["router"] if "router" in inits else feeds["logits"].astype(np.float64).reshape(len(x), -1)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    k, alpha, beta = attrs["k"], attrs.get("activation_alpha", 1.0), attrs.get("activation_beta", 0.0)
+    limit = attrs.get("swiglu_limit", np.inf)
+    after = attrs.get("swiglu_limit_after_activation", 0)
+    fc1, fc2 = inits[node.input[2]], inits[node.input[4]]
+    b1 = inits.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    b2 = inits.get(node.input[5]) if len(node.input) > 5 and node.input[5] else None
+    y = np.zeros_like(x)
+    for t in range(len(x)):
+        experts = np.argsort(-p[t], kind="stable")[:k]
+        w = p[t, experts] / (p[t, experts].sum() if attrs.get("normalize_routing_weights", 0) else 1.0)
+        for e, wt in zip(experts, w):
+            h = fc1[e] @ x[t] + (b1[e] if b1 is not None else 0)
+            gate, up = (h[0::2], h[1::2]) if attrs.get("swiglu_fusion", 0) == 1 else np.split(h, 2)
+            if not after:
+                gate = np.minimum(gate, limit)
+            act = gate / (1 + np.exp(-alpha * gate))
+            if after:
+                act = np.minimum(act, limit)
+            a = act * (np.clip(up, -limit, limit) + beta)
+            y[t] += wt * (fc2[e] @ a + (b2[e] if b2 is not None else 0))
+    return y.reshape(feeds["x"].shape).astype(feeds["x"].dtype)
+
+
+# Models ORT's CPU kernel refuses: the tests compare them with moe_numpy.
+NUMPY_REFERENCE = {"moe_swiglu_limit_after"}
+
+
+def quantize_rows(w, bits, block=None, zero_points=False):
+    """`bits`-bit quantisation of [E, out, in] weights as ORT's QMoE stores
+    it, scales per output row (or per `block` inputs), values packed low
+    bits first. Symmetric: q = round(w / scale) + 2^(bits-1); with
+    `zero_points`, asymmetric over each row's (block's) range, q =
+    round(w / scale) + zp, and the zero points are returned packed too."""
     half = 2 ** (bits - 1)
     groups = w.reshape(w.shape[0], w.shape[1], -1, block) if block else w[..., None, :]
-    scale = np.abs(groups).max(-1) / (half - 1) + 1e-8
-    q = np.clip(np.round(groups / scale[..., None]) + half, 0, 2 ** bits - 1).astype(np.uint8)
-    q = q.reshape(w.shape)
-    pack = 8 // bits
-    packed = np.zeros(w.shape[:2] + (w.shape[2] // pack,), np.uint8)
-    for i in range(pack):
-        packed |= (q[..., i::pack] << (bits * i)).astype(np.uint8)
-    return packed, (scale if block else scale[..., 0]).astype(np.float32)
+    if zero_points:
+        lo, hi = np.minimum(groups.min(-1), 0), np.maximum(groups.max(-1), 0)
+        scale = (hi - lo) / (2 ** bits - 1) + 1e-8
+        zp = np.clip(np.round(-lo / scale), 0, 2 ** bits - 1)
+    else:
+        scale = np.abs(groups).max(-1) / (half - 1) + 1e-8
+        zp = np.full(scale.shape, half)
+    q = np.clip(np.round(groups / scale[..., None]) + zp[..., None], 0, 2 ** bits - 1).astype(np.uint8)
+    packed = pack_last(q.reshape(w.shape), bits)
+    scales = (scale if block else scale[..., 0]).astype(np.float32)
+    if not zero_points:
+        return packed, scales
+    return packed, scales, pack_last(zp if block else zp[..., 0], bits)
 
 
 def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="relu", bits=8, block=None,
-               fusion=None):
-    """One QMoE node (routing renormalised: ORT's CPU QMoE always does)."""
+               fusion=None, zero_points=False):
+    """One QMoE node (routing renormalised: ORT's CPU QMoE always does);
+    `zero_points` quantises asymmetrically with explicit zero points."""
     rng = _rng(name)
     gated = activation == "swiglu"
     up_rows = 2 * ffn if gated else ffn
-    fc1, s1 = quantize_rows(rng.standard_normal((experts, up_rows, hidden)) / np.sqrt(hidden), bits, block)
-    fc2, s2 = quantize_rows(rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn), bits, block)
+    q1 = quantize_rows(rng.standard_normal((experts, up_rows, hidden)) / np.sqrt(hidden), bits, block, zero_points)
+    q2 = quantize_rows(rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn), bits, block, zero_points)
+    fc1, s1, fc2, s2 = q1[0], q1[1], q2[0], q2[1]
     wr = rng.standard_normal((hidden, experts)).astype(np.float32)
     x = rng.standard_normal((tokens, hidden)).astype(np.float32)
     attrs = dict(k=k, activation_type=activation, normalize_routing_weights=1, expert_weight_bits=bits)
@@ -116,10 +178,13 @@ def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="re
     if fusion is not None:
         attrs["swiglu_fusion"] = fusion
     nodes = [helper.make_node("MatMul", ["x", "router"], ["logits"], name="router"),
-             helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"], ["y"],
-                              domain="com.microsoft", name="qmoe", **attrs)]
+             helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"]
+                              + (["", "", "", "", "fc1_zero_points", "fc2_zero_points"] if zero_points else []),
+                              ["y"], domain="com.microsoft", name="qmoe", **attrs)]
     inits = [_init("router", wr), _init("fc1", fc1), _init("fc1_scales", s1), _init("fc2", fc2),
              _init("fc2_scales", s2)]
+    if zero_points:
+        inits += [_init("fc1_zero_points", q1[2]), _init("fc2_zero_points", q2[2])]
     f = TensorProto.FLOAT
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, ["tokens", hidden])],
                               [helper.make_tensor_value_info("y", f, ["tokens", hidden])], inits)
@@ -582,6 +647,10 @@ MOE_CASES = {
     # values of these random weights (gpt-oss uses 7 on its larger ones).
     "moe_swiglu_gpt_oss": dict(activation="swiglu", k=2, fusion=1, normalize=1, bias=True,
                                swiglu=dict(activation_alpha=1.702, activation_beta=1.0, swiglu_limit=0.5)),
+    # The limit on the activated gate (ORT: CUDA only; checked with numpy).
+    "moe_swiglu_limit_after": dict(activation="swiglu", k=2, fusion=1, normalize=1, bias=True,
+                                   swiglu=dict(activation_alpha=1.702, activation_beta=1.0, swiglu_limit=0.2,
+                                               swiglu_limit_after_activation=1)),
     "moe_swiglu_alpha_beta": dict(activation="swiglu", k=2, fusion=1, normalize=1,
                                   swiglu=dict(activation_alpha=2.5, activation_beta=-0.25)),
 }
@@ -592,6 +661,10 @@ QMOE_CASES = {
     "qmoe_int8_relu": dict(bits=8, activation="relu"),
     "qmoe_int4_swiglu": dict(bits=4, activation="swiglu", fusion=1),
     "qmoe_int4_block16_silu": dict(bits=4, activation="silu", block=16),
+    # Explicit zero points (asymmetric ranges): per row, per block, 8-bit.
+    "qmoe_int4_zero_points_swiglu": dict(bits=4, activation="swiglu", fusion=1, zero_points=True),
+    "qmoe_int4_block16_zero_points": dict(bits=4, activation="relu", block=16, zero_points=True),
+    "qmoe_int8_zero_points": dict(bits=8, activation="silu", zero_points=True),
 }
 
 
@@ -691,13 +764,16 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 3])],
                                   [_init("w", w)])
-    elif name in ("qmoe_zero_points", "qmoe_fp4"):
+    elif name in ("qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits"):
         model, _ = qmoe_model(name, bits=4, activation="relu")
         graph = model.graph
         node = graph.node[-1]
         if name == "qmoe_zero_points":
-            graph.initializer.append(_init("fc1_zp", np.full((4, 8), 0x88, np.uint8)))
+            # 4-bit zero points of fc1 [4, 16 rows] pack into [4, 8]: [4, 5] is wrong.
+            graph.initializer.append(_init("fc1_zp", np.full((4, 5), 0x88, np.uint8)))
             node.input.extend(["", "", "", "", "fc1_zp"])
+        elif name == "qmoe_mixed_bits":
+            node.attribute.append(helper.make_attribute("fc2_expert_weight_bits", 8))
         else:
             node.attribute.append(helper.make_attribute("quant_type", "fp4"))
     elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu",
@@ -725,7 +801,7 @@ def bad_model(name, out_dir):
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "per_expert_missing_expert",
-       "qmoe_zero_points", "qmoe_fp4"]
+       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

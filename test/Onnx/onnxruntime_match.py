@@ -5,7 +5,9 @@
 # imported with moe-translate, compiled and run by moe-run, as imported,
 # after moe-optimize, and as the emulated GPU program (moe-run
 # --gpu-emulation; the GPU pipeline must also produce sm_90 cubins), and
-# compared with onnxruntime (CPU) on the same random inputs. Tolerances (normwise relative): f32 1e-5, f16 2e-3 (ORT computes
+# compared with onnxruntime (CPU) on the same random inputs (the models its
+# CPU kernel refuses, onnx_models.NUMPY_REFERENCE, with a float64 numpy
+# MoE instead). Tolerances (normwise relative): f32 1e-5, f16 2e-3 (ORT computes
 # f16 MoE with f16 intermediates).
 # RUN: %moe_python %s %t
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from moe_reference import onnx_models
@@ -32,16 +35,28 @@ def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     translate, moe_run, moe_opt = (os.environ[v] for v in ("MOE_TRANSLATE", "MOE_RUN", "MOE_OPT"))
     failures = 0
+    # The numpy MoE itself, where ORT runs the same model: gpt-oss's SwiGLU.
+    model, feeds = onnx_models.moe_model("moe_swiglu_gpt_oss", **onnx_models.MOE_CASES["moe_swiglu_gpt_oss"])
+    ort_y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    err = np.abs(onnx_models.moe_numpy(model, feeds) - ort_y).max() / np.abs(ort_y).max()
+    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} numpy MoE reference vs onnxruntime: rel err {err:.2e}")
+    failures += err > 1e-5
     for name in onnx_models.ALL:
         path, feeds = onnx_models.build(name, out_dir)
         reference_path = path.replace(".onnx", ".reference.onnx")
-        session = ort.InferenceSession(reference_path if os.path.exists(reference_path) else path,
-                                       providers=["CPUExecutionProvider"])
-        expected = session.run(None, feeds)[0]
+        if name in onnx_models.NUMPY_REFERENCE:
+            model = onnx.load(path)
+            expected = onnx_models.moe_numpy(model, feeds)
+            input_names = [i.name for i in model.graph.input]
+        else:
+            session = ort.InferenceSession(reference_path if os.path.exists(reference_path) else path,
+                                           providers=["CPUExecutionProvider"])
+            expected = session.run(None, feeds)[0]
+            input_names = [i.name for i in session.get_inputs()]
         inputs = []
-        for graph_input in session.get_inputs():
-            npy = os.path.join(out_dir, f"{name}.{graph_input.name}.npy")
-            np.save(npy, feeds[graph_input.name])
+        for input_name in input_names:
+            npy = os.path.join(out_dir, f"{name}.{input_name}.npy")
+            np.save(npy, feeds[input_name])
             inputs += ["--input", npy]
         imported = os.path.join(out_dir, name + ".mlir")
         run([translate, "--import-onnx", path, "-o", imported])

@@ -45,11 +45,14 @@ using Results = FailureOr<SmallVector<Value>>;
 struct SwigluParams {
   float alpha = 1.0f, beta = 0.0f;
   std::optional<float> limit;
+  /// swiglu_limit_after_activation: the limit clamps g · sigmoid(α g), not g.
+  bool limitAfterActivation = false;
 
   bool isPlain() const { return alpha == 1.0f && beta == 0.0f && !limit; }
 
   /// min(g, L) · sigmoid(α min(g, L)) · (clamp(u, -L, L) + β) on the halves
-  /// [gate; up] of `h`, computed in f32 as ORT's kernel does.
+  /// [gate; up] of `h` (min(g · sigmoid(α g), L) · ... with the limit after
+  /// the activation), computed in f32 as ORT's kernels do.
   Value build(OpBuilder &b, Location loc, Value h, RankedTensorType resultType) const {
     int64_t rows = resultType.getDimSize(0), ffn = resultType.getDimSize(1);
     SmallVector<Value> dynamic;
@@ -71,14 +74,17 @@ struct SwigluParams {
       Value g = tb::castScalar(nb, nl, v[0], nb.getF32Type());
       Value u = tb::castScalar(nb, nl, v[1], nb.getF32Type());
       if (limit) {
-        g = arith::MinimumFOp::create(nb, nl, g, f32(*limit));
+        if (!limitAfterActivation)
+          g = arith::MinimumFOp::create(nb, nl, g, f32(*limit));
         u = arith::MaximumFOp::create(nb, nl, arith::MinimumFOp::create(nb, nl, u, f32(*limit)), f32(-*limit));
       }
       // sigmoid(α g) = 1 / (1 + exp(-α g))
       Value e = math::ExpOp::create(nb, nl, arith::NegFOp::create(nb, nl, arith::MulFOp::create(nb, nl, f32(alpha), g)));
       Value sigmoid = arith::DivFOp::create(nb, nl, f32(1.0), arith::AddFOp::create(nb, nl, f32(1.0), e));
-      Value out = arith::MulFOp::create(nb, nl, arith::MulFOp::create(nb, nl, g, sigmoid),
-                                        arith::AddFOp::create(nb, nl, u, f32(beta)));
+      Value activated = arith::MulFOp::create(nb, nl, g, sigmoid);
+      if (limit && limitAfterActivation)
+        activated = arith::MinimumFOp::create(nb, nl, activated, f32(*limit));
+      Value out = arith::MulFOp::create(nb, nl, activated, arith::AddFOp::create(nb, nl, u, f32(beta)));
       return tb::castScalar(nb, nl, out, element);
     });
   }
@@ -88,12 +94,14 @@ struct SwigluParams {
 struct MoeLayout {
   bool quantized;
   unsigned fc1, fc1Scales, fc1Bias, fc2, fc2Scales, fc2Bias, fc3, fc3Scales, fc3Bias;
+  unsigned fc1ZeroPoints, fc2ZeroPoints, fc3ZeroPoints;
 };
 constexpr unsigned Input = 0, RouterProbs = 1, None = ~0u;
-constexpr MoeLayout kMoe = {false, 2, None, 3, 4, None, 5, 6, None, 7};
-constexpr MoeLayout kQMoe = {true, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-// QMoE inputs past fc3's: zero points (11-13) and router_weights (14).
-constexpr unsigned QMoeZeroPoints = 11, QMoeRouterWeights = 14;
+constexpr MoeLayout kMoe = {false, 2, None, 3, 4, None, 5, 6, None, 7, None, None, None};
+constexpr MoeLayout kQMoe = {true, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+// QMoE's inputs from router_weights (14) on: separate mixing weights and
+// the fp4/fp8 scales.
+constexpr unsigned QMoeRouterWeights = 14;
 
 /// Weights [E, rows, cols] in the layout the moe ops use ([E, out, in]):
 /// transposed when given as [E, in, out].
@@ -112,12 +120,14 @@ FailureOr<Value> expertWeights(NodeContext &ctx, unsigned index, StringRef name,
 }
 
 /// QMoE weights: `q` [E, out, in / pack] of packed `bits`-bit values and
-/// their scales, dequantised to [E, out, in] of `element` in the program.
-FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsigned scaleIndex, StringRef name,
-                                    int64_t inSize, int64_t bits, int64_t blockSize, Type element) {
+/// their scales (and zero points, if given; 2^(bits-1) if not),
+/// dequantised to [E, out, in] of `element` in the program.
+FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsigned scaleIndex,
+                                    unsigned zeroIndex, StringRef name, int64_t inSize, int64_t bits,
+                                    int64_t blockSize, Type element) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  Value q = ctx.input(weightIndex), scale = ctx.input(scaleIndex);
+  Value q = ctx.input(weightIndex), scale = ctx.input(scaleIndex), zero = ctx.input(zeroIndex);
   if (!q || !scale)
     return ctx.error() << name << " and its scales are required", failure();
   RankedTensorType qType = ctx.inputType(weightIndex), sType = ctx.inputType(scaleIndex);
@@ -138,6 +148,18 @@ FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsi
                        << "] or, with block_size, [" << experts << ", " << rows << ", " << inSize
                        << " / block_size], got " << sType << " (block_size " << blockSize << ")",
            failure();
+  // Zero points: packed like the weights along their last dimension, one
+  // per scale: [E, ceil(out / pack)] or [E, out, ceil(blocks / pack)].
+  if (zero) {
+    RankedTensorType zType = ctx.inputType(zeroIndex);
+    SmallVector<int64_t> zShape = {experts, blockwise ? rows : (rows + pack - 1) / pack};
+    if (blockwise)
+      zShape.push_back((expected[2] + pack - 1) / pack);
+    if (!zType.getElementType().isInteger(8) || zType.getShape() != ArrayRef<int64_t>(zShape))
+      return ctx.error() << name << " zero points must be uint8 " << RankedTensorType::get(zShape, zType.getElementType())
+                         << " (" << bits << "-bit values packed like the weights, one per scale), got " << zType,
+             failure();
+  }
   auto resultType = RankedTensorType::get({experts, rows, inSize}, element);
   Value init = tensor::EmptyOp::create(b, loc, resultType.getShape(), element);
   SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(3)};
@@ -148,21 +170,26 @@ FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsi
         Value e = linalg::IndexOp::create(nb, nl, 0), n = linalg::IndexOp::create(nb, nl, 1),
               k = linalg::IndexOp::create(nb, nl, 2);
         auto index = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v); };
-        Value byte = tensor::ExtractOp::create(
-            nb, nl, q, ValueRange{e, n, arith::DivUIOp::create(nb, nl, k, index(pack))});
         Type i32 = nb.getI32Type();
-        Value word = arith::ExtUIOp::create(nb, nl, i32, byte);
-        // The value at k: bits * (k % pack) up from the byte's low end.
-        Value shift = arith::IndexCastOp::create(
-            nb, nl, i32, arith::MulIOp::create(nb, nl, arith::RemUIOp::create(nb, nl, k, index(pack)), index(bits)));
         auto i32Const = [&](int64_t v) { return arith::ConstantOp::create(nb, nl, i32, nb.getI32IntegerAttr(v)); };
-        Value value = arith::AndIOp::create(nb, nl, arith::ShRUIOp::create(nb, nl, word, shift),
-                                            i32Const((1 << bits) - 1));
-        Value centred = arith::SubIOp::create(nb, nl, value, i32Const(1 << (bits - 1)));
-        Value w = arith::SIToFPOp::create(nb, nl, nb.getF32Type(), centred);
+        // Value i of a packed last dimension: bits * (i % pack) up from the
+        // low end of byte i / pack.
+        auto unpack = [&](Value packed, SmallVector<Value> at, Value i) -> Value {
+          at.push_back(arith::DivUIOp::create(nb, nl, i, index(pack)));
+          Value word = arith::ExtUIOp::create(nb, nl, i32, tensor::ExtractOp::create(nb, nl, packed, at));
+          Value shift = arith::IndexCastOp::create(
+              nb, nl, i32, arith::MulIOp::create(nb, nl, arith::RemUIOp::create(nb, nl, i, index(pack)), index(bits)));
+          return arith::AndIOp::create(nb, nl, arith::ShRUIOp::create(nb, nl, word, shift), i32Const((1 << bits) - 1));
+        };
+        Value value = unpack(q, {e, n}, k);
         SmallVector<Value> at = {e, n};
         if (blockwise)
           at.push_back(arith::DivUIOp::create(nb, nl, k, index(blockSize)));
+        Value zeroPoint = !zero       ? i32Const(1 << (bits - 1)).getResult()
+                          : blockwise ? unpack(zero, {e, n}, at[2])
+                                      : unpack(zero, {e}, n);
+        Value centred = arith::SubIOp::create(nb, nl, value, zeroPoint);
+        Value w = arith::SIToFPOp::create(nb, nl, nb.getF32Type(), centred);
         Value sc = tb::castScalar(nb, nl, tensor::ExtractOp::create(nb, nl, scale, at), nb.getF32Type());
         Value product = arith::MulFOp::create(nb, nl, w, sc);
         linalg::YieldOp::create(nb, nl, tb::castScalar(nb, nl, product, element));
@@ -193,9 +220,10 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   std::string activation = ctx.stringAttr("activation_type", "relu");
   SwigluParams swiglu{ctx.floatAttr("activation_alpha", 1.0f), ctx.floatAttr("activation_beta", 0.0f),
                       ctx.attr("swiglu_limit") ? std::optional<float>(ctx.floatAttr("swiglu_limit", 0.0f))
-                                               : std::nullopt};
-  if (activation != "swiglu" && !swiglu.isPlain())
-    return ctx.error() << "activation_alpha, activation_beta and swiglu_limit apply to swiglu only, not '"
+                                               : std::nullopt,
+                      ctx.intAttr("swiglu_limit_after_activation", 0) != 0};
+  if (activation != "swiglu" && (!swiglu.isPlain() || swiglu.limitAfterActivation))
+    return ctx.error() << "activation_alpha, activation_beta and swiglu_limit(_after_activation) apply to swiglu only, not '"
                        << activation << "'",
            failure();
   if (swiglu.limit && !(*swiglu.limit > 0.0f))
@@ -221,21 +249,25 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   if (layout.quantized) {
     if (bits != 2 && bits != 4 && bits != 8)
       return ctx.error() << "expert_weight_bits must be 2, 4 or 8, got " << bits, failure();
+    for (StringRef fcBits : {"fc1_expert_weight_bits", "fc2_expert_weight_bits", "fc3_expert_weight_bits"})
+      if (ctx.intAttr(fcBits, bits) != bits)
+        return ctx.error() << fcBits << " = " << ctx.intAttr(fcBits, bits)
+                           << " differs from expert_weight_bits = " << bits
+                           << " (one width for every expert weight is supported)",
+               failure();
     std::string quantType = ctx.stringAttr("quant_type", "int");
     if (quantType != "int")
       return ctx.error() << "quant_type '" << quantType << "' is not supported (only int)", failure();
     if (ctx.intAttr("weights_prepacked", 0) == 1)
       return ctx.error() << "weights_prepacked = 1 (an execution provider's packing) is not supported", failure();
-    for (unsigned i = QMoeZeroPoints; i < QMoeZeroPoints + 3; ++i)
-      if (ctx.input(i))
-        return ctx.error() << "explicit zero points are not supported (the default 2^(bits-1) is)", failure();
     if (ctx.input(QMoeRouterWeights))
       return ctx.error() << "router_weights (separate mixing weights) are not supported", failure();
   }
   // Expert weights as [E, out, in] floats: given, or dequantised.
-  auto weightsOf = [&](unsigned index, unsigned scales, StringRef name, int64_t inSize) -> FailureOr<Value> {
+  auto weightsOf = [&](unsigned index, unsigned scales, unsigned zeroPoints, StringRef name,
+                       int64_t inSize) -> FailureOr<Value> {
     if (layout.quantized)
-      return dequantizedWeights(ctx, index, scales, name, inSize, bits, blockSize, element);
+      return dequantizedWeights(ctx, index, scales, zeroPoints, name, inSize, bits, blockSize, element);
     return expertWeights(ctx, index, name, inSize);
   };
   unsigned Fc1 = layout.fc1, Fc1Bias = layout.fc1Bias, Fc2 = layout.fc2, Fc2Bias = layout.fc2Bias,
@@ -244,12 +276,13 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     return ctx.error() << "fc3_experts_weights is only used by swiglu with swiglu_fusion = 0", failure();
 
   // Weights: fc1 [E, U, H], fc2 [E, H, F].
-  FailureOr<Value> fc1 = weightsOf(Fc1, layout.fc1Scales, "fc1_experts_weights", hidden);
+  FailureOr<Value> fc1 = weightsOf(Fc1, layout.fc1Scales, layout.fc1ZeroPoints, "fc1_experts_weights", hidden);
   if (failed(fc1))
     return failure();
   Value up = *fc1;
   if (gated && fusion == 0) {
-    FailureOr<Value> fc3 = weightsOf(Fc3, layout.fc3Scales, "fc3_experts_weights (swiglu_fusion = 0)", hidden);
+    FailureOr<Value> fc3 = weightsOf(Fc3, layout.fc3Scales, layout.fc3ZeroPoints,
+                                     "fc3_experts_weights (swiglu_fusion = 0)", hidden);
     if (failed(fc3))
       return failure();
     up = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{up, *fc3});
@@ -289,7 +322,7 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
                            {experts, upRows});
   }
   int64_t ffn = gated ? upRows / 2 : upRows;
-  FailureOr<Value> down = weightsOf(Fc2, layout.fc2Scales, "fc2_experts_weights", ffn);
+  FailureOr<Value> down = weightsOf(Fc2, layout.fc2Scales, layout.fc2ZeroPoints, "fc2_experts_weights", ffn);
   if (failed(down))
     return failure();
   auto downType = cast<RankedTensorType>(down->getType());
