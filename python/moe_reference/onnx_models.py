@@ -631,6 +631,38 @@ def scatter_model(name, tokens=6, hidden=8, experts=4):
     return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
 
 
+def gather_nd_trilu_model(name, tokens=6, hidden=8):
+    """GatherND and Trilu as attention code writes them: token scores x xᵀ
+    masked to the causal (lower) triangle and a strict upper one (Trilu with
+    k = 1), rows and single scores picked by GatherND (negative indices
+    too)."""
+    rng = _rng(name)
+    f = np.float32
+    i64 = np.int64
+    inits = [_init("row_ids", np.array([[0], [2], [-1]], i64)),
+             _init("pairs", np.array([[1, 0], [3, 3], [-1, -2]], i64)),
+             _init("one", np.array(1, i64)), _init("last", np.array([-1], i64))]
+    n = helper.make_node
+    nodes = [
+        n("Transpose", ["x"], ["xt"], perm=[1, 0]),
+        n("MatMul", ["x", "xt"], ["scores"]),                                 # [T, T]
+        n("Trilu", ["scores"], ["causal"], upper=0),
+        n("Trilu", ["scores", "one"], ["strict_upper"], upper=1),
+        n("Add", ["causal", "strict_upper"], ["both"]),
+        n("Mul", ["both", "causal"], ["masked"]),
+        n("MatMul", ["masked", "x"], ["mixed"]),                             # [T, H]
+        n("GatherND", ["x", "row_ids"], ["rows"]),                            # [3, H]
+        n("GatherND", ["masked", "pairs"], ["picked"]),                       # [3]
+        n("Unsqueeze", ["picked", "last"], ["picked_col"]),
+        n("Mul", ["rows", "picked_col"], ["weighted"]),
+        n("Concat", ["mixed", "weighted"], ["y"], axis=0, name="gather_nd_trilu"),
+    ]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((tokens, hidden)).astype(f)}
+
+
 MOE_CASES = {
     "moe_relu_k2": dict(activation="relu", k=2),
     "moe_gelu_k1": dict(activation="gelu", k=1),
@@ -703,6 +735,8 @@ def build(name, out_dir):
         model, feeds = ops_model(name)
     elif name == "scatter_ops":
         model, feeds = scatter_model(name)
+    elif name == "gather_nd_trilu":
+        model, feeds = gather_nd_trilu_model(name)
     elif name == "activations_norms":
         model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
@@ -725,7 +759,8 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "external_data"]
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu",
+                                                   "external_data"]
 
 
 def bad_model(name, out_dir):
@@ -764,6 +799,11 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 3])],
                                   [_init("w", w)])
+    elif name == "gathernd_batch_dims":
+        idx = _init("idx", np.zeros((2, 1), np.int64))
+        nodes = [helper.make_node("GatherND", ["x", "idx"], ["y"], batch_dims=1, name="the_gathernd")]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [2, 8])],
+                                  [helper.make_tensor_value_info("y", f, [2])], [idx])
     elif name in ("qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits"):
         model, _ = qmoe_model(name, bits=4, activation="relu")
         graph = model.graph
@@ -801,7 +841,7 @@ def bad_model(name, out_dir):
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "per_expert_missing_expert",
-       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits"]
+       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

@@ -592,6 +592,102 @@ Results convertScatterElements(NodeContext &ctx) {
   return SmallVector<Value>{result};
 }
 
+/// GatherND(data, indices) with batch_dims = 0: out[p, s] = data[indices[p,
+/// :q], s], the result indices.shape[:-1] + data.shape[q:]; negative
+/// indices count from the end, out-of-range ones are clamped (as Gather).
+Results convertGatherND(NodeContext &ctx) {
+  Value data = ctx.input(0), indices = ctx.input(1);
+  if (!data || !indices)
+    return ctx.error() << "data and indices are required", failure();
+  if (ctx.intAttr("batch_dims", 0) != 0)
+    return ctx.error() << "batch_dims = " << ctx.intAttr("batch_dims", 0) << " is not supported (only 0)",
+           failure();
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  int64_t q = indexType.getRank() > 0 ? indexType.getShape().back() : ShapedType::kDynamic;
+  if (!isa<IntegerType>(indexType.getElementType()) || ShapedType::isDynamic(q) || q < 1 ||
+      q > dataType.getRank())
+    return ctx.error() << "indices must be integers whose last dimension is a static size in [1, "
+                       << dataType.getRank() << "], got " << indexType,
+           failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t points = indexType.getRank() - 1;
+  SmallVector<int64_t> shape(indexType.getShape().drop_back());
+  llvm::append_range(shape, dataType.getShape().drop_front(q));
+  SmallVector<Value> dynamic;
+  for (auto [d, size] : llvm::enumerate(shape)) {
+    int64_t di = static_cast<int64_t>(d);
+    if (ShapedType::isDynamic(size))
+      dynamic.push_back(di < points ? tb::dimSize(b, loc, indices, di) : tb::dimSize(b, loc, data, di - points + q));
+  }
+  SmallVector<Value> dataSizes;
+  for (int64_t d = 0; d < q; ++d)
+    dataSizes.push_back(tb::dimSize(b, loc, data, d));
+  auto resultType = RankedTensorType::get(shape, dataType.getElementType());
+  int64_t rank = shape.size();
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{resultType}, ValueRange{}, ValueRange{tb::empty(b, loc, resultType, dynamic)},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        SmallVector<Value> point, at;
+        for (int64_t d = 0; d < points; ++d)
+          point.push_back(linalg::IndexOp::create(nb, nl, d));
+        for (int64_t j = 0; j < q; ++j) {
+          SmallVector<Value> idx(point);
+          idx.push_back(indexConst(nb, nl, j));
+          Value i = wrapIndex(nb, nl, tensor::ExtractOp::create(nb, nl, indices, idx), dataSizes[j]);
+          i = arith::MaxSIOp::create(nb, nl, i, indexConst(nb, nl, 0));
+          at.push_back(arith::MinSIOp::create(nb, nl, i,
+                                              arith::SubIOp::create(nb, nl, dataSizes[j], indexConst(nb, nl, 1))));
+        }
+        for (int64_t d = points; d < rank; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at)});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
+/// Trilu(input, k = 0, upper = 1): the last two dimensions' upper (j - i >=
+/// k) or lower (j - i <= k) triangle kept, the rest 0 (causal masks).
+Results convertTrilu(NodeContext &ctx) {
+  Value input = ctx.input(0);
+  if (!input)
+    return ctx.error() << "input is required", failure();
+  RankedTensorType type = ctx.inputType(0);
+  if (type.getRank() < 2)
+    return ctx.error() << "input must have rank >= 2, got " << type, failure();
+  int64_t k = 0;
+  if (ctx.input(1)) {
+    const ConstantTensor *constant = ctx.constantInput(1);
+    std::optional<SmallVector<int64_t>> given = constant ? constant->asInts() : std::nullopt;
+    if (!given || given->size() != 1)
+      return ctx.error() << "k must be a constant scalar", failure();
+    k = (*given)[0];
+  }
+  bool upper = ctx.intAttr("upper", 1) != 0;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t rank = type.getRank();
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < rank; ++d)
+    if (type.isDynamicDim(d))
+      dynamic.push_back(tb::dimSize(b, loc, input, d));
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{input}, ValueRange{tb::empty(b, loc, type, dynamic)},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value i = linalg::IndexOp::create(nb, nl, rank - 2), j = linalg::IndexOp::create(nb, nl, rank - 1);
+        Value diagonal = arith::SubIOp::create(nb, nl, j, i);
+        Value keep = arith::CmpIOp::create(nb, nl, upper ? arith::CmpIPredicate::sge : arith::CmpIPredicate::sle,
+                                           diagonal, indexConst(nb, nl, k));
+        Value zero = arith::ConstantOp::create(nb, nl, nb.getZeroAttr(args[0].getType()));
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, keep, args[0], zero).getResult()});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
 } // namespace
 
 void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &converters) {
@@ -608,4 +704,6 @@ void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &con
   add("OneHot", convertOneHot);
   add("ScatterND", convertScatterND);
   add("ScatterElements", convertScatterElements);
+  add("GatherND", convertGatherND);
+  add("Trilu", convertTrilu);
 }
