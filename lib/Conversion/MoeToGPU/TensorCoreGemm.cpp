@@ -313,21 +313,8 @@ public:
     SmallVector<Type> workgroup;
     if (!emulate)
       workgroup = {sharedType, sharedType};
-    Value threads = idx(emulate ? 1 : kThreads);
-    auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), threads, idx(1), idx(1),
-                                        Value(), Type(), ValueRange{}, workgroup);
-    kernel = launch;
-    Block &body = launch.getBody().front();
-    b.setInsertionPointToStart(&body);
-    gpu::TerminatorOp::create(b, b.getLoc());
-    b.setInsertionPoint(body.getTerminator());
-
-    // The launch's own copies of the sizes (kernel outlining passes them).
-    this->rows = rows;
-    this->depth = depth;
-    this->cols = cols;
-    rowBase = arith::MulIOp::create(b, launch.getBlockIds().y, idx(kTileM));
-    colBase = arith::MulIOp::create(b, launch.getBlockIds().x, idx(gemm.glu ? kTileN / 2 : kTileN));
+    gpu::LaunchOp launch = openLaunch({gridX, gridY}, emulate ? 1 : kThreads, Value(), workgroup, {rows, depth, cols},
+                                      {kTileM, gemm.glu ? kTileN / 2 : kTileN});
     if (emulate) {
       auto plain = MemRefType::get({kTileM, kSharedStride}, element);
       auto scope = memref::AllocaScopeOp::create(b, b.getLoc(), TypeRange{});
@@ -386,6 +373,25 @@ private:
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPoint(loop.getBody()->getTerminator());
     body(loop.getInductionVar());
+  }
+
+  /// The kernel's launch (grid, threads per block, dynamic shared memory
+  /// bytes, workgroup buffers), the builder left inside it; the launch's own
+  /// copies of the sizes (outlining passes them) and its tile's first row
+  /// and column (tile sizes `tile`).
+  gpu::LaunchOp openLaunch(std::array<Value, 2> grid, int64_t threads, Value sharedBytes, TypeRange workgroup,
+                           std::array<Value, 3> sizes, std::array<int64_t, 2> tile) {
+    auto launch = gpu::LaunchOp::create(b, b.getLoc(), grid[0], grid[1], idx(1), idx(threads), idx(1), idx(1),
+                                        sharedBytes, Type(), ValueRange{}, workgroup);
+    kernel = launch;
+    Block &body = launch.getBody().front();
+    b.setInsertionPointToStart(&body);
+    gpu::TerminatorOp::create(b, b.getLoc());
+    b.setInsertionPoint(body.getTerminator());
+    std::tie(rows, depth, cols) = std::tuple(sizes[0], sizes[1], sizes[2]);
+    rowBase = arith::MulIOp::create(b, launch.getBlockIds().y, idx(tile[0]));
+    colBase = arith::MulIOp::create(b, launch.getBlockIds().x, idx(tile[1]));
+    return launch;
   }
 
   /// `cond ? load() : 0` without reading memory when `cond` is false.
@@ -884,19 +890,9 @@ private:
       if (gemm.shared)
         mapShared = tensorMap(gemm.shared);
     }
-    auto launch = gpu::LaunchOp::create(b, b.getLoc(), gridX, gridY, idx(1), idx(emulate ? 1 : hopper::kThreads),
-                                        idx(1), idx(1), emulate ? Value() : constI32(hopper::kSharedBytes), Type(),
-                                        ValueRange{}, TypeRange{});
-    kernel = launch;
-    Block &body = launch.getBody().front();
-    b.setInsertionPointToStart(&body);
-    gpu::TerminatorOp::create(b, b.getLoc());
-    b.setInsertionPoint(body.getTerminator());
-    this->rows = rows;
-    this->depth = depth;
-    this->cols = cols;
-    rowBase = mul(launch.getBlockIds().y, hopper::kTileM);
-    colBase = mul(launch.getBlockIds().x, blockCols);
+    gpu::LaunchOp launch =
+        openLaunch({gridX, gridY}, emulate ? 1 : hopper::kThreads, emulate ? Value() : constI32(hopper::kSharedBytes),
+                   TypeRange{}, {rows, depth, cols}, {hopper::kTileM, blockCols});
     if (emulate)
       return buildEmulatedHopper(blockCols);
     threadId = launch.getThreadIds().x;
@@ -1218,23 +1214,7 @@ private:
           return pick.getResult(0);
         });
       forEach(hopper::kTileM, [&](Value r) {
-        forEach(hopper::kTileN, [&](Value c) {
-          Value sum = memref::LoadOp::create(b, accTile, ValueRange{r, c});
-          auto dot = scf::ForOp::create(b, b.getLoc(), idx(0), idx(hopper::kTileK), idx(1), ValueRange{sum});
-          {
-            OpBuilder::InsertionGuard inner(b);
-            b.setInsertionPointToStart(dot.getBody());
-            Value kk = dot.getInductionVar();
-            Value x = arith::ExtFOp::create(b, b.getF32Type(),
-                                            memref::LoadOp::create(b, tileA, ValueRange{r, kk}).getResult());
-            Value y = arith::ExtFOp::create(b, b.getF32Type(),
-                                            memref::LoadOp::create(b, tileB, ValueRange{c, kk}).getResult());
-            scf::YieldOp::create(b, b.getLoc(),
-                                 arith::AddFOp::create(b, dot.getRegionIterArgs()[0], arith::MulFOp::create(b, x, y))
-                                     .getResult());
-          }
-          memref::StoreOp::create(b, dot.getResult(0), accTile, ValueRange{r, c});
-        });
+        forEach(hopper::kTileN, [&](Value c) { accumulateProduct(r, c, hopper::kTileK); });
       });
     }
     // Each thread's 64 accumulators through the D fragment layout.
@@ -1252,6 +1232,23 @@ private:
 
   // --- emulation ----------------------------------------------------------
 
+  /// accTile[r, c] += Σ_k tileA[r, k] · tileB[c, k] over the first `depth`
+  /// columns of the staged tiles, in f32 (the emulated products).
+  void accumulateProduct(Value r, Value c, int64_t depth) {
+    Value sum = memref::LoadOp::create(b, accTile, ValueRange{r, c});
+    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), idx(depth), idx(1), ValueRange{sum});
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(kLoop.getBody());
+      Value kk = kLoop.getInductionVar();
+      Value x = arith::ExtFOp::create(b, b.getF32Type(), memref::LoadOp::create(b, tileA, ValueRange{r, kk}).getResult());
+      Value y = arith::ExtFOp::create(b, b.getF32Type(), memref::LoadOp::create(b, tileB, ValueRange{c, kk}).getResult());
+      Value acc = arith::AddFOp::create(b, kLoop.getRegionIterArgs()[0], arith::MulFOp::create(b, x, y));
+      scf::YieldOp::create(b, b.getLoc(), acc);
+    }
+    memref::StoreOp::create(b, kLoop.getResult(0), accTile, ValueRange{r, c});
+  }
+
   /// The warps' mma tiles as scalar loops over the staged tiles.
   void emitEmulatedProducts() {
     forEach(kWarpsM * kWarpsN, [&](Value warp) {
@@ -1259,21 +1256,7 @@ private:
       Value wc = arith::MulIOp::create(b, arith::RemUIOp::create(b, warp, idx(kWarpsN)), idx(kWarpTileN));
       forEach(kWarpTileM, [&](Value i) {
         forEach(kWarpTileN, [&](Value j) {
-          Value r = add(wr, i), c = add(wc, j);
-          Value sum = memref::LoadOp::create(b, accTile, ValueRange{r, c});
-          auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), idx(kTileK), idx(1), ValueRange{sum});
-          {
-            OpBuilder::InsertionGuard guard(b);
-            b.setInsertionPointToStart(kLoop.getBody());
-            Value kk = kLoop.getInductionVar();
-            Value x = arith::ExtFOp::create(b, b.getF32Type(),
-                                            memref::LoadOp::create(b, tileA, ValueRange{r, kk}).getResult());
-            Value y = arith::ExtFOp::create(b, b.getF32Type(),
-                                            memref::LoadOp::create(b, tileB, ValueRange{c, kk}).getResult());
-            Value acc = arith::AddFOp::create(b, kLoop.getRegionIterArgs()[0], arith::MulFOp::create(b, x, y));
-            scf::YieldOp::create(b, b.getLoc(), acc);
-          }
-          memref::StoreOp::create(b, kLoop.getResult(0), accTile, ValueRange{r, c});
+          accumulateProduct(add(wr, i), add(wc, j), kTileK);
         });
       });
     });
