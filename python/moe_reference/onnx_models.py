@@ -40,9 +40,13 @@ def moe_node(inputs, output, **attrs):
 
 
 def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu", normalize=0,
-              fusion=None, dtype="f32", rank3=False, router_in_graph=True, bias=False, swiglu=None):
+              fusion=None, dtype="f32", rank3=False, router_in_graph=True, bias=False, swiglu=None,
+              sparse_mixer=False):
     """One MoE node; `router_in_graph` computes the logits with a MatMul;
-    `swiglu` holds activation_alpha / activation_beta / swiglu_limit."""
+    `swiglu` holds activation_alpha / activation_beta / swiglu_limit;
+    `sparse_mixer` sets use_sparse_mixer and gives logits whose runners-up
+    are within SparseMixer's 2% of the top one for every other token (so
+    its masks keep some and drop others)."""
     np_type, onnx_type = DTYPES[dtype]
     rng = _rng(name)
     gated = activation == "swiglu"
@@ -69,7 +73,17 @@ def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu
         logits_shape = x_shape[:-1] + [experts]
         graph_inputs.append(helper.make_tensor_value_info("logits", onnx_type, x_dims[:-1] + [experts]))
         feeds["logits"] = rng.standard_normal(logits_shape).astype(np_type)
+        if sparse_mixer:
+            near = feeds["logits"].reshape(-1, experts)
+            for t in range(0, len(near), 2):
+                order = np.argsort(-near[t])
+                near[t, order[1]] = near[t, order[0]] * (1 - 0.01 * np.sign(near[t, order[0]]))
+                # Every other such token: the third within 1% of the second too.
+                third = near[t, order[1]] * (1 - 0.01 * np.sign(near[t, order[1]]))
+                near[t, order[2]] = third if t % 4 == 0 else near[t, order[0]] - 0.5
     attrs = dict(k=k, activation_type=activation, normalize_routing_weights=normalize, **(swiglu or {}))
+    if sparse_mixer:
+        attrs["use_sparse_mixer"] = 1
     if fusion is not None:
         attrs["swiglu_fusion"] = fusion
     fc1_bias = fc2_bias = ""
@@ -111,6 +125,7 @@ def moe_numpy(model, feeds):
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     k, alpha, beta = attrs["k"], attrs.get("activation_alpha", 1.0), attrs.get("activation_beta", 0.0)
+    routes = [sparse_mixer_top2(row) if attrs.get("use_sparse_mixer", 0) else None for row in logits]
     limit = attrs.get("swiglu_limit", np.inf)
     after = attrs.get("swiglu_limit_after_activation", 0)
     fc1, fc2 = inits[node.input[2]], inits[node.input[4]]
@@ -120,6 +135,8 @@ def moe_numpy(model, feeds):
     for t in range(len(x)):
         experts = np.argsort(-p[t], kind="stable")[:k]
         w = p[t, experts] / (p[t, experts].sum() if attrs.get("normalize_routing_weights", 0) else 1.0)
+        if routes[t] is not None:
+            experts, w = routes[t]
         for e, wt in zip(experts, w):
             h = fc1[e] @ x[t] + (b1[e] if b1 is not None else 0)
             gate, up = (h[0::2], h[1::2]) if attrs.get("swiglu_fusion", 0) == 1 else np.split(h, 2)
@@ -133,8 +150,26 @@ def moe_numpy(model, feeds):
     return y.reshape(feeds["x"].shape).astype(feeds["x"].dtype)
 
 
-# Models ORT's CPU kernel refuses: the tests compare them with moe_numpy.
-NUMPY_REFERENCE = {"moe_swiglu_limit_after"}
+def sparse_mixer_top2(s, jitter_eps=0.01):
+    """Phi-3.5-MoE's sparsemixer (inference) on one token's logits: twice,
+    pick the largest remaining logit m, mask logits with (m - s) /
+    max(|s|, m) > 2 eps (and the earlier pick), and weigh the pick by its
+    softmax over what is left. Returns (experts, weights)."""
+    experts, weights, left = [], [], s.astype(np.float64).copy()
+    for _ in range(2):
+        e = int(np.argmax(left))
+        m = left[e]
+        masked = np.where((m - s) / np.maximum(np.abs(s), m) > 2 * jitter_eps, -np.inf, left)
+        probs = np.exp(masked - masked.max())
+        weights.append(probs[e] / probs.sum())
+        experts.append(e)
+        left[e] = -np.inf
+    return np.array(experts), np.array(weights)
+
+
+# Models ORT's CPU kernel computes otherwise (it ignores use_sparse_mixer)
+# or refuses: the tests compare them with moe_numpy.
+NUMPY_REFERENCE = {"moe_swiglu_limit_after", "moe_sparse_mixer"}
 
 
 def quantize_rows(w, bits, block=None, zero_points=False):
@@ -683,6 +718,9 @@ MOE_CASES = {
     "moe_swiglu_limit_after": dict(activation="swiglu", k=2, fusion=1, normalize=1, bias=True,
                                    swiglu=dict(activation_alpha=1.702, activation_beta=1.0, swiglu_limit=0.2,
                                                swiglu_limit_after_activation=1)),
+    # Phi-3.5-MoE's SparseMixer top-2 routing (logits as an input, near ties).
+    "moe_sparse_mixer": dict(activation="swiglu", k=2, fusion=1, router_in_graph=False, sparse_mixer=True,
+                             experts=6, tokens=10),
     "moe_swiglu_alpha_beta": dict(activation="swiglu", k=2, fusion=1, normalize=1,
                                   swiglu=dict(activation_alpha=2.5, activation_beta=-0.25)),
 }
@@ -817,13 +855,15 @@ def bad_model(name, out_dir):
         else:
             node.attribute.append(helper.make_attribute("quant_type", "fp4"))
     elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu",
-                  "moe_bad_limit"):
+                  "moe_bad_limit", "moe_sparse_mixer_k1"):
         attrs = dict(k=9 if name == "moe_k_out_of_range" else 2,
                      activation_type="tanh" if name == "moe_bad_activation" else "relu")
         if name == "moe_limit_not_swiglu":
             attrs["swiglu_limit"] = 7.0
         if name == "moe_bad_limit":
             attrs.update(activation_type="swiglu", swiglu_fusion=1, swiglu_limit=-1.0)
+        if name == "moe_sparse_mixer_k1":
+            attrs.update(k=1, use_sparse_mixer=1)
         model, _ = moe_model(name, hidden=8, ffn=4, experts=4)
         graph = model.graph
         node = graph.node[-1]
@@ -840,7 +880,7 @@ def bad_model(name, out_dir):
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
-       "per_expert_missing_expert",
+       "per_expert_missing_expert", "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims"]
 
 if __name__ == "__main__":

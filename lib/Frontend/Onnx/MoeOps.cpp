@@ -31,6 +31,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::onnx_import;
@@ -89,6 +91,77 @@ struct SwigluParams {
     });
   }
 };
+
+/// Phi-3.5-MoE's SparseMixer top-2 routing (use_sparse_mixer, inference),
+/// on the logits [T, E]: twice, the largest remaining logit m is picked, the
+/// logits s with (m - s) / max(|s|, m) > 2 eps are masked (-inf; the picked
+/// ones stay masked), and the pick's weight is its softmax over the rest
+/// (no renormalisation). Returns (weights [T, 2] f32, ids [T, 2] i32).
+std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits) {
+  constexpr double kJitterEps = 0.01; // Phi-3.5-MoE's router_jitter_noise
+  auto logitsType = cast<RankedTensorType>(logits.getType());
+  int64_t tokens = logitsType.getDimSize(0);
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
+  auto columnType = [&](Type element) { return RankedTensorType::get({tokens, 1}, element); };
+  MLIRContext *ctx = b.getContext();
+  float negInf = -std::numeric_limits<float>::infinity();
+  // candidates[t, e], or -inf where e is ids[t] (ids [T, 1]).
+  auto withoutPicked = [&](Value candidates, Value ids) {
+    SmallVector<Value> dynamic;
+    if (ShapedType::isDynamic(tokens))
+      dynamic.push_back(tb::dimSize(b, loc, candidates, 0));
+    AffineExpr t, e;
+    bindDims(ctx, t, e);
+    return linalg::GenericOp::create(
+               b, loc, TypeRange{logitsType}, ValueRange{candidates, ids}, ValueRange{tb::empty(b, loc, logitsType, dynamic)},
+               ArrayRef<AffineMap>{AffineMap::get(2, 0, {t, e}, ctx), AffineMap::get(2, 0, {t, getAffineConstantExpr(0, ctx)}, ctx),
+                                   AffineMap::get(2, 0, {t, e}, ctx)},
+               SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+               [&](OpBuilder &nb, Location nl, ValueRange v) {
+                 Value e = arith::IndexCastOp::create(nb, nl, i32, linalg::IndexOp::create(nb, nl, 1));
+                 Value picked = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, e, v[1]);
+                 Value inf = arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(negInf));
+                 linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, picked, inf, v[0]).getResult()});
+               })
+        .getResult(0);
+  };
+  // probs[t, ids[t]] as [T, 1].
+  auto pickedWeight = [&](Value probs, Value ids) {
+    SmallVector<Value> dynamic;
+    if (ShapedType::isDynamic(tokens))
+      dynamic.push_back(tb::dimSize(b, loc, probs, 0));
+    return linalg::GenericOp::create(
+               b, loc, TypeRange{columnType(f32)}, ValueRange{ids}, ValueRange{tb::empty(b, loc, columnType(f32), dynamic)},
+               ArrayRef<AffineMap>{b.getMultiDimIdentityMap(2), b.getMultiDimIdentityMap(2)},
+               SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+               [&](OpBuilder &nb, Location nl, ValueRange v) {
+                 Value e = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), v[0]);
+                 Value t = linalg::IndexOp::create(nb, nl, 0);
+                 linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, probs, ValueRange{t, e}).getResult()});
+               })
+        .getResult(0);
+  };
+  auto round = [&](Value candidates) -> std::pair<Value, Value> {
+    auto top = TopKOp::create(b, loc, columnType(f32), columnType(i32), candidates, Value(), b.getI64IntegerAttr(1));
+    Value masked = *tb::elementwise(b, loc, {logits, top.getWeights(), candidates}, f32,
+                                    [&](OpBuilder &nb, Location nl, ValueRange v) -> Value {
+                                      Value factor = arith::MaximumFOp::create(nb, nl, math::AbsFOp::create(nb, nl, v[0]), v[1]);
+                                      Value ratio = arith::DivFOp::create(nb, nl, arith::SubFOp::create(nb, nl, v[1], v[0]), factor);
+                                      Value far = arith::CmpFOp::create(
+                                          nb, nl, arith::CmpFPredicate::OGT, ratio,
+                                          arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(2 * kJitterEps)));
+                                      Value inf = arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(negInf));
+                                      return arith::SelectOp::create(nb, nl, far, inf, v[2]);
+                                    });
+    Value probs = ScoreOp::create(b, loc, logitsType, ScoringFuncAttr::get(ctx, ScoringFunc::softmax), masked,
+                                  FloatAttr(), IntegerAttr(), IntegerAttr());
+    return {pickedWeight(probs, top.getIndices()), top.getIndices()};
+  };
+  auto [w1, ids1] = round(logits);
+  auto [w2, ids2] = round(withoutPicked(logits, ids1));
+  return {tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{w1, w2}),
+          tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{ids1, ids2})};
+}
 
 /// Where the operands of a MoE or QMoE node are.
 struct MoeLayout {
@@ -215,8 +288,13 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     return ctx.error() << "the hidden size of input must be static", failure();
 
   // Unsupported features are errors at the node, never silently dropped.
-  if (ctx.intAttr("use_sparse_mixer", 0))
-    return ctx.error() << "use_sparse_mixer (Phi-3.5 SparseMixer routing) is not supported", failure();
+  bool sparseMixer = ctx.intAttr("use_sparse_mixer", 0) != 0;
+  if (sparseMixer && (ctx.intAttr("k", 1) != 2 || ctx.intAttr("normalize_routing_weights", 0) != 0))
+    return ctx.error() << "use_sparse_mixer (Phi-3.5-MoE's SparseMixer) needs k = 2 and "
+                          "normalize_routing_weights = 0, got k = "
+                       << ctx.intAttr("k", 1) << ", normalize_routing_weights = "
+                       << ctx.intAttr("normalize_routing_weights", 0),
+           failure();
   std::string activation = ctx.stringAttr("activation_type", "relu");
   SwigluParams swiglu{ctx.floatAttr("activation_alpha", 1.0f), ctx.floatAttr("activation_beta", 0.0f),
                       ctx.attr("swiglu_limit") ? std::optional<float>(ctx.floatAttr("swiglu_limit", 0.0f))
@@ -357,18 +435,22 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   auto slotsType = RankedTensorType::get({numTokens, k}, f32);
   auto slotIdsType = RankedTensorType::get({numTokens, k}, i32);
   int64_t rows = ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
-  Value scores = ScoreOp::create(b, loc, scoresType, ScoringFuncAttr::get(b.getContext(), ScoringFunc::softmax),
-                                 logits, FloatAttr(), IntegerAttr(), IntegerAttr());
-  auto topk = TopKOp::create(b, loc, slotsType, slotIdsType, scores, Value(), b.getI64IntegerAttr(k));
-  Value weights = topk.getWeights();
-  if (ctx.intAttr("normalize_routing_weights", 0))
-    weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::sum),
-                                    weights, topk.getIndices(), b.getDenseI64ArrayAttr({}),
-                                    b.getF64FloatAttr(1.0));
+  Value weights, ids;
+  if (sparseMixer) {
+    std::tie(weights, ids) = sparseMixerTop2(b, loc, logits);
+  } else {
+    Value scores = ScoreOp::create(b, loc, scoresType, ScoringFuncAttr::get(b.getContext(), ScoringFunc::softmax),
+                                   logits, FloatAttr(), IntegerAttr(), IntegerAttr());
+    auto topk = TopKOp::create(b, loc, slotsType, slotIdsType, scores, Value(), b.getI64IntegerAttr(k));
+    weights = topk.getWeights();
+    ids = topk.getIndices();
+    if (ctx.intAttr("normalize_routing_weights", 0))
+      weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::sum),
+                                      weights, ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0));
+  }
   auto dispatch = DispatchOp::create(b, loc, RankedTensorType::get({rows}, i32),
-                                     RankedTensorType::get({experts + 1}, i32), slotIdsType, slotsType,
-                                     topk.getIndices(), weights, Value(), Value(),
-                                     b.getI64IntegerAttr(experts), CapacityAttr());
+                                     RankedTensorType::get({experts + 1}, i32), slotIdsType, slotsType, ids,
+                                     weights, Value(), Value(), b.getI64IntegerAttr(experts), CapacityAttr());
   Value permuted = PermuteOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), tokens,
                                      dispatch.getRowToken());
   // A bias is one more column of the weights, met by a column of ones:
