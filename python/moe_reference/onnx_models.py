@@ -381,7 +381,7 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
 
 
 def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False,
-                     shared=0, index_add=False, scatter_reduction="add"):
+                     shared=0, index_add=False, scatter_reduction="add", gelu=False):
     """An MoE block written out in plain ONNX ops, in the batched form of
     transformers' export-friendly experts (batched_mm): router MatMul ->
     Softmax -> TopK (-> ReduceSum/Div), each slot's token row and expert
@@ -389,7 +389,8 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     weights), batched MatMuls, Split into gate and up, SiLU(gate) * up
     (Sigmoid, Mul), the weighted rows summed per token (Reshape to
     [T, k, H], ReduceSum). `near_miss` uses a tanh activation instead: not
-    an MoE the importer knows, so it stays plain ops."""
+    an MoE the importer knows, so it stays plain ops; `gelu` uses GeGLU
+    experts (Gelu(gate) * up)."""
     rng = _rng(name)
     f = np.float32
     i64 = np.int64
@@ -415,6 +416,8 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     act = [n("Tanh", ["gate"], ["gate_act"]), n("Mul", ["gate_act", "up"], ["act"])] if near_miss else [
         n("Sigmoid", ["gate"], ["gate_sig"]), n("Mul", ["gate", "gate_sig"], ["gate_act"]),
         n("Mul", ["gate_act", "up"], ["act"])]
+    if gelu:
+        act = [n("Gelu", ["gate"], ["gate_act"]), n("Mul", ["up", "gate_act"], ["act"])]
     nodes += [
         # Each slot's token row: x repeated k times ([T, k, H] -> [T*k, H]).
         n("Shape", ["top_i"], ["slots_shape"]),
@@ -502,7 +505,7 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
 
 
 def per_expert_model(name, tokens=9, hidden=16, ffn=8, experts=4, k=2, normalize=True, mask="onehot",
-                     skip_expert=None):
+                     skip_expert=None, gelu=False):
     """An MoE block as tracing exports transformers' eager per-expert loop
     (MixtralSparseMoeBlock): router MatMul -> Softmax -> TopK (-> ReduceSum/
     Div); a mask per expert, either one_hot(ids).permute(2, 1, 0)[e]
@@ -555,8 +558,8 @@ def per_expert_model(name, tokens=9, hidden=16, ffn=8, experts=4, k=2, normalize
         nodes += [
             n("Gather", ["x", p + "tok"], [p + "rows"], axis=0),
             n("MatMul", [p + "rows", f"experts.{e}.w1"], [p + "g"]),
-            n("Sigmoid", [p + "g"], [p + "gs"]),
-            n("Mul", [p + "g", p + "gs"], [p + "ga"]),
+            *([n("Gelu", [p + "g"], [p + "ga"])] if gelu else
+              [n("Sigmoid", [p + "g"], [p + "gs"]), n("Mul", [p + "g", p + "gs"], [p + "ga"])]),
             n("MatMul", [p + "rows", f"experts.{e}.w3"], [p + "u"]),
             n("Mul", [p + "ga", p + "u"], [p + "a"]),
             n("MatMul", [p + "a", f"experts.{e}.w2"], [p + "o"]),
@@ -580,6 +583,7 @@ def per_expert_model(name, tokens=9, hidden=16, ffn=8, experts=4, k=2, normalize
 PER_EXPERT_CASES = {
     "per_expert_mixtral": dict(normalize=True, k=2, experts=4, mask="onehot"),
     "per_expert_olmoe_equal": dict(normalize=False, k=3, experts=6, ffn=12, mask="equal"),
+    "per_expert_geglu": dict(normalize=True, k=2, experts=4, mask="onehot", gelu=True),
 }
 
 
@@ -589,6 +593,7 @@ DECOMPOSED_CASES = {
     "decomposed_near_miss": dict(normalize=True, k=2, experts=4, near_miss=True),
     "decomposed_qwen2_shared": dict(normalize=False, k=2, experts=8, shared=24),
     "decomposed_index_add": dict(normalize=True, k=2, experts=4, index_add=True),
+    "decomposed_geglu": dict(normalize=False, k=2, experts=4, gelu=True),
     # Overwriting instead of adding keeps one slot per token: not an MoE sum.
     "decomposed_index_overwrite": dict(normalize=True, k=2, experts=4, index_add=True, scatter_reduction="none"),
 }

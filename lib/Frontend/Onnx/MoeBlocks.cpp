@@ -207,6 +207,43 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
   }
 }
 
+/// The gated activation act(gate) * up: SwiGLU, Mul(Mul(g, Sigmoid(g)), u),
+/// or GeGLU, Mul(Gelu(g), u) with the exact (erf) Gelu; either operand
+/// order. Returns the product node and sets `kind`; adds the nodes.
+const onnx::NodeProto *matchGatedActivation(const GraphIndex &g, llvm::StringRef gate, llvm::StringRef up,
+                                            GateActivation &kind,
+                                            llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto other = [](const onnx::NodeProto &n, llvm::StringRef value) {
+    return n.input(0) == value ? n.input(1) : n.input(0);
+  };
+  const onnx::NodeProto *activated = nullptr;
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  if (const onnx::NodeProto *gelu = g.onlyUser(gate, "Gelu")) {
+    bool exact = llvm::none_of(gelu->attribute(), [](const onnx::AttributeProto &a) {
+      return a.name() == "approximate" && a.s() != "none";
+    });
+    if (!exact)
+      return nullptr;
+    activated = gelu;
+    found = {gelu};
+    kind = GateActivation::gelu;
+  } else {
+    const onnx::NodeProto *sigmoid = g.userOfType(gate, "Sigmoid");
+    const onnx::NodeProto *mul = g.userOfType(gate, "Mul");
+    if (!sigmoid || !mul || g.users(gate).size() != 2 || other(*mul, gate) != sigmoid->output(0))
+      return nullptr;
+    activated = mul;
+    found = {sigmoid, mul};
+    kind = GateActivation::silu;
+  }
+  const onnx::NodeProto *product = g.onlyUser(activated->output(0), "Mul");
+  if (!product || other(*product, activated->output(0)) != up || g.users(up).size() != 1)
+    return nullptr;
+  found.push_back(product);
+  nodes.append(found.begin(), found.end());
+  return product;
+}
+
 /// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
 bool isZeroValue(const onnx::AttributeProto &a) {
   if (a.name() != "value")
@@ -438,23 +475,17 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
         }))
       return fail(expert + "its rows do not feed exactly two constant projections (gate, up)");
     const onnx::NodeProto *act = nullptr, *gateMM = nullptr, *upMM = nullptr;
+    GateActivation kind = GateActivation::silu;
     for (int side = 0; side < 2 && !act; ++side) {
-      std::string g0 = projections[side]->output(0);
-      const onnx::NodeProto *sigmoid = g.userOfType(g0, "Sigmoid");
-      const onnx::NodeProto *mul = g.userOfType(g0, "Mul");
-      if (!sigmoid || !mul || g.users(g0).size() != 2 || other(*mul, g0) != sigmoid->output(0))
-        continue;
-      const onnx::NodeProto *mulUp = g.onlyUser(mul->output(0), "Mul");
-      if (!mulUp || other(*mulUp, mul->output(0)) != projections[1 - side]->output(0) ||
-          g.users(projections[1 - side]->output(0)).size() != 1)
-        continue;
+      act = matchGatedActivation(g, projections[side]->output(0), projections[1 - side]->output(0), kind, nodes);
       gateMM = projections[side];
       upMM = projections[1 - side];
-      act = mulUp;
-      nodes.append({sigmoid, mul, mulUp});
     }
     if (!act)
-      return fail(expert + "the activation is not SwiGLU (gate * sigmoid(gate) * up)");
+      return fail(expert + "the activation is not SwiGLU or GeGLU (act(gate) * up)");
+    if (e != masks.begin()->first && kind != block.activation)
+      return fail(expert + "its activation differs from the other experts'");
+    block.activation = kind;
     const onnx::NodeProto *downMM = g.onlyUser(act->output(0), "MatMul");
     if (!downMM || downMM->input(0) != act->output(0) || !g.isConstant(downMM->input(1)))
       return fail(expert + "the activation does not feed a constant down projection");
@@ -639,17 +670,10 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
       return fail("the gate/up split is not into two equal halves");
   }
   nodes.append({squeezeH, split});
-  // SwiGLU: Mul(Mul(g, Sigmoid(g)), u) (either operand order).
-  std::string gate = split->output(0), up = split->output(1);
-  const onnx::NodeProto *sigmoid = g.userOfType(gate, "Sigmoid");
-  const onnx::NodeProto *mulG = g.userOfType(gate, "Mul");
-  if (!sigmoid || !mulG || g.users(gate).size() != 2 ||
-      !llvm::is_contained(mulG->input(), sigmoid->output(0)))
-    return fail("the activation is not SwiGLU (gate * sigmoid(gate) * up)");
-  const onnx::NodeProto *mulU = g.onlyUser(mulG->output(0), "Mul");
-  if (!mulU || !llvm::is_contained(mulU->input(), up) || g.users(up).size() != 1)
-    return fail("the activation is not SwiGLU (gate * sigmoid(gate) * up)");
-  nodes.append({sigmoid, mulG, mulU});
+  const onnx::NodeProto *mulU =
+      matchGatedActivation(g, split->output(0), split->output(1), block.activation, nodes);
+  if (!mulU)
+    return fail("the activation is not SwiGLU or GeGLU (act(gate) * up)");
   const onnx::NodeProto *unsqA = g.onlyUser(mulU->output(0), "Unsqueeze");
   if (!unsqA || !hasAxis(*unsqA, constants, -1) || mm2->input(1) != unsqA->output(0))
     return fail("the activation does not feed the down GEMM");

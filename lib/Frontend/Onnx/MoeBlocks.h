@@ -27,6 +27,9 @@ struct ConstantLookup {
   std::optional<llvm::SmallVector<int64_t>> operator()(llvm::StringRef name) const { return ints(name); }
 };
 
+/// The gate's activation of a matched block: SwiGLU or GeGLU (exact GELU).
+enum class GateActivation { silu, gelu };
+
 /// One matched block: the nodes it replaces (imported as one moe.layer at
 /// `last`, the node computing `output`) and its operands by ONNX name.
 struct MoeBlock {
@@ -41,6 +44,7 @@ struct MoeBlock {
   std::vector<std::string> expertGate, expertUp, expertDown;
   int64_t k = 1;
   bool normalize = false;
+  GateActivation activation = GateActivation::silu;
 };
 
 /// The MoE blocks of `graph` (MoeBlocks.cpp has the pattern). Near misses

@@ -513,7 +513,10 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
                                *x, routerRows, Value(), Value(), Value(), Value(), *up, *down, Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
-                               ActivationAttr::get(context, Activation::swiglu), routingAttr, CapacityAttr());
+                               ActivationAttr::get(context, block.activation == GateActivation::gelu
+                                                                ? Activation::geglu
+                                                                : Activation::swiglu),
+                               routingAttr, CapacityAttr());
   values[block.output] = layer.getY();
   return success();
 }
