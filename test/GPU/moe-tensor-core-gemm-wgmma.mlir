@@ -2,8 +2,9 @@
 // RUN:   --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" \
 // RUN:   --moe-tensor-core-gemm=wgmma | FileCheck %s
 // With emulate: the Hopper kernel for moe-gpu-launch-to-loops (one thread,
-// the TMA boxes as copies into plain tiles, scalar products, the D
-// fragment layout and the epilogue for each of the 128 thread ids).
+// the TMA boxes as copies into the same 4-stage ring on the same schedule,
+// scalar products, the D fragment layout and the epilogue for each of the
+// 128 thread ids).
 // RUN: moe-opt %s --split-input-file --convert-moe-to-linalg=parallel-contractions \
 // RUN:   --one-shot-bufferize="bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map" \
 // RUN:   --moe-tensor-core-gemm="wgmma emulate" | FileCheck %s --check-prefix=EMU
@@ -31,11 +32,11 @@
 // CHECK: nvvm.fence.proxy {kind = #nvvm.proxy_kind<async.shared>, space = #nvvm.shared_space<cta>}
 // CHECK: gpu.barrier
 // CHECK: scf.for {{.*}} -> (index)
+// CHECK: llvm.mlir.zero : !llvm.struct<(f32, f32
 // CHECK: nvvm.mbarrier.arrive.expect_tx %{{.*}}, %c24576_i32
 // CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global %{{.*}}, %[[MAPA]], %{{.*}}, box[%{{.*}}, %{{.*}}]
 // CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global %{{.*}}, %[[MAPW]], %{{.*}}, box[%{{.*}}, %{{.*}}, %{{.*}}]
 // CHECK: nvvm.cp.async.bulk.tensor.shared.cluster.global %{{.*}}, %[[MAPW]], %{{.*}}, box[%{{.*}}, %{{.*}}, %{{.*}}]
-// CHECK: llvm.mlir.zero : !llvm.struct<(f32, f32
 // CHECK: scf.for
 // CHECK: nvvm.mbarrier.try_wait.parity
 // CHECK: nvvm.wgmma.fence.aligned
@@ -52,8 +53,8 @@
 // EMU-LABEL: func.func @bf16
 // EMU-NOT: moeTensorMapCreate
 // EMU: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}) {
-// EMU: memref.alloca() : memref<64x64xbf16>
-// EMU: memref.alloca() : memref<128x64xbf16>
+// EMU: memref.alloca() : memref<4x64x64xbf16>
+// EMU: memref.alloca() : memref<4x128x64xbf16>
 // EMU: memref.alloca() : memref<64x128xf32>
 // EMU: memref.alloca() : memref<64x132xf32>
 // EMU-NOT: nvvm.

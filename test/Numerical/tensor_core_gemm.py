@@ -34,6 +34,12 @@ for dtype in ("bf16", "f16"):
                        routing=dict(scoring="sigmoid", k=2, normalize="all"), shared=40, shared_gate=True),
               tokens=45, hidden=64, ffn=32, dtype=dtype, passes=OPTIMIZED, fused=True)),
     ]
+# K = 320 (5 steps of 64 for the Hopper kernel, 10 of 32 for mma.sync):
+# the stage ring wraps within each expert and continues across the experts
+# a row tile visits.
+CASES.append(("deep_k_ring_bf16",
+              dict(cfg=dict(experts=[("ffn", 4)], activation="swiglu", routing=dict(scoring="softmax", k=2)),
+                   tokens=40, hidden=320, ffn=136, dtype="bf16", passes=OPTIMIZED, fused=True)))
 # Unfused: the plain grouped matmul (no epilogue) also takes the kernel.
 CASES.append(("unfused_bf16",
               dict(cfg=dict(experts=[("ffn", 6)], activation="gelu", routing=dict(scoring="softmax", k=2)),

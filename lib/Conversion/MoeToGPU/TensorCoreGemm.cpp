@@ -1041,35 +1041,40 @@ private:
   }
 
   /// One expert's K loop and epilogue; returns `steps` plus its K steps.
+  /// The K loop of both Hopper forms, over numK steps of kTileK: the first
+  /// kStages - 1 steps are issued up front, then step j issues step j +
+  /// kStages - 1 (into the stage step j - 1 read, which every thread has
+  /// finished) and consumes step j. `issue(step, j)` and `consume(step, j,
+  /// iterArgs)` get the step's number overall (stage and phase) and within
+  /// the expert; consume returns the new iterArgs.
+  SmallVector<Value> emitStageSchedule(Value steps, Value numK, ValueRange init,
+                                       function_ref<void(Value, Value)> issue,
+                                       function_ref<SmallVector<Value>(Value, Value, ValueRange)> consume) {
+    auto issueIfInside = [&](Value j) {
+      auto inside = scf::IfOp::create(b, b.getLoc(), ult(j, numK));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&inside.getThenRegion().front());
+      issue(add(steps, j), j);
+    };
+    for (int64_t j = 0; j + 1 < hopper::kStages; ++j)
+      issueIfInside(idx(j));
+    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), numK, idx(1), init);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(bareBlock(kLoop.getBody()));
+    Value j = kLoop.getInductionVar();
+    issueIfInside(add(j, hopper::kStages - 1));
+    scf::YieldOp::create(b, b.getLoc(), consume(add(steps, j), j, kLoop.getRegionIterArgs()));
+    return SmallVector<Value>(kLoop.getResults());
+  }
+
   Value emitHopperGroup(Value group, Value steps) {
     Value numK = ceilDiv(depth, hopper::kTileK);
-    ifLeader([&] {
-      for (int64_t j = 0; j + 1 < hopper::kStages; ++j) {
-        auto inside = scf::IfOp::create(b, b.getLoc(), ult(idx(j), numK));
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(&inside.getThenRegion().front());
-        issueLoads(add(steps, j), idx(j), group);
-      }
-    });
     Type f32Type = b.getF32Type();
     auto accType = LLVM::LLVMStructType::getLiteral(b.getContext(),
                                                     SmallVector<Type>(hopper::kTileM * hopper::kTileN / hopper::kThreads, f32Type));
     Value zero = LLVM::ZeroOp::create(b, accType);
-    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), numK, idx(1), ValueRange{zero});
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(bareBlock(kLoop.getBody()));
-      Value j = kLoop.getInductionVar();
-      // The stage step j + hopper::kStages - 1 refills was read at step j - 1,
-      // which every warp has finished (the barrier below).
-      Value ahead = add(j, hopper::kStages - 1);
-      ifLeader([&] {
-        auto inside = scf::IfOp::create(b, b.getLoc(), ult(ahead, numK));
-        OpBuilder::InsertionGuard inner(b);
-        b.setInsertionPointToStart(&inside.getThenRegion().front());
-        issueLoads(add(steps, ahead), ahead, group);
-      });
-      Value step = add(steps, j);
+    auto issue = [&](Value step, Value j) { ifLeader([&] { issueLoads(step, j, group); }); };
+    auto consume = [&](Value step, Value, ValueRange iterArgs) -> SmallVector<Value> {
       Value stageIndex = arith::RemUIOp::create(b, step, idx(hopper::kStages));
       Value parity = arith::RemUIOp::create(b, arith::DivUIOp::create(b, step, idx(hopper::kStages)), idx(2));
       NVVM::MBarrierTryWaitParityOp::create(b, barrierPointer(stageIndex), toI32(parity), constI32(10000000));
@@ -1079,7 +1084,7 @@ private:
       NVVM::WGMMATypes type = element.isF16() ? NVVM::WGMMATypes::f16 : NVVM::WGMMATypes::bf16;
       auto typeAttr = [&](NVVM::WGMMATypes t) { return NVVM::WGMMATypesAttr::get(b.getContext(), t); };
       auto one = NVVM::WGMMAScaleInAttr::get(b.getContext(), NVVM::WGMMAScaleIn::one);
-      Value acc = kLoop.getRegionIterArgs()[0];
+      Value acc = iterArgs[0];
       for (int64_t kk = 0; kk < hopper::kTileK / hopper::kWgmmaK; ++kk) {
         // K slice kk starts 32 bytes further along the (swizzled) rows.
         Value advance = constI64(kk * hopper::kWgmmaK * hopper::kElementBytes >> 4);
@@ -1093,10 +1098,11 @@ private:
       }
       NVVM::WgmmaGroupSyncAlignedOp::create(b);
       NVVM::WgmmaWaitGroupSyncOp::create(b, b.getI64IntegerAttr(0));
-      gpu::BarrierOp::create(b, b.getLoc());
-      scf::YieldOp::create(b, b.getLoc(), acc);
-    }
-    emitHopperEpilogue(kLoop.getResult(0), group);
+      gpu::BarrierOp::create(b, b.getLoc()); // the stage is refilled next step
+      return {acc};
+    };
+    SmallVector<Value> accs = emitStageSchedule(steps, numK, ValueRange{zero}, issue, consume);
+    emitHopperEpilogue(accs[0], group);
     return add(steps, numK);
   }
 
@@ -1160,8 +1166,8 @@ private:
     Block *scopeBody = new Block();
     scope.getBodyRegion().push_back(scopeBody);
     b.setInsertionPointToStart(scopeBody);
-    tileA = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kTileK}, element));
-    tileB = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileN, hopper::kTileK}, element));
+    stagesA = memref::AllocaOp::create(b, MemRefType::get({hopper::kStages, hopper::kTileM, hopper::kTileK}, element));
+    stagesB = memref::AllocaOp::create(b, MemRefType::get({hopper::kStages, hopper::kTileN, hopper::kTileK}, element));
     accTile = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kTileN}, b.getF32Type()));
     epilogueTile =
         memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kEpilogueStride}, b.getF32Type()));
@@ -1174,34 +1180,45 @@ private:
     eraseReplaced();
   }
 
+  /// Stage `stageIndex` of a [stages, rows, cols] buffer as a 2-D view.
+  Value stageOf(Value stages, Value stageIndex) {
+    auto type = cast<MemRefType>(stages.getType());
+    SmallVector<OpFoldResult> offsets = {stageIndex, b.getIndexAttr(0), b.getIndexAttr(0)};
+    SmallVector<OpFoldResult> sizes = {b.getIndexAttr(1), b.getIndexAttr(type.getDimSize(1)),
+                                       b.getIndexAttr(type.getDimSize(2))};
+    SmallVector<OpFoldResult> strides(3, b.getIndexAttr(1));
+    auto view = memref::SubViewOp::create(b, b.getLoc(), stages, offsets, sizes, strides);
+    return memref::CollapseShapeOp::create(b, b.getLoc(), view, ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+  }
+
   Value emitEmulatedHopperGroup(Value group, Value steps) {
     forEach(hopper::kTileM, [&](Value r) {
       forEach(hopper::kTileN, [&](Value c) { memref::StoreOp::create(b, f32(0.0), accTile, ValueRange{r, c}); });
     });
     Value numK = ceilDiv(depth, hopper::kTileK);
-    auto kLoop = scf::ForOp::create(b, b.getLoc(), idx(0), numK, idx(1));
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPoint(kLoop.getBody()->getTerminator());
-      Value k0 = mul(kLoop.getInductionVar(), hopper::kTileK);
+    // The same stage ring and schedule as the real kernel, the loads done at
+    // once: a wrong stage number would read another step's boxes.
+    auto issue = [&](Value step, Value j) {
+      Value stageIndex = arith::RemUIOp::create(b, step, idx(hopper::kStages));
+      Value k0 = mul(j, hopper::kTileK);
       // The boxes: zeros outside the matrix, as TMA fills them.
-      auto copyBox = [&](Value tile, Value tileRow0, Value firstRow, Value numRows,
+      auto copyBox = [&](Value stages, Value tileRow0, Value firstRow, Value numRows,
                          function_ref<Value(Value, Value)> load) {
         forEach(hopper::kBoxRows, [&](Value r) {
           forEach(hopper::kTileK, [&](Value kk) {
             Value row = add(firstRow, r), k = add(k0, kk);
             Value x = loadOrZero(andI(ult(row, numRows), ult(k, depth)), [&] { return load(row, k); });
-            memref::StoreOp::create(b, x, tile, ValueRange{add(tileRow0, r), kk});
+            memref::StoreOp::create(b, x, stages, ValueRange{stageIndex, add(tileRow0, r), kk});
           });
         });
       };
-      copyBox(tileA, idx(0), rowBase, rows, [&](Value row, Value k) {
+      copyBox(stagesA, idx(0), rowBase, rows, [&](Value row, Value k) {
         return memref::LoadOp::create(b, gemm.lhs, ValueRange{row, k}).getResult();
       });
       Value isShared = gemm.shared ? arith::CmpIOp::create(b, arith::CmpIPredicate::eq, group, numExperts).getResult()
                                    : Value();
       for (auto [half, n] : llvm::enumerate(weightBoxRows()))
-        copyBox(tileB, idx(static_cast<int64_t>(half) * hopper::kBoxRows), n, cols, [&](Value row, Value k) -> Value {
+        copyBox(stagesB, idx(static_cast<int64_t>(half) * hopper::kBoxRows), n, cols, [&](Value row, Value k) -> Value {
           if (!gemm.shared)
             return memref::LoadOp::create(b, gemm.weights, ValueRange{group, row, k});
           auto pick = scf::IfOp::create(b, b.getLoc(), TypeRange{element}, isShared, true);
@@ -1213,10 +1230,17 @@ private:
                                memref::LoadOp::create(b, gemm.weights, ValueRange{group, row, k}).getResult());
           return pick.getResult(0);
         });
+    };
+    auto consume = [&](Value step, Value, ValueRange) -> SmallVector<Value> {
+      Value stageIndex = arith::RemUIOp::create(b, step, idx(hopper::kStages));
+      tileA = stageOf(stagesA, stageIndex);
+      tileB = stageOf(stagesB, stageIndex);
       forEach(hopper::kTileM, [&](Value r) {
         forEach(hopper::kTileN, [&](Value c) { accumulateProduct(r, c, hopper::kTileK); });
       });
-    }
+      return {};
+    };
+    emitStageSchedule(steps, numK, ValueRange{}, issue, consume);
     // Each thread's 64 accumulators through the D fragment layout.
     forEach(hopper::kThreads, [&](Value tid) {
       for (auto [r, c] : fragmentCoords(tid))
@@ -1288,6 +1312,7 @@ private:
   Value stage;                                              // the pipelined loop's current stage
   Value threadId, lane, warpRow, warpCol;                   // real kernel only
   Value alignedShared, epilogueTile, mapA, mapW, mapShared; // Hopper kernel only
+  Value stagesA, stagesB;                                   // the emulated Hopper kernel's stage ring
 };
 
 /// Whether TMA can load the operands: contiguous rows whose byte stride is a
