@@ -763,9 +763,27 @@ def interleaved_twin(model):
     return twin
 
 
+# Older files: (model converted, default-domain opset, IR version). Opset 17
+# still gives ReduceMean its axes as an attribute; IR 7 is the oldest the
+# importer reads.
+OLDER_VERSIONS = {
+    "transformer_2layer_opset17": ("transformer_2layer", 17, 8),
+    "moe_swiglu_opset13_ir7": ("moe_swiglu_interleaved", 13, 7),
+}
+
+
 def build(name, out_dir):
     """Writes model `name` to out_dir and returns (path, feeds); a model
     ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
+    if name in OLDER_VERSIONS:
+        from onnx import version_converter
+        source, opset, ir = OLDER_VERSIONS[name]
+        path, feeds = build(source, out_dir)
+        model = version_converter.convert_version(onnx.load(path), opset)
+        model.ir_version = ir
+        path = os.path.join(out_dir, name + ".onnx")
+        onnx.save_model(model, path)
+        return path, feeds
     if name in MOE_CASES:
         model, feeds = moe_model(name, **MOE_CASES[name])
         if MOE_CASES[name].get("fusion") == 2:
@@ -803,7 +821,7 @@ def build(name, out_dir):
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
                                                    "activations_norms", "scatter_ops", "gather_nd_trilu",
-                                                   "external_data"]
+                                                   "external_data"] + list(OLDER_VERSIONS)
 
 
 def bad_model(name, out_dir):
