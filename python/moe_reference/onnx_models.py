@@ -196,9 +196,11 @@ def quantize_rows(w, bits, block=None, zero_points=False):
 
 
 def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="relu", bits=8, block=None,
-               fusion=None, zero_points=False):
+               fusion=None, zero_points=False, router_weights=False):
     """One QMoE node (routing renormalised: ORT's CPU QMoE always does);
-    `zero_points` quantises asymmetrically with explicit zero points."""
+    `zero_points` quantises asymmetrically with explicit zero points;
+    `router_weights` mixes with Sigmoid(logits) (input 14) while the
+    softmax of the logits only chooses the experts."""
     rng = _rng(name)
     gated = activation == "swiglu"
     up_rows = 2 * ffn if gated else ffn
@@ -212,10 +214,15 @@ def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="re
         attrs["block_size"] = block
     if fusion is not None:
         attrs["swiglu_fusion"] = fusion
-    nodes = [helper.make_node("MatMul", ["x", "router"], ["logits"], name="router"),
-             helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"]
-                              + (["", "", "", "", "fc1_zero_points", "fc2_zero_points"] if zero_points else []),
-                              ["y"], domain="com.microsoft", name="qmoe", **attrs)]
+    inputs = ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales", "", "", "", "",
+              "fc1_zero_points" if zero_points else "", "fc2_zero_points" if zero_points else "", "",
+              "mixing" if router_weights else ""]
+    while inputs[-1] == "":
+        inputs.pop()
+    nodes = [helper.make_node("MatMul", ["x", "router"], ["logits"], name="router")]
+    if router_weights:
+        nodes.append(helper.make_node("Sigmoid", ["logits"], ["mixing"]))
+    nodes.append(helper.make_node("QMoE", inputs, ["y"], domain="com.microsoft", name="qmoe", **attrs))
     inits = [_init("router", wr), _init("fc1", fc1), _init("fc1_scales", s1), _init("fc2", fc2),
              _init("fc2_scales", s2)]
     if zero_points:
@@ -740,6 +747,8 @@ QMOE_CASES = {
     "qmoe_int4_zero_points_swiglu": dict(bits=4, activation="swiglu", fusion=1, zero_points=True),
     "qmoe_int4_block16_zero_points": dict(bits=4, activation="relu", block=16, zero_points=True),
     "qmoe_int8_zero_points": dict(bits=8, activation="silu", zero_points=True),
+    # Separate mixing weights: Sigmoid(logits) at the experts softmax chose.
+    "qmoe_router_weights": dict(bits=8, activation="relu", router_weights=True),
 }
 
 

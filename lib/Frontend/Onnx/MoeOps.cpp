@@ -92,6 +92,26 @@ struct SwigluParams {
   }
 };
 
+/// values[t, ids[t, j]] as [T, k] f32 (values [T, E] f32, ids [T, k] i32).
+Value gatherPerToken(OpBuilder &b, Location loc, Value values, Value ids) {
+  auto idsType = cast<RankedTensorType>(ids.getType());
+  auto resultType = RankedTensorType::get(idsType.getShape(), b.getF32Type());
+  SmallVector<Value> dynamic;
+  if (idsType.isDynamicDim(0))
+    dynamic.push_back(tb::dimSize(b, loc, ids, 0));
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{resultType}, ValueRange{ids}, ValueRange{tb::empty(b, loc, resultType, dynamic)},
+             ArrayRef<AffineMap>{b.getMultiDimIdentityMap(2), b.getMultiDimIdentityMap(2)},
+             SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+             [&](OpBuilder &nb, Location nl, ValueRange v) {
+               Value e = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), v[0]);
+               Value t = linalg::IndexOp::create(nb, nl, 0);
+               linalg::YieldOp::create(nb, nl,
+                                       ValueRange{tensor::ExtractOp::create(nb, nl, values, ValueRange{t, e}).getResult()});
+             })
+      .getResult(0);
+}
+
 /// Phi-3.5-MoE's SparseMixer top-2 routing (use_sparse_mixer, inference),
 /// on the logits [T, E]: twice, the largest remaining logit m is picked, the
 /// logits s with (m - s) / max(|s|, m) > 2 eps are masked (-inf; the picked
@@ -125,22 +145,6 @@ std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits
                })
         .getResult(0);
   };
-  // probs[t, ids[t]] as [T, 1].
-  auto pickedWeight = [&](Value probs, Value ids) {
-    SmallVector<Value> dynamic;
-    if (ShapedType::isDynamic(tokens))
-      dynamic.push_back(tb::dimSize(b, loc, probs, 0));
-    return linalg::GenericOp::create(
-               b, loc, TypeRange{columnType(f32)}, ValueRange{ids}, ValueRange{tb::empty(b, loc, columnType(f32), dynamic)},
-               ArrayRef<AffineMap>{b.getMultiDimIdentityMap(2), b.getMultiDimIdentityMap(2)},
-               SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
-               [&](OpBuilder &nb, Location nl, ValueRange v) {
-                 Value e = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), v[0]);
-                 Value t = linalg::IndexOp::create(nb, nl, 0);
-                 linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, probs, ValueRange{t, e}).getResult()});
-               })
-        .getResult(0);
-  };
   auto round = [&](Value candidates) -> std::pair<Value, Value> {
     auto top = TopKOp::create(b, loc, columnType(f32), columnType(i32), candidates, Value(), b.getI64IntegerAttr(1));
     Value masked = *tb::elementwise(b, loc, {logits, top.getWeights(), candidates}, f32,
@@ -155,7 +159,7 @@ std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits
                                     });
     Value probs = ScoreOp::create(b, loc, logitsType, ScoringFuncAttr::get(ctx, ScoringFunc::softmax), masked,
                                   FloatAttr(), IntegerAttr(), IntegerAttr());
-    return {pickedWeight(probs, top.getIndices()), top.getIndices()};
+    return {gatherPerToken(b, loc, probs, top.getIndices()), top.getIndices()};
   };
   auto [w1, ids1] = round(logits);
   auto [w2, ids2] = round(withoutPicked(logits, ids1));
@@ -289,6 +293,8 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
 
   // Unsupported features are errors at the node, never silently dropped.
   bool sparseMixer = ctx.intAttr("use_sparse_mixer", 0) != 0;
+  if (sparseMixer && ctx.input(QMoeRouterWeights) && ctx.node.op_type() == "QMoE")
+    return ctx.error() << "use_sparse_mixer with router_weights is not supported", failure();
   if (sparseMixer && (ctx.intAttr("k", 1) != 2 || ctx.intAttr("normalize_routing_weights", 0) != 0))
     return ctx.error() << "use_sparse_mixer (Phi-3.5-MoE's SparseMixer) needs k = 2 and "
                           "normalize_routing_weights = 0, got k = "
@@ -338,8 +344,6 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
       return ctx.error() << "quant_type '" << quantType << "' is not supported (only int)", failure();
     if (ctx.intAttr("weights_prepacked", 0) == 1)
       return ctx.error() << "weights_prepacked = 1 (an execution provider's packing) is not supported", failure();
-    if (ctx.input(QMoeRouterWeights))
-      return ctx.error() << "router_weights (separate mixing weights) are not supported", failure();
   }
   // Expert weights as [E, out, in] floats: given, or dequantised.
   auto weightsOf = [&](unsigned index, unsigned scales, unsigned zeroPoints, StringRef name,
@@ -444,6 +448,16 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     auto topk = TopKOp::create(b, loc, slotsType, slotIdsType, scores, Value(), b.getI64IntegerAttr(k));
     weights = topk.getWeights();
     ids = topk.getIndices();
+    // QMoE's router_weights: the logits only choose; the mixing weights
+    // are router_weights at the chosen experts (renormalised if asked).
+    if (Value mixing = layout.quantized ? ctx.input(QMoeRouterWeights) : Value()) {
+      auto mixingType = cast<RankedTensorType>(mixing.getType());
+      if (mixingType.getRank() != 2 || mixingType.getDimSize(1) != experts ||
+          !isa<FloatType>(mixingType.getElementType()))
+        return ctx.error() << "router_weights must be [tokens, " << experts << "] floats, got " << mixingType,
+               failure();
+      weights = gatherPerToken(b, loc, tb::castTensor(b, loc, mixing, f32), ids);
+    }
     if (ctx.intAttr("normalize_routing_weights", 0))
       weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::sum),
                                       weights, ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0));
