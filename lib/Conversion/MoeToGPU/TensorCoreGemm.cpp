@@ -416,18 +416,25 @@ private:
   /// Loops over the row groups, running the K loop for those that meet the
   /// block's rows; `accs` are the register accumulators (none when emulated).
   SmallVector<Value> emitGroups(ValueRange accs) {
-    auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), accs);
+    return forEachGroup(kTileM, accs, [&](Value group, ValueRange iterArgs) { return emitKLoop(group, iterArgs); });
+  }
+
+  /// The row groups (experts, then the shared one) whose rows meet the
+  /// block's `tileRows` rows, each `body(group, iterArgs)` returning the
+  /// new iterArgs; groups that do not meet them pass theirs on.
+  SmallVector<Value> forEachGroup(int64_t tileRows, ValueRange init,
+                                  function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+    auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), init);
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(bareBlock(groups.getBody()));
     Value group = groups.getInductionVar();
     Value lo = offsetAt(group);
     Value hi = arith::MaxSIOp::create(b, offsetAt(add(group, 1)), lo);
-    Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, kTileM))), ult(rowBase, hi));
+    Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, tileRows))), ult(rowBase, hi));
     auto ifOp = scf::IfOp::create(b, b.getLoc(), ValueRange(groups.getRegionIterArgs()).getTypes(), meets,
                                   /*withElse=*/true);
     b.setInsertionPointToStart(bareBlock(&ifOp.getThenRegion().front()));
-    SmallVector<Value> updated = emitKLoop(group, groups.getRegionIterArgs());
-    scf::YieldOp::create(b, b.getLoc(), updated);
+    scf::YieldOp::create(b, b.getLoc(), body(group, groups.getRegionIterArgs()));
     b.setInsertionPointToStart(bareBlock(&ifOp.getElseRegion().front()));
     scf::YieldOp::create(b, b.getLoc(), groups.getRegionIterArgs());
     b.setInsertionPointToEnd(groups.getBody());
@@ -919,7 +926,7 @@ private:
     gpu::BarrierOp::create(b, b.getLoc());
 
     emitRowsOfNoExpert(blockCols);
-    forEachGroup([&](Value group, Value steps) { return emitHopperGroup(group, steps); });
+    forEachHopperGroup([&](Value group, Value steps) { return emitHopperGroup(group, steps); });
     eraseReplaced();
   }
 
@@ -938,26 +945,13 @@ private:
     });
   }
 
-  /// The row groups that meet the block's rows, each `body(group, steps)`
-  /// (a K loop and an epilogue) returning `steps` plus its K steps (the
-  /// count gives the pipeline's stage and phase).
-  void forEachGroup(function_ref<Value(Value, Value)> body) {
-    auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), ValueRange{idx(0)});
-    {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(bareBlock(groups.getBody()));
-      Value group = groups.getInductionVar(), steps = groups.getRegionIterArgs()[0];
-      Value lo = offsetAt(group);
-      Value hi = arith::MaxSIOp::create(b, offsetAt(add(group, 1)), lo);
-      Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, hopper::kTileM))), ult(rowBase, hi));
-      auto ifOp = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getIndexType()}, meets, /*withElse=*/true);
-      b.setInsertionPointToStart(bareBlock(&ifOp.getThenRegion().front()));
-      scf::YieldOp::create(b, b.getLoc(), body(group, steps));
-      b.setInsertionPointToStart(bareBlock(&ifOp.getElseRegion().front()));
-      scf::YieldOp::create(b, b.getLoc(), steps);
-      b.setInsertionPointToEnd(groups.getBody());
-      scf::YieldOp::create(b, b.getLoc(), ifOp.getResults());
-    }
+  /// The Hopper kernels' expert loop: `body(group, steps)` (a K loop and
+  /// an epilogue) returns `steps` plus its K steps; the running count gives
+  /// the pipeline's stage and phase.
+  void forEachHopperGroup(function_ref<Value(Value, Value)> body) {
+    forEachGroup(hopper::kTileM, ValueRange{idx(0)}, [&](Value group, ValueRange steps) -> SmallVector<Value> {
+      return {body(group, steps[0])};
+    });
   }
 
   void ifLeader(function_ref<void()> body) {
@@ -1175,7 +1169,7 @@ private:
       threadId = tid;
       emitRowsOfNoExpert(blockCols);
     });
-    forEachGroup([&](Value group, Value steps) { return emitEmulatedHopperGroup(group, steps); });
+    forEachHopperGroup([&](Value group, Value steps) { return emitEmulatedHopperGroup(group, steps); });
     memref::AllocaScopeReturnOp::create(b, b.getLoc(), ValueRange{});
     eraseReplaced();
   }

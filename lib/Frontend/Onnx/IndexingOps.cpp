@@ -43,6 +43,20 @@ FailureOr<int64_t> axisOf(NodeContext &ctx, int64_t axis, int64_t rank) {
 
 Value indexConst(OpBuilder &b, Location loc, int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
 
+/// Index `i` of `dim` (size `size`) wrapped if negative.
+Value wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
+  i = arith::IndexCastOp::create(b, l, b.getIndexType(), i);
+  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, indexConst(b, l, 0));
+  return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
+}
+
+/// Index `i` wrapped if negative, then clamped to [0, size): a gather's
+/// out-of-range index (undefined in ONNX) never reads outside the tensor.
+Value clampIndex(OpBuilder &b, Location l, Value i, Value size) {
+  Value wrapped = arith::MaxSIOp::create(b, l, wrapIndex(b, l, i, size), indexConst(b, l, 0));
+  return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, indexConst(b, l, 1)));
+}
+
 /// data.shape[:axis] + indices.shape + data.shape[axis+1:]; negative
 /// indices count from the end, out-of-range ones are clamped (ONNX leaves
 /// them undefined; a clamp never reads outside the tensor).
@@ -87,12 +101,7 @@ Results convertGather(NodeContext &ctx) {
       ArrayRef<AffineMap>{AffineMap::get(rank, 0, indexExprs, mctx), b.getMultiDimIdentityMap(rank)},
       SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange args) {
-        Value i = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0]);
-        Value wrapped = arith::AddIOp::create(nb, nl, i, axisSize);
-        Value negative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i, indexConst(nb, nl, 0));
-        i = arith::SelectOp::create(nb, nl, negative, wrapped, i);
-        i = arith::MaxSIOp::create(nb, nl, i, indexConst(nb, nl, 0));
-        i = arith::MinSIOp::create(nb, nl, i, arith::SubIOp::create(nb, nl, axisSize, indexConst(nb, nl, 1)));
+        Value i = clampIndex(nb, nl, args[0], axisSize);
         SmallVector<Value> at;
         for (int64_t d = 0; d < *axis; ++d)
           at.push_back(linalg::IndexOp::create(nb, nl, d));
@@ -499,12 +508,6 @@ Value product(OpBuilder &b, Location l, ArrayRef<Value> sizes) {
   return p;
 }
 
-/// Index `i` of `dim` (size `size`) wrapped if negative.
-Value wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
-  i = arith::IndexCastOp::create(b, l, b.getIndexType(), i);
-  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, indexConst(b, l, 0));
-  return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
-}
 
 /// The operands every scatter takes, and its reduction.
 struct ScatterArgs {
@@ -636,10 +639,7 @@ Results convertGatherND(NodeContext &ctx) {
         for (int64_t j = 0; j < q; ++j) {
           SmallVector<Value> idx(point);
           idx.push_back(indexConst(nb, nl, j));
-          Value i = wrapIndex(nb, nl, tensor::ExtractOp::create(nb, nl, indices, idx), dataSizes[j]);
-          i = arith::MaxSIOp::create(nb, nl, i, indexConst(nb, nl, 0));
-          at.push_back(arith::MinSIOp::create(nb, nl, i,
-                                              arith::SubIOp::create(nb, nl, dataSizes[j], indexConst(nb, nl, 1))));
+          at.push_back(clampIndex(nb, nl, tensor::ExtractOp::create(nb, nl, indices, idx), dataSizes[j]));
         }
         for (int64_t d = points; d < rank; ++d)
           at.push_back(linalg::IndexOp::create(nb, nl, d));
