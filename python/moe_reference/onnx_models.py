@@ -781,6 +781,43 @@ OLDER_VERSIONS = {
 }
 
 
+def predicates_clip_model(name, tokens=6, hidden=8):
+    """IsNaN, IsInf, Not/And/Or/Xor and Clip as exported models use them
+    (attention masks NaN rows; transformers clamps expert ids): x holds
+    NaN and +-inf, which the predicates find and Where replaces; Clip on
+    floats with both bounds and with only a max, and on int64."""
+    rng = _rng(name)
+    f, i64 = np.float32, np.int64
+    inits = [_init("zero", np.array(0, f)), _init("lo", np.array(-0.5, f)), _init("hi", np.array(0.75, f)),
+             _init("four", np.array(4, f)), _init("ilo", np.array(-2, i64)), _init("ihi", np.array(3, i64))]
+    n = helper.make_node
+    nodes = [
+        n("IsNaN", ["x"], ["nan"]),
+        n("IsInf", ["x"], ["inf"]),
+        n("IsInf", ["x"], ["pinf"], detect_negative=0),
+        n("Or", ["nan", "inf"], ["bad"]),
+        n("Not", ["bad"], ["good"]),
+        n("Xor", ["nan", "pinf"], ["either"]),
+        n("Greater", ["x", "zero"], ["positive"]),
+        n("And", ["good", "positive"], ["good_positive"]),
+        n("Where", ["bad", "zero", "x"], ["clean"]),
+        n("Clip", ["clean", "lo", "hi"], ["clipped"]),
+        n("Clip", ["clean", "", "hi"], ["below"]),
+        n("Mul", ["clean", "four"], ["scaled"]),
+        n("Cast", ["scaled"], ["ints"], to=TensorProto.INT64),
+        n("Clip", ["ints", "ilo", "ihi"], ["int_clipped"]),
+        n("Cast", ["int_clipped"], ["int_back"], to=TensorProto.FLOAT),
+    ] + [n("Cast", [b], [b + "_f"], to=TensorProto.FLOAT) for b in ("good", "either", "good_positive")] + [
+        n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f"], ["y"], axis=0),
+    ]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    x = rng.standard_normal((tokens, hidden)).astype(f)
+    x[0, 1], x[1, 2], x[2, 3], x[3, 0] = np.nan, np.inf, -np.inf, np.nan
+    return model, {"x": x}
+
+
 def build(name, out_dir):
     """Writes model `name` to out_dir and returns (path, feeds); a model
     ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
@@ -807,6 +844,8 @@ def build(name, out_dir):
         model, feeds = scatter_model(name)
     elif name == "gather_nd_trilu":
         model, feeds = gather_nd_trilu_model(name)
+    elif name == "predicates_clip":
+        model, feeds = predicates_clip_model(name)
     elif name == "activations_norms":
         model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
@@ -829,7 +868,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 

@@ -1,7 +1,9 @@
 # Every generated ONNX model (python/moe_reference/onnx_models.py: ORT MoE
 # nodes with each activation, k, renormalisation, SwiGLU layout, f32/f16,
 # 2-D/3-D input, logits from the graph or as an input; a two-layer
-# transformer-style graph with MoE FFNs; a model with external data) is
+# transformer-style graph with MoE FFNs; a model with external data), and
+# the Hugging Face Mixtral, Qwen2-MoE and OLMoE causal LMs torch.onnx
+# exported (Inputs/hf, scripts/export-hf-moe-models.py), is
 # imported with moe-translate, compiled and run by moe-run, as imported,
 # after moe-optimize, and as the emulated GPU program (moe-run
 # --gpu-emulation; the GPU pipeline must also produce sm_90 cubins), and
@@ -31,9 +33,52 @@ def run(cmd):
     return proc.stdout
 
 
+HF_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "hf")
+
+
+def check_model(name, path, feeds, expected, input_names, out_dir, tools):
+    """Imports, optimises, compiles for the GPU and runs `path` three ways
+    (imported, optimised, emulated GPU); returns how many runs differ from
+    `expected`."""
+    translate, moe_run, moe_opt = tools
+    inputs = []
+    for input_name in input_names:
+        npy = os.path.join(out_dir, f"{name}.{input_name}.npy")
+        np.save(npy, feeds[input_name])
+        inputs += ["--input", npy]
+    imported = os.path.join(out_dir, name + ".mlir")
+    run([translate, "--import-onnx", path, "-o", imported])
+    optimized = os.path.join(out_dir, name + ".opt.mlir")
+    run([moe_opt, "--moe-optimize", imported, "-o", optimized])
+    # The GPU program of the optimised module: compiled to sm_90 cubins,
+    # and run with its kernels' threads one after another on the CPU.
+    gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", optimized])
+    if "gpu.binary @" not in gpu:
+        sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
+    failures = 0
+    for mode, program, flags in (("imported", imported, []), ("optimized", optimized, []),
+                                 ("gpu-emulation", optimized, ["--gpu-emulation"])):
+        result_dir = os.path.join(out_dir, f"{name}.{mode}")
+        run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
+        ours = np.load(os.path.join(result_dir, "result_0.npy"))
+        tol = TOLERANCE[expected.dtype]
+        if ours.shape != expected.shape or ours.dtype != expected.dtype:
+            print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
+                  f"{expected.dtype}{list(expected.shape)}")
+            failures += 1
+            continue
+        ref = expected.astype(np.float64)
+        err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
+        ok = err <= tol
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}]: {ours.dtype}{list(ours.shape)} "
+              f"rel err {err:.2e} (tol {tol:g})")
+    return failures
+
+
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
-    translate, moe_run, moe_opt = (os.environ[v] for v in ("MOE_TRANSLATE", "MOE_RUN", "MOE_OPT"))
+    tools = tuple(os.environ[v] for v in ("MOE_TRANSLATE", "MOE_RUN", "MOE_OPT"))
     failures = 0
     # The numpy MoE itself, where ORT runs the same model: gpt-oss's SwiGLU.
     model, feeds = onnx_models.moe_model("moe_swiglu_gpt_oss", **onnx_models.MOE_CASES["moe_swiglu_gpt_oss"])
@@ -53,37 +98,16 @@ def main(out_dir):
                                            providers=["CPUExecutionProvider"])
             expected = session.run(None, feeds)[0]
             input_names = [i.name for i in session.get_inputs()]
-        inputs = []
-        for input_name in input_names:
-            npy = os.path.join(out_dir, f"{name}.{input_name}.npy")
-            np.save(npy, feeds[input_name])
-            inputs += ["--input", npy]
-        imported = os.path.join(out_dir, name + ".mlir")
-        run([translate, "--import-onnx", path, "-o", imported])
-        optimized = os.path.join(out_dir, name + ".opt.mlir")
-        run([moe_opt, "--moe-optimize", imported, "-o", optimized])
-        # The GPU program of the optimised module: compiled to sm_90 cubins,
-        # and run with its kernels' threads one after another on the CPU.
-        gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", optimized])
-        if "gpu.binary @" not in gpu:
-            sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
-        for mode, program, flags in (("imported", imported, []), ("optimized", optimized, []),
-                                     ("gpu-emulation", optimized, ["--gpu-emulation"])):
-            result_dir = os.path.join(out_dir, f"{name}.{mode}")
-            run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
-            ours = np.load(os.path.join(result_dir, "result_0.npy"))
-            tol = TOLERANCE[expected.dtype]
-            if ours.shape != expected.shape or ours.dtype != expected.dtype:
-                print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
-                      f"{expected.dtype}{list(expected.shape)}")
-                failures += 1
-                continue
-            ref = expected.astype(np.float64)
-            err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
-            ok = err <= tol
-            failures += not ok
-            print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}]: {ours.dtype}{list(ours.shape)} "
-                  f"rel err {err:.2e} (tol {tol:g})")
+        failures += check_model(name, path, feeds, expected, input_names, out_dir, tools)
+    # Hugging Face models exported by torch.onnx (scripts/export-hf-moe-models.py):
+    # whole causal LMs, token ids in, logits out, weights in external data.
+    for seed, file in enumerate(sorted(f for f in os.listdir(HF_MODELS) if f.endswith(".onnx"))):
+        path = os.path.join(HF_MODELS, file)
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        ids = session.get_inputs()[0]
+        feeds = {ids.name: np.random.default_rng(seed).integers(0, 128, ids.shape).astype(np.int64)}
+        expected = session.run(None, feeds)[0]
+        failures += check_model("hf_" + file[:-5], path, feeds, expected, [ids.name], out_dir, tools)
     if failures:
         sys.exit(f"{failures} comparison(s) failed")
 

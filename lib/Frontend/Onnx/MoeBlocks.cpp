@@ -128,14 +128,31 @@ bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64
   return axes && axes->size() == 1 && (*axes)[0] == axis;
 }
 
-/// x @ W with W constant: W's name, or empty.
-std::string constantMatMulOf(const GraphIndex &g, llvm::StringRef value, llvm::StringRef x,
-                             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallback) {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return a.f();
+  return fallback;
+}
+
+/// The constant weight of the linear map computing `value` from the block's
+/// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
+/// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.
+LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *mm = g.producer(value);
-  if (!mm || mm->op_type() != "MatMul" || mm->input(0) != x || !g.isConstant(mm->input(1)))
-    return "";
+  if (!mm || mm->input_size() != 2 || (ofX && !ofX->isX(mm->input(0))) || !g.isConstant(mm->input(1)))
+    return {};
+  bool rows = false;
+  if (mm->op_type() == "Gemm") {
+    if (intAttr(*mm, "transA", 0) != 0 || floatAttr(*mm, "alpha", 1.0f) != 1.0f)
+      return {};
+    rows = intAttr(*mm, "transB", 0) != 0;
+  } else if (mm->op_type() != "MatMul") {
+    return {};
+  }
   nodes.push_back(mm);
-  return mm->input(1);
+  return {mm->input(1), rows};
 }
 
 /// The block's output plus a Qwen2-MoE shared expert:
@@ -153,20 +170,19 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
     return;
   found.push_back(weighted);
   // One factor is the sigmoid gate, the other the shared expert's output.
-  std::string gate, down;
+  LinearWeight gate, down;
   for (int side = 0; side < 2 && gate.empty(); ++side) {
     const onnx::NodeProto *sigmoid = g.producer(weighted->input(side));
     if (!sigmoid || sigmoid->op_type() != "Sigmoid")
       continue;
     llvm::SmallVector<const onnx::NodeProto *> gateNodes = {sigmoid};
-    std::string w = constantMatMulOf(g, sigmoid->input(0), block.x, gateNodes);
-    const onnx::NodeProto *out = g.producer(weighted->input(1 - side));
-    if (w.empty() || !out || out->op_type() != "MatMul" || !g.isConstant(out->input(1)))
+    LinearWeight w = linearOf(g, sigmoid->input(0), &block, gateNodes);
+    LinearWeight out = linearOf(g, weighted->input(1 - side), nullptr, gateNodes);
+    if (w.empty() || out.empty())
       continue;
     gate = w;
-    down = out->input(1);
+    down = out;
     found.append(gateNodes.begin(), gateNodes.end());
-    found.push_back(out);
   }
   if (gate.empty())
     return;
@@ -191,8 +207,8 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
     if (!sig)
       continue;
     llvm::SmallVector<const onnx::NodeProto *> expertNodes = {silu, sig};
-    std::string gateProj = constantMatMulOf(g, pre, block.x, expertNodes);
-    std::string upProj = constantMatMulOf(g, act->input(1 - side), block.x, expertNodes);
+    LinearWeight gateProj = linearOf(g, pre, &block, expertNodes);
+    LinearWeight upProj = linearOf(g, act->input(1 - side), &block, expertNodes);
     if (gateProj.empty() || upProj.empty())
       continue;
     found.append(expertNodes.begin(), expertNodes.end());
@@ -267,15 +283,30 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   const onnx::NodeProto *softmax = g.producer(t.input(0));
   if (!softmax || softmax->op_type() != "Softmax" || t.output_size() != 2)
     return std::nullopt;
-  const onnx::NodeProto *router = g.producer(softmax->input(0));
-  if (!router || router->op_type() != "MatMul" || !g.isConstant(router->input(1)))
+  llvm::SmallVector<const onnx::NodeProto *> routerNodes;
+  block.routerWeight = linearOf(g, softmax->input(0), nullptr, routerNodes);
+  if (block.routerWeight.empty())
     return std::nullopt;
+  const onnx::NodeProto *router = routerNodes.front();
   auto fail = [&](llvm::StringRef reason) -> std::optional<std::string> {
     why = reason.str();
     return std::nullopt;
   };
   block.x = router->input(0);
-  block.routerWeight = router->input(1);
+  // transformers' routers reshape x [T, H] to [-1, H] again: the same
+  // tensor when x itself comes from a Reshape to [*, H].
+  if (const onnx::NodeProto *view = g.producer(block.x); view && view->op_type() == "Reshape") {
+    const onnx::NodeProto *source = g.producer(view->input(0));
+    std::optional<llvm::SmallVector<int64_t>> viewShape = constants(view->input(1));
+    std::optional<llvm::SmallVector<int64_t>> sourceShape =
+        source && source->op_type() == "Reshape" ? constants(source->input(1)) : std::nullopt;
+    if (viewShape && sourceShape && viewShape->size() == 2 && sourceShape->size() == 2 &&
+        (*viewShape)[1] > 0 && (*viewShape)[1] == (*sourceShape)[1] && ((*viewShape)[0] == -1 || (*viewShape)[0] == (*sourceShape)[0])) {
+      block.xView = block.x;
+      block.x = view->input(0);
+      nodes.push_back(view);
+    }
+  }
   std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
   if (!k || k->size() != 1)
     return fail("K is not a constant");
@@ -308,6 +339,18 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
   };
   for (const onnx::NodeProto *n : nodes)
     block.nodes.insert(g.indexOf(n));
+  // The layer's operands stay outside, even where only the block reads them.
+  llvm::StringSet<> operands = {block.x,
+                                block.gateUp,
+                                block.down,
+                                block.routerWeight.name,
+                                block.sharedGateProj.name,
+                                block.sharedUpProj.name,
+                                block.sharedDownProj.name,
+                                block.sharedGate.name};
+  for (const std::vector<std::string> *names : {&block.expertGate, &block.expertUp, &block.expertDown})
+    for (const std::string &name : *names)
+      operands.insert(name);
   for (bool grew = true; grew;) {
     grew = false;
     for (int i = 0; i < g.graph.node_size(); ++i) {
@@ -315,7 +358,7 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
       if (block.nodes.contains(i) || n.output_size() == 0)
         continue;
       bool servesBlock = llvm::all_of(n.output(), [&](const std::string &out) {
-        return !g.graphOutputs.contains(out) && !g.users(out).empty() &&
+        return !g.graphOutputs.contains(out) && !operands.contains(out) && !g.users(out).empty() &&
                llvm::all_of(g.users(out), [&](int u) { return block.nodes.contains(u); });
       });
       if (servesBlock) {
@@ -435,11 +478,11 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   MoeBlock block;
   llvm::SmallVector<const onnx::NodeProto *> nodes;
   std::optional<std::string> routed = matchRouting(g, constants, topk, block, nodes, why);
-  std::optional<llvm::SmallVector<int64_t>> routerShape = routed ? constants.shape(block.routerWeight)
+  std::optional<llvm::SmallVector<int64_t>> routerShape = routed ? constants.shape(block.routerWeight.name)
                                                                  : std::nullopt;
   if (!routed || !routerShape || routerShape->size() != 2)
     return std::nullopt;
-  int64_t experts = (*routerShape)[1];
+  int64_t experts = (*routerShape)[block.routerWeight.rows ? 0 : 1];
   std::map<int64_t, ExpertRows> masks = expertMasks(g, constants, t.output(1), experts, nodes, why);
   if (masks.empty())
     return std::nullopt;
@@ -462,7 +505,7 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     std::string expert = "expert " + std::to_string(e) + ": ";
     // rows = x[token]; silu(rows W1) * (rows W3); then W2.
     const onnx::NodeProto *gatherX = g.userOfType(rows.token, "Gather");
-    if (!gatherX || gatherX->input(0) != block.x || gatherX->input(1) != rows.token || intAttr(*gatherX, "axis", 0) != 0)
+    if (!gatherX || !block.isX(gatherX->input(0)) || gatherX->input(1) != rows.token || intAttr(*gatherX, "axis", 0) != 0)
       return fail(expert + "its tokens' rows of x are not gathered");
     nodes.push_back(gatherX);
     std::string xRows = gatherX->output(0);
@@ -537,7 +580,7 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   const onnx::NodeProto *zeros = starts == 1 ? g.producer(first->input(0)) : nullptr;
   const onnx::NodeProto *zerosShape = zeros ? g.producer(zeros->input(0)) : nullptr;
   if (!zeros || zeros->op_type() != "ConstantOfShape" || !llvm::all_of(zeros->attribute(), isZeroValue) ||
-      !zerosShape || zerosShape->op_type() != "Shape" || zerosShape->input(0) != block.x)
+      !zerosShape || zerosShape->op_type() != "Shape" || !block.isX(zerosShape->input(0)))
     return fail("the experts' rows are not added into zeros shaped like x");
   nodes.append({zeros, zerosShape});
   const onnx::NodeProto *last = first;
@@ -575,21 +618,49 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     return fail("the gate weights do not feed a per-slot scale");
   nodes.append({flatW, unsqW});
 
-  // Expert ids, and the two gathered expert weights.
+  // Expert ids, and the two gathered expert weights: Gather(W, ids) or, as
+  // torch exports W[ids], GatherND(W, Unsqueeze(ids, -1)). transformers
+  // clamps the ids into [0, E) first, a no-op on top-k ids (checked below).
   const onnx::NodeProto *flatIds = g.userOfType(t.output(1), "Reshape");
   if (!flatIds)
     return fail("the expert ids are not flattened per slot");
   nodes.push_back(flatIds);
+  std::string ids = flatIds->output(0);
+  const onnx::NodeProto *clip = g.onlyUser(ids, "Clip");
+  if (clip) {
+    nodes.push_back(clip);
+    ids = clip->output(0);
+  }
   const onnx::NodeProto *gather13 = nullptr, *gather2 = nullptr;
-  for (int i : g.users(flatIds->output(0))) {
-    const onnx::NodeProto &n = g.graph.node(i);
-    if (n.op_type() != "Gather" || intAttr(n, "axis", 0) != 0 || n.input(1) != flatIds->output(0) ||
-        !g.isConstant(n.input(0)))
-      return fail("the expert ids index something other than constant expert weights");
+  auto addGather = [&](const onnx::NodeProto &n, llvm::StringRef index) {
+    bool isGather = (n.op_type() == "Gather" && intAttr(n, "axis", 0) == 0) ||
+                    (n.op_type() == "GatherND" && intAttr(n, "batch_dims", 0) == 0);
+    if (!isGather || n.input(1) != index || !g.isConstant(n.input(0)) || (gather13 && gather2))
+      return false;
     (gather13 ? gather2 : gather13) = &n;
+    return true;
+  };
+  for (int i : g.users(ids)) {
+    const onnx::NodeProto &n = g.graph.node(i);
+    bool ok = n.op_type() == "Unsqueeze" ? hasAxis(n, constants, -1) : addGather(n, ids);
+    if (n.op_type() == "Unsqueeze" && ok) {
+      nodes.push_back(&n);
+      for (int j : g.users(n.output(0)))
+        ok = ok && g.graph.node(j).op_type() == "GatherND" && addGather(g.graph.node(j), n.output(0));
+    }
+    if (!ok)
+      return fail("the expert ids index something other than constant expert weights");
   }
   if (!gather13 || !gather2)
     return fail("two gathered expert weights (gate/up and down) are expected");
+  if (clip) {
+    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(gather13->input(0));
+    std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
+    std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
+    if (!shape || shape->empty() || !lo || lo->size() != 1 || (*lo)[0] > 0 || !hi || hi->size() != 1 ||
+        (*hi)[0] < (*shape)[0] - 1)
+      return fail("the expert ids are clipped to a range narrower than the experts");
+  }
 
   // gate/up GEMM on the slot rows: Squeeze(MatMul(W13[ids], Unsqueeze(rows, -1)), -1).
   auto gemmOf = [&](const onnx::NodeProto *gather) -> const onnx::NodeProto * {
@@ -615,7 +686,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     const onnx::NodeProto *shape = count && count->op_type() == "Gather" ? g.producer(count->input(0)) : nullptr;
     std::optional<llvm::SmallVector<int64_t>> dim = count ? constants(count->input(1)) : std::nullopt;
     if (!start || (*start)[0] != 0 || !step || (*step)[0] != 1 || !flatShape || flatShape->size() != 1 ||
-        (*flatShape)[0] != -1 || !shape || shape->op_type() != "Shape" || shape->input(0) != block.x || !dim ||
+        (*flatShape)[0] != -1 || !shape || shape->op_type() != "Shape" || !block.isX(shape->input(0)) || !dim ||
         (*dim)[0] != 0)
       return false;
     chain.append({flat, expand, unsq, range, count, shape});
@@ -628,7 +699,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
       return false;
     // x[token of each slot] (transformers' batched experts).
     if (const onnx::NodeProto *gather = g.producer(unsqRows->input(0));
-        gather && gather->op_type() == "Gather" && gather->input(0) == block.x && intAttr(*gather, "axis", 0) == 0) {
+        gather && gather->op_type() == "Gather" && block.isX(gather->input(0)) && intAttr(*gather, "axis", 0) == 0) {
       llvm::SmallVector<const onnx::NodeProto *> tokenChain;
       if (!isSlotTokens(gather->input(1), tokenChain))
         return false;
@@ -642,7 +713,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     const onnx::NodeProto *expand = reshape ? g.producer(reshape->input(0)) : nullptr;
     const onnx::NodeProto *unsqX = expand ? g.producer(expand->input(0)) : nullptr;
     if (!reshape || reshape->op_type() != "Reshape" || !expand || expand->op_type() != "Expand" || !unsqX ||
-        unsqX->op_type() != "Unsqueeze" || unsqX->input(0) != block.x || !hasAxis(*unsqX, constants, 1))
+        unsqX->op_type() != "Unsqueeze" || !block.isX(unsqX->input(0)) || !hasAxis(*unsqX, constants, 1))
       return false;
     chain.append({unsqRows, reshape, expand, unsqX});
     return true;
@@ -661,8 +732,9 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
 
   const onnx::NodeProto *squeezeH = g.onlyUser(mm13->output(0), "Squeeze");
   const onnx::NodeProto *split = squeezeH ? g.onlyUser(squeezeH->output(0), "Split") : nullptr;
+  // h is [slots, 2I]: its last axis is -1 or 1.
   if (!squeezeH || !hasAxis(*squeezeH, constants, -1) || !split || split->output_size() != 2 ||
-      intAttr(*split, "axis", 0) != -1)
+      (intAttr(*split, "axis", 0) != -1 && intAttr(*split, "axis", 0) != 1))
     return fail("the gate/up result is not split in two halves along the last axis");
   if (split->input_size() > 1) {
     std::optional<llvm::SmallVector<int64_t>> parts = constants(split->input(1));
@@ -694,7 +766,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     const onnx::NodeProto *zerosShape = zeros ? g.producer(zeros->input(0)) : nullptr;
     llvm::SmallVector<const onnx::NodeProto *> tokenChain;
     bool zeroFill = zeros && zeros->op_type() == "ConstantOfShape" && zerosShape &&
-                    zerosShape->op_type() == "Shape" && zerosShape->input(0) == block.x &&
+                    zerosShape->op_type() == "Shape" && block.isX(zerosShape->input(0)) &&
                     llvm::all_of(zeros->attribute(), isZeroValue);
     if (scatter->input(2) != scale->output(0) ||
         [&] {

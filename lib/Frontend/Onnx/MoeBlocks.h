@@ -30,21 +30,38 @@ struct ConstantLookup {
 /// The gate's activation of a matched block: SwiGLU or GeGLU (exact GELU).
 enum class GateActivation { silu, gelu };
 
+/// A constant weight W of a linear map of x: x @ W (MatMul, Gemm) is
+/// [in, out]; Gemm with transB = 1 (torch's Linear, exported) reads it as
+/// rows [out, in].
+struct LinearWeight {
+  std::string name;
+  bool rows = false;
+  bool empty() const { return name.empty(); }
+};
+
 /// One matched block: the nodes it replaces (imported as one moe.layer at
 /// `last`, the node computing `output`) and its operands by ONNX name.
 struct MoeBlock {
   int anchor = -1, last = -1;
   llvm::DenseSet<int> nodes;
-  std::string x, routerWeight, gateUp, down, output;
-  /// A sigmoid-gated shared expert added to the output (Qwen2-MoE), as
-  /// x @ W weights: gate/up [H, S], down [S, H], gate [H, 1]; empty if none.
-  std::string sharedGateProj, sharedUpProj, sharedDownProj, sharedGate;
+  std::string x, gateUp, down, output;
+  /// x reshaped to its own shape ([T, H] to [-1, H]: what the router reads
+  /// in transformers' exports); empty if the router reads x itself.
+  std::string xView;
+  LinearWeight routerWeight;
+  /// A sigmoid-gated shared expert added to the output (Qwen2-MoE): gate/up
+  /// [H, S], down [S, H], gate [H, 1] as x @ W weights (or those as rows);
+  /// empty if none.
+  LinearWeight sharedGateProj, sharedUpProj, sharedDownProj, sharedGate;
   /// The per-expert loop form: expert e's x @ W weights, gate and up
   /// [H, I], down [I, H] (then gateUp and down are empty).
   std::vector<std::string> expertGate, expertUp, expertDown;
   int64_t k = 1;
   bool normalize = false;
   GateActivation activation = GateActivation::silu;
+
+  /// x, or its view.
+  bool isX(llvm::StringRef value) const { return value == x || (!xView.empty() && value == xView); }
 };
 
 /// The MoE blocks of `graph` (MoeBlocks.cpp has the pattern). Near misses

@@ -467,7 +467,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   std::string gateUpName = block.gateUp, downName = block.down;
   if (!block.expertDown.empty() && failed(stackExpertWeights(block, loc, gateUpName, downName)))
     return failure();
-  FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight, loc),
+  FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight.name, loc),
                    up = lookup(gateUpName, loc), down = lookup(downName, loc);
   if (failed(x) || failed(router) || failed(up) || failed(down))
     return failure();
@@ -478,13 +478,19 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   if (xType.getRank() != 2 || routerType.getRank() != 2 || upType.getRank() != 3 || downType.getRank() != 3)
     return emitError(loc) << "MoE block: expected x [tokens, hidden], a 2-D router and 3-D expert weights";
   int64_t hidden = xType.getDimSize(1), experts = upType.getDimSize(0), ffn = upType.getDimSize(1) / 2;
-  if (routerType.getShape() != ArrayRef<int64_t>{hidden, experts} || upType.getDimSize(2) != hidden ||
+  ArrayRef<int64_t> routerShape = routerType.getShape();
+  if (routerShape != (block.routerWeight.rows ? ArrayRef<int64_t>{experts, hidden} : ArrayRef<int64_t>{hidden, experts}) ||
+      upType.getDimSize(2) != hidden ||
       upType.getDimSize(1) % 2 != 0 || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
       routerType.getElementType() != element || upType.getElementType() != element ||
       downType.getElementType() != element || block.k < 1 || block.k > experts)
     return emitError(loc) << "MoE block: inconsistent shapes: x " << xType << ", router " << routerType
                           << ", gate/up " << upType << ", down " << downType << ", k = " << block.k;
-  Value routerRows = tensor_builders::transpose(builder, loc, *router, {1, 0}); // [E, H]
+  // A linear map's weight as rows [out, in]: as given, or x @ W's transposed.
+  auto rows = [&](const LinearWeight &name, Value w) {
+    return name.rows ? w : tensor_builders::transpose(builder, loc, w, {1, 0});
+  };
+  Value routerRows = rows(block.routerWeight, *router); // [E, H]
   std::string routing = "#moe.routing<scoring = softmax, k = " + std::to_string(block.k) +
                         (block.normalize ? ", normalize = all>" : ">");
   auto routingAttr = dyn_cast_or_null<RoutingAttr>(parseAttribute(routing, context));
@@ -492,23 +498,23 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
       parseAttribute("[#moe.group<ffn, " + std::to_string(experts) + ">]", context));
   if (!routingAttr || !expertsAttr)
     return emitError(loc) << "MoE block: internal error building the routing attributes";
-  // The shared expert's x @ W weights, as the layer's [out, in] rows.
+  // The shared expert's weights, as the layer's [out, in] rows.
   Value sharedUp, sharedDown, sharedGate;
   if (!block.sharedDownProj.empty()) {
-    FailureOr<Value> gateProj = lookup(block.sharedGateProj, loc), upProj = lookup(block.sharedUpProj, loc),
-                     downProj = lookup(block.sharedDownProj, loc), gate = lookup(block.sharedGate, loc);
+    FailureOr<Value> gateProj = lookup(block.sharedGateProj.name, loc), upProj = lookup(block.sharedUpProj.name, loc),
+                     downProj = lookup(block.sharedDownProj.name, loc), gate = lookup(block.sharedGate.name, loc);
     if (failed(gateProj) || failed(upProj) || failed(downProj) || failed(gate))
       return failure();
-    auto rows = [&](Value w) { return tensor_builders::transpose(builder, loc, w, {1, 0}); };
-    auto projType = cast<RankedTensorType>(gateProj->getType());
-    int64_t sharedSize = projType.getDimSize(1);
-    if (projType.getShape() != ArrayRef<int64_t>{hidden, sharedSize} || upProj->getType() != projType ||
-        cast<RankedTensorType>(downProj->getType()).getShape() != ArrayRef<int64_t>{sharedSize, hidden} ||
-        cast<RankedTensorType>(gate->getType()).getShape() != ArrayRef<int64_t>{hidden, 1})
+    Value gateRows = rows(block.sharedGateProj, *gateProj), upRows = rows(block.sharedUpProj, *upProj);
+    sharedDown = rows(block.sharedDownProj, *downProj);
+    sharedGate = rows(block.sharedGate, *gate);
+    auto projType = cast<RankedTensorType>(gateRows.getType());
+    int64_t sharedSize = projType.getDimSize(0);
+    if (projType.getShape() != ArrayRef<int64_t>{sharedSize, hidden} || upRows.getType() != projType ||
+        cast<RankedTensorType>(sharedDown.getType()).getShape() != ArrayRef<int64_t>{hidden, sharedSize} ||
+        cast<RankedTensorType>(sharedGate.getType()).getShape() != ArrayRef<int64_t>{1, hidden})
       return emitError(loc) << "MoE block: inconsistent shared expert weights";
-    sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{rows(*gateProj), rows(*upProj)});
-    sharedDown = rows(*downProj);
-    sharedGate = rows(*gate);
+    sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
   }
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
                                *x, routerRows, Value(), Value(), Value(), Value(), *up, *down, Value(), Value(),

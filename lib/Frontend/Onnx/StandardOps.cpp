@@ -13,6 +13,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
 namespace tb = mlir::moe::tensor_builders;
@@ -417,6 +419,82 @@ ConvertFn compare(arith::CmpFPredicate fp, arith::CmpIPredicate ip) {
   };
 }
 
+/// IsNaN / IsInf: a float test per element, bool result.
+ConvertFn floatTest(std::function<Value(OpBuilder &, Location, Value, const NodeContext &)> test) {
+  return [test](NodeContext &ctx) -> Results {
+    if (failed(expectInputs(ctx, 1, true)))
+      return failure();
+    return single(tb::elementwise(ctx.b, ctx.loc, ValueRange{ctx.input(0)}, ctx.b.getI1Type(),
+                                  [&](OpBuilder &b, Location loc, ValueRange a) {
+                                    return test(b, loc, tb::castScalar(b, loc, a[0], b.getF32Type()), ctx);
+                                  }));
+  };
+}
+
+Value isInf(OpBuilder &b, Location l, Value x, const NodeContext &ctx) {
+  auto equals = [&](double v) -> Value {
+    return arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, x, constF32(b, l, v));
+  };
+  bool positive = ctx.intAttr("detect_positive", 1) != 0, negative = ctx.intAttr("detect_negative", 1) != 0;
+  Value none = arith::ConstantOp::create(b, l, b.getBoolAttr(false));
+  Value pos = positive ? equals(INFINITY) : none, neg = negative ? equals(-INFINITY) : none;
+  return arith::OrIOp::create(b, l, pos, neg);
+}
+
+/// Not, And, Or, Xor on bool tensors (numpy broadcasting for the binary ones).
+template <typename Op>
+ConvertFn logical(unsigned arity) {
+  return [arity](NodeContext &ctx) -> Results {
+    if (failed(expectInputs(ctx, arity, false)))
+      return failure();
+    for (unsigned i = 0; i < arity; ++i)
+      if (!ctx.inputType(i).getElementType().isInteger(1))
+        return ctx.error() << "input " << i << " must be a bool tensor, got " << ctx.input(i).getType(), failure();
+    SmallVector<Value> operands(ctx.inputs.begin(), ctx.inputs.begin() + arity);
+    return mapBroadcast(ctx, operands, ctx.b.getI1Type(), [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+      if (arity == 1) // Not: x xor true.
+        return Op::create(b, loc, a[0], arith::ConstantOp::create(b, loc, b.getBoolAttr(true)));
+      return Op::create(b, loc, a[0], a[1]);
+    });
+  };
+}
+
+/// Clip(x, min?, max?): min and max are scalars (opset 11+), either may be
+/// absent; NaN stays NaN.
+Results convertClip(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 1, false)))
+    return failure();
+  if (ctx.attr("min") || ctx.attr("max"))
+    return ctx.error() << "Clip's min/max attributes (opset < 11) are not supported; use the inputs", failure();
+  Type element = ctx.inputType(0).getElementType();
+  SmallVector<Value> operands = {ctx.input(0)};
+  Value lo = ctx.input(1), hi = ctx.input(2);
+  for (Value bound : {lo, hi}) {
+    if (!bound)
+      continue;
+    auto type = cast<RankedTensorType>(bound.getType());
+    if (type.getNumElements() != 1 || type.getElementType() != element)
+      return ctx.error() << "Clip's bounds must be scalars of the input's element type " << element << ", got "
+                         << type,
+             failure();
+    operands.push_back(tb::reshape(ctx.b, ctx.loc, bound, {}));
+  }
+  bool isFloat = isa<FloatType>(element);
+  return mapBroadcast(ctx, operands, element, [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+    Value v = a[0];
+    unsigned next = 1;
+    if (lo)
+      v = isFloat ? arith::MaximumFOp::create(b, loc, v, a[next]).getResult()
+                  : arith::MaxSIOp::create(b, loc, v, a[next]).getResult();
+    if (lo)
+      ++next;
+    if (hi)
+      v = isFloat ? arith::MinimumFOp::create(b, loc, v, a[next]).getResult()
+                  : arith::MinSIOp::create(b, loc, v, a[next]).getResult();
+    return v;
+  });
+}
+
 /// Max/Min of any number of operands (numpy broadcasting).
 template <typename FloatOp, typename IntOp>
 ConvertFn variadic() {
@@ -636,6 +714,15 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("LessOrEqual", compare(arith::CmpFPredicate::OLE, arith::CmpIPredicate::sle));
   add("Greater", compare(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt));
   add("GreaterOrEqual", compare(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge));
+  add("IsNaN", floatTest([](OpBuilder &b, Location l, Value x, const NodeContext &) -> Value {
+        return arith::CmpFOp::create(b, l, arith::CmpFPredicate::UNO, x, x);
+      }));
+  add("IsInf", floatTest(isInf));
+  add("Not", logical<arith::XOrIOp>(1));
+  add("And", logical<arith::AndIOp>(2));
+  add("Or", logical<arith::OrIOp>(2));
+  add("Xor", logical<arith::XOrIOp>(2));
+  add("Clip", convertClip);
   add("LayerNormalization", convertLayerNorm);
   add("Gelu", unaryWithAttrs(gelu));
   add("LeakyRelu", unaryWithAttrs([](OpBuilder &b, Location l, Value x, const NodeContext &c) -> Value {

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Exports tiny random-weight Hugging Face MoE models to ONNX, as a user's
+torch.onnx.export of a real checkpoint would produce them: the whole causal
+LM (embedding, RMSNorm, rotary attention, MoE FFNs, LM head), input_ids in,
+logits out, weights in an external data file.
+
+  python3 scripts/export-hf-moe-models.py [--out test/Onnx/Inputs/hf]
+
+Needs torch and transformers (not in python/requirements.txt: the files it
+writes are committed, so tests and CI only need onnxruntime). Written with
+torch 2.11 and transformers 5.17. The experts use transformers'
+"batched_mm" implementation, the export-friendly one (its default
+"grouped_mm" is an opaque custom op the ONNX exporter cannot translate).
+"""
+
+import argparse
+import os
+
+import torch
+import transformers
+
+# Small shapes, realistic structure: 2 decoder layers, GQA attention, top-k
+# softmax routing with each family's own details.
+COMMON = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64)
+MODELS = {
+    # Top-2 of 4 experts, weights renormalised, SwiGLU experts.
+    "mixtral": (transformers.MixtralConfig, transformers.MixtralForCausalLM,
+                dict(intermediate_size=64, num_local_experts=4, num_experts_per_tok=2)),
+    # Top-2 of 6 experts, not renormalised, plus a sigmoid-gated shared expert.
+    "qwen2_moe": (transformers.Qwen2MoeConfig, transformers.Qwen2MoeForCausalLM,
+                  dict(intermediate_size=64, moe_intermediate_size=48, shared_expert_intermediate_size=80,
+                       num_experts=6, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1)),
+    # Top-3 of 8 experts, not renormalised (OLMoE's default).
+    "olmoe": (transformers.OlmoeConfig, transformers.OlmoeForCausalLM,
+              dict(intermediate_size=40, num_experts=8, num_experts_per_tok=3, norm_topk_prob=False)),
+}
+TOKENS = 8  # the exported graph has a static [1, TOKENS] input
+
+
+class LogitsOnly(torch.nn.Module):
+    """input_ids -> logits, without the KV cache (not an exportable output)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def export(name, out_dir):
+    config_class, model_class, extra = MODELS[name]
+    config = config_class(**COMMON, **extra)
+    config._experts_implementation = "batched_mm"
+    torch.manual_seed(0)
+    model = model_class(config).eval()
+    # Random weights of a realistic scale everywhere (fresh models leave
+    # some at 0 or 1, which would hide mistakes).
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else 0.2))
+    path = os.path.join(out_dir, f"{name}.onnx")
+    ids = torch.randint(0, COMMON["vocab_size"], (1, TOKENS))
+    torch.onnx.export(LogitsOnly(model), (ids,), path, input_names=["input_ids"], output_names=["logits"],
+                      opset_version=18, dynamo=True, external_data=True)
+    print(f"wrote {path} ({os.path.getsize(path)} B + {os.path.getsize(path + '.data')} B of weights)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "test", "Onnx", "Inputs", "hf"))
+    parser.add_argument("models", nargs="*", default=list(MODELS))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+    for name in args.models:
+        export(name, args.out)
+
+
+if __name__ == "__main__":
+    main()
