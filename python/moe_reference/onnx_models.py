@@ -347,7 +347,9 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
     """An MoE layer on [batch, seq, hidden] with the reshapes computed from
     the input's sizes, as exporters and onnxruntime-genai's builder write
     them: Shape -> Gather -> Mul/Unsqueeze -> Concat -> Reshape to
-    [batch * seq, hidden] and back; an Expand to a computed shape."""
+    [batch * seq, hidden] and back; an Expand to a computed shape; slices
+    of the dynamic seq axis with constant bounds (a head, a tail from a
+    negative start, every other row) concatenated to the result."""
     rng = _rng(name)
     f = np.float32
     i64 = np.int64
@@ -358,6 +360,9 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
         _init("i0", np.array(0, i64)), _init("i1", np.array(1, i64)), _init("ax0", np.array([0], i64)),
         _init("hidden", np.array([hidden], i64)), _init("experts", np.array([experts], i64)),
         _init("bias", (0.1 * rng.standard_normal(hidden)).astype(f)),
+        _init("s0", np.array([0], i64)), _init("one1", np.array([1], i64)), _init("s_2", np.array([-2], i64)),
+        _init("s_max", np.array([2**63 - 1], i64)), _init("s100", np.array([100], i64)),
+        _init("s2", np.array([2], i64)),
     ]
     n = helper.make_node
     nodes = [
@@ -378,11 +383,16 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
         n("Concat", ["b1", "s1", "hidden"], ["out_shape"], axis=0),
         n("Reshape", ["moe_rows", "out_shape"], ["moe_out"]),
         n("Expand", ["bias", "out_shape"], ["bias_full"]),
-        n("Add", ["moe_out", "bias_full"], ["y"]),
+        n("Add", ["moe_out", "bias_full"], ["biased"]),
+        n("Slice", ["biased", "s0", "one1", "one1"], ["head"]),
+        n("Slice", ["biased", "s_2", "s_max", "one1"], ["tail"]),
+        n("Slice", ["biased", "one1", "s100", "one1", "s2"], ["odd"]),
+        n("Concat", ["biased", "head", "tail", "odd"], ["y"], axis=1),
     ]
     dims = ["batch", "seq", hidden]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "rows", hidden])],
+                              inits)
     model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
     return model, {"x": rng.standard_normal((3, 5, hidden)).astype(f)}
 

@@ -155,14 +155,22 @@ Results convertSlice(NodeContext &ctx) {
              failure();
     int64_t dim = shape[*axis], start = (*starts)[i], end = (*ends)[i];
     if (ShapedType::isDynamic(dim)) {
-      // Unknown size: only [start >= 0, to the end).
-      if (start < 0 || end < (int64_t{1} << 31) || steps[i] != 1)
-        return ctx.error() << "slicing dynamic axis " << *axis
-                           << " needs start >= 0, step 1 and end past the end (INT_MAX)",
-               failure();
-      Value size = arith::SubIOp::create(b, loc, tb::dimSize(b, loc, data, *axis), indexConst(b, loc, start));
-      offsets[*axis] = b.getIndexAttr(start);
-      sizes[*axis] = size;
+      // Unknown size: start and end resolved against it at run time, as
+      // below: negative ones count from the end, both clamped to [0, dim].
+      Value size = tb::dimSize(b, loc, data, *axis);
+      auto bound = [&](int64_t v) -> Value {
+        Value c = indexConst(b, loc, v);
+        Value resolved = v < 0 ? arith::AddIOp::create(b, loc, c, size).getResult() : c;
+        resolved = arith::MaxSIOp::create(b, loc, resolved, indexConst(b, loc, 0));
+        return arith::MinSIOp::create(b, loc, resolved, size);
+      };
+      Value first = bound(start), last = bound(end);
+      Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, last, first), indexConst(b, loc, 0));
+      Value count = arith::DivUIOp::create(
+          b, loc, arith::AddIOp::create(b, loc, span, indexConst(b, loc, steps[i] - 1)), indexConst(b, loc, steps[i]));
+      offsets[*axis] = getAsOpFoldResult(first);
+      sizes[*axis] = getAsOpFoldResult(count);
+      strides[*axis] = b.getIndexAttr(steps[i]);
       shape[*axis] = ShapedType::kDynamic;
       continue;
     }
