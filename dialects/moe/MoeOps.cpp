@@ -758,6 +758,43 @@ LogicalResult GroupedMatmulCombineOp::verify() {
   return check.sameElementType("result", result, "lhs", getLhs().getType());
 }
 
+LogicalResult DequantizeOp::verify() {
+  ShapeChecker check(*this);
+  int64_t bits = getBitsAttr().getInt(), blockSize = getBlockSizeAttr().getInt();
+  // dequantize_c1: 2, 4 or 8 bits; block_size >= 0.
+  if (bits != 2 && bits != 4 && bits != 8)
+    return emitOpError() << "bits must be 2, 4 or 8, got " << bits;
+  if (blockSize < 0)
+    return emitOpError() << "block_size must be 0 (one scale per row) or positive, got " << blockSize;
+  // dequantize_c2: packed [E, N, K / (8 / bits)], result [E, N, K].
+  Type packed = getPacked().getType(), result = getResult().getType();
+  if (failed(check.rank("packed", packed, 3)) || failed(check.rank("result", result, 3)) ||
+      failed(check.dim("result", result, 0, dimOf(getPacked(), 0), "the packed experts")) ||
+      failed(check.dim("result", result, 1, dimOf(getPacked(), 1), "the packed rows")))
+    return failure();
+  int64_t bytes = dimOf(getPacked(), 2), k = dimOf(getResult(), 2);
+  if (!ShapedType::isDynamic(bytes) && !ShapedType::isDynamic(k) && k != bytes * getValuesPerByte())
+    return emitOpError() << "result row length (" << k << ") must be the packed row's " << bytes << " bytes times "
+                         << getValuesPerByte() << " values per byte (" << bits << " bits)";
+  // dequantize_c3: scales [E, N] per row or [E, N, K / block_size] per block.
+  Type scales = getScales().getType();
+  if (failed(check.rank("scales", scales, blockSize == 0 ? 2 : 3)) ||
+      failed(check.dim("scales", scales, 0, dimOf(getResult(), 0), "the experts")) ||
+      failed(check.dim("scales", scales, 1, dimOf(getResult(), 1), "the rows")))
+    return failure();
+  if (blockSize > 0) {
+    if (!ShapedType::isDynamic(k) && k % blockSize != 0)
+      return emitOpError() << "block_size " << blockSize << " must divide the row length " << k;
+    if (failed(check.dim("scales", scales, 2, ShapedType::isDynamic(k) ? k : k / blockSize,
+                         "the blocks per row")))
+      return failure();
+  }
+  // dequantize_c4: one zero point per scale.
+  if (Value zeroPoints = getZeroPoints())
+    return check.sameShape("zero_points", zeroPoints.getType(), "scales", scales);
+  return success();
+}
+
 LogicalResult ActivationOp::verify() {
   ShapeChecker check(*this);
   Type in = getInput().getType(), out = getResult().getType();

@@ -525,6 +525,45 @@ def Moe_GroupedMatmulCombineOp : Moe_Op<"grouped_matmul_combine", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Moe_DequantizeOp : Moe_Op<"dequantize", [Pure]> {
+  let summary = "expert weights stored as packed 2/4/8-bit integers";
+  let description = [{
+    Quantised expert weights in the program: `packed` `[E, N, K · bits / 8]`
+    holds each row's `K` unsigned `bits`-bit values, `8 / bits` per byte,
+    low bits first (ONNX Runtime's QMoE layout). With `block_size = 0` one
+    scale per row, `scales` `[E, N]`; otherwise one per block of
+    `block_size` consecutive values of a row, `scales` `[E, N, K /
+    block_size]`. `zero_points` (unsigned, one byte each) has the scales'
+    shape; absent, every zero point is `2^(bits-1)` (symmetric). The result is
+
+    `w[e, n, k] = (q[e, n, k] - z[e, n, b]) · s[e, n, b]`, `b = k / block_size`
+
+    computed in f32 and rounded to the result's element type.
+
+    The grouped matmuls read their weights through it: on the CPU the
+    lowering dequantises one expert at a time inside the matmul's loop over
+    experts (skipping experts without rows), so the float weights of the
+    whole layer never exist; elsewhere it is an elementwise kernel.
+
+    ```mlir
+    %w13 = moe.dequantize %q, %s zero_points(%z) {bits = 4, block_size = 32}
+        : (tensor<8x256x32xi8>, tensor<8x256x2xf32>, tensor<8x256x2xi8>) -> tensor<8x256x64xbf16>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[I8]>:$packed, Moe_FloatTensor:$scales,
+                       Optional<RankedTensorOf<[I8]>>:$zero_points, I64Attr:$bits,
+                       DefaultValuedAttr<I64Attr, "0">:$block_size);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $packed `,` $scales (`zero_points` `(` $zero_points^ `)`)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Values per byte of `packed`.
+    int64_t getValuesPerByte() { return 8 / getBits(); }
+  }];
+}
+
 def Moe_ActivationOp : Moe_Op<"activation", [Pure]> {
   let summary = "expert activation, gated (GLU) or elementwise";
   let description = [{

@@ -67,6 +67,16 @@ public:
     return double(cast<RankedTensorType>(v.getType()).getNumElements());
   }
   static double staticBytes(Value v) { return staticElements(v) * elementBytes(v); }
+  /// Bytes stored per weight: for quantised weights (moe.dequantize) the
+  /// packed bytes, scales and zero points spread over the weights.
+  static double weightElementBytes(Value w) {
+    auto quantized = w.getDefiningOp<DequantizeOp>();
+    if (!quantized)
+      return elementBytes(w);
+    double stored = staticBytes(quantized.getPacked()) + staticBytes(quantized.getScales()) +
+                    (quantized.getZeroPoints() ? staticBytes(quantized.getZeroPoints()) : 0.0);
+    return stored / staticElements(quantized.getResult());
+  }
 
   /// Probability that an expert receives a token when each of `tokens`
   /// picks `perToken` distinct experts out of `experts` uniformly.
@@ -177,7 +187,7 @@ FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, 
   rows += sharedRows;
   Cost c;
   c.gemmFlops = 2 * rows * n * k;
-  c.weightBytes = experts * used * n * k * elementBytes(weights) + (shared ? staticBytes(shared) : 0);
+  c.weightBytes = experts * used * n * k * weightElementBytes(weights) + (shared ? staticBytes(shared) : 0);
   c.activationBytes = rows * (n + k) * elementBytes(lhs);
   return c;
 }

@@ -307,3 +307,46 @@ func.func @meo_ops(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>, %down: tensor<8x16x
   %p = moe.compose_experts %down, %up : (tensor<8x16x32xbf16>, tensor<8x32x16xbf16>) -> tensor<8x16x16xf32>
   return %g, %p : tensor<4x8xf32>, tensor<8x16x16xf32>
 }
+
+// -----
+
+// Quantised weights read only by grouped matmuls: the CPU form dequantises
+// expert by expert inside the loop over experts, only for experts with rows
+// (scf.if), never the whole [4, 16, 32] tensor; the parallel form
+// dequantises all of it in one elementwise generic the GEMM then reads.
+// CHECK-LABEL: func @dequantize_in_grouped_matmul
+// CHECK-NOT: moe.dequantize
+// CHECK-NOT: tensor<4x16x32xf32>
+// CHECK: scf.for
+// CHECK: scf.if
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel"]
+// CHECK: arith.shrui
+// CHECK-NOT: tensor<4x16x32xf32>
+// CHECK: return
+// PAR-LABEL: func @dequantize_in_grouped_matmul
+// PAR: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel"]
+// PAR: arith.shrui
+// PAR: -> tensor<4x16x32xf32>
+// PAR-NOT: moe.dequantize
+func.func @dequantize_in_grouped_matmul(%q: tensor<4x16x16xi8>, %s: tensor<4x16x4xf32>, %z: tensor<4x16x4xi8>,
+                                        %xs: tensor<?x32xf32>, %off: tensor<5xi32>) -> tensor<?x16xf32> {
+  %w = moe.dequantize %q, %s zero_points(%z) {bits = 4, block_size = 8}
+      : (tensor<4x16x16xi8>, tensor<4x16x4xf32>, tensor<4x16x4xi8>) -> tensor<4x16x32xf32>
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<?x32xf32>, tensor<4x16x32xf32>, tensor<5xi32>) -> tensor<?x16xf32>
+  return %h : tensor<?x16xf32>
+}
+
+// -----
+
+// Another user of the float weights: dequantised once, as a whole.
+// CHECK-LABEL: func @dequantize_shared_use
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel"]
+// CHECK: -> tensor<4x16x32xf32>
+// CHECK-NOT: moe.dequantize
+// PAR-LABEL: func @dequantize_shared_use
+func.func @dequantize_shared_use(%q: tensor<4x16x32xi8>, %s: tensor<4x16xf32>, %xs: tensor<?x32xf32>,
+                                 %off: tensor<5xi32>) -> (tensor<?x16xf32>, tensor<4x16x32xf32>) {
+  %w = moe.dequantize %q, %s {bits = 8} : (tensor<4x16x32xi8>, tensor<4x16xf32>) -> tensor<4x16x32xf32>
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<?x32xf32>, tensor<4x16x32xf32>, tensor<5xi32>) -> tensor<?x16xf32>
+  return %h, %w : tensor<?x16xf32>, tensor<4x16x32xf32>
+}

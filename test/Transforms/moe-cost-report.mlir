@@ -55,6 +55,30 @@ func.func @switch_with_shared(%x: tensor<64x32xf32>, %wr: tensor<4x32xf32>, %up:
 
 // -----
 
+// Mixtral-8x7B with 4-bit weights, scales per block of 32 (bf16): 0.5 +
+// 2 / 32 = 0.5625 stored bytes per weight. At decode the two experts read:
+//   gate/up  2 * 28672 * 4096 * 0.5625 = 132120576 (bf16: 469762048)
+//   down     2 * 4096 * 14336 * 0.5625 =  66060288
+// DECODE-LABEL: moe-cost-report @mixtral_int4
+// DECODE: moe.grouped_matmul line {{[0-9]+}} 469762048 0 132120576
+// DECODE: moe.grouped_matmul line {{[0-9]+}} 234881024 0 66060288
+func.func @mixtral_int4(%x: tensor<?x4096xbf16>, %router: tensor<8x4096xbf16>, %q13: tensor<8x28672x2048xi8>,
+                        %s13: tensor<8x28672x128xbf16>, %q2: tensor<8x4096x7168xi8>, %s2: tensor<8x4096x448xbf16>)
+    -> tensor<?x4096xbf16> {
+  %w13 = moe.dequantize %q13, %s13 {bits = 4, block_size = 32}
+      : (tensor<8x28672x2048xi8>, tensor<8x28672x128xbf16>) -> tensor<8x28672x4096xbf16>
+  %w2 = moe.dequantize %q2, %s2 {bits = 4, block_size = 32}
+      : (tensor<8x4096x7168xi8>, tensor<8x4096x448xbf16>) -> tensor<8x4096x14336xbf16>
+  %y, %logits = moe.layer %x, %router ffn(%w13, %w2) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score>}
+    : (tensor<?x4096xbf16>, tensor<8x4096xbf16>, tensor<8x28672x4096xbf16>, tensor<8x4096x14336xbf16>)
+    -> (tensor<?x4096xbf16>, tensor<?x8xf32>)
+  return %y : tensor<?x4096xbf16>
+}
+
+// -----
+
 // Negative: a function without moe ops is not reported.
 // CHECK-NOT: moe-cost-report @plain
 func.func @plain(%a: tensor<4xf32>) -> tensor<4xf32> {

@@ -24,6 +24,8 @@ void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
 /// moe.grouped_matmul (and its fused forms), activation, zero_compute,
 /// dense_ffn, dense_gates, compose_experts, merge_experts.
 void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns, ContractionForm form);
+/// moe.dequantize as one elementwise generic.
+void populateMoeDequantizeToLinalgPatterns(RewritePatternSet &patterns);
 } // namespace moe
 } // namespace mlir
 

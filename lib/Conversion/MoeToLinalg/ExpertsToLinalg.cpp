@@ -160,12 +160,18 @@ Value groupedMatmulParallel(OpBuilder &b, Location loc, Value lhs, Value w, Valu
 /// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times
 /// expert e of `w` (and, with `shared`, rows of expert E_w times `shared`);
 /// other rows 0. Register-blocked: one blocked contraction per expert.
+/// Quantised weights (a moe.dequantize all of whose users are grouped
+/// matmuls) are dequantised one expert at a time, only for experts with rows.
 Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
                        Value shared, ContractionForm form) {
   if (form == ContractionForm::Parallel)
     return groupedMatmulParallel(b, loc, lhs, w, offsets, shared);
   auto wType = cast<RankedTensorType>(w.getType());
-  SmallVector<Value> lhsDims = dimsOf(b, loc, lhs), wDims = dimsOf(b, loc, w);
+  auto quantized = w.getDefiningOp<DequantizeOp>();
+  if (quantized && !isDequantizedPerExpert(quantized))
+    quantized = nullptr;
+  SmallVector<Value> lhsDims = dimsOf(b, loc, lhs),
+                     wDims = quantized ? dequantizedDims(b, loc, quantized) : dimsOf(b, loc, w);
   Value rows = lhsDims[0];
   auto accType = RankedTensorType::get(
       {cast<RankedTensorType>(lhs.getType()).getDimSize(0), wType.getDimSize(1)}, b.getF32Type());
@@ -202,11 +208,26 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
   auto loop = scf::ForOp::create(
       b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
       [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
-        Value we = tensor::ExtractSliceOp::create(
-            nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
-            ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
-            ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
-        scf::YieldOp::create(nb, nl, accumulate(nb, nl, iter[0], e, we));
+        if (!quantized) {
+          Value we = tensor::ExtractSliceOp::create(
+              nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
+              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
+              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
+          scf::YieldOp::create(nb, nl, accumulate(nb, nl, iter[0], e, we));
+          return;
+        }
+        // Only experts with rows pay for dequantising their weights.
+        Value lo = get(nb, nl, offsets, {e});
+        Value hi = get(nb, nl, offsets, {arith::AddIOp::create(nb, nl, e, one).getResult()});
+        Value hasRows = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sgt, hi, lo);
+        auto ifRows = scf::IfOp::create(
+            nb, nl, hasRows,
+            [&](OpBuilder &tb, Location tl) {
+              Value we = dequantizeExpert(tb, tl, quantized, e);
+              scf::YieldOp::create(tb, tl, accumulate(tb, tl, iter[0], e, we));
+            },
+            [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, iter[0]); });
+        scf::YieldOp::create(nb, nl, ifRows.getResults());
       });
   Value result = loop.getResult(0);
   if (shared)

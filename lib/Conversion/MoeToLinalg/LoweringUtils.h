@@ -18,6 +18,10 @@
 #include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 
+namespace mlir::moe {
+class DequantizeOp;
+} // namespace mlir::moe
+
 namespace mlir::moe::lowering {
 
 /// A lowering pattern whose op contains a contraction: it carries the form.
@@ -95,6 +99,20 @@ Value mapF32(OpBuilder &b, Location loc, Value input,
              function_ref<Value(OpBuilder &, Location, Value)> fn);
 /// The activation `name` on an f32 scalar (gelu is the erf form).
 Value applyActivation(OpBuilder &b, Location loc, StringRef name, Value x);
+
+//===--- Quantised weights (DequantizeToLinalg.cpp) ------------------------===//
+
+/// Weight [e, n, k] of a moe.dequantize as an f32 scalar, read from its
+/// packed bytes, scales and zero points.
+Value dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k);
+/// The sizes [E, N, K] of a moe.dequantize's result, read from its operands
+/// (no use of the result it may replace).
+SmallVector<Value> dequantizedDims(OpBuilder &b, Location loc, DequantizeOp op);
+/// Expert e's weights [N, K] of a moe.dequantize, in its element type.
+Value dequantizeExpert(OpBuilder &b, Location loc, DequantizeOp op, Value e);
+/// True when every use of `op` is the weights of a grouped matmul: the
+/// register-blocked lowering then dequantises one expert at a time instead.
+bool isDequantizedPerExpert(DequantizeOp op);
 
 //===--- Iterative top-k scan ---------------------------------------------===//
 

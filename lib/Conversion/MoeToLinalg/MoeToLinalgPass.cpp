@@ -1,5 +1,7 @@
 //===- MoeToLinalgPass.cpp - the convert-moe-to-linalg pass ---------------===//
 
+#include "LoweringUtils.h"
+
 #include "dialects/moe/MoeDialect.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Conversion/MoeToLinalg.h"
@@ -59,13 +61,23 @@ struct ConvertMoeToLinalgPass
     populateMoeRoutingToLinalgPatterns(patterns, form);
     populateMoeDispatchToLinalgPatterns(patterns);
     populateMoeExpertsToLinalgPatterns(patterns, form);
+    populateMoeDequantizeToLinalgPatterns(patterns);
     ConversionTarget target(*ctx);
     target.addIllegalDialect<MoeDialect>();
+    // Quantised weights only grouped matmuls read stay for the CPU's
+    // grouped matmul to dequantise expert by expert; erased once it has.
+    target.addDynamicallyLegalOp<DequantizeOp>([&](DequantizeOp op) {
+      return form == ContractionForm::RegisterBlocked && lowering::isDequantizedPerExpert(op);
+    });
     target.addLegalDialect<arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,
                            scf::SCFDialect, tensor::TensorDialect>();
     target.markUnknownOpDynamicallyLegal([](Operation *) { return true; });
     if (failed(applyPartialConversion(getOperation(), target, std::move(patterns))))
-      signalPassFailure();
+      return signalPassFailure();
+    getOperation()->walk([](DequantizeOp op) {
+      if (op->use_empty())
+        op->erase();
+    });
   }
 };
 } // namespace

@@ -17,8 +17,9 @@
 //
 // QMoE is the same node with uint8-packed 8/4/2-bit weights [E, out, in /
 // (8 / bits)] and scales per output row [E, out] or per block [E, out, in /
-// block_size]: the program dequantises them, (q - 2^(bits-1)) * scale (ORT's
-// symmetric default; nibbles low first), into the input's element type.
+// block_size]: they stay packed in the program as moe.dequantize ((q - z) *
+// scale, z = 2^(bits-1) (ORT's symmetric default) or the given zero points;
+// values low bits first), which the grouped matmuls read.
 //
 //===----------------------------------------------------------------------===//
 
@@ -196,14 +197,85 @@ FailureOr<Value> expertWeights(NodeContext &ctx, unsigned index, StringRef name,
   return ctx.error() << name << " " << type << " has no dimension of the input size " << inSize, failure();
 }
 
-/// QMoE weights: `q` [E, out, in / pack] of packed `bits`-bit values and
-/// their scales (and zero points, if given; 2^(bits-1) if not),
-/// dequantised to [E, out, in] of `element` in the program.
-FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsigned scaleIndex,
-                                    unsigned zeroIndex, StringRef name, int64_t inSize, int64_t bits,
-                                    int64_t blockSize, Type element) {
-  OpBuilder &b = ctx.b;
-  Location loc = ctx.loc;
+/// Expert weights [E, rows, in] as a node gives them: floats, or QMoE's
+/// packed integers with their scales and zero points, which stay packed in
+/// the program (moe.dequantize). Rearranging rows (fc1 and fc3
+/// concatenated, interleaved SwiGLU rows regrouped) applies to every part
+/// alike: scales and zero points are per row (or per block of a row).
+struct ExpertWeights {
+  Value floats;
+  Value packed, scales, zeroPoints;
+  int64_t bits = 0, blockSize = 0;
+  Type element;
+
+  bool quantized() const { return !floats; }
+  /// The same weights with `rows` applied to each row-indexed part.
+  ExpertWeights mapRows(function_ref<Value(Value)> rows) const {
+    ExpertWeights w = *this;
+    for (Value *part : {&w.floats, &w.packed, &w.scales, &w.zeroPoints})
+      if (*part)
+        *part = rows(*part);
+    return w;
+  }
+  /// The float weights [E, rows, in] the grouped matmul reads.
+  Value value(OpBuilder &b, Location loc) const {
+    if (!quantized())
+      return floats;
+    auto packedType = cast<RankedTensorType>(packed.getType());
+    auto type = RankedTensorType::get(
+        {packedType.getDimSize(0), packedType.getDimSize(1), packedType.getDimSize(2) * (8 / bits)}, element);
+    return DequantizeOp::create(b, loc, type, packed, scales, zeroPoints, b.getI64IntegerAttr(bits),
+                                b.getI64IntegerAttr(blockSize));
+  }
+  int64_t rows() const { return cast<RankedTensorType>((floats ? floats : packed).getType()).getDimSize(1); }
+  int64_t experts() const { return cast<RankedTensorType>((floats ? floats : packed).getType()).getDimSize(0); }
+};
+
+/// Parts a and b of the same kind of weights, rows of b after those of a.
+ExpertWeights concatRows(OpBuilder &b, Location loc, const ExpertWeights &first, const ExpertWeights &second) {
+  ExpertWeights w = first;
+  for (auto [part, other] : llvm::zip(SmallVector<Value *>{&w.floats, &w.packed, &w.scales, &w.zeroPoints},
+                                      SmallVector<Value>{second.floats, second.packed, second.scales,
+                                                         second.zeroPoints}))
+    if (*part)
+      *part = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{*part, other});
+  return w;
+}
+
+/// ORT's zero points, `bits`-bit values packed along their last dimension
+/// like the weights, one byte per value as moe.dequantize reads them
+/// (`shape`, the scales' shape).
+Value unpackZeroPoints(OpBuilder &b, Location loc, Value packed, ArrayRef<int64_t> shape, int64_t bits) {
+  int64_t pack = 8 / bits, rank = static_cast<int64_t>(shape.size());
+  auto i8 = b.getIntegerType(8);
+  auto type = RankedTensorType::get(shape, i8);
+  Value init = tensor::EmptyOp::create(b, loc, shape, i8);
+  auto generic = linalg::GenericOp::create(
+      b, loc, type, ValueRange{}, ValueRange{init}, ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel), [&](OpBuilder &nb, Location nl, ValueRange) {
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < rank; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        Value i = at.back();
+        auto index = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v); };
+        at.back() = arith::DivUIOp::create(nb, nl, i, index(pack));
+        Value byte = tensor::ExtractOp::create(nb, nl, packed, at);
+        Value shift = arith::IndexCastOp::create(
+            nb, nl, i8, arith::MulIOp::create(nb, nl, arith::RemUIOp::create(nb, nl, i, index(pack)), index(bits)));
+        Value mask = arith::ConstantOp::create(nb, nl, i8, nb.getIntegerAttr(i8, (1 << bits) - 1));
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::AndIOp::create(
+                                            nb, nl, arith::ShRUIOp::create(nb, nl, byte, shift), mask)
+                                            .getResult()});
+      });
+  return generic.getResult(0);
+}
+
+/// QMoE weights: `q` [E, out, in / pack] of packed `bits`-bit values, their
+/// scales per row or per block, and zero points if given (checked here,
+/// dequantised by moe.dequantize).
+FailureOr<ExpertWeights> quantizedWeights(NodeContext &ctx, unsigned weightIndex, unsigned scaleIndex,
+                                          unsigned zeroIndex, StringRef name, int64_t inSize, int64_t bits,
+                                          int64_t blockSize, Type element) {
   Value q = ctx.input(weightIndex), scale = ctx.input(scaleIndex), zero = ctx.input(zeroIndex);
   if (!q || !scale)
     return ctx.error() << name << " and its scales are required", failure();
@@ -225,6 +297,12 @@ FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsi
                        << "] or, with block_size, [" << experts << ", " << rows << ", " << inSize
                        << " / block_size], got " << sType << " (block_size " << blockSize << ")",
            failure();
+  ExpertWeights w;
+  w.packed = q;
+  w.scales = scale;
+  w.bits = bits;
+  w.blockSize = blockwise ? blockSize : 0;
+  w.element = element;
   // Zero points: packed like the weights along their last dimension, one
   // per scale: [E, ceil(out / pack)] or [E, out, ceil(blocks / pack)].
   if (zero) {
@@ -236,42 +314,9 @@ FailureOr<Value> dequantizedWeights(NodeContext &ctx, unsigned weightIndex, unsi
       return ctx.error() << name << " zero points must be uint8 " << RankedTensorType::get(zShape, zType.getElementType())
                          << " (" << bits << "-bit values packed like the weights, one per scale), got " << zType,
              failure();
+    w.zeroPoints = unpackZeroPoints(ctx.b, ctx.loc, zero, expected, bits);
   }
-  auto resultType = RankedTensorType::get({experts, rows, inSize}, element);
-  Value init = tensor::EmptyOp::create(b, loc, resultType.getShape(), element);
-  SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(3)};
-  SmallVector<utils::IteratorType> parallel(3, utils::IteratorType::parallel);
-  auto generic = linalg::GenericOp::create(
-      b, loc, resultType, ValueRange{}, ValueRange{init}, maps, parallel,
-      [&](OpBuilder &nb, Location nl, ValueRange) {
-        Value e = linalg::IndexOp::create(nb, nl, 0), n = linalg::IndexOp::create(nb, nl, 1),
-              k = linalg::IndexOp::create(nb, nl, 2);
-        auto index = [&](int64_t v) { return arith::ConstantIndexOp::create(nb, nl, v); };
-        Type i32 = nb.getI32Type();
-        auto i32Const = [&](int64_t v) { return arith::ConstantOp::create(nb, nl, i32, nb.getI32IntegerAttr(v)); };
-        // Value i of a packed last dimension: bits * (i % pack) up from the
-        // low end of byte i / pack.
-        auto unpack = [&](Value packed, SmallVector<Value> at, Value i) -> Value {
-          at.push_back(arith::DivUIOp::create(nb, nl, i, index(pack)));
-          Value word = arith::ExtUIOp::create(nb, nl, i32, tensor::ExtractOp::create(nb, nl, packed, at));
-          Value shift = arith::IndexCastOp::create(
-              nb, nl, i32, arith::MulIOp::create(nb, nl, arith::RemUIOp::create(nb, nl, i, index(pack)), index(bits)));
-          return arith::AndIOp::create(nb, nl, arith::ShRUIOp::create(nb, nl, word, shift), i32Const((1 << bits) - 1));
-        };
-        Value value = unpack(q, {e, n}, k);
-        SmallVector<Value> at = {e, n};
-        if (blockwise)
-          at.push_back(arith::DivUIOp::create(nb, nl, k, index(blockSize)));
-        Value zeroPoint = !zero       ? i32Const(1 << (bits - 1)).getResult()
-                          : blockwise ? unpack(zero, {e, n}, at[2])
-                                      : unpack(zero, {e}, n);
-        Value centred = arith::SubIOp::create(nb, nl, value, zeroPoint);
-        Value w = arith::SIToFPOp::create(nb, nl, nb.getF32Type(), centred);
-        Value sc = tb::castScalar(nb, nl, tensor::ExtractOp::create(nb, nl, scale, at), nb.getF32Type());
-        Value product = arith::MulFOp::create(nb, nl, w, sc);
-        linalg::YieldOp::create(nb, nl, tb::castScalar(nb, nl, product, element));
-      });
-  return generic.getResult(0);
+  return w;
 }
 
 Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
@@ -345,12 +390,18 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     if (ctx.intAttr("weights_prepacked", 0) == 1)
       return ctx.error() << "weights_prepacked = 1 (an execution provider's packing) is not supported", failure();
   }
-  // Expert weights as [E, out, in] floats: given, or dequantised.
+  // Expert weights [E, out, in]: floats, or quantised (kept packed).
   auto weightsOf = [&](unsigned index, unsigned scales, unsigned zeroPoints, StringRef name,
-                       int64_t inSize) -> FailureOr<Value> {
+                       int64_t inSize) -> FailureOr<ExpertWeights> {
     if (layout.quantized)
-      return dequantizedWeights(ctx, index, scales, zeroPoints, name, inSize, bits, blockSize, element);
-    return expertWeights(ctx, index, name, inSize);
+      return quantizedWeights(ctx, index, scales, zeroPoints, name, inSize, bits, blockSize, element);
+    FailureOr<Value> w = expertWeights(ctx, index, name, inSize);
+    if (failed(w))
+      return failure();
+    ExpertWeights floats;
+    floats.floats = *w;
+    floats.element = cast<RankedTensorType>(w->getType()).getElementType();
+    return floats;
   };
   unsigned Fc1 = layout.fc1, Fc1Bias = layout.fc1Bias, Fc2 = layout.fc2, Fc2Bias = layout.fc2Bias,
            Fc3 = layout.fc3, Fc3Bias = layout.fc3Bias;
@@ -358,19 +409,18 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     return ctx.error() << "fc3_experts_weights is only used by swiglu with swiglu_fusion = 0", failure();
 
   // Weights: fc1 [E, U, H], fc2 [E, H, F].
-  FailureOr<Value> fc1 = weightsOf(Fc1, layout.fc1Scales, layout.fc1ZeroPoints, "fc1_experts_weights", hidden);
+  FailureOr<ExpertWeights> fc1 = weightsOf(Fc1, layout.fc1Scales, layout.fc1ZeroPoints, "fc1_experts_weights", hidden);
   if (failed(fc1))
     return failure();
-  Value up = *fc1;
+  ExpertWeights upParts = *fc1;
   if (gated && fusion == 0) {
-    FailureOr<Value> fc3 = weightsOf(Fc3, layout.fc3Scales, layout.fc3ZeroPoints,
-                                     "fc3_experts_weights (swiglu_fusion = 0)", hidden);
+    FailureOr<ExpertWeights> fc3 = weightsOf(Fc3, layout.fc3Scales, layout.fc3ZeroPoints,
+                                             "fc3_experts_weights (swiglu_fusion = 0)", hidden);
     if (failed(fc3))
       return failure();
-    up = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{up, *fc3});
+    upParts = concatRows(b, loc, upParts, *fc3);
   }
-  auto upType = cast<RankedTensorType>(up.getType());
-  int64_t experts = upType.getDimSize(0), upRows = upType.getDimSize(1);
+  int64_t experts = upParts.experts(), upRows = upParts.rows();
   // Biases [E, rows], checked against their weights.
   auto biasOf = [&](unsigned index, StringRef name, int64_t rows) -> FailureOr<Value> {
     Value bias = ctx.input(index);
@@ -394,19 +444,29 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     upBias = tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{*upBias, *fc3Bias}).getResult();
   }
   if (gated && fusion == 1) {
-    // Rows g0, u0, g1, u1, ... -> [g0 g1 ...; u0 u1 ...] (the bias alike).
+    // Rows g0, u0, g1, u1, ... -> [g0 g1 ...; u0 u1 ...] (the bias, scales
+    // and zero points alike).
     if (upRows % 2 != 0)
       return ctx.error() << "interleaved swiglu fc1 needs an even row count, got " << upRows, failure();
-    Value split = tb::reshape(b, loc, up, {experts, upRows / 2, 2, hidden});
-    up = tb::reshape(b, loc, tb::transpose(b, loc, split, {0, 2, 1, 3}), {experts, upRows, hidden});
+    auto regroup = [&](Value t) -> Value {
+      auto type = cast<RankedTensorType>(t.getType());
+      SmallVector<int64_t> split = {experts, upRows / 2, 2}, perm = {0, 2, 1};
+      for (int64_t d = 2; d < type.getRank(); ++d) {
+        split.push_back(type.getDimSize(d));
+        perm.push_back(d + 1);
+      }
+      return tb::reshape(b, loc, tb::transpose(b, loc, tb::reshape(b, loc, t, split), perm), type.getShape());
+    };
+    upParts = upParts.mapRows(regroup);
     if (*upBias)
-      upBias = tb::reshape(b, loc, tb::transpose(b, loc, tb::reshape(b, loc, *upBias, {experts, upRows / 2, 2}), {0, 2, 1}),
-                           {experts, upRows});
+      upBias = regroup(*upBias);
   }
+  Value up = upParts.value(b, loc);
   int64_t ffn = gated ? upRows / 2 : upRows;
-  FailureOr<Value> down = weightsOf(Fc2, layout.fc2Scales, layout.fc2ZeroPoints, "fc2_experts_weights", ffn);
-  if (failed(down))
+  FailureOr<ExpertWeights> downParts = weightsOf(Fc2, layout.fc2Scales, layout.fc2ZeroPoints, "fc2_experts_weights", ffn);
+  if (failed(downParts))
     return failure();
+  FailureOr<Value> down = downParts->value(b, loc);
   auto downType = cast<RankedTensorType>(down->getType());
   if (downType.getDimSize(0) != experts || downType.getDimSize(1) != hidden)
     return ctx.error() << "fc2_experts_weights " << downType << " does not match " << experts << " experts, hidden "

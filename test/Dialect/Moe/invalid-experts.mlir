@@ -300,3 +300,92 @@ func.func @grouped_matmul_c3_shared_offsets(%xs: tensor<32x64xf32>, %w: tensor<8
   %h = moe.grouped_matmul %xs, %w, %off shared(%s) : (tensor<32x64xf32>, tensor<8x256x64xf32>, tensor<9xi32>, tensor<256x64xf32>) -> tensor<32x256xf32>
   return
 }
+
+// -----
+
+func.func @dequantize_c1_bits(%q: tensor<8x256x32xi8>, %s: tensor<8x256xf32>) {
+  // expected-error @+1 {{bits must be 2, 4 or 8, got 3}}
+  %w = moe.dequantize %q, %s {bits = 3} : (tensor<8x256x32xi8>, tensor<8x256xf32>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c1_block_size(%q: tensor<8x256x32xi8>, %s: tensor<8x256xf32>) {
+  // expected-error @+1 {{block_size must be 0 (one scale per row) or positive, got -32}}
+  %w = moe.dequantize %q, %s {bits = 4, block_size = -32} : (tensor<8x256x32xi8>, tensor<8x256xf32>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c2_row_length(%q: tensor<8x256x32xi8>, %s: tensor<8x256xf32>) {
+  // expected-error @+1 {{result row length (32) must be the packed row's 32 bytes times 2 values per byte (4 bits)}}
+  %w = moe.dequantize %q, %s {bits = 4} : (tensor<8x256x32xi8>, tensor<8x256xf32>) -> tensor<8x256x32xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c2_rows(%q: tensor<8x256x32xi8>, %s: tensor<8x256xf32>) {
+  // expected-error @+1 {{result dimension 1 (128) must equal the packed rows (256)}}
+  %w = moe.dequantize %q, %s {bits = 8} : (tensor<8x256x32xi8>, tensor<8x256xf32>) -> tensor<8x128x32xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c2_rank(%q: tensor<256x32xi8>, %s: tensor<8x256xf32>) {
+  // expected-error @+1 {{packed must have rank 3, got 'tensor<256x32xi8>'}}
+  %w = moe.dequantize %q, %s {bits = 8} : (tensor<256x32xi8>, tensor<8x256xf32>) -> tensor<8x256x32xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c3_per_row(%q: tensor<8x256x32xi8>, %s: tensor<8x256x2xf32>) {
+  // expected-error @+1 {{scales must have rank 2, got 'tensor<8x256x2xf32>'}}
+  %w = moe.dequantize %q, %s {bits = 4} : (tensor<8x256x32xi8>, tensor<8x256x2xf32>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c3_blocks(%q: tensor<8x256x32xi8>, %s: tensor<8x256x4xf32>) {
+  // expected-error @+1 {{scales dimension 2 (4) must equal the blocks per row (2)}}
+  %w = moe.dequantize %q, %s {bits = 4, block_size = 32} : (tensor<8x256x32xi8>, tensor<8x256x4xf32>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c3_divides(%q: tensor<8x256x32xi8>, %s: tensor<8x256x2xf32>) {
+  // expected-error @+1 {{block_size 48 must divide the row length 64}}
+  %w = moe.dequantize %q, %s {bits = 4, block_size = 48} : (tensor<8x256x32xi8>, tensor<8x256x2xf32>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c3_scale_rows(%q: tensor<8x256x32xi8>, %s: tensor<8x128xf32>) {
+  // expected-error @+1 {{scales dimension 1 (128) must equal the rows (256)}}
+  %w = moe.dequantize %q, %s {bits = 4} : (tensor<8x256x32xi8>, tensor<8x128xf32>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_c4_zero_points(%q: tensor<8x256x32xi8>, %s: tensor<8x256x2xf32>, %z: tensor<8x256x1xi8>) {
+  // expected-error @+1 {{zero_points dimension 2 (1) must equal scales dimension 2 (2)}}
+  %w = moe.dequantize %q, %s zero_points(%z) {bits = 4, block_size = 32}
+      : (tensor<8x256x32xi8>, tensor<8x256x2xf32>, tensor<8x256x1xi8>) -> tensor<8x256x64xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_packed_type(%q: tensor<8x256x32xi32>, %s: tensor<8x256xf32>) {
+  // expected-error @+1 {{operand #0 must be ranked tensor of 8-bit signless integer values}}
+  %w = moe.dequantize %q, %s {bits = 8} : (tensor<8x256x32xi32>, tensor<8x256xf32>) -> tensor<8x256x32xf32>
+  return
+}

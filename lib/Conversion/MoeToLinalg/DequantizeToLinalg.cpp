@@ -1,0 +1,107 @@
+//===- DequantizeToLinalg.cpp - moe.dequantize to linalg ------------------===//
+//
+// Packed integer expert weights become floats: on their own as one
+// elementwise generic over [E, N, K], or, for the CPU's grouped matmul, one
+// expert [N, K] at a time inside its loop over experts (dequantizeExpert),
+// so the float weights of the whole layer never exist.
+//
+//===----------------------------------------------------------------------===//
+
+#include "LoweringUtils.h"
+
+#include "dialects/moe/MoeOps.h"
+#include "moe/Conversion/MoeToLinalg.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::lowering;
+
+Value lowering::dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k) {
+  int64_t bits = op.getBits(), pack = op.getValuesPerByte(), blockSize = op.getBlockSize();
+  Type i32 = b.getI32Type();
+  auto i32Const = [&](int64_t v) { return arith::ConstantOp::create(b, loc, i32, b.getI32IntegerAttr(v)); };
+  // Value k of a row: `bits` bits, (k % pack) * bits up from the low end of
+  // byte k / pack.
+  Value byte = tensor::ExtractOp::create(b, loc, op.getPacked(),
+                                         ValueRange{e, n, arith::DivUIOp::create(b, loc, k, constIndex(b, loc, pack))});
+  Value shift = indexToI32(
+      b, loc, arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, k, constIndex(b, loc, pack)),
+                                    constIndex(b, loc, bits)));
+  Value q = arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i32, byte), shift),
+                                  i32Const((1 << bits) - 1));
+  SmallVector<Value> at = {e, n};
+  if (blockSize > 0)
+    at.push_back(arith::DivUIOp::create(b, loc, k, constIndex(b, loc, blockSize)));
+  Value zero = op.getZeroPoints()
+                   ? arith::ExtUIOp::create(b, loc, i32, tensor::ExtractOp::create(b, loc, op.getZeroPoints(), at))
+                         .getResult()
+                   : i32Const(1 << (bits - 1)).getResult();
+  Value centred = arith::SIToFPOp::create(b, loc, b.getF32Type(), arith::SubIOp::create(b, loc, q, zero));
+  return arith::MulFOp::create(b, loc, centred, toF32(b, loc, tensor::ExtractOp::create(b, loc, op.getScales(), at)));
+}
+
+SmallVector<Value> lowering::dequantizedDims(OpBuilder &b, Location loc, DequantizeOp op) {
+  SmallVector<Value> dims = dimsOf(b, loc, op.getPacked());
+  dims[2] = arith::MulIOp::create(b, loc, dims[2], constIndex(b, loc, op.getValuesPerByte()));
+  return dims;
+}
+
+Value lowering::dequantizeExpert(OpBuilder &b, Location loc, DequantizeOp op, Value e) {
+  auto type = cast<RankedTensorType>(op.getType());
+  auto expertType = RankedTensorType::get(type.getShape().drop_front(), type.getElementType());
+  SmallVector<Value> dims = dequantizedDims(b, loc, op);
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < 2; ++d)
+    if (expertType.isDynamicDim(d))
+      dynamic.push_back(dims[d + 1]);
+  Value init = tensor::EmptyOp::create(b, loc, expertType, dynamic);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{expertType}, ValueRange{}, ValueRange{init}, ArrayRef<AffineMap>{b.getMultiDimIdentityMap(2)},
+      SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel), [&](OpBuilder &nb, Location nl, ValueRange) {
+        Value w = dequantizedElement(nb, nl, op, e, linalg::IndexOp::create(nb, nl, 0), linalg::IndexOp::create(nb, nl, 1));
+        linalg::YieldOp::create(nb, nl, fromF32(nb, nl, w, expertType.getElementType()));
+      });
+  return generic.getResult(0);
+}
+
+bool lowering::isDequantizedPerExpert(DequantizeOp op) {
+  return !op->use_empty() && llvm::all_of(op->getUses(), [](OpOperand &use) {
+    Operation *user = use.getOwner();
+    // Operand 1 of every grouped matmul form is its weights.
+    return isa<GroupedMatmulOp, GroupedMatmulActOp, GroupedMatmulCombineOp>(user) && use.getOperandNumber() == 1;
+  });
+}
+
+namespace {
+struct LowerDequantize : OpRewritePattern<DequantizeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(DequantizeOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    auto type = cast<RankedTensorType>(op.getType());
+    SmallVector<Value> dims = dequantizedDims(b, loc, op), dynamic;
+    for (int64_t d = 0; d < 3; ++d)
+      if (type.isDynamicDim(d))
+        dynamic.push_back(dims[d]);
+    Value init = tensor::EmptyOp::create(b, loc, type, dynamic);
+    auto generic = linalg::GenericOp::create(
+        b, loc, TypeRange{type}, ValueRange{}, ValueRange{init}, ArrayRef<AffineMap>{b.getMultiDimIdentityMap(3)},
+        SmallVector<utils::IteratorType>(3, utils::IteratorType::parallel),
+        [&](OpBuilder &nb, Location nl, ValueRange) {
+          Value w = dequantizedElement(nb, nl, op, linalg::IndexOp::create(nb, nl, 0), linalg::IndexOp::create(nb, nl, 1),
+                                       linalg::IndexOp::create(nb, nl, 2));
+          linalg::YieldOp::create(nb, nl, fromF32(nb, nl, w, type.getElementType()));
+        });
+    b.replaceOp(op, generic.getResults());
+    return success();
+  }
+};
+} // namespace
+
+void mlir::moe::populateMoeDequantizeToLinalgPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerDequantize>(patterns.getContext());
+}

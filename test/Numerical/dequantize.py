@@ -1,0 +1,75 @@
+# moe.dequantize (packed 2/4/8-bit expert weights, scales per row or per
+# block, with and without zero points) against a float64 numpy reference:
+# on its own (one elementwise generic), and read by moe.grouped_matmul,
+# which on the CPU dequantises one expert at a time inside its loop (only
+# experts with rows; one group here is empty). Random bytes, scales and
+# tokens. f32 results rel err <= 1e-5; bf16 results (weights rounded to
+# bf16 as the op does) <= 8e-3.
+# RUN: %moe_python %s
+
+import numpy as np
+
+from moe_reference.harness import main
+from moe_reference.numerics import round_to
+
+rng = np.random.default_rng(11)
+E, N, K, ROWS = 4, 24, 32, 40
+OFFSETS = np.array([0, 13, 13, 29, ROWS])  # expert 1 has no rows
+
+
+def dequantize(packed, scales, zero_points, bits, block):
+    """w[e, n, k] = (q - z) * s, values low bits first in each byte."""
+    pack = 8 // bits
+    q = np.stack([(packed.astype(np.int64) >> (bits * j)) & ((1 << bits) - 1) for j in range(pack)], axis=-1)
+    q = q.reshape(E, N, K)
+    per = block or K
+    z = np.full(scales.shape, 1 << (bits - 1)) if zero_points is None else zero_points.astype(np.int64)
+    s = scales.reshape(E, N, -1)
+    z = z.reshape(E, N, -1)
+    return (q - np.repeat(z, per, axis=2)) * np.repeat(s, per, axis=2)
+
+
+def mlir_literal(array):
+    """An i8 dense literal of bytes (as signed values)."""
+    return "[" + ", ".join(mlir_literal(a) for a in array) + "]" if array.ndim else str(int(array))
+
+
+def case(name, bits, block, zero_points, dtype):
+    pack = 8 // bits
+    packed = rng.integers(0, 256, (E, N, K // pack)).astype(np.uint8)
+    scale_shape = (E, N, K // block) if block else (E, N)
+    scales = round_to(rng.uniform(0.01, 0.1, scale_shape), dtype)
+    zp = rng.integers(0, 1 << bits, scale_shape).astype(np.uint8) if zero_points else None
+    x = round_to(rng.standard_normal((ROWS, K)), dtype)
+    w = round_to(dequantize(packed, scales, zp, bits, block), dtype)
+    y = np.zeros((ROWS, N))
+    for e in range(E):
+        y[OFFSETS[e]:OFFSETS[e + 1]] = x[OFFSETS[e]:OFFSETS[e + 1]] @ w[e].T
+    t = dtype
+    s_type = f"tensor<{'x'.join(map(str, scale_shape))}x{t}>"
+    q_type = f"tensor<{E}x{N}x{K // pack}xi8>"
+    w_type = f"tensor<{E}x{N}x{K}x{t}>"
+    consts = f"  %q = arith.constant dense<{mlir_literal(packed.view(np.int8))}> : {q_type}\n"
+    zp_use, zp_type = "", ""
+    if zero_points:
+        z_type = s_type.replace(t, "i8")
+        consts += f"  %z = arith.constant dense<{mlir_literal(zp.view(np.int8))}> : {z_type}\n"
+        zp_use, zp_type = " zero_points(%z)", f", {z_type}"
+    attrs = f"{{bits = {bits}, block_size = {block}}}"
+    dq = f"  %w = moe.dequantize %q, %s{zp_use} {attrs} : ({q_type}, {s_type}{zp_type}) -> {w_type}\n"
+    alone = f"func.func @main(%s: {s_type}) -> {w_type} {{\n{consts}{dq}  return %w : {w_type}\n}}\n"
+    in_gemm = (f"func.func @main(%s: {s_type}, %x: tensor<{ROWS}x{K}x{t}>, %off: tensor<{E + 1}xi32>)"
+               f" -> tensor<{ROWS}x{N}x{t}> {{\n{consts}{dq}"
+               f"  %y = moe.grouped_matmul %x, %w, %off : (tensor<{ROWS}x{K}x{t}>, {w_type}, tensor<{E + 1}xi32>)"
+               f" -> tensor<{ROWS}x{N}x{t}>\n  return %y : tensor<{ROWS}x{N}x{t}>\n}}\n")
+    tol = 1e-5 if dtype == "f32" else 8e-3
+    return [
+        (f"{name}_alone", dict(mlir=alone, inputs=[(scales, dtype)], expected=[(w, dtype)], tol=tol)),
+        (f"{name}_in_grouped_matmul", dict(mlir=in_gemm, inputs=[(scales, dtype), (x, dtype), (OFFSETS, "i32")],
+                                           expected=[(y, dtype)], tol=tol)),
+    ]
+
+
+CASES = (case("int8_per_row", 8, 0, False, "f32") + case("int4_block8_zero_points", 4, 8, True, "f32")
+         + case("int2_per_row_zero_points_bf16", 2, 0, True, "bf16") + case("int4_per_row_bf16", 4, 0, False, "bf16"))
+main(CASES)
