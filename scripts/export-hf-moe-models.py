@@ -34,8 +34,12 @@ MODELS = {
     # Top-3 of 8 experts, not renormalised (OLMoE's default).
     "olmoe": (transformers.OlmoeConfig, transformers.OlmoeForCausalLM,
               dict(intermediate_size=40, num_experts=8, num_experts_per_tok=3, norm_topk_prob=False)),
+    # Top-2 of 6, renormalised, no shared expert, q/k RMS norms.
+    "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM,
+                  dict(intermediate_size=64, moe_intermediate_size=48, num_experts=6, num_experts_per_tok=2,
+                       norm_topk_prob=True, head_dim=8)),
 }
-TOKENS = 8  # the exported graph has a static [1, TOKENS] input
+TOKENS = 8  # the example input's length; the exported graph takes [batch, seq]
 
 
 class LogitsOnly(torch.nn.Module):
@@ -61,9 +65,12 @@ def export(name, out_dir):
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else 0.2))
     path = os.path.join(out_dir, f"{name}.onnx")
-    ids = torch.randint(0, COMMON["vocab_size"], (1, TOKENS))
+    # Batch 2: an example batch of 1 would be specialised into the graph.
+    ids = torch.randint(0, COMMON["vocab_size"], (2, TOKENS))
+    # Any batch and sequence length, as a user exports for serving.
+    dims = {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("seq", min=2, max=COMMON["max_position_embeddings"])}
     torch.onnx.export(LogitsOnly(model), (ids,), path, input_names=["input_ids"], output_names=["logits"],
-                      opset_version=18, dynamo=True, external_data=True)
+                      opset_version=18, dynamo=True, external_data=True, dynamic_shapes={"input_ids": dims})
     print(f"wrote {path} ({os.path.getsize(path)} B + {os.path.getsize(path + '.data')} B of weights)")
 
 

@@ -353,6 +353,8 @@ static Value reshapeThroughFlat(OpBuilder &b, Location loc, Value x, ArrayRef<in
 
 Value reshape(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape) {
   RankedTensorType type = rankedType(x);
+  assert(llvm::count_if(shape, ShapedType::isDynamic) <= 1 &&
+         "reshape infers one dynamic size; use reshapeToSizes for more");
   int64_t known = 1;
   for (int64_t s : shape)
     if (!ShapedType::isDynamic(s))

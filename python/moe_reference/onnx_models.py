@@ -349,7 +349,9 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
     them: Shape -> Gather -> Mul/Unsqueeze -> Concat -> Reshape to
     [batch * seq, hidden] and back; an Expand to a computed shape; slices
     of the dynamic seq axis with constant bounds (a head, a tail from a
-    negative start, every other row) concatenated to the result."""
+    negative start, every other row) and unit dimensions added and removed
+    (Unsqueeze, Squeeze, ReduceSum without keepdims) concatenated to the
+    result."""
     rng = _rng(name)
     f = np.float32
     i64 = np.int64
@@ -362,7 +364,7 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
         _init("bias", (0.1 * rng.standard_normal(hidden)).astype(f)),
         _init("s0", np.array([0], i64)), _init("one1", np.array([1], i64)), _init("s_2", np.array([-2], i64)),
         _init("s_max", np.array([2**63 - 1], i64)), _init("s100", np.array([100], i64)),
-        _init("s2", np.array([2], i64)),
+        _init("s2", np.array([2], i64)), _init("axes03", np.array([0, 3], i64)), _init("axes2", np.array([2], i64)),
     ]
     n = helper.make_node
     nodes = [
@@ -387,7 +389,12 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
         n("Slice", ["biased", "s0", "one1", "one1"], ["head"]),
         n("Slice", ["biased", "s_2", "s_max", "one1"], ["tail"]),
         n("Slice", ["biased", "one1", "s100", "one1", "s2"], ["odd"]),
-        n("Concat", ["biased", "head", "tail", "odd"], ["y"], axis=1),
+        # Unit dimensions added and removed around two dynamic ones.
+        n("Unsqueeze", ["biased", "axes03"], ["unit"]),                       # [1, b, s, 1, h]
+        n("Squeeze", ["unit", "axes03"], ["squeezed"]),
+        n("Unsqueeze", ["squeezed", "axes2"], ["unit2"]),                     # [b, s, 1, h]
+        n("ReduceSum", ["unit2", "axes2"], ["summed"], keepdims=0),
+        n("Concat", ["biased", "head", "tail", "odd", "summed"], ["y"], axis=1),
     ]
     dims = ["batch", "seq", hidden]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
@@ -795,11 +802,13 @@ def predicates_clip_model(name, tokens=6, hidden=8):
     """IsNaN, IsInf, Not/And/Or/Xor and Clip as exported models use them
     (attention masks NaN rows; transformers clamps expert ids): x holds
     NaN and +-inf, which the predicates find and Where replaces; Clip on
-    floats with both bounds and with only a max, and on int64."""
+    floats with both bounds and with only a max, and on int64; CumSum
+    (exclusive, reverse) on floats and int64."""
     rng = _rng(name)
     f, i64 = np.float32, np.int64
     inits = [_init("zero", np.array(0, f)), _init("lo", np.array(-0.5, f)), _init("hi", np.array(0.75, f)),
-             _init("four", np.array(4, f)), _init("ilo", np.array(-2, i64)), _init("ihi", np.array(3, i64))]
+             _init("four", np.array(4, f)), _init("ilo", np.array(-2, i64)), _init("ihi", np.array(3, i64)),
+             _init("axis0", np.array(0, i64)), _init("axis1", np.array(-1, i64))]
     n = helper.make_node
     nodes = [
         n("IsNaN", ["x"], ["nan"]),
@@ -818,7 +827,14 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         n("Clip", ["ints", "ilo", "ihi"], ["int_clipped"]),
         n("Cast", ["int_clipped"], ["int_back"], to=TensorProto.FLOAT),
     ] + [n("Cast", [b], [b + "_f"], to=TensorProto.FLOAT) for b in ("good", "either", "good_positive")] + [
-        n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f"], ["y"], axis=0),
+        # Running sums as masks are built from them: plain, exclusive and
+        # reversed, floats and int64.
+        n("CumSum", ["clean", "axis1"], ["running"]),
+        n("CumSum", ["clean", "axis0"], ["running_rev_ex"], exclusive=1, reverse=1),
+        n("CumSum", ["int_clipped", "axis1"], ["int_running"], exclusive=1),
+        n("Cast", ["int_running"], ["int_running_f"], to=TensorProto.FLOAT),
+        n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f", "running",
+                     "running_rev_ex", "int_running_f"], ["y"], axis=0),
     ]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)

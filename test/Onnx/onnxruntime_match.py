@@ -36,16 +36,19 @@ def run(cmd):
 HF_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "hf")
 
 
-def check_model(name, path, feeds, expected, input_names, out_dir, tools):
+def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=()):
     """Imports, optimises, compiles for the GPU and runs `path` three ways
-    (imported, optimised, emulated GPU); returns how many runs differ from
-    `expected`."""
+    (imported, optimised, emulated GPU) on `feeds` and on each (feeds,
+    expected) of `more`; returns how many runs differ from `expected`."""
     translate, moe_run, moe_opt = tools
-    inputs = []
-    for input_name in input_names:
-        npy = os.path.join(out_dir, f"{name}.{input_name}.npy")
-        np.save(npy, feeds[input_name])
-        inputs += ["--input", npy]
+    runs = []
+    for i, (run_feeds, run_expected) in enumerate([(feeds, expected), *more]):
+        inputs = []
+        for input_name in input_names:
+            npy = os.path.join(out_dir, f"{name}.{i}.{input_name}.npy")
+            np.save(npy, run_feeds[input_name])
+            inputs += ["--input", npy]
+        runs.append((inputs, run_expected))
     imported = os.path.join(out_dir, name + ".mlir")
     run([translate, "--import-onnx", path, "-o", imported])
     optimized = os.path.join(out_dir, name + ".opt.mlir")
@@ -56,23 +59,24 @@ def check_model(name, path, feeds, expected, input_names, out_dir, tools):
     if "gpu.binary @" not in gpu:
         sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
     failures = 0
-    for mode, program, flags in (("imported", imported, []), ("optimized", optimized, []),
-                                 ("gpu-emulation", optimized, ["--gpu-emulation"])):
-        result_dir = os.path.join(out_dir, f"{name}.{mode}")
-        run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
-        ours = np.load(os.path.join(result_dir, "result_0.npy"))
-        tol = TOLERANCE[expected.dtype]
-        if ours.shape != expected.shape or ours.dtype != expected.dtype:
-            print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
-                  f"{expected.dtype}{list(expected.shape)}")
-            failures += 1
-            continue
-        ref = expected.astype(np.float64)
-        err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
-        ok = err <= tol
-        failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}]: {ours.dtype}{list(ours.shape)} "
-              f"rel err {err:.2e} (tol {tol:g})")
+    for i, (inputs, expected) in enumerate(runs):
+        for mode, program, flags in (("imported", imported, []), ("optimized", optimized, []),
+                                     ("gpu-emulation", optimized, ["--gpu-emulation"])):
+            result_dir = os.path.join(out_dir, f"{name}.{i}.{mode}")
+            run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
+            ours = np.load(os.path.join(result_dir, "result_0.npy"))
+            tol = TOLERANCE[expected.dtype]
+            if ours.shape != expected.shape or ours.dtype != expected.dtype:
+                print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
+                      f"{expected.dtype}{list(expected.shape)}")
+                failures += 1
+                continue
+            ref = expected.astype(np.float64)
+            err = np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max()
+            ok = err <= tol
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}]: {ours.dtype}{list(ours.shape)} "
+                  f"rel err {err:.2e} (tol {tol:g})")
     return failures
 
 
@@ -100,14 +104,17 @@ def main(out_dir):
             input_names = [i.name for i in session.get_inputs()]
         failures += check_model(name, path, feeds, expected, input_names, out_dir, tools)
     # Hugging Face models exported by torch.onnx (scripts/export-hf-moe-models.py):
-    # whole causal LMs, token ids in, logits out, weights in external data.
+    # whole causal LMs, token ids [batch, seq] in (any sizes), logits out,
+    # weights in external data; three batch and sequence sizes each.
     for seed, file in enumerate(sorted(f for f in os.listdir(HF_MODELS) if f.endswith(".onnx"))):
         path = os.path.join(HF_MODELS, file)
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        ids = session.get_inputs()[0]
-        feeds = {ids.name: np.random.default_rng(seed).integers(0, 128, ids.shape).astype(np.int64)}
-        expected = session.run(None, feeds)[0]
-        failures += check_model("hf_" + file[:-5], path, feeds, expected, [ids.name], out_dir, tools)
+        ids = session.get_inputs()[0].name
+        runs = []
+        for batch, seq in ((2, 5), (1, 33), (3, 2)):
+            feeds = {ids: np.random.default_rng(seed * 100 + seq).integers(0, 128, (batch, seq)).astype(np.int64)}
+            runs.append((feeds, session.run(None, feeds)[0]))
+        failures += check_model("hf_" + file[:-5], path, *runs[0], [ids], out_dir, tools, more=runs[1:])
     if failures:
         sys.exit(f"{failures} comparison(s) failed")
 

@@ -113,15 +113,23 @@ Results convertGather(NodeContext &ctx) {
   return SmallVector<Value>{generic.getResult(0)};
 }
 
-/// Slice with constant starts/ends/axes/steps (positive steps).
+/// Slice with constant axes and (positive) steps; starts and ends constant
+/// or computed from tensor sizes (exporters slice to a sequence length).
 Results convertSlice(NodeContext &ctx) {
   Value data = ctx.input(0);
   if (!data)
     return ctx.error() << "data is required", failure();
   RankedTensorType type = ctx.inputType(0);
   int64_t rank = type.getRank();
-  FailureOr<SmallVector<int64_t>> starts = constantInts(ctx, 1, "starts");
-  FailureOr<SmallVector<int64_t>> ends = constantInts(ctx, 2, "ends");
+  auto bounds = [&](unsigned i, StringRef what) -> FailureOr<SmallVector<OpFoldResult>> {
+    if (const ShapeVector *v = ctx.input(i) ? ctx.shapeInput(i) : nullptr)
+      return v->elements;
+    return ctx.error() << what << " (input " << i
+                       << ") must be a constant integer tensor or computed from tensor sizes",
+           failure();
+  };
+  FailureOr<SmallVector<OpFoldResult>> starts = bounds(1, "starts");
+  FailureOr<SmallVector<OpFoldResult>> ends = bounds(2, "ends");
   if (failed(starts) || failed(ends))
     return failure();
   SmallVector<int64_t> axes, steps(starts->size(), 1);
@@ -153,37 +161,36 @@ Results convertSlice(NodeContext &ctx) {
     if (steps[i] <= 0)
       return ctx.error() << "step " << steps[i] << " on axis " << *axis << ": only positive steps are supported",
              failure();
-    int64_t dim = shape[*axis], start = (*starts)[i], end = (*ends)[i];
-    if (ShapedType::isDynamic(dim)) {
-      // Unknown size: start and end resolved against it at run time, as
-      // below: negative ones count from the end, both clamped to [0, dim].
+    int64_t dim = shape[*axis];
+    std::optional<int64_t> start = getConstantIntValue((*starts)[i]), end = getConstantIntValue((*ends)[i]);
+    strides[*axis] = b.getIndexAttr(steps[i]);
+    if (ShapedType::isDynamic(dim) || !start || !end) {
+      // Bounds resolved at run time as below: negative ones count from the
+      // end, both clamped to [0, dim].
       Value size = tb::dimSize(b, loc, data, *axis);
-      auto bound = [&](int64_t v) -> Value {
-        Value c = indexConst(b, loc, v);
-        Value resolved = v < 0 ? arith::AddIOp::create(b, loc, c, size).getResult() : c;
+      auto bound = [&](OpFoldResult v) -> Value {
+        Value c = getValueOrCreateConstantIndexOp(b, loc, v);
+        Value negative = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, c, indexConst(b, loc, 0));
+        Value resolved = arith::SelectOp::create(b, loc, negative, arith::AddIOp::create(b, loc, c, size), c);
         resolved = arith::MaxSIOp::create(b, loc, resolved, indexConst(b, loc, 0));
         return arith::MinSIOp::create(b, loc, resolved, size);
       };
-      Value first = bound(start), last = bound(end);
+      Value first = bound((*starts)[i]), last = bound((*ends)[i]);
       Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, last, first), indexConst(b, loc, 0));
       Value count = arith::DivUIOp::create(
           b, loc, arith::AddIOp::create(b, loc, span, indexConst(b, loc, steps[i] - 1)), indexConst(b, loc, steps[i]));
       offsets[*axis] = getAsOpFoldResult(first);
       sizes[*axis] = getAsOpFoldResult(count);
-      strides[*axis] = b.getIndexAttr(steps[i]);
-      shape[*axis] = ShapedType::kDynamic;
+      std::optional<int64_t> staticCount = getConstantIntValue(sizes[*axis]);
+      shape[*axis] = staticCount ? *staticCount : ShapedType::kDynamic;
       continue;
     }
-    if (start < 0)
-      start += dim;
-    if (end < 0)
-      end += dim;
-    start = std::clamp<int64_t>(start, 0, dim);
-    end = std::clamp<int64_t>(end, 0, dim);
-    int64_t count = end > start ? (end - start + steps[i] - 1) / steps[i] : 0;
-    offsets[*axis] = b.getIndexAttr(start);
+    int64_t from = *start < 0 ? *start + dim : *start, to = *end < 0 ? *end + dim : *end;
+    from = std::clamp<int64_t>(from, 0, dim);
+    to = std::clamp<int64_t>(to, 0, dim);
+    int64_t count = to > from ? (to - from + steps[i] - 1) / steps[i] : 0;
+    offsets[*axis] = b.getIndexAttr(from);
     sizes[*axis] = b.getIndexAttr(count);
-    strides[*axis] = b.getIndexAttr(steps[i]);
     shape[*axis] = count;
   }
   auto resultType = RankedTensorType::get(shape, type.getElementType());

@@ -93,7 +93,7 @@ void addMoeConverters(std::vector<OpConverter> &converters);
 
 /// The ShapeVector of the node's (single) output when its inputs have them
 /// and the op is one shape computations use (Shape, Gather, Concat, Slice,
-/// Unsqueeze, Squeeze, Cast, Identity, Add/Sub/Mul/Div).
+/// Unsqueeze, Squeeze, Reshape, Cast, Identity, Add/Sub/Mul/Div).
 std::optional<ShapeVector> propagateShapeVector(NodeContext &ctx);
 
 /// The [start, end) dimensions a Shape node reports for a rank-`rank`

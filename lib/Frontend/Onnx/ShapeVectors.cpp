@@ -81,6 +81,16 @@ std::optional<ShapeVector> mlir::moe::onnx_import::propagateShapeVector(NodeCont
       return std::nullopt;
     return *v;
   }
+  if (op == "Reshape") {
+    // To 0-D or 1-D ([-1] or [n]): the same elements.
+    const ShapeVector *v = in(0);
+    const ConstantTensor *target = ctx.constantInput(1);
+    std::optional<SmallVector<int64_t>> t = target ? target->asInts() : std::nullopt;
+    int64_t n = v ? static_cast<int64_t>(v->elements.size()) : 0;
+    if (!v || !t || t->size() > 1 || (t->empty() && n != 1) || (t->size() == 1 && (*t)[0] != -1 && (*t)[0] != n))
+      return std::nullopt;
+    return *v;
+  }
   if (op == "Gather") {
     const ShapeVector *v = in(0);
     const ConstantTensor *indices = ctx.constantInput(1);

@@ -183,6 +183,63 @@ Results convertGemm(NodeContext &ctx) {
 
 // --- normalisations and reductions ---------------------------------------
 
+/// CumSum(x, axis): running sums along `axis` (`exclusive`, `reverse`).
+/// One generic per output element summing the inputs it covers, in order:
+/// quadratic in the axis length, which is fine for the sequence-length
+/// masks exporters build with it.
+Results convertCumSum(NodeContext &ctx) {
+  if (failed(expectInputs(ctx, 2, false)))
+    return failure();
+  FailureOr<SmallVector<int64_t>> axisValue = [&]() -> FailureOr<SmallVector<int64_t>> {
+    const ConstantTensor *c = ctx.constantInput(1);
+    std::optional<SmallVector<int64_t>> v = c ? c->asInts() : std::nullopt;
+    if (!v || v->size() != 1)
+      return ctx.error() << "axis (input 1) must be a constant scalar", failure();
+    return *v;
+  }();
+  if (failed(axisValue))
+    return failure();
+  RankedTensorType type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  FailureOr<int64_t> axis = normalizeAxis(ctx, (*axisValue)[0], rank);
+  if (failed(axis))
+    return failure();
+  bool exclusive = ctx.intAttr("exclusive", 0) != 0, reverse = ctx.intAttr("reverse", 0) != 0;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Type element = type.getElementType();
+  bool isFloat = isa<FloatType>(element);
+  // Dimensions: the result's, then j (the summed position along the axis).
+  MLIRContext *mctx = b.getContext();
+  SmallVector<AffineExpr> inputExprs, outputExprs;
+  for (int64_t d = 0; d < rank; ++d) {
+    outputExprs.push_back(getAffineDimExpr(d, mctx));
+    inputExprs.push_back(getAffineDimExpr(d == *axis ? rank : d, mctx));
+  }
+  SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
+  iterators.push_back(utils::IteratorType::reduction);
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < rank; ++d)
+    if (type.isDynamicDim(d))
+      dynamic.push_back(tb::dimSize(b, loc, ctx.input(0), d));
+  Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(element));
+  Value init = linalg::FillOp::create(b, loc, zero, tb::empty(b, loc, type, dynamic)).getResult(0);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{ctx.input(0)}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(rank + 1, 0, inputExprs, mctx), AffineMap::get(rank + 1, 0, outputExprs, mctx)},
+      iterators, [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value i = linalg::IndexOp::create(nb, nl, *axis), j = linalg::IndexOp::create(nb, nl, rank);
+        using P = arith::CmpIPredicate;
+        P covers = reverse ? (exclusive ? P::ugt : P::uge) : (exclusive ? P::ult : P::ule);
+        Value in = arith::CmpIOp::create(nb, nl, covers, j, i);
+        Value term = arith::SelectOp::create(nb, nl, in, args[0], zero);
+        Value sum = isFloat ? arith::AddFOp::create(nb, nl, args[1], term).getResult()
+                            : arith::AddIOp::create(nb, nl, args[1], term).getResult();
+        linalg::YieldOp::create(nb, nl, sum);
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
 /// softmax along `axis` (opset >= 13; earlier opsets flatten from `axis`,
 /// the same result when `axis` is the last dimension).
 Results convertSoftmax(NodeContext &ctx) {
@@ -253,11 +310,12 @@ ConvertFn reduce(tb::Reduction kind, int64_t axesInputSince) {
     for (int64_t axis : *axes)
       x = tb::reduceAxis(ctx.b, ctx.loc, x, axis, kind);
     if (!ctx.intAttr("keepdims", 1) && !axes->empty()) {
-      SmallVector<int64_t> shape;
-      for (auto [d, size] : llvm::enumerate(cast<RankedTensorType>(x.getType()).getShape()))
+      // The kept sizes as they are (several may be dynamic).
+      SmallVector<OpFoldResult> sizes;
+      for (auto [d, size] : llvm::enumerate(tb::sizesOf(ctx.b, ctx.loc, x)))
         if (!llvm::is_contained(*axes, static_cast<int64_t>(d)))
-          shape.push_back(size);
-      x = tb::reshape(ctx.b, ctx.loc, x, shape);
+          sizes.push_back(size);
+      x = tb::reshapeToSizes(ctx.b, ctx.loc, x, sizes);
     }
     return SmallVector<Value>{x};
   };
@@ -375,13 +433,14 @@ Results convertUnsqueeze(NodeContext &ctx) {
   FailureOr<SmallVector<int64_t>> axes = normalizedShapeAxes(ctx, /*unsqueeze=*/true);
   if (failed(axes))
     return failure();
-  ArrayRef<int64_t> in = ctx.inputType(0).getShape();
+  // The input's sizes (several may be dynamic) with 1s inserted.
+  SmallVector<OpFoldResult> in = tb::sizesOf(ctx.b, ctx.loc, ctx.input(0));
   int64_t rank = in.size() + axes->size();
   const SmallVector<int64_t> &normalized = *axes;
-  SmallVector<int64_t> shape;
+  SmallVector<OpFoldResult> sizes;
   for (int64_t d = 0, j = 0; d < rank; ++d)
-    shape.push_back(llvm::is_contained(normalized, d) ? 1 : in[j++]);
-  return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), shape)};
+    sizes.push_back(llvm::is_contained(normalized, d) ? ctx.b.getIndexAttr(1) : in[j++]);
+  return SmallVector<Value>{tb::reshapeToSizes(ctx.b, ctx.loc, ctx.input(0), sizes)};
 }
 
 Results convertSqueeze(NodeContext &ctx) {
@@ -393,13 +452,14 @@ Results convertSqueeze(NodeContext &ctx) {
   for (int64_t n : normalized)
     if (!ShapedType::isDynamic(in[n]) && in[n] != 1)
       return ctx.error() << "cannot squeeze dimension " << n << " of size " << in[n], failure();
-  SmallVector<int64_t> shape;
+  // The kept sizes as they are (several may be dynamic).
+  SmallVector<OpFoldResult> sizes, inSizes = tb::sizesOf(ctx.b, ctx.loc, ctx.input(0));
   for (auto [d, size] : llvm::enumerate(in)) {
     bool drop = normalized.empty() ? size == 1 : llvm::is_contained(normalized, static_cast<int64_t>(d));
     if (!drop)
-      shape.push_back(size);
+      sizes.push_back(inSizes[d]);
   }
-  return SmallVector<Value>{tb::reshape(ctx.b, ctx.loc, ctx.input(0), shape)};
+  return SmallVector<Value>{tb::reshapeToSizes(ctx.b, ctx.loc, ctx.input(0), sizes)};
 }
 
 /// A comparison with numpy broadcasting: an i1 tensor.
@@ -757,6 +817,7 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("MatMul", convertMatMul);
   add("Gemm", convertGemm);
   add("Softmax", convertSoftmax);
+  add("CumSum", convertCumSum);
   add("ReduceSum", reduce(tb::Reduction::Sum, 13));
   add("ReduceMean", reduce(tb::Reduction::Mean, 18));
   add("ReduceMax", reduce(tb::Reduction::Max, 18));
