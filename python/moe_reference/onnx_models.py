@@ -939,6 +939,24 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("GatherND", ["x", "idx"], ["y"], batch_dims=1, name="the_gathernd")]
         graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [2, 8])],
                                   [helper.make_tensor_value_info("y", f, [2])], [idx])
+    elif name == "clip_bounds_not_scalar":
+        # A per-column bound: ONNX's Clip takes scalars only.
+        nodes = [helper.make_node("Clip", ["x", "lo"], ["y"], name="the_clip")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 8])],
+                                  [_init("lo", np.zeros(8, np.float32))])
+    elif name == "cumsum_dynamic_axis":
+        axis = helper.make_tensor_value_info("axis", TensorProto.INT64, [])
+        nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"], name="the_cumsum")]
+        graph = helper.make_graph(nodes, name, [x, axis], [helper.make_tensor_value_info("y", f, ["tokens", 8])])
+    elif name == "and_not_bool":
+        nodes = [helper.make_node("And", ["x", "x"], ["y"], name="the_and")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", TensorProto.BOOL, ["tokens", 8])])
+    elif name == "slice_data_dependent_end":
+        # Ends read from a tensor's values (not its sizes).
+        ends = helper.make_tensor_value_info("ends", TensorProto.INT64, [1])
+        nodes = [helper.make_node("Slice", ["x", "zero", "ends"], ["y"], name="the_slice")]
+        graph = helper.make_graph(nodes, name, [x, ends], [helper.make_tensor_value_info("y", f, ["rows", 8])],
+                                  [_init("zero", np.zeros(1, np.int64))])
     elif name in ("qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits"):
         model, _ = qmoe_model(name, bits=4, activation="relu")
         graph = model.graph
@@ -978,7 +996,8 @@ def bad_model(name, out_dir):
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "per_expert_missing_expert", "moe_sparse_mixer_k1",
-       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims"]
+       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "clip_bounds_not_scalar",
+       "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named
