@@ -38,6 +38,12 @@ MODELS = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM,
                   dict(intermediate_size=64, moe_intermediate_size=48, num_experts=6, num_experts_per_tok=2,
                        norm_topk_prob=True, head_dim=8)),
+    # Top-2 of 4 on router logits with a bias (softmax over the picks),
+    # experts with biases and the clamped SwiGLU on interleaved columns,
+    # sliding-window and full attention layers with sinks.
+    "gpt_oss": (transformers.GptOssConfig, transformers.GptOssForCausalLM,
+                dict(intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, head_dim=8, sliding_window=4,
+                     layer_types=["sliding_attention", "full_attention"])),
 }
 TOKENS = 8  # the example input's length; the exported graph takes [batch, seq]
 

@@ -27,8 +27,13 @@
 //   acc = ScatterND(acc, Unsqueeze(tok, -1),
 //                   Mul(o, Unsqueeze(GatherND(w, Concat(tok, slot)), -1)), add)
 //
-// for every expert e exactly once, from acc = ConstantOfShape(Shape(x)); a sigmoid-gated shared expert added to y (Qwen2-MoE) joins
-// it as the layer's shared expert. Everything is checked: a block that looks like MoE but
+// for every expert e exactly once, from acc = ConstantOfShape(Shape(x)); a
+// sigmoid-gated shared expert added to y (Qwen2-MoE) joins it as the
+// layer's shared expert. torch.onnx's spellings are accepted (routers and
+// projections as Gemm with transB, ids clamped to [0, E), weights gathered
+// by GatherND), and gpt-oss's block (matchGptOssBlock: top-k of the logits,
+// softmax over the picks, expert biases, the clamped SwiGLU on alternate
+// columns) becomes ONNX Runtime's MoE computation (ExpertMixture.h). Everything is checked: a block that looks like MoE but
 // differs anywhere (another activation, a value used outside the block, a
 // weight that is not a constant) stays plain ops, with a remark saying why.
 //
@@ -348,6 +353,9 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
                                 block.sharedUpProj.name,
                                 block.sharedDownProj.name,
                                 block.sharedGate.name};
+  if (block.gptOss)
+    for (const std::string *name : {&block.gptOss->logits, &block.gptOss->upBias, &block.gptOss->downBias})
+      operands.insert(*name);
   for (const std::vector<std::string> *names : {&block.expertGate, &block.expertUp, &block.expertDown})
     for (const std::string &name : *names)
       operands.insert(name);
@@ -797,6 +805,232 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 
+/// Matches gpt-oss's block (transformers' GptOssExperts, batched_mm)
+/// anchored at TopK node `topk`:
+///
+///   w, e = TopK(logits, k); w = Softmax(w)                (picks, then softmax)
+///   rows = Reshape(Expand(Unsqueeze(x, 1), ..), [-1, H])
+///   h = Squeeze(MatMul(Unsqueeze(rows, 1), W13[ids]), 1) + b13[ids]
+///   g, u = Slice(h, 0::2), Slice(h, 1::2) along the last axis
+///   a = (Clip(u, -L, L) + β) · (g' · Sigmoid(g' · α)), g' = Clip(g, max = L)
+///   o = Squeeze(MatMul(Unsqueeze(a, 1), W2[ids]), 1) + b2[ids]
+///   y = ReduceSum(Reshape(o · Unsqueeze(Reshape(w, [-1]), -1), [-1, k, H]), 1)
+///
+/// with W[ids] as in matchBlock and an Unsqueeze/Squeeze pair allowed after
+/// each bias. The logits stay outside (any computation of them).
+std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                         std::string &why) {
+  const onnx::NodeProto &t = g.graph.node(topk);
+  why.clear();
+  MoeBlock block;
+  MoeBlock::GptOss oss;
+  llvm::SmallVector<const onnx::NodeProto *> nodes = {&t};
+  const onnx::NodeProto *softmax = g.onlyUser(t.output(0), "Softmax");
+  std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
+  if (!softmax || t.output_size() != 2 || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 ||
+      intAttr(t, "sorted", 1) != 1 || intAttr(t, "axis", -1) != -1)
+    return std::nullopt;
+  auto fail = [&](llvm::StringRef reason) -> std::optional<MoeBlock> {
+    why = reason.str();
+    return std::nullopt;
+  };
+  // Rank-2 picks [T, k]: the softmax is over axis 1 = -1.
+  if (intAttr(*softmax, "axis", -1) != -1 && intAttr(*softmax, "axis", -1) != 1)
+    return fail("the softmax over the picks is not over the last axis");
+  block.k = (*k)[0];
+  oss.logits = t.input(0);
+  nodes.push_back(softmax);
+  auto scalar = [&](llvm::StringRef name) -> std::optional<float> {
+    std::optional<std::vector<float>> v = constants.floats ? constants.floats(name) : std::nullopt;
+    return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;
+  };
+  auto otherOperand = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
+    return n.input(0) == value ? n.input(1) : n.input(0);
+  };
+  // Gate weights flattened per slot.
+  const onnx::NodeProto *flatW = g.onlyUser(softmax->output(0), "Reshape");
+  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(flatW->output(0), "Unsqueeze") : nullptr;
+  if (!flatW || !unsqW || !hasAxis(*unsqW, constants, -1))
+    return fail("the gate weights do not feed a per-slot scale");
+  nodes.append({flatW, unsqW});
+  // Expert ids -> the four gathered expert tensors (weights rank 3, biases rank 2).
+  const onnx::NodeProto *flatIds = g.userOfType(t.output(1), "Reshape");
+  if (!flatIds)
+    return fail("the expert ids are not flattened per slot");
+  nodes.push_back(flatIds);
+  std::string ids = flatIds->output(0);
+  const onnx::NodeProto *clip = g.onlyUser(ids, "Clip");
+  if (clip) {
+    nodes.push_back(clip);
+    ids = clip->output(0);
+  }
+  llvm::SmallVector<const onnx::NodeProto *> weightGathers, biasGathers;
+  for (int i : g.users(ids)) {
+    const onnx::NodeProto &n = g.graph.node(i);
+    llvm::SmallVector<const onnx::NodeProto *> gathers;
+    if (n.op_type() == "Unsqueeze" && hasAxis(n, constants, -1)) {
+      nodes.push_back(&n);
+      for (int j : g.users(n.output(0)))
+        gathers.push_back(&g.graph.node(j));
+    } else {
+      gathers.push_back(&n);
+    }
+    for (const onnx::NodeProto *gather : gathers) {
+      bool isGather = (gather->op_type() == "Gather" && intAttr(*gather, "axis", 0) == 0 && gather->input(1) == ids) ||
+                      (gather->op_type() == "GatherND" && intAttr(*gather, "batch_dims", 0) == 0);
+      std::optional<llvm::SmallVector<int64_t>> shape =
+          isGather && g.isConstant(gather->input(0)) ? constants.shape(gather->input(0)) : std::nullopt;
+      if (!shape || (shape->size() != 3 && shape->size() != 2))
+        return fail("the expert ids index something other than constant expert weights and biases");
+      (shape->size() == 3 ? weightGathers : biasGathers).push_back(gather);
+    }
+  }
+  if (weightGathers.size() != 2 || biasGathers.size() != 2)
+    return fail("two gathered expert weights and two biases are expected");
+  nodes.append(weightGathers.begin(), weightGathers.end());
+  nodes.append(biasGathers.begin(), biasGathers.end());
+  // x @ W[ids] + b[ids] on `lhs` rows [S, in]: Squeeze(MatMul(Unsqueeze(lhs, 1),
+  // W[ids]), 1) + b[ids], optionally Unsqueeze(1)/Squeeze(1) after. Returns
+  // the result value and the weight's and bias's gathers, or empty.
+  auto expertLinear = [&](const onnx::NodeProto *gatherW, std::string &lhs, const onnx::NodeProto *&gatherB,
+                          llvm::SmallVector<const onnx::NodeProto *> &chain) -> std::string {
+    const onnx::NodeProto *mm = g.onlyUser(gatherW->output(0), "MatMul");
+    const onnx::NodeProto *unsq = mm && mm->input(1) == gatherW->output(0) ? g.producer(mm->input(0)) : nullptr;
+    const onnx::NodeProto *sq = mm ? g.onlyUser(mm->output(0), "Squeeze") : nullptr;
+    const onnx::NodeProto *add = sq ? g.onlyUser(sq->output(0), "Add") : nullptr;
+    if (!unsq || unsq->op_type() != "Unsqueeze" || !hasAxis(*unsq, constants, 1) || !hasAxis(*sq, constants, 1) || !add)
+      return "";
+    std::string bias = otherOperand(*add, sq->output(0));
+    gatherB = nullptr;
+    for (const onnx::NodeProto *b : biasGathers)
+      if (b->output(0) == bias)
+        gatherB = b;
+    if (!gatherB)
+      return "";
+    lhs = unsq->input(0);
+    chain.append({mm, unsq, sq, add});
+    std::string out = add->output(0);
+    if (const onnx::NodeProto *u2 = g.onlyUser(out, "Unsqueeze"); u2 && hasAxis(*u2, constants, 1))
+      if (const onnx::NodeProto *s2 = g.onlyUser(u2->output(0), "Squeeze"); s2 && hasAxis(*s2, constants, 1)) {
+        chain.append({u2, s2});
+        out = s2->output(0);
+      }
+    return out;
+  };
+  // Which weight is gate/up: the one whose GEMM reads x repeated per slot.
+  const onnx::NodeProto *gather13 = nullptr, *gather2 = nullptr, *bias13 = nullptr, *bias2 = nullptr;
+  std::string h, rowsValue;
+  for (int first = 0; first < 2 && h.empty(); ++first) {
+    llvm::SmallVector<const onnx::NodeProto *> chain;
+    std::string lhs;
+    const onnx::NodeProto *bias = nullptr;
+    std::string out = expertLinear(weightGathers[first], lhs, bias, chain);
+    const onnx::NodeProto *reshape = out.empty() ? nullptr : g.producer(lhs);
+    const onnx::NodeProto *expand = reshape && reshape->op_type() == "Reshape" ? g.producer(reshape->input(0)) : nullptr;
+    const onnx::NodeProto *unsqX = expand && expand->op_type() == "Expand" ? g.producer(expand->input(0)) : nullptr;
+    if (!unsqX || unsqX->op_type() != "Unsqueeze" || !hasAxis(*unsqX, constants, 1))
+      continue;
+    block.x = unsqX->input(0);
+    chain.append({reshape, expand, unsqX});
+    nodes.append(chain.begin(), chain.end());
+    gather13 = weightGathers[first];
+    gather2 = weightGathers[1 - first];
+    bias13 = bias;
+    h = out;
+  }
+  if (h.empty())
+    return fail("no expert GEMM with bias reads the token rows (x repeated once per slot)");
+  // Gate and up: alternate columns of h.
+  const onnx::NodeProto *gateSlice = nullptr, *upSlice = nullptr;
+  for (int i : g.users(h)) {
+    const onnx::NodeProto &n = g.graph.node(i);
+    std::optional<llvm::SmallVector<int64_t>> start = n.input_size() == 5 ? constants(n.input(1)) : std::nullopt,
+                                              end = start ? constants(n.input(2)) : std::nullopt,
+                                              axes = start ? constants(n.input(3)) : std::nullopt,
+                                              steps = start ? constants(n.input(4)) : std::nullopt;
+    if (n.op_type() != "Slice" || !start || !end || !axes || !steps || start->size() != 1 ||
+        (*end)[0] < (int64_t{1} << 31) || ((*axes)[0] != 1 && (*axes)[0] != -1) || (*steps)[0] != 2 ||
+        (*start)[0] > 1)
+      return fail("the gate/up result is not split into alternate columns");
+    ((*start)[0] == 0 ? gateSlice : upSlice) = &n;
+  }
+  if (!gateSlice || !upSlice)
+    return fail("the gate/up result is not split into alternate columns");
+  nodes.append({gateSlice, upSlice});
+  // Clamps: gate to at most L, up to [-L, L] (both or neither).
+  std::string gate = gateSlice->output(0), up = upSlice->output(0);
+  const onnx::NodeProto *gateClip = g.onlyUser(gate, "Clip"), *upClip = g.onlyUser(up, "Clip");
+  if (gateClip || upClip) {
+    auto bound = [&](const onnx::NodeProto *clip, int input) {
+      return clip && clip->input_size() == 3 && !clip->input(input).empty() ? scalar(clip->input(input))
+                                                                             : std::nullopt;
+    };
+    std::optional<float> gateMax = bound(gateClip, 2), upMin = bound(upClip, 1), upMax = bound(upClip, 2);
+    float limit = gateMax.value_or(0.0f);
+    if (!gateMax || bound(gateClip, 1) || upMin != -limit || upMax != limit || !(limit > 0))
+      return fail("the gate and up clamps are not min(g, L) and clamp(u, -L, L)");
+    oss.limit = limit;
+    nodes.append({gateClip, upClip});
+    gate = gateClip->output(0);
+    up = upClip->output(0);
+  }
+  // glu = g · Sigmoid(g · α); a = (u + β) · glu.
+  const onnx::NodeProto *scaled = nullptr, *glu = nullptr;
+  for (int i : g.users(gate)) {
+    const onnx::NodeProto &n = g.graph.node(i);
+    if (n.op_type() != "Mul")
+      return fail("the gate is not g · sigmoid(α g)");
+    const onnx::NodeProto *sig = g.producer(otherOperand(n, gate));
+    if (sig && sig->op_type() == "Sigmoid")
+      glu = &n;
+    else
+      scaled = &n;
+  }
+  const onnx::NodeProto *sigmoid = glu ? g.producer(otherOperand(*glu, gate)) : nullptr;
+  std::optional<float> alpha = scaled ? scalar(otherOperand(*scaled, gate)) : std::nullopt;
+  if (!glu || !scaled || !alpha || sigmoid->input(0) != scaled->output(0))
+    return fail("the gate is not g · sigmoid(α g)");
+  oss.alpha = *alpha;
+  const onnx::NodeProto *addBeta = g.onlyUser(up, "Add");
+  std::optional<float> beta = addBeta ? scalar(otherOperand(*addBeta, up)) : std::nullopt;
+  const onnx::NodeProto *product = addBeta ? g.onlyUser(addBeta->output(0), "Mul") : nullptr;
+  if (!beta || !product || otherOperand(*product, addBeta->output(0)) != glu->output(0))
+    return fail("the activation is not (u + β) · glu");
+  oss.beta = *beta;
+  nodes.append({scaled, sigmoid, glu, addBeta, product});
+  // Down GEMM with bias on the activation.
+  llvm::SmallVector<const onnx::NodeProto *> chain;
+  std::string lhs;
+  std::string o = expertLinear(gather2, lhs, bias2, chain);
+  if (o.empty() || lhs != product->output(0) || bias2 == bias13)
+    return fail("the activation does not feed the down GEMM with its bias");
+  nodes.append(chain.begin(), chain.end());
+  // Scaled by the gate weights, summed over each token's k slots.
+  const onnx::NodeProto *scale = g.onlyUser(o, "Mul");
+  const onnx::NodeProto *slots = scale ? g.onlyUser(scale->output(0), "Reshape") : nullptr;
+  const onnx::NodeProto *combine = slots ? g.onlyUser(slots->output(0), "ReduceSum") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(slots->input(1)) : std::nullopt;
+  if (!scale || otherOperand(*scale, o) != unsqW->output(0) || !combine || !hasAxis(*combine, constants, 1) ||
+      intAttr(*combine, "keepdims", 1) != 0 || !slotShape || slotShape->size() != 3 || (*slotShape)[1] != block.k)
+    return fail("the weighted rows are not summed per token over the k slots");
+  nodes.append({scale, slots, combine});
+  block.gateUp = gather13->input(0);
+  block.down = gather2->input(0);
+  oss.upBias = bias13->input(0);
+  oss.downBias = bias2->input(0);
+  block.gptOss = oss;
+  block.output = combine->output(0);
+  block.last = g.indexOf(combine);
+  if (clip) {
+    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(block.gateUp);
+    std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
+    std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
+    if (!shape || !lo || lo->size() != 1 || (*lo)[0] > 0 || !hi || hi->size() != 1 || (*hi)[0] < (*shape)[0] - 1)
+      return fail("the expert ids are clipped to a range narrower than the experts");
+  }
+  return finishBlock(g, std::move(block), nodes, topk, why);
+}
+
 } // namespace
 
 std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphProto &graph,
@@ -807,13 +1041,15 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
   for (int i = 0; i < graph.node_size(); ++i) {
     if (graph.node(i).op_type() != "TopK" || !(graph.node(i).domain().empty() || graph.node(i).domain() == "ai.onnx"))
       continue;
-    std::string why, whyLoop;
+    std::string why, whyLoop, whyGptOss;
     if (std::optional<MoeBlock> block = matchBlock(index, constants, i, why))
       blocks.push_back(std::move(*block));
     else if (std::optional<MoeBlock> loop = matchPerExpertBlock(index, constants, i, whyLoop))
       blocks.push_back(std::move(*loop));
-    else if (!whyLoop.empty() || !why.empty())
-      nearMisses.push_back({i, whyLoop.empty() ? why : whyLoop});
+    else if (std::optional<MoeBlock> oss = matchGptOssBlock(index, constants, i, whyGptOss))
+      blocks.push_back(std::move(*oss));
+    else if (!whyLoop.empty() || !why.empty() || !whyGptOss.empty())
+      nearMisses.push_back({i, !whyLoop.empty() ? whyLoop : !why.empty() ? why : whyGptOss});
   }
   return blocks;
 }

@@ -24,6 +24,8 @@ struct ConstantLookup {
   std::function<bool(llvm::StringRef)> isConstant;
   /// The shape of a constant, if it is one.
   std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> shape;
+  /// The values of a float constant, if it is one.
+  std::function<std::optional<std::vector<float>>(llvm::StringRef)> floats;
   std::optional<llvm::SmallVector<int64_t>> operator()(llvm::StringRef name) const { return ints(name); }
 };
 
@@ -59,6 +61,16 @@ struct MoeBlock {
   int64_t k = 1;
   bool normalize = false;
   GateActivation activation = GateActivation::silu;
+  /// The gpt-oss form: routing on `logits` (top-k, then the softmax over the
+  /// picks), x @ W experts with biases, gateUp W13 [E, H, 2F] with gate and
+  /// up in alternate columns, down W2 [E, F, H], and the clamped SwiGLU
+  /// min(g, L) · sigmoid(α min(g, L)) · (clamp(u, -L, L) + β).
+  struct GptOss {
+    std::string logits, upBias, downBias;
+    float alpha = 1.0f, beta = 0.0f;
+    std::optional<float> limit;
+  };
+  std::optional<GptOss> gptOss;
 
   /// x, or its view.
   bool isX(llvm::StringRef value) const { return value == x || (!xView.empty() && value == xView); }

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ExpertMixture.h"
 #include "MoeBlocks.h"
 #include "OnnxImporter.h"
 #include "moe/Frontend/TensorBuilders.h"
@@ -212,6 +213,7 @@ private:
   LogicalResult importNode(const onnx::NodeProto &node, size_t index);
   LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
   LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
+  LogicalResult importGptOssBlock(const MoeBlock &block, Location loc);
   LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down);
   std::string supportedOps() const;
 
@@ -464,6 +466,8 @@ LogicalResult GraphImporter::importConstant(const onnx::NodeProto &node, Locatio
 /// One moe.layer for a block of plain ops (MoeBlocks.cpp): softmax over the
 /// router logits, top-k, [renormalised], SwiGLU experts.
 LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
+  if (block.gptOss)
+    return importGptOssBlock(block, loc);
   std::string gateUpName = block.gateUp, downName = block.down;
   if (!block.expertDown.empty() && failed(stackExpertWeights(block, loc, gateUpName, downName)))
     return failure();
@@ -524,6 +528,49 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                                                                 : Activation::swiglu),
                                routingAttr, CapacityAttr());
   values[block.output] = layer.getY();
+  return success();
+}
+
+/// gpt-oss's block (MoeBlocks.cpp) as ONNX Runtime's MoE computes it: its
+/// x @ W weights and biases as the moe ops' rows (W13 [E, H, 2F] transposed
+/// to [E, 2F, H] and its alternate gate/up rows regrouped), top-k of the
+/// logits then the softmax over the picks, the clamped SwiGLU.
+LogicalResult GraphImporter::importGptOssBlock(const MoeBlock &block, Location loc) {
+  const MoeBlock::GptOss &oss = *block.gptOss;
+  FailureOr<Value> x = lookup(block.x, loc), logits = lookup(oss.logits, loc), w13 = lookup(block.gateUp, loc),
+                   b13 = lookup(oss.upBias, loc), w2 = lookup(block.down, loc), b2 = lookup(oss.downBias, loc);
+  if (failed(x) || failed(logits) || failed(w13) || failed(b13) || failed(w2) || failed(b2))
+    return failure();
+  auto xType = cast<RankedTensorType>(x->getType());
+  auto type = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  Type element = xType.getElementType();
+  int64_t hidden = xType.getShape().back(), experts = type(*w13).getDimSize(0), ffn = type(*w13).getDimSize(2) / 2;
+  if (xType.getRank() != 2 || type(*w13).getRank() != 3 ||
+      type(*w13).getShape() != ArrayRef<int64_t>{experts, hidden, 2 * ffn} ||
+      type(*b13).getShape() != ArrayRef<int64_t>{experts, 2 * ffn} ||
+      type(*w2).getShape() != ArrayRef<int64_t>{experts, ffn, hidden} ||
+      type(*b2).getShape() != ArrayRef<int64_t>{experts, hidden} || type(*logits).getRank() != 2 ||
+      type(*logits).getDimSize(1) != experts || type(*w13).getElementType() != element ||
+      type(*w2).getElementType() != element || type(*b13).getElementType() != element ||
+      type(*b2).getElementType() != element || block.k < 1 || block.k > experts)
+    return emitError(loc) << "gpt-oss MoE block: inconsistent shapes: x " << xType << ", logits " << type(*logits)
+                          << ", W13 " << type(*w13) << ", b13 " << type(*b13) << ", W2 " << type(*w2) << ", b2 "
+                          << type(*b2) << ", k = " << block.k;
+  namespace tb = tensor_builders;
+  ExpertMixture mixture;
+  mixture.x = *x;
+  mixture.logits = *logits;
+  mixture.up = regroupInterleavedRows(builder, loc, tb::transpose(builder, loc, *w13, {0, 2, 1}));
+  mixture.upBias = regroupInterleavedRows(builder, loc, *b13);
+  mixture.down = tb::transpose(builder, loc, *w2, {0, 2, 1});
+  mixture.downBias = *b2;
+  mixture.activation = Activation::swiglu;
+  mixture.swiglu.alpha = oss.alpha;
+  mixture.swiglu.beta = oss.beta;
+  mixture.swiglu.limit = oss.limit;
+  mixture.k = block.k;
+  mixture.selectThenScore = true;
+  values[block.output] = buildExpertMixture(builder, loc, mixture);
   return success();
 }
 
@@ -742,6 +789,10 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
         if (it == constants.end())
           return std::nullopt;
         return SmallVector<int64_t>(it->second.type.getShape());
+      },
+      [&](StringRef name) -> std::optional<std::vector<float>> {
+        auto it = constants.find(name);
+        return it == constants.end() ? std::nullopt : it->second.asFloats();
       }};
   std::vector<std::pair<int, std::string>> nearMisses;
   std::vector<MoeBlock> blocks = findMoeBlocks(graph, lookupConstant, nearMisses);

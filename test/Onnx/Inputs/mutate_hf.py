@@ -1,0 +1,34 @@
+"""Copies an exported HF MoE model (weights inlined) with one change that
+makes its first MoE block no longer the layer it looks like, so that the
+block must stay plain ops (with a remark):
+
+  narrow-ids   the expert-id Clip's upper bound lowered to 1: ids 2.. read
+               expert 1's weights;
+  up-clamp     the up half clamped to [-L/2, L] instead of [-L, L] (gpt-oss).
+
+  python3 mutate_hf.py MODE in.onnx out.onnx
+"""
+import sys
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+mode, source, target = sys.argv[1:4]
+model = onnx.load(source)  # loads the external data too
+clips = [n for n in model.graph.node if n.op_type == "Clip"]
+initializers = {i.name: i for i in model.graph.initializer}
+if mode == "narrow-ids":
+    clip, value = clips[0], np.array(1, np.int64)
+    slot = 2
+elif mode == "up-clamp":
+    # The first Clip with both bounds on floats: the up half's.
+    clip = next(c for c in clips if len(c.input) == 3 and c.input[1] and initializers[c.input[1]].data_type == 1)
+    value = numpy_helper.to_array(initializers[clip.input[1]]) / 2
+    slot = 1
+else:
+    sys.exit(f"unknown mode {mode}")
+bound = clip.output[0] + "_mutated_bound"
+model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), bound))
+clip.input[slot] = bound
+onnx.save_model(model, target)
