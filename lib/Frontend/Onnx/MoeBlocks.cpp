@@ -603,6 +603,48 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 
+/// The per-slot operands of the batched forms: the gate weights `w` [T, k]
+/// flattened and unsqueezed to scale each slot's row, and the expert ids
+/// flattened (`ids`), after transformers' Clip into [0, E) if there is one.
+struct SlotOperands {
+  const onnx::NodeProto *scale = nullptr, *clip = nullptr;
+  std::string ids;
+};
+std::optional<SlotOperands> matchSlotOperands(const GraphIndex &g, const ConstantLookup &constants,
+                                              llvm::StringRef w, llvm::StringRef expertIds,
+                                              llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  const onnx::NodeProto *flatW = g.onlyUser(w, "Reshape");
+  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(flatW->output(0), "Unsqueeze") : nullptr;
+  if (!flatW || !unsqW || !hasAxis(*unsqW, constants, -1)) {
+    why = "the gate weights do not feed a per-slot scale";
+    return std::nullopt;
+  }
+  const onnx::NodeProto *flatIds = g.userOfType(expertIds, "Reshape");
+  if (!flatIds) {
+    why = "the expert ids are not flattened per slot";
+    return std::nullopt;
+  }
+  nodes.append({flatW, unsqW, flatIds});
+  SlotOperands slots{unsqW, g.onlyUser(flatIds->output(0), "Clip"), flatIds->output(0)};
+  if (slots.clip) {
+    nodes.push_back(slots.clip);
+    slots.ids = slots.clip->output(0);
+  }
+  return slots;
+}
+
+/// True unless `clip` (on the expert ids) narrows them below [0, E), E the
+/// experts of `weights`: then it is not the no-op transformers writes.
+bool clipKeepsExperts(const ConstantLookup &constants, const onnx::NodeProto *clip, llvm::StringRef weights) {
+  if (!clip)
+    return true;
+  std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(weights);
+  std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
+  return shape && !shape->empty() && lo && lo->size() == 1 && (*lo)[0] <= 0 && hi && hi->size() == 1 &&
+         (*hi)[0] >= (*shape)[0] - 1;
+}
+
 /// Matches the batched block anchored at TopK node `topk`. On failure
 /// returns the reason in `why` (empty when the anchor itself does not
 /// match: not MoE).
@@ -619,26 +661,14 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     why = reason.str();
     return std::nullopt;
   };
-  // Gate weights flattened per slot.
-  const onnx::NodeProto *flatW = g.onlyUser(w, "Reshape");
-  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(flatW->output(0), "Unsqueeze") : nullptr;
-  if (!flatW || !unsqW || !hasAxis(*unsqW, constants, -1))
-    return fail("the gate weights do not feed a per-slot scale");
-  nodes.append({flatW, unsqW});
-
-  // Expert ids, and the two gathered expert weights: Gather(W, ids) or, as
-  // torch exports W[ids], GatherND(W, Unsqueeze(ids, -1)). transformers
-  // clamps the ids into [0, E) first, a no-op on top-k ids (checked below).
-  const onnx::NodeProto *flatIds = g.userOfType(t.output(1), "Reshape");
-  if (!flatIds)
-    return fail("the expert ids are not flattened per slot");
-  nodes.push_back(flatIds);
-  std::string ids = flatIds->output(0);
-  const onnx::NodeProto *clip = g.onlyUser(ids, "Clip");
-  if (clip) {
-    nodes.push_back(clip);
-    ids = clip->output(0);
-  }
+  // Gate weights per slot; expert ids, and the two gathered expert
+  // weights: Gather(W, ids) or, as torch exports W[ids], GatherND(W,
+  // Unsqueeze(ids, -1)).
+  std::optional<SlotOperands> perSlot = matchSlotOperands(g, constants, w, t.output(1), nodes, why);
+  if (!perSlot)
+    return std::nullopt;
+  const onnx::NodeProto *unsqW = perSlot->scale, *clip = perSlot->clip;
+  std::string ids = perSlot->ids;
   const onnx::NodeProto *gather13 = nullptr, *gather2 = nullptr;
   auto addGather = [&](const onnx::NodeProto &n, llvm::StringRef index) {
     bool isGather = (n.op_type() == "Gather" && intAttr(n, "axis", 0) == 0) ||
@@ -661,14 +691,8 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   }
   if (!gather13 || !gather2)
     return fail("two gathered expert weights (gate/up and down) are expected");
-  if (clip) {
-    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(gather13->input(0));
-    std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
-    std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
-    if (!shape || shape->empty() || !lo || lo->size() != 1 || (*lo)[0] > 0 || !hi || hi->size() != 1 ||
-        (*hi)[0] < (*shape)[0] - 1)
-      return fail("the expert ids are clipped to a range narrower than the experts");
-  }
+  if (!clipKeepsExperts(constants, clip, gather13->input(0)))
+    return fail("the expert ids are clipped to a range narrower than the experts");
 
   // gate/up GEMM on the slot rows: Squeeze(MatMul(W13[ids], Unsqueeze(rows, -1)), -1).
   auto gemmOf = [&](const onnx::NodeProto *gather) -> const onnx::NodeProto * {
@@ -847,23 +871,14 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   auto otherOperand = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
     return n.input(0) == value ? n.input(1) : n.input(0);
   };
-  // Gate weights flattened per slot.
-  const onnx::NodeProto *flatW = g.onlyUser(softmax->output(0), "Reshape");
-  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(flatW->output(0), "Unsqueeze") : nullptr;
-  if (!flatW || !unsqW || !hasAxis(*unsqW, constants, -1))
-    return fail("the gate weights do not feed a per-slot scale");
-  nodes.append({flatW, unsqW});
-  // Expert ids -> the four gathered expert tensors (weights rank 3, biases rank 2).
-  const onnx::NodeProto *flatIds = g.userOfType(t.output(1), "Reshape");
-  if (!flatIds)
-    return fail("the expert ids are not flattened per slot");
-  nodes.push_back(flatIds);
-  std::string ids = flatIds->output(0);
-  const onnx::NodeProto *clip = g.onlyUser(ids, "Clip");
-  if (clip) {
-    nodes.push_back(clip);
-    ids = clip->output(0);
-  }
+  // Gate weights per slot; expert ids -> the four gathered expert tensors
+  // (weights rank 3, biases rank 2).
+  std::optional<SlotOperands> perSlot =
+      matchSlotOperands(g, constants, softmax->output(0), t.output(1), nodes, why);
+  if (!perSlot)
+    return std::nullopt;
+  const onnx::NodeProto *unsqW = perSlot->scale, *clip = perSlot->clip;
+  std::string ids = perSlot->ids;
   llvm::SmallVector<const onnx::NodeProto *> weightGathers, biasGathers;
   for (int i : g.users(ids)) {
     const onnx::NodeProto &n = g.graph.node(i);
@@ -1021,13 +1036,8 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   block.gptOss = oss;
   block.output = combine->output(0);
   block.last = g.indexOf(combine);
-  if (clip) {
-    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(block.gateUp);
-    std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
-    std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
-    if (!shape || !lo || lo->size() != 1 || (*lo)[0] > 0 || !hi || hi->size() != 1 || (*hi)[0] < (*shape)[0] - 1)
-      return fail("the expert ids are clipped to a range narrower than the experts");
-  }
+  if (!clipKeepsExperts(constants, clip, block.gateUp))
+    return fail("the expert ids are clipped to a range narrower than the experts");
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 
