@@ -38,6 +38,15 @@ MODELS = {
     "qwen3_moe": (transformers.Qwen3MoeConfig, transformers.Qwen3MoeForCausalLM,
                   dict(intermediate_size=64, moe_intermediate_size=48, num_experts=6, num_experts_per_tok=2,
                        norm_topk_prob=True, head_dim=8)),
+    # Sigmoid scores with a selection bias, top-2 of 8 within the best 2 of 4
+    # groups, weights renormalised and scaled by 2.5, a shared expert, the
+    # first layer dense, MLA attention (kv heads = heads).
+    "deepseek_v3": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM,
+                    dict(intermediate_size=64, moe_intermediate_size=24, n_routed_experts=8, num_experts_per_tok=2,
+                         n_group=4, topk_group=2, n_shared_experts=1, first_k_dense_replace=1,
+                         num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8,
+                         qk_nope_head_dim=8, v_head_dim=8, head_dim=8, routed_scaling_factor=2.5,
+                         rope_interleave=False)),
     # Top-2 of 4 on router logits with a bias (softmax over the picks),
     # experts with biases and the clamped SwiGLU on interleaved columns,
     # sliding-window and full attention layers with sinks.
@@ -61,7 +70,7 @@ class LogitsOnly(torch.nn.Module):
 
 def export(name, out_dir):
     config_class, model_class, extra = MODELS[name]
-    config = config_class(**COMMON, **extra)
+    config = config_class(**{**COMMON, **extra})
     config._experts_implementation = "batched_mm"
     torch.manual_seed(0)
     model = model_class(config).eval()

@@ -699,13 +699,15 @@ def gather_nd_trilu_model(name, tokens=6, hidden=8):
     """GatherND and Trilu as attention code writes them: token scores x xᵀ
     masked to the causal (lower) triangle and a strict upper one (Trilu with
     k = 1), rows and single scores picked by GatherND (negative indices
-    too)."""
+    too); GatherElements and an unsorted TopK."""
     rng = _rng(name)
     f = np.float32
     i64 = np.int64
     inits = [_init("row_ids", np.array([[0], [2], [-1]], i64)),
              _init("pairs", np.array([[1, 0], [3, 3], [-1, -2]], i64)),
-             _init("one", np.array(1, i64)), _init("last", np.array([-1], i64))]
+             _init("one", np.array(1, i64)), _init("last", np.array([-1], i64)),
+             _init("two", np.array([2], i64)),
+             _init("element_ids", np.array([[0, -1], [3, 2], [1, 1], [7, 0], [2, -3], [5, 4]], i64))]
     n = helper.make_node
     nodes = [
         n("Transpose", ["x"], ["xt"], perm=[1, 0]),
@@ -719,7 +721,16 @@ def gather_nd_trilu_model(name, tokens=6, hidden=8):
         n("GatherND", ["masked", "pairs"], ["picked"]),                       # [3]
         n("Unsqueeze", ["picked", "last"], ["picked_col"]),
         n("Mul", ["rows", "picked_col"], ["weighted"]),
-        n("Concat", ["mixed", "weighted"], ["y"], axis=0, name="gather_nd_trilu"),
+        # GatherElements along the columns (a negative index too), and an
+        # unsorted TopK (DeepSeek-V3's group scores) summed, so that its
+        # unspecified order does not matter.
+        n("GatherElements", ["x", "element_ids"], ["picked_elements"], axis=1),      # [T, 2]
+        n("TopK", ["x", "two"], ["top_values", "top_ids"], sorted=0),
+        n("ReduceSum", ["top_values", "last"], ["top_sum"], keepdims=1),            # [T, 1]
+        n("Concat", ["picked_elements", "top_sum"], ["extra"], axis=1),             # [T, 3]
+        n("Transpose", ["extra"], ["extra_t"], perm=[1, 0]),                         # [3, T]
+        n("MatMul", ["extra_t", "x"], ["extra_rows"]),                               # [3, H]
+        n("Concat", ["mixed", "weighted", "extra_rows"], ["y"], axis=0, name="gather_nd_trilu"),
     ]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)

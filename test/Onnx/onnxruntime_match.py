@@ -2,8 +2,8 @@
 # nodes with each activation, k, renormalisation, SwiGLU layout, f32/f16,
 # 2-D/3-D input, logits from the graph or as an input; a two-layer
 # transformer-style graph with MoE FFNs; a model with external data), and
-# the Hugging Face Mixtral, Qwen2-MoE, OLMoE, Qwen3-MoE and gpt-oss causal
-# LMs torch.onnx exported with dynamic batch and sequence (Inputs/hf,
+# the Hugging Face Mixtral, Qwen2-MoE, OLMoE, Qwen3-MoE, gpt-oss and
+# DeepSeek-V3 causal LMs torch.onnx exported with dynamic batch and sequence (Inputs/hf,
 # scripts/export-hf-moe-models.py; three sizes each), is
 # imported with moe-translate, compiled and run by moe-run, as imported,
 # after moe-optimize, and as the emulated GPU program (moe-run

@@ -197,6 +197,43 @@ Results convertSlice(NodeContext &ctx) {
   return SmallVector<Value>{tensor::ExtractSliceOp::create(b, loc, resultType, data, offsets, sizes, strides)};
 }
 
+/// GatherElements: out[i] = data[i with i[axis] = indices[i]], the result
+/// shaped like indices; negative indices wrap, out-of-range ones are
+/// clamped as in Gather.
+Results convertGatherElements(NodeContext &ctx) {
+  Value data = ctx.input(0), indices = ctx.input(1);
+  if (!data || !indices)
+    return ctx.error() << "data and indices are required", failure();
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  if (!isa<IntegerType>(indexType.getElementType()) || indexType.getRank() != dataType.getRank())
+    return ctx.error() << "indices must be integers of the data's rank " << dataType.getRank() << ", got "
+                       << indexType,
+           failure();
+  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+  if (failed(axis))
+    return failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t rank = dataType.getRank();
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < rank; ++d)
+    if (indexType.isDynamicDim(d))
+      dynamic.push_back(tb::dimSize(b, loc, indices, d));
+  auto resultType = RankedTensorType::get(indexType.getShape(), dataType.getElementType());
+  Value axisSize = tb::dimSize(b, loc, data, *axis);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{resultType}, ValueRange{indices}, ValueRange{tb::empty(b, loc, resultType, dynamic)},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < rank; ++d)
+          at.push_back(d == *axis ? clampIndex(nb, nl, args[0], axisSize) : linalg::IndexOp::create(nb, nl, d));
+        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at)});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
 Results convertConcat(NodeContext &ctx) {
   if (ctx.inputs.empty() || llvm::any_of(ctx.inputs, [](Value v) { return !v; }))
     return ctx.error() << "every input is required", failure();
@@ -369,7 +406,7 @@ Results convertWhere(NodeContext &ctx) {
 
 /// TopK along the last axis, largest first, sorted (ties: lower index
 /// first), which is moe.topk's contract: values in the input's type,
-/// indices as i64.
+/// indices as i64. With sorted = 0 the order is unspecified: sorted is one.
 Results convertTopK(NodeContext &ctx) {
   Value x = ctx.input(0);
   if (!x || !isa<FloatType>(ctx.inputType(0).getElementType()))
@@ -379,8 +416,8 @@ Results convertTopK(NodeContext &ctx) {
   FailureOr<SmallVector<int64_t>> k = constantInts(ctx, 1, "K");
   if (failed(axis) || failed(k))
     return failure();
-  if (*axis != type.getRank() - 1 || !ctx.intAttr("largest", 1) || !ctx.intAttr("sorted", 1))
-    return ctx.error() << "only TopK along the last axis with largest = 1 and sorted = 1 is supported", failure();
+  if (*axis != type.getRank() - 1 || !ctx.intAttr("largest", 1))
+    return ctx.error() << "only TopK along the last axis with largest = 1 is supported", failure();
   int64_t n = type.getShape().back();
   if (ShapedType::isDynamic(n) || (*k)[0] < 1 || (*k)[0] > n)
     return ctx.error() << "K = " << (*k)[0] << " is out of range for " << type, failure();
@@ -708,6 +745,7 @@ Results convertTrilu(NodeContext &ctx) {
 void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &converters) {
   auto add = [&](StringRef op, ConvertFn fn) { converters.push_back({"", op, std::move(fn)}); };
   add("Gather", convertGather);
+  add("GatherElements", convertGatherElements);
   add("Slice", convertSlice);
   add("Concat", convertConcat);
   add("Split", convertSplit);

@@ -86,7 +86,7 @@ FailureOr<llvm::SmallVector<Value>> mapBroadcast(NodeContext &ctx, ValueRange op
 /// The converters of the default domain (StandardOps.cpp).
 void addStandardConverters(std::vector<OpConverter> &converters);
 /// Gather, Slice, Concat, Split, Expand, Shape, Range, Where, TopK, OneHot,
-/// ScatterND, ScatterElements, GatherND, Trilu (IndexingOps.cpp).
+/// ScatterND, ScatterElements, GatherND, GatherElements, Trilu (IndexingOps.cpp).
 void addIndexingConverters(std::vector<OpConverter> &converters);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
