@@ -79,6 +79,10 @@ def export(name, out_dir):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else 0.2))
+        # DeepSeek-V3's selection bias is a buffer, zero when fresh.
+        for buffer_name, buffer in model.named_buffers():
+            if buffer_name.endswith("e_score_correction_bias"):
+                buffer.copy_(torch.randn_like(buffer) * 0.5)
     path = os.path.join(out_dir, f"{name}.onnx")
     # Batch 2: an example batch of 1 would be specialised into the graph.
     ids = torch.randint(0, COMMON["vocab_size"], (2, TOKENS))

@@ -46,6 +46,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <cmath>
 #include <map>
 
 using namespace mlir;
@@ -275,6 +276,97 @@ bool isZeroValue(const onnx::AttributeProto &a) {
          zero(t.int32_data()) && zero(t.int64_data()) && zero(t.double_data());
 }
 
+/// DeepSeek-V3's routing as transformers writes it, ending at TopK node `t`:
+///
+///   s = Sigmoid(logits); sb = s + bias                    (bias constant [E])
+///   gs = ReduceSum(TopK(Reshape(sb, [-1, G, E / G]), 2).values, -1)
+///   mask = ScatterElements(zeros, TopK(gs, topk_groups).indices, ones, axis 1)
+///   t = TopK(Where(Not(Cast(Reshape(Expand(Unsqueeze(mask, -1), ..), [-1, E]))), -inf, sb), k)
+///   w = GatherElements(s, t.indices, axis 1) [/ ReduceSum(w, -1)] [· scale]
+///
+/// Returns the logits' value and the weights' (after the optional
+/// renormalisation and scale); fills block.deepSeek, k and normalize.
+std::optional<std::pair<std::string, std::string>>
+matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &t, MoeBlock &block,
+                     llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto producer = [&](llvm::StringRef value, llvm::StringRef op) -> const onnx::NodeProto * {
+    const onnx::NodeProto *n = g.producer(value);
+    return n && n->op_type() == op ? n : nullptr;
+  };
+  auto other = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
+    return n.input(0) == value ? n.input(1) : n.input(0);
+  };
+  const onnx::NodeProto *where = producer(t.input(0), "Where");
+  const onnx::NodeProto *notMask = where ? producer(where->input(0), "Not") : nullptr;
+  std::optional<std::vector<float>> fill = where && constants.floats ? constants.floats(where->input(1)) : std::nullopt;
+  const onnx::NodeProto *biased = where ? producer(where->input(2), "Add") : nullptr;
+  if (!notMask || !fill || fill->size() != 1 || !std::isinf((*fill)[0]) || (*fill)[0] > 0 || !biased)
+    return std::nullopt;
+  const onnx::NodeProto *sigmoid = producer(biased->input(0), "Sigmoid");
+  if (!sigmoid)
+    sigmoid = producer(biased->input(1), "Sigmoid");
+  std::string bias = sigmoid ? other(*biased, sigmoid->output(0)) : "";
+  std::optional<llvm::SmallVector<int64_t>> biasShape = constants.shape(bias);
+  if (!sigmoid || !g.isConstant(bias) || !biasShape || biasShape->size() != 1)
+    return std::nullopt;
+  int64_t experts = (*biasShape)[0];
+  // The group mask, back to the experts: Cast(Reshape(Expand(Unsqueeze(mask, -1))))
+  const onnx::NodeProto *cast = producer(notMask->input(0), "Cast");
+  const onnx::NodeProto *flat = cast ? producer(cast->input(0), "Reshape") : nullptr;
+  const onnx::NodeProto *expand = flat ? producer(flat->input(0), "Expand") : nullptr;
+  const onnx::NodeProto *unsq = expand ? producer(expand->input(0), "Unsqueeze") : nullptr;
+  const onnx::NodeProto *scatter = unsq ? producer(unsq->input(0), "ScatterElements") : nullptr;
+  const onnx::NodeProto *groupTop = scatter ? producer(scatter->input(1), "TopK") : nullptr;
+  const onnx::NodeProto *groupScore = groupTop ? producer(groupTop->input(0), "ReduceSum") : nullptr;
+  const onnx::NodeProto *top2 = groupScore ? producer(groupScore->input(0), "TopK") : nullptr;
+  const onnx::NodeProto *grouped = top2 ? producer(top2->input(0), "Reshape") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> groupShape = grouped ? constants(grouped->input(1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> two = top2 ? constants(top2->input(1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> topkGroups = groupTop ? constants(groupTop->input(1)) : std::nullopt;
+  if (!grouped || grouped->input(0) != biased->output(0) || !hasAxis(*unsq, constants, -1) ||
+      intAttr(*scatter, "axis", 0) != 1 || scatter->input(1) != groupTop->output(1) || !hasAxis(*groupScore, constants, -1) ||
+      intAttr(*groupScore, "keepdims", 1) != 0 || groupScore->input(0) != top2->output(0) || !groupShape ||
+      groupShape->size() != 3 || (*groupShape)[1] <= 0 || (*groupShape)[1] * (*groupShape)[2] != experts || !two ||
+      two->size() != 1 || (*two)[0] != 2 || !topkGroups || topkGroups->size() != 1 ||
+      intAttr(*top2, "largest", 1) != 1 || intAttr(*groupTop, "largest", 1) != 1 || intAttr(*top2, "axis", -1) != -1 ||
+      intAttr(*groupTop, "axis", -1) != -1)
+    return std::nullopt;
+  // The weights: unbiased scores at the picks.
+  const onnx::NodeProto *gather = g.userOfType(t.output(1), "GatherElements");
+  std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
+  if (!gather || gather->input(0) != sigmoid->output(0) || gather->input(1) != t.output(1) ||
+      intAttr(*gather, "axis", 0) != 1 || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 ||
+      intAttr(t, "axis", -1) != -1)
+    return std::nullopt;
+  MoeBlock::DeepSeekRouting routing;
+  routing.selectionBias = bias;
+  routing.numGroups = (*groupShape)[1];
+  routing.topkGroups = (*topkGroups)[0];
+  block.k = (*k)[0];
+  nodes.append({&t, where, notMask, biased, sigmoid, cast, flat, expand, unsq, scatter, groupTop, groupScore, top2,
+                grouped, gather});
+  std::string w = gather->output(0);
+  if (const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum")) {
+    const onnx::NodeProto *div = g.userOfType(w, "Div");
+    if (!div || div->input(0) != w || div->input(1) != sum->output(0) || !hasAxis(*sum, constants, -1) ||
+        intAttr(*sum, "keepdims", 1) != 1)
+      return std::nullopt;
+    block.normalize = true;
+    nodes.append({sum, div});
+    w = div->output(0);
+  }
+  if (const onnx::NodeProto *mul = g.onlyUser(w, "Mul")) {
+    std::optional<std::vector<float>> scale = constants.floats ? constants.floats(other(*mul, w)) : std::nullopt;
+    if (scale && scale->size() == 1 && (*scale)[0] > 0) {
+      routing.scale = (*scale)[0];
+      nodes.push_back(mul);
+      w = mul->output(0);
+    }
+  }
+  block.deepSeek = routing;
+  return std::make_pair(sigmoid->input(0), w);
+}
+
 /// The routing every block form starts with, at TopK node `topk`:
 /// TopK(Softmax(MatMul(x, Wr))) with Wr constant, the weights optionally
 /// divided by their sum. Fills the block's x, router, k and normalize and
@@ -286,10 +378,16 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   const onnx::NodeProto &t = g.graph.node(topk);
   why.clear();
   const onnx::NodeProto *softmax = g.producer(t.input(0));
-  if (!softmax || softmax->op_type() != "Softmax" || t.output_size() != 2)
+  std::optional<std::pair<std::string, std::string>> deepSeek;
+  llvm::SmallVector<const onnx::NodeProto *> deepSeekNodes;
+  if (!softmax || softmax->op_type() != "Softmax") {
+    deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes);
+    softmax = nullptr;
+  }
+  if ((!softmax && !deepSeek) || t.output_size() != 2)
     return std::nullopt;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
-  block.routerWeight = linearOf(g, softmax->input(0), nullptr, routerNodes);
+  block.routerWeight = linearOf(g, deepSeek ? deepSeek->first : softmax->input(0), nullptr, routerNodes);
   if (block.routerWeight.empty())
     return std::nullopt;
   const onnx::NodeProto *router = routerNodes.front();
@@ -311,6 +409,11 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
       block.x = view->input(0);
       nodes.push_back(view);
     }
+  }
+  if (deepSeek) {
+    nodes.push_back(router);
+    nodes.append(deepSeekNodes.begin(), deepSeekNodes.end());
+    return deepSeek->second;
   }
   std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
   if (!k || k->size() != 1)
@@ -356,6 +459,8 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
   if (block.gptOss)
     for (const std::string *name : {&block.gptOss->logits, &block.gptOss->upBias, &block.gptOss->downBias})
       operands.insert(*name);
+  if (block.deepSeek)
+    operands.insert(block.deepSeek->selectionBias);
   for (const std::vector<std::string> *names : {&block.expertGate, &block.expertUp, &block.expertDown})
     for (const std::string &name : *names)
       operands.insert(name);

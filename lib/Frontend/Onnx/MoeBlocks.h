@@ -61,6 +61,16 @@ struct MoeBlock {
   int64_t k = 1;
   bool normalize = false;
   GateActivation activation = GateActivation::silu;
+  /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid scores, the
+  /// selection bias (a constant [E]), top-k within the best `topkGroups` of
+  /// `numGroups` groups (ranked by the sum of their top 2 biased scores),
+  /// weights scaled by `scale`.
+  struct DeepSeekRouting {
+    std::string selectionBias;
+    int64_t numGroups = 1, topkGroups = 1;
+    float scale = 1.0f;
+  };
+  std::optional<DeepSeekRouting> deepSeek;
   /// The gpt-oss form: routing on `logits` (top-k, then the softmax over the
   /// picks), x @ W experts with biases, gateUp W13 [E, H, 2F] with gate and
   /// up in alternate columns, down W2 [E, F, H], and the clamped SwiGLU

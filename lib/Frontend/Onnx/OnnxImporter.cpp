@@ -11,6 +11,8 @@
 
 #include "ExpertMixture.h"
 #include "MoeBlocks.h"
+
+#include <cstdio>
 #include "OnnxImporter.h"
 #include "moe/Frontend/TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
@@ -495,8 +497,22 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     return name.rows ? w : tensor_builders::transpose(builder, loc, w, {1, 0});
   };
   Value routerRows = rows(block.routerWeight, *router); // [E, H]
-  std::string routing = "#moe.routing<scoring = softmax, k = " + std::to_string(block.k) +
-                        (block.normalize ? ", normalize = all>" : ">");
+  std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek ? "sigmoid" : "softmax") +
+                        ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
+  Value selectionBias;
+  if (block.deepSeek) {
+    char scale[32];
+    std::snprintf(scale, sizeof(scale), "%.9g", block.deepSeek->scale);
+    routing += ", scale = " + std::string(scale) + ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
+               ", topk_groups = " + std::to_string(block.deepSeek->topkGroups);
+    FailureOr<Value> bias = lookup(block.deepSeek->selectionBias, loc);
+    if (failed(bias))
+      return failure();
+    if (cast<RankedTensorType>(bias->getType()).getShape() != ArrayRef<int64_t>{experts})
+      return emitError(loc) << "MoE block: the selection bias " << bias->getType() << " is not [" << experts << "]";
+    selectionBias = tensor_builders::castTensor(builder, loc, *bias, builder.getF32Type());
+  }
+  routing += ">";
   auto routingAttr = dyn_cast_or_null<RoutingAttr>(parseAttribute(routing, context));
   auto expertsAttr = dyn_cast_or_null<ArrayAttr>(
       parseAttribute("[#moe.group<ffn, " + std::to_string(experts) + ">]", context));
@@ -521,7 +537,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
   }
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
-                               *x, routerRows, Value(), Value(), Value(), Value(), *up, *down, Value(), Value(),
+                               *x, routerRows, Value(), selectionBias, Value(), Value(), *up, *down, Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, block.activation == GateActivation::gelu
                                                                 ? Activation::geglu
