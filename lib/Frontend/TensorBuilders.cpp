@@ -56,6 +56,15 @@ Value empty(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dynami
   return tensor::EmptyOp::create(b, loc, type.getShape(), type.getElementType(), dynamicSizes);
 }
 
+Value emptyLike(OpBuilder &b, Location loc, Value like, Type element) {
+  RankedTensorType type = rankedType(like);
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    if (type.isDynamicDim(d))
+      dynamic.push_back(dimSize(b, loc, like, d));
+  return tensor::EmptyOp::create(b, loc, type.getShape(), element, dynamic);
+}
+
 FailureOr<SmallVector<int64_t>> broadcastShape(ArrayRef<ArrayRef<int64_t>> shapes) {
   size_t rank = 0;
   for (ArrayRef<int64_t> s : shapes)

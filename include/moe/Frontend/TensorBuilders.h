@@ -68,6 +68,8 @@ Value dimSize(OpBuilder &b, Location loc, Value x, int64_t dim);
 
 /// tensor.empty of `type`, its dynamic sizes given in order.
 Value empty(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dynamicSizes);
+/// An empty tensor of `element`s shaped like `like` (its dynamic sizes read).
+Value emptyLike(OpBuilder &b, Location loc, Value like, Type element);
 
 } // namespace mlir::moe::tensor_builders
 

@@ -57,19 +57,29 @@ Value clampIndex(OpBuilder &b, Location l, Value i, Value size) {
   return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, indexConst(b, l, 1)));
 }
 
+/// The axis of Gather or GatherElements after checking their data and
+/// integer indices (of the data's rank when `sameRank`); an error at the
+/// node otherwise.
+FailureOr<int64_t> gatherAxis(NodeContext &ctx, bool sameRank) {
+  if (!ctx.input(0) || !ctx.input(1))
+    return ctx.error() << "data and indices are required", failure();
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  if (!isa<IntegerType>(indexType.getElementType()) || (sameRank && indexType.getRank() != dataType.getRank()))
+    return ctx.error() << "indices must be integers" << (sameRank ? " of the data's rank" : "") << ", got "
+                       << indexType,
+           failure();
+  return axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+}
+
 /// data.shape[:axis] + indices.shape + data.shape[axis+1:]; negative
 /// indices count from the end, out-of-range ones are clamped (ONNX leaves
 /// them undefined; a clamp never reads outside the tensor).
 Results convertGather(NodeContext &ctx) {
-  Value data = ctx.input(0), indices = ctx.input(1);
-  if (!data || !indices)
-    return ctx.error() << "data and indices are required", failure();
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
-  if (!isa<IntegerType>(indexType.getElementType()))
-    return ctx.error() << "indices must be integers, got " << indexType, failure();
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+  FailureOr<int64_t> axis = gatherAxis(ctx, /*sameRank=*/false);
   if (failed(axis))
     return failure();
+  Value data = ctx.input(0), indices = ctx.input(1);
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t ir = indexType.getRank();
@@ -201,28 +211,19 @@ Results convertSlice(NodeContext &ctx) {
 /// shaped like indices; negative indices wrap, out-of-range ones are
 /// clamped as in Gather.
 Results convertGatherElements(NodeContext &ctx) {
-  Value data = ctx.input(0), indices = ctx.input(1);
-  if (!data || !indices)
-    return ctx.error() << "data and indices are required", failure();
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
-  if (!isa<IntegerType>(indexType.getElementType()) || indexType.getRank() != dataType.getRank())
-    return ctx.error() << "indices must be integers of the data's rank " << dataType.getRank() << ", got "
-                       << indexType,
-           failure();
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+  FailureOr<int64_t> axis = gatherAxis(ctx, /*sameRank=*/true);
   if (failed(axis))
     return failure();
+  Value data = ctx.input(0), indices = ctx.input(1);
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t rank = dataType.getRank();
-  SmallVector<Value> dynamic;
-  for (int64_t d = 0; d < rank; ++d)
-    if (indexType.isDynamicDim(d))
-      dynamic.push_back(tb::dimSize(b, loc, indices, d));
   auto resultType = RankedTensorType::get(indexType.getShape(), dataType.getElementType());
   Value axisSize = tb::dimSize(b, loc, data, *axis);
   auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{resultType}, ValueRange{indices}, ValueRange{tb::empty(b, loc, resultType, dynamic)},
+      b, loc, TypeRange{resultType}, ValueRange{indices},
+      ValueRange{tb::emptyLike(b, loc, indices, dataType.getElementType())},
       ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), b.getMultiDimIdentityMap(rank)},
       SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange args) {
@@ -721,12 +722,8 @@ Results convertTrilu(NodeContext &ctx) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t rank = type.getRank();
-  SmallVector<Value> dynamic;
-  for (int64_t d = 0; d < rank; ++d)
-    if (type.isDynamicDim(d))
-      dynamic.push_back(tb::dimSize(b, loc, input, d));
   auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{type}, ValueRange{input}, ValueRange{tb::empty(b, loc, type, dynamic)},
+      b, loc, TypeRange{type}, ValueRange{input}, ValueRange{tb::emptyLike(b, loc, input, type.getElementType())},
       ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), b.getMultiDimIdentityMap(rank)},
       SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange args) {

@@ -218,12 +218,8 @@ Results convertCumSum(NodeContext &ctx) {
   }
   SmallVector<utils::IteratorType> iterators(rank, utils::IteratorType::parallel);
   iterators.push_back(utils::IteratorType::reduction);
-  SmallVector<Value> dynamic;
-  for (int64_t d = 0; d < rank; ++d)
-    if (type.isDynamicDim(d))
-      dynamic.push_back(tb::dimSize(b, loc, ctx.input(0), d));
   Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(element));
-  Value init = linalg::FillOp::create(b, loc, zero, tb::empty(b, loc, type, dynamic)).getResult(0);
+  Value init = linalg::FillOp::create(b, loc, zero, tb::emptyLike(b, loc, ctx.input(0), element)).getResult(0);
   auto generic = linalg::GenericOp::create(
       b, loc, TypeRange{type}, ValueRange{ctx.input(0)}, ValueRange{init},
       ArrayRef<AffineMap>{AffineMap::get(rank + 1, 0, inputExprs, mctx), AffineMap::get(rank + 1, 0, outputExprs, mctx)},
