@@ -115,9 +115,12 @@ def moe_numpy(model, feeds):
     activation needs CUDA there): softmax top-k routing, fc1 [E, U, H]
     (SwiGLU rows interleaved for swiglu_fusion 1), biases, fc2 [E, H, F]."""
     from onnx import numpy_helper
-    inits = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in model.graph.initializer}
-    node = next(n for n in model.graph.node if n.op_type == "MoE")
+    raw = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    inits = {name: a.astype(np.float64) for name, a in raw.items()}
+    node = next(n for n in model.graph.node if n.op_type in ("MoE", "QMoE"))
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "QMoE":
+        return moe_numpy(_dequantized_qmoe(model, node, attrs, raw), feeds)
     if attrs.get("activation_type", b"relu") != b"swiglu":
         raise NotImplementedError("moe_numpy covers SwiGLU experts only")
     x = feeds["x"].astype(np.float64).reshape(-1, inits["fc2"].shape[1])
@@ -150,6 +153,47 @@ def moe_numpy(model, feeds):
     return y.reshape(feeds["x"].shape).astype(feeds["x"].dtype)
 
 
+def unpack_last(packed, bits, count):
+    """The first `count` `bits`-bit values along the last dimension of
+    `packed` (low bits first), as int64."""
+    pack = 8 // bits
+    values = np.stack([(packed.astype(np.int64) >> (bits * j)) & ((1 << bits) - 1) for j in range(pack)], -1)
+    return values.reshape(packed.shape[:-1] + (-1,))[..., :count]
+
+
+def _dequantized_qmoe(model, node, attrs, raw):
+    """The QMoE node's model as the equivalent float MoE node (float64
+    weights (q - zp) * scale, per-weight widths, row or block scales)."""
+    inputs = list(node.input) + [""] * (15 - len(node.input))
+    bits = attrs.get("expert_weight_bits", 4)
+    block = attrs.get("block_size", 0)
+
+    def weights(w, scales, zero_points, fc):
+        width = attrs.get(f"fc{fc}_expert_weight_bits", bits)
+        packed, scale = raw[w], raw[scales].astype(np.float64)
+        q = unpack_last(packed, width, packed.shape[-1] * (8 // width))
+        blocks = scale.shape[-1] if scale.ndim == 3 else 1
+        zp = (unpack_last(raw[zero_points], width, scale.shape[-1] if scale.ndim == 3 else scale.shape[1])
+              if zero_points else np.full(scale.shape, 1 << (width - 1)))
+        per = q.shape[-1] // blocks
+        scale, zp = scale.reshape(q.shape[0], q.shape[1], -1), zp.reshape(q.shape[0], q.shape[1], -1)
+        return (q - np.repeat(zp, per, -1)) * np.repeat(scale, per, -1)
+
+    fc1 = weights(inputs[2], inputs[3], inputs[11], 1)
+    fc2 = weights(inputs[5], inputs[6], inputs[12], 2)
+    assert block == 0 or fc1.shape[-1] % block == 0
+    float_inits = [numpy_helper.from_array(fc1, "deq_fc1"), numpy_helper.from_array(fc2, "deq_fc2")]
+    float_inputs = [inputs[0], inputs[1], "deq_fc1", inputs[4], "deq_fc2", inputs[7]]
+    kept = {k: v for k, v in attrs.items() if k in ("k", "activation_type", "normalize_routing_weights",
+                                                    "swiglu_fusion", "activation_alpha", "activation_beta",
+                                                    "swiglu_limit", "use_sparse_mixer")}
+    moe = helper.make_node("MoE", float_inputs, list(node.output), domain="com.microsoft", **kept)
+    nodes = [moe if n is node else n for n in model.graph.node]
+    inits = [i for i in model.graph.initializer] + float_inits
+    graph = helper.make_graph(nodes, model.graph.name, model.graph.input, model.graph.output, inits)
+    return helper.make_model(graph, opset_imports=model.opset_import)
+
+
 def sparse_mixer_top2(s, jitter_eps=0.01):
     """Phi-3.5-MoE's sparsemixer (inference) on one token's logits: twice,
     pick the largest remaining logit m, mask logits with (m - s) /
@@ -169,7 +213,7 @@ def sparse_mixer_top2(s, jitter_eps=0.01):
 
 # Models ORT's CPU kernel computes otherwise (it ignores use_sparse_mixer)
 # or refuses: the tests compare them with moe_numpy.
-NUMPY_REFERENCE = {"moe_swiglu_limit_after", "moe_sparse_mixer"}
+NUMPY_REFERENCE = {"moe_swiglu_limit_after", "moe_sparse_mixer", "qmoe_mixed_bits_swiglu"}
 
 
 def quantize_rows(w, bits, block=None, zero_points=False):
@@ -196,7 +240,7 @@ def quantize_rows(w, bits, block=None, zero_points=False):
 
 
 def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="relu", bits=8, block=None,
-               fusion=None, zero_points=False, router_weights=False):
+               fusion=None, zero_points=False, router_weights=False, fc2_bits=None):
     """One QMoE node (routing renormalised: ORT's CPU QMoE always does);
     `zero_points` quantises asymmetrically with explicit zero points;
     `router_weights` mixes with Sigmoid(logits) (input 14) while the
@@ -205,13 +249,16 @@ def qmoe_model(name, tokens=6, hidden=32, ffn=16, experts=4, k=2, activation="re
     gated = activation == "swiglu"
     up_rows = 2 * ffn if gated else ffn
     q1 = quantize_rows(rng.standard_normal((experts, up_rows, hidden)) / np.sqrt(hidden), bits, block, zero_points)
-    q2 = quantize_rows(rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn), bits, block, zero_points)
+    q2 = quantize_rows(rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn), fc2_bits or bits, block,
+                       zero_points)
     fc1, s1, fc2, s2 = q1[0], q1[1], q2[0], q2[1]
     wr = rng.standard_normal((hidden, experts)).astype(np.float32)
     x = rng.standard_normal((tokens, hidden)).astype(np.float32)
     attrs = dict(k=k, activation_type=activation, normalize_routing_weights=1, expert_weight_bits=bits)
     if block:
         attrs["block_size"] = block
+    if fc2_bits:
+        attrs["fc2_expert_weight_bits"] = fc2_bits
     if fusion is not None:
         attrs["swiglu_fusion"] = fusion
     inputs = ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales", "", "", "", "",
@@ -777,6 +824,8 @@ QMOE_CASES = {
     "qmoe_int8_zero_points": dict(bits=8, activation="silu", zero_points=True),
     # Separate mixing weights: Sigmoid(logits) at the experts softmax chose.
     "qmoe_router_weights": dict(bits=8, activation="relu", router_weights=True),
+    # Another width for fc2 (ORT's CPU kernel refuses it: the numpy reference).
+    "qmoe_mixed_bits_swiglu": dict(bits=4, fc2_bits=8, activation="swiglu", fusion=1, block=16, zero_points=True),
 }
 
 
@@ -977,7 +1026,11 @@ def bad_model(name, out_dir):
             graph.initializer.append(_init("fc1_zp", np.full((4, 5), 0x88, np.uint8)))
             node.input.extend(["", "", "", "", "fc1_zp"])
         elif name == "qmoe_mixed_bits":
-            node.attribute.append(helper.make_attribute("fc2_expert_weight_bits", 8))
+            # fc1 and fc3 (concatenated) of different widths.
+            graph.initializer.extend([_init("fc3", np.zeros((4, 16, 16), np.uint8)),
+                                      _init("fc3_scales", np.ones((4, 16), np.float32))])
+            node.input.extend([""] * (8 - len(node.input)) + ["fc3", "fc3_scales"])
+            node.attribute.append(helper.make_attribute("fc3_expert_weight_bits", 8))
         else:
             node.attribute.append(helper.make_attribute("quant_type", "fp4"))
     elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu",

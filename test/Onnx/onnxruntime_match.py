@@ -91,6 +91,14 @@ def main(out_dir):
     err = np.abs(onnx_models.moe_numpy(model, feeds) - ort_y).max() / np.abs(ort_y).max()
     print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} numpy MoE reference vs onnxruntime: rel err {err:.2e}")
     failures += err > 1e-5
+    # And its QMoE dequantisation (4-bit, blocks of 16, zero points), which
+    # is the reference for the widths ORT's CPU kernel refuses to mix.
+    case = dict(onnx_models.QMOE_CASES["qmoe_mixed_bits_swiglu"], fc2_bits=None)
+    model, feeds = onnx_models.qmoe_model("qmoe_same_bits", **case)
+    ort_y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    err = np.abs(onnx_models.moe_numpy(model, feeds) - ort_y).max() / np.abs(ort_y).max()
+    print(f"{'ok  ' if err <= 1e-5 else 'FAIL'} numpy QMoE reference vs onnxruntime: rel err {err:.2e}")
+    failures += err > 1e-5
     for name in onnx_models.ALL:
         path, feeds = onnx_models.build(name, out_dir)
         reference_path = path.replace(".onnx", ".reference.onnx")

@@ -32,6 +32,8 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
+#include <map>
+
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -248,16 +250,24 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   if (gated && (fusion < 0 || fusion > 2))
     return ctx.error() << "swiglu_fusion must be 0, 1 or 2, got " << fusion, failure();
   // QMoE: the quantisation this importer reads (ORT's defaults).
+  // Widths: expert_weight_bits, or per weight fcN_expert_weight_bits.
   int64_t bits = ctx.intAttr("expert_weight_bits", 4), blockSize = ctx.intAttr("block_size", 0);
+  std::map<unsigned, int64_t> fcBits;
   if (layout.quantized) {
-    if (bits != 2 && bits != 4 && bits != 8)
-      return ctx.error() << "expert_weight_bits must be 2, 4 or 8, got " << bits, failure();
-    for (StringRef fcBits : {"fc1_expert_weight_bits", "fc2_expert_weight_bits", "fc3_expert_weight_bits"})
-      if (ctx.intAttr(fcBits, bits) != bits)
-        return ctx.error() << fcBits << " = " << ctx.intAttr(fcBits, bits)
-                           << " differs from expert_weight_bits = " << bits
-                           << " (one width for every expert weight is supported)",
+    for (auto [fc, attr] : {std::pair<unsigned, StringRef>{layout.fc1, "fc1_expert_weight_bits"},
+                            {layout.fc2, "fc2_expert_weight_bits"},
+                            {layout.fc3, "fc3_expert_weight_bits"}}) {
+      fcBits[fc] = ctx.intAttr(attr, bits);
+      if (fcBits[fc] != 2 && fcBits[fc] != 4 && fcBits[fc] != 8)
+        return ctx.error() << (ctx.attr(attr) ? attr : StringRef("expert_weight_bits")) << " must be 2, 4 or 8, got "
+                           << fcBits[fc],
                failure();
+    }
+    // fc1 and fc3 are concatenated packed: one width.
+    if (ctx.input(layout.fc3) && fcBits[layout.fc3] != fcBits[layout.fc1])
+      return ctx.error() << "fc3_experts_weights has " << fcBits[layout.fc3] << "-bit values and fc1 "
+                         << fcBits[layout.fc1] << "-bit ones (they are concatenated: one width is supported)",
+             failure();
     std::string quantType = ctx.stringAttr("quant_type", "int");
     if (quantType != "int")
       return ctx.error() << "quant_type '" << quantType << "' is not supported (only int)", failure();
@@ -268,7 +278,7 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   auto weightsOf = [&](unsigned index, unsigned scales, unsigned zeroPoints, StringRef name,
                        int64_t inSize) -> FailureOr<ExpertWeights> {
     if (layout.quantized)
-      return quantizedWeights(ctx, index, scales, zeroPoints, name, inSize, bits, blockSize, element);
+      return quantizedWeights(ctx, index, scales, zeroPoints, name, inSize, fcBits[index], blockSize, element);
     FailureOr<Value> w = expertWeights(ctx, index, name, inSize);
     if (failed(w))
       return failure();
