@@ -51,22 +51,38 @@ SmallVector<Value> lowering::dequantizedDims(OpBuilder &b, Location loc, Dequant
   return dims;
 }
 
-Value lowering::dequantizeExpert(OpBuilder &b, Location loc, DequantizeOp op, Value e) {
+namespace {
+/// The float weights of a moe.dequantize as one elementwise generic: all of
+/// them [E, N, K], or only expert `e`'s [N, K].
+Value dequantizedTensor(OpBuilder &b, Location loc, DequantizeOp op, Value e) {
   auto type = cast<RankedTensorType>(op.getType());
-  auto expertType = RankedTensorType::get(type.getShape().drop_front(), type.getElementType());
-  SmallVector<Value> dims = dequantizedDims(b, loc, op);
-  SmallVector<Value> dynamic;
-  for (int64_t d = 0; d < 2; ++d)
-    if (expertType.isDynamicDim(d))
-      dynamic.push_back(dims[d + 1]);
-  Value init = tensor::EmptyOp::create(b, loc, expertType, dynamic);
+  int64_t skip = e ? 1 : 0;
+  auto resultType = RankedTensorType::get(type.getShape().drop_front(skip), type.getElementType());
+  SmallVector<Value> dims = dequantizedDims(b, loc, op), dynamic;
+  for (int64_t d = 0; d < resultType.getRank(); ++d)
+    if (resultType.isDynamicDim(d))
+      dynamic.push_back(dims[d + skip]);
+  Value init = tensor::EmptyOp::create(b, loc, resultType, dynamic);
+  int64_t rank = resultType.getRank();
   auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{expertType}, ValueRange{}, ValueRange{init}, ArrayRef<AffineMap>{b.getMultiDimIdentityMap(2)},
-      SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel), [&](OpBuilder &nb, Location nl, ValueRange) {
-        Value w = dequantizedElement(nb, nl, op, e, linalg::IndexOp::create(nb, nl, 0), linalg::IndexOp::create(nb, nl, 1));
-        linalg::YieldOp::create(nb, nl, fromF32(nb, nl, w, expertType.getElementType()));
+      b, loc, TypeRange{resultType}, ValueRange{}, ValueRange{init},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        SmallVector<Value> at;
+        if (e)
+          at.push_back(e);
+        for (int64_t d = 0; d < rank; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        Value w = dequantizedElement(nb, nl, op, at[0], at[1], at[2]);
+        linalg::YieldOp::create(nb, nl, fromF32(nb, nl, w, resultType.getElementType()));
       });
   return generic.getResult(0);
+}
+} // namespace
+
+Value lowering::dequantizeExpert(OpBuilder &b, Location loc, DequantizeOp op, Value e) {
+  return dequantizedTensor(b, loc, op, e);
 }
 
 bool lowering::isDequantizedPerExpert(DequantizeOp op) {
@@ -81,22 +97,7 @@ namespace {
 struct LowerDequantize : OpRewritePattern<DequantizeOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(DequantizeOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> dims = dequantizedDims(b, loc, op), dynamic;
-    for (int64_t d = 0; d < 3; ++d)
-      if (type.isDynamicDim(d))
-        dynamic.push_back(dims[d]);
-    Value init = tensor::EmptyOp::create(b, loc, type, dynamic);
-    auto generic = linalg::GenericOp::create(
-        b, loc, TypeRange{type}, ValueRange{}, ValueRange{init}, ArrayRef<AffineMap>{b.getMultiDimIdentityMap(3)},
-        SmallVector<utils::IteratorType>(3, utils::IteratorType::parallel),
-        [&](OpBuilder &nb, Location nl, ValueRange) {
-          Value w = dequantizedElement(nb, nl, op, linalg::IndexOp::create(nb, nl, 0), linalg::IndexOp::create(nb, nl, 1),
-                                       linalg::IndexOp::create(nb, nl, 2));
-          linalg::YieldOp::create(nb, nl, fromF32(nb, nl, w, type.getElementType()));
-        });
-    b.replaceOp(op, generic.getResults());
+    b.replaceOp(op, dequantizedTensor(b, op.getLoc(), op, Value()));
     return success();
   }
 };

@@ -538,15 +538,13 @@ Results convertClip(NodeContext &ctx) {
   bool isFloat = isa<FloatType>(element);
   return mapBroadcast(ctx, operands, element, [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
     Value v = a[0];
-    unsigned next = 1;
+    // Operands: x, then the bounds present, in order.
     if (lo)
-      v = isFloat ? arith::MaximumFOp::create(b, loc, v, a[next]).getResult()
-                  : arith::MaxSIOp::create(b, loc, v, a[next]).getResult();
-    if (lo)
-      ++next;
+      v = isFloat ? arith::MaximumFOp::create(b, loc, v, a[1]).getResult()
+                  : arith::MaxSIOp::create(b, loc, v, a[1]).getResult();
     if (hi)
-      v = isFloat ? arith::MinimumFOp::create(b, loc, v, a[next]).getResult()
-                  : arith::MinSIOp::create(b, loc, v, a[next]).getResult();
+      v = isFloat ? arith::MinimumFOp::create(b, loc, v, a.back()).getResult()
+                  : arith::MinSIOp::create(b, loc, v, a.back()).getResult();
     return v;
   });
 }
