@@ -90,7 +90,22 @@ def export(name, out_dir):
     dims = {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("seq", min=2, max=COMMON["max_position_embeddings"])}
     torch.onnx.export(LogitsOnly(model), (ids,), path, input_names=["input_ids"], output_names=["logits"],
                       opset_version=18, dynamo=True, external_data=True, dynamic_shapes={"input_ids": dims})
+    strip_stack_traces(path)
     print(f"wrote {path} ({os.path.getsize(path)} B + {os.path.getsize(path + '.data')} B of weights)")
+
+
+def strip_stack_traces(path):
+    """Drops the Python stack traces torch.onnx records on every node: they
+    name files of the machine that exported the model. The weights in the
+    external data file are left as they are."""
+    import onnx  # torch.onnx needs it too
+
+    model = onnx.load(path, load_external_data=False)
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, path)
 
 
 def main():

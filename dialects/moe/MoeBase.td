@@ -38,6 +38,29 @@ def Moe_Dialect : Dialect {
       indices are `i32`, and `-1` marks an empty slot.
   }];
   let useDefaultAttributePrinterParser = 1;
+  // The contract between the CPU lowering and the GPU passes: unit
+  // attributes on upstream ops, checked by MoeDialect::verifyOperationAttribute
+  // (docs/design.md, "Discardable attributes").
+  let discardableAttrs = (ins
+    // On an scf.for whose iterations write disjoint elements (one token row,
+    // one expert column): moe-parallelize-loops makes it an scf.parallel.
+    "::mlir::UnitAttr":$parallel,
+    // On the linalg.generic of a grouped matmul in the parallel form: ins
+    // (lhs [R, K], row experts [R] i32), outs (f32 [R, N]); its body loads the
+    // expert weights [E, N, K] (and a shared expert's [N, K]) it captures.
+    "::mlir::UnitAttr":$grouped_gemm,
+    // On the linalg.generic that scales each row of a grouped matmul's f32
+    // result by its slot's combine weight (ins: result [R, N], weights [R];
+    // one out): moe-tensor-core-gemm applies it in the GEMM epilogue.
+    "::mlir::UnitAttr":$row_scale,
+    // On the linalg.generic that finds each grouped-matmul row's expert (one
+    // out); its body loads the row groups' offsets [G+1] it captures.
+    "::mlir::UnitAttr":$row_experts,
+    // On a func.call to the host runtime that a kernel builder emits before
+    // its launch (a TMA descriptor): moe-map-to-gpu leaves it on the host.
+    "::mlir::UnitAttr":$host_call
+  );
+  let hasOperationAttrVerify = 1;
   // Canonicalizations build splats and constants.
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];
   let extraClassDeclaration = [{

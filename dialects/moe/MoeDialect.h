@@ -3,8 +3,20 @@
 #ifndef DIALECTS_MOE_MOEDIALECT_H
 #define DIALECTS_MOE_MOEDIALECT_H
 
+#include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Dialect.h"
+#include "mlir/IR/Operation.h"
 
 #include "dialects/moe/MoeDialect.h.inc"
+
+namespace mlir::moe {
+/// The names of the dialect's discardable attributes (MoeBase.td says what
+/// each marks; MoeDialect::verifyOperationAttribute checks where they sit).
+inline constexpr llvm::StringLiteral kParallelLoopAttrName = MoeDialect::ParallelAttrHelper::getNameStr();
+inline constexpr llvm::StringLiteral kGroupedGemmAttrName = MoeDialect::GroupedGemmAttrHelper::getNameStr();
+inline constexpr llvm::StringLiteral kRowScaleAttrName = MoeDialect::RowScaleAttrHelper::getNameStr();
+inline constexpr llvm::StringLiteral kRowExpertsAttrName = MoeDialect::RowExpertsAttrHelper::getNameStr();
+inline constexpr llvm::StringLiteral kHostCallAttrName = MoeDialect::HostCallAttrHelper::getNameStr();
+} // namespace mlir::moe
 
 #endif // DIALECTS_MOE_MOEDIALECT_H

@@ -1,7 +1,7 @@
 //===- MoeOps.cpp - moe op verifiers and helpers --------------------------===//
 //
 // Every constraint a verifier checks carries a label (`<op>_c<n>`) that also
-// names its negative test in test/Dialect/Moe/invalid.mlir.
+// names its negative test in test/Dialect/Moe/invalid-*.mlir.
 //
 //===----------------------------------------------------------------------===//
 

@@ -8,9 +8,7 @@
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
-#include "llvm/Support/FileSystem.h"
 
-#include <cstdlib>
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
@@ -29,12 +27,4 @@ void mlir::moe::registerAllMoePasses() {
   registerMoePasses();
   registerMoeConversionPasses();
   registerMoePipelines();
-}
-
-void mlir::moe::setDefaultCudaToolkitPath() {
-  for (const char *name : {"CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"})
-    if (const char *value = std::getenv(name); value && *value)
-      return;
-  if (llvm::sys::fs::exists("/usr/local/cuda/bin/ptxas"))
-    ::setenv("CUDA_HOME", "/usr/local/cuda", /*overwrite=*/0);
 }

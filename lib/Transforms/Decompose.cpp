@@ -9,6 +9,7 @@
 #include "moe/Transforms/Passes.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Transforms/LayerRouting.h"
+#include "moe/Transforms/RoutedExperts.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -45,14 +46,6 @@ SmallVector<int64_t> nonComputingExperts(ArrayAttr experts) {
     if (kind == ExpertKind::zero || kind == ExpertKind::null)
       ids.push_back(id);
   return ids;
-}
-
-/// Rows of the dispatch plan: E * C when padded to capacity, else T * K.
-int64_t planRows(CapacityAttr cap, int64_t tokens, int64_t slots, int64_t k, int64_t experts) {
-  if (!cap || !cap.getPad())
-    return ShapedType::isDynamic(tokens) ? ShapedType::kDynamic : tokens * slots;
-  int64_t c = cap.perExpert(tokens, k, experts);
-  return ShapedType::isDynamic(c) ? c : experts * c;
 }
 
 } // namespace
@@ -163,10 +156,9 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
     Location loc = op.getLoc();
     RoutingAttr routing = op.getRouting();
     CapacityAttr cap = op.getCapacityAttr();
-    Type i32 = rewriter.getI32Type();
     Value x = op.getX();
     auto xType = cast<RankedTensorType>(x.getType());
-    int64_t tokens = xType.getDimSize(0), hidden = xType.getDimSize(1);
+    int64_t tokens = xType.getDimSize(0);
     int64_t experts = op.getNumExperts(), k = routing.getK();
 
     LayerRouting route = buildLayerRouting(rewriter, op);
@@ -193,28 +185,20 @@ struct DecomposeLayer : OpRewritePattern<LayerOp> {
       expertInput = scaleTensor(rewriter, loc, x, routing.getInputScale().convertToDouble());
 
     // Dispatch plan and the FFN group, on tensors grouped by expert.
-    auto indicesType = cast<RankedTensorType>(indices.getType());
-    int64_t slots = indicesType.getDimSize(1);
-    int64_t rows = planRows(cap, tokens, slots, k, experts);
-    auto plan = DispatchOp::create(
-        rewriter, loc, tensorOf({rows}, i32), tensorOf({experts + 1}, i32), indicesType,
-        weights.getType(), indices, weights, (cap && cap.rectifiesIntraDevice()) ? logits : Value(),
-        /*shared_weight=*/Value(), experts, cap);
-    Type element = xType.getElementType();
-    auto upType = cast<RankedTensorType>(op.getFfnUp().getType());
-    auto downType = cast<RankedTensorType>(op.getFfnDown().getType());
-    Value grouped = PermuteOp::create(rewriter, loc, tensorOf({rows, hidden}, element),
-                                      expertInput, plan.getRowToken());
-    Value up = GroupedMatmulOp::create(rewriter, loc, tensorOf({rows, upType.getDimSize(1)}, element),
-                                       grouped, op.getFfnUp(), plan.getExpertOffsets(),
-                                       /*shared=*/Value());
-    Value act = ActivationOp::create(rewriter, loc,
-                                     tensorOf({rows, downType.getDimSize(2)}, element),
-                                     op.getActivation(), up);
-    Value down = GroupedMatmulOp::create(rewriter, loc, tensorOf({rows, hidden}, element), act,
-                                         op.getFfnDown(), plan.getExpertOffsets(), /*shared=*/Value());
-    Value y = CombineOp::create(rewriter, loc, xType, down, plan.getSlotRow(),
-                                plan.getSlotWeight());
+    RoutedExperts routed;
+    routed.tokens = expertInput;
+    routed.weights = weights;
+    routed.indices = indices;
+    routed.rectifyLogits = (cap && cap.rectifiesIntraDevice()) ? logits : Value();
+    routed.up = op.getFfnUp();
+    routed.down = op.getFfnDown();
+    routed.numExperts = experts;
+    routed.k = k;
+    routed.capacity = cap;
+    routed.activation = op.getActivation();
+    RoutedExpertsResult ffn = buildRoutedExperts(rewriter, loc, routed);
+    Value y = ffn.y;
+    DispatchOp plan = ffn.plan;
 
     // Zero-computation experts add their elementwise contribution (0 for
     // zero and null experts); the op also carries the expert set that

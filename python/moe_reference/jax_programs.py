@@ -15,6 +15,7 @@ random inputs.
 """
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -245,11 +246,28 @@ PROGRAMS = {
 }
 
 
+def without_locations(text):
+    """`text` without its source locations: jax.export prints them, and they
+    name files on the machine that generated the program."""
+    kept = [line for line in text.splitlines() if not re.match(r"#loc\d*\s*=", line)]
+    text, out, at = "\n".join(kept) + "\n", [], 0
+    for m in re.finditer(r"\s*\bloc\(", text):
+        if m.start() < at:
+            continue
+        depth, end = 1, m.end()
+        while depth:  # to the parenthesis that closes loc(
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        out.append(text[at:m.start()])
+        at = end
+    return "".join(out) + text[at:]
+
+
 def stablehlo_text(program):
     specs = program.specs()
     if program.form == "export":
         exported = jax.export.export(jax.jit(program.fn), platforms=[program.platform])(*specs)
-        return exported.mlir_module()
+        return without_locations(exported.mlir_module())
     lowered = jax.jit(program.fn).lower(*specs)
     if program.form == "generic":
         return lowered.compiler_ir("stablehlo").operation.get_asm(print_generic_op_form=True)

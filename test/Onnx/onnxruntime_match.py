@@ -27,11 +27,25 @@ from moe_reference import onnx_models
 TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float16): 2e-3}
 
 
+class ToolFailure(Exception):
+    pass
+
+
 def run(cmd):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"FAIL: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+        raise ToolFailure(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
     return proc.stdout
+
+
+def isolated(name, check):
+    """Runs one model's checks; a tool that fails fails that model only, so
+    one broken model does not hide the others. Returns the failure count."""
+    try:
+        return check()
+    except ToolFailure as e:
+        print(f"FAIL {name}: {e}")
+        return 1
 
 
 HF_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "hf")
@@ -58,7 +72,7 @@ def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=(
     # and run with its kernels' threads one after another on the CPU.
     gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", optimized])
     if "gpu.binary @" not in gpu:
-        sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
+        raise ToolFailure("moe-gpu-pipeline produced no cubin")
     failures = 0
     for i, (inputs, expected) in enumerate(runs):
         for mode, program, flags in (("imported", imported, []), ("optimized", optimized, []),
@@ -111,7 +125,7 @@ def main(out_dir):
                                            providers=["CPUExecutionProvider"])
             expected = session.run(None, feeds)[0]
             input_names = [i.name for i in session.get_inputs()]
-        failures += check_model(name, path, feeds, expected, input_names, out_dir, tools)
+        failures += isolated(name, lambda: check_model(name, path, feeds, expected, input_names, out_dir, tools))
     # Hugging Face models exported by torch.onnx (scripts/export-hf-moe-models.py):
     # whole causal LMs, token ids [batch, seq] in (any sizes), logits out,
     # weights in external data; three batch and sequence sizes each.
@@ -123,9 +137,10 @@ def main(out_dir):
         for batch, seq in ((2, 5), (1, 33), (3, 2)):
             feeds = {ids: np.random.default_rng(seed * 100 + seq).integers(0, 128, (batch, seq)).astype(np.int64)}
             runs.append((feeds, session.run(None, feeds)[0]))
-        failures += check_model("hf_" + file[:-5], path, *runs[0], [ids], out_dir, tools, more=runs[1:])
+        failures += isolated(file, lambda: check_model("hf_" + file[:-5], path, *runs[0], [ids], out_dir, tools,
+                                                       more=runs[1:]))
     if failures:
-        sys.exit(f"{failures} comparison(s) failed")
+        sys.exit(f"{failures} comparison(s) failed (the FAIL lines above)")
 
 
 main(sys.argv[1])

@@ -27,11 +27,67 @@ from moe_reference import jax_programs
 TOLERANCE = {"float32": 2e-5, "bfloat16": 2e-2}
 
 
+class ToolFailure(Exception):
+    pass
+
+
 def run(cmd):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        sys.exit(f"FAIL: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
+        raise ToolFailure(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
     return proc.stdout
+
+
+def check_program(name, program, programs_dir, out_dir, tools):
+    """Runs one program every way; returns how many results differ from JAX."""
+    moe_run, moe_opt, moe_compile, moe_exec = tools
+    failures = 0
+    path = os.path.join(programs_dir, name + ".mlir")
+    inputs = program.inputs(seed=zlib.crc32(name.encode()) % 1000)  # stable across runs
+    expected = jax_programs.reference(name, inputs)
+    args = []
+    for i, x in enumerate(inputs):
+        npy = os.path.join(out_dir, f"{name}.arg{i}.npy")
+        # numpy has no bf16: moe-run reads bf16 .npy files as raw 2-byte
+        # payloads tagged by the program's argument type.
+        np.save(npy, x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
+        args += ["--input", npy]
+    imported = os.path.join(out_dir, name + ".imported.mlir")
+    run([moe_opt, "--moe-import-stablehlo", path, "-o", imported])
+    gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", imported])
+    if "gpu.binary @" not in gpu:
+        raise ToolFailure("moe-gpu-pipeline produced no cubin")
+    # The ahead-of-time CPU artifact (moe-compile, run by moe-exec) checks
+    # itself against JAX's outputs.
+    library = os.path.join(out_dir, f"lib{name}.so")
+    run([moe_compile, path, "--target=cpu", "-o", library])
+    references = []
+    for i, ref in enumerate(expected):
+        npy = os.path.join(out_dir, f"{name}.expected{i}.npy")
+        np.save(npy, ref.view(np.uint16) if ref.dtype.name == "bfloat16" else ref)
+        references += ["--reference", npy]
+    tol = max(TOLERANCE.get(ref.dtype.name, 0.0) for ref in expected)
+    print(run([moe_exec, library, *args, *references, "--tolerance", str(tol)]).strip().splitlines()[-1])
+    for mode, flags in (("cpu", []), ("gpu-emulation", ["--gpu-emulation"])):
+        result_dir = os.path.join(out_dir, f"{name}.{mode}")
+        run([moe_run, path, *args, *flags, "--output-dir", result_dir])
+        for i, ref in enumerate(expected):
+            ours = np.load(os.path.join(result_dir, f"result_{i}.npy"))
+            dtype = ref.dtype.name
+            if dtype == "bfloat16":
+                ours = (ours.astype(np.uint32) << 16).view(np.float32)
+            ref = ref.astype(np.float64)
+            tol = TOLERANCE.get(dtype, 0.0)  # integer and i1 results exactly
+            if ours.shape != ref.shape:
+                print(f"FAIL {name} [{mode}] result {i}: shape {ours.shape}, JAX gives {ref.shape}")
+                failures += 1
+                continue
+            err = np.abs(ours.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1.0)
+            ok = err <= tol
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}] result {i}: {dtype}{list(ref.shape)} "
+                  f"rel err {err:.2e} (tol {tol:g})")
+    return failures
 
 
 def main(programs_dir, out_dir):
@@ -41,53 +97,13 @@ def main(programs_dir, out_dir):
     moe_compile, moe_exec = os.path.join(tools, "moe-compile"), os.path.join(tools, "moe-exec")
     failures = 0
     for name, program in jax_programs.PROGRAMS.items():
-        path = os.path.join(programs_dir, name + ".mlir")
-        inputs = program.inputs(seed=zlib.crc32(name.encode()) % 1000)  # stable across runs
-        expected = jax_programs.reference(name, inputs)
-        args = []
-        for i, x in enumerate(inputs):
-            npy = os.path.join(out_dir, f"{name}.arg{i}.npy")
-            # numpy has no bf16: moe-run reads bf16 .npy files as raw 2-byte
-            # payloads tagged by the program's argument type.
-            np.save(npy, x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
-            args += ["--input", npy]
-        imported = os.path.join(out_dir, name + ".imported.mlir")
-        run([moe_opt, "--moe-import-stablehlo", path, "-o", imported])
-        gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", imported])
-        if "gpu.binary @" not in gpu:
-            sys.exit(f"FAIL {name}: moe-gpu-pipeline produced no cubin")
-        # The ahead-of-time CPU artifact (moe-compile, run by moe-exec) checks
-        # itself against JAX's outputs.
-        library = os.path.join(out_dir, f"lib{name}.so")
-        run([moe_compile, path, "--target=cpu", "-o", library])
-        references = []
-        for i, ref in enumerate(expected):
-            npy = os.path.join(out_dir, f"{name}.expected{i}.npy")
-            np.save(npy, ref.view(np.uint16) if ref.dtype.name == "bfloat16" else ref)
-            references += ["--reference", npy]
-        tol = max(TOLERANCE.get(ref.dtype.name, 0.0) for ref in expected)
-        print(run([moe_exec, library, *args, *references, "--tolerance", str(tol)]).strip().splitlines()[-1])
-        for mode, flags in (("cpu", []), ("gpu-emulation", ["--gpu-emulation"])):
-            result_dir = os.path.join(out_dir, f"{name}.{mode}")
-            run([moe_run, path, *args, *flags, "--output-dir", result_dir])
-            for i, ref in enumerate(expected):
-                ours = np.load(os.path.join(result_dir, f"result_{i}.npy"))
-                dtype = ref.dtype.name
-                if dtype == "bfloat16":
-                    ours = (ours.astype(np.uint32) << 16).view(np.float32)
-                ref = ref.astype(np.float64)
-                tol = TOLERANCE.get(dtype, 0.0)  # integer and i1 results exactly
-                if ours.shape != ref.shape:
-                    print(f"FAIL {name} [{mode}] result {i}: shape {ours.shape}, JAX gives {ref.shape}")
-                    failures += 1
-                    continue
-                err = np.abs(ours.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1.0)
-                ok = err <= tol
-                failures += not ok
-                print(f"{'ok  ' if ok else 'FAIL'} {name} [{mode}] result {i}: {dtype}{list(ref.shape)} "
-                      f"rel err {err:.2e} (tol {tol:g})")
+        try:
+            failures += check_program(name, program, programs_dir, out_dir, (moe_run, moe_opt, moe_compile, moe_exec))
+        except ToolFailure as e:  # this program only: the others still run
+            print(f"FAIL {name}: {e}")
+            failures += 1
     if failures:
-        sys.exit(f"{failures} comparison(s) failed")
+        sys.exit(f"{failures} comparison(s) failed (the FAIL lines above)")
 
 
 main(sys.argv[1], sys.argv[2])

@@ -10,9 +10,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "ArtifactWrapper.h"
-#include "moe/Frontend/OnnxImport.h"
-#include "moe/EntryFunction.h"
+#include "moe/Tools/LoadModule.h"
+#include "moe/Tools/EntryFunction.h"
 #include "moe/InitAll.h"
+#include "moe/Tools/CudaToolkit.h"
 #include "moe/Pipelines/Pipelines.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"

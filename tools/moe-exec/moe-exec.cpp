@@ -12,6 +12,7 @@
 
 #include "moe/Runtime/MoeRuntime.h"
 #include "moe/Support/ArrayData.h"
+#include "moe/Support/Compare.h"
 #include "moe/Support/Npy.h"
 
 #include <dlfcn.h>
@@ -141,16 +142,6 @@ int fillDevice(void *device, const Array &a, double value) {
   if (words[0] != words[1])
     return 1; // 8-byte values other than 0 would need a kernel
   return moeRuntimeFill32(device, words[0], count * 2);
-}
-
-double defaultTolerance(DType type) {
-  switch (type) {
-  case DType::f64:
-  case DType::f32: return 1e-5;
-  case DType::f16: return 2e-3;
-  case DType::bf16: return 8e-3;
-  default: return 0;
-  }
 }
 
 struct Options {
@@ -420,28 +411,11 @@ int main(int argc, char **argv) {
     Array ref;
     if (!npy::read(opt.references[i], ref, error))
       return failWith(error);
-    if (ref.shape != out.shape || ref.type != out.type)
-      return failWith("reference " + opt.references[i] + " is " + npy::name(ref.type) + " " +
-                      npy::shapeString(ref.shape) + ", output " + std::to_string(i) + " is " +
-                      npy::name(out.type) + " " + npy::shapeString(out.shape));
-    double maxRef = 0, maxDiff = 0;
-    bool specialsMatch = true;
-    for (int64_t e = 0; e < out.numElements(); ++e) {
-      double a = npy::elementAt(out, e), b = npy::elementAt(ref, e);
-      if (std::isnan(b) || std::isinf(b)) {
-        specialsMatch &= std::isnan(b) ? std::isnan(a) : a == b;
-        continue;
-      }
-      maxRef = std::max(maxRef, std::fabs(b));
-      maxDiff = std::max(maxDiff, std::isfinite(a) ? std::fabs(a - b) : INFINITY);
-    }
-    double err = maxRef > 0 ? maxDiff / maxRef : maxDiff;
-    double tol = opt.tolerance >= 0 ? opt.tolerance : defaultTolerance(out.type);
-    bool ok = err <= tol && specialsMatch;
-    std::printf("[moe-exec] output %zu vs %s: max rel err %.3e (tol %.0e)%s %s\n", i,
-                opt.references[i].c_str(), err, tol, specialsMatch ? "" : ", NaN/inf differ",
-                ok ? "ok" : "FAIL");
-    status |= ok ? 0 : 1;
+    npy::Comparison c;
+    if (!npy::compare(out, ref, opt.tolerance, c, error))
+      return failWith("output " + std::to_string(i) + " vs " + opt.references[i] + ": " + error);
+    std::printf("[moe-exec] output %zu vs %s: %s\n", i, opt.references[i].c_str(), npy::describe(c).c_str());
+    status |= c.ok() ? 0 : 1;
   }
   if (opt.saveInputs && !opt.outputDir.empty())
     for (size_t i = 0; i < hostIn.size(); ++i)

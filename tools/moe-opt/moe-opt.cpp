@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/InitAll.h"
+#include "moe/Tools/CudaToolkit.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"

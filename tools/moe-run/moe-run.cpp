@@ -7,10 +7,11 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moe/Frontend/OnnxImport.h"
+#include "moe/Tools/LoadModule.h"
 #include "moe/Support/ArrayData.h"
+#include "moe/Support/Compare.h"
 #include "moe/Support/Npy.h"
-#include "moe/EntryFunction.h"
+#include "moe/Tools/EntryFunction.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
 
@@ -78,6 +79,15 @@ static cl::opt<bool> emulateWgmma(
 static cl::opt<bool> saveInputs("save-inputs",
                                 cl::desc("Also write every argument as arg_<i>.npy"),
                                 cl::init(false), cl::cat(category));
+static cl::list<std::string> references(
+    "reference",
+    cl::desc("Expected data of the next result (.npy), in result order: prints the normwise relative "
+             "error max|ours - ref| / max|ref| and exits 1 above the tolerance"),
+    cl::cat(category));
+static cl::opt<double> tolerance("tolerance",
+                                 cl::desc("Largest relative error --reference accepts (default: 1e-5 "
+                                          "f32/f64, 2e-3 f16, 8e-3 bf16, 0 integers)"),
+                                 cl::init(-1.0), cl::cat(category));
 static cl::opt<unsigned> repeat("repeat", cl::desc("Timed runs; the median is reported"),
                                 cl::init(1), cl::cat(category));
 static cl::opt<unsigned> warmup("warmup", cl::desc("Untimed runs before the timed ones"),
@@ -218,6 +228,9 @@ int main(int argc, char **argv) {
   for (auto [i, t] : llvm::enumerate(signature.getResults()))
     if (auto err = checkType(t, "result", i))
       return failWith(*err);
+  if (!references.empty() && references.size() != signature.getNumResults())
+    return failWith("@" + entry.getName() + " has " + Twine(signature.getNumResults()) + " results, got " +
+                    Twine(references.size()) + " --reference");
 
   // Arguments: files or random data, checked against the signature. Inputs
   // are given in argument order, or all as NAME=SOURCE with the names an
@@ -361,6 +374,7 @@ int main(int argc, char **argv) {
   if (!outputDir.empty())
     if (std::error_code ec = llvm::sys::fs::create_directories(outputDir))
       return failWith("cannot create " + outputDir + ": " + ec.message());
+  int status = 0;
   size_t at = 0;
   for (auto [i, t] : llvm::enumerate(signature.getResults())) {
     auto type = cast<RankedTensorType>(t);
@@ -376,6 +390,14 @@ int main(int argc, char **argv) {
       llvm::outs() << " -> " << path;
     }
     llvm::outs() << "\n";
+    if (references.empty())
+      continue;
+    Array ref;
+    npy::Comparison c;
+    if (std::string error; !npy::read(references[i], ref, error) || !npy::compare(out, ref, tolerance, c, error))
+      return failWith("result " + Twine(i) + " vs " + references[i] + ": " + error);
+    llvm::outs() << "[moe-run] result " << i << " vs " << references[i] << ": " << npy::describe(c) << "\n";
+    status |= c.ok() ? 0 : 1;
   }
   freeResults();
   if (saveInputs && !outputDir.empty())
@@ -385,5 +407,5 @@ int main(int argc, char **argv) {
       if (std::string error; !npy::write(path.str().str(), a, error))
         return failWith(error);
     }
-  return 0;
+  return status;
 }

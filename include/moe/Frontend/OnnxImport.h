@@ -15,10 +15,6 @@
 #include "mlir/IR/OwningOpRef.h"
 #include "llvm/ADT/StringRef.h"
 
-namespace llvm {
-class SourceMgr;
-} // namespace llvm
-
 namespace mlir::moe {
 
 struct OnnxImportOptions {
@@ -39,19 +35,6 @@ struct OnnxImportOptions {
 /// diagnostics. Returns null after emitting an error.
 OwningOpRef<ModuleOp> importOnnxModel(llvm::StringRef bytes, llvm::StringRef fileName,
                                       MLIRContext *context, const OnnxImportOptions &options);
-
-/// The module in `sourceMgr`'s main buffer: an ONNX model (imported) when
-/// its name ends in `.onnx`, MLIR text or bytecode (parsed) otherwise; a
-/// parsed JAX StableHLO program is run through moe-import-stablehlo. The
-/// tools that take a model (moe-run, moe-compile) read their input with it.
-OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
-                                 OnnxImportOptions onnxOptions = {});
-
-/// Reads the file at `path` into `sourceMgr` and loads it as loadModule
-/// does. A file that cannot be read sets `error`; a model that does not
-/// load has its diagnostics reported through the context (error empty).
-OwningOpRef<ModuleOp> loadModuleFile(llvm::StringRef path, llvm::SourceMgr &sourceMgr, MLIRContext *context,
-                                     std::string &error, OnnxImportOptions onnxOptions = {});
 
 /// Registers the `--import-onnx` translation (moe-translate).
 void registerOnnxImportTranslation();

@@ -90,7 +90,7 @@ struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions>
 /// with parallel contractions, bufferize with results as out-parameters,
 /// turn independent loops into kernels (moe-parallelize-loops,
 /// moe-map-to-gpu), outline and compile them with NVVM and ptxas. The host
-/// code calls the mgpu* runtime functions (runtime/MoeCudaRuntime.cpp).
+/// code calls the mgpu* runtime functions (lib/Runtime/CudaRuntime.cpp).
 void buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options);
 
 /// What moe-gpu-pipeline builds before NVVM (the kernels as gpu.launch),

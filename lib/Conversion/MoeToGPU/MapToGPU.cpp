@@ -9,7 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CopyAsLoop.h"
-#include "moe/Conversion/ParallelLoops.h"
+#include "dialects/moe/MoeDialect.h"
 #include "moe/Conversion/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"

@@ -1,7 +1,7 @@
 //===- ParallelizeLoops.cpp - marked scf.for loops to scf.parallel --------===//
 //
 // convert-moe-to-linalg marks the loops whose iterations write disjoint
-// elements (moe/Conversion/ParallelLoops.h). After bufferization such a loop
+// elements (moe.parallel, dialects/moe/MoeBase.td). After bufferization such a loop
 // either updates buffers in place (no results left: safe to run in parallel)
 // or was bufferized out of place (it still yields buffers: left sequential).
 // Copies that cannot become a device memcpy become parallel copy loops.
@@ -9,7 +9,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CopyAsLoop.h"
-#include "moe/Conversion/ParallelLoops.h"
+#include "dialects/moe/MoeDialect.h"
 #include "moe/Conversion/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"

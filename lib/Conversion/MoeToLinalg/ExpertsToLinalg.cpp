@@ -10,7 +10,7 @@
 #include "LoweringUtils.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Conversion/MoeToLinalg.h"
-#include "moe/Conversion/ParallelLoops.h"
+#include "dialects/moe/MoeDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -401,9 +401,7 @@ struct LowerDenseFfn : ContractionPattern<DenseFfnOp> {
                                     AffineMap::get(2, 0, {t, h}, ctx)},
                 SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
                 [&](OpBuilder &nb, Location nl, ValueRange a) {
-                  Value negExp = math::ExpOp::create(nb, nl, arith::NegFOp::create(nb, nl, a[1]));
-                  Value sig = arith::DivFOp::create(
-                      nb, nl, constF32(nb, nl, 1.0), arith::AddFOp::create(nb, nl, constF32(nb, nl, 1.0), negExp));
+                  Value sig = scalar::sigmoid(nb, nl, a[1]);
                   linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, a[0], sig)});
                 })
                 .getResult(0);

@@ -1,7 +1,7 @@
 //===- LoweringUtils.cpp - helpers shared by the moe CPU lowerings --------===//
 
 #include "LoweringUtils.h"
-#include "moe/Conversion/ParallelLoops.h"
+#include "dialects/moe/MoeDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -14,30 +14,6 @@
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::lowering;
-
-Value lowering::constF32(OpBuilder &b, Location loc, double value) {
-  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(value));
-}
-
-Value lowering::constI32(OpBuilder &b, Location loc, int64_t value) {
-  return arith::ConstantOp::create(b, loc, b.getI32IntegerAttr(value));
-}
-
-Value lowering::constIndex(OpBuilder &b, Location loc, int64_t value) {
-  return arith::ConstantIndexOp::create(b, loc, value);
-}
-
-Value lowering::toF32(OpBuilder &b, Location loc, Value scalar) {
-  if (scalar.getType().isF32())
-    return scalar;
-  return arith::ExtFOp::create(b, loc, b.getF32Type(), scalar);
-}
-
-Value lowering::fromF32(OpBuilder &b, Location loc, Value scalar, Type type) {
-  if (type.isF32())
-    return scalar;
-  return arith::TruncFOp::create(b, loc, type, scalar);
-}
 
 Value lowering::indexToI32(OpBuilder &b, Location loc, Value index) {
   return arith::IndexCastOp::create(b, loc, b.getI32Type(), index);
@@ -401,25 +377,12 @@ Value lowering::applyActivation(OpBuilder &b, Location loc, StringRef name, Valu
     return arith::MaximumFOp::create(b, loc, x, constF32(b, loc, 0.0));
   if (name == "linear")
     return x;
-  if (name == "silu" || name == "swiglu") {
-    Value negExp = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
-    Value denom = arith::AddFOp::create(b, loc, constF32(b, loc, 1.0), negExp);
-    return arith::DivFOp::create(b, loc, x, denom);
-  }
-  if (name == "gelu_tanh") {
-    // 0.5 · x · (1 + tanh(sqrt(2/pi) · (x + 0.044715 · x³))).
-    Value cube = arith::MulFOp::create(b, loc, arith::MulFOp::create(b, loc, x, x), x);
-    Value inner = arith::AddFOp::create(b, loc, x, arith::MulFOp::create(b, loc, cube, constF32(b, loc, 0.044715)));
-    Value t = math::TanhOp::create(b, loc, arith::MulFOp::create(b, loc, inner, constF32(b, loc, 0.79788456080286535588)));
-    Value half = arith::MulFOp::create(b, loc, x, constF32(b, loc, 0.5));
-    return arith::MulFOp::create(b, loc, half, arith::AddFOp::create(b, loc, constF32(b, loc, 1.0), t));
-  }
-  // gelu / geglu: 0.5 · x · (1 + erf(x / sqrt 2)).
-  Value scaled = arith::MulFOp::create(b, loc, x, constF32(b, loc, 0.70710678118654752440));
-  Value erf = math::ErfOp::create(b, loc, scaled);
-  Value onePlus = arith::AddFOp::create(b, loc, constF32(b, loc, 1.0), erf);
-  Value half = arith::MulFOp::create(b, loc, x, constF32(b, loc, 0.5));
-  return arith::MulFOp::create(b, loc, half, onePlus);
+  if (name == "silu" || name == "swiglu")
+    return scalar::silu(b, loc, x);
+  if (name == "gelu_tanh")
+    return scalar::geluTanh(b, loc, x);
+  // gelu / geglu: the exact (erf) form.
+  return scalar::geluErf(b, loc, x);
 }
 
 SmallVector<Value> lowering::topKScan(

@@ -14,6 +14,7 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Value.h"
 #include "moe/Conversion/MoeToLinalg.h"
+#include "moe/Utils/ScalarMath.h"
 
 #include "mlir/IR/PatternMatch.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
@@ -33,13 +34,11 @@ template <typename OpTy> struct ContractionPattern : OpRewritePattern<OpTy> {
 
 //===--- Scalars ---------------------------------------------------------===//
 
-Value constF32(OpBuilder &b, Location loc, double value);
-Value constI32(OpBuilder &b, Location loc, int64_t value);
-Value constIndex(OpBuilder &b, Location loc, int64_t value);
-/// Extends a float scalar to f32 (no-op for f32).
-Value toF32(OpBuilder &b, Location loc, Value scalar);
-/// Rounds an f32 scalar to `type` (no-op for f32).
-Value fromF32(OpBuilder &b, Location loc, Value scalar, Type type);
+using scalar::constF32;
+using scalar::constI32;
+using scalar::constIndex;
+using scalar::fromF32;
+using scalar::toF32;
 Value indexToI32(OpBuilder &b, Location loc, Value index);
 Value i32ToIndex(OpBuilder &b, Location loc, Value i32);
 /// NaN becomes -inf: the ranking and softmax rules of design.md 2.1.
@@ -63,7 +62,7 @@ Value castElements(OpBuilder &b, Location loc, Value tensor, Type elementType);
 /// out[m, n] = Σ_k a[m, k] · w[n, k], accumulated in f32 (an nn.Linear).
 Value linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form);
 /// Marks an scf.for whose iterations write disjoint elements, so the GPU
-/// pipeline may run them in parallel (see moe/Conversion/ParallelLoops.h).
+/// pipeline may run them in parallel (moe.parallel, dialects/moe/MoeBase.td).
 void markParallel(Operation *loop);
 /// `value` as `type`: elements converted (f32 <-> bf16/f16) and sizes
 /// cast between static and dynamic.

@@ -236,9 +236,7 @@ struct LowerScore : OpRewritePattern<ScoreOp> {
       break;
     case ScoringFunc::sigmoid:
       result = mapF32(b, loc, z, [](OpBuilder &nb, Location nl, Value v) {
-        Value negExp = math::ExpOp::create(nb, nl, arith::NegFOp::create(nb, nl, v));
-        Value s = arith::DivFOp::create(nb, nl, constF32(nb, nl, 1.0),
-                                        arith::AddFOp::create(nb, nl, constF32(nb, nl, 1.0), negExp));
+        Value s = scalar::sigmoid(nb, nl, v);
         Value isNan = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::UNO, v, v);
         return arith::SelectOp::create(nb, nl, isNan, constF32(nb, nl, 0.0), s).getResult();
       });

@@ -3,7 +3,7 @@
 #include "Lowerings.h"
 #include "dialects/moe/MoeOps.h"
 #include "dialects/stablehlo/StablehloDialect.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"

@@ -3,7 +3,8 @@
 #include "Lowerings.h"
 #include "dialects/moe/MoeOps.h"
 #include "dialects/stablehlo/StablehloDialect.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -22,7 +23,6 @@ static Value toIndex(OpBuilder &b, Location loc, Value v) {
   return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
 }
 
-static Value cIndex(OpBuilder &b, Location loc, int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
 
 /// The dims of `rank` not listed in `a` or `b`, in order.
 static SmallVector<int64_t> remainingDims(int64_t rank, ArrayRef<int64_t> a, ArrayRef<int64_t> b = {}) {
@@ -41,7 +41,7 @@ static Value indexVectorEntry(OpBuilder &b, Location loc, Value indices, int64_t
   int64_t rank = typeOf(indices).getRank();
   size_t next = 0;
   for (int64_t d = 0; d < rank; ++d)
-    position.push_back(d == indexVectorDim ? cIndex(b, loc, k) : batch[next++]);
+    position.push_back(d == indexVectorDim ? scalar::constIndex(b, loc, k) : batch[next++]);
   return toIndex(b, loc, tensor::ExtractOp::create(b, loc, indices, position));
 }
 
@@ -63,11 +63,11 @@ static Results lowerGather(OpBuilder &b, shlo::GatherOp op) {
     SmallVector<Value> batch;
     for (int64_t d : batchResultDims)
       batch.push_back(linalg::IndexOp::create(nb, nl, d));
-    SmallVector<Value> position(operand.getRank(), cIndex(nb, nl, 0));
+    SmallVector<Value> position(operand.getRank(), scalar::constIndex(nb, nl, 0));
     for (auto [k, o] : llvm::enumerate(dims.getStartIndexMap())) {
       Value start = indexVectorEntry(nb, nl, indices, indexVectorDim, batch, k);
-      Value high = cIndex(nb, nl, operand.getDimSize(o) - op.getSliceSizes()[o]);
-      position[o] = arith::MinSIOp::create(nb, nl, arith::MaxSIOp::create(nb, nl, start, cIndex(nb, nl, 0)), high);
+      Value high = scalar::constIndex(nb, nl, operand.getDimSize(o) - op.getSliceSizes()[o]);
+      position[o] = arith::MinSIOp::create(nb, nl, arith::MaxSIOp::create(nb, nl, start, scalar::constIndex(nb, nl, 0)), high);
     }
     for (auto [o, i] : llvm::zip(dims.getOperandBatchingDims(), dims.getStartIndicesBatchingDims())) {
       auto at = llvm::find(indicesBatchDims, i) - indicesBatchDims.begin();
@@ -98,9 +98,9 @@ static Results lowerScatter(OpBuilder &b, shlo::ScatterOp op) {
 
   SmallVector<Value> lbs, ubs, steps;
   for (int64_t s : update.getShape()) {
-    lbs.push_back(cIndex(b, loc, 0));
-    ubs.push_back(cIndex(b, loc, s));
-    steps.push_back(cIndex(b, loc, 1));
+    lbs.push_back(scalar::constIndex(b, loc, 0));
+    ubs.push_back(scalar::constIndex(b, loc, s));
+    steps.push_back(scalar::constIndex(b, loc, 1));
   }
   bool bodyFailed = false;
   scf::LoopNest nest = scf::buildLoopNest(
@@ -109,7 +109,7 @@ static Results lowerScatter(OpBuilder &b, shlo::ScatterOp op) {
         SmallVector<Value> batch;
         for (int64_t d : updateScatterDims)
           batch.push_back(u[d]);
-        SmallVector<Value> position(operand.getRank(), cIndex(nb, nl, 0));
+        SmallVector<Value> position(operand.getRank(), scalar::constIndex(nb, nl, 0));
         for (auto [k, o] : llvm::enumerate(dims.getScatterDimsToOperandDims()))
           position[o] = indexVectorEntry(nb, nl, indices, indexVectorDim, batch, k);
         for (auto [o, i] : llvm::zip(dims.getInputBatchingDims(), dims.getScatterIndicesBatchingDims())) {
@@ -120,9 +120,9 @@ static Results lowerScatter(OpBuilder &b, shlo::ScatterOp op) {
           position[o] = arith::AddIOp::create(nb, nl, position[o], u[w]);
         Value inBounds = arith::ConstantOp::create(nb, nl, nb.getBoolAttr(true));
         for (auto [d, p] : llvm::enumerate(position)) {
-          Value low = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, p, cIndex(nb, nl, 0));
+          Value low = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, p, scalar::constIndex(nb, nl, 0));
           Value high = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, p,
-                                             cIndex(nb, nl, operand.getDimSize(d)));
+                                             scalar::constIndex(nb, nl, operand.getDimSize(d)));
           inBounds = arith::AndIOp::create(nb, nl, inBounds, arith::AndIOp::create(nb, nl, low, high));
         }
         auto ifOp = scf::IfOp::create(

@@ -2,7 +2,8 @@
 
 #include "Lowerings.h"
 #include "dialects/stablehlo/StablehloDialect.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -16,16 +17,13 @@ namespace shlo = mlir::moe::stablehlo;
 
 static RankedTensorType typeOf(Value v) { return cast<RankedTensorType>(v.getType()); }
 
-static Value indexConstant(OpBuilder &b, Location loc, int64_t v) {
-  return arith::ConstantIndexOp::create(b, loc, v);
-}
 
 /// A run-time start index (0-d integer tensor) clamped into
 /// [0, dimSize - sliceSize], as dynamic_slice and dynamic_update_slice do.
 static Value clampedStart(OpBuilder &b, Location loc, Value index0d, int64_t dimSize, int64_t sliceSize) {
   Value raw = extractScalar(b, loc, index0d);
   Value index = arith::IndexCastOp::create(b, loc, b.getIndexType(), raw);
-  Value low = indexConstant(b, loc, 0), high = indexConstant(b, loc, dimSize - sliceSize);
+  Value low = scalar::constIndex(b, loc, 0), high = scalar::constIndex(b, loc, dimSize - sliceSize);
   return arith::MinSIOp::create(b, loc, arith::MaxSIOp::create(b, loc, index, low), high);
 }
 

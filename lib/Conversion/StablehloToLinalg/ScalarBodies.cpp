@@ -9,7 +9,8 @@
 
 #include "Lowerings.h"
 #include "dialects/stablehlo/StablehloDialect.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -20,13 +21,8 @@ using namespace mlir;
 using namespace mlir::moe;
 namespace shlo = mlir::moe::stablehlo;
 
-static Value floatConstant(OpBuilder &b, Location loc, Type type, double value) {
-  return arith::ConstantOp::create(b, loc, type, b.getFloatAttr(type, value));
-}
-
-static Value intConstant(OpBuilder &b, Location loc, Type type, int64_t value) {
-  return arith::ConstantOp::create(b, loc, type, b.getIntegerAttr(type, value));
-}
+using scalar::floatConst;
+using scalar::intConst;
 
 /// Floats compared in TOTALORDER become signed integers that order the
 /// same way: negative floats have their magnitude bits flipped.
@@ -34,8 +30,8 @@ static Value totalOrderKey(OpBuilder &b, Location loc, Value v) {
   unsigned width = v.getType().getIntOrFloatBitWidth();
   Type intType = b.getIntegerType(width);
   Value bits = arith::BitcastOp::create(b, loc, intType, v);
-  Value sign = arith::ShRSIOp::create(b, loc, bits, intConstant(b, loc, intType, width - 1));
-  Value magnitudeMask = intConstant(b, loc, intType, (int64_t(1) << (width - 1)) - 1);
+  Value sign = arith::ShRSIOp::create(b, loc, bits, intConst(b, loc, intType, width - 1));
+  Value magnitudeMask = intConst(b, loc, intType, (int64_t(1) << (width - 1)) - 1);
   return arith::XOrIOp::create(b, loc, bits, arith::AndIOp::create(b, loc, sign, magnitudeMask));
 }
 
@@ -100,17 +96,17 @@ static Value signScalar(OpBuilder &b, Location loc, Value x) {
   Type t = x.getType();
   if (isa<FloatType>(t)) {
     // ±0 and NaN stay as they are.
-    Value zero = floatConstant(b, loc, t, 0.0);
+    Value zero = floatConst(b, loc, t, 0.0);
     Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, zero);
     Value negative = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, zero);
-    Value s = arith::SelectOp::create(b, loc, negative, floatConstant(b, loc, t, -1.0), x);
-    return arith::SelectOp::create(b, loc, positive, floatConstant(b, loc, t, 1.0), s);
+    Value s = arith::SelectOp::create(b, loc, negative, floatConst(b, loc, t, -1.0), x);
+    return arith::SelectOp::create(b, loc, positive, floatConst(b, loc, t, 1.0), s);
   }
-  Value zero = intConstant(b, loc, t, 0);
+  Value zero = intConst(b, loc, t, 0);
   Value positive = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, x, zero);
   Value negative = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, x, zero);
-  Value s = arith::SelectOp::create(b, loc, negative, intConstant(b, loc, t, -1), zero);
-  return arith::SelectOp::create(b, loc, positive, intConstant(b, loc, t, 1), s);
+  Value s = arith::SelectOp::create(b, loc, negative, intConst(b, loc, t, -1), zero);
+  return arith::SelectOp::create(b, loc, positive, intConst(b, loc, t, 1), s);
 }
 
 /// 16-bit floats are computed in f32 and rounded once: math functions
@@ -194,19 +190,14 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       .Case([&](shlo::Expm1Op) -> Value { return math::ExpM1Op::create(b, loc, v[0]); })
       .Case([&](shlo::LogOp) -> Value { return math::LogOp::create(b, loc, v[0]); })
       .Case([&](shlo::Log1pOp) -> Value { return math::Log1pOp::create(b, loc, v[0]); })
-      .Case([&](shlo::LogisticOp) -> Value {
-        Type t = v[0].getType();
-        Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, v[0]));
-        Value one = floatConstant(b, loc, t, 1.0);
-        return arith::DivFOp::create(b, loc, one, arith::AddFOp::create(b, loc, one, e));
-      })
+      .Case([&](shlo::LogisticOp) -> Value { return scalar::sigmoid(b, loc, v[0]); })
       .Case([&](shlo::NegOp) -> Value {
         if (isFloat())
           return arith::NegFOp::create(b, loc, v[0]);
-        return arith::SubIOp::create(b, loc, intConstant(b, loc, v[0].getType(), 0), v[0]);
+        return arith::SubIOp::create(b, loc, intConst(b, loc, v[0].getType(), 0), v[0]);
       })
       .Case([&](shlo::NotOp) -> Value {
-        return arith::XOrIOp::create(b, loc, v[0], intConstant(b, loc, v[0].getType(), -1));
+        return arith::XOrIOp::create(b, loc, v[0], intConst(b, loc, v[0].getType(), -1));
       })
       .Case([&](shlo::RoundNearestAfzOp) -> Value { return math::RoundOp::create(b, loc, v[0]); })
       .Case([&](shlo::RoundNearestEvenOp) -> Value { return math::RoundEvenOp::create(b, loc, v[0]); })
@@ -218,7 +209,7 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       })
       .Case([&](shlo::IsFiniteOp) -> Value {
         Type t = v[0].getType();
-        Value inf = floatConstant(b, loc, t, std::numeric_limits<double>::infinity());
+        Value inf = floatConst(b, loc, t, std::numeric_limits<double>::infinity());
         return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE, math::AbsFOp::create(b, loc, v[0]), inf);
       })
       .Case([&](shlo::CompareOp op) { return compareScalars(b, loc, op, v[0], v[1]); })
@@ -226,7 +217,7 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       .Case([&](shlo::ClampOp) { return minScalar(b, loc, maxScalar(b, loc, v[1], v[0]), v[2]); })
       .Case([&](chlo::ErfOp) -> Value { return math::ErfOp::create(b, loc, v[0]); })
       .Case([&](chlo::ErfcOp) -> Value {
-        Value one = floatConstant(b, loc, v[0].getType(), 1.0);
+        Value one = floatConst(b, loc, v[0].getType(), 1.0);
         return arith::SubFOp::create(b, loc, one, math::ErfOp::create(b, loc, v[0]));
       })
       .Default([](Operation *) { return Value(); });

@@ -10,8 +10,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "ExpertMixture.h"
+#include "moe/Transforms/RoutedExperts.h"
 
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -42,7 +44,7 @@ Value SwigluParams::build(OpBuilder &b, Location loc, Value h, RankedTensorType 
   };
   Type element = resultType.getElementType();
   return *tb::elementwise(b, loc, {half(0), half(ffn)}, element, [&](OpBuilder &nb, Location nl, ValueRange v) {
-    auto f32 = [&](double c) { return arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(c)).getResult(); };
+    auto f32 = [&](double c) { return scalar::constF32(nb, nl, c); };
     Value g = tb::castScalar(nb, nl, v[0], nb.getF32Type());
     Value u = tb::castScalar(nb, nl, v[1], nb.getF32Type());
     if (limit) {
@@ -50,9 +52,7 @@ Value SwigluParams::build(OpBuilder &b, Location loc, Value h, RankedTensorType 
         g = arith::MinimumFOp::create(nb, nl, g, f32(*limit));
       u = arith::MaximumFOp::create(nb, nl, arith::MinimumFOp::create(nb, nl, u, f32(*limit)), f32(-*limit));
     }
-    // sigmoid(α g) = 1 / (1 + exp(-α g))
-    Value e = math::ExpOp::create(nb, nl, arith::NegFOp::create(nb, nl, arith::MulFOp::create(nb, nl, f32(alpha), g)));
-    Value sigmoid = arith::DivFOp::create(nb, nl, f32(1.0), arith::AddFOp::create(nb, nl, f32(1.0), e));
+    Value sigmoid = scalar::sigmoid(nb, nl, arith::MulFOp::create(nb, nl, f32(alpha), g));
     Value activated = arith::MulFOp::create(nb, nl, g, sigmoid);
     if (limit && limitAfterActivation)
       activated = arith::MinimumFOp::create(nb, nl, activated, f32(*limit));
@@ -153,10 +153,7 @@ Value mlir::moe::onnx_import::regroupInterleavedRows(OpBuilder &b, Location loc,
 Value mlir::moe::onnx_import::buildExpertMixture(OpBuilder &b, Location loc, const ExpertMixture &m) {
   auto xType = cast<RankedTensorType>(m.x.getType());
   auto upType = cast<RankedTensorType>(m.up.getType());
-  Type element = xType.getElementType();
-  int64_t hidden = xType.getShape().back(), experts = upType.getDimSize(0), upRows = upType.getDimSize(1);
-  bool gated = m.activation == Activation::swiglu || m.activation == Activation::geglu;
-  int64_t ffn = gated ? upRows / 2 : upRows, k = m.k;
+  int64_t hidden = xType.getShape().back(), experts = upType.getDimSize(0), k = m.k;
   // Tokens [T, H] and logits [T, E] in f32.
   Value x = m.x, logits = m.logits;
   Value tokens = xType.getRank() == 2 ? x : tb::reshape(b, loc, x, {ShapedType::kDynamic, hidden});
@@ -170,7 +167,6 @@ Value mlir::moe::onnx_import::buildExpertMixture(OpBuilder &b, Location loc, con
   auto scoresType = RankedTensorType::get({numTokens, experts}, f32);
   auto slotsType = RankedTensorType::get({numTokens, k}, f32);
   auto slotIdsType = RankedTensorType::get({numTokens, k}, i32);
-  int64_t rows = ShapedType::isDynamic(numTokens) ? ShapedType::kDynamic : numTokens * k;
   Value weights, ids;
   if (m.sparseMixer) {
     std::tie(weights, ids) = sparseMixerTop2(b, loc, logits);
@@ -192,41 +188,22 @@ Value mlir::moe::onnx_import::buildExpertMixture(OpBuilder &b, Location loc, con
       weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::sum),
                                       weights, ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0));
   }
-  auto dispatch = DispatchOp::create(b, loc, RankedTensorType::get({rows}, i32),
-                                     RankedTensorType::get({experts + 1}, i32), slotIdsType, slotsType, ids,
-                                     weights, Value(), Value(), b.getI64IntegerAttr(experts), CapacityAttr());
-  Value permuted = PermuteOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), tokens,
-                                     dispatch.getRowToken());
-  // A bias is one more column of the weights, met by a column of ones:
-  // exact (the f32 accumulation adds bias · 1), and no new op.
-  auto withBias = [&](Value lhs, Value weights, Value bias) -> std::pair<Value, Value> {
-    if (!bias)
-      return {lhs, weights};
-    auto lhsType = cast<RankedTensorType>(lhs.getType());
-    auto onesType = RankedTensorType::get({lhsType.getDimSize(0), 1}, element);
-    SmallVector<Value> dynamic;
-    if (lhsType.isDynamicDim(0))
-      dynamic.push_back(tb::dimSize(b, loc, lhs, 0));
-    Value one = arith::ConstantOp::create(b, loc, b.getFloatAttr(element, 1.0));
-    Value ones = linalg::FillOp::create(b, loc, one, tb::empty(b, loc, onesType, dynamic)).getResult(0);
-    auto biasType = cast<RankedTensorType>(bias.getType());
-    Value column = tb::reshape(b, loc, bias, {biasType.getDimSize(0), biasType.getDimSize(1), 1});
-    return {tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{lhs, ones}),
-            tensor::ConcatOp::create(b, loc, /*dim=*/2, ValueRange{weights, column})};
-  };
-  auto [upLhs, upWeights] = withBias(permuted, m.up, m.upBias);
-  Value h = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, upRows}, element), upLhs, upWeights,
-                                    dispatch.getExpertOffsets(), Value());
-  auto activatedType = RankedTensorType::get({rows, ffn}, element);
-  Value a = m.activation == Activation::swiglu && !m.swiglu.isPlain()
-                ? m.swiglu.build(b, loc, h, activatedType)
-                : ActivationOp::create(b, loc, activatedType, ActivationAttr::get(b.getContext(), m.activation), h)
-                      .getResult();
-  auto [downLhs, downWeights] = withBias(a, m.down, m.downBias);
-  Value y = GroupedMatmulOp::create(b, loc, RankedTensorType::get({rows, hidden}, element), downLhs, downWeights,
-                                    dispatch.getExpertOffsets(), Value());
-  Value out = CombineOp::create(b, loc, RankedTensorType::get({numTokens, hidden}, element), y,
-                                dispatch.getSlotRow(), dispatch.getSlotWeight());
+  RoutedExperts routed;
+  routed.tokens = tokens;
+  routed.weights = weights;
+  routed.indices = ids;
+  routed.up = m.up;
+  routed.upBias = m.upBias;
+  routed.down = m.down;
+  routed.downBias = m.downBias;
+  routed.numExperts = experts;
+  routed.k = k;
+  routed.activation = m.activation;
+  if (m.activation == Activation::swiglu && !m.swiglu.isPlain())
+    routed.activate = [&](OpBuilder &nb, Location nl, Value h, RankedTensorType type) {
+      return m.swiglu.build(nb, nl, h, type);
+    };
+  Value out = buildRoutedExperts(b, loc, routed).y;
   if (xType.getRank() == 3)
     out = tb::reshapeLike(b, loc, out, x);
   return out;

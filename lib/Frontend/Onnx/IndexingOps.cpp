@@ -8,7 +8,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "OnnxImporter.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -19,6 +20,7 @@
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
 using namespace mlir;
+namespace scalar = mlir::moe::scalar;
 using namespace mlir::moe::onnx_import;
 namespace tb = mlir::moe::tensor_builders;
 
@@ -41,20 +43,19 @@ FailureOr<int64_t> axisOf(NodeContext &ctx, int64_t axis, int64_t rank) {
   return axis < 0 ? axis + rank : axis;
 }
 
-Value indexConst(OpBuilder &b, Location loc, int64_t v) { return arith::ConstantIndexOp::create(b, loc, v); }
 
 /// Index `i` of `dim` (size `size`) wrapped if negative.
 Value wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
   i = arith::IndexCastOp::create(b, l, b.getIndexType(), i);
-  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, indexConst(b, l, 0));
+  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, scalar::constIndex(b, l, 0));
   return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
 }
 
 /// Index `i` wrapped if negative, then clamped to [0, size): a gather's
 /// out-of-range index (undefined in ONNX) never reads outside the tensor.
 Value clampIndex(OpBuilder &b, Location l, Value i, Value size) {
-  Value wrapped = arith::MaxSIOp::create(b, l, wrapIndex(b, l, i, size), indexConst(b, l, 0));
-  return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, indexConst(b, l, 1)));
+  Value wrapped = arith::MaxSIOp::create(b, l, wrapIndex(b, l, i, size), scalar::constIndex(b, l, 0));
+  return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, scalar::constIndex(b, l, 1)));
 }
 
 /// The axis of Gather or GatherElements after checking their data and
@@ -180,15 +181,15 @@ Results convertSlice(NodeContext &ctx) {
       Value size = tb::dimSize(b, loc, data, *axis);
       auto bound = [&](OpFoldResult v) -> Value {
         Value c = getValueOrCreateConstantIndexOp(b, loc, v);
-        Value negative = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, c, indexConst(b, loc, 0));
+        Value negative = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, c, scalar::constIndex(b, loc, 0));
         Value resolved = arith::SelectOp::create(b, loc, negative, arith::AddIOp::create(b, loc, c, size), c);
-        resolved = arith::MaxSIOp::create(b, loc, resolved, indexConst(b, loc, 0));
+        resolved = arith::MaxSIOp::create(b, loc, resolved, scalar::constIndex(b, loc, 0));
         return arith::MinSIOp::create(b, loc, resolved, size);
       };
       Value first = bound((*starts)[i]), last = bound((*ends)[i]);
-      Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, last, first), indexConst(b, loc, 0));
+      Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, last, first), scalar::constIndex(b, loc, 0));
       Value count = arith::DivUIOp::create(
-          b, loc, arith::AddIOp::create(b, loc, span, indexConst(b, loc, steps[i] - 1)), indexConst(b, loc, steps[i]));
+          b, loc, arith::AddIOp::create(b, loc, span, scalar::constIndex(b, loc, steps[i] - 1)), scalar::constIndex(b, loc, steps[i]));
       offsets[*axis] = getAsOpFoldResult(first);
       sizes[*axis] = getAsOpFoldResult(count);
       std::optional<int64_t> staticCount = getConstantIntValue(sizes[*axis]);
@@ -349,16 +350,16 @@ Results convertSizedRange(NodeContext &ctx) {
   Value start = getValueOrCreateConstantIndexOp(b, loc, v0->elements[0]);
   Value limit = getValueOrCreateConstantIndexOp(b, loc, v1->elements[0]);
   // ceil((limit - start) / delta), at least 0.
-  Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, limit, start), indexConst(b, loc, 0));
-  Value count = arith::DivUIOp::create(b, loc, arith::AddIOp::create(b, loc, span, indexConst(b, loc, *delta - 1)),
-                                       indexConst(b, loc, *delta));
+  Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, limit, start), scalar::constIndex(b, loc, 0));
+  Value count = arith::DivUIOp::create(b, loc, arith::AddIOp::create(b, loc, span, scalar::constIndex(b, loc, *delta - 1)),
+                                       scalar::constIndex(b, loc, *delta));
   Type element = ctx.inputType(0).getElementType();
   auto type = RankedTensorType::get({ShapedType::kDynamic}, element);
   auto generic = linalg::GenericOp::create(
       b, loc, TypeRange{type}, ValueRange{}, ValueRange{tb::empty(b, loc, type, ValueRange{count})},
       ArrayRef<AffineMap>{b.getMultiDimIdentityMap(1)}, ArrayRef<utils::IteratorType>{utils::IteratorType::parallel},
       [&](OpBuilder &nb, Location nl, ValueRange) {
-        Value i = arith::MulIOp::create(nb, nl, linalg::IndexOp::create(nb, nl, 0), indexConst(nb, nl, *delta));
+        Value i = arith::MulIOp::create(nb, nl, linalg::IndexOp::create(nb, nl, 0), scalar::constIndex(nb, nl, *delta));
         Value v = arith::IndexCastOp::create(nb, nl, element, arith::AddIOp::create(nb, nl, start, i));
         linalg::YieldOp::create(nb, nl, ValueRange{v});
       });
@@ -497,10 +498,10 @@ Results convertOneHot(NodeContext &ctx) {
       SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange args) {
         Value i = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0]);
-        Value negative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i, indexConst(nb, nl, 0));
-        i = arith::SelectOp::create(nb, nl, negative, arith::AddIOp::create(nb, nl, i, indexConst(nb, nl, d)), i);
+        Value negative = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, i, scalar::constIndex(nb, nl, 0));
+        i = arith::SelectOp::create(nb, nl, negative, arith::AddIOp::create(nb, nl, i, scalar::constIndex(nb, nl, d)), i);
         Value hot = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, i, linalg::IndexOp::create(nb, nl, *axis));
-        Value pick = arith::SelectOp::create(nb, nl, hot, indexConst(nb, nl, 1), indexConst(nb, nl, 0));
+        Value pick = arith::SelectOp::create(nb, nl, hot, scalar::constIndex(nb, nl, 1), scalar::constIndex(nb, nl, 0));
         linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, flatValues, pick)});
       });
   return SmallVector<Value>{generic.getResult(0)};
@@ -542,7 +543,7 @@ SmallVector<Value> unflatten(OpBuilder &b, Location l, Value flat, ArrayRef<Valu
 /// updates in order, so duplicates reduce deterministically).
 Value scatterLoop(OpBuilder &b, Location l, Value count, Value init,
                   function_ref<Value(OpBuilder &, Location, Value, Value)> body) {
-  Value lower = indexConst(b, l, 0), step = indexConst(b, l, 1);
+  Value lower = scalar::constIndex(b, l, 0), step = scalar::constIndex(b, l, 1);
   auto loop = scf::ForOp::create(b, l, lower, count, step, ValueRange{init});
   OpBuilder::InsertionGuard guard(b);
   Block *block = loop.getBody();
@@ -555,7 +556,7 @@ Value scatterLoop(OpBuilder &b, Location l, Value count, Value init,
 }
 
 Value product(OpBuilder &b, Location l, ArrayRef<Value> sizes) {
-  Value p = indexConst(b, l, 1);
+  Value p = scalar::constIndex(b, l, 1);
   for (Value s : sizes)
     p = arith::MulIOp::create(b, l, p, s);
   return p;
@@ -604,7 +605,7 @@ Results convertScatterND(NodeContext &ctx) {
     SmallVector<Value> target;
     for (int64_t j = 0; j < q; ++j) {
       SmallVector<Value> idx(at);
-      idx.push_back(indexConst(b1, l1, j));
+      idx.push_back(scalar::constIndex(b1, l1, j));
       target.push_back(wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
     }
     return scatterLoop(b1, l1, slice, acc, [&](OpBuilder &b2, Location l2, Value s, Value acc2) {
@@ -691,7 +692,7 @@ Results convertGatherND(NodeContext &ctx) {
           point.push_back(linalg::IndexOp::create(nb, nl, d));
         for (int64_t j = 0; j < q; ++j) {
           SmallVector<Value> idx(point);
-          idx.push_back(indexConst(nb, nl, j));
+          idx.push_back(scalar::constIndex(nb, nl, j));
           at.push_back(clampIndex(nb, nl, tensor::ExtractOp::create(nb, nl, indices, idx), dataSizes[j]));
         }
         for (int64_t d = points; d < rank; ++d)
@@ -730,7 +731,7 @@ Results convertTrilu(NodeContext &ctx) {
         Value i = linalg::IndexOp::create(nb, nl, rank - 2), j = linalg::IndexOp::create(nb, nl, rank - 1);
         Value diagonal = arith::SubIOp::create(nb, nl, j, i);
         Value keep = arith::CmpIOp::create(nb, nl, upper ? arith::CmpIPredicate::sge : arith::CmpIPredicate::sle,
-                                           diagonal, indexConst(nb, nl, k));
+                                           diagonal, scalar::constIndex(nb, nl, k));
         Value zero = arith::ConstantOp::create(nb, nl, nb.getZeroAttr(args[0].getType()));
         linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, keep, args[0], zero).getResult()});
       });

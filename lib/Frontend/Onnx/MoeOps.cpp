@@ -25,7 +25,7 @@
 
 #include "ExpertMixture.h"
 #include "OnnxImporter.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"

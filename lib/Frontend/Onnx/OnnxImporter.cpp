@@ -14,7 +14,7 @@
 
 #include <cstdio>
 #include "OnnxImporter.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
 #include "moe/Support/Npy.h"
 

@@ -11,7 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "OnnxImporter.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"

@@ -6,7 +6,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "OnnxImporter.h"
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -18,6 +19,8 @@
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
 namespace tb = mlir::moe::tensor_builders;
+namespace scalar = mlir::moe::scalar;
+using mlir::moe::scalar::constF32;
 
 namespace {
 
@@ -91,35 +94,17 @@ ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
   return unaryWithAttrs([fn](OpBuilder &b, Location l, Value x, const NodeContext &) { return fn(b, l, x); });
 }
 
-Value constF32(OpBuilder &b, Location loc, double v) {
-  return arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-}
-
 /// x >= 0 ? x : negative(x).
 Value whereNegative(OpBuilder &b, Location l, Value x, Value negative) {
   Value positive = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGE, x, constF32(b, l, 0.0));
   return arith::SelectOp::create(b, l, positive, x, negative);
 }
 
-/// max(0, min(1, alpha x + beta)).
-Value hardSigmoid(OpBuilder &b, Location l, Value x, double alpha, double beta) {
-  Value v = arith::AddFOp::create(b, l, arith::MulFOp::create(b, l, x, constF32(b, l, alpha)), constF32(b, l, beta));
-  return arith::MaximumFOp::create(b, l, constF32(b, l, 0.0),
-                                   arith::MinimumFOp::create(b, l, constF32(b, l, 1.0), v));
-}
-
 /// Gelu (opset 20): exact with erf, or the tanh approximation.
 Value gelu(OpBuilder &b, Location l, Value x, const NodeContext &ctx) {
-  Value half = arith::MulFOp::create(b, l, x, constF32(b, l, 0.5));
-  Value inner;
-  if (ctx.stringAttr("approximate", "none") == "tanh") {
-    Value cube = arith::MulFOp::create(b, l, arith::MulFOp::create(b, l, x, x), x);
-    Value t = arith::AddFOp::create(b, l, x, arith::MulFOp::create(b, l, cube, constF32(b, l, 0.044715)));
-    inner = math::TanhOp::create(b, l, arith::MulFOp::create(b, l, t, constF32(b, l, 0.79788456080286535588)));
-  } else {
-    inner = math::ErfOp::create(b, l, arith::MulFOp::create(b, l, x, constF32(b, l, 0.70710678118654752440)));
-  }
-  return arith::MulFOp::create(b, l, half, arith::AddFOp::create(b, l, constF32(b, l, 1.0), inner));
+  if (ctx.stringAttr("approximate", "none") == "tanh")
+    return scalar::geluTanh(b, l, x);
+  return scalar::geluErf(b, l, x);
 }
 
 Results convertCast(NodeContext &ctx) {
@@ -746,10 +731,7 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("Relu", unary([](OpBuilder &b, Location l, Value x) -> Value {
         return arith::MaximumFOp::create(b, l, x, constF32(b, l, 0.0));
       }));
-  add("Sigmoid", unary([](OpBuilder &b, Location l, Value x) -> Value {
-        Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, x));
-        return arith::DivFOp::create(b, l, constF32(b, l, 1.0), arith::AddFOp::create(b, l, constF32(b, l, 1.0), e));
-      }));
+  add("Sigmoid", unary(scalar::sigmoid));
   add("Tanh", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::TanhOp::create(b, l, x); }));
   add("Exp", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::ExpOp::create(b, l, x); }));
   add("Log", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::LogOp::create(b, l, x); }));
@@ -787,10 +769,10 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
         return whereNegative(b, l, x, arith::MulFOp::create(b, l, em1, constF32(b, l, c.floatAttr("alpha", 1.0f))));
       }));
   add("HardSigmoid", unaryWithAttrs([](OpBuilder &b, Location l, Value x, const NodeContext &c) -> Value {
-        return hardSigmoid(b, l, x, c.floatAttr("alpha", 0.2f), c.floatAttr("beta", 0.5f));
+        return scalar::hardSigmoid(b, l, x, c.floatAttr("alpha", 0.2f), c.floatAttr("beta", 0.5f));
       }));
   add("HardSwish", unary([](OpBuilder &b, Location l, Value x) -> Value {
-        return arith::MulFOp::create(b, l, x, hardSigmoid(b, l, x, 1.0 / 6.0, 0.5));
+        return arith::MulFOp::create(b, l, x, scalar::hardSigmoid(b, l, x, 1.0 / 6.0, 0.5));
       }));
   // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x.
   add("Softplus", unary([](OpBuilder &b, Location l, Value x) -> Value {

@@ -1,6 +1,6 @@
-//===- TensorBuilders.cpp - tensor-level building blocks for importers ----===//
+//===- TensorBuilders.cpp - tensor-level building blocks ----------------===//
 
-#include "moe/Frontend/TensorBuilders.h"
+#include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"

@@ -1,6 +1,6 @@
 //===- EntryFunction.cpp - the function a tool runs or compiles -----------===//
 
-#include "moe/EntryFunction.h"
+#include "moe/Tools/EntryFunction.h"
 
 #include "llvm/ADT/StringExtras.h"
 

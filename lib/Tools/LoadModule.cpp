@@ -1,6 +1,6 @@
 //===- LoadModule.cpp - one entry for every model format ------------------===//
 
-#include "moe/Frontend/OnnxImport.h"
+#include "moe/Tools/LoadModule.h"
 #include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Pipelines/Pipelines.h"
 

@@ -1,4 +1,4 @@
-//===- TensorBuilders.h - tensor-level building blocks for importers -*- C++ -*-===//
+//===- TensorBuilders.h - tensor-level building blocks -*- C++ -*-===//
 //
 // The few shapes of computation the importers (ONNX, StableHLO) need, as linalg.generic and
 // tensor ops on ranked tensors: numpy-broadcast elementwise maps, batched
@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOE_FRONTEND_TENSORBUILDERS_H
-#define MOE_FRONTEND_TENSORBUILDERS_H
+#ifndef MOE_UTILS_TENSORBUILDERS_H
+#define MOE_UTILS_TENSORBUILDERS_H
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
@@ -73,4 +73,4 @@ Value emptyLike(OpBuilder &b, Location loc, Value like, Type element);
 
 } // namespace mlir::moe::tensor_builders
 
-#endif // MOE_FRONTEND_TENSORBUILDERS_H
+#endif // MOE_UTILS_TENSORBUILDERS_H

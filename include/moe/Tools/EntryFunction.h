@@ -1,7 +1,7 @@
 //===- EntryFunction.h - the function a tool runs or compiles ---*- C++ -*-===//
 
-#ifndef MOE_ENTRYFUNCTION_H
-#define MOE_ENTRYFUNCTION_H
+#ifndef MOE_TOOLS_ENTRYFUNCTION_H
+#define MOE_TOOLS_ENTRYFUNCTION_H
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -15,4 +15,4 @@ func::FuncOp findEntryFunction(ModuleOp module, StringRef name, StringRef fileNa
                                std::string &error);
 } // namespace mlir::moe
 
-#endif // MOE_ENTRYFUNCTION_H
+#endif // MOE_TOOLS_ENTRYFUNCTION_H

@@ -1,0 +1,56 @@
+//===- RoutedExperts.h - the expert half of a decomposed MoE layer -*- C++ -*-===//
+//
+// Given a routing (per-token slot weights and expert ids), the dispatch
+// plan, the permutation into expert order, the two grouped matmuls around
+// the activation, and the combine back into token order (docs/design.md 6,
+// steps 3-6). moe-decompose builds a moe.layer's experts with it, and the
+// ONNX Runtime MoE/QMoE converter builds its layers with it, so the
+// decomposition exists once.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_TRANSFORMS_ROUTEDEXPERTS_H
+#define MOE_TRANSFORMS_ROUTEDEXPERTS_H
+
+#include "dialects/moe/MoeOps.h"
+
+#include <functional>
+
+namespace mlir {
+class OpBuilder;
+namespace moe {
+
+struct RoutedExperts {
+  /// Expert input [T, H]; the slot weights [T, S] (f32) and expert ids
+  /// [T, S] (i32) of each token.
+  Value tokens, weights, indices;
+  /// The router logits when capacity rectification reads them, else null.
+  Value rectifyLogits;
+  /// [E, U, H] (gated: U = 2F rows [gate; up]) and [E, H, F]: the weights
+  /// of the FFN experts.
+  Value up, down;
+  /// Per-expert biases [E, U] and [E, H], or null.
+  Value upBias, downBias;
+  /// Number of experts the ids range over (FFN experts first; more when
+  /// the layer has zero-computation experts).
+  int64_t numExperts = 0, k = 1;
+  CapacityAttr capacity;
+  Activation activation = Activation::relu;
+  /// When set, builds the activation of the up projection `h` instead of
+  /// moe.activation (e.g. ONNX Runtime's parameterised SwiGLU).
+  std::function<Value(OpBuilder &, Location, Value h, RankedTensorType result)> activate;
+};
+
+struct RoutedExpertsResult {
+  /// The combined expert output [T, H], in the tokens' element type.
+  Value y;
+  DispatchOp plan;
+};
+
+/// Emits dispatch, permute, up matmul, activation, down matmul and combine.
+RoutedExpertsResult buildRoutedExperts(OpBuilder &b, Location loc, const RoutedExperts &r);
+
+} // namespace moe
+} // namespace mlir
+
+#endif // MOE_TRANSFORMS_ROUTEDEXPERTS_H
