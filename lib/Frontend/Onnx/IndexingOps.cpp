@@ -26,36 +26,34 @@ namespace tb = mlir::moe::tensor_builders;
 
 namespace {
 
-using Results = FailureOr<SmallVector<Value>>;
-
-/// The integer values of constant input `i`, or an error.
-FailureOr<SmallVector<int64_t>> constantInts(NodeContext &ctx, unsigned i, StringRef what) {
-  const ConstantTensor *c = ctx.constantInput(i);
-  std::optional<SmallVector<int64_t>> values = c ? c->asInts() : std::nullopt;
-  if (!values)
-    return ctx.error() << what << " (input " << i << ") must be a constant integer tensor", failure();
-  return *values;
-}
-
-FailureOr<int64_t> axisOf(NodeContext &ctx, int64_t axis, int64_t rank) {
-  if (axis < -rank || axis >= rank)
-    return ctx.error() << "axis " << axis << " is out of range for rank " << rank, failure();
-  return axis < 0 ? axis + rank : axis;
-}
-
-
-/// Index `i` of `dim` (size `size`) wrapped if negative.
-Value wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
-  i = arith::IndexCastOp::create(b, l, b.getIndexType(), i);
-  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, scalar::constIndex(b, l, 0));
-  return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
-}
-
 /// Index `i` wrapped if negative, then clamped to [0, size): a gather's
 /// out-of-range index (undefined in ONNX) never reads outside the tensor.
 Value clampIndex(OpBuilder &b, Location l, Value i, Value size) {
   Value wrapped = arith::MaxSIOp::create(b, l, wrapIndex(b, l, i, size), scalar::constIndex(b, l, 0));
   return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, scalar::constIndex(b, l, 1)));
+}
+
+/// A linalg.generic over `init`'s shape (the result) whose element at each
+/// point is data[at(point, args)]: `inputs` are read through `inputMaps`
+/// into `args`, `point` holds the result's linalg.index values.
+Value gatherGeneric(OpBuilder &b, Location loc, Value data, Value init, ValueRange inputs,
+                    ArrayRef<AffineMap> inputMaps,
+                    function_ref<SmallVector<Value>(OpBuilder &, Location, ArrayRef<Value>, ValueRange)> at) {
+  auto resultType = cast<RankedTensorType>(init.getType());
+  int64_t rank = resultType.getRank();
+  SmallVector<AffineMap> maps(inputMaps);
+  maps.push_back(b.getMultiDimIdentityMap(rank));
+  return linalg::GenericOp::create(
+             b, loc, TypeRange{resultType}, inputs, ValueRange{init}, maps,
+             SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+             [&](OpBuilder &nb, Location nl, ValueRange args) {
+               SmallVector<Value> point;
+               for (int64_t d = 0; d < rank; ++d)
+                 point.push_back(linalg::IndexOp::create(nb, nl, d));
+               SmallVector<Value> indices = at(nb, nl, point, args);
+               linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, indices)});
+             })
+      .getResult(0);
 }
 
 /// The axis of Gather or GatherElements after checking their data and
@@ -69,7 +67,7 @@ FailureOr<int64_t> gatherAxis(NodeContext &ctx, bool sameRank) {
     return ctx.error() << "indices must be integers" << (sameRank ? " of the data's rank" : "") << ", got "
                        << indexType,
            failure();
-  return axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
+  return ctx.normalizeAxis(ctx.intAttr("axis", 0), dataType.getRank());
 }
 
 /// data.shape[:axis] + indices.shape + data.shape[axis+1:]; negative
@@ -107,21 +105,14 @@ Results convertGather(NodeContext &ctx) {
   for (int64_t d = 0; d < ir; ++d)
     indexExprs.push_back(getAffineDimExpr(*axis + d, mctx));
   Value axisSize = tb::dimSize(b, loc, data, *axis);
-  auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{resultType}, ValueRange{indices}, ValueRange{init},
-      ArrayRef<AffineMap>{AffineMap::get(rank, 0, indexExprs, mctx), b.getMultiDimIdentityMap(rank)},
-      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
-      [&](OpBuilder &nb, Location nl, ValueRange args) {
-        Value i = clampIndex(nb, nl, args[0], axisSize);
-        SmallVector<Value> at;
-        for (int64_t d = 0; d < *axis; ++d)
-          at.push_back(linalg::IndexOp::create(nb, nl, d));
-        at.push_back(i);
-        for (int64_t d = *axis + ir; d < rank; ++d)
-          at.push_back(linalg::IndexOp::create(nb, nl, d));
-        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at)});
-      });
-  return SmallVector<Value>{generic.getResult(0)};
+  return SmallVector<Value>{gatherGeneric(
+      b, loc, data, init, indices, AffineMap::get(rank, 0, indexExprs, mctx),
+      [&](OpBuilder &nb, Location nl, ArrayRef<Value> point, ValueRange args) {
+        SmallVector<Value> at(point.take_front(*axis));
+        at.push_back(clampIndex(nb, nl, args[0], axisSize));
+        llvm::append_range(at, point.drop_front(*axis + ir));
+        return at;
+      })};
 }
 
 /// Slice with constant axes and (positive) steps; starts and ends constant
@@ -145,7 +136,7 @@ Results convertSlice(NodeContext &ctx) {
     return failure();
   SmallVector<int64_t> axes, steps(starts->size(), 1);
   if (ctx.input(3)) {
-    FailureOr<SmallVector<int64_t>> a = constantInts(ctx, 3, "axes");
+    FailureOr<SmallVector<int64_t>> a = ctx.constantInts(3, "axes");
     if (failed(a))
       return failure();
     axes = *a;
@@ -153,7 +144,7 @@ Results convertSlice(NodeContext &ctx) {
     axes = llvm::to_vector(llvm::seq<int64_t>(0, starts->size()));
   }
   if (ctx.input(4)) {
-    FailureOr<SmallVector<int64_t>> s = constantInts(ctx, 4, "steps");
+    FailureOr<SmallVector<int64_t>> s = ctx.constantInts(4, "steps");
     if (failed(s))
       return failure();
     steps = *s;
@@ -166,7 +157,7 @@ Results convertSlice(NodeContext &ctx) {
                             strides(rank, b.getIndexAttr(1));
   SmallVector<int64_t> shape(type.getShape());
   for (size_t i = 0; i < axes.size(); ++i) {
-    FailureOr<int64_t> axis = axisOf(ctx, axes[i], rank);
+    FailureOr<int64_t> axis = ctx.normalizeAxis(axes[i], rank);
     if (failed(axis))
       return failure();
     if (steps[i] <= 0)
@@ -216,31 +207,25 @@ Results convertGatherElements(NodeContext &ctx) {
   if (failed(axis))
     return failure();
   Value data = ctx.input(0), indices = ctx.input(1);
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  RankedTensorType dataType = ctx.inputType(0);
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t rank = dataType.getRank();
-  auto resultType = RankedTensorType::get(indexType.getShape(), dataType.getElementType());
   Value axisSize = tb::dimSize(b, loc, data, *axis);
-  auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{resultType}, ValueRange{indices},
-      ValueRange{tb::emptyLike(b, loc, indices, dataType.getElementType())},
-      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), b.getMultiDimIdentityMap(rank)},
-      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
-      [&](OpBuilder &nb, Location nl, ValueRange args) {
-        SmallVector<Value> at;
-        for (int64_t d = 0; d < rank; ++d)
-          at.push_back(d == *axis ? clampIndex(nb, nl, args[0], axisSize) : linalg::IndexOp::create(nb, nl, d));
-        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at)});
-      });
-  return SmallVector<Value>{generic.getResult(0)};
+  return SmallVector<Value>{gatherGeneric(
+      b, loc, data, tb::emptyLike(b, loc, indices, dataType.getElementType()), indices,
+      b.getMultiDimIdentityMap(rank), [&](OpBuilder &nb, Location nl, ArrayRef<Value> point, ValueRange args) {
+        SmallVector<Value> at(point);
+        at[*axis] = clampIndex(nb, nl, args[0], axisSize);
+        return at;
+      })};
 }
 
 Results convertConcat(NodeContext &ctx) {
   if (ctx.inputs.empty() || llvm::any_of(ctx.inputs, [](Value v) { return !v; }))
     return ctx.error() << "every input is required", failure();
   int64_t rank = ctx.inputType(0).getRank();
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), rank);
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", 0), rank);
   if (failed(axis))
     return failure();
   for (unsigned i = 1; i < ctx.inputs.size(); ++i)
@@ -258,13 +243,13 @@ Results convertSplit(NodeContext &ctx) {
   if (!data)
     return ctx.error() << "input is required", failure();
   RankedTensorType type = ctx.inputType(0);
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), type.getRank());
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", 0), type.getRank());
   if (failed(axis))
     return failure();
   int64_t dim = type.getDimSize(*axis);
   SmallVector<int64_t> parts;
   if (ctx.opset >= 13 && ctx.input(1)) {
-    FailureOr<SmallVector<int64_t>> s = constantInts(ctx, 1, "split");
+    FailureOr<SmallVector<int64_t>> s = ctx.constantInts(1, "split");
     if (failed(s))
       return failure();
     parts = *s;
@@ -414,8 +399,8 @@ Results convertTopK(NodeContext &ctx) {
   if (!x || !isa<FloatType>(ctx.inputType(0).getElementType()))
     return ctx.error() << "X must be a float tensor", failure();
   RankedTensorType type = ctx.inputType(0);
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", -1), type.getRank());
-  FailureOr<SmallVector<int64_t>> k = constantInts(ctx, 1, "K");
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", -1), type.getRank());
+  FailureOr<SmallVector<int64_t>> k = ctx.constantInts(1, "K");
   if (failed(axis) || failed(k))
     return failure();
   if (*axis != type.getRank() - 1 || !ctx.intAttr("largest", 1))
@@ -465,12 +450,12 @@ Results convertTopK(NodeContext &ctx) {
 /// all-off row (as the spec says).
 Results convertOneHot(NodeContext &ctx) {
   Value indices = ctx.input(0), values = ctx.input(2);
-  FailureOr<SmallVector<int64_t>> depth = constantInts(ctx, 1, "depth");
+  FailureOr<SmallVector<int64_t>> depth = ctx.constantInts(1, "depth");
   if (!indices || !values || failed(depth))
     return failure();
   RankedTensorType indexType = ctx.inputType(0);
   int64_t rank = indexType.getRank() + 1;
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", -1), rank);
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", -1), rank);
   if (failed(axis))
     return failure();
   if (ctx.inputType(2).getNumElements() != 2)
@@ -507,148 +492,6 @@ Results convertOneHot(NodeContext &ctx) {
   return SmallVector<Value>{generic.getResult(0)};
 }
 
-/// `old (reduction) update` for ScatterND/ScatterElements.
-FailureOr<std::function<Value(OpBuilder &, Location, Value, Value)>> scatterReduction(NodeContext &ctx) {
-  std::string reduction = ctx.stringAttr("reduction", "none");
-  bool isFloat = isa<FloatType>(ctx.inputType(0).getElementType());
-  if (reduction == "none")
-    return std::function<Value(OpBuilder &, Location, Value, Value)>(
-        [](OpBuilder &, Location, Value, Value update) { return update; });
-  if (reduction == "add")
-    return std::function<Value(OpBuilder &, Location, Value, Value)>(
-        [isFloat](OpBuilder &b, Location l, Value old, Value update) -> Value {
-          return isFloat ? arith::AddFOp::create(b, l, old, update).getResult()
-                         : arith::AddIOp::create(b, l, old, update).getResult();
-        });
-  if (reduction == "mul")
-    return std::function<Value(OpBuilder &, Location, Value, Value)>(
-        [isFloat](OpBuilder &b, Location l, Value old, Value update) -> Value {
-          return isFloat ? arith::MulFOp::create(b, l, old, update).getResult()
-                         : arith::MulIOp::create(b, l, old, update).getResult();
-        });
-  return ctx.error() << "reduction '" << reduction << "' is not supported (none, add, mul are)", failure();
-}
-
-/// The multi-index of row-major position `flat` in a tensor of `sizes`.
-SmallVector<Value> unflatten(OpBuilder &b, Location l, Value flat, ArrayRef<Value> sizes) {
-  SmallVector<Value> idx(sizes.size());
-  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
-    idx[d] = arith::RemUIOp::create(b, l, flat, sizes[d]);
-    flat = arith::DivUIOp::create(b, l, flat, sizes[d]);
-  }
-  return idx;
-}
-
-/// A sequential loop over [0, count) carrying `init` (scatters apply their
-/// updates in order, so duplicates reduce deterministically).
-Value scatterLoop(OpBuilder &b, Location l, Value count, Value init,
-                  function_ref<Value(OpBuilder &, Location, Value, Value)> body) {
-  Value lower = scalar::constIndex(b, l, 0), step = scalar::constIndex(b, l, 1);
-  auto loop = scf::ForOp::create(b, l, lower, count, step, ValueRange{init});
-  OpBuilder::InsertionGuard guard(b);
-  Block *block = loop.getBody();
-  if (!block->empty() && block->back().hasTrait<OpTrait::IsTerminator>())
-    block->back().erase();
-  b.setInsertionPointToEnd(block);
-  Value next = body(b, l, loop.getInductionVar(), loop.getRegionIterArgs()[0]);
-  scf::YieldOp::create(b, l, ValueRange{next});
-  return loop.getResult(0);
-}
-
-Value product(OpBuilder &b, Location l, ArrayRef<Value> sizes) {
-  Value p = scalar::constIndex(b, l, 1);
-  for (Value s : sizes)
-    p = arith::MulIOp::create(b, l, p, s);
-  return p;
-}
-
-
-/// The operands every scatter takes, and its reduction.
-struct ScatterArgs {
-  Value data, indices, updates;
-  std::function<Value(OpBuilder &, Location, Value, Value)> reduce;
-};
-
-FailureOr<ScatterArgs> scatterArgs(NodeContext &ctx) {
-  ScatterArgs args{ctx.input(0), ctx.input(1), ctx.input(2), {}};
-  if (!args.data || !args.indices || !args.updates)
-    return ctx.error() << "data, indices and updates are required", failure();
-  auto reduce = scatterReduction(ctx);
-  if (failed(reduce))
-    return failure();
-  args.reduce = *reduce;
-  return args;
-}
-
-/// ScatterND(data, indices [..., q], updates): updates in order.
-Results convertScatterND(NodeContext &ctx) {
-  FailureOr<ScatterArgs> args = scatterArgs(ctx);
-  if (failed(args))
-    return failure();
-  Value data = args->data, indices = args->indices, updates = args->updates;
-  auto *reduce = &args->reduce;
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
-  int64_t q = indexType.getShape().back();
-  if (ShapedType::isDynamic(q) || q > dataType.getRank())
-    return ctx.error() << "the last dimension of indices must be a static size <= the data's rank", failure();
-  OpBuilder &b = ctx.b;
-  Location loc = ctx.loc;
-  SmallVector<Value> dataSizes, pointSizes, sliceSizes;
-  for (int64_t d = 0; d < dataType.getRank(); ++d)
-    dataSizes.push_back(tb::dimSize(b, loc, data, d));
-  for (int64_t d = 0; d + 1 < indexType.getRank(); ++d)
-    pointSizes.push_back(tb::dimSize(b, loc, indices, d));
-  sliceSizes.assign(dataSizes.begin() + q, dataSizes.end());
-  Value points = product(b, loc, pointSizes), slice = product(b, loc, sliceSizes);
-  Value result = scatterLoop(b, loc, points, data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
-    SmallVector<Value> at = unflatten(b1, l1, p, pointSizes);
-    SmallVector<Value> target;
-    for (int64_t j = 0; j < q; ++j) {
-      SmallVector<Value> idx(at);
-      idx.push_back(scalar::constIndex(b1, l1, j));
-      target.push_back(wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
-    }
-    return scatterLoop(b1, l1, slice, acc, [&](OpBuilder &b2, Location l2, Value s, Value acc2) {
-      SmallVector<Value> within = unflatten(b2, l2, s, sliceSizes);
-      SmallVector<Value> dataIdx(target), updateIdx(at);
-      llvm::append_range(dataIdx, within);
-      llvm::append_range(updateIdx, within);
-      Value update = tensor::ExtractOp::create(b2, l2, updates, updateIdx);
-      Value old = tensor::ExtractOp::create(b2, l2, acc2, dataIdx);
-      return tensor::InsertOp::create(b2, l2, (*reduce)(b2, l2, old, update), acc2, dataIdx).getResult();
-    });
-  });
-  return SmallVector<Value>{result};
-}
-
-/// ScatterElements(data, indices, updates, axis): updates in order.
-Results convertScatterElements(NodeContext &ctx) {
-  FailureOr<ScatterArgs> args = scatterArgs(ctx);
-  if (failed(args))
-    return failure();
-  Value data = args->data, indices = args->indices, updates = args->updates;
-  auto *reduce = &args->reduce;
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
-  FailureOr<int64_t> axis = axisOf(ctx, ctx.intAttr("axis", 0), dataType.getRank());
-  if (failed(axis) || indexType.getRank() != dataType.getRank())
-    return ctx.error() << "indices must have the data's rank", failure();
-  OpBuilder &b = ctx.b;
-  Location loc = ctx.loc;
-  SmallVector<Value> sizes;
-  for (int64_t d = 0; d < indexType.getRank(); ++d)
-    sizes.push_back(tb::dimSize(b, loc, indices, d));
-  Value axisSize = tb::dimSize(b, loc, data, *axis);
-  Value result = scatterLoop(b, loc, product(b, loc, sizes), data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
-    SmallVector<Value> at = unflatten(b1, l1, p, sizes);
-    SmallVector<Value> target(at);
-    target[*axis] = wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
-    Value old = tensor::ExtractOp::create(b1, l1, acc, target);
-    Value update = tensor::ExtractOp::create(b1, l1, updates, at);
-    return tensor::InsertOp::create(b1, l1, (*reduce)(b1, l1, old, update), acc, target).getResult();
-  });
-  return SmallVector<Value>{result};
-}
-
 /// GatherND(data, indices) with batch_dims = 0: out[p, s] = data[indices[p,
 /// :q], s], the result indices.shape[:-1] + data.shape[q:]; negative
 /// indices count from the end, out-of-range ones are clamped (as Gather).
@@ -681,25 +524,18 @@ Results convertGatherND(NodeContext &ctx) {
   for (int64_t d = 0; d < q; ++d)
     dataSizes.push_back(tb::dimSize(b, loc, data, d));
   auto resultType = RankedTensorType::get(shape, dataType.getElementType());
-  int64_t rank = shape.size();
-  auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{resultType}, ValueRange{}, ValueRange{tb::empty(b, loc, resultType, dynamic)},
-      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
-      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
-      [&](OpBuilder &nb, Location nl, ValueRange) {
-        SmallVector<Value> point, at;
-        for (int64_t d = 0; d < points; ++d)
-          point.push_back(linalg::IndexOp::create(nb, nl, d));
+  return SmallVector<Value>{gatherGeneric(
+      b, loc, data, tb::empty(b, loc, resultType, dynamic), ValueRange{}, {},
+      [&](OpBuilder &nb, Location nl, ArrayRef<Value> point, ValueRange) {
+        SmallVector<Value> at;
         for (int64_t j = 0; j < q; ++j) {
-          SmallVector<Value> idx(point);
+          SmallVector<Value> idx(point.take_front(points));
           idx.push_back(scalar::constIndex(nb, nl, j));
           at.push_back(clampIndex(nb, nl, tensor::ExtractOp::create(nb, nl, indices, idx), dataSizes[j]));
         }
-        for (int64_t d = points; d < rank; ++d)
-          at.push_back(linalg::IndexOp::create(nb, nl, d));
-        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at)});
-      });
-  return SmallVector<Value>{generic.getResult(0)};
+        llvm::append_range(at, point.drop_front(points));
+        return at;
+      })};
 }
 
 /// Trilu(input, k = 0, upper = 1): the last two dimensions' upper (j - i >=
@@ -740,6 +576,12 @@ Results convertTrilu(NodeContext &ctx) {
 
 } // namespace
 
+Value mlir::moe::onnx_import::wrapIndex(OpBuilder &b, Location l, Value i, Value size) {
+  i = arith::IndexCastOp::create(b, l, b.getIndexType(), i);
+  Value negative = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, i, scalar::constIndex(b, l, 0));
+  return arith::SelectOp::create(b, l, negative, arith::AddIOp::create(b, l, i, size), i);
+}
+
 void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &converters) {
   auto add = [&](StringRef op, ConvertFn fn) { converters.push_back({"", op, std::move(fn)}); };
   add("Gather", convertGather);
@@ -753,8 +595,6 @@ void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &con
   add("Where", convertWhere);
   add("TopK", convertTopK);
   add("OneHot", convertOneHot);
-  add("ScatterND", convertScatterND);
-  add("ScatterElements", convertScatterElements);
   add("GatherND", convertGatherND);
   add("Trilu", convertTrilu);
 }

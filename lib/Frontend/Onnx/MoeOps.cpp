@@ -42,7 +42,6 @@ namespace tb = mlir::moe::tensor_builders;
 
 namespace {
 
-using Results = FailureOr<SmallVector<Value>>;
 
 /// Where the operands of a MoE or QMoE node are.
 struct MoeLayout {

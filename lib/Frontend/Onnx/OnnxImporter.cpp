@@ -9,11 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "ExpertMixture.h"
-#include "MoeBlocks.h"
-
-#include <cstdio>
-#include "OnnxImporter.h"
+#include "GraphImporter.h"
 #include "moe/Utils/TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
 #include "moe/Support/Npy.h"
@@ -40,6 +36,7 @@
 #include "llvm/Support/SourceMgr.h"
 
 #include <cmath>
+#include <cstdio>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -78,337 +75,36 @@ std::optional<SmallVector<int64_t>> NodeContext::intsAttr(StringRef name) const 
   return SmallVector<int64_t>(a->ints().begin(), a->ints().end());
 }
 
+LogicalResult NodeContext::expectInputs(unsigned n, bool floats) const {
+  for (unsigned i = 0; i < n; ++i) {
+    if (!input(i))
+      return error() << "input " << i << " is required";
+    if (floats && !isa<FloatType>(inputType(i).getElementType()))
+      return error() << "input " << i << " must be a float tensor, got " << input(i).getType();
+  }
+  return success();
+}
+
+FailureOr<int64_t> NodeContext::normalizeAxis(int64_t axis, int64_t rank) const {
+  if (axis < -rank || axis >= rank)
+    return error() << "axis " << axis << " is out of range for rank " << rank, failure();
+  return axis < 0 ? axis + rank : axis;
+}
+
+FailureOr<SmallVector<int64_t>> NodeContext::constantInts(unsigned i, StringRef what) const {
+  const ConstantTensor *c = constantInput(i);
+  std::optional<SmallVector<int64_t>> values = c ? c->asInts() : std::nullopt;
+  if (!values)
+    return error() << what << " (input " << i << ") must be a constant integer tensor", failure();
+  return *values;
+}
+
 InFlightDiagnostic NodeContext::error() const {
   return emitError(loc) << "node '" << node.name() << "' (" << node.op_type() << ", opset " << opset
                         << "): ";
 }
 
-//===----------------------------------------------------------------------===//
-// Constants
-//===----------------------------------------------------------------------===//
-
-Type mlir::moe::onnx_import::elementTypeOf(MLIRContext *context, int32_t dataType) {
-  Builder b(context);
-  switch (dataType) {
-  case onnx::TensorProto::FLOAT: return b.getF32Type();
-  case onnx::TensorProto::FLOAT16: return b.getF16Type();
-  case onnx::TensorProto::BFLOAT16: return b.getBF16Type();
-  case onnx::TensorProto::DOUBLE: return b.getF64Type();
-  case onnx::TensorProto::INT8:
-  case onnx::TensorProto::UINT8: return b.getIntegerType(8);
-  case onnx::TensorProto::INT16:
-  case onnx::TensorProto::UINT16: return b.getIntegerType(16);
-  case onnx::TensorProto::INT32:
-  case onnx::TensorProto::UINT32: return b.getI32Type();
-  case onnx::TensorProto::INT64:
-  case onnx::TensorProto::UINT64: return b.getI64Type();
-  case onnx::TensorProto::BOOL: return b.getI1Type();
-  default: return Type();
-  }
-}
-
-static int64_t byteWidth(Type element) {
-  return element.isInteger(1) ? 1 : static_cast<int64_t>(element.getIntOrFloatBitWidth() / 8);
-}
-
-std::optional<SmallVector<int64_t>> ConstantTensor::asInts() const {
-  Type element = type.getElementType();
-  if (!isa<IntegerType>(element))
-    return std::nullopt;
-  int64_t width = byteWidth(element);
-  SmallVector<int64_t> values;
-  for (size_t i = 0; i + width <= bytes.size(); i += width) {
-    int64_t v = 0;
-    switch (width) {
-    case 1: v = static_cast<int8_t>(bytes[i]); break;
-    case 2: { int16_t x; memcpy(&x, bytes.data() + i, 2); v = x; break; }
-    case 4: { int32_t x; memcpy(&x, bytes.data() + i, 4); v = x; break; }
-    default: memcpy(&v, bytes.data() + i, 8); break;
-    }
-    values.push_back(v);
-  }
-  return values;
-}
-
-std::optional<std::vector<float>> ConstantTensor::asFloats() const {
-  Type element = type.getElementType();
-  std::vector<float> values;
-  int64_t width = isa<FloatType>(element) ? byteWidth(element) : 0;
-  for (size_t i = 0; width && i + width <= bytes.size(); i += width) {
-    if (element.isF32()) {
-      float x;
-      memcpy(&x, bytes.data() + i, 4);
-      values.push_back(x);
-    } else if (element.isF64()) {
-      double x;
-      memcpy(&x, bytes.data() + i, 8);
-      values.push_back(static_cast<float>(x));
-    } else {
-      uint16_t bits;
-      memcpy(&bits, bytes.data() + i, 2);
-      APFloat f(element.isBF16() ? APFloat::BFloat() : APFloat::IEEEhalf(), APInt(16, bits));
-      values.push_back(f.convertToFloat());
-    }
-  }
-  if (!width)
-    return std::nullopt;
-  return values;
-}
-
-namespace {
-
-/// The flat index of the first NaN of a float constant.
-std::optional<int64_t> firstNaN(const ConstantTensor &constant) {
-  Type element = constant.type.getElementType();
-  const char *data = constant.bytes.data();
-  int64_t count = constant.type.getNumElements();
-  for (int64_t i = 0; i < count; ++i) {
-    bool nan = false;
-    if (element.isF32()) {
-      float v;
-      memcpy(&v, data + 4 * i, 4);
-      nan = std::isnan(v);
-    } else if (element.isF64()) {
-      double v;
-      memcpy(&v, data + 8 * i, 8);
-      nan = std::isnan(v);
-    } else if (element.isF16() || element.isBF16()) {
-      uint16_t bits;
-      memcpy(&bits, data + 2 * i, 2);
-      uint16_t exponent = element.isF16() ? 0x7C00 : 0x7F80;
-      nan = (bits & exponent) == exponent && (bits & ~(exponent | 0x8000)) != 0;
-    } else {
-      return std::nullopt;
-    }
-    if (nan)
-      return i;
-  }
-  return std::nullopt;
-}
-
-/// Imports one model.
-class GraphImporter {
-public:
-  GraphImporter(MLIRContext *context, StringRef fileName, const OnnxImportOptions &options)
-      : context(context), fileName(fileName.str()), options(options), builder(context),
-        fileLoc(FileLineColLoc::get(context, fileName, 0, 0)) {
-    addStandardConverters(converters);
-    addIndexingConverters(converters);
-    addMoeConverters(converters);
-  }
-
-  OwningOpRef<ModuleOp> run(StringRef bytes);
-
-private:
-  InFlightDiagnostic error() { return emitError(fileLoc); }
-  Location nodeLoc(const onnx::NodeProto &node, size_t index) {
-    std::string name = node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
-    return NameLoc::get(StringAttr::get(context, name), fileLoc);
-  }
-
-  FailureOr<RankedTensorType> typeOf(const onnx::ValueInfoProto &info);
-  FailureOr<ConstantTensor> decode(const onnx::TensorProto &tensor, StringRef what);
-  FailureOr<ArrayRef<char>> externalBytes(const onnx::TensorProto &tensor, StringRef what, int64_t size);
-  Value materialize(StringRef name, const ConstantTensor &constant);
-  Value weightArgument(StringRef name, const ConstantTensor &constant);
-  FailureOr<Value> lookup(StringRef name, Location loc);
-  LogicalResult importNode(const onnx::NodeProto &node, size_t index);
-  LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
-  LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
-  LogicalResult importGptOssBlock(const MoeBlock &block, Location loc);
-  LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down);
-  std::string supportedOps() const;
-
-  MLIRContext *context;
-  std::string fileName;
-  const OnnxImportOptions &options;
-  OpBuilder builder;
-  Location fileLoc;
-  onnx::ModelProto model;
-  std::vector<OpConverter> converters;
-  llvm::StringMap<int64_t> opsets;
-  llvm::StringMap<Value> values;
-  llvm::StringMap<ConstantTensor> constants;
-  llvm::StringMap<ShapeVector> shapes;
-  llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>> externalFiles;
-  Block *entry = nullptr;
-  func::FuncOp function;
-  Operation *lastConstant = nullptr;
-};
-
-std::string domainOf(StringRef domain) { return domain == "ai.onnx" ? "" : domain.str(); }
-
-FailureOr<RankedTensorType> GraphImporter::typeOf(const onnx::ValueInfoProto &info) {
-  if (!info.type().has_tensor_type())
-    return error() << "graph value '" << info.name() << "' is not a tensor", failure();
-  const onnx::TypeProto::Tensor &tensor = info.type().tensor_type();
-  Type element = elementTypeOf(context, tensor.elem_type());
-  if (!element)
-    return error() << "graph value '" << info.name() << "' has an unsupported element type (ONNX data type "
-                   << tensor.elem_type() << ")",
-           failure();
-  if (!tensor.has_shape())
-    return error() << "graph value '" << info.name() << "' has no shape; give its rank and sizes",
-           failure();
-  SmallVector<int64_t> shape;
-  for (const onnx::TensorShapeProto::Dimension &dim : tensor.shape().dim())
-    shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0 ? dim.dim_value() : ShapedType::kDynamic);
-  return RankedTensorType::get(shape, element);
-}
-
-FailureOr<ArrayRef<char>> GraphImporter::externalBytes(const onnx::TensorProto &tensor, StringRef what,
-                                                       int64_t size) {
-  std::string location;
-  int64_t offset = 0, length = -1;
-  for (const onnx::StringStringEntryProto &entry : tensor.external_data()) {
-    if (entry.key() == "location")
-      location = entry.value();
-    else if (entry.key() == "offset")
-      offset = std::stoll(entry.value());
-    else if (entry.key() == "length")
-      length = std::stoll(entry.value());
-  }
-  if (location.empty() || llvm::sys::path::is_absolute(location) || StringRef(location).contains(".."))
-    return error() << what << ": external data location '" << location
-                   << "' must be a relative path inside the model's directory",
-           failure();
-  SmallString<256> path(options.externalDataDir);
-  llvm::sys::path::append(path, location);
-  auto &file = externalFiles[path];
-  if (!file) {
-    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false);
-    if (!buffer)
-      return error() << what << ": cannot open external data file '" << path
-                     << "': " << buffer.getError().message(),
-             failure();
-    file = std::move(*buffer);
-  }
-  if (length < 0)
-    length = size;
-  if (length != size || offset < 0 || offset + length > static_cast<int64_t>(file->getBufferSize()))
-    return error() << what << ": external data '" << path << "' (offset " << offset << ", length " << length
-                   << ") does not hold the " << size << " bytes of the tensor (file size "
-                   << file->getBufferSize() << ")",
-           failure();
-  return ArrayRef<char>(file->getBufferStart() + offset, length);
-}
-
-FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor, StringRef what) {
-  Type element = elementTypeOf(context, tensor.data_type());
-  if (!element)
-    return error() << what << ": unsupported element type (ONNX data type " << tensor.data_type() << ")",
-           failure();
-  SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
-  if (llvm::any_of(shape, [](int64_t d) { return d < 0; }))
-    return error() << what << ": negative dimension", failure();
-  ConstantTensor constant;
-  constant.type = RankedTensorType::get(shape, element);
-  int64_t count = constant.type.getNumElements();
-  int64_t size = count * byteWidth(element);
-  if (tensor.data_location() == onnx::TensorProto::EXTERNAL) {
-    FailureOr<ArrayRef<char>> bytes = externalBytes(tensor, what, size);
-    if (failed(bytes))
-      return failure();
-    constant.bytes = *bytes;
-    return constant;
-  }
-  if (tensor.has_raw_data()) {
-    if (static_cast<int64_t>(tensor.raw_data().size()) != size)
-      return error() << what << ": raw data has " << tensor.raw_data().size() << " bytes, the type "
-                     << constant.type << " needs " << size,
-             failure();
-    constant.bytes = ArrayRef<char>(tensor.raw_data().data(), size);
-    return constant;
-  }
-  // Typed fields: decoded into owned bytes.
-  auto owned = std::make_shared<std::vector<char>>(size);
-  auto put = [&](int64_t i, const void *src) { memcpy(owned->data() + i * byteWidth(element), src, byteWidth(element)); };
-  int64_t available = 0;
-  // Each value's low bytes (little-endian) are the element's.
-  auto copyAll = [&](const auto &field) {
-    available = field.size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      auto v = field.Get(i);
-      put(i, &v);
-    }
-  };
-  switch (tensor.data_type()) {
-  case onnx::TensorProto::FLOAT: copyAll(tensor.float_data()); break;
-  case onnx::TensorProto::DOUBLE: copyAll(tensor.double_data()); break;
-  case onnx::TensorProto::INT64: copyAll(tensor.int64_data()); break;
-  case onnx::TensorProto::UINT32:
-  case onnx::TensorProto::UINT64: copyAll(tensor.uint64_data()); break;
-  default: copyAll(tensor.int32_data()); break; // every narrower type, f16/bf16 as bit patterns
-  }
-  if (available != count)
-    return error() << what << ": holds " << available << " values, its shape needs " << count, failure();
-  constant.owned = owned;
-  constant.bytes = ArrayRef<char>(owned->data(), owned->size());
-  return constant;
-}
-
-/// Small or integer constants are dense attributes (readable, foldable);
-/// weights are resources, copied once into the blob.
-Value GraphImporter::materialize(StringRef name, const ConstantTensor &constant) {
-  if (options.weightsAsInputsMinBytes >= 0 && isa<FloatType>(constant.type.getElementType()) &&
-      static_cast<int64_t>(constant.bytes.size()) >= options.weightsAsInputsMinBytes)
-    return weightArgument(name, constant);
-  OpBuilder::InsertionGuard guard(builder);
-  if (lastConstant)
-    builder.setInsertionPointAfter(lastConstant);
-  else
-    builder.setInsertionPointToStart(entry);
-  Type element = constant.type.getElementType();
-  ElementsAttr attr;
-  if (element.isInteger(1)) {
-    SmallVector<bool> bits(constant.bytes.begin(), constant.bytes.end());
-    attr = DenseElementsAttr::get(constant.type, ArrayRef<bool>(bits));
-  } else if (constant.type.getNumElements() <= 64 || isa<IntegerType>(element)) {
-    attr = DenseElementsAttr::getFromRawBuffer(constant.type, constant.bytes);
-  } else {
-    std::string blobName = name.str();
-    for (char &c : blobName)
-      if (!llvm::isAlnum(c) && c != '_' && c != '.')
-        c = '_';
-    attr = DenseResourceElementsAttr::get(
-        constant.type, blobName,
-        HeapAsmResourceBlob::allocateAndCopyWithAlign(constant.bytes, alignof(uint64_t)));
-  }
-  auto op = arith::ConstantOp::create(builder, NameLoc::get(StringAttr::get(context, name), fileLoc),
-                                      cast<TypedAttr>(attr));
-  lastConstant = op;
-  return op;
-}
-
-/// A weight as a function argument (and, with a weights directory, its
-/// data as <name>.npy for the caller to pass).
-Value GraphImporter::weightArgument(StringRef name, const ConstantTensor &constant) {
-  unsigned index = function.getNumArguments();
-  Location loc = NameLoc::get(StringAttr::get(context, name), fileLoc);
-  (void)function.insertArgument(index, constant.type,
-                                builder.getDictionaryAttr(builder.getNamedAttr("onnx.name", builder.getStringAttr(name))),
-                                loc);
-  if (!options.weightsDir.empty()) {
-    Type element = constant.type.getElementType();
-    npy::Array array;
-    array.type = element.isF64()   ? npy::DType::f64
-                 : element.isF16() ? npy::DType::f16
-                 : element.isBF16() ? npy::DType::bf16
-                                    : npy::DType::f32;
-    array.shape.assign(constant.type.getShape().begin(), constant.type.getShape().end());
-    array.data.assign(constant.bytes.begin(), constant.bytes.end());
-    std::string file = name.str();
-    for (char &c : file)
-      if (!llvm::isAlnum(c) && c != '_' && c != '.' && c != '-')
-        c = '_';
-    SmallString<256> path(options.weightsDir);
-    llvm::sys::path::append(path, file + ".npy");
-    std::string error;
-    if (llvm::sys::fs::create_directories(options.weightsDir) || !npy::write(path.str().str(), array, error))
-      emitWarning(loc) << "cannot write weight '" << name << "' to " << path << ": " << error;
-  }
-  return function.getArgument(index);
-}
+static std::string domainOf(StringRef domain) { return domain == "ai.onnx" ? "" : domain.str(); }
 
 FailureOr<Value> GraphImporter::lookup(StringRef name, Location loc) {
   auto it = values.find(name);
@@ -462,183 +158,6 @@ LogicalResult GraphImporter::importConstant(const onnx::NodeProto &node, Locatio
     constant->bytes = ArrayRef<char>(constant->owned->data(), constant->owned->size());
   }
   constants[node.output(0)] = *constant;
-  return success();
-}
-
-/// One moe.layer for a block of plain ops (MoeBlocks.cpp): softmax over the
-/// router logits, top-k, [renormalised], SwiGLU experts.
-LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
-  if (block.gptOss)
-    return importGptOssBlock(block, loc);
-  std::string gateUpName = block.gateUp, downName = block.down;
-  if (!block.expertDown.empty() && failed(stackExpertWeights(block, loc, gateUpName, downName)))
-    return failure();
-  FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight.name, loc),
-                   up = lookup(gateUpName, loc), down = lookup(downName, loc);
-  if (failed(x) || failed(router) || failed(up) || failed(down))
-    return failure();
-  auto xType = cast<RankedTensorType>(x->getType());
-  auto routerType = cast<RankedTensorType>(router->getType());
-  auto upType = cast<RankedTensorType>(up->getType()), downType = cast<RankedTensorType>(down->getType());
-  Type element = xType.getElementType();
-  if (xType.getRank() != 2 || routerType.getRank() != 2 || upType.getRank() != 3 || downType.getRank() != 3)
-    return emitError(loc) << "MoE block: expected x [tokens, hidden], a 2-D router and 3-D expert weights";
-  int64_t hidden = xType.getDimSize(1), experts = upType.getDimSize(0), ffn = upType.getDimSize(1) / 2;
-  ArrayRef<int64_t> routerShape = routerType.getShape();
-  if (routerShape != (block.routerWeight.rows ? ArrayRef<int64_t>{experts, hidden} : ArrayRef<int64_t>{hidden, experts}) ||
-      upType.getDimSize(2) != hidden ||
-      upType.getDimSize(1) % 2 != 0 || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
-      routerType.getElementType() != element || upType.getElementType() != element ||
-      downType.getElementType() != element || block.k < 1 || block.k > experts)
-    return emitError(loc) << "MoE block: inconsistent shapes: x " << xType << ", router " << routerType
-                          << ", gate/up " << upType << ", down " << downType << ", k = " << block.k;
-  // A linear map's weight as rows [out, in]: as given, or x @ W's transposed.
-  auto rows = [&](const LinearWeight &name, Value w) {
-    return name.rows ? w : tensor_builders::transpose(builder, loc, w, {1, 0});
-  };
-  Value routerRows = rows(block.routerWeight, *router); // [E, H]
-  std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek ? "sigmoid" : "softmax") +
-                        ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
-  Value selectionBias;
-  if (block.deepSeek) {
-    char scale[32];
-    std::snprintf(scale, sizeof(scale), "%.9g", block.deepSeek->scale);
-    routing += ", scale = " + std::string(scale) + ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
-               ", topk_groups = " + std::to_string(block.deepSeek->topkGroups);
-    FailureOr<Value> bias = lookup(block.deepSeek->selectionBias, loc);
-    if (failed(bias))
-      return failure();
-    if (cast<RankedTensorType>(bias->getType()).getShape() != ArrayRef<int64_t>{experts})
-      return emitError(loc) << "MoE block: the selection bias " << bias->getType() << " is not [" << experts << "]";
-    selectionBias = tensor_builders::castTensor(builder, loc, *bias, builder.getF32Type());
-  }
-  routing += ">";
-  auto routingAttr = dyn_cast_or_null<RoutingAttr>(parseAttribute(routing, context));
-  auto expertsAttr = dyn_cast_or_null<ArrayAttr>(
-      parseAttribute("[#moe.group<ffn, " + std::to_string(experts) + ">]", context));
-  if (!routingAttr || !expertsAttr)
-    return emitError(loc) << "MoE block: internal error building the routing attributes";
-  // The shared expert's weights, as the layer's [out, in] rows.
-  Value sharedUp, sharedDown, sharedGate;
-  if (!block.sharedDownProj.empty()) {
-    FailureOr<Value> gateProj = lookup(block.sharedGateProj.name, loc), upProj = lookup(block.sharedUpProj.name, loc),
-                     downProj = lookup(block.sharedDownProj.name, loc), gate = lookup(block.sharedGate.name, loc);
-    if (failed(gateProj) || failed(upProj) || failed(downProj) || failed(gate))
-      return failure();
-    Value gateRows = rows(block.sharedGateProj, *gateProj), upRows = rows(block.sharedUpProj, *upProj);
-    sharedDown = rows(block.sharedDownProj, *downProj);
-    sharedGate = rows(block.sharedGate, *gate);
-    auto projType = cast<RankedTensorType>(gateRows.getType());
-    int64_t sharedSize = projType.getDimSize(0);
-    if (projType.getShape() != ArrayRef<int64_t>{sharedSize, hidden} || upRows.getType() != projType ||
-        cast<RankedTensorType>(sharedDown.getType()).getShape() != ArrayRef<int64_t>{hidden, sharedSize} ||
-        cast<RankedTensorType>(sharedGate.getType()).getShape() != ArrayRef<int64_t>{1, hidden})
-      return emitError(loc) << "MoE block: inconsistent shared expert weights";
-    sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
-  }
-  auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
-                               *x, routerRows, Value(), selectionBias, Value(), Value(), *up, *down, Value(), Value(),
-                               sharedUp, sharedDown, sharedGate, expertsAttr,
-                               ActivationAttr::get(context, block.activation == GateActivation::gelu
-                                                                ? Activation::geglu
-                                                                : Activation::swiglu),
-                               routingAttr, CapacityAttr());
-  values[block.output] = layer.getY();
-  return success();
-}
-
-/// gpt-oss's block (MoeBlocks.cpp) as ONNX Runtime's MoE computes it: its
-/// x @ W weights and biases as the moe ops' rows (W13 [E, H, 2F] transposed
-/// to [E, 2F, H] and its alternate gate/up rows regrouped), top-k of the
-/// logits then the softmax over the picks, the clamped SwiGLU.
-LogicalResult GraphImporter::importGptOssBlock(const MoeBlock &block, Location loc) {
-  const MoeBlock::GptOss &oss = *block.gptOss;
-  FailureOr<Value> x = lookup(block.x, loc), logits = lookup(oss.logits, loc), w13 = lookup(block.gateUp, loc),
-                   b13 = lookup(oss.upBias, loc), w2 = lookup(block.down, loc), b2 = lookup(oss.downBias, loc);
-  if (failed(x) || failed(logits) || failed(w13) || failed(b13) || failed(w2) || failed(b2))
-    return failure();
-  auto xType = cast<RankedTensorType>(x->getType());
-  auto type = [](Value v) { return cast<RankedTensorType>(v.getType()); };
-  Type element = xType.getElementType();
-  int64_t hidden = xType.getShape().back(), experts = type(*w13).getDimSize(0), ffn = type(*w13).getDimSize(2) / 2;
-  if (xType.getRank() != 2 || type(*w13).getRank() != 3 ||
-      type(*w13).getShape() != ArrayRef<int64_t>{experts, hidden, 2 * ffn} ||
-      type(*b13).getShape() != ArrayRef<int64_t>{experts, 2 * ffn} ||
-      type(*w2).getShape() != ArrayRef<int64_t>{experts, ffn, hidden} ||
-      type(*b2).getShape() != ArrayRef<int64_t>{experts, hidden} || type(*logits).getRank() != 2 ||
-      type(*logits).getDimSize(1) != experts || type(*w13).getElementType() != element ||
-      type(*w2).getElementType() != element || type(*b13).getElementType() != element ||
-      type(*b2).getElementType() != element || block.k < 1 || block.k > experts)
-    return emitError(loc) << "gpt-oss MoE block: inconsistent shapes: x " << xType << ", logits " << type(*logits)
-                          << ", W13 " << type(*w13) << ", b13 " << type(*b13) << ", W2 " << type(*w2) << ", b2 "
-                          << type(*b2) << ", k = " << block.k;
-  namespace tb = tensor_builders;
-  ExpertMixture mixture;
-  mixture.x = *x;
-  mixture.logits = *logits;
-  mixture.up = regroupInterleavedRows(builder, loc, tb::transpose(builder, loc, *w13, {0, 2, 1}));
-  mixture.upBias = regroupInterleavedRows(builder, loc, *b13);
-  mixture.down = tb::transpose(builder, loc, *w2, {0, 2, 1});
-  mixture.downBias = *b2;
-  mixture.activation = Activation::swiglu;
-  mixture.swiglu.alpha = oss.alpha;
-  mixture.swiglu.beta = oss.beta;
-  mixture.swiglu.limit = oss.limit;
-  mixture.k = block.k;
-  mixture.selectThenScore = true;
-  values[block.output] = buildExpertMixture(builder, loc, mixture);
-  return success();
-}
-
-/// The per-expert x @ W weights of a loop-form block stacked as moe.layer
-/// takes them, once at import: gate/up rows [E, 2I, H] (each expert's gate
-/// then up, transposed) and down rows [E, H, I]. They become constants named
-/// after the block's output; `gateUp` and `down` get their names.
-LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp,
-                                                std::string &down) {
-  int64_t experts = static_cast<int64_t>(block.expertDown.size());
-  auto find = [&](const std::string &name) -> const ConstantTensor * {
-    auto it = constants.find(name);
-    return it == constants.end() ? nullptr : &it->second;
-  };
-  const ConstantTensor *first = find(block.expertGate[0]);
-  if (!first || first->type.getRank() != 2)
-    return emitError(loc) << "MoE block: expert 0's gate weight '" << block.expertGate[0]
-                          << "' is not a 2-D constant";
-  int64_t hidden = first->type.getDimSize(0), ffn = first->type.getDimSize(1);
-  Type element = first->type.getElementType();
-  int64_t width = byteWidth(element);
-  auto gateUpData = std::make_shared<std::vector<char>>(experts * 2 * ffn * hidden * width);
-  auto downData = std::make_shared<std::vector<char>>(experts * hidden * ffn * width);
-  // dst[e][rowBase + r][c] = src[c][r]: a [rows, cols] matrix transposed.
-  auto transposeInto = [&](const ConstantTensor &src, std::vector<char> &dst, int64_t offset, int64_t rows,
-                           int64_t cols) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        memcpy(dst.data() + (offset + r * cols + c) * width, src.bytes.data() + (c * rows + r) * width, width);
-  };
-  for (int64_t e = 0; e < experts; ++e) {
-    const ConstantTensor *gate = find(block.expertGate[e]), *up = find(block.expertUp[e]),
-                         *downW = find(block.expertDown[e]);
-    auto projType = RankedTensorType::get({hidden, ffn}, element);
-    if (!gate || !up || !downW || gate->type != projType || up->type != projType ||
-        downW->type != RankedTensorType::get({ffn, hidden}, element))
-      return emitError(loc) << "MoE block: expert " << e << "'s weights are not gate and up " << projType
-                            << " and down " << RankedTensorType::get({ffn, hidden}, element) << " constants";
-    transposeInto(*gate, *gateUpData, e * 2 * ffn * hidden, ffn, hidden);
-    transposeInto(*up, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
-    transposeInto(*downW, *downData, e * hidden * ffn, hidden, ffn);
-  }
-  auto stacked = [&](const std::string &name, ArrayRef<int64_t> shape, std::shared_ptr<std::vector<char>> data) {
-    ConstantTensor constant;
-    constant.type = RankedTensorType::get(shape, element);
-    constant.owned = std::move(data);
-    constant.bytes = ArrayRef<char>(constant.owned->data(), constant.owned->size());
-    constants[name] = constant;
-    return name;
-  };
-  gateUp = stacked(block.output + ".experts_gate_up", {experts, 2 * ffn, hidden}, gateUpData);
-  down = stacked(block.output + ".experts_down", {experts, hidden, ffn}, downData);
   return success();
 }
 
@@ -851,8 +370,6 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
     return nullptr;
   return module;
 }
-
-} // namespace
 
 OwningOpRef<ModuleOp> mlir::moe::importOnnxModel(StringRef bytes, StringRef fileName, MLIRContext *context,
                                                  const OnnxImportOptions &options) {

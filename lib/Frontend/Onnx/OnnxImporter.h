@@ -68,7 +68,24 @@ struct NodeContext {
   RankedTensorType inputType(unsigned i) const { return cast<RankedTensorType>(inputs[i].getType()); }
   /// An error at the node: "node 'name' (Op): ...".
   InFlightDiagnostic error() const;
+  /// Inputs [0, n) present (and float tensors when `floats`), or an error.
+  LogicalResult expectInputs(unsigned n, bool floats) const;
+  /// A possibly negative axis of a rank-`rank` tensor, normalised, or an
+  /// error when it is out of range.
+  FailureOr<int64_t> normalizeAxis(int64_t axis, int64_t rank) const;
+  /// The integer values of constant input `i` (`what` names it), or an error.
+  FailureOr<llvm::SmallVector<int64_t>> constantInts(unsigned i, llvm::StringRef what) const;
 };
+
+/// What a converter returns: the node's results, or failure after an error.
+using Results = FailureOr<llvm::SmallVector<Value>>;
+
+/// One result, or the failure of building it.
+inline Results single(FailureOr<Value> v) {
+  if (failed(v))
+    return failure();
+  return llvm::SmallVector<Value>{*v};
+}
 
 using ConvertFn = std::function<FailureOr<llvm::SmallVector<Value>>(NodeContext &)>;
 
@@ -79,15 +96,25 @@ struct OpConverter {
 };
 
 /// `fn` over the node's `operands` broadcast together (numpy rules), or an
-/// error at the node naming their types (StandardOps.cpp).
+/// error at the node naming their types (ElementwiseOps.cpp).
 FailureOr<llvm::SmallVector<Value>> mapBroadcast(NodeContext &ctx, ValueRange operands, Type element,
                                                  function_ref<Value(OpBuilder &, Location, ValueRange)> fn);
 
-/// The converters of the default domain (StandardOps.cpp).
+/// The default domain's elementwise ops: arithmetic, activations,
+/// comparisons, logic, Clip, Pow, Max/Min (ElementwiseOps.cpp).
+void addElementwiseConverters(std::vector<OpConverter> &converters);
+/// The rest of the default domain: contractions, normalisations,
+/// reductions, shapes, Cast, Identity, ConstantOfShape (StandardOps.cpp).
 void addStandardConverters(std::vector<OpConverter> &converters);
 /// Gather, Slice, Concat, Split, Expand, Shape, Range, Where, TopK, OneHot,
-/// ScatterND, ScatterElements, GatherND, GatherElements, Trilu (IndexingOps.cpp).
+/// GatherND, GatherElements, Trilu (IndexingOps.cpp).
 void addIndexingConverters(std::vector<OpConverter> &converters);
+/// ScatterND, ScatterElements (ScatterOps.cpp).
+void addScatterConverters(std::vector<OpConverter> &converters);
+
+/// Index `i` (any integer type) as an index into a dimension of `size`,
+/// counted from the end when negative (IndexingOps.cpp).
+Value wrapIndex(OpBuilder &b, Location loc, Value i, Value size);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
 

@@ -1,0 +1,201 @@
+//===- BlockImport.cpp - recognised MoE blocks as moe ops -----------------===//
+//
+// A block MoeBlocks.cpp found becomes one moe.layer (batched and per-expert
+// loop forms; the loop form's weights stacked once into [E, ...] constants)
+// or, for gpt-oss, ONNX Runtime's MoE computation (ExpertMixture.h).
+//
+//===----------------------------------------------------------------------===//
+
+#include "GraphImporter.h"
+#include "ExpertMixture.h"
+#include "moe/Utils/TensorBuilders.h"
+
+#include "dialects/moe/MoeOps.h"
+#include "mlir/AsmParser/AsmParser.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+
+#include <cstring>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::onnx_import;
+
+/// One moe.layer for a block of plain ops (MoeBlocks.cpp): softmax over the
+/// router logits, top-k, [renormalised], SwiGLU experts.
+LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
+  if (block.gptOss)
+    return importGptOssBlock(block, loc);
+  std::string gateUpName = block.gateUp, downName = block.down;
+  if (!block.expertDown.empty() && failed(stackExpertWeights(block, loc, gateUpName, downName)))
+    return failure();
+  FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight.name, loc),
+                   up = lookup(gateUpName, loc), down = lookup(downName, loc);
+  if (failed(x) || failed(router) || failed(up) || failed(down))
+    return failure();
+  auto xType = cast<RankedTensorType>(x->getType());
+  auto routerType = cast<RankedTensorType>(router->getType());
+  auto upType = cast<RankedTensorType>(up->getType()), downType = cast<RankedTensorType>(down->getType());
+  Type element = xType.getElementType();
+  if (xType.getRank() != 2 || routerType.getRank() != 2 || upType.getRank() != 3 || downType.getRank() != 3)
+    return emitError(loc) << "MoE block: expected x [tokens, hidden], a 2-D router and 3-D expert weights";
+  int64_t hidden = xType.getDimSize(1), experts = upType.getDimSize(0), ffn = upType.getDimSize(1) / 2;
+  ArrayRef<int64_t> routerShape = routerType.getShape();
+  if (routerShape != (block.routerWeight.rows ? ArrayRef<int64_t>{experts, hidden} : ArrayRef<int64_t>{hidden, experts}) ||
+      upType.getDimSize(2) != hidden ||
+      upType.getDimSize(1) % 2 != 0 || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
+      routerType.getElementType() != element || upType.getElementType() != element ||
+      downType.getElementType() != element || block.k < 1 || block.k > experts)
+    return emitError(loc) << "MoE block: inconsistent shapes: x " << xType << ", router " << routerType
+                          << ", gate/up " << upType << ", down " << downType << ", k = " << block.k;
+  // A linear map's weight as rows [out, in]: as given, or x @ W's transposed.
+  auto rows = [&](const LinearWeight &name, Value w) {
+    return name.rows ? w : tensor_builders::transpose(builder, loc, w, {1, 0});
+  };
+  Value routerRows = rows(block.routerWeight, *router); // [E, H]
+  std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek ? "sigmoid" : "softmax") +
+                        ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
+  Value selectionBias;
+  if (block.deepSeek) {
+    char scale[32];
+    std::snprintf(scale, sizeof(scale), "%.9g", block.deepSeek->scale);
+    routing += ", scale = " + std::string(scale) + ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
+               ", topk_groups = " + std::to_string(block.deepSeek->topkGroups);
+    FailureOr<Value> bias = lookup(block.deepSeek->selectionBias, loc);
+    if (failed(bias))
+      return failure();
+    if (cast<RankedTensorType>(bias->getType()).getShape() != ArrayRef<int64_t>{experts})
+      return emitError(loc) << "MoE block: the selection bias " << bias->getType() << " is not [" << experts << "]";
+    selectionBias = tensor_builders::castTensor(builder, loc, *bias, builder.getF32Type());
+  }
+  routing += ">";
+  auto routingAttr = dyn_cast_or_null<RoutingAttr>(parseAttribute(routing, context));
+  auto expertsAttr = dyn_cast_or_null<ArrayAttr>(
+      parseAttribute("[#moe.group<ffn, " + std::to_string(experts) + ">]", context));
+  if (!routingAttr || !expertsAttr)
+    return emitError(loc) << "MoE block: internal error building the routing attributes";
+  // The shared expert's weights, as the layer's [out, in] rows.
+  Value sharedUp, sharedDown, sharedGate;
+  if (!block.sharedDownProj.empty()) {
+    FailureOr<Value> gateProj = lookup(block.sharedGateProj.name, loc), upProj = lookup(block.sharedUpProj.name, loc),
+                     downProj = lookup(block.sharedDownProj.name, loc), gate = lookup(block.sharedGate.name, loc);
+    if (failed(gateProj) || failed(upProj) || failed(downProj) || failed(gate))
+      return failure();
+    Value gateRows = rows(block.sharedGateProj, *gateProj), upRows = rows(block.sharedUpProj, *upProj);
+    sharedDown = rows(block.sharedDownProj, *downProj);
+    sharedGate = rows(block.sharedGate, *gate);
+    auto projType = cast<RankedTensorType>(gateRows.getType());
+    int64_t sharedSize = projType.getDimSize(0);
+    if (projType.getShape() != ArrayRef<int64_t>{sharedSize, hidden} || upRows.getType() != projType ||
+        cast<RankedTensorType>(sharedDown.getType()).getShape() != ArrayRef<int64_t>{hidden, sharedSize} ||
+        cast<RankedTensorType>(sharedGate.getType()).getShape() != ArrayRef<int64_t>{1, hidden})
+      return emitError(loc) << "MoE block: inconsistent shared expert weights";
+    sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
+  }
+  auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
+                               *x, routerRows, Value(), selectionBias, Value(), Value(), *up, *down, Value(), Value(),
+                               sharedUp, sharedDown, sharedGate, expertsAttr,
+                               ActivationAttr::get(context, block.activation == GateActivation::gelu
+                                                                ? Activation::geglu
+                                                                : Activation::swiglu),
+                               routingAttr, CapacityAttr());
+  values[block.output] = layer.getY();
+  return success();
+}
+
+/// gpt-oss's block (MoeBlocks.cpp) as ONNX Runtime's MoE computes it: its
+/// x @ W weights and biases as the moe ops' rows (W13 [E, H, 2F] transposed
+/// to [E, 2F, H] and its alternate gate/up rows regrouped), top-k of the
+/// logits then the softmax over the picks, the clamped SwiGLU.
+LogicalResult GraphImporter::importGptOssBlock(const MoeBlock &block, Location loc) {
+  const MoeBlock::GptOss &oss = *block.gptOss;
+  FailureOr<Value> x = lookup(block.x, loc), logits = lookup(oss.logits, loc), w13 = lookup(block.gateUp, loc),
+                   b13 = lookup(oss.upBias, loc), w2 = lookup(block.down, loc), b2 = lookup(oss.downBias, loc);
+  if (failed(x) || failed(logits) || failed(w13) || failed(b13) || failed(w2) || failed(b2))
+    return failure();
+  auto xType = cast<RankedTensorType>(x->getType());
+  auto type = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  Type element = xType.getElementType();
+  int64_t hidden = xType.getShape().back(), experts = type(*w13).getDimSize(0), ffn = type(*w13).getDimSize(2) / 2;
+  if (xType.getRank() != 2 || type(*w13).getRank() != 3 ||
+      type(*w13).getShape() != ArrayRef<int64_t>{experts, hidden, 2 * ffn} ||
+      type(*b13).getShape() != ArrayRef<int64_t>{experts, 2 * ffn} ||
+      type(*w2).getShape() != ArrayRef<int64_t>{experts, ffn, hidden} ||
+      type(*b2).getShape() != ArrayRef<int64_t>{experts, hidden} || type(*logits).getRank() != 2 ||
+      type(*logits).getDimSize(1) != experts || type(*w13).getElementType() != element ||
+      type(*w2).getElementType() != element || type(*b13).getElementType() != element ||
+      type(*b2).getElementType() != element || block.k < 1 || block.k > experts)
+    return emitError(loc) << "gpt-oss MoE block: inconsistent shapes: x " << xType << ", logits " << type(*logits)
+                          << ", W13 " << type(*w13) << ", b13 " << type(*b13) << ", W2 " << type(*w2) << ", b2 "
+                          << type(*b2) << ", k = " << block.k;
+  namespace tb = tensor_builders;
+  ExpertMixture mixture;
+  mixture.x = *x;
+  mixture.logits = *logits;
+  mixture.up = regroupInterleavedRows(builder, loc, tb::transpose(builder, loc, *w13, {0, 2, 1}));
+  mixture.upBias = regroupInterleavedRows(builder, loc, *b13);
+  mixture.down = tb::transpose(builder, loc, *w2, {0, 2, 1});
+  mixture.downBias = *b2;
+  mixture.activation = Activation::swiglu;
+  mixture.swiglu.alpha = oss.alpha;
+  mixture.swiglu.beta = oss.beta;
+  mixture.swiglu.limit = oss.limit;
+  mixture.k = block.k;
+  mixture.selectThenScore = true;
+  values[block.output] = buildExpertMixture(builder, loc, mixture);
+  return success();
+}
+
+/// The per-expert x @ W weights of a loop-form block stacked as moe.layer
+/// takes them, once at import: gate/up rows [E, 2I, H] (each expert's gate
+/// then up, transposed) and down rows [E, H, I]. They become constants named
+/// after the block's output; `gateUp` and `down` get their names.
+LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp,
+                                                std::string &down) {
+  int64_t experts = static_cast<int64_t>(block.expertDown.size());
+  auto find = [&](const std::string &name) -> const ConstantTensor * {
+    auto it = constants.find(name);
+    return it == constants.end() ? nullptr : &it->second;
+  };
+  const ConstantTensor *first = find(block.expertGate[0]);
+  if (!first || first->type.getRank() != 2)
+    return emitError(loc) << "MoE block: expert 0's gate weight '" << block.expertGate[0]
+                          << "' is not a 2-D constant";
+  int64_t hidden = first->type.getDimSize(0), ffn = first->type.getDimSize(1);
+  Type element = first->type.getElementType();
+  int64_t width = byteWidth(element);
+  auto gateUpData = std::make_shared<std::vector<char>>(experts * 2 * ffn * hidden * width);
+  auto downData = std::make_shared<std::vector<char>>(experts * hidden * ffn * width);
+  // dst[e][rowBase + r][c] = src[c][r]: a [rows, cols] matrix transposed.
+  auto transposeInto = [&](const ConstantTensor &src, std::vector<char> &dst, int64_t offset, int64_t rows,
+                           int64_t cols) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        memcpy(dst.data() + (offset + r * cols + c) * width, src.bytes.data() + (c * rows + r) * width, width);
+  };
+  for (int64_t e = 0; e < experts; ++e) {
+    const ConstantTensor *gate = find(block.expertGate[e]), *up = find(block.expertUp[e]),
+                         *downW = find(block.expertDown[e]);
+    auto projType = RankedTensorType::get({hidden, ffn}, element);
+    if (!gate || !up || !downW || gate->type != projType || up->type != projType ||
+        downW->type != RankedTensorType::get({ffn, hidden}, element))
+      return emitError(loc) << "MoE block: expert " << e << "'s weights are not gate and up " << projType
+                            << " and down " << RankedTensorType::get({ffn, hidden}, element) << " constants";
+    transposeInto(*gate, *gateUpData, e * 2 * ffn * hidden, ffn, hidden);
+    transposeInto(*up, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
+    transposeInto(*downW, *downData, e * hidden * ffn, hidden, ffn);
+  }
+  auto stacked = [&](const std::string &name, ArrayRef<int64_t> shape, std::shared_ptr<std::vector<char>> data) {
+    ConstantTensor constant;
+    constant.type = RankedTensorType::get(shape, element);
+    constant.owned = std::move(data);
+    constant.bytes = ArrayRef<char>(constant.owned->data(), constant.owned->size());
+    constants[name] = constant;
+    return name;
+  };
+  gateUp = stacked(block.output + ".experts_gate_up", {experts, 2 * ffn, hidden}, gateUpData);
+  down = stacked(block.output + ".experts_down", {experts, hidden, ffn}, downData);
+  return success();
+}

@@ -1,0 +1,268 @@
+//===- BlockMatching.cpp - what the ONNX MoE block matchers share ---------===//
+
+#include "BlockMatching.h"
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+
+namespace mlir::moe::onnx_import::blocks {
+
+/// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
+bool isZeroValue(const onnx::AttributeProto &a) {
+  if (a.name() != "value")
+    return true;
+  const onnx::TensorProto &t = a.t();
+  auto zero = [](const auto &field) { return llvm::all_of(field, [](auto v) { return v == 0; }); };
+  return t.raw_data().find_first_not_of('\0') == std::string::npos && zero(t.float_data()) &&
+         zero(t.int32_data()) && zero(t.int64_data()) && zero(t.double_data());
+}
+
+int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback) {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return a.i();
+  return fallback;
+}
+
+/// A single-axis op (Squeeze/Unsqueeze/ReduceSum) on axis `axis`, given as
+/// a constant input or attribute.
+bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64_t axis) {
+  std::optional<llvm::SmallVector<int64_t>> axes;
+  if (node.input_size() > 1)
+    axes = constants(node.input(1));
+  else
+    for (const onnx::AttributeProto &a : node.attribute())
+      if (a.name() == "axes")
+        axes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+  return axes && axes->size() == 1 && (*axes)[0] == axis;
+}
+
+float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallback) {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return a.f();
+  return fallback;
+}
+
+/// The constant weight of the linear map computing `value` from the block's
+/// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
+/// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.
+LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *mm = g.producer(value);
+  if (!mm || mm->input_size() != 2 || (ofX && !ofX->isX(mm->input(0))) || !g.isConstant(mm->input(1)))
+    return {};
+  bool rows = false;
+  if (mm->op_type() == "Gemm") {
+    if (intAttr(*mm, "transA", 0) != 0 || floatAttr(*mm, "alpha", 1.0f) != 1.0f)
+      return {};
+    rows = intAttr(*mm, "transB", 0) != 0;
+  } else if (mm->op_type() != "MatMul") {
+    return {};
+  }
+  nodes.push_back(mm);
+  return {mm->input(1), rows};
+}
+
+/// The block's output plus a Qwen2-MoE shared expert:
+///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
+/// Extends `block` and `nodes` when it matches; leaves them otherwise (the
+/// shared expert then stays plain ops, still correct).
+void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *add = g.onlyUser(block.output, "Add");
+  if (!add)
+    return;
+  llvm::SmallVector<const onnx::NodeProto *> found = {add};
+  std::string other = add->input(0) == block.output ? add->input(1) : add->input(0);
+  const onnx::NodeProto *weighted = g.producer(other);
+  if (!weighted || weighted->op_type() != "Mul" || g.users(other).size() != 1)
+    return;
+  found.push_back(weighted);
+  // One factor is the sigmoid gate, the other the shared expert's output.
+  LinearWeight gate, down;
+  for (int side = 0; side < 2 && gate.empty(); ++side) {
+    const onnx::NodeProto *sigmoid = g.producer(weighted->input(side));
+    if (!sigmoid || sigmoid->op_type() != "Sigmoid")
+      continue;
+    llvm::SmallVector<const onnx::NodeProto *> gateNodes = {sigmoid};
+    LinearWeight w = linearOf(g, sigmoid->input(0), &block, gateNodes);
+    LinearWeight out = linearOf(g, weighted->input(1 - side), nullptr, gateNodes);
+    if (w.empty() || out.empty())
+      continue;
+    gate = w;
+    down = out;
+    found.append(gateNodes.begin(), gateNodes.end());
+  }
+  if (gate.empty())
+    return;
+  // (silu(x Wgate) * (x Wup)): Mul(Mul(g, Sigmoid(g)), u).
+  const onnx::NodeProto *act = g.producer(found.back()->input(0));
+  if (!act || act->op_type() != "Mul")
+    return;
+  found.push_back(act);
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *silu = g.producer(act->input(side));
+    if (!silu || silu->op_type() != "Mul")
+      continue;
+    const onnx::NodeProto *sig = nullptr;
+    std::string pre;
+    for (int j = 0; j < 2 && !sig; ++j) {
+      const onnx::NodeProto *s = g.producer(silu->input(j));
+      if (s && s->op_type() == "Sigmoid" && s->input(0) == silu->input(1 - j)) {
+        sig = s;
+        pre = silu->input(1 - j);
+      }
+    }
+    if (!sig)
+      continue;
+    llvm::SmallVector<const onnx::NodeProto *> expertNodes = {silu, sig};
+    LinearWeight gateProj = linearOf(g, pre, &block, expertNodes);
+    LinearWeight upProj = linearOf(g, act->input(1 - side), &block, expertNodes);
+    if (gateProj.empty() || upProj.empty())
+      continue;
+    found.append(expertNodes.begin(), expertNodes.end());
+    nodes.append(found.begin(), found.end());
+    block.sharedGateProj = gateProj;
+    block.sharedUpProj = upProj;
+    block.sharedDownProj = down;
+    block.sharedGate = gate;
+    block.output = add->output(0);
+    block.last = g.indexOf(add);
+    return;
+  }
+}
+
+/// The gated activation act(gate) * up: SwiGLU, Mul(Mul(g, Sigmoid(g)), u),
+/// or GeGLU, Mul(Gelu(g), u) with the exact (erf) Gelu; either operand
+/// order. Returns the product node and sets `kind`; adds the nodes.
+const onnx::NodeProto *matchGatedActivation(const GraphIndex &g, llvm::StringRef gate, llvm::StringRef up,
+                                            GateActivation &kind,
+                                            llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto other = [](const onnx::NodeProto &n, llvm::StringRef value) {
+    return n.input(0) == value ? n.input(1) : n.input(0);
+  };
+  const onnx::NodeProto *activated = nullptr;
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  if (const onnx::NodeProto *gelu = g.onlyUser(gate, "Gelu")) {
+    bool exact = llvm::none_of(gelu->attribute(), [](const onnx::AttributeProto &a) {
+      return a.name() == "approximate" && a.s() != "none";
+    });
+    if (!exact)
+      return nullptr;
+    activated = gelu;
+    found = {gelu};
+    kind = GateActivation::gelu;
+  } else {
+    const onnx::NodeProto *sigmoid = g.userOfType(gate, "Sigmoid");
+    const onnx::NodeProto *mul = g.userOfType(gate, "Mul");
+    if (!sigmoid || !mul || g.users(gate).size() != 2 || other(*mul, gate) != sigmoid->output(0))
+      return nullptr;
+    activated = mul;
+    found = {sigmoid, mul};
+    kind = GateActivation::silu;
+  }
+  const onnx::NodeProto *product = g.onlyUser(activated->output(0), "Mul");
+  if (!product || other(*product, activated->output(0)) != up || g.users(up).size() != 1)
+    return nullptr;
+  found.push_back(product);
+  nodes.append(found.begin(), found.end());
+  return product;
+}
+
+/// Adds to `block` the nodes whose results only it reads (the Shape of the
+/// ids, Concat of sizes: nothing else needs them once it is replaced), then
+/// checks that nothing but its output leaves it.
+std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
+                                    llvm::ArrayRef<const onnx::NodeProto *> nodes, int topk, std::string &why) {
+  auto fail = [&](const std::string &reason) -> std::optional<MoeBlock> {
+    why = reason;
+    return std::nullopt;
+  };
+  for (const onnx::NodeProto *n : nodes)
+    block.nodes.insert(g.indexOf(n));
+  // The layer's operands stay outside, even where only the block reads them.
+  llvm::StringSet<> operands = {block.x,
+                                block.gateUp,
+                                block.down,
+                                block.routerWeight.name,
+                                block.sharedGateProj.name,
+                                block.sharedUpProj.name,
+                                block.sharedDownProj.name,
+                                block.sharedGate.name};
+  if (block.gptOss)
+    for (const std::string *name : {&block.gptOss->logits, &block.gptOss->upBias, &block.gptOss->downBias})
+      operands.insert(*name);
+  if (block.deepSeek)
+    operands.insert(block.deepSeek->selectionBias);
+  for (const std::vector<std::string> *names : {&block.expertGate, &block.expertUp, &block.expertDown})
+    for (const std::string &name : *names)
+      operands.insert(name);
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (int i = 0; i < g.graph.node_size(); ++i) {
+      const onnx::NodeProto &n = g.graph.node(i);
+      if (block.nodes.contains(i) || n.output_size() == 0)
+        continue;
+      bool servesBlock = llvm::all_of(n.output(), [&](const std::string &out) {
+        return !g.graphOutputs.contains(out) && !operands.contains(out) && !g.users(out).empty() &&
+               llvm::all_of(g.users(out), [&](int u) { return block.nodes.contains(u); });
+      });
+      if (servesBlock) {
+        block.nodes.insert(i);
+        grew = true;
+      }
+    }
+  }
+  for (int i : block.nodes)
+    for (const std::string &out : g.graph.node(i).output()) {
+      if (out == block.output)
+        continue;
+      if (g.graphOutputs.contains(out))
+        return fail("'" + out + "' inside the block is a graph output");
+      for (int u : g.users(out))
+        if (!block.nodes.contains(u))
+          return fail("'" + out + "' inside the block is also used by node '" + g.describe(u) + "'");
+    }
+  for (int i : block.nodes)
+    if (i > block.last)
+      return fail("a node of the block comes after its result");
+  block.anchor = topk;
+  return block;
+}
+
+std::optional<SlotOperands> matchSlotOperands(const GraphIndex &g, const ConstantLookup &constants,
+                                              llvm::StringRef w, llvm::StringRef expertIds,
+                                              llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  const onnx::NodeProto *flatW = g.onlyUser(w, "Reshape");
+  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(flatW->output(0), "Unsqueeze") : nullptr;
+  if (!flatW || !unsqW || !hasAxis(*unsqW, constants, -1)) {
+    why = "the gate weights do not feed a per-slot scale";
+    return std::nullopt;
+  }
+  const onnx::NodeProto *flatIds = g.userOfType(expertIds, "Reshape");
+  if (!flatIds) {
+    why = "the expert ids are not flattened per slot";
+    return std::nullopt;
+  }
+  nodes.append({flatW, unsqW, flatIds});
+  SlotOperands slots{unsqW, g.onlyUser(flatIds->output(0), "Clip"), flatIds->output(0)};
+  if (slots.clip) {
+    nodes.push_back(slots.clip);
+    slots.ids = slots.clip->output(0);
+  }
+  return slots;
+}
+
+/// True unless `clip` (on the expert ids) narrows them below [0, E), E the
+/// experts of `weights`: then it is not the no-op transformers writes.
+bool clipKeepsExperts(const ConstantLookup &constants, const onnx::NodeProto *clip, llvm::StringRef weights) {
+  if (!clip)
+    return true;
+  std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(weights);
+  std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
+  return shape && !shape->empty() && lo && lo->size() == 1 && (*lo)[0] <= 0 && hi && hi->size() == 1 &&
+         (*hi)[0] >= (*shape)[0] - 1;
+}
+
+} // namespace mlir::moe::onnx_import::blocks

@@ -1,0 +1,180 @@
+//===- BlockMatching.h - what the ONNX MoE block matchers share -*- C++ -*-===//
+//
+// The graph index and the pieces every form of a written-out MoE block is
+// matched with (routing, gated activation, shared expert, per-slot
+// operands, closing a block), and the three block matchers: batched
+// (BatchedBlocks.cpp, with gpt-oss's), per-expert loop (ExpertLoopBlocks.cpp).
+// MoeBlocks.cpp runs them at every TopK.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTEND_ONNX_BLOCKMATCHING_H
+#define MOE_FRONTEND_ONNX_BLOCKMATCHING_H
+
+#include "MoeBlocks.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <optional>
+#include <string>
+
+namespace mlir::moe::onnx_import::blocks {
+
+/// Producers and consumers of the graph's values.
+class GraphIndex {
+public:
+  GraphIndex(const onnx::GraphProto &graph, const std::function<bool(llvm::StringRef)> &isConstant)
+      : graph(graph), isConstant(isConstant) {
+    for (int i = 0; i < graph.node_size(); ++i) {
+      indices[&graph.node(i)] = i;
+      for (const std::string &out : graph.node(i).output())
+        producers[out] = i;
+      for (const std::string &in : graph.node(i).input())
+        consumers[in].push_back(i);
+    }
+    for (const onnx::ValueInfoProto &out : graph.output())
+      graphOutputs.insert(out.name());
+  }
+
+  const onnx::NodeProto *producer(llvm::StringRef value) const {
+    auto it = producers.find(value);
+    return it == producers.end() ? nullptr : &graph.node(it->second);
+  }
+  llvm::ArrayRef<int> users(llvm::StringRef value) const {
+    auto it = consumers.find(value);
+    return it == consumers.end() ? llvm::ArrayRef<int>() : llvm::ArrayRef<int>(it->second);
+  }
+  /// The only node using `value` if it has that op type.
+  const onnx::NodeProto *onlyUser(llvm::StringRef value, llvm::StringRef opType) const {
+    llvm::ArrayRef<int> u = users(value);
+    if (u.size() != 1 || graph.node(u[0]).op_type() != opType)
+      return nullptr;
+    return &graph.node(u[0]);
+  }
+  /// The user of `value` with op type `opType` (there must be exactly one).
+  const onnx::NodeProto *userOfType(llvm::StringRef value, llvm::StringRef opType) const {
+    const onnx::NodeProto *found = nullptr;
+    for (int i : users(value))
+      if (graph.node(i).op_type() == opType) {
+        if (found)
+          return nullptr;
+        found = &graph.node(i);
+      }
+    return found;
+  }
+  /// Protobuf keeps nodes apart in memory: the index is looked up.
+  int indexOf(const onnx::NodeProto *node) const { return indices.lookup(node); }
+  /// The node's name, or its op type and index when it has none.
+  std::string describe(int i) const {
+    const onnx::NodeProto &n = graph.node(i);
+    return n.name().empty() ? n.op_type() + " #" + std::to_string(i) : n.name();
+  }
+
+  const onnx::GraphProto &graph;
+  std::function<bool(llvm::StringRef)> isConstant;
+  llvm::StringSet<> graphOutputs;
+
+private:
+  llvm::StringMap<int> producers;
+  llvm::StringMap<llvm::SmallVector<int>> consumers;
+  llvm::DenseMap<const onnx::NodeProto *, int> indices;
+};
+
+/// The integer attribute `name` of `node`, or `fallback` when it has none.
+int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback);
+
+/// A single-axis op (Squeeze/Unsqueeze/ReduceSum) on axis `axis`, given as
+/// a constant input or attribute.
+bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64_t axis);
+
+/// The float attribute `name` of `node`, or `fallback` when it has none.
+float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallback);
+
+/// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
+bool isZeroValue(const onnx::AttributeProto &a);
+
+/// The constant weight of the linear map computing `value` from the block's
+/// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
+/// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.
+LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// The block's output plus a Qwen2-MoE shared expert:
+///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
+/// Extends `block` and `nodes` when it matches; leaves them otherwise (the
+/// shared expert then stays plain ops, still correct).
+void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// The gated activation act(gate) * up: SwiGLU, Mul(Mul(g, Sigmoid(g)), u),
+/// or GeGLU, Mul(Gelu(g), u) with the exact (erf) Gelu; either operand
+/// order. Returns the product node and sets `kind`; adds the nodes.
+const onnx::NodeProto *matchGatedActivation(const GraphIndex &g, llvm::StringRef gate, llvm::StringRef up,
+                                            GateActivation &kind,
+                                            llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// The routing every block form starts with, at TopK node `topk`:
+/// TopK(Softmax(MatMul(x, Wr))) with Wr constant, the weights optionally
+/// divided by their sum. Fills the block's x, router, k and normalize and
+/// `nodes`; returns the (renormalised) weights' value. On failure `why`
+/// holds the reason, or is empty when this is not MoE routing at all.
+std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                        MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                        std::string &why);
+
+/// Adds to `block` the nodes whose results only it reads (the Shape of the
+/// ids, Concat of sizes: nothing else needs them once it is replaced), then
+/// checks that nothing but its output leaves it.
+std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
+                                    llvm::ArrayRef<const onnx::NodeProto *> nodes, int topk, std::string &why);
+
+/// The per-slot operands of the batched forms: the gate weights `w` [T, k]
+/// flattened and unsqueezed to scale each slot's row, and the expert ids
+/// flattened (`ids`), after transformers' Clip into [0, E) if there is one.
+struct SlotOperands {
+  const onnx::NodeProto *scale = nullptr, *clip = nullptr;
+  std::string ids;
+};
+
+/// The slot operands of weights `w` and ids `expertIds`; on failure `why`
+/// says which link is missing.
+std::optional<SlotOperands> matchSlotOperands(const GraphIndex &g, const ConstantLookup &constants,
+                                              llvm::StringRef w, llvm::StringRef expertIds,
+                                              llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why);
+
+/// True unless `clip` (on the expert ids) narrows them below [0, E), E the
+/// experts of `weights`: then it is not the no-op transformers writes.
+bool clipKeepsExperts(const ConstantLookup &constants, const onnx::NodeProto *clip, llvm::StringRef weights);
+
+/// Matches the per-expert loop form anchored at TopK node `topk` (see
+/// MoeBlocks.cpp). `why` is empty when there are no per-expert masks.
+std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                            std::string &why);
+
+/// Matches the batched block anchored at TopK node `topk`. On failure
+/// returns the reason in `why` (empty when the anchor itself does not
+/// match: not MoE).
+std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                   std::string &why);
+
+/// Matches gpt-oss's block (transformers' GptOssExperts, batched_mm)
+/// anchored at TopK node `topk`:
+///
+///   w, e = TopK(logits, k); w = Softmax(w)                (picks, then softmax)
+///   rows = Reshape(Expand(Unsqueeze(x, 1), ..), [-1, H])
+///   h = Squeeze(MatMul(Unsqueeze(rows, 1), W13[ids]), 1) + b13[ids]
+///   g, u = Slice(h, 0::2), Slice(h, 1::2) along the last axis
+///   a = (Clip(u, -L, L) + β) · (g' · Sigmoid(g' · α)), g' = Clip(g, max = L)
+///   o = Squeeze(MatMul(Unsqueeze(a, 1), W2[ids]), 1) + b2[ids]
+///   y = ReduceSum(Reshape(o · Unsqueeze(Reshape(w, [-1]), -1), [-1, k, H]), 1)
+///
+/// with W[ids] as in matchBlock and an Unsqueeze/Squeeze pair allowed after
+/// each bias. The logits stay outside (any computation of them).
+std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                         std::string &why);
+
+} // namespace mlir::moe::onnx_import::blocks
+
+#endif // MOE_FRONTEND_ONNX_BLOCKMATCHING_H

@@ -1,0 +1,83 @@
+//===- GraphImporter.h - the state of one ONNX model's import ---*- C++ -*-===//
+//
+// One GraphImporter imports one model: OnnxImporter.cpp walks the graph and
+// converts its nodes, ConstantTensors.cpp decodes initializers and constants
+// (inline, raw or external data) and materialises them, BlockImport.cpp
+// builds the MoE blocks MoeBlocks.cpp recognised.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTEND_ONNX_GRAPHIMPORTER_H
+#define MOE_FRONTEND_ONNX_GRAPHIMPORTER_H
+
+#include "MoeBlocks.h"
+#include "OnnxImporter.h"
+#include "moe/Frontend/OnnxImport.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/MemoryBuffer.h"
+
+namespace mlir::moe::onnx_import {
+
+/// Bytes per element of `element` (integers and floats).
+int64_t byteWidth(Type element);
+
+/// The flat index of the first NaN of a float constant.
+std::optional<int64_t> firstNaN(const ConstantTensor &constant);
+
+/// Imports one model.
+class GraphImporter {
+public:
+  GraphImporter(MLIRContext *context, StringRef fileName, const OnnxImportOptions &options)
+      : context(context), fileName(fileName.str()), options(options), builder(context),
+        fileLoc(FileLineColLoc::get(context, fileName, 0, 0)) {
+    addElementwiseConverters(converters);
+    addStandardConverters(converters);
+    addIndexingConverters(converters);
+    addScatterConverters(converters);
+    addMoeConverters(converters);
+  }
+
+  OwningOpRef<ModuleOp> run(StringRef bytes);
+
+private:
+  InFlightDiagnostic error() { return emitError(fileLoc); }
+  Location nodeLoc(const onnx::NodeProto &node, size_t index) {
+    std::string name = node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
+    return NameLoc::get(StringAttr::get(context, name), fileLoc);
+  }
+
+  FailureOr<RankedTensorType> typeOf(const onnx::ValueInfoProto &info);
+  FailureOr<ConstantTensor> decode(const onnx::TensorProto &tensor, StringRef what);
+  FailureOr<ArrayRef<char>> externalBytes(const onnx::TensorProto &tensor, StringRef what, int64_t size);
+  Value materialize(StringRef name, const ConstantTensor &constant);
+  Value weightArgument(StringRef name, const ConstantTensor &constant);
+  FailureOr<Value> lookup(StringRef name, Location loc);
+  LogicalResult importNode(const onnx::NodeProto &node, size_t index);
+  LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
+  LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
+  LogicalResult importGptOssBlock(const MoeBlock &block, Location loc);
+  LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down);
+  std::string supportedOps() const;
+
+  MLIRContext *context;
+  std::string fileName;
+  const OnnxImportOptions &options;
+  OpBuilder builder;
+  Location fileLoc;
+  onnx::ModelProto model;
+  std::vector<OpConverter> converters;
+  llvm::StringMap<int64_t> opsets;
+  llvm::StringMap<Value> values;
+  llvm::StringMap<ConstantTensor> constants;
+  llvm::StringMap<ShapeVector> shapes;
+  llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>> externalFiles;
+  Block *entry = nullptr;
+  func::FuncOp function;
+  Operation *lastConstant = nullptr;
+};
+
+} // namespace mlir::moe::onnx_import
+
+#endif // MOE_FRONTEND_ONNX_GRAPHIMPORTER_H

@@ -1,0 +1,171 @@
+//===- ScatterOps.cpp - ScatterND and ScatterElements ---------------------===//
+//
+// A scatter copies its data, then applies the updates in order in one
+// sequential loop (duplicates reduce deterministically: none, add, mul, max,
+// min); negative indices count from the end.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OnnxImporter.h"
+#include "moe/Utils/ScalarMath.h"
+#include "moe/Utils/TensorBuilders.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
+using namespace mlir;
+namespace scalar = mlir::moe::scalar;
+using namespace mlir::moe::onnx_import;
+namespace tb = mlir::moe::tensor_builders;
+
+namespace {
+
+/// `old (reduction) update` for ScatterND/ScatterElements.
+FailureOr<std::function<Value(OpBuilder &, Location, Value, Value)>> scatterReduction(NodeContext &ctx) {
+  std::string reduction = ctx.stringAttr("reduction", "none");
+  bool isFloat = isa<FloatType>(ctx.inputType(0).getElementType());
+  if (reduction == "none")
+    return std::function<Value(OpBuilder &, Location, Value, Value)>(
+        [](OpBuilder &, Location, Value, Value update) { return update; });
+  if (reduction == "add")
+    return std::function<Value(OpBuilder &, Location, Value, Value)>(
+        [isFloat](OpBuilder &b, Location l, Value old, Value update) -> Value {
+          return isFloat ? arith::AddFOp::create(b, l, old, update).getResult()
+                         : arith::AddIOp::create(b, l, old, update).getResult();
+        });
+  if (reduction == "mul")
+    return std::function<Value(OpBuilder &, Location, Value, Value)>(
+        [isFloat](OpBuilder &b, Location l, Value old, Value update) -> Value {
+          return isFloat ? arith::MulFOp::create(b, l, old, update).getResult()
+                         : arith::MulIOp::create(b, l, old, update).getResult();
+        });
+  return ctx.error() << "reduction '" << reduction << "' is not supported (none, add, mul are)", failure();
+}
+
+/// The multi-index of row-major position `flat` in a tensor of `sizes`.
+SmallVector<Value> unflatten(OpBuilder &b, Location l, Value flat, ArrayRef<Value> sizes) {
+  SmallVector<Value> idx(sizes.size());
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
+    idx[d] = arith::RemUIOp::create(b, l, flat, sizes[d]);
+    flat = arith::DivUIOp::create(b, l, flat, sizes[d]);
+  }
+  return idx;
+}
+
+/// A sequential loop over [0, count) carrying `init` (scatters apply their
+/// updates in order, so duplicates reduce deterministically).
+Value scatterLoop(OpBuilder &b, Location l, Value count, Value init,
+                  function_ref<Value(OpBuilder &, Location, Value, Value)> body) {
+  Value lower = scalar::constIndex(b, l, 0), step = scalar::constIndex(b, l, 1);
+  auto loop = scf::ForOp::create(b, l, lower, count, step, ValueRange{init});
+  OpBuilder::InsertionGuard guard(b);
+  Block *block = loop.getBody();
+  if (!block->empty() && block->back().hasTrait<OpTrait::IsTerminator>())
+    block->back().erase();
+  b.setInsertionPointToEnd(block);
+  Value next = body(b, l, loop.getInductionVar(), loop.getRegionIterArgs()[0]);
+  scf::YieldOp::create(b, l, ValueRange{next});
+  return loop.getResult(0);
+}
+
+Value product(OpBuilder &b, Location l, ArrayRef<Value> sizes) {
+  Value p = scalar::constIndex(b, l, 1);
+  for (Value s : sizes)
+    p = arith::MulIOp::create(b, l, p, s);
+  return p;
+}
+
+
+/// The operands every scatter takes, and its reduction.
+struct ScatterArgs {
+  Value data, indices, updates;
+  std::function<Value(OpBuilder &, Location, Value, Value)> reduce;
+};
+
+FailureOr<ScatterArgs> scatterArgs(NodeContext &ctx) {
+  ScatterArgs args{ctx.input(0), ctx.input(1), ctx.input(2), {}};
+  if (!args.data || !args.indices || !args.updates)
+    return ctx.error() << "data, indices and updates are required", failure();
+  auto reduce = scatterReduction(ctx);
+  if (failed(reduce))
+    return failure();
+  args.reduce = *reduce;
+  return args;
+}
+
+/// ScatterND(data, indices [..., q], updates): updates in order.
+Results convertScatterND(NodeContext &ctx) {
+  FailureOr<ScatterArgs> args = scatterArgs(ctx);
+  if (failed(args))
+    return failure();
+  Value data = args->data, indices = args->indices, updates = args->updates;
+  auto *reduce = &args->reduce;
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  int64_t q = indexType.getShape().back();
+  if (ShapedType::isDynamic(q) || q > dataType.getRank())
+    return ctx.error() << "the last dimension of indices must be a static size <= the data's rank", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<Value> dataSizes, pointSizes, sliceSizes;
+  for (int64_t d = 0; d < dataType.getRank(); ++d)
+    dataSizes.push_back(tb::dimSize(b, loc, data, d));
+  for (int64_t d = 0; d + 1 < indexType.getRank(); ++d)
+    pointSizes.push_back(tb::dimSize(b, loc, indices, d));
+  sliceSizes.assign(dataSizes.begin() + q, dataSizes.end());
+  Value points = product(b, loc, pointSizes), slice = product(b, loc, sliceSizes);
+  Value result = scatterLoop(b, loc, points, data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
+    SmallVector<Value> at = unflatten(b1, l1, p, pointSizes);
+    SmallVector<Value> target;
+    for (int64_t j = 0; j < q; ++j) {
+      SmallVector<Value> idx(at);
+      idx.push_back(scalar::constIndex(b1, l1, j));
+      target.push_back(wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
+    }
+    return scatterLoop(b1, l1, slice, acc, [&](OpBuilder &b2, Location l2, Value s, Value acc2) {
+      SmallVector<Value> within = unflatten(b2, l2, s, sliceSizes);
+      SmallVector<Value> dataIdx(target), updateIdx(at);
+      llvm::append_range(dataIdx, within);
+      llvm::append_range(updateIdx, within);
+      Value update = tensor::ExtractOp::create(b2, l2, updates, updateIdx);
+      Value old = tensor::ExtractOp::create(b2, l2, acc2, dataIdx);
+      return tensor::InsertOp::create(b2, l2, (*reduce)(b2, l2, old, update), acc2, dataIdx).getResult();
+    });
+  });
+  return SmallVector<Value>{result};
+}
+
+/// ScatterElements(data, indices, updates, axis): updates in order.
+Results convertScatterElements(NodeContext &ctx) {
+  FailureOr<ScatterArgs> args = scatterArgs(ctx);
+  if (failed(args))
+    return failure();
+  Value data = args->data, indices = args->indices, updates = args->updates;
+  auto *reduce = &args->reduce;
+  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", 0), dataType.getRank());
+  if (failed(axis) || indexType.getRank() != dataType.getRank())
+    return ctx.error() << "indices must have the data's rank", failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<Value> sizes;
+  for (int64_t d = 0; d < indexType.getRank(); ++d)
+    sizes.push_back(tb::dimSize(b, loc, indices, d));
+  Value axisSize = tb::dimSize(b, loc, data, *axis);
+  Value result = scatterLoop(b, loc, product(b, loc, sizes), data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
+    SmallVector<Value> at = unflatten(b1, l1, p, sizes);
+    SmallVector<Value> target(at);
+    target[*axis] = wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
+    Value old = tensor::ExtractOp::create(b1, l1, acc, target);
+    Value update = tensor::ExtractOp::create(b1, l1, updates, at);
+    return tensor::InsertOp::create(b1, l1, (*reduce)(b1, l1, old, update), acc, target).getResult();
+  });
+  return SmallVector<Value>{result};
+}
+
+} // namespace
+
+void mlir::moe::onnx_import::addScatterConverters(std::vector<OpConverter> &converters) {
+  converters.push_back({"", "ScatterND", convertScatterND});
+  converters.push_back({"", "ScatterElements", convertScatterElements});
+}
