@@ -22,33 +22,38 @@ GroupedMatmulOp soleGemm(Value v) {
   return gemm && gemm->hasOneUse() ? gemm : GroupedMatmulOp();
 }
 
-struct FuseActivation : OpRewritePattern<ActivationOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ActivationOp act, PatternRewriter &rewriter) const override {
-    GroupedMatmulOp gemm = soleGemm(act.getInput());
+/// Replaces `op` by the fused op `Fuse` builds from it and the grouped
+/// matmul `Input(op)` comes from, when `op` is that matmul's only user.
+template <typename OpTy, Value (*Input)(OpTy), Value (*Fuse)(PatternRewriter &, OpTy, GroupedMatmulOp)>
+struct FuseIntoGemm : OpRewritePattern<OpTy> {
+  using OpRewritePattern<OpTy>::OpRewritePattern;
+  LogicalResult matchAndRewrite(OpTy op, PatternRewriter &rewriter) const override {
+    GroupedMatmulOp gemm = soleGemm(Input(op));
     if (!gemm)
-      return rewriter.notifyMatchFailure(act, "input is not a grouped matmul used only here");
-    rewriter.replaceOpWithNewOp<GroupedMatmulActOp>(act, act.getType(), act.getKind(),
-                                                    gemm.getLhs(), gemm.getWeights(),
-                                                    gemm.getOffsets(), gemm.getShared());
+      return rewriter.notifyMatchFailure(op, "its input is not a grouped matmul used only here");
+    rewriter.replaceOp(op, Fuse(rewriter, op, gemm));
     rewriter.eraseOp(gemm);
     return success();
   }
 };
 
-struct FuseCombine : OpRewritePattern<CombineOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(CombineOp combine, PatternRewriter &rewriter) const override {
-    GroupedMatmulOp gemm = soleGemm(combine.getRows());
-    if (!gemm)
-      return rewriter.notifyMatchFailure(combine, "rows are not a grouped matmul used only here");
-    rewriter.replaceOpWithNewOp<GroupedMatmulCombineOp>(
-        combine, combine.getType(), gemm.getLhs(), gemm.getWeights(), gemm.getOffsets(),
-        combine.getSlotRow(), combine.getSlotWeight(), gemm.getShared());
-    rewriter.eraseOp(gemm);
-    return success();
-  }
-};
+/// act(x W) as one moe.grouped_matmul_act.
+Value activationInput(ActivationOp act) { return act.getInput(); }
+Value fuseActivation(PatternRewriter &rewriter, ActivationOp act, GroupedMatmulOp gemm) {
+  return GroupedMatmulActOp::create(rewriter, act.getLoc(), act.getType(), act.getKind(), gemm.getLhs(),
+                                    gemm.getWeights(), gemm.getOffsets(), gemm.getShared());
+}
+
+/// combine(x W) as one moe.grouped_matmul_combine.
+Value combineRows(CombineOp combine) { return combine.getRows(); }
+Value fuseCombine(PatternRewriter &rewriter, CombineOp combine, GroupedMatmulOp gemm) {
+  return GroupedMatmulCombineOp::create(rewriter, combine.getLoc(), combine.getType(), gemm.getLhs(),
+                                        gemm.getWeights(), gemm.getOffsets(), combine.getSlotRow(),
+                                        combine.getSlotWeight(), gemm.getShared());
+}
+
+using FuseActivation = FuseIntoGemm<ActivationOp, activationInput, fuseActivation>;
+using FuseCombine = FuseIntoGemm<CombineOp, combineRows, fuseCombine>;
 
 struct MoeFuseExpertsPass : mlir::moe::impl::MoeFuseExpertsBase<MoeFuseExpertsPass> {
   void runOnOperation() override {

@@ -62,7 +62,7 @@ NO_LLVM = {"Support", "Runtime"}
 SOURCE = re.compile(r"\.(cpp|h|td)$")
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 ANGLE_INCLUDE = re.compile(r"^\s*#\s*include\s+<(mlir|llvm)/")
-LIBRARY = re.compile(r"add_(?:mlir_library|library)\(\s*([A-Za-z0-9_]+)(.*?)\)", re.S)
+LIBRARY = re.compile(r"add_(?:mlir_library|library|moe_conversion_library)\(\s*([A-Za-z0-9_]+)(.*?)\)", re.S)
 LINK_LIBS = re.compile(r"LINK_LIBS\s+(?:PUBLIC|PRIVATE)?(.*)", re.S)
 TARGET_LINK = re.compile(r"target_link_libraries\(\s*([A-Za-z0-9_]+)\s+(?:PUBLIC|PRIVATE|INTERFACE)?(.*?)\)", re.S)
 

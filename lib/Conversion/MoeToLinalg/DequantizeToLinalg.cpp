@@ -94,13 +94,10 @@ bool lowering::isDequantizedPerExpert(DequantizeOp op) {
 }
 
 namespace {
-struct LowerDequantize : OpRewritePattern<DequantizeOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(DequantizeOp op, PatternRewriter &b) const override {
-    b.replaceOp(op, dequantizedTensor(b, op.getLoc(), op, Value()));
-    return success();
-  }
-};
+SmallVector<Value> lowerDequantize(PatternRewriter &b, DequantizeOp op, ContractionForm) {
+  return llvm::to_vector(ValueRange(dequantizedTensor(b, op.getLoc(), op, Value())));
+}
+using LowerDequantize = FunctionLowering<DequantizeOp, lowerDequantize>;
 } // namespace
 
 void mlir::moe::populateMoeDequantizeToLinalgPatterns(RewritePatternSet &patterns) {

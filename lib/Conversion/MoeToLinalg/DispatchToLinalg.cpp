@@ -466,65 +466,56 @@ private:
   }
 };
 
-struct LowerRestrictSlots : OpRewritePattern<RestrictSlotsOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(RestrictSlotsOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    auto type = cast<RankedTensorType>(op.getType());
-    Value init = zeros(b, loc, type, dimsOf(b, loc, op.getIndices()));
-    AffineMap id = b.getMultiDimIdentityMap(2);
-    Value limit = constI32(b, loc, op.getNumExperts());
-    auto result = linalg::GenericOp::create(
-        b, loc, TypeRange{type}, ValueRange{op.getIndices()}, ValueRange{init},
-        ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
-        [&](OpBuilder &nb, Location nl, ValueRange a) {
-          Value inside = cmpi(nb, nl, arith::CmpIPredicate::slt, a[0], limit);
-          linalg::YieldOp::create(
-              nb, nl, ValueRange{arith::SelectOp::create(nb, nl, inside, a[0], constI32(nb, nl, -1))});
-        });
-    b.replaceOp(op, result.getResult(0));
-    return success();
-  }
-};
+SmallVector<Value> lowerRestrictSlots(PatternRewriter &b, RestrictSlotsOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  auto type = cast<RankedTensorType>(op.getType());
+  Value init = zeros(b, loc, type, dimsOf(b, loc, op.getIndices()));
+  AffineMap id = b.getMultiDimIdentityMap(2);
+  Value limit = constI32(b, loc, op.getNumExperts());
+  auto result = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{op.getIndices()}, ValueRange{init},
+      ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value inside = cmpi(nb, nl, arith::CmpIPredicate::slt, a[0], limit);
+        linalg::YieldOp::create(
+            nb, nl, ValueRange{arith::SelectOp::create(nb, nl, inside, a[0], constI32(nb, nl, -1))});
+      });
+  return llvm::to_vector(ValueRange(result.getResult(0)));
+}
+using LowerRestrictSlots = FunctionLowering<RestrictSlotsOp, lowerRestrictSlots>;
 
-struct LowerPermute : OpRewritePattern<PermuteOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(PermuteOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value x = op.getX(), rowToken = op.getRowToken();
-    auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> dims = {dimsOf(b, loc, rowToken)[0], dimsOf(b, loc, x)[1]};
-    Value init = zeros(b, loc, type, dims);
-    MLIRContext *ctx = b.getContext();
-    AffineExpr r, h;
-    bindDims(ctx, r, h);
-    auto result = linalg::GenericOp::create(
-        b, loc, TypeRange{type}, ValueRange{rowToken}, ValueRange{init},
-        ArrayRef<AffineMap>{AffineMap::get(2, 0, {r}, ctx), AffineMap::get(2, 0, {r, h}, ctx)},
-        SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
-        [&](OpBuilder &nb, Location nl, ValueRange a) {
-          Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0));
-          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, a[0]),
-                                               constIndex(nb, nl, 0));
-          Value v = get(nb, nl, x, {safe, linalg::IndexOp::create(nb, nl, 1)});
-          Value zero = arith::ConstantOp::create(nb, nl, nb.getZeroAttr(type.getElementType()));
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, valid, v, zero)});
-        });
-    b.replaceOp(op, result.getResult(0));
-    return success();
-  }
-};
+SmallVector<Value> lowerPermute(PatternRewriter &b, PermuteOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  Value x = op.getX(), rowToken = op.getRowToken();
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<Value> dims = {dimsOf(b, loc, rowToken)[0], dimsOf(b, loc, x)[1]};
+  Value init = zeros(b, loc, type, dims);
+  MLIRContext *ctx = b.getContext();
+  AffineExpr r, h;
+  bindDims(ctx, r, h);
+  auto result = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{rowToken}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(2, 0, {r}, ctx), AffineMap::get(2, 0, {r, h}, ctx)},
+      SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0));
+        Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, a[0]),
+                                             constIndex(nb, nl, 0));
+        Value v = get(nb, nl, x, {safe, linalg::IndexOp::create(nb, nl, 1)});
+        Value zero = arith::ConstantOp::create(nb, nl, nb.getZeroAttr(type.getElementType()));
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, valid, v, zero)});
+      });
+  return llvm::to_vector(ValueRange(result.getResult(0)));
+}
+using LowerPermute = FunctionLowering<PermuteOp, lowerPermute>;
 
-struct LowerCombine : OpRewritePattern<CombineOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(CombineOp op, PatternRewriter &b) const override {
-    auto type = cast<RankedTensorType>(op.getType());
-    Value acc = combineSlots(b, op.getLoc(), op.getRows(), op.getSlotRow(), op.getSlotWeight(),
-                             type.getShape());
-    b.replaceOp(op, castElements(b, op.getLoc(), acc, type.getElementType()));
-    return success();
-  }
-};
+SmallVector<Value> lowerCombine(PatternRewriter &b, CombineOp op, ContractionForm) {
+  auto type = cast<RankedTensorType>(op.getType());
+  Value acc = combineSlots(b, op.getLoc(), op.getRows(), op.getSlotRow(), op.getSlotWeight(),
+                           type.getShape());
+  return llvm::to_vector(ValueRange(castElements(b, op.getLoc(), acc, type.getElementType())));
+}
+using LowerCombine = FunctionLowering<CombineOp, lowerCombine>;
 
 } // namespace
 

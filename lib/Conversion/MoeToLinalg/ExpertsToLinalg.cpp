@@ -235,271 +235,241 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
   return result;
 }
 
-struct LowerGroupedMatmul : ContractionPattern<GroupedMatmulOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(GroupedMatmulOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
-    b.replaceOp(op, castToType(b, loc, acc, op.getType()));
-    return success();
-  }
-};
+Value lowerGroupedMatmul(PatternRewriter &b, GroupedMatmulOp op, ContractionForm form) {
+  return groupedMatmulF32(b, op.getLoc(), op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
+}
+using LowerGroupedMatmul = CastLowering<GroupedMatmulOp, lowerGroupedMatmul>;
 
-struct LowerGroupedMatmulAct : ContractionPattern<GroupedMatmulActOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(GroupedMatmulActOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
-    b.replaceOp(op, castToType(b, loc, activate(b, loc, op.getKind(), acc), op.getType()));
-    return success();
-  }
-};
+Value lowerGroupedMatmulAct(PatternRewriter &b, GroupedMatmulActOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value acc = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
+  return activate(b, loc, op.getKind(), acc);
+}
+using LowerGroupedMatmulAct = CastLowering<GroupedMatmulActOp, lowerGroupedMatmulAct>;
 
-struct LowerGroupedMatmulCombine : ContractionPattern<GroupedMatmulCombineOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(GroupedMatmulCombineOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    auto type = cast<RankedTensorType>(op.getType());
-    Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
-    Type element = cast<RankedTensorType>(op.getLhs().getType()).getElementType();
-    if (form != ContractionForm::Parallel || !(element.isBF16() || element.isF16())) {
-      Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
-      b.replaceOp(op, castToType(b, loc, acc, op.getType()));
-      return success();
-    }
-    // For the tensor-core GEMM: the weights scale the rows in its epilogue
-    // (moe.row_scale), the combine sums them. The same f32 products and the
-    // same slot-order sums: the result is bit-identical.
-    auto rowsType = cast<RankedTensorType>(rows.getType());
-    Value numRows = tensor::DimOp::create(b, loc, rows, 0);
-    Value weights = slotWeightsByRow(b, loc, op.getSlotRow(), op.getSlotWeight(), numRows,
-                                     rowsType.getDimSize(0));
+Value lowerGroupedMatmulCombine(PatternRewriter &b, GroupedMatmulCombineOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  auto type = cast<RankedTensorType>(op.getType());
+  Value rows = groupedMatmulF32(b, loc, op.getLhs(), op.getWeights(), op.getOffsets(), op.getShared(), form);
+  Type element = cast<RankedTensorType>(op.getLhs().getType()).getElementType();
+  if (form != ContractionForm::Parallel || !(element.isBF16() || element.isF16())) {
+    Value acc = combineSlots(b, loc, rows, op.getSlotRow(), op.getSlotWeight(), type.getShape());
+    return acc;
+  }
+  // For the tensor-core GEMM: the weights scale the rows in its epilogue
+  // (moe.row_scale), the combine sums them. The same f32 products and the
+  // same slot-order sums: the result is bit-identical.
+  auto rowsType = cast<RankedTensorType>(rows.getType());
+  Value numRows = tensor::DimOp::create(b, loc, rows, 0);
+  Value weights = slotWeightsByRow(b, loc, op.getSlotRow(), op.getSlotWeight(), numRows,
+                                   rowsType.getDimSize(0));
+  MLIRContext *ctx = b.getContext();
+  AffineExpr r, n;
+  bindDims(ctx, r, n);
+  auto scale = linalg::GenericOp::create(
+      b, loc, TypeRange{rowsType}, ValueRange{rows, weights},
+      ValueRange{zeros(b, loc, rowsType, dimsOf(b, loc, rows))},
+      ArrayRef<AffineMap>{AffineMap::get(2, 0, {r, n}, ctx), AffineMap::get(2, 0, {r}, ctx),
+                          AffineMap::get(2, 0, {r, n}, ctx)},
+      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel},
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, args[1], args[0]).getResult()});
+      });
+  scale->setAttr(kRowScaleAttrName, b.getUnitAttr());
+  Value acc = combineSlots(b, loc, scale.getResult(0), op.getSlotRow(), Value(), type.getShape());
+  return acc;
+}
+using LowerGroupedMatmulCombine = CastLowering<GroupedMatmulCombineOp, lowerGroupedMatmulCombine>;
+
+Value lowerActivation(PatternRewriter &b, ActivationOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  return activate(b, loc, op.getKind(), op.getInput());
+}
+using LowerActivation = CastLowering<ActivationOp, lowerActivation>;
+
+Value lowerZeroCompute(PatternRewriter &b, ZeroComputeOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value x = op.getX(), indices = op.getIndices(), weights = op.getWeights();
+  Value vectors = op.getConstantVectors();
+  // Per expert: its kind and, for constant experts, which one it is.
+  SmallVector<ExpertKind> kinds = expandExpertSet(op.getExperts());
+  SmallVector<int32_t> kindCodes, constantSlot;
+  int32_t nextConstant = 0;
+  for (ExpertKind kind : kinds) {
+    kindCodes.push_back(static_cast<int32_t>(kind));
+    constantSlot.push_back(kind == ExpertKind::constant ? nextConstant++ : 0);
+  }
+  auto tableType = RankedTensorType::get({static_cast<int64_t>(kinds.size())}, b.getI32Type());
+  Value kindTable = arith::ConstantOp::create(
+      b, loc, DenseIntElementsAttr::get(tableType, ArrayRef<int32_t>(kindCodes)));
+  Value constantTable = arith::ConstantOp::create(
+      b, loc, DenseIntElementsAttr::get(tableType, ArrayRef<int32_t>(constantSlot)));
+  int32_t numExperts = static_cast<int32_t>(kinds.size());
+
+  // Mixing logits of every constant expert: [T, 2 E_c] = x · mix^T.
+  Value mixLogits;
+  if (vectors) {
+    auto mixType = cast<RankedTensorType>(op.getConstantMix().getType());
+    int64_t ec = mixType.getDimSize(0);
+    auto flatType = RankedTensorType::get(
+        {ShapedType::isDynamic(ec) ? ec : 2 * ec, mixType.getDimSize(2)}, mixType.getElementType());
+    Value flat = tensor::CollapseShapeOp::create(b, loc, flatType, op.getConstantMix(),
+                                                 ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+    mixLogits = linearF32(b, loc, x, flat, form);
+  }
+
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<Value> xDims = dimsOf(b, loc, x);
+  Value acc = reduceOverSlots(
+      b, loc, type.getShape(), xDims, indices, weights,
+      [&](OpBuilder &nb, Location nl, Value e, Value w, Value sum) -> Value {
+        using P = arith::CmpIPredicate;
+        Value valid = arith::AndIOp::create(
+            nb, nl, arith::CmpIOp::create(nb, nl, P::sge, e, constI32(nb, nl, 0)),
+            arith::CmpIOp::create(nb, nl, P::slt, e, constI32(nb, nl, numExperts)));
+        Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, e), constIndex(nb, nl, 0));
+        Value kind = get(nb, nl, kindTable, {safe});
+        Value ti = linalg::IndexOp::create(nb, nl, 0), hi = linalg::IndexOp::create(nb, nl, 1);
+        Value xv = toF32(nb, nl, get(nb, nl, x, {ti, hi}));
+        auto isKind = [&](ExpertKind kk) {
+          return arith::AndIOp::create(
+              nb, nl, valid,
+              arith::CmpIOp::create(nb, nl, P::eq, kind, constI32(nb, nl, static_cast<int32_t>(kk))));
+        };
+        Value zero = constF32(nb, nl, 0.0);
+        Value contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::copy),
+                                                     arith::MulFOp::create(nb, nl, w, xv), zero);
+        if (vectors) {
+          Value c = i32ToIndex(nb, nl, get(nb, nl, constantTable, {safe}));
+          Value c2 = arith::MulIOp::create(nb, nl, c, constIndex(nb, nl, 2));
+          Value l0 = get(nb, nl, mixLogits, {ti, c2});
+          Value l1 = get(nb, nl, mixLogits, {ti, arith::AddIOp::create(nb, nl, c2, constIndex(nb, nl, 1))});
+          Value m = arith::MaximumFOp::create(nb, nl, l0, l1);
+          Value e0 = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, l0, m));
+          Value e1 = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, l1, m));
+          Value s = arith::AddFOp::create(nb, nl, e0, e1);
+          Value a1 = arith::DivFOp::create(nb, nl, e0, s), a2 = arith::DivFOp::create(nb, nl, e1, s);
+          Value v = toF32(nb, nl, get(nb, nl, vectors, {c, hi}));
+          Value mixed = arith::AddFOp::create(nb, nl, arith::MulFOp::create(nb, nl, a1, xv),
+                                              arith::MulFOp::create(nb, nl, a2, v));
+          contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::constant),
+                                                 arith::MulFOp::create(nb, nl, w, mixed), contribution);
+        }
+        return arith::AddFOp::create(nb, nl, sum, contribution);
+      });
+  return acc;
+}
+using LowerZeroCompute = CastLowering<ZeroComputeOp, lowerZeroCompute>;
+
+Value lowerDenseFfn(PatternRewriter &b, DenseFfnOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value x = op.getX();
+  Value hidden = activate(b, loc, op.getKind(), linearF32(b, loc, x, op.getUp(), form));
+  Value out = linearF32(b, loc, hidden, op.getDown(), form);
+  if (Value gate = op.getGate()) {
+    // Each row times sigmoid(gate · x_t).
+    Value g = linearF32(b, loc, x, gate, form);
     MLIRContext *ctx = b.getContext();
-    AffineExpr r, n;
-    bindDims(ctx, r, n);
-    auto scale = linalg::GenericOp::create(
-        b, loc, TypeRange{rowsType}, ValueRange{rows, weights},
-        ValueRange{zeros(b, loc, rowsType, dimsOf(b, loc, rows))},
-        ArrayRef<AffineMap>{AffineMap::get(2, 0, {r, n}, ctx), AffineMap::get(2, 0, {r}, ctx),
-                            AffineMap::get(2, 0, {r, n}, ctx)},
-        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel},
-        [&](OpBuilder &nb, Location nl, ValueRange args) {
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, args[1], args[0]).getResult()});
-        });
-    scale->setAttr(kRowScaleAttrName, b.getUnitAttr());
-    Value acc = combineSlots(b, loc, scale.getResult(0), op.getSlotRow(), Value(), type.getShape());
-    b.replaceOp(op, castToType(b, loc, acc, op.getType()));
-    return success();
+    AffineExpr t, h;
+    bindDims(ctx, t, h);
+    auto outType = cast<RankedTensorType>(out.getType());
+    Value init = zeros(b, loc, outType, dimsOf(b, loc, out));
+    out = linalg::GenericOp::create(
+              b, loc, TypeRange{outType}, ValueRange{out, g}, ValueRange{init},
+              ArrayRef<AffineMap>{AffineMap::get(2, 0, {t, h}, ctx),
+                                  AffineMap::get(2, 0, {t, b.getAffineConstantExpr(0)}, ctx),
+                                  AffineMap::get(2, 0, {t, h}, ctx)},
+              SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+              [&](OpBuilder &nb, Location nl, ValueRange a) {
+                Value sig = scalar::sigmoid(nb, nl, a[1]);
+                linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, a[0], sig)});
+              })
+              .getResult(0);
   }
-};
+  return out;
+}
+using LowerDenseFfn = CastLowering<DenseFfnOp, lowerDenseFfn>;
 
-struct LowerActivation : OpRewritePattern<ActivationOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ActivationOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    b.replaceOp(op, castToType(b, loc, activate(b, loc, op.getKind(), op.getInput()), op.getType()));
-    return success();
+SmallVector<Value> lowerDenseGates(PatternRewriter &b, DenseGatesOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  auto type = cast<RankedTensorType>(op.getType());
+  Value rows = dimsOf(b, loc, op.getWeights())[0];
+  Value init = zeros(b, loc, type, {rows, constIndex(b, loc, op.getNumExperts())});
+  MLIRContext *ctx = b.getContext();
+  AffineExpr g, e, k;
+  bindDims(ctx, g, e, k);
+  auto slotMap = AffineMap::get(3, 0, {g, k}, ctx);
+  auto result = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{op.getWeights(), op.getIndices()}, ValueRange{init},
+      ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {g, e}, ctx)},
+      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
+                                    utils::IteratorType::reduction},
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value expert = indexToI32(nb, nl, linalg::IndexOp::create(nb, nl, 1));
+        Value mine = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, a[1], expert);
+        Value sum = arith::AddFOp::create(nb, nl, a[2], a[0]);
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, mine, sum, a[2])});
+      });
+  return llvm::to_vector(ValueRange(result.getResult(0)));
+}
+using LowerDenseGates = FunctionLowering<DenseGatesOp, lowerDenseGates>;
+
+SmallVector<Value> lowerComposeExperts(PatternRewriter &b, ComposeExpertsOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<Value> dDims = dimsOf(b, loc, op.getDown()), uDims = dimsOf(b, loc, op.getUp());
+  Value init = zeros(b, loc, type, {dDims[0], dDims[1], uDims[2]});
+  MLIRContext *ctx = b.getContext();
+  AffineExpr e, i, j, f;
+  bindDims(ctx, e, i, j, f);
+  auto result = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{op.getDown(), op.getUp()}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(4, 0, {e, i, f}, ctx), AffineMap::get(4, 0, {e, f, j}, ctx),
+                          AffineMap::get(4, 0, {e, i, j}, ctx)},
+      ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
+                                    utils::IteratorType::parallel, utils::IteratorType::reduction},
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, a[0]), toF32(nb, nl, a[1]));
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], prod)});
+      });
+  return llvm::to_vector(ValueRange(result.getResult(0)));
+}
+using LowerComposeExperts = FunctionLowering<ComposeExpertsOp, lowerComposeExperts>;
+
+Value lowerMergeExperts(PatternRewriter &b, MergeExpertsOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value w = op.getWeights(), gates = op.getGates();
+  auto wType = cast<RankedTensorType>(w.getType());
+  int64_t rank = wType.getRank();
+  // Loops: g, then the weight dims after the first, then e (reduction).
+  MLIRContext *ctx = b.getContext();
+  unsigned numLoops = rank + 1;
+  AffineExpr g = b.getAffineDimExpr(0), e = b.getAffineDimExpr(numLoops - 1);
+  SmallVector<AffineExpr> wExprs = {e}, outExprs = {g};
+  for (int64_t d = 1; d < rank; ++d) {
+    wExprs.push_back(b.getAffineDimExpr(d));
+    outExprs.push_back(b.getAffineDimExpr(d));
   }
-};
-
-struct LowerZeroCompute : ContractionPattern<ZeroComputeOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(ZeroComputeOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value x = op.getX(), indices = op.getIndices(), weights = op.getWeights();
-    Value vectors = op.getConstantVectors();
-    // Per expert: its kind and, for constant experts, which one it is.
-    SmallVector<ExpertKind> kinds = expandExpertSet(op.getExperts());
-    SmallVector<int32_t> kindCodes, constantSlot;
-    int32_t nextConstant = 0;
-    for (ExpertKind kind : kinds) {
-      kindCodes.push_back(static_cast<int32_t>(kind));
-      constantSlot.push_back(kind == ExpertKind::constant ? nextConstant++ : 0);
-    }
-    auto tableType = RankedTensorType::get({static_cast<int64_t>(kinds.size())}, b.getI32Type());
-    Value kindTable = arith::ConstantOp::create(
-        b, loc, DenseIntElementsAttr::get(tableType, ArrayRef<int32_t>(kindCodes)));
-    Value constantTable = arith::ConstantOp::create(
-        b, loc, DenseIntElementsAttr::get(tableType, ArrayRef<int32_t>(constantSlot)));
-    int32_t numExperts = static_cast<int32_t>(kinds.size());
-
-    // Mixing logits of every constant expert: [T, 2 E_c] = x · mix^T.
-    Value mixLogits;
-    if (vectors) {
-      auto mixType = cast<RankedTensorType>(op.getConstantMix().getType());
-      int64_t ec = mixType.getDimSize(0);
-      auto flatType = RankedTensorType::get(
-          {ShapedType::isDynamic(ec) ? ec : 2 * ec, mixType.getDimSize(2)}, mixType.getElementType());
-      Value flat = tensor::CollapseShapeOp::create(b, loc, flatType, op.getConstantMix(),
-                                                   ArrayRef<ReassociationIndices>{{0, 1}, {2}});
-      mixLogits = linearF32(b, loc, x, flat, form);
-    }
-
-    auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> xDims = dimsOf(b, loc, x);
-    Value acc = reduceOverSlots(
-        b, loc, type.getShape(), xDims, indices, weights,
-        [&](OpBuilder &nb, Location nl, Value e, Value w, Value sum) -> Value {
-          using P = arith::CmpIPredicate;
-          Value valid = arith::AndIOp::create(
-              nb, nl, arith::CmpIOp::create(nb, nl, P::sge, e, constI32(nb, nl, 0)),
-              arith::CmpIOp::create(nb, nl, P::slt, e, constI32(nb, nl, numExperts)));
-          Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, e), constIndex(nb, nl, 0));
-          Value kind = get(nb, nl, kindTable, {safe});
-          Value ti = linalg::IndexOp::create(nb, nl, 0), hi = linalg::IndexOp::create(nb, nl, 1);
-          Value xv = toF32(nb, nl, get(nb, nl, x, {ti, hi}));
-          auto isKind = [&](ExpertKind kk) {
-            return arith::AndIOp::create(
-                nb, nl, valid,
-                arith::CmpIOp::create(nb, nl, P::eq, kind, constI32(nb, nl, static_cast<int32_t>(kk))));
-          };
-          Value zero = constF32(nb, nl, 0.0);
-          Value contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::copy),
-                                                       arith::MulFOp::create(nb, nl, w, xv), zero);
-          if (vectors) {
-            Value c = i32ToIndex(nb, nl, get(nb, nl, constantTable, {safe}));
-            Value c2 = arith::MulIOp::create(nb, nl, c, constIndex(nb, nl, 2));
-            Value l0 = get(nb, nl, mixLogits, {ti, c2});
-            Value l1 = get(nb, nl, mixLogits, {ti, arith::AddIOp::create(nb, nl, c2, constIndex(nb, nl, 1))});
-            Value m = arith::MaximumFOp::create(nb, nl, l0, l1);
-            Value e0 = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, l0, m));
-            Value e1 = math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, l1, m));
-            Value s = arith::AddFOp::create(nb, nl, e0, e1);
-            Value a1 = arith::DivFOp::create(nb, nl, e0, s), a2 = arith::DivFOp::create(nb, nl, e1, s);
-            Value v = toF32(nb, nl, get(nb, nl, vectors, {c, hi}));
-            Value mixed = arith::AddFOp::create(nb, nl, arith::MulFOp::create(nb, nl, a1, xv),
-                                                arith::MulFOp::create(nb, nl, a2, v));
-            contribution = arith::SelectOp::create(nb, nl, isKind(ExpertKind::constant),
-                                                   arith::MulFOp::create(nb, nl, w, mixed), contribution);
-          }
-          return arith::AddFOp::create(nb, nl, sum, contribution);
-        });
-    b.replaceOp(op, castToType(b, loc, acc, op.getType()));
-    return success();
-  }
-};
-
-struct LowerDenseFfn : ContractionPattern<DenseFfnOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(DenseFfnOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value x = op.getX();
-    Value hidden = activate(b, loc, op.getKind(), linearF32(b, loc, x, op.getUp(), form));
-    Value out = linearF32(b, loc, hidden, op.getDown(), form);
-    if (Value gate = op.getGate()) {
-      // Each row times sigmoid(gate · x_t).
-      Value g = linearF32(b, loc, x, gate, form);
-      MLIRContext *ctx = b.getContext();
-      AffineExpr t, h;
-      bindDims(ctx, t, h);
-      auto outType = cast<RankedTensorType>(out.getType());
-      Value init = zeros(b, loc, outType, dimsOf(b, loc, out));
-      out = linalg::GenericOp::create(
-                b, loc, TypeRange{outType}, ValueRange{out, g}, ValueRange{init},
-                ArrayRef<AffineMap>{AffineMap::get(2, 0, {t, h}, ctx),
-                                    AffineMap::get(2, 0, {t, b.getAffineConstantExpr(0)}, ctx),
-                                    AffineMap::get(2, 0, {t, h}, ctx)},
-                SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
-                [&](OpBuilder &nb, Location nl, ValueRange a) {
-                  Value sig = scalar::sigmoid(nb, nl, a[1]);
-                  linalg::YieldOp::create(nb, nl, ValueRange{arith::MulFOp::create(nb, nl, a[0], sig)});
-                })
-                .getResult(0);
-    }
-    b.replaceOp(op, castToType(b, loc, out, op.getType()));
-    return success();
-  }
-};
-
-struct LowerDenseGates : OpRewritePattern<DenseGatesOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(DenseGatesOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    auto type = cast<RankedTensorType>(op.getType());
-    Value rows = dimsOf(b, loc, op.getWeights())[0];
-    Value init = zeros(b, loc, type, {rows, constIndex(b, loc, op.getNumExperts())});
-    MLIRContext *ctx = b.getContext();
-    AffineExpr g, e, k;
-    bindDims(ctx, g, e, k);
-    auto slotMap = AffineMap::get(3, 0, {g, k}, ctx);
-    auto result = linalg::GenericOp::create(
-        b, loc, TypeRange{type}, ValueRange{op.getWeights(), op.getIndices()}, ValueRange{init},
-        ArrayRef<AffineMap>{slotMap, slotMap, AffineMap::get(3, 0, {g, e}, ctx)},
-        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
-                                      utils::IteratorType::reduction},
-        [&](OpBuilder &nb, Location nl, ValueRange a) {
-          Value expert = indexToI32(nb, nl, linalg::IndexOp::create(nb, nl, 1));
-          Value mine = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, a[1], expert);
-          Value sum = arith::AddFOp::create(nb, nl, a[2], a[0]);
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, mine, sum, a[2])});
-        });
-    b.replaceOp(op, result.getResult(0));
-    return success();
-  }
-};
-
-struct LowerComposeExperts : OpRewritePattern<ComposeExpertsOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ComposeExpertsOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> dDims = dimsOf(b, loc, op.getDown()), uDims = dimsOf(b, loc, op.getUp());
-    Value init = zeros(b, loc, type, {dDims[0], dDims[1], uDims[2]});
-    MLIRContext *ctx = b.getContext();
-    AffineExpr e, i, j, f;
-    bindDims(ctx, e, i, j, f);
-    auto result = linalg::GenericOp::create(
-        b, loc, TypeRange{type}, ValueRange{op.getDown(), op.getUp()}, ValueRange{init},
-        ArrayRef<AffineMap>{AffineMap::get(4, 0, {e, i, f}, ctx), AffineMap::get(4, 0, {e, f, j}, ctx),
-                            AffineMap::get(4, 0, {e, i, j}, ctx)},
-        ArrayRef<utils::IteratorType>{utils::IteratorType::parallel, utils::IteratorType::parallel,
-                                      utils::IteratorType::parallel, utils::IteratorType::reduction},
-        [&](OpBuilder &nb, Location nl, ValueRange a) {
-          Value prod = arith::MulFOp::create(nb, nl, toF32(nb, nl, a[0]), toF32(nb, nl, a[1]));
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], prod)});
-        });
-    b.replaceOp(op, result.getResult(0));
-    return success();
-  }
-};
-
-struct LowerMergeExperts : OpRewritePattern<MergeExpertsOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(MergeExpertsOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value w = op.getWeights(), gates = op.getGates();
-    auto wType = cast<RankedTensorType>(w.getType());
-    int64_t rank = wType.getRank();
-    // Loops: g, then the weight dims after the first, then e (reduction).
-    MLIRContext *ctx = b.getContext();
-    unsigned numLoops = rank + 1;
-    AffineExpr g = b.getAffineDimExpr(0), e = b.getAffineDimExpr(numLoops - 1);
-    SmallVector<AffineExpr> wExprs = {e}, outExprs = {g};
-    for (int64_t d = 1; d < rank; ++d) {
-      wExprs.push_back(b.getAffineDimExpr(d));
-      outExprs.push_back(b.getAffineDimExpr(d));
-    }
-    SmallVector<Value> wDims = dimsOf(b, loc, w);
-    SmallVector<Value> outDims = {dimsOf(b, loc, gates)[0]};
-    outDims.append(wDims.begin() + 1, wDims.end());
-    auto outType = cast<RankedTensorType>(op.getType());
-    auto accType = RankedTensorType::get(outType.getShape(), b.getF32Type());
-    Value init = zeros(b, loc, accType, outDims);
-    SmallVector<utils::IteratorType> iters(numLoops, utils::IteratorType::parallel);
-    iters.back() = utils::IteratorType::reduction;
-    auto acc = linalg::GenericOp::create(
-        b, loc, TypeRange{accType}, ValueRange{gates, w}, ValueRange{init},
-        ArrayRef<AffineMap>{AffineMap::get(numLoops, 0, {g, e}, ctx),
-                            AffineMap::get(numLoops, 0, wExprs, ctx),
-                            AffineMap::get(numLoops, 0, outExprs, ctx)},
-        iters, [&](OpBuilder &nb, Location nl, ValueRange a) {
-          Value term = arith::MulFOp::create(nb, nl, a[0], toF32(nb, nl, a[1]));
-          linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], term)});
-        });
-    b.replaceOp(op, castToType(b, loc, acc.getResult(0), op.getType()));
-    return success();
-  }
-};
+  SmallVector<Value> wDims = dimsOf(b, loc, w);
+  SmallVector<Value> outDims = {dimsOf(b, loc, gates)[0]};
+  outDims.append(wDims.begin() + 1, wDims.end());
+  auto outType = cast<RankedTensorType>(op.getType());
+  auto accType = RankedTensorType::get(outType.getShape(), b.getF32Type());
+  Value init = zeros(b, loc, accType, outDims);
+  SmallVector<utils::IteratorType> iters(numLoops, utils::IteratorType::parallel);
+  iters.back() = utils::IteratorType::reduction;
+  auto acc = linalg::GenericOp::create(
+      b, loc, TypeRange{accType}, ValueRange{gates, w}, ValueRange{init},
+      ArrayRef<AffineMap>{AffineMap::get(numLoops, 0, {g, e}, ctx),
+                          AffineMap::get(numLoops, 0, wExprs, ctx),
+                          AffineMap::get(numLoops, 0, outExprs, ctx)},
+      iters, [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value term = arith::MulFOp::create(nb, nl, a[0], toF32(nb, nl, a[1]));
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::AddFOp::create(nb, nl, a[2], term)});
+      });
+  return acc.getResult(0);
+}
+using LowerMergeExperts = CastLowering<MergeExpertsOp, lowerMergeExperts>;
 
 } // namespace
 

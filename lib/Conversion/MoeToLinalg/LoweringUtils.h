@@ -126,6 +126,35 @@ SmallVector<Value> topKScan(
     function_ref<SmallVector<Value>(OpBuilder &, Location, Value, Value, Value, Value, ValueRange)>
         write);
 
+//===--- Patterns ---------------------------------------------------------===//
+
+/// A lowering written as one function: `Build(b, op, form)` builds the op's
+/// value, which replaces the op converted to its result type (element type
+/// and static sizes).
+template <typename OpTy, Value (*Build)(PatternRewriter &, OpTy, ContractionForm)>
+struct CastLowering : OpRewritePattern<OpTy> {
+  CastLowering(MLIRContext *ctx, ContractionForm form = ContractionForm::RegisterBlocked)
+      : OpRewritePattern<OpTy>(ctx), form(form) {}
+  LogicalResult matchAndRewrite(OpTy op, PatternRewriter &b) const override {
+    b.replaceOp(op, castToType(b, op.getLoc(), Build(b, op, form), op.getType()));
+    return success();
+  }
+  ContractionForm form;
+};
+
+/// A lowering written as one function: `Build(b, op, form)` builds the op's
+/// results, which replace it.
+template <typename OpTy, SmallVector<Value> (*Build)(PatternRewriter &, OpTy, ContractionForm)>
+struct FunctionLowering : OpRewritePattern<OpTy> {
+  FunctionLowering(MLIRContext *ctx, ContractionForm form = ContractionForm::RegisterBlocked)
+      : OpRewritePattern<OpTy>(ctx), form(form) {}
+  LogicalResult matchAndRewrite(OpTy op, PatternRewriter &b) const override {
+    b.replaceOp(op, Build(b, op, form));
+    return success();
+  }
+  ContractionForm form;
+};
+
 } // namespace mlir::moe::lowering
 
 #endif // LIB_CONVERSION_MOETOLINALG_LOWERINGUTILS_H

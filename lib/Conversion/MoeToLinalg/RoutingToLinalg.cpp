@@ -66,99 +66,87 @@ SmallVector<Value> emptySelection(OpBuilder &b, Location loc, Operation *op, Val
   return {zeros(b, loc, wType, dims), filled(b, loc, iType, dims, constI32(b, loc, -1))};
 }
 
-struct LowerGroupMean : OpRewritePattern<GroupMeanOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(GroupMeanOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value x = op.getX();
-    auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> xDims = dimsOf(b, loc, x);
-    Value size = constIndex(b, loc, op.getGroupSize());
-    Value one = constIndex(b, loc, 1), zero = constIndex(b, loc, 0);
-    // G = ceil(T / S).
-    Value groups = arith::DivUIOp::create(
-        b, loc, arith::AddIOp::create(b, loc, xDims[0], arith::SubIOp::create(b, loc, size, one)), size);
-    Value init = zeros(b, loc, type, {groups, xDims[1]});
-    SmallVector<Value> out = forEachToken(
-        b, loc, groups, ValueRange{init}, [&](OpBuilder &nb, Location nl, Value g, ValueRange st) {
-          Value lo = arith::MulIOp::create(nb, nl, g, size);
-          Value hi = arith::MinSIOp::create(nb, nl, arith::AddIOp::create(nb, nl, lo, size), xDims[0]);
-          Value count = arith::SIToFPOp::create(
-              nb, nl, nb.getF32Type(),
-              arith::IndexCastOp::create(nb, nl, nb.getI64Type(), arith::SubIOp::create(nb, nl, hi, lo)));
-          auto cols = scf::ForOp::create(
-              nb, nl, zero, xDims[1], one, st, [&](OpBuilder &cb, Location cl, Value h, ValueRange acc) {
-                auto sum = scf::ForOp::create(
-                    cb, cl, lo, hi, one, ValueRange{constF32(cb, cl, 0.0)},
-                    [&](OpBuilder &sb, Location sl, Value t, ValueRange s) {
-                      Value v = toF32(sb, sl, extract(sb, sl, x, {t, h}));
-                      scf::YieldOp::create(sb, sl, ValueRange{arith::AddFOp::create(sb, sl, s[0], v)});
-                    });
-                Value mean = fromF32(cb, cl, arith::DivFOp::create(cb, cl, sum.getResult(0), count),
-                                     type.getElementType());
-                scf::YieldOp::create(cb, cl, ValueRange{insert(cb, cl, mean, acc[0], {g, h})});
-              });
-          return llvm::to_vector_of<Value>(cols.getResults());
-        });
-    b.replaceOp(op, castToType(b, loc, out[0], op.getType()));
-    return success();
-  }
-};
+Value lowerGroupMean(PatternRewriter &b, GroupMeanOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value x = op.getX();
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<Value> xDims = dimsOf(b, loc, x);
+  Value size = constIndex(b, loc, op.getGroupSize());
+  Value one = constIndex(b, loc, 1), zero = constIndex(b, loc, 0);
+  // G = ceil(T / S).
+  Value groups = arith::DivUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, xDims[0], arith::SubIOp::create(b, loc, size, one)), size);
+  Value init = zeros(b, loc, type, {groups, xDims[1]});
+  SmallVector<Value> out = forEachToken(
+      b, loc, groups, ValueRange{init}, [&](OpBuilder &nb, Location nl, Value g, ValueRange st) {
+        Value lo = arith::MulIOp::create(nb, nl, g, size);
+        Value hi = arith::MinSIOp::create(nb, nl, arith::AddIOp::create(nb, nl, lo, size), xDims[0]);
+        Value count = arith::SIToFPOp::create(
+            nb, nl, nb.getF32Type(),
+            arith::IndexCastOp::create(nb, nl, nb.getI64Type(), arith::SubIOp::create(nb, nl, hi, lo)));
+        auto cols = scf::ForOp::create(
+            nb, nl, zero, xDims[1], one, st, [&](OpBuilder &cb, Location cl, Value h, ValueRange acc) {
+              auto sum = scf::ForOp::create(
+                  cb, cl, lo, hi, one, ValueRange{constF32(cb, cl, 0.0)},
+                  [&](OpBuilder &sb, Location sl, Value t, ValueRange s) {
+                    Value v = toF32(sb, sl, extract(sb, sl, x, {t, h}));
+                    scf::YieldOp::create(sb, sl, ValueRange{arith::AddFOp::create(sb, sl, s[0], v)});
+                  });
+              Value mean = fromF32(cb, cl, arith::DivFOp::create(cb, cl, sum.getResult(0), count),
+                                   type.getElementType());
+              scf::YieldOp::create(cb, cl, ValueRange{insert(cb, cl, mean, acc[0], {g, h})});
+            });
+        return llvm::to_vector_of<Value>(cols.getResults());
+      });
+  return out[0];
+}
+using LowerGroupMean = CastLowering<GroupMeanOp, lowerGroupMean>;
 
-struct LowerExpandGroups : OpRewritePattern<ExpandGroupsOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ExpandGroupsOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value values = op.getValues();
-    auto type = cast<RankedTensorType>(op.getType());
-    SmallVector<Value> dims = dimsOf(b, loc, values);
-    dims[0] = dimsOf(b, loc, op.getLike())[0];
-    Value init = zeros(b, loc, type, dims);
-    Value size = constIndex(b, loc, op.getGroupSize());
-    unsigned rank = type.getRank();
-    auto result = linalg::GenericOp::create(
-        b, loc, TypeRange{type}, ValueRange{}, ValueRange{init},
-        ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
-        SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
-        [&](OpBuilder &nb, Location nl, ValueRange) {
-          SmallVector<Value> at;
-          for (unsigned d = 0; d < rank; ++d)
-            at.push_back(linalg::IndexOp::create(nb, nl, d));
-          at[0] = arith::DivUIOp::create(nb, nl, at[0], size);
-          linalg::YieldOp::create(nb, nl, ValueRange{extract(nb, nl, values, at)});
-        });
-    b.replaceOp(op, result.getResult(0));
-    return success();
-  }
-};
+SmallVector<Value> lowerExpandGroups(PatternRewriter &b, ExpandGroupsOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  Value values = op.getValues();
+  auto type = cast<RankedTensorType>(op.getType());
+  SmallVector<Value> dims = dimsOf(b, loc, values);
+  dims[0] = dimsOf(b, loc, op.getLike())[0];
+  Value init = zeros(b, loc, type, dims);
+  Value size = constIndex(b, loc, op.getGroupSize());
+  unsigned rank = type.getRank();
+  auto result = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{}, ValueRange{init},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        SmallVector<Value> at;
+        for (unsigned d = 0; d < rank; ++d)
+          at.push_back(linalg::IndexOp::create(nb, nl, d));
+        at[0] = arith::DivUIOp::create(nb, nl, at[0], size);
+        linalg::YieldOp::create(nb, nl, ValueRange{extract(nb, nl, values, at)});
+      });
+  return llvm::to_vector(ValueRange(result.getResult(0)));
+}
+using LowerExpandGroups = FunctionLowering<ExpandGroupsOp, lowerExpandGroups>;
 
-struct LowerRouter : ContractionPattern<RouterOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(RouterOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value input = op.getX();
-    if (Value hidden = op.getHidden())
-      input = mapF32(b, loc, linearF32(b, loc, input, hidden, form),
-                     [](OpBuilder &nb, Location nl, Value v) {
-                       return math::TanhOp::create(nb, nl, v).getResult();
-                     });
-    Value logits = linearF32(b, loc, input, op.getWeight(), form);
-    b.replaceOp(op, castToType(b, loc, logits, op.getType()));
-    return success();
-  }
-};
+Value lowerRouter(PatternRewriter &b, RouterOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value input = op.getX();
+  if (Value hidden = op.getHidden())
+    input = mapF32(b, loc, linearF32(b, loc, input, hidden, form),
+                   [](OpBuilder &nb, Location nl, Value v) {
+                     return math::TanhOp::create(nb, nl, v).getResult();
+                   });
+  Value logits = linearF32(b, loc, input, op.getWeight(), form);
+  return logits;
+}
+using LowerRouter = CastLowering<RouterOp, lowerRouter>;
 
-struct LowerGatingResidual : ContractionPattern<GatingResidualOp> {
-  using ContractionPattern::ContractionPattern;
-  LogicalResult matchAndRewrite(GatingResidualOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value residual = castToType(b, loc, linearF32(b, loc, op.getPrev(), op.getWeight(), form),
-                            op.getLogits().getType());
-    Value sum = arith::AddFOp::create(b, loc, op.getLogits(), residual);
-    b.replaceOp(op, castToType(b, loc, sum, op.getType()));
-    return success();
-  }
-};
+Value lowerGatingResidual(PatternRewriter &b, GatingResidualOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value residual = castToType(b, loc, linearF32(b, loc, op.getPrev(), op.getWeight(), form),
+                          op.getLogits().getType());
+  Value sum = arith::AddFOp::create(b, loc, op.getLogits(), residual);
+  return sum;
+}
+using LowerGatingResidual = CastLowering<GatingResidualOp, lowerGatingResidual>;
 
 /// splitmix64 on i64 values (wrapping arithmetic), design.md 5.1.
 Value splitmix64(OpBuilder &b, Location loc, Value x) {
@@ -225,39 +213,36 @@ Value gumbelSoftmax(OpBuilder &b, Location loc, Value logits, double tau, int64_
   });
 }
 
-struct LowerScore : OpRewritePattern<ScoreOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ScoreOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value z = op.getLogits(), result;
-    switch (op.getFunc()) {
-    case ScoringFunc::softmax:
-      result = rowSoftmax(b, loc, z);
-      break;
-    case ScoringFunc::sigmoid:
-      result = mapF32(b, loc, z, [](OpBuilder &nb, Location nl, Value v) {
-        Value s = scalar::sigmoid(nb, nl, v);
-        Value isNan = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::UNO, v, v);
-        return arith::SelectOp::create(nb, nl, isNan, constF32(nb, nl, 0.0), s).getResult();
-      });
-      break;
-    case ScoringFunc::relu:
-      // NaN > 0 is false, so NaN maps to 0.
-      result = mapF32(b, loc, z, [](OpBuilder &nb, Location nl, Value v) {
-        Value positive = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGT, v,
-                                               constF32(nb, nl, 0.0));
-        return arith::SelectOp::create(nb, nl, positive, v, constF32(nb, nl, 0.0)).getResult();
-      });
-      break;
-    case ScoringFunc::gumbel_softmax:
-      result = gumbelSoftmax(b, loc, z, op.getTau() ? op.getTau()->convertToDouble() : 1.0,
-                             op.getSamples().value_or(1), op.getSeed().value_or(0));
-      break;
-    }
-    b.replaceOp(op, castToType(b, loc, result, op.getType()));
-    return success();
+Value lowerScore(PatternRewriter &b, ScoreOp op, ContractionForm form) {
+  Location loc = op.getLoc();
+  Value z = op.getLogits(), result;
+  switch (op.getFunc()) {
+  case ScoringFunc::softmax:
+    result = rowSoftmax(b, loc, z);
+    break;
+  case ScoringFunc::sigmoid:
+    result = mapF32(b, loc, z, [](OpBuilder &nb, Location nl, Value v) {
+      Value s = scalar::sigmoid(nb, nl, v);
+      Value isNan = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::UNO, v, v);
+      return arith::SelectOp::create(nb, nl, isNan, constF32(nb, nl, 0.0), s).getResult();
+    });
+    break;
+  case ScoringFunc::relu:
+    // NaN > 0 is false, so NaN maps to 0.
+    result = mapF32(b, loc, z, [](OpBuilder &nb, Location nl, Value v) {
+      Value positive = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OGT, v,
+                                             constF32(nb, nl, 0.0));
+      return arith::SelectOp::create(nb, nl, positive, v, constF32(nb, nl, 0.0)).getResult();
+    });
+    break;
+  case ScoringFunc::gumbel_softmax:
+    result = gumbelSoftmax(b, loc, z, op.getTau() ? op.getTau()->convertToDouble() : 1.0,
+                           op.getSamples().value_or(1), op.getSeed().value_or(0));
+    break;
   }
-};
+  return result;
+}
+using LowerScore = CastLowering<ScoreOp, lowerScore>;
 
 struct LowerTopK : OpRewritePattern<TopKOp> {
   using OpRewritePattern::OpRewritePattern;
@@ -351,227 +336,218 @@ private:
   }
 };
 
-struct LowerThreshold : OpRewritePattern<ThresholdOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ThresholdOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value scores = op.getScores();
-    SmallVector<Value> dims = dimsOf(b, loc, scores);
-    Value threshold = constF32(b, loc, op.getThreshold().convertToDouble());
-    SmallVector<Value> outs = forEachToken(
-        b, loc, dims[0], emptySelection(b, loc, op, dims[0]),
-        [&](OpBuilder &nb, Location nl, Value t, ValueRange state) {
-          return topKScan(
-              nb, nl, constIndex(nb, nl, op.getMaxK()), dims[1],
-              [&](OpBuilder &eb, Location el, Value e) { return extract(eb, el, scores, {t, e}); },
-              [&](OpBuilder &eb, Location el, Value e) -> Value {
-                return arith::CmpFOp::create(eb, el, arith::CmpFPredicate::OGT,
-                                             extract(eb, el, scores, {t, e}), threshold);
-              },
-              state,
-              [&](OpBuilder &wb, Location wl, Value j, Value found, Value index, Value,
-                  ValueRange outs) { return writePick(wb, wl, scores, t, j, found, index, outs); });
-        });
-    b.replaceOp(op, outs);
-    return success();
-  }
-};
+SmallVector<Value> lowerThreshold(PatternRewriter &b, ThresholdOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  Value scores = op.getScores();
+  SmallVector<Value> dims = dimsOf(b, loc, scores);
+  Value threshold = constF32(b, loc, op.getThreshold().convertToDouble());
+  SmallVector<Value> outs = forEachToken(
+      b, loc, dims[0], emptySelection(b, loc, op, dims[0]),
+      [&](OpBuilder &nb, Location nl, Value t, ValueRange state) {
+        return topKScan(
+            nb, nl, constIndex(nb, nl, op.getMaxK()), dims[1],
+            [&](OpBuilder &eb, Location el, Value e) { return extract(eb, el, scores, {t, e}); },
+            [&](OpBuilder &eb, Location el, Value e) -> Value {
+              return arith::CmpFOp::create(eb, el, arith::CmpFPredicate::OGT,
+                                           extract(eb, el, scores, {t, e}), threshold);
+            },
+            state,
+            [&](OpBuilder &wb, Location wl, Value j, Value found, Value index, Value,
+                ValueRange outs) { return writePick(wb, wl, scores, t, j, found, index, outs); });
+      });
+  return llvm::to_vector(ValueRange(outs));
+}
+using LowerThreshold = FunctionLowering<ThresholdOp, lowerThreshold>;
 
-struct LowerExpertChoice : OpRewritePattern<ExpertChoiceOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(ExpertChoiceOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value scores = op.getScores();
-    SmallVector<Value> dims = dimsOf(b, loc, scores);
-    Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
-    Value trueValue = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
-    // picked[t, e]: expert e chose token t among its top-capacity.
-    auto pickedType = RankedTensorType::get(
-        cast<RankedTensorType>(scores.getType()).getShape(), b.getI1Type());
-    Value pickedInit = filled(b, loc, pickedType, dims,
-                              arith::ConstantOp::create(b, loc, b.getBoolAttr(false)));
-    auto perExpert = scf::ForOp::create(
-        b, loc, zero, dims[1], one, ValueRange{pickedInit},
-        [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
-          SmallVector<Value> next = topKScan(
-              nb, nl, constIndex(nb, nl, op.getCapacity()), dims[0],
-              [&](OpBuilder &eb, Location el, Value t) { return extract(eb, el, scores, {t, e}); },
-              [&](OpBuilder &eb, Location el, Value) -> Value {
-                return arith::ConstantOp::create(eb, el, eb.getBoolAttr(true));
-              },
-              iter,
-              [&](OpBuilder &wb, Location wl, Value, Value found, Value t, Value, ValueRange st) {
-                auto ifOp = scf::IfOp::create(
-                    wb, wl, found,
-                    [&](OpBuilder &tb, Location tl) {
-                      scf::YieldOp::create(tb, tl, insert(tb, tl, trueValue, st[0], {t, e}));
-                    },
-                    [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, st[0]); });
-                return SmallVector<Value>{ifOp.getResult(0)};
-              });
-          scf::YieldOp::create(nb, nl, next);
-        });
-    markParallel(perExpert); // expert e writes column e only
-    Value picked = perExpert.getResult(0);
-
-    std::optional<uint64_t> tokenK = op.getTokenK();
-    SmallVector<Value> outs = forEachToken(
-        b, loc, dims[0], emptySelection(b, loc, op, dims[0]),
-        [&](OpBuilder &nb, Location nl, Value t, ValueRange state) -> SmallVector<Value> {
-          if (!tokenK) {
-            // Slot e holds expert e when e picked the token.
-            auto slots = scf::ForOp::create(
-                nb, nl, zero, dims[1], one, state,
-                [&](OpBuilder &sb, Location sl, Value e, ValueRange outs) {
-                  Value p = extract(sb, sl, picked, {t, e});
-                  SmallVector<Value> next = writePick(sb, sl, scores, t, e, p, e, outs);
-                  scf::YieldOp::create(sb, sl, next);
-                });
-            return llvm::to_vector_of<Value>(slots.getResults());
-          }
-          // Bidirectional: the token's top-token_k that also picked it, compacted.
-          SmallVector<Value> init = llvm::to_vector(state);
-          init.push_back(constIndex(nb, nl, 0));
-          SmallVector<Value> res = topKScan(
-              nb, nl, constIndex(nb, nl, *tokenK), dims[1],
-              [&](OpBuilder &eb, Location el, Value e) { return extract(eb, el, scores, {t, e}); },
-              [&](OpBuilder &eb, Location el, Value) -> Value {
-                return arith::ConstantOp::create(eb, el, eb.getBoolAttr(true));
-              },
-              init,
-              [&](OpBuilder &wb, Location wl, Value, Value found, Value e, Value,
-                  ValueRange st) -> SmallVector<Value> {
-                Value safe = arith::SelectOp::create(wb, wl, found, e, constIndex(wb, wl, 0));
-                Value keep = arith::AndIOp::create(wb, wl, found, extract(wb, wl, picked, {t, safe}));
-                auto ifOp = scf::IfOp::create(
-                    wb, wl, keep,
-                    [&](OpBuilder &tb, Location tl) {
-                      SmallVector<Value> written =
-                          writePick(tb, tl, scores, t, st[2], keep, safe, st.take_front(2));
-                      written.push_back(arith::AddIOp::create(tb, tl, st[2], constIndex(tb, tl, 1)));
-                      scf::YieldOp::create(tb, tl, written);
-                    },
-                    [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, st); });
-                return llvm::to_vector_of<Value>(ifOp.getResults());
-              });
-          res.pop_back();
-          return res;
-        });
-    b.replaceOp(op, outs);
-    return success();
-  }
-};
-
-struct LowerRenormalize : OpRewritePattern<RenormalizeOp> {
-  using OpRewritePattern::OpRewritePattern;
-  LogicalResult matchAndRewrite(RenormalizeOp op, PatternRewriter &b) const override {
-    Location loc = op.getLoc();
-    Value weights = op.getWeights(), indices = op.getIndices();
-    SmallVector<Value> dims = dimsOf(b, loc, weights);
-    Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
-    int64_t slots = cast<RankedTensorType>(weights.getType()).getDimSize(1);
-    int64_t denominatorSlots = op.getDenominatorSlots() > 0 ? op.getDenominatorSlots() : slots;
-    SmallVector<int64_t> skip = llvm::to_vector(op.getSkip());
-    bool softmax = op.getMode() == RenormMode::softmax;
-    double scale = op.getScale().convertToDouble();
-    double inf = std::numeric_limits<double>::infinity();
-
-    // A slot counts when it names an expert that is not skipped.
-    auto counted = [&](OpBuilder &nb, Location nl, Value t, Value j) {
-      Value e = extract(nb, nl, indices, {t, j});
-      Value ok = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, e, constI32(nb, nl, 0));
-      for (int64_t s : skip)
-        ok = arith::AndIOp::create(
-            nb, nl, ok,
-            arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::ne, e, constI32(nb, nl, s)));
-      return ok;
-    };
-    auto inDenominator = [&](OpBuilder &nb, Location nl, Value t, Value j) {
-      Value prefix = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, j,
-                                           constIndex(nb, nl, denominatorSlots));
-      return arith::AndIOp::create(nb, nl, prefix, counted(nb, nl, t, j)).getResult();
-    };
-    auto weightOf = [&](OpBuilder &nb, Location nl, Value t, Value j) {
-      Value w = extract(nb, nl, weights, {t, j});
-      return softmax ? nanToNegInf(nb, nl, w) : w;
-    };
-    // Folds `step(acc, w)` over the denominator slots of token t.
-    auto reduce = [&](OpBuilder &nb, Location nl, Value t, Value init,
-                      function_ref<Value(OpBuilder &, Location, Value, Value)> step) {
-      auto loop = scf::ForOp::create(
-          nb, nl, zero, constIndex(nb, nl, slots), one, ValueRange{init},
-          [&](OpBuilder &rb, Location rl, Value j, ValueRange acc) {
-            Value next = arith::SelectOp::create(rb, rl, inDenominator(rb, rl, t, j),
-                                                 step(rb, rl, acc[0], weightOf(rb, rl, t, j)),
-                                                 acc[0]);
-            scf::YieldOp::create(rb, rl, ValueRange{next});
-          });
-      return loop.getResult(0);
-    };
-
-    Value init = zeros(b, loc, cast<RankedTensorType>(op.getType()), dims);
-    SmallVector<Value> out = forEachToken(
-        b, loc, dims[0], ValueRange{init},
-        [&](OpBuilder &nb, Location nl, Value t, ValueRange state) -> SmallVector<Value> {
-          auto add = [](OpBuilder &rb, Location rl, Value a, Value w) {
-            return arith::AddFOp::create(rb, rl, a, w).getResult();
-          };
-          Value count = reduce(nb, nl, t, constF32(nb, nl, 0.0),
-                               [](OpBuilder &rb, Location rl, Value a, Value) {
-                                 return arith::AddFOp::create(rb, rl, a, constF32(rb, rl, 1.0))
-                                     .getResult();
-                               });
-          Value mx, infCount, denom;
-          if (softmax) {
-            mx = reduce(nb, nl, t, constF32(nb, nl, -inf), [](OpBuilder &rb, Location rl, Value a,
-                                                              Value w) {
-              return arith::MaximumFOp::create(rb, rl, a, w).getResult();
+SmallVector<Value> lowerExpertChoice(PatternRewriter &b, ExpertChoiceOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  Value scores = op.getScores();
+  SmallVector<Value> dims = dimsOf(b, loc, scores);
+  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
+  Value trueValue = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
+  // picked[t, e]: expert e chose token t among its top-capacity.
+  auto pickedType = RankedTensorType::get(
+      cast<RankedTensorType>(scores.getType()).getShape(), b.getI1Type());
+  Value pickedInit = filled(b, loc, pickedType, dims,
+                            arith::ConstantOp::create(b, loc, b.getBoolAttr(false)));
+  auto perExpert = scf::ForOp::create(
+      b, loc, zero, dims[1], one, ValueRange{pickedInit},
+      [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
+        SmallVector<Value> next = topKScan(
+            nb, nl, constIndex(nb, nl, op.getCapacity()), dims[0],
+            [&](OpBuilder &eb, Location el, Value t) { return extract(eb, el, scores, {t, e}); },
+            [&](OpBuilder &eb, Location el, Value) -> Value {
+              return arith::ConstantOp::create(eb, el, eb.getBoolAttr(true));
+            },
+            iter,
+            [&](OpBuilder &wb, Location wl, Value, Value found, Value t, Value, ValueRange st) {
+              auto ifOp = scf::IfOp::create(
+                  wb, wl, found,
+                  [&](OpBuilder &tb, Location tl) {
+                    scf::YieldOp::create(tb, tl, insert(tb, tl, trueValue, st[0], {t, e}));
+                  },
+                  [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, st[0]); });
+              return SmallVector<Value>{ifOp.getResult(0)};
             });
-            infCount = reduce(nb, nl, t, constF32(nb, nl, 0.0),
-                              [&](OpBuilder &rb, Location rl, Value a, Value w) {
-                                Value isInf = arith::CmpFOp::create(
-                                    rb, rl, arith::CmpFPredicate::OEQ, w, constF32(rb, rl, inf));
-                                return arith::SelectOp::create(
-                                           rb, rl, isInf,
-                                           arith::AddFOp::create(rb, rl, a, constF32(rb, rl, 1.0)), a)
-                                    .getResult();
-                              });
-            denom = reduce(nb, nl, t, constF32(nb, nl, 0.0),
-                           [&](OpBuilder &rb, Location rl, Value a, Value w) {
-                             Value ex = math::ExpOp::create(rb, rl, arith::SubFOp::create(rb, rl, w, mx));
-                             return arith::AddFOp::create(rb, rl, a, ex).getResult();
-                           });
-          } else {
-            Value sum = reduce(nb, nl, t, constF32(nb, nl, 0.0), add);
-            Value isZero = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, sum,
-                                                 constF32(nb, nl, 0.0));
-            denom = arith::SelectOp::create(nb, nl, isZero, constF32(nb, nl, 1.0), sum);
-          }
-          auto perSlot = scf::ForOp::create(
-              nb, nl, zero, constIndex(nb, nl, slots), one, state,
-              [&](OpBuilder &sb, Location sl, Value j, ValueRange outs) {
-                Value w = weightOf(sb, sl, t, j);
-                Value value;
-                if (softmax) {
-                  value = softmaxEntry(sb, sl, w, mx, denom, infCount, count);
-                  // No counted slot at all: every weight is 0.
-                  Value none = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OEQ, count,
-                                                     constF32(sb, sl, 0.0));
-                  value = arith::SelectOp::create(sb, sl, none, constF32(sb, sl, 0.0), value);
-                } else {
-                  value = arith::DivFOp::create(sb, sl, w, denom);
-                }
-                value = arith::MulFOp::create(sb, sl, value, constF32(sb, sl, scale));
-                value = arith::SelectOp::create(sb, sl, counted(sb, sl, t, j), value,
-                                                constF32(sb, sl, 0.0));
-                scf::YieldOp::create(sb, sl, ValueRange{insert(sb, sl, value, outs[0], {t, j})});
+        scf::YieldOp::create(nb, nl, next);
+      });
+  markParallel(perExpert); // expert e writes column e only
+  Value picked = perExpert.getResult(0);
+
+  std::optional<uint64_t> tokenK = op.getTokenK();
+  SmallVector<Value> outs = forEachToken(
+      b, loc, dims[0], emptySelection(b, loc, op, dims[0]),
+      [&](OpBuilder &nb, Location nl, Value t, ValueRange state) -> SmallVector<Value> {
+        if (!tokenK) {
+          // Slot e holds expert e when e picked the token.
+          auto slots = scf::ForOp::create(
+              nb, nl, zero, dims[1], one, state,
+              [&](OpBuilder &sb, Location sl, Value e, ValueRange outs) {
+                Value p = extract(sb, sl, picked, {t, e});
+                SmallVector<Value> next = writePick(sb, sl, scores, t, e, p, e, outs);
+                scf::YieldOp::create(sb, sl, next);
               });
-          return llvm::to_vector_of<Value>(perSlot.getResults());
+          return llvm::to_vector_of<Value>(slots.getResults());
+        }
+        // Bidirectional: the token's top-token_k that also picked it, compacted.
+        SmallVector<Value> init = llvm::to_vector(state);
+        init.push_back(constIndex(nb, nl, 0));
+        SmallVector<Value> res = topKScan(
+            nb, nl, constIndex(nb, nl, *tokenK), dims[1],
+            [&](OpBuilder &eb, Location el, Value e) { return extract(eb, el, scores, {t, e}); },
+            [&](OpBuilder &eb, Location el, Value) -> Value {
+              return arith::ConstantOp::create(eb, el, eb.getBoolAttr(true));
+            },
+            init,
+            [&](OpBuilder &wb, Location wl, Value, Value found, Value e, Value,
+                ValueRange st) -> SmallVector<Value> {
+              Value safe = arith::SelectOp::create(wb, wl, found, e, constIndex(wb, wl, 0));
+              Value keep = arith::AndIOp::create(wb, wl, found, extract(wb, wl, picked, {t, safe}));
+              auto ifOp = scf::IfOp::create(
+                  wb, wl, keep,
+                  [&](OpBuilder &tb, Location tl) {
+                    SmallVector<Value> written =
+                        writePick(tb, tl, scores, t, st[2], keep, safe, st.take_front(2));
+                    written.push_back(arith::AddIOp::create(tb, tl, st[2], constIndex(tb, tl, 1)));
+                    scf::YieldOp::create(tb, tl, written);
+                  },
+                  [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, st); });
+              return llvm::to_vector_of<Value>(ifOp.getResults());
+            });
+        res.pop_back();
+        return res;
+      });
+  return llvm::to_vector(ValueRange(outs));
+}
+using LowerExpertChoice = FunctionLowering<ExpertChoiceOp, lowerExpertChoice>;
+
+SmallVector<Value> lowerRenormalize(PatternRewriter &b, RenormalizeOp op, ContractionForm) {
+  Location loc = op.getLoc();
+  Value weights = op.getWeights(), indices = op.getIndices();
+  SmallVector<Value> dims = dimsOf(b, loc, weights);
+  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
+  int64_t slots = cast<RankedTensorType>(weights.getType()).getDimSize(1);
+  int64_t denominatorSlots = op.getDenominatorSlots() > 0 ? op.getDenominatorSlots() : slots;
+  SmallVector<int64_t> skip = llvm::to_vector(op.getSkip());
+  bool softmax = op.getMode() == RenormMode::softmax;
+  double scale = op.getScale().convertToDouble();
+  double inf = std::numeric_limits<double>::infinity();
+
+  // A slot counts when it names an expert that is not skipped.
+  auto counted = [&](OpBuilder &nb, Location nl, Value t, Value j) {
+    Value e = extract(nb, nl, indices, {t, j});
+    Value ok = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, e, constI32(nb, nl, 0));
+    for (int64_t s : skip)
+      ok = arith::AndIOp::create(
+          nb, nl, ok,
+          arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::ne, e, constI32(nb, nl, s)));
+    return ok;
+  };
+  auto inDenominator = [&](OpBuilder &nb, Location nl, Value t, Value j) {
+    Value prefix = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, j,
+                                         constIndex(nb, nl, denominatorSlots));
+    return arith::AndIOp::create(nb, nl, prefix, counted(nb, nl, t, j)).getResult();
+  };
+  auto weightOf = [&](OpBuilder &nb, Location nl, Value t, Value j) {
+    Value w = extract(nb, nl, weights, {t, j});
+    return softmax ? nanToNegInf(nb, nl, w) : w;
+  };
+  // Folds `step(acc, w)` over the denominator slots of token t.
+  auto reduce = [&](OpBuilder &nb, Location nl, Value t, Value init,
+                    function_ref<Value(OpBuilder &, Location, Value, Value)> step) {
+    auto loop = scf::ForOp::create(
+        nb, nl, zero, constIndex(nb, nl, slots), one, ValueRange{init},
+        [&](OpBuilder &rb, Location rl, Value j, ValueRange acc) {
+          Value next = arith::SelectOp::create(rb, rl, inDenominator(rb, rl, t, j),
+                                               step(rb, rl, acc[0], weightOf(rb, rl, t, j)),
+                                               acc[0]);
+          scf::YieldOp::create(rb, rl, ValueRange{next});
         });
-    b.replaceOp(op, out);
-    return success();
-  }
-};
+    return loop.getResult(0);
+  };
+
+  Value init = zeros(b, loc, cast<RankedTensorType>(op.getType()), dims);
+  SmallVector<Value> out = forEachToken(
+      b, loc, dims[0], ValueRange{init},
+      [&](OpBuilder &nb, Location nl, Value t, ValueRange state) -> SmallVector<Value> {
+        auto add = [](OpBuilder &rb, Location rl, Value a, Value w) {
+          return arith::AddFOp::create(rb, rl, a, w).getResult();
+        };
+        Value count = reduce(nb, nl, t, constF32(nb, nl, 0.0),
+                             [](OpBuilder &rb, Location rl, Value a, Value) {
+                               return arith::AddFOp::create(rb, rl, a, constF32(rb, rl, 1.0))
+                                   .getResult();
+                             });
+        Value mx, infCount, denom;
+        if (softmax) {
+          mx = reduce(nb, nl, t, constF32(nb, nl, -inf), [](OpBuilder &rb, Location rl, Value a,
+                                                            Value w) {
+            return arith::MaximumFOp::create(rb, rl, a, w).getResult();
+          });
+          infCount = reduce(nb, nl, t, constF32(nb, nl, 0.0),
+                            [&](OpBuilder &rb, Location rl, Value a, Value w) {
+                              Value isInf = arith::CmpFOp::create(
+                                  rb, rl, arith::CmpFPredicate::OEQ, w, constF32(rb, rl, inf));
+                              return arith::SelectOp::create(
+                                         rb, rl, isInf,
+                                         arith::AddFOp::create(rb, rl, a, constF32(rb, rl, 1.0)), a)
+                                  .getResult();
+                            });
+          denom = reduce(nb, nl, t, constF32(nb, nl, 0.0),
+                         [&](OpBuilder &rb, Location rl, Value a, Value w) {
+                           Value ex = math::ExpOp::create(rb, rl, arith::SubFOp::create(rb, rl, w, mx));
+                           return arith::AddFOp::create(rb, rl, a, ex).getResult();
+                         });
+        } else {
+          Value sum = reduce(nb, nl, t, constF32(nb, nl, 0.0), add);
+          Value isZero = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, sum,
+                                               constF32(nb, nl, 0.0));
+          denom = arith::SelectOp::create(nb, nl, isZero, constF32(nb, nl, 1.0), sum);
+        }
+        auto perSlot = scf::ForOp::create(
+            nb, nl, zero, constIndex(nb, nl, slots), one, state,
+            [&](OpBuilder &sb, Location sl, Value j, ValueRange outs) {
+              Value w = weightOf(sb, sl, t, j);
+              Value value;
+              if (softmax) {
+                value = softmaxEntry(sb, sl, w, mx, denom, infCount, count);
+                // No counted slot at all: every weight is 0.
+                Value none = arith::CmpFOp::create(sb, sl, arith::CmpFPredicate::OEQ, count,
+                                                   constF32(sb, sl, 0.0));
+                value = arith::SelectOp::create(sb, sl, none, constF32(sb, sl, 0.0), value);
+              } else {
+                value = arith::DivFOp::create(sb, sl, w, denom);
+              }
+              value = arith::MulFOp::create(sb, sl, value, constF32(sb, sl, scale));
+              value = arith::SelectOp::create(sb, sl, counted(sb, sl, t, j), value,
+                                              constF32(sb, sl, 0.0));
+              scf::YieldOp::create(sb, sl, ValueRange{insert(sb, sl, value, outs[0], {t, j})});
+            });
+        return llvm::to_vector_of<Value>(perSlot.getResults());
+      });
+  return llvm::to_vector(ValueRange(out));
+}
+using LowerRenormalize = FunctionLowering<RenormalizeOp, lowerRenormalize>;
 
 } // namespace
 

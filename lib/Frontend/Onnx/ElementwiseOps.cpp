@@ -17,8 +17,6 @@
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
-namespace tb = mlir::moe::tensor_builders;
-namespace scalar = mlir::moe::scalar;
 using mlir::moe::scalar::constF32;
 
 namespace {

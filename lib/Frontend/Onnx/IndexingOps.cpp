@@ -20,9 +20,7 @@
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
 using namespace mlir;
-namespace scalar = mlir::moe::scalar;
 using namespace mlir::moe::onnx_import;
-namespace tb = mlir::moe::tensor_builders;
 
 namespace {
 

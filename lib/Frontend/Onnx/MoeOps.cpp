@@ -38,7 +38,6 @@
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::onnx_import;
-namespace tb = mlir::moe::tensor_builders;
 
 namespace {
 

@@ -21,7 +21,14 @@
 #include <optional>
 #include <vector>
 
+namespace mlir::moe::tensor_builders {}
+namespace mlir::moe::scalar {}
+
 namespace mlir::moe::onnx_import {
+
+/// The shared builders (lib/Utils) every converter uses.
+namespace tb = mlir::moe::tensor_builders;
+namespace scalar = mlir::moe::scalar;
 
 /// A constant tensor of the graph (initializer or Constant node): its type
 /// and its bytes in MLIR's dense layout (little-endian, bool as one byte).

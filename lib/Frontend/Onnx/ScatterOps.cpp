@@ -15,9 +15,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
 using namespace mlir;
-namespace scalar = mlir::moe::scalar;
 using namespace mlir::moe::onnx_import;
-namespace tb = mlir::moe::tensor_builders;
 
 namespace {
 
@@ -81,12 +79,15 @@ Value product(OpBuilder &b, Location l, ArrayRef<Value> sizes) {
 struct ScatterArgs {
   Value data, indices, updates;
   std::function<Value(OpBuilder &, Location, Value, Value)> reduce;
+  RankedTensorType dataType, indexType;
 };
 
 FailureOr<ScatterArgs> scatterArgs(NodeContext &ctx) {
-  ScatterArgs args{ctx.input(0), ctx.input(1), ctx.input(2), {}};
+  ScatterArgs args{ctx.input(0), ctx.input(1), ctx.input(2), {}, {}, {}};
   if (!args.data || !args.indices || !args.updates)
     return ctx.error() << "data, indices and updates are required", failure();
+  args.dataType = ctx.inputType(0);
+  args.indexType = ctx.inputType(1);
   auto reduce = scatterReduction(ctx);
   if (failed(reduce))
     return failure();
@@ -94,14 +95,20 @@ FailureOr<ScatterArgs> scatterArgs(NodeContext &ctx) {
   return args;
 }
 
+/// A scatter converter: `body` gets the node's checked operands.
+ConvertFn scatter(Results (*body)(NodeContext &, const ScatterArgs &)) {
+  return [body](NodeContext &ctx) -> Results {
+    FailureOr<ScatterArgs> args = scatterArgs(ctx);
+    if (failed(args))
+      return failure();
+    return body(ctx, *args);
+  };
+}
+
 /// ScatterND(data, indices [..., q], updates): updates in order.
-Results convertScatterND(NodeContext &ctx) {
-  FailureOr<ScatterArgs> args = scatterArgs(ctx);
-  if (failed(args))
-    return failure();
-  Value data = args->data, indices = args->indices, updates = args->updates;
-  auto *reduce = &args->reduce;
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+Results convertScatterND(NodeContext &ctx, const ScatterArgs &args) {
+  Value data = args.data, indices = args.indices, updates = args.updates;
+  RankedTensorType dataType = args.dataType, indexType = args.indexType;
   int64_t q = indexType.getShape().back();
   if (ShapedType::isDynamic(q) || q > dataType.getRank())
     return ctx.error() << "the last dimension of indices must be a static size <= the data's rank", failure();
@@ -129,20 +136,16 @@ Results convertScatterND(NodeContext &ctx) {
       llvm::append_range(updateIdx, within);
       Value update = tensor::ExtractOp::create(b2, l2, updates, updateIdx);
       Value old = tensor::ExtractOp::create(b2, l2, acc2, dataIdx);
-      return tensor::InsertOp::create(b2, l2, (*reduce)(b2, l2, old, update), acc2, dataIdx).getResult();
+      return tensor::InsertOp::create(b2, l2, args.reduce(b2, l2, old, update), acc2, dataIdx).getResult();
     });
   });
   return SmallVector<Value>{result};
 }
 
 /// ScatterElements(data, indices, updates, axis): updates in order.
-Results convertScatterElements(NodeContext &ctx) {
-  FailureOr<ScatterArgs> args = scatterArgs(ctx);
-  if (failed(args))
-    return failure();
-  Value data = args->data, indices = args->indices, updates = args->updates;
-  auto *reduce = &args->reduce;
-  RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+Results convertScatterElements(NodeContext &ctx, const ScatterArgs &args) {
+  Value data = args.data, indices = args.indices, updates = args.updates;
+  RankedTensorType dataType = args.dataType, indexType = args.indexType;
   FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", 0), dataType.getRank());
   if (failed(axis) || indexType.getRank() != dataType.getRank())
     return ctx.error() << "indices must have the data's rank", failure();
@@ -158,7 +161,7 @@ Results convertScatterElements(NodeContext &ctx) {
     target[*axis] = wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
     Value old = tensor::ExtractOp::create(b1, l1, acc, target);
     Value update = tensor::ExtractOp::create(b1, l1, updates, at);
-    return tensor::InsertOp::create(b1, l1, (*reduce)(b1, l1, old, update), acc, target).getResult();
+    return tensor::InsertOp::create(b1, l1, args.reduce(b1, l1, old, update), acc, target).getResult();
   });
   return SmallVector<Value>{result};
 }
@@ -166,6 +169,6 @@ Results convertScatterElements(NodeContext &ctx) {
 } // namespace
 
 void mlir::moe::onnx_import::addScatterConverters(std::vector<OpConverter> &converters) {
-  converters.push_back({"", "ScatterND", convertScatterND});
-  converters.push_back({"", "ScatterElements", convertScatterElements});
+  converters.push_back({"", "ScatterND", scatter(convertScatterND)});
+  converters.push_back({"", "ScatterElements", scatter(convertScatterElements)});
 }

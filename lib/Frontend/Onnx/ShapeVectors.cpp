@@ -19,7 +19,6 @@
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
-namespace tb = mlir::moe::tensor_builders;
 
 OpFoldResult mlir::moe::onnx_import::combineSizes(OpBuilder &b, Location loc, StringRef op, OpFoldResult x,
                                                   OpFoldResult y) {
