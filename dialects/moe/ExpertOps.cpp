@@ -27,10 +27,11 @@ LogicalResult DispatchOp::verify() {
   if (failed(verifySlots(check, getWeights(), getIndices())))
     return failure();
   int64_t tokens = dimOf(getIndices(), 0), slots = dimOf(getIndices(), 1);
-  int64_t experts = getNumExperts();
-  // dispatch_c1: at least one expert.
-  if (experts < 1)
-    return emitOpError() << "experts must be at least 1, got " << experts;
+  // dispatch_c1: between 1 and kMaxExperts experts (read signed: the
+  // attribute may hold any i64).
+  int64_t experts = getNumExpertsAttr().getInt();
+  if (failed(verifyExpertCount(*this, experts)))
+    return failure();
   CapacityAttr cap = getCapacityAttr();
   bool fillIn = cap && cap.fillsIn();
   bool intra = cap && cap.rectifiesIntraDevice();
@@ -286,8 +287,8 @@ LogicalResult DenseFfnOp::verify() {
 LogicalResult DenseGatesOp::verify() {
   ShapeChecker check(*this);
   // dense_gates_c1: slots [G, K] -> [G, E], E >= 1.
-  if (getNumExperts() < 1)
-    return emitOpError() << "experts must be at least 1, got " << getNumExperts();
+  if (failed(verifyExpertCount(*this, getNumExpertsAttr().getInt())))
+    return failure();
   if (failed(verifySlots(check, getWeights(), getIndices())) ||
       failed(check.rank("result", getResult().getType(), 2)) ||
       failed(check.dim("result", getResult().getType(), 0, dimOf(getWeights(), 0), "the number of rows")) ||

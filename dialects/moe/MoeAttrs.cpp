@@ -60,6 +60,13 @@ void mlir::moe::printDoubleParameter(AsmPrinter &printer, const APFloat &value) 
   printer << text;
 }
 
+int64_t mlir::moe::countExperts(ArrayAttr experts) {
+  int64_t count = 0;
+  for (auto group : experts.getAsRange<ExpertGroupAttr>())
+    count += group.getCount(); // each group holds at most kMaxExperts
+  return count;
+}
+
 SmallVector<ExpertKind> mlir::moe::expandExpertSet(ArrayAttr experts) {
   SmallVector<ExpertKind> kinds;
   for (auto group : experts.getAsRange<ExpertGroupAttr>())
@@ -72,6 +79,10 @@ LogicalResult ExpertGroupAttr::verify(function_ref<InFlightDiagnostic()> emitErr
   if (count < 1)
     return emitError() << "expert group '" << stringifyExpertKind(kind)
                        << "' must hold at least one expert, got " << count;
+  // group_c2: a count any table of experts can be built for.
+  if (count > kMaxExperts)
+    return emitError() << "expert group '" << stringifyExpertKind(kind) << "' holds " << count
+                       << " experts; at most " << kMaxExperts << " are supported";
   return success();
 }
 

@@ -32,6 +32,15 @@ inline bool isZeroComputation(ExpertKind kind) { return kind != ExpertKind::ffn;
 #include "dialects/moe/MoeAttrs.h.inc"
 
 namespace mlir::moe {
+/// The most experts a layer or op may have (PEER-style layers route over a
+/// million). Counts are checked against it before anything per expert is
+/// built, so an absurd count is a verifier error, not an allocation.
+inline constexpr int64_t kMaxExperts = int64_t(1) << 20;
+
+/// The number of experts of an expert set (`experts = [#moe.group<...>, ...]`)
+/// without expanding it.
+int64_t countExperts(ArrayAttr experts);
+
 /// Flattens an expert set (`experts = [#moe.group<...>, ...]`) into one kind
 /// per expert, in expert-index order.
 SmallVector<ExpertKind> expandExpertSet(ArrayAttr experts);

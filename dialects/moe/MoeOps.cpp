@@ -54,7 +54,7 @@ static void printEnumKeyword(OpAsmPrinter &printer, Operation *, EnumAttrT attr)
 // LayerOp
 //===----------------------------------------------------------------------===//
 
-int64_t LayerOp::getNumExperts() { return expandExpertSet(getExperts()).size(); }
+int64_t LayerOp::getNumExperts() { return countExperts(getExperts()); }
 
 int64_t LayerOp::getNumFfnExperts() { return countKind(getExperts(), ExpertKind::ffn); }
 
@@ -104,7 +104,10 @@ LogicalResult LayerOp::verify() {
   if (cast<ExpertGroupAttr>(experts[0]).getKind() != ExpertKind::ffn)
     return emitOpError("the ffn group must come first in the expert set");
 
+  // layer_c1: at most kMaxExperts experts in all groups together.
   int64_t numExperts = getNumExperts();
+  if (failed(verifyExpertCount(*this, numExperts)))
+    return failure();
   Type xType = getX().getType();
   if (failed(check.rank("x", xType, 2)))
     return failure();

@@ -90,4 +90,12 @@ LogicalResult verifySlots(ShapeChecker &check, Value weights, Value indices) {
   return check.sameShape("indices", indices.getType(), "weights", weights.getType());
 }
 
+LogicalResult verifyExpertCount(Operation *op, int64_t experts) {
+  if (experts < 1)
+    return op->emitOpError() << "experts must be at least 1, got " << experts;
+  if (experts > kMaxExperts)
+    return op->emitOpError() << "experts must be at most " << kMaxExperts << ", got " << experts;
+  return success();
+}
+
 } // namespace mlir::moe::verification

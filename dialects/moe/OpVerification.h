@@ -86,6 +86,10 @@ LogicalResult verifyConstantExperts(Operation *op, ShapeChecker &check, ArrayAtt
                                     Value vectors, Value mix, int64_t hidden);
 
 /// Checks the selection pair (`weights`, `indices`) against each other.
+/// An expert count (a `num_experts` attribute, an expert set's size) in
+/// [1, kMaxExperts].
+LogicalResult verifyExpertCount(Operation *op, int64_t experts);
+
 LogicalResult verifySlots(ShapeChecker &check, Value weights, Value indices);
 
 } // namespace mlir::moe::verification

@@ -255,8 +255,8 @@ LogicalResult RestrictSlotsOp::verify() {
   // restrict_slots_c1: [T, K] slots and at least one expert kept.
   if (failed(check.rank("indices", getIndices().getType(), 2)))
     return failure();
-  if (getNumExperts() < 1)
-    return emitOpError() << "experts must be at least 1, got " << getNumExperts();
+  if (failed(verifyExpertCount(*this, getNumExpertsAttr().getInt())))
+    return failure();
   return success();
 }
 

@@ -1,6 +1,7 @@
 //===- Npy.cpp - reading and writing NumPy .npy arrays --------------------===//
 
 #include "moe/Support/Npy.h"
+#include "moe/Support/ParseNumber.h"
 
 #include <cctype>
 #include <cerrno>
@@ -156,18 +157,20 @@ bool npy::read(const std::string &path, Array &array, std::string &error) {
     part = trim(part);
     if (part.empty())
       continue;
-    bool digits = !part.empty();
-    for (char c : part)
-      digits &= std::isdigit(static_cast<unsigned char>(c)) != 0;
-    if (!digits)
+    std::optional<int64_t> size = support::parseInt64(part);
+    if (!size || *size < 0)
       return fail(path, "bad shape entry '" + part + "'", error);
-    array.shape.push_back(std::stoll(part));
+    array.shape.push_back(*size);
   }
-  size_t expected = size_t(array.numElements()) * elementSize(array.type);
+  // The header's shape is checked against the bytes present before anything
+  // trusts it: a lying header is an error, not an out-of-bounds read.
+  std::optional<int64_t> expected = support::byteSize(array.shape, elementSize(array.type));
   size_t payload = bytes.size() - headerStart - headerLen;
-  if (payload != expected)
+  if (!expected)
+    return fail(path, "shape " + shapeString(array.shape) + " is too large", error);
+  if (payload != uint64_t(*expected))
     return fail(path, "holds " + std::to_string(payload) + " bytes of data, shape " +
-                          shapeString(array.shape) + " needs " + std::to_string(expected),
+                          shapeString(array.shape) + " needs " + std::to_string(*expected),
                 error);
   array.data.assign(bytes.begin() + headerStart + headerLen, bytes.end());
   return true;

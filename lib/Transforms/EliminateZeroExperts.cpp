@@ -47,7 +47,7 @@ struct DispatchFfnExpertsOnly : OpRewritePattern<ZeroComputeOp> {
     SmallVector<ExpertKind> kinds = expandExpertSet(zc.getExperts());
     std::optional<int64_t> ffn = leadingFfnExperts(kinds);
     int64_t total = static_cast<int64_t>(kinds.size());
-    if (!ffn || *ffn == 0 || *ffn == total || dispatch.getNumExperts() != total)
+    if (!ffn || *ffn == 0 || *ffn == total || dispatch.getNumExpertsAttr().getInt() != total)
       return rewriter.notifyMatchFailure(zc, "no zero-computation experts after the FFN experts");
     // The offsets shrink to the FFN experts: only grouped GEMMs over at most
     // those experts may read them.

@@ -47,7 +47,7 @@ struct FoldSharedExpert : OpRewritePattern<arith::AddFOp> {
     // Shapes: the shared expert must look like one routed expert.
     Value upW = up.getWeights(), downW = down.getWeights();
     int64_t experts = dimOf(upW, 0);
-    if (experts != dispatch.getNumExperts() || dimOf(shared.getUp(), 0) != dimOf(upW, 1) ||
+    if (experts != dispatch.getNumExpertsAttr().getInt() || dimOf(shared.getUp(), 0) != dimOf(upW, 1) ||
         dimOf(shared.getUp(), 1) != dimOf(upW, 2) || dimOf(shared.getDown(), 0) != dimOf(downW, 1) ||
         dimOf(shared.getDown(), 1) != dimOf(downW, 2) || ShapedType::isDynamic(experts))
       return rewriter.notifyMatchFailure(add, "the shared expert's shapes differ from the routed ones");

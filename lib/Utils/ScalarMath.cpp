@@ -5,6 +5,8 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 
+#include <limits>
+
 using namespace mlir;
 
 namespace mlir::moe::scalar {
@@ -29,6 +31,33 @@ Value constI32(OpBuilder &b, Location loc, int64_t value) {
 
 Value constIndex(OpBuilder &b, Location loc, int64_t value) {
   return arith::ConstantIndexOp::create(b, loc, value);
+}
+
+/// The divisor that makes a / d and a % d safe (1 where d is 0, or where
+/// a / d overflows), and whether d is 0.
+static std::pair<Value, Value> safeDivisor(OpBuilder &b, Location loc, Value a, Value d) {
+  Type t = a.getType();
+  unsigned width = t.isIndex() ? 64 : t.getIntOrFloatBitWidth();
+  Value min = t.isIndex() ? constIndex(b, loc, std::numeric_limits<int64_t>::min())
+                          : arith::ConstantOp::create(b, loc, t, b.getIntegerAttr(t, APInt::getSignedMinValue(width)));
+  Value isZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, d, intConst(b, loc, t, 0));
+  Value overflow = arith::AndIOp::create(
+      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, a, min),
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, d, intConst(b, loc, t, -1)));
+  Value safe = arith::SelectOp::create(b, loc, arith::OrIOp::create(b, loc, isZero, overflow), intConst(b, loc, t, 1), d);
+  return {safe, isZero};
+}
+
+Value divSigned(OpBuilder &b, Location loc, Value a, Value d) {
+  auto [safe, isZero] = safeDivisor(b, loc, a, d);
+  Value q = arith::DivSIOp::create(b, loc, a, safe); // INT_MIN / 1 = INT_MIN
+  return arith::SelectOp::create(b, loc, isZero, intConst(b, loc, a.getType(), -1), q);
+}
+
+Value remSigned(OpBuilder &b, Location loc, Value a, Value d) {
+  auto [safe, isZero] = safeDivisor(b, loc, a, d);
+  Value r = arith::RemSIOp::create(b, loc, a, safe); // INT_MIN % 1 = 0
+  return arith::SelectOp::create(b, loc, isZero, a, r);
 }
 
 Value toF32(OpBuilder &b, Location loc, Value scalar) {

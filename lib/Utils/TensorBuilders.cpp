@@ -371,13 +371,15 @@ Value reshape(OpBuilder &b, Location loc, Value x, ArrayRef<int64_t> shape) {
   Value total = arith::ConstantIndexOp::create(b, loc, 1);
   for (int64_t d = 0; d < type.getRank(); ++d)
     total = arith::MulIOp::create(b, loc, total, dimSize(b, loc, x, d));
+  // With a known size of 0 the inferred one is 0 too (the tensor is empty),
+  // never a division by 0.
   SmallVector<OpFoldResult> sizes;
   for (int64_t s : shape)
-    sizes.push_back(ShapedType::isDynamic(s)
-                        ? OpFoldResult(arith::DivUIOp::create(b, loc, total,
-                                                              arith::ConstantIndexOp::create(b, loc, known))
-                                           .getResult())
-                        : OpFoldResult(b.getIndexAttr(s)));
+    sizes.push_back(!ShapedType::isDynamic(s) ? OpFoldResult(b.getIndexAttr(s))
+                    : known == 0              ? OpFoldResult(b.getIndexAttr(0))
+                                              : OpFoldResult(arith::DivUIOp::create(
+                                                                 b, loc, total, arith::ConstantIndexOp::create(b, loc, known))
+                                                                 .getResult()));
   return reshapeThroughFlat(b, loc, x, shape, sizes);
 }
 

@@ -981,6 +981,38 @@ def bad_model(name, out_dir):
         return path
     f = TensorProto.FLOAT
     x = helper.make_tensor_value_info("x", f, ["tokens", 8])
+    relu = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], name, [x],
+                             [helper.make_tensor_value_info("y", f, ["tokens", 8])])
+    if name in ("no_default_opset", "opset_10000"):
+        opsets = [helper.make_opsetid("com.microsoft", 1)] + (
+            [helper.make_opsetid("", 10000)] if name == "opset_10000" else [])
+        onnx.save_model(helper.make_model(relu, opset_imports=opsets, ir_version=IR_VERSION), path)
+        return path
+    if name in ("produced_twice", "negative_input_dim", "bad_external_offset", "huge_dims"):
+        graph = relu
+        if name == "produced_twice":
+            graph.node.append(helper.make_node("Neg", ["x"], ["y"], name="neg"))
+        elif name == "negative_input_dim":
+            graph.input[0].type.tensor_type.shape.dim[1].dim_value = -5
+        else:
+            w = _init("w", np.ones((8, 3), np.float32))
+            if name == "bad_external_offset":
+                w.data_location = TensorProto.EXTERNAL
+                w.ClearField("raw_data")
+                for key, value in (("location", name + ".weights"), ("offset", "12abc")):
+                    entry = w.external_data.add()
+                    entry.key, entry.value = key, value
+                open(os.path.join(out_dir, name + ".weights"), "wb").write(b"\0" * 96)
+            else:
+                # dims whose element count overflows int64, and no data.
+                del w.dims[:]
+                w.dims.extend([1 << 40, 1 << 40])
+                w.ClearField("raw_data")
+            graph.initializer.append(w)
+            graph.node.append(helper.make_node("MatMul", ["y", "w"], ["z"], name="matmul"))
+            graph.output.append(helper.make_tensor_value_info("z", f, ["tokens", 3]))
+        onnx.save_model(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), path)
+        return path
     if name == "unsupported_op":
         nodes = [helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij", name="the_einsum")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 8])])
@@ -1061,7 +1093,8 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "per_expert_missing_expert", "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "clip_bounds_not_scalar",
-       "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end"]
+       "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "no_default_opset", "opset_10000",
+       "produced_twice", "negative_input_dim", "bad_external_offset", "huge_dims"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

@@ -14,6 +14,7 @@
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Compare.h"
 #include "moe/Support/Npy.h"
+#include "moe/Support/ParseNumber.h"
 
 #include <dlfcn.h>
 
@@ -26,6 +27,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using npy::Array;
@@ -95,8 +97,14 @@ bool parseSignature(const std::string &text, Signature &sig, std::string &error)
       b.type = *type;
       if (shape != "scalar") {
         std::istringstream dims(shape);
-        for (std::string d; std::getline(dims, d, 'x');)
-          b.shape.push_back(d == "?" ? -1 : std::stoll(d));
+        for (std::string d; std::getline(dims, d, 'x');) {
+          std::optional<int64_t> size = d == "?" ? std::optional<int64_t>(-1) : support::parseInt64(d);
+          if (!size || *size < -1) {
+            error = "artifact signature has a bad shape '" + shape + "'";
+            return false;
+          }
+          b.shape.push_back(*size);
+        }
       }
       sig.buffers.push_back(b);
     }
@@ -151,7 +159,7 @@ struct Options {
   uint64_t seed = 0;
   double randomScale = 1.0;
   int64_t tokens = -1;
-  int warmup = 1, repeat = 1;
+  int64_t warmup = 1, repeat = 1;
   bool saveInputs = false;
   double tolerance = -1;
 };
@@ -168,30 +176,42 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
       return true;
     };
     std::string v;
-    try {
-      if (arg == "--input") { if (!value(v)) return false; o.inputs.push_back(v); }
-      else if (arg == "--reference") { if (!value(v)) return false; o.references.push_back(v); }
-      else if (arg == "--output-dir") { if (!value(o.outputDir)) return false; }
-      else if (arg == "--seed") { if (!value(v)) return false; o.seed = std::stoull(v); }
-      else if (arg == "--random-scale") { if (!value(v)) return false; o.randomScale = std::stod(v); }
-      else if (arg == "--tokens") { if (!value(v)) return false; o.tokens = std::stoll(v); }
-      else if (arg == "--warmup") { if (!value(v)) return false; o.warmup = std::stoi(v); }
-      else if (arg == "--repeat") { if (!value(v)) return false; o.repeat = std::stoi(v); }
-      else if (arg == "--tolerance") { if (!value(v)) return false; o.tolerance = std::stod(v); }
-      else if (arg == "--fill") {
-        if (!value(v)) return false;
-        size_t eq = v.find('=');
-        if (eq == std::string::npos) { error = "--fill takes INPUT=VALUE, got '" + v + "'"; return false; }
-        o.fills.push_back({std::stoul(v.substr(0, eq)), std::stod(v.substr(eq + 1))});
+    // A number option: all of its value must be a number of the option's kind.
+    auto number = [&](auto parse, auto &out) {
+      if (!value(v))
+        return false;
+      auto parsed = parse(v);
+      if (!parsed) {
+        error = "bad value '" + v + "' for " + arg;
+        return false;
       }
-      else if (arg == "--save-inputs") { o.saveInputs = true; }
-      else if (arg.rfind("--", 0) == 0) { error = "unknown option " + arg + " (see --help)"; return false; }
-      else if (o.artifact.empty()) { o.artifact = arg; }
-      else { error = "more than one artifact given: " + o.artifact + ", " + arg; return false; }
-    } catch (const std::exception &) {
-      error = "bad value '" + v + "' for " + arg;
-      return false;
+      out = static_cast<std::remove_reference_t<decltype(out)>>(*parsed);
+      return true;
+    };
+    bool ok = true;
+    if (arg == "--input") { ok = value(v); o.inputs.push_back(v); }
+    else if (arg == "--reference") { ok = value(v); o.references.push_back(v); }
+    else if (arg == "--output-dir") { ok = value(o.outputDir); }
+    else if (arg == "--seed") { ok = number(support::parseUInt64, o.seed); }
+    else if (arg == "--random-scale") { ok = number(support::parseDouble, o.randomScale); }
+    else if (arg == "--tokens") { ok = number(support::parseInt64, o.tokens); }
+    else if (arg == "--warmup") { ok = number(support::parseInt64, o.warmup); }
+    else if (arg == "--repeat") { ok = number(support::parseInt64, o.repeat); }
+    else if (arg == "--tolerance") { ok = number(support::parseDouble, o.tolerance); }
+    else if (arg == "--fill") {
+      if (!value(v)) return false;
+      size_t eq = v.find('=');
+      std::optional<uint64_t> index = eq == std::string::npos ? std::nullopt : support::parseUInt64(v.substr(0, eq));
+      std::optional<double> fill = eq == std::string::npos ? std::nullopt : support::parseDouble(v.substr(eq + 1));
+      if (!index || !fill) { error = "--fill takes INPUT=VALUE, got '" + v + "'"; return false; }
+      o.fills.push_back({*index, *fill});
     }
+    else if (arg == "--save-inputs") { o.saveInputs = true; }
+    else if (arg.rfind("--", 0) == 0) { error = "unknown option " + arg + " (see --help)"; return false; }
+    else if (o.artifact.empty()) { o.artifact = arg; }
+    else { error = "more than one artifact given: " + o.artifact + ", " + arg; return false; }
+    if (!ok)
+      return false;
   }
   if (o.artifact.empty()) {
     error = "no artifact given (see --help)";
@@ -360,7 +380,7 @@ int main(int argc, char **argv) {
   // Warm-up, then timed runs.
   RunContext context{&artifact, &pointers, tokens < 0 ? 0 : tokens};
   std::vector<double> times;
-  for (int r = 0; r < opt.warmup + opt.repeat; ++r) {
+  for (int64_t r = 0; r < opt.warmup + opt.repeat; ++r) {
     double ms = 0;
     if (sig.gpu) {
       float elapsed = 0;
@@ -381,8 +401,8 @@ int main(int argc, char **argv) {
       times.push_back(ms);
   }
   std::sort(times.begin(), times.end());
-  std::printf("[moe-exec] %d runs after %d warm-up: median %.4f ms, min %.4f ms (%s)\n", opt.repeat,
-              opt.warmup, times[times.size() / 2], times.front(),
+  std::printf("[moe-exec] %lld runs after %lld warm-up: median %.4f ms, min %.4f ms (%s)\n", static_cast<long long>(opt.repeat),
+              static_cast<long long>(opt.warmup), times[times.size() / 2], times.front(),
               sig.gpu ? "CUDA events" : "steady clock");
 
   for (size_t i = 0; i < outs.size(); ++i) {

@@ -26,6 +26,7 @@
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "llvm/ADT/APFloat.h"
+#include "llvm/ADT/SmallPtrSet.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
@@ -348,10 +349,17 @@ int main(int argc, char **argv) {
   for (void *&p : descPtrs)
     packed.push_back(&p);
 
+  // Each result buffer the program allocated is freed once: a function may
+  // return one value twice, or return an argument (moe-run's own buffer).
   auto freeResults = [&]() {
+    llvm::SmallPtrSet<void *, 8> freed;
+    for (Array &a : args)
+      freed.insert(a.data.data());
     size_t at = 0;
     for (Type t : signature.getResults()) {
-      std::free(reinterpret_cast<void *>(resultWordsBuf[at]));
+      void *allocated = reinterpret_cast<void *>(resultWordsBuf[at]);
+      if (freed.insert(allocated).second)
+        std::free(allocated);
       at += Descriptor::wordsFor(cast<RankedTensorType>(t).getRank());
     }
   };

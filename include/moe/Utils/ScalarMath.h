@@ -23,6 +23,13 @@ Value constF32(OpBuilder &b, Location loc, double value);
 Value constI32(OpBuilder &b, Location loc, int64_t value);
 Value constIndex(OpBuilder &b, Location loc, int64_t value);
 
+/// a / d on signed integers (any width, or index), defined for every input
+/// as XLA defines it: a / 0 = -1, INT_MIN / -1 = INT_MIN. Never traps.
+Value divSigned(OpBuilder &b, Location loc, Value a, Value d);
+/// a % d (the sign of a) on signed integers: a % 0 = a, INT_MIN % -1 = 0.
+/// Never traps.
+Value remSigned(OpBuilder &b, Location loc, Value a, Value d);
+
 /// Extends a float scalar to f32 (no-op for f32).
 Value toF32(OpBuilder &b, Location loc, Value scalar);
 /// Rounds an f32 scalar to `type` (no-op for f32).

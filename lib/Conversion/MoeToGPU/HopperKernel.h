@@ -45,8 +45,10 @@ protected:
   /// A shared-memory pointer for byte `offset` of the aligned dynamic buffer.
   Value sharedPointer(Value offset);
 
+  /// The byte offset of stage `stageIndex` in the ring.
   Value stageOffset(Value stageIndex) { return mul(stageIndex, hopper::kStageBytes); }
 
+  /// The mbarrier of stage `stageIndex` (8 bytes each, after the stages).
   Value barrierPointer(Value stageIndex);
 
   /// The host-side TMA descriptor of `memref` (64 x 64 boxes over its last
@@ -61,6 +63,7 @@ protected:
   /// the pipeline's stage and phase.
   void forEachHopperGroup(function_ref<Value(Value, Value)> body);
 
+  /// `body` on thread 0 only (TMA issue, mbarrier setup).
   void ifLeader(function_ref<void()> body);
 
   /// body(r, c) for every element of the block's tile of output columns,
@@ -87,7 +90,6 @@ protected:
   /// groups 1024 bytes apart (PTX ISA, "Matrix Descriptor Format").
   Value matrixDescriptor(Value offset);
 
-  /// One expert's K loop and epilogue; returns `steps` plus its K steps.
   /// The K loop of both Hopper forms, over numK steps of kTileK: the first
   /// kStages - 1 steps are issued up front, then step j issues step j +
   /// kStages - 1 (into the stage step j - 1 read, which every thread has
@@ -98,6 +100,7 @@ protected:
                                        function_ref<void(Value, Value)> issue,
                                        function_ref<SmallVector<Value>(Value, Value, ValueRange)> consume);
 
+  /// One expert's K loop and epilogue; returns `steps` plus its K steps.
   Value emitHopperGroup(Value group, Value steps);
 
   /// The tile coordinates of thread `tid`'s wgmma accumulators, in order.

@@ -85,6 +85,9 @@ protected:
   /// block's rows; `accs` are the register accumulators (none when emulated).
   SmallVector<Value> emitGroups(ValueRange accs);
 
+  /// The K loop of one row group: staging then the warps' mma.sync steps
+  /// (cp.async double-buffered when K allows 16-byte copies); returns the
+  /// updated accumulators.
   virtual SmallVector<Value> emitKLoop(Value group, ValueRange accs);
 
   /// The K loop with cp.async double buffering: step i multiplies stage
@@ -132,6 +135,7 @@ protected:
   /// (mt, nt) + lane's element v); `accAt(mt, nt, v)` reads it.
   void emitEpilogueFor(Value laneId, Value wr, Value wc, function_ref<Value(int64_t, int64_t, int64_t)> accAt);
 
+  /// The epilogue of this thread's register accumulators.
   void emitEpilogue(ArrayRef<Value> accs);
 
   bool vectorStaging = false; // K % kVector == 0: 16-byte copies

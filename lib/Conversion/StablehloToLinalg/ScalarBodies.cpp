@@ -152,7 +152,7 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       .Case([&](shlo::DivOp) -> Value {
         if (isFloat())
           return arith::DivFOp::create(b, loc, v[0], v[1]);
-        return arith::DivSIOp::create(b, loc, v[0], v[1]);
+        return scalar::divSigned(b, loc, v[0], v[1]);
       })
       .Case([&](shlo::RemOp) -> Value {
         // x - trunc(x / y) * y: NVVM has no frem. Exact while |x / y| is
@@ -161,7 +161,7 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
           Value quotient = math::TruncOp::create(b, loc, arith::DivFOp::create(b, loc, v[0], v[1]));
           return arith::SubFOp::create(b, loc, v[0], arith::MulFOp::create(b, loc, quotient, v[1]));
         }
-        return arith::RemSIOp::create(b, loc, v[0], v[1]);
+        return scalar::remSigned(b, loc, v[0], v[1]);
       })
       .Case([&](shlo::MaxOp) { return maxScalar(b, loc, v[0], v[1]); })
       .Case([&](shlo::MinOp) { return minScalar(b, loc, v[0], v[1]); })

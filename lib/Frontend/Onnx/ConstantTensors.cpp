@@ -8,6 +8,7 @@
 
 #include "GraphImporter.h"
 #include "moe/Support/Npy.h"
+#include "moe/Support/ParseNumber.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/IR/BuiltinAttributes.h"
@@ -135,8 +136,13 @@ FailureOr<RankedTensorType> GraphImporter::typeOf(const onnx::ValueInfoProto &in
     return error() << "graph value '" << info.name() << "' has no shape; give its rank and sizes",
            failure();
   SmallVector<int64_t> shape;
-  for (const onnx::TensorShapeProto::Dimension &dim : tensor.shape().dim())
-    shape.push_back(dim.has_dim_value() && dim.dim_value() >= 0 ? dim.dim_value() : ShapedType::kDynamic);
+  for (const onnx::TensorShapeProto::Dimension &dim : tensor.shape().dim()) {
+    if (dim.has_dim_value() && dim.dim_value() < 0)
+      return error() << "graph value '" << info.name() << "' has a negative dimension " << dim.dim_value()
+                     << " (a dynamic one is a dim_param or no value)",
+             failure();
+    shape.push_back(dim.has_dim_value() ? dim.dim_value() : ShapedType::kDynamic);
+  }
   return RankedTensorType::get(shape, element);
 }
 
@@ -145,12 +151,18 @@ FailureOr<ArrayRef<char>> GraphImporter::externalBytes(const onnx::TensorProto &
   std::string location;
   int64_t offset = 0, length = -1;
   for (const onnx::StringStringEntryProto &entry : tensor.external_data()) {
-    if (entry.key() == "location")
+    if (entry.key() == "location") {
       location = entry.value();
-    else if (entry.key() == "offset")
-      offset = std::stoll(entry.value());
-    else if (entry.key() == "length")
-      length = std::stoll(entry.value());
+      continue;
+    }
+    if (entry.key() != "offset" && entry.key() != "length")
+      continue;
+    std::optional<int64_t> number = support::parseInt64(entry.value());
+    if (!number || *number < 0)
+      return error() << what << ": external data " << entry.key() << " '" << entry.value()
+                     << "' is not a non-negative integer",
+             failure();
+    (entry.key() == "offset" ? offset : length) = *number;
   }
   if (location.empty() || llvm::sys::path::is_absolute(location) || StringRef(location).contains(".."))
     return error() << what << ": external data location '" << location
@@ -169,7 +181,8 @@ FailureOr<ArrayRef<char>> GraphImporter::externalBytes(const onnx::TensorProto &
   }
   if (length < 0)
     length = size;
-  if (length != size || offset < 0 || offset + length > static_cast<int64_t>(file->getBufferSize()))
+  int64_t fileSize = static_cast<int64_t>(file->getBufferSize());
+  if (length != size || offset > fileSize || length > fileSize - offset)
     return error() << what << ": external data '" << path << "' (offset " << offset << ", length " << length
                    << ") does not hold the " << size << " bytes of the tensor (file size "
                    << file->getBufferSize() << ")",
@@ -185,10 +198,16 @@ FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor,
   SmallVector<int64_t> shape(tensor.dims().begin(), tensor.dims().end());
   if (llvm::any_of(shape, [](int64_t d) { return d < 0; }))
     return error() << what << ": negative dimension", failure();
+  // The declared dims are checked for overflow here and against the bytes
+  // present below, before anything is allocated for them.
+  std::optional<int64_t> bytes = support::byteSize(std::vector<int64_t>(shape.begin(), shape.end()), byteWidth(element));
+  if (!bytes)
+    return error() << what << ": dims [" << llvm::make_range(shape.begin(), shape.end())
+                   << "] are too large", failure();
   ConstantTensor constant;
   constant.type = RankedTensorType::get(shape, element);
   int64_t count = constant.type.getNumElements();
-  int64_t size = count * byteWidth(element);
+  int64_t size = *bytes;
   if (tensor.data_location() == onnx::TensorProto::EXTERNAL) {
     FailureOr<ArrayRef<char>> bytes = externalBytes(tensor, what, size);
     if (failed(bytes))
@@ -204,28 +223,30 @@ FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor,
     constant.bytes = ArrayRef<char>(tensor.raw_data().data(), size);
     return constant;
   }
-  // Typed fields: decoded into owned bytes.
-  auto owned = std::make_shared<std::vector<char>>(size);
-  auto put = [&](int64_t i, const void *src) { memcpy(owned->data() + i * byteWidth(element), src, byteWidth(element)); };
-  int64_t available = 0;
-  // Each value's low bytes (little-endian) are the element's.
-  auto copyAll = [&](const auto &field) {
-    available = field.size();
-    for (int64_t i = 0; i < std::min(available, count); ++i) {
-      auto v = field.Get(i);
-      put(i, &v);
+  // Typed fields: their value count is checked before the bytes are
+  // allocated; each value's low bytes (little-endian) are the element's.
+  auto withField = [&](auto fn) {
+    switch (tensor.data_type()) {
+    case onnx::TensorProto::FLOAT: return fn(tensor.float_data());
+    case onnx::TensorProto::DOUBLE: return fn(tensor.double_data());
+    case onnx::TensorProto::INT64: return fn(tensor.int64_data());
+    case onnx::TensorProto::UINT32:
+    case onnx::TensorProto::UINT64: return fn(tensor.uint64_data());
+    default: return fn(tensor.int32_data()); // every narrower type, f16/bf16 as bit patterns
     }
   };
-  switch (tensor.data_type()) {
-  case onnx::TensorProto::FLOAT: copyAll(tensor.float_data()); break;
-  case onnx::TensorProto::DOUBLE: copyAll(tensor.double_data()); break;
-  case onnx::TensorProto::INT64: copyAll(tensor.int64_data()); break;
-  case onnx::TensorProto::UINT32:
-  case onnx::TensorProto::UINT64: copyAll(tensor.uint64_data()); break;
-  default: copyAll(tensor.int32_data()); break; // every narrower type, f16/bf16 as bit patterns
-  }
+  int64_t available = withField([](const auto &field) { return static_cast<int64_t>(field.size()); });
   if (available != count)
     return error() << what << ": holds " << available << " values, its shape needs " << count, failure();
+  auto owned = std::make_shared<std::vector<char>>(size);
+  int64_t width = byteWidth(element);
+  withField([&](const auto &field) {
+    for (int64_t i = 0; i < count; ++i) {
+      auto v = field.Get(i);
+      memcpy(owned->data() + i * width, &v, width);
+    }
+    return int64_t(0);
+  });
   constant.owned = owned;
   constant.bytes = ArrayRef<char>(owned->data(), owned->size());
   return constant;

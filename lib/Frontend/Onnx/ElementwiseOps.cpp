@@ -62,6 +62,12 @@ ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
   return unaryWithAttrs([fn](OpBuilder &b, Location l, Value x, const NodeContext &) { return fn(b, l, x); });
 }
 
+/// Integer Div defined everywhere (lib/Utils/ScalarMath: x / 0 = -1,
+/// INT_MIN / -1 = INT_MIN), never a trap in the generated code.
+struct SignedDivision {
+  static Value create(OpBuilder &b, Location loc, Value a, Value d) { return scalar::divSigned(b, loc, a, d); }
+};
+
 /// x >= 0 ? x : negative(x).
 Value whereNegative(OpBuilder &b, Location l, Value x, Value negative) {
   Value positive = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGE, x, constF32(b, l, 0.0));
@@ -223,7 +229,7 @@ void mlir::moe::onnx_import::addElementwiseConverters(std::vector<OpConverter> &
   add("Add", binary<arith::AddFOp, arith::AddIOp>());
   add("Sub", binary<arith::SubFOp, arith::SubIOp>());
   add("Mul", binary<arith::MulFOp, arith::MulIOp>());
-  add("Div", binary<arith::DivFOp, arith::DivSIOp>());
+  add("Div", binary<arith::DivFOp, SignedDivision>());
   add("Relu", unary([](OpBuilder &b, Location l, Value x) -> Value {
         return arith::MaximumFOp::create(b, l, x, constF32(b, l, 0.0));
       }));

@@ -20,6 +20,10 @@
 
 namespace mlir::moe::onnx_import {
 
+/// The newest default-domain opset the importer reads (ONNX 1.19 defines
+/// 24); a model claiming a later one is refused, not guessed at.
+inline constexpr int64_t kMaxDefaultOpset = 25;
+
 /// Bytes per element of `element` (integers and floats).
 int64_t byteWidth(Type element);
 

@@ -269,7 +269,37 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   }
   for (const onnx::OperatorSetIdProto &opset : model.opset_import())
     opsets[domainOf(opset.domain())] = opset.version();
+  // The default domain's opset decides how nodes read their attributes and
+  // inputs: without one, or with one no ONNX release has, nothing is sound.
+  auto defaultOpset = opsets.find("");
+  if (defaultOpset == opsets.end()) {
+    error() << "imports no opset of the default ONNX domain (opset_import needs one)";
+    return nullptr;
+  }
+  if (defaultOpset->second < 1 || defaultOpset->second > kMaxDefaultOpset) {
+    error() << "imports default-domain opset " << defaultOpset->second << "; the importer reads opsets 1 to "
+            << kMaxDefaultOpset;
+    return nullptr;
+  }
   const onnx::GraphProto &graph = model.graph();
+  // Every value has one producer: a second node writing a name would make
+  // its readers ambiguous.
+  llvm::StringMap<std::string> producers;
+  for (const onnx::TensorProto &init : graph.initializer())
+    producers.try_emplace(init.name(), "initializer '" + init.name() + "'");
+  for (auto [i, node] : llvm::enumerate(graph.node())) {
+    std::string nodeName = node.name().empty() ? node.op_type() + "#" + std::to_string(i) : node.name();
+    for (const std::string &output : node.output()) {
+      if (output.empty())
+        continue;
+      auto [it, inserted] = producers.try_emplace(output, "node '" + nodeName + "'");
+      if (!inserted) {
+        error() << "value '" << output << "' is produced twice: by " << it->second << " and by node '"
+                << nodeName << "'";
+        return nullptr;
+      }
+    }
+  }
 
   for (const onnx::TensorProto &init : graph.initializer()) {
     FailureOr<ConstantTensor> constant = decode(init, "initializer '" + init.name() + "'");

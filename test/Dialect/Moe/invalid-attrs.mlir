@@ -6,6 +6,12 @@ func.func @group_c1_empty() attributes {e = #moe.group<ffn, 0>} { return }
 
 // -----
 
+// A count no per-expert table could hold is an error, not an allocation.
+// expected-error @+1 {{expert group 'ffn' holds 99999999999 experts; at most 1048576 are supported}}
+func.func @group_c2_huge() attributes {e = #moe.group<ffn, 99999999999>} { return }
+
+// -----
+
 // expected-error @+2 {{unknown expert kind 'foo'; expected one of ffn, zero, copy, constant, null}}
 // expected-error @+1 {{failed to parse Moe_ExpertGroupAttr parameter 'kind'}}
 func.func @group_unknown_kind() attributes {e = #moe.group<foo, 2>} { return }

@@ -19,6 +19,25 @@ func.func @dispatch_c1_experts(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
 
 // -----
 
+// The largest i64: experts + 1 (the offsets' size) would wrap.
+func.func @dispatch_c1_experts_huge(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
+  // expected-error @+1 {{experts must be at most 1048576, got 9223372036854775807}}
+  %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 9223372036854775807
+    : (tensor<16x2xi32>, tensor<16x2xf32>) -> (tensor<32xi32>, tensor<1xi32>, tensor<16x2xi32>, tensor<16x2xf32>)
+  return
+}
+
+// -----
+
+func.func @dispatch_c1_experts_negative(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>) {
+  // expected-error @+1 {{experts must be at least 1, got -1}}
+  %r, %o, %sr, %sw = moe.dispatch %i, %w experts = -1
+    : (tensor<16x2xi32>, tensor<16x2xf32>) -> (tensor<32xi32>, tensor<1xi32>, tensor<16x2xi32>, tensor<16x2xf32>)
+  return
+}
+
+// -----
+
 func.func @dispatch_c2_fill_in_column(%i: tensor<16x1xi32>, %w: tensor<16x1xf32>) {
   // expected-error @+1 {{fill_in rectification needs a (k+1)-th selection column}}
   %r, %o, %sr, %sw = moe.dispatch %i, %w experts = 8 {capacity = #moe.capacity<tokens = 2, pad = true, rectify = fill_in>}

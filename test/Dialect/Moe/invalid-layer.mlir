@@ -19,6 +19,17 @@ func.func @layer_c1_empty_set(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: 
 
 // -----
 
+// Each group within bounds, but together more experts than any table is
+// built for: an error before anything per expert is allocated.
+func.func @layer_c1_too_many_experts(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>) {
+  // expected-error @+1 {{experts must be at most 1048576, got 2097152}}
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {experts = [#moe.group<ffn, 1048576>, #moe.group<zero, 1048576>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
 func.func @layer_c1_no_ffn(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %any: tensor<*xf32>) {
   // expected-error @+1 {{expert set must hold exactly one ffn group, got 0}}
   %y, %z = moe.layer %x, %wr ffn(%up, %down) {experts = [#moe.group<zero, 2>, #moe.group<copy, 2>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
