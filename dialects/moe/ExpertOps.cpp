@@ -258,7 +258,8 @@ LogicalResult ZeroComputeOp::verify() {
       failed(check.dim("indices", getIndices().getType(), 0, dimOf(getX(), 0),
                        "the number of tokens")) ||
       failed(check.sameShape("result", getResult().getType(), "x", x)) ||
-      failed(check.sameElementType("result", getResult().getType(), "x", x)))
+      failed(check.sameElementType("result", getResult().getType(), "x", x)) ||
+      failed(verifyExpertCount(*this, countExperts(getExperts()))))
     return failure();
   // zero_compute_c1: constant operands iff the set has constant experts.
   return verifyConstantExperts(*this, check, getExperts(), getConstantVectors(),

@@ -81,6 +81,15 @@ func.func @activation_unknown(%h: tensor<32x8xf32>) {
 
 // -----
 
+func.func @zero_compute_too_many_experts(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{experts must be at most 1048576, got 2097152}}
+  %zc = moe.zero_compute %x, %i, %w experts = [#moe.group<ffn, 1048576>, #moe.group<zero, 1048576>]
+    : (tensor<4x8xf32>, tensor<4x2xi32>, tensor<4x2xf32>) -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
 func.func @zero_compute_c1_missing_constants(%x: tensor<4x8xf32>, %i: tensor<4x2xi32>, %w: tensor<4x2xf32>) {
   // expected-error @+1 {{the 1 constant experts need constant(vectors, mix) operands}}
   %zc = moe.zero_compute %x, %i, %w experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>]
