@@ -208,9 +208,11 @@ def dispatch(idx, w, experts, cap=None, logits=None, shared_weight=None):
         visits = [(t, j) for j in range(primary) for t in range(t_count)]
     else:
         visits = [(t, j) for t in range(t_count) for j in range(primary)]
+    # An id outside [0, E) of the routed experts is an empty slot, as -1 is.
+    routed = experts - (1 if shared_weight is not None else 0)
     for t, j in visits:
         e = idx[t, j]
-        if e < 0:
+        if e < 0 or (e >= routed and not (shared_weight is not None and j == slots - 1)):
             continue
         if cap is None:
             keep = True
@@ -231,7 +233,7 @@ def dispatch(idx, w, experts, cap=None, logits=None, shared_weight=None):
             local = np.arange(d * per_device, (d + 1) * per_device)
             h = local[rank_order(logits[t, local])[0]]
             for j in range(primary):
-                if idx[t, j] >= 0 and final[t, j] < 0 and n[h] < c:
+                if 0 <= idx[t, j] < routed and final[t, j] < 0 and n[h] < c:
                     final[t, j], pos[t, j] = h, n[h]
                     n[h] += 1
                     rectified[t] = True
@@ -273,7 +275,7 @@ def dispatch(idx, w, experts, cap=None, logits=None, shared_weight=None):
 
 def permute(x, row_token):
     out = np.zeros((len(row_token), x.shape[1]))
-    valid = row_token >= 0
+    valid = (row_token >= 0) & (row_token < x.shape[0])  # others: a zero row
     out[valid] = x[row_token[valid]]
     return out
 
@@ -282,6 +284,6 @@ def combine(rows, slot_row, slot_weight):
     out = np.zeros((slot_row.shape[0], rows.shape[1]))
     for t in range(slot_row.shape[0]):
         for j in range(slot_row.shape[1]):
-            if slot_row[t, j] >= 0:
+            if 0 <= slot_row[t, j] < rows.shape[0]:  # others: an empty slot
                 out[t] += slot_weight[t, j] * rows[slot_row[t, j]]
     return out

@@ -91,6 +91,12 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     Value numPrimary = constIndex(b, loc, primary);
     Value capacity = cap ? capacityOf(b, loc, cap, tokens, primary, experts) : Value();
     Value i32Zero = constI32(b, loc, 0), i32One = constI32(b, loc, 1), i32None = constI32(b, loc, -1);
+    // An id outside [0, E) of the routed experts is an empty slot, as -1 is:
+    // it is never placed, rectified or filled in, nor used as an index.
+    Value i32Routed = constI32(b, loc, op.getNumExperts());
+    auto isRouted = [&](OpBuilder &nb, Location nl, Value e) -> Value {
+      return arith::AndIOp::create(nb, nl, cmpi(nb, nl, P::sge, e, i32Zero), cmpi(nb, nl, P::slt, e, i32Routed));
+    };
     Value trueV = arith::ConstantOp::create(b, loc, b.getBoolAttr(true));
     Value falseV = arith::ConstantOp::create(b, loc, b.getBoolAttr(false));
 
@@ -261,7 +267,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
         return forRange(b1, l1, zero, numPrimary, s1, [&](OpBuilder &b2, Location l2, Value j, ValueRange s2) {
           Value e = get(b2, l2, indices, {t, j});
           Value dropped = arith::AndIOp::create(
-              b2, l2, cmpi(b2, l2, P::sge, e, i32Zero),
+              b2, l2, isRouted(b2, l2, e),
               cmpi(b2, l2, P::slt, get(b2, l2, s2[0], {t, j}), i32Zero));
           Value h = indexToI32(b2, l2, best);
           Value free = cmpi(b2, l2, P::slt, get(b2, l2, s2[2], {best}), indexToI32(b2, l2, capacity));
@@ -281,7 +287,7 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
       Value last = constIndex(b, loc, routedSlots - 1);
       state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
         Value e = get(b1, l1, indices, {t, last});
-        Value valid = cmpi(b1, l1, P::sge, e, i32Zero);
+        Value valid = isRouted(b1, l1, e);
         return ifThen(b1, l1, valid, s1, [&](OpBuilder &b2, Location l2) -> SmallVector<Value> {
           Value eIdx = i32ToIndex(b2, l2, e);
           Value used = get(b2, l2, before, {eIdx});
@@ -489,6 +495,7 @@ SmallVector<Value> lowerPermute(PatternRewriter &b, PermuteOp op, ContractionFor
   Value x = op.getX(), rowToken = op.getRowToken();
   auto type = cast<RankedTensorType>(op.getType());
   SmallVector<Value> dims = {dimsOf(b, loc, rowToken)[0], dimsOf(b, loc, x)[1]};
+  Value numTokens = dimsOf(b, loc, x)[0];
   Value init = zeros(b, loc, type, dims);
   MLIRContext *ctx = b.getContext();
   AffineExpr r, h;
@@ -498,7 +505,9 @@ SmallVector<Value> lowerPermute(PatternRewriter &b, PermuteOp op, ContractionFor
       ArrayRef<AffineMap>{AffineMap::get(2, 0, {r}, ctx), AffineMap::get(2, 0, {r, h}, ctx)},
       SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange a) {
-        Value valid = cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0));
+        // A token outside [0, T) gives a zero row, never a read outside x.
+        Value valid = arith::AndIOp::create(nb, nl, cmpi(nb, nl, arith::CmpIPredicate::sge, a[0], constI32(nb, nl, 0)),
+                                            cmpi(nb, nl, arith::CmpIPredicate::slt, a[0], indexToI32(nb, nl, numTokens)));
         Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, a[0]),
                                              constIndex(nb, nl, 0));
         Value v = get(nb, nl, x, {safe, linalg::IndexOp::create(nb, nl, 1)});

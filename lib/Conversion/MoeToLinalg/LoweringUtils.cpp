@@ -139,10 +139,14 @@ Value lowering::reduceOverSlots(OpBuilder &b, Location loc, ArrayRef<int64_t> sh
 Value lowering::combineSlots(OpBuilder &b, Location loc, Value rows, Value slotRow,
                              Value slotWeight, ArrayRef<int64_t> shape) {
   SmallVector<Value> dims = {dimsOf(b, loc, slotRow)[0], dimsOf(b, loc, rows)[1]};
+  Value numRows = indexToI32(b, loc, dimsOf(b, loc, rows)[0]);
   return reduceOverSlots(
       b, loc, shape, dims, slotRow, slotWeight,
       [&](OpBuilder &nb, Location nl, Value row, Value weight, Value sum) -> Value {
-        Value valid = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, row, constI32(nb, nl, 0));
+        // A row outside [0, R) is an empty slot, never read.
+        Value valid = arith::AndIOp::create(
+            nb, nl, arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, row, constI32(nb, nl, 0)),
+            arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, row, numRows));
         Value safe = arith::SelectOp::create(nb, nl, valid, i32ToIndex(nb, nl, row),
                                              constIndex(nb, nl, 0));
         Value v = toF32(nb, nl, tensor::ExtractOp::create(
