@@ -1,6 +1,7 @@
 //===- RoutedExperts.cpp - the expert half of a decomposed MoE layer ------===//
 
 #include "moe/Transforms/RoutedExperts.h"
+#include "moe/Utils/ScalarMath.h"
 #include "moe/Utils/TensorBuilders.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -10,6 +11,7 @@
 using namespace mlir;
 using namespace mlir::moe;
 namespace tb = mlir::moe::tensor_builders;
+namespace scalar = mlir::moe::scalar;
 
 /// Rows of the dispatch plan: E * C when padded to capacity, else T * S.
 static int64_t planRows(CapacityAttr cap, int64_t tokens, int64_t slots, int64_t k, int64_t experts) {
@@ -30,7 +32,7 @@ static std::pair<Value, Value> withBias(OpBuilder &b, Location loc, Value lhs, V
   SmallVector<Value> dynamic;
   if (lhsType.isDynamicDim(0))
     dynamic.push_back(tb::dimSize(b, loc, lhs, 0));
-  Value one = arith::ConstantOp::create(b, loc, b.getFloatAttr(element, 1.0));
+  Value one = scalar::floatConst(b, loc, element, 1.0);
   Value ones = linalg::FillOp::create(b, loc, one, tb::empty(b, loc, onesType, dynamic)).getResult(0);
   auto biasType = cast<RankedTensorType>(bias.getType());
   Value column = tb::reshape(b, loc, bias, {biasType.getDimSize(0), biasType.getDimSize(1), 1});

@@ -48,10 +48,10 @@ static std::pair<Value, Value> safeDivisor(OpBuilder &b, Location loc, Value a, 
   return {safe, isZero};
 }
 
-Value divSigned(OpBuilder &b, Location loc, Value a, Value d) {
+Value divSigned(OpBuilder &b, Location loc, Value a, Value d, int64_t byZero) {
   auto [safe, isZero] = safeDivisor(b, loc, a, d);
   Value q = arith::DivSIOp::create(b, loc, a, safe); // INT_MIN / 1 = INT_MIN
-  return arith::SelectOp::create(b, loc, isZero, intConst(b, loc, a.getType(), -1), q);
+  return arith::SelectOp::create(b, loc, isZero, intConst(b, loc, a.getType(), byZero), q);
 }
 
 Value remSigned(OpBuilder &b, Location loc, Value a, Value d) {

@@ -27,7 +27,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 using npy::Array;
@@ -185,12 +184,12 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
         error = "bad value '" + v + "' for " + arg;
         return false;
       }
-      out = static_cast<std::remove_reference_t<decltype(out)>>(*parsed);
+      out = *parsed;
       return true;
     };
     bool ok = true;
-    if (arg == "--input") { ok = value(v); o.inputs.push_back(v); }
-    else if (arg == "--reference") { ok = value(v); o.references.push_back(v); }
+    if (arg == "--input") { if ((ok = value(v))) o.inputs.push_back(v); }
+    else if (arg == "--reference") { if ((ok = value(v))) o.references.push_back(v); }
     else if (arg == "--output-dir") { ok = value(o.outputDir); }
     else if (arg == "--seed") { ok = number(support::parseUInt64, o.seed); }
     else if (arg == "--random-scale") { ok = number(support::parseDouble, o.randomScale); }

@@ -24,8 +24,9 @@ Value constI32(OpBuilder &b, Location loc, int64_t value);
 Value constIndex(OpBuilder &b, Location loc, int64_t value);
 
 /// a / d on signed integers (any width, or index), defined for every input
-/// as XLA defines it: a / 0 = -1, INT_MIN / -1 = INT_MIN. Never traps.
-Value divSigned(OpBuilder &b, Location loc, Value a, Value d);
+/// as XLA defines it: a / 0 = `byZero` (XLA: -1), INT_MIN / -1 = INT_MIN.
+/// Never traps.
+Value divSigned(OpBuilder &b, Location loc, Value a, Value d, int64_t byZero = -1);
 /// a % d (the sign of a) on signed integers: a % 0 = a, INT_MIN % -1 = 0.
 /// Never traps.
 Value remSigned(OpBuilder &b, Location loc, Value a, Value d);

@@ -47,9 +47,12 @@ public:
 
 private:
   InFlightDiagnostic error() { return emitError(fileLoc); }
+  /// The node's name, or "OpType#index" for an unnamed one.
+  static std::string nodeName(const onnx::NodeProto &node, size_t index) {
+    return node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
+  }
   Location nodeLoc(const onnx::NodeProto &node, size_t index) {
-    std::string name = node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
-    return NameLoc::get(StringAttr::get(context, name), fileLoc);
+    return NameLoc::get(StringAttr::get(context, nodeName(node, index)), fileLoc);
   }
 
   FailureOr<RankedTensorType> typeOf(const onnx::ValueInfoProto &info);

@@ -288,14 +288,14 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   for (const onnx::TensorProto &init : graph.initializer())
     producers.try_emplace(init.name(), "initializer '" + init.name() + "'");
   for (auto [i, node] : llvm::enumerate(graph.node())) {
-    std::string nodeName = node.name().empty() ? node.op_type() + "#" + std::to_string(i) : node.name();
+    std::string name = nodeName(node, i);
     for (const std::string &output : node.output()) {
       if (output.empty())
         continue;
-      auto [it, inserted] = producers.try_emplace(output, "node '" + nodeName + "'");
+      auto [it, inserted] = producers.try_emplace(output, "node '" + name + "'");
       if (!inserted) {
-        error() << "value '" << output << "' is produced twice: by " << it->second << " and by node '"
-                << nodeName << "'";
+        error() << "value '" << output << "' is produced twice: by " << it->second << " and by node '" << name
+                << "'";
         return nullptr;
       }
     }

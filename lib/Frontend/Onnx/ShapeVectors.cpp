@@ -37,9 +37,7 @@ OpFoldResult mlir::moe::onnx_import::combineSizes(OpBuilder &b, Location loc, St
     return arith::MulIOp::create(b, loc, vx, vy).getResult();
   // A size divided by 0 (a -1 inferred from an empty tensor) is 0, as the
   // folded form above gives.
-  Value isZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, vy, scalar::constIndex(b, loc, 0));
-  return arith::SelectOp::create(b, loc, isZero, scalar::constIndex(b, loc, 0), scalar::divSigned(b, loc, vx, vy))
-      .getResult();
+  return scalar::divSigned(b, loc, vx, vy, /*byZero=*/0);
 }
 
 Value mlir::moe::onnx_import::emptyOfShape(OpBuilder &b, Location loc, const ShapeVector &shape, Type element) {
