@@ -51,13 +51,24 @@ std::string npy::name(DType type) {
   return "";
 }
 
+static constexpr DType kAllTypes[] = {DType::f64, DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32};
+
+std::string npy::mlirName(DType type) {
+  switch (type) {
+  case DType::f64: return "f64";
+  case DType::f32: return "f32";
+  case DType::f16: return "f16";
+  case DType::bf16: return "bf16";
+  case DType::i64: return "i64";
+  case DType::i32: return "i32";
+  }
+  return "";
+}
+
 std::optional<DType> npy::fromMlirName(const std::string &name) {
-  if (name == "f64") return DType::f64;
-  if (name == "f32") return DType::f32;
-  if (name == "f16") return DType::f16;
-  if (name == "bf16") return DType::bf16;
-  if (name == "i64") return DType::i64;
-  if (name == "i32") return DType::i32;
+  for (DType t : kAllTypes)
+    if (name == mlirName(t))
+      return t;
   return std::nullopt;
 }
 
@@ -111,6 +122,10 @@ bool npy::read(const std::string &path, Array &array, std::string &error) {
   if (!in)
     return fail(path, std::string("cannot open: ") + std::strerror(errno), error);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return parse(bytes, path, array, error);
+}
+
+bool npy::parse(std::string_view bytes, const std::string &path, Array &array, std::string &error) {
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
     return fail(path, "not a .npy file (missing the \\x93NUMPY magic)", error);
   uint8_t major = bytes[6];
@@ -129,7 +144,7 @@ bool npy::read(const std::string &path, Array &array, std::string &error) {
   }
   if (bytes.size() < headerStart + headerLen)
     return fail(path, "truncated header", error);
-  std::string header = bytes.substr(headerStart, headerLen);
+  std::string header(bytes.substr(headerStart, headerLen));
 
   array = Array();
   std::optional<std::string> d = headerField(header, "descr");
@@ -137,7 +152,7 @@ bool npy::read(const std::string &path, Array &array, std::string &error) {
     return fail(path, "header has no 'descr'", error);
   std::string descrText = trim(*d, "'\" ");
   bool known = false;
-  for (DType t : {DType::f64, DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32})
+  for (DType t : kAllTypes)
     if (descrText == descr(t)) {
       array.type = t;
       known = true;

@@ -13,38 +13,27 @@
 //   input x bf16 ?x4096         (? is a dynamic dimension: `tokens` at run time)
 //   output result0 bf16 ?x4096
 // `buffers` holds the inputs then the outputs, C-contiguous: device pointers
-// for a gpu artifact, host pointers for a cpu one.
+// for a gpu artifact, host pointers for a cpu one. The signature text is
+// written and read by moe/Support/ArtifactSignature.h.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef TOOLS_MOE_COMPILE_ARTIFACTWRAPPER_H
 #define TOOLS_MOE_COMPILE_ARTIFACTWRAPPER_H
 
-#include <cstdint>
+#include "moe/Support/ArtifactSignature.h"
+
 #include <string>
-#include <vector>
 
 namespace artifact {
 
-struct BufferSpec {
-  std::string name;
-  std::string dtype;            // f32, bf16, ...
-  std::vector<int64_t> shape;   // -1: dynamic (the token count)
-};
-
-struct ArtifactSpec {
-  std::string entry;
-  std::string target;           // "gpu sm_90" or "cpu"
-  bool gpu = false;
-  std::vector<BufferSpec> inputs, outputs;
-};
-
-/// The signature text described above.
-std::string signatureText(const ArtifactSpec &spec);
 /// C source of the three functions, calling `_mlir_ciface_<entry>`.
-std::string wrapperSource(const ArtifactSpec &spec);
+/// moe_artifact_run returns 2 for a call it refuses (null buffers, a token
+/// count below 0 or one that makes a buffer's size overflow) and 1 when the
+/// GPU runtime failed; moe_artifact_error() says why.
+std::string wrapperSource(const Signature &signature);
 /// The header users include.
-std::string headerSource(const ArtifactSpec &spec, const std::string &libraryName);
+std::string headerSource(const Signature &signature, const std::string &libraryName);
 
 } // namespace artifact
 

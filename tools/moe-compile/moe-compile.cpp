@@ -90,7 +90,7 @@ static double msSince(std::chrono::steady_clock::time_point start) {
 }
 
 /// The buffer a tensor (or memref) argument or result becomes.
-static std::optional<artifact::BufferSpec> bufferOf(Type type, std::string name) {
+static std::optional<artifact::BufferSignature> bufferOf(Type type, std::string name) {
   auto shaped = dyn_cast<ShapedType>(type);
   if (!shaped || !shaped.hasRank() || !isa<RankedTensorType, MemRefType>(type))
     return std::nullopt;
@@ -98,10 +98,12 @@ static std::optional<artifact::BufferSpec> bufferOf(Type type, std::string name)
   std::string dtype;
   llvm::raw_string_ostream os(dtype);
   element.print(os);
-  if (dtype != "f64" && dtype != "f32" && dtype != "f16" && dtype != "bf16" && dtype != "i64" &&
-      dtype != "i32")
+  std::optional<npy::DType> known = npy::fromMlirName(dtype);
+  if (!known)
     return std::nullopt;
-  artifact::BufferSpec spec{std::move(name), dtype, {}};
+  artifact::BufferSignature spec;
+  spec.name = std::move(name);
+  spec.type = *known;
   for (int64_t d : shaped.getShape())
     spec.shape.push_back(ShapedType::isDynamic(d) ? -1 : d);
   return spec;
@@ -188,7 +190,7 @@ int main(int argc, char **argv) {
   func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);
   if (!entry)
     return failWith(error);
-  artifact::ArtifactSpec spec;
+  artifact::Signature spec;
   spec.entry = entry.getName().str();
   spec.gpu = target == "gpu";
   spec.target = spec.gpu ? "gpu " + chip : "cpu";

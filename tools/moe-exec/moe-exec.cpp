@@ -11,8 +11,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Runtime/MoeRuntime.h"
+#include "moe/Support/ArtifactSignature.h"
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Compare.h"
+#include "moe/Support/ElfCheck.h"
 #include "moe/Support/Npy.h"
 #include "moe/Support/ParseNumber.h"
 
@@ -56,63 +58,6 @@ const char *kUsage =
 int failWith(const std::string &message) {
   std::fprintf(stderr, "moe-exec: error: %s\n", message.c_str());
   return 1;
-}
-
-struct Buffer {
-  bool output = false;
-  std::string name;
-  DType type = DType::f32;
-  std::vector<int64_t> shape; // -1: dynamic
-};
-
-struct Signature {
-  bool gpu = false;
-  std::string target, entry;
-  std::vector<Buffer> buffers;
-};
-
-bool parseSignature(const std::string &text, Signature &sig, std::string &error) {
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream words(line);
-    std::string kind;
-    words >> kind;
-    if (kind == "target") {
-      std::getline(words, sig.target);
-      sig.target.erase(0, sig.target.find_first_not_of(' '));
-      sig.gpu = sig.target.rfind("gpu", 0) == 0;
-    } else if (kind == "entry") {
-      words >> sig.entry;
-    } else if (kind == "input" || kind == "output") {
-      Buffer b;
-      std::string dtype, shape;
-      words >> b.name >> dtype >> shape;
-      b.output = kind == "output";
-      auto type = npy::fromMlirName(dtype);
-      if (!type) {
-        error = "artifact signature has an unknown dtype '" + dtype + "'";
-        return false;
-      }
-      b.type = *type;
-      if (shape != "scalar") {
-        std::istringstream dims(shape);
-        for (std::string d; std::getline(dims, d, 'x');) {
-          std::optional<int64_t> size = d == "?" ? std::optional<int64_t>(-1) : support::parseInt64(d);
-          if (!size || *size < -1) {
-            error = "artifact signature has a bad shape '" + shape + "'";
-            return false;
-          }
-          b.shape.push_back(*size);
-        }
-      }
-      sig.buffers.push_back(b);
-    }
-  }
-  if (sig.target.empty() || sig.entry.empty()) {
-    error = "the artifact's signature has no target or entry";
-    return false;
-  }
-  return true;
 }
 
 /// An array of `value`; without `materialize` only its type and shape (the
@@ -262,6 +207,8 @@ int main(int argc, char **argv) {
   // A bare file name would make dlopen search the system's library path.
   if (opt.artifact.find('/') == std::string::npos)
     opt.artifact = "./" + opt.artifact;
+  if (!support::checkElfFile(opt.artifact, error))
+    return failWith("cannot load " + opt.artifact + ": " + error);
   void *library = dlopen(opt.artifact.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!library)
     return failWith("cannot load " + opt.artifact + ": " + dlerror());
@@ -271,8 +218,8 @@ int main(int argc, char **argv) {
   artifact.error = reinterpret_cast<const char *(*)()>(dlsym(library, "moe_artifact_error"));
   if (!artifact.signature || !artifact.run || !artifact.error)
     return failWith(opt.artifact + " is not a moe-compile artifact (no moe_artifact_* functions)");
-  Signature sig;
-  if (!parseSignature(artifact.signature(), sig, error))
+  artifact::Signature sig;
+  if (!artifact::parseSignature(artifact.signature(), sig, error))
     return failWith(error);
   if (sig.gpu) {
     if (moeRuntimeInit() != 0)
@@ -284,12 +231,7 @@ int main(int argc, char **argv) {
   }
 
   // Inputs: files (their dynamic dimensions give the token count) or random.
-  std::vector<Buffer *> ins, outs;
-  for (Buffer &b : sig.buffers)
-    (b.output ? outs : ins).push_back(&b);
-  if (!opt.inputs.empty() && opt.inputs.size() != ins.size())
-    return failWith("@" + sig.entry + " takes " + std::to_string(ins.size()) + " inputs, got " +
-                    std::to_string(opt.inputs.size()) + " --input");
+  const std::vector<artifact::BufferSignature> &ins = sig.inputs, &outs = sig.outputs;
   if (!opt.references.empty() && opt.references.size() != outs.size())
     return failWith("@" + sig.entry + " has " + std::to_string(outs.size()) + " outputs, got " +
                     std::to_string(opt.references.size()) + " --reference");
@@ -303,51 +245,35 @@ int main(int argc, char **argv) {
         return value;
     return std::nullopt;
   };
-  std::vector<Array> hostIn(ins.size());
+  std::vector<Array> hostIn(opt.inputs.size());
   for (size_t i = 0; i < opt.inputs.size(); ++i)
     if (!npy::read(opt.inputs[i], hostIn[i], error))
       return failWith(error);
-  int64_t tokens = opt.tokens;
-  for (size_t i = 0; tokens < 0 && i < opt.inputs.size(); ++i)
-    for (size_t d = 0; d < ins[i]->shape.size() && d < hostIn[i].shape.size(); ++d)
-      if (ins[i]->shape[d] < 0) {
-        tokens = hostIn[i].shape[d];
-        break;
-      }
-  auto concrete = [&](const Buffer &b) {
-    std::vector<int64_t> shape = b.shape;
-    for (int64_t &d : shape)
-      if (d < 0)
-        d = tokens;
-    return shape;
-  };
-  bool dynamic = false;
-  for (const Buffer &b : sig.buffers)
-    dynamic |= std::count(b.shape.begin(), b.shape.end(), -1) > 0;
-  if (dynamic && tokens < 0)
-    return failWith("the artifact has dynamic (?) dimensions: give --tokens or input files");
-  for (size_t i = 0; i < ins.size(); ++i) {
-    std::vector<int64_t> want = concrete(*ins[i]);
+  int64_t tokens = artifact::tokenCount(sig, hostIn, opt.tokens);
+  if (!artifact::checkBuffers(sig, hostIn, opt.inputs, tokens, error))
+    return failWith(error);
+  // Sizes are checked; memory may still run out on a large request.
+  try {
     if (opt.inputs.empty()) {
-      if (fillValue(i)) {
-        hostIn[i] = filledArray(ins[i]->type, want, *fillValue(i), /*materialize=*/!sig.gpu);
-        continue;
+      hostIn.resize(ins.size());
+      for (size_t i = 0; i < ins.size(); ++i) {
+        std::vector<int64_t> want = artifact::concreteShape(ins[i].shape, tokens);
+        hostIn[i] = fillValue(i) ? filledArray(ins[i].type, want, *fillValue(i), /*materialize=*/!sig.gpu)
+                                 : npy::randomArray(ins[i].type, want, opt.seed * 1000003ULL + i, opt.randomScale);
       }
-      hostIn[i] = npy::randomArray(ins[i]->type, want, opt.seed * 1000003ULL + i, opt.randomScale);
-      continue;
     }
-    if (hostIn[i].type != ins[i]->type)
-      return failWith("input " + std::to_string(i) + " is " + npy::name(ins[i]->type) + " but " +
-                      opt.inputs[i] + " holds " + npy::name(hostIn[i].type));
-    if (hostIn[i].shape != want)
-      return failWith("input " + std::to_string(i) + " must have shape " + npy::shapeString(want) +
-                      " but " + opt.inputs[i] + " has " + npy::shapeString(hostIn[i].shape));
+  } catch (const std::bad_alloc &) {
+    return failWith("out of memory making the random inputs for --tokens " + std::to_string(tokens));
   }
   std::vector<Array> hostOut(outs.size());
-  for (size_t i = 0; i < outs.size(); ++i) {
-    hostOut[i].type = outs[i]->type;
-    hostOut[i].shape = concrete(*outs[i]);
-    hostOut[i].data.assign(size_t(hostOut[i].numElements()) * npy::elementSize(hostOut[i].type), 0);
+  try {
+    for (size_t i = 0; i < outs.size(); ++i) {
+      hostOut[i].type = outs[i].type;
+      hostOut[i].shape = artifact::concreteShape(outs[i].shape, tokens);
+      hostOut[i].data.assign(size_t(hostOut[i].numElements()) * npy::elementSize(hostOut[i].type), 0);
+    }
+  } catch (const std::bad_alloc &) {
+    return failWith("out of memory allocating the outputs for --tokens " + std::to_string(tokens));
   }
 
   // Buffers where the artifact computes: device memory or the host arrays.

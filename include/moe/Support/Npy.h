@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace npy {
@@ -24,8 +25,9 @@ enum class DType { f64, f32, f16, bf16, i64, i32 };
 size_t elementSize(DType type);
 std::string descr(DType type);
 std::string name(DType type);
-/// The type named as MLIR spells it (f32, bf16, i32, ...).
+/// The type named as MLIR spells it (f32, bf16, i32, ...), and back.
 std::optional<DType> fromMlirName(const std::string &name);
+std::string mlirName(DType type);
 
 struct Array {
   DType type = DType::f32;
@@ -38,6 +40,8 @@ struct Array {
 /// Reads `path` into `array`; on failure `error` names the file and what is
 /// wrong with it.
 bool read(const std::string &path, Array &array, std::string &error);
+/// Decodes the .npy file held in `bytes`; `path` names it in errors.
+bool parse(std::string_view bytes, const std::string &path, Array &array, std::string &error);
 bool write(const std::string &path, const Array &array, std::string &error);
 
 /// Formats a shape as [2, 3, 4].
