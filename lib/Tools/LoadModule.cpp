@@ -3,6 +3,7 @@
 #include "moe/Tools/LoadModule.h"
 #include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Pipelines/Pipelines.h"
+#include "moe/Tools/ParserHazards.h"
 
 #include "mlir/Pass/PassManager.h"
 
@@ -36,6 +37,8 @@ OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRCont
   const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
   StringRef name = buffer->getBufferIdentifier();
   if (!name.ends_with(".onnx")) {
+    if (failed(checkParserHazards(sourceMgr, context)))
+      return nullptr;
     OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, context);
     if (!module || failed(importStablehloIfPresent(*module)))
       return nullptr;

@@ -1,0 +1,4 @@
+// MLIR 22's parser crashes (SIGSEGV) on a dense array of index elements.
+func.func @f() attributes {a = array<index: 1, 2>} {
+  return
+}
