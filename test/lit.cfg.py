@@ -23,7 +23,8 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP", "C
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-tools = ["moe-opt", "moe-run", "moe-compile", "moe-exec", "moe-translate", "FileCheck", "not", "count", "split-file"]
+tools = ["moe-opt", "moe-run", "moe-compile", "moe-exec", "moe-translate", "FileCheck", "not", "count", "split-file",
+         "moe-fuzz-ir", "moe-fuzz-stablehlo", "moe-fuzz-onnx", "moe-fuzz-npy", "moe-fuzz-artifact-inputs"]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
 # The numerical tests run Python with numpy (scripts/test.sh installs it) and
@@ -34,6 +35,11 @@ config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
 config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")
 config.environment["MOE_OPT"] = os.path.join(config.moe_tools_dir, "moe-opt")
 config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-translate")
+
+# A sanitizer build (MOE_SANITIZE) runs the same tests under ASan + UBSan.
+# LeakSanitizer is off: MLIR keeps its uniqued storage until exit.
+config.environment["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
 
 # GPU artifacts run only where the CUDA driver loads; elsewhere moe-exec's
 # "no GPU" error is what is tested.

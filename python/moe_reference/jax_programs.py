@@ -220,6 +220,20 @@ def op_coverage(x, y, w):
     )
 
 
+def sort_special_values(x):
+    """Float sorts as JAX writes them: the comparator maps -0.0 to 0.0 and NaN
+    to one NaN with constants and selects, then compares in TOTALORDER. Each
+    row holds NaN, -0.0, 0.0, -inf and ties; NaN sorts last."""
+    col = lax.broadcasted_iota(jnp.int32, x.shape, 1)
+    specials = jnp.select([col == 0, col == 1, col == 2, col == 3, col >= 24],
+                          [jnp.nan, -0.0, 0.0, -jnp.inf, jnp.round(x)], x)
+    return (
+        jnp.argsort(specials, axis=-1).astype(jnp.int32),
+        jnp.nan_to_num(jnp.sort(specials, axis=-1), nan=99.0, neginf=-99.0),
+        jnp.argsort(-x, axis=0).astype(jnp.int32),  # descending, along the other dimension
+    )
+
+
 def dense_mixture(x, wr, w1, w3, w2):
     """Softmax top-2, renormalised, every expert computed and masked by the gate (f32)."""
     vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), K)
@@ -243,6 +257,7 @@ PROGRAMS = {
     "dense_mixture": Program(dense_mixture, MIXTRAL_SHAPES),
     "bf16_ffn": Program(bf16_ffn, MIXTRAL_SHAPES, dtype=jnp.bfloat16),
     "op_coverage": Program(op_coverage, [(T, H), (T, H), (H, H)]),
+    "sort_special_values": Program(sort_special_values, [(T, H)]),
 }
 
 

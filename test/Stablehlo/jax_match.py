@@ -6,7 +6,8 @@
 # experts, a transformer block with an MoE FFN, a bf16 layer, and one
 # program reaching the remaining ops: pad, reverse, dynamic slices, clamp,
 # remainder, sign, power, atan2, argmax's two-input reduce, cumsum's
-# reduce_window, rounding, is_finite) is compiled
+# reduce_window, rounding, is_finite, and float sorts (argsort/sort with
+# NaN, -0.0, -inf and ties through JAX's TOTALORDER comparator)) is compiled
 # and run by moe-run, on the CPU and as the emulated GPU program, and as an
 # ahead-of-time CPU artifact (moe-compile + moe-exec), and
 # compared with JAX (CPU) on the same random inputs; the GPU pipeline must

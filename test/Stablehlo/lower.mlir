@@ -139,6 +139,38 @@ func.func @body_op_unsupported(%a: tensor<4x8xf32>) -> tensor<4xf32> {
 
 // -----
 
+// A comparator may use a splat constant defined outside it (CSE shares the
+// function's constants with the bodies they dominate), as JAX's float
+// comparator does after CSE; TOTALORDER compares integer keys.
+// CHECK-LABEL: func @comparator_outer_constant
+// CHECK: arith.bitcast {{.*}} : f32 to i32
+// CHECK: arith.cmpi slt
+func.func @comparator_outer_constant(%a: tensor<8xf32>) -> tensor<8xf32> {
+  %zero = stablehlo.constant dense<0.0> : tensor<f32>
+  %0 = "stablehlo.sort"(%a) <{dimension = 0 : i64, is_stable = true}> ({
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+    %eq = stablehlo.compare EQ, %x, %zero, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %cx = stablehlo.select %eq, %zero, %x : tensor<i1>, tensor<f32>
+    %lt = stablehlo.compare LT, %cx, %y, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8xf32>) -> tensor<8xf32>
+  return %0 : tensor<8xf32>
+}
+
+// -----
+
+func.func @comparator_outer_value(%a: tensor<8xf32>, %t: tensor<f32>) -> tensor<8xf32> {
+  %0 = "stablehlo.sort"(%a) <{dimension = 0 : i64, is_stable = true}> ({
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+    // expected-error @+1 {{a reducer, comparator or scatter body may use only its arguments, values it computes and splat constants}}
+    %lt = stablehlo.compare LT, %x, %t, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8xf32>) -> tensor<8xf32>
+  return %0 : tensor<8xf32>
+}
+
+// -----
+
 func.func @negative_padding(%a: tensor<4xf32>, %v: tensor<f32>) -> tensor<3xf32> {
   // expected-error @+1 {{negative padding (cropping) is not supported; slice first}}
   %0 = stablehlo.pad %a, %v, low = [-1], high = [0], interior = [0] : (tensor<4xf32>, tensor<f32>) -> tensor<3xf32>

@@ -15,6 +15,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -46,6 +47,7 @@ static Value compareScalars(OpBuilder &b, Location loc, shlo::CompareOp op, Valu
     lhs = totalOrderKey(b, loc, lhs);
     rhs = totalOrderKey(b, loc, rhs);
     kind = shlo::ComparisonType::SIGNED;
+    element = lhs.getType();
   }
   if (isa<FloatType>(element)) {
     arith::CmpFPredicate pred = arith::CmpFPredicate::OEQ;
@@ -226,23 +228,51 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
 FailureOr<SmallVector<Value>> stablehlo_lowering::emitScalarBody(OpBuilder &b, Location loc, Region &body,
                                                                 ValueRange args) {
   Block &block = body.front();
+  if (block.getNumArguments() != args.size())
+    return body.getParentOp()->emitError("the body takes ") << block.getNumArguments() << " arguments, "
+                                                           << args.size() << " are given", failure();
   IRMapping scalars;
   for (auto [arg, value] : llvm::zip(block.getArguments(), args))
     scalars.map(arg, value);
+  // A value the body uses: one it computed, or a splat constant from outside
+  // (CSE shares a function's constants with the bodies they dominate).
+  auto scalarOf = [&](Operation *user, Value v) -> FailureOr<Value> {
+    if (Value mapped = scalars.lookupOrNull(v))
+      return mapped;
+    DenseElementsAttr dense;
+    if (!matchPattern(v, m_Constant(&dense)) || !dense.isSplat())
+      return user->emitError("a reducer, comparator or scatter body may use only its arguments, values it "
+                             "computes and splat constants"),
+             failure();
+    Value scalar = arith::ConstantOp::create(b, loc, cast<TypedAttr>(dense.getSplatValue<Attribute>()));
+    scalars.map(v, scalar);
+    return scalar;
+  };
   for (Operation &op : block.without_terminator()) {
+    if (op.getNumResults() != 1)
+      return op.emitError("'") << op.getName() << "' with " << op.getNumResults()
+                               << " results is not supported inside a reducer, comparator or scatter body",
+             failure();
     Value result;
-    if (auto constant = dyn_cast<shlo::ConstantOp>(op)) {
-      auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());
-      if (!dense || !dense.isSplat())
-        return op.emitError("a body constant must be a 0-d dense value"), failure();
-      result = arith::ConstantOp::create(b, loc, cast<TypedAttr>(dense.getSplatValue<Attribute>()));
+    if (isa<shlo::ConstantOp>(op)) {
+      FailureOr<Value> constant = scalarOf(&op, op.getResult(0));
+      if (failed(constant))
+        return failure();
+      result = *constant;
     } else if (isa<shlo::BroadcastInDimOp, shlo::ReshapeOp>(op) &&
                cast<ShapedType>(op.getResult(0).getType()).getRank() == 0) {
-      result = scalars.lookup(op.getOperand(0)); // 0-d to 0-d: the same scalar
+      FailureOr<Value> operand = scalarOf(&op, op.getOperand(0)); // 0-d to 0-d: the same scalar
+      if (failed(operand))
+        return failure();
+      result = *operand;
     } else {
       SmallVector<Value> operands;
-      for (Value operand : op.getOperands())
-        operands.push_back(scalars.lookup(operand));
+      for (Value operand : op.getOperands()) {
+        FailureOr<Value> scalar = scalarOf(&op, operand);
+        if (failed(scalar))
+          return failure();
+        operands.push_back(*scalar);
+      }
       result = emitScalarOp(b, loc, &op, operands);
       if (!result)
         return op.emitError("'") << op.getName() << "' is not supported inside a reducer, comparator or scatter body",
@@ -251,7 +281,11 @@ FailureOr<SmallVector<Value>> stablehlo_lowering::emitScalarBody(OpBuilder &b, L
     scalars.map(op.getResult(0), result);
   }
   SmallVector<Value> results;
-  for (Value v : block.getTerminator()->getOperands())
-    results.push_back(scalars.lookup(v));
+  for (Value v : block.getTerminator()->getOperands()) {
+    FailureOr<Value> scalar = scalarOf(block.getTerminator(), v);
+    if (failed(scalar))
+      return failure();
+    results.push_back(*scalar);
+  }
   return results;
 }
