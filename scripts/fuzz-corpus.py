@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seed corpora for the fuzz targets (tools/fuzz), made from the test suite.
 
-usage: fuzz-corpus.py OUT_DIR [--small]
+usage: fuzz-corpus.py OUT_DIR
 
 Writes OUT_DIR/<target>/ for each target:
   moe-fuzz-ir               every MLIR test file without StableHLO, split at `// -----`
@@ -10,7 +10,7 @@ Writes OUT_DIR/<target>/ for each target:
                             moe_reference.onnx_models (good and bad)
   moe-fuzz-npy              arrays of every supported type, rank and a few edge shapes
   moe-fuzz-artifact-inputs  artifact signatures followed by matching .npy inputs
---small keeps a handful per target (the suite's replay).
+test/Fuzz/replay.test replays them (and test/Fuzz/regressions) in every build.
 """
 import io
 import os
@@ -39,7 +39,7 @@ def npy_bytes(array):
     return buffer.getvalue()
 
 
-def mlir_seeds(out, small):
+def mlir_seeds(out):
     files = sorted(p for p in (ROOT / "test").rglob("*.mlir") if "Output" not in p.parts)
     for path in files:
         for i, chunk in enumerate(split_mlir(path)):
@@ -47,14 +47,13 @@ def mlir_seeds(out, small):
             write(out / target, f"{path.parent.name}_{path.stem}_{i}.mlir", chunk)
 
 
-def onnx_seeds(out, small, work):
+def onnx_seeds(out, work):
     from moe_reference import onnx_models
 
     work.mkdir(parents=True, exist_ok=True)
     for path in sorted((ROOT / "test" / "Onnx" / "Inputs" / "hf").glob("*.onnx")):
         write(out / "moe-fuzz-onnx", path.name, path.read_bytes())
-    names = onnx_models.ALL + onnx_models.BAD
-    for name in names[:6] if small else names:
+    for name in onnx_models.ALL + onnx_models.BAD:
         (onnx_models.bad_model if name in onnx_models.BAD else onnx_models.build)(name, str(work))
     for path in sorted(work.glob("*.onnx")):
         write(out / "moe-fuzz-onnx", path.name, path.read_bytes())
@@ -92,9 +91,8 @@ def artifact_seeds(out):
 
 def main():
     out = pathlib.Path(sys.argv[1])
-    small = "--small" in sys.argv
-    mlir_seeds(out, small)
-    onnx_seeds(out, small, out / ".onnx-work")
+    mlir_seeds(out)
+    onnx_seeds(out, out / ".onnx-work")
     npy_seeds(out)
     artifact_seeds(out)
     for target in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):

@@ -36,9 +36,16 @@ config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")
 config.environment["MOE_OPT"] = os.path.join(config.moe_tools_dir, "moe-opt")
 config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-translate")
 
+# The fuzz targets are libFuzzer binaries in a MOE_ENABLE_FUZZING build and
+# replay drivers otherwise (test/Fuzz/replay.test).
+if config.moe_libfuzzer:
+    config.available_features.add("libfuzzer")
+
 # A sanitizer build (MOE_SANITIZE) runs the same tests under ASan + UBSan.
-# LeakSanitizer is off: MLIR keeps its uniqued storage until exit.
-config.environment["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=0"
+# LeakSanitizer is off: MLIR keeps its uniqued storage until exit. User
+# poisoning is off: LLVM's allocators poison memory from inline header code
+# (instrumented here) that libMLIR (not instrumented) then uses.
+config.environment["ASAN_OPTIONS"] = "detect_leaks=0:allow_user_poisoning=0"
 config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
 
 # GPU artifacts run only where the CUDA driver loads; elsewhere moe-exec's

@@ -29,7 +29,7 @@ LogicalResult FusedRoutingOp::verify() {
   if (body.getArgumentTypes() != getInputs().getTypes())
     return emitOpError("body arguments must have the types of the inputs");
   // fused_routing_c2: the yield gives the results.
-  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(body.back());
   if (!yield || yield.getValues().getTypes() != getResultTypes())
     return emitOpError("body must end in a moe.yield of (weights, indices, logits)");
   // fused_routing_c3: exactly one router and one selection, and only routing

@@ -358,14 +358,16 @@ LogicalResult DotGeneralOp::verify() {
 
 /// A reducer/comparator/scatter body takes `numArgs` 0-d tensors.
 static LogicalResult checkBody(Operation *op, Region &body, unsigned numArgs) {
-  if (body.empty() || body.front().getNumArguments() != numArgs)
+  if (!body.hasOneBlock())
+    return op->emitOpError("body must have one block");
+  if (body.front().getNumArguments() != numArgs)
     return op->emitOpError("body must take ") << numArgs << " arguments";
   for (BlockArgument arg : body.front().getArguments()) {
     auto type = dyn_cast<RankedTensorType>(arg.getType());
     if (!type || type.getRank() != 0)
       return op->emitOpError("body arguments must be 0-d tensors");
   }
-  if (!isa<ReturnOp>(body.front().getTerminator()))
+  if (body.front().empty() || !isa<ReturnOp>(body.front().back()))
     return op->emitOpError("body must end in stablehlo.return");
   return success();
 }

@@ -292,3 +292,29 @@ func.func @unknown_precision(%a: tensor<4x8xf32>, %b: tensor<8x6xf32>) -> tensor
   %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0], precision = [FASTEST, DEFAULT] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>
   return %0 : tensor<4x6xf32>
 }
+
+// -----
+
+// Bodies without a terminator or with two blocks (found by fuzzing: the
+// verifier read the missing terminator).
+func.func @reduce_empty_body(%a: tensor<4x8xf32>, %init: tensor<f32>) -> tensor<4xf32> {
+  // expected-error @+1 {{body must end in stablehlo.return}}
+  %0 = "stablehlo.reduce"(%a, %init) <{dimensions = array<i64: 1>}> ({
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+  }) : (tensor<4x8xf32>, tensor<f32>) -> tensor<4xf32>
+  return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @sort_two_blocks(%a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{region with 1 blocks}}
+  %0 = "stablehlo.sort"(%a) <{dimension = 0 : i64, is_stable = true}> ({
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+    %lt = stablehlo.compare LT, %x, %y, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  ^bb1:
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<4xf32>) -> tensor<4xf32>
+  return %0 : tensor<4xf32>
+}

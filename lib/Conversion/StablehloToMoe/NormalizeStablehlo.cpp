@@ -68,7 +68,7 @@ bool isDescendingOnFirst(Region &comparator) {
   auto compare = dyn_cast<shlo::CompareOp>(block.front());
   return compare && compare.getComparisonDirection() == shlo::ComparisonDirection::GT &&
          compare.getLhs() == block.getArgument(0) && compare.getRhs() == block.getArgument(1) &&
-         block.getTerminator()->getOperand(0) == compare.getResult();
+         block.getTerminator()->getNumOperands() == 1 && block.getTerminator()->getOperand(0) == compare.getResult();
 }
 
 /// iota + sort(values, iota) descending along the last dim + slices of

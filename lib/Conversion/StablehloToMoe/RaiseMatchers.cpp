@@ -101,7 +101,7 @@ bool isAddBody(Region &body) {
     return false;
   auto add = dyn_cast<shlo::AddOp>(block.front());
   return add && add.getLhs() == block.getArgument(0) && add.getRhs() == block.getArgument(1) &&
-         block.getTerminator()->getOperand(0) == add.getResult();
+         block.getTerminator()->getNumOperands() == 1 && block.getTerminator()->getOperand(0) == add.getResult();
 }
 
 /// A 1-D row gather `operand[indices]` (x[i] or x[i, :]) with indices

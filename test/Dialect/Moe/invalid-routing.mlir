@@ -371,6 +371,17 @@ func.func @fused_routing_c2_yield(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
 
 // -----
 
+// An empty body (found by fuzzing: the verifier read its missing terminator).
+func.func @fused_routing_c2_empty_body(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
+  // expected-error @+1 {{body must end in a moe.yield of (weights, indices, logits)}}
+  %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>) {
+  ^bb0(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>):
+  }
+  return
+}
+
+// -----
+
 func.func @fused_routing_c3_foreign_op(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>) {
   %w, %i, %z = moe.fused_routing(%x, %wr) : (tensor<4x8xf32>, tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>, tensor<4x4xf32>) {
   ^bb0(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>):
