@@ -45,7 +45,8 @@ if config.moe_libfuzzer:
 # LeakSanitizer is off: MLIR keeps its uniqued storage until exit. User
 # poisoning is off: LLVM's allocators poison memory from inline header code
 # (instrumented here) that libMLIR (not instrumented) then uses.
-config.environment["ASAN_OPTIONS"] = "detect_leaks=0:allow_user_poisoning=0"
+# A failed allocation returns null (the tools report it) rather than abort.
+config.environment["ASAN_OPTIONS"] = "detect_leaks=0:allow_user_poisoning=0:allocator_may_return_null=1"
 config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
 
 # GPU artifacts run only where the CUDA driver loads; elsewhere moe-exec's

@@ -4,6 +4,7 @@
 #include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Tools/ParserHazards.h"
+#include "moe/Tools/ResourceLimits.h"
 
 #include "mlir/Pass/PassManager.h"
 
@@ -40,12 +41,15 @@ OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRCont
     if (failed(checkParserHazards(sourceMgr, context)))
       return nullptr;
     OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, context);
-    if (!module || failed(importStablehloIfPresent(*module)))
+    if (!module || failed(checkTensorSizes(*module)) || failed(importStablehloIfPresent(*module)))
       return nullptr;
     return module;
   }
   options.externalDataDir = llvm::sys::path::parent_path(name).str();
-  return importOnnxModel(buffer->getBuffer(), name, context, options);
+  OwningOpRef<ModuleOp> module = importOnnxModel(buffer->getBuffer(), name, context, options);
+  if (!module || failed(checkTensorSizes(*module)))
+    return nullptr;
+  return module;
 }
 
 OwningOpRef<ModuleOp> mlir::moe::loadModuleFile(StringRef path, llvm::SourceMgr &sourceMgr, MLIRContext *context,

@@ -17,6 +17,7 @@
 #include "moe/Support/ElfCheck.h"
 #include "moe/Support/Npy.h"
 #include "moe/Support/ParseNumber.h"
+#include "moe/Support/SystemMemory.h"
 
 #include <dlfcn.h>
 
@@ -251,6 +252,16 @@ int main(int argc, char **argv) {
       return failWith(error);
   int64_t tokens = artifact::tokenCount(sig, hostIn, opt.tokens);
   if (!artifact::checkBuffers(sig, hostIn, opt.inputs, tokens, error))
+    return failWith(error);
+  // Host copies of the buffers: random inputs (files are already read) and outputs.
+  int64_t hostBytes = 0;
+  for (const std::vector<artifact::BufferSignature> *list : {&ins, &outs})
+    for (const artifact::BufferSignature &b : *list)
+      if (list == &outs || opt.inputs.empty())
+        hostBytes = std::min(INT64_MAX - hostBytes, *support::byteSize(artifact::concreteShape(b.shape, tokens),
+                                                                        int64_t(npy::elementSize(b.type)))) +
+                    hostBytes;
+  if (!support::fitsInMemory(hostBytes, "the host copy of the buffers for --tokens " + std::to_string(tokens), error))
     return failWith(error);
   // Sizes are checked; memory may still run out on a large request.
   try {

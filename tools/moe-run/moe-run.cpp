@@ -11,6 +11,8 @@
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Compare.h"
 #include "moe/Support/Npy.h"
+#include "moe/Support/ParseNumber.h"
+#include "moe/Support/SystemMemory.h"
 #include "moe/Tools/EntryFunction.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
@@ -100,6 +102,28 @@ namespace {
 int failWith(const llvm::Twine &message) {
   llvm::errs() << "moe-run: error: " << message << "\n";
   return 1;
+}
+
+/// The JIT-compiled code allocates through these: a failed allocation is an
+/// error and exit status 1, not a null pointer the code would write through.
+[[noreturn]] void outOfMemory(size_t bytes) {
+  llvm::errs() << "moe-run: error: the compiled program ran out of memory allocating "
+               << support::formatBytes(int64_t(std::min<size_t>(bytes, INT64_MAX))) << "\n";
+  std::_Exit(1);
+}
+
+void *checkedMalloc(size_t bytes) {
+  void *p = std::malloc(bytes);
+  if (!p && bytes)
+    outOfMemory(bytes);
+  return p;
+}
+
+void *checkedAlignedAlloc(size_t alignment, size_t bytes) {
+  void *p = std::aligned_alloc(alignment, bytes);
+  if (!p && bytes)
+    outOfMemory(bytes);
+  return p;
 }
 
 double msSince(std::chrono::steady_clock::time_point start) {
@@ -264,6 +288,7 @@ int main(int argc, char **argv) {
     return failWith("@" + name + " takes " + llvm::Twine(numArgs) + " arguments, got " +
                     llvm::Twine(sources.size()) + " --input");
   std::vector<Array> args;
+  int64_t inputBytes = 0;
   for (size_t i = 0; i < numArgs; ++i) {
     auto type = cast<RankedTensorType>(signature.getInput(i));
     DType dtype = *dtypeOf(type.getElementType());
@@ -277,8 +302,16 @@ int main(int argc, char **argv) {
                           ") has a dynamic dimension: give --dynamic-size or a .npy file");
         shape.push_back(ShapedType::isDynamic(d) ? dynamicSize : d);
       }
-      args.push_back(npy::randomArray(dtype, std::vector<int64_t>(shape.begin(), shape.end()),
-                                       seed * 1000003ULL + i, randomScale));
+      std::vector<int64_t> dims(shape.begin(), shape.end());
+      std::optional<int64_t> bytes = support::byteSize(dims, int64_t(npy::elementSize(dtype)));
+      std::string error;
+      std::string what = "random argument " + std::to_string(i) + " of shape " + npy::shapeString(dims);
+      if (!bytes)
+        return failWith(what + " is too large");
+      inputBytes += *bytes;
+      if (!support::fitsInMemory(inputBytes, what + " (with the arguments before it)", error))
+        return failWith(error);
+      args.push_back(npy::randomArray(dtype, dims, seed * 1000003ULL + i, randomScale));
       continue;
     }
     auto array = std::make_optional<Array>();
@@ -323,6 +356,13 @@ int main(int argc, char **argv) {
   auto engine = ExecutionEngine::create(*module, options);
   if (!engine)
     return failWith("JIT compilation failed: " + llvm::toString(engine.takeError()));
+  (*engine)->registerSymbols([](llvm::orc::MangleAndInterner interner) {
+    llvm::orc::SymbolMap symbols;
+    symbols[interner("malloc")] = {llvm::orc::ExecutorAddr::fromPtr(&checkedMalloc), llvm::JITSymbolFlags::Exported};
+    symbols[interner("aligned_alloc")] = {llvm::orc::ExecutorAddr::fromPtr(&checkedAlignedAlloc),
+                                          llvm::JITSymbolFlags::Exported};
+    return symbols;
+  });
   if (auto fn = (*engine)->lookupPacked("_mlir_ciface_" + name); !fn)
     return failWith("JIT compilation failed: " + llvm::toString(fn.takeError()));
   double jitMs = msSince(jitStart);
