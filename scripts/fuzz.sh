@@ -6,7 +6,7 @@
 # the corpus grows in build-fuzz/fuzz/corpus/<target>/ across runs.
 #
 # usage: scripts/fuzz.sh [--seconds N] [--targets "moe-fuzz-onnx ..."] [--suite]
-#   --seconds N   per target (default 60)
+#   --seconds N   per target (default 60; 0: build only, no fuzzing)
 #   --targets     a subset (default: all five)
 #   --suite       afterwards, run the whole lit suite on this ASan + UBSan build
 # Exit status 1 when any target found something. docs/fuzzing.md explains.
@@ -44,6 +44,7 @@ export ASAN_OPTIONS="detect_leaks=0:allow_user_poisoning=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 found=0
 summary=""
+[ "$SECONDS_PER_TARGET" = 0 ] && TARGETS=""
 for target in $TARGETS; do
   corpus="$WORK/corpus/$target"; findings="$WORK/findings/$target"; log="$WORK/$target.log"
   mkdir -p "$corpus" "$findings"
@@ -63,8 +64,10 @@ for target in $TARGETS; do
   found=$((found + n))
   summary+=$(printf '%-26s %10s execs %7s edges %3s findings' "$target" "${execs:-0}" "${cov:-0}" "$n")$'\n'
 done
-echo "[fuzz] summary (${SECONDS_PER_TARGET}s per target):"
-printf '%s' "$summary"
+if [ -n "$TARGETS" ]; then
+  echo "[fuzz] summary (${SECONDS_PER_TARGET}s per target):"
+  printf '%s' "$summary"
+fi
 if [ "$SUITE" = 1 ]; then
   echo "[fuzz] lit suite under ASan + UBSan"
   MOE_PYTHON="$PYTHON" /usr/lib/llvm-22/bin/lit -sv "$BUILD/test" || found=$((found + 1))

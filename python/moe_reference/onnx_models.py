@@ -988,7 +988,7 @@ def bad_model(name, out_dir):
             [helper.make_opsetid("", 10000)] if name == "opset_10000" else [])
         onnx.save_model(helper.make_model(relu, opset_imports=opsets, ir_version=IR_VERSION), path)
         return path
-    if name in ("produced_twice", "negative_input_dim", "bad_external_offset", "huge_dims"):
+    if name in ("produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"):
         graph = relu
         if name == "produced_twice":
             graph.node.append(helper.make_node("Neg", ["x"], ["y"], name="neg"))
@@ -996,13 +996,20 @@ def bad_model(name, out_dir):
             graph.input[0].type.tensor_type.shape.dim[1].dim_value = -5
         else:
             w = _init("w", np.ones((8, 3), np.float32))
-            if name == "bad_external_offset":
+            if name in ("bad_external_offset", "external_device"):
                 w.data_location = TensorProto.EXTERNAL
                 w.ClearField("raw_data")
-                for key, value in (("location", name + ".weights"), ("offset", "12abc")):
+                offset = "12abc" if name == "bad_external_offset" else "0"
+                for key, value in (("location", name + ".weights"), ("offset", offset)):
                     entry = w.external_data.add()
                     entry.key, entry.value = key, value
-                open(os.path.join(out_dir, name + ".weights"), "wb").write(b"\0" * 96)
+                weights = os.path.join(out_dir, name + ".weights")
+                if os.path.lexists(weights):
+                    os.remove(weights)
+                if name == "bad_external_offset":
+                    open(weights, "wb").write(b"\0" * 96)
+                else:  # a device that never ends: reading it would not either
+                    os.symlink("/dev/zero", weights)
             else:
                 # dims whose element count overflows int64, and no data.
                 del w.dims[:]
@@ -1094,7 +1101,7 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "per_expert_missing_expert", "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "clip_bounds_not_scalar",
        "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "no_default_opset", "opset_10000",
-       "produced_twice", "negative_input_dim", "bad_external_offset", "huge_dims"]
+       "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

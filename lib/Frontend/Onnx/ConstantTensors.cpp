@@ -172,7 +172,15 @@ FailureOr<ArrayRef<char>> GraphImporter::externalBytes(const onnx::TensorProto &
   llvm::sys::path::append(path, location);
   auto &file = externalFiles[path];
   if (!file) {
-    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false);
+    // Only a regular file has a size to check against: a FIFO or a device
+    // (a symlink to /dev/zero) would block or never end.
+    llvm::sys::fs::file_status status;
+    if (!llvm::sys::fs::status(path, status) && status.type() != llvm::sys::fs::file_type::regular_file)
+      return error() << what << ": external data '" << path << "' is not a regular file", failure();
+    // Read, not mapped: a mapped file that shrinks later would be a SIGBUS
+    // on first touch; the bytes are copied into constants anyway.
+    auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false,
+                                              /*IsVolatile=*/true);
     if (!buffer)
       return error() << what << ": cannot open external data file '" << path
                      << "': " << buffer.getError().message(),
