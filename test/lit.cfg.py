@@ -40,6 +40,8 @@ config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-tr
 # replay drivers otherwise (test/Fuzz/replay.test).
 if config.moe_libfuzzer:
     config.available_features.add("libfuzzer")
+if config.moe_sanitize:
+    config.available_features.add("asan")
 
 # A sanitizer build (MOE_SANITIZE) runs the same tests under ASan + UBSan.
 # LeakSanitizer is off: MLIR keeps its uniqued storage until exit. User

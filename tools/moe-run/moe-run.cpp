@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "JitAddressSanitizer.h"
 #include "moe/Tools/LoadModule.h"
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Compare.h"
@@ -348,7 +349,17 @@ int main(int argc, char **argv) {
   double lowerMs = msSince(lowerStart);
   auto jitStart = std::chrono::steady_clock::now();
   ExecutionEngineOptions options;
-  options.transformer = makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, nullptr);
+  // options.transformer is a function_ref: the function must outlive create().
+  std::function<llvm::Error(llvm::Module *)> optimize =
+      makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, nullptr);
+  std::function<llvm::Error(llvm::Module *)> transform = [&](llvm::Module *m) -> llvm::Error {
+    if (llvm::Error error = optimize(m))
+      return error;
+    if (moe_run::builtWithAddressSanitizer())
+      moe_run::instrumentWithAddressSanitizer(*m);
+    return llvm::Error::success();
+  };
+  options.transformer = transform;
   options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   std::string runnerUtils = MOE_C_RUNNER_UTILS;
   SmallVector<StringRef> libs = {runnerUtils};
