@@ -13,71 +13,68 @@
 using namespace mlir;
 using namespace mlir::moe;
 
-static bool isIdentifierChar(char c) {
-  return llvm::isAlnum(c) || c == '_' || c == '.' || c == '$';
-}
+namespace {
+/// A token of MLIR text as the upstream lexer splits it, enough to find
+/// `array < element` and `!alias = value` whatever lies between the tokens.
+struct Token {
+  llvm::StringRef text;
+  size_t offset;
+};
+} // namespace
 
-/// The identifier (or `!alias`) starting at `pos`.
-static llvm::StringRef wordAt(llvm::StringRef text, size_t pos) {
-  size_t end = pos;
-  if (end < text.size() && text[end] == '!')
-    ++end;
-  while (end < text.size() && isIdentifierChar(text[end]))
-    ++end;
-  return text.slice(pos, end);
-}
+static bool isIdentifierChar(char c) { return llvm::isAlnum(c) || c == '_' || c == '.' || c == '$' || c == '-'; }
 
-static size_t skipSpace(llvm::StringRef text, size_t pos) {
-  while (pos < text.size() && llvm::isSpace(text[pos]))
-    ++pos;
-  return pos;
-}
-
-/// Calls `visit(offset)` for each position of `text` outside string
-/// literals and `//` comments.
-template <typename Visit>
-static void forEachCodePosition(llvm::StringRef text, Visit visit) {
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '"') {
-      for (++i; i < text.size() && text[i] != '"'; ++i)
-        if (text[i] == '\\')
-          ++i;
-      continue;
-    }
-    if (text[i] == '/' && i + 1 < text.size() && text[i + 1] == '/') {
-      while (i < text.size() && text[i] != '\n')
+/// MLIR's lexer skips whitespace, NUL bytes inside the buffer and `//`
+/// comments between tokens; string literals are one token; an identifier,
+/// keyword or prefixed name (`!t`, `#a`, `%v`, `@f`, `^bb`) is one token;
+/// anything else one character.
+static std::vector<Token> tokenize(llvm::StringRef text) {
+  std::vector<Token> tokens;
+  size_t i = 0, n = text.size();
+  while (i < n) {
+    char c = text[i];
+    if (llvm::isSpace(c) || c == '\0') {
+      ++i;
+    } else if (c == '/' && i + 1 < n && text[i + 1] == '/') {
+      while (i < n && text[i] != '\n')
         ++i;
-      continue;
+    } else if (c == '"') {
+      size_t start = i++;
+      while (i < n && text[i] != '"' && text[i] != '\n')
+        i += text[i] == '\\' ? 2 : 1;
+      i = std::min(n, i + 1);
+      tokens.push_back({text.slice(start, i), start});
+    } else if (isIdentifierChar(c) || llvm::StringRef("!#%@^").contains(c)) {
+      size_t start = i++;
+      while (i < n && isIdentifierChar(text[i]))
+        ++i;
+      tokens.push_back({text.slice(start, i), start});
+    } else {
+      tokens.push_back({text.substr(i, 1), i++});
     }
-    visit(i);
   }
+  return tokens;
 }
 
 std::optional<ParserHazard> mlir::moe::findParserHazard(llvm::StringRef text) {
+  std::vector<Token> tokens = tokenize(text);
   // Type aliases (`!t = index`): an array's element may name one.
   llvm::StringMap<llvm::StringRef> aliases;
-  forEachCodePosition(text, [&](size_t i) {
-    if (text[i] != '!' || (i > 0 && isIdentifierChar(text[i - 1])))
-      return;
-    llvm::StringRef name = wordAt(text, i);
-    size_t eq = skipSpace(text, i + name.size());
-    if (name.size() > 1 && eq < text.size() && text[eq] == '=')
-      aliases.try_emplace(name, wordAt(text, skipSpace(text, eq + 1)));
-  });
-  std::optional<ParserHazard> hazard;
-  forEachCodePosition(text, [&](size_t i) {
-    if (hazard || !text.substr(i).starts_with("array<") ||
-        (i > 0 && (isIdentifierChar(text[i - 1]) || text[i - 1] == '!')))
-      return;
-    llvm::StringRef element = wordAt(text, skipSpace(text, i + 6)), resolved = element;
+  for (size_t i = 0; i + 2 < tokens.size(); ++i)
+    if (tokens[i].text.size() > 1 && tokens[i].text[0] == '!' && tokens[i + 1].text == "=")
+      aliases.try_emplace(tokens[i].text, tokens[i + 2].text);
+  for (size_t i = 0; i + 2 < tokens.size(); ++i) {
+    if (tokens[i].text != "array" || tokens[i + 1].text != "<")
+      continue;
+    llvm::StringRef element = tokens[i + 2].text, resolved = element;
     for (size_t steps = 0; steps <= aliases.size() && aliases.count(resolved); ++steps)
       resolved = aliases.lookup(resolved);
     if (resolved == "index")
-      hazard = ParserHazard{i, "dense array of index elements ('array<" + element.str() +
-                                   " ...>') is not supported: use i64 (MLIR 22's parser "
-                                   "crashes on index arrays)"};
-  });
-  return hazard;
+      return ParserHazard{tokens[i].offset, "dense array of index elements ('array<" + element.str() +
+                                                " ...>') is not supported: use i64 (MLIR 22's parser "
+                                                "crashes on index arrays)"};
+  }
+  return std::nullopt;
 }
 
 LogicalResult mlir::moe::checkParserHazards(llvm::SourceMgr &sourceMgr, MLIRContext *context) {
