@@ -12,7 +12,7 @@ LLVM_PREFIX=/usr/lib/llvm-22
 need_pkgs=()
 # libonnx-dev + libprotobuf-dev: the ONNX importer's protobuf classes.
 for p in llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools cmake ninja-build g++ python3 \
-         libonnx-dev libprotobuf-dev protobuf-compiler ${MOE_EXTRA_PKGS:-}; do
+         libonnx-dev libprotobuf-dev protobuf-compiler libomp-22-dev ${MOE_EXTRA_PKGS:-}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -59,6 +59,14 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
     addUpstream(pm, "moe-cpu-pipeline",
                 "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
   addUpstream(pm, "moe-cpu-pipeline", "buffer-deallocation-pipeline,convert-bufferization-to-memref");
+  if (options.openmp) {
+    // Marked loops that bufferized in place become scf.parallel, then
+    // OpenMP worksharing loops. Each iteration writes its own elements with
+    // a fixed reduction order: results do not depend on the thread count.
+    addUpstream(pm, "moe-cpu-pipeline", "canonicalize");
+    pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
+    addUpstream(pm, "moe-cpu-pipeline", "convert-scf-to-openmp,canonicalize");
+  }
   addCpuTail(pm, "moe-cpu-pipeline");
 }
 

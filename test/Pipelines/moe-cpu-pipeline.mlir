@@ -1,5 +1,11 @@
 // RUN: moe-opt %s --moe-cpu-pipeline | FileCheck %s
-// The whole CPU pipeline leaves only the LLVM dialect, with a C interface.
+// RUN: moe-opt %s --moe-cpu-pipeline | FileCheck %s --check-prefix=THREADS
+// RUN: moe-opt %s --moe-cpu-pipeline=openmp=false | FileCheck %s --check-prefix=SERIAL
+// The whole CPU pipeline leaves only the LLVM dialect (and OpenMP regions
+// around the loops the lowering marked independent), with a C interface.
+// THREADS: omp.parallel
+// THREADS: omp.wsloop
+// SERIAL-NOT: omp.
 
 // CHECK-NOT: moe.
 // CHECK-NOT: linalg.

@@ -270,6 +270,14 @@ int main(int argc, char **argv) {
   if (!llvm::sys::fs::equivalent(MOE_RUNTIME_LIBRARY, runtimeCopy))
     if (std::error_code ec = llvm::sys::fs::copy_file(MOE_RUNTIME_LIBRARY, runtimeCopy))
       return failWith("cannot copy the runtime to " + runtimeCopy + ": " + ec.message());
+  // A CPU artifact's threads run on libomp: copied next to it as the runtime is.
+  if (!spec.gpu) {
+    llvm::SmallString<128> openmpCopy(outDir);
+    llvm::sys::path::append(openmpCopy, "libomp.so.5");
+    if (!llvm::sys::fs::equivalent(MOE_OPENMP_LIBRARY, openmpCopy))
+      if (std::error_code ec = llvm::sys::fs::copy_file(MOE_OPENMP_LIBRARY, openmpCopy))
+        return failWith("cannot copy libomp to " + openmpCopy + ": " + ec.message());
+  }
   auto cc = llvm::sys::findProgramByName("cc");
   if (!cc)
     return failWith("no C compiler (cc) on PATH to link the artifact");
@@ -277,6 +285,8 @@ int main(int argc, char **argv) {
   llvm::SmallVector<llvm::StringRef> args = {*cc, "-shared", "-fPIC", "-O2", "-o", outputFile, object,
                                              wrapper, libDir, "-lmoe_runtime", "-lm",
                                              "-Wl,-rpath,$ORIGIN"};
+  if (!spec.gpu)
+    args.push_back("-l:libomp.so.5");
   std::string linkError;
   if (llvm::sys::ExecuteAndWait(*cc, args, std::nullopt, {}, 0, 0, &linkError) != 0)
     return failWith("linking " + outputFile + " failed " + linkError);

@@ -80,6 +80,12 @@ static cl::opt<bool> emulateWgmma(
     cl::desc("With --gpu-emulation: the grouped GEMMs as the sm_90a wgmma kernels (TMA boxes, wgmma "
              "tiles and their epilogue) instead of the mma.sync ones"),
     cl::init(false), cl::cat(category));
+// LLVM itself registers --threads in this process: ours is --num-threads.
+static cl::opt<unsigned> threads(
+    "num-threads",
+    cl::desc("OpenMP threads of the compiled code (default: OMP_NUM_THREADS, else one per core); "
+             "results are identical for any count"),
+    cl::init(0), cl::cat(category));
 static cl::opt<bool> saveInputs("save-inputs",
                                 cl::desc("Also write every argument as arg_<i>.npy"),
                                 cl::init(false), cl::cat(category));
@@ -361,8 +367,12 @@ int main(int argc, char **argv) {
   };
   options.transformer = transform;
   options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  std::string runnerUtils = MOE_C_RUNNER_UTILS;
-  SmallVector<StringRef> libs = {runnerUtils};
+  // The threaded CPU code calls libomp, which reads OMP_NUM_THREADS when its
+  // first parallel region starts.
+  if (threads > 0)
+    setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), /*overwrite=*/1);
+  std::string runnerUtils = MOE_C_RUNNER_UTILS, openmp = MOE_OPENMP_LIBRARY;
+  SmallVector<StringRef> libs = {runnerUtils, openmp};
   options.sharedLibPaths = libs;
   auto engine = ExecutionEngine::create(*module, options);
   if (!engine)

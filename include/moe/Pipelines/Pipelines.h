@@ -53,6 +53,12 @@ struct MoeCpuPipelineOptions : public PassPipelineOptions<MoeCpuPipelineOptions>
       llvm::cl::desc("Results become caller-allocated out-parameters (the artifact ABI of "
                      "moe-compile, as on the GPU) instead of returned buffers"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> openmp{
+      *this, "openmp",
+      llvm::cl::desc("Run the loops the lowering marks independent (contraction rows x columns, "
+                     "per-token routing and dispatch) on OpenMP threads (the program then needs "
+                     "libomp; OMP_NUM_THREADS sets the count)"),
+      llvm::cl::init(true)};
 };
 
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to
