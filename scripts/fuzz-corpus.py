@@ -40,7 +40,8 @@ def npy_bytes(array):
 
 
 def mlir_seeds(out):
-    files = sorted(p for p in (ROOT / "test").rglob("*.mlir") if "Output" not in p.parts)
+    # Past findings are replayed from test/Fuzz/regressions as they are.
+    files = sorted(p for p in (ROOT / "test").rglob("*.mlir") if not {"Output", "regressions"} & set(p.parts))
     for path in files:
         for i, chunk in enumerate(split_mlir(path)):
             target = "moe-fuzz-stablehlo" if "stablehlo." in chunk else "moe-fuzz-ir"

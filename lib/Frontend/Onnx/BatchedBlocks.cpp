@@ -34,7 +34,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   // Gate weights per slot; expert ids, and the two gathered expert
   // weights: Gather(W, ids) or, as torch exports W[ids], GatherND(W,
   // Unsqueeze(ids, -1)).
-  std::optional<SlotOperands> perSlot = matchSlotOperands(g, constants, w, t.output(1), nodes, why);
+  std::optional<SlotOperands> perSlot = matchSlotOperands(g, constants, w, outputOf(t, 1), nodes, why);
   if (!perSlot)
     return std::nullopt;
   const onnx::NodeProto *unsqW = perSlot->scale, *clip = perSlot->clip;
@@ -43,7 +43,7 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   auto addGather = [&](const onnx::NodeProto &n, llvm::StringRef index) {
     bool isGather = (n.op_type() == "Gather" && intAttr(n, "axis", 0) == 0) ||
                     (n.op_type() == "GatherND" && intAttr(n, "batch_dims", 0) == 0);
-    if (!isGather || n.input(1) != index || !g.isConstant(n.input(0)) || (gather13 && gather2))
+    if (!isGather || inputOf(n, 1) != index || !g.isConstant(inputOf(n, 0)) || (gather13 && gather2))
       return false;
     (gather13 ? gather2 : gather13) = &n;
     return true;
@@ -53,21 +53,21 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     bool ok = n.op_type() == "Unsqueeze" ? hasAxis(n, constants, -1) : addGather(n, ids);
     if (n.op_type() == "Unsqueeze" && ok) {
       nodes.push_back(&n);
-      for (int j : g.users(n.output(0)))
-        ok = ok && g.graph.node(j).op_type() == "GatherND" && addGather(g.graph.node(j), n.output(0));
+      for (int j : g.users(outputOf(n, 0)))
+        ok = ok && g.graph.node(j).op_type() == "GatherND" && addGather(g.graph.node(j), outputOf(n, 0));
     }
     if (!ok)
       return fail("the expert ids index something other than constant expert weights");
   }
   if (!gather13 || !gather2)
     return fail("two gathered expert weights (gate/up and down) are expected");
-  if (!clipKeepsExperts(constants, clip, gather13->input(0)))
+  if (!clipKeepsExperts(constants, clip, inputOf(*gather13, 0)))
     return fail("the expert ids are clipped to a range narrower than the experts");
 
   // gate/up GEMM on the slot rows: Squeeze(MatMul(W13[ids], Unsqueeze(rows, -1)), -1).
   auto gemmOf = [&](const onnx::NodeProto *gather) -> const onnx::NodeProto * {
-    const onnx::NodeProto *mm = g.onlyUser(gather->output(0), "MatMul");
-    return mm && mm->input(0) == gather->output(0) ? mm : nullptr;
+    const onnx::NodeProto *mm = g.onlyUser(outputOf(*gather, 0), "MatMul");
+    return mm && inputOf(*mm, 0) == outputOf(*gather, 0) ? mm : nullptr;
   };
   const onnx::NodeProto *mm13 = gemmOf(gather13), *mm2 = gemmOf(gather2);
   if (!mm13 || !mm2)
@@ -77,18 +77,18 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   // with T = Shape(x)[0]: row t * k + j -> t.
   auto isSlotTokens = [&](llvm::StringRef value, llvm::SmallVector<const onnx::NodeProto *> &chain) {
     const onnx::NodeProto *flat = g.producer(value);
-    const onnx::NodeProto *expand = flat && flat->op_type() == "Reshape" ? g.producer(flat->input(0)) : nullptr;
-    const onnx::NodeProto *unsq = expand && expand->op_type() == "Expand" ? g.producer(expand->input(0)) : nullptr;
-    const onnx::NodeProto *range = unsq && unsq->op_type() == "Unsqueeze" ? g.producer(unsq->input(0)) : nullptr;
+    const onnx::NodeProto *expand = flat && flat->op_type() == "Reshape" ? g.producer(inputOf(*flat, 0)) : nullptr;
+    const onnx::NodeProto *unsq = expand && expand->op_type() == "Expand" ? g.producer(inputOf(*expand, 0)) : nullptr;
+    const onnx::NodeProto *range = unsq && unsq->op_type() == "Unsqueeze" ? g.producer(inputOf(*unsq, 0)) : nullptr;
     if (!range || range->op_type() != "Range" || !hasAxis(*unsq, constants, 1))
       return false;
-    std::optional<llvm::SmallVector<int64_t>> start = constants(range->input(0)), step = constants(range->input(2)),
-                                              flatShape = constants(flat->input(1));
-    const onnx::NodeProto *count = g.producer(range->input(1));
-    const onnx::NodeProto *shape = count && count->op_type() == "Gather" ? g.producer(count->input(0)) : nullptr;
-    std::optional<llvm::SmallVector<int64_t>> dim = count ? constants(count->input(1)) : std::nullopt;
+    std::optional<llvm::SmallVector<int64_t>> start = constants(inputOf(*range, 0)), step = constants(inputOf(*range, 2)),
+                                              flatShape = constants(inputOf(*flat, 1));
+    const onnx::NodeProto *count = g.producer(inputOf(*range, 1));
+    const onnx::NodeProto *shape = count && count->op_type() == "Gather" ? g.producer(inputOf(*count, 0)) : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> dim = count ? constants(inputOf(*count, 1)) : std::nullopt;
     if (!start || (*start)[0] != 0 || !step || (*step)[0] != 1 || !flatShape || flatShape->size() != 1 ||
-        (*flatShape)[0] != -1 || !shape || shape->op_type() != "Shape" || !block.isX(shape->input(0)) || !dim ||
+        (*flatShape)[0] != -1 || !shape || shape->op_type() != "Shape" || !block.isX(inputOf(*shape, 0)) || !dim ||
         (*dim)[0] != 0)
       return false;
     chain.append({flat, expand, unsq, range, count, shape});
@@ -96,26 +96,26 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   };
   std::string slotTokens;
   auto isRowsOfX = [&](const onnx::NodeProto *mm, llvm::SmallVector<const onnx::NodeProto *> &chain) {
-    const onnx::NodeProto *unsqRows = g.producer(mm->input(1));
+    const onnx::NodeProto *unsqRows = g.producer(inputOf(*mm, 1));
     if (!unsqRows || unsqRows->op_type() != "Unsqueeze" || !hasAxis(*unsqRows, constants, -1))
       return false;
     // x[token of each slot] (transformers' batched experts).
-    if (const onnx::NodeProto *gather = g.producer(unsqRows->input(0));
-        gather && gather->op_type() == "Gather" && block.isX(gather->input(0)) && intAttr(*gather, "axis", 0) == 0) {
+    if (const onnx::NodeProto *gather = g.producer(inputOf(*unsqRows, 0));
+        gather && gather->op_type() == "Gather" && block.isX(inputOf(*gather, 0)) && intAttr(*gather, "axis", 0) == 0) {
       llvm::SmallVector<const onnx::NodeProto *> tokenChain;
-      if (!isSlotTokens(gather->input(1), tokenChain))
+      if (!isSlotTokens(inputOf(*gather, 1), tokenChain))
         return false;
-      slotTokens = gather->input(1);
+      slotTokens = inputOf(*gather, 1);
       chain.append({unsqRows, gather});
       chain.append(tokenChain.begin(), tokenChain.end());
       return true;
     }
     // x repeated k times: Reshape(Expand(Unsqueeze(x, 1), ..), ..).
-    const onnx::NodeProto *reshape = g.producer(unsqRows->input(0));
-    const onnx::NodeProto *expand = reshape ? g.producer(reshape->input(0)) : nullptr;
-    const onnx::NodeProto *unsqX = expand ? g.producer(expand->input(0)) : nullptr;
+    const onnx::NodeProto *reshape = g.producer(inputOf(*unsqRows, 0));
+    const onnx::NodeProto *expand = reshape ? g.producer(inputOf(*reshape, 0)) : nullptr;
+    const onnx::NodeProto *unsqX = expand ? g.producer(inputOf(*expand, 0)) : nullptr;
     if (!reshape || reshape->op_type() != "Reshape" || !expand || expand->op_type() != "Expand" || !unsqX ||
-        unsqX->op_type() != "Unsqueeze" || !block.isX(unsqX->input(0)) || !hasAxis(*unsqX, constants, 1))
+        unsqX->op_type() != "Unsqueeze" || !block.isX(inputOf(*unsqX, 0)) || !hasAxis(*unsqX, constants, 1))
       return false;
     chain.append({unsqRows, reshape, expand, unsqX});
     return true;
@@ -127,50 +127,50 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     if (!isRowsOfX(mm13, rowsChain))
       return fail("no expert GEMM reads the token rows (x repeated once per slot)");
   }
-  block.gateUp = gather13->input(0);
-  block.down = gather2->input(0);
+  block.gateUp = inputOf(*gather13, 0);
+  block.down = inputOf(*gather2, 0);
   nodes.append({gather13, gather2, mm13, mm2});
   nodes.append(rowsChain.begin(), rowsChain.end());
 
-  const onnx::NodeProto *squeezeH = g.onlyUser(mm13->output(0), "Squeeze");
-  const onnx::NodeProto *split = squeezeH ? g.onlyUser(squeezeH->output(0), "Split") : nullptr;
+  const onnx::NodeProto *squeezeH = g.onlyUser(outputOf(*mm13, 0), "Squeeze");
+  const onnx::NodeProto *split = squeezeH ? g.onlyUser(outputOf(*squeezeH, 0), "Split") : nullptr;
   // h is [slots, 2I]: its last axis is -1 or 1.
   if (!squeezeH || !hasAxis(*squeezeH, constants, -1) || !split || split->output_size() != 2 ||
       (intAttr(*split, "axis", 0) != -1 && intAttr(*split, "axis", 0) != 1))
     return fail("the gate/up result is not split in two halves along the last axis");
   if (split->input_size() > 1) {
-    std::optional<llvm::SmallVector<int64_t>> parts = constants(split->input(1));
+    std::optional<llvm::SmallVector<int64_t>> parts = constants(inputOf(*split, 1));
     if (!parts || parts->size() != 2 || (*parts)[0] != (*parts)[1])
       return fail("the gate/up split is not into two equal halves");
   }
   nodes.append({squeezeH, split});
   const onnx::NodeProto *mulU =
-      matchGatedActivation(g, split->output(0), split->output(1), block.activation, nodes);
+      matchGatedActivation(g, outputOf(*split, 0), outputOf(*split, 1), block.activation, nodes);
   if (!mulU)
     return fail("the activation is not SwiGLU or GeGLU (act(gate) * up)");
-  const onnx::NodeProto *unsqA = g.onlyUser(mulU->output(0), "Unsqueeze");
-  if (!unsqA || !hasAxis(*unsqA, constants, -1) || mm2->input(1) != unsqA->output(0))
+  const onnx::NodeProto *unsqA = g.onlyUser(outputOf(*mulU, 0), "Unsqueeze");
+  if (!unsqA || !hasAxis(*unsqA, constants, -1) || inputOf(*mm2, 1) != outputOf(*unsqA, 0))
     return fail("the activation does not feed the down GEMM");
   nodes.push_back(unsqA);
 
   // Down GEMM, scaled by the gate weights, summed over each token's slots.
-  const onnx::NodeProto *squeezeO = g.onlyUser(mm2->output(0), "Squeeze");
-  const onnx::NodeProto *scale = squeezeO ? g.onlyUser(squeezeO->output(0), "Mul") : nullptr;
+  const onnx::NodeProto *squeezeO = g.onlyUser(outputOf(*mm2, 0), "Squeeze");
+  const onnx::NodeProto *scale = squeezeO ? g.onlyUser(outputOf(*squeezeO, 0), "Mul") : nullptr;
   if (!squeezeO || !hasAxis(*squeezeO, constants, -1) || !scale ||
-      !llvm::is_contained(scale->input(), unsqW->output(0)))
+      !llvm::is_contained(scale->input(), outputOf(*unsqW, 0)))
     return fail("the down GEMM's rows are not scaled by their gate weights");
   nodes.append({squeezeO, scale});
   // Summed per token: ReduceSum over the slots of [T, k, H], or added into
   // zeros at each slot's token (ScatterND add, index_add_ exported).
-  if (const onnx::NodeProto *scatter = g.onlyUser(scale->output(0), "ScatterND")) {
-    const onnx::NodeProto *where = g.producer(scatter->input(1));
-    const onnx::NodeProto *zeros = g.producer(scatter->input(0));
-    const onnx::NodeProto *zerosShape = zeros ? g.producer(zeros->input(0)) : nullptr;
+  if (const onnx::NodeProto *scatter = g.onlyUser(outputOf(*scale, 0), "ScatterND")) {
+    const onnx::NodeProto *where = g.producer(inputOf(*scatter, 1));
+    const onnx::NodeProto *zeros = g.producer(inputOf(*scatter, 0));
+    const onnx::NodeProto *zerosShape = zeros ? g.producer(inputOf(*zeros, 0)) : nullptr;
     llvm::SmallVector<const onnx::NodeProto *> tokenChain;
     bool zeroFill = zeros && zeros->op_type() == "ConstantOfShape" && zerosShape &&
-                    zerosShape->op_type() == "Shape" && block.isX(zerosShape->input(0)) &&
+                    zerosShape->op_type() == "Shape" && block.isX(inputOf(*zerosShape, 0)) &&
                     llvm::all_of(zeros->attribute(), isZeroValue);
-    if (scatter->input(2) != scale->output(0) ||
+    if (inputOf(*scatter, 2) != outputOf(*scale, 0) ||
         [&] {
           for (const onnx::AttributeProto &a : scatter->attribute())
             if (a.name() == "reduction")
@@ -178,21 +178,21 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
           return true;
         }() ||
         !where || where->op_type() != "Unsqueeze" || !hasAxis(*where, constants, -1) || !zeroFill ||
-        !(where->input(0) == slotTokens || isSlotTokens(where->input(0), tokenChain)))
+        !(inputOf(*where, 0) == slotTokens || isSlotTokens(inputOf(*where, 0), tokenChain)))
       return fail("the weighted rows are not added at their tokens into zeros");
     nodes.append({scatter, where, zeros, zerosShape});
     nodes.append(tokenChain.begin(), tokenChain.end());
-    block.output = scatter->output(0);
+    block.output = outputOf(*scatter, 0);
     block.last = g.indexOf(scatter);
   } else {
-    const onnx::NodeProto *slots = g.onlyUser(scale->output(0), "Reshape");
-    const onnx::NodeProto *combine = slots ? g.onlyUser(slots->output(0), "ReduceSum") : nullptr;
-    std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(slots->input(1)) : std::nullopt;
+    const onnx::NodeProto *slots = g.onlyUser(outputOf(*scale, 0), "Reshape");
+    const onnx::NodeProto *combine = slots ? g.onlyUser(outputOf(*slots, 0), "ReduceSum") : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
     if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0 || !slotShape ||
         slotShape->size() != 3 || (*slotShape)[1] != block.k)
       return fail("the weighted rows are not summed per token over the k slots");
     nodes.append({slots, combine});
-    block.output = combine->output(0);
+    block.output = outputOf(*combine, 0);
     block.last = g.indexOf(combine);
   }
   matchSharedExpert(g, block, nodes);
@@ -219,8 +219,8 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   MoeBlock block;
   MoeBlock::GptOss oss;
   llvm::SmallVector<const onnx::NodeProto *> nodes = {&t};
-  const onnx::NodeProto *softmax = g.onlyUser(t.output(0), "Softmax");
-  std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
+  const onnx::NodeProto *softmax = g.onlyUser(outputOf(t, 0), "Softmax");
+  std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
   if (!softmax || t.output_size() != 2 || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 ||
       intAttr(t, "sorted", 1) != 1 || intAttr(t, "axis", -1) != -1)
     return std::nullopt;
@@ -232,19 +232,19 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   if (intAttr(*softmax, "axis", -1) != -1 && intAttr(*softmax, "axis", -1) != 1)
     return fail("the softmax over the picks is not over the last axis");
   block.k = (*k)[0];
-  oss.logits = t.input(0);
+  oss.logits = inputOf(t, 0);
   nodes.push_back(softmax);
   auto scalar = [&](llvm::StringRef name) -> std::optional<float> {
     std::optional<std::vector<float>> v = constants.floats ? constants.floats(name) : std::nullopt;
     return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;
   };
   auto otherOperand = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
-    return n.input(0) == value ? n.input(1) : n.input(0);
+    return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
   // Gate weights per slot; expert ids -> the four gathered expert tensors
   // (weights rank 3, biases rank 2).
   std::optional<SlotOperands> perSlot =
-      matchSlotOperands(g, constants, softmax->output(0), t.output(1), nodes, why);
+      matchSlotOperands(g, constants, outputOf(*softmax, 0), outputOf(t, 1), nodes, why);
   if (!perSlot)
     return std::nullopt;
   const onnx::NodeProto *unsqW = perSlot->scale, *clip = perSlot->clip;
@@ -255,16 +255,16 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
     llvm::SmallVector<const onnx::NodeProto *> gathers;
     if (n.op_type() == "Unsqueeze" && hasAxis(n, constants, -1)) {
       nodes.push_back(&n);
-      for (int j : g.users(n.output(0)))
+      for (int j : g.users(outputOf(n, 0)))
         gathers.push_back(&g.graph.node(j));
     } else {
       gathers.push_back(&n);
     }
     for (const onnx::NodeProto *gather : gathers) {
-      bool isGather = (gather->op_type() == "Gather" && intAttr(*gather, "axis", 0) == 0 && gather->input(1) == ids) ||
+      bool isGather = (gather->op_type() == "Gather" && intAttr(*gather, "axis", 0) == 0 && inputOf(*gather, 1) == ids) ||
                       (gather->op_type() == "GatherND" && intAttr(*gather, "batch_dims", 0) == 0);
       std::optional<llvm::SmallVector<int64_t>> shape =
-          isGather && g.isConstant(gather->input(0)) ? constants.shape(gather->input(0)) : std::nullopt;
+          isGather && g.isConstant(inputOf(*gather, 0)) ? constants.shape(inputOf(*gather, 0)) : std::nullopt;
       if (!shape || (shape->size() != 3 && shape->size() != 2))
         return fail("the expert ids index something other than constant expert weights and biases");
       (shape->size() == 3 ? weightGathers : biasGathers).push_back(gather);
@@ -279,26 +279,26 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   // the result value and the weight's and bias's gathers, or empty.
   auto expertLinear = [&](const onnx::NodeProto *gatherW, std::string &lhs, const onnx::NodeProto *&gatherB,
                           llvm::SmallVector<const onnx::NodeProto *> &chain) -> std::string {
-    const onnx::NodeProto *mm = g.onlyUser(gatherW->output(0), "MatMul");
-    const onnx::NodeProto *unsq = mm && mm->input(1) == gatherW->output(0) ? g.producer(mm->input(0)) : nullptr;
-    const onnx::NodeProto *sq = mm ? g.onlyUser(mm->output(0), "Squeeze") : nullptr;
-    const onnx::NodeProto *add = sq ? g.onlyUser(sq->output(0), "Add") : nullptr;
+    const onnx::NodeProto *mm = g.onlyUser(outputOf(*gatherW, 0), "MatMul");
+    const onnx::NodeProto *unsq = mm && inputOf(*mm, 1) == outputOf(*gatherW, 0) ? g.producer(inputOf(*mm, 0)) : nullptr;
+    const onnx::NodeProto *sq = mm ? g.onlyUser(outputOf(*mm, 0), "Squeeze") : nullptr;
+    const onnx::NodeProto *add = sq ? g.onlyUser(outputOf(*sq, 0), "Add") : nullptr;
     if (!unsq || unsq->op_type() != "Unsqueeze" || !hasAxis(*unsq, constants, 1) || !hasAxis(*sq, constants, 1) || !add)
       return "";
-    std::string bias = otherOperand(*add, sq->output(0));
+    std::string bias = otherOperand(*add, outputOf(*sq, 0));
     gatherB = nullptr;
     for (const onnx::NodeProto *b : biasGathers)
-      if (b->output(0) == bias)
+      if (outputOf(*b, 0) == bias)
         gatherB = b;
     if (!gatherB)
       return "";
-    lhs = unsq->input(0);
+    lhs = inputOf(*unsq, 0);
     chain.append({mm, unsq, sq, add});
-    std::string out = add->output(0);
+    std::string out = outputOf(*add, 0);
     if (const onnx::NodeProto *u2 = g.onlyUser(out, "Unsqueeze"); u2 && hasAxis(*u2, constants, 1))
-      if (const onnx::NodeProto *s2 = g.onlyUser(u2->output(0), "Squeeze"); s2 && hasAxis(*s2, constants, 1)) {
+      if (const onnx::NodeProto *s2 = g.onlyUser(outputOf(*u2, 0), "Squeeze"); s2 && hasAxis(*s2, constants, 1)) {
         chain.append({u2, s2});
-        out = s2->output(0);
+        out = outputOf(*s2, 0);
       }
     return out;
   };
@@ -311,11 +311,11 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
     const onnx::NodeProto *bias = nullptr;
     std::string out = expertLinear(weightGathers[first], lhs, bias, chain);
     const onnx::NodeProto *reshape = out.empty() ? nullptr : g.producer(lhs);
-    const onnx::NodeProto *expand = reshape && reshape->op_type() == "Reshape" ? g.producer(reshape->input(0)) : nullptr;
-    const onnx::NodeProto *unsqX = expand && expand->op_type() == "Expand" ? g.producer(expand->input(0)) : nullptr;
+    const onnx::NodeProto *expand = reshape && reshape->op_type() == "Reshape" ? g.producer(inputOf(*reshape, 0)) : nullptr;
+    const onnx::NodeProto *unsqX = expand && expand->op_type() == "Expand" ? g.producer(inputOf(*expand, 0)) : nullptr;
     if (!unsqX || unsqX->op_type() != "Unsqueeze" || !hasAxis(*unsqX, constants, 1))
       continue;
-    block.x = unsqX->input(0);
+    block.x = inputOf(*unsqX, 0);
     chain.append({reshape, expand, unsqX});
     nodes.append(chain.begin(), chain.end());
     gather13 = weightGathers[first];
@@ -329,10 +329,10 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   const onnx::NodeProto *gateSlice = nullptr, *upSlice = nullptr;
   for (int i : g.users(h)) {
     const onnx::NodeProto &n = g.graph.node(i);
-    std::optional<llvm::SmallVector<int64_t>> start = n.input_size() == 5 ? constants(n.input(1)) : std::nullopt,
-                                              end = start ? constants(n.input(2)) : std::nullopt,
-                                              axes = start ? constants(n.input(3)) : std::nullopt,
-                                              steps = start ? constants(n.input(4)) : std::nullopt;
+    std::optional<llvm::SmallVector<int64_t>> start = n.input_size() == 5 ? constants(inputOf(n, 1)) : std::nullopt,
+                                              end = start ? constants(inputOf(n, 2)) : std::nullopt,
+                                              axes = start ? constants(inputOf(n, 3)) : std::nullopt,
+                                              steps = start ? constants(inputOf(n, 4)) : std::nullopt;
     if (n.op_type() != "Slice" || !start || !end || !axes || !steps || start->size() != 1 ||
         (*end)[0] < (int64_t{1} << 31) || ((*axes)[0] != 1 && (*axes)[0] != -1) || (*steps)[0] != 2 ||
         (*start)[0] > 1)
@@ -343,11 +343,11 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
     return fail("the gate/up result is not split into alternate columns");
   nodes.append({gateSlice, upSlice});
   // Clamps: gate to at most L, up to [-L, L] (both or neither).
-  std::string gate = gateSlice->output(0), up = upSlice->output(0);
+  std::string gate = outputOf(*gateSlice, 0), up = outputOf(*upSlice, 0);
   const onnx::NodeProto *gateClip = g.onlyUser(gate, "Clip"), *upClip = g.onlyUser(up, "Clip");
   if (gateClip || upClip) {
     auto bound = [&](const onnx::NodeProto *clip, int input) {
-      return clip && clip->input_size() == 3 && !clip->input(input).empty() ? scalar(clip->input(input))
+      return clip && clip->input_size() == 3 && !inputOf(*clip, input).empty() ? scalar(inputOf(*clip, input))
                                                                              : std::nullopt;
     };
     std::optional<float> gateMax = bound(gateClip, 2), upMin = bound(upClip, 1), upMax = bound(upClip, 2);
@@ -356,8 +356,8 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
       return fail("the gate and up clamps are not min(g, L) and clamp(u, -L, L)");
     oss.limit = limit;
     nodes.append({gateClip, upClip});
-    gate = gateClip->output(0);
-    up = upClip->output(0);
+    gate = outputOf(*gateClip, 0);
+    up = outputOf(*upClip, 0);
   }
   // glu = g · Sigmoid(g · α); a = (u + β) · glu.
   const onnx::NodeProto *scaled = nullptr, *glu = nullptr;
@@ -373,13 +373,13 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   }
   const onnx::NodeProto *sigmoid = glu ? g.producer(otherOperand(*glu, gate)) : nullptr;
   std::optional<float> alpha = scaled ? scalar(otherOperand(*scaled, gate)) : std::nullopt;
-  if (!glu || !scaled || !alpha || sigmoid->input(0) != scaled->output(0))
+  if (!glu || !scaled || !alpha || inputOf(*sigmoid, 0) != outputOf(*scaled, 0))
     return fail("the gate is not g · sigmoid(α g)");
   oss.alpha = *alpha;
   const onnx::NodeProto *addBeta = g.onlyUser(up, "Add");
   std::optional<float> beta = addBeta ? scalar(otherOperand(*addBeta, up)) : std::nullopt;
-  const onnx::NodeProto *product = addBeta ? g.onlyUser(addBeta->output(0), "Mul") : nullptr;
-  if (!beta || !product || otherOperand(*product, addBeta->output(0)) != glu->output(0))
+  const onnx::NodeProto *product = addBeta ? g.onlyUser(outputOf(*addBeta, 0), "Mul") : nullptr;
+  if (!beta || !product || otherOperand(*product, outputOf(*addBeta, 0)) != outputOf(*glu, 0))
     return fail("the activation is not (u + β) · glu");
   oss.beta = *beta;
   nodes.append({scaled, sigmoid, glu, addBeta, product});
@@ -387,24 +387,24 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   llvm::SmallVector<const onnx::NodeProto *> chain;
   std::string lhs;
   std::string o = expertLinear(gather2, lhs, bias2, chain);
-  if (o.empty() || lhs != product->output(0) || bias2 == bias13)
+  if (o.empty() || lhs != outputOf(*product, 0) || bias2 == bias13)
     return fail("the activation does not feed the down GEMM with its bias");
   nodes.append(chain.begin(), chain.end());
   // Scaled by the gate weights, summed over each token's k slots.
   const onnx::NodeProto *scale = g.onlyUser(o, "Mul");
-  const onnx::NodeProto *slots = scale ? g.onlyUser(scale->output(0), "Reshape") : nullptr;
-  const onnx::NodeProto *combine = slots ? g.onlyUser(slots->output(0), "ReduceSum") : nullptr;
-  std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(slots->input(1)) : std::nullopt;
-  if (!scale || otherOperand(*scale, o) != unsqW->output(0) || !combine || !hasAxis(*combine, constants, 1) ||
+  const onnx::NodeProto *slots = scale ? g.onlyUser(outputOf(*scale, 0), "Reshape") : nullptr;
+  const onnx::NodeProto *combine = slots ? g.onlyUser(outputOf(*slots, 0), "ReduceSum") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
+  if (!scale || otherOperand(*scale, o) != outputOf(*unsqW, 0) || !combine || !hasAxis(*combine, constants, 1) ||
       intAttr(*combine, "keepdims", 1) != 0 || !slotShape || slotShape->size() != 3 || (*slotShape)[1] != block.k)
     return fail("the weighted rows are not summed per token over the k slots");
   nodes.append({scale, slots, combine});
-  block.gateUp = gather13->input(0);
-  block.down = gather2->input(0);
-  oss.upBias = bias13->input(0);
-  oss.downBias = bias2->input(0);
+  block.gateUp = inputOf(*gather13, 0);
+  block.down = inputOf(*gather2, 0);
+  oss.upBias = inputOf(*bias13, 0);
+  oss.downBias = inputOf(*bias2, 0);
   block.gptOss = oss;
-  block.output = combine->output(0);
+  block.output = outputOf(*combine, 0);
   block.last = g.indexOf(combine);
   if (!clipKeepsExperts(constants, clip, block.gateUp))
     return fail("the expert ids are clipped to a range narrower than the experts");

@@ -29,7 +29,7 @@ int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallb
 bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64_t axis) {
   std::optional<llvm::SmallVector<int64_t>> axes;
   if (node.input_size() > 1)
-    axes = constants(node.input(1));
+    axes = constants(inputOf(node, 1));
   else
     for (const onnx::AttributeProto &a : node.attribute())
       if (a.name() == "axes")
@@ -50,7 +50,7 @@ float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallbac
 LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
                       llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *mm = g.producer(value);
-  if (!mm || mm->input_size() != 2 || (ofX && !ofX->isX(mm->input(0))) || !g.isConstant(mm->input(1)))
+  if (!mm || mm->input_size() != 2 || (ofX && !ofX->isX(inputOf(*mm, 0))) || !g.isConstant(inputOf(*mm, 1)))
     return {};
   bool rows = false;
   if (mm->op_type() == "Gemm") {
@@ -61,7 +61,7 @@ LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock
     return {};
   }
   nodes.push_back(mm);
-  return {mm->input(1), rows};
+  return {inputOf(*mm, 1), rows};
 }
 
 /// The block's output plus a Qwen2-MoE shared expert:
@@ -73,7 +73,7 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
   if (!add)
     return;
   llvm::SmallVector<const onnx::NodeProto *> found = {add};
-  std::string other = add->input(0) == block.output ? add->input(1) : add->input(0);
+  std::string other = inputOf(*add, 0) == block.output ? inputOf(*add, 1) : inputOf(*add, 0);
   const onnx::NodeProto *weighted = g.producer(other);
   if (!weighted || weighted->op_type() != "Mul" || g.users(other).size() != 1)
     return;
@@ -81,12 +81,12 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
   // One factor is the sigmoid gate, the other the shared expert's output.
   LinearWeight gate, down;
   for (int side = 0; side < 2 && gate.empty(); ++side) {
-    const onnx::NodeProto *sigmoid = g.producer(weighted->input(side));
+    const onnx::NodeProto *sigmoid = g.producer(inputOf(*weighted, side));
     if (!sigmoid || sigmoid->op_type() != "Sigmoid")
       continue;
     llvm::SmallVector<const onnx::NodeProto *> gateNodes = {sigmoid};
-    LinearWeight w = linearOf(g, sigmoid->input(0), &block, gateNodes);
-    LinearWeight out = linearOf(g, weighted->input(1 - side), nullptr, gateNodes);
+    LinearWeight w = linearOf(g, inputOf(*sigmoid, 0), &block, gateNodes);
+    LinearWeight out = linearOf(g, inputOf(*weighted, 1 - side), nullptr, gateNodes);
     if (w.empty() || out.empty())
       continue;
     gate = w;
@@ -96,28 +96,28 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
   if (gate.empty())
     return;
   // (silu(x Wgate) * (x Wup)): Mul(Mul(g, Sigmoid(g)), u).
-  const onnx::NodeProto *act = g.producer(found.back()->input(0));
+  const onnx::NodeProto *act = g.producer(inputOf(*found.back(), 0));
   if (!act || act->op_type() != "Mul")
     return;
   found.push_back(act);
   for (int side = 0; side < 2; ++side) {
-    const onnx::NodeProto *silu = g.producer(act->input(side));
+    const onnx::NodeProto *silu = g.producer(inputOf(*act, side));
     if (!silu || silu->op_type() != "Mul")
       continue;
     const onnx::NodeProto *sig = nullptr;
     std::string pre;
     for (int j = 0; j < 2 && !sig; ++j) {
-      const onnx::NodeProto *s = g.producer(silu->input(j));
-      if (s && s->op_type() == "Sigmoid" && s->input(0) == silu->input(1 - j)) {
+      const onnx::NodeProto *s = g.producer(inputOf(*silu, j));
+      if (s && s->op_type() == "Sigmoid" && inputOf(*s, 0) == inputOf(*silu, 1 - j)) {
         sig = s;
-        pre = silu->input(1 - j);
+        pre = inputOf(*silu, 1 - j);
       }
     }
     if (!sig)
       continue;
     llvm::SmallVector<const onnx::NodeProto *> expertNodes = {silu, sig};
     LinearWeight gateProj = linearOf(g, pre, &block, expertNodes);
-    LinearWeight upProj = linearOf(g, act->input(1 - side), &block, expertNodes);
+    LinearWeight upProj = linearOf(g, inputOf(*act, 1 - side), &block, expertNodes);
     if (gateProj.empty() || upProj.empty())
       continue;
     found.append(expertNodes.begin(), expertNodes.end());
@@ -126,7 +126,7 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
     block.sharedUpProj = upProj;
     block.sharedDownProj = down;
     block.sharedGate = gate;
-    block.output = add->output(0);
+    block.output = outputOf(*add, 0);
     block.last = g.indexOf(add);
     return;
   }
@@ -139,7 +139,7 @@ const onnx::NodeProto *matchGatedActivation(const GraphIndex &g, llvm::StringRef
                                             GateActivation &kind,
                                             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   auto other = [](const onnx::NodeProto &n, llvm::StringRef value) {
-    return n.input(0) == value ? n.input(1) : n.input(0);
+    return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
   const onnx::NodeProto *activated = nullptr;
   llvm::SmallVector<const onnx::NodeProto *> found;
@@ -155,14 +155,14 @@ const onnx::NodeProto *matchGatedActivation(const GraphIndex &g, llvm::StringRef
   } else {
     const onnx::NodeProto *sigmoid = g.userOfType(gate, "Sigmoid");
     const onnx::NodeProto *mul = g.userOfType(gate, "Mul");
-    if (!sigmoid || !mul || g.users(gate).size() != 2 || other(*mul, gate) != sigmoid->output(0))
+    if (!sigmoid || !mul || g.users(gate).size() != 2 || other(*mul, gate) != outputOf(*sigmoid, 0))
       return nullptr;
     activated = mul;
     found = {sigmoid, mul};
     kind = GateActivation::silu;
   }
-  const onnx::NodeProto *product = g.onlyUser(activated->output(0), "Mul");
-  if (!product || other(*product, activated->output(0)) != up || g.users(up).size() != 1)
+  const onnx::NodeProto *product = g.onlyUser(outputOf(*activated, 0), "Mul");
+  if (!product || other(*product, outputOf(*activated, 0)) != up || g.users(up).size() != 1)
     return nullptr;
   found.push_back(product);
   nodes.append(found.begin(), found.end());
@@ -234,7 +234,7 @@ std::optional<SlotOperands> matchSlotOperands(const GraphIndex &g, const Constan
                                               llvm::StringRef w, llvm::StringRef expertIds,
                                               llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   const onnx::NodeProto *flatW = g.onlyUser(w, "Reshape");
-  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(flatW->output(0), "Unsqueeze") : nullptr;
+  const onnx::NodeProto *unsqW = flatW ? g.onlyUser(outputOf(*flatW, 0), "Unsqueeze") : nullptr;
   if (!flatW || !unsqW || !hasAxis(*unsqW, constants, -1)) {
     why = "the gate weights do not feed a per-slot scale";
     return std::nullopt;
@@ -245,10 +245,10 @@ std::optional<SlotOperands> matchSlotOperands(const GraphIndex &g, const Constan
     return std::nullopt;
   }
   nodes.append({flatW, unsqW, flatIds});
-  SlotOperands slots{unsqW, g.onlyUser(flatIds->output(0), "Clip"), flatIds->output(0)};
+  SlotOperands slots{unsqW, g.onlyUser(outputOf(*flatIds, 0), "Clip"), outputOf(*flatIds, 0)};
   if (slots.clip) {
     nodes.push_back(slots.clip);
-    slots.ids = slots.clip->output(0);
+    slots.ids = outputOf(*slots.clip, 0);
   }
   return slots;
 }
@@ -259,8 +259,8 @@ bool clipKeepsExperts(const ConstantLookup &constants, const onnx::NodeProto *cl
   if (!clip)
     return true;
   std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(weights);
-  std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(clip->input(1)) : std::nullopt;
-  std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(clip->input(2)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> lo = clip->input_size() > 1 ? constants(inputOf(*clip, 1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> hi = clip->input_size() > 2 ? constants(inputOf(*clip, 2)) : std::nullopt;
   return shape && !shape->empty() && lo && lo->size() == 1 && (*lo)[0] <= 0 && hi && hi->size() == 1 &&
          (*hi)[0] >= (*shape)[0] - 1;
 }

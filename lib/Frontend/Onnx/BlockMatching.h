@@ -23,6 +23,18 @@
 
 namespace mlir::moe::onnx_import::blocks {
 
+/// Input or output `i` of `node`, or "" when it has none. The matchers read
+/// operands by position on graphs nothing has checked yet: a node missing
+/// one (found by fuzzing) is then simply not part of a block.
+inline const std::string &inputOf(const onnx::NodeProto &node, int i) {
+  static const std::string none;
+  return i >= 0 && i < node.input_size() ? node.input(i) : none;
+}
+inline const std::string &outputOf(const onnx::NodeProto &node, int i) {
+  static const std::string none;
+  return i >= 0 && i < node.output_size() ? node.output(i) : none;
+}
+
 /// Producers and consumers of the graph's values.
 class GraphIndex {
 public:
@@ -30,10 +42,14 @@ public:
       : graph(graph), isConstant(isConstant) {
     for (int i = 0; i < graph.node_size(); ++i) {
       indices[&graph.node(i)] = i;
+      // "" is an absent optional operand (or one inputOf reads past the end):
+      // no node produces or reads it.
       for (const std::string &out : graph.node(i).output())
-        producers[out] = i;
+        if (!out.empty())
+          producers[out] = i;
       for (const std::string &in : graph.node(i).input())
-        consumers[in].push_back(i);
+        if (!in.empty())
+          consumers[in].push_back(i);
     }
     for (const onnx::ValueInfoProto &out : graph.output())
       graphOutputs.insert(out.name());

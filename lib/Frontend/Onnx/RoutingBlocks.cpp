@@ -33,47 +33,47 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
     return n && n->op_type() == op ? n : nullptr;
   };
   auto other = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
-    return n.input(0) == value ? n.input(1) : n.input(0);
+    return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
-  const onnx::NodeProto *where = producer(t.input(0), "Where");
-  const onnx::NodeProto *notMask = where ? producer(where->input(0), "Not") : nullptr;
-  std::optional<std::vector<float>> fill = where && constants.floats ? constants.floats(where->input(1)) : std::nullopt;
-  const onnx::NodeProto *biased = where ? producer(where->input(2), "Add") : nullptr;
+  const onnx::NodeProto *where = producer(inputOf(t, 0), "Where");
+  const onnx::NodeProto *notMask = where ? producer(inputOf(*where, 0), "Not") : nullptr;
+  std::optional<std::vector<float>> fill = where && constants.floats ? constants.floats(inputOf(*where, 1)) : std::nullopt;
+  const onnx::NodeProto *biased = where ? producer(inputOf(*where, 2), "Add") : nullptr;
   if (!notMask || !fill || fill->size() != 1 || !std::isinf((*fill)[0]) || (*fill)[0] > 0 || !biased)
     return std::nullopt;
-  const onnx::NodeProto *sigmoid = producer(biased->input(0), "Sigmoid");
+  const onnx::NodeProto *sigmoid = producer(inputOf(*biased, 0), "Sigmoid");
   if (!sigmoid)
-    sigmoid = producer(biased->input(1), "Sigmoid");
-  std::string bias = sigmoid ? other(*biased, sigmoid->output(0)) : "";
+    sigmoid = producer(inputOf(*biased, 1), "Sigmoid");
+  std::string bias = sigmoid ? other(*biased, outputOf(*sigmoid, 0)) : "";
   std::optional<llvm::SmallVector<int64_t>> biasShape = constants.shape(bias);
   if (!sigmoid || !g.isConstant(bias) || !biasShape || biasShape->size() != 1)
     return std::nullopt;
   int64_t experts = (*biasShape)[0];
   // The group mask, back to the experts: Cast(Reshape(Expand(Unsqueeze(mask, -1))))
-  const onnx::NodeProto *cast = producer(notMask->input(0), "Cast");
-  const onnx::NodeProto *flat = cast ? producer(cast->input(0), "Reshape") : nullptr;
-  const onnx::NodeProto *expand = flat ? producer(flat->input(0), "Expand") : nullptr;
-  const onnx::NodeProto *unsq = expand ? producer(expand->input(0), "Unsqueeze") : nullptr;
-  const onnx::NodeProto *scatter = unsq ? producer(unsq->input(0), "ScatterElements") : nullptr;
-  const onnx::NodeProto *groupTop = scatter ? producer(scatter->input(1), "TopK") : nullptr;
-  const onnx::NodeProto *groupScore = groupTop ? producer(groupTop->input(0), "ReduceSum") : nullptr;
-  const onnx::NodeProto *top2 = groupScore ? producer(groupScore->input(0), "TopK") : nullptr;
-  const onnx::NodeProto *grouped = top2 ? producer(top2->input(0), "Reshape") : nullptr;
-  std::optional<llvm::SmallVector<int64_t>> groupShape = grouped ? constants(grouped->input(1)) : std::nullopt;
-  std::optional<llvm::SmallVector<int64_t>> two = top2 ? constants(top2->input(1)) : std::nullopt;
-  std::optional<llvm::SmallVector<int64_t>> topkGroups = groupTop ? constants(groupTop->input(1)) : std::nullopt;
-  if (!grouped || grouped->input(0) != biased->output(0) || !hasAxis(*unsq, constants, -1) ||
-      intAttr(*scatter, "axis", 0) != 1 || scatter->input(1) != groupTop->output(1) || !hasAxis(*groupScore, constants, -1) ||
-      intAttr(*groupScore, "keepdims", 1) != 0 || groupScore->input(0) != top2->output(0) || !groupShape ||
+  const onnx::NodeProto *cast = producer(inputOf(*notMask, 0), "Cast");
+  const onnx::NodeProto *flat = cast ? producer(inputOf(*cast, 0), "Reshape") : nullptr;
+  const onnx::NodeProto *expand = flat ? producer(inputOf(*flat, 0), "Expand") : nullptr;
+  const onnx::NodeProto *unsq = expand ? producer(inputOf(*expand, 0), "Unsqueeze") : nullptr;
+  const onnx::NodeProto *scatter = unsq ? producer(inputOf(*unsq, 0), "ScatterElements") : nullptr;
+  const onnx::NodeProto *groupTop = scatter ? producer(inputOf(*scatter, 1), "TopK") : nullptr;
+  const onnx::NodeProto *groupScore = groupTop ? producer(inputOf(*groupTop, 0), "ReduceSum") : nullptr;
+  const onnx::NodeProto *top2 = groupScore ? producer(inputOf(*groupScore, 0), "TopK") : nullptr;
+  const onnx::NodeProto *grouped = top2 ? producer(inputOf(*top2, 0), "Reshape") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> groupShape = grouped ? constants(inputOf(*grouped, 1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> two = top2 ? constants(inputOf(*top2, 1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> topkGroups = groupTop ? constants(inputOf(*groupTop, 1)) : std::nullopt;
+  if (!grouped || inputOf(*grouped, 0) != outputOf(*biased, 0) || !hasAxis(*unsq, constants, -1) ||
+      intAttr(*scatter, "axis", 0) != 1 || inputOf(*scatter, 1) != outputOf(*groupTop, 1) || !hasAxis(*groupScore, constants, -1) ||
+      intAttr(*groupScore, "keepdims", 1) != 0 || inputOf(*groupScore, 0) != outputOf(*top2, 0) || !groupShape ||
       groupShape->size() != 3 || (*groupShape)[1] <= 0 || (*groupShape)[1] * (*groupShape)[2] != experts || !two ||
       two->size() != 1 || (*two)[0] != 2 || !topkGroups || topkGroups->size() != 1 ||
       intAttr(*top2, "largest", 1) != 1 || intAttr(*groupTop, "largest", 1) != 1 || intAttr(*top2, "axis", -1) != -1 ||
       intAttr(*groupTop, "axis", -1) != -1)
     return std::nullopt;
   // The weights: unbiased scores at the picks.
-  const onnx::NodeProto *gather = g.userOfType(t.output(1), "GatherElements");
-  std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
-  if (!gather || gather->input(0) != sigmoid->output(0) || gather->input(1) != t.output(1) ||
+  const onnx::NodeProto *gather = g.userOfType(outputOf(t, 1), "GatherElements");
+  std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
+  if (!gather || inputOf(*gather, 0) != outputOf(*sigmoid, 0) || inputOf(*gather, 1) != outputOf(t, 1) ||
       intAttr(*gather, "axis", 0) != 1 || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 ||
       intAttr(t, "axis", -1) != -1)
     return std::nullopt;
@@ -84,26 +84,26 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
   block.k = (*k)[0];
   nodes.append({&t, where, notMask, biased, sigmoid, cast, flat, expand, unsq, scatter, groupTop, groupScore, top2,
                 grouped, gather});
-  std::string w = gather->output(0);
+  std::string w = outputOf(*gather, 0);
   if (const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum")) {
     const onnx::NodeProto *div = g.userOfType(w, "Div");
-    if (!div || div->input(0) != w || div->input(1) != sum->output(0) || !hasAxis(*sum, constants, -1) ||
+    if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != outputOf(*sum, 0) || !hasAxis(*sum, constants, -1) ||
         intAttr(*sum, "keepdims", 1) != 1)
       return std::nullopt;
     block.normalize = true;
     nodes.append({sum, div});
-    w = div->output(0);
+    w = outputOf(*div, 0);
   }
   if (const onnx::NodeProto *mul = g.onlyUser(w, "Mul")) {
     std::optional<std::vector<float>> scale = constants.floats ? constants.floats(other(*mul, w)) : std::nullopt;
     if (scale && scale->size() == 1 && (*scale)[0] > 0) {
       routing.scale = (*scale)[0];
       nodes.push_back(mul);
-      w = mul->output(0);
+      w = outputOf(*mul, 0);
     }
   }
   block.deepSeek = routing;
-  return std::make_pair(sigmoid->input(0), w);
+  return std::make_pair(inputOf(*sigmoid, 0), w);
 }
 
 /// The routing every block form starts with, at TopK node `topk`:
@@ -116,7 +116,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
                                         std::string &why) {
   const onnx::NodeProto &t = g.graph.node(topk);
   why.clear();
-  const onnx::NodeProto *softmax = g.producer(t.input(0));
+  const onnx::NodeProto *softmax = g.producer(inputOf(t, 0));
   std::optional<std::pair<std::string, std::string>> deepSeek;
   llvm::SmallVector<const onnx::NodeProto *> deepSeekNodes;
   if (!softmax || softmax->op_type() != "Softmax") {
@@ -126,7 +126,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   if ((!softmax && !deepSeek) || t.output_size() != 2)
     return std::nullopt;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
-  block.routerWeight = linearOf(g, deepSeek ? deepSeek->first : softmax->input(0), nullptr, routerNodes);
+  block.routerWeight = linearOf(g, deepSeek ? deepSeek->first : inputOf(*softmax, 0), nullptr, routerNodes);
   if (block.routerWeight.empty())
     return std::nullopt;
   const onnx::NodeProto *router = routerNodes.front();
@@ -134,18 +134,18 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     why = reason.str();
     return std::nullopt;
   };
-  block.x = router->input(0);
+  block.x = inputOf(*router, 0);
   // transformers' routers reshape x [T, H] to [-1, H] again: the same
   // tensor when x itself comes from a Reshape to [*, H].
   if (const onnx::NodeProto *view = g.producer(block.x); view && view->op_type() == "Reshape") {
-    const onnx::NodeProto *source = g.producer(view->input(0));
-    std::optional<llvm::SmallVector<int64_t>> viewShape = constants(view->input(1));
+    const onnx::NodeProto *source = g.producer(inputOf(*view, 0));
+    std::optional<llvm::SmallVector<int64_t>> viewShape = constants(inputOf(*view, 1));
     std::optional<llvm::SmallVector<int64_t>> sourceShape =
-        source && source->op_type() == "Reshape" ? constants(source->input(1)) : std::nullopt;
+        source && source->op_type() == "Reshape" ? constants(inputOf(*source, 1)) : std::nullopt;
     if (viewShape && sourceShape && viewShape->size() == 2 && sourceShape->size() == 2 &&
         (*viewShape)[1] > 0 && (*viewShape)[1] == (*sourceShape)[1] && ((*viewShape)[0] == -1 || (*viewShape)[0] == (*sourceShape)[0])) {
       block.xView = block.x;
-      block.x = view->input(0);
+      block.x = inputOf(*view, 0);
       nodes.push_back(view);
     }
   }
@@ -154,7 +154,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     nodes.append(deepSeekNodes.begin(), deepSeekNodes.end());
     return deepSeek->second;
   }
-  std::optional<llvm::SmallVector<int64_t>> k = constants(t.input(1));
+  std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
   if (!k || k->size() != 1)
     return fail("K is not a constant");
   block.k = (*k)[0];
@@ -162,15 +162,15 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
       intAttr(t, "axis", -1) != -1)
     return fail("the softmax or top-k is not over the last axis, largest first");
   nodes.append({router, softmax, &t});
-  std::string w = t.output(0);
+  std::string w = outputOf(t, 0);
   if (const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum")) {
     const onnx::NodeProto *div = g.userOfType(w, "Div");
-    if (!div || div->input(0) != w || div->input(1) != sum->output(0) || !hasAxis(*sum, constants, -1) ||
+    if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != outputOf(*sum, 0) || !hasAxis(*sum, constants, -1) ||
         intAttr(*sum, "keepdims", 1) != 1)
       return fail("the top-k weights are summed but not divided by their sum");
     block.normalize = true;
     nodes.append({sum, div});
-    w = div->output(0);
+    w = outputOf(*div, 0);
   }
   return w;
 }
