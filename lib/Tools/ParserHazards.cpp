@@ -58,6 +58,20 @@ static std::vector<Token> tokenize(llvm::StringRef text) {
 
 std::optional<ParserHazard> mlir::moe::findParserHazard(llvm::StringRef text) {
   std::vector<Token> tokens = tokenize(text);
+  // The parser recurses once per bracket: deep nesting overflows its stack.
+  int64_t depth = 0;
+  for (const Token &t : tokens) {
+    char c = t.text.size() == 1 ? t.text[0] : '\0';
+    bool arrow = c == '>' && t.offset > 0 && text[t.offset - 1] == '-';
+    if (c == '(' || c == '[' || c == '{' || c == '<')
+      ++depth;
+    else if ((c == ')' || c == ']' || c == '}' || c == '>') && !arrow)
+      depth = std::max<int64_t>(0, depth - 1);
+    if (depth > kMaxNesting)
+      return ParserHazard{t.offset, "brackets nest deeper than " + std::to_string(kMaxNesting) +
+                                        " levels (the MLIR parser recurses once per level and would overflow "
+                                        "its stack)"};
+  }
   // Type aliases (`!t = index`): an array's element may name one.
   llvm::StringMap<llvm::StringRef> aliases;
   for (size_t i = 0; i + 2 < tokens.size(); ++i)

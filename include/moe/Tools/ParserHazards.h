@@ -2,8 +2,9 @@
 //
 // MLIR 22's parser crashes (SIGSEGV in Parser::parseDenseArrayAttr) on a
 // dense array of `index` elements, `array<index: 1>`, instead of reporting
-// it: it asks an index type for its float width. The tools scan their MLIR
-// input for it first and report it as a located error.
+// it: it asks an index type for its float width; and it recurses once per
+// nested bracket, so very deep nesting overflows the stack. The tools scan
+// their MLIR input for both first and report them as located errors.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +15,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/LogicalResult.h"
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -26,6 +28,9 @@ class MLIRContext;
 } // namespace mlir
 
 namespace mlir::moe {
+
+/// The deepest nesting of brackets ((, [, {, <) the tools parse.
+inline constexpr int64_t kMaxNesting = 256;
 
 struct ParserHazard {
   size_t offset; // into the text
