@@ -23,5 +23,5 @@ rc=${PIPESTATUS[0]}
 set -e
 count() { grep -E "^ *$1( Tests)? *:" "$log" | grep -oE '[0-9]+' | head -1 || true; }
 passed=$(count Passed); failed=$(count Failed); unsupported=$(count Unsupported)
-echo "${passed:-0} passed, ${failed:-0} failed, ${unsupported:-0} unsupported (need a GPU driver)"
+echo "${passed:-0} passed, ${failed:-0} failed, ${unsupported:-0} unsupported (need a GPU driver or a sanitizer build)"
 exit "$rc"
