@@ -68,7 +68,6 @@ bool artifact::parseSignature(const std::string &text, Signature &sig, std::stri
       BufferSignature b;
       std::string dtype, shape;
       words >> b.name >> dtype >> shape;
-      b.output = kind == "output";
       std::optional<npy::DType> type = npy::fromMlirName(dtype);
       if (!type) {
         error = "artifact signature has an unknown dtype '" + dtype + "'";
@@ -81,7 +80,7 @@ bool artifact::parseSignature(const std::string &text, Signature &sig, std::stri
         error = "artifact signature declares more than " + std::to_string(kMaxBuffers) + " buffers";
         return false;
       }
-      (b.output ? sig.outputs : sig.inputs).push_back(std::move(b));
+      (kind == "output" ? sig.outputs : sig.inputs).push_back(std::move(b));
     } else if (!kind.empty()) {
       error = "artifact signature has an unknown line '" + line + "'";
       return false;

@@ -66,10 +66,12 @@ std::string artifact::wrapperSource(const Signature &spec) {
   os << "int moe_artifact_run(void *const *buffers, int64_t tokens) {\n"
      << "  moe_refused = NULL;\n"
      << "  if (!buffers) {\n    moe_refused = \"moe_artifact_run: buffers is NULL\";\n    return 2;\n  }\n";
-  if (spec.hasDynamicDims())
-    os << "  if (tokens < 0 || tokens > " << maxTokens(spec) << "LL) {\n"
-       << "    moe_refused = \"moe_artifact_run: tokens must be in [0, " << maxTokens(spec) << "]\";\n"
+  if (spec.hasDynamicDims()) {
+    int64_t most = maxTokens(spec);
+    os << "  if (tokens < 0 || tokens > " << most << "LL) {\n"
+       << "    moe_refused = \"moe_artifact_run: tokens must be in [0, " << most << "]\";\n"
        << "    return 2;\n  }\n";
+  }
   // A buffer without elements may be NULL (an empty batch); others may not.
   for (size_t i = 0; i < buffers.size(); ++i) {
     os << "  if (!buffers[" << i << "]";

@@ -26,7 +26,6 @@
 namespace artifact {
 
 struct BufferSignature {
-  bool output = false;
   std::string name;
   npy::DType type = npy::DType::f32;
   std::vector<int64_t> shape; // -1: dynamic
