@@ -7,14 +7,18 @@
 
 using namespace mlir;
 
-/// The bytes a static shaped type holds, or nullopt past kMaxTensorBytes
-/// (an element of unknown width counts as 8 bytes).
+/// The bytes the static dimensions of a shaped type hold (a dynamic one
+/// counts as 1), or nullopt past kMaxTensorBytes (an element of unknown
+/// width counts as 8 bytes).
 static std::optional<int64_t> boundedBytes(ShapedType type) {
+  ArrayRef<int64_t> shape = type.getShape();
+  if (llvm::is_contained(shape, 0))
+    return 0;
   Type element = type.getElementType();
   int64_t bytes = element.isIntOrFloat() ? std::max<int64_t>(1, (element.getIntOrFloatBitWidth() + 7) / 8) : 8;
-  for (int64_t d : type.getShape()) {
-    if (ShapedType::isDynamic(d) || d == 0)
-      return d == 0 ? std::optional<int64_t>(0) : std::optional<int64_t>(bytes);
+  for (int64_t d : shape) {
+    if (ShapedType::isDynamic(d))
+      continue;
     if (bytes > moe::kMaxTensorBytes / d)
       return std::nullopt;
     bytes *= d;
