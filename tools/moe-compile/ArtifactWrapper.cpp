@@ -37,7 +37,7 @@ static std::string quoted(const std::string &text) {
   return out + "\"";
 }
 
-std::string artifact::wrapperSource(const Signature &spec) {
+std::string artifact::wrapperSource(const Signature &spec, const std::vector<std::string> &cpuFeatures) {
   std::vector<BufferSignature> buffers = spec.inputs;
   buffers.insert(buffers.end(), spec.outputs.begin(), spec.outputs.end());
   std::ostringstream os;
@@ -66,6 +66,16 @@ std::string artifact::wrapperSource(const Signature &spec) {
   os << "int moe_artifact_run(void *const *buffers, int64_t tokens) {\n"
      << "  moe_refused = NULL;\n"
      << "  if (!buffers) {\n    moe_refused = \"moe_artifact_run: buffers is NULL\";\n    return 2;\n  }\n";
+  if (!cpuFeatures.empty()) {
+    os << "#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))\n"
+       << "  __builtin_cpu_init();\n";
+    for (const std::string &feature : cpuFeatures)
+      os << "  if (!__builtin_cpu_supports(\"" << feature << "\")) {\n"
+         << "    moe_refused = \"moe_artifact_run: compiled for a CPU with " << feature
+         << ", which this CPU lacks (compile with moe-compile --cpu=host on this machine, or an older "
+            "--cpu such as x86-64-v3)\";\n    return 2;\n  }\n";
+    os << "#endif\n";
+  }
   if (spec.hasDynamicDims()) {
     int64_t most = maxTokens(spec);
     os << "  if (tokens < 0 || tokens > " << most << "LL) {\n"

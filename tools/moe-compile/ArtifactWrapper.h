@@ -24,14 +24,17 @@
 #include "moe/Support/ArtifactSignature.h"
 
 #include <string>
+#include <vector>
 
 namespace artifact {
 
 /// C source of the three functions, calling `_mlir_ciface_<entry>`.
 /// moe_artifact_run returns 2 for a call it refuses (null buffers, a token
 /// count below 0 or one that makes a buffer's size overflow) and 1 when the
-/// GPU runtime failed; moe_artifact_error() says why.
-std::string wrapperSource(const Signature &signature);
+/// GPU runtime failed; moe_artifact_error() says why. It also returns 2 on
+/// an x86 CPU that lacks one of `cpuFeatures` (those the code was compiled
+/// for), rather than dying of an illegal instruction.
+std::string wrapperSource(const Signature &signature, const std::vector<std::string> &cpuFeatures = {});
 /// The header users include.
 std::string headerSource(const Signature &signature, const std::string &libraryName);
 

@@ -12,6 +12,7 @@
 #include "ArtifactWrapper.h"
 #include "moe/Tools/LoadModule.h"
 #include "moe/Tools/EntryFunction.h"
+#include "moe/Tools/CpuTarget.h"
 #include "moe/InitAll.h"
 #include "moe/Tools/CudaToolkit.h"
 #include "moe/Pipelines/Pipelines.h"
@@ -54,6 +55,12 @@ static cl::opt<std::string> entryName("entry", cl::desc("Function to compile (de
                                       cl::cat(category));
 static cl::opt<std::string> target("target", cl::desc("cpu (the host) or gpu (NVIDIA, through ptxas)"),
                                    cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string> cpu("cpu",
+                                cl::desc("CPU the host code is compiled for: host (this machine, every feature it "
+                                         "has; the default) or an LLVM CPU name such as x86-64-v3 or x86-64-v4 "
+                                         "for an artifact that runs on other machines. The artifact refuses to "
+                                         "run on a CPU that lacks the features it was compiled for"),
+                                cl::init("host"), cl::cat(category));
 static cl::opt<std::string> chip("chip", cl::desc("GPU to compile for (sm_80, sm_90, ...)"),
                                  cl::init("sm_90"), cl::cat(category));
 static cl::opt<std::string> features("features", cl::desc("PTX features of the GPU code"),
@@ -110,21 +117,14 @@ static std::optional<artifact::BufferSignature> bufferOf(Type type, std::string 
 }
 
 /// Native object code for the host module.
-static LogicalResult emitObject(ModuleOp module, StringRef path) {
+static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMachine *machine) {
   llvm::LLVMContext llvmContext;
   std::unique_ptr<llvm::Module> llvmModule = translateModuleToLLVMIR(module, llvmContext);
   if (!llvmModule)
     return module.emitError("translation to LLVM IR failed");
-  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
-  std::string error;
-  const llvm::Target *llvmTarget = llvm::TargetRegistry::lookupTarget(triple, error);
-  if (!llvmTarget)
-    return module.emitError("no LLVM target for the host: ") << error;
-  std::unique_ptr<llvm::TargetMachine> machine(llvmTarget->createTargetMachine(
-      triple, "generic", "", llvm::TargetOptions(), llvm::Reloc::PIC_));
-  llvmModule->setTargetTriple(triple);
+  llvmModule->setTargetTriple(machine->getTargetTriple());
   llvmModule->setDataLayout(machine->createDataLayout());
-  if (llvm::Error err = makeOptimizingTransformer(3, 0, machine.get())(llvmModule.get()))
+  if (llvm::Error err = makeOptimizingTransformer(3, 0, machine)(llvmModule.get()))
     return module.emitError("LLVM optimisation failed: ") << llvm::toString(std::move(err));
   std::error_code ec;
   llvm::ToolOutputFile out(path, ec, llvm::sys::fs::OF_None);
@@ -169,6 +169,10 @@ int main(int argc, char **argv) {
     return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
+  std::string targetError;
+  std::unique_ptr<llvm::TargetMachine> machine = mlir::moe::createCpuTargetMachine(cpu, targetError);
+  if (!machine)
+    return failWith("--cpu: " + targetError);
   mlir::moe::setDefaultCudaToolkitPath();
 
   DialectRegistry registry;
@@ -260,9 +264,9 @@ int main(int argc, char **argv) {
   llvm::sys::path::replace_extension(base, "");
   std::string object = (base + ".o").str(), wrapper = (base + ".wrapper.c").str(),
               header = (base + ".h").str();
-  if (failed(emitObject(*module, object)))
+  if (failed(emitObject(*module, object, machine.get())))
     return 1;
-  if (!writeText(wrapper, artifact::wrapperSource(spec), error) ||
+  if (!writeText(wrapper, artifact::wrapperSource(spec, mlir::moe::runtimeCheckableFeatures(*machine)), error) ||
       !writeText(header, artifact::headerSource(spec, llvm::sys::path::filename(outputFile).str()), error))
     return failWith(error);
   llvm::SmallString<128> runtimeCopy(outDir);

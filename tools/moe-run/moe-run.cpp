@@ -14,6 +14,7 @@
 #include "moe/Support/Npy.h"
 #include "moe/Support/ParseNumber.h"
 #include "moe/Support/SystemMemory.h"
+#include "moe/Tools/CpuTarget.h"
 #include "moe/Tools/EntryFunction.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
@@ -356,8 +357,13 @@ int main(int argc, char **argv) {
   auto jitStart = std::chrono::steady_clock::now();
   ExecutionEngineOptions options;
   // options.transformer is a function_ref: the function must outlive create().
+  // Optimised for this machine's CPU: the vector code needs its registers.
+  std::string targetError;
+  std::unique_ptr<llvm::TargetMachine> machine = mlir::moe::createCpuTargetMachine("host", targetError);
+  if (!machine)
+    return failWith("JIT compilation failed: " + targetError);
   std::function<llvm::Error(llvm::Module *)> optimize =
-      makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, nullptr);
+      makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, machine.get());
   std::function<llvm::Error(llvm::Module *)> transform = [&](llvm::Module *m) -> llvm::Error {
     if (llvm::Error error = optimize(m))
       return error;
@@ -374,7 +380,7 @@ int main(int argc, char **argv) {
   std::string runnerUtils = MOE_C_RUNNER_UTILS, openmp = MOE_OPENMP_LIBRARY;
   SmallVector<StringRef> libs = {runnerUtils, openmp};
   options.sharedLibPaths = libs;
-  auto engine = ExecutionEngine::create(*module, options);
+  auto engine = ExecutionEngine::create(*module, options, mlir::moe::createCpuTargetMachine("host", targetError));
   if (!engine)
     return failWith("JIT compilation failed: " + llvm::toString(engine.takeError()));
   (*engine)->registerSymbols([](llvm::orc::MangleAndInterner interner) {
