@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""CPU time of one compiled MoE layer against two baselines measured in the same run.
+"""CPU time of one compiled MoE layer against its peers, measured in the same run.
 
-  ours      moe-run: moe.layer -> moe-cpu-pipeline -> JIT (median of --repeat runs)
+  ours JIT  moe-run: moe.layer -> moe-cpu-pipeline -> JIT (median of --repeat runs)
+  ours AOT  moe-compile --target=cpu artifact run by moe-exec (median of --repeat runs)
   numpy     the same layer in vectorized numpy: per-expert gather + BLAS matmul
-  ort       onnxruntime on the layer as an ONNX graph in the form exporters emit
+  ort graph onnxruntime on the layer as an ONNX graph in the form exporters emit
             (router MatMul -> TopK -> Softmax, then per expert Equal/NonZero/Gather ->
             MatMul -> SiLU*up -> MatMul -> ScatterND(add))
+  ort MoE   onnxruntime's own fused kernel, com.microsoft.MoE (interleaved SwiGLU,
+            alpha 1, beta 0: the same function)
 
-All three run f32 Mixtral-style layers (softmax over the top-2 logits, SwiGLU)
-on the same random inputs, and the outputs are checked against each other
-before anything is timed. Usage:
-    python3 bench/cpu_layer_bench.py [--repeat 10] [--sizes small,medium,large]
+All run f32 Mixtral-style layers (softmax over the top-2 logits, SwiGLU) on the
+same random inputs, and the outputs are checked against each other before
+anything is timed. The same run measures the machine's limits: the f32 GEMM
+rate (numpy BLAS, 2048^3, all cores) and the memory bandwidth (a 1 GiB copy
+on every core). Prefill sizes report GFLOP/s and the fraction of the GEMM
+rate; decode sizes (1-16 tokens) report GB/s over the bytes of the experts
+the tokens were routed to (each read once) and the fraction of bandwidth.
+Usage:
+    python3 bench/cpu_layer_bench.py [--repeat 10] [--sizes small,medium,...] [--plot docs/perf-cpu.png]
 Prints a markdown table (docs/perf-cpu.md records one).
 """
 
@@ -33,7 +41,13 @@ SIZES = {
     "small": (16, 512, 1024, 8, 2),
     "medium": (128, 1024, 2048, 8, 2),
     "large": (512, 2048, 4096, 8, 2),
+    # Mixtral-8x7B decode at half width (hidden 2048, FFN 7168: 1.4 GB of
+    # f32 experts, so that every peer's copy fits in memory at once).
+    "decode-1": (1, 2048, 7168, 8, 2),
+    "decode-4": (4, 2048, 7168, 8, 2),
+    "decode-16": (16, 2048, 7168, 8, 2),
 }
+DECODE_TOKENS = 16  # at most this many tokens: bandwidth-bound, reported in GB/s
 CFG = dict(experts=None, activation="swiglu", routing=dict(scoring="softmax", k=2, order="select_then_score"))
 
 
@@ -109,6 +123,41 @@ def onnx_layer(hidden, ffn, experts, k, wr, up, down):
     return model
 
 
+def ort_moe_op_layer(hidden, ffn, experts, k, wr, up, down):
+    """The layer as onnxruntime's com.microsoft.MoE node: its CPU kernel takes
+    SwiGLU with gate and up rows interleaved (swiglu_fusion = 1)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    fc1 = np.empty_like(up)
+    fc1[:, 0::2], fc1[:, 1::2] = up[:, :ffn], up[:, ffn:]
+    inits = [numpy_helper.from_array(wr.T.copy(), "wr_t"), numpy_helper.from_array(fc1, "fc1"),
+             numpy_helper.from_array(down, "fc2")]
+    nodes = [helper.make_node("MatMul", ["x", "wr_t"], ["logits"]),
+             helper.make_node("MoE", ["x", "logits", "fc1", "", "fc2", ""], ["y"], domain="com.microsoft", k=k,
+                              activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.0,
+                              activation_beta=0.0, swiglu_limit=1e30, normalize_routing_weights=1)]
+    graph = helper.make_graph(
+        nodes, "moe_op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", hidden])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
+                             ir_version=10)
+
+
+def ort_session(model, tmp, name):
+    """An onnxruntime session on all cores; models over protobuf's 2 GB limit
+    go through a file with external data."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count()
+    path = os.path.join(tmp, name + ".onnx")
+    onnx.save_model(model, path, save_as_external_data=True, location=name + ".data")
+    del model
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
 def median_ms(fn, repeat, warmup=2):
     for _ in range(warmup):
         fn()
@@ -120,9 +169,7 @@ def median_ms(fn, repeat, warmup=2):
     return float(np.median(times))
 
 
-def run_size(name, repeat, moe_run):
-    import onnxruntime as ort
-
+def run_size(name, repeat, tools):
     tokens, hidden, ffn, experts, k = SIZES[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((tokens, hidden)).astype(np.float32)
@@ -130,38 +177,51 @@ def run_size(name, repeat, moe_run):
     up = (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(np.float32)
     down = (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(np.float32)
     cfg = dict(CFG, experts=[("ffn", experts)])
+    outputs, ms = {}, {}
 
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "layer.mlir")
         with open(src, "w") as f:
             f.write(moe_layer.mlir_text(cfg, tokens, hidden, ffn, "f32"))
-        cmd = [moe_run, src, "--output-dir", tmp, "--repeat", str(repeat), "--warmup", "2"]
+        inputs = []
         for arg, a in (("x", x), ("wr", wr), ("up", up), ("down", down)):
             np.save(os.path.join(tmp, arg + ".npy"), a)
-            cmd += ["--input", os.path.join(tmp, arg + ".npy")]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        ours_ms = float(re.search(r"\[moe-run\] run ([0-9.]+) ms", out).group(1))
+            inputs += ["--input", os.path.join(tmp, arg + ".npy")]
+        common = ["--output-dir", tmp, "--repeat", str(repeat), "--warmup", "2"]
+        out = subprocess.run([tools["moe-run"], src, *common, *inputs], capture_output=True, text=True,
+                             check=True).stdout
+        ms["ours JIT"] = float(re.search(r"\[moe-run\] run ([0-9.]+) ms", out).group(1))
         compile_ms = float(re.search(r"\[moe-run\] compile ([0-9.]+) ms", out).group(1))
-        ours_y = np.load(os.path.join(tmp, "result_0.npy"))
+        outputs["ours JIT"] = np.load(os.path.join(tmp, "result_0.npy"))
+        lib = os.path.join(tmp, "art", "liblayer.so")
+        subprocess.run([tools["moe-compile"], src, "--target=cpu", "-o", lib], capture_output=True, check=True)
+        out = subprocess.run([tools["moe-exec"], lib, *inputs, "--output-dir", tmp, "--repeat", str(repeat)],
+                             capture_output=True, text=True, check=True).stdout
+        ms["ours AOT"] = float(re.search(r"median ([0-9.]+) ms", out).group(1))
+        outputs["ours AOT"] = np.load(os.path.join(tmp, "output_0.npy"))
+        del inputs
 
-    numpy_y = numpy_layer(x, wr, up, down, k)
-    numpy_ms = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count()
-    sess = ort.InferenceSession(onnx_layer(hidden, ffn, experts, k, wr, up, down).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    ort_y = sess.run(None, {"x": x})[0]
-    ort_ms = median_ms(lambda: sess.run(None, {"x": x}), repeat)
+        outputs["numpy"] = numpy_layer(x, wr, up, down, k)
+        ms["numpy"] = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
+        for peer, build in (("ort graph", onnx_layer), ("ort MoE op", ort_moe_op_layer)):
+            sess = ort_session(build(hidden, ffn, experts, k, wr, up, down), tmp, peer.replace(" ", "_"))
+            outputs[peer] = sess.run(None, {"x": x})[0]
+            ms[peer] = median_ms(lambda: sess.run(None, {"x": x}), repeat)
+            del sess
 
-    scale = np.abs(numpy_y).max()
-    for what, y in (("ours", ours_y), ("onnxruntime", ort_y)):
-        err = np.abs(y - numpy_y).max() / scale
+    reference = outputs["numpy"]
+    scale = np.abs(reference).max()
+    for what, y in outputs.items():
+        err = np.abs(y - reference).max() / scale
         if err > 1e-4:
             sys.exit(f"{name}: {what} differs from numpy by {err:.2e}; not timing a wrong answer")
     # Useful FLOPs: router + k selected experts per token (2 matmuls, gate/up 2F wide).
     flops = 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
-    return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k}", ours=ours_ms,
-                compile=compile_ms, numpy=numpy_ms, ort=ort_ms, gflops=flops / 1e9)
+    # Bytes a decode step must read: the router and each routed expert once.
+    routed = np.unique(np.argsort(-(x @ wr.T), axis=1, kind="stable")[:, :k])
+    weight_bytes = wr.nbytes + len(routed) * (up[0].nbytes + down[0].nbytes)
+    return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k}", ms=ms, compile=compile_ms,
+                gflop=flops / 1e9, gbytes=weight_bytes / 1e9, decode=tokens <= DECODE_TOKENS and name.startswith("decode"))
 
 
 def measured_sgemm_gflops():
@@ -172,26 +232,86 @@ def measured_sgemm_gflops():
     return 2 * 2048**3 / (ms * 1e6)
 
 
+def measured_bandwidth_gbs():
+    """The machine's memory bandwidth: a 1 GiB copy split over every core
+    (numpy releases the GIL while copying), bytes read + written per second."""
+    import threading
+
+    n = 1 << 28  # 2^28 f32 = 1 GiB
+    src, dst = np.ones(n, np.float32), np.zeros(n, np.float32)
+    parts = np.array_split(np.arange(n), os.cpu_count())
+    bounds = [(p[0], p[-1] + 1) for p in parts if len(p)]
+
+    def copy():
+        threads = [threading.Thread(target=np.copyto, args=(dst[a:b], src[a:b])) for a, b in bounds]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    return 2 * src.nbytes / (median_ms(copy, 5) * 1e6)
+
+
+PEERS = ["numpy", "ort graph", "ort MoE op"]
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in rows]
+    series = ["ours JIT", "ours AOT", *PEERS]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(series)
+    for i, what in enumerate(series):
+        ax.bar([j + i * width for j in range(len(rows))], [r["ms"][what] for r in rows], width, label=what)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], names)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per layer (log scale, lower is better)")
+    ax.set_title(f"One f32 MoE layer on {os.cpu_count()} CPU cores (bench/cpu_layer_bench.py)")
+    ax.legend(ncols=len(series), fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--sizes", default="small,medium,large")
-    parser.add_argument("--moe-run", default=os.path.join(ROOT, "build", "bin", "moe-run"))
+    parser.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"),
+                        help="directory of moe-run, moe-compile and moe-exec")
+    parser.add_argument("--plot", help="also draw the times as a PNG here")
     args = parser.parse_args()
+    tools = {t: os.path.join(args.bin, t) for t in ("moe-run", "moe-compile", "moe-exec")}
     rows = []
     for name in args.sizes.split(","):
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        rows.append(run_size(name, args.repeat, args.moe_run))
+        rows.append(run_size(name, args.repeat, tools))
     peak = measured_sgemm_gflops()
+    bandwidth = measured_bandwidth_gbs()
     print(f"CPU: {os.cpu_count()} cores; f32; median of {args.repeat} runs after 2 warm-up runs; "
-          f"measured f32 GEMM (numpy BLAS, 2048^3): {peak:.1f} GFLOP/s\n")
-    print("| size | shape | ours ms | numpy ms | onnxruntime ms | ours / numpy | ours / ort | ours GFLOP/s "
-          "| of GEMM rate | compile ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"measured f32 GEMM (numpy BLAS, 2048^3): {peak:.1f} GFLOP/s; measured copy bandwidth: "
+          f"{bandwidth:.1f} GB/s\n")
+    print("| size | shape | ours JIT ms | ours AOT ms | numpy ms | ort graph ms | ort MoE op ms | ours / best peer "
+          "| ours rate | of the limit | compile ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['shape']} | {r['ours']:.2f} | {r['numpy']:.2f} | {r['ort']:.2f} | "
-              f"{r['ours'] / r['numpy']:.2f} | {r['ours'] / r['ort']:.2f} | {r['gflops'] / r['ours'] * 1e3:.2f} | "
-              f"{r['gflops'] / r['ours'] * 1e3 / peak:.1%} | {r['compile']:.0f} |")
+        ours = r["ms"]["ours JIT"]
+        best = min(r["ms"][p] for p in PEERS)
+        if r["decode"]:
+            rate = r["gbytes"] / ours * 1e3
+            rate_text, limit = f"{rate:.1f} GB/s", f"{rate / bandwidth:.0%} of bandwidth"
+        else:
+            rate = r["gflop"] / ours * 1e3
+            rate_text, limit = f"{rate:.1f} GFLOP/s", f"{rate / peak:.0%} of GEMM"
+        cells = [r["name"], r["shape"], *(f"{r['ms'][w]:.2f}" for w in ("ours JIT", "ours AOT", *PEERS)),
+                 f"{ours / best:.2f}", rate_text, limit, f"{r['compile']:.0f}"]
+        print("| " + " | ".join(cells) + " |")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"\n[bench] plot written to {args.plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":

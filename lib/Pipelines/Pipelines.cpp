@@ -32,19 +32,22 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
               "func.func(arith-emulate-unsupported-floats{source-types=bf16 target-type=f32},"
               "arith-expand{include-bf16}),"
               "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
-              "convert-to-llvm,reconcile-unrealized-casts,canonicalize");
+              // Vector transfers of the contraction kernels: (masked) loads.
+              "convert-vector-to-llvm,convert-to-llvm,reconcile-unrealized-casts,canonicalize");
 }
 
 /// moe -> bufferized linalg/scf, the start both targets share: inputs
 /// read-only, decompose, lower (contractions parallel for the GPU), C
 /// interfaces, one-shot bufferization. The upstream part is spelled as its
 /// textual pipeline so that the same string reproduces it with mlir-opt.
-static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions) {
+static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions,
+                                  unsigned vectorBits = 512) {
   using namespace mlir::moe;
   pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
   ConvertMoeToLinalgOptions lowering;
   lowering.parallelContractions = parallelContractions;
+  lowering.vectorBits = vectorBits;
   pm.addPass(createConvertMoeToLinalg(lowering));
   addUpstream(pm, name,
               "func.func(llvm-request-c-wrappers),"
@@ -54,7 +57,7 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
 }
 
 void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
-  addBufferizedLowering(pm, "moe-cpu-pipeline", /*parallelContractions=*/false);
+  addBufferizedLowering(pm, "moe-cpu-pipeline", /*parallelContractions=*/false, options.vectorBits);
   if (options.outParams)
     addUpstream(pm, "moe-cpu-pipeline",
                 "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");

@@ -66,6 +66,9 @@ def compile_for_gpu(name, text):
 
 # Set by main(..., wgmma_emulation=True): also run the emulated sm_90a GEMMs.
 _WGMMA_EMULATION = False
+# Set by main(..., cpu_vector_bits=[...]): also run the CPU kernels sized for
+# these vector widths (moe-run --vector-bits), not only this machine's.
+_CPU_VECTOR_BITS = []
 
 
 def execution_modes():
@@ -75,6 +78,7 @@ def execution_modes():
     mapping numerically without a GPU; for the tensor-core tests also with
     the sm_90a (wgmma) GEMM kernels emulated."""
     modes = [("cpu", [])]
+    modes += [(f"cpu-{bits}-bit-tiles", ["--vector-bits", str(bits)]) for bits in _CPU_VECTOR_BITS]
     if os.environ.get("MOE_GPU_EMULATION", "1") != "0":
         modes.append(("gpu-emulation", ["--gpu-emulation"]))
         if _WGMMA_EMULATION:
@@ -195,10 +199,11 @@ def run_function(name, mlir, inputs, expected, tol=1e-5):
     return ok
 
 
-def main(cases, wgmma_emulation=False):
+def main(cases, wgmma_emulation=False, cpu_vector_bits=()):
     """Runs (name, kwargs) cases; exits non-zero if any fails."""
-    global _WGMMA_EMULATION
+    global _WGMMA_EMULATION, _CPU_VECTOR_BITS
     _WGMMA_EMULATION = wgmma_emulation
+    _CPU_VECTOR_BITS = list(cpu_vector_bits)
     results = [run_layer(name, **kw) if "cfg" in kw else run_function(name, **kw) for name, kw in cases]
     passed = sum(results)
     print(f"{passed} passed, {len(results) - passed} failed")

@@ -245,6 +245,7 @@ int main(int argc, char **argv) {
   } else {
     mlir::moe::MoeCpuPipelineOptions options;
     options.outParams = true;
+    options.vectorBits = mlir::moe::preferredVectorBits(*machine);
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }
   if (failed(pm.run(*module)))

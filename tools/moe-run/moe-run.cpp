@@ -87,6 +87,11 @@ static cl::opt<unsigned> threads(
     cl::desc("OpenMP threads of the compiled code (default: OMP_NUM_THREADS, else one per core); "
              "results are identical for any count"),
     cl::init(0), cl::cat(category));
+static cl::opt<unsigned> vectorBits(
+    "vector-bits",
+    cl::desc("Vector register width (bits) the CPU contraction kernels are sized for: 512 or 256 "
+             "(default: this machine's, 512 with AVX-512, else 256)"),
+    cl::init(0), cl::cat(category));
 static cl::opt<bool> saveInputs("save-inputs",
                                 cl::desc("Also write every argument as arg_<i>.npy"),
                                 cl::init(false), cl::cat(category));
@@ -343,25 +348,30 @@ int main(int argc, char **argv) {
   // Lower and JIT-compile (lookup forces code generation, so it is timed here
   // rather than in the first run).
   auto lowerStart = std::chrono::steady_clock::now();
+  if (vectorBits != 0 && vectorBits != 256 && vectorBits != 512)
+    return failWith("--vector-bits must be 512 or 256, not " + llvm::Twine(unsigned(vectorBits)));
+  // Tuned for this machine's CPU: the kernels' tiles fit its vector registers.
+  std::string targetError;
+  std::unique_ptr<llvm::TargetMachine> machine = mlir::moe::createCpuTargetMachine("host", targetError);
+  if (!machine)
+    return failWith("JIT compilation failed: " + targetError);
   PassManager pm(&context);
   if (gpuEmulation) {
     mlir::moe::MoeGpuEmulationPipelineOptions options;
     options.wgmma = emulateWgmma;
     mlir::moe::buildMoeGpuEmulationPipeline(pm, options);
   }
-  else
-    mlir::moe::buildMoeCpuPipeline(pm);
+  else {
+    mlir::moe::MoeCpuPipelineOptions options;
+    options.vectorBits = vectorBits ? unsigned(vectorBits) : mlir::moe::preferredVectorBits(*machine);
+    mlir::moe::buildMoeCpuPipeline(pm, options);
+  }
   if (failed(pm.run(*module)))
     return failWith("lowering " + inputFile + " failed (see the errors above)");
   double lowerMs = msSince(lowerStart);
   auto jitStart = std::chrono::steady_clock::now();
   ExecutionEngineOptions options;
   // options.transformer is a function_ref: the function must outlive create().
-  // Optimised for this machine's CPU: the vector code needs its registers.
-  std::string targetError;
-  std::unique_ptr<llvm::TargetMachine> machine = mlir::moe::createCpuTargetMachine("host", targetError);
-  if (!machine)
-    return failWith("JIT compilation failed: " + targetError);
   std::function<llvm::Error(llvm::Module *)> optimize =
       makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, machine.get());
   std::function<llvm::Error(llvm::Module *)> transform = [&](llvm::Module *m) -> llvm::Error {

@@ -8,8 +8,11 @@ class RewritePatternSet;
 namespace moe {
 /// How the lowerings emit contractions (matmuls, grouped matmuls).
 enum class ContractionForm {
-  /// Register-blocked scf.for nests, one per expert: fast on the CPU.
-  RegisterBlocked,
+  /// Cache-tiled loops around a vector micro-kernel, one nest per expert,
+  /// sized for 512-bit vector registers (32 of them: AVX-512).
+  VectorTiles512,
+  /// The same sized for 256-bit registers (16 of them: AVX2).
+  VectorTiles256,
   /// One parallel linalg.generic per contraction, grouped matmuls gathering
   /// each row's expert weights: every output element is independent, the
   /// form the GPU pipeline maps to threads.

@@ -102,7 +102,10 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
     Option<"parallelContractions", "parallel-contractions", "bool", /*default=*/"false",
            "Emit every contraction as one parallel linalg.generic (grouped "
            "matmuls gather each row's expert weights) instead of register-blocked "
-           "loops: the form the GPU pipeline maps to threads">
+           "loops: the form the GPU pipeline maps to threads">,
+    Option<"vectorBits", "vector-bits", "unsigned", /*default=*/"512",
+           "Vector register width (bits) the CPU contraction kernels are sized "
+           "for: 512 (AVX-512) or less (AVX2 and narrower: 256-bit tiles)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",

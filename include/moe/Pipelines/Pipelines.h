@@ -59,6 +59,12 @@ struct MoeCpuPipelineOptions : public PassPipelineOptions<MoeCpuPipelineOptions>
                      "per-token routing and dispatch) on OpenMP threads (the program then needs "
                      "libomp; OMP_NUM_THREADS sets the count)"),
       llvm::cl::init(true)};
+  PassOptions::Option<unsigned> vectorBits{
+      *this, "vector-bits",
+      llvm::cl::desc("Vector register width the contraction kernels are sized for: 512 "
+                     "(AVX-512) or less (256-bit tiles); moe-run and moe-compile pass the "
+                     "width of the CPU they compile for"),
+      llvm::cl::init(512)};
 };
 
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to

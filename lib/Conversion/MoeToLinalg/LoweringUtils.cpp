@@ -218,68 +218,7 @@ static Value linearParallel(OpBuilder &b, Location loc, Value a, Value w) {
 Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form) {
   if (form == ContractionForm::Parallel)
     return linearParallel(b, loc, a, w);
-  // Register-blocked loops rather than a linalg.generic: eight rows of `a`
-  // share every load of `w`, the accumulators live in registers (scf.for iter_args),
-  // and the k-sums may be reassociated so LLVM vectorizes them. The order is
-  // fixed at compile time, so results are deterministic run to run.
-  constexpr int64_t kRows = 8;
-  auto aType = cast<RankedTensorType>(a.getType());
-  auto wType = cast<RankedTensorType>(w.getType());
-  auto outType = RankedTensorType::get({aType.getDimSize(0), wType.getDimSize(0)}, b.getF32Type());
-  SmallVector<Value> aDims = dimsOf(b, loc, a), wDims = dimsOf(b, loc, w);
-  Value m = aDims[0], n = wDims[0], k = aDims[1];
-  Value init = zeros(b, loc, outType, {m, n});
-  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
-  auto fm = arith::FastMathFlagsAttr::get(
-      b.getContext(), arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
-
-  // Rows [row, row + rows) against every column: `rows` dot products per column.
-  auto block = [&](OpBuilder &ob, Location ol, Value row, int64_t rows, Value out) {
-    auto cols = scf::ForOp::create(
-        ob, ol, zero, n, one, ValueRange{out},
-        [&](OpBuilder &cb, Location cl, Value col, ValueRange outIter) {
-          SmallVector<Value> accInit(rows, constF32(cb, cl, 0.0));
-          auto dot = scf::ForOp::create(
-              cb, cl, zero, k, one, accInit,
-              [&](OpBuilder &kb, Location kl, Value kk, ValueRange acc) {
-                Value wv = toF32(kb, kl, tensor::ExtractOp::create(kb, kl, w, ValueRange{col, kk}));
-                SmallVector<Value> next;
-                for (int64_t i = 0; i < rows; ++i) {
-                  Value r = arith::AddIOp::create(kb, kl, row, constIndex(kb, kl, i));
-                  Value av = toF32(kb, kl, tensor::ExtractOp::create(kb, kl, a, ValueRange{r, kk}));
-                  Value prod = arith::MulFOp::create(kb, kl, av, wv, fm);
-                  next.push_back(arith::AddFOp::create(kb, kl, acc[i], prod, fm));
-                }
-                scf::YieldOp::create(kb, kl, next);
-              });
-          Value result = outIter[0];
-          for (int64_t i = 0; i < rows; ++i) {
-            Value r = arith::AddIOp::create(cb, cl, row, constIndex(cb, cl, i));
-            result = tensor::InsertOp::create(cb, cl, dot.getResult(i), result, ValueRange{r, col});
-          }
-          scf::YieldOp::create(cb, cl, result);
-        });
-    markParallel(cols);
-    return cols.getResult(0);
-  };
-
-  // Blocks of 8 rows, then of 4, then single rows.
-  Value out = init, done = zero;
-  for (int64_t rows : {kRows, kRows / 2, int64_t(1)}) {
-    Value remaining = arith::SubIOp::create(b, loc, m, done);
-    Value span = arith::MulIOp::create(
-        b, loc, arith::DivUIOp::create(b, loc, remaining, constIndex(b, loc, rows)),
-        constIndex(b, loc, rows));
-    Value end = arith::AddIOp::create(b, loc, done, span);
-    auto loop = scf::ForOp::create(b, loc, done, end, constIndex(b, loc, rows), ValueRange{out},
-                                   [&](OpBuilder &nb, Location nl, Value row, ValueRange acc) {
-                                     scf::YieldOp::create(nb, nl, block(nb, nl, row, rows, acc[0]));
-                                   });
-    markParallel(loop);
-    out = loop.getResult(0);
-    done = end;
-  }
-  return out;
+  return tiledLinearF32(b, loc, a, w, form);
 }
 
 Value lowering::mapF32(OpBuilder &b, Location loc, Value input,

@@ -61,6 +61,9 @@ Value filled(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dims,
 Value castElements(OpBuilder &b, Location loc, Value tensor, Type elementType);
 /// out[m, n] = Σ_k a[m, k] · w[n, k], accumulated in f32 (an nn.Linear).
 Value linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form);
+/// linearF32 for the CPU forms: a cache-tiled vector kernel
+/// (VectorContraction.cpp).
+Value tiledLinearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form);
 /// Marks an scf.for whose iterations write disjoint elements, so the GPU
 /// pipeline may run them in parallel (moe.parallel, dialects/moe/MoeBase.td).
 void markParallel(Operation *loop);
@@ -133,7 +136,7 @@ SmallVector<Value> topKScan(
 /// and static sizes).
 template <typename OpTy, Value (*Build)(PatternRewriter &, OpTy, ContractionForm)>
 struct CastLowering : OpRewritePattern<OpTy> {
-  CastLowering(MLIRContext *ctx, ContractionForm form = ContractionForm::RegisterBlocked)
+  CastLowering(MLIRContext *ctx, ContractionForm form = ContractionForm::VectorTiles512)
       : OpRewritePattern<OpTy>(ctx), form(form) {}
   LogicalResult matchAndRewrite(OpTy op, PatternRewriter &b) const override {
     b.replaceOp(op, castToType(b, op.getLoc(), Build(b, op, form), op.getType()));
@@ -146,7 +149,7 @@ struct CastLowering : OpRewritePattern<OpTy> {
 /// results, which replace it.
 template <typename OpTy, SmallVector<Value> (*Build)(PatternRewriter &, OpTy, ContractionForm)>
 struct FunctionLowering : OpRewritePattern<OpTy> {
-  FunctionLowering(MLIRContext *ctx, ContractionForm form = ContractionForm::RegisterBlocked)
+  FunctionLowering(MLIRContext *ctx, ContractionForm form = ContractionForm::VectorTiles512)
       : OpRewritePattern<OpTy>(ctx), form(form) {}
   LogicalResult matchAndRewrite(OpTy op, PatternRewriter &b) const override {
     b.replaceOp(op, Build(b, op, form));

@@ -56,8 +56,9 @@ struct ConvertMoeToLinalgPass
       return signalPassFailure();
 
     RewritePatternSet patterns(ctx);
-    ContractionForm form =
-        parallelContractions ? ContractionForm::Parallel : ContractionForm::RegisterBlocked;
+    ContractionForm form = parallelContractions ? ContractionForm::Parallel
+                           : vectorBits >= 512  ? ContractionForm::VectorTiles512
+                                                : ContractionForm::VectorTiles256;
     populateMoeRoutingToLinalgPatterns(patterns, form);
     populateMoeDispatchToLinalgPatterns(patterns);
     populateMoeExpertsToLinalgPatterns(patterns, form);
@@ -67,7 +68,7 @@ struct ConvertMoeToLinalgPass
     // Quantised weights only grouped matmuls read stay for the CPU's
     // grouped matmul to dequantise expert by expert; erased once it has.
     target.addDynamicallyLegalOp<DequantizeOp>([&](DequantizeOp op) {
-      return form == ContractionForm::RegisterBlocked && lowering::isDequantizedPerExpert(op);
+      return form != ContractionForm::Parallel && lowering::isDequantizedPerExpert(op);
     });
     target.addLegalDialect<arith::ArithDialect, linalg::LinalgDialect, math::MathDialect,
                            scf::SCFDialect, tensor::TensorDialect>();
