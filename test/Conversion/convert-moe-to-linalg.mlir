@@ -1,9 +1,13 @@
 // RUN: moe-opt %s --convert-moe-to-linalg --split-input-file | FileCheck %s
 // RUN: moe-opt %s --convert-moe-to-linalg=parallel-contractions --split-input-file \
 // RUN:   | FileCheck %s --check-prefix=PAR
+// RUN: moe-opt %s --convert-moe-to-linalg=vector-bits=256 --split-input-file | FileCheck %s --check-prefix=V256
 // Each moe op lowers to upstream ops only; numerics are checked in test/Numerical.
 
-// Contractions: blocks of 8 (then 4, then 1) rows, reassociable f32 sums in registers.
+// Contractions: parallel blocks of 64 rows x a column panel; register tiles
+// of 4 x 6 outputs whose vector accumulators take vector.fma along k (16
+// lanes with 512-bit vectors; 3 x 4 tiles of 8 lanes with 256-bit ones),
+// summed across the lanes at the end. K = 64 is whole vectors: no masked read.
 // CHECK-LABEL: func @router
 // Parallel form (the GPU's): one generic, m and n parallel, k a reduction.
 // PAR-LABEL: func @router
@@ -11,13 +15,34 @@
 // PAR: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
 // PAR-NOT: scf.for
 // PAR: return
-// CHECK: scf.for {{.*}} step %c8
-// CHECK: arith.extf {{.*}} : bf16 to f32
-// CHECK: arith.addf {{.*}} fastmath<reassoc,contract> : f32
+// CHECK: scf.for {{.*}} step %c64
+// CHECK: scf.for {{.*}} step %c4
+// CHECK: scf.for {{.*}} step %c6
+// CHECK: vector.transfer_read {{.*}} {in_bounds = [true]} : tensor<?x64xbf16>, vector<16xbf16>
+// CHECK: arith.extf {{.*}} : vector<16xbf16> to vector<16xf32>
+// CHECK: vector.fma {{.*}} : vector<16xf32>
+// CHECK-NOT: {{%cst[_0-9]*}} : tensor<?x64xbf16>, vector<16xbf16>
+// CHECK: vector.reduction <add>, {{.*}} fastmath<reassoc> : vector<16xf32> into f32
 // CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
+// V256-LABEL: func @router
+// V256: scf.for {{.*}} step %c3
+// V256: scf.for {{.*}} step %c4
+// V256: vector.fma {{.*}} : vector<8xf32>
+// V256: vector.reduction <add>, {{.*}} : vector<8xf32> into f32
 func.func @router(%x: tensor<?x64xbf16>, %w: tensor<8x64xbf16>) -> tensor<?x8xf32> {
   %z = moe.router %x, %w : (tensor<?x64xbf16>, tensor<8x64xbf16>) -> tensor<?x8xf32>
   return %z : tensor<?x8xf32>
+}
+
+// -----
+
+// K = 20: one whole vector, then a masked partial one (no in_bounds: padding 0).
+// CHECK-LABEL: func @router_odd_k
+// CHECK: vector.transfer_read {{.*}} {in_bounds = [true]} : tensor<4x20xf32>, vector<16xf32>
+// CHECK: vector.transfer_read %arg0[{{.*}}], %{{[a-z_0-9]+}} : tensor<4x20xf32>, vector<16xf32>
+func.func @router_odd_k(%x: tensor<4x20xf32>, %w: tensor<8x20xf32>) -> tensor<4x8xf32> {
+  %z = moe.router %x, %w : (tensor<4x20xf32>, tensor<8x20xf32>) -> tensor<4x8xf32>
+  return %z : tensor<4x8xf32>
 }
 
 // -----
@@ -312,8 +337,11 @@ func.func @meo_ops(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>, %down: tensor<8x16x
 
 // Quantised weights read only by grouped matmuls: the CPU form dequantises
 // expert by expert inside the loop over experts, only for experts with rows
-// (scf.if), never the whole [4, 16, 32] tensor; the parallel form
-// dequantises all of it in one elementwise generic the GEMM then reads.
+// (scf.if), never the whole [4, 16, 32] tensor: with blocks of 8 values,
+// into one expert's float copy for 16-lane vectors, in the kernel's loads
+// for 8-lane ones (4 packed bytes split into 8 values, no copy); the
+// parallel form dequantises all of it in one elementwise generic the GEMM
+// then reads.
 // CHECK-LABEL: func @dequantize_in_grouped_matmul
 // CHECK-NOT: moe.dequantize
 // CHECK-NOT: tensor<4x16x32xf32>
@@ -323,6 +351,13 @@ func.func @meo_ops(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>, %down: tensor<8x16x
 // CHECK: arith.shrui
 // CHECK-NOT: tensor<4x16x32xf32>
 // CHECK: return
+// V256-LABEL: func @dequantize_in_grouped_matmul
+// V256: scf.if
+// V256-NOT: linalg.generic
+// V256: vector.transfer_read {{.*}} : tensor<4x16x16xi8>, vector<4xi8>
+// V256: vector.interleave {{.*}} : vector<4xi8> -> vector<8xi8>
+// V256: vector.fma {{.*}} : vector<8xf32>
+// V256: return
 // PAR-LABEL: func @dequantize_in_grouped_matmul
 // PAR: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel"]
 // PAR: arith.shrui
@@ -334,6 +369,29 @@ func.func @dequantize_in_grouped_matmul(%q: tensor<4x16x16xi8>, %s: tensor<4x16x
       : (tensor<4x16x16xi8>, tensor<4x16x4xf32>, tensor<4x16x4xi8>) -> tensor<4x16x32xf32>
   %h = moe.grouped_matmul %xs, %w, %off : (tensor<?x32xf32>, tensor<4x16x32xf32>, tensor<5xi32>) -> tensor<?x16xf32>
   return %h : tensor<?x16xf32>
+}
+
+// -----
+
+// Blocks of whole 16-lane vectors: dequantised in the kernel's loads (8
+// packed bytes split into 16 values, centred on the zero point, scaled, and
+// rounded to bf16 as the op's result is), no float copy of any expert.
+// CHECK-LABEL: func @dequantize_in_kernel
+// CHECK: scf.if
+// CHECK-NOT: linalg.generic
+// CHECK: vector.transfer_read {{.*}} : tensor<4x16x16xi8>, vector<8xi8>
+// CHECK: vector.interleave {{.*}} : vector<8xi8> -> vector<16xi8>
+// CHECK: arith.extui {{.*}} : vector<16xi8> to vector<16xi32>
+// CHECK: arith.truncf {{.*}} : vector<16xf32> to vector<16xbf16>
+// CHECK: vector.fma {{.*}} : vector<16xf32>
+// CHECK-NOT: tensor<4x16x32xbf16>
+// CHECK: return
+func.func @dequantize_in_kernel(%q: tensor<4x16x16xi8>, %s: tensor<4x16x2xf32>, %z: tensor<4x16x2xi8>,
+                                %xs: tensor<?x32xbf16>, %off: tensor<5xi32>) -> tensor<?x16xbf16> {
+  %w = moe.dequantize %q, %s zero_points(%z) {bits = 4, block_size = 16}
+      : (tensor<4x16x16xi8>, tensor<4x16x2xf32>, tensor<4x16x2xi8>) -> tensor<4x16x32xbf16>
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<?x32xbf16>, tensor<4x16x32xbf16>, tensor<5xi32>) -> tensor<?x16xbf16>
+  return %h : tensor<?x16xbf16>
 }
 
 // -----

@@ -1,8 +1,10 @@
 # moe.dequantize (packed 2/4/8-bit expert weights, scales per row or per
 # block, with and without zero points) against a float64 numpy reference:
 # on its own (one elementwise generic), and read by moe.grouped_matmul,
-# which on the CPU dequantises one expert at a time inside its loop (only
-# experts with rows; one group here is empty). Random bytes, scales and
+# which on the CPU dequantises only the experts with rows (one group here is
+# empty): in the contraction kernel's loads when every vector of 16 (512-bit
+# tiles) or 8 (256-bit tiles, run too) values lies in one block, else into
+# one expert's float copy (blocks of 8 with 512-bit tiles). Random bytes, scales and
 # tokens. f32 results rel err <= 1e-5; bf16 results (weights rounded to
 # bf16 as the op does) <= 8e-3.
 # RUN: %moe_python %s
@@ -71,5 +73,6 @@ def case(name, bits, block, zero_points, dtype):
 
 
 CASES = (case("int8_per_row", 8, 0, False, "f32") + case("int4_block8_zero_points", 4, 8, True, "f32")
+         + case("int4_block16_zero_points", 4, 16, True, "f32") + case("int8_block32_bf16", 8, 32, False, "bf16")
          + case("int2_per_row_zero_points_bf16", 2, 0, True, "bf16") + case("int4_per_row_bf16", 4, 0, False, "bf16"))
-main(CASES)
+main(CASES, cpu_vector_bits=[256])

@@ -73,7 +73,7 @@ def MoeLowerStablehlo : Pass<"moe-lower-stablehlo", "::mlir::ModuleOp"> {
 }
 
 def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
-  let summary = "Lowers every moe op to linalg, tensor, arith, math and scf";
+  let summary = "Lowers every moe op to linalg, tensor, arith, math, scf and vector";
   let description = [{
     The executable meaning of the dialect: after this pass a program has no
     moe op left and runs through the upstream bufferization and LLVM
@@ -82,7 +82,10 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
     program can be run at any point of the moe pipeline and compared.
 
     Contractions (router, grouped matmuls, dense FFN, merges) become
-    `linalg.generic` accumulating in f32; selections and the dispatch plan,
+    cache-tiled `scf.for` nests around a register tile of `vector.fma`
+    dot products accumulating in f32 (sized by `vector-bits`; quantised
+    weights dequantised in the kernel's loads), or with
+    `parallel-contractions` one `linalg.generic` each; selections and the dispatch plan,
     which are sequential over tokens, become `scf.for` loops building their
     small results with `tensor.insert`. An op that cannot be lowered is a
     located error, and the pass fails.
@@ -101,8 +104,8 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
   let options = [
     Option<"parallelContractions", "parallel-contractions", "bool", /*default=*/"false",
            "Emit every contraction as one parallel linalg.generic (grouped "
-           "matmuls gather each row's expert weights) instead of register-blocked "
-           "loops: the form the GPU pipeline maps to threads">,
+           "matmuls gather each row's expert weights) instead of tiled vector "
+           "kernels: the form the GPU pipeline maps to threads">,
     Option<"vectorBits", "vector-bits", "unsigned", /*default=*/"512",
            "Vector register width (bits) the CPU contraction kernels are sized "
            "for: 512 (AVX-512) or less (AVX2 and narrower: 256-bit tiles)">
@@ -110,7 +113,7 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
-    "::mlir::tensor::TensorDialect"
+    "::mlir::tensor::TensorDialect", "::mlir::vector::VectorDialect"
   ];
 }
 

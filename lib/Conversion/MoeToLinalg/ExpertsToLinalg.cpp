@@ -75,7 +75,7 @@ Value activate(OpBuilder &b, Location loc, Activation act, Value h) {
 
 /// Row r's expert for the grouped matmul: the last e (experts in order, the
 /// shared one as E_w) whose clamped range [offsets[e], offsets[e+1]) holds r,
-/// or -1. The register-blocked form overwrites ranges in the same order, so
+/// or -1. The tiled CPU form overwrites ranges in the same order, so
 /// both forms agree even on overlapping (malformed) offsets.
 Value rowExperts(OpBuilder &b, Location loc, Value offsets, Value rows, int64_t staticRows,
                  Value numGroups) {
@@ -159,7 +159,7 @@ Value groupedMatmulParallel(OpBuilder &b, Location loc, Value lhs, Value w, Valu
 
 /// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times
 /// expert e of `w` (and, with `shared`, rows of expert E_w times `shared`);
-/// other rows 0. Register-blocked: one blocked contraction per expert.
+/// other rows 0. On the CPU: one tiled contraction per expert.
 /// Quantised weights (a moe.dequantize all of whose users are grouped
 /// matmuls) are dequantised one expert at a time, only for experts with rows.
 Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
@@ -185,7 +185,7 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
   SmallVector<OpFoldResult> unit = {b.getIndexAttr(1), b.getIndexAttr(1)};
 
   // acc with the rows [offsets[e], offsets[e+1]) (clamped) times `weight`ᵀ.
-  auto accumulate = [&](OpBuilder &nb, Location nl, Value current, Value e, Value weight) {
+  auto accumulate = [&](OpBuilder &nb, Location nl, Value current, Value e, WeightSource weight) {
     auto offsetAt = [&](Value i) {
       Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
       v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
@@ -197,7 +197,7 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
     Value a = tensor::ExtractSliceOp::create(nb, nl, sliceType, lhs,
                                              ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
                                              ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
-    Value part = linearF32(nb, nl, a, weight, form);
+    Value part = tiledLinearF32(nb, nl, a, weight, form);
     if (part.getType() != partType)
       part = tensor::CastOp::create(nb, nl, partType, part);
     return tensor::InsertSliceOp::create(nb, nl, part, current,
@@ -213,7 +213,7 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
               nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
               ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
               ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
-          scf::YieldOp::create(nb, nl, accumulate(nb, nl, iter[0], e, we));
+          scf::YieldOp::create(nb, nl, accumulate(nb, nl, iter[0], e, WeightSource{we, nullptr, nullptr}));
           return;
         }
         // Only experts with rows pay for dequantising their weights.
@@ -223,15 +223,18 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
         auto ifRows = scf::IfOp::create(
             nb, nl, hasRows,
             [&](OpBuilder &tb, Location tl) {
-              Value we = dequantizeExpert(tb, tl, quantized, e);
-              scf::YieldOp::create(tb, tl, accumulate(tb, tl, iter[0], e, we));
+              // In the kernel's loads where it can; else one expert's float copy.
+              WeightSource source{nullptr, quantized, e};
+              if (!canDequantizeInKernel(quantized, form))
+                source = WeightSource{dequantizeExpert(tb, tl, quantized, e), nullptr, nullptr};
+              scf::YieldOp::create(tb, tl, accumulate(tb, tl, iter[0], e, source));
             },
             [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, iter[0]); });
         scf::YieldOp::create(nb, nl, ifRows.getResults());
       });
   Value result = loop.getResult(0);
   if (shared)
-    result = accumulate(b, loc, result, wDims[0], shared);
+    result = accumulate(b, loc, result, wDims[0], WeightSource{shared, nullptr, nullptr});
   return result;
 }
 

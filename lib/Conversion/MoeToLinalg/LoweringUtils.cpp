@@ -218,7 +218,7 @@ static Value linearParallel(OpBuilder &b, Location loc, Value a, Value w) {
 Value lowering::linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form) {
   if (form == ContractionForm::Parallel)
     return linearParallel(b, loc, a, w);
-  return tiledLinearF32(b, loc, a, w, form);
+  return tiledLinearF32(b, loc, a, WeightSource{w, nullptr, nullptr}, form);
 }
 
 Value lowering::mapF32(OpBuilder &b, Location loc, Value input,

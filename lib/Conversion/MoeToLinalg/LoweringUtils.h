@@ -17,11 +17,9 @@
 #include "moe/Utils/ScalarMath.h"
 
 #include "mlir/IR/PatternMatch.h"
+#include "dialects/moe/MoeOps.h"
 #include "llvm/ADT/STLFunctionalExtras.h"
 
-namespace mlir::moe {
-class DequantizeOp;
-} // namespace mlir::moe
 
 namespace mlir::moe::lowering {
 
@@ -61,9 +59,19 @@ Value filled(OpBuilder &b, Location loc, RankedTensorType type, ValueRange dims,
 Value castElements(OpBuilder &b, Location loc, Value tensor, Type elementType);
 /// out[m, n] = Σ_k a[m, k] · w[n, k], accumulated in f32 (an nn.Linear).
 Value linearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form);
+/// The weights of a CPU contraction: a [N, K] tensor, or expert `expert` of a
+/// moe.dequantize, dequantised in the kernel's loads.
+struct WeightSource {
+  Value tensor;
+  DequantizeOp quantized;
+  Value expert;
+};
 /// linearF32 for the CPU forms: a cache-tiled vector kernel
 /// (VectorContraction.cpp).
-Value tiledLinearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form);
+Value tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource w, ContractionForm form);
+/// True when the CPU kernel of `form` can dequantise `op`'s weights in its
+/// loads (a static K of whole vectors, blocks of whole vectors).
+bool canDequantizeInKernel(DequantizeOp op, ContractionForm form);
 /// Marks an scf.for whose iterations write disjoint elements, so the GPU
 /// pipeline may run them in parallel (moe.parallel, dialects/moe/MoeBase.td).
 void markParallel(Operation *loop);
@@ -113,7 +121,7 @@ SmallVector<Value> dequantizedDims(OpBuilder &b, Location loc, DequantizeOp op);
 /// Expert e's weights [N, K] of a moe.dequantize, in its element type.
 Value dequantizeExpert(OpBuilder &b, Location loc, DequantizeOp op, Value e);
 /// True when every use of `op` is the weights of a grouped matmul: the
-/// register-blocked lowering then dequantises one expert at a time instead.
+/// tiled CPU lowering then dequantises one expert at a time instead.
 bool isDequantizedPerExpert(DequantizeOp op);
 
 //===--- Iterative top-k scan ---------------------------------------------===//

@@ -16,12 +16,19 @@
 //   kernel: one kernel to compile, and a decode step with a single row per
 //   expert still reads each weight once (it is bound by memory, not FMAs).
 //
+// Quantised weights (moe.dequantize of 8-, 4- or 2-bit values, one scale per
+// row or per block of a multiple of VL values) are dequantised in the
+// kernel's loads: a step reads VL·bits/8 packed bytes per weight row, splits
+// them into values in registers and scales them, so the float weights never
+// exist in memory (a decode step reads 1/4 or 1/8 of the f32 bytes).
+//
 // The order of every sum is fixed at compile time and each output element
 // is computed by one iteration: results do not depend on the thread count.
 //
 //===----------------------------------------------------------------------===//
 
 #include "LoweringUtils.h"
+#include "dialects/moe/MoeOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -88,8 +95,64 @@ Value readRow(OpBuilder &b, Location loc, Value t, Value row, Value k, int64_t l
   return arith::ExtFOp::create(b, loc, VectorType::get({lanes}, b.getF32Type()), read.getResult());
 }
 
+/// `lanes` consecutive weights of row `n` from column `k` of expert `e` of a
+/// moe.dequantize, as f32, rounded through the dequantize's element type as
+/// its own lowering rounds them. k is a multiple of `lanes`, which divides
+/// the block size (canDequantizeInKernel).
+Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k, int64_t lanes) {
+  int64_t bits = op.getBits(), pack = op.getValuesPerByte(), blockSize = op.getBlockSize();
+  Type i8 = b.getI8Type(), i32 = b.getI32Type(), f32 = b.getF32Type();
+  auto vec = [&](Type t) { return VectorType::get({lanes}, t); };
+  // lanes / pack bytes hold the lanes values, low bits first.
+  auto byteType = VectorType::get({lanes / pack}, i8);
+  Value byteAt = arith::DivUIOp::create(b, loc, k, constIndex(b, loc, pack));
+  Value pad = arith::ConstantOp::create(b, loc, b.getZeroAttr(i8));
+  Value bytes = vector::TransferReadOp::create(b, loc, byteType, op.getPacked(), ValueRange{e, n, byteAt}, pad,
+                                               ArrayRef<bool>{true});
+  // Value j of a byte: (byte >> j·bits) & mask; interleaving the j-th values
+  // of all bytes restores the order (for 2 bits: pairs of pairs).
+  auto field = [&](int64_t j) {
+    Value shift = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(byteType, b.getI8IntegerAttr(j * bits).getValue()));
+    Value mask = arith::ConstantOp::create(b, loc,
+                                           DenseElementsAttr::get(byteType, b.getI8IntegerAttr((1 << bits) - 1).getValue()));
+    return arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, bytes, shift), mask).getResult();
+  };
+  Value values;
+  if (pack == 1)
+    values = bytes;
+  else if (pack == 2)
+    values = vector::InterleaveOp::create(b, loc, field(0), field(1));
+  else
+    values = vector::InterleaveOp::create(b, loc, vector::InterleaveOp::create(b, loc, field(0), field(2)),
+                                          vector::InterleaveOp::create(b, loc, field(1), field(3)));
+  Value q = arith::ExtUIOp::create(b, loc, vec(i32), values);
+  SmallVector<Value> at = {e, n};
+  if (blockSize > 0)
+    at.push_back(arith::DivUIOp::create(b, loc, k, constIndex(b, loc, blockSize)));
+  Value zero = op.getZeroPoints()
+                   ? arith::ExtUIOp::create(b, loc, i32, tensor::ExtractOp::create(b, loc, op.getZeroPoints(), at))
+                         .getResult()
+                   : arith::ConstantOp::create(b, loc, i32, b.getI32IntegerAttr(1 << (bits - 1))).getResult();
+  Value centred = arith::SIToFPOp::create(
+      b, loc, vec(f32), arith::SubIOp::create(b, loc, q, vector::BroadcastOp::create(b, loc, vec(i32), zero)));
+  Value scale = toF32(b, loc, tensor::ExtractOp::create(b, loc, op.getScales(), at));
+  Value w = arith::MulFOp::create(b, loc, centred, vector::BroadcastOp::create(b, loc, vec(f32), scale));
+  Type element = cast<RankedTensorType>(op.getType()).getElementType();
+  if (element.isF32())
+    return w;
+  return arith::ExtFOp::create(b, loc, vec(f32), arith::TruncFOp::create(b, loc, vec(element), w).getResult());
+}
+
+/// Row `n` of the weights from column `k`, `lanes` values as f32.
+Value readWeightRow(OpBuilder &b, Location loc, WeightSource w, Value n, Value k, int64_t lanes,
+                    bool inBounds) {
+  if (w.quantized)
+    return readDequantizedRow(b, loc, w.quantized, w.expert, n, k, lanes);
+  return readRow(b, loc, w.tensor, n, k, lanes, inBounds);
+}
+
 /// out[r, c] = a[r, :] · w[c, :] for the rows and columns given.
-Value microKernel(OpBuilder &b, Location loc, Value a, Value w, Value out, ArrayRef<Value> rowIndex,
+Value microKernel(OpBuilder &b, Location loc, Value a, WeightSource w, Value out, ArrayRef<Value> rowIndex,
                   ArrayRef<Value> colIndex, Value k, Value kMain, bool partialVector, int64_t lanes) {
   int64_t rows = rowIndex.size(), cols = colIndex.size();
   auto accType = VectorType::get({lanes}, b.getF32Type());
@@ -104,7 +167,7 @@ Value microKernel(OpBuilder &b, Location loc, Value a, Value w, Value out, Array
                  for (int64_t i = 0; i < rows; ++i)
                    aRows.push_back(readRow(kb, kl, a, rowIndex[i], kk, lanes, inBounds));
                  for (int64_t j = 0; j < cols; ++j) {
-                   Value wRow = readRow(kb, kl, w, colIndex[j], kk, lanes, inBounds);
+                   Value wRow = readWeightRow(kb, kl, w, colIndex[j], kk, lanes, inBounds);
                    for (int64_t i = 0; i < rows; ++i)
                      next[i * cols + j] = vector::FMAOp::create(kb, kl, aRows[i], wRow, next[i * cols + j]);
                  }
@@ -128,13 +191,37 @@ Value microKernel(OpBuilder &b, Location loc, Value a, Value w, Value out, Array
 
 } // namespace
 
-Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, Value w, ContractionForm form) {
+bool lowering::canDequantizeInKernel(DequantizeOp op, ContractionForm form) {
+  int64_t lanes = tileShapeOf(form).lanes;
+  int64_t k = cast<RankedTensorType>(op.getType()).getDimSize(2), blockSize = op.getBlockSize();
+  // Whole vectors only (no masked packed reads), each inside one block.
+  return form != ContractionForm::Parallel && !ShapedType::isDynamic(k) && k % lanes == 0 &&
+         (blockSize == 0 || blockSize % lanes == 0);
+}
+
+Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource w, ContractionForm form) {
   TileShape tile = tileShapeOf(form);
   auto aType = cast<RankedTensorType>(a.getType());
-  auto wType = cast<RankedTensorType>(w.getType());
-  auto outType = RankedTensorType::get({aType.getDimSize(0), wType.getDimSize(0)}, b.getF32Type());
-  SmallVector<Value> aDims = dimsOf(b, loc, a), wDims = dimsOf(b, loc, w);
-  Value m = aDims[0], n = wDims[0], k = aDims[1];
+  // The weights' [N, K] shape and bytes per value.
+  int64_t staticN, staticKw;
+  double valueBytes;
+  Value n;
+  if (w.quantized) {
+    auto type = cast<RankedTensorType>(w.quantized.getType());
+    staticN = type.getDimSize(1);
+    staticKw = type.getDimSize(2);
+    valueBytes = double(w.quantized.getBits()) / 8;
+    n = dequantizedDims(b, loc, w.quantized)[1];
+  } else {
+    auto type = cast<RankedTensorType>(w.tensor.getType());
+    staticN = type.getDimSize(0);
+    staticKw = type.getDimSize(1);
+    valueBytes = double(type.getElementTypeBitWidth()) / 8;
+    n = dimsOf(b, loc, w.tensor)[0];
+  }
+  auto outType = RankedTensorType::get({aType.getDimSize(0), staticN}, b.getF32Type());
+  SmallVector<Value> aDims = dimsOf(b, loc, a);
+  Value m = aDims[0], k = aDims[1];
   Value init = zeros(b, loc, outType, {m, n});
   Value zero = constIndex(b, loc, 0);
   Value lanes = constIndex(b, loc, tile.lanes);
@@ -145,10 +232,9 @@ Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, Value w, Con
 
   // Columns per panel: a multiple of NR whose weights fill about kPanelBytes.
   int64_t panel = 8 * tile.columns;
-  if (!ShapedType::isDynamic(wType.getDimSize(1))) {
-    int64_t rowBytes = wType.getDimSize(1) * ((wType.getElementTypeBitWidth() + 7) / 8);
-    panel = std::clamp<int64_t>(kPanelBytes / std::max<int64_t>(rowBytes, 1) / tile.columns, 1, 32) *
-            tile.columns;
+  if (!ShapedType::isDynamic(staticKw)) {
+    int64_t rowBytes = std::max<int64_t>(int64_t(staticKw * valueBytes), 1);
+    panel = std::clamp<int64_t>(kPanelBytes / rowBytes / tile.columns, 1, 32) * tile.columns;
   }
   Value panelSize = constIndex(b, loc, panel), blockRows = constIndex(b, loc, kBlockRows);
 
