@@ -51,6 +51,7 @@ struct Driver {
   CUresult (*cuMemFreeAsync)(CUdeviceptr, CUstream);
   CUresult (*cuMemcpyAsync)(CUdeviceptr, CUdeviceptr, size_t, CUstream);
   CUresult (*cuMemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
+  CUresult (*cuMemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
   CUresult (*cuMemsetD16Async)(CUdeviceptr, unsigned short, size_t, CUstream);
   CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void *, size_t);
   CUresult (*cuMemcpyDtoH)(void *, CUdeviceptr, size_t);
@@ -146,6 +147,7 @@ bool loadDriver(Driver &d) {
   ok &= lookup(library, d.cuMemFreeAsync, "cuMemFreeAsync");
   ok &= lookup(library, d.cuMemcpyAsync, "cuMemcpyAsync");
   ok &= lookup(library, d.cuMemsetD32Async, "cuMemsetD32Async");
+  ok &= lookup(library, d.cuMemsetD8Async, "cuMemsetD8Async");
   ok &= lookup(library, d.cuMemsetD16Async, "cuMemsetD16Async");
   ok &= lookup(library, d.cuMemcpyHtoD, "cuMemcpyHtoD_v2", "cuMemcpyHtoD");
   ok &= lookup(library, d.cuMemcpyDtoH, "cuMemcpyDtoH_v2", "cuMemcpyDtoH");
@@ -232,6 +234,14 @@ extern "C" int moeRuntimeCopyToDevice(void *device, const void *host, size_t byt
 extern "C" int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes) {
   return usable() && check(drv().cuMemcpyDtoH(host, reinterpret_cast<CUdeviceptr>(device), bytes),
                            "cuMemcpyDtoH")
+             ? 0
+             : 1;
+}
+extern "C" int moeRuntimeFill8(void *device, unsigned char pattern, size_t count) {
+  return usable() && check(drv().cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(device), pattern,
+                                                 count, runtime().stream),
+                           "cuMemsetD8Async") &&
+                 check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize")
              ? 0
              : 1;
 }

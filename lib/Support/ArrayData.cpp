@@ -81,6 +81,7 @@ double npy::elementAt(const Array &a, int64_t i) {
   case DType::bf16: { uint16_t v; std::memcpy(&v, p, 2); return bf16ToFloat(v); }
   case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return double(v); }
   case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return double(v); }
+  case DType::i8: return double(int8_t(*p));
   }
   return 0;
 }
@@ -94,6 +95,7 @@ std::vector<uint8_t> npy::encodeElement(DType type, double value) {
   case DType::f16: { uint16_t x = floatToHalf(float(value)); std::memcpy(bytes.data(), &x, 2); break; }
   case DType::i64: { int64_t x = int64_t(value); std::memcpy(bytes.data(), &x, 8); break; }
   case DType::i32: { int32_t x = int32_t(value); std::memcpy(bytes.data(), &x, 4); break; }
+  case DType::i8: bytes[0] = uint8_t(int8_t(value)); break;
   }
   return bytes;
 }
@@ -117,7 +119,9 @@ Array npy::randomArray(DType type, const std::vector<int64_t> &shape, uint64_t s
     uint64_t r = splitmix64(state);
     double u = double(r >> 11) * (1.0 / 9007199254740992.0);
     bool integer = type == DType::i32 || type == DType::i64;
-    std::vector<uint8_t> element = encodeElement(type, integer ? double(r % 8) : (2.0 * u - 1.0) * scale);
+    // Integers are small indices; bytes (packed weights) take every value.
+    double value = type == DType::i8 ? double(int8_t(r & 0xff)) : integer ? double(r % 8) : (2.0 * u - 1.0) * scale;
+    std::vector<uint8_t> element = encodeElement(type, value);
     std::memcpy(a.data.data() + i * size, element.data(), size);
   }
   return a;

@@ -23,6 +23,8 @@ size_t npy::elementSize(DType type) {
   case DType::f16:
   case DType::bf16:
     return 2;
+  case DType::i8:
+    return 1;
   }
   return 0;
 }
@@ -35,6 +37,7 @@ std::string npy::descr(DType type) {
   case DType::bf16: return "<u2";
   case DType::i64: return "<i8";
   case DType::i32: return "<i4";
+  case DType::i8: return "|i1";
   }
   return "";
 }
@@ -47,11 +50,13 @@ std::string npy::name(DType type) {
   case DType::bf16: return "bf16 (uint16 bits)";
   case DType::i64: return "i64";
   case DType::i32: return "i32";
+  case DType::i8: return "i8";
   }
   return "";
 }
 
-static constexpr DType kAllTypes[] = {DType::f64, DType::f32, DType::f16, DType::bf16, DType::i64, DType::i32};
+static constexpr DType kAllTypes[] = {DType::f64, DType::f32, DType::f16, DType::bf16,
+                                      DType::i64, DType::i32, DType::i8};
 
 std::string npy::mlirName(DType type) {
   switch (type) {
@@ -61,6 +66,7 @@ std::string npy::mlirName(DType type) {
   case DType::bf16: return "bf16";
   case DType::i64: return "i64";
   case DType::i32: return "i32";
+  case DType::i8: return "i8";
   }
   return "";
 }
@@ -157,9 +163,14 @@ bool npy::parse(std::string_view bytes, const std::string &path, Array &array, s
       array.type = t;
       known = true;
     }
+  // Packed weights are usually saved as uint8: the same bytes.
+  if (descrText == "|u1") {
+    array.type = DType::i8;
+    known = true;
+  }
   if (!known)
     return fail(path, "unsupported dtype '" + descrText +
-                          "' (supported: <f8, <f4, <f2, <u2 for bf16 bits, <i8, <i4)", error);
+                          "' (supported: <f8, <f4, <f2, <u2 for bf16 bits, <i8, <i4, |i1 or |u1 for i8)", error);
   std::optional<std::string> order = headerField(header, "fortran_order");
   if (order && trim(*order) == "True")
     return fail(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray",

@@ -214,14 +214,14 @@ int main(int argc, char **argv) {
     auto buffer = bufferOf(t, inputName(i));
     if (!buffer)
       return failWith("argument " + llvm::Twine(i) + " of @" + spec.entry +
-                      " is not a ranked tensor of f64, f32, f16, bf16, i64 or i32");
+                      " is not a ranked tensor of f64, f32, f16, bf16, i64, i32 or i8");
     spec.inputs.push_back(*buffer);
   }
   for (auto [i, t] : llvm::enumerate(type.getResults())) {
     auto buffer = bufferOf(t, "result" + std::to_string(i));
     if (!buffer)
       return failWith("result " + llvm::Twine(i) + " of @" + spec.entry +
-                      " is not a ranked tensor of f64, f32, f16, bf16, i64 or i32");
+                      " is not a ranked tensor of f64, f32, f16, bf16, i64, i32 or i8");
     spec.outputs.push_back(*buffer);
   }
   // Other public functions would need wrappers of their own: compile only the entry.

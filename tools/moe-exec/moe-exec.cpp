@@ -80,6 +80,8 @@ Array filledArray(DType type, const std::vector<int64_t> &shape, double value, b
 int fillDevice(void *device, const Array &a, double value) {
   std::vector<uint8_t> element = npy::encodeElement(a.type, value);
   size_t count = size_t(a.numElements());
+  if (element.size() == 1)
+    return moeRuntimeFill8(device, element[0], count);
   if (element.size() == 2) {
     uint16_t pattern;
     std::memcpy(&pattern, element.data(), 2);

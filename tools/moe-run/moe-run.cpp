@@ -150,6 +150,7 @@ std::optional<DType> dtypeOf(Type type) {
   if (type.isBF16()) return DType::bf16;
   if (type.isInteger(64)) return DType::i64;
   if (type.isInteger(32)) return DType::i32;
+  if (type.isInteger(8)) return DType::i8;
   return std::nullopt;
 }
 
@@ -256,7 +257,7 @@ int main(int argc, char **argv) {
     auto tensor = dyn_cast<RankedTensorType>(t);
     if (!tensor || !dtypeOf(tensor.getElementType()))
       return (what + " " + llvm::Twine(i) + " of @" + name + " has type " + describeType(t) +
-              "; moe-run takes ranked tensors of f64, f32, f16, bf16, i64 or i32")
+              "; moe-run takes ranked tensors of f64, f32, f16, bf16, i64, i32 or i8")
           .str();
     return std::nullopt;
   };

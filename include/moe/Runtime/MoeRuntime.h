@@ -38,7 +38,8 @@ void moeRuntimeFree(void *device);
 int moeRuntimeCopyToDevice(void *device, const void *host, size_t bytes);
 int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes);
 
-/* Fills `count` 2- or 4-byte elements of device memory with `pattern`. */
+/* Fills `count` 1-, 2- or 4-byte elements of device memory with `pattern`. */
+int moeRuntimeFill8(void *device, unsigned char pattern, size_t count);
 int moeRuntimeFill16(void *device, unsigned short pattern, size_t count);
 int moeRuntimeFill32(void *device, unsigned pattern, size_t count);
 

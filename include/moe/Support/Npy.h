@@ -19,7 +19,8 @@
 
 namespace npy {
 
-enum class DType { f64, f32, f16, bf16, i64, i32 };
+/// i8 is a byte (packed quantised weights): .npy int8, or uint8 read as its bits.
+enum class DType { f64, f32, f16, bf16, i64, i32, i8 };
 
 /// Bytes per element, the .npy descr ("<f4") and a readable name of a type.
 size_t elementSize(DType type);

@@ -62,6 +62,8 @@ TileShape tileShapeOf(ContractionForm form) {
 constexpr int64_t kBlockRows = 64;
 /// Bytes of weights one column panel should hold (half of a 1 MiB L2).
 constexpr int64_t kPanelBytes = 512 * 1024;
+/// Fewest column panels a contraction is split into (when N allows).
+constexpr int64_t kMinPanels = 16;
 
 /// Calls `body(start, acc)` for start = lo, lo + step, ... < hi (the last
 /// tile may overhang hi). Returns the final accumulator.
@@ -236,6 +238,11 @@ Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource
     int64_t rowBytes = std::max<int64_t>(int64_t(staticKw * valueBytes), 1);
     panel = std::clamp<int64_t>(kPanelBytes / rowBytes / tile.columns, 1, 32) * tile.columns;
   }
+  // At least kMinPanels panels, so that a few rows (decode) still spread
+  // evenly over the threads.
+  if (!ShapedType::isDynamic(staticN))
+    panel = std::min(panel, std::max<int64_t>(llvm::divideCeil(llvm::divideCeil(staticN, kMinPanels), tile.columns), 1) *
+                                tile.columns);
   Value panelSize = constIndex(b, loc, panel), blockRows = constIndex(b, loc, kBlockRows);
 
   auto rowBlocks = scf::ForOp::create(
