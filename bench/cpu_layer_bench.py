@@ -271,7 +271,7 @@ def plot(rows, path):
     ax.set_yscale("log")
     ax.set_ylabel("ms per layer (log scale, lower is better)")
     ax.set_title(f"One f32 MoE layer on {os.cpu_count()} CPU cores (bench/cpu_layer_bench.py)")
-    ax.legend(ncols=len(series), fontsize=8, loc="upper left")
+    ax.legend(ncols=len(series), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

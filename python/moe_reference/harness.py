@@ -164,7 +164,8 @@ def run_function(name, mlir, inputs, expected, tol=1e-5):
         flags_in = []
         for i, (array, dtype) in enumerate(inputs):
             path = os.path.join(tmp, f"in{i}.npy")
-            np.save(path, array.astype(np.int32) if dtype == "i32" else to_storage(array, dtype))
+            integer = {"i32": np.int32, "u8": np.uint8}  # u8: packed bytes, an i8 argument
+            np.save(path, array.astype(integer[dtype]) if dtype in integer else to_storage(array, dtype))
             flags_in += ["--input", path]
         runs = {}
         for mode, flags in execution_modes():

@@ -64,8 +64,15 @@ def case(name, bits, block, zero_points, dtype):
                f" -> tensor<{ROWS}x{N}x{t}> {{\n{consts}{dq}"
                f"  %y = moe.grouped_matmul %x, %w, %off : (tensor<{ROWS}x{K}x{t}>, {w_type}, tensor<{E + 1}xi32>)"
                f" -> tensor<{ROWS}x{N}x{t}>\n  return %y : tensor<{ROWS}x{N}x{t}>\n}}\n")
+    # The packed bytes as an argument (i8, saved as uint8) rather than a constant.
+    packed_arg = (f"func.func @main(%q: {q_type}, %s: {s_type}, %x: tensor<{ROWS}x{K}x{t}>, %off: tensor<{E + 1}xi32>)"
+                  f" -> tensor<{ROWS}x{N}x{t}> {{\n"
+                  + in_gemm.split("{\n", 1)[1].replace(consts.splitlines()[0] + "\n", ""))
     tol = 1e-5 if dtype == "f32" else 8e-3
     return [
+        (f"{name}_packed_argument", dict(mlir=packed_arg, inputs=[(packed, "u8"), (scales, dtype), (x, dtype),
+                                                                  (OFFSETS, "i32")],
+                                         expected=[(y, dtype)], tol=tol)),
         (f"{name}_alone", dict(mlir=alone, inputs=[(scales, dtype)], expected=[(w, dtype)], tol=tol)),
         (f"{name}_in_grouped_matmul", dict(mlir=in_gemm, inputs=[(scales, dtype), (x, dtype), (OFFSETS, "i32")],
                                            expected=[(y, dtype)], tol=tol)),
