@@ -41,6 +41,8 @@ SIZES = {
     "small": (16, 512, 1024, 8, 2),
     "medium": (128, 1024, 2048, 8, 2),
     "large": (512, 2048, 4096, 8, 2),
+    # OLMoE-1B-7B's expert shapes (64 experts, top-8, hidden 2048, FFN 1024).
+    "olmoe": (256, 2048, 1024, 64, 8),
     # Mixtral-8x7B decode at half width (hidden 2048, FFN 7168: 1.4 GB of
     # f32 experts, so that every peer's copy fits in memory at once).
     "decode-1": (1, 2048, 7168, 8, 2),
@@ -176,7 +178,7 @@ def run_size(name, repeat, tools):
     wr = (rng.standard_normal((experts, hidden)) / np.sqrt(hidden)).astype(np.float32)
     up = (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(np.float32)
     down = (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(np.float32)
-    cfg = dict(CFG, experts=[("ffn", experts)])
+    cfg = dict(CFG, experts=[("ffn", experts)], routing=dict(CFG["routing"], k=k))
     outputs, ms = {}, {}
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,10 +11,10 @@
 //     partial dot products along k (vector.fma, VL lanes per step); each k
 //     step loads MR rows of a and NR rows of w once; the last partial vector
 //     is a masked read; each accumulator is summed across lanes at the end.
-//   A tile that overhangs its block repeats the block's last row or column
-//   (it computes and writes the same value again) instead of a remainder
-//   kernel: one kernel to compile, and a decode step with a single row per
-//   expert still reads each weight once (it is bound by memory, not FMAs).
+//   Rows left over after whole MR-row tiles take 1-row tiles (a decode
+//   step has one or two rows per expert); a tile that overhangs the block's
+//   columns repeats its last column (computing and writing the same value
+//   again) instead of a remainder kernel: two kernels to compile.
 //
 // Quantised weights (moe.dequantize of 8-, 4- or 2-bit values, one scale per
 // row or per block of a multiple of VL values) are dequantised in the
@@ -254,16 +254,27 @@ Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource
               Value nEnd = arith::MinUIOp::create(pb, pl, arith::AddIOp::create(pb, pl, n0, panelSize), n);
               Value lastRow = arith::SubIOp::create(pb, pl, mEnd, constIndex(pb, pl, 1));
               Value lastCol = arith::SubIOp::create(pb, pl, nEnd, constIndex(pb, pl, 1));
-              Value out = tileLoop(
-                  pb, pl, m0, mEnd, tile.rows, iter[0], [&](OpBuilder &mb, Location ml, Value row, Value acc) {
-                    SmallVector<Value> rows = clampedIndices(mb, ml, row, tile.rows, lastRow);
-                    return tileLoop(mb, ml, n0, nEnd, tile.columns, acc,
-                                    [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
-                                      SmallVector<Value> cols = clampedIndices(nb, nl, col, tile.columns, lastCol);
-                                      return microKernel(nb, nl, a, w, acc2, rows, cols, k, kMain, partialVector,
-                                                         tile.lanes);
-                                    });
-                  });
+              // Whole MR-row tiles, then single rows: a decode step's one or
+              // two rows per expert do not pay MR rows of FMAs.
+              auto rowTiles = [&](Value from, Value to, int64_t rows, Value init) {
+                return tileLoop(pb, pl, from, to, rows, init, [&](OpBuilder &mb, Location ml, Value row, Value acc) {
+                  SmallVector<Value> rowIndex = clampedIndices(mb, ml, row, rows, lastRow);
+                  return tileLoop(mb, ml, n0, nEnd, tile.columns, acc,
+                                  [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
+                                    SmallVector<Value> cols = clampedIndices(nb, nl, col, tile.columns, lastCol);
+                                    return microKernel(nb, nl, a, w, acc2, rowIndex, cols, k, kMain, partialVector,
+                                                       tile.lanes);
+                                  });
+                });
+              };
+              Value tileRows = constIndex(pb, pl, tile.rows);
+              Value wholeEnd = arith::AddIOp::create(
+                  pb, pl, m0,
+                  arith::MulIOp::create(
+                      pb, pl, arith::DivUIOp::create(pb, pl, arith::SubIOp::create(pb, pl, mEnd, m0), tileRows),
+                      tileRows));
+              Value out = rowTiles(m0, wholeEnd, tile.rows, iter[0]);
+              out = rowTiles(wholeEnd, mEnd, 1, out);
               scf::YieldOp::create(pb, pl, out);
             });
         markParallel(panels);
