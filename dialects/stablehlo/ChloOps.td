@@ -69,6 +69,9 @@ class Chlo_UnaryOp<string mnemonic, string what>
 
 def Chlo_ErfOp : Chlo_UnaryOp<"erf", "the error function">;
 def Chlo_ErfcOp : Chlo_UnaryOp<"erfc", "the complementary error function 1 - erf(x)">;
+// JAX's lax.square (RMSNorm, router z-loss); moe-normalize-stablehlo makes
+// it a stablehlo.multiply so the matchers see one spelling.
+def Chlo_SquareOp : Chlo_UnaryOp<"square", "the square x * x">;
 
 def Chlo_TopKOp : Chlo_Op<"top_k", [Pure]> {
   let summary = "the k largest values of the last dimension and their indices";

@@ -155,6 +155,13 @@ LogicalResult IotaOp::verify() {
   return success();
 }
 
+LogicalResult GetDimensionSizeOp::verify() {
+  int64_t rank = tensorType(getOperand()).getRank();
+  if (static_cast<int64_t>(getDimension()) >= rank)
+    return emitOpError("dim ") << getDimension() << " is out of range for rank " << rank;
+  return success();
+}
+
 LogicalResult BroadcastInDimOp::verify() {
   auto operand = tensorType(getOperand());
   auto result = tensorType(getResult());

@@ -189,6 +189,23 @@ def Stablehlo_IotaOp : Stablehlo_Op<"iota", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Stablehlo_GetDimensionSizeOp : Stablehlo_Op<"get_dimension_size", [Pure]> {
+  let summary = "the size of one dimension of a tensor, as an i32 scalar";
+  let description = [{
+    What `jax.export` shape polymorphism writes to read a symbolic size. A
+    static size becomes a constant; a dynamic one is refused by the lowering
+    with the dynamic-shape error (only static shapes are compiled).
+
+    ```mlir
+    %0 = stablehlo.get_dimension_size %arg0, dim = 0 : (tensor<16x8xf32>) -> tensor<i32>
+    ```
+  }];
+  let arguments = (ins Stablehlo_Tensor:$operand, I64Attr:$dimension);
+  let results = (outs 0DTensorOf<[I32]>:$result);
+  let assemblyFormat = "$operand `,` `dim` `=` $dimension attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
 def Stablehlo_BroadcastInDimOp : Stablehlo_Op<"broadcast_in_dim", [Pure]> {
   let summary = "broadcast to a larger shape, operand dim i becoming result dim dims[i]";
   let description = [{

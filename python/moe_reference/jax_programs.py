@@ -234,6 +234,14 @@ def sort_special_values(x):
     )
 
 
+def square_rmsnorm_zloss(x, ln, wr, w1, w3, w2):
+    """RMSNorm and the router z-loss written with lax.square (chlo.square in
+    the export), around the Mixtral layer."""
+    h = x * lax.rsqrt(jnp.mean(lax.square(x), axis=-1, keepdims=True) + 1e-6) * ln
+    z_loss = jnp.mean(lax.square(jax.nn.logsumexp(h @ wr, axis=-1)))
+    return x + mixtral_dropless(h, wr, w1, w3, w2), z_loss
+
+
 def dense_mixture(x, wr, w1, w3, w2):
     """Softmax top-2, renormalised, every expert computed and masked by the gate (f32)."""
     vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), K)
@@ -258,6 +266,7 @@ PROGRAMS = {
     "bf16_ffn": Program(bf16_ffn, MIXTRAL_SHAPES, dtype=jnp.bfloat16),
     "op_coverage": Program(op_coverage, [(T, H), (T, H), (H, H)]),
     "sort_special_values": Program(sort_special_values, [(T, H)]),
+    "square_rmsnorm_zloss": Program(square_rmsnorm_zloss, [(T, H), (H,)] + MIXTRAL_SHAPES[1:]),
 }
 
 

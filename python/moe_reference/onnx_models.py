@@ -855,6 +855,8 @@ def interleaved_twin(model):
 OLDER_VERSIONS = {
     "transformer_2layer_opset17": ("transformer_2layer", 17, 8),
     "moe_swiglu_opset13_ir7": ("moe_swiglu_interleaved", 13, 7),
+    # Newer: IR 14, what the onnx package writes by default since 1.23.
+    "moe_swiglu_ir14": ("moe_swiglu_interleaved", None, 14),
 }
 
 
@@ -911,7 +913,9 @@ def build(name, out_dir):
         from onnx import version_converter
         source, opset, ir = OLDER_VERSIONS[name]
         path, feeds = build(source, out_dir)
-        model = version_converter.convert_version(onnx.load(path), opset)
+        model = onnx.load(path)
+        if opset is not None:
+            model = version_converter.convert_version(model, opset)
         model.ir_version = ir
         path = os.path.join(out_dir, name + ".onnx")
         onnx.save_model(model, path)
@@ -987,6 +991,9 @@ def bad_model(name, out_dir):
         opsets = [helper.make_opsetid("com.microsoft", 1)] + (
             [helper.make_opsetid("", 10000)] if name == "opset_10000" else [])
         onnx.save_model(helper.make_model(relu, opset_imports=opsets, ir_version=IR_VERSION), path)
+        return path
+    if name == "ir_version_99":
+        onnx.save_model(helper.make_model(relu, opset_imports=OPSET, ir_version=99), path)
         return path
     if name in ("produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"):
         graph = relu
@@ -1101,7 +1108,7 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "per_expert_missing_expert", "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "clip_bounds_not_scalar",
        "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "no_default_opset", "opset_10000",
-       "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
+       "ir_version_99", "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

@@ -287,6 +287,14 @@ func.func @erf_float(%a: tensor<4xi32>) -> tensor<4xi32> {
 
 // -----
 
+func.func @square_float(%a: tensor<4xi32>) -> tensor<4xi32> {
+  // expected-error @+1 {{needs a float operand}}
+  %0 = chlo.square %a : tensor<4xi32> -> tensor<4xi32>
+  return %0 : tensor<4xi32>
+}
+
+// -----
+
 func.func @unknown_precision(%a: tensor<4x8xf32>, %b: tensor<8x6xf32>) -> tensor<4x6xf32> {
   // expected-error @+1 {{unknown precision 'FASTEST'}}
   %0 = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0], precision = [FASTEST, DEFAULT] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>
@@ -317,4 +325,12 @@ func.func @sort_two_blocks(%a: tensor<4xf32>) -> tensor<4xf32> {
     stablehlo.return %lt : tensor<i1>
   }) : (tensor<4xf32>) -> tensor<4xf32>
   return %0 : tensor<4xf32>
+}
+
+// -----
+
+func.func @dimension_size_out_of_range(%a: tensor<4x8xf32>) -> tensor<i32> {
+  // expected-error @+1 {{'stablehlo.get_dimension_size' op dim 2 is out of range for rank 2}}
+  %0 = stablehlo.get_dimension_size %a, dim = 2 : (tensor<4x8xf32>) -> tensor<i32>
+  return %0 : tensor<i32>
 }

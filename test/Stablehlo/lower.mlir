@@ -117,6 +117,27 @@ func.func @dynamic_shape(%a: tensor<?x8xf32>) -> tensor<?x8xf32> {
 
 // -----
 
+// jax.export shape polymorphism reads a symbolic size: refused with the
+// dynamic-shape error, not as an unknown op.
+func.func @dimension_size_dynamic(%a: tensor<?x8xf32>) -> tensor<i32> {
+  // expected-error @+1 {{'stablehlo.get_dimension_size' operand 0 has the dynamic shape 'tensor<?x8xf32>'; only static shapes are supported}}
+  %0 = stablehlo.get_dimension_size %a, dim = 0 : (tensor<?x8xf32>) -> tensor<i32>
+  return %0 : tensor<i32>
+}
+
+// -----
+
+// A static size is a constant.
+// CHECK-LABEL: func @dimension_size_static
+// CHECK: %[[C:.*]] = arith.constant dense<16> : tensor<i32>
+// CHECK: return %[[C]]
+func.func @dimension_size_static(%a: tensor<16x8xf32>) -> tensor<i32> {
+  %0 = stablehlo.get_dimension_size %a, dim = 0 : (tensor<16x8xf32>) -> tensor<i32>
+  return %0 : tensor<i32>
+}
+
+// -----
+
 func.func @unknown_custom_call(%a: tensor<4xf32>) -> tensor<4xf32> {
   // expected-error @+1 {{custom_call @tpu_custom_call is not supported}}
   %0 = stablehlo.custom_call @tpu_custom_call(%a) {backend_config = "opaque"} : (tensor<4xf32>) -> tensor<4xf32>

@@ -1,6 +1,7 @@
 // moe-normalize-stablehlo: JAX's four spellings of top-k become chlo.top_k;
 // a grouped-matmul ragged_dot composite becomes chlo.ragged_dot; other
-// composites become calls of their decompositions.
+// composites become calls of their decompositions; chlo.square becomes a
+// stablehlo.multiply of the value by itself.
 // RUN: moe-opt %s -split-input-file -moe-normalize-stablehlo -verify-diagnostics | FileCheck %s
 
 // CHECK-LABEL: func @topk_composite
@@ -100,6 +101,17 @@ func.func @other_composite_called(%x: tensor<4xf32>) -> tensor<4xf32> {
 }
 func.func private @my_gelu(%x: tensor<4xf32>) -> tensor<4xf32> {
   return %x : tensor<4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @square_multiplied
+func.func @square_multiplied(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  // CHECK: %[[P:.*]] = stablehlo.multiply %arg0, %arg0 : tensor<4x8xf32>
+  // CHECK-NOT: chlo.square
+  // CHECK: return %[[P]]
+  %0 = chlo.square %x : tensor<4x8xf32> -> tensor<4x8xf32>
+  return %0 : tensor<4x8xf32>
 }
 
 // -----

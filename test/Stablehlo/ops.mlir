@@ -23,7 +23,11 @@ func.func @elementwise(%a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %i: tensor<4x8x
   %6 = stablehlo.clamp %lo, %5, %lo : (tensor<f32>, tensor<4x8xf32>, tensor<f32>) -> tensor<4x8xf32>
   // CHECK: chlo.erfc %{{.*}} : tensor<4x8xf32> -> tensor<4x8xf32>
   %7 = chlo.erfc %6 : tensor<4x8xf32> -> tensor<4x8xf32>
-  return %7 : tensor<4x8xf32>
+  // CHECK: stablehlo.get_dimension_size %{{.*}}, dim = 1 : (tensor<4x8xf32>) -> tensor<i32>
+  %size = stablehlo.get_dimension_size %7, dim = 1 : (tensor<4x8xf32>) -> tensor<i32>
+  // CHECK: chlo.square %{{.*}} : tensor<4x8xf32> -> tensor<4x8xf32>
+  %8 = chlo.square %7 : tensor<4x8xf32> -> tensor<4x8xf32>
+  return %8 : tensor<4x8xf32>
 }
 
 // CHECK-LABEL: func @shapes

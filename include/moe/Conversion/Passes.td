@@ -10,7 +10,7 @@ include "mlir/Pass/PassBase.td"
 //===----------------------------------------------------------------------===//
 
 def MoeNormalizeStablehlo : Pass<"moe-normalize-stablehlo", "::mlir::ModuleOp"> {
-  let summary = "Rewrites JAX's other spellings of top_k and ragged_dot into chlo ops";
+  let summary = "Rewrites JAX's other spellings of top_k, ragged_dot and square into one each";
   let description = [{
     JAX writes top-k as `chlo.top_k`, as `stablehlo.composite "chlo.top_k"`
     (after `jax.export` serialisation), as `stablehlo.custom_call @mhlo.topk`
@@ -18,9 +18,11 @@ def MoeNormalizeStablehlo : Pass<"moe-normalize-stablehlo", "::mlir::ModuleOp"> 
     become one `chlo.top_k`; `stablehlo.composite "chlo.ragged_dot"` and
     `custom_call @chlo.ragged_dot` become `chlo.ragged_dot`. Any other
     composite becomes a `func.call` of its decomposition, which the
-    `inline` pass then inlines. Runs first in `moe-import-stablehlo`.
+    `inline` pass then inlines. `chlo.square` (JAX's `lax.square`)
+    becomes `stablehlo.multiply %x, %x`. Runs first in `moe-import-stablehlo`.
   }];
-  let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::moe::chlo::ChloDialect"];
+  let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::moe::chlo::ChloDialect",
+                           "::mlir::moe::stablehlo::StablehloDialect"];
 }
 
 def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {

@@ -10,6 +10,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::stablehlo_lowering;
@@ -157,6 +159,16 @@ Results stablehlo_lowering::lowerShapeOp(OpBuilder &b, Operation *op) {
         return SmallVector<Value>{v};
       })
       .Case([&](shlo::IotaOp o) { return lowerIota(b, o); })
+      .Case([&](shlo::GetDimensionSizeOp o) -> Results {
+        // Static here: checkStaticShapes refused a dynamic operand.
+        int64_t size = typeOf(o.getOperand()).getDimSize(o.getDimension());
+        if (size > std::numeric_limits<int32_t>::max())
+          return o.emitError() << "dimension " << o.getDimension() << " has " << size
+                               << " elements, more than its i32 result holds";
+        auto type = typeOf(o.getResult());
+        Value v = arith::ConstantOp::create(b, o.getLoc(), DenseElementsAttr::get(type, b.getI32IntegerAttr(int32_t(size))));
+        return SmallVector<Value>{v};
+      })
       .Case([&](shlo::BroadcastInDimOp o) { return lowerBroadcastInDim(b, o); })
       .Case([&](shlo::ReshapeOp o) -> Results {
         Value v = tensor_builders::reshape(b, o.getLoc(), o.getOperand(), typeOf(o.getResult()).getShape());

@@ -48,7 +48,7 @@ LogicalResult checkStaticShapes(Operation *op) {
 }
 
 Results lowerOp(OpBuilder &b, Operation *op) {
-  if (isa<shlo::ConstantOp, shlo::IotaOp, shlo::BroadcastInDimOp, shlo::ReshapeOp, shlo::TransposeOp, shlo::SliceOp,
+  if (isa<shlo::ConstantOp, shlo::IotaOp, shlo::GetDimensionSizeOp, shlo::BroadcastInDimOp, shlo::ReshapeOp, shlo::TransposeOp, shlo::SliceOp,
           shlo::DynamicSliceOp, shlo::DynamicUpdateSliceOp, shlo::ConcatenateOp, shlo::PadOp, shlo::ReverseOp>(op))
     return lowerShapeOp(b, op);
   if (isa<shlo::DotGeneralOp, chlo::RaggedDotOp, shlo::ReduceOp, shlo::ReduceWindowOp>(op))

@@ -218,6 +218,7 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       .Case([&](shlo::SelectOp) -> Value { return arith::SelectOp::create(b, loc, v[0], v[1], v[2]); })
       .Case([&](shlo::ClampOp) { return minScalar(b, loc, maxScalar(b, loc, v[1], v[0]), v[2]); })
       .Case([&](chlo::ErfOp) -> Value { return math::ErfOp::create(b, loc, v[0]); })
+      .Case([&](chlo::SquareOp) -> Value { return arith::MulFOp::create(b, loc, v[0], v[0]); })
       .Case([&](chlo::ErfcOp) -> Value {
         Value one = floatConst(b, loc, v[0].getType(), 1.0);
         return arith::SubFOp::create(b, loc, one, math::ErfOp::create(b, loc, v[0]));

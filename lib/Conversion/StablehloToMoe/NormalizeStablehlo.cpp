@@ -124,10 +124,17 @@ struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehlo
     bool failedAny = false;
     SmallVector<Operation *> ops;
     getOperation()->walk([&](Operation *op) {
-      if (isa<shlo::CompositeOp, shlo::CustomCallOp, shlo::SortOp>(op))
+      if (isa<shlo::CompositeOp, shlo::CustomCallOp, shlo::SortOp, chlo::SquareOp>(op))
         ops.push_back(op);
     });
     for (Operation *op : ops) {
+      if (auto square = dyn_cast<chlo::SquareOp>(op)) {
+        OpBuilder b(op);
+        auto product = shlo::MulOp::create(b, op->getLoc(), square.getType(), square.getOperand(), square.getOperand());
+        op->replaceAllUsesWith(product->getResults());
+        op->erase();
+        continue;
+      }
       if (auto composite = dyn_cast<shlo::CompositeOp>(op)) {
         if (composite.getName() == "chlo.top_k") {
           FailureOr<int64_t> k = topKFromAttributes(op, composite.getCompositeAttributes());
