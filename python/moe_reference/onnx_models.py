@@ -41,12 +41,13 @@ def moe_node(inputs, output, **attrs):
 
 def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu", normalize=0,
               fusion=None, dtype="f32", rank3=False, router_in_graph=True, bias=False, swiglu=None,
-              sparse_mixer=False):
+              sparse_mixer=False, fc3=False):
     """One MoE node; `router_in_graph` computes the logits with a MatMul;
     `swiglu` holds activation_alpha / activation_beta / swiglu_limit;
     `sparse_mixer` sets use_sparse_mixer and gives logits whose runners-up
     are within SparseMixer's 2% of the top one for every other token (so
-    its masks keep some and drop others)."""
+    its masks keep some and drop others); `fc3` (with silu) writes the gate
+    rows as fc1 and the up rows as fc3, as ORT's Mixtral tooling does."""
     np_type, onnx_type = DTYPES[dtype]
     rng = _rng(name)
     gated = activation == "swiglu"
@@ -91,7 +92,12 @@ def moe_model(name, tokens=6, hidden=16, ffn=8, experts=4, k=2, activation="relu
         inits.append(_init("fc1_bias", (0.5 * rng.standard_normal((experts, up_rows))).astype(np_type)))
         inits.append(_init("fc2_bias", (0.5 * rng.standard_normal((experts, hidden))).astype(np_type)))
         fc1_bias, fc2_bias = "fc1_bias", "fc2_bias"
-    nodes.append(moe_node(["x", "logits", "fc1", fc1_bias, "fc2", fc2_bias], "y", name="moe", **attrs))
+    moe_inputs = ["x", "logits", "fc1", fc1_bias, "fc2", fc2_bias]
+    if fc3:
+        up = rng.standard_normal((experts, ffn, hidden)) / np.sqrt(hidden)
+        inits.append(_init("fc3", up.astype(np_type)))
+        moe_inputs.append("fc3")
+    nodes.append(moe_node(moe_inputs, "y", name="moe", **attrs))
     graph = helper.make_graph(nodes, name, graph_inputs,
                               [helper.make_tensor_value_info("y", onnx_type, x_dims)], inits)
     model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
@@ -810,6 +816,9 @@ MOE_CASES = {
                              experts=6, tokens=10),
     "moe_swiglu_alpha_beta": dict(activation="swiglu", k=2, fusion=1, normalize=1,
                                   swiglu=dict(activation_alpha=2.5, activation_beta=-0.25)),
+    # silu(fc1 x) * (fc3 x), as ORT's Mixtral tooling writes it (ORT's CPU
+    # kernel has no fc3: the reference is the same layer as interleaved SwiGLU).
+    "moe_silu_fc3": dict(activation="silu", k=2, normalize=1, fc3=True),
 }
 
 
@@ -827,6 +836,28 @@ QMOE_CASES = {
     # Another width for fc2 (ORT's CPU kernel refuses it: the numpy reference).
     "qmoe_mixed_bits_swiglu": dict(bits=4, fc2_bits=8, activation="swiglu", fusion=1, block=16, zero_points=True),
 }
+
+
+def fc3_twin(model):
+    """The silu + fc3 MoE as interleaved SwiGLU (alpha 1, beta 0, no limit),
+    which ORT's CPU kernel runs."""
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    inits = {i.name: numpy_helper.to_array(i) for i in twin.graph.initializer}
+    gate, up = inits["fc1"], inits["fc3"]
+    inter = np.empty((gate.shape[0], 2 * gate.shape[1], gate.shape[2]), gate.dtype)
+    inter[:, 0::2], inter[:, 1::2] = gate, up
+    kept = [i for i in twin.graph.initializer if i.name not in ("fc1", "fc3")]
+    del twin.graph.initializer[:]
+    twin.graph.initializer.extend(kept + [_init("fc1", inter)])
+    for node in twin.graph.node:
+        if node.op_type == "MoE":
+            del node.input[6:]
+            del node.attribute[:]
+            node.attribute.extend([helper.make_attribute(k, v) for k, v in dict(
+                k=2, activation_type="swiglu", swiglu_fusion=1, normalize_routing_weights=1, activation_alpha=1.0,
+                activation_beta=0.0, swiglu_limit=1e30).items()])
+    return twin
 
 
 def interleaved_twin(model):
@@ -924,6 +955,8 @@ def build(name, out_dir):
         model, feeds = moe_model(name, **MOE_CASES[name])
         if MOE_CASES[name].get("fusion") == 2:
             onnx.save_model(interleaved_twin(model), os.path.join(out_dir, name + ".reference.onnx"))
+        if MOE_CASES[name].get("fc3"):
+            onnx.save_model(fc3_twin(model), os.path.join(out_dir, name + ".reference.onnx"))
     elif name in QMOE_CASES:
         model, feeds = qmoe_model(name, **QMOE_CASES[name])
     elif name == "transformer_2layer":
@@ -1080,7 +1113,7 @@ def bad_model(name, out_dir):
         else:
             node.attribute.append(helper.make_attribute("quant_type", "fp4"))
     elif name in ("moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu",
-                  "moe_bad_limit", "moe_sparse_mixer_k1"):
+                  "moe_bad_limit", "moe_sparse_mixer_k1", "moe_fc3_with_relu"):
         attrs = dict(k=9 if name == "moe_k_out_of_range" else 2,
                      activation_type="tanh" if name == "moe_bad_activation" else "relu")
         if name == "moe_limit_not_swiglu":
@@ -1097,6 +1130,9 @@ def bad_model(name, out_dir):
         if name == "moe_bias_shape":
             graph.initializer.append(_init("fc1_bias", np.zeros((4, 3), np.float32)))
             node.input[3] = "fc1_bias"
+        if name == "moe_fc3_with_relu":
+            graph.initializer.append(_init("fc3", np.zeros((4, 4, 8), np.float32)))
+            node.input.append("fc3")
     else:
         raise KeyError(name)
     onnx.save_model(helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION), path)
@@ -1105,6 +1141,7 @@ def bad_model(name, out_dir):
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
+       "moe_fc3_with_relu",
        "per_expert_missing_expert", "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "clip_bounds_not_scalar",
        "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "no_default_opset", "opset_10000",

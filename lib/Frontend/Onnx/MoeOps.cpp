@@ -243,8 +243,13 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     return ctx.error() << "activation_type '" << activation
                        << "' is not one of relu, gelu, silu, swiglu, identity",
            failure();
+  // ORT's Mixtral tooling writes silu experts with fc3: silu(fc1 · x) *
+  // (fc3 · x), SwiGLU whose gate and up weights are separate inputs.
+  bool siluWithFc3 = *kind == Activation::silu && ctx.input(layout.fc3);
+  if (siluWithFc3)
+    kind = Activation::swiglu;
   bool gated = *kind == Activation::swiglu;
-  int64_t fusion = ctx.intAttr("swiglu_fusion", 0);
+  int64_t fusion = siluWithFc3 ? 0 : ctx.intAttr("swiglu_fusion", 0);
   if (gated && (fusion < 0 || fusion > 2))
     return ctx.error() << "swiglu_fusion must be 0, 1 or 2, got " << fusion, failure();
   // QMoE: the quantisation this importer reads (ORT's defaults).
@@ -288,7 +293,8 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
   unsigned Fc1 = layout.fc1, Fc1Bias = layout.fc1Bias, Fc2 = layout.fc2, Fc2Bias = layout.fc2Bias,
            Fc3 = layout.fc3, Fc3Bias = layout.fc3Bias;
   if (ctx.input(Fc3) && !(gated && fusion == 0))
-    return ctx.error() << "fc3_experts_weights is only used by swiglu with swiglu_fusion = 0", failure();
+    return ctx.error() << "fc3_experts_weights is only used by silu, and by swiglu with swiglu_fusion = 0",
+           failure();
 
   // Weights: fc1 [E, U, H], fc2 [E, H, F].
   FailureOr<ExpertWeights> fc1 = weightsOf(Fc1, layout.fc1Scales, layout.fc1ZeroPoints, "fc1_experts_weights", hidden);
