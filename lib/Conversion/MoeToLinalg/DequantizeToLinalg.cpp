@@ -21,8 +21,21 @@ using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::lowering;
 
+std::pair<Value, Value> lowering::dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n,
+                                                   Value k) {
+  SmallVector<Value> at = {e, n};
+  if (int64_t blockSize = op.getBlockSize(); blockSize > 0)
+    at.push_back(arith::DivUIOp::create(b, loc, k, constIndex(b, loc, blockSize)));
+  Type i32 = b.getI32Type();
+  Value zero = op.getZeroPoints()
+                   ? arith::ExtUIOp::create(b, loc, i32, tensor::ExtractOp::create(b, loc, op.getZeroPoints(), at))
+                         .getResult()
+                   : arith::ConstantOp::create(b, loc, i32, b.getI32IntegerAttr(1 << (op.getBits() - 1))).getResult();
+  return {zero, toF32(b, loc, tensor::ExtractOp::create(b, loc, op.getScales(), at))};
+}
+
 Value lowering::dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k) {
-  int64_t bits = op.getBits(), pack = op.getValuesPerByte(), blockSize = op.getBlockSize();
+  int64_t bits = op.getBits(), pack = op.getValuesPerByte();
   Type i32 = b.getI32Type();
   auto i32Const = [&](int64_t v) { return arith::ConstantOp::create(b, loc, i32, b.getI32IntegerAttr(v)); };
   // Value k of a row: `bits` bits, (k % pack) * bits up from the low end of
@@ -34,15 +47,9 @@ Value lowering::dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, 
                                     constIndex(b, loc, bits)));
   Value q = arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i32, byte), shift),
                                   i32Const((1 << bits) - 1));
-  SmallVector<Value> at = {e, n};
-  if (blockSize > 0)
-    at.push_back(arith::DivUIOp::create(b, loc, k, constIndex(b, loc, blockSize)));
-  Value zero = op.getZeroPoints()
-                   ? arith::ExtUIOp::create(b, loc, i32, tensor::ExtractOp::create(b, loc, op.getZeroPoints(), at))
-                         .getResult()
-                   : i32Const(1 << (bits - 1)).getResult();
+  auto [zero, scale] = dequantizeParams(b, loc, op, e, n, k);
   Value centred = arith::SIToFPOp::create(b, loc, b.getF32Type(), arith::SubIOp::create(b, loc, q, zero));
-  return arith::MulFOp::create(b, loc, centred, toF32(b, loc, tensor::ExtractOp::create(b, loc, op.getScales(), at)));
+  return arith::MulFOp::create(b, loc, centred, scale);
 }
 
 SmallVector<Value> lowering::dequantizedDims(OpBuilder &b, Location loc, DequantizeOp op) {

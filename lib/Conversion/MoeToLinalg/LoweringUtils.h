@@ -112,6 +112,9 @@ Value applyActivation(OpBuilder &b, Location loc, StringRef name, Value x);
 
 //===--- Quantised weights (DequantizeToLinalg.cpp) ------------------------===//
 
+/// The zero point (i32) and scale (f32) of weight [e, n, k] of a
+/// moe.dequantize: per row, or per block of k.
+std::pair<Value, Value> dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k);
 /// Weight [e, n, k] of a moe.dequantize as an f32 scalar, read from its
 /// packed bytes, scales and zero points.
 Value dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k);

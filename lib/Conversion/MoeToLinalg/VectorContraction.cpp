@@ -102,7 +102,7 @@ Value readRow(OpBuilder &b, Location loc, Value t, Value row, Value k, int64_t l
 /// its own lowering rounds them. k is a multiple of `lanes`, which divides
 /// the block size (canDequantizeInKernel).
 Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k, int64_t lanes) {
-  int64_t bits = op.getBits(), pack = op.getValuesPerByte(), blockSize = op.getBlockSize();
+  int64_t bits = op.getBits(), pack = op.getValuesPerByte();
   Type i8 = b.getI8Type(), i32 = b.getI32Type(), f32 = b.getF32Type();
   auto vec = [&](Type t) { return VectorType::get({lanes}, t); };
   // lanes / pack bytes hold the lanes values, low bits first.
@@ -128,16 +128,9 @@ Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, V
     values = vector::InterleaveOp::create(b, loc, vector::InterleaveOp::create(b, loc, field(0), field(2)),
                                           vector::InterleaveOp::create(b, loc, field(1), field(3)));
   Value q = arith::ExtUIOp::create(b, loc, vec(i32), values);
-  SmallVector<Value> at = {e, n};
-  if (blockSize > 0)
-    at.push_back(arith::DivUIOp::create(b, loc, k, constIndex(b, loc, blockSize)));
-  Value zero = op.getZeroPoints()
-                   ? arith::ExtUIOp::create(b, loc, i32, tensor::ExtractOp::create(b, loc, op.getZeroPoints(), at))
-                         .getResult()
-                   : arith::ConstantOp::create(b, loc, i32, b.getI32IntegerAttr(1 << (bits - 1))).getResult();
+  auto [zero, scale] = dequantizeParams(b, loc, op, e, n, k);
   Value centred = arith::SIToFPOp::create(
       b, loc, vec(f32), arith::SubIOp::create(b, loc, q, vector::BroadcastOp::create(b, loc, vec(i32), zero)));
-  Value scale = toF32(b, loc, tensor::ExtractOp::create(b, loc, op.getScales(), at));
   Value w = arith::MulFOp::create(b, loc, centred, vector::BroadcastOp::create(b, loc, vec(f32), scale));
   Type element = cast<RankedTensorType>(op.getType()).getElementType();
   if (element.isF32())
