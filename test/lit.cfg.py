@@ -35,6 +35,9 @@ config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
 config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")
 config.environment["MOE_OPT"] = os.path.join(config.moe_tools_dir, "moe-opt")
 config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-translate")
+# moe-compile's cache of compiled code is off (an empty MOE_CACHE_DIR): every
+# test compiles what it tests; the cache's own tests pass --cache-dir.
+config.environment["MOE_CACHE_DIR"] = ""
 
 # The fuzz targets are libFuzzer binaries in a MOE_ENABLE_FUZZING build and
 # replay drivers otherwise (test/Fuzz/replay.test).

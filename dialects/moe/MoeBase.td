@@ -58,7 +58,10 @@ def Moe_Dialect : Dialect {
     "::mlir::UnitAttr":$row_experts,
     // On a func.call to the host runtime that a kernel builder emits before
     // its launch (a TMA descriptor): moe-map-to-gpu leaves it on the host.
-    "::mlir::UnitAttr":$host_call
+    "::mlir::UnitAttr":$host_call,
+    // On a private func.func that several identical layers call
+    // (moe-share-layers): compiled once, called once per layer.
+    "::mlir::UnitAttr":$shared_layer
   );
   let hasOperationAttrVerify = 1;
   // Canonicalizations build splats and constants.

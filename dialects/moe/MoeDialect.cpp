@@ -39,7 +39,8 @@ struct AttributePlace {
 
 LogicalResult MoeDialect::verifyOperationAttribute(Operation *op, NamedAttribute attr) {
   static const StringRef loop[] = {"scf.for"}, generic[] = {"linalg.generic"},
-                         call[] = {"func.call", "llvm.call"};
+                         call[] = {"func.call", "llvm.call"},
+                         function[] = {"func.func", "llvm.func"};
   // A host call keeps its mark through func-to-llvm: the launch outlining
   // reads it after the conversion.
   static const AttributePlace places[] = {
@@ -48,13 +49,15 @@ LogicalResult MoeDialect::verifyOperationAttribute(Operation *op, NamedAttribute
       {kRowScaleAttrName, generic, "a linalg.generic", 2, 1},
       {kRowExpertsAttrName, generic, "a linalg.generic", -1, 1},
       {kHostCallAttrName, call, "a func.call or llvm.call", -1, -1},
+      {kSharedLayerAttrName, function, "a func.func or llvm.func", -1, -1},
   };
   StringRef name = attr.getName().getValue();
   const AttributePlace *place = llvm::find_if(places, [&](const AttributePlace &p) { return p.attr == name; });
   if (place == std::end(places))
     return op->emitOpError() << "has unknown moe attribute '" << name
-                             << "' (moe.parallel, moe.grouped_gemm, moe.row_scale, moe.row_experts and "
-                                "moe.host_call are the dialect's discardable attributes)";
+                             << "' (moe.parallel, moe.grouped_gemm, moe.row_scale, moe.row_experts, "
+                                "moe.host_call and moe.shared_layer are the dialect's discardable "
+                                "attributes)";
   if (!isa<UnitAttr>(attr.getValue()))
     return op->emitOpError() << "'" << name << "' must be a unit attribute";
   if (!llvm::is_contained(place->ops, op->getName().getStringRef()))

@@ -17,6 +17,7 @@ inline constexpr llvm::StringLiteral kGroupedGemmAttrName = MoeDialect::GroupedG
 inline constexpr llvm::StringLiteral kRowScaleAttrName = MoeDialect::RowScaleAttrHelper::getNameStr();
 inline constexpr llvm::StringLiteral kRowExpertsAttrName = MoeDialect::RowExpertsAttrHelper::getNameStr();
 inline constexpr llvm::StringLiteral kHostCallAttrName = MoeDialect::HostCallAttrHelper::getNameStr();
+inline constexpr llvm::StringLiteral kSharedLayerAttrName = MoeDialect::SharedLayerAttrHelper::getNameStr();
 } // namespace mlir::moe
 
 #endif // DIALECTS_MOE_MOEDIALECT_H

@@ -38,29 +38,36 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
 
 /// moe -> bufferized linalg/scf, the start both targets share: inputs
 /// read-only, decompose, lower (contractions parallel for the GPU), C
-/// interfaces, one-shot bufferization. The upstream part is spelled as its
+/// interfaces, elementwise fusion (CPU), one-shot bufferization. The upstream part is spelled as its
 /// textual pipeline so that the same string reproduces it with mlir-opt.
 static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions,
-                                  unsigned vectorBits = 512) {
+                                  bool shareLayers, unsigned vectorBits = 512) {
   using namespace mlir::moe;
+  if (shareLayers)
+    pm.addPass(createMoeShareLayers());
   pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
   ConvertMoeToLinalgOptions lowering;
   lowering.parallelContractions = parallelContractions;
   lowering.vectorBits = vectorBits;
   pm.addPass(createConvertMoeToLinalg(lowering));
+  addUpstream(pm, name, "func.func(llvm-request-c-wrappers),func.func(convert-elementwise-to-linalg),canonicalize,cse");
+  // Chains of elementwise ops (the non-MoE parts of an imported model) as
+  // one loop nest each: fewer buffers and a fraction of the code LLVM
+  // optimises. The GPU mapping reads the marked generics of the parallel
+  // contractions as they are built, so it keeps them unfused.
+  if (!parallelContractions)
+    addUpstream(pm, name, "linalg-fuse-elementwise-ops,canonicalize,cse");
   addUpstream(pm, name,
-              "func.func(llvm-request-c-wrappers),"
-              "func.func(convert-elementwise-to-linalg),canonicalize,cse,"
               "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
               "function-boundary-type-conversion=identity-layout-map}");
 }
 
 void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
-  addBufferizedLowering(pm, "moe-cpu-pipeline", /*parallelContractions=*/false, options.vectorBits);
+  addBufferizedLowering(pm, "moe-cpu-pipeline", /*parallelContractions=*/false, options.shareLayers,
+                        options.vectorBits);
   if (options.outParams)
-    addUpstream(pm, "moe-cpu-pipeline",
-                "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
+    pm.addPass(mlir::moe::createMoeResultsToOutParams());
   addUpstream(pm, "moe-cpu-pipeline", "buffer-deallocation-pipeline,convert-bufferization-to-memref");
   if (options.openmp) {
     // Marked loops that bufferized in place become scf.parallel, then
@@ -75,14 +82,14 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
 
 /// moe -> host functions whose every computation is a gpu.launch.
 static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams,
-                          bool emulate, bool wgmma = false) {
+                          bool emulate, bool wgmma, bool shareLayers) {
   using namespace mlir::moe;
-  addBufferizedLowering(pm, name, /*parallelContractions=*/true);
+  addBufferizedLowering(pm, name, /*parallelContractions=*/true, shareLayers);
   addUpstream(pm, name, "canonicalize,cse");
   // Results become out-parameters: the caller owns every buffer, the
   // function only allocates its scratch.
   if (outParams)
-    addUpstream(pm, name, "buffer-results-to-out-params{modify-public-functions hoist-static-allocs}");
+    pm.addPass(createMoeResultsToOutParams());
   MoeTensorCoreGemmOptions tensorCores;
   tensorCores.emulate = emulate;
   tensorCores.wgmma = wgmma;
@@ -96,22 +103,35 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
 
 void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptions &options) {
   addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true, /*emulate=*/false,
-                options.wgmma);
+                options.wgmma, options.shareLayers);
   addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
   pm.addNestedPass<gpu::GPUModuleOp>(createMoeAlignWorkgroupBuffers());
-  gpu::GPUToNVVMPipelineOptions nvvm;
-  nvvm.cubinChip = options.chip;
-  nvvm.cubinFeatures = options.features;
-  nvvm.cubinFormat = options.format;
-  nvvm.optLevel = options.optLevel;
-  gpu::buildLowerToNVVMPassPipeline(pm, nvvm);
-  addUpstream(pm, "moe-gpu-pipeline", "reconcile-unrealized-casts");
+  // Upstream's gpu-lower-to-nvvm-pipeline (its default options), spelled out
+  // so that the kernels' compilation can go through the kernel cache.
+  std::string target = (llvm::Twine("nvvm-attach-target{triple=nvptx64-nvidia-cuda chip=") + options.chip +
+                        " features=" + options.features + " O=" + llvm::Twine(int(options.optLevel)) + "}")
+                           .str();
+  addUpstream(pm, "moe-gpu-pipeline",
+              "convert-nvgpu-to-nvvm,gpu-kernel-outlining,convert-vector-to-scf,convert-scf-to-cf,"
+              "convert-nvvm-to-llvm,convert-func-to-llvm,expand-strided-metadata," +
+                  target +
+                  ",lower-affine,convert-arith-to-llvm,convert-index-to-llvm{index-bitwidth=64},"
+                  "canonicalize,cse,"
+                  "gpu.module(strip-debuginfo,convert-gpu-to-nvvm{index-bitwidth=64},"
+                  "llvm-optimize-for-nvvm-target,canonicalize,cse,reconcile-unrealized-casts),"
+                  "gpu-to-llvm");
+  MoeGpuModuleToBinaryOptions binaries;
+  binaries.format = options.format;
+  binaries.cacheDir = options.cacheDir;
+  pm.addPass(createMoeGpuModuleToBinary(binaries));
+  addUpstream(pm, "moe-gpu-pipeline",
+              "convert-math-to-llvm,canonicalize,cse,reconcile-unrealized-casts");
 }
 
 void mlir::moe::buildMoeGpuEmulationPipeline(OpPassManager &pm,
                                              const MoeGpuEmulationPipelineOptions &options) {
   addGpuMapping(pm, "moe-gpu-emulation-pipeline", /*blockSize=*/256, /*outParams=*/false,
-                /*emulate=*/true, options.wgmma);
+                /*emulate=*/true, options.wgmma, options.shareLayers);
   pm.addNestedPass<func::FuncOp>(createMoeGpuLaunchToLoops());
   addCpuTail(pm, "moe-gpu-emulation-pipeline");
 }

@@ -69,28 +69,31 @@ def operands(cfg, tokens, hidden, ffn, dtype):
     return ops_
 
 
-def mlir_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=True):
-    """A function @layer(operands...) -> (y, logits) holding one moe.layer."""
+def op_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=True, names=None, results=("%y", "%z")):
+    """(argument declarations, the moe.layer op, y type, logits type) of one
+    layer; `names` maps an operand name to the SSA value it reads (default
+    %<name>), so that several layers can share one function."""
     e = num_experts(cfg)
     t = "?" if dynamic_tokens else str(tokens)
     ops_ = operands(cfg, tokens, hidden, ffn, dtype)
+    names = {name: (names or {}).get(name, f"%{name}") for name, _, _ in ops_}
 
     def ty(name, shape, elt):
         dims = [t if (name in ("x", "prev_logits") and i == 0) else str(d) for i, d in enumerate(shape)]
         return f"tensor<{'x'.join(dims)}x{elt}>"
 
     types = {name: ty(name, shape, elt) for name, shape, elt in ops_}
-    args = ", ".join(f"%{name}: {types[name]}" for name, _, _ in ops_)
+    args = [f"{names[name]}: {types[name]}" for name, _, _ in ops_]
     groups = {
-        "router_hidden": "hidden(%router_hidden)",
-        "selection_bias": "selection_bias(%selection_bias)",
-        "prev_logits": "residual(%prev_logits, %residual_weight)",
-        "ffn_up": "ffn(%ffn_up, %ffn_down)",
-        "constant_vectors": "constant(%constant_vectors, %constant_mix)",
-        "shared_up": "shared(%shared_up, %shared_down)",
-        "shared_gate": "shared_gate(%shared_gate)",
+        "router_hidden": "hidden({router_hidden})",
+        "selection_bias": "selection_bias({selection_bias})",
+        "prev_logits": "residual({prev_logits}, {residual_weight})",
+        "ffn_up": "ffn({ffn_up}, {ffn_down})",
+        "constant_vectors": "constant({constant_vectors}, {constant_mix})",
+        "shared_up": "shared({shared_up}, {shared_down})",
+        "shared_gate": "shared_gate({shared_gate})",
     }
-    clauses = " ".join(groups[name] for name, _, _ in ops_ if name in groups)
+    clauses = " ".join(groups[name].format(**names) for name, _, _ in ops_ if name in groups)
     experts = ", ".join(f"#moe.group<{k}, {n}>" for k, n in cfg["experts"])
     attrs = [f"experts = [{experts}]", f"activation = #moe.activation<{cfg['activation']}>",
              f"routing = {_attr('routing', cfg['routing'])}"]
@@ -98,10 +101,17 @@ def mlir_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=True):
         attrs.append(f"capacity = {_attr('capacity', cfg['capacity'])}")
     y_ty, z_ty = types["x"], f"tensor<{t}x{e}xf32>"
     operand_types = ", ".join(types[name] for name, _, _ in ops_)
+    op = (f"  {results[0]}, {results[1]} = moe.layer {names['x']}, {names['router_weight']} {clauses} "
+          f"{{{', '.join(attrs)}}}\n    : ({operand_types}) -> ({y_ty}, {z_ty})\n")
+    return args, op, y_ty, z_ty
+
+
+def mlir_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=True):
+    """A function @layer(operands...) -> (y, logits) holding one moe.layer."""
+    args, op, y_ty, z_ty = op_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens)
     return (
-        f"func.func @layer({args}) -> ({y_ty}, {z_ty}) {{\n"
-        f"  %y, %z = moe.layer %x, %router_weight {clauses} {{{', '.join(attrs)}}}\n"
-        f"    : ({operand_types}) -> ({y_ty}, {z_ty})\n"
+        f"func.func @layer({', '.join(args)}) -> ({y_ty}, {z_ty}) {{\n"
+        f"{op}"
         f"  return %y, %z : {y_ty}, {z_ty}\n}}\n"
     )
 

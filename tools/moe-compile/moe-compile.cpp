@@ -16,6 +16,7 @@
 #include "moe/InitAll.h"
 #include "moe/Tools/CudaToolkit.h"
 #include "moe/Pipelines/Pipelines.h"
+#include "moe/Utils/CompileCache.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
@@ -31,6 +32,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
@@ -74,6 +76,11 @@ static cl::opt<bool> wgmma("wgmma",
                            cl::init(false), cl::cat(category));
 static cl::opt<bool> optimize("optimize", cl::desc("Run moe-optimize before lowering"), cl::init(true),
                               cl::cat(category));
+static cl::opt<bool> shareLayers(
+    "share-layers",
+    cl::desc("Compile identical MoE layers once, as calls of one shared function (default: on; "
+             "--share-layers=false compiles every layer separately; results are identical)"),
+    cl::init(true), cl::cat(category));
 static cl::opt<int64_t> weightsAsInputs(
     "weights-as-inputs",
     cl::desc("ONNX: float initializers of at least this many bytes become inputs of the artifact "
@@ -83,6 +90,15 @@ static cl::opt<int64_t> weightsAsInputs(
 static cl::opt<std::string> weightsDir("weights-dir",
                                        cl::desc("ONNX: write the initializers made inputs here as <name>.npy"),
                                        cl::cat(category));
+static cl::opt<std::string> cacheDir(
+    "cache-dir",
+    cl::desc("Directory of compiled code reused across compiles: GPU kernels (keyed by their IR, "
+             "chip, features, format, ptxas and this compiler) and host objects (keyed by their "
+             "IR and CPU). Default: $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe-compiler, else "
+             "~/.cache/moe-compiler"),
+    cl::value_desc("dir"), cl::cat(category));
+static cl::opt<bool> noCache("no-cache", cl::desc("Compile everything, read and write no cache"),
+                             cl::init(false), cl::cat(category));
 static cl::opt<bool> keepTemps("keep-temps",
                                cl::desc("Keep the object and the C wrapper next to the output"),
                                cl::init(false), cl::cat(category));
@@ -116,8 +132,24 @@ static std::optional<artifact::BufferSignature> bufferOf(Type type, std::string 
   return spec;
 }
 
-/// Native object code for the host module.
-static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMachine *machine) {
+static bool writeText(StringRef path, StringRef text, std::string &error);
+
+/// Native object code for the host module, from the cache when this module
+/// was compiled for this CPU before.
+static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMachine *machine,
+                                mlir::moe::CompileCache &cache, bool &fromCache) {
+  std::string key = mlir::moe::CompileCache::key(
+      {"host-object", machine->getTargetTriple().str(), machine->getTargetCPU(),
+       machine->getTargetFeatureString(), "O3"},
+      [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
+  std::string error;
+  if (std::optional<std::string> object = cache.lookup("host-object", key)) {
+    fromCache = true;
+    if (!writeText(path, *object, error))
+      return module.emitError(error);
+    return success();
+  }
+  fromCache = false;
   llvm::LLVMContext llvmContext;
   std::unique_ptr<llvm::Module> llvmModule = translateModuleToLLVMIR(module, llvmContext);
   if (!llvmModule)
@@ -135,6 +167,10 @@ static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMac
     return module.emitError("the host target cannot emit object files");
   codegen.run(*llvmModule);
   out.keep();
+  out.os().close();
+  if (cache.enabled())
+    if (auto object = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false))
+      cache.store("host-object", key, (*object)->getBuffer());
   return success();
 }
 
@@ -174,6 +210,9 @@ int main(int argc, char **argv) {
   if (!machine)
     return failWith("--cpu: " + targetError);
   mlir::moe::setDefaultCudaToolkitPath();
+  mlir::moe::CompileCache cache(noCache ? ""
+                                        : cacheDir.getNumOccurrences() ? cacheDir.getValue()
+                                                                       : mlir::moe::CompileCache::defaultDirectory());
 
   DialectRegistry registry;
   mlir::moe::registerAllMoeDialects(registry);
@@ -241,11 +280,14 @@ int main(int argc, char **argv) {
     options.features = features;
     options.format = gpuFormat;
     options.wgmma = wgmma;
+    options.shareLayers = shareLayers;
+    options.cacheDir = cache.path();
     mlir::moe::buildMoeGpuPipeline(pm, options);
   } else {
     mlir::moe::MoeCpuPipelineOptions options;
     options.outParams = true;
     options.vectorBits = mlir::moe::preferredVectorBits(*machine);
+    options.shareLayers = shareLayers;
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }
   if (failed(pm.run(*module)))
@@ -265,7 +307,8 @@ int main(int argc, char **argv) {
   llvm::sys::path::replace_extension(base, "");
   std::string object = (base + ".o").str(), wrapper = (base + ".wrapper.c").str(),
               header = (base + ".h").str();
-  if (failed(emitObject(*module, object, machine.get())))
+  bool objectFromCache = false;
+  if (failed(emitObject(*module, object, machine.get(), cache, objectFromCache)))
     return 1;
   if (!writeText(wrapper, artifact::wrapperSource(spec, mlir::moe::runtimeCheckableFeatures(*machine)), error) ||
       !writeText(header, artifact::headerSource(spec, llvm::sys::path::filename(outputFile).str()), error))
@@ -300,6 +343,10 @@ int main(int argc, char **argv) {
     llvm::sys::fs::remove(wrapper);
   }
   llvm::outs() << "[moe-compile] wrote " << outputFile << " and " << header << " in "
-               << llvm::format("%.1f", msSince(start)) << " ms\n";
+               << llvm::format("%.1f", msSince(start)) << " ms"
+               << (objectFromCache ? " (host object from the cache)" : "") << "\n";
+  if (cache.enabled() && (cache.rejected || cache.storeFailures))
+    llvm::errs() << "moe-compile: warning: cache " << cache.path() << ": " << cache.rejected
+                 << " corrupted entries rebuilt, " << cache.storeFailures << " entries not written\n";
   return 0;
 }

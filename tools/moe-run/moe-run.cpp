@@ -92,6 +92,11 @@ static cl::opt<unsigned> vectorBits(
     cl::desc("Vector register width (bits) the CPU contraction kernels are sized for: 512 or 256 "
              "(default: this machine's, 512 with AVX-512, else 256)"),
     cl::init(0), cl::cat(category));
+static cl::opt<bool> shareLayers(
+    "share-layers",
+    cl::desc("Compile identical MoE layers once, as calls of one shared function (default: on; "
+             "--share-layers=false compiles every layer separately; results are identical)"),
+    cl::init(true), cl::cat(category));
 static cl::opt<bool> saveInputs("save-inputs",
                                 cl::desc("Also write every argument as arg_<i>.npy"),
                                 cl::init(false), cl::cat(category));
@@ -360,11 +365,13 @@ int main(int argc, char **argv) {
   if (gpuEmulation) {
     mlir::moe::MoeGpuEmulationPipelineOptions options;
     options.wgmma = emulateWgmma;
+    options.shareLayers = shareLayers;
     mlir::moe::buildMoeGpuEmulationPipeline(pm, options);
   }
   else {
     mlir::moe::MoeCpuPipelineOptions options;
     options.vectorBits = vectorBits ? unsigned(vectorBits) : mlir::moe::preferredVectorBits(*machine);
+    options.shareLayers = shareLayers;
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }
   if (failed(pm.run(*module)))

@@ -140,6 +140,29 @@ def MoeReadOnlyArguments : Pass<"moe-read-only-arguments", "::mlir::func::FuncOp
   }];
 }
 
+def MoeResultsToOutParams : Pass<"moe-results-to-out-params", "::mlir::ModuleOp"> {
+  let summary = "Buffer results become caller-allocated out-parameters where their shapes allow";
+  let description = [{
+    Upstream `buffer-results-to-out-params` (every function, public ones
+    included, static allocations hoisted to the callers) for the functions
+    whose results it can convert: public functions (the artifact ABI: an
+    entry with a dynamically shaped result is an error, as upstream) and
+    private functions whose results all have static shapes. A private
+    function with a dynamically shaped result (a layer shared by
+    moe-share-layers in a dynamic-batch model) keeps returning its buffers;
+    its callers free them.
+
+    Example:
+
+    ```mlir
+    func.func private @layer(%x: memref<8x32xf32>) -> memref<8x32xf32>
+    // becomes
+    func.func private @layer(%x: memref<8x32xf32>, %out: memref<8x32xf32>)
+    ```
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // GPU mapping (after bufferization)
 //===----------------------------------------------------------------------===//
@@ -319,6 +342,44 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
+}
+
+def MoeGpuModuleToBinary : Pass<"moe-gpu-module-to-binary", "::mlir::ModuleOp"> {
+  let summary = "Compiles every gpu.module to a gpu.binary, reusing kernels compiled before";
+  let description = [{
+    Upstream `gpu-module-to-binary` (NVVM -> PTX -> ptxas) with a kernel
+    cache: each `gpu.module` is keyed by a hash of its body and target
+    (chip, features, optimisation level), the output format, the ptxas it
+    would run (path, size, date) and the compiler's own executable. A key
+    found in `cache-dir` becomes its stored `gpu.binary` without running
+    LLVM or ptxas; the others are compiled as upstream does and stored.
+    Entries are written atomically and checksummed (a corrupted one is
+    rebuilt). The objects keep no compile-time measurements (upstream's
+    `*TimeInMs` properties), so that the output is the same program text
+    whether a kernel was compiled or reused. With a cache, a remark on the
+    module says how many kernels
+    were reused and compiled. Without `cache-dir` it is
+    `gpu-module-to-binary`.
+
+    Example:
+
+    ```mlir
+    gpu.module @k [#nvvm.target<chip = "sm_90">] { llvm.func @k() ... }
+    // becomes
+    gpu.binary @k [#gpu.object<#nvvm.target<chip = "sm_90">, bin = "...">]
+    ```
+  }];
+  let options = [
+    Option<"format", "format", "std::string", /*default=*/"\"bin\"",
+           "What the gpu.binary holds: bin (cubin), isa (PTX), fatbin">,
+    Option<"cacheDir", "cache-dir", "std::string", /*default=*/"",
+           "Directory of compiled kernels (empty: no cache)">
+  ];
+  let statistics = [
+    Statistic<"cacheHits", "cache-hits", "Kernels taken from the cache">,
+    Statistic<"compiled", "compiled", "Kernels compiled (and stored)">
+  ];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
 
 def MoeGpuLaunchToLoops : Pass<"moe-gpu-launch-to-loops", "::mlir::func::FuncOp"> {

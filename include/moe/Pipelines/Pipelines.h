@@ -65,6 +65,11 @@ struct MoeCpuPipelineOptions : public PassPipelineOptions<MoeCpuPipelineOptions>
                      "(AVX-512) or less (256-bit tiles); moe-run and moe-compile pass the "
                      "width of the CPU they compile for"),
       llvm::cl::init(512)};
+  PassOptions::Option<bool> shareLayers{
+      *this, "share-layers",
+      llvm::cl::desc("Compile identical MoE layers once: each becomes a call of one shared "
+                     "function (moe-share-layers)"),
+      llvm::cl::init(true)};
 };
 
 /// moe (either level) -> LLVM dialect for the host CPU: decompose, lower to
@@ -88,6 +93,12 @@ struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions>
       llvm::cl::desc("What the gpu.binary holds: bin (cubin through ptxas), isa (PTX text, "
                      "JIT-compiled by the driver), fatbin"),
       llvm::cl::init("bin")};
+  PassOptions::Option<std::string> cacheDir{
+      *this, "cache-dir",
+      llvm::cl::desc("Directory of compiled kernels: a kernel compiled before (same IR, chip, "
+                     "features, format, ptxas, compiler) is taken from it instead of running "
+                     "LLVM and ptxas; new ones are stored (empty: no cache)"),
+      llvm::cl::init("")};
   PassOptions::Option<int64_t> blockSize{
       *this, "block-size", llvm::cl::desc("Threads per block of the parallel-loop kernels"),
       llvm::cl::init(256)};
@@ -96,6 +107,11 @@ struct MoeGpuPipelineOptions : public PassPipelineOptions<MoeGpuPipelineOptions>
       llvm::cl::desc("Grouped GEMMs as Hopper kernels (TMA loads, mbarrier pipeline, wgmma) instead "
                      "of mma.sync; needs chip=sm_90a"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> shareLayers{
+      *this, "share-layers",
+      llvm::cl::desc("Compile identical MoE layers once: each becomes a call of one shared "
+                     "function (moe-share-layers)"),
+      llvm::cl::init(true)};
 };
 
 /// moe (either level) -> host LLVM dialect + gpu.binary: decompose, lower
@@ -115,6 +131,11 @@ struct MoeGpuEmulationPipelineOptions : public PassPipelineOptions<MoeGpuEmulati
       llvm::cl::desc("Emulate the sm_90a grouped GEMM kernels (moe-gpu-pipeline's wgmma option) instead "
                      "of the mma.sync ones"),
       llvm::cl::init(false)};
+  PassOptions::Option<bool> shareLayers{
+      *this, "share-layers",
+      llvm::cl::desc("Compile identical MoE layers once: each becomes a call of one shared "
+                     "function (moe-share-layers)"),
+      llvm::cl::init(true)};
 };
 void buildMoeGpuEmulationPipeline(OpPassManager &pm, const MoeGpuEmulationPipelineOptions &options = {});
 

@@ -228,4 +228,38 @@ def MoeMergeExperts : Pass<"moe-merge-experts"> {
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::tensor::TensorDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Compile scale
+//===----------------------------------------------------------------------===//
+
+def MoeShareLayers : Pass<"moe-share-layers", "::mlir::ModuleOp"> {
+  let summary = "Makes identical MoE layers calls of one shared function";
+  let description = [{
+    Deep models repeat one layer shape with different weights (DeepSeek-V3:
+    58 MoE layers of one shape). Lowered one by one, every layer's kernels are
+    generated, optimised and assembled again. This pass groups each layer's
+    moe ops (ops connected by values, plus any op on a path between two of
+    them) into a cluster and compares the clusters: those that compute the
+    same thing (same ops, attributes and types; weights and other inputs are
+    arguments, constants of at most 16 elements or splats are part of the
+    comparison) become calls of one private function marked
+    `moe.shared_layer`, so the later passes see each distinct layer once.
+    A cluster without an equal stays inline. Exact: the function holds the
+    same ops.
+
+    ```mlir
+    %y0, %l0 = moe.layer %x, %wr0 ffn(%up0, %down0) {...}
+    %y1, %l1 = moe.layer %y0, %wr1 ffn(%up1, %down1) {...}
+    // becomes
+    %y0 = call @main_layer(%x, %wr0, %up0, %down0)
+    %y1 = call @main_layer(%y0, %wr1, %up1, %down1)
+    ```
+  }];
+  let statistics = [
+    Statistic<"sharedFunctions", "shared-functions", "Distinct layers outlined">,
+    Statistic<"sharedCalls", "shared-calls", "Layers replaced by a call">
+  ];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

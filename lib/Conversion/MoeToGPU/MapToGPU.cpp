@@ -45,6 +45,19 @@ bool runsOnHost(Operation *op) {
          llvm::none_of(op->getResultTypes(), llvm::IsaPred<BaseMemRefType>);
 }
 
+/// Work that already has its own launches: a kernel (moe-tensor-core-gemm)
+/// or a call of a shared layer (moe-share-layers), mapped as a function of
+/// its own. Either stays in place on the host.
+bool launchesItself(Operation *op) {
+  if (isa<gpu::LaunchOp>(op))
+    return true;
+  auto call = dyn_cast<func::CallOp>(op);
+  if (!call)
+    return false;
+  auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(call, call.getCalleeAttr());
+  return callee && !callee.isExternal() && callee->hasAttr(moe::kSharedLayerAttrName);
+}
+
 /// Host operations whose place in the order matters.
 bool isOrdered(Operation *op) { return isa<memref::CopyOp, memref::DeallocOp>(op); }
 
@@ -180,7 +193,7 @@ public:
         Operation *def = v.getDefiningOp();
         return def && device.contains(def);
       });
-      if (isa<gpu::LaunchOp>(op)) // a kernel already (moe-tensor-core-gemm)
+      if (launchesItself(&op))
         continue;
       if (!usesDevice && isHostLoop(&op))
         hostLoops.push_back(cast<scf::ForOp>(op));
@@ -250,7 +263,7 @@ private:
         if (host->hasTrait<OpTrait::IsTerminator>())
           return host->emitOpError("uses a value computed on the GPU");
         // Moving a kernel would reorder it with its producers.
-        if (isa<gpu::LaunchOp>(host))
+        if (launchesItself(host))
           return host->emitOpError("lies between operations that must share one kernel");
         host->moveBefore(op);
       }
@@ -277,6 +290,12 @@ private:
         gpu::DeallocOp::create(b, dealloc.getLoc(), Type(), ValueRange{}, dealloc.getMemref());
         llvm::erase(toFree, dealloc.getMemref());
         dealloc.erase();
+      } else if (isa<func::CallOp>(op) && launchesItself(&op)) {
+        // A shared layer whose result shape it alone knows returns its
+        // buffer (moe-results-to-out-params): the caller frees it.
+        for (Value result : op.getResults())
+          if (isa<BaseMemRefType>(result.getType()))
+            toFree.push_back(result);
       } else if (auto copy = dyn_cast<memref::CopyOp>(op)) {
         if (!moe::hasIdentityLayout(copy.getSource()) || !moe::hasIdentityLayout(copy.getTarget()))
           return copy.emitOpError("between strided buffers cannot be a GPU memcpy (run "

@@ -37,6 +37,10 @@ func.func @valid_places(%a: tensor<4x8xf32>, %w: tensor<4xf32>, %e: tensor<4xi32
   func.call @host() {moe.host_call} : () -> ()
   return %scaled : tensor<4x8xf32>
 }
+// CHECK: func.func private @shared() attributes {moe.shared_layer}
+func.func private @shared() attributes {moe.shared_layer} {
+  return
+}
 
 // -----
 
@@ -104,4 +108,11 @@ func.func @row_experts_two_outputs(%e: tensor<4xi32>) -> (tensor<4xi32>, tensor<
 func.func @host_call_on_return() {
   // expected-error @+1 {{'func.return' op cannot carry 'moe.host_call': it marks a func.call or llvm.call}}
   return {moe.host_call}
+}
+
+// -----
+
+func.func @shared_layer_on_return() {
+  // expected-error @+1 {{'func.return' op cannot carry 'moe.shared_layer': it marks a func.func or llvm.func}}
+  return {moe.shared_layer}
 }

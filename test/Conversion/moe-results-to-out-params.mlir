@@ -1,0 +1,52 @@
+// RUN: moe-opt %s --moe-results-to-out-params --split-input-file | FileCheck %s
+
+// A public function and a private one with static results: both results
+// become out-parameters, and the call passes a buffer the caller allocates.
+// CHECK-LABEL: func.func @entry
+// CHECK-SAME: (%[[X:[^:]+]]: memref<4xf32>, %[[OUT:[^:]+]]: memref<4xf32>)
+// CHECK: %[[TMP:.+]] = memref.alloc() : memref<4xf32>
+// CHECK: call @layer(%[[X]], %[[TMP]]) : (memref<4xf32>, memref<4xf32>) -> ()
+// CHECK: memref.copy %[[TMP]], %[[OUT]]
+// CHECK: func.func private @layer(%{{.+}}: memref<4xf32>, %{{.+}}: memref<4xf32>)
+func.func @entry(%x: memref<4xf32>) -> memref<4xf32> {
+  %y = call @layer(%x) : (memref<4xf32>) -> memref<4xf32>
+  return %y : memref<4xf32>
+}
+func.func private @layer(%x: memref<4xf32>) -> memref<4xf32> {
+  %y = memref.alloc() : memref<4xf32>
+  memref.copy %x, %y : memref<4xf32> to memref<4xf32>
+  return %y : memref<4xf32>
+}
+
+// -----
+
+// A private function whose result shape only it knows keeps returning its
+// buffer; the public caller's static result still becomes an out-parameter.
+// CHECK-LABEL: func.func @dynamic_layer
+// CHECK-SAME: (%[[X:[^:]+]]: memref<?xf32>, %[[OUT:[^:]+]]: memref<4xf32>)
+// CHECK: %[[Y:.+]] = call @layer(%[[X]]) : (memref<?xf32>) -> memref<?xf32>
+// CHECK: func.func private @layer(%{{.+}}: memref<?xf32>) -> memref<?xf32>
+func.func @dynamic_layer(%x: memref<?xf32>) -> memref<4xf32> {
+  %y = call @layer(%x) : (memref<?xf32>) -> memref<?xf32>
+  %s = memref.cast %y : memref<?xf32> to memref<4xf32>
+  return %s : memref<4xf32>
+}
+func.func private @layer(%x: memref<?xf32>) -> memref<?xf32> {
+  %c0 = arith.constant 0 : index
+  %n = memref.dim %x, %c0 : memref<?xf32>
+  %y = memref.alloc(%n) : memref<?xf32>
+  memref.copy %x, %y : memref<?xf32> to memref<?xf32>
+  return %y : memref<?xf32>
+}
+
+// -----
+
+// A public function with a dynamically shaped result takes it as an
+// out-parameter too: its external caller sizes the buffer (moe-exec from
+// the artifact's shapes).
+// CHECK-LABEL: func.func @dynamic_entry
+// CHECK-SAME: (%[[X:[^:]+]]: memref<?xf32>, %[[OUT:[^:]+]]: memref<?xf32>)
+// CHECK: memref.copy %[[X]], %[[OUT]]
+func.func @dynamic_entry(%x: memref<?xf32>) -> memref<?xf32> {
+  return %x : memref<?xf32>
+}
