@@ -3,9 +3,10 @@
 
 Each model chains L identical-shaped MoE layers (different weights, passed as
 arguments, residual adds between them) and is compiled by moe-compile for the
-CPU and for the GPU (sm_90, ptxas), with identical layers shared (the
-default, moe-share-layers) and, up to --separate-max layers, compiled one by
-one (--share-layers=false) for comparison:
+CPU and for the GPU (sm_90, ptxas): with identical layers shared (the default,
+moe-share-layers) into an empty cache, again with that cache warm, and, up to
+--separate-max layers, one by one without a cache (--share-layers=false
+--no-cache: every layer's kernels built again, as before sharing):
 
   deepseek_v3  hidden 7168, 256 experts of width 2048, top-8, sigmoid + bias,
                8 groups / top-4, one shared expert, bf16 (moe input)
@@ -91,11 +92,13 @@ def onnx_program(model, layers, path):
     onnx.save(m, path)
 
 
-def compile_once(src, target, share, out_dir):
-    """(seconds, peak MiB, library MiB, phase times) of one moe-compile."""
+def compile_once(src, target, share, cache, out_dir):
+    """(seconds, peak MiB, library MiB, phase times) of one moe-compile;
+    `cache`: a cache directory, or None for none."""
     lib = os.path.join(out_dir, "libm.so")
+    cache_flags = [f"--cache-dir={cache}"] if cache else ["--no-cache"]
     cmd = ["/usr/bin/time", "-f", "peak_kib %M", tool("moe-compile"), src, f"--target={target}",
-           f"--share-layers={'true' if share else 'false'}", "-o", lib]
+           f"--share-layers={'true' if share else 'false'}", *cache_flags, "-o", lib]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -121,7 +124,7 @@ def main():
     if "gpu" in targets and not shutil.which("ptxas") and not os.path.exists("/usr/local/cuda/bin/ptxas"):
         sys.exit("the GPU target needs ptxas (CUDA toolkit)")
     rows = []
-    print("| model | layers | target | layers compiled | time (s) | parse / lower / emit (s) | peak MiB | library MiB |")
+    print("| model | layers | target | compile | time (s) | parse / lower / emit (s) | peak MiB | library MiB |")
     print("|---|---:|---|---|---:|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -134,13 +137,16 @@ def main():
                     with open(src, "w") as f:
                         f.write(moe_program(model, layers))
                 for target in targets:
-                    for share in (True, False):
-                        if not share and layers > args.separate_max:
-                            continue
-                        seconds, peak, size, phases = compile_once(src, target, share, tmp)
-                        rows.append((name, layers, target, share, seconds, peak, size))
+                    # A fresh cache per configuration: cold, then warm.
+                    cache = os.path.join(tmp, f"cache-{name}-{layers}-{target}")
+                    modes = [("shared, cold cache", True, cache), ("shared, warm cache", True, cache)]
+                    if layers <= args.separate_max:
+                        modes.append(("one by one, no cache", False, None))
+                    for mode, share, cache_dir in modes:
+                        seconds, peak, size, phases = compile_once(src, target, share, cache_dir, tmp)
+                        rows.append((name, layers, target, mode, seconds, peak, size))
                         phase_text = " / ".join(f"{phases.get(p, 0):.2f}" for p in ("parsed", "lowered", "wrote"))
-                        print(f"| {name} | {layers} | {target} | {'shared' if share else 'one by one'} | "
+                        print(f"| {name} | {layers} | {target} | {mode} | "
                               f"{seconds:.2f} | {phase_text} | {peak:.0f} | {size:.2f} |", flush=True)
     if args.plot:
         import matplotlib
@@ -149,10 +155,11 @@ def main():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name in args.models.split(","):
             for target in targets:
-                for share, style in ((True, "-o"), (False, "--x")):
-                    pts = [(r[1], r[4]) for r in rows if r[0] == name and r[2] == target and r[3] == share]
+                for mode, style in (("shared, cold cache", "-o"), ("shared, warm cache", ":s"),
+                                    ("one by one, no cache", "--x")):
+                    pts = [(r[1], r[4]) for r in rows if r[0] == name and r[2] == target and r[3] == mode]
                     if pts:
-                        ax.plot(*zip(*pts), style, label=f"{name} {target} {'shared' if share else 'one by one'}")
+                        ax.plot(*zip(*pts), style, label=f"{name} {target}: {mode}")
         ax.set_xlabel("MoE layers in the model")
         ax.set_ylabel("moe-compile time (s)")
         ax.set_title("Compile time against depth (2-core machine)")

@@ -105,6 +105,7 @@ void mlir::moe::buildMoeGpuPipeline(OpPassManager &pm, const MoeGpuPipelineOptio
   addGpuMapping(pm, "moe-gpu-pipeline", options.blockSize, /*outParams=*/true, /*emulate=*/false,
                 options.wgmma, options.shareLayers);
   addUpstream(pm, "moe-gpu-pipeline", "gpu-kernel-outlining,func.func(gpu-async-region)");
+  pm.addPass(createMoeDeduplicateKernels());
   pm.addNestedPass<gpu::GPUModuleOp>(createMoeAlignWorkgroupBuffers());
   // Upstream's gpu-lower-to-nvvm-pipeline (its default options), spelled out
   // so that the kernels' compilation can go through the kernel cache.

@@ -11,14 +11,15 @@
 #include "dialects/moe/MoeDialect.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Transforms/Passes.h"
+#include "moe/Utils/RegionEquivalence.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Matchers.h"
-#include "mlir/IR/OperationSupport.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/DestinationStyleOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "mlir/Transforms/RegionUtils.h"
 #include "llvm/ADT/EquivalenceClasses.h"
@@ -140,8 +141,29 @@ bool startsLayer(OpOperand &use) {
   return false;
 }
 
-/// The moe ops of `block` that compute `v`, directly or through other
-/// side-effect-free ops (a reshape or a scaling between two moe ops of one
+/// The tensor `op` transforms when it has one (constants and destinations
+/// aside): a reshape, a cast, a scaling. Ops that combine two tensors (a
+/// residual add, a router matmul of activations and weights) are where
+/// one layer's values meet another's, and are not looked through.
+Value soleTensorInput(Operation *op) {
+  SmallVector<Value> operands;
+  if (auto dps = dyn_cast<DestinationStyleOpInterface>(op))
+    llvm::append_range(operands, dps.getDpsInputs());
+  else
+    llvm::append_range(operands, op->getOperands());
+  Value sole;
+  for (Value operand : operands) {
+    if (!isa<TensorType>(operand.getType()) || matchPattern(operand, m_Constant()) || operand == sole)
+      continue;
+    if (sole)
+      return Value();
+    sole = operand;
+  }
+  return sole;
+}
+
+/// The moe ops of `block` that compute `v`, directly or through ops that
+/// transform one tensor (a reshape or a scaling between two moe ops of one
 /// layer); a whole `moe.layer` is a layer of its own.
 SmallVector<Operation *> moeProducers(Block *block, Value v) {
   constexpr unsigned kMaxOpsBetween = 16;
@@ -162,8 +184,8 @@ SmallVector<Operation *> moeProducers(Block *block, Value v) {
     }
     if (!isMemoryEffectFree(op))
       continue;
-    for (Value operand : op->getOperands())
-      visit(operand);
+    if (Value input = soleTensorInput(op))
+      visit(input);
   }
   return found;
 }
@@ -264,20 +286,11 @@ func::FuncOp outline(Cluster &cluster, func::FuncOp parent, SymbolTable &symbols
 }
 
 llvm::hash_code hashBody(func::FuncOp function) {
-  llvm::hash_code hash = hash_value(function.getFunctionType());
-  function.getBody().walk([&](Operation *op) {
-    hash = llvm::hash_combine(hash, OperationEquivalence::computeHash(
-                                        op, OperationEquivalence::ignoreHashValue,
-                                        OperationEquivalence::ignoreHashValue,
-                                        OperationEquivalence::IgnoreLocations));
-  });
-  return hash;
+  return llvm::hash_combine(hash_value(function.getFunctionType()), moe::hashRegionOps(function.getBody()));
 }
 
 bool sameComputation(func::FuncOp a, func::FuncOp b) {
-  return a.getFunctionType() == b.getFunctionType() &&
-         OperationEquivalence::isRegionEquivalentTo(&a.getBody(), &b.getBody(),
-                                                    OperationEquivalence::IgnoreLocations);
+  return a.getFunctionType() == b.getFunctionType() && moe::equivalentRegions(a.getBody(), b.getBody());
 }
 
 /// Replaces the cluster's ops by a call of `function`.

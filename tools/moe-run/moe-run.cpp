@@ -380,10 +380,8 @@ int main(int argc, char **argv) {
   auto jitStart = std::chrono::steady_clock::now();
   ExecutionEngineOptions options;
   // options.transformer is a function_ref: the function must outlive create().
-  std::function<llvm::Error(llvm::Module *)> optimize =
-      makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0, machine.get());
   std::function<llvm::Error(llvm::Module *)> transform = [&](llvm::Module *m) -> llvm::Error {
-    if (llvm::Error error = optimize(m))
+    if (llvm::Error error = mlir::moe::optimizeHostModule(*m, machine.get()))
       return error;
     if (moe_run::builtWithAddressSanitizer())
       moe_run::instrumentWithAddressSanitizer(*m);

@@ -344,6 +344,30 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
                            "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
 }
 
+def MoeDeduplicateKernels : Pass<"moe-deduplicate-kernels", "::mlir::ModuleOp"> {
+  let summary = "Makes launches of identical outlined kernels launch one of them";
+  let description = [{
+    `gpu-kernel-outlining` makes a `gpu.module` per launch, so the same
+    computation at many places of a program (a residual add after every
+    layer of a deep model) becomes as many kernels, each compiled by LLVM
+    and ptxas. This pass compares the outlined modules (same ops, attributes
+    and types, locations aside) and points the launches of each duplicate at
+    the first equal module, then erases the duplicates. Exact: the kernels
+    are the same code.
+
+    Example:
+
+    ```mlir
+    gpu.launch_func @main_kernel::@main_kernel ...
+    gpu.launch_func @main_kernel_0::@main_kernel ...   // same body
+    // becomes
+    gpu.launch_func @main_kernel::@main_kernel ...
+    gpu.launch_func @main_kernel::@main_kernel ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
+}
+
 def MoeGpuModuleToBinary : Pass<"moe-gpu-module-to-binary", "::mlir::ModuleOp"> {
   let summary = "Compiles every gpu.module to a gpu.binary, reusing kernels compiled before";
   let description = [{
