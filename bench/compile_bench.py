@@ -152,19 +152,21 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name in args.models.split(","):
-            for target in targets:
-                for mode, style in (("shared, cold cache", "-o"), ("shared, warm cache", ":s"),
-                                    ("one by one, no cache", "--x")):
-                    pts = [(r[1], r[4]) for r in rows if r[0] == name and r[2] == target and r[3] == mode]
-                    if pts:
-                        ax.plot(*zip(*pts), style, label=f"{name} {target}: {mode}")
+        fig, ax = plt.subplots(figsize=(10, 5))
+        colors = plt.get_cmap("tab10").colors
+        series = [(name, target) for name in args.models.split(",") for target in targets]
+        for index, (name, target) in enumerate(series):
+            for mode, style in (("shared, cold cache", "-o"), ("shared, warm cache", ":s"),
+                                ("one by one, no cache", "--x")):
+                pts = [(r[1], r[4]) for r in rows if r[0] == name and r[2] == target and r[3] == mode]
+                if pts:
+                    ax.plot(*zip(*pts), style, color=colors[index % len(colors)],
+                            label=f"{name} {target}: {mode}")
         ax.set_xlabel("MoE layers in the model")
         ax.set_ylabel("moe-compile time (s)")
         ax.set_title("Compile time against depth (2-core machine)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")

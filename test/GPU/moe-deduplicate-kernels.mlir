@@ -74,3 +74,31 @@ module attributes {gpu.container_module} {
     }
   }
 }
+
+// -----
+
+// The same kernel outlined from two functions has two names: still one.
+// CHECK-LABEL: func.func @two_names
+// CHECK: gpu.launch_func @caller_kernel::@caller_kernel
+// CHECK: gpu.launch_func @caller_kernel::@caller_kernel
+// CHECK: gpu.module @caller_kernel
+// CHECK-NEXT: gpu.func @caller_kernel
+// CHECK-NOT: gpu.module
+module attributes {gpu.container_module} {
+  func.func @two_names(%a: memref<16xf32>) {
+    %c1 = arith.constant 1 : index
+    gpu.launch_func @caller_kernel::@caller_kernel blocks in (%c1, %c1, %c1) threads in (%c1, %c1, %c1) args(%a : memref<16xf32>)
+    gpu.launch_func @layer_kernel::@layer_kernel blocks in (%c1, %c1, %c1) threads in (%c1, %c1, %c1) args(%a : memref<16xf32>)
+    return
+  }
+  gpu.module @caller_kernel {
+    gpu.func @caller_kernel(%x: memref<16xf32>) kernel {
+      gpu.return
+    }
+  }
+  gpu.module @layer_kernel {
+    gpu.func @layer_kernel(%x: memref<16xf32>) kernel {
+      gpu.return
+    }
+  }
+}

@@ -96,10 +96,11 @@ static cl::opt<std::string> weightsDir("weights-dir",
                                        cl::cat(category));
 static cl::opt<std::string> cacheDir(
     "cache-dir",
-    cl::desc("Directory of compiled code reused across compiles: GPU kernels (keyed by their IR, "
-             "chip, features, format, ptxas and this compiler) and host objects (keyed by their "
-             "IR and CPU). Default: $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe-compiler, else "
-             "~/.cache/moe-compiler"),
+    cl::desc("Directory of compiled code reused across compiles: whole programs (their object, "
+             "keyed by the imported IR and every option) and GPU kernels (keyed by their IR, chip, "
+             "features, format and ptxas), both also by this compiler's own executable. "
+             "Default: $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe-compiler, else "
+             "~/.cache/moe-compiler; an empty MOE_CACHE_DIR turns it off"),
     cl::value_desc("dir"), cl::cat(category));
 static cl::opt<bool> noCache("no-cache", cl::desc("Compile everything, read and write no cache"),
                              cl::init(false), cl::cat(category));
@@ -136,8 +137,6 @@ static std::optional<artifact::BufferSignature> bufferOf(Type type, std::string 
   return spec;
 }
 
-static bool writeText(StringRef path, StringRef text, std::string &error);
-
 /// What the lowering made of the program's layers: calls of shared layer
 /// functions (moe-share-layers) and GPU kernels.
 static std::string loweredSummary(ModuleOp module) {
@@ -165,22 +164,8 @@ static std::string loweredSummary(ModuleOp module) {
   return text.empty() ? text : " (" + text + ")";
 }
 
-/// Native object code for the host module, from the cache when this module
-/// was compiled for this CPU before.
-static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMachine *machine,
-                                mlir::moe::CompileCache &cache, bool &fromCache) {
-  std::string key = mlir::moe::CompileCache::key(
-      {"host-object", machine->getTargetTriple().str(), machine->getTargetCPU(),
-       machine->getTargetFeatureString(), "O3 no-unroll"},
-      [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
-  std::string error;
-  if (std::optional<std::string> object = cache.lookup("host-object", key)) {
-    fromCache = true;
-    if (!writeText(path, *object, error))
-      return module.emitError(error);
-    return success();
-  }
-  fromCache = false;
+/// Native object code for the host module.
+static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMachine *machine) {
   llvm::LLVMContext llvmContext;
   std::unique_ptr<llvm::Module> llvmModule = translateModuleToLLVMIR(module, llvmContext);
   if (!llvmModule)
@@ -198,10 +183,6 @@ static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMac
     return module.emitError("the host target cannot emit object files");
   codegen.run(*llvmModule);
   out.keep();
-  out.os().close();
-  if (cache.enabled())
-    if (auto object = llvm::MemoryBuffer::getFile(path, /*IsText=*/false, /*RequiresNullTerminator=*/false))
-      cache.store("host-object", key, (*object)->getBuffer());
   return success();
 }
 
@@ -302,6 +283,14 @@ int main(int argc, char **argv) {
                << " ms\n";
 
   start = std::chrono::steady_clock::now();
+  // The whole program's object, when this program was compiled before with
+  // these options: no lowering, LLVM or ptxas at all.
+  std::string programKey = mlir::moe::CompileCache::key(
+      {"program", spec.target, chip, features, gpuFormat, wgmma ? "wgmma" : "", optimize ? "optimize" : "",
+       shareLayers ? "share-layers" : "", machine->getTargetTriple().str(), machine->getTargetCPU(),
+       machine->getTargetFeatureString()},
+      [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
+  std::optional<std::string> programObject = cache.lookup("program-object", programKey);
   PassManager pm(&context);
   if (optimize)
     mlir::moe::buildMoeOptimizePipeline(pm, mlir::moe::MoeOptimizeOptions());
@@ -321,10 +310,14 @@ int main(int argc, char **argv) {
     options.shareLayers = shareLayers;
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }
-  if (failed(pm.run(*module)))
+  if (programObject)
+    llvm::outs() << "[moe-compile] program for " << spec.target << " from the cache in "
+                 << llvm::format("%.1f", msSince(start)) << " ms\n";
+  else if (failed(pm.run(*module)))
     return failWith("lowering failed (see the errors above)");
-  llvm::outs() << "[moe-compile] lowered for " << spec.target << " in "
-               << llvm::format("%.1f", msSince(start)) << " ms" << loweredSummary(*module) << "\n";
+  else
+    llvm::outs() << "[moe-compile] lowered for " << spec.target << " in "
+                 << llvm::format("%.1f", msSince(start)) << " ms" << loweredSummary(*module) << "\n";
 
   // Artifacts: the object, the C wrapper, then one link.
   start = std::chrono::steady_clock::now();
@@ -338,9 +331,16 @@ int main(int argc, char **argv) {
   llvm::sys::path::replace_extension(base, "");
   std::string object = (base + ".o").str(), wrapper = (base + ".wrapper.c").str(),
               header = (base + ".h").str();
-  bool objectFromCache = false;
-  if (failed(emitObject(*module, object, machine.get(), cache, objectFromCache)))
-    return 1;
+  if (programObject) {
+    if (!writeText(object, *programObject, error))
+      return failWith(error);
+  } else {
+    if (failed(emitObject(*module, object, machine.get())))
+      return 1;
+    if (cache.enabled())
+      if (auto bytes = llvm::MemoryBuffer::getFile(object, /*IsText=*/false, /*RequiresNullTerminator=*/false))
+        cache.store("program-object", programKey, (*bytes)->getBuffer());
+  }
   if (!writeText(wrapper, artifact::wrapperSource(spec, mlir::moe::runtimeCheckableFeatures(*machine)), error) ||
       !writeText(header, artifact::headerSource(spec, llvm::sys::path::filename(outputFile).str()), error))
     return failWith(error);
@@ -378,7 +378,7 @@ int main(int argc, char **argv) {
   }
   llvm::outs() << "[moe-compile] wrote " << outputFile << " and " << header << " in "
                << llvm::format("%.1f", msSince(start)) << " ms"
-               << (objectFromCache ? " (host object from the cache)" : "") << "\n";
+               << (programObject ? " (program from the cache)" : "") << "\n";
   if (cache.enabled() && (cache.rejected || cache.storeFailures))
     llvm::errs() << "moe-compile: warning: cache " << cache.path() << ": " << cache.rejected
                  << " corrupted entries rebuilt, " << cache.storeFailures << " entries not written\n";

@@ -351,9 +351,10 @@ def MoeDeduplicateKernels : Pass<"moe-deduplicate-kernels", "::mlir::ModuleOp"> 
     computation at many places of a program (a residual add after every
     layer of a deep model) becomes as many kernels, each compiled by LLVM
     and ptxas. This pass compares the outlined modules (same ops, attributes
-    and types, locations aside) and points the launches of each duplicate at
-    the first equal module, then erases the duplicates. Exact: the kernels
-    are the same code.
+    and types, locations aside; a module holding one kernel is compared
+    without that kernel's name, which follows the function it was outlined
+    from) and points the launches of each duplicate at the first equal
+    module, then erases the duplicates. Exact: the kernels are the same code.
 
     Example:
 

@@ -34,11 +34,31 @@ bool sameKernels(gpu::GPUModuleOp a, gpu::GPUModuleOp b) {
          moe::equivalentRegions(a.getBodyRegion(), b.getBodyRegion());
 }
 
+/// The one kernel function of an outlined module, if that is all it holds.
+gpu::GPUFuncOp soleKernel(gpu::GPUModuleOp module) {
+  auto functions = module.getOps<gpu::GPUFuncOp>();
+  if (!llvm::hasSingleElement(functions) ||
+      !llvm::hasSingleElement(module.getBody()->without_terminator()))
+    return {};
+  return *functions.begin();
+}
+
 struct MoeDeduplicateKernelsPass : mlir::moe::impl::MoeDeduplicateKernelsBase<MoeDeduplicateKernelsPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    MLIRContext *ctx = &getContext();
+    // The kernel's own name follows the function it was outlined from: the
+    // same kernel outlined from a shared layer and from its caller differs
+    // only there. Compare under one name, restore the names after.
+    StringAttr placeholder = StringAttr::get(ctx, "__moe_kernel");
+    llvm::DenseMap<Operation *, StringAttr> originalNames;
+    for (auto gpuModule : module.getOps<gpu::GPUModuleOp>())
+      if (gpu::GPUFuncOp kernel = soleKernel(gpuModule)) {
+        originalNames[kernel] = kernel.getNameAttr();
+        kernel.setName(placeholder);
+      }
     llvm::DenseMap<llvm::hash_code, SmallVector<gpu::GPUModuleOp>> kept;
-    llvm::DenseMap<StringAttr, StringAttr> replacement;
+    llvm::DenseMap<StringAttr, gpu::GPUModuleOp> replacement;
     SmallVector<gpu::GPUModuleOp> duplicates;
     for (auto gpuModule : module.getOps<gpu::GPUModuleOp>()) {
       SmallVector<gpu::GPUModuleOp> &candidates = kept[hashModule(gpuModule)];
@@ -47,16 +67,25 @@ struct MoeDeduplicateKernelsPass : mlir::moe::impl::MoeDeduplicateKernelsBase<Mo
         candidates.push_back(gpuModule);
         continue;
       }
-      replacement[gpuModule.getNameAttr()] = same->getNameAttr();
+      replacement[gpuModule.getNameAttr()] = *same;
       duplicates.push_back(gpuModule);
     }
+    for (auto [kernel, name] : originalNames)
+      cast<gpu::GPUFuncOp>(kernel).setName(name);
     if (duplicates.empty())
       return;
     module.walk([&](gpu::LaunchFuncOp launch) {
-      SymbolRefAttr kernel = launch.getKernel();
-      auto it = replacement.find(kernel.getRootReference());
-      if (it != replacement.end())
-        launch.setKernelAttr(SymbolRefAttr::get(it->second, kernel.getNestedReferences()));
+      SymbolRefAttr target = launch.getKernel();
+      auto it = replacement.find(target.getRootReference());
+      if (it == replacement.end())
+        return;
+      gpu::GPUModuleOp keptModule = it->second;
+      // A sole kernel is launched by its own name; otherwise the names match.
+      gpu::GPUFuncOp keptKernel = soleKernel(keptModule);
+      SmallVector<FlatSymbolRefAttr> nested(target.getNestedReferences());
+      if (keptKernel && nested.size() == 1)
+        nested[0] = FlatSymbolRefAttr::get(keptKernel.getNameAttr());
+      launch.setKernelAttr(SymbolRefAttr::get(keptModule.getNameAttr(), nested));
     });
     for (gpu::GPUModuleOp duplicate : duplicates)
       duplicate.erase();
