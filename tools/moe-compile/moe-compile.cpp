@@ -41,6 +41,7 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ThreadPool.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
@@ -104,6 +105,11 @@ static cl::opt<std::string> cacheDir(
     cl::value_desc("dir"), cl::cat(category));
 static cl::opt<bool> noCache("no-cache", cl::desc("Compile everything, read and write no cache"),
                              cl::init(false), cl::cat(category));
+static cl::opt<unsigned> jobs(
+    "jobs",
+    cl::desc("Threads for the compilation (functions lowered and GPU kernels compiled in "
+             "parallel); 0: one per core (default), 1: none"),
+    cl::init(0), cl::cat(category));
 static cl::opt<bool> keepTemps("keep-temps",
                                cl::desc("Keep the object and the C wrapper next to the output"),
                                cl::init(false), cl::cat(category));
@@ -229,7 +235,12 @@ int main(int argc, char **argv) {
   DialectRegistry registry;
   mlir::moe::registerAllMoeDialects(registry);
   mlir::moe::registerAllMoePasses();
-  MLIRContext context(registry);
+  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  std::unique_ptr<llvm::DefaultThreadPool> threadPool;
+  if (jobs != 1) {
+    threadPool = std::make_unique<llvm::DefaultThreadPool>(llvm::hardware_concurrency(jobs));
+    context.setThreadPool(*threadPool);
+  }
   context.loadAllAvailableDialects();
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);

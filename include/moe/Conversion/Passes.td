@@ -377,7 +377,9 @@ def MoeGpuModuleToBinary : Pass<"moe-gpu-module-to-binary", "::mlir::ModuleOp"> 
     (chip, features, optimisation level), the output format, the ptxas it
     would run (path, size, date) and the compiler's own executable. A key
     found in `cache-dir` becomes its stored `gpu.binary` without running
-    LLVM or ptxas; the others are compiled as upstream does and stored.
+    LLVM or ptxas; the others are compiled as upstream does (in parallel on
+    the context's threads, one LLVM context and one ptxas process per
+    kernel) and stored.
     Entries are written atomically and checksummed (a corrupted one is
     rebuilt). The objects keep no compile-time measurements (upstream's
     `*TimeInMs` properties), so that the output is the same program text

@@ -8,6 +8,7 @@
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/IR/Threading.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
@@ -53,6 +54,26 @@ std::string moduleKey(gpu::GPUModuleOp module, StringRef format, StringRef ptxas
     for (Operation &op : module.getBody()->getOperations())
       op.print(os, flags);
   });
+}
+
+/// The objects of `module`, one per target it names.
+LogicalResult compileModule(gpu::GPUModuleOp module, const gpu::TargetOptions &options,
+                            SmallVector<Attribute> &objects) {
+  if (!module.getTargetsAttr())
+    return module.emitError("the module has no target attributes");
+  for (Attribute attr : module.getTargetsAttr()) {
+    auto target = dyn_cast<gpu::TargetAttrInterface>(attr);
+    if (!target)
+      return module.emitError("target ") << attr << " cannot compile a module";
+    std::optional<SmallVector<char, 0>> serialized = target.serializeToObject(module, options);
+    if (!serialized)
+      return module.emitError("compiling the module for ") << attr << " failed";
+    Attribute object = target.createObject(module, *serialized, options);
+    if (!object)
+      return module.emitError("packaging the module compiled for ") << attr << " failed";
+    objects.push_back(object);
+  }
+  return success();
 }
 
 /// `binary`'s objects without the compile-time measurements upstream
@@ -114,16 +135,24 @@ struct MoeGpuModuleToBinaryPass
         ++cacheHits;
       }
     }
-    // The rest, as gpu-module-to-binary compiles them.
-    std::unique_ptr<SymbolTable> symbols;
-    auto lazySymbols = [&]() -> SymbolTable * {
-      if (!symbols)
-        symbols = std::make_unique<SymbolTable>(module);
-      return symbols.get();
-    };
-    gpu::TargetOptions options({}, {}, {}, {}, *target, lazySymbols);
-    if (failed(gpu::transformGpuModulesToBinaries(module, nullptr, options)))
+    // The rest, as gpu-module-to-binary compiles them, on the context's
+    // threads: each kernel is translated in its own LLVM context and
+    // assembled by its own ptxas process. The program changes only after.
+    SymbolTable symbols(module);
+    gpu::TargetOptions options({}, {}, {}, {}, *target, [&]() -> SymbolTable * { return &symbols; });
+    SmallVector<gpu::GPUModuleOp> pending(module.getOps<gpu::GPUModuleOp>());
+    SmallVector<SmallVector<Attribute>> objects(pending.size());
+    if (failed(failableParallelForEachN(&getContext(), 0, pending.size(), [&](size_t i) {
+          return compileModule(pending[i], options, objects[i]);
+        })))
       return signalPassFailure();
+    OpBuilder builder(&getContext());
+    for (auto [gpuModule, moduleObjects] : llvm::zip(pending, objects)) {
+      builder.setInsertionPointAfter(gpuModule);
+      gpu::BinaryOp::create(builder, gpuModule.getLoc(), gpuModule.getName(), gpuModule.getOffloadingHandlerAttr(),
+                            builder.getArrayAttr(moduleObjects));
+      gpuModule.erase();
+    }
     for (auto binary : module.getOps<gpu::BinaryOp>())
       dropTimings(binary);
     for (auto &[name, key] : missed) {
