@@ -202,29 +202,29 @@ std::vector<Cluster> findClusters(Block *block) {
         for (Operation *producer : moeProducers(block, use.get()))
           classes.unionSets(&op, producer);
   }
-  // Closing one class can pull in a moe op of another: merge and repeat.
-  bool changed = true;
-  while (changed) {
+  // Closing one class can pull in a moe op of another: merge and close
+  // again until every closed class holds only its own moe ops.
+  std::vector<llvm::SmallPtrSet<Operation *, 32>> closed;
+  while (true) {
+    closed.clear();
     SmallVector<std::pair<Operation *, Operation *>> merges;
     for (const auto *entry : classes) {
       if (!entry->isLeader())
         continue;
-      llvm::SmallPtrSet<Operation *, 32> members(classes.member_begin(*entry), classes.member_end());
+      llvm::SmallPtrSet<Operation *, 32> &members =
+          closed.emplace_back(classes.member_begin(*entry), classes.member_end());
       closeUnderPaths(block, members);
       for (Operation *op : members)
         if (isMoeOp(op) && !classes.isEquivalent(op, entry->getData()))
           merges.push_back({op, entry->getData()});
     }
+    if (merges.empty())
+      break;
     for (auto [a, b] : merges)
       classes.unionSets(a, b);
-    changed = !merges.empty();
   }
   std::vector<Cluster> clusters;
-  for (const auto *entry : classes) {
-    if (!entry->isLeader())
-      continue;
-    llvm::SmallPtrSet<Operation *, 32> members(classes.member_begin(*entry), classes.member_end());
-    closeUnderPaths(block, members);
+  for (llvm::SmallPtrSet<Operation *, 32> &members : closed) {
     Cluster cluster;
     cluster.ops.assign(members.begin(), members.end());
     llvm::sort(cluster.ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });

@@ -295,13 +295,18 @@ int main(int argc, char **argv) {
 
   start = std::chrono::steady_clock::now();
   // The whole program's object, when this program was compiled before with
-  // these options: no lowering, LLVM or ptxas at all.
-  std::string programKey = mlir::moe::CompileCache::key(
-      {"program", spec.target, chip, features, gpuFormat, wgmma ? "wgmma" : "", optimize ? "optimize" : "",
-       shareLayers ? "share-layers" : "", machine->getTargetTriple().str(), machine->getTargetCPU(),
-       machine->getTargetFeatureString()},
-      [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
-  std::optional<std::string> programObject = cache.lookup("program-object", programKey);
+  // these options: no lowering, LLVM or ptxas at all. (The key prints the
+  // whole module, weights included: only with a cache.)
+  std::string programKey;
+  std::optional<std::string> programObject;
+  if (cache.enabled()) {
+    programKey = mlir::moe::CompileCache::key(
+        {"program", spec.target, chip, features, gpuFormat, wgmma ? "wgmma" : "", optimize ? "optimize" : "",
+         shareLayers ? "share-layers" : "", machine->getTargetTriple().str(), machine->getTargetCPU(),
+         machine->getTargetFeatureString()},
+        [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
+    programObject = cache.lookup("program-object", programKey);
+  }
   PassManager pm(&context);
   if (optimize)
     mlir::moe::buildMoeOptimizePipeline(pm, mlir::moe::MoeOptimizeOptions());

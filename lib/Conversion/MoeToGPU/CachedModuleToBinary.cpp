@@ -130,7 +130,8 @@ struct MoeGpuModuleToBinaryPass
           continue;
         }
         builder.setInsertionPoint(gpuModule);
-        gpu::BinaryOp::create(builder, gpuModule.getLoc(), gpuModule.getName(), Attribute(), objects);
+        gpu::BinaryOp::create(builder, gpuModule.getLoc(), gpuModule.getName(),
+                              gpuModule.getOffloadingHandlerAttr(), objects);
         gpuModule.erase();
         ++cacheHits;
       }
