@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/moe/MoeOps.h"
+#include "moe/Transforms/CostReport.h"
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -29,9 +30,7 @@ using namespace mlir::moe;
 
 namespace {
 
-struct Cost {
-  double gemmFlops = 0, otherFlops = 0, weightBytes = 0, activationBytes = 0;
-};
+using Cost = OpCost;
 
 /// What a dispatch plan is expected to hold, for the ops that read it.
 struct PlanEstimate {
@@ -427,11 +426,6 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
       .Default([](Operation *) { return Cost(); });
 }
 
-std::string locationOf(Operation *op) {
-  if (auto file = dyn_cast<FileLineColLoc>(op->getLoc()))
-    return "line " + std::to_string(file.getLine());
-  return "";
-}
 
 struct MoeCostReportPass : mlir::moe::impl::MoeCostReportBase<MoeCostReportPass> {
   using MoeCostReportBase::MoeCostReportBase;
@@ -439,72 +433,95 @@ struct MoeCostReportPass : mlir::moe::impl::MoeCostReportBase<MoeCostReportPass>
   void runOnOperation() override {
     ModuleOp module = getOperation();
     for (auto func : llvm::make_early_inc_range(module.getOps<func::FuncOp>())) {
-      bool hasMoe = false;
-      func.walk([&](Operation *op) { hasMoe |= isa<MoeDialect>(op->getDialect()); });
-      if (!hasMoe)
-        continue;
-      // Layers are reported as their decomposition, on a copy.
-      func::FuncOp subject = func;
-      bool decomposed = false;
-      if (!func.getOps<LayerOp>().empty() || !func.getBody().getOps<LayerOp>().empty()) {
-        OpBuilder b(func);
-        subject = cast<func::FuncOp>(b.clone(*func));
-        RewritePatternSet patterns(&getContext());
-        populateMoeDecomposePatterns(patterns);
-        if (failed(applyPatternsGreedily(subject, std::move(patterns))))
-          return signalPassFailure();
-        decomposed = true;
-      }
-      bool ok = report(func.getName(), subject, decomposed);
-      if (decomposed)
-        subject.erase();
-      if (!ok)
+      FailureOr<CostTable> table = computeCostTable(func, tokens);
+      if (failed(table))
         return signalPassFailure();
+      if (!table->rows.empty())
+        print(func.getName(), *table);
     }
   }
 
-  bool report(StringRef name, func::FuncOp func, bool decomposed) {
-    CostModel model(tokens);
+  void print(StringRef name, const CostTable &table) {
     llvm::raw_ostream &os = llvm::outs();
-    os << "moe-cost-report @" << name << (decomposed ? " (its moe.layer ops decomposed)" : "")
+    os << "moe-cost-report @" << name << (table.decomposed ? " (its moe.layer ops decomposed)" : "")
        << "; uniform routing over each selection's experts"
        << (tokens > 0 ? ("; dynamic token count taken as " + std::to_string(tokens)) : std::string())
        << "\n";
     os << llvm::format("  %-28s %-9s %16s %14s %14s %16s\n", "op", "where", "GEMM FLOP", "other FLOP",
                        "weight bytes", "activation bytes");
-    Cost total;
-    SmallVector<DispatchOp> dispatches;
-    bool ok = true;
-    func.walk([&](Operation *op) {
-      if (!isa<MoeDialect>(op->getDialect()))
-        return;
-      FailureOr<Cost> c = model.costOf(op);
-      if (failed(c)) {
-        ok = false;
-        return;
-      }
-      if (auto d = dyn_cast<DispatchOp>(op))
-        dispatches.push_back(d);
-      total.gemmFlops += c->gemmFlops;
-      total.otherFlops += c->otherFlops;
-      total.weightBytes += c->weightBytes;
-      total.activationBytes += c->activationBytes;
-      os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f\n",
-                         op->getName().getStringRef().str().c_str(), locationOf(op).c_str(),
-                         c->gemmFlops, c->otherFlops, c->weightBytes, c->activationBytes);
-    });
-    if (!ok)
-      return false;
-    os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f\n", "total", "", total.gemmFlops,
-                       total.otherFlops, total.weightBytes, total.activationBytes);
-    for (DispatchOp d : dispatches) {
-      const PlanEstimate *plan = model.planOf(d.getExpertOffsets());
+    auto line = [&](StringRef op, StringRef where, const OpCost &c) {
+      os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f\n", op.str().c_str(), where.str().c_str(),
+                         c.gemmFlops, c.otherFlops, c.weightBytes, c.activationBytes);
+    };
+    for (const CostRow &row : table.rows)
+      line(row.op, row.line ? "line " + std::to_string(row.line) : "", row.cost);
+    line("total", "", table.total);
+    for (const DispatchEstimate &d : table.dispatches)
       os << llvm::format("  dispatch %s: %.1f filled slots over %lld experts (selected from %.0f), "
                          "%.2f rows per expert\n",
-                         locationOf(d).c_str(), plan->filledSlots, (long long)plan->experts,
-                         plan->selectionExperts, plan->rowsPerExpert);
-    }
-    return true;
+                         d.line ? ("line " + std::to_string(d.line)).c_str() : "", d.filledSlots,
+                         (long long)d.experts, d.selectionExperts, d.rowsPerExpert);
   }
 };
 } // namespace
+
+static int64_t lineOf(Operation *op) {
+  if (auto file = dyn_cast<FileLineColLoc>(op->getLoc()))
+    return file.getLine();
+  return 0;
+}
+
+FailureOr<CostTable> mlir::moe::computeCostTable(func::FuncOp func, int64_t tokens) {
+  CostTable table;
+  bool hasMoe = false;
+  func.walk([&](Operation *op) { hasMoe |= isa<MoeDialect>(op->getDialect()); });
+  if (!hasMoe)
+    return table;
+  // Layers are costed as their decomposition, on a copy next to `func`.
+  func::FuncOp subject = func;
+  if (!func.getBody().getOps<LayerOp>().empty() || [&] {
+        bool nested = false;
+        func.walk([&](LayerOp) { nested = true; });
+        return nested;
+      }()) {
+    OpBuilder b(func);
+    subject = cast<func::FuncOp>(b.clone(*func));
+    RewritePatternSet patterns(func.getContext());
+    populateMoeDecomposePatterns(patterns);
+    if (failed(applyPatternsGreedily(subject, std::move(patterns)))) {
+      subject.erase();
+      return failure();
+    }
+    table.decomposed = true;
+  }
+  CostModel model(tokens);
+  SmallVector<DispatchOp> dispatches;
+  bool ok = true;
+  subject.walk([&](Operation *op) {
+    if (!ok || !isa<MoeDialect>(op->getDialect()))
+      return;
+    FailureOr<Cost> c = model.costOf(op);
+    if (failed(c)) {
+      ok = false;
+      return;
+    }
+    if (auto d = dyn_cast<DispatchOp>(op))
+      dispatches.push_back(d);
+    const OpCost &cost = *c;
+    table.total.gemmFlops += cost.gemmFlops;
+    table.total.otherFlops += cost.otherFlops;
+    table.total.weightBytes += cost.weightBytes;
+    table.total.activationBytes += cost.activationBytes;
+    table.rows.push_back({op->getName().getStringRef().str(), lineOf(op), cost});
+  });
+  for (DispatchOp d : dispatches) {
+    const PlanEstimate *plan = model.planOf(d.getExpertOffsets());
+    table.dispatches.push_back(
+        {lineOf(d), plan->filledSlots, plan->experts, plan->selectionExperts, plan->rowsPerExpert});
+  }
+  if (table.decomposed)
+    subject.erase();
+  if (!ok)
+    return failure();
+  return table;
+}

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "ArtifactWrapper.h"
+#include "CompileReport.h"
 #include "moe/Tools/LoadModule.h"
 #include "moe/Tools/EntryFunction.h"
 #include "moe/Tools/CpuTarget.h"
@@ -114,8 +115,23 @@ static cl::opt<bool> keepTemps("keep-temps",
                                cl::desc("Keep the object and the C wrapper next to the output"),
                                cl::init(false), cl::cat(category));
 
+static cl::opt<std::string> reportFile(
+    "report",
+    cl::desc("Write what was compiled as JSON to this file, also when compilation fails: the "
+             "diagnostics with their locations, the signature, the recognised MoE layers, the cost "
+             "model's table and the timings (schema: docs/python.md)"),
+    cl::value_desc("file.json"), cl::cat(category));
+static cl::opt<int64_t> costTokens("cost-tokens",
+                                   cl::desc("Token count the --report cost table assumes where the "
+                                            "token dimension is dynamic (default 256)"),
+                                   cl::init(256), cl::cat(category));
+
+/// What --report writes.
+static artifact::CompileReport report;
+
 static int failWith(const llvm::Twine &message) {
   llvm::errs() << "moe-compile: error: " << message << "\n";
+  report.error(message.str());
   return 1;
 }
 
@@ -161,6 +177,9 @@ static std::string loweredSummary(ModuleOp module) {
   });
   auto binaries = module.getOps<gpu::BinaryOp>();
   unsigned kernels = std::distance(binaries.begin(), binaries.end());
+  report.sharedFunctions = shared.size();
+  report.layerCalls = calls;
+  report.gpuKernels = kernels;
   std::string text;
   llvm::raw_string_ostream os(text);
   if (!shared.empty())
@@ -192,6 +211,15 @@ static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMac
   return success();
 }
 
+/// libmoe_runtime.so: next to an installed moe-compile (bin/../lib, as the
+/// Python package lays them out), else where this build made it.
+static std::string runtimeLibrary() {
+  std::string exe = llvm::sys::fs::getMainExecutable(nullptr, reinterpret_cast<void *>(&runtimeLibrary));
+  llvm::SmallString<256> installed(llvm::sys::path::parent_path(llvm::sys::path::parent_path(exe)));
+  llvm::sys::path::append(installed, "lib", "libmoe_runtime.so");
+  return !exe.empty() && llvm::sys::fs::exists(installed) ? installed.str().str() : MOE_RUNTIME_LIBRARY;
+}
+
 static bool writeText(StringRef path, StringRef text, std::string &error) {
   std::error_code ec;
   llvm::raw_fd_ostream os(path, ec);
@@ -202,6 +230,8 @@ static bool writeText(StringRef path, StringRef text, std::string &error) {
   os << text;
   return true;
 }
+
+static int compile();
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
@@ -214,6 +244,18 @@ int main(int argc, char **argv) {
       "  moe-compile model.onnx --target=cpu --weights-as-inputs=1048576 --weights-dir=out/w -o out/libm.so\n\n"
       "writes out/liblayer.so, out/liblayer.h and out/libmoe_runtime.so. Results become\n"
       "out-parameters: the caller allocates every buffer. Run it with moe-exec.\n");
+  int rc = compile();
+  if (!reportFile.empty()) {
+    std::string error;
+    if (!writeText(reportFile, report.json(rc == 0), error)) {
+      llvm::errs() << "moe-compile: error: --report: " << error << "\n";
+      return 1;
+    }
+  }
+  return rc;
+}
+
+static int compile() {
   if (target != "cpu" && target != "gpu")
     return failWith("--target must be cpu or gpu, not '" + target + "'");
   if (wgmma && (target != "gpu" || chip != "sm_90a"))
@@ -244,6 +286,7 @@ int main(int argc, char **argv) {
   context.loadAllAvailableDialects();
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  artifact::DiagnosticRecorder recorder(&context, report);
   auto start = std::chrono::steady_clock::now();
   // MLIR, or an ONNX model (imported).
   mlir::moe::OnnxImportOptions onnxOptions;
@@ -290,8 +333,26 @@ int main(int argc, char **argv) {
   for (auto f : llvm::make_early_inc_range(module->getOps<func::FuncOp>()))
     if (f != entry && f.isPublic() && !f.isExternal())
       f.setPrivate();
+  report.signature = spec;
+  report.timingsMs.push_back({"import", msSince(start)});
   llvm::outs() << "[moe-compile] parsed @" << spec.entry << " in " << llvm::format("%.1f", msSince(start))
                << " ms\n";
+  if (!reportFile.empty()) {
+    report.describeProgram(*module);
+    bool dynamic = llvm::any_of(type.getInputs(), [](Type t) {
+      auto shaped = dyn_cast<ShapedType>(t);
+      return shaped && !shaped.hasStaticShape();
+    });
+    report.costTokens = dynamic ? costTokens.getValue() : 0;
+    // Failure to cost (a size the model cannot bound) is reported, not fatal.
+    ScopedDiagnosticHandler quiet(&context, [&](Diagnostic &diag) {
+      report.costError = diag.str();
+      return success();
+    });
+    if (FailureOr<mlir::moe::CostTable> table = mlir::moe::computeCostTable(entry, report.costTokens);
+        succeeded(table))
+      report.cost = std::move(*table);
+  }
 
   start = std::chrono::steady_clock::now();
   // The whole program's object, when this program was compiled before with
@@ -326,6 +387,7 @@ int main(int argc, char **argv) {
     options.shareLayers = shareLayers;
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }
+  report.fromCache = programObject.has_value();
   if (programObject)
     llvm::outs() << "[moe-compile] program for " << spec.target << " from the cache in "
                  << llvm::format("%.1f", msSince(start)) << " ms\n";
@@ -334,6 +396,7 @@ int main(int argc, char **argv) {
   else
     llvm::outs() << "[moe-compile] lowered for " << spec.target << " in "
                  << llvm::format("%.1f", msSince(start)) << " ms" << loweredSummary(*module) << "\n";
+  report.timingsMs.push_back({"lower", msSince(start)});
 
   // Artifacts: the object, the C wrapper, then one link.
   start = std::chrono::steady_clock::now();
@@ -362,8 +425,9 @@ int main(int argc, char **argv) {
     return failWith(error);
   llvm::SmallString<128> runtimeCopy(outDir);
   llvm::sys::path::append(runtimeCopy, "libmoe_runtime.so");
-  if (!llvm::sys::fs::equivalent(MOE_RUNTIME_LIBRARY, runtimeCopy))
-    if (std::error_code ec = llvm::sys::fs::copy_file(MOE_RUNTIME_LIBRARY, runtimeCopy))
+  std::string runtime = runtimeLibrary();
+  if (!llvm::sys::fs::equivalent(runtime, runtimeCopy))
+    if (std::error_code ec = llvm::sys::fs::copy_file(runtime, runtimeCopy))
       return failWith("cannot copy the runtime to " + runtimeCopy + ": " + ec.message());
   // A CPU artifact's threads run on libomp: copied next to it as the runtime is.
   if (!spec.gpu) {
@@ -392,6 +456,9 @@ int main(int argc, char **argv) {
     llvm::sys::fs::remove(object);
     llvm::sys::fs::remove(wrapper);
   }
+  report.timingsMs.push_back({"emit_and_link", msSince(start)});
+  report.library = outputFile;
+  report.header = header;
   llvm::outs() << "[moe-compile] wrote " << outputFile << " and " << header << " in "
                << llvm::format("%.1f", msSince(start)) << " ms"
                << (programObject ? " (program from the cache)" : "") << "\n";
