@@ -31,10 +31,11 @@ def write_source(source, example_args, workdir, dynamic_shapes=None):
         onnx.save_model(source, path, save_as_external_data=source.ByteSize() > (1 << 30),
                         location="model.onnx.data")
         return path
-    if kind in ("jax", "jaxlib") or _is_jax_callable(source):
-        return _write_text(workdir, "program.mlir", _jax_text(source, example_args))
     if kind == "torch" or _is_torch_module(source):
         return _export_torch(source, example_args, workdir, dynamic_shapes)
+    # Any other callable is traced by JAX (a plain Python function of jnp ops).
+    if kind in ("jax", "jaxlib") or callable(source):
+        return _write_text(workdir, "program.mlir", _jax_text(source, example_args))
     raise UnsupportedSourceError(
         f"cannot compile a {type(source).__module__}.{type(source).__name__}: pass a .onnx/.mlir path, MLIR text, an "
         f"onnx.ModelProto, a JAX function with example arguments, a jax.stages.Lowered, a jax.export.Exported or a "
@@ -46,10 +47,6 @@ def _write_text(workdir, name, text):
     with open(path, "w") as f:
         f.write(text)
     return path
-
-
-def _is_jax_callable(obj):
-    return type(obj).__name__ in ("PjitFunction", "Wrapped") or (callable(obj) and _module_of(obj) == "jax")
 
 
 def _is_torch_module(obj):
