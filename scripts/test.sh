@@ -9,7 +9,7 @@ BUILD="${MOE_BUILD_DIR:-$ROOT/build}"
 # The numerical tests compare with numpy, onnxruntime and JAX (and build
 # models with onnx): install them when missing.
 PYTHON="${MOE_PYTHON:-$(command -v python3)}"
-if ! "$PYTHON" -c "import numpy, onnx, onnxruntime, jax" 2>/dev/null; then
+if ! "$PYTHON" -c "import numpy, onnx, onnxruntime, jax, pytest, torch, transformers, onnxscript" 2>/dev/null; then
   echo "[test] installing python/requirements.txt"
   "$PYTHON" -m pip install -q -r "$ROOT/python/requirements.txt"
 fi

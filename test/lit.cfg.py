@@ -13,7 +13,7 @@ config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
 config.suffixes = [".mlir", ".test"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.moe_obj_root, "test")
-config.excludes = ["Inputs", "regressions", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
+config.excludes = ["Inputs", "regressions", "conftest.py", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
 
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%moe_src_root", config.moe_src_root))
@@ -32,6 +32,8 @@ llvm_config.add_tool_substitutions(tools, tool_dirs)
 python = lit_config.params.get("python", os.environ.get("MOE_PYTHON", sys.executable))
 config.substitutions.append(("%moe_python", python))
 config.environment["PYTHONPATH"] = os.path.join(config.moe_src_root, "python")
+# The Python package's tools: this build's.
+config.environment["MOE_COMPILER_BIN"] = config.moe_tools_dir
 config.environment["MOE_RUN"] = os.path.join(config.moe_tools_dir, "moe-run")
 config.environment["MOE_OPT"] = os.path.join(config.moe_tools_dir, "moe-opt")
 config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-translate")

@@ -60,7 +60,7 @@ class View:
                     None if not tensor.strides else tuple(tensor.strides[i] for i in range(tensor.ndim)))
 
     def is_c_contiguous(self):
-        if self.strides is None:
+        if self.strides is None or 0 in self.shape:
             return True
         expected = 1
         for size, stride in zip(reversed(self.shape), reversed(self.strides)):

@@ -1,0 +1,191 @@
+"""Drop-in compiled MoE blocks for Hugging Face transformers models.
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(...)
+    moe_compiler.huggingface.replace_moe_blocks(model)
+    model.generate(...)   # every MoE block runs compiled code
+
+Each MoE block (a module with `experts` and a `gate` or `router`: Mixtral,
+Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V3, gpt-oss) is exported alone with
+torch.onnx.export over a dynamic token count, compiled with its weights as
+inputs, and called with the block's own parameter tensors: nothing is
+copied, and blocks of one shape share one compiled artifact. Inference
+only (no gradients flow through the compiled code).
+"""
+
+import contextlib
+import os
+import tempfile
+
+from .compiler import compile as _compile
+from .errors import MoeCompilerError
+from .sources import _export_torch
+
+
+def is_moe_block(module):
+    """A sparse MoE block as transformers writes them: routed `experts` and a router."""
+    return hasattr(module, "experts") and (hasattr(module, "gate") or hasattr(module, "router"))
+
+
+def find_moe_blocks(model):
+    """(qualified name, module) of every outermost MoE block of `model`."""
+    found = []
+    for name, module in model.named_modules():
+        if is_moe_block(module) and not any(name.startswith(f + ".") for f, _ in found):
+            found.append((name, module))
+    return found
+
+
+class _TokensOnly:
+    """The block over [tokens, hidden]: the block sees a batch of one."""
+
+    def __new__(cls, block):
+        import torch
+
+        class Flat(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.block = block
+
+            def forward(self, x):
+                return self.block(x.unsqueeze(0))
+
+        return Flat()
+
+
+@contextlib.contextmanager
+def _exportable_experts(block):
+    """transformers' default grouped-GEMM experts are an opaque custom op the
+    ONNX exporter cannot translate; its "batched_mm" form is equivalent."""
+    configs = [m.config for m in block.modules() if getattr(m, "config", None) is not None]
+    saved = [(c, c.__dict__.get("_experts_implementation", None)) for c in configs]
+    for c in configs:
+        c._experts_implementation = "batched_mm"
+    try:
+        yield
+    finally:
+        for c, value in saved:
+            if value is None:
+                c.__dict__.pop("_experts_implementation", None)
+            else:
+                c._experts_implementation = value
+
+
+def _tensors_of(block):
+    """The block's parameters and buffers by qualified name (detached: the same storage)."""
+    named = {n: p.detach() for n, p in block.named_parameters()}
+    named.update({n: b for n, b in block.named_buffers()})
+    return named
+
+
+def _weight_sources(art, onnx_path, block):
+    """For each weight input of `art`: the name of the block tensor it is, or
+    None when the export made a new constant (then its value is kept)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    tensors = _tensors_of(block)
+    inits = {i.name: i for i in onnx.load(onnx_path).graph.initializer}
+    sources = []
+    for spec in art.signature.inputs[1:]:
+        name = spec.name[len("block."):] if spec.name.startswith("block.") else spec.name
+        if name in tensors:
+            sources.append((name, None))
+            continue
+        value = torch.from_numpy(numpy_helper.to_array(inits[spec.name]).copy()) if spec.name in inits else None
+        match = [n for n, t in tensors.items()
+                 if value is not None and t.shape == value.shape and t.dtype == value.dtype and torch.equal(t, value)]
+        sources.append((match[0], None) if len(match) == 1 else (None, value))
+    return sources
+
+
+class CompiledMoEBlock:
+    """Stands in for one MoE block: the original module stays registered
+    under `original` (its parameters, state_dict and device moves are
+    unchanged) and is what the compiled code reads its weights from."""
+
+    def __new__(cls, original, artifact, sources, structure):
+        import torch
+
+        class Compiled(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.original = original
+                self.artifact = artifact
+                self._sources = sources
+                self._structure = structure
+
+            def weights(self):
+                tensors = _tensors_of(self.original)
+                return [tensors[name] if name is not None else value for name, value in self._sources]
+
+            def forward(self, hidden_states, *args, **kwargs):
+                shape = hidden_states.shape
+                x = hidden_states.reshape(-1, shape[-1]).contiguous()
+                outputs = self.artifact(x, *self.weights())
+                outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+                first = outputs[0].reshape(shape)
+                if self._structure == "tensor":
+                    return first
+                return (first,) + tuple(outputs[1:])
+
+            def extra_repr(self):
+                return f"compiled: {self.artifact.report.summary().splitlines()[0] if self.artifact.report else ''}"
+
+        return Compiled()
+
+
+def replace_moe_blocks(model, *, cache_dir=None, verbose=False, **options):
+    """Replaces every MoE block of `model` (in place) with its compiled form;
+    returns the list of (name, compiled block). Options are compile()'s
+    (target, cpu, optimize, ...). Raises MoeCompilerError when a block is
+    not compiled into a recognised MoE layer."""
+    import torch
+    blocks = find_moe_blocks(model)
+    if not blocks:
+        raise MoeCompilerError(f"no MoE block found in {type(model).__name__} (looked for modules with `experts` "
+                               f"and a `gate` or `router`)")
+    compiled_by_shape = {}
+    replaced = []
+    for name, block in blocks:
+        tensors = _tensors_of(block)
+        key = (type(block), tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
+        if key not in compiled_by_shape:
+            compiled_by_shape[key] = _compile_block(block, tensors, cache_dir, verbose, options)
+        art, sources, structure = compiled_by_shape[key]
+        if any(n is None for n, _ in sources):  # constants of this block's own: its own artifact
+            art, sources, structure = _compile_block(block, tensors, cache_dir, verbose, options)
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        replacement = CompiledMoEBlock(block, art, sources, structure)
+        setattr(parent, attr, replacement)
+        replaced.append((name, replacement))
+    return replaced
+
+
+def _compile_block(block, tensors, cache_dir, verbose, options):
+    import torch
+    hidden = _hidden_size(block, tensors)
+    dtype = next(iter(tensors.values())).dtype
+    example = torch.randn(5, hidden, dtype=dtype)
+    with torch.no_grad():
+        structure = "tensor" if isinstance(block(example.unsqueeze(0)), torch.Tensor) else "tuple"
+    workdir = tempfile.mkdtemp(prefix="moe_compiler_hf_")
+    tokens = torch.export.Dim("tokens", min=2, max=1 << 20)
+    with _exportable_experts(block), contextlib.redirect_stdout(None if verbose else open(os.devnull, "w")):
+        path = _export_torch(_TokensOnly(block).eval(), (example,), workdir, ({0: tokens},))
+    # The block's tensors become inputs; scalars the export writes (a clamp
+    # limit, an activation's alpha) stay constants the compiler can see.
+    smallest = min(t.numel() * t.element_size() for t in tensors.values() if t.dim() > 0)
+    art = _compile(path, weights_as_inputs=smallest, cache_dir=cache_dir, verbose=verbose, **options)
+    if not art.report.layers and not art.report.moe_ops:
+        raise MoeCompilerError(f"{type(block).__name__} was compiled without recognising an MoE layer in it; "
+                               f"see the report:\n{art.report.summary()}")
+    return art, _weight_sources(art, path, block), structure
+
+
+def _hidden_size(block, tensors):
+    router = getattr(block, "gate", None) or getattr(block, "router")
+    weight = getattr(router, "weight", None)
+    if weight is None:
+        raise MoeCompilerError(f"{type(block).__name__}: cannot tell the hidden size (its router has no weight)")
+    return weight.shape[-1]
