@@ -15,6 +15,16 @@ if ! "$PYTHON" -c "import numpy, onnx, onnxruntime, jax, pytest, torch, transfor
 fi
 export MOE_PYTHON="$PYTHON"
 
+# The Python package as users install it (pyproject.toml: reuses build/),
+# checked from outside the checkout.
+echo "[test] pip install . (the moe_compiler Python package)"
+pip_log="$(mktemp)"
+if ! "$PYTHON" -m pip install -q "$ROOT" > "$pip_log" 2>&1; then
+  cat "$pip_log"; rm -f "$pip_log"; exit 1
+fi
+rm -f "$pip_log"
+(cd /tmp && env -u PYTHONPATH -u MOE_COMPILER_BIN "$PYTHON" "$ROOT/scripts/python-install-check.py")
+
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e

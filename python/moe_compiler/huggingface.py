@@ -169,10 +169,11 @@ def _compile_block(block, tensors, cache_dir, verbose, options):
     example = torch.randn(5, hidden, dtype=dtype)
     with torch.no_grad():
         structure = "tensor" if isinstance(block(example.unsqueeze(0)), torch.Tensor) else "tuple"
-    workdir = tempfile.mkdtemp(prefix="moe_compiler_hf_")
+    workdir = tempfile.TemporaryDirectory(prefix="moe_compiler_hf_")
     tokens = torch.export.Dim("tokens", min=2, max=1 << 20)
-    with _exportable_experts(block), contextlib.redirect_stdout(None if verbose else open(os.devnull, "w")):
-        path = _export_torch(_TokensOnly(block).eval(), (example,), workdir, ({0: tokens},))
+    with _exportable_experts(block), open(os.devnull, "w") as devnull, \
+            contextlib.redirect_stdout(None if verbose else devnull):
+        path = _export_torch(_TokensOnly(block).eval(), (example,), workdir.name, ({0: tokens},))
     # The block's tensors become inputs; scalars the export writes (a clamp
     # limit, an activation's alpha) stay constants the compiler can see.
     smallest = min(t.numel() * t.element_size() for t in tensors.values() if t.dim() > 0)
@@ -180,7 +181,9 @@ def _compile_block(block, tensors, cache_dir, verbose, options):
     if not art.report.layers and not art.report.moe_ops:
         raise MoeCompilerError(f"{type(block).__name__} was compiled without recognising an MoE layer in it; "
                                f"see the report:\n{art.report.summary()}")
-    return art, _weight_sources(art, path, block), structure
+    sources = _weight_sources(art, path, block)
+    workdir.cleanup()
+    return art, sources, structure
 
 
 def _hidden_size(block, tensors):
