@@ -12,6 +12,7 @@ calls the artifacts it writes through their C API.
 
 from .artifact import Artifact, BoundArtifact, BufferSpec, Signature, load
 from .compiler import CompileReport, compile
+from . import huggingface  # noqa: F401  (imports torch only when used)
 from .errors import (ArtifactCallError, ArtifactLoadError, ArtifactRuntimeError, CompileError, Diagnostic, Location,
                      MoeCompilerError, UnsupportedSourceError)
 
