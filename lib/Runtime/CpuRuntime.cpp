@@ -3,11 +3,14 @@
 // The CPU pipeline lowers copies between strided buffers to a call of
 // memrefCopy(elementSize, source, target) on unranked descriptors; MLIR's
 // libmlir_c_runner_utils provides it for the JIT, this library for artifacts.
+// An artifact's entry also reports here a result whose dynamic size differs
+// from the buffer its caller sized (moe-results-to-out-params).
 //
 //===----------------------------------------------------------------------===//
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace {
@@ -52,4 +55,28 @@ extern "C" void memrefCopy(int64_t elementSize, Unranked *source, Unranked *targ
     if (d < 0)
       return;
   }
+}
+
+namespace {
+/// The first result size mismatch of the current call on this thread.
+thread_local std::string callError;
+thread_local std::string takenError;
+} // namespace
+
+extern "C" void moeRuntimeCheckOutputDim(int64_t output, int64_t dim, int64_t got, int64_t want) {
+  if (got == want || !callError.empty())
+    return;
+  callError = "moe_artifact_run: output " + std::to_string(output) + " has " + std::to_string(got) +
+              " elements in its dynamic dimension " + std::to_string(dim) + ", but the buffer for it has " +
+              std::to_string(want) +
+              " (every dynamic dimension of an artifact is its one token count; this program's result "
+              "has another size there, such as batch x sequence rows); its results are incomplete";
+}
+
+extern "C" const char *moeRuntimeTakeCallError(void) {
+  if (callError.empty())
+    return nullptr;
+  takenError = std::move(callError);
+  callError.clear();
+  return takenError.c_str();
 }

@@ -199,6 +199,11 @@ bool usable() { return ensureReady() && runtime().error.empty(); }
 
 Driver &drv() { return runtime().driver; }
 
+/// The stream a host asked this thread's calls to run on
+/// (moeRuntimeUseStream), else the runtime's own.
+thread_local CUstream callerStream = nullptr;
+CUstream currentStream() { return callerStream ? callerStream : runtime().stream; }
+
 } // namespace
 
 //===--- Host API ----------------------------------------------------------===//
@@ -208,21 +213,22 @@ extern "C" const char *moeRuntimeError(void) {
   return runtime().error.empty() ? nullptr : runtime().error.c_str();
 }
 extern "C" const char *moeRuntimeDeviceName(void) { return runtime().deviceName.c_str(); }
-extern "C" void *moeRuntimeStream(void) { return usable() ? runtime().stream : nullptr; }
+extern "C" void *moeRuntimeStream(void) { return usable() ? currentStream() : nullptr; }
+extern "C" void moeRuntimeUseStream(void *stream) { callerStream = static_cast<CUstream>(stream); }
 
 extern "C" void *moeRuntimeAlloc(size_t bytes) {
   CUdeviceptr ptr = 0;
-  if (!usable() || !check(drv().cuMemAllocAsync(&ptr, bytes ? bytes : 1, runtime().stream),
+  if (!usable() || !check(drv().cuMemAllocAsync(&ptr, bytes ? bytes : 1, currentStream()),
                           "cuMemAllocAsync") ||
-      !check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize"))
+      !check(drv().cuStreamSynchronize(currentStream()), "cuStreamSynchronize"))
     return nullptr;
   return reinterpret_cast<void *>(ptr);
 }
 extern "C" void moeRuntimeFree(void *device) {
   if (usable() && device) {
-    check(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(device), runtime().stream),
+    check(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(device), currentStream()),
           "cuMemFreeAsync");
-    check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize");
+    check(drv().cuStreamSynchronize(currentStream()), "cuStreamSynchronize");
   }
 }
 extern "C" int moeRuntimeCopyToDevice(void *device, const void *host, size_t bytes) {
@@ -239,25 +245,25 @@ extern "C" int moeRuntimeCopyToHost(void *host, const void *device, size_t bytes
 }
 extern "C" int moeRuntimeFill8(void *device, unsigned char pattern, size_t count) {
   return usable() && check(drv().cuMemsetD8Async(reinterpret_cast<CUdeviceptr>(device), pattern,
-                                                 count, runtime().stream),
+                                                 count, currentStream()),
                            "cuMemsetD8Async") &&
-                 check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize")
+                 check(drv().cuStreamSynchronize(currentStream()), "cuStreamSynchronize")
              ? 0
              : 1;
 }
 extern "C" int moeRuntimeFill16(void *device, unsigned short pattern, size_t count) {
   return usable() && check(drv().cuMemsetD16Async(reinterpret_cast<CUdeviceptr>(device), pattern,
-                                                  count, runtime().stream),
+                                                  count, currentStream()),
                            "cuMemsetD16Async") &&
-                 check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize")
+                 check(drv().cuStreamSynchronize(currentStream()), "cuStreamSynchronize")
              ? 0
              : 1;
 }
 extern "C" int moeRuntimeFill32(void *device, unsigned pattern, size_t count) {
   return usable() && check(drv().cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(device), pattern,
-                                                  count, runtime().stream),
+                                                  count, currentStream()),
                            "cuMemsetD32Async") &&
-                 check(drv().cuStreamSynchronize(runtime().stream), "cuStreamSynchronize")
+                 check(drv().cuStreamSynchronize(currentStream()), "cuStreamSynchronize")
              ? 0
              : 1;
 }
@@ -267,10 +273,10 @@ extern "C" int moeRuntimeTime(void (*fn)(void *), void *context, float *millisec
   CUevent start = nullptr, stop = nullptr;
   bool ok = check(drv().cuEventCreate(&start, 0), "cuEventCreate") &&
             check(drv().cuEventCreate(&stop, 0), "cuEventCreate") &&
-            check(drv().cuEventRecord(start, runtime().stream), "cuEventRecord");
+            check(drv().cuEventRecord(start, currentStream()), "cuEventRecord");
   if (ok) {
     fn(context);
-    ok = runtime().error.empty() && check(drv().cuEventRecord(stop, runtime().stream), "cuEventRecord") &&
+    ok = runtime().error.empty() && check(drv().cuEventRecord(stop, currentStream()), "cuEventRecord") &&
          check(drv().cuEventSynchronize(stop), "cuEventSynchronize") &&
          check(drv().cuEventElapsedTime(milliseconds, start, stop), "cuEventElapsedTime");
   }
@@ -319,7 +325,7 @@ extern "C" void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY,
              "cuFuncSetAttribute (dynamic shared memory above 48 KiB)"))
     return;
   check(drv().cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
-                             stream ? stream : runtime().stream, params, nullptr),
+                             stream ? stream : currentStream(), params, nullptr),
         "cuLaunchKernel");
 }
 // One stream for every artifact call, so that a host can time calls with
@@ -360,31 +366,31 @@ extern "C" void mgpuEventRecord(void *event, void *stream) {
 extern "C" void *mgpuMemAlloc(uint64_t bytes, void *stream, bool /*isHostShared*/) {
   CUdeviceptr ptr = 0;
   if (usable())
-    check(drv().cuMemAllocAsync(&ptr, bytes ? bytes : 1, stream ? stream : runtime().stream),
+    check(drv().cuMemAllocAsync(&ptr, bytes ? bytes : 1, stream ? stream : currentStream()),
           "cuMemAllocAsync");
   return reinterpret_cast<void *>(ptr);
 }
 extern "C" void mgpuMemFree(void *ptr, void *stream) {
   if (usable() && ptr)
-    check(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(ptr), stream ? stream : runtime().stream),
+    check(drv().cuMemFreeAsync(reinterpret_cast<CUdeviceptr>(ptr), stream ? stream : currentStream()),
           "cuMemFreeAsync");
 }
 extern "C" void mgpuMemcpy(void *dst, void *src, size_t bytes, void *stream) {
   if (usable())
     check(drv().cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst), reinterpret_cast<CUdeviceptr>(src),
-                              bytes, stream ? stream : runtime().stream),
+                              bytes, stream ? stream : currentStream()),
           "cuMemcpyAsync");
 }
 extern "C" void mgpuMemset32(void *dst, unsigned value, size_t count, void *stream) {
   if (usable())
     check(drv().cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(dst), value, count,
-                                 stream ? stream : runtime().stream),
+                                 stream ? stream : currentStream()),
           "cuMemsetD32Async");
 }
 extern "C" void mgpuMemset16(void *dst, unsigned short value, size_t count, void *stream) {
   if (usable())
     check(drv().cuMemsetD16Async(reinterpret_cast<CUdeviceptr>(dst), value, count,
-                                 stream ? stream : runtime().stream),
+                                 stream ? stream : currentStream()),
           "cuMemsetD16Async");
 }
 extern "C" void mgpuSetDefaultDevice(int32_t device) {

@@ -117,6 +117,11 @@ class Artifact:
         run.restype, run.argtypes = ctypes.c_int, [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64]
         err.restype, err.argtypes = ctypes.c_char_p, []
         self._run, self._error = run, err
+        # GPU artifacts also run on a caller's stream (older ones lack it).
+        self._run_on_stream = getattr(self._lib, "moe_artifact_run_on_stream", None)
+        if self._run_on_stream is not None:
+            self._run_on_stream.restype = ctypes.c_int
+            self._run_on_stream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int64, ctypes.c_void_p]
         self.signature = Signature.parse(sig().decode())
 
     def __repr__(self):
@@ -167,9 +172,12 @@ class Artifact:
         out_views = [self._view(o, spec, "output") for o, spec in zip(outputs, sig.outputs)]
         for v, spec in zip(out_views, sig.outputs):
             self._check_shape(v, spec, tokens, "output")
-        self._synchronize(first)
         buffers = (ctypes.c_void_p * (len(views) + len(out_views)))(*[v.data or None for v in views + out_views])
-        rc = self._run(buffers, max(tokens, 0))
+        stream = self._caller_stream(first)
+        if stream is not None and self._run_on_stream is not None:
+            rc = self._run_on_stream(buffers, max(tokens, 0), stream)
+        else:
+            rc = self._run(buffers, max(tokens, 0))
         if rc != 0:
             message = (self._error() or b"").decode() or f"moe_artifact_run returned {rc}"
             raise (ArtifactCallError if rc == 2 else ArtifactRuntimeError)(message)
@@ -187,6 +195,9 @@ class Artifact:
             where = "CUDA device memory" if self.signature.gpu else "host memory"
             raise ArtifactCallError(f"{role} {spec.name}: the artifact ({self.signature.target}) takes arrays in "
                                     f"{where}, got one on {v.device_name()}")
+        if self.signature.gpu and v.device[1] != 0:
+            raise ArtifactCallError(f"{role} {spec.name}: on {v.device_name()}; the runtime runs GPU artifacts on "
+                                    f"device 0 (set CUDA_VISIBLE_DEVICES to choose it)")
         code, bits = _dlpack.DTYPE_CODES[spec.dtype]
         # Packed quantised bytes (i8) may come as uint8, bf16 as its uint16
         # bit patterns (as .npy files hold it).
@@ -243,12 +254,20 @@ class Artifact:
                 return jnp.asarray(output)
         return output
 
-    def _synchronize(self, like):
-        """GPU artifacts run on the runtime's own stream: work the caller queued
-        on its stream finishes first."""
-        if self.signature.gpu and like is not None and _framework(like) == "torch" and like.is_cuda:
+    def _caller_stream(self, like):
+        """For a GPU artifact called on torch CUDA tensors: the torch current
+        stream, which the layer then runs on (ordered after the work queued
+        there; the call returns when the layer is done). JAX arrays are made
+        ready first; other arrays run on the runtime's own stream."""
+        if not self.signature.gpu or like is None:
+            return None
+        kind = _framework(like)
+        if kind == "torch" and like.is_cuda:
             import torch
-            torch.cuda.synchronize(like.device)
+            return torch.cuda.current_stream(like.device).cuda_stream
+        if kind in ("jax", "jaxlib") and hasattr(like, "block_until_ready"):
+            like.block_until_ready()
+        return None
 
 
 class BoundArtifact:

@@ -43,10 +43,21 @@ func.func private @layer(%x: memref<?xf32>) -> memref<?xf32> {
 
 // A public function with a dynamically shaped result takes it as an
 // out-parameter too: its external caller sizes the buffer (moe-exec from
-// the artifact's shapes).
+// the artifact's shapes). The runtime hears both sizes of the dynamic
+// dimension (it records a mismatch) and the copy covers what both hold.
+// CHECK: func.func private @moeRuntimeCheckOutputDim(i64, i64, i64, i64)
 // CHECK-LABEL: func.func @dynamic_entry
 // CHECK-SAME: (%[[X:[^:]+]]: memref<?xf32>, %[[OUT:[^:]+]]: memref<?xf32>)
-// CHECK: memref.copy %[[X]], %[[OUT]]
+// CHECK: %[[GOT:.+]] = memref.dim %[[X]], %{{.+}} : memref<?xf32>
+// CHECK: %[[WANT:.+]] = memref.dim %[[OUT]], %{{.+}} : memref<?xf32>
+// CHECK-DAG: %[[RESULT:.+]] = arith.constant 0 : i64
+// CHECK-DAG: %[[GOT64:.+]] = arith.index_cast %[[GOT]] : index to i64
+// CHECK-DAG: %[[WANT64:.+]] = arith.index_cast %[[WANT]] : index to i64
+// CHECK: call @moeRuntimeCheckOutputDim(%[[RESULT]], %{{.+}}, %[[GOT64]], %[[WANT64]]) {moe.host_call}
+// CHECK: %[[BOTH:.+]] = arith.minui %[[GOT]], %[[WANT]] : index
+// CHECK: %[[FROM:.+]] = memref.subview %[[X]][0] [%[[BOTH]]] [1]
+// CHECK: %[[TO:.+]] = memref.subview %[[OUT]][0] [%[[BOTH]]] [1]
+// CHECK: memref.copy %[[FROM]], %[[TO]]
 func.func @dynamic_entry(%x: memref<?xf32>) -> memref<?xf32> {
   return %x : memref<?xf32>
 }

@@ -90,6 +90,10 @@ def test_gpu_artifact_without_gpu(layer_mlir):
     art = mc.compile(layer_mlir, target="gpu", chip="sm_90", cache_dir="")
     assert art.signature.gpu and art.signature.target == "gpu sm_90"
     assert art.report.lowering["gpu_kernels"] > 0
+    # It can run on a caller's stream (torch's current one).
+    assert art._run_on_stream is not None
+    with open(art.report.raw["header"]) as header:
+        assert "int moe_artifact_run_on_stream(void *const *buffers, int64_t tokens, void *stream);" in header.read()
     ops, _ = layer_operands(4)
     with pytest.raises(mc.ArtifactCallError, match="takes arrays in CUDA device memory, got one on cpu:0"):
         art(*ops)

@@ -77,6 +77,37 @@ def test_onnx_weights_as_inputs_bound_once():
     assert np.abs(layer(*feeds.values()) - want).max() < TOL
 
 
+def test_block_value_read_outside(tmp_path):
+    """An HF Mixtral export whose first block's router softmax is also a
+    graph output (as blocks that return their router scores have it): both
+    blocks are still MoE layers, and both outputs match onnxruntime."""
+    import subprocess
+    import sys
+    import onnxruntime as ort
+    inputs = os.path.join(os.path.dirname(__file__), "..", "Onnx", "Inputs")
+    model = tmp_path / "scores.onnx"
+    subprocess.run([sys.executable, os.path.join(inputs, "mutate_hf.py"), "expose-scores",
+                    os.path.join(inputs, "hf", "mixtral.onnx"), str(model)], check=True)
+    art = mc.compile(model, cache_dir="")
+    assert len(art.report.layers) == 2
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    # One token: batch = sequence = batch x sequence, the one size an
+    # artifact gives its dynamic dimensions.
+    ids = np.array([[17]], np.int64)
+    want = session.run(None, {"input_ids": ids})
+    got = art(ids)
+    assert len(got) == 2 and got[1].shape == (1, 4)
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() < TOL
+    # 3 x 3 ids: the scores have 9 rows, not 3; the call fails, naming the
+    # output, and writes nothing past the buffer.
+    with pytest.raises(mc.ArtifactRuntimeError, match="output 1 has 9 elements in its dynamic dimension 0, but "
+                                                      "the buffer for it has 3"):
+        art(np.ones((3, 3), np.int64))
+    # The artifact still works after a failed call.
+    assert np.abs(art(ids)[1] - want[1]).max() < TOL
+
+
 def _jax_program():
     from moe_reference import jax_programs
     return jax_programs.PROGRAMS["mixtral_dropless"]

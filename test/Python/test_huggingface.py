@@ -56,6 +56,17 @@ def test_drop_in(name):
     # made constants of a block's own (then they are kept per block).
     if all(n is not None for _, c in replaced for n, _ in c._sources):
         assert len({id(c.artifact) for _, c in replaced}) == 1
+    # Each compiled block against its original on the same hidden states,
+    # every output (gpt-oss also returns its router scores).
+    hidden = torch.randn(2, 3, models.COMMON["hidden_size"], generator=torch.Generator().manual_seed(2))
+    for _, compiled in replaced:
+        with torch.no_grad():
+            mine, theirs = compiled(hidden), compiled.original(hidden)
+        mine = mine if isinstance(mine, tuple) else (mine,)
+        theirs = theirs if isinstance(theirs, tuple) else (theirs,)
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs):
+            assert a.shape == b.shape and (a - b).abs().max().item() < 1e-5
     with torch.no_grad():
         got = model(input_ids=ids).logits
         got_tokens = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)

@@ -57,6 +57,7 @@ std::string artifact::wrapperSource(const Signature &spec, const std::vector<std
   os << ");\n";
   if (spec.gpu)
     os << "extern const char *moeRuntimeError(void);\n";
+  os << "extern const char *moeRuntimeTakeCallError(void);\n";
   os << "\nconst char *moe_artifact_signature(void) {\n  return " << quoted(signatureText(spec))
      << ";\n}\n\n";
   // A refused call is reported like a runtime failure, never by a signal.
@@ -65,6 +66,7 @@ std::string artifact::wrapperSource(const Signature &spec, const std::vector<std
      << (spec.gpu ? "moeRuntimeError()" : "NULL") << ";\n}\n\n";
   os << "int moe_artifact_run(void *const *buffers, int64_t tokens) {\n"
      << "  moe_refused = NULL;\n"
+     << "  (void)moeRuntimeTakeCallError();\n"
      << "  if (!buffers) {\n    moe_refused = \"moe_artifact_run: buffers is NULL\";\n    return 2;\n  }\n";
   if (!cpuFeatures.empty()) {
     os << "#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))\n"
@@ -112,7 +114,20 @@ std::string artifact::wrapperSource(const Signature &spec, const std::vector<std
   os << "  _mlir_ciface_" << spec.entry << "(";
   for (size_t i = 0; i < buffers.size(); ++i)
     os << (i ? ", " : "") << "&d" << i;
-  os << ");\n  return moe_artifact_error() ? 1 : 0;\n}\n";
+  os << ");\n"
+     << "  /* A result the program sized differently from its buffer. */\n"
+     << "  const char *mismatch = moeRuntimeTakeCallError();\n"
+     << "  if (mismatch) {\n    moe_refused = mismatch;\n    return 1;\n  }\n"
+     << "  return moe_artifact_error() ? 1 : 0;\n}\n";
+  // The caller's stream: its queued work comes first, the call returns when
+  // the layer is done (the program synchronizes the stream it ran on).
+  if (spec.gpu)
+    os << "\nextern void moeRuntimeUseStream(void *);\n\n"
+       << "int moe_artifact_run_on_stream(void *const *buffers, int64_t tokens, void *stream) {\n"
+       << "  moeRuntimeUseStream(stream);\n"
+       << "  int status = moe_artifact_run(buffers, tokens);\n"
+       << "  moeRuntimeUseStream(NULL);\n"
+       << "  return status;\n}\n";
   return os.str();
 }
 
@@ -135,6 +150,10 @@ std::string artifact::headerSource(const Signature &spec, const std::string &lib
      << "/* Runs the layer; 0 on success, 2 for a refused call (null buffers, tokens\n"
      << "   out of range), 1 for a runtime failure: moe_artifact_error() says why. */\n"
      << "int moe_artifact_run(void *const *buffers, int64_t tokens);\n"
+     << (spec.gpu ? "/* The same on `stream` (a CUstream of device 0's primary context, such as\n"
+                    "   a framework's current stream) instead of the runtime's own stream. */\n"
+                    "int moe_artifact_run_on_stream(void *const *buffers, int64_t tokens, void *stream);\n"
+                  : "")
      << "const char *moe_artifact_error(void);\n"
      << "#ifdef __cplusplus\n}\n#endif\n#endif\n";
   return os.str();

@@ -1,10 +1,12 @@
 //===- ArtifactWrapper.h - the C API of a moe-compile artifact --*- C++ -*-===//
 //
-// An artifact is a shared library with three C functions, declared in the
-// header moe-compile writes next to it:
+// An artifact is a shared library with three C functions (four for a GPU
+// one), declared in the header moe-compile writes next to it:
 //
 //   const char *moe_artifact_signature(void);
 //   int moe_artifact_run(void *const *buffers, int64_t tokens);
+//   int moe_artifact_run_on_stream(void *const *buffers, int64_t tokens,
+//                                  void *stream);          (gpu artifacts)
 //   const char *moe_artifact_error(void);
 //
 // The signature is text, one line per item:

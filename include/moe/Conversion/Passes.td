@@ -152,6 +152,14 @@ def MoeResultsToOutParams : Pass<"moe-results-to-out-params", "::mlir::ModuleOp"
     moe-share-layers in a dynamic-batch model) keeps returning its buffers;
     its callers free them.
 
+    A public function's copy of a dynamically shaped result into its
+    out-parameter (sized by the caller; an artifact sizes every dynamic
+    dimension as its one token count) first calls
+    `moeRuntimeCheckOutputDim(output, dim, got, want)` for each dynamic
+    dimension (libmoe_runtime records the first pair that differs; the
+    artifact call then fails with it) and copies only the part both hold:
+    never past the caller's buffer.
+
     Example:
 
     ```mlir
@@ -160,7 +168,8 @@ def MoeResultsToOutParams : Pass<"moe-results-to-out-params", "::mlir::ModuleOp"
     func.func private @layer(%x: memref<8x32xf32>, %out: memref<8x32xf32>)
     ```
   }];
-  let dependentDialects = ["::mlir::memref::MemRefDialect"];
+  let dependentDialects = ["::mlir::memref::MemRefDialect", "::mlir::arith::ArithDialect",
+                           "::mlir::func::FuncDialect"];
 }
 
 //===----------------------------------------------------------------------===//

@@ -31,6 +31,10 @@ const char *moeRuntimeError(void);
 const char *moeRuntimeDeviceName(void);
 /* The stream every artifact launches on. */
 void *moeRuntimeStream(void);
+/* Runs this thread's later GPU work on `stream` (a CUstream of the primary
+   context of device 0, e.g. a framework's current stream) instead of the
+   runtime's own; NULL goes back to the runtime's. */
+void moeRuntimeUseStream(void *stream);
 
 /* Device memory; 0 / NULL on error. */
 void *moeRuntimeAlloc(size_t bytes);

@@ -213,16 +213,30 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
       }
     }
   }
+  // Values of the block read outside it (the router's scores returned as a
+  // second output, as transformers' blocks do): the nodes computing them,
+  // and what they read inside the block, stay as plain ops next to the
+  // layer, which computes the block's output from its operands alone.
+  llvm::SmallVector<int> kept;
   for (int i : block.nodes)
-    for (const std::string &out : g.graph.node(i).output()) {
-      if (out == block.output)
-        continue;
-      if (g.graphOutputs.contains(out))
-        return fail("'" + out + "' inside the block is a graph output");
-      for (int u : g.users(out))
-        if (!block.nodes.contains(u))
-          return fail("'" + out + "' inside the block is also used by node '" + g.describe(u) + "'");
-    }
+    for (const std::string &out : g.graph.node(i).output())
+      if (out != block.output &&
+          (g.graphOutputs.contains(out) ||
+           llvm::any_of(g.users(out), [&](int u) { return !block.nodes.contains(u); })))
+        kept.push_back(i);
+  llvm::DenseSet<int> keptSet;
+  while (!kept.empty()) {
+    int i = kept.pop_back_val();
+    if (!block.nodes.contains(i) || !keptSet.insert(i).second)
+      continue;
+    if (i == block.last)
+      return fail("the block's last node '" + g.describe(i) + "' has another output read outside it");
+    for (const std::string &in : g.graph.node(i).input())
+      if (const onnx::NodeProto *p = in.empty() ? nullptr : g.producer(in))
+        kept.push_back(g.indexOf(p));
+  }
+  for (int i : keptSet)
+    block.nodes.erase(i);
   for (int i : block.nodes)
     if (i > block.last)
       return fail("a node of the block comes after its result");

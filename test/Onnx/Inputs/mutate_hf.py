@@ -1,10 +1,16 @@
-"""Copies an exported HF MoE model (weights inlined) with one change that
-makes its first MoE block no longer the layer it looks like, so that the
-block must stay plain ops (with a remark):
+"""Copies an exported HF MoE model (weights inlined) with one change to its
+first MoE block. Either the block is no longer the layer it looks like, so
+it must stay plain ops (with a remark):
 
   narrow-ids   the expert-id Clip's upper bound lowered to 1: ids 2.. read
                expert 1's weights;
-  up-clamp     the up half clamped to [-L/2, L] instead of [-L, L] (gpt-oss).
+  up-clamp     the up half clamped to [-L/2, L] instead of [-L, L] (gpt-oss);
+
+or a value inside it is also read outside, as blocks that return their
+router scores have it (the block is still the layer; the value is kept):
+
+  expose-scores  the router softmax (the first Softmax a TopK reads) is
+                 also a graph output.
 
   python3 mutate_hf.py MODE in.onnx out.onnx
 """
@@ -26,6 +32,12 @@ elif mode == "up-clamp":
     clip = next(c for c in clips if len(c.input) == 3 and c.input[1] and initializers[c.input[1]].data_type == 1)
     value = numpy_helper.to_array(initializers[clip.input[1]]) / 2
     slot = 1
+elif mode == "expose-scores":
+    topk_inputs = {n.input[0] for n in model.graph.node if n.op_type == "TopK"}
+    softmax = next(n for n in model.graph.node if n.op_type == "Softmax" and n.output[0] in topk_inputs)
+    model.graph.output.append(onnx.helper.make_tensor_value_info(softmax.output[0], onnx.TensorProto.FLOAT, None))
+    onnx.save_model(model, target)
+    sys.exit(0)
 else:
     sys.exit(f"unknown mode {mode}")
 bound = clip.output[0] + "_mutated_bound"
