@@ -97,3 +97,35 @@ def test_gpu_artifact_without_gpu(layer_mlir):
     ops, _ = layer_operands(4)
     with pytest.raises(mc.ArtifactCallError, match="takes arrays in CUDA device memory, got one on cpu:0"):
         art(*ops)
+
+
+class FakeCudaArray:
+    """A DLPack producer claiming CUDA memory on device 0 (the pointer is
+    never dereferenced here: without a driver the runtime stops first)."""
+
+    def __init__(self, shape, dtype_code=_dlpack.FLOAT, bits=32):
+        import ctypes
+        self.shape = (ctypes.c_int64 * len(shape))(*shape)
+        self.tensor = _dlpack._ManagedTensor()
+        t = self.tensor.dl_tensor
+        t.data, t.device.device_type, t.device.device_id = 0x1000, _dlpack.CUDA, 0
+        t.ndim, t.dtype.code, t.dtype.bits, t.dtype.lanes = len(shape), dtype_code, bits, 1
+        t.shape, t.strides, t.byte_offset = self.shape, None, 0
+
+    def __dlpack__(self, stream=None):
+        import ctypes
+        new = ctypes.pythonapi.PyCapsule_New
+        new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        return new(ctypes.addressof(self.tensor), b"dltensor", None)
+
+
+def test_gpu_artifact_call_without_driver(layer_mlir, monkeypatch):
+    import os
+    if os.path.exists("/dev/nvidiactl"):
+        pytest.skip("a GPU driver is present: moe-exec-gpu.test runs GPU artifacts")
+    art = mc.compile(layer_mlir, target="gpu", chip="sm_90", cache_dir="")
+    shapes = [s.concrete(4) for s in art.signature.inputs]
+    with pytest.raises(mc.ArtifactRuntimeError, match="CUDA driver|libcuda"):
+        art(*[FakeCudaArray(s) for s in shapes], out=tuple(FakeCudaArray(s.concrete(4)) for s in art.signature.outputs))
+    with pytest.raises(mc.ArtifactCallError, match="expected f32, got float16"):
+        art(FakeCudaArray(shapes[0], bits=16), *[FakeCudaArray(s) for s in shapes[1:]])
