@@ -164,7 +164,6 @@ FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs) {
   shape.push_back(lt.getShape()[lt.getRank() - 2]);
   shape.push_back(rt.getShape().back());
   Type element = lt.getElementType();
-  Type acc = accumulatorType(element);
   SmallVector<Value> sizes = dynamicSizes(b, loc, shape, [&](int64_t d) -> Value {
     if (d == nb)
       return dimSize(b, loc, lhs, lt.getRank() - 2);
@@ -175,22 +174,30 @@ FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs) {
       return tensor::DimOp::create(b, loc, lhs, lj);
     return tensor::DimOp::create(b, loc, rhs, d - (nb - static_cast<int64_t>(rb.size())));
   });
-  auto accType = RankedTensorType::get(shape, acc);
-  Value init = filled(b, loc, accType, sizes, zeroOf(b, loc, acc));
   SmallVector<utils::IteratorType> iters(nb + 2, utils::IteratorType::parallel);
   iters.push_back(utils::IteratorType::reduction);
+  return sumOfProducts(b, loc, {lhs, rhs}, maps, RankedTensorType::get(shape, element), sizes, iters);
+}
+
+Value sumOfProducts(OpBuilder &b, Location loc, ValueRange inputs, ArrayRef<AffineMap> maps,
+                    RankedTensorType resultType, ValueRange dynamicSizes,
+                    ArrayRef<utils::IteratorType> iterators) {
+  Type element = resultType.getElementType();
+  Type acc = accumulatorType(element);
+  auto accType = RankedTensorType::get(resultType.getShape(), acc);
+  Value init = filled(b, loc, accType, dynamicSizes, zeroOf(b, loc, acc));
   Value product = linalg::GenericOp::create(
-                      b, loc, TypeRange{accType}, ValueRange{lhs, rhs}, ValueRange{init}, maps, iters,
-                      [&](OpBuilder &nb2, Location nl, ValueRange args) {
-                        Value x = castScalar(nb2, nl, args[0], acc), y = castScalar(nb2, nl, args[1], acc);
-                        Value sum = isFloat(acc)
-                                        ? arith::AddFOp::create(nb2, nl, args[2],
-                                                                arith::MulFOp::create(nb2, nl, x, y))
-                                              .getResult()
-                                        : arith::AddIOp::create(nb2, nl, args[2],
-                                                                arith::MulIOp::create(nb2, nl, x, y))
-                                              .getResult();
-                        linalg::YieldOp::create(nb2, nl, ValueRange{sum});
+                      b, loc, TypeRange{accType}, inputs, ValueRange{init}, maps, iterators,
+                      [&](OpBuilder &nb, Location nl, ValueRange args) {
+                        Value term = castScalar(nb, nl, args[0], acc);
+                        for (Value factor : args.drop_front().drop_back()) {
+                          Value f = castScalar(nb, nl, factor, acc);
+                          term = isFloat(acc) ? arith::MulFOp::create(nb, nl, term, f).getResult()
+                                              : arith::MulIOp::create(nb, nl, term, f).getResult();
+                        }
+                        Value sum = isFloat(acc) ? arith::AddFOp::create(nb, nl, args.back(), term).getResult()
+                                                 : arith::AddIOp::create(nb, nl, args.back(), term).getResult();
+                        linalg::YieldOp::create(nb, nl, ValueRange{sum});
                       })
                       .getResult(0);
   return acc == element ? product : castTensor(b, loc, product, element);

@@ -132,7 +132,8 @@ def test_jax_function_lowered_and_exported():
         assert np.abs(np.asarray(got) - want).max() < TOL, kind
 
 
-def test_torch_module():
+@pytest.mark.parametrize("style", ["loop", "einsum"])
+def test_torch_module(style):
     torch = pytest.importorskip("torch")
 
     class TopKMoE(torch.nn.Module):
@@ -151,6 +152,9 @@ def test_torch_module():
             top, idx = torch.topk(probs, 2, dim=-1)
             top = top / top.sum(-1, keepdim=True)
             gates = torch.zeros_like(probs).scatter(1, idx, top)
+            if style == "einsum":  # ONNX Einsum nodes
+                h = torch.relu(torch.einsum("th,efh->tef", x, self.w1))
+                return torch.einsum("te,teh->th", gates, torch.einsum("tef,ehf->teh", h, self.w2))
             y = torch.zeros_like(x)
             for e in range(self.w1.shape[0]):
                 y = y + gates[:, e:e + 1] * (torch.relu(x @ self.w1[e].T) @ self.w2[e].T)

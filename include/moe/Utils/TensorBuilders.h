@@ -11,6 +11,8 @@
 #define MOE_UTILS_TENSORBUILDERS_H
 
 #include "mlir/IR/Builders.h"
+#include "mlir/Dialect/Utils/StructuredOpsUtils.h"
+#include "mlir/IR/AffineMap.h"
 #include "mlir/IR/BuiltinTypes.h"
 
 namespace mlir::moe::tensor_builders {
@@ -32,6 +34,14 @@ FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type
 /// 1-D operands promoted as numpy.matmul does), accumulated in f32 for
 /// floats and rounded to the operands' type.
 FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs);
+
+/// A tensor of `resultType` (its dynamic sizes `dynamicSizes`) holding, at
+/// each parallel point of `iterators`, the sum over the reduction ones of
+/// the product of `inputs` read through `maps` (one per input, then the
+/// result's): matmul, einsum. Accumulated in f32 for floats, then rounded.
+Value sumOfProducts(OpBuilder &b, Location loc, ValueRange inputs, ArrayRef<AffineMap> maps,
+                    RankedTensorType resultType, ValueRange dynamicSizes,
+                    ArrayRef<utils::IteratorType> iterators);
 
 enum class Reduction { Sum, Max, Mean };
 

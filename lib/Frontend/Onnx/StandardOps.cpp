@@ -72,6 +72,157 @@ Results convertGemm(NodeContext &ctx) {
   return SmallVector<Value>{*r};
 }
 
+/// One operand's subscripts in an Einsum equation: letters, and where an
+/// ellipsis ("...") stands among them (-1: none).
+struct EinsumTerm {
+  std::string letters;
+  int ellipsisAt = -1;
+};
+
+/// Parses "ij,...jk" style terms; false for characters Einsum does not allow.
+bool parseEinsumTerm(StringRef text, EinsumTerm &term) {
+  for (size_t i = 0; i < text.size();) {
+    if (text.substr(i).starts_with("...")) {
+      if (term.ellipsisAt >= 0)
+        return false;
+      term.ellipsisAt = term.letters.size();
+      i += 3;
+    } else if (llvm::isAlpha(text[i])) {
+      term.letters += text[i++];
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Einsum(equation, inputs...): numpy's einsum as one linalg.generic. Loop
+/// dimensions: the ellipsis' (broadcast, right-aligned), then each letter;
+/// letters absent from the output are summed. The implicit output ("ij,jk")
+/// is the ellipsis then the letters that appear once, in alphabetical order.
+Results convertEinsum(NodeContext &ctx) {
+  std::string equation;
+  for (char c : ctx.stringAttr("equation", ""))
+    if (c != ' ')
+      equation += c;
+  auto bad = [&](const Twine &why) { return ctx.error() << "equation '" << equation << "': " << why, failure(); };
+  if (ctx.inputs.empty())
+    return ctx.error() << "needs at least one input", failure();
+  StringRef eq(equation);
+  auto [lhs, rhs] = eq.split("->");
+  bool explicitOutput = eq.contains("->");
+  SmallVector<StringRef> termTexts;
+  lhs.split(termTexts, ',');
+  if (termTexts.size() != ctx.inputs.size())
+    return bad(Twine(termTexts.size()) + " operand terms for " + Twine(ctx.inputs.size()) + " inputs");
+  Type element = ctx.inputType(0).getElementType();
+  SmallVector<EinsumTerm> terms(termTexts.size());
+  int64_t ellipsisRank = 0;
+  for (auto [i, text] : llvm::enumerate(termTexts)) {
+    if (!parseEinsumTerm(text, terms[i]))
+      return bad("term '" + text + "' has characters other than letters and one '...'");
+    if (!ctx.input(i) || ctx.inputType(i).getElementType() != element)
+      return bad("every input must be present and of one element type");
+    int64_t rank = ctx.inputType(i).getRank(), letters = terms[i].letters.size();
+    if (terms[i].ellipsisAt < 0 ? rank != letters : rank < letters)
+      return bad("term '" + text + "' does not fit input " + Twine(i) + " of rank " + Twine(rank));
+    ellipsisRank = std::max(ellipsisRank, terms[i].ellipsisAt < 0 ? 0 : rank - letters);
+  }
+  // Letters in order of first appearance become loop dimensions after the ellipsis'.
+  std::string order;
+  llvm::StringMap<int> count;
+  for (const EinsumTerm &t : terms)
+    for (char c : t.letters) {
+      if (!count.count(StringRef(&c, 1)))
+        order += c;
+      ++count[StringRef(&c, 1)];
+    }
+  EinsumTerm out;
+  if (explicitOutput) {
+    if (!parseEinsumTerm(rhs, out))
+      return bad("output '" + rhs + "' has characters other than letters and one '...'");
+    if (ellipsisRank > 0 && out.ellipsisAt < 0)
+      return bad("the inputs have '...' dimensions the output does not keep (not supported)");
+    for (auto [j, c] : llvm::enumerate(out.letters)) {
+      if (!count.count(StringRef(&c, 1)))
+        return bad("output letter '" + Twine(c) + "' is in no input");
+      if (out.letters.find(c) != j)
+        return bad("output letter '" + Twine(c) + "' repeats");
+    }
+  } else {
+    out.ellipsisAt = 0;
+    for (char c : order)
+      if (count[StringRef(&c, 1)] == 1)
+        out.letters += c;
+    llvm::sort(out.letters);
+  }
+  auto dimOfLetter = [&](char c) { return ellipsisRank + int64_t(order.find(c)); };
+  int64_t numDims = ellipsisRank + order.size();
+  // Each loop dimension's size: static where any input fixes it (size-1
+  // ellipsis dimensions broadcast), else read from the first input that has it.
+  SmallVector<int64_t> loopSize(numDims, 1);
+  SmallVector<std::pair<int, int64_t>> dynamicSource(numDims, {-1, 0});
+  SmallVector<SmallVector<int64_t>> inputDims(terms.size()); // loop dim of each input dim
+  for (auto [i, t] : llvm::enumerate(terms)) {
+    ArrayRef<int64_t> shape = ctx.inputType(i).getShape();
+    int64_t ownEllipsis = shape.size() - t.letters.size();
+    for (int64_t d = 0; d < int64_t(shape.size()); ++d) {
+      int64_t at = t.ellipsisAt < 0 ? d : d < t.ellipsisAt ? d : d < t.ellipsisAt + ownEllipsis ? -1 : d - ownEllipsis;
+      int64_t loop = at >= 0 ? dimOfLetter(t.letters[at]) : ellipsisRank - ownEllipsis + (d - t.ellipsisAt);
+      inputDims[i].push_back(loop);
+      bool isEllipsis = at < 0;
+      if (ShapedType::isDynamic(shape[d])) {
+        if (dynamicSource[loop].first < 0)
+          dynamicSource[loop] = {int(i), d};
+        continue;
+      }
+      if (shape[d] == loopSize[loop] || (isEllipsis && shape[d] == 1))
+        continue;
+      if (loopSize[loop] != 1 && !(isEllipsis && loopSize[loop] == 1))
+        return bad("dimension " + Twine(d) + " of input " + Twine(i) + " has size " + Twine(shape[d]) +
+                   " where another input has " + Twine(loopSize[loop]));
+      loopSize[loop] = shape[d];
+    }
+  }
+  for (int64_t loop = 0; loop < numDims; ++loop)
+    if (loopSize[loop] == 1 && dynamicSource[loop].first >= 0)
+      loopSize[loop] = ShapedType::kDynamic;
+  MLIRContext *mctx = ctx.b.getContext();
+  SmallVector<AffineMap> maps;
+  for (auto [i, dims] : llvm::enumerate(inputDims)) {
+    ArrayRef<int64_t> shape = ctx.inputType(i).getShape();
+    SmallVector<AffineExpr> exprs;
+    for (auto [d, loop] : llvm::enumerate(dims))
+      exprs.push_back(shape[d] == 1 && loopSize[loop] != 1 ? getAffineConstantExpr(0, mctx)
+                                                            : getAffineDimExpr(loop, mctx));
+    maps.push_back(AffineMap::get(numDims, 0, exprs, mctx));
+  }
+  SmallVector<int64_t> outLoops;
+  for (int64_t j = 0; j <= int64_t(out.letters.size()); ++j) {
+    if (j == out.ellipsisAt)
+      for (int64_t e = 0; e < ellipsisRank; ++e)
+        outLoops.push_back(e);
+    if (j < int64_t(out.letters.size()))
+      outLoops.push_back(dimOfLetter(out.letters[j]));
+  }
+  SmallVector<AffineExpr> outExprs;
+  SmallVector<int64_t> outShape;
+  SmallVector<Value> dynamicSizes;
+  SmallVector<utils::IteratorType> iterators(numDims, utils::IteratorType::reduction);
+  for (int64_t loop : outLoops) {
+    outExprs.push_back(getAffineDimExpr(loop, mctx));
+    outShape.push_back(loopSize[loop]);
+    iterators[loop] = utils::IteratorType::parallel;
+    if (ShapedType::isDynamic(loopSize[loop])) {
+      auto [input, dim] = dynamicSource[loop];
+      dynamicSizes.push_back(tb::dimSize(ctx.b, ctx.loc, ctx.input(input), dim));
+    }
+  }
+  maps.push_back(AffineMap::get(numDims, 0, outExprs, mctx));
+  return SmallVector<Value>{tb::sumOfProducts(ctx.b, ctx.loc, ctx.inputs, maps,
+                                              RankedTensorType::get(outShape, element), dynamicSizes, iterators)};
+}
+
 // --- normalisations and reductions ---------------------------------------
 
 /// CumSum(x, axis): running sums along `axis` (`exclusive`, `reverse`).
@@ -508,6 +659,7 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("ConstantOfShape", convertConstantOfShape);
   add("MatMul", convertMatMul);
   add("Gemm", convertGemm);
+  add("Einsum", convertEinsum);
   add("Softmax", convertSoftmax);
   add("CumSum", convertCumSum);
   add("ReduceSum", reduce(tb::Reduction::Sum, 13));
