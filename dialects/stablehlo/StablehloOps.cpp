@@ -625,3 +625,85 @@ LogicalResult CompositeOp::verify() {
     return emitOpError("decomposition ") << getDecompositionAttr() << " is not a function of this module";
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// while
+//===----------------------------------------------------------------------===//
+
+LogicalResult WhileOp::verify() {
+  TypeRange types = getOperand().getTypes();
+  if (TypeRange(getResultTypes()) != types)
+    return emitOpError("results must have the operands' types");
+  for (auto [name, region] : {std::pair<StringRef, Region *>{"cond", &getCond()}, {"do", &getBody()}}) {
+    Block &block = region->front();
+    if (TypeRange(block.getArgumentTypes()) != types)
+      return emitOpError() << name << " must take the loop values (" << types.size() << " of the operands' types)";
+    auto ret = dyn_cast<ReturnOp>(block.getTerminator());
+    if (!ret)
+      return emitOpError() << name << " must end in stablehlo.return";
+    if (region == &getCond()) {
+      auto flag = ret.getResults().size() == 1 ? dyn_cast<RankedTensorType>(ret.getResults()[0].getType())
+                                               : RankedTensorType();
+      if (!flag || flag.getRank() != 0 || !flag.getElementType().isInteger(1))
+        return emitOpError("cond must return one tensor<i1>");
+    } else if (TypeRange(ret.getResults().getTypes()) != types) {
+      return emitOpError("do must return the next loop values (the operands' types)");
+    }
+  }
+  return success();
+}
+
+/// `stablehlo.while(%a = %x, ...) : types cond {...} do {...}`: both regions
+/// take the loop values under the names the header gives them.
+ParseResult WhileOp::parse(OpAsmParser &parser, OperationState &result) {
+  SmallVector<OpAsmParser::Argument> args;
+  SmallVector<OpAsmParser::UnresolvedOperand> operands;
+  if (parser.parseLParen())
+    return failure();
+  if (failed(parser.parseOptionalRParen())) {
+    do {
+      OpAsmParser::Argument arg;
+      OpAsmParser::UnresolvedOperand operand;
+      if (parser.parseArgument(arg) || parser.parseEqual() || parser.parseOperand(operand))
+        return failure();
+      args.push_back(arg);
+      operands.push_back(operand);
+    } while (succeeded(parser.parseOptionalComma()));
+    if (parser.parseRParen())
+      return failure();
+  }
+  SmallVector<Type> types;
+  if (!operands.empty() && (parser.parseColon() || parser.parseTypeList(types)))
+    return failure();
+  if (types.size() != operands.size())
+    return parser.emitError(parser.getCurrentLocation())
+           << "stablehlo.while: " << operands.size() << " loop values but " << types.size() << " types";
+  for (auto [arg, type] : llvm::zip(args, types))
+    arg.type = type;
+  if (parser.resolveOperands(operands, types, parser.getCurrentLocation(), result.operands))
+    return failure();
+  result.addTypes(types);
+  Region *cond = result.addRegion(), *body = result.addRegion();
+  if (parser.parseKeyword("cond") || parser.parseRegion(*cond, args) || parser.parseKeyword("do") ||
+      parser.parseRegion(*body, args) || parser.parseOptionalAttrDictWithKeyword(result.attributes))
+    return failure();
+  return success();
+}
+
+void WhileOp::print(OpAsmPrinter &p) {
+  p << '(';
+  llvm::interleaveComma(llvm::zip(getBody().getArguments(), getOperand()), p, [&](auto pair) {
+    p.printOperand(std::get<0>(pair));
+    p << " = ";
+    p.printOperand(std::get<1>(pair));
+  });
+  p << ')';
+  if (!getOperand().empty())
+    p << " : " << getOperand().getTypes();
+  p.shadowRegionArgs(getCond(), getBody().getArguments());
+  p << " cond ";
+  p.printRegion(getCond(), /*printEntryBlockArgs=*/false);
+  p << " do ";
+  p.printRegion(getBody(), /*printEntryBlockArgs=*/false);
+  p.printOptionalAttrDictWithKeyword((*this)->getAttrs());
+}

@@ -502,6 +502,33 @@ def Stablehlo_SortOp : Stablehlo_Op<"sort", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Stablehlo_WhileOp : Stablehlo_Op<"while", [RecursiveMemoryEffects]> {
+  let summary = "a loop over values: cond decides, do computes the next values";
+  let description = [{
+    `jax.lax.scan` and `fori_loop` (a Flax `nn.scan` or MaxText
+    `scan_layers` stack of layers) lower to it. Both regions take the loop
+    values; `cond` returns a `tensor<i1>`, `do` returns the next values
+    (their types are the operands'); the results are the values when `cond`
+    is false. The lowering is an `scf.while`.
+
+    ```mlir
+    %r:2 = stablehlo.while(%i = %c0, %h = %x) : tensor<i32>, tensor<16x32xf32>
+    cond {
+      %lt = stablehlo.compare LT, %i, %c3, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+      stablehlo.return %lt : tensor<i1>
+    } do {
+      %next = stablehlo.add %i, %c1 : tensor<i32>
+      stablehlo.return %next, %h : tensor<i32>, tensor<16x32xf32>
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Stablehlo_Tensor>:$operand);
+  let results = (outs Variadic<Stablehlo_Tensor>);
+  let regions = (region SizedRegion<1>:$cond, SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+}
+
 def Stablehlo_ReturnOp : Stablehlo_Op<"return", [Pure, Terminator, ReturnLike]> {
   let summary = "the results of a reducer, comparator or scatter body";
   let description = [{

@@ -251,6 +251,22 @@ def dense_mixture(x, wr, w1, w3, w2):
     return jnp.einsum("tef,efh->th", h * gate[:, :, None], w2)
 
 
+# --- a stack of layers as one jax.lax.scan (Flax nn.scan, MaxText scan_layers) ---
+
+LAYERS = 3
+
+
+def scanned_layers(x, wr, w1, w3, w2):
+    """LAYERS Mixtral layers with residual adds, scanned over stacked
+    weights: one stablehlo.while whose body is the layer."""
+    def layer(h, w):
+        return h + mixtral_dropless(h, *w), None
+    return lax.scan(layer, x, (wr, w1, w3, w2))[0]
+
+
+SCAN_SHAPES = [(T, H), (LAYERS, H, E), (LAYERS, E, H, F), (LAYERS, E, H, F), (LAYERS, E, F, H)]
+SCAN_SCALES = [0.5, 0.5, 0.2, 0.2, 0.2]
+
 PROGRAMS = {
     "mixtral_dropless": Program(mixtral_dropless, MIXTRAL_SHAPES),
     "mixtral_dropless_export_cuda": Program(mixtral_dropless, MIXTRAL_SHAPES, form="export", platform="cuda"),
@@ -267,6 +283,8 @@ PROGRAMS = {
     "op_coverage": Program(op_coverage, [(T, H), (T, H), (H, H)]),
     "sort_special_values": Program(sort_special_values, [(T, H)]),
     "square_rmsnorm_zloss": Program(square_rmsnorm_zloss, [(T, H), (H,)] + MIXTRAL_SHAPES[1:]),
+    "scanned_layers": Program(scanned_layers, SCAN_SHAPES, scales=SCAN_SCALES),
+    "scanned_layers_export": Program(scanned_layers, SCAN_SHAPES, form="export", scales=SCAN_SCALES),
 }
 
 

@@ -125,6 +125,46 @@ func.func @host_loop(%out: memref<8xf32>, %v: f32) {
 
 // -----
 
+// A loop over values (scf.while, from a jax.lax.scan over layers) whose
+// values are a scalar counter and a buffer stays on the host: its condition
+// is host arithmetic, its body launches a kernel per iteration and passes
+// the buffer it wrote on.
+// CHECK-LABEL: func.func @host_while
+// CHECK: scf.while (%[[I:.*]] = %{{.*}}, %[[B:.*]] = %{{.*}}) : (i32, memref<8xf32>) -> (i32, memref<8xf32>)
+// CHECK-NEXT: arith.cmpi slt, %[[I]]
+// CHECK-NEXT: scf.condition
+// CHECK: } do {
+// CHECK: gpu.launch
+// CHECK: gpu.terminator
+// CHECK: arith.addi
+// CHECK: scf.yield
+// CHECK-NOT: gpu.launch
+// CHECK: return
+func.func @host_while(%in: memref<8xf32>, %v: f32) -> memref<8xf32> {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c8 = arith.constant 8 : index
+  %zero = arith.constant 0 : i32
+  %one = arith.constant 1 : i32
+  %three = arith.constant 3 : i32
+  %r:2 = scf.while (%i = %zero, %buf = %in) : (i32, memref<8xf32>) -> (i32, memref<8xf32>) {
+    %go = arith.cmpi slt, %i, %three : i32
+    scf.condition(%go) %i, %buf : i32, memref<8xf32>
+  } do {
+  ^bb0(%j: i32, %b: memref<8xf32>):
+    scf.parallel (%k) = (%c0) to (%c8) step (%c1) {
+      %x = memref.load %b[%k] : memref<8xf32>
+      %y = arith.addf %x, %v : f32
+      memref.store %y, %b[%k] : memref<8xf32>
+    }
+    %next = arith.addi %j, %one : i32
+    scf.yield %next, %b : i32, memref<8xf32>
+  }
+  return %r#1 : memref<8xf32>
+}
+
+// -----
+
 // A loop whose body uses a value computed on the device cannot stay on the
 // host: it joins that value's single-thread kernel.
 // CHECK-LABEL: func.func @loop_uses_device_value

@@ -334,3 +334,45 @@ func.func @dimension_size_out_of_range(%a: tensor<4x8xf32>) -> tensor<i32> {
   %0 = stablehlo.get_dimension_size %a, dim = 2 : (tensor<4x8xf32>) -> tensor<i32>
   return %0 : tensor<i32>
 }
+
+// -----
+
+func.func @while_cond_not_i1(%x: tensor<i32>) -> tensor<i32> {
+  // expected-error @+1 {{'stablehlo.while' op cond must return one tensor<i1>}}
+  %r = stablehlo.while(%i = %x) : tensor<i32>
+  cond {
+    stablehlo.return %i : tensor<i32>
+  } do {
+    stablehlo.return %i : tensor<i32>
+  }
+  return %r : tensor<i32>
+}
+
+// -----
+
+func.func @while_body_types(%x: tensor<i32>, %y: tensor<4xf32>) -> tensor<i32> {
+  // expected-error @+1 {{'stablehlo.while' op do must return the next loop values (the operands' types)}}
+  %r:2 = stablehlo.while(%i = %x, %h = %y) : tensor<i32>, tensor<4xf32>
+  cond {
+    %t = stablehlo.compare LT, %i, %i, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %t : tensor<i1>
+  } do {
+    stablehlo.return %i : tensor<i32>
+  }
+  return %r#0 : tensor<i32>
+}
+
+// -----
+
+func.func @while_arg_types(%x: tensor<i32>) -> tensor<i32> {
+  // expected-error @+1 {{'stablehlo.while' op cond must take the loop values (1 of the operands' types)}}
+  %r = "stablehlo.while"(%x) ({
+  ^bb0(%i: tensor<i64>):
+    %t = stablehlo.constant dense<true> : tensor<i1>
+    stablehlo.return %t : tensor<i1>
+  }, {
+  ^bb0(%i: tensor<i32>):
+    stablehlo.return %i : tensor<i32>
+  }) : (tensor<i32>) -> tensor<i32>
+  return %r : tensor<i32>
+}

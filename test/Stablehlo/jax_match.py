@@ -3,7 +3,8 @@
 # ragged_dot in its CPU expansion and as the exported composite, GShard and
 # Switch einsum dispatch with capacity (one in generic form), DeepSeek-V3
 # sigmoid + group-limited top-k + shared expert, MoE++ zero/copy/constant
-# experts, a transformer block with an MoE FFN, a bf16 layer, and one
+# experts, a transformer block with an MoE FFN, a bf16 layer, three layers
+# scanned with jax.lax.scan (a stablehlo.while; as text and exported), and one
 # program reaching the remaining ops: pad, reverse, dynamic slices, clamp,
 # remainder, sign, power, atan2, argmax's two-input reduce, cumsum's
 # reduce_window, rounding, is_finite, and float sorts (argsort/sort with
@@ -107,4 +108,5 @@ def main(programs_dir, out_dir):
         sys.exit(f"{failures} comparison(s) failed (the FAIL lines above)")
 
 
-main(sys.argv[1], sys.argv[2])
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

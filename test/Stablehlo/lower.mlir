@@ -197,3 +197,33 @@ func.func @negative_padding(%a: tensor<4xf32>, %v: tensor<f32>) -> tensor<3xf32>
   %0 = stablehlo.pad %a, %v, low = [-1], high = [0], interior = [0] : (tensor<4xf32>, tensor<f32>) -> tensor<3xf32>
   return %0 : tensor<3xf32>
 }
+
+// -----
+
+// A loop: scf.while, its 0-d counter carried as an i32 scalar (compare and
+// add as arith on the host), the other values as tensors.
+// CHECK-LABEL: func @while_loop
+// CHECK: %[[R:.*]]:2 = scf.while (%[[I:.*]] = %{{.*}}, %[[H:.*]] = %{{.*}}) : (i32, tensor<4xf32>) -> (i32, tensor<4xf32>)
+// CHECK: %[[LT:.*]] = arith.cmpi slt, %[[I]], %{{.*}} : i32
+// CHECK: scf.condition(%[[LT]]) %[[I]], %[[H]] : i32, tensor<4xf32>
+// CHECK: } do {
+// CHECK: ^bb0(%[[J:.*]]: i32, %[[G:.*]]: tensor<4xf32>):
+// CHECK: %[[NEXT:.*]] = arith.addi %[[J]], %{{.*}} : i32
+// CHECK: %[[D:.*]] = linalg.generic
+// CHECK: scf.yield %[[NEXT]], %[[D]] : i32, tensor<4xf32>
+// CHECK: return %[[R]]#1
+func.func @while_loop(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %c1 = stablehlo.constant dense<1> : tensor<i32>
+  %c3 = stablehlo.constant dense<3> : tensor<i32>
+  %r:2 = stablehlo.while(%i = %c0, %h = %x) : tensor<i32>, tensor<4xf32>
+  cond {
+    %lt = stablehlo.compare LT, %i, %c3, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  } do {
+    %next = stablehlo.add %i, %c1 : tensor<i32>
+    %d = stablehlo.add %h, %h : tensor<4xf32>
+    stablehlo.return %next, %d : tensor<i32>, tensor<4xf32>
+  }
+  return %r#1 : tensor<4xf32>
+}

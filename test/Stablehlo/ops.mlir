@@ -109,3 +109,24 @@ func.func @moe_ops(%p: tensor<8x4xf32>, %x: tensor<16x8xf32>, %w: tensor<4x8x6xf
   %cv, %ci = stablehlo.custom_call @mhlo.topk(%p) {mhlo.attributes = {k = 2 : i64, largest = true}} : (tensor<8x4xf32>) -> (tensor<8x2xf32>, tensor<8x2xi32>)
   return %values, %r : tensor<8x2xf32>, tensor<16x6xf32>
 }
+
+// CHECK-LABEL: func @while_loop
+func.func @while_loop(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %c1 = stablehlo.constant dense<1> : tensor<i32>
+  %c3 = stablehlo.constant dense<3> : tensor<i32>
+  // CHECK: %{{.*}}:2 = stablehlo.while(%[[I:.*]] = %{{.*}}, %[[H:.*]] = %{{.*}}) : tensor<i32>, tensor<4xf32> cond {
+  // CHECK: stablehlo.compare LT, %[[I]]
+  // CHECK: } do {
+  // CHECK: stablehlo.add %[[H]], %[[H]]
+  %r:2 = stablehlo.while(%i = %c0, %h = %x) : tensor<i32>, tensor<4xf32>
+  cond {
+    %lt = stablehlo.compare LT, %i, %c3, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  } do {
+    %next = stablehlo.add %i, %c1 : tensor<i32>
+    %d = stablehlo.add %h, %h : tensor<4xf32>
+    stablehlo.return %next, %d : tensor<i32>, tensor<4xf32>
+  }
+  return %r#1 : tensor<4xf32>
+}

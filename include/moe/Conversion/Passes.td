@@ -64,7 +64,9 @@ def MoeLowerStablehlo : Pass<"moe-lower-stablehlo", "::mlir::ModuleOp"> {
     ops `tensor` slices and reshapes, gather a `linalg.generic` reading with
     `tensor.extract`, scatter an in-order `scf.for` nest (deterministic),
     sort a stable rank-and-permute in `linalg.generic`, `chlo.top_k`
-    `moe.topk` and `chlo.ragged_dot` `moe.grouped_matmul`. Shapes must be
+    `moe.topk` and `chlo.ragged_dot` `moe.grouped_matmul`, `while` an
+    `scf.while` whose 0-d loop values (counters, bounds) are scalars and
+    whose elementwise arithmetic on them is scalar `arith`. Shapes must be
     static; an unsupported op or a dynamic shape is a located error.
   }];
   let dependentDialects = [
@@ -327,7 +329,10 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
       reductions, loads and stores) becomes a single-thread launch.
     - A sequential `scf.for` without results that has parallel loops in its
       body (Gumbel samples, for example) stays on the host and its body is
-      mapped the same way: it launches kernels every iteration. Operations that pass SSA values to
+      mapped the same way: it launches kernels every iteration. So does an
+      `scf.while` whose loop values are scalars and buffers (a
+      `jax.lax.scan` over layers): its condition and its body's scalar
+      arithmetic run on the host. Operations that pass SSA values to
       each other share one launch, so no value ever flows from device to
       host; a copy or deallocation between them joins the launch (a copy
       inside a kernel becomes a loop).

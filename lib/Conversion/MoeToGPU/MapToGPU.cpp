@@ -71,6 +71,16 @@ bool isHostLoop(Operation *op) {
          llvm::any_of(loop.getBody()->getOperations(), llvm::IsaPred<scf::ParallelOp>);
 }
 
+/// A loop over values (scf.while: a jax.lax.scan over layers) whose values
+/// are scalars and buffers: it stays on the host, its condition computed
+/// there, its body launching kernels each iteration.
+bool isHostWhile(Operation *op) {
+  auto loop = dyn_cast<scf::WhileOp>(op);
+  return loop && llvm::all_of(loop->getResultTypes(), [](Type t) {
+           return t.isIntOrIndexOrFloat() || isa<BaseMemRefType>(t);
+         });
+}
+
 Value ceilDiv(OpBuilder &b, Location loc, Value a, Value d) {
   Value one = arith::ConstantIndexOp::create(b, loc, 1);
   Value sum = arith::AddIOp::create(b, loc, a, arith::SubIOp::create(b, loc, d, one));
@@ -184,7 +194,7 @@ public:
     // Device operations: those that touch memory, and everything computed
     // from their results. A host loop is mapped recursively.
     llvm::DenseSet<Operation *> device;
-    SmallVector<scf::ForOp> hostLoops;
+    SmallVector<Block *> hostLoops;
     for (Operation &op : block) {
       // Values used by the op or inside its regions (a loop body).
       llvm::SetVector<Value> used(op.getOperands().begin(), op.getOperands().end());
@@ -195,8 +205,12 @@ public:
       });
       if (launchesItself(&op))
         continue;
-      if (!usesDevice && isHostLoop(&op))
-        hostLoops.push_back(cast<scf::ForOp>(op));
+      if (!usesDevice && isHostLoop(&op)) {
+        hostLoops.push_back(cast<scf::ForOp>(op).getBody());
+      } else if (isHostWhile(&op)) {
+        auto loop = cast<scf::WhileOp>(op);
+        hostLoops.append({&loop.getBefore().front(), &loop.getAfter().front()});
+      }
       else if (usesDevice || !runsOnHost(&op))
         device.insert(&op);
     }
@@ -220,8 +234,8 @@ public:
       if (auto launch = dyn_cast<gpu::LaunchOp>(op))
         if (failed(fixKernelBody(launch)))
           return failure();
-    for (scf::ForOp loop : hostLoops)
-      if (failed(map(*loop.getBody())))
+    for (Block *body : hostLoops)
+      if (failed(map(*body)))
         return failure();
     return placeBuffers(block);
   }

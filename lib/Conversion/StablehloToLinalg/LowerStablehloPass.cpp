@@ -10,6 +10,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/Matchers.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOELOWERSTABLEHLO
@@ -68,8 +70,110 @@ Results lowerOp(OpBuilder &b, Operation *op) {
   return r;
 }
 
+/// A 0-d integer or float tensor: a loop counter or bound, carried as a scalar.
+bool isScalarTensor(Type t) {
+  auto type = dyn_cast<RankedTensorType>(t);
+  return type && type.getRank() == 0 && type.getElementType().isIntOrFloat();
+}
+
+/// Rewrites `block` (a loop region whose scalarized arguments now have
+/// scalar types) so that elementwise stablehlo ops on 0-d tensors computed
+/// from those scalars and splat constants become scalar arith: the loop's
+/// control (counter, bound, comparison) stays on the host, not in kernels
+/// and buffers. Other users of such a value read it as a 0-d tensor again.
+/// Returns the scalar of each value computed that way.
+IRMapping scalarizeLoopControl(Block &block, ArrayRef<BlockArgument> scalarArgs) {
+  IRMapping scalars;
+  OpBuilder b = OpBuilder::atBlockBegin(&block);
+  for (BlockArgument arg : scalarArgs) {
+    auto tensorType = RankedTensorType::get({}, arg.getType());
+    Value asTensor = tensor::FromElementsOp::create(b, arg.getLoc(), tensorType, ValueRange{arg});
+    arg.replaceAllUsesExcept(asTensor, asTensor.getDefiningOp());
+    scalars.map(asTensor, arg);
+  }
+  for (Operation &op : llvm::make_early_inc_range(block.without_terminator())) {
+    if (!isStablehloOp(&op) || op.getNumResults() != 1 || !isScalarTensor(op.getResult(0).getType()))
+      continue;
+    SmallVector<Value> operands;
+    b.setInsertionPoint(&op);
+    for (Value v : op.getOperands()) {
+      DenseElementsAttr dense;
+      if (Value scalar = scalars.lookupOrNull(v))
+        operands.push_back(scalar);
+      else if (matchPattern(v, m_Constant(&dense)) && dense.isSplat() && isScalarTensor(v.getType()))
+        operands.push_back(arith::ConstantOp::create(b, op.getLoc(), cast<TypedAttr>(dense.getSplatValue<Attribute>())));
+      else
+        break;
+    }
+    if (operands.size() != op.getNumOperands() || llvm::none_of(op.getOperands(), [&](Value v) {
+          return scalars.contains(v);
+        }))
+      continue;
+    Value scalar = emitScalarOp(b, op.getLoc(), &op, operands);
+    if (!scalar)
+      continue;
+    Value asTensor = tensor::FromElementsOp::create(b, op.getLoc(), op.getResult(0).getType(), ValueRange{scalar});
+    op.getResult(0).replaceAllUsesWith(asTensor);
+    scalars.map(asTensor, scalar);
+    op.erase();
+  }
+  return scalars;
+}
+
+/// stablehlo.while -> scf.while, inner loops first: the regions move over,
+/// cond's tensor<i1> becomes scf.condition's flag, do's return an
+/// scf.yield; 0-d loop values are carried as scalars
+/// (scalarizeLoopControl). The stablehlo ops inside are then lowered with
+/// the others.
+void lowerWhileLoops(Operation *root) {
+  SmallVector<shlo::WhileOp> loops;
+  root->walk([&](shlo::WhileOp loop) { loops.push_back(loop); });
+  for (shlo::WhileOp w : loops) {
+    OpBuilder b(w);
+    Location loc = w.getLoc();
+    SmallVector<Value> inits;
+    SmallVector<Type> types;
+    for (Value v : w.getOperand()) {
+      bool scalar = isScalarTensor(v.getType());
+      inits.push_back(scalar ? extractScalar(b, loc, v) : v);
+      types.push_back(scalar ? cast<RankedTensorType>(v.getType()).getElementType() : v.getType());
+    }
+    auto loop = scf::WhileOp::create(b, loc, types, inits);
+    loop.getBefore().takeBody(w.getCond());
+    loop.getAfter().takeBody(w.getBody());
+    for (Block *block : {&loop.getBefore().front(), &loop.getAfter().front()}) {
+      SmallVector<BlockArgument> scalarArgs;
+      for (auto [arg, type] : llvm::zip(block->getArguments(), types))
+        if (arg.getType() != type) {
+          arg.setType(type);
+          scalarArgs.push_back(arg);
+        }
+      IRMapping scalars = scalarizeLoopControl(*block, scalarArgs);
+      auto ret = cast<shlo::ReturnOp>(block->getTerminator());
+      b.setInsertionPoint(ret);
+      auto scalarOf = [&](Value v) { return scalars.contains(v) ? scalars.lookup(v) : extractScalar(b, ret.getLoc(), v); };
+      if (block == &loop.getBefore().front()) {
+        scf::ConditionOp::create(b, ret.getLoc(), scalarOf(ret.getResults()[0]), block->getArguments());
+      } else {
+        SmallVector<Value> next;
+        for (auto [v, type] : llvm::zip(ret.getResults(), types))
+          next.push_back(v.getType() == type ? v : scalarOf(v));
+        scf::YieldOp::create(b, ret.getLoc(), next);
+      }
+      ret.erase();
+    }
+    b.setInsertionPointAfter(loop);
+    for (auto [result, old] : llvm::zip(loop.getResults(), w.getResults()))
+      old.replaceAllUsesWith(result.getType() == old.getType()
+                                 ? Value(result)
+                                 : Value(tensor::FromElementsOp::create(b, loc, old.getType(), ValueRange{result})));
+    w.erase();
+  }
+}
+
 struct MoeLowerStablehloPass : public mlir::moe::impl::MoeLowerStablehloBase<MoeLowerStablehloPass> {
   void runOnOperation() override {
+    lowerWhileLoops(getOperation());
     // Top-level stablehlo ops in program order; ops inside their bodies are
     // read by the lowering of the op that owns them.
     SmallVector<Operation *> ops;
