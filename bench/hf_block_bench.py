@@ -22,6 +22,7 @@ import time
 import torch
 import transformers
 
+import docs_plot
 import moe_compiler.huggingface as hf
 
 HIDDEN, FFN, EXPERTS, TOP_K = 1024, 2048, 8, 2
@@ -96,13 +97,9 @@ def main():
 
 
 def plot(rows):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = docs_plot.pyplot()
+    if plt is None:
         return
-    import os
     fig, ax = plt.subplots(figsize=(7, 3.4))
     labels = ["transformers block (eager)", "loop over experts (eager)", "moe_compiler"]
     width = 0.27
@@ -113,10 +110,7 @@ def plot(rows):
     ax.set_ylabel("ms per call (log)")
     ax.set_title(f"Mixtral-style block (hidden {HIDDEN}, {EXPERTS} experts of {FFN}, top-{TOP_K}), f32, CPU")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = os.path.join(os.path.dirname(__file__), "..", "docs", "hf-block.png")
-    fig.savefig(out, dpi=110)
-    print(f"wrote {os.path.normpath(out)}")
+    docs_plot.save(fig, "hf-block.png")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+import docs_plot
 import moe_compiler as mc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
@@ -108,11 +109,8 @@ def main():
     for r in rows:
         extra = ", ".join(f"{r[k] - r['C']:+.1f} us" for k in ("numpy", "torch") if k in r)
         print(f"{r['tokens']:>6} " + " ".join(f"{r[k]:>16.1f}" for k in kinds) + f"   {extra}")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = docs_plot.pyplot()
+    if plt is None:
         return
     fig, axes = plt.subplots(1, len(rows), figsize=(9, 3.2))
     for ax, r in zip(axes, rows):
@@ -120,10 +118,7 @@ def main():
         ax.set_title(f"{r['tokens']} token{'s' if r['tokens'] > 1 else ''} (median per call)")
         ax.set_ylabel("microseconds")
     fig.suptitle(f"moe_compiler call overhead: Mixtral-like layer, 8 experts, hidden {H}, this machine's CPU")
-    fig.tight_layout()
-    out = os.path.join(os.path.dirname(__file__), "..", "docs", "python-overhead.png")
-    fig.savefig(out, dpi=110)
-    print(f"wrote {os.path.normpath(out)}")
+    docs_plot.save(fig, "python-overhead.png")
 
 
 if __name__ == "__main__":
