@@ -14,7 +14,9 @@ only (no gradients flow through the compiled code).
 
 import contextlib
 import os
+import sys
 import tempfile
+import time
 
 from .compiler import compile as _compile
 from .errors import MoeCompilerError
@@ -134,12 +136,13 @@ class CompiledMoEBlock:
         return Compiled()
 
 
-def replace_moe_blocks(model, *, cache_dir=None, verbose=False, **options):
+def replace_moe_blocks(model, *, cache_dir=None, verbose=False, progress=True, **options):
     """Replaces every MoE block of `model` (in place) with its compiled form;
     returns the list of (name, compiled block). Options are compile()'s
-    (target, cpu, optimize, ...). Raises MoeCompilerError when a block is
-    not compiled into a recognised MoE layer."""
-    import torch
+    (target, cpu, optimize, ...); `progress` prints one line per block to
+    stderr (what was compiled, in how long, or which artifact it reuses).
+    Raises MoeCompilerError when a block is not compiled into a recognised
+    MoE layer."""
     blocks = find_moe_blocks(model)
     if not blocks:
         raise MoeCompilerError(f"no MoE block found in {type(model).__name__} (looked for modules with `experts` "
@@ -149,11 +152,19 @@ def replace_moe_blocks(model, *, cache_dir=None, verbose=False, **options):
     for name, block in blocks:
         tensors = _tensors_of(block)
         key = (type(block), tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
-        if key not in compiled_by_shape:
+        start = time.perf_counter()
+        reused = key in compiled_by_shape
+        if not reused:
             compiled_by_shape[key] = _compile_block(block, tensors, cache_dir, verbose, options)
         art, sources, structure = compiled_by_shape[key]
-        if any(n is None for n, _ in sources):  # constants of this block's own: its own artifact
+        if reused and any(n is None for n, _ in sources):  # constants of this block's own: its own artifact
             art, sources, structure = _compile_block(block, tensors, cache_dir, verbose, options)
+            reused = False
+        if progress:
+            what = ("reuses the artifact of its shape" if reused else
+                    f"exported and compiled in {time.perf_counter() - start:.1f} s: "
+                    f"{art.report.summary().splitlines()[0].split(': ', 1)[-1]}")
+            print(f"[moe_compiler] {name} ({type(block).__name__}) {what}", file=sys.stderr)
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         replacement = CompiledMoEBlock(block, art, sources, structure)
