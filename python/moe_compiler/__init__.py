@@ -12,10 +12,11 @@ calls the artifacts it writes through their C API.
 
 from .artifact import Artifact, BoundArtifact, BufferSpec, Signature, load
 from .compiler import CompileReport, compile
+from .jit import Jitted, jit
 from . import huggingface  # noqa: F401  (imports torch only when used)
 from .errors import (ArtifactCallError, ArtifactLoadError, ArtifactRuntimeError, CompileError, Diagnostic, Location,
                      MoeCompilerError, UnsupportedSourceError)
 
-__all__ = ["Artifact", "BoundArtifact", "BufferSpec", "Signature", "load", "CompileReport", "compile",
+__all__ = ["Artifact", "BoundArtifact", "BufferSpec", "Signature", "load", "CompileReport", "compile", "jit", "Jitted",
            "ArtifactCallError", "ArtifactLoadError", "ArtifactRuntimeError", "CompileError", "Diagnostic", "Location",
            "MoeCompilerError", "UnsupportedSourceError"]

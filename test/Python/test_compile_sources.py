@@ -132,6 +132,21 @@ def test_jax_function_lowered_and_exported():
         assert np.abs(np.asarray(got) - want).max() < TOL, kind
 
 
+def test_jit_per_signature():
+    """moe_compiler.jit compiles once per argument signature, like jax.jit."""
+    import jax
+    program = _jax_program()
+    layer = mc.jit(program.fn, cache_dir="")
+    inputs = program.inputs(seed=7)
+    for tokens in (16, 5, 16):
+        x = inputs[0][:tokens]
+        want = np.asarray(jax.jit(program.fn)(x, *inputs[1:]))
+        got = layer(x, *inputs[1:])
+        assert isinstance(got, np.ndarray) and np.abs(got - want).max() < TOL
+    assert len(layer.artifacts) == 2  # 16 and 5 tokens; the third call reused the first
+    assert all(a.report.layers for a in layer.artifacts.values())
+
+
 @pytest.mark.parametrize("style", ["loop", "einsum"])
 def test_torch_module(style):
     torch = pytest.importorskip("torch")
