@@ -72,6 +72,18 @@ def _framework(array):
     return module if module in ("torch", "jax", "jaxlib", "numpy") else "numpy"
 
 
+def _contiguous_copy(array):
+    """A C-contiguous copy of a strided input (a transposed or sliced view),
+    in the same framework and on the same device; None if unknown."""
+    kind = _framework(array)
+    if kind == "torch":
+        return array.contiguous()
+    if hasattr(array, "__array_interface__") or kind == "numpy":
+        import numpy as np
+        return np.ascontiguousarray(array)
+    return None
+
+
 def _numpy_dtype(name):
     import numpy as np
     if name == "bf16":
@@ -188,6 +200,10 @@ class Artifact:
 
     def _view(self, array, spec, role):
         v = _dlpack.view(array)
+        if v is None and role == "input" and isinstance(array, (int, float, list, tuple)) and not self.signature.gpu:
+            # A Python number or nested list: made an array of the input's type (a copy).
+            import numpy as np
+            v = _dlpack.view(np.asarray(array, dtype=_numpy_dtype(spec.dtype)))
         if v is None:
             raise ArtifactCallError(f"{role} {spec.name}: {type(array).__name__} is not an array (needs __dlpack__)")
         want_device = (_dlpack.CUDA, _dlpack.CUDA_MANAGED) if self.signature.gpu else (_dlpack.CPU, _dlpack.CUDA_HOST)
@@ -205,8 +221,11 @@ class Artifact:
         if not ok:
             raise ArtifactCallError(f"{role} {spec.name}: expected {spec.dtype}, got {v.dtype_name()}")
         if not v.is_c_contiguous():
-            raise ArtifactCallError(f"{role} {spec.name}: not C-contiguous (strides {v.strides}); pass a contiguous "
-                                    f"array (numpy.ascontiguousarray, tensor.contiguous())")
+            copy = _contiguous_copy(array) if role == "input" else None
+            if copy is None:
+                raise ArtifactCallError(f"{role} {spec.name}: not C-contiguous (strides {v.strides}); pass a "
+                                        f"contiguous array (numpy.ascontiguousarray, tensor.contiguous())")
+            v = _dlpack.view(copy)  # an input view: one copy, C-contiguous
         return v
 
     def _tokens(self, views):

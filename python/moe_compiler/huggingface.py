@@ -136,30 +136,42 @@ class CompiledMoEBlock:
         return Compiled()
 
 
-def replace_moe_blocks(model, *, cache_dir=None, verbose=False, progress=True, **options):
+def replace_moe_blocks(model, *, cache_dir=None, verbose=False, progress=True, strict=True, **options):
     """Replaces every MoE block of `model` (in place) with its compiled form;
     returns the list of (name, compiled block). Options are compile()'s
-    (target, cpu, optimize, ...); `progress` prints one line per block to
-    stderr (what was compiled, in how long, or which artifact it reuses).
-    Raises MoeCompilerError when a block is not compiled into a recognised
-    MoE layer."""
+    (target, cpu, optimize, ...; a model on CUDA needs target="gpu");
+    `progress` prints one line per block to stderr (what was compiled, in
+    how long, or which artifact it reuses). A block that does not export,
+    compile or hold a recognised MoE layer raises MoeCompilerError, or with
+    strict=False stays the original module (said on stderr)."""
     blocks = find_moe_blocks(model)
     if not blocks:
         raise MoeCompilerError(f"no MoE block found in {type(model).__name__} (looked for modules with `experts` "
                                f"and a `gate` or `router`)")
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     compiled_by_shape = {}
     replaced = []
     for name, block in blocks:
         tensors = _tensors_of(block)
-        key = (type(block), tuple((n, tuple(t.shape), t.dtype) for n, t in tensors.items()))
+        key = (type(block), tuple((n, tuple(t.shape), t.dtype, t.device) for n, t in tensors.items()))
         start = time.perf_counter()
         reused = key in compiled_by_shape
-        if not reused:
-            compiled_by_shape[key] = _compile_block(block, tensors, cache_dir, verbose, options)
-        art, sources, structure = compiled_by_shape[key]
-        if reused and any(n is None for n, _ in sources):  # constants of this block's own: its own artifact
-            art, sources, structure = _compile_block(block, tensors, cache_dir, verbose, options)
-            reused = False
+        try:
+            if not reused:
+                compiled_by_shape[key] = _compile_block(block, tensors, hidden, cache_dir, verbose, options)
+            art, sources, structure = compiled_by_shape[key]
+            if reused and any(n is None for n, _ in sources):  # constants of this block's own: its own artifact
+                art, sources, structure = _compile_block(block, tensors, hidden, cache_dir, verbose, options)
+                reused = False
+        except Exception as e:  # export, compile or recognition failed for this block
+            if strict:
+                if isinstance(e, MoeCompilerError):  # CompileError keeps its type and diagnostics
+                    e.args = (f"{name} ({type(block).__name__}): {e.args[0] if e.args else ''}",) + e.args[1:]
+                    raise
+                raise MoeCompilerError(f"{name} ({type(block).__name__}) could not be exported: {e}") from e
+            print(f"[moe_compiler] {name} ({type(block).__name__}) kept as it is: {str(e).splitlines()[0]}",
+                  file=sys.stderr)
+            continue
         if progress:
             what = ("reuses the artifact of its shape" if reused else
                     f"exported and compiled in {time.perf_counter() - start:.1f} s: "
@@ -173,11 +185,11 @@ def replace_moe_blocks(model, *, cache_dir=None, verbose=False, progress=True, *
     return replaced
 
 
-def _compile_block(block, tensors, cache_dir, verbose, options):
+def _compile_block(block, tensors, hidden, cache_dir, verbose, options):
     import torch
-    hidden = _hidden_size(block, tensors)
-    dtype = next(iter(tensors.values())).dtype
-    example = torch.randn(5, hidden, dtype=dtype)
+    hidden = _hidden_size(block, hidden)
+    first = next(iter(tensors.values()))
+    example = torch.randn(5, hidden, dtype=first.dtype, device=first.device)
     with torch.no_grad():
         structure = "tensor" if isinstance(block(example.unsqueeze(0)), torch.Tensor) else "tuple"
     workdir = tempfile.TemporaryDirectory(prefix="moe_compiler_hf_")
@@ -197,9 +209,13 @@ def _compile_block(block, tensors, cache_dir, verbose, options):
     return art, sources, structure
 
 
-def _hidden_size(block, tensors):
-    router = getattr(block, "gate", None) or getattr(block, "router")
+def _hidden_size(block, model_hidden):
+    """The block's input width: its router's weight [E, H], else the model's config."""
+    router = getattr(block, "gate", None) or getattr(block, "router", None)
     weight = getattr(router, "weight", None)
-    if weight is None:
-        raise MoeCompilerError(f"{type(block).__name__}: cannot tell the hidden size (its router has no weight)")
-    return weight.shape[-1]
+    if weight is not None and weight.dim() == 2:
+        return weight.shape[-1]
+    if model_hidden:
+        return model_hidden
+    raise MoeCompilerError(f"{type(block).__name__}: cannot tell the hidden size (its router has no [E, H] weight "
+                           f"and the model no config.hidden_size)")

@@ -50,6 +50,26 @@ def test_jax_arrays(layer_artifact):
     assert np.abs(np.asarray(got) - y).max() < TOL
 
 
+def test_strided_inputs_copied(layer_artifact):
+    """A transposed or sliced input is made contiguous (one copy); the result
+    is the same as with contiguous inputs."""
+    torch = pytest.importorskip("torch")
+    ops, y = layer_operands(6, seed=4)
+    strided = np.asfortranarray(ops[0])
+    assert not strided.flags.c_contiguous
+    assert np.array_equal(layer_artifact(strided, *ops[1:])[0], layer_artifact(*ops)[0])
+    t = torch.from_numpy(np.ascontiguousarray(ops[0].T)).T  # a transposed view
+    assert not t.is_contiguous()
+    got = layer_artifact(t, *[torch.from_numpy(o) for o in ops[1:]])[0]
+    assert np.abs(got.numpy() - y).max() < TOL
+
+
+def test_python_numbers_and_lists(layer_artifact):
+    ops, y = layer_operands(2, seed=5)
+    got = layer_artifact(ops[0].tolist(), *ops[1:])[0]
+    assert np.abs(got - y).max() < TOL
+
+
 def test_empty_batch(layer_artifact):
     ops, _ = layer_operands(1)
     got, logits = layer_artifact(np.zeros((0, 64), np.float32), *ops[1:])
@@ -64,8 +84,9 @@ def test_call_errors(layer_artifact):
         "takes 4 inputs, got 2": lambda: layer_artifact(x, weights[0]),
         "expected rank 2": lambda: layer_artifact(x[None], *weights),
         "expected shape [8, 64]": lambda: layer_artifact(x, weights[0][:4], *weights[1:]),
-        "not C-contiguous": lambda: layer_artifact(np.asfortranarray(np.ones((4, 64), np.float32)), *weights),
-        "is not an array": lambda: layer_artifact([[1.0]], *weights),
+        "str is not an array": lambda: layer_artifact("x", *weights),
+        "output result0: not C-contiguous": lambda: layer_artifact(
+            x, *weights, out=(np.empty((64, 4), np.float32).T, np.empty((4, 8), np.float32))),
         "out: layer has 2 outputs, got 1": lambda: layer_artifact(x, *weights, out=np.empty((4, 64), np.float32)),
         "output result0: expected shape [4, 64]": lambda: layer_artifact(
             x, *weights, out=(np.empty((5, 64), np.float32), np.empty((4, 8), np.float32))),

@@ -77,3 +77,35 @@ def test_drop_in(name):
 def test_no_moe_block():
     with pytest.raises(hf.MoeCompilerError, match="no MoE block"):
         hf.replace_moe_blocks(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+def test_block_that_does_not_compile():
+    """A block the exporter cannot translate: an error naming it, or with
+    strict=False the original block kept (and the model still runs)."""
+
+    class OddMoe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate = torch.nn.Linear(8, 4, bias=False)
+            self.experts = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            # NonZero (a data-dependent size) is not an op the importer takes.
+            return self.experts(x) + torch.nonzero(self.gate(x) > 0).sum()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = OddMoe()
+
+        def forward(self, x):
+            return self.mlp(x)
+
+    net = Net().eval()
+    import moe_compiler as mc
+    with pytest.raises(mc.CompileError, match="mlp \\(OddMoe\\): moe-compile failed") as info:
+        hf.replace_moe_blocks(net, cache_dir="", progress=False)
+    assert any("NonZero" in d.message for d in info.value.diagnostics)
+    assert isinstance(net.mlp, torch.nn.Module) and type(net.mlp).__name__ == "OddMoe"
+    assert hf.replace_moe_blocks(net, cache_dir="", progress=False, strict=False) == []
+    assert type(net.mlp).__name__ == "OddMoe"
