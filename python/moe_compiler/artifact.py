@@ -116,6 +116,9 @@ class Artifact:
     def __init__(self, path, report=None, _keep=None):
         self.path = os.fspath(path)
         self.report = report
+        # JAX sources: the function's (input, output) pytree structures; the
+        # artifact then takes and returns them (compile() sets it).
+        self.pytrees = None
         self._keep = _keep  # a temporary directory the library lives in
         try:
             self._lib = ctypes.CDLL(os.path.abspath(self.path))
@@ -162,7 +165,18 @@ class Artifact:
         return bound
 
     def __call__(self, *inputs, out=None):
+        if self.pytrees is not None:
+            import jax
+            leaves, tree = jax.tree_util.tree_flatten((inputs, {}))
+            if tree == self.pytrees[0]:
+                return jax.tree_util.tree_unflatten(self.pytrees[1], self._flat(leaves, out))
+            if len(inputs) != len(self.signature.inputs):
+                raise ArtifactCallError(f"arguments of structure {tree} do not match the function's {self.pytrees[0]}")
         return self._call(dict(enumerate(inputs)), out)
+
+    def _flat(self, leaves, out):
+        results = self._call(dict(enumerate(leaves)), out)
+        return list(results) if isinstance(results, tuple) else [results]
 
     def _call(self, by_index, out):
         sig = self.signature

@@ -93,7 +93,7 @@ def compile(source, example_args=None, *, output=None, cache_dir=None, dynamic_s
     if unknown:
         raise TypeError(f"compile() got unknown options {sorted(unknown)}; known: {sorted(set(_OPTIONS) | set(_SWITCHES))}")
     workdir = tempfile.TemporaryDirectory(prefix="moe_compiler_")
-    path = write_source(source, example_args, workdir.name, dynamic_shapes)
+    path, trees = write_source(source, example_args, workdir.name, dynamic_shapes)
     library = os.path.abspath(output) if output else os.path.join(workdir.name, "libartifact.so")
     report_path = os.path.join(workdir.name, "report.json")
     command = [_tools.tool("moe-compile"), path, "-o", library, f"--report={report_path}"]
@@ -125,4 +125,10 @@ def compile(source, example_args=None, *, output=None, cache_dir=None, dynamic_s
             how += ":\n" + output_text.strip()[-4000:]
         raise CompileError(how, diagnostics, output_text)
     report = CompileReport.from_json(data)
-    return Artifact(library, report, _keep=None if output else workdir)
+    artifact = Artifact(library, report, _keep=None if output else workdir)
+    artifact.pytrees = trees if trees and _leaf_count(trees[0]) == len(artifact.signature.inputs) else None
+    return artifact
+
+
+def _leaf_count(tree):
+    return tree.num_leaves

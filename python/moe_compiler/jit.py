@@ -18,12 +18,13 @@ class Jitted:
         self._lock = threading.Lock()
 
     def __call__(self, *args):
-        key = tuple((tuple(a.shape), str(a.dtype)) for a in args)
+        import jax
+        leaves, tree = jax.tree_util.tree_flatten(args)
+        key = (tree, tuple((tuple(a.shape), str(a.dtype)) for a in leaves))
         with self._lock:
             artifact = self.artifacts.get(key)
             if artifact is None:
-                import jax
-                specs = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in key]
+                specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
                 artifact = self.artifacts[key] = _compile(self.fn, specs, **self.options)
         return artifact(*args)
 
@@ -31,8 +32,9 @@ class Jitted:
 def jit(fn=None, **options):
     """`moe_compiler.jit(fn, target="cpu", ...)` or `@moe_compiler.jit(...)`:
     `fn` (a JAX function of arrays) compiled per argument signature with
-    compile()'s options. Arguments are NumPy or JAX arrays (or anything with
-    .shape, .dtype and __dlpack__); results come back as the inputs' kind."""
+    compile()'s options. Arguments are pytrees (a Flax params dict, tuples)
+    of NumPy or JAX arrays; results come back in the function's output
+    structure, as the inputs' kind of array."""
     if fn is None:
         return lambda f: Jitted(f, options)
     return Jitted(fn, options)

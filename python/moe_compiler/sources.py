@@ -13,15 +13,17 @@ def _module_of(obj):
 
 
 def write_source(source, example_args, workdir, dynamic_shapes=None):
-    """Writes `source` under `workdir` as .mlir or .onnx; returns its path."""
+    """Writes `source` under `workdir` as .mlir or .onnx. Returns its path and,
+    for JAX sources, the (input, output) pytree structures of the function
+    (None otherwise): the artifact takes and returns the same pytrees."""
     if isinstance(source, os.PathLike) or (isinstance(source, str) and os.path.exists(source)):
         path = os.fspath(source)
         if not path.endswith((".mlir", ".onnx")):
             raise UnsupportedSourceError(f"{path}: expected a .mlir or .onnx file")
-        return path
+        return path, None
     if isinstance(source, str):
         if "func.func" in source or source.lstrip().startswith("module"):
-            return _write_text(workdir, "program.mlir", source)
+            return _write_text(workdir, "program.mlir", source), None
         raise UnsupportedSourceError(f"{source!r} is neither an existing file nor MLIR text")
     kind = _module_of(source)
     if kind == "onnx" and type(source).__name__ == "ModelProto":
@@ -30,12 +32,13 @@ def write_source(source, example_args, workdir, dynamic_shapes=None):
         # Weights go to an external file: the 2 GiB protobuf limit does not apply.
         onnx.save_model(source, path, save_as_external_data=source.ByteSize() > (1 << 30),
                         location="model.onnx.data")
-        return path
+        return path, None
     if kind == "torch" or _is_torch_module(source):
-        return _export_torch(source, example_args, workdir, dynamic_shapes)
+        return _export_torch(source, example_args, workdir, dynamic_shapes), None
     # Any other callable is traced by JAX (a plain Python function of jnp ops).
     if kind in ("jax", "jaxlib") or callable(source):
-        return _write_text(workdir, "program.mlir", _jax_text(source, example_args))
+        text, trees = _jax_text(source, example_args)
+        return _write_text(workdir, "program.mlir", text), trees
     raise UnsupportedSourceError(
         f"cannot compile a {type(source).__module__}.{type(source).__name__}: pass a .onnx/.mlir path, MLIR text, an "
         f"onnx.ModelProto, a JAX function with example arguments, a jax.stages.Lowered, a jax.export.Exported or a "
@@ -58,18 +61,21 @@ def _is_torch_module(obj):
 
 
 def _jax_text(source, example_args):
+    """The StableHLO text of a JAX source and its (in_tree, out_tree)."""
     import jax
     name = type(source).__name__
     if name == "Exported":
-        return source.mlir_module()
-    if name == "Lowered":
-        return source.as_text()
+        return source.mlir_module(), (source.in_tree, source.out_tree)
     if name == "Traced":
-        return source.lower().as_text()
+        source, name = source.lower(), "Lowered"
+    if name == "Lowered":
+        return source.as_text(), (source.in_tree, source.out_tree)
     if callable(source):
         if example_args is None:
             raise UnsupportedSourceError("a JAX function needs example arguments (arrays or jax.ShapeDtypeStruct)")
-        return jax.jit(source).lower(*example_args).as_text()
+        # keep_unused: every argument leaf stays an input, in order.
+        lowered = jax.jit(source, keep_unused=True).lower(*example_args)
+        return lowered.as_text(), (lowered.in_tree, lowered.out_tree)
     raise UnsupportedSourceError(f"cannot compile a JAX {name}")
 
 

@@ -132,6 +132,33 @@ def test_jax_function_lowered_and_exported():
         assert np.abs(np.asarray(got) - want).max() < TOL, kind
 
 
+def test_jax_pytrees():
+    """A Flax-style apply(params, x) with nested params and a dict result:
+    the artifact takes and returns the same pytrees (an unused parameter
+    stays an input)."""
+    import jax
+    program = _jax_program()
+    x, wr, w1, w3, w2 = program.inputs(seed=8)
+    params = {"router": wr, "experts": {"w1": w1, "w3": w3, "w2": w2}, "unused": np.ones(3, np.float32)}
+
+    def apply(params, x):
+        e = params["experts"]
+        y = program.fn(x, params["router"], e["w1"], e["w3"], e["w2"])
+        return {"y": y, "scale": (y * 2.0).sum()}
+
+    want = jax.jit(apply)(params, x)
+    art = mc.compile(apply, (params, x), cache_dir="")
+    assert len(art.signature.inputs) == 6 and art.report.layers
+    got = art(params, x)
+    assert set(got) == {"y", "scale"}
+    assert np.abs(got["y"] - np.asarray(want["y"])).max() < TOL
+    assert abs(float(got["scale"]) - float(want["scale"])) < 1e-3 * abs(float(want["scale"])) + 1e-3
+    with pytest.raises(mc.ArtifactCallError, match="structure"):
+        art({"router": wr}, x)
+    layer = mc.jit(apply, cache_dir="")
+    assert np.abs(layer(params, x)["y"] - np.asarray(want["y"])).max() < TOL
+
+
 def test_jit_per_signature():
     """moe_compiler.jit compiles once per argument signature, like jax.jit."""
     import jax
