@@ -9,6 +9,9 @@
             MatMul -> SiLU*up -> MatMul -> ScatterND(add))
   ort MoE   onnxruntime's own fused kernel, com.microsoft.MoE (interleaved SwiGLU,
             alpha 1, beta 0: the same function)
+  torch     eager PyTorch as MoE code writes it (transformers 4's Mixtral): top-k,
+            then per expert its tokens' rows, SwiGLU FFN, index_add_ (when
+            torch is installed; its intra-op threads on every core)
 
 All run f32 Mixtral-style layers (softmax over the top-2 logits, SwiGLU) on the
 same random inputs, and the outputs are checked against each other before
@@ -69,6 +72,25 @@ def numpy_layer(x, wr, up, down, k):
         a = h[:, :f] / (1 + np.exp(-h[:, :f])) * h[:, f:]
         np.add.at(y, tok, (a @ down[e].T) * g[tok, slot][:, None])
     return y
+
+
+def torch_layer(x, wr, up, down, k):
+    """The eager PyTorch loop over experts, on tensors sharing numpy's memory."""
+    import torch
+    with torch.no_grad():
+        logits = x @ wr.T
+        top, idx = torch.topk(logits, k, dim=1)
+        g = torch.softmax(top, dim=1)
+        y = torch.zeros_like(x)
+        f = down.shape[2]
+        for e in range(up.shape[0]):
+            tok, slot = torch.where(idx == e)
+            if tok.numel() == 0:
+                continue
+            h = x[tok] @ up[e].T
+            a = torch.nn.functional.silu(h[:, :f]) * h[:, f:]
+            y.index_add_(0, tok, (a @ down[e].T) * g[tok, slot, None])
+        return y
 
 
 def onnx_layer(hidden, ffn, experts, k, wr, up, down):
@@ -205,6 +227,11 @@ def run_size(name, repeat, tools):
 
         outputs["numpy"] = numpy_layer(x, wr, up, down, k)
         ms["numpy"] = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
+        if "torch" in PEERS:
+            import torch
+            tensors = [torch.from_numpy(a) for a in (x, wr, up, down)]
+            outputs["torch"] = torch_layer(*tensors, k).numpy()
+            ms["torch"] = median_ms(lambda: torch_layer(*tensors, k), repeat)
         for peer, build in (("ort graph", onnx_layer), ("ort MoE op", ort_moe_op_layer)):
             sess = ort_session(build(hidden, ffn, experts, k, wr, up, down), tmp, peer.replace(" ", "_"))
             outputs[peer] = sess.run(None, {"x": x})[0]
@@ -255,6 +282,11 @@ def measured_bandwidth_gbs():
 
 
 PEERS = ["numpy", "ort graph", "ort MoE op"]
+try:
+    import torch  # noqa: F401
+    PEERS.append("torch")
+except ImportError:
+    pass
 
 
 def plot(rows, path):
@@ -296,9 +328,9 @@ def main():
     print(f"CPU: {os.cpu_count()} cores; f32; median of {args.repeat} runs after 2 warm-up runs; "
           f"measured f32 GEMM (numpy BLAS, 2048^3): {peak:.1f} GFLOP/s; measured copy bandwidth: "
           f"{bandwidth:.1f} GB/s\n")
-    print("| size | shape | ours JIT ms | ours AOT ms | numpy ms | ort graph ms | ort MoE op ms | ours / best peer "
-          "| ours rate | of the limit | compile ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| size | shape | ours JIT ms | ours AOT ms | " + " | ".join(f"{p} ms" for p in PEERS) +
+          " | ours / best peer | ours rate | of the limit | compile ms |")
+    print("|---|---|---|---|" + "---|" * len(PEERS) + "---|---|---|---|")
     for r in rows:
         ours = r["ms"]["ours JIT"]
         best = min(r["ms"][p] for p in PEERS)
