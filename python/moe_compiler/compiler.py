@@ -126,9 +126,6 @@ def compile(source, example_args=None, *, output=None, cache_dir=None, dynamic_s
         raise CompileError(how, diagnostics, output_text)
     report = CompileReport.from_json(data)
     artifact = Artifact(library, report, _keep=None if output else workdir)
-    artifact.pytrees = trees if trees and _leaf_count(trees[0]) == len(artifact.signature.inputs) else None
+    # Lowered/Exported sources may have dropped unused arguments: then flat calls only.
+    artifact.pytrees = trees if trees and trees[0].num_leaves == len(artifact.signature.inputs) else None
     return artifact
-
-
-def _leaf_count(tree):
-    return tree.num_leaves

@@ -37,21 +37,19 @@ def find_moe_blocks(model):
     return found
 
 
-class _TokensOnly:
+def _tokens_only(block):
     """The block over [tokens, hidden]: the block sees a batch of one."""
+    import torch
 
-    def __new__(cls, block):
-        import torch
+    class Flat(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = block
 
-        class Flat(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.block = block
+        def forward(self, x):
+            return self.block(x.unsqueeze(0))
 
-            def forward(self, x):
-                return self.block(x.unsqueeze(0))
-
-        return Flat()
+    return Flat()
 
 
 @contextlib.contextmanager
@@ -93,47 +91,45 @@ def _weight_sources(art, onnx_path, block):
         if name in tensors:
             sources.append((name, None))
             continue
-        value = torch.from_numpy(numpy_helper.to_array(inits[spec.name]).copy()) if spec.name in inits else None
-        match = [n for n, t in tensors.items()
-                 if value is not None and t.shape == value.shape and t.dtype == value.dtype and torch.equal(t, value)]
+        value = torch.from_numpy(numpy_helper.to_array(inits[spec.name]).copy())
+        match = [n for n, t in tensors.items() if t.shape == value.shape and t.dtype == value.dtype and torch.equal(t, value)]
         sources.append((match[0], None) if len(match) == 1 else (None, value))
     return sources
 
 
-class CompiledMoEBlock:
-    """Stands in for one MoE block: the original module stays registered
-    under `original` (its parameters, state_dict and device moves are
-    unchanged) and is what the compiled code reads its weights from."""
+def _compiled_block(original, artifact, sources, structure):
+    """The module standing in for one MoE block: the original stays
+    registered under `original` (its parameters, state_dict and device moves
+    are unchanged) and is what the compiled code reads its weights from.
+    torch is imported here, not when the package is."""
+    import torch
 
-    def __new__(cls, original, artifact, sources, structure):
-        import torch
+    class CompiledMoEBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.original = original
+            self.artifact = artifact
+            self._sources = sources
+            self._structure = structure
 
-        class Compiled(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.original = original
-                self.artifact = artifact
-                self._sources = sources
-                self._structure = structure
+        def weights(self):
+            """The artifact's weight inputs: the block's tensors as they are now
+            (after a device move too), or the constants the export made."""
+            tensors = _tensors_of(self.original)
+            return [tensors[name] if name is not None else value for name, value in self._sources]
 
-            def weights(self):
-                tensors = _tensors_of(self.original)
-                return [tensors[name] if name is not None else value for name, value in self._sources]
+        def forward(self, hidden_states, *args, **kwargs):
+            shape = hidden_states.shape
+            x = hidden_states.reshape(-1, shape[-1]).contiguous()
+            outputs = self.artifact(x, *self.weights())
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            first = outputs[0].reshape(shape)
+            return first if self._structure == "tensor" else (first,) + tuple(outputs[1:])
 
-            def forward(self, hidden_states, *args, **kwargs):
-                shape = hidden_states.shape
-                x = hidden_states.reshape(-1, shape[-1]).contiguous()
-                outputs = self.artifact(x, *self.weights())
-                outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-                first = outputs[0].reshape(shape)
-                if self._structure == "tensor":
-                    return first
-                return (first,) + tuple(outputs[1:])
+        def extra_repr(self):
+            return f"compiled: {self.artifact.report.summary().splitlines()[0] if self.artifact.report else ''}"
 
-            def extra_repr(self):
-                return f"compiled: {self.artifact.report.summary().splitlines()[0] if self.artifact.report else ''}"
-
-        return Compiled()
+    return CompiledMoEBlock()
 
 
 def replace_moe_blocks(model, *, cache_dir=None, verbose=False, progress=True, strict=True, **options):
@@ -179,7 +175,7 @@ def replace_moe_blocks(model, *, cache_dir=None, verbose=False, progress=True, s
             print(f"[moe_compiler] {name} ({type(block).__name__}) {what}", file=sys.stderr)
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        replacement = CompiledMoEBlock(block, art, sources, structure)
+        replacement = _compiled_block(block, art, sources, structure)
         setattr(parent, attr, replacement)
         replaced.append((name, replacement))
     return replaced
@@ -196,7 +192,7 @@ def _compile_block(block, tensors, hidden, cache_dir, verbose, options):
     tokens = torch.export.Dim("tokens", min=2, max=1 << 20)
     with _exportable_experts(block), open(os.devnull, "w") as devnull, \
             contextlib.redirect_stdout(None if verbose else devnull):
-        path = _export_torch(_TokensOnly(block).eval(), (example,), workdir.name, ({0: tokens},))
+        path = _export_torch(_tokens_only(block).eval(), (example,), workdir.name, ({0: tokens},))
     # The block's tensors become inputs; scalars the export writes (a clamp
     # limit, an activation's alpha) stay constants the compiler can see.
     smallest = min(t.numel() * t.element_size() for t in tensors.values() if t.dim() > 0)

@@ -210,9 +210,9 @@ public:
       } else if (isHostWhile(&op)) {
         auto loop = cast<scf::WhileOp>(op);
         hostLoops.append({&loop.getBefore().front(), &loop.getAfter().front()});
-      }
-      else if (usesDevice || !runsOnHost(&op))
+      } else if (usesDevice || !runsOnHost(&op)) {
         device.insert(&op);
+      }
     }
     for (Operation &op : block)
       if (op.hasTrait<OpTrait::IsTerminator>() && device.contains(&op))

@@ -14,6 +14,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
+#include <array>
 #include <cmath>
 
 using namespace mlir;
@@ -130,13 +131,11 @@ Results convertEinsum(NodeContext &ctx) {
   }
   // Letters in order of first appearance become loop dimensions after the ellipsis'.
   std::string order;
-  llvm::StringMap<int> count;
+  std::array<int, 128> count{}; // occurrences of each (ASCII) letter
   for (const EinsumTerm &t : terms)
-    for (char c : t.letters) {
-      if (!count.count(StringRef(&c, 1)))
+    for (char c : t.letters)
+      if (count[c]++ == 0)
         order += c;
-      ++count[StringRef(&c, 1)];
-    }
   EinsumTerm out;
   if (explicitOutput) {
     if (!parseEinsumTerm(rhs, out))
@@ -144,7 +143,7 @@ Results convertEinsum(NodeContext &ctx) {
     if (ellipsisRank > 0 && out.ellipsisAt < 0)
       return bad("the inputs have '...' dimensions the output does not keep (not supported)");
     for (auto [j, c] : llvm::enumerate(out.letters)) {
-      if (!count.count(StringRef(&c, 1)))
+      if (count[c] == 0)
         return bad("output letter '" + Twine(c) + "' is in no input");
       if (out.letters.find(c) != j)
         return bad("output letter '" + Twine(c) + "' repeats");
@@ -152,7 +151,7 @@ Results convertEinsum(NodeContext &ctx) {
   } else {
     out.ellipsisAt = 0;
     for (char c : order)
-      if (count[StringRef(&c, 1)] == 1)
+      if (count[c] == 1)
         out.letters += c;
     llvm::sort(out.letters);
   }
