@@ -10,9 +10,11 @@ BUILD="${MOE_BUILD_DIR:-$ROOT/build}"
 LLVM_PREFIX=/usr/lib/llvm-22
 
 need_pkgs=()
-# libonnx-dev + libprotobuf-dev: the ONNX importer's protobuf classes.
+# libonnx-dev + libprotobuf-dev: the ONNX importer's protobuf classes; OpenMPI:
+# the transport of expert-parallel CPU artifacts (libmoe_ep_runtime, mpirun in tests).
 for p in llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools cmake ninja-build g++ python3 \
-         libonnx-dev libprotobuf-dev protobuf-compiler libomp-22-dev ${MOE_EXTRA_PKGS:-}; do
+         libonnx-dev libprotobuf-dev protobuf-compiler libomp-22-dev libopenmpi-dev openmpi-bin \
+         ${MOE_EXTRA_PKGS:-}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -104,7 +104,8 @@ LogicalResult PermuteOp::verify() {
 
 LogicalResult CombineOp::verify() {
   ShapeChecker check(*this);
-  // combine_c1: rows [R, H], slots [T, K], result [T, H] of rows' element type.
+  // combine_c1: rows [R, H], slots [T, K], result [T, H] of rows' element
+  // type, or of any float type from f32 rows (sums of unrounded GEMM rows).
   if (failed(check.rank("rows", getRows().getType(), 2)) ||
       failed(check.rank("slot_row", getSlotRow().getType(), 2)) ||
       failed(check.sameShape("slot_weight", getSlotWeight().getType(), "slot_row",
@@ -113,10 +114,11 @@ LogicalResult CombineOp::verify() {
       failed(check.dim("result", getResult().getType(), 0, dimOf(getSlotRow(), 0),
                        "the number of tokens")) ||
       failed(check.dim("result", getResult().getType(), 1, dimOf(getRows(), 1),
-                       "the hidden size")) ||
-      failed(check.sameElementType("result", getResult().getType(), "rows", getRows().getType())))
+                       "the hidden size")))
     return failure();
-  return success();
+  if (getElementTypeOrSelf(getRows().getType()).isF32())
+    return success();
+  return check.sameElementType("result", getResult().getType(), "rows", getRows().getType());
 }
 
 //===----------------------------------------------------------------------===//
@@ -158,7 +160,10 @@ LogicalResult GroupedMatmulOp::verify() {
       failed(check.dim("result", result, 0, dimOf(getLhs(), 0), "the number of rows")) ||
       failed(check.dim("result", result, 1, dimOf(getWeights(), 1), "the weights' output size")))
     return failure();
-  // grouped_matmul_c2: the result keeps the activations' element type.
+  // grouped_matmul_c2: the result keeps the activations' element type, or
+  // is f32: the accumulators unrounded.
+  if (getElementTypeOrSelf(result).isF32())
+    return success();
   return check.sameElementType("result", result, "lhs", getLhs().getType());
 }
 

@@ -430,7 +430,9 @@ def Moe_CombineOp : Moe_Op<"combine", [Pure]> {
   let summary = "weighted scatter of expert outputs back to token order";
   let description = [{
     `y[t] = Σ_k slot_weight[t, k] · rows[slot_row[t, k]]` over the slots with
-    `slot_row >= 0`, summed in slot order (deterministic).
+    `slot_row >= 0`, summed in slot order (deterministic). The result has
+    the rows' element type; f32 rows (unrounded GEMM results) may be
+    summed into a bf16/f16 result, rounded once.
 
     ```mlir
     %y = moe.combine %o, %slot_row, %slot_w
@@ -455,7 +457,8 @@ def Moe_GroupedMatmulOp : Moe_Op<"grouped_matmul", [Pure]> {
   let description = [{
     For `e < E_w` (the weights' expert count) and rows `r` in
     `[offsets[e], offsets[e+1])`: `out[r, n] = Σ_k lhs[r, k] · W[e, n, k]`,
-    accumulated in f32. With `shared` (`[N, K]`, a shared expert folded into
+    accumulated in f32 and rounded to the result's element type: that of
+    `lhs`, or f32 to keep the accumulators. With `shared` (`[N, K]`, a shared expert folded into
     the routed computation) rows `[offsets[E_w], offsets[E_w+1])` use it as
     expert `E_w`. Every other row is 0, so `offsets` may describe more
     experts than `W` holds (zero-computation experts after the FFN group).
@@ -688,6 +691,93 @@ def Moe_MergeExpertsOp : Moe_Op<"merge_experts", [Pure]> {
   let results = (outs Moe_FloatTensor:$result);
   let assemblyFormat = [{
     $weights `,` $gates attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Expert parallelism: the exchange of grouped rows between ranks
+//===----------------------------------------------------------------------===//
+
+def Moe_EpRankOp : Moe_Op<"ep_rank", [MemoryEffects<[MemRead]>]> {
+  let summary = "this process's rank in an expert-parallel run of `ranks` processes";
+  let description = [{
+    The rank (0 to `ranks - 1`) of this process among the processes that
+    run the program together (MPI's `COMM_WORLD` on the CPU). When the run
+    has another number of processes the result is -1 and the call that
+    runs the program fails with a message that says both numbers.
+    `moe-shard-experts` dispatches a program's entry to its per-rank
+    function on it.
+
+    ```mlir
+    %rank = moe.ep_rank ranks = 4 : index
+    ```
+  }];
+  let arguments = (ins I64Attr:$ranks);
+  let results = (outs Index:$rank);
+  let assemblyFormat = "`ranks` `=` $ranks attr-dict `:` type($rank)";
+  let hasVerifier = 1;
+}
+
+def Moe_AllToAllDispatchOp : Moe_Op<"all_to_all_dispatch", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "sends expert-grouped rows to the ranks that own the experts";
+  let description = [{
+    `rows` `[R, H]` are this rank's token rows grouped by expert, expert `e`
+    owning rows `[offsets[e], offsets[e+1])` (a `moe.dispatch` plan over the
+    experts relabelled so that each rank's experts are consecutive).
+    `bounds` (`ranks + 1` entries) gives each rank's experts: rank `d` owns
+    experts `[bounds[d], bounds[d+1])`; experts at or past `bounds[ranks]`
+    (zero-computation experts) are never sent. Every rank calls it
+    together; each sends every other rank its rows for that rank's experts
+    and receives the rows of its own experts from all ranks.
+
+    Results: `received` `[?, H]`, grouped by local expert and, within an
+    expert, by source rank, so that a rank holding consecutive tokens keeps
+    the single-process order of every expert's rows; `local_offsets`
+    (`bounds[rank+1] - bounds[rank] + 1` entries) bounds each local
+    expert's rows in `received`; `counts` `[ranks, local experts]` holds
+    the rows each source rank sent for each local expert, which
+    `moe.all_to_all_return` needs to send results back.
+
+    ```mlir
+    %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %offsets
+        bounds = [0, 4, 8] rank = 0
+        : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$rows, Moe_IndexTensor:$offsets,
+                       DenseI64ArrayAttr:$bounds, I64Attr:$rank);
+  let results = (outs Moe_FloatTensor:$received, Moe_IndexTensor:$local_offsets,
+                      Moe_IndexTensor:$counts);
+  let assemblyFormat = [{
+    $rows `,` $offsets `bounds` `=` $bounds `rank` `=` $rank
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Moe_AllToAllReturnOp : Moe_Op<"all_to_all_return", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "sends expert results back to the ranks whose tokens they are";
+  let description = [{
+    The inverse exchange of `moe.all_to_all_dispatch`: `rows` are the
+    local experts' results in the layout of its `received` (by local
+    expert, then source rank), `counts` its `counts`, and `offsets` `[E+1]`
+    and `bounds` the same as its own, `plan_rows` the `R` of the rows it
+    sent. The result `[R, H]` has this rank's rows back in the expert-grouped layout `offsets` describes: row
+    `offsets[e] + i` is the result of the `i`-th row this rank sent to
+    expert `e`; rows of experts at or past `bounds[ranks]` are zero.
+
+    ```mlir
+    %back = moe.all_to_all_return %ys, %counts, %offsets rows = %c32 bounds = [0, 4, 8] rank = 0
+        : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xf32>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$rows, Moe_IndexTensor:$counts, Moe_IndexTensor:$offsets,
+                       Index:$plan_rows, DenseI64ArrayAttr:$bounds, I64Attr:$rank);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $rows `,` $counts `,` $offsets `rows` `=` $plan_rows `bounds` `=` $bounds `rank` `=` $rank
+    attr-dict `:` `(` type($rows) `,` type($counts) `,` type($offsets) `)` `->` type($result)
   }];
   let hasVerifier = 1;
 }

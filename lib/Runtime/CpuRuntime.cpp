@@ -4,7 +4,8 @@
 // memrefCopy(elementSize, source, target) on unranked descriptors; MLIR's
 // libmlir_c_runner_utils provides it for the JIT, this library for artifacts.
 // An artifact's entry also reports here a result whose dynamic size differs
-// from the buffer its caller sized (moe-results-to-out-params).
+// from the buffer its caller sized (moe-results-to-out-params), and the
+// expert-parallel runtime the errors of its exchanges (moeRuntimeSetCallError).
 //
 //===----------------------------------------------------------------------===//
 
@@ -71,6 +72,11 @@ extern "C" void moeRuntimeCheckOutputDim(int64_t output, int64_t dim, int64_t go
               std::to_string(want) +
               " (every dynamic dimension of an artifact is its one token count; this program's result "
               "has another size there, such as batch x sequence rows); its results are incomplete";
+}
+
+extern "C" void moeRuntimeSetCallError(const char *message) {
+  if (callError.empty())
+    callError = message;
 }
 
 extern "C" const char *moeRuntimeTakeCallError(void) {

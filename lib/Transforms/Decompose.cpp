@@ -8,6 +8,7 @@
 
 #include "moe/Transforms/Passes.h"
 #include "dialects/moe/MoeOps.h"
+#include "moe/Transforms/DecomposeLayer.h"
 #include "moe/Transforms/LayerRouting.h"
 #include "moe/Transforms/RoutedExperts.h"
 
@@ -147,81 +148,88 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
   return {weights, indices, logits};
 }
 
+DecomposedLayer mlir::moe::buildDecomposedLayer(OpBuilder &rewriter, LayerOp op,
+                                                const ExpertPlacement *placement, int64_t rank) {
+  Location loc = op.getLoc();
+  RoutingAttr routing = op.getRouting();
+  CapacityAttr cap = op.getCapacityAttr();
+  Value x = op.getX();
+  auto xType = cast<RankedTensorType>(x.getType());
+  int64_t tokens = xType.getDimSize(0);
+  int64_t experts = op.getNumExperts(), k = routing.getK();
+
+  LayerRouting route = buildLayerRouting(rewriter, op);
+  Value weights = route.weights, indices = route.indices, logits = route.logits;
+  int64_t groupSize = routing.getGroupSize();
+  bool groupRouting = groupSize > 1;
+
+  // Every token takes its group's selection and weights.
+  if (groupRouting) {
+    auto expand = [&](Value v) {
+      auto type = cast<RankedTensorType>(v.getType());
+      return ExpandGroupsOp::create(rewriter, loc, tensorOf({tokens, type.getDimSize(1)}, type.getElementType()),
+                                    v, x, groupSize)
+          .getResult();
+    };
+    weights = expand(weights);
+    indices = expand(indices);
+    logits = expand(logits);
+  }
+
+  // Expert input: MoE++ multiplies it by k; the router saw the unscaled x.
+  Value expertInput = x;
+  if (routing.getInputScale().convertToDouble() != 1.0)
+    expertInput = scaleTensor(rewriter, loc, x, routing.getInputScale().convertToDouble());
+
+  // Dispatch plan and the FFN group, on tensors grouped by expert.
+  RoutedExperts routed;
+  routed.tokens = expertInput;
+  routed.weights = weights;
+  routed.indices = indices;
+  routed.rectifyLogits = (cap && cap.rectifiesIntraDevice()) ? logits : Value();
+  routed.up = op.getFfnUp();
+  routed.down = op.getFfnDown();
+  routed.numExperts = experts;
+  routed.k = k;
+  routed.capacity = cap;
+  routed.activation = op.getActivation();
+  routed.placement = placement;
+  routed.rank = rank;
+  RoutedExpertsResult ffn = buildRoutedExperts(rewriter, loc, routed);
+  Value y = ffn.y;
+  DispatchOp plan = ffn.plan;
+
+  // Zero-computation experts add their elementwise contribution (0 for
+  // zero and null experts); the op also carries the expert set that
+  // zero-computation elimination needs. They read the layer's own expert
+  // ids: on every rank they are computed where the token is.
+  bool hasZeroComputation = op.getNumExperts() > op.getNumFfnExperts();
+  if (hasZeroComputation) {
+    Value zc = ZeroComputeOp::create(rewriter, loc, xType, expertInput, indices,
+                                     plan.getSlotWeight(), op.getConstantVectors(),
+                                     op.getConstantMix(), op.getExperts());
+    y = arith::AddFOp::create(rewriter, loc, y, zc);
+  }
+
+  // The shared expert sees every token, unscaled.
+  if (op.getSharedUp()) {
+    Value shared = DenseFfnOp::create(rewriter, loc, xType, op.getActivation(), x,
+                                      op.getSharedUp(), op.getSharedDown(), op.getSharedGate());
+    y = arith::AddFOp::create(rewriter, loc, y, shared);
+  }
+  return {y, logits};
+}
+
 namespace {
 
 struct DecomposeLayer : OpRewritePattern<LayerOp> {
   using OpRewritePattern::OpRewritePattern;
 
   LogicalResult matchAndRewrite(LayerOp op, PatternRewriter &rewriter) const override {
-    Location loc = op.getLoc();
-    RoutingAttr routing = op.getRouting();
-    CapacityAttr cap = op.getCapacityAttr();
-    Value x = op.getX();
-    auto xType = cast<RankedTensorType>(x.getType());
-    int64_t tokens = xType.getDimSize(0);
-    int64_t experts = op.getNumExperts(), k = routing.getK();
-
-    LayerRouting route = buildLayerRouting(rewriter, op);
-    Value weights = route.weights, indices = route.indices, logits = route.logits;
-    int64_t groupSize = routing.getGroupSize();
-    bool groupRouting = groupSize > 1;
-
-    // Every token takes its group's selection and weights.
-    if (groupRouting) {
-      auto expand = [&](Value v) {
-        auto type = cast<RankedTensorType>(v.getType());
-        return ExpandGroupsOp::create(rewriter, loc, tensorOf({tokens, type.getDimSize(1)}, type.getElementType()),
-                                      v, x, groupSize)
-            .getResult();
-      };
-      weights = expand(weights);
-      indices = expand(indices);
-      logits = expand(logits);
-    }
-
-    // Expert input: MoE++ multiplies it by k; the router saw the unscaled x.
-    Value expertInput = x;
-    if (routing.getInputScale().convertToDouble() != 1.0)
-      expertInput = scaleTensor(rewriter, loc, x, routing.getInputScale().convertToDouble());
-
-    // Dispatch plan and the FFN group, on tensors grouped by expert.
-    RoutedExperts routed;
-    routed.tokens = expertInput;
-    routed.weights = weights;
-    routed.indices = indices;
-    routed.rectifyLogits = (cap && cap.rectifiesIntraDevice()) ? logits : Value();
-    routed.up = op.getFfnUp();
-    routed.down = op.getFfnDown();
-    routed.numExperts = experts;
-    routed.k = k;
-    routed.capacity = cap;
-    routed.activation = op.getActivation();
-    RoutedExpertsResult ffn = buildRoutedExperts(rewriter, loc, routed);
-    Value y = ffn.y;
-    DispatchOp plan = ffn.plan;
-
-    // Zero-computation experts add their elementwise contribution (0 for
-    // zero and null experts); the op also carries the expert set that
-    // zero-computation elimination needs.
-    bool hasZeroComputation = op.getNumExperts() > op.getNumFfnExperts();
-    if (hasZeroComputation) {
-      Value zc = ZeroComputeOp::create(rewriter, loc, xType, expertInput, indices,
-                                       plan.getSlotWeight(), op.getConstantVectors(),
-                                       op.getConstantMix(), op.getExperts());
-      y = arith::AddFOp::create(rewriter, loc, y, zc);
-    }
-
-    // The shared expert sees every token, unscaled.
-    if (op.getSharedUp()) {
-      Value shared = DenseFfnOp::create(rewriter, loc, xType, op.getActivation(), x,
-                                        op.getSharedUp(), op.getSharedDown(), op.getSharedGate());
-      y = arith::AddFOp::create(rewriter, loc, y, shared);
-    }
-
-    rewriter.replaceOp(op, {y, logits});
+    DecomposedLayer layer = buildDecomposedLayer(rewriter, op);
+    rewriter.replaceOp(op, {layer.y, layer.logits});
     return success();
   }
-
 };
 
 struct MoeDecomposePass : mlir::moe::impl::MoeDecomposeBase<MoeDecomposePass> {

@@ -40,6 +40,95 @@ static std::pair<Value, Value> withBias(OpBuilder &b, Location loc, Value lhs, V
           tensor::ConcatOp::create(b, loc, /*dim=*/2, ValueRange{weights, column})};
 }
 
+/// Expert ids renumbered by the placement (`positions`, for ids below
+/// their count); empty slots and zero-computation experts keep their ids.
+static Value renumberExperts(OpBuilder &b, Location loc, Value indices, ArrayRef<int64_t> positions) {
+  auto type = cast<RankedTensorType>(indices.getType());
+  Type i32 = type.getElementType();
+  SmallVector<int32_t> table(positions.begin(), positions.end());
+  auto tableType = RankedTensorType::get({int64_t(table.size())}, i32);
+  Value lookup = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(tableType, ArrayRef<int32_t>(table)));
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    if (type.isDynamicDim(d))
+      dynamic.push_back(tb::dimSize(b, loc, indices, d));
+  MLIRContext *ctx = b.getContext();
+  AffineMap id = AffineMap::getMultiDimIdentityMap(type.getRank(), ctx);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{indices}, ValueRange{tb::empty(b, loc, type, dynamic)},
+      ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>(type.getRank(), utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value zero = arith::ConstantIntOp::create(nb, nl, i32, 0);
+        Value count = arith::ConstantIntOp::create(nb, nl, i32, int64_t(table.size()));
+        Value placed = arith::AndIOp::create(
+            nb, nl, arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, a[0], zero),
+            arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::slt, a[0], count));
+        Value safe = arith::SelectOp::create(nb, nl, placed, a[0], zero);
+        Value index = arith::IndexCastOp::create(nb, nl, nb.getIndexType(), safe);
+        Value position = tensor::ExtractOp::create(nb, nl, lookup, ValueRange{index});
+        linalg::YieldOp::create(nb, nl, ValueRange{arith::SelectOp::create(nb, nl, placed, position, a[0])});
+      });
+  return generic.getResult(0);
+}
+
+/// The experts of `weights` ([E, ...]) that `experts` lists, in its order:
+/// one slice per run of consecutive ids (a view of the stack when the run
+/// is all of them).
+static Value selectExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<int64_t> experts) {
+  auto type = cast<RankedTensorType>(weights.getType());
+  SmallVector<Value> runs;
+  for (size_t i = 0; i < experts.size();) {
+    size_t j = i + 1;
+    while (j < experts.size() && experts[j] == experts[j - 1] + 1)
+      ++j;
+    SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0)), sizes, strides(type.getRank(), b.getIndexAttr(1));
+    for (int64_t size : type.getShape())
+      sizes.push_back(b.getIndexAttr(size));
+    offsets[0] = b.getIndexAttr(experts[i]);
+    sizes[0] = b.getIndexAttr(int64_t(j - i));
+    runs.push_back(tensor::ExtractSliceOp::create(b, loc, weights, offsets, sizes, strides));
+    i = j;
+  }
+  if (runs.size() == 1)
+    return runs.front();
+  return tensor::ConcatOp::create(b, loc, /*dim=*/0, runs);
+}
+
+/// The FFN of an expert-parallel layer: this rank's experts on the rows
+/// the exchange brings, their results sent back, then the combine.
+static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExperts &r, DispatchOp plan,
+                                    Value grouped) {
+  const ExpertPlacement &placement = *r.placement;
+  auto groupedType = cast<RankedTensorType>(grouped.getType());
+  Type element = groupedType.getElementType();
+  int64_t hidden = groupedType.getDimSize(1);
+  ArrayRef<int64_t> mine = placement.expertsOf(r.rank);
+  int64_t local = int64_t(mine.size()), ranks = placement.ranks();
+  Type i32 = b.getI32Type();
+  auto received = AllToAllDispatchOp::create(
+      b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, element),
+      RankedTensorType::get({local + 1}, i32), RankedTensorType::get({ranks, local}, i32), grouped,
+      plan.getExpertOffsets(), placement.bounds, r.rank);
+  auto receivedOf = [&](int64_t columns) { return RankedTensorType::get({ShapedType::kDynamic, columns}, element); };
+  Value up = selectExperts(b, loc, r.up, mine), down = selectExperts(b, loc, r.down, mine);
+  int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
+  int64_t ffn = cast<RankedTensorType>(r.down.getType()).getDimSize(2);
+  Value h = GroupedMatmulOp::create(b, loc, receivedOf(upRows), received.getReceived(), up,
+                                    received.getLocalOffsets(), /*shared=*/Value());
+  Value act = r.activate ? r.activate(b, loc, h, receivedOf(ffn))
+                         : ActivationOp::create(b, loc, receivedOf(ffn), r.activation, h).getResult();
+  // The down GEMM's results travel unrounded (f32) and are rounded once by
+  // the combine, as the single-process program's fused GEMM + combine does.
+  Type f32 = b.getF32Type();
+  Value results = GroupedMatmulOp::create(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, f32), act,
+                                          down, received.getLocalOffsets(), /*shared=*/Value());
+  Value planRows = tb::dimSize(b, loc, grouped, 0);
+  Value back = AllToAllReturnOp::create(b, loc, RankedTensorType::get(groupedType.getShape(), f32), results,
+                                        received.getCounts(), plan.getExpertOffsets(), planRows, placement.bounds,
+                                        r.rank);
+  return CombineOp::create(b, loc, r.tokens.getType(), back, plan.getSlotRow(), plan.getSlotWeight());
+}
+
 RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, const RoutedExperts &r) {
   auto tokensType = cast<RankedTensorType>(r.tokens.getType());
   int64_t tokens = tokensType.getDimSize(0), hidden = tokensType.getDimSize(1);
@@ -49,11 +138,18 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
   int64_t rows = planRows(r.capacity, tokens, slots, r.k, r.numExperts);
   auto rowsOf = [&](int64_t columns) { return RankedTensorType::get({rows, columns}, element); };
 
+  // Expert parallelism renumbers the experts so that each rank's are
+  // consecutive: the plan's row groups are then one block per rank.
+  Value indices = r.indices;
+  if (r.placement && !r.placement->isIdentity())
+    indices = renumberExperts(b, loc, indices, r.placement->positions());
   auto plan = DispatchOp::create(
       b, loc, RankedTensorType::get({rows}, b.getI32Type()),
       RankedTensorType::get({r.numExperts + 1}, b.getI32Type()), indicesType, r.weights.getType(),
-      r.indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), r.numExperts, r.capacity);
+      indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), r.numExperts, r.capacity);
   Value grouped = PermuteOp::create(b, loc, rowsOf(hidden), r.tokens, plan.getRowToken());
+  if (r.placement)
+    return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan};
 
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
   int64_t ffn = cast<RankedTensorType>(r.down.getType()).getDimSize(2);

@@ -18,6 +18,9 @@
 #include "moe/Tools/CudaToolkit.h"
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Utils/CompileCache.h"
+#include "moe/Support/ArrayData.h"
+#include "moe/Support/Npy.h"
+#include "moe/Transforms/Passes.h"
 
 #include "dialects/moe/MoeDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -49,6 +52,7 @@
 #include "llvm/TargetParser/Host.h"
 
 #include <chrono>
+#include <cmath>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -114,6 +118,23 @@ static cl::opt<unsigned> jobs(
 static cl::opt<bool> keepTemps("keep-temps",
                                cl::desc("Keep the object and the C wrapper next to the output"),
                                cl::init(false), cl::cat(category));
+
+static cl::opt<int64_t> ranks(
+    "ranks",
+    cl::desc("Expert parallelism: compile for N processes (MPI ranks, `mpirun -np N`), each running the "
+             "program on its own tokens and holding its share of every layer's experts; rows travel "
+             "between ranks with MPI all-to-all (CPU only; docs/expert-parallel.md). 0: one process "
+             "(default)"),
+    cl::init(0), cl::cat(category));
+static cl::opt<std::string> placement("placement",
+                                      cl::desc("With --ranks: contiguous (default), round-robin, or balanced "
+                                               "(needs --expert-profile)"),
+                                      cl::init("contiguous"), cl::cat(category));
+static cl::opt<std::string> expertProfile(
+    "expert-profile",
+    cl::desc("With --ranks: a .npy of routed tokens per expert, [E] for every layer or [L, E] one row per "
+             "layer, that --placement=balanced balances and the placement remarks report"),
+    cl::value_desc("loads.npy"), cl::cat(category));
 
 static cl::opt<std::string> reportFile(
     "report",
@@ -211,14 +232,16 @@ static LogicalResult emitObject(ModuleOp module, StringRef path, llvm::TargetMac
   return success();
 }
 
-/// libmoe_runtime.so: next to an installed moe-compile (bin/../lib, as the
-/// Python package lays them out), else where this build made it.
-static std::string runtimeLibrary() {
-  std::string exe = llvm::sys::fs::getMainExecutable(nullptr, reinterpret_cast<void *>(&runtimeLibrary));
+/// A runtime library (libmoe_runtime.so, libmoe_ep_runtime.so): next to an
+/// installed moe-compile (bin/../lib, as the Python package lays them out),
+/// else where this build made it.
+static std::string siblingLibrary(llvm::StringRef name, llvm::StringRef built) {
+  std::string exe = llvm::sys::fs::getMainExecutable(nullptr, reinterpret_cast<void *>(&siblingLibrary));
   llvm::SmallString<256> installed(llvm::sys::path::parent_path(llvm::sys::path::parent_path(exe)));
-  llvm::sys::path::append(installed, "lib", "libmoe_runtime.so");
-  return !exe.empty() && llvm::sys::fs::exists(installed) ? installed.str().str() : MOE_RUNTIME_LIBRARY;
+  llvm::sys::path::append(installed, "lib", name);
+  return !exe.empty() && llvm::sys::fs::exists(installed) ? installed.str().str() : built.str();
 }
+static std::string runtimeLibrary() { return siblingLibrary("libmoe_runtime.so", MOE_RUNTIME_LIBRARY); }
 
 static bool writeText(StringRef path, StringRef text, std::string &error) {
   std::error_code ec;
@@ -263,6 +286,30 @@ static int compile() {
                     "instructions), got --target=" + target + " --chip=" + chip);
   if (!llvm::StringRef(outputFile).ends_with(".so"))
     return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
+  if (ranks < 0 || ranks > (1 << 16))
+    return failWith("--ranks must be between 0 and 65536, got " + llvm::Twine(int64_t(ranks)));
+  if (ranks > 0 && target == "gpu")
+    return failWith("--ranks: expert-parallel artifacts are CPU-only so far (the NCCL transport of GPU "
+                    "artifacts is not built yet); use --target=cpu");
+  if (ranks == 0 && (placement.getNumOccurrences() || expertProfile.getNumOccurrences()))
+    return failWith("--placement and --expert-profile need --ranks");
+  std::vector<double> expertLoads;
+  if (!expertProfile.empty()) {
+    npy::Array profile;
+    std::string profileError;
+    if (!npy::read(expertProfile, profile, profileError))
+      return failWith("--expert-profile: " + profileError);
+    if (profile.shape.empty() || profile.shape.size() > 2 || profile.numElements() == 0)
+      return failWith("--expert-profile: " + expertProfile + " must hold [E] or [layers, E] loads, got shape " +
+                      npy::shapeString(profile.shape));
+    for (int64_t i = 0; i < profile.numElements(); ++i) {
+      double load = npy::elementAt(profile, i);
+      if (!(load >= 0) || !std::isfinite(load))
+        return failWith("--expert-profile: load " + llvm::Twine(i) + " is " + llvm::Twine(std::to_string(load)) +
+                        "; loads are token counts (finite, at least 0)");
+      expertLoads.push_back(load);
+    }
+  }
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   std::string targetError;
@@ -364,13 +411,29 @@ static int compile() {
     programKey = mlir::moe::CompileCache::key(
         {"program", spec.target, chip, features, gpuFormat, wgmma ? "wgmma" : "", optimize ? "optimize" : "",
          shareLayers ? "share-layers" : "", machine->getTargetTriple().str(), machine->getTargetCPU(),
-         machine->getTargetFeatureString()},
+         machine->getTargetFeatureString(), "ranks=" + std::to_string(ranks), placement, expertProfile},
         [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
     programObject = cache.lookup("program-object", programKey);
   }
   PassManager pm(&context);
+  mlir::moe::MoeOptimizeOptions optimizations;
+  if (ranks > 0) {
+    // The layer-level rewrites first, then the layers' expert-parallel
+    // decomposition; moe-optimize's decomposed-level passes follow.
+    if (optimize) {
+      pm.addPass(mlir::moe::createMoePruneMaskedExperts());
+      pm.addPass(mlir::moe::createMoeMergeExperts());
+      optimizations.pruneMaskedExperts = false;
+      optimizations.mergeExperts = false;
+    }
+    mlir::moe::MoeShardExpertsOptions sharding;
+    sharding.ranks = ranks;
+    sharding.placement = placement;
+    sharding.expertLoads.assign(expertLoads.begin(), expertLoads.end());
+    pm.addPass(mlir::moe::createMoeShardExperts(sharding));
+  }
   if (optimize)
-    mlir::moe::buildMoeOptimizePipeline(pm, mlir::moe::MoeOptimizeOptions());
+    mlir::moe::buildMoeOptimizePipeline(pm, optimizations);
   if (spec.gpu) {
     mlir::moe::MoeGpuPipelineOptions options;
     options.chip = chip;
@@ -449,6 +512,18 @@ static int compile() {
                                              "-Wl,-rpath,$ORIGIN"};
   if (!spec.gpu)
     args.push_back("-l:libomp.so.5");
+  // Expert-parallel artifacts call MPI through libmoe_ep_runtime, copied next to them.
+  if (ranks > 0) {
+    llvm::SmallString<128> epCopy(outDir);
+    llvm::sys::path::append(epCopy, "libmoe_ep_runtime.so");
+    std::string ep = siblingLibrary("libmoe_ep_runtime.so", MOE_EP_RUNTIME_LIBRARY);
+    if (ep.empty() || !llvm::sys::fs::exists(ep))
+      return failWith("--ranks: libmoe_ep_runtime.so was not built (the build found no MPI; install libopenmpi-dev)");
+    if (!llvm::sys::fs::equivalent(ep, epCopy))
+      if (std::error_code ec = llvm::sys::fs::copy_file(ep, epCopy))
+        return failWith("cannot copy the expert-parallel runtime to " + epCopy + ": " + ec.message());
+    args.push_back("-lmoe_ep_runtime");
+  }
   std::string linkError;
   if (llvm::sys::ExecuteAndWait(*cc, args, std::nullopt, {}, 0, 0, &linkError) != 0)
     return failWith("linking " + outputFile + " failed " + linkError);

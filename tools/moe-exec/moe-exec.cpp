@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -49,11 +50,15 @@ const char *kUsage =
     "  --tokens N           size of the dynamic (?) dimensions (default: from the inputs)\n"
     "  --warmup N           untimed runs first (default 1)\n"
     "  --repeat N           timed runs; the median is reported (default 1)\n"
-    "  --output-dir DIR     write output_<i>.npy there (and input_<i>.npy with --save-inputs)\n"
+    "  --output-dir DIR     write output_<i>.npy there (made if missing) (and input_<i>.npy with --save-inputs)\n"
     "  --save-inputs        also write the inputs used\n"
     "  --reference FILE.npy expected data of the next output; prints the normwise relative\n"
     "                       error max|ours - ref| / max|ref| and fails above the tolerance\n"
     "  --tolerance T        (default: 1e-5 f32/f64, 2e-3 f16, 8e-3 bf16, 0 integers)\n"
+    "Under mpirun (an expert-parallel artifact, moe-compile --ranks), %r in the paths of\n"
+    "--input, --reference and --output-dir is this process's rank: each rank reads its own\n"
+    "tokens and writes its own outputs, e.g.\n"
+    "  mpirun -np 2 moe-exec libm.so --input x.%r.npy --input w.npy --output-dir out.%r\n"
     "bf16 data is stored in .npy as uint16 bits, as moe-run does.\n";
 
 int failWith(const std::string &message) {
@@ -175,6 +180,22 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
   return true;
 }
 
+/// The MPI rank mpirun gives this process (OpenMPI, PMIx, MPICH/PMI), or
+/// nothing outside mpirun.
+std::optional<std::string> launcherRank() {
+  for (const char *name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
+    if (const char *value = std::getenv(name))
+      return std::string(value);
+  return std::nullopt;
+}
+
+/// `path` with every %r replaced by `rank`.
+std::string withRank(std::string path, const std::string &rank) {
+  for (size_t at = path.find("%r"); at != std::string::npos; at = path.find("%r", at + rank.size()))
+    path.replace(at, 2, rank);
+  return path;
+}
+
 /// The artifact's C API.
 struct Artifact {
   const char *(*signature)() = nullptr;
@@ -206,6 +227,19 @@ int main(int argc, char **argv) {
   std::string error;
   if (!parseOptions(argc, argv, opt, error))
     return failWith(error);
+  if (std::optional<std::string> rank = launcherRank()) {
+    for (std::string &path : opt.inputs)
+      path = withRank(path, *rank);
+    for (std::string &path : opt.references)
+      path = withRank(path, *rank);
+    opt.outputDir = withRank(opt.outputDir, *rank);
+  }
+  if (!opt.outputDir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(opt.outputDir, ec);
+    if (ec)
+      return failWith("--output-dir " + opt.outputDir + ": " + ec.message());
+  }
 
   // A bare file name would make dlopen search the system's library path.
   if (opt.artifact.find('/') == std::string::npos)

@@ -29,6 +29,9 @@ void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
 void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns, ContractionForm form);
 /// moe.dequantize as one elementwise generic.
 void populateMoeDequantizeToLinalgPatterns(RewritePatternSet &patterns);
+/// moe.ep_rank, all_to_all_dispatch, all_to_all_return as calls of the
+/// expert-parallel runtime (CPU only: the rows are host memory).
+void populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns);
 } // namespace moe
 } // namespace mlir
 

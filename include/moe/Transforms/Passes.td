@@ -262,4 +262,60 @@ def MoeShareLayers : Pass<"moe-share-layers", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Expert parallelism
+//===----------------------------------------------------------------------===//
+
+def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
+  let summary = "Turns a program into its expert-parallel form for `ranks` processes";
+  let description = [{
+    Every process (rank) runs the program on its own tokens and holds only
+    its share of each layer's experts. Each public function with
+    `moe.layer` ops gets one private copy per rank, `@f__rank<r>`, in which
+    every layer routes its own tokens, sends each selected token row to the
+    rank that owns its expert (`moe.all_to_all_dispatch`), runs the grouped
+    GEMMs of its local experts on the rows it receives, sends the results
+    back (`moe.all_to_all_return`) and combines them in slot order. The
+    function itself becomes a dispatch on `moe.ep_rank`, so the program
+    keeps its signature and one artifact serves every rank.
+
+    Exact: every expert sees its rows in the single-process order (ranks
+    hold consecutive tokens; received rows are grouped by expert, then by
+    source rank), the same kernels compute each row, and the combine sums
+    each token's slots in slot order, so the ranks' outputs are the
+    single-process output of their tokens, bit for bit.
+
+    Placement (`placement`): `contiguous` (rank d owns a run of consecutive
+    experts; the first E mod N ranks one more), `round-robin` (expert e on
+    rank e mod N), or `balanced`: greedy largest-first on `expert-loads`, a
+    measured number of routed tokens per expert (E values, used for every
+    layer, or one row of E per layer in order), so that each rank's
+    expected rows are as even as the experts allow. Zero-computation
+    experts are computed where their tokens are and never sent; shared
+    experts run on every rank on its own tokens. Each layer gets a remark
+    with its placement, each rank's expected share of the routed rows and
+    the bytes a token row moves.
+
+    Not yet: capacity-limited layers (a global capacity needs the counts
+    of every rank before the drop), replicated experts, and GPU targets.
+
+    ```mlir
+    %y, %l = moe.layer %x, %wr ffn(%up, %down) {...}
+    // with ranks=2, in @f__rank0:
+    %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %offsets bounds = [0, 4, 8] rank = 0 ...
+    %h = moe.grouped_matmul %recv, %up_rank0, %loff ...
+    %back = moe.all_to_all_return %o, %counts, %offsets rows = %n bounds = [0, 4, 8] rank = 0 ...
+    ```
+  }];
+  let options = [
+    Option<"ranks", "ranks", "int64_t", /*default=*/"1", "Number of processes (MPI ranks)">,
+    Option<"placement", "placement", "std::string", /*default=*/"\"contiguous\"",
+           "Expert placement: contiguous, round-robin or balanced">,
+    ListOption<"expertLoads", "expert-loads", "double",
+               "Routed tokens per expert (E values, or E per layer) for placement=balanced">
+  ];
+  let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::tensor::TensorDialect", "::mlir::linalg::LinalgDialect"];
+}
+
 #endif // MOE_TRANSFORMS_PASSES_TD

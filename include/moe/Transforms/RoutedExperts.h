@@ -13,6 +13,7 @@
 #define MOE_TRANSFORMS_ROUTEDEXPERTS_H
 
 #include "dialects/moe/MoeOps.h"
+#include "moe/Transforms/ExpertPlacement.h"
 
 #include <functional>
 
@@ -39,6 +40,12 @@ struct RoutedExperts {
   /// When set, builds the activation of the up projection `h` instead of
   /// moe.activation (e.g. ONNX Runtime's parameterised SwiGLU).
   std::function<Value(OpBuilder &, Location, Value h, RankedTensorType result)> activate;
+  /// Expert parallelism (moe-shard-experts): the FFN experts' placement
+  /// over the ranks and the rank this code runs on. The rows go to their
+  /// experts' ranks and back around the grouped matmuls, which run on this
+  /// rank's experts only. No biases.
+  const ExpertPlacement *placement = nullptr;
+  int64_t rank = 0;
 };
 
 struct RoutedExpertsResult {

@@ -9,6 +9,8 @@
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -64,6 +66,7 @@ struct ConvertMoeToLinalgPass
     populateMoeDispatchToLinalgPatterns(patterns);
     populateMoeExpertsToLinalgPatterns(patterns, form);
     populateMoeDequantizeToLinalgPatterns(patterns);
+    populateMoeExpertParallelToCallsPatterns(patterns);
     ConversionTarget target(*ctx);
     target.addIllegalDialect<MoeDialect>();
     // Quantised weights only grouped matmuls read stay for the CPU's

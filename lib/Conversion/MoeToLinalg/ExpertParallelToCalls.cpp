@@ -1,0 +1,168 @@
+//===- ExpertParallelToCalls.cpp - the exchange ops as runtime calls ------===//
+//
+// moe.ep_rank, moe.all_to_all_dispatch and moe.all_to_all_return become
+// calls of libmoe_ep_runtime.so (lib/Runtime/ExpertParallelRuntime.cpp),
+// through MLIR's C interface: memrefs of any layout go as descriptors, the
+// results are buffers allocated here and handed to bufferization as
+// tensors. The dispatch is two calls: the row counts first, whose sum
+// sizes the buffer of received rows, then the rows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/moe/MoeOps.h"
+#include "moe/Conversion/MoeToLinalg.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/PatternMatch.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// The runtime's `name`, declared once per module with a C interface.
+func::FuncOp runtimeFunction(Operation *from, StringRef name, TypeRange inputs, TypeRange results) {
+  auto module = from->getParentOfType<ModuleOp>();
+  if (auto existing = module.lookupSymbol<func::FuncOp>(name))
+    return existing;
+  OpBuilder b = OpBuilder::atBlockBegin(module.getBody());
+  auto function = func::FuncOp::create(b, module.getLoc(), name, b.getFunctionType(inputs, results));
+  function.setPrivate();
+  function->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), b.getUnitAttr());
+  return function;
+}
+
+/// A memref of `rank` dynamic sizes and any strides: what the runtime takes.
+MemRefType anyMemRef(MLIRContext *ctx, int64_t rank, Type element) {
+  SmallVector<int64_t> dynamic(rank, ShapedType::kDynamic);
+  return MemRefType::get(dynamic, element, StridedLayoutAttr::get(ctx, ShapedType::kDynamic, dynamic));
+}
+
+/// `tensor`'s buffer, read only, as anyMemRef.
+Value readBuffer(OpBuilder &b, Location loc, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  SmallVector<int64_t> strides(type.getRank(), ShapedType::kDynamic);
+  auto bufferType = MemRefType::get(type.getShape(), type.getElementType(),
+                                    StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, strides));
+  Value buffer = bufferization::ToBufferOp::create(b, loc, bufferType, tensor, /*read_only=*/true);
+  return memref::CastOp::create(b, loc, anyMemRef(b.getContext(), type.getRank(), type.getElementType()), buffer);
+}
+
+/// A new buffer the runtime writes, and the tensor it becomes afterwards.
+struct Output {
+  Value buffer, forCall;
+};
+Output allocate(OpBuilder &b, Location loc, ArrayRef<int64_t> shape, Type element, ValueRange dynamicSizes) {
+  Value buffer = memref::AllocOp::create(b, loc, MemRefType::get(shape, element), dynamicSizes);
+  return {buffer, memref::CastOp::create(b, loc, anyMemRef(b.getContext(), int64_t(shape.size()), element), buffer)};
+}
+Value asTensor(OpBuilder &b, Location loc, Value buffer, Type resultType) {
+  auto type = cast<MemRefType>(buffer.getType());
+  Value tensor = bufferization::ToTensorOp::create(b, loc, RankedTensorType::get(type.getShape(), type.getElementType()),
+                                                   buffer, /*restrict=*/true, /*writable=*/true);
+  return tensor.getType() == resultType ? tensor : tensor::CastOp::create(b, loc, resultType, tensor).getResult();
+}
+
+Value i64Constant(OpBuilder &b, Location loc, int64_t value) {
+  return arith::ConstantIntOp::create(b, loc, b.getI64Type(), value);
+}
+
+Value boundsBuffer(OpBuilder &b, Location loc, ArrayRef<int64_t> bounds) {
+  auto type = RankedTensorType::get({int64_t(bounds.size())}, b.getI64Type());
+  Value constant = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(type, bounds));
+  return readBuffer(b, loc, constant);
+}
+
+std::string elementSuffix(Type element) {
+  if (element.isF32())
+    return "f32";
+  if (element.isF16())
+    return "f16";
+  return "bf16";
+}
+
+struct LowerEpRank : OpRewritePattern<EpRankOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(EpRankOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    Type i64 = b.getI64Type();
+    func::FuncOp fn = runtimeFunction(op, "moeEpRank", {i64}, {i64});
+    Value rank = func::CallOp::create(b, loc, fn, ValueRange{i64Constant(b, loc, op.getRanks())}).getResult(0);
+    b.replaceOpWithNewOp<arith::IndexCastOp>(op, b.getIndexType(), rank);
+    return success();
+  }
+};
+
+struct LowerAllToAllDispatch : OpRewritePattern<AllToAllDispatchOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AllToAllDispatchOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = b.getContext();
+    Type i32 = b.getI32Type(), i64 = b.getI64Type();
+    auto rowsType = cast<RankedTensorType>(op.getRows().getType());
+    Type element = rowsType.getElementType();
+    ArrayRef<int64_t> bounds = op.getBounds();
+    int64_t rank = op.getRank(), ranks = int64_t(bounds.size()) - 1;
+    int64_t local = bounds[rank + 1] - bounds[rank], width = rowsType.getDimSize(1);
+
+    Value rows = readBuffer(b, loc, op.getRows()), offsets = readBuffer(b, loc, op.getOffsets());
+    Value boundsBuf = boundsBuffer(b, loc, bounds), rankValue = i64Constant(b, loc, rank);
+    Output counts = allocate(b, loc, {ranks, local}, i32, {});
+    func::FuncOp countsFn = runtimeFunction(op, "moeEpExchangeCounts",
+                                            {anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32)},
+                                            {i64});
+    Value total = func::CallOp::create(b, loc, countsFn, ValueRange{offsets, boundsBuf, rankValue, counts.forCall})
+                      .getResult(0);
+    Value totalRows = arith::IndexCastOp::create(b, loc, b.getIndexType(), total);
+    Output received = allocate(b, loc, {ShapedType::kDynamic, width}, element, {totalRows});
+    Output localOffsets = allocate(b, loc, {local + 1}, i32, {});
+    func::FuncOp rowsFn = runtimeFunction(
+        op, "moeEpDispatchRows_" + elementSuffix(element),
+        {anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32),
+         anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32)},
+        {});
+    func::CallOp::create(b, loc, rowsFn,
+                         ValueRange{rows, offsets, boundsBuf, rankValue, counts.forCall, received.forCall,
+                                    localOffsets.forCall});
+    b.replaceOp(op, {asTensor(b, loc, received.buffer, op.getReceived().getType()),
+                     asTensor(b, loc, localOffsets.buffer, op.getLocalOffsets().getType()),
+                     asTensor(b, loc, counts.buffer, op.getCounts().getType())});
+    return success();
+  }
+};
+
+struct LowerAllToAllReturn : OpRewritePattern<AllToAllReturnOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AllToAllReturnOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = b.getContext();
+    Type i32 = b.getI32Type(), i64 = b.getI64Type();
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    Type element = resultType.getElementType();
+    int64_t width = resultType.getDimSize(1);
+    Value rows = readBuffer(b, loc, op.getRows()), counts = readBuffer(b, loc, op.getCounts());
+    Value offsets = readBuffer(b, loc, op.getOffsets());
+    Output result = allocate(b, loc, {ShapedType::kDynamic, width}, element, {op.getPlanRows()});
+    func::FuncOp fn = runtimeFunction(op, "moeEpReturnRows_" + elementSuffix(element),
+                                      {anyMemRef(ctx, 2, element), anyMemRef(ctx, 2, i32), anyMemRef(ctx, 1, i32),
+                                       anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, element)},
+                                      {});
+    func::CallOp::create(b, loc, fn,
+                         ValueRange{rows, counts, offsets, boundsBuffer(b, loc, op.getBounds()),
+                                    i64Constant(b, loc, op.getRank()), result.forCall});
+    b.replaceOp(op, asTensor(b, loc, result.buffer, resultType));
+    return success();
+  }
+};
+
+} // namespace
+
+void mlir::moe::populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns) {
+  patterns.add<LowerEpRank, LowerAllToAllDispatch, LowerAllToAllReturn>(patterns.getContext());
+}

@@ -1,0 +1,210 @@
+//===- ShardExperts.cpp - the expert-parallel form of a program -----------===//
+//
+// moe-shard-experts: one private copy of each public function per rank, in
+// which every moe.layer is decomposed with its experts placed over the
+// ranks (buildDecomposedLayer with an ExpertPlacement), and the public
+// function itself becomes a dispatch on moe.ep_rank. The exactness argument
+// is in the pass description (include/moe/Transforms/Passes.td).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Transforms/Passes.h"
+#include "dialects/moe/MoeOps.h"
+#include "moe/Transforms/DecomposeLayer.h"
+#include "moe/Transforms/ExpertPlacement.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/SymbolTable.h"
+#include "llvm/Support/FormatVariadic.h"
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOESHARDEXPERTS
+#include "moe/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+/// The layers of `function`, in the order they appear.
+SmallVector<LayerOp> layersOf(func::FuncOp function) {
+  SmallVector<LayerOp> layers;
+  function.walk([&](LayerOp layer) { layers.push_back(layer); });
+  return layers;
+}
+
+/// A value of `type` for the rank that is none of the compiled ones (the
+/// runtime has already failed the call): zero, with 0 rows where dynamic.
+Value emptyResult(OpBuilder &b, Location loc, Type type) {
+  if (auto tensor = dyn_cast<RankedTensorType>(type)) {
+    SmallVector<int64_t> shape(tensor.getShape());
+    for (int64_t &d : shape)
+      if (ShapedType::isDynamic(d))
+        d = 0;
+    Value zero = arith::ConstantOp::create(b, loc, b.getZeroAttr(tensor.getElementType()));
+    Value filled = linalg::FillOp::create(
+                       b, loc, zero,
+                       tensor::EmptyOp::create(b, loc, shape, tensor.getElementType()).getResult())
+                       .getResult(0);
+    return tensor::CastOp::create(b, loc, tensor, filled);
+  }
+  return arith::ConstantOp::create(b, loc, b.getZeroAttr(type));
+}
+
+/// Replaces `function`'s body with a call of `perRank[moe.ep_rank]`.
+void dispatchOnRank(func::FuncOp function, ArrayRef<func::FuncOp> perRank) {
+  Location loc = function.getLoc();
+  function.eraseBody();
+  Block *entry = function.addEntryBlock();
+  OpBuilder b = OpBuilder::atBlockBegin(entry);
+  TypeRange results = function.getResultTypes();
+  Value rank = EpRankOp::create(b, loc, b.getIndexType(), int64_t(perRank.size()));
+  // if rank == 0 {...} else if rank == 1 {...} ... else {empty}
+  std::function<SmallVector<Value>(OpBuilder &, size_t)> branch = [&](OpBuilder &nb, size_t r) {
+    if (r == perRank.size()) {
+      SmallVector<Value> empty;
+      for (Type type : results)
+        empty.push_back(emptyResult(nb, loc, type));
+      return empty;
+    }
+    Value isRank = arith::CmpIOp::create(nb, loc, arith::CmpIPredicate::eq, rank,
+                                         arith::ConstantIndexOp::create(nb, loc, int64_t(r)));
+    auto select = scf::IfOp::create(
+        nb, loc, isRank,
+        [&](OpBuilder &tb, Location tl) {
+          auto call = func::CallOp::create(tb, tl, perRank[r], entry->getArguments());
+          scf::YieldOp::create(tb, tl, call.getResults());
+        },
+        [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, branch(eb, r + 1)); });
+    return SmallVector<Value>(select.getResults());
+  };
+  func::ReturnOp::create(b, loc, branch(b, 0));
+}
+
+struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpertsPass> {
+  using MoeShardExpertsBase::MoeShardExpertsBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    std::optional<PlacementPolicy> policy = parsePlacementPolicy(placement);
+    if (!policy) {
+      module.emitError() << "moe-shard-experts: unknown placement '" << placement
+                         << "' (contiguous, round-robin or balanced)";
+      return signalPassFailure();
+    }
+    if (ranks < 1) {
+      module.emitError() << "moe-shard-experts: ranks must be at least 1, got " << ranks;
+      return signalPassFailure();
+    }
+    SmallVector<func::FuncOp> functions;
+    int64_t totalExperts = 0, totalLayers = 0;
+    for (auto function : module.getOps<func::FuncOp>()) {
+      if (!function.isPublic() || function.isExternal())
+        continue;
+      SmallVector<LayerOp> layers = layersOf(function);
+      if (layers.empty())
+        continue;
+      functions.push_back(function);
+      for (LayerOp layer : layers)
+        totalExperts += layer.getNumFfnExperts();
+      totalLayers += int64_t(layers.size());
+    }
+    if (functions.empty()) {
+      module.emitError("moe-shard-experts: the program has no moe.layer; expert parallelism needs "
+                       "a recognised MoE layer (see the importer's remarks for why a block was not raised)");
+      return signalPassFailure();
+    }
+    // Loads: one row of E for every layer, or one row per layer.
+    bool perLayerLoads = int64_t(expertLoads.size()) == totalExperts && totalLayers > 1;
+    int64_t loadOffset = 0;
+
+    for (func::FuncOp function : functions) {
+      SmallVector<LayerOp> layers = layersOf(function);
+      SmallVector<ExpertPlacement> placements;
+      for (LayerOp layer : layers) {
+        int64_t experts = layer.getNumFfnExperts();
+        if (layer.getCapacityAttr()) {
+          layer.emitError("moe-shard-experts: a layer with a capacity cannot be sharded yet (a global "
+                          "capacity needs every rank's counts before the drop)");
+          return signalPassFailure();
+        }
+        ArrayRef<double> loads;
+        if (perLayerLoads) {
+          loads = ArrayRef<double>(expertLoads).slice(loadOffset, experts);
+          loadOffset += experts;
+        } else if (!expertLoads.empty()) {
+          if (int64_t(expertLoads.size()) != experts) {
+            layer.emitError() << "moe-shard-experts: expert-loads has " << expertLoads.size()
+                              << " values; this layer has " << experts << " FFN experts and the program "
+                              << totalExperts << " over " << totalLayers << " layers";
+            return signalPassFailure();
+          }
+          loads = expertLoads;
+        }
+        std::string error;
+        std::optional<ExpertPlacement> placed = placeExperts(experts, ranks, *policy, loads, error);
+        if (!placed) {
+          layer.emitError() << "moe-shard-experts: " << error;
+          return signalPassFailure();
+        }
+        reportPlacement(layer, *placed, loads, *policy);
+        placements.push_back(std::move(*placed));
+      }
+
+      SmallVector<func::FuncOp> perRank;
+      OpBuilder moduleBuilder(function);
+      moduleBuilder.setInsertionPointAfter(function);
+      for (int64_t r = 0; r < ranks; ++r) {
+        auto copy = cast<func::FuncOp>(moduleBuilder.clone(*function));
+        copy.setSymName((function.getSymName() + "__rank" + Twine(r)).str());
+        copy.setPrivate();
+        for (auto [layer, placed] : llvm::zip_equal(layersOf(copy), placements)) {
+          OpBuilder b(layer);
+          DecomposedLayer parts = buildDecomposedLayer(b, layer, &placed, r);
+          layer.getY().replaceAllUsesWith(parts.y);
+          layer.getLogits().replaceAllUsesWith(parts.logits);
+          layer.erase();
+        }
+        perRank.push_back(copy);
+      }
+      dispatchOnRank(function, perRank);
+    }
+  }
+
+  /// A remark on `layer`: who owns which experts, each rank's expected share
+  /// of the routed rows, and what a token row costs to move.
+  void reportPlacement(LayerOp layer, const ExpertPlacement &placed, ArrayRef<double> loads,
+                       PlacementPolicy policy) {
+    int64_t experts = layer.getNumFfnExperts();
+    double total = 0;
+    for (int64_t e = 0; e < experts; ++e)
+      total += loads.empty() ? 1.0 : loads[e];
+    auto xType = cast<RankedTensorType>(layer.getX().getType());
+    int64_t rowBytes = xType.getDimSize(1) * int64_t(xType.getElementTypeBitWidth() / 8);
+    InFlightDiagnostic remark = layer.emitRemark();
+    remark << "expert placement (" << placementPolicyName(policy) << ", " << int64_t(ranks) << " ranks";
+    if (!loads.empty())
+      remark << ", measured loads";
+    remark << "):";
+    for (int64_t r = 0; r < placed.ranks(); ++r) {
+      double share = 0;
+      remark << (r ? ";" : "") << " rank " << r << " experts [";
+      for (auto [i, e] : llvm::enumerate(placed.expertsOf(r))) {
+        remark << (i ? "," : "") << e;
+        share += loads.empty() ? 1.0 : loads[e];
+      }
+      remark << "] " << llvm::formatv("{0:F1}", total > 0 ? 100.0 * share / total : 0.0) << "% of rows";
+    }
+    remark << "; each routed row sent to another rank moves " << rowBytes << " bytes there and "
+           << rowBytes << " back (expected share sent off-rank with tokens spread evenly: "
+           << llvm::formatv("{0:F1}", 100.0 * (1.0 - 1.0 / double(ranks))) << "%)";
+  }
+};
+
+} // namespace

@@ -1,0 +1,140 @@
+# Expert parallelism is exact: for every layer configuration below, the
+# artifact compiled with --ranks=N and run under `mpirun -np N` (each rank
+# on its own block of tokens) gives each rank the single-process artifact's
+# outputs for those tokens, bit for bit (y and the router logits), for
+# N = 1..4 and the three placements. Configurations: Mixtral (f32 and bf16),
+# DeepSeek-V3 grouped routing with a selection bias and a shared expert,
+# MoE++ zero-computation experts (zero, copy, constant) with a gating
+# residual, 6 experts on 4 ranks, every token routed to the same two
+# experts (ranks that receive nothing), and a rank with no tokens at all.
+# RUN: %moe_python %s
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from moe_reference import layer
+
+BIN = os.environ.get("MOE_COMPILER_BIN", "build/bin")
+HIDDEN, FFN = 32, 24
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+
+MIXTRAL = dict(experts=[("ffn", 8)], activation="swiglu",
+               routing=dict(scoring="softmax", k=2, order="select_then_score"))
+DEEPSEEK = dict(experts=[("ffn", 16)], activation="swiglu",
+                routing=dict(scoring="sigmoid", k=4, normalize="all", num_groups=4, topk_groups=2, scale=2.5),
+                bias=True, shared=20)
+MOEPP = dict(experts=[("ffn", 6), ("zero", 1), ("copy", 1), ("constant", 2)], activation="gelu",
+             routing=dict(scoring="softmax", k=2), residual=True)
+SIX = dict(experts=[("ffn", 6)], activation="relu", routing=dict(scoring="softmax", k=2))
+
+# (name, config, dtype, tokens of each rank for 4 ranks, placements, skew)
+CASES = [
+    ("mixtral", MIXTRAL, "f32", [9, 7, 12, 5], ("contiguous", "round-robin", "balanced"), False),
+    ("mixtral-bf16", MIXTRAL, "bf16", [8, 8, 8, 8], ("contiguous",), False),
+    ("deepseek", DEEPSEEK, "f32", [6, 11, 4, 9], ("contiguous", "round-robin"), False),
+    ("moe++", MOEPP, "f32", [7, 7, 6, 10], ("round-robin",), False),
+    ("six-experts", SIX, "f32", [5, 9, 3, 8], ("contiguous", "balanced"), False),
+    ("one-hot-routing", MIXTRAL, "f32", [6, 6, 6, 6], ("contiguous",), True),
+    ("rank-without-tokens", MIXTRAL, "f32", [8, 0, 11, 4], ("round-robin",), False),
+]
+
+
+def run(cmd, **kw):
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    if proc.returncode != 0:
+        sys.exit(f"FAIL: {' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def storage(a, dtype):
+    if dtype == "bf16":
+        return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    return a.astype(np.float32)
+
+
+def main():
+    rng = np.random.default_rng(11)
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cfg, dtype, split, placements, skew in CASES:
+            total = sum(split)
+            a = layer.random_operands(cfg, total, HIDDEN, FFN, dtype, rng)
+            if skew:
+                # Every token's top-2 are experts 3 and 5: positive tokens and
+                # router rows of ones there, near zero elsewhere.
+                a["x"] = np.abs(a["x"])
+                wr = a["router_weight"] * 0.01
+                wr[3], wr[5] = 1.0, 0.5
+                a["router_weight"] = wr
+            work = os.path.join(tmp, name)
+            os.makedirs(work)
+            src = os.path.join(work, "layer.mlir")
+            with open(src, "w") as f:
+                f.write(layer.mlir_text(cfg, total, HIDDEN, FFN, dtype, dynamic_tokens=True))
+            token_operands = {"x", "prev_logits"}
+            types = {n: elt for n, _, elt in layer.operands(cfg, total, HIDDEN, FFN, dtype)}
+            names = list(types)
+            for n in names:
+                if n not in token_operands:
+                    np.save(os.path.join(work, f"{n}.npy"), storage(a[n], types[n]))
+            # Single process, all tokens.
+            single = os.path.join(work, "single")
+            run([f"{BIN}/moe-compile", src, "-o", os.path.join(single, "liblayer.so")])
+            inputs = []
+            for n in names:
+                path = os.path.join(work, f"{n}.all.npy" if n in token_operands else f"{n}.npy")
+                if n in token_operands:
+                    np.save(path, storage(a[n], types[n]))
+                inputs += ["--input", path]
+            run([f"{BIN}/moe-exec", os.path.join(single, "liblayer.so"), *inputs,
+                 "--output-dir", os.path.join(single, "out")])
+            expected = [np.load(os.path.join(single, "out", f"output_{i}.npy")) for i in range(2)]
+            # Per-expert loads for the balanced placement: skewed on purpose.
+            loads = np.arange(1, dict(cfg["experts"])["ffn"] + 1, dtype=np.float64) ** 2
+            np.save(os.path.join(work, "loads.npy"), loads)
+            for ranks in (1, 2, 3, 4):
+                sizes = split[:ranks - 1] + [sum(split[ranks - 1:])]
+                starts = np.cumsum([0] + sizes)
+                rank_inputs = []
+                for n in names:
+                    if n in token_operands:
+                        for r in range(ranks):
+                            part = a[n][starts[r]:starts[r + 1]]
+                            np.save(os.path.join(work, f"{n}.{ranks}.{r}.npy"), storage(part, types[n]))
+                        rank_inputs += ["--input", os.path.join(work, f"{n}.{ranks}.%r.npy")]
+                    else:
+                        rank_inputs += ["--input", os.path.join(work, f"{n}.npy")]
+                for placement in placements:
+                    tag = f"{name} ranks={ranks} placement={placement}"
+                    art = os.path.join(work, f"ep{ranks}-{placement}", "liblayer.so")
+                    flags = [f"--ranks={ranks}", f"--placement={placement}"]
+                    if placement == "balanced":
+                        flags.append(f"--expert-profile={os.path.join(work, 'loads.npy')}")
+                    run([f"{BIN}/moe-compile", src, "-o", art, *flags])
+                    outdir = os.path.join(work, f"out{ranks}-{placement}.%r")
+                    run([*MPIRUN, "-np", str(ranks), f"{BIN}/moe-exec", art, *rank_inputs, "--output-dir", outdir],
+                        env=dict(os.environ, MOE_EP_TIMEOUT_S="60"))
+                    same = True
+                    for r in range(ranks):
+                        for i in range(2):
+                            got = np.load(os.path.join(outdir.replace("%r", str(r)), f"output_{i}.npy"))
+                            want = expected[i][starts[r]:starts[r + 1]]
+                            if got.shape != want.shape or got.tobytes() != want.tobytes():
+                                same = False
+                                diff = (np.abs(got.astype(np.float64) - want.astype(np.float64)).max()
+                                        if got.shape == want.shape else f"shape {got.shape} vs {want.shape}")
+                                print(f"  rank {r} output {i}: differs ({diff})")
+                    print(f"{'ok  ' if same else 'FAIL'} {tag}: {sizes} tokens, bit-identical to one process")
+                    if not same:
+                        failures.append(tag)
+    if failures:
+        sys.exit(f"FAIL: {len(failures)} cases differ: {failures}")
+    print("all expert-parallel runs bit-identical")
+
+
+if __name__ == "__main__":
+    main()
