@@ -99,7 +99,7 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
       return signalPassFailure();
     }
     if (ranks < 1) {
-      module.emitError() << "moe-shard-experts: ranks must be at least 1, got " << ranks;
+      module.emitError() << "moe-shard-experts: ranks must be at least 1, got " << int64_t(ranks);
       return signalPassFailure();
     }
     SmallVector<func::FuncOp> functions;

@@ -408,3 +408,34 @@ func.func @dequantize_shared_use(%q: tensor<4x16x32xi8>, %s: tensor<4x16xf32>, %
   %h = moe.grouped_matmul %xs, %w, %off : (tensor<?x32xf32>, tensor<4x16x32xf32>, tensor<5xi32>) -> tensor<?x16xf32>
   return %h, %w : tensor<?x16xf32>, tensor<4x16x32xf32>
 }
+
+// -----
+
+// The exchange ops: calls of the expert-parallel runtime on descriptors of
+// the operands' buffers; the counts' sum sizes the received rows.
+// CHECK-DAG: func.func private @moeEpRank(i64) -> i64 attributes {llvm.emit_c_interface}
+// CHECK-DAG: func.func private @moeEpExchangeCounts(memref<?xi32, strided<[?], offset: ?>>, memref<?xi64, strided<[?], offset: ?>>, i64, memref<?x?xi32, strided<[?, ?], offset: ?>>) -> i64 attributes {llvm.emit_c_interface}
+// CHECK-DAG: func.func private @moeEpDispatchRows_bf16(
+// CHECK-DAG: func.func private @moeEpReturnRows_f32(
+// CHECK-LABEL: func.func @expert_parallel
+// CHECK: %[[RANK:.+]] = call @moeEpRank(%{{.+}}) : (i64) -> i64
+// CHECK: arith.index_cast %[[RANK]] : i64 to index
+// CHECK: bufferization.to_buffer %{{.+}} read_only : tensor<32x64xbf16>
+// CHECK: %[[COUNTS:.+]] = memref.alloc() : memref<2x4xi32>
+// CHECK: %[[TOTAL:.+]] = call @moeEpExchangeCounts(
+// CHECK: %[[N:.+]] = arith.index_cast %[[TOTAL]] : i64 to index
+// CHECK: memref.alloc(%[[N]]) : memref<?x64xbf16>
+// CHECK: call @moeEpDispatchRows_bf16(
+// CHECK: bufferization.to_tensor {{.+}} restrict writable
+// CHECK: call @moeEpReturnRows_f32(
+func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: tensor<4x64x64xbf16>)
+    -> (index, tensor<32x64xf32>) {
+  %rank = moe.ep_rank ranks = 2 : index
+  %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 1
+      : (tensor<32x64xbf16>, tensor<9xi32>) -> (tensor<?x64xbf16>, tensor<5xi32>, tensor<2x4xi32>)
+  %o = moe.grouped_matmul %recv, %w, %loff : (tensor<?x64xbf16>, tensor<4x64x64xbf16>, tensor<5xi32>) -> tensor<?x64xf32>
+  %c32 = arith.constant 32 : index
+  %back = moe.all_to_all_return %o, %counts, %off rows = %c32 bounds = [0, 4, 8] rank = 1
+      : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xf32>
+  return %rank, %back : index, tensor<32x64xf32>
+}

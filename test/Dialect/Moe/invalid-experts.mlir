@@ -33,9 +33,10 @@ func.func @grouped_matmul_c1_weights_rank(%xs: tensor<32x64xf32>, %w: tensor<256
 
 // -----
 
+// f32 (the accumulators) or the activations' type; never another.
 func.func @grouped_matmul_c2_element_type(%xs: tensor<32x64xbf16>, %w: tensor<8x256x64xbf16>, %off: tensor<9xi32>) {
-  // expected-error @+1 {{result element type 'f32' must equal lhs element type 'bf16'}}
-  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x256xf32>
+  // expected-error @+1 {{result element type 'f16' must equal lhs element type 'bf16'}}
+  %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x256xf16>
   return
 }
 

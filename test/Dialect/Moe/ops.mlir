@@ -274,3 +274,22 @@ func.func @dequantize(%q8: tensor<4x16x8xi8>, %s8: tensor<4x16xf32>, %q4: tensor
   %h = moe.grouped_matmul %xs, %w4, %off : (tensor<10x8xbf16>, tensor<4x16x8xbf16>, tensor<5xi32>) -> tensor<10x16xbf16>
   return %w8, %h : tensor<4x16x8xf32>, tensor<10x16xbf16>
 }
+
+// CHECK-LABEL: func @expert_parallel
+// CHECK: moe.ep_rank ranks = 2 : index
+// CHECK: moe.all_to_all_dispatch %{{.*}}, %{{.*}} bounds = [0, 4, 8] rank = 1 : (tensor<32x64xbf16>, tensor<9xi32>) -> (tensor<?x64xbf16>, tensor<5xi32>, tensor<2x4xi32>)
+// CHECK: moe.grouped_matmul {{.*}} -> tensor<?x64xf32>
+// CHECK: moe.all_to_all_return %{{.*}}, %{{.*}}, %{{.*}} rows = %{{.*}} bounds = [0, 4, 8] rank = 1 : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xf32>
+// CHECK: moe.combine {{.*}} -> tensor<16x64xbf16>
+func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: tensor<4x64x64xbf16>,
+                           %sr: tensor<16x2xi32>, %sw: tensor<16x2xf32>) -> (index, tensor<16x64xbf16>) {
+  %rank = moe.ep_rank ranks = 2 : index
+  %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 1
+      : (tensor<32x64xbf16>, tensor<9xi32>) -> (tensor<?x64xbf16>, tensor<5xi32>, tensor<2x4xi32>)
+  %o = moe.grouped_matmul %recv, %w, %loff : (tensor<?x64xbf16>, tensor<4x64x64xbf16>, tensor<5xi32>) -> tensor<?x64xf32>
+  %c32 = arith.constant 32 : index
+  %back = moe.all_to_all_return %o, %counts, %off rows = %c32 bounds = [0, 4, 8] rank = 1
+      : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xf32>
+  %y = moe.combine %back, %sr, %sw : (tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xbf16>
+  return %rank, %y : index, tensor<16x64xbf16>
+}

@@ -1,0 +1,98 @@
+// Verifiers of the expert-parallel ops: one case per constraint.
+// RUN: moe-opt %s -split-input-file -verify-diagnostics
+
+func.func @ep_rank_c1_ranks() {
+  // expected-error @+1 {{ranks must be between 1 and 65536, got 0}}
+  %r = moe.ep_rank ranks = 0 : index
+  return
+}
+
+// -----
+
+func.func @all_to_all_c1_too_few_bounds(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{bounds must hold ranks + 1 entries for 1 to 65536 ranks, got 1}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0] rank = 0
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<1xi32>, tensor<1x0xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c1_start(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{bounds must start at expert 0, got 1}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [1, 4, 8] rank = 0
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<4xi32>, tensor<2x3xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c1_decreasing(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{bounds must not decrease: rank 1 would own experts [5, 4)}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 5, 4, 8] rank = 0
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<6xi32>, tensor<3x5xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c2_rank(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{rank 2 is not one of the 2 ranks of bounds}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 2
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c3_offsets(%xs: tensor<32x64xf32>, %off: tensor<5xi32>) {
+  // expected-error @+1 {{offsets describe 4 experts, fewer than the 8 the bounds place}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
+      : (tensor<32x64xf32>, tensor<5xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c4_local_offsets(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{local offsets dimension 0 (9) must equal this rank's experts + 1 (4)}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 3, 8] rank = 0
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<9xi32>, tensor<2x3xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c4_counts(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{counts dimension 0 (3) must equal the number of ranks (2)}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 1
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<3x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c4_width(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{received dimension 1 (32) must equal the row width (64)}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x32xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c5_counts(%ys: tensor<?x64xf32>, %c: tensor<2x3xi32>, %off: tensor<9xi32>, %n: index) {
+  // expected-error @+1 {{counts dimension 1 (3) must equal this rank's experts (4)}}
+  %b = moe.all_to_all_return %ys, %c, %off rows = %n bounds = [0, 4, 8] rank = 0
+      : (tensor<?x64xf32>, tensor<2x3xi32>, tensor<9xi32>) -> tensor<32x64xf32>
+  return
+}
+
+// -----
+
+func.func @all_to_all_c5_element_type(%ys: tensor<?x64xf32>, %c: tensor<2x4xi32>, %off: tensor<9xi32>, %n: index) {
+  // expected-error @+1 {{result element type 'bf16' must equal rows element type 'f32'}}
+  %b = moe.all_to_all_return %ys, %c, %off rows = %n bounds = [0, 4, 8] rank = 0
+      : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xbf16>
+  return
+}

@@ -1,0 +1,48 @@
+// What moe-shard-experts refuses, each with a clear error.
+// RUN: moe-opt %s --moe-shard-experts="ranks=4" --split-input-file -verify-diagnostics
+// RUN: not moe-opt %s --moe-shard-experts="ranks=2 placement=diagonal" 2>&1 | FileCheck %s --check-prefix=POLICY
+// RUN: not moe-opt %s --moe-shard-experts="ranks=2 placement=balanced" --split-input-file 2>&1 | FileCheck %s --check-prefix=LOADS
+// RUN: not moe-opt %s --moe-shard-experts="ranks=2 expert-loads=1,2" --split-input-file 2>&1 | FileCheck %s --check-prefix=COUNT
+// RUN: not moe-opt %s --moe-shard-experts="ranks=0" 2>&1 | FileCheck %s --check-prefix=ZERO
+
+// POLICY-LABEL: error: moe-shard-experts: unknown placement 'diagonal' (contiguous, round-robin or balanced)
+// LOADS-LABEL: error: moe-shard-experts: placement=balanced needs one load per expert (3), got 0
+// COUNT-LABEL: error: moe-shard-experts: expert-loads has 2 values; this layer has 3 FFN experts and the program 3 over 1 layers
+// ZERO-LABEL: error: moe-shard-experts: ranks must be at least 1, got 0
+
+// A capacity is enforced per expert over all tokens: not sharded yet.
+func.func @capacity(%x: tensor<16x64xf32>, %wr: tensor<8x64xf32>, %up: tensor<8x256x64xf32>,
+                    %down: tensor<8x64x128xf32>) -> tensor<16x64xf32> {
+  // expected-error @+1 {{moe-shard-experts: a layer with a capacity cannot be sharded yet}}
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2>,
+      capacity = #moe.capacity<factor = 1.0, drop = probs, pad = true>}
+    : (tensor<16x64xf32>, tensor<8x64xf32>, tensor<8x256x64xf32>, tensor<8x64x128xf32>)
+    -> (tensor<16x64xf32>, tensor<16x8xf32>)
+  return %y : tensor<16x64xf32>
+}
+
+// -----
+
+// More ranks than FFN experts (zero-computation experts are not placed).
+func.func @too_many_ranks(%x: tensor<16x64xf32>, %wr: tensor<4x64xf32>, %up: tensor<3x256x64xf32>,
+                          %down: tensor<3x64x128xf32>) -> tensor<16x64xf32> {
+  // expected-error @+1 {{moe-shard-experts: 4 ranks for 3 FFN experts: a rank would own no expert (replicated experts are not supported yet); use at most 3 ranks}}
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 3>, #moe.group<zero, 1>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<16x64xf32>, tensor<4x64xf32>, tensor<3x256x64xf32>, tensor<3x64x128xf32>)
+    -> (tensor<16x64xf32>, tensor<16x4xf32>)
+  return %y : tensor<16x64xf32>
+}
+
+// -----
+
+// Nothing to shard.
+// expected-error @below {{moe-shard-experts: the program has no moe.layer}}
+module {
+  func.func @dense(%x: tensor<16x64xf32>) -> tensor<16x64xf32> {
+    return %x : tensor<16x64xf32>
+  }
+}

@@ -1,0 +1,76 @@
+// RUN: moe-opt %s --moe-shard-experts="ranks=2" --split-input-file 2>/dev/null | FileCheck %s
+// RUN: moe-opt %s --moe-shard-experts="ranks=2 placement=round-robin" --split-input-file 2>/dev/null | FileCheck %s --check-prefix=RR
+// RUN: moe-opt %s --moe-shard-experts="ranks=2 placement=balanced expert-loads=8,1,1,1,1,1,1,8" --split-input-file 2>&1 >/dev/null | FileCheck %s --check-prefix=BAL
+// RUN: moe-opt %s --moe-shard-experts="ranks=3" --split-input-file 2>&1 >/dev/null | FileCheck %s --check-prefix=THREE
+
+// Mixtral on 2 ranks: the entry dispatches on the rank; each rank's copy
+// routes its own tokens, exchanges rows, runs its 4 experts (a view of the
+// stack) and combines what comes back.
+// CHECK-LABEL: func.func @mixtral
+// CHECK: %[[RANK:.+]] = moe.ep_rank ranks = 2 : index
+// CHECK: scf.if
+// CHECK: call @mixtral__rank0(
+// CHECK: call @mixtral__rank1(
+// CHECK: tensor.empty() : tensor<0x64xf32>
+// CHECK-LABEL: func.func private @mixtral__rank0
+// CHECK-NOT: moe.layer
+// CHECK: moe.topk
+// CHECK: %[[ROWS:.+]], %[[OFF:.+]], %[[SR:.+]], %[[SW:.+]] = moe.dispatch
+// CHECK: %[[XS:.+]] = moe.permute
+// CHECK: %[[RECV:.+]], %[[LOFF:.+]], %[[COUNTS:.+]] = moe.all_to_all_dispatch %[[XS]], %[[OFF]] bounds = [0, 4, 8] rank = 0
+// CHECK: tensor.extract_slice %{{.+}}[0, 0, 0] [4, 256, 64] [1, 1, 1]
+// CHECK: moe.grouped_matmul %[[RECV]], %{{.+}}, %[[LOFF]]
+// CHECK: %[[O:.+]] = moe.grouped_matmul {{.*}} -> tensor<?x64xf32>
+// CHECK: %[[BACK:.+]] = moe.all_to_all_return %[[O]], %[[COUNTS]], %[[OFF]] rows = %{{.+}} bounds = [0, 4, 8] rank = 0
+// CHECK: moe.combine %[[BACK]], %[[SR]], %[[SW]]
+// CHECK-LABEL: func.func private @mixtral__rank1
+// CHECK: moe.all_to_all_dispatch {{.*}} bounds = [0, 4, 8] rank = 1
+// CHECK: tensor.extract_slice %{{.+}}[4, 0, 0] [4, 256, 64] [1, 1, 1]
+
+// Round-robin renumbers the experts (rank 0 owns 0, 2, 4, 6) and gathers
+// the rank's weights from four slices.
+// RR-LABEL: func.func private @mixtral__rank0
+// RR: arith.constant dense<[0, 4, 1, 5, 2, 6, 3, 7]> : tensor<8xi32>
+// RR: linalg.generic
+// RR: moe.dispatch
+// RR: moe.all_to_all_dispatch {{.*}} bounds = [0, 4, 8] rank = 0
+// RR: tensor.extract_slice %{{.+}}[6, 0, 0] [1, 256, 64]
+// RR: tensor.concat dim(0)
+
+// Balanced: the two heavy experts on different ranks, 9 of 18 loads each.
+// BAL-LABEL: remark: expert placement (balanced, 2 ranks, measured loads): rank 0 experts [0,1,3,5] 50.0% of rows; rank 1 experts [2,4,6,7] 50.0% of rows
+// THREE-LABEL: remark: expert placement (contiguous, 3 ranks): rank 0 experts [0,1,2] 37.5% of rows; rank 1 experts [3,4,5] 37.5% of rows; rank 2 experts [6,7] 25.0% of rows; each routed row sent to another rank moves 256 bytes there and 256 back (expected share sent off-rank with tokens spread evenly: 66.7%)
+func.func @mixtral(%x: tensor<?x64xf32>, %wr: tensor<8x64xf32>, %up: tensor<8x256x64xf32>,
+                   %down: tensor<8x64x128xf32>) -> (tensor<?x64xf32>, tensor<?x8xf32>) {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score>}
+    : (tensor<?x64xf32>, tensor<8x64xf32>, tensor<8x256x64xf32>, tensor<8x64x128xf32>)
+    -> (tensor<?x64xf32>, tensor<?x8xf32>)
+  return %y, %z : tensor<?x64xf32>, tensor<?x8xf32>
+}
+
+// -----
+
+// MoE++: only the 8 FFN experts are placed (bounds end at 8); the zero,
+// copy and constant experts are computed on the token's own rank from the
+// layer's own expert ids; the shared expert runs locally.
+// CHECK-LABEL: func.func private @moepp__rank1
+// CHECK: %[[I:.+]] = moe.topk
+// CHECK: moe.dispatch {{.*}} experts = 11
+// CHECK: moe.all_to_all_dispatch {{.*}} bounds = [0, 4, 8] rank = 1 : (tensor<16x32xbf16>, tensor<12xi32>)
+// CHECK: moe.all_to_all_return {{.*}} -> tensor<16x32xf32>
+// CHECK: moe.combine {{.*}} -> tensor<8x32xbf16>
+// CHECK: moe.zero_compute
+// CHECK: moe.dense_ffn
+func.func @moepp(%x: tensor<8x32xbf16>, %wr: tensor<11x32xbf16>, %up: tensor<8x32x32xbf16>, %down: tensor<8x32x32xbf16>,
+                 %cv: tensor<1x32xbf16>, %cm: tensor<1x2x32xbf16>, %su: tensor<32x32xbf16>, %sd: tensor<32x32xbf16>)
+    -> tensor<8x32xbf16> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) constant(%cv, %cm) shared(%su, %sd) {
+      experts = [#moe.group<ffn, 8>, #moe.group<zero, 1>, #moe.group<copy, 1>, #moe.group<constant, 1>],
+      activation = #moe.activation<gelu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<8x32xbf16>, tensor<11x32xbf16>, tensor<8x32x32xbf16>, tensor<8x32x32xbf16>, tensor<1x32xbf16>,
+       tensor<1x2x32xbf16>, tensor<32x32xbf16>, tensor<32x32xbf16>)
+    -> (tensor<8x32xbf16>, tensor<8x11xf32>)
+  return %y : tensor<8x32xbf16>
+}
