@@ -142,6 +142,13 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
     pm.addPass(createMoePruneMaskedExperts());
   if (options.mergeExperts)
     pm.addPass(createMoeMergeExperts()); // exact only: approximate stays off
+  if (options.ranks > 0) {
+    MoeShardExpertsOptions sharding;
+    sharding.ranks = options.ranks;
+    sharding.placement = options.placement;
+    sharding.expertLoads.assign(options.expertLoads.begin(), options.expertLoads.end());
+    pm.addPass(createMoeShardExperts(sharding));
+  }
   pm.addPass(createMoeDecompose());
   if (options.eliminateZeroExperts)
     pm.addPass(createMoeEliminateZeroExperts());
@@ -155,6 +162,16 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
     pm.addPass(createCanonicalizerPass());
     pm.addPass(createCSEPass());
   }
+}
+
+void mlir::moe::MoeOptimizeOptions::disableOptimizations() {
+  pruneMaskedExperts = false;
+  mergeExperts = false;
+  eliminateZeroExperts = false;
+  fuseExperts = false;
+  fuseRouting = false;
+  foldSharedExpert = false;
+  canonicalize = false;
 }
 
 void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {

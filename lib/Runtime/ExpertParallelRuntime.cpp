@@ -13,6 +13,13 @@
 // deadline (MOE_EP_TIMEOUT_S, default 300 s): a peer that died or left
 // makes this rank abort the job with a message instead of hanging.
 //
+// With MOE_EP_STATS=PREFIX, each rank writes PREFIX.rank<r>.json at exit:
+// its calls, the bytes it sent to other ranks and kept for itself, the
+// time spent in the exchanges, and the bytes per peer of its last
+// dispatch and return (bench/ep_bench.py replays them on plain MPI). To
+// tell the transfers from waiting for slower ranks, each exchange then
+// starts with a barrier, timed apart (wait_seconds).
+//
 //===----------------------------------------------------------------------===//
 
 #include <mpi.h>
@@ -44,6 +51,56 @@ template <int Rank> struct MemRef {
 MPI_Comm comm = MPI_COMM_NULL;
 int worldRank = 0, worldSize = 1;
 
+/// What MOE_EP_STATS reports.
+struct Stats {
+  int64_t dispatches = 0, returns = 0;
+  int64_t bytesRemote = 0, bytesLocal = 0;
+  double countSeconds = 0, dispatchSeconds = 0, returnSeconds = 0, waitSeconds = 0;
+  bool enabled = false;
+  std::vector<int64_t> lastDispatchBytes, lastReturnBytes;
+} stats;
+
+void writeStats() {
+  const char *prefix = std::getenv("MOE_EP_STATS");
+  if (!prefix || !*prefix)
+    return;
+  std::string path = std::string(prefix) + ".rank" + std::to_string(worldRank) + ".json";
+  FILE *f = std::fopen(path.c_str(), "w");
+  if (!f)
+    return;
+  auto list = [&](const std::vector<int64_t> &v) {
+    std::string text = "[";
+    for (size_t i = 0; i < v.size(); ++i)
+      text += (i ? ", " : "") + std::to_string(v[i]);
+    return text + "]";
+  };
+  std::fprintf(f,
+               "{\"rank\": %d, \"ranks\": %d, \"dispatches\": %lld, \"returns\": %lld, "
+               "\"bytes_remote\": %lld, \"bytes_local\": %lld, \"count_seconds\": %.9f, "
+               "\"dispatch_seconds\": %.9f, \"return_seconds\": %.9f, \"wait_seconds\": %.9f, "
+               "\"last_dispatch_bytes\": %s, "
+               "\"last_return_bytes\": %s}\n",
+               worldRank, worldSize, (long long)stats.dispatches, (long long)stats.returns,
+               (long long)stats.bytesRemote, (long long)stats.bytesLocal, stats.countSeconds,
+               stats.dispatchSeconds, stats.returnSeconds, stats.waitSeconds, list(stats.lastDispatchBytes).c_str(),
+               list(stats.lastReturnBytes).c_str());
+  std::fclose(f);
+}
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// With stats on: waits for every rank first, so that the exchange's own
+/// time leaves out the wait for the slowest one.
+void barrierForStats() {
+  if (!stats.enabled)
+    return;
+  auto start = std::chrono::steady_clock::now();
+  MPI_Barrier(comm);
+  stats.waitSeconds += secondsSince(start);
+}
+
 void finalizeAtExit() {
   int finalized = 0;
   MPI_Finalized(&finalized);
@@ -65,6 +122,10 @@ bool ensureComm() {
   }
   if (MPI_Comm_dup(MPI_COMM_WORLD, &comm) != MPI_SUCCESS)
     return false;
+  const char *statsPrefix = std::getenv("MOE_EP_STATS");
+  stats.enabled = statsPrefix && *statsPrefix;
+  if (stats.enabled)
+    std::atexit(writeStats);
   MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(comm, &worldRank);
   MPI_Comm_size(comm, &worldSize);
@@ -90,7 +151,7 @@ double timeoutSeconds() {
 void waitFor(MPI_Request &request, const char *what) {
   auto start = std::chrono::steady_clock::now();
   double limit = timeoutSeconds();
-  for (int polls = 0;; ++polls) {
+  for (;;) {
     int done = 0;
     if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS)
       abortJob(std::string("MPI failed during the ") + what);
@@ -101,24 +162,80 @@ void waitFor(MPI_Request &request, const char *what) {
       abortJob(std::string("no answer from the other ranks after ") + std::to_string(int(limit)) +
                " s in the " + what + " (a rank died, exited early or runs another program; "
                "MOE_EP_TIMEOUT_S sets the limit)");
-    if (polls < 1000)
+    // Yield for the first 20 ms (a peer that is about to arrive), then
+    // sleep between polls (a peer still computing its share).
+    if (waited < 0.02)
       sched_yield();
     else
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
 }
 
-/// One MPI datatype per row of `rowBytes` bytes (cached: layers share widths).
-MPI_Datatype rowType(int64_t rowBytes) {
-  static std::vector<std::pair<int64_t, MPI_Datatype>> types;
-  for (auto &[bytes, type] : types)
-    if (bytes == rowBytes)
-      return type;
+/// One row of `rowBytes` bytes every `strideBytes` bytes, as an MPI
+/// datatype (cached: layers share widths), so that displacements count rows.
+MPI_Datatype rowUnit(int64_t rowBytes, int64_t strideBytes) {
+  struct Cached {
+    int64_t bytes, stride;
+    MPI_Datatype type;
+  };
+  static std::vector<Cached> types;
+  for (const Cached &c : types)
+    if (c.bytes == rowBytes && c.stride == strideBytes)
+      return c.type;
+  MPI_Datatype contiguous, unit;
+  MPI_Type_contiguous(int(rowBytes), MPI_BYTE, &contiguous);
+  MPI_Type_create_resized(contiguous, 0, strideBytes, &unit);
+  MPI_Type_commit(&unit);
+  MPI_Type_free(&contiguous);
+  types.push_back({rowBytes, strideBytes, unit});
+  return unit;
+}
+
+/// Blocks of rows of one buffer that go to (or come from) one peer.
+struct RowBlocks {
+  std::vector<int> first, count;
+  int64_t rows() const {
+    int64_t n = 0;
+    for (int c : count)
+      n += c;
+    return n;
+  }
+};
+
+/// The blocks as one datatype over `unit` rows (freed by the caller).
+MPI_Datatype blocksType(const RowBlocks &blocks, MPI_Datatype unit) {
   MPI_Datatype type;
-  MPI_Type_contiguous(int(rowBytes), MPI_BYTE, &type);
+  MPI_Type_indexed(int(blocks.count.size()), blocks.count.data(), blocks.first.data(), unit, &type);
   MPI_Type_commit(&type);
-  types.push_back({rowBytes, type});
   return type;
+}
+
+/// One exchange: rank d gets `send[d]`'s rows of `sendBase` and this rank
+/// receives `recv[s]`'s rows of `recvBase` from rank s, in place, with no
+/// staging copy (MPI_Ialltoallw, one indexed datatype per peer).
+void exchangeRows(const char *sendBase, int64_t sendStride, const std::vector<RowBlocks> &send, char *recvBase,
+                  int64_t recvStride, const std::vector<RowBlocks> &recv, int64_t rowBytes, const char *what,
+                  std::vector<int64_t> &bytesPerPeer) {
+  int peers = int(send.size());
+  bytesPerPeer.assign(size_t(peers), 0);
+  std::vector<MPI_Datatype> sendTypes(peers), recvTypes(peers);
+  std::vector<int> ones(peers, 1), zeros(peers, 0);
+  MPI_Datatype sendUnit = rowUnit(rowBytes, sendStride), recvUnit = rowUnit(rowBytes, recvStride);
+  for (int d = 0; d < peers; ++d) {
+    bytesPerPeer[d] = send[d].rows() * rowBytes;
+    (d == worldRank ? stats.bytesLocal : stats.bytesRemote) += bytesPerPeer[d];
+    sendTypes[d] = blocksType(send[d], sendUnit);
+    recvTypes[d] = blocksType(recv[d], recvUnit);
+  }
+  MPI_Request request;
+  if (MPI_Ialltoallw(sendBase, ones.data(), zeros.data(), sendTypes.data(), recvBase, ones.data(), zeros.data(),
+                     recvTypes.data(), comm, &request) != MPI_SUCCESS)
+    abortJob(std::string("MPI_Ialltoallw failed in the ") + what);
+  waitFor(request, what);
+  for (int d = 0; d < peers; ++d) {
+    MPI_Type_free(&sendTypes[d]);
+    MPI_Type_free(&recvTypes[d]);
+  }
 }
 
 /// Rank d owns experts [bounds[d], bounds[d+1]).
@@ -153,19 +270,6 @@ bool rowsContiguous(const MemRef<2> *m, const char *what) {
   return false;
 }
 
-/// Sends rows [first, first + count) of `rows` to `to` for each peer and
-/// receives into `out` at the rows `recvFirst` gives, all at once.
-void exchangeRows(const char *send, const std::vector<int> &sendCounts, const std::vector<int> &sendFirst,
-                  char *recv, const std::vector<int> &recvCounts, const std::vector<int> &recvFirst,
-                  int64_t rowBytes, const char *what) {
-  MPI_Datatype row = rowType(rowBytes);
-  MPI_Request request;
-  if (MPI_Ialltoallv(send, sendCounts.data(), sendFirst.data(), row, recv, recvCounts.data(),
-                     recvFirst.data(), row, comm, &request) != MPI_SUCCESS)
-    abortJob(std::string("MPI_Ialltoallv failed in the ") + what);
-  waitFor(request, what);
-}
-
 } // namespace
 
 extern "C" {
@@ -178,7 +282,7 @@ int64_t _mlir_ciface_moeEpRank(int64_t ranks) {
     return -1;
   }
   if (worldSize != ranks) {
-    std::string message = "this expert-parallel artifact was compiled for " + std::to_string(ranks) +
+    std::string message = "this expert-parallel program was compiled for " + std::to_string(ranks) +
                           " ranks but runs in " + std::to_string(worldSize) + " process(es); run it as `mpirun -np " +
                           std::to_string(ranks) + " ...`";
     moeRuntimeSetCallError(message.c_str());
@@ -200,10 +304,13 @@ int64_t _mlir_ciface_moeEpExchangeCounts(MemRef<1> *offsets, MemRef<1> *bounds, 
       send[size_t(d * width + e)] = off[expert + 1] - off[expert];
     }
   MPI_Request request;
+  barrierForStats();
+  auto start = std::chrono::steady_clock::now();
   if (MPI_Ialltoall(send.data(), int(width), MPI_INT32_T, recv.data(), int(width), MPI_INT32_T, comm,
                     &request) != MPI_SUCCESS)
     abortJob("MPI_Ialltoall of the row counts failed");
   waitFor(request, "exchange of row counts");
+  stats.countSeconds += secondsSince(start);
   int64_t local = p.local(int(rank)), total = 0;
   int32_t *out = reinterpret_cast<int32_t *>(counts->aligned) + counts->offset;
   for (int s = 0; s < p.ranks; ++s)
@@ -215,6 +322,48 @@ int64_t _mlir_ciface_moeEpExchangeCounts(MemRef<1> *offsets, MemRef<1> *bounds, 
   return total;
 }
 
+/// The blocks of each source rank in the layout of received rows: by local
+/// expert, then source rank (fills `localOffsets` on the way when given).
+static std::vector<RowBlocks> receivedBlocks(const Placement &p, int64_t rank, MemRef<2> *counts,
+                                             MemRef<1> *localOffsets) {
+  int64_t local = p.local(int(rank));
+  auto countOf = [&](int s, int64_t e) {
+    return reinterpret_cast<int32_t *>(counts->aligned)[counts->offset + s * counts->strides[0] + e * counts->strides[1]];
+  };
+  std::vector<RowBlocks> blocks(size_t(p.ranks));
+  int64_t next = 0;
+  for (int64_t e = 0; e < local; ++e) {
+    if (localOffsets)
+      reinterpret_cast<int32_t *>(localOffsets->aligned)[localOffsets->offset + e * localOffsets->strides[0]] =
+          int32_t(next);
+    for (int s = 0; s < p.ranks; ++s) {
+      int32_t n = countOf(s, e);
+      if (n > 0) {
+        blocks[s].first.push_back(int(next));
+        blocks[s].count.push_back(n);
+      }
+      next += n;
+    }
+  }
+  if (localOffsets)
+    reinterpret_cast<int32_t *>(localOffsets->aligned)[localOffsets->offset + local * localOffsets->strides[0]] =
+        int32_t(next);
+  return blocks;
+}
+
+/// The block of this rank's plan that each owner's experts hold.
+static std::vector<RowBlocks> ownerBlocks(const Placement &p, const int32_t *off) {
+  std::vector<RowBlocks> blocks(size_t(p.ranks));
+  for (int d = 0; d < p.ranks; ++d) {
+    int n = off[p.bounds[d + 1]] - off[p.bounds[d]];
+    if (n > 0) {
+      blocks[d].first.push_back(off[p.bounds[d]]);
+      blocks[d].count.push_back(n);
+    }
+  }
+  return blocks;
+}
+
 /// Sends each rank its experts' rows; `received` gets this rank's experts'
 /// rows grouped by local expert, then source rank.
 static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank, MemRef<2> *counts,
@@ -222,54 +371,16 @@ static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,
   if (!rowsContiguous(rows, "sent") || !rowsContiguous(received, "received"))
     return;
   Placement p = placementOf(bounds);
-  const int32_t *off = int32s(offsets);
-  int64_t width = rows->sizes[1], rowBytes = width * elementBytes, local = p.local(int(rank));
-  auto countOf = [&](int s, int64_t e) {
-    return reinterpret_cast<int32_t *>(counts->aligned)[counts->offset + s * counts->strides[0] + e * counts->strides[1]];
-  };
-  // Send side: each destination's experts are consecutive in the plan, so
-  // its rows are one block of `rows` (packed first when rows are strided).
-  std::vector<int> sendCounts(p.ranks), sendFirst(p.ranks), recvCounts(p.ranks), recvFirst(p.ranks);
-  for (int d = 0; d < p.ranks; ++d) {
-    sendFirst[d] = off[p.bounds[d]];
-    sendCounts[d] = off[p.bounds[d + 1]] - off[p.bounds[d]];
-  }
-  int64_t totalSend = off[p.bounds[p.ranks]];
-  std::vector<char> packed;
-  const char *send = rowOf(rows, 0, elementBytes);
-  if (rows->strides[0] != width && totalSend > 0) {
-    packed.resize(size_t(totalSend * rowBytes));
-    for (int64_t r = 0; r < totalSend; ++r)
-      std::memcpy(packed.data() + r * rowBytes, rowOf(rows, r, elementBytes), size_t(rowBytes));
-    send = packed.data();
-  }
-  // Receive side: source-major, then regrouped by expert.
-  int64_t totalRecv = 0;
-  for (int s = 0; s < p.ranks; ++s) {
-    recvFirst[s] = int(totalRecv);
-    recvCounts[s] = 0;
-    for (int64_t e = 0; e < local; ++e)
-      recvCounts[s] += countOf(s, e);
-    totalRecv += recvCounts[s];
-  }
-  std::vector<char> staging(size_t(std::max<int64_t>(totalRecv, 1) * rowBytes));
-  exchangeRows(send, sendCounts, sendFirst, staging.data(), recvCounts, recvFirst, rowBytes,
-               "dispatch of token rows");
-  int32_t *loff = reinterpret_cast<int32_t *>(localOffsets->aligned) + localOffsets->offset;
-  int64_t next = 0;
-  std::vector<int64_t> cursor(recvFirst.begin(), recvFirst.end());
-  for (int64_t e = 0; e < local; ++e) {
-    loff[e * localOffsets->strides[0]] = int32_t(next);
-    for (int s = 0; s < p.ranks; ++s) {
-      int64_t n = countOf(s, e);
-      for (int64_t i = 0; i < n; ++i)
-        std::memcpy(rowOf(received, next + i, elementBytes), staging.data() + (cursor[s] + i) * rowBytes,
-                    size_t(rowBytes));
-      cursor[s] += n;
-      next += n;
-    }
-  }
-  loff[local * localOffsets->strides[0]] = int32_t(next);
+  int64_t rowBytes = rows->sizes[1] * elementBytes;
+  std::vector<RowBlocks> send = ownerBlocks(p, int32s(offsets));
+  std::vector<RowBlocks> recv = receivedBlocks(p, rank, counts, localOffsets);
+  barrierForStats();
+  auto start = std::chrono::steady_clock::now();
+  exchangeRows(rowOf(rows, 0, elementBytes), rows->strides[0] * elementBytes, send, rowOf(received, 0, elementBytes),
+               received->strides[0] * elementBytes, recv, rowBytes, "dispatch of token rows",
+               stats.lastDispatchBytes);
+  stats.dispatchSeconds += secondsSince(start);
+  ++stats.dispatches;
 }
 
 /// Sends each source rank its rows' results back, into the plan's layout.
@@ -279,56 +390,18 @@ static void returnRows(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets, M
     return;
   Placement p = placementOf(bounds);
   const int32_t *off = int32s(offsets);
-  int64_t width = result->sizes[1], rowBytes = width * elementBytes, local = p.local(int(rank));
-  auto countOf = [&](int s, int64_t e) {
-    return reinterpret_cast<int32_t *>(counts->aligned)[counts->offset + s * counts->strides[0] + e * counts->strides[1]];
-  };
-  // Regroup the results source-major: each source gets one block.
-  std::vector<int> sendCounts(p.ranks, 0), sendFirst(p.ranks), recvCounts(p.ranks), recvFirst(p.ranks);
-  for (int s = 0; s < p.ranks; ++s)
-    for (int64_t e = 0; e < local; ++e)
-      sendCounts[s] += countOf(s, e);
-  int64_t total = 0;
-  for (int s = 0; s < p.ranks; ++s) {
-    sendFirst[s] = int(total);
-    total += sendCounts[s];
-  }
-  std::vector<char> staging(size_t(std::max<int64_t>(total, 1) * rowBytes));
-  std::vector<int64_t> cursor(sendFirst.begin(), sendFirst.end());
-  int64_t next = 0;
-  for (int64_t e = 0; e < local; ++e)
-    for (int s = 0; s < p.ranks; ++s) {
-      int64_t n = countOf(s, e);
-      for (int64_t i = 0; i < n; ++i)
-        std::memcpy(staging.data() + (cursor[s] + i) * rowBytes, rowOf(rows, next + i, elementBytes),
-                    size_t(rowBytes));
-      cursor[s] += n;
-      next += n;
-    }
-  // Each owner's rows land where this rank's plan put that owner's experts.
-  for (int d = 0; d < p.ranks; ++d) {
-    recvFirst[d] = off[p.bounds[d]];
-    recvCounts[d] = off[p.bounds[d + 1]] - off[p.bounds[d]];
-  }
-  int64_t planRows = result->sizes[0];
-  bool dense = result->strides[0] == width;
-  std::vector<char> landing;
-  char *recv = rowOf(result, 0, elementBytes);
-  if (!dense) {
-    landing.resize(size_t(std::max<int64_t>(planRows, 1) * rowBytes));
-    recv = landing.data();
-  }
-  exchangeRows(staging.data(), sendCounts, sendFirst, recv, recvCounts, recvFirst, rowBytes,
-               "return of expert results");
+  int64_t rowBytes = result->sizes[1] * elementBytes;
+  std::vector<RowBlocks> send = receivedBlocks(p, rank, counts, nullptr);
+  std::vector<RowBlocks> recv = ownerBlocks(p, off);
+  barrierForStats();
+  auto start = std::chrono::steady_clock::now();
+  exchangeRows(rowOf(rows, 0, elementBytes), rows->strides[0] * elementBytes, send, rowOf(result, 0, elementBytes),
+               result->strides[0] * elementBytes, recv, rowBytes, "return of expert results", stats.lastReturnBytes);
+  stats.returnSeconds += secondsSince(start);
+  ++stats.returns;
   // Rows no rank computed (zero-computation experts, padding) are zero.
-  int64_t placedEnd = off[p.bounds[p.ranks]];
-  for (int64_t r = 0; r < planRows; ++r) {
-    char *dst = rowOf(result, r, elementBytes);
-    if (r >= placedEnd)
-      std::memset(dst, 0, size_t(rowBytes));
-    else if (!dense)
-      std::memcpy(dst, landing.data() + r * rowBytes, size_t(rowBytes));
-  }
+  for (int64_t r = off[p.bounds[p.ranks]]; r < result->sizes[0]; ++r)
+    std::memset(rowOf(result, r, elementBytes), 0, size_t(rowBytes));
 }
 
 #define MOE_EP_ELEMENT(SUFFIX, BYTES)                                                                        \

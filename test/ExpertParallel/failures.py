@@ -55,7 +55,7 @@ def main():
 
         rc, out, _ = run([*MPIRUN, "-np", "3", f"{BIN}/moe-exec", art, *inputs])
         check("3 processes for a 2-rank artifact", rc != 0 and out.count(
-            "this expert-parallel artifact was compiled for 2 ranks but runs in 3 process(es)") >= 1, out[-2000:])
+            "this expert-parallel program was compiled for 2 ranks but runs in 3 process(es)") >= 1, out[-2000:])
 
         rc, out, _ = run([f"{BIN}/moe-exec", art, *inputs],
                          env={"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})

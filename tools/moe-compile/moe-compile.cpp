@@ -18,9 +18,7 @@
 #include "moe/Tools/CudaToolkit.h"
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Utils/CompileCache.h"
-#include "moe/Support/ArrayData.h"
-#include "moe/Support/Npy.h"
-#include "moe/Transforms/Passes.h"
+#include "moe/Tools/ExpertParallelOptions.h"
 
 #include "dialects/moe/MoeDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -286,30 +284,15 @@ static int compile() {
                     "instructions), got --target=" + target + " --chip=" + chip);
   if (!llvm::StringRef(outputFile).ends_with(".so"))
     return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
-  if (ranks < 0 || ranks > (1 << 16))
-    return failWith("--ranks must be between 0 and 65536, got " + llvm::Twine(int64_t(ranks)));
   if (ranks > 0 && target == "gpu")
     return failWith("--ranks: expert-parallel artifacts are CPU-only so far (the NCCL transport of GPU "
                     "artifacts is not built yet); use --target=cpu");
-  if (ranks == 0 && (placement.getNumOccurrences() || expertProfile.getNumOccurrences()))
-    return failWith("--placement and --expert-profile need --ranks");
-  std::vector<double> expertLoads;
-  if (!expertProfile.empty()) {
-    npy::Array profile;
-    std::string profileError;
-    if (!npy::read(expertProfile, profile, profileError))
-      return failWith("--expert-profile: " + profileError);
-    if (profile.shape.empty() || profile.shape.size() > 2 || profile.numElements() == 0)
-      return failWith("--expert-profile: " + expertProfile + " must hold [E] or [layers, E] loads, got shape " +
-                      npy::shapeString(profile.shape));
-    for (int64_t i = 0; i < profile.numElements(); ++i) {
-      double load = npy::elementAt(profile, i);
-      if (!(load >= 0) || !std::isfinite(load))
-        return failWith("--expert-profile: load " + llvm::Twine(i) + " is " + llvm::Twine(std::to_string(load)) +
-                        "; loads are token counts (finite, at least 0)");
-      expertLoads.push_back(load);
-    }
-  }
+  mlir::moe::MoeOptimizeOptions optimizations;
+  if (!optimize)
+    optimizations.disableOptimizations();
+  if (std::string flagError; !mlir::moe::setExpertParallelOptions(
+          ranks, placement, placement.getNumOccurrences() > 0, expertProfile, optimizations, flagError))
+    return failWith(flagError);
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   std::string targetError;
@@ -416,23 +399,7 @@ static int compile() {
     programObject = cache.lookup("program-object", programKey);
   }
   PassManager pm(&context);
-  mlir::moe::MoeOptimizeOptions optimizations;
-  if (ranks > 0) {
-    // The layer-level rewrites first, then the layers' expert-parallel
-    // decomposition; moe-optimize's decomposed-level passes follow.
-    if (optimize) {
-      pm.addPass(mlir::moe::createMoePruneMaskedExperts());
-      pm.addPass(mlir::moe::createMoeMergeExperts());
-      optimizations.pruneMaskedExperts = false;
-      optimizations.mergeExperts = false;
-    }
-    mlir::moe::MoeShardExpertsOptions sharding;
-    sharding.ranks = ranks;
-    sharding.placement = placement;
-    sharding.expertLoads.assign(expertLoads.begin(), expertLoads.end());
-    pm.addPass(mlir::moe::createMoeShardExperts(sharding));
-  }
-  if (optimize)
+  if (optimize || ranks > 0)
     mlir::moe::buildMoeOptimizePipeline(pm, optimizations);
   if (spec.gpu) {
     mlir::moe::MoeGpuPipelineOptions options;

@@ -15,6 +15,7 @@
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Compare.h"
 #include "moe/Support/ElfCheck.h"
+#include "moe/Support/LauncherRank.h"
 #include "moe/Support/Npy.h"
 #include "moe/Support/ParseNumber.h"
 #include "moe/Support/SystemMemory.h"
@@ -180,22 +181,6 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
   return true;
 }
 
-/// The MPI rank mpirun gives this process (OpenMPI, PMIx, MPICH/PMI), or
-/// nothing outside mpirun.
-std::optional<std::string> launcherRank() {
-  for (const char *name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"})
-    if (const char *value = std::getenv(name))
-      return std::string(value);
-  return std::nullopt;
-}
-
-/// `path` with every %r replaced by `rank`.
-std::string withRank(std::string path, const std::string &rank) {
-  for (size_t at = path.find("%r"); at != std::string::npos; at = path.find("%r", at + rank.size()))
-    path.replace(at, 2, rank);
-  return path;
-}
-
 /// The artifact's C API.
 struct Artifact {
   const char *(*signature)() = nullptr;
@@ -227,12 +212,12 @@ int main(int argc, char **argv) {
   std::string error;
   if (!parseOptions(argc, argv, opt, error))
     return failWith(error);
-  if (std::optional<std::string> rank = launcherRank()) {
+  if (std::optional<std::string> rank = support::launcherRank()) {
     for (std::string &path : opt.inputs)
-      path = withRank(path, *rank);
+      path = support::withRank(path, *rank);
     for (std::string &path : opt.references)
-      path = withRank(path, *rank);
-    opt.outputDir = withRank(opt.outputDir, *rank);
+      path = support::withRank(path, *rank);
+    opt.outputDir = support::withRank(opt.outputDir, *rank);
   }
   if (!opt.outputDir.empty()) {
     std::error_code ec;

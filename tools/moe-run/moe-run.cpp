@@ -11,11 +11,13 @@
 #include "moe/Tools/LoadModule.h"
 #include "moe/Support/ArrayData.h"
 #include "moe/Support/Compare.h"
+#include "moe/Support/LauncherRank.h"
 #include "moe/Support/Npy.h"
 #include "moe/Support/ParseNumber.h"
 #include "moe/Support/SystemMemory.h"
 #include "moe/Tools/CpuTarget.h"
 #include "moe/Tools/EntryFunction.h"
+#include "moe/Tools/ExpertParallelOptions.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
 
@@ -38,6 +40,8 @@
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
@@ -109,6 +113,18 @@ static cl::opt<double> tolerance("tolerance",
                                  cl::desc("Largest relative error --reference accepts (default: 1e-5 "
                                           "f32/f64, 2e-3 f16, 8e-3 bf16, 0 integers)"),
                                  cl::init(-1.0), cl::cat(category));
+static cl::opt<int64_t> ranks(
+    "ranks",
+    cl::desc("Expert parallelism: run as one of N processes under `mpirun -np N`, on this process's "
+             "tokens, holding its share of the experts (docs/expert-parallel.md); %r in the paths of "
+             "--input, --reference and --output-dir is the rank. 0: one process (default)"),
+    cl::init(0), cl::cat(category));
+static cl::opt<std::string> placement("placement",
+                                      cl::desc("With --ranks: contiguous (default), round-robin or balanced"),
+                                      cl::init("contiguous"), cl::cat(category));
+static cl::opt<std::string> expertProfile(
+    "expert-profile", cl::desc("With --ranks: a .npy of routed tokens per expert for --placement=balanced"),
+    cl::value_desc("loads.npy"), cl::cat(category));
 static cl::opt<unsigned> repeat("repeat", cl::desc("Timed runs; the median is reported"),
                                 cl::init(1), cl::cat(category));
 static cl::opt<unsigned> warmup("warmup", cl::desc("Untimed runs before the timed ones"),
@@ -230,6 +246,22 @@ int main(int argc, char **argv) {
       "Arrays are .npy files (f64, f32, f16, bf16 as uint16 bits, i64, i32), C order.\n");
   if (emulateWgmma && !gpuEmulation)
     return failWith("--emulate-wgmma applies to --gpu-emulation only");
+  mlir::moe::MoeOptimizeOptions expertParallel;
+  expertParallel.disableOptimizations();
+  if (std::string error; !mlir::moe::setExpertParallelOptions(ranks, placement, placement.getNumOccurrences() > 0,
+                                                              expertProfile, expertParallel, error))
+    return failWith(error);
+  if (ranks > 0 && gpuEmulation)
+    return failWith("--ranks runs the CPU program (expert-parallel GPU programs are not built yet)");
+  if (ranks > 0 && std::string(MOE_EP_RUNTIME_LIBRARY).empty())
+    return failWith("--ranks: libmoe_ep_runtime.so was not built (the build found no MPI; install libopenmpi-dev)");
+  if (std::optional<std::string> rank = support::launcherRank()) {
+    for (std::string &path : inputs)
+      path = support::withRank(path, *rank);
+    for (std::string &path : references)
+      path = support::withRank(path, *rank);
+    outputDir.setValue(support::withRank(outputDir, *rank));
+  }
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
 
@@ -369,6 +401,8 @@ int main(int argc, char **argv) {
     mlir::moe::buildMoeGpuEmulationPipeline(pm, options);
   }
   else {
+    if (ranks > 0)
+      mlir::moe::buildMoeOptimizePipeline(pm, expertParallel);
     mlir::moe::MoeCpuPipelineOptions options;
     options.vectorBits = vectorBits ? unsigned(vectorBits) : mlir::moe::preferredVectorBits(*machine);
     options.shareLayers = shareLayers;
@@ -395,6 +429,9 @@ int main(int argc, char **argv) {
     setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), /*overwrite=*/1);
   std::string runnerUtils = MOE_C_RUNNER_UTILS, openmp = MOE_OPENMP_LIBRARY;
   SmallVector<StringRef> libs = {runnerUtils, openmp};
+  std::string expertParallelRuntime = MOE_EP_RUNTIME_LIBRARY;
+  if (ranks > 0)
+    libs.push_back(expertParallelRuntime);
   options.sharedLibPaths = libs;
   auto engine = ExecutionEngine::create(*module, options, mlir::moe::createCpuTargetMachine("host", targetError));
   if (!engine)
@@ -454,6 +491,11 @@ int main(int argc, char **argv) {
     auto runStart = std::chrono::steady_clock::now();
     if (llvm::Error err = (*engine)->invokePacked("_mlir_ciface_" + name, packed))
       return failWith("running @" + name + " failed: " + llvm::toString(std::move(err)));
+    // What the expert-parallel runtime refused (another number of processes).
+    if (ranks > 0)
+      if (auto take = reinterpret_cast<const char *(*)()>(dlsym(RTLD_DEFAULT, "moeRuntimeTakeCallError")))
+        if (const char *refused = take())
+          return failWith("running @" + name + " failed: " + refused);
     if (r >= warmup)
       times.push_back(msSince(runStart));
   }

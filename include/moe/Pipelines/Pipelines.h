@@ -37,13 +37,26 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
   PassOptions::Option<bool> canonicalize{
       *this, "canonicalize", llvm::cl::desc("Run the canonicalizer and CSE after the moe passes"),
       llvm::cl::init(true)};
+  PassOptions::Option<int64_t> ranks{
+      *this, "ranks",
+      llvm::cl::desc("Expert parallelism over this many processes (moe-shard-experts, after the "
+                     "layer-level passes); 0: none"),
+      llvm::cl::init(0)};
+  PassOptions::Option<std::string> placement{
+      *this, "placement", llvm::cl::desc("With ranks: contiguous, round-robin or balanced"),
+      llvm::cl::init("contiguous")};
+  PassOptions::ListOption<double> expertLoads{
+      *this, "expert-loads", llvm::cl::desc("With ranks: routed tokens per expert (placement=balanced)")};
+
+  /// Only what `ranks` asks for: no optimisation (tools' --optimize=false).
+  void disableOptimizations();
 };
 
 /// The default optimisation pipeline: prune masked experts, merge linear
-/// experts (MEO) where exact and profitable, decompose,
-/// eliminate zero-computation
-/// experts, fuse the routing and the expert epilogues, fold the shared
-/// expert, canonicalize.
+/// experts (MEO) where exact and profitable, with `ranks` the layers'
+/// expert-parallel form (moe-shard-experts), decompose, eliminate
+/// zero-computation experts, fuse the routing and the expert epilogues,
+/// fold the shared expert, canonicalize.
 void buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOptions &options);
 
 /// Options of `moe-cpu-pipeline`.
