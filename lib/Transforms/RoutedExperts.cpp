@@ -7,6 +7,9 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -71,10 +74,59 @@ static Value renumberExperts(OpBuilder &b, Location loc, Value indices, ArrayRef
   return generic.getResult(0);
 }
 
+/// The bytes of expert stack `data` ([E, ...], `expertBytes` each) that
+/// `experts` lists, in its order.
+static std::vector<char> gatherExpertBytes(ArrayRef<char> data, int64_t expertBytes, ArrayRef<int64_t> experts) {
+  std::vector<char> bytes;
+  bytes.reserve(size_t(expertBytes) * experts.size());
+  for (int64_t e : experts) {
+    ArrayRef<char> slice = data.slice(size_t(e * expertBytes), size_t(expertBytes));
+    bytes.insert(bytes.end(), slice.begin(), slice.end());
+  }
+  return bytes;
+}
+
+/// A constant weight stack's experts as a new constant of their own: each
+/// rank's code then holds its experts' bytes only, and no copy is made when
+/// the program runs. Null when `weights` is not such a constant.
+static Value selectConstantExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<int64_t> experts) {
+  auto constant = weights.getDefiningOp<arith::ConstantOp>();
+  if (!constant)
+    return Value();
+  auto type = cast<RankedTensorType>(weights.getType());
+  SmallVector<int64_t> shape(type.getShape());
+  shape[0] = int64_t(experts.size());
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  unsigned bits = type.getElementType().getIntOrFloatBitWidth();
+  if (bits % 8 != 0)
+    return Value();
+  int64_t expertBytes = type.getNumElements() / type.getDimSize(0) * int64_t(bits / 8);
+  if (auto dense = dyn_cast<DenseElementsAttr>(constant.getValue())) {
+    if (dense.isSplat())
+      return arith::ConstantOp::create(b, loc, dense.resizeSplat(resultType));
+    std::vector<char> bytes = gatherExpertBytes(dense.getRawData(), expertBytes, experts);
+    return arith::ConstantOp::create(b, loc, DenseElementsAttr::getFromRawBuffer(resultType, bytes));
+  }
+  if (auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue())) {
+    AsmResourceBlob *blob = resource.getRawHandle().getBlob();
+    if (!blob)
+      return Value();
+    std::vector<char> bytes = gatherExpertBytes(blob->getData(), expertBytes, experts);
+    auto attr = DenseResourceElementsAttr::get(
+        resultType, (resource.getRawHandle().getKey() + "_experts").str(),
+        HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, alignof(uint64_t)));
+    return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr));
+  }
+  return Value();
+}
+
 /// The experts of `weights` ([E, ...]) that `experts` lists, in its order:
-/// one slice per run of consecutive ids (a view of the stack when the run
-/// is all of them).
+/// a constant of their own when the weights are constant, else one slice
+/// per run of consecutive ids (a view of the stack when the run is all of
+/// them).
 static Value selectExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<int64_t> experts) {
+  if (Value folded = selectConstantExperts(b, loc, weights, experts))
+    return folded;
   auto type = cast<RankedTensorType>(weights.getType());
   SmallVector<Value> runs;
   for (size_t i = 0; i < experts.size();) {

@@ -8,7 +8,9 @@
 # residual, 6 experts on 4 ranks, every token routed to the same two
 # experts (ranks that receive nothing), and a rank with no tokens at all.
 # The JIT (moe-run --ranks=3 under mpirun, no moe-optimize) matches the
-# single-process moe-run bit for bit too.
+# single-process moe-run bit for bit too, and so does a layer whose weights
+# are constants of the program (dense and dense_resource), which every
+# rank's code holds only its experts of.
 # RUN: %moe_python %s
 
 import os
@@ -83,6 +85,50 @@ def jit_case(tmp, rng):
     same = got.tobytes() == want.tobytes()
     print(f"{'ok  ' if same else 'FAIL'} moe-run --ranks=3 under mpirun: bit-identical to moe-run")
     return [] if same else ["moe-run --ranks=3"]
+
+
+def constant_weights_case(tmp, rng):
+    """Weights as constants (router dense, expert stacks dense_resource),
+    round-robin over 3 ranks, against the single-process artifact."""
+    split = [7, 4, 9]
+    total = sum(split)
+    a = layer.random_operands(MIXTRAL, total, HIDDEN, FFN, "f32", rng)
+    work = os.path.join(tmp, "constants")
+    os.makedirs(work)
+    ops = layer.operands(MIXTRAL, total, HIDDEN, FFN, "f32")
+    names = {n: f"%{n}" for n, _, _ in ops}
+    args, op, y_ty, z_ty = layer.op_text(MIXTRAL, total, HIDDEN, FFN, "f32", True, names)
+    lines, blobs = [], []
+    for n, shape, _ in ops[1:]:
+        ty = f"tensor<{'x'.join(map(str, shape))}xf32>"
+        data = a[n].astype("<f4").tobytes().hex().upper()
+        if n == "router_weight":
+            lines.append(f"  %{n} = arith.constant dense<\"0x{data}\"> : {ty}\n")
+        else:
+            lines.append(f"  %{n} = arith.constant dense_resource<{n}_blob> : {ty}\n")
+            blobs.append(f"      {n}_blob: \"0x04000000{data}\"")
+    text = (f"func.func @layer({args[0]}) -> ({y_ty}, {z_ty}) {{\n{''.join(lines)}{op}"
+            f"  return %y, %z : {y_ty}, {z_ty}\n}}\n"
+            "{-#\n  dialect_resources: {\n    builtin: {\n" + ",\n".join(blobs) + "\n    }\n  }\n#-}\n")
+    src = os.path.join(work, "layer.mlir")
+    with open(src, "w") as f:
+        f.write(text)
+    np.save(os.path.join(work, "x.npy"), a["x"].astype(np.float32))
+    starts = np.cumsum([0] + split)
+    for r in range(3):
+        np.save(os.path.join(work, f"x.{r}.npy"), a["x"][starts[r]:starts[r + 1]].astype(np.float32))
+    run([f"{BIN}/moe-compile", src, "-o", os.path.join(work, "single", "liblayer.so")])
+    run([f"{BIN}/moe-exec", os.path.join(work, "single", "liblayer.so"), "--input", os.path.join(work, "x.npy"),
+         "--output-dir", os.path.join(work, "single", "out")])
+    art = os.path.join(work, "ep", "liblayer.so")
+    run([f"{BIN}/moe-compile", src, "-o", art, "--ranks=3", "--placement=round-robin"])
+    run([*MPIRUN, "-np", "3", f"{BIN}/moe-exec", art, "--input", os.path.join(work, "x.%r.npy"),
+         "--output-dir", os.path.join(work, "ep.%r")])
+    want = np.load(os.path.join(work, "single", "out", "output_0.npy"))
+    got = np.concatenate([np.load(os.path.join(work, f"ep.{r}", "output_0.npy")) for r in range(3)])
+    same = got.tobytes() == want.tobytes()
+    print(f"{'ok  ' if same else 'FAIL'} constant weights, round-robin over 3 ranks: bit-identical")
+    return [] if same else ["constant weights"]
 
 
 def main():
@@ -161,6 +207,7 @@ def main():
                     if not same:
                         failures.append(tag)
         failures += jit_case(tmp, rng)
+        failures += constant_weights_case(tmp, rng)
     if failures:
         sys.exit(f"FAIL: {len(failures)} cases differ: {failures}")
     print("all expert-parallel runs bit-identical")

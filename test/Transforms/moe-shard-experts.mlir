@@ -74,3 +74,25 @@ func.func @moepp(%x: tensor<8x32xbf16>, %wr: tensor<11x32xbf16>, %up: tensor<8x3
     -> (tensor<8x32xbf16>, tensor<8x11xf32>)
   return %y : tensor<8x32xbf16>
 }
+
+// -----
+
+// Constant weights: each rank's experts become a constant of their own
+// (experts 0, 2, 4, 6 on rank 0 under round-robin), never a copy at run time.
+// RR-LABEL: func.func private @constant_weights__rank0
+// RR: moe.all_to_all_dispatch
+// RR-NEXT: arith.constant dense<{{\[}}{{\[}}[0.000000e+00]], {{\[}}[2.000000e+00]], {{\[}}[4.000000e+00]], {{\[}}[6.000000e+00]]]> : tensor<4x1x1xf32>
+// RR-NEXT: arith.constant dense<{{\[}}{{\[}}[1.000000e+01]], {{\[}}[1.200000e+01]], {{\[}}[1.400000e+01]], {{\[}}[1.600000e+01]]]> : tensor<4x1x1xf32>
+// RR-NEXT: moe.grouped_matmul
+// RR-LABEL: func.func private @constant_weights__rank1
+// RR: moe.all_to_all_dispatch
+// RR-NEXT: arith.constant dense<{{\[}}{{\[}}[1.000000e+00]], {{\[}}[3.000000e+00]], {{\[}}[5.000000e+00]], {{\[}}[7.000000e+00]]]> : tensor<4x1x1xf32>
+func.func @constant_weights(%x: tensor<?x1xf32>, %wr: tensor<8x1xf32>) -> tensor<?x1xf32> {
+  %up = arith.constant dense<[[[0.0]], [[1.0]], [[2.0]], [[3.0]], [[4.0]], [[5.0]], [[6.0]], [[7.0]]]> : tensor<8x1x1xf32>
+  %down = arith.constant dense<[[[10.0]], [[11.0]], [[12.0]], [[13.0]], [[14.0]], [[15.0]], [[16.0]], [[17.0]]]> : tensor<8x1x1xf32>
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<relu>,
+      routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<?x1xf32>, tensor<8x1xf32>, tensor<8x1x1xf32>, tensor<8x1x1xf32>) -> (tensor<?x1xf32>, tensor<?x8xf32>)
+  return %y : tensor<?x1xf32>
+}
