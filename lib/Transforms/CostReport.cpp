@@ -91,6 +91,12 @@ public:
     return it == plans.end() ? nullptr : &it->second;
   }
 
+  /// Rows this rank sends to other ranks for `op`'s plan, and the rows it
+  /// receives, with every rank holding as many tokens as this one.
+  FailureOr<std::pair<double, double>> exchangedRows(Operation *op, Value offsets, ArrayRef<int64_t> bounds,
+                                                     int64_t rank);
+  FailureOr<Cost> exchangeCost(AllToAllDispatchOp op);
+
 private:
   FailureOr<Cost> dispatchCost(DispatchOp op);
   /// Filled slots of a selection and the experts it ranges over.
@@ -161,6 +167,40 @@ FailureOr<Cost> CostModel::dispatchCost(DispatchOp op) {
   cost.otherFlops = *tokens * *slots; // one placement per slot
   cost.activationBytes = staticBytes(op.getExpertOffsets()) + *tokens * *slots * 16;
   return cost;
+}
+
+FailureOr<std::pair<double, double>> CostModel::exchangedRows(Operation *op, Value offsets,
+                                                               ArrayRef<int64_t> bounds, int64_t rank) {
+  const PlanEstimate *plan = planOf(offsets);
+  if (!plan) {
+    op->emitError("moe-cost-report: the exchange's offsets do not come from a moe.dispatch");
+    return failure();
+  }
+  double ranks = double(bounds.size()) - 1, placed = double(bounds.back());
+  double local = double(bounds[rank + 1] - bounds[rank]);
+  double perExpert = plan->filledSlots / std::max(1.0, plan->selectionExperts);
+  return std::make_pair(perExpert * (placed - local), perExpert * local * ranks);
+}
+
+FailureOr<Cost> CostModel::exchangeCost(AllToAllDispatchOp op) {
+  auto rows = exchangedRows(op, op.getOffsets(), op.getBounds(), op.getRank());
+  if (failed(rows))
+    return failure();
+  const PlanEstimate *plan = planOf(op.getOffsets());
+  ArrayRef<int64_t> bounds = op.getBounds();
+  double ranks = double(bounds.size()) - 1;
+  // The received rows form the plan of this rank's grouped GEMMs.
+  PlanEstimate received = *plan;
+  received.experts = bounds[op.getRank() + 1] - bounds[op.getRank()];
+  received.rowsPerExpert = plan->filledSlots / std::max(1.0, plan->selectionExperts) * ranks;
+  received.filledSlots = received.rowsPerExpert * double(received.experts);
+  received.sharedRows = 0;
+  plans[op.getLocalOffsets()] = received;
+  double h = cast<RankedTensorType>(op.getRows().getType()).getDimSize(1), bytes = elementBytes(op.getRows());
+  Cost c;
+  c.networkBytes = rows->first * h * bytes;
+  c.activationBytes = (plan->filledSlots + rows->second) * h * bytes;
+  return c;
 }
 
 FailureOr<Cost> CostModel::groupedCost(Operation *op, Value lhs, Value weights, Value offsets,
@@ -285,14 +325,29 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
         return c;
       })
       .Case([&](DispatchOp d) { return dispatchCost(d); })
+      .Case([&](AllToAllDispatchOp d) { return exchangeCost(d); })
+      .Case([&](AllToAllReturnOp r) -> FailureOr<Cost> {
+        auto rows = exchangedRows(r, r.getOffsets(), r.getBounds(), r.getRank());
+        if (failed(rows))
+          return failure();
+        double h = cast<RankedTensorType>(r.getType()).getDimSize(1), bytes = elementBytes(r.getResult());
+        Cost c;
+        c.networkBytes = rows->first * h * bytes;
+        c.activationBytes = (rows->second + planOf(r.getOffsets())->filledSlots) * h * bytes;
+        return c;
+      })
       .Case([&](PermuteOp p) -> FailureOr<Cost> {
         // Moves the filled rows; padding rows are zero-filled, not read.
         double h = cast<RankedTensorType>(p.getX().getType()).getDimSize(1);
         double rows = 0;
-        for (Operation *user : p.getResult().getUsers())
-          if (isa<GroupedMatmulOp, GroupedMatmulActOp>(user))
-            if (const PlanEstimate *plan = planOf(user->getOperand(2)))
-              rows = std::max(rows, plan->filledSlots + plan->sharedRows);
+        for (Operation *user : p.getResult().getUsers()) {
+          // The plan's offsets: operand 2 of a grouped GEMM, 1 of an exchange.
+          Value offsets = isa<GroupedMatmulOp, GroupedMatmulActOp>(user) ? user->getOperand(2)
+                          : isa<AllToAllDispatchOp>(user)                ? user->getOperand(1)
+                                                                         : Value();
+          if (const PlanEstimate *plan = offsets ? planOf(offsets) : nullptr)
+            rows = std::max(rows, plan->filledSlots + plan->sharedRows);
+        }
         Cost c;
         c.activationBytes = 2 * rows * h * elementBytes(p.getX());
         return c;
@@ -447,11 +502,19 @@ struct MoeCostReportPass : mlir::moe::impl::MoeCostReportBase<MoeCostReportPass>
        << "; uniform routing over each selection's experts"
        << (tokens > 0 ? ("; dynamic token count taken as " + std::to_string(tokens)) : std::string())
        << "\n";
-    os << llvm::format("  %-28s %-9s %16s %14s %14s %16s\n", "op", "where", "GEMM FLOP", "other FLOP",
+    // Expert-parallel programs: one more column, the bytes sent to other ranks.
+    bool network = table.total.networkBytes > 0;
+    os << llvm::format("  %-28s %-9s %16s %14s %14s %16s", "op", "where", "GEMM FLOP", "other FLOP",
                        "weight bytes", "activation bytes");
+    if (network)
+      os << llvm::format(" %14s", "sent to ranks");
+    os << "\n";
     auto line = [&](StringRef op, StringRef where, const OpCost &c) {
-      os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f\n", op.str().c_str(), where.str().c_str(),
+      os << llvm::format("  %-28s %-9s %16.0f %14.0f %14.0f %16.0f", op.str().c_str(), where.str().c_str(),
                          c.gemmFlops, c.otherFlops, c.weightBytes, c.activationBytes);
+      if (network)
+        os << llvm::format(" %14.0f", c.networkBytes);
+      os << "\n";
     };
     for (const CostRow &row : table.rows)
       line(row.op, row.line ? "line " + std::to_string(row.line) : "", row.cost);
@@ -512,6 +575,7 @@ FailureOr<CostTable> mlir::moe::computeCostTable(func::FuncOp func, int64_t toke
     table.total.otherFlops += cost.otherFlops;
     table.total.weightBytes += cost.weightBytes;
     table.total.activationBytes += cost.activationBytes;
+    table.total.networkBytes += cost.networkBytes;
     table.rows.push_back({op->getName().getStringRef().str(), lineOf(op), cost});
   });
   for (DispatchOp d : dispatches) {

@@ -2,6 +2,7 @@
 // RUN: moe-opt %s --moe-shard-experts="ranks=2 placement=round-robin" --split-input-file 2>/dev/null | FileCheck %s --check-prefix=RR
 // RUN: moe-opt %s --moe-shard-experts="ranks=2 placement=balanced expert-loads=8,1,1,1,1,1,1,8" --split-input-file 2>&1 >/dev/null | FileCheck %s --check-prefix=BAL
 // RUN: moe-opt %s --moe-shard-experts="ranks=3" --split-input-file 2>&1 >/dev/null | FileCheck %s --check-prefix=THREE
+// RUN: moe-opt %s --moe-shard-experts="ranks=2" "--moe-cost-report=tokens=16" --split-input-file -o /dev/null 2>/dev/null | FileCheck %s --check-prefix=COST
 
 // Mixtral on 2 ranks: the entry dispatches on the rank; each rank's copy
 // routes its own tokens, exchanges rows, runs its 4 experts (a view of the
@@ -26,6 +27,17 @@
 // CHECK-LABEL: func.func private @mixtral__rank1
 // CHECK: moe.all_to_all_dispatch {{.*}} bounds = [0, 4, 8] rank = 1
 // CHECK: tensor.extract_slice %{{.+}}[4, 0, 0] [4, 256, 64] [1, 1, 1]
+
+// The cost model sees the exchange: 16 tokens x top-2 = 32 rows, 4 per
+// expert; 16 go to the other rank's 4 experts (16 x 64 x 4 bytes = 4096
+// bytes each way), and this rank's GEMMs run on 2 x 16 = 32 received rows:
+// 2 x 32 x 256 x 64 = 1048576 FLOP for the gate/up GEMM.
+// COST-LABEL: moe-cost-report @mixtral__rank0
+// COST: sent to ranks
+// COST: moe.all_to_all_dispatch {{.*}} 16384 4096
+// COST-NEXT: moe.grouped_matmul {{.*}} 1048576
+// COST: moe.all_to_all_return {{.*}} 16384 4096
+// COST: total {{.*}} 8192
 
 // Round-robin renumbers the experts (rank 0 owns 0, 2, 4, 6) and gathers
 // the rank's weights from four slices.

@@ -19,6 +19,8 @@ namespace mlir::moe {
 
 struct OpCost {
   double gemmFlops = 0, otherFlops = 0, weightBytes = 0, activationBytes = 0;
+  /// Bytes this rank sends to other ranks (expert-parallel exchanges).
+  double networkBytes = 0;
 };
 
 struct CostRow {
