@@ -18,6 +18,7 @@
 #include "moe/Tools/CpuTarget.h"
 #include "moe/Tools/EntryFunction.h"
 #include "moe/Tools/ExpertParallelOptions.h"
+#include "moe/Transforms/RoutingProfile.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
 
@@ -125,6 +126,12 @@ static cl::opt<std::string> placement("placement",
 static cl::opt<std::string> expertProfile(
     "expert-profile", cl::desc("With --ranks: a .npy of routed tokens per expert for --placement=balanced"),
     cl::value_desc("loads.npy"), cl::cat(category));
+static cl::opt<std::string> routingProfile(
+    "routing-profile",
+    cl::desc("Write how many of the inputs' tokens each layer routes to each of its FFN experts, as a .npy "
+             "([layers, E] int64; one row per moe.layer in program order; a 1-D concatenation when the "
+             "layers' expert counts differ): the --expert-profile of a balanced expert placement"),
+    cl::value_desc("loads.npy"), cl::cat(category));
 static cl::opt<unsigned> repeat("repeat", cl::desc("Timed runs; the median is reported"),
                                 cl::init(1), cl::cat(category));
 static cl::opt<unsigned> warmup("warmup", cl::desc("Untimed runs before the timed ones"),
@@ -231,6 +238,34 @@ std::string describeType(Type type) {
   return s;
 }
 
+/// Counts per layer of the tokens routed to each FFN expert (ids past them
+/// are zero-computation experts, -1 an empty slot), written as int64
+/// [layers, E], or concatenated when the layers' E differ.
+bool writeRoutingProfile(const std::vector<Array> &routings, ArrayRef<int64_t> experts, const std::string &path,
+                         std::string &error) {
+  std::vector<int64_t> counts;
+  for (auto [routing, e] : llvm::zip_equal(routings, experts)) {
+    std::vector<int64_t> layer(size_t(e), 0);
+    for (int64_t i = 0; i < routing.numElements(); ++i) {
+      int64_t id = int64_t(npy::elementAt(routing, i));
+      if (id >= 0 && id < e)
+        ++layer[size_t(id)];
+    }
+    counts.insert(counts.end(), layer.begin(), layer.end());
+  }
+  bool uniform = llvm::all_equal(experts);
+  Array profile;
+  profile.type = DType::i64;
+  profile.shape = uniform ? std::vector<int64_t>{int64_t(experts.size()), experts.front()}
+                          : std::vector<int64_t>{int64_t(counts.size())};
+  profile.data.resize(counts.size() * sizeof(int64_t));
+  std::memcpy(profile.data.data(), counts.data(), profile.data.size());
+  if (!npy::write(path, profile, error))
+    return false;
+  llvm::outs() << "[moe-run] routing profile of " << experts.size() << " layers -> " << path << "\n";
+  return true;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -289,6 +324,19 @@ int main(int argc, char **argv) {
   if (!entry)
     return failWith(entryError);
   std::string name = entry.getName().str();
+  // With --routing-profile the program also returns each layer's routing.
+  unsigned userResults = entry.getNumResults();
+  SmallVector<int64_t> profiledExperts;
+  if (!routingProfile.empty()) {
+    if (ranks > 0)
+      return failWith("--routing-profile measures one process's routing: run it without --ranks");
+    FailureOr<SmallVector<int64_t>> experts = mlir::moe::appendRoutingResults(entry);
+    if (failed(experts))
+      return 1;
+    if (experts->empty())
+      return failWith("--routing-profile: @" + name + " has no moe.layer (no recognised MoE layer to profile)");
+    profiledExperts = std::move(*experts);
+  }
   FunctionType signature = entry.getFunctionType();
   auto checkType = [&](Type t, StringRef what, unsigned i) -> std::optional<std::string> {
     auto tensor = dyn_cast<RankedTensorType>(t);
@@ -304,8 +352,8 @@ int main(int argc, char **argv) {
   for (auto [i, t] : llvm::enumerate(signature.getResults()))
     if (auto err = checkType(t, "result", i))
       return failWith(*err);
-  if (!references.empty() && references.size() != signature.getNumResults())
-    return failWith("@" + entry.getName() + " has " + Twine(signature.getNumResults()) + " results, got " +
+  if (!references.empty() && references.size() != userResults)
+    return failWith("@" + entry.getName() + " has " + Twine(userResults) + " results, got " +
                     Twine(references.size()) + " --reference");
 
   // Arguments: files or random data, checked against the signature. Inputs
@@ -509,10 +557,15 @@ int main(int argc, char **argv) {
       return failWith("cannot create " + outputDir + ": " + ec.message());
   int status = 0;
   size_t at = 0;
+  std::vector<Array> routings;
   for (auto [i, t] : llvm::enumerate(signature.getResults())) {
     auto type = cast<RankedTensorType>(t);
     Array out = readResult(resultWordsBuf.data() + at, type.getRank(), *dtypeOf(type.getElementType()));
     at += Descriptor::wordsFor(type.getRank());
+    if (i >= userResults) {
+      routings.push_back(std::move(out));
+      continue;
+    }
     llvm::outs() << "[moe-run] result " << i << ": " << npy::name(out.type) << " "
                  << npy::shapeString(out.shape);
     if (!outputDir.empty()) {
@@ -540,5 +593,8 @@ int main(int argc, char **argv) {
       if (std::string error; !npy::write(path.str().str(), a, error))
         return failWith(error);
     }
+  if (!routingProfile.empty())
+    if (std::string error; !writeRoutingProfile(routings, profiledExperts, routingProfile, error))
+      return failWith("--routing-profile: " + error);
   return status;
 }
