@@ -147,6 +147,7 @@ void mlir::moe::buildMoeOptimizePipeline(OpPassManager &pm, const MoeOptimizeOpt
     sharding.ranks = options.ranks;
     sharding.placement = options.placement;
     sharding.expertLoads.assign(options.expertLoads.begin(), options.expertLoads.end());
+    sharding.replicas = options.replicas;
     pm.addPass(createMoeShardExperts(sharding));
   }
   pm.addPass(createMoeDecompose());

@@ -7,14 +7,14 @@
 #include <cmath>
 
 bool mlir::moe::setExpertParallelOptions(int64_t ranks, const std::string &placement, bool placementGiven,
-                                         const std::string &profile, MoeOptimizeOptions &options,
-                                         std::string &error) {
+                                         const std::string &profile, int64_t replicas,
+                                         MoeOptimizeOptions &options, std::string &error) {
   if (ranks < 0 || ranks > (1 << 16)) {
     error = "--ranks must be between 0 and 65536, got " + std::to_string(ranks);
     return false;
   }
-  if (ranks == 0 && (placementGiven || !profile.empty())) {
-    error = "--placement and --expert-profile need --ranks";
+  if (ranks == 0 && (placementGiven || !profile.empty() || replicas != 0)) {
+    error = "--placement, --expert-profile and --replicas need --ranks";
     return false;
   }
   std::vector<double> loads;
@@ -42,5 +42,6 @@ bool mlir::moe::setExpertParallelOptions(int64_t ranks, const std::string &place
   options.ranks = ranks;
   options.placement = placement;
   options.expertLoads = loads;
+  options.replicas = replicas;
   return true;
 }

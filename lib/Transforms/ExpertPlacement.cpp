@@ -32,14 +32,23 @@ StringRef mlir::moe::placementPolicyName(PlacementPolicy policy) {
   return "";
 }
 
-SmallVector<int64_t> ExpertPlacement::positions() const {
-  SmallVector<int64_t> position(order.size());
-  for (auto [i, expert] : llvm::enumerate(order))
-    position[expert] = int64_t(i);
-  return position;
+SmallVector<int64_t> ExpertPlacement::slotsFor(int64_t rank) const {
+  SmallVector<SmallVector<int64_t>> copies(experts);
+  for (auto [slot, expert] : llvm::enumerate(order))
+    copies[expert].push_back(int64_t(slot));
+  SmallVector<int64_t> chosen(experts);
+  for (int64_t e = 0; e < experts; ++e) {
+    chosen[e] = copies[e][rank % int64_t(copies[e].size())];
+    for (int64_t slot : copies[e])
+      if (slot >= bounds[rank] && slot < bounds[rank + 1])
+        chosen[e] = slot;
+  }
+  return chosen;
 }
 
 bool ExpertPlacement::isIdentity() const {
+  if (slots() != experts)
+    return false;
   for (auto [i, expert] : llvm::enumerate(order))
     if (expert != int64_t(i))
       return false;
@@ -47,15 +56,27 @@ bool ExpertPlacement::isIdentity() const {
 }
 
 std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t ranks, PlacementPolicy policy,
-                                                       ArrayRef<double> loads, std::string &error) {
+                                                       ArrayRef<double> loads, int64_t replicas, std::string &error) {
   if (ranks < 1) {
     error = "the number of ranks must be at least 1, got " + std::to_string(ranks);
     return std::nullopt;
   }
-  if (ranks > experts) {
-    error = std::to_string(ranks) + " ranks for " + std::to_string(experts) +
-            " FFN experts: a rank would own no expert (replicated experts are not supported yet); use at most " +
-            std::to_string(experts) + " ranks";
+  if (replicas < 0 || (replicas > 0 && policy != PlacementPolicy::balanced)) {
+    error = replicas < 0 ? "replicas must be at least 0, got " + std::to_string(replicas)
+                         : std::string("replicated experts are placed by placement=balanced (on a routing profile)");
+    return std::nullopt;
+  }
+  if (replicas > experts * (ranks - 1)) {
+    error = std::to_string(replicas) + " replicas of " + std::to_string(experts) + " experts on " +
+            std::to_string(ranks) + " ranks: at most one copy of an expert per rank, so at most " +
+            std::to_string(experts * (ranks - 1)) + " replicas";
+    return std::nullopt;
+  }
+  if (ranks > experts + replicas) {
+    error = std::to_string(ranks) + " ranks for " + std::to_string(experts) + " FFN experts" +
+            (replicas ? " and " + std::to_string(replicas) + " replicas" : std::string()) +
+            ": a rank would own no expert; use at most " + std::to_string(experts + replicas) +
+            " ranks, or replicate hot experts (placement=balanced with replicas)";
     return std::nullopt;
   }
   if (policy == PlacementPolicy::balanced && int64_t(loads.size()) != experts) {
@@ -63,50 +84,69 @@ std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t 
             std::to_string(loads.size());
     return std::nullopt;
   }
-  // owner[e]: the rank of expert e.
-  SmallVector<int64_t> owner(experts);
+  // owners[e]: the ranks of expert e's copies.
+  SmallVector<SmallVector<int64_t>> owners(experts);
   switch (policy) {
   case PlacementPolicy::contiguous: {
     int64_t base = experts / ranks, extra = experts % ranks, e = 0;
     for (int64_t d = 0; d < ranks; ++d)
       for (int64_t i = 0; i < base + (d < extra ? 1 : 0); ++i)
-        owner[e++] = d;
+        owners[e++].push_back(d);
     break;
   }
   case PlacementPolicy::roundRobin:
     for (int64_t e = 0; e < experts; ++e)
-      owner[e] = e % ranks;
+      owners[e].push_back(e % ranks);
     break;
   case PlacementPolicy::balanced: {
-    SmallVector<int64_t> byLoad(experts);
-    std::iota(byLoad.begin(), byLoad.end(), 0);
-    std::stable_sort(byLoad.begin(), byLoad.end(), [&](int64_t a, int64_t b) { return loads[a] > loads[b]; });
+    SmallVector<int64_t> copies(experts, 1);
+    for (int64_t r = 0; r < replicas; ++r) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < experts; ++e)
+        if (copies[e] < ranks && (best < 0 || loads[e] / double(copies[e]) > loads[best] / double(copies[best])))
+          best = e;
+      ++copies[best];
+    }
+    // Every copy, by load per copy (largest first; ties: lower expert).
+    SmallVector<int64_t> byLoad;
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t c = 0; c < copies[e]; ++c)
+        byLoad.push_back(e);
+    std::stable_sort(byLoad.begin(), byLoad.end(), [&](int64_t a, int64_t b) {
+      return loads[a] / double(copies[a]) > loads[b] / double(copies[b]);
+    });
     SmallVector<double> rankLoad(ranks, 0.0);
-    SmallVector<int64_t> rankExperts(ranks, 0);
+    SmallVector<int64_t> rankSlots(ranks, 0);
     for (int64_t e : byLoad) {
-      // Every rank gets one expert before any gets a second: the first
-      // `ranks` experts go to empty ranks whatever their loads.
-      int64_t best = 0;
-      for (int64_t d = 1; d < ranks; ++d) {
-        bool emptier = rankExperts[d] == 0 && rankExperts[best] != 0;
-        bool lighter = (rankExperts[d] == 0) == (rankExperts[best] == 0) && rankLoad[d] < rankLoad[best];
-        if (emptier || lighter)
+      int64_t best = -1;
+      for (int64_t d = 0; d < ranks; ++d) {
+        if (llvm::is_contained(owners[e], d))
+          continue;
+        bool better = best < 0 || (rankSlots[d] == 0 && rankSlots[best] != 0) ||
+                      ((rankSlots[d] == 0) == (rankSlots[best] == 0) && rankLoad[d] < rankLoad[best]);
+        if (better)
           best = d;
       }
-      owner[e] = best;
-      rankLoad[best] += loads[e];
-      ++rankExperts[best];
+      owners[e].push_back(best);
+      rankLoad[best] += loads[e] / double(copies[e]);
+      ++rankSlots[best];
     }
     break;
   }
   }
   ExpertPlacement placement;
+  placement.experts = experts;
   placement.bounds.push_back(0);
   for (int64_t d = 0; d < ranks; ++d) {
     for (int64_t e = 0; e < experts; ++e)
-      if (owner[e] == d)
+      if (llvm::is_contained(owners[e], d))
         placement.order.push_back(e);
     placement.bounds.push_back(int64_t(placement.order.size()));
   }
+  for (int64_t d = 0; d < ranks; ++d)
+    if (placement.bounds[d + 1] == placement.bounds[d]) {
+      error = "rank " + std::to_string(d) + " would own no expert";
+      return std::nullopt;
+    }
   return placement;
 }

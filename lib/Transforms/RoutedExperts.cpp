@@ -44,7 +44,7 @@ static std::pair<Value, Value> withBias(OpBuilder &b, Location loc, Value lhs, V
 }
 
 /// Expert ids renumbered by the placement (`positions`, for ids below
-/// their count); empty slots and zero-computation experts keep their ids.
+/// their count); empty slots (-1) keep theirs.
 static Value renumberExperts(OpBuilder &b, Location loc, Value indices, ArrayRef<int64_t> positions) {
   auto type = cast<RankedTensorType>(indices.getType());
   Type i32 = type.getElementType();
@@ -190,15 +190,24 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
   int64_t rows = planRows(r.capacity, tokens, slots, r.k, r.numExperts);
   auto rowsOf = [&](int64_t columns) { return RankedTensorType::get({rows, columns}, element); };
 
-  // Expert parallelism renumbers the experts so that each rank's are
-  // consecutive: the plan's row groups are then one block per rank.
+  // Expert parallelism routes to slots (expert copies) numbered so that
+  // each rank's are consecutive: the plan's row groups are then one block
+  // per rank. Zero-computation experts move past the slots.
   Value indices = r.indices;
-  if (r.placement && !r.placement->isIdentity())
-    indices = renumberExperts(b, loc, indices, r.placement->positions());
+  int64_t planned = r.numExperts;
+  if (r.placement && !r.placement->isIdentity()) {
+    const ExpertPlacement &placement = *r.placement;
+    int64_t extraSlots = placement.slots() - placement.experts;
+    SmallVector<int64_t> table = placement.slotsFor(r.rank);
+    for (int64_t e = placement.experts; e < r.numExperts; ++e)
+      table.push_back(e + extraSlots);
+    indices = renumberExperts(b, loc, indices, table);
+    planned += extraSlots;
+  }
   auto plan = DispatchOp::create(
       b, loc, RankedTensorType::get({rows}, b.getI32Type()),
-      RankedTensorType::get({r.numExperts + 1}, b.getI32Type()), indicesType, r.weights.getType(),
-      indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), r.numExperts, r.capacity);
+      RankedTensorType::get({planned + 1}, b.getI32Type()), indicesType, r.weights.getType(),
+      indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), planned, r.capacity);
   Value grouped = PermuteOp::create(b, loc, rowsOf(hidden), r.tokens, plan.getRowToken());
   if (r.placement)
     return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan};

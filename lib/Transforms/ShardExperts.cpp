@@ -148,7 +148,7 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
           loads = expertLoads;
         }
         std::string error;
-        std::optional<ExpertPlacement> placed = placeExperts(experts, ranks, *policy, loads, error);
+        std::optional<ExpertPlacement> placed = placeExperts(experts, ranks, *policy, loads, replicas, error);
         if (!placed) {
           layer.emitError() << "moe-shard-experts: " << error;
           return signalPassFailure();
@@ -192,18 +192,32 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
     if (!loads.empty())
       remark << ", measured loads";
     remark << "):";
+    if (placed.slots() > experts)
+      remark << " " << placed.slots() - experts << " replicas;";
+    // A replicated expert's rows are split among its copies.
+    SmallVector<int64_t> copies(experts, 0);
+    for (int64_t e : placed.order)
+      ++copies[e];
     for (int64_t r = 0; r < placed.ranks(); ++r) {
       double share = 0;
       remark << (r ? ";" : "") << " rank " << r << " experts [";
       for (auto [i, e] : llvm::enumerate(placed.expertsOf(r))) {
         remark << (i ? "," : "") << e;
-        share += loads.empty() ? 1.0 : loads[e];
+        share += (loads.empty() ? 1.0 : loads[e]) / double(copies[e]);
       }
       remark << "] " << llvm::formatv("{0:F1}", total > 0 ? 100.0 * share / total : 0.0) << "% of rows";
     }
+    // Rows that leave their rank: those whose expert's chosen copy is elsewhere.
+    double offRank = 0;
+    for (int64_t r = 0; r < placed.ranks(); ++r) {
+      SmallVector<int64_t> slots = placed.slotsFor(r);
+      for (int64_t e = 0; e < experts; ++e)
+        if (slots[e] < placed.bounds[r] || slots[e] >= placed.bounds[r + 1])
+          offRank += (loads.empty() ? 1.0 : loads[e]) / double(placed.ranks());
+    }
     remark << "; each routed row sent to another rank moves " << rowBytes << " bytes there and "
            << rowBytes << " back (expected share sent off-rank with tokens spread evenly: "
-           << llvm::formatv("{0:F1}", 100.0 * (1.0 - 1.0 / double(ranks))) << "%)";
+           << llvm::formatv("{0:F1}", total > 0 ? 100.0 * offRank / total : 0.0) << "%)";
   }
 };
 

@@ -64,7 +64,7 @@ class CompileReport:
 _OPTIONS = {  # keyword -> moe-compile flag
     "target": "--target", "chip": "--chip", "cpu": "--cpu", "features": "--features", "gpu_format": "--gpu-format",
     "entry": "--entry", "weights_as_inputs": "--weights-as-inputs", "jobs": "--jobs", "cost_tokens": "--cost-tokens",
-    "ranks": "--ranks", "placement": "--placement", "expert_profile": "--expert-profile",
+    "ranks": "--ranks", "placement": "--placement", "expert_profile": "--expert-profile", "replicas": "--replicas",
 }
 _SWITCHES = {"optimize": "--optimize", "share_layers": "--share-layers", "wgmma": "--wgmma"}
 

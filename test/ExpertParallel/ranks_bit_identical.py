@@ -6,7 +6,9 @@
 # DeepSeek-V3 grouped routing with a selection bias and a shared expert,
 # MoE++ zero-computation experts (zero, copy, constant) with a gating
 # residual, 6 experts on 4 ranks, every token routed to the same two
-# experts (ranks that receive nothing), and a rank with no tokens at all.
+# experts (ranks that receive nothing), a rank with no tokens at all, and
+# replicated hot experts (balanced placement with replicas, also 3 experts
+# on 4 ranks, which needs them).
 # The JIT (moe-run --ranks=3 under mpirun, no moe-optimize) matches the
 # single-process moe-run bit for bit too, and so does a layer whose weights
 # are constants of the program (dense and dense_resource), which every
@@ -34,6 +36,7 @@ DEEPSEEK = dict(experts=[("ffn", 16)], activation="swiglu",
 MOEPP = dict(experts=[("ffn", 6), ("zero", 1), ("copy", 1), ("constant", 2)], activation="gelu",
              routing=dict(scoring="softmax", k=2), residual=True)
 SIX = dict(experts=[("ffn", 6)], activation="relu", routing=dict(scoring="softmax", k=2))
+THREE = dict(experts=[("ffn", 3)], activation="swiglu", routing=dict(scoring="softmax", k=1))
 
 # (name, config, dtype, tokens of each rank for 4 ranks, placements, skew)
 CASES = [
@@ -44,6 +47,8 @@ CASES = [
     ("six-experts", SIX, "f32", [5, 9, 3, 8], ("contiguous", "balanced"), False),
     ("one-hot-routing", MIXTRAL, "f32", [6, 6, 6, 6], ("contiguous",), True),
     ("rank-without-tokens", MIXTRAL, "f32", [8, 0, 11, 4], ("round-robin",), False),
+    ("replicas", MIXTRAL, "f32", [9, 6, 8, 7], ("balanced+replicas=3",), True),
+    ("three-experts", THREE, "f32", [5, 6, 7, 4], ("balanced+replicas=2",), False),
 ]
 
 
@@ -170,6 +175,9 @@ def main():
             expected = [np.load(os.path.join(single, "out", f"output_{i}.npy")) for i in range(2)]
             # Per-expert loads for the balanced placement: skewed on purpose.
             loads = np.arange(1, dict(cfg["experts"])["ffn"] + 1, dtype=np.float64) ** 2
+            if skew:  # the profile of the skewed routing: experts 3 and 5 hot, replicated
+                loads = np.ones_like(loads)
+                loads[3], loads[5] = 100.0, 50.0
             np.save(os.path.join(work, "loads.npy"), loads)
             for ranks in (1, 2, 3, 4):
                 sizes = split[:ranks - 1] + [sum(split[ranks - 1:])]
@@ -183,14 +191,17 @@ def main():
                         rank_inputs += ["--input", os.path.join(work, f"{n}.{ranks}.%r.npy")]
                     else:
                         rank_inputs += ["--input", os.path.join(work, f"{n}.npy")]
-                for placement in placements:
-                    tag = f"{name} ranks={ranks} placement={placement}"
-                    art = os.path.join(work, f"ep{ranks}-{placement}", "liblayer.so")
-                    flags = [f"--ranks={ranks}", f"--placement={placement}"]
+                for spec in placements:
+                    placement, _, replicas = spec.partition("+replicas=")
+                    # At most one copy of an expert per rank.
+                    replicas = min(int(replicas or 0), dict(cfg["experts"])["ffn"] * (ranks - 1))
+                    tag = f"{name} ranks={ranks} placement={placement} replicas={replicas}"
+                    art = os.path.join(work, f"ep{ranks}-{spec}", "liblayer.so")
+                    flags = [f"--ranks={ranks}", f"--placement={placement}", f"--replicas={replicas}"]
                     if placement == "balanced":
                         flags.append(f"--expert-profile={os.path.join(work, 'loads.npy')}")
                     run([f"{BIN}/moe-compile", src, "-o", art, *flags])
-                    outdir = os.path.join(work, f"out{ranks}-{placement}.%r")
+                    outdir = os.path.join(work, f"out{ranks}-{spec}.%r")
                     run([*MPIRUN, "-np", str(ranks), f"{BIN}/moe-exec", art, *rank_inputs, "--output-dir", outdir],
                         env=dict(os.environ, MOE_EP_TIMEOUT_S="60"))
                     same = True

@@ -3,6 +3,7 @@
 // RUN: moe-opt %s --moe-shard-experts="ranks=2 placement=balanced expert-loads=8,1,1,1,1,1,1,8" --split-input-file 2>&1 >/dev/null | FileCheck %s --check-prefix=BAL
 // RUN: moe-opt %s --moe-shard-experts="ranks=3" --split-input-file 2>&1 >/dev/null | FileCheck %s --check-prefix=THREE
 // RUN: moe-opt %s --moe-shard-experts="ranks=2" "--moe-cost-report=tokens=16" --split-input-file -o /dev/null 2>/dev/null | FileCheck %s --check-prefix=COST
+// RUN: moe-opt %s --moe-shard-experts="ranks=3 placement=balanced expert-loads=30,1,1,1,1,1,1,10 replicas=2" --split-input-file 2>&1 | FileCheck %s --check-prefix=REP
 
 // Mixtral on 2 ranks: the entry dispatches on the rank; each rank's copy
 // routes its own tokens, exchanges rows, runs its 4 experts (a view of the
@@ -38,6 +39,19 @@
 // COST-NEXT: moe.grouped_matmul {{.*}} 1048576
 // COST: moe.all_to_all_return {{.*}} 16384 4096
 // COST: total {{.*}} 8192
+
+// Two replicas of the hottest expert (0: 30 of 46 loads) on the three ranks:
+// 10 slots; each rank routes expert 0 to its own copy (slot 0, 2, 6).
+// REP-LABEL: remark: expert placement (balanced, 3 ranks, measured loads): 2 replicas; rank 0 experts [0,7] 43.5% of rows; rank 1 experts [0,1,3,5] 28.3% of rows; rank 2 experts [0,2,4,6] 28.3% of rows
+// REP-SAME: expected share sent off-rank with tokens spread evenly: 23.2%
+// REP-LABEL: func.func private @mixtral__rank0
+// REP: arith.constant dense<[0, 3, 7, 4, 8, 5, 9, 1]> : tensor<8xi32>
+// REP: moe.dispatch {{.*}} experts = 10
+// REP: moe.all_to_all_dispatch {{.*}} bounds = [0, 2, 6, 10] rank = 0
+// REP-LABEL: func.func private @mixtral__rank1
+// REP: arith.constant dense<[2, 3, 7, 4, 8, 5, 9, 1]> : tensor<8xi32>
+// REP-LABEL: func.func private @mixtral__rank2
+// REP: arith.constant dense<[6, 3, 7, 4, 8, 5, 9, 1]> : tensor<8xi32>
 
 // Round-robin renumbers the experts (rank 0 owns 0, 2, 4, 6) and gathers
 // the rank's weights from four slices.

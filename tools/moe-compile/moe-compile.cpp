@@ -128,6 +128,11 @@ static cl::opt<std::string> placement("placement",
                                       cl::desc("With --ranks: contiguous (default), round-robin, or balanced "
                                                "(needs --expert-profile)"),
                                       cl::init("contiguous"), cl::cat(category));
+static cl::opt<int64_t> replicas(
+    "replicas",
+    cl::desc("With --ranks and --placement=balanced: extra copies of the hottest experts of each layer, "
+             "on other ranks (results unchanged)"),
+    cl::init(0), cl::cat(category));
 static cl::opt<std::string> expertProfile(
     "expert-profile",
     cl::desc("With --ranks: a .npy of routed tokens per expert, [E] for every layer or [L, E] one row per "
@@ -291,7 +296,7 @@ static int compile() {
   if (!optimize)
     optimizations.disableOptimizations();
   if (std::string flagError; !mlir::moe::setExpertParallelOptions(
-          ranks, placement, placement.getNumOccurrences() > 0, expertProfile, optimizations, flagError))
+          ranks, placement, placement.getNumOccurrences() > 0, expertProfile, replicas, optimizations, flagError))
     return failWith(flagError);
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
@@ -394,7 +399,7 @@ static int compile() {
     programKey = mlir::moe::CompileCache::key(
         {"program", spec.target, chip, features, gpuFormat, wgmma ? "wgmma" : "", optimize ? "optimize" : "",
          shareLayers ? "share-layers" : "", machine->getTargetTriple().str(), machine->getTargetCPU(),
-         machine->getTargetFeatureString(), "ranks=" + std::to_string(ranks), placement, expertProfile},
+         machine->getTargetFeatureString(), "ranks=" + std::to_string(ranks), placement, expertProfile, "replicas=" + std::to_string(replicas)},
         [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
     programObject = cache.lookup("program-object", programKey);
   }

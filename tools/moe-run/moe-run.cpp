@@ -123,6 +123,11 @@ static cl::opt<int64_t> ranks(
 static cl::opt<std::string> placement("placement",
                                       cl::desc("With --ranks: contiguous (default), round-robin or balanced"),
                                       cl::init("contiguous"), cl::cat(category));
+static cl::opt<int64_t> replicas(
+    "replicas",
+    cl::desc("With --ranks and --placement=balanced: extra copies of the hottest experts of each layer, "
+             "on other ranks (results unchanged)"),
+    cl::init(0), cl::cat(category));
 static cl::opt<std::string> expertProfile(
     "expert-profile", cl::desc("With --ranks: a .npy of routed tokens per expert for --placement=balanced"),
     cl::value_desc("loads.npy"), cl::cat(category));
@@ -284,7 +289,7 @@ int main(int argc, char **argv) {
   mlir::moe::MoeOptimizeOptions expertParallel;
   expertParallel.disableOptimizations();
   if (std::string error; !mlir::moe::setExpertParallelOptions(ranks, placement, placement.getNumOccurrences() > 0,
-                                                              expertProfile, expertParallel, error))
+                                                              expertProfile, replicas, expertParallel, error))
     return failWith(error);
   if (ranks > 0 && gpuEmulation)
     return failWith("--ranks runs the CPU program (expert-parallel GPU programs are not built yet)");

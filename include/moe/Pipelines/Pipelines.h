@@ -47,6 +47,9 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
       llvm::cl::init("contiguous")};
   PassOptions::ListOption<double> expertLoads{
       *this, "expert-loads", llvm::cl::desc("With ranks: routed tokens per expert (placement=balanced)")};
+  PassOptions::Option<int64_t> replicas{
+      *this, "replicas", llvm::cl::desc("With ranks: extra copies of the hottest experts (placement=balanced)"),
+      llvm::cl::init(0)};
 
   /// Only what `ranks` asks for: no optimisation (tools' --optimize=false).
   void disableOptimizations();

@@ -2,9 +2,11 @@
 //
 // The placement of one layer's FFN experts over the ranks of an
 // expert-parallel program (moe-shard-experts): contiguous, round-robin, or
-// balanced on a measured routing profile. Experts are renumbered so that
-// every rank owns a run of consecutive numbers, which is what the exchange
-// ops (bounds) and the per-expert row groups of moe.dispatch need.
+// balanced on a measured routing profile, with replicas of the hottest
+// experts (DeepSeek's EPLB "redundant experts") on more than one rank.
+// Each copy of an expert is a slot; slots are numbered so that every rank
+// owns a run of consecutive numbers, which is what the exchange ops
+// (bounds) and the per-expert row groups of moe.dispatch need.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,28 +28,36 @@ enum class PlacementPolicy { contiguous, roundRobin, balanced };
 std::optional<PlacementPolicy> parsePlacementPolicy(StringRef name);
 StringRef placementPolicyName(PlacementPolicy policy);
 
-/// Rank d owns experts order[bounds[d]] .. order[bounds[d+1] - 1]; within a
-/// rank, experts are in increasing order.
+/// Rank d owns slots [bounds[d], bounds[d+1]); slot i holds expert
+/// order[i]. Within a rank, experts are in increasing order; an expert has
+/// at most one slot per rank.
 struct ExpertPlacement {
   SmallVector<int64_t> order;
   SmallVector<int64_t> bounds;
+  int64_t experts = 0;
 
   int64_t ranks() const { return int64_t(bounds.size()) - 1; }
-  /// The renumbered position of each expert (the inverse of `order`).
-  SmallVector<int64_t> positions() const;
+  int64_t slots() const { return int64_t(order.size()); }
+  /// The slot that tokens of `rank` use for each expert: the expert's copy
+  /// on `rank` when it has one, else copy `rank mod copies`.
+  SmallVector<int64_t> slotsFor(int64_t rank) const;
+  /// One slot per expert, slot e holding expert e.
   bool isIdentity() const;
-  /// The experts of `rank`, in increasing order.
+  /// The experts of `rank`'s slots, in increasing order.
   ArrayRef<int64_t> expertsOf(int64_t rank) const {
     return ArrayRef<int64_t>(order).slice(bounds[rank], bounds[rank + 1] - bounds[rank]);
   }
 };
 
-/// Places `experts` experts on `ranks` ranks. `loads` (empty, or one value
-/// per expert) drives `balanced`: largest load first, each to the rank
-/// with the least load so far (ties: the lower rank). Fails, saying why in
-/// `error`, when a rank would own no expert.
+/// Places `experts` experts on `ranks` ranks, with `replicas` extra copies
+/// (placement=balanced only). `loads` (empty, or one value per expert)
+/// drives `balanced`: each replica goes to the expert with the most load
+/// per copy; then copies, largest load per copy first, each to a rank
+/// without a copy of that expert: an empty one while there is one, else
+/// the one with the least load so far (ties: the lower rank). Fails,
+/// saying why in `error`, when a rank would own no expert.
 std::optional<ExpertPlacement> placeExperts(int64_t experts, int64_t ranks, PlacementPolicy policy,
-                                            ArrayRef<double> loads, std::string &error);
+                                            ArrayRef<double> loads, int64_t replicas, std::string &error);
 
 } // namespace mlir::moe
 

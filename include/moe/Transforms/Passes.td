@@ -292,12 +292,16 @@ def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
     layer, or one row of E per layer in order), so that each rank's
     expected rows are as even as the experts allow. Zero-computation
     experts are computed where their tokens are and never sent; shared
-    experts run on every rank on its own tokens. Each layer gets a remark
+    experts run on every rank on its own tokens. With `replicas=R` (and
+    `balanced`) the R copies go to the experts with the most load per
+    copy (DeepSeek's EPLB "redundant experts"): a rank uses its own copy of
+    an expert when it has one, else copy `rank mod copies`; results are
+    unchanged (every copy computes a row the same way). Each layer gets a remark
     with its placement, each rank's expected share of the routed rows and
     the bytes a token row moves.
 
     Not yet: capacity-limited layers (a global capacity needs the counts
-    of every rank before the drop), replicated experts, and GPU targets.
+    of every rank before the drop) and GPU targets.
 
     ```mlir
     %y, %l = moe.layer %x, %wr ffn(%up, %down) {...}
@@ -312,7 +316,9 @@ def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
     Option<"placement", "placement", "std::string", /*default=*/"\"contiguous\"",
            "Expert placement: contiguous, round-robin or balanced">,
     ListOption<"expertLoads", "expert-loads", "double",
-               "Routed tokens per expert (E values, or E per layer) for placement=balanced">
+               "Routed tokens per expert (E values, or E per layer) for placement=balanced">,
+    Option<"replicas", "replicas", "int64_t", /*default=*/"0",
+           "Extra copies of the hottest experts per layer (placement=balanced)">
   ];
   let dependentDialects = ["::mlir::func::FuncDialect", "::mlir::scf::SCFDialect",
                            "::mlir::tensor::TensorDialect", "::mlir::linalg::LinalgDialect"];
