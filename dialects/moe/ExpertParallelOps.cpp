@@ -74,6 +74,16 @@ LogicalResult AllToAllDispatchOp::verify() {
       failed(check.dim("counts", getCounts().getType(), 0, ranks, "the number of ranks")) ||
       failed(check.dim("counts", getCounts().getType(), 1, local, "this rank's experts")))
     return failure();
+  // all_to_all_c6: a global capacity drops by position, knows k and the
+  // layer's experts, and rectifies nothing.
+  if (CapacityAttr cap = getCapacityAttr()) {
+    if (cap.getDrop() != DropPolicy::position || cap.getRectify() != Rectify::none)
+      return emitOpError("a global capacity keeps the first C rows of each expert: drop = position, no rectify");
+    if (!getK() || *getK() < 1 || !getExperts() || *getExperts() < placed)
+      return emitOpError() << "a capacity needs k >= 1 and experts >= the " << placed << " placed";
+  } else if (getK() || getExperts()) {
+    return emitOpError("k and experts go with a capacity");
+  }
   return success();
 }
 

@@ -739,6 +739,13 @@ def Moe_AllToAllDispatchOp : Moe_Op<"all_to_all_dispatch", [MemoryEffects<[MemRe
     the rows each source rank sent for each local expert, which
     `moe.all_to_all_return` needs to send results back.
 
+    With `capacity` (`drop = position`, with the layer's `k` and `experts`)
+    the capacity is global: `C` follows from the token count of all ranks
+    (every rank's plan holds `k` rows per token), and each local expert
+    keeps its first `C` received rows, which are its first `C` slots in
+    global token order; the others arrive as zero rows, whose results are
+    zero.
+
     ```mlir
     %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %offsets
         bounds = [0, 4, 8] rank = 0
@@ -746,7 +753,9 @@ def Moe_AllToAllDispatchOp : Moe_Op<"all_to_all_dispatch", [MemoryEffects<[MemRe
     ```
   }];
   let arguments = (ins Moe_FloatTensor:$rows, Moe_IndexTensor:$offsets,
-                       DenseI64ArrayAttr:$bounds, I64Attr:$rank);
+                       DenseI64ArrayAttr:$bounds, I64Attr:$rank,
+                       OptionalAttr<Moe_CapacityAttr>:$capacity, OptionalAttr<I64Attr>:$k,
+                       OptionalAttr<I64Attr>:$experts);
   let results = (outs Moe_FloatTensor:$received, Moe_IndexTensor:$local_offsets,
                       Moe_IndexTensor:$counts);
   let assemblyFormat = [{

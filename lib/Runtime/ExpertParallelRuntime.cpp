@@ -292,17 +292,22 @@ int64_t _mlir_ciface_moeEpRank(int64_t ranks) {
 }
 
 /// Exchanges per-expert row counts: fills counts[s][e] (rows source rank s
-/// sends this rank for its local expert e) and returns their sum.
-int64_t _mlir_ciface_moeEpExchangeCounts(MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank, MemRef<2> *counts) {
+/// sends this rank for its local expert e) and global[0] (the plan rows of
+/// all ranks: k per token), and returns the sum of counts.
+int64_t _mlir_ciface_moeEpExchangeCounts(MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank, MemRef<2> *counts,
+                                         int64_t planRows, MemRef<1> *global) {
   Placement p = placementOf(bounds);
   const int32_t *off = int32s(offsets);
-  int64_t width = std::max<int64_t>(p.mostLocal(), 1);
+  // Per peer: its experts' counts, then this rank's plan rows.
+  int64_t width = p.mostLocal() + 1;
   std::vector<int32_t> send(size_t(p.ranks * width), 0), recv(size_t(p.ranks * width), 0);
-  for (int d = 0; d < p.ranks; ++d)
+  for (int d = 0; d < p.ranks; ++d) {
     for (int64_t e = 0; e < p.local(d); ++e) {
       int64_t expert = p.bounds[d] + e;
       send[size_t(d * width + e)] = off[expert + 1] - off[expert];
     }
+    send[size_t(d * width + width - 1)] = int32_t(planRows);
+  }
   MPI_Request request;
   barrierForStats();
   auto start = std::chrono::steady_clock::now();
@@ -311,14 +316,17 @@ int64_t _mlir_ciface_moeEpExchangeCounts(MemRef<1> *offsets, MemRef<1> *bounds, 
     abortJob("MPI_Ialltoall of the row counts failed");
   waitFor(request, "exchange of row counts");
   stats.countSeconds += secondsSince(start);
-  int64_t local = p.local(int(rank)), total = 0;
+  int64_t local = p.local(int(rank)), total = 0, allRows = 0;
   int32_t *out = reinterpret_cast<int32_t *>(counts->aligned) + counts->offset;
-  for (int s = 0; s < p.ranks; ++s)
+  for (int s = 0; s < p.ranks; ++s) {
     for (int64_t e = 0; e < local; ++e) {
       int32_t c = recv[size_t(s * width + e)];
       out[s * counts->strides[0] + e * counts->strides[1]] = c;
       total += c;
     }
+    allRows += recv[size_t(s * width + width - 1)];
+  }
+  reinterpret_cast<int64_t *>(global->aligned)[global->offset] = allRows;
   return total;
 }
 
@@ -367,7 +375,7 @@ static std::vector<RowBlocks> ownerBlocks(const Placement &p, const int32_t *off
 /// Sends each rank its experts' rows; `received` gets this rank's experts'
 /// rows grouped by local expert, then source rank.
 static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank, MemRef<2> *counts,
-                         MemRef<2> *received, MemRef<1> *localOffsets, int64_t elementBytes) {
+                         MemRef<2> *received, MemRef<1> *localOffsets, int64_t keep, int64_t elementBytes) {
   if (!rowsContiguous(rows, "sent") || !rowsContiguous(received, "received"))
     return;
   Placement p = placementOf(bounds);
@@ -381,6 +389,14 @@ static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,
                stats.lastDispatchBytes);
   stats.dispatchSeconds += secondsSince(start);
   ++stats.dispatches;
+  // A global capacity: each expert keeps its first `keep` rows (global
+  // token order); the rest become zero rows, whose results are zero.
+  if (keep < 0)
+    return;
+  const int32_t *loff = int32s(localOffsets);
+  for (int64_t e = 0; e < p.local(int(rank)); ++e)
+    for (int64_t r = loff[e] + keep; r < loff[e + 1]; ++r)
+      std::memset(rowOf(received, r, elementBytes), 0, size_t(rowBytes));
 }
 
 /// Sends each source rank its rows' results back, into the plan's layout.
@@ -407,8 +423,8 @@ static void returnRows(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets, M
 #define MOE_EP_ELEMENT(SUFFIX, BYTES)                                                                        \
   void _mlir_ciface_moeEpDispatchRows_##SUFFIX(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,     \
                                                int64_t rank, MemRef<2> *counts, MemRef<2> *received,       \
-                                               MemRef<1> *localOffsets) {                                  \
-    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, BYTES);                      \
+                                               MemRef<1> *localOffsets, int64_t keep) {                    \
+    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, keep, BYTES);                \
   }                                                                                                          \
   void _mlir_ciface_moeEpReturnRows_##SUFFIX(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets,       \
                                              MemRef<1> *bounds, int64_t rank, MemRef<2> *result) {         \

@@ -157,10 +157,16 @@ static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExpe
   ArrayRef<int64_t> mine = placement.expertsOf(r.rank);
   int64_t local = int64_t(mine.size()), ranks = placement.ranks();
   Type i32 = b.getI32Type();
+  // A capacity is enforced where all of an expert's rows meet: its rank.
+  IntegerAttr k, experts;
+  if (r.capacity) {
+    k = b.getI64IntegerAttr(r.k);
+    experts = b.getI64IntegerAttr(r.numExperts);
+  }
   auto received = AllToAllDispatchOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, element),
       RankedTensorType::get({local + 1}, i32), RankedTensorType::get({ranks, local}, i32), grouped,
-      plan.getExpertOffsets(), placement.bounds, r.rank);
+      plan.getExpertOffsets(), placement.bounds, r.rank, r.capacity, k, experts);
   auto receivedOf = [&](int64_t columns) { return RankedTensorType::get({ShapedType::kDynamic, columns}, element); };
   Value up = selectExperts(b, loc, r.up, mine), down = selectExperts(b, loc, r.down, mine);
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
@@ -187,7 +193,10 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
   Type element = tokensType.getElementType();
   auto indicesType = cast<RankedTensorType>(r.indices.getType());
   int64_t slots = indicesType.getDimSize(1);
-  int64_t rows = planRows(r.capacity, tokens, slots, r.k, r.numExperts);
+  // Expert parallelism plans dropless on each rank: a capacity is applied
+  // where an expert's rows from every rank meet (moe.all_to_all_dispatch).
+  CapacityAttr localCapacity = r.placement ? CapacityAttr() : r.capacity;
+  int64_t rows = planRows(localCapacity, tokens, slots, r.k, r.numExperts);
   auto rowsOf = [&](int64_t columns) { return RankedTensorType::get({rows, columns}, element); };
 
   // Expert parallelism routes to slots (expert copies) numbered so that
@@ -207,7 +216,7 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
   auto plan = DispatchOp::create(
       b, loc, RankedTensorType::get({rows}, b.getI32Type()),
       RankedTensorType::get({planned + 1}, b.getI32Type()), indicesType, r.weights.getType(),
-      indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), planned, r.capacity);
+      indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), planned, localCapacity);
   Value grouped = PermuteOp::create(b, loc, rowsOf(hidden), r.tokens, plan.getRowToken());
   if (r.placement)
     return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan};

@@ -129,10 +129,22 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
       SmallVector<ExpertPlacement> placements;
       for (LayerOp layer : layers) {
         int64_t experts = layer.getNumFfnExperts();
-        if (layer.getCapacityAttr()) {
-          layer.emitError("moe-shard-experts: a layer with a capacity cannot be sharded yet (a global "
-                          "capacity needs every rank's counts before the drop)");
-          return signalPassFailure();
+        // A global capacity is enforced by each expert's owner, which sees
+        // the expert's rows of every rank in global token order: the first
+        // C by position. Other policies need more than the rows there.
+        if (CapacityAttr cap = layer.getCapacityAttr()) {
+          const char *why = cap.getDrop() != DropPolicy::position ? "drop = position only (the owner keeps an "
+                                                                     "expert's first C rows in token order)"
+                            : cap.getRectify() != Rectify::none  ? "no Rectify-Router rectification"
+                            : layer.getNumExperts() != experts   ? "no zero-computation experts (their slots count "
+                                                                   "against the capacity on the token's rank)"
+                            : replicas > 0                       ? "no replicas (the capacity is per expert, not "
+                                                                   "per copy)"
+                                                                 : nullptr;
+          if (why) {
+            layer.emitError() << "moe-shard-experts: a layer with a capacity is sharded with " << why;
+            return signalPassFailure();
+          }
         }
         ArrayRef<double> loads;
         if (perLayerLoads) {

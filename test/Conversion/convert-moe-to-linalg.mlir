@@ -414,7 +414,7 @@ func.func @dequantize_shared_use(%q: tensor<4x16x32xi8>, %s: tensor<4x16xf32>, %
 // The exchange ops: calls of the expert-parallel runtime on descriptors of
 // the operands' buffers; the counts' sum sizes the received rows.
 // CHECK-DAG: func.func private @moeEpRank(i64) -> i64 attributes {llvm.emit_c_interface}
-// CHECK-DAG: func.func private @moeEpExchangeCounts(memref<?xi32, strided<[?], offset: ?>>, memref<?xi64, strided<[?], offset: ?>>, i64, memref<?x?xi32, strided<[?, ?], offset: ?>>) -> i64 attributes {llvm.emit_c_interface}
+// CHECK-DAG: func.func private @moeEpExchangeCounts(memref<?xi32, strided<[?], offset: ?>>, memref<?xi64, strided<[?], offset: ?>>, i64, memref<?x?xi32, strided<[?, ?], offset: ?>>, i64, memref<?xi64, strided<[?], offset: ?>>) -> i64 attributes {llvm.emit_c_interface}
 // CHECK-DAG: func.func private @moeEpDispatchRows_bf16(
 // CHECK-DAG: func.func private @moeEpReturnRows_f32(
 // CHECK-LABEL: func.func @expert_parallel
@@ -438,4 +438,23 @@ func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: ten
   %back = moe.all_to_all_return %o, %counts, %off rows = %c32 bounds = [0, 4, 8] rank = 1
       : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xf32>
   return %rank, %back : index, tensor<32x64xf32>
+}
+
+// -----
+
+// A global capacity: C from all ranks' plan rows (ceil(T * k / E * factor)),
+// passed to the rows' exchange, which zeroes each expert's rows past it.
+// CHECK-LABEL: func.func @expert_parallel_capacity
+// CHECK: %[[GLOBAL:.+]] = memref.alloc() : memref<1xi64>
+// CHECK: call @moeEpExchangeCounts(
+// CHECK: %[[ALL:.+]] = memref.load %[[GLOBAL]]
+// CHECK: arith.divsi %[[ALL]]
+// CHECK: math.ceil
+// CHECK: %[[KEEP:.+]] = arith.fptosi
+// CHECK: call @moeEpDispatchRows_f32({{.*}}, %[[KEEP]])
+func.func @expert_parallel_capacity(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) -> tensor<?x64xf32> {
+  %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 1
+      {capacity = #moe.capacity<factor = 1.25, drop = position>, k = 2 : i64, experts = 8 : i64}
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return %recv : tensor<?x64xf32>
 }

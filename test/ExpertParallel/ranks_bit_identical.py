@@ -8,7 +8,9 @@
 # residual, 6 experts on 4 ranks, every token routed to the same two
 # experts (ranks that receive nothing), a rank with no tokens at all, and
 # replicated hot experts (balanced placement with replicas, also 3 experts
-# on 4 ranks, which needs them).
+# on 4 ranks, which needs them), and capacities that drop (by position,
+# from a factor of all ranks' tokens and a fixed C): the single-process run
+# drops rows too, or the case would prove nothing.
 # The JIT (moe-run --ranks=3 under mpirun, no moe-optimize) matches the
 # single-process moe-run bit for bit too, and so does a layer whose weights
 # are constants of the program (dense and dense_resource), which every
@@ -37,6 +39,9 @@ MOEPP = dict(experts=[("ffn", 6), ("zero", 1), ("copy", 1), ("constant", 2)], ac
              routing=dict(scoring="softmax", k=2), residual=True)
 SIX = dict(experts=[("ffn", 6)], activation="relu", routing=dict(scoring="softmax", k=2))
 THREE = dict(experts=[("ffn", 3)], activation="swiglu", routing=dict(scoring="softmax", k=1))
+# Switch-style capacity, dropping by position: global over all ranks' tokens.
+DROPS = dict(MIXTRAL, capacity=dict(factor=0.75, drop="position"))
+FIXED = dict(SIX, capacity=dict(tokens=3, drop="position", pad=True))
 
 # (name, config, dtype, tokens of each rank for 4 ranks, placements, skew)
 CASES = [
@@ -49,6 +54,8 @@ CASES = [
     ("rank-without-tokens", MIXTRAL, "f32", [8, 0, 11, 4], ("round-robin",), False),
     ("replicas", MIXTRAL, "f32", [9, 6, 8, 7], ("balanced+replicas=3",), True),
     ("three-experts", THREE, "f32", [5, 6, 7, 4], ("balanced+replicas=2",), False),
+    ("capacity-factor", DROPS, "f32", [9, 7, 12, 5], ("contiguous", "round-robin"), False),
+    ("capacity-tokens", FIXED, "f32", [6, 3, 5, 4], ("round-robin",), False),
 ]
 
 
@@ -173,6 +180,15 @@ def main():
             run([f"{BIN}/moe-exec", os.path.join(single, "liblayer.so"), *inputs,
                  "--output-dir", os.path.join(single, "out")])
             expected = [np.load(os.path.join(single, "out", f"output_{i}.npy")) for i in range(2)]
+            if cfg.get("capacity"):
+                k, e = cfg["routing"]["k"], layer.num_experts(cfg)
+                cap = cfg["capacity"]
+                c = cap.get("tokens") or int(np.ceil(total * k / e * cap["factor"]))
+                picks = np.argsort(-expected[1], axis=1, kind="stable")[:, :k]
+                most = np.bincount(picks.ravel(), minlength=e).max()
+                if most <= c:
+                    failures.append(f"{name}: no expert exceeds C = {c}")
+                print(f"     {name}: C = {c}, the busiest expert has {most} slots: rows are dropped")
             # Per-expert loads for the balanced placement: skewed on purpose.
             loads = np.arange(1, dict(cfg["experts"])["ffn"] + 1, dtype=np.float64) ** 2
             if skew:  # the profile of the skewed routing: experts 3 and 5 hot, replicated

@@ -122,3 +122,4 @@ func.func @constant_weights(%x: tensor<?x1xf32>, %wr: tensor<8x1xf32>) -> tensor
     : (tensor<?x1xf32>, tensor<8x1xf32>, tensor<8x1x1xf32>, tensor<8x1x1xf32>) -> (tensor<?x1xf32>, tensor<?x8xf32>)
   return %y : tensor<?x1xf32>
 }
+

@@ -300,8 +300,11 @@ def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
     with its placement, each rank's expected share of the routed rows and
     the bytes a token row moves.
 
-    Not yet: capacity-limited layers (a global capacity needs the counts
-    of every rank before the drop) and GPU targets.
+    A capacity stays global: each expert's owner receives the expert's
+    rows of every rank in global token order and keeps the first `C`, `C`
+    computed from all ranks' tokens (`drop = position`, no rectification,
+    no zero-computation experts, no replicas; other capacities are a clear
+    error). Not yet: GPU targets.
 
     ```mlir
     %y, %l = moe.layer %x, %wr ffn(%up, %down) {...}

@@ -5,7 +5,8 @@
 // through MLIR's C interface: memrefs of any layout go as descriptors, the
 // results are buffers allocated here and handed to bufferization as
 // tensors. The dispatch is two calls: the row counts first, whose sum
-// sizes the buffer of received rows, then the rows.
+// sizes the buffer of received rows, then the rows (with a global capacity,
+// the C that all ranks' tokens give, computed here from their row count).
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,6 +17,7 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -87,6 +89,23 @@ std::string elementSuffix(Type element) {
   return "bf16";
 }
 
+/// C of `cap` over all ranks' tokens (`allRows` plan rows, k per token),
+/// as CapacityAttr::perExpert computes it for one process: a fixed
+/// `tokens`, else ceil(T * k / E * factor) in double.
+Value globalCapacity(OpBuilder &b, Location loc, CapacityAttr cap, Value allRows, int64_t k, int64_t experts) {
+  if (cap.getTokens() > 0)
+    return i64Constant(b, loc, cap.getTokens());
+  Type f64 = b.getF64Type();
+  auto constant = [&](double v) { return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v)).getResult(); };
+  Value tokens = arith::DivSIOp::create(b, loc, allRows, i64Constant(b, loc, k));
+  Value c = arith::SIToFPOp::create(b, loc, f64, tokens);
+  c = arith::MulFOp::create(b, loc, c, constant(double(k)));
+  c = arith::DivFOp::create(b, loc, c, constant(double(experts)));
+  c = arith::MulFOp::create(b, loc, c, constant(cap.getFactor().convertToDouble()));
+  c = math::CeilOp::create(b, loc, c);
+  return arith::FPToSIOp::create(b, loc, b.getI64Type(), c);
+}
+
 struct LowerEpRank : OpRewritePattern<EpRankOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(EpRankOp op, PatternRewriter &b) const override {
@@ -114,22 +133,32 @@ struct LowerAllToAllDispatch : OpRewritePattern<AllToAllDispatchOp> {
     Value rows = readBuffer(b, loc, op.getRows()), offsets = readBuffer(b, loc, op.getOffsets());
     Value boundsBuf = boundsBuffer(b, loc, bounds), rankValue = i64Constant(b, loc, rank);
     Output counts = allocate(b, loc, {ranks, local}, i32, {});
-    func::FuncOp countsFn = runtimeFunction(op, "moeEpExchangeCounts",
-                                            {anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32)},
-                                            {i64});
-    Value total = func::CallOp::create(b, loc, countsFn, ValueRange{offsets, boundsBuf, rankValue, counts.forCall})
+    Output global = allocate(b, loc, {1}, i64, {});
+    Value planRows = arith::IndexCastOp::create(b, loc, i64, memref::DimOp::create(b, loc, rows, 0));
+    func::FuncOp countsFn = runtimeFunction(
+        op, "moeEpExchangeCounts",
+        {anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32), i64, anyMemRef(ctx, 1, i64)},
+        {i64});
+    Value total = func::CallOp::create(b, loc, countsFn,
+                                       ValueRange{offsets, boundsBuf, rankValue, counts.forCall, planRows,
+                                                  global.forCall})
                       .getResult(0);
+    Value keep = i64Constant(b, loc, -1);
+    if (CapacityAttr cap = op.getCapacityAttr()) {
+      Value allRows = memref::LoadOp::create(b, loc, global.buffer, ValueRange{arith::ConstantIndexOp::create(b, loc, 0)});
+      keep = globalCapacity(b, loc, cap, allRows, *op.getK(), *op.getExperts());
+    }
     Value totalRows = arith::IndexCastOp::create(b, loc, b.getIndexType(), total);
     Output received = allocate(b, loc, {ShapedType::kDynamic, width}, element, {totalRows});
     Output localOffsets = allocate(b, loc, {local + 1}, i32, {});
     func::FuncOp rowsFn = runtimeFunction(
         op, "moeEpDispatchRows_" + elementSuffix(element),
         {anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32),
-         anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32)},
+         anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), i64},
         {});
     func::CallOp::create(b, loc, rowsFn,
                          ValueRange{rows, offsets, boundsBuf, rankValue, counts.forCall, received.forCall,
-                                    localOffsets.forCall});
+                                    localOffsets.forCall, keep});
     b.replaceOp(op, {asTensor(b, loc, received.buffer, op.getReceived().getType()),
                      asTensor(b, loc, localOffsets.buffer, op.getLocalOffsets().getType()),
                      asTensor(b, loc, counts.buffer, op.getCounts().getType())});

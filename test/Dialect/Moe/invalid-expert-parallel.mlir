@@ -96,3 +96,32 @@ func.func @all_to_all_c5_element_type(%ys: tensor<?x64xf32>, %c: tensor<2x4xi32>
       : (tensor<?x64xf32>, tensor<2x4xi32>, tensor<9xi32>) -> tensor<32x64xbf16>
   return
 }
+
+// -----
+
+func.func @all_to_all_c6_drop(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{a global capacity keeps the first C rows of each expert: drop = position, no rectify}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
+      {capacity = #moe.capacity<factor = 1.0, drop = probs>, k = 2 : i64, experts = 8 : i64}
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c6_k(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{a capacity needs k >= 1 and experts >= the 8 placed}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
+      {capacity = #moe.capacity<factor = 1.0, drop = position>, experts = 8 : i64}
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c6_orphan(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{k and experts go with a capacity}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0 {k = 2 : i64}
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
