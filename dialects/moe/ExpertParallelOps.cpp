@@ -74,16 +74,25 @@ LogicalResult AllToAllDispatchOp::verify() {
       failed(check.dim("counts", getCounts().getType(), 0, ranks, "the number of ranks")) ||
       failed(check.dim("counts", getCounts().getType(), 1, local, "this rank's experts")))
     return failure();
-  // all_to_all_c6: a global capacity drops by position, knows k and the
-  // layer's experts, and rectifies nothing.
+  // all_to_all_c6: a global capacity drops by position, or by weight with
+  // one weight per row; it knows k and the layer's experts, and rectifies
+  // nothing.
   if (CapacityAttr cap = getCapacityAttr()) {
-    if (cap.getDrop() != DropPolicy::position || cap.getRectify() != Rectify::none)
-      return emitOpError("a global capacity keeps the first C rows of each expert: drop = position, no rectify");
+    bool probs = cap.getDrop() == DropPolicy::probs;
+    if ((cap.getDrop() != DropPolicy::position && !probs) || cap.getRectify() != Rectify::none)
+      return emitOpError("a global capacity keeps C rows of each expert by position or by weight "
+                         "(drop = position or probs), no rectify");
+    if (probs != bool(getRowWeights()))
+      return emitOpError(probs ? "drop = probs needs the rows' weights" : "row weights go with drop = probs");
     if (!getK() || *getK() < 1 || !getExperts() || *getExperts() < placed)
       return emitOpError() << "a capacity needs k >= 1 and experts >= the " << placed << " placed";
-  } else if (getK() || getExperts()) {
-    return emitOpError("k and experts go with a capacity");
+  } else if (getK() || getExperts() || getRowWeights()) {
+    return emitOpError("k, experts and row weights go with a capacity");
   }
+  if (Value w = getRowWeights())
+    if (failed(check.rank("row weights", w.getType(), 1)) ||
+        failed(check.dim("row weights", w.getType(), 0, dimOf(getRows(), 0), "the number of rows")))
+      return failure();
   return success();
 }
 

@@ -739,11 +739,13 @@ def Moe_AllToAllDispatchOp : Moe_Op<"all_to_all_dispatch", [MemoryEffects<[MemRe
     the rows each source rank sent for each local expert, which
     `moe.all_to_all_return` needs to send results back.
 
-    With `capacity` (`drop = position`, with the layer's `k` and `experts`)
-    the capacity is global: `C` follows from the token count of all ranks
-    (every rank's plan holds `k` rows per token), and each local expert
-    keeps its first `C` received rows, which are its first `C` slots in
-    global token order; the others arrive as zero rows, whose results are
+    With `capacity` (with the layer's `k` and `experts`) the capacity is
+    global: `C` follows from the token count of all ranks (every rank's
+    plan holds `k` rows per token), and each local expert keeps `C` of the
+    rows it receives, in global token order: the first `C`
+    (`drop = position`), or, with `row_weights` (`[R]`, each row's gate
+    weight), the `C` highest weights, ties to the earlier row
+    (`drop = probs`). The others arrive as zero rows, whose results are
     zero.
 
     ```mlir
@@ -753,13 +755,14 @@ def Moe_AllToAllDispatchOp : Moe_Op<"all_to_all_dispatch", [MemoryEffects<[MemRe
     ```
   }];
   let arguments = (ins Moe_FloatTensor:$rows, Moe_IndexTensor:$offsets,
+                       Optional<Moe_F32Tensor>:$row_weights,
                        DenseI64ArrayAttr:$bounds, I64Attr:$rank,
                        OptionalAttr<Moe_CapacityAttr>:$capacity, OptionalAttr<I64Attr>:$k,
                        OptionalAttr<I64Attr>:$experts);
   let results = (outs Moe_FloatTensor:$received, Moe_IndexTensor:$local_offsets,
                       Moe_IndexTensor:$counts);
   let assemblyFormat = [{
-    $rows `,` $offsets `bounds` `=` $bounds `rank` `=` $rank
+    $rows `,` $offsets (`weights` `(` $row_weights^ `)`)? `bounds` `=` $bounds `rank` `=` $rank
     attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;

@@ -375,7 +375,8 @@ static std::vector<RowBlocks> ownerBlocks(const Placement &p, const int32_t *off
 /// Sends each rank its experts' rows; `received` gets this rank's experts'
 /// rows grouped by local expert, then source rank.
 static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank, MemRef<2> *counts,
-                         MemRef<2> *received, MemRef<1> *localOffsets, int64_t keep, int64_t elementBytes) {
+                         MemRef<2> *received, MemRef<1> *localOffsets, int64_t keep, int64_t byWeight,
+                         MemRef<1> *weights, int64_t elementBytes) {
   if (!rowsContiguous(rows, "sent") || !rowsContiguous(received, "received"))
     return;
   Placement p = placementOf(bounds);
@@ -389,14 +390,39 @@ static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,
                stats.lastDispatchBytes);
   stats.dispatchSeconds += secondsSince(start);
   ++stats.dispatches;
-  // A global capacity: each expert keeps its first `keep` rows (global
-  // token order); the rest become zero rows, whose results are zero.
+  // A global capacity: each expert keeps `keep` of its rows (they are in
+  // global token order): the first ones, or with weights the heaviest
+  // (ties: the earlier row). The rest become zero rows, whose results are zero.
   if (keep < 0)
     return;
   const int32_t *loff = int32s(localOffsets);
-  for (int64_t e = 0; e < p.local(int(rank)); ++e)
-    for (int64_t r = loff[e] + keep; r < loff[e + 1]; ++r)
-      std::memset(rowOf(received, r, elementBytes), 0, size_t(rowBytes));
+  int64_t local = p.local(int(rank)), total = loff[local];
+  std::vector<float> receivedWeights;
+  // Every rank passes the same byWeight (the op's capacity): all of them
+  // take part in the weights' exchange, or none.
+  if (byWeight) {
+    receivedWeights.resize(size_t(std::max<int64_t>(total, 1)));
+    std::vector<int64_t> unused;
+    exchangeRows(reinterpret_cast<const char *>(reinterpret_cast<float *>(weights->aligned) + weights->offset),
+                 weights->strides[0] * int64_t(sizeof(float)), send,
+                 reinterpret_cast<char *>(receivedWeights.data()), int64_t(sizeof(float)), recv, sizeof(float),
+                 "dispatch of row weights", unused);
+  }
+  std::vector<int64_t> order;
+  for (int64_t e = 0; e < local; ++e) {
+    int64_t first = loff[e], n = loff[e + 1] - loff[e];
+    if (n <= keep)
+      continue;
+    order.resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i)
+      order[size_t(i)] = first + i;
+    if (byWeight)
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return receivedWeights[size_t(a)] > receivedWeights[size_t(b)];
+      });
+    for (int64_t i = keep; i < n; ++i)
+      std::memset(rowOf(received, order[size_t(i)], elementBytes), 0, size_t(rowBytes));
+  }
 }
 
 /// Sends each source rank its rows' results back, into the plan's layout.
@@ -423,8 +449,9 @@ static void returnRows(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets, M
 #define MOE_EP_ELEMENT(SUFFIX, BYTES)                                                                        \
   void _mlir_ciface_moeEpDispatchRows_##SUFFIX(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,     \
                                                int64_t rank, MemRef<2> *counts, MemRef<2> *received,       \
-                                               MemRef<1> *localOffsets, int64_t keep) {                    \
-    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, keep, BYTES);                \
+                                               MemRef<1> *localOffsets, int64_t keep, int64_t byWeight,     \
+                                               MemRef<1> *weights) {                                       \
+    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, keep, byWeight, weights, BYTES); \
   }                                                                                                          \
   void _mlir_ciface_moeEpReturnRows_##SUFFIX(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets,       \
                                              MemRef<1> *bounds, int64_t rank, MemRef<2> *result) {         \

@@ -146,6 +146,42 @@ static Value selectExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<i
   return tensor::ConcatOp::create(b, loc, /*dim=*/0, runs);
 }
 
+/// The gate weight of each row of `plan` (0 for padding): the owner of an
+/// expert with a `probs` capacity keeps its rows by weight.
+static Value rowWeightsOf(OpBuilder &b, Location loc, DispatchOp plan) {
+  Value rowToken = plan.getRowToken(), slotRow = plan.getSlotRow(), slotWeight = plan.getSlotWeight();
+  auto rowsType = cast<RankedTensorType>(rowToken.getType());
+  int64_t slots = cast<RankedTensorType>(slotRow.getType()).getDimSize(1);
+  auto type = RankedTensorType::get(rowsType.getShape(), b.getF32Type());
+  SmallVector<Value> dynamic;
+  if (type.isDynamicDim(0))
+    dynamic.push_back(tb::dimSize(b, loc, rowToken, 0));
+  MLIRContext *ctx = b.getContext();
+  AffineMap id = AffineMap::getMultiDimIdentityMap(1, ctx);
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{rowToken}, ValueRange{tb::empty(b, loc, type, dynamic)},
+      ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>{utils::IteratorType::parallel},
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value row = arith::IndexCastOp::create(nb, nl, nb.getI32Type(), linalg::IndexOp::create(nb, nl, 0));
+        Value zeroI = arith::ConstantIntOp::create(nb, nl, nb.getI32Type(), 0);
+        Value isRow = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sge, a[0], zeroI);
+        Value token = arith::IndexCastOp::create(nb, nl, nb.getIndexType(),
+                                                 arith::SelectOp::create(nb, nl, isRow, a[0], zeroI));
+        // The row is one slot of its token: the slot whose row it is.
+        Value w = arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(0.0f));
+        for (int64_t k = 0; k < slots; ++k) {
+          Value kIndex = arith::ConstantIndexOp::create(nb, nl, k);
+          Value slot = tensor::ExtractOp::create(nb, nl, slotRow, ValueRange{token, kIndex});
+          Value weight = tensor::ExtractOp::create(nb, nl, slotWeight, ValueRange{token, kIndex});
+          Value match = arith::AndIOp::create(
+              nb, nl, isRow, arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, slot, row));
+          w = arith::SelectOp::create(nb, nl, match, weight, w);
+        }
+        linalg::YieldOp::create(nb, nl, ValueRange{w});
+      });
+  return generic.getResult(0);
+}
+
 /// The FFN of an expert-parallel layer: this rank's experts on the rows
 /// the exchange brings, their results sent back, then the combine.
 static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExperts &r, DispatchOp plan,
@@ -159,14 +195,17 @@ static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExpe
   Type i32 = b.getI32Type();
   // A capacity is enforced where all of an expert's rows meet: its rank.
   IntegerAttr k, experts;
+  Value rowWeights;
   if (r.capacity) {
     k = b.getI64IntegerAttr(r.k);
     experts = b.getI64IntegerAttr(r.numExperts);
+    if (r.capacity.getDrop() == DropPolicy::probs)
+      rowWeights = rowWeightsOf(b, loc, plan);
   }
   auto received = AllToAllDispatchOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, element),
       RankedTensorType::get({local + 1}, i32), RankedTensorType::get({ranks, local}, i32), grouped,
-      plan.getExpertOffsets(), placement.bounds, r.rank, r.capacity, k, experts);
+      plan.getExpertOffsets(), rowWeights, placement.bounds, r.rank, r.capacity, k, experts);
   auto receivedOf = [&](int64_t columns) { return RankedTensorType::get({ShapedType::kDynamic, columns}, element); };
   Value up = selectExperts(b, loc, r.up, mine), down = selectExperts(b, loc, r.down, mine);
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);

@@ -130,11 +130,12 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
       for (LayerOp layer : layers) {
         int64_t experts = layer.getNumFfnExperts();
         // A global capacity is enforced by each expert's owner, which sees
-        // the expert's rows of every rank in global token order: the first
-        // C by position. Other policies need more than the rows there.
+        // the expert's rows of every rank in global token order (and their
+        // weights, for probs). slot_position needs the (k, t) order.
         if (CapacityAttr cap = layer.getCapacityAttr()) {
-          const char *why = cap.getDrop() != DropPolicy::position ? "drop = position only (the owner keeps an "
-                                                                     "expert's first C rows in token order)"
+          const char *why = cap.getDrop() == DropPolicy::slot_position
+                                ? "drop = position or probs (the owner sees an expert's rows in token "
+                                  "order, not GShard's (k, t) order)"
                             : cap.getRectify() != Rectify::none  ? "no Rectify-Router rectification"
                             : layer.getNumExperts() != experts   ? "no zero-computation experts (their slots count "
                                                                    "against the capacity on the token's rank)"

@@ -451,7 +451,7 @@ func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: ten
 // CHECK: arith.divsi %[[ALL]]
 // CHECK: math.ceil
 // CHECK: %[[KEEP:.+]] = arith.fptosi
-// CHECK: call @moeEpDispatchRows_f32({{.*}}, %[[KEEP]])
+// CHECK: call @moeEpDispatchRows_f32({{.*}}, %[[KEEP]], %{{.+}}, %{{.+}})
 func.func @expert_parallel_capacity(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) -> tensor<?x64xf32> {
   %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 1
       {capacity = #moe.capacity<factor = 1.25, drop = position>, k = 2 : i64, experts = 8 : i64}

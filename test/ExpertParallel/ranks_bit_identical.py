@@ -8,9 +8,9 @@
 # residual, 6 experts on 4 ranks, every token routed to the same two
 # experts (ranks that receive nothing), a rank with no tokens at all, and
 # replicated hot experts (balanced placement with replicas, also 3 experts
-# on 4 ranks, which needs them), and capacities that drop (by position,
-# from a factor of all ranks' tokens and a fixed C): the single-process run
-# drops rows too, or the case would prove nothing.
+# on 4 ranks, which needs them), and capacities that drop (by position and
+# by weight, from a factor of all ranks' tokens and a fixed C): the
+# single-process run drops rows too, or the case would prove nothing.
 # The JIT (moe-run --ranks=3 under mpirun, no moe-optimize) matches the
 # single-process moe-run bit for bit too, and so does a layer whose weights
 # are constants of the program (dense and dense_resource), which every
@@ -42,6 +42,7 @@ THREE = dict(experts=[("ffn", 3)], activation="swiglu", routing=dict(scoring="so
 # Switch-style capacity, dropping by position: global over all ranks' tokens.
 DROPS = dict(MIXTRAL, capacity=dict(factor=0.75, drop="position"))
 FIXED = dict(SIX, capacity=dict(tokens=3, drop="position", pad=True))
+HEAVIEST = dict(MIXTRAL, capacity=dict(factor=0.75, drop="probs"))
 
 # (name, config, dtype, tokens of each rank for 4 ranks, placements, skew)
 CASES = [
@@ -56,6 +57,7 @@ CASES = [
     ("three-experts", THREE, "f32", [5, 6, 7, 4], ("balanced+replicas=2",), False),
     ("capacity-factor", DROPS, "f32", [9, 7, 12, 5], ("contiguous", "round-robin"), False),
     ("capacity-tokens", FIXED, "f32", [6, 3, 5, 4], ("round-robin",), False),
+    ("capacity-probs", HEAVIEST, "f32", [9, 7, 12, 5], ("contiguous", "round-robin"), False),
 ]
 
 

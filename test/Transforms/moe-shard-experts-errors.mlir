@@ -14,15 +14,15 @@
 // REPPOLICY-LABEL: error: moe-shard-experts: replicated experts are placed by placement=balanced (on a routing profile)
 // REPMANY-LABEL: error: moe-shard-experts: 4 replicas of 3 experts on 2 ranks: at most one copy of an expert per rank, so at most 3 replicas
 
-// A global capacity is kept by each expert's owner, first C rows in token
-// order: the probs policy would need the weights there.
+// A global capacity is kept by each expert's owner, which sees an expert's
+// rows in token order: GShard's (k, t) order is not there.
 func.func @capacity(%x: tensor<16x64xf32>, %wr: tensor<8x64xf32>, %up: tensor<8x256x64xf32>,
                     %down: tensor<8x64x128xf32>) -> tensor<16x64xf32> {
-  // expected-error @+1 {{moe-shard-experts: a layer with a capacity is sharded with drop = position only (the owner keeps an expert's first C rows in token order)}}
+  // expected-error @+1 {{moe-shard-experts: a layer with a capacity is sharded with drop = position or probs (the owner sees an expert's rows in token order, not GShard's (k, t) order)}}
   %y, %z = moe.layer %x, %wr ffn(%up, %down) {
       experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
       routing = #moe.routing<scoring = softmax, k = 2>,
-      capacity = #moe.capacity<factor = 1.0, drop = probs, pad = true>}
+      capacity = #moe.capacity<factor = 1.0, drop = slot_position, pad = true>}
     : (tensor<16x64xf32>, tensor<8x64xf32>, tensor<8x256x64xf32>, tensor<8x64x128xf32>)
     -> (tensor<16x64xf32>, tensor<16x8xf32>)
   return %y : tensor<16x64xf32>

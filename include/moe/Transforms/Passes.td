@@ -301,10 +301,11 @@ def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
     the bytes a token row moves.
 
     A capacity stays global: each expert's owner receives the expert's
-    rows of every rank in global token order and keeps the first `C`, `C`
-    computed from all ranks' tokens (`drop = position`, no rectification,
-    no zero-computation experts, no replicas; other capacities are a clear
-    error). Not yet: GPU targets.
+    rows of every rank in global token order (with their weights for
+    `drop = probs`) and keeps `C` of them as one process would, `C`
+    computed from all ranks' tokens (`position` or `probs`, no
+    rectification, no zero-computation experts, no replicas; other
+    capacities are a clear error). Not yet: GPU targets.
 
     ```mlir
     %y, %l = moe.layer %x, %wr ffn(%up, %down) {...}

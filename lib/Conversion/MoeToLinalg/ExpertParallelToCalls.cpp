@@ -154,11 +154,15 @@ struct LowerAllToAllDispatch : OpRewritePattern<AllToAllDispatchOp> {
     func::FuncOp rowsFn = runtimeFunction(
         op, "moeEpDispatchRows_" + elementSuffix(element),
         {anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32),
-         anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), i64},
+         anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), i64, i64, anyMemRef(ctx, 1, b.getF32Type())},
         {});
+    // The rows' weights for a probs capacity; none (0 of them) otherwise.
+    Value weights = op.getRowWeights() ? readBuffer(b, loc, op.getRowWeights())
+                                       : allocate(b, loc, {0}, b.getF32Type(), {}).forCall;
     func::CallOp::create(b, loc, rowsFn,
                          ValueRange{rows, offsets, boundsBuf, rankValue, counts.forCall, received.forCall,
-                                    localOffsets.forCall, keep});
+                                    localOffsets.forCall, keep, i64Constant(b, loc, op.getRowWeights() ? 1 : 0),
+                                    weights});
     b.replaceOp(op, {asTensor(b, loc, received.buffer, op.getReceived().getType()),
                      asTensor(b, loc, localOffsets.buffer, op.getLocalOffsets().getType()),
                      asTensor(b, loc, counts.buffer, op.getCounts().getType())});

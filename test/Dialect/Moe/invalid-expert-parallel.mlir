@@ -100,9 +100,9 @@ func.func @all_to_all_c5_element_type(%ys: tensor<?x64xf32>, %c: tensor<2x4xi32>
 // -----
 
 func.func @all_to_all_c6_drop(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
-  // expected-error @+1 {{a global capacity keeps the first C rows of each expert: drop = position, no rectify}}
+  // expected-error @+1 {{a global capacity keeps C rows of each expert by position or by weight (drop = position or probs), no rectify}}
   %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
-      {capacity = #moe.capacity<factor = 1.0, drop = probs>, k = 2 : i64, experts = 8 : i64}
+      {capacity = #moe.capacity<factor = 1.0, drop = slot_position>, k = 2 : i64, experts = 8 : i64}
       : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
   return
 }
@@ -120,8 +120,28 @@ func.func @all_to_all_c6_k(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
 // -----
 
 func.func @all_to_all_c6_orphan(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
-  // expected-error @+1 {{k and experts go with a capacity}}
+  // expected-error @+1 {{k, experts and row weights go with a capacity}}
   %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0 {k = 2 : i64}
       : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c6_probs_weights(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
+  // expected-error @+1 {{drop = probs needs the rows' weights}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
+      {capacity = #moe.capacity<factor = 1.0, drop = probs>, k = 2 : i64, experts = 8 : i64}
+      : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
+  return
+}
+
+// -----
+
+func.func @all_to_all_c6_weights_rows(%xs: tensor<32x64xf32>, %off: tensor<9xi32>, %w: tensor<16xf32>) {
+  // expected-error @+1 {{row weights dimension 0 (16) must equal the number of rows (32)}}
+  %r, %l, %c = moe.all_to_all_dispatch %xs, %off weights(%w) bounds = [0, 4, 8] rank = 0
+      {capacity = #moe.capacity<factor = 1.0, drop = probs>, k = 2 : i64, experts = 8 : i64}
+      : (tensor<32x64xf32>, tensor<9xi32>, tensor<16xf32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
   return
 }
