@@ -26,9 +26,10 @@ LogicalResult EpRankOp::verify() {
   return success();
 }
 
-/// The checks both exchange ops make of `bounds` and `rank`; sets the
-/// number of experts the placement covers and this rank's share of them.
-static LogicalResult verifyPlacement(Operation *op, ArrayRef<int64_t> bounds, int64_t rank,
+/// The checks both exchange ops make of `bounds`, `rank` and the plan's
+/// `offsets`; sets the number of experts the placement covers and this
+/// rank's share of them.
+static LogicalResult verifyPlacement(Operation *op, ArrayRef<int64_t> bounds, int64_t rank, Value offsets,
                                      int64_t &placedExperts, int64_t &localExperts) {
   // all_to_all_c1: bounds of at least one rank, from 0, never decreasing.
   if (bounds.size() < 2 || int64_t(bounds.size()) > kMaxRanks + 1)
@@ -46,26 +47,27 @@ static LogicalResult verifyPlacement(Operation *op, ArrayRef<int64_t> bounds, in
     return op->emitOpError() << "rank " << rank << " is not one of the " << ranks << " ranks of bounds";
   placedExperts = bounds.back();
   localExperts = bounds[rank + 1] - bounds[rank];
+  // all_to_all_c3: the plan describes every placed expert.
+  if (failed(ShapeChecker(op).rank("offsets", offsets.getType(), 1)))
+    return failure();
+  int64_t planned = dimOf(offsets, 0);
+  if (!ShapedType::isDynamic(planned) && planned - 1 < placedExperts)
+    return op->emitOpError() << "offsets describe " << planned - 1 << " experts, fewer than the "
+                             << placedExperts << " the bounds place";
   return success();
 }
 
 LogicalResult AllToAllDispatchOp::verify() {
   ShapeChecker check(*this);
   int64_t placed = 0, local = 0;
-  if (failed(verifyPlacement(*this, getBounds(), getRank(), placed, local)))
+  if (failed(verifyPlacement(*this, getBounds(), getRank(), getOffsets(), placed, local)))
     return failure();
   int64_t ranks = int64_t(getBounds().size()) - 1;
   if (failed(check.rank("rows", getRows().getType(), 2)) ||
-      failed(check.rank("offsets", getOffsets().getType(), 1)) ||
       failed(check.rank("received", getReceived().getType(), 2)) ||
       failed(check.rank("local offsets", getLocalOffsets().getType(), 1)) ||
       failed(check.rank("counts", getCounts().getType(), 2)))
     return failure();
-  // all_to_all_c3: the plan describes every placed expert.
-  int64_t planned = dimOf(getOffsets(), 0);
-  if (!ShapedType::isDynamic(planned) && planned - 1 < placed)
-    return emitOpError() << "offsets describe " << planned - 1 << " experts, fewer than the "
-                         << placed << " the bounds place";
   // all_to_all_c4: results shaped by the placement.
   if (failed(check.dim("received", getReceived().getType(), 1, dimOf(getRows(), 1), "the row width")) ||
       failed(check.sameElementType("received", getReceived().getType(), "rows", getRows().getType())) ||
@@ -99,18 +101,13 @@ LogicalResult AllToAllDispatchOp::verify() {
 LogicalResult AllToAllReturnOp::verify() {
   ShapeChecker check(*this);
   int64_t placed = 0, local = 0;
-  if (failed(verifyPlacement(*this, getBounds(), getRank(), placed, local)))
+  if (failed(verifyPlacement(*this, getBounds(), getRank(), getOffsets(), placed, local)))
     return failure();
   int64_t ranks = int64_t(getBounds().size()) - 1;
   if (failed(check.rank("rows", getRows().getType(), 2)) ||
       failed(check.rank("counts", getCounts().getType(), 2)) ||
-      failed(check.rank("offsets", getOffsets().getType(), 1)) ||
       failed(check.rank("result", getResult().getType(), 2)))
     return failure();
-  int64_t planned = dimOf(getOffsets(), 0);
-  if (!ShapedType::isDynamic(planned) && planned - 1 < placed)
-    return emitOpError() << "offsets describe " << planned - 1 << " experts, fewer than the "
-                         << placed << " the bounds place";
   // all_to_all_c5: counts from the matching dispatch; the result has the
   // rows' width and element type.
   if (failed(check.dim("counts", getCounts().getType(), 0, ranks, "the number of ranks")) ||

@@ -6,9 +6,31 @@
 
 #include <cmath>
 
-bool mlir::moe::setExpertParallelOptions(int64_t ranks, const std::string &placement, bool placementGiven,
-                                         const std::string &profile, int64_t replicas,
-                                         MoeOptimizeOptions &options, std::string &error) {
+namespace cl = llvm::cl;
+
+mlir::moe::ExpertParallelFlags::ExpertParallelFlags(cl::OptionCategory &category)
+    : ranks("ranks",
+            cl::desc("Expert parallelism: N processes (MPI ranks, `mpirun -np N`), each running the program on "
+                     "its own tokens and holding its share of every layer's experts; rows travel between ranks "
+                     "with MPI all-to-all (CPU only; docs/expert-parallel.md). Under mpirun, %r in the paths of "
+                     "the runners' --input, --reference and --output-dir is the rank. 0: one process (default)"),
+            cl::init(0), cl::cat(category)),
+      placement("placement",
+                cl::desc("With --ranks: contiguous (default), round-robin, or balanced (needs --expert-profile)"),
+                cl::init("contiguous"), cl::cat(category)),
+      expertProfile("expert-profile",
+                    cl::desc("With --ranks: a .npy of routed tokens per expert, [E] for every layer or [L, E] one "
+                             "row per layer (moe-run --routing-profile writes it), that --placement=balanced "
+                             "balances and the placement remarks report"),
+                    cl::value_desc("loads.npy"), cl::cat(category)),
+      replicas("replicas",
+               cl::desc("With --ranks and --placement=balanced: extra copies of the hottest experts of each "
+                        "layer, on other ranks (results unchanged)"),
+               cl::init(0), cl::cat(category)) {}
+
+bool mlir::moe::ExpertParallelFlags::apply(MoeOptimizeOptions &options, std::string &error) const {
+  const std::string &profile = expertProfile;
+  bool placementGiven = placement.getNumOccurrences() > 0;
   if (ranks < 0 || ranks > (1 << 16)) {
     error = "--ranks must be between 0 and 65536, got " + std::to_string(ranks);
     return false;
@@ -39,9 +61,9 @@ bool mlir::moe::setExpertParallelOptions(int64_t ranks, const std::string &place
       loads.push_back(load);
     }
   }
-  options.ranks = ranks;
-  options.placement = placement;
+  options.ranks = ranks.getValue();
+  options.placement = placement.getValue();
   options.expertLoads = loads;
-  options.replicas = replicas;
+  options.replicas = replicas.getValue();
   return true;
 }

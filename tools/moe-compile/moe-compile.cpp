@@ -117,27 +117,7 @@ static cl::opt<bool> keepTemps("keep-temps",
                                cl::desc("Keep the object and the C wrapper next to the output"),
                                cl::init(false), cl::cat(category));
 
-static cl::opt<int64_t> ranks(
-    "ranks",
-    cl::desc("Expert parallelism: compile for N processes (MPI ranks, `mpirun -np N`), each running the "
-             "program on its own tokens and holding its share of every layer's experts; rows travel "
-             "between ranks with MPI all-to-all (CPU only; docs/expert-parallel.md). 0: one process "
-             "(default)"),
-    cl::init(0), cl::cat(category));
-static cl::opt<std::string> placement("placement",
-                                      cl::desc("With --ranks: contiguous (default), round-robin, or balanced "
-                                               "(needs --expert-profile)"),
-                                      cl::init("contiguous"), cl::cat(category));
-static cl::opt<int64_t> replicas(
-    "replicas",
-    cl::desc("With --ranks and --placement=balanced: extra copies of the hottest experts of each layer, "
-             "on other ranks (results unchanged)"),
-    cl::init(0), cl::cat(category));
-static cl::opt<std::string> expertProfile(
-    "expert-profile",
-    cl::desc("With --ranks: a .npy of routed tokens per expert, [E] for every layer or [L, E] one row per "
-             "layer, that --placement=balanced balances and the placement remarks report"),
-    cl::value_desc("loads.npy"), cl::cat(category));
+static mlir::moe::ExpertParallelFlags expertParallelFlags(category);
 
 static cl::opt<std::string> reportFile(
     "report",
@@ -289,14 +269,13 @@ static int compile() {
                     "instructions), got --target=" + target + " --chip=" + chip);
   if (!llvm::StringRef(outputFile).ends_with(".so"))
     return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
-  if (ranks > 0 && target == "gpu")
+  if (expertParallelFlags.ranks > 0 && target == "gpu")
     return failWith("--ranks: expert-parallel artifacts are CPU-only so far (the NCCL transport of GPU "
                     "artifacts is not built yet); use --target=cpu");
   mlir::moe::MoeOptimizeOptions optimizations;
   if (!optimize)
     optimizations.disableOptimizations();
-  if (std::string flagError; !mlir::moe::setExpertParallelOptions(
-          ranks, placement, placement.getNumOccurrences() > 0, expertProfile, replicas, optimizations, flagError))
+  if (std::string flagError; !expertParallelFlags.apply(optimizations, flagError))
     return failWith(flagError);
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
@@ -399,12 +378,14 @@ static int compile() {
     programKey = mlir::moe::CompileCache::key(
         {"program", spec.target, chip, features, gpuFormat, wgmma ? "wgmma" : "", optimize ? "optimize" : "",
          shareLayers ? "share-layers" : "", machine->getTargetTriple().str(), machine->getTargetCPU(),
-         machine->getTargetFeatureString(), "ranks=" + std::to_string(ranks), placement, expertProfile, "replicas=" + std::to_string(replicas)},
+         machine->getTargetFeatureString(), "ranks=" + std::to_string(expertParallelFlags.ranks),
+         expertParallelFlags.placement, expertParallelFlags.expertProfile,
+         "replicas=" + std::to_string(expertParallelFlags.replicas)},
         [&](llvm::raw_ostream &os) { module->print(os, OpPrintingFlags().printGenericOpForm()); });
     programObject = cache.lookup("program-object", programKey);
   }
   PassManager pm(&context);
-  if (optimize || ranks > 0)
+  if (optimize || expertParallelFlags.ranks > 0)
     mlir::moe::buildMoeOptimizePipeline(pm, optimizations);
   if (spec.gpu) {
     mlir::moe::MoeGpuPipelineOptions options;
@@ -485,7 +466,7 @@ static int compile() {
   if (!spec.gpu)
     args.push_back("-l:libomp.so.5");
   // Expert-parallel artifacts call MPI through libmoe_ep_runtime, copied next to them.
-  if (ranks > 0) {
+  if (expertParallelFlags.ranks > 0) {
     llvm::SmallString<128> epCopy(outDir);
     llvm::sys::path::append(epCopy, "libmoe_ep_runtime.so");
     std::string ep = siblingLibrary("libmoe_ep_runtime.so", MOE_EP_RUNTIME_LIBRARY);

@@ -114,23 +114,7 @@ static cl::opt<double> tolerance("tolerance",
                                  cl::desc("Largest relative error --reference accepts (default: 1e-5 "
                                           "f32/f64, 2e-3 f16, 8e-3 bf16, 0 integers)"),
                                  cl::init(-1.0), cl::cat(category));
-static cl::opt<int64_t> ranks(
-    "ranks",
-    cl::desc("Expert parallelism: run as one of N processes under `mpirun -np N`, on this process's "
-             "tokens, holding its share of the experts (docs/expert-parallel.md); %r in the paths of "
-             "--input, --reference and --output-dir is the rank. 0: one process (default)"),
-    cl::init(0), cl::cat(category));
-static cl::opt<std::string> placement("placement",
-                                      cl::desc("With --ranks: contiguous (default), round-robin or balanced"),
-                                      cl::init("contiguous"), cl::cat(category));
-static cl::opt<int64_t> replicas(
-    "replicas",
-    cl::desc("With --ranks and --placement=balanced: extra copies of the hottest experts of each layer, "
-             "on other ranks (results unchanged)"),
-    cl::init(0), cl::cat(category));
-static cl::opt<std::string> expertProfile(
-    "expert-profile", cl::desc("With --ranks: a .npy of routed tokens per expert for --placement=balanced"),
-    cl::value_desc("loads.npy"), cl::cat(category));
+static mlir::moe::ExpertParallelFlags expertParallelFlags(category);
 static cl::opt<std::string> routingProfile(
     "routing-profile",
     cl::desc("Write how many of the inputs' tokens each layer routes to each of its FFN experts, as a .npy "
@@ -288,12 +272,11 @@ int main(int argc, char **argv) {
     return failWith("--emulate-wgmma applies to --gpu-emulation only");
   mlir::moe::MoeOptimizeOptions expertParallel;
   expertParallel.disableOptimizations();
-  if (std::string error; !mlir::moe::setExpertParallelOptions(ranks, placement, placement.getNumOccurrences() > 0,
-                                                              expertProfile, replicas, expertParallel, error))
+  if (std::string error; !expertParallelFlags.apply(expertParallel, error))
     return failWith(error);
-  if (ranks > 0 && gpuEmulation)
+  if (expertParallelFlags.ranks > 0 && gpuEmulation)
     return failWith("--ranks runs the CPU program (expert-parallel GPU programs are not built yet)");
-  if (ranks > 0 && std::string(MOE_EP_RUNTIME_LIBRARY).empty())
+  if (expertParallelFlags.ranks > 0 && std::string(MOE_EP_RUNTIME_LIBRARY).empty())
     return failWith("--ranks: libmoe_ep_runtime.so was not built (the build found no MPI; install libopenmpi-dev)");
   if (std::optional<std::string> rank = support::launcherRank()) {
     for (std::string &path : inputs)
@@ -333,7 +316,7 @@ int main(int argc, char **argv) {
   unsigned userResults = entry.getNumResults();
   SmallVector<int64_t> profiledExperts;
   if (!routingProfile.empty()) {
-    if (ranks > 0)
+    if (expertParallelFlags.ranks > 0)
       return failWith("--routing-profile measures one process's routing: run it without --ranks");
     FailureOr<SmallVector<int64_t>> experts = mlir::moe::appendRoutingResults(entry);
     if (failed(experts))
@@ -454,7 +437,7 @@ int main(int argc, char **argv) {
     mlir::moe::buildMoeGpuEmulationPipeline(pm, options);
   }
   else {
-    if (ranks > 0)
+    if (expertParallelFlags.ranks > 0)
       mlir::moe::buildMoeOptimizePipeline(pm, expertParallel);
     mlir::moe::MoeCpuPipelineOptions options;
     options.vectorBits = vectorBits ? unsigned(vectorBits) : mlir::moe::preferredVectorBits(*machine);
@@ -483,7 +466,7 @@ int main(int argc, char **argv) {
   std::string runnerUtils = MOE_C_RUNNER_UTILS, openmp = MOE_OPENMP_LIBRARY;
   SmallVector<StringRef> libs = {runnerUtils, openmp};
   std::string expertParallelRuntime = MOE_EP_RUNTIME_LIBRARY;
-  if (ranks > 0)
+  if (expertParallelFlags.ranks > 0)
     libs.push_back(expertParallelRuntime);
   options.sharedLibPaths = libs;
   auto engine = ExecutionEngine::create(*module, options, mlir::moe::createCpuTargetMachine("host", targetError));
@@ -545,7 +528,7 @@ int main(int argc, char **argv) {
     if (llvm::Error err = (*engine)->invokePacked("_mlir_ciface_" + name, packed))
       return failWith("running @" + name + " failed: " + llvm::toString(std::move(err)));
     // What the expert-parallel runtime refused (another number of processes).
-    if (ranks > 0)
+    if (expertParallelFlags.ranks > 0)
       if (auto take = reinterpret_cast<const char *(*)()>(dlsym(RTLD_DEFAULT, "moeRuntimeTakeCallError")))
         if (const char *refused = take())
           return failWith("running @" + name + " failed: " + refused);

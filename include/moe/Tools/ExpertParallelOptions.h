@@ -1,9 +1,9 @@
 //===- ExpertParallelOptions.h - --ranks and friends ------------*- C++ -*-===//
 //
 // moe-compile and moe-run take the same expert-parallel flags (--ranks,
-// --placement, --expert-profile, --replicas); this checks them and reads
-// the profile into the options of moe-optimize, which inserts
-// moe-shard-experts.
+// --placement, --expert-profile, --replicas): declared once here, checked,
+// and turned (the profile read) into the options of moe-optimize, which
+// inserts moe-shard-experts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,17 +11,26 @@
 #define MOE_TOOLS_EXPERTPARALLELOPTIONS_H
 
 #include "moe/Pipelines/Pipelines.h"
+#include "llvm/Support/CommandLine.h"
 
 #include <string>
 
 namespace mlir::moe {
 
-/// Sets `options`' ranks, placement, replicas and loads (from `profile`, a
-/// .npy of [E] or [layers, E] token counts; "" for none). False, with
-/// `error`, for flags that do not go together or a profile that is not one.
-bool setExpertParallelOptions(int64_t ranks, const std::string &placement, bool placementGiven,
-                              const std::string &profile, int64_t replicas, MoeOptimizeOptions &options,
-                              std::string &error);
+/// The flags, registered in a tool's option category.
+struct ExpertParallelFlags {
+  explicit ExpertParallelFlags(llvm::cl::OptionCategory &category);
+
+  /// Sets `options`' ranks, placement, replicas and loads (from the
+  /// profile, a .npy of [E] or [layers, E] token counts). False, with
+  /// `error`, for flags that do not go together or a profile that is not one.
+  bool apply(MoeOptimizeOptions &options, std::string &error) const;
+
+  llvm::cl::opt<int64_t> ranks;
+  llvm::cl::opt<std::string> placement;
+  llvm::cl::opt<std::string> expertProfile;
+  llvm::cl::opt<int64_t> replicas;
+};
 
 } // namespace mlir::moe
 
