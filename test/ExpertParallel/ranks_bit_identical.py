@@ -11,6 +11,8 @@
 # on 4 ranks, which needs them), and capacities that drop (by position and
 # by weight, from a factor of all ranks' tokens and a fixed C): the
 # single-process run drops rows too, or the case would prove nothing.
+# A JAX program whose layers run in a lax.scan loop (stablehlo.while) too:
+# every iteration exchanges its rows.
 # The JIT (moe-run --ranks=3 under mpirun, no moe-optimize) matches the
 # single-process moe-run bit for bit too, and so does a layer whose weights
 # are constants of the program (dense and dense_resource), which every
@@ -145,6 +147,33 @@ def constant_weights_case(tmp, rng):
     return [] if same else ["constant weights"]
 
 
+def scanned_layers_case(tmp, rng):
+    """The JAX scan over 3 stacked layers (static 16 tokens per call) on 2
+    ranks: each rank's result is the single-process result of its tokens."""
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Stablehlo", "programs", "scanned_layers.mlir")
+    work = os.path.join(tmp, "scanned")
+    os.makedirs(work)
+    shapes = [(3, 32, 8), (3, 8, 32, 48), (3, 8, 32, 48), (3, 8, 48, 32)]
+    weights = []
+    for i, shape in enumerate(shapes):
+        path = os.path.join(work, f"w{i}.npy")
+        np.save(path, (0.2 * rng.standard_normal(shape)).astype(np.float32))
+        weights += ["--input", path]
+    for r in range(2):
+        np.save(os.path.join(work, f"x.{r}.npy"), rng.standard_normal((16, 32)).astype(np.float32))
+    run([f"{BIN}/moe-compile", src, "-o", os.path.join(work, "single", "lib.so")])
+    run([f"{BIN}/moe-compile", src, "-o", os.path.join(work, "ep", "lib.so"), "--ranks=2"])
+    for r in range(2):
+        run([f"{BIN}/moe-exec", os.path.join(work, "single", "lib.so"), "--input", os.path.join(work, f"x.{r}.npy"),
+             *weights, "--output-dir", os.path.join(work, f"single.{r}")])
+    run([*MPIRUN, "-np", "2", f"{BIN}/moe-exec", os.path.join(work, "ep", "lib.so"),
+         "--input", os.path.join(work, "x.%r.npy"), *weights, "--output-dir", os.path.join(work, "ep.%r")])
+    same = all(np.load(os.path.join(work, f"single.{r}", "output_0.npy")).tobytes() ==
+               np.load(os.path.join(work, f"ep.{r}", "output_0.npy")).tobytes() for r in range(2))
+    print(f"{'ok  ' if same else 'FAIL'} scanned layers (stablehlo.while) on 2 ranks: bit-identical")
+    return [] if same else ["scanned layers"]
+
+
 def main():
     rng = np.random.default_rng(11)
     failures = []
@@ -237,6 +266,7 @@ def main():
                         failures.append(tag)
         failures += jit_case(tmp, rng)
         failures += constant_weights_case(tmp, rng)
+        failures += scanned_layers_case(tmp, rng)
     if failures:
         sys.exit(f"FAIL: {len(failures)} cases differ: {failures}")
     print("all expert-parallel runs bit-identical")
