@@ -171,12 +171,15 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
       }
 
       SmallVector<func::FuncOp> perRank;
-      OpBuilder moduleBuilder(function);
-      moduleBuilder.setInsertionPointAfter(function);
+      SymbolTable symbols(module);
+      Operation *last = function;
       for (int64_t r = 0; r < ranks; ++r) {
-        auto copy = cast<func::FuncOp>(moduleBuilder.clone(*function));
+        auto copy = cast<func::FuncOp>(function->clone());
         copy.setSymName((function.getSymName() + "__rank" + Twine(r)).str());
         copy.setPrivate();
+        // A name the module already uses gets a suffix.
+        symbols.insert(copy, std::next(Block::iterator(last)));
+        last = copy;
         for (auto [layer, placed] : llvm::zip_equal(layersOf(copy), placements)) {
           OpBuilder b(layer);
           DecomposedLayer parts = buildDecomposedLayer(b, layer, &placed, r);

@@ -123,3 +123,25 @@ func.func @constant_weights(%x: tensor<?x1xf32>, %wr: tensor<8x1xf32>) -> tensor
   return %y : tensor<?x1xf32>
 }
 
+
+// -----
+
+// A rank's copy whose name the module already uses gets a suffix.
+// CHECK-LABEL: func.func @clash
+// CHECK: call @clash__rank0_0(
+// CHECK: call @clash__rank1(
+// CHECK: func.func private @clash__rank0_0(
+// CHECK: func.func private @clash__rank1(
+// CHECK: func.func private @clash__rank0(%{{.+}}: tensor<?x64xf32>) -> tensor<?x64xf32>
+func.func @clash(%x: tensor<?x64xf32>, %wr: tensor<8x64xf32>, %up: tensor<8x256x64xf32>,
+                 %down: tensor<8x64x128xf32>) -> tensor<?x64xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score>}
+    : (tensor<?x64xf32>, tensor<8x64xf32>, tensor<8x256x64xf32>, tensor<8x64x128xf32>)
+    -> (tensor<?x64xf32>, tensor<?x8xf32>)
+  return %y : tensor<?x64xf32>
+}
+func.func private @clash__rank0(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  return %x : tensor<?x64xf32>
+}
