@@ -62,8 +62,12 @@ const char *kUsage =
     "  mpirun -np 2 moe-exec libm.so --input x.%r.npy --input w.npy --output-dir out.%r\n"
     "bf16 data is stored in .npy as uint16 bits, as moe-run does.\n";
 
+/// What every line starts with; under mpirun it names the rank, as the
+/// ranks' lines interleave.
+std::string tag = "[moe-exec]", errorTag = "moe-exec: error:";
+
 int failWith(const std::string &message) {
-  std::fprintf(stderr, "moe-exec: error: %s\n", message.c_str());
+  std::fprintf(stderr, "%s %s\n", errorTag.c_str(), message.c_str());
   return 1;
 }
 
@@ -213,6 +217,8 @@ int main(int argc, char **argv) {
   if (!parseOptions(argc, argv, opt, error))
     return failWith(error);
   if (std::optional<std::string> rank = support::launcherRank()) {
+    tag = "[moe-exec rank " + *rank + "]";
+    errorTag = "moe-exec (rank " + *rank + "): error:";
     for (std::string &path : opt.inputs)
       path = support::withRank(path, *rank);
     for (std::string &path : opt.references)
@@ -247,9 +253,9 @@ int main(int argc, char **argv) {
     if (moeRuntimeInit() != 0)
       return failWith(std::string("cannot run the GPU artifact ") + opt.artifact + ": " +
                       (moeRuntimeError() ? moeRuntimeError() : "GPU initialisation failed"));
-    std::printf("[moe-exec] %s on %s\n", sig.entry.c_str(), moeRuntimeDeviceName());
+    std::printf("%s %s on %s\n", tag.c_str(), sig.entry.c_str(), moeRuntimeDeviceName());
   } else {
-    std::printf("[moe-exec] %s on the CPU\n", sig.entry.c_str());
+    std::printf("%s %s on the CPU\n", tag.c_str(), sig.entry.c_str());
   }
 
   // Inputs: files (their dynamic dimensions give the token count) or random.
@@ -358,7 +364,7 @@ int main(int argc, char **argv) {
       times.push_back(ms);
   }
   std::sort(times.begin(), times.end());
-  std::printf("[moe-exec] %lld runs after %lld warm-up: median %.4f ms, min %.4f ms (%s)\n", static_cast<long long>(opt.repeat),
+  std::printf("%s %lld runs after %lld warm-up: median %.4f ms, min %.4f ms (%s)\n", tag.c_str(), static_cast<long long>(opt.repeat),
               static_cast<long long>(opt.warmup), times[times.size() / 2], times.front(),
               sig.gpu ? "CUDA events" : "steady clock");
 
@@ -374,7 +380,7 @@ int main(int argc, char **argv) {
   int status = 0;
   for (size_t i = 0; i < outs.size(); ++i) {
     const Array &out = hostOut[i];
-    std::printf("[moe-exec] output %zu: %s %s", i, npy::name(out.type).c_str(),
+    std::printf("%s output %zu: %s %s", tag.c_str(), i, npy::name(out.type).c_str(),
                 npy::shapeString(out.shape).c_str());
     if (!opt.outputDir.empty()) {
       std::string path = opt.outputDir + "/output_" + std::to_string(i) + ".npy";
@@ -391,7 +397,7 @@ int main(int argc, char **argv) {
     npy::Comparison c;
     if (!npy::compare(out, ref, opt.tolerance, c, error))
       return failWith("output " + std::to_string(i) + " vs " + opt.references[i] + ": " + error);
-    std::printf("[moe-exec] output %zu vs %s: %s\n", i, opt.references[i].c_str(), npy::describe(c).c_str());
+    std::printf("%s output %zu vs %s: %s\n", tag.c_str(), i, opt.references[i].c_str(), npy::describe(c).c_str());
     status |= c.ok() ? 0 : 1;
   }
   if (opt.saveInputs && !opt.outputDir.empty())
