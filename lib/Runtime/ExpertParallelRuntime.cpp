@@ -257,17 +257,17 @@ Placement placementOf(const MemRef<1> *bounds) {
 
 const int32_t *int32s(const MemRef<1> *m) { return reinterpret_cast<const int32_t *>(m->aligned) + m->offset; }
 
-/// A row of a 2-D memref whose rows are contiguous.
+/// Row `row` of a 2-D memref (any row stride).
 char *rowOf(const MemRef<2> *m, int64_t row, int64_t elementBytes) {
   return m->aligned + (m->offset + row * m->strides[0]) * elementBytes;
 }
 
-bool rowsContiguous(const MemRef<2> *m, const char *what) {
-  if (m->sizes[1] <= 1 || m->strides[1] == 1)
-    return true;
-  moeRuntimeSetCallError((std::string("expert-parallel exchange: the ") + what +
-                          " rows are not contiguous").c_str());
-  return false;
+/// The exchanges move whole rows (any row stride): each row's elements must
+/// be contiguous. A rank that cannot take part ends the job, since its peers
+/// would otherwise wait for it.
+void requireContiguousRows(const MemRef<2> *m, const char *what) {
+  if (m->sizes[1] > 1 && m->strides[1] != 1)
+    abortJob(std::string("the ") + what + " rows' elements are not contiguous");
 }
 
 } // namespace
@@ -377,8 +377,8 @@ static std::vector<RowBlocks> ownerBlocks(const Placement &p, const int32_t *off
 static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank, MemRef<2> *counts,
                          MemRef<2> *received, MemRef<1> *localOffsets, int64_t keep, int64_t byWeight,
                          MemRef<1> *weights, int64_t elementBytes) {
-  if (!rowsContiguous(rows, "sent") || !rowsContiguous(received, "received"))
-    return;
+  requireContiguousRows(rows, "sent");
+  requireContiguousRows(received, "received");
   Placement p = placementOf(bounds);
   int64_t rowBytes = rows->sizes[1] * elementBytes;
   std::vector<RowBlocks> send = ownerBlocks(p, int32s(offsets));
@@ -428,8 +428,8 @@ static void dispatchRows(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,
 /// Sends each source rank its rows' results back, into the plan's layout.
 static void returnRows(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets, MemRef<1> *bounds, int64_t rank,
                        MemRef<2> *result, int64_t elementBytes) {
-  if (!rowsContiguous(rows, "returned") || !rowsContiguous(result, "result"))
-    return;
+  requireContiguousRows(rows, "returned");
+  requireContiguousRows(result, "result");
   Placement p = placementOf(bounds);
   const int32_t *off = int32s(offsets);
   int64_t rowBytes = result->sizes[1] * elementBytes;

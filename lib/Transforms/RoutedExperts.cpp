@@ -51,14 +51,10 @@ static Value renumberExperts(OpBuilder &b, Location loc, Value indices, ArrayRef
   SmallVector<int32_t> table(positions.begin(), positions.end());
   auto tableType = RankedTensorType::get({int64_t(table.size())}, i32);
   Value lookup = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(tableType, ArrayRef<int32_t>(table)));
-  SmallVector<Value> dynamic;
-  for (int64_t d = 0; d < type.getRank(); ++d)
-    if (type.isDynamicDim(d))
-      dynamic.push_back(tb::dimSize(b, loc, indices, d));
   MLIRContext *ctx = b.getContext();
   AffineMap id = AffineMap::getMultiDimIdentityMap(type.getRank(), ctx);
   auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{type}, ValueRange{indices}, ValueRange{tb::empty(b, loc, type, dynamic)},
+      b, loc, TypeRange{type}, ValueRange{indices}, ValueRange{tb::emptyLike(b, loc, indices, i32)},
       ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>(type.getRank(), utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange a) {
         Value zero = arith::ConstantIntOp::create(nb, nl, i32, 0);
@@ -150,16 +146,12 @@ static Value selectExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<i
 /// expert with a `probs` capacity keeps its rows by weight.
 static Value rowWeightsOf(OpBuilder &b, Location loc, DispatchOp plan) {
   Value rowToken = plan.getRowToken(), slotRow = plan.getSlotRow(), slotWeight = plan.getSlotWeight();
-  auto rowsType = cast<RankedTensorType>(rowToken.getType());
   int64_t slots = cast<RankedTensorType>(slotRow.getType()).getDimSize(1);
-  auto type = RankedTensorType::get(rowsType.getShape(), b.getF32Type());
-  SmallVector<Value> dynamic;
-  if (type.isDynamicDim(0))
-    dynamic.push_back(tb::dimSize(b, loc, rowToken, 0));
+  Value init = tb::emptyLike(b, loc, rowToken, b.getF32Type());
   MLIRContext *ctx = b.getContext();
   AffineMap id = AffineMap::getMultiDimIdentityMap(1, ctx);
   auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{type}, ValueRange{rowToken}, ValueRange{tb::empty(b, loc, type, dynamic)},
+      b, loc, TypeRange{init.getType()}, ValueRange{rowToken}, ValueRange{init},
       ArrayRef<AffineMap>{id, id}, SmallVector<utils::IteratorType>{utils::IteratorType::parallel},
       [&](OpBuilder &nb, Location nl, ValueRange a) {
         Value row = arith::IndexCastOp::create(nb, nl, nb.getI32Type(), linalg::IndexOp::create(nb, nl, 0));
