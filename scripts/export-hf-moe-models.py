@@ -5,12 +5,19 @@ LM (embedding, RMSNorm, rotary attention, MoE FFNs, LM head), input_ids in,
 logits out, weights in an external data file.
 
   python3 scripts/export-hf-moe-models.py [--out test/Onnx/Inputs/hf]
+  python3 scripts/export-hf-moe-models.py --exporter torchscript --opset 17 olmoe
 
 Needs torch and transformers (not in python/requirements.txt: the files it
-writes are committed, so tests and CI only need onnxruntime). Written with
-torch 2.11 and transformers 5.17. The experts use transformers'
-"batched_mm" implementation, the export-friendly one (its default
-"grouped_mm" is an opaque custom op the ONNX exporter cannot translate).
+writes are committed, so tests and CI only need onnxruntime). The dynamo
+exports were written with torch 2.11 and transformers 5.17; their experts
+use transformers' "batched_mm" implementation, the export-friendly one (its
+default "grouped_mm" is an opaque custom op the ONNX exporter cannot
+translate). The TorchScript exporter (torch.onnx.export(..., dynamo=False),
+how most published ONNX MoE models were made) traces transformers' eager
+per-expert loop instead: olmoe_torchscript.onnx was written with torch 2.15
+and transformers 4.57.1, whose OLMoE loops over every expert (Mixtral,
+Qwen2-MoE and Qwen3-MoE loop over the experts the example input hit, which
+tracing bakes into the graph).
 """
 
 import argparse
@@ -60,18 +67,22 @@ TOKENS = 8  # the example input's length; the exported graph takes [batch, seq]
 class LogitsOnly(torch.nn.Module):
     """input_ids -> logits, without the KV cache (not an exportable output)."""
 
-    def __init__(self, model):
+    def __init__(self, model, with_mask=False):
         super().__init__()
         self.model = model
+        self.with_mask = with_mask
 
     def forward(self, input_ids):
-        return self.model(input_ids=input_ids, use_cache=False).logits
+        # An explicit all-ones mask keeps transformers 5's mask code out of
+        # the trace (it calls ops TorchScript cannot export).
+        mask = torch.ones_like(input_ids) if self.with_mask else None
+        return self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
 
 
-def export(name, out_dir):
+def export(name, out_dir, exporter, opset):
     config_class, model_class, extra = MODELS[name]
     config = config_class(**{**COMMON, **extra})
-    config._experts_implementation = "batched_mm"
+    config._experts_implementation = "batched_mm" if exporter == "dynamo" else "eager"
     torch.manual_seed(0)
     model = model_class(config).eval()
     # Random weights of a realistic scale everywhere (fresh models leave
@@ -83,13 +94,20 @@ def export(name, out_dir):
         for buffer_name, buffer in model.named_buffers():
             if buffer_name.endswith("e_score_correction_bias"):
                 buffer.copy_(torch.randn_like(buffer) * 0.5)
-    path = os.path.join(out_dir, f"{name}.onnx")
     # Batch 2: an example batch of 1 would be specialised into the graph.
     ids = torch.randint(0, COMMON["vocab_size"], (2, TOKENS))
+    if exporter == "torchscript":
+        path = os.path.join(out_dir, f"{name}_torchscript.onnx")
+        torch.onnx.export(LogitsOnly(model, with_mask=True), (ids,), path, input_names=["input_ids"],
+                          output_names=["logits"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}})
+        print(f"wrote {path} ({os.path.getsize(path)} B, weights inline)")
+        return
+    path = os.path.join(out_dir, f"{name}.onnx")
     # Any batch and sequence length, as a user exports for serving.
     dims = {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("seq", min=2, max=COMMON["max_position_embeddings"])}
     torch.onnx.export(LogitsOnly(model), (ids,), path, input_names=["input_ids"], output_names=["logits"],
-                      opset_version=18, dynamo=True, external_data=True, dynamic_shapes={"input_ids": dims})
+                      opset_version=opset, dynamo=True, external_data=True, dynamic_shapes={"input_ids": dims})
     strip_stack_traces(path)
     print(f"wrote {path} ({os.path.getsize(path)} B + {os.path.getsize(path + '.data')} B of weights)")
 
@@ -111,12 +129,15 @@ def strip_stack_traces(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "test", "Onnx", "Inputs", "hf"))
+    parser.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                        help="torch.onnx's exporter (torchscript: dynamo=False, the per-expert loop traced)")
+    parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     for name in args.models:
-        export(name, args.out)
+        export(name, args.out, args.exporter, args.opset)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,22 @@ Value remSigned(OpBuilder &b, Location loc, Value a, Value d) {
   return arith::SelectOp::create(b, loc, isZero, a, r);
 }
 
+SmallVector<Value> unflattenIndex(OpBuilder &b, Location loc, Value flat, ArrayRef<Value> sizes) {
+  SmallVector<Value> idx(sizes.size());
+  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
+    idx[d] = arith::RemUIOp::create(b, loc, flat, sizes[d]);
+    flat = arith::DivUIOp::create(b, loc, flat, sizes[d]);
+  }
+  return idx;
+}
+
+Value isNonZero(OpBuilder &b, Location loc, Value x) {
+  Type type = x.getType();
+  if (isa<FloatType>(type))
+    return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, x, floatConst(b, loc, type, 0.0));
+  return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, x, intConst(b, loc, type, 0));
+}
+
 Value toF32(OpBuilder &b, Location loc, Value scalar) {
   if (scalar.getType().isF32())
     return scalar;

@@ -31,6 +31,13 @@ Value divSigned(OpBuilder &b, Location loc, Value a, Value d, int64_t byZero = -
 /// Never traps.
 Value remSigned(OpBuilder &b, Location loc, Value a, Value d);
 
+/// The multi-index of row-major position `flat` (index) in a tensor of
+/// `sizes` (index values).
+llvm::SmallVector<Value> unflattenIndex(OpBuilder &b, Location loc, Value flat, ArrayRef<Value> sizes);
+
+/// x != 0 for an integer or float scalar (NaN is nonzero), as i1.
+Value isNonZero(OpBuilder &b, Location loc, Value x);
+
 /// Extends a float scalar to f32 (no-op for f32).
 Value toF32(OpBuilder &b, Location loc, Value scalar);
 /// Rounds an f32 scalar to `type` (no-op for f32).

@@ -155,7 +155,10 @@ LogicalResult fixKernelBody(gpu::LaunchOp launch) {
   bool failed = false;
   launch.walk([&](memref::AllocOp alloc) {
     if (!alloc.getType().hasStaticShape()) {
-      alloc.emitOpError("of dynamic size inside a GPU kernel is not supported");
+      // Its size comes from data the kernel reads (ONNX NonZero run as
+      // plain ops): the host would need it back before allocating.
+      alloc.emitOpError("of dynamic size inside a GPU kernel is not supported (a size computed from the "
+                        "program's data, such as ONNX NonZero's, runs on the CPU target only)");
       failed = true;
       return;
     }

@@ -34,7 +34,15 @@ bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64
     for (const onnx::AttributeProto &a : node.attribute())
       if (a.name() == "axes")
         axes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
-  return axes && axes->size() == 1 && (*axes)[0] == axis;
+  if (!axes || axes->size() != 1)
+    return false;
+  // Compared by meaning where the rank is known (TorchScript writes
+  // Unsqueeze(w, 2) where the dynamo exporter writes Unsqueeze(w, -1)).
+  int64_t rank = constants.rank ? constants.rank(inputOf(node, 0)) : -1;
+  if (rank >= 0 && node.op_type() == "Unsqueeze")
+    rank += 1;
+  auto fromFront = [&](int64_t a) { return rank >= 0 && a < 0 ? a + rank : a; };
+  return fromFront((*axes)[0]) == fromFront(axis);
 }
 
 float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallback) {

@@ -95,6 +95,45 @@ std::optional<std::vector<float>> ConstantTensor::asFloats() const {
   return values;
 }
 
+FailureOr<TypedAttr> mlir::moe::onnx_import::constantOfShapeFill(NodeContext &ctx) {
+  OpBuilder &b = ctx.b;
+  const onnx::AttributeProto *attr = ctx.attr("value");
+  if (!attr)
+    return TypedAttr(b.getF32FloatAttr(0.0f));
+  const onnx::TensorProto &t = attr->t();
+  Type element = elementTypeOf(b.getContext(), t.data_type());
+  if (!element || element.isInteger(4) || element.isUnsignedInteger(4))
+    return ctx.error() << "unsupported value type", failure();
+  const std::string &raw = t.raw_data();
+  int64_t width = byteWidth(element);
+  if (!raw.empty() && static_cast<int64_t>(raw.size()) < width)
+    return ctx.error() << "the value attribute holds " << raw.size() << " bytes; " << element << " needs " << width,
+           failure();
+  if (auto floatType = dyn_cast<FloatType>(element)) {
+    if (raw.empty()) {
+      double v = t.double_data_size() ? t.double_data(0) : t.float_data_size() ? t.float_data(0) : 0.0;
+      if (!t.float_data_size() && t.int32_data_size() && width == 2) {
+        // f16/bf16 values in int32_data hold their bits.
+        APInt bits(16, static_cast<uint64_t>(t.int32_data(0)) & 0xffff);
+        return TypedAttr(FloatAttr::get(element, APFloat(floatType.getFloatSemantics(), bits)));
+      }
+      return TypedAttr(b.getFloatAttr(element, v));
+    }
+    uint64_t bits = 0;
+    memcpy(&bits, raw.data(), width);
+    return TypedAttr(
+        FloatAttr::get(element, APFloat(floatType.getFloatSemantics(), APInt(width * 8, bits))));
+  }
+  int64_t v = t.int64_data_size() ? t.int64_data(0) : t.int32_data_size() ? t.int32_data(0) : 0;
+  if (!raw.empty()) {
+    uint64_t bits = 0;
+    memcpy(&bits, raw.data(), width);
+    v = element.isUnsignedInteger() || element.isInteger(1) ? static_cast<int64_t>(bits)
+                                                             : APInt(width * 8, bits).getSExtValue();
+  }
+  return TypedAttr(b.getIntegerAttr(element, v));
+}
+
 std::optional<int64_t> mlir::moe::onnx_import::firstNaN(const ConstantTensor &constant) {
   Type element = constant.type.getElementType();
   const char *data = constant.bytes.data();

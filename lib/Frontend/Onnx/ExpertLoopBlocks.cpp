@@ -8,6 +8,7 @@
 
 #include "BlockMatching.h"
 
+#include <limits>
 #include <map>
 
 using namespace mlir;
@@ -21,8 +22,10 @@ struct ExpertRows {
   std::string token, slot;
 };
 
-/// NonZero(mask) split into its two rows by Gather(nz, 0) and Gather(nz, 1)
-/// (axis 0): (first, second), or nullopt.
+/// NonZero(mask) split into its two rows: Gather(nz, 0) and Gather(nz, 1)
+/// (axis 0), or, as TorchScript writes torch.where, the columns of
+/// Transpose(nz, [1, 0]) split along axis 1 and squeezed. (first, second),
+/// or nullopt.
 std::optional<std::pair<std::string, std::string>>
 nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef mask,
             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
@@ -30,6 +33,33 @@ nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRe
   if (!nz)
     return std::nullopt;
   std::string rows[2];
+  if (const onnx::NodeProto *transpose = g.onlyUser(outputOf(*nz, 0), "Transpose")) {
+    const onnx::NodeProto *split = g.onlyUser(outputOf(*transpose, 0), "Split");
+    llvm::SmallVector<int64_t> perm;
+    for (const onnx::AttributeProto &a : transpose->attribute())
+      if (a.name() == "perm")
+        perm.assign(a.ints().begin(), a.ints().end());
+    std::optional<llvm::SmallVector<int64_t>> sizes;
+    if (split && split->input_size() > 1)
+      sizes = constants(inputOf(*split, 1));
+    else if (split)
+      for (const onnx::AttributeProto &a : split->attribute())
+        if (a.name() == "split")
+          sizes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+    int64_t axis = split ? intAttr(*split, "axis", 0) : 0;
+    if (perm != llvm::SmallVector<int64_t>{1, 0} || !split || split->output_size() != 2 || (axis != 1 && axis != -1) ||
+        (sizes && *sizes != llvm::SmallVector<int64_t>{1, 1}))
+      return std::nullopt;
+    for (int i = 0; i < 2; ++i) {
+      const onnx::NodeProto *squeeze = g.onlyUser(outputOf(*split, i), "Squeeze");
+      if (!squeeze || !hasAxis(*squeeze, constants, 1))
+        return std::nullopt;
+      rows[i] = outputOf(*squeeze, 0);
+      nodes.push_back(squeeze);
+    }
+    nodes.append({nz, transpose, split});
+    return std::make_pair(rows[0], rows[1]);
+  }
   for (int u : g.users(outputOf(*nz, 0))) {
     const onnx::NodeProto &gather = g.graph.node(u);
     std::optional<llvm::SmallVector<int64_t>> row = constants(gather.input_size() > 1 ? inputOf(gather, 1) : "");
@@ -43,6 +73,302 @@ nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRe
     return std::nullopt;
   nodes.push_back(nz);
   return std::make_pair(rows[0], rows[1]);
+}
+
+/// `value` is the size of axis `axis` of `of`: Gather(Shape(of), axis),
+/// optionally unsqueezed to 1-D.
+static bool isSizeOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value, llvm::StringRef of,
+                     int64_t axis, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *n = g.producer(value);
+  const onnx::NodeProto *unsq = n && n->op_type() == "Unsqueeze" && hasAxis(*n, constants, 0) ? n : nullptr;
+  if (unsq)
+    n = g.producer(inputOf(*unsq, 0));
+  const onnx::NodeProto *shape = n && n->op_type() == "Gather" && intAttr(*n, "axis", 0) == 0
+                                     ? g.producer(inputOf(*n, 0))
+                                     : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> index = n ? constants(inputOf(*n, 1)) : std::nullopt;
+  int64_t rank = constants.rank ? constants.rank(of) : -1;
+  if (!shape || shape->op_type() != "Shape" || inputOf(*shape, 0) != of || shape->attribute_size() != 0 || !index ||
+      index->size() != 1 || ((*index)[0] != axis && !(rank >= 0 && (*index)[0] + rank == axis)))
+    return false;
+  nodes.append({n, shape});
+  if (unsq)
+    nodes.push_back(unsq);
+  return true;
+}
+
+/// The rows of x at `token`: Gather(x, token) along axis 0, or, as
+/// TorchScript writes x[None, token].reshape(-1, H), a rank-2 Reshape of
+/// Gather(Unsqueeze(x, 0), token) along axis 1. The rows' value, or "".
+static std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
+                                llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *gather = g.userOfType(token, "Gather");
+  if (!gather || inputOf(*gather, 1) != token)
+    return "";
+  if (block.isX(inputOf(*gather, 0)) && intAttr(*gather, "axis", 0) == 0) {
+    nodes.push_back(gather);
+    return outputOf(*gather, 0);
+  }
+  const onnx::NodeProto *unsq = g.producer(inputOf(*gather, 0));
+  const onnx::NodeProto *flat = g.onlyUser(outputOf(*gather, 0), "Reshape");
+  if (!unsq || unsq->op_type() != "Unsqueeze" || !block.isX(inputOf(*unsq, 0)) || !hasAxis(*unsq, constants, 0) ||
+      intAttr(*gather, "axis", 0) != 1 || !flat || !constants.rank || constants.rank(outputOf(*flat, 0)) != 2)
+    return "";
+  nodes.append({unsq, gather, flat});
+  return outputOf(*flat, 0);
+}
+
+/// The slot weight of each row as a column, w[token, slot][:, None]:
+/// Unsqueeze(GatherND(w, Concat(token, slot as columns)), -1), or, as
+/// TorchScript writes routing_weights[top_x, idx, None], Reshapes of
+/// Gather(Flatten(Unsqueeze(w, -1), 2), slot + token * k) to [n, 1]. True
+/// when `column` is that.
+static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef column,
+                             llvm::StringRef w, int64_t k, const ExpertRows &rows,
+                             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto unsqueezedFrom = [&](llvm::StringRef value, llvm::StringRef from) -> const onnx::NodeProto * {
+    const onnx::NodeProto *u = g.producer(value);
+    return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == from && hasAxis(*u, constants, -1) ? u : nullptr;
+  };
+  const onnx::NodeProto *weightCol = g.producer(column);
+  if (!weightCol)
+    return false;
+  if (weightCol->op_type() == "Unsqueeze") {
+    const onnx::NodeProto *picked =
+        hasAxis(*weightCol, constants, -1) ? g.producer(inputOf(*weightCol, 0)) : nullptr;
+    const onnx::NodeProto *pairs = picked && picked->op_type() == "GatherND" && inputOf(*picked, 0) == w &&
+                                           intAttr(*picked, "batch_dims", 0) == 0
+                                       ? g.producer(inputOf(*picked, 1))
+                                       : nullptr;
+    int64_t concatAxis = pairs ? intAttr(*pairs, "axis", 0) : 0;
+    const onnx::NodeProto *tokCol = pairs && pairs->op_type() == "Concat" && pairs->input_size() == 2 &&
+                                            (concatAxis == -1 || concatAxis == 1)
+                                        ? unsqueezedFrom(inputOf(*pairs, 0), rows.token)
+                                        : nullptr;
+    const onnx::NodeProto *slotCol = tokCol ? unsqueezedFrom(inputOf(*pairs, 1), rows.slot) : nullptr;
+    if (!slotCol)
+      return false;
+    nodes.append({weightCol, picked, pairs, tokCol, slotCol});
+    return true;
+  }
+  // Reshapes down to the Gather; the outermost one ends in a size-1 axis.
+  llvm::SmallVector<const onnx::NodeProto *> reshapes;
+  const onnx::NodeProto *n = weightCol;
+  while (n && n->op_type() == "Reshape") {
+    reshapes.push_back(n);
+    n = g.producer(inputOf(*n, 0));
+  }
+  const onnx::NodeProto *gather = n && n->op_type() == "Gather" && intAttr(*n, "axis", 0) == 0 ? n : nullptr;
+  const onnx::NodeProto *flatten = gather ? g.producer(inputOf(*gather, 0)) : nullptr;
+  const onnx::NodeProto *unsqW = flatten && flatten->op_type() == "Flatten" && intAttr(*flatten, "axis", 1) == 2
+                                     ? unsqueezedFrom(inputOf(*flatten, 0), w)
+                                     : nullptr;
+  const onnx::NodeProto *outer = reshapes.empty() ? nullptr : reshapes.front();
+  const onnx::NodeProto *target = outer ? g.producer(inputOf(*outer, 1)) : nullptr;
+  if (!unsqW || !target || target->op_type() != "Concat" || target->input_size() < 2 || !constants.rank ||
+      constants.rank(column) != 2)
+    return false;
+  std::string unit = inputOf(*target, target->input_size() - 1);
+  std::optional<llvm::SmallVector<int64_t>> unitValue = constants(unit);
+  llvm::SmallVector<const onnx::NodeProto *> sizeNodes;
+  if (!(unitValue && *unitValue == llvm::SmallVector<int64_t>{1}) &&
+      !isSizeOf(g, constants, unit, outputOf(*unsqW, 0), 2, sizeNodes))
+    return false;
+  // slot + token * k, k the slot axis's size.
+  const onnx::NodeProto *add = g.producer(inputOf(*gather, 1));
+  if (!add || add->op_type() != "Add")
+    return false;
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *mul = g.producer(inputOf(*add, 1 - side));
+    if (inputOf(*add, side) != rows.slot || !mul || mul->op_type() != "Mul")
+      continue;
+    for (int m = 0; m < 2; ++m) {
+      if (inputOf(*mul, m) != rows.token)
+        continue;
+      llvm::StringRef slots = inputOf(*mul, 1 - m);
+      std::optional<llvm::SmallVector<int64_t>> value = constants(slots);
+      bool isK = (value && *value == llvm::SmallVector<int64_t>{k}) ||
+                 isSizeOf(g, constants, slots, outputOf(*unsqW, 0), 1, sizeNodes) ||
+                 isSizeOf(g, constants, slots, w, 1, sizeNodes);
+      if (!isK)
+        continue;
+      nodes.append(reshapes.begin(), reshapes.end());
+      nodes.append(sizeNodes.begin(), sizeNodes.end());
+      nodes.append({gather, flatten, unsqW, add, mul});
+      return true;
+    }
+  }
+  return false;
+}
+
+/// One expert's step of the output's accumulation: `out` = `in` plus its
+/// weighted rows added at their tokens.
+struct Accumulation {
+  std::string in, out;
+};
+
+/// ScatterND(acc, Unsqueeze(token, -1), rows, add), or, as TorchScript
+/// writes index_add_, Add(acc, ScatterElements(zeros shaped like acc,
+/// Expand(Unsqueeze(token, -1), Shape(e)), e, axis 0)) with
+/// e = Expand(rows, Shape(acc[:1, :])) (the same rows: acc[:1] broadcasts
+/// to them). The tokens of one expert are distinct, so the scatter writes
+/// each row once either way.
+static std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants,
+                                                llvm::StringRef rows, llvm::StringRef token,
+                                                llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto unsqueezedToken = [&](llvm::StringRef value) -> const onnx::NodeProto * {
+    const onnx::NodeProto *u = g.producer(value);
+    return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == token && hasAxis(*u, constants, -1) ? u : nullptr;
+  };
+  if (const onnx::NodeProto *scatter = g.onlyUser(rows, "ScatterND")) {
+    const onnx::NodeProto *where = unsqueezedToken(inputOf(*scatter, 1));
+    bool adds = llvm::any_of(scatter->attribute(), [](const onnx::AttributeProto &a) {
+      return a.name() == "reduction" && a.s() == "add";
+    });
+    if (!where || !adds || inputOf(*scatter, 2) != rows)
+      return std::nullopt;
+    nodes.append({scatter, where});
+    return Accumulation{inputOf(*scatter, 0), outputOf(*scatter, 0)};
+  }
+  const onnx::NodeProto *expandRows = g.onlyUser(rows, "Expand");
+  if (!expandRows || inputOf(*expandRows, 0) != rows)
+    return std::nullopt;
+  const onnx::NodeProto *scatter = g.userOfType(outputOf(*expandRows, 0), "ScatterElements");
+  const onnx::NodeProto *rowsShape = g.userOfType(outputOf(*expandRows, 0), "Shape");
+  const onnx::NodeProto *add = scatter ? g.onlyUser(outputOf(*scatter, 0), "Add") : nullptr;
+  if (!scatter || !rowsShape || !add || inputOf(*scatter, 2) != outputOf(*expandRows, 0) ||
+      intAttr(*scatter, "axis", 0) != 0 ||
+      llvm::any_of(scatter->attribute(),
+                   [](const onnx::AttributeProto &a) { return a.name() == "reduction" && a.s() != "none"; }))
+    return std::nullopt;
+  std::string acc = inputOf(*add, 0) == outputOf(*scatter, 0) ? inputOf(*add, 1) : inputOf(*add, 0);
+  // Zeros shaped like acc.
+  const onnx::NodeProto *zeros = g.producer(inputOf(*scatter, 0));
+  const onnx::NodeProto *zerosShape = zeros && zeros->op_type() == "ConstantOfShape" &&
+                                              llvm::all_of(zeros->attribute(), isZeroValue)
+                                          ? g.producer(inputOf(*zeros, 0))
+                                          : nullptr;
+  // The token of each element.
+  const onnx::NodeProto *expandToken = g.producer(inputOf(*scatter, 1));
+  const onnx::NodeProto *column = expandToken && expandToken->op_type() == "Expand"
+                                      ? unsqueezedToken(inputOf(*expandToken, 0))
+                                      : nullptr;
+  // acc[:1, :]: the rows broadcast to themselves.
+  const onnx::NodeProto *sliceShape = g.producer(inputOf(*expandRows, 1));
+  const onnx::NodeProto *slice = sliceShape && sliceShape->op_type() == "Shape" ? g.producer(inputOf(*sliceShape, 0)) : nullptr;
+  if (!zerosShape || zerosShape->op_type() != "Shape" || inputOf(*zerosShape, 0) != acc || !column ||
+      inputOf(*expandToken, 1) != outputOf(*rowsShape, 0) || !slice || slice->op_type() != "Slice" ||
+      inputOf(*slice, 0) != acc || slice->input_size() < 4 || (slice->input_size() > 4 && !inputOf(*slice, 4).empty()))
+    return std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*slice, 1)), ends = constants(inputOf(*slice, 2)),
+                                            axes = constants(inputOf(*slice, 3));
+  if (!starts || !ends || !axes || starts->size() != 2 || ends->size() != 2 || *axes != llvm::SmallVector<int64_t>{0, 1} ||
+      (*starts)[0] != 0 || (*starts)[1] != 0 || (*ends)[0] != 1 || (*ends)[1] < std::numeric_limits<int32_t>::max())
+    return std::nullopt;
+  nodes.append({expandRows, scatter, rowsShape, add, zeros, zerosShape, expandToken, column, sliceShape, slice});
+  return Accumulation{acc, outputOf(*add, 0)};
+}
+
+/// The zeros the accumulation starts from are shaped like x [T, H]:
+/// ConstantOfShape(Shape(x)), or, as transformers writes
+/// zeros((batch * seq, hidden)), the sizes of the [B, S, H] tensor x is
+/// reshaped from.
+static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
+                       llvm::StringRef value, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *zeros = g.producer(value);
+  const onnx::NodeProto *shape = zeros && zeros->op_type() == "ConstantOfShape" &&
+                                         llvm::all_of(zeros->attribute(), isZeroValue)
+                                     ? g.producer(inputOf(*zeros, 0))
+                                     : nullptr;
+  if (!shape)
+    return false;
+  if (shape->op_type() == "Shape" && block.isX(inputOf(*shape, 0)) && shape->attribute_size() == 0) {
+    nodes.append({zeros, shape});
+    return true;
+  }
+  const onnx::NodeProto *view = g.producer(block.x);
+  std::string source = view && view->op_type() == "Reshape" ? inputOf(*view, 0) : "";
+  if (source.empty() || !constants.rank || constants.rank(source) != 3 || shape->op_type() != "Concat" ||
+      shape->input_size() != 2)
+    return false;
+  llvm::SmallVector<const onnx::NodeProto *> sizes;
+  const onnx::NodeProto *rows = g.producer(inputOf(*shape, 0));
+  const onnx::NodeProto *product = rows && rows->op_type() == "Unsqueeze" && hasAxis(*rows, constants, 0)
+                                       ? g.producer(inputOf(*rows, 0))
+                                       : nullptr;
+  if (!product || product->op_type() != "Mul" || !isSizeOf(g, constants, inputOf(*shape, 1), source, 2, sizes))
+    return false;
+  bool tokens = (isSizeOf(g, constants, inputOf(*product, 0), source, 0, sizes) &&
+                 isSizeOf(g, constants, inputOf(*product, 1), source, 1, sizes)) ||
+                (isSizeOf(g, constants, inputOf(*product, 0), source, 1, sizes) &&
+                 isSizeOf(g, constants, inputOf(*product, 1), source, 0, sizes));
+  if (!tokens)
+    return false;
+  nodes.append({zeros, shape, rows, product});
+  return true;
+}
+
+/// ReduceSum(mask, [-1, -2]) without keepdims: each expert's count of
+/// (slot, token) pairs, what transformers' loop over hit experts tests.
+static bool isHitCount(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &sum,
+                       llvm::StringRef mask) {
+  std::optional<llvm::SmallVector<int64_t>> axes;
+  if (sum.input_size() > 1)
+    axes = constants(inputOf(sum, 1));
+  else
+    for (const onnx::AttributeProto &a : sum.attribute())
+      if (a.name() == "axes")
+        axes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+  if (!axes || axes->size() != 2 || inputOf(sum, 0) != mask || intAttr(sum, "keepdims", 1) != 0)
+    return false;
+  llvm::SmallVector<int64_t> sorted;
+  for (int64_t a : *axes)
+    sorted.push_back(a < 0 ? a + 3 : a);
+  llvm::sort(sorted);
+  return sorted == llvm::SmallVector<int64_t>{1, 2};
+}
+
+/// The expert `index` stands for in transformers' loop over the experts
+/// the input hit, as tracing unrolls it:
+///
+///   hit = NonZero(Greater(ReduceSum(mask, [-1, -2]), 0))
+///   index = Squeeze(Split(Transpose(hit, [1, 0]), 1, .., 1)[i], 0)
+///
+/// The trace repeats the body once per expert the example input hit, so
+/// index i is expert i only when that was every expert: then the loop is
+/// the whole layer (the graph itself fails on inputs hitting fewer, its
+/// Split sizes no longer matching). With fewer, the graph lacks the other
+/// experts' weights: `why` says so.
+static std::optional<int64_t> hitExpert(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef index,
+                                        llvm::StringRef mask, int64_t experts,
+                                        llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  why = "the one-hot expert mask is read at an index other than a constant or the experts the input hit";
+  const onnx::NodeProto *squeeze = g.producer(index);
+  const onnx::NodeProto *split = squeeze && squeeze->op_type() == "Squeeze" && hasAxis(*squeeze, constants, 0)
+                                     ? g.producer(inputOf(*squeeze, 0))
+                                     : nullptr;
+  const onnx::NodeProto *transpose = split && split->op_type() == "Split" && intAttr(*split, "axis", 0) == 0
+                                         ? g.producer(inputOf(*split, 0))
+                                         : nullptr;
+  const onnx::NodeProto *nz = transpose && transpose->op_type() == "Transpose" ? g.producer(inputOf(*transpose, 0)) : nullptr;
+  const onnx::NodeProto *greater = nz && nz->op_type() == "NonZero" ? g.producer(inputOf(*nz, 0)) : nullptr;
+  const onnx::NodeProto *sum = greater && greater->op_type() == "Greater" ? g.producer(inputOf(*greater, 0)) : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> zero = greater ? constants(inputOf(*greater, 1)) : std::nullopt;
+  if (!sum || sum->op_type() != "ReduceSum" || !isHitCount(g, constants, *sum, mask) || !zero || zero->size() != 1 ||
+      (*zero)[0] != 0)
+    return std::nullopt;
+  int64_t i = 0;
+  while (i < split->output_size() && outputOf(*split, i) != inputOf(*squeeze, 0))
+    ++i;
+  if (split->output_size() != experts) {
+    why = "the loop over the experts the exporting input hit covers " + std::to_string(split->output_size()) +
+          " of the router's " + std::to_string(experts) +
+          " experts (tracing kept only those): export with an input that hits every expert";
+    return std::nullopt;
+  }
+  why.clear();
+  nodes.append({squeeze, split, transpose, nz, greater, sum});
+  return i;
 }
 
 /// The per-expert masks of the loop form, by expert id: OneHot(ids) ->
@@ -77,15 +403,36 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
         return {};
       }
       nodes.append({&n, perm});
-      for (int v : g.users(outputOf(*perm, 0))) {
+      std::string permuted = outputOf(*perm, 0);
+      for (int v : g.users(permuted)) {
         const onnx::NodeProto &pick = g.graph.node(v);
+        // The loop over the experts the input hit reads the mask's sums.
+        if (pick.op_type() == "ReduceSum" && isHitCount(g, constants, pick, permuted)) {
+          nodes.push_back(&pick);
+          continue;
+        }
         std::optional<llvm::SmallVector<int64_t>> e = constants(pick.input_size() > 1 ? inputOf(pick, 1) : "");
+        std::string mask = outputOf(pick, 0);
+        if (pick.op_type() == "Gather" && intAttr(pick, "axis", 0) == 0 && !e) {
+          std::optional<int64_t> hit = hitExpert(g, constants, inputOf(pick, 1), permuted, experts, nodes, why);
+          const onnx::NodeProto *squeeze = hit ? g.onlyUser(mask, "Squeeze") : nullptr;
+          if (!hit)
+            return {};
+          if (!squeeze || !hasAxis(*squeeze, constants, 0)) {
+            why = "the hit expert's mask is not squeezed to [k, T]";
+            return {};
+          }
+          nodes.append({&pick, squeeze});
+          if (!add(*hit, nonZeroRows(g, constants, outputOf(*squeeze, 0), nodes), /*tokenFirst=*/false))
+            return {};
+          continue;
+        }
         if (pick.op_type() != "Gather" || intAttr(pick, "axis", 0) != 0 || !e || e->size() != 1) {
           why = "the one-hot expert mask is read other than one expert at a time";
           return {};
         }
         nodes.push_back(&pick);
-        if (!add((*e)[0], nonZeroRows(g, constants, outputOf(pick, 0), nodes), /*tokenFirst=*/false))
+        if (!add((*e)[0], nonZeroRows(g, constants, mask, nodes), /*tokenFirst=*/false))
           return {};
       }
     } else if (n.op_type() == "Equal") {
@@ -128,18 +475,16 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   auto other = [](const onnx::NodeProto &n, llvm::StringRef value) {
     return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
-  llvm::DenseMap<const onnx::NodeProto *, int64_t> scatterOf;
+  std::map<int64_t, Accumulation> steps;
   block.expertGate.resize(experts);
   block.expertUp.resize(experts);
   block.expertDown.resize(experts);
   for (auto &[e, rows] : masks) {
     std::string expert = "expert " + std::to_string(e) + ": ";
     // rows = x[token]; silu(rows W1) * (rows W3); then W2.
-    const onnx::NodeProto *gatherX = g.userOfType(rows.token, "Gather");
-    if (!gatherX || !block.isX(inputOf(*gatherX, 0)) || inputOf(*gatherX, 1) != rows.token || intAttr(*gatherX, "axis", 0) != 0)
+    std::string xRows = gatheredRows(g, constants, block, rows.token, nodes);
+    if (xRows.empty())
       return fail(expert + "its tokens' rows of x are not gathered");
-    nodes.push_back(gatherX);
-    std::string xRows = outputOf(*gatherX, 0);
     llvm::SmallVector<const onnx::NodeProto *> projections;
     for (int u : g.users(xRows))
       projections.push_back(&g.graph.node(u));
@@ -169,60 +514,37 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     block.expertDown[e] = inputOf(*downMM, 1);
     // Scaled by the slot weight w[token, slot] and added at the token.
     const onnx::NodeProto *scale = g.onlyUser(outputOf(*downMM, 0), "Mul");
-    const onnx::NodeProto *weightCol = scale ? g.producer(other(*scale, outputOf(*downMM, 0))) : nullptr;
-    const onnx::NodeProto *picked = weightCol && weightCol->op_type() == "Unsqueeze" &&
-                                            hasAxis(*weightCol, constants, -1)
-                                        ? g.producer(inputOf(*weightCol, 0))
-                                        : nullptr;
-    const onnx::NodeProto *pairs = picked && picked->op_type() == "GatherND" && inputOf(*picked, 0) == w &&
-                                           intAttr(*picked, "batch_dims", 0) == 0
-                                       ? g.producer(inputOf(*picked, 1))
-                                       : nullptr;
-    auto unsqueezedFrom = [&](llvm::StringRef value, llvm::StringRef from) -> const onnx::NodeProto * {
-      const onnx::NodeProto *u = g.producer(value);
-      return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == from && hasAxis(*u, constants, -1) ? u : nullptr;
-    };
-    int64_t concatAxis = pairs ? intAttr(*pairs, "axis", 0) : 0;
-    const onnx::NodeProto *tokCol = pairs && pairs->op_type() == "Concat" && pairs->input_size() == 2 &&
-                                            (concatAxis == -1 || concatAxis == 1)
-                                        ? unsqueezedFrom(inputOf(*pairs, 0), rows.token)
-                                        : nullptr;
-    const onnx::NodeProto *slotCol = tokCol ? unsqueezedFrom(inputOf(*pairs, 1), rows.slot) : nullptr;
-    if (!slotCol)
+    if (!scale || !slotWeightColumn(g, constants, other(*scale, outputOf(*downMM, 0)), w, block.k, rows, nodes))
       return fail(expert + "its rows are not scaled by their slot weights w[token, slot]");
-    const onnx::NodeProto *scatter = g.onlyUser(outputOf(*scale, 0), "ScatterND");
-    const onnx::NodeProto *where = scatter ? unsqueezedFrom(inputOf(*scatter, 1), rows.token) : nullptr;
-    bool adds = scatter && llvm::any_of(scatter->attribute(), [](const onnx::AttributeProto &a) {
-                  return a.name() == "reduction" && a.s() == "add";
-                });
-    if (!where || !adds || inputOf(*scatter, 2) != outputOf(*scale, 0))
-      return fail(expert + "its weighted rows are not added at their tokens (ScatterND add)");
-    nodes.append({scale, weightCol, picked, pairs, tokCol, slotCol, scatter, where});
-    scatterOf[scatter] = e;
+    nodes.push_back(scale);
+    std::optional<Accumulation> step = accumulation(g, constants, outputOf(*scale, 0), rows.token, nodes);
+    if (!step)
+      return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
+    steps[e] = *step;
   }
-  // The scatters chain every expert once, from zeros shaped like x.
-  const onnx::NodeProto *first = nullptr;
-  int starts = 0;
-  for (auto &[scatter, e] : scatterOf)
-    if (!g.producer(inputOf(*scatter, 0)) || g.producer(inputOf(*scatter, 0))->op_type() != "ScatterND") {
-      first = scatter;
-      ++starts;
+  // The steps chain every expert once, from zeros shaped like x.
+  llvm::StringMap<int64_t> stepReading;
+  for (auto &[e, step] : steps)
+    if (!stepReading.try_emplace(step.in, e).second)
+      return fail("two experts' accumulations read the same value");
+  std::optional<int64_t> first;
+  for (auto &[e, step] : steps)
+    if (!llvm::any_of(steps, [&](auto &other) { return other.second.out == step.in; })) {
+      if (first)
+        return fail("the experts' accumulations do not form one chain");
+      first = e;
     }
-  const onnx::NodeProto *zeros = starts == 1 ? g.producer(inputOf(*first, 0)) : nullptr;
-  const onnx::NodeProto *zerosShape = zeros ? g.producer(inputOf(*zeros, 0)) : nullptr;
-  if (!zeros || zeros->op_type() != "ConstantOfShape" || !llvm::all_of(zeros->attribute(), isZeroValue) ||
-      !zerosShape || zerosShape->op_type() != "Shape" || !block.isX(inputOf(*zerosShape, 0)))
+  if (!first || !zerosLikeX(g, constants, block, steps[*first].in, nodes))
     return fail("the experts' rows are not added into zeros shaped like x");
-  nodes.append({zeros, zerosShape});
-  const onnx::NodeProto *last = first;
-  for (size_t visited = 1; visited < scatterOf.size(); ++visited) {
-    const onnx::NodeProto *next = g.onlyUser(outputOf(*last, 0), "ScatterND");
-    if (!next || inputOf(*next, 0) != outputOf(*last, 0) || !scatterOf.count(next))
-      return fail("the experts' ScatterND adds do not form one chain");
-    last = next;
+  std::string acc = steps[*first].out;
+  for (size_t visited = 1; visited < steps.size(); ++visited) {
+    auto next = stepReading.find(acc);
+    if (next == stepReading.end())
+      return fail("the experts' accumulations do not form one chain");
+    acc = steps[next->second].out;
   }
-  block.output = outputOf(*last, 0);
-  block.last = g.indexOf(last);
+  block.output = acc;
+  block.last = g.indexOf(g.producer(acc));
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 

@@ -40,6 +40,7 @@ public:
     addStandardConverters(converters);
     addIndexingConverters(converters);
     addScatterConverters(converters);
+    addNonZeroConverter(converters);
     addMoeConverters(converters);
   }
 

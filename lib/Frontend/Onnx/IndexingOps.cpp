@@ -189,7 +189,9 @@ Results convertSlice(NodeContext &ctx) {
     from = std::clamp<int64_t>(from, 0, dim);
     to = std::clamp<int64_t>(to, 0, dim);
     int64_t count = to > from ? (to - from + steps[i] - 1) / steps[i] : 0;
-    offsets[*axis] = b.getIndexAttr(from);
+    // An empty slice starts at 0: tensor.extract_slice refuses an offset
+    // at the end even for no elements (x[4:] of 4 elements).
+    offsets[*axis] = b.getIndexAttr(count ? from : 0);
     sizes[*axis] = b.getIndexAttr(count);
     shape[*axis] = count;
   }
@@ -230,9 +232,17 @@ Results convertConcat(NodeContext &ctx) {
     if (ctx.inputType(i).getRank() != rank || ctx.inputType(i).getElementType() != ctx.inputType(0).getElementType())
       return ctx.error() << "input " << i << " " << ctx.inputType(i) << " does not match " << ctx.inputType(0),
              failure();
-  if (ctx.inputs.size() == 1)
+  // Inputs with no elements along the axis add nothing (and an insertion
+  // at the end offset would not verify once the sizes are static).
+  SmallVector<Value> parts;
+  for (auto [i, input] : llvm::enumerate(ctx.inputs))
+    if (ctx.inputType(i).getDimSize(*axis) != 0)
+      parts.push_back(input);
+  if (parts.empty())
     return SmallVector<Value>{ctx.inputs[0]};
-  return SmallVector<Value>{tensor::ConcatOp::create(ctx.b, ctx.loc, *axis, ctx.inputs)};
+  if (parts.size() == 1)
+    return SmallVector<Value>{parts[0]};
+  return SmallVector<Value>{tensor::ConcatOp::create(ctx.b, ctx.loc, *axis, parts)};
 }
 
 /// Split into constant sizes (the `split` input or attribute, or equal parts).
@@ -264,7 +274,16 @@ Results convertSplit(NodeContext &ctx) {
   int64_t total = 0;
   for (int64_t p : parts)
     total += p;
-  if (!ShapedType::isDynamic(dim) && total != dim)
+  // Constant sizes of a size known only at run time hold for one size: a
+  // trace of a loop over data (TorchScript unrolls `for e in nonzero(..)`
+  // as many times as the example input had elements). Refused rather than
+  // sliced past the end for other inputs.
+  if (ShapedType::isDynamic(dim))
+    return ctx.error() << "splits axis " << *axis << ", whose size is known only at run time, into constant sizes "
+                       << "summing to " << total << ": the graph holds only for inputs where that axis has "
+                       << total << " elements (a traced loop over data-dependent values?)",
+           failure();
+  if (total != dim)
     return ctx.error() << "split sizes sum to " << total << ", axis " << *axis << " has " << dim, failure();
   SmallVector<Value> results;
   int64_t offset = 0;

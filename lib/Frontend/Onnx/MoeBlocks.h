@@ -26,6 +26,8 @@ struct ConstantLookup {
   std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> shape;
   /// The values of a float constant, if it is one.
   std::function<std::optional<std::vector<float>>(llvm::StringRef)> floats;
+  /// The rank of any value, when the importer could infer it (else -1).
+  std::function<int64_t(llvm::StringRef)> rank;
   std::optional<llvm::SmallVector<int64_t>> operator()(llvm::StringRef name) const { return ints(name); }
 };
 

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "GraphCanonicalization.h"
 #include "GraphImporter.h"
 #include "moe/Utils/TensorBuilders.h"
 #include "moe/Frontend/OnnxImport.h"
@@ -100,8 +101,11 @@ FailureOr<SmallVector<int64_t>> NodeContext::constantInts(unsigned i, StringRef 
 }
 
 InFlightDiagnostic NodeContext::error() const {
-  return emitError(loc) << "node '" << node.name() << "' (" << node.op_type() << ", opset " << opset
-                        << "): ";
+  // An unnamed node goes by the name its location gives it (OpType#index).
+  std::string name = node.name();
+  if (auto named = dyn_cast<NameLoc>(loc); named && name.empty())
+    name = named.getName().str();
+  return emitError(loc) << "node '" << name << "' (" << node.op_type() << ", opset " << opset << "): ";
 }
 
 static std::string domainOf(StringRef domain) { return domain == "ai.onnx" ? "" : domain.str(); }
@@ -346,6 +350,13 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   for (auto [i, node] : llvm::enumerate(graph.node()))
     if (domainOf(node.domain()).empty() && node.op_type() == "Constant" && failed(importConstant(node, nodeLoc(node, i))))
       return nullptr;
+  // One spelling per meaning before the block matchers read the graph.
+  auto constantInts = [&](StringRef name) -> std::optional<SmallVector<int64_t>> {
+    auto it = constants.find(name);
+    return it == constants.end() ? std::nullopt : it->second.asInts();
+  };
+  llvm::StringMap<ValueFacts> facts;
+  canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts}, facts);
   // MoE blocks written out in plain ops become one moe.layer each.
   ConstantLookup lookupConstant{
       [&](StringRef name) -> std::optional<SmallVector<int64_t>> {
@@ -362,6 +373,10 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
       [&](StringRef name) -> std::optional<std::vector<float>> {
         auto it = constants.find(name);
         return it == constants.end() ? std::nullopt : it->second.asFloats();
+      },
+      [&](StringRef name) -> int64_t {
+        auto it = facts.find(name);
+        return it == facts.end() ? -1 : it->second.rank;
       }};
   std::vector<std::pair<int, std::string>> nearMisses;
   std::vector<MoeBlock> blocks = findMoeBlocks(graph, lookupConstant, nearMisses);

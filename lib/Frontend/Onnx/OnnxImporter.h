@@ -111,13 +111,16 @@ FailureOr<llvm::SmallVector<Value>> mapBroadcast(NodeContext &ctx, ValueRange op
 /// comparisons, logic, Clip, Pow, Max/Min (ElementwiseOps.cpp).
 void addElementwiseConverters(std::vector<OpConverter> &converters);
 /// The rest of the default domain: contractions, normalisations,
-/// reductions, shapes, Cast, Identity, ConstantOfShape (StandardOps.cpp).
+/// reductions, shapes, Reshape, Flatten, Cast, Identity, ConstantOfShape
+/// (StandardOps.cpp).
 void addStandardConverters(std::vector<OpConverter> &converters);
 /// Gather, Slice, Concat, Split, Expand, Shape, Range, Where, TopK, OneHot,
 /// GatherND, GatherElements, Trilu (IndexingOps.cpp).
 void addIndexingConverters(std::vector<OpConverter> &converters);
 /// ScatterND, ScatterElements (ScatterOps.cpp).
 void addScatterConverters(std::vector<OpConverter> &converters);
+/// NonZero, sized by the data (NonZeroOp.cpp).
+void addNonZeroConverter(std::vector<OpConverter> &converters);
 
 /// Index `i` (any integer type) as an index into a dimension of `size`,
 /// counted from the end when negative (IndexingOps.cpp).
@@ -137,6 +140,14 @@ std::pair<int64_t, int64_t> shapeNodeRange(const NodeContext &ctx, int64_t rank)
 /// An empty tensor of `element`s shaped by `shape` (dynamic where its
 /// elements are values).
 Value emptyOfShape(OpBuilder &b, Location loc, const ShapeVector &shape, Type element);
+
+/// The fill value of a ConstantOfShape node (its `value` attribute, f32 0
+/// when absent).
+FailureOr<TypedAttr> constantOfShapeFill(NodeContext &ctx);
+
+/// Vectors longer than this are not followed as shapes (a ConstantOfShape
+/// of a claimed huge length stays a tensor).
+constexpr int64_t kMaxShapeVectorLength = 64;
 
 /// `x op y` on index sizes (Add, Sub, Mul, Div), folded when constant.
 OpFoldResult combineSizes(OpBuilder &b, Location loc, llvm::StringRef op, OpFoldResult x, OpFoldResult y);

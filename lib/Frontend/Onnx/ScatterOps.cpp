@@ -41,15 +41,6 @@ FailureOr<std::function<Value(OpBuilder &, Location, Value, Value)>> scatterRedu
   return ctx.error() << "reduction '" << reduction << "' is not supported (none, add, mul are)", failure();
 }
 
-/// The multi-index of row-major position `flat` in a tensor of `sizes`.
-SmallVector<Value> unflatten(OpBuilder &b, Location l, Value flat, ArrayRef<Value> sizes) {
-  SmallVector<Value> idx(sizes.size());
-  for (int64_t d = static_cast<int64_t>(sizes.size()) - 1; d >= 0; --d) {
-    idx[d] = arith::RemUIOp::create(b, l, flat, sizes[d]);
-    flat = arith::DivUIOp::create(b, l, flat, sizes[d]);
-  }
-  return idx;
-}
 
 /// A sequential loop over [0, count) carrying `init` (scatters apply their
 /// updates in order, so duplicates reduce deterministically).
@@ -122,7 +113,7 @@ Results convertScatterND(NodeContext &ctx, const ScatterArgs &args) {
   sliceSizes.assign(dataSizes.begin() + q, dataSizes.end());
   Value points = product(b, loc, pointSizes), slice = product(b, loc, sliceSizes);
   Value result = scatterLoop(b, loc, points, data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
-    SmallVector<Value> at = unflatten(b1, l1, p, pointSizes);
+    SmallVector<Value> at = scalar::unflattenIndex(b1, l1, p, pointSizes);
     SmallVector<Value> target;
     for (int64_t j = 0; j < q; ++j) {
       SmallVector<Value> idx(at);
@@ -130,7 +121,7 @@ Results convertScatterND(NodeContext &ctx, const ScatterArgs &args) {
       target.push_back(wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
     }
     return scatterLoop(b1, l1, slice, acc, [&](OpBuilder &b2, Location l2, Value s, Value acc2) {
-      SmallVector<Value> within = unflatten(b2, l2, s, sliceSizes);
+      SmallVector<Value> within = scalar::unflattenIndex(b2, l2, s, sliceSizes);
       SmallVector<Value> dataIdx(target), updateIdx(at);
       llvm::append_range(dataIdx, within);
       llvm::append_range(updateIdx, within);
@@ -156,7 +147,7 @@ Results convertScatterElements(NodeContext &ctx, const ScatterArgs &args) {
     sizes.push_back(tb::dimSize(b, loc, indices, d));
   Value axisSize = tb::dimSize(b, loc, data, *axis);
   Value result = scatterLoop(b, loc, product(b, loc, sizes), data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
-    SmallVector<Value> at = unflatten(b1, l1, p, sizes);
+    SmallVector<Value> at = scalar::unflattenIndex(b1, l1, p, sizes);
     SmallVector<Value> target(at);
     target[*axis] = wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
     Value old = tensor::ExtractOp::create(b1, l1, acc, target);

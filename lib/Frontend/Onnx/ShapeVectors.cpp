@@ -25,10 +25,25 @@ OpFoldResult mlir::moe::onnx_import::combineSizes(OpBuilder &b, Location loc, St
                                                   OpFoldResult y) {
   std::optional<int64_t> cx = getConstantIntValue(x), cy = getConstantIntValue(y);
   if (cx && cy) {
-    int64_t r = op == "Add" ? *cx + *cy : op == "Sub" ? *cx - *cy : op == "Mul" ? *cx * *cy : (*cy ? *cx / *cy : 0);
+    int64_t r = op == "Add"     ? *cx + *cy
+                : op == "Sub"   ? *cx - *cy
+                : op == "Mul"   ? *cx * *cy
+                : op == "Equal" ? int64_t(*cx == *cy)
+                : op == "Max"   ? std::max(*cx, *cy)
+                : op == "Min"   ? std::min(*cx, *cy)
+                : *cy           ? *cx / *cy
+                                : 0;
     return b.getIndexAttr(r);
   }
   Value vx = getValueOrCreateConstantIndexOp(b, loc, x), vy = getValueOrCreateConstantIndexOp(b, loc, y);
+  if (op == "Equal")
+    return arith::IndexCastUIOp::create(b, loc, b.getIndexType(),
+                                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, vx, vy))
+        .getResult();
+  if (op == "Max")
+    return arith::MaxSIOp::create(b, loc, vx, vy).getResult();
+  if (op == "Min")
+    return arith::MinSIOp::create(b, loc, vx, vy).getResult();
   if (op == "Add")
     return arith::AddIOp::create(b, loc, vx, vy).getResult();
   if (op == "Sub")
@@ -132,9 +147,61 @@ std::optional<ShapeVector> mlir::moe::onnx_import::propagateShapeVector(NodeCont
       r.elements.push_back(v->elements[i]);
     return r;
   }
-  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+  if (op == "ConstantOfShape") {
+    // A 1-D vector of n copies of an integer value (TorchScript builds the
+    // "-1 means keep" masks of Expand targets this way).
+    const ShapeVector *shape = in(0);
+    if (!shape || shape->elements.size() != 1 || !ctx.attr("value"))
+      return std::nullopt;
+    std::optional<int64_t> n = getConstantIntValue(shape->elements[0]);
+    FailureOr<TypedAttr> fill = constantOfShapeFill(ctx);
+    auto integer = succeeded(fill) ? dyn_cast<IntegerAttr>(*fill) : IntegerAttr();
+    if (!n || !integer || *n < 0 || *n > kMaxShapeVectorLength)
+      return std::nullopt;
+    return ShapeVector{SmallVector<OpFoldResult>(*n, b.getIndexAttr(integer.getInt()))};
+  }
+  if (op == "Neg") {
+    const ShapeVector *x = in(0);
+    if (!x)
+      return std::nullopt;
+    ShapeVector r;
+    for (OpFoldResult e : x->elements)
+      r.elements.push_back(combineSizes(b, loc, "Sub", b.getIndexAttr(0), e));
+    return r;
+  }
+  if (op == "Where") {
+    // Element by element: a select, or the chosen side when the condition
+    // is known (conditions are 0/1 ShapeVectors, e.g. from Equal).
+    const ShapeVector *c = in(0), *x = in(1), *y = in(2);
+    if (!c || !x || !y)
+      return std::nullopt;
+    size_t n = std::max({c->elements.size(), x->elements.size(), y->elements.size()});
+    auto at = [&](const ShapeVector *v, size_t i) -> std::optional<OpFoldResult> {
+      if (v->elements.size() == n)
+        return v->elements[i];
+      if (v->elements.size() == 1)
+        return v->elements[0];
+      return std::nullopt;
+    };
+    ShapeVector r;
+    for (size_t i = 0; i < n; ++i) {
+      std::optional<OpFoldResult> ci = at(c, i), xi = at(x, i), yi = at(y, i);
+      if (!ci || !xi || !yi)
+        return std::nullopt;
+      if (std::optional<int64_t> known = getConstantIntValue(*ci)) {
+        r.elements.push_back(*known ? *xi : *yi);
+        continue;
+      }
+      Value cond = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cast<Value>(*ci), scalar::constIndex(b, loc, 0));
+      r.elements.push_back(arith::SelectOp::create(b, loc, cond, getValueOrCreateConstantIndexOp(b, loc, *xi),
+                                                   getValueOrCreateConstantIndexOp(b, loc, *yi))
+                               .getResult());
+    }
+    return r;
+  }
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Equal" || op == "Max" || op == "Min") {
     const ShapeVector *x = in(0), *y = in(1);
-    if (!x || !y)
+    if (!x || !y || ctx.inputs.size() != 2)
       return std::nullopt;
     size_t n = std::max(x->elements.size(), y->elements.size());
     if ((x->elements.size() != n && x->elements.size() != 1) || (y->elements.size() != n && y->elements.size() != 1))

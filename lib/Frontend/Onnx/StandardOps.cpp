@@ -433,6 +433,27 @@ Results convertReshape(NodeContext &ctx) {
   return SmallVector<Value>{tb::reshapeToSizes(b, loc, x, sizes)};
 }
 
+/// Flatten: [d0 * .. * d(axis-1), d(axis) * .. * d(rank-1)] (a negative
+/// axis counts from the end).
+Results convertFlatten(NodeContext &ctx) {
+  if (failed(ctx.expectInputs(1, false)))
+    return failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value x = ctx.input(0);
+  int64_t rank = ctx.inputType(0).getRank();
+  int64_t axis = ctx.intAttr("axis", 1);
+  if (axis < -rank || axis > rank)
+    return ctx.error() << "axis " << axis << " is out of range for rank " << rank, failure();
+  if (axis < 0)
+    axis += rank;
+  SmallVector<OpFoldResult> dims = tb::sizesOf(b, loc, x);
+  OpFoldResult outer = b.getIndexAttr(1), inner = b.getIndexAttr(1);
+  for (int64_t d = 0; d < rank; ++d)
+    (d < axis ? outer : inner) = combineSizes(b, loc, "Mul", d < axis ? outer : inner, dims[d]);
+  return SmallVector<Value>{tb::reshapeToSizes(b, loc, x, {outer, inner})};
+}
+
 /// Unsqueeze/Squeeze: axes from the attribute (opset < 13) or input 1.
 FailureOr<SmallVector<int64_t>> shapeAxes(NodeContext &ctx) {
   if (ctx.opset >= 13) {
@@ -614,27 +635,11 @@ Results convertConstantOfShape(NodeContext &ctx) {
   if (!shape)
     return ctx.error() << "the shape input must be a constant or computed from tensor sizes", failure();
   OpBuilder &b = ctx.b;
-  TypedAttr fill = b.getF32FloatAttr(0.0f);
-  if (const onnx::AttributeProto *attr = ctx.attr("value")) {
-    Type element = elementTypeOf(b.getContext(), attr->t().data_type());
-    const std::string &raw = attr->t().raw_data();
-    if (!element)
-      return ctx.error() << "unsupported value type", failure();
-    if (isa<FloatType>(element)) {
-      float v = attr->t().float_data_size() ? attr->t().float_data(0) : 0.0f;
-      if (raw.size() == 4)
-        memcpy(&v, raw.data(), 4);
-      fill = b.getFloatAttr(element, v);
-    } else {
-      int64_t v = attr->t().int64_data_size() ? attr->t().int64_data(0)
-                                              : attr->t().int32_data_size() ? attr->t().int32_data(0) : 0;
-      if (!raw.empty())
-        memcpy(&v, raw.data(), std::min<size_t>(raw.size(), 8));
-      fill = b.getIntegerAttr(element, v);
-    }
-  }
-  Value init = emptyOfShape(b, ctx.loc, *shape, fill.getType());
-  Value value = arith::ConstantOp::create(b, ctx.loc, fill);
+  FailureOr<TypedAttr> fill = constantOfShapeFill(ctx);
+  if (failed(fill))
+    return failure();
+  Value init = emptyOfShape(b, ctx.loc, *shape, fill->getType());
+  Value value = arith::ConstantOp::create(b, ctx.loc, *fill);
   return SmallVector<Value>{linalg::FillOp::create(b, ctx.loc, value, init).getResult(0)};
 }
 
@@ -666,6 +671,7 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("ReduceMax", reduce(tb::Reduction::Max, 18));
   add("Transpose", convertTranspose);
   add("Reshape", convertReshape);
+  add("Flatten", convertFlatten);
   add("Unsqueeze", convertUnsqueeze);
   add("Squeeze", convertSqueeze);
 }

@@ -1,0 +1,61 @@
+//===- GraphCanonicalization.h - one spelling per meaning -------*- C++ -*-===//
+//
+// Exporters write the same computation in several spellings: TorchScript
+// casts every tensor to the dtype it already has, turns masks into bool
+// before NonZero, and names axes from the front (Softmax axis 1 of a
+// [T, E] tensor) where the dynamo exporter writes -1. The MoE block
+// matchers read one spelling; canonicalizeGraph rewrites the graph into it
+// before they run, from element types and ranks it infers itself (exported
+// graphs rarely carry value_info).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTEND_ONNX_GRAPHCANONICALIZATION_H
+#define MOE_FRONTEND_ONNX_GRAPHCANONICALIZATION_H
+
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringMap.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <functional>
+#include <optional>
+
+namespace mlir::moe::onnx_import {
+
+/// What is known of one value before import: its element type (an ONNX
+/// TensorProto data type, 0 when unknown), its rank (-1 when unknown), and
+/// for a 1-D value its length (-1 when unknown).
+struct ValueFacts {
+  int32_t dataType = 0;
+  int64_t rank = -1;
+  int64_t length = -1;
+};
+
+/// What the canonicalisation needs from the importer.
+struct CanonicalizationContext {
+  /// The model's default-domain opset (Softmax's default axis depends on it).
+  int64_t opset;
+  /// The integer values of a constant, if the value is one.
+  std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> ints;
+};
+
+/// Infers element types, ranks and 1-D lengths of every value of `graph`
+/// (nodes in topological order, as ONNX requires) from its inputs,
+/// initializers and Constant nodes.
+llvm::StringMap<ValueFacts> inferValueFacts(const onnx::GraphProto &graph, const CanonicalizationContext &ctx);
+
+/// Rewrites `graph` in place: Identity and Casts to the type a value
+/// already has are removed (their readers read the source), a Cast to bool
+/// read only by NonZero is removed (NonZero tests against zero either way),
+/// and the axis of Softmax, LogSoftmax, TopK, ArgMax and ArgMin is written
+/// from the back (-1 for the last) where the rank is known. Values the
+/// graph outputs are kept. `facts` receives what inferValueFacts found
+/// (still true of every value left). Returns the number of nodes removed
+/// or rewritten.
+int64_t canonicalizeGraph(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                          llvm::StringMap<ValueFacts> &facts);
+
+} // namespace mlir::moe::onnx_import
+
+#endif // MOE_FRONTEND_ONNX_GRAPHCANONICALIZATION_H
