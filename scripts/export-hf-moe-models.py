@@ -14,10 +14,12 @@ use transformers' "batched_mm" implementation, the export-friendly one (its
 default "grouped_mm" is an opaque custom op the ONNX exporter cannot
 translate). The TorchScript exporter (torch.onnx.export(..., dynamo=False),
 how most published ONNX MoE models were made) traces transformers' eager
-per-expert loop instead: olmoe_torchscript.onnx was written with torch 2.15
-and transformers 4.57.1, whose OLMoE loops over every expert (Mixtral,
-Qwen2-MoE and Qwen3-MoE loop over the experts the example input hit, which
-tracing bakes into the graph).
+per-expert loop instead, and writes PyTorch's logits next to the model
+(.reference.npz): olmoe_torchscript.onnx was written with torch 2.15 and
+transformers 4.57.1, whose OLMoE loops over every expert with per-expert
+weights; mixtral_torchscript.onnx with transformers 5.24, whose experts
+loop over the experts the example input hit (which tracing bakes into the
+graph) on stacked weights.
 """
 
 import argparse
@@ -102,6 +104,7 @@ def export(name, out_dir, exporter, opset):
                           output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}})
         print(f"wrote {path} ({os.path.getsize(path)} B, weights inline)")
+        write_reference(model, path.replace(".onnx", ".reference.npz"))
         return
     path = os.path.join(out_dir, f"{name}.onnx")
     # Any batch and sequence length, as a user exports for serving.
@@ -110,6 +113,27 @@ def export(name, out_dir, exporter, opset):
                       opset_version=opset, dynamo=True, external_data=True, dynamic_shapes={"input_ids": dims})
     strip_stack_traces(path)
     print(f"wrote {path} ({os.path.getsize(path)} B + {os.path.getsize(path + '.data')} B of weights)")
+
+
+# The batch x sequence sizes the tests run: a traced loop over the experts
+# the example hit is valid (for onnxruntime) only for inputs hitting the
+# same ones, so these exports carry PyTorch's own logits to compare with.
+REFERENCE_SIZES = ((2, 5), (1, 33), (3, 2))
+
+
+def write_reference(model, path):
+    """PyTorch's logits for random ids of each REFERENCE_SIZES, as
+    ids_<i>/logits_<i> arrays in an .npz next to the model."""
+    import numpy as np
+
+    arrays = {}
+    with torch.no_grad():
+        for i, (batch, seq) in enumerate(REFERENCE_SIZES):
+            ids = torch.from_numpy(np.random.default_rng(100 + i).integers(0, COMMON["vocab_size"], (batch, seq)))
+            arrays[f"ids_{i}"] = ids.numpy()
+            arrays[f"logits_{i}"] = LogitsOnly(model, with_mask=True)(ids).numpy()
+    np.savez(path, **arrays)
+    print(f"wrote {path} (PyTorch's logits at {len(REFERENCE_SIZES)} sizes)")
 
 
 def strip_stack_traces(path):

@@ -20,6 +20,9 @@ namespace mlir::moe::onnx_import::blocks {
 /// NonZero gives for its mask.
 struct ExpertRows {
   std::string token, slot;
+  /// The value the loop indexes the expert with (a constant, or the i-th
+  /// hit expert); stacked expert weights are gathered at it.
+  std::string index;
 };
 
 /// NonZero(mask) split into its two rows: Gather(nz, 0) and Gather(nz, 1)
@@ -201,6 +204,86 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
   return false;
 }
 
+/// One expert's FFN on stacked weights, as transformers 5 writes it:
+///   h = MatMul(rows, Transpose(Gather(W13, index)))        W13 [E, 2I, H]
+///   g, u = Slice(h, [0, I)), Slice(h, [I, 2I)) on the last axis (chunk)
+///   o = MatMul(act(g) * u, Transpose(Gather(W2, index)))   W2 [E, H, I]
+struct StackedExpert {
+  std::string gateUp, down, output;
+  GateActivation activation = GateActivation::silu;
+};
+
+/// Transpose(Gather(W, index, axis 0), [1, 0]) with W a constant [E, a, b]:
+/// W's name, or "".
+static std::string gatheredTransposed(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
+                                      llvm::StringRef index, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *transpose = g.producer(value);
+  const onnx::NodeProto *gather = transpose && transpose->op_type() == "Transpose" ? g.producer(inputOf(*transpose, 0))
+                                                                                   : nullptr;
+  llvm::SmallVector<int64_t> perm;
+  if (transpose)
+    for (const onnx::AttributeProto &a : transpose->attribute())
+      if (a.name() == "perm")
+        perm.assign(a.ints().begin(), a.ints().end());
+  std::optional<llvm::SmallVector<int64_t>> shape = gather ? constants.shape(inputOf(*gather, 0)) : std::nullopt;
+  if (!gather || gather->op_type() != "Gather" || intAttr(*gather, "axis", 0) != 0 || inputOf(*gather, 1) != index ||
+      !g.isConstant(inputOf(*gather, 0)) || !shape || shape->size() != 3 ||
+      (!perm.empty() && perm != llvm::SmallVector<int64_t>{1, 0}))
+    return "";
+  nodes.append({transpose, gather});
+  return inputOf(*gather, 0);
+}
+
+static std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLookup &constants,
+                                                  llvm::StringRef rows, llvm::StringRef index,
+                                                  llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  const onnx::NodeProto *upMM = g.onlyUser(rows, "MatMul");
+  if (!upMM || inputOf(*upMM, 0) != rows)
+    return std::nullopt;
+  StackedExpert expert;
+  expert.gateUp = gatheredTransposed(g, constants, inputOf(*upMM, 1), index, found);
+  std::optional<llvm::SmallVector<int64_t>> w13 = constants.shape(expert.gateUp);
+  if (expert.gateUp.empty() || !w13 || (*w13)[1] % 2 != 0)
+    return std::nullopt;
+  int64_t ffn = (*w13)[1] / 2;
+  // The two halves of h along its last axis: [0, I) and [I, 2I).
+  std::string h = outputOf(*upMM, 0), halves[2];
+  for (int u : g.users(h)) {
+    const onnx::NodeProto &slice = g.graph.node(u);
+    if (slice.op_type() == "Shape") // what the chunk's bounds are computed from
+      continue;
+    std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(slice, 1)), ends = constants(inputOf(slice, 2)),
+                                              axes = constants(inputOf(slice, 3));
+    bool lastAxis = axes && axes->size() == 1 && ((*axes)[0] == -1 || (*axes)[0] == 1);
+    std::optional<llvm::SmallVector<int64_t>> steps =
+        slice.input_size() < 5 || inputOf(slice, 4).empty() ? llvm::SmallVector<int64_t>{1} : constants(inputOf(slice, 4));
+    bool unitSteps = steps && *steps == llvm::SmallVector<int64_t>{1};
+    if (slice.op_type() != "Slice" || inputOf(slice, 0) != h || !starts || !ends || starts->size() != 1 ||
+        ends->size() != 1 || !lastAxis || !unitSteps)
+      return std::nullopt;
+    int64_t half = (*starts)[0] == 0 && (*ends)[0] == ffn ? 0 : (*starts)[0] == ffn && (*ends)[0] >= 2 * ffn ? 1 : -1;
+    if (half < 0 || !halves[half].empty())
+      return std::nullopt;
+    halves[half] = outputOf(slice, 0);
+    found.push_back(&slice);
+  }
+  if (halves[0].empty() || halves[1].empty())
+    return std::nullopt;
+  const onnx::NodeProto *act = matchGatedActivation(g, halves[0], halves[1], expert.activation, found);
+  const onnx::NodeProto *downMM = act ? g.onlyUser(outputOf(*act, 0), "MatMul") : nullptr;
+  if (!downMM || inputOf(*downMM, 0) != outputOf(*act, 0))
+    return std::nullopt;
+  expert.down = gatheredTransposed(g, constants, inputOf(*downMM, 1), index, found);
+  std::optional<llvm::SmallVector<int64_t>> w2 = constants.shape(expert.down);
+  if (expert.down.empty() || !w2 || (*w2)[0] != (*w13)[0] || (*w2)[1] != (*w13)[2] || (*w2)[2] != ffn)
+    return std::nullopt;
+  found.append({upMM, downMM});
+  nodes.append(found.begin(), found.end());
+  expert.output = outputOf(*downMM, 0);
+  return expert;
+}
+
 /// One expert's step of the output's accumulation: `out` = `in` plus its
 /// weighted rows added at their tokens.
 struct Accumulation {
@@ -332,19 +415,31 @@ static bool isHitCount(const GraphIndex &g, const ConstantLookup &constants, con
 /// the input hit, as tracing unrolls it:
 ///
 ///   hit = NonZero(Greater(ReduceSum(mask, [-1, -2]), 0))
-///   index = Squeeze(Split(Transpose(hit, [1, 0]), 1, .., 1)[i], 0)
+///   index = Squeeze(Split(Transpose(hit, [1, 0]), 1, .., 1)[i], 0)  ([1])
+///           or Gather(that, 0)                                      (scalar)
 ///
+/// Returns i, and whether the index is a scalar (else the mask it picks
+/// is [1, k, T]).
 /// The trace repeats the body once per expert the example input hit, so
 /// index i is expert i only when that was every expert: then the loop is
 /// the whole layer (the graph itself fails on inputs hitting fewer, its
 /// Split sizes no longer matching). With fewer, the graph lacks the other
 /// experts' weights: `why` says so.
-static std::optional<int64_t> hitExpert(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef index,
-                                        llvm::StringRef mask, int64_t experts,
-                                        llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+static std::optional<std::pair<int64_t, bool>>
+hitExpert(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef index, llvm::StringRef mask,
+          int64_t experts, llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   why = "the one-hot expert mask is read at an index other than a constant or the experts the input hit";
-  const onnx::NodeProto *squeeze = g.producer(index);
-  const onnx::NodeProto *split = squeeze && squeeze->op_type() == "Squeeze" && hasAxis(*squeeze, constants, 0)
+  // transformers 5 takes the element as a scalar (expert_idx[0]).
+  const onnx::NodeProto *element = g.producer(index);
+  std::optional<llvm::SmallVector<int64_t>> first = element && element->op_type() == "Gather" &&
+                                                            intAttr(*element, "axis", 0) == 0
+                                                        ? constants(inputOf(*element, 1))
+                                                        : std::nullopt;
+  bool scalar = first && first->size() == 1 && (*first)[0] == 0 && constants.rank &&
+                constants.rank(inputOf(*element, 1)) == 0;
+  const onnx::NodeProto *squeeze = g.producer(scalar ? inputOf(*element, 0) : index);
+  const onnx::NodeProto *split = squeeze && squeeze->op_type() == "Squeeze" &&
+                                         (hasAxis(*squeeze, constants, 0) || hasAxis(*squeeze, constants, 1))
                                      ? g.producer(inputOf(*squeeze, 0))
                                      : nullptr;
   const onnx::NodeProto *transpose = split && split->op_type() == "Split" && intAttr(*split, "axis", 0) == 0
@@ -368,7 +463,9 @@ static std::optional<int64_t> hitExpert(const GraphIndex &g, const ConstantLooku
   }
   why.clear();
   nodes.append({squeeze, split, transpose, nz, greater, sum});
-  return i;
+  if (scalar)
+    nodes.push_back(element);
+  return std::make_pair(i, scalar);
 }
 
 /// The per-expert masks of the loop form, by expert id: OneHot(ids) ->
@@ -378,12 +475,14 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
                                           llvm::StringRef ids, int64_t experts,
                                           llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   std::map<int64_t, ExpertRows> masks;
-  auto add = [&](int64_t e, std::optional<std::pair<std::string, std::string>> rows, bool tokenFirst) {
+  auto add = [&](int64_t e, std::optional<std::pair<std::string, std::string>> rows, bool tokenFirst,
+                 llvm::StringRef index) {
     if (!rows || e < 0 || e >= experts || masks.count(e)) {
       why = "expert " + std::to_string(e) + "'s mask is not NonZero's (token, slot) lists of one expert";
       return false;
     }
-    masks[e] = tokenFirst ? ExpertRows{rows->first, rows->second} : ExpertRows{rows->second, rows->first};
+    masks[e] = tokenFirst ? ExpertRows{rows->first, rows->second, index.str()}
+                          : ExpertRows{rows->second, rows->first, index.str()};
     return true;
   };
   for (int u : g.users(ids)) {
@@ -396,7 +495,10 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
         for (const onnx::AttributeProto &a : perm->attribute())
           if (a.name() == "perm")
             order.assign(a.ints().begin(), a.ints().end());
-      if (!depth || depth->size() != 1 || (*depth)[0] != experts || !values || values->size() != 2 ||
+      // transformers 5 adds a class for "no expert" (E), which top-k ids
+      // over E experts never take: its row of the mask is all zeros.
+      if (!depth || depth->size() != 1 || ((*depth)[0] != experts && (*depth)[0] != experts + 1) || !values ||
+          values->size() != 2 ||
           (*values)[0] != 0 || (*values)[1] == 0 || intAttr(n, "axis", -1) != -1 || !perm ||
           order != llvm::SmallVector<int64_t>{2, 1, 0}) {
         why = "the one-hot expert mask is not one_hot(ids, E).permute(2, 1, 0)";
@@ -414,16 +516,22 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
         std::optional<llvm::SmallVector<int64_t>> e = constants(pick.input_size() > 1 ? inputOf(pick, 1) : "");
         std::string mask = outputOf(pick, 0);
         if (pick.op_type() == "Gather" && intAttr(pick, "axis", 0) == 0 && !e) {
-          std::optional<int64_t> hit = hitExpert(g, constants, inputOf(pick, 1), permuted, experts, nodes, why);
-          const onnx::NodeProto *squeeze = hit ? g.onlyUser(mask, "Squeeze") : nullptr;
+          std::optional<std::pair<int64_t, bool>> hit =
+              hitExpert(g, constants, inputOf(pick, 1), permuted, experts, nodes, why);
           if (!hit)
             return {};
-          if (!squeeze || !hasAxis(*squeeze, constants, 0)) {
+          // A [1] index leaves the mask [1, k, T]: squeezed.
+          const onnx::NodeProto *squeeze = hit->second ? nullptr : g.onlyUser(mask, "Squeeze");
+          if (!hit->second && (!squeeze || !hasAxis(*squeeze, constants, 0))) {
             why = "the hit expert's mask is not squeezed to [k, T]";
             return {};
           }
-          nodes.append({&pick, squeeze});
-          if (!add(*hit, nonZeroRows(g, constants, outputOf(*squeeze, 0), nodes), /*tokenFirst=*/false))
+          nodes.push_back(&pick);
+          if (squeeze)
+            nodes.push_back(squeeze);
+          if (!add(hit->first, nonZeroRows(g, constants, squeeze ? outputOf(*squeeze, 0) : mask, nodes),
+                   /*tokenFirst=*/false,
+                   inputOf(pick, 1)))
             return {};
           continue;
         }
@@ -432,7 +540,7 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
           return {};
         }
         nodes.push_back(&pick);
-        if (!add((*e)[0], nonZeroRows(g, constants, mask, nodes), /*tokenFirst=*/false))
+        if (!add((*e)[0], nonZeroRows(g, constants, mask, nodes), /*tokenFirst=*/false, inputOf(pick, 1)))
           return {};
       }
     } else if (n.op_type() == "Equal") {
@@ -441,7 +549,7 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
       if (!e || e->size() != 1)
         continue;
       nodes.push_back(&n);
-      if (!add((*e)[0], nonZeroRows(g, constants, outputOf(n, 0), nodes), /*tokenFirst=*/true))
+      if (!add((*e)[0], nonZeroRows(g, constants, outputOf(n, 0), nodes), /*tokenFirst=*/true, other))
         return {};
     }
   }
@@ -485,6 +593,26 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     std::string xRows = gatheredRows(g, constants, block, rows.token, nodes);
     if (xRows.empty())
       return fail(expert + "its tokens' rows of x are not gathered");
+    // transformers 5: the stacked weights gathered at the expert's index.
+    if (std::optional<StackedExpert> stacked = stackedExpert(g, constants, xRows, rows.index, nodes)) {
+      if ((!block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)) ||
+          (e != masks.begin()->first && stacked->activation != block.activation))
+        return fail(expert + "its stacked weights or activation differ from the other experts'");
+      block.gateUp = stacked->gateUp;
+      block.down = stacked->down;
+      block.activation = stacked->activation;
+      const onnx::NodeProto *scale = g.onlyUser(stacked->output, "Mul");
+      if (!scale || !slotWeightColumn(g, constants, other(*scale, stacked->output), w, block.k, rows, nodes))
+        return fail(expert + "its rows are not scaled by their slot weights w[token, slot]");
+      nodes.push_back(scale);
+      std::optional<Accumulation> step = accumulation(g, constants, outputOf(*scale, 0), rows.token, nodes);
+      if (!step)
+        return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
+      steps[e] = *step;
+      continue;
+    }
+    if (!block.gateUp.empty())
+      return fail(expert + "its weights are not the stacked ones the other experts use");
     llvm::SmallVector<const onnx::NodeProto *> projections;
     for (int u : g.users(xRows))
       projections.push_back(&g.graph.node(u));
@@ -542,6 +670,12 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     if (next == stepReading.end())
       return fail("the experts' accumulations do not form one chain");
     acc = steps[next->second].out;
+  }
+  if (!block.gateUp.empty()) {
+    // The layer reads the stacks themselves.
+    block.expertGate.clear();
+    block.expertUp.clear();
+    block.expertDown.clear();
   }
   block.output = acc;
   block.last = g.indexOf(g.producer(acc));

@@ -58,7 +58,38 @@ bool comparison(llvm::StringRef op) {
 bool reduction(llvm::StringRef op) { return op.starts_with("Reduce"); }
 
 ValueFacts ofTensor(const onnx::TensorProto &t) {
-  return {t.data_type(), t.dims_size(), t.dims_size() == 1 ? t.dims(0) : -1};
+  ValueFacts f{t.data_type(), t.dims_size(), t.dims_size() == 1 ? t.dims(0) : -1, {}, {}};
+  for (int64_t d : t.dims())
+    f.dims.push_back(d >= 0 ? d : -1);
+  return f;
+}
+
+bool isIntegerType(int32_t t) {
+  return t == onnx::TensorProto::INT64 || t == onnx::TensorProto::INT32 || t == onnx::TensorProto::INT16 ||
+         t == onnx::TensorProto::INT8 || t == onnx::TensorProto::UINT8 || t == onnx::TensorProto::UINT16 ||
+         t == onnx::TensorProto::UINT32 || t == onnx::TensorProto::UINT64;
+}
+
+/// Values of at most this many elements are followed element by element.
+constexpr size_t kMaxKnownValues = 64;
+
+/// The numpy broadcast of known sizes (-1 unknown): an unknown size stays
+/// unknown unless another operand fixes it above 1.
+llvm::SmallVector<int64_t> broadcastDims(llvm::ArrayRef<llvm::SmallVector<int64_t>> all, int64_t rank) {
+  llvm::SmallVector<int64_t> out(rank, 1);
+  llvm::SmallVector<bool> unknown(rank, false);
+  for (const llvm::SmallVector<int64_t> &d : all)
+    for (int64_t i = 0; i < static_cast<int64_t>(d.size()); ++i) {
+      int64_t at = rank - static_cast<int64_t>(d.size()) + i;
+      if (d[i] < 0)
+        unknown[at] = true;
+      else if (d[i] != 1)
+        out[at] = d[i];
+    }
+  for (int64_t i = 0; i < rank; ++i)
+    if (unknown[i] && out[i] == 1)
+      out[i] = -1;
+  return out;
 }
 
 class FactInference {
@@ -68,13 +99,18 @@ public:
   llvm::StringMap<ValueFacts> run() {
     for (const onnx::ValueInfoProto &input : graph.input()) {
       const onnx::TypeProto::Tensor &t = input.type().tensor_type();
-      facts[input.name()] = {t.elem_type(), t.has_shape() ? t.shape().dim_size() : -1,
-                             t.has_shape() && t.shape().dim_size() == 1 && t.shape().dim(0).has_dim_value()
-                                 ? t.shape().dim(0).dim_value()
-                                 : -1};
+      ValueFacts f{t.elem_type(), t.has_shape() ? t.shape().dim_size() : -1, -1, {}, {}};
+      if (t.has_shape())
+        for (const onnx::TensorShapeProto::Dimension &d : t.shape().dim())
+          f.dims.push_back(d.has_dim_value() && d.dim_value() >= 0 ? d.dim_value() : -1);
+      f.length = f.rank == 1 ? f.dims[0] : -1;
+      facts[input.name()] = f;
     }
-    for (const onnx::TensorProto &init : graph.initializer())
-      facts[init.name()] = ofTensor(init);
+    for (const onnx::TensorProto &init : graph.initializer()) {
+      ValueFacts f = ofTensor(init);
+      knownInts(init.name(), f);
+      facts[init.name()] = f;
+    }
     for (const onnx::NodeProto &node : graph.node())
       infer(node);
     return std::move(facts);
@@ -119,6 +155,7 @@ private:
           r = {a.name() == "value_ints" ? int32_t(onnx::TensorProto::INT64) : int32_t(onnx::TensorProto::FLOAT), 1,
                a.name() == "value_ints" ? a.ints_size() : a.floats_size()};
       }
+      knownInts(node.output(0), r);
       set(node, 0, r);
       return;
     }
@@ -216,7 +253,208 @@ private:
     } else {
       return;
     }
+    refine(node, r);
+    if (r.rank == 1 && r.dims.size() == 1 && r.dims[0] >= 0)
+      r.length = r.dims[0];
     set(node, 0, r);
+  }
+
+  /// The values of a small integer constant, from the importer.
+  void knownInts(llvm::StringRef name, ValueFacts &f) const {
+    if (f.rank > 1 || !isIntegerType(f.dataType))
+      return;
+    if (std::optional<llvm::SmallVector<int64_t>> v = ctx.ints(name); v && v->size() <= kMaxKnownValues)
+      f.values.assign(v->begin(), v->end());
+  }
+
+  /// Input i's (partly) known values, or null.
+  const llvm::SmallVector<std::optional<int64_t>> *valuesOf(const onnx::NodeProto &node, int i) const {
+    if (i >= node.input_size() || node.input(i).empty())
+      return nullptr;
+    auto it = facts.find(node.input(i));
+    return it == facts.end() || it->second.values.empty() ? nullptr : &it->second.values;
+  }
+
+  /// Sizes (dims) and small integer values of output 0 of `node`.
+  void refine(const onnx::NodeProto &node, ValueFacts &r) const {
+    // Nothing carried over from an input: each rule below sets its own.
+    r.dims.clear();
+    r.values.clear();
+    llvm::StringRef op = node.op_type();
+    auto known = [](const llvm::SmallVector<int64_t> &d, int64_t rank) { return rank >= 0 && int64_t(d.size()) == rank; };
+    // Where the rank is known but not the sizes, every size is unknown (-1):
+    // the sizes that are known elsewhere still come through.
+    auto withDims = [&](ValueFacts f) {
+      if (f.rank >= 0 && !known(f.dims, f.rank))
+        f.dims.assign(f.rank, -1);
+      return f;
+    };
+    ValueFacts in0 = withDims(of(node, 0));
+    bool in0Dims = known(in0.dims, in0.rank);
+    // Dims.
+    if ((keepsShapeAndType(op) && op != "Transpose") || op == "Cast") {
+      if (in0Dims)
+        r.dims = in0.dims;
+    } else if (op == "Transpose" && in0Dims) {
+      const onnx::AttributeProto *perm = findAttr(node, "perm");
+      llvm::SmallVector<int64_t> order;
+      if (perm)
+        order.assign(perm->ints().begin(), perm->ints().end());
+      else
+        for (int64_t i = in0.rank - 1; i >= 0; --i)
+          order.push_back(i);
+      if (static_cast<int64_t>(order.size()) == in0.rank &&
+          llvm::all_of(order, [&](int64_t p) { return p >= 0 && p < in0.rank; }))
+        for (int64_t p : order)
+          r.dims.push_back(in0.dims[p]);
+    } else if (broadcasts(op) && r.rank >= 0) {
+      llvm::SmallVector<llvm::SmallVector<int64_t>> all;
+      for (int i = 0; i < node.input_size(); ++i) {
+        ValueFacts f = withDims(of(node, i));
+        if (!known(f.dims, f.rank)) {
+          all.clear();
+          break;
+        }
+        all.push_back(f.dims);
+      }
+      if (!all.empty())
+        r.dims = broadcastDims(all, r.rank);
+    } else if (op == "MatMul" && r.rank >= 2) {
+      ValueFacts b = withDims(of(node, 1));
+      if (in0Dims && known(b.dims, b.rank) && in0.rank >= 2 && b.rank >= 2) {
+        llvm::SmallVector<llvm::SmallVector<int64_t>> batch = {
+            llvm::SmallVector<int64_t>(in0.dims.begin(), in0.dims.end() - 2),
+            llvm::SmallVector<int64_t>(b.dims.begin(), b.dims.end() - 2)};
+        r.dims = broadcastDims(batch, r.rank - 2);
+        r.dims.append({in0.dims[in0.rank - 2], b.dims[b.rank - 1]});
+      }
+    } else if (op == "Gather") {
+      ValueFacts idx = withDims(of(node, 1));
+      int64_t axis = intAttrOr(node, "axis", 0);
+      if (in0Dims && known(idx.dims, idx.rank) && axis >= -in0.rank && axis < in0.rank) {
+        axis = axis < 0 ? axis + in0.rank : axis;
+        r.dims.assign(in0.dims.begin(), in0.dims.begin() + axis);
+        r.dims.append(idx.dims.begin(), idx.dims.end());
+        r.dims.append(in0.dims.begin() + axis + 1, in0.dims.end());
+      }
+    } else if ((op == "Unsqueeze" || op == "Squeeze") && in0Dims && r.rank >= 0) {
+      std::optional<llvm::SmallVector<int64_t>> a = axes(node);
+      int64_t outRank = r.rank, axisRank = op == "Unsqueeze" ? outRank : in0.rank;
+      llvm::SmallVector<bool> marked(axisRank, false);
+      bool ok = a.has_value();
+      for (int64_t x : a.value_or(llvm::SmallVector<int64_t>{})) {
+        if (x < -axisRank || x >= axisRank) {
+          ok = false;
+          break;
+        }
+        marked[x < 0 ? x + axisRank : x] = true;
+      }
+      for (int64_t i = 0, j = 0; ok && i < axisRank; ++i) {
+        if (op == "Unsqueeze")
+          r.dims.push_back(marked[i] ? 1 : in0.dims[j++]);
+        else if (!marked[i])
+          r.dims.push_back(in0.dims[i]);
+      }
+      if (!ok || static_cast<int64_t>(r.dims.size()) != outRank)
+        r.dims.clear();
+    } else if (op == "Shape") {
+      r.dims = {r.length};
+    } else if (op == "Reshape" && r.rank >= 0) {
+      const llvm::SmallVector<std::optional<int64_t>> *target = valuesOf(node, 1);
+      if (target && static_cast<int64_t>(target->size()) == r.rank) {
+        int64_t total = 1, knownProduct = 1, inferred = -1;
+        bool totalKnown = in0Dims;
+        for (int64_t d : in0.dims)
+          totalKnown = totalKnown && d >= 0, total *= std::max<int64_t>(d, 1);
+        for (auto [i, t] : llvm::enumerate(*target)) {
+          int64_t d = !t ? -1 : *t == 0 && intAttrOr(node, "allowzero", 0) == 0 && in0Dims && int64_t(i) < in0.rank
+                                    ? in0.dims[i]
+                                    : *t;
+          if (t && *t == -1)
+            inferred = i;
+          r.dims.push_back(d == -1 ? -1 : d);
+          if (d >= 0)
+            knownProduct *= d;
+        }
+        if (inferred >= 0 && totalKnown && knownProduct > 0 &&
+            llvm::count_if(r.dims, [](int64_t d) { return d < 0; }) == 1)
+          r.dims[inferred] = total / knownProduct;
+      }
+    } else if (op == "TopK" && in0Dims) {
+      const llvm::SmallVector<std::optional<int64_t>> *k = valuesOf(node, 1);
+      int64_t axis = intAttrOr(node, "axis", -1);
+      r.dims = in0.dims;
+      if (axis >= -in0.rank && axis < in0.rank)
+        r.dims[axis < 0 ? axis + in0.rank : axis] = k && k->size() == 1 ? (*k)[0].value_or(-1) : -1;
+    } else if (op == "ConstantOfShape") {
+      if (const llvm::SmallVector<std::optional<int64_t>> *shape = valuesOf(node, 0))
+        for (const std::optional<int64_t> &d : *shape)
+          r.dims.push_back(d.value_or(-1));
+    }
+    if (!known(r.dims, r.rank))
+      r.dims.clear();
+
+    // Values of small integer results.
+    if (!isIntegerType(r.dataType) || r.rank > 1)
+      return;
+    if (op == "Shape" && in0Dims) {
+      int64_t start = intAttrOr(node, "start", 0), end = intAttrOr(node, "end", in0.rank);
+      start = std::clamp<int64_t>(start < 0 ? start + in0.rank : start, 0, in0.rank);
+      end = std::clamp<int64_t>(end < 0 ? end + in0.rank : end, 0, in0.rank);
+      for (int64_t d = start; d < end; ++d)
+        r.values.push_back(in0.dims[d] >= 0 ? std::optional<int64_t>(in0.dims[d]) : std::nullopt);
+      return;
+    }
+    const llvm::SmallVector<std::optional<int64_t>> *v0 = valuesOf(node, 0);
+    if ((op == "Identity" || op == "Cast" || op == "Unsqueeze" || op == "Squeeze" || op == "Reshape") && v0 &&
+        isIntegerType(in0.dataType)) {
+      r.values = *v0;
+      return;
+    }
+    if (op == "Gather" && v0 && intAttrOr(node, "axis", 0) == 0 && in0.rank <= 1) {
+      const llvm::SmallVector<std::optional<int64_t>> *idx = valuesOf(node, 1);
+      if (!idx)
+        return;
+      int64_t n = v0->size();
+      for (const std::optional<int64_t> &i : *idx) {
+        if (!i || *i < -n || *i >= n) {
+          r.values.clear();
+          return;
+        }
+        r.values.push_back((*v0)[*i < 0 ? *i + n : *i]);
+      }
+      return;
+    }
+    if (op == "Concat" && r.rank == 1) {
+      for (int i = 0; i < node.input_size(); ++i) {
+        const llvm::SmallVector<std::optional<int64_t>> *v = valuesOf(node, i);
+        if (!v || r.values.size() + v->size() > kMaxKnownValues) {
+          r.values.clear();
+          return;
+        }
+        r.values.append(v->begin(), v->end());
+      }
+      return;
+    }
+    if (op == "Neg" && v0) {
+      for (const std::optional<int64_t> &x : *v0)
+        r.values.push_back(x ? std::optional<int64_t>(-*x) : std::nullopt);
+      return;
+    }
+    if (isOneOf(op, {"Add", "Sub", "Mul", "Div", "Max", "Min"}) && node.input_size() == 2) {
+      const llvm::SmallVector<std::optional<int64_t>> *v1 = valuesOf(node, 1);
+      if (!v0 || !v1 || (v0->size() != v1->size() && v0->size() != 1 && v1->size() != 1))
+        return;
+      size_t n = std::max(v0->size(), v1->size());
+      for (size_t i = 0; i < n; ++i) {
+        std::optional<int64_t> a = (*v0)[v0->size() == 1 ? 0 : i], b = (*v1)[v1->size() == 1 ? 0 : i];
+        std::optional<int64_t> c;
+        if (a && b && !(op == "Div" && *b == 0))
+          c = op == "Add" ? *a + *b : op == "Sub" ? *a - *b : op == "Mul" ? *a * *b : op == "Div" ? *a / *b
+              : op == "Max" ? std::max(*a, *b) : std::min(*a, *b);
+        r.values.push_back(c);
+      }
+    }
   }
 
   const onnx::GraphProto &graph;
@@ -266,6 +504,15 @@ int64_t canonicalAxes(onnx::NodeProto &node, const ValueFacts &in, const Canonic
 }
 
 } // namespace
+
+std::optional<llvm::SmallVector<int64_t>> ValueFacts::knownValues() const {
+  if (values.empty() || llvm::any_of(values, [](const std::optional<int64_t> &v) { return !v; }))
+    return std::nullopt;
+  llvm::SmallVector<int64_t> all;
+  for (const std::optional<int64_t> &v : values)
+    all.push_back(*v);
+  return all;
+}
 
 llvm::StringMap<ValueFacts> mlir::moe::onnx_import::inferValueFacts(const onnx::GraphProto &graph,
                                                                     const CanonicalizationContext &ctx) {

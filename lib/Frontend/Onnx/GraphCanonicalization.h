@@ -30,6 +30,13 @@ struct ValueFacts {
   int32_t dataType = 0;
   int64_t rank = -1;
   int64_t length = -1;
+  /// Sizes, one per dimension when the rank is known (-1: unknown).
+  llvm::SmallVector<int64_t> dims;
+  /// The elements of a small 0-D/1-D integer value, where known (sizes
+  /// computed from static dimensions: Shape, Gather, Concat, arithmetic).
+  llvm::SmallVector<std::optional<int64_t>> values;
+  /// All elements, when every one is known.
+  std::optional<llvm::SmallVector<int64_t>> knownValues() const;
 };
 
 /// What the canonicalisation needs from the importer.

@@ -359,9 +359,12 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts}, facts);
   // MoE blocks written out in plain ops become one moe.layer each.
   ConstantLookup lookupConstant{
+      // Constants, and integers computed from static sizes.
       [&](StringRef name) -> std::optional<SmallVector<int64_t>> {
-        auto it = constants.find(name);
-        return it == constants.end() ? std::nullopt : it->second.asInts();
+        if (auto it = constants.find(name); it != constants.end())
+          return it->second.asInts();
+        auto known = facts.find(name);
+        return known == facts.end() ? std::nullopt : known->second.knownValues();
       },
       [&](StringRef name) { return constants.count(name) > 0; },
       [&](StringRef name) -> std::optional<SmallVector<int64_t>> {

@@ -137,13 +137,20 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   block.x = inputOf(*router, 0);
   // transformers' routers reshape x [T, H] to [-1, H] again: the same
   // tensor when x itself comes from a Reshape to [*, H].
+  // (Where the source's width is not known here, importing the layer
+  // checks it against the router's.)
   if (const onnx::NodeProto *view = g.producer(block.x); view && view->op_type() == "Reshape") {
     const onnx::NodeProto *source = g.producer(inputOf(*view, 0));
     std::optional<llvm::SmallVector<int64_t>> viewShape = constants(inputOf(*view, 1));
     std::optional<llvm::SmallVector<int64_t>> sourceShape =
         source && source->op_type() == "Reshape" ? constants(inputOf(*source, 1)) : std::nullopt;
-    if (viewShape && sourceShape && viewShape->size() == 2 && sourceShape->size() == 2 &&
-        (*viewShape)[1] > 0 && (*viewShape)[1] == (*sourceShape)[1] && ((*viewShape)[0] == -1 || (*viewShape)[0] == (*sourceShape)[0])) {
+    bool sameWidth = sourceShape && sourceShape->size() == 2 && viewShape && viewShape->size() == 2 &&
+                     (*viewShape)[1] == (*sourceShape)[1] &&
+                     ((*viewShape)[0] == -1 || (*viewShape)[0] == (*sourceShape)[0]);
+    bool rowsOfSource = !sourceShape && source && source->op_type() == "Reshape" && constants.rank &&
+                        constants.rank(inputOf(*view, 0)) == 2 && viewShape && viewShape->size() == 2 &&
+                        (*viewShape)[0] == -1;
+    if (viewShape && viewShape->size() == 2 && (*viewShape)[1] > 0 && (sameWidth || rowsOfSource)) {
       block.xView = block.x;
       block.x = inputOf(*view, 0);
       nodes.push_back(view);
