@@ -26,14 +26,17 @@ int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallb
 
 /// A single-axis op (Squeeze/Unsqueeze/ReduceSum) on axis `axis`, given as
 /// a constant input or attribute.
-bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64_t axis) {
-  std::optional<llvm::SmallVector<int64_t>> axes;
+std::optional<llvm::SmallVector<int64_t>> axesOf(const onnx::NodeProto &node, const ConstantLookup &constants) {
   if (node.input_size() > 1)
-    axes = constants(inputOf(node, 1));
-  else
-    for (const onnx::AttributeProto &a : node.attribute())
-      if (a.name() == "axes")
-        axes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+    return constants(inputOf(node, 1));
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == "axes")
+      return llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+  return std::nullopt;
+}
+
+bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64_t axis) {
+  std::optional<llvm::SmallVector<int64_t>> axes = axesOf(node, constants);
   if (!axes || axes->size() != 1)
     return false;
   // Compared by meaning where the rank is known (TorchScript writes

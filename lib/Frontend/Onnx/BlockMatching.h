@@ -102,8 +102,13 @@ private:
 /// The integer attribute `name` of `node`, or `fallback` when it has none.
 int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback);
 
+/// The axes of Squeeze/Unsqueeze/Reduce*: a constant input or the
+/// attribute (older opsets).
+std::optional<llvm::SmallVector<int64_t>> axesOf(const onnx::NodeProto &node, const ConstantLookup &constants);
+
 /// A single-axis op (Squeeze/Unsqueeze/ReduceSum) on axis `axis`, given as
-/// a constant input or attribute.
+/// a constant input or attribute (compared by meaning where the rank is
+/// known).
 bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64_t axis);
 
 /// The float attribute `name` of `node`, or `fallback` when it has none.

@@ -395,13 +395,7 @@ static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, con
 /// (slot, token) pairs, what transformers' loop over hit experts tests.
 static bool isHitCount(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &sum,
                        llvm::StringRef mask) {
-  std::optional<llvm::SmallVector<int64_t>> axes;
-  if (sum.input_size() > 1)
-    axes = constants(inputOf(sum, 1));
-  else
-    for (const onnx::AttributeProto &a : sum.attribute())
-      if (a.name() == "axes")
-        axes = llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+  std::optional<llvm::SmallVector<int64_t>> axes = axesOf(sum, constants);
   if (!axes || axes->size() != 2 || inputOf(sum, 0) != mask || intAttr(sum, "keepdims", 1) != 0)
     return false;
   llvm::SmallVector<int64_t> sorted;
@@ -593,7 +587,9 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     std::string xRows = gatheredRows(g, constants, block, rows.token, nodes);
     if (xRows.empty())
       return fail(expert + "its tokens' rows of x are not gathered");
-    // transformers 5: the stacked weights gathered at the expert's index.
+    // The expert's FFN on its rows: o, from stacked weights gathered at
+    // the expert's index (transformers 5) or its own constants.
+    std::string o;
     if (std::optional<StackedExpert> stacked = stackedExpert(g, constants, xRows, rows.index, nodes)) {
       if ((!block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)) ||
           (e != masks.begin()->first && stacked->activation != block.activation))
@@ -601,48 +597,43 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
       block.gateUp = stacked->gateUp;
       block.down = stacked->down;
       block.activation = stacked->activation;
-      const onnx::NodeProto *scale = g.onlyUser(stacked->output, "Mul");
-      if (!scale || !slotWeightColumn(g, constants, other(*scale, stacked->output), w, block.k, rows, nodes))
-        return fail(expert + "its rows are not scaled by their slot weights w[token, slot]");
-      nodes.push_back(scale);
-      std::optional<Accumulation> step = accumulation(g, constants, outputOf(*scale, 0), rows.token, nodes);
-      if (!step)
-        return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
-      steps[e] = *step;
-      continue;
+      o = stacked->output;
+    } else {
+      if (!block.gateUp.empty())
+        return fail(expert + "its weights are not the stacked ones the other experts use");
+      llvm::SmallVector<const onnx::NodeProto *> projections;
+      for (int u : g.users(xRows))
+        projections.push_back(&g.graph.node(u));
+      if (projections.size() != 2 ||
+          llvm::any_of(projections, [&](const onnx::NodeProto *mm) {
+            return mm->op_type() != "MatMul" || inputOf(*mm, 0) != xRows || !g.isConstant(inputOf(*mm, 1));
+          }))
+        return fail(expert + "its rows do not feed exactly two constant projections (gate, up)");
+      const onnx::NodeProto *act = nullptr, *gateMM = nullptr, *upMM = nullptr;
+      GateActivation kind = GateActivation::silu;
+      for (int side = 0; side < 2 && !act; ++side) {
+        act = matchGatedActivation(g, outputOf(*projections[side], 0), outputOf(*projections[1 - side], 0), kind,
+                                   nodes);
+        gateMM = projections[side];
+        upMM = projections[1 - side];
+      }
+      if (!act)
+        return fail(expert + "the activation is not SwiGLU or GeGLU (act(gate) * up)");
+      if (e != masks.begin()->first && kind != block.activation)
+        return fail(expert + "its activation differs from the other experts'");
+      block.activation = kind;
+      const onnx::NodeProto *downMM = g.onlyUser(outputOf(*act, 0), "MatMul");
+      if (!downMM || inputOf(*downMM, 0) != outputOf(*act, 0) || !g.isConstant(inputOf(*downMM, 1)))
+        return fail(expert + "the activation does not feed a constant down projection");
+      nodes.append({gateMM, upMM, downMM});
+      block.expertGate[e] = inputOf(*gateMM, 1);
+      block.expertUp[e] = inputOf(*upMM, 1);
+      block.expertDown[e] = inputOf(*downMM, 1);
+      o = outputOf(*downMM, 0);
     }
-    if (!block.gateUp.empty())
-      return fail(expert + "its weights are not the stacked ones the other experts use");
-    llvm::SmallVector<const onnx::NodeProto *> projections;
-    for (int u : g.users(xRows))
-      projections.push_back(&g.graph.node(u));
-    if (projections.size() != 2 ||
-        llvm::any_of(projections, [&](const onnx::NodeProto *mm) {
-          return mm->op_type() != "MatMul" || inputOf(*mm, 0) != xRows || !g.isConstant(inputOf(*mm, 1));
-        }))
-      return fail(expert + "its rows do not feed exactly two constant projections (gate, up)");
-    const onnx::NodeProto *act = nullptr, *gateMM = nullptr, *upMM = nullptr;
-    GateActivation kind = GateActivation::silu;
-    for (int side = 0; side < 2 && !act; ++side) {
-      act = matchGatedActivation(g, outputOf(*projections[side], 0), outputOf(*projections[1 - side], 0), kind, nodes);
-      gateMM = projections[side];
-      upMM = projections[1 - side];
-    }
-    if (!act)
-      return fail(expert + "the activation is not SwiGLU or GeGLU (act(gate) * up)");
-    if (e != masks.begin()->first && kind != block.activation)
-      return fail(expert + "its activation differs from the other experts'");
-    block.activation = kind;
-    const onnx::NodeProto *downMM = g.onlyUser(outputOf(*act, 0), "MatMul");
-    if (!downMM || inputOf(*downMM, 0) != outputOf(*act, 0) || !g.isConstant(inputOf(*downMM, 1)))
-      return fail(expert + "the activation does not feed a constant down projection");
-    nodes.append({gateMM, upMM, downMM});
-    block.expertGate[e] = inputOf(*gateMM, 1);
-    block.expertUp[e] = inputOf(*upMM, 1);
-    block.expertDown[e] = inputOf(*downMM, 1);
     // Scaled by the slot weight w[token, slot] and added at the token.
-    const onnx::NodeProto *scale = g.onlyUser(outputOf(*downMM, 0), "Mul");
-    if (!scale || !slotWeightColumn(g, constants, other(*scale, outputOf(*downMM, 0)), w, block.k, rows, nodes))
+    const onnx::NodeProto *scale = g.onlyUser(o, "Mul");
+    if (!scale || !slotWeightColumn(g, constants, other(*scale, o), w, block.k, rows, nodes))
       return fail(expert + "its rows are not scaled by their slot weights w[token, slot]");
     nodes.push_back(scale);
     std::optional<Accumulation> step = accumulation(g, constants, outputOf(*scale, 0), rows.token, nodes);
