@@ -64,6 +64,7 @@ MODELS = {
                      layer_types=["sliding_attention", "full_attention"])),
 }
 TOKENS = 8  # the example input's length; the exported graph takes [batch, seq]
+TORCHSCRIPT_BATCH = 8  # x max_position_embeddings tokens: the TorchScript example
 
 
 class LogitsOnly(torch.nn.Module):
@@ -99,6 +100,9 @@ def export(name, out_dir, exporter, opset):
     # Batch 2: an example batch of 1 would be specialised into the graph.
     ids = torch.randint(0, COMMON["vocab_size"], (2, TOKENS))
     if exporter == "torchscript":
+        # Tracing keeps the experts this input hits (transformers' loop over
+        # hit experts): enough tokens that every expert of every layer is.
+        ids = torch.randint(0, COMMON["vocab_size"], (TORCHSCRIPT_BATCH, COMMON["max_position_embeddings"]))
         path = os.path.join(out_dir, f"{name}_torchscript.onnx")
         torch.onnx.export(LogitsOnly(model, with_mask=True), (ids,), path, input_names=["input_ids"],
                           output_names=["logits"], opset_version=opset, dynamo=False,

@@ -670,6 +670,7 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   }
   block.output = acc;
   block.last = g.indexOf(g.producer(acc));
+  matchSharedExpert(g, block, nodes);
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 
