@@ -587,7 +587,7 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
 
 def per_expert_model(name, tokens=9, hidden=16, ffn=8, experts=4, k=2, normalize=True, mask="onehot",
                      skip_expert=None, gelu=False, torchscript=False, scatter_into_acc=False,
-                     hit_loop=None):
+                     hit_loop=None, scores="softmax"):
     """An MoE block as tracing exports transformers' eager per-expert loop
     (MixtralSparseMoeBlock): router MatMul -> Softmax -> TopK (-> ReduceSum/
     Div); a mask per expert, either one_hot(ids).permute(2, 1, 0)[e]
@@ -642,7 +642,8 @@ def per_expert_model(name, tokens=9, hidden=16, ffn=8, experts=4, k=2, normalize
                   n("Unsqueeze", ["x2", "ax0"], ["x_1th"])]
         x = "x2"
     nodes += [n("MatMul", [x, "router_t"], ["router_logits"], name="router"),
-              n("Softmax", ["router_logits"], ["probs"], axis=1 if torchscript else -1)]
+              n("Softmax", ["router_logits"], ["probs"], axis=1 if torchscript else -1) if scores == "softmax" else
+              n("Sigmoid", ["router_logits"], ["probs"])]
     if torchscript:
         nodes += [n("Cast", ["probs"], ["probs_f"], to=TensorProto.FLOAT)]
     nodes += [n("TopK", ["probs_f" if torchscript else "probs", "k"], ["top_w", "top_i"], axis=-1, name="topk")]
@@ -768,13 +769,15 @@ PER_EXPERT_CASES = {
     "per_expert_torchscript_near_miss": dict(normalize=True, k=2, experts=4, torchscript=True, scatter_into_acc=True),
     # A loop that leaves expert 2 out: not the layer; plain ops (NonZero).
     "per_expert_missing_expert": dict(normalize=True, k=2, experts=4, skip_expert=2),
+    # Sigmoid scores without DeepSeek's bias and groups: unknown routing.
+    "per_expert_sigmoid_near_miss": dict(normalize=True, k=2, experts=4, scores="sigmoid"),
     # transformers' loop over the experts the input hit, traced with all 4 hit.
     "per_expert_hit_loop": dict(normalize=True, k=2, experts=4, torchscript=True, hit_loop=4),
 }
 
 # Models whose plain ops size a result by the data (NonZero): the GPU path
 # cannot allocate it yet (moe-map-to-gpu says so); checked on the CPU only.
-CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert"}
+CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert", "per_expert_sigmoid_near_miss"}
 
 # Traced with 3 of 4 experts hit: the graph holds only for inputs hitting
 # exactly those (onnxruntime fails on the others); not an MoE layer, and

@@ -46,6 +46,20 @@ using namespace mlir::moe::onnx_import;
 using namespace mlir::moe::onnx_import::blocks;
 
 
+/// A TopK whose indices select experts: they build a one-hot mask, or
+/// gather from a 3-D constant (stacked expert weights). Its routing not
+/// matching is then a near miss worth a remark.
+static bool selectsExperts(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &topk) {
+  for (int u : g.users(outputOf(topk, 1))) {
+    const onnx::NodeProto &n = g.graph.node(u);
+    std::optional<llvm::SmallVector<int64_t>> shape =
+        n.op_type() == "Gather" ? constants.shape(inputOf(n, 0)) : std::nullopt;
+    if (n.op_type() == "OneHot" || (shape && shape->size() == 3 && inputOf(n, 1) == outputOf(topk, 1)))
+      return true;
+  }
+  return false;
+}
+
 std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphProto &graph,
                                                             const ConstantLookup &constants,
                                                             std::vector<std::pair<int, std::string>> &nearMisses) {
@@ -63,6 +77,10 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
       blocks.push_back(std::move(*oss));
     else if (!whyLoop.empty() || !why.empty() || !whyGptOss.empty())
       nearMisses.push_back({i, !whyLoop.empty() ? whyLoop : !why.empty() ? why : whyGptOss});
+    else if (selectsExperts(index, constants, graph.node(i)))
+      nearMisses.push_back({i, "its indices pick experts (a one-hot mask or stacked weights), but the scores in "
+                               "front of it are neither softmax(x Wr) nor DeepSeek-V3's sigmoid routing with a "
+                               "selection bias and group-limited top-k"});
   }
   return blocks;
 }
