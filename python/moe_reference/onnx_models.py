@@ -1197,6 +1197,11 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("GatherND", ["x", "idx"], ["y"], batch_dims=1, name="the_gathernd")]
         graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [2, 8])],
                                   [helper.make_tensor_value_info("y", f, [2])], [idx])
+    elif name == "unsqueeze_repeated_axis":
+        axes = _init("axes", np.array([0, 0], np.int64))
+        nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["y"], name="the_unsqueeze")]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [2, 8])],
+                                  [helper.make_tensor_value_info("y", f, [1, 1, 2, 8])], [axes])
     elif name == "clip_bounds_not_scalar":
         # A per-column bound: ONNX's Clip takes scalars only.
         nodes = [helper.make_node("Clip", ["x", "lo"], ["y"], name="the_clip")]
@@ -1262,7 +1267,8 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "moe_fc3_with_relu",
        "moe_sparse_mixer_k1",
-       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "clip_bounds_not_scalar",
+       "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "unsqueeze_repeated_axis",
+       "clip_bounds_not_scalar",
        "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "no_default_opset", "opset_10000",
        "ir_version_99", "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
 

@@ -13,6 +13,7 @@
 #include "llvm/ADT/StringSet.h"
 
 #include <algorithm>
+#include <limits>
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
@@ -349,8 +350,12 @@ private:
         }
         marked[x < 0 ? x + axisRank : x] = true;
       }
+      // (Repeated axes leave fewer marks than axes: the sizes then do not
+      // add up and are dropped below, never read past the input's.)
       for (int64_t i = 0, j = 0; ok && i < axisRank; ++i) {
-        if (op == "Unsqueeze")
+        if (op == "Unsqueeze" && !marked[i] && j >= in0.rank)
+          ok = false;
+        else if (op == "Unsqueeze")
           r.dims.push_back(marked[i] ? 1 : in0.dims[j++]);
         else if (!marked[i])
           r.dims.push_back(in0.dims[i]);
@@ -365,16 +370,16 @@ private:
         int64_t total = 1, knownProduct = 1, inferred = -1;
         bool totalKnown = in0Dims;
         for (int64_t d : in0.dims)
-          totalKnown = totalKnown && d >= 0, total *= std::max<int64_t>(d, 1);
+          totalKnown = totalKnown && d >= 0 && !__builtin_mul_overflow(total, std::max<int64_t>(d, 1), &total);
         for (auto [i, t] : llvm::enumerate(*target)) {
           int64_t d = !t ? -1 : *t == 0 && intAttrOr(node, "allowzero", 0) == 0 && in0Dims && int64_t(i) < in0.rank
                                     ? in0.dims[i]
                                     : *t;
           if (t && *t == -1)
             inferred = i;
-          r.dims.push_back(d == -1 ? -1 : d);
-          if (d >= 0)
-            knownProduct *= d;
+          r.dims.push_back(d < 0 ? -1 : d);
+          if (d >= 0 && __builtin_mul_overflow(knownProduct, d, &knownProduct))
+            totalKnown = false;
         }
         if (inferred >= 0 && totalKnown && knownProduct > 0 &&
             llvm::count_if(r.dims, [](int64_t d) { return d < 0; }) == 1)
@@ -438,7 +443,8 @@ private:
     }
     if (op == "Neg" && v0) {
       for (const std::optional<int64_t> &x : *v0)
-        r.values.push_back(x ? std::optional<int64_t>(-*x) : std::nullopt);
+        r.values.push_back(x && *x != std::numeric_limits<int64_t>::min() ? std::optional<int64_t>(-*x)
+                                                                           : std::nullopt);
       return;
     }
     if (isOneOf(op, {"Add", "Sub", "Mul", "Div", "Max", "Min"}) && node.input_size() == 2) {
@@ -448,10 +454,17 @@ private:
       size_t n = std::max(v0->size(), v1->size());
       for (size_t i = 0; i < n; ++i) {
         std::optional<int64_t> a = (*v0)[v0->size() == 1 ? 0 : i], b = (*v1)[v1->size() == 1 ? 0 : i];
+        // Unknown where the arithmetic would overflow (or divide by 0).
         std::optional<int64_t> c;
-        if (a && b && !(op == "Div" && *b == 0))
-          c = op == "Add" ? *a + *b : op == "Sub" ? *a - *b : op == "Mul" ? *a * *b : op == "Div" ? *a / *b
-              : op == "Max" ? std::max(*a, *b) : std::min(*a, *b);
+        int64_t v = 0;
+        bool overflow = a && b &&
+                        (op == "Add"   ? __builtin_add_overflow(*a, *b, &v)
+                         : op == "Sub" ? __builtin_sub_overflow(*a, *b, &v)
+                         : op == "Mul" ? __builtin_mul_overflow(*a, *b, &v)
+                         : op == "Div" ? *b == 0 || (*a == std::numeric_limits<int64_t>::min() && *b == -1)
+                                       : false);
+        if (a && b && !overflow)
+          c = op == "Div" ? *a / *b : op == "Max" ? std::max(*a, *b) : op == "Min" ? std::min(*a, *b) : v;
         r.values.push_back(c);
       }
     }

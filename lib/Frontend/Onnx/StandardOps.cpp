@@ -482,6 +482,8 @@ FailureOr<SmallVector<int64_t>> normalizedShapeAxes(NodeContext &ctx, bool unsqu
     FailureOr<int64_t> n = ctx.normalizeAxis(a, rank);
     if (failed(n))
       return failure();
+    if (llvm::is_contained(normalized, *n))
+      return ctx.error() << "axis " << a << " is given twice", failure();
     normalized.push_back(*n);
   }
   return normalized;
