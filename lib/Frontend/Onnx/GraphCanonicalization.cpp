@@ -226,7 +226,7 @@ private:
     } else if (op == "Unsqueeze" || op == "Squeeze") {
       std::optional<llvm::SmallVector<int64_t>> a = axes(node);
       int64_t rank = in0.rank < 0 || !a ? -1 : op == "Unsqueeze" ? in0.rank + int64_t(a->size()) : in0.rank - int64_t(a->size());
-      r = {in0.dataType, rank, rank == 1 && in0.rank == 0 ? 1 : rank == 1 && in0.rank == 2 ? -1 : -1};
+      r = {in0.dataType, rank, rank == 1 && in0.rank == 0 ? 1 : -1};
       if (rank == 1 && in0.rank == 1)
         r.length = in0.length;
     } else if (op == "Reshape") {
