@@ -40,6 +40,11 @@ config.environment["MOE_TRANSLATE"] = os.path.join(config.moe_tools_dir, "moe-tr
 # moe-compile's cache of compiled code is off (an empty MOE_CACHE_DIR): every
 # test compiles what it tests; the cache's own tests pass --cache-dir.
 config.environment["MOE_CACHE_DIR"] = ""
+# Every MoE layer that moe-run and moe-compile (and the Python package
+# through it) recognise is checked against the ops it was recognised in
+# (--verify-raising); "strict" makes a refused layer an error, so a wrong
+# matcher fails the test that imports it.
+config.environment["MOE_VERIFY_RAISING"] = "strict"
 
 # The fuzz targets are libFuzzer binaries in a MOE_ENABLE_FUZZING build and
 # replay drivers otherwise (test/Fuzz/replay.test).

@@ -794,4 +794,29 @@ def Moe_AllToAllReturnOp : Moe_Op<"all_to_all_return", [MemoryEffects<[MemRead, 
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Front ends: a recognised layer held next to the ops it was recognised in
+//===----------------------------------------------------------------------===//
+
+def Moe_RaisingCheckOp : Moe_Op<"raising_check", [Pure, AllTypesMatch<["raised", "original", "result"]>]> {
+  let summary = "a value computed both by a raised MoE layer and by the ops it was recognised in";
+  let description = [{
+    What a front end writes for a recognised MoE layer when its raising is
+    to be checked (`--verify-raising`): `raised` is the layer's result as moe
+    ops compute it, `original` the same value as the imported program's own
+    ops compute it. The raising check (lib/Tools/RaisingCheck.cpp) runs both
+    on random inputs on the CPU and replaces this op by `raised` when they
+    agree, by `original` (the raise refused, with a remark) when they do not.
+    An unchecked one lowers to `original`: the program's own ops define the
+    value.
+
+    ```mlir
+    %y = moe.raising_check %layer, %plain : tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$raised, AnyRankedTensor:$original);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$raised `,` $original attr-dict `:` type($result)";
+}
+
 #endif // MOE_OPS_TD

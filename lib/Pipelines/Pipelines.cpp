@@ -175,11 +175,14 @@ void mlir::moe::MoeOptimizeOptions::disableOptimizations() {
   canonicalize = false;
 }
 
-void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {
+void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm, const MoeImportStablehloOptions &options) {
   pm.addPass(createMoeNormalizeStablehlo());
   // CSE lets the matchers compare values: JAX recomputes one_hot, slices...
   addUpstream(pm, "moe-import-stablehlo", "inline,symbol-dce,cse");
-  pm.addPass(createMoeRaiseStablehlo());
+  MoeRaiseStablehloOptions raise;
+  raise.keepOriginals = options.keepOriginals;
+  raise.wrongForTesting = options.wrongForTesting;
+  pm.addPass(createMoeRaiseStablehlo(raise));
   pm.addPass(createCanonicalizerPass()); // drops what a raised layer replaced
   pm.addPass(createMoeLowerStablehlo());
   pm.addPass(createCanonicalizerPass());
@@ -187,7 +190,7 @@ void mlir::moe::buildMoeImportStablehloPipeline(OpPassManager &pm) {
 }
 
 void mlir::moe::registerMoePipelines() {
-  PassPipelineRegistration<>(
+  PassPipelineRegistration<MoeImportStablehloOptions>(
       "moe-import-stablehlo",
       "Turns a JAX StableHLO program into moe and upstream tensor-level IR: top-k spellings "
       "unified, helpers inlined, MoE layers recognised, everything else lowered to linalg/tensor",

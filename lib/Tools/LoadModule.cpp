@@ -18,7 +18,7 @@ using namespace mlir;
 
 /// A JAX program (stablehlo/chlo ops) goes through moe-import-stablehlo so
 /// that the tools take StableHLO text as they take moe IR.
-static LogicalResult importStablehloIfPresent(ModuleOp module) {
+static LogicalResult importStablehloIfPresent(ModuleOp module, const moe::RaisingOptions &raising) {
   bool hasStablehlo = module
                           ->walk([](Operation *op) {
                             return isa_and_nonnull<moe::stablehlo::StablehloDialect, moe::chlo::ChloDialect>(op->getDialect())
@@ -29,34 +29,54 @@ static LogicalResult importStablehloIfPresent(ModuleOp module) {
   if (!hasStablehlo)
     return success();
   PassManager pm(module->getContext());
-  moe::buildMoeImportStablehloPipeline(pm);
+  moe::MoeImportStablehloOptions options;
+  options.keepOriginals = raising.verify;
+  options.wrongForTesting = raising.wrongForTesting;
+  moe::buildMoeImportStablehloPipeline(pm, options);
   return pm.run(module);
 }
 
+/// The recognised layers checked against the ops they were recognised in.
+static LogicalResult checkRaising(ModuleOp module, const moe::RaisingOptions &raising) {
+  if (!raising.verify)
+    return success();
+  moe::RaisingCheckSummary summary = moe::checkRaisedLayers(module, raising.strict);
+  if (raising.summary)
+    *raising.summary = summary;
+  return failure(raising.strict && summary.refused > 0);
+}
+
 OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
-                                            OnnxImportOptions options) {
+                                            OnnxImportOptions options, RaisingOptions raising) {
   const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
   StringRef name = buffer->getBufferIdentifier();
   if (!name.ends_with(".onnx")) {
     if (failed(checkParserHazards(sourceMgr, context)))
       return nullptr;
     OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, context);
-    if (!module || failed(checkTensorSizes(*module)) || failed(importStablehloIfPresent(*module)))
+    if (!module || failed(checkTensorSizes(*module)) || failed(importStablehloIfPresent(*module, raising)))
+      return nullptr;
+    if (failed(checkRaising(*module, raising)))
       return nullptr;
     return module;
   }
   options.externalDataDir = llvm::sys::path::parent_path(name).str();
+  options.keepRaisedOriginals = raising.verify;
+  options.wrongRaisingForTesting = raising.wrongForTesting;
   OwningOpRef<ModuleOp> module = importOnnxModel(buffer->getBuffer(), name, context, options);
   if (!module || failed(checkTensorSizes(*module)))
+    return nullptr;
+  if (failed(checkRaising(*module, raising)))
     return nullptr;
   return module;
 }
 
 OwningOpRef<ModuleOp> mlir::moe::loadModuleFile(StringRef path, llvm::SourceMgr &sourceMgr, MLIRContext *context,
-                                                std::string &error, OnnxImportOptions onnxOptions) {
+                                                std::string &error, OnnxImportOptions onnxOptions,
+                                                RaisingOptions raising) {
   std::unique_ptr<llvm::MemoryBuffer> file = openInputFile(path, &error);
   if (!file)
     return nullptr;
   sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
-  return loadModule(sourceMgr, context, std::move(onnxOptions));
+  return loadModule(sourceMgr, context, std::move(onnxOptions), raising);
 }

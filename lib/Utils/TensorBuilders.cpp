@@ -185,7 +185,12 @@ Value sumOfProducts(OpBuilder &b, Location loc, ValueRange inputs, ArrayRef<Affi
   Type element = resultType.getElementType();
   Type acc = accumulatorType(element);
   auto accType = RankedTensorType::get(resultType.getShape(), acc);
-  Value init = filled(b, loc, accType, dynamicSizes, zeroOf(b, loc, acc));
+  // Without a reduction the product is written, not added to the init:
+  // upstream's elementwise fusion mis-fuses a parallel generic that reads its
+  // init into a consumer with more loops (it re-adds it on every iteration).
+  bool reduces = llvm::is_contained(iterators, utils::IteratorType::reduction);
+  Value init = reduces ? filled(b, loc, accType, dynamicSizes, zeroOf(b, loc, acc))
+                       : empty(b, loc, accType, dynamicSizes);
   Value product = linalg::GenericOp::create(
                       b, loc, TypeRange{accType}, inputs, ValueRange{init}, maps, iterators,
                       [&](OpBuilder &nb, Location nl, ValueRange args) {
@@ -194,6 +199,10 @@ Value sumOfProducts(OpBuilder &b, Location loc, ValueRange inputs, ArrayRef<Affi
                           Value f = castScalar(nb, nl, factor, acc);
                           term = isFloat(acc) ? arith::MulFOp::create(nb, nl, term, f).getResult()
                                               : arith::MulIOp::create(nb, nl, term, f).getResult();
+                        }
+                        if (!reduces) {
+                          linalg::YieldOp::create(nb, nl, ValueRange{term});
+                          return;
                         }
                         Value sum = isFloat(acc) ? arith::AddFOp::create(nb, nl, args.back(), term).getResult()
                                                  : arith::AddIOp::create(nb, nl, args.back(), term).getResult();

@@ -66,7 +66,8 @@ _OPTIONS = {  # keyword -> moe-compile flag
     "entry": "--entry", "weights_as_inputs": "--weights-as-inputs", "jobs": "--jobs", "cost_tokens": "--cost-tokens",
     "ranks": "--ranks", "placement": "--placement", "expert_profile": "--expert-profile", "replicas": "--replicas",
 }
-_SWITCHES = {"optimize": "--optimize", "share_layers": "--share-layers", "wgmma": "--wgmma"}
+_SWITCHES = {"optimize": "--optimize", "share_layers": "--share-layers", "wgmma": "--wgmma",
+             "verify_raising": "--verify-raising"}
 
 
 def compile(source, example_args=None, *, output=None, cache_dir=None, dynamic_shapes=None, verbose=False,
@@ -84,7 +85,10 @@ def compile(source, example_args=None, *, output=None, cache_dir=None, dynamic_s
     options, as moe-compile's flags: target ("cpu" or "gpu"), chip
       ("sm_90"), cpu ("host"), features, gpu_format, wgmma, optimize,
       share_layers, weights_as_inputs (ONNX: float initializers of at least
-      this many bytes become inputs; 0: all), entry, jobs, cost_tokens.
+      this many bytes become inputs; 0: all), entry, jobs, cost_tokens,
+      verify_raising (check every recognised MoE layer against the ops it
+      was recognised in on random inputs, and compile those ops instead of
+      a layer that differs; default: on when MOE_VERIFY_RAISING is set).
 
     Returns an Artifact whose `report` is a CompileReport. Raises
     CompileError (with the located diagnostics) when moe-compile fails and

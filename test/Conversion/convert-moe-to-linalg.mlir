@@ -458,3 +458,15 @@ func.func @expert_parallel_capacity(%xs: tensor<32x64xf32>, %off: tensor<9xi32>)
       : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
   return %recv : tensor<?x64xf32>
 }
+
+// -----
+
+// A raise nobody checked lowers to the ops it was recognised in.
+// CHECK-LABEL: func @raising_check_unchecked
+// CHECK-SAME: (%[[LAYER:.*]]: tensor<16x64xf32>, %[[PLAIN:.*]]: tensor<16x64xf32>)
+// CHECK-NOT: moe.raising_check
+// CHECK: return %[[PLAIN]]
+func.func @raising_check_unchecked(%layer: tensor<16x64xf32>, %plain: tensor<16x64xf32>) -> tensor<16x64xf32> {
+  %y = moe.raising_check %layer, %plain : tensor<16x64xf32>
+  return %y : tensor<16x64xf32>
+}

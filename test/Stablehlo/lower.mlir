@@ -31,6 +31,22 @@ func.func @dot_general_bf16(%a: tensor<2x4x8xbf16>, %b: tensor<2x8x6xbf16>) -> t
 
 // -----
 
+// Batch dims only (a per-row scaling written as a dot): the product is
+// written, never added to the init (elementwise fusion would re-add it).
+// CHECK-LABEL: func @dot_general_batch_only
+// CHECK-NOT: linalg.fill
+// CHECK: %[[E:.*]] = tensor.empty() : tensor<4x3x5xf32>
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "parallel"]{{.*}} outs(%[[E]]
+// CHECK-NEXT: ^bb0(%[[A:.*]]: f32, %[[G:.*]]: f32, %{{.*}}: f32):
+// CHECK-NEXT: %[[P:.*]] = arith.mulf %[[A]], %[[G]] : f32
+// CHECK-NEXT: linalg.yield %[[P]]
+func.func @dot_general_batch_only(%a: tensor<4x3x5xf32>, %g: tensor<4x3xf32>) -> tensor<4x3x5xf32> {
+  %0 = stablehlo.dot_general %a, %g, batching_dims = [0, 1] x [0, 1], contracting_dims = [] x [] : (tensor<4x3x5xf32>, tensor<4x3xf32>) -> tensor<4x3x5xf32>
+  return %0 : tensor<4x3x5xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func @reduce
 func.func @reduce(%a: tensor<4x8xf32>) -> tensor<4xf32> {
   // CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "reduction"]

@@ -19,6 +19,7 @@
 #include "moe/Pipelines/Pipelines.h"
 #include "moe/Utils/CompileCache.h"
 #include "moe/Tools/ExpertParallelOptions.h"
+#include "moe/Tools/RaisingCheck.h"
 
 #include "dialects/moe/MoeDialect.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -118,6 +119,7 @@ static cl::opt<bool> keepTemps("keep-temps",
                                cl::init(false), cl::cat(category));
 
 static mlir::moe::ExpertParallelFlags expertParallelFlags(category);
+static mlir::moe::RaisingFlags raisingFlags(category);
 
 static cl::opt<std::string> reportFile(
     "report",
@@ -307,9 +309,14 @@ static int compile() {
   onnxOptions.weightsAsInputsMinBytes = weightsAsInputs;
   onnxOptions.weightsDir = weightsDir;
   std::string error;
-  OwningOpRef<ModuleOp> module = mlir::moe::loadModuleFile(inputFile, sourceMgr, &context, error, onnxOptions);
+  mlir::moe::RaisingCheckSummary raisingSummary;
+  OwningOpRef<ModuleOp> module =
+      mlir::moe::loadModuleFile(inputFile, sourceMgr, &context, error, onnxOptions,
+                                raisingFlags.options(&raisingSummary));
   if (!module)
     return error.empty() ? 1 : failWith(error);
+  if (std::string line = mlir::moe::RaisingFlags::describe(raisingSummary); !line.empty())
+    llvm::outs() << "[moe-compile] " << line << "\n";
   func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);
   if (!entry)
     return failWith(error);

@@ -18,6 +18,7 @@
 #include "moe/Tools/CpuTarget.h"
 #include "moe/Tools/EntryFunction.h"
 #include "moe/Tools/ExpertParallelOptions.h"
+#include "moe/Tools/RaisingCheck.h"
 #include "moe/Transforms/RoutingProfile.h"
 #include "moe/InitAll.h"
 #include "moe/Pipelines/Pipelines.h"
@@ -115,6 +116,7 @@ static cl::opt<double> tolerance("tolerance",
                                           "f32/f64, 2e-3 f16, 8e-3 bf16, 0 integers)"),
                                  cl::init(-1.0), cl::cat(category));
 static mlir::moe::ExpertParallelFlags expertParallelFlags(category);
+static mlir::moe::RaisingFlags raisingFlags(category);
 static cl::opt<std::string> routingProfile(
     "routing-profile",
     cl::desc("Write how many of the inputs' tokens each layer routes to each of its FFN experts, as a .npy "
@@ -302,9 +304,14 @@ int main(int argc, char **argv) {
   auto start = std::chrono::steady_clock::now();
   // MLIR, or an ONNX model (imported).
   std::string errorMessage;
-  OwningOpRef<ModuleOp> module = mlir::moe::loadModuleFile(inputFile, sourceMgr, &context, errorMessage);
+  mlir::moe::RaisingCheckSummary raisingSummary;
+  OwningOpRef<ModuleOp> module = mlir::moe::loadModuleFile(
+      inputFile, sourceMgr, &context, errorMessage, {},
+      raisingFlags.options(&raisingSummary));
   if (!module)
     return errorMessage.empty() ? 1 : failWith(errorMessage);
+  if (std::string line = mlir::moe::RaisingFlags::describe(raisingSummary); !line.empty())
+    llvm::outs() << "[moe-run] " << line << "\n";
 
   // The entry function and its signature.
   std::string entryError;

@@ -50,7 +50,17 @@ def MoeRaiseStablehlo : Pass<"moe-raise-stablehlo", "::mlir::ModuleOp"> {
     gate columns; unread columns are zero experts).
     A candidate that differs anywhere gets a remark naming the difference
     and stays plain ops.
+
+    With `keep-originals` the ops a layer was recognised in stay: the
+    layer's uses read `moe.raising_check %layer, %original`, for the raising
+    check (`--verify-raising`) to keep one of the two.
   }];
+  let options = [
+    Option<"keepOriginals", "keep-originals", "bool", /*default=*/"false",
+           "Keep the recognised ops next to each layer in a moe.raising_check">,
+    Option<"wrongForTesting", "wrong-for-testing", "bool", /*default=*/"false",
+           "Tests only: flip every raised layer's renormalisation (a wrong matcher)">,
+  ];
   let dependentDialects = ["::mlir::moe::chlo::ChloDialect", "::mlir::moe::MoeDialect"];
 }
 

@@ -29,6 +29,13 @@ struct OnnxImportOptions {
   int64_t weightsAsInputsMinBytes = -1;
   /// Where such initializers are written as <name>.npy (empty: not written).
   std::string weightsDir;
+  /// Recognised MoE blocks also keep their own nodes, imported as plain
+  /// ops: the block's output is a moe.raising_check of the layer and of
+  /// them, for the raising check (--verify-raising) to choose.
+  bool keepRaisedOriginals = false;
+  /// Tests only: every recognised block's layer is built with its
+  /// renormalisation flipped (a deliberately wrong matcher).
+  bool wrongRaisingForTesting = false;
 };
 
 /// Imports the serialized ModelProto in `bytes`; `fileName` names it in

@@ -160,7 +160,18 @@ void buildMoeGpuEmulationPipeline(OpPassManager &pm, const MoeGpuEmulationPipeli
 /// dropped, MoE layers recognised (moe-raise-stablehlo), the rest lowered
 /// (moe-lower-stablehlo), canonicalized. The tools run it on every input
 /// that holds stablehlo or chlo ops.
-void buildMoeImportStablehloPipeline(OpPassManager &pm);
+struct MoeImportStablehloOptions : public PassPipelineOptions<MoeImportStablehloOptions> {
+  PassOptions::Option<bool> keepOriginals{
+      *this, "keep-originals",
+      llvm::cl::desc("Keep the ops each recognised layer replaces, in a moe.raising_check with "
+                     "the layer, for the raising check (--verify-raising) to choose"),
+      llvm::cl::init(false)};
+  PassOptions::Option<bool> wrongForTesting{
+      *this, "wrong-for-testing",
+      llvm::cl::desc("Tests only: raise every layer with its renormalisation flipped"),
+      llvm::cl::init(false)};
+};
+void buildMoeImportStablehloPipeline(OpPassManager &pm, const MoeImportStablehloOptions &options = {});
 
 /// Registers `moe-import-stablehlo`, `moe-optimize`, `moe-cpu-pipeline`, `moe-gpu-pipeline` and
 /// `moe-gpu-emulation-pipeline`.

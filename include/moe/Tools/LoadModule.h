@@ -11,6 +11,7 @@
 #define MOE_TOOLS_LOADMODULE_H
 
 #include "moe/Frontend/OnnxImport.h"
+#include "moe/Tools/RaisingCheck.h"
 
 namespace llvm {
 class SourceMgr;
@@ -23,13 +24,14 @@ namespace mlir::moe {
 /// parsed JAX StableHLO program is run through moe-import-stablehlo. The
 /// tools that take a model (moe-run, moe-compile) read their input with it.
 OwningOpRef<ModuleOp> loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
-                                 OnnxImportOptions onnxOptions = {});
+                                 OnnxImportOptions onnxOptions = {}, RaisingOptions raising = {});
 
 /// Reads the file at `path` into `sourceMgr` and loads it as loadModule
 /// does. A file that cannot be read sets `error`; a model that does not
 /// load has its diagnostics reported through the context (error empty).
 OwningOpRef<ModuleOp> loadModuleFile(llvm::StringRef path, llvm::SourceMgr &sourceMgr, MLIRContext *context,
-                                     std::string &error, OnnxImportOptions onnxOptions = {});
+                                     std::string &error, OnnxImportOptions onnxOptions = {},
+                                     RaisingOptions raising = {});
 
 } // namespace mlir::moe
 

@@ -42,6 +42,15 @@ struct InlineFusedRouting : OpRewritePattern<FusedRoutingOp> {
   }
 };
 
+/// A raise nobody checked: the program's own ops define the value.
+struct ResolveUncheckedRaising : OpRewritePattern<RaisingCheckOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RaisingCheckOp op, PatternRewriter &rewriter) const override {
+    rewriter.replaceOp(op, op.getOriginal());
+    return success();
+  }
+};
+
 struct ConvertMoeToLinalgPass
     : mlir::moe::impl::ConvertMoeToLinalgBase<ConvertMoeToLinalgPass> {
   using ConvertMoeToLinalgBase::ConvertMoeToLinalgBase;
@@ -52,7 +61,7 @@ struct ConvertMoeToLinalgPass
     // are inlined: on the CPU their body is the computation.
     RewritePatternSet decompose(ctx);
     populateMoeDecomposePatterns(decompose);
-    decompose.add<InlineFusedRouting>(ctx);
+    decompose.add<InlineFusedRouting, ResolveUncheckedRaising>(ctx);
     GreedyRewriteConfig config;
     config.enableFolding(false);
     if (failed(applyPatternsGreedily(getOperation(), std::move(decompose), config)))

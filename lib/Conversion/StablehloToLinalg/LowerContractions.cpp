@@ -68,14 +68,23 @@ static Results lowerDotGeneral(OpBuilder &b, shlo::DotGeneralOp op) {
   Type element = result.getElementType();
   Type acc = accumulatorType(b, element);
   Value zero = arith::ConstantOp::create(b, loc, acc, b.getZeroAttr(acc));
-  Value init = filledTensor(b, loc, result.getShape(), zero);
+  // Without contracting dims the product is written, not added to a zero
+  // init: upstream's elementwise fusion mis-fuses a parallel generic that
+  // reads its init into a consumer with more loops.
+  bool contracts = !lc.empty();
+  Value init = contracts ? filledTensor(b, loc, result.getShape(), zero)
+                         : Value(tensor::EmptyOp::create(b, loc, result.getShape(), acc));
   auto generic = linalg::GenericOp::create(
       b, loc, init.getType(), ValueRange{op.getLhs(), op.getRhs()}, ValueRange{init}, maps, iterators,
       [&](OpBuilder &nb, Location nl, ValueRange args) {
         Value x = tensor_builders::castScalar(nb, nl, args[0], acc);
         Value y = tensor_builders::castScalar(nb, nl, args[1], acc);
         Value sum;
-        if (isa<FloatType>(acc))
+        if (!contracts)
+          sum = isa<FloatType>(acc)    ? Value(arith::MulFOp::create(nb, nl, x, y))
+                : acc.isInteger(1) ? Value(arith::AndIOp::create(nb, nl, x, y))
+                                   : Value(arith::MulIOp::create(nb, nl, x, y));
+        else if (isa<FloatType>(acc))
           sum = arith::AddFOp::create(nb, nl, args[2], arith::MulFOp::create(nb, nl, x, y));
         else if (acc.isInteger(1))
           sum = arith::OrIOp::create(nb, nl, args[2], arith::AndIOp::create(nb, nl, x, y));

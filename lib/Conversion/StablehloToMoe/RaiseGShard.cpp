@@ -286,7 +286,7 @@ FailureOr<RecognisedLayer> matchGShard(shlo::DotGeneralOp out, NoMatch &fail) {
 
 } // namespace
 
-unsigned mlir::moe::stablehlo_raise::raiseGShardLayers(Operation *root) {
+unsigned mlir::moe::stablehlo_raise::raiseGShardLayers(Operation *root, const RaiseOptions &options) {
   SmallVector<shlo::DotGeneralOp> combines;
   root->walk([&](shlo::DotGeneralOp dot) {
     // Candidates: einsum("sec,ecm->sm") of a [S, E, C] mask and [E, C, M].
@@ -306,8 +306,7 @@ unsigned mlir::moe::stablehlo_raise::raiseGShardLayers(Operation *root) {
                                    << "; it stays as plain ops";
       continue;
     }
-    OpBuilder b(combine);
-    combine.getResult().replaceAllUsesWith(buildLayer(b, combine.getLoc(), *layer));
+    replaceWithLayer(combine, combine.getResult(), *layer, options);
     ++raised;
   }
   return raised;

@@ -427,4 +427,22 @@ Value cumsumRowsSource(Value v) {
   return window.getInputs()[0];
 }
 
+void replaceWithLayer(Operation *at, Value original, RecognisedLayer m, const RaiseOptions &options) {
+  if (options.wrongForTesting)
+    m.normalize = !m.normalize;
+  OpBuilder b(at);
+  Location loc = original.getLoc();
+  Value y = buildLayer(b, loc, m);
+  if (y.getType() != original.getType())
+    y = shlo::ConvertOp::create(b, loc, original.getType(), y);
+  if (!options.keepOriginals) {
+    original.replaceAllUsesWith(y);
+    return;
+  }
+  // `at` computes `original` or comes after it; the layer was built before it.
+  b.setInsertionPointAfter(at);
+  Value checked = RaisingCheckOp::create(b, loc, y.getType(), y, original);
+  original.replaceAllUsesExcept(checked, checked.getDefiningOp());
+}
+
 } // namespace mlir::moe::stablehlo_raise

@@ -11,6 +11,7 @@
 
 #include "dialects/moe/MoeOps.h"
 #include "dialects/stablehlo/StablehloDialect.h"
+#include "Raising.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -120,6 +121,11 @@ void addTerms(Value v, SmallVectorImpl<Value> &terms);
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
 Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);
+
+/// Builds `m`'s moe.layer before `original`'s first use site `at` and gives
+/// it `original`'s uses (converted to its element type), or, with
+/// `options.keepOriginals`, a moe.raising_check of the two.
+void replaceWithLayer(Operation *at, Value original, RecognisedLayer m, const RaiseOptions &options);
 
 /// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
 /// returns (vals, idx) as top_k results, or failure.

@@ -384,7 +384,7 @@ FailureOr<RecognisedLayer> matchDenseMixture(shlo::DotGeneralOp out, NoMatch &fa
 
 } // namespace
 
-unsigned mlir::moe::stablehlo_raise::raiseDenseMixtures(Operation *root) {
+unsigned mlir::moe::stablehlo_raise::raiseDenseMixtures(Operation *root, const RaiseOptions &options) {
   SmallVector<shlo::DotGeneralOp> downs;
   root->walk([&](shlo::DotGeneralOp dot) {
     // Candidates: contractions over (experts, ffn) of a [T, E, F] tensor.
@@ -409,17 +409,13 @@ unsigned mlir::moe::stablehlo_raise::raiseDenseMixtures(Operation *root) {
         if (matchSharedExpert(other, *layer))
           replaced = sum;
       }
-    OpBuilder b(replaced);
-    Value y = buildLayer(b, down.getLoc(), *layer);
-    if (y.getType() != replaced->getResult(0).getType())
-      y = shlo::ConvertOp::create(b, down.getLoc(), replaced->getResult(0).getType(), y);
-    replaced->getResult(0).replaceAllUsesWith(y);
+    replaceWithLayer(replaced, replaced->getResult(0), *layer, options);
     ++raised;
   }
   return raised;
 }
 
-unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root) {
+unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root, const RaiseOptions &options) {
   SmallVector<shlo::ScatterOp> combines;
   root->walk([&](shlo::ScatterOp s) { combines.push_back(s); });
   unsigned raised = 0;
@@ -436,8 +432,7 @@ unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root) {
                                    << "; it stays as plain ops";
       continue;
     }
-    OpBuilder b(combine);
-    combine.getResult(0).replaceAllUsesWith(buildLayer(b, combine.getLoc(), *layer));
+    replaceWithLayer(combine, combine.getResult(0), *layer, options);
     ++raised;
   }
   return raised;

@@ -232,7 +232,7 @@ FailureOr<RecognisedLayer> matchMoepp(Value root, NoMatch &fail) {
 
 } // namespace
 
-unsigned mlir::moe::stablehlo_raise::raiseMoeppLayers(Operation *root) {
+unsigned mlir::moe::stablehlo_raise::raiseMoeppLayers(Operation *root, const RaiseOptions &options) {
   // Candidates: the roots of add trees that contain a gate-weighted FFN term.
   SmallVector<Value> roots;
   root->walk([&](shlo::AddOp add) {
@@ -256,8 +256,7 @@ unsigned mlir::moe::stablehlo_raise::raiseMoeppLayers(Operation *root) {
                                << "; it stays as plain ops";
       continue;
     }
-    OpBuilder b(sum.getDefiningOp());
-    sum.replaceAllUsesWith(buildLayer(b, sum.getLoc(), *layer));
+    replaceWithLayer(sum.getDefiningOp(), sum, *layer, options);
     ++raised;
   }
   return raised;

@@ -14,13 +14,15 @@ using namespace mlir;
 
 namespace {
 struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<MoeRaiseStablehloPass> {
+  using MoeRaiseStablehloBase::MoeRaiseStablehloBase;
   void runOnOperation() override {
     // Layers are matched on ragged_dots, so the expansions go first.
+    moe::stablehlo_raise::RaiseOptions options{keepOriginals, wrongForTesting};
     moe::stablehlo_raise::raiseRaggedDots(getOperation());
-    moe::stablehlo_raise::raiseDroplessLayers(getOperation());
-    moe::stablehlo_raise::raiseDenseMixtures(getOperation());
-    moe::stablehlo_raise::raiseGShardLayers(getOperation());
-    moe::stablehlo_raise::raiseMoeppLayers(getOperation());
+    moe::stablehlo_raise::raiseDroplessLayers(getOperation(), options);
+    moe::stablehlo_raise::raiseDenseMixtures(getOperation(), options);
+    moe::stablehlo_raise::raiseGShardLayers(getOperation(), options);
+    moe::stablehlo_raise::raiseMoeppLayers(getOperation(), options);
   }
 };
 } // namespace

@@ -7,6 +7,16 @@
 
 namespace mlir::moe::stablehlo_raise {
 
+/// How a recognised layer replaces the ops it was recognised in.
+struct RaiseOptions {
+  /// Keep those ops: the layer's uses read a moe.raising_check of both, for
+  /// the raising check to decide (--verify-raising).
+  bool keepOriginals = false;
+  /// Tests only: build every layer with its renormalisation flipped, a
+  /// deliberately wrong matcher for the raising check to catch.
+  bool wrongForTesting = false;
+};
+
 /// Replaces every dot_general that is JAX's CPU expansion of ragged_dot by
 /// chlo.ragged_dot (RaiseRaggedDot.cpp); returns how many.
 unsigned raiseRaggedDots(Operation *root);
@@ -15,23 +25,23 @@ unsigned raiseRaggedDots(Operation *root);
 /// dispatch, SwiGLU ragged_dot experts, scatter-add combine) by a
 /// moe.layer; near misses get a remark. The replaced ops are left dead.
 /// Returns how many layers were raised.
-unsigned raiseDroplessLayers(Operation *root);
+unsigned raiseDroplessLayers(Operation *root, const RaiseOptions &options);
 
 /// Replaces every dense top-k-masked mixture (all experts computed, their
 /// SwiGLU outputs weighted by a one-hot top-k gate) by a moe.layer, which
 /// computes only the selected experts; near misses get a remark.
-unsigned raiseDenseMixtures(Operation *root);
+unsigned raiseDenseMixtures(Operation *root, const RaiseOptions &options);
 
 /// Replaces every GShard/Switch layer (one-hot dispatch and combine masks
 /// with capacity, einsum dispatch, relu/gelu experts, einsum combine) by a
 /// moe.layer with capacity (drop = slot_position, padded); near misses get
 /// a remark (RaiseGShard.cpp).
-unsigned raiseGShardLayers(Operation *root);
+unsigned raiseGShardLayers(Operation *root, const RaiseOptions &options);
 
 /// Replaces every MoE++ mixture (dense FFN experts weighted by a top-k
 /// gate, plus copy and constant experts at the gate's later columns) by a
 /// moe.layer with zero/copy/constant expert groups (RaiseMoepp.cpp).
-unsigned raiseMoeppLayers(Operation *root);
+unsigned raiseMoeppLayers(Operation *root, const RaiseOptions &options);
 
 } // namespace mlir::moe::stablehlo_raise
 

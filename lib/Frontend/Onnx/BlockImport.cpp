@@ -199,3 +199,16 @@ LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location 
   down = stacked(block.output + ".experts_down", {experts, hidden, ffn}, downData);
   return success();
 }
+
+/// The block's layer next to its own nodes' result, for the raising check;
+/// the layer alone when the two cannot be one type.
+Value GraphImporter::checkedRaise(Value raised, Value plain, Location loc) {
+  if (plain.getType() != raised.getType() && tensor::CastOp::areCastCompatible(plain.getType(), raised.getType()))
+    plain = tensor::CastOp::create(builder, loc, raised.getType(), plain);
+  if (plain.getType() != raised.getType()) {
+    emitRemark(loc) << "the raising check cannot compare this MoE block with its own ops: they compute "
+                    << plain.getType() << ", the layer " << raised.getType();
+    return raised;
+  }
+  return RaisingCheckOp::create(builder, loc, raised.getType(), raised, plain);
+}

@@ -386,21 +386,57 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   for (auto [index, why] : nearMisses)
     emitRemark(nodeLoc(graph.node(index), index))
         << "MoE-like routing at TopK '" << graph.node(index).name() << "' is left as plain ops: " << why;
-  llvm::DenseMap<int, const MoeBlock *> blockEndingAt;
-  llvm::DenseSet<int> inBlock;
+  if (options.wrongRaisingForTesting)
+    for (MoeBlock &block : blocks)
+      block.normalize = !block.normalize;
+  llvm::DenseMap<int, const MoeBlock *> blockEndingAt, blockOf;
   for (const MoeBlock &block : blocks) {
     blockEndingAt[block.last] = &block;
-    inBlock.insert(block.nodes.begin(), block.nodes.end());
+    for (int node : block.nodes)
+      blockOf[node] = &block;
   }
+  // With keepRaisedOriginals a block's own nodes are imported as well; a
+  // block whose nodes do not import as plain ops keeps only its layer.
+  llvm::DenseSet<const MoeBlock *> notPlain;
+  auto importPlain = [&](const MoeBlock &block, int index) {
+    if (notPlain.contains(&block))
+      return;
+    std::string why;
+    ScopedDiagnosticHandler capture(context, [&](Diagnostic &diag) {
+      if (diag.getSeverity() == DiagnosticSeverity::Error && why.empty())
+        why = diag.str();
+      return success();
+    });
+    if (failed(importNode(graph.node(index), index))) {
+      notPlain.insert(&block);
+      emitRemark(nodeLoc(graph.node(block.anchor), block.anchor))
+          << "the raising check cannot compare this MoE block with its own ops: " << why;
+    }
+  };
   for (auto [i, node] : llvm::enumerate(graph.node())) {
     int index = static_cast<int>(i);
     if (auto it = blockEndingAt.find(index); it != blockEndingAt.end()) {
-      if (failed(importMoeBlock(*it->second, nodeLoc(graph.node(it->second->anchor), it->second->anchor))))
+      const MoeBlock &block = *it->second;
+      Location loc = nodeLoc(graph.node(block.anchor), block.anchor);
+      Value plain;
+      if (options.keepRaisedOriginals) {
+        importPlain(block, index);
+        if (!notPlain.contains(&block))
+          plain = values.lookup(block.output);
+      }
+      if (failed(importMoeBlock(block, loc)))
         return nullptr;
+      if (plain)
+        values[block.output] = checkedRaise(values[block.output], plain, loc);
       continue;
     }
-    if (inBlock.contains(index) || (domainOf(node.domain()).empty() && node.op_type() == "Constant"))
+    if (domainOf(node.domain()).empty() && node.op_type() == "Constant")
       continue;
+    if (auto it = blockOf.find(index); it != blockOf.end()) {
+      if (options.keepRaisedOriginals)
+        importPlain(*it->second, index);
+      continue;
+    }
     if (failed(importNode(node, i)))
       return nullptr;
   }
@@ -442,6 +478,14 @@ void mlir::moe::registerOnnxImportTranslation() {
       llvm::cl::init(-1));
   static llvm::cl::opt<std::string> weightsDir(
       "onnx-weights-dir", llvm::cl::desc("Write the initializers made arguments here as <name>.npy"));
+  static llvm::cl::opt<bool> keepRaisedOriginals(
+      "onnx-keep-raised-originals",
+      llvm::cl::desc("Import each recognised MoE block's own nodes too, in a moe.raising_check with its "
+                     "moe.layer (what --verify-raising checks)"),
+      llvm::cl::init(false));
+  static llvm::cl::opt<bool> wrongRaising("onnx-wrong-raising-for-testing",
+                                          llvm::cl::desc("Tests only: flip every recognised layer's renormalisation"),
+                                          llvm::cl::init(false), llvm::cl::Hidden);
   TranslateToMLIRRegistration registration(
       "import-onnx", "Import an ONNX model (.onnx; external data next to it) into moe/upstream MLIR",
       [](llvm::SourceMgr &sourceMgr, MLIRContext *context) -> OwningOpRef<Operation *> {
@@ -450,6 +494,8 @@ void mlir::moe::registerOnnxImportTranslation() {
         options.functionName = functionName;
         options.weightsAsInputsMinBytes = weightsAsInputs;
         options.weightsDir = weightsDir;
+        options.keepRaisedOriginals = keepRaisedOriginals;
+        options.wrongRaisingForTesting = wrongRaising;
         StringRef name = buffer->getBufferIdentifier();
         options.externalDataDir = llvm::sys::path::parent_path(name).str();
         return importOnnxModel(buffer->getBuffer(), name, context, options);

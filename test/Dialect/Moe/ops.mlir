@@ -293,3 +293,10 @@ func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: ten
   %y = moe.combine %back, %sr, %sw : (tensor<32x64xf32>, tensor<16x2xi32>, tensor<16x2xf32>) -> tensor<16x64xbf16>
   return %rank, %y : index, tensor<16x64xbf16>
 }
+
+// CHECK-LABEL: func @raising_check
+// CHECK: moe.raising_check %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : tensor<?x64xbf16>
+func.func @raising_check(%layer: tensor<?x64xbf16>, %plain: tensor<?x64xbf16>) -> tensor<?x64xbf16> {
+  %y = moe.raising_check %layer, %plain : tensor<?x64xbf16>
+  return %y : tensor<?x64xbf16>
+}
