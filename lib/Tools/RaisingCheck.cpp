@@ -31,6 +31,12 @@
 #include "llvm/ADT/SetVector.h"
 #include "llvm/Support/TargetSelect.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -45,6 +51,8 @@ constexpr int64_t kDynamicSize = 24;
 /// Float constants with at least this many elements are weights: random.
 constexpr int64_t kLargeConstant = 4096;
 constexpr const char *kCheckFunction = "moe_raising_check";
+/// How long the two draws may run.
+constexpr int kRunSeconds = 120;
 
 /// How the check function gets a value both computations read.
 enum class Source { Random, RandomWeight, Copy, Zero, Producer };
@@ -364,6 +372,71 @@ private:
   llvm::SetVector<Operation *> producers;
 };
 
+/// Runs the compiled check function on `seeds` in a child process: the
+/// ops a layer was recognised in may hold for the traced input sizes only
+/// (a TorchScript trace's constants), and on others read or write out of
+/// bounds; that must not take the compiler down.
+FailureOr<SmallVector<Draw>> runIsolated(void (*entry)(void **), ArrayRef<int64_t> seeds, std::string &why) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    why = "cannot create a pipe";
+    return failure();
+  }
+  llvm::outs().flush();
+  llvm::errs().flush();
+  pid_t child = fork();
+  if (child < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    why = "cannot fork";
+    return failure();
+  }
+  if (child == 0) {
+    close(fds[0]);
+    // A crash here is an answer, not a report: no LLVM stack dump, no
+    // glibc message on the user's terminal.
+    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE})
+      signal(sig, SIG_DFL);
+    if (int null = open("/dev/null", O_WRONLY); null >= 0)
+      dup2(null, STDERR_FILENO);
+    for (int64_t seed : seeds) {
+      Draw draw;
+      void *args[] = {&seed, &draw};
+      entry(args);
+      if (write(fds[1], &draw, sizeof(draw)) != ssize_t(sizeof(draw)))
+        _exit(2);
+    }
+    _exit(0);
+  }
+  close(fds[1]);
+  SmallVector<Draw> draws(seeds.size());
+  size_t want = sizeof(Draw) * seeds.size(), got = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kRunSeconds);
+  while (got < want) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd poller = {fds[0], POLLIN, 0};
+    if (left.count() <= 0 || poll(&poller, 1, int(left.count())) <= 0)
+      break;
+    ssize_t n = read(fds[0], reinterpret_cast<char *>(draws.data()) + got, want - got);
+    if (n <= 0)
+      break;
+    got += size_t(n);
+  }
+  close(fds[0]);
+  if (got < want)
+    kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (got < want) {
+    why = WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL
+              ? "the comparison died of signal " + std::to_string(WTERMSIG(status)) +
+                    " (the recognised ops may hold only for the input sizes the model was traced with)"
+              : "the comparison did not finish within " + std::to_string(kRunSeconds) + " s";
+    return failure();
+  }
+  return draws;
+}
+
 /// Lowers `module` for this CPU, JIT-compiles it and runs the check
 /// function on `seeds`.
 FailureOr<SmallVector<Draw>> run(ModuleOp module, ArrayRef<int64_t> seeds, std::string &why) {
@@ -396,17 +469,20 @@ FailureOr<SmallVector<Draw>> run(ModuleOp module, ArrayRef<int64_t> seeds, std::
     why = "JIT compilation failed: " + llvm::toString(engine.takeError());
     return failure();
   }
-  SmallVector<Draw> draws;
-  for (int64_t seed : seeds) {
-    Draw draw;
-    SmallVector<void *> args = {&seed, &draw};
-    if (llvm::Error e = (*engine)->invokePacked(kCheckFunction, args)) {
-      why = "running it failed: " + llvm::toString(std::move(e));
-      return failure();
-    }
-    draws.push_back(draw);
+  auto entry = (*engine)->lookupPacked(kCheckFunction);
+  if (!entry) {
+    why = "JIT compilation failed: " + llvm::toString(entry.takeError());
+    return failure();
   }
-  return draws;
+  return runIsolated(*entry, seeds, why);
+}
+
+/// "raised MoE layer" and the node it was recognised at, when its
+/// location names one (ONNX nodes: their file position says nothing).
+std::string layerName(Location loc) {
+  if (auto named = dyn_cast<NameLoc>(loc))
+    return "raised MoE layer at '" + named.getName().str() + "'";
+  return "raised MoE layer";
 }
 
 /// Whether `draw` has more differing rows than routing near a tie explains.
@@ -494,13 +570,13 @@ RaisingCheckSummary mlir::moe::checkRaisedLayers(ModuleOp module, bool strict) {
     bool sixteenBit = isSixteenBit(check.getType());
     Value kept = raised, dropped = original;
     if (failed(draws)) {
-      emitRemark(check.getLoc()) << "raised MoE layer not checked against the ops it was recognised in: " << why;
+      emitRemark(check.getLoc()) << layerName(check.getLoc()) << " not checked against the ops it was recognised in: " << why;
       ++summary.unchecked;
     }
     else if (differs((*draws)[0], sixteenBit) && differs((*draws)[1], sixteenBit)) {
       const Draw &d = (*draws)[1];
       InFlightDiagnostic diag = strict ? emitError(check.getLoc()) : emitRemark(check.getLoc());
-      diag << "raised MoE layer refused: on random inputs it differs from the ops it was "
+      diag << layerName(check.getLoc()) << " refused: on random inputs it differs from the ops it was "
               "recognised in ("
                                  << int64_t(d.differing) << " of " << int64_t(d.rows)
                                  << " rows beyond the tolerance, in two draws; relative error "

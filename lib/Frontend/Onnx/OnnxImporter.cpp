@@ -402,12 +402,16 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
     if (notPlain.contains(&block))
       return;
     std::string why;
-    ScopedDiagnosticHandler capture(context, [&](Diagnostic &diag) {
-      if (diag.getSeverity() == DiagnosticSeverity::Error && why.empty())
-        why = diag.str();
-      return success();
-    });
-    if (failed(importNode(graph.node(index), index))) {
+    LogicalResult imported = success();
+    {
+      ScopedDiagnosticHandler capture(context, [&](Diagnostic &diag) {
+        if (diag.getSeverity() == DiagnosticSeverity::Error && why.empty())
+          why = diag.str();
+        return success();
+      });
+      imported = importNode(graph.node(index), index);
+    }
+    if (failed(imported)) {
       notPlain.insert(&block);
       emitRemark(nodeLoc(graph.node(block.anchor), block.anchor))
           << "the raising check cannot compare this MoE block with its own ops: " << why;
