@@ -17,6 +17,7 @@ random inputs.
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -321,6 +322,24 @@ def reference(name, inputs):
     out = jax.jit(PROGRAMS[name].fn)(*inputs)
     outs = out if isinstance(out, (tuple, list)) else [out]
     return [np.asarray(o) for o in outs]
+
+
+def save_npy(path, array):
+    """np.save, with bf16 written as its raw 2-byte payload (numpy has no
+    bf16: moe-run reads such files by the program's argument type)."""
+    np.save(path, array.view(np.uint16) if array.dtype.name == "bfloat16" else array)
+
+
+def saved_case(name, out_dir):
+    """Program `name`'s stable random inputs written to out_dir as
+    <name>.arg<i>.npy: returns (moe-run --input flags, inputs, JAX's outputs)."""
+    inputs = PROGRAMS[name].inputs(seed=zlib.crc32(name.encode()) % 1000)
+    args = []
+    for i, x in enumerate(inputs):
+        npy = os.path.join(out_dir, f"{name}.arg{i}.npy")
+        save_npy(npy, x)
+        args += ["--input", npy]
+    return args, inputs, reference(name, inputs)
 
 
 def main(argv):

@@ -20,7 +20,6 @@
 import os
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 
@@ -40,20 +39,12 @@ def run(cmd):
     return proc.stdout
 
 
-def check_program(name, program, programs_dir, out_dir, tools):
+def check_program(name, programs_dir, out_dir, tools):
     """Runs one program every way; returns how many results differ from JAX."""
     moe_run, moe_opt, moe_compile, moe_exec = tools
     failures = 0
     path = os.path.join(programs_dir, name + ".mlir")
-    inputs = program.inputs(seed=zlib.crc32(name.encode()) % 1000)  # stable across runs
-    expected = jax_programs.reference(name, inputs)
-    args = []
-    for i, x in enumerate(inputs):
-        npy = os.path.join(out_dir, f"{name}.arg{i}.npy")
-        # numpy has no bf16: moe-run reads bf16 .npy files as raw 2-byte
-        # payloads tagged by the program's argument type.
-        np.save(npy, x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
-        args += ["--input", npy]
+    args, _, expected = jax_programs.saved_case(name, out_dir)  # inputs stable across runs
     imported = os.path.join(out_dir, name + ".imported.mlir")
     run([moe_opt, "--moe-import-stablehlo", path, "-o", imported])
     gpu = run([moe_opt, "--moe-gpu-pipeline=chip=sm_90", imported])
@@ -66,7 +57,7 @@ def check_program(name, program, programs_dir, out_dir, tools):
     references = []
     for i, ref in enumerate(expected):
         npy = os.path.join(out_dir, f"{name}.expected{i}.npy")
-        np.save(npy, ref.view(np.uint16) if ref.dtype.name == "bfloat16" else ref)
+        jax_programs.save_npy(npy, ref)
         references += ["--reference", npy]
     tol = max(TOLERANCE.get(ref.dtype.name, 0.0) for ref in expected)
     print(run([moe_exec, library, *args, *references, "--tolerance", str(tol)]).strip().splitlines()[-1])
@@ -98,9 +89,9 @@ def main(programs_dir, out_dir):
     tools = os.path.dirname(moe_run)
     moe_compile, moe_exec = os.path.join(tools, "moe-compile"), os.path.join(tools, "moe-exec")
     failures = 0
-    for name, program in jax_programs.PROGRAMS.items():
+    for name in jax_programs.PROGRAMS:
         try:
-            failures += check_program(name, program, programs_dir, out_dir, (moe_run, moe_opt, moe_compile, moe_exec))
+            failures += check_program(name, programs_dir, out_dir, (moe_run, moe_opt, moe_compile, moe_exec))
         except ToolFailure as e:  # this program only: the others still run
             print(f"FAIL {name}: {e}")
             failures += 1

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import onnxruntime as ort
@@ -80,14 +79,7 @@ def check(name, path, args, expected, tol, out_dir):
 
 
 def jax_case(name, out_dir):
-    program = jax_programs.PROGRAMS[name]
-    inputs = program.inputs(seed=zlib.crc32(name.encode()) % 1000)
-    expected = jax_programs.reference(name, inputs)
-    args = []
-    for i, x in enumerate(inputs):
-        npy = os.path.join(out_dir, f"{name}.arg{i}.npy")
-        np.save(npy, x.view(np.uint16) if x.dtype.name == "bfloat16" else x)
-        args += ["--input", npy]
+    args, _, expected = jax_programs.saved_case(name, out_dir)
     path = os.path.join(PROGRAMS_DIR, name + ".mlir")
     tol = max(TOLERANCE.get(ref.dtype.name, 0.0) for ref in expected)
     return check(name, path, args, expected, tol, out_dir)
