@@ -36,6 +36,8 @@ class CompileReport:
     lowering: dict
     timings_ms: Dict[str, float]
     diagnostics: List[Diagnostic] = field(default_factory=list)
+    # With verify_raising: {"kept", "refused", "not_checked", "ms"}; else None.
+    raising_check: Optional[dict] = None
     raw: dict = field(default_factory=dict, repr=False)
 
     @staticmethod
@@ -47,7 +49,8 @@ class CompileReport:
                              layers=data.get("layers", []), moe_ops=data.get("moe_ops", {}),
                              plain_ops=data.get("plain_ops", 0), cost=data.get("cost"),
                              lowering=data.get("lowering", {}), timings_ms=data.get("timings_ms", {}),
-                             diagnostics=[Diagnostic.from_json(d) for d in data.get("diagnostics", [])], raw=data)
+                             diagnostics=[Diagnostic.from_json(d) for d in data.get("diagnostics", [])],
+                             raising_check=data.get("raising_check"), raw=data)
 
     def summary(self):
         """One line per recognised layer, as a user reads it."""

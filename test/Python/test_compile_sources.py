@@ -62,6 +62,21 @@ def test_onnx_model_proto():
     assert np.abs(got - want).max() < TOL
 
 
+def test_verify_raising(monkeypatch):
+    """verify_raising=True checks the recognised layer (kept: it agrees with
+    its own nodes) and says so in the report; off, the report has no entry."""
+    import onnxruntime as ort
+    from moe_reference import onnx_models
+    monkeypatch.setenv("MOE_VERIFY_RAISING", "")
+    model, feeds = onnx_models.per_expert_model("api_per_expert", **onnx_models.PER_EXPERT_CASES["per_expert_mixtral"])
+    art = mc.compile(model, verify_raising=True, cache_dir="")
+    assert art.report.raising_check["kept"] == 1 and art.report.raising_check["refused"] == 0, art.report.raising_check
+    assert len(art.report.layers) == 1
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert np.abs(art(*feeds.values()) - want).max() < TOL
+    assert mc.compile(model, cache_dir="").report.raising_check is None
+
+
 def test_onnx_weights_as_inputs_bound_once():
     import onnxruntime as ort
     from moe_reference import onnx_models

@@ -172,6 +172,11 @@ std::string CompileReport::json(bool ok) const {
                                  {"layer_calls", layerCalls},
                                  {"gpu_kernels", gpuKernels},
                                  {"from_cache", fromCache}};
+  if (raising)
+    out["raising_check"] = json::Object{{"kept", int64_t(raising->kept)},
+                                        {"refused", int64_t(raising->refused)},
+                                        {"not_checked", int64_t(raising->unchecked)},
+                                        {"ms", raising->milliseconds}};
   json::Object timings;
   for (const auto &[step, ms] : timingsMs)
     timings[step] = ms;

@@ -22,6 +22,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include "moe/Tools/RaisingCheck.h"
+
 #include <vector>
 
 namespace artifact {
@@ -44,6 +46,8 @@ struct CompileReport {
   std::string costError;
   int64_t sharedFunctions = 0, layerCalls = 0, gpuKernels = 0;
   bool fromCache = false;
+  /// What --verify-raising did (kept, refused, not checked), when it ran.
+  std::optional<mlir::moe::RaisingCheckSummary> raising;
   std::vector<std::pair<std::string, double>> timingsMs;
   std::string library, header;
 

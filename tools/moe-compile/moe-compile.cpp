@@ -315,6 +315,8 @@ static int compile() {
                                 raisingFlags.options(&raisingSummary));
   if (!module)
     return error.empty() ? 1 : failWith(error);
+  if (raisingFlags.verify)
+    report.raising = raisingSummary;
   if (std::string line = mlir::moe::RaisingFlags::describe(raisingSummary); !line.empty())
     llvm::outs() << "[moe-compile] " << line << "\n";
   func::FuncOp entry = mlir::moe::findEntryFunction(*module, entryName, inputFile, error);
