@@ -56,8 +56,10 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
   // one loop nest each: fewer buffers and a fraction of the code LLVM
   // optimises. The GPU mapping reads the marked generics of the parallel
   // contractions as they are built, so it keeps them unfused.
-  if (!parallelContractions)
+  if (!parallelContractions) {
+    pm.addNestedPass<func::FuncOp>(createMoeFillInitReads()); // makes that fusion exact
     addUpstream(pm, name, "linalg-fuse-elementwise-ops,canonicalize,cse");
+  }
   addUpstream(pm, name,
               "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
               "function-boundary-type-conversion=identity-layout-map}");

@@ -154,6 +154,34 @@ def MoeReadOnlyArguments : Pass<"moe-read-only-arguments", "::mlir::func::FuncOp
   }];
 }
 
+def MoeFillInitReads : Pass<"moe-fill-init-reads", "::mlir::func::FuncOp"> {
+  let summary = "All-parallel linalg.generic ops read the value of a filled init, not the init";
+  let description = [{
+    Upstream `linalg-fuse-elementwise-ops` fuses an all-parallel producer
+    into a consumer with more loops even when the producer's payload reads
+    its init (`out + x` on a zero fill); the fused op then re-adds the init
+    on every iteration of the consumer's extra loops, a wrong result. For an
+    init that is a `linalg.fill`, this pass makes the payload read the
+    fill's scalar instead and the init the fill's (unread) destination, so
+    the fusion is exact. The CPU pipeline runs it before that fusion (the
+    GPU pipeline does not fuse).
+
+    Example:
+
+    ```mlir
+    %z = linalg.fill ins(%c0 : f32) outs(%e : tensor<4x8xf32>) -> tensor<4x8xf32>
+    %y = linalg.generic {... iterator_types = ["parallel", "parallel"]}
+        ins(%a : tensor<4x8xf32>) outs(%z : tensor<4x8xf32>) {
+    ^bb0(%in: f32, %out: f32):
+      %s = arith.addf %out, %in : f32
+      linalg.yield %s : f32
+    } -> tensor<4x8xf32>
+    // becomes: outs(%e ...) and %s = arith.addf %c0, %in : f32
+    ```
+  }];
+  let dependentDialects = ["::mlir::linalg::LinalgDialect"];
+}
+
 def MoeResultsToOutParams : Pass<"moe-results-to-out-params", "::mlir::ModuleOp"> {
   let summary = "Buffer results become caller-allocated out-parameters where their shapes allow";
   let description = [{
