@@ -68,9 +68,18 @@ bool isFloatTensor(Type type) {
   return tensor && isa<FloatType>(tensor.getElementType());
 }
 
-bool isSixteenBit(Type type) {
+/// When a result's rows differ, by its element type: a row beyond
+/// `tolerance` (relative) differs; more than one row in `rowsPerTie` is
+/// more than routing near a tie explains (16-bit scores tie more often).
+struct RowRule {
+  double tolerance;
+  float rowsPerTie;
+};
+
+RowRule ruleFor(Type type) {
   Type element = cast<RankedTensorType>(type).getElementType();
-  return element.isF16() || element.isBF16();
+  bool sixteenBit = element.isF16() || element.isBF16();
+  return sixteenBit ? RowRule{4e-2, 8.0f} : RowRule{1e-3, 64.0f};
 }
 
 /// The values `op` reads: its operands and what its regions use from above.
@@ -108,7 +117,7 @@ SmallVector<int64_t> staticShape(RankedTensorType type) {
 }
 
 Value i64Const(OpBuilder &b, Location loc, uint64_t value) {
-  return arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(static_cast<int64_t>(value)));
+  return scalar::intConst(b, loc, b.getI64Type(), static_cast<int64_t>(value));
 }
 
 /// A tensor of `type` (dynamic sizes kDynamicSize) of uniform values with
@@ -281,8 +290,7 @@ public:
     for (Operation *op : inBlockOrder(exclusive.getArrayRef()))
       b.clone(*op, map);
     Value raised = map.lookupOrDefault(check.getRaised()), original = map.lookupOrDefault(check.getOriginal());
-    double tolerance = isSixteenBit(raised.getType()) ? 4e-2 : 1e-3;
-    func::ReturnOp::create(b, loc, compare(b, loc, raised, original, tolerance));
+    func::ReturnOp::create(b, loc, compare(b, loc, raised, original, ruleFor(raised.getType()).tolerance));
     copyCalledSymbols(func, check->getParentOfType<ModuleOp>(), *module);
     return module;
   }
@@ -486,8 +494,8 @@ std::string layerName(Location loc) {
 }
 
 /// Whether `draw` has more differing rows than routing near a tie explains.
-bool differs(const Draw &draw, bool sixteenBit) {
-  float allowed = std::floor(draw.rows / (sixteenBit ? 8.0f : 64.0f));
+bool differs(const Draw &draw, const RowRule &rule) {
+  float allowed = std::floor(draw.rows / rule.rowsPerTie);
   return !(draw.differing <= allowed);
 }
 
@@ -529,14 +537,17 @@ std::string mlir::moe::RaisingFlags::describe(const RaisingCheckSummary &summary
          std::to_string(int64_t(summary.milliseconds)) + " ms)";
 }
 
-bool mlir::moe::verifyRaisingStrictly() {
+/// MOE_VERIFY_RAISING's value ("" when unset).
+static std::string verifyRaisingSetting() {
   const char *value = std::getenv("MOE_VERIFY_RAISING");
-  return value && std::string(value) == "strict";
+  return value ? value : "";
 }
 
+bool mlir::moe::verifyRaisingStrictly() { return verifyRaisingSetting() == "strict"; }
+
 bool mlir::moe::verifyRaisingByDefault() {
-  const char *value = std::getenv("MOE_VERIFY_RAISING");
-  return value && *value && std::string(value) != "0";
+  std::string value = verifyRaisingSetting();
+  return !value.empty() && value != "0";
 }
 
 RaisingCheckSummary mlir::moe::checkRaisedLayers(ModuleOp module, bool strict) {
@@ -567,21 +578,19 @@ RaisingCheckSummary mlir::moe::checkRaisedLayers(ModuleOp module, bool strict) {
         draws = run(**checkModule, {1, 2}, why);
     }
     Value raised = check.getRaised(), original = check.getOriginal();
-    bool sixteenBit = isSixteenBit(check.getType());
+    RowRule rule = ruleFor(check.getType());
     Value kept = raised, dropped = original;
     if (failed(draws)) {
       emitRemark(check.getLoc()) << layerName(check.getLoc()) << " not checked against the ops it was recognised in: " << why;
       ++summary.unchecked;
     }
-    else if (differs((*draws)[0], sixteenBit) && differs((*draws)[1], sixteenBit)) {
+    else if (differs((*draws)[0], rule) && differs((*draws)[1], rule)) {
       const Draw &d = (*draws)[1];
       InFlightDiagnostic diag = strict ? emitError(check.getLoc()) : emitRemark(check.getLoc());
-      diag << layerName(check.getLoc()) << " refused: on random inputs it differs from the ops it was "
-              "recognised in ("
-                                 << int64_t(d.differing) << " of " << int64_t(d.rows)
-                                 << " rows beyond the tolerance, in two draws; relative error "
-                                 << std::sqrt(d.error2 / std::max(d.norm2, 1e-30f))
-                                 << "); those ops are kept instead";
+      diag << layerName(check.getLoc()) << " refused: on random inputs it differs from the ops it was recognised in ("
+           << int64_t(d.differing) << " of " << int64_t(d.rows)
+           << " rows beyond the tolerance, in two draws; relative error "
+           << std::sqrt(d.error2 / std::max(d.norm2, 1e-30f)) << "); those ops are kept instead";
       ++summary.refused;
       std::swap(kept, dropped);
     }

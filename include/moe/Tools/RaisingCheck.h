@@ -49,7 +49,7 @@ bool verifyRaisingStrictly();
 /// What the tools ask of MoE layer recognition.
 struct RaisingOptions {
   /// Check every recognised layer against the ops it was recognised in
-  /// (--verify-raising; RaisingCheck.h); on when MOE_VERIFY_RAISING is set.
+  /// (--verify-raising; checkRaisedLayers); on when MOE_VERIFY_RAISING is set.
   bool verify = false;
   /// Tests only: every layer raised with its renormalisation flipped, for
   /// the check to refuse.
