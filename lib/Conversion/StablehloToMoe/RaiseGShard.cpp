@@ -194,17 +194,8 @@ FailureOr<RecognisedLayer> matchGShard(shlo::DotGeneralOp out, NoMatch &fail) {
         pre = a;
         layer.activation = Activation::relu;
       }
-  } else if (auto mul = h.getDefiningOp<shlo::MulOp>()) {
-    // 0.5 x * erfc(-x / sqrt 2)
-    auto half = mul.getLhs().getDefiningOp<shlo::MulOp>();
-    auto erfc = mul.getRhs().getDefiningOp<chlo::ErfcOp>();
-    auto scaled = erfc ? erfc.getOperand().getDefiningOp<shlo::MulOp>() : nullptr;
-    auto neg = scaled ? scaled.getLhs().getDefiningOp<shlo::NegOp>() : nullptr;
-    if (half && isSplat(half.getLhs(), 0.5) && neg && neg.getOperand() == half.getRhs() &&
-        splatValue(scaled.getRhs()) && std::abs(*splatValue(scaled.getRhs()) - 0.70710678118) < 1e-6) {
-      pre = half.getRhs();
-      layer.activation = Activation::gelu;
-    }
+  } else if ((pre = geluErfInput(h))) {
+    layer.activation = Activation::gelu;
   }
   auto up = pre ? pre.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
   if (!up || !expertDot(up)) {

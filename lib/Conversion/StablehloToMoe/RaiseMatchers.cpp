@@ -38,10 +38,24 @@ bool isSplat(Value v, double value) {
   return s && *s == value;
 }
 
+/// `v` through element type conversions.
+Value withoutConverts(Value v) {
+  while (auto convert = v.getDefiningOp<shlo::ConvertOp>())
+    v = convert.getOperand();
+  return v;
+}
+
 /// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
 /// per-row value spread over columns), down to a rank-1 tensor.
 Value rowValue(Value v) {
-  while (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>()) {
+  while (true) {
+    if (auto c = v.getDefiningOp<shlo::ConvertOp>(); c && isa<FloatType>(cast<RankedTensorType>(c.getType()).getElementType())) {
+      v = c.getOperand(); // a 16-bit row computed in f32
+      continue;
+    }
+    auto b = v.getDefiningOp<shlo::BroadcastInDimOp>();
+    if (!b)
+      break;
     ArrayRef<int64_t> dims = b.getBroadcastDimensions();
     if (dims.empty() || dims[0] != 0)
       return nullptr;
@@ -134,7 +148,7 @@ FailureOr<Value> softmaxInput(Value probs, NoMatch &fail) {
   auto exp = def<shlo::ExpOp>(div->getLhs(), fail, "the softmax numerator");
   Value sumRow = rowValue(div->getRhs());
   auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
-  if (failed(exp) || !sum || sum.getInputs().size() != 1 || sum.getInputs()[0] != exp->getResult() ||
+  if (failed(exp) || !sum || sum.getInputs().size() != 1 || withoutConverts(sum.getInputs()[0]) != exp->getResult() ||
       sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
     fail.why = "the top-k scores are not a softmax over the experts";
     return failure();
@@ -173,14 +187,76 @@ Value siluInput(Value v) {
   return sigmoidInput(mul.getRhs()) == g ? g : nullptr;
 }
 
+/// `a * b` with the factors in either order.
+bool isProduct(Value v, function_ref<bool(Value, Value)> match) {
+  auto mul = v.getDefiningOp<shlo::MulOp>();
+  return mul && (match(mul.getLhs(), mul.getRhs()) || match(mul.getRhs(), mul.getLhs()));
+}
+
+/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as jax.nn.gelu(approximate=True)
+/// writes it; returns x.
+Value geluTanhInput(Value v) {
+  auto near = [](Value c, double value) {
+    std::optional<double> s = splatValue(c);
+    return s && std::abs(*s - value) < 1e-6 * std::max(1.0, std::abs(value));
+  };
+  Value x;
+  bool ok = isProduct(v, [&](Value a, Value halfTerm) {
+    return isProduct(halfTerm, [&](Value half, Value onePlus) {
+      auto add = onePlus.getDefiningOp<shlo::AddOp>();
+      if (!near(half, 0.5) || !add)
+        return false;
+      Value t = near(add.getLhs(), 1.0) ? add.getRhs() : (near(add.getRhs(), 1.0) ? add.getLhs() : nullptr);
+      auto tanh = t ? t.getDefiningOp<shlo::TanhOp>() : nullptr;
+      return tanh && isProduct(tanh.getOperand(), [&](Value c, Value inner) {
+               auto sum = inner.getDefiningOp<shlo::AddOp>();
+               if (!near(c, 0.7978845608) || !sum || sum.getLhs() != a)
+                 return false;
+               return isProduct(sum.getRhs(), [&](Value k, Value cube) {
+                 return near(k, 0.044715) && isProduct(cube, [&](Value sq, Value y) {
+                          return y == a && isProduct(sq, [&](Value p, Value q) { return p == a && q == a; });
+                        });
+               });
+             }) &&
+             (x = a, true);
+    });
+  });
+  return ok ? x : nullptr;
+}
+
+/// 0.5 x * erfc(-x / sqrt 2) as jax.nn.gelu(approximate=False) writes it;
+/// returns x.
+Value geluErfInput(Value v) {
+  auto mul = v.getDefiningOp<shlo::MulOp>();
+  auto half = mul ? mul.getLhs().getDefiningOp<shlo::MulOp>() : nullptr;
+  auto erfc = mul ? mul.getRhs().getDefiningOp<chlo::ErfcOp>() : nullptr;
+  auto scaled = erfc ? erfc.getOperand().getDefiningOp<shlo::MulOp>() : nullptr;
+  auto neg = scaled ? scaled.getLhs().getDefiningOp<shlo::NegOp>() : nullptr;
+  if (half && isSplat(half.getLhs(), 0.5) && neg && neg.getOperand() == half.getRhs() &&
+      splatValue(scaled.getRhs()) && std::abs(*splatValue(scaled.getRhs()) - 0.70710678118) < 1e-6)
+    return half.getRhs();
+  return nullptr;
+}
+
+/// max(x, 0) in either order; returns x.
+Value reluInput(Value v) {
+  auto max = v.getDefiningOp<shlo::MaxOp>();
+  if (!max)
+    return nullptr;
+  if (isSplat(max.getRhs(), 0))
+    return max.getLhs();
+  return isSplat(max.getLhs(), 0) ? max.getRhs() : nullptr;
+}
+
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` and returns the top-k op.
 FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
   if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
+    // 16-bit sums are taken in f32.
     Value sumRow = rowValue(div.getRhs());
-    auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
-    if (!sum || sum.getInputs()[0] != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+    auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
+    if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
         !isAddBody(sum.getBody())) {
       fail.why = "the gate weights are divided by something other than their sum";
       return failure();
@@ -204,13 +280,14 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
   if (failed(router))
     return failure();
   shlo::DotDimensionNumbersAttr rd = router->getDotDimensionNumbers();
-  if (router->getLhs() != x || !rd.getLhsBatchingDimensions().empty() ||
+  if ((x && router->getLhs() != x) || !rd.getLhsBatchingDimensions().empty() ||
       rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
       rd.getRhsContractingDimensions() != ArrayRef<int64_t>{0}) {
     fail.why = "the router logits are not x @ router_weight of the same x";
     return failure();
   }
   layer.routerWeight = router->getRhs();
+  layer.x = router->getLhs();
   return topk;
 }
 
@@ -223,7 +300,7 @@ LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
   // The router scores every expert; the FFN weights hold the FFN ones.
   int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1) - static_cast<int64_t>(layer.extraExperts.size());
   Type element = xT.getElementType();
-  bool glu = layer.activation == Activation::swiglu;
+  bool glu = layer.activation == Activation::swiglu || layer.activation == Activation::geglu;
   if (xT.getRank() != 2 || wrT.getRank() != 2 || glu != static_cast<bool>(layer.w3) ||
       (glu && layer.w3.getType() != w1T) || w1T.getRank() != 3 || w1T.getDimSize(0) != experts ||
       w1T.getDimSize(1) != hidden || w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||

@@ -39,8 +39,12 @@ std::optional<double> splatValue(Value v);
 
 bool isSplat(Value v, double value);
 
+/// `v` through element type conversions.
+Value withoutConverts(Value v);
+
 /// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
-/// per-row value spread over columns), down to a rank-1 tensor.
+/// per-row value spread over columns) and float conversions, down to a
+/// rank-1 tensor.
 Value rowValue(Value v);
 
 /// JAX's index normalisation `i < 0 ? i + n : i` stripped; `v` otherwise.
@@ -66,6 +70,18 @@ Value sigmoidInput(Value v);
 
 /// silu(g) as jax.nn.silu writes it (g * sigmoid(g)); returns g.
 Value siluInput(Value v);
+
+/// `a * b` with the factors in either order.
+bool isProduct(Value v, function_ref<bool(Value, Value)> match);
+
+/// jax.nn.gelu(approximate=True)'s tanh form; returns its input or null.
+Value geluTanhInput(Value v);
+
+/// jax.nn.gelu(approximate=False) (0.5 x erfc(-x / sqrt 2)); returns x or null.
+Value geluErfInput(Value v);
+
+/// jax.nn.relu (max(x, 0)); returns x or null.
+Value reluInput(Value v);
 
 /// A recognised layer: top-k routing and SwiGLU experts, weights in JAX's
 /// layouts (router [H, E], w1/w3 [E, H, F], w2 [E, F, H]; a shared
@@ -96,8 +112,14 @@ struct RecognisedLayer {
 
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
-/// sum); fills the routing fields of `layer` and returns the top-k op.
+/// sum); fills the routing fields of `layer` (and `layer.x`; a null `x`
+/// accepts any router input) and returns the top-k op.
 FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail);
+
+/// DeepSeek-V3's grouped sigmoid routing of `x` (RaiseMoeLayers.cpp): the
+/// weights `vals` taken from sigmoid scores at a top-k of the biased scores
+/// within the best groups; fills `layer` like matchSoftmaxTopK.
+FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail);
 
 /// Shapes and element types of one expert group over x (SwiGLU: w1 and w3).
 LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail);

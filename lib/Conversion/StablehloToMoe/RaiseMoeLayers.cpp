@@ -182,6 +182,8 @@ FailureOr<std::pair<Value, chlo::TopKOp>> takeAlongLastAxis(Value v, NoMatch &fa
   return std::pair<Value, chlo::TopKOp>{gather.getOperand(), topk};
 }
 
+} // namespace
+
 /// DeepSeek-V3 routing of `x` (the HF reference, written in JAX):
 ///   scores = sigmoid(x @ wr); biased = scores + bias
 ///   group_score = top_k(biased.reshape(T, G, E/G), 2).values.sum(-1)
@@ -190,7 +192,7 @@ FailureOr<std::pair<Value, chlo::TopKOp>> takeAlongLastAxis(Value v, NoMatch &fa
 ///   idx = top_k(where(mask > 0, biased, -inf), k).indices
 ///   w = take_along_axis(scores, idx); w = w / w.sum(-1) * scale
 /// `vals` is w; fills `layer` and returns the final top-k.
-FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
+FailureOr<chlo::TopKOp> mlir::moe::stablehlo_raise::matchGroupedSigmoidTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
   if (auto mul = vals.getDefiningOp<shlo::MulOp>()) {
     for (auto [v, c] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
       if (std::optional<double> scale = splatValue(c)) {
@@ -214,13 +216,14 @@ FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedL
   layer.k = topk.getK();
   Value z = sigmoidInput(scores);
   auto router = z ? z.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
-  if (!router || router.getLhs() != x || router.getDotDimensionNumbers().getLhsContractingDimensions() !=
+  if (!router || (x && router.getLhs() != x) || router.getDotDimensionNumbers().getLhsContractingDimensions() !=
                                               ArrayRef<int64_t>{1}) {
     fail.why = "the routing scores are not sigmoid(x @ router_weight)";
     return failure();
   }
   layer.sigmoid = true;
   layer.routerWeight = router.getRhs();
+  layer.x = router.getLhs();
   // The selection input: biased scores, masked to the best groups.
   Value selected = topk.getOperand();
   Value biased = selected;
@@ -275,6 +278,8 @@ FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedL
   }
   return topk;
 }
+
+namespace {
 
 /// The shared expert added to the routed output: swiglu(x @ s1, x @ s3) @ s2.
 bool matchSharedExpert(Value v, RecognisedLayer &layer) {

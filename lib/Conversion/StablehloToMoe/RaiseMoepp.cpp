@@ -51,43 +51,6 @@ std::optional<std::pair<Value, int64_t>> rowColumn(Value v) {
   return std::pair{std::get<0>(*cols), std::get<1>(*cols)};
 }
 
-/// `a * b` with the factors in either order.
-bool isProduct(Value v, function_ref<bool(Value, Value)> match) {
-  auto mul = v.getDefiningOp<shlo::MulOp>();
-  return mul && (match(mul.getLhs(), mul.getRhs()) || match(mul.getRhs(), mul.getLhs()));
-}
-
-/// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as jax.nn.gelu(approximate=True)
-/// writes it; returns x.
-Value geluTanhInput(Value v) {
-  auto near = [](Value c, double value) {
-    std::optional<double> s = splatValue(c);
-    return s && std::abs(*s - value) < 1e-6 * std::max(1.0, std::abs(value));
-  };
-  Value x;
-  bool ok = isProduct(v, [&](Value a, Value halfTerm) {
-    return isProduct(halfTerm, [&](Value half, Value onePlus) {
-      auto add = onePlus.getDefiningOp<shlo::AddOp>();
-      if (!near(half, 0.5) || !add)
-        return false;
-      Value t = near(add.getLhs(), 1.0) ? add.getRhs() : (near(add.getRhs(), 1.0) ? add.getLhs() : nullptr);
-      auto tanh = t ? t.getDefiningOp<shlo::TanhOp>() : nullptr;
-      return tanh && isProduct(tanh.getOperand(), [&](Value c, Value inner) {
-               auto sum = inner.getDefiningOp<shlo::AddOp>();
-               if (!near(c, 0.7978845608) || !sum || sum.getLhs() != a)
-                 return false;
-               return isProduct(sum.getRhs(), [&](Value k, Value cube) {
-                 return near(k, 0.044715) && isProduct(cube, [&](Value sq, Value y) {
-                          return y == a && isProduct(sq, [&](Value p, Value q) { return p == a && q == a; });
-                        });
-               });
-             }) &&
-             (x = a, true);
-    });
-  });
-  return ok ? x : nullptr;
-}
-
 /// a[:, :1] * x + a[:, 1:] * v with a = softmax(x @ mix): returns (v, mix).
 std::optional<std::pair<Value, Value>> constantExpert(Value v, Value x, NoMatch &fail) {
   auto sum = v.getDefiningOp<shlo::AddOp>();

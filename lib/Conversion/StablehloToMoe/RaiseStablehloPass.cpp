@@ -23,6 +23,8 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::raiseDenseMixtures(getOperation(), options);
     moe::stablehlo_raise::raiseGShardLayers(getOperation(), options);
     moe::stablehlo_raise::raiseMoeppLayers(getOperation(), options);
+    // Last: the general form, after the specific ones took their layers.
+    moe::stablehlo_raise::raiseExpertMixtures(getOperation(), options);
   }
 };
 } // namespace

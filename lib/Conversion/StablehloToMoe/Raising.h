@@ -43,6 +43,14 @@ unsigned raiseGShardLayers(Operation *root, const RaiseOptions &options);
 /// moe.layer with zero/copy/constant expert groups (RaiseMoepp.cpp).
 unsigned raiseMoeppLayers(Operation *root, const RaiseOptions &options);
 
+/// Replaces every gate-weighted sum of expert FFNs in the spellings JAX
+/// code uses (einsum over experts, a sum over an expert axis, a loop over
+/// experts with where-masks; stacked, vmapped, fused or separate expert
+/// weights; one-hot, scattered or masked-softmax gates) by a moe.layer;
+/// candidates reading a top-k that do not match get a remark
+/// (RaiseExpertMixtures.cpp).
+unsigned raiseExpertMixtures(Operation *root, const RaiseOptions &options);
+
 } // namespace mlir::moe::stablehlo_raise
 
 #endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H

@@ -1,0 +1,902 @@
+//===- RaiseExpertMixtures.cpp - gate-weighted sums of expert FFNs -------===//
+//
+// JAX code that computes every expert for every token and weights the
+// results by a routing gate writes the same meaning in many spellings: a
+// Python loop over experts with `jnp.where(idx == e, ...)` masks, experts
+// under `jax.vmap`, `jnp.stack` of per-expert outputs, fused gate/up weights
+// cut by `jnp.split`, gates built by one-hot sums, `.at[rows, idx].set` or a
+// top-k-masked softmax, combines as an einsum over experts, a sum over an
+// expert axis or an add chain. All are read here as one canonical form:
+//
+//   y[t] = sum_e G[t, e] * FFN_e(x[t]),  FFN_e(x) = act(x @ W1[e] [, x @ W3[e]]) @ W2[e]
+//
+// by matching each part by meaning: a projection is any contraction of x
+// with a weight over the hidden size, its dimensions tracked by role (token,
+// expert, hidden, feature) through transposes and slices; the per-expert
+// weights are slices of a stack or separate tensors; the gate is any of the
+// forms above over a top-k routing. The result is one moe.layer, which
+// computes only the selected experts.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RaiseMatchers.h"
+#include "Raising.h"
+
+#include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/Transforms/RegionUtils.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::stablehlo_raise;
+
+namespace {
+
+enum class Role { token, expert, hidden, feature };
+using Roles = SmallVector<Role, 3>;
+
+/// One projection's weight as seen by one expert or by all: `base`'s
+/// dimensions `inDim` (contracted with the hidden or feature size) and
+/// `outDim`, and `eDim` where base is a stack; `expert` >= 0 when this view
+/// is that one expert of the stack. `[outBegin, outEnd)` is the part of the
+/// output dimension used (one half of a fused gate/up weight).
+struct WeightView {
+  Value base;
+  int64_t eDim = -1, inDim = -1, outDim = -1;
+  int64_t expert = -1;
+  int64_t outBegin = 0, outEnd = -1;
+
+  bool sameWeightAs(const WeightView &o) const {
+    return base == o.base && eDim == o.eDim && inDim == o.inDim && outDim == o.outDim && outBegin == o.outBegin &&
+           outEnd == o.outEnd;
+  }
+};
+
+/// The experts' FFN computing a value: its dims' roles, the activation and
+/// the three projections (w3 unset for ungated activations).
+struct ExpertFfn {
+  Roles roles;
+  Activation activation = Activation::swiglu;
+  WeightView w1, w3, w2;
+  bool gated = false;
+};
+
+struct Matcher {
+  Value x;
+  int64_t experts;
+  NoMatch &fail;
+
+  bool isX(Value v) const { return v == x; }
+
+  /// `w[e]` of a rank-3 stack (a unit slice reshaped away), or a separate
+  /// rank-2 weight; `inDim2d` is the dimension of the rank-2 value that is
+  /// contracted.
+  WeightView perExpertWeight(Value w, int64_t inDim2d) const {
+    WeightView view{w, -1, inDim2d, 1 - inDim2d};
+    auto reshape = w.getDefiningOp<shlo::ReshapeOp>();
+    auto slice = reshape ? reshape.getOperand().getDefiningOp<shlo::SliceOp>() : nullptr;
+    if (!slice)
+      return view;
+    auto stack = cast<RankedTensorType>(slice.getOperand().getType());
+    if (stack.getRank() != 3 || stack.getDimSize(0) != experts)
+      return view;
+    SmallVector<int64_t> kept;
+    for (int64_t d = 0; d < 3; ++d) {
+      int64_t size = slice.getLimitIndices()[d] - slice.getStartIndices()[d];
+      if (slice.getStrides()[d] != 1)
+        return view;
+      if (d == 0 && size != 1)
+        return view;
+      if (d > 0 && size != stack.getDimSize(d))
+        return view;
+      if (d > 0)
+        kept.push_back(d);
+    }
+    return WeightView{slice.getOperand(), 0, kept[inDim2d], kept[1 - inDim2d], slice.getStartIndices()[0]};
+  }
+
+  /// A contraction of `lhsRoles`-tagged `a` with the weight `w` over the
+  /// dims (aDim, wDim), batched over the expert dim when both have one:
+  /// fills `view` and the result's roles. `outRole` is the role of the
+  /// weight's output dim.
+  LogicalResult contractWithWeight(shlo::DotGeneralOp dot, bool aIsLhs, const Roles &aRoles, Role contracted,
+                                   Role outRole, WeightView &view, Roles &roles) {
+    shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+    ArrayRef<int64_t> aContract = aIsLhs ? d.getLhsContractingDimensions() : d.getRhsContractingDimensions();
+    ArrayRef<int64_t> wContract = aIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
+    ArrayRef<int64_t> aBatch = aIsLhs ? d.getLhsBatchingDimensions() : d.getRhsBatchingDimensions();
+    ArrayRef<int64_t> wBatch = aIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
+    Value w = aIsLhs ? dot.getRhs() : dot.getLhs();
+    auto wType = cast<RankedTensorType>(w.getType());
+    if (aContract.size() != 1 || aRoles[aContract[0]] != contracted) {
+      fail.why = "an expert projection does not contract the " +
+                 std::string(contracted == Role::hidden ? "hidden" : "feature") + " size";
+      return failure();
+    }
+    bool aHasExpert = llvm::is_contained(aRoles, Role::expert);
+    if (aBatch.size() > 1 || (aBatch.size() == 1 && aRoles[aBatch[0]] != Role::expert)) {
+      fail.why = "an expert projection is batched over something other than the experts";
+      return failure();
+    }
+    if (wType.getRank() == 2) {
+      if (aHasExpert) {
+        fail.why = "a per-expert weight is applied to all experts' rows";
+        return failure();
+      }
+      view = perExpertWeight(w, wContract[0]);
+    } else if (wType.getRank() == 3) {
+      view = WeightView{w, -1, wContract[0], -1};
+      if (aBatch.size() == 1) {
+        view.eDim = wBatch[0];
+      } else {
+        if (aHasExpert) {
+          fail.why = "an expert projection is not batched over the experts";
+          return failure();
+        }
+        for (int64_t dim = 0; dim < 3; ++dim)
+          if (dim != view.inDim && wType.getDimSize(dim) == experts) {
+            if (view.eDim >= 0) {
+              fail.why = "an expert weight has two dimensions of the expert count";
+              return failure();
+            }
+            view.eDim = dim;
+          }
+      }
+      if (view.eDim < 0 || view.eDim == view.inDim || wType.getDimSize(view.eDim) != experts) {
+        fail.why = "an expert weight has no dimension of the expert count";
+        return failure();
+      }
+      view.outDim = 3 - view.eDim - view.inDim;
+    } else {
+      fail.why = "an expert weight is not a matrix or a stack of matrices";
+      return failure();
+    }
+    view.outEnd = cast<RankedTensorType>(view.base.getType()).getDimSize(view.outDim);
+    // dot_general's result: batch dims, lhs free dims, rhs free dims.
+    roles.clear();
+    if (!aBatch.empty())
+      roles.push_back(Role::expert);
+    auto aFree = [&] {
+      for (int64_t dim = 0; dim < static_cast<int64_t>(aRoles.size()); ++dim)
+        if (dim != aContract[0] && !llvm::is_contained(aBatch, dim))
+          roles.push_back(aRoles[dim]);
+    };
+    // The weight's own dims: its contracted one is wContract[0], its output
+    // dim is the view's outDim only for a full stack.
+    auto wFree = [&] {
+      for (int64_t dim = 0; dim < wType.getRank(); ++dim)
+        if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
+          roles.push_back(wType.getRank() == 2 || dim == view.outDim ? outRole : Role::expert);
+    };
+    if (aIsLhs) {
+      aFree();
+      wFree();
+    } else {
+      wFree();
+      aFree();
+    }
+    return success();
+  }
+
+  /// A value through transposes and a slice of one dimension: the op
+  /// below them, with `perm` mapping the value's dims to that op's, and the
+  /// slice's dim (in that op's dims) and bounds.
+  static Value throughLayout(Value v, SmallVectorImpl<int64_t> &perm, int64_t &sliceDim, int64_t &begin,
+                             int64_t &end) {
+    int64_t rank = cast<RankedTensorType>(v.getType()).getRank();
+    perm.assign(llvm::to_vector(llvm::seq<int64_t>(0, rank)));
+    sliceDim = -1;
+    while (true) {
+      if (auto t = v.getDefiningOp<shlo::TransposeOp>()) {
+        for (int64_t &p : perm)
+          p = t.getPermutation()[p];
+        if (sliceDim >= 0)
+          sliceDim = t.getPermutation()[sliceDim];
+        v = t.getOperand();
+        continue;
+      }
+      auto s = v.getDefiningOp<shlo::SliceOp>();
+      if (!s || sliceDim >= 0)
+        return v;
+      auto type = cast<RankedTensorType>(s.getOperand().getType());
+      for (int64_t d = 0; d < type.getRank(); ++d) {
+        bool full = s.getStartIndices()[d] == 0 && s.getLimitIndices()[d] == type.getDimSize(d);
+        if (s.getStrides()[d] != 1 || (!full && sliceDim >= 0))
+          return nullptr;
+        if (!full) {
+          sliceDim = d;
+          begin = s.getStartIndices()[d];
+          end = s.getLimitIndices()[d];
+        }
+      }
+      v = s.getOperand();
+    }
+  }
+
+  /// x @ W over the hidden size (every expert's, or one expert's), through
+  /// transposes and a slice of the output features.
+  LogicalResult projection(Value p, WeightView &view, Roles &roles) {
+    SmallVector<int64_t> perm;
+    int64_t sliceDim, begin = 0, end = 0;
+    Value core = throughLayout(p, perm, sliceDim, begin, end);
+    auto dot = core ? core.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
+    if (!dot) {
+      fail.why = "an expert projection is not a contraction of x with a weight";
+      return failure();
+    }
+    Roles coreRoles;
+    bool xIsLhs = isX(dot.getLhs());
+    if (!xIsLhs && !isX(dot.getRhs())) {
+      fail.why = "an expert projection does not read the router's input x";
+      return failure();
+    }
+    if (failed(contractWithWeight(dot, xIsLhs, Roles{Role::token, Role::hidden}, Role::hidden, Role::feature, view,
+                                  coreRoles)))
+      return failure();
+    if (sliceDim >= 0) {
+      if (coreRoles[sliceDim] != Role::feature) {
+        fail.why = "an expert projection is sliced along something other than its features";
+        return failure();
+      }
+      view.outBegin += begin;
+      view.outEnd = view.outBegin + (end - begin);
+    }
+    roles.clear();
+    for (int64_t q : perm)
+      roles.push_back(coreRoles[q]);
+    return success();
+  }
+
+  /// The expert activation over projections of x.
+  LogicalResult activation(Value h, ExpertFfn &ffn) {
+    struct Unary {
+      Value (*input)(Value);
+      Activation kind;
+    };
+    if (auto mul = h.getDefiningOp<shlo::MulOp>()) {
+      for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
+        for (Unary gate : {Unary{siluInput, Activation::swiglu}, Unary{geluErfInput, Activation::geglu}}) {
+          Value g = gate.input(a);
+          Roles upRoles;
+          if (!g || failed(projection(g, ffn.w1, ffn.roles)) || failed(projection(b, ffn.w3, upRoles)))
+            continue;
+          if (upRoles != ffn.roles) {
+            fail.why = "the gate and up projections of the experts are laid out differently";
+            return failure();
+          }
+          ffn.activation = gate.kind;
+          ffn.gated = true;
+          return success();
+        }
+      }
+    }
+    for (Unary act : {Unary{siluInput, Activation::silu}, Unary{reluInput, Activation::relu},
+                      Unary{geluErfInput, Activation::gelu}, Unary{geluTanhInput, Activation::gelu_tanh}}) {
+      if (Value pre = act.input(h)) {
+        ffn.activation = act.kind;
+        return projection(pre, ffn.w1, ffn.roles);
+      }
+    }
+    if (fail.why.empty())
+      fail.why = "the expert activation is not silu, relu, gelu or a gated silu/gelu of projections of x";
+    return failure();
+  }
+
+  /// FFN outputs of every expert ([T, E, H] in any order) or of one ([T, H]):
+  /// act(...) @ W2 through transposes.
+  LogicalResult expertOutputs(Value o, ExpertFfn &ffn) {
+    SmallVector<int64_t> perm;
+    int64_t sliceDim, begin, end;
+    Value core = throughLayout(o, perm, sliceDim, begin, end);
+    if (core && core.getDefiningOp<shlo::AddOp>()) {
+      fail.why = "the experts add a bias, which moe.layer's experts do not have";
+      return failure();
+    }
+    auto dot = core ? core.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
+    if (!dot || sliceDim >= 0) {
+      fail.why = "the expert outputs are not a down projection of the activations";
+      return failure();
+    }
+    NoMatch lhsFail;
+    Roles coreRoles;
+    for (bool hIsLhs : {true, false}) {
+      fail.why.clear();
+      if (succeeded(activation(hIsLhs ? dot.getLhs() : dot.getRhs(), ffn)) &&
+          succeeded(contractWithWeight(dot, hIsLhs, ffn.roles, Role::feature, Role::hidden, ffn.w2, coreRoles))) {
+        ffn.roles.clear();
+        for (int64_t q : perm)
+          ffn.roles.push_back(coreRoles[q]);
+        return success();
+      }
+      if (hIsLhs)
+        lhsFail = fail;
+    }
+    if (!lhsFail.why.empty())
+      fail = lhsFail;
+    return failure();
+  }
+};
+
+/// `v` without reshapes and broadcasts that only add or drop unit dims.
+Value withoutUnitDims(Value v) {
+  while (true) {
+    Operation *op = v.getDefiningOp();
+    if (!op || !isa<shlo::ReshapeOp, shlo::BroadcastInDimOp>(op))
+      return v;
+    auto from = cast<RankedTensorType>(op->getOperand(0).getType());
+    auto to = cast<RankedTensorType>(v.getType());
+    if (from.getNumElements() != to.getNumElements())
+      return v;
+    v = op->getOperand(0);
+  }
+}
+
+/// Top-k routing whose selected weights are `vals`: softmax then top-k
+/// (optionally renormalised), top-k of logits then softmax over the k
+/// (the same weights renormalised), sigmoid of the top-k logits, or
+/// DeepSeek-V3's grouped sigmoid. Fills `layer`; returns the top-k op.
+FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch &fail) {
+  NoMatch softmaxFail, groupedFail;
+  RecognisedLayer attempt;
+  FailureOr<chlo::TopKOp> topk = matchSoftmaxTopK(vals, Value(), attempt, softmaxFail);
+  if (succeeded(topk)) {
+    layer = attempt;
+    return topk;
+  }
+  // softmax(top_k(x @ wr).values) or sigmoid(top_k(x @ wr).values),
+  // possibly renormalised.
+  Value selected = vals;
+  bool renormalised = false;
+  NoMatch ignored;
+  auto div = selected.getDefiningOp<shlo::DivOp>();
+  if (div && failed(softmaxInput(selected, ignored))) { // a softmax's own division is no renormalisation
+    Value sumRow = rowValue(div.getRhs());
+    auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
+    if (sum && withoutConverts(sum.getInputs()[0]) == div.getLhs() && sum.getDimensions() == ArrayRef<int64_t>{1} &&
+        isAddBody(sum.getBody())) {
+      renormalised = true;
+      selected = div.getLhs();
+    }
+  }
+  bool sigmoid = false;
+  Value top;
+  if (FailureOr<Value> z = softmaxInput(selected, ignored); succeeded(z)) {
+    top = *z;
+  } else if (Value s = sigmoidInput(selected)) {
+    top = s;
+    sigmoid = true;
+  }
+  auto selection = top ? top.getDefiningOp<chlo::TopKOp>() : nullptr;
+  if (selection && top == selection.getValues()) {
+    Value logits = selection.getOperand();
+    if (auto widened = logits.getDefiningOp<shlo::ConvertOp>())
+      logits = widened.getOperand();
+    auto router = logits.getDefiningOp<shlo::DotGeneralOp>();
+    shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
+    if (router && rd.getLhsBatchingDimensions().empty() && rd.getLhsContractingDimensions() == ArrayRef<int64_t>{1} &&
+        rd.getRhsContractingDimensions() == ArrayRef<int64_t>{0}) {
+      layer.x = router.getLhs();
+      layer.routerWeight = router.getRhs();
+      layer.k = selection.getK();
+      layer.sigmoid = sigmoid;
+      // softmax over the selected logits is the softmax top-k renormalised.
+      layer.normalize = !sigmoid || renormalised;
+      return selection;
+    }
+  }
+  attempt = RecognisedLayer();
+  topk = matchGroupedSigmoidTopK(vals, Value(), attempt, groupedFail);
+  if (succeeded(topk)) {
+    layer = attempt;
+    return topk;
+  }
+  fail.why = "the gate weights are no known routing: " + softmaxFail.why + " (softmax, then top-k); " +
+             groupedFail.why + " (sigmoid group routing)";
+  return failure();
+}
+
+/// The routing gate [T, E], zero off each token's top-k: a sum of one-hot
+/// rows times the weights, `zeros.at[rows, idx].set(weights)`, or a softmax
+/// of the logits masked to their top-k.
+LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
+  if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
+    gate = convert.getOperand();
+  Value vals, idx;
+  NoMatch oneHotFail;
+  if (succeeded(denseTopKGate(gate, vals, idx, oneHotFail))) {
+    FailureOr<chlo::TopKOp> topk = topKRouting(vals, layer, fail);
+    if (failed(topk))
+      return failure();
+    if (idx != topk->getIndices()) {
+      fail.why = "the gate's expert ids are not the top-k indices of its weights";
+      return failure();
+    }
+    return success();
+  }
+  // zeros[T, E].at[arange(T)[:, None], idx].set(vals)
+  if (auto scatter = gate.getDefiningOp<shlo::ScatterOp>()) {
+    shlo::ScatterDimensionNumbersAttr sd = scatter.getScatterDimensionNumbers();
+    Block &body = scatter.getUpdateComputation().front();
+    bool setsUpdate = body.getNumArguments() == 2 && llvm::hasSingleElement(body) &&
+                      body.getTerminator()->getOperand(0) == body.getArgument(1);
+    auto indices = scatter.getInputs().size() == 1 ? scatter.getScatterIndices().getDefiningOp<shlo::ConcatenateOp>()
+                                                   : nullptr;
+    auto indexType = cast<RankedTensorType>(scatter.getScatterIndices().getType());
+    if (!setsUpdate || !isSplat(scatter.getInputs()[0], 0) || !indices || indices.getInputs().size() != 2 ||
+        sd.getInsertedWindowDims() != ArrayRef<int64_t>{0, 1} ||
+        sd.getScatterDimsToOperandDims() != ArrayRef<int64_t>{0, 1} || !sd.getUpdateWindowDims().empty() ||
+        sd.getIndexVectorDim() != indexType.getRank() - 1 ||
+        static_cast<int64_t>(indices.getDimension()) != indexType.getRank() - 1) {
+      fail.why = "the gate is scattered in some other way than zeros.at[rows, idx].set(weights)";
+      return failure();
+    }
+    // The rows: arange(T) (wrapped, reshaped, broadcast over the slots).
+    Value r = indices.getInputs()[0];
+    for (Value next = r;; r = next) {
+      next = unwrapIndex(withoutUnitDims(r));
+      if (auto spread = next.getDefiningOp<shlo::BroadcastInDimOp>();
+          spread && !spread.getBroadcastDimensions().empty() && spread.getBroadcastDimensions()[0] == 0)
+        next = spread.getOperand();
+      if (next == r)
+        break;
+    }
+    auto rows = r.getDefiningOp<shlo::IotaOp>();
+    Value ids = withoutUnitDims(unwrapIndex(withoutUnitDims(indices.getInputs()[1])));
+    auto topk = ids.getDefiningOp<chlo::TopKOp>();
+    if (!rows || rows.getIotaDimension() != 0 || !topk || ids != topk.getIndices() ||
+        withoutUnitDims(scatter.getUpdates()[0]) == Value()) {
+      fail.why = "the scattered gate is not written at (token, top-k index)";
+      return failure();
+    }
+    Value weights = withoutUnitDims(scatter.getUpdates()[0]);
+    FailureOr<chlo::TopKOp> routed = topKRouting(weights, layer, fail);
+    if (failed(routed))
+      return failure();
+    if (*routed != topk) {
+      fail.why = "the gate's expert ids are not the top-k indices of its weights";
+      return failure();
+    }
+    return success();
+  }
+  // softmax(where(logits >= top_k(logits).values[:, k-1:k], logits, -inf))
+  NoMatch ignored;
+  FailureOr<Value> masked = softmaxInput(gate, ignored);
+  auto select = succeeded(masked) ? masked->getDefiningOp<shlo::SelectOp>() : nullptr;
+  auto ge = select ? select.getPred().getDefiningOp<shlo::CompareOp>() : nullptr;
+  std::optional<double> fill = select ? splatValue(select.getOnFalse()) : std::nullopt;
+  if (ge && ge.getComparisonDirection() == shlo::ComparisonDirection::GE && fill && std::isinf(*fill) && *fill < 0 &&
+      ge.getLhs() == select.getOnTrue()) {
+    SmallVector<int64_t> dims;
+    Value threshold = broadcastChainSource(ge.getRhs(), dims);
+    auto slice = threshold.getDefiningOp<shlo::SliceOp>();
+    auto topk = slice ? slice.getOperand().getDefiningOp<chlo::TopKOp>() : nullptr;
+    if (topk && slice.getOperand() == topk.getValues() && topk.getOperand() == select.getOnTrue() &&
+        slice.getStartIndices()[1] == static_cast<int64_t>(topk.getK()) - 1 &&
+        slice.getLimitIndices()[1] == static_cast<int64_t>(topk.getK())) {
+      Value logits = topk.getOperand();
+      if (auto widened = logits.getDefiningOp<shlo::ConvertOp>())
+        logits = widened.getOperand();
+      auto router = logits.getDefiningOp<shlo::DotGeneralOp>();
+      shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
+      if (router && rd.getLhsBatchingDimensions().empty() &&
+          rd.getLhsContractingDimensions() == ArrayRef<int64_t>{1} &&
+          rd.getRhsContractingDimensions() == ArrayRef<int64_t>{0}) {
+        layer.x = router.getLhs();
+        layer.routerWeight = router.getRhs();
+        layer.k = topk.getK();
+        layer.normalize = true;
+        return success();
+      }
+    }
+    fail.why = "the masked softmax gate does not keep the router logits' top-k";
+    return failure();
+  }
+  fail.why = "the gate is none of: a sum of one-hot rows times weights, zeros.at[rows, idx].set(weights), "
+             "a softmax of the top-k-masked logits";
+  return failure();
+}
+
+/// Column e of the routing gate as a Python loop over experts writes it:
+/// sum_k where(idx == e, vals, 0) (or the product with the mask).
+FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail) {
+  auto sum = withoutConverts(column).getDefiningOp<shlo::ReduceOp>();
+  if (!sum || sum.getInputs().size() != 1 || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+      !isAddBody(sum.getBody())) {
+    fail.why = "an expert's weight is not a sum over slots of where(idx == e, weights, 0)";
+    return failure();
+  }
+  // 16-bit sums are taken in f32.
+  Value masked = withoutConverts(sum.getInputs()[0]), vals, pred;
+  if (auto select = masked.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0)) {
+    pred = select.getPred();
+    vals = select.getOnTrue();
+  } else if (auto mul = masked.getDefiningOp<shlo::MulOp>()) {
+    for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
+      if (auto convert = a.getDefiningOp<shlo::ConvertOp>(); convert && !pred) {
+        pred = convert.getOperand();
+        vals = b;
+      }
+  }
+  auto eq = pred ? pred.getDefiningOp<shlo::CompareOp>() : nullptr;
+  std::optional<double> e;
+  Value ids;
+  if (eq && (e = splatValue(eq.getRhs())))
+    ids = eq.getLhs();
+  else if (eq && (e = splatValue(eq.getLhs())))
+    ids = eq.getRhs();
+  if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ || !e) {
+    fail.why = "an expert's weight is not selected by comparing the top-k indices with its number";
+    return failure();
+  }
+  FailureOr<chlo::TopKOp> topk = topKRouting(vals, layer, fail);
+  if (failed(topk))
+    return failure();
+  if (ids != topk->getIndices()) {
+    fail.why = "an expert's weight is selected by other ids than the top-k indices";
+    return failure();
+  }
+  return std::pair<int64_t, Value>{static_cast<int64_t>(*e), topk->getIndices()};
+}
+
+Value slice(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> starts, ArrayRef<int64_t> limits) {
+  auto type = cast<RankedTensorType>(v.getType());
+  SmallVector<int64_t> shape, strides(type.getRank(), 1);
+  for (auto [lo, hi] : llvm::zip(starts, limits))
+    shape.push_back(hi - lo);
+  return shlo::SliceOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
+                               b.getDenseI64ArrayAttr(starts), b.getDenseI64ArrayAttr(limits),
+                               b.getDenseI64ArrayAttr(strides));
+}
+
+/// The projection weight of every expert as one [E, In, Out] stack.
+Value stackedWeight(OpBuilder &b, Location loc, ArrayRef<WeightView> views) {
+  auto sliced = [&](Value v, int64_t outDim, int64_t begin, int64_t end) -> Value {
+    auto type = cast<RankedTensorType>(v.getType());
+    if (begin == 0 && end == type.getDimSize(outDim))
+      return v;
+    SmallVector<int64_t> starts(type.getRank(), 0), limits(type.getShape());
+    starts[outDim] = begin;
+    limits[outDim] = end;
+    return slice(b, loc, v, starts, limits);
+  };
+  auto transposed = [&](Value v, ArrayRef<int64_t> perm) -> Value {
+    if (llvm::equal(perm, llvm::seq<int64_t>(0, perm.size())))
+      return v;
+    auto type = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape;
+    for (int64_t p : perm)
+      shape.push_back(type.getDimSize(p));
+    return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
+                                     b.getDenseI64ArrayAttr(perm));
+  };
+  const WeightView &first = views.front();
+  bool oneStack = first.eDim >= 0 && llvm::all_of(llvm::enumerate(views), [&](auto item) {
+                    const WeightView &v = item.value();
+                    return v.sameWeightAs(first) && (views.size() == 1 || v.expert == static_cast<int64_t>(item.index()));
+                  });
+  if (oneStack)
+    return sliced(transposed(first.base, {first.eDim, first.inDim, first.outDim}), 2, first.outBegin, first.outEnd);
+  SmallVector<Value> rows;
+  for (const WeightView &v : views) {
+    Value matrix = v.base;
+    auto type = cast<RankedTensorType>(matrix.getType());
+    if (v.eDim >= 0) { // one expert of a stack
+      SmallVector<int64_t> starts(3, 0), limits(type.getShape());
+      starts[v.eDim] = v.expert;
+      limits[v.eDim] = v.expert + 1;
+      matrix = transposed(slice(b, loc, matrix, starts, limits), {v.eDim, v.inDim, v.outDim});
+    } else {
+      matrix = transposed(matrix, {v.inDim, v.outDim});
+      auto mt = cast<RankedTensorType>(matrix.getType());
+      matrix = shlo::ReshapeOp::create(
+          b, loc, RankedTensorType::get({1, mt.getDimSize(0), mt.getDimSize(1)}, mt.getElementType()), matrix);
+    }
+    rows.push_back(sliced(matrix, 2, v.outBegin, v.outEnd));
+  }
+  auto rowType = cast<RankedTensorType>(rows.front().getType());
+  return shlo::ConcatenateOp::create(
+      b, loc,
+      RankedTensorType::get({static_cast<int64_t>(rows.size()), rowType.getDimSize(1), rowType.getDimSize(2)},
+                            rowType.getElementType()),
+      rows, b.getI64IntegerAttr(0));
+}
+
+/// A candidate's pieces once matched: the routing (in `layer`) and the
+/// experts' FFNs, one for all experts or one per expert in expert order.
+struct Mixture {
+  RecognisedLayer layer;
+  SmallVector<ExpertFfn> ffns;
+};
+
+/// Checks that the per-expert FFNs agree on their activation and returns
+/// the layer with its weights stacked.
+LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
+  const ExpertFfn &first = m.ffns.front();
+  for (const ExpertFfn &f : m.ffns)
+    if (f.activation != first.activation || f.gated != first.gated) {
+      fail.why = "the experts have different activations";
+      return failure();
+    }
+  auto weights = [&](WeightView ExpertFfn::*member) {
+    SmallVector<WeightView> views;
+    for (const ExpertFfn &f : m.ffns)
+      views.push_back(f.*member);
+    return views;
+  };
+  // Shapes first, so that no op is built for a candidate that fails.
+  auto xType = cast<RankedTensorType>(m.layer.x.getType());
+  int64_t hidden = xType.getDimSize(1), features = first.w1.outEnd - first.w1.outBegin;
+  auto fits = [&](const WeightView &v, int64_t in, int64_t out) {
+    auto type = cast<RankedTensorType>(v.base.getType());
+    return type.getDimSize(v.inDim) == in && v.outEnd - v.outBegin == out &&
+           type.getElementType() == xType.getElementType();
+  };
+  for (const ExpertFfn &f : m.ffns) {
+    if (!fits(f.w1, hidden, features) || (f.gated && !fits(f.w3, hidden, features)) ||
+        !fits(f.w2, features, hidden)) {
+      fail.why = "the experts' weights differ in shape or element type";
+      return failure();
+    }
+  }
+  OpBuilder b(at);
+  Location loc = at->getLoc();
+  m.layer.activation = first.activation;
+  m.layer.w1 = stackedWeight(b, loc, weights(&ExpertFfn::w1));
+  m.layer.w3 = first.gated ? stackedWeight(b, loc, weights(&ExpertFfn::w3)) : Value();
+  m.layer.w2 = stackedWeight(b, loc, weights(&ExpertFfn::w2));
+  return checkLayerShapes(m.layer, fail);
+}
+
+int64_t routedExperts(const RecognisedLayer &layer) {
+  return cast<RankedTensorType>(layer.routerWeight.getType()).getDimSize(1);
+}
+
+/// Does `v` mention a top-k (is it a routing candidate worth a remark)?
+bool readsTopK(Value v) {
+  SetVector<Operation *> slice;
+  BackwardSliceOptions options;
+  options.omitUsesFromAbove = false;
+  (void)getBackwardSlice(v, &slice, options);
+  return llvm::any_of(slice, [](Operation *op) { return isa<chlo::TopKOp>(op); });
+}
+
+/// y = einsum over experts of the gate and the experts' outputs, as a
+/// dot_general (batch tokens, contract experts) or a reduce over the
+/// expert dim of their product.
+FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
+  Value gate, outputs;
+  int64_t outputsExpertDim = -1, outputsTokenDim = -1;
+  if (auto dot = dyn_cast<shlo::DotGeneralOp>(op)) {
+    shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+    for (bool gateIsLhs : {true, false}) {
+      Value g = gateIsLhs ? dot.getLhs() : dot.getRhs();
+      ArrayRef<int64_t> gc = gateIsLhs ? d.getLhsContractingDimensions() : d.getRhsContractingDimensions();
+      ArrayRef<int64_t> gb = gateIsLhs ? d.getLhsBatchingDimensions() : d.getRhsBatchingDimensions();
+      ArrayRef<int64_t> oc = gateIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
+      ArrayRef<int64_t> ob = gateIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
+      Value o = gateIsLhs ? dot.getRhs() : dot.getLhs();
+      if (!gate && cast<RankedTensorType>(g.getType()).getRank() == 2 && gc == ArrayRef<int64_t>{1} &&
+          gb == ArrayRef<int64_t>{0} && cast<RankedTensorType>(o.getType()).getRank() == 3) {
+        gate = g;
+        outputs = o;
+        outputsExpertDim = oc[0];
+        outputsTokenDim = ob[0];
+      }
+    }
+  } else if (auto sum = dyn_cast<shlo::ReduceOp>(op)) {
+    auto mul = sum.getInputs().size() == 1 && sum.getDimensions().size() == 1 && isAddBody(sum.getBody())
+                   ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>()
+                   : nullptr;
+    for (auto [a, bc] : mul ? SmallVector<std::pair<Value, Value>>{{mul.getLhs(), mul.getRhs()},
+                                                                   {mul.getRhs(), mul.getLhs()}}
+                            : SmallVector<std::pair<Value, Value>>{}) {
+      SmallVector<int64_t> dims;
+      Value source = broadcastChainSource(bc, dims);
+      if (source != bc && cast<RankedTensorType>(source.getType()).getRank() == 2 && dims.size() == 2 &&
+          dims[1] == sum.getDimensions()[0]) {
+        gate = source;
+        outputs = a;
+        outputsTokenDim = dims[0];
+        outputsExpertDim = dims[1];
+      }
+    }
+  }
+  // The experts' outputs do not depend on the routing (a one-hot gate's
+  // own sum over slots is no mixture).
+  if (!gate || readsTopK(outputs)) {
+    fail.why = "not a gate-weighted sum over experts";
+    return failure();
+  }
+  Mixture m;
+  if (failed(routingGate(gate, m.layer, fail)))
+    return failure();
+  Matcher matcher{m.layer.x, routedExperts(m.layer), fail};
+  // jnp.stack of per-expert outputs along the expert dim.
+  if (auto stack = outputs.getDefiningOp<shlo::ConcatenateOp>();
+      stack && static_cast<int64_t>(stack.getDimension()) == outputsExpertDim) {
+    if (static_cast<int64_t>(stack.getInputs().size()) != matcher.experts) {
+      fail.why = "the stacked expert outputs are not one per routed expert";
+      return failure();
+    }
+    for (auto [e, part] : llvm::enumerate(stack.getInputs())) {
+      ExpertFfn ffn;
+      if (failed(matcher.expertOutputs(withoutUnitDims(part), ffn)))
+        return failure();
+      if (ffn.roles != Roles{Role::token, Role::hidden} || outputsTokenDim > 1 ||
+          llvm::any_of(std::array{&ffn.w1, &ffn.w3, &ffn.w2},
+                       [&](WeightView *v) { return v->base && v->expert >= 0 && v->expert != int64_t(e); })) {
+        fail.why = "a stacked expert output is not expert " + std::to_string(e) + "'s FFN of x";
+        return failure();
+      }
+      m.ffns.push_back(ffn);
+    }
+    return m;
+  }
+  ExpertFfn ffn;
+  if (failed(matcher.expertOutputs(outputs, ffn)))
+    return failure();
+  if (ffn.roles.size() != 3 || ffn.roles[outputsExpertDim] != Role::expert ||
+      ffn.roles[outputsTokenDim] != Role::token) {
+    fail.why = "the gate is not contracted with the experts' outputs over (token, expert)";
+    return failure();
+  }
+  m.ffns.push_back(ffn);
+  return m;
+}
+
+/// y = sum_e G[:, e] * FFN_e(x), written as a Python loop over experts.
+FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
+  Mixture m;
+  SmallVector<std::pair<int64_t, ExpertFfn>> byExpert;
+  Value ids;
+  for (Value term : terms) {
+    auto mul = term.getDefiningOp<shlo::MulOp>();
+    if (!mul) {
+      fail.why = "a term of the sum over experts is not an expert's weight times its output";
+      return failure();
+    }
+    FailureOr<std::pair<int64_t, Value>> column = failure();
+    Value output;
+    NoMatch columnFail;
+    for (auto [a, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
+      SmallVector<int64_t> dims;
+      Value source = broadcastChainSource(bc, dims);
+      if (source == bc || dims.empty() || dims[0] != 0)
+        continue;
+      RecognisedLayer routing;
+      column = gateColumn(withoutUnitDims(source), routing, columnFail);
+      if (succeeded(column)) {
+        if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.x != m.layer.x)) {
+          fail.why = "the experts' weights come from different routers";
+          return failure();
+        }
+        m.layer = routing;
+        output = a;
+        break;
+      }
+    }
+    if (failed(column)) {
+      fail = columnFail;
+      return failure();
+    }
+    if (ids && column->second != ids) {
+      fail.why = "the experts' weights come from different top-k selections";
+      return failure();
+    }
+    ids = column->second;
+    Matcher matcher{m.layer.x, routedExperts(m.layer), fail};
+    ExpertFfn ffn;
+    if (failed(matcher.expertOutputs(output, ffn)))
+      return failure();
+    if (ffn.roles != Roles{Role::token, Role::hidden}) {
+      fail.why = "an expert's output is not [tokens, hidden]";
+      return failure();
+    }
+    byExpert.push_back({column->first, ffn});
+  }
+  int64_t experts = routedExperts(m.layer);
+  llvm::sort(byExpert, [](auto &a, auto &b) { return a.first < b.first; });
+  for (auto [e, item] : llvm::enumerate(byExpert)) {
+    if (item.first != static_cast<int64_t>(e)) {
+      fail.why = "the sum does not have one term per expert";
+      return failure();
+    }
+    for (const WeightView *v : {&item.second.w1, &item.second.w3, &item.second.w2})
+      if (v->base && v->expert >= 0 && v->expert != item.first) {
+        fail.why = "expert " + std::to_string(item.first) + "'s term uses another expert's weights";
+        return failure();
+      }
+    m.ffns.push_back(item.second);
+  }
+  if (static_cast<int64_t>(m.ffns.size()) != experts) {
+    fail.why = "the sum has " + std::to_string(m.ffns.size()) + " expert terms for " + std::to_string(experts) +
+               " routed experts";
+    return failure();
+  }
+  return m;
+}
+
+} // namespace
+
+unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const RaiseOptions &options) {
+  // Ops the layers raised before left dead, and ops in a raised layer's
+  // originals (kept for the raising check), are not candidates again.
+  root->walk([](Block *block) {
+    for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*block)))
+      if (isOpTriviallyDead(&op))
+        op.erase();
+  });
+  DenseSet<Operation *> taken;
+  root->walk([&](RaisingCheckOp check) {
+    SetVector<Operation *> slice;
+    (void)getBackwardSlice(check.getOriginal(), &slice);
+    taken.insert(slice.begin(), slice.end());
+  });
+  SmallVector<Operation *> candidates;
+  root->walk([&](Operation *op) {
+    if (op->getNumResults() != 1 || op->use_empty() || taken.contains(op))
+      return;
+    auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
+    if (!type || type.getRank() != 2)
+      return;
+    if (isa<shlo::DotGeneralOp, shlo::ReduceOp>(op)) {
+      candidates.push_back(op);
+    } else if (isa<shlo::AddOp>(op)) {
+      // Only the root of an add chain.
+      bool inner = llvm::any_of(op->getUsers(), [](Operation *user) { return isa<shlo::AddOp>(user); });
+      if (!inner)
+        candidates.push_back(op);
+    }
+  });
+  unsigned raised = 0;
+  for (Operation *op : candidates) {
+    if (op->use_empty())
+      continue;
+    NoMatch fail;
+    Value root = op->getResult(0);
+    if (isa<shlo::AddOp>(op)) {
+      // The terms weighted by a gate column; the rest (a residual, a shared
+      // expert) is added to the layer's output.
+      SmallVector<Value> terms, expertTerms, others;
+      addTerms(root, terms);
+      for (Value t : terms) {
+        auto mul = t.getDefiningOp<shlo::MulOp>();
+        bool weighted = mul && readsTopK(mul.getLhs()) != readsTopK(mul.getRhs());
+        (weighted ? expertTerms : others).push_back(t);
+      }
+      if (expertTerms.size() < 2)
+        continue;
+      FailureOr<Mixture> mixture = matchExpertLoop(expertTerms, fail);
+      if (failed(mixture) || failed(finish(op, *mixture, fail))) {
+        emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why
+                                 << "; it stays as plain ops";
+        continue;
+      }
+      OpBuilder b(op);
+      Location loc = op->getLoc();
+      Value experts = expertTerms.front();
+      for (Value t : ArrayRef(expertTerms).drop_front())
+        experts = shlo::AddOp::create(b, loc, root.getType(), experts, t);
+      Value total = experts;
+      for (Value t : others)
+        total = shlo::AddOp::create(b, loc, root.getType(), total, t);
+      if (total != root)
+        root.replaceAllUsesWith(total);
+      replaceWithLayer(experts.getDefiningOp(), experts, mixture->layer, options);
+      ++raised;
+      continue;
+    }
+    FailureOr<Mixture> mixture = matchGateContraction(op, fail);
+    if (succeeded(mixture) && succeeded(finish(op, *mixture, fail))) {
+      replaceWithLayer(op, root, mixture->layer, options);
+      ++raised;
+      continue;
+    }
+    if (succeeded(mixture) || (fail.why != "not a gate-weighted sum over experts" && readsTopK(root)))
+      emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why
+                               << "; it stays as plain ops";
+  }
+  return raised;
+}
