@@ -818,11 +818,9 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   return m;
 }
 
-} // namespace
-
-unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const RaiseOptions &options) {
-  // Ops the layers raised before left dead, and ops in a raised layer's
-  // originals (kept for the raising check), are not candidates again.
+/// Erases the ops raised layers left dead; returns the ops in a raised
+/// layer's originals (kept for the raising check).
+DenseSet<Operation *> liveUnraisedOps(Operation *root) {
   root->walk([](Block *block) {
     for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*block)))
       if (isOpTriviallyDead(&op))
@@ -834,6 +832,34 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     (void)getBackwardSlice(check.getOriginal(), &slice);
     taken.insert(slice.begin(), slice.end());
   });
+  return taken;
+}
+
+/// Routing that no layer form took: a top-k over [tokens, experts]
+/// (at most 1024 experts: a vocabulary's top-k is no routing) still read
+/// by plain ops.
+void remarkUnraisedRouting(Operation *root, const DenseSet<Operation *> &explained) {
+  DenseSet<Operation *> taken = liveUnraisedOps(root);
+  root->walk([&](chlo::TopKOp topk) {
+    auto type = cast<RankedTensorType>(topk.getOperand().getType());
+    int64_t experts = type.getDimSize(type.getRank() - 1);
+    if (topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
+        ShapedType::isDynamic(experts) || experts > 1024 || static_cast<int64_t>(topk.getK()) >= experts)
+      return;
+    emitRemark(topk.getLoc()) << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", "
+                              << experts
+                              << "] scores not raised to moe.layer: no recognised layer form reads it (expert "
+                                 "mixtures, dropless sort + ragged_dot, GShard/Switch dispatch, MoE++; "
+                                 "docs/stablehlo.md lists them); it stays as plain ops";
+  });
+}
+
+} // namespace
+
+unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const RaiseOptions &options) {
+  // Ops the layers raised before left dead, and ops in a raised layer's
+  // originals (kept for the raising check), are not candidates again.
+  DenseSet<Operation *> taken = liveUnraisedOps(root);
   SmallVector<Operation *> candidates;
   root->walk([&](Operation *op) {
     if (op->getNumResults() != 1 || op->use_empty() || taken.contains(op))
@@ -851,6 +877,15 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     }
   });
   unsigned raised = 0;
+  DenseSet<Operation *> explained; // top-ks whose layer already got a remark
+  auto remark = [&](Operation *op, const NoMatch &fail) {
+    emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why << "; it stays as plain ops";
+    SetVector<Operation *> slice;
+    (void)getBackwardSlice(op, &slice);
+    for (Operation *s : slice)
+      if (isa<chlo::TopKOp>(s))
+        explained.insert(s);
+  };
   for (Operation *op : candidates) {
     if (op->use_empty())
       continue;
@@ -870,8 +905,7 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
         continue;
       FailureOr<Mixture> mixture = matchExpertLoop(expertTerms, fail);
       if (failed(mixture) || failed(finish(op, *mixture, fail))) {
-        emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why
-                                 << "; it stays as plain ops";
+        remark(op, fail);
         continue;
       }
       OpBuilder b(op);
@@ -881,7 +915,8 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
         experts = shlo::AddOp::create(b, loc, root.getType(), experts, t);
       Value total = experts;
       for (Value t : others)
-        total = shlo::AddOp::create(b, loc, root.getType(), total, t);
+        if (mixture->layer.s2 || !matchSharedExpert(t, mixture->layer)) // a shared expert joins the layer
+          total = shlo::AddOp::create(b, loc, root.getType(), total, t);
       if (total != root)
         root.replaceAllUsesWith(total);
       replaceWithLayer(experts.getDefiningOp(), experts, mixture->layer, options);
@@ -890,13 +925,21 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     }
     FailureOr<Mixture> mixture = matchGateContraction(op, fail);
     if (succeeded(mixture) && succeeded(finish(op, *mixture, fail))) {
-      replaceWithLayer(op, root, mixture->layer, options);
+      // routed + shared: the layer takes the shared expert and replaces the sum.
+      Operation *replaced = op;
+      if (op->hasOneUse())
+        if (auto sum = dyn_cast<shlo::AddOp>(*op->getUsers().begin())) {
+          Value other = sum.getLhs() == root ? sum.getRhs() : sum.getLhs();
+          if (matchSharedExpert(other, mixture->layer))
+            replaced = sum;
+        }
+      replaceWithLayer(replaced, replaced->getResult(0), mixture->layer, options);
       ++raised;
       continue;
     }
     if (succeeded(mixture) || (fail.why != "not a gate-weighted sum over experts" && readsTopK(root)))
-      emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why
-                               << "; it stays as plain ops";
+      remark(op, fail);
   }
+  remarkUnraisedRouting(root, explained);
   return raised;
 }

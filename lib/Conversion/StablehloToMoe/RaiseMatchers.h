@@ -121,6 +121,10 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
 /// within the best groups; fills `layer` like matchSoftmaxTopK.
 FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail);
 
+/// A shared expert swiglu(x @ s1, x @ s3) @ s2 of the layer's x: fills
+/// s1, s3, s2 of `layer` (RaiseMoeLayers.cpp).
+bool matchSharedExpert(Value v, RecognisedLayer &layer);
+
 /// Shapes and element types of one expert group over x (SwiGLU: w1 and w3).
 LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail);
 

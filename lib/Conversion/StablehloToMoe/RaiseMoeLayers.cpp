@@ -29,6 +29,27 @@ using namespace mlir::moe::stablehlo_raise;
 
 namespace {
 
+/// jnp.take(..., mode="fill") of a row gather g: select(0 <= i <= n - 1,
+/// g, fill) over g's indices i; returns g, or `v` unchanged.
+Value withoutFillGuard(Value v) {
+  auto select = v.getDefiningOp<shlo::SelectOp>();
+  auto gather = select ? select.getOnTrue().getDefiningOp<shlo::GatherOp>() : nullptr;
+  if (!gather || !splatValue(select.getOnFalse()))
+    return v;
+  Value pred = rowValue(select.getPred());
+  auto all = pred ? pred.getDefiningOp<shlo::ReduceOp>() : nullptr;
+  auto both = all && all.getInputs().size() == 1 ? all.getInputs()[0].getDefiningOp<shlo::AndOp>() : nullptr;
+  auto lower = both ? both.getLhs().getDefiningOp<shlo::CompareOp>() : nullptr;
+  auto upper = both ? both.getRhs().getDefiningOp<shlo::CompareOp>() : nullptr;
+  int64_t rows = cast<RankedTensorType>(gather.getOperand().getType()).getDimSize(0);
+  Value index = gather.getStartIndices();
+  if (!lower || !upper || lower.getComparisonDirection() != shlo::ComparisonDirection::GE ||
+      upper.getComparisonDirection() != shlo::ComparisonDirection::LE || lower.getLhs() != index ||
+      upper.getLhs() != index || !isSplat(lower.getRhs(), 0) || !isSplat(upper.getRhs(), static_cast<double>(rows - 1)))
+    return v;
+  return gather.getResult();
+}
+
 FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
   RecognisedLayer layer;
   // out = zeros[T, H].at[tok].add(y * w[:, None])
@@ -77,8 +98,8 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
   }
   layer.w1 = gate.getRhs();
   layer.w3 = up.getRhs();
-  // xs = x[tok]
-  auto xs = def<shlo::GatherOp>(gate.getLhs(), fail, "the experts' input rows");
+  // xs = x[tok] (or jnp.take(x, tok, mode="fill"): tok is in range)
+  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate.getLhs()), fail, "the experts' input rows");
   if (failed(xs))
     return failure();
   FailureOr<Value> xsIndex = rowGather(*xs, fail);
@@ -281,8 +302,10 @@ FailureOr<chlo::TopKOp> mlir::moe::stablehlo_raise::matchGroupedSigmoidTopK(Valu
 
 namespace {
 
+} // namespace
+
 /// The shared expert added to the routed output: swiglu(x @ s1, x @ s3) @ s2.
-bool matchSharedExpert(Value v, RecognisedLayer &layer) {
+bool mlir::moe::stablehlo_raise::matchSharedExpert(Value v, RecognisedLayer &layer) {
   auto down = v.getDefiningOp<shlo::DotGeneralOp>();
   if (!down || down.getDotDimensionNumbers().getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
       down.getDotDimensionNumbers().getRhsContractingDimensions() != ArrayRef<int64_t>{0})
@@ -309,6 +332,8 @@ bool matchSharedExpert(Value v, RecognisedLayer &layer) {
   }
   return false;
 }
+
+namespace {
 
 /// A dense top-k-masked mixture: every expert computed for every token and
 /// weighted by a gate that is zero off the top-k (JAX code that avoids
