@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from moe_reference import jax_idioms
+
 jax.config.update("jax_enable_x64", False)
 
 T, H, F, E, K = 16, 32, 48, 8, 2
@@ -287,6 +289,7 @@ PROGRAMS = {
     "scanned_layers": Program(scanned_layers, SCAN_SHAPES, scales=SCAN_SCALES),
     "scanned_layers_export": Program(scanned_layers, SCAN_SHAPES, form="export", scales=SCAN_SCALES),
 }
+PROGRAMS.update(jax_idioms.programs(Program))
 
 
 def without_locations(text):

@@ -1,7 +1,8 @@
 # --verify-raising: every recognised MoE layer is run against the ops it was
 # recognised in, on random inputs, before it is trusted. Here, for JAX
 # programs of each raised family (dropless, dense mixture, GShard capacity,
-# DeepSeek grouped routing, MoE++, bf16, a layer inside a lax.scan loop) and
+# DeepSeek grouped routing, MoE++, bf16, a layer inside a lax.scan loop,
+# expert mixtures as a loop over experts, under vmap, sigmoid top-1) and
 # ONNX blocks (a per-expert loop, a batched block, a written-out block):
 #  - with the check on, every layer is kept ("N kept, 0 refused") and the
 #    results match JAX / onnxruntime;
@@ -25,7 +26,7 @@ import onnxruntime as ort
 from moe_reference import jax_programs, onnx_models
 
 JAX_PROGRAMS = ["mixtral_dropless", "dense_mixture", "gshard_capacity", "deepseek_grouped", "moepp", "bf16_ffn",
-                "scanned_layers"]
+                "scanned_layers", "idiom_loop_where", "idiom_vmap_experts_k4", "idiom_sigmoid_top1_shared"]
 ONNX_MODELS = ["per_expert_mixtral", "decomposed_mixtral", "per_expert_olmoe_equal"]
 PROGRAMS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Stablehlo", "programs")
 TOLERANCE = {"float32": 2e-5, "bfloat16": 2e-2, "float16": 2e-3}

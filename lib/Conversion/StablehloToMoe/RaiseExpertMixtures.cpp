@@ -319,11 +319,12 @@ struct Matcher {
   }
 };
 
-/// `v` without reshapes and broadcasts that only add or drop unit dims.
+/// `v` without reshapes, broadcasts and slices that only add or drop unit
+/// dims (v[:, 0] of a [T, 1] tensor).
 Value withoutUnitDims(Value v) {
   while (true) {
     Operation *op = v.getDefiningOp();
-    if (!op || !isa<shlo::ReshapeOp, shlo::BroadcastInDimOp>(op))
+    if (!op || !isa<shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp>(op))
       return v;
     auto from = cast<RankedTensorType>(op->getOperand(0).getType());
     auto to = cast<RankedTensorType>(v.getType());
@@ -368,6 +369,7 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
     top = s;
     sigmoid = true;
   }
+  top = top ? withoutUnitDims(top) : top;
   auto selection = top ? top.getDefiningOp<chlo::TopKOp>() : nullptr;
   if (selection && top == selection.getValues()) {
     Value logits = selection.getOperand();
@@ -835,25 +837,6 @@ DenseSet<Operation *> liveUnraisedOps(Operation *root) {
   return taken;
 }
 
-/// Routing that no layer form took: a top-k over [tokens, experts]
-/// (at most 1024 experts: a vocabulary's top-k is no routing) still read
-/// by plain ops.
-void remarkUnraisedRouting(Operation *root, const DenseSet<Operation *> &explained) {
-  DenseSet<Operation *> taken = liveUnraisedOps(root);
-  root->walk([&](chlo::TopKOp topk) {
-    auto type = cast<RankedTensorType>(topk.getOperand().getType());
-    int64_t experts = type.getDimSize(type.getRank() - 1);
-    if (topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
-        ShapedType::isDynamic(experts) || experts > 1024 || static_cast<int64_t>(topk.getK()) >= experts)
-      return;
-    emitRemark(topk.getLoc()) << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", "
-                              << experts
-                              << "] scores not raised to moe.layer: no recognised layer form reads it (expert "
-                                 "mixtures, dropless sort + ragged_dot, GShard/Switch dispatch, MoE++; "
-                                 "docs/stablehlo.md lists them); it stays as plain ops";
-  });
-}
-
 } // namespace
 
 unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const RaiseOptions &options) {
@@ -877,14 +860,8 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     }
   });
   unsigned raised = 0;
-  DenseSet<Operation *> explained; // top-ks whose layer already got a remark
   auto remark = [&](Operation *op, const NoMatch &fail) {
     emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why << "; it stays as plain ops";
-    SetVector<Operation *> slice;
-    (void)getBackwardSlice(op, &slice);
-    for (Operation *s : slice)
-      if (isa<chlo::TopKOp>(s))
-        explained.insert(s);
   };
   for (Operation *op : candidates) {
     if (op->use_empty())
@@ -940,6 +917,30 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     if (succeeded(mixture) || (fail.why != "not a gate-weighted sum over experts" && readsTopK(root)))
       remark(op, fail);
   }
-  remarkUnraisedRouting(root, explained);
   return raised;
+}
+
+void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const DenseSet<Location> &remarked) {
+  DenseSet<Operation *> taken = liveUnraisedOps(root), explained;
+  root->walk([&](Operation *op) {
+    if (!remarked.contains(op->getLoc()))
+      return;
+    SetVector<Operation *> slice;
+    (void)getBackwardSlice(op, &slice);
+    for (Operation *s : slice)
+      if (isa<chlo::TopKOp>(s))
+        explained.insert(s);
+  });
+  root->walk([&](chlo::TopKOp topk) {
+    auto type = cast<RankedTensorType>(topk.getOperand().getType());
+    int64_t experts = type.getDimSize(type.getRank() - 1);
+    if (topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
+        ShapedType::isDynamic(experts) || experts > 1024 || static_cast<int64_t>(topk.getK()) >= experts)
+      return;
+    emitRemark(topk.getLoc()) << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", "
+                              << experts
+                              << "] scores not raised to moe.layer: no recognised layer form reads it (expert "
+                                 "mixtures, dropless sort + ragged_dot, GShard/Switch dispatch, MoE++; "
+                                 "docs/stablehlo.md lists them); it stays as plain ops";
+  });
 }

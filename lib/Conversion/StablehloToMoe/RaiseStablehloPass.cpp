@@ -5,6 +5,8 @@
 #include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Conversion/Passes.h"
 
+#include "mlir/IR/Diagnostics.h"
+
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOERAISESTABLEHLO
 #include "moe/Conversion/Passes.h.inc"
@@ -18,6 +20,12 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
   void runOnOperation() override {
     // Layers are matched on ragged_dots, so the expansions go first.
     moe::stablehlo_raise::RaiseOptions options{keepOriginals, wrongForTesting};
+    DenseSet<Location> remarked; // near misses explained by the matchers
+    ScopedDiagnosticHandler handler(&getContext(), [&](Diagnostic &d) {
+      if (d.getSeverity() == DiagnosticSeverity::Remark)
+        remarked.insert(d.getLocation());
+      return failure(); // still reported
+    });
     moe::stablehlo_raise::raiseRaggedDots(getOperation());
     moe::stablehlo_raise::raiseDroplessLayers(getOperation(), options);
     moe::stablehlo_raise::raiseDenseMixtures(getOperation(), options);
@@ -25,6 +33,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::raiseMoeppLayers(getOperation(), options);
     // Last: the general form, after the specific ones took their layers.
     moe::stablehlo_raise::raiseExpertMixtures(getOperation(), options);
+    moe::stablehlo_raise::remarkUnraisedRouting(getOperation(), remarked);
   }
 };
 } // namespace

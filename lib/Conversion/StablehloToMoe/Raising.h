@@ -3,7 +3,9 @@
 #ifndef MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
 #define MOE_CONVERSION_STABLEHLOTOLINALG_RAISING_H
 
+#include "mlir/IR/Location.h"
 #include "mlir/IR/Operation.h"
+#include "llvm/ADT/DenseSet.h"
 
 namespace mlir::moe::stablehlo_raise {
 
@@ -50,6 +52,12 @@ unsigned raiseMoeppLayers(Operation *root, const RaiseOptions &options);
 /// candidates reading a top-k that do not match get a remark
 /// (RaiseExpertMixtures.cpp).
 unsigned raiseExpertMixtures(Operation *root, const RaiseOptions &options);
+
+/// A remark for every routing no layer form took: a top-k over [tokens,
+/// experts] (at most 1024 experts: a vocabulary's top-k is no routing)
+/// still read by plain ops, unless a near-miss remark (at a location in
+/// `remarked`) already explained the ops reading it.
+void remarkUnraisedRouting(Operation *root, const DenseSet<Location> &remarked);
 
 } // namespace mlir::moe::stablehlo_raise
 

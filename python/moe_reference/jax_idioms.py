@@ -1,0 +1,180 @@
+"""MoE layers in the other ways JAX code writes them: every expert computed
+and weighted by a routing gate (loops over experts with where-masks, vmapped
+or stacked experts, fused gate/up weights split, separate per-expert
+parameters, one-hot, scattered or masked-softmax gates), top-k-then-softmax
+and sigmoid routing, jnp.take / segment_sum dispatch, and near misses.
+Sizes, k, expert counts and dtypes differ between programs on purpose.
+
+jax_programs.PROGRAMS includes these (their names start with `idiom_`).
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def ffn(x, a, b, c):
+    return (jax.nn.silu(x @ a) * (x @ b)) @ c
+
+
+def softmax_topk(x, wr, k, renormalise=True):
+    vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
+    if renormalise:
+        vals = vals / vals.sum(-1, keepdims=True)
+    return vals, idx
+
+
+def loop_where(k):
+    """A Python loop over experts: each expert's weight is
+    sum(where(idx == e, vals, 0)) and its output is added in turn."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            we = jnp.sum(jnp.where(idx == e, vals, 0.0), axis=-1)
+            y = y + we[:, None] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
+def separate_params(k):
+    """A list of expert modules, each with its own parameters (separate
+    arguments), GELU experts, top-k of the logits then softmax, a residual."""
+    def fn(x, wr, *ws):
+        vals, idx = lax.top_k(x @ wr, k)
+        vals = jax.nn.softmax(vals, -1)
+        y = x
+        for e in range(wr.shape[1]):
+            we = jnp.sum((idx == e).astype(x.dtype) * vals, axis=-1, keepdims=True)
+            y = y + we * (jax.nn.gelu(x @ ws[2 * e], approximate=False) @ ws[2 * e + 1])
+        return y
+    return fn
+
+
+def fused_split(k):
+    """Fused gate/up weights [E, H, 2F] cut by jnp.split; one-hot gate."""
+    def fn(x, wr, w13, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+        g, u = jnp.split(jnp.einsum('th,ehf->etf', x, w13), 2, axis=-1)
+        out = jnp.einsum('etf,efh->eth', jax.nn.silu(g) * u, w2)
+        return jnp.einsum('te,eth->th', gate, out)
+    return fn
+
+
+def vmap_experts(k):
+    """Experts under jax.vmap; the gate scattered by .at[rows, idx].set."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k, renormalise=False)
+        rows = jnp.arange(x.shape[0])[:, None]
+        gate = jnp.zeros((x.shape[0], wr.shape[1]), x.dtype).at[rows, idx].set(vals)
+        outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)  # [E, T, H]
+        return jnp.einsum('eth,te->th', outs, gate)
+    return fn
+
+
+def masked_softmax_stack(k):
+    """softmax of the logits masked to their top-k; per-expert outputs
+    stacked on axis 1 and summed."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        kth = lax.top_k(logits, k)[0][:, -1:]
+        gate = jax.nn.softmax(jnp.where(logits >= kth, logits, -jnp.inf), -1)
+        outs = jnp.stack([ffn(x, w1[e], w3[e], w2[e]) for e in range(wr.shape[1])], axis=1)
+        return jnp.sum(gate[..., None] * outs, axis=1)
+    return fn
+
+
+def sigmoid_top1_shared(x, wr, w1, w3, w2, s1, s3, s2):
+    """Llama-4 style: sigmoid of the top-1 logit, scattered gate, a shared
+    expert added."""
+    v, i = lax.top_k(x @ wr, 1)
+    gate = jnp.zeros((x.shape[0], wr.shape[1]), x.dtype).at[jnp.arange(x.shape[0]), i[:, 0]].set(
+        jax.nn.sigmoid(v[:, 0]))
+    h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
+    routed = jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
+    return routed + ffn(x, s1, s3, s2)
+
+
+def geglu_stack(k):
+    """GeGLU experts (exact GELU), jnp.stack on axis 0."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+        outs = jnp.stack([(jax.nn.gelu(x @ w1[e], approximate=False) * (x @ w3[e])) @ w2[e]
+                          for e in range(wr.shape[1])])
+        return jnp.einsum('te,eth->th', gate, outs)
+    return fn
+
+
+def rms_norm(x, g):
+    return x * lax.rsqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + 1e-6) * g
+
+
+def two_layer_lm(k):
+    """Two pre-norm MoE blocks with residuals; fused gate/up weights."""
+    def block(h, g, wr, w13, w2):
+        n = rms_norm(h, g)
+        return h + fused_split(k)(n, wr, w13, w2)
+
+    def fn(x, g1, wr1, w13a, w2a, g2, wr2, w13b, w2b):
+        return block(block(x, g1, wr1, w13a, w2a), g2, wr2, w13b, w2b)
+    return fn
+
+
+def take_segment_sum(k):
+    """Dropless: argsort, jnp.take(mode='fill'), ragged_dot, segment_sum."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        flat = idx.reshape(-1)
+        order = jnp.argsort(flat, stable=True)
+        tok = order // k
+        xs = jnp.take(x, tok, axis=0, mode='fill', fill_value=0)
+        sizes = jnp.bincount(flat, length=wr.shape[1])
+        h = jax.nn.silu(lax.ragged_dot(xs, w1, sizes)) * lax.ragged_dot(xs, w3, sizes)
+        o = lax.ragged_dot(h, w2, sizes) * vals.reshape(-1)[order][:, None]
+        return jax.ops.segment_sum(o, tok, num_segments=x.shape[0])
+    return fn
+
+
+def biased_experts_near_miss(x, wr, w1, b1, w2, b2):
+    """Experts with biases (moe.layer has none): a remark, plain ops."""
+    vals, idx = softmax_topk(x, wr, 2, renormalise=False)
+    gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+    outs = jax.vmap(lambda p1, q1, p2, q2: jax.nn.gelu(x @ p1 + q1) @ p2 + q2)(w1, b1, w2, b2)
+    return jnp.einsum('te,eth->th', gate, outs)
+
+
+def expert_choice_near_miss(x, wr, w1, w3, w2):
+    """Expert-choice routing (each expert its top-C tokens): a remark."""
+    g, tok = lax.top_k(jax.nn.softmax(x @ wr, -1).T, 4)
+    xs = x[tok]
+    h = jax.nn.silu(jnp.einsum('ech,ehf->ecf', xs, w1)) * jnp.einsum('ech,ehf->ecf', xs, w3)
+    o = jnp.einsum('ecf,efh->ech', h, w2) * g[..., None]
+    return jnp.zeros_like(x).at[tok.reshape(-1)].add(o.reshape(-1, x.shape[1]))
+
+
+def mixtral_shapes(t, h, f, e):
+    return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
+
+
+def programs(Program):
+    """The idiom programs as jax_programs.Program records."""
+    bf16 = jnp.bfloat16
+    return {
+        "idiom_loop_where": Program(loop_where(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_loop_where_bf16_k3": Program(loop_where(3), mixtral_shapes(10, 24, 20, 6), dtype=bf16),
+        "idiom_separate_params": Program(separate_params(2), [(12, 32), (32, 4)] + [(32, 40), (40, 32)] * 4),
+        "idiom_fused_split": Program(fused_split(2), [(16, 32), (32, 8), (8, 32, 96), (8, 48, 32)]),
+        "idiom_vmap_experts_k4": Program(vmap_experts(4), mixtral_shapes(20, 32, 24, 16)),
+        "idiom_masked_softmax_stack": Program(masked_softmax_stack(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_sigmoid_top1_shared": Program(sigmoid_top1_shared,
+                                             mixtral_shapes(16, 32, 48, 8) + [(32, 64), (32, 64), (64, 32)]),
+        "idiom_geglu_stack": Program(geglu_stack(2), mixtral_shapes(8, 32, 40, 6)),
+        "idiom_two_layer_lm": Program(two_layer_lm(2), [(16, 32), (32,), (32, 8), (8, 32, 96), (8, 48, 32),
+                                                         (32,), (32, 8), (8, 32, 96), (8, 48, 32)]),
+        "idiom_take_segment_sum": Program(take_segment_sum(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_biased_experts_near_miss": Program(biased_experts_near_miss,
+                                                  [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
+        "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),
+    }
