@@ -137,6 +137,23 @@ def take_segment_sum(k):
     return fn
 
 
+def torch_layout(k):
+    """A PyTorch port: Linear weights [out, in] used as x @ w.T (router
+    [E, H], w1/w3 [E, F, H], w2 [E, H, F]); HF Mixtral's routing (softmax,
+    top-k, renormalised) and its loop over the experts' one-hot mask."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(x @ wr.T, axis=-1)
+        vals, idx = lax.top_k(probs, k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        mask = jax.nn.one_hot(idx, wr.shape[0], dtype=x.dtype)  # [T, k, E]
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[0]):
+            w = jnp.sum(mask[:, :, e] * vals, axis=-1, keepdims=True)
+            y = y + w * ((jax.nn.silu(x @ w1[e].T) * (x @ w3[e].T)) @ w2[e].T)
+        return y
+    return fn
+
+
 def biased_experts_near_miss(x, wr, w1, b1, w2, b2):
     """Experts with biases (moe.layer has none): a remark, plain ops."""
     vals, idx = softmax_topk(x, wr, 2, renormalise=False)
@@ -174,6 +191,7 @@ def programs(Program):
         "idiom_two_layer_lm": Program(two_layer_lm(2), [(16, 32), (32,), (32, 8), (8, 32, 96), (8, 48, 32),
                                                          (32,), (32, 8), (8, 32, 96), (8, 48, 32)]),
         "idiom_take_segment_sum": Program(take_segment_sum(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_torch_layout": Program(torch_layout(2), [(16, 32), (8, 32), (8, 48, 32), (8, 48, 32), (8, 32, 48)]),
         "idiom_biased_experts_near_miss": Program(biased_experts_near_miss,
                                                   [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),

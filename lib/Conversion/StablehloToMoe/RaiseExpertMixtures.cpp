@@ -74,6 +74,8 @@ struct Matcher {
   /// rank-2 weight; `inDim2d` is the dimension of the rank-2 value that is
   /// contracted.
   WeightView perExpertWeight(Value w, int64_t inDim2d) const {
+    if (auto t = w.getDefiningOp<shlo::TransposeOp>()) // w[e].T
+      return perExpertWeight(t.getOperand(), 1 - inDim2d);
     WeightView view{w, -1, inDim2d, 1 - inDim2d};
     auto reshape = w.getDefiningOp<shlo::ReshapeOp>();
     auto slice = reshape ? reshape.getOperand().getDefiningOp<shlo::SliceOp>() : nullptr;
@@ -372,15 +374,8 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
   top = top ? withoutUnitDims(top) : top;
   auto selection = top ? top.getDefiningOp<chlo::TopKOp>() : nullptr;
   if (selection && top == selection.getValues()) {
-    Value logits = selection.getOperand();
-    if (auto widened = logits.getDefiningOp<shlo::ConvertOp>())
-      logits = widened.getOperand();
-    auto router = logits.getDefiningOp<shlo::DotGeneralOp>();
-    shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
-    if (router && rd.getLhsBatchingDimensions().empty() && rd.getLhsContractingDimensions() == ArrayRef<int64_t>{1} &&
-        rd.getRhsContractingDimensions() == ArrayRef<int64_t>{0}) {
-      layer.x = router.getLhs();
-      layer.routerWeight = router.getRhs();
+    NoMatch routerFail;
+    if (succeeded(routerLogits(selection.getOperand(), Value(), layer, routerFail))) {
       layer.k = selection.getK();
       layer.sigmoid = sigmoid;
       // softmax over the selected logits is the softmax top-k renormalised.
@@ -477,16 +472,8 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     if (topk && slice.getOperand() == topk.getValues() && topk.getOperand() == select.getOnTrue() &&
         slice.getStartIndices()[1] == static_cast<int64_t>(topk.getK()) - 1 &&
         slice.getLimitIndices()[1] == static_cast<int64_t>(topk.getK())) {
-      Value logits = topk.getOperand();
-      if (auto widened = logits.getDefiningOp<shlo::ConvertOp>())
-        logits = widened.getOperand();
-      auto router = logits.getDefiningOp<shlo::DotGeneralOp>();
-      shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
-      if (router && rd.getLhsBatchingDimensions().empty() &&
-          rd.getLhsContractingDimensions() == ArrayRef<int64_t>{1} &&
-          rd.getRhsContractingDimensions() == ArrayRef<int64_t>{0}) {
-        layer.x = router.getLhs();
-        layer.routerWeight = router.getRhs();
+      NoMatch routerFail;
+      if (succeeded(routerLogits(topk.getOperand(), Value(), layer, routerFail))) {
         layer.k = topk.getK();
         layer.normalize = true;
         return success();
@@ -500,6 +487,39 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
   return failure();
 }
 
+/// The slots routed to one expert e: `idx == e` (as a mask or converted to
+/// numbers) or column e of one_hot(idx); returns e and sets `ids`.
+std::optional<int64_t> expertMask(Value mask, Value &ids) {
+  mask = withoutConverts(mask);
+  if (auto eq = mask.getDefiningOp<shlo::CompareOp>();
+      eq && eq.getComparisonDirection() == shlo::ComparisonDirection::EQ) {
+    for (auto [a, b] : {std::pair{eq.getLhs(), eq.getRhs()}, std::pair{eq.getRhs(), eq.getLhs()}})
+      if (std::optional<double> e = splatValue(b)) {
+        ids = a;
+        return static_cast<int64_t>(*e);
+      }
+    return std::nullopt;
+  }
+  // one_hot(idx, E)[..., e]: a slice of one column of the last dim.
+  while (auto reshape = mask.getDefiningOp<shlo::ReshapeOp>())
+    mask = reshape.getOperand();
+  auto column = mask.getDefiningOp<shlo::SliceOp>();
+  if (!column)
+    return std::nullopt;
+  auto type = cast<RankedTensorType>(column.getOperand().getType());
+  int64_t last = type.getRank() - 1;
+  for (int64_t d = 0; d < last; ++d)
+    if (column.getStartIndices()[d] != 0 || column.getLimitIndices()[d] != type.getDimSize(d))
+      return std::nullopt;
+  if (column.getLimitIndices()[last] != column.getStartIndices()[last] + 1 || column.getStrides()[last] != 1)
+    return std::nullopt;
+  Value oneHot = oneHotIds(column.getOperand());
+  if (!oneHot)
+    return std::nullopt;
+  ids = oneHot;
+  return column.getStartIndices()[last];
+}
+
 /// Column e of the routing gate as a Python loop over experts writes it:
 /// sum_k where(idx == e, vals, 0) (or the product with the mask).
 FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail) {
@@ -510,25 +530,17 @@ FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &l
     return failure();
   }
   // 16-bit sums are taken in f32.
-  Value masked = withoutConverts(sum.getInputs()[0]), vals, pred;
+  Value masked = withoutConverts(sum.getInputs()[0]), vals, ids;
+  std::optional<int64_t> e;
   if (auto select = masked.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0)) {
-    pred = select.getPred();
-    vals = select.getOnTrue();
+    if ((e = expertMask(select.getPred(), ids)))
+      vals = select.getOnTrue();
   } else if (auto mul = masked.getDefiningOp<shlo::MulOp>()) {
     for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
-      if (auto convert = a.getDefiningOp<shlo::ConvertOp>(); convert && !pred) {
-        pred = convert.getOperand();
+      if (!e && (e = expertMask(a, ids)))
         vals = b;
-      }
   }
-  auto eq = pred ? pred.getDefiningOp<shlo::CompareOp>() : nullptr;
-  std::optional<double> e;
-  Value ids;
-  if (eq && (e = splatValue(eq.getRhs())))
-    ids = eq.getLhs();
-  else if (eq && (e = splatValue(eq.getLhs())))
-    ids = eq.getRhs();
-  if (!eq || eq.getComparisonDirection() != shlo::ComparisonDirection::EQ || !e) {
+  if (!e) {
     fail.why = "an expert's weight is not selected by comparing the top-k indices with its number";
     return failure();
   }
@@ -651,10 +663,6 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
   return checkLayerShapes(m.layer, fail);
 }
 
-int64_t routedExperts(const RecognisedLayer &layer) {
-  return cast<RankedTensorType>(layer.routerWeight.getType()).getDimSize(1);
-}
-
 /// Does `v` mention a top-k (is it a routing candidate worth a remark)?
 bool readsTopK(Value v) {
   SetVector<Operation *> slice;
@@ -714,7 +722,7 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
   Mixture m;
   if (failed(routingGate(gate, m.layer, fail)))
     return failure();
-  Matcher matcher{m.layer.x, routedExperts(m.layer), fail};
+  Matcher matcher{m.layer.x, routerExperts(m.layer), fail};
   // jnp.stack of per-expert outputs along the expert dim.
   if (auto stack = outputs.getDefiningOp<shlo::ConcatenateOp>();
       stack && static_cast<int64_t>(stack.getDimension()) == outputsExpertDim) {
@@ -770,7 +778,8 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
       RecognisedLayer routing;
       column = gateColumn(withoutUnitDims(source), routing, columnFail);
       if (succeeded(column)) {
-        if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.x != m.layer.x)) {
+        if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.x != m.layer.x ||
+                                     routing.routerExpertsFirst != m.layer.routerExpertsFirst)) {
           fail.why = "the experts' weights come from different routers";
           return failure();
         }
@@ -788,7 +797,7 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
       return failure();
     }
     ids = column->second;
-    Matcher matcher{m.layer.x, routedExperts(m.layer), fail};
+    Matcher matcher{m.layer.x, routerExperts(m.layer), fail};
     ExpertFfn ffn;
     if (failed(matcher.expertOutputs(output, ffn)))
       return failure();
@@ -798,7 +807,7 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
     }
     byExpert.push_back({column->first, ffn});
   }
-  int64_t experts = routedExperts(m.layer);
+  int64_t experts = routerExperts(m.layer);
   llvm::sort(byExpert, [](auto &a, auto &b) { return a.first < b.first; });
   for (auto [e, item] : llvm::enumerate(byExpert)) {
     if (item.first != static_cast<int64_t>(e)) {

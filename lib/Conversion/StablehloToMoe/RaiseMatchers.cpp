@@ -273,35 +273,45 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
   FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
   if (failed(logits))
     return failure();
-  Value z = *logits;
+  if (failed(routerLogits(*logits, x, layer, fail)))
+    return failure();
+  return topk;
+}
+
+LogicalResult routerLogits(Value z, Value x, RecognisedLayer &layer, NoMatch &fail) {
   if (auto widened = z.getDefiningOp<shlo::ConvertOp>()) // logits.astype(f32)
     z = widened.getOperand();
-  auto router = def<shlo::DotGeneralOp>(z, fail, "the router logits");
-  if (failed(router))
-    return failure();
-  shlo::DotDimensionNumbersAttr rd = router->getDotDimensionNumbers();
-  if ((x && router->getLhs() != x) || !rd.getLhsBatchingDimensions().empty() ||
-      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
-      rd.getRhsContractingDimensions() != ArrayRef<int64_t>{0}) {
-    fail.why = "the router logits are not x @ router_weight of the same x";
+  auto router = z.getDefiningOp<shlo::DotGeneralOp>();
+  shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
+  if (!router || (x && router.getLhs() != x) || !rd.getLhsBatchingDimensions().empty() ||
+      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} || rd.getRhsContractingDimensions().size() != 1 ||
+      cast<RankedTensorType>(router.getRhs().getType()).getRank() != 2) {
+    fail.why = "the router logits are not x @ router_weight of the layer's x";
     return failure();
   }
-  layer.routerWeight = router->getRhs();
-  layer.x = router->getLhs();
-  return topk;
+  layer.x = router.getLhs();
+  layer.routerWeight = router.getRhs();
+  // x @ w.T of a [E, H] weight (PyTorch's Linear layout).
+  layer.routerExpertsFirst = rd.getRhsContractingDimensions()[0] == 1;
+  return success();
+}
+
+int64_t routerExperts(const RecognisedLayer &layer) {
+  return cast<RankedTensorType>(layer.routerWeight.getType()).getDimSize(layer.routerExpertsFirst ? 0 : 1);
 }
 
 /// Shapes and element types of one expert group over x (SwiGLU: w1 and w3).
 LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
   auto xT = cast<RankedTensorType>(layer.x.getType());
   auto wrT = cast<RankedTensorType>(layer.routerWeight.getType());
+  int64_t routerHidden = wrT.getDimSize(layer.routerExpertsFirst ? 1 : 0);
   auto w1T = cast<RankedTensorType>(layer.w1.getType());
   auto w2T = cast<RankedTensorType>(layer.w2.getType());
   // The router scores every expert; the FFN weights hold the FFN ones.
-  int64_t hidden = xT.getDimSize(1), experts = wrT.getDimSize(1) - static_cast<int64_t>(layer.extraExperts.size());
+  int64_t hidden = xT.getDimSize(1), experts = routerExperts(layer) - static_cast<int64_t>(layer.extraExperts.size());
   Type element = xT.getElementType();
   bool glu = layer.activation == Activation::swiglu || layer.activation == Activation::geglu;
-  if (xT.getRank() != 2 || wrT.getRank() != 2 || glu != static_cast<bool>(layer.w3) ||
+  if (xT.getRank() != 2 || wrT.getRank() != 2 || routerHidden != hidden || glu != static_cast<bool>(layer.w3) ||
       (glu && layer.w3.getType() != w1T) || w1T.getRank() != 3 || w1T.getDimSize(0) != experts ||
       w1T.getDimSize(1) != hidden || w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
       !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
@@ -383,7 +393,7 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
     return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
                                      b.getDenseI64ArrayAttr(perm));
   };
-  Value router = transposed(m.routerWeight, {1, 0});
+  Value router = m.routerExpertsFirst ? m.routerWeight : transposed(m.routerWeight, {1, 0});
   // The up projection: [gate; up] for SwiGLU, w1 alone otherwise.
   Value gate = transposed(m.w1, {0, 2, 1});
   auto gateType = cast<RankedTensorType>(gate.getType());

@@ -88,6 +88,8 @@ Value reluInput(Value v);
 /// expert's s1/s3 [H, Fs], s2 [Fs, H]).
 struct RecognisedLayer {
   Value x, routerWeight, w1, w3, w2;
+  // The router weight is [E, H] (x @ w.T) rather than [H, E].
+  bool routerExpertsFirst = false;
   int64_t k = 0;
   bool normalize = false;
   // DeepSeek-V3 routing: sigmoid scores, a selection-only bias, top-k
@@ -124,6 +126,14 @@ FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedL
 /// A shared expert swiglu(x @ s1, x @ s3) @ s2 of the layer's x: fills
 /// s1, s3, s2 of `layer` (RaiseMoeLayers.cpp).
 bool matchSharedExpert(Value v, RecognisedLayer &layer);
+
+/// logits = x @ router_weight ([H, E], or [E, H] contracted on its
+/// second dim), possibly converted to f32: fills x and the router of
+/// `layer` (a null `x` accepts any).
+LogicalResult routerLogits(Value logits, Value x, RecognisedLayer &layer, NoMatch &fail);
+
+/// The number of experts the router scores.
+int64_t routerExperts(const RecognisedLayer &layer);
 
 /// Shapes and element types of one expert group over x (SwiGLU: w1 and w3).
 LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail);

@@ -169,7 +169,7 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
     return failure();
   }
   if (cast<RankedTensorType>(sizes.getType()).getDimSize(0) !=
-          cast<RankedTensorType>(layer.routerWeight.getType()).getDimSize(1) ||
+          routerExperts(layer) ||
       failed(checkLayerShapes(layer, fail))) {
     if (fail.why.empty())
       fail.why = "the group sizes do not count the router's experts";
@@ -236,15 +236,11 @@ FailureOr<chlo::TopKOp> mlir::moe::stablehlo_raise::matchGroupedSigmoidTopK(Valu
   auto [scores, topk] = *taken;
   layer.k = topk.getK();
   Value z = sigmoidInput(scores);
-  auto router = z ? z.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
-  if (!router || (x && router.getLhs() != x) || router.getDotDimensionNumbers().getLhsContractingDimensions() !=
-                                              ArrayRef<int64_t>{1}) {
+  if (!z || failed(routerLogits(z, x, layer, fail))) {
     fail.why = "the routing scores are not sigmoid(x @ router_weight)";
     return failure();
   }
   layer.sigmoid = true;
-  layer.routerWeight = router.getRhs();
-  layer.x = router.getLhs();
   // The selection input: biased scores, masked to the best groups.
   Value selected = topk.getOperand();
   Value biased = selected;
