@@ -154,6 +154,18 @@ def torch_layout(k):
     return fn
 
 
+def gathered_weights(k):
+    """Decode style (gpt-fast's Mixtral): the routed experts' weights
+    gathered per token, w1[idx] [T, k, F, H], contracted by einsums."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        gates = jax.nn.softmax(vals, axis=-1)
+        h = jax.nn.silu(jnp.einsum('ti,taoi->tao', x, w1[idx])) * jnp.einsum('ti,taoi->tao', x, w3[idx])
+        outs = jnp.einsum('tao,taio->tai', h, w2[idx])
+        return jnp.einsum('tai,ta->ti', outs, gates)
+    return fn
+
+
 def biased_experts_near_miss(x, wr, w1, b1, w2, b2):
     """Experts with biases (moe.layer has none): a remark, plain ops."""
     vals, idx = softmax_topk(x, wr, 2, renormalise=False)
@@ -192,6 +204,8 @@ def programs(Program):
                                                          (32,), (32, 8), (8, 32, 96), (8, 48, 32)]),
         "idiom_take_segment_sum": Program(take_segment_sum(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_torch_layout": Program(torch_layout(2), [(16, 32), (8, 32), (8, 48, 32), (8, 48, 32), (8, 32, 48)]),
+        "idiom_gathered_weights_k3": Program(gathered_weights(3), [(4, 32), (32, 8), (8, 48, 32), (8, 48, 32),
+                                                                  (8, 32, 48)]),
         "idiom_biased_experts_near_miss": Program(biased_experts_near_miss,
                                                   [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),

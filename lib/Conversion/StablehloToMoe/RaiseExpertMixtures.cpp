@@ -34,7 +34,7 @@ using namespace mlir::moe::stablehlo_raise;
 
 namespace {
 
-enum class Role { token, expert, hidden, feature };
+enum class Role { token, slot, expert, hidden, feature };
 using Roles = SmallVector<Role, 3>;
 
 /// One projection's weight as seen by one expert or by all: `base`'s
@@ -47,10 +47,12 @@ struct WeightView {
   int64_t eDim = -1, inDim = -1, outDim = -1;
   int64_t expert = -1;
   int64_t outBegin = 0, outEnd = -1;
+  // Gathered per (token, slot) by these top-k ids (w[idx], decode style).
+  Value gatherIds;
 
   bool sameWeightAs(const WeightView &o) const {
     return base == o.base && eDim == o.eDim && inDim == o.inDim && outDim == o.outDim && outBegin == o.outBegin &&
-           outEnd == o.outEnd;
+           outEnd == o.outEnd && gatherIds == o.gatherIds;
   }
 };
 
@@ -62,6 +64,21 @@ struct ExpertFfn {
   WeightView w1, w3, w2;
   bool gated = false;
 };
+
+/// `v` without reshapes, broadcasts and slices that only add or drop unit
+/// dims (v[:, 0] of a [T, 1] tensor).
+Value withoutUnitDims(Value v) {
+  while (true) {
+    Operation *op = v.getDefiningOp();
+    if (!op || !isa<shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp>(op))
+      return v;
+    auto from = cast<RankedTensorType>(op->getOperand(0).getType());
+    auto to = cast<RankedTensorType>(v.getType());
+    if (from.getNumElements() != to.getNumElements())
+      return v;
+    v = op->getOperand(0);
+  }
+}
 
 struct Matcher {
   Value x;
@@ -99,6 +116,85 @@ struct Matcher {
     return WeightView{slice.getOperand(), 0, kept[inDim2d], kept[1 - inDim2d], slice.getStartIndices()[0]};
   }
 
+  /// w[idx] of a rank-3 stack for top-k ids [T, k]: a gather of one matrix
+  /// per (token, slot), result [T, k, the stack's other two dims].
+  std::optional<WeightView> gatheredWeight(Value w) const {
+    auto gather = w.getDefiningOp<shlo::GatherOp>();
+    if (!gather)
+      return std::nullopt;
+    auto stack = cast<RankedTensorType>(gather.getOperand().getType());
+    auto indices = cast<RankedTensorType>(gather.getStartIndices().getType());
+    shlo::GatherDimensionNumbersAttr d = gather.getDimensionNumbers();
+    if (stack.getRank() != 3 || indices.getRank() != 3 || indices.getDimSize(2) != 1 ||
+        d.getCollapsedSliceDims().size() != 1 || d.getStartIndexMap() != d.getCollapsedSliceDims() ||
+        d.getIndexVectorDim() != 2 || d.getOffsetDims() != ArrayRef<int64_t>{2, 3} ||
+        !d.getOperandBatchingDims().empty())
+      return std::nullopt;
+    int64_t eDim = d.getCollapsedSliceDims()[0];
+    for (int64_t dim = 0; dim < 3; ++dim)
+      if (gather.getSliceSizes()[dim] != (dim == eDim ? 1 : stack.getDimSize(dim)))
+        return std::nullopt;
+    if (stack.getDimSize(eDim) != experts)
+      return std::nullopt;
+    WeightView view{gather.getOperand(), eDim};
+    view.gatherIds = withoutUnitDims(unwrapIndex(withoutUnitDims(gather.getStartIndices())));
+    return view;
+  }
+
+  /// A contraction of `a` with weights gathered per (token, slot): batched
+  /// over a's token (and slot) dims, contracting `contracted`.
+  LogicalResult contractWithGathered(shlo::DotGeneralOp dot, bool aIsLhs, const Roles &aRoles, Role contracted,
+                                     Role outRole, WeightView view, WeightView &out, Roles &roles) {
+    shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+    ArrayRef<int64_t> aContract = aIsLhs ? d.getLhsContractingDimensions() : d.getRhsContractingDimensions();
+    ArrayRef<int64_t> wContract = aIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
+    ArrayRef<int64_t> aBatch = aIsLhs ? d.getLhsBatchingDimensions() : d.getRhsBatchingDimensions();
+    ArrayRef<int64_t> wBatch = aIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
+    if (aContract.size() != 1 || aRoles[aContract[0]] != contracted || wContract.size() != 1 || wContract[0] < 2) {
+      fail.why = "a gathered expert projection does not contract the right size";
+      return failure();
+    }
+    for (auto [ab, wb] : llvm::zip(aBatch, wBatch))
+      if (wb > 1 || aRoles[ab] != (wb == 0 ? Role::token : Role::slot)) {
+        fail.why = "a gathered expert projection is not batched over its tokens and slots";
+        return failure();
+      }
+    if (!llvm::is_contained(wBatch, 0) || llvm::is_contained(aRoles, Role::expert)) {
+      fail.why = "a gathered expert projection is not batched over its tokens";
+      return failure();
+    }
+    // The stack's dims other than the experts', in order, follow [T, k].
+    SmallVector<int64_t> rest;
+    for (int64_t dim = 0; dim < 3; ++dim)
+      if (dim != view.eDim)
+        rest.push_back(dim);
+    view.inDim = rest[wContract[0] - 2];
+    view.outDim = rest[3 - wContract[0]];
+    view.outEnd = cast<RankedTensorType>(view.base.getType()).getDimSize(view.outDim);
+    out = view;
+    roles.clear();
+    for (int64_t ab : aBatch)
+      roles.push_back(aRoles[ab]);
+    auto aFree = [&] {
+      for (int64_t dim = 0; dim < static_cast<int64_t>(aRoles.size()); ++dim)
+        if (dim != aContract[0] && !llvm::is_contained(aBatch, dim))
+          roles.push_back(aRoles[dim]);
+    };
+    auto wFree = [&] {
+      for (int64_t dim = 0; dim < 4; ++dim)
+        if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
+          roles.push_back(dim == 0 ? Role::token : dim == 1 ? Role::slot : outRole);
+    };
+    if (aIsLhs) {
+      aFree();
+      wFree();
+    } else {
+      wFree();
+      aFree();
+    }
+    return success();
+  }
+
   /// A contraction of `lhsRoles`-tagged `a` with the weight `w` over the
   /// dims (aDim, wDim), batched over the expert dim when both have one:
   /// fills `view` and the result's roles. `outRole` is the role of the
@@ -112,6 +208,8 @@ struct Matcher {
     ArrayRef<int64_t> wBatch = aIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
     Value w = aIsLhs ? dot.getRhs() : dot.getLhs();
     auto wType = cast<RankedTensorType>(w.getType());
+    if (std::optional<WeightView> gathered = wType.getRank() == 4 ? gatheredWeight(w) : std::nullopt)
+      return contractWithGathered(dot, aIsLhs, aRoles, contracted, outRole, *gathered, view, roles);
     if (aContract.size() != 1 || aRoles[aContract[0]] != contracted) {
       fail.why = "an expert projection does not contract the " +
                  std::string(contracted == Role::hidden ? "hidden" : "feature") + " size";
@@ -320,21 +418,6 @@ struct Matcher {
     return failure();
   }
 };
-
-/// `v` without reshapes, broadcasts and slices that only add or drop unit
-/// dims (v[:, 0] of a [T, 1] tensor).
-Value withoutUnitDims(Value v) {
-  while (true) {
-    Operation *op = v.getDefiningOp();
-    if (!op || !isa<shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp>(op))
-      return v;
-    auto from = cast<RankedTensorType>(op->getOperand(0).getType());
-    auto to = cast<RankedTensorType>(v.getType());
-    if (from.getNumElements() != to.getNumElements())
-      return v;
-    v = op->getOperand(0);
-  }
-}
 
 /// Top-k routing whose selected weights are `vals`: softmax then top-k
 /// (optionally renormalised), top-k of logits then softmax over the k
@@ -713,13 +796,33 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
       }
     }
   }
-  // The experts' outputs do not depend on the routing (a one-hot gate's
-  // own sum over slots is no mixture).
-  if (!gate || readsTopK(outputs)) {
+  if (!gate) {
     fail.why = "not a gate-weighted sum over experts";
     return failure();
   }
   Mixture m;
+  if (readsTopK(outputs)) {
+    // Only the routed experts' outputs, weights gathered per (token, slot)
+    // (decode style): the gate is the top-k weights themselves. Anything
+    // else reading the routing on both sides (a one-hot gate's own sum over
+    // slots) is no mixture.
+    NoMatch quiet;
+    FailureOr<chlo::TopKOp> topk = topKRouting(gate, m.layer, quiet);
+    ExpertFfn ffn;
+    if (failed(topk) || failed(Matcher{m.layer.x, routerExperts(m.layer), quiet}.expertOutputs(outputs, ffn)) ||
+        ffn.roles.size() != 3 || ffn.roles[outputsExpertDim] != Role::slot ||
+        ffn.roles[outputsTokenDim] != Role::token) {
+      fail.why = "not a gate-weighted sum over experts";
+      return failure();
+    }
+    for (const WeightView *v : {&ffn.w1, &ffn.w3, &ffn.w2})
+      if (v->base && v->gatherIds != topk->getIndices()) {
+        fail.why = "the experts' weights are gathered by other ids than the top-k indices";
+        return failure();
+      }
+    m.ffns.push_back(ffn);
+    return m;
+  }
   if (failed(routingGate(gate, m.layer, fail)))
     return failure();
   Matcher matcher{m.layer.x, routerExperts(m.layer), fail};
