@@ -42,6 +42,7 @@ static LogicalResult verifyFloatUnary(Operation *op) {
 
 LogicalResult ErfOp::verify() { return verifyFloatUnary(*this); }
 LogicalResult ErfcOp::verify() { return verifyFloatUnary(*this); }
+LogicalResult ErfInvOp::verify() { return verifyFloatUnary(*this); }
 LogicalResult SquareOp::verify() { return verifyFloatUnary(*this); }
 
 LogicalResult TopKOp::verify() {

@@ -69,6 +69,7 @@ class Chlo_UnaryOp<string mnemonic, string what>
 
 def Chlo_ErfOp : Chlo_UnaryOp<"erf", "the error function">;
 def Chlo_ErfcOp : Chlo_UnaryOp<"erfc", "the complementary error function 1 - erf(x)">;
+def Chlo_ErfInvOp : Chlo_UnaryOp<"erf_inv", "the inverse error function">;
 // JAX's lax.square (RMSNorm, router z-loss); moe-normalize-stablehlo makes
 // it a stablehlo.multiply so the matchers see one spelling.
 def Chlo_SquareOp : Chlo_UnaryOp<"square", "the square x * x">;

@@ -80,6 +80,21 @@ SAME_ELEMENT_TYPE_VERIFIER(SubtractOp)
 SAME_ELEMENT_TYPE_VERIFIER(XorOp)
 #undef SAME_ELEMENT_TYPE_VERIFIER
 
+/// Bit operations: one integer element type throughout.
+static LogicalResult verifyIntegerElementwise(Operation *op) {
+  if (failed(verifySameElementTypes(op)))
+    return failure();
+  if (!isa<IntegerType>(elementType(op->getResult(0))))
+    return op->emitOpError("operates on integers, got ") << elementType(op->getResult(0));
+  return success();
+}
+
+LogicalResult PopcntOp::verify() { return verifyIntegerElementwise(*this); }
+LogicalResult CountLeadingZerosOp::verify() { return verifyIntegerElementwise(*this); }
+LogicalResult ShiftLeftOp::verify() { return verifyIntegerElementwise(*this); }
+LogicalResult ShiftRightArithmeticOp::verify() { return verifyIntegerElementwise(*this); }
+LogicalResult ShiftRightLogicalOp::verify() { return verifyIntegerElementwise(*this); }
+
 LogicalResult ConvertOp::verify() { return success(); }
 
 LogicalResult IsFiniteOp::verify() {
@@ -624,6 +639,73 @@ LogicalResult CompositeOp::verify() {
   if (!callee)
     return emitOpError("decomposition ") << getDecompositionAttr() << " is not a function of this module";
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// case, if, optimization_barrier
+//===----------------------------------------------------------------------===//
+
+/// Every branch takes no arguments and returns `types` with stablehlo.return.
+static LogicalResult verifyBranches(Operation *op, MutableArrayRef<Region> branches, TypeRange types) {
+  for (auto [i, region] : llvm::enumerate(branches)) {
+    Block &block = region.front();
+    if (block.getNumArguments() != 0)
+      return op->emitOpError() << "branch " << i << " must take no arguments";
+    auto ret = dyn_cast<ReturnOp>(block.getTerminator());
+    if (!ret)
+      return op->emitOpError() << "branch " << i << " must end in stablehlo.return";
+    if (TypeRange(ret.getResults().getTypes()) != types)
+      return op->emitOpError() << "branch " << i << " must return the op's result types";
+  }
+  return success();
+}
+
+/// A 0-d tensor of the given integer width.
+static bool isScalarOf(Value v, unsigned width) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && type.getRank() == 0 && type.getElementType().isSignlessInteger(width);
+}
+
+LogicalResult CaseOp::verify() {
+  if (!isScalarOf(getIndex(), 32))
+    return emitOpError("index must be a tensor<i32>");
+  if (getBranches().empty())
+    return emitOpError("needs at least one branch");
+  return verifyBranches(*this, getBranches(), getResultTypes());
+}
+
+LogicalResult IfOp::verify() {
+  if (!isScalarOf(getPred(), 1))
+    return emitOpError("pred must be a tensor<i1>");
+  return verifyBranches(*this, getOperation()->getRegions(), getResultTypes());
+}
+
+LogicalResult OptimizationBarrierOp::verify() {
+  if (TypeRange(getResultTypes()) != getOperand().getTypes())
+    return emitOpError("results must have the operands' types");
+  return success();
+}
+
+/// `stablehlo.optimization_barrier %a, %b : type_a, type_b`.
+ParseResult OptimizationBarrierOp::parse(OpAsmParser &parser, OperationState &result) {
+  SmallVector<OpAsmParser::UnresolvedOperand> operands;
+  SmallVector<Type> types;
+  if (parser.parseOperandList(operands) || parser.parseOptionalAttrDict(result.attributes))
+    return failure();
+  if (!operands.empty() && (parser.parseColon() || parser.parseTypeList(types)))
+    return failure();
+  if (parser.resolveOperands(operands, types, parser.getCurrentLocation(), result.operands))
+    return failure();
+  result.addTypes(types);
+  return success();
+}
+
+void OptimizationBarrierOp::print(OpAsmPrinter &p) {
+  if (!getOperand().empty())
+    p << " " << getOperand();
+  p.printOptionalAttrDict((*this)->getAttrs());
+  if (!getOperand().empty())
+    p << " : " << getOperand().getTypes();
 }
 
 //===----------------------------------------------------------------------===//

@@ -63,6 +63,8 @@ def Stablehlo_TanOp : Stablehlo_UnaryOp<"tan", "tangent">;
 def Stablehlo_TanhOp : Stablehlo_UnaryOp<"tanh", "hyperbolic tangent">;
 def Stablehlo_ConvertOp : Stablehlo_UnaryOp<"convert", "element type conversion">;
 def Stablehlo_IsFiniteOp : Stablehlo_UnaryOp<"is_finite", "whether a float is finite (i1 result)">;
+def Stablehlo_PopcntOp : Stablehlo_UnaryOp<"popcnt", "the number of set bits of an integer">;
+def Stablehlo_CountLeadingZerosOp : Stablehlo_UnaryOp<"count_leading_zeros", "the number of leading zero bits of an integer">;
 
 class Stablehlo_BinaryOp<string mnemonic, string what>
     : Stablehlo_Op<mnemonic, [Pure, SameOperandsAndResultShape]> {
@@ -96,6 +98,11 @@ def Stablehlo_PowOp : Stablehlo_BinaryOp<"power", "lhs to the power rhs">;
 def Stablehlo_RemOp : Stablehlo_BinaryOp<"remainder", "remainder with the sign of the dividend">;
 def Stablehlo_SubtractOp : Stablehlo_BinaryOp<"subtract", "difference">;
 def Stablehlo_XorOp : Stablehlo_BinaryOp<"xor", "logical or bitwise exclusive or">;
+// Shifts by lhs's bit width or more give 0 (left, logical right) or the
+// sign (arithmetic right), as the StableHLO spec says.
+def Stablehlo_ShiftLeftOp : Stablehlo_BinaryOp<"shift_left", "integer shift left">;
+def Stablehlo_ShiftRightArithmeticOp : Stablehlo_BinaryOp<"shift_right_arithmetic", "integer shift right, sign-filling">;
+def Stablehlo_ShiftRightLogicalOp : Stablehlo_BinaryOp<"shift_right_logical", "integer shift right, zero-filling">;
 
 def Stablehlo_ClampOp : Stablehlo_Op<"clamp", [Pure]> {
   let summary = "min(max(operand, min), max), elementwise";
@@ -525,6 +532,67 @@ def Stablehlo_WhileOp : Stablehlo_Op<"while", [RecursiveMemoryEffects]> {
   let arguments = (ins Variadic<Stablehlo_Tensor>:$operand);
   let results = (outs Variadic<Stablehlo_Tensor>);
   let regions = (region SizedRegion<1>:$cond, SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+}
+
+def Stablehlo_CaseOp : Stablehlo_Op<"case", [RecursiveMemoryEffects]> {
+  let summary = "runs one of its branches, chosen by an index";
+  let description = [{
+    `jax.lax.cond` and `jax.lax.switch` lower to it. `index` is a
+    `tensor<i32>`; branch `index` runs, and an index outside
+    `[0, branches)` runs the last branch (StableHLO spec). Every branch takes
+    no arguments (it reads values from above) and returns the results with
+    `stablehlo.return`. JAX prints it in the generic form. The lowering is
+    an `scf.index_switch`.
+
+    ```mlir
+    %r = "stablehlo.case"(%i) ({
+      stablehlo.return %a : tensor<8xf32>
+    }, {
+      stablehlo.return %b : tensor<8xf32>
+    }) : (tensor<i32>) -> tensor<8xf32>
+    ```
+  }];
+  let arguments = (ins Stablehlo_Tensor:$index);
+  let results = (outs Variadic<Stablehlo_Tensor>);
+  let regions = (region VariadicRegion<SizedRegion<1>>:$branches);
+  let hasVerifier = 1;
+}
+
+def Stablehlo_IfOp : Stablehlo_Op<"if", [RecursiveMemoryEffects]> {
+  let summary = "runs one of two branches, chosen by a predicate";
+  let description = [{
+    The two-way form of `stablehlo.case`: `pred` is a `tensor<i1>`; the true
+    branch runs when it is set. Lowered to `scf.if`.
+
+    ```mlir
+    %r = "stablehlo.if"(%p) ({
+      stablehlo.return %a : tensor<8xf32>
+    }, {
+      stablehlo.return %b : tensor<8xf32>
+    }) : (tensor<i1>) -> tensor<8xf32>
+    ```
+  }];
+  let arguments = (ins Stablehlo_Tensor:$pred);
+  let results = (outs Variadic<Stablehlo_Tensor>);
+  let regions = (region SizedRegion<1>:$true_branch, SizedRegion<1>:$false_branch);
+  let hasVerifier = 1;
+}
+
+def Stablehlo_OptimizationBarrierOp : Stablehlo_Op<"optimization_barrier", [Pure]> {
+  let summary = "its operands, unchanged (a scheduling hint for XLA)";
+  let description = [{
+    `jax.checkpoint` (rematerialisation, as MaxText's scanned layers use it)
+    emits it around values XLA must not reorder across. It computes nothing:
+    moe-normalize-stablehlo replaces its results by its operands.
+
+    ```mlir
+    %r:2 = stablehlo.optimization_barrier %a, %b : tensor<8xf32>, tensor<i32>
+    ```
+  }];
+  let arguments = (ins Variadic<Stablehlo_Tensor>:$operand);
+  let results = (outs Variadic<Stablehlo_Tensor>:$result);
   let hasCustomAssemblyFormat = 1;
   let hasVerifier = 1;
 }

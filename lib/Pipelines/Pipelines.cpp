@@ -60,6 +60,7 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
     pm.addNestedPass<func::FuncOp>(createMoeFillInitReads()); // makes that fusion exact
     addUpstream(pm, name, "linalg-fuse-elementwise-ops,canonicalize,cse");
   }
+  pm.addNestedPass<func::FuncOp>(createMoeLocalizeEmptyTensors()); // after the last CSE
   addUpstream(pm, name,
               "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
               "function-boundary-type-conversion=identity-layout-map}");

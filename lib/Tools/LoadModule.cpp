@@ -46,6 +46,22 @@ static LogicalResult checkRaising(ModuleOp module, const moe::RaisingOptions &ra
   return failure(raising.strict && summary.refused > 0);
 }
 
+/// After a failed parse: a shape-polymorphic export (jax.export with
+/// symbolic sizes) uses dynamic ops the importer does not define; say that
+/// rather than leave only the parser's "unknown op".
+static void explainDynamicShapes(llvm::SourceMgr &sourceMgr, MLIRContext *context) {
+  const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
+  StringRef text = buffer->getBuffer();
+  size_t at = std::min(text.find("stablehlo.dynamic_broadcast_in_dim"),
+                       std::min(text.find("stablehlo.dynamic_reshape"), text.find("stablehlo.dynamic_iota")));
+  if (at == StringRef::npos)
+    return;
+  auto [line, column] = sourceMgr.getLineAndColumn(llvm::SMLoc::getFromPointer(text.data() + at));
+  emitError(FileLineColLoc::get(context, buffer->getBufferIdentifier(), line, column))
+      << "the program has dynamic shapes (a shape-polymorphic jax.export); only static shapes are supported "
+         "(export with concrete shapes, e.g. without jax.export shape polymorphism)";
+}
+
 OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRContext *context,
                                             OnnxImportOptions options, RaisingOptions raising) {
   const llvm::MemoryBuffer *buffer = sourceMgr.getMemoryBuffer(sourceMgr.getMainFileID());
@@ -54,6 +70,8 @@ OwningOpRef<ModuleOp> mlir::moe::loadModule(llvm::SourceMgr &sourceMgr, MLIRCont
     if (failed(checkParserHazards(sourceMgr, context)))
       return nullptr;
     OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, context);
+    if (!module)
+      explainDynamicShapes(sourceMgr, context);
     if (!module || failed(checkTensorSizes(*module)) || failed(importStablehloIfPresent(*module, raising)))
       return nullptr;
     if (failed(checkRaising(*module, raising)))

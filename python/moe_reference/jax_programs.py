@@ -223,6 +223,26 @@ def op_coverage(x, y, w):
     )
 
 
+def control_and_bits(x, y):
+    """lax.cond / lax.switch (stablehlo.case), jax.checkpoint
+    (optimization_barrier), approx_max_k / approx_min_k (ApproxTopK custom
+    calls), erf_inv, integer shifts, popcount and leading zeros."""
+    i = (x * 1000).astype(jnp.int32)
+    s = (jnp.abs(y) * 12).astype(jnp.int32)  # some shifts reach 32 and beyond
+    branch = (jnp.abs(x[0, 0]) * 3).astype(jnp.int32)
+    mv, mi = lax.approx_max_k(x, 3)
+    nv, ni = lax.approx_min_k(y, 2)
+    remat = jax.checkpoint(lambda a: jnp.tanh(a @ a.T) @ a)
+    return (
+        lax.cond(x.sum() > 0, lambda a: a * 2.0, lambda a: a - 1.0, x),
+        lax.switch(branch, [lambda a: a + 1.0, lambda a: a * a, lambda a: -a], y),
+        jax.grad(lambda a: remat(a).sum())(x * 0.1),
+        mv, mi.astype(jnp.int32), nv, ni.astype(jnp.int32),
+        lax.erf_inv(jnp.tanh(x) * 0.999),
+        i << s, i >> s, lax.population_count(i), lax.clz(i),
+    )
+
+
 def sort_special_values(x):
     """Float sorts as JAX writes them: the comparator maps -0.0 to 0.0 and NaN
     to one NaN with constants and selects, then compares in TOTALORDER. Each
@@ -285,6 +305,7 @@ PROGRAMS = {
     "bf16_ffn": Program(bf16_ffn, MIXTRAL_SHAPES, dtype=jnp.bfloat16),
     "op_coverage": Program(op_coverage, [(T, H), (T, H), (H, H)]),
     "sort_special_values": Program(sort_special_values, [(T, H)]),
+    "control_and_bits": Program(control_and_bits, [(T, H), (T, H)]),
     "square_rmsnorm_zloss": Program(square_rmsnorm_zloss, [(T, H), (H,)] + MIXTRAL_SHAPES[1:]),
     "scanned_layers": Program(scanned_layers, SCAN_SHAPES, scales=SCAN_SCALES),
     "scanned_layers_export": Program(scanned_layers, SCAN_SHAPES, form="export", scales=SCAN_SCALES),

@@ -376,3 +376,88 @@ func.func @while_arg_types(%x: tensor<i32>) -> tensor<i32> {
   }) : (tensor<i32>) -> tensor<i32>
   return %r : tensor<i32>
 }
+
+// -----
+
+func.func @case_index_not_i32(%i: tensor<i64>, %a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'stablehlo.case' op index must be a tensor<i32>}}
+  %r = "stablehlo.case"(%i) ({
+    stablehlo.return %a : tensor<4xf32>
+  }) : (tensor<i64>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+func.func @case_no_branch(%i: tensor<i32>) {
+  // expected-error @+1 {{'stablehlo.case' op needs at least one branch}}
+  "stablehlo.case"(%i) : (tensor<i32>) -> ()
+  return
+}
+
+// -----
+
+func.func @case_branch_types(%i: tensor<i32>, %a: tensor<4xf32>, %b: tensor<4xf16>) -> tensor<4xf32> {
+  // expected-error @+1 {{'stablehlo.case' op branch 1 must return the op's result types}}
+  %r = "stablehlo.case"(%i) ({
+    stablehlo.return %a : tensor<4xf32>
+  }, {
+    stablehlo.return %b : tensor<4xf16>
+  }) : (tensor<i32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+func.func @case_branch_arguments(%i: tensor<i32>, %a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'stablehlo.case' op branch 0 must take no arguments}}
+  %r = "stablehlo.case"(%i) ({
+  ^bb0(%x: tensor<4xf32>):
+    stablehlo.return %x : tensor<4xf32>
+  }) : (tensor<i32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+func.func @if_pred_not_i1(%p: tensor<i32>, %a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'stablehlo.if' op pred must be a tensor<i1>}}
+  %r = "stablehlo.if"(%p) ({
+    stablehlo.return %a : tensor<4xf32>
+  }, {
+    stablehlo.return %a : tensor<4xf32>
+  }) : (tensor<i32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+func.func @optimization_barrier_types(%a: tensor<4xf32>) -> tensor<4xf16> {
+  // expected-error @+1 {{'stablehlo.optimization_barrier' op results must have the operands' types}}
+  %r = "stablehlo.optimization_barrier"(%a) : (tensor<4xf32>) -> tensor<4xf16>
+  return %r : tensor<4xf16>
+}
+
+// -----
+
+func.func @shift_of_floats(%a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'stablehlo.shift_left' op operates on integers, got 'f32'}}
+  %r = stablehlo.shift_left %a, %a : tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+func.func @popcnt_of_floats(%a: tensor<4xf32>) -> tensor<4xf32> {
+  // expected-error @+1 {{'stablehlo.popcnt' op operates on integers, got 'f32'}}
+  %r = stablehlo.popcnt %a : tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+func.func @erf_inv_of_integers(%a: tensor<4xi32>) -> tensor<4xi32> {
+  // expected-error @+1 {{'chlo.erf_inv' op needs a float operand}}
+  %r = chlo.erf_inv %a : tensor<4xi32> -> tensor<4xi32>
+  return %r : tensor<4xi32>
+}

@@ -243,3 +243,75 @@ func.func @while_loop(%x: tensor<4xf32>) -> tensor<4xf32> {
   }
   return %r#1 : tensor<4xf32>
 }
+
+// -----
+
+// stablehlo.case: an index outside the branches runs the last one.
+// CHECK-LABEL: func @case_branches
+// CHECK: %[[I:.*]] = tensor.extract %arg0[] : tensor<i32>
+// CHECK: %[[OUT:.*]] = arith.ori
+// CHECK: %[[SEL:.*]] = arith.select %[[OUT]], %{{.*}}, %[[I]] : i32
+// CHECK: %[[IDX:.*]] = arith.index_cast %[[SEL]] : i32 to index
+// CHECK: scf.index_switch %[[IDX]] -> tensor<4xf32>
+// CHECK: case 0 {
+// CHECK: scf.yield %arg1 : tensor<4xf32>
+// CHECK: case 1 {
+// CHECK: linalg.generic
+// CHECK: default {
+// CHECK: scf.yield %arg2 : tensor<4xf32>
+func.func @case_branches(%i: tensor<i32>, %a: tensor<4xf32>, %b: tensor<4xf32>) -> tensor<4xf32> {
+  %r = "stablehlo.case"(%i) ({
+    stablehlo.return %a : tensor<4xf32>
+  }, {
+    %d = stablehlo.add %a, %b : tensor<4xf32>
+    stablehlo.return %d : tensor<4xf32>
+  }, {
+    stablehlo.return %b : tensor<4xf32>
+  }) : (tensor<i32>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+// CHECK-LABEL: func @if_branches
+// CHECK: %[[P:.*]] = tensor.extract %arg0[] : tensor<i1>
+// CHECK: scf.if %[[P]] -> (tensor<4xf32>) {
+// CHECK: scf.yield %arg1
+// CHECK: } else {
+// CHECK: scf.yield %arg2
+func.func @if_branches(%p: tensor<i1>, %a: tensor<4xf32>, %b: tensor<4xf32>) -> tensor<4xf32> {
+  %r = "stablehlo.if"(%p) ({
+    stablehlo.return %a : tensor<4xf32>
+  }, {
+    stablehlo.return %b : tensor<4xf32>
+  }) : (tensor<i1>) -> tensor<4xf32>
+  return %r : tensor<4xf32>
+}
+
+// -----
+
+// Shifts by the bit width or more shift everything out (arith alone would
+// leave them undefined).
+// CHECK-LABEL: func @shifts
+// CHECK: arith.cmpi uge
+// CHECK: arith.shli
+// CHECK: arith.select
+// CHECK: arith.cmpi uge
+// CHECK: arith.select
+// CHECK: arith.shrsi
+// CHECK: math.ctpop
+func.func @shifts(%a: tensor<4xi32>, %s: tensor<4xi32>) -> (tensor<4xi32>, tensor<4xi32>, tensor<4xi32>) {
+  %l = stablehlo.shift_left %a, %s : tensor<4xi32>
+  %r = stablehlo.shift_right_arithmetic %a, %s : tensor<4xi32>
+  %c = stablehlo.popcnt %a : tensor<4xi32>
+  return %l, %r, %c : tensor<4xi32>, tensor<4xi32>, tensor<4xi32>
+}
+
+// -----
+
+// Unsigned integers are refused with a located error (the pass fails).
+func.func @unsigned_refused(%a: tensor<4xui32>) -> tensor<4xui32> {
+  // expected-error @+1 {{'stablehlo.popcnt' uses the unsigned integer type 'tensor<4xui32>'; only signed integers, floats and booleans are supported}}
+  %c = stablehlo.popcnt %a : tensor<4xui32>
+  return %c : tensor<4xui32>
+}

@@ -121,3 +121,68 @@ func.func @bottom_k(%x: tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>) {
   %v, %i = stablehlo.custom_call @mhlo.topk(%x) {mhlo.attributes = {k = 2 : i64, largest = false}} : (tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
   return %v, %i : tensor<4x2xf32>, tensor<4x2xi32>
 }
+
+// -----
+
+// lax.approx_max_k on CPU/GPU: the exact top-k meets any recall target. The
+// comparator function goes with the call.
+// CHECK-LABEL: func @approx_max_k
+// CHECK-NOT: func.func @top_k_gt_f32_comparator
+// CHECK: %{{.*}}, %[[I:.*]] = chlo.top_k(%arg0, k = 2) : tensor<4x8xf32> -> (tensor<4x2xf32>, tensor<4x2xi32>)
+// CHECK-NOT: custom_call
+func.func @top_k_gt_f32_comparator(%a: tensor<f32>, %b: tensor<f32>, %c: tensor<i32>, %d: tensor<i32>) -> tensor<i1> {
+  %0 = stablehlo.compare GT, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>
+  stablehlo.return %0 : tensor<i1>
+}
+func.func @approx_max_k(%x: tensor<4x8xf32>) -> (tensor<4x2xf32>, tensor<4x2xi32>) {
+  %iota = stablehlo.iota dim = 1 : tensor<4x8xi32>
+  %init = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %m = stablehlo.constant dense<-1> : tensor<i32>
+  %v, %i = stablehlo.custom_call @ApproxTopK(%x, %iota, %init, %m) {called_computations = [@top_k_gt_f32_comparator], mhlo.backend_config = {aggregate_to_topk = true, is_fallback = true, recall_target = 0.95 : f32, reduction_dim = 1 : i64, reduction_input_size_override = -1 : i64, top_k = 2 : i64}} : (tensor<4x8xf32>, tensor<4x8xi32>, tensor<f32>, tensor<i32>) -> (tensor<4x2xf32>, tensor<4x2xi32>)
+  return %v, %i : tensor<4x2xf32>, tensor<4x2xi32>
+}
+
+// -----
+
+// lax.approx_min_k: the top-k of the negated values, negated back.
+// CHECK-LABEL: func @approx_min_k
+// CHECK: %[[N:.*]] = stablehlo.negate %arg0
+// CHECK: %[[V:.*]], %{{.*}} = chlo.top_k(%[[N]], k = 3)
+// CHECK: stablehlo.negate %[[V]]
+func.func @top_k_lt_f32_comparator(%a: tensor<f32>, %b: tensor<f32>, %c: tensor<i32>, %d: tensor<i32>) -> tensor<i1> {
+  %0 = stablehlo.compare LT, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>
+  stablehlo.return %0 : tensor<i1>
+}
+func.func @approx_min_k(%x: tensor<4x8xf32>) -> (tensor<4x3xf32>, tensor<4x3xi32>) {
+  %iota = stablehlo.iota dim = 1 : tensor<4x8xi32>
+  %init = stablehlo.constant dense<0x7F800000> : tensor<f32>
+  %m = stablehlo.constant dense<-1> : tensor<i32>
+  %v, %i = stablehlo.custom_call @ApproxTopK(%x, %iota, %init, %m) {called_computations = [@top_k_lt_f32_comparator], mhlo.backend_config = {aggregate_to_topk = true, recall_target = 0.95 : f32, reduction_dim = 1 : i64, top_k = 3 : i64}} : (tensor<4x8xf32>, tensor<4x8xi32>, tensor<f32>, tensor<i32>) -> (tensor<4x3xf32>, tensor<4x3xi32>)
+  return %v, %i : tensor<4x3xf32>, tensor<4x3xi32>
+}
+
+// -----
+
+func.func @cmp(%a: tensor<f32>, %b: tensor<f32>, %c: tensor<i32>, %d: tensor<i32>) -> tensor<i1> {
+  %0 = stablehlo.compare GT, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>
+  stablehlo.return %0 : tensor<i1>
+}
+func.func @approx_not_aggregated(%x: tensor<4x8xf32>) -> (tensor<4x4xf32>, tensor<4x4xi32>) {
+  %iota = stablehlo.iota dim = 1 : tensor<4x8xi32>
+  %init = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %m = stablehlo.constant dense<-1> : tensor<i32>
+  // expected-error @+1 {{custom_call @ApproxTopK in a form other than lax.approx_max_k/approx_min_k (aggregated, one comparator) is not supported}}
+  %v, %i = stablehlo.custom_call @ApproxTopK(%x, %iota, %init, %m) {called_computations = [@cmp], mhlo.backend_config = {aggregate_to_topk = false, reduction_dim = 1 : i64, top_k = 2 : i64}} : (tensor<4x8xf32>, tensor<4x8xi32>, tensor<f32>, tensor<i32>) -> (tensor<4x4xf32>, tensor<4x4xi32>)
+  return %v, %i : tensor<4x4xf32>, tensor<4x4xi32>
+}
+
+// -----
+
+// jax.checkpoint's barrier computes nothing.
+// CHECK-LABEL: func @optimization_barrier
+// CHECK-NOT: optimization_barrier
+// CHECK: return %arg1, %arg0
+func.func @optimization_barrier(%a: tensor<4xf32>, %b: tensor<i32>) -> (tensor<i32>, tensor<4xf32>) {
+  %r:2 = stablehlo.optimization_barrier %a, %b : tensor<4xf32>, tensor<i32>
+  return %r#1, %r#0 : tensor<i32>, tensor<4xf32>
+}

@@ -130,3 +130,37 @@ func.func @while_loop(%x: tensor<4xf32>) -> tensor<4xf32> {
   }
   return %r#1 : tensor<4xf32>
 }
+
+// CHECK-LABEL: func @branches_and_bits
+func.func @branches_and_bits(%i: tensor<i32>, %p: tensor<i1>, %a: tensor<4xf32>, %n: tensor<4xi32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xi32>) {
+  // CHECK: "stablehlo.case"(%{{.*}}) ({
+  // CHECK: stablehlo.return %{{.*}} : tensor<4xf32>
+  // CHECK: }, {
+  %c = "stablehlo.case"(%i) ({
+    stablehlo.return %a : tensor<4xf32>
+  }, {
+    %d = stablehlo.add %a, %a : tensor<4xf32>
+    stablehlo.return %d : tensor<4xf32>
+  }) : (tensor<i32>) -> tensor<4xf32>
+  // CHECK: "stablehlo.if"(%{{.*}}) ({
+  %f = "stablehlo.if"(%p) ({
+    stablehlo.return %a : tensor<4xf32>
+  }, {
+    stablehlo.return %c : tensor<4xf32>
+  }) : (tensor<i1>) -> tensor<4xf32>
+  // CHECK: %{{.*}}:2 = stablehlo.optimization_barrier %{{.*}}, %{{.*}} : tensor<4xf32>, tensor<4xi32>
+  %b:2 = stablehlo.optimization_barrier %f, %n : tensor<4xf32>, tensor<4xi32>
+  // CHECK: chlo.erf_inv %{{.*}} : tensor<4xf32> -> tensor<4xf32>
+  %e = chlo.erf_inv %b#0 : tensor<4xf32> -> tensor<4xf32>
+  // CHECK: stablehlo.shift_left
+  // CHECK: stablehlo.shift_right_arithmetic
+  // CHECK: stablehlo.shift_right_logical
+  // CHECK: stablehlo.popcnt
+  // CHECK: stablehlo.count_leading_zeros
+  %s0 = stablehlo.shift_left %b#1, %n : tensor<4xi32>
+  %s1 = stablehlo.shift_right_arithmetic %s0, %n : tensor<4xi32>
+  %s2 = stablehlo.shift_right_logical %s1, %n : tensor<4xi32>
+  %s3 = stablehlo.popcnt %s2 : tensor<4xi32>
+  %s4 = stablehlo.count_leading_zeros %s3 : tensor<4xi32>
+  return %e, %c, %s4 : tensor<4xf32>, tensor<4xf32>, tensor<4xi32>
+}

@@ -182,6 +182,33 @@ def MoeFillInitReads : Pass<"moe-fill-init-reads", "::mlir::func::FuncOp"> {
   let dependentDialects = ["::mlir::linalg::LinalgDialect"];
 }
 
+def MoeLocalizeEmptyTensors : Pass<"moe-localize-empty-tensors", "::mlir::func::FuncOp"> {
+  let summary = "A tensor.empty used inside a nested region gets a copy there";
+  let description = [{
+    CSE merges identical `tensor.empty` ops of sibling regions (the branches
+    of an `scf.index_switch` or `scf.if` from `stablehlo.case`, a loop body)
+    into one dominating op. One-shot bufferization gives all its uses one
+    buffer and misses the conflict when a branch's result lives in that
+    buffer while a later op outside writes it, so the branch's result was
+    overwritten (a wrong answer). This pass gives each use in another region
+    its own `tensor.empty` next to it. Both pipelines run it right before
+    bufferization.
+
+    Example:
+
+    ```mlir
+    %e = tensor.empty() : tensor<4xf32>
+    %r = scf.if %p -> (tensor<4xf32>) {
+      %a = linalg.generic ... outs(%e : tensor<4xf32>) ...
+      scf.yield %a : tensor<4xf32>
+    } else { ... }
+    %b = linalg.generic ... outs(%e : tensor<4xf32>) ...
+    // becomes: the generic inside the branch writes a tensor.empty of its own.
+    ```
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect"];
+}
+
 def MoeResultsToOutParams : Pass<"moe-results-to-out-params", "::mlir::ModuleOp"> {
   let summary = "Buffer results become caller-allocated out-parameters where their shapes allow";
   let description = [{

@@ -45,7 +45,7 @@ Results stablehlo_lowering::lowerElementwise(OpBuilder &b, Operation *op) {
   // Probe that the op is elementwise before building anything.
   bool elementwise = isa<stablehlo::StablehloDialect, chlo::ChloDialect>(op->getDialect()) &&
                      (op->hasTrait<OpTrait::SameOperandsAndResultShape>() ||
-                      isa<stablehlo::SelectOp, stablehlo::ClampOp, chlo::ErfOp, chlo::ErfcOp, chlo::SquareOp>(op));
+                      isa<stablehlo::SelectOp, stablehlo::ClampOp, chlo::ErfOp, chlo::ErfcOp, chlo::ErfInvOp, chlo::SquareOp>(op));
   if (!elementwise)
     return failure();
   bool failedBody = false;

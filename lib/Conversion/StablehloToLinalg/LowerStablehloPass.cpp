@@ -4,6 +4,7 @@
 #include "dialects/moe/MoeDialect.h"
 #include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Conversion/Passes.h"
+#include "moe/Utils/ScalarMath.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -30,7 +31,8 @@ bool isStablehloOp(Operation *op) {
 }
 
 /// Shapes must be static: the lowering computes sizes, offsets and loop
-/// bounds from them.
+/// bounds from them. Unsigned integers are refused: the scalar bodies use
+/// signed arithmetic.
 LogicalResult checkStaticShapes(Operation *op) {
   auto check = [&](Value v, StringRef what, unsigned i) -> LogicalResult {
     auto type = dyn_cast<RankedTensorType>(v.getType());
@@ -40,6 +42,12 @@ LogicalResult checkStaticShapes(Operation *op) {
                                 "jax.export shape polymorphism)";
     return success();
   };
+  for (Value v : llvm::concat<Value>(op->getOperands(), op->getResults()))
+    if (auto type = dyn_cast<RankedTensorType>(v.getType());
+        type && isa<IntegerType>(type.getElementType()) && !type.getElementType().isSignlessInteger())
+      return op->emitError() << "'" << op->getName() << "' uses the unsigned integer type " << type
+                             << "; only signed integers, floats and booleans are supported (convert to a signed "
+                                "type first)";
   for (auto [i, v] : llvm::enumerate(op->getOperands()))
     if (failed(check(v, "operand", i)))
       return failure();
@@ -171,8 +179,61 @@ void lowerWhileLoops(Operation *root) {
   }
 }
 
+/// Moves `from`'s block into `to`, its stablehlo.return becoming scf.yield.
+void moveBranch(Region &from, Region &to) {
+  to.takeBody(from);
+  Block &block = to.front();
+  auto ret = cast<shlo::ReturnOp>(block.getTerminator());
+  OpBuilder b(ret);
+  scf::YieldOp::create(b, ret.getLoc(), ret.getResults());
+  ret.erase();
+}
+
+/// stablehlo.case -> scf.index_switch (an index outside the branches runs
+/// the last one); stablehlo.if -> scf.if. The stablehlo ops inside are
+/// then lowered with the others.
+void lowerBranches(Operation *root) {
+  SmallVector<Operation *> branches;
+  root->walk([&](Operation *op) {
+    if (isa<shlo::CaseOp, shlo::IfOp>(op))
+      branches.push_back(op);
+  });
+  for (Operation *op : branches) {
+    OpBuilder b(op);
+    Location loc = op->getLoc();
+    Operation *lowered;
+    if (auto c = dyn_cast<shlo::CaseOp>(op)) {
+      int64_t n = c.getBranches().size();
+      Value index = extractScalar(b, loc, c.getIndex());
+      Type i32 = index.getType();
+      Value outside = arith::OrIOp::create(
+          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, index, scalar::intConst(b, loc, i32, 0)),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, index, scalar::intConst(b, loc, i32, n)));
+      index = arith::SelectOp::create(b, loc, outside, scalar::intConst(b, loc, i32, n - 1), index);
+      index = arith::IndexCastOp::create(b, loc, b.getIndexType(), index);
+      auto cases = llvm::to_vector(llvm::seq<int64_t>(0, n - 1));
+      auto sw = scf::IndexSwitchOp::create(b, loc, op->getResultTypes(), index, cases, n - 1);
+      for (int64_t i = 0; i < n - 1; ++i)
+        moveBranch(c.getBranches()[i], sw.getCaseRegions()[i]);
+      moveBranch(c.getBranches()[n - 1], sw.getDefaultRegion());
+      lowered = sw;
+    } else {
+      auto i = cast<shlo::IfOp>(op);
+      Value pred = extractScalar(b, loc, i.getPred());
+      auto ifOp = scf::IfOp::create(b, loc, op->getResultTypes(), pred, /*addThenBlock=*/false,
+                                    /*addElseBlock=*/false);
+      moveBranch(i.getTrueBranch(), ifOp.getThenRegion());
+      moveBranch(i.getFalseBranch(), ifOp.getElseRegion());
+      lowered = ifOp;
+    }
+    op->replaceAllUsesWith(lowered->getResults());
+    op->erase();
+  }
+}
+
 struct MoeLowerStablehloPass : public mlir::moe::impl::MoeLowerStablehloBase<MoeLowerStablehloPass> {
   void runOnOperation() override {
+    lowerBranches(getOperation());
     lowerWhileLoops(getOperation());
     // Top-level stablehlo ops in program order; ops inside their bodies are
     // read by the lowering of the op that owns them.

@@ -36,6 +36,54 @@ static Value totalOrderKey(OpBuilder &b, Location loc, Value v) {
   return arith::XOrIOp::create(b, loc, bits, arith::AndIOp::create(b, loc, sign, magnitudeMask));
 }
 
+/// A StableHLO shift: amounts of the bit width or more (read unsigned)
+/// shift everything out, which arith leaves undefined.
+static Value shiftScalar(OpBuilder &b, Location loc, Operation *op, Value x, Value amount) {
+  Type type = x.getType();
+  unsigned width = type.getIntOrFloatBitWidth();
+  Value widthValue = intConst(b, loc, type, width);
+  Value out = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, amount, widthValue);
+  if (isa<shlo::ShiftRightArithmeticOp>(op)) {
+    Value clamped = arith::SelectOp::create(b, loc, out, intConst(b, loc, type, width - 1), amount);
+    return arith::ShRSIOp::create(b, loc, x, clamped);
+  }
+  Value shifted = isa<shlo::ShiftLeftOp>(op) ? Value(arith::ShLIOp::create(b, loc, x, amount))
+                                            : Value(arith::ShRUIOp::create(b, loc, x, amount));
+  return arith::SelectOp::create(b, loc, out, intConst(b, loc, type, 0), shifted);
+}
+
+/// erf^-1(x) by Giles' single-precision approximation (as XLA computes
+/// it), in f32; +-inf at +-1.
+static Value erfInvScalar(OpBuilder &b, Location loc, Value x) {
+  Type type = x.getType();
+  Type f32 = b.getF32Type();
+  Value v = type == f32 ? x : tensor_builders::castScalar(b, loc, x, f32);
+  auto c = [&](double value) { return floatConst(b, loc, f32, value); };
+  auto fma = [&](Value p, Value w, double add) {
+    return arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, p, w), c(add)).getResult();
+  };
+  Value oneMinus = arith::SubFOp::create(b, loc, c(1.0), v);
+  Value onePlus = arith::AddFOp::create(b, loc, c(1.0), v);
+  Value w = arith::NegFOp::create(b, loc, math::LogOp::create(b, loc, arith::MulFOp::create(b, loc, oneMinus, onePlus)));
+  Value small = arith::SubFOp::create(b, loc, w, c(2.5));
+  Value p = c(2.81022636e-08);
+  for (double k : {3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503, -0.00417768164,
+                   0.246640727, 1.50140941})
+    p = fma(p, small, k);
+  Value large = arith::SubFOp::create(b, loc, math::SqrtOp::create(b, loc, w), c(3.0));
+  Value q = c(-0.000200214257);
+  for (double k : {0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047,
+                   1.00167406, 2.83297682})
+    q = fma(q, large, k);
+  Value useSmall = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, w, c(5.0));
+  Value result = arith::MulFOp::create(b, loc, arith::SelectOp::create(b, loc, useSmall, p, q), v);
+  // At |x| = 1 the polynomial is finite; erf^-1 is infinite there.
+  Value atOne = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, math::AbsFOp::create(b, loc, v), c(1.0));
+  Value inf = math::CopySignOp::create(b, loc, c(std::numeric_limits<double>::infinity()), v);
+  result = arith::SelectOp::create(b, loc, atOne, inf, result);
+  return type == f32 ? result : tensor_builders::castScalar(b, loc, result, type);
+}
+
 static Value compareScalars(OpBuilder &b, Location loc, shlo::CompareOp op, Value lhs, Value rhs) {
   using Dir = shlo::ComparisonDirection;
   Dir dir = op.getComparisonDirection();
@@ -176,6 +224,10 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       .Case([&](shlo::OrOp) -> Value { return arith::OrIOp::create(b, loc, v[0], v[1]); })
       .Case([&](shlo::XorOp) -> Value { return arith::XOrIOp::create(b, loc, v[0], v[1]); })
       .Case([&](shlo::Atan2Op) -> Value { return math::Atan2Op::create(b, loc, v[0], v[1]); })
+      .Case<shlo::ShiftLeftOp, shlo::ShiftRightArithmeticOp, shlo::ShiftRightLogicalOp>(
+          [&](Operation *shift) { return shiftScalar(b, loc, shift, v[0], v[1]); })
+      .Case([&](shlo::PopcntOp) -> Value { return math::CtPopOp::create(b, loc, v[0]); })
+      .Case([&](shlo::CountLeadingZerosOp) -> Value { return math::CountLeadingZerosOp::create(b, loc, v[0]); })
       .Case([&](shlo::AbsOp) -> Value {
         if (isFloat())
           return math::AbsFOp::create(b, loc, v[0]);
@@ -219,6 +271,7 @@ Value stablehlo_lowering::emitScalarOp(OpBuilder &b, Location loc, Operation *op
       .Case([&](shlo::ClampOp) { return minScalar(b, loc, maxScalar(b, loc, v[1], v[0]), v[2]); })
       .Case([&](chlo::ErfOp) -> Value { return math::ErfOp::create(b, loc, v[0]); })
       .Case([&](chlo::SquareOp) -> Value { return arith::MulFOp::create(b, loc, v[0], v[0]); })
+      .Case([&](chlo::ErfInvOp) { return erfInvScalar(b, loc, v[0]); })
       .Case([&](chlo::ErfcOp) -> Value {
         Value one = floatConst(b, loc, v[0].getType(), 1.0);
         return arith::SubFOp::create(b, loc, one, math::ErfOp::create(b, loc, v[0]));

@@ -119,15 +119,71 @@ LogicalResult normalizeSortedTopK(shlo::SortOp sort) {
   return success();
 }
 
+/// The comparator function an ApproxTopK custom call names: GT selects the
+/// largest (approx_max_k), LT the smallest (approx_min_k).
+std::optional<shlo::ComparisonDirection> approxTopKDirection(Operation *call) {
+  auto called = dyn_cast_or_null<ArrayAttr>(call->getAttr("called_computations"));
+  auto name = called && called.size() == 1 ? dyn_cast<FlatSymbolRefAttr>(called[0]) : nullptr;
+  auto fn = name ? SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(call, name) : nullptr;
+  if (!fn || fn.getBody().empty() || !llvm::hasNItems(fn.getBody().front(), 2))
+    return std::nullopt;
+  auto compare = dyn_cast<shlo::CompareOp>(fn.getBody().front().front());
+  Block &block = fn.getBody().front();
+  if (!compare || compare.getLhs() != block.getArgument(0) || compare.getRhs() != block.getArgument(1))
+    return std::nullopt;
+  return compare.getComparisonDirection();
+}
+
+/// custom_call @ApproxTopK (lax.approx_max_k / approx_min_k on CPU and
+/// GPU): the exact top-k meets any recall target, so it becomes chlo.top_k
+/// of the values (negated for a min-k). Only the aggregated form (k
+/// results along the last dimension) is rewritten.
+LogicalResult normalizeApproxTopK(shlo::CustomCallOp call) {
+  auto config = dyn_cast_or_null<DictionaryAttr>(call->getAttr("mhlo.backend_config"));
+  auto k = config ? dyn_cast_or_null<IntegerAttr>(config.get("top_k")) : nullptr;
+  auto dim = config ? dyn_cast_or_null<IntegerAttr>(config.get("reduction_dim")) : nullptr;
+  auto aggregate = config ? dyn_cast_or_null<BoolAttr>(config.get("aggregate_to_topk")) : nullptr;
+  std::optional<shlo::ComparisonDirection> direction = approxTopKDirection(call);
+  if (!k || !dim || !aggregate || !aggregate.getValue() || !direction || call.getInputs().empty() ||
+      call->getNumResults() != 2)
+    return call.emitError("custom_call @ApproxTopK in a form other than lax.approx_max_k/approx_min_k "
+                          "(aggregated, one comparator) is not supported");
+  Value values = call.getInputs()[0];
+  auto type = cast<RankedTensorType>(values.getType());
+  if (dim.getInt() != type.getRank() - 1 || !isa<FloatType>(type.getElementType()))
+    return call.emitError("custom_call @ApproxTopK is supported along the last dimension of a float tensor");
+  bool smallest = *direction == shlo::ComparisonDirection::LT;
+  if (!smallest && *direction != shlo::ComparisonDirection::GT)
+    return call.emitError("custom_call @ApproxTopK's comparator is neither GT nor LT");
+  OpBuilder b(call);
+  Location loc = call.getLoc();
+  if (smallest)
+    values = shlo::NegOp::create(b, loc, type, values);
+  auto topk = chlo::TopKOp::create(b, loc, call->getResultTypes(), values, b.getI64IntegerAttr(k.getInt()));
+  Value selected = topk.getValues();
+  if (smallest)
+    selected = shlo::NegOp::create(b, loc, selected.getType(), selected);
+  call->getResult(0).replaceAllUsesWith(selected);
+  call->getResult(1).replaceAllUsesWith(topk.getIndices());
+  call->erase();
+  return success();
+}
+
 struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehloBase<MoeNormalizeStablehloPass> {
   void runOnOperation() override {
     bool failedAny = false;
     SmallVector<Operation *> ops;
     getOperation()->walk([&](Operation *op) {
-      if (isa<shlo::CompositeOp, shlo::CustomCallOp, shlo::SortOp, chlo::SquareOp>(op))
+      if (isa<shlo::CompositeOp, shlo::CustomCallOp, shlo::SortOp, chlo::SquareOp, shlo::OptimizationBarrierOp>(op))
         ops.push_back(op);
     });
+    SetVector<func::FuncOp> comparators;
     for (Operation *op : ops) {
+      if (auto barrier = dyn_cast<shlo::OptimizationBarrierOp>(op)) {
+        barrier->replaceAllUsesWith(barrier.getOperand());
+        barrier->erase();
+        continue;
+      }
       if (auto square = dyn_cast<chlo::SquareOp>(op)) {
         OpBuilder b(op);
         auto product = shlo::MulOp::create(b, op->getLoc(), square.getType(), square.getOperand(), square.getOperand());
@@ -169,6 +225,15 @@ struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehlo
         op->replaceAllUsesWith(call->getResults());
         op->erase();
       } else if (auto customCall = dyn_cast<shlo::CustomCallOp>(op)) {
+        if (customCall.getCallTargetName() == "ApproxTopK") {
+          auto called = dyn_cast_or_null<ArrayAttr>(op->getAttr("called_computations"));
+          auto name = called && called.size() == 1 ? dyn_cast<FlatSymbolRefAttr>(called[0]) : nullptr;
+          if (auto fn = name ? SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(op, name) : nullptr)
+            comparators.insert(fn);
+          if (failed(normalizeApproxTopK(customCall)))
+            failedAny = true;
+          continue;
+        }
         if (customCall.getCallTargetName() != "mhlo.topk")
           continue;
         FailureOr<int64_t> k =
@@ -182,6 +247,11 @@ struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehlo
         (void)normalizeSortedTopK(cast<shlo::SortOp>(op));
       }
     }
+    // The comparators were only ever called by the custom calls (their
+    // stablehlo.return is no func terminator the lowering knows).
+    for (func::FuncOp fn : comparators)
+      if (fn && SymbolTable::symbolKnownUseEmpty(fn, getOperation()))
+        fn.erase();
     if (failedAny)
       signalPassFailure();
   }

@@ -1049,6 +1049,15 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
     if (topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
         ShapedType::isDynamic(experts) || experts > 1024 || static_cast<int64_t>(topk.getK()) >= experts)
       return;
+    // Routing picks something by its indices (a one-hot or `== e` mask, a
+    // gather of expert weights, a dispatch sort or scatter); indices only
+    // returned or converted are no routing.
+    SetVector<Operation *> readers;
+    (void)getForwardSlice(topk.getIndices(), &readers);
+    if (llvm::none_of(readers, [](Operation *op) {
+          return isa<shlo::CompareOp, shlo::GatherOp, shlo::ScatterOp, shlo::SortOp>(op);
+        }))
+      return;
     emitRemark(topk.getLoc()) << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", "
                               << experts
                               << "] scores not raised to moe.layer: no recognised layer form reads it (expert "
