@@ -52,6 +52,17 @@ SIZES = {
     "decode-4": (4, 2048, 7168, 8, 2),
     "decode-16": (16, 2048, 7168, 8, 2),
 }
+# DeepSeek-V3's routing and expert count (256 experts, top-8 within the best
+# 4 of 8 groups, sigmoid scores with a selection bias, weights renormalised
+# and scaled by 2.5, one shared expert) at reduced width (hidden 1024, expert
+# FFN 256 instead of 7168 / 2048: 0.8 GB of f32 experts). onnxruntime has no
+# such routing (its MoE op is softmax top-k; the exported-graph peer is
+# Mixtral's), so its peers are numpy and PyTorch.
+DEEPSEEK = {
+    # name: (tokens, hidden, ffn, experts, k, groups, topk_groups, shared ffn, scale)
+    "deepseek": (128, 1024, 256, 256, 8, 8, 4, 256, 2.5),
+    "deepseek-decode-4": (4, 1024, 256, 256, 8, 8, 4, 256, 2.5),
+}
 DECODE_TOKENS = 16  # at most this many tokens: bandwidth-bound, reported in GB/s
 CFG = dict(experts=None, activation="swiglu", routing=dict(scoring="softmax", k=2, order="select_then_score"))
 
@@ -72,6 +83,63 @@ def numpy_layer(x, wr, up, down, k):
         a = h[:, :f] / (1 + np.exp(-h[:, :f])) * h[:, f:]
         np.add.at(y, tok, (a @ down[e].T) * g[tok, slot][:, None])
     return y
+
+
+def deepseek_routing_numpy(x, wr, bias, k, groups, topk_groups, scale):
+    """Sigmoid scores, the biased scores' best groups (sum of each group's
+    top two), top-k within them (ties to the lower index), weights from the
+    unbiased scores renormalised and scaled: (weights, expert ids)."""
+    s = 1 / (1 + np.exp(-(x @ wr.T)))
+    b = s + bias
+    t, e = b.shape
+    grouped = np.sort(b.reshape(t, groups, e // groups), axis=-1)[..., -2:].sum(-1)
+    best = np.argsort(-grouped, axis=1, kind="stable")[:, :topk_groups]
+    keep = np.zeros((t, groups), bool)
+    np.put_along_axis(keep, best, True, axis=1)
+    masked = np.where(np.repeat(keep, e // groups, axis=1), b, -np.inf)
+    idx = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    w = np.take_along_axis(s, idx, axis=1)
+    return w / w.sum(axis=1, keepdims=True) * scale, idx
+
+
+def numpy_deepseek_layer(x, wr, bias, up, down, shared_up, shared_down, k, groups, topk_groups, scale):
+    g, idx = deepseek_routing_numpy(x, wr, bias, k, groups, topk_groups, scale)
+    y = np.zeros_like(x)
+    f = down.shape[2]
+    for e in np.unique(idx):
+        tok, slot = np.nonzero(idx == e)
+        h = x[tok] @ up[e].T
+        a = h[:, :f] / (1 + np.exp(-h[:, :f])) * h[:, f:]
+        np.add.at(y, tok, (a @ down[e].T) * g[tok, slot][:, None])
+    fs = shared_down.shape[1]
+    h = x @ shared_up.T
+    return y + (h[:, :fs] / (1 + np.exp(-h[:, :fs])) * h[:, fs:]) @ shared_down.T
+
+
+def torch_deepseek_layer(x, wr, bias, up, down, shared_up, shared_down, k, groups, topk_groups, scale):
+    """transformers' DeepseekV3MoE as eager PyTorch: grouped routing, a loop
+    over the experts the tokens hit, index_add_, the shared expert."""
+    import torch
+    with torch.no_grad():
+        s = torch.sigmoid(x @ wr.T)
+        b = s + bias
+        t, e = b.shape
+        grouped = b.view(t, groups, e // groups).topk(2, dim=-1)[0].sum(-1)
+        best = grouped.topk(topk_groups, dim=-1)[1]
+        keep = torch.zeros_like(grouped).scatter_(1, best, 1).repeat_interleave(e // groups, dim=1)
+        idx = b.masked_fill(keep == 0, float("-inf")).topk(k, dim=-1)[1]
+        g = s.gather(1, idx)
+        g = g / g.sum(-1, keepdim=True) * scale
+        y = torch.zeros_like(x)
+        f = down.shape[2]
+        for ex in torch.unique(idx).tolist():
+            tok, slot = torch.where(idx == ex)
+            h = x[tok] @ up[ex].T
+            a = torch.nn.functional.silu(h[:, :f]) * h[:, f:]
+            y.index_add_(0, tok, (a @ down[ex].T) * g[tok, slot, None])
+        fs = shared_down.shape[1]
+        h = x @ shared_up.T
+        return y + (torch.nn.functional.silu(h[:, :fs]) * h[:, fs:]) @ shared_down.T
 
 
 def torch_layer(x, wr, up, down, k):
@@ -193,7 +261,81 @@ def median_ms(fn, repeat, warmup=2):
     return float(np.median(times))
 
 
+def time_ours(text, arrays, tmp, repeat, tools):
+    """ours JIT (moe-run) and AOT (moe-compile + moe-exec) on the layer `text`
+    with inputs `arrays` in the op's order: (ms, outputs, compile ms)."""
+    src = os.path.join(tmp, "layer.mlir")
+    with open(src, "w") as f:
+        f.write(text)
+    inputs = []
+    for i, a in enumerate(arrays):
+        np.save(os.path.join(tmp, f"arg{i}.npy"), a)
+        inputs += ["--input", os.path.join(tmp, f"arg{i}.npy")]
+    ms, outputs = {}, {}
+    common = ["--output-dir", tmp, "--repeat", str(repeat), "--warmup", "2"]
+    out = subprocess.run([tools["moe-run"], src, *common, *inputs], capture_output=True, text=True,
+                         check=True).stdout
+    ms["ours JIT"] = float(re.search(r"\[moe-run\] run ([0-9.]+) ms", out).group(1))
+    compile_ms = float(re.search(r"\[moe-run\] compile ([0-9.]+) ms", out).group(1))
+    outputs["ours JIT"] = np.load(os.path.join(tmp, "result_0.npy"))
+    lib = os.path.join(tmp, "art", "liblayer.so")
+    subprocess.run([tools["moe-compile"], src, "--target=cpu", "-o", lib], capture_output=True, check=True)
+    out = subprocess.run([tools["moe-exec"], lib, *inputs, "--output-dir", tmp, "--repeat", str(repeat)],
+                         capture_output=True, text=True, check=True).stdout
+    ms["ours AOT"] = float(re.search(r"median ([0-9.]+) ms", out).group(1))
+    outputs["ours AOT"] = np.load(os.path.join(tmp, "output_0.npy"))
+    return ms, outputs, compile_ms
+
+
+def check_agree(name, outputs):
+    reference = outputs["numpy"]
+    scale = np.abs(reference).max()
+    for what, y in outputs.items():
+        err = np.abs(y - reference).max() / scale
+        if err > 1e-4:
+            sys.exit(f"{name}: {what} differs from numpy by {err:.2e}; not timing a wrong answer")
+
+
+def run_deepseek(name, repeat, tools):
+    tokens, hidden, ffn, experts, k, groups, topk_groups, shared, scale = DEEPSEEK[name]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((tokens, hidden)).astype(np.float32)
+    wr = (rng.standard_normal((experts, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    bias = (0.1 * rng.standard_normal(experts)).astype(np.float32)
+    up = (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    down = (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(np.float32)
+    s_up = (rng.standard_normal((2 * shared, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    s_down = (rng.standard_normal((hidden, shared)) / np.sqrt(shared)).astype(np.float32)
+    cfg = dict(experts=[("ffn", experts)], activation="swiglu", bias=True, shared=shared,
+               routing=dict(scoring="sigmoid", k=k, normalize="all", scale=scale, num_groups=groups,
+                            topk_groups=topk_groups))
+    args = (x, wr, bias, up, down, s_up, s_down)
+    with tempfile.TemporaryDirectory() as tmp:
+        ms, outputs, compile_ms = time_ours(moe_layer.mlir_text(cfg, tokens, hidden, ffn, "f32"), args, tmp,
+                                            repeat, tools)
+    extra = (k, groups, topk_groups, scale)
+    outputs["numpy"] = numpy_deepseek_layer(*args, *extra)
+    ms["numpy"] = median_ms(lambda: numpy_deepseek_layer(*args, *extra), repeat)
+    if "torch" in PEERS:
+        import torch
+        tensors = [torch.from_numpy(a) for a in args]
+        outputs["torch"] = torch_deepseek_layer(*tensors, *extra).numpy()
+        ms["torch"] = median_ms(lambda: torch_deepseek_layer(*tensors, *extra), repeat)
+    for peer in ("ort graph", "ort MoE op"):
+        ms[peer] = float("nan")  # no such routing in onnxruntime
+    check_agree(name, outputs)
+    _, idx = deepseek_routing_numpy(x, wr, bias, k, groups, topk_groups, scale)
+    flops = 2 * tokens * hidden * experts + tokens * k * 6 * hidden * ffn + tokens * 6 * hidden * shared
+    routed = np.unique(idx)
+    weight_bytes = wr.nbytes + s_up.nbytes + s_down.nbytes + len(routed) * (up[0].nbytes + down[0].nbytes)
+    return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k} groups {topk_groups}/{groups} "
+                f"shared {shared}", ms=ms, compile=compile_ms, gflop=flops / 1e9, gbytes=weight_bytes / 1e9,
+                decode=tokens <= DECODE_TOKENS)
+
+
 def run_size(name, repeat, tools):
+    if name in DEEPSEEK:
+        return run_deepseek(name, repeat, tools)
     tokens, hidden, ffn, experts, k = SIZES[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((tokens, hidden)).astype(np.float32)
@@ -204,26 +346,8 @@ def run_size(name, repeat, tools):
     outputs, ms = {}, {}
 
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "layer.mlir")
-        with open(src, "w") as f:
-            f.write(moe_layer.mlir_text(cfg, tokens, hidden, ffn, "f32"))
-        inputs = []
-        for arg, a in (("x", x), ("wr", wr), ("up", up), ("down", down)):
-            np.save(os.path.join(tmp, arg + ".npy"), a)
-            inputs += ["--input", os.path.join(tmp, arg + ".npy")]
-        common = ["--output-dir", tmp, "--repeat", str(repeat), "--warmup", "2"]
-        out = subprocess.run([tools["moe-run"], src, *common, *inputs], capture_output=True, text=True,
-                             check=True).stdout
-        ms["ours JIT"] = float(re.search(r"\[moe-run\] run ([0-9.]+) ms", out).group(1))
-        compile_ms = float(re.search(r"\[moe-run\] compile ([0-9.]+) ms", out).group(1))
-        outputs["ours JIT"] = np.load(os.path.join(tmp, "result_0.npy"))
-        lib = os.path.join(tmp, "art", "liblayer.so")
-        subprocess.run([tools["moe-compile"], src, "--target=cpu", "-o", lib], capture_output=True, check=True)
-        out = subprocess.run([tools["moe-exec"], lib, *inputs, "--output-dir", tmp, "--repeat", str(repeat)],
-                             capture_output=True, text=True, check=True).stdout
-        ms["ours AOT"] = float(re.search(r"median ([0-9.]+) ms", out).group(1))
-        outputs["ours AOT"] = np.load(os.path.join(tmp, "output_0.npy"))
-        del inputs
+        ms, outputs, compile_ms = time_ours(moe_layer.mlir_text(cfg, tokens, hidden, ffn, "f32"), (x, wr, up, down),
+                                            tmp, repeat, tools)
 
         outputs["numpy"] = numpy_layer(x, wr, up, down, k)
         ms["numpy"] = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
@@ -238,12 +362,7 @@ def run_size(name, repeat, tools):
             ms[peer] = median_ms(lambda: sess.run(None, {"x": x}), repeat)
             del sess
 
-    reference = outputs["numpy"]
-    scale = np.abs(reference).max()
-    for what, y in outputs.items():
-        err = np.abs(y - reference).max() / scale
-        if err > 1e-4:
-            sys.exit(f"{name}: {what} differs from numpy by {err:.2e}; not timing a wrong answer")
+    check_agree(name, outputs)
     # Useful FLOPs: router + k selected experts per token (2 matmuls, gate/up 2F wide).
     flops = 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
     # Bytes a decode step must read: the router and each routed expert once.
@@ -333,14 +452,15 @@ def main():
     print("|---|---|---|---|" + "---|" * len(PEERS) + "---|---|---|---|")
     for r in rows:
         ours = r["ms"]["ours JIT"]
-        best = min(r["ms"][p] for p in PEERS)
+        best = min(r["ms"][p] for p in PEERS if not np.isnan(r["ms"][p]))
         if r["decode"]:
             rate = r["gbytes"] / ours * 1e3
             rate_text, limit = f"{rate:.1f} GB/s", f"{rate / bandwidth:.0%} of bandwidth"
         else:
             rate = r["gflop"] / ours * 1e3
             rate_text, limit = f"{rate:.1f} GFLOP/s", f"{rate / peak:.0%} of GEMM"
-        cells = [r["name"], r["shape"], *(f"{r['ms'][w]:.2f}" for w in ("ours JIT", "ours AOT", *PEERS)),
+        cells = [r["name"], r["shape"],
+                 *("-" if np.isnan(r["ms"][w]) else f"{r['ms'][w]:.2f}" for w in ("ours JIT", "ours AOT", *PEERS)),
                  f"{ours / best:.2f}", rate_text, limit, f"{r['compile']:.0f}"]
         print("| " + " | ".join(cells) + " |")
     if args.plot:

@@ -19,7 +19,8 @@ per-expert loop instead, and writes PyTorch's logits next to the model
 transformers 4.57.1, whose OLMoE loops over every expert with per-expert
 weights; mixtral_torchscript.onnx with transformers 5.24, whose experts
 loop over the experts the example input hit (which tracing bakes into the
-graph) on stacked weights.
+graph) on stacked weights. mixtral_f16.onnx (--dtype f16, torch 2.15,
+transformers 5.25) is the half-precision model, with PyTorch's logits.
 """
 
 import argparse
@@ -82,7 +83,7 @@ class LogitsOnly(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
 
 
-def export(name, out_dir, exporter, opset):
+def export(name, out_dir, exporter, opset, dtype="f32"):
     config_class, model_class, extra = MODELS[name]
     config = config_class(**{**COMMON, **extra})
     config._experts_implementation = "batched_mm" if exporter == "dynamo" else "eager"
@@ -97,6 +98,11 @@ def export(name, out_dir, exporter, opset):
         for buffer_name, buffer in model.named_buffers():
             if buffer_name.endswith("e_score_correction_bias"):
                 buffer.copy_(torch.randn_like(buffer) * 0.5)
+    if dtype == "f16":
+        # A half-precision model as users export one for serving: f16
+        # weights and activations, routing and the experts' weighted sum in
+        # f32 as transformers computes them (Casts in the graph).
+        model = model.half()
     # Batch 2: an example batch of 1 would be specialised into the graph.
     ids = torch.randint(0, COMMON["vocab_size"], (2, TOKENS))
     if exporter == "torchscript":
@@ -110,13 +116,18 @@ def export(name, out_dir, exporter, opset):
         print(f"wrote {path} ({os.path.getsize(path)} B, weights inline)")
         write_reference(model, path.replace(".onnx", ".reference.npz"))
         return
-    path = os.path.join(out_dir, f"{name}.onnx")
+    suffix = "_f16" if dtype == "f16" else ""
+    path = os.path.join(out_dir, f"{name}{suffix}.onnx")
     # Any batch and sequence length, as a user exports for serving.
     dims = {0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("seq", min=2, max=COMMON["max_position_embeddings"])}
     torch.onnx.export(LogitsOnly(model), (ids,), path, input_names=["input_ids"], output_names=["logits"],
                       opset_version=opset, dynamo=True, external_data=True, dynamic_shapes={"input_ids": dims})
     strip_stack_traces(path)
     print(f"wrote {path} ({os.path.getsize(path)} B + {os.path.getsize(path + '.data')} B of weights)")
+    if dtype == "f16":
+        # onnxruntime's f16 kernels round differently from PyTorch's: the
+        # reference is PyTorch's own logits.
+        write_reference(model, path.replace(".onnx", ".reference.npz"))
 
 
 # The batch x sequence sizes the tests run: a traced loop over the experts
@@ -160,12 +171,14 @@ def main():
     parser.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
                         help="torch.onnx's exporter (torchscript: dynamo=False, the per-expert loop traced)")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--dtype", choices=["f32", "f16"], default="f32",
+                        help="f16: the model in half precision (dynamo exporter), written as NAME_f16.onnx")
     parser.add_argument("models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     for name in args.models:
-        export(name, args.out, args.exporter, args.opset)
+        export(name, args.out, args.exporter, args.opset, args.dtype)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,8 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
 
   // Down GEMM, scaled by the gate weights, summed over each token's slots.
   const onnx::NodeProto *squeezeO = g.onlyUser(outputOf(*mm2, 0), "Squeeze");
-  const onnx::NodeProto *scale = squeezeO ? g.onlyUser(outputOf(*squeezeO, 0), "Mul") : nullptr;
+  const onnx::NodeProto *scale =
+      squeezeO ? g.onlyUser(throughFloatCastUser(g, outputOf(*squeezeO, 0), nodes), "Mul") : nullptr;
   if (!squeezeO || !hasAxis(*squeezeO, constants, -1) || !scale ||
       !llvm::is_contained(scale->input(), outputOf(*unsqW, 0)))
     return fail("the down GEMM's rows are not scaled by their gate weights");
@@ -182,8 +183,8 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
       return fail("the weighted rows are not added at their tokens into zeros");
     nodes.append({scatter, where, zeros, zerosShape});
     nodes.append(tokenChain.begin(), tokenChain.end());
-    block.output = outputOf(*scatter, 0);
-    block.last = g.indexOf(scatter);
+    block.output = throughFloatCastUser(g, outputOf(*scatter, 0), nodes);
+    block.last = g.indexOf(g.producer(block.output));
   } else {
     const onnx::NodeProto *slots = g.onlyUser(outputOf(*scale, 0), "Reshape");
     const onnx::NodeProto *combine = slots ? g.onlyUser(outputOf(*slots, 0), "ReduceSum") : nullptr;
@@ -192,8 +193,8 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
         slotShape->size() != 3 || (*slotShape)[1] != block.k)
       return fail("the weighted rows are not summed per token over the k slots");
     nodes.append({slots, combine});
-    block.output = outputOf(*combine, 0);
-    block.last = g.indexOf(combine);
+    block.output = throughFloatCastUser(g, outputOf(*combine, 0), nodes);
+    block.last = g.indexOf(g.producer(block.output));
   }
   matchSharedExpert(g, block, nodes);
   return finishBlock(g, std::move(block), nodes, topk, why);

@@ -17,6 +17,31 @@ bool isZeroValue(const onnx::AttributeProto &a) {
          zero(t.int32_data()) && zero(t.int64_data()) && zero(t.double_data());
 }
 
+static bool isFloatCast(const onnx::NodeProto &n) {
+  if (n.op_type() != "Cast")
+    return false;
+  int64_t to = intAttr(n, "to", 0);
+  return to == onnx::TensorProto::FLOAT || to == onnx::TensorProto::FLOAT16 || to == onnx::TensorProto::BFLOAT16;
+}
+
+std::string throughFloatCastUser(const GraphIndex &g, llvm::StringRef value,
+                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *cast = g.onlyUser(value, "Cast");
+  if (!cast || !isFloatCast(*cast))
+    return value.str();
+  nodes.push_back(cast);
+  return outputOf(*cast, 0);
+}
+
+std::string throughFloatCastProducer(const GraphIndex &g, llvm::StringRef value,
+                                     llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *cast = g.producer(value);
+  if (!cast || !isFloatCast(*cast))
+    return value.str();
+  nodes.push_back(cast);
+  return inputOf(*cast, 0);
+}
+
 int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback) {
   for (const onnx::AttributeProto &a : node.attribute())
     if (a.name() == name)

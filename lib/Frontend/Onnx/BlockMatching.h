@@ -99,6 +99,17 @@ private:
   llvm::DenseMap<const onnx::NodeProto *, int> indices;
 };
 
+/// 16-bit models route and accumulate in f32 (transformers' softmax with
+/// dtype=float, the weighted sum of the expert rows): a Cast between float
+/// types is seen through. `value` through the float Cast that is its only
+/// user (the Cast joins `nodes`), or `value`.
+std::string throughFloatCastUser(const GraphIndex &g, llvm::StringRef value,
+                                 llvm::SmallVector<const onnx::NodeProto *> &nodes);
+/// The input of the float Cast producing `value` (the Cast joins `nodes`),
+/// or `value`.
+std::string throughFloatCastProducer(const GraphIndex &g, llvm::StringRef value,
+                                     llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// The integer attribute `name` of `node`, or `fallback` when it has none.
 int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback);
 

@@ -126,7 +126,9 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   if ((!softmax && !deepSeek) || t.output_size() != 2)
     return std::nullopt;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
-  block.routerWeight = linearOf(g, deepSeek ? deepSeek->first : inputOf(*softmax, 0), nullptr, routerNodes);
+  llvm::SmallVector<const onnx::NodeProto *> castNodes;
+  std::string logits = throughFloatCastProducer(g, deepSeek ? deepSeek->first : inputOf(*softmax, 0), castNodes);
+  block.routerWeight = linearOf(g, logits, nullptr, routerNodes);
   if (block.routerWeight.empty())
     return std::nullopt;
   const onnx::NodeProto *router = routerNodes.front();
@@ -156,6 +158,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
       nodes.push_back(view);
     }
   }
+  nodes.append(castNodes.begin(), castNodes.end());
   if (deepSeek) {
     nodes.push_back(router);
     nodes.append(deepSeekNodes.begin(), deepSeekNodes.end());
