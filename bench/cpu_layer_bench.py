@@ -420,10 +420,11 @@ def plot(rows, path):
     width = 0.8 / len(series)
     for i, what in enumerate(series):
         ax.bar([j + i * width for j in range(len(rows))], [r["ms"][what] for r in rows], width, label=what)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], names)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], names, rotation=15)
     ax.set_yscale("log")
     ax.set_ylabel("ms per layer (log scale, lower is better)")
-    ax.set_title(f"One f32 MoE layer on {os.cpu_count()} CPU cores (bench/cpu_layer_bench.py)")
+    ax.set_title(f"One f32 MoE layer on {os.cpu_count()} CPU cores (bench/cpu_layer_bench.py; "
+                 "no onnxruntime bar: no such routing there)")
     ax.legend(ncols=len(series), fontsize=8, loc="lower center", bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -166,6 +166,32 @@ def gathered_weights(k):
     return fn
 
 
+def batch_seq_einsum(k):
+    """Flax style on x [batch, seq, hidden]: einsums over 'bs...' (router,
+    one-hot gate over the slots, per-expert SwiGLU, combine)."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(jnp.einsum('bsh,he->bse', x, wr), axis=-1)
+        vals, idx = lax.top_k(probs, k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=-2)  # [B, S, E]
+        h = jax.nn.silu(jnp.einsum('bsh,ehf->bsef', x, w1)) * jnp.einsum('bsh,ehf->bsef', x, w3)
+        return jnp.einsum('bse,bseh->bsh', gate, jnp.einsum('bsef,efh->bseh', h, w2))
+    return fn
+
+
+def batch_seq_loop(k):
+    """x [batch, seq, hidden], a loop over experts with where-masks, a residual."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        vals = jax.nn.softmax(vals, axis=-1)
+        y = x
+        for e in range(wr.shape[1]):
+            we = jnp.sum(jnp.where(idx == e, vals, 0.0), axis=-1)[..., None]
+            y = y + we * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
 def biased_experts_near_miss(x, wr, w1, b1, w2, b2):
     """Experts with biases (moe.layer has none): a remark, plain ops."""
     vals, idx = softmax_topk(x, wr, 2, renormalise=False)
@@ -206,6 +232,10 @@ def programs(Program):
         "idiom_torch_layout": Program(torch_layout(2), [(16, 32), (8, 32), (8, 48, 32), (8, 48, 32), (8, 32, 48)]),
         "idiom_gathered_weights_k3": Program(gathered_weights(3), [(4, 32), (32, 8), (8, 48, 32), (8, 48, 32),
                                                                   (8, 32, 48)]),
+        "idiom_batch_seq_einsum": Program(batch_seq_einsum(2), [(2, 6, 32), (32, 8), (8, 32, 40), (8, 32, 40),
+                                                                (8, 40, 32)]),
+        "idiom_batch_seq_loop_k3": Program(batch_seq_loop(3), [(3, 4, 24), (24, 6), (6, 24, 20), (6, 24, 20),
+                                                               (6, 20, 24)]),
         "idiom_biased_experts_near_miss": Program(biased_experts_near_miss,
                                                   [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),

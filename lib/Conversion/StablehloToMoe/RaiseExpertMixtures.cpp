@@ -23,7 +23,6 @@
 #include "Raising.h"
 
 #include "mlir/Analysis/SliceAnalysis.h"
-#include "mlir/Transforms/RegionUtils.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include <cmath>
@@ -34,7 +33,8 @@ using namespace mlir::moe::stablehlo_raise;
 
 namespace {
 
-enum class Role { token, slot, expert, hidden, feature };
+// token2: the second token dim of x [B, S, H].
+enum class Role { token, token2, slot, expert, hidden, feature };
 using Roles = SmallVector<Role, 3>;
 
 /// One projection's weight as seen by one expert or by all: `base`'s
@@ -68,16 +68,31 @@ struct ExpertFfn {
 /// `v` without reshapes, broadcasts and slices that only add or drop unit
 /// dims (v[:, 0] of a [T, 1] tensor).
 Value withoutUnitDims(Value v) {
+  auto nonUnit = [](RankedTensorType t) {
+    return llvm::to_vector(llvm::make_filter_range(t.getShape(), [](int64_t d) { return d != 1; }));
+  };
   while (true) {
     Operation *op = v.getDefiningOp();
     if (!op || !isa<shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp>(op))
       return v;
     auto from = cast<RankedTensorType>(op->getOperand(0).getType());
     auto to = cast<RankedTensorType>(v.getType());
-    if (from.getNumElements() != to.getNumElements())
+    // Same elements in the same order: a full slice, a reshape or an
+    // in-order broadcast that only moves unit dims ([T, 1] -> [T]).
+    if (from.getNumElements() != to.getNumElements() || nonUnit(from) != nonUnit(to))
+      return v;
+    if (auto b = dyn_cast<shlo::BroadcastInDimOp>(op); b && !llvm::is_sorted(b.getBroadcastDimensions()))
       return v;
     v = op->getOperand(0);
   }
+}
+
+/// x's dims: [token, hidden] or [token, token2, hidden] (and the leading
+/// dims of a value of x's rank, such as the gate [tokens..., E]).
+Roles tokenRoles(Value x) {
+  if (cast<RankedTensorType>(x.getType()).getRank() == 3)
+    return {Role::token, Role::token2, Role::hidden};
+  return {Role::token, Role::hidden};
 }
 
 struct Matcher {
@@ -332,8 +347,7 @@ struct Matcher {
       fail.why = "an expert projection does not read the router's input x";
       return failure();
     }
-    if (failed(contractWithWeight(dot, xIsLhs, Roles{Role::token, Role::hidden}, Role::hidden, Role::feature, view,
-                                  coreRoles)))
+    if (failed(contractWithWeight(dot, xIsLhs, tokenRoles(x), Role::hidden, Role::feature, view, coreRoles)))
       return failure();
     if (sliceDim >= 0) {
       if (coreRoles[sliceDim] != Role::feature) {
@@ -440,7 +454,7 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
   if (div && failed(softmaxInput(selected, ignored))) { // a softmax's own division is no renormalisation
     Value sumRow = rowValue(div.getRhs());
     auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
-    if (sum && withoutConverts(sum.getInputs()[0]) == div.getLhs() && sum.getDimensions() == ArrayRef<int64_t>{1} &&
+    if (sum && withoutConverts(sum.getInputs()[0]) == div.getLhs() && reducesLastDim(sum) &&
         isAddBody(sum.getBody())) {
       renormalised = true;
       selected = div.getLhs();
@@ -552,9 +566,10 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     Value threshold = broadcastChainSource(ge.getRhs(), dims);
     auto slice = threshold.getDefiningOp<shlo::SliceOp>();
     auto topk = slice ? slice.getOperand().getDefiningOp<chlo::TopKOp>() : nullptr;
+    int64_t last = cast<RankedTensorType>(select.getType()).getRank() - 1;
     if (topk && slice.getOperand() == topk.getValues() && topk.getOperand() == select.getOnTrue() &&
-        slice.getStartIndices()[1] == static_cast<int64_t>(topk.getK()) - 1 &&
-        slice.getLimitIndices()[1] == static_cast<int64_t>(topk.getK())) {
+        slice.getStartIndices()[last] == static_cast<int64_t>(topk.getK()) - 1 &&
+        slice.getLimitIndices()[last] == static_cast<int64_t>(topk.getK())) {
       NoMatch routerFail;
       if (succeeded(routerLogits(topk.getOperand(), Value(), layer, routerFail))) {
         layer.k = topk.getK();
@@ -607,8 +622,7 @@ std::optional<int64_t> expertMask(Value mask, Value &ids) {
 /// sum_k where(idx == e, vals, 0) (or the product with the mask).
 FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail) {
   auto sum = withoutConverts(column).getDefiningOp<shlo::ReduceOp>();
-  if (!sum || sum.getInputs().size() != 1 || sum.getDimensions() != ArrayRef<int64_t>{1} ||
-      !isAddBody(sum.getBody())) {
+  if (!sum || sum.getInputs().size() != 1 || !reducesLastDim(sum) || !isAddBody(sum.getBody())) {
     fail.why = "an expert's weight is not a sum over slots of where(idx == e, weights, 0)";
     return failure();
   }
@@ -724,7 +738,7 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
   };
   // Shapes first, so that no op is built for a candidate that fails.
   auto xType = cast<RankedTensorType>(m.layer.x.getType());
-  int64_t hidden = xType.getDimSize(1), features = first.w1.outEnd - first.w1.outBegin;
+  int64_t hidden = xType.getDimSize(xType.getRank() - 1), features = first.w1.outEnd - first.w1.outBegin;
   auto fits = [&](const WeightView &v, int64_t in, int64_t out) {
     auto type = cast<RankedTensorType>(v.base.getType());
     return type.getDimSize(v.inDim) == in && v.outEnd - v.outBegin == out &&
@@ -743,6 +757,12 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
   m.layer.w1 = stackedWeight(b, loc, weights(&ExpertFfn::w1));
   m.layer.w3 = first.gated ? stackedWeight(b, loc, weights(&ExpertFfn::w3)) : Value();
   m.layer.w2 = stackedWeight(b, loc, weights(&ExpertFfn::w2));
+  // x [B, S, H]: the layer takes its rows [B * S, H] (replaceWithLayer
+  // shapes the result back).
+  if (xType.getRank() == 3 && xType.hasStaticShape())
+    m.layer.x = shlo::ReshapeOp::create(
+        b, loc, RankedTensorType::get({xType.getDimSize(0) * xType.getDimSize(1), hidden}, xType.getElementType()),
+        m.layer.x);
   return checkLayerShapes(m.layer, fail);
 }
 
@@ -759,8 +779,11 @@ bool readsTopK(Value v) {
 /// dot_general (batch tokens, contract experts) or a reduce over the
 /// expert dim of their product.
 FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
+  // The gate [tokens..., E] (rank 2 or 3) and where its dims land in the
+  // experts' outputs.
   Value gate, outputs;
   int64_t outputsExpertDim = -1, outputsTokenDim = -1;
+  SmallVector<int64_t> outputsTokenDims;
   if (auto dot = dyn_cast<shlo::DotGeneralOp>(op)) {
     shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
     for (bool gateIsLhs : {true, false}) {
@@ -770,12 +793,14 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
       ArrayRef<int64_t> oc = gateIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
       ArrayRef<int64_t> ob = gateIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
       Value o = gateIsLhs ? dot.getRhs() : dot.getLhs();
-      if (!gate && cast<RankedTensorType>(g.getType()).getRank() == 2 && gc == ArrayRef<int64_t>{1} &&
-          gb == ArrayRef<int64_t>{0} && cast<RankedTensorType>(o.getType()).getRank() == 3) {
+      int64_t rank = cast<RankedTensorType>(g.getType()).getRank();
+      if (!gate && (rank == 2 || rank == 3) && gc == ArrayRef<int64_t>{rank - 1} &&
+          gb == ArrayRef(llvm::to_vector(llvm::seq<int64_t>(0, rank - 1))) &&
+          cast<RankedTensorType>(o.getType()).getRank() == rank + 1) {
         gate = g;
         outputs = o;
         outputsExpertDim = oc[0];
-        outputsTokenDim = ob[0];
+        outputsTokenDims.assign(ob.begin(), ob.end());
       }
     }
   } else if (auto sum = dyn_cast<shlo::ReduceOp>(op)) {
@@ -787,12 +812,13 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
                             : SmallVector<std::pair<Value, Value>>{}) {
       SmallVector<int64_t> dims;
       Value source = broadcastChainSource(bc, dims);
-      if (source != bc && cast<RankedTensorType>(source.getType()).getRank() == 2 && dims.size() == 2 &&
-          dims[1] == sum.getDimensions()[0]) {
+      int64_t rank = cast<RankedTensorType>(source.getType()).getRank();
+      if (source != bc && (rank == 2 || rank == 3) && static_cast<int64_t>(dims.size()) == rank &&
+          dims[rank - 1] == sum.getDimensions()[0]) {
         gate = source;
         outputs = a;
-        outputsTokenDim = dims[0];
-        outputsExpertDim = dims[1];
+        outputsTokenDims.assign(dims.begin(), dims.end() - 1);
+        outputsExpertDim = dims[rank - 1];
       }
     }
   }
@@ -800,6 +826,18 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     fail.why = "not a gate-weighted sum over experts";
     return failure();
   }
+  outputsTokenDim = outputsTokenDims.front();
+  // The experts' outputs hold the gate's token dims where x has them, the
+  // experts where the gate has them, and the hidden size.
+  auto laidOutAsGate = [&](const Roles &roles, Role expertRole) {
+    Roles tokens = tokenRoles(gate);
+    if (roles.size() != tokens.size() + 1 || roles[outputsExpertDim] != expertRole)
+      return false;
+    for (auto [i, dim] : llvm::enumerate(outputsTokenDims))
+      if (roles[dim] != tokens[i])
+        return false;
+    return llvm::count(roles, Role::hidden) == 1;
+  };
   Mixture m;
   if (readsTopK(outputs)) {
     // Only the routed experts' outputs, weights gathered per (token, slot)
@@ -810,8 +848,7 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     FailureOr<chlo::TopKOp> topk = topKRouting(gate, m.layer, quiet);
     ExpertFfn ffn;
     if (failed(topk) || failed(Matcher{m.layer.x, routerExperts(m.layer), quiet}.expertOutputs(outputs, ffn)) ||
-        ffn.roles.size() != 3 || ffn.roles[outputsExpertDim] != Role::slot ||
-        ffn.roles[outputsTokenDim] != Role::token) {
+        !laidOutAsGate(ffn.roles, Role::slot)) {
       fail.why = "not a gate-weighted sum over experts";
       return failure();
     }
@@ -837,7 +874,7 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
       ExpertFfn ffn;
       if (failed(matcher.expertOutputs(withoutUnitDims(part), ffn)))
         return failure();
-      if (ffn.roles != Roles{Role::token, Role::hidden} || outputsTokenDim > 1 ||
+      if (ffn.roles != Roles{Role::token, Role::hidden} || outputsTokenDims.size() != 1 || outputsTokenDim > 1 ||
           llvm::any_of(std::array{&ffn.w1, &ffn.w3, &ffn.w2},
                        [&](WeightView *v) { return v->base && v->expert >= 0 && v->expert != int64_t(e); })) {
         fail.why = "a stacked expert output is not expert " + std::to_string(e) + "'s FFN of x";
@@ -850,8 +887,7 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
   ExpertFfn ffn;
   if (failed(matcher.expertOutputs(outputs, ffn)))
     return failure();
-  if (ffn.roles.size() != 3 || ffn.roles[outputsExpertDim] != Role::expert ||
-      ffn.roles[outputsTokenDim] != Role::token) {
+  if (!laidOutAsGate(ffn.roles, Role::expert)) {
     fail.why = "the gate is not contracted with the experts' outputs over (token, expert)";
     return failure();
   }
@@ -904,8 +940,8 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
     ExpertFfn ffn;
     if (failed(matcher.expertOutputs(output, ffn)))
       return failure();
-    if (ffn.roles != Roles{Role::token, Role::hidden}) {
-      fail.why = "an expert's output is not [tokens, hidden]";
+    if (ffn.roles != tokenRoles(m.layer.x)) {
+      fail.why = "an expert's output is not laid out as x";
       return failure();
     }
     byExpert.push_back({column->first, ffn});
@@ -960,7 +996,7 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     if (op->getNumResults() != 1 || op->use_empty() || taken.contains(op))
       return;
     auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
-    if (!type || type.getRank() != 2)
+    if (!type || type.getRank() < 2 || type.getRank() > 3) // [T, H] or [B, S, H]
       return;
     if (isa<shlo::DotGeneralOp, shlo::ReduceOp>(op)) {
       candidates.push_back(op);

@@ -48,6 +48,7 @@ Value withoutConverts(Value v) {
 /// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
 /// per-row value spread over columns), down to a rank-1 tensor.
 Value rowValue(Value v) {
+  int64_t rank = cast<RankedTensorType>(v.getType()).getRank();
   while (true) {
     if (auto c = v.getDefiningOp<shlo::ConvertOp>(); c && isa<FloatType>(cast<RankedTensorType>(c.getType()).getElementType())) {
       v = c.getOperand(); // a 16-bit row computed in f32
@@ -61,7 +62,14 @@ Value rowValue(Value v) {
       return nullptr;
     v = b.getOperand();
   }
-  return cast<RankedTensorType>(v.getType()).getRank() == 1 ? v : nullptr;
+  // [T] for rows of [T, E]; [B, S] for rows of [B, S, E] (leading dims kept).
+  int64_t got = cast<RankedTensorType>(v.getType()).getRank();
+  return got == 1 || (rank > 2 && got == rank - 1) ? v : nullptr;
+}
+
+bool reducesLastDim(shlo::ReduceOp sum) {
+  int64_t rank = cast<RankedTensorType>(sum.getInputs()[0].getType()).getRank();
+  return sum.getDimensions() == ArrayRef<int64_t>{rank - 1};
 }
 
 /// JAX's index normalisation `i < 0 ? i + n : i` stripped; `v` otherwise.
@@ -149,7 +157,7 @@ FailureOr<Value> softmaxInput(Value probs, NoMatch &fail) {
   Value sumRow = rowValue(div->getRhs());
   auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
   if (failed(exp) || !sum || sum.getInputs().size() != 1 || withoutConverts(sum.getInputs()[0]) != exp->getResult() ||
-      sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+      !reducesLastDim(sum) || !isAddBody(sum.getBody())) {
     fail.why = "the top-k scores are not a softmax over the experts";
     return failure();
   }
@@ -256,7 +264,7 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
     // 16-bit sums are taken in f32.
     Value sumRow = rowValue(div.getRhs());
     auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
-    if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+    if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || !reducesLastDim(sum) ||
         !isAddBody(sum.getBody())) {
       fail.why = "the gate weights are divided by something other than their sum";
       return failure();
@@ -283,8 +291,10 @@ LogicalResult routerLogits(Value z, Value x, RecognisedLayer &layer, NoMatch &fa
     z = widened.getOperand();
   auto router = z.getDefiningOp<shlo::DotGeneralOp>();
   shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
-  if (!router || (x && router.getLhs() != x) || !rd.getLhsBatchingDimensions().empty() ||
-      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{1} || rd.getRhsContractingDimensions().size() != 1 ||
+  // x [T, H] or [B, S, H], contracted on its last dim.
+  int64_t xRank = router ? cast<RankedTensorType>(router.getLhs().getType()).getRank() : 0;
+  if (!router || (x && router.getLhs() != x) || !rd.getLhsBatchingDimensions().empty() || xRank < 2 || xRank > 3 ||
+      rd.getLhsContractingDimensions() != ArrayRef<int64_t>{xRank - 1} || rd.getRhsContractingDimensions().size() != 1 ||
       cast<RankedTensorType>(router.getRhs().getType()).getRank() != 2) {
     fail.why = "the router logits are not x @ router_weight of the layer's x";
     return failure();
@@ -472,16 +482,19 @@ LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail) 
     gate = convert.getOperand();
   auto sum = gate.getDefiningOp<shlo::ReduceOp>();
   auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
-  if (!product || sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody())) {
+  // [..., K, E] summed over the slots (the second last dim).
+  int64_t rank = product ? cast<RankedTensorType>(product.getType()).getRank() : 0;
+  if (!product || rank < 3 || sum.getDimensions() != ArrayRef<int64_t>{rank - 2} || !isAddBody(sum.getBody())) {
     fail.why = "the expert gate is not a sum over slots of one_hot(idx) * weights";
     return failure();
   }
+  SmallVector<int64_t> leading = llvm::to_vector(llvm::seq<int64_t>(0, rank - 1));
   for (auto [a, b] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
     // a = one_hot(idx, E) : [T, K, E]; b = vals broadcast over E.
     SmallVector<int64_t> valDims;
     Value ids = oneHotIds(a);
     Value weights = broadcastChainSource(b, valDims);
-    if (!ids || valDims != SmallVector<int64_t>{0, 1})
+    if (!ids || valDims != leading)
       continue;
     vals = weights;
     idx = ids;
@@ -520,6 +533,10 @@ void replaceWithLayer(Operation *at, Value original, RecognisedLayer m, const Ra
   OpBuilder b(at);
   Location loc = original.getLoc();
   Value y = buildLayer(b, loc, m);
+  auto yType = cast<RankedTensorType>(y.getType());
+  auto want = cast<RankedTensorType>(original.getType());
+  if (yType.getShape() != want.getShape()) // rows of x [B, S, H] back to [B, S, H]
+    y = shlo::ReshapeOp::create(b, loc, RankedTensorType::get(want.getShape(), yType.getElementType()), y);
   if (y.getType() != original.getType())
     y = shlo::ConvertOp::create(b, loc, original.getType(), y);
   if (!options.keepOriginals) {

@@ -44,7 +44,8 @@ Value withoutConverts(Value v);
 
 /// `v` through broadcast_in_dim ops that keep dimension 0 in place (a
 /// per-row value spread over columns) and float conversions, down to a
-/// rank-1 tensor.
+/// rank-1 tensor (or, for a value of rank 3 or more, its leading dims:
+/// [B, S] for [B, S, E]).
 Value rowValue(Value v);
 
 /// JAX's index normalisation `i < 0 ? i + n : i` stripped; `v` otherwise.
@@ -53,6 +54,9 @@ Value unwrapIndex(Value v);
 /// `v` = x // k for a positive constant k (jnp's floor division, or a
 /// plain division); returns x.
 FailureOr<Value> floorDivided(Value v, int64_t k, NoMatch &fail);
+
+/// The reduction is over its input's last dimension.
+bool reducesLastDim(shlo::ReduceOp sum);
 
 /// The body of a reduction/scatter is one `stablehlo.add` of its arguments.
 bool isAddBody(Region &body);
