@@ -95,6 +95,22 @@ Roles tokenRoles(Value x) {
   return {Role::token, Role::hidden};
 }
 
+/// dot_general's result roles: the batch dims (a's roles), then the lhs's
+/// free dims, then the rhs's; `a` contracts `aContract`, the weight's free
+/// dims have roles `wFree`.
+Roles dotResultRoles(bool aIsLhs, const Roles &aRoles, ArrayRef<int64_t> aContract, ArrayRef<int64_t> aBatch,
+                     const Roles &wFree) {
+  Roles roles, aFree;
+  for (int64_t ab : aBatch)
+    roles.push_back(aRoles[ab]);
+  for (int64_t dim = 0; dim < static_cast<int64_t>(aRoles.size()); ++dim)
+    if (dim != aContract[0] && !llvm::is_contained(aBatch, dim))
+      aFree.push_back(aRoles[dim]);
+  roles.append(aIsLhs ? aFree : wFree);
+  roles.append(aIsLhs ? wFree : aFree);
+  return roles;
+}
+
 struct Matcher {
   Value x;
   int64_t experts;
@@ -187,26 +203,11 @@ struct Matcher {
     view.outDim = rest[3 - wContract[0]];
     view.outEnd = cast<RankedTensorType>(view.base.getType()).getDimSize(view.outDim);
     out = view;
-    roles.clear();
-    for (int64_t ab : aBatch)
-      roles.push_back(aRoles[ab]);
-    auto aFree = [&] {
-      for (int64_t dim = 0; dim < static_cast<int64_t>(aRoles.size()); ++dim)
-        if (dim != aContract[0] && !llvm::is_contained(aBatch, dim))
-          roles.push_back(aRoles[dim]);
-    };
-    auto wFree = [&] {
-      for (int64_t dim = 0; dim < 4; ++dim)
-        if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
-          roles.push_back(dim == 0 ? Role::token : dim == 1 ? Role::slot : outRole);
-    };
-    if (aIsLhs) {
-      aFree();
-      wFree();
-    } else {
-      wFree();
-      aFree();
-    }
+    Roles wFree;
+    for (int64_t dim = 0; dim < 4; ++dim)
+      if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
+        wFree.push_back(dim == 0 ? Role::token : dim == 1 ? Role::slot : outRole);
+    roles = dotResultRoles(aIsLhs, aRoles, aContract, aBatch, wFree);
     return success();
   }
 
@@ -269,29 +270,13 @@ struct Matcher {
       return failure();
     }
     view.outEnd = cast<RankedTensorType>(view.base.getType()).getDimSize(view.outDim);
-    // dot_general's result: batch dims, lhs free dims, rhs free dims.
-    roles.clear();
-    if (!aBatch.empty())
-      roles.push_back(Role::expert);
-    auto aFree = [&] {
-      for (int64_t dim = 0; dim < static_cast<int64_t>(aRoles.size()); ++dim)
-        if (dim != aContract[0] && !llvm::is_contained(aBatch, dim))
-          roles.push_back(aRoles[dim]);
-    };
-    // The weight's own dims: its contracted one is wContract[0], its output
-    // dim is the view's outDim only for a full stack.
-    auto wFree = [&] {
-      for (int64_t dim = 0; dim < wType.getRank(); ++dim)
-        if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
-          roles.push_back(wType.getRank() == 2 || dim == view.outDim ? outRole : Role::expert);
-    };
-    if (aIsLhs) {
-      aFree();
-      wFree();
-    } else {
-      wFree();
-      aFree();
-    }
+    // The weight's own free dims: its output dim is the view's outDim only
+    // for a full stack.
+    Roles wFree;
+    for (int64_t dim = 0; dim < wType.getRank(); ++dim)
+      if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
+        wFree.push_back(wType.getRank() == 2 || dim == view.outDim ? outRole : Role::expert);
+    roles = dotResultRoles(aIsLhs, aRoles, aContract, aBatch, wFree);
     return success();
   }
 
@@ -672,16 +657,7 @@ Value stackedWeight(OpBuilder &b, Location loc, ArrayRef<WeightView> views) {
     limits[outDim] = end;
     return slice(b, loc, v, starts, limits);
   };
-  auto transposed = [&](Value v, ArrayRef<int64_t> perm) -> Value {
-    if (llvm::equal(perm, llvm::seq<int64_t>(0, perm.size())))
-      return v;
-    auto type = cast<RankedTensorType>(v.getType());
-    SmallVector<int64_t> shape;
-    for (int64_t p : perm)
-      shape.push_back(type.getDimSize(p));
-    return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
-                                     b.getDenseI64ArrayAttr(perm));
-  };
+  auto transposed = [&](Value v, ArrayRef<int64_t> perm) { return transposeOf(b, loc, v, perm); };
   const WeightView &first = views.front();
   bool oneStack = first.eDim >= 0 && llvm::all_of(llvm::enumerate(views), [&](auto item) {
                     const WeightView &v = item.value();

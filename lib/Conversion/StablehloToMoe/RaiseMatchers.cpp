@@ -391,18 +391,22 @@ void addTerms(Value v, SmallVectorImpl<Value> &terms) {
   }
 }
 
+Value transposeOf(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> perm) {
+  if (llvm::equal(perm, llvm::seq<int64_t>(0, perm.size())))
+    return v;
+  auto type = cast<RankedTensorType>(v.getType());
+  SmallVector<int64_t> shape;
+  for (int64_t p : perm)
+    shape.push_back(type.getDimSize(p));
+  return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
+                                   b.getDenseI64ArrayAttr(perm));
+}
+
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
 Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   MLIRContext *ctx = b.getContext();
-  auto transposed = [&](Value v, ArrayRef<int64_t> perm) -> Value {
-    auto type = cast<RankedTensorType>(v.getType());
-    SmallVector<int64_t> shape;
-    for (int64_t p : perm)
-      shape.push_back(type.getDimSize(p));
-    return shlo::TransposeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v,
-                                     b.getDenseI64ArrayAttr(perm));
-  };
+  auto transposed = [&](Value v, ArrayRef<int64_t> perm) { return transposeOf(b, loc, v, perm); };
   Value router = m.routerExpertsFirst ? m.routerWeight : transposed(m.routerWeight, {1, 0});
   // The up projection: [gate; up] for SwiGLU, w1 alone otherwise.
   Value gate = transposed(m.w1, {0, 2, 1});

@@ -158,6 +158,9 @@ Value oneHotIds(Value v);
 /// The terms of an add tree, zero splats dropped.
 void addTerms(Value v, SmallVectorImpl<Value> &terms);
 
+/// stablehlo.transpose of `v` by `perm` (`v` itself for the identity).
+Value transposeOf(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> perm);
+
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
 Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);
