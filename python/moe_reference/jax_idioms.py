@@ -166,6 +166,17 @@ def gathered_weights(k):
     return fn
 
 
+def einsum_gate(k):
+    """The gate as einsum("tke,tk->te", one_hot(idx), weights), experts
+    [E, T, H] from einsum("th,ehf->etf"), combine einsum("te,eth->th")."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        gate = jnp.einsum('tke,tk->te', jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype), vals)
+        h = jax.nn.silu(jnp.einsum('th,ehf->etf', x, w1)) * jnp.einsum('th,ehf->etf', x, w3)
+        return jnp.einsum('te,eth->th', gate, jnp.einsum('etf,efh->eth', h, w2))
+    return fn
+
+
 def batch_seq_einsum(k):
     """Flax style on x [batch, seq, hidden]: einsums over 'bs...' (router,
     one-hot gate over the slots, per-expert SwiGLU, combine)."""
@@ -232,6 +243,7 @@ def programs(Program):
         "idiom_torch_layout": Program(torch_layout(2), [(16, 32), (8, 32), (8, 48, 32), (8, 48, 32), (8, 32, 48)]),
         "idiom_gathered_weights_k3": Program(gathered_weights(3), [(4, 32), (32, 8), (8, 48, 32), (8, 48, 32),
                                                                   (8, 32, 48)]),
+        "idiom_einsum_gate_k2": Program(einsum_gate(2), mixtral_shapes(16, 32, 24, 8)),
         "idiom_batch_seq_einsum": Program(batch_seq_einsum(2), [(2, 6, 32), (32, 8), (8, 32, 40), (8, 32, 40),
                                                                 (8, 40, 32)]),
         "idiom_batch_seq_loop_k3": Program(batch_seq_loop(3), [(3, 4, 24), (24, 6), (6, 24, 20), (6, 24, 20),

@@ -484,7 +484,28 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     gate = convert.getOperand();
   Value vals, idx;
   NoMatch oneHotFail;
-  if (succeeded(denseTopKGate(gate, vals, idx, oneHotFail))) {
+  // einsum("tke,tk->te", one_hot(idx, E), vals): the same sum over slots
+  // as a contraction.
+  if (auto dot = gate.getDefiningOp<shlo::DotGeneralOp>()) {
+    shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+    int64_t rank = cast<RankedTensorType>(gate.getType()).getRank();
+    SmallVector<int64_t> tokens = llvm::to_vector(llvm::seq<int64_t>(0, rank - 1));
+    for (bool oneHotIsLhs : {true, false}) {
+      Value ids = oneHotIds(oneHotIsLhs ? dot.getLhs() : dot.getRhs());
+      ArrayRef<int64_t> hc = oneHotIsLhs ? d.getLhsContractingDimensions() : d.getRhsContractingDimensions();
+      ArrayRef<int64_t> vc = oneHotIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
+      // one_hot [tokens..., K, E] and vals [tokens..., K]: batch the tokens,
+      // contract K; vals has no other dim, so the result is [tokens..., E]
+      // in either operand order.
+      if (ids && d.getLhsBatchingDimensions() == ArrayRef(tokens) && d.getRhsBatchingDimensions() == ArrayRef(tokens) &&
+          hc == ArrayRef<int64_t>{rank - 1} && vc == ArrayRef<int64_t>{rank - 1} &&
+          cast<RankedTensorType>((oneHotIsLhs ? dot.getRhs() : dot.getLhs()).getType()).getRank() == rank) {
+        vals = oneHotIsLhs ? dot.getRhs() : dot.getLhs();
+        idx = ids;
+      }
+    }
+  }
+  if (idx || succeeded(denseTopKGate(gate, vals, idx, oneHotFail))) {
     FailureOr<chlo::TopKOp> topk = topKRouting(vals, layer, fail);
     if (failed(topk))
       return failure();
