@@ -22,6 +22,8 @@ rate; decode sizes (1-16 tokens) report GB/s over the bytes of the experts
 the tokens were routed to (each read once) and the fraction of bandwidth.
 Usage:
     python3 bench/cpu_layer_bench.py [--repeat 10] [--sizes small,medium,...] [--plot docs/perf-cpu.png]
+(a size NAME-bf16, e.g. decode-4-bf16, runs that layer in bf16; deepseek and
+deepseek-decode-4 are DeepSeek-V3-like layers)
 Prints a markdown table (docs/perf-cpu.md records one).
 """
 
@@ -38,6 +40,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 from moe_reference import layer as moe_layer  # noqa: E402
+from moe_reference import numerics  # noqa: E402
 
 SIZES = {
     # name: (tokens, hidden, ffn, experts, k)
@@ -287,12 +290,12 @@ def time_ours(text, arrays, tmp, repeat, tools):
     return ms, outputs, compile_ms
 
 
-def check_agree(name, outputs):
+def check_agree(name, outputs, tolerance=1e-4):
     reference = outputs["numpy"]
     scale = np.abs(reference).max()
     for what, y in outputs.items():
         err = np.abs(y - reference).max() / scale
-        if err > 1e-4:
+        if err > tolerance:
             sys.exit(f"{name}: {what} differs from numpy by {err:.2e}; not timing a wrong answer")
 
 
@@ -336,40 +339,56 @@ def run_deepseek(name, repeat, tools):
 def run_size(name, repeat, tools):
     if name in DEEPSEEK:
         return run_deepseek(name, repeat, tools)
-    tokens, hidden, ffn, experts, k = SIZES[name]
+    # NAME-bf16: the same layer with bf16 tokens and weights (f32 routing
+    # and accumulation). Its peers: eager PyTorch in bf16, and numpy in f32
+    # on the same bf16-rounded values (numpy has no bf16); onnxruntime's CPU
+    # MoE kernels take no bf16.
+    bf16 = name.endswith("-bf16")
+    tokens, hidden, ffn, experts, k = SIZES[name.removesuffix("-bf16")]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((tokens, hidden)).astype(np.float32)
     wr = (rng.standard_normal((experts, hidden)) / np.sqrt(hidden)).astype(np.float32)
     up = (rng.standard_normal((experts, 2 * ffn, hidden)) / np.sqrt(hidden)).astype(np.float32)
     down = (rng.standard_normal((experts, hidden, ffn)) / np.sqrt(ffn)).astype(np.float32)
+    if bf16:
+        x, wr, up, down = (numerics.round_to(a, numerics.BF16).astype(np.float32) for a in (x, wr, up, down))
     cfg = dict(CFG, experts=[("ffn", experts)], routing=dict(CFG["routing"], k=k))
     outputs, ms = {}, {}
 
     with tempfile.TemporaryDirectory() as tmp:
-        ms, outputs, compile_ms = time_ours(moe_layer.mlir_text(cfg, tokens, hidden, ffn, "f32"), (x, wr, up, down),
+        dtype = numerics.BF16 if bf16 else numerics.F32
+        ms, outputs, compile_ms = time_ours(moe_layer.mlir_text(cfg, tokens, hidden, ffn, dtype),
+                                            [numerics.to_storage(a, dtype) for a in (x, wr, up, down)],
                                             tmp, repeat, tools)
+        outputs = {what: numerics.from_storage(y, dtype).astype(np.float32) for what, y in outputs.items()}
 
         outputs["numpy"] = numpy_layer(x, wr, up, down, k)
         ms["numpy"] = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
         if "torch" in PEERS:
             import torch
             tensors = [torch.from_numpy(a) for a in (x, wr, up, down)]
-            outputs["torch"] = torch_layer(*tensors, k).numpy()
+            if bf16:
+                tensors = [t.to(torch.bfloat16) for t in tensors]
+            outputs["torch"] = torch_layer(*tensors, k).float().numpy()
             ms["torch"] = median_ms(lambda: torch_layer(*tensors, k), repeat)
         for peer, build in (("ort graph", onnx_layer), ("ort MoE op", ort_moe_op_layer)):
+            if bf16:
+                ms[peer] = float("nan")
+                continue
             sess = ort_session(build(hidden, ffn, experts, k, wr, up, down), tmp, peer.replace(" ", "_"))
             outputs[peer] = sess.run(None, {"x": x})[0]
             ms[peer] = median_ms(lambda: sess.run(None, {"x": x}), repeat)
             del sess
 
-    check_agree(name, outputs)
+    check_agree(name, outputs, 2e-2 if bf16 else 1e-4)
     # Useful FLOPs: router + k selected experts per token (2 matmuls, gate/up 2F wide).
     flops = 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
     # Bytes a decode step must read: the router and each routed expert once.
     routed = np.unique(np.argsort(-(x @ wr.T), axis=1, kind="stable")[:, :k])
-    weight_bytes = wr.nbytes + len(routed) * (up[0].nbytes + down[0].nbytes)
-    return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k}", ms=ms, compile=compile_ms,
-                gflop=flops / 1e9, gbytes=weight_bytes / 1e9, decode=tokens <= DECODE_TOKENS and name.startswith("decode"))
+    weight_bytes = (wr.nbytes + len(routed) * (up[0].nbytes + down[0].nbytes)) // (2 if bf16 else 1)
+    return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k}" + (" bf16" if bf16 else ""),
+                ms=ms, compile=compile_ms, gflop=flops / 1e9, gbytes=weight_bytes / 1e9,
+                decode=tokens <= DECODE_TOKENS and name.startswith("decode"))
 
 
 def measured_sgemm_gflops():
