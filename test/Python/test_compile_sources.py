@@ -147,6 +147,21 @@ def test_jax_function_lowered_and_exported():
         assert np.abs(np.asarray(got) - want).max() < TOL, kind
 
 
+@pytest.mark.parametrize("name", ["idiom_loop_where", "idiom_batch_seq_einsum", "idiom_gathered_weights_k3"])
+def test_jax_idioms_recognised_and_checked(name):
+    """JAX functions in other code bases' spellings (jax_idioms.py): one MoE
+    layer each, kept by the raising check, JAX's result."""
+    import jax
+    from moe_reference import jax_programs
+    program = jax_programs.PROGRAMS[name]
+    inputs = program.inputs(seed=3)
+    art = mc.compile(program.fn, inputs, cache_dir="", verify_raising=True)
+    assert len(art.report.layers) == 1, art.report.summary()
+    assert art.report.raising_check["kept"] == 1 and art.report.raising_check["refused"] == 0
+    want = np.asarray(jax.jit(program.fn)(*inputs))
+    assert np.abs(np.asarray(art(*inputs)) - want).max() < TOL * max(1.0, np.abs(want).max())
+
+
 def test_jax_pytrees():
     """A Flax-style apply(params, x) with nested params and a dict result:
     the artifact takes and returns the same pytrees (an unused parameter
