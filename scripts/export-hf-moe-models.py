@@ -20,7 +20,8 @@ transformers 4.57.1, whose OLMoE loops over every expert with per-expert
 weights; mixtral_torchscript.onnx with transformers 5.24, whose experts
 loop over the experts the example input hit (which tracing bakes into the
 graph) on stacked weights. mixtral_f16.onnx (--dtype f16, torch 2.15,
-transformers 5.25) is the half-precision model, with PyTorch's logits.
+transformers 5.25) is the half-precision model, with PyTorch's logits;
+mixtral_torchscript_f16.onnx its TorchScript export (opset 17).
 """
 
 import argparse
@@ -109,7 +110,7 @@ def export(name, out_dir, exporter, opset, dtype="f32"):
         # Tracing keeps the experts this input hits (transformers' loop over
         # hit experts): enough tokens that every expert of every layer is.
         ids = torch.randint(0, COMMON["vocab_size"], (TORCHSCRIPT_BATCH, COMMON["max_position_embeddings"]))
-        path = os.path.join(out_dir, f"{name}_torchscript.onnx")
+        path = os.path.join(out_dir, f"{name}_torchscript{'_f16' if dtype == 'f16' else ''}.onnx")
         torch.onnx.export(LogitsOnly(model, with_mask=True), (ids,), path, input_names=["input_ids"],
                           output_names=["logits"], opset_version=opset, dynamo=False,
                           dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}})
@@ -172,7 +173,7 @@ def main():
                         help="torch.onnx's exporter (torchscript: dynamo=False, the per-expert loop traced)")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--dtype", choices=["f32", "f16"], default="f32",
-                        help="f16: the model in half precision (dynamo exporter), written as NAME_f16.onnx")
+                        help="f16: the model in half precision, written as NAME[_torchscript]_f16.onnx")
     parser.add_argument("models", nargs="*", default=list(MODELS))
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -631,12 +631,15 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
       block.expertDown[e] = inputOf(*downMM, 1);
       o = outputOf(*downMM, 0);
     }
-    // Scaled by the slot weight w[token, slot] and added at the token.
+    // Scaled by the slot weight w[token, slot] and added at the token (a
+    // 16-bit model scales in f32: Casts around the product).
+    o = throughFloatCastUser(g, o, nodes);
     const onnx::NodeProto *scale = g.onlyUser(o, "Mul");
     if (!scale || !slotWeightColumn(g, constants, other(*scale, o), w, block.k, rows, nodes))
       return fail(expert + "its rows are not scaled by their slot weights w[token, slot]");
     nodes.push_back(scale);
-    std::optional<Accumulation> step = accumulation(g, constants, outputOf(*scale, 0), rows.token, nodes);
+    std::optional<Accumulation> step =
+        accumulation(g, constants, throughFloatCastUser(g, outputOf(*scale, 0), nodes), rows.token, nodes);
     if (!step)
       return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
     steps[e] = *step;
