@@ -323,7 +323,9 @@ struct Matcher {
     Value core = throughLayout(p, perm, sliceDim, begin, end);
     auto dot = core ? core.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
     if (!dot) {
-      fail.why = "an expert projection is not a contraction of x with a weight";
+      fail.why = core && core.getDefiningOp<shlo::AddOp>()
+                     ? "the experts add a bias, which moe.layer's experts do not have"
+                     : "an expert projection is not a contraction of x with a weight";
       return failure();
     }
     Roles coreRoles;
@@ -412,7 +414,9 @@ struct Matcher {
       if (hIsLhs)
         lhsFail = fail;
     }
-    if (!lhsFail.why.empty())
+    // Report the side that got further: the one whose activation was
+    // recognised.
+    if (!lhsFail.why.empty() && llvm::StringRef(fail.why).starts_with("the expert activation is not"))
       fail = lhsFail;
     return failure();
   }
