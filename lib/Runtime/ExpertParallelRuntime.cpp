@@ -142,6 +142,13 @@ double timeoutSeconds() {
   std::fprintf(stderr, "moe expert-parallel runtime: rank %d of %d: %s\n", worldRank, worldSize,
                message.c_str());
   std::fflush(stderr);
+  // MPI_Abort can itself wait on a peer (one already in MPI_Finalize's
+  // fence): leave after 10 s regardless, so that mpirun sees this rank fail
+  // and ends the job instead of hanging.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(10));
+    std::_Exit(1);
+  }).detach();
   MPI_Abort(comm == MPI_COMM_NULL ? MPI_COMM_WORLD : comm, 1);
   std::abort();
 }
