@@ -439,16 +439,11 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
   Value selected = vals;
   bool renormalised = false;
   NoMatch ignored;
-  auto div = selected.getDefiningOp<shlo::DivOp>();
-  if (div && failed(softmaxInput(selected, ignored))) { // a softmax's own division is no renormalisation
-    Value sumRow = rowValue(div.getRhs());
-    auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
-    if (sum && withoutConverts(sum.getInputs()[0]) == div.getLhs() && reducesLastDim(sum) &&
-        isAddBody(sum.getBody())) {
+  if (failed(softmaxInput(selected, ignored))) // a softmax's own division is no renormalisation
+    if (Value numerator = renormalisedInput(selected)) {
       renormalised = true;
-      selected = div.getLhs();
+      selected = numerator;
     }
-  }
   bool sigmoid = false;
   Value top;
   if (FailureOr<Value> z = softmaxInput(selected, ignored); succeeded(z)) {
@@ -549,8 +544,7 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     auto rows = r.getDefiningOp<shlo::IotaOp>();
     Value ids = withoutUnitDims(unwrapIndex(withoutUnitDims(indices.getInputs()[1])));
     auto topk = ids.getDefiningOp<chlo::TopKOp>();
-    if (!rows || rows.getIotaDimension() != 0 || !topk || ids != topk.getIndices() ||
-        withoutUnitDims(scatter.getUpdates()[0]) == Value()) {
+    if (!rows || rows.getIotaDimension() != 0 || !topk || ids != topk.getIndices()) {
       fail.why = "the scattered gate is not written at (token, top-k index)";
       return failure();
     }

@@ -256,21 +256,29 @@ Value reluInput(Value v) {
   return isSplat(max.getLhs(), 0) ? max.getRhs() : nullptr;
 }
 
+Value renormalisedInput(Value v) {
+  auto div = v.getDefiningOp<shlo::DivOp>();
+  Value sumRow = div ? rowValue(div.getRhs()) : Value();
+  // 16-bit sums are taken in f32.
+  auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
+  if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || !reducesLastDim(sum) ||
+      !isAddBody(sum.getBody()))
+    return nullptr;
+  return div.getLhs();
+}
+
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` and returns the top-k op.
 FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
-  if (auto div = vals.getDefiningOp<shlo::DivOp>()) {
-    // 16-bit sums are taken in f32.
-    Value sumRow = rowValue(div.getRhs());
-    auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
-    if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || !reducesLastDim(sum) ||
-        !isAddBody(sum.getBody())) {
+  if (vals.getDefiningOp<shlo::DivOp>()) {
+    Value numerator = renormalisedInput(vals);
+    if (!numerator) {
       fail.why = "the gate weights are divided by something other than their sum";
       return failure();
     }
     layer.normalize = true;
-    vals = div.getLhs();
+    vals = numerator;
   }
   auto topk = vals.getDefiningOp<chlo::TopKOp>();
   if (!topk || vals != topk.getValues()) {

@@ -116,6 +116,9 @@ struct RecognisedLayer {
   SmallVector<Value> constantVectors, constantMixes;
 };
 
+/// w / sum(w) over the last dim: returns w, or null.
+Value renormalisedInput(Value v);
+
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` (and `layer.x`; a null `x`
