@@ -24,6 +24,12 @@ inline bool rectifiesIntraDevice(Rectify r) {
   return r == Rectify::intra_device || r == Rectify::both;
 }
 
+/// Gated activations (act(gate) * up) read an up projection [gate; up]
+/// twice the FFN width.
+inline bool isGated(Activation act) {
+  return act == Activation::swiglu || act == Activation::geglu || act == Activation::geglu_tanh;
+}
+
 /// True for the experts that need no weights and no GEMM.
 inline bool isZeroComputation(ExpertKind kind) { return kind != ExpertKind::ffn; }
 } // namespace mlir::moe

@@ -32,7 +32,9 @@ def Moe_Activation : I32EnumAttr<"Activation", "expert activation", [
     I32EnumAttrCase<"linear", 5>,  // identity: affine experts (MEO, ChartMoE)
     // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): GELU's tanh
     // approximation (ONNX Runtime's MoE "gelu", gelu_pytorch_tanh)
-    I32EnumAttrCase<"gelu_tanh", 6>
+    I32EnumAttrCase<"gelu_tanh", 6>,
+    // gelu_tanh(gate) * up: GeGLU as jax.nn.gelu's default and Gemma write it
+    I32EnumAttrCase<"geglu_tanh", 7>
   ]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;

@@ -9,8 +9,6 @@ namespace mlir::moe::verification {
 
 int64_t dimOf(Value v, unsigned d) { return cast<RankedTensorType>(v.getType()).getDimSize(d); }
 
-bool isGated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
-
 /// Checks the up/down weights of an FFN: `up` [..., U, H], `down` [..., H, F]
 /// with U = 2F for gated activations and U = F otherwise. `lead` is the number
 /// of leading expert dimensions (1 for a stacked group, 0 for one expert).

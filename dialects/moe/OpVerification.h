@@ -64,8 +64,6 @@ private:
 
 int64_t dimOf(Value v, unsigned d);
 
-bool isGated(Activation act);
-
 /// Checks the up/down weights of an FFN: `up` [..., U, H], `down` [..., H, F]
 /// with U = 2F for gated activations and U = F otherwise. `lead` is the number
 /// of leading expert dimensions (1 for a stacked group, 0 for one expert).

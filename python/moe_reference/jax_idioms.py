@@ -220,6 +220,70 @@ def expert_choice_near_miss(x, wr, w1, w3, w2):
     return jnp.zeros_like(x).at[tok.reshape(-1)].add(o.reshape(-1, x.shape[1]))
 
 
+def switch_argmax_loop(x, wr, wi, wo):
+    """Switch Transformer top-1 by argmax: the gate is the max probability;
+    relu experts in a loop over where-masks."""
+    probs = jax.nn.softmax(x @ wr, axis=-1)
+    idx, gate = jnp.argmax(probs, axis=-1), jnp.max(probs, axis=-1)
+    y = jnp.zeros_like(x)
+    for e in range(wr.shape[1]):
+        y = y + jnp.where(idx == e, gate, 0.0)[:, None] * (jax.nn.relu(x @ wi[e]) @ wo[e])
+    return y
+
+
+def argmax_onehot_vmap(x, wr, w1, w3, w2):
+    """one_hot(argmax(logits)) times the probabilities as the gate; vmapped
+    tanh-GELU GLU experts; combine einsum over [E, T, H]."""
+    logits = x @ wr
+    gate = jax.nn.one_hot(jnp.argmax(logits, -1), wr.shape[1], dtype=x.dtype) * jax.nn.softmax(logits, -1)
+    outs = jax.vmap(lambda a, b, c: (jax.nn.gelu(x @ a, approximate=True) * (x @ b)) @ c)(w1, w3, w2)
+    return jnp.einsum('te,eth->th', gate, outs)
+
+
+def argsort_take_along(k):
+    """Top-k by a descending argsort cut to k; the weights read back with
+    take_along_axis and renormalised; one-hot gate; einsum experts."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(x @ wr, axis=-1)
+        idx = jnp.argsort(-probs, axis=-1)[:, :k]
+        vals = jnp.take_along_axis(probs, idx, axis=-1)
+        vals = vals / jnp.sum(vals, axis=-1, keepdims=True)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype) * vals[..., None], axis=1)
+        h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
+        return jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
+    return fn
+
+
+def mixed_precision(k):
+    """T5X/MaxText mixed precision: bf16 activations and experts, the router
+    in float32 on x converted up, the gate converted down."""
+    def fn(x, wr, w1, w3, w2):
+        bf16 = jnp.bfloat16
+        x, w1, w3, w2 = x.astype(bf16), w1.astype(bf16), w3.astype(bf16), w2.astype(bf16)
+        vals, idx = softmax_topk(x.astype(jnp.float32), wr, k)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1).astype(bf16)
+        outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+        return jnp.einsum('te,eth->th', gate, outs)
+    return fn
+
+
+def nonzero_loop(k):
+    """Hugging Face's loop over experts in JAX: each expert's (token, slot)
+    pairs from jnp.nonzero(size=...), its rows gathered, weighted and added
+    back with .at[].add (the padding rows point past the end and are dropped)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        t = x.shape[0]
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            tok, slot = jnp.nonzero(idx == e, size=t, fill_value=t)
+            rows = jnp.take(x, tok, axis=0, mode='fill', fill_value=0)
+            w = vals.at[tok, slot].get(mode='fill', fill_value=0)
+            y = y.at[tok].add(w[:, None] * ffn(rows, w1[e], w3[e], w2[e]), mode='drop')
+        return y
+    return fn
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -251,4 +315,9 @@ def programs(Program):
         "idiom_biased_experts_near_miss": Program(biased_experts_near_miss,
                                                   [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),
+        "idiom_switch_argmax_loop": Program(switch_argmax_loop, [(16, 32), (32, 4), (4, 32, 64), (4, 64, 32)]),
+        "idiom_argmax_onehot_vmap": Program(argmax_onehot_vmap, mixtral_shapes(12, 24, 40, 8)),
+        "idiom_argsort_take_along_k2": Program(argsort_take_along(2), mixtral_shapes(16, 32, 24, 6)),
+        "idiom_mixed_precision_k2": Program(mixed_precision(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_nonzero_loop_k2": Program(nonzero_loop(2), mixtral_shapes(12, 32, 40, 4)),
     }

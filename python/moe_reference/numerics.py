@@ -114,9 +114,9 @@ ACTIVATIONS = {
 
 def activation(kind, h):
     """moe.activation on float64 rows: gated kinds split [gate; up]."""
-    if kind in ("swiglu", "geglu"):
+    if kind in ("swiglu", "geglu", "geglu_tanh"):
         f = h.shape[1] // 2
-        act = silu if kind == "swiglu" else gelu
+        act = {"swiglu": silu, "geglu": gelu, "geglu_tanh": gelu_tanh}[kind]
         return act(h[:, :f]) * h[:, f:]
     return ACTIVATIONS[kind](h)
 

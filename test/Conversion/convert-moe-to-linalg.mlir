@@ -203,6 +203,19 @@ func.func @activation_geglu(%h: tensor<32x16xf32>) -> tensor<32x8xf32> {
 
 // -----
 
+// CHECK-LABEL: func @activation_geglu_tanh
+// CHECK: tensor.extract_slice {{.*}}[0, 0] [32, 8]
+// CHECK: tensor.extract_slice {{.*}}[0, 8] [32, 8]
+// CHECK: math.tanh
+// CHECK-NOT: math.erf
+// CHECK-NOT: {{moe\.[a-z_]+[ "(]}}
+func.func @activation_geglu_tanh(%h: tensor<32x16xf32>) -> tensor<32x8xf32> {
+  %a = moe.activation geglu_tanh %h : tensor<32x16xf32> -> tensor<32x8xf32>
+  return %a : tensor<32x8xf32>
+}
+
+// -----
+
 // CHECK-LABEL: func @zero_compute
 // CHECK: arith.constant dense<[0, 0, 3, 2, 1]> : tensor<5xi32>
 // CHECK: tensor.collapse_shape

@@ -34,8 +34,6 @@ Value get(OpBuilder &b, Location loc, Value tensor, ValueRange at) {
 /// their static shapes.
 OpFoldResult ofr(Value v) { return getAsOpFoldResult(v); }
 
-bool isGated(Activation act) { return act == Activation::swiglu || act == Activation::geglu; }
-
 /// The activation of an f32 [R, U] tensor: elementwise, or for gated kinds
 /// act(columns [0, F)) * columns [F, 2F).
 Value activate(OpBuilder &b, Location loc, Activation act, Value h) {

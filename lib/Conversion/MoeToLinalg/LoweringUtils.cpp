@@ -322,7 +322,7 @@ Value lowering::applyActivation(OpBuilder &b, Location loc, StringRef name, Valu
     return x;
   if (name == "silu" || name == "swiglu")
     return scalar::silu(b, loc, x);
-  if (name == "gelu_tanh")
+  if (name == "gelu_tanh" || name == "geglu_tanh")
     return scalar::geluTanh(b, loc, x);
   // gelu / geglu: the exact (erf) form.
   return scalar::geluErf(b, loc, x);

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "RaiseMatchers.h"
 #include "dialects/stablehlo/StablehloDialect.h"
 #include "moe/Conversion/Passes.h"
 
@@ -57,66 +58,6 @@ chlo::RaggedDotDimensionNumbersAttr raggedDotDims(MLIRContext *ctx, DictionaryAt
     dims.emplace_back(llvm::map_range(dense.getValues<APInt>(), [](const APInt &v) { return v.getSExtValue(); }));
   }
   return chlo::RaggedDotDimensionNumbersAttr::get(ctx, dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]);
-}
-
-/// Whether `comparator` is `compare GT, arg0, arg1` (descending on the
-/// first input; with a stable sort, ties keep the lower index first).
-bool isDescendingOnFirst(Region &comparator) {
-  Block &block = comparator.front();
-  if (!llvm::hasNItems(block, 2))
-    return false;
-  auto compare = dyn_cast<shlo::CompareOp>(block.front());
-  return compare && compare.getComparisonDirection() == shlo::ComparisonDirection::GT &&
-         compare.getLhs() == block.getArgument(0) && compare.getRhs() == block.getArgument(1) &&
-         block.getTerminator()->getNumOperands() == 1 && block.getTerminator()->getOperand(0) == compare.getResult();
-}
-
-/// iota + sort(values, iota) descending along the last dim + slices of
-/// both results to the first k: the expansion of top_k.
-LogicalResult normalizeSortedTopK(shlo::SortOp sort) {
-  if (sort.getInputs().size() != 2 || !isDescendingOnFirst(sort.getComparator()))
-    return failure();
-  auto type = cast<RankedTensorType>(sort.getInputs()[0].getType());
-  int64_t rank = type.getRank();
-  auto dimension = static_cast<int64_t>(sort.getDimension());
-  int64_t dim = dimension < 0 ? dimension + rank : dimension;
-  auto iota = sort.getInputs()[1].getDefiningOp<shlo::IotaOp>();
-  if (dim != rank - 1 || !iota || static_cast<int64_t>(iota.getIotaDimension()) != dim ||
-      !cast<RankedTensorType>(iota.getType()).getElementType().isInteger(32))
-    return failure();
-  // Every use is a slice keeping the leading dims and [0, k) of the last.
-  int64_t k = -1;
-  SmallVector<shlo::SliceOp> slices;
-  for (Operation *user : sort->getUsers()) {
-    auto slice = dyn_cast<shlo::SliceOp>(user);
-    if (!slice)
-      return failure();
-    for (int64_t d = 0; d < rank; ++d) {
-      bool full = d < rank - 1 ? slice.getLimitIndices()[d] == type.getDimSize(d) : true;
-      if (slice.getStartIndices()[d] != 0 || slice.getStrides()[d] != 1 || !full)
-        return failure();
-    }
-    int64_t sliceK = slice.getLimitIndices()[rank - 1];
-    if (k >= 0 && sliceK != k)
-      return failure();
-    k = sliceK;
-    slices.push_back(slice);
-  }
-  if (k < 0)
-    return failure();
-  OpBuilder b(sort);
-  SmallVector<int64_t> shape(type.getShape());
-  shape.back() = k;
-  auto topk = chlo::TopKOp::create(b, sort.getLoc(), RankedTensorType::get(shape, type.getElementType()),
-                                   RankedTensorType::get(shape, b.getI32Type()), sort.getInputs()[0],
-                                   b.getI64IntegerAttr(k));
-  for (shlo::SliceOp slice : slices) {
-    unsigned which = cast<OpResult>(slice.getOperand()).getResultNumber();
-    slice.getResult().replaceAllUsesWith(topk->getResult(which));
-    slice->erase();
-  }
-  sort->erase();
-  return success();
 }
 
 /// The comparator function an ApproxTopK custom call names: GT selects the
@@ -244,7 +185,7 @@ struct MoeNormalizeStablehloPass : public mlir::moe::impl::MoeNormalizeStablehlo
         }
         replaceWithTopK(op, customCall.getInputs()[0], *k);
       } else {
-        (void)normalizeSortedTopK(cast<shlo::SortOp>(op));
+        (void)stablehlo_raise::sortAsTopK(cast<shlo::SortOp>(op));
       }
     }
     // The comparators were only ever called by the custom calls (their

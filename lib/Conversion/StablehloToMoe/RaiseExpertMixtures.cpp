@@ -49,6 +49,9 @@ struct WeightView {
   int64_t outBegin = 0, outEnd = -1;
   // Gathered per (token, slot) by these top-k ids (w[idx], decode style).
   Value gatherIds;
+  // The x an up projection reads: the router's input, or the narrower
+  // float it was widened from (a bf16 layer with an f32 router).
+  Value input;
 
   bool sameWeightAs(const WeightView &o) const {
     return base == o.base && eDim == o.eDim && inDim == o.inDim && outDim == o.outDim && outBegin == o.outBegin &&
@@ -116,7 +119,17 @@ struct Matcher {
   int64_t experts;
   NoMatch &fail;
 
-  bool isX(Value v) const { return v == x; }
+  /// x, or the bf16/f16 value the router widened to x: mixed-precision
+  /// code routes in f32 on x.astype(f32) and runs the experts on x.
+  bool isX(Value v) const { return v == x || (v && v == narrowX()); }
+  Value narrowX() const {
+    auto widened = x.getDefiningOp<shlo::ConvertOp>();
+    if (!widened)
+      return Value();
+    auto from = dyn_cast<FloatType>(cast<RankedTensorType>(widened.getOperand().getType()).getElementType());
+    auto to = dyn_cast<FloatType>(cast<RankedTensorType>(x.getType()).getElementType());
+    return from && to && from.getWidth() < to.getWidth() ? widened.getOperand() : Value();
+  }
 
   /// `w[e]` of a rank-3 stack (a unit slice reshaped away), or a separate
   /// rank-2 weight; `inDim2d` is the dimension of the rank-2 value that is
@@ -336,6 +349,7 @@ struct Matcher {
     }
     if (failed(contractWithWeight(dot, xIsLhs, tokenRoles(x), Role::hidden, Role::feature, view, coreRoles)))
       return failure();
+    view.input = xIsLhs ? dot.getLhs() : dot.getRhs();
     if (sliceDim >= 0) {
       if (coreRoles[sliceDim] != Role::feature) {
         fail.why = "an expert projection is sliced along something other than its features";
@@ -358,7 +372,8 @@ struct Matcher {
     };
     if (auto mul = h.getDefiningOp<shlo::MulOp>()) {
       for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
-        for (Unary gate : {Unary{siluInput, Activation::swiglu}, Unary{geluErfInput, Activation::geglu}}) {
+        for (Unary gate : {Unary{siluInput, Activation::swiglu}, Unary{geluErfInput, Activation::geglu},
+                           Unary{geluTanhInput, Activation::geglu_tanh}}) {
           Value g = gate.input(a);
           Roles upRoles;
           if (!g || failed(projection(g, ffn.w1, ffn.roles)) || failed(projection(b, ffn.w3, upRoles)))
@@ -475,6 +490,57 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
   return failure();
 }
 
+/// The top-k whose experts `mask` [T, E] marks: one_hot(ids) of top-1 ids
+/// [T] (argmax), or the sum over slots of one_hot(ids) [T, K, E]; or null.
+chlo::TopKOp topKMembership(Value mask) {
+  mask = withoutConverts(mask);
+  Value ids;
+  if (auto sum = mask.getDefiningOp<shlo::ReduceOp>()) {
+    int64_t rank = cast<RankedTensorType>(sum.getInputs()[0].getType()).getRank();
+    if (sum.getInputs().size() == 1 && rank == 3 && sum.getDimensions() == ArrayRef<int64_t>{1} &&
+        isAddBody(sum.getBody()))
+      ids = oneHotIds(withoutConverts(sum.getInputs()[0]));
+  } else if (cast<RankedTensorType>(mask.getType()).getRank() == 2) {
+    ids = oneHotIds(mask);
+    // one_hot of [T] ids: top-1 indices with their unit slot dim dropped.
+    if (ids && cast<RankedTensorType>(ids.getType()).getRank() != 1)
+      ids = nullptr;
+  }
+  Value top = ids ? withoutUnitDims(ids) : Value();
+  auto topk = top ? top.getDefiningOp<chlo::TopKOp>() : nullptr;
+  if (!topk || top != topk.getIndices() || (ids != top && topk.getK() != 1))
+    return nullptr;
+  return topk;
+}
+
+/// probs [T, E] (softmax or sigmoid of the router logits) kept at the
+/// experts `topk` selected from the probs or from the logits (the same
+/// experts: both functions are increasing): top-k routing, no
+/// renormalisation.
+LogicalResult maskedScoresRouting(Value probs, chlo::TopKOp topk, RecognisedLayer &layer, NoMatch &fail) {
+  probs = withoutConverts(probs);
+  NoMatch ignored;
+  Value logits;
+  bool sigmoid = false;
+  if (FailureOr<Value> z = softmaxInput(probs, ignored); succeeded(z)) {
+    logits = *z;
+  } else if (Value z = sigmoidInput(probs)) {
+    logits = z;
+    sigmoid = true;
+  }
+  Value selected = withoutConverts(topk.getOperand());
+  if (!logits || (selected != probs && selected != withoutConverts(logits))) {
+    fail.why = "the gate keeps scores at the top-k experts, but not the softmax or sigmoid of the logits selected";
+    return failure();
+  }
+  if (failed(routerLogits(withoutConverts(logits), Value(), layer, fail)))
+    return failure();
+  layer.k = topk.getK();
+  layer.sigmoid = sigmoid;
+  layer.normalize = false;
+  return success();
+}
+
 /// The routing gate [T, E], zero off each token's top-k: a sum of one-hot
 /// rows times the weights, `zeros.at[rows, idx].set(weights)`, or a softmax
 /// of the logits masked to their top-k.
@@ -514,6 +580,12 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     }
     return success();
   }
+  // The scores kept at each token's top-k experts: mask(top-k ids) * probs
+  // (Switch's one_hot(argmax(logits)) * softmax(logits)).
+  if (auto mul = gate.getDefiningOp<shlo::MulOp>())
+    for (auto [mask, scores] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
+      if (chlo::TopKOp topk = topKMembership(mask))
+        return maskedScoresRouting(scores, topk, layer, fail);
   // zeros[T, E].at[arange(T)[:, None], idx].set(vals)
   if (auto scatter = gate.getDefiningOp<shlo::ScatterOp>()) {
     shlo::ScatterDimensionNumbersAttr sd = scatter.getScatterDimensionNumbers();
@@ -626,12 +698,10 @@ std::optional<int64_t> expertMask(Value mask, Value &ids) {
 /// sum_k where(idx == e, vals, 0) (or the product with the mask).
 FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail) {
   auto sum = withoutConverts(column).getDefiningOp<shlo::ReduceOp>();
-  if (!sum || sum.getInputs().size() != 1 || !reducesLastDim(sum) || !isAddBody(sum.getBody())) {
-    fail.why = "an expert's weight is not a sum over slots of where(idx == e, weights, 0)";
-    return failure();
-  }
-  // 16-bit sums are taken in f32.
-  Value masked = withoutConverts(sum.getInputs()[0]), vals, ids;
+  bool summed = sum && sum.getInputs().size() == 1 && reducesLastDim(sum) && isAddBody(sum.getBody());
+  // Top-1 ids and weights [T] (argmax) need no sum over slots. 16-bit sums
+  // are taken in f32.
+  Value masked = withoutConverts(summed ? sum.getInputs()[0] : column), vals, ids;
   std::optional<int64_t> e;
   if (auto select = masked.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0)) {
     if ((e = expertMask(select.getPred(), ids)))
@@ -642,12 +712,21 @@ FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &l
         vals = b;
   }
   if (!e) {
-    fail.why = "an expert's weight is not selected by comparing the top-k indices with its number";
+    fail.why = summed ? "an expert's weight is not selected by comparing the top-k indices with its number"
+                      : "an expert's weight is not a sum over slots of where(idx == e, weights, 0)";
     return failure();
+  }
+  if (!summed) {
+    vals = withoutUnitDims(vals);
+    ids = withoutUnitDims(ids);
   }
   FailureOr<chlo::TopKOp> topk = topKRouting(vals, layer, fail);
   if (failed(topk))
     return failure();
+  if (!summed && topk->getK() != 1) {
+    fail.why = "an expert's weight is where(idx == e, weights, 0) of a top-k with k > 1, not summed over the slots";
+    return failure();
+  }
   if (ids != topk->getIndices()) {
     fail.why = "an expert's weight is selected by other ids than the top-k indices";
     return failure();
@@ -713,7 +792,7 @@ Value stackedWeight(OpBuilder &b, Location loc, ArrayRef<WeightView> views) {
 /// experts' FFNs, one for all experts or one per expert in expert order.
 struct Mixture {
   RecognisedLayer layer;
-  SmallVector<ExpertFfn> ffns;
+  SmallVector<ExpertFfn, 4> ffns;
 };
 
 /// Checks that the per-expert FFNs agree on their activation and returns
@@ -725,8 +804,18 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
       fail.why = "the experts have different activations";
       return failure();
     }
+  // Every up projection reads one x; a narrower one than the router's
+  // (mixed precision) becomes the layer's x, the router widening it.
+  for (const ExpertFfn &f : m.ffns)
+    for (const WeightView *v : {&f.w1, &f.w3})
+      if (v->base && v->input != first.w1.input) {
+        fail.why = "the expert projections read x in different precisions";
+        return failure();
+      }
+  if (first.w1.input)
+    m.layer.x = first.w1.input;
   auto weights = [&](WeightView ExpertFfn::*member) {
-    SmallVector<WeightView> views;
+    SmallVector<WeightView, 8> views;
     for (const ExpertFfn &f : m.ffns)
       views.push_back(f.*member);
     return views;
@@ -893,7 +982,7 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
 /// y = sum_e G[:, e] * FFN_e(x), written as a Python loop over experts.
 FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   Mixture m;
-  SmallVector<std::pair<int64_t, ExpertFfn>> byExpert;
+  SmallVector<std::pair<int64_t, ExpertFfn>, 4> byExpert;
   Value ids;
   for (Value term : terms) {
     auto mul = term.getDefiningOp<shlo::MulOp>();

@@ -328,11 +328,12 @@ LogicalResult checkLayerShapes(const RecognisedLayer &layer, NoMatch &fail) {
   // The router scores every expert; the FFN weights hold the FFN ones.
   int64_t hidden = xT.getDimSize(1), experts = routerExperts(layer) - static_cast<int64_t>(layer.extraExperts.size());
   Type element = xT.getElementType();
-  bool glu = layer.activation == Activation::swiglu || layer.activation == Activation::geglu;
+  bool glu = isGated(layer.activation);
   if (xT.getRank() != 2 || wrT.getRank() != 2 || routerHidden != hidden || glu != static_cast<bool>(layer.w3) ||
       (glu && layer.w3.getType() != w1T) || w1T.getRank() != 3 || w1T.getDimSize(0) != experts ||
       w1T.getDimSize(1) != hidden || w2T.getShape() != ArrayRef<int64_t>{experts, w1T.getDimSize(2), hidden} ||
-      !(element.isF32() || element.isF16() || element.isBF16()) || wrT.getElementType() != element ||
+      !(element.isF32() || element.isF16() || element.isBF16()) ||
+      (wrT.getElementType() != element && !wrT.getElementType().isF32()) ||
       w1T.getElementType() != element || w2T.getElementType() != element) {
     fail.why = "the weights' shapes or element types do not form one expert group";
     return failure();

@@ -181,6 +181,11 @@ LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail);
 /// all rows, padded before), or null.
 Value cumsumRowsSource(Value v);
 
+/// iota + sort(scores, iota) descending along the last dim (or ascending
+/// on -scores: an argsort of the negation) + slices of its results to the
+/// first k -> chlo.top_k (CanonicalizeSelections.cpp).
+LogicalResult sortAsTopK(shlo::SortOp sort);
+
 } // namespace mlir::moe::stablehlo_raise
 
 #endif // MOE_CONVERSION_STABLEHLOTOLINALG_RAISEMATCHERS_H

@@ -19,6 +19,12 @@ struct RaiseOptions {
   bool wrongForTesting = false;
 };
 
+/// Rewrites the other spellings of a selection into chlo.top_k: argsort
+/// cut to k (sortAsTopK), jnp.argmax / jnp.max of router scores (top-1),
+/// take_along_axis of the scores by the top-k indices (its values)
+/// (CanonicalizeSelections.cpp).
+void canonicalizeSelections(Operation *root);
+
 /// Replaces every dot_general that is JAX's CPU expansion of ragged_dot by
 /// chlo.ragged_dot (RaiseRaggedDot.cpp); returns how many.
 unsigned raiseRaggedDots(Operation *root);

@@ -58,6 +58,14 @@ func.func @activation_c1_glu_width(%h: tensor<32x8xf32>) {
 
 // -----
 
+func.func @activation_c1_glu_tanh_width(%h: tensor<32x8xf32>) {
+  // expected-error @+1 {{result dimension 1 (8) must equal half the input width (4)}}
+  %a = moe.activation geglu_tanh %h : tensor<32x8xf32> -> tensor<32x8xf32>
+  return
+}
+
+// -----
+
 func.func @activation_elementwise_width(%h: tensor<32x8xf32>) {
   // expected-error @+1 {{result dimension 1 (4) must equal the input width (8)}}
   %a = moe.activation gelu %h : tensor<32x8xf32> -> tensor<32x4xf32>

@@ -234,6 +234,7 @@ func.func @dispatch_ops(%i: tensor<16x2xi32>, %w: tensor<16x2xf32>, %z: tensor<1
 // CHECK: moe.grouped_matmul %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x256xbf16>
 // CHECK: moe.activation swiglu %{{[[:alnum:]_]+}} : tensor<32x256xbf16> -> tensor<32x128xbf16>
 // CHECK: moe.activation geglu
+// CHECK: moe.activation geglu_tanh %{{[[:alnum:]_]+}} : tensor<32x256xbf16> -> tensor<32x128xbf16>
 // CHECK: moe.activation gelu
 // CHECK: moe.zero_compute %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} constant(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) experts = [#moe.group<ffn, 6>, #moe.group<constant, 1>, #moe.group<copy, 1>]
 // CHECK: moe.zero_compute %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} experts = [#moe.group<ffn, 6>, #moe.group<copy, 1>, #moe.group<zero, 1>]
@@ -248,6 +249,7 @@ func.func @expert_ops(%xs: tensor<32x64xbf16>, %w: tensor<8x256x64xbf16>, %off: 
   %h = moe.grouped_matmul %xs, %w, %off : (tensor<32x64xbf16>, tensor<8x256x64xbf16>, tensor<9xi32>) -> tensor<32x256xbf16>
   %a = moe.activation swiglu %h : tensor<32x256xbf16> -> tensor<32x128xbf16>
   %b = moe.activation geglu %h : tensor<32x256xbf16> -> tensor<32x128xbf16>
+  %bt = moe.activation geglu_tanh %h : tensor<32x256xbf16> -> tensor<32x128xbf16>
   %c = moe.activation gelu %h : tensor<32x256xbf16> -> tensor<32x256xbf16>
   %zc = moe.zero_compute %x, %i, %g constant(%cv, %cm)
       experts = [#moe.group<ffn, 6>, #moe.group<constant, 1>, #moe.group<copy, 1>]

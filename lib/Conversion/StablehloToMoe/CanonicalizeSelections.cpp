@@ -1,0 +1,310 @@
+//===- CanonicalizeSelections.cpp - argmax/argsort selections as top_k ----===//
+//
+// Routing code selects experts with lax.top_k, but also with jnp.argmax
+// (Switch, top-1), an argsort cut to its first k, and reads the selected
+// scores back with jnp.max or take_along_axis. Each becomes chlo.top_k, the
+// one selection the layer matchers read. Every rewrite is exact: a stable
+// descending sort, argmax's first-maximum rule and top_k's lower-index-first
+// ties pick the same indices.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RaiseMatchers.h"
+#include "Raising.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::stablehlo_raise;
+
+namespace {
+
+bool isNaNSplat(Value v) {
+  std::optional<double> value = splatValue(v);
+  return value && std::isnan(*value);
+}
+
+/// `v` is `arg` as JAX's sort comparators read a float key: -0.0 made +0.0
+/// (select(k == 0, 0, k)) and every NaN made one NaN (select(k != k, NaN, k)).
+bool isCanonicalKeyOf(Value v, Value arg) {
+  while (v != arg) {
+    auto select = v.getDefiningOp<shlo::SelectOp>();
+    auto test = select ? select.getPred().getDefiningOp<shlo::CompareOp>() : nullptr;
+    if (!test)
+      return false;
+    // The tests read the key or the argument itself (same value there).
+    Value k = select.getOnFalse();
+    auto isKey = [&](Value t) { return t == k || t == arg; };
+    bool zero = test.getComparisonDirection() == shlo::ComparisonDirection::EQ && isKey(test.getLhs()) &&
+                isSplat(test.getRhs(), 0) && isSplat(select.getOnTrue(), 0);
+    bool nan = test.getComparisonDirection() == shlo::ComparisonDirection::NE && isKey(test.getLhs()) &&
+               test.getRhs() == test.getLhs() && isNaNSplat(select.getOnTrue());
+    if (!zero && !nan)
+      return false;
+    v = k;
+  }
+  return true;
+}
+
+/// The order a sort comparator imposes on its first input: GT (descending)
+/// or LT (ascending) of the first key against the second, nothing else.
+std::optional<shlo::ComparisonDirection> sortDirection(Region &comparator) {
+  Block &block = comparator.front();
+  Operation *ret = block.getTerminator();
+  auto compare = ret->getNumOperands() == 1 ? ret->getOperand(0).getDefiningOp<shlo::CompareOp>() : nullptr;
+  // A TOTALORDER compare is taken as top_k's order: chlo.top_k's own
+  // expansion (JAX's composite) sorts so.
+  if (!compare || block.getNumArguments() < 2 || !isCanonicalKeyOf(compare.getLhs(), block.getArgument(0)) ||
+      !isCanonicalKeyOf(compare.getRhs(), block.getArgument(1)))
+    return std::nullopt;
+  shlo::ComparisonDirection d = compare.getComparisonDirection();
+  if (d != shlo::ComparisonDirection::GT && d != shlo::ComparisonDirection::LT)
+    return std::nullopt;
+  return d;
+}
+
+bool isIotaAlong(Value v, int64_t dim) {
+  auto iota = v.getDefiningOp<shlo::IotaOp>();
+  return iota && static_cast<int64_t>(iota.getIotaDimension()) == dim &&
+         isa<IntegerType>(cast<RankedTensorType>(iota.getType()).getElementType());
+}
+
+/// chlo.top_k of `scores` with its results shaped and typed as `values`
+/// and `indices` want (a reshape drops argmax's unit dim; indices convert to
+/// the wanted integer type).
+struct TopKResults {
+  Value values, indices;
+};
+TopKResults buildTopK(OpBuilder &b, Location loc, Value scores, int64_t k, Type valuesType, Type indicesType) {
+  auto type = cast<RankedTensorType>(scores.getType());
+  SmallVector<int64_t> shape(type.getShape());
+  shape.back() = k;
+  auto topk = chlo::TopKOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()),
+                                   RankedTensorType::get(shape, b.getI32Type()), scores, b.getI64IntegerAttr(k));
+  auto shaped = [&](Value v, Type want) -> Value {
+    auto wantType = cast<RankedTensorType>(want);
+    auto have = cast<RankedTensorType>(v.getType());
+    if (have.getElementType() != wantType.getElementType())
+      v = shlo::ConvertOp::create(b, loc, have.clone(wantType.getElementType()), v);
+    if (have.getShape() != wantType.getShape())
+      v = shlo::ReshapeOp::create(b, loc, wantType, v);
+    return v;
+  };
+  return {valuesType ? shaped(topk.getValues(), valuesType) : Value(),
+          indicesType ? shaped(topk.getIndices(), indicesType) : Value()};
+}
+
+/// Is `scores` what a router produces (logits x @ w, or their softmax or
+/// sigmoid)? argmax is rewritten only there: its NaN rule (the first NaN
+/// wins) is top_k's only where no NaN reaches it.
+bool isRouterScore(Value scores) {
+  NoMatch quiet;
+  Value v = withoutConverts(scores);
+  if (FailureOr<Value> logits = softmaxInput(v, quiet); succeeded(logits))
+    v = withoutConverts(*logits);
+  else if (Value logits = sigmoidInput(v))
+    v = withoutConverts(logits);
+  return static_cast<bool>(v.getDefiningOp<shlo::DotGeneralOp>());
+}
+
+/// The body of jnp.argmax's two-input reduce: the value operand wins when
+/// it is greater or NaN, the index operand also on equal values with the
+/// smaller index. Block arguments: (value, index) of the accumulator, then
+/// of the element.
+bool isArgmaxBody(Region &body) {
+  Block &block = body.front();
+  if (block.getNumArguments() != 4)
+    return false;
+  Value a = block.getArgument(0), ai = block.getArgument(1), b = block.getArgument(2), bi = block.getArgument(3);
+  auto compares = [](Value v, shlo::ComparisonDirection d, Value l, Value r) {
+    auto c = v.getDefiningOp<shlo::CompareOp>();
+    return c && c.getComparisonDirection() == d && c.getLhs() == l && c.getRhs() == r;
+  };
+  auto isOr = [](Value v, function_ref<bool(Value)> p, function_ref<bool(Value)> q) {
+    auto o = v.getDefiningOp<shlo::OrOp>();
+    return o && ((p(o.getLhs()) && q(o.getRhs())) || (q(o.getLhs()) && p(o.getRhs())));
+  };
+  auto valueWins = [&](Value v) {
+    return isOr(
+        v, [&](Value c) { return compares(c, shlo::ComparisonDirection::GT, a, b); },
+        [&](Value c) { return compares(c, shlo::ComparisonDirection::NE, a, a); });
+  };
+  auto tieToSmaller = [&](Value v) {
+    auto both = v.getDefiningOp<shlo::AndOp>();
+    return both && compares(both.getLhs(), shlo::ComparisonDirection::EQ, a, b) &&
+           compares(both.getRhs(), shlo::ComparisonDirection::LT, ai, bi);
+  };
+  Operation *ret = block.getTerminator();
+  if (ret->getNumOperands() != 2)
+    return false;
+  auto valueSelect = ret->getOperand(0).getDefiningOp<shlo::SelectOp>();
+  auto indexSelect = ret->getOperand(1).getDefiningOp<shlo::SelectOp>();
+  return valueSelect && indexSelect && valueWins(valueSelect.getPred()) && valueSelect.getOnTrue() == a &&
+         valueSelect.getOnFalse() == b && indexSelect.getOnTrue() == ai && indexSelect.getOnFalse() == bi &&
+         isOr(indexSelect.getPred(), valueWins, tieToSmaller);
+}
+
+bool reducesLastDimOf(shlo::ReduceOp reduce, Value input) {
+  auto type = cast<RankedTensorType>(input.getType());
+  return reduce.getDimensions() == ArrayRef<int64_t>{type.getRank() - 1};
+}
+
+/// jnp.max(scores, -1): a one-input max reduce from -inf over the last dim.
+bool isRowMax(shlo::ReduceOp reduce, Value scores) {
+  if (reduce.getInputs().size() != 1 || reduce.getInputs()[0] != scores || !reducesLastDimOf(reduce, scores) ||
+      !isSplat(reduce.getInitValues()[0], -std::numeric_limits<double>::infinity()))
+    return false;
+  Block &block = reduce.getBody().front();
+  auto max = dyn_cast<shlo::MaxOp>(block.front());
+  return max && block.getTerminator()->getOperand(0) == max.getResult();
+}
+
+/// jnp.argmax(scores, -1) of router scores -> top_k(scores, 1).indices;
+/// jnp.max of the same scores -> its values.
+LogicalResult argmaxAsTopK(shlo::ReduceOp reduce) {
+  if (reduce.getInputs().size() != 2)
+    return failure();
+  Value scores = reduce.getInputs()[0];
+  auto type = cast<RankedTensorType>(scores.getType());
+  if (!isa<FloatType>(type.getElementType()) || !reducesLastDimOf(reduce, scores) ||
+      !isIotaAlong(reduce.getInputs()[1], type.getRank() - 1) ||
+      !isSplat(reduce.getInitValues()[0], -std::numeric_limits<double>::infinity()) ||
+      !isSplat(reduce.getInitValues()[1], 0) || !isArgmaxBody(reduce.getBody()) || !isRouterScore(scores))
+    return failure();
+  OpBuilder b(reduce);
+  b.setInsertionPointAfterValue(scores); // before any jnp.max of the scores
+  TopKResults top = buildTopK(b, reduce.getLoc(), scores, 1, reduce.getResult(0).getType(),
+                              reduce.getResult(1).getType());
+  reduce.getResult(0).replaceAllUsesWith(top.values);
+  reduce.getResult(1).replaceAllUsesWith(top.indices);
+  for (Operation *user : llvm::make_early_inc_range(scores.getUsers()))
+    if (auto max = dyn_cast<shlo::ReduceOp>(user); max && max != reduce && isRowMax(max, scores))
+      max.getResult(0).replaceAllUsesWith(top.values); // left dead: the caller walks the reduces
+  reduce->erase();
+  return success();
+}
+
+/// The top-k whose indices `v` are (through JAX's negative-index wrap,
+/// converts and unit-dim reshapes), or null.
+chlo::TopKOp topKOfIndices(Value v) {
+  while (true) {
+    v = unwrapIndex(v);
+    if (auto topk = v.getDefiningOp<chlo::TopKOp>())
+      return v == topk.getIndices() ? topk : nullptr;
+    Operation *op = v.getDefiningOp();
+    if (!op || !isa<shlo::ConvertOp, shlo::ReshapeOp, shlo::BroadcastInDimOp>(op))
+      return nullptr;
+    auto from = cast<RankedTensorType>(op->getOperand(0).getType());
+    if (from.getNumElements() != cast<RankedTensorType>(v.getType()).getNumElements())
+      return nullptr;
+    v = op->getOperand(0);
+  }
+}
+
+/// take_along_axis(scores, top_k(scores).indices, -1): a gather of one
+/// element per (leading index, slot) -> top_k's values. JAX masks an
+/// out-of-range index's result to NaN; top_k's indices never are, so the
+/// mask goes too.
+LogicalResult takeAlongAsTopKValues(shlo::GatherOp gather) {
+  Value scores = gather.getOperand();
+  auto type = cast<RankedTensorType>(scores.getType());
+  int64_t rank = type.getRank();
+  chlo::TopKOp topk = topKOfIndices(gather.getStartIndices());
+  if (!topk || topk.getOperand() != scores || gather.getType() != topk.getValues().getType())
+    return failure();
+  shlo::GatherDimensionNumbersAttr d = gather.getDimensionNumbers();
+  auto leading = llvm::to_vector(llvm::seq<int64_t>(0, rank - 1));
+  if (d.getOperandBatchingDims() != ArrayRef<int64_t>(leading) ||
+      d.getStartIndicesBatchingDims() != ArrayRef<int64_t>(leading) ||
+      d.getStartIndexMap() != ArrayRef<int64_t>{rank - 1} || d.getCollapsedSliceDims() != ArrayRef<int64_t>{rank - 1} ||
+      !d.getOffsetDims().empty() || llvm::any_of(gather.getSliceSizes(), [](int64_t s) { return s != 1; }))
+    return failure();
+  for (Operation *user : llvm::make_early_inc_range(gather->getUsers())) {
+    auto select = dyn_cast<shlo::SelectOp>(user);
+    if (select && select.getOnTrue() == gather.getResult() && isNaNSplat(select.getOnFalse())) {
+      select.getResult().replaceAllUsesWith(topk.getValues());
+      select->erase();
+    }
+  }
+  gather.getResult().replaceAllUsesWith(topk.getValues());
+  gather->erase();
+  return success();
+}
+
+} // namespace
+
+LogicalResult mlir::moe::stablehlo_raise::sortAsTopK(shlo::SortOp sort) {
+  if (sort.getInputs().size() != 2)
+    return failure();
+  auto type = cast<RankedTensorType>(sort.getInputs()[0].getType());
+  int64_t rank = type.getRank();
+  auto dimension = static_cast<int64_t>(sort.getDimension());
+  int64_t dim = dimension < 0 ? dimension + rank : dimension;
+  std::optional<shlo::ComparisonDirection> direction = sortDirection(sort.getComparator());
+  if (dim != rank - 1 || !direction || !isIotaAlong(sort.getInputs()[1], dim) ||
+      !cast<RankedTensorType>(sort.getInputs()[1].getType()).getElementType().isInteger(32))
+    return failure();
+  // Ascending on -scores is descending on scores.
+  Value scores = sort.getInputs()[0];
+  bool negated = *direction == shlo::ComparisonDirection::LT;
+  if (negated) {
+    auto neg = scores.getDefiningOp<shlo::NegOp>();
+    if (!neg)
+      return failure();
+    scores = neg.getOperand();
+  }
+  // Every use is a slice keeping the leading dims and [0, k) of the last.
+  int64_t k = -1;
+  SmallVector<shlo::SliceOp> slices;
+  for (Operation *user : sort->getUsers()) {
+    auto slice = dyn_cast<shlo::SliceOp>(user);
+    if (!slice)
+      return failure();
+    for (int64_t d = 0; d < rank; ++d) {
+      bool full = d < rank - 1 ? slice.getLimitIndices()[d] == type.getDimSize(d) : true;
+      if (slice.getStartIndices()[d] != 0 || slice.getStrides()[d] != 1 || !full)
+        return failure();
+    }
+    int64_t sliceK = slice.getLimitIndices()[rank - 1];
+    if (k >= 0 && sliceK != k)
+      return failure();
+    k = sliceK;
+    slices.push_back(slice);
+  }
+  if (k < 0)
+    return failure();
+  OpBuilder b(sort);
+  SmallVector<int64_t> shape(type.getShape());
+  shape.back() = k;
+  TopKResults top = buildTopK(b, sort.getLoc(), scores, k, RankedTensorType::get(shape, type.getElementType()),
+                              RankedTensorType::get(shape, b.getI32Type()));
+  Value values = negated ? shlo::NegOp::create(b, sort.getLoc(), top.values.getType(), top.values) : top.values;
+  for (shlo::SliceOp slice : slices) {
+    unsigned which = cast<OpResult>(slice.getOperand()).getResultNumber();
+    slice.getResult().replaceAllUsesWith(which == 0 ? values : top.indices);
+    slice->erase();
+  }
+  sort->erase();
+  return success();
+}
+
+void mlir::moe::stablehlo_raise::canonicalizeSelections(Operation *root) {
+  SmallVector<Operation *> ops;
+  root->walk([&](Operation *op) {
+    if (isa<shlo::SortOp, shlo::ReduceOp>(op))
+      ops.push_back(op);
+  });
+  for (Operation *op : ops) {
+    if (auto sort = dyn_cast<shlo::SortOp>(op))
+      (void)sortAsTopK(sort);
+    else
+      (void)argmaxAsTopK(cast<shlo::ReduceOp>(op));
+  }
+  // The gathers read the new top_ks' indices.
+  SmallVector<shlo::GatherOp> gathers;
+  root->walk([&](shlo::GatherOp gather) { gathers.push_back(gather); });
+  for (shlo::GatherOp gather : gathers)
+    (void)takeAlongAsTopKValues(gather);
+}

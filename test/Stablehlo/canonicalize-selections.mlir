@@ -1,0 +1,154 @@
+// moe-raise-stablehlo first rewrites the other spellings of a top-k
+// selection into chlo.top_k: jnp.argmax (and jnp.max) of router scores, an
+// argsort of the negated scores cut to k, take_along_axis of the scores by
+// the top-k indices. Spellings that would select differently stay.
+// RUN: moe-opt %s -split-input-file -moe-raise-stablehlo | FileCheck %s
+
+// CHECK-LABEL: func @argmax_and_max_of_router_probs
+// CHECK: %[[V:.*]], %[[I:.*]] = chlo.top_k(%{{.*}}, k = 1) : tensor<8x4xf32> -> (tensor<8x1xf32>, tensor<8x1xi32>)
+// CHECK-DAG: %[[IDX:.*]] = stablehlo.reshape %[[I]] : (tensor<8x1xi32>) -> tensor<8xi32>
+// CHECK-DAG: %[[MAX:.*]] = stablehlo.reshape %[[V]] : (tensor<8x1xf32>) -> tensor<8xf32>
+// CHECK: return %[[IDX]], %[[MAX]]
+func.func @argmax_and_max_of_router_probs(%x: tensor<8x16xf32>, %wr: tensor<16x4xf32>) -> (tensor<8xi32>, tensor<8xf32>) {
+  %z = stablehlo.dot_general %x, %wr, contracting_dims = [1] x [0] : (tensor<8x16xf32>, tensor<16x4xf32>) -> tensor<8x4xf32>
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %zero = stablehlo.constant dense<0> : tensor<i32>
+  %max = stablehlo.reduce(%z init: %ninf) applies stablehlo.maximum across dimensions = [1] : (tensor<8x4xf32>, tensor<f32>) -> tensor<8xf32>
+  %iota = stablehlo.iota dim = 1 : tensor<8x4xi32>
+  %r:2 = stablehlo.reduce(%z init: %ninf), (%iota init: %zero) across dimensions = [1] : (tensor<8x4xf32>, tensor<8x4xi32>, tensor<f32>, tensor<i32>) -> (tensor<8xf32>, tensor<8xi32>)
+   reducer(%a: tensor<f32>, %b: tensor<f32>) (%ai: tensor<i32>, %bi: tensor<i32>) {
+    %gt = stablehlo.compare GT, %a, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %nan = stablehlo.compare NE, %a, %a, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %wins = stablehlo.or %gt, %nan : tensor<i1>
+    %eq = stablehlo.compare EQ, %a, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %lt = stablehlo.compare LT, %ai, %bi, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    %tie = stablehlo.and %eq, %lt : tensor<i1>
+    %pick = stablehlo.or %wins, %tie : tensor<i1>
+    %v = stablehlo.select %wins, %a, %b : tensor<i1>, tensor<f32>
+    %i = stablehlo.select %pick, %ai, %bi : tensor<i1>, tensor<i32>
+    stablehlo.return %v, %i : tensor<f32>, tensor<i32>
+  }
+  return %r#1, %max : tensor<8xi32>, tensor<8xf32>
+}
+
+// -----
+
+// An argmax of values no router produced keeps its reduce (its NaN rule is
+// not top_k's).
+// CHECK-LABEL: func @argmax_of_data_stays
+// CHECK-NOT: chlo.top_k
+// CHECK: stablehlo.reduce
+func.func @argmax_of_data_stays(%z: tensor<8x4xf32>) -> tensor<8xi32> {
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %zero = stablehlo.constant dense<0> : tensor<i32>
+  %iota = stablehlo.iota dim = 1 : tensor<8x4xi32>
+  %r:2 = stablehlo.reduce(%z init: %ninf), (%iota init: %zero) across dimensions = [1] : (tensor<8x4xf32>, tensor<8x4xi32>, tensor<f32>, tensor<i32>) -> (tensor<8xf32>, tensor<8xi32>)
+   reducer(%a: tensor<f32>, %b: tensor<f32>) (%ai: tensor<i32>, %bi: tensor<i32>) {
+    %gt = stablehlo.compare GT, %a, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %nan = stablehlo.compare NE, %a, %a, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %wins = stablehlo.or %gt, %nan : tensor<i1>
+    %eq = stablehlo.compare EQ, %a, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %lt = stablehlo.compare LT, %ai, %bi, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    %tie = stablehlo.and %eq, %lt : tensor<i1>
+    %pick = stablehlo.or %wins, %tie : tensor<i1>
+    %v = stablehlo.select %wins, %a, %b : tensor<i1>, tensor<f32>
+    %i = stablehlo.select %pick, %ai, %bi : tensor<i1>, tensor<i32>
+    stablehlo.return %v, %i : tensor<f32>, tensor<i32>
+  }
+  return %r#1 : tensor<8xi32>
+}
+
+// -----
+
+// argmin (LT) of router logits is no top-k.
+// CHECK-LABEL: func @argmin_stays
+// CHECK-NOT: chlo.top_k
+// CHECK: stablehlo.reduce
+func.func @argmin_stays(%x: tensor<8x16xf32>, %wr: tensor<16x4xf32>) -> tensor<8xi32> {
+  %z = stablehlo.dot_general %x, %wr, contracting_dims = [1] x [0] : (tensor<8x16xf32>, tensor<16x4xf32>) -> tensor<8x4xf32>
+  %inf = stablehlo.constant dense<0x7F800000> : tensor<f32>
+  %zero = stablehlo.constant dense<0> : tensor<i32>
+  %iota = stablehlo.iota dim = 1 : tensor<8x4xi32>
+  %r:2 = stablehlo.reduce(%z init: %inf), (%iota init: %zero) across dimensions = [1] : (tensor<8x4xf32>, tensor<8x4xi32>, tensor<f32>, tensor<i32>) -> (tensor<8xf32>, tensor<8xi32>)
+   reducer(%a: tensor<f32>, %b: tensor<f32>) (%ai: tensor<i32>, %bi: tensor<i32>) {
+    %lt = stablehlo.compare LT, %a, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %nan = stablehlo.compare NE, %a, %a, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %wins = stablehlo.or %lt, %nan : tensor<i1>
+    %eq = stablehlo.compare EQ, %a, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %ilt = stablehlo.compare LT, %ai, %bi, SIGNED : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    %tie = stablehlo.and %eq, %ilt : tensor<i1>
+    %pick = stablehlo.or %wins, %tie : tensor<i1>
+    %v = stablehlo.select %wins, %a, %b : tensor<i1>, tensor<f32>
+    %i = stablehlo.select %pick, %ai, %bi : tensor<i1>, tensor<i32>
+    stablehlo.return %v, %i : tensor<f32>, tensor<i32>
+  }
+  return %r#1 : tensor<8xi32>
+}
+
+// -----
+
+// jnp.argsort(-probs)[:, :k] and take_along_axis(probs, idx): top_k's
+// indices and values (the take_along_axis NaN fill goes: the indices are in
+// range).
+// CHECK-LABEL: func @argsort_negated_and_take_along
+// CHECK: %[[V:.*]], %[[I:.*]] = chlo.top_k(%arg0, k = 2) : tensor<8x6xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+// CHECK-NOT: stablehlo.sort
+// CHECK-NOT: stablehlo.gather
+// CHECK: return %[[I]], %[[V]]
+func.func @argsort_negated_and_take_along(%p: tensor<8x6xf32>) -> (tensor<8x2xi32>, tensor<8x2xf32>) {
+  %neg = stablehlo.negate %p : tensor<8x6xf32>
+  %iota = stablehlo.iota dim = 1 : tensor<8x6xi32>
+  %s:2 = "stablehlo.sort"(%neg, %iota) <{dimension = 1 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>, %ai: tensor<i32>, %bi: tensor<i32>):
+    %z = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+    %nanc = stablehlo.constant dense<0x7FC00000> : tensor<f32>
+    %az = stablehlo.compare EQ, %a, %z, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %a0 = stablehlo.select %az, %z, %a : tensor<i1>, tensor<f32>
+    %an = stablehlo.compare NE, %a, %a, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %a1 = stablehlo.select %an, %nanc, %a0 : tensor<i1>, tensor<f32>
+    %bz = stablehlo.compare EQ, %b, %z, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %b0 = stablehlo.select %bz, %z, %b : tensor<i1>, tensor<f32>
+    %bn = stablehlo.compare NE, %b, %b, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    %b1 = stablehlo.select %bn, %nanc, %b0 : tensor<i1>, tensor<f32>
+    %lt = stablehlo.compare LT, %a1, %b1, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8x6xf32>, tensor<8x6xi32>) -> (tensor<8x6xf32>, tensor<8x6xi32>)
+  %idx = stablehlo.slice %s#1 [0:8, 0:2] : (tensor<8x6xi32>) -> tensor<8x2xi32>
+  %c0 = stablehlo.constant dense<0> : tensor<8x2xi32>
+  %c6 = stablehlo.constant dense<6> : tensor<8x2xi32>
+  %neg_i = stablehlo.compare LT, %idx, %c0, SIGNED : (tensor<8x2xi32>, tensor<8x2xi32>) -> tensor<8x2xi1>
+  %shifted = stablehlo.add %idx, %c6 : tensor<8x2xi32>
+  %wrapped = stablehlo.select %neg_i, %shifted, %idx : tensor<8x2xi1>, tensor<8x2xi32>
+  %at = stablehlo.reshape %wrapped : (tensor<8x2xi32>) -> tensor<8x2x1xi32>
+  %g = "stablehlo.gather"(%p, %at) <{dimension_numbers = #stablehlo.gather<collapsed_slice_dims = [1], operand_batching_dims = [0], start_indices_batching_dims = [0], start_index_map = [1], index_vector_dim = 2>, indices_are_sorted = false, slice_sizes = array<i64: 1, 1>}> : (tensor<8x6xf32>, tensor<8x2x1xi32>) -> tensor<8x2xf32>
+  %ok = stablehlo.constant dense<true> : tensor<8x2xi1>
+  %nan = stablehlo.constant dense<0x7FC00000> : tensor<8x2xf32>
+  %vals = stablehlo.select %ok, %g, %nan : tensor<8x2xi1>, tensor<8x2xf32>
+  return %idx, %vals : tensor<8x2xi32>, tensor<8x2xf32>
+}
+
+// -----
+
+// An ascending argsort of the scores themselves (a bottom-k) stays; so does
+// a sort by another key (|x|).
+// CHECK-LABEL: func @sorts_that_select_differently_stay
+// CHECK-NOT: chlo.top_k
+// CHECK-COUNT-2: stablehlo.sort
+func.func @sorts_that_select_differently_stay(%p: tensor<8x6xf32>) -> (tensor<8x2xi32>, tensor<8x2xi32>) {
+  %iota = stablehlo.iota dim = 1 : tensor<8x6xi32>
+  %s:2 = "stablehlo.sort"(%p, %iota) <{dimension = 1 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>, %ai: tensor<i32>, %bi: tensor<i32>):
+    %lt = stablehlo.compare LT, %a, %b, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8x6xf32>, tensor<8x6xi32>) -> (tensor<8x6xf32>, tensor<8x6xi32>)
+  %idx = stablehlo.slice %s#1 [0:8, 0:2] : (tensor<8x6xi32>) -> tensor<8x2xi32>
+  %t:2 = "stablehlo.sort"(%p, %iota) <{dimension = 1 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>, %ai: tensor<i32>, %bi: tensor<i32>):
+    %aa = stablehlo.abs %a : tensor<f32>
+    %ab = stablehlo.abs %b : tensor<f32>
+    %gt = stablehlo.compare GT, %aa, %ab, FLOAT : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %gt : tensor<i1>
+  }) : (tensor<8x6xf32>, tensor<8x6xi32>) -> (tensor<8x6xf32>, tensor<8x6xi32>)
+  %idx2 = stablehlo.slice %t#1 [0:8, 0:2] : (tensor<8x6xi32>) -> tensor<8x2xi32>
+  return %idx, %idx2 : tensor<8x2xi32>, tensor<8x2xi32>
+}
