@@ -284,6 +284,47 @@ def nonzero_loop(k):
     return fn
 
 
+def repeat_interleave(k):
+    """A PyTorch port: x repeated k times (one row per slot), each expert
+    applied to the rows routed to it by a where-mask, the slots weighted and
+    summed."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        xr = jnp.repeat(x, k, axis=0)
+        flat = idx.reshape(-1)
+        out = jnp.zeros_like(xr)
+        for e in range(wr.shape[1]):
+            out = out + jnp.where((flat == e)[:, None], ffn(xr, w1[e], w3[e], w2[e]), 0.0)
+        return jnp.sum(out.reshape(x.shape[0], k, -1) * vals[..., None], axis=1)
+    return fn
+
+
+def fori_loop_experts(k):
+    """lax.fori_loop over the experts, each adding its gate-weighted output
+    (a stablehlo.while)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+
+        def body(e, y):
+            return y + gate[:, e][:, None] * ffn(x, w1[e], w3[e], w2[e])
+        return lax.fori_loop(0, wr.shape[1], body, jnp.zeros_like(x))
+    return fn
+
+
+def threshold_mask_gate(k):
+    """The probabilities kept where they reach the k-th largest one
+    (probs >= kth), renormalised; experts as einsums over [T, E, F]."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(x @ wr, axis=-1)
+        kth = lax.top_k(probs, k)[0][:, -1:]
+        gate = jnp.where(probs >= kth, probs, 0.0)
+        gate = gate / gate.sum(-1, keepdims=True)
+        h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
+        return jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
+    return fn
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -320,4 +361,7 @@ def programs(Program):
         "idiom_argsort_take_along_k2": Program(argsort_take_along(2), mixtral_shapes(16, 32, 24, 6)),
         "idiom_mixed_precision_k2": Program(mixed_precision(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_nonzero_loop_k2": Program(nonzero_loop(2), mixtral_shapes(12, 32, 40, 4)),
+        "idiom_repeat_interleave_k2": Program(repeat_interleave(2), mixtral_shapes(8, 32, 40, 4)),
+        "idiom_fori_loop_k2": Program(fori_loop_experts(2), mixtral_shapes(16, 32, 24, 4)),
+        "idiom_threshold_mask_k3": Program(threshold_mask_gate(3), mixtral_shapes(16, 24, 32, 8)),
     }

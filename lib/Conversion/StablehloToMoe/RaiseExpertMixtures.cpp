@@ -490,10 +490,29 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
   return failure();
 }
 
+/// The top-k of `v` in `v >= top_k(v).values[..., k-1:k]` (the k-th largest
+/// broadcast over the row), or null. Ties with the k-th keep more than k.
+chlo::TopKOp thresholdTopK(Value mask) {
+  auto ge = withoutConverts(mask).getDefiningOp<shlo::CompareOp>();
+  if (!ge || ge.getComparisonDirection() != shlo::ComparisonDirection::GE)
+    return nullptr;
+  SmallVector<int64_t> dims;
+  auto slice = broadcastChainSource(ge.getRhs(), dims).getDefiningOp<shlo::SliceOp>();
+  auto topk = slice ? slice.getOperand().getDefiningOp<chlo::TopKOp>() : nullptr;
+  if (!topk || slice.getOperand() != topk.getValues() || topk.getOperand() != ge.getLhs())
+    return nullptr;
+  int64_t last = cast<RankedTensorType>(ge.getLhs().getType()).getRank() - 1;
+  auto k = static_cast<int64_t>(topk.getK());
+  return slice.getStartIndices()[last] == k - 1 && slice.getLimitIndices()[last] == k ? topk : nullptr;
+}
+
 /// The top-k whose experts `mask` [T, E] marks: one_hot(ids) of top-1 ids
-/// [T] (argmax), or the sum over slots of one_hot(ids) [T, K, E]; or null.
+/// [T] (argmax), the sum over slots of one_hot(ids) [T, K, E], or the
+/// scores reaching their k-th largest; or null.
 chlo::TopKOp topKMembership(Value mask) {
   mask = withoutConverts(mask);
+  if (chlo::TopKOp topk = thresholdTopK(mask))
+    return topk;
   Value ids;
   if (auto sum = mask.getDefiningOp<shlo::ReduceOp>()) {
     int64_t rank = cast<RankedTensorType>(sum.getInputs()[0].getType()).getRank();
@@ -515,9 +534,10 @@ chlo::TopKOp topKMembership(Value mask) {
 
 /// probs [T, E] (softmax or sigmoid of the router logits) kept at the
 /// experts `topk` selected from the probs or from the logits (the same
-/// experts: both functions are increasing): top-k routing, no
-/// renormalisation.
-LogicalResult maskedScoresRouting(Value probs, chlo::TopKOp topk, RecognisedLayer &layer, NoMatch &fail) {
+/// experts: both functions are increasing): top-k routing, renormalised
+/// when the kept scores are divided by their sum.
+LogicalResult maskedScoresRouting(Value probs, chlo::TopKOp topk, bool renormalised, RecognisedLayer &layer,
+                                  NoMatch &fail) {
   probs = withoutConverts(probs);
   NoMatch ignored;
   Value logits;
@@ -537,7 +557,7 @@ LogicalResult maskedScoresRouting(Value probs, chlo::TopKOp topk, RecognisedLaye
     return failure();
   layer.k = topk.getK();
   layer.sigmoid = sigmoid;
-  layer.normalize = false;
+  layer.normalize = renormalised;
   return success();
 }
 
@@ -580,12 +600,24 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     }
     return success();
   }
-  // The scores kept at each token's top-k experts: mask(top-k ids) * probs
-  // (Switch's one_hot(argmax(logits)) * softmax(logits)).
-  if (auto mul = gate.getDefiningOp<shlo::MulOp>())
-    for (auto [mask, scores] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
-      if (chlo::TopKOp topk = topKMembership(mask))
-        return maskedScoresRouting(scores, topk, layer, fail);
+  // The scores kept at each token's top-k experts, possibly renormalised:
+  // mask(top-k ids) * probs (Switch's one_hot(argmax(logits)) *
+  // softmax(logits)), where(probs >= k-th largest, probs, 0).
+  {
+    Value kept = gate;
+    bool renormalised = false;
+    if (Value numerator = renormalisedInput(gate)) {
+      kept = withoutConverts(numerator);
+      renormalised = true;
+    }
+    if (auto select = kept.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0))
+      if (chlo::TopKOp topk = thresholdTopK(select.getPred()))
+        return maskedScoresRouting(select.getOnTrue(), topk, renormalised, layer, fail);
+    if (auto mul = kept.getDefiningOp<shlo::MulOp>())
+      for (auto [mask, scores] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
+        if (chlo::TopKOp topk = topKMembership(mask))
+          return maskedScoresRouting(scores, topk, renormalised, layer, fail);
+  }
   // zeros[T, E].at[arange(T)[:, None], idx].set(vals)
   if (auto scatter = gate.getDefiningOp<shlo::ScatterOp>()) {
     shlo::ScatterDimensionNumbersAttr sd = scatter.getScatterDimensionNumbers();
@@ -638,14 +670,7 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
   std::optional<double> fill = select ? splatValue(select.getOnFalse()) : std::nullopt;
   if (ge && ge.getComparisonDirection() == shlo::ComparisonDirection::GE && fill && std::isinf(*fill) && *fill < 0 &&
       ge.getLhs() == select.getOnTrue()) {
-    SmallVector<int64_t> dims;
-    Value threshold = broadcastChainSource(ge.getRhs(), dims);
-    auto slice = threshold.getDefiningOp<shlo::SliceOp>();
-    auto topk = slice ? slice.getOperand().getDefiningOp<chlo::TopKOp>() : nullptr;
-    int64_t last = cast<RankedTensorType>(select.getType()).getRank() - 1;
-    if (topk && slice.getOperand() == topk.getValues() && topk.getOperand() == select.getOnTrue() &&
-        slice.getStartIndices()[last] == static_cast<int64_t>(topk.getK()) - 1 &&
-        slice.getLimitIndices()[last] == static_cast<int64_t>(topk.getK())) {
+    if (chlo::TopKOp topk = thresholdTopK(ge)) {
       NoMatch routerFail;
       if (succeeded(routerLogits(topk.getOperand(), Value(), layer, routerFail))) {
         layer.k = topk.getK();
@@ -657,7 +682,7 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     return failure();
   }
   fail.why = "the gate is none of: a sum of one-hot rows times weights, zeros.at[rows, idx].set(weights), "
-             "a softmax of the top-k-masked logits";
+             "a softmax of the top-k-masked logits, the scores masked to their top-k";
   return failure();
 }
 
@@ -1052,6 +1077,105 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   return m;
 }
 
+/// x [T, H] repeated once per slot: reshape(broadcast_in_dim(x, [0, 2]) :
+/// [T, K, H]) : [T * K, H] (jnp.repeat(x, K, 0), torch's repeat_interleave);
+/// returns x, or null.
+Value repeatedRowsSource(Value rows, int64_t k) {
+  auto reshape = rows.getDefiningOp<shlo::ReshapeOp>();
+  auto spread = reshape ? reshape.getOperand().getDefiningOp<shlo::BroadcastInDimOp>() : nullptr;
+  if (!spread || spread.getBroadcastDimensions() != ArrayRef<int64_t>{0, 2})
+    return nullptr;
+  auto type = cast<RankedTensorType>(spread.getType());
+  return type.getRank() == 3 && type.getDimSize(1) == k ? spread.getOperand() : Value();
+}
+
+/// DeepSeek-MoE's training-path loop as JAX ports write it: one row per
+/// (token, slot), x repeated k times; each expert's output kept on the rows
+/// routed to it, out = sum_e where(ids == e, FFN_e(rows), 0) with ids the
+/// flattened top-k indices; y = sum over slots of out [T, K, H] times the
+/// top-k weights.
+FailureOr<Mixture> matchSlotRows(Operation *op, NoMatch &fail) {
+  auto sum = dyn_cast<shlo::ReduceOp>(op);
+  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
+  if (!product || cast<RankedTensorType>(product.getType()).getRank() != 3 ||
+      sum.getDimensions() != ArrayRef<int64_t>{1} || !isAddBody(sum.getBody()))
+    return failure();
+  for (auto [o, w] : {std::pair{product.getLhs(), product.getRhs()}, std::pair{product.getRhs(), product.getLhs()}}) {
+    SmallVector<int64_t> dims;
+    Value vals = broadcastChainSource(w, dims);
+    auto slotRows = o.getDefiningOp<shlo::ReshapeOp>();
+    if (dims != ArrayRef<int64_t>{0, 1} || !slotRows)
+      continue;
+    Mixture m;
+    FailureOr<chlo::TopKOp> topk = topKRouting(vals, m.layer, fail);
+    if (failed(topk))
+      return failure();
+    int64_t k = topk->getK();
+    SmallVector<Value> terms;
+    addTerms(slotRows.getOperand(), terms);
+    Value rows;
+    SmallVector<std::pair<int64_t, ExpertFfn>, 4> byExpert;
+    for (Value term : terms) {
+      // where(ids == e, FFN_e(rows), 0), or the mask times the output.
+      Value mask, output;
+      if (auto select = term.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0)) {
+        mask = select.getPred();
+        output = select.getOnTrue();
+      } else if (auto mul = term.getDefiningOp<shlo::MulOp>()) {
+        mask = mul.getLhs();
+        output = mul.getRhs();
+      }
+      SmallVector<int64_t> maskDims;
+      Value ids;
+      std::optional<int64_t> e = mask ? expertMask(broadcastChainSource(withoutConverts(mask), maskDims), ids)
+                                      : std::nullopt;
+      auto flat = ids ? withoutConverts(ids).getDefiningOp<shlo::ReshapeOp>() : nullptr;
+      if (!e || !flat || withoutConverts(flat.getOperand()) != topk->getIndices()) {
+        fail.why = "a slot row's expert output is not kept by comparing the flattened top-k indices with its number";
+        return failure();
+      }
+      ExpertFfn ffn;
+      // The rows the experts read: x repeated per slot.
+      if (!rows) {
+        SetVector<Operation *> slice;
+        (void)getBackwardSlice(output, &slice);
+        for (Operation *s : slice)
+          if (auto r = dyn_cast<shlo::ReshapeOp>(s); r && repeatedRowsSource(r, k) == m.layer.x)
+            rows = r;
+      }
+      if (!rows) {
+        fail.why = "the slot rows the experts read are not x repeated once per slot";
+        return failure();
+      }
+      if (failed(Matcher{rows, routerExperts(m.layer), fail}.expertOutputs(output, ffn)))
+        return failure();
+      if (ffn.roles != Roles{Role::token, Role::hidden}) {
+        fail.why = "an expert's output on the slot rows is not laid out as the rows";
+        return failure();
+      }
+      // The layer reads x itself: each slot row is x's row.
+      for (WeightView *v : {&ffn.w1, &ffn.w3})
+        if (v->base)
+          v->input = m.layer.x;
+      byExpert.push_back({*e, ffn});
+    }
+    llvm::sort(byExpert, [](auto &a, auto &b) { return a.first < b.first; });
+    for (auto [e, item] : llvm::enumerate(byExpert)) {
+      if (item.first != static_cast<int64_t>(e)) {
+        fail.why = "the slot rows' sum does not have one term per expert";
+        return failure();
+      }
+      m.ffns.push_back(item.second);
+    }
+    if (static_cast<int64_t>(m.ffns.size()) != routerExperts(m.layer)) {
+      fail.why = "the slot rows' sum does not have one term per routed expert";
+      return failure();
+    }
+    return m;
+  }
+  return failure();
+}
+
 /// Erases the ops raised layers left dead; returns the ops in a raised
 /// layer's originals (kept for the raising check).
 DenseSet<Operation *> liveUnraisedOps(Operation *root) {
@@ -1133,6 +1257,13 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
       continue;
     }
     FailureOr<Mixture> mixture = matchGateContraction(op, fail);
+    if (failed(mixture)) {
+      NoMatch slotFail;
+      if (FailureOr<Mixture> slots = matchSlotRows(op, slotFail); succeeded(slots))
+        mixture = slots;
+      else if (!slotFail.why.empty())
+        fail = slotFail;
+    }
     if (succeeded(mixture) && succeeded(finish(op, *mixture, fail))) {
       // routed + shared: the layer takes the shared expert and replaces the sum.
       Operation *replaced = op;
@@ -1178,10 +1309,15 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
           return isa<shlo::CompareOp, shlo::GatherOp, shlo::ScatterOp, shlo::SortOp>(op);
         }))
       return;
-    emitRemark(topk.getLoc()) << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", "
-                              << experts
-                              << "] scores not raised to moe.layer: no recognised layer form reads it (expert "
-                                 "mixtures, dropless sort + ragged_dot, GShard/Switch dispatch, MoE++; "
-                                 "docs/stablehlo.md lists them); it stays as plain ops";
+    InFlightDiagnostic remark = emitRemark(topk.getLoc());
+    remark << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", " << experts
+           << "] scores not raised to moe.layer: ";
+    if (llvm::any_of(readers, [](Operation *op) { return isa<shlo::WhileOp>(op); }))
+      remark << "it is read inside a loop (lax.fori_loop, lax.scan), and loops over the experts are not unrolled "
+                "(a Python loop, jax.vmap or an einsum over the experts is recognised)";
+    else
+      remark << "no recognised layer form reads it (expert mixtures, dropless sort + ragged_dot, GShard/Switch "
+                "dispatch, MoE++; docs/stablehlo.md lists them)";
+    remark << "; it stays as plain ops";
   });
 }
