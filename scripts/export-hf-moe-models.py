@@ -22,6 +22,9 @@ loop over the experts the example input hit (which tracing bakes into the
 graph) on stacked weights. mixtral_f16.onnx (--dtype f16, torch 2.15,
 transformers 5.25) is the half-precision model, with PyTorch's logits;
 mixtral_torchscript_f16.onnx its TorchScript export (opset 17).
+qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
+transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
+the example hits every expert).
 """
 
 import argparse
@@ -95,10 +98,16 @@ def export(name, out_dir, exporter, opset, dtype="f32"):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else 0.2))
-        # DeepSeek-V3's selection bias is a buffer, zero when fresh.
+        # DeepSeek-V3's selection bias is a buffer, zero when fresh. Traced
+        # exports keep only the experts the example input hits: there the
+        # routers' biases are small enough that every expert is.
+        bias_scale = 0.05 if exporter == "torchscript" else 0.5
         for buffer_name, buffer in model.named_buffers():
             if buffer_name.endswith("e_score_correction_bias"):
-                buffer.copy_(torch.randn_like(buffer) * 0.5)
+                buffer.copy_(torch.randn_like(buffer) * bias_scale)
+        for param_name, param in model.named_parameters():
+            if param_name.endswith("router.bias"):
+                param.mul_(bias_scale / 0.5)
     if dtype == "f16":
         # A half-precision model as users export one for serving: f16
         # weights and activations, routing and the experts' weighted sum in

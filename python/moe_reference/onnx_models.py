@@ -462,7 +462,7 @@ def dynamic_shapes_model(name, hidden=16, ffn=8, experts=4):
 
 
 def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize=True, near_miss=False,
-                     shared=0, index_add=False, scatter_reduction="add", gelu=False):
+                     shared=0, index_add=False, scatter_reduction="add", gelu=False, renorm_epsilon=None):
     """An MoE block written out in plain ONNX ops, in the batched form of
     transformers' export-friendly experts (batched_mm): router MatMul ->
     Softmax -> TopK (-> ReduceSum/Div), each slot's token row and expert
@@ -471,7 +471,8 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     (Sigmoid, Mul), the weighted rows summed per token (Reshape to
     [T, k, H], ReduceSum). `near_miss` uses a tanh activation instead: not
     an MoE the importer knows, so it stays plain ops; `gelu` uses GeGLU
-    experts (Gelu(gate) * up)."""
+    experts (Gelu(gate) * up); `renorm_epsilon` adds it to the sum the
+    weights are divided by (transformers' DeepSeek-V3 and Qwen3 routers)."""
     rng = _rng(name)
     f = np.float32
     i64 = np.int64
@@ -491,8 +492,11 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     ]
     w = "top_w"
     if normalize:
-        nodes += [n("ReduceSum", ["top_w", "last"], ["top_sum"], keepdims=1),
-                  n("Div", ["top_w", "top_sum"], ["top_wn"])]
+        nodes += [n("ReduceSum", ["top_w", "last"], ["top_sum"], keepdims=1)]
+        if renorm_epsilon is not None:
+            inits.append(_init("renorm_eps", np.array(renorm_epsilon, f)))
+            nodes += [n("Add", ["top_sum", "renorm_eps"], ["top_sum_eps"])]
+        nodes += [n("Div", ["top_w", "top_sum_eps" if renorm_epsilon is not None else "top_sum"], ["top_wn"])]
         w = "top_wn"
     act = [n("Tanh", ["gate"], ["gate_act"]), n("Mul", ["gate_act", "up"], ["act"])] if near_miss else [
         n("Sigmoid", ["gate"], ["gate_sig"]), n("Mul", ["gate", "gate_sig"], ["gate_act"]),
@@ -532,7 +536,7 @@ def decomposed_model(name, tokens=7, hidden=16, ffn=8, experts=4, k=2, normalize
     order = {name: i for i, name in enumerate(["slots_shape", "slots_shape_h", "rows_h"])}
     helpers = [nd for nd in nodes if nd.output[0] in order]
     rest = [nd for nd in nodes if nd.output[0] not in order]
-    first = rest[:3 + (2 if normalize else 0)]
+    first = rest[:3 + (2 + (renorm_epsilon is not None) if normalize else 0)]
     nodes = first + sorted(helpers, key=lambda nd: order[nd.output[0]]) + rest[len(first):]
     if index_add:
         # As index_add_ exports: rows = x[token of each slot], the weighted
@@ -792,6 +796,9 @@ DECOMPOSED_CASES = {
     "decomposed_qwen2_shared": dict(normalize=False, k=2, experts=8, shared=24),
     "decomposed_index_add": dict(normalize=True, k=2, experts=4, index_add=True),
     "decomposed_geglu": dict(normalize=False, k=2, experts=4, gelu=True),
+    "decomposed_epsilon_renorm": dict(normalize=True, k=2, experts=4, renorm_epsilon=1e-20),
+    # An epsilon that changes the weights is no renormalisation.
+    "decomposed_large_epsilon_near_miss": dict(normalize=True, k=2, experts=4, renorm_epsilon=0.5),
     # Overwriting instead of adding keeps one slot per token: not an MoE sum.
     "decomposed_index_overwrite": dict(normalize=True, k=2, experts=4, index_add=True, scatter_reduction="none"),
 }

@@ -84,8 +84,14 @@ struct MoeBlock {
   };
   std::optional<GptOss> gptOss;
 
-  /// x, or its view.
-  bool isX(llvm::StringRef value) const { return value == x || (!xView.empty() && value == xView); }
+  /// Other reshapes of x's source to x's shape (TorchScript views x again
+  /// where the experts read it: x.view(-1, x.shape[-1])).
+  std::vector<std::string> xTwins;
+
+  /// x, its view, or a twin.
+  bool isX(llvm::StringRef value) const {
+    return value == x || (!xView.empty() && value == xView) || llvm::is_contained(xTwins, value);
+  }
 };
 
 /// The MoE blocks of `graph` (MoeBlocks.cpp has the pattern). Near misses

@@ -15,12 +15,41 @@ using namespace mlir::moe::onnx_import;
 
 namespace mlir::moe::onnx_import::blocks {
 
+/// `w / ReduceSum(w, -1, keepdims)`, the sum optionally plus a tiny
+/// constant (transformers' `+ 1e-20`, which no f32 sum above 1e-12 feels):
+/// appends the nodes and returns the Div's output; nullopt when `w` is not
+/// renormalised, an empty string when it is summed but not like this.
+static std::optional<std::string> renormalised(const GraphIndex &g, const ConstantLookup &constants,
+                                               const std::string &w,
+                                               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum");
+  if (!sum)
+    return std::nullopt;
+  const onnx::NodeProto *div = g.userOfType(w, "Div");
+  std::string denominator = outputOf(*sum, 0);
+  const onnx::NodeProto *epsilon = g.onlyUser(denominator, "Add");
+  if (epsilon) {
+    std::string c = inputOf(*epsilon, 0) == denominator ? inputOf(*epsilon, 1) : inputOf(*epsilon, 0);
+    std::optional<std::vector<float>> value = constants.floats ? constants.floats(c) : std::nullopt;
+    if (!value || value->size() != 1 || std::fabs((*value)[0]) > 1e-12f)
+      return std::string();
+    denominator = outputOf(*epsilon, 0);
+  }
+  if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1) ||
+      intAttr(*sum, "keepdims", 1) != 1)
+    return std::string();
+  nodes.append({sum, div});
+  if (epsilon)
+    nodes.push_back(epsilon);
+  return outputOf(*div, 0);
+}
+
 /// DeepSeek-V3's routing as transformers writes it, ending at TopK node `t`:
 ///
 ///   s = Sigmoid(logits); sb = s + bias                    (bias constant [E])
 ///   gs = ReduceSum(TopK(Reshape(sb, [-1, G, E / G]), 2).values, -1)
 ///   mask = ScatterElements(zeros, TopK(gs, topk_groups).indices, ones, axis 1)
-///   t = TopK(Where(Not(Cast(Reshape(Expand(Unsqueeze(mask, -1), ..), [-1, E]))), -inf, sb), k)
+///   t = TopK(Where([Cast](Not(Cast(Reshape(Expand(Unsqueeze(mask, -1), ..), [-1, E])))), -inf, sb), k)
 ///   w = GatherElements(s, t.indices, axis 1) [/ ReduceSum(w, -1)] [· scale]
 ///
 /// Returns the logits' value and the weights' (after the optional
@@ -36,7 +65,12 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
     return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
   const onnx::NodeProto *where = producer(inputOf(t, 0), "Where");
-  const onnx::NodeProto *notMask = where ? producer(inputOf(*where, 0), "Not") : nullptr;
+  // TorchScript casts the negated mask to bool once more.
+  const onnx::NodeProto *boolCast = where ? producer(inputOf(*where, 0), "Cast") : nullptr;
+  if (boolCast && intAttr(*boolCast, "to", 0) != onnx::TensorProto::BOOL)
+    boolCast = nullptr;
+  const onnx::NodeProto *notMask = where ? producer(boolCast ? inputOf(*boolCast, 0) : inputOf(*where, 0), "Not")
+                                         : nullptr;
   std::optional<std::vector<float>> fill = where && constants.floats ? constants.floats(inputOf(*where, 1)) : std::nullopt;
   const onnx::NodeProto *biased = where ? producer(inputOf(*where, 2), "Add") : nullptr;
   if (!notMask || !fill || fill->size() != 1 || !std::isinf((*fill)[0]) || (*fill)[0] > 0 || !biased)
@@ -84,15 +118,14 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
   block.k = (*k)[0];
   nodes.append({&t, where, notMask, biased, sigmoid, cast, flat, expand, unsq, scatter, groupTop, groupScore, top2,
                 grouped, gather});
+  if (boolCast)
+    nodes.push_back(boolCast);
   std::string w = outputOf(*gather, 0);
-  if (const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum")) {
-    const onnx::NodeProto *div = g.userOfType(w, "Div");
-    if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != outputOf(*sum, 0) || !hasAxis(*sum, constants, -1) ||
-        intAttr(*sum, "keepdims", 1) != 1)
+  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
+    if (divided->empty())
       return std::nullopt;
     block.normalize = true;
-    nodes.append({sum, div});
-    w = outputOf(*div, 0);
+    w = *divided;
   }
   if (const onnx::NodeProto *mul = g.onlyUser(w, "Mul")) {
     std::optional<std::vector<float>> scale = constants.floats ? constants.floats(other(*mul, w)) : std::nullopt;
@@ -158,6 +191,16 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
       nodes.push_back(view);
     }
   }
+  // Reshapes of the same source to the same shape are x as well.
+  if (const onnx::NodeProto *view = g.producer(block.x); view && view->op_type() == "Reshape") {
+    std::optional<llvm::SmallVector<int64_t>> shape = constants(inputOf(*view, 1));
+    for (int user : g.users(inputOf(*view, 0))) {
+      const onnx::NodeProto &twin = g.graph.node(user);
+      if (&twin != view && twin.op_type() == "Reshape" && inputOf(twin, 0) == inputOf(*view, 0) && shape &&
+          constants(inputOf(twin, 1)) == shape && intAttr(twin, "allowzero", 0) == intAttr(*view, "allowzero", 0))
+        block.xTwins.push_back(outputOf(twin, 0));
+    }
+  }
   nodes.append(castNodes.begin(), castNodes.end());
   if (deepSeek) {
     nodes.push_back(router);
@@ -173,14 +216,11 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     return fail("the softmax or top-k is not over the last axis, largest first");
   nodes.append({router, softmax, &t});
   std::string w = outputOf(t, 0);
-  if (const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum")) {
-    const onnx::NodeProto *div = g.userOfType(w, "Div");
-    if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != outputOf(*sum, 0) || !hasAxis(*sum, constants, -1) ||
-        intAttr(*sum, "keepdims", 1) != 1)
+  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
+    if (divided->empty())
       return fail("the top-k weights are summed but not divided by their sum");
     block.normalize = true;
-    nodes.append({sum, div});
-    w = outputOf(*div, 0);
+    w = *divided;
   }
   return w;
 }
