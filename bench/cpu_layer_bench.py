@@ -264,9 +264,11 @@ def median_ms(fn, repeat, warmup=2):
     return float(np.median(times))
 
 
-def time_ours(text, arrays, tmp, repeat, tools):
+def time_ours(text, arrays, tmp, repeat, tools, widened_too=False):
     """ours JIT (moe-run) and AOT (moe-compile + moe-exec) on the layer `text`
-    with inputs `arrays` in the op's order: (ms, outputs, compile ms)."""
+    with inputs `arrays` in the op's order: (ms, outputs, compile ms).
+    `widened_too` also times the JIT with bf16 widened to f32 instead of
+    AVX512_BF16 dot products ("ours JIT widened")."""
     src = os.path.join(tmp, "layer.mlir")
     with open(src, "w") as f:
         f.write(text)
@@ -281,6 +283,11 @@ def time_ours(text, arrays, tmp, repeat, tools):
     ms["ours JIT"] = float(re.search(r"\[moe-run\] run ([0-9.]+) ms", out).group(1))
     compile_ms = float(re.search(r"\[moe-run\] compile ([0-9.]+) ms", out).group(1))
     outputs["ours JIT"] = np.load(os.path.join(tmp, "result_0.npy"))
+    if widened_too:
+        out = subprocess.run([tools["moe-run"], src, "--bf16-dot-products=false", *common, *inputs],
+                             capture_output=True, text=True, check=True).stdout
+        ms["ours JIT widened"] = float(re.search(r"\[moe-run\] run ([0-9.]+) ms", out).group(1))
+        outputs["ours JIT widened"] = np.load(os.path.join(tmp, "result_0.npy"))
     lib = os.path.join(tmp, "art", "liblayer.so")
     subprocess.run([tools["moe-compile"], src, "--target=cpu", "-o", lib], capture_output=True, check=True)
     out = subprocess.run([tools["moe-exec"], lib, *inputs, "--output-dir", tmp, "--repeat", str(repeat)],
@@ -359,7 +366,7 @@ def run_size(name, repeat, tools):
         dtype = numerics.BF16 if bf16 else numerics.F32
         ms, outputs, compile_ms = time_ours(moe_layer.mlir_text(cfg, tokens, hidden, ffn, dtype),
                                             [numerics.to_storage(a, dtype) for a in (x, wr, up, down)],
-                                            tmp, repeat, tools)
+                                            tmp, repeat, tools, widened_too=bf16)
         outputs = {what: numerics.from_storage(y, dtype).astype(np.float32) for what, y in outputs.items()}
 
         outputs["numpy"] = numpy_layer(x, wr, up, down, k)
@@ -483,6 +490,18 @@ def main():
                  *("-" if np.isnan(r["ms"][w]) else f"{r['ms'][w]:.2f}" for w in ("ours JIT", "ours AOT", *PEERS)),
                  f"{ours / best:.2f}", rate_text, limit, f"{r['compile']:.0f}"]
         print("| " + " | ".join(cells) + " |")
+    widened = [r for r in rows if "ours JIT widened" in r["ms"]]
+    if widened:
+        # The same bf16 layers with bf16 widened to f32 in the kernels (what
+        # CPUs without AVX512_BF16 run), in this run.
+        print("\n| size | ours JIT ms (bf16 dot products) | ours JIT ms (widened to f32) | speedup | "
+              "widened rate |")
+        print("|---|---|---|---|---|")
+        for r in widened:
+            dot, wide = r["ms"]["ours JIT"], r["ms"]["ours JIT widened"]
+            rate = r["gbytes"] / wide * 1e3 if r["decode"] else r["gflop"] / wide * 1e3
+            unit = f"{rate:.1f} GB/s ({rate / bandwidth:.0%})" if r["decode"] else f"{rate:.1f} GFLOP/s"
+            print(f"| {r['name']} | {dot:.2f} | {wide:.2f} | {wide / dot:.2f}x | {unit} |")
     if args.plot:
         plot(rows, args.plot)
         print(f"\n[bench] plot written to {args.plot}", file=sys.stderr)

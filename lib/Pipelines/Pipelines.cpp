@@ -33,7 +33,7 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
               "arith-expand{include-bf16}),"
               "convert-scf-to-cf,convert-math-to-llvm,convert-math-to-libm,"
               // Vector transfers of the contraction kernels: (masked) loads.
-              "convert-vector-to-llvm,convert-to-llvm,reconcile-unrealized-casts,canonicalize");
+              "convert-vector-to-llvm{enable-x86vector},convert-to-llvm,reconcile-unrealized-casts,canonicalize");
 }
 
 /// moe -> bufferized linalg/scf, the start both targets share: inputs
@@ -41,7 +41,7 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
 /// interfaces, elementwise fusion (CPU), one-shot bufferization. The upstream part is spelled as its
 /// textual pipeline so that the same string reproduces it with mlir-opt.
 static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions,
-                                  bool shareLayers, unsigned vectorBits = 512) {
+                                  bool shareLayers, unsigned vectorBits = 512, bool bf16DotProducts = false) {
   using namespace mlir::moe;
   if (shareLayers)
     pm.addPass(createMoeShareLayers());
@@ -50,6 +50,7 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
   ConvertMoeToLinalgOptions lowering;
   lowering.parallelContractions = parallelContractions;
   lowering.vectorBits = vectorBits;
+  lowering.bf16DotProducts = bf16DotProducts;
   pm.addPass(createConvertMoeToLinalg(lowering));
   addUpstream(pm, name, "func.func(llvm-request-c-wrappers),func.func(convert-elementwise-to-linalg),canonicalize,cse");
   // Chains of elementwise ops (the non-MoE parts of an imported model) as
@@ -68,7 +69,7 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
 
 void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptions &options) {
   addBufferizedLowering(pm, "moe-cpu-pipeline", /*parallelContractions=*/false, options.shareLayers,
-                        options.vectorBits);
+                        options.vectorBits, options.bf16DotProducts);
   if (options.outParams)
     pm.addPass(mlir::moe::createMoeResultsToOutParams());
   addUpstream(pm, "moe-cpu-pipeline", "buffer-deallocation-pipeline,convert-bufferization-to-memref");

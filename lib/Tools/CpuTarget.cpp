@@ -54,6 +54,10 @@ unsigned moe::preferredVectorBits(const llvm::TargetMachine &machine) {
   return 128;
 }
 
+bool moe::hasBf16DotProducts(const llvm::TargetMachine &machine) {
+  return machine.getMCSubtargetInfo()->checkFeatures("+avx512bf16");
+}
+
 std::vector<std::string> moe::runtimeCheckableFeatures(const llvm::TargetMachine &machine) {
   if (!machine.getTargetTriple().isX86())
     return {};

@@ -459,6 +459,7 @@ FailureOr<SmallVector<Draw>> run(ModuleOp module, ArrayRef<int64_t> seeds, std::
   MoeCpuPipelineOptions options;
   options.openmp = false;
   options.vectorBits = preferredVectorBits(*machine);
+  options.bf16DotProducts = hasBf16DotProducts(*machine);
   buildMoeCpuPipeline(pm, options);
   if (failed(pm.run(module))) {
     why = "lowering failed";

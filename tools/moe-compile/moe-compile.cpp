@@ -409,6 +409,7 @@ static int compile() {
     mlir::moe::MoeCpuPipelineOptions options;
     options.outParams = true;
     options.vectorBits = mlir::moe::preferredVectorBits(*machine);
+    options.bf16DotProducts = mlir::moe::hasBf16DotProducts(*machine);
     options.shareLayers = shareLayers;
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }

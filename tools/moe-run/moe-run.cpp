@@ -98,6 +98,11 @@ static cl::opt<unsigned> vectorBits(
     cl::desc("Vector register width (bits) the CPU contraction kernels are sized for: 512 or 256 "
              "(default: this machine's, 512 with AVX-512, else 256)"),
     cl::init(0), cl::cat(category));
+static cl::opt<bool> bf16DotProducts(
+    "bf16-dot-products",
+    cl::desc("Contract bf16 by AVX512_BF16 dot products where this CPU has them (default); "
+             "=false widens bf16 to f32 as on CPUs without them"),
+    cl::init(true), cl::cat(category));
 static cl::opt<bool> shareLayers(
     "share-layers",
     cl::desc("Compile identical MoE layers once, as calls of one shared function (default: on; "
@@ -448,6 +453,7 @@ int main(int argc, char **argv) {
       mlir::moe::buildMoeOptimizePipeline(pm, expertParallel);
     mlir::moe::MoeCpuPipelineOptions options;
     options.vectorBits = vectorBits ? unsigned(vectorBits) : mlir::moe::preferredVectorBits(*machine);
+    options.bf16DotProducts = bf16DotProducts && mlir::moe::hasBf16DotProducts(*machine);
     options.shareLayers = shareLayers;
     mlir::moe::buildMoeCpuPipeline(pm, options);
   }

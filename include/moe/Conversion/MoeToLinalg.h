@@ -11,6 +11,9 @@ enum class ContractionForm {
   /// Cache-tiled loops around a vector micro-kernel, one nest per expert,
   /// sized for 512-bit vector registers (32 of them: AVX-512).
   VectorTiles512,
+  /// VectorTiles512 whose bf16 x bf16 contractions take two products per
+  /// f32 lane in one instruction (AVX512_BF16's vdpbf16ps).
+  VectorTiles512Bf16Dot,
   /// The same sized for 256-bit registers (16 of them: AVX2).
   VectorTiles256,
   /// One parallel linalg.generic per contraction, grouped matmuls gathering

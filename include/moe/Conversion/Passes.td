@@ -122,12 +122,17 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
            "kernels: the form the GPU pipeline maps to threads">,
     Option<"vectorBits", "vector-bits", "unsigned", /*default=*/"512",
            "Vector register width (bits) the CPU contraction kernels are sized "
-           "for: 512 (AVX-512) or less (AVX2 and narrower: 256-bit tiles)">
+           "for: 512 (AVX-512) or less (AVX2 and narrower: 256-bit tiles)">,
+    Option<"bf16DotProducts", "bf16-dot-products", "bool", /*default=*/"false",
+           "With 512-bit kernels, contract bf16 activations with bf16 weights "
+           "by AVX512_BF16 dot products (x86vector.avx512.dot: two products "
+           "per f32 lane) instead of widening both to f32">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect", "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect", "::mlir::vector::VectorDialect",
+    "::mlir::x86vector::X86VectorDialect",
     "::mlir::bufferization::BufferizationDialect", "::mlir::memref::MemRefDialect",
     "::mlir::func::FuncDialect"
   ];

@@ -81,6 +81,11 @@ struct MoeCpuPipelineOptions : public PassPipelineOptions<MoeCpuPipelineOptions>
                      "(AVX-512) or less (256-bit tiles); moe-run and moe-compile pass the "
                      "width of the CPU they compile for"),
       llvm::cl::init(512)};
+  PassOptions::Option<bool> bf16DotProducts{
+      *this, "bf16-dot-products",
+      llvm::cl::desc("bf16 x bf16 contractions by AVX512_BF16 dot products (vdpbf16ps); moe-run "
+                     "and moe-compile pass whether the CPU they compile for has them"),
+      llvm::cl::init(false)};
   PassOptions::Option<bool> shareLayers{
       *this, "share-layers",
       llvm::cl::desc("Compile identical MoE layers once: each becomes a call of one shared "

@@ -30,6 +30,10 @@ std::unique_ptr<llvm::TargetMachine> createCpuTargetMachine(llvm::StringRef cpu,
 /// 512 with AVX-512F, 256 with AVX2, else 128.
 unsigned preferredVectorBits(const llvm::TargetMachine &machine);
 
+/// Whether `machine` has bf16 dot products (AVX512_BF16's vdpbf16ps) for
+/// the bf16 contraction kernels.
+bool hasBf16DotProducts(const llvm::TargetMachine &machine);
+
 /// The x86 features of `machine` that a C program can test at run time
 /// (__builtin_cpu_supports names, which LLVM spells the same): an artifact
 /// checks them before running code that would otherwise die of SIGILL.

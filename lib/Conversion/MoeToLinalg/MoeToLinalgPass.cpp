@@ -16,6 +16,7 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/Transforms/DialectConversion.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
@@ -68,9 +69,10 @@ struct ConvertMoeToLinalgPass
       return signalPassFailure();
 
     RewritePatternSet patterns(ctx);
-    ContractionForm form = parallelContractions ? ContractionForm::Parallel
-                           : vectorBits >= 512  ? ContractionForm::VectorTiles512
-                                                : ContractionForm::VectorTiles256;
+    ContractionForm form = parallelContractions                   ? ContractionForm::Parallel
+                           : vectorBits >= 512 && bf16DotProducts ? ContractionForm::VectorTiles512Bf16Dot
+                           : vectorBits >= 512                    ? ContractionForm::VectorTiles512
+                                                                  : ContractionForm::VectorTiles256;
     populateMoeRoutingToLinalgPatterns(patterns, form);
     populateMoeDispatchToLinalgPatterns(patterns);
     populateMoeExpertsToLinalgPatterns(patterns, form);

@@ -22,6 +22,12 @@
 // them into values in registers and scales them, so the float weights never
 // exist in memory (a decode step reads 1/4 or 1/8 of the f32 bytes).
 //
+// bf16 activations times bf16 weights, where the CPU has AVX512_BF16
+// (VectorTiles512Bf16Dot), are not widened: each step reads 2·VL values of
+// a row and of a weight row and one vdpbf16ps adds the two products of
+// each pair to an f32 lane (x86vector.avx512.dot), half the instructions
+// per value of a decode step's weights.
+//
 // The order of every sum is fixed at compile time and each output element
 // is computed by one iteration: results do not depend on the thread count.
 //
@@ -34,6 +40,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -56,6 +63,21 @@ TileShape tileShapeOf(ContractionForm form) {
   if (form == ContractionForm::VectorTiles256)
     return {8, 3, 4};
   return {16, 4, 6};
+}
+
+/// Whether out = a · wᵀ takes the bf16 dot products: both bf16, 512-bit.
+bool usesBf16Dot(ContractionForm form, Value a, WeightSource w) {
+  auto isBf16 = [](Value v) { return cast<RankedTensorType>(v.getType()).getElementType().isBF16(); };
+  return form == ContractionForm::VectorTiles512Bf16Dot && !w.quantized && isBf16(a) && isBf16(w.tensor);
+}
+
+/// `count` bf16 values of row `row` of `t` from column `k`, as they are
+/// (out-of-range values read 0 unless `inBounds`).
+Value readBf16Row(OpBuilder &b, Location loc, Value t, Value row, Value k, int64_t count, bool inBounds) {
+  Type bf16 = b.getBF16Type();
+  Value pad = arith::ConstantOp::create(b, loc, b.getZeroAttr(bf16));
+  return vector::TransferReadOp::create(b, loc, VectorType::get({count}, bf16), t, ValueRange{row, k}, pad,
+                                        ArrayRef<bool>{inBounds});
 }
 
 /// Rows per parallel block: a block's rows reuse the column panel from L2.
@@ -146,25 +168,32 @@ Value readWeightRow(OpBuilder &b, Location loc, WeightSource w, Value n, Value k
   return readRow(b, loc, w.tensor, n, k, lanes, inBounds);
 }
 
-/// out[r, c] = a[r, :] · w[c, :] for the rows and columns given.
+/// out[r, c] = a[r, :] · w[c, :] for the rows and columns given; k advances
+/// by `step` values a step (lanes, or 2·lanes for bf16 dot products).
 Value microKernel(OpBuilder &b, Location loc, Value a, WeightSource w, Value out, ArrayRef<Value> rowIndex,
-                  ArrayRef<Value> colIndex, Value k, Value kMain, bool partialVector, int64_t lanes) {
+                  ArrayRef<Value> colIndex, Value k, Value kMain, bool partialVector, int64_t lanes, bool bf16Dot) {
   int64_t rows = rowIndex.size(), cols = colIndex.size();
+  int64_t step = bf16Dot ? 2 * lanes : lanes;
   auto accType = VectorType::get({lanes}, b.getF32Type());
   Value zero = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(accType, 0.0f));
   SmallVector<Value> init(rows * cols, zero);
 
   auto steps = [&](Value from, Value to, ValueRange acc, bool inBounds) -> ValueRange {
     return scf::ForOp::create(
-               b, loc, from, to, constIndex(b, loc, lanes), acc,
+               b, loc, from, to, constIndex(b, loc, step), acc,
                [&](OpBuilder &kb, Location kl, Value kk, ValueRange sums) {
                  SmallVector<Value> aRows, next(sums.begin(), sums.end());
                  for (int64_t i = 0; i < rows; ++i)
-                   aRows.push_back(readRow(kb, kl, a, rowIndex[i], kk, lanes, inBounds));
+                   aRows.push_back(bf16Dot ? readBf16Row(kb, kl, a, rowIndex[i], kk, step, inBounds)
+                                           : readRow(kb, kl, a, rowIndex[i], kk, lanes, inBounds));
                  for (int64_t j = 0; j < cols; ++j) {
-                   Value wRow = readWeightRow(kb, kl, w, colIndex[j], kk, lanes, inBounds);
+                   Value wRow = bf16Dot ? readBf16Row(kb, kl, w.tensor, colIndex[j], kk, step, inBounds)
+                                        : readWeightRow(kb, kl, w, colIndex[j], kk, lanes, inBounds);
                    for (int64_t i = 0; i < rows; ++i)
-                     next[i * cols + j] = vector::FMAOp::create(kb, kl, aRows[i], wRow, next[i * cols + j]);
+                     next[i * cols + j] =
+                         bf16Dot ? x86vector::DotBF16Op::create(kb, kl, accType, next[i * cols + j], aRows[i], wRow)
+                                       .getResult()
+                                 : vector::FMAOp::create(kb, kl, aRows[i], wRow, next[i * cols + j]).getResult();
                  }
                  scf::YieldOp::create(kb, kl, next);
                })
@@ -219,11 +248,13 @@ Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource
   Value m = aDims[0], k = aDims[1];
   Value init = zeros(b, loc, outType, {m, n});
   Value zero = constIndex(b, loc, 0);
-  Value lanes = constIndex(b, loc, tile.lanes);
-  Value kMain = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, k, lanes), lanes);
+  bool bf16Dot = usesBf16Dot(form, a, w);
+  int64_t step = bf16Dot ? 2 * tile.lanes : tile.lanes;
+  Value stepSize = constIndex(b, loc, step);
+  Value kMain = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, k, stepSize), stepSize);
   // A static k tells whether a partial vector is left.
   int64_t staticK = aType.getDimSize(1);
-  bool partialVector = ShapedType::isDynamic(staticK) || staticK % tile.lanes != 0;
+  bool partialVector = ShapedType::isDynamic(staticK) || staticK % step != 0;
 
   // Columns per panel: a multiple of NR whose weights fill about kPanelBytes.
   int64_t panel = 8 * tile.columns;
@@ -256,7 +287,7 @@ Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource
                                   [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
                                     SmallVector<Value> cols = clampedIndices(nb, nl, col, tile.columns, lastCol);
                                     return microKernel(nb, nl, a, w, acc2, rowIndex, cols, k, kMain, partialVector,
-                                                       tile.lanes);
+                                                       tile.lanes, bf16Dot);
                                   });
                 });
               };
