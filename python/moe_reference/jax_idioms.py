@@ -325,6 +325,53 @@ def threshold_mask_gate(k):
     return fn
 
 
+def take_weights(k):
+    """Decode style with jnp.take (fill mode: a NaN mask for out-of-range
+    ids around each gather) of the routed experts' weights."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        up = lambda w: jnp.einsum('th,tkhf->tkf', x, jnp.take(w, idx, axis=0))
+        h = jax.nn.silu(up(w1)) * up(w3)
+        o = jnp.einsum('tkf,tkfh->tkh', h, jnp.take(w2, idx, axis=0))
+        return jnp.einsum('tkh,tk->th', o, vals)
+    return fn
+
+
+def big_negative_mask(k):
+    """softmax of the logits masked to their top-k with -1e9 (not -inf)."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        kth = lax.top_k(logits, k)[0][:, -1:]
+        gate = jax.nn.softmax(jnp.where(logits >= kth, logits, -1e9), -1)
+        outs = jnp.stack([ffn(x, w1[e], w3[e], w2[e]) for e in range(wr.shape[1])], axis=1)
+        return jnp.sum(gate[..., None] * outs, axis=1)
+    return fn
+
+
+def bf16_weights_cast(k):
+    """f32 parameters cast to bf16 in the layer, the router in f32, the
+    renormalised weights cast to bf16 before the loop over experts."""
+    def fn(x, wr, w1, w3, w2):
+        bf = jnp.bfloat16
+        x = x.astype(bf)
+        vals, idx = lax.top_k(jax.nn.softmax(jnp.dot(x.astype(jnp.float32), wr)), k)
+        vals = (vals / vals.sum(-1, keepdims=True)).astype(bf)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            w = jnp.sum(jnp.where(idx == e, vals, 0), axis=-1)
+            y = y + w[:, None] * ffn(x, w1[e].astype(bf), w3[e].astype(bf), w2[e].astype(bf))
+        return y
+    return fn
+
+
+def router_bias_near_miss(x, wr, br, w1, w3, w2):
+    """A router with a bias (moe.layer's has none): a remark, plain ops."""
+    vals, idx = lax.top_k(jax.nn.softmax(x @ wr + br, -1), 2)
+    gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+    outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+    return jnp.einsum('te,eth->th', gate, outs)
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -364,4 +411,9 @@ def programs(Program):
         "idiom_repeat_interleave_k2": Program(repeat_interleave(2), mixtral_shapes(8, 32, 40, 4)),
         "idiom_fori_loop_k2": Program(fori_loop_experts(2), mixtral_shapes(16, 32, 24, 4)),
         "idiom_threshold_mask_k3": Program(threshold_mask_gate(3), mixtral_shapes(16, 24, 32, 8)),
+        "idiom_take_weights_k2": Program(take_weights(2), mixtral_shapes(6, 32, 40, 4)),
+        "idiom_big_negative_mask_k2": Program(big_negative_mask(2), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_bf16_weights_cast_k2": Program(bf16_weights_cast(2), mixtral_shapes(12, 32, 40, 4)),
+        "idiom_router_bias_near_miss": Program(router_bias_near_miss,
+                                               [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
     }

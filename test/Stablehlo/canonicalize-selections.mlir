@@ -121,10 +121,31 @@ func.func @argsort_negated_and_take_along(%p: tensor<8x6xf32>) -> (tensor<8x2xi3
   %wrapped = stablehlo.select %neg_i, %shifted, %idx : tensor<8x2xi1>, tensor<8x2xi32>
   %at = stablehlo.reshape %wrapped : (tensor<8x2xi32>) -> tensor<8x2x1xi32>
   %g = "stablehlo.gather"(%p, %at) <{dimension_numbers = #stablehlo.gather<collapsed_slice_dims = [1], operand_batching_dims = [0], start_indices_batching_dims = [0], start_index_map = [1], index_vector_dim = 2>, indices_are_sorted = false, slice_sizes = array<i64: 1, 1>}> : (tensor<8x6xf32>, tensor<8x2x1xi32>) -> tensor<8x2xf32>
-  %ok = stablehlo.constant dense<true> : tensor<8x2xi1>
+  %z3 = stablehlo.constant dense<0> : tensor<8x2x1xi32>
+  %last = stablehlo.constant dense<5> : tensor<8x2x1xi32>
+  %ge = stablehlo.compare GE, %at, %z3, SIGNED : (tensor<8x2x1xi32>, tensor<8x2x1xi32>) -> tensor<8x2x1xi1>
+  %le = stablehlo.compare LE, %at, %last, SIGNED : (tensor<8x2x1xi32>, tensor<8x2x1xi32>) -> tensor<8x2x1xi1>
+  %in = stablehlo.and %ge, %le : tensor<8x2x1xi1>
+  %t = stablehlo.constant dense<true> : tensor<i1>
+  %ok = stablehlo.reduce(%in init: %t) applies stablehlo.and across dimensions = [2] : (tensor<8x2x1xi1>, tensor<i1>) -> tensor<8x2xi1>
   %nan = stablehlo.constant dense<0x7FC00000> : tensor<8x2xf32>
   %vals = stablehlo.select %ok, %g, %nan : tensor<8x2xi1>, tensor<8x2xf32>
   return %idx, %vals : tensor<8x2xi32>, tensor<8x2xf32>
+}
+
+// -----
+
+// A NaN mask of another condition than the indices' range stays.
+// CHECK-LABEL: func @other_nan_mask_stays
+// CHECK: %[[V:.*]], %{{.*}} = chlo.top_k(%arg0, k = 2)
+// CHECK: stablehlo.select %arg1, %[[V]], %{{.*}}
+func.func @other_nan_mask_stays(%p: tensor<8x6xf32>, %keep: tensor<8x2xi1>) -> tensor<8x2xf32> {
+  %values, %indices = chlo.top_k(%p, k = 2) : tensor<8x6xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+  %at = stablehlo.reshape %indices : (tensor<8x2xi32>) -> tensor<8x2x1xi32>
+  %g = "stablehlo.gather"(%p, %at) <{dimension_numbers = #stablehlo.gather<collapsed_slice_dims = [1], operand_batching_dims = [0], start_indices_batching_dims = [0], start_index_map = [1], index_vector_dim = 2>, indices_are_sorted = false, slice_sizes = array<i64: 1, 1>}> : (tensor<8x6xf32>, tensor<8x2x1xi32>) -> tensor<8x2xf32>
+  %nan = stablehlo.constant dense<0x7FC00000> : tensor<8x2xf32>
+  %vals = stablehlo.select %keep, %g, %nan : tensor<8x2xi1>, tensor<8x2xf32>
+  return %vals : tensor<8x2xf32>
 }
 
 // -----

@@ -203,10 +203,48 @@ chlo::TopKOp topKOfIndices(Value v) {
   }
 }
 
+/// `pred` is JAX's range test of a fill-mode gather's indices `indices` into
+/// a dim of `size`: (i >= 0 && i <= size - 1), and-reduced over the index
+/// vector, broadcast to the result.
+bool isInRangeTest(Value pred, Value indices, int64_t size) {
+  SmallVector<int64_t> dims;
+  Value test = broadcastChainSource(pred, dims);
+  if (auto all = test.getDefiningOp<shlo::ReduceOp>();
+      all && all.getInputs().size() == 1 && splatValue(all.getInitValues()[0]).value_or(0) != 0) { // true
+    Block &body = all.getBody().front();
+    if (!isa<shlo::AndOp>(body.front()))
+      return false;
+    test = all.getInputs()[0];
+  }
+  auto both = test.getDefiningOp<shlo::AndOp>();
+  auto compares = [&](Value v, shlo::ComparisonDirection d, double bound) {
+    auto c = v.getDefiningOp<shlo::CompareOp>();
+    return c && c.getComparisonDirection() == d && c.getLhs() == indices && isSplat(c.getRhs(), bound);
+  };
+  return both && compares(both.getLhs(), shlo::ComparisonDirection::GE, 0) &&
+         compares(both.getRhs(), shlo::ComparisonDirection::LE, static_cast<double>(size - 1));
+}
+
+/// select(in range, gather(v, top-k indices), NaN): JAX's fill mode
+/// (jnp.take, take_along_axis) around a gather whose indices are top-k
+/// indices, which are always in range -> the gather.
+LogicalResult dropFillOfTopKGather(shlo::SelectOp select) {
+  auto gather = select.getOnTrue().getDefiningOp<shlo::GatherOp>();
+  if (!gather || !isNaNSplat(select.getOnFalse()) || !topKOfIndices(gather.getStartIndices()))
+    return failure();
+  ArrayRef<int64_t> map = gather.getDimensionNumbers().getStartIndexMap();
+  if (map.size() != 1)
+    return failure();
+  int64_t size = cast<RankedTensorType>(gather.getOperand().getType()).getDimSize(map[0]);
+  if (ShapedType::isDynamic(size) || !isInRangeTest(select.getPred(), gather.getStartIndices(), size))
+    return failure();
+  select.getResult().replaceAllUsesWith(gather.getResult());
+  select->erase();
+  return success();
+}
+
 /// take_along_axis(scores, top_k(scores).indices, -1): a gather of one
-/// element per (leading index, slot) -> top_k's values. JAX masks an
-/// out-of-range index's result to NaN; top_k's indices never are, so the
-/// mask goes too.
+/// element per (leading index, slot) -> top_k's values.
 LogicalResult takeAlongAsTopKValues(shlo::GatherOp gather) {
   Value scores = gather.getOperand();
   auto type = cast<RankedTensorType>(scores.getType());
@@ -221,13 +259,6 @@ LogicalResult takeAlongAsTopKValues(shlo::GatherOp gather) {
       d.getStartIndexMap() != ArrayRef<int64_t>{rank - 1} || d.getCollapsedSliceDims() != ArrayRef<int64_t>{rank - 1} ||
       !d.getOffsetDims().empty() || llvm::any_of(gather.getSliceSizes(), [](int64_t s) { return s != 1; }))
     return failure();
-  for (Operation *user : llvm::make_early_inc_range(gather->getUsers())) {
-    auto select = dyn_cast<shlo::SelectOp>(user);
-    if (select && select.getOnTrue() == gather.getResult() && isNaNSplat(select.getOnFalse())) {
-      select.getResult().replaceAllUsesWith(topk.getValues());
-      select->erase();
-    }
-  }
   gather.getResult().replaceAllUsesWith(topk.getValues());
   gather->erase();
   return success();
@@ -303,6 +334,10 @@ void mlir::moe::stablehlo_raise::canonicalizeSelections(Operation *root) {
       (void)argmaxAsTopK(cast<shlo::ReduceOp>(op));
   }
   // The gathers read the new top_ks' indices.
+  SmallVector<shlo::SelectOp> selects;
+  root->walk([&](shlo::SelectOp select) { selects.push_back(select); });
+  for (shlo::SelectOp select : selects)
+    (void)dropFillOfTopKGather(select);
   SmallVector<shlo::GatherOp> gathers;
   root->walk([&](shlo::GatherOp gather) { gathers.push_back(gather); });
   for (shlo::GatherOp gather : gathers)

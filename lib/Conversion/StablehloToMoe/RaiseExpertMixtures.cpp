@@ -662,13 +662,15 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
     }
     return success();
   }
-  // softmax(where(logits >= top_k(logits).values[:, k-1:k], logits, -inf))
+  // softmax(where(logits >= top_k(logits).values[:, k-1:k], logits, -inf)),
+  // or a large negative fill (-1e9, finfo.min): exp(fill - max) is 0 in f32
+  // whenever the largest logit exceeds fill + 104, as any real one does.
   NoMatch ignored;
   FailureOr<Value> masked = softmaxInput(gate, ignored);
   auto select = succeeded(masked) ? masked->getDefiningOp<shlo::SelectOp>() : nullptr;
   auto ge = select ? select.getPred().getDefiningOp<shlo::CompareOp>() : nullptr;
   std::optional<double> fill = select ? splatValue(select.getOnFalse()) : std::nullopt;
-  if (ge && ge.getComparisonDirection() == shlo::ComparisonDirection::GE && fill && std::isinf(*fill) && *fill < 0 &&
+  if (ge && ge.getComparisonDirection() == shlo::ComparisonDirection::GE && fill && *fill <= -1e4 &&
       ge.getLhs() == select.getOnTrue()) {
     if (chlo::TopKOp topk = thresholdTopK(ge)) {
       NoMatch routerFail;
@@ -745,6 +747,9 @@ FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &l
     vals = withoutUnitDims(vals);
     ids = withoutUnitDims(ids);
   }
+  // Weights cast to a 16-bit x's type (vals.astype(x.dtype)): the layer
+  // combines with the f32 weights, which differ by that rounding only.
+  vals = withoutConverts(vals);
   FailureOr<chlo::TopKOp> topk = topKRouting(vals, layer, fail);
   if (failed(topk))
     return failure();

@@ -301,6 +301,11 @@ LogicalResult routerLogits(Value z, Value x, RecognisedLayer &layer, NoMatch &fa
   shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
   // x [T, H] or [B, S, H], contracted on its last dim.
   int64_t xRank = router ? cast<RankedTensorType>(router.getLhs().getType()).getRank() : 0;
+  if (auto biased = z.getDefiningOp<shlo::AddOp>();
+      biased && (biased.getLhs().getDefiningOp<shlo::DotGeneralOp>() || biased.getRhs().getDefiningOp<shlo::DotGeneralOp>())) {
+    fail.why = "the router adds a bias to x @ router_weight, which moe.layer's router does not have";
+    return failure();
+  }
   if (!router || (x && router.getLhs() != x) || !rd.getLhsBatchingDimensions().empty() || xRank < 2 || xRank > 3 ||
       rd.getLhsContractingDimensions() != ArrayRef<int64_t>{xRank - 1} || rd.getRhsContractingDimensions().size() != 1 ||
       cast<RankedTensorType>(router.getRhs().getType()).getRank() != 2) {

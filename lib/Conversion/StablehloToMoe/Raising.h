@@ -21,8 +21,9 @@ struct RaiseOptions {
 
 /// Rewrites the other spellings of a selection into chlo.top_k: argsort
 /// cut to k (sortAsTopK), jnp.argmax / jnp.max of router scores (top-1),
-/// take_along_axis of the scores by the top-k indices (its values)
-/// (CanonicalizeSelections.cpp).
+/// take_along_axis of the scores by the top-k indices (its values), and the
+/// fill-mode NaN mask around any gather at top-k indices (never out of
+/// range) dropped (CanonicalizeSelections.cpp).
 void canonicalizeSelections(Operation *root);
 
 /// Replaces every dot_general that is JAX's CPU expansion of ragged_dot by
