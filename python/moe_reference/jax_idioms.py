@@ -372,6 +372,32 @@ def router_bias_near_miss(x, wr, br, w1, w3, w2):
     return jnp.einsum('te,eth->th', gate, outs)
 
 
+def any_mask_gate(k):
+    """The softmax kept where jnp.any(idx[..., None] == arange(E), 1) marks
+    the top-k of the logits, renormalised; vmapped experts."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        probs = jax.nn.softmax(logits)
+        idx = lax.top_k(logits, k)[1]
+        mask = jnp.any(idx[..., None] == jnp.arange(wr.shape[1]), axis=1)
+        gate = jnp.where(mask, probs, 0.0)
+        gate = gate / gate.sum(-1, keepdims=True)
+        outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+        return jnp.einsum('te,eth->th', gate, outs)
+    return fn
+
+
+def sigmoid_topk_renorm(k):
+    """Sigmoid scores, their top-k renormalised (no groups, no bias)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.sigmoid(x @ wr), k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+        outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+        return jnp.einsum('te,eth->th', gate, outs)
+    return fn
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -414,6 +440,8 @@ def programs(Program):
         "idiom_take_weights_k2": Program(take_weights(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_big_negative_mask_k2": Program(big_negative_mask(2), mixtral_shapes(12, 24, 32, 6)),
         "idiom_bf16_weights_cast_k2": Program(bf16_weights_cast(2), mixtral_shapes(12, 32, 40, 4)),
+        "idiom_any_mask_gate_k2": Program(any_mask_gate(2), mixtral_shapes(12, 32, 40, 4)),
+        "idiom_sigmoid_topk_renorm_k3": Program(sigmoid_topk_renorm(3), mixtral_shapes(10, 24, 32, 8)),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,
                                                [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
     }

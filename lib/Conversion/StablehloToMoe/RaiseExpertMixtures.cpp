@@ -467,6 +467,20 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
     top = s;
     sigmoid = true;
   }
+  // top_k(sigmoid(x @ wr)).values (sigmoid keeps the order: the same
+  // experts and weights as sigmoid of the top-k logits).
+  if (!top)
+    if (auto scored = withoutUnitDims(selected).getDefiningOp<chlo::TopKOp>();
+        scored && withoutUnitDims(selected) == scored.getValues())
+      if (Value z = sigmoidInput(withoutConverts(scored.getOperand()))) {
+        NoMatch routerFail;
+        if (succeeded(routerLogits(withoutConverts(z), Value(), layer, routerFail))) {
+          layer.k = scored.getK();
+          layer.sigmoid = true;
+          layer.normalize = renormalised;
+          return scored;
+        }
+      }
   top = top ? withoutUnitDims(top) : top;
   auto selection = top ? top.getDefiningOp<chlo::TopKOp>() : nullptr;
   if (selection && top == selection.getValues()) {
@@ -507,8 +521,8 @@ chlo::TopKOp thresholdTopK(Value mask) {
 }
 
 /// The top-k whose experts `mask` [T, E] marks: one_hot(ids) of top-1 ids
-/// [T] (argmax), the sum over slots of one_hot(ids) [T, K, E], or the
-/// scores reaching their k-th largest; or null.
+/// [T] (argmax), the sum (or jnp.any) over slots of one_hot(ids) [T, K, E],
+/// or the scores reaching their k-th largest; or null.
 chlo::TopKOp topKMembership(Value mask) {
   mask = withoutConverts(mask);
   if (chlo::TopKOp topk = thresholdTopK(mask))
@@ -516,8 +530,10 @@ chlo::TopKOp topKMembership(Value mask) {
   Value ids;
   if (auto sum = mask.getDefiningOp<shlo::ReduceOp>()) {
     int64_t rank = cast<RankedTensorType>(sum.getInputs()[0].getType()).getRank();
+    Block &body = sum.getBody().front();
+    bool anyBody = llvm::hasNItems(body, 2) && isa<shlo::OrOp>(body.front()) && isSplat(sum.getInitValues()[0], 0);
     if (sum.getInputs().size() == 1 && rank == 3 && sum.getDimensions() == ArrayRef<int64_t>{1} &&
-        isAddBody(sum.getBody()))
+        (isAddBody(sum.getBody()) || anyBody))
       ids = oneHotIds(withoutConverts(sum.getInputs()[0]));
   } else if (cast<RankedTensorType>(mask.getType()).getRank() == 2) {
     ids = oneHotIds(mask);
@@ -611,7 +627,7 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
       renormalised = true;
     }
     if (auto select = kept.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0))
-      if (chlo::TopKOp topk = thresholdTopK(select.getPred()))
+      if (chlo::TopKOp topk = topKMembership(select.getPred()))
         return maskedScoresRouting(select.getOnTrue(), topk, renormalised, layer, fail);
     if (auto mul = kept.getDefiningOp<shlo::MulOp>())
       for (auto [mask, scores] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
