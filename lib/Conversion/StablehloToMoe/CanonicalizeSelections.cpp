@@ -92,8 +92,7 @@ TopKResults buildTopK(OpBuilder &b, Location loc, Value scores, int64_t k, Type 
       v = shlo::ReshapeOp::create(b, loc, wantType, v);
     return v;
   };
-  return {valuesType ? shaped(topk.getValues(), valuesType) : Value(),
-          indicesType ? shaped(topk.getIndices(), indicesType) : Value()};
+  return {shaped(topk.getValues(), valuesType), shaped(topk.getIndices(), indicesType)};
 }
 
 /// Is `scores` what a router produces (logits x @ w, or their softmax or
@@ -146,14 +145,9 @@ bool isArgmaxBody(Region &body) {
          isOr(indexSelect.getPred(), valueWins, tieToSmaller);
 }
 
-bool reducesLastDimOf(shlo::ReduceOp reduce, Value input) {
-  auto type = cast<RankedTensorType>(input.getType());
-  return reduce.getDimensions() == ArrayRef<int64_t>{type.getRank() - 1};
-}
-
 /// jnp.max(scores, -1): a one-input max reduce from -inf over the last dim.
 bool isRowMax(shlo::ReduceOp reduce, Value scores) {
-  if (reduce.getInputs().size() != 1 || reduce.getInputs()[0] != scores || !reducesLastDimOf(reduce, scores) ||
+  if (reduce.getInputs().size() != 1 || reduce.getInputs()[0] != scores || !reducesLastDim(reduce) ||
       !isSplat(reduce.getInitValues()[0], -std::numeric_limits<double>::infinity()))
     return false;
   Block &block = reduce.getBody().front();
@@ -168,7 +162,7 @@ LogicalResult argmaxAsTopK(shlo::ReduceOp reduce) {
     return failure();
   Value scores = reduce.getInputs()[0];
   auto type = cast<RankedTensorType>(scores.getType());
-  if (!isa<FloatType>(type.getElementType()) || !reducesLastDimOf(reduce, scores) ||
+  if (!isa<FloatType>(type.getElementType()) || !reducesLastDim(reduce) ||
       !isIotaAlong(reduce.getInputs()[1], type.getRank() - 1) ||
       !isSplat(reduce.getInitValues()[0], -std::numeric_limits<double>::infinity()) ||
       !isSplat(reduce.getInitValues()[1], 0) || !isArgmaxBody(reduce.getBody()) || !isRouterScore(scores))

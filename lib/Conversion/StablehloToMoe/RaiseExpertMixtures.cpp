@@ -469,9 +469,8 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
   }
   // top_k(sigmoid(x @ wr)).values (sigmoid keeps the order: the same
   // experts and weights as sigmoid of the top-k logits).
-  if (!top)
-    if (auto scored = withoutUnitDims(selected).getDefiningOp<chlo::TopKOp>();
-        scored && withoutUnitDims(selected) == scored.getValues())
+  if (Value scores = withoutUnitDims(selected); !top)
+    if (auto scored = scores.getDefiningOp<chlo::TopKOp>(); scored && scores == scored.getValues())
       if (Value z = sigmoidInput(withoutConverts(scored.getOperand()))) {
         NoMatch routerFail;
         if (succeeded(routerLogits(withoutConverts(z), Value(), layer, routerFail))) {
@@ -1025,6 +1024,31 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
   return m;
 }
 
+/// The FFNs of a sum with one term per expert (found in any order) as the
+/// mixture's experts, in expert order, each on its own expert's weights.
+LogicalResult takeOnePerExpert(MutableArrayRef<std::pair<int64_t, ExpertFfn>> byExpert, Mixture &m, NoMatch &fail) {
+  int64_t experts = routerExperts(m.layer);
+  llvm::sort(byExpert, [](auto &a, auto &b) { return a.first < b.first; });
+  for (auto [e, item] : llvm::enumerate(byExpert)) {
+    if (item.first != static_cast<int64_t>(e)) {
+      fail.why = "the sum does not have one term per expert";
+      return failure();
+    }
+    for (const WeightView *v : {&item.second.w1, &item.second.w3, &item.second.w2})
+      if (v->base && v->expert >= 0 && v->expert != item.first) {
+        fail.why = "expert " + std::to_string(item.first) + "'s term uses another expert's weights";
+        return failure();
+      }
+    m.ffns.push_back(item.second);
+  }
+  if (static_cast<int64_t>(m.ffns.size()) != experts) {
+    fail.why = "the sum has " + std::to_string(m.ffns.size()) + " expert terms for " + std::to_string(experts) +
+               " routed experts";
+    return failure();
+  }
+  return success();
+}
+
 /// y = sum_e G[:, e] * FFN_e(x), written as a Python loop over experts.
 FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   Mixture m;
@@ -1076,25 +1100,8 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
     }
     byExpert.push_back({column->first, ffn});
   }
-  int64_t experts = routerExperts(m.layer);
-  llvm::sort(byExpert, [](auto &a, auto &b) { return a.first < b.first; });
-  for (auto [e, item] : llvm::enumerate(byExpert)) {
-    if (item.first != static_cast<int64_t>(e)) {
-      fail.why = "the sum does not have one term per expert";
-      return failure();
-    }
-    for (const WeightView *v : {&item.second.w1, &item.second.w3, &item.second.w2})
-      if (v->base && v->expert >= 0 && v->expert != item.first) {
-        fail.why = "expert " + std::to_string(item.first) + "'s term uses another expert's weights";
-        return failure();
-      }
-    m.ffns.push_back(item.second);
-  }
-  if (static_cast<int64_t>(m.ffns.size()) != experts) {
-    fail.why = "the sum has " + std::to_string(m.ffns.size()) + " expert terms for " + std::to_string(experts) +
-               " routed experts";
+  if (failed(takeOnePerExpert(byExpert, m, fail)))
     return failure();
-  }
   return m;
 }
 
@@ -1180,18 +1187,8 @@ FailureOr<Mixture> matchSlotRows(Operation *op, NoMatch &fail) {
           v->input = m.layer.x;
       byExpert.push_back({*e, ffn});
     }
-    llvm::sort(byExpert, [](auto &a, auto &b) { return a.first < b.first; });
-    for (auto [e, item] : llvm::enumerate(byExpert)) {
-      if (item.first != static_cast<int64_t>(e)) {
-        fail.why = "the slot rows' sum does not have one term per expert";
-        return failure();
-      }
-      m.ffns.push_back(item.second);
-    }
-    if (static_cast<int64_t>(m.ffns.size()) != routerExperts(m.layer)) {
-      fail.why = "the slot rows' sum does not have one term per routed expert";
+    if (failed(takeOnePerExpert(byExpert, m, fail)))
       return failure();
-    }
     return m;
   }
   return failure();
