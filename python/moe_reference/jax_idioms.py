@@ -398,6 +398,62 @@ def sigmoid_topk_renorm(k):
     return fn
 
 
+def slot_loop_gather(k):
+    """A Python loop over the k slots: each slot's experts' weights gathered
+    per token by its column of the indices, w1[idx[:, s]] [T, H, F]."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        gates = jax.nn.softmax(vals, -1)
+        y = jnp.zeros_like(x)
+        for s in range(k):
+            e = idx[:, s]
+            h = jax.nn.silu(jnp.einsum('th,thf->tf', x, w1[e])) * jnp.einsum('th,thf->tf', x, w3[e])
+            y = y + gates[:, s:s + 1] * jnp.einsum('tf,tfh->th', h, w2[e])
+        return y
+    return fn
+
+
+def slot_loop_crossed_near_miss(x, wr, w1, w3, w2):
+    """The slot loop with each slot's output weighted by the other slot's
+    gate: no MoE layer; a remark, plain ops."""
+    vals, idx = lax.top_k(x @ wr, 2)
+    gates = jax.nn.softmax(vals, -1)
+    y = jnp.zeros_like(x)
+    for s in range(2):
+        e = idx[:, s]
+        h = jax.nn.silu(jnp.einsum('th,thf->tf', x, w1[e])) * jnp.einsum('th,thf->tf', x, w3[e])
+        y = y + gates[:, 1 - s:2 - s] * jnp.einsum('tf,tfh->th', h, w2[e])
+    return y
+
+
+def vmap_per_token(k):
+    """jax.vmap over tokens of a jax.vmap over their k (expert, weight)
+    pairs, each indexing the stacks w1[e] (vmap's gathers index every dim)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+
+        def token(xt, ids, gates):
+            def slot(e, g):
+                return g * ffn(xt, w1[e], w3[e], w2[e])
+            return jax.vmap(slot)(ids, gates).sum(0)
+        return jax.vmap(token)(x, idx, vals)
+    return fn
+
+
+def sort_threshold_loop(k):
+    """The k-th largest logit from a full jnp.sort, softmax of the logits
+    masked below it, a loop over experts reading the gate's columns."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        kth = jnp.sort(logits, axis=-1)[:, -k:-k + 1]
+        gate = jax.nn.softmax(jnp.where(logits >= kth, logits, -jnp.inf), -1)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            y = y + gate[:, e:e + 1] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -442,6 +498,10 @@ def programs(Program):
         "idiom_bf16_weights_cast_k2": Program(bf16_weights_cast(2), mixtral_shapes(12, 32, 40, 4)),
         "idiom_any_mask_gate_k2": Program(any_mask_gate(2), mixtral_shapes(12, 32, 40, 4)),
         "idiom_sigmoid_topk_renorm_k3": Program(sigmoid_topk_renorm(3), mixtral_shapes(10, 24, 32, 8)),
+        "idiom_slot_loop_gather_k2": Program(slot_loop_gather(2), mixtral_shapes(6, 32, 40, 4)),
+        "idiom_slot_loop_crossed_near_miss": Program(slot_loop_crossed_near_miss, mixtral_shapes(6, 32, 40, 4)),
+        "idiom_vmap_per_token_k3": Program(vmap_per_token(3), mixtral_shapes(10, 24, 32, 6)),
+        "idiom_sort_threshold_loop_k2": Program(sort_threshold_loop(2), mixtral_shapes(12, 32, 24, 8)),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,
                                                [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
     }

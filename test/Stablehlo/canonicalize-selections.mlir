@@ -173,3 +173,46 @@ func.func @sorts_that_select_differently_stay(%p: tensor<8x6xf32>) -> (tensor<8x
   %idx2 = stablehlo.slice %t#1 [0:8, 0:2] : (tensor<8x6xi32>) -> tensor<8x2xi32>
   return %idx, %idx2 : tensor<8x2xi32>, tensor<8x2xi32>
 }
+
+// -----
+
+// jnp.sort(logits)[:, -2:-1]: the 2nd largest router logit of each row, as
+// the last value of a top-2 (what a `logits >= kth` mask reads).
+// CHECK-LABEL: func @sorted_column_of_router_logits
+// CHECK: %[[V:.*]], %{{.*}} = chlo.top_k(%[[Z:.*]], k = 2) : tensor<8x6xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+// CHECK: %[[KTH:.*]] = stablehlo.slice %[[V]] [0:8, 1:2] : (tensor<8x2xf32>) -> tensor<8x1xf32>
+// CHECK-NOT: stablehlo.sort
+// CHECK: return %[[KTH]]
+func.func @sorted_column_of_router_logits(%x: tensor<8x16xf32>, %wr: tensor<16x6xf32>) -> tensor<8x1xf32> {
+  %z = stablehlo.dot_general %x, %wr, contracting_dims = [1] x [0] : (tensor<8x16xf32>, tensor<16x6xf32>) -> tensor<8x6xf32>
+  %s = "stablehlo.sort"(%z) <{dimension = 1 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+    %lt = stablehlo.compare LT, %a, %b, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8x6xf32>) -> tensor<8x6xf32>
+  %kth = stablehlo.slice %s [0:8, 4:5] : (tensor<8x6xf32>) -> tensor<8x1xf32>
+  return %kth : tensor<8x1xf32>
+}
+
+// -----
+
+// A sort of data no router produced, or read as more than one column, stays.
+// CHECK-LABEL: func @sorted_data_or_range_stays
+// CHECK-COUNT-2: stablehlo.sort
+// CHECK-NOT: chlo.top_k
+func.func @sorted_data_or_range_stays(%p: tensor<8x6xf32>, %x: tensor<8x16xf32>, %wr: tensor<16x6xf32>) -> (tensor<8x1xf32>, tensor<8x2xf32>) {
+  %s = "stablehlo.sort"(%p) <{dimension = 1 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+    %lt = stablehlo.compare LT, %a, %b, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8x6xf32>) -> tensor<8x6xf32>
+  %kth = stablehlo.slice %s [0:8, 4:5] : (tensor<8x6xf32>) -> tensor<8x1xf32>
+  %z = stablehlo.dot_general %x, %wr, contracting_dims = [1] x [0] : (tensor<8x16xf32>, tensor<16x6xf32>) -> tensor<8x6xf32>
+  %t = "stablehlo.sort"(%z) <{dimension = 1 : i64, is_stable = true}> ({
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+    %lt = stablehlo.compare LT, %a, %b, TOTALORDER : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) : (tensor<8x6xf32>) -> tensor<8x6xf32>
+  %top2 = stablehlo.slice %t [0:8, 4:6] : (tensor<8x6xf32>) -> tensor<8x2xf32>
+  return %kth, %top2 : tensor<8x1xf32>, tensor<8x2xf32>
+}

@@ -2,7 +2,8 @@
 //
 // Routing code selects experts with lax.top_k, but also with jnp.argmax
 // (Switch, top-1), an argsort cut to its first k, and reads the selected
-// scores back with jnp.max or take_along_axis. Each becomes chlo.top_k, the
+// scores back with jnp.max or take_along_axis, or thresholds the scores at
+// the k-th largest taken from a full jnp.sort. Each becomes chlo.top_k, the
 // one selection the layer matchers read. Every rewrite is exact: a stable
 // descending sort, argmax's first-maximum rule and top_k's lower-index-first
 // ties pick the same indices.
@@ -258,6 +259,54 @@ LogicalResult takeAlongAsTopKValues(shlo::GatherOp gather) {
   return success();
 }
 
+/// jnp.sort(scores)[..., c:c+1] of router scores, the j-th largest score
+/// of each row (j = E - c ascending, c + 1 descending) -> top_k(scores,
+/// j).values[..., j-1:j]: the same value (a threshold `scores >= kth`).
+LogicalResult sortedColumnAsTopK(shlo::SortOp sort) {
+  if (sort.getInputs().size() != 1)
+    return failure();
+  Value scores = sort.getInputs()[0];
+  auto type = cast<RankedTensorType>(scores.getType());
+  int64_t rank = type.getRank(), last = rank - 1;
+  auto dimension = static_cast<int64_t>(sort.getDimension());
+  std::optional<shlo::ComparisonDirection> direction = sortDirection(sort.getComparator());
+  if ((dimension < 0 ? dimension + rank : dimension) != last || !direction || !type.hasStaticShape() ||
+      !isRouterScore(scores) || sort->use_empty())
+    return failure();
+  int64_t size = type.getDimSize(last);
+  SmallVector<std::pair<shlo::SliceOp, int64_t>> columns;
+  for (Operation *user : sort->getUsers()) {
+    auto slice = dyn_cast<shlo::SliceOp>(user);
+    if (!slice)
+      return failure();
+    for (int64_t d = 0; d < last; ++d)
+      if (slice.getStartIndices()[d] != 0 || slice.getLimitIndices()[d] != type.getDimSize(d))
+        return failure();
+    int64_t c = slice.getStartIndices()[last];
+    if (slice.getLimitIndices()[last] != c + 1)
+      return failure();
+    columns.push_back({slice, *direction == shlo::ComparisonDirection::LT ? size - c : c + 1});
+  }
+  OpBuilder b(sort);
+  Location loc = sort.getLoc();
+  for (auto [slice, j] : columns) {
+    b.setInsertionPoint(slice);
+    SmallVector<int64_t> shape(type.getShape());
+    shape.back() = j;
+    TopKResults top = buildTopK(b, loc, scores, j, RankedTensorType::get(shape, type.getElementType()),
+                                RankedTensorType::get(shape, b.getI32Type()));
+    SmallVector<int64_t> starts(rank, 0), limits(type.getShape()), strides(rank, 1);
+    starts[last] = j - 1;
+    limits[last] = j;
+    auto kth = shlo::SliceOp::create(b, loc, slice.getType(), top.values, b.getDenseI64ArrayAttr(starts),
+                                     b.getDenseI64ArrayAttr(limits), b.getDenseI64ArrayAttr(strides));
+    slice.getResult().replaceAllUsesWith(kth.getResult());
+    slice->erase();
+  }
+  sort->erase();
+  return success();
+}
+
 } // namespace
 
 LogicalResult mlir::moe::stablehlo_raise::sortAsTopK(shlo::SortOp sort) {
@@ -323,7 +372,7 @@ void mlir::moe::stablehlo_raise::canonicalizeSelections(Operation *root) {
   });
   for (Operation *op : ops) {
     if (auto sort = dyn_cast<shlo::SortOp>(op))
-      (void)sortAsTopK(sort);
+      (void)(succeeded(sortAsTopK(sort)) || succeeded(sortedColumnAsTopK(sort)));
     else
       (void)argmaxAsTopK(cast<shlo::ReduceOp>(op));
   }

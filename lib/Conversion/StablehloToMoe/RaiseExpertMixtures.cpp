@@ -160,8 +160,9 @@ struct Matcher {
     return WeightView{slice.getOperand(), 0, kept[inDim2d], kept[1 - inDim2d], slice.getStartIndices()[0]};
   }
 
-  /// w[idx] of a rank-3 stack for top-k ids [T, k]: a gather of one matrix
-  /// per (token, slot), result [T, k, the stack's other two dims].
+  /// w[idx] of a rank-3 stack for top-k ids [T, k] (one matrix per (token,
+  /// slot): [T, k, the stack's other two dims]) or for one slot's ids [T]
+  /// (w[idx[:, s]]: [T, the other two dims]).
   std::optional<WeightView> gatheredWeight(Value w) const {
     auto gather = w.getDefiningOp<shlo::GatherOp>();
     if (!gather)
@@ -169,9 +170,12 @@ struct Matcher {
     auto stack = cast<RankedTensorType>(gather.getOperand().getType());
     auto indices = cast<RankedTensorType>(gather.getStartIndices().getType());
     shlo::GatherDimensionNumbersAttr d = gather.getDimensionNumbers();
-    if (stack.getRank() != 3 || indices.getRank() != 3 || indices.getDimSize(2) != 1 ||
-        d.getCollapsedSliceDims().size() != 1 || d.getStartIndexMap() != d.getCollapsedSliceDims() ||
-        d.getIndexVectorDim() != 2 || d.getOffsetDims() != ArrayRef<int64_t>{2, 3} ||
+    int64_t vectorDim = d.getIndexVectorDim();
+    bool explicitVector = vectorDim < indices.getRank();
+    int64_t lead = indices.getRank() - (explicitVector ? 1 : 0);
+    if (stack.getRank() != 3 || (lead != 1 && lead != 2) || vectorDim != lead ||
+        (explicitVector && indices.getDimSize(vectorDim) != 1) || d.getCollapsedSliceDims().size() != 1 ||
+        d.getStartIndexMap() != d.getCollapsedSliceDims() || d.getOffsetDims() != ArrayRef<int64_t>{lead, lead + 1} ||
         !d.getOperandBatchingDims().empty())
       return std::nullopt;
     int64_t eDim = d.getCollapsedSliceDims()[0];
@@ -185,8 +189,8 @@ struct Matcher {
     return view;
   }
 
-  /// A contraction of `a` with weights gathered per (token, slot): batched
-  /// over a's token (and slot) dims, contracting `contracted`.
+  /// A contraction of `a` with weights gathered per token (and slot):
+  /// batched over a's token (and slot) dims, contracting `contracted`.
   LogicalResult contractWithGathered(shlo::DotGeneralOp dot, bool aIsLhs, const Roles &aRoles, Role contracted,
                                      Role outRole, WeightView view, WeightView &out, Roles &roles) {
     shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
@@ -194,12 +198,16 @@ struct Matcher {
     ArrayRef<int64_t> wContract = aIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
     ArrayRef<int64_t> aBatch = aIsLhs ? d.getLhsBatchingDimensions() : d.getRhsBatchingDimensions();
     ArrayRef<int64_t> wBatch = aIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
-    if (aContract.size() != 1 || aRoles[aContract[0]] != contracted || wContract.size() != 1 || wContract[0] < 2) {
+    // [T, (k,) the stack's other two dims]
+    int64_t rank = cast<RankedTensorType>((aIsLhs ? dot.getRhs() : dot.getLhs()).getType()).getRank();
+    int64_t lead = rank - 2;
+    if (aContract.size() != 1 || aRoles[aContract[0]] != contracted || wContract.size() != 1 ||
+        wContract[0] < lead) {
       fail.why = "a gathered expert projection does not contract the right size";
       return failure();
     }
     for (auto [ab, wb] : llvm::zip(aBatch, wBatch))
-      if (wb > 1 || aRoles[ab] != (wb == 0 ? Role::token : Role::slot)) {
+      if (wb >= lead || aRoles[ab] != (wb == 0 ? Role::token : Role::slot)) {
         fail.why = "a gathered expert projection is not batched over its tokens and slots";
         return failure();
       }
@@ -207,19 +215,19 @@ struct Matcher {
       fail.why = "a gathered expert projection is not batched over its tokens";
       return failure();
     }
-    // The stack's dims other than the experts', in order, follow [T, k].
+    // The stack's dims other than the experts', in order, follow [T, (k)].
     SmallVector<int64_t> rest;
     for (int64_t dim = 0; dim < 3; ++dim)
       if (dim != view.eDim)
         rest.push_back(dim);
-    view.inDim = rest[wContract[0] - 2];
-    view.outDim = rest[3 - wContract[0]];
+    view.inDim = rest[wContract[0] - lead];
+    view.outDim = rest[1 - (wContract[0] - lead)];
     view.outEnd = cast<RankedTensorType>(view.base.getType()).getDimSize(view.outDim);
     out = view;
     Roles wFree;
-    for (int64_t dim = 0; dim < 4; ++dim)
+    for (int64_t dim = 0; dim < rank; ++dim)
       if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
-        wFree.push_back(dim == 0 ? Role::token : dim == 1 ? Role::slot : outRole);
+        wFree.push_back(dim == 0 ? Role::token : dim < lead ? Role::slot : outRole);
     roles = dotResultRoles(aIsLhs, aRoles, aContract, aBatch, wFree);
     return success();
   }
@@ -237,7 +245,12 @@ struct Matcher {
     ArrayRef<int64_t> wBatch = aIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
     Value w = aIsLhs ? dot.getRhs() : dot.getLhs();
     auto wType = cast<RankedTensorType>(w.getType());
-    if (std::optional<WeightView> gathered = wType.getRank() == 4 ? gatheredWeight(w) : std::nullopt)
+    // Gathered per token: [T, k, In, Out], or [T, In, Out] batched with a's
+    // tokens (a [T, In, Out] that is not is a stack of experts).
+    bool tokenBatched = llvm::is_contained(wBatch, 0) && !aBatch.empty() &&
+                        aRoles[aBatch[llvm::find(wBatch, 0) - wBatch.begin()]] == Role::token;
+    if (std::optional<WeightView> gathered =
+            wType.getRank() == 4 || (wType.getRank() == 3 && tokenBatched) ? gatheredWeight(w) : std::nullopt)
       return contractWithGathered(dot, aIsLhs, aRoles, contracted, outRole, *gathered, view, roles);
     if (aContract.size() != 1 || aRoles[aContract[0]] != contracted) {
       fail.why = "an expert projection does not contract the " +
@@ -703,6 +716,23 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
   return failure();
 }
 
+/// `v` = of[..., c:c+1], a slice of one column of the last dim: returns c
+/// and sets `of`.
+std::optional<int64_t> lastDimColumn(Value v, Value &of) {
+  auto column = v.getDefiningOp<shlo::SliceOp>();
+  if (!column)
+    return std::nullopt;
+  auto type = cast<RankedTensorType>(column.getOperand().getType());
+  int64_t last = type.getRank() - 1;
+  for (int64_t d = 0; d < last; ++d)
+    if (column.getStartIndices()[d] != 0 || column.getLimitIndices()[d] != type.getDimSize(d))
+      return std::nullopt;
+  if (column.getLimitIndices()[last] != column.getStartIndices()[last] + 1 || column.getStrides()[last] != 1)
+    return std::nullopt;
+  of = column.getOperand();
+  return column.getStartIndices()[last];
+}
+
 /// The slots routed to one expert e: `idx == e` (as a mask or converted to
 /// numbers) or column e of one_hot(idx); returns e and sets `ids`.
 std::optional<int64_t> expertMask(Value mask, Value &ids) {
@@ -719,26 +749,31 @@ std::optional<int64_t> expertMask(Value mask, Value &ids) {
   // one_hot(idx, E)[..., e]: a slice of one column of the last dim.
   while (auto reshape = mask.getDefiningOp<shlo::ReshapeOp>())
     mask = reshape.getOperand();
-  auto column = mask.getDefiningOp<shlo::SliceOp>();
-  if (!column)
-    return std::nullopt;
-  auto type = cast<RankedTensorType>(column.getOperand().getType());
-  int64_t last = type.getRank() - 1;
-  for (int64_t d = 0; d < last; ++d)
-    if (column.getStartIndices()[d] != 0 || column.getLimitIndices()[d] != type.getDimSize(d))
-      return std::nullopt;
-  if (column.getLimitIndices()[last] != column.getStartIndices()[last] + 1 || column.getStrides()[last] != 1)
-    return std::nullopt;
-  Value oneHot = oneHotIds(column.getOperand());
+  Value of;
+  std::optional<int64_t> column = lastDimColumn(mask, of);
+  Value oneHot = column ? oneHotIds(of) : Value();
   if (!oneHot)
     return std::nullopt;
   ids = oneHot;
-  return column.getStartIndices()[last];
+  return column;
 }
 
 /// Column e of the routing gate as a Python loop over experts writes it:
-/// sum_k where(idx == e, vals, 0) (or the product with the mask).
+/// sum_k where(idx == e, vals, 0) (or the product with the mask), or
+/// column e of a dense gate.
 FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail) {
+  // G[:, e] of a dense routing gate [T, E] (a masked softmax, a scatter of
+  // the top-k weights); the gate itself identifies the selection.
+  Value dense;
+  if (std::optional<int64_t> e = lastDimColumn(withoutConverts(column), dense);
+      e && cast<RankedTensorType>(dense.getType()).getRank() == 2) {
+    RecognisedLayer attempt;
+    NoMatch gateFail;
+    if (succeeded(routingGate(dense, attempt, gateFail))) {
+      layer = attempt;
+      return std::pair<int64_t, Value>{*e, dense};
+    }
+  }
   auto sum = withoutConverts(column).getDefiningOp<shlo::ReduceOp>();
   bool summed = sum && sum.getInputs().size() == 1 && reducesLastDim(sum) && isAddBody(sum.getBody());
   // Top-1 ids and weights [T] (argmax) need no sum over slots. 16-bit sums
@@ -1105,6 +1140,80 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   return m;
 }
 
+/// y = sum_s G[:, s] * FFN(x; W[idx[:, s]]): a loop over the k slots, each
+/// slot's expert weights gathered per token by its column of the top-k
+/// indices (decode code that indexes the stacks slot by slot).
+FailureOr<Mixture> matchSlotLoop(ArrayRef<Value> terms, NoMatch &fail) {
+  Mixture m;
+  chlo::TopKOp topk;
+  SmallVector<int64_t> slots;
+  for (Value term : terms) {
+    auto mul = term.getDefiningOp<shlo::MulOp>();
+    if (!mul) {
+      fail.why = "a term of the sum over slots is not a slot's weight times its expert's output";
+      return failure();
+    }
+    std::optional<int64_t> slot;
+    Value output;
+    for (auto [a, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
+      SmallVector<int64_t> dims;
+      Value source = broadcastChainSource(bc, dims), vals;
+      if (source == bc || dims.empty() || dims[0] != 0 || !(slot = lastDimColumn(withoutUnitDims(source), vals)))
+        continue;
+      RecognisedLayer routing;
+      FailureOr<chlo::TopKOp> selected = topKRouting(withoutConverts(vals), routing, fail);
+      if (failed(selected))
+        return failure();
+      if (topk && *selected != topk) {
+        fail.why = "the slots' weights come from different top-k selections";
+        return failure();
+      }
+      topk = *selected;
+      m.layer = routing;
+      output = a;
+      break;
+    }
+    if (!output) {
+      fail.why = "a term of the sum over slots is not weighted by one column of the top-k weights";
+      return failure();
+    }
+    ExpertFfn ffn;
+    if (failed(Matcher{m.layer.x, routerExperts(m.layer), fail}.expertOutputs(output, ffn)))
+      return failure();
+    if (ffn.roles != tokenRoles(m.layer.x)) {
+      fail.why = "a slot's expert output is not laid out as x";
+      return failure();
+    }
+    for (WeightView *v : {&ffn.w1, &ffn.w3, &ffn.w2}) {
+      Value ids;
+      if (v->base && (lastDimColumn(v->gatherIds, ids) != slot || ids != topk.getIndices())) {
+        fail.why = "slot " + std::to_string(*slot) + "'s expert weights are not gathered by its top-k indices";
+        return failure();
+      }
+      if (v->base)
+        v->gatherIds = topk.getIndices(); // as one gather of all slots
+    }
+    if (!m.ffns.empty()) {
+      const ExpertFfn &first = m.ffns.front();
+      bool same = ffn.activation == first.activation && ffn.gated == first.gated && ffn.w1.sameWeightAs(first.w1) &&
+                  ffn.w2.sameWeightAs(first.w2) && (!ffn.gated || ffn.w3.sameWeightAs(first.w3));
+      if (!same) {
+        fail.why = "the slots' experts use different weights or activations";
+        return failure();
+      }
+    } else {
+      m.ffns.push_back(ffn);
+    }
+    slots.push_back(*slot);
+  }
+  llvm::sort(slots);
+  if (slots != llvm::to_vector(llvm::seq<int64_t>(0, m.layer.k))) {
+    fail.why = "the sum does not have one term per slot of the top-" + std::to_string(m.layer.k);
+    return failure();
+  }
+  return m;
+}
+
 /// x [T, H] repeated once per slot: reshape(broadcast_in_dim(x, [0, 2]) :
 /// [T, K, H]) : [T * K, H] (jnp.repeat(x, K, 0), torch's repeat_interleave);
 /// returns x, or null.
@@ -1245,16 +1354,27 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     if (isa<shlo::AddOp>(op)) {
       // The terms weighted by a gate column; the rest (a residual, a shared
       // expert) is added to the layer's output.
-      SmallVector<Value> terms, expertTerms, others;
+      // Terms weighted by an expert's gate column read the routing on one
+      // side; terms of a loop over slots on both (the slot's weights and
+      // its gathered experts).
+      SmallVector<Value> terms, expertTerms, slotTerms, others;
       addTerms(root, terms);
       for (Value t : terms) {
         auto mul = t.getDefiningOp<shlo::MulOp>();
-        bool weighted = mul && readsTopK(mul.getLhs()) != readsTopK(mul.getRhs());
-        (weighted ? expertTerms : others).push_back(t);
+        bool lhs = mul && readsTopK(mul.getLhs()), rhs = mul && readsTopK(mul.getRhs());
+        (lhs != rhs ? expertTerms : lhs && rhs ? slotTerms : others).push_back(t);
       }
-      if (expertTerms.size() < 2)
+      FailureOr<Mixture> mixture = failure();
+      if (expertTerms.size() >= 2) {
+        others.append(slotTerms);
+        mixture = matchExpertLoop(expertTerms, fail);
+      } else if (!slotTerms.empty()) {
+        others.append(expertTerms);
+        expertTerms = slotTerms;
+        mixture = matchSlotLoop(expertTerms, fail);
+      } else {
         continue;
-      FailureOr<Mixture> mixture = matchExpertLoop(expertTerms, fail);
+      }
       if (failed(mixture) || failed(finish(op, *mixture, fail))) {
         remark(op, fail);
         continue;

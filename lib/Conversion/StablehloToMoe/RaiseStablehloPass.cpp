@@ -26,6 +26,8 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
         remarked.insert(d.getLocation());
       return failure(); // still reported
     });
+    moe::stablehlo_raise::unrollExpertLoops(getOperation());
+    moe::stablehlo_raise::canonicalizeGathers(getOperation());
     moe::stablehlo_raise::canonicalizeSelections(getOperation());
     moe::stablehlo_raise::raiseRaggedDots(getOperation());
     moe::stablehlo_raise::raiseDroplessLayers(getOperation(), options);

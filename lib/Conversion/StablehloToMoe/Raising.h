@@ -21,10 +21,22 @@ struct RaiseOptions {
 
 /// Rewrites the other spellings of a selection into chlo.top_k: argsort
 /// cut to k (sortAsTopK), jnp.argmax / jnp.max of router scores (top-1),
-/// take_along_axis of the scores by the top-k indices (its values), and the
+/// take_along_axis of the scores by the top-k indices (its values), a
+/// column of jnp.sort of router scores (the k-th largest), and the
 /// fill-mode NaN mask around any gather at top-k indices (never out of
 /// range) dropped (CanonicalizeSelections.cpp).
 void canonicalizeSelections(Operation *root);
+
+/// Unrolls every lax.fori_loop / lax.scan over the experts (a counted
+/// stablehlo.while whose trip count is the expert count of a top-k computed
+/// outside and read inside), folding the index arithmetic on its counter
+/// (UnrollExpertLoops.cpp); returns how many.
+unsigned unrollExpertLoops(Operation *root);
+
+/// Rewrites gathers of whole slices into the form plain indexing gives:
+/// index components of dims taken whole dropped, indexed unit dims that a
+/// reshape drops collapsed (jax.vmap's `w[e]`; CanonicalizeGathers.cpp).
+void canonicalizeGathers(Operation *root);
 
 /// Replaces every dot_general that is JAX's CPU expansion of ragged_dot by
 /// chlo.ragged_dot (RaiseRaggedDot.cpp); returns how many.

@@ -1,0 +1,286 @@
+//===- UnrollExpertLoops.cpp - lax.fori_loop / lax.scan over the experts ---===//
+//
+// Code that loops over the experts with `lax.fori_loop` or `lax.scan`
+// (to keep one expert's activations live at a time) computes the same
+// gate-weighted sum as a Python loop, but as a `stablehlo.while` whose body
+// indexes the stacks and the gate by the loop counter. Such a loop is
+// unrolled here, so that the mixture matchers read it like the Python loop:
+// the body copied once per expert, each copy's counter a constant, and the
+// integer index arithmetic on it (JAX's negative-index wrap, `w[e]` as a
+// dynamic_slice, `jnp.arange(E)[e]`) folded so that `w[e]` is a static slice
+// and `idx == e` compares with a constant.
+//
+// Only loops over the experts are unrolled: a counted loop (`i < N`, `i + 1`
+// from a constant) whose trip count is the expert count of a top-k selection
+// computed outside it and read inside. A scan over layers routes inside its
+// body and stays a loop (the layer in it is raised once).
+//
+//===----------------------------------------------------------------------===//
+
+#include "RaiseMatchers.h"
+#include "Raising.h"
+
+#include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/IR/IRMapping.h"
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::stablehlo_raise;
+
+namespace {
+
+/// Integer constants small enough to fold (index arithmetic, not data).
+constexpr int64_t kMaxFoldedElements = 4096;
+
+DenseIntElementsAttr intConstant(Value v) {
+  auto constant = v.getDefiningOp<shlo::ConstantOp>();
+  auto dense = constant ? dyn_cast<DenseIntElementsAttr>(constant.getValue()) : nullptr;
+  return dense && dense.getNumElements() <= kMaxFoldedElements ? dense : nullptr;
+}
+
+std::optional<int64_t> scalarInt(Value v) {
+  DenseIntElementsAttr c = intConstant(v);
+  if (!c || c.getNumElements() != 1)
+    return std::nullopt;
+  return (*c.getValues<APInt>().begin()).getSExtValue();
+}
+
+/// Row-major strides of `shape`.
+SmallVector<int64_t> stridesOf(ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> strides(shape.size(), 1);
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d)
+    strides[d] = strides[d + 1] * shape[d + 1];
+  return strides;
+}
+
+/// The value of an integer op on constant operands, or null.
+DenseIntElementsAttr foldIntegerOp(Operation *op) {
+  auto type = dyn_cast<RankedTensorType>(op->getResult(0).getType());
+  if (!type || !type.hasStaticShape() || !isa<IntegerType>(type.getElementType()) ||
+      type.getNumElements() > kMaxFoldedElements)
+    return nullptr;
+  unsigned width = type.getElementType().getIntOrFloatBitWidth();
+  SmallVector<SmallVector<APInt>> in;
+  for (Value operand : op->getOperands()) {
+    DenseIntElementsAttr c = intConstant(operand);
+    if (!c)
+      return nullptr;
+    in.emplace_back(c.getValues<APInt>());
+  }
+  auto elementwise = [&](auto fn) -> DenseIntElementsAttr {
+    SmallVector<APInt> out;
+    for (int64_t i = 0; i < type.getNumElements(); ++i) {
+      SmallVector<APInt> args;
+      for (auto &values : in)
+        args.push_back(values.size() == 1 ? values[0] : values[i]);
+      out.push_back(fn(args));
+    }
+    return DenseIntElementsAttr::get(type, out);
+  };
+  bool sameCount = llvm::all_of(in, [&](auto &v) { return static_cast<int64_t>(v.size()) == type.getNumElements(); });
+  if (isa<shlo::AddOp>(op) && sameCount)
+    return elementwise([](ArrayRef<APInt> a) { return a[0] + a[1]; });
+  if (isa<shlo::SubtractOp>(op) && sameCount)
+    return elementwise([](ArrayRef<APInt> a) { return a[0] - a[1]; });
+  if (isa<shlo::MulOp>(op) && sameCount)
+    return elementwise([](ArrayRef<APInt> a) { return a[0] * a[1]; });
+  if (isa<shlo::SelectOp>(op) && sameCount)
+    return elementwise([](ArrayRef<APInt> a) { return a[0].getBoolValue() ? a[1] : a[2]; });
+  if (auto compare = dyn_cast<shlo::CompareOp>(op); compare && sameCount) {
+    bool isUnsigned = compare.getCompareType() && *compare.getCompareType() == shlo::ComparisonType::UNSIGNED;
+    shlo::ComparisonDirection d = compare.getComparisonDirection();
+    return elementwise([&](ArrayRef<APInt> a) {
+      bool r = false;
+      switch (d) {
+      case shlo::ComparisonDirection::EQ: r = a[0] == a[1]; break;
+      case shlo::ComparisonDirection::NE: r = a[0] != a[1]; break;
+      case shlo::ComparisonDirection::LT: r = isUnsigned ? a[0].ult(a[1]) : a[0].slt(a[1]); break;
+      case shlo::ComparisonDirection::LE: r = isUnsigned ? a[0].ule(a[1]) : a[0].sle(a[1]); break;
+      case shlo::ComparisonDirection::GT: r = isUnsigned ? a[0].ugt(a[1]) : a[0].sgt(a[1]); break;
+      case shlo::ComparisonDirection::GE: r = isUnsigned ? a[0].uge(a[1]) : a[0].sge(a[1]); break;
+      }
+      return APInt(1, r ? 1 : 0);
+    });
+  }
+  if (isa<shlo::ConvertOp>(op) && sameCount)
+    return elementwise([&](ArrayRef<APInt> a) { return a[0].getBitWidth() == 1 ? a[0].zext(width) : a[0].sextOrTrunc(width); });
+  if (isa<shlo::ReshapeOp>(op) && sameCount)
+    return elementwise([](ArrayRef<APInt> a) { return a[0]; });
+  if (auto b = dyn_cast<shlo::BroadcastInDimOp>(op)) {
+    auto from = cast<RankedTensorType>(b.getOperand().getType());
+    SmallVector<int64_t> fromStrides = stridesOf(from.getShape()), toStrides = stridesOf(type.getShape());
+    SmallVector<APInt> out;
+    for (int64_t i = 0; i < type.getNumElements(); ++i) {
+      int64_t at = 0;
+      for (auto [fromDim, toDim] : llvm::enumerate(b.getBroadcastDimensions())) {
+        int64_t index = (i / toStrides[toDim]) % type.getDimSize(toDim);
+        at += (from.getDimSize(fromDim) == 1 ? 0 : index) * fromStrides[fromDim];
+      }
+      out.push_back(in[0][at]);
+    }
+    return DenseIntElementsAttr::get(type, out);
+  }
+  if (auto s = dyn_cast<shlo::SliceOp>(op)) {
+    auto from = cast<RankedTensorType>(s.getOperand().getType());
+    SmallVector<int64_t> fromStrides = stridesOf(from.getShape()), toStrides = stridesOf(type.getShape());
+    SmallVector<APInt> out;
+    for (int64_t i = 0; i < type.getNumElements(); ++i) {
+      int64_t at = 0;
+      for (int64_t d = 0; d < type.getRank(); ++d)
+        at += (s.getStartIndices()[d] + ((i / toStrides[d]) % type.getDimSize(d)) * s.getStrides()[d]) * fromStrides[d];
+      out.push_back(in[0][at]);
+    }
+    return DenseIntElementsAttr::get(type, out);
+  }
+  if (auto iota = dyn_cast<shlo::IotaOp>(op)) {
+    SmallVector<int64_t> strides = stridesOf(type.getShape());
+    int64_t dim = static_cast<int64_t>(iota.getIotaDimension());
+    SmallVector<APInt> out;
+    for (int64_t i = 0; i < type.getNumElements(); ++i)
+      out.push_back(APInt(width, static_cast<uint64_t>((i / strides[dim]) % type.getDimSize(dim)), true));
+    return DenseIntElementsAttr::get(type, out);
+  }
+  return nullptr;
+}
+
+/// dynamic_slice at constant starts -> slice (starts clamped into range, as
+/// the op does).
+Value staticSlice(shlo::DynamicSliceOp op) {
+  auto type = cast<RankedTensorType>(op.getOperand().getType());
+  if (!type.hasStaticShape())
+    return nullptr;
+  SmallVector<int64_t> starts, limits, strides(type.getRank(), 1);
+  for (auto [d, start] : llvm::enumerate(op.getStartIndices())) {
+    std::optional<int64_t> s = scalarInt(start);
+    if (!s)
+      return nullptr;
+    int64_t size = op.getSliceSizes()[d];
+    int64_t clamped = std::clamp<int64_t>(*s, 0, type.getDimSize(d) - size);
+    starts.push_back(clamped);
+    limits.push_back(clamped + size);
+  }
+  OpBuilder b(op);
+  return shlo::SliceOp::create(b, op.getLoc(), op.getType(), op.getOperand(), b.getDenseI64ArrayAttr(starts),
+                               b.getDenseI64ArrayAttr(limits), b.getDenseI64ArrayAttr(strides));
+}
+
+/// Folds the integer index arithmetic of `ops` (in order), and their
+/// dynamic slices at constant starts.
+void foldIndexArithmetic(ArrayRef<Operation *> ops) {
+  for (Operation *op : ops) {
+    if (op->getNumResults() != 1)
+      continue;
+    Value folded;
+    if (auto ds = dyn_cast<shlo::DynamicSliceOp>(op)) {
+      folded = staticSlice(ds);
+    } else if (isa<shlo::AddOp, shlo::SubtractOp, shlo::MulOp, shlo::SelectOp, shlo::CompareOp, shlo::ConvertOp,
+                   shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp, shlo::IotaOp>(op)) {
+      if (DenseIntElementsAttr value = foldIntegerOp(op)) {
+        OpBuilder b(op);
+        folded = shlo::ConstantOp::create(b, op->getLoc(), value);
+      }
+    }
+    if (folded)
+      op->getResult(0).replaceAllUsesWith(folded);
+  }
+}
+
+/// A counted loop: (counter position, first value, trip count), for cond
+/// `counter < N` and a body that steps the counter by 1 from a constant.
+struct CountedLoop {
+  unsigned counter;
+  int64_t first, trips;
+};
+
+std::optional<CountedLoop> countedLoop(shlo::WhileOp loop) {
+  Block &cond = loop.getCond().front();
+  auto ret = cast<shlo::ReturnOp>(cond.getTerminator());
+  auto lt = ret.getResults().size() == 1 ? ret.getResults()[0].getDefiningOp<shlo::CompareOp>() : nullptr;
+  auto counter = lt ? dyn_cast<BlockArgument>(lt.getLhs()) : nullptr;
+  std::optional<int64_t> bound = lt ? scalarInt(lt.getRhs()) : std::nullopt;
+  if (!lt || lt.getComparisonDirection() != shlo::ComparisonDirection::LT || !counter ||
+      counter.getOwner() != &cond || !bound)
+    return std::nullopt;
+  unsigned position = counter.getArgNumber();
+  std::optional<int64_t> first = scalarInt(loop->getOperand(position));
+  Block &body = loop.getBody().front();
+  auto next = cast<shlo::ReturnOp>(body.getTerminator()).getResults()[position].getDefiningOp<shlo::AddOp>();
+  if (!first || !next || next.getLhs() != body.getArgument(position) || scalarInt(next.getRhs()) != 1)
+    return std::nullopt;
+  return CountedLoop{position, *first, std::max<int64_t>(0, *bound - *first)};
+}
+
+/// The top-k over [tokens, N] computed outside `loop` and read inside it
+/// (through its operands or captured), or null.
+chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
+  SetVector<Value> read;
+  for (Value v : loop->getOperands())
+    read.insert(v);
+  loop->walk([&](Operation *op) {
+    for (Value v : op->getOperands())
+      if (!loop->isAncestor(v.getParentRegion()->getParentOp()))
+        read.insert(v);
+  });
+  bool routesInside = false;
+  loop->walk([&](chlo::TopKOp) { routesInside = true; });
+  if (routesInside)
+    return nullptr;
+  for (Value v : read) {
+    SetVector<Operation *> slice;
+    BackwardSliceOptions options;
+    options.omitUsesFromAbove = false;
+    (void)getBackwardSlice(v, &slice, options);
+    if (auto topk = dyn_cast_or_null<chlo::TopKOp>(v.getDefiningOp()))
+      slice.insert(topk);
+    for (Operation *op : slice)
+      if (auto topk = dyn_cast<chlo::TopKOp>(op)) {
+        auto type = cast<RankedTensorType>(topk.getOperand().getType());
+        if (type.getRank() == 2 && type.getDimSize(1) == experts)
+          return topk;
+      }
+  }
+  return nullptr;
+}
+
+void unroll(shlo::WhileOp loop, int64_t trips) {
+  OpBuilder b(loop);
+  Block &body = loop.getBody().front();
+  SmallVector<Value> values(loop->getOperands());
+  SmallVector<Operation *> cloned;
+  for (int64_t t = 0; t < trips; ++t) {
+    IRMapping map;
+    map.map(body.getArguments(), values);
+    for (Operation &op : body.without_terminator()) {
+      Operation *copy = b.clone(op, map);
+      cloned.push_back(copy);
+    }
+    auto ret = cast<shlo::ReturnOp>(body.getTerminator());
+    for (auto [i, v] : llvm::enumerate(ret.getResults()))
+      values[i] = map.lookupOrDefault(v);
+    // Fold as we go: the next copy starts from constant counters.
+    foldIndexArithmetic(cloned);
+    cloned.clear();
+  }
+  loop->replaceAllUsesWith(values);
+  loop->erase();
+}
+
+} // namespace
+
+unsigned mlir::moe::stablehlo_raise::unrollExpertLoops(Operation *root) {
+  constexpr int64_t kMaxExperts = 1024;
+  SmallVector<shlo::WhileOp> loops;
+  root->walk([&](shlo::WhileOp loop) {
+    if (!loop->getParentOfType<shlo::WhileOp>())
+      loops.push_back(loop);
+  });
+  unsigned unrolled = 0;
+  for (shlo::WhileOp loop : loops) {
+    std::optional<CountedLoop> counted = countedLoop(loop);
+    if (!counted || counted->trips < 1 || counted->trips > kMaxExperts || !routingReadIn(loop, counted->trips))
+      continue;
+    unroll(loop, counted->trips);
+    ++unrolled;
+  }
+  return unrolled;
+}
