@@ -301,7 +301,7 @@ def repeat_interleave(k):
 
 def fori_loop_experts(k):
     """lax.fori_loop over the experts, each adding its gate-weighted output
-    (a stablehlo.while)."""
+    (a stablehlo.while, unrolled by the raising)."""
     def fn(x, wr, w1, w3, w2):
         vals, idx = softmax_topk(x, wr, k)
         gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
@@ -309,6 +309,22 @@ def fori_loop_experts(k):
         def body(e, y):
             return y + gate[:, e][:, None] * ffn(x, w1[e], w3[e], w2[e])
         return lax.fori_loop(0, wr.shape[1], body, jnp.zeros_like(x))
+    return fn
+
+
+def scan_experts(k):
+    """lax.scan over (jnp.arange(E), w1, w3, w2): one expert per step, its
+    weight where(idx == e, vals, 0) summed over the slots."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        vals = jax.nn.softmax(vals, -1)
+
+        def step(y, expert):
+            e, a, b, c = expert
+            w = jnp.sum(jnp.where(idx == e, vals, 0.0), axis=-1, keepdims=True)
+            return y + w * ffn(x, a, b, c), None
+        y, _ = lax.scan(step, jnp.zeros_like(x), (jnp.arange(wr.shape[1]), w1, w3, w2))
+        return y
     return fn
 
 
@@ -492,6 +508,7 @@ def programs(Program):
         "idiom_nonzero_loop_k2": Program(nonzero_loop(2), mixtral_shapes(12, 32, 40, 4)),
         "idiom_repeat_interleave_k2": Program(repeat_interleave(2), mixtral_shapes(8, 32, 40, 4)),
         "idiom_fori_loop_k2": Program(fori_loop_experts(2), mixtral_shapes(16, 32, 24, 4)),
+        "idiom_scan_experts_k2": Program(scan_experts(2), mixtral_shapes(12, 32, 40, 6)),
         "idiom_threshold_mask_k3": Program(threshold_mask_gate(3), mixtral_shapes(16, 24, 32, 8)),
         "idiom_take_weights_k2": Program(take_weights(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_big_negative_mask_k2": Program(big_negative_mask(2), mixtral_shapes(12, 24, 32, 6)),

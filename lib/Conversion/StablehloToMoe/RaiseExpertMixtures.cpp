@@ -1451,8 +1451,9 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
     remark << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", " << experts
            << "] scores not raised to moe.layer: ";
     if (llvm::any_of(readers, [](Operation *op) { return isa<shlo::WhileOp>(op); }))
-      remark << "it is read inside a loop (lax.fori_loop, lax.scan), and loops over the experts are not unrolled "
-                "(a Python loop, jax.vmap or an einsum over the experts is recognised)";
+      remark << "it is read inside a loop that is no counted loop over the experts (lax.fori_loop or lax.scan over "
+                "range(E) from a constant is unrolled; a Python loop, jax.vmap or an einsum over the experts is "
+                "recognised)";
     else
       remark << "no recognised layer form reads it (expert mixtures, dropless sort + ragged_dot, GShard/Switch "
                 "dispatch, MoE++; docs/stablehlo.md lists them)";

@@ -32,7 +32,33 @@ namespace {
 /// Integer constants small enough to fold (index arithmetic, not data).
 constexpr int64_t kMaxFoldedElements = 4096;
 
+/// Row-major strides of `shape`.
+SmallVector<int64_t> stridesOf(ArrayRef<int64_t> shape) {
+  SmallVector<int64_t> strides(shape.size(), 1);
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d)
+    strides[d] = strides[d + 1] * shape[d + 1];
+  return strides;
+}
+
+/// The values of a small integer iota (`jnp.arange(E)` scanned over).
+DenseIntElementsAttr iotaValues(shlo::IotaOp iota) {
+  auto type = cast<RankedTensorType>(iota.getType());
+  if (!type.hasStaticShape() || !isa<IntegerType>(type.getElementType()) ||
+      type.getNumElements() > kMaxFoldedElements)
+    return nullptr;
+  SmallVector<int64_t> strides = stridesOf(type.getShape());
+  auto dim = static_cast<int64_t>(iota.getIotaDimension());
+  SmallVector<APInt> out;
+  for (int64_t i = 0; i < type.getNumElements(); ++i)
+    out.push_back(APInt(type.getElementType().getIntOrFloatBitWidth(),
+                        static_cast<uint64_t>((i / strides[dim]) % type.getDimSize(dim)), true));
+  return DenseIntElementsAttr::get(type, out);
+}
+
+/// A small integer constant (or iota) `v` is.
 DenseIntElementsAttr intConstant(Value v) {
+  if (auto iota = v.getDefiningOp<shlo::IotaOp>())
+    return iotaValues(iota);
   auto constant = v.getDefiningOp<shlo::ConstantOp>();
   auto dense = constant ? dyn_cast<DenseIntElementsAttr>(constant.getValue()) : nullptr;
   return dense && dense.getNumElements() <= kMaxFoldedElements ? dense : nullptr;
@@ -43,14 +69,6 @@ std::optional<int64_t> scalarInt(Value v) {
   if (!c || c.getNumElements() != 1)
     return std::nullopt;
   return (*c.getValues<APInt>().begin()).getSExtValue();
-}
-
-/// Row-major strides of `shape`.
-SmallVector<int64_t> stridesOf(ArrayRef<int64_t> shape) {
-  SmallVector<int64_t> strides(shape.size(), 1);
-  for (int64_t d = static_cast<int64_t>(shape.size()) - 2; d >= 0; --d)
-    strides[d] = strides[d + 1] * shape[d + 1];
-  return strides;
 }
 
 /// The value of an integer op on constant operands, or null.
@@ -132,14 +150,6 @@ DenseIntElementsAttr foldIntegerOp(Operation *op) {
     }
     return DenseIntElementsAttr::get(type, out);
   }
-  if (auto iota = dyn_cast<shlo::IotaOp>(op)) {
-    SmallVector<int64_t> strides = stridesOf(type.getShape());
-    int64_t dim = static_cast<int64_t>(iota.getIotaDimension());
-    SmallVector<APInt> out;
-    for (int64_t i = 0; i < type.getNumElements(); ++i)
-      out.push_back(APInt(width, static_cast<uint64_t>((i / strides[dim]) % type.getDimSize(dim)), true));
-    return DenseIntElementsAttr::get(type, out);
-  }
   return nullptr;
 }
 
@@ -165,23 +175,31 @@ Value staticSlice(shlo::DynamicSliceOp op) {
 }
 
 /// Folds the integer index arithmetic of `ops` (in order), and their
-/// dynamic slices at constant starts.
-void foldIndexArithmetic(ArrayRef<Operation *> ops) {
+/// dynamic slices at constant starts; `replaced` maps each folded result to
+/// its replacement.
+void foldIndexArithmetic(ArrayRef<Operation *> ops, IRMapping &replaced) {
   for (Operation *op : ops) {
     if (op->getNumResults() != 1)
       continue;
     Value folded;
     if (auto ds = dyn_cast<shlo::DynamicSliceOp>(op)) {
       folded = staticSlice(ds);
+      // A slice of constant indices is a constant itself.
+      if (DenseIntElementsAttr value = folded ? foldIntegerOp(folded.getDefiningOp()) : nullptr) {
+        OpBuilder b(op);
+        folded = shlo::ConstantOp::create(b, op->getLoc(), value.getType(), value);
+      }
     } else if (isa<shlo::AddOp, shlo::SubtractOp, shlo::MulOp, shlo::SelectOp, shlo::CompareOp, shlo::ConvertOp,
-                   shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp, shlo::IotaOp>(op)) {
+                   shlo::ReshapeOp, shlo::BroadcastInDimOp, shlo::SliceOp>(op)) {
       if (DenseIntElementsAttr value = foldIntegerOp(op)) {
         OpBuilder b(op);
-        folded = shlo::ConstantOp::create(b, op->getLoc(), value);
+        folded = shlo::ConstantOp::create(b, op->getLoc(), value.getType(), value);
       }
     }
-    if (folded)
+    if (folded) {
       op->getResult(0).replaceAllUsesWith(folded);
+      replaced.map(op->getResult(0), folded);
+    }
   }
 }
 
@@ -254,12 +272,13 @@ void unroll(shlo::WhileOp loop, int64_t trips) {
       Operation *copy = b.clone(op, map);
       cloned.push_back(copy);
     }
+    // Fold as we go: the next copy starts from constant counters.
+    IRMapping folded;
+    foldIndexArithmetic(cloned, folded);
+    cloned.clear();
     auto ret = cast<shlo::ReturnOp>(body.getTerminator());
     for (auto [i, v] : llvm::enumerate(ret.getResults()))
-      values[i] = map.lookupOrDefault(v);
-    // Fold as we go: the next copy starts from constant counters.
-    foldIndexArithmetic(cloned);
-    cloned.clear();
+      values[i] = folded.lookupOrDefault(map.lookupOrDefault(v));
   }
   loop->replaceAllUsesWith(values);
   loop->erase();
