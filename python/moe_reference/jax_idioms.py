@@ -442,6 +442,36 @@ def slot_loop_crossed_near_miss(x, wr, w1, w3, w2):
     return y
 
 
+def slot_gather_top1(x, wr, w1, w3, w2):
+    """Top-1 decode: the routed expert's weights gathered per token,
+    w1[idx[:, 0]], its output scaled by the top-1 probability (no sum)."""
+    vals, idx = lax.top_k(jax.nn.softmax(x @ wr, -1), 1)
+    e = idx[:, 0]
+    h = jax.nn.silu(jnp.einsum('th,thf->tf', x, w1[e])) * jnp.einsum('th,thf->tf', x, w3[e])
+    return vals[:, :1] * jnp.einsum('tf,tfh->th', h, w2[e])
+
+
+def aux_loss_outputs(k):
+    """Training code: the layer also returns the load-balancing loss (the
+    fraction routed to each expert times its mean probability) and the
+    router z-loss, which read the same routing."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        probs = jax.nn.softmax(logits, -1)
+        vals, idx = lax.top_k(probs, k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            w = jnp.sum(jnp.where(idx == e, vals, 0.0), -1, keepdims=True)
+            y = y + w * ffn(x, w1[e], w3[e], w2[e])
+        experts = wr.shape[1]
+        routed = jax.nn.one_hot(idx, experts).sum(1).mean(0)
+        balance = experts * jnp.sum(routed * probs.mean(0))
+        z = jnp.mean(jax.nn.logsumexp(logits, -1) ** 2)
+        return y, balance + 1e-3 * z
+    return fn
+
+
 def vmap_per_token(k):
     """jax.vmap over tokens of a jax.vmap over their k (expert, weight)
     pairs, each indexing the stacks w1[e] (vmap's gathers index every dim)."""
@@ -517,6 +547,8 @@ def programs(Program):
         "idiom_sigmoid_topk_renorm_k3": Program(sigmoid_topk_renorm(3), mixtral_shapes(10, 24, 32, 8)),
         "idiom_slot_loop_gather_k2": Program(slot_loop_gather(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_slot_loop_crossed_near_miss": Program(slot_loop_crossed_near_miss, mixtral_shapes(6, 32, 40, 4)),
+        "idiom_slot_gather_top1": Program(slot_gather_top1, mixtral_shapes(8, 32, 24, 4)),
+        "idiom_aux_loss_outputs_k2": Program(aux_loss_outputs(2), mixtral_shapes(16, 32, 40, 6)),
         "idiom_vmap_per_token_k3": Program(vmap_per_token(3), mixtral_shapes(10, 24, 32, 6)),
         "idiom_sort_threshold_loop_k2": Program(sort_threshold_loop(2), mixtral_shapes(12, 32, 24, 8)),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,

@@ -733,6 +733,18 @@ std::optional<int64_t> lastDimColumn(Value v, Value &of) {
   return column.getStartIndices()[last];
 }
 
+/// Slot s of top-k values or indices [T, k]: column s, or the whole value
+/// when k = 1 (JAX elides the slice `vals[:, :1]`); returns s and sets `of`.
+std::optional<int64_t> slotColumn(Value v, Value &of) {
+  if (std::optional<int64_t> s = lastDimColumn(v, of))
+    return s;
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  if (!type || type.getRank() != 2 || type.getDimSize(1) != 1)
+    return std::nullopt;
+  of = v;
+  return 0;
+}
+
 /// The slots routed to one expert e: `idx == e` (as a mask or converted to
 /// numbers) or column e of one_hot(idx); returns e and sets `ids`.
 std::optional<int64_t> expertMask(Value mask, Value &ids) {
@@ -1158,7 +1170,7 @@ FailureOr<Mixture> matchSlotLoop(ArrayRef<Value> terms, NoMatch &fail) {
     for (auto [a, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
       SmallVector<int64_t> dims;
       Value source = broadcastChainSource(bc, dims), vals;
-      if (source == bc || dims.empty() || dims[0] != 0 || !(slot = lastDimColumn(withoutUnitDims(source), vals)))
+      if (source == bc || dims.empty() || dims[0] != 0 || !(slot = slotColumn(withoutUnitDims(source), vals)))
         continue;
       RecognisedLayer routing;
       FailureOr<chlo::TopKOp> selected = topKRouting(withoutConverts(vals), routing, fail);
@@ -1186,7 +1198,7 @@ FailureOr<Mixture> matchSlotLoop(ArrayRef<Value> terms, NoMatch &fail) {
     }
     for (WeightView *v : {&ffn.w1, &ffn.w3, &ffn.w2}) {
       Value ids;
-      if (v->base && (lastDimColumn(v->gatherIds, ids) != slot || ids != topk.getIndices())) {
+      if (v->base && (slotColumn(v->gatherIds, ids) != slot || ids != topk.getIndices())) {
         fail.why = "slot " + std::to_string(*slot) + "'s expert weights are not gathered by its top-k indices";
         return failure();
       }
@@ -1303,6 +1315,18 @@ FailureOr<Mixture> matchSlotRows(Operation *op, NoMatch &fail) {
   return failure();
 }
 
+/// `vals[:, s:s+1] * out` with `out` a contraction: a term of a loop over
+/// the slots (the whole sum for top-1).
+bool isSlotTerm(shlo::MulOp mul) {
+  for (auto [a, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
+    SmallVector<int64_t> dims;
+    Value source = broadcastChainSource(bc, dims), of;
+    if (source != bc && slotColumn(withoutUnitDims(source), of) && a.getDefiningOp<shlo::DotGeneralOp>())
+      return true;
+  }
+  return false;
+}
+
 /// Erases the ops raised layers left dead; returns the ops in a raised
 /// layer's originals (kept for the raising check).
 DenseSet<Operation *> liveUnraisedOps(Operation *root) {
@@ -1335,8 +1359,8 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
       return;
     if (isa<shlo::DotGeneralOp, shlo::ReduceOp>(op)) {
       candidates.push_back(op);
-    } else if (isa<shlo::AddOp>(op)) {
-      // Only the root of an add chain.
+    } else if (isa<shlo::AddOp>(op) || (isa<shlo::MulOp>(op) && isSlotTerm(cast<shlo::MulOp>(op)))) {
+      // Only the root of an add chain (or a lone top-1 slot term).
       bool inner = llvm::any_of(op->getUsers(), [](Operation *user) { return isa<shlo::AddOp>(user); });
       if (!inner)
         candidates.push_back(op);
@@ -1351,7 +1375,7 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
       continue;
     NoMatch fail;
     Value root = op->getResult(0);
-    if (isa<shlo::AddOp>(op)) {
+    if (isa<shlo::AddOp, shlo::MulOp>(op)) {
       // The terms weighted by a gate column; the rest (a residual, a shared
       // expert) is added to the layer's output.
       // Terms weighted by an expert's gate column read the routing on one
@@ -1435,7 +1459,9 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
   root->walk([&](chlo::TopKOp topk) {
     auto type = cast<RankedTensorType>(topk.getOperand().getType());
     int64_t experts = type.getDimSize(type.getRank() - 1);
-    if (topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
+    bool raised = topk->hasAttr(kRaisedSelection);
+    topk->removeAttr(kRaisedSelection);
+    if (raised || topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
         ShapedType::isDynamic(experts) || experts > 1024 || static_cast<int64_t>(topk.getK()) >= experts)
       return;
     // Routing picks something by its indices (a one-hot or `== e` mask, a

@@ -2,6 +2,7 @@
 
 #include "RaiseMatchers.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/AsmParser/AsmParser.h"
 
 #include <cmath>
@@ -557,6 +558,15 @@ void replaceWithLayer(Operation *at, Value original, RecognisedLayer m, const Ra
     y = shlo::ReshapeOp::create(b, loc, RankedTensorType::get(want.getShape(), yType.getElementType()), y);
   if (y.getType() != original.getType())
     y = shlo::ConvertOp::create(b, loc, original.getType(), y);
+  // The layer's selection may still be read by other code (a load-balancing
+  // loss): it was raised all the same, which the final remarks must know.
+  SetVector<Operation *> slice;
+  BackwardSliceOptions sliceOptions;
+  sliceOptions.omitUsesFromAbove = false;
+  (void)getBackwardSlice(original, &slice, sliceOptions);
+  for (Operation *op : slice)
+    if (isa<chlo::TopKOp>(op))
+      op->setAttr(kRaisedSelection, UnitAttr::get(op->getContext()));
   if (!options.keepOriginals) {
     original.replaceAllUsesWith(y);
     return;

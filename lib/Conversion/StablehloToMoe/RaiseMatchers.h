@@ -173,6 +173,10 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);
 /// `options.keepOriginals`, a moe.raising_check of the two.
 void replaceWithLayer(Operation *at, Value original, RecognisedLayer m, const RaiseOptions &options);
 
+/// Marks (during moe-raise-stablehlo only) a chlo.top_k a raised layer
+/// computes: other readers of it are no unraised routing.
+inline constexpr llvm::StringLiteral kRaisedSelection = "moe.raised_selection";
+
 /// The dense gate [T, E] = sum over slots of one_hot(idx, E) * vals:
 /// returns (vals, idx) as top_k results, or failure.
 LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail);
