@@ -24,7 +24,7 @@ transformers 5.25) is the half-precision model, with PyTorch's logits;
 mixtral_torchscript_f16.onnx its TorchScript export (opset 17).
 qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
-the example hits every expert).
+the example hits every expert); gpt_oss_torchscript.onnx the same way.
 """
 
 import argparse

@@ -200,6 +200,81 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 
+const onnx::NodeProto *matchGptOssActivation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef h,
+                                             MoeBlock::GptOss &oss, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                             std::string &why) {
+  auto fail = [&](llvm::StringRef reason) -> const onnx::NodeProto * {
+    why = reason.str();
+    return nullptr;
+  };
+  auto scalar = [&](llvm::StringRef name) -> std::optional<float> {
+    std::optional<std::vector<float>> v = constants.floats ? constants.floats(name) : std::nullopt;
+    return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;
+  };
+  auto otherOperand = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
+    return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
+  };
+  // Gate and up: alternate columns of h.
+  const onnx::NodeProto *gateSlice = nullptr, *upSlice = nullptr;
+  for (int i : g.users(h)) {
+    const onnx::NodeProto &n = g.graph.node(i);
+    std::optional<llvm::SmallVector<int64_t>> start = n.input_size() == 5 ? constants(inputOf(n, 1)) : std::nullopt,
+                                              end = start ? constants(inputOf(n, 2)) : std::nullopt,
+                                              axes = start ? constants(inputOf(n, 3)) : std::nullopt,
+                                              steps = start ? constants(inputOf(n, 4)) : std::nullopt;
+    if (n.op_type() != "Slice" || !start || !end || !axes || !steps || start->size() != 1 ||
+        (*end)[0] < (int64_t{1} << 31) || ((*axes)[0] != 1 && (*axes)[0] != -1) || (*steps)[0] != 2 ||
+        (*start)[0] > 1)
+      return fail("the gate/up result is not split into alternate columns");
+    ((*start)[0] == 0 ? gateSlice : upSlice) = &n;
+  }
+  if (!gateSlice || !upSlice)
+    return fail("the gate/up result is not split into alternate columns");
+  nodes.append({gateSlice, upSlice});
+  // Clamps: gate to at most L, up to [-L, L] (both or neither).
+  std::string gate = outputOf(*gateSlice, 0), up = outputOf(*upSlice, 0);
+  const onnx::NodeProto *gateClip = g.onlyUser(gate, "Clip"), *upClip = g.onlyUser(up, "Clip");
+  if (gateClip || upClip) {
+    auto bound = [&](const onnx::NodeProto *clip, int input) {
+      return clip && clip->input_size() == 3 && !inputOf(*clip, input).empty() ? scalar(inputOf(*clip, input))
+                                                                             : std::nullopt;
+    };
+    std::optional<float> gateMax = bound(gateClip, 2), upMin = bound(upClip, 1), upMax = bound(upClip, 2);
+    float limit = gateMax.value_or(0.0f);
+    if (!gateMax || bound(gateClip, 1) || upMin != -limit || upMax != limit || !(limit > 0))
+      return fail("the gate and up clamps are not min(g, L) and clamp(u, -L, L)");
+    oss.limit = limit;
+    nodes.append({gateClip, upClip});
+    gate = outputOf(*gateClip, 0);
+    up = outputOf(*upClip, 0);
+  }
+  // glu = g · Sigmoid(g · α); a = (u + β) · glu.
+  const onnx::NodeProto *scaled = nullptr, *glu = nullptr;
+  for (int i : g.users(gate)) {
+    const onnx::NodeProto &n = g.graph.node(i);
+    if (n.op_type() != "Mul")
+      return fail("the gate is not g · sigmoid(α g)");
+    const onnx::NodeProto *sig = g.producer(otherOperand(n, gate));
+    if (sig && sig->op_type() == "Sigmoid")
+      glu = &n;
+    else
+      scaled = &n;
+  }
+  const onnx::NodeProto *sigmoid = glu ? g.producer(otherOperand(*glu, gate)) : nullptr;
+  std::optional<float> alpha = scaled ? scalar(otherOperand(*scaled, gate)) : std::nullopt;
+  if (!glu || !scaled || !alpha || inputOf(*sigmoid, 0) != outputOf(*scaled, 0))
+    return fail("the gate is not g · sigmoid(α g)");
+  oss.alpha = *alpha;
+  const onnx::NodeProto *addBeta = g.onlyUser(up, "Add");
+  std::optional<float> beta = addBeta ? scalar(otherOperand(*addBeta, up)) : std::nullopt;
+  const onnx::NodeProto *product = addBeta ? g.onlyUser(outputOf(*addBeta, 0), "Mul") : nullptr;
+  if (!beta || !product || otherOperand(*product, outputOf(*addBeta, 0)) != outputOf(*glu, 0))
+    return fail("the activation is not (u + β) · glu");
+  oss.beta = *beta;
+  nodes.append({scaled, sigmoid, glu, addBeta, product});
+  return product;
+}
+
 /// Matches gpt-oss's block (transformers' GptOssExperts, batched_mm)
 /// anchored at TopK node `topk`:
 ///
@@ -235,10 +310,6 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   block.k = (*k)[0];
   oss.logits = inputOf(t, 0);
   nodes.push_back(softmax);
-  auto scalar = [&](llvm::StringRef name) -> std::optional<float> {
-    std::optional<std::vector<float>> v = constants.floats ? constants.floats(name) : std::nullopt;
-    return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;
-  };
   auto otherOperand = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
     return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
@@ -326,64 +397,9 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   }
   if (h.empty())
     return fail("no expert GEMM with bias reads the token rows (x repeated once per slot)");
-  // Gate and up: alternate columns of h.
-  const onnx::NodeProto *gateSlice = nullptr, *upSlice = nullptr;
-  for (int i : g.users(h)) {
-    const onnx::NodeProto &n = g.graph.node(i);
-    std::optional<llvm::SmallVector<int64_t>> start = n.input_size() == 5 ? constants(inputOf(n, 1)) : std::nullopt,
-                                              end = start ? constants(inputOf(n, 2)) : std::nullopt,
-                                              axes = start ? constants(inputOf(n, 3)) : std::nullopt,
-                                              steps = start ? constants(inputOf(n, 4)) : std::nullopt;
-    if (n.op_type() != "Slice" || !start || !end || !axes || !steps || start->size() != 1 ||
-        (*end)[0] < (int64_t{1} << 31) || ((*axes)[0] != 1 && (*axes)[0] != -1) || (*steps)[0] != 2 ||
-        (*start)[0] > 1)
-      return fail("the gate/up result is not split into alternate columns");
-    ((*start)[0] == 0 ? gateSlice : upSlice) = &n;
-  }
-  if (!gateSlice || !upSlice)
-    return fail("the gate/up result is not split into alternate columns");
-  nodes.append({gateSlice, upSlice});
-  // Clamps: gate to at most L, up to [-L, L] (both or neither).
-  std::string gate = outputOf(*gateSlice, 0), up = outputOf(*upSlice, 0);
-  const onnx::NodeProto *gateClip = g.onlyUser(gate, "Clip"), *upClip = g.onlyUser(up, "Clip");
-  if (gateClip || upClip) {
-    auto bound = [&](const onnx::NodeProto *clip, int input) {
-      return clip && clip->input_size() == 3 && !inputOf(*clip, input).empty() ? scalar(inputOf(*clip, input))
-                                                                             : std::nullopt;
-    };
-    std::optional<float> gateMax = bound(gateClip, 2), upMin = bound(upClip, 1), upMax = bound(upClip, 2);
-    float limit = gateMax.value_or(0.0f);
-    if (!gateMax || bound(gateClip, 1) || upMin != -limit || upMax != limit || !(limit > 0))
-      return fail("the gate and up clamps are not min(g, L) and clamp(u, -L, L)");
-    oss.limit = limit;
-    nodes.append({gateClip, upClip});
-    gate = outputOf(*gateClip, 0);
-    up = outputOf(*upClip, 0);
-  }
-  // glu = g · Sigmoid(g · α); a = (u + β) · glu.
-  const onnx::NodeProto *scaled = nullptr, *glu = nullptr;
-  for (int i : g.users(gate)) {
-    const onnx::NodeProto &n = g.graph.node(i);
-    if (n.op_type() != "Mul")
-      return fail("the gate is not g · sigmoid(α g)");
-    const onnx::NodeProto *sig = g.producer(otherOperand(n, gate));
-    if (sig && sig->op_type() == "Sigmoid")
-      glu = &n;
-    else
-      scaled = &n;
-  }
-  const onnx::NodeProto *sigmoid = glu ? g.producer(otherOperand(*glu, gate)) : nullptr;
-  std::optional<float> alpha = scaled ? scalar(otherOperand(*scaled, gate)) : std::nullopt;
-  if (!glu || !scaled || !alpha || inputOf(*sigmoid, 0) != outputOf(*scaled, 0))
-    return fail("the gate is not g · sigmoid(α g)");
-  oss.alpha = *alpha;
-  const onnx::NodeProto *addBeta = g.onlyUser(up, "Add");
-  std::optional<float> beta = addBeta ? scalar(otherOperand(*addBeta, up)) : std::nullopt;
-  const onnx::NodeProto *product = addBeta ? g.onlyUser(outputOf(*addBeta, 0), "Mul") : nullptr;
-  if (!beta || !product || otherOperand(*product, outputOf(*addBeta, 0)) != outputOf(*glu, 0))
-    return fail("the activation is not (u + β) · glu");
-  oss.beta = *beta;
-  nodes.append({scaled, sigmoid, glu, addBeta, product});
+  const onnx::NodeProto *product = matchGptOssActivation(g, constants, h, oss, nodes, why);
+  if (!product)
+    return std::nullopt;
   // Down GEMM with bias on the activation.
   llvm::SmallVector<const onnx::NodeProto *> chain;
   std::string lhs;

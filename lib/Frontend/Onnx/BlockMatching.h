@@ -191,6 +191,15 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
 std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
                                    std::string &why);
 
+/// gpt-oss's clamped SwiGLU on h = the gate/up GEMM's result (with bias):
+///   g, u = Slice(h, 0::2), Slice(h, 1::2) along the last axis
+///   a = (Clip(u, -L, L) + β) · (g' · Sigmoid(g' · α)), g' = Clip(g, max = L)
+/// (the clamps both or neither). Fills α, β, L; returns the product node a,
+/// or null with the reason in `why`.
+const onnx::NodeProto *matchGptOssActivation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef h,
+                                             MoeBlock::GptOss &oss, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                             std::string &why);
+
 /// Matches gpt-oss's block (transformers' GptOssExperts, batched_mm)
 /// anchored at TopK node `topk`:
 ///

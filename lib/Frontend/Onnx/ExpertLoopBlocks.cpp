@@ -2,7 +2,9 @@
 //
 // transformers' eager MixtralSparseMoeBlock as tracing unrolls it: per
 // expert a mask (OneHot/Transpose or Equal), NonZero rows, the expert's
-// FFN on the gathered tokens, and ScatterND add into the output.
+// FFN on the gathered tokens, and ScatterND add into the output. gpt-oss's
+// eager experts take the same loop with biased GEMMs and its clamped SwiGLU,
+// routed by a softmax over the top-k of the biased logits.
 //
 //===----------------------------------------------------------------------===//
 
@@ -284,6 +286,111 @@ static std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const Con
   return expert;
 }
 
+/// Gather(W, index, axis 0) of a constant W of rank `rank`: W's name, or "".
+static std::string gatheredAt(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
+                              llvm::StringRef index, size_t rank, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *gather = g.producer(value);
+  std::optional<llvm::SmallVector<int64_t>> shape =
+      gather && gather->op_type() == "Gather" && intAttr(*gather, "axis", 0) == 0 && inputOf(*gather, 1) == index &&
+              g.isConstant(inputOf(*gather, 0))
+          ? constants.shape(inputOf(*gather, 0))
+          : std::nullopt;
+  if (!shape || shape->size() != rank)
+    return "";
+  nodes.push_back(gather);
+  return inputOf(*gather, 0);
+}
+
+/// One gpt-oss expert (transformers' GptOssExperts, eager) on its rows:
+///   h = MatMul(rows, Gather(W13, index)) + Gather(b13, index)   W13 [E, H, 2I]
+///   a = the clamped SwiGLU of h's alternate columns (matchGptOssActivation)
+///   o = MatMul(a, Gather(W2, index)) + Gather(b2, index)        W2 [E, I, H]
+/// Sets the weights and biases in `oss` and block.gateUp/down; returns o.
+static std::optional<std::string> gptOssExpert(const GraphIndex &g, const ConstantLookup &constants, MoeBlock &block,
+                                               llvm::StringRef rows, llvm::StringRef index, MoeBlock::GptOss &oss,
+                                               llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  // MatMul(lhs, W[index]) + b[index]: the weight's and bias's names and the sum.
+  auto linear = [&](llvm::StringRef lhs, std::string &w, std::string &b) -> std::string {
+    const onnx::NodeProto *mm = g.onlyUser(lhs, "MatMul");
+    const onnx::NodeProto *add = mm && inputOf(*mm, 0) == lhs ? g.onlyUser(outputOf(*mm, 0), "Add") : nullptr;
+    if (!add)
+      return "";
+    w = gatheredAt(g, constants, inputOf(*mm, 1), index, 3, found);
+    llvm::StringRef bias = inputOf(*add, 0) == outputOf(*mm, 0) ? inputOf(*add, 1) : inputOf(*add, 0);
+    b = gatheredAt(g, constants, bias, index, 2, found);
+    if (w.empty() || b.empty())
+      return "";
+    found.append({mm, add});
+    return outputOf(*add, 0);
+  };
+  std::string w13, b13, w2, b2;
+  std::string h = linear(rows, w13, b13);
+  if (h.empty()) {
+    why = "its rows do not feed a GEMM with bias on the gathered gate/up stack";
+    return std::nullopt;
+  }
+  MoeBlock::GptOss expert;
+  const onnx::NodeProto *product = matchGptOssActivation(g, constants, h, expert, found, why);
+  if (!product)
+    return std::nullopt;
+  std::string o = linear(outputOf(*product, 0), w2, b2);
+  if (o.empty()) {
+    why = "the activation does not feed the down GEMM with its bias";
+    return std::nullopt;
+  }
+  bool first = block.gateUp.empty();
+  if (!first && (block.gateUp != w13 || block.down != w2 || oss.upBias != b13 || oss.downBias != b2 ||
+                 oss.alpha != expert.alpha || oss.beta != expert.beta || oss.limit != expert.limit)) {
+    why = "its stacked weights, biases or activation differ from the other experts'";
+    return std::nullopt;
+  }
+  block.gateUp = w13;
+  block.down = w2;
+  oss.upBias = b13;
+  oss.downBias = b2;
+  oss.alpha = expert.alpha;
+  oss.beta = expert.beta;
+  oss.limit = expert.limit;
+  nodes.append(found.begin(), found.end());
+  return o;
+}
+
+/// gpt-oss's routing: w = Softmax(TopK(logits).values) over the picks (a
+/// Cast after it allowed), the logits any linear map of x with a constant
+/// weight (the router's bias kept: the layer takes the logits as computed).
+/// Sets x, k and oss.logits; returns w and the expert count.
+static std::optional<std::pair<std::string, int64_t>>
+picksSoftmaxRouting(const GraphIndex &g, const ConstantLookup &constants, int topk, MoeBlock &block,
+                    MoeBlock::GptOss &oss, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto &t = g.graph.node(topk);
+  const onnx::NodeProto *softmax = t.output_size() == 2 ? g.onlyUser(outputOf(t, 0), "Softmax") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
+  int64_t softmaxAxis = softmax ? intAttr(*softmax, "axis", -1) : 0;
+  if (!softmax || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 || intAttr(t, "axis", -1) != -1 ||
+      (softmaxAxis != -1 && softmaxAxis != 1))
+    return std::nullopt;
+  // logits = Gemm(x, W[, b]) (transB: W as rows), MatMul(x, W) [+ b].
+  std::string logits = inputOf(t, 0);
+  const onnx::NodeProto *linear = g.producer(logits);
+  if (linear && linear->op_type() == "Add")
+    for (int side = 0; side < 2; ++side)
+      if (const onnx::NodeProto *mm = g.producer(inputOf(*linear, side)); mm && mm->op_type() == "MatMul")
+        linear = mm;
+  std::optional<llvm::SmallVector<int64_t>> w =
+      linear && (linear->op_type() == "Gemm" || linear->op_type() == "MatMul") && g.isConstant(inputOf(*linear, 1))
+          ? constants.shape(inputOf(*linear, 1))
+          : std::nullopt;
+  if (!w || w->size() != 2 || intAttr(*linear, "transA", 0) != 0)
+    return std::nullopt;
+  int64_t experts = (*w)[linear->op_type() == "Gemm" && intAttr(*linear, "transB", 0) ? 0 : 1];
+  block.x = inputOf(*linear, 0);
+  block.k = (*k)[0];
+  oss.logits = logits;
+  nodes.append({&t, softmax});
+  return std::make_pair(throughFloatCastUser(g, outputOf(*softmax, 0), nodes), experts);
+}
+
 /// One expert's step of the output's accumulation: `out` = `in` plus its
 /// weighted rows added at their tokens.
 struct Accumulation {
@@ -560,9 +667,22 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   std::optional<std::string> routed = matchRouting(g, constants, topk, block, nodes, why);
   std::optional<llvm::SmallVector<int64_t>> routerShape = routed ? constants.shape(block.routerWeight.name)
                                                                  : std::nullopt;
-  if (!routed || !routerShape || routerShape->size() != 2)
-    return std::nullopt;
-  int64_t experts = (*routerShape)[block.routerWeight.rows ? 0 : 1];
+  int64_t experts = routerShape && routerShape->size() == 2 ? (*routerShape)[block.routerWeight.rows ? 0 : 1] : 0;
+  // gpt-oss: top-k of the (biased) logits, then the softmax over the picks.
+  std::optional<MoeBlock::GptOss> oss;
+  if (!experts) {
+    block = MoeBlock();
+    nodes.clear();
+    MoeBlock::GptOss picks;
+    std::optional<std::pair<std::string, int64_t>> gptOssRouting =
+        picksSoftmaxRouting(g, constants, topk, block, picks, nodes);
+    if (!gptOssRouting)
+      return std::nullopt;
+    routed = gptOssRouting->first;
+    experts = gptOssRouting->second;
+    oss = picks;
+    why.clear();
+  }
   std::map<int64_t, ExpertRows> masks = expertMasks(g, constants, outputOf(t, 1), experts, nodes, why);
   if (masks.empty())
     return std::nullopt;
@@ -590,7 +710,13 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     // The expert's FFN on its rows: o, from stacked weights gathered at
     // the expert's index (transformers 5) or its own constants.
     std::string o;
-    if (std::optional<StackedExpert> stacked = stackedExpert(g, constants, xRows, rows.index, nodes)) {
+    if (oss) {
+      std::string expertWhy;
+      std::optional<std::string> out = gptOssExpert(g, constants, block, xRows, rows.index, *oss, nodes, expertWhy);
+      if (!out)
+        return fail(expert + expertWhy);
+      o = *out;
+    } else if (std::optional<StackedExpert> stacked = stackedExpert(g, constants, xRows, rows.index, nodes)) {
       if ((!block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)) ||
           (e != masks.begin()->first && stacked->activation != block.activation))
         return fail(expert + "its stacked weights or activation differ from the other experts'");
@@ -673,7 +799,9 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   }
   block.output = acc;
   block.last = g.indexOf(g.producer(acc));
-  matchSharedExpert(g, block, nodes);
+  block.gptOss = oss;
+  if (!oss)
+    matchSharedExpert(g, block, nodes);
   return finishBlock(g, std::move(block), nodes, topk, why);
 }
 

@@ -23,13 +23,18 @@ from onnx import numpy_helper
 mode, source, target = sys.argv[1:4]
 model = onnx.load(source)  # loads the external data too
 clips = [n for n in model.graph.node if n.op_type == "Clip"]
+# Constants as initializers (dynamo) or Constant nodes (TorchScript).
 initializers = {i.name: i for i in model.graph.initializer}
+for n in model.graph.node:
+    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+        initializers[n.output[0]] = n.attribute[0].t
 if mode == "narrow-ids":
     clip, value = clips[0], np.array(1, np.int64)
     slot = 2
 elif mode == "up-clamp":
     # The first Clip with both bounds on floats: the up half's.
-    clip = next(c for c in clips if len(c.input) == 3 and c.input[1] and initializers[c.input[1]].data_type == 1)
+    clip = next(c for c in clips if len(c.input) == 3 and c.input[1] in initializers and
+                initializers[c.input[1]].data_type == 1)
     value = numpy_helper.to_array(initializers[clip.input[1]]) / 2
     slot = 1
 elif mode == "expose-scores":
