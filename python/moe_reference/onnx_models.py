@@ -340,7 +340,7 @@ def transformer_model(name, tokens=8, hidden=32, ffn=16, experts=4, layers=2):
 
 def ops_model(name, tokens=6, hidden=16):
     """The rest of a transformer's vocabulary in one graph: LayerNorm,
-    Gather (embedding lookup), Slice, Concat, Split, Expand, Shape ->
+    Gather (embedding lookup), Slice (also with negative steps), Concat, Split, Expand, Shape ->
     Reshape, Range, comparisons and Where, Pow, Max/Min, TopK (values and
     indices), Unsqueeze/Squeeze, ReduceSum/ReduceMax."""
     rng = _rng(name)
@@ -360,6 +360,10 @@ def ops_model(name, tokens=6, hidden=16):
         _init("half", np.array([0.5], f)), _init("two", np.array([2.0], f)),
         _init("k3", np.array([3], i64)), _init("axis0", np.array([0], i64)), _init("axis_last", np.array([-1], i64)),
         _init("past_end", np.array([tokens], i64)), _init("past_end3", np.array([tokens + 3], i64)),
+        # Negative steps (torch.flip, x[::-3]): rows reversed, columns 12, 9, 6, 3.
+        _init("rev_starts", np.array([-1, 12], i64)),
+        _init("rev_ends", np.array([np.iinfo(np.int64).min, 0], i64)),
+        _init("rev_steps", np.array([-1, -3], i64)),
     ]
     n = helper.make_node
     nodes = [
@@ -383,7 +387,10 @@ def ops_model(name, tokens=6, hidden=16):
         n("ReduceSum", ["top", "axis_last"], ["rs"], keepdims=1),             # [T, 1]
         n("ReduceMax", ["h", "axis_last"], ["rm"], keepdims=0),               # [T]
         n("Unsqueeze", ["rm", "axis_last"], ["rmu"]),                          # [T, 1]
-        n("Add", ["rs", "rmu"], ["col"]),                                      # [T, 1]
+        n("Add", ["rs", "rmu"], ["col0"]),                                     # [T, 1]
+        n("Slice", ["cat", "rev_starts", "rev_ends", "axes01", "rev_steps"], ["rev"]),  # [T, 4]
+        n("ReduceSum", ["rev", "axis_last"], ["revs"], keepdims=1),           # [T, 1]
+        n("Add", ["col0", "revs"], ["col"]),                                   # [T, 1]
         n("Range", ["zero", "limit", "one"], ["rng"]),                         # [H] i64
         n("Cast", ["rng"], ["rngf"], to=TensorProto.FLOAT),
         n("Mul", ["col", "rngf"], ["grid"]),                                   # [T, H]
@@ -1227,6 +1234,13 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("Slice", ["x", "zero", "ends"], ["y"], name="the_slice")]
         graph = helper.make_graph(nodes, name, [x, ends], [helper.make_tensor_value_info("y", f, ["rows", 8])],
                                   [_init("zero", np.zeros(1, np.int64))])
+    elif name == "slice_negative_step_dynamic":
+        # x[::-1] along the dynamic token axis: its size is only known at run time.
+        nodes = [helper.make_node("Slice", ["x", "start", "end", "axis", "step"], ["y"], name="the_slice")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 8])],
+                                  [_init("start", np.array([-1], np.int64)),
+                                   _init("end", np.array([np.iinfo(np.int64).min], np.int64)),
+                                   _init("axis", np.array([0], np.int64)), _init("step", np.array([-1], np.int64))])
     elif name in ("qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits"):
         model, _ = qmoe_model(name, bits=4, activation="relu")
         graph = model.graph
@@ -1276,7 +1290,8 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "unsqueeze_repeated_axis",
        "clip_bounds_not_scalar",
-       "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "no_default_opset", "opset_10000",
+       "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "slice_negative_step_dynamic",
+       "no_default_opset", "opset_10000",
        "ir_version_99", "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 # the Hugging Face Mixtral, Qwen2-MoE, OLMoE, Qwen3-MoE, gpt-oss and
 # DeepSeek-V3 causal LMs torch.onnx exported with dynamic batch and sequence (Inputs/hf,
 # scripts/export-hf-moe-models.py; three sizes each; the TorchScript exports
-# against PyTorch's own logits, written next to them), is
+# against PyTorch's own logits, written next to them), and MoE layers written
+# by hand in PyTorch (Inputs/torch, scripts/export-torch-moe-modules.py, both
+# exporters, against PyTorch's outputs at two token counts), is
 # imported with moe-translate, compiled and run by moe-run, as imported,
 # after moe-optimize, and as the emulated GPU program (moe-run
 # --gpu-emulation; the GPU pipeline must also produce sm_90 cubins), and
@@ -50,6 +52,7 @@ def isolated(name, check):
 
 
 HF_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "hf")
+TORCH_MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "torch")
 
 
 def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=(), gpu=True):
@@ -154,6 +157,14 @@ def main(out_dir):
                 feeds = {ids: np.random.default_rng(seed * 100 + seq).integers(0, 128, (batch, seq)).astype(np.int64)}
                 runs.append((feeds, session.run(None, feeds)[0]))
         failures += isolated(file, lambda: check_model("hf_" + file[:-5], path, *runs[0], [ids], out_dir, tools,
+                                                       more=runs[1:]))
+    # MoE layers written by hand in PyTorch (scripts/export-torch-moe-modules.py):
+    # both exporters, dynamic and static sizes, against PyTorch's outputs.
+    for file in sorted(f for f in os.listdir(TORCH_MODULES) if f.endswith(".onnx")):
+        path = os.path.join(TORCH_MODULES, file)
+        reference = np.load(path[:-len(".onnx")] + ".reference.npz")
+        runs = [({"x": reference[f"x_{i}"]}, reference[f"y_{i}"]) for i in range(len(reference.files) // 2)]
+        failures += isolated(file, lambda: check_model("torch_" + file[:-5], path, *runs[0], ["x"], out_dir, tools,
                                                        more=runs[1:]))
     if failures:
         sys.exit(f"{failures} comparison(s) failed (the FAIL lines above)")

@@ -29,7 +29,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   if (block.gptOss)
     return importGptOssBlock(block, loc);
   std::string gateUpName = block.gateUp, downName = block.down;
-  if (!block.expertDown.empty() && failed(stackExpertWeights(block, loc, gateUpName, downName)))
+  if ((!block.expertDown.empty() || !block.gateStack.empty()) &&
+      failed(stackExpertWeights(block, loc, gateUpName, downName)))
     return failure();
   FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight.name, loc),
                    up = lookup(gateUpName, loc), down = lookup(downName, loc);
@@ -148,44 +149,72 @@ LogicalResult GraphImporter::importGptOssBlock(const MoeBlock &block, Location l
   return success();
 }
 
-/// The per-expert x @ W weights of a loop-form block stacked as moe.layer
-/// takes them, once at import: gate/up rows [E, 2I, H] (each expert's gate
-/// then up, transposed) and down rows [E, H, I]. They become constants named
-/// after the block's output; `gateUp` and `down` get their names.
+/// The experts' weights of a loop-form or gathered-stack block stacked as
+/// moe.layer takes them, once at import: gate/up rows [E, 2I, H] (each
+/// expert's gate then up) and down rows [E, H, I]. Each expert's matrix is
+/// its own 2-D constant (expertGate/Up/Down) or its slice of a 3-D stack
+/// (gateStack/upStack/downStack), as x @ W's [in, out] or as rows [out, in]
+/// (expertRows). They become constants named after the block's output;
+/// `gateUp` and `down` get their names.
 LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp,
                                                 std::string &down) {
-  int64_t experts = static_cast<int64_t>(block.expertDown.size());
+  bool fromStacks = !block.gateStack.empty();
   auto find = [&](const std::string &name) -> const ConstantTensor * {
     auto it = constants.find(name);
     return it == constants.end() ? nullptr : &it->second;
   };
-  const ConstantTensor *first = find(block.expertGate[0]);
-  if (!first || first->type.getRank() != 2)
-    return emitError(loc) << "MoE block: expert 0's gate weight '" << block.expertGate[0]
-                          << "' is not a 2-D constant";
-  int64_t hidden = first->type.getDimSize(0), ffn = first->type.getDimSize(1);
-  Type element = first->type.getElementType();
+  // Expert e's matrix of one projection: its bytes and [rows, cols].
+  struct Matrix {
+    const char *bytes = nullptr;
+    RankedTensorType type;
+  };
+  auto matrix = [&](const std::vector<std::string> &perExpert, const std::string &stack, int64_t e) -> Matrix {
+    const ConstantTensor *c = find(fromStacks ? stack : perExpert[e]);
+    if (!c || c->type.getRank() != (fromStacks ? 3 : 2) || (fromStacks && e >= c->type.getDimSize(0)))
+      return {};
+    if (!fromStacks)
+      return {c->bytes.data(), c->type};
+    auto type = RankedTensorType::get({c->type.getDimSize(1), c->type.getDimSize(2)}, c->type.getElementType());
+    return {c->bytes.data() + e * type.getNumElements() * byteWidth(type.getElementType()), type};
+  };
+  const ConstantTensor *probe = find(fromStacks ? block.downStack : block.expertDown.front());
+  int64_t experts = fromStacks ? (probe && probe->type.getRank() == 3 ? probe->type.getDimSize(0) : 0)
+                               : static_cast<int64_t>(block.expertDown.size());
+  Matrix first = experts ? matrix(block.expertGate, block.gateStack, 0) : Matrix();
+  if (!first.bytes)
+    return emitError(loc) << "MoE block: the experts' gate weights ('"
+                          << (fromStacks ? block.gateStack : block.expertGate[0]) << "') are not constants of "
+                          << (fromStacks ? "rank 3" : "rank 2");
+  // x @ W's [in, out], or rows [out, in] (block.expertRows).
+  bool rows = block.expertRows;
+  int64_t hidden = first.type.getDimSize(rows ? 1 : 0), ffn = first.type.getDimSize(rows ? 0 : 1);
+  Type element = first.type.getElementType();
   int64_t width = byteWidth(element);
   auto gateUpData = std::make_shared<std::vector<char>>(experts * 2 * ffn * hidden * width);
   auto downData = std::make_shared<std::vector<char>>(experts * hidden * ffn * width);
-  // dst[e][rowBase + r][c] = src[c][r]: a [rows, cols] matrix transposed.
-  auto transposeInto = [&](const ConstantTensor &src, std::vector<char> &dst, int64_t offset, int64_t rows,
-                           int64_t cols) {
-    for (int64_t r = 0; r < rows; ++r)
+  // dst[offset + r][c] = src[c][r] (a [cols, rows] matrix transposed), or
+  // src[r][c] as it is when the weights are rows already.
+  auto transposeInto = [&](const char *src, std::vector<char> &dst, int64_t offset, int64_t dstRows, int64_t cols) {
+    if (rows) {
+      memcpy(dst.data() + offset * width, src, dstRows * cols * width);
+      return;
+    }
+    for (int64_t r = 0; r < dstRows; ++r)
       for (int64_t c = 0; c < cols; ++c)
-        memcpy(dst.data() + (offset + r * cols + c) * width, src.bytes.data() + (c * rows + r) * width, width);
+        memcpy(dst.data() + (offset + r * cols + c) * width, src + (c * dstRows + r) * width, width);
   };
+  auto projType = rows ? RankedTensorType::get({ffn, hidden}, element) : RankedTensorType::get({hidden, ffn}, element);
+  auto downType = rows ? RankedTensorType::get({hidden, ffn}, element) : RankedTensorType::get({ffn, hidden}, element);
   for (int64_t e = 0; e < experts; ++e) {
-    const ConstantTensor *gate = find(block.expertGate[e]), *up = find(block.expertUp[e]),
-                         *downW = find(block.expertDown[e]);
-    auto projType = RankedTensorType::get({hidden, ffn}, element);
-    if (!gate || !up || !downW || gate->type != projType || up->type != projType ||
-        downW->type != RankedTensorType::get({ffn, hidden}, element))
+    Matrix gate = matrix(block.expertGate, block.gateStack, e), up = matrix(block.expertUp, block.upStack, e),
+           downW = matrix(block.expertDown, block.downStack, e);
+    if (!gate.bytes || !up.bytes || !downW.bytes || gate.type != projType || up.type != projType ||
+        downW.type != downType)
       return emitError(loc) << "MoE block: expert " << e << "'s weights are not gate and up " << projType
-                            << " and down " << RankedTensorType::get({ffn, hidden}, element) << " constants";
-    transposeInto(*gate, *gateUpData, e * 2 * ffn * hidden, ffn, hidden);
-    transposeInto(*up, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
-    transposeInto(*downW, *downData, e * hidden * ffn, hidden, ffn);
+                            << " and down " << downType << " constants";
+    transposeInto(gate.bytes, *gateUpData, e * 2 * ffn * hidden, ffn, hidden);
+    transposeInto(up.bytes, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
+    transposeInto(downW.bytes, *downData, e * hidden * ffn, hidden, ffn);
   }
   auto stacked = [&](const std::string &name, ArrayRef<int64_t> shape, std::shared_ptr<std::vector<char>> data) {
     ConstantTensor constant;

@@ -149,7 +149,8 @@ const onnx::NodeProto *matchGatedActivation(const GraphIndex &g, llvm::StringRef
 
 /// The routing every block form starts with, at TopK node `topk`:
 /// TopK(Softmax(MatMul(x, Wr))) with Wr constant, the weights optionally
-/// divided by their sum. Fills the block's x, router, k and normalize and
+/// divided by their sum, or Softmax(TopK(MatMul(x, Wr)).values) (the picks'
+/// softmax: the same weights renormalised). Fills the block's x, router, k and normalize and
 /// `nodes`; returns the (renormalised) weights' value. On failure `why`
 /// holds the reason, or is empty when this is not MoE routing at all.
 std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLookup &constants, int topk,
@@ -190,6 +191,19 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
 /// match: not MoE).
 std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
                                    std::string &why);
+
+/// Matches a mixture computing every expert on every token, weighted by
+/// per-expert gate columns (DenseMixtureBlocks.cpp) anchored at TopK node
+/// `topk`. `why` is empty when the ids are not read that way.
+std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                               std::string &why);
+
+/// Matches the decode-style block whose routed experts' weights are
+/// gathered per (token, slot) and contracted by einsums
+/// (GatheredStackBlocks.cpp) anchored at TopK node `topk`. `why` is empty
+/// when the ids gather no weights for einsums of x.
+std::optional<MoeBlock> matchGatheredStackBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                                std::string &why);
 
 /// gpt-oss's clamped SwiGLU on h = the gate/up GEMM's result (with bias):
 ///   g, u = Slice(h, 0::2), Slice(h, 1::2) along the last axis

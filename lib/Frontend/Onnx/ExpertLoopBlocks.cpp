@@ -27,6 +27,41 @@ struct ExpertRows {
   std::string index;
 };
 
+/// The two columns of Transpose(NonZero(m), [1, 0]) [n, 2] taken as
+/// Squeeze(Slice(t, [i], [i + 1], axes [1]), 1), as torch.unbind exports
+/// through dynamo; (first, second), or nullopt.
+static std::optional<std::pair<std::string, std::string>>
+slicedColumns(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &transpose,
+              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  llvm::SmallVector<int64_t> perm;
+  for (const onnx::AttributeProto &a : transpose.attribute())
+    if (a.name() == "perm")
+      perm.assign(a.ints().begin(), a.ints().end());
+  std::string columns[2];
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  for (int u : g.users(outputOf(transpose, 0))) {
+    const onnx::NodeProto &slice = g.graph.node(u);
+    if (slice.op_type() != "Slice" || slice.input_size() < 4 ||
+        (slice.input_size() > 4 && !inputOf(slice, 4).empty() &&
+         constants(inputOf(slice, 4)) != llvm::SmallVector<int64_t>{1}))
+      return std::nullopt;
+    std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(slice, 1)), ends = constants(inputOf(slice, 2)),
+                                              axes = constants(inputOf(slice, 3));
+    const onnx::NodeProto *squeeze = g.onlyUser(outputOf(slice, 0), "Squeeze");
+    if (!starts || !ends || !axes || starts->size() != 1 || ends->size() != 1 || axes->size() != 1 ||
+        ((*axes)[0] != 1 && (*axes)[0] != -1) || (*starts)[0] < 0 || (*starts)[0] > 1 ||
+        (*ends)[0] != (*starts)[0] + 1 || !squeeze || !hasAxis(*squeeze, constants, 1) ||
+        !columns[(*starts)[0]].empty())
+      return std::nullopt;
+    columns[(*starts)[0]] = outputOf(*squeeze, 0);
+    found.append({&slice, squeeze});
+  }
+  if (perm != llvm::SmallVector<int64_t>{1, 0} || columns[0].empty() || columns[1].empty())
+    return std::nullopt;
+  nodes.append(found.begin(), found.end());
+  return std::make_pair(columns[0], columns[1]);
+}
+
 /// NonZero(mask) split into its two rows: Gather(nz, 0) and Gather(nz, 1)
 /// (axis 0), or, as TorchScript writes torch.where, the columns of
 /// Transpose(nz, [1, 0]) split along axis 1 and squeezed. (first, second),
@@ -39,6 +74,12 @@ nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRe
     return std::nullopt;
   std::string rows[2];
   if (const onnx::NodeProto *transpose = g.onlyUser(outputOf(*nz, 0), "Transpose")) {
+    // The dynamo exporter's unbind: Slice [i, i+1) of axis 1, Squeeze(1).
+    if (std::optional<std::pair<std::string, std::string>> sliced =
+            slicedColumns(g, constants, *transpose, nodes)) {
+      nodes.append({nz, transpose});
+      return sliced;
+    }
     const onnx::NodeProto *split = g.onlyUser(outputOf(*transpose, 0), "Split");
     llvm::SmallVector<int64_t> perm;
     for (const onnx::AttributeProto &a : transpose->attribute())
@@ -102,11 +143,26 @@ static bool isSizeOf(const GraphIndex &g, const ConstantLookup &constants, llvm:
   return true;
 }
 
-/// The rows of x at `token`: Gather(x, token) along axis 0, or, as
+/// The rows of x at `token`: Gather(x, token) along axis 0,
+/// GatherND(x, Unsqueeze(token, -1)), or, as
 /// TorchScript writes x[None, token].reshape(-1, H), a rank-2 Reshape of
 /// Gather(Unsqueeze(x, 0), token) along axis 1. The rows' value, or "".
 static std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
                                 llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  // GatherND(x, Unsqueeze(token, -1)) (the dynamo exporter's x[token]).
+  for (int u : g.users(token)) {
+    const onnx::NodeProto &column = g.graph.node(u);
+    if (column.op_type() != "Unsqueeze" || !hasAxis(column, constants, -1))
+      continue;
+    for (int v : g.users(outputOf(column, 0))) {
+      const onnx::NodeProto &nd = g.graph.node(v);
+      if (nd.op_type() == "GatherND" && intAttr(nd, "batch_dims", 0) == 0 && block.isX(inputOf(nd, 0)) &&
+          inputOf(nd, 1) == outputOf(column, 0)) {
+        nodes.push_back(&nd);
+        return outputOf(nd, 0);
+      }
+    }
+  }
   const onnx::NodeProto *gather = g.userOfType(token, "Gather");
   if (!gather || inputOf(*gather, 1) != token)
     return "";
@@ -138,6 +194,22 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
   const onnx::NodeProto *weightCol = g.producer(column);
   if (!weightCol)
     return false;
+  // w[token, slot, None] as the dynamo exporter writes it:
+  // GatherND(Unsqueeze(w, -1), Concat(Unsqueeze(token, -1), Unsqueeze(slot, -1), -1)).
+  if (weightCol->op_type() == "GatherND" && intAttr(*weightCol, "batch_dims", 0) == 0) {
+    const onnx::NodeProto *unsqW = unsqueezedFrom(inputOf(*weightCol, 0), w);
+    const onnx::NodeProto *pairs = unsqW ? g.producer(inputOf(*weightCol, 1)) : nullptr;
+    int64_t concatAxis = pairs ? intAttr(*pairs, "axis", 0) : 0;
+    const onnx::NodeProto *tokCol = pairs && pairs->op_type() == "Concat" && pairs->input_size() == 2 &&
+                                            (concatAxis == -1 || concatAxis == 1)
+                                        ? unsqueezedFrom(inputOf(*pairs, 0), rows.token)
+                                        : nullptr;
+    const onnx::NodeProto *slotCol = tokCol ? unsqueezedFrom(inputOf(*pairs, 1), rows.slot) : nullptr;
+    if (!slotCol)
+      return false;
+    nodes.append({weightCol, unsqW, pairs, tokCol, slotCol});
+    return true;
+  }
   if (weightCol->op_type() == "Unsqueeze") {
     const onnx::NodeProto *picked =
         hasAxis(*weightCol, constants, -1) ? g.producer(inputOf(*weightCol, 0)) : nullptr;
@@ -391,6 +463,12 @@ picksSoftmaxRouting(const GraphIndex &g, const ConstantLookup &constants, int to
   return std::make_pair(throughFloatCastUser(g, outputOf(*softmax, 0), nodes), experts);
 }
 
+/// A float constant of zeros only.
+static bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value) {
+  std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
+  return v && !v->empty() && llvm::all_of(*v, [](float f) { return f == 0.0f; });
+}
+
 /// One expert's step of the output's accumulation: `out` = `in` plus its
 /// weighted rows added at their tokens.
 struct Accumulation {
@@ -406,9 +484,13 @@ struct Accumulation {
 static std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants,
                                                 llvm::StringRef rows, llvm::StringRef token,
                                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  // token [n] as a column [n, 1] (Unsqueeze at -1, or at 1: the same).
   auto unsqueezedToken = [&](llvm::StringRef value) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
-    return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == token && hasAxis(*u, constants, -1) ? u : nullptr;
+    return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == token &&
+                   (hasAxis(*u, constants, -1) || hasAxis(*u, constants, 1))
+               ? u
+               : nullptr;
   };
   if (const onnx::NodeProto *scatter = g.onlyUser(rows, "ScatterND")) {
     const onnx::NodeProto *where = unsqueezedToken(inputOf(*scatter, 1));
@@ -432,30 +514,42 @@ static std::optional<Accumulation> accumulation(const GraphIndex &g, const Const
                    [](const onnx::AttributeProto &a) { return a.name() == "reduction" && a.s() != "none"; }))
     return std::nullopt;
   std::string acc = inputOf(*add, 0) == outputOf(*scatter, 0) ? inputOf(*add, 1) : inputOf(*add, 0);
-  // Zeros shaped like acc.
+  // Zeros shaped like acc: ConstantOfShape(Shape(acc)), or, in an export
+  // with static sizes, a zero constant (the Add checks it is acc's shape).
   const onnx::NodeProto *zeros = g.producer(inputOf(*scatter, 0));
   const onnx::NodeProto *zerosShape = zeros && zeros->op_type() == "ConstantOfShape" &&
                                               llvm::all_of(zeros->attribute(), isZeroValue)
                                           ? g.producer(inputOf(*zeros, 0))
                                           : nullptr;
+  bool staticZeros = isZeroConstant(constants, inputOf(*scatter, 0));
   // The token of each element.
   const onnx::NodeProto *expandToken = g.producer(inputOf(*scatter, 1));
   const onnx::NodeProto *column = expandToken && expandToken->op_type() == "Expand"
                                       ? unsqueezedToken(inputOf(*expandToken, 0))
                                       : nullptr;
-  // acc[:1, :]: the rows broadcast to themselves.
-  const onnx::NodeProto *sliceShape = g.producer(inputOf(*expandRows, 1));
+  // acc[:1, :]: the rows broadcast to themselves; with static sizes a
+  // constant [1, c] does the same (c is 1 or the width, else the graph fails).
+  std::optional<llvm::SmallVector<int64_t>> staticTarget = constants(inputOf(*expandRows, 1));
+  bool staticExpand = staticTarget && staticTarget->size() == 2 && (*staticTarget)[0] == 1;
+  const onnx::NodeProto *sliceShape = staticExpand ? nullptr : g.producer(inputOf(*expandRows, 1));
   const onnx::NodeProto *slice = sliceShape && sliceShape->op_type() == "Shape" ? g.producer(inputOf(*sliceShape, 0)) : nullptr;
-  if (!zerosShape || zerosShape->op_type() != "Shape" || inputOf(*zerosShape, 0) != acc || !column ||
-      inputOf(*expandToken, 1) != outputOf(*rowsShape, 0) || !slice || slice->op_type() != "Slice" ||
-      inputOf(*slice, 0) != acc || slice->input_size() < 4 || (slice->input_size() > 4 && !inputOf(*slice, 4).empty()))
+  bool zerosLikeAcc = staticZeros || (zerosShape && zerosShape->op_type() == "Shape" && inputOf(*zerosShape, 0) == acc);
+  bool accRow = staticExpand || (slice && slice->op_type() == "Slice" && inputOf(*slice, 0) == acc &&
+                                 slice->input_size() >= 4 && (slice->input_size() == 4 || inputOf(*slice, 4).empty()));
+  if (!zerosLikeAcc || !column || inputOf(*expandToken, 1) != outputOf(*rowsShape, 0) || !accRow)
     return std::nullopt;
-  std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*slice, 1)), ends = constants(inputOf(*slice, 2)),
-                                            axes = constants(inputOf(*slice, 3));
-  if (!starts || !ends || !axes || starts->size() != 2 || ends->size() != 2 || *axes != llvm::SmallVector<int64_t>{0, 1} ||
-      (*starts)[0] != 0 || (*starts)[1] != 0 || (*ends)[0] != 1 || (*ends)[1] < std::numeric_limits<int32_t>::max())
-    return std::nullopt;
-  nodes.append({expandRows, scatter, rowsShape, add, zeros, zerosShape, expandToken, column, sliceShape, slice});
+  if (!staticExpand) {
+    std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*slice, 1)),
+                                              ends = constants(inputOf(*slice, 2)), axes = constants(inputOf(*slice, 3));
+    if (!starts || !ends || !axes || starts->size() != 2 || ends->size() != 2 ||
+        *axes != llvm::SmallVector<int64_t>{0, 1} || (*starts)[0] != 0 || (*starts)[1] != 0 || (*ends)[0] != 1 ||
+        (*ends)[1] < std::numeric_limits<int32_t>::max())
+      return std::nullopt;
+    nodes.append({sliceShape, slice});
+  }
+  if (!staticZeros)
+    nodes.append({zeros, zerosShape});
+  nodes.append({expandRows, scatter, rowsShape, add, expandToken, column});
   return Accumulation{acc, outputOf(*add, 0)};
 }
 
@@ -465,6 +559,29 @@ static std::optional<Accumulation> accumulation(const GraphIndex &g, const Const
 /// reshaped from.
 static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
                        llvm::StringRef value, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  // An export with static sizes: a zero constant [T, H] (the layer's result
+  // replacing the sum is checked against its shape at import).
+  if (isZeroConstant(constants, value)) {
+    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(value);
+    return shape && shape->size() == 2;
+  }
+  // Shape(x) whole (a `start = 0` attribute allowed).
+  auto isShapeOfX = [&](const onnx::NodeProto *shape) {
+    return shape && shape->op_type() == "Shape" && block.isX(inputOf(*shape, 0)) &&
+           llvm::all_of(shape->attribute(),
+                        [](const onnx::AttributeProto &a) { return a.name() == "start" && a.i() == 0; });
+  };
+  // torch.zeros_like(x) through dynamo: Expand(0, Shape(x)).
+  if (const onnx::NodeProto *expand = g.producer(value);
+      expand && expand->op_type() == "Expand" && isZeroConstant(constants, inputOf(*expand, 0))) {
+    const onnx::NodeProto *shape = g.producer(inputOf(*expand, 1));
+    std::optional<llvm::SmallVector<int64_t>> zero = constants.shape(inputOf(*expand, 0));
+    if (isShapeOfX(shape) && zero && llvm::all_of(*zero, [](int64_t d) { return d == 1; })) {
+      nodes.append({expand, shape});
+      return true;
+    }
+    return false;
+  }
   const onnx::NodeProto *zeros = g.producer(value);
   const onnx::NodeProto *shape = zeros && zeros->op_type() == "ConstantOfShape" &&
                                          llvm::all_of(zeros->attribute(), isZeroValue)
@@ -472,7 +589,7 @@ static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, con
                                      : nullptr;
   if (!shape)
     return false;
-  if (shape->op_type() == "Shape" && block.isX(inputOf(*shape, 0)) && shape->attribute_size() == 0) {
+  if (isShapeOfX(shape)) {
     nodes.append({zeros, shape});
     return true;
   }
@@ -727,13 +844,19 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     } else {
       if (!block.gateUp.empty())
         return fail(expert + "its weights are not the stacked ones the other experts use");
+      // x @ W with a constant W (linearOf), every projection in one layout.
+      auto isProjection = [&](const onnx::NodeProto *mm, llvm::StringRef lhs) {
+        llvm::SmallVector<const onnx::NodeProto *> ignored;
+        LinearWeight w = mm->output_size() == 1 ? linearOf(g, outputOf(*mm, 0), nullptr, ignored) : LinearWeight();
+        return !w.empty() && inputOf(*mm, 0) == lhs && w.rows == block.expertRows;
+      };
       llvm::SmallVector<const onnx::NodeProto *> projections;
       for (int u : g.users(xRows))
         projections.push_back(&g.graph.node(u));
+      if (e == masks.begin()->first && !projections.empty())
+        block.expertRows = projections.front()->op_type() == "Gemm" && intAttr(*projections.front(), "transB", 0);
       if (projections.size() != 2 ||
-          llvm::any_of(projections, [&](const onnx::NodeProto *mm) {
-            return mm->op_type() != "MatMul" || inputOf(*mm, 0) != xRows || !g.isConstant(inputOf(*mm, 1));
-          }))
+          llvm::any_of(projections, [&](const onnx::NodeProto *mm) { return !isProjection(mm, xRows); }))
         return fail(expert + "its rows do not feed exactly two constant projections (gate, up)");
       const onnx::NodeProto *act = nullptr, *gateMM = nullptr, *upMM = nullptr;
       GateActivation kind = GateActivation::silu;
@@ -748,8 +871,8 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
       if (e != masks.begin()->first && kind != block.activation)
         return fail(expert + "its activation differs from the other experts'");
       block.activation = kind;
-      const onnx::NodeProto *downMM = g.onlyUser(outputOf(*act, 0), "MatMul");
-      if (!downMM || inputOf(*downMM, 0) != outputOf(*act, 0) || !g.isConstant(inputOf(*downMM, 1)))
+      const onnx::NodeProto *downMM = g.onlyUser(outputOf(*act, 0), block.expertRows ? "Gemm" : "MatMul");
+      if (!downMM || !isProjection(downMM, outputOf(*act, 0)))
         return fail(expert + "the activation does not feed a constant down projection");
       nodes.append({gateMM, upMM, downMM});
       block.expertGate[e] = inputOf(*gateMM, 1);

@@ -113,8 +113,9 @@ Results convertGather(NodeContext &ctx) {
       })};
 }
 
-/// Slice with constant axes and (positive) steps; starts and ends constant
-/// or computed from tensor sizes (exporters slice to a sequence length).
+/// Slice with constant axes and steps; starts and ends constant or computed
+/// from tensor sizes (exporters slice to a sequence length). Negative steps
+/// (torch.flip) need static sizes and constant bounds.
 Results convertSlice(NodeContext &ctx) {
   Value data = ctx.input(0);
   if (!data)
@@ -154,15 +155,33 @@ Results convertSlice(NodeContext &ctx) {
   SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), sizes = tb::sizesOf(b, loc, data),
                             strides(rank, b.getIndexAttr(1));
   SmallVector<int64_t> shape(type.getShape());
+  SmallVector<int64_t> reversed; // axes read backwards (negative steps)
   for (size_t i = 0; i < axes.size(); ++i) {
     FailureOr<int64_t> axis = ctx.normalizeAxis(axes[i], rank);
     if (failed(axis))
       return failure();
-    if (steps[i] <= 0)
-      return ctx.error() << "step " << steps[i] << " on axis " << *axis << ": only positive steps are supported",
-             failure();
     int64_t dim = shape[*axis];
     std::optional<int64_t> start = getConstantIntValue((*starts)[i]), end = getConstantIntValue((*ends)[i]);
+    if (steps[i] == 0)
+      return ctx.error() << "step 0 on axis " << *axis, failure();
+    if (steps[i] < 0) {
+      // start, start + step, ... while > end; start clamped to [0, dim - 1]
+      // and end to [-1, dim - 1] (the spec's rule for negative steps): the
+      // same elements as a positive-step slice from the last one, reversed.
+      if (ShapedType::isDynamic(dim) || !start || !end)
+        return ctx.error() << "step " << steps[i] << " on axis " << *axis
+                           << ": negative steps need a static size and constant bounds",
+               failure();
+      int64_t from = std::clamp<int64_t>(*start < 0 ? *start + dim : *start, 0, dim - 1);
+      int64_t to = std::clamp<int64_t>(*end < 0 ? *end + dim : *end, -1, dim - 1);
+      int64_t stride = -steps[i], count = dim > 0 && from > to ? (from - to + stride - 1) / stride : 0;
+      offsets[*axis] = b.getIndexAttr(count ? from - (count - 1) * stride : 0);
+      sizes[*axis] = b.getIndexAttr(count);
+      strides[*axis] = b.getIndexAttr(stride);
+      shape[*axis] = count;
+      reversed.push_back(*axis);
+      continue;
+    }
     strides[*axis] = b.getIndexAttr(steps[i]);
     if (ShapedType::isDynamic(dim) || !start || !end) {
       // Bounds resolved at run time as below: negative ones count from the
@@ -196,7 +215,17 @@ Results convertSlice(NodeContext &ctx) {
     shape[*axis] = count;
   }
   auto resultType = RankedTensorType::get(shape, type.getElementType());
-  return SmallVector<Value>{tensor::ExtractSliceOp::create(b, loc, resultType, data, offsets, sizes, strides)};
+  Value slice = tensor::ExtractSliceOp::create(b, loc, resultType, data, offsets, sizes, strides);
+  if (reversed.empty())
+    return SmallVector<Value>{slice};
+  return SmallVector<Value>{gatherGeneric(
+      b, loc, slice, tb::emptyLike(b, loc, slice, type.getElementType()), ValueRange{}, {},
+      [&](OpBuilder &nb, Location nl, ArrayRef<Value> point, ValueRange) {
+        SmallVector<Value> at(point);
+        for (int64_t axis : reversed)
+          at[axis] = arith::SubIOp::create(nb, nl, scalar::constIndex(nb, nl, shape[axis] - 1), point[axis]);
+        return at;
+      })};
 }
 
 /// GatherElements: out[i] = data[i with i[axis] = indices[i]], the result

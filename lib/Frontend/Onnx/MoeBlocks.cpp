@@ -68,15 +68,23 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
   for (int i = 0; i < graph.node_size(); ++i) {
     if (graph.node(i).op_type() != "TopK" || !(graph.node(i).domain().empty() || graph.node(i).domain() == "ai.onnx"))
       continue;
-    std::string why, whyLoop, whyGptOss;
+    std::string why, whyLoop, whyGptOss, whyDense, whyGathered;
     if (std::optional<MoeBlock> block = matchBlock(index, constants, i, why))
       blocks.push_back(std::move(*block));
     else if (std::optional<MoeBlock> loop = matchPerExpertBlock(index, constants, i, whyLoop))
       blocks.push_back(std::move(*loop));
     else if (std::optional<MoeBlock> oss = matchGptOssBlock(index, constants, i, whyGptOss))
       blocks.push_back(std::move(*oss));
-    else if (!whyLoop.empty() || !why.empty() || !whyGptOss.empty())
-      nearMisses.push_back({i, !whyLoop.empty() ? whyLoop : !why.empty() ? why : whyGptOss});
+    else if (std::optional<MoeBlock> dense = matchDenseMixtureBlock(index, constants, i, whyDense))
+      blocks.push_back(std::move(*dense));
+    else if (std::optional<MoeBlock> gathered = matchGatheredStackBlock(index, constants, i, whyGathered))
+      blocks.push_back(std::move(*gathered));
+    else if (!whyLoop.empty() || !why.empty() || !whyGptOss.empty() || !whyDense.empty() || !whyGathered.empty())
+      nearMisses.push_back({i, !whyGathered.empty() ? whyGathered
+                               : !whyDense.empty()  ? whyDense
+                               : !whyLoop.empty()   ? whyLoop
+                               : !why.empty()       ? why
+                                                    : whyGptOss});
     else if (selectsExperts(index, constants, graph.node(i)))
       nearMisses.push_back({i, "its indices pick experts (a one-hot mask or stacked weights), but the scores in "
                                "front of it are neither softmax(x Wr) nor DeepSeek-V3's sigmoid routing with a "

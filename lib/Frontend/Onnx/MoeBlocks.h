@@ -60,6 +60,13 @@ struct MoeBlock {
   /// The per-expert loop form: expert e's x @ W weights, gate and up
   /// [H, I], down [I, H] (then gateUp and down are empty).
   std::vector<std::string> expertGate, expertUp, expertDown;
+  /// Separate gate, up and down stacks [E, ., .] (each expert's matrix a
+  /// slice; then gateUp and down are empty).
+  std::string gateStack, upStack, downStack;
+  /// The per-expert (or stacked) weights are rows [out, in] (Gemm with
+  /// transB = 1, how the dynamo exporter writes nn.Linear), not x @ W's
+  /// [in, out].
+  bool expertRows = false;
   int64_t k = 1;
   bool normalize = false;
   GateActivation activation = GateActivation::silu;

@@ -142,7 +142,8 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
 
 /// The routing every block form starts with, at TopK node `topk`:
 /// TopK(Softmax(MatMul(x, Wr))) with Wr constant, the weights optionally
-/// divided by their sum. Fills the block's x, router, k and normalize and
+/// divided by their sum, or Softmax(TopK(MatMul(x, Wr)).values) (the picks'
+/// softmax: the same weights renormalised). Fills the block's x, router, k and normalize and
 /// `nodes`; returns the (renormalised) weights' value. On failure `why`
 /// holds the reason, or is empty when this is not MoE routing at all.
 std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLookup &constants, int topk,
@@ -157,11 +158,16 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes);
     softmax = nullptr;
   }
-  if ((!softmax && !deepSeek) || t.output_size() != 2)
+  // Top-k of the logits, then the softmax over the picks (the same weights
+  // as softmax top-k renormalised).
+  const onnx::NodeProto *picksSoftmax =
+      !softmax && !deepSeek && t.output_size() == 2 ? g.onlyUser(outputOf(t, 0), "Softmax") : nullptr;
+  if ((!softmax && !deepSeek && !picksSoftmax) || t.output_size() != 2)
     return std::nullopt;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
-  std::string logits = throughFloatCastProducer(g, deepSeek ? deepSeek->first : inputOf(*softmax, 0), castNodes);
+  std::string logits = throughFloatCastProducer(
+      g, deepSeek ? deepSeek->first : softmax ? inputOf(*softmax, 0) : inputOf(t, 0), castNodes);
   block.routerWeight = linearOf(g, logits, nullptr, routerNodes);
   if (block.routerWeight.empty())
     return std::nullopt;
@@ -212,6 +218,14 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   if (!k || k->size() != 1)
     return fail("K is not a constant");
   block.k = (*k)[0];
+  if (picksSoftmax) {
+    int64_t axis = intAttr(*picksSoftmax, "axis", -1);
+    if (intAttr(t, "largest", 1) != 1 || intAttr(t, "axis", -1) != -1 || (axis != -1 && axis != 1))
+      return fail("the top-k or the softmax over its picks is not over the last axis, largest first");
+    nodes.append({router, &t, picksSoftmax});
+    block.normalize = true;
+    return throughFloatCastUser(g, outputOf(*picksSoftmax, 0), nodes);
+  }
   if (intAttr(t, "largest", 1) != 1 || intAttr(t, "sorted", 1) != 1 || intAttr(*softmax, "axis", -1) != -1 ||
       intAttr(t, "axis", -1) != -1)
     return fail("the softmax or top-k is not over the last axis, largest first");

@@ -1,0 +1,300 @@
+//===- DenseMixtureBlocks.cpp - every expert on every token, gate-weighted -===//
+//
+// MoE modules written by hand (not transformers') often compute every
+// expert on every token and weight the results by the routing gate, which
+// is zero off each token's top-k:
+//
+//   w, ids = routing (matchRouting)
+//   c_e    = ReduceSum(w * Cast(Equal(ids, e)), -1, keepdims)     (or Where(Equal(ids, e), w, 0))
+//   y      = sum_e c_e * FFN_e(x)                                  (an Add chain, any order)
+//
+// or with the gate scattered densely and the outputs stacked:
+//
+//   G = ScatterElements(zeros [T, E], ids, w, axis 1)
+//   y = ReduceSum(Unsqueeze(G, -1) * Concat_e(Unsqueeze(FFN_e(x), 1), axis 1), 1)
+//
+// with FFN_e(x) = (act(x Wg_e) * (x Wu_e)) Wd_e on the expert's own constant
+// weights. Both are one moe.layer, which computes only the selected experts.
+//
+//===----------------------------------------------------------------------===//
+
+#include "BlockMatching.h"
+
+#include "llvm/ADT/StringSet.h"
+
+#include <map>
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+
+namespace mlir::moe::onnx_import::blocks {
+
+namespace {
+
+/// One expert's FFN of x, matched back from its output.
+struct DenseExpert {
+  std::string gate, up, down;
+  bool rows = false;
+  GateActivation activation = GateActivation::silu;
+};
+
+/// FFN_e(x) computing `output`: Wd(act(Wg x) * (Wu x)) with constant
+/// weights, all in one layout (x @ W or rows).
+std::optional<DenseExpert> denseExpert(const GraphIndex &g, const MoeBlock &block, llvm::StringRef output,
+                                       llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  LinearWeight down = linearOf(g, output, nullptr, found);
+  const onnx::NodeProto *act = down.empty() ? nullptr : g.producer(inputOf(*found.back(), 0));
+  if (!act || act->op_type() != "Mul")
+    return std::nullopt;
+  // act(g) * u: u is a projection of x, act(g) reads the other one.
+  for (int side = 0; side < 2; ++side) {
+    llvm::SmallVector<const onnx::NodeProto *> tried;
+    LinearWeight up = linearOf(g, inputOf(*act, side), &block, tried);
+    if (up.empty())
+      continue;
+    // The gate projection: the x-projection the other operand reads.
+    const onnx::NodeProto *actOfGate = g.producer(inputOf(*act, 1 - side));
+    if (!actOfGate)
+      continue;
+    for (const std::string &in : actOfGate->input()) {
+      llvm::SmallVector<const onnx::NodeProto *> gateNodes;
+      LinearWeight gate = linearOf(g, in, &block, gateNodes);
+      if (gate.empty() || gate.rows != up.rows || gate.rows != down.rows)
+        continue;
+      GateActivation kind = GateActivation::silu;
+      llvm::SmallVector<const onnx::NodeProto *> actNodes;
+      const onnx::NodeProto *product = matchGatedActivation(g, in, inputOf(*act, side), kind, actNodes);
+      if (product != act)
+        continue;
+      nodes.append(found.begin(), found.end());
+      nodes.append(tried.begin(), tried.end());
+      nodes.append(gateNodes.begin(), gateNodes.end());
+      nodes.append(actNodes.begin(), actNodes.end());
+      return DenseExpert{gate.name, up.name, down.name, down.rows, kind};
+    }
+  }
+  return std::nullopt;
+}
+
+/// The gate column of one expert, ReduceSum(w * Cast(Equal(ids, e)), [-1],
+/// keepdims) or with Where(Equal(ids, e), w, 0): returns e.
+std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &equal,
+                                  llvm::StringRef ids, llvm::StringRef w, std::string &column,
+                                  llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  std::string e = inputOf(equal, 0) == ids ? inputOf(equal, 1) : inputOf(equal, 0);
+  std::optional<llvm::SmallVector<int64_t>> expert = constants(e);
+  if (!expert || expert->size() != 1)
+    return std::nullopt;
+  llvm::SmallVector<const onnx::NodeProto *> found = {&equal};
+  std::string mask = outputOf(equal, 0);
+  const onnx::NodeProto *masked = nullptr;
+  if (const onnx::NodeProto *cast = g.onlyUser(mask, "Cast")) {
+    const onnx::NodeProto *mul = g.onlyUser(outputOf(*cast, 0), "Mul");
+    std::string other = mul ? (inputOf(*mul, 0) == outputOf(*cast, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
+    if (mul && other == w) {
+      found.append({cast, mul});
+      masked = mul;
+    }
+  } else if (const onnx::NodeProto *where = g.onlyUser(mask, "Where")) {
+    std::optional<std::vector<float>> zero =
+        where->input_size() == 3 && constants.floats ? constants.floats(inputOf(*where, 2)) : std::nullopt;
+    if (inputOf(*where, 0) == mask && inputOf(*where, 1) == w && zero && zero->size() == 1 && (*zero)[0] == 0.0f) {
+      found.push_back(where);
+      masked = where;
+    }
+  }
+  const onnx::NodeProto *sum = masked ? g.onlyUser(outputOf(*masked, 0), "ReduceSum") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> axes = sum ? axesOf(*sum, constants) : std::nullopt;
+  if (!sum || !axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || intAttr(*sum, "keepdims", 1) != 1)
+    return std::nullopt;
+  found.push_back(sum);
+  nodes.append(found.begin(), found.end());
+  column = outputOf(*sum, 0);
+  return (*expert)[0];
+}
+
+/// The leaves of the Add tree whose root is `root` (Adds read only inside
+/// the tree); the Adds themselves go to `adds`.
+void addLeaves(const GraphIndex &g, llvm::StringRef root, llvm::SmallVectorImpl<std::string> &leaves,
+               llvm::SmallVectorImpl<const onnx::NodeProto *> &adds) {
+  const onnx::NodeProto *add = g.producer(root);
+  if (!add || add->op_type() != "Add" || (!adds.empty() && g.users(root).size() != 1)) {
+    leaves.push_back(root.str());
+    return;
+  }
+  adds.push_back(add);
+  addLeaves(g, inputOf(*add, 0), leaves, adds);
+  addLeaves(g, inputOf(*add, 1), leaves, adds);
+}
+
+/// An all-zero tensor: a zero constant, ConstantOfShape with a zero fill,
+/// or Expand of a zero constant (zeros_like through the exporters).
+bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
+             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto zeroConstant = [&](llvm::StringRef v) {
+    std::optional<std::vector<float>> f = constants.floats ? constants.floats(v) : std::nullopt;
+    return f && !f->empty() && llvm::all_of(*f, [](float x) { return x == 0.0f; });
+  };
+  if (zeroConstant(value))
+    return true;
+  const onnx::NodeProto *n = g.producer(value);
+  if (n && n->op_type() == "ConstantOfShape" && llvm::all_of(n->attribute(), isZeroValue)) {
+    nodes.push_back(n);
+    return true;
+  }
+  if (n && n->op_type() == "Expand" && zeroConstant(inputOf(*n, 0))) {
+    nodes.push_back(n);
+    return true;
+  }
+  return false;
+}
+
+/// The stacked form (see the top of the file) from the gate's
+/// ScatterElements: fills the experts' FFNs in expert order and returns the
+/// sum over the experts, or "".
+std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
+                           const onnx::NodeProto &scatter, int64_t experts, std::map<int64_t, DenseExpert> &ffns,
+                           llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
+  const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
+                                   ? g.onlyUser(outputOf(*unsq, 0), "Mul")
+                                   : nullptr;
+  const onnx::NodeProto *sum = mul ? g.onlyUser(outputOf(*mul, 0), "ReduceSum") : nullptr;
+  if (!sum || !hasAxis(*sum, constants, 1) || intAttr(*sum, "keepdims", 1) != 0) {
+    why = "the scattered gate is not summed with the experts' outputs over the expert axis";
+    return "";
+  }
+  std::string stack = inputOf(*mul, 0) == outputOf(*unsq, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0);
+  const onnx::NodeProto *concat = g.producer(stack);
+  if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != 1 ||
+      concat->input_size() != experts) {
+    why = "the experts' outputs are not stacked one per expert on axis 1";
+    return "";
+  }
+  llvm::SmallVector<const onnx::NodeProto *> found = {unsq, mul, sum, concat};
+  for (int64_t e = 0; e < experts; ++e) {
+    const onnx::NodeProto *one = g.producer(inputOf(*concat, e));
+    std::optional<DenseExpert> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
+                                         ? denseExpert(g, block, inputOf(*one, 0), found)
+                                         : std::nullopt;
+    if (!ffn) {
+      why = "expert " + std::to_string(e) + "'s stacked output is not a gated FFN of x on its own constant weights";
+      return "";
+    }
+    found.push_back(one);
+    ffns[e] = *ffn;
+  }
+  nodes.append(found.begin(), found.end());
+  return outputOf(*sum, 0);
+}
+
+/// The block with the experts' own weights, in expert order, as output
+/// `output`.
+std::optional<MoeBlock> finishDense(const GraphIndex &g, MoeBlock block, const std::map<int64_t, DenseExpert> &ffns,
+                                    llvm::StringRef output, llvm::ArrayRef<const onnx::NodeProto *> nodes, int topk,
+                                    std::string &why) {
+  bool rows = ffns.begin()->second.rows;
+  GateActivation activation = ffns.begin()->second.activation;
+  for (auto &[e, ffn] : ffns) {
+    if (ffn.rows != rows || ffn.activation != activation) {
+      why = "expert " + std::to_string(e) + "'s weights or activation differ in form from the others'";
+      return std::nullopt;
+    }
+    block.expertGate.push_back(ffn.gate);
+    block.expertUp.push_back(ffn.up);
+    block.expertDown.push_back(ffn.down);
+  }
+  block.expertRows = rows;
+  block.activation = activation;
+  block.output = output.str();
+  block.last = g.indexOf(g.producer(output));
+  return finishBlock(g, std::move(block), nodes, topk, why);
+}
+
+} // namespace
+
+std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                               std::string &why) {
+  const onnx::NodeProto &t = g.graph.node(topk);
+  MoeBlock block;
+  llvm::SmallVector<const onnx::NodeProto *> nodes;
+  std::optional<std::string> routed = matchRouting(g, constants, topk, block, nodes, why);
+  std::optional<llvm::SmallVector<int64_t>> routerShape =
+      routed ? constants.shape(block.routerWeight.name) : std::nullopt;
+  if (!routed || !routerShape || routerShape->size() != 2)
+    return std::nullopt;
+  int64_t experts = (*routerShape)[block.routerWeight.rows ? 0 : 1];
+  std::string w = *routed, ids = outputOf(t, 1);
+  auto fail = [&](const std::string &reason) -> std::optional<MoeBlock> {
+    why = reason;
+    return std::nullopt;
+  };
+  std::map<int64_t, DenseExpert> ffns;
+  // The gate scattered densely, G = ScatterElements(zeros, ids, w, axis 1),
+  // weighting the stacked outputs.
+  if (const onnx::NodeProto *scatter = g.onlyUser(ids, "ScatterElements")) {
+    if (inputOf(*scatter, 1) != ids || inputOf(*scatter, 2) != w || intAttr(*scatter, "axis", 0) != 1 ||
+        llvm::any_of(scatter->attribute(),
+                     [](const onnx::AttributeProto &a) { return a.name() == "reduction" && a.s() != "none"; }) ||
+        !isZeros(g, constants, inputOf(*scatter, 0), nodes))
+      return fail("the gate is not the top-k weights scattered into zeros at their ids");
+    nodes.push_back(scatter);
+    std::string sum = stackedMixture(g, constants, block, *scatter, experts, ffns, nodes, why);
+    if (sum.empty())
+      return std::nullopt;
+    return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);
+  }
+  // Each expert's column and its weighted FFN output c_e * FFN_e(x).
+  std::map<int64_t, std::string> terms;
+  for (int u : g.users(ids)) {
+    const onnx::NodeProto &equal = g.graph.node(u);
+    std::string column;
+    std::optional<int64_t> e =
+        equal.op_type() == "Equal" ? gateColumn(g, constants, equal, ids, w, column, nodes) : std::nullopt;
+    if (!e)
+      return std::nullopt; // the ids are read some other way: not this form
+    if (*e < 0 || *e >= experts || terms.count(*e))
+      return fail("expert " + std::to_string(*e) + "'s gate column is not one of the router's experts, once");
+    const onnx::NodeProto *scale = g.onlyUser(column, "Mul");
+    if (!scale)
+      return fail("expert " + std::to_string(*e) + "'s gate column does not scale its output");
+    std::string output = inputOf(*scale, 0) == column ? inputOf(*scale, 1) : inputOf(*scale, 0);
+    std::optional<DenseExpert> ffn = denseExpert(g, block, output, nodes);
+    if (!ffn)
+      return fail("expert " + std::to_string(*e) + "'s output is not a gated FFN of x on its own constant weights");
+    nodes.push_back(scale);
+    terms[*e] = outputOf(*scale, 0);
+    ffns[*e] = *ffn;
+  }
+  if (static_cast<int64_t>(terms.size()) != experts)
+    return fail("the gate columns cover " + std::to_string(terms.size()) + " of the router's " +
+                std::to_string(experts) + " experts");
+  // The smallest Add tree above expert 0's term whose leaves are exactly
+  // the terms (a zero start allowed; a residual added after stays out).
+  llvm::StringSet<> want;
+  for (auto &[e, term] : terms)
+    want.insert(term);
+  auto isZero = [&](const std::string &leaf) {
+    std::optional<std::vector<float>> v = constants.floats ? constants.floats(leaf) : std::nullopt;
+    return v && llvm::all_of(*v, [](float f) { return f == 0.0f; });
+  };
+  std::string root = terms.begin()->second;
+  llvm::SmallVector<const onnx::NodeProto *> adds;
+  while (true) {
+    llvm::SmallVector<std::string> leaves;
+    adds.clear();
+    addLeaves(g, root, leaves, adds);
+    llvm::erase_if(leaves, isZero);
+    if (leaves.size() == terms.size() && llvm::all_of(leaves, [&](const std::string &l) { return want.contains(l); }))
+      break;
+    const onnx::NodeProto *add = g.onlyUser(root, "Add");
+    if (!add || leaves.size() >= terms.size())
+      return fail("the experts' weighted outputs are not summed on their own (other terms in their Add chain)");
+    root = outputOf(*add, 0);
+  }
+  nodes.append(adds.begin(), adds.end());
+  return finishDense(g, std::move(block), ffns, root, nodes, topk, why);
+}
+
+} // namespace mlir::moe::onnx_import::blocks

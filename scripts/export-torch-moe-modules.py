@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Exports MoE layers written by hand in PyTorch (not transformers' blocks)
+to ONNX, the way a user's torch.onnx.export of their own module produces
+them, with PyTorch's outputs next to each file.
+
+  python3 scripts/export-torch-moe-modules.py [--out test/Onnx/Inputs/torch]
+
+Each module is exported by both exporters (dynamo, the default, and
+TorchScript, dynamo=False, opset 17) with a dynamic token count, and two of
+them also with static sizes (an export without dynamic axes writes zeros
+and shapes as constants). <name>.reference.npz holds x_i and PyTorch's y_i
+at two token counts. Needs torch (not in python/requirements.txt: the
+files it writes are committed). Written with torch 2.15.
+"""
+
+import argparse
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HIDDEN, FFN, EXPERTS, TOP_K = 32, 48, 4, 2
+
+
+class SwiGLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Linear(HIDDEN, FFN, bias=False)
+        self.w3 = nn.Linear(HIDDEN, FFN, bias=False)
+        self.w2 = nn.Linear(FFN, HIDDEN, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Experts(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.experts = nn.ModuleList([SwiGLU() for _ in range(EXPERTS)])
+
+
+class WhereLoop(Experts):
+    """Top-k of the logits, softmax over the picks; per expert its (token,
+    slot) pairs by torch.where, its rows scaled and index_add_-ed."""
+
+    def forward(self, x):
+        w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)
+        w = F.softmax(w, dim=-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out.index_add_(0, tok, w[tok, slot, None] * expert(x[tok]))
+        return out
+
+
+class MaskLoop(Experts):
+    """Softmax then top-k; every expert on every token, weighted by its
+    column sum(w * (idx == e))."""
+
+    def forward(self, x):
+        w, idx = self.gate(x).softmax(-1).topk(TOP_K, -1)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
+class DenseScatter(Experts):
+    """Softmax, top-k renormalised, scattered into a dense gate that weights
+    the experts' stacked outputs."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        w, idx = torch.topk(probs, TOP_K, dim=-1)
+        gates = torch.zeros_like(probs).scatter(1, idx, w / w.sum(-1, keepdim=True))
+        outs = torch.stack([expert(x) for expert in self.experts], dim=1)
+        return (gates.unsqueeze(-1) * outs).sum(1)
+
+
+class GatheredEinsum(nn.Module):
+    """gpt-fast's MOEFeedForward: stacked parameters, the routed experts'
+    weights gathered per token, w1[idx] [T, k, F, H], and einsums."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        h = F.silu(torch.einsum("ti,taoi->tao", x, self.w1[idx])) * torch.einsum("ti,taoi->tao", x, self.w3[idx])
+        o = torch.einsum("tao,taio->tai", h, self.w2[idx])
+        return torch.einsum("tai,ta->ti", o, w)
+
+
+class SkipLoopNearMiss(Experts):
+    """MaskLoop leaving out the last expert: not a whole layer (a remark;
+    plain ops, still computed as written)."""
+
+    def forward(self, x):
+        w, idx = self.gate(x).softmax(-1).topk(TOP_K, -1)
+        out = 0
+        for e, expert in enumerate(self.experts[:-1]):
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
+class FlippedWeightsNearMiss(GatheredEinsum):
+    """GatheredEinsum weighting each slot by the other slot's weight."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        h = F.silu(torch.einsum("ti,taoi->tao", x, self.w1[idx])) * torch.einsum("ti,taoi->tao", x, self.w3[idx])
+        o = torch.einsum("tao,taio->tai", h, self.w2[idx])
+        return torch.einsum("tai,ta->ti", o, w.flip(-1))
+
+
+MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
+           "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
+           "flipped_weights_near_miss": FlippedWeightsNearMiss}
+STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
+# Near misses: one export is enough.
+DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}
+
+
+def export(module, x, path, exporter, dynamic):
+    if exporter == "dynamo":
+        shapes = ({0: torch.export.Dim("tokens", min=2, max=4096)},) if dynamic else None
+        torch.onnx.export(module, (x,), path, dynamo=True, input_names=["x"], output_names=["y"],
+                          dynamic_shapes=shapes)
+    else:
+        axes = {"x": {0: "tokens"}, "y": {0: "tokens"}} if dynamic else None
+        torch.onnx.export(module, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"], dynamic_axes=axes)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "test", "Onnx", "Inputs",
+                                                      "torch"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    for seed, (name, cls) in enumerate(MODULES.items()):
+        torch.manual_seed(seed)
+        module = cls().eval()
+        example = torch.randn(64, HIDDEN)
+        for exporter in ("dynamo",) if name in DYNAMO_ONLY else ("dynamo", "torchscript"):
+            for dynamic in (True, False):
+                if not dynamic and (name, exporter) not in STATIC:
+                    continue
+                file = f"{name}_{exporter}{'' if dynamic else '_static'}"
+                path = os.path.join(args.out, file + ".onnx")
+                export(module, example, path, exporter, dynamic)
+                # Inputs the export was not traced on (any size when dynamic).
+                sizes = (64, 9) if dynamic else (64, 64)
+                reference = {}
+                with torch.no_grad():
+                    for i, tokens in enumerate(sizes):
+                        x = torch.randn(tokens, HIDDEN, generator=torch.Generator().manual_seed(100 + i))
+                        reference[f"x_{i}"] = x.numpy()
+                        reference[f"y_{i}"] = module(x).numpy()
+                np.savez(os.path.join(args.out, file + ".reference.npz"), **reference)
+                print(f"wrote {path} ({os.path.getsize(path)} B)")
+
+
+if __name__ == "__main__":
+    main()
