@@ -35,11 +35,16 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+def mlp(activation, bias):
+    """A plain FFN expert, as tutorials write one."""
+    return nn.Sequential(nn.Linear(HIDDEN, FFN, bias=bias), activation, nn.Linear(FFN, HIDDEN, bias=bias))
+
+
 class Experts(nn.Module):
-    def __init__(self):
+    def __init__(self, expert=SwiGLU):
         super().__init__()
         self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
-        self.experts = nn.ModuleList([SwiGLU() for _ in range(EXPERTS)])
+        self.experts = nn.ModuleList([expert() for _ in range(EXPERTS)])
 
 
 class WhereLoop(Experts):
@@ -123,7 +128,11 @@ class FlippedWeightsNearMiss(GatheredEinsum):
 
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
-           "flipped_weights_near_miss": FlippedWeightsNearMiss}
+           "flipped_weights_near_miss": FlippedWeightsNearMiss,
+           # Plain FFN experts: Linear (with bias), GELU / ReLU / SiLU, Linear.
+           "where_loop_gelu_bias": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
+           "mask_loop_relu_bias": lambda: MaskLoop(lambda: mlp(nn.ReLU(), True)),
+           "dense_scatter_silu": lambda: DenseScatter(lambda: mlp(nn.SiLU(), False))}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}

@@ -28,9 +28,9 @@ using namespace mlir::moe::onnx_import;
 LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
   if (block.gptOss)
     return importGptOssBlock(block, loc);
-  std::string gateUpName = block.gateUp, downName = block.down;
+  std::string gateUpName = block.gateUp, downName = block.down, upBiasName, downBiasName;
   if ((!block.expertDown.empty() || !block.gateStack.empty()) &&
-      failed(stackExpertWeights(block, loc, gateUpName, downName)))
+      failed(stackExpertWeights(block, loc, gateUpName, downName, upBiasName, downBiasName)))
     return failure();
   FailureOr<Value> x = lookup(block.x, loc), router = lookup(block.routerWeight.name, loc),
                    up = lookup(gateUpName, loc), down = lookup(downName, loc);
@@ -42,11 +42,13 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   Type element = xType.getElementType();
   if (xType.getRank() != 2 || routerType.getRank() != 2 || upType.getRank() != 3 || downType.getRank() != 3)
     return emitError(loc) << "MoE block: expected x [tokens, hidden], a 2-D router and 3-D expert weights";
-  int64_t hidden = xType.getDimSize(1), experts = upType.getDimSize(0), ffn = upType.getDimSize(1) / 2;
+  bool gated = !block.ungated;
+  int64_t hidden = xType.getDimSize(1), experts = upType.getDimSize(0),
+          ffn = gated ? upType.getDimSize(1) / 2 : upType.getDimSize(1);
   ArrayRef<int64_t> routerShape = routerType.getShape();
   if (routerShape != (block.routerWeight.rows ? ArrayRef<int64_t>{experts, hidden} : ArrayRef<int64_t>{hidden, experts}) ||
       upType.getDimSize(2) != hidden ||
-      upType.getDimSize(1) % 2 != 0 || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
+      (gated && upType.getDimSize(1) % 2 != 0) || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
       routerType.getElementType() != element || upType.getElementType() != element ||
       downType.getElementType() != element || block.k < 1 || block.k > experts)
     return emitError(loc) << "MoE block: inconsistent shapes: x " << xType << ", router " << routerType
@@ -56,6 +58,34 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     return name.rows ? w : tensor_builders::transpose(builder, loc, w, {1, 0});
   };
   Value routerRows = rows(block.routerWeight, *router); // [E, H]
+  Activation activation = block.activation == GateActivation::gelu ? Activation::geglu : Activation::swiglu;
+  if (block.ungated)
+    activation = *block.ungated == PlainActivation::relu        ? Activation::relu
+                 : *block.ungated == PlainActivation::gelu      ? Activation::gelu
+                 : *block.ungated == PlainActivation::gelu_tanh ? Activation::gelu_tanh
+                                                                : Activation::silu;
+  // Experts with biases: ONNX Runtime's MoE computation on the same
+  // routing (the logits x Wr recomputed, the block's own nodes gone).
+  if (!upBiasName.empty()) {
+    FailureOr<Value> upBias = lookup(upBiasName, loc), downBias = lookup(downBiasName, loc);
+    Value routerColumns = block.routerWeight.rows ? tensor_builders::transpose(builder, loc, *router, {1, 0})
+                                                  : *router; // [H, E]
+    FailureOr<Value> logits = tensor_builders::matmul(builder, loc, *x, routerColumns);
+    if (failed(upBias) || failed(downBias) || failed(logits) || block.deepSeek || !block.sharedDownProj.empty())
+      return emitError(loc) << "MoE block: experts with biases are supported with softmax top-k routing only";
+    ExpertMixture mixture;
+    mixture.x = *x;
+    mixture.logits = *logits;
+    mixture.up = *up;
+    mixture.upBias = *upBias;
+    mixture.down = *down;
+    mixture.downBias = *downBias;
+    mixture.activation = activation;
+    mixture.k = block.k;
+    mixture.normalize = block.normalize;
+    values[block.output] = buildExpertMixture(builder, loc, mixture);
+    return success();
+  }
   std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   Value selectionBias;
@@ -98,10 +128,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
                                *x, routerRows, Value(), selectionBias, Value(), Value(), *up, *down, Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
-                               ActivationAttr::get(context, block.activation == GateActivation::gelu
-                                                                ? Activation::geglu
-                                                                : Activation::swiglu),
-                               routingAttr, CapacityAttr());
+                               ActivationAttr::get(context, activation), routingAttr, CapacityAttr());
   values[block.output] = layer.getY();
   return success();
 }
@@ -154,10 +181,12 @@ LogicalResult GraphImporter::importGptOssBlock(const MoeBlock &block, Location l
 /// expert's gate then up) and down rows [E, H, I]. Each expert's matrix is
 /// its own 2-D constant (expertGate/Up/Down) or its slice of a 3-D stack
 /// (gateStack/upStack/downStack), as x @ W's [in, out] or as rows [out, in]
-/// (expertRows). They become constants named after the block's output;
-/// `gateUp` and `down` get their names.
+/// (expertRows); ungated experts have no up rows. Per-expert biases stack
+/// the same way ([E, U], [E, H]). They become constants named after the
+/// block's output; `gateUp`, `down` and the bias names get their names.
 LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp,
-                                                std::string &down) {
+                                                std::string &down, std::string &upBiasName,
+                                                std::string &downBiasName) {
   bool fromStacks = !block.gateStack.empty();
   auto find = [&](const std::string &name) -> const ConstantTensor * {
     auto it = constants.find(name);
@@ -190,7 +219,9 @@ LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location 
   int64_t hidden = first.type.getDimSize(rows ? 1 : 0), ffn = first.type.getDimSize(rows ? 0 : 1);
   Type element = first.type.getElementType();
   int64_t width = byteWidth(element);
-  auto gateUpData = std::make_shared<std::vector<char>>(experts * 2 * ffn * hidden * width);
+  // Gated: [gate; up] rows per expert; ungated: W1's rows alone.
+  int64_t upRows = block.ungated ? ffn : 2 * ffn;
+  auto gateUpData = std::make_shared<std::vector<char>>(experts * upRows * hidden * width);
   auto downData = std::make_shared<std::vector<char>>(experts * hidden * ffn * width);
   // dst[offset + r][c] = src[c][r] (a [cols, rows] matrix transposed), or
   // src[r][c] as it is when the weights are rows already.
@@ -206,14 +237,16 @@ LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location 
   auto projType = rows ? RankedTensorType::get({ffn, hidden}, element) : RankedTensorType::get({hidden, ffn}, element);
   auto downType = rows ? RankedTensorType::get({hidden, ffn}, element) : RankedTensorType::get({ffn, hidden}, element);
   for (int64_t e = 0; e < experts; ++e) {
-    Matrix gate = matrix(block.expertGate, block.gateStack, e), up = matrix(block.expertUp, block.upStack, e),
+    Matrix gate = matrix(block.expertGate, block.gateStack, e),
+           up = block.ungated ? gate : matrix(block.expertUp, block.upStack, e),
            downW = matrix(block.expertDown, block.downStack, e);
     if (!gate.bytes || !up.bytes || !downW.bytes || gate.type != projType || up.type != projType ||
         downW.type != downType)
-      return emitError(loc) << "MoE block: expert " << e << "'s weights are not gate and up " << projType
-                            << " and down " << downType << " constants";
-    transposeInto(gate.bytes, *gateUpData, e * 2 * ffn * hidden, ffn, hidden);
-    transposeInto(up.bytes, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
+      return emitError(loc) << "MoE block: expert " << e << "'s weights are not " << (block.ungated ? "" : "gate and ")
+                            << "up " << projType << " and down " << downType << " constants";
+    transposeInto(gate.bytes, *gateUpData, e * upRows * hidden, ffn, hidden);
+    if (!block.ungated)
+      transposeInto(up.bytes, *gateUpData, (e * 2 + 1) * ffn * hidden, ffn, hidden);
     transposeInto(downW.bytes, *downData, e * hidden * ffn, hidden, ffn);
   }
   auto stacked = [&](const std::string &name, ArrayRef<int64_t> shape, std::shared_ptr<std::vector<char>> data) {
@@ -224,8 +257,28 @@ LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location 
     constants[name] = constant;
     return name;
   };
-  gateUp = stacked(block.output + ".experts_gate_up", {experts, 2 * ffn, hidden}, gateUpData);
+  gateUp = stacked(block.output + ".experts_gate_up", {experts, upRows, hidden}, gateUpData);
   down = stacked(block.output + ".experts_down", {experts, hidden, ffn}, downData);
+  if (block.expertDownBias.empty())
+    return success();
+  // Biases as the moe ops' [E, U] ([gate; up]) and [E, H].
+  auto upBiasData = std::make_shared<std::vector<char>>(experts * upRows * width);
+  auto downBiasData = std::make_shared<std::vector<char>>(experts * hidden * width);
+  for (int64_t e = 0; e < experts; ++e) {
+    const ConstantTensor *gateBias = find(block.expertGateBias[e]), *downBias = find(block.expertDownBias[e]);
+    const ConstantTensor *upBias = block.ungated ? gateBias : find(block.expertUpBias[e]);
+    auto biasOf = [&](int64_t n) { return RankedTensorType::get({n}, element); };
+    if (!gateBias || !upBias || !downBias || gateBias->type != biasOf(ffn) || upBias->type != biasOf(ffn) ||
+        downBias->type != biasOf(hidden))
+      return emitError(loc) << "MoE block: expert " << e << "'s biases are not " << biasOf(ffn) << " and "
+                            << biasOf(hidden) << " constants";
+    memcpy(upBiasData->data() + e * upRows * width, gateBias->bytes.data(), ffn * width);
+    if (!block.ungated)
+      memcpy(upBiasData->data() + (e * upRows + ffn) * width, upBias->bytes.data(), ffn * width);
+    memcpy(downBiasData->data() + e * hidden * width, downBias->bytes.data(), hidden * width);
+  }
+  upBiasName = stacked(block.output + ".experts_up_bias", {experts, upRows}, upBiasData);
+  downBiasName = stacked(block.output + ".experts_down_bias", {experts, hidden}, downBiasData);
   return success();
 }
 

@@ -18,6 +18,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringMap.h"
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -191,6 +192,25 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
 /// match: not MoE).
 std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
                                    std::string &why);
+
+/// One expert's FFN on its own constant weights, matched back from its
+/// `output` to the rows `isInput` accepts (ExpertFfnMatching.cpp): gated
+/// (SwiGLU, GeGLU) or plain (ReLU, GELU, SiLU), each projection MatMul [+
+/// Add(bias)] or Gemm [with C], all in one layout (x @ W, or rows).
+struct OwnExpertFfn {
+  std::string gate, up, down;              // up empty when ungated
+  std::string gateBias, upBias, downBias;  // "" without
+  bool rows = false;
+  GateActivation gated = GateActivation::silu;
+  std::optional<PlainActivation> ungated;
+};
+std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const ConstantLookup &constants,
+                                              llvm::StringRef output, llvm::function_ref<bool(llvm::StringRef)> isInput,
+                                              llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// The experts `ffns` (every expert, in order) as the block's own weights;
+/// false, with `why`, when they differ in form.
+bool setOwnExperts(MoeBlock &block, const std::map<int64_t, OwnExpertFfn> &ffns, std::string &why);
 
 /// Matches a mixture computing every expert on every token, weighted by
 /// per-expert gate columns (DenseMixtureBlocks.cpp) anchored at TopK node

@@ -13,8 +13,8 @@
 //   G = ScatterElements(zeros [T, E], ids, w, axis 1)
 //   y = ReduceSum(Unsqueeze(G, -1) * Concat_e(Unsqueeze(FFN_e(x), 1), axis 1), 1)
 //
-// with FFN_e(x) = (act(x Wg_e) * (x Wu_e)) Wd_e on the expert's own constant
-// weights. Both are one moe.layer, which computes only the selected experts.
+// with FFN_e(x) an FFN on the expert's own constant weights
+// (matchOwnExpertFfn: gated or plain, with or without biases). Both are one moe.layer, which computes only the selected experts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,52 +30,6 @@ using namespace mlir::moe::onnx_import;
 namespace mlir::moe::onnx_import::blocks {
 
 namespace {
-
-/// One expert's FFN of x, matched back from its output.
-struct DenseExpert {
-  std::string gate, up, down;
-  bool rows = false;
-  GateActivation activation = GateActivation::silu;
-};
-
-/// FFN_e(x) computing `output`: Wd(act(Wg x) * (Wu x)) with constant
-/// weights, all in one layout (x @ W or rows).
-std::optional<DenseExpert> denseExpert(const GraphIndex &g, const MoeBlock &block, llvm::StringRef output,
-                                       llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  llvm::SmallVector<const onnx::NodeProto *> found;
-  LinearWeight down = linearOf(g, output, nullptr, found);
-  const onnx::NodeProto *act = down.empty() ? nullptr : g.producer(inputOf(*found.back(), 0));
-  if (!act || act->op_type() != "Mul")
-    return std::nullopt;
-  // act(g) * u: u is a projection of x, act(g) reads the other one.
-  for (int side = 0; side < 2; ++side) {
-    llvm::SmallVector<const onnx::NodeProto *> tried;
-    LinearWeight up = linearOf(g, inputOf(*act, side), &block, tried);
-    if (up.empty())
-      continue;
-    // The gate projection: the x-projection the other operand reads.
-    const onnx::NodeProto *actOfGate = g.producer(inputOf(*act, 1 - side));
-    if (!actOfGate)
-      continue;
-    for (const std::string &in : actOfGate->input()) {
-      llvm::SmallVector<const onnx::NodeProto *> gateNodes;
-      LinearWeight gate = linearOf(g, in, &block, gateNodes);
-      if (gate.empty() || gate.rows != up.rows || gate.rows != down.rows)
-        continue;
-      GateActivation kind = GateActivation::silu;
-      llvm::SmallVector<const onnx::NodeProto *> actNodes;
-      const onnx::NodeProto *product = matchGatedActivation(g, in, inputOf(*act, side), kind, actNodes);
-      if (product != act)
-        continue;
-      nodes.append(found.begin(), found.end());
-      nodes.append(tried.begin(), tried.end());
-      nodes.append(gateNodes.begin(), gateNodes.end());
-      nodes.append(actNodes.begin(), actNodes.end());
-      return DenseExpert{gate.name, up.name, down.name, down.rows, kind};
-    }
-  }
-  return std::nullopt;
-}
 
 /// The gate column of one expert, ReduceSum(w * Cast(Equal(ids, e)), [-1],
 /// keepdims) or with Where(Equal(ids, e), w, 0): returns e.
@@ -153,8 +107,8 @@ bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringR
 /// The stacked form (see the top of the file) from the gate's
 /// ScatterElements: fills the experts' FFNs in expert order and returns the
 /// sum over the experts, or "".
-std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
-                           const onnx::NodeProto &scatter, int64_t experts, std::map<int64_t, DenseExpert> &ffns,
+std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
+                           llvm::function_ref<bool(llvm::StringRef)> isX, const onnx::NodeProto &scatter, int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
                            llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
   const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
@@ -175,9 +129,9 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
   llvm::SmallVector<const onnx::NodeProto *> found = {unsq, mul, sum, concat};
   for (int64_t e = 0; e < experts; ++e) {
     const onnx::NodeProto *one = g.producer(inputOf(*concat, e));
-    std::optional<DenseExpert> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
-                                         ? denseExpert(g, block, inputOf(*one, 0), found)
-                                         : std::nullopt;
+    std::optional<OwnExpertFfn> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
+                                          ? matchOwnExpertFfn(g, constants, inputOf(*one, 0), isX, found)
+                                          : std::nullopt;
     if (!ffn) {
       why = "expert " + std::to_string(e) + "'s stacked output is not a gated FFN of x on its own constant weights";
       return "";
@@ -191,22 +145,15 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
 
 /// The block with the experts' own weights, in expert order, as output
 /// `output`.
-std::optional<MoeBlock> finishDense(const GraphIndex &g, MoeBlock block, const std::map<int64_t, DenseExpert> &ffns,
+std::optional<MoeBlock> finishDense(const GraphIndex &g, MoeBlock block, const std::map<int64_t, OwnExpertFfn> &ffns,
                                     llvm::StringRef output, llvm::ArrayRef<const onnx::NodeProto *> nodes, int topk,
                                     std::string &why) {
-  bool rows = ffns.begin()->second.rows;
-  GateActivation activation = ffns.begin()->second.activation;
-  for (auto &[e, ffn] : ffns) {
-    if (ffn.rows != rows || ffn.activation != activation) {
-      why = "expert " + std::to_string(e) + "'s weights or activation differ in form from the others'";
-      return std::nullopt;
-    }
-    block.expertGate.push_back(ffn.gate);
-    block.expertUp.push_back(ffn.up);
-    block.expertDown.push_back(ffn.down);
+  if (!setOwnExperts(block, ffns, why))
+    return std::nullopt;
+  if (!block.expertDownBias.empty() && block.deepSeek) {
+    why = "experts with biases under DeepSeek-V3's routing (only softmax top-k routing takes biased experts)";
+    return std::nullopt;
   }
-  block.expertRows = rows;
-  block.activation = activation;
   block.output = output.str();
   block.last = g.indexOf(g.producer(output));
   return finishBlock(g, std::move(block), nodes, topk, why);
@@ -226,11 +173,12 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
     return std::nullopt;
   int64_t experts = (*routerShape)[block.routerWeight.rows ? 0 : 1];
   std::string w = *routed, ids = outputOf(t, 1);
+  auto isX = [&](llvm::StringRef v) { return block.isX(v); };
   auto fail = [&](const std::string &reason) -> std::optional<MoeBlock> {
     why = reason;
     return std::nullopt;
   };
-  std::map<int64_t, DenseExpert> ffns;
+  std::map<int64_t, OwnExpertFfn> ffns;
   // The gate scattered densely, G = ScatterElements(zeros, ids, w, axis 1),
   // weighting the stacked outputs.
   if (const onnx::NodeProto *scatter = g.onlyUser(ids, "ScatterElements")) {
@@ -240,7 +188,7 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
         !isZeros(g, constants, inputOf(*scatter, 0), nodes))
       return fail("the gate is not the top-k weights scattered into zeros at their ids");
     nodes.push_back(scatter);
-    std::string sum = stackedMixture(g, constants, block, *scatter, experts, ffns, nodes, why);
+    std::string sum = stackedMixture(g, constants, isX, *scatter, experts, ffns, nodes, why);
     if (sum.empty())
       return std::nullopt;
     return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);
@@ -260,7 +208,7 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
     if (!scale)
       return fail("expert " + std::to_string(*e) + "'s gate column does not scale its output");
     std::string output = inputOf(*scale, 0) == column ? inputOf(*scale, 1) : inputOf(*scale, 0);
-    std::optional<DenseExpert> ffn = denseExpert(g, block, output, nodes);
+    std::optional<OwnExpertFfn> ffn = matchOwnExpertFfn(g, constants, output, isX, nodes);
     if (!ffn)
       return fail("expert " + std::to_string(*e) + "'s output is not a gated FFN of x on its own constant weights");
     nodes.push_back(scale);

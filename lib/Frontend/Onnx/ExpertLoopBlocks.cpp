@@ -10,6 +10,8 @@
 
 #include "BlockMatching.h"
 
+#include "llvm/ADT/StringSet.h"
+
 #include <limits>
 #include <map>
 
@@ -815,9 +817,7 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
   std::map<int64_t, Accumulation> steps;
-  block.expertGate.resize(experts);
-  block.expertUp.resize(experts);
-  block.expertDown.resize(experts);
+  std::map<int64_t, OwnExpertFfn> own; // experts on their own constants
   for (auto &[e, rows] : masks) {
     std::string expert = "expert " + std::to_string(e) + ": ";
     // rows = x[token]; silu(rows W1) * (rows W3); then W2.
@@ -828,12 +828,15 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     // the expert's index (transformers 5) or its own constants.
     std::string o;
     if (oss) {
+      if (!own.empty())
+        return fail(expert + "its weights are not the stacked ones the other experts use");
       std::string expertWhy;
       std::optional<std::string> out = gptOssExpert(g, constants, block, xRows, rows.index, *oss, nodes, expertWhy);
       if (!out)
         return fail(expert + expertWhy);
       o = *out;
-    } else if (std::optional<StackedExpert> stacked = stackedExpert(g, constants, xRows, rows.index, nodes)) {
+    } else if (std::optional<StackedExpert> stacked =
+                   own.empty() ? stackedExpert(g, constants, xRows, rows.index, nodes) : std::nullopt) {
       if ((!block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)) ||
           (e != masks.begin()->first && stacked->activation != block.activation))
         return fail(expert + "its stacked weights or activation differ from the other experts'");
@@ -844,41 +847,28 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     } else {
       if (!block.gateUp.empty())
         return fail(expert + "its weights are not the stacked ones the other experts use");
-      // x @ W with a constant W (linearOf), every projection in one layout.
-      auto isProjection = [&](const onnx::NodeProto *mm, llvm::StringRef lhs) {
-        llvm::SmallVector<const onnx::NodeProto *> ignored;
-        LinearWeight w = mm->output_size() == 1 ? linearOf(g, outputOf(*mm, 0), nullptr, ignored) : LinearWeight();
-        return !w.empty() && inputOf(*mm, 0) == lhs && w.rows == block.expertRows;
-      };
-      llvm::SmallVector<const onnx::NodeProto *> projections;
-      for (int u : g.users(xRows))
-        projections.push_back(&g.graph.node(u));
-      if (e == masks.begin()->first && !projections.empty())
-        block.expertRows = projections.front()->op_type() == "Gemm" && intAttr(*projections.front(), "transB", 0);
-      if (projections.size() != 2 ||
-          llvm::any_of(projections, [&](const onnx::NodeProto *mm) { return !isProjection(mm, xRows); }))
-        return fail(expert + "its rows do not feed exactly two constant projections (gate, up)");
-      const onnx::NodeProto *act = nullptr, *gateMM = nullptr, *upMM = nullptr;
-      GateActivation kind = GateActivation::silu;
-      for (int side = 0; side < 2 && !act; ++side) {
-        act = matchGatedActivation(g, outputOf(*projections[side], 0), outputOf(*projections[1 - side], 0), kind,
-                                   nodes);
-        gateMM = projections[side];
-        upMM = projections[1 - side];
-      }
-      if (!act)
-        return fail(expert + "the activation is not SwiGLU or GeGLU (act(gate) * up)");
-      if (e != masks.begin()->first && kind != block.activation)
-        return fail(expert + "its activation differs from the other experts'");
-      block.activation = kind;
-      const onnx::NodeProto *downMM = g.onlyUser(outputOf(*act, 0), block.expertRows ? "Gemm" : "MatMul");
-      if (!downMM || !isProjection(downMM, outputOf(*act, 0)))
-        return fail(expert + "the activation does not feed a constant down projection");
-      nodes.append({gateMM, upMM, downMM});
-      block.expertGate[e] = inputOf(*gateMM, 1);
-      block.expertUp[e] = inputOf(*upMM, 1);
-      block.expertDown[e] = inputOf(*downMM, 1);
-      o = outputOf(*downMM, 0);
+      // The expert's own FFN on its rows: the value (forward of the rows)
+      // whose only user scales it, matched back to the rows.
+      std::optional<OwnExpertFfn> ffn;
+      llvm::SmallVector<std::string> frontier = {xRows};
+      llvm::StringSet<> seen;
+      for (size_t i = 0; i < frontier.size() && i < 64 && !ffn; ++i)
+        for (int u : g.users(frontier[i]))
+          for (const std::string &out : g.graph.node(u).output()) {
+            if (ffn || !seen.insert(out).second)
+              continue;
+            frontier.push_back(out);
+            llvm::SmallVector<const onnx::NodeProto *> found;
+            if (g.onlyUser(out, "Mul") || g.onlyUser(out, "Cast"))
+              if ((ffn = matchOwnExpertFfn(g, constants, out, [&](llvm::StringRef v) { return v == xRows; }, found))) {
+                nodes.append(found.begin(), found.end());
+                o = out;
+              }
+          }
+      if (!ffn)
+        return fail(expert + "its rows do not feed an FFN (gated SwiGLU/GeGLU, or ReLU/GELU/SiLU) on its own "
+                             "constant weights");
+      own[e] = *ffn;
     }
     // Scaled by the slot weight w[token, slot] and added at the token (a
     // 16-bit model scales in f32: Casts around the product).
@@ -914,16 +904,14 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
       return fail("the experts' accumulations do not form one chain");
     acc = steps[next->second].out;
   }
-  if (!block.gateUp.empty()) {
-    // The layer reads the stacks themselves.
-    block.expertGate.clear();
-    block.expertUp.clear();
-    block.expertDown.clear();
-  }
+  if (!own.empty() && !setOwnExperts(block, own, why))
+    return std::nullopt;
+  if (!block.expertDownBias.empty() && block.deepSeek)
+    return fail("experts with biases under DeepSeek-V3's routing (only softmax top-k routing takes biased experts)");
   block.output = acc;
   block.last = g.indexOf(g.producer(acc));
   block.gptOss = oss;
-  if (!oss)
+  if (!oss && block.expertDownBias.empty())
     matchSharedExpert(g, block, nodes);
   return finishBlock(g, std::move(block), nodes, topk, why);
 }

@@ -67,7 +67,8 @@ private:
   LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
   LogicalResult importGptOssBlock(const MoeBlock &block, Location loc);
   Value checkedRaise(Value raised, Value plain, Location loc);
-  LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down);
+  LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down,
+                                   std::string &upBias, std::string &downBias);
   std::string supportedOps() const;
 
   MLIRContext *context;

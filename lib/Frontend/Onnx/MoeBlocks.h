@@ -34,6 +34,9 @@ struct ConstantLookup {
 /// The gate's activation of a matched block: SwiGLU or GeGLU (exact GELU).
 enum class GateActivation { silu, gelu };
 
+/// An ungated expert's activation: ReLU, GELU (erf or tanh), SiLU.
+enum class PlainActivation { relu, gelu, gelu_tanh, silu };
+
 /// A constant weight W of a linear map of x: x @ W (MatMul, Gemm) is
 /// [in, out]; Gemm with transB = 1 (torch's Linear, exported) reads it as
 /// rows [out, in].
@@ -60,6 +63,13 @@ struct MoeBlock {
   /// The per-expert loop form: expert e's x @ W weights, gate and up
   /// [H, I], down [I, H] (then gateUp and down are empty).
   std::vector<std::string> expertGate, expertUp, expertDown;
+  /// Ungated experts, act(x W1 [+ b1]) W2 [+ b2]: W1 where the gate
+  /// weights go (expertGate, gateStack), no up weights.
+  std::optional<PlainActivation> ungated;
+  /// Per-expert biases (1-D constants) of the gate, up and down
+  /// projections, or empty. moe.layer's experts have none: such a block is
+  /// imported as ONNX Runtime's MoE computation (ExpertMixture.h).
+  std::vector<std::string> expertGateBias, expertUpBias, expertDownBias;
   /// Separate gate, up and down stacks [E, ., .] (each expert's matrix a
   /// slice; then gateUp and down are empty).
   std::string gateStack, upStack, downStack;
