@@ -198,36 +198,37 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
     return false;
   // w[token, slot, None] as the dynamo exporter writes it:
   // GatherND(Unsqueeze(w, -1), Concat(Unsqueeze(token, -1), Unsqueeze(slot, -1), -1)).
-  if (weightCol->op_type() == "GatherND" && intAttr(*weightCol, "batch_dims", 0) == 0) {
-    const onnx::NodeProto *unsqW = unsqueezedFrom(inputOf(*weightCol, 0), w);
-    const onnx::NodeProto *pairs = unsqW ? g.producer(inputOf(*weightCol, 1)) : nullptr;
+  // Concat(Unsqueeze(token, -1), Unsqueeze(slot, -1), -1): the (token,
+  // slot) index pairs GatherND reads w at.
+  auto tokenSlotPairs = [&](llvm::StringRef value, llvm::SmallVector<const onnx::NodeProto *> &found) {
+    const onnx::NodeProto *pairs = g.producer(value);
     int64_t concatAxis = pairs ? intAttr(*pairs, "axis", 0) : 0;
     const onnx::NodeProto *tokCol = pairs && pairs->op_type() == "Concat" && pairs->input_size() == 2 &&
                                             (concatAxis == -1 || concatAxis == 1)
                                         ? unsqueezedFrom(inputOf(*pairs, 0), rows.token)
                                         : nullptr;
     const onnx::NodeProto *slotCol = tokCol ? unsqueezedFrom(inputOf(*pairs, 1), rows.slot) : nullptr;
-    if (!slotCol)
+    if (slotCol)
+      found.append({pairs, tokCol, slotCol});
+    return slotCol != nullptr;
+  };
+  llvm::SmallVector<const onnx::NodeProto *> found = {weightCol};
+  if (weightCol->op_type() == "GatherND" && intAttr(*weightCol, "batch_dims", 0) == 0) {
+    const onnx::NodeProto *unsqW = unsqueezedFrom(inputOf(*weightCol, 0), w);
+    if (!unsqW || !tokenSlotPairs(inputOf(*weightCol, 1), found))
       return false;
-    nodes.append({weightCol, unsqW, pairs, tokCol, slotCol});
+    found.push_back(unsqW);
+    nodes.append(found.begin(), found.end());
     return true;
   }
   if (weightCol->op_type() == "Unsqueeze") {
     const onnx::NodeProto *picked =
         hasAxis(*weightCol, constants, -1) ? g.producer(inputOf(*weightCol, 0)) : nullptr;
-    const onnx::NodeProto *pairs = picked && picked->op_type() == "GatherND" && inputOf(*picked, 0) == w &&
-                                           intAttr(*picked, "batch_dims", 0) == 0
-                                       ? g.producer(inputOf(*picked, 1))
-                                       : nullptr;
-    int64_t concatAxis = pairs ? intAttr(*pairs, "axis", 0) : 0;
-    const onnx::NodeProto *tokCol = pairs && pairs->op_type() == "Concat" && pairs->input_size() == 2 &&
-                                            (concatAxis == -1 || concatAxis == 1)
-                                        ? unsqueezedFrom(inputOf(*pairs, 0), rows.token)
-                                        : nullptr;
-    const onnx::NodeProto *slotCol = tokCol ? unsqueezedFrom(inputOf(*pairs, 1), rows.slot) : nullptr;
-    if (!slotCol)
+    if (!picked || picked->op_type() != "GatherND" || inputOf(*picked, 0) != w ||
+        intAttr(*picked, "batch_dims", 0) != 0 || !tokenSlotPairs(inputOf(*picked, 1), found))
       return false;
-    nodes.append({weightCol, picked, pairs, tokCol, slotCol});
+    found.push_back(picked);
+    nodes.append(found.begin(), found.end());
     return true;
   }
   // Reshapes down to the Gather; the outermost one ends in a size-1 axis.
