@@ -1031,12 +1031,15 @@ def predicates_clip_model(name, tokens=6, hidden=8):
     (attention masks NaN rows; transformers clamps expert ids): x holds
     NaN and +-inf, which the predicates find and Where replaces; Clip on
     floats with both bounds and with only a max, and on int64; CumSum
-    (exclusive, reverse) on floats and int64."""
+    (exclusive, reverse) on floats and int64; Mod (both signs' rules) and
+    smallest-first TopK (argsort) on int64 and f32."""
     rng = _rng(name)
     f, i64 = np.float32, np.int64
     inits = [_init("zero", np.array(0, f)), _init("lo", np.array(-0.5, f)), _init("hi", np.array(0.75, f)),
              _init("four", np.array(4, f)), _init("ilo", np.array(-2, i64)), _init("ihi", np.array(3, i64)),
-             _init("axis0", np.array(0, i64)), _init("axis1", np.array(-1, i64))]
+             _init("axis0", np.array(0, i64)), _init("axis1", np.array(-1, i64)),
+             _init("three", np.array(3, i64)), _init("minus3", np.array(-3, i64)), _init("f3", np.array(0.7, f)),
+             _init("k_all", np.array([hidden], i64))]
     n = helper.make_node
     nodes = [
         n("IsNaN", ["x"], ["nan"]),
@@ -1061,8 +1064,20 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         n("CumSum", ["clean", "axis0"], ["running_rev_ex"], exclusive=1, reverse=1),
         n("CumSum", ["int_clipped", "axis1"], ["int_running"], exclusive=1),
         n("Cast", ["int_running"], ["int_running_f"], to=TensorProto.FLOAT),
+        # Mod: Python's (sign of the divisor) and C's fmod, on int64 and f32.
+        n("Mod", ["ints", "three"], ["mod_py"]),
+        n("Mod", ["ints", "minus3"], ["mod_py_neg"]),
+        n("Mod", ["ints", "minus3"], ["mod_c"], fmod=1),
+        n("Mod", ["clean", "f3"], ["mod_f"], fmod=1),
+        # TopK smallest first, on int64 (many ties: lower index first) and f32:
+        # a whole-row argsort, as argsort exports.
+        n("TopK", ["ints", "k_all"], ["int_sorted", "int_order"], largest=0),
+        n("TopK", ["clean", "k_all"], ["f_sorted", "f_order"], largest=0),
+    ] + [n("Cast", [v], [v + "_f"], to=TensorProto.FLOAT)
+         for v in ("mod_py", "mod_py_neg", "mod_c", "int_sorted", "int_order", "f_order")] + [
         n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f", "running",
-                     "running_rev_ex", "int_running_f"], ["y"], axis=0),
+                     "running_rev_ex", "int_running_f", "mod_py_f", "mod_py_neg_f", "mod_c_f", "mod_f",
+                     "int_sorted_f", "int_order_f", "f_sorted", "f_order_f"], ["y"], axis=0),
     ]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)

@@ -107,6 +107,42 @@ ConvertFn compare(arith::CmpFPredicate fp, arith::CmpIPredicate ip) {
   };
 }
 
+/// Mod with numpy broadcasting: integers as Python's % (the result takes
+/// the divisor's sign) or, with fmod = 1, as C's fmod (the dividend's);
+/// floats as fmod only (the spec requires fmod = 1), x - trunc(x / y) * y.
+/// Integer division by 0 gives x (never a trap).
+Results convertMod(NodeContext &ctx) {
+  if (failed(ctx.expectInputs(2, false)))
+    return failure();
+  Type element = ctx.inputType(0).getElementType();
+  if (ctx.inputType(1).getElementType() != element)
+    return ctx.error() << "operand types differ", failure();
+  bool fmod = ctx.intAttr("fmod", 0) != 0;
+  if (isa<FloatType>(element) && !fmod)
+    return ctx.error() << "fmod must be 1 for float inputs", failure();
+  return mapBroadcast(ctx, ValueRange{ctx.input(0), ctx.input(1)}, element,
+                      [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+                        if (isa<FloatType>(element)) {
+                          Value x = tb::castScalar(b, loc, a[0], b.getF32Type()),
+                                y = tb::castScalar(b, loc, a[1], b.getF32Type());
+                          Value q = math::TruncOp::create(b, loc, arith::DivFOp::create(b, loc, x, y));
+                          Value r = arith::SubFOp::create(b, loc, x, arith::MulFOp::create(b, loc, q, y));
+                          return tb::castScalar(b, loc, r, element);
+                        }
+                        Value r = scalar::remSigned(b, loc, a[0], a[1]);
+                        if (fmod)
+                          return r;
+                        // A non-zero remainder whose sign differs from the divisor's moves by one divisor.
+                        Value zero = scalar::intConst(b, loc, element, 0);
+                        Value nonZero = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, r, zero);
+                        Value rNeg = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, r, zero);
+                        Value dNeg = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, a[1], zero);
+                        Value differs = arith::AndIOp::create(b, loc, nonZero,
+                                                              arith::XOrIOp::create(b, loc, rNeg, dNeg));
+                        return arith::SelectOp::create(b, loc, differs, arith::AddIOp::create(b, loc, r, a[1]), r);
+                      });
+}
+
 /// IsNaN / IsInf: a float test per element, bool result.
 ConvertFn floatTest(std::function<Value(OpBuilder &, Location, Value, const NodeContext &)> test) {
   return [test](NodeContext &ctx) -> Results {
@@ -230,6 +266,7 @@ void mlir::moe::onnx_import::addElementwiseConverters(std::vector<OpConverter> &
   add("Sub", binary<arith::SubFOp, arith::SubIOp>());
   add("Mul", binary<arith::MulFOp, arith::MulIOp>());
   add("Div", binary<arith::DivFOp, SignedDivision>());
+  add("Mod", convertMod);
   add("Relu", unary([](OpBuilder &b, Location l, Value x) -> Value {
         return arith::MaximumFOp::create(b, l, x, constF32(b, l, 0.0));
       }));

@@ -437,33 +437,109 @@ Results convertWhere(NodeContext &ctx) {
   });
 }
 
-/// TopK along the last axis, largest first, sorted (ties: lower index
-/// first), which is moe.topk's contract: values in the input's type,
-/// indices as i64. With sorted = 0 the order is unspecified: sorted is one.
+/// The k first of each row of `rows` [T, n] in TopK's order (largest or
+/// smallest first, ties to the lower index), for any element type: each
+/// element's rank is the number of elements ordered before it (O(n^2) per
+/// row), and output slot p reads the element whose rank is p. Returns
+/// (values [T, k], indices [T, k] as i64).
+std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64_t k, bool largest) {
+  auto type = cast<RankedTensorType>(rows.getType());
+  Type element = type.getElementType(), i64 = b.getI64Type();
+  MLIRContext *ctx = b.getContext();
+  AffineExpr t = getAffineDimExpr(0, ctx), i = getAffineDimExpr(1, ctx), j = getAffineDimExpr(2, ctx);
+  auto map = [&](ArrayRef<AffineExpr> exprs) { return AffineMap::get(3, 0, exprs, ctx); };
+  SmallVector<Value> dyn;
+  if (type.isDynamicDim(0))
+    dyn.push_back(tb::dimSize(b, loc, rows, 0));
+  auto rankType = RankedTensorType::get(type.getShape(), i64);
+  Value zeros = linalg::FillOp::create(b, loc, scalar::intConst(b, loc, i64, 0), tb::empty(b, loc, rankType, dyn))
+                    .getResult(0);
+  // rank[t, i] = #{j : v[t, j] before v[t, i]}.
+  Value rank = linalg::GenericOp::create(
+                   b, loc, TypeRange{rankType}, ValueRange{rows, rows}, ValueRange{zeros},
+                   SmallVector<AffineMap>{map({t, i}), map({t, j}), map({t, i})},
+                   {utils::IteratorType::parallel, utils::IteratorType::parallel, utils::IteratorType::reduction},
+                   [&](OpBuilder &nb, Location nl, ValueRange args) {
+                     Value vi = args[0], vj = args[1];
+                     Value ii = linalg::IndexOp::create(nb, nl, 1), jj = linalg::IndexOp::create(nb, nl, 2);
+                     Value beats, equal;
+                     if (isa<FloatType>(element)) {
+                       beats = arith::CmpFOp::create(nb, nl, largest ? arith::CmpFPredicate::OGT
+                                                                      : arith::CmpFPredicate::OLT, vj, vi);
+                       equal = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, vj, vi);
+                     } else {
+                       beats = arith::CmpIOp::create(nb, nl, largest ? arith::CmpIPredicate::sgt
+                                                                      : arith::CmpIPredicate::slt, vj, vi);
+                       equal = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, vj, vi);
+                     }
+                     Value earlier = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::ult, jj, ii);
+                     Value before = arith::OrIOp::create(nb, nl, beats, arith::AndIOp::create(nb, nl, equal, earlier));
+                     Value one = arith::ExtUIOp::create(nb, nl, i64, before);
+                     linalg::YieldOp::create(nb, nl, ValueRange{arith::AddIOp::create(nb, nl, args[2], one)});
+                   })
+                   .getResult(0);
+  // index[t, p] = the i whose rank is p (ranks are a permutation).
+  auto slotsType = RankedTensorType::get({type.getDimSize(0), k}, i64);
+  Value slotZeros =
+      linalg::FillOp::create(b, loc, scalar::intConst(b, loc, i64, 0), tb::empty(b, loc, slotsType, dyn)).getResult(0);
+  AffineExpr p = getAffineDimExpr(1, ctx), e = getAffineDimExpr(2, ctx);
+  Value indices = linalg::GenericOp::create(
+                      b, loc, TypeRange{slotsType}, ValueRange{rank}, ValueRange{slotZeros},
+                      SmallVector<AffineMap>{map({t, e}), map({t, p})},
+                      {utils::IteratorType::parallel, utils::IteratorType::parallel,
+                       utils::IteratorType::reduction},
+                      [&](OpBuilder &nb, Location nl, ValueRange args) {
+                        Value slot = arith::IndexCastOp::create(nb, nl, i64, linalg::IndexOp::create(nb, nl, 1));
+                        Value at = arith::IndexCastOp::create(nb, nl, i64, linalg::IndexOp::create(nb, nl, 2));
+                        Value hit = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, args[0], slot);
+                        Value add = arith::SelectOp::create(nb, nl, hit, at, scalar::intConst(nb, nl, i64, 0));
+                        linalg::YieldOp::create(nb, nl, ValueRange{arith::AddIOp::create(nb, nl, args[1], add)});
+                      })
+                      .getResult(0);
+  Value values = gatherGeneric(
+      b, loc, rows, tb::empty(b, loc, RankedTensorType::get(slotsType.getShape(), element), dyn), ValueRange{indices},
+      {b.getMultiDimIdentityMap(2)}, [&](OpBuilder &nb, Location nl, ArrayRef<Value> point, ValueRange args) {
+        return SmallVector<Value>{point[0], arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0])};
+      });
+  return {values, indices};
+}
+
+/// TopK along the last axis, sorted (ties: lower index first): values in
+/// the input's type, indices as i64. Float inputs, largest first, take
+/// moe.topk (its contract); other element types and smallest-first take the
+/// ranked form (rankedTopK). With sorted = 0 the order is unspecified:
+/// sorted is one.
 Results convertTopK(NodeContext &ctx) {
   Value x = ctx.input(0);
-  if (!x || !isa<FloatType>(ctx.inputType(0).getElementType()))
-    return ctx.error() << "X must be a float tensor", failure();
+  if (!x || !isa<FloatType, IntegerType>(ctx.inputType(0).getElementType()) ||
+      ctx.inputType(0).getElementType().isInteger(1))
+    return ctx.error() << "X must be a float or integer tensor", failure();
   RankedTensorType type = ctx.inputType(0);
   FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", -1), type.getRank());
   FailureOr<SmallVector<int64_t>> k = ctx.constantInts(1, "K");
   if (failed(axis) || failed(k))
     return failure();
-  if (*axis != type.getRank() - 1 || !ctx.intAttr("largest", 1))
-    return ctx.error() << "only TopK along the last axis with largest = 1 is supported", failure();
+  if (*axis != type.getRank() - 1)
+    return ctx.error() << "only TopK along the last axis is supported", failure();
   int64_t n = type.getShape().back();
   if (ShapedType::isDynamic(n) || (*k)[0] < 1 || (*k)[0] > n)
     return ctx.error() << "K = " << (*k)[0] << " is out of range for " << type, failure();
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   Value rows = type.getRank() == 2 ? x : tb::reshape(b, loc, x, {ShapedType::kDynamic, n});
-  rows = tb::castTensor(b, loc, rows, b.getF32Type());
   int64_t t = cast<RankedTensorType>(rows.getType()).getDimSize(0);
-  auto topk = mlir::moe::TopKOp::create(b, loc, RankedTensorType::get({t, (*k)[0]}, b.getF32Type()),
-                                        RankedTensorType::get({t, (*k)[0]}, b.getI32Type()), rows, Value(),
-                                        b.getI64IntegerAttr((*k)[0]));
-  Value values = tb::castTensor(b, loc, topk.getWeights(), type.getElementType());
-  Value indices = tb::castTensor(b, loc, topk.getIndices(), b.getI64Type());
+  bool largest = ctx.intAttr("largest", 1) != 0;
+  Value values, indices;
+  if (isa<FloatType>(type.getElementType()) && largest) {
+    rows = tb::castTensor(b, loc, rows, b.getF32Type());
+    auto topk = mlir::moe::TopKOp::create(b, loc, RankedTensorType::get({t, (*k)[0]}, b.getF32Type()),
+                                          RankedTensorType::get({t, (*k)[0]}, b.getI32Type()), rows, Value(),
+                                          b.getI64IntegerAttr((*k)[0]));
+    values = tb::castTensor(b, loc, topk.getWeights(), type.getElementType());
+    indices = tb::castTensor(b, loc, topk.getIndices(), b.getI64Type());
+  } else {
+    std::tie(values, indices) = rankedTopK(b, loc, rows, (*k)[0], largest);
+  }
   if (type.getRank() != 2) {
     SmallVector<int64_t> shape(type.getShape());
     shape.back() = (*k)[0];
