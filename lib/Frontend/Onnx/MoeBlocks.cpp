@@ -33,7 +33,11 @@
 // projections as Gemm with transB, ids clamped to [0, E), weights gathered
 // by GatherND), and gpt-oss's block (matchGptOssBlock: top-k of the logits,
 // softmax over the picks, expert biases, the clamped SwiGLU on alternate
-// columns) becomes ONNX Runtime's MoE computation (ExpertMixture.h). Everything is checked: a block that looks like MoE but
+// columns) becomes ONNX Runtime's MoE computation (ExpertMixture.h).
+// Hand-written modules add two forms: every expert on every token weighted
+// by gate columns or a scattered gate (matchDenseMixtureBlock), and the
+// routed experts' weights gathered per token for einsums
+// (matchGatheredStackBlock). Everything is checked: a block that looks like MoE but
 // differs anywhere (another activation, a value used outside the block, a
 // weight that is not a constant) stays plain ops, with a remark saying why.
 //
