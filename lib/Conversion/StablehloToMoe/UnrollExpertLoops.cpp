@@ -231,6 +231,10 @@ std::optional<CountedLoop> countedLoop(shlo::WhileOp loop) {
 /// The top-k over [tokens, N] computed outside `loop` and read inside it
 /// (through its operands or captured), or null.
 chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
+  bool routesInside = false;
+  loop->walk([&](chlo::TopKOp) { routesInside = true; });
+  if (routesInside)
+    return nullptr;
   SetVector<Value> read;
   for (Value v : loop->getOperands())
     read.insert(v);
@@ -239,24 +243,23 @@ chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
       if (!loop->isAncestor(v.getParentRegion()->getParentOp()))
         read.insert(v);
   });
-  bool routesInside = false;
-  loop->walk([&](chlo::TopKOp) { routesInside = true; });
-  if (routesInside)
-    return nullptr;
+  // What the loop reads, and everything computing it (one slice for all;
+  // a slice leaves out its own root, so the readers' producers are added).
+  SetVector<Operation *> slice, producers;
+  BackwardSliceOptions options;
+  options.omitUsesFromAbove = false;
   for (Value v : read) {
-    SetVector<Operation *> slice;
-    BackwardSliceOptions options;
-    options.omitUsesFromAbove = false;
     (void)getBackwardSlice(v, &slice, options);
-    if (auto topk = dyn_cast_or_null<chlo::TopKOp>(v.getDefiningOp()))
-      slice.insert(topk);
-    for (Operation *op : slice)
-      if (auto topk = dyn_cast<chlo::TopKOp>(op)) {
-        auto type = cast<RankedTensorType>(topk.getOperand().getType());
-        if (type.getRank() == 2 && type.getDimSize(1) == experts)
-          return topk;
-      }
+    if (Operation *def = v.getDefiningOp())
+      producers.insert(def);
   }
+  slice.insert(producers.begin(), producers.end());
+  for (Operation *op : slice)
+    if (auto topk = dyn_cast<chlo::TopKOp>(op)) {
+      auto type = cast<RankedTensorType>(topk.getOperand().getType());
+      if (type.getRank() == 2 && type.getDimSize(1) == experts)
+        return topk;
+    }
   return nullptr;
 }
 

@@ -8,6 +8,11 @@ using namespace mlir::moe::onnx_import;
 namespace mlir::moe::onnx_import::blocks {
 
 /// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
+bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value) {
+  std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
+  return v && !v->empty() && llvm::all_of(*v, [](float f) { return f == 0.0f; });
+}
+
 bool isZeroValue(const onnx::AttributeProto &a) {
   if (a.name() != "value")
     return true;

@@ -129,6 +129,9 @@ float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallbac
 /// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
 bool isZeroValue(const onnx::AttributeProto &a);
 
+/// A float constant of zeros only (static-size exports write zeros so).
+bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
+
 /// The constant weight of the linear map computing `value` from the block's
 /// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
 /// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.

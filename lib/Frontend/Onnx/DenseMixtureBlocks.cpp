@@ -86,18 +86,14 @@ void addLeaves(const GraphIndex &g, llvm::StringRef root, llvm::SmallVectorImpl<
 /// or Expand of a zero constant (zeros_like through the exporters).
 bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  auto zeroConstant = [&](llvm::StringRef v) {
-    std::optional<std::vector<float>> f = constants.floats ? constants.floats(v) : std::nullopt;
-    return f && !f->empty() && llvm::all_of(*f, [](float x) { return x == 0.0f; });
-  };
-  if (zeroConstant(value))
+  if (isZeroConstant(constants, value))
     return true;
   const onnx::NodeProto *n = g.producer(value);
   if (n && n->op_type() == "ConstantOfShape" && llvm::all_of(n->attribute(), isZeroValue)) {
     nodes.push_back(n);
     return true;
   }
-  if (n && n->op_type() == "Expand" && zeroConstant(inputOf(*n, 0))) {
+  if (n && n->op_type() == "Expand" && isZeroConstant(constants, inputOf(*n, 0))) {
     nodes.push_back(n);
     return true;
   }
@@ -108,7 +104,8 @@ bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringR
 /// ScatterElements: fills the experts' FFNs in expert order and returns the
 /// sum over the experts, or "".
 std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
-                           llvm::function_ref<bool(llvm::StringRef)> isX, const onnx::NodeProto &scatter, int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
+                           llvm::function_ref<bool(llvm::StringRef)> isX, const onnx::NodeProto &scatter,
+                           int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
                            llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
   const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))

@@ -179,7 +179,9 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
     std::string upBias;
     std::string up = projection(inputOf(*product, side), upBias, upNodes);
     const onnx::NodeProto *activated = up.empty() ? nullptr : g.producer(inputOf(*product, 1 - side));
-    for (const std::string &in : activated ? activated->input() : google::protobuf::RepeatedPtrField<std::string>()) {
+    if (!activated)
+      continue;
+    for (const std::string &in : activated->input()) {
       llvm::SmallVector<const onnx::NodeProto *> gateNodes, actNodes;
       std::string gateBias;
       std::string gate = projection(in, gateBias, gateNodes);

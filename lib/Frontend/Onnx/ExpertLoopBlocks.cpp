@@ -466,10 +466,31 @@ picksSoftmaxRouting(const GraphIndex &g, const ConstantLookup &constants, int to
   return std::make_pair(throughFloatCastUser(g, outputOf(*softmax, 0), nodes), experts);
 }
 
-/// A float constant of zeros only.
-static bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value) {
-  std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
-  return v && !v->empty() && llvm::all_of(*v, [](float f) { return f == 0.0f; });
+/// The expert's own FFN on its rows: the first value downstream of the rows
+/// (within 64 values) that only a scale (Mul, or a Cast to it) reads and
+/// that is an FFN of the rows (matchOwnExpertFfn). Sets `output`.
+static std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantLookup &constants,
+                                                   llvm::StringRef rows, std::string &output,
+                                                   llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto isRows = [&](llvm::StringRef v) { return v == rows; };
+  llvm::SmallVector<std::string> frontier = {rows.str()};
+  llvm::StringSet<> seen;
+  for (size_t i = 0; i < frontier.size() && i < 64; ++i)
+    for (int u : g.users(frontier[i]))
+      for (const std::string &out : g.graph.node(u).output()) {
+        if (!seen.insert(out).second)
+          continue;
+        frontier.push_back(out);
+        if (!g.onlyUser(out, "Mul") && !g.onlyUser(out, "Cast"))
+          continue;
+        llvm::SmallVector<const onnx::NodeProto *> found;
+        if (std::optional<OwnExpertFfn> ffn = matchOwnExpertFfn(g, constants, out, isRows, found)) {
+          nodes.append(found.begin(), found.end());
+          output = out;
+          return ffn;
+        }
+      }
+  return std::nullopt;
 }
 
 /// One expert's step of the output's accumulation: `out` = `in` plus its
@@ -848,24 +869,7 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
     } else {
       if (!block.gateUp.empty())
         return fail(expert + "its weights are not the stacked ones the other experts use");
-      // The expert's own FFN on its rows: the value (forward of the rows)
-      // whose only user scales it, matched back to the rows.
-      std::optional<OwnExpertFfn> ffn;
-      llvm::SmallVector<std::string> frontier = {xRows};
-      llvm::StringSet<> seen;
-      for (size_t i = 0; i < frontier.size() && i < 64 && !ffn; ++i)
-        for (int u : g.users(frontier[i]))
-          for (const std::string &out : g.graph.node(u).output()) {
-            if (ffn || !seen.insert(out).second)
-              continue;
-            frontier.push_back(out);
-            llvm::SmallVector<const onnx::NodeProto *> found;
-            if (g.onlyUser(out, "Mul") || g.onlyUser(out, "Cast"))
-              if ((ffn = matchOwnExpertFfn(g, constants, out, [&](llvm::StringRef v) { return v == xRows; }, found))) {
-                nodes.append(found.begin(), found.end());
-                o = out;
-              }
-          }
+      std::optional<OwnExpertFfn> ffn = ownExpertOnRows(g, constants, xRows, o, nodes);
       if (!ffn)
         return fail(expert + "its rows do not feed an FFN (gated SwiGLU/GeGLU, or ReLU/GELU/SiLU) on its own "
                              "constant weights");
