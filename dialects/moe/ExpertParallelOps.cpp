@@ -1,6 +1,7 @@
 //===- ExpertParallelOps.cpp - verifiers of the expert-parallel ops -------===//
 //
-// moe.ep_rank, moe.all_to_all_dispatch and moe.all_to_all_return: the
+// moe.ep_rank, moe.all_to_all_dispatch, moe.all_to_all_return and
+// moe.all_gather_columns: the
 // placement `bounds` and `rank` they carry, and the shapes that tie the
 // exchange's two halves together. Each constraint's label names its
 // negative test in test/Dialect/Moe/invalid-expert-parallel.mlir.
@@ -114,6 +115,27 @@ LogicalResult AllToAllReturnOp::verify() {
       failed(check.dim("counts", getCounts().getType(), 1, local, "this rank's experts")) ||
       failed(check.dim("result", getResult().getType(), 1, dimOf(getRows(), 1), "the row width")) ||
       failed(check.sameElementType("result", getResult().getType(), "rows", getRows().getType())))
+    return failure();
+  return success();
+}
+
+LogicalResult AllGatherColumnsOp::verify() {
+  ShapeChecker check(*this);
+  // all_gather_c1: this rank is one of at least one.
+  int64_t ranks = getRanks(), rank = getRank();
+  if (ranks < 1 || ranks > kMaxRanks)
+    return emitOpError() << "ranks must be between 1 and " << kMaxRanks << ", got " << ranks;
+  if (rank < 0 || rank >= ranks)
+    return emitOpError() << "rank " << rank << " is not one of the " << ranks << " ranks";
+  // all_gather_c2: the same rows, every rank's block of columns side by side.
+  if (failed(check.rank("input", getInput().getType(), 2)) ||
+      failed(check.rank("result", getResult().getType(), 2)) ||
+      failed(check.sameElementType("result", getResult().getType(), "input", getInput().getType())) ||
+      failed(check.dim("result", getResult().getType(), 0, dimOf(getInput(), 0), "the input's rows")))
+    return failure();
+  int64_t width = dimOf(getInput(), 1);
+  if (failed(check.dim("result", getResult().getType(), 1,
+                       ShapedType::isDynamic(width) ? width : ranks * width, "ranks x the input's columns")))
     return failure();
   return success();
 }

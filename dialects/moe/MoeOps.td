@@ -794,6 +794,29 @@ def Moe_AllToAllReturnOp : Moe_Op<"all_to_all_return", [MemoryEffects<[MemRead, 
   let hasVerifier = 1;
 }
 
+def Moe_AllGatherColumnsOp : Moe_Op<"all_gather_columns", [MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "joins every rank's column block of the same rows";
+  let description = [{
+    The exchange of a layer whose every expert is split over the ranks by
+    columns (`moe-shard-experts` with `placement = split`, MoEShard): every
+    rank holds the same rows (`[R, W]`, `R` the same on every rank), its
+    own block of `W` columns of them; the result `[R, ranks * W]` is every
+    rank's block side by side, rank `d`'s at columns `[d * W, (d + 1) * W)`.
+    Every rank calls it together with the same `R` and `W`.
+
+    ```mlir
+    %a = moe.all_gather_columns %a_rank ranks = 4 rank = 1
+        : (tensor<?x16xbf16>) -> tensor<?x64xbf16>
+    ```
+  }];
+  let arguments = (ins Moe_FloatTensor:$input, I64Attr:$ranks, I64Attr:$rank);
+  let results = (outs Moe_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `ranks` `=` $ranks `rank` `=` $rank attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Front ends: a recognised layer held next to the ops it was recognised in
 //===----------------------------------------------------------------------===//

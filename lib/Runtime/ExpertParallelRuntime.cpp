@@ -1,10 +1,11 @@
 //===- ExpertParallelRuntime.cpp - MPI exchanges of expert-parallel layers ===//
 //
 // libmoe_ep_runtime.so: what the lowering of moe.ep_rank,
-// moe.all_to_all_dispatch and moe.all_to_all_return calls on the CPU
-// (ExpertParallelToCalls.cpp), on MPI: MPI_Alltoall of the per-expert row
-// counts, MPI_Alltoallv of the rows (one MPI datatype per row, so counts
-// stay small integers however wide a row is). Only expert-parallel
+// moe.all_to_all_dispatch, moe.all_to_all_return and moe.all_gather_columns
+// calls on the CPU (ExpertParallelToCalls.cpp), on MPI: MPI_Alltoall of the
+// per-expert row counts, MPI_Alltoallv of the rows (one MPI datatype per
+// row, so counts stay small integers however wide a row is), MPI_Allgather
+// of column blocks straight into their place in the joined rows. Only expert-parallel
 // artifacts link it; the rest of the runtime never needs MPI.
 //
 // MPI is initialised on first use when the host has not done it, on a
@@ -53,9 +54,9 @@ int worldRank = 0, worldSize = 1;
 
 /// What MOE_EP_STATS reports.
 struct Stats {
-  int64_t dispatches = 0, returns = 0;
+  int64_t dispatches = 0, returns = 0, gathers = 0;
   int64_t bytesRemote = 0, bytesLocal = 0;
-  double countSeconds = 0, dispatchSeconds = 0, returnSeconds = 0, waitSeconds = 0;
+  double countSeconds = 0, dispatchSeconds = 0, returnSeconds = 0, gatherSeconds = 0, waitSeconds = 0;
   bool enabled = false;
   std::vector<int64_t> lastDispatchBytes, lastReturnBytes;
 } stats;
@@ -75,15 +76,15 @@ void writeStats() {
     return text + "]";
   };
   std::fprintf(f,
-               "{\"rank\": %d, \"ranks\": %d, \"dispatches\": %lld, \"returns\": %lld, "
+               "{\"rank\": %d, \"ranks\": %d, \"dispatches\": %lld, \"returns\": %lld, \"gathers\": %lld, "
                "\"bytes_remote\": %lld, \"bytes_local\": %lld, \"count_seconds\": %.9f, "
-               "\"dispatch_seconds\": %.9f, \"return_seconds\": %.9f, \"wait_seconds\": %.9f, "
-               "\"last_dispatch_bytes\": %s, "
+               "\"dispatch_seconds\": %.9f, \"return_seconds\": %.9f, \"gather_seconds\": %.9f, "
+               "\"wait_seconds\": %.9f, \"last_dispatch_bytes\": %s, "
                "\"last_return_bytes\": %s}\n",
                worldRank, worldSize, (long long)stats.dispatches, (long long)stats.returns,
-               (long long)stats.bytesRemote, (long long)stats.bytesLocal, stats.countSeconds,
-               stats.dispatchSeconds, stats.returnSeconds, stats.waitSeconds, list(stats.lastDispatchBytes).c_str(),
-               list(stats.lastReturnBytes).c_str());
+               (long long)stats.gathers, (long long)stats.bytesRemote, (long long)stats.bytesLocal,
+               stats.countSeconds, stats.dispatchSeconds, stats.returnSeconds, stats.gatherSeconds,
+               stats.waitSeconds, list(stats.lastDispatchBytes).c_str(), list(stats.lastReturnBytes).c_str());
   std::fclose(f);
 }
 
@@ -453,6 +454,43 @@ static void returnRows(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets, M
     std::memset(rowOf(result, r, elementBytes), 0, size_t(rowBytes));
 }
 
+/// Every rank's [R, W] block of columns side by side in `result`
+/// ([R, ranks * W]): one MPI_Iallgather whose receive datatype is a
+/// column block of the result, so each block lands in place.
+static void gatherColumns(MemRef<2> *input, MemRef<2> *result, int64_t elementBytes) {
+  requireContiguousRows(input, "gathered");
+  requireContiguousRows(result, "joined");
+  int64_t rows = input->sizes[0], blockBytes = input->sizes[1] * elementBytes;
+  if (result->sizes[0] != rows || result->sizes[1] != input->sizes[1] * worldSize)
+    abortJob("the joined rows of a column gather are " + std::to_string(result->sizes[0]) + " x " +
+             std::to_string(result->sizes[1]) + ", not " + std::to_string(rows) + " x " +
+             std::to_string(worldSize) + " blocks of " + std::to_string(input->sizes[1]));
+  // Every rank holds the same rows, so all of them skip an empty gather.
+  if (rows == 0 || blockBytes == 0)
+    return;
+  MPI_Datatype sendType, block, recvType;
+  MPI_Type_vector(int(rows), int(blockBytes), int(input->strides[0] * elementBytes), MPI_BYTE, &sendType);
+  MPI_Type_vector(int(rows), int(blockBytes), int(result->strides[0] * elementBytes), MPI_BYTE, &block);
+  // Rank d's block starts d blocks to the right.
+  MPI_Type_create_resized(block, 0, blockBytes, &recvType);
+  MPI_Type_commit(&sendType);
+  MPI_Type_commit(&recvType);
+  stats.bytesLocal += rows * blockBytes;
+  stats.bytesRemote += rows * blockBytes * (worldSize - 1);
+  barrierForStats();
+  auto start = std::chrono::steady_clock::now();
+  MPI_Request request;
+  if (MPI_Iallgather(rowOf(input, 0, elementBytes), 1, sendType, rowOf(result, 0, elementBytes), 1, recvType, comm,
+                     &request) != MPI_SUCCESS)
+    abortJob("MPI_Iallgather failed in the gather of column blocks");
+  waitFor(request, "gather of column blocks");
+  stats.gatherSeconds += secondsSince(start);
+  ++stats.gathers;
+  MPI_Type_free(&sendType);
+  MPI_Type_free(&block);
+  MPI_Type_free(&recvType);
+}
+
 #define MOE_EP_ELEMENT(SUFFIX, BYTES)                                                                        \
   void _mlir_ciface_moeEpDispatchRows_##SUFFIX(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,     \
                                                int64_t rank, MemRef<2> *counts, MemRef<2> *received,       \
@@ -463,6 +501,9 @@ static void returnRows(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets, M
   void _mlir_ciface_moeEpReturnRows_##SUFFIX(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets,       \
                                              MemRef<1> *bounds, int64_t rank, MemRef<2> *result) {         \
     returnRows(rows, counts, offsets, bounds, rank, result, BYTES);                                         \
+  }                                                                                                          \
+  void _mlir_ciface_moeEpAllGatherColumns_##SUFFIX(MemRef<2> *input, MemRef<2> *result) {                  \
+    gatherColumns(input, result, BYTES);                                                                    \
   }
 
 MOE_EP_ELEMENT(f32, 4)

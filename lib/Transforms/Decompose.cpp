@@ -197,7 +197,6 @@ DecomposedLayer mlir::moe::buildDecomposedLayer(OpBuilder &rewriter, LayerOp op,
   routed.rank = rank;
   RoutedExpertsResult ffn = buildRoutedExperts(rewriter, loc, routed);
   Value y = ffn.y;
-  DispatchOp plan = ffn.plan;
 
   // Zero-computation experts add their elementwise contribution (0 for
   // zero and null experts); the op also carries the expert set that
@@ -206,7 +205,7 @@ DecomposedLayer mlir::moe::buildDecomposedLayer(OpBuilder &rewriter, LayerOp op,
   bool hasZeroComputation = op.getNumExperts() > op.getNumFfnExperts();
   if (hasZeroComputation) {
     Value zc = ZeroComputeOp::create(rewriter, loc, xType, expertInput, indices,
-                                     plan.getSlotWeight(), op.getConstantVectors(),
+                                     ffn.slotWeight, op.getConstantVectors(),
                                      op.getConstantMix(), op.getExperts());
     y = arith::AddFOp::create(rewriter, loc, y, zc);
   }

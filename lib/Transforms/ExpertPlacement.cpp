@@ -17,6 +17,8 @@ std::optional<PlacementPolicy> mlir::moe::parsePlacementPolicy(StringRef name) {
     return PlacementPolicy::roundRobin;
   if (name == "balanced")
     return PlacementPolicy::balanced;
+  if (name == "split")
+    return PlacementPolicy::split;
   return std::nullopt;
 }
 
@@ -28,6 +30,8 @@ StringRef mlir::moe::placementPolicyName(PlacementPolicy policy) {
     return "round-robin";
   case PlacementPolicy::balanced:
     return "balanced";
+  case PlacementPolicy::split:
+    return "split";
   }
   return "";
 }
@@ -65,6 +69,22 @@ std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t 
     error = replicas < 0 ? "replicas must be at least 0, got " + std::to_string(replicas)
                          : std::string("replicated experts are placed by placement=balanced (on a routing profile)");
     return std::nullopt;
+  }
+  if (policy == PlacementPolicy::split) {
+    if (replicas != 0) {
+      error = "placement=split puts every expert on every rank already: no replicas";
+      return std::nullopt;
+    }
+    ExpertPlacement placement;
+    placement.experts = experts;
+    placement.split = true;
+    placement.bounds.push_back(0);
+    for (int64_t d = 0; d < ranks; ++d) {
+      for (int64_t e = 0; e < experts; ++e)
+        placement.order.push_back(e);
+      placement.bounds.push_back(int64_t(placement.order.size()));
+    }
+    return placement;
   }
   if (replicas > experts * (ranks - 1)) {
     error = std::to_string(replicas) + " replicas of " + std::to_string(experts) + " experts on " +
@@ -133,6 +153,8 @@ std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t 
     }
     break;
   }
+  case PlacementPolicy::split: // placed above
+    break;
   }
   ExpertPlacement placement;
   placement.experts = experts;

@@ -142,9 +142,7 @@ static Value selectExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<i
   return tensor::ConcatOp::create(b, loc, /*dim=*/0, runs);
 }
 
-/// The gate weight of each row of `plan` (0 for padding): the owner of an
-/// expert with a `probs` capacity keeps its rows by weight.
-static Value rowWeightsOf(OpBuilder &b, Location loc, DispatchOp plan) {
+Value mlir::moe::planRowWeights(OpBuilder &b, Location loc, DispatchOp plan) {
   Value rowToken = plan.getRowToken(), slotRow = plan.getSlotRow(), slotWeight = plan.getSlotWeight();
   int64_t slots = cast<RankedTensorType>(slotRow.getType()).getDimSize(1);
   Value init = tb::emptyLike(b, loc, rowToken, b.getF32Type());
@@ -192,7 +190,7 @@ static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExpe
     k = b.getI64IntegerAttr(r.k);
     experts = b.getI64IntegerAttr(r.numExperts);
     if (r.capacity.getDrop() == DropPolicy::probs)
-      rowWeights = rowWeightsOf(b, loc, plan);
+      rowWeights = planRowWeights(b, loc, plan);
   }
   auto received = AllToAllDispatchOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, element),
@@ -219,6 +217,8 @@ static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExpe
 }
 
 RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, const RoutedExperts &r) {
+  if (r.placement && r.placement->split)
+    return buildSplitExperts(b, loc, r);
   auto tokensType = cast<RankedTensorType>(r.tokens.getType());
   int64_t tokens = tokensType.getDimSize(0), hidden = tokensType.getDimSize(1);
   Type element = tokensType.getElementType();
@@ -250,7 +250,7 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
       indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), planned, localCapacity);
   Value grouped = PermuteOp::create(b, loc, rowsOf(hidden), r.tokens, plan.getRowToken());
   if (r.placement)
-    return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan};
+    return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan, plan.getSlotWeight()};
 
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
   int64_t ffn = cast<RankedTensorType>(r.down.getType()).getDimSize(2);
@@ -263,5 +263,5 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
   Value down = GroupedMatmulOp::create(b, loc, rowsOf(hidden), downLhs, downWeights, plan.getExpertOffsets(),
                                        /*shared=*/Value());
   Value y = CombineOp::create(b, loc, tokensType, down, plan.getSlotRow(), plan.getSlotWeight());
-  return {y, plan};
+  return {y, plan, plan.getSlotWeight()};
 }

@@ -166,7 +166,10 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
           layer.emitError() << "moe-shard-experts: " << error;
           return signalPassFailure();
         }
-        reportPlacement(layer, *placed, loads, *policy);
+        if (placed->split)
+          reportSplit(layer, *placed);
+        else
+          reportPlacement(layer, *placed, loads, *policy);
         placements.push_back(std::move(*placed));
       }
 
@@ -191,6 +194,28 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
       }
       dispatchOnRank(function, perRank);
     }
+  }
+
+  /// A remark on `layer` under placement=split: each rank's blocks and what
+  /// a routed row costs to move.
+  void reportSplit(LayerOp layer, const ExpertPlacement &placed) {
+    auto xType = cast<RankedTensorType>(layer.getX().getType());
+    int64_t hidden = xType.getDimSize(1), bytes = int64_t(xType.getElementTypeBitWidth() / 8);
+    int64_t ffn = cast<RankedTensorType>(layer.getFfnDown().getType()).getDimSize(2);
+    int64_t n = placed.ranks();
+    auto block = [&](int64_t extent, int64_t d) {
+      int64_t width = (extent + n - 1) / n, start = std::min(extent, d * width);
+      return llvm::formatv("[{0},{1})", start, std::min(extent, start + width)).str();
+    };
+    InFlightDiagnostic remark = layer.emitRemark();
+    remark << "expert placement (split, " << n << " ranks): every rank computes all " << placed.experts
+           << " experts, rank d its d-th block of the FFN width " << ffn << " and of the hidden width " << hidden
+           << ":";
+    for (int64_t d = 0; d < n; ++d)
+      remark << (d ? ";" : "") << " rank " << d << " " << block(ffn, d) << " and " << block(hidden, d);
+    remark << "; each routed row sends " << hidden * bytes << " bytes to each other rank, its activations ("
+           << ffn * bytes << " bytes) are gathered by every rank, and " << (hidden + n - 1) / n * 4
+           << " bytes of results come back from each other rank";
   }
 
   /// A remark on `layer`: who owns which experts, each rank's expected share

@@ -3,8 +3,9 @@
 // The placement of one layer's FFN experts over the ranks of an
 // expert-parallel program (moe-shard-experts): contiguous, round-robin, or
 // balanced on a measured routing profile, with replicas of the hottest
-// experts (DeepSeek's EPLB "redundant experts") on more than one rank.
-// Each copy of an expert is a slot; slots are numbered so that every rank
+// experts (DeepSeek's EPLB "redundant experts") on more than one rank; or
+// split: every expert on every rank, each rank computing a block of its
+// columns (MoEShard). Each copy of an expert is a slot; slots are numbered so that every rank
 // owns a run of consecutive numbers, which is what the exchange ops
 // (bounds) and the per-expert row groups of moe.dispatch need.
 //
@@ -23,18 +24,20 @@
 
 namespace mlir::moe {
 
-enum class PlacementPolicy { contiguous, roundRobin, balanced };
+enum class PlacementPolicy { contiguous, roundRobin, balanced, split };
 
 std::optional<PlacementPolicy> parsePlacementPolicy(StringRef name);
 StringRef placementPolicyName(PlacementPolicy policy);
 
 /// Rank d owns slots [bounds[d], bounds[d+1]); slot i holds expert
 /// order[i]. Within a rank, experts are in increasing order; an expert has
-/// at most one slot per rank.
+/// at most one slot per rank. Split: rank d's slots are all experts, each
+/// one's d-th block of columns.
 struct ExpertPlacement {
   SmallVector<int64_t> order;
   SmallVector<int64_t> bounds;
   int64_t experts = 0;
+  bool split = false;
 
   int64_t ranks() const { return int64_t(bounds.size()) - 1; }
   int64_t slots() const { return int64_t(order.size()); }
@@ -50,7 +53,7 @@ struct ExpertPlacement {
 };
 
 /// Places `experts` experts on `ranks` ranks, with `replicas` extra copies
-/// (placement=balanced only). `loads` (empty, or one value per expert)
+/// (placement=balanced only); split puts every expert on every rank. `loads` (empty, or one value per expert)
 /// drives `balanced`: each replica goes to the expert with the most load
 /// per copy; then copies, largest load per copy first, each to a rank
 /// without a copy of that expert: an empty one while there is one, else

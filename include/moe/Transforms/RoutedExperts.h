@@ -43,7 +43,8 @@ struct RoutedExperts {
   /// Expert parallelism (moe-shard-experts): the FFN experts' placement
   /// over the ranks and the rank this code runs on. The rows go to their
   /// experts' ranks and back around the grouped matmuls, which run on this
-  /// rank's experts only. No biases.
+  /// rank's experts only (split: this rank's block of every expert). No
+  /// biases.
   const ExpertPlacement *placement = nullptr;
   int64_t rank = 0;
 };
@@ -52,10 +53,20 @@ struct RoutedExpertsResult {
   /// The combined expert output [T, H], in the tokens' element type.
   Value y;
   DispatchOp plan;
+  /// The combine weight of each slot [T, K] (0 where dropped).
+  Value slotWeight;
 };
 
 /// Emits dispatch, permute, up matmul, activation, down matmul and combine.
 RoutedExpertsResult buildRoutedExperts(OpBuilder &b, Location loc, const RoutedExperts &r);
+
+/// The same under a split placement (MoEShard, lib/Transforms/SplitExperts.cpp):
+/// every rank computes a block of every expert; bit-identical results.
+RoutedExpertsResult buildSplitExperts(OpBuilder &b, Location loc, const RoutedExperts &r);
+
+/// The gate weight of each row of `plan` (0 for padding): the owner of an
+/// expert with a `probs` capacity keeps its rows by weight.
+Value planRowWeights(OpBuilder &b, Location loc, DispatchOp plan);
 
 } // namespace moe
 } // namespace mlir

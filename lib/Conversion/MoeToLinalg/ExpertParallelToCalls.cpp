@@ -1,7 +1,7 @@
 //===- ExpertParallelToCalls.cpp - the exchange ops as runtime calls ------===//
 //
-// moe.ep_rank, moe.all_to_all_dispatch and moe.all_to_all_return become
-// calls of libmoe_ep_runtime.so (lib/Runtime/ExpertParallelRuntime.cpp),
+// moe.ep_rank, moe.all_to_all_dispatch, moe.all_to_all_return and
+// moe.all_gather_columns become calls of libmoe_ep_runtime.so (lib/Runtime/ExpertParallelRuntime.cpp),
 // through MLIR's C interface: memrefs of any layout go as descriptors, the
 // results are buffers allocated here and handed to bufferization as
 // tensors. The dispatch is two calls: the row counts first, whose sum
@@ -194,8 +194,29 @@ struct LowerAllToAllReturn : OpRewritePattern<AllToAllReturnOp> {
   }
 };
 
+struct LowerAllGatherColumns : OpRewritePattern<AllGatherColumnsOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(AllGatherColumnsOp op, PatternRewriter &b) const override {
+    Location loc = op.getLoc();
+    MLIRContext *ctx = b.getContext();
+    auto resultType = cast<RankedTensorType>(op.getResult().getType());
+    auto inputType = cast<RankedTensorType>(op.getInput().getType());
+    Type element = resultType.getElementType();
+    if (inputType.isDynamicDim(1))
+      return b.notifyMatchFailure(op, "column blocks of a static width");
+    Value input = readBuffer(b, loc, op.getInput());
+    Value rows = memref::DimOp::create(b, loc, input, 0);
+    Output result = allocate(b, loc, {ShapedType::kDynamic, int64_t(op.getRanks()) * inputType.getDimSize(1)}, element, {rows});
+    func::FuncOp fn = runtimeFunction(op, "moeEpAllGatherColumns_" + elementSuffix(element),
+                                      {anyMemRef(ctx, 2, element), anyMemRef(ctx, 2, element)}, {});
+    func::CallOp::create(b, loc, fn, ValueRange{input, result.forCall});
+    b.replaceOp(op, asTensor(b, loc, result.buffer, resultType));
+    return success();
+  }
+};
+
 } // namespace
 
 void mlir::moe::populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerEpRank, LowerAllToAllDispatch, LowerAllToAllReturn>(patterns.getContext());
+  patterns.add<LowerEpRank, LowerAllToAllDispatch, LowerAllToAllReturn, LowerAllGatherColumns>(patterns.getContext());
 }

@@ -145,3 +145,43 @@ func.func @all_to_all_c6_weights_rows(%xs: tensor<32x64xf32>, %off: tensor<9xi32
       : (tensor<32x64xf32>, tensor<9xi32>, tensor<16xf32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
   return
 }
+
+// -----
+
+func.func @all_gather_c1_rank(%a: tensor<?x16xf32>) {
+  // expected-error @+1 {{rank 4 is not one of the 4 ranks}}
+  %g = moe.all_gather_columns %a ranks = 4 rank = 4 : (tensor<?x16xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @all_gather_c1_ranks(%a: tensor<?x16xf32>) {
+  // expected-error @+1 {{ranks must be between 1 and 65536, got 0}}
+  %g = moe.all_gather_columns %a ranks = 0 rank = 0 : (tensor<?x16xf32>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @all_gather_c2_columns(%a: tensor<?x16xf32>) {
+  // expected-error @+1 {{result dimension 1 (48) must equal ranks x the input's columns (64)}}
+  %g = moe.all_gather_columns %a ranks = 4 rank = 1 : (tensor<?x16xf32>) -> tensor<?x48xf32>
+  return
+}
+
+// -----
+
+func.func @all_gather_c2_rows(%a: tensor<8x16xf32>) {
+  // expected-error @+1 {{result dimension 0 (9) must equal the input's rows (8)}}
+  %g = moe.all_gather_columns %a ranks = 2 rank = 1 : (tensor<8x16xf32>) -> tensor<9x32xf32>
+  return
+}
+
+// -----
+
+func.func @all_gather_c2_element_type(%a: tensor<8x16xf32>) {
+  // expected-error @+1 {{result element type 'bf16' must equal input element type 'f32'}}
+  %g = moe.all_gather_columns %a ranks = 2 rank = 1 : (tensor<8x16xf32>) -> tensor<8x32xbf16>
+  return
+}

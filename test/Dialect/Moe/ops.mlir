@@ -296,6 +296,13 @@ func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: ten
   return %rank, %y : index, tensor<16x64xbf16>
 }
 
+// CHECK-LABEL: func @all_gather_columns
+// CHECK: moe.all_gather_columns %{{.*}} ranks = 4 rank = 1 : (tensor<?x16xbf16>) -> tensor<?x64xbf16>
+func.func @all_gather_columns(%a: tensor<?x16xbf16>) -> tensor<?x64xbf16> {
+  %g = moe.all_gather_columns %a ranks = 4 rank = 1 : (tensor<?x16xbf16>) -> tensor<?x64xbf16>
+  return %g : tensor<?x64xbf16>
+}
+
 // CHECK-LABEL: func @raising_check
 // CHECK: moe.raising_check %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : tensor<?x64xbf16>
 func.func @raising_check(%layer: tensor<?x64xbf16>, %plain: tensor<?x64xbf16>) -> tensor<?x64xbf16> {
