@@ -16,7 +16,9 @@ mlir::moe::ExpertParallelFlags::ExpertParallelFlags(cl::OptionCategory &category
                      "the runners' --input, --reference and --output-dir is the rank. 0: one process (default)"),
             cl::init(0), cl::cat(category)),
       placement("placement",
-                cl::desc("With --ranks: contiguous (default), round-robin, or balanced (needs --expert-profile)"),
+                cl::desc("With --ranks, which rank computes what: contiguous (default), round-robin, or balanced "
+                         "(needs --expert-profile) place whole experts; split gives every rank a block of every "
+                         "expert (MoEShard: for few, large experts; FFN and hidden widths split evenly)"),
                 cl::init("contiguous"), cl::cat(category)),
       expertProfile("expert-profile",
                     cl::desc("With --ranks: a .npy of routed tokens per expert, [E] for every layer or [L, E] one "

@@ -11,6 +11,8 @@
 #include "moe/Transforms/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/PatternMatch.h"
@@ -113,6 +115,24 @@ FailureOr<std::pair<double, double>> CostModel::selectionOf(Value indices, Opera
     return failure();
   double filled = *tokens * *slots, experts = *slots;
   Operation *def = indices.getDefiningOp();
+  // Ids relabelled one by one (an expert placement's numbering) range over
+  // the experts of the selection they relabel.
+  if (auto relabel = dyn_cast_or_null<linalg::GenericOp>(def);
+      relabel && relabel.getNumDpsInputs() == 1 && relabel.getInputs()[0].getType() == indices.getType())
+    return selectionOf(relabel.getInputs()[0], user);
+  // Copies of a selection side by side (placement=split, one per rank):
+  // their slots and their experts add up.
+  if (auto copies = dyn_cast_or_null<tensor::ConcatOp>(def); copies && copies.getDim() == 1) {
+    double allFilled = 0, allExperts = 0;
+    for (Value copy : copies.getInputs()) {
+      auto inner = selectionOf(copy, user);
+      if (failed(inner))
+        return failure();
+      allFilled += inner->first;
+      allExperts += inner->second;
+    }
+    return std::make_pair(allFilled, allExperts);
+  }
   if (auto restrict = dyn_cast_or_null<RestrictSlotsOp>(def)) {
     auto inner = selectionOf(restrict.getIndices(), user);
     if (failed(inner))
@@ -334,6 +354,26 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
         Cost c;
         c.networkBytes = rows->first * h * bytes;
         c.activationBytes = (rows->second + planOf(r.getOffsets())->filledSlots) * h * bytes;
+        return c;
+      })
+      .Case([&](AllGatherColumnsOp g) -> FailureOr<Cost> {
+        // Its rows are those of the grouped GEMM (and activation) before it.
+        Value rows = g.getInput();
+        if (auto act = rows.getDefiningOp<ActivationOp>())
+          rows = act.getInput();
+        Operation *gemm = rows.getDefiningOp();
+        const PlanEstimate *plan =
+            isa_and_nonnull<GroupedMatmulOp, GroupedMatmulActOp>(gemm) ? planOf(gemm->getOperand(2)) : nullptr;
+        if (!plan) {
+          g.emitError("moe-cost-report: the gathered rows do not come from a grouped matmul of a planned exchange");
+          return failure();
+        }
+        double width = cast<RankedTensorType>(g.getInput().getType()).getDimSize(1);
+        double block = plan->filledSlots * width * elementBytes(g.getInput());
+        double ranks = double(g.getRanks());
+        Cost c;
+        c.networkBytes = block * (ranks - 1);
+        c.activationBytes = block * (ranks + 1);
         return c;
       })
       .Case([&](PermuteOp p) -> FailureOr<Cost> {

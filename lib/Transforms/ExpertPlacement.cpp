@@ -65,11 +65,6 @@ std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t 
     error = "the number of ranks must be at least 1, got " + std::to_string(ranks);
     return std::nullopt;
   }
-  if (replicas < 0 || (replicas > 0 && policy != PlacementPolicy::balanced)) {
-    error = replicas < 0 ? "replicas must be at least 0, got " + std::to_string(replicas)
-                         : std::string("replicated experts are placed by placement=balanced (on a routing profile)");
-    return std::nullopt;
-  }
   if (policy == PlacementPolicy::split) {
     if (replicas != 0) {
       error = "placement=split puts every expert on every rank already: no replicas";
@@ -86,6 +81,11 @@ std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t 
     }
     return placement;
   }
+  if (replicas < 0 || (replicas > 0 && policy != PlacementPolicy::balanced)) {
+    error = replicas < 0 ? "replicas must be at least 0, got " + std::to_string(replicas)
+                         : std::string("replicated experts are placed by placement=balanced (on a routing profile)");
+    return std::nullopt;
+  }
   if (replicas > experts * (ranks - 1)) {
     error = std::to_string(replicas) + " replicas of " + std::to_string(experts) + " experts on " +
             std::to_string(ranks) + " ranks: at most one copy of an expert per rank, so at most " +
@@ -96,7 +96,8 @@ std::optional<ExpertPlacement> mlir::moe::placeExperts(int64_t experts, int64_t 
     error = std::to_string(ranks) + " ranks for " + std::to_string(experts) + " FFN experts" +
             (replicas ? " and " + std::to_string(replicas) + " replicas" : std::string()) +
             ": a rank would own no expert; use at most " + std::to_string(experts + replicas) +
-            " ranks, or replicate hot experts (placement=balanced with replicas)";
+            " ranks, or replicate hot experts (placement=balanced with replicas), or split every expert over "
+            "the ranks (placement=split)";
     return std::nullopt;
   }
   if (policy == PlacementPolicy::balanced && int64_t(loads.size()) != experts) {

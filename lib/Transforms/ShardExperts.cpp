@@ -95,7 +95,7 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
     std::optional<PlacementPolicy> policy = parsePlacementPolicy(placement);
     if (!policy) {
       module.emitError() << "moe-shard-experts: unknown placement '" << placement
-                         << "' (contiguous, round-robin or balanced)";
+                         << "' (contiguous, round-robin, balanced or split)";
       return signalPassFailure();
     }
     if (ranks < 1) {

@@ -259,7 +259,9 @@ RoutedExpertsResult mlir::moe::buildSplitExperts(OpBuilder &b, Location loc, con
                                           ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)})
         .getResult();
   };
-  Value y = CombineOp::create(b, loc, tokensType, whole, firstCopy(plan.getSlotRow()), firstCopy(plan.getSlotWeight()));
+  Value slotRow = firstCopy(plan.getSlotRow());
+  Value slotWeight = firstCopy(plan.getSlotWeight());
+  Value y = CombineOp::create(b, loc, tokensType, whole, slotRow, slotWeight);
   // Zero-computation experts weigh their slots by the routing (no capacity
   // goes with them here).
   return {y, plan, r.weights};

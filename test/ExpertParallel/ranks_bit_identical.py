@@ -2,7 +2,9 @@
 # artifact compiled with --ranks=N and run under `mpirun -np N` (each rank
 # on its own block of tokens) gives each rank the single-process artifact's
 # outputs for those tokens, bit for bit (y and the router logits), for
-# N = 1..4 and the three placements. Configurations: Mixtral (f32 and bf16),
+# N = 1..4 and the four placements (split: every rank a block of every
+# expert, MoEShard; hidden 32 and FFN 24 leave padded blocks on 3 ranks).
+# Configurations: Mixtral (f32 and bf16),
 # DeepSeek-V3 grouped routing with a selection bias and a shared expert,
 # MoE++ zero-computation experts (zero, copy, constant) with a gating
 # residual, 6 experts on 4 ranks, every token routed to the same two
@@ -48,18 +50,18 @@ HEAVIEST = dict(MIXTRAL, capacity=dict(factor=0.75, drop="probs"))
 
 # (name, config, dtype, tokens of each rank for 4 ranks, placements, skew)
 CASES = [
-    ("mixtral", MIXTRAL, "f32", [9, 7, 12, 5], ("contiguous", "round-robin", "balanced"), False),
-    ("mixtral-bf16", MIXTRAL, "bf16", [8, 8, 8, 8], ("contiguous",), False),
-    ("deepseek", DEEPSEEK, "f32", [6, 11, 4, 9], ("contiguous", "round-robin"), False),
-    ("moe++", MOEPP, "f32", [7, 7, 6, 10], ("round-robin",), False),
+    ("mixtral", MIXTRAL, "f32", [9, 7, 12, 5], ("contiguous", "round-robin", "balanced", "split"), False),
+    ("mixtral-bf16", MIXTRAL, "bf16", [8, 8, 8, 8], ("contiguous", "split"), False),
+    ("deepseek", DEEPSEEK, "f32", [6, 11, 4, 9], ("contiguous", "round-robin", "split"), False),
+    ("moe++", MOEPP, "f32", [7, 7, 6, 10], ("round-robin", "split"), False),
     ("six-experts", SIX, "f32", [5, 9, 3, 8], ("contiguous", "balanced"), False),
-    ("one-hot-routing", MIXTRAL, "f32", [6, 6, 6, 6], ("contiguous",), True),
-    ("rank-without-tokens", MIXTRAL, "f32", [8, 0, 11, 4], ("round-robin",), False),
+    ("one-hot-routing", MIXTRAL, "f32", [6, 6, 6, 6], ("contiguous", "split"), True),
+    ("rank-without-tokens", MIXTRAL, "f32", [8, 0, 11, 4], ("round-robin", "split"), False),
     ("replicas", MIXTRAL, "f32", [9, 6, 8, 7], ("balanced+replicas=3",), True),
-    ("three-experts", THREE, "f32", [5, 6, 7, 4], ("balanced+replicas=2",), False),
+    ("three-experts", THREE, "f32", [5, 6, 7, 4], ("balanced+replicas=2", "split"), False),
     ("capacity-factor", DROPS, "f32", [9, 7, 12, 5], ("contiguous", "round-robin"), False),
-    ("capacity-tokens", FIXED, "f32", [6, 3, 5, 4], ("round-robin",), False),
-    ("capacity-probs", HEAVIEST, "f32", [9, 7, 12, 5], ("contiguous", "round-robin"), False),
+    ("capacity-tokens", FIXED, "f32", [6, 3, 5, 4], ("round-robin", "split"), False),
+    ("capacity-probs", HEAVIEST, "f32", [9, 7, 12, 5], ("contiguous", "round-robin", "split"), False),
 ]
 
 
@@ -105,7 +107,7 @@ def jit_case(tmp, rng):
 
 def constant_weights_case(tmp, rng):
     """Weights as constants (router dense, expert stacks dense_resource),
-    round-robin over 3 ranks, against the single-process artifact."""
+    round-robin and split over 3 ranks, against the single-process artifact."""
     split = [7, 4, 9]
     total = sum(split)
     a = layer.random_operands(MIXTRAL, total, HIDDEN, FFN, "f32", rng)
@@ -136,15 +138,18 @@ def constant_weights_case(tmp, rng):
     run([f"{BIN}/moe-compile", src, "-o", os.path.join(work, "single", "liblayer.so")])
     run([f"{BIN}/moe-exec", os.path.join(work, "single", "liblayer.so"), "--input", os.path.join(work, "x.npy"),
          "--output-dir", os.path.join(work, "single", "out")])
-    art = os.path.join(work, "ep", "liblayer.so")
-    run([f"{BIN}/moe-compile", src, "-o", art, "--ranks=3", "--placement=round-robin"])
-    run([*MPIRUN, "-np", "3", f"{BIN}/moe-exec", art, "--input", os.path.join(work, "x.%r.npy"),
-         "--output-dir", os.path.join(work, "ep.%r")])
     want = np.load(os.path.join(work, "single", "out", "output_0.npy"))
-    got = np.concatenate([np.load(os.path.join(work, f"ep.{r}", "output_0.npy")) for r in range(3)])
-    same = got.tobytes() == want.tobytes()
-    print(f"{'ok  ' if same else 'FAIL'} constant weights, round-robin over 3 ranks: bit-identical")
-    return [] if same else ["constant weights"]
+    failed = []
+    for placement in ("round-robin", "split"):
+        art = os.path.join(work, placement, "liblayer.so")
+        run([f"{BIN}/moe-compile", src, "-o", art, "--ranks=3", f"--placement={placement}"])
+        run([*MPIRUN, "-np", "3", f"{BIN}/moe-exec", art, "--input", os.path.join(work, "x.%r.npy"),
+             "--output-dir", os.path.join(work, f"{placement}.%r")])
+        got = np.concatenate([np.load(os.path.join(work, f"{placement}.{r}", "output_0.npy")) for r in range(3)])
+        same = got.tobytes() == want.tobytes()
+        print(f"{'ok  ' if same else 'FAIL'} constant weights, {placement} over 3 ranks: bit-identical")
+        failed += [] if same else [f"constant weights ({placement})"]
+    return failed
 
 
 def scanned_layers_case(tmp, rng):

@@ -43,7 +43,7 @@ struct MoeOptimizeOptions : public PassPipelineOptions<MoeOptimizeOptions> {
                      "layer-level passes); 0: none"),
       llvm::cl::init(0)};
   PassOptions::Option<std::string> placement{
-      *this, "placement", llvm::cl::desc("With ranks: contiguous, round-robin or balanced"),
+      *this, "placement", llvm::cl::desc("With ranks: contiguous, round-robin, balanced or split"),
       llvm::cl::init("contiguous")};
   PassOptions::ListOption<double> expertLoads{
       *this, "expert-loads", llvm::cl::desc("With ranks: routed tokens per expert (placement=balanced)")};

@@ -307,6 +307,17 @@ def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
     rectification, no zero-computation experts, no replicas; other
     capacities are a clear error). Not yet: GPU targets.
 
+    `placement = split` (MoEShard, for few, large experts) gives every rank
+    a block of every expert instead: each token row goes to every rank
+    (the slots copied once per rank), rank `d` computes block `d` of the
+    FFN width of every row (its gate and up rows), `moe.all_gather_columns`
+    joins the activations, rank `d` computes block `d` of the hidden width
+    (its rows of the down projection) over the whole FFN width, and the
+    blocks go back to the rows' ranks. No dot product is split, so this is
+    exact too (MoEShard's partial sums of the down projection would not
+    be). Blocks are `ceil(F / N)` and `ceil(H / N)` wide, the last padded
+    with zero weights; any number of ranks, no replicas.
+
     ```mlir
     %y, %l = moe.layer %x, %wr ffn(%up, %down) {...}
     // with ranks=2, in @f__rank0:
@@ -318,7 +329,7 @@ def MoeShardExperts : Pass<"moe-shard-experts", "::mlir::ModuleOp"> {
   let options = [
     Option<"ranks", "ranks", "int64_t", /*default=*/"1", "Number of processes (MPI ranks)">,
     Option<"placement", "placement", "std::string", /*default=*/"\"contiguous\"",
-           "Expert placement: contiguous, round-robin or balanced">,
+           "Expert placement: contiguous, round-robin, balanced or split (every expert on every rank)">,
     ListOption<"expertLoads", "expert-loads", "double",
                "Routed tokens per expert (E values, or E per layer) for placement=balanced">,
     Option<"replicas", "replicas", "int64_t", /*default=*/"0",
