@@ -5,9 +5,12 @@ Per rank count it reports, from the runtime's MOE_EP_STATS:
   - the bytes the exchanges moved to other ranks, against the minimum
     (every routed token row that leaves its rank, there and back, at the
     model's element width: f32 results travel back as f32, bf16 results
-    as f32 too, since the combine rounds once);
-  - the time of the exchanges per layer call (counts, dispatch, return;
-    each after a barrier, whose wait for the slowest rank is reported
+    as f32 too, since the combine rounds once); with --placement=split
+    (every rank a block of every expert) the minimum of that scheme: each
+    routed row to every other rank, every rank's block of the activations
+    of all rows to every other rank, each row's result blocks back;
+  - the time of the exchanges per layer call (counts, dispatch, return,
+    and split's column gather; each after a barrier, whose wait for the slowest rank is reported
     apart), against a plain MPI_Alltoallv of the same bytes
     (bench/ep_alltoallv_peer.c) timed in the same run;
   - the layer time (the slowest rank's median), and the single-process
@@ -18,7 +21,8 @@ cores), not speedup.
 
 usage: python3 bench/ep_bench.py [--tokens-per-rank 256] [--hidden 1024] [--ffn 1024]
                                  [--experts 8] [--k 2] [--repeat 10] [--placement contiguous]
-writes docs/expert-parallel.png and prints the table of docs/expert-parallel.md.
+writes docs/expert-parallel.png (docs/expert-parallel-PLACEMENT.png for another placement) and prints
+the table of docs/expert-parallel.md.
 """
 
 import argparse
@@ -101,14 +105,25 @@ def main():
             layer_ms = max(medians_ms(out))
             stats = [json.load(open(f)) for f in sorted(glob.glob(stats_prefix + ".rank*.json"))]
             calls = stats[0]["dispatches"]
-            exchange_ms = max((s["count_seconds"] + s["dispatch_seconds"] + s["return_seconds"]) / calls
-                              for s in stats) * 1e3
+            exchange_ms = max((s["count_seconds"] + s["dispatch_seconds"] + s["return_seconds"] +
+                               s.get("gather_seconds", 0)) / calls for s in stats) * 1e3
             wait_ms = max(s["wait_seconds"] / calls for s in stats) * 1e3
             moved = sum(s["bytes_remote"] for s in stats) / calls
-            # Minimum: rows that leave their rank, there and back, 4 bytes an element.
-            minimum = sum(sum(b for d, b in enumerate(s["last_dispatch_bytes"]) if d != s["rank"]) for s in stats) * 2
+            if args.placement == "split":
+                # Every routed row to every other rank, the activation blocks of
+                # all rows to every other rank, the result blocks back.
+                routed = T * args.k * 4
+                ffn_block, hidden_block = -(-F // ranks), -(-H // ranks)
+                minimum = ranks * (ranks - 1) * (routed * H + ranks * routed * ffn_block + routed * hidden_block)
+            else:
+                # Rows that leave their rank, there and back, 4 bytes an element.
+                minimum = sum(sum(b for d, b in enumerate(s["last_dispatch_bytes"]) if d != s["rank"])
+                              for s in stats) * 2
             peer_ms, fresh_ms = 0.0, 0.0
-            for key in ("last_dispatch_bytes", "last_return_bytes"):
+            keys = ["last_dispatch_bytes", "last_return_bytes"]
+            if stats[0].get("last_gather_bytes"):
+                keys.append("last_gather_bytes")
+            for key in keys:
                 matrix = os.path.join(tmp, f"matrix{ranks}{key}.txt")
                 with open(matrix, "w") as f:
                     for s in stats:
@@ -152,9 +167,10 @@ def main():
         ax.set_xticks(xs, [f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}\n{r['tokens']} tokens" for r in rows])
         ax.set_ylabel("ms per layer call")
         ax.set_title(f"Expert parallelism on 2 cores (overheads, not speedup): E={args.experts}, k={args.k}, "
-                     f"H={H}, F={F}", fontsize=9)
+                     f"H={H}, F={F}, placement {args.placement}", fontsize=9)
         ax.legend(fontsize=7)
-        docs_plot.save(fig, "expert-parallel.png")
+        docs_plot.save(fig, "expert-parallel.png" if args.placement == "contiguous"
+                       else f"expert-parallel-{args.placement}.png")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@
 //
 // With MOE_EP_STATS=PREFIX, each rank writes PREFIX.rank<r>.json at exit:
 // its calls, the bytes it sent to other ranks and kept for itself, the
-// time spent in the exchanges, and the bytes per peer of its last
-// dispatch and return (bench/ep_bench.py replays them on plain MPI). To
-// tell the transfers from waiting for slower ranks, each exchange then
-// starts with a barrier, timed apart (wait_seconds).
+// time spent in the exchanges, the bytes per peer of its last dispatch,
+// return and column gather (bench/ep_bench.py replays them on plain MPI),
+// and its peak resident memory. To tell the transfers from waiting for
+// slower ranks, each exchange then starts with a barrier, timed apart
+// (wait_seconds).
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <sched.h>
+#include <sys/resource.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,8 +60,14 @@ struct Stats {
   int64_t bytesRemote = 0, bytesLocal = 0;
   double countSeconds = 0, dispatchSeconds = 0, returnSeconds = 0, gatherSeconds = 0, waitSeconds = 0;
   bool enabled = false;
-  std::vector<int64_t> lastDispatchBytes, lastReturnBytes;
+  std::vector<int64_t> lastDispatchBytes, lastReturnBytes, lastGatherBytes;
 } stats;
+
+/// This process's peak resident memory: what a rank held at most.
+long maxRssKb() {
+  struct rusage usage;
+  return getrusage(RUSAGE_SELF, &usage) == 0 ? usage.ru_maxrss : -1;
+}
 
 void writeStats() {
   const char *prefix = std::getenv("MOE_EP_STATS");
@@ -80,11 +88,12 @@ void writeStats() {
                "\"bytes_remote\": %lld, \"bytes_local\": %lld, \"count_seconds\": %.9f, "
                "\"dispatch_seconds\": %.9f, \"return_seconds\": %.9f, \"gather_seconds\": %.9f, "
                "\"wait_seconds\": %.9f, \"last_dispatch_bytes\": %s, "
-               "\"last_return_bytes\": %s}\n",
+               "\"last_return_bytes\": %s, \"last_gather_bytes\": %s, \"max_rss_kb\": %ld}\n",
                worldRank, worldSize, (long long)stats.dispatches, (long long)stats.returns,
                (long long)stats.gathers, (long long)stats.bytesRemote, (long long)stats.bytesLocal,
                stats.countSeconds, stats.dispatchSeconds, stats.returnSeconds, stats.gatherSeconds,
-               stats.waitSeconds, list(stats.lastDispatchBytes).c_str(), list(stats.lastReturnBytes).c_str());
+               stats.waitSeconds, list(stats.lastDispatchBytes).c_str(), list(stats.lastReturnBytes).c_str(),
+               list(stats.lastGatherBytes).c_str(), maxRssKb());
   std::fclose(f);
 }
 
@@ -477,6 +486,7 @@ static void gatherColumns(MemRef<2> *input, MemRef<2> *result, int64_t elementBy
   MPI_Type_commit(&recvType);
   stats.bytesLocal += rows * blockBytes;
   stats.bytesRemote += rows * blockBytes * (worldSize - 1);
+  stats.lastGatherBytes.assign(size_t(worldSize), rows * blockBytes);
   barrierForStats();
   auto start = std::chrono::steady_clock::now();
   MPI_Request request;

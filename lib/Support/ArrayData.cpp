@@ -73,7 +73,7 @@ float npy::halfToFloat(uint16_t h) {
 }
 
 double npy::elementAt(const Array &a, int64_t i) {
-  const uint8_t *p = a.data.data() + i * elementSize(a.type);
+  const uint8_t *p = a.bytes() + i * elementSize(a.type);
   switch (a.type) {
   case DType::f64: { double v; std::memcpy(&v, p, 8); return v; }
   case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }

@@ -10,6 +10,11 @@
 #include <iterator>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 using namespace npy;
 
 size_t npy::elementSize(DType type) {
@@ -131,7 +136,46 @@ bool npy::read(const std::string &path, Array &array, std::string &error) {
   return parse(bytes, path, array, error);
 }
 
+/// Parses the header of `bytes` into `array` (type and shape), checks the
+/// payload's size, and sets `dataStart` to where the payload begins.
+static bool parseHeader(std::string_view bytes, const std::string &path, Array &array, size_t &dataStart,
+                        std::string &error);
+
 bool npy::parse(std::string_view bytes, const std::string &path, Array &array, std::string &error) {
+  size_t dataStart = 0;
+  if (!parseHeader(bytes, path, array, dataStart, error))
+    return false;
+  array.data.assign(bytes.begin() + dataStart, bytes.end());
+  return true;
+}
+
+bool npy::map(const std::string &path, Array &array, std::string &error) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0)
+    return fail(path, std::string("cannot open: ") + std::strerror(errno), error);
+  struct stat info;
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_size == 0) {
+    ::close(fd);
+    return read(path, array, error); // not a mappable file: read it (and report what is wrong)
+  }
+  size_t size = size_t(info.st_size);
+  void *base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (base == MAP_FAILED)
+    return read(path, array, error);
+  size_t dataStart = 0;
+  if (!parseHeader(std::string_view(static_cast<const char *>(base), size), path, array, dataStart, error)) {
+    ::munmap(base, size);
+    return false;
+  }
+  array.data.clear();
+  array.mapped = std::shared_ptr<uint8_t>(static_cast<uint8_t *>(base) + dataStart,
+                                          [base, size](uint8_t *) { ::munmap(base, size); });
+  return true;
+}
+
+static bool parseHeader(std::string_view bytes, const std::string &path, Array &array, size_t &dataStart,
+                        std::string &error) {
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0)
     return fail(path, "not a .npy file (missing the \\x93NUMPY magic)", error);
   uint8_t major = bytes[6];
@@ -198,7 +242,7 @@ bool npy::parse(std::string_view bytes, const std::string &path, Array &array, s
     return fail(path, "holds " + std::to_string(payload) + " bytes of data, shape " +
                           shapeString(array.shape) + " needs " + std::to_string(*expected),
                 error);
-  array.data.assign(bytes.begin() + headerStart + headerLen, bytes.end());
+  dataStart = headerStart + headerLen;
   return true;
 }
 
@@ -220,6 +264,7 @@ bool npy::write(const std::string &path, const Array &array, std::string &error)
     return fail(path, "cannot write", error);
   out << "\x93NUMPY" << char(1) << char(0) << char(header.size() & 0xff)
       << char((header.size() >> 8) & 0xff) << header;
-  out.write(reinterpret_cast<const char *>(array.data.data()), array.data.size());
+  out.write(reinterpret_cast<const char *>(array.bytes()), std::streamsize(array.mapped ? array.byteCount()
+                                                                                        : array.data.size()));
   return out.good() || fail(path, "write failed", error);
 }

@@ -95,7 +95,18 @@ Value constantRuns(OpBuilder &b, Location loc, Value weights, ArrayRef<RowRun> r
 }
 
 /// The runs of `weights` ([E, A, B]) side by side along dimension 1.
-Value expertRuns(OpBuilder &b, Location loc, Value weights, ArrayRef<RowRun> runs) {
+/// Adjacent unpadded runs are one (one rank's gate and up rows are the
+/// whole stack: a view, no copy).
+Value expertRuns(OpBuilder &b, Location loc, Value weights, ArrayRef<RowRun> given) {
+  SmallVector<RowRun> runs;
+  for (const RowRun &run : given) {
+    if (!runs.empty() && runs.back().size == runs.back().padded && runs.back().start + runs.back().size == run.start) {
+      runs.back().size += run.size;
+      runs.back().padded += run.padded;
+      continue;
+    }
+    runs.push_back(run);
+  }
   auto type = cast<RankedTensorType>(weights.getType());
   int64_t rows = 0;
   for (const RowRun &run : runs)

@@ -273,9 +273,11 @@ int main(int argc, char **argv) {
         return value;
     return std::nullopt;
   };
+  // Mapped, not read: a page of an input is loaded when the artifact reads
+  // it, so an expert-parallel rank holds its experts' weights only.
   std::vector<Array> hostIn(opt.inputs.size());
   for (size_t i = 0; i < opt.inputs.size(); ++i)
-    if (!npy::read(opt.inputs[i], hostIn[i], error))
+    if (!npy::map(opt.inputs[i], hostIn[i], error))
       return failWith(error);
   int64_t tokens = artifact::tokenCount(sig, hostIn, opt.tokens);
   if (!artifact::checkBuffers(sig, hostIn, opt.inputs, tokens, error))
@@ -324,7 +326,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < hostIn.size() + hostOut.size(); ++i) {
     Array *a = i < hostIn.size() ? &hostIn[i] : &hostOut[i - hostIn.size()];
     if (!sig.gpu) {
-      pointers.push_back(a->data.data());
+      pointers.push_back(a->bytes());
       continue;
     }
     size_t bytes = size_t(a->numElements()) * npy::elementSize(a->type);
@@ -332,7 +334,7 @@ int main(int argc, char **argv) {
     std::optional<double> fill = i < hostIn.size() ? fillValue(i) : std::nullopt;
     int copied = !device ? 1
                  : fill  ? fillDevice(device, *a, *fill)
-                         : moeRuntimeCopyToDevice(device, a->data.data(), bytes);
+                         : moeRuntimeCopyToDevice(device, a->bytes(), bytes);
     if (copied != 0) {
       releaseDevice();
       return failWith(std::string("device memory: ") + (moeRuntimeError() ? moeRuntimeError() : ""));

@@ -189,7 +189,7 @@ Descriptor describe(Array &array) {
   Descriptor d;
   size_t rank = array.shape.size();
   d.words.resize(Descriptor::wordsFor(rank));
-  uint8_t *ptr = array.data.data(); // null for an empty array, which nothing reads
+  uint8_t *ptr = array.bytes(); // null for an empty array, which nothing reads
   d.words[0] = reinterpret_cast<int64_t>(ptr);
   d.words[1] = reinterpret_cast<int64_t>(ptr);
   d.words[2] = 0;
@@ -414,7 +414,8 @@ int main(int argc, char **argv) {
       continue;
     }
     auto array = std::make_optional<Array>();
-    if (std::string error; !npy::read(source, *array, error))
+    // Mapped: an expert-parallel rank loads only the weights it reads.
+    if (std::string error; !npy::map(source, *array, error))
       return failWith(error);
     if (array->type != dtype)
       return failWith("argument " + llvm::Twine(i) + " of @" + name + " is " + describeType(type) +
@@ -523,7 +524,7 @@ int main(int argc, char **argv) {
   auto freeResults = [&]() {
     llvm::SmallPtrSet<void *, 8> freed;
     for (Array &a : args)
-      freed.insert(a.data.data());
+      freed.insert(a.bytes());
     size_t at = 0;
     for (Type t : signature.getResults()) {
       void *allocated = reinterpret_cast<void *>(resultWordsBuf[at]);

@@ -12,6 +12,7 @@
 #define MOE_SUPPORT_NPY_H
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,13 +35,23 @@ struct Array {
   DType type = DType::f32;
   std::vector<int64_t> shape;
   std::vector<uint8_t> data; // C order, little-endian
+  /// Instead of `data`: the file's bytes mapped copy-on-write (npy::map).
+  std::shared_ptr<uint8_t> mapped;
 
   int64_t numElements() const;
+  uint8_t *bytes() { return mapped ? mapped.get() : data.data(); }
+  const uint8_t *bytes() const { return mapped ? mapped.get() : data.data(); }
+  size_t byteCount() const { return size_t(numElements()) * elementSize(type); }
 };
 
 /// Reads `path` into `array`; on failure `error` names the file and what is
 /// wrong with it.
 bool read(const std::string &path, Array &array, std::string &error);
+/// As read, but maps the file copy-on-write (POSIX mmap) instead of reading
+/// it: a page is read from the file only when something touches it, so a
+/// process that uses part of a large array (an expert-parallel rank, its
+/// experts' weights) holds only that part in memory. Writes stay private.
+bool map(const std::string &path, Array &array, std::string &error);
 /// Decodes the .npy file held in `bytes`; `path` names it in errors.
 bool parse(std::string_view bytes, const std::string &path, Array &array, std::string &error);
 bool write(const std::string &path, const Array &array, std::string &error);
