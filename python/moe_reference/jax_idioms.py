@@ -504,6 +504,35 @@ def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
 
+def take_along_logits(k):
+    """The selection by top_k of the logits, the weights read back from the
+    full softmax with take_along_axis (softmax keeps each row's order) and
+    renormalised; a one-hot gate over experts stacked along axis 1."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        probs = jax.nn.softmax(logits, axis=-1)
+        _, idx = lax.top_k(logits, k)
+        g = jnp.take_along_axis(probs, idx, axis=-1)
+        g = g / g.sum(-1, keepdims=True)
+        gate = (jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype) * g[..., None]).sum(1)
+        out = jnp.stack([ffn(x, w1[e], w3[e], w2[e]) for e in range(wr.shape[1])], 1)
+        return jnp.einsum('te,teh->th', gate, out)
+    return fn
+
+
+def epsilon_renorm(k, eps):
+    """DeepSeek's renormalisation against a zero sum, w / (sum(w) + eps),
+    einsum experts. An eps far below the sum's rounding is exactly the sum
+    alone; a larger one changes the weights (a near miss)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
+        vals = vals / (vals.sum(-1, keepdims=True) + eps)
+        gate = (jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype) * vals[..., None]).sum(1)
+        h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
+        return jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
+    return fn
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -551,6 +580,9 @@ def programs(Program):
         "idiom_aux_loss_outputs_k2": Program(aux_loss_outputs(2), mixtral_shapes(16, 32, 40, 6)),
         "idiom_vmap_per_token_k3": Program(vmap_per_token(3), mixtral_shapes(10, 24, 32, 6)),
         "idiom_sort_threshold_loop_k2": Program(sort_threshold_loop(2), mixtral_shapes(12, 32, 24, 8)),
+        "idiom_take_along_logits_k2": Program(take_along_logits(2), mixtral_shapes(14, 32, 40, 8)),
+        "idiom_epsilon_renorm_k2": Program(epsilon_renorm(2, 1e-20), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_epsilon_renorm_near_miss": Program(epsilon_renorm(2, 1e-3), mixtral_shapes(12, 24, 32, 6)),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,
                                                [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
     }

@@ -216,3 +216,56 @@ func.func @sorted_data_or_range_stays(%p: tensor<8x6xf32>, %x: tensor<8x16xf32>,
   %top2 = stablehlo.slice %t [0:8, 4:6] : (tensor<8x6xf32>) -> tensor<8x2xf32>
   return %kth, %top2 : tensor<8x1xf32>, tensor<8x2xf32>
 }
+
+// -----
+
+// take_along_axis(softmax(z), top_k(z).indices) with z = x @ wr: softmax
+// keeps each row's order, so this is top_k of the probabilities; the
+// indices' other users read that top_k too.
+// CHECK-LABEL: func @take_along_softmax_by_top_k_of_logits
+// CHECK: %[[P:.*]] = stablehlo.divide
+// CHECK: %[[V:.*]], %[[I:.*]] = chlo.top_k(%[[P]], k = 2) : tensor<8x6xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+// CHECK-NOT: stablehlo.gather
+// CHECK: return %[[I]], %[[V]]
+func.func @take_along_softmax_by_top_k_of_logits(%x: tensor<8x16xf32>, %wr: tensor<16x6xf32>)
+    -> (tensor<8x2xi32>, tensor<8x2xf32>) {
+  %z = stablehlo.dot_general %x, %wr, contracting_dims = [1] x [0] : (tensor<8x16xf32>, tensor<16x6xf32>) -> tensor<8x6xf32>
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %m = stablehlo.reduce(%z init: %ninf) applies stablehlo.maximum across dimensions = [1] : (tensor<8x6xf32>, tensor<f32>) -> tensor<8xf32>
+  %mb = stablehlo.broadcast_in_dim %m, dims = [0] : (tensor<8xf32>) -> tensor<8x6xf32>
+  %d = stablehlo.subtract %z, %mb : tensor<8x6xf32>
+  %e = stablehlo.exponential %d : tensor<8x6xf32>
+  %zero = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %s = stablehlo.reduce(%e init: %zero) applies stablehlo.add across dimensions = [1] : (tensor<8x6xf32>, tensor<f32>) -> tensor<8xf32>
+  %sb = stablehlo.broadcast_in_dim %s, dims = [0] : (tensor<8xf32>) -> tensor<8x6xf32>
+  %p = stablehlo.divide %e, %sb : tensor<8x6xf32>
+  %v, %i = chlo.top_k(%z, k = 2) : tensor<8x6xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+  %at = stablehlo.reshape %i : (tensor<8x2xi32>) -> tensor<8x2x1xi32>
+  %g = "stablehlo.gather"(%p, %at) <{dimension_numbers = #stablehlo.gather<collapsed_slice_dims = [1], operand_batching_dims = [0], start_indices_batching_dims = [0], start_index_map = [1], index_vector_dim = 2>, indices_are_sorted = false, slice_sizes = array<i64: 1, 1>}> : (tensor<8x6xf32>, tensor<8x2x1xi32>) -> tensor<8x2xf32>
+  return %i, %g : tensor<8x2xi32>, tensor<8x2xf32>
+}
+
+// -----
+
+// The same gather by the top-k of other logits (not the ones the scores
+// are the softmax of) selects differently: it stays.
+// CHECK-LABEL: func @take_along_by_top_k_of_other_logits_stays
+// CHECK: chlo.top_k(%arg2, k = 2)
+// CHECK: stablehlo.gather
+func.func @take_along_by_top_k_of_other_logits_stays(%x: tensor<8x16xf32>, %wr: tensor<16x6xf32>, %other: tensor<8x6xf32>)
+    -> (tensor<8x2xi32>, tensor<8x2xf32>) {
+  %z = stablehlo.dot_general %x, %wr, contracting_dims = [1] x [0] : (tensor<8x16xf32>, tensor<16x6xf32>) -> tensor<8x6xf32>
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %m = stablehlo.reduce(%z init: %ninf) applies stablehlo.maximum across dimensions = [1] : (tensor<8x6xf32>, tensor<f32>) -> tensor<8xf32>
+  %mb = stablehlo.broadcast_in_dim %m, dims = [0] : (tensor<8xf32>) -> tensor<8x6xf32>
+  %d = stablehlo.subtract %z, %mb : tensor<8x6xf32>
+  %e = stablehlo.exponential %d : tensor<8x6xf32>
+  %zero = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %s = stablehlo.reduce(%e init: %zero) applies stablehlo.add across dimensions = [1] : (tensor<8x6xf32>, tensor<f32>) -> tensor<8xf32>
+  %sb = stablehlo.broadcast_in_dim %s, dims = [0] : (tensor<8xf32>) -> tensor<8x6xf32>
+  %p = stablehlo.divide %e, %sb : tensor<8x6xf32>
+  %v, %i = chlo.top_k(%other, k = 2) : tensor<8x6xf32> -> (tensor<8x2xf32>, tensor<8x2xi32>)
+  %at = stablehlo.reshape %i : (tensor<8x2xi32>) -> tensor<8x2x1xi32>
+  %g = "stablehlo.gather"(%p, %at) <{dimension_numbers = #stablehlo.gather<collapsed_slice_dims = [1], operand_batching_dims = [0], start_indices_batching_dims = [0], start_index_map = [1], index_vector_dim = 2>, indices_are_sorted = false, slice_sizes = array<i64: 1, 1>}> : (tensor<8x6xf32>, tensor<8x2x1xi32>) -> tensor<8x2xf32>
+  return %i, %g : tensor<8x2xi32>, tensor<8x2xf32>
+}

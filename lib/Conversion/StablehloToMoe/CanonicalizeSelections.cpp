@@ -238,14 +238,31 @@ LogicalResult dropFillOfTopKGather(shlo::SelectOp select) {
   return success();
 }
 
+/// The logits `scores` is softmax or sigmoid of (an order-preserving map
+/// of each row), or null.
+Value monotoneScoreInput(Value scores) {
+  NoMatch quiet;
+  if (FailureOr<Value> logits = softmaxInput(scores, quiet); succeeded(logits))
+    return *logits;
+  return sigmoidInput(scores);
+}
+
 /// take_along_axis(scores, top_k(scores).indices, -1): a gather of one
-/// element per (leading index, slot) -> top_k's values.
+/// element per (leading index, slot) -> top_k's values. Also with the
+/// top-k taken of the logits that `scores` is the softmax or sigmoid of:
+/// both keep each row's order, so the selection is top_k(scores)'s, which
+/// then replaces it (the indices' other users read it too). Only a tie
+/// that rounding creates (two logits a few ulps apart, equal scores) can
+/// pick the other of two equally weighted experts.
 LogicalResult takeAlongAsTopKValues(shlo::GatherOp gather) {
   Value scores = gather.getOperand();
   auto type = cast<RankedTensorType>(scores.getType());
   int64_t rank = type.getRank();
   chlo::TopKOp topk = topKOfIndices(gather.getStartIndices());
-  if (!topk || topk.getOperand() != scores || gather.getType() != topk.getValues().getType())
+  if (!topk || gather.getType() != topk.getValues().getType())
+    return failure();
+  bool ofLogits = topk.getOperand() != scores;
+  if (ofLogits && (topk.getOperand() != monotoneScoreInput(scores) || !isRouterScore(scores)))
     return failure();
   shlo::GatherDimensionNumbersAttr d = gather.getDimensionNumbers();
   auto leading = llvm::to_vector(llvm::seq<int64_t>(0, rank - 1));
@@ -254,6 +271,14 @@ LogicalResult takeAlongAsTopKValues(shlo::GatherOp gather) {
       d.getStartIndexMap() != ArrayRef<int64_t>{rank - 1} || d.getCollapsedSliceDims() != ArrayRef<int64_t>{rank - 1} ||
       !d.getOffsetDims().empty() || llvm::any_of(gather.getSliceSizes(), [](int64_t s) { return s != 1; }))
     return failure();
+  if (ofLogits) {
+    OpBuilder b(topk);
+    b.setInsertionPointAfterValue(scores);
+    auto selection = chlo::TopKOp::create(b, topk.getLoc(), topk.getValues().getType(), topk.getIndices().getType(),
+                                          scores, topk.getKAttr());
+    topk.getIndices().replaceAllUsesWith(selection.getIndices());
+    topk = selection;
+  }
   gather.getResult().replaceAllUsesWith(topk.getValues());
   gather->erase();
   return success();

@@ -257,9 +257,39 @@ Value reluInput(Value v) {
   return isSplat(max.getLhs(), 0) ? max.getRhs() : nullptr;
 }
 
-Value renormalisedInput(Value v) {
+/// `sum + c` (c a splat) under `v`'s broadcasts: the sum's row and c.
+static std::pair<Value, double> rowPlusConstant(Value v) {
+  while (true) {
+    if (auto c = v.getDefiningOp<shlo::ConvertOp>())
+      v = c.getOperand();
+    else if (auto b = v.getDefiningOp<shlo::BroadcastInDimOp>())
+      v = b.getOperand();
+    else if (auto r = v.getDefiningOp<shlo::ReshapeOp>())
+      v = r.getOperand();
+    else
+      break;
+  }
+  auto add = v.getDefiningOp<shlo::AddOp>();
+  if (!add)
+    return {Value(), 0};
+  for (auto [row, constant] : {std::pair(add.getLhs(), add.getRhs()), std::pair(add.getRhs(), add.getLhs())})
+    if (std::optional<double> c = splatValue(constant)) {
+      Value sumRow = rowValue(row);
+      if (!sumRow)
+        if (auto r = row.getDefiningOp<shlo::ReshapeOp>()) // keepdims: [T] -> [T, 1]
+          sumRow = rowValue(r.getOperand());
+      return {sumRow, *c};
+    }
+  return {Value(), 0};
+}
+
+Value renormalisedInput(Value v, double *epsilon) {
   auto div = v.getDefiningOp<shlo::DivOp>();
   Value sumRow = div ? rowValue(div.getRhs()) : Value();
+  if (epsilon)
+    *epsilon = 0;
+  if (div && !sumRow && epsilon)
+    std::tie(sumRow, *epsilon) = rowPlusConstant(div.getRhs());
   // 16-bit sums are taken in f32.
   auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
   if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || !reducesLastDim(sum) ||
@@ -272,8 +302,9 @@ Value renormalisedInput(Value v) {
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` and returns the top-k op.
 FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
+  double epsilon = 0;
   if (vals.getDefiningOp<shlo::DivOp>()) {
-    Value numerator = renormalisedInput(vals);
+    Value numerator = renormalisedInput(vals, &epsilon);
     if (!numerator) {
       fail.why = "the gate weights are divided by something other than their sum";
       return failure();
@@ -287,6 +318,19 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
     return failure();
   }
   layer.k = topk.getK();
+  // sum + eps (DeepSeek's 1e-20 against a zero sum): the k largest of E
+  // softmax probabilities sum to at least k / E, so an eps below 2^-26 of
+  // that is lost in the f32 sum (the sum's half ulp is larger): exactly
+  // the sum alone. A larger one changes the weights.
+  if (epsilon != 0) {
+    int64_t experts = cast<RankedTensorType>(topk.getOperand().getType()).getShape().back();
+    double bound = double(layer.k) / double(experts) * std::ldexp(1.0, -26);
+    if (!(epsilon > 0 && epsilon <= bound)) {
+      fail.why = "the gate weights are divided by their sum plus " + std::to_string(epsilon) +
+                 ", which changes them (moe.layer renormalises by the sum alone)";
+      return failure();
+    }
+  }
   FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
   if (failed(logits))
     return failure();

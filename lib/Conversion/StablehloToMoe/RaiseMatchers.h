@@ -116,8 +116,9 @@ struct RecognisedLayer {
   SmallVector<Value> constantVectors, constantMixes;
 };
 
-/// w / sum(w) over the last dim: returns w, or null.
-Value renormalisedInput(Value v);
+/// w / sum(w) over the last dim: returns w, or null. With `epsilon`, also
+/// w / (sum(w) + c) for a constant c, which it sets (0 without one).
+Value renormalisedInput(Value v, double *epsilon = nullptr);
 
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
