@@ -533,6 +533,30 @@ def epsilon_renorm(k, eps):
     return fn
 
 
+def gate_in_down_einsum(k):
+    """The gate inside the down projection's einsum, einsum('te,tef,efh->th',
+    gate, h, w2): each expert's activations weighted before it, the sum over
+    experts and FFN at once; top-k of the logits, softmax over the picks."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        vals = jax.nn.softmax(vals, axis=-1)
+        gate = jnp.einsum('tk,tke->te', vals, jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype))
+        h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
+        return jnp.einsum('te,tef,efh->th', gate, h, w2)
+    return fn
+
+
+def batch_gate_in_down(k):
+    """The same on x [batch, seq, hidden] with GeGLU experts (tanh GELU)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jnp.einsum('bsh,he->bse', x, wr), k)
+        vals = jax.nn.softmax(vals, axis=-1)
+        gate = jnp.einsum('bsk,bske->bse', vals, jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype))
+        h = jax.nn.gelu(jnp.einsum('bsh,ehf->bsef', x, w1)) * jnp.einsum('bsh,ehf->bsef', x, w3)
+        return jnp.einsum('bse,bsef,efh->bsh', gate, h, w2)
+    return fn
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -583,6 +607,9 @@ def programs(Program):
         "idiom_take_along_logits_k2": Program(take_along_logits(2), mixtral_shapes(14, 32, 40, 8)),
         "idiom_epsilon_renorm_k2": Program(epsilon_renorm(2, 1e-20), mixtral_shapes(12, 24, 32, 6)),
         "idiom_epsilon_renorm_near_miss": Program(epsilon_renorm(2, 1e-3), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_gate_in_down_einsum_k2": Program(gate_in_down_einsum(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_batch_gate_in_down_k2": Program(batch_gate_in_down(2), [(2, 8, 32), (32, 6), (6, 32, 40), (6, 32, 40),
+                                                                         (6, 40, 32)]),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,
                                                [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
     }

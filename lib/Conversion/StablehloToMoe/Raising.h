@@ -27,6 +27,12 @@ struct RaiseOptions {
 /// range) dropped (CanonicalizeSelections.cpp).
 void canonicalizeSelections(Operation *root);
 
+/// Rewrites a gate applied to the experts' activations before a down
+/// projection that sums over (expert, ffn) at once (a three-operand einsum)
+/// into the down projection per expert, then the gate-weighted sum over the
+/// experts; only for gates read from a top-k (HoistGatesFromDown.cpp).
+void hoistGatesFromDownProjections(Operation *root);
+
 /// Unrolls every lax.fori_loop / lax.scan over the experts (a counted
 /// stablehlo.while whose trip count is the expert count of a top-k computed
 /// outside and read inside), folding the index arithmetic on its counter
