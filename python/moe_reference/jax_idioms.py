@@ -557,6 +557,27 @@ def batch_gate_in_down(k):
     return fn
 
 
+def maxtext_permute(k, repeat=True, unsort_by_inverse=True):
+    """MaxText's dropless layer: the slots sorted by expert (argsort of the
+    flattened ids), the rows repeat(x, k)[order] (or x[order // k]),
+    ragged_dot experts over bincount groups, the rows put back by
+    argsort(order), reshaped [T, k, H] and summed with the weights by
+    einsum('BKE,BK -> BE'). With unsort_by_inverse=False the rows are put
+    back by order itself, which is not the inverse (a near miss)."""
+    def fn(x, wr, w1, w3, w2):
+        top_w, top_i = lax.top_k(x @ wr, k)
+        top_w = jax.nn.softmax(top_w.astype(jnp.float32), axis=-1).astype(x.dtype)
+        flat = top_i.reshape(-1)
+        order = jnp.argsort(flat)
+        xs = jnp.repeat(x, k, axis=0)[order, ...] if repeat else jnp.take(x, order // k, axis=0)
+        sizes = jnp.bincount(flat, length=wr.shape[1])
+        h = jax.nn.silu(lax.ragged_dot(xs, w1, sizes)) * lax.ragged_dot(xs, w3, sizes)
+        o = lax.ragged_dot(h, w2, sizes)
+        back = o[jnp.argsort(order) if unsort_by_inverse else order, ...]
+        return jnp.einsum('BKE,BK -> BE', back.reshape(-1, k, x.shape[1]), top_w.reshape(-1, k))
+    return fn
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -610,6 +631,10 @@ def programs(Program):
         "idiom_gate_in_down_einsum_k2": Program(gate_in_down_einsum(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_batch_gate_in_down_k2": Program(batch_gate_in_down(2), [(2, 8, 32), (32, 6), (6, 32, 40), (6, 32, 40),
                                                                          (6, 40, 32)]),
+        "idiom_maxtext_permute_k2": Program(maxtext_permute(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_maxtext_take_k3": Program(maxtext_permute(3, repeat=False), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_maxtext_unsort_near_miss": Program(maxtext_permute(2, unsort_by_inverse=False),
+                                                  mixtral_shapes(8, 32, 24, 4)),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,
                                                [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
     }

@@ -450,11 +450,10 @@ struct Matcher {
   }
 };
 
-/// Top-k routing whose selected weights are `vals`: softmax then top-k
-/// (optionally renormalised), top-k of logits then softmax over the k
-/// (the same weights renormalised), sigmoid of the top-k logits, or
-/// DeepSeek-V3's grouped sigmoid. Fills `layer`; returns the top-k op.
-FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch &fail) {
+} // namespace
+
+FailureOr<chlo::TopKOp> mlir::moe::stablehlo_raise::topKRouting(Value vals, RecognisedLayer &layer,
+                                                               NoMatch &fail) {
   NoMatch softmaxFail, groupedFail;
   RecognisedLayer attempt;
   FailureOr<chlo::TopKOp> topk = matchSoftmaxTopK(vals, Value(), attempt, softmaxFail);
@@ -493,7 +492,8 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
           return scored;
         }
       }
-  top = top ? withoutUnitDims(top) : top;
+  // (softmax of the top-k logits widened to f32 is the same selection)
+  top = top ? withoutConverts(withoutUnitDims(top)) : top;
   auto selection = top ? top.getDefiningOp<chlo::TopKOp>() : nullptr;
   if (selection && top == selection.getValues()) {
     NoMatch routerFail;
@@ -515,6 +515,8 @@ FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch 
              groupedFail.why + " (sigmoid group routing)";
   return failure();
 }
+
+namespace {
 
 /// The top-k of `v` in `v >= top_k(v).values[..., k-1:k]` (the k-th largest
 /// broadcast over the row), or null. Ties with the k-th keep more than k.

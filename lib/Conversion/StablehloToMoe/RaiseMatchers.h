@@ -131,6 +131,12 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
 /// within the best groups; fills `layer` like matchSoftmaxTopK.
 FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail);
 
+/// Top-k routing whose selected weights are `vals`: softmax then top-k
+/// (optionally renormalised), top-k of logits then softmax over the k
+/// (the same weights renormalised), sigmoid of the top-k logits, or
+/// DeepSeek-V3's grouped sigmoid. Fills `layer`; returns the top-k op.
+FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch &fail);
+
 /// A shared expert swiglu(x @ s1, x @ s3) @ s2 of the layer's x: fills
 /// s1, s3, s2 of `layer` (RaiseMoeLayers.cpp).
 bool matchSharedExpert(Value v, RecognisedLayer &layer);

@@ -22,6 +22,7 @@
 #include "Raising.h"
 
 #include <cmath>
+#include <tuple>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -50,6 +51,92 @@ Value withoutFillGuard(Value v) {
   return gather.getResult();
 }
 
+/// h = silu(xs @ w1) * (xs @ w3) into `down` = ragged_dot(h, w2), all over
+/// the same groups: fills the weights of `layer`; returns the gate
+/// projection (its lhs are the experts' input rows, its group sizes the
+/// layer's).
+FailureOr<chlo::RaggedDotOp> matchGroupedFfn(chlo::RaggedDotOp down, RecognisedLayer &layer, NoMatch &fail) {
+  Value sizes = down.getGroupSizes();
+  layer.w2 = down.getRhs();
+  auto glu = def<shlo::MulOp>(down.getLhs(), fail, "the down projection's input");
+  if (failed(glu))
+    return failure();
+  chlo::RaggedDotOp gate, up;
+  for (auto [a, b] : {std::pair{glu->getLhs(), glu->getRhs()}, std::pair{glu->getRhs(), glu->getLhs()}}) {
+    Value g = siluInput(a);
+    auto gOp = g ? g.getDefiningOp<chlo::RaggedDotOp>() : nullptr;
+    auto uOp = b.getDefiningOp<chlo::RaggedDotOp>();
+    if (gOp && uOp) {
+      gate = gOp;
+      up = uOp;
+    }
+  }
+  if (!gate || gate.getLhs() != up.getLhs() || gate.getGroupSizes() != sizes || up.getGroupSizes() != sizes) {
+    fail.why = "the expert activation is not silu(xs @ w1) * (xs @ w3) over the combine's groups";
+    return failure();
+  }
+  layer.w1 = gate.getRhs();
+  layer.w3 = up.getRhs();
+  return gate;
+}
+
+/// `v` = argsort(keys): result 1 of a stable ascending sort of (keys,
+/// iota); returns keys.
+FailureOr<Value> stableArgsortKeys(Value v, NoMatch &fail, const char *what) {
+  auto sort = def<shlo::SortOp>(v, fail, what);
+  if (failed(sort))
+    return failure();
+  auto payload = sort->getInputs().size() == 2 ? sort->getInputs()[1].getDefiningOp<shlo::IotaOp>() : nullptr;
+  Block &cmp = sort->getComparator().front();
+  auto lt = llvm::hasNItems(cmp, 2) ? dyn_cast<shlo::CompareOp>(cmp.front()) : nullptr;
+  if (!payload || cast<OpResult>(v).getResultNumber() != 1 || !sort->getIsStable() || !lt ||
+      lt.getComparisonDirection() != shlo::ComparisonDirection::LT || lt.getLhs() != cmp.getArgument(0) ||
+      lt.getRhs() != cmp.getArgument(1)) {
+    fail.why = std::string(what) + " is not a stable argsort";
+    return failure();
+  }
+  return sort->getInputs()[0];
+}
+
+/// order = argsort(flat) with flat = idx.reshape(-1) of the routing's
+/// top-k, and sizes = bincount(flat, length=E): the slots grouped by
+/// expert and each group's size.
+LogicalResult matchSlotGroups(Value order, Value sizes, chlo::TopKOp topk, RecognisedLayer &layer, NoMatch &fail) {
+  FailureOr<Value> keys = stableArgsortKeys(order, fail, "the slot order");
+  if (failed(keys))
+    return failure();
+  auto flat = def<shlo::ReshapeOp>(*keys, fail, "the sorted expert ids");
+  if (failed(flat))
+    return failure();
+  if (flat->getOperand() != topk.getIndices()) {
+    fail.why = "the sorted expert ids are not the top-k indices";
+    return failure();
+  }
+  // sizes = bincount(flat, length=E): ones scatter-added into zeros.
+  Value counts = sizes;
+  if (auto convert = counts.getDefiningOp<shlo::ConvertOp>())
+    counts = convert.getOperand();
+  auto bincount = def<shlo::ScatterOp>(counts, fail, "the group sizes");
+  if (failed(bincount))
+    return failure();
+  Value binIndex = bincount->getInputs().size() == 1 ? rowValue(bincount->getScatterIndices()) : nullptr;
+  Value binned = binIndex ? unwrapIndex(binIndex) : nullptr;
+  if (auto clip = binned ? binned.getDefiningOp<shlo::MaxOp>() : nullptr; clip && isSplat(clip.getLhs(), 0))
+    binned = clip.getRhs();
+  if (!binned || binned != flat->getResult() || !isSplat(bincount->getInputs()[0], 0) ||
+      !isSplat(bincount->getUpdates()[0], 1) || !isAddBody(bincount->getUpdateComputation())) {
+    fail.why = "the group sizes are not bincount of the expert ids";
+    return failure();
+  }
+  if (cast<RankedTensorType>(sizes.getType()).getDimSize(0) != routerExperts(layer) ||
+      failed(checkLayerShapes(layer, fail))) {
+    if (fail.why.empty())
+      fail.why = "the group sizes do not count the router's experts";
+    return failure();
+  }
+  return success();
+}
+
 FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail) {
   RecognisedLayer layer;
   // out = zeros[T, H].at[tok].add(y * w[:, None])
@@ -76,30 +163,11 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
     fail.why = "the combined rows are not a ragged_dot scaled per row";
     return failure();
   }
-  Value sizes = down.getGroupSizes();
-  layer.w2 = down.getRhs();
-  // h = silu(xs @ w1) * (xs @ w3), all over the same groups.
-  auto glu = def<shlo::MulOp>(down.getLhs(), fail, "the down projection's input");
-  if (failed(glu))
+  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
+  if (failed(gate))
     return failure();
-  chlo::RaggedDotOp gate, up;
-  for (auto [a, b] : {std::pair{glu->getLhs(), glu->getRhs()}, std::pair{glu->getRhs(), glu->getLhs()}}) {
-    Value g = siluInput(a);
-    auto gOp = g ? g.getDefiningOp<chlo::RaggedDotOp>() : nullptr;
-    auto uOp = b.getDefiningOp<chlo::RaggedDotOp>();
-    if (gOp && uOp) {
-      gate = gOp;
-      up = uOp;
-    }
-  }
-  if (!gate || gate.getLhs() != up.getLhs() || gate.getGroupSizes() != sizes || up.getGroupSizes() != sizes) {
-    fail.why = "the expert activation is not silu(xs @ w1) * (xs @ w3) over the combine's groups";
-    return failure();
-  }
-  layer.w1 = gate.getRhs();
-  layer.w3 = up.getRhs();
   // xs = x[tok] (or jnp.take(x, tok, mode="fill"): tok is in range)
-  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate.getLhs()), fail, "the experts' input rows");
+  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate->getLhs()), fail, "the experts' input rows");
   if (failed(xs))
     return failure();
   FailureOr<Value> xsIndex = rowGather(*xs, fail);
@@ -123,28 +191,7 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
   FailureOr<chlo::TopKOp> routed = matchSoftmaxTopK(flatVals->getOperand(), layer.x, layer, fail);
   if (failed(routed))
     return failure();
-  chlo::TopKOp topk = *routed;
-  // order = argsort(flat): a stable ascending sort of (flat, iota), and
-  // flat = idx.reshape(-1); tok = order // k.
-  auto sort = def<shlo::SortOp>(*order, fail, "the slot order");
-  if (failed(sort))
-    return failure();
-  auto payload = sort->getInputs().size() == 2 ? sort->getInputs()[1].getDefiningOp<shlo::IotaOp>() : nullptr;
-  Block &cmp = sort->getComparator().front();
-  auto lt = llvm::hasNItems(cmp, 2) ? dyn_cast<shlo::CompareOp>(cmp.front()) : nullptr;
-  if (!payload || cast<OpResult>(*order).getResultNumber() != 1 || !sort->getIsStable() || !lt ||
-      lt.getComparisonDirection() != shlo::ComparisonDirection::LT || lt.getLhs() != cmp.getArgument(0) ||
-      lt.getRhs() != cmp.getArgument(1)) {
-    fail.why = "the slot order is not a stable argsort";
-    return failure();
-  }
-  auto flat = def<shlo::ReshapeOp>(sort->getInputs()[0], fail, "the sorted expert ids");
-  if (failed(flat))
-    return failure();
-  if (flat->getOperand() != topk.getIndices()) {
-    fail.why = "the sorted expert ids are not the top-k indices";
-    return failure();
-  }
+  // tok = order // k.
   FailureOr<Value> slot = floorDivided(tok, layer.k, fail);
   if (failed(slot))
     return failure();
@@ -152,29 +199,97 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
     fail.why = "the token index is not the sorted slot // k";
     return failure();
   }
-  // sizes = bincount(flat, length=E): ones scatter-added into zeros.
-  Value counts = sizes;
-  if (auto convert = counts.getDefiningOp<shlo::ConvertOp>())
-    counts = convert.getOperand();
-  auto bincount = def<shlo::ScatterOp>(counts, fail, "the group sizes");
-  if (failed(bincount))
+  if (failed(matchSlotGroups(*order, down.getGroupSizes(), *routed, layer, fail)))
     return failure();
-  Value binIndex = bincount->getInputs().size() == 1 ? rowValue(bincount->getScatterIndices()) : nullptr;
-  Value binned = binIndex ? unwrapIndex(binIndex) : nullptr;
-  if (auto clip = binned ? binned.getDefiningOp<shlo::MaxOp>() : nullptr; clip && isSplat(clip.getLhs(), 0))
-    binned = clip.getRhs();
-  if (!binned || binned != flat->getResult() || !isSplat(bincount->getInputs()[0], 0) ||
-      !isSplat(bincount->getUpdates()[0], 1) || !isAddBody(bincount->getUpdateComputation())) {
-    fail.why = "the group sizes are not bincount of the expert ids";
+  return layer;
+}
+
+/// jnp.repeat(x, k, axis=0): x broadcast to [T, k, H] and reshaped to
+/// [T k, H]; returns x, or null.
+Value repeatedRows(Value v, int64_t k) {
+  auto reshape = v.getDefiningOp<shlo::ReshapeOp>();
+  auto spread = reshape ? reshape.getOperand().getDefiningOp<shlo::BroadcastInDimOp>() : nullptr;
+  if (!spread || spread.getBroadcastDimensions() != ArrayRef<int64_t>{0, 2} ||
+      cast<RankedTensorType>(spread.getType()).getDimSize(1) != k)
+    return nullptr;
+  return spread.getOperand();
+}
+
+/// MaxText's dropless layer (permute / unpermute around ragged_dot):
+///   order = argsort(idx.reshape(-1)); xs = repeat(x, k)[order]
+///   (or x[order // k]); o = ffn(xs) over bincount groups
+///   y = einsum('tkh,tk->th', o[argsort(order)].reshape(T, k, H), w)
+/// matched backwards from the final contraction.
+FailureOr<RecognisedLayer> matchUnpermuted(shlo::DotGeneralOp combine, NoMatch &fail) {
+  RecognisedLayer layer;
+  shlo::DotDimensionNumbersAttr d = combine.getDotDimensionNumbers();
+  // rows [T, k, H] and weights [T, k]: batch T, contract k.
+  Value rows, weights;
+  for (auto [r, w, rb, wb, rc, wc] :
+       {std::tuple(combine.getLhs(), combine.getRhs(), d.getLhsBatchingDimensions(), d.getRhsBatchingDimensions(),
+                   d.getLhsContractingDimensions(), d.getRhsContractingDimensions()),
+        std::tuple(combine.getRhs(), combine.getLhs(), d.getRhsBatchingDimensions(), d.getLhsBatchingDimensions(),
+                   d.getRhsContractingDimensions(), d.getLhsContractingDimensions())})
+    if (cast<RankedTensorType>(r.getType()).getRank() == 3 && cast<RankedTensorType>(w.getType()).getRank() == 2 &&
+        rb == ArrayRef<int64_t>{0} && wb == ArrayRef<int64_t>{0} && rc == ArrayRef<int64_t>{1} &&
+        wc == ArrayRef<int64_t>{1}) {
+      rows = withoutConverts(r);
+      weights = w;
+    }
+  if (!rows) {
+    fail.why = "not a sum over slots of the rows weighted by [T, k] weights";
     return failure();
   }
-  if (cast<RankedTensorType>(sizes.getType()).getDimSize(0) !=
-          routerExperts(layer) ||
-      failed(checkLayerShapes(layer, fail))) {
-    if (fail.why.empty())
-      fail.why = "the group sizes do not count the router's experts";
+  auto perSlot = def<shlo::ReshapeOp>(rows, fail, "the rows per slot");
+  if (failed(perSlot))
+    return failure();
+  auto unsorted = def<shlo::GatherOp>(withoutFillGuard(perSlot->getOperand()), fail, "the unsorted rows");
+  if (failed(unsorted))
+    return failure();
+  FailureOr<Value> inverse = rowGather(*unsorted, fail);
+  if (failed(inverse))
+    return failure();
+  FailureOr<Value> order = stableArgsortKeys(unwrapIndex(*inverse), fail, "the unsort order");
+  if (failed(order))
+    return failure();
+  if (!order->getDefiningOp<shlo::SortOp>()) {
+    fail.why = "the rows are not put back by argsort of the slot order (its inverse)";
     return failure();
   }
+  auto down = unsorted->getOperand().getDefiningOp<chlo::RaggedDotOp>();
+  if (!down) {
+    fail.why = "the unsorted rows are not a ragged_dot";
+    return failure();
+  }
+  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
+  if (failed(gate))
+    return failure();
+  FailureOr<chlo::TopKOp> routed = topKRouting(withoutConverts(weights), layer, fail);
+  if (failed(routed))
+    return failure();
+  // xs = repeat(x, k)[order] or x[order // k].
+  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate->getLhs()), fail, "the experts' input rows");
+  if (failed(xs))
+    return failure();
+  FailureOr<Value> xsIndex = rowGather(*xs, fail);
+  if (failed(xsIndex))
+    return failure();
+  Value x = repeatedRows(xs->getOperand(), layer.k);
+  if (x && unwrapIndex(*xsIndex) == *order) {
+    // xs = repeat(x, k)[order]
+  } else if (FailureOr<Value> slot = floorDivided(unwrapIndex(*xsIndex), layer.k, fail);
+             succeeded(slot) && *slot == *order) {
+    x = xs->getOperand();
+  } else {
+    fail.why = "the experts' input rows are not the sorted slots' tokens (repeat(x, k)[order] or x[order // k])";
+    return failure();
+  }
+  if (x != layer.x) {
+    fail.why = "the experts' input rows are not the router's input";
+    return failure();
+  }
+  if (failed(matchSlotGroups(*order, down.getGroupSizes(), *routed, layer, fail)))
+    return failure();
   return layer;
 }
 
@@ -445,6 +560,28 @@ unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root, const 
   SmallVector<shlo::ScatterOp> combines;
   root->walk([&](shlo::ScatterOp s) { combines.push_back(s); });
   unsigned raised = 0;
+  // MaxText's unpermute: a [T, k, H] x [T, k] contraction of ragged_dot
+  // rows put back in token order.
+  SmallVector<shlo::DotGeneralOp> unpermutes;
+  root->walk([&](shlo::DotGeneralOp dot) {
+    for (Value side : {dot.getLhs(), dot.getRhs()}) {
+      auto reshape = withoutConverts(side).getDefiningOp<shlo::ReshapeOp>();
+      auto gather = reshape ? withoutFillGuard(reshape.getOperand()).getDefiningOp<shlo::GatherOp>() : nullptr;
+      if (gather && gather.getOperand().getDefiningOp<chlo::RaggedDotOp>())
+        unpermutes.push_back(dot);
+    }
+  });
+  for (shlo::DotGeneralOp combine : unpermutes) {
+    NoMatch fail;
+    FailureOr<RecognisedLayer> layer = matchUnpermuted(combine, fail);
+    if (failed(layer)) {
+      emitRemark(combine.getLoc()) << "MoE combine not raised to moe.layer: " << fail.why
+                                   << "; it stays as plain ops";
+      continue;
+    }
+    replaceWithLayer(combine, combine.getResult(), *layer, options);
+    ++raised;
+  }
   for (shlo::ScatterOp combine : combines) {
     // Only scatter-adds of weighted ragged_dot rows are candidates; others
     // (bincount, plain .at[].add) are not MoE combines.
