@@ -92,7 +92,7 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   int64_t numGroups, int64_t topkGroups, GroupScore groupScore,
                                   APFloat thresholdF, int64_t capacity, APFloat tauF,
                                   int64_t samples, int64_t seed, APFloat inputScaleF,
-                                  int64_t groupSize) {
+                                  int64_t groupSize, Type logitsType) {
   double scale = scaleF.convertToDouble(), threshold = thresholdF.convertToDouble();
   double tau = tauF.convertToDouble(), inputScale = inputScaleF.convertToDouble();
   // routing_c1: at least one selection per token.
@@ -140,6 +140,9 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
     return emitError() << "routing group_size must be at least 1, got " << groupSize;
   if (groupSize > 1 && expertChoice)
     return emitError() << "group_size > 1 needs token-choice selection (top_k or threshold)";
+  // routing_c9: logits are rounded to a 16-bit float type, if at all.
+  if (logitsType && !logitsType.isBF16() && !logitsType.isF16())
+    return emitError() << "routing logits_type must be bf16 or f16, got " << logitsType;
   return success();
 }
 

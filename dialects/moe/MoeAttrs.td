@@ -171,6 +171,9 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     // MEO sequence-level gating: 128 consecutive tokens share the routing of
     // their mean.
     #moe.routing<scoring = softmax, k = 2, order = select_then_score, group_size = 128>
+    // A bf16 program's router: its logits rounded to bf16 before scoring
+    // and selection, as the program computes them.
+    #moe.routing<scoring = softmax, k = 2, normalize = all, logits_type = bf16>
     ```
   }];
   let parameters = (ins
@@ -189,7 +192,9 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     DefaultValuedParameter<"int64_t", "1">:$samples,
     DefaultValuedParameter<"int64_t", "0">:$seed,
     Moe_F64Parameter<"1.0", "factor on the expert input (MoE++: k)">:$input_scale,
-    DefaultValuedParameter<"int64_t", "1">:$group_size
+    DefaultValuedParameter<"int64_t", "1">:$group_size,
+    OptionalParameter<"::mlir::Type", "bf16 or f16: the router logits rounded to it before scoring (a "
+                      "program that computes them in 16 bits); absent: f32">:$logits_type
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

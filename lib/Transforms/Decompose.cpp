@@ -39,6 +39,14 @@ Value scaleTensor(OpBuilder &b, Location loc, Value x, double factor) {
   return arith::MulFOp::create(b, loc, x, splat);
 }
 
+/// `x` (f32) rounded to `type` and widened back: the logits a program
+/// computes in 16 bits, which its selection reads.
+Value roundThrough(OpBuilder &b, Location loc, Value x, Type type) {
+  auto f32Type = cast<RankedTensorType>(x.getType());
+  Value narrow = arith::TruncFOp::create(b, loc, f32Type.clone(type), x);
+  return arith::ExtFOp::create(b, loc, f32Type, narrow);
+}
+
 /// Expert indices of the zero and null experts: left out of `computing`
 /// renormalization.
 SmallVector<int64_t> nonComputingExperts(ArrayAttr experts) {
@@ -84,6 +92,8 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
   // Router logits, with the gating residual of the previous layer.
   Value logits = RouterOp::create(rewriter, loc, tensorOf({routeRows, experts}, f32), routerInput,
                                   op.getRouterWeight(), op.getRouterHidden());
+  if (Type rounded = routing.getLogitsType())
+    logits = roundThrough(rewriter, loc, logits, rounded);
   if (op.getPrevLogits())
     logits = GatingResidualOp::create(rewriter, loc, logits.getType(), logits,
                                       op.getPrevLogits(), op.getResidualWeight());

@@ -632,6 +632,8 @@ def programs(Program):
         "idiom_batch_gate_in_down_k2": Program(batch_gate_in_down(2), [(2, 8, 32), (32, 6), (6, 32, 40), (6, 32, 40),
                                                                          (6, 40, 32)]),
         "idiom_maxtext_permute_k2": Program(maxtext_permute(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_maxtext_take_bf16_k3": Program(maxtext_permute(3, repeat=False), mixtral_shapes(12, 32, 40, 6),
+                                              dtype=bf16),
         "idiom_maxtext_take_k3": Program(maxtext_permute(3, repeat=False), mixtral_shapes(12, 32, 40, 6)),
         "idiom_maxtext_unsort_near_miss": Program(maxtext_permute(2, unsort_by_inverse=False),
                                                   mixtral_shapes(8, 32, 24, 4)),

@@ -274,3 +274,24 @@ func.func @group_routing(%x: tensor<32x16xf32>, %wr: tensor<4x16xf32>, %up: tens
     : (tensor<32x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>) -> (tensor<32x16xf32>, tensor<32x4xf32>)
   return %y, %z : tensor<32x16xf32>, tensor<32x4xf32>
 }
+
+// -----
+
+// A bf16 program's router: the f32 logits rounded to bf16 and widened back
+// before the selection (and as the layer's logits).
+// CHECK-LABEL: func @bf16_logits
+// CHECK: %[[Z:.+]] = moe.router
+// CHECK: %[[N:.+]] = arith.truncf %[[Z]] : tensor<?x8xf32> to tensor<?x8xbf16>
+// CHECK: %[[R:.+]] = arith.extf %[[N]] : tensor<?x8xbf16> to tensor<?x8xf32>
+// CHECK: moe.score softmax %[[R]]
+// CHECK: moe.topk
+// CHECK: return %{{.+}}, %[[R]]
+func.func @bf16_logits(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %up: tensor<8x256x64xbf16>,
+                       %down: tensor<8x64x128xbf16>) -> (tensor<?x64xbf16>, tensor<?x8xf32>) {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, normalize = all, logits_type = bf16>}
+    : (tensor<?x64xbf16>, tensor<8x64xbf16>, tensor<8x256x64xbf16>, tensor<8x64x128xbf16>)
+    -> (tensor<?x64xbf16>, tensor<?x8xf32>)
+  return %y, %z : tensor<?x64xbf16>, tensor<?x8xf32>
+}

@@ -359,6 +359,9 @@ LogicalResult routerLogits(Value z, Value x, RecognisedLayer &layer, NoMatch &fa
   }
   layer.x = router.getLhs();
   layer.routerWeight = router.getRhs();
+  // Logits computed in 16 bits are rounded there before anything selects.
+  Type logitsElement = cast<RankedTensorType>(router.getType()).getElementType();
+  layer.logitsType = logitsElement.isBF16() || logitsElement.isF16() ? logitsElement : Type();
   // x @ w.T of a [E, H] weight (PyTorch's Linear layout).
   layer.routerExpertsFirst = rd.getRhsContractingDimensions()[0] == 1;
   return success();
@@ -486,6 +489,8 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
     routingText += ", scale = " + std::to_string(m.scale);
   if (m.numGroups > 1)
     routingText += ", num_groups = " + std::to_string(m.numGroups) + ", topk_groups = " + std::to_string(m.topkGroups);
+  if (m.logitsType)
+    routingText += m.logitsType.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
   auto routing = cast<RoutingAttr>(parseAttribute(routingText + ">", ctx));
   // The expert set: the FFN group, then runs of zero-computation experts.
   SmallVector<Attribute> groups = {parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx)};

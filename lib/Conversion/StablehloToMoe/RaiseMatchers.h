@@ -114,6 +114,8 @@ struct RecognisedLayer {
   // vector constantVectors[c] [H] and mix constantMixes[c] [H, 2] (x @ mix).
   SmallVector<std::string> extraExperts;
   SmallVector<Value> constantVectors, constantMixes;
+  // bf16 or f16 when the program's router computes its logits in 16 bits.
+  Type logitsType;
 };
 
 /// w / sum(w) over the last dim: returns w, or null. With `epsilon`, also

@@ -120,3 +120,8 @@ func.func @routing_c8_group_size() attributes {r = #moe.routing<scoring = softma
 
 // expected-error @+1 {{group_size > 1 needs token-choice selection (top_k or threshold)}}
 func.func @routing_c8_group_expert_choice() attributes {r = #moe.routing<scoring = softmax, select = expert_choice, capacity = 2, group_size = 4>} { return }
+
+// -----
+
+// expected-error @+1 {{routing logits_type must be bf16 or f16, got 'f64'}}
+func.func @routing_c9_logits_type() attributes {r = #moe.routing<scoring = softmax, logits_type = f64>} { return }
