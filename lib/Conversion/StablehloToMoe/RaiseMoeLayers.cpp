@@ -80,6 +80,22 @@ FailureOr<chlo::RaggedDotOp> matchGroupedFfn(chlo::RaggedDotOp down, RecognisedL
   return gate;
 }
 
+/// The experts' input rows, xs = a[i] (or jnp.take(a, i, mode="fill"):
+/// sorted slots are in range): the gather and its index i.
+struct GatheredRows {
+  shlo::GatherOp gather;
+  Value index;
+};
+FailureOr<GatheredRows> expertInputRows(chlo::RaggedDotOp gate, NoMatch &fail) {
+  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate.getLhs()), fail, "the experts' input rows");
+  if (failed(xs))
+    return failure();
+  FailureOr<Value> index = rowGather(*xs, fail);
+  if (failed(index))
+    return failure();
+  return GatheredRows{*xs, *index};
+}
+
 /// `v` = argsort(keys): result 1 of a stable ascending sort of (keys,
 /// iota); returns keys.
 FailureOr<Value> stableArgsortKeys(Value v, NoMatch &fail, const char *what) {
@@ -166,18 +182,15 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
   FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
   if (failed(gate))
     return failure();
-  // xs = x[tok] (or jnp.take(x, tok, mode="fill"): tok is in range)
-  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate->getLhs()), fail, "the experts' input rows");
+  // xs = x[tok]
+  FailureOr<GatheredRows> xs = expertInputRows(*gate, fail);
   if (failed(xs))
     return failure();
-  FailureOr<Value> xsIndex = rowGather(*xs, fail);
-  if (failed(xsIndex))
-    return failure();
-  if (*xsIndex != tok) {
+  if (xs->index != tok) {
     fail.why = "the rows gathered for the experts are not the rows combined";
     return failure();
   }
-  layer.x = xs->getOperand();
+  layer.x = xs->gather.getOperand();
   // The routing: vals, idx = top_k(softmax(x @ wr), k).
   auto w = def<shlo::GatherOp>(rowWeights, fail, "the per-row combine weight");
   if (failed(w))
@@ -268,18 +281,15 @@ FailureOr<RecognisedLayer> matchUnpermuted(shlo::DotGeneralOp combine, NoMatch &
   if (failed(routed))
     return failure();
   // xs = repeat(x, k)[order] or x[order // k].
-  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate->getLhs()), fail, "the experts' input rows");
+  FailureOr<GatheredRows> xs = expertInputRows(*gate, fail);
   if (failed(xs))
     return failure();
-  FailureOr<Value> xsIndex = rowGather(*xs, fail);
-  if (failed(xsIndex))
-    return failure();
-  Value x = repeatedRows(xs->getOperand(), layer.k);
-  if (x && unwrapIndex(*xsIndex) == *order) {
+  Value slotIndex = unwrapIndex(xs->index);
+  Value x = repeatedRows(xs->gather.getOperand(), layer.k);
+  if (x && slotIndex == *order) {
     // xs = repeat(x, k)[order]
-  } else if (FailureOr<Value> slot = floorDivided(unwrapIndex(*xsIndex), layer.k, fail);
-             succeeded(slot) && *slot == *order) {
-    x = xs->getOperand();
+  } else if (FailureOr<Value> slot = floorDivided(slotIndex, layer.k, fail); succeeded(slot) && *slot == *order) {
+    x = xs->gather.getOperand();
   } else {
     fail.why = "the experts' input rows are not the sorted slots' tokens (repeat(x, k)[order] or x[order // k])";
     return failure();
