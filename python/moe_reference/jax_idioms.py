@@ -578,6 +578,23 @@ def maxtext_permute(k, repeat=True, unsort_by_inverse=True):
     return fn
 
 
+def scatter_unsort(k):
+    """A PyTorch port of the sorted dropless layer: the rows put back with
+    zeros.at[order].set(o) (out[order] = o) and summed over the slots as
+    (rows * w[..., None]).sum(1); softmax then top-k routing."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k, renormalise=False)
+        flat = idx.reshape(-1)
+        order = jnp.argsort(flat, stable=True)
+        xs = jnp.repeat(x, k, axis=0)[order]
+        sizes = jnp.bincount(flat, length=wr.shape[1])
+        h = jax.nn.silu(lax.ragged_dot(xs, w1, sizes)) * lax.ragged_dot(xs, w3, sizes)
+        o = lax.ragged_dot(h, w2, sizes)
+        back = jnp.zeros((x.shape[0] * k, x.shape[1]), x.dtype).at[order].set(o)
+        return (back.reshape(x.shape[0], k, x.shape[1]) * vals[..., None]).sum(1)
+    return fn
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -635,6 +652,7 @@ def programs(Program):
         "idiom_maxtext_take_bf16_k3": Program(maxtext_permute(3, repeat=False), mixtral_shapes(12, 32, 40, 6),
                                               dtype=bf16),
         "idiom_maxtext_take_k3": Program(maxtext_permute(3, repeat=False), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_scatter_unsort_k2": Program(scatter_unsort(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_maxtext_unsort_near_miss": Program(maxtext_permute(2, unsort_by_inverse=False),
                                                   mixtral_shapes(8, 32, 24, 4)),
         "idiom_router_bias_near_miss": Program(router_bias_near_miss,

@@ -228,57 +228,104 @@ Value repeatedRows(Value v, int64_t k) {
   return spread.getOperand();
 }
 
+/// The rows [T, k, H] and weights [T, k] of a per-token sum over slots:
+/// einsum('tkh,tk->th') as a dot_general (batch t, contract k), or
+/// (rows * w[..., None]).sum(1) as a reduce of a product.
+std::optional<std::pair<Value, Value>> slotSumOperands(Operation *combine) {
+  auto isSlotRows = [](Value r) { return cast<RankedTensorType>(r.getType()).getRank() == 3; };
+  auto isSlotWeights = [](Value w) { return cast<RankedTensorType>(w.getType()).getRank() == 2; };
+  if (auto dot = dyn_cast<shlo::DotGeneralOp>(combine)) {
+    shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+    for (auto [r, w, rb, wb, rc, wc] :
+         {std::tuple(dot.getLhs(), dot.getRhs(), d.getLhsBatchingDimensions(), d.getRhsBatchingDimensions(),
+                     d.getLhsContractingDimensions(), d.getRhsContractingDimensions()),
+          std::tuple(dot.getRhs(), dot.getLhs(), d.getRhsBatchingDimensions(), d.getLhsBatchingDimensions(),
+                     d.getRhsContractingDimensions(), d.getLhsContractingDimensions())})
+      if (isSlotRows(r) && isSlotWeights(w) && rb == ArrayRef<int64_t>{0} && wb == ArrayRef<int64_t>{0} &&
+          rc == ArrayRef<int64_t>{1} && wc == ArrayRef<int64_t>{1})
+        return std::pair(withoutConverts(r), w);
+    return std::nullopt;
+  }
+  auto sum = dyn_cast<shlo::ReduceOp>(combine);
+  if (!sum || sum.getInputs().size() != 1 || sum.getDimensions() != ArrayRef<int64_t>{1} ||
+      !isAddBody(sum.getBody()))
+    return std::nullopt;
+  auto mul = sum.getInputs()[0].getDefiningOp<shlo::MulOp>();
+  for (auto [r, b] : mul ? SmallVector<std::pair<Value, Value>>{{mul.getLhs(), mul.getRhs()}, {mul.getRhs(), mul.getLhs()}}
+                         : SmallVector<std::pair<Value, Value>>{}) {
+    SmallVector<int64_t> dims;
+    Value w = broadcastChainSource(b, dims);
+    if (isSlotRows(r) && isSlotWeights(w) && dims == SmallVector<int64_t>{0, 1})
+      return std::pair(withoutConverts(r), w);
+  }
+  return std::nullopt;
+}
+
+/// A scatter body that keeps the update (`.at[i].set(u)`).
+bool isSetBody(Region &body) {
+  Block &block = body.front();
+  return block.getNumArguments() == 2 && llvm::hasSingleElement(block) &&
+         block.getTerminator()->getNumOperands() == 1 && block.getTerminator()->getOperand(0) == block.getArgument(1);
+}
+
 /// MaxText's dropless layer (permute / unpermute around ragged_dot):
 ///   order = argsort(idx.reshape(-1)); xs = repeat(x, k)[order]
 ///   (or x[order // k]); o = ffn(xs) over bincount groups
 ///   y = einsum('tkh,tk->th', o[argsort(order)].reshape(T, k, H), w)
-/// matched backwards from the final contraction.
-FailureOr<RecognisedLayer> matchUnpermuted(shlo::DotGeneralOp combine, NoMatch &fail) {
+/// matched backwards from the final sum over slots. The rows may also go
+/// back by zeros.at[order].set(o), the sum be (rows * w[..., None]).sum(1).
+FailureOr<RecognisedLayer> matchUnpermuted(Operation *combine, NoMatch &fail) {
   RecognisedLayer layer;
-  shlo::DotDimensionNumbersAttr d = combine.getDotDimensionNumbers();
-  // rows [T, k, H] and weights [T, k]: batch T, contract k.
-  Value rows, weights;
-  for (auto [r, w, rb, wb, rc, wc] :
-       {std::tuple(combine.getLhs(), combine.getRhs(), d.getLhsBatchingDimensions(), d.getRhsBatchingDimensions(),
-                   d.getLhsContractingDimensions(), d.getRhsContractingDimensions()),
-        std::tuple(combine.getRhs(), combine.getLhs(), d.getRhsBatchingDimensions(), d.getLhsBatchingDimensions(),
-                   d.getRhsContractingDimensions(), d.getLhsContractingDimensions())})
-    if (cast<RankedTensorType>(r.getType()).getRank() == 3 && cast<RankedTensorType>(w.getType()).getRank() == 2 &&
-        rb == ArrayRef<int64_t>{0} && wb == ArrayRef<int64_t>{0} && rc == ArrayRef<int64_t>{1} &&
-        wc == ArrayRef<int64_t>{1}) {
-      rows = withoutConverts(r);
-      weights = w;
-    }
-  if (!rows) {
+  std::optional<std::pair<Value, Value>> operands = slotSumOperands(combine);
+  if (!operands) {
     fail.why = "not a sum over slots of the rows weighted by [T, k] weights";
     return failure();
   }
+  auto [rows, weights] = *operands;
   auto perSlot = def<shlo::ReshapeOp>(rows, fail, "the rows per slot");
   if (failed(perSlot))
     return failure();
-  auto unsorted = def<shlo::GatherOp>(withoutFillGuard(perSlot->getOperand()), fail, "the unsorted rows");
-  if (failed(unsorted))
-    return failure();
-  FailureOr<Value> inverse = rowGather(*unsorted, fail);
-  if (failed(inverse))
-    return failure();
-  FailureOr<Value> order = stableArgsortKeys(unwrapIndex(*inverse), fail, "the unsort order");
-  if (failed(order))
-    return failure();
+  // The rows in slot order: o[argsort(order)], or zeros.at[order].set(o).
+  Value unsorted = withoutFillGuard(perSlot->getOperand()), sorted;
+  FailureOr<Value> order = failure();
+  if (auto put = unsorted.getDefiningOp<shlo::ScatterOp>()) {
+    shlo::ScatterDimensionNumbersAttr sd = put.getScatterDimensionNumbers();
+    Value at = put.getInputs().size() == 1 ? rowValue(put.getScatterIndices()) : Value();
+    if (!at || !isSplat(put.getInputs()[0], 0) || !isSetBody(put.getUpdateComputation()) ||
+        sd.getUpdateWindowDims() != ArrayRef<int64_t>{1} || sd.getInsertedWindowDims() != ArrayRef<int64_t>{0} ||
+        sd.getScatterDimsToOperandDims() != ArrayRef<int64_t>{0}) {
+      fail.why = "the rows are not put back by a row scatter into zeros";
+      return failure();
+    }
+    order = unwrapIndex(at);
+    sorted = put.getUpdates()[0];
+  } else {
+    auto gathered = def<shlo::GatherOp>(unsorted, fail, "the unsorted rows");
+    if (failed(gathered))
+      return failure();
+    FailureOr<Value> inverse = rowGather(*gathered, fail);
+    if (failed(inverse))
+      return failure();
+    order = stableArgsortKeys(unwrapIndex(*inverse), fail, "the unsort order");
+    if (failed(order))
+      return failure();
+    sorted = gathered->getOperand();
+  }
   if (!order->getDefiningOp<shlo::SortOp>()) {
     fail.why = "the rows are not put back by argsort of the slot order (its inverse)";
     return failure();
   }
-  auto down = unsorted->getOperand().getDefiningOp<chlo::RaggedDotOp>();
+  auto down = sorted.getDefiningOp<chlo::RaggedDotOp>();
   if (!down) {
     fail.why = "the unsorted rows are not a ragged_dot";
     return failure();
   }
-  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
-  if (failed(gate))
-    return failure();
+  // The routing first: it fills `layer` afresh.
   FailureOr<chlo::TopKOp> routed = topKRouting(withoutConverts(weights), layer, fail);
   if (failed(routed))
+    return failure();
+  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
+  if (failed(gate))
     return failure();
   // xs = repeat(x, k)[order] or x[order // k].
   FailureOr<GatheredRows> xs = expertInputRows(*gate, fail);
@@ -570,26 +617,28 @@ unsigned mlir::moe::stablehlo_raise::raiseDroplessLayers(Operation *root, const 
   SmallVector<shlo::ScatterOp> combines;
   root->walk([&](shlo::ScatterOp s) { combines.push_back(s); });
   unsigned raised = 0;
-  // MaxText's unpermute: a [T, k, H] x [T, k] contraction of ragged_dot
-  // rows put back in token order.
-  SmallVector<shlo::DotGeneralOp> unpermutes;
-  root->walk([&](shlo::DotGeneralOp dot) {
-    for (Value side : {dot.getLhs(), dot.getRhs()}) {
-      auto reshape = withoutConverts(side).getDefiningOp<shlo::ReshapeOp>();
-      auto gather = reshape ? withoutFillGuard(reshape.getOperand()).getDefiningOp<shlo::GatherOp>() : nullptr;
-      if (gather && gather.getOperand().getDefiningOp<chlo::RaggedDotOp>())
-        unpermutes.push_back(dot);
-    }
+  // MaxText's unpermute: a sum over slots of ragged_dot rows put back in
+  // token order.
+  SmallVector<Operation *> unpermutes;
+  root->walk([&](Operation *op) {
+    std::optional<std::pair<Value, Value>> operands = slotSumOperands(op);
+    auto reshape = operands ? operands->first.getDefiningOp<shlo::ReshapeOp>() : nullptr;
+    Operation *back = reshape ? withoutFillGuard(reshape.getOperand()).getDefiningOp() : nullptr;
+    Value source = isa_and_nonnull<shlo::GatherOp>(back)    ? back->getOperand(0)
+                   : isa_and_nonnull<shlo::ScatterOp>(back) ? cast<shlo::ScatterOp>(back).getUpdates()[0]
+                                                            : Value();
+    if (source && source.getDefiningOp<chlo::RaggedDotOp>())
+      unpermutes.push_back(op);
   });
-  for (shlo::DotGeneralOp combine : unpermutes) {
+  for (Operation *combine : unpermutes) {
     NoMatch fail;
     FailureOr<RecognisedLayer> layer = matchUnpermuted(combine, fail);
     if (failed(layer)) {
-      emitRemark(combine.getLoc()) << "MoE combine not raised to moe.layer: " << fail.why
+      emitRemark(combine->getLoc()) << "MoE combine not raised to moe.layer: " << fail.why
                                    << "; it stays as plain ops";
       continue;
     }
-    replaceWithLayer(combine, combine.getResult(), *layer, options);
+    replaceWithLayer(combine, combine->getResult(0), *layer, options);
     ++raised;
   }
   for (shlo::ScatterOp combine : combines) {
