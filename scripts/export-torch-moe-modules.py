@@ -73,6 +73,19 @@ class MaskLoop(Experts):
         return out
 
 
+class ZerosLoop(Experts):
+    """Top-k of the logits, softmax over the picks; the sum started from
+    torch.zeros_like(x) (ConstantOfShape when the size is dynamic)."""
+
+    def forward(self, x):
+        vals, idx = torch.topk(self.gate(x), TOP_K)
+        w = vals.softmax(-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
 class DenseScatter(Experts):
     """Softmax, top-k renormalised, scattered into a dense gate that weights
     the experts' stacked outputs."""
@@ -132,10 +145,13 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # Plain FFN experts: Linear (with bias), GELU / ReLU / SiLU, Linear.
            "where_loop_gelu_bias": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "mask_loop_relu_bias": lambda: MaskLoop(lambda: mlp(nn.ReLU(), True)),
-           "dense_scatter_silu": lambda: DenseScatter(lambda: mlp(nn.SiLU(), False))}
+           "dense_scatter_silu": lambda: DenseScatter(lambda: mlp(nn.SiLU(), False)),
+           "zeros_loop": ZerosLoop}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}
+# Forms only one exporter writes.
+TORCHSCRIPT_ONLY = {"zeros_loop"}
 
 
 def export(module, x, path, exporter, dynamic):
@@ -153,13 +169,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "test", "Onnx", "Inputs",
                                                       "torch"))
+    parser.add_argument("names", nargs="*", help="only these modules (default: all)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     for seed, (name, cls) in enumerate(MODULES.items()):
         torch.manual_seed(seed)
         module = cls().eval()
         example = torch.randn(64, HIDDEN)
-        for exporter in ("dynamo",) if name in DYNAMO_ONLY else ("dynamo", "torchscript"):
+        if args.names and name not in args.names:
+            continue
+        exporters = ("dynamo",) if name in DYNAMO_ONLY else ("torchscript",) if name in TORCHSCRIPT_ONLY else (
+            "dynamo", "torchscript")
+        for exporter in exporters:
             for dynamic in (True, False):
                 if not dynamic and (name, exporter) not in STATIC:
                     continue

@@ -13,6 +13,13 @@ bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value) {
   return v && !v->empty() && llvm::all_of(*v, [](float f) { return f == 0.0f; });
 }
 
+bool isZeroFill(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value) {
+  if (isZeroConstant(constants, value))
+    return true;
+  const onnx::NodeProto *fill = g.producer(value);
+  return fill && fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue);
+}
+
 bool isZeroValue(const onnx::AttributeProto &a) {
   if (a.name() != "value")
     return true;

@@ -132,6 +132,10 @@ bool isZeroValue(const onnx::AttributeProto &a);
 /// A float constant of zeros only (static-size exports write zeros so).
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
 
+/// Zeros of any shape: a zero constant, or ConstantOfShape filled with 0
+/// (torch.zeros_like of a dynamic size).
+bool isZeroFill(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value);
+
 /// The constant weight of the linear map computing `value` from the block's
 /// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
 /// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.

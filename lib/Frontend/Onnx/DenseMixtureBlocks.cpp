@@ -220,10 +220,7 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
   llvm::StringSet<> want;
   for (auto &[e, term] : terms)
     want.insert(term);
-  auto isZero = [&](const std::string &leaf) {
-    std::optional<std::vector<float>> v = constants.floats ? constants.floats(leaf) : std::nullopt;
-    return v && llvm::all_of(*v, [](float f) { return f == 0.0f; });
-  };
+  auto isZero = [&](const std::string &leaf) { return isZeroFill(g, constants, leaf); };
   std::string root = terms.begin()->second;
   llvm::SmallVector<const onnx::NodeProto *> adds;
   while (true) {

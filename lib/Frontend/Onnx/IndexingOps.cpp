@@ -347,6 +347,51 @@ Results convertExpand(NodeContext &ctx) {
   return SmallVector<Value>{*r};
 }
 
+/// Tile: `input` repeated `repeats[d]` times along every dim d, out[i] =
+/// in[i mod size] per dim (torch's repeat, and repeat_interleave's index
+/// rows). The repeats must be constants of the model, at least 0.
+Results convertTile(NodeContext &ctx) {
+  Value data = ctx.input(0);
+  if (!data)
+    return ctx.error() << "input is required", failure();
+  FailureOr<SmallVector<int64_t>> repeats = ctx.constantInts(1, "repeats");
+  if (failed(repeats))
+    return failure();
+  RankedTensorType type = ctx.inputType(0);
+  int64_t rank = type.getRank();
+  if (int64_t(repeats->size()) != rank)
+    return ctx.error() << "repeats has " << repeats->size() << " values for an input of rank " << rank, failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  SmallVector<int64_t> shape;
+  SmallVector<Value> dynamicSizes, sizes;
+  for (int64_t d = 0; d < rank; ++d) {
+    int64_t r = (*repeats)[d];
+    if (r < 0)
+      return ctx.error() << "repeats must be at least 0, got " << r << " for dim " << d, failure();
+    int64_t size = type.getDimSize(d);
+    if (!ShapedType::isDynamic(size) && r > 0 && size > (int64_t(1) << 40) / r)
+      return ctx.error() << "tiling dim " << d << " of size " << size << " " << r << " times is too large", failure();
+    Value sizeValue = tb::dimSize(b, loc, data, d);
+    sizes.push_back(sizeValue);
+    shape.push_back(ShapedType::isDynamic(size) ? ShapedType::kDynamic : size * r);
+    if (ShapedType::isDynamic(size))
+      dynamicSizes.push_back(arith::MulIOp::create(b, loc, sizeValue, scalar::constIndex(b, loc, r)));
+  }
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{resultType}, ValueRange{}, ValueRange{tb::empty(b, loc, resultType, dynamicSizes)},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank)},
+      SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange) {
+        SmallVector<Value> at;
+        for (int64_t d = 0; d < rank; ++d)
+          at.push_back(arith::RemUIOp::create(nb, nl, linalg::IndexOp::create(nb, nl, d), sizes[d]));
+        linalg::YieldOp::create(nb, nl, ValueRange{tensor::ExtractOp::create(nb, nl, data, at).getResult()});
+      });
+  return SmallVector<Value>{generic.getResult(0)};
+}
+
 /// The shape as an i64 tensor (a constant when every size is static, so
 /// that a Reshape reading it sees a constant).
 Results convertShape(NodeContext &ctx) {
@@ -712,6 +757,7 @@ void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &con
   add("Concat", convertConcat);
   add("Split", convertSplit);
   add("Expand", convertExpand);
+  add("Tile", convertTile);
   add("Shape", convertShape);
   add("Range", convertRange);
   add("Where", convertWhere);
