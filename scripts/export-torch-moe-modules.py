@@ -98,6 +98,17 @@ class DenseScatter(Experts):
         return (gates.unsqueeze(-1) * outs).sum(1)
 
 
+class DenseScatterEinsum(Experts):
+    """DenseScatter with the combine written torch.einsum('te,teh->th')."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        w, idx = torch.topk(probs, TOP_K, dim=-1)
+        gates = torch.zeros_like(probs).scatter(1, idx, w / w.sum(-1, keepdim=True))
+        outs = torch.stack([expert(x) for expert in self.experts], dim=1)
+        return torch.einsum('te,teh->th', gates, outs)
+
+
 class GatheredEinsum(nn.Module):
     """gpt-fast's MOEFeedForward: stacked parameters, the routed experts'
     weights gathered per token, w1[idx] [T, k, F, H], and einsums."""
@@ -146,12 +157,12 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "where_loop_gelu_bias": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "mask_loop_relu_bias": lambda: MaskLoop(lambda: mlp(nn.ReLU(), True)),
            "dense_scatter_silu": lambda: DenseScatter(lambda: mlp(nn.SiLU(), False)),
-           "zeros_loop": ZerosLoop}
+           "zeros_loop": ZerosLoop, "dense_scatter_einsum": DenseScatterEinsum}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}
 # Forms only one exporter writes.
-TORCHSCRIPT_ONLY = {"zeros_loop"}
+TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum"}
 
 
 def export(module, x, path, exporter, dynamic):

@@ -13,13 +13,6 @@ bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value) {
   return v && !v->empty() && llvm::all_of(*v, [](float f) { return f == 0.0f; });
 }
 
-bool isZeroFill(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value) {
-  if (isZeroConstant(constants, value))
-    return true;
-  const onnx::NodeProto *fill = g.producer(value);
-  return fill && fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue);
-}
-
 bool isZeroValue(const onnx::AttributeProto &a) {
   if (a.name() != "value")
     return true;
@@ -90,6 +83,13 @@ float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallbac
     if (a.name() == name)
       return a.f();
   return fallback;
+}
+
+std::string stringAttr(const onnx::NodeProto &node, llvm::StringRef name, llvm::StringRef fallback) {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return a.s();
+  return fallback.str();
 }
 
 /// The constant weight of the linear map computing `value` from the block's

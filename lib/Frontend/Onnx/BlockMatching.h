@@ -126,15 +126,14 @@ bool hasAxis(const onnx::NodeProto &node, const ConstantLookup &constants, int64
 /// The float attribute `name` of `node`, or `fallback` when it has none.
 float floatAttr(const onnx::NodeProto &node, llvm::StringRef name, float fallback);
 
+/// The string attribute `name` of `node`, or `fallback` when it has none.
+std::string stringAttr(const onnx::NodeProto &node, llvm::StringRef name, llvm::StringRef fallback);
+
 /// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
 bool isZeroValue(const onnx::AttributeProto &a);
 
 /// A float constant of zeros only (static-size exports write zeros so).
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
-
-/// Zeros of any shape: a zero constant, or ConstantOfShape filled with 0
-/// (torch.zeros_like of a dynamic size).
-bool isZeroFill(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value);
 
 /// The constant weight of the linear map computing `value` from the block's
 /// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)

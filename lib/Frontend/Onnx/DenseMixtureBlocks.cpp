@@ -100,6 +100,16 @@ bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringR
   return false;
 }
 
+/// "te,teh->th" with any letters (spaces allowed): per row t, the gate's
+/// weights over e times the stacked outputs, summed over e.
+bool isGateCombineEquation(std::string equation) {
+  llvm::erase_if(equation, [](char c) { return c == ' '; });
+  if (equation.size() != 10 || equation[2] != ',' || equation.substr(6, 2) != "->")
+    return false;
+  char t = equation[0], e = equation[1], h = equation[5];
+  return t != e && h != t && h != e && equation[3] == t && equation[4] == e && equation[8] == t && equation[9] == h;
+}
+
 /// The stacked form (see the top of the file) from the gate's
 /// ScatterElements: fills the experts' FFNs in expert order and returns the
 /// sum over the experts, or "".
@@ -107,23 +117,36 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
                            llvm::function_ref<bool(llvm::StringRef)> isX, const onnx::NodeProto &scatter,
                            int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
                            llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
-  const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
-  const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
-                                   ? g.onlyUser(outputOf(*unsq, 0), "Mul")
-                                   : nullptr;
-  const onnx::NodeProto *sum = mul ? g.onlyUser(outputOf(*mul, 0), "ReduceSum") : nullptr;
-  if (!sum || !hasAxis(*sum, constants, 1) || intAttr(*sum, "keepdims", 1) != 0) {
-    why = "the scattered gate is not summed with the experts' outputs over the expert axis";
-    return "";
+  // (gate.unsqueeze(-1) * stacked).sum(1), or einsum('te,teh->th', gate, stacked).
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  std::string stack, sumOut;
+  if (const onnx::NodeProto *einsum = g.onlyUser(outputOf(scatter, 0), "Einsum");
+      einsum && einsum->input_size() == 2 && inputOf(*einsum, 0) == outputOf(scatter, 0) &&
+      isGateCombineEquation(stringAttr(*einsum, "equation", ""))) {
+    found.push_back(einsum);
+    stack = inputOf(*einsum, 1);
+    sumOut = outputOf(*einsum, 0);
+  } else {
+    const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
+    const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
+                                     ? g.onlyUser(outputOf(*unsq, 0), "Mul")
+                                     : nullptr;
+    const onnx::NodeProto *sum = mul ? g.onlyUser(outputOf(*mul, 0), "ReduceSum") : nullptr;
+    if (!sum || !hasAxis(*sum, constants, 1) || intAttr(*sum, "keepdims", 1) != 0) {
+      why = "the scattered gate is not summed with the experts' outputs over the expert axis";
+      return "";
+    }
+    found = {unsq, mul, sum};
+    stack = inputOf(*mul, 0) == outputOf(*unsq, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0);
+    sumOut = outputOf(*sum, 0);
   }
-  std::string stack = inputOf(*mul, 0) == outputOf(*unsq, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0);
   const onnx::NodeProto *concat = g.producer(stack);
   if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != 1 ||
       concat->input_size() != experts) {
     why = "the experts' outputs are not stacked one per expert on axis 1";
     return "";
   }
-  llvm::SmallVector<const onnx::NodeProto *> found = {unsq, mul, sum, concat};
+  found.push_back(concat);
   for (int64_t e = 0; e < experts; ++e) {
     const onnx::NodeProto *one = g.producer(inputOf(*concat, e));
     std::optional<OwnExpertFfn> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
@@ -137,7 +160,7 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
     ffns[e] = *ffn;
   }
   nodes.append(found.begin(), found.end());
-  return outputOf(*sum, 0);
+  return sumOut;
 }
 
 /// The block with the experts' own weights, in expert order, as output
@@ -220,7 +243,10 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
   llvm::StringSet<> want;
   for (auto &[e, term] : terms)
     want.insert(term);
-  auto isZero = [&](const std::string &leaf) { return isZeroFill(g, constants, leaf); };
+  auto isZero = [&](const std::string &leaf) {
+    llvm::SmallVector<const onnx::NodeProto *> fill;
+    return isZeros(g, constants, leaf, fill);
+  };
   std::string root = terms.begin()->second;
   llvm::SmallVector<const onnx::NodeProto *> adds;
   while (true) {
