@@ -86,6 +86,31 @@ class ZerosLoop(Experts):
         return out
 
 
+class SigmoidLoop(Experts):
+    """Sigmoid scores (Llama-4 style): top-k of sigmoid(logits), not
+    renormalised; every expert on every token, weighted by its column."""
+
+    def forward(self, x):
+        w, idx = torch.sigmoid(self.gate(x)).topk(TOP_K, -1)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
+class SigmoidOfPicks(Experts):
+    """The sigmoid of the top-k logits (the same weights), renormalised."""
+
+    def forward(self, x):
+        vals, idx = self.gate(x).topk(TOP_K, -1)
+        w = torch.sigmoid(vals)
+        w = w / w.sum(-1, keepdim=True)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
 class DenseScatter(Experts):
     """Softmax, top-k renormalised, scattered into a dense gate that weights
     the experts' stacked outputs."""
@@ -157,12 +182,13 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "where_loop_gelu_bias": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "mask_loop_relu_bias": lambda: MaskLoop(lambda: mlp(nn.ReLU(), True)),
            "dense_scatter_silu": lambda: DenseScatter(lambda: mlp(nn.SiLU(), False)),
-           "zeros_loop": ZerosLoop, "dense_scatter_einsum": DenseScatterEinsum}
+           "zeros_loop": ZerosLoop, "dense_scatter_einsum": DenseScatterEinsum,
+           "sigmoid_loop": SigmoidLoop, "sigmoid_of_picks": SigmoidOfPicks}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}
 # Forms only one exporter writes.
-TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum"}
+TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum", "sigmoid_of_picks"}
 
 
 def export(module, x, path, exporter, dynamic):

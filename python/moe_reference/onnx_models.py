@@ -780,15 +780,16 @@ PER_EXPERT_CASES = {
     "per_expert_torchscript_near_miss": dict(normalize=True, k=2, experts=4, torchscript=True, scatter_into_acc=True),
     # A loop that leaves expert 2 out: not the layer; plain ops (NonZero).
     "per_expert_missing_expert": dict(normalize=True, k=2, experts=4, skip_expert=2),
-    # Sigmoid scores without DeepSeek's bias and groups: unknown routing.
-    "per_expert_sigmoid_near_miss": dict(normalize=True, k=2, experts=4, scores="sigmoid"),
+    # Sigmoid scores without DeepSeek's bias and groups (Llama-4 style),
+    # renormalised: a moe.layer with scoring = sigmoid.
+    "per_expert_sigmoid": dict(normalize=True, k=2, experts=4, scores="sigmoid"),
     # transformers' loop over the experts the input hit, traced with all 4 hit.
     "per_expert_hit_loop": dict(normalize=True, k=2, experts=4, torchscript=True, hit_loop=4),
 }
 
 # Models whose plain ops size a result by the data (NonZero): the GPU path
 # cannot allocate it yet (moe-map-to-gpu says so); checked on the CPU only.
-CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert", "per_expert_sigmoid_near_miss"}
+CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert"}
 
 # Traced with 3 of 4 experts hit: the graph holds only for inputs hitting
 # exactly those (onnxruntime fails on the others); not an MoE layer, and

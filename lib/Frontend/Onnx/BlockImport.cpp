@@ -71,7 +71,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     Value routerColumns = block.routerWeight.rows ? tensor_builders::transpose(builder, loc, *router, {1, 0})
                                                   : *router; // [H, E]
     FailureOr<Value> logits = tensor_builders::matmul(builder, loc, *x, routerColumns);
-    if (failed(upBias) || failed(downBias) || failed(logits) || block.deepSeek || !block.sharedDownProj.empty())
+    if (failed(upBias) || failed(downBias) || failed(logits) || block.deepSeek || block.sigmoid ||
+        !block.sharedDownProj.empty())
       return emitError(loc) << "MoE block: experts with biases are supported with softmax top-k routing only";
     ExpertMixture mixture;
     mixture.x = *x;
@@ -86,7 +87,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     values[block.output] = buildExpertMixture(builder, loc, mixture);
     return success();
   }
-  std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek ? "sigmoid" : "softmax") +
+  std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek || block.sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   Value selectionBias;
   if (block.deepSeek) {

@@ -79,6 +79,9 @@ struct MoeBlock {
   bool expertRows = false;
   int64_t k = 1;
   bool normalize = false;
+  /// Sigmoid scores (Llama-4 style; top-k of sigmoid(logits), or the
+  /// sigmoid of the top-k logits) instead of the softmax.
+  bool sigmoid = false;
   GateActivation activation = GateActivation::silu;
   /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid scores, the
   /// selection bias (a constant [E]), top-k within the best `topkGroups` of

@@ -154,16 +154,22 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   const onnx::NodeProto *softmax = g.producer(inputOf(t, 0));
   std::optional<std::pair<std::string, std::string>> deepSeek;
   llvm::SmallVector<const onnx::NodeProto *> deepSeekNodes;
-  if (!softmax || softmax->op_type() != "Softmax") {
+  // Sigmoid scores: top-k of sigmoid(logits) (sigmoid keeps the order).
+  const onnx::NodeProto *sigmoid = softmax && softmax->op_type() == "Sigmoid" ? softmax : nullptr;
+  if (!softmax || (softmax->op_type() != "Softmax" && !sigmoid)) {
     deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes);
     softmax = nullptr;
   }
   // Top-k of the logits, then the softmax over the picks (the same weights
-  // as softmax top-k renormalised).
+  // as softmax top-k renormalised), or their sigmoid (top-k of sigmoid).
   const onnx::NodeProto *picksSoftmax =
       !softmax && !deepSeek && t.output_size() == 2 ? g.onlyUser(outputOf(t, 0), "Softmax") : nullptr;
-  if ((!softmax && !deepSeek && !picksSoftmax) || t.output_size() != 2)
+  const onnx::NodeProto *picksSigmoid = !softmax && !deepSeek && !picksSoftmax && t.output_size() == 2
+                                            ? g.onlyUser(outputOf(t, 0), "Sigmoid")
+                                            : nullptr;
+  if ((!softmax && !deepSeek && !picksSoftmax && !picksSigmoid) || t.output_size() != 2)
     return std::nullopt;
+  block.sigmoid = sigmoid || picksSigmoid;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
@@ -226,11 +232,18 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     block.normalize = true;
     return throughFloatCastUser(g, outputOf(*picksSoftmax, 0), nodes);
   }
-  if (intAttr(t, "largest", 1) != 1 || intAttr(t, "sorted", 1) != 1 || intAttr(*softmax, "axis", -1) != -1 ||
-      intAttr(t, "axis", -1) != -1)
-    return fail("the softmax or top-k is not over the last axis, largest first");
-  nodes.append({router, softmax, &t});
   std::string w = outputOf(t, 0);
+  if (picksSigmoid) {
+    if (intAttr(t, "largest", 1) != 1 || intAttr(t, "axis", -1) != -1)
+      return fail("the top-k before the sigmoid is not over the last axis, largest first");
+    nodes.append({router, &t, picksSigmoid});
+    w = throughFloatCastUser(g, outputOf(*picksSigmoid, 0), nodes);
+  } else {
+    if (intAttr(t, "largest", 1) != 1 || intAttr(t, "sorted", 1) != 1 || intAttr(t, "axis", -1) != -1 ||
+        (!sigmoid && intAttr(*softmax, "axis", -1) != -1))
+      return fail("the softmax or top-k is not over the last axis, largest first");
+    nodes.append({router, softmax, &t});
+  }
   if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
     if (divided->empty())
       return fail("the top-k weights are summed but not divided by their sum");
