@@ -80,14 +80,18 @@ FailureOr<chlo::RaggedDotOp> matchGroupedFfn(chlo::RaggedDotOp down, RecognisedL
   return gate;
 }
 
-/// The experts' input rows, xs = a[i] (or jnp.take(a, i, mode="fill"):
-/// sorted slots are in range): the gather and its index i.
+/// The grouped FFN into `down` (matchGroupedFfn) and its input rows,
+/// xs = a[i] (or jnp.take(a, i, mode="fill"): sorted slots are in range):
+/// the gather and its index i.
 struct GatheredRows {
   shlo::GatherOp gather;
   Value index;
 };
-FailureOr<GatheredRows> expertInputRows(chlo::RaggedDotOp gate, NoMatch &fail) {
-  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate.getLhs()), fail, "the experts' input rows");
+FailureOr<GatheredRows> groupedFfnInputRows(chlo::RaggedDotOp down, RecognisedLayer &layer, NoMatch &fail) {
+  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
+  if (failed(gate))
+    return failure();
+  auto xs = def<shlo::GatherOp>(withoutFillGuard(gate->getLhs()), fail, "the experts' input rows");
   if (failed(xs))
     return failure();
   FailureOr<Value> index = rowGather(*xs, fail);
@@ -179,11 +183,8 @@ FailureOr<RecognisedLayer> matchDropless(shlo::ScatterOp combine, NoMatch &fail)
     fail.why = "the combined rows are not a ragged_dot scaled per row";
     return failure();
   }
-  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
-  if (failed(gate))
-    return failure();
   // xs = x[tok]
-  FailureOr<GatheredRows> xs = expertInputRows(*gate, fail);
+  FailureOr<GatheredRows> xs = groupedFfnInputRows(down, layer, fail);
   if (failed(xs))
     return failure();
   if (xs->index != tok) {
@@ -324,11 +325,8 @@ FailureOr<RecognisedLayer> matchUnpermuted(Operation *combine, NoMatch &fail) {
   FailureOr<chlo::TopKOp> routed = topKRouting(withoutConverts(weights), layer, fail);
   if (failed(routed))
     return failure();
-  FailureOr<chlo::RaggedDotOp> gate = matchGroupedFfn(down, layer, fail);
-  if (failed(gate))
-    return failure();
   // xs = repeat(x, k)[order] or x[order // k].
-  FailureOr<GatheredRows> xs = expertInputRows(*gate, fail);
+  FailureOr<GatheredRows> xs = groupedFfnInputRows(down, layer, fail);
   if (failed(xs))
     return failure();
   Value slotIndex = unwrapIndex(xs->index);
