@@ -82,38 +82,45 @@ static std::vector<char> gatherExpertBytes(ArrayRef<char> data, int64_t expertBy
   return bytes;
 }
 
-/// A constant weight stack's experts as a new constant of their own: each
-/// rank's code then holds its experts' bytes only, and no copy is made when
-/// the program runs. Null when `weights` is not such a constant.
-static Value selectConstantExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<int64_t> experts) {
+Value mlir::moe::constantFromBytes(OpBuilder &b, Location loc, Value weights, RankedTensorType resultType,
+                                   StringRef keySuffix,
+                                   function_ref<std::vector<char>(ArrayRef<char> data, int64_t elementBytes)> select) {
   auto constant = weights.getDefiningOp<arith::ConstantOp>();
   if (!constant)
     return Value();
-  auto type = cast<RankedTensorType>(weights.getType());
-  SmallVector<int64_t> shape(type.getShape());
-  shape[0] = int64_t(experts.size());
-  auto resultType = RankedTensorType::get(shape, type.getElementType());
-  unsigned bits = type.getElementType().getIntOrFloatBitWidth();
+  unsigned bits = resultType.getElementType().getIntOrFloatBitWidth();
   if (bits % 8 != 0)
     return Value();
-  int64_t expertBytes = type.getNumElements() / type.getDimSize(0) * int64_t(bits / 8);
-  if (auto dense = dyn_cast<DenseElementsAttr>(constant.getValue())) {
-    if (dense.isSplat())
-      return arith::ConstantOp::create(b, loc, dense.resizeSplat(resultType));
-    std::vector<char> bytes = gatherExpertBytes(dense.getRawData(), expertBytes, experts);
-    return arith::ConstantOp::create(b, loc, DenseElementsAttr::getFromRawBuffer(resultType, bytes));
-  }
+  int64_t elementBytes = int64_t(bits / 8);
+  if (auto dense = dyn_cast<DenseElementsAttr>(constant.getValue()); dense && !dense.isSplat())
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::getFromRawBuffer(resultType, select(dense.getRawData(), elementBytes)));
   if (auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue())) {
     AsmResourceBlob *blob = resource.getRawHandle().getBlob();
     if (!blob)
       return Value();
-    std::vector<char> bytes = gatherExpertBytes(blob->getData(), expertBytes, experts);
-    auto attr = DenseResourceElementsAttr::get(
-        resultType, (resource.getRawHandle().getKey() + "_experts").str(),
-        HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, alignof(uint64_t)));
+    std::vector<char> bytes = select(blob->getData(), elementBytes);
+    auto attr = DenseResourceElementsAttr::get(resultType, (resource.getRawHandle().getKey() + keySuffix).str(),
+                                               HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, alignof(uint64_t)));
     return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr));
   }
   return Value();
+}
+
+/// A constant weight stack's experts as a new constant of their own: each
+/// rank's code then holds its experts' bytes only, and no copy is made when
+/// the program runs. Null when `weights` is not such a constant.
+static Value selectConstantExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<int64_t> experts) {
+  auto type = cast<RankedTensorType>(weights.getType());
+  SmallVector<int64_t> shape(type.getShape());
+  shape[0] = int64_t(experts.size());
+  auto resultType = RankedTensorType::get(shape, type.getElementType());
+  if (auto constant = weights.getDefiningOp<arith::ConstantOp>())
+    if (auto dense = dyn_cast<DenseElementsAttr>(constant.getValue()); dense && dense.isSplat())
+      return arith::ConstantOp::create(b, loc, dense.resizeSplat(resultType));
+  return constantFromBytes(b, loc, weights, resultType, "_experts", [&](ArrayRef<char> data, int64_t elementBytes) {
+    return gatherExpertBytes(data, type.getNumElements() / type.getDimSize(0) * elementBytes, experts);
+  });
 }
 
 /// The experts of `weights` ([E, ...]) that `experts` lists, in its order:
@@ -250,7 +257,7 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
       indices, r.weights, r.rectifyLogits, /*shared_weight=*/Value(), planned, localCapacity);
   Value grouped = PermuteOp::create(b, loc, rowsOf(hidden), r.tokens, plan.getRowToken());
   if (r.placement)
-    return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan, plan.getSlotWeight()};
+    return {buildExpertParallelFfn(b, loc, r, plan, grouped), plan.getSlotWeight()};
 
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
   int64_t ffn = cast<RankedTensorType>(r.down.getType()).getDimSize(2);
@@ -263,5 +270,5 @@ RoutedExpertsResult mlir::moe::buildRoutedExperts(OpBuilder &b, Location loc, co
   Value down = GroupedMatmulOp::create(b, loc, rowsOf(hidden), downLhs, downWeights, plan.getExpertOffsets(),
                                        /*shared=*/Value());
   Value y = CombineOp::create(b, loc, tokensType, down, plan.getSlotRow(), plan.getSlotWeight());
-  return {y, plan, plan.getSlotWeight()};
+  return {y, plan.getSlotWeight()};
 }

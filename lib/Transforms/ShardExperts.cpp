@@ -204,8 +204,8 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
     int64_t ffn = cast<RankedTensorType>(layer.getFfnDown().getType()).getDimSize(2);
     int64_t n = placed.ranks();
     auto block = [&](int64_t extent, int64_t d) {
-      int64_t width = (extent + n - 1) / n, start = std::min(extent, d * width);
-      return llvm::formatv("[{0},{1})", start, std::min(extent, start + width)).str();
+      auto [start, end] = placed.splitBlock(extent, d);
+      return llvm::formatv("[{0},{1})", start, end).str();
     };
     InFlightDiagnostic remark = layer.emitRemark();
     remark << "expert placement (split, " << n << " ranks): every rank computes all " << placed.experts
@@ -214,7 +214,7 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
     for (int64_t d = 0; d < n; ++d)
       remark << (d ? ";" : "") << " rank " << d << " " << block(ffn, d) << " and " << block(hidden, d);
     remark << "; each routed row sends " << hidden * bytes << " bytes to each other rank, its activations ("
-           << ffn * bytes << " bytes) are gathered by every rank, and " << (hidden + n - 1) / n * 4
+           << ffn * bytes << " bytes) are gathered by every rank, and " << placed.splitWidth(hidden) * 4
            << " bytes of results come back from each other rank";
   }
 

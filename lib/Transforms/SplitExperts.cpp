@@ -33,9 +33,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
-#include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinAttributes.h"
-#include "mlir/IR/DialectResourceBlobManager.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -49,49 +47,30 @@ struct RowRun {
   int64_t start, size, padded;
 };
 
-/// The block [start, start + size) of `extent` columns that rank `rank`
-/// of `ranks` computes, blocks being ceil(extent / ranks) wide.
-RowRun blockOf(int64_t extent, int64_t ranks, int64_t rank, int64_t offset = 0) {
-  int64_t width = (extent + ranks - 1) / ranks;
-  int64_t start = std::min(extent, rank * width), end = std::min(extent, start + width);
-  return {offset + start, end - start, width};
+/// The block of `extent` columns that `rank` computes (rows `offset` on
+/// of a stack), padded to the placement's block width.
+RowRun blockOf(const ExpertPlacement &placement, int64_t extent, int64_t rank, int64_t offset = 0) {
+  auto [start, end] = placement.splitBlock(extent, rank);
+  return {offset + start, end - start, placement.splitWidth(extent)};
 }
 
 /// The runs of a constant stack ([E, A, B]) as a constant of their own:
 /// each rank's code holds its blocks only. Null when `weights` is not such
 /// a constant.
 Value constantRuns(OpBuilder &b, Location loc, Value weights, ArrayRef<RowRun> runs, RankedTensorType resultType) {
-  auto constant = weights.getDefiningOp<arith::ConstantOp>();
-  if (!constant)
-    return Value();
   auto type = cast<RankedTensorType>(weights.getType());
-  unsigned bits = type.getElementType().getIntOrFloatBitWidth();
-  if (bits % 8 != 0)
-    return Value();
-  ArrayRef<char> data;
-  auto dense = dyn_cast<DenseElementsAttr>(constant.getValue());
-  auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue());
-  if (dense && !dense.isSplat())
-    data = dense.getRawData();
-  else if (resource && resource.getRawHandle().getBlob())
-    data = resource.getRawHandle().getBlob()->getData();
-  else
-    return Value();
-  int64_t rowBytes = type.getDimSize(2) * int64_t(bits / 8), expertRows = type.getDimSize(1);
-  std::vector<char> bytes;
-  bytes.reserve(size_t(resultType.getNumElements() * int64_t(bits / 8)));
-  for (int64_t e = 0; e < type.getDimSize(0); ++e)
-    for (const RowRun &run : runs) {
-      ArrayRef<char> rows = data.slice(size_t((e * expertRows + run.start) * rowBytes), size_t(run.size * rowBytes));
-      bytes.insert(bytes.end(), rows.begin(), rows.end());
-      bytes.insert(bytes.end(), size_t((run.padded - run.size) * rowBytes), char(0));
-    }
-  if (dense)
-    return arith::ConstantOp::create(b, loc, DenseElementsAttr::getFromRawBuffer(resultType, bytes));
-  auto attr = DenseResourceElementsAttr::get(
-      resultType, (resource.getRawHandle().getKey() + "_block").str(),
-      HeapAsmResourceBlob::allocateAndCopyWithAlign(bytes, alignof(uint64_t)));
-  return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr));
+  return constantFromBytes(b, loc, weights, resultType, "_block", [&](ArrayRef<char> data, int64_t elementBytes) {
+    int64_t rowBytes = type.getDimSize(2) * elementBytes, expertRows = type.getDimSize(1);
+    std::vector<char> bytes;
+    bytes.reserve(size_t(resultType.getNumElements() * elementBytes));
+    for (int64_t e = 0; e < type.getDimSize(0); ++e)
+      for (const RowRun &run : runs) {
+        ArrayRef<char> rows = data.slice(size_t((e * expertRows + run.start) * rowBytes), size_t(run.size * rowBytes));
+        bytes.insert(bytes.end(), rows.begin(), rows.end());
+        bytes.insert(bytes.end(), size_t((run.padded - run.size) * rowBytes), char(0));
+      }
+    return bytes;
+  });
 }
 
 /// The runs of `weights` ([E, A, B]) side by side along dimension 1.
@@ -220,9 +199,9 @@ RoutedExpertsResult mlir::moe::buildSplitExperts(OpBuilder &b, Location loc, con
   // 2. This rank's block of the FFN width: its gate and up rows.
   int64_t ffn = cast<RankedTensorType>(r.down.getType()).getDimSize(2);
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
-  SmallVector<RowRun> upRuns{blockOf(ffn, ranks, rank)};
+  SmallVector<RowRun> upRuns{blockOf(placement, ffn, rank)};
   if (upRows == 2 * ffn && isGated(r.activation))
-    upRuns.push_back(blockOf(ffn, ranks, rank, /*offset=*/ffn));
+    upRuns.push_back(blockOf(placement, ffn, rank, /*offset=*/ffn));
   int64_t ffnBlock = upRuns.front().padded;
   Value up = expertRuns(b, loc, r.up, upRuns);
   Value h = GroupedMatmulOp::create(b, loc, receivedOf(ffnBlock * int64_t(upRuns.size()), element),
@@ -235,7 +214,7 @@ RoutedExpertsResult mlir::moe::buildSplitExperts(OpBuilder &b, Location loc, con
 
   // 4. This rank's block of the hidden width, unrounded (rounded once by
   // the combine, as the single-process GEMM + combine does).
-  RowRun hiddenRun = blockOf(hidden, ranks, rank);
+  RowRun hiddenRun = blockOf(placement, hidden, rank);
   Value down = expertRuns(b, loc, r.down, {hiddenRun});
   Value results = GroupedMatmulOp::create(b, loc, receivedOf(hiddenRun.padded, f32), joined, down,
                                           received.getLocalOffsets(), /*shared=*/Value());
@@ -275,5 +254,5 @@ RoutedExpertsResult mlir::moe::buildSplitExperts(OpBuilder &b, Location loc, con
   Value y = CombineOp::create(b, loc, tokensType, whole, slotRow, slotWeight);
   // Zero-computation experts weigh their slots by the routing (no capacity
   // goes with them here).
-  return {y, plan, r.weights};
+  return {y, r.weights};
 }

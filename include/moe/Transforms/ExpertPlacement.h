@@ -19,6 +19,7 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
@@ -46,6 +47,14 @@ struct ExpertPlacement {
   SmallVector<int64_t> slotsFor(int64_t rank) const;
   /// One slot per expert, slot e holding expert e.
   bool isIdentity() const;
+  /// Split: every rank's block of `extent` columns is ceil(extent / ranks)
+  /// wide; rank `rank` computes [start, end) of them (the last block may be
+  /// short or empty).
+  int64_t splitWidth(int64_t extent) const { return (extent + ranks() - 1) / ranks(); }
+  std::pair<int64_t, int64_t> splitBlock(int64_t extent, int64_t rank) const {
+    int64_t start = std::min(extent, rank * splitWidth(extent));
+    return {start, std::min(extent, start + splitWidth(extent))};
+  }
   /// The experts of `rank`'s slots, in increasing order.
   ArrayRef<int64_t> expertsOf(int64_t rank) const {
     return ArrayRef<int64_t>(order).slice(bounds[rank], bounds[rank + 1] - bounds[rank]);

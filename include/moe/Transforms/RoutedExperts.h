@@ -16,6 +16,7 @@
 #include "moe/Transforms/ExpertPlacement.h"
 
 #include <functional>
+#include <vector>
 
 namespace mlir {
 class OpBuilder;
@@ -52,7 +53,6 @@ struct RoutedExperts {
 struct RoutedExpertsResult {
   /// The combined expert output [T, H], in the tokens' element type.
   Value y;
-  DispatchOp plan;
   /// The combine weight of each slot [T, K] (0 where dropped).
   Value slotWeight;
 };
@@ -63,6 +63,13 @@ RoutedExpertsResult buildRoutedExperts(OpBuilder &b, Location loc, const RoutedE
 /// The same under a split placement (MoEShard, lib/Transforms/SplitExperts.cpp):
 /// every rank computes a block of every expert; bit-identical results.
 RoutedExpertsResult buildSplitExperts(OpBuilder &b, Location loc, const RoutedExperts &r);
+
+/// A constant `weights` (dense, not splat, or dense_resource) rebuilt as a
+/// constant of `resultType` from the bytes `select` picks out of its raw
+/// data (`keySuffix` names a resource's copy): each rank's code then holds
+/// only its share. Null when `weights` is no such constant.
+Value constantFromBytes(OpBuilder &b, Location loc, Value weights, RankedTensorType resultType, StringRef keySuffix,
+                        function_ref<std::vector<char>(ArrayRef<char> data, int64_t elementBytes)> select);
 
 /// The gate weight of each row of `plan` (0 for padding): the owner of an
 /// expert with a `probs` capacity keeps its rows by weight.

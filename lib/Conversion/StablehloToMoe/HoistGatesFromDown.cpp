@@ -16,24 +16,12 @@
 #include "RaiseMatchers.h"
 #include "Raising.h"
 
-#include "mlir/Analysis/SliceAnalysis.h"
 
 using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::stablehlo_raise;
 
 namespace {
-
-/// Does `v` depend on a top-k selection (a routing gate)?
-bool dependsOnTopK(Value v) {
-  if (isa_and_nonnull<chlo::TopKOp>(v.getDefiningOp()))
-    return true;
-  SetVector<Operation *> slice;
-  BackwardSliceOptions options;
-  options.omitUsesFromAbove = false;
-  (void)getBackwardSlice(v, &slice, options);
-  return llvm::any_of(slice, [](Operation *op) { return isa<chlo::TopKOp>(op); });
-}
 
 /// `p` = gate [tokens..., E] times h [tokens..., E, F] elementwise over the
 /// gate's dims: a dot_general that batches all of the gate's dims with h's
@@ -80,7 +68,7 @@ LogicalResult hoistGate(shlo::DotGeneralOp down) {
       d.getRhsContractingDimensions() != ArrayRef<int64_t>{0, 1})
     return failure();
   std::optional<std::pair<Value, Value>> gated = gatedActivations(p);
-  if (!gated || !dependsOnTopK(gated->first))
+  if (!gated || !(isa_and_nonnull<chlo::TopKOp>(gated->first.getDefiningOp()) || readsTopK(gated->first)))
     return failure();
   auto [gate, h] = *gated;
   auto yType = cast<RankedTensorType>(down.getType());

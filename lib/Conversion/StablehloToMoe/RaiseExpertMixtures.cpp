@@ -944,15 +944,6 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
   return checkLayerShapes(m.layer, fail);
 }
 
-/// Does `v` mention a top-k (is it a routing candidate worth a remark)?
-bool readsTopK(Value v) {
-  SetVector<Operation *> slice;
-  BackwardSliceOptions options;
-  options.omitUsesFromAbove = false;
-  (void)getBackwardSlice(v, &slice, options);
-  return llvm::any_of(slice, [](Operation *op) { return isa<chlo::TopKOp>(op); });
-}
-
 /// y = einsum over experts of the gate and the experts' outputs, as a
 /// dot_general (batch tokens, contract experts) or a reduce over the
 /// expert dim of their product.

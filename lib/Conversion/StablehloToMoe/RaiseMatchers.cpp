@@ -117,6 +117,14 @@ FailureOr<Value> floorDivided(Value v, int64_t k, NoMatch &fail) {
   return x;
 }
 
+bool readsTopK(Value v) {
+  SetVector<Operation *> slice;
+  BackwardSliceOptions options;
+  options.omitUsesFromAbove = false;
+  (void)getBackwardSlice(v, &slice, options);
+  return llvm::any_of(slice, [](Operation *op) { return isa<chlo::TopKOp>(op); });
+}
+
 /// The body of a reduction/scatter is one `stablehlo.add` of its arguments.
 bool isAddBody(Region &body) {
   Block &block = body.front();

@@ -61,6 +61,10 @@ bool reducesLastDim(shlo::ReduceOp sum);
 /// The body of a reduction/scatter is one `stablehlo.add` of its arguments.
 bool isAddBody(Region &body);
 
+/// Does `v` depend on a top-k through its operands (the values `v` is
+/// computed from; not `v` itself being a top-k result)?
+bool readsTopK(Value v);
+
 /// A 1-D row gather `operand[indices]` (x[i] or x[i, :]) with indices
 /// [n, 1]; returns the unwrapped index vector.
 FailureOr<Value> rowGather(shlo::GatherOp gather, NoMatch &fail);

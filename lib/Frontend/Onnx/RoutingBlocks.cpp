@@ -151,29 +151,30 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
                                         std::string &why) {
   const onnx::NodeProto &t = g.graph.node(topk);
   why.clear();
-  const onnx::NodeProto *softmax = g.producer(inputOf(t, 0));
+  // The scores top-k selects from: Softmax(logits), or Sigmoid(logits).
+  const onnx::NodeProto *scores = g.producer(inputOf(t, 0));
   std::optional<std::pair<std::string, std::string>> deepSeek;
   llvm::SmallVector<const onnx::NodeProto *> deepSeekNodes;
   // Sigmoid scores: top-k of sigmoid(logits) (sigmoid keeps the order).
-  const onnx::NodeProto *sigmoid = softmax && softmax->op_type() == "Sigmoid" ? softmax : nullptr;
-  if (!softmax || (softmax->op_type() != "Softmax" && !sigmoid)) {
+  const onnx::NodeProto *sigmoid = scores && scores->op_type() == "Sigmoid" ? scores : nullptr;
+  if (!scores || (scores->op_type() != "Softmax" && !sigmoid)) {
     deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes);
-    softmax = nullptr;
+    scores = nullptr;
   }
   // Top-k of the logits, then the softmax over the picks (the same weights
   // as softmax top-k renormalised), or their sigmoid (top-k of sigmoid).
   const onnx::NodeProto *picksSoftmax =
-      !softmax && !deepSeek && t.output_size() == 2 ? g.onlyUser(outputOf(t, 0), "Softmax") : nullptr;
-  const onnx::NodeProto *picksSigmoid = !softmax && !deepSeek && !picksSoftmax && t.output_size() == 2
+      !scores && !deepSeek && t.output_size() == 2 ? g.onlyUser(outputOf(t, 0), "Softmax") : nullptr;
+  const onnx::NodeProto *picksSigmoid = !scores && !deepSeek && !picksSoftmax && t.output_size() == 2
                                             ? g.onlyUser(outputOf(t, 0), "Sigmoid")
                                             : nullptr;
-  if ((!softmax && !deepSeek && !picksSoftmax && !picksSigmoid) || t.output_size() != 2)
+  if ((!scores && !deepSeek && !picksSoftmax && !picksSigmoid) || t.output_size() != 2)
     return std::nullopt;
   block.sigmoid = sigmoid || picksSigmoid;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
-      g, deepSeek ? deepSeek->first : softmax ? inputOf(*softmax, 0) : inputOf(t, 0), castNodes);
+      g, deepSeek ? deepSeek->first : scores ? inputOf(*scores, 0) : inputOf(t, 0), castNodes);
   block.routerWeight = linearOf(g, logits, nullptr, routerNodes);
   if (block.routerWeight.empty())
     return std::nullopt;
@@ -240,9 +241,9 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     w = throughFloatCastUser(g, outputOf(*picksSigmoid, 0), nodes);
   } else {
     if (intAttr(t, "largest", 1) != 1 || intAttr(t, "sorted", 1) != 1 || intAttr(t, "axis", -1) != -1 ||
-        (!sigmoid && intAttr(*softmax, "axis", -1) != -1))
+        (!sigmoid && intAttr(*scores, "axis", -1) != -1))
       return fail("the softmax or top-k is not over the last axis, largest first");
-    nodes.append({router, softmax, &t});
+    nodes.append({router, scores, &t});
   }
   if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
     if (divided->empty())
