@@ -41,9 +41,9 @@ def mlp(activation, bias):
 
 
 class Experts(nn.Module):
-    def __init__(self, expert=SwiGLU):
+    def __init__(self, expert=SwiGLU, router_bias=False):
         super().__init__()
-        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=router_bias)
         self.experts = nn.ModuleList([expert() for _ in range(EXPERTS)])
 
 
@@ -183,7 +183,10 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "mask_loop_relu_bias": lambda: MaskLoop(lambda: mlp(nn.ReLU(), True)),
            "dense_scatter_silu": lambda: DenseScatter(lambda: mlp(nn.SiLU(), False)),
            "zeros_loop": ZerosLoop, "dense_scatter_einsum": DenseScatterEinsum,
-           "sigmoid_loop": SigmoidLoop, "sigmoid_of_picks": SigmoidOfPicks}
+           "sigmoid_loop": SigmoidLoop, "sigmoid_of_picks": SigmoidOfPicks,
+           # nn.Linear's defaults everywhere: the router has a bias too.
+           "where_loop_router_bias": lambda: WhereLoop(router_bias=True),
+           "mask_loop_all_biases": lambda: MaskLoop(lambda: mlp(nn.GELU(), True), router_bias=True)}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}

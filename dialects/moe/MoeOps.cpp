@@ -127,6 +127,11 @@ LogicalResult LayerOp::verify() {
     return failure();
   }
 
+  if (Value bias = getRouterBias())
+    if (failed(check.rank("router_bias", bias.getType(), 1)) ||
+        failed(check.dim("router_bias", bias.getType(), 0, numExperts, "the number of experts")))
+      return failure();
+
   RoutingAttr routing = getRouting();
   if (Value bias = getSelectionBias()) {
     if (failed(check.rank("selection_bias", bias.getType(), 1)) ||

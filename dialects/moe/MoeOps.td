@@ -28,6 +28,8 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     Operands:
     * `x`: `[T, H]` tokens; `router_weight`: `[E, H]` (or `[E, R]` with a
       two-layer `hidden` router `[R, H]`, z = W tanh(W_h x), MoE++);
+    * `router_bias`: `[E]`, added to the router's logits (a router written
+      as a linear layer with a bias; see `moe.router` for its rounding);
     * `selection_bias`: `[E]`, added to scores for selection only (DeepSeek-V3);
     * `residual(prev_logits, residual_weight)`: `[T, E]`, `[E, E]`: MoE++
       gating residual, z += prev G^T;
@@ -54,6 +56,7 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     Moe_FloatTensor:$x,
     Moe_FloatTensor:$router_weight,
     Optional<Moe_FloatTensor>:$router_hidden,
+    Optional<Moe_FloatTensor>:$router_bias,
     Optional<Moe_F32Tensor>:$selection_bias,
     Optional<Moe_F32Tensor>:$prev_logits,
     Optional<Moe_FloatTensor>:$residual_weight,
@@ -73,6 +76,7 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
   let assemblyFormat = [{
     $x `,` $router_weight
     (`hidden` `(` $router_hidden^ `)`)?
+    (`bias` `(` $router_bias^ `)`)?
     (`selection_bias` `(` $selection_bias^ `)`)?
     (`residual` `(` $prev_logits^ `,` $residual_weight `)`)?
     (`ffn` `(` $ffn_up^ `,` $ffn_down `)`)?
@@ -177,22 +181,31 @@ def Moe_ExpandGroupsOp : Moe_Op<"expand_groups", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Moe_RouterOp : Moe_Op<"router", [Pure]> {
+def Moe_RouterOp : Moe_Op<"router", [Pure, AttrSizedOperandSegments]> {
   let summary = "router projection: token rows to expert logits";
   let description = [{
     `logits[t, e] = Σ_h x[t, h] · W[e, h]`, accumulated in f32. With a
     `hidden` weight `W_h` `[R, H]` the router has two layers (MoE++):
     `logits = W · tanh(W_h · x)` and `W` is `[E, R]`.
 
+    With a `bias` `[E]` the logits are `x·W + bias`, as a linear layer
+    computes them in the bias's element type: the product is rounded to that
+    type first (nothing happens for f32) and the sum is taken in f32, so a
+    bf16 `x @ W + b` is reproduced exactly once the layer's `logits_type`
+    rounds the sum.
+
     ```mlir
     %z = moe.router %x, %wr : (tensor<?x4096xbf16>, tensor<8x4096xbf16>) -> tensor<?x8xf32>
+    %zb = moe.router %x, %wr bias(%b)
+        : (tensor<?x4096xf32>, tensor<8x4096xf32>, tensor<8xf32>) -> tensor<?x8xf32>
     ```
   }];
   let arguments = (ins Moe_FloatTensor:$x, Moe_FloatTensor:$weight,
-                       Optional<Moe_FloatTensor>:$hidden);
+                       Optional<Moe_FloatTensor>:$hidden,
+                       Optional<Moe_FloatTensor>:$bias);
   let results = (outs Moe_F32Tensor:$logits);
   let assemblyFormat = [{
-    $x `,` $weight (`hidden` `(` $hidden^ `)`)? attr-dict `:` functional-type(operands, results)
+    $x `,` $weight (`hidden` `(` $hidden^ `)`)? (`bias` `(` $bias^ `)`)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

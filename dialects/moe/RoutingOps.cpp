@@ -108,6 +108,11 @@ LogicalResult RouterOp::verify() {
       failed(check.dim("result", z, 0, dimOf(getX(), 0), "the number of tokens")) ||
       failed(check.dim("result", z, 1, dimOf(getWeight(), 0), "the number of experts")))
     return failure();
+  // router_c2: the bias has one entry per expert.
+  if (Value bias = getBias())
+    if (failed(check.rank("bias", bias.getType(), 1)) ||
+        failed(check.dim("bias", bias.getType(), 0, dimOf(getWeight(), 0), "the number of experts")))
+      return failure();
   return success();
 }
 

@@ -269,6 +269,10 @@ FailureOr<Cost> CostModel::costOf(Operation *op) {
           c.otherFlops += *tk * ht.getDimSize(0); // tanh
           c.weightBytes += staticBytes(h);
         }
+        if (Value bias = r.getBias()) {
+          c.otherFlops += *tk * e;
+          c.weightBytes += staticBytes(bias);
+        }
         auto xt = cast<RankedTensorType>(r.getX().getType());
         c.activationBytes = *tk * (xt.getDimSize(1) * elementBytes(r.getX()) + e * 4);
         return c;

@@ -91,7 +91,7 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
 
   // Router logits, with the gating residual of the previous layer.
   Value logits = RouterOp::create(rewriter, loc, tensorOf({routeRows, experts}, f32), routerInput,
-                                  op.getRouterWeight(), op.getRouterHidden());
+                                  op.getRouterWeight(), op.getRouterHidden(), op.getRouterBias());
   if (Type rounded = routing.getLogitsType())
     logits = roundThrough(rewriter, loc, logits, rounded);
   if (op.getPrevLogits())

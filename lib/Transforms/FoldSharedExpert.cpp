@@ -60,7 +60,7 @@ struct FoldSharedExpert : OpRewritePattern<arith::AddFOp> {
     // The shared slot's weight: 1, or sigmoid(gate · x) per token.
     Value weight;
     if (Value gate = shared.getGate()) {
-      Value logit = RouterOp::create(rewriter, loc, columnType, x, gate, Value());
+      Value logit = RouterOp::create(rewriter, loc, columnType, x, gate, Value(), Value());
       weight = ScoreOp::create(rewriter, loc, columnType, ScoringFunc::sigmoid, logit, FloatAttr(),
                                IntegerAttr(), IntegerAttr());
     } else {

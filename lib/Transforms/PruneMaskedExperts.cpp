@@ -97,7 +97,7 @@ struct PruneMaskedExperts : OpRewritePattern<LayerOp> {
     auto layer = LayerOp::create(
         rewriter, loc, op.getY().getType(),
         RankedTensorType::get({logitsType.getDimSize(0), left}, logitsType.getElementType()),
-        op.getX(), keep(op.getRouterWeight()), op.getRouterHidden(), newBias,
+        op.getX(), keep(op.getRouterWeight()), op.getRouterHidden(), keep(op.getRouterBias()), newBias,
         Value(), Value(), keep(op.getFfnUp()), keep(op.getFfnDown()), Value(), Value(), op.getSharedUp(),
         op.getSharedDown(), op.getSharedGate(),
         rewriter.getArrayAttr({ExpertGroupAttr::get(getContext(), ExpertKind::ffn, left)}),

@@ -380,10 +380,39 @@ def bf16_weights_cast(k):
     return fn
 
 
-def router_bias_near_miss(x, wr, br, w1, w3, w2):
-    """A router with a bias (moe.layer's has none): a remark, plain ops."""
+def router_bias(x, wr, br, w1, w3, w2):
+    """A router with a bias (x @ wr + br), softmax top-2; a one-hot gate
+    over vmapped experts."""
     vals, idx = lax.top_k(jax.nn.softmax(x @ wr + br, -1), 2)
     gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+    outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+    return jnp.einsum('te,eth->th', gate, outs)
+
+
+def flax_dense_router(k):
+    """A Flax nn.Dense router with its bias (y = dot_general(x, kernel) +
+    reshape(bias, (1, 1, E))) on [B, S, H] tokens, in the program's dtype;
+    Mixtral's top-k of the logits and the softmax over the picks; a loop
+    over the experts with where-masks."""
+    def fn(x, wr, br, w1, w3, w2):
+        logits = lax.dot_general(x, wr, (((x.ndim - 1,), (0,)), ((), ())))
+        logits = logits + jnp.reshape(br, (1,) * (logits.ndim - 1) + (-1,))
+        vals, idx = lax.top_k(logits, k)
+        vals = jax.nn.softmax(vals.astype(jnp.float32), axis=-1).astype(x.dtype)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            w = jnp.sum(jnp.where(idx == e, vals, 0), axis=-1)
+            y = y + w[..., None] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
+def widened_router_bias_near_miss(x, wr, br, w1, w3, w2):
+    """bf16 logits widened to f32 before an f32 bias is added: the product is
+    rounded where the sum is not, which moe.router does not compute."""
+    logits = (x @ wr).astype(jnp.float32) + br.astype(jnp.float32)
+    vals, idx = lax.top_k(jax.nn.softmax(logits, -1), 2)
+    gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1).astype(x.dtype)
     outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
     return jnp.einsum('te,eth->th', gate, outs)
 
@@ -655,6 +684,12 @@ def programs(Program):
         "idiom_scatter_unsort_k2": Program(scatter_unsort(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_maxtext_unsort_near_miss": Program(maxtext_permute(2, unsort_by_inverse=False),
                                                   mixtral_shapes(8, 32, 24, 4)),
-        "idiom_router_bias_near_miss": Program(router_bias_near_miss,
-                                               [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
+        "idiom_router_bias_k2": Program(router_bias, [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 32, 40), (4, 40, 32)]),
+        "idiom_flax_dense_router_bf16_k2": Program(flax_dense_router(2), [(2, 6, 32), (32, 6), (6,), (6, 32, 40),
+                                                                          (6, 32, 40), (6, 40, 32)], dtype=bf16),
+        "idiom_flax_dense_router_k3": Program(flax_dense_router(3), [(2, 5, 24), (24, 8), (8,), (8, 24, 32),
+                                                                     (8, 24, 32), (8, 32, 24)]),
+        "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
+                                                       [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
+                                                       dtype=bf16),
     }

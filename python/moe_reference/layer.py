@@ -6,6 +6,7 @@ A configuration is a dict:
     routing     {"scoring": "softmax", "k": 2, ...}   #moe.routing fields
     capacity    None | {"factor": 1.25, "drop": "probs", "pad": True, ...}
     hidden      None | R                  two-layer router (MoE++)
+    router_bias bool                      the router's own bias (x @ W + b)
     bias        bool                      selection bias (DeepSeek-V3)
     residual    bool                      gating residual (MoE++)
     shared      None | F_s                shared expert width
@@ -52,6 +53,8 @@ def operands(cfg, tokens, hidden, ffn, dtype):
         ops_ += [("router_weight", (e, cfg["hidden"]), dtype), ("router_hidden", (cfg["hidden"], hidden), dtype)]
     else:
         ops_ += [("router_weight", (e, hidden), dtype)]
+    if cfg.get("router_bias"):
+        ops_.append(("router_bias", (e,), dtype))
     if cfg.get("bias"):
         ops_.append(("selection_bias", (e,), F32))
     if cfg.get("residual"):
@@ -86,6 +89,7 @@ def op_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=True, names=None, re
     args = [f"{names[name]}: {types[name]}" for name, _, _ in ops_]
     groups = {
         "router_hidden": "hidden({router_hidden})",
+        "router_bias": "bias({router_bias})",
         "selection_bias": "selection_bias({selection_bias})",
         "prev_logits": "residual({prev_logits}, {residual_weight})",
         "ffn_up": "ffn({ffn_up}, {ffn_down})",
@@ -121,7 +125,7 @@ def random_operands(cfg, tokens, hidden, ffn, dtype, rng):
     by 1/sqrt(fan-in) so activations stay O(1), never all zero."""
     out = {}
     for name, shape, elt in operands(cfg, tokens, hidden, ffn, dtype):
-        fan_in = shape[-1] if name not in ("x", "prev_logits", "selection_bias") else 1
+        fan_in = shape[-1] if name not in ("x", "prev_logits", "selection_bias", "router_bias") else 1
         a = rng.standard_normal(shape) / np.sqrt(fan_in)
         if name == "selection_bias":
             a = 0.1 * a
@@ -147,6 +151,9 @@ def reference(cfg, a, dtype, fused=False):
     # group of `group` consecutive tokens, then give every token its group's.
     router_in = rnd(ops.group_mean(x, group)) if group > 1 else x
     z = round_to(ops.router(router_in, a["router_weight"], a.get("router_hidden")), F32)
+    if cfg.get("router_bias"):
+        # The product is rounded to the bias's type before the sum (router_c2).
+        z = round_to(rnd(z) + a["router_bias"], F32)
     if cfg.get("residual"):
         z = round_to(ops.gating_residual(z, a["prev_logits"], a["residual_weight"]), F32)
 

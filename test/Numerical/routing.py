@@ -30,6 +30,13 @@ CASES = [
                                                     topk_groups=1, group_score="max"), experts=16),
                                  tokens=24, hidden=32, ffn=16)),
     ("sigmoid_scale_only", dict(cfg=ffn_layer(dict(scoring="sigmoid", k=2, scale=1.5)), tokens=16, hidden=16, ffn=8)),
+    # A router with its own bias (nn.Linear(H, E) with the default bias): f32,
+    # and bf16, where the product is rounded before the bias is added.
+    ("router_bias_softmax_topk", dict(cfg=ffn_layer(dict(scoring="softmax", k=2, normalize="all"), router_bias=True),
+                                      tokens=24, hidden=32, ffn=16)),
+    ("router_bias_select_then_score_bf16", dict(cfg=ffn_layer(dict(scoring="softmax", k=2, order="select_then_score"),
+                                                              router_bias=True, shared=16),
+                                                tokens=24, hidden=32, ffn=16, dtype="bf16")),
     # ReMoE: ReLU scores, every positive expert.
     ("relu_threshold", dict(cfg=ffn_layer(dict(scoring="relu", select="threshold", k=8), activation="relu"),
                             tokens=24, hidden=32, ffn=16)),

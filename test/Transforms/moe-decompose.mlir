@@ -295,3 +295,23 @@ func.func @bf16_logits(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %up: tenso
     -> (tensor<?x64xbf16>, tensor<?x8xf32>)
   return %y, %z : tensor<?x64xbf16>, tensor<?x8xf32>
 }
+
+// -----
+
+// A router with its own bias: moe.router adds it (before the logits are
+// rounded), and the layer's logits include it.
+// CHECK-LABEL: func @router_bias
+// CHECK: %[[Z:.+]] = moe.router %{{.+}}, %{{.+}} bias(%{{.+}}) : (tensor<?x64xbf16>, tensor<8x64xbf16>, tensor<8xbf16>) -> tensor<?x8xf32>
+// CHECK: %[[N:.+]] = arith.truncf %[[Z]]
+// CHECK: %[[R:.+]] = arith.extf %[[N]]
+// CHECK: moe.topk %[[R]]
+// CHECK: return %{{.+}}, %[[R]]
+func.func @router_bias(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %b: tensor<8xbf16>, %up: tensor<8x256x64xbf16>,
+                       %down: tensor<8x64x128xbf16>) -> (tensor<?x64xbf16>, tensor<?x8xf32>) {
+  %y, %z = moe.layer %x, %wr bias(%b) ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, order = select_then_score, logits_type = bf16>}
+    : (tensor<?x64xbf16>, tensor<8x64xbf16>, tensor<8xbf16>, tensor<8x256x64xbf16>, tensor<8x64x128xbf16>)
+    -> (tensor<?x64xbf16>, tensor<?x8xf32>)
+  return %y, %z : tensor<?x64xbf16>, tensor<?x8xf32>
+}

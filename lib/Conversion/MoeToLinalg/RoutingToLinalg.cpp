@@ -126,6 +126,29 @@ SmallVector<Value> lowerExpandGroups(PatternRewriter &b, ExpandGroupsOp op, Cont
 }
 using LowerExpandGroups = FunctionLowering<ExpandGroupsOp, lowerExpandGroups>;
 
+/// `logits[t, e] = round_b(logits[t, e]) + bias[e]` in f32, where `round_b`
+/// rounds to the bias's element type (router_c2).
+Value addRouterBias(OpBuilder &b, Location loc, Value logits, Value bias) {
+  auto type = cast<RankedTensorType>(logits.getType());
+  Type biasElement = cast<RankedTensorType>(bias.getType()).getElementType();
+  MLIRContext *ctx = b.getContext();
+  AffineMap rows = AffineMap::getMultiDimIdentityMap(2, ctx);
+  AffineMap experts = AffineMap::get(2, 0, {getAffineDimExpr(1, ctx)}, ctx);
+  Value init = zeros(b, loc, type, dimsOf(b, loc, logits));
+  auto sum = linalg::GenericOp::create(
+      b, loc, TypeRange{type}, ValueRange{logits, bias}, ValueRange{init},
+      ArrayRef<AffineMap>{rows, experts, rows},
+      SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel),
+      [&](OpBuilder &nb, Location nl, ValueRange a) {
+        Value product = a[0];
+        if (!biasElement.isF32())
+          product = toF32(nb, nl, fromF32(nb, nl, product, biasElement));
+        Value total = arith::AddFOp::create(nb, nl, product, toF32(nb, nl, a[1]));
+        linalg::YieldOp::create(nb, nl, total);
+      });
+  return sum.getResult(0);
+}
+
 Value lowerRouter(PatternRewriter &b, RouterOp op, ContractionForm form) {
   Location loc = op.getLoc();
   Value input = op.getX();
@@ -135,6 +158,8 @@ Value lowerRouter(PatternRewriter &b, RouterOp op, ContractionForm form) {
                      return math::TanhOp::create(nb, nl, v).getResult();
                    });
   Value logits = linearF32(b, loc, input, op.getWeight(), form);
+  if (Value bias = op.getBias())
+    logits = addRouterBias(b, loc, logits, bias);
   return logits;
 }
 using LowerRouter = CastLowering<RouterOp, lowerRouter>;

@@ -347,18 +347,60 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
   return topk;
 }
 
+/// The bias vector added to the logits `z` [..., E]: a value with E elements
+/// along z's last dim and size 1 elsewhere, broadcast (and reshaped) to z's
+/// shape (`x @ w + b`, Flax's `y + b.reshape(1, E)`); null if `v` is not one.
+static Value routerBiasOf(Value v, RankedTensorType z) {
+  int64_t experts = z.getShape().back();
+  auto broadcast = v.getDefiningOp<shlo::BroadcastInDimOp>();
+  if (!broadcast)
+    return Value();
+  Value bias = broadcast.getOperand();
+  ArrayRef<int64_t> dims = broadcast.getBroadcastDimensions();
+  auto type = cast<RankedTensorType>(bias.getType());
+  for (auto [d, size] : llvm::enumerate(type.getShape()))
+    if (size != (dims[d] == z.getRank() - 1 ? experts : 1))
+      return Value();
+  if (type.getNumElements() != experts)
+    return Value();
+  while (auto reshape = bias.getDefiningOp<shlo::ReshapeOp>())
+    bias = reshape.getOperand();
+  return cast<RankedTensorType>(bias.getType()).getNumElements() == experts ? bias : Value();
+}
+
 LogicalResult routerLogits(Value z, Value x, RecognisedLayer &layer, NoMatch &fail) {
   if (auto widened = z.getDefiningOp<shlo::ConvertOp>()) // logits.astype(f32)
     z = widened.getOperand();
+  // x @ w + b: the bias is added in the product's type (a product widened
+  // first would be rounded where the sum is not: not moe.router's meaning).
+  layer.routerBias = Value();
+  if (auto biased = z.getDefiningOp<shlo::AddOp>()) {
+    auto zType = cast<RankedTensorType>(z.getType());
+    bool widenedProduct = false;
+    for (auto [product, other] : {std::pair(biased.getLhs(), biased.getRhs()), std::pair(biased.getRhs(), biased.getLhs())}) {
+      Value bias = routerBiasOf(other, zType);
+      if (!bias)
+        continue;
+      auto widened = product.getDefiningOp<shlo::ConvertOp>();
+      widenedProduct |= widened && widened.getOperand().getDefiningOp<shlo::DotGeneralOp>();
+      if (!product.getDefiningOp<shlo::DotGeneralOp>())
+        continue;
+      layer.routerBias = bias;
+      z = product;
+      break;
+    }
+    if (!layer.routerBias) {
+      fail.why = widenedProduct ? "the router's bias is added after its 16-bit product is widened, which moe.router "
+                                  "does not compute (it adds the bias in the product's type)"
+                                : "the router logits are x @ router_weight plus something other than a bias of one "
+                                  "value per expert";
+      return failure();
+    }
+  }
   auto router = z.getDefiningOp<shlo::DotGeneralOp>();
   shlo::DotDimensionNumbersAttr rd = router ? router.getDotDimensionNumbers() : nullptr;
   // x [T, H] or [B, S, H], contracted on its last dim.
   int64_t xRank = router ? cast<RankedTensorType>(router.getLhs().getType()).getRank() : 0;
-  if (auto biased = z.getDefiningOp<shlo::AddOp>();
-      biased && (biased.getLhs().getDefiningOp<shlo::DotGeneralOp>() || biased.getRhs().getDefiningOp<shlo::DotGeneralOp>())) {
-    fail.why = "the router adds a bias to x @ router_weight, which moe.layer's router does not have";
-    return failure();
-  }
   if (!router || (x && router.getLhs() != x) || !rd.getLhsBatchingDimensions().empty() || xRank < 2 || xRank > 3 ||
       rd.getLhsContractingDimensions() != ArrayRef<int64_t>{xRank - 1} || rd.getRhsContractingDimensions().size() != 1 ||
       cast<RankedTensorType>(router.getRhs().getType()).getRank() != 2) {
@@ -478,6 +520,9 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   MLIRContext *ctx = b.getContext();
   auto transposed = [&](Value v, ArrayRef<int64_t> perm) { return transposeOf(b, loc, v, perm); };
   Value router = m.routerExpertsFirst ? m.routerWeight : transposed(m.routerWeight, {1, 0});
+  Value routerBias = m.routerBias;
+  if (auto biasType = routerBias ? cast<RankedTensorType>(routerBias.getType()) : RankedTensorType(); biasType && biasType.getRank() != 1)
+    routerBias = shlo::ReshapeOp::create(b, loc, RankedTensorType::get({biasType.getNumElements()}, biasType.getElementType()), routerBias);
   // The up projection: [gate; up] for SwiGLU, w1 alone otherwise.
   Value gate = transposed(m.w1, {0, 2, 1});
   auto gateType = cast<RankedTensorType>(gate.getType());
@@ -545,7 +590,7 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   auto xType = cast<RankedTensorType>(m.x.getType());
   int64_t routed = experts + static_cast<int64_t>(m.extraExperts.size());
   auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), routed}, b.getF32Type()),
-                               m.x, router, Value(), bias, Value(), Value(), gateUp, down, constantVectors,
+                               m.x, router, Value(), routerBias, bias, Value(), Value(), gateUp, down, constantVectors,
                                constantMixes, sharedUp, sharedDown, Value(), b.getArrayAttr(groups),
                                ActivationAttr::get(ctx, m.activation), routing, capacity);
   return layer.getY();

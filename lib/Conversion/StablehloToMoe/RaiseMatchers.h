@@ -104,6 +104,8 @@ struct RecognisedLayer {
   // within the topkGroups best of numGroups groups, weights scaled.
   bool sigmoid = false;
   Value selectionBias;
+  // The router's own bias [E] (x @ wr + b), or null.
+  Value routerBias;
   int64_t numGroups = 1, topkGroups = 1;
   double scale = 1.0;
   Value s1, s3, s2;

@@ -58,6 +58,17 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     return name.rows ? w : tensor_builders::transpose(builder, loc, w, {1, 0});
   };
   Value routerRows = rows(block.routerWeight, *router); // [E, H]
+  Value routerBias; // [E], the router's element type
+  if (!block.routerBias.empty()) {
+    FailureOr<Value> bias = lookup(block.routerBias, loc);
+    if (failed(bias))
+      return failure();
+    auto biasType = cast<RankedTensorType>(bias->getType());
+    if (biasType.getNumElements() != experts || biasType.getElementType() != element)
+      return emitError(loc) << "MoE block: the router bias " << biasType << " is not " << experts << " values of "
+                            << element;
+    routerBias = tensor_builders::reshape(builder, loc, *bias, {experts});
+  }
   Activation activation = block.activation == GateActivation::gelu ? Activation::geglu : Activation::swiglu;
   if (block.ungated)
     activation = *block.ungated == PlainActivation::relu        ? Activation::relu
@@ -71,6 +82,11 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     Value routerColumns = block.routerWeight.rows ? tensor_builders::transpose(builder, loc, *router, {1, 0})
                                                   : *router; // [H, E]
     FailureOr<Value> logits = tensor_builders::matmul(builder, loc, *x, routerColumns);
+    if (succeeded(logits) && routerBias)
+      logits = tensor_builders::elementwise(builder, loc, ValueRange{*logits, routerBias}, element,
+                                            [](OpBuilder &b, Location l, ValueRange v) -> Value {
+                                              return arith::AddFOp::create(b, l, v[0], v[1]);
+                                            });
     if (failed(upBias) || failed(downBias) || failed(logits) || block.deepSeek || block.sigmoid ||
         !block.sharedDownProj.empty())
       return emitError(loc) << "MoE block: experts with biases are supported with softmax top-k routing only";
@@ -127,7 +143,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
   }
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
-                               *x, routerRows, Value(), selectionBias, Value(), Value(), *up, *down, Value(), Value(),
+                               *x, routerRows, Value(), routerBias, selectionBias, Value(), Value(), *up, *down, Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, activation), routingAttr, CapacityAttr());
   values[block.output] = layer.getY();

@@ -112,6 +112,50 @@ LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock
   return {inputOf(*mm, 1), rows};
 }
 
+/// Whether `bias` is a constant of `outputs` values along the last dim ([N],
+/// [1, N], ...).
+static bool isOutputBias(const ConstantLookup &constants, llvm::StringRef bias, int64_t outputs) {
+  std::optional<llvm::SmallVector<int64_t>> shape = constants.shape ? constants.shape(bias) : std::nullopt;
+  if (!shape || shape->empty() || shape->back() != outputs)
+    return false;
+  return llvm::all_of(llvm::ArrayRef<int64_t>(*shape).drop_back(), [](int64_t d) { return d == 1; });
+}
+
+LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
+                            llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &bias) {
+  bias.clear();
+  auto outputsOf = [&](const LinearWeight &w) -> int64_t {
+    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape ? constants.shape(w.name) : std::nullopt;
+    return shape && shape->size() == 2 ? (*shape)[w.rows ? 0 : 1] : -1;
+  };
+  const onnx::NodeProto *node = g.producer(value);
+  if (node && node->op_type() == "Gemm" && node->input_size() == 3 && !inputOf(*node, 2).empty()) {
+    if (intAttr(*node, "transA", 0) != 0 || floatAttr(*node, "alpha", 1.0f) != 1.0f ||
+        floatAttr(*node, "beta", 1.0f) != 1.0f || !g.isConstant(inputOf(*node, 1)))
+      return {};
+    LinearWeight w{inputOf(*node, 1), intAttr(*node, "transB", 0) != 0};
+    if (!isOutputBias(constants, inputOf(*node, 2), outputsOf(w)))
+      return {};
+    nodes.push_back(node);
+    bias = inputOf(*node, 2);
+    return w;
+  }
+  if (node && node->op_type() == "Add") {
+    for (int side = 0; side < 2; ++side) {
+      llvm::SmallVector<const onnx::NodeProto *> found;
+      LinearWeight w = linearOf(g, inputOf(*node, side), nullptr, found);
+      if (w.empty() || g.users(inputOf(*node, side)).size() != 1 ||
+          !isOutputBias(constants, inputOf(*node, 1 - side), outputsOf(w)))
+        continue;
+      nodes.append(found.begin(), found.end());
+      nodes.push_back(node);
+      bias = inputOf(*node, 1 - side);
+      return w;
+    }
+  }
+  return linearOf(g, value, nullptr, nodes);
+}
+
 /// The block's output plus a Qwen2-MoE shared expert:
 ///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
 /// Extends `block` and `nodes` when it matches; leaves them otherwise (the

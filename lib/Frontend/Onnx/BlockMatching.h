@@ -141,6 +141,13 @@ bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
 LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
                       llvm::SmallVector<const onnx::NodeProto *> &nodes);
 
+/// linearOf, or that map plus a constant bias of one value per output
+/// (Add(x W, b), Gemm(x, W, b) with beta = 1: torch's Linear with a bias),
+/// whose name goes to `bias` (left empty without one). The linear node comes
+/// first in `nodes`.
+LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
+                            llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &bias);
+
 /// The block's output plus a Qwen2-MoE shared expert:
 ///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
 /// Extends `block` and `nodes` when it matches; leaves them otherwise (the

@@ -56,6 +56,9 @@ struct MoeBlock {
   /// in transformers' exports); empty if the router reads x itself.
   std::string xView;
   LinearWeight routerWeight;
+  /// The router's bias (a constant of E values; Linear(H, E) with its
+  /// default bias), or empty.
+  std::string routerBias;
   /// A sigmoid-gated shared expert added to the output (Qwen2-MoE): gate/up
   /// [H, S], down [S, H], gate [H, 1] as x @ W weights (or those as rows);
   /// empty if none.

@@ -175,10 +175,12 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
       g, deepSeek ? deepSeek->first : scores ? inputOf(*scores, 0) : inputOf(t, 0), castNodes);
-  block.routerWeight = linearOf(g, logits, nullptr, routerNodes);
+  block.routerWeight = biasedLinearOf(g, constants, logits, routerNodes, block.routerBias);
   if (block.routerWeight.empty())
     return std::nullopt;
   const onnx::NodeProto *router = routerNodes.front();
+  // The bias's Add, if any, belongs to the block as well.
+  nodes.append(routerNodes.begin() + 1, routerNodes.end());
   auto fail = [&](llvm::StringRef reason) -> std::optional<std::string> {
     why = reason.str();
     return std::nullopt;

@@ -102,6 +102,24 @@ func.func @layer_c2_router_in(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: 
 
 // -----
 
+func.func @layer_c2_router_bias_size(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %b: tensor<5xf32>) {
+  // expected-error @+1 {{router_bias dimension 0 (5) must equal the number of experts (4)}}
+  %y, %z = moe.layer %x, %wr bias(%b) ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<5xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
+func.func @layer_c2_router_bias_rank(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %b: tensor<1x4xf32>) {
+  // expected-error @+1 {{router_bias must have rank 1, got 'tensor<1x4xf32>'}}
+  %y, %z = moe.layer %x, %wr bias(%b) ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<1x4xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
 func.func @layer_bias_size(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %b: tensor<3xf32>) {
   // expected-error @+1 {{selection_bias dimension 0 (3) must equal the number of experts (4)}}
   %y, %z = moe.layer %x, %wr selection_bias(%b) ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
@@ -122,7 +140,7 @@ func.func @layer_bias_threshold(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr
 
 func.func @layer_c3_residual_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %prev: tensor<4x4xf32>) {
   // expected-error @+1 {{residual needs both the previous logits and the residual weight}}
-  %y, %z = "moe.layer"(%x, %wr, %prev, %up, %down) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+  %y, %z = "moe.layer"(%x, %wr, %prev, %up, %down) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
     : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
   return
 }
@@ -239,7 +257,7 @@ func.func @layer_c4_constant_vectors(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>
 
 func.func @layer_c4_constant_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %wr5: tensor<5x8xf32>, %v: tensor<1x8xf32>) {
   // expected-error @+1 {{constant needs both the vectors and the mixing weights}}
-  %y, %z = "moe.layer"(%x, %wr5, %up, %down, %v) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+  %y, %z = "moe.layer"(%x, %wr5, %up, %down, %v) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
     : (tensor<4x8xf32>, tensor<5x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<1x8xf32>) -> (tensor<4x8xf32>, tensor<4x5xf32>)
   return
 }
@@ -248,7 +266,7 @@ func.func @layer_c4_constant_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %
 
 func.func @layer_c8_shared_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %su: tensor<8x8xf32>) {
   // expected-error @+1 {{shared needs both the up and the down weight}}
-  %y, %z = "moe.layer"(%x, %wr, %up, %down, %su) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+  %y, %z = "moe.layer"(%x, %wr, %up, %down, %su) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
     : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<8x8xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
   return
 }

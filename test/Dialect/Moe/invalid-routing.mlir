@@ -41,6 +41,14 @@ func.func @router_c1_result(%x: tensor<4x8xf32>, %w: tensor<4x8xf32>) {
 
 // -----
 
+func.func @router_c2_bias(%x: tensor<4x8xf32>, %w: tensor<4x8xf32>, %b: tensor<5xf32>) {
+  // expected-error @+1 {{bias dimension 0 (5) must equal the number of experts (4)}}
+  %z = moe.router %x, %w bias(%b) : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<5xf32>) -> tensor<4x4xf32>
+  return
+}
+
+// -----
+
 func.func @router_result_f32(%x: tensor<4x8xbf16>, %w: tensor<4x8xbf16>) {
   // expected-error @+1 {{result #0 must be ranked tensor of 32-bit float values}}
   %z = moe.router %x, %w : (tensor<4x8xbf16>, tensor<4x8xbf16>) -> tensor<4x4xbf16>

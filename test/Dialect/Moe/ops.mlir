@@ -30,6 +30,18 @@ func.func @layer_deepseek(%x: tensor<16x32xf32>, %wr: tensor<64x32xf32>, %bias: 
   return %y : tensor<16x32xf32>
 }
 
+// CHECK-LABEL: func @layer_router_bias
+// CHECK: moe.layer %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} bias(%{{[[:alnum:]_]+}}) ffn(
+func.func @layer_router_bias(%x: tensor<8x16xbf16>, %wr: tensor<4x16xbf16>, %b: tensor<4xbf16>,
+                             %up: tensor<4x8x16xbf16>, %down: tensor<4x16x8xbf16>) -> tensor<8x16xbf16> {
+  %y, %z = moe.layer %x, %wr bias(%b) ffn(%up, %down) {
+      experts = [#moe.group<ffn, 4>], activation = #moe.activation<gelu>,
+      routing = #moe.routing<scoring = softmax, k = 2, logits_type = bf16>}
+    : (tensor<8x16xbf16>, tensor<4x16xbf16>, tensor<4xbf16>, tensor<4x8x16xbf16>, tensor<4x16x8xbf16>)
+    -> (tensor<8x16xbf16>, tensor<8x4xf32>)
+  return %y : tensor<8x16xbf16>
+}
+
 // CHECK-LABEL: func @layer_moe_plus_plus
 // CHECK: moe.layer %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} hidden(%{{[[:alnum:]_]+}}) residual(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) ffn(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) constant(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}})
 // CHECK-SAME: experts = [#moe.group<ffn, 4>, #moe.group<constant, 2>, #moe.group<copy, 1>, #moe.group<zero, 1>]
@@ -104,6 +116,7 @@ func.func @layer_selection_modes(%x: tensor<8x16xf32>, %wr: tensor<4x16xf32>, %u
 // CHECK-LABEL: func @routing_ops
 // CHECK: moe.router %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} : (tensor<?x64xbf16>, tensor<8x64xbf16>) -> tensor<?x8xf32>
 // CHECK: moe.router %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} hidden(%{{[[:alnum:]_]+}}) : (tensor<?x64xbf16>, tensor<8x32xf32>, tensor<32x64xf32>) -> tensor<?x8xf32>
+// CHECK: moe.router %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} bias(%{{[[:alnum:]_]+}}) : (tensor<?x64xbf16>, tensor<8x64xbf16>, tensor<8xf32>) -> tensor<?x8xf32>
 // CHECK: moe.gating_residual
 // CHECK: moe.score softmax %{{[[:alnum:]_]+}} : tensor<?x8xf32> -> tensor<?x8xf32>
 // CHECK: moe.score sigmoid
@@ -121,6 +134,7 @@ func.func @routing_ops(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %w2: tenso
                        %bias: tensor<8xf32>) {
   %z = moe.router %x, %wr : (tensor<?x64xbf16>, tensor<8x64xbf16>) -> tensor<?x8xf32>
   %z2 = moe.router %x, %w2 hidden(%w1) : (tensor<?x64xbf16>, tensor<8x32xf32>, tensor<32x64xf32>) -> tensor<?x8xf32>
+  %z3 = moe.router %x, %wr bias(%bias) : (tensor<?x64xbf16>, tensor<8x64xbf16>, tensor<8xf32>) -> tensor<?x8xf32>
   %zr = moe.gating_residual %z, %prev, %g : (tensor<?x8xf32>, tensor<?x8xf32>, tensor<8x8xf32>) -> tensor<?x8xf32>
   %p = moe.score softmax %zr : tensor<?x8xf32> -> tensor<?x8xf32>
   %s = moe.score sigmoid %zr : tensor<?x8xf32> -> tensor<?x8xf32>
