@@ -167,6 +167,21 @@ LogicalResult LayerOp::verify() {
       failed(check.dim("ffn up weight", getFfnUp().getType(), 0, getNumFfnExperts(),
                        "the number of ffn experts")))
     return failure();
+  // layer_c11: expert biases come as a pair, one row per FFN expert.
+  if (static_cast<bool>(getFfnUpBias()) != static_cast<bool>(getFfnDownBias()))
+    return emitOpError("ffn_bias needs both the up and the down bias");
+  if (Value upBias = getFfnUpBias()) {
+    Type downBias = getFfnDownBias().getType();
+    if (failed(check.rank("ffn up bias", upBias.getType(), 2)) ||
+        failed(check.dim("ffn up bias", upBias.getType(), 0, getNumFfnExperts(), "the number of ffn experts")) ||
+        failed(check.dim("ffn up bias", upBias.getType(), 1, dimOf(getFfnUp(), 1), "the up weight's rows")) ||
+        failed(check.rank("ffn down bias", downBias, 2)) ||
+        failed(check.dim("ffn down bias", downBias, 0, getNumFfnExperts(), "the number of ffn experts")) ||
+        failed(check.dim("ffn down bias", downBias, 1, hidden, "the hidden size")) ||
+        failed(check.sameElementType("ffn up bias", upBias.getType(), "ffn up weight", getFfnUp().getType())) ||
+        failed(check.sameElementType("ffn down bias", downBias, "ffn down weight", getFfnDown().getType())))
+      return failure();
+  }
 
   if (failed(verifyConstantExperts(*this, check, experts, getConstantVectors(), getConstantMix(),
                                    hidden)))

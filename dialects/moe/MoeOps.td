@@ -35,6 +35,9 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
       gating residual, z += prev G^T;
     * `ffn(up, down)`: the FFN group's weights `[E_ffn, U, H]`, `[E_ffn, H, F]`
       with `U = 2F` for GLU activations and `U = F` otherwise;
+    * `ffn_bias(up_bias, down_bias)`: the FFN experts' biases `[E_ffn, U]`,
+      `[E_ffn, H]`, added to their up and down projections (experts written
+      as linear layers with biases);
     * `constant(vectors, mix)`: `[E_c, H]`, `[E_c, 2, H]` for MoE++ constant
       experts;
     * `shared(up, down)`: an always-on expert `[U_s, H]`, `[H, F_s]`, with an
@@ -62,6 +65,8 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     Optional<Moe_FloatTensor>:$residual_weight,
     Optional<Moe_FloatTensor>:$ffn_up,
     Optional<Moe_FloatTensor>:$ffn_down,
+    Optional<Moe_FloatTensor>:$ffn_up_bias,
+    Optional<Moe_FloatTensor>:$ffn_down_bias,
     Optional<Moe_FloatTensor>:$constant_vectors,
     Optional<Moe_FloatTensor>:$constant_mix,
     Optional<Moe_FloatTensor>:$shared_up,
@@ -80,6 +85,7 @@ def Moe_LayerOp : Moe_Op<"layer", [Pure, AttrSizedOperandSegments]> {
     (`selection_bias` `(` $selection_bias^ `)`)?
     (`residual` `(` $prev_logits^ `,` $residual_weight `)`)?
     (`ffn` `(` $ffn_up^ `,` $ffn_down `)`)?
+    (`ffn_bias` `(` $ffn_up_bias^ `,` $ffn_down_bias `)`)?
     (`constant` `(` $constant_vectors^ `,` $constant_mix `)`)?
     (`shared` `(` $shared_up^ `,` $shared_down `)`)?
     (`shared_gate` `(` $shared_gate^ `)`)?

@@ -199,6 +199,8 @@ DecomposedLayer mlir::moe::buildDecomposedLayer(OpBuilder &rewriter, LayerOp op,
   routed.rectifyLogits = (cap && cap.rectifiesIntraDevice()) ? logits : Value();
   routed.up = op.getFfnUp();
   routed.down = op.getFfnDown();
+  routed.upBias = op.getFfnUpBias();
+  routed.downBias = op.getFfnDownBias();
   routed.numExperts = experts;
   routed.k = k;
   routed.capacity = cap;

@@ -57,6 +57,8 @@ struct MergeLayerExperts : OpRewritePattern<LayerOp> {
     if (op.getNumExperts() != op.getNumFfnExperts() || op.getCapacityAttr() ||
         routing.getInputScale().convertToDouble() != 1.0)
       return rewriter.notifyMatchFailure(op, "zero-computation experts, capacity or input scale");
+    if (op.getFfnUpBias())
+      return rewriter.notifyMatchFailure(op, "expert biases (a merged expert would weight them too)");
     bool linear = op.getActivation() == Activation::linear;
     if (!linear && !approximate)
       return rewriter.notifyMatchFailure(op, "non-linear experts: merging changes the function");

@@ -98,7 +98,8 @@ struct PruneMaskedExperts : OpRewritePattern<LayerOp> {
         rewriter, loc, op.getY().getType(),
         RankedTensorType::get({logitsType.getDimSize(0), left}, logitsType.getElementType()),
         op.getX(), keep(op.getRouterWeight()), op.getRouterHidden(), keep(op.getRouterBias()), newBias,
-        Value(), Value(), keep(op.getFfnUp()), keep(op.getFfnDown()), Value(), Value(), op.getSharedUp(),
+        Value(), Value(), keep(op.getFfnUp()), keep(op.getFfnDown()), keep(op.getFfnUpBias()), keep(op.getFfnDownBias()),
+        Value(), Value(), op.getSharedUp(),
         op.getSharedDown(), op.getSharedGate(),
         rewriter.getArrayAttr({ExpertGroupAttr::get(getContext(), ExpertKind::ffn, left)}),
         op.getActivationAttr(), r, CapacityAttr());

@@ -204,18 +204,20 @@ static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExpe
       RankedTensorType::get({local + 1}, i32), RankedTensorType::get({ranks, local}, i32), grouped,
       plan.getExpertOffsets(), rowWeights, placement.bounds, r.rank, r.capacity, k, experts);
   auto receivedOf = [&](int64_t columns) { return RankedTensorType::get({ShapedType::kDynamic, columns}, element); };
-  Value up = selectExperts(b, loc, r.up, mine), down = selectExperts(b, loc, r.down, mine);
+  auto mineOf = [&](Value v) { return v ? selectExperts(b, loc, v, mine) : Value(); };
   int64_t upRows = cast<RankedTensorType>(r.up.getType()).getDimSize(1);
   int64_t ffn = cast<RankedTensorType>(r.down.getType()).getDimSize(2);
-  Value h = GroupedMatmulOp::create(b, loc, receivedOf(upRows), received.getReceived(), up,
-                                    received.getLocalOffsets(), /*shared=*/Value());
+  auto [upLhs, up] = withBias(b, loc, received.getReceived(), mineOf(r.up), mineOf(r.upBias));
+  Value h = GroupedMatmulOp::create(b, loc, receivedOf(upRows), upLhs, up, received.getLocalOffsets(),
+                                    /*shared=*/Value());
   Value act = r.activate ? r.activate(b, loc, h, receivedOf(ffn))
                          : ActivationOp::create(b, loc, receivedOf(ffn), r.activation, h).getResult();
   // The down GEMM's results travel unrounded (f32) and are rounded once by
   // the combine, as the single-process program's fused GEMM + combine does.
   Type f32 = b.getF32Type();
-  Value results = GroupedMatmulOp::create(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, f32), act,
-                                          down, received.getLocalOffsets(), /*shared=*/Value());
+  auto [downLhs, down] = withBias(b, loc, act, mineOf(r.down), mineOf(r.downBias));
+  Value results = GroupedMatmulOp::create(b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, f32),
+                                          downLhs, down, received.getLocalOffsets(), /*shared=*/Value());
   Value planRows = tb::dimSize(b, loc, grouped, 0);
   Value back = AllToAllReturnOp::create(b, loc, RankedTensorType::get(groupedType.getShape(), f32), results,
                                         received.getCounts(), plan.getExpertOffsets(), planRows, placement.bounds,

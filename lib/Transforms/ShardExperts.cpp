@@ -147,6 +147,11 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
             return signalPassFailure();
           }
         }
+        if (layer.getFfnUpBias() && *policy == PlacementPolicy::split) {
+          layer.emitError("moe-shard-experts: placement=split does not split expert biases; place whole "
+                          "experts (contiguous, round-robin or balanced)");
+          return signalPassFailure();
+        }
         ArrayRef<double> loads;
         if (perLayerLoads) {
           loads = ArrayRef<double>(expertLoads).slice(loadOffset, experts);

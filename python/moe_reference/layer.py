@@ -8,6 +8,7 @@ A configuration is a dict:
     hidden      None | R                  two-layer router (MoE++)
     router_bias bool                      the router's own bias (x @ W + b)
     bias        bool                      selection bias (DeepSeek-V3)
+    expert_bias bool                      FFN experts with biases (ffn_bias)
     residual    bool                      gating residual (MoE++)
     shared      None | F_s                shared expert width
     shared_gate bool                      sigmoid gate on the shared expert
@@ -60,6 +61,8 @@ def operands(cfg, tokens, hidden, ffn, dtype):
     if cfg.get("residual"):
         ops_ += [("prev_logits", (tokens, e), F32), ("residual_weight", (e, e), dtype)]
     ops_ += [("ffn_up", (e_ffn, up, hidden), dtype), ("ffn_down", (e_ffn, hidden, ffn), dtype)]
+    if cfg.get("expert_bias"):
+        ops_ += [("ffn_up_bias", (e_ffn, up), dtype), ("ffn_down_bias", (e_ffn, hidden), dtype)]
     n_const = expert_kinds(cfg).count("constant")
     if n_const:
         ops_ += [("constant_vectors", (n_const, hidden), dtype), ("constant_mix", (n_const, 2, hidden), dtype)]
@@ -93,6 +96,7 @@ def op_text(cfg, tokens, hidden, ffn, dtype, dynamic_tokens=True, names=None, re
         "selection_bias": "selection_bias({selection_bias})",
         "prev_logits": "residual({prev_logits}, {residual_weight})",
         "ffn_up": "ffn({ffn_up}, {ffn_down})",
+        "ffn_up_bias": "ffn_bias({ffn_up_bias}, {ffn_down_bias})",
         "constant_vectors": "constant({constant_vectors}, {constant_mix})",
         "shared_up": "shared({shared_up}, {shared_down})",
         "shared_gate": "shared_gate({shared_gate})",
@@ -125,7 +129,8 @@ def random_operands(cfg, tokens, hidden, ffn, dtype, rng):
     by 1/sqrt(fan-in) so activations stay O(1), never all zero."""
     out = {}
     for name, shape, elt in operands(cfg, tokens, hidden, ffn, dtype):
-        fan_in = shape[-1] if name not in ("x", "prev_logits", "selection_bias", "router_bias") else 1
+        biases = ("selection_bias", "router_bias", "ffn_up_bias", "ffn_down_bias")
+        fan_in = shape[-1] if name not in ("x", "prev_logits") + biases else 1
         a = rng.standard_normal(shape) / np.sqrt(fan_in)
         if name == "selection_bias":
             a = 0.1 * a
@@ -188,9 +193,9 @@ def reference(cfg, a, dtype, fused=False):
     xin = rnd(x * r["input_scale"]) if r.get("input_scale", 1.0) != 1.0 else x
     rows, offsets, slot_row, slot_w = ops.dispatch(idx, w, e, cap, z)
     keep = (lambda v: round_to(v, F32)) if fused else rnd
-    h = keep(ops.grouped_matmul(ops.permute(xin, rows), a["ffn_up"], offsets))
+    h = keep(ops.grouped_matmul(ops.permute(xin, rows), a["ffn_up"], offsets, a.get("ffn_up_bias")))
     act = rnd(ops.activation(cfg["activation"], h))
-    o = keep(ops.grouped_matmul(act, a["ffn_down"], offsets))
+    o = keep(ops.grouped_matmul(act, a["ffn_down"], offsets, a.get("ffn_down_bias")))
     y = rnd(ops.combine(o, slot_row, slot_w))
     if any(kind in ("copy", "constant") for kind in kinds):
         zc = rnd(ops.zero_compute(xin, idx, slot_w, kinds, a.get("constant_vectors"), a.get("constant_mix")))

@@ -128,13 +128,15 @@ def renormalize(mode, w, idx, skip=(), scale=1.0, denominator_slots=0):
 # --- 5.2 Expert computation ---------------------------------------------------
 
 
-def grouped_matmul(lhs, w, offsets):
+def grouped_matmul(lhs, w, offsets, bias=None):
     rows = lhs.shape[0]
     out = np.zeros((rows, w.shape[1]))
     for e in range(w.shape[0]):
         lo = min(max(int(offsets[e]), 0), rows)
         hi = max(min(max(int(offsets[e + 1]), 0), rows), lo)
         out[lo:hi] = lhs[lo:hi] @ w[e].T
+        if bias is not None:
+            out[lo:hi] += bias[e]
     return out
 
 

@@ -35,6 +35,18 @@ CASES += [
                            tokens=16, hidden=16, ffn=8)),
     ("shared_expert_gated", dict(cfg=layer([("ffn", 8)], routing=dict(scoring="softmax", k=4), shared=16,
                                            shared_gate=True), tokens=16, hidden=16, ffn=8)),
+    # Experts with biases (linear layers with biases), with a router bias, a
+    # shared expert, zero-computation experts next to them, a capacity, bf16.
+    ("expert_bias_swiglu", dict(cfg=layer([("ffn", 6)], routing=dict(scoring="softmax", k=2, normalize="all"),
+                                          expert_bias=True, router_bias=True, shared=12),
+                                tokens=24, hidden=16, ffn=8)),
+    ("expert_bias_gelu_zero", dict(cfg=layer([("ffn", 4), ("zero", 1), ("copy", 1)], "gelu", expert_bias=True),
+                                   tokens=16, hidden=16, ffn=8)),
+    ("expert_bias_capacity", dict(cfg=layer([("ffn", 4)], "relu", expert_bias=True,
+                                            capacity=dict(factor=1.0, drop="probs", pad=True)),
+                                  tokens=16, hidden=16, ffn=8)),
+    ("expert_bias_bf16", dict(cfg=layer([("ffn", 4)], "geglu", expert_bias=True), tokens=16, hidden=16, ffn=8,
+                              dtype="bf16")),
     # A two-layer router without a residual.
     ("two_layer_router", dict(cfg=layer([("ffn", 4)], hidden=24), tokens=16, hidden=16, ffn=8)),
 ]

@@ -315,3 +315,26 @@ func.func @router_bias(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %b: tensor
     -> (tensor<?x64xbf16>, tensor<?x8xf32>)
   return %y, %z : tensor<?x64xbf16>, tensor<?x8xf32>
 }
+
+// -----
+
+// Experts with biases: each bias is one more weight column, met by a column
+// of ones in the rows (exact: the f32 accumulation adds bias * 1).
+// CHECK-LABEL: func @expert_biases
+// CHECK: %[[ONES:.+]] = linalg.fill
+// CHECK: %[[ROWS:.+]] = tensor.concat dim(1) %{{.+}}, %[[ONES]] : (tensor<?x16xf32>, tensor<?x1xf32>) -> tensor<?x17xf32>
+// CHECK: %[[UP:.+]] = tensor.concat dim(2) %arg2, %{{.+}} : (tensor<4x8x16xf32>, tensor<4x8x1xf32>) -> tensor<4x8x17xf32>
+// CHECK: moe.grouped_matmul %[[ROWS]], %[[UP]]
+// CHECK: moe.activation relu
+// CHECK: tensor.concat dim(2) %arg3, %{{.+}} : (tensor<4x16x8xf32>, tensor<4x16x1xf32>) -> tensor<4x16x9xf32>
+// CHECK: moe.grouped_matmul
+// CHECK: moe.combine
+func.func @expert_biases(%x: tensor<?x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x8x16xf32>, %down: tensor<4x16x8xf32>,
+                         %bu: tensor<4x8xf32>, %bd: tensor<4x16xf32>) -> tensor<?x16xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) ffn_bias(%bu, %bd) {
+      experts = [#moe.group<ffn, 4>], activation = #moe.activation<relu>,
+      routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<?x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x16xf32>)
+    -> (tensor<?x16xf32>, tensor<?x4xf32>)
+  return %y : tensor<?x16xf32>
+}

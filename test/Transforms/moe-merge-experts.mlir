@@ -87,3 +87,21 @@ func.func @zero_computation(%x: tensor<512x16xf32>, %wr: tensor<5x16xf32>, %up: 
     : (tensor<512x16xf32>, tensor<5x16xf32>, tensor<4x64x16xf32>, tensor<4x16x64xf32>) -> (tensor<512x16xf32>, tensor<512x5xf32>)
   return %y : tensor<512x16xf32>
 }
+
+// -----
+
+// Negative: experts with biases are not merged (a merged expert would weight
+// the biases by the gates too).
+// CHECK-LABEL: func @expert_biases
+// CHECK: moe.layer
+// CHECK-NOT: moe.merge_experts
+// APPROX-LABEL: func @expert_biases
+// APPROX: moe.layer
+// APPROX-NOT: moe.merge_experts
+func.func @expert_biases(%x: tensor<512x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x64x16xf32>,
+                         %down: tensor<4x16x64xf32>, %bu: tensor<4x64xf32>, %bd: tensor<4x16xf32>) -> tensor<512x16xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) ffn_bias(%bu, %bd) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<linear>,
+      routing = #moe.routing<scoring = softmax, k = 2, group_size = 128>}
+    : (tensor<512x16xf32>, tensor<4x16xf32>, tensor<4x64x16xf32>, tensor<4x16x64xf32>, tensor<4x64xf32>, tensor<4x16xf32>) -> (tensor<512x16xf32>, tensor<512x4xf32>)
+  return %y : tensor<512x16xf32>
+}

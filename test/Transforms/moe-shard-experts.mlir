@@ -108,6 +108,8 @@ func.func @moepp(%x: tensor<8x32xbf16>, %wr: tensor<11x32xbf16>, %up: tensor<8x3
 // RR-LABEL: func.func private @constant_weights__rank0
 // RR: moe.all_to_all_dispatch
 // RR-NEXT: arith.constant dense<{{\[}}{{\[}}[0.000000e+00]], {{\[}}[2.000000e+00]], {{\[}}[4.000000e+00]], {{\[}}[6.000000e+00]]]> : tensor<4x1x1xf32>
+// RR-NEXT: moe.grouped_matmul
+// RR-NEXT: moe.activation
 // RR-NEXT: arith.constant dense<{{\[}}{{\[}}[1.000000e+01]], {{\[}}[1.200000e+01]], {{\[}}[1.400000e+01]], {{\[}}[1.600000e+01]]]> : tensor<4x1x1xf32>
 // RR-NEXT: moe.grouped_matmul
 // RR-LABEL: func.func private @constant_weights__rank1

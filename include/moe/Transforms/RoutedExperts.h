@@ -44,8 +44,8 @@ struct RoutedExperts {
   /// Expert parallelism (moe-shard-experts): the FFN experts' placement
   /// over the ranks and the rank this code runs on. The rows go to their
   /// experts' ranks and back around the grouped matmuls, which run on this
-  /// rank's experts only (split: this rank's block of every expert). No
-  /// biases.
+  /// rank's experts only, with their biases (split: this rank's block of
+  /// every expert, no biases).
   const ExpertPlacement *placement = nullptr;
   int64_t rank = 0;
 };

@@ -590,7 +590,7 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   auto xType = cast<RankedTensorType>(m.x.getType());
   int64_t routed = experts + static_cast<int64_t>(m.extraExperts.size());
   auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), routed}, b.getF32Type()),
-                               m.x, router, Value(), routerBias, bias, Value(), Value(), gateUp, down, constantVectors,
+                               m.x, router, Value(), routerBias, bias, Value(), Value(), gateUp, down, Value(), Value(), constantVectors,
                                constantMixes, sharedUp, sharedDown, Value(), b.getArrayAttr(groups),
                                ActivationAttr::get(ctx, m.activation), routing, capacity);
   return layer.getY();

@@ -143,7 +143,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
   }
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
-                               *x, routerRows, Value(), routerBias, selectionBias, Value(), Value(), *up, *down, Value(), Value(),
+                               *x, routerRows, Value(), routerBias, selectionBias, Value(), Value(), *up, *down, Value(), Value(), Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, activation), routingAttr, CapacityAttr());
   values[block.output] = layer.getY();

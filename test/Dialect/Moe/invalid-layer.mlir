@@ -120,6 +120,42 @@ func.func @layer_c2_router_bias_rank(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, 
 
 // -----
 
+func.func @layer_c11_up_bias_rows(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %bu: tensor<4x4xf32>, %bd: tensor<4x8xf32>) {
+  // expected-error @+1 {{ffn up bias dimension 1 (4) must equal the up weight's rows (8)}}
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) ffn_bias(%bu, %bd) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<4x4xf32>, tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
+func.func @layer_c11_down_bias_experts(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %bu: tensor<4x8xf32>, %bd: tensor<3x8xf32>) {
+  // expected-error @+1 {{ffn down bias dimension 0 (3) must equal the number of ffn experts (4)}}
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) ffn_bias(%bu, %bd) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<4x8xf32>, tensor<3x8xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
+func.func @layer_c11_bias_type(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %bu: tensor<4x8xbf16>, %bd: tensor<4x8xf32>) {
+  // expected-error @+1 {{ffn up bias element type 'bf16' must equal ffn up weight element type 'f32'}}
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) ffn_bias(%bu, %bd) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<4x8xbf16>, tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
+func.func @layer_c11_bias_pair(%x: tensor<4x8xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %bu: tensor<4x8xf32>) {
+  // expected-error @+1 {{ffn_bias needs both the up and the down bias}}
+  %y, %z = "moe.layer"(%x, %wr, %up, %down, %bu) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+    : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
+  return
+}
+
+// -----
+
 func.func @layer_bias_size(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %b: tensor<3xf32>) {
   // expected-error @+1 {{selection_bias dimension 0 (3) must equal the number of experts (4)}}
   %y, %z = moe.layer %x, %wr selection_bias(%b) ffn(%up, %down) {experts = [#moe.group<ffn, 4>], activation = #moe.activation<swiglu>, routing = #moe.routing<scoring = softmax, k = 2>}
@@ -140,7 +176,7 @@ func.func @layer_bias_threshold(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr
 
 func.func @layer_c3_residual_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %prev: tensor<4x4xf32>) {
   // expected-error @+1 {{residual needs both the previous logits and the residual weight}}
-  %y, %z = "moe.layer"(%x, %wr, %prev, %up, %down) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+  %y, %z = "moe.layer"(%x, %wr, %prev, %up, %down) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
     : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x4xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
   return
 }
@@ -257,7 +293,7 @@ func.func @layer_c4_constant_vectors(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>
 
 func.func @layer_c4_constant_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %wr5: tensor<5x8xf32>, %v: tensor<1x8xf32>) {
   // expected-error @+1 {{constant needs both the vectors and the mixing weights}}
-  %y, %z = "moe.layer"(%x, %wr5, %up, %down, %v) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+  %y, %z = "moe.layer"(%x, %wr5, %up, %down, %v) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>, #moe.group<constant, 1>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
     : (tensor<4x8xf32>, tensor<5x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<1x8xf32>) -> (tensor<4x8xf32>, tensor<4x5xf32>)
   return
 }
@@ -266,7 +302,7 @@ func.func @layer_c4_constant_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %
 
 func.func @layer_c8_shared_pair(%x: tensor<4x8xf32>, %x3: tensor<4x8x2xf32>, %wr: tensor<4x8xf32>, %up: tensor<4x8x8xf32>, %down: tensor<4x8x4xf32>, %su: tensor<8x8xf32>) {
   // expected-error @+1 {{shared needs both the up and the down weight}}
-  %y, %z = "moe.layer"(%x, %wr, %up, %down, %su) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
+  %y, %z = "moe.layer"(%x, %wr, %up, %down, %su) <{activation = #moe.activation<swiglu>, experts = [#moe.group<ffn, 4>], operandSegmentSizes = array<i32: 1, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0>, routing = #moe.routing<scoring = softmax, k = 2>}>
     : (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8x8xf32>, tensor<4x8x4xf32>, tensor<8x8xf32>) -> (tensor<4x8xf32>, tensor<4x4xf32>)
   return
 }

@@ -42,6 +42,18 @@ func.func @layer_router_bias(%x: tensor<8x16xbf16>, %wr: tensor<4x16xbf16>, %b: 
   return %y : tensor<8x16xbf16>
 }
 
+// CHECK-LABEL: func @layer_expert_biases
+// CHECK: moe.layer %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} ffn(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) ffn_bias(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) {
+func.func @layer_expert_biases(%x: tensor<8x16xf32>, %wr: tensor<4x16xf32>, %up: tensor<4x8x16xf32>,
+                               %down: tensor<4x16x8xf32>, %bu: tensor<4x8xf32>, %bd: tensor<4x16xf32>) -> tensor<8x16xf32> {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) ffn_bias(%bu, %bd) {
+      experts = [#moe.group<ffn, 4>], activation = #moe.activation<relu>,
+      routing = #moe.routing<scoring = softmax, k = 2>}
+    : (tensor<8x16xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x16xf32>)
+    -> (tensor<8x16xf32>, tensor<8x4xf32>)
+  return %y : tensor<8x16xf32>
+}
+
 // CHECK-LABEL: func @layer_moe_plus_plus
 // CHECK: moe.layer %{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}} hidden(%{{[[:alnum:]_]+}}) residual(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) ffn(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}}) constant(%{{[[:alnum:]_]+}}, %{{[[:alnum:]_]+}})
 // CHECK-SAME: experts = [#moe.group<ffn, 4>, #moe.group<constant, 2>, #moe.group<copy, 1>, #moe.group<zero, 1>]
