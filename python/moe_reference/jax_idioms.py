@@ -203,12 +203,54 @@ def batch_seq_loop(k):
     return fn
 
 
-def biased_experts_near_miss(x, wr, w1, b1, w2, b2):
-    """Experts with biases (moe.layer has none): a remark, plain ops."""
+def biased_vmap_experts(x, wr, w1, b1, w2, b2):
+    """Experts with biases (Flax nn.Dense's default) under jax.vmap; a
+    one-hot gate contracted with the stacked outputs."""
     vals, idx = softmax_topk(x, wr, 2, renormalise=False)
     gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
     outs = jax.vmap(lambda p1, q1, p2, q2: jax.nn.gelu(x @ p1 + q1) @ p2 + q2)(w1, b1, w2, b2)
     return jnp.einsum('te,eth->th', gate, outs)
+
+
+def biased_loop_fused(k):
+    """A loop over experts, each a fused gate/up projection with a bias cut by
+    jnp.split (SwiGLU), a down projection with a bias; the router a linear
+    layer with its bias too; where-masked weights."""
+    def fn(x, wr, br, w13, b13, w2, b2):
+        vals, idx = lax.top_k(x @ wr + br, k)
+        vals = jax.nn.softmax(vals, axis=-1)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            g, u = jnp.split(x @ w13[e] + b13[e], 2, axis=-1)
+            w = jnp.sum(jnp.where(idx == e, vals, 0), axis=-1)
+            y = y + w[:, None] * ((jax.nn.silu(g) * u) @ w2[e] + b2[e])
+        return y
+    return fn
+
+
+def biased_einsum_experts(k):
+    """Every expert on every token by einsums over a [T, E, F] layout, biases
+    broadcast from [E, F] and [E, H]; the gate a renormalised top-k mask."""
+    def fn(x, wr, w1, b1, w2, b2):
+        probs = jax.nn.softmax(x @ wr, axis=-1)
+        vals, idx = lax.top_k(probs, k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+        h = jax.nn.relu(jnp.einsum('th,ehf->tef', x, w1) + b1[None])
+        o = jnp.einsum('tef,efh->teh', h, w2) + b2[None]
+        return jnp.einsum('te,teh->th', gate, o)
+    return fn
+
+
+def some_biased_near_miss(x, wr, w1, b1, w2, b2):
+    """Only some experts add their bias: not one expert set (a remark)."""
+    vals, idx = softmax_topk(x, wr, 2)
+    y = jnp.zeros_like(x)
+    for e in range(wr.shape[1]):
+        w = jnp.sum(jnp.where(idx == e, vals, 0), axis=-1)
+        h = jax.nn.relu(x @ w1[e] + b1[e]) if e else jax.nn.relu(x @ w1[e])
+        y = y + w[:, None] * (h @ w2[e] + b2[e])
+    return y
 
 
 def expert_choice_near_miss(x, wr, w1, w3, w2):
@@ -648,8 +690,16 @@ def programs(Program):
                                                                 (8, 40, 32)]),
         "idiom_batch_seq_loop_k3": Program(batch_seq_loop(3), [(3, 4, 24), (24, 6), (6, 24, 20), (6, 24, 20),
                                                                (6, 20, 24)]),
-        "idiom_biased_experts_near_miss": Program(biased_experts_near_miss,
-                                                  [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
+        "idiom_biased_vmap_experts": Program(biased_vmap_experts,
+                                             [(12, 32), (32, 6), (6, 32, 40), (6, 40), (6, 40, 32), (6, 32)]),
+        "idiom_biased_loop_fused_k2": Program(biased_loop_fused(2), [(12, 32), (32, 4), (4,), (4, 32, 80), (4, 80),
+                                                                     (4, 40, 32), (4, 32)]),
+        "idiom_biased_loop_fused_bf16_k2": Program(biased_loop_fused(2), [(10, 32), (32, 4), (4,), (4, 32, 48),
+                                                                          (4, 48), (4, 24, 32), (4, 32)], dtype=bf16),
+        "idiom_biased_einsum_experts_k3": Program(biased_einsum_experts(3), [(16, 24), (24, 8), (8, 24, 32), (8, 32),
+                                                                             (8, 32, 24), (8, 24)]),
+        "idiom_some_biased_near_miss": Program(some_biased_near_miss,
+                                               [(8, 32), (32, 4), (4, 32, 24), (4, 24), (4, 24, 32), (4, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),
         "idiom_switch_argmax_loop": Program(switch_argmax_loop, [(16, 32), (32, 4), (4, 32, 64), (4, 64, 32)]),
         "idiom_argmax_onehot_vmap": Program(argmax_onehot_vmap, mixtral_shapes(12, 24, 40, 8)),

@@ -37,6 +37,19 @@ namespace {
 enum class Role { token, token2, slot, expert, hidden, feature };
 using Roles = SmallVector<Role, 3>;
 
+/// A projection's bias as seen by one expert or by all: `base`'s non-unit
+/// dimensions are the output features (`outDim`) and, for a stack, the
+/// experts (`eDim`); `expert` >= 0 when this is that one expert's row.
+/// `[begin, end)` is the part of the output used (end -1: all of it).
+struct BiasView {
+  Value base;
+  int64_t eDim = -1, outDim = -1;
+  int64_t expert = -1;
+  int64_t begin = 0, end = -1;
+
+  bool sameStackAs(const BiasView &o) const { return base == o.base && eDim == o.eDim && outDim == o.outDim; }
+};
+
 /// One projection's weight as seen by one expert or by all: `base`'s
 /// dimensions `inDim` (contracted with the hidden or feature size) and
 /// `outDim`, and `eDim` where base is a stack; `expert` >= 0 when this view
@@ -52,10 +65,12 @@ struct WeightView {
   // The x an up projection reads: the router's input, or the narrower
   // float it was widened from (a bf16 layer with an f32 router).
   Value input;
+  // The bias added to the projection (x @ W + b), if any.
+  BiasView bias;
 
   bool sameWeightAs(const WeightView &o) const {
     return base == o.base && eDim == o.eDim && inDim == o.inDim && outDim == o.outDim && outBegin == o.outBegin &&
-           outEnd == o.outEnd && gatherIds == o.gatherIds;
+           outEnd == o.outEnd && gatherIds == o.gatherIds && bias.sameStackAs(o.bias) && bias.expert == o.bias.expert;
   }
 };
 
@@ -129,6 +144,86 @@ struct Matcher {
     auto from = dyn_cast<FloatType>(cast<RankedTensorType>(widened.getOperand().getType()).getElementType());
     auto to = dyn_cast<FloatType>(cast<RankedTensorType>(x.getType()).getElementType());
     return from && to && from.getWidth() < to.getWidth() ? widened.getOperand() : Value();
+  }
+
+  /// A contraction below its layout, possibly with a bias added between:
+  /// `layout(dot + broadcast(bias))` or `layout(dot)`.
+  struct BiasedCore {
+    Value core;
+    // The add's dims to the dot's (identity without an add), and a slice
+    // between them.
+    SmallVector<int64_t> innerPerm;
+    int64_t innerSlice = -1, innerBegin = 0, innerEnd = 0;
+    // The bias and the add's dim each of its dims lands on.
+    Value biasSource;
+    SmallVector<int64_t> biasDims;
+  };
+
+  /// `outer` (below its own layout) as a BiasedCore.
+  static BiasedCore biasedCore(Value outer) {
+    BiasedCore c;
+    c.core = outer;
+    if (outer)
+      c.innerPerm = llvm::to_vector(llvm::seq<int64_t>(0, cast<RankedTensorType>(outer.getType()).getRank()));
+    auto add = outer ? outer.getDefiningOp<shlo::AddOp>() : nullptr;
+    if (!add)
+      return c;
+    for (auto [a, b] : {std::pair{add.getLhs(), add.getRhs()}, std::pair{add.getRhs(), add.getLhs()}}) {
+      SmallVector<int64_t> dims, perm;
+      Value source = broadcastChainSource(b, dims);
+      int64_t slice, begin, end;
+      Value inner = throughLayout(a, perm, slice, begin, end);
+      if (source == b || !inner || !inner.getDefiningOp<shlo::DotGeneralOp>())
+        continue;
+      c.core = inner;
+      c.innerPerm = perm;
+      c.innerSlice = slice;
+      c.innerBegin = begin;
+      c.innerEnd = end;
+      c.biasSource = source;
+      c.biasDims = dims;
+      break;
+    }
+    return c;
+  }
+
+  FailureOr<BiasView> biasOf(Value source, ArrayRef<int64_t> dims, const Roles &roles, Role outRole) {
+    auto type = cast<RankedTensorType>(source.getType());
+    BiasView view{source};
+    int64_t kept = 0;
+    bool perFeature = true;
+    for (auto [d, size] : llvm::enumerate(type.getShape())) {
+      Role role = roles[dims[d]];
+      if (size == 1 && role != outRole && role != Role::expert)
+        continue;
+      if (role == outRole && view.outDim < 0)
+        view.outDim = kept++;
+      else if (role == Role::expert && view.eDim < 0 && size == experts)
+        view.eDim = kept++;
+      else
+        perFeature = false;
+    }
+    if (!perFeature || view.outDim < 0) {
+      fail.why = "an expert projection adds something other than a bias per output feature";
+      return failure();
+    }
+    if (view.eDim >= 0)
+      return view;
+    // b[e]: one row of a [E, Out] stack.
+    Value row = source;
+    while (auto reshape = row.getDefiningOp<shlo::ReshapeOp>())
+      row = reshape.getOperand();
+    auto slice = row.getDefiningOp<shlo::SliceOp>();
+    auto stack = slice ? cast<RankedTensorType>(slice.getOperand().getType()) : RankedTensorType();
+    if (stack && stack.getRank() == 2 && llvm::all_of(slice.getStrides(), [](int64_t s) { return s == 1; })) {
+      for (int64_t d = 0; d < 2; ++d) {
+        bool one = slice.getLimitIndices()[d] - slice.getStartIndices()[d] == 1 && stack.getDimSize(d) == experts;
+        bool full = slice.getStartIndices()[1 - d] == 0 && slice.getLimitIndices()[1 - d] == stack.getDimSize(1 - d);
+        if (one && full)
+          return BiasView{slice.getOperand(), d, 1 - d, slice.getStartIndices()[d]};
+      }
+    }
+    return view;
   }
 
   /// `w[e]` of a rank-3 stack (a unit slice reshaped away), or a separate
@@ -346,11 +441,12 @@ struct Matcher {
   LogicalResult projection(Value p, WeightView &view, Roles &roles) {
     SmallVector<int64_t> perm;
     int64_t sliceDim, begin = 0, end = 0;
-    Value core = throughLayout(p, perm, sliceDim, begin, end);
+    BiasedCore biased = biasedCore(throughLayout(p, perm, sliceDim, begin, end));
+    Value core = biased.core;
     auto dot = core ? core.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
     if (!dot) {
       fail.why = core && core.getDefiningOp<shlo::AddOp>()
-                     ? "the experts add a bias, which moe.layer's experts do not have"
+                     ? "an expert projection adds something other than a bias per output feature"
                      : "an expert projection is not a contraction of x with a weight";
       return failure();
     }
@@ -363,17 +459,52 @@ struct Matcher {
     if (failed(contractWithWeight(dot, xIsLhs, tokenRoles(x), Role::hidden, Role::feature, view, coreRoles)))
       return failure();
     view.input = xIsLhs ? dot.getLhs() : dot.getRhs();
+    Roles addRoles;
+    if (failed(addBias(biased, coreRoles, Role::feature, view, addRoles)))
+      return failure();
     if (sliceDim >= 0) {
-      if (coreRoles[sliceDim] != Role::feature) {
+      if (addRoles[sliceDim] != Role::feature) {
         fail.why = "an expert projection is sliced along something other than its features";
         return failure();
       }
       view.outBegin += begin;
       view.outEnd = view.outBegin + (end - begin);
+      if (view.bias.base) {
+        view.bias.begin += begin;
+        view.bias.end = view.bias.begin + (end - begin);
+      }
     }
     roles.clear();
     for (int64_t q : perm)
-      roles.push_back(coreRoles[q]);
+      roles.push_back(addRoles[q]);
+    return success();
+  }
+
+  /// The roles at the add of `biased` (`addRoles`), from the dot's; records
+  /// its bias (if any) on the projection `view`, whose output has `outRole`.
+  LogicalResult addBias(const BiasedCore &biased, const Roles &coreRoles, Role outRole, WeightView &view,
+                        Roles &addRoles) {
+    addRoles.clear();
+    for (int64_t q : biased.innerPerm)
+      addRoles.push_back(coreRoles[q]);
+    if (biased.innerSlice >= 0) {
+      if (coreRoles[biased.innerSlice] != outRole) {
+        fail.why = "an expert projection is sliced along something other than its outputs";
+        return failure();
+      }
+      view.outBegin += biased.innerBegin;
+      view.outEnd = view.outBegin + (biased.innerEnd - biased.innerBegin);
+    }
+    if (!biased.biasSource)
+      return success();
+    if (view.gatherIds) {
+      fail.why = "gathered expert weights (w[idx]) add a bias, which is not read";
+      return failure();
+    }
+    FailureOr<BiasView> bias = biasOf(biased.biasSource, biased.biasDims, addRoles, outRole);
+    if (failed(bias))
+      return failure();
+    view.bias = *bias;
     return success();
   }
 
@@ -418,25 +549,27 @@ struct Matcher {
   LogicalResult expertOutputs(Value o, ExpertFfn &ffn) {
     SmallVector<int64_t> perm;
     int64_t sliceDim, begin, end;
-    Value core = throughLayout(o, perm, sliceDim, begin, end);
+    BiasedCore biased = biasedCore(throughLayout(o, perm, sliceDim, begin, end));
+    Value core = biased.core;
     if (core && core.getDefiningOp<shlo::AddOp>()) {
-      fail.why = "the experts add a bias, which moe.layer's experts do not have";
+      fail.why = "the expert outputs add something other than a bias per hidden feature";
       return failure();
     }
     auto dot = core ? core.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
-    if (!dot || sliceDim >= 0) {
+    if (!dot || sliceDim >= 0 || biased.innerSlice >= 0) {
       fail.why = "the expert outputs are not a down projection of the activations";
       return failure();
     }
     NoMatch lhsFail;
-    Roles coreRoles;
+    Roles coreRoles, addRoles;
     for (bool hIsLhs : {true, false}) {
       fail.why.clear();
       if (succeeded(activation(hIsLhs ? dot.getLhs() : dot.getRhs(), ffn)) &&
-          succeeded(contractWithWeight(dot, hIsLhs, ffn.roles, Role::feature, Role::hidden, ffn.w2, coreRoles))) {
+          succeeded(contractWithWeight(dot, hIsLhs, ffn.roles, Role::feature, Role::hidden, ffn.w2, coreRoles)) &&
+          succeeded(addBias(biased, coreRoles, Role::hidden, ffn.w2, addRoles))) {
         ffn.roles.clear();
         for (int64_t q : perm)
-          ffn.roles.push_back(coreRoles[q]);
+          ffn.roles.push_back(addRoles[q]);
         return success();
       }
       if (hIsLhs)
@@ -882,6 +1015,77 @@ Value stackedWeight(OpBuilder &b, Location loc, ArrayRef<WeightView> views) {
       rows, b.getI64IntegerAttr(0));
 }
 
+/// `v` with its unit dimensions reshaped away.
+Value withoutUnitDimsReshaped(OpBuilder &b, Location loc, Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  SmallVector<int64_t> shape = llvm::to_vector(llvm::make_filter_range(type.getShape(), [](int64_t d) { return d != 1; }));
+  if (static_cast<int64_t>(shape.size()) == type.getRank())
+    return v;
+  return shlo::ReshapeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v);
+}
+
+/// The bias of every expert's projection as one [E, Out] stack, or null when
+/// no expert's projection has one. `experts` views: one per expert, or one
+/// for all (then the bias is a stack, or one vector every expert adds).
+FailureOr<Value> stackedBias(OpBuilder &b, Location loc, ArrayRef<WeightView> views, int64_t experts, NoMatch &fail) {
+  auto hasBias = [](const WeightView &v) { return static_cast<bool>(v.bias.base); };
+  if (llvm::none_of(views, hasBias))
+    return Value();
+  if (!llvm::all_of(views, hasBias)) {
+    fail.why = "only some experts' projections add a bias";
+    return failure();
+  }
+  const WeightView &first = views.front();
+  // Rows [n, Out] of a bias, cut to the part of the output the view uses.
+  auto rowsOf = [&](const WeightView &v) -> Value {
+    Value m = withoutUnitDimsReshaped(b, loc, v.bias.base);
+    auto type = cast<RankedTensorType>(m.getType());
+    if (v.bias.eDim < 0) {
+      m = shlo::ReshapeOp::create(b, loc, RankedTensorType::get({1, type.getDimSize(0)}, type.getElementType()), m);
+    } else {
+      if (v.bias.expert >= 0) {
+        SmallVector<int64_t> starts(2, 0), limits(type.getShape());
+        starts[v.bias.eDim] = v.bias.expert;
+        limits[v.bias.eDim] = v.bias.expert + 1;
+        m = slice(b, loc, m, starts, limits);
+      }
+      m = transposeOf(b, loc, m, {v.bias.eDim, v.bias.outDim});
+    }
+    auto rows = cast<RankedTensorType>(m.getType());
+    int64_t end = v.bias.end < 0 ? rows.getDimSize(1) : v.bias.end;
+    if (v.bias.begin == 0 && end == rows.getDimSize(1))
+      return m;
+    return slice(b, loc, m, {0, v.bias.begin}, {rows.getDimSize(0), end});
+  };
+  if (views.size() == 1) {
+    if (first.bias.expert >= 0) {
+      fail.why = "every expert's projection adds one expert's bias";
+      return failure();
+    }
+    Value rows = rowsOf(first);
+    auto type = cast<RankedTensorType>(rows.getType());
+    if (type.getDimSize(0) == experts)
+      return rows;
+    // One bias every expert adds.
+    return shlo::BroadcastInDimOp::create(b, loc, RankedTensorType::get({experts, type.getDimSize(1)}, type.getElementType()),
+                                          rows, b.getDenseI64ArrayAttr({0, 1}))
+        .getResult();
+  }
+  SmallVector<Value> rows;
+  for (auto [e, v] : llvm::enumerate(views)) {
+    if (v.bias.eDim >= 0 && v.bias.expert != static_cast<int64_t>(e)) {
+      fail.why = "expert " + std::to_string(e) + "'s projection adds another expert's bias";
+      return failure();
+    }
+    rows.push_back(rowsOf(v));
+  }
+  auto rowType = cast<RankedTensorType>(rows.front().getType());
+  return shlo::ConcatenateOp::create(
+             b, loc, RankedTensorType::get({static_cast<int64_t>(rows.size()), rowType.getDimSize(1)}, rowType.getElementType()),
+             rows, b.getI64IntegerAttr(0))
+      .getResult();
+}
+
 /// A candidate's pieces once matched: the routing (in `layer`) and the
 /// experts' FFNs, one for all experts or one per expert in expert order.
 struct Mixture {
@@ -922,15 +1126,43 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
     return type.getDimSize(v.inDim) == in && v.outEnd - v.outBegin == out &&
            type.getElementType() == xType.getElementType();
   };
+  // A bias has the weights' element type and one value per output.
+  auto biasFits = [&](const WeightView &v, int64_t out) {
+    if (!v.bias.base)
+      return true;
+    auto type = cast<RankedTensorType>(v.bias.base.getType());
+    int64_t outDimSize = -1, kept = 0;
+    for (int64_t size : type.getShape())
+      if (size != 1 && kept++ == v.bias.outDim)
+        outDimSize = size;
+    if (v.bias.outDim == 0 && type.getNumElements() == 1)
+      outDimSize = 1;
+    int64_t end = v.bias.end < 0 ? outDimSize : v.bias.end;
+    return type.getElementType() == xType.getElementType() && end <= outDimSize && end - v.bias.begin == out;
+  };
   for (const ExpertFfn &f : m.ffns) {
     if (!fits(f.w1, hidden, features) || (f.gated && !fits(f.w3, hidden, features)) ||
         !fits(f.w2, features, hidden)) {
       fail.why = "the experts' weights differ in shape or element type";
       return failure();
     }
+    if (!biasFits(f.w1, features) || (f.gated && !biasFits(f.w3, features)) || !biasFits(f.w2, hidden)) {
+      fail.why = "the experts' biases differ in shape or element type from their weights";
+      return failure();
+    }
   }
+  int64_t experts = routerExperts(m.layer) - static_cast<int64_t>(m.layer.extraExperts.size());
   OpBuilder b(at);
   Location loc = at->getLoc();
+  FailureOr<Value> b1 = stackedBias(b, loc, weights(&ExpertFfn::w1), experts, fail);
+  FailureOr<Value> b3 = first.gated ? stackedBias(b, loc, weights(&ExpertFfn::w3), experts, fail) : FailureOr<Value>(Value());
+  FailureOr<Value> b2 = succeeded(b1) && succeeded(b3) ? stackedBias(b, loc, weights(&ExpertFfn::w2), experts, fail)
+                                                      : FailureOr<Value>(failure());
+  if (failed(b1) || failed(b3) || failed(b2))
+    return failure();
+  m.layer.b1 = *b1;
+  m.layer.b3 = *b3;
+  m.layer.b2 = *b2;
   m.layer.activation = first.activation;
   m.layer.w1 = stackedWeight(b, loc, weights(&ExpertFfn::w1));
   m.layer.w3 = first.gated ? stackedWeight(b, loc, weights(&ExpertFfn::w3)) : Value();

@@ -536,6 +536,21 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   }
   Value down = transposed(m.w2, {0, 2, 1});
   int64_t experts = gateType.getDimSize(0);
+  // Expert biases [gate; up] and down, zeros where a projection has none.
+  Value upBias, downBias;
+  if (m.b1 || m.b3 || m.b2) {
+    Type element = gateType.getElementType();
+    auto zeros = [&](int64_t n) -> Value {
+      auto type = RankedTensorType::get({experts, n}, element);
+      return shlo::ConstantOp::create(b, loc, type, DenseElementsAttr::get(type, b.getZeroAttr(element)));
+    };
+    int64_t ffn = gateType.getDimSize(1), hidden = gateType.getDimSize(2);
+    upBias = m.b1 ? m.b1 : zeros(ffn);
+    if (m.w3)
+      upBias = shlo::ConcatenateOp::create(b, loc, RankedTensorType::get({experts, 2 * ffn}, element),
+                                           ValueRange{upBias, m.b3 ? m.b3 : zeros(ffn)}, b.getI64IntegerAttr(1));
+    downBias = m.b2 ? m.b2 : zeros(hidden);
+  }
   std::string routingText = std::string("#moe.routing<scoring = ") + (m.sigmoid ? "sigmoid" : "softmax") +
                             ", k = " + std::to_string(m.k) + (m.normalize ? ", normalize = all" : "");
   if (m.scale != 1.0)
@@ -590,7 +605,7 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   auto xType = cast<RankedTensorType>(m.x.getType());
   int64_t routed = experts + static_cast<int64_t>(m.extraExperts.size());
   auto layer = LayerOp::create(b, loc, xType, RankedTensorType::get({xType.getDimSize(0), routed}, b.getF32Type()),
-                               m.x, router, Value(), routerBias, bias, Value(), Value(), gateUp, down, Value(), Value(), constantVectors,
+                               m.x, router, Value(), routerBias, bias, Value(), Value(), gateUp, down, upBias, downBias, constantVectors,
                                constantMixes, sharedUp, sharedDown, Value(), b.getArrayAttr(groups),
                                ActivationAttr::get(ctx, m.activation), routing, capacity);
   return layer.getY();

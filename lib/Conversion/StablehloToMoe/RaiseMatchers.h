@@ -109,6 +109,8 @@ struct RecognisedLayer {
   int64_t numGroups = 1, topkGroups = 1;
   double scale = 1.0;
   Value s1, s3, s2;
+  // The experts' biases [E, F], [E, F], [E, H] (x @ W + b), each or null.
+  Value b1, b3, b2;
   // The expert activation: swiglu uses w1 (gate) and w3 (up); a plain
   // activation (relu, gelu) only w1, with w3 null.
   Activation activation = Activation::swiglu;
