@@ -48,6 +48,23 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     (gather13 ? gather2 : gather13) = &n;
     return true;
   };
+  // More stacks gathered by the ids than the two weights (their biases
+  // too): gpt-oss's form, not this one.
+  int64_t constantGathers = 0;
+  auto countGathers = [&](llvm::StringRef index) {
+    for (int i : g.users(index)) {
+      const onnx::NodeProto &n = g.graph.node(i);
+      constantGathers += (n.op_type() == "Gather" || n.op_type() == "GatherND") && g.isConstant(inputOf(n, 0));
+    }
+  };
+  countGathers(ids);
+  for (int i : g.users(ids))
+    if (g.graph.node(i).op_type() == "Unsqueeze")
+      countGathers(outputOf(g.graph.node(i), 0));
+  if (constantGathers > 2) {
+    why.clear();
+    return std::nullopt;
+  }
   for (int i : g.users(ids)) {
     const onnx::NodeProto &n = g.graph.node(i);
     bool ok = n.op_type() == "Unsqueeze" ? hasAxis(n, constants, -1) : addGather(n, ids);

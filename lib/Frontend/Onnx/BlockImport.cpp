@@ -75,33 +75,14 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                  : *block.ungated == PlainActivation::gelu      ? Activation::gelu
                  : *block.ungated == PlainActivation::gelu_tanh ? Activation::gelu_tanh
                                                                 : Activation::silu;
-  // Experts with biases: ONNX Runtime's MoE computation on the same
-  // routing (the logits x Wr recomputed, the block's own nodes gone).
+  // Experts with biases: the layer's ffn_bias ([E, U] and [E, H]).
+  Value upBias, downBias;
   if (!upBiasName.empty()) {
-    FailureOr<Value> upBias = lookup(upBiasName, loc), downBias = lookup(downBiasName, loc);
-    Value routerColumns = block.routerWeight.rows ? tensor_builders::transpose(builder, loc, *router, {1, 0})
-                                                  : *router; // [H, E]
-    FailureOr<Value> logits = tensor_builders::matmul(builder, loc, *x, routerColumns);
-    if (succeeded(logits) && routerBias)
-      logits = tensor_builders::elementwise(builder, loc, ValueRange{*logits, routerBias}, element,
-                                            [](OpBuilder &b, Location l, ValueRange v) -> Value {
-                                              return arith::AddFOp::create(b, l, v[0], v[1]);
-                                            });
-    if (failed(upBias) || failed(downBias) || failed(logits) || block.deepSeek || block.sigmoid ||
-        !block.sharedDownProj.empty())
-      return emitError(loc) << "MoE block: experts with biases are supported with softmax top-k routing only";
-    ExpertMixture mixture;
-    mixture.x = *x;
-    mixture.logits = *logits;
-    mixture.up = *up;
-    mixture.upBias = *upBias;
-    mixture.down = *down;
-    mixture.downBias = *downBias;
-    mixture.activation = activation;
-    mixture.k = block.k;
-    mixture.normalize = block.normalize;
-    values[block.output] = buildExpertMixture(builder, loc, mixture);
-    return success();
+    FailureOr<Value> up = lookup(upBiasName, loc), down = lookup(downBiasName, loc);
+    if (failed(up) || failed(down))
+      return failure();
+    upBias = *up;
+    downBias = *down;
   }
   std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek || block.sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
@@ -143,7 +124,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
   }
   auto layer = LayerOp::create(builder, loc, xType, RankedTensorType::get({xType.getDimSize(0), experts}, builder.getF32Type()),
-                               *x, routerRows, Value(), routerBias, selectionBias, Value(), Value(), *up, *down, Value(), Value(), Value(), Value(),
+                               *x, routerRows, Value(), routerBias, selectionBias, Value(), Value(), *up, *down, upBias, downBias, Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, activation), routingAttr, CapacityAttr());
   values[block.output] = layer.getY();

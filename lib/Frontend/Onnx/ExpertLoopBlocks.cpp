@@ -798,14 +798,15 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
   return masks;
 }
 
-/// Matches the per-expert loop form anchored at TopK node `topk` (see the
-/// top of the file). `why` is empty when there are no per-expert masks.
-std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
-                                            std::string &why) {
+/// The per-expert loop form at TopK node `topk`, its routing read as
+/// gpt-oss's (the block computed as ONNX Runtime's MoE) when `asGptOss` or
+/// when no other routing matches.
+static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                                     bool asGptOss, std::string &why) {
   const onnx::NodeProto &t = g.graph.node(topk);
   MoeBlock block;
   llvm::SmallVector<const onnx::NodeProto *> nodes;
-  std::optional<std::string> routed = matchRouting(g, constants, topk, block, nodes, why);
+  std::optional<std::string> routed = asGptOss ? std::nullopt : matchRouting(g, constants, topk, block, nodes, why);
   std::optional<llvm::SmallVector<int64_t>> routerShape = routed ? constants.shape(block.routerWeight.name)
                                                                  : std::nullopt;
   int64_t experts = routerShape && routerShape->size() == 2 ? (*routerShape)[block.routerWeight.rows ? 0 : 1] : 0;
@@ -916,9 +917,30 @@ std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantL
   block.output = acc;
   block.last = g.indexOf(g.producer(acc));
   block.gptOss = oss;
-  if (!oss && block.expertDownBias.empty())
+  if (!oss)
     matchSharedExpert(g, block, nodes);
   return finishBlock(g, std::move(block), nodes, topk, why);
+}
+
+std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                            std::string &why) {
+  std::string plainWhy, gptOssWhy;
+  if (std::optional<MoeBlock> block = matchPerExpertBlockAs(g, constants, topk, /*asGptOss=*/false, plainWhy))
+    return block;
+  // A router with a bias reads as a routing of its own too; its experts may
+  // still be gpt-oss's (clamped SwiGLU on alternate columns).
+  if (std::optional<MoeBlock> block = matchPerExpertBlockAs(g, constants, topk, /*asGptOss=*/true, gptOssWhy)) {
+    why.clear();
+    return block;
+  }
+  // The gpt-oss reading's reason where the router has a bias (gpt-oss's
+  // has), the plain one otherwise.
+  MoeBlock routing;
+  llvm::SmallVector<const onnx::NodeProto *> ignored;
+  std::string ignoredWhy;
+  bool biasedRouter = matchRouting(g, constants, topk, routing, ignored, ignoredWhy) && !routing.routerBias.empty();
+  why = biasedRouter && !gptOssWhy.empty() ? gptOssWhy : plainWhy;
+  return std::nullopt;
 }
 
 } // namespace mlir::moe::onnx_import::blocks

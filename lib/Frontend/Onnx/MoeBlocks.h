@@ -70,8 +70,7 @@ struct MoeBlock {
   /// weights go (expertGate, gateStack), no up weights.
   std::optional<PlainActivation> ungated;
   /// Per-expert biases (1-D constants) of the gate, up and down
-  /// projections, or empty. moe.layer's experts have none: such a block is
-  /// imported as ONNX Runtime's MoE computation (ExpertMixture.h).
+  /// projections, or empty (the layer's ffn_bias).
   std::vector<std::string> expertGateBias, expertUpBias, expertDownBias;
   /// Separate gate, up and down stacks [E, ., .] (each expert's matrix a
   /// slice; then gateUp and down are empty).
