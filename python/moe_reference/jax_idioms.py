@@ -370,6 +370,44 @@ def scan_experts(k):
     return fn
 
 
+def lax_map_experts(k):
+    """lax.map of the expert FFN over the stacked weights (a while loop
+    writing [E, T, H] one expert at a time), a one-hot gate contracted with
+    the stacked outputs."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+        outs = lax.map(lambda p: ffn(x, *p), (w1, w3, w2))
+        return jnp.einsum('te,eth->th', gate, outs)
+    return fn
+
+
+def lax_map_biased_experts(x, wr, br, w1, b1, w2, b2):
+    """lax.map over experts with biases (a tuple of stacks), the router with a
+    bias too, top-1 Switch routing; the gate contracted with the outputs."""
+    probs = jax.nn.softmax(x @ wr + br, axis=-1)
+    vals, idx = lax.top_k(probs, 1)
+    gate = jax.nn.one_hot(idx[:, 0], wr.shape[1]) * vals
+    outs = lax.map(lambda p: jax.nn.relu(x @ p[0] + p[1]) @ p[2] + p[3], (w1, b1, w2, b2))
+    return jnp.einsum('te,eth->th', gate, outs)
+
+
+def gshard_dense_dispatch(k, scaled=False):
+    """GShard's einsums without a capacity: a dense combine [T, E] from the
+    top-k, the dispatch mask (combine > 0), every expert on x masked to its
+    tokens (einsum('te,th->eth')), the combine einsum. `scaled`: the experts
+    read x times the combine weights instead (a near miss: not x)."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(x @ wr, axis=-1)
+        vals, idx = lax.top_k(probs, k)
+        combine = jnp.einsum('tk,tke->te', vals, jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype))
+        dispatch = combine if scaled else (combine > 0).astype(x.dtype)
+        xe = jnp.einsum('te,th->eth', dispatch, x)
+        h = jax.nn.silu(jnp.einsum('eth,ehf->etf', xe, w1)) * jnp.einsum('eth,ehf->etf', xe, w3)
+        return jnp.einsum('te,eth->th', combine, jnp.einsum('etf,efh->eth', h, w2))
+    return fn
+
+
 def threshold_mask_gate(k):
     """The probabilities kept where they reach the k-th largest one
     (probs >= kth), renormalised; experts as einsums over [T, E, F]."""
@@ -709,6 +747,12 @@ def programs(Program):
         "idiom_repeat_interleave_k2": Program(repeat_interleave(2), mixtral_shapes(8, 32, 40, 4)),
         "idiom_fori_loop_k2": Program(fori_loop_experts(2), mixtral_shapes(16, 32, 24, 4)),
         "idiom_scan_experts_k2": Program(scan_experts(2), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_lax_map_experts_k2": Program(lax_map_experts(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_lax_map_biased_top1": Program(lax_map_biased_experts, [(12, 32), (32, 4), (4,), (4, 32, 40), (4, 40),
+                                                                      (4, 40, 32), (4, 32)]),
+        "idiom_gshard_dense_dispatch_k2": Program(gshard_dense_dispatch(2), mixtral_shapes(16, 32, 48, 8)),
+        "idiom_gshard_scaled_dispatch_near_miss": Program(gshard_dense_dispatch(2, scaled=True),
+                                                          mixtral_shapes(8, 32, 24, 4)),
         "idiom_threshold_mask_k3": Program(threshold_mask_gate(3), mixtral_shapes(16, 24, 32, 8)),
         "idiom_take_weights_k2": Program(take_weights(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_big_negative_mask_k2": Program(big_negative_mask(2), mixtral_shapes(12, 24, 32, 6)),

@@ -139,12 +139,13 @@ func.func @dense_relu_mixture(%arg0: tensor<4x8xf32>, %arg1: tensor<8x3xf32>, %a
 
 // -----
 
-// Experts with a bias are no moe.layer experts: a remark, the ops stay.
-// REMARK: remark: expert mixture not raised to moe.layer: the experts add a bias, which moe.layer's experts do not have; it stays as plain ops
-// CHECK-LABEL: func @biased_experts_stay
-// CHECK-NOT: moe.layer
-// CHECK: return
-func.func @biased_experts_stay(%arg0: tensor<4x8xf32>, %arg1: tensor<8x3xf32>, %arg2: tensor<3x8x6xf32>, %arg3: tensor<6xf32>, %arg4: tensor<3x6x8xf32>) -> (tensor<4x8xf32>) {
+// Experts whose up projection adds one bias [F] shared by all: every expert's
+// row of the layer's up bias is that bias, the down bias zeros.
+// CHECK-LABEL: func @shared_bias_experts
+// CHECK: %[[UB:.+]] = stablehlo.broadcast_in_dim %{{.+}}, dims = [0, 1] : (tensor<1x6xf32>) -> tensor<3x6xf32>
+// CHECK: %[[DB:.+]] = stablehlo.constant dense<0.000000e+00> : tensor<3x8xf32>
+// CHECK: moe.layer %arg0, %{{.+}} ffn(%{{.+}}, %{{.+}}) ffn_bias(%[[UB]], %[[DB]]) {activation = #moe.activation<relu>
+func.func @shared_bias_experts(%arg0: tensor<4x8xf32>, %arg1: tensor<8x3xf32>, %arg2: tensor<3x8x6xf32>, %arg3: tensor<6xf32>, %arg4: tensor<3x6x8xf32>) -> (tensor<4x8xf32>) {
   %0 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
   %1 = stablehlo.constant dense<0xFF800000> : tensor<f32>
   %2 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<8x3xf32>) -> tensor<4x3xf32>
@@ -173,6 +174,51 @@ func.func @biased_experts_stay(%arg0: tensor<4x8xf32>, %arg1: tensor<8x3xf32>, %
   %24 = stablehlo.dot_general %arg0, %arg2, contracting_dims = [1] x [1], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<3x8x6xf32>) -> tensor<4x3x6xf32>
   %25 = stablehlo.broadcast_in_dim %arg3, dims = [2] : (tensor<6xf32>) -> tensor<1x1x6xf32>
   %26 = stablehlo.broadcast_in_dim %25, dims = [0, 1, 2] : (tensor<1x1x6xf32>) -> tensor<4x3x6xf32>
+  %27 = stablehlo.add %24, %26 : tensor<4x3x6xf32>
+  %28 = stablehlo.broadcast_in_dim %0, dims = [] : (tensor<f32>) -> tensor<4x3x6xf32>
+  %29 = stablehlo.maximum %27, %28 : tensor<4x3x6xf32>
+  %30 = stablehlo.dot_general %arg4, %29, batching_dims = [0] x [1], contracting_dims = [1] x [2], precision = [DEFAULT, DEFAULT] : (tensor<3x6x8xf32>, tensor<4x3x6xf32>) -> tensor<3x8x4xf32>
+  %31 = stablehlo.transpose %30, dims = [2, 0, 1] : (tensor<3x8x4xf32>) -> tensor<4x3x8xf32>
+  %32 = stablehlo.dot_general %23, %31, batching_dims = [0] x [0], contracting_dims = [1] x [1], precision = [DEFAULT, DEFAULT] : (tensor<4x3xf32>, tensor<4x3x8xf32>) -> tensor<4x8xf32>
+  return %32 : tensor<4x8xf32>
+}
+
+// -----
+
+// An addend per token and feature is no bias: a remark, the ops stay.
+// REMARK: remark: expert mixture not raised to moe.layer: an expert projection adds something other than a bias per output feature; it stays as plain ops
+// CHECK-LABEL: func @per_token_addend_stays
+// CHECK-NOT: moe.layer
+// CHECK: return
+func.func @per_token_addend_stays(%arg0: tensor<4x8xf32>, %arg1: tensor<8x3xf32>, %arg2: tensor<3x8x6xf32>, %arg3: tensor<4x6xf32>, %arg4: tensor<3x6x8xf32>) -> (tensor<4x8xf32>) {
+  %0 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+  %1 = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %2 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [1] x [0], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<8x3xf32>) -> tensor<4x3xf32>
+  %3 = stablehlo.reduce(%2 init: %1) applies stablehlo.maximum across dimensions = [1] : (tensor<4x3xf32>, tensor<f32>) -> tensor<4xf32>
+  %4 = stablehlo.broadcast_in_dim %1, dims = [] : (tensor<f32>) -> tensor<4xf32>
+  %5 = stablehlo.maximum %4, %3 : tensor<4xf32>
+  %6 = stablehlo.broadcast_in_dim %5, dims = [0] : (tensor<4xf32>) -> tensor<4x1xf32>
+  %7 = stablehlo.broadcast_in_dim %6, dims = [0, 1] : (tensor<4x1xf32>) -> tensor<4x3xf32>
+  %8 = stablehlo.subtract %2, %7 : tensor<4x3xf32>
+  %9 = stablehlo.exponential %8 : tensor<4x3xf32>
+  %10 = stablehlo.reduce(%9 init: %0) applies stablehlo.add across dimensions = [1] : (tensor<4x3xf32>, tensor<f32>) -> tensor<4xf32>
+  %11 = stablehlo.broadcast_in_dim %10, dims = [0] : (tensor<4xf32>) -> tensor<4x1xf32>
+  %12 = stablehlo.broadcast_in_dim %11, dims = [0, 1] : (tensor<4x1xf32>) -> tensor<4x3xf32>
+  %13 = stablehlo.divide %9, %12 : tensor<4x3xf32>
+  %values, %indices = chlo.top_k(%13, k = 1) : tensor<4x3xf32> -> (tensor<4x1xf32>, tensor<4x1xi32>)
+  %14 = stablehlo.broadcast_in_dim %indices, dims = [0, 1] : (tensor<4x1xi32>) -> tensor<4x1x1xi32>
+  %15 = stablehlo.iota dim = 2 : tensor<1x1x3xi32>
+  %16 = stablehlo.broadcast_in_dim %14, dims = [0, 1, 2] : (tensor<4x1x1xi32>) -> tensor<4x1x3xi32>
+  %17 = stablehlo.broadcast_in_dim %15, dims = [0, 1, 2] : (tensor<1x1x3xi32>) -> tensor<4x1x3xi32>
+  %18 = stablehlo.compare  EQ, %16, %17,  SIGNED : (tensor<4x1x3xi32>, tensor<4x1x3xi32>) -> tensor<4x1x3xi1>
+  %19 = stablehlo.convert %18 : (tensor<4x1x3xi1>) -> tensor<4x1x3xf32>
+  %20 = stablehlo.broadcast_in_dim %values, dims = [0, 1] : (tensor<4x1xf32>) -> tensor<4x1x1xf32>
+  %21 = stablehlo.broadcast_in_dim %20, dims = [0, 1, 2] : (tensor<4x1x1xf32>) -> tensor<4x1x3xf32>
+  %22 = stablehlo.multiply %19, %21 : tensor<4x1x3xf32>
+  %23 = stablehlo.reduce(%22 init: %0) applies stablehlo.add across dimensions = [1] : (tensor<4x1x3xf32>, tensor<f32>) -> tensor<4x3xf32>
+  %24 = stablehlo.dot_general %arg0, %arg2, contracting_dims = [1] x [1], precision = [DEFAULT, DEFAULT] : (tensor<4x8xf32>, tensor<3x8x6xf32>) -> tensor<4x3x6xf32>
+  %25 = stablehlo.broadcast_in_dim %arg3, dims = [0, 2] : (tensor<4x6xf32>) -> tensor<4x1x6xf32>
+  %26 = stablehlo.broadcast_in_dim %25, dims = [0, 1, 2] : (tensor<4x1x6xf32>) -> tensor<4x3x6xf32>
   %27 = stablehlo.add %24, %26 : tensor<4x3x6xf32>
   %28 = stablehlo.broadcast_in_dim %0, dims = [] : (tensor<f32>) -> tensor<4x3x6xf32>
   %29 = stablehlo.maximum %27, %28 : tensor<4x3x6xf32>

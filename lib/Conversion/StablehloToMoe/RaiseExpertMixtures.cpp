@@ -133,6 +133,46 @@ struct Matcher {
   Value x;
   int64_t experts;
   NoMatch &fail;
+  // The masks [tokens..., E] of x the projections read (GShard's dense
+  // dispatch without a capacity: each expert sees x zeroed where it is not
+  // routed); the caller checks they keep every row the gate weights. Read
+  // only where `masksAllowed`.
+  bool masksAllowed = false;
+  SmallVector<Value, 2> inputMasks;
+
+  /// x spread over the experts and masked, `einsum('te,th->eth', mask, x)`
+  /// (a dot_general batched over the tokens, through transposes): its roles
+  /// and the x it reads; records the mask.
+  Value maskedX(Value v, Roles &roles) {
+    SmallVector<int64_t> perm;
+    int64_t sliceDim, begin, end;
+    Value core = throughLayout(v, perm, sliceDim, begin, end);
+    auto dot = core && sliceDim < 0 ? core.getDefiningOp<shlo::DotGeneralOp>() : nullptr;
+    if (!dot || !dot.getDotDimensionNumbers().getLhsContractingDimensions().empty())
+      return Value();
+    shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+    for (bool xIsLhs : {true, false}) {
+      Value in = xIsLhs ? dot.getLhs() : dot.getRhs(), mask = xIsLhs ? dot.getRhs() : dot.getLhs();
+      if (!isX(in))
+        continue;
+      Roles tokens = tokenRoles(x);
+      tokens.pop_back();
+      auto tokenDims = llvm::to_vector(llvm::seq<int64_t>(0, tokens.size()));
+      auto maskType = cast<RankedTensorType>(mask.getType());
+      if (d.getLhsBatchingDimensions() != ArrayRef<int64_t>(tokenDims) ||
+          d.getRhsBatchingDimensions() != ArrayRef<int64_t>(tokenDims) ||
+          maskType.getRank() != static_cast<int64_t>(tokens.size()) + 1 || maskType.getShape().back() != experts)
+        return Value();
+      Roles coreRoles = tokens;
+      coreRoles.append(xIsLhs ? Roles{Role::hidden, Role::expert} : Roles{Role::expert, Role::hidden});
+      roles.clear();
+      for (int64_t q : perm)
+        roles.push_back(coreRoles[q]);
+      inputMasks.push_back(mask);
+      return in;
+    }
+    return Value();
+  }
 
   /// x, or the bf16/f16 value the router widened to x: mixed-precision
   /// code routes in f32 on x.astype(f32) and runs the experts on x.
@@ -450,15 +490,20 @@ struct Matcher {
                      : "an expert projection is not a contraction of x with a weight";
       return failure();
     }
-    Roles coreRoles;
+    Roles coreRoles, inputRoles = tokenRoles(x);
     bool xIsLhs = isX(dot.getLhs());
-    if (!xIsLhs && !isX(dot.getRhs())) {
+    Value input = xIsLhs ? dot.getLhs() : isX(dot.getRhs()) ? dot.getRhs() : Value();
+    for (bool lhs : {true, false})
+      if (!input && masksAllowed)
+        if ((input = maskedX(lhs ? dot.getLhs() : dot.getRhs(), inputRoles)))
+          xIsLhs = lhs;
+    if (!input) {
       fail.why = "an expert projection does not read the router's input x";
       return failure();
     }
-    if (failed(contractWithWeight(dot, xIsLhs, tokenRoles(x), Role::hidden, Role::feature, view, coreRoles)))
+    if (failed(contractWithWeight(dot, xIsLhs, inputRoles, Role::hidden, Role::feature, view, coreRoles)))
       return failure();
-    view.input = xIsLhs ? dot.getLhs() : dot.getRhs();
+    view.input = input;
     Roles addRoles;
     if (failed(addBias(biased, coreRoles, Role::feature, view, addRoles)))
       return failure();
@@ -778,8 +823,26 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
         return maskedScoresRouting(select.getOnTrue(), topk, renormalised, layer, fail);
     if (auto mul = kept.getDefiningOp<shlo::MulOp>())
       for (auto [mask, scores] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
-        if (chlo::TopKOp topk = topKMembership(mask))
+        if (chlo::TopKOp topk = topKMembership(mask)) {
+          // Switch's top-1: one_hot(ids) times the token's one weight
+          // ([T, 1] broadcast over the experts).
+          SmallVector<int64_t> dims;
+          Value weight = broadcastChainSource(scores, dims);
+          auto weightType = cast<RankedTensorType>(weight.getType());
+          int64_t gateRank = cast<RankedTensorType>(scores.getType()).getRank();
+          bool perToken = weightType.getRank() == gateRank - 1 ||
+                          (weightType.getRank() == gateRank && weightType.getShape().back() == 1);
+          if (topk.getK() == 1 && !renormalised && weight != scores && perToken) {
+            NoMatch weightFail;
+            RecognisedLayer attempt;
+            FailureOr<chlo::TopKOp> routed = topKRouting(withoutConverts(withoutUnitDims(weight)), attempt, weightFail);
+            if (succeeded(routed) && *routed == topk) {
+              layer = attempt;
+              return success();
+            }
+          }
           return maskedScoresRouting(scores, topk, renormalised, layer, fail);
+        }
   }
   // zeros[T, E].at[arange(T)[:, None], idx].set(vals)
   if (auto scatter = gate.getDefiningOp<shlo::ScatterOp>()) {
@@ -1176,6 +1239,32 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
   return checkLayerShapes(m.layer, fail);
 }
 
+/// Every mask the experts' input reads is 1 wherever `gate` is not 0: `gate
+/// > 0` or `gate != 0` (as a float, or its bool), so the rows it zeroes are
+/// rows the gate gives no weight.
+LogicalResult masksKeepGatedRows(ArrayRef<Value> masks, Value gate, NoMatch &fail) {
+  for (Value mask : masks) {
+    // The 0/1 mask as a float, from a bool.
+    Value m = mask;
+    auto toFloat = m.getDefiningOp<shlo::ConvertOp>();
+    m = toFloat && cast<RankedTensorType>(toFloat.getOperand().getType()).getElementType().isInteger(1)
+            ? toFloat.getOperand()
+            : Value();
+    bool nonZero = false;
+    if (auto toBool = m ? m.getDefiningOp<shlo::ConvertOp>() : nullptr) // float -> i1: (g != 0)
+      nonZero = toBool.getOperand() == gate;
+    else if (auto compare = m ? m.getDefiningOp<shlo::CompareOp>() : nullptr)
+      nonZero = compare.getLhs() == gate && isSplat(compare.getRhs(), 0) &&
+                (compare.getComparisonDirection() == shlo::ComparisonDirection::GT ||
+                 compare.getComparisonDirection() == shlo::ComparisonDirection::NE);
+    if (!nonZero) {
+      fail.why = "the experts read x masked by something other than where the gate is non-zero";
+      return failure();
+    }
+  }
+  return success();
+}
+
 /// y = einsum over experts of the gate and the experts' outputs, as a
 /// dot_general (batch tokens, contract experts) or a reduce over the
 /// expert dim of their product.
@@ -1240,33 +1329,38 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     return llvm::count(roles, Role::hidden) == 1;
   };
   Mixture m;
-  if (readsTopK(outputs)) {
+  bool routedOutputs = readsTopK(outputs);
+  if (routedOutputs) {
     // Only the routed experts' outputs, weights gathered per (token, slot)
-    // (decode style): the gate is the top-k weights themselves. Anything
-    // else reading the routing on both sides (a one-hot gate's own sum over
+    // (decode style): the gate is the top-k weights themselves. Or every
+    // expert on x masked to its tokens by the gate (below). Anything else
+    // reading the routing on both sides (a one-hot gate's own sum over
     // slots) is no mixture.
     NoMatch quiet;
     FailureOr<chlo::TopKOp> topk = topKRouting(gate, m.layer, quiet);
     ExpertFfn ffn;
-    if (failed(topk) || failed(Matcher{m.layer.x, routerExperts(m.layer), quiet}.expertOutputs(outputs, ffn)) ||
-        !laidOutAsGate(ffn.roles, Role::slot)) {
-      fail.why = "not a gate-weighted sum over experts";
-      return failure();
+    if (succeeded(topk) && succeeded(Matcher{m.layer.x, routerExperts(m.layer), quiet}.expertOutputs(outputs, ffn)) &&
+        laidOutAsGate(ffn.roles, Role::slot)) {
+      for (const WeightView *v : {&ffn.w1, &ffn.w3, &ffn.w2})
+        if (v->base && v->gatherIds != topk->getIndices()) {
+          fail.why = "the experts' weights are gathered by other ids than the top-k indices";
+          return failure();
+        }
+      m.ffns.push_back(ffn);
+      return m;
     }
-    for (const WeightView *v : {&ffn.w1, &ffn.w3, &ffn.w2})
-      if (v->base && v->gatherIds != topk->getIndices()) {
-        fail.why = "the experts' weights are gathered by other ids than the top-k indices";
-        return failure();
-      }
-    m.ffns.push_back(ffn);
-    return m;
+    m = Mixture();
   }
-  if (failed(routingGate(gate, m.layer, fail)))
+  auto noMixture = [&]() -> FailureOr<Mixture> {
+    fail.why = "not a gate-weighted sum over experts";
     return failure();
+  };
+  if (failed(routingGate(gate, m.layer, fail)))
+    return routedOutputs ? noMixture() : FailureOr<Mixture>(failure());
   Matcher matcher{m.layer.x, routerExperts(m.layer), fail};
   // jnp.stack of per-expert outputs along the expert dim.
   if (auto stack = outputs.getDefiningOp<shlo::ConcatenateOp>();
-      stack && static_cast<int64_t>(stack.getDimension()) == outputsExpertDim) {
+      !routedOutputs && stack && static_cast<int64_t>(stack.getDimension()) == outputsExpertDim) {
     if (static_cast<int64_t>(stack.getInputs().size()) != matcher.experts) {
       fail.why = "the stacked expert outputs are not one per routed expert";
       return failure();
@@ -1286,12 +1380,15 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     return m;
   }
   ExpertFfn ffn;
-  if (failed(matcher.expertOutputs(outputs, ffn)))
-    return failure();
+  matcher.masksAllowed = true;
+  if (failed(matcher.expertOutputs(outputs, ffn)) || (routedOutputs && matcher.inputMasks.empty()))
+    return routedOutputs ? noMixture() : FailureOr<Mixture>(failure());
   if (!laidOutAsGate(ffn.roles, Role::expert)) {
     fail.why = "the gate is not contracted with the experts' outputs over (token, expert)";
     return failure();
   }
+  if (failed(masksKeepGatedRows(matcher.inputMasks, gate, fail)))
+    return failure();
   m.ffns.push_back(ffn);
   return m;
 }

@@ -12,8 +12,11 @@
 //
 // Only loops over the experts are unrolled: a counted loop (`i < N`, `i + 1`
 // from a constant) whose trip count is the expert count of a top-k selection
-// computed outside it and read inside. A scan over layers routes inside its
-// body and stays a loop (the layer in it is raised once).
+// computed outside it, which either reads the selection inside, or maps over
+// stacks of N (`lax.map(ffn, (w1, w3, w2))`: each step slices the stacks at
+// its counter; its outputs, written into a stack by dynamic_update_slice,
+// become a jnp.stack of the unrolled steps' outputs). A scan over layers
+// routes inside its body and stays a loop (the layer in it is raised once).
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +25,7 @@
 
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -263,6 +267,70 @@ chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
   return nullptr;
 }
 
+/// The loop maps over stacks of `trips` (a body slice of a [trips, ...] value
+/// at an index computed from the counter) while a top-k over `trips`
+/// experts is computed before it, outside it.
+bool mapsOverExperts(shlo::WhileOp loop, const CountedLoop &counted) {
+  bool routesInside = false;
+  loop->walk([&](chlo::TopKOp) { routesInside = true; });
+  if (routesInside)
+    return false;
+  Block &body = loop.getBody().front();
+  Value counter = body.getArgument(counted.counter);
+  bool slicesStacks = false;
+  body.walk([&](shlo::DynamicSliceOp slice) {
+    auto type = cast<RankedTensorType>(slice.getOperand().getType());
+    if (type.getRank() < 1 || type.getDimSize(0) != counted.trips || slice.getSliceSizes()[0] != 1)
+      return;
+    SetVector<Operation *> from;
+    BackwardSliceOptions options;
+    options.filter = [&](Operation *op) { return loop->isAncestor(op); };
+    Value start = slice.getStartIndices()[0];
+    (void)getBackwardSlice(start, &from, options);
+    slicesStacks |= start == counter || llvm::any_of(from, [&](Operation *op) {
+      return llvm::is_contained(op->getOperands(), counter);
+    });
+  });
+  if (!slicesStacks)
+    return false;
+  auto function = loop->getParentOfType<FunctionOpInterface>();
+  bool routed = false;
+  function->walk([&](chlo::TopKOp topk) {
+    auto type = cast<RankedTensorType>(topk.getOperand().getType());
+    routed |= type.getRank() == 2 && type.getDimSize(1) == counted.trips && topk->getBlock() == loop->getBlock() &&
+              topk->isBeforeInBlock(loop);
+  });
+  return routed;
+}
+
+/// `v` written whole, one row of dim 0 at a time, by a chain of
+/// dynamic_update_slice at constant starts (the outputs of an unrolled
+/// lax.map): the rows concatenated instead, or null.
+Value stackOfRowUpdates(OpBuilder &b, Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  if (type.getRank() < 1 || !type.hasStaticShape())
+    return nullptr;
+  SmallVector<Value> rows(type.getDimSize(0));
+  Value at = v;
+  while (auto update = at.getDefiningOp<shlo::DynamicUpdateSliceOp>()) {
+    auto piece = cast<RankedTensorType>(update.getUpdate().getType());
+    std::optional<int64_t> row = scalarInt(update.getStartIndices()[0]);
+    if (!row || *row < 0 || *row >= type.getDimSize(0) || piece.getDimSize(0) != 1)
+      return nullptr;
+    for (int64_t d = 1; d < type.getRank(); ++d)
+      if (piece.getDimSize(d) != type.getDimSize(d) || scalarInt(update.getStartIndices()[d]) != 0)
+        return nullptr;
+    // The last write of a row is the one the chain's end holds.
+    if (!rows[*row])
+      rows[*row] = update.getUpdate();
+    at = update.getOperand();
+  }
+  if (at == v || llvm::any_of(rows, [](Value r) { return !r; }))
+    return nullptr;
+  b.setInsertionPointAfterValue(v);
+  return shlo::ConcatenateOp::create(b, v.getLoc(), type, rows, b.getI64IntegerAttr(0));
+}
+
 void unroll(shlo::WhileOp loop, int64_t trips) {
   OpBuilder b(loop);
   Block &body = loop.getBody().front();
@@ -283,8 +351,21 @@ void unroll(shlo::WhileOp loop, int64_t trips) {
     for (auto [i, v] : llvm::enumerate(ret.getResults()))
       values[i] = folded.lookupOrDefault(map.lookupOrDefault(v));
   }
+  SmallVector<Value> chains;
+  for (Value &v : values)
+    if (Value stacked = stackOfRowUpdates(b, v)) {
+      chains.push_back(v);
+      v = stacked;
+    }
   loop->replaceAllUsesWith(values);
   loop->erase();
+  // The update chains the stacks replace.
+  for (Value end : chains)
+    for (auto update = end.getDefiningOp<shlo::DynamicUpdateSliceOp>(); update && update->use_empty();) {
+      auto next = update.getOperand().getDefiningOp<shlo::DynamicUpdateSliceOp>();
+      update->erase();
+      update = next;
+    }
 }
 
 } // namespace
@@ -299,7 +380,8 @@ unsigned mlir::moe::stablehlo_raise::unrollExpertLoops(Operation *root) {
   unsigned unrolled = 0;
   for (shlo::WhileOp loop : loops) {
     std::optional<CountedLoop> counted = countedLoop(loop);
-    if (!counted || counted->trips < 1 || counted->trips > kMaxExperts || !routingReadIn(loop, counted->trips))
+    if (!counted || counted->trips < 1 || counted->trips > kMaxExperts ||
+        (!routingReadIn(loop, counted->trips) && !mapsOverExperts(loop, *counted)))
       continue;
     unroll(loop, counted->trips);
     ++unrolled;
