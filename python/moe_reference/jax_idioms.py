@@ -408,6 +408,17 @@ def gshard_dense_dispatch(k, scaled=False):
     return fn
 
 
+def transposed_gate_sum(k):
+    """The combine as a sum over the expert axis of the transposed gate times
+    the vmapped outputs [E, T, H]: jnp.sum(gate.T[:, :, None] * outs, 0)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
+        outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+        return jnp.sum(gate.T[:, :, None] * outs, axis=0)
+    return fn
+
+
 def threshold_mask_gate(k):
     """The probabilities kept where they reach the k-th largest one
     (probs >= kth), renormalised; experts as einsums over [T, E, F]."""
@@ -753,6 +764,7 @@ def programs(Program):
         "idiom_gshard_dense_dispatch_k2": Program(gshard_dense_dispatch(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_gshard_scaled_dispatch_near_miss": Program(gshard_dense_dispatch(2, scaled=True),
                                                           mixtral_shapes(8, 32, 24, 4)),
+        "idiom_transposed_gate_sum_k2": Program(transposed_gate_sum(2), mixtral_shapes(12, 24, 40, 6)),
         "idiom_threshold_mask_k3": Program(threshold_mask_gate(3), mixtral_shapes(16, 24, 32, 8)),
         "idiom_take_weights_k2": Program(take_weights(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_big_negative_mask_k2": Program(big_negative_mask(2), mixtral_shapes(12, 24, 32, 6)),

@@ -1303,6 +1303,15 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
       SmallVector<int64_t> dims;
       Value source = broadcastChainSource(bc, dims);
       int64_t rank = cast<RankedTensorType>(source.getType()).getRank();
+      // A transposed gate (gate.T[:, :, None]): its own dims land where
+      // the transpose's do.
+      if (auto t = source.getDefiningOp<shlo::TransposeOp>(); t && source != bc && static_cast<int64_t>(dims.size()) == rank) {
+        SmallVector<int64_t> own(rank);
+        for (int64_t d = 0; d < rank; ++d)
+          own[t.getPermutation()[d]] = dims[d];
+        source = t.getOperand();
+        dims = own;
+      }
       if (source != bc && (rank == 2 || rank == 3) && static_cast<int64_t>(dims.size()) == rank &&
           dims[rank - 1] == sum.getDimensions()[0]) {
         gate = source;
