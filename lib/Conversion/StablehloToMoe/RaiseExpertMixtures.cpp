@@ -37,10 +37,11 @@ namespace {
 enum class Role { token, token2, slot, expert, hidden, feature };
 using Roles = SmallVector<Role, 3>;
 
-/// A projection's bias as seen by one expert or by all: `base`'s non-unit
-/// dimensions are the output features (`outDim`) and, for a stack, the
-/// experts (`eDim`); `expert` >= 0 when this is that one expert's row.
-/// `[begin, end)` is the part of the output used (end -1: all of it).
+/// A projection's bias as seen by one expert or by all: `base`'s dimension
+/// `outDim` holds the output features and, for a stack, `eDim` the experts
+/// (its other dimensions have size 1); `expert` >= 0 when this is that one
+/// expert's row. `[begin, end)` is the part of the output used (end -1:
+/// all of it).
 struct BiasView {
   Value base;
   int64_t eDim = -1, outDim = -1;
@@ -227,20 +228,21 @@ struct Matcher {
     return c;
   }
 
+  /// The bias `source` (broadcast to the add's dims `dims`) adds to a
+  /// projection whose add has dims of `roles`: one value per output feature
+  /// (`outRole`), per expert or for one expert (`b[e]` of a stack, a unit
+  /// slice reshaped away), constant over the tokens.
   FailureOr<BiasView> biasOf(Value source, ArrayRef<int64_t> dims, const Roles &roles, Role outRole) {
     auto type = cast<RankedTensorType>(source.getType());
     BiasView view{source};
-    int64_t kept = 0;
     bool perFeature = true;
     for (auto [d, size] : llvm::enumerate(type.getShape())) {
       Role role = roles[dims[d]];
-      if (size == 1 && role != outRole && role != Role::expert)
-        continue;
       if (role == outRole && view.outDim < 0)
-        view.outDim = kept++;
+        view.outDim = d;
       else if (role == Role::expert && view.eDim < 0 && size == experts)
-        view.eDim = kept++;
-      else
+        view.eDim = d;
+      else if (size != 1)
         perFeature = false;
     }
     if (!perFeature || view.outDim < 0) {
@@ -1078,15 +1080,6 @@ Value stackedWeight(OpBuilder &b, Location loc, ArrayRef<WeightView> views) {
       rows, b.getI64IntegerAttr(0));
 }
 
-/// `v` with its unit dimensions reshaped away.
-Value withoutUnitDimsReshaped(OpBuilder &b, Location loc, Value v) {
-  auto type = cast<RankedTensorType>(v.getType());
-  SmallVector<int64_t> shape = llvm::to_vector(llvm::make_filter_range(type.getShape(), [](int64_t d) { return d != 1; }));
-  if (static_cast<int64_t>(shape.size()) == type.getRank())
-    return v;
-  return shlo::ReshapeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), v);
-}
-
 /// The bias of every expert's projection as one [E, Out] stack, or null when
 /// no expert's projection has one. `experts` views: one per expert, or one
 /// for all (then the bias is a stack, or one vector every expert adds).
@@ -1101,19 +1094,20 @@ FailureOr<Value> stackedBias(OpBuilder &b, Location loc, ArrayRef<WeightView> vi
   const WeightView &first = views.front();
   // Rows [n, Out] of a bias, cut to the part of the output the view uses.
   auto rowsOf = [&](const WeightView &v) -> Value {
-    Value m = withoutUnitDimsReshaped(b, loc, v.bias.base);
-    auto type = cast<RankedTensorType>(m.getType());
-    if (v.bias.eDim < 0) {
-      m = shlo::ReshapeOp::create(b, loc, RankedTensorType::get({1, type.getDimSize(0)}, type.getElementType()), m);
-    } else {
-      if (v.bias.expert >= 0) {
-        SmallVector<int64_t> starts(2, 0), limits(type.getShape());
-        starts[v.bias.eDim] = v.bias.expert;
-        limits[v.bias.eDim] = v.bias.expert + 1;
-        m = slice(b, loc, m, starts, limits);
-      }
-      m = transposeOf(b, loc, m, {v.bias.eDim, v.bias.outDim});
-    }
+    // The bias as [E', Out] (E' = 1 without an expert dim): its other dims
+    // have size 1, so a reshape keeps its order.
+    const BiasView &bias = v.bias;
+    auto type = cast<RankedTensorType>(bias.base.getType());
+    int64_t out = type.getDimSize(bias.outDim), stacked = bias.eDim < 0 ? 1 : type.getDimSize(bias.eDim);
+    bool expertsFirst = bias.eDim < bias.outDim;
+    SmallVector<int64_t> shape = expertsFirst ? SmallVector<int64_t>{stacked, out} : SmallVector<int64_t>{out, stacked};
+    Value m = bias.base;
+    if (type.getShape() != ArrayRef<int64_t>(shape))
+      m = shlo::ReshapeOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), m);
+    if (!expertsFirst)
+      m = transposeOf(b, loc, m, {1, 0});
+    if (bias.expert >= 0)
+      m = slice(b, loc, m, {bias.expert, 0}, {bias.expert + 1, out});
     auto rows = cast<RankedTensorType>(m.getType());
     int64_t end = v.bias.end < 0 ? rows.getDimSize(1) : v.bias.end;
     if (v.bias.begin == 0 && end == rows.getDimSize(1))
@@ -1194,14 +1188,8 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
     if (!v.bias.base)
       return true;
     auto type = cast<RankedTensorType>(v.bias.base.getType());
-    int64_t outDimSize = -1, kept = 0;
-    for (int64_t size : type.getShape())
-      if (size != 1 && kept++ == v.bias.outDim)
-        outDimSize = size;
-    if (v.bias.outDim == 0 && type.getNumElements() == 1)
-      outDimSize = 1;
-    int64_t end = v.bias.end < 0 ? outDimSize : v.bias.end;
-    return type.getElementType() == xType.getElementType() && end <= outDimSize && end - v.bias.begin == out;
+    int64_t size = type.getDimSize(v.bias.outDim), end = v.bias.end < 0 ? size : v.bias.end;
+    return type.getElementType() == xType.getElementType() && end <= size && end - v.bias.begin == out;
   };
   for (const ExpertFfn &f : m.ffns) {
     if (!fits(f.w1, hidden, features) || (f.gated && !fits(f.w3, hidden, features)) ||
@@ -1217,15 +1205,15 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
   int64_t experts = routerExperts(m.layer) - static_cast<int64_t>(m.layer.extraExperts.size());
   OpBuilder b(at);
   Location loc = at->getLoc();
-  FailureOr<Value> b1 = stackedBias(b, loc, weights(&ExpertFfn::w1), experts, fail);
-  FailureOr<Value> b3 = first.gated ? stackedBias(b, loc, weights(&ExpertFfn::w3), experts, fail) : FailureOr<Value>(Value());
-  FailureOr<Value> b2 = succeeded(b1) && succeeded(b3) ? stackedBias(b, loc, weights(&ExpertFfn::w2), experts, fail)
-                                                      : FailureOr<Value>(failure());
-  if (failed(b1) || failed(b3) || failed(b2))
-    return failure();
-  m.layer.b1 = *b1;
-  m.layer.b3 = *b3;
-  m.layer.b2 = *b2;
+  for (auto [member, bias] : {std::pair{&ExpertFfn::w1, &m.layer.b1}, std::pair{&ExpertFfn::w3, &m.layer.b3},
+                              std::pair{&ExpertFfn::w2, &m.layer.b2}}) {
+    if (member == &ExpertFfn::w3 && !first.gated)
+      continue;
+    FailureOr<Value> stacked = stackedBias(b, loc, weights(member), experts, fail);
+    if (failed(stacked))
+      return failure();
+    *bias = *stacked;
+  }
   m.layer.activation = first.activation;
   m.layer.w1 = stackedWeight(b, loc, weights(&ExpertFfn::w1));
   m.layer.w3 = first.gated ? stackedWeight(b, loc, weights(&ExpertFfn::w3)) : Value();

@@ -352,11 +352,10 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
 /// shape (`x @ w + b`, Flax's `y + b.reshape(1, E)`); null if `v` is not one.
 static Value routerBiasOf(Value v, RankedTensorType z) {
   int64_t experts = z.getShape().back();
-  auto broadcast = v.getDefiningOp<shlo::BroadcastInDimOp>();
-  if (!broadcast)
+  SmallVector<int64_t> dims;
+  Value bias = broadcastChainSource(v, dims);
+  if (bias == v)
     return Value();
-  Value bias = broadcast.getOperand();
-  ArrayRef<int64_t> dims = broadcast.getBroadcastDimensions();
   auto type = cast<RankedTensorType>(bias.getType());
   for (auto [d, size] : llvm::enumerate(type.getShape()))
     if (size != (dims[d] == z.getRank() - 1 ? experts : 1))

@@ -232,12 +232,15 @@ std::optional<CountedLoop> countedLoop(shlo::WhileOp loop) {
   return CountedLoop{position, *first, std::max<int64_t>(0, *bound - *first)};
 }
 
+/// Whether `loop` selects experts itself (a scan over layers does).
+bool routesInside(shlo::WhileOp loop) {
+  return loop->walk([](chlo::TopKOp) { return WalkResult::interrupt(); }).wasInterrupted();
+}
+
 /// The top-k over [tokens, N] computed outside `loop` and read inside it
 /// (through its operands or captured), or null.
 chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
-  bool routesInside = false;
-  loop->walk([&](chlo::TopKOp) { routesInside = true; });
-  if (routesInside)
+  if (routesInside(loop))
     return nullptr;
   SetVector<Value> read;
   for (Value v : loop->getOperands())
@@ -271,9 +274,7 @@ chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
 /// at an index computed from the counter) while a top-k over `trips`
 /// experts is computed before it, outside it.
 bool mapsOverExperts(shlo::WhileOp loop, const CountedLoop &counted) {
-  bool routesInside = false;
-  loop->walk([&](chlo::TopKOp) { routesInside = true; });
-  if (routesInside)
+  if (routesInside(loop))
     return false;
   Block &body = loop.getBody().front();
   Value counter = body.getArgument(counted.counter);

@@ -94,22 +94,34 @@ std::string stringAttr(const onnx::NodeProto &node, llvm::StringRef name, llvm::
 
 /// The constant weight of the linear map computing `value` from the block's
 /// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
-/// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.
-LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
-                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+/// without scaling or transA (transB = 1: W as rows), and without C unless
+/// `bias` is given (then Gemm's C with beta = 1 goes there). Empty if
+/// neither.
+static LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
+                             llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string *bias) {
   const onnx::NodeProto *mm = g.producer(value);
-  if (!mm || mm->input_size() != 2 || (ofX && !ofX->isX(inputOf(*mm, 0))) || !g.isConstant(inputOf(*mm, 1)))
+  bool withC = bias && mm && mm->op_type() == "Gemm" && mm->input_size() == 3 && !inputOf(*mm, 2).empty();
+  if (!mm || (mm->input_size() != 2 && !withC) || (ofX && !ofX->isX(inputOf(*mm, 0))) ||
+      !g.isConstant(inputOf(*mm, 1)))
     return {};
   bool rows = false;
   if (mm->op_type() == "Gemm") {
-    if (intAttr(*mm, "transA", 0) != 0 || floatAttr(*mm, "alpha", 1.0f) != 1.0f)
+    if (intAttr(*mm, "transA", 0) != 0 || floatAttr(*mm, "alpha", 1.0f) != 1.0f ||
+        (withC && floatAttr(*mm, "beta", 1.0f) != 1.0f))
       return {};
     rows = intAttr(*mm, "transB", 0) != 0;
   } else if (mm->op_type() != "MatMul") {
     return {};
   }
   nodes.push_back(mm);
+  if (withC)
+    *bias = inputOf(*mm, 2);
   return {inputOf(*mm, 1), rows};
+}
+
+LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock *ofX,
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  return linearOf(g, value, ofX, nodes, /*bias=*/nullptr);
 }
 
 /// Whether `bias` is a constant of `outputs` values along the last dim ([N],
@@ -129,17 +141,6 @@ LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants
     return shape && shape->size() == 2 ? (*shape)[w.rows ? 0 : 1] : -1;
   };
   const onnx::NodeProto *node = g.producer(value);
-  if (node && node->op_type() == "Gemm" && node->input_size() == 3 && !inputOf(*node, 2).empty()) {
-    if (intAttr(*node, "transA", 0) != 0 || floatAttr(*node, "alpha", 1.0f) != 1.0f ||
-        floatAttr(*node, "beta", 1.0f) != 1.0f || !g.isConstant(inputOf(*node, 1)))
-      return {};
-    LinearWeight w{inputOf(*node, 1), intAttr(*node, "transB", 0) != 0};
-    if (!isOutputBias(constants, inputOf(*node, 2), outputsOf(w)))
-      return {};
-    nodes.push_back(node);
-    bias = inputOf(*node, 2);
-    return w;
-  }
   if (node && node->op_type() == "Add") {
     for (int side = 0; side < 2; ++side) {
       llvm::SmallVector<const onnx::NodeProto *> found;
@@ -153,7 +154,15 @@ LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants
       return w;
     }
   }
-  return linearOf(g, value, nullptr, nodes);
+  // Gemm's C.
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  LinearWeight w = linearOf(g, value, nullptr, found, &bias);
+  if (!bias.empty() && !isOutputBias(constants, bias, outputsOf(w))) {
+    bias.clear();
+    return {};
+  }
+  nodes.append(found.begin(), found.end());
+  return w;
 }
 
 /// The block's output plus a Qwen2-MoE shared expert:

@@ -800,13 +800,15 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
 
 /// The per-expert loop form at TopK node `topk`, its routing read as
 /// gpt-oss's (the block computed as ONNX Runtime's MoE) when `asGptOss` or
-/// when no other routing matches.
+/// when no other routing matches; `biasedRouter` says whether the other
+/// routing matched with a router bias.
 static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const ConstantLookup &constants, int topk,
-                                                     bool asGptOss, std::string &why) {
+                                                     bool asGptOss, std::string &why, bool &biasedRouter) {
   const onnx::NodeProto &t = g.graph.node(topk);
   MoeBlock block;
   llvm::SmallVector<const onnx::NodeProto *> nodes;
   std::optional<std::string> routed = asGptOss ? std::nullopt : matchRouting(g, constants, topk, block, nodes, why);
+  biasedRouter = routed && !block.routerBias.empty();
   std::optional<llvm::SmallVector<int64_t>> routerShape = routed ? constants.shape(block.routerWeight.name)
                                                                  : std::nullopt;
   int64_t experts = routerShape && routerShape->size() == 2 ? (*routerShape)[block.routerWeight.rows ? 0 : 1] : 0;
@@ -925,20 +927,19 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
 std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
                                             std::string &why) {
   std::string plainWhy, gptOssWhy;
-  if (std::optional<MoeBlock> block = matchPerExpertBlockAs(g, constants, topk, /*asGptOss=*/false, plainWhy))
+  bool biasedRouter = false, ignored = false;
+  if (std::optional<MoeBlock> block =
+          matchPerExpertBlockAs(g, constants, topk, /*asGptOss=*/false, plainWhy, biasedRouter))
     return block;
   // A router with a bias reads as a routing of its own too; its experts may
   // still be gpt-oss's (clamped SwiGLU on alternate columns).
-  if (std::optional<MoeBlock> block = matchPerExpertBlockAs(g, constants, topk, /*asGptOss=*/true, gptOssWhy)) {
+  if (std::optional<MoeBlock> block =
+          matchPerExpertBlockAs(g, constants, topk, /*asGptOss=*/true, gptOssWhy, ignored)) {
     why.clear();
     return block;
   }
   // The gpt-oss reading's reason where the router has a bias (gpt-oss's
   // has), the plain one otherwise.
-  MoeBlock routing;
-  llvm::SmallVector<const onnx::NodeProto *> ignored;
-  std::string ignoredWhy;
-  bool biasedRouter = matchRouting(g, constants, topk, routing, ignored, ignoredWhy) && !routing.routerBias.empty();
   why = biasedRouter && !gptOssWhy.empty() ? gptOssWhy : plainWhy;
   return std::nullopt;
 }
