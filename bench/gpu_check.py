@@ -133,7 +133,10 @@ def run(args):
             cmd = [exec_, os.path.join(d, f"lib{variant}.so"), "--tolerance", str(TOLERANCE[case["dtype"]])]
             cmd += sum((["--input", os.path.join(d, f"input_{i}.npy")] for i in range(case["inputs"])), [])
             cmd += sum((["--reference", os.path.join(d, f"output_{i}.npy")] for i in range(case["outputs"])), [])
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            except subprocess.TimeoutExpired as err:
+                proc = subprocess.CompletedProcess(cmd, 124, "", "timed out after 120 s")
             errs = [line.split("max rel err ")[1].split()[0] for line in proc.stdout.splitlines()
                     if "max rel err" in line]
             ok = proc.returncode == 0

@@ -21,8 +21,9 @@ Two halves, because the GPU machine has no LLVM/MLIR:
       Writes DIR/results.json, DIR/results.md and DIR/time_vs_tokens.png.
 
 Expert weights are filled on the device (moe-exec --fill, torch.full): their
-values do not change the work; x and the router are random, so the routing
-(and the load per expert) is realistic.
+values do not change the work; x and the router are random with logits of
+unit variance on both sides, so the routing (and the load per expert) is
+realistic. `plot RESULTS.json -o FILE.png` redraws the plot of a fetched run.
 """
 
 import argparse
@@ -80,7 +81,11 @@ def layer_work(hidden, ffn, experts, k, cfg, tokens):
 
 
 def run(args):
+    import time
     import torch
+    start = time.monotonic()
+    left = lambda: args.deadline_s - (time.monotonic() - start)
+    too_slow = set()  # (model, variant) that timed out: larger token counts are skipped
 
     def timed(fn, repeat):
         for _ in range(3):
@@ -113,6 +118,9 @@ def run(args):
         w_down = torch.full((experts, hidden, ffn), 0.01, dtype=torch.bfloat16, device=dev)
         router = torch.randn(experts, hidden, dtype=torch.bfloat16, device=dev) * hidden ** -0.5
         for tokens in args.tokens:
+            if left() < 10:
+                print(f"deadline: {name} from {tokens} tokens on not measured")
+                break
             x = torch.randn(tokens, hidden, dtype=torch.bfloat16, device=dev)
 
             def route():
@@ -156,11 +164,24 @@ def run(args):
             # Ours: inputs 0 (x) and 1 (router) random, every weight after them filled.
             fills = sum((["--fill", f"{i}=0.01"] for i in range(2, 4 + (1 if cfg.get("bias") else 0)
                                                                    + (2 if shared else 0))), [])
+            # x and the router uniform in [-a, a): logits of unit variance, as
+            # PyTorch's (randn x, randn * H^-0.5 router) have; moe-exec's default
+            # a = 1 gives a standard deviation of sqrt(H)/3, which saturates a
+            # sigmoid router into ties (every token then picks the same experts).
+            scale = (3 / hidden ** 0.5) ** 0.5
             for what, suffix in (("ours", ""), ("wgmma", "_wgmma")):
-                proc = subprocess.run([os.path.join(args.dir, "moe-exec"),
-                                       os.path.join(args.dir, f"lib{name}{suffix}.so"), "--tokens", str(tokens),
-                                       "--warmup", "3", "--repeat", str(args.repeat), *fills],
-                                      capture_output=True, text=True)
+                if (name, what) in too_slow:
+                    row[f"{what}_error"] = ["skipped: timed out at fewer tokens"]
+                    continue
+                try:
+                    proc = subprocess.run([os.path.join(args.dir, "moe-exec"),
+                                           os.path.join(args.dir, f"lib{name}{suffix}.so"), "--tokens", str(tokens),
+                                           "--warmup", "3", "--repeat", str(args.repeat), "--random-scale", f"{scale:.4f}", *fills],
+                                          capture_output=True, text=True, timeout=max(5, min(120, left())))
+                except subprocess.TimeoutExpired:
+                    too_slow.add((name, what))
+                    row[f"{what}_error"] = ["timed out"]
+                    continue
                 found = re.search(r"median ([0-9.]+) ms", proc.stdout)
                 row[f"{what}_ms"] = float(found.group(1)) if found else None
                 if not found:
@@ -171,8 +192,10 @@ def run(args):
                 if ms:
                     row[f"{what}_tflops"] = flops / ms / 1e9
                     row[f"{what}_gbs"] = nbytes / ms / 1e6
-            print(row)
+            print(row, flush=True)
             results["rows"].append(row)
+            with open(os.path.join(args.dir, "results.json"), "w") as f:
+                json.dump(results, f, indent=1)
         w_gate_up = w_down = None
         torch.cuda.empty_cache()
 
@@ -194,24 +217,32 @@ def run(args):
                      f"{fmt(r.get(f'{best}_gbs'), '{:.0f}')} ({fmt(r.get(f'{best}_gbs', 0) / copy_gbs * 100, '{:.1f}')}%) |")
     with open(os.path.join(args.dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    plot(results, os.path.join(args.dir, "time_vs_tokens.png"))
+    print("\n".join(lines))
+
+
+def plot(results, path):
+    """Time per layer against tokens, one panel per model, every variant measured."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, axes = plt.subplots(1, len(MODELS), figsize=(5 * len(MODELS), 4))
-        for ax, name in zip(axes, MODELS):
-            rows = [r for r in results["rows"] if r["model"] == name]
-            for what in ("ours", "wgmma", "eager", "grouped"):
-                pts = [(r["tokens"], r[f"{what}_ms"]) for r in rows if r.get(f"{what}_ms")]
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=what)
-            ax.set(title=name, xscale="log", yscale="log", xlabel="tokens", ylabel="ms per layer")
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.path.join(args.dir, "time_vs_tokens.png"), dpi=100)
     except ImportError:
         print("matplotlib missing: no plot (results.json has the data)")
-    print("\n".join(lines))
+        return
+    names = list(dict.fromkeys(r["model"] for r in results["rows"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = [r for r in results["rows"] if r["model"] == name]
+        for what in ("ours", "wgmma", "eager", "grouped"):
+            pts = [(r["tokens"], r[f"{what}_ms"]) for r in rows if r.get(f"{what}_ms")]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=what)
+        ax.set(title=name, xscale="log", yscale="log", xlabel="tokens", ylabel="ms per layer")
+        ax.legend()
+    fig.suptitle(f"{results['device']}: one bf16 MoE layer (CUDA events, median)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main():
@@ -224,8 +255,17 @@ def main():
     r.add_argument("--dir", default=HERE)
     r.add_argument("--tokens", default="1,16,128,1024,8192", type=lambda s: [int(t) for t in s.split(",")])
     r.add_argument("--repeat", type=int, default=20)
+    r.add_argument("--deadline-s", type=float, default=1800,
+                   help="stop starting new measurements after this many seconds (a lease is short)")
+    g = sub.add_parser("plot", help="draw the plot of a results.json (e.g. one fetched from the GPU machine)")
+    g.add_argument("results")
+    g.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
-    prepare(args) if args.mode == "prepare" else run(args)
+    if args.mode == "plot":
+        with open(args.results) as f:
+            plot(json.load(f), args.output)
+    else:
+        prepare(args) if args.mode == "prepare" else run(args)
 
 
 if __name__ == "__main__":

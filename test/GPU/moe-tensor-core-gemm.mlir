@@ -14,14 +14,21 @@
 // A, x2 for B, 2 x 4 bf16 mma.sync per k-step of 16); after a row group's K
 // loop every copy is waited for. The kernel writes every element (rows of no
 // expert as 0), rounded to bf16 in the epilogue: the f32 result, its zero
-// fill and the rounding generic are gone.
+// fill and the rounding generic are gone. Row tiles never straddle experts:
+// rows / 64 + 4 experts + 2 row-tile blocks, each finding its rows by a
+// binary search over the offsets.
 // CHECK-LABEL: func.func @bf16
 // CHECK-NOT: memref<?x80xf32>
 // CHECK: linalg.generic {{.*}} attrs = {moe.row_experts}
 // CHECK-NOT: linalg.fill {{.*}}memref<?x80xbf16>
 // CHECK-NOT: moe.grouped_gemm
-// CHECK: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>)
-// CHECK: scf.for {{.*}} -> (f32, f32
+// CHECK: %[[RANGES:.*]] = arith.addi %{{.*}}, %c2 : index
+// CHECK: %[[TILES:.*]] = arith.divui %{{.*}}, %c64
+// CHECK: %[[BLOCKS:.*]] = arith.addi %[[TILES]], %[[RANGES]]
+// CHECK: gpu.launch blocks({{.*}}) in ({{.*}}, {{.*}} = %[[BLOCKS]], {{.*}}) threads({{.*}}) in ({{.*}} = %c128{{.*}}) workgroup(%[[A:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>, %[[B:.*]] : memref<2x64x40xbf16, #gpu.address_space<workgroup>>)
+// CHECK: scf.while
+// CHECK: arith.cmpi ule
+// CHECK: scf.if {{.*}} -> (f32, f32
 // CHECK: nvgpu.device_async_copy %{{.*}}, %[[A]][%c0{{.*}}], 8, %{{.*}} {bypassL1}
 // CHECK: nvgpu.device_async_copy %{{.*}}, %[[B]][%c0{{.*}}], 8, %{{.*}} {bypassL1}
 // CHECK: %[[PROLOGUE:.*]] = nvgpu.device_async_create_group
@@ -41,13 +48,15 @@
 // CHECK: gpu.terminator
 // CHECK-NOT: linalg.generic
 // CHECK-NOT: memref<?x80xf32>
-// The emulated kernel: one thread per block, tiles on its stack, the
-// staging run for each of the 128 thread ids, products as scalar loops.
+// The emulated kernel: one thread per block, its tiles allocated once
+// before the launch (the blocks run in turn), the staging run for each of
+// the 128 thread ids, products as scalar loops.
 // EMU-LABEL: func.func @bf16
 // EMU-NOT: moe.grouped_gemm
+// EMU: memref.alloc() : memref<64x40xbf16>
 // EMU: gpu.launch {{.*}} threads({{.*}}) in ({{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}, {{.*}} = %c1{{.*}}) {
-// EMU: memref.alloca_scope
-// EMU: memref.alloca() : memref<64x40xbf16>
+// EMU-NOT: memref.alloca
+// EMU: scf.while
 // EMU: scf.for %{{.*}} = %{{.*}} to %c128
 // EMU-NOT: gpu.barrier
 // EMU-NOT: nvvm.mma.sync

@@ -52,21 +52,16 @@ private:
 } // namespace
 
 void EmulatedMmaSyncKernel::build() {
-  openTiledLaunch(/*threads=*/1, /*sharedTiles=*/false);
   auto plain = MemRefType::get({kTileM, kSharedStride}, element);
-  auto scope = memref::AllocaScopeOp::create(b, b.getLoc(), TypeRange{});
-  Block *scopeBody = new Block();
-  scope.getBodyRegion().push_back(scopeBody);
-  b.setInsertionPointToStart(scopeBody);
-  tileA = memref::AllocaOp::create(b, plain);
-  tileB = memref::AllocaOp::create(b, plain);
-  accTile = memref::AllocaOp::create(b, MemRefType::get({kTileM, kTileN}, b.getF32Type()));
+  tileA = scratch(plain);
+  tileB = scratch(plain);
+  accTile = scratch(MemRefType::get({kTileM, kTileN}, b.getF32Type()));
+  openTiledLaunch(/*threads=*/1, /*sharedTiles=*/false);
   forEach(kTileM, [&](Value r) {
     forEach(kTileN, [&](Value c) { memref::StoreOp::create(b, f32(0.0), accTile, ValueRange{r, c}); });
   });
   emitGroups(ValueRange{});
   emitEmulatedEpilogue();
-  memref::AllocaScopeReturnOp::create(b, b.getLoc(), ValueRange{});
   eraseReplaced();
 }
 
@@ -115,24 +110,18 @@ void EmulatedMmaSyncKernel::emitEmulatedEpilogue() {
 
 void EmulatedHopperKernel::build() {
   Grid grid = readGrid();
+  stagesA = scratch(MemRefType::get({hopper::kStages, hopper::kTileM, hopper::kTileK}, element));
+  stagesB = scratch(MemRefType::get({hopper::kStages, hopper::kTileN, hopper::kTileK}, element));
+  accTile = scratch(MemRefType::get({hopper::kTileM, hopper::kTileN}, b.getF32Type()));
+  epilogueTile = scratch(MemRefType::get({hopper::kTileM, hopper::kEpilogueStride}, b.getF32Type()));
   openLaunch({grid.x, grid.y}, /*threads=*/1, Value(), TypeRange{}, {rows, depth, cols},
              {hopper::kTileM, grid.blockCols});
   int64_t blockCols = grid.blockCols;
-  auto scope = memref::AllocaScopeOp::create(b, b.getLoc(), TypeRange{});
-  Block *scopeBody = new Block();
-  scope.getBodyRegion().push_back(scopeBody);
-  b.setInsertionPointToStart(scopeBody);
-  stagesA = memref::AllocaOp::create(b, MemRefType::get({hopper::kStages, hopper::kTileM, hopper::kTileK}, element));
-  stagesB = memref::AllocaOp::create(b, MemRefType::get({hopper::kStages, hopper::kTileN, hopper::kTileK}, element));
-  accTile = memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kTileN}, b.getF32Type()));
-  epilogueTile =
-      memref::AllocaOp::create(b, MemRefType::get({hopper::kTileM, hopper::kEpilogueStride}, b.getF32Type()));
   forEach(hopper::kThreads, [&](Value tid) {
     threadId = tid;
     emitRowsOfNoExpert(blockCols);
   });
-  forEachHopperGroup([&](Value group, Value steps) { return emitEmulatedHopperGroup(group, steps); });
-  memref::AllocaScopeReturnOp::create(b, b.getLoc(), ValueRange{});
+  forTileGroupSteps([&](Value group, Value steps) { return emitEmulatedHopperGroup(group, steps); });
   eraseReplaced();
 }
 

@@ -46,7 +46,7 @@ HopperKernel::Grid HopperKernel::readGrid() {
   readSizes();
   int64_t blockCols = gemm.glu ? hopper::kTileN / 2 : hopper::kTileN;
   Value gridX = ceilDiv(outCols, blockCols);
-  Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, hopper::kTileM), idx(1));
+  Value gridY = rowTileCount(hopper::kTileM);
   return {gridX, gridY, blockCols};
 }
 
@@ -82,14 +82,14 @@ void HopperKernel::build() {
   gpu::BarrierOp::create(b, b.getLoc());
 
   emitRowsOfNoExpert(grid.blockCols);
-  forEachHopperGroup([&](Value group, Value steps) { return emitHopperGroup(group, steps); });
+  forTileGroupSteps([&](Value group, Value steps) { return emitHopperGroup(group, steps); });
   eraseReplaced();
 }
 
 void HopperKernel::emitRowsOfNoExpert(int64_t blockCols) {
   forTileElements(blockCols, [&](Value r, Value c) {
     Value row = add(rowBase, r);
-    auto inRows = scf::IfOp::create(b, b.getLoc(), ult(row, rows));
+    auto inRows = scf::IfOp::create(b, b.getLoc(), ult(row, rowEnd));
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(&inRows.getThenRegion().front());
     Value e = memref::LoadOp::create(b, gemm.rowExperts, row);
@@ -100,8 +100,8 @@ void HopperKernel::emitRowsOfNoExpert(int64_t blockCols) {
   });
 }
 
-void HopperKernel::forEachHopperGroup(function_ref<Value(Value, Value)> body) {
-  forEachGroup(hopper::kTileM, ValueRange{idx(0)}, [&](Value group, ValueRange steps) -> SmallVector<Value> {
+void HopperKernel::forTileGroupSteps(function_ref<Value(Value, Value)> body) {
+  forTileGroup(ValueRange{idx(0)}, [&](Value group, ValueRange steps) -> SmallVector<Value> {
     return {body(group, steps[0])};
   });
 }

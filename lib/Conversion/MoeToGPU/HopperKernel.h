@@ -58,10 +58,10 @@ protected:
   /// Rows of no expert are 0 (through the fused epilogue, as in the generic).
   void emitRowsOfNoExpert(int64_t blockCols);
 
-  /// The Hopper kernels' expert loop: `body(group, steps)` (a K loop and
-  /// an epilogue) returns `steps` plus its K steps; the running count gives
-  /// the pipeline's stage and phase.
-  void forEachHopperGroup(function_ref<Value(Value, Value)> body);
+  /// The Hopper kernels' expert: `body(group, steps)` (a K loop and an
+  /// epilogue) for the tile's row group, when it has one, returns `steps`
+  /// plus its K steps; the count gives the pipeline's stage and phase.
+  void forTileGroupSteps(function_ref<Value(Value, Value)> body);
 
   /// `body` on thread 0 only (TMA issue, mbarrier setup).
   void ifLeader(function_ref<void()> body);

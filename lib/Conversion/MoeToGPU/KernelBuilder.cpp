@@ -31,6 +31,72 @@ void KernelBuilder::forEach(int64_t n, function_ref<void(Value)> body) {
   body(loop.getInductionVar());
 }
 
+Value KernelBuilder::rowTileCount(int64_t tileRows) {
+  return add(arith::DivUIOp::create(b, rows, idx(tileRows)), add(numGroups, 2));
+}
+
+Value KernelBuilder::rangeStart(Value range) {
+  auto start = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getIndexType()},
+                                 arith::CmpIOp::create(b, arith::CmpIPredicate::eq, range, idx(0)), true);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(&start.getThenRegion().front());
+  scf::YieldOp::create(b, b.getLoc(), idx(0));
+  b.setInsertionPointToStart(&start.getElseRegion().front());
+  scf::YieldOp::create(b, b.getLoc(), offsetAt(arith::SubIOp::create(b, range, idx(1))));
+  return start.getResult(0);
+}
+
+void KernelBuilder::scheduleRowTile(Value tile, int64_t tileRows) {
+  // Range r (r in [0, G + 2)) starting at row s_r owns the tile numbers
+  // [S(r), S(r + 1)) with S(r) = s_r / tileRows + r: at least its
+  // ceil(length / tileRows) tiles, and S is increasing, so the block's
+  // range is found by binary search (log2(G + 2) loads, the same in every
+  // thread of the block) rather than by a pass over every group.
+  auto slot = [&](Value range) {
+    return add(arith::DivUIOp::create(b, rangeStart(range), idx(tileRows)), range);
+  };
+  Value numRanges = add(numGroups, 2);
+  auto search = scf::WhileOp::create(b, b.getLoc(), TypeRange{b.getIndexType(), b.getIndexType()},
+                                     ValueRange{idx(0), numRanges});
+  {
+    OpBuilder::InsertionGuard guard(b);
+    Block *before = b.createBlock(&search.getBefore(), {}, {b.getIndexType(), b.getIndexType()},
+                                  {b.getLoc(), b.getLoc()});
+    Value lo = before->getArgument(0), hi = before->getArgument(1);
+    scf::ConditionOp::create(b, b.getLoc(), ult(add(lo, 1), hi), ValueRange{lo, hi});
+    Block *after = b.createBlock(&search.getAfter(), {}, {b.getIndexType(), b.getIndexType()},
+                                 {b.getLoc(), b.getLoc()});
+    lo = after->getArgument(0);
+    hi = after->getArgument(1);
+    Value mid = arith::DivUIOp::create(b, add(lo, hi), idx(2));
+    Value atOrBelow = arith::CmpIOp::create(b, arith::CmpIPredicate::ule, slot(mid), tile);
+    scf::YieldOp::create(b, b.getLoc(), ValueRange{arith::SelectOp::create(b, atOrBelow, mid, lo),
+                                                   arith::SelectOp::create(b, atOrBelow, hi, mid)});
+  }
+  Value range = search.getResult(0);
+  Value start = rangeStart(range);
+  auto end = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getIndexType()}, ult(range, add(numGroups, 1)), true);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&end.getThenRegion().front());
+    scf::YieldOp::create(b, b.getLoc(), arith::MaxSIOp::create(b, offsetAt(range), start).getResult());
+    b.setInsertionPointToStart(&end.getElseRegion().front());
+    scf::YieldOp::create(b, b.getLoc(), rows);
+  }
+  Value rangeEnd = end.getResult(0);
+  Value local = arith::SubIOp::create(b, tile, slot(range));
+  Value first = add(start, mul(local, tileRows));
+  // A slot past the range's tiles has no rows.
+  Value active = ult(first, rangeEnd);
+  rowBase = arith::SelectOp::create(b, active, first, idx(0));
+  rowEnd = arith::SelectOp::create(b, active, arith::MinUIOp::create(b, add(first, tileRows), rangeEnd), idx(0));
+  // Ranges 1..G are the row groups 0..G-1.
+  Value isGroup = andI(arith::CmpIOp::create(b, arith::CmpIPredicate::uge, range, idx(1)),
+                       arith::CmpIOp::create(b, arith::CmpIPredicate::ule, range, numGroups));
+  tileHasGroup = andI(active, isGroup);
+  tileGroup = arith::SelectOp::create(b, isGroup, arith::SubIOp::create(b, range, idx(1)), idx(0));
+}
+
 gpu::LaunchOp KernelBuilder::openLaunch(std::array<Value, 2> grid, int64_t threads, Value sharedBytes, TypeRange workgroup,
                                         std::array<Value, 3> sizes, std::array<int64_t, 2> tile) {
   auto launch = gpu::LaunchOp::create(b, b.getLoc(), grid[0], grid[1], idx(1), idx(threads), idx(1), idx(1),
@@ -41,10 +107,12 @@ gpu::LaunchOp KernelBuilder::openLaunch(std::array<Value, 2> grid, int64_t threa
   gpu::TerminatorOp::create(b, b.getLoc());
   b.setInsertionPoint(body.getTerminator());
   std::tie(rows, depth, cols) = std::tuple(sizes[0], sizes[1], sizes[2]);
-  rowBase = arith::MulIOp::create(b, launch.getBlockIds().y, idx(tile[0]));
+  scheduleRowTile(launch.getBlockIds().y, tile[0]);
   colBase = arith::MulIOp::create(b, launch.getBlockIds().x, idx(tile[1]));
   return launch;
 }
+
+Value KernelBuilder::scratch(MemRefType type) { return memref::AllocOp::create(b, type); }
 
 Value KernelBuilder::loadOrZero(Value cond, function_ref<Value()> load) {
   auto ifOp = scf::IfOp::create(b, b.getLoc(), TypeRange{element}, cond, /*withElse=*/true);
@@ -61,29 +129,20 @@ Value KernelBuilder::offsetAt(Value i) {
   return arith::MinSIOp::create(b, arith::MaxSIOp::create(b, v, idx(0)), rows);
 }
 
-SmallVector<Value> KernelBuilder::forEachGroup(int64_t tileRows, ValueRange init,
+SmallVector<Value> KernelBuilder::forTileGroup(ValueRange init,
                                                function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-  auto groups = scf::ForOp::create(b, b.getLoc(), idx(0), numGroups, idx(1), init);
+  auto ifOp = scf::IfOp::create(b, b.getLoc(), init.getTypes(), tileHasGroup, /*withElse=*/true);
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(bareBlock(groups.getBody()));
-  Value group = groups.getInductionVar();
-  Value lo = offsetAt(group);
-  Value hi = arith::MaxSIOp::create(b, offsetAt(add(group, 1)), lo);
-  Value meets = andI(andI(ult(lo, hi), ult(lo, add(rowBase, tileRows))), ult(rowBase, hi));
-  auto ifOp = scf::IfOp::create(b, b.getLoc(), ValueRange(groups.getRegionIterArgs()).getTypes(), meets,
-                                /*withElse=*/true);
   b.setInsertionPointToStart(bareBlock(&ifOp.getThenRegion().front()));
-  scf::YieldOp::create(b, b.getLoc(), body(group, groups.getRegionIterArgs()));
+  scf::YieldOp::create(b, b.getLoc(), body(tileGroup, init));
   b.setInsertionPointToStart(bareBlock(&ifOp.getElseRegion().front()));
-  scf::YieldOp::create(b, b.getLoc(), groups.getRegionIterArgs());
-  b.setInsertionPointToEnd(groups.getBody());
-  scf::YieldOp::create(b, b.getLoc(), ifOp.getResults());
-  return SmallVector<Value>(groups.getResults());
+  scf::YieldOp::create(b, b.getLoc(), init);
+  return SmallVector<Value>(ifOp.getResults());
 }
 
 Value KernelBuilder::rowInGroup(Value r, Value group) {
   Value row = add(rowBase, r);
-  auto rowIf = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getI1Type()}, ult(row, rows), true);
+  auto rowIf = scf::IfOp::create(b, b.getLoc(), TypeRange{b.getI1Type()}, ult(row, rowEnd), true);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&rowIf.getThenRegion().front());
   Value e = memref::LoadOp::create(b, gemm.rowExperts, row);
@@ -97,7 +156,7 @@ Value KernelBuilder::rowInGroup(Value r, Value group) {
 
 void KernelBuilder::storeIfInside(Value r, Value c, Value value) {
   Value row = add(rowBase, r), col = add(colBase, c);
-  auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rows), ult(col, cols)));
+  auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rowEnd), ult(col, cols)));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&inside.getThenRegion().front());
   storeResult(value, row, col);
@@ -128,7 +187,7 @@ void KernelBuilder::storeResult(Value value, Value row, Value col) {
 
 void KernelBuilder::storeActivatedIfInside(Value r, Value c, Value gate, Value up) {
   Value row = add(rowBase, r), col = add(colBase, c);
-  auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rows), ult(col, outCols)));
+  auto inside = scf::IfOp::create(b, b.getLoc(), andI(ult(row, rowEnd), ult(col, outCols)));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(&inside.getThenRegion().front());
   Block *body = gemm.glu.getBody();

@@ -3,8 +3,8 @@
 // A kernel builder replaces one matched grouped matmul (GroupedGemm.h) by a
 // gpu.launch at the place of the last generic it absorbs. This base holds
 // what every kernel family and its CPU emulation need: the launch and the
-// tile origin, the loop over the row groups (experts, then the shared
-// expert) that meet the block's rows, the fused epilogue (GLU, row scale,
+// tile origin and the row group (an expert, or the shared expert) whose
+// rows the block's tile holds, the fused epilogue (GLU, row scale,
 // rounding) on one f32 value, and the removal of the replaced generics.
 //
 //===----------------------------------------------------------------------===//
@@ -66,12 +66,35 @@ protected:
   /// for i in [0, n): body(i), no results.
   void forEach(int64_t n, function_ref<void(Value)> body);
 
+  /// Blocks along the rows for row tiles of `tileRows`: rows / tileRows +
+  /// G + 2, enough for every range's own tiles (see scheduleRowTile).
+  Value rowTileCount(int64_t tileRows);
+
   /// The kernel's launch (grid, threads per block, dynamic shared memory
   /// bytes, workgroup buffers), the builder left inside it; the launch's own
-  /// copies of the sizes (outlining passes them) and its tile's first row
-  /// and column (tile sizes `tile`).
+  /// copies of the sizes (outlining passes them), its tile's first column
+  /// (tile sizes `tile`) and its rows [rowBase, rowEnd) (scheduleRowTile).
   gpu::LaunchOp openLaunch(std::array<Value, 2> grid, int64_t threads, Value sharedBytes, TypeRange workgroup,
                            std::array<Value, 3> sizes, std::array<int64_t, 2> tile);
+
+  /// The rows [rowBase, rowEnd) of row-tile block `tile`. Tiles never
+  /// straddle row groups: the rows split into the ranges [0, offsets[0]),
+  /// each group's [offsets[g], offsets[g+1]) and [offsets[G], rows) (rows of
+  /// no group), each range into tiles of `tileRows`; a block whose number
+  /// falls on none of them gets no rows. A block then streams one
+  /// expert's weights, however few rows each expert has (a 64-row tile over
+  /// 16 tokens x top-8 of 128 experts would otherwise visit ~60 experts in
+  /// turn on one multiprocessor), and finds its expert without a pass over
+  /// all of them.
+  void scheduleRowTile(Value tile, int64_t tileRows);
+
+  /// The first row of row range `range` (0, then offsets[range - 1]).
+  Value rangeStart(Value range);
+
+  /// A buffer allocated before the launch, for the emulations: their blocks
+  /// run one after another and share it (allocas in the block loops would
+  /// grow the stack with every block); freed with the other buffers.
+  Value scratch(MemRefType type);
 
   /// `cond ? load() : 0` without reading memory when `cond` is false.
   Value loadOrZero(Value cond, function_ref<Value()> load);
@@ -79,11 +102,10 @@ protected:
   /// offsets[i] clamped to [0, rows], as the row-experts scan reads it.
   Value offsetAt(Value i);
 
-  /// The row groups (experts, then the shared one) whose rows meet the
-  /// block's `tileRows` rows, each `body(group, iterArgs)` returning the
-  /// new iterArgs; groups that do not meet them pass theirs on.
-  SmallVector<Value> forEachGroup(int64_t tileRows, ValueRange init,
-                                  function_ref<SmallVector<Value>(Value, ValueRange)> body);
+  /// The block's row group (an expert, or the shared one) when its tile
+  /// has one: `body(group, init)` returns the new values; otherwise (rows
+  /// of no group, or no rows) `init` passes through.
+  SmallVector<Value> forTileGroup(ValueRange init, function_ref<SmallVector<Value>(Value, ValueRange)> body);
 
   /// Whether tile row r (rowBase + r) belongs to `group`: a row of the
   /// batch whose expert is `group`.
@@ -123,7 +145,8 @@ protected:
   ImplicitLocOpBuilder b;
   Type element;
   Operation *kernel = nullptr;
-  Value rows, depth, cols, outCols, numExperts, numGroups, rowBase, colBase;
+  Value rows, depth, cols, outCols, numExperts, numGroups, rowBase, rowEnd, colBase;
+  Value tileGroup, tileHasGroup; // the tile's row group, and whether it has one
   Value tileA, tileB, accTile; // staged tiles; the emulations' accumulators
   Value threadId;
 };

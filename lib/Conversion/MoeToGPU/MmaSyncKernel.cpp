@@ -19,7 +19,7 @@ gpu::LaunchOp MmaSyncKernel::openTiledLaunch(int64_t threads, bool sharedTiles) 
   // With the GLU a block covers kTileN / 2 output columns (gate and up).
   int64_t blockCols = gemm.glu ? kTileN / 2 : kTileN;
   Value gridX = ceilDiv(outCols, blockCols);
-  Value gridY = arith::MaxUIOp::create(b, ceilDiv(rows, kTileM), idx(1));
+  Value gridY = rowTileCount(kTileM);
   int64_t staticDepth = cast<MemRefType>(gemm.lhs.getType()).getDimSize(1);
   vectorStaging = !ShapedType::isDynamic(staticDepth) && staticDepth % kVector == 0;
   SmallVector<int64_t> tileShape = {kTileM, kSharedStride};
@@ -50,7 +50,7 @@ void MmaSyncKernel::build() {
 }
 
 SmallVector<Value> MmaSyncKernel::emitGroups(ValueRange accs) {
-  return forEachGroup(kTileM, accs, [&](Value group, ValueRange iterArgs) { return emitKLoop(group, iterArgs); });
+  return forTileGroup(accs, [&](Value group, ValueRange iterArgs) { return emitKLoop(group, iterArgs); });
 }
 
 SmallVector<Value> MmaSyncKernel::emitKLoop(Value group, ValueRange accs) {

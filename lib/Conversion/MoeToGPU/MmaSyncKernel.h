@@ -7,11 +7,11 @@
 //  - a block computes a kTileM x kTileN tile of `out`; its four warps
 //    (2 x 2) each own a 32 x 32 sub-tile, 2 x 4 mma tiles of 16 x 8, whose
 //    f32 accumulators live in registers;
-//  - the block visits the row groups (experts, then the shared expert) whose
-//    row range [offsets[e], offsets[e+1]) meets its rows; for each, it walks
-//    K in steps of kTileK: the threads stage the lhs rows of that expert
-//    (others as 0) and W[e]'s tile in shared memory, then each warp loads
-//    its fragments with ldmatrix and issues the mma.sync;
+//  - the block's rows lie in one row group (an expert, or the shared
+//    expert), or in none (KernelBuilder::scheduleRowTile); it walks K in
+//    steps of kTileK: the threads stage the lhs rows (past its rows as 0)
+//    and W[e]'s tile in shared memory, then each warp loads its fragments
+//    with ldmatrix and issues the mma.sync;
 //  - the epilogue writes each thread's accumulators to `out` (rows past R
 //    and columns past N masked). Rows of no expert get 0, as in the generic.
 //
@@ -81,8 +81,8 @@ protected:
   /// the two shared tiles as workgroup buffers when `sharedTiles`.
   gpu::LaunchOp openTiledLaunch(int64_t threads, bool sharedTiles);
 
-  /// Loops over the row groups, running the K loop for those that meet the
-  /// block's rows; `accs` are the register accumulators (none when emulated).
+  /// The K loop of the block's row group, when it has one; `accs` are the
+  /// register accumulators (none when emulated).
   SmallVector<Value> emitGroups(ValueRange accs);
 
   /// The K loop of one row group: staging then the warps' mma.sync steps
