@@ -18,9 +18,18 @@ if command -v compute-sanitizer > /dev/null; then
     d=$CHECK/$(dirname $c)
     timeout 60 compute-sanitizer --tool memcheck --print-limit 5 "$CHECK/moe-exec" "$CHECK/$c" \
       $(for i in 0 1 2 3; do echo --input $d/input_$i.npy; done) --repeat 1 --warmup 0 2>&1 | tail -8
-  done > "$OUT/sanitizer.log" 2>&1
-  tail -20 "$OUT/sanitizer.log"
+  done > "$OUT/tools.log" 2>&1
+  tail -20 "$OUT/tools.log"
 fi
+# Where the time goes: each kernel's mean time (moe-exec --profile-kernels), decode and prefill.
+for model in qwen3-30b-a3b mixtral-8x7b; do
+  for tokens in 1 8192; do
+    hidden=$(sed -n 's/.*tensor<?x\([0-9]*\)xbf16>.*/\1/p' "$BENCH/$model.mlir" | head -1)
+    timeout 60 "$BENCH/moe-exec" "$BENCH/lib${model}_wgmma.so" --tokens $tokens --warmup 3 --repeat 10 \
+      --fill 2=0.01 --fill 3=0.01 --random-scale "$(python3 -c "print(f'{(3 / $hidden ** 0.5) ** 0.5:.4f}')")" \
+      --profile-kernels 2>&1 | sed "s/^/$model $tokens: /"
+  done
+done >> "$OUT/tools.log" 2>&1
 left=$((BUDGET - SECONDS))
 timeout $((left > 40 ? left - 10 : 30)) python3 "$BENCH/gpu_layer_bench.py" run --dir "$BENCH" --repeat 10 \
   --deadline-s $((left > ${AB_RESERVE:-130} + 30 ? left - ${AB_RESERVE:-130} : 5)) 2>&1 | tee "$OUT/bench.log" | tail -40

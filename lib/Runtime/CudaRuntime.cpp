@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -79,6 +80,16 @@ struct Runtime {
   /// Device copies of the TMA descriptors made so far, by content: a
   /// descriptor a queued kernel may still read is never overwritten.
   std::map<std::array<uint64_t, 16>, CUdeviceptr> tensorMaps;
+  /// The kernel profile (moeRuntimeProfileKernels): each launch's events.
+  struct Launch {
+    CUfunction function;
+    unsigned grid[3], block;
+    int sharedBytes;
+    CUevent start, stop;
+  };
+  bool profiling = false;
+  std::vector<Launch> launches;
+  std::vector<CUevent> spareEvents;
 };
 
 Runtime &runtime() {
@@ -287,6 +298,70 @@ extern "C" int moeRuntimeTime(void (*fn)(void *), void *context, float *millisec
   return ok ? 0 : 1;
 }
 
+//===--- Kernel profile -------------------------------------------------------===//
+
+namespace {
+/// A timing event, reused across reports (creating one per launch would
+/// cost more than many small kernels).
+CUevent profileEvent() {
+  Runtime &rt = runtime();
+  if (!rt.spareEvents.empty()) {
+    CUevent event = rt.spareEvents.back();
+    rt.spareEvents.pop_back();
+    return event;
+  }
+  CUevent event = nullptr;
+  check(drv().cuEventCreate(&event, 0), "cuEventCreate (kernel profile)");
+  return event;
+}
+} // namespace
+
+extern "C" void moeRuntimeProfileKernels(int on) { runtime().profiling = on != 0 && usable(); }
+
+extern "C" int moeRuntimeProfileReport(int calls) {
+  Runtime &rt = runtime();
+  if (!usable() || calls < 1)
+    return 1;
+  struct Kernel {
+    const Runtime::Launch *first;
+    int launches = 0;
+    double ms = 0;
+  };
+  std::vector<Kernel> kernels;
+  std::map<CUfunction, size_t> index;
+  bool ok = true;
+  for (const Runtime::Launch &launch : rt.launches) {
+    float ms = 0;
+    ok = ok && check(drv().cuEventSynchronize(launch.stop), "cuEventSynchronize (kernel profile)") &&
+         check(drv().cuEventElapsedTime(&ms, launch.start, launch.stop), "cuEventElapsedTime (kernel profile)");
+    auto [at, added] = index.try_emplace(launch.function, kernels.size());
+    if (added)
+      kernels.push_back({&launch});
+    kernels[at->second].launches += 1;
+    kernels[at->second].ms += ms;
+  }
+  if (ok) {
+    double total = 0;
+    for (const Kernel &k : kernels)
+      total += k.ms;
+    std::printf("kernel profile: %zu kernels, per call of %d (mean us, launch order; grid x.y.z, threads, "
+                "dynamic shared bytes):\n",
+                kernels.size(), calls);
+    for (size_t i = 0; i < kernels.size(); ++i) {
+      const Kernel &k = kernels[i];
+      const Runtime::Launch &l = *k.first;
+      std::printf("  #%-3zu %9.1f us %5.1f%%  %gx  grid %u.%u.%u  threads %u  smem %d\n", i,
+                  1e3 * k.ms / calls, total > 0 ? 100 * k.ms / total : 0.0, double(k.launches) / calls,
+                  l.grid[0], l.grid[1], l.grid[2], l.block, l.sharedBytes);
+    }
+    std::printf("  sum %.1f us per call\n", 1e3 * total / calls);
+  }
+  for (const Runtime::Launch &launch : rt.launches)
+    rt.spareEvents.insert(rt.spareEvents.end(), {launch.start, launch.stop});
+  rt.launches.clear();
+  return ok ? 0 : 1;
+}
+
 //===--- What MLIR's gpu-to-llvm lowering calls -----------------------------===//
 
 extern "C" void *mgpuModuleLoad(void *data, size_t /*size*/) {
@@ -324,9 +399,16 @@ extern "C" void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY,
       !check(drv().cuFuncSetAttribute(function, kMaxDynamicSharedSizeBytes, smem),
              "cuFuncSetAttribute (dynamic shared memory above 48 KiB)"))
     return;
-  check(drv().cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ, smem,
-                             stream ? stream : currentStream(), params, nullptr),
-        "cuLaunchKernel");
+  CUstream on = stream ? stream : currentStream();
+  Runtime::Launch timed{function, {unsigned(gridX), unsigned(gridY), unsigned(gridZ)},
+                        unsigned(blockX * blockY * blockZ), smem, nullptr, nullptr};
+  bool profile = runtime().profiling && (timed.start = profileEvent()) && (timed.stop = profileEvent()) &&
+                 check(drv().cuEventRecord(timed.start, on), "cuEventRecord (kernel profile)");
+  if (!check(drv().cuLaunchKernel(function, gridX, gridY, gridZ, blockX, blockY, blockZ, smem, on, params, nullptr),
+             "cuLaunchKernel") ||
+      !profile || !check(drv().cuEventRecord(timed.stop, on), "cuEventRecord (kernel profile)"))
+    return;
+  runtime().launches.push_back(timed);
 }
 // One stream for every artifact call, so that a host can time calls with
 // events on moeRuntimeStream(); "destroying" it only synchronizes.

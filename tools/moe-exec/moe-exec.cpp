@@ -51,6 +51,8 @@ const char *kUsage =
     "  --tokens N           size of the dynamic (?) dimensions (default: from the inputs)\n"
     "  --warmup N           untimed runs first (default 1)\n"
     "  --repeat N           timed runs; the median is reported (default 1)\n"
+    "  --profile-kernels    GPU artifacts: time every kernel of the timed runs (CUDA events\n"
+    "                       around each launch) and print each one's mean time per run\n"
     "  --output-dir DIR     write output_<i>.npy there (made if missing) (and input_<i>.npy with --save-inputs)\n"
     "  --save-inputs        also write the inputs used\n"
     "  --reference FILE.npy expected data of the next output; prints the normwise relative\n"
@@ -117,7 +119,7 @@ struct Options {
   double randomScale = 1.0;
   int64_t tokens = -1;
   int64_t warmup = 1, repeat = 1;
-  bool saveInputs = false;
+  bool saveInputs = false, profileKernels = false;
   double tolerance = -1;
 };
 
@@ -164,6 +166,7 @@ bool parseOptions(int argc, char **argv, Options &o, std::string &error) {
       o.fills.push_back({*index, *fill});
     }
     else if (arg == "--save-inputs") { o.saveInputs = true; }
+    else if (arg == "--profile-kernels") { o.profileKernels = true; }
     else if (arg.rfind("--", 0) == 0) { error = "unknown option " + arg + " (see --help)"; return false; }
     else if (o.artifact.empty()) { o.artifact = arg; }
     else { error = "more than one artifact given: " + o.artifact + ", " + arg; return false; }
@@ -345,7 +348,11 @@ int main(int argc, char **argv) {
   // Warm-up, then timed runs.
   RunContext context{&artifact, &pointers, tokens < 0 ? 0 : tokens};
   std::vector<double> times;
+  if (opt.profileKernels && !sig.gpu)
+    std::printf("%s --profile-kernels: a CPU artifact launches no kernels; nothing to profile\n", tag.c_str());
   for (int64_t r = 0; r < opt.warmup + opt.repeat; ++r) {
+    if (sig.gpu && opt.profileKernels && r == opt.warmup)
+      moeRuntimeProfileKernels(1);
     double ms = 0;
     if (sig.gpu) {
       float elapsed = 0;
@@ -369,6 +376,14 @@ int main(int argc, char **argv) {
   std::printf("%s %lld runs after %lld warm-up: median %.4f ms, min %.4f ms (%s)\n", tag.c_str(), static_cast<long long>(opt.repeat),
               static_cast<long long>(opt.warmup), times[times.size() / 2], times.front(),
               sig.gpu ? "CUDA events" : "steady clock");
+  if (sig.gpu && opt.profileKernels) {
+    moeRuntimeProfileKernels(0);
+    std::printf("%s ", tag.c_str());
+    if (moeRuntimeProfileReport(static_cast<int>(opt.repeat)) != 0) {
+      releaseDevice();
+      return failWith(std::string("kernel profile: ") + (moeRuntimeError() ? moeRuntimeError() : "no data"));
+    }
+  }
 
   for (size_t i = 0; i < outs.size(); ++i) {
     Array &out = hostOut[i];

@@ -51,6 +51,15 @@ int moeRuntimeFill32(void *device, unsigned pattern, size_t count);
    the elapsed milliseconds. 0 on success. */
 int moeRuntimeTime(void (*fn)(void *), void *context, float *milliseconds);
 
+/* Kernel profile: while on, every kernel launch is timed by a pair of
+   events around it on its stream (the launches stay asynchronous). */
+void moeRuntimeProfileKernels(int on);
+/* Prints to stdout, per kernel in the order of its first launch, the
+   launches, grid, block, dynamic shared memory and mean time per call of
+   the profiled code, `calls` being how many calls were profiled, then the
+   sum per call; forgets what it printed. 0 on success. */
+int moeRuntimeProfileReport(int calls);
+
 #ifdef __cplusplus
 }
 #endif
