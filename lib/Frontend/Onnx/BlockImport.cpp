@@ -86,6 +86,10 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   }
   std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek || block.sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
+  // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
+  // rounds them as the graph does before scoring and selecting.
+  if (element.isBF16() || element.isF16())
+    routing += element.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
   Value selectionBias;
   if (block.deepSeek) {
     char scale[32];
