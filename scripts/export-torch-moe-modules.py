@@ -186,7 +186,11 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "sigmoid_loop": SigmoidLoop, "sigmoid_of_picks": SigmoidOfPicks,
            # nn.Linear's defaults everywhere: the router has a bias too.
            "where_loop_router_bias": lambda: WhereLoop(router_bias=True),
-           "mask_loop_all_biases": lambda: MaskLoop(lambda: mlp(nn.GELU(), True), router_bias=True)}
+           "mask_loop_all_biases": lambda: MaskLoop(lambda: mlp(nn.GELU(), True), router_bias=True),
+           # Half precision: 16-bit logits; the dynamo export sums w * (idx == e) in f32 between Casts.
+           "mask_loop_f16": MaskLoop}
+# Exported and run in this precision (default float32).
+DTYPES = {"mask_loop_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}
@@ -214,8 +218,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for seed, (name, cls) in enumerate(MODULES.items()):
         torch.manual_seed(seed)
-        module = cls().eval()
-        example = torch.randn(64, HIDDEN)
+        dtype = DTYPES.get(name, torch.float32)
+        module = cls().eval().to(dtype)
+        example = torch.randn(64, HIDDEN).to(dtype)
         if args.names and name not in args.names:
             continue
         exporters = ("dynamo",) if name in DYNAMO_ONLY else ("torchscript",) if name in TORCHSCRIPT_ONLY else (
@@ -232,7 +237,7 @@ def main():
                 reference = {}
                 with torch.no_grad():
                     for i, tokens in enumerate(sizes):
-                        x = torch.randn(tokens, HIDDEN, generator=torch.Generator().manual_seed(100 + i))
+                        x = torch.randn(tokens, HIDDEN, generator=torch.Generator().manual_seed(100 + i)).to(dtype)
                         reference[f"x_{i}"] = x.numpy()
                         reference[f"y_{i}"] = module(x).numpy()
                 np.savez(os.path.join(args.out, file + ".reference.npz"), **reference)

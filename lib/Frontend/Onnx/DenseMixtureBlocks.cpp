@@ -32,7 +32,8 @@ namespace mlir::moe::onnx_import::blocks {
 namespace {
 
 /// The gate column of one expert, ReduceSum(w * Cast(Equal(ids, e)), [-1],
-/// keepdims) or with Where(Equal(ids, e), w, 0): returns e.
+/// keepdims) or with Where(Equal(ids, e), w, 0), for a 16-bit w maybe
+/// summed in f32 between Casts: returns e.
 std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &equal,
                                   llvm::StringRef ids, llvm::StringRef w, std::string &column,
                                   llvm::SmallVector<const onnx::NodeProto *> &nodes) {
@@ -58,13 +59,26 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
       masked = where;
     }
   }
-  const onnx::NodeProto *sum = masked ? g.onlyUser(outputOf(*masked, 0), "ReduceSum") : nullptr;
+  // A 16-bit w is summed in f32 and cast back (PyTorch's sum): exact, as
+  // the slots hold distinct experts and so at most one nonzero term.
+  constexpr int64_t kFloat = 1, kFloat16 = 10, kBFloat16 = 16;
+  const onnx::NodeProto *widen = masked ? g.onlyUser(outputOf(*masked, 0), "Cast") : nullptr;
+  if (widen && intAttr(*widen, "to", 0) != kFloat)
+    widen = nullptr;
+  const onnx::NodeProto *sum = masked ? g.onlyUser(outputOf(widen ? *widen : *masked, 0), "ReduceSum") : nullptr;
   std::optional<llvm::SmallVector<int64_t>> axes = sum ? axesOf(*sum, constants) : std::nullopt;
   if (!sum || !axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || intAttr(*sum, "keepdims", 1) != 1)
     return std::nullopt;
+  const onnx::NodeProto *narrow = widen ? g.onlyUser(outputOf(*sum, 0), "Cast") : nullptr;
+  if (widen && (!narrow || (intAttr(*narrow, "to", 0) != kFloat16 && intAttr(*narrow, "to", 0) != kBFloat16)))
+    return std::nullopt;
+  if (widen)
+    found.push_back(widen);
   found.push_back(sum);
+  if (narrow)
+    found.push_back(narrow);
   nodes.append(found.begin(), found.end());
-  column = outputOf(*sum, 0);
+  column = outputOf(narrow ? *narrow : *sum, 0);
   return (*expert)[0];
 }
 
