@@ -187,10 +187,13 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # nn.Linear's defaults everywhere: the router has a bias too.
            "where_loop_router_bias": lambda: WhereLoop(router_bias=True),
            "mask_loop_all_biases": lambda: MaskLoop(lambda: mlp(nn.GELU(), True), router_bias=True),
-           # Half precision: 16-bit logits; the dynamo export sums w * (idx == e) in f32 between Casts.
-           "mask_loop_f16": MaskLoop}
+           # Half precision: 16-bit logits; the dynamo exports sum 16-bit tensors in f32 between
+           # Casts (the columns w * (idx == e), the renormalisation); GELU's √2 rounded to f16.
+           "mask_loop_f16": MaskLoop, "gathered_einsum_f16": GatheredEinsum,
+           "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True))}
 # Exported and run in this precision (default float32).
-DTYPES = {"mask_loop_f16": torch.float16}
+DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
+          "where_loop_gelu_bias_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}

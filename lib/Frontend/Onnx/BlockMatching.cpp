@@ -38,6 +38,29 @@ std::string throughFloatCastUser(const GraphIndex &g, llvm::StringRef value,
   return outputOf(*cast, 0);
 }
 
+const onnx::NodeProto *sumReading(const GraphIndex &g, llvm::StringRef value, bool onlyUser, std::string &result,
+                                   llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto user = [&](llvm::StringRef v, llvm::StringRef type) {
+    return onlyUser ? g.onlyUser(v, type) : g.userOfType(v, type);
+  };
+  if (const onnx::NodeProto *sum = user(value, "ReduceSum")) {
+    nodes.push_back(sum);
+    result = outputOf(*sum, 0);
+    return sum;
+  }
+  const onnx::NodeProto *widen = user(value, "Cast");
+  if (!widen || intAttr(*widen, "to", 0) != onnx::TensorProto::FLOAT)
+    return nullptr;
+  const onnx::NodeProto *sum = g.onlyUser(outputOf(*widen, 0), "ReduceSum");
+  const onnx::NodeProto *narrow = sum ? g.onlyUser(outputOf(*sum, 0), "Cast") : nullptr;
+  int64_t to = narrow ? intAttr(*narrow, "to", 0) : 0;
+  if (to != onnx::TensorProto::FLOAT16 && to != onnx::TensorProto::BFLOAT16)
+    return nullptr;
+  nodes.append({widen, sum, narrow});
+  result = outputOf(*narrow, 0);
+  return sum;
+}
+
 std::string throughFloatCastProducer(const GraphIndex &g, llvm::StringRef value,
                                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *cast = g.producer(value);

@@ -106,6 +106,12 @@ private:
 /// user (the Cast joins `nodes`), or `value`.
 std::string throughFloatCastUser(const GraphIndex &g, llvm::StringRef value,
                                  llvm::SmallVector<const onnx::NodeProto *> &nodes);
+/// The ReduceSum reading `value` (its only user with `onlyUser`, else one
+/// of them), or PyTorch's sum of a 16-bit tensor: a Cast to f32, the
+/// ReduceSum, a Cast back to f16/bf16. `result` is the sum's value (after
+/// the Cast back); the nodes join `nodes`. Null when neither is there.
+const onnx::NodeProto *sumReading(const GraphIndex &g, llvm::StringRef value, bool onlyUser, std::string &result,
+                                   llvm::SmallVector<const onnx::NodeProto *> &nodes);
 /// The input of the float Cast producing `value` (the Cast joins `nodes`),
 /// or `value`.
 std::string throughFloatCastProducer(const GraphIndex &g, llvm::StringRef value,

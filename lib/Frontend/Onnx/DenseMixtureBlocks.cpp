@@ -59,26 +59,15 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
       masked = where;
     }
   }
-  // A 16-bit w is summed in f32 and cast back (PyTorch's sum): exact, as
-  // the slots hold distinct experts and so at most one nonzero term.
-  constexpr int64_t kFloat = 1, kFloat16 = 10, kBFloat16 = 16;
-  const onnx::NodeProto *widen = masked ? g.onlyUser(outputOf(*masked, 0), "Cast") : nullptr;
-  if (widen && intAttr(*widen, "to", 0) != kFloat)
-    widen = nullptr;
-  const onnx::NodeProto *sum = masked ? g.onlyUser(outputOf(widen ? *widen : *masked, 0), "ReduceSum") : nullptr;
+  // A 16-bit w summed in f32 and cast back (PyTorch's sum) is exact: the
+  // slots hold distinct experts, so at most one term is nonzero.
+  llvm::SmallVector<const onnx::NodeProto *> summed;
+  const onnx::NodeProto *sum = masked ? sumReading(g, outputOf(*masked, 0), /*onlyUser=*/true, column, summed) : nullptr;
   std::optional<llvm::SmallVector<int64_t>> axes = sum ? axesOf(*sum, constants) : std::nullopt;
   if (!sum || !axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || intAttr(*sum, "keepdims", 1) != 1)
     return std::nullopt;
-  const onnx::NodeProto *narrow = widen ? g.onlyUser(outputOf(*sum, 0), "Cast") : nullptr;
-  if (widen && (!narrow || (intAttr(*narrow, "to", 0) != kFloat16 && intAttr(*narrow, "to", 0) != kBFloat16)))
-    return std::nullopt;
-  if (widen)
-    found.push_back(widen);
-  found.push_back(sum);
-  if (narrow)
-    found.push_back(narrow);
   nodes.append(found.begin(), found.end());
-  column = outputOf(narrow ? *narrow : *sum, 0);
+  nodes.append(summed.begin(), summed.end());
   return (*expert)[0];
 }
 
@@ -145,14 +134,17 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
     const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
                                      ? g.onlyUser(outputOf(*unsq, 0), "Mul")
                                      : nullptr;
-    const onnx::NodeProto *sum = mul ? g.onlyUser(outputOf(*mul, 0), "ReduceSum") : nullptr;
+    // 16-bit: maybe summed in f32 between Casts (PyTorch's sum), which the
+    // layer's f32 combine rounded once matches up to the products' rounding.
+    llvm::SmallVector<const onnx::NodeProto *> summed;
+    const onnx::NodeProto *sum = mul ? sumReading(g, outputOf(*mul, 0), /*onlyUser=*/true, sumOut, summed) : nullptr;
     if (!sum || !hasAxis(*sum, constants, 1) || intAttr(*sum, "keepdims", 1) != 0) {
       why = "the scattered gate is not summed with the experts' outputs over the expert axis";
       return "";
     }
-    found = {unsq, mul, sum};
+    found = {unsq, mul};
+    found.append(summed.begin(), summed.end());
     stack = inputOf(*mul, 0) == outputOf(*unsq, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0);
-    sumOut = outputOf(*sum, 0);
   }
   const onnx::NodeProto *concat = g.producer(stack);
   if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != 1 ||

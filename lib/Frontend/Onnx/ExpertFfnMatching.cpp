@@ -130,8 +130,17 @@ std::optional<PlainActivation> plainActivation(const GraphIndex &g, const Consta
     if (scalarIs(constants, inputOf(*add, 1 - side), 1.0, 0.0))
       erf = g.producer(inputOf(*add, side));
   const onnx::NodeProto *scaled = erf && erf->op_type() == "Erf" ? g.producer(inputOf(*erf, 0)) : nullptr;
-  bool byRoot2 = scaled && ((scaled->op_type() == "Div" && scalarIs(constants, inputOf(*scaled, 1), M_SQRT2, 1e-5)) ||
-                            (scaled->op_type() == "Mul" && scalarIs(constants, other(*scaled, x), M_SQRT1_2, 1e-6)));
+  // √2 and 1/√2 as a 16-bit graph holds them (f16 and bf16 round both to
+  // these values): GELU up to that rounding, as the rest of such a graph.
+  constexpr double kRoot2In16Bits = 1.4140625, kHalfRoot2In16Bits = 0.70703125;
+  auto isRoot2 = [&](llvm::StringRef v) {
+    return scalarIs(constants, v, M_SQRT2, 1e-5) || scalarIs(constants, v, kRoot2In16Bits, 0.0);
+  };
+  auto isHalfRoot2 = [&](llvm::StringRef v) {
+    return scalarIs(constants, v, M_SQRT1_2, 1e-6) || scalarIs(constants, v, kHalfRoot2In16Bits, 0.0);
+  };
+  bool byRoot2 = scaled && ((scaled->op_type() == "Div" && isRoot2(inputOf(*scaled, 1))) ||
+                            (scaled->op_type() == "Mul" && isHalfRoot2(other(*scaled, x))));
   if (half.empty() || x.empty() || !byRoot2 || inputOf(*scaled, 0) != x)
     return std::nullopt;
   found.append({add, erf, scaled});

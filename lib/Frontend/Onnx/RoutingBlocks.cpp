@@ -15,7 +15,8 @@ using namespace mlir::moe::onnx_import;
 
 namespace mlir::moe::onnx_import::blocks {
 
-/// `w / ReduceSum(w, -1, keepdims)`, the sum optionally plus a tiny
+/// `w / ReduceSum(w, -1, keepdims)` (for 16-bit w maybe summed in f32
+/// between Casts), the sum optionally plus a tiny
 /// constant of at most 1e-15 (transformers' `+ 1e-20`; 1e-15 moves no f32
 /// sum above 2e-8, and top-k routing weights sum to far more):
 /// appends the nodes and returns the Div's output; nullopt when `w` is not
@@ -23,11 +24,15 @@ namespace mlir::moe::onnx_import::blocks {
 static std::optional<std::string> renormalised(const GraphIndex &g, const ConstantLookup &constants,
                                                const std::string &w,
                                                llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  const onnx::NodeProto *sum = g.userOfType(w, "ReduceSum");
+  // A 16-bit w may be summed in f32 and cast back (PyTorch's sum); the
+  // layer divides in f32, which differs from the graph's 16-bit division
+  // by its rounding only.
+  std::string denominator;
+  llvm::SmallVector<const onnx::NodeProto *> summed;
+  const onnx::NodeProto *sum = sumReading(g, w, /*onlyUser=*/false, denominator, summed);
   if (!sum)
     return std::nullopt;
   const onnx::NodeProto *div = g.userOfType(w, "Div");
-  std::string denominator = outputOf(*sum, 0);
   const onnx::NodeProto *epsilon = g.onlyUser(denominator, "Add");
   if (epsilon) {
     std::string c = inputOf(*epsilon, 0) == denominator ? inputOf(*epsilon, 1) : inputOf(*epsilon, 0);
@@ -39,7 +44,8 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
   if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1) ||
       intAttr(*sum, "keepdims", 1) != 1)
     return std::string();
-  nodes.append({sum, div});
+  nodes.append(summed.begin(), summed.end());
+  nodes.push_back(div);
   if (epsilon)
     nodes.push_back(epsilon);
   return outputOf(*div, 0);
