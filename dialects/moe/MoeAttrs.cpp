@@ -92,7 +92,7 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   int64_t numGroups, int64_t topkGroups, GroupScore groupScore,
                                   APFloat thresholdF, int64_t capacity, APFloat tauF,
                                   int64_t samples, int64_t seed, APFloat inputScaleF,
-                                  int64_t groupSize, Type logitsType) {
+                                  int64_t groupSize, Type logitsType, Type scoresType) {
   double scale = scaleF.convertToDouble(), threshold = thresholdF.convertToDouble();
   double tau = tauF.convertToDouble(), inputScale = inputScaleF.convertToDouble();
   // routing_c1: at least one selection per token.
@@ -143,6 +143,13 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   // routing_c9: logits are rounded to a 16-bit float type, if at all.
   if (logitsType && !logitsType.isBF16() && !logitsType.isF16())
     return emitError() << "routing logits_type must be bf16 or f16, got " << logitsType;
+  // routing_c10: scores are rounded to a 16-bit float type, if at all, and
+  // only where they are computed before the selection.
+  if (scoresType && !scoresType.isBF16() && !scoresType.isF16())
+    return emitError() << "routing scores_type must be bf16 or f16, got " << scoresType;
+  if (scoresType && order == ScoreOrder::select_then_score)
+    return emitError() << "routing scores_type needs order = score_then_select (select_then_score scores "
+                          "the picks after selecting)";
   return success();
 }
 

@@ -174,6 +174,9 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     // A bf16 program's router: its logits rounded to bf16 before scoring
     // and selection, as the program computes them.
     #moe.routing<scoring = softmax, k = 2, normalize = all, logits_type = bf16>
+    // An f16 program that also takes the softmax in f16: the scores rounded
+    // to f16 before the selection (equal rounded scores: the lower index).
+    #moe.routing<scoring = softmax, k = 8, logits_type = f16, scores_type = f16>
     ```
   }];
   let parameters = (ins
@@ -194,7 +197,9 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     Moe_F64Parameter<"1.0", "factor on the expert input (MoE++: k)">:$input_scale,
     DefaultValuedParameter<"int64_t", "1">:$group_size,
     OptionalParameter<"::mlir::Type", "bf16 or f16: the router logits rounded to it before scoring (a "
-                      "program that computes them in 16 bits); absent: f32">:$logits_type
+                      "program that computes them in 16 bits); absent: f32">:$logits_type,
+    OptionalParameter<"::mlir::Type", "bf16 or f16: the scores rounded to it before selection (a "
+                      "program that scores in 16 bits); absent: f32">:$scores_type
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

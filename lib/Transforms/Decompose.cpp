@@ -39,8 +39,8 @@ Value scaleTensor(OpBuilder &b, Location loc, Value x, double factor) {
   return arith::MulFOp::create(b, loc, x, splat);
 }
 
-/// `x` (f32) rounded to `type` and widened back: the logits a program
-/// computes in 16 bits, which its selection reads.
+/// `x` (f32) rounded to `type` and widened back: the logits or scores a
+/// program computes in 16 bits, which its selection reads.
 Value roundThrough(OpBuilder &b, Location loc, Value x, Type type) {
   auto f32Type = cast<RankedTensorType>(x.getType());
   Value narrow = arith::TruncFOp::create(b, loc, f32Type.clone(type), x);
@@ -122,6 +122,8 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
                                     denominatorSlots);
   } else {
     Value scores = createScore(rewriter, loc, routing, logits);
+    if (Type rounded = routing.getScoresType())
+      scores = roundThrough(rewriter, loc, scores, rounded);
     switch (routing.getSelect()) {
     case SelectMode::top_k:
       selectTopK(scores);

@@ -298,6 +298,30 @@ func.func @bf16_logits(%x: tensor<?x64xbf16>, %wr: tensor<8x64xbf16>, %up: tenso
 
 // -----
 
+// An f16 program that also scores in f16: the softmax's f32 scores rounded
+// to f16 and widened back before the top-k (the weights are the rounded
+// scores); the layer's logits are the rounded logits, not the scores.
+// CHECK-LABEL: func @f16_scores
+// CHECK: %[[Z:.+]] = moe.router
+// CHECK: %[[N:.+]] = arith.truncf %[[Z]] : tensor<?x8xf32> to tensor<?x8xf16>
+// CHECK: %[[R:.+]] = arith.extf %[[N]] : tensor<?x8xf16> to tensor<?x8xf32>
+// CHECK: %[[S:.+]] = moe.score softmax %[[R]]
+// CHECK: %[[SN:.+]] = arith.truncf %[[S]] : tensor<?x8xf32> to tensor<?x8xf16>
+// CHECK: %[[SR:.+]] = arith.extf %[[SN]] : tensor<?x8xf16> to tensor<?x8xf32>
+// CHECK: moe.topk %[[SR]]
+// CHECK: return %{{.+}}, %[[R]]
+func.func @f16_scores(%x: tensor<?x64xf16>, %wr: tensor<8x64xf16>, %up: tensor<8x256x64xf16>,
+                      %down: tensor<8x64x128xf16>) -> (tensor<?x64xf16>, tensor<?x8xf32>) {
+  %y, %z = moe.layer %x, %wr ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = softmax, k = 2, logits_type = f16, scores_type = f16>}
+    : (tensor<?x64xf16>, tensor<8x64xf16>, tensor<8x256x64xf16>, tensor<8x64x128xf16>)
+    -> (tensor<?x64xf16>, tensor<?x8xf32>)
+  return %y, %z : tensor<?x64xf16>, tensor<?x8xf32>
+}
+
+// -----
+
 // A router with its own bias: moe.router adds it (before the logits are
 // rounded), and the layer's logits include it.
 // CHECK-LABEL: func @router_bias

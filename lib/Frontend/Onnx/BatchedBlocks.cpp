@@ -204,13 +204,18 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     block.last = g.indexOf(g.producer(block.output));
   } else {
     const onnx::NodeProto *slots = g.onlyUser(outputOf(*scale, 0), "Reshape");
-    const onnx::NodeProto *combine = slots ? g.onlyUser(outputOf(*slots, 0), "ReduceSum") : nullptr;
+    // 16-bit rows may be summed in f32 between Casts (PyTorch's sum).
+    std::string summed;
+    llvm::SmallVector<const onnx::NodeProto *> sumNodes;
+    const onnx::NodeProto *combine =
+        slots ? sumReading(g, outputOf(*slots, 0), /*onlyUser=*/true, summed, sumNodes) : nullptr;
     std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
     if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0 || !slotShape ||
         slotShape->size() != 3 || (*slotShape)[1] != block.k)
       return fail("the weighted rows are not summed per token over the k slots");
-    nodes.append({slots, combine});
-    block.output = throughFloatCastUser(g, outputOf(*combine, 0), nodes);
+    nodes.push_back(slots);
+    nodes.append(sumNodes.begin(), sumNodes.end());
+    block.output = throughFloatCastUser(g, summed, nodes);
     block.last = g.indexOf(g.producer(block.output));
   }
   matchSharedExpert(g, block, nodes);

@@ -90,6 +90,9 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   // rounds them as the graph does before scoring and selecting.
   if (element.isBF16() || element.isF16())
     routing += element.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
+  // Scores taken in the 16-bit type, then widened for the TopK.
+  if (block.scoresRounded && (element.isBF16() || element.isF16()))
+    routing += element.isBF16() ? ", scores_type = bf16" : ", scores_type = f16";
   Value selectionBias;
   if (block.deepSeek) {
     char scale[32];

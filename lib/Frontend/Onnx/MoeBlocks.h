@@ -84,6 +84,10 @@ struct MoeBlock {
   /// Sigmoid scores (Llama-4 style; top-k of sigmoid(logits), or the
   /// sigmoid of the top-k logits) instead of the softmax.
   bool sigmoid = false;
+  /// The scores are computed in the model's 16-bit type and widened
+  /// before the TopK (Softmax/Sigmoid, then a Cast to f32): the layer
+  /// rounds them the same way (routing scores_type).
+  bool scoresRounded = false;
   GateActivation activation = GateActivation::silu;
   /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid scores, the
   /// selection bias (a constant [E]), top-k within the best `topkGroups` of

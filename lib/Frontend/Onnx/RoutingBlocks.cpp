@@ -157,8 +157,18 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
                                         std::string &why) {
   const onnx::NodeProto &t = g.graph.node(topk);
   why.clear();
-  // The scores top-k selects from: Softmax(logits), or Sigmoid(logits).
+  // The scores top-k selects from: Softmax(logits), or Sigmoid(logits);
+  // in a 16-bit model maybe computed in 16 bits and widened to f32.
   const onnx::NodeProto *scores = g.producer(inputOf(t, 0));
+  const onnx::NodeProto *widened = nullptr;
+  if (scores && scores->op_type() == "Cast" && intAttr(*scores, "to", 0) == onnx::TensorProto::FLOAT) {
+    const onnx::NodeProto *computed = g.producer(inputOf(*scores, 0));
+    if (computed && (computed->op_type() == "Softmax" || computed->op_type() == "Sigmoid") &&
+        g.users(outputOf(*computed, 0)).size() == 1) {
+      widened = scores;
+      scores = computed;
+    }
+  }
   std::optional<std::pair<std::string, std::string>> deepSeek;
   llvm::SmallVector<const onnx::NodeProto *> deepSeekNodes;
   // Sigmoid scores: top-k of sigmoid(logits) (sigmoid keeps the order).
@@ -177,6 +187,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   if ((!scores && !deepSeek && !picksSoftmax && !picksSigmoid) || t.output_size() != 2)
     return std::nullopt;
   block.sigmoid = sigmoid || picksSigmoid;
+  block.scoresRounded = scores && widened;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
@@ -252,6 +263,8 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
         (!sigmoid && intAttr(*scores, "axis", -1) != -1))
       return fail("the softmax or top-k is not over the last axis, largest first");
     nodes.append({router, scores, &t});
+    if (widened)
+      nodes.push_back(widened);
   }
   if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
     if (divided->empty())
@@ -259,7 +272,8 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     block.normalize = true;
     w = *divided;
   }
-  return w;
+  // A 16-bit model narrows the f32 weights back to its type.
+  return throughFloatCastUser(g, w, nodes);
 }
 
 } // namespace mlir::moe::onnx_import::blocks

@@ -125,3 +125,13 @@ func.func @routing_c8_group_expert_choice() attributes {r = #moe.routing<scoring
 
 // expected-error @+1 {{routing logits_type must be bf16 or f16, got 'f64'}}
 func.func @routing_c9_logits_type() attributes {r = #moe.routing<scoring = softmax, logits_type = f64>} { return }
+
+// -----
+
+// expected-error @+1 {{routing scores_type must be bf16 or f16, got 'f32'}}
+func.func @routing_c10_scores_type() attributes {r = #moe.routing<scoring = softmax, scores_type = f32>} { return }
+
+// -----
+
+// expected-error @+1 {{routing scores_type needs order = score_then_select}}
+func.func @routing_c10_scores_after_selection() attributes {r = #moe.routing<scoring = softmax, k = 2, order = select_then_score, scores_type = bf16>} { return }
