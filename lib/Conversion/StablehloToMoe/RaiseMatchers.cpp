@@ -326,6 +326,13 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
     return failure();
   }
   layer.k = topk.getK();
+  // Scores in 16 bits (a bf16 softmax, maybe widened before the top-k) are
+  // selected among as rounded.
+  Value scores = topk.getOperand();
+  if (auto widened = scores.getDefiningOp<shlo::ConvertOp>())
+    scores = widened.getOperand();
+  Type scoresElement = cast<RankedTensorType>(scores.getType()).getElementType();
+  layer.scoresType = scoresElement.isBF16() || scoresElement.isF16() ? scoresElement : Type();
   // sum + eps (DeepSeek's 1e-20 against a zero sum): the k largest of E
   // softmax probabilities sum to at least k / E, so an eps below 2^-26 of
   // that is lost in the f32 sum (the sum's half ulp is larger): exactly
@@ -558,6 +565,8 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
     routingText += ", num_groups = " + std::to_string(m.numGroups) + ", topk_groups = " + std::to_string(m.topkGroups);
   if (m.logitsType)
     routingText += m.logitsType.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
+  if (m.scoresType)
+    routingText += m.scoresType.isBF16() ? ", scores_type = bf16" : ", scores_type = f16";
   auto routing = cast<RoutingAttr>(parseAttribute(routingText + ">", ctx));
   // The expert set: the FFN group, then runs of zero-computation experts.
   SmallVector<Attribute> groups = {parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx)};

@@ -124,6 +124,9 @@ struct RecognisedLayer {
   SmallVector<Value> constantVectors, constantMixes;
   // bf16 or f16 when the program's router computes its logits in 16 bits.
   Type logitsType;
+  /// bf16 or f16 when the top-k selects among scores computed (or rounded)
+  /// in that type; null for f32.
+  Type scoresType;
 };
 
 /// w / sum(w) over the last dim: returns w, or null. With `epsilon`, also
