@@ -51,15 +51,20 @@ def isolated(name, check):
         return 1
 
 
+# Whole f16 LMs whose 16-bit rounding alone moves the logits further than
+# TOLERANCE allows: onnxruntime itself is 1.2e-3 to 1.9e-3 from PyTorch's
+# logits on deepseek_v3_f16 (three sizes), ours 1.0e-3 to 2.1e-3.
+HF_TOLERANCE = {"deepseek_v3_f16.onnx": 3e-3}
 HF_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "hf")
 TORCH_MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs", "torch")
 
 
-def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=(), gpu=True):
+def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=(), gpu=True, tolerance=None):
     """Imports, optimises, compiles for the GPU and runs `path` three ways
     (imported, optimised, emulated GPU) on `feeds` and on each (feeds,
     expected) of `more`; returns how many runs differ from `expected`.
-    `gpu=False` (onnx_models.CPU_ONLY) leaves out the GPU program."""
+    `gpu=False` (onnx_models.CPU_ONLY) leaves out the GPU program;
+    `tolerance` replaces the element type's."""
     translate, moe_run, moe_opt = tools
     runs = []
     for i, (run_feeds, run_expected) in enumerate([(feeds, expected), *more]):
@@ -88,7 +93,7 @@ def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=(
             result_dir = os.path.join(out_dir, f"{name}.{i}.{mode}")
             run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
             ours = np.load(os.path.join(result_dir, "result_0.npy"))
-            tol = TOLERANCE[expected.dtype]
+            tol = tolerance or TOLERANCE[expected.dtype]
             if ours.shape != expected.shape or ours.dtype != expected.dtype:
                 print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
                       f"{expected.dtype}{list(expected.shape)}")
@@ -157,7 +162,7 @@ def main(out_dir):
                 feeds = {ids: np.random.default_rng(seed * 100 + seq).integers(0, 128, (batch, seq)).astype(np.int64)}
                 runs.append((feeds, session.run(None, feeds)[0]))
         failures += isolated(file, lambda: check_model("hf_" + file[:-5], path, *runs[0], [ids], out_dir, tools,
-                                                       more=runs[1:]))
+                                                       more=runs[1:], tolerance=HF_TOLERANCE.get(file)))
     # MoE layers written by hand in PyTorch (scripts/export-torch-moe-modules.py):
     # both exporters, dynamic and static sizes, against PyTorch's outputs.
     for file in sorted(f for f in os.listdir(TORCH_MODULES) if f.endswith(".onnx")):

@@ -49,7 +49,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   if (routerShape != (block.routerWeight.rows ? ArrayRef<int64_t>{experts, hidden} : ArrayRef<int64_t>{hidden, experts}) ||
       upType.getDimSize(2) != hidden ||
       (gated && upType.getDimSize(1) % 2 != 0) || downType.getShape() != ArrayRef<int64_t>{experts, hidden, ffn} ||
-      routerType.getElementType() != element || upType.getElementType() != element ||
+      routerType.getElementType() != (block.routerOnWidenedX ? builder.getF32Type() : element) ||
+      upType.getElementType() != element ||
       downType.getElementType() != element || block.k < 1 || block.k > experts)
     return emitError(loc) << "MoE block: inconsistent shapes: x " << xType << ", router " << routerType
                           << ", gate/up " << upType << ", down " << downType << ", k = " << block.k;
@@ -64,9 +65,9 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     if (failed(bias))
       return failure();
     auto biasType = cast<RankedTensorType>(bias->getType());
-    if (biasType.getNumElements() != experts || biasType.getElementType() != element)
+    if (biasType.getNumElements() != experts || biasType.getElementType() != routerType.getElementType())
       return emitError(loc) << "MoE block: the router bias " << biasType << " is not " << experts << " values of "
-                            << element;
+                            << routerType.getElementType();
     routerBias = tensor_builders::reshape(builder, loc, *bias, {experts});
   }
   Activation activation = block.activation == GateActivation::gelu ? Activation::geglu : Activation::swiglu;
@@ -88,7 +89,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
   // rounds them as the graph does before scoring and selecting.
-  if (element.isBF16() || element.isF16())
+  if ((element.isBF16() || element.isF16()) && !block.routerOnWidenedX)
     routing += element.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
   // Scores taken in the 16-bit type, then widened for the TopK.
   if (block.scoresRounded && (element.isBF16() || element.isF16()))

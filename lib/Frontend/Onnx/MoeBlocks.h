@@ -88,6 +88,10 @@ struct MoeBlock {
   /// before the TopK (Softmax/Sigmoid, then a Cast to f32): the layer
   /// rounds them the same way (routing scores_type).
   bool scoresRounded = false;
+  /// The router multiplies x widened to f32 by f32 weights (DeepSeek-V3's
+  /// `F.linear(x.float(), w.float())` in a 16-bit model): the layer's
+  /// router takes the f32 weights with the 16-bit x, the logits in f32.
+  bool routerOnWidenedX = false;
   GateActivation activation = GateActivation::silu;
   /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid scores, the
   /// selection bias (a constant [E]), top-k within the best `topkGroups` of

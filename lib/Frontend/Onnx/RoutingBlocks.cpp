@@ -203,6 +203,13 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     return std::nullopt;
   };
   block.x = inputOf(*router, 0);
+  if (const onnx::NodeProto *widen = g.producer(block.x);
+      widen && widen->op_type() == "Cast" && intAttr(*widen, "to", 0) == onnx::TensorProto::FLOAT &&
+      g.users(block.x).size() == 1) {
+    block.x = inputOf(*widen, 0);
+    block.routerOnWidenedX = true;
+    nodes.push_back(widen);
+  }
   // transformers' routers reshape x [T, H] to [-1, H] again: the same
   // tensor when x itself comes from a Reshape to [*, H].
   // (Where the source's width is not known here, importing the layer
