@@ -24,7 +24,8 @@ transformers 5.25) is the half-precision model, with PyTorch's logits;
 mixtral_torchscript_f16.onnx its TorchScript export (opset 17).
 olmoe_f16.onnx, qwen2_moe_f16.onnx and qwen3_moe_f16.onnx (--dtype f16,
 torch 2.15, transformers 5.25): these take the router's softmax in f16;
-deepseek_v3_f16.onnx likewise, its router in f32 on x cast up.
+deepseek_v3_f16.onnx likewise, its router in f32 on x cast up; gpt_oss_f16.onnx
+likewise.
 qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.

@@ -253,15 +253,22 @@ const onnx::NodeProto *matchGptOssActivation(const GraphIndex &g, const Constant
   if (!gateSlice || !upSlice)
     return fail("the gate/up result is not split into alternate columns");
   nodes.append({gateSlice, upSlice});
-  // Clamps: gate to at most L, up to [-L, L] (both or neither).
+  // Clamps: gate to at most L (Clip with no lower bound, or Min, as the
+  // f16 export writes it), up to [-L, L] (both or neither).
   std::string gate = outputOf(*gateSlice, 0), up = outputOf(*upSlice, 0);
   const onnx::NodeProto *gateClip = g.onlyUser(gate, "Clip"), *upClip = g.onlyUser(up, "Clip");
+  const onnx::NodeProto *gateMin = gateClip ? nullptr : g.onlyUser(gate, "Min");
+  if (gateMin && gateMin->input_size() != 2)
+    gateMin = nullptr;
+  if (gateMin)
+    gateClip = gateMin;
   if (gateClip || upClip) {
     auto bound = [&](const onnx::NodeProto *clip, int input) {
       return clip && clip->input_size() == 3 && !inputOf(*clip, input).empty() ? scalar(inputOf(*clip, input))
                                                                              : std::nullopt;
     };
-    std::optional<float> gateMax = bound(gateClip, 2), upMin = bound(upClip, 1), upMax = bound(upClip, 2);
+    std::optional<float> gateMax = gateMin ? scalar(otherOperand(*gateMin, gate)) : bound(gateClip, 2);
+    std::optional<float> upMin = bound(upClip, 1), upMax = bound(upClip, 2);
     float limit = gateMax.value_or(0.0f);
     if (!gateMax || bound(gateClip, 1) || upMin != -limit || upMax != limit || !(limit > 0))
       return fail("the gate and up clamps are not min(g, L) and clamp(u, -L, L)");
@@ -432,19 +439,24 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   // Scaled by the gate weights, summed over each token's k slots.
   const onnx::NodeProto *scale = g.onlyUser(o, "Mul");
   const onnx::NodeProto *slots = scale ? g.onlyUser(outputOf(*scale, 0), "Reshape") : nullptr;
-  const onnx::NodeProto *combine = slots ? g.onlyUser(outputOf(*slots, 0), "ReduceSum") : nullptr;
+  // 16-bit rows may be summed in f32 between Casts (PyTorch's sum).
+  std::string summed;
+  llvm::SmallVector<const onnx::NodeProto *> sumNodes;
+  const onnx::NodeProto *combine =
+      slots ? sumReading(g, outputOf(*slots, 0), /*onlyUser=*/true, summed, sumNodes) : nullptr;
   std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
   if (!scale || otherOperand(*scale, o) != outputOf(*unsqW, 0) || !combine || !hasAxis(*combine, constants, 1) ||
       intAttr(*combine, "keepdims", 1) != 0 || !slotShape || slotShape->size() != 3 || (*slotShape)[1] != block.k)
     return fail("the weighted rows are not summed per token over the k slots");
-  nodes.append({scale, slots, combine});
+  nodes.append({scale, slots});
+  nodes.append(sumNodes.begin(), sumNodes.end());
   block.gateUp = inputOf(*gather13, 0);
   block.down = inputOf(*gather2, 0);
   oss.upBias = inputOf(*bias13, 0);
   oss.downBias = inputOf(*bias2, 0);
   block.gptOss = oss;
-  block.output = outputOf(*combine, 0);
-  block.last = g.indexOf(combine);
+  block.output = summed;
+  block.last = g.indexOf(g.producer(summed));
   if (!clipKeepsExperts(constants, clip, block.gateUp))
     return fail("the expert ids are clipped to a range narrower than the experts");
   return finishBlock(g, std::move(block), nodes, topk, why);
