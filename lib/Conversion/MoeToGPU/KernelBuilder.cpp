@@ -49,7 +49,8 @@ Value KernelBuilder::rangeStart(Value range) {
 void KernelBuilder::scheduleRowTile(Value tile, int64_t tileRows) {
   // Range r (r in [0, G + 2)) starting at row s_r owns the tile numbers
   // [S(r), S(r + 1)) with S(r) = s_r / tileRows + r: at least its
-  // ceil(length / tileRows) tiles, and S is increasing, so the block's
+  // ceil(length / tileRows) tiles, and S is increasing (the offsets are the
+  // dispatch's prefix sums, non-decreasing), so the block's
   // range is found by binary search (log2(G + 2) loads, the same in every
   // thread of the block) rather than by a pass over every group.
   auto slot = [&](Value range) {
