@@ -37,6 +37,21 @@ def loop_where(k):
     return fn
 
 
+def sigmoid_loop_where(k):
+    """The where-mask loop with sigmoid scores (Llama-4 style), their top-k
+    renormalised; in bf16 the sigmoid saturates, so equal rounded scores
+    are common and the lower index wins them."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.sigmoid(x @ wr), k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            we = jnp.sum(jnp.where(idx == e, vals, 0.0), axis=-1)
+            y = y + we[:, None] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
 def separate_params(k):
     """A list of expert modules, each with its own parameters (separate
     arguments), GELU experts, top-k of the logits then softmax, a residual."""
@@ -771,6 +786,7 @@ def programs(Program):
         "idiom_bf16_weights_cast_k2": Program(bf16_weights_cast(2), mixtral_shapes(12, 32, 40, 4)),
         "idiom_any_mask_gate_k2": Program(any_mask_gate(2), mixtral_shapes(12, 32, 40, 4)),
         "idiom_sigmoid_topk_renorm_k3": Program(sigmoid_topk_renorm(3), mixtral_shapes(10, 24, 32, 8)),
+        "idiom_sigmoid_loop_where_bf16_k2": Program(sigmoid_loop_where(2), mixtral_shapes(12, 32, 24, 8), dtype=bf16),
         "idiom_slot_loop_gather_k2": Program(slot_loop_gather(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_slot_loop_crossed_near_miss": Program(slot_loop_crossed_near_miss, mixtral_shapes(6, 32, 40, 4)),
         "idiom_slot_gather_top1": Program(slot_gather_top1, mixtral_shapes(8, 32, 24, 4)),

@@ -669,6 +669,7 @@ FailureOr<chlo::TopKOp> mlir::moe::stablehlo_raise::topKRouting(Value vals, Reco
           layer.k = scored.getK();
           layer.sigmoid = true;
           layer.normalize = renormalised;
+          layer.scoresType = sixteenBitScores(scored);
           return scored;
         }
       }
@@ -768,6 +769,9 @@ LogicalResult maskedScoresRouting(Value probs, chlo::TopKOp topk, bool renormali
   layer.k = topk.getK();
   layer.sigmoid = sigmoid;
   layer.normalize = renormalised;
+  // Selected among the (16-bit) scores themselves, not the logits.
+  if (selected == probs)
+    layer.scoresType = sixteenBitScores(topk);
   return success();
 }
 

@@ -306,6 +306,14 @@ Value renormalisedInput(Value v, double *epsilon) {
   return div.getLhs();
 }
 
+Type sixteenBitScores(chlo::TopKOp topk) {
+  Value scores = topk.getOperand();
+  if (auto widened = scores.getDefiningOp<shlo::ConvertOp>())
+    scores = widened.getOperand();
+  Type element = cast<RankedTensorType>(scores.getType()).getElementType();
+  return element.isBF16() || element.isF16() ? element : Type();
+}
+
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` and returns the top-k op.
@@ -326,13 +334,7 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
     return failure();
   }
   layer.k = topk.getK();
-  // Scores in 16 bits (a bf16 softmax, maybe widened before the top-k) are
-  // selected among as rounded.
-  Value scores = topk.getOperand();
-  if (auto widened = scores.getDefiningOp<shlo::ConvertOp>())
-    scores = widened.getOperand();
-  Type scoresElement = cast<RankedTensorType>(scores.getType()).getElementType();
-  layer.scoresType = scoresElement.isBF16() || scoresElement.isF16() ? scoresElement : Type();
+  layer.scoresType = sixteenBitScores(topk);
   // sum + eps (DeepSeek's 1e-20 against a zero sum): the k largest of E
   // softmax probabilities sum to at least k / E, so an eps below 2^-26 of
   // that is lost in the f32 sum (the sum's half ulp is larger): exactly

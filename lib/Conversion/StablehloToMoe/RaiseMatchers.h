@@ -150,6 +150,11 @@ FailureOr<chlo::TopKOp> matchGroupedSigmoidTopK(Value vals, Value x, RecognisedL
 /// DeepSeek-V3's grouped sigmoid. Fills `layer`; returns the top-k op.
 FailureOr<chlo::TopKOp> topKRouting(Value vals, RecognisedLayer &layer, NoMatch &fail);
 
+/// The 16-bit type `topk` selects among when its scores are computed in
+/// bf16 or f16 (maybe widened just before it): equal rounded scores go to
+/// the lower index (the layer's scores_type); null for f32 scores.
+Type sixteenBitScores(chlo::TopKOp topk);
+
 /// A shared expert swiglu(x @ s1, x @ s3) @ s2 of the layer's x: fills
 /// s1, s3, s2 of `layer` (RaiseMoeLayers.cpp).
 bool matchSharedExpert(Value v, RecognisedLayer &layer);
