@@ -24,11 +24,17 @@ def softmax_topk(x, wr, k, renormalise=True):
     return vals, idx
 
 
-def loop_where(k):
+def sigmoid_topk(x, wr, k):
+    """Sigmoid scores (Llama-4 style), their top-k renormalised."""
+    vals, idx = lax.top_k(jax.nn.sigmoid(x @ wr), k)
+    return vals / vals.sum(-1, keepdims=True), idx
+
+
+def loop_where(k, route=softmax_topk):
     """A Python loop over experts: each expert's weight is
     sum(where(idx == e, vals, 0)) and its output is added in turn."""
     def fn(x, wr, w1, w3, w2):
-        vals, idx = softmax_topk(x, wr, k)
+        vals, idx = route(x, wr, k)
         y = jnp.zeros_like(x)
         for e in range(wr.shape[1]):
             we = jnp.sum(jnp.where(idx == e, vals, 0.0), axis=-1)
@@ -38,18 +44,10 @@ def loop_where(k):
 
 
 def sigmoid_loop_where(k):
-    """The where-mask loop with sigmoid scores (Llama-4 style), their top-k
-    renormalised; in bf16 the sigmoid saturates, so equal rounded scores
-    are common and the lower index wins them."""
-    def fn(x, wr, w1, w3, w2):
-        vals, idx = lax.top_k(jax.nn.sigmoid(x @ wr), k)
-        vals = vals / vals.sum(-1, keepdims=True)
-        y = jnp.zeros_like(x)
-        for e in range(wr.shape[1]):
-            we = jnp.sum(jnp.where(idx == e, vals, 0.0), axis=-1)
-            y = y + we[:, None] * ffn(x, w1[e], w3[e], w2[e])
-        return y
-    return fn
+    """The where-mask loop with sigmoid scores; in bf16 the sigmoid
+    saturates, so equal rounded scores are common and the lower index wins
+    them."""
+    return loop_where(k, sigmoid_topk)
 
 
 def separate_params(k):
@@ -541,8 +539,7 @@ def any_mask_gate(k):
 def sigmoid_topk_renorm(k):
     """Sigmoid scores, their top-k renormalised (no groups, no bias)."""
     def fn(x, wr, w1, w3, w2):
-        vals, idx = lax.top_k(jax.nn.sigmoid(x @ wr), k)
-        vals = vals / vals.sum(-1, keepdims=True)
+        vals, idx = sigmoid_topk(x, wr, k)
         gate = jnp.sum(jax.nn.one_hot(idx, wr.shape[1]) * vals[..., None], axis=1)
         outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
         return jnp.einsum('te,eth->th', gate, outs)
