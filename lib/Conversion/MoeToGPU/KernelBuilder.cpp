@@ -85,7 +85,7 @@ void KernelBuilder::scheduleRowTile(Value tile, int64_t tileRows) {
     scf::YieldOp::create(b, b.getLoc(), rows);
   }
   Value rangeEnd = end.getResult(0);
-  Value local = arith::SubIOp::create(b, tile, slot(range));
+  Value local = arith::SubIOp::create(b, tile, add(arith::DivUIOp::create(b, start, idx(tileRows)), range));
   Value first = add(start, mul(local, tileRows));
   // A slot past the range's tiles has no rows.
   Value active = ult(first, rangeEnd);

@@ -15,6 +15,25 @@ using namespace mlir::moe::onnx_import;
 
 namespace mlir::moe::onnx_import::blocks {
 
+/// Rows [T * k, H] reshaped to [T, k, H] and summed over the k slots (16-bit
+/// rows maybe in f32 between Casts, PyTorch's sum): the sum's value (after
+/// the Cast back), its nodes appended to `nodes`; empty when not so.
+static std::string slotSum(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows, int64_t k,
+                           llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *slots = g.onlyUser(rows, "Reshape");
+  std::string summed;
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  const onnx::NodeProto *combine =
+      slots ? sumReading(g, outputOf(*slots, 0), /*onlyUser=*/true, summed, found) : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
+  if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0 || !slotShape ||
+      slotShape->size() != 3 || (*slotShape)[1] != k)
+    return "";
+  nodes.push_back(slots);
+  nodes.append(found.begin(), found.end());
+  return summed;
+}
+
 /// Matches the batched block anchored at TopK node `topk`. On failure
 /// returns the reason in `why` (empty when the anchor itself does not
 /// match: not MoE).
@@ -203,18 +222,9 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
     block.output = throughFloatCastUser(g, outputOf(*scatter, 0), nodes);
     block.last = g.indexOf(g.producer(block.output));
   } else {
-    const onnx::NodeProto *slots = g.onlyUser(outputOf(*scale, 0), "Reshape");
-    // 16-bit rows may be summed in f32 between Casts (PyTorch's sum).
-    std::string summed;
-    llvm::SmallVector<const onnx::NodeProto *> sumNodes;
-    const onnx::NodeProto *combine =
-        slots ? sumReading(g, outputOf(*slots, 0), /*onlyUser=*/true, summed, sumNodes) : nullptr;
-    std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
-    if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0 || !slotShape ||
-        slotShape->size() != 3 || (*slotShape)[1] != block.k)
+    std::string summed = slotSum(g, constants, outputOf(*scale, 0), block.k, nodes);
+    if (summed.empty())
       return fail("the weighted rows are not summed per token over the k slots");
-    nodes.push_back(slots);
-    nodes.append(sumNodes.begin(), sumNodes.end());
     block.output = throughFloatCastUser(g, summed, nodes);
     block.last = g.indexOf(g.producer(block.output));
   }
@@ -438,18 +448,12 @@ std::optional<MoeBlock> matchGptOssBlock(const GraphIndex &g, const ConstantLook
   nodes.append(chain.begin(), chain.end());
   // Scaled by the gate weights, summed over each token's k slots.
   const onnx::NodeProto *scale = g.onlyUser(o, "Mul");
-  const onnx::NodeProto *slots = scale ? g.onlyUser(outputOf(*scale, 0), "Reshape") : nullptr;
-  // 16-bit rows may be summed in f32 between Casts (PyTorch's sum).
-  std::string summed;
-  llvm::SmallVector<const onnx::NodeProto *> sumNodes;
-  const onnx::NodeProto *combine =
-      slots ? sumReading(g, outputOf(*slots, 0), /*onlyUser=*/true, summed, sumNodes) : nullptr;
-  std::optional<llvm::SmallVector<int64_t>> slotShape = slots ? constants(inputOf(*slots, 1)) : std::nullopt;
-  if (!scale || otherOperand(*scale, o) != outputOf(*unsqW, 0) || !combine || !hasAxis(*combine, constants, 1) ||
-      intAttr(*combine, "keepdims", 1) != 0 || !slotShape || slotShape->size() != 3 || (*slotShape)[1] != block.k)
+  std::string summed = scale && otherOperand(*scale, o) == outputOf(*unsqW, 0)
+                           ? slotSum(g, constants, outputOf(*scale, 0), block.k, nodes)
+                           : std::string();
+  if (summed.empty())
     return fail("the weighted rows are not summed per token over the k slots");
-  nodes.append({scale, slots});
-  nodes.append(sumNodes.begin(), sumNodes.end());
+  nodes.push_back(scale);
   block.gateUp = inputOf(*gather13, 0);
   block.down = inputOf(*gather2, 0);
   oss.upBias = inputOf(*bias13, 0);

@@ -88,12 +88,13 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek || block.sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
-  // rounds them as the graph does before scoring and selecting.
-  if ((element.isBF16() || element.isF16()) && !block.routerOnWidenedX)
-    routing += element.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
-  // Scores taken in the 16-bit type, then widened for the TopK.
-  if (block.scoresRounded && (element.isBF16() || element.isF16()))
-    routing += element.isBF16() ? ", scores_type = bf16" : ", scores_type = f16";
+  // rounds them as the graph does before scoring and selecting; scores
+  // taken in the 16-bit type, then widened for the TopK, likewise.
+  std::string sixteen = element.isBF16() ? "bf16" : element.isF16() ? "f16" : "";
+  if (!sixteen.empty() && !block.routerOnWidenedX)
+    routing += ", logits_type = " + sixteen;
+  if (!sixteen.empty() && block.scoresRounded)
+    routing += ", scores_type = " + sixteen;
   Value selectionBias;
   if (block.deepSeek) {
     char scale[32];

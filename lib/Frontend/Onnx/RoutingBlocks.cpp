@@ -187,7 +187,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   if ((!scores && !deepSeek && !picksSoftmax && !picksSigmoid) || t.output_size() != 2)
     return std::nullopt;
   block.sigmoid = sigmoid || picksSigmoid;
-  block.scoresRounded = scores && widened;
+  block.scoresRounded = widened != nullptr;
   llvm::SmallVector<const onnx::NodeProto *> routerNodes;
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
