@@ -5,6 +5,7 @@
 #include "dialects/moe/MoeOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -36,6 +37,14 @@ struct AttributePlace {
   int64_t inputs, inits;
 };
 } // namespace
+
+bool mlir::moe::callsSharedFunction(Operation *op) {
+  auto call = dyn_cast<func::CallOp>(op);
+  if (!call)
+    return false;
+  auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(call, call.getCalleeAttr());
+  return callee && !callee.isExternal() && callee->hasAttr(kSharedLayerAttrName);
+}
 
 LogicalResult MoeDialect::verifyOperationAttribute(Operation *op, NamedAttribute attr) {
   static const StringRef loop[] = {"scf.for"}, generic[] = {"linalg.generic"},

@@ -18,6 +18,11 @@ inline constexpr llvm::StringLiteral kRowScaleAttrName = MoeDialect::RowScaleAtt
 inline constexpr llvm::StringLiteral kRowExpertsAttrName = MoeDialect::RowExpertsAttrHelper::getNameStr();
 inline constexpr llvm::StringLiteral kHostCallAttrName = MoeDialect::HostCallAttrHelper::getNameStr();
 inline constexpr llvm::StringLiteral kSharedLayerAttrName = MoeDialect::SharedLayerAttrHelper::getNameStr();
+
+/// Whether `op` calls a function marked `moe.shared_layer` (made by
+/// moe-share-layers or moe-share-blocks): a call with the effects of the
+/// tensor ops it replaced (none), whose work the function does itself.
+bool callsSharedFunction(Operation *op);
 } // namespace mlir::moe
 
 #endif // DIALECTS_MOE_MOEDIALECT_H

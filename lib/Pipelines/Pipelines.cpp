@@ -43,8 +43,13 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
 static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions,
                                   bool shareLayers, unsigned vectorBits = 512, bool bf16DotProducts = false) {
   using namespace mlir::moe;
-  if (shareLayers)
+  if (shareLayers) {
     pm.addPass(createMoeShareLayers());
+    // The GPU mapping does not handle blocks calling layers yet (a block
+    // returning a view of its layer's result is freed twice in emulation).
+    if (!parallelContractions)
+      pm.addPass(createMoeShareBlocks());
+  }
   pm.addNestedPass<func::FuncOp>(createMoeReadOnlyArguments());
   pm.addPass(createMoeDecompose());
   ConvertMoeToLinalgOptions lowering;

@@ -5,9 +5,11 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Analysis/CGSCCPassManager.h"
 #include "llvm/Analysis/LoopAnalysisManager.h"
+#include "llvm/IR/InstIterator.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/PassManager.h"
 #include "llvm/Passes/PassBuilder.h"
+#include "llvm/Passes/StandardInstrumentations.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/CodeGen.h"
@@ -42,6 +44,9 @@ std::unique_ptr<llvm::TargetMachine> moe::createCpuTargetMachine(llvm::StringRef
     error = "cannot create a target machine for CPU '" + name + "'";
     return nullptr;
   }
+  // Functions left unoptimised (optimizeHostModule) are selected by the
+  // fast instruction selector, as at -O0.
+  machine->setO0WantsFastISel(true);
   return machine;
 }
 
@@ -75,7 +80,40 @@ std::vector<std::string> moe::runtimeCheckableFeatures(const llvm::TargetMachine
   return needed;
 }
 
+namespace {
+
+/// A function passing more call arguments than this (a call per layer with
+/// every buffer's pointers and sizes) is compiled without optimisation.
+constexpr unsigned kDispatcherCallArguments = 1000;
+
+unsigned callArguments(llvm::Function &function) {
+  unsigned arguments = 0;
+  for (llvm::Instruction &instruction : llvm::instructions(function))
+    if (auto *call = llvm::dyn_cast<llvm::CallBase>(&instruction))
+      if (llvm::Function *callee = call->getCalledFunction(); !callee || !callee->isIntrinsic())
+        arguments += call->arg_size();
+  return arguments;
+}
+
+/// A deep model's entry function and its C wrapper are mostly calls (one
+/// per layer, each passing every buffer as pointers and sizes), run once per
+/// forward pass: optimising and scheduling them cost more than the layers'
+/// code (the post-RA scheduler is quadratic in a block's length: 0.75 s of
+/// 1.5 s for 61 DeepSeek-V3 layers), and their run time is that of the
+/// calls. What else they do (a residual add between the layers that were
+/// not outlined) runs unoptimised.
+void leaveDispatchersUnoptimized(llvm::Module &module) {
+  for (llvm::Function &function : module)
+    if (!function.isDeclaration() && callArguments(function) > kDispatcherCallArguments) {
+      function.addFnAttr(llvm::Attribute::OptimizeNone);
+      function.addFnAttr(llvm::Attribute::NoInline);
+    }
+}
+
+} // namespace
+
 llvm::Error moe::optimizeHostModule(llvm::Module &module, llvm::TargetMachine *machine) {
+  leaveDispatchersUnoptimized(module);
   llvm::PipelineTuningOptions tuning;
   tuning.LoopUnrolling = false;
   tuning.LoopInterleaving = true;
@@ -85,7 +123,17 @@ llvm::Error moe::optimizeHostModule(llvm::Module &module, llvm::TargetMachine *m
   llvm::FunctionAnalysisManager functions;
   llvm::CGSCCAnalysisManager sccs;
   llvm::ModuleAnalysisManager modules;
-  llvm::PassBuilder builder(machine, tuning);
+  // The new pass manager skips a pass only when an instrumentation says so:
+  // optnone functions (above), and CalledValuePropagation, which only
+  // annotates indirect calls (the host code has none of its own) and is
+  // quadratic in the arguments of a call with thousands of them (0.3 s for a
+  // 61-layer entry function).
+  llvm::PassInstrumentationCallbacks instrumentation;
+  llvm::OptNoneInstrumentation optNone(/*DebugLogging=*/false);
+  optNone.registerCallbacks(instrumentation);
+  instrumentation.registerShouldRunOptionalPassCallback(
+      [](llvm::StringRef pass, llvm::Any) { return pass != "CalledValuePropagationPass"; });
+  llvm::PassBuilder builder(machine, tuning, std::nullopt, &instrumentation);
   builder.registerModuleAnalyses(modules);
   builder.registerCGSCCAnalyses(sccs);
   builder.registerFunctionAnalyses(functions);

@@ -11,19 +11,14 @@
 #include "dialects/moe/MoeDialect.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Transforms/Passes.h"
-#include "moe/Utils/RegionEquivalence.h"
+#include "moe/Transforms/SharedFunctions.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/IR/BuiltinAttributes.h"
-#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Matchers.h"
-#include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Interfaces/DestinationStyleOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
-#include "mlir/Transforms/RegionUtils.h"
 #include "llvm/ADT/EquivalenceClasses.h"
-#include "llvm/ADT/SetVector.h"
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOESHARELAYERS
@@ -34,50 +29,13 @@ using namespace mlir;
 
 namespace {
 
-/// Constants this small are copied into the shared function (their values
-/// take part in the comparison); larger ones (weights) become arguments.
-constexpr int64_t kInlinedConstantElements = 16;
-
-bool isInlinedConstant(Value v) {
-  Attribute value;
-  if (!matchPattern(v, m_Constant(&value)))
-    return false;
-  if (auto elements = dyn_cast<ElementsAttr>(value))
-    return elements.isSplat() || elements.getNumElements() <= kInlinedConstantElements;
-  return true; // scalars
-}
-
 bool isMoeOp(Operation *op) { return isa<moe::MoeDialect>(op->getDialect()); }
-
-/// One layer: ops of one block, in block order, closed under paths between
-/// them (an op that both reads from and feeds the cluster belongs to it).
-struct Cluster {
-  SmallVector<Operation *> ops;
-  /// One use of each input inside the cluster: replacing an earlier cluster
-  /// by a call changes the values a later one reads, not its ops.
-  SmallVector<OpOperand *> inputs;
-  SmallVector<Value> outputs;
-  SmallVector<Value> inlinedConstants;
-  func::FuncOp function;
-};
 
 /// The op of `block` that contains `op` (or null).
 Operation *ancestorIn(Block *block, Operation *op) { return block->findAncestorOpInBlock(*op); }
 
-/// The uses by which `op` (or an op nested in it) reads a value defined
-/// outside it: operands and captures.
-SmallVector<OpOperand *> usesFromOutside(Operation *op) {
-  SmallVector<OpOperand *> uses;
-  op->walk([&](Operation *inner) {
-    for (OpOperand &use : inner->getOpOperands())
-      if (inner == op || !op->isAncestor(use.get().getParentRegion()->getParentOp()))
-        uses.push_back(&use);
-  });
-  return uses;
-}
-
 SmallVector<Value> valuesRead(Operation *op) {
-  return llvm::map_to_vector(usesFromOutside(op), [](OpOperand *use) { return use->get(); });
+  return llvm::map_to_vector(moe::usesFromOutside(op), [](OpOperand *use) { return use->get(); });
 }
 
 /// Adds to `members` every op of the block lying on a path between two of
@@ -190,8 +148,9 @@ SmallVector<Operation *> moeProducers(Block *block, Value v) {
   return found;
 }
 
-/// The layers of `block`: moe ops connected by values, closed under paths.
-std::vector<Cluster> findClusters(Block *block) {
+/// The layers of `block`: moe ops connected by values, closed under paths
+/// (an op that both reads from and feeds a layer belongs to it).
+std::vector<moe::OutlineCandidate> findClusters(Block *block) {
   llvm::EquivalenceClasses<Operation *> classes;
   for (Operation &op : *block) {
     if (!isMoeOp(&op))
@@ -223,96 +182,18 @@ std::vector<Cluster> findClusters(Block *block) {
     for (auto [a, b] : merges)
       classes.unionSets(a, b);
   }
-  std::vector<Cluster> clusters;
+  std::vector<moe::OutlineCandidate> clusters;
   for (llvm::SmallPtrSet<Operation *, 32> &members : closed) {
-    Cluster cluster;
+    moe::OutlineCandidate cluster;
     cluster.ops.assign(members.begin(), members.end());
     llvm::sort(cluster.ops, [](Operation *a, Operation *b) { return a->isBeforeInBlock(b); });
     // Moving the call (and its inputs' producers) needs ops without effects.
     if (llvm::any_of(cluster.ops, [](Operation *op) { return !isMemoryEffectFree(op); }))
       continue;
-    llvm::SetVector<Value> inputs, constants;
-    for (Operation *op : cluster.ops)
-      for (OpOperand *use : usesFromOutside(op)) {
-        Value v = use->get();
-        Operation *def = v.getDefiningOp() ? ancestorIn(block, v.getDefiningOp()) : nullptr;
-        if (def && members.contains(def))
-          continue;
-        if (isInlinedConstant(v))
-          constants.insert(v);
-        else if (inputs.insert(v))
-          cluster.inputs.push_back(use);
-      }
-    for (Operation *op : cluster.ops)
-      for (Value result : op->getResults())
-        if (llvm::any_of(result.getUsers(), [&](Operation *user) {
-              Operation *owner = ancestorIn(block, user);
-              return !owner || !members.contains(owner);
-            }))
-          cluster.outputs.push_back(result);
-    cluster.inlinedConstants.assign(constants.begin(), constants.end());
+    moe::describeBoundary(cluster, block);
     clusters.push_back(std::move(cluster));
   }
   return clusters;
-}
-
-SmallVector<Value> inputValues(const Cluster &cluster) {
-  return llvm::map_to_vector(cluster.inputs, [](OpOperand *use) { return use->get(); });
-}
-
-/// The cluster as a private function of its inputs (not yet called).
-func::FuncOp outline(Cluster &cluster, func::FuncOp parent, SymbolTable &symbols) {
-  MLIRContext *ctx = parent.getContext();
-  Location loc = cluster.ops.front()->getLoc();
-  SmallVector<Value> inputs = inputValues(cluster);
-  auto type = FunctionType::get(ctx, ValueRange(inputs).getTypes(), ValueRange(cluster.outputs).getTypes());
-  OpBuilder builder(ctx);
-  auto function = func::FuncOp::create(builder, loc, (parent.getName() + "_layer").str(), type);
-  function.setPrivate();
-  Block *entry = function.addEntryBlock();
-  IRMapping mapping;
-  mapping.map(inputs, entry->getArguments());
-  builder.setInsertionPointToStart(entry);
-  for (Value constant : cluster.inlinedConstants)
-    builder.clone(*constant.getDefiningOp(), mapping);
-  for (Operation *op : cluster.ops)
-    builder.clone(*op, mapping);
-  SmallVector<Value> results;
-  for (Value v : cluster.outputs)
-    results.push_back(mapping.lookup(v));
-  func::ReturnOp::create(builder, loc, results);
-  symbols.insert(function, std::next(Block::iterator(parent)));
-  return function;
-}
-
-llvm::hash_code hashBody(func::FuncOp function) {
-  return llvm::hash_combine(hash_value(function.getFunctionType()), moe::hashRegionOps(function.getBody()));
-}
-
-bool sameComputation(func::FuncOp a, func::FuncOp b) {
-  return a.getFunctionType() == b.getFunctionType() && moe::equivalentRegions(a.getBody(), b.getBody());
-}
-
-/// Replaces the cluster's ops by a call of `function`.
-LogicalResult callInstead(Cluster &cluster, func::FuncOp function) {
-  Operation *first = cluster.ops.front();
-  IRRewriter rewriter(first->getContext());
-  // Inputs computed between the cluster's ops move above it; convexity
-  // guarantees that none of them depends on the cluster.
-  SmallVector<Value> inputs = inputValues(cluster), late;
-  for (Value v : inputs)
-    if (Operation *def = v.getDefiningOp(); def && def->getBlock() == first->getBlock() &&
-                                            first->isBeforeInBlock(def))
-      late.push_back(v);
-  if (!late.empty() && failed(moveValueDefinitions(rewriter, late, first)))
-    return failure();
-  rewriter.setInsertionPoint(first);
-  auto call = func::CallOp::create(rewriter, first->getLoc(), function, inputs);
-  for (auto [output, result] : llvm::zip(cluster.outputs, call.getResults()))
-    rewriter.replaceAllUsesWith(output, result);
-  for (Operation *op : llvm::reverse(cluster.ops))
-    rewriter.eraseOp(op);
-  return success();
 }
 
 struct MoeShareLayersPass : mlir::moe::impl::MoeShareLayersBase<MoeShareLayersPass> {
@@ -320,56 +201,16 @@ struct MoeShareLayersPass : mlir::moe::impl::MoeShareLayersBase<MoeShareLayersPa
     ModuleOp module = getOperation();
     SymbolTable symbols(module);
     SmallVector<func::FuncOp> functions(module.getOps<func::FuncOp>());
-    std::vector<Cluster> clusters;
+    std::vector<moe::OutlineCandidate> clusters;
     for (func::FuncOp function : functions)
       for (Block &block : function.getFunctionBody())
-        for (Cluster &cluster : findClusters(&block)) {
-          cluster.function = outline(cluster, function, symbols);
+        for (moe::OutlineCandidate &cluster : findClusters(&block)) {
+          cluster.parent = function;
           clusters.push_back(std::move(cluster));
         }
-    // Group equal computations; a group of one stays where it is.
-    SmallVector<SmallVector<Cluster *>> groups;
-    llvm::DenseMap<llvm::hash_code, SmallVector<unsigned>> byHash;
-    for (Cluster &cluster : clusters) {
-      SmallVector<unsigned> &candidates = byHash[hashBody(cluster.function)];
-      auto same = llvm::find_if(candidates, [&](unsigned g) {
-        return sameComputation(groups[g].front()->function, cluster.function);
-      });
-      if (same != candidates.end()) {
-        groups[*same].push_back(&cluster);
-        continue;
-      }
-      candidates.push_back(groups.size());
-      groups.push_back({&cluster});
-    }
-    SmallVector<func::FuncOp> kept;
-    for (SmallVector<Cluster *> &group : groups) {
-      func::FuncOp shared = group.front()->function;
-      unsigned calls = 0;
-      if (group.size() > 1)
-        for (Cluster *cluster : group)
-          calls += succeeded(callInstead(*cluster, shared));
-      for (Cluster *cluster : llvm::drop_begin(group))
-        symbols.erase(cluster->function);
-      if (calls == 0) {
-        symbols.erase(shared);
-        continue;
-      }
-      shared->setAttr(moe::kSharedLayerAttrName, UnitAttr::get(&getContext()));
-      kept.push_back(shared);
-      ++sharedFunctions;
-      sharedCalls += calls;
-    }
-    // Names by order of first call, now that the candidates are gone.
-    llvm::StringMap<unsigned> perParent;
-    for (func::FuncOp shared : kept) {
-      StringRef parent = shared.getName().take_front(shared.getName().rfind("_layer"));
-      unsigned n = perParent[parent]++;
-      std::string name = (parent + "_layer" + (n ? "_" + std::to_string(n) : "")).str();
-      if (name != shared.getName() && !symbols.lookup(name) &&
-          failed(symbols.rename(shared, StringAttr::get(&getContext(), name))))
-        return signalPassFailure();
-    }
+    auto [shared, calls] = moe::shareEqualCandidates(clusters, symbols, "_layer");
+    sharedFunctions += shared;
+    sharedCalls += calls;
   }
 };
 

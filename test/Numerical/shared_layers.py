@@ -1,12 +1,15 @@
-# Identical layers compiled once (moe-share-layers): a 4-layer program whose
-# layers 0, 1 and 3 have one configuration and layer 2 another (different
-# weights in every layer, residual adds between them). With sharing, the
-# program must (1) call the shared routed experts three times, the shared
-# expert four times, and keep layer 2's routed experts inline, (2) give bit-identical results to the program compiled with every
-# layer separately (--share-layers=false), on the CPU and in GPU emulation,
-# (3) match the float64 reference within 1e-5 (normwise relative, f32
-# accumulation over 4 layers), and (4) compile to no more GPU kernels than
-# its two distinct layers alone.
+# Identical layers compiled once (moe-share-layers) and the code around them
+# (moe-share-blocks): a 4-layer program whose layers 0, 1 and 3 have one
+# configuration and layer 2 another (different weights in every layer,
+# residual adds between them). With sharing, the program must (1) call the
+# shared routed experts three times, the shared expert four times, and keep
+# layer 2's routed experts inline, and make each shared-expert call with the
+# residual adds after it one block called four times, (2) give bit-identical
+# results to the program compiled with every layer separately
+# (--share-layers=false), on the CPU and in GPU emulation, (3) match the
+# float64 reference within 1e-5 (normwise relative, f32 accumulation over 4
+# layers), and (4) compile to no more GPU kernels than its two distinct layers
+# alone.
 # RUN: %moe_python %s
 
 import os
@@ -90,6 +93,13 @@ def main():
             ok &= good
             print(f"{'ok  ' if good else 'FAIL'} {shape}: {calls} calls of {functions} shared functions, "
                   f"{dispatches} dispatches (expected 7, 2, 2: layer 2's routing stays inline)")
+            # moe-share-blocks: each layer's shared-expert call (the most
+            # called) with the two residual adds after it is one block.
+            blocks = run([opt, src, "--moe-optimize", "--moe-share-layers", "--moe-share-blocks"])
+            block_calls = len(re.findall(r"call @main_block\(", blocks))
+            good = block_calls == 4 and "func.func private @main_block_1" not in blocks
+            ok &= good
+            print(f"{'ok  ' if good else 'FAIL'} {shape}: {block_calls} calls of one shared block (expected 4)")
             for mode, flags in execution_modes():
                 results = {}
                 for share in ("true", "false"):

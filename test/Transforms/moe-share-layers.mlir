@@ -11,7 +11,7 @@
 // CHECK: %[[Y2:.+]], %{{.+}} = moe.layer %[[H1]], %[[R2]] ffn(%[[U2]], %[[D2]]) {{.*}}scoring = softmax>
 // CHECK: %[[H2:.+]] = arith.addf %[[H1]], %[[Y2]]
 // CHECK: %[[Y3:.+]] = call @stack_layer(%[[H2]], %[[R3]], %[[U3]], %[[D3]])
-// CHECK: func.func private @stack_layer(%[[A:[^:]+]]: tensor<8x32xf32>, %[[B:[^:]+]]: tensor<4x32xf32>, %[[C:[^:]+]]: tensor<4x128x32xf32>, %[[D:[^:]+]]: tensor<4x32x64xf32>) -> tensor<8x32xf32> attributes {moe.shared_layer}
+// CHECK: func.func private @stack_layer(%[[A:[^:]+]]: tensor<8x32xf32>, %[[B:[^:]+]]: tensor<4x32xf32>, %[[C:[^:]+]]: tensor<4x128x32xf32>, %[[D:[^:]+]]: tensor<4x32x64xf32>) -> tensor<8x32xf32> attributes {moe.shared_layer, passthrough = ["noinline"]}
 // CHECK-NEXT: %[[Y:.+]], %{{.+}} = moe.layer %[[A]], %[[B]] ffn(%[[C]], %[[D]]) {{.*}}k = 2
 // CHECK-NEXT: return %[[Y]]
 // CHECK-NOT: func.func

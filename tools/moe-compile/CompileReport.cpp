@@ -170,6 +170,8 @@ std::string CompileReport::json(bool ok) const {
     out["cost_error"] = costError;
   out["lowering"] = json::Object{{"shared_functions", sharedFunctions},
                                  {"layer_calls", layerCalls},
+                                 {"block_functions", blockFunctions},
+                                 {"block_calls", blockCalls},
                                  {"gpu_kernels", gpuKernels},
                                  {"from_cache", fromCache}};
   if (raising)

@@ -44,7 +44,7 @@ struct CompileReport {
   std::optional<mlir::moe::CostTable> cost;
   int64_t costTokens = 0;
   std::string costError;
-  int64_t sharedFunctions = 0, layerCalls = 0, gpuKernels = 0;
+  int64_t sharedFunctions = 0, layerCalls = 0, blockFunctions = 0, blockCalls = 0, gpuKernels = 0;
   bool fromCache = false;
   /// What --verify-raising did (kept, refused, not checked), when it ran.
   std::optional<mlir::moe::RaisingCheckSummary> raising;

@@ -38,6 +38,7 @@
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
@@ -52,6 +53,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <functional>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -165,34 +167,61 @@ static std::optional<artifact::BufferSignature> bufferOf(Type type, std::string 
   return spec;
 }
 
-/// What the lowering made of the program's layers: calls of shared layer
-/// functions (moe-share-layers) and GPU kernels.
+/// What the lowering made of the program's layers: shared layer functions
+/// (moe-share-layers), the shared blocks around them that call them
+/// (moe-share-blocks), and GPU kernels.
 static std::string loweredSummary(ModuleOp module) {
+  // Calls made by each function (C-interface wrappers aside: they forward
+  // the call of the function they wrap).
+  llvm::StringMap<SmallVector<StringRef>> callees;
+  module.walk([&](LLVM::CallOp call) {
+    auto caller = call->getParentOfType<LLVM::LLVMFuncOp>();
+    if (std::optional<StringRef> callee = call.getCallee(); callee && !caller.getName().starts_with("_mlir_ciface_"))
+      callees[caller.getName()].push_back(*callee);
+  });
   llvm::StringSet<> shared;
   for (auto function : module.getOps<LLVM::LLVMFuncOp>())
     if (function->hasAttr(mlir::moe::kSharedLayerAttrName) && !function.getName().starts_with("_mlir_ciface_"))
       shared.insert(function.getName());
-  unsigned calls = 0;
-  // Calls from the program, not from the C-interface wrappers of the shared
-  // functions themselves.
-  module.walk([&](LLVM::CallOp call) {
-    auto caller = call->getParentOfType<LLVM::LLVMFuncOp>();
-    if (std::optional<StringRef> callee = call.getCallee();
-        callee && shared.contains(*callee) && !caller.getName().starts_with("_mlir_ciface_"))
-      ++calls;
-  });
+  // A block calls a shared function; a layer does not.
+  auto isBlock = [&](StringRef function) {
+    return llvm::any_of(callees.lookup(function), [&](StringRef callee) { return shared.contains(callee); });
+  };
+  // Layers run per call of `function`.
+  std::function<unsigned(StringRef)> layersRun = [&](StringRef function) {
+    unsigned layers = 0;
+    for (StringRef callee : callees.lookup(function))
+      if (shared.contains(callee))
+        layers += isBlock(callee) ? layersRun(callee) : 1;
+    return layers;
+  };
+  unsigned layerFunctions = 0, blockFunctions = 0, layerCalls = 0, blockCalls = 0;
+  for (const auto &function : shared)
+    ++(isBlock(function.getKey()) ? blockFunctions : layerFunctions);
+  for (auto function : module.getOps<LLVM::LLVMFuncOp>()) {
+    StringRef name = function.getName();
+    if (shared.contains(name) || name.starts_with("_mlir_ciface_"))
+      continue;
+    layerCalls += layersRun(name);
+    blockCalls += llvm::count_if(callees.lookup(name),
+                                 [&](StringRef callee) { return shared.contains(callee) && isBlock(callee); });
+  }
   auto binaries = module.getOps<gpu::BinaryOp>();
   unsigned kernels = std::distance(binaries.begin(), binaries.end());
-  report.sharedFunctions = shared.size();
-  report.layerCalls = calls;
+  report.sharedFunctions = layerFunctions;
+  report.layerCalls = layerCalls;
+  report.blockFunctions = blockFunctions;
+  report.blockCalls = blockCalls;
   report.gpuKernels = kernels;
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  if (!shared.empty())
-    os << calls << " layers as calls of " << shared.size() << " shared function" << (shared.size() > 1 ? "s" : "");
+  SmallVector<std::string> parts;
+  auto plural = [](unsigned n, StringRef word) { return llvm::formatv("{0} {1}{2}", n, word, n == 1 ? "" : "s").str(); };
+  if (layerFunctions)
+    parts.push_back(plural(layerCalls, "layer") + " as calls of " + plural(layerFunctions, "shared function"));
+  if (blockFunctions)
+    parts.push_back(plural(blockCalls, "block") + " around them as calls of " + plural(blockFunctions, "shared function"));
   if (kernels)
-    os << (shared.empty() ? "" : ", ") << kernels << " distinct GPU kernels";
-  return text.empty() ? text : " (" + text + ")";
+    parts.push_back(plural(kernels, "distinct GPU kernel"));
+  return parts.empty() ? "" : " (" + llvm::join(parts, ", ") + ")";
 }
 
 /// Native object code for the host module.

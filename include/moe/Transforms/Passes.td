@@ -262,6 +262,41 @@ def MoeShareLayers : Pass<"moe-share-layers", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::func::FuncDialect"];
 }
 
+def MoeShareBlocks : Pass<"moe-share-blocks", "::mlir::ModuleOp"> {
+  let summary = "Makes the repeated code around shared layers calls of one function";
+  let description = [{
+    Runs after `moe-share-layers`. An unrolled model calls the shared layer
+    function once per layer, but the code between two calls (attention,
+    norms, the router's matmul, residual adds) is still there once per
+    layer. The calls of the most-called shared function cut each block
+    into periods (from one call to the next). The pass finds the longest run
+    of ops that periods end with (just before and including their call) or
+    start with (the call and what follows), choosing the length and the
+    side that cover the most ops in at least two periods; the first period
+    (the model's prologue) and the last (its epilogue) join when their run
+    matches. Each period's run is outlined and the runs that compute the
+    same thing (compared as `moe-share-layers` compares layers; constants
+    are read, not moved) become calls of one private function marked
+    `moe.shared_layer`. Ops with memory effects end a run. Exact: the
+    function holds the same ops in the same order.
+
+    ```mlir
+    %y0 = call @main_layer(%x, %w0 ...)
+    %h0 = arith.addf %x, %y0 : tensor<64x7168xbf16>
+    %y1 = call @main_layer(%h0, %w1 ...)
+    %h1 = arith.addf %h0, %y1 : tensor<64x7168xbf16>
+    // becomes
+    %h0 = call @main_block(%x, %w0 ...)
+    %h1 = call @main_block(%h0, %w1 ...)
+    ```
+  }];
+  let statistics = [
+    Statistic<"sharedFunctions", "shared-functions", "Distinct blocks outlined">,
+    Statistic<"sharedCalls", "shared-calls", "Blocks replaced by a call">
+  ];
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
 //===----------------------------------------------------------------------===//
 // Expert parallelism
 //===----------------------------------------------------------------------===//

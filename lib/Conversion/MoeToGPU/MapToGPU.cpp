@@ -46,16 +46,12 @@ bool runsOnHost(Operation *op) {
 }
 
 /// Work that already has its own launches: a kernel (moe-tensor-core-gemm)
-/// or a call of a shared layer (moe-share-layers), mapped as a function of
+/// or a call of a shared function (moe-share-layers, moe-share-blocks), mapped as a function of
 /// its own. Either stays in place on the host.
 bool launchesItself(Operation *op) {
   if (isa<gpu::LaunchOp>(op))
     return true;
-  auto call = dyn_cast<func::CallOp>(op);
-  if (!call)
-    return false;
-  auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(call, call.getCalleeAttr());
-  return callee && !callee.isExternal() && callee->hasAttr(moe::kSharedLayerAttrName);
+  return moe::callsSharedFunction(op);
 }
 
 /// Host operations whose place in the order matters.
