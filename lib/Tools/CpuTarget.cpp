@@ -2,9 +2,11 @@
 
 #include "moe/Tools/CpuTarget.h"
 
+#include "llvm/ADT/SCCIterator.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Analysis/CGSCCPassManager.h"
 #include "llvm/Analysis/LoopAnalysisManager.h"
+#include "llvm/IR/CFG.h"
 #include "llvm/IR/InstIterator.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/PassManager.h"
@@ -84,7 +86,14 @@ namespace {
 
 /// A function passing more call arguments than this (a call per layer with
 /// every buffer's pointers and sizes) is compiled without optimisation.
-constexpr unsigned kDispatcherCallArguments = 1000;
+constexpr unsigned kDispatcherCallArguments = 400;
+
+bool hasLoop(llvm::Function &function) {
+  for (auto scc = llvm::scc_begin(&function); !scc.isAtEnd(); ++scc)
+    if (scc.hasCycle())
+      return true;
+  return false;
+}
 
 unsigned callArguments(llvm::Function &function) {
   unsigned arguments = 0;
@@ -100,11 +109,11 @@ unsigned callArguments(llvm::Function &function) {
 /// forward pass: optimising and scheduling them cost more than the layers'
 /// code (the post-RA scheduler is quadratic in a block's length: 0.75 s of
 /// 1.5 s for 61 DeepSeek-V3 layers), and their run time is that of the
-/// calls. What else they do (a residual add between the layers that were
-/// not outlined) runs unoptimised.
+/// calls. A function with a loop keeps its optimisation: the loop may be
+/// real work (an imported model's embedding or output projection).
 void leaveDispatchersUnoptimized(llvm::Module &module) {
   for (llvm::Function &function : module)
-    if (!function.isDeclaration() && callArguments(function) > kDispatcherCallArguments) {
+    if (!function.isDeclaration() && callArguments(function) > kDispatcherCallArguments && !hasLoop(function)) {
       function.addFnAttr(llvm::Attribute::OptimizeNone);
       function.addFnAttr(llvm::Attribute::NoInline);
     }
