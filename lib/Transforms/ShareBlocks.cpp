@@ -103,24 +103,13 @@ void matchWithReference(Period &period, const Period &ref, bool endsAtCall) {
   }
 }
 
-/// The run length that covers the most ops in at least two periods (the
-/// longer one on a tie), and that coverage.
-std::pair<size_t, size_t> bestRun(ArrayRef<Period> periods) {
-  size_t bestLength = 0, bestCovered = 0;
-  for (const Period &candidate : periods) {
-    size_t length = candidate.matched.size();
-    size_t count = llvm::count_if(periods, [&](const Period &p) { return p.matched.size() >= length; });
-    size_t covered = length * count;
-    if (count >= 2 && (covered > bestCovered || (covered == bestCovered && length > bestLength))) {
-      bestLength = length;
-      bestCovered = covered;
-    }
-  }
-  return {bestLength, bestCovered};
-}
+/// Body positions of the first `n` ops matched after the call (the call is
+/// matched first).
+ArrayRef<size_t> matchedBeyondCall(const Period &p, size_t n) { return ArrayRef<size_t>(p.matched).slice(1, n); }
 
-/// The runs of `block` to outline: one per period, all of one length, from
-/// the side (before or after each call) that covers more ops.
+/// The runs of `block` to outline: each a layer call with the B ops matched
+/// before it and the F ops matched after it, one (B, F) for all, chosen to
+/// cover the most ops in at least two layers.
 std::vector<moe::OutlineCandidate> findRepeatedRuns(Block &block) {
   // The ops the runs are made of: constants are read, not moved.
   SmallVector<Operation *> body;
@@ -136,48 +125,90 @@ std::vector<moe::OutlineCandidate> findRepeatedRuns(Block &block) {
   for (auto &[callee, positions] : callsOf)
     if (positions.size() > anchors.size())
       anchors = positions;
-  if (anchors.size() < 2)
+  size_t layers = anchors.size();
+  if (layers < 2)
     return {};
   SmallVector<llvm::hash_code> signatures = llvm::map_to_vector(body, signature);
   ArrayRef<Operation *> all(body);
   ArrayRef<llvm::hash_code> allSignatures(signatures);
 
-  std::vector<moe::OutlineCandidate> runs;
-  size_t bestCovered = 0;
+  // Per layer, the period ending at its call ((previous call, call]) and the
+  // one starting at it ([call, next call)), each matched from the call with
+  // the period of a layer from the middle (the first holds the model's
+  // prologue, the last its epilogue). Positions become body positions.
+  SmallVector<Period> before, after;
   for (bool endsAtCall : {true, false}) {
-    // Periods ending at a call: (previous call, this call]; starting at one:
-    // [this call, next call).
-    SmallVector<Period> periods;
+    SmallVector<Period> &periods = endsAtCall ? before : after;
+    SmallVector<size_t> begins;
     for (auto [k, at] : llvm::enumerate(anchors)) {
       size_t begin = endsAtCall ? (k == 0 ? 0 : anchors[k - 1] + 1) : at;
-      size_t end = endsAtCall ? at + 1 : (k + 1 < anchors.size() ? anchors[k + 1] : body.size());
+      size_t end = endsAtCall ? at + 1 : (k + 1 < layers ? anchors[k + 1] : body.size());
       Period &p = periods.emplace_back();
       p.ops = all.slice(begin, end - begin);
       p.signatures = allSignatures.slice(begin, end - begin);
       p.invariant = invariantOps(p.ops);
+      begins.push_back(begin);
     }
-    // The reference is a period from the middle: the first and the last
-    // hold the model's prologue and epilogue.
-    const Period ref = periods[periods.size() / 2];
-    for (Period &p : periods)
+    const Period ref = periods[layers / 2];
+    for (auto [p, begin] : llvm::zip(periods, begins)) {
       matchWithReference(p, ref, endsAtCall);
-    auto [length, covered] = bestRun(periods);
-    // A run of the call alone has nothing to share beyond the call.
-    if (length < 2 || covered <= bestCovered)
-      continue;
-    bestCovered = covered;
-    runs.clear();
-    for (const Period &p : periods) {
-      if (p.matched.size() < length)
-        continue;
-      moe::OutlineCandidate &run = runs.emplace_back();
-      for (size_t i : ArrayRef<size_t>(p.matched).take_front(length))
-        run.ops.push_back(p.ops[i]);
-      llvm::sort(run.ops, [](Operation *x, Operation *y) { return x->isBeforeInBlock(y); });
+      for (size_t &i : p.matched)
+        i += begin;
     }
   }
-  for (moe::OutlineCandidate &run : runs)
+  // A layer takes part in (B, F) when B ops before its call and F after it
+  // matched, and its run does not reach into the previous layer's run.
+  auto participants = [&](size_t b, size_t f) {
+    SmallVector<size_t> chosen;
+    for (size_t k = 0; k < layers; ++k) {
+      if (before[k].matched.size() < b + 1 || after[k].matched.size() < f + 1)
+        continue;
+      if (!chosen.empty() && chosen.back() + 1 == k && b > 0 && f > 0 &&
+          llvm::max_element(matchedBeyondCall(after[k - 1], f))[0] >=
+              llvm::min_element(matchedBeyondCall(before[k], b))[0])
+        continue;
+      chosen.push_back(k);
+    }
+    return chosen;
+  };
+  SmallVector<size_t> lengthsBefore = {0}, lengthsAfter = {0};
+  for (size_t k = 0; k < layers; ++k) {
+    if (!before[k].matched.empty())
+      lengthsBefore.push_back(before[k].matched.size() - 1);
+    if (!after[k].matched.empty())
+      lengthsAfter.push_back(after[k].matched.size() - 1);
+  }
+  llvm::sort(lengthsBefore);
+  lengthsBefore.erase(llvm::unique(lengthsBefore), lengthsBefore.end());
+  llvm::sort(lengthsAfter);
+  lengthsAfter.erase(llvm::unique(lengthsAfter), lengthsAfter.end());
+  size_t bestB = 0, bestF = 0, bestCovered = 0;
+  for (size_t b : lengthsBefore)
+    for (size_t f : lengthsAfter) {
+      // A run of the call alone has nothing to share beyond the call.
+      if (b + f == 0)
+        continue;
+      size_t count = participants(b, f).size();
+      size_t covered = count * (b + 1 + f);
+      if (count >= 2 && (covered > bestCovered || (covered == bestCovered && b + f > bestB + bestF))) {
+        bestB = b;
+        bestF = f;
+        bestCovered = covered;
+      }
+    }
+  if (bestCovered == 0)
+    return {};
+  std::vector<moe::OutlineCandidate> runs;
+  for (size_t k : participants(bestB, bestF)) {
+    moe::OutlineCandidate &run = runs.emplace_back();
+    run.ops.push_back(body[anchors[k]]);
+    for (size_t i : matchedBeyondCall(before[k], bestB))
+      run.ops.push_back(body[i]);
+    for (size_t i : matchedBeyondCall(after[k], bestF))
+      run.ops.push_back(body[i]);
+    llvm::sort(run.ops, [](Operation *x, Operation *y) { return x->isBeforeInBlock(y); });
     moe::describeBoundary(run, &block);
+  }
   return runs;
 }
 

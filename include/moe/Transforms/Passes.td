@@ -268,17 +268,21 @@ def MoeShareBlocks : Pass<"moe-share-blocks", "::mlir::ModuleOp"> {
     Runs after `moe-share-layers`. An unrolled model calls the shared layer
     function once per layer, but the code between two calls (attention,
     norms, the router's matmul, residual adds) is still there once per
-    layer. The calls of the most-called shared function cut each block
-    into periods (from one call to the next). The pass finds the longest run
-    of ops that periods end with (just before and including their call) or
-    start with (the call and what follows), choosing the length and the
-    side that cover the most ops in at least two periods; the first period
-    (the model's prologue) and the last (its epilogue) join when their run
-    matches. Each period's run is outlined and the runs that compute the
-    same thing (compared as `moe-share-layers` compares layers; constants
-    are read, not moved) become calls of one private function marked
-    `moe.shared_layer`. Ops with memory effects end a run. Exact: the
-    function holds the same ops in the same order.
+    layer. The calls of the most-called shared function are the anchors.
+    For each, the ops before it (back to the previous call) and after it
+    (up to the next) are matched op by op, from the call outwards, with
+    those of a layer from the middle of the model (the first holds the
+    model's prologue, the last its epilogue). A run is a call with the B
+    matched ops before it and the F after it; the pass takes the (B, F)
+    that covers the most ops in at least two layers, leaving out a layer
+    whose run would reach into its predecessor's. Ops computed from values
+    before the period alone (shape arithmetic) are stepped over where the
+    other layer has no counterpart: they stay in the caller. Each run is
+    outlined and the runs that compute the same thing (compared as
+    `moe-share-layers` compares layers; constants are read, not moved;
+    empty or filled destination tensors are copied in) become calls of one
+    private function marked `moe.shared_layer`. Ops with memory effects end
+    a run. Exact: the function holds the same ops in the same order.
 
     ```mlir
     %y0 = call @main_layer(%x, %w0 ...)
