@@ -46,9 +46,6 @@ std::unique_ptr<llvm::TargetMachine> moe::createCpuTargetMachine(llvm::StringRef
     error = "cannot create a target machine for CPU '" + name + "'";
     return nullptr;
   }
-  // Functions left unoptimised (optimizeHostModule) are selected by the
-  // fast instruction selector, as at -O0.
-  machine->setO0WantsFastISel(true);
   return machine;
 }
 

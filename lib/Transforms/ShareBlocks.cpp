@@ -56,8 +56,9 @@ struct Period {
   /// stay in the caller, their results read by the run as inputs, and no
   /// path from the run passes through them.
   SmallVector<bool> invariant;
-  /// Positions in `ops` of the ops matched with the reference period, in
-  /// order from the call end.
+  /// Positions of the ops matched with the reference period, in order from
+  /// the call (which comes first): in `ops` while matching, in the block's
+  /// body after.
   SmallVector<size_t> matched;
 };
 
@@ -71,7 +72,7 @@ SmallVector<bool> invariantOps(ArrayRef<Operation *> ops) {
       Operation *owner = def ? block->findAncestorOpInBlock(*def) : nullptr;
       return owner && variant.contains(owner);
     });
-    // Ops of the period that are not invariant, constants aside.
+    // The layer call is the period's own work, whatever it reads.
     bool isInvariant = !readsPeriod && !moe::callsSharedFunction(op);
     if (!isInvariant)
       variant.insert(op);

@@ -45,7 +45,8 @@ std::vector<std::string> runtimeCheckableFeatures(const llvm::TargetMachine &mac
 /// by the lowering already, and unrolling every other loop nest (the
 /// non-MoE parts of an imported model, dynamic trip counts) multiplied the
 /// code LLVM then had to optimise and assemble (tiny Mixtral export: 6.2 s
-/// of 6.6 s; 1.2 s without it).
+/// of 6.6 s; 1.2 s without it). Loop-free functions that are mostly calls
+/// (a deep model's entry function and C wrapper) are left unoptimised.
 llvm::Error optimizeHostModule(llvm::Module &module, llvm::TargetMachine *machine);
 
 } // namespace mlir::moe
