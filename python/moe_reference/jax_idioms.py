@@ -632,6 +632,64 @@ def sort_threshold_loop(k):
     return fn
 
 
+
+def dense_take_along(k, crossed=False):
+    """Every expert on every token (einsums), then each token's k routed
+    outputs picked with take_along_axis and weighted by the top-k weights
+    (einsum('tk,tkh->th')). `crossed` picks them by the indices in reverse
+    slot order, so each output meets the other slot's weight (a near miss)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
+        outs = jnp.einsum('tef,efh->teh', h, w2)
+        pick = idx[:, ::-1] if crossed else idx
+        return jnp.einsum('tk,tkh->th', vals, jnp.take_along_axis(outs, pick[..., None], axis=1))
+    return fn
+
+
+def stack_fancy_index(k):
+    """Per-expert outputs stacked on axis 1, the routed ones picked by
+    outs[arange(T)[:, None], idx] and summed with the weights over the
+    slots; top-k of the logits, softmax over the k."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        vals = jax.nn.softmax(vals, axis=-1)
+        outs = jnp.stack([ffn(x, w1[e], w3[e], w2[e]) for e in range(wr.shape[1])], 1)
+        picked = outs[jnp.arange(x.shape[0])[:, None], idx]
+        return (picked * vals[..., None]).sum(1)
+    return fn
+
+
+def bmm_broadcast(k):
+    """A PyTorch port of batched experts: Linear-layout stacks [E, out, in],
+    x broadcast to [E, T, H] and multiplied by each stack's transpose
+    (torch.bmm), the gate transposed to [E, T] for einsum('et,eth->th')."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr.T, k)
+        vals = jax.nn.softmax(vals, axis=-1)
+        xs = jnp.broadcast_to(x, (wr.shape[0],) + x.shape)
+        h = jax.nn.silu(jnp.matmul(xs, jnp.swapaxes(w1, 1, 2))) * jnp.matmul(xs, jnp.swapaxes(w3, 1, 2))
+        outs = jnp.matmul(h, jnp.swapaxes(w2, 1, 2))
+        gate = (jax.nn.one_hot(idx, wr.shape[0], dtype=x.dtype) * vals[..., None]).sum(1)
+        return jnp.einsum('et,eth->th', gate.T, outs)
+    return fn
+
+
+def interleaved_gate_up(k):
+    """gpt-oss's fused gate/up stack [E, H, 2F] with gate and up
+    interleaved (columns 0, 2, 4, ... and 1, 3, 5, ...), cut by strided
+    slices; the gate scattered by .at[rows, idx].set."""
+    def fn(x, wr, w13, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        t = x.shape[0]
+        gate = jnp.zeros((t, wr.shape[1]), x.dtype).at[jnp.arange(t)[:, None], idx].set(vals)
+        hu = jnp.einsum('th,ehf->tef', x, w13)
+        h = jax.nn.silu(hu[..., ::2]) * hu[..., 1::2]
+        return jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
+    return fn
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -808,6 +866,14 @@ def programs(Program):
                                                                           (6, 32, 40), (6, 40, 32)], dtype=bf16),
         "idiom_flax_dense_router_k3": Program(flax_dense_router(3), [(2, 5, 24), (24, 8), (8,), (8, 24, 32),
                                                                      (8, 24, 32), (8, 32, 24)]),
+        "idiom_dense_take_along_k2": Program(dense_take_along(2), mixtral_shapes(12, 32, 40, 8)),
+        "idiom_dense_take_along_crossed_near_miss": Program(dense_take_along(2, crossed=True),
+                                                            mixtral_shapes(8, 24, 32, 4)),
+        "idiom_stack_fancy_index_k3": Program(stack_fancy_index(3), mixtral_shapes(10, 24, 32, 6)),
+        "idiom_bmm_broadcast_k2": Program(bmm_broadcast(2), [(12, 32), (6, 32), (6, 40, 32), (6, 40, 32), (6, 32, 40)]),
+        "idiom_bmm_broadcast_bf16_k2": Program(bmm_broadcast(2), [(8, 32), (4, 32), (4, 24, 32), (4, 24, 32),
+                                                                  (4, 32, 24)], dtype=bf16),
+        "idiom_interleaved_gate_up_k2": Program(interleaved_gate_up(2), [(12, 32), (32, 8), (8, 32, 80), (8, 40, 32)]),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -106,6 +106,82 @@ Value withoutUnitDims(Value v) {
   }
 }
 
+/// `v` is arange(T) along dim 0 as index code writes the rows of a
+/// per-token gather or scatter (`jnp.arange(T)[:, None]`): an iota along
+/// dim 0 through index wrapping, unit-dim reshapes, conversions and
+/// broadcasts over later dims.
+bool isTokenRows(Value v) {
+  for (Value next = v;; v = next) {
+    next = withoutConverts(unwrapIndex(withoutUnitDims(v)));
+    if (auto spread = next.getDefiningOp<shlo::BroadcastInDimOp>();
+        spread && !spread.getBroadcastDimensions().empty() && spread.getBroadcastDimensions()[0] == 0)
+      next = spread.getOperand();
+    if (next == v)
+      break;
+  }
+  auto rows = v.getDefiningOp<shlo::IotaOp>();
+  return rows && rows.getIotaDimension() == 0;
+}
+
+/// Where the rows of `selected` [T, K, H] come from when every token reads
+/// K of its own rows of a stack of per-expert outputs:
+/// selected[t, s, :] = of[t, ids[t, s], :] (any placement of the token and
+/// expert dims in `of`), as `jnp.take_along_axis(of, ids[..., None], 1)`
+/// (a gather batched over the tokens) or `of[jnp.arange(T)[:, None], ids]`
+/// (a gather at (row, id) pairs) write it. Returns ids (unwrapped, [T, K])
+/// and sets `of` and its token and expert dims; null otherwise.
+Value selectedExpertRows(Value selected, Value &of, int64_t &tokenDim, int64_t &expertDim) {
+  // take_along_axis's NaN fill for out-of-range ids: canonicalizeSelections
+  // dropped it where the ids are a top-k's; seen through here only for the
+  // remark on other ids.
+  if (auto fill = selected.getDefiningOp<shlo::SelectOp>()) {
+    std::optional<double> nan = splatValue(fill.getOnFalse());
+    if (nan && std::isnan(*nan))
+      selected = fill.getOnTrue();
+  }
+  auto gather = selected.getDefiningOp<shlo::GatherOp>();
+  if (!gather)
+    return nullptr;
+  shlo::GatherDimensionNumbersAttr d = gather.getDimensionNumbers();
+  auto operandType = cast<RankedTensorType>(gather.getOperand().getType());
+  auto indexType = cast<RankedTensorType>(gather.getStartIndices().getType());
+  if (operandType.getRank() != 3 || indexType.getRank() != 3 || d.getIndexVectorDim() != 2 ||
+      d.getOffsetDims() != ArrayRef<int64_t>{2} || cast<RankedTensorType>(selected.getType()).getRank() != 3)
+    return nullptr;
+  Value ids;
+  int64_t t = -1, e = -1;
+  if (indexType.getShape()[2] == 1 && d.getOperandBatchingDims().size() == 1 &&
+      d.getStartIndicesBatchingDims() == ArrayRef<int64_t>{0} && d.getStartIndexMap().size() == 1 &&
+      d.getCollapsedSliceDims() == d.getStartIndexMap()) {
+    t = d.getOperandBatchingDims()[0];
+    e = d.getStartIndexMap()[0];
+    ids = gather.getStartIndices();
+  } else if (indexType.getShape()[2] == 2 && d.getOperandBatchingDims().empty() && d.getStartIndexMap().size() == 2 &&
+             d.getCollapsedSliceDims().size() == 2 &&
+             llvm::is_contained(d.getCollapsedSliceDims(), d.getStartIndexMap()[0]) &&
+             llvm::is_contained(d.getCollapsedSliceDims(), d.getStartIndexMap()[1])) {
+    auto pair = gather.getStartIndices().getDefiningOp<shlo::ConcatenateOp>();
+    if (!pair || pair.getDimension() != 2 || pair.getInputs().size() != 2)
+      return nullptr;
+    for (int i : {0, 1})
+      if (isTokenRows(pair.getInputs()[i])) {
+        t = d.getStartIndexMap()[i];
+        e = d.getStartIndexMap()[1 - i];
+        ids = pair.getInputs()[1 - i];
+      }
+  }
+  if (!ids || t == e)
+    return nullptr;
+  int64_t h = 3 - t - e;
+  ArrayRef<int64_t> sizes = gather.getSliceSizes();
+  if (sizes[t] != 1 || sizes[e] != 1 || sizes[h] != operandType.getShape()[h])
+    return nullptr;
+  of = gather.getOperand();
+  tokenDim = t;
+  expertDim = e;
+  return withoutUnitDims(withoutConverts(unwrapIndex(withoutUnitDims(ids))));
+}
+
 /// x's dims: [token, hidden] or [token, token2, hidden] (and the leading
 /// dims of a value of x's rank, such as the gate [tokens..., E]).
 Roles tokenRoles(Value x) {
@@ -868,19 +944,9 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
       return failure();
     }
     // The rows: arange(T) (wrapped, reshaped, broadcast over the slots).
-    Value r = indices.getInputs()[0];
-    for (Value next = r;; r = next) {
-      next = unwrapIndex(withoutUnitDims(r));
-      if (auto spread = next.getDefiningOp<shlo::BroadcastInDimOp>();
-          spread && !spread.getBroadcastDimensions().empty() && spread.getBroadcastDimensions()[0] == 0)
-        next = spread.getOperand();
-      if (next == r)
-        break;
-    }
-    auto rows = r.getDefiningOp<shlo::IotaOp>();
     Value ids = withoutUnitDims(unwrapIndex(withoutUnitDims(indices.getInputs()[1])));
     auto topk = ids.getDefiningOp<chlo::TopKOp>();
-    if (!rows || rows.getIotaDimension() != 0 || !topk || ids != topk.getIndices()) {
+    if (!isTokenRows(indices.getInputs()[0]) || !topk || ids != topk.getIndices()) {
       fail.why = "the scattered gate is not written at (token, top-k index)";
       return failure();
     }
@@ -1317,6 +1383,20 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     fail.why = "not a gate-weighted sum over experts";
     return failure();
   }
+  // Every expert computed, then each token's K routed outputs picked from
+  // them and weighted by the top-k weights: the same sum as the dense
+  // gate's over all experts (the unselected ones weigh 0).
+  Value selectedBy;
+  if (outputsTokenDims == ArrayRef<int64_t>{0} && outputsExpertDim == 1) {
+    Value of;
+    int64_t t, e;
+    if (Value ids = selectedExpertRows(outputs, of, t, e)) {
+      outputs = of;
+      outputsTokenDims = {t};
+      outputsExpertDim = e;
+      selectedBy = ids;
+    }
+  }
   outputsTokenDim = outputsTokenDims.front();
   // The experts' outputs hold the gate's token dims where x has them, the
   // experts where the gate has them, and the hidden size.
@@ -1331,7 +1411,15 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
   };
   Mixture m;
   bool routedOutputs = readsTopK(outputs);
-  if (routedOutputs) {
+  if (selectedBy) {
+    FailureOr<chlo::TopKOp> topk = topKRouting(gate, m.layer, fail);
+    if (failed(topk))
+      return failure();
+    if (selectedBy != topk->getIndices()) {
+      fail.why = "the experts' outputs are picked by other ids than the top-k indices of their weights";
+      return failure();
+    }
+  } else if (routedOutputs) {
     // Only the routed experts' outputs, weights gathered per (token, slot)
     // (decode style): the gate is the top-k weights themselves. Or every
     // expert on x masked to its tokens by the gate (below). Anything else
@@ -1356,7 +1444,7 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     fail.why = "not a gate-weighted sum over experts";
     return failure();
   };
-  if (failed(routingGate(gate, m.layer, fail)))
+  if (!selectedBy && failed(routingGate(gate, m.layer, fail)))
     return routedOutputs ? noMixture() : FailureOr<Mixture>(failure());
   Matcher matcher{m.layer.x, routerExperts(m.layer), fail};
   // jnp.stack of per-expert outputs along the expert dim.
@@ -1386,6 +1474,10 @@ FailureOr<Mixture> matchGateContraction(Operation *op, NoMatch &fail) {
     return routedOutputs ? noMixture() : FailureOr<Mixture>(failure());
   if (!laidOutAsGate(ffn.roles, Role::expert)) {
     fail.why = "the gate is not contracted with the experts' outputs over (token, expert)";
+    return failure();
+  }
+  if (selectedBy && !matcher.inputMasks.empty()) {
+    fail.why = "the experts whose outputs are picked per token read masked inputs";
     return failure();
   }
   if (failed(masksKeepGatedRows(matcher.inputMasks, gate, fail)))

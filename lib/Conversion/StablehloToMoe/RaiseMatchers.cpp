@@ -627,7 +627,10 @@ LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail) 
   if (auto convert = gate.getDefiningOp<shlo::ConvertOp>())
     gate = convert.getOperand();
   auto sum = gate.getDefiningOp<shlo::ReduceOp>();
-  auto product = sum && sum.getInputs().size() == 1 ? sum.getInputs()[0].getDefiningOp<shlo::MulOp>() : nullptr;
+  // A 16-bit product may be summed in f32: each (token, expert) has one
+  // non-zero slot (top-k ids differ), so the sum is exact in either type.
+  auto product =
+      sum && sum.getInputs().size() == 1 ? withoutConverts(sum.getInputs()[0]).getDefiningOp<shlo::MulOp>() : nullptr;
   // [..., K, E] summed over the slots (the second last dim).
   int64_t rank = product ? cast<RankedTensorType>(product.getType()).getRank() : 0;
   if (!product || rank < 3 || sum.getDimensions() != ArrayRef<int64_t>{rank - 2} || !isAddBody(sum.getBody())) {

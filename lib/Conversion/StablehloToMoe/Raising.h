@@ -44,6 +44,13 @@ unsigned unrollExpertLoops(Operation *root);
 /// reshape drops collapsed (jax.vmap's `w[e]`; CanonicalizeGathers.cpp).
 void canonicalizeGathers(Operation *root);
 
+/// Rewrites contractions into the form the expert matchers read, exactly:
+/// a batch dim made only by broadcasting one operand (`torch.bmm` of
+/// `x.expand(E, T, H)`) becomes a free dim of the other, and a strided
+/// slice of a projection's output features (interleaved gate/up) slices
+/// the weight instead (CanonicalizeContractions.cpp).
+void canonicalizeContractions(Operation *root);
+
 /// Replaces every dot_general that is JAX's CPU expansion of ragged_dot by
 /// chlo.ragged_dot (RaiseRaggedDot.cpp); returns how many.
 unsigned raiseRaggedDots(Operation *root);
