@@ -1033,14 +1033,18 @@ def predicates_clip_model(name, tokens=6, hidden=8):
     NaN and +-inf, which the predicates find and Where replaces; Clip on
     floats with both bounds and with only a max, and on int64; CumSum
     (exclusive, reverse) on floats and int64; Mod (both signs' rules) and
-    smallest-first TopK (argsort) on int64 and f32."""
+    smallest-first TopK (argsort) on int64 and f32; ArgMax / ArgMin
+    (Switch's top-1, GShard's second pick) along either axis, with and
+    without keepdims and select_last_index, on f32 and on int64 and f32
+    with ties."""
     rng = _rng(name)
     f, i64 = np.float32, np.int64
     inits = [_init("zero", np.array(0, f)), _init("lo", np.array(-0.5, f)), _init("hi", np.array(0.75, f)),
              _init("four", np.array(4, f)), _init("ilo", np.array(-2, i64)), _init("ihi", np.array(3, i64)),
              _init("axis0", np.array(0, i64)), _init("axis1", np.array(-1, i64)),
              _init("three", np.array(3, i64)), _init("minus3", np.array(-3, i64)), _init("f3", np.array(0.7, f)),
-             _init("k_all", np.array([hidden], i64))]
+             _init("k_all", np.array([hidden], i64)), _init("row_shape", np.array([1, hidden], i64)),
+             _init("axis_col", np.array([1], i64))]
     n = helper.make_node
     nodes = [
         n("IsNaN", ["x"], ["nan"]),
@@ -1074,11 +1078,25 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         # a whole-row argsort, as argsort exports.
         n("TopK", ["ints", "k_all"], ["int_sorted", "int_order"], largest=0),
         n("TopK", ["clean", "k_all"], ["f_sorted", "f_order"], largest=0),
+        # ArgMax / ArgMin: [T, 1] and [T] per row, [1, H] per column.
+        n("ArgMax", ["clean"], ["amax_row"], axis=1),
+        n("ArgMin", ["clean"], ["amin_row_last"], axis=-1, select_last_index=1),
+        n("ArgMax", ["ints"], ["amax_int_last"], axis=1, keepdims=0, select_last_index=1),
+        n("Unsqueeze", ["amax_int_last", "axis_col"], ["amax_int_col"]),
+        n("ArgMin", ["int_back"], ["amin_ties"], axis=1, keepdims=0),
+        n("Unsqueeze", ["amin_ties", "axis_col"], ["amin_ties_col"]),
+        n("ArgMin", ["int_back"], ["amin_col"], axis=0),
+        n("ArgMax", ["clean"], ["amax_col_last"], axis=0, select_last_index=1),
+    ] + [n("Cast", [v], [v + "_f"], to=TensorProto.FLOAT)
+         for v in ("amax_row", "amin_row_last", "amax_int_col", "amin_ties_col", "amin_col", "amax_col_last")] + [
+        n("Expand", [v + "_f", "row_shape"], [v + "_rows"])
+        for v in ("amax_row", "amin_row_last", "amax_int_col", "amin_ties_col")] + [
     ] + [n("Cast", [v], [v + "_f"], to=TensorProto.FLOAT)
          for v in ("mod_py", "mod_py_neg", "mod_c", "int_sorted", "int_order", "f_order")] + [
         n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f", "running",
                      "running_rev_ex", "int_running_f", "mod_py_f", "mod_py_neg_f", "mod_c_f", "mod_f",
-                     "int_sorted_f", "int_order_f", "f_sorted", "f_order_f"], ["y"], axis=0),
+                     "int_sorted_f", "int_order_f", "f_sorted", "f_order_f", "amax_row_rows", "amin_row_last_rows",
+                     "amax_int_col_rows", "amin_ties_col_rows", "amin_col_f", "amax_col_last_f"], ["y"], axis=0),
     ]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)
@@ -1244,6 +1262,18 @@ def bad_model(name, out_dir):
     elif name == "and_not_bool":
         nodes = [helper.make_node("And", ["x", "x"], ["y"], name="the_and")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", TensorProto.BOOL, ["tokens", 8])])
+    elif name == "argmax_bool":
+        nodes = [helper.make_node("Cast", ["x"], ["b"], to=TensorProto.BOOL),
+                 helper.make_node("ArgMax", ["b"], ["y"], axis=1, name="the_argmax")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", TensorProto.INT64, ["tokens", 1])])
+    elif name == "argmin_axis_out_of_range":
+        nodes = [helper.make_node("ArgMin", ["x"], ["y"], axis=2, name="the_argmin")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", TensorProto.INT64, ["tokens", 1])])
+    elif name == "topk_data_dependent_k":
+        # K read from an input's values: unknown until run time.
+        k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+        nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="the_topk")]
+        graph = helper.make_graph(nodes, name, [x, k], [helper.make_tensor_value_info("v", f, ["tokens", "k"])])
     elif name == "slice_data_dependent_end":
         # Ends read from a tensor's values (not its sizes).
         ends = helper.make_tensor_value_info("ends", TensorProto.INT64, [1])
@@ -1301,6 +1331,7 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
+       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "moe_fc3_with_relu",
        "moe_sparse_mixer_k1",

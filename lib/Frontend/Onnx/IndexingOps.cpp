@@ -19,6 +19,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
+#include <limits>
+
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
 
@@ -612,6 +614,95 @@ Results convertTopK(NodeContext &ctx) {
   return SmallVector<Value>{values, indices};
 }
 
+/// ArgMax / ArgMin along `axis` (keepdims, select_last_index) in one pass
+/// keeping each row's best value and its index. A NaN wins over numbers, the
+/// first NaN over later ones, as in numpy and PyTorch.
+Results convertArgExtreme(NodeContext &ctx, bool largest) {
+  if (failed(ctx.expectInputs(1, false)))
+    return failure();
+  Value x = ctx.input(0);
+  RankedTensorType type = ctx.inputType(0);
+  Type element = type.getElementType();
+  if (!isa<FloatType, IntegerType>(element) || element.isInteger(1) || type.getRank() == 0)
+    return ctx.error() << "data must be a float or integer tensor of rank 1 or more, not " << type, failure();
+  FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", 0), type.getRank());
+  if (failed(axis))
+    return failure();
+  if (type.getDimSize(*axis) == 0)
+    return ctx.error() << "the reduced axis " << *axis << " is empty", failure();
+  bool lastIndex = ctx.intAttr("select_last_index", 0) != 0;
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  int64_t rank = type.getRank();
+  SmallVector<int64_t> shape(type.getShape());
+  shape[*axis] = 1;
+  SmallVector<Value> dynamic;
+  for (int64_t d = 0; d < rank; ++d)
+    if (ShapedType::isDynamic(shape[d]))
+      dynamic.push_back(tb::dimSize(b, loc, x, d));
+  auto valueType = RankedTensorType::get(shape, element);
+  auto indexType = RankedTensorType::get(shape, b.getI64Type());
+  TypedAttr start;
+  if (auto f = dyn_cast<FloatType>(element))
+    start = b.getFloatAttr(f, largest ? -std::numeric_limits<double>::infinity()
+                                      : std::numeric_limits<double>::infinity());
+  else
+    start = b.getIntegerAttr(element, largest ? APInt::getSignedMinValue(element.getIntOrFloatBitWidth())
+                                              : APInt::getSignedMaxValue(element.getIntOrFloatBitWidth()));
+  auto fill = [&](RankedTensorType t, TypedAttr v) {
+    Value c = arith::ConstantOp::create(b, loc, v);
+    return linalg::FillOp::create(b, loc, c, tb::empty(b, loc, t, dynamic)).getResult(0);
+  };
+  Value bestValues = fill(valueType, start), bestIndices = fill(indexType, b.getI64IntegerAttr(0));
+  MLIRContext *mc = b.getContext();
+  SmallVector<AffineExpr> outExprs;
+  SmallVector<utils::IteratorType> iters;
+  for (int64_t d = 0; d < rank; ++d) {
+    outExprs.push_back(d == *axis ? getAffineConstantExpr(0, mc) : getAffineDimExpr(d, mc));
+    iters.push_back(d == *axis ? utils::IteratorType::reduction : utils::IteratorType::parallel);
+  }
+  AffineMap out = AffineMap::get(rank, 0, outExprs, mc);
+  int64_t reduced = *axis;
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{valueType, indexType}, ValueRange{x}, ValueRange{bestValues, bestIndices},
+      ArrayRef<AffineMap>{b.getMultiDimIdentityMap(rank), out, out}, iters,
+      [&](OpBuilder &nb, Location nl, ValueRange args) {
+        Value v = args[0], best = args[1];
+        Value i = arith::IndexCastOp::create(nb, nl, nb.getI64Type(), linalg::IndexOp::create(nb, nl, reduced));
+        Value better;
+        if (isa<FloatType>(element)) {
+          using P = arith::CmpFPredicate;
+          P order = largest ? (lastIndex ? P::OGE : P::OGT) : (lastIndex ? P::OLE : P::OLT);
+          Value ordered = arith::CmpFOp::create(nb, nl, order, v, best);
+          Value vNaN = arith::CmpFOp::create(nb, nl, P::UNO, v, v);
+          Value bestNaN = arith::CmpFOp::create(nb, nl, P::UNO, best, best);
+          Value bestNumber = arith::XOrIOp::create(
+              nb, nl, bestNaN, arith::ConstantOp::create(nb, nl, nb.getBoolAttr(true)));
+          // A number beats a number by the order; a NaN beats a number, and
+          // a later NaN an earlier one only with select_last_index.
+          Value byOrder = arith::AndIOp::create(nb, nl, ordered, bestNumber);
+          Value byNaN = arith::AndIOp::create(nb, nl, vNaN, lastIndex ? Value(vNaN) : bestNumber);
+          better = arith::OrIOp::create(nb, nl, byOrder, byNaN);
+        } else {
+          using P = arith::CmpIPredicate;
+          P order = largest ? (lastIndex ? P::sge : P::sgt) : (lastIndex ? P::sle : P::slt);
+          better = arith::CmpIOp::create(nb, nl, order, v, best);
+        }
+        linalg::YieldOp::create(nb, nl,
+                                ValueRange{arith::SelectOp::create(nb, nl, better, v, best),
+                                           arith::SelectOp::create(nb, nl, better, i, args[2])});
+      });
+  Value indices = generic.getResult(1);
+  if (!ctx.intAttr("keepdims", 1)) {
+    SmallVector<OpFoldResult> sizes;
+    for (auto [d, size] : llvm::enumerate(tb::sizesOf(b, loc, indices)))
+      if (static_cast<int64_t>(d) != reduced)
+        sizes.push_back(size);
+    indices = tb::reshapeToSizes(b, loc, indices, sizes);
+  }
+  return SmallVector<Value>{indices};
+}
+
 /// OneHot(indices, depth, values = [off, on], axis): depth inserted at
 /// `axis`; negative indices count from the end, out-of-range ones give an
 /// all-off row (as the spec says).
@@ -762,6 +853,8 @@ void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &con
   add("Range", convertRange);
   add("Where", convertWhere);
   add("TopK", convertTopK);
+  add("ArgMax", [](NodeContext &ctx) { return convertArgExtreme(ctx, /*largest=*/true); });
+  add("ArgMin", [](NodeContext &ctx) { return convertArgExtreme(ctx, /*largest=*/false); });
   add("OneHot", convertOneHot);
   add("GatherND", convertGatherND);
   add("Trilu", convertTrilu);

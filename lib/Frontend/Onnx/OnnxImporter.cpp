@@ -95,8 +95,17 @@ FailureOr<int64_t> NodeContext::normalizeAxis(int64_t axis, int64_t rank) const 
 FailureOr<SmallVector<int64_t>> NodeContext::constantInts(unsigned i, StringRef what) const {
   const ConstantTensor *c = constantInput(i);
   std::optional<SmallVector<int64_t>> values = c ? c->asInts() : std::nullopt;
+  // Or computed from static sizes (K = Shape(x)[-1] of a full sort).
+  if (const ShapeVector *shape = !values && shapeInput ? shapeInput(i) : nullptr) {
+    values.emplace();
+    for (OpFoldResult e : shape->elements)
+      if (std::optional<int64_t> v = getConstantIntValue(e))
+        values->push_back(*v);
+    if (values->size() != shape->elements.size())
+      values.reset();
+  }
   if (!values)
-    return error() << what << " (input " << i << ") must be a constant integer tensor", failure();
+    return error() << what << " (input " << i << ") must be a constant integer tensor or computed from static tensor sizes", failure();
   return *values;
 }
 
