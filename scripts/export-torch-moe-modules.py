@@ -175,6 +175,52 @@ class FlippedWeightsNearMiss(GatheredEinsum):
         return torch.einsum("tai,ta->ti", o, w.flip(-1))
 
 
+class StackGather(Experts):
+    """Every expert on every token, the outputs stacked [T, E, H] and each
+    token's k picked by gather(1, ids expanded over H), weighted by the
+    renormalised top-k weights and summed over the slots."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        outs = torch.stack([expert(x) for expert in self.experts], 1)
+        picked = outs.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+        return (picked * w[..., None]).sum(1)
+
+
+class BoolIndexLoop(Experts):
+    """Per expert, the rows routed to it selected by a boolean mask and
+    updated in place, y[rows] += w_e[rows] * expert(x[rows]) (NonZero and
+    a run-time Expand shape in the exports; plain ops, a remark)."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            hit = idx == e
+            rows = hit.any(-1)
+            y[rows] += (w * hit).sum(-1, keepdim=True)[rows] * expert(x[rows])
+        return y
+
+
+class Top2ArgmaxGating(Experts):
+    """GShard / DeepSpeed top2gating without capacity: the first expert by
+    argmax, the second by argmax of the logits with the first masked to
+    -inf, gates renormalised over the two (clamped at eps); every expert
+    on every token, combined by einsum (ArgMax in the exports; plain ops)."""
+
+    def forward(self, x):
+        logits = self.gate(x)
+        gates = F.softmax(logits, dim=-1)
+        first = F.one_hot(torch.argmax(gates, dim=-1), EXPERTS).to(x.dtype)
+        second = F.one_hot(torch.argmax(logits.masked_fill(first.bool(), float("-inf")), dim=-1), EXPERTS).to(x.dtype)
+        g1, g2 = (gates * first).sum(-1), (gates * second).sum(-1)
+        d = torch.clamp(g1 + g2, min=torch.finfo(x.dtype).eps)
+        combine = (g1 / d)[:, None] * first + (g2 / d)[:, None] * second
+        outs = torch.stack([expert(x) for expert in self.experts], 1)
+        return torch.einsum("te,teh->th", combine, outs)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -190,7 +236,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # Half precision: 16-bit logits; the dynamo exports sum 16-bit tensors in f32 between
            # Casts (the columns w * (idx == e), the renormalisation); GELU's √2 rounded to f16.
            "mask_loop_f16": MaskLoop, "gathered_einsum_f16": GatheredEinsum,
-           "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True))}
+           "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
+           "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

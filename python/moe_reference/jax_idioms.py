@@ -690,6 +690,22 @@ def interleaved_gate_up(k):
         return jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
     return fn
 
+
+def where_top1_loop(near_miss=False):
+    """Switch-style top-1 by argmax of sigmoid scores, its weight by max; a
+    loop over experts keeping each output on its rows with
+    where((idx == e)[:, None], w[:, None] * ffn_e(x), 0). `near_miss` gives
+    expert 0 a plain SiLU FFN (not one expert set: a remark, plain ops)."""
+    def fn(x, wr, w1, w3, w2):
+        s = jax.nn.sigmoid(x @ wr)
+        idx, w = jnp.argmax(s, -1), jnp.max(s, -1)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            out = (jax.nn.silu(x @ w1[e]) @ w2[e]) if near_miss and e == 0 else ffn(x, w1[e], w3[e], w2[e])
+            y = y + jnp.where((idx == e)[:, None], w[:, None] * out, 0.0)
+        return y
+    return fn
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -874,6 +890,8 @@ def programs(Program):
         "idiom_bmm_broadcast_bf16_k2": Program(bmm_broadcast(2), [(8, 32), (4, 32), (4, 24, 32), (4, 24, 32),
                                                                   (4, 32, 24)], dtype=bf16),
         "idiom_interleaved_gate_up_k2": Program(interleaved_gate_up(2), [(12, 32), (32, 8), (8, 32, 80), (8, 40, 32)]),
+        "idiom_where_top1_loop": Program(where_top1_loop(), mixtral_shapes(12, 32, 40, 8)),
+        "idiom_where_top1_near_miss": Program(where_top1_loop(near_miss=True), mixtral_shapes(8, 24, 32, 4)),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -1742,6 +1742,76 @@ bool isSlotTerm(shlo::MulOp mul) {
   return false;
 }
 
+/// A term `where(mask, w * out, 0)` of a loop over experts (top-1 code
+/// keeping each expert's output on its rows), rewritten as
+/// `where(mask, w, 0) * out` for the loop matcher; `undo` restores it.
+struct MaskedTerm {
+  shlo::SelectOp original;
+  Value rewritten;
+  SmallVector<Operation *> built; // in creation order
+  void undo() {
+    rewritten.replaceAllUsesWith(original.getResult());
+    for (Operation *op : llvm::reverse(built))
+      if (op->use_empty())
+        op->erase();
+  }
+};
+
+/// Rewrites the masked terms (see MaskedTerm) under `root`: mask [T] (or
+/// [T, 1]) and w [T] broadcast over out [T, H], the mask reading a top-k.
+/// Equal wherever `out` is finite; the raised layer computes only the
+/// selected experts, so it equals the original either way.
+SmallVector<MaskedTerm> rewriteMaskedTerms(Operation *root) {
+  SmallVector<shlo::SelectOp> selects;
+  root->walk([&](shlo::SelectOp select) {
+    if (isSplat(select.getOnFalse(), 0) && select.getOnTrue().getDefiningOp<shlo::MulOp>() &&
+        cast<RankedTensorType>(select.getType()).getRank() == 2 && readsTopK(select.getPred()))
+      selects.push_back(select);
+  });
+  SmallVector<MaskedTerm> rewritten;
+  for (shlo::SelectOp select : selects) {
+    OpBuilder b(select);
+    Location loc = select.getLoc();
+    SmallVector<Operation *> built;
+    // A per-token value [T] (or [T, 1], reshaped to [T]), or null.
+    auto perToken = [&](Value v) -> Value {
+      auto type = cast<RankedTensorType>(v.getType());
+      int64_t tokens = cast<RankedTensorType>(select.getType()).getDimSize(0);
+      if (type.getRank() == 1 && type.getDimSize(0) == tokens)
+        return v;
+      if (type.getRank() != 2 || type.getDimSize(0) != tokens || type.getDimSize(1) != 1)
+        return Value();
+      auto reshape = shlo::ReshapeOp::create(b, loc, RankedTensorType::get({tokens}, type.getElementType()), v);
+      built.push_back(reshape);
+      return reshape.getResult();
+    };
+    SmallVector<int64_t> maskDims;
+    Value maskSource = broadcastChainSource(select.getPred(), maskDims);
+    auto mul = select.getOnTrue().getDefiningOp<shlo::MulOp>();
+    for (auto [out, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
+      SmallVector<int64_t> dims;
+      Value source = broadcastChainSource(bc, dims);
+      if (source == bc || maskDims.empty() || dims.empty() || dims[0] != 0 || maskDims[0] != 0 || readsTopK(out))
+        continue;
+      Value w = perToken(source), mask = perToken(maskSource);
+      if (!w || !mask)
+        continue;
+      auto wType = cast<RankedTensorType>(w.getType());
+      Value zero =
+          shlo::ConstantOp::create(b, loc, wType, DenseElementsAttr::get(wType, b.getZeroAttr(wType.getElementType())));
+      Value column = shlo::SelectOp::create(b, loc, wType, mask, w, zero);
+      Value spread = shlo::BroadcastInDimOp::create(b, loc, select.getType(), column, b.getDenseI64ArrayAttr({0}));
+      Value term = shlo::MulOp::create(b, loc, select.getType(), spread, out);
+      for (Value v : {zero, column, spread, term})
+        built.push_back(v.getDefiningOp());
+      select.getResult().replaceAllUsesWith(term);
+      rewritten.push_back({select, term, built});
+      break;
+    }
+  }
+  return rewritten;
+}
+
 /// Erases the ops raised layers left dead; returns the ops in a raised
 /// layer's originals (kept for the raising check).
 DenseSet<Operation *> liveUnraisedOps(Operation *root) {
@@ -1765,6 +1835,8 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
   // Ops the layers raised before left dead, and ops in a raised layer's
   // originals (kept for the raising check), are not candidates again.
   DenseSet<Operation *> taken = liveUnraisedOps(root);
+  SmallVector<MaskedTerm> maskedTerms = rewriteMaskedTerms(root);
+
   SmallVector<Operation *> candidates;
   root->walk([&](Operation *op) {
     if (op->getNumResults() != 1 || op->use_empty() || taken.contains(op))
@@ -1857,6 +1929,10 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
     if (succeeded(mixture) || (fail.why != "not a gate-weighted sum over experts" && readsTopK(root)))
       remark(op, fail);
   }
+  // Masked terms no layer took go back to what the program wrote.
+  for (MaskedTerm &t : maskedTerms)
+    if (!t.rewritten.use_empty())
+      t.undo();
   return raised;
 }
 

@@ -13,6 +13,12 @@
 //   G = ScatterElements(zeros [T, E], ids, w, axis 1)
 //   y = ReduceSum(Unsqueeze(G, -1) * Concat_e(Unsqueeze(FFN_e(x), 1), axis 1), 1)
 //
+// or with every output stacked and each token's k picked by its ids:
+//
+//   S = Concat_e(Unsqueeze(FFN_e(x), 1), axis 1)
+//   y = ReduceSum(GatherElements(S, Expand(Unsqueeze(ids, -1), [T, k, H]), axis 1)
+//                 * Unsqueeze(w, -1), 1)
+//
 // with FFN_e(x) an FFN on the expert's own constant weights
 // (matchOwnExpertFfn: gated or plain, with or without biases). Both are one moe.layer, which computes only the selected experts.
 //
@@ -113,6 +119,33 @@ bool isGateCombineEquation(std::string equation) {
   return t != e && h != t && h != e && equation[3] == t && equation[4] == e && equation[8] == t && equation[9] == h;
 }
 
+/// The experts' outputs stacked on axis 1, Concat_e(Unsqueeze(FFN_e(x), 1)),
+/// one per expert in expert order: fills `ffns`.
+bool stackedExperts(const GraphIndex &g, const ConstantLookup &constants, llvm::function_ref<bool(llvm::StringRef)> isX,
+                    llvm::StringRef stack, int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
+                    llvm::SmallVector<const onnx::NodeProto *> &found, std::string &why) {
+  const onnx::NodeProto *concat = g.producer(stack);
+  if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != 1 ||
+      concat->input_size() != experts) {
+    why = "the experts' outputs are not stacked one per expert on axis 1";
+    return false;
+  }
+  found.push_back(concat);
+  for (int64_t e = 0; e < experts; ++e) {
+    const onnx::NodeProto *one = g.producer(inputOf(*concat, e));
+    std::optional<OwnExpertFfn> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
+                                          ? matchOwnExpertFfn(g, constants, inputOf(*one, 0), isX, found)
+                                          : std::nullopt;
+    if (!ffn) {
+      why = "expert " + std::to_string(e) + "'s stacked output is not a gated FFN of x on its own constant weights";
+      return false;
+    }
+    found.push_back(one);
+    ffns[e] = *ffn;
+  }
+  return true;
+}
+
 /// The stacked form (see the top of the file) from the gate's
 /// ScatterElements: fills the experts' FFNs in expert order and returns the
 /// sum over the experts, or "".
@@ -146,25 +179,44 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
     found.append(summed.begin(), summed.end());
     stack = inputOf(*mul, 0) == outputOf(*unsq, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0);
   }
-  const onnx::NodeProto *concat = g.producer(stack);
-  if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != 1 ||
-      concat->input_size() != experts) {
-    why = "the experts' outputs are not stacked one per expert on axis 1";
+  if (!stackedExperts(g, constants, isX, stack, experts, ffns, found, why))
+    return "";
+  nodes.append(found.begin(), found.end());
+  return sumOut;
+}
+
+/// The picked form (see the top of the file) from the ids' Unsqueeze:
+/// fills the experts' FFNs and returns the sum over the slots, or "".
+std::string pickedMixture(const GraphIndex &g, const ConstantLookup &constants,
+                          llvm::function_ref<bool(llvm::StringRef)> isX, const onnx::NodeProto &unsq, llvm::StringRef w,
+                          int64_t experts, int64_t hidden, std::map<int64_t, OwnExpertFfn> &ffns,
+                          llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  // GatherElements(stack, Expand(Unsqueeze(ids, -1), [T, k, H]), axis 1).
+  const onnx::NodeProto *expand = g.onlyUser(outputOf(unsq, 0), "Expand");
+  const onnx::NodeProto *pick = expand ? g.onlyUser(outputOf(*expand, 0), "GatherElements") : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> shape = expand ? constants(inputOf(*expand, 1)) : std::nullopt;
+  if (!pick || inputOf(*pick, 1) != outputOf(*expand, 0) || intAttr(*pick, "axis", 0) != 1 || !shape ||
+      shape->size() != 3 || shape->back() != hidden) {
+    why = "the ids are not expanded over the hidden size to pick the stacked outputs along the expert axis";
     return "";
   }
-  found.push_back(concat);
-  for (int64_t e = 0; e < experts; ++e) {
-    const onnx::NodeProto *one = g.producer(inputOf(*concat, e));
-    std::optional<OwnExpertFfn> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
-                                          ? matchOwnExpertFfn(g, constants, inputOf(*one, 0), isX, found)
-                                          : std::nullopt;
-    if (!ffn) {
-      why = "expert " + std::to_string(e) + "'s stacked output is not a gated FFN of x on its own constant weights";
-      return "";
-    }
-    found.push_back(one);
-    ffns[e] = *ffn;
+  // (picked * w.unsqueeze(-1)).sum(1)
+  const onnx::NodeProto *mul = g.onlyUser(outputOf(*pick, 0), "Mul");
+  std::string weights = mul ? (inputOf(*mul, 0) == outputOf(*pick, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
+  const onnx::NodeProto *wUnsq = mul ? g.producer(weights) : nullptr;
+  std::string sumOut;
+  llvm::SmallVector<const onnx::NodeProto *> summed;
+  const onnx::NodeProto *sum = mul ? sumReading(g, outputOf(*mul, 0), /*onlyUser=*/true, sumOut, summed) : nullptr;
+  if (!wUnsq || wUnsq->op_type() != "Unsqueeze" || inputOf(*wUnsq, 0) != w ||
+      !(hasAxis(*wUnsq, constants, -1) || hasAxis(*wUnsq, constants, 2)) || !sum || !hasAxis(*sum, constants, 1) ||
+      intAttr(*sum, "keepdims", 1) != 0) {
+    why = "the picked outputs are not weighted by the top-k weights and summed over the slots";
+    return "";
   }
+  llvm::SmallVector<const onnx::NodeProto *> found = {&unsq, expand, pick, mul, wUnsq};
+  found.append(summed.begin(), summed.end());
+  if (!stackedExperts(g, constants, isX, inputOf(*pick, 0), experts, ffns, found, why))
+    return "";
   nodes.append(found.begin(), found.end());
   return sumOut;
 }
@@ -215,6 +267,16 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
       return fail("the gate is not the top-k weights scattered into zeros at their ids");
     nodes.push_back(scatter);
     std::string sum = stackedMixture(g, constants, isX, *scatter, experts, ffns, nodes, why);
+    if (sum.empty())
+      return std::nullopt;
+    return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);
+  }
+  // Every expert's output stacked, each token's k picked by its ids and
+  // weighted by w: the same sum as the scattered gate's.
+  if (const onnx::NodeProto *unsq = g.onlyUser(ids, "Unsqueeze");
+      unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))) {
+    int64_t hidden = (*routerShape)[block.routerWeight.rows ? 1 : 0];
+    std::string sum = pickedMixture(g, constants, isX, *unsq, w, experts, hidden, ffns, nodes, why);
     if (sum.empty())
       return std::nullopt;
     return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);

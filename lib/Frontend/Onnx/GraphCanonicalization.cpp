@@ -8,6 +8,8 @@
 
 #include "GraphCanonicalization.h"
 
+#include <cstring>
+
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -69,6 +71,34 @@ bool isIntegerType(int32_t t) {
   return t == onnx::TensorProto::INT64 || t == onnx::TensorProto::INT32 || t == onnx::TensorProto::INT16 ||
          t == onnx::TensorProto::INT8 || t == onnx::TensorProto::UINT8 || t == onnx::TensorProto::UINT16 ||
          t == onnx::TensorProto::UINT32 || t == onnx::TensorProto::UINT64;
+}
+
+/// The one element of an int64 or int32 tensor attribute (typed field or
+/// little-endian raw data), if it holds one.
+std::optional<int64_t> scalarInt(const onnx::TensorProto &t) {
+  int64_t count = 1;
+  for (int64_t d : t.dims())
+    count *= d;
+  if (count != 1)
+    return std::nullopt;
+  if (t.data_type() == onnx::TensorProto::INT64) {
+    if (t.int64_data_size() == 1)
+      return t.int64_data(0);
+    if (t.raw_data().size() == 8) {
+      int64_t v;
+      std::memcpy(&v, t.raw_data().data(), 8);
+      return v;
+    }
+  } else if (t.data_type() == onnx::TensorProto::INT32) {
+    if (t.int32_data_size() == 1)
+      return t.int32_data(0);
+    if (t.raw_data().size() == 4) {
+      int32_t v;
+      std::memcpy(&v, t.raw_data().data(), 4);
+      return v;
+    }
+  }
+  return std::nullopt;
 }
 
 /// Values of at most this many elements are followed element by element.
@@ -255,6 +285,9 @@ private:
       return;
     }
     refine(node, r);
+    // Known values give a 1-D value's length (Reshape(v, [-1]) of them).
+    if (r.rank == 1 && !r.values.empty())
+      r.dims = {static_cast<int64_t>(r.values.size())};
     if (r.rank == 1 && r.dims.size() == 1 && r.dims[0] >= 0)
       r.length = r.dims[0];
     set(node, 0, r);
@@ -399,9 +432,20 @@ private:
     if (!known(r.dims, r.rank))
       r.dims.clear();
 
-    // Values of small integer results.
-    if (!isIntegerType(r.dataType) || r.rank > 1)
+    // Values of small integer (and bool) results.
+    if (!(isIntegerType(r.dataType) || r.dataType == onnx::TensorProto::BOOL) || r.rank > 1)
       return;
+    // ConstantOfShape([n]) of an integer fill: n copies (TorchScript's
+    // expand shapes build their -1 test from one).
+    if (op == "ConstantOfShape" && r.rank == 1) {
+      const llvm::SmallVector<std::optional<int64_t>> *shape = valuesOf(node, 0);
+      const onnx::AttributeProto *value = findAttr(node, "value");
+      std::optional<int64_t> fill = value ? scalarInt(value->t()) : std::optional<int64_t>(0);
+      if (shape && shape->size() == 1 && (*shape)[0] && *(*shape)[0] >= 0 &&
+          *(*shape)[0] <= int64_t(kMaxKnownValues) && fill)
+        r.values.assign(*(*shape)[0], *fill);
+      return;
+    }
     if (op == "Shape" && in0Dims) {
       int64_t start = intAttrOr(node, "start", 0), end = intAttrOr(node, "end", in0.rank);
       start = std::clamp<int64_t>(start < 0 ? start + in0.rank : start, 0, in0.rank);
@@ -445,6 +489,28 @@ private:
       for (const std::optional<int64_t> &x : *v0)
         r.values.push_back(x && *x != std::numeric_limits<int64_t>::min() ? std::optional<int64_t>(-*x)
                                                                            : std::nullopt);
+      return;
+    }
+    // Equal and Where element by element (numpy broadcasting of 1-D values).
+    if ((op == "Equal" || op == "Where") && v0) {
+      const llvm::SmallVector<std::optional<int64_t>> *v1 = valuesOf(node, 1);
+      const llvm::SmallVector<std::optional<int64_t>> *v2 = op == "Where" ? valuesOf(node, 2) : v0;
+      if (!v1 || !v2)
+        return;
+      size_t n = std::max({v0->size(), v1->size(), v2->size()});
+      auto at = [&](const llvm::SmallVector<std::optional<int64_t>> &v, size_t i) -> std::optional<int64_t> {
+        return v.size() == 1 ? v[0] : i < v.size() ? v[i] : std::nullopt;
+      };
+      for (const auto *v : {v0, v1, v2})
+        if (v->size() != 1 && v->size() != n)
+          return;
+      for (size_t i = 0; i < n; ++i) {
+        std::optional<int64_t> a = at(*v0, i), b = at(*v1, i), c = at(*v2, i);
+        if (op == "Equal")
+          r.values.push_back(a && b ? std::optional<int64_t>(*a == *b) : std::nullopt);
+        else
+          r.values.push_back(!a ? std::nullopt : *a ? b : c);
+      }
       return;
     }
     if (isOneOf(op, {"Add", "Sub", "Mul", "Div", "Max", "Min"}) && node.input_size() == 2) {

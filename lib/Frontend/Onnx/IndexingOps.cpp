@@ -338,8 +338,40 @@ Results convertExpand(NodeContext &ctx) {
   if (!data)
     return ctx.error() << "input is required", failure();
   const ShapeVector *target = ctx.shapeInput(1);
-  if (!target)
-    return ctx.error() << "the shape input must be a constant or computed from tensor sizes", failure();
+  ShapeVector runTime;
+  if (!target) {
+    // Sizes read from the data (a count of selected rows, torch's
+    // x[mask] += ...): each output size is the input's where the shape
+    // says 1 (or the input's size is static and not 1), else the shape's.
+    auto shapeType = ctx.input(1) ? dyn_cast<RankedTensorType>(ctx.input(1).getType()) : RankedTensorType();
+    if (!shapeType || shapeType.getRank() != 1 || shapeType.isDynamicDim(0) ||
+        !shapeType.getElementType().isInteger(64) || shapeType.getDimSize(0) > kMaxShapeVectorLength)
+      return ctx.error() << "the shape input must be a 1-D int64 tensor of static length, got "
+                         << (ctx.input(1) ? ctx.input(1).getType() : Type()),
+             failure();
+    RankedTensorType type = ctx.inputType(0);
+    int64_t rank = shapeType.getDimSize(0), offset = rank - type.getRank();
+    if (offset < 0)
+      return ctx.error() << "the shape has " << rank << " sizes for an input of rank " << type.getRank(), failure();
+    OpBuilder &b = ctx.b;
+    Location loc = ctx.loc;
+    for (int64_t d = 0; d < rank; ++d) {
+      int64_t in = d >= offset ? type.getDimSize(d - offset) : 1;
+      if (!ShapedType::isDynamic(in) && in != 1) {
+        runTime.elements.push_back(b.getIndexAttr(in));
+        continue;
+      }
+      Value s = tensor::ExtractOp::create(b, loc, ctx.input(1), ValueRange{scalar::constIndex(b, loc, d)});
+      s = arith::IndexCastOp::create(b, loc, b.getIndexType(), s);
+      if (ShapedType::isDynamic(in)) {
+        Value one = scalar::constIndex(b, loc, 1);
+        Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, one);
+        s = arith::SelectOp::create(b, loc, keep, tb::dimSize(b, loc, ctx.input(0), d - offset), s);
+      }
+      runTime.elements.push_back(s);
+    }
+    target = &runTime;
+  }
   Type element = ctx.inputType(0).getElementType();
   Value shaped = emptyOfShape(ctx.b, ctx.loc, *target, element);
   FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{data, shaped}, element,

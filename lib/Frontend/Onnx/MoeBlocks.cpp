@@ -70,7 +70,17 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
   GraphIndex index(graph, [&](llvm::StringRef name) { return constants.isConstant(name); });
   std::vector<MoeBlock> blocks;
   for (int i = 0; i < graph.node_size(); ++i) {
-    if (graph.node(i).op_type() != "TopK" || !(graph.node(i).domain().empty() || graph.node(i).domain() == "ai.onnx"))
+    bool defaultDomain = graph.node(i).domain().empty() || graph.node(i).domain() == "ai.onnx";
+    // Experts selected by ArgMax (Switch's top-1, GShard's top-2 by a
+    // second ArgMax) feeding a one-hot mask: no block form reads them yet.
+    if (defaultDomain && graph.node(i).op_type() == "ArgMax" &&
+        llvm::any_of(index.users(outputOf(graph.node(i), 0)), [&](int u) {
+          llvm::StringRef op = graph.node(u).op_type();
+          return op == "OneHot" || op == "Equal";
+        }))
+      nearMisses.push_back({i, "experts selected by ArgMax into a one-hot mask: the recognised routing forms select "
+                               "with TopK (torch.topk); it runs as plain ops"});
+    if (graph.node(i).op_type() != "TopK" || !defaultDomain)
       continue;
     std::string why, whyLoop, whyGptOss, whyDense, whyGathered;
     if (std::optional<MoeBlock> block = matchBlock(index, constants, i, why))

@@ -394,7 +394,7 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   std::vector<MoeBlock> blocks = findMoeBlocks(graph, lookupConstant, nearMisses);
   for (auto [index, why] : nearMisses)
     emitRemark(nodeLoc(graph.node(index), index))
-        << "MoE-like routing at TopK '" << graph.node(index).name() << "' is left as plain ops: " << why;
+        << "MoE-like routing at " << graph.node(index).op_type() << " '" << graph.node(index).name() << "' is left as plain ops: " << why;
   if (options.wrongRaisingForTesting)
     for (MoeBlock &block : blocks)
       block.normalize = !block.normalize;
