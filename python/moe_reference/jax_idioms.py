@@ -706,6 +706,28 @@ def where_top1_loop(near_miss=False):
         return y
     return fn
 
+
+def rows_masked_loop(k, by_column=False, wrong_rows=False):
+    """A loop over experts feeding each expert only its rows of x, zeroed
+    elsewhere: where(any(idx == e, -1)[:, None], x, 0), or (`by_column`)
+    x * (w_e > 0)[:, None]; `wrong_rows` feeds expert e the rows of expert
+    e + 1 (a remark, plain ops)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
+        experts = wr.shape[1]
+        y = jnp.zeros_like(x)
+        for e in range(experts):
+            hit = idx == e
+            we = (vals * hit).sum(-1)
+            if by_column:
+                xe = x * (we > 0).astype(x.dtype)[:, None]
+            else:
+                rows = jnp.any(idx == (e + 1) % experts if wrong_rows else hit, -1)
+                xe = jnp.where(rows[:, None], x, 0.0)
+            y = y + ffn(xe, w1[e], w3[e], w2[e]) * we[:, None]
+        return y
+    return fn
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -892,6 +914,9 @@ def programs(Program):
         "idiom_interleaved_gate_up_k2": Program(interleaved_gate_up(2), [(12, 32), (32, 8), (8, 32, 80), (8, 40, 32)]),
         "idiom_where_top1_loop": Program(where_top1_loop(), mixtral_shapes(12, 32, 40, 8)),
         "idiom_where_top1_near_miss": Program(where_top1_loop(near_miss=True), mixtral_shapes(8, 24, 32, 4)),
+        "idiom_rows_masked_loop_k2": Program(rows_masked_loop(2), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_rows_masked_by_column_k3": Program(rows_masked_loop(3, by_column=True), mixtral_shapes(10, 24, 32, 8)),
+        "idiom_rows_masked_wrong_near_miss": Program(rows_masked_loop(2, wrong_rows=True), mixtral_shapes(8, 24, 32, 4)),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -216,6 +216,34 @@ struct Matcher {
   // only where `masksAllowed`.
   bool masksAllowed = false;
   SmallVector<Value, 2> inputMasks;
+  // Per-token masks [T] (or [T, 1]) zeroing whole rows of x, read where
+  // `masksAllowed` (a loop over experts feeding each expert its rows); the
+  // caller checks they keep the rows its gate column weights.
+  SmallVector<Value, 2> rowMasks;
+
+  /// x with whole rows zeroed, `where(mask[:, None], x, 0)` or `x *
+  /// mask[:, None]`: returns x and records the mask.
+  Value maskedRows(Value v) {
+    Value in, mask;
+    if (auto select = v.getDefiningOp<shlo::SelectOp>(); select && isSplat(select.getOnFalse(), 0)) {
+      in = select.getOnTrue();
+      mask = select.getPred();
+    } else if (auto mul = v.getDefiningOp<shlo::MulOp>()) {
+      for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
+        if (!in && isX(a)) {
+          in = a;
+          mask = b;
+        }
+    }
+    if (!in || !isX(in) || tokenRoles(x).size() != 2)
+      return Value();
+    SmallVector<int64_t> dims;
+    Value m = broadcastChainSource(mask, dims);
+    if (m == mask || dims.empty() || dims[0] != 0)
+      return Value();
+    rowMasks.push_back(withoutUnitDims(withoutConverts(m)));
+    return in;
+  }
 
   /// x spread over the experts and masked, `einsum('te,th->eth', mask, x)`
   /// (a dot_general batched over the tokens, through transposes): its roles
@@ -573,7 +601,8 @@ struct Matcher {
     Value input = xIsLhs ? dot.getLhs() : isX(dot.getRhs()) ? dot.getRhs() : Value();
     for (bool lhs : {true, false})
       if (!input && masksAllowed)
-        if ((input = maskedX(lhs ? dot.getLhs() : dot.getRhs(), inputRoles)))
+        if ((input = maskedX(lhs ? dot.getLhs() : dot.getRhs(), inputRoles)) ||
+            (input = maskedRows(lhs ? dot.getLhs() : dot.getRhs())))
           xIsLhs = lhs;
     if (!input) {
       fail.why = "an expert projection does not read the router's input x";
@@ -1511,6 +1540,26 @@ LogicalResult takeOnePerExpert(MutableArrayRef<std::pair<int64_t, ExpertFfn>> by
   return success();
 }
 
+/// `mask` [T] keeps every row expert e's gate column may weigh:
+/// jnp.any(ids == e, -1) of the top-k ids, or the column itself not 0.
+bool keepsRoutedRows(Value mask, Value ids, int64_t e, Value column) {
+  mask = withoutConverts(mask);
+  if (auto any = mask.getDefiningOp<shlo::ReduceOp>()) {
+    Block &body = any.getBody().front();
+    bool orBody = llvm::hasNItems(body, 2) && isa<shlo::OrOp>(body.front()) && isSplat(any.getInitValues()[0], 0);
+    Value routedIds;
+    std::optional<int64_t> routed = any.getInputs().size() == 1 && orBody && reducesLastDim(any)
+                                        ? expertMask(any.getInputs()[0], routedIds)
+                                        : std::nullopt;
+    return routed && *routed == e && routedIds == ids;
+  }
+  if (auto compare = mask.getDefiningOp<shlo::CompareOp>())
+    return withoutUnitDims(compare.getLhs()) == withoutUnitDims(column) && isSplat(compare.getRhs(), 0) &&
+           (compare.getComparisonDirection() == shlo::ComparisonDirection::GT ||
+            compare.getComparisonDirection() == shlo::ComparisonDirection::NE);
+  return false;
+}
+
 /// y = sum_e G[:, e] * FFN_e(x), written as a Python loop over experts.
 FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   Mixture m;
@@ -1523,7 +1572,7 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
       return failure();
     }
     FailureOr<std::pair<int64_t, Value>> column = failure();
-    Value output;
+    Value output, columnValue;
     NoMatch columnFail;
     for (auto [a, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
       SmallVector<int64_t> dims;
@@ -1533,6 +1582,7 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
       RecognisedLayer routing;
       column = gateColumn(withoutUnitDims(source), routing, columnFail);
       if (succeeded(column)) {
+        columnValue = source;
         if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.routerBias != m.layer.routerBias || routing.x != m.layer.x ||
                                      routing.routerExpertsFirst != m.layer.routerExpertsFirst)) {
           fail.why = "the experts' weights come from different routers";
@@ -1553,9 +1603,19 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
     }
     ids = column->second;
     Matcher matcher{m.layer.x, routerExperts(m.layer), fail};
+    matcher.masksAllowed = true;
     ExpertFfn ffn;
     if (failed(matcher.expertOutputs(output, ffn)))
       return failure();
+    // Each expert fed only its rows (x zeroed elsewhere) computes the same
+    // on the rows its column weighs.
+    if (!matcher.inputMasks.empty() ||
+        llvm::any_of(matcher.rowMasks,
+                     [&](Value mask) { return !keepsRoutedRows(mask, ids, column->first, columnValue); })) {
+      fail.why = "expert " + std::to_string(column->first) +
+                 " reads x masked by something other than the rows routed to it";
+      return failure();
+    }
     if (ffn.roles != tokenRoles(m.layer.x)) {
       fail.why = "an expert's output is not laid out as x";
       return failure();
@@ -1880,9 +1940,27 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
         others.append(slotTerms);
         mixture = matchExpertLoop(expertTerms, fail);
       } else if (!slotTerms.empty()) {
+        SmallVector<Value> weighted(expertTerms);
+        weighted.append(slotTerms);
+        SmallVector<Value> rest(others);
         others.append(expertTerms);
         expertTerms = slotTerms;
         mixture = matchSlotLoop(expertTerms, fail);
+        // Experts fed only their rows of x read the routing on both sides
+        // too: a loop over experts after all.
+        NoMatch loopFail;
+        if (failed(mixture) && weighted.size() >= 2) {
+          if (FailureOr<Mixture> loop = matchExpertLoop(weighted, loopFail); succeeded(loop)) {
+            mixture = loop;
+            expertTerms = weighted;
+            others = rest;
+          } else if (llvm::none_of(slotTerms, [](Value t) {
+                       auto mul = t.getDefiningOp<shlo::MulOp>();
+                       return mul && isSlotTerm(mul);
+                     })) {
+            fail = loopFail; // no term looks like a slot's: say why the loop failed
+          }
+        }
       } else {
         continue;
       }
@@ -1952,7 +2030,8 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
     int64_t experts = type.getDimSize(type.getRank() - 1);
     bool raised = topk->hasAttr(kRaisedSelection);
     topk->removeAttr(kRaisedSelection);
-    if (raised || topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() != 2 ||
+    if (raised || topk->use_empty() || taken.contains(topk) || explained.contains(topk) || type.getRank() < 2 ||
+        type.getRank() > 3 ||
         ShapedType::isDynamic(experts) || experts > 1024 || static_cast<int64_t>(topk.getK()) >= experts)
       return;
     // Routing picks something by its indices (a one-hot or `== e` mask, a
@@ -1965,8 +2044,9 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
         }))
       return;
     InFlightDiagnostic remark = emitRemark(topk.getLoc());
-    remark << "top-" << topk.getK() << " selection over [" << type.getDimSize(0) << ", " << experts
-           << "] scores not raised to moe.layer: ";
+    remark << "top-" << topk.getK() << " selection over [";
+    llvm::interleaveComma(type.getShape(), remark);
+    remark << "] scores not raised to moe.layer: ";
     if (llvm::any_of(readers, [](Operation *op) { return isa<shlo::WhileOp>(op); }))
       remark << "it is read inside a loop that is no counted loop over the experts (lax.fori_loop or lax.scan over "
                 "range(E) from a constant is unrolled; a Python loop, jax.vmap or an einsum over the experts is "
