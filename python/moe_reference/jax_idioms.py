@@ -728,6 +728,21 @@ def rows_masked_loop(k, by_column=False, wrong_rows=False):
         return y
     return fn
 
+
+def rounded_probs(k):
+    """T5X-style bf16 layer whose router runs in f32 on x.astype(f32), its
+    softmax rounded to bf16 before top_k (probs.astype(bf16)); the experts
+    in bf16, a where-mask loop."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(x.astype(jnp.float32) @ wr.astype(jnp.float32), -1).astype(x.dtype)
+        vals, idx = lax.top_k(probs, k)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            w = jnp.where(idx == e, vals, 0).sum(-1)
+            y = y + w[:, None] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -917,6 +932,7 @@ def programs(Program):
         "idiom_rows_masked_loop_k2": Program(rows_masked_loop(2), mixtral_shapes(12, 32, 40, 6)),
         "idiom_rows_masked_by_column_k3": Program(rows_masked_loop(3, by_column=True), mixtral_shapes(10, 24, 32, 8)),
         "idiom_rows_masked_wrong_near_miss": Program(rows_masked_loop(2, wrong_rows=True), mixtral_shapes(8, 24, 32, 4)),
+        "idiom_rounded_probs_bf16_k2": Program(rounded_probs(2), mixtral_shapes(12, 32, 40, 6), dtype=bf16),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -307,11 +307,15 @@ Value renormalisedInput(Value v, double *epsilon) {
 }
 
 Type sixteenBitScores(chlo::TopKOp topk) {
+  auto sixteen = [](Value v) {
+    Type element = cast<RankedTensorType>(v.getType()).getElementType();
+    return element.isBF16() || element.isF16() ? element : Type();
+  };
   Value scores = topk.getOperand();
-  if (auto widened = scores.getDefiningOp<shlo::ConvertOp>())
-    scores = widened.getOperand();
-  Type element = cast<RankedTensorType>(scores.getType()).getElementType();
-  return element.isBF16() || element.isF16() ? element : Type();
+  if (Type own = sixteen(scores))
+    return own; // 16-bit scores, or f32 ones rounded to 16 bits
+  auto widened = scores.getDefiningOp<shlo::ConvertOp>();
+  return widened ? sixteen(widened.getOperand()) : Type();
 }
 
 /// The gate weights `vals` of softmax top-k routing of `x`
@@ -348,7 +352,14 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
       return failure();
     }
   }
-  FailureOr<Value> logits = softmaxInput(topk.getOperand(), fail);
+  // An f32 softmax rounded to the 16-bit scores (probs.astype(bf16)):
+  // what scores_type means.
+  Value scores = topk.getOperand();
+  if (auto narrowed = scores.getDefiningOp<shlo::ConvertOp>();
+      narrowed && layer.scoresType &&
+      cast<RankedTensorType>(narrowed.getOperand().getType()).getElementType().isF32())
+    scores = narrowed.getOperand();
+  FailureOr<Value> logits = softmaxInput(scores, fail);
   if (failed(logits))
     return failure();
   if (failed(routerLogits(*logits, x, layer, fail)))

@@ -73,11 +73,17 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
     bool defaultDomain = graph.node(i).domain().empty() || graph.node(i).domain() == "ai.onnx";
     // Experts selected by ArgMax (Switch's top-1, GShard's top-2 by a
     // second ArgMax) feeding a one-hot mask: no block form reads them yet.
+    auto selectsByMask = [&](llvm::StringRef ids, auto &self, int depth) -> bool {
+      return llvm::any_of(index.users(ids), [&](int u) {
+        llvm::StringRef op = graph.node(u).op_type();
+        // Through an Unsqueeze (the dynamo exporter's one_hot compares
+        // ids[..., None] with an arange).
+        return op == "OneHot" || op == "Equal" ||
+               (op == "Unsqueeze" && depth == 0 && self(outputOf(graph.node(u), 0), self, 1));
+      });
+    };
     if (defaultDomain && graph.node(i).op_type() == "ArgMax" &&
-        llvm::any_of(index.users(outputOf(graph.node(i), 0)), [&](int u) {
-          llvm::StringRef op = graph.node(u).op_type();
-          return op == "OneHot" || op == "Equal";
-        }))
+        selectsByMask(outputOf(graph.node(i), 0), selectsByMask, 0))
       nearMisses.push_back({i, "experts selected by ArgMax into a one-hot mask: the recognised routing forms select "
                                "with TopK (torch.topk); it runs as plain ops"});
     if (graph.node(i).op_type() != "TopK" || !defaultDomain)
