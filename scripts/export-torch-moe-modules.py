@@ -221,6 +221,27 @@ class Top2ArgmaxGating(Experts):
         return torch.einsum("te,teh->th", combine, outs)
 
 
+class BmmExperts(nn.Module):
+    """Stacked parameters in nn.Linear's layout [E, out, in]; every expert
+    on every token by torch.bmm of x.expand(E, T, H) with each stack's
+    transpose; the gate scattered densely and combined by
+    einsum('te,eth->th')."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+
+    def forward(self, x):
+        w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)
+        gate = torch.zeros(x.shape[0], EXPERTS, dtype=x.dtype).scatter(1, idx, F.softmax(w, dim=-1))
+        xs = x.unsqueeze(0).expand(EXPERTS, -1, -1)
+        h = F.silu(torch.bmm(xs, self.w1.transpose(1, 2))) * torch.bmm(xs, self.w3.transpose(1, 2))
+        return torch.einsum("te,eth->th", gate, torch.bmm(h, self.w2.transpose(1, 2)))
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -237,7 +258,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # Casts (the columns w * (idx == e), the renormalisation); GELU's √2 rounded to f16.
            "mask_loop_f16": MaskLoop, "gathered_einsum_f16": GatheredEinsum,
            "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
-           "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating}
+           "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
+           "bmm_experts": BmmExperts}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

@@ -77,6 +77,13 @@ int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallb
   return fallback;
 }
 
+llvm::SmallVector<int64_t> intsAttr(const onnx::NodeProto &node, llvm::StringRef name) {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return llvm::SmallVector<int64_t>(a.ints().begin(), a.ints().end());
+  return {};
+}
+
 /// A single-axis op (Squeeze/Unsqueeze/ReduceSum) on axis `axis`, given as
 /// a constant input or attribute.
 std::optional<llvm::SmallVector<int64_t>> axesOf(const onnx::NodeProto &node, const ConstantLookup &constants) {

@@ -119,6 +119,8 @@ std::string throughFloatCastProducer(const GraphIndex &g, llvm::StringRef value,
 
 /// The integer attribute `name` of `node`, or `fallback` when it has none.
 int64_t intAttr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback);
+/// The ints attribute `name` of `node` (a Transpose's perm), empty when absent.
+llvm::SmallVector<int64_t> intsAttr(const onnx::NodeProto &node, llvm::StringRef name);
 
 /// The axes of Squeeze/Unsqueeze/Reduce*: a constant input or the
 /// attribute (older opsets).

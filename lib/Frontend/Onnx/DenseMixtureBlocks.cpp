@@ -19,6 +19,11 @@
 //   y = ReduceSum(GatherElements(S, Expand(Unsqueeze(ids, -1), [T, k, H]), axis 1)
 //                 * Unsqueeze(w, -1), 1)
 //
+// or with the gate over every expert's outputs from batched matmuls on
+// stacked weights (torch.bmm of x.expand(E, T, H)):
+//
+//   y = Einsum("te,eth->th", G, MatMul(act(MatMul(xs, Wg)) * MatMul(xs, Wu), Wd))
+//
 // with FFN_e(x) an FFN on the expert's own constant weights
 // (matchOwnExpertFfn: gated or plain, with or without biases). Both are one moe.layer, which computes only the selected experts.
 //
@@ -146,16 +151,139 @@ bool stackedExperts(const GraphIndex &g, const ConstantLookup &constants, llvm::
   return true;
 }
 
+/// "te,eth->th" with any letters: the experts' outputs laid out [E, T, H]
+/// (a batched matmul over the experts).
+bool isExpertFirstCombineEquation(std::string equation) {
+  llvm::erase_if(equation, [](char c) { return c == ' '; });
+  if (equation.size() != 10 || equation[2] != ',' || equation.substr(6, 2) != "->")
+    return false;
+  char t = equation[0], e = equation[1], h = equation[5];
+  return t != e && h != t && h != e && equation[3] == e && equation[4] == t && equation[8] == t && equation[9] == h;
+}
+
+/// A stack of expert matrices as a batched MatMul reads it: a constant
+/// [E, in, out], or Transpose(C, [0, 2, 1]) of a constant [E, out, in]
+/// (rows: nn.Linear's layout). Sets `stack`, `rows`; `in`/`out` checked.
+bool batchedStack(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef operand, int64_t experts,
+                  int64_t in, int64_t out, std::string &stack, bool &rows,
+                  llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto shaped = [&](llvm::StringRef name, int64_t a, int64_t b) {
+    std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(name);
+    return shape && shape->size() == 3 && (*shape)[0] == experts && (*shape)[1] == a && (*shape)[2] == b;
+  };
+  if (shaped(operand, in, out)) {
+    stack = operand.str();
+    rows = false;
+    return true;
+  }
+  const onnx::NodeProto *t = g.producer(operand);
+  if (t && t->op_type() == "Transpose" && intsAttr(*t, "perm") == llvm::SmallVector<int64_t>{0, 2, 1} &&
+      shaped(inputOf(*t, 0), out, in)) {
+    nodes.push_back(t);
+    stack = inputOf(*t, 0);
+    rows = true;
+    return true;
+  }
+  return false;
+}
+
+/// Every expert on every token by batched matmuls over the experts
+/// (torch.bmm of x.expand(E, T, H) with stacked weights):
+///   xs = Expand(Unsqueeze(x, 0), [E, ., .])
+///   o  = MatMul(act(MatMul(xs, Wg)) * MatMul(xs, Wu), Wd)          [E, T, H]
+/// Sets the block's stacks and activation.
+bool batchedExperts(const GraphIndex &g, const ConstantLookup &constants, MoeBlock &block, llvm::StringRef outputs,
+                    int64_t experts, int64_t hidden, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                    std::string &why) {
+  auto fail = [&](const char *reason) {
+    why = reason;
+    return false;
+  };
+  const onnx::NodeProto *down = g.producer(outputs);
+  if (!down || down->op_type() != "MatMul")
+    return fail("the experts' outputs [E, T, H] are not a batched down projection");
+  // xs: x once per expert.
+  const onnx::NodeProto *spread = nullptr;
+  for (int u : g.users(block.x)) {
+    const onnx::NodeProto &unsq = g.graph.node(u);
+    const onnx::NodeProto *expand =
+        unsq.op_type() == "Unsqueeze" && hasAxis(unsq, constants, 0) ? g.onlyUser(outputOf(unsq, 0), "Expand") : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> shape = expand ? constants(inputOf(*expand, 1)) : std::nullopt;
+    if (shape && shape->size() == 3 && (*shape)[0] == experts && ((*shape)[2] == 1 || (*shape)[2] == hidden)) {
+      nodes.push_back(&unsq);
+      spread = expand;
+    }
+  }
+  if (!spread)
+    return fail("x is not expanded over the experts for batched matmuls");
+  llvm::SmallVector<const onnx::NodeProto *> projections;
+  for (int u : g.users(outputOf(*spread, 0)))
+    if (g.graph.node(u).op_type() == "MatMul" && inputOf(g.graph.node(u), 0) == outputOf(*spread, 0))
+      projections.push_back(&g.graph.node(u));
+  if (projections.size() != 2)
+    return fail("x expanded over the experts feeds other than a gate and an up projection");
+  llvm::SmallVector<const onnx::NodeProto *> found = {spread, down};
+  GateActivation kind = GateActivation::silu;
+  const onnx::NodeProto *gate = nullptr, *up = nullptr, *product = nullptr;
+  for (int side = 0; side < 2 && !product; ++side) {
+    llvm::SmallVector<const onnx::NodeProto *> act;
+    product = matchGatedActivation(g, outputOf(*projections[side], 0), outputOf(*projections[1 - side], 0), kind, act);
+    if (product) {
+      gate = projections[side];
+      up = projections[1 - side];
+      found.append(act.begin(), act.end());
+    }
+  }
+  if (!product || outputOf(*product, 0) != inputOf(*down, 0))
+    return fail("the batched experts' activation is not SwiGLU or GeGLU (act(gate) * up) feeding the down projection");
+  std::string gateStack, upStack, downStack;
+  bool gateRows = false, upRows = false, downRows = false;
+  // The FFN width from the gate stack, either layout.
+  std::optional<llvm::SmallVector<int64_t>> gateShape = constants.shape(inputOf(*gate, 1));
+  const onnx::NodeProto *gateT = g.producer(inputOf(*gate, 1));
+  if (!gateShape && gateT && gateT->op_type() == "Transpose")
+    gateShape = constants.shape(inputOf(*gateT, 0));
+  if (!gateShape || gateShape->size() != 3)
+    return fail("the batched experts' gate weights are not a constant stack [E, ., .]");
+  int64_t ffn = (*gateShape)[1] == hidden ? (*gateShape)[2] : (*gateShape)[1];
+  if (!batchedStack(g, constants, inputOf(*gate, 1), experts, hidden, ffn, gateStack, gateRows, found) ||
+      !batchedStack(g, constants, inputOf(*up, 1), experts, hidden, ffn, upStack, upRows, found) ||
+      !batchedStack(g, constants, inputOf(*down, 1), experts, ffn, hidden, downStack, downRows, found))
+    return fail("the batched experts' weights are not constant stacks [E, in, out] (or their [0, 2, 1] transposes)");
+  if (gateRows != upRows || gateRows != downRows)
+    return fail("the gate, up and down stacks are laid out differently");
+  found.push_back(gate);
+  found.push_back(up);
+  nodes.append(found.begin(), found.end());
+  block.gateStack = gateStack;
+  block.upStack = upStack;
+  block.downStack = downStack;
+  block.expertRows = gateRows;
+  block.activation = kind;
+  return true;
+}
+
 /// The stacked form (see the top of the file) from the gate's
 /// ScatterElements: fills the experts' FFNs in expert order and returns the
 /// sum over the experts, or "".
 std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
                            llvm::function_ref<bool(llvm::StringRef)> isX, const onnx::NodeProto &scatter,
-                           int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
-                           llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+                           int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns, MoeBlock &block, int64_t hidden,
+                           bool &batched, llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   // (gate.unsqueeze(-1) * stacked).sum(1), or einsum('te,teh->th', gate, stacked).
   llvm::SmallVector<const onnx::NodeProto *> found;
   std::string stack, sumOut;
+  // einsum('te,eth->th', gate, batched experts' outputs [E, T, H]).
+  if (const onnx::NodeProto *einsum = g.onlyUser(outputOf(scatter, 0), "Einsum");
+      einsum && einsum->input_size() == 2 && inputOf(*einsum, 0) == outputOf(scatter, 0) &&
+      isExpertFirstCombineEquation(stringAttr(*einsum, "equation", ""))) {
+    found.push_back(einsum);
+    if (!batchedExperts(g, constants, block, inputOf(*einsum, 1), experts, hidden, found, why))
+      return "";
+    batched = true;
+    nodes.append(found.begin(), found.end());
+    return outputOf(*einsum, 0);
+  }
   if (const onnx::NodeProto *einsum = g.onlyUser(outputOf(scatter, 0), "Einsum");
       einsum && einsum->input_size() == 2 && inputOf(*einsum, 0) == outputOf(scatter, 0) &&
       isGateCombineEquation(stringAttr(*einsum, "equation", ""))) {
@@ -266,9 +394,16 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
         !isZeros(g, constants, inputOf(*scatter, 0), nodes))
       return fail("the gate is not the top-k weights scattered into zeros at their ids");
     nodes.push_back(scatter);
-    std::string sum = stackedMixture(g, constants, isX, *scatter, experts, ffns, nodes, why);
+    bool batched = false;
+    int64_t hidden = (*routerShape)[block.routerWeight.rows ? 1 : 0];
+    std::string sum = stackedMixture(g, constants, isX, *scatter, experts, ffns, block, hidden, batched, nodes, why);
     if (sum.empty())
       return std::nullopt;
+    if (batched) {
+      block.output = sum;
+      block.last = g.indexOf(g.producer(sum));
+      return finishBlock(g, std::move(block), nodes, topk, why);
+    }
     return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);
   }
   // Every expert's output stacked, each token's k picked by its ids and

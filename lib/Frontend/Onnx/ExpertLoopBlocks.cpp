@@ -35,10 +35,7 @@ struct ExpertRows {
 static std::optional<std::pair<std::string, std::string>>
 slicedColumns(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &transpose,
               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  llvm::SmallVector<int64_t> perm;
-  for (const onnx::AttributeProto &a : transpose.attribute())
-    if (a.name() == "perm")
-      perm.assign(a.ints().begin(), a.ints().end());
+  llvm::SmallVector<int64_t> perm = intsAttr(transpose, "perm");
   std::string columns[2];
   llvm::SmallVector<const onnx::NodeProto *> found;
   for (int u : g.users(outputOf(transpose, 0))) {
@@ -83,10 +80,7 @@ nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRe
       return sliced;
     }
     const onnx::NodeProto *split = g.onlyUser(outputOf(*transpose, 0), "Split");
-    llvm::SmallVector<int64_t> perm;
-    for (const onnx::AttributeProto &a : transpose->attribute())
-      if (a.name() == "perm")
-        perm.assign(a.ints().begin(), a.ints().end());
+    llvm::SmallVector<int64_t> perm = intsAttr(*transpose, "perm");
     std::optional<llvm::SmallVector<int64_t>> sizes;
     if (split && split->input_size() > 1)
       sizes = constants(inputOf(*split, 1));
@@ -297,11 +291,7 @@ static std::string gatheredTransposed(const GraphIndex &g, const ConstantLookup 
   const onnx::NodeProto *transpose = g.producer(value);
   const onnx::NodeProto *gather = transpose && transpose->op_type() == "Transpose" ? g.producer(inputOf(*transpose, 0))
                                                                                    : nullptr;
-  llvm::SmallVector<int64_t> perm;
-  if (transpose)
-    for (const onnx::AttributeProto &a : transpose->attribute())
-      if (a.name() == "perm")
-        perm.assign(a.ints().begin(), a.ints().end());
+  llvm::SmallVector<int64_t> perm = transpose ? intsAttr(*transpose, "perm") : llvm::SmallVector<int64_t>();
   std::optional<llvm::SmallVector<int64_t>> shape = gather ? constants.shape(inputOf(*gather, 0)) : std::nullopt;
   if (!gather || gather->op_type() != "Gather" || intAttr(*gather, "axis", 0) != 0 || inputOf(*gather, 1) != index ||
       !g.isConstant(inputOf(*gather, 0)) || !shape || shape->size() != 3 ||
@@ -732,11 +722,7 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
     if (n.op_type() == "OneHot" && inputOf(n, 0) == ids) {
       std::optional<llvm::SmallVector<int64_t>> depth = constants(inputOf(n, 1)), values = constants(inputOf(n, 2));
       const onnx::NodeProto *perm = g.onlyUser(outputOf(n, 0), "Transpose");
-      llvm::SmallVector<int64_t> order;
-      if (perm)
-        for (const onnx::AttributeProto &a : perm->attribute())
-          if (a.name() == "perm")
-            order.assign(a.ints().begin(), a.ints().end());
+      llvm::SmallVector<int64_t> order = perm ? intsAttr(*perm, "perm") : llvm::SmallVector<int64_t>();
       // transformers 5 adds a class for "no expert" (E), which top-k ids
       // over E experts never take: its row of the mask is all zeros.
       if (!depth || depth->size() != 1 || ((*depth)[0] != experts && (*depth)[0] != experts + 1) || !values ||
