@@ -743,6 +743,19 @@ def rounded_probs(k):
         return y
     return fn
 
+
+def argsort_ascending_near_miss(x, wr, w1, w3, w2):
+    """The top-2 taken from an ascending argsort cut to its last two (equal
+    logits would go to the higher index, not lax.top_k's lower one): a
+    remark, plain ops."""
+    logits = x @ wr
+    idx = jnp.argsort(logits, -1)[:, -2:]
+    vals = jax.nn.softmax(jnp.take_along_axis(logits, idx, -1), -1)
+    y = jnp.zeros_like(x)
+    for e in range(wr.shape[1]):
+        y = y + jnp.sum(jnp.where(idx == e, vals, 0), -1)[:, None] * ffn(x, w1[e], w3[e], w2[e])
+    return y
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -933,6 +946,7 @@ def programs(Program):
         "idiom_rows_masked_by_column_k3": Program(rows_masked_loop(3, by_column=True), mixtral_shapes(10, 24, 32, 8)),
         "idiom_rows_masked_wrong_near_miss": Program(rows_masked_loop(2, wrong_rows=True), mixtral_shapes(8, 24, 32, 4)),
         "idiom_rounded_probs_bf16_k2": Program(rounded_probs(2), mixtral_shapes(12, 32, 40, 6), dtype=bf16),
+        "idiom_argsort_ascending_near_miss": Program(argsort_ascending_near_miss, mixtral_shapes(8, 24, 32, 4)),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

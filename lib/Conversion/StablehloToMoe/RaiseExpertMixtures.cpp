@@ -2056,4 +2056,24 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
                 "dispatch, MoE++; docs/stablehlo.md lists them)";
     remark << "; it stays as plain ops";
   });
+  // An argsort of [T, E] scores left a sort (not read as a top-k) whose
+  // indices pick experts: say which argsorts are.
+  root->walk([&](shlo::SortOp sort) {
+    if (sort.getInputs().size() != 2 || sort->use_empty() || taken.contains(sort) || remarked.contains(sort.getLoc()))
+      return;
+    auto type = cast<RankedTensorType>(sort.getInputs()[0].getType());
+    auto iota = sort.getInputs()[1].getDefiningOp<shlo::IotaOp>();
+    int64_t experts = type.getRank() == 2 ? type.getDimSize(1) : 0;
+    if (!iota || iota.getIotaDimension() != 1 || sort.getDimension() != 1 || ShapedType::isDynamic(experts) ||
+        experts < 2 || experts > 1024 || !isa<FloatType>(type.getElementType()) || sort.getResult(1).use_empty())
+      return;
+    SetVector<Operation *> readers;
+    (void)getForwardSlice(sort.getResult(1), &readers);
+    if (llvm::none_of(readers, [](Operation *op) { return isa<shlo::CompareOp, shlo::GatherOp, shlo::ScatterOp>(op); }))
+      return;
+    emitRemark(sort.getLoc()) << "argsort over [" << type.getDimSize(0) << ", " << experts
+                              << "] scores not raised to moe.layer: only a descending argsort cut to its first k "
+                                 "(jnp.argsort(-scores)[:, :k]) reads as lax.top_k; an ascending one cut to its last k "
+                                 "puts the higher index first among equal scores; it stays as plain ops";
+  });
 }
