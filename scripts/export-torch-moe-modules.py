@@ -221,18 +221,11 @@ class Top2ArgmaxGating(Experts):
         return torch.einsum("te,teh->th", combine, outs)
 
 
-class BmmExperts(nn.Module):
-    """Stacked parameters in nn.Linear's layout [E, out, in]; every expert
-    on every token by torch.bmm of x.expand(E, T, H) with each stack's
-    transpose; the gate scattered densely and combined by
+class BmmExperts(GatheredEinsum):
+    """GatheredEinsum's stacked parameters in nn.Linear's layout [E, out,
+    in]; every expert on every token by torch.bmm of x.expand(E, T, H) with
+    each stack's transpose; the gate scattered densely and combined by
     einsum('te,eth->th')."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
-        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
-        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
-        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
 
     def forward(self, x):
         w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)

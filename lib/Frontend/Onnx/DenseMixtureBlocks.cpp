@@ -115,13 +115,16 @@ bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringR
 }
 
 /// "te,teh->th" with any letters (spaces allowed): per row t, the gate's
-/// weights over e times the stacked outputs, summed over e.
-bool isGateCombineEquation(std::string equation) {
+/// weights over e times the stacked outputs, summed over e; with
+/// `expertFirst`, "te,eth->th" (outputs [E, T, H] of a batched matmul).
+bool isGateCombineEquation(std::string equation, bool expertFirst = false) {
   llvm::erase_if(equation, [](char c) { return c == ' '; });
   if (equation.size() != 10 || equation[2] != ',' || equation.substr(6, 2) != "->")
     return false;
   char t = equation[0], e = equation[1], h = equation[5];
-  return t != e && h != t && h != e && equation[3] == t && equation[4] == e && equation[8] == t && equation[9] == h;
+  char first = expertFirst ? e : t, second = expertFirst ? t : e;
+  return t != e && h != t && h != e && equation[3] == first && equation[4] == second && equation[8] == t &&
+         equation[9] == h;
 }
 
 /// The experts' outputs stacked on axis 1, Concat_e(Unsqueeze(FFN_e(x), 1)),
@@ -149,16 +152,6 @@ bool stackedExperts(const GraphIndex &g, const ConstantLookup &constants, llvm::
     ffns[e] = *ffn;
   }
   return true;
-}
-
-/// "te,eth->th" with any letters: the experts' outputs laid out [E, T, H]
-/// (a batched matmul over the experts).
-bool isExpertFirstCombineEquation(std::string equation) {
-  llvm::erase_if(equation, [](char c) { return c == ' '; });
-  if (equation.size() != 10 || equation[2] != ',' || equation.substr(6, 2) != "->")
-    return false;
-  char t = equation[0], e = equation[1], h = equation[5];
-  return t != e && h != t && h != e && equation[3] == e && equation[4] == t && equation[8] == t && equation[9] == h;
 }
 
 /// A stack of expert matrices as a batched MatMul reads it: a constant
@@ -276,7 +269,7 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
   // einsum('te,eth->th', gate, batched experts' outputs [E, T, H]).
   if (const onnx::NodeProto *einsum = g.onlyUser(outputOf(scatter, 0), "Einsum");
       einsum && einsum->input_size() == 2 && inputOf(*einsum, 0) == outputOf(scatter, 0) &&
-      isExpertFirstCombineEquation(stringAttr(*einsum, "equation", ""))) {
+      isGateCombineEquation(stringAttr(*einsum, "equation", ""), /*expertFirst=*/true)) {
     found.push_back(einsum);
     if (!batchedExperts(g, constants, block, inputOf(*einsum, 1), experts, hidden, found, why))
       return "";

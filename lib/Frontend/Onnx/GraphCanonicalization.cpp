@@ -79,25 +79,23 @@ std::optional<int64_t> scalarInt(const onnx::TensorProto &t) {
   int64_t count = 1;
   for (int64_t d : t.dims())
     count *= d;
+  // One element of type Int, in a typed field or raw bytes.
+  auto one = [&](auto typed, int fieldSize, auto field) -> std::optional<int64_t> {
+    using Int = decltype(typed);
+    if (fieldSize == 1)
+      return field;
+    if (t.raw_data().size() != sizeof(Int))
+      return std::nullopt;
+    Int v;
+    std::memcpy(&v, t.raw_data().data(), sizeof(Int));
+    return v;
+  };
   if (count != 1)
     return std::nullopt;
-  if (t.data_type() == onnx::TensorProto::INT64) {
-    if (t.int64_data_size() == 1)
-      return t.int64_data(0);
-    if (t.raw_data().size() == 8) {
-      int64_t v;
-      std::memcpy(&v, t.raw_data().data(), 8);
-      return v;
-    }
-  } else if (t.data_type() == onnx::TensorProto::INT32) {
-    if (t.int32_data_size() == 1)
-      return t.int32_data(0);
-    if (t.raw_data().size() == 4) {
-      int32_t v;
-      std::memcpy(&v, t.raw_data().data(), 4);
-      return v;
-    }
-  }
+  if (t.data_type() == onnx::TensorProto::INT64)
+    return one(int64_t(), t.int64_data_size(), t.int64_data_size() == 1 ? t.int64_data(0) : 0);
+  if (t.data_type() == onnx::TensorProto::INT32)
+    return one(int32_t(), t.int32_data_size(), t.int32_data_size() == 1 ? t.int32_data(0) : 0);
   return std::nullopt;
 }
 
