@@ -789,7 +789,9 @@ PER_EXPERT_CASES = {
 
 # Models whose plain ops size a result by the data (NonZero): the GPU path
 # cannot allocate it yet (moe-map-to-gpu says so); checked on the CPU only.
-CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert"}
+CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert",
+            # A size read from the data: the CPU target only (docs/onnx.md).
+            "expand_runtime_shape"}
 
 # Traced with 3 of 4 experts hit: the graph holds only for inputs hitting
 # exactly those (onnxruntime fails on the others); not an MoE layer, and
@@ -1106,6 +1108,32 @@ def predicates_clip_model(name, tokens=6, hidden=8):
     return model, {"x": x}
 
 
+def expand_runtime_model(name, hidden=8):
+    """Expand to a shape read from the data at run time (`y[rows] += ...`
+    exports expand to a count of selected rows): the shape's first size a
+    sum of a 0/1 mask, [1, H] rows broadcast to it, then reduced with the
+    input so every element is checked."""
+    f, i64 = np.float32, np.int64
+    n = helper.make_node
+    nodes = [
+        n("Greater", ["x", "zero"], ["positive"]),
+        n("Cast", ["positive"], ["count_rows"], to=TensorProto.INT64),
+        n("ReduceSum", ["count_rows", "axis1"], ["count"], keepdims=0),           # [T]: positives per row
+        n("ReduceSum", ["count", "axis0"], ["total"], keepdims=1),                 # [1]
+        n("Concat", ["total", "width"], ["shape"], axis=0),                        # [total, H]
+        n("Expand", ["row", "shape"], ["rows"]),                                   # [total, H]
+        n("ReduceSum", ["rows", "axis0"], ["colsum"], keepdims=1),                 # [1, H]
+        n("Add", ["x", "colsum"], ["y"]),
+    ]
+    inits = [_init("zero", np.array(0, f)), _init("axis0", np.array([0], i64)), _init("axis1", np.array([1], i64)),
+             _init("width", np.array([hidden], i64)),
+             _init("row", np.linspace(-1, 1, hidden, dtype=f).reshape(1, hidden))]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["tokens", hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": _rng(name).standard_normal((5, hidden)).astype(f)}
+
+
 def build(name, out_dir):
     """Writes model `name` to out_dir and returns (path, feeds); a model
     ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
@@ -1138,6 +1166,8 @@ def build(name, out_dir):
         model, feeds = gather_nd_trilu_model(name)
     elif name == "predicates_clip":
         model, feeds = predicates_clip_model(name)
+    elif name == "expand_runtime_shape":
+        model, feeds = expand_runtime_model(name)
     elif name == "activations_norms":
         model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
@@ -1162,7 +1192,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 

@@ -363,6 +363,9 @@ Results convertExpand(NodeContext &ctx) {
       }
       Value s = tensor::ExtractOp::create(b, loc, ctx.input(1), ValueRange{scalar::constIndex(b, loc, d)});
       s = arith::IndexCastOp::create(b, loc, b.getIndexType(), s);
+      // A negative size (invalid data) gives an empty dim, not an allocation
+      // of a wrapped-around size.
+      s = arith::MaxSIOp::create(b, loc, s, scalar::constIndex(b, loc, 0));
       if (ShapedType::isDynamic(in)) {
         Value one = scalar::constIndex(b, loc, 1);
         Value keep = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, one);
