@@ -235,6 +235,20 @@ class BmmExperts(GatheredEinsum):
         return torch.einsum("te,eth->th", gate, torch.bmm(h, self.w2.transpose(1, 2)))
 
 
+class SortCut(Experts):
+    """The routing by a full descending torch.sort of the probabilities cut
+    to its first k ([:, :k]: TopK of every expert, then Slices); every expert
+    weighted by its gate column."""
+
+    def forward(self, x):
+        v, idx = torch.sort(F.softmax(self.gate(x), dim=-1), dim=-1, descending=True)
+        v, idx = v[:, :TOP_K], idx[:, :TOP_K]
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + (v * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -252,7 +266,7 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "mask_loop_f16": MaskLoop, "gathered_einsum_f16": GatheredEinsum,
            "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
-           "bmm_experts": BmmExperts}
+           "bmm_experts": BmmExperts, "sort_cut": SortCut}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

@@ -1038,7 +1038,8 @@ def predicates_clip_model(name, tokens=6, hidden=8):
     smallest-first TopK (argsort) on int64 and f32; ArgMax / ArgMin
     (Switch's top-1, GShard's second pick) along either axis, with and
     without keepdims and select_last_index, on f32 and on int64 and f32
-    with ties."""
+    with ties; a full sort cut to its first 3 by Slices (read as TopK(3))
+    and one cut to [1:3] (kept)."""
     rng = _rng(name)
     f, i64 = np.float32, np.int64
     inits = [_init("zero", np.array(0, f)), _init("lo", np.array(-0.5, f)), _init("hi", np.array(0.75, f)),
@@ -1046,7 +1047,8 @@ def predicates_clip_model(name, tokens=6, hidden=8):
              _init("axis0", np.array(0, i64)), _init("axis1", np.array(-1, i64)),
              _init("three", np.array(3, i64)), _init("minus3", np.array(-3, i64)), _init("f3", np.array(0.7, f)),
              _init("k_all", np.array([hidden], i64)), _init("row_shape", np.array([1, hidden], i64)),
-             _init("axis_col", np.array([1], i64))]
+             _init("axis_col", np.array([1], i64)), _init("at0", np.array([0], i64)), _init("at1", np.array([1], i64)),
+             _init("at3", np.array([3], i64))]
     n = helper.make_node
     nodes = [
         n("IsNaN", ["x"], ["nan"]),
@@ -1080,6 +1082,15 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         # a whole-row argsort, as argsort exports.
         n("TopK", ["ints", "k_all"], ["int_sorted", "int_order"], largest=0),
         n("TopK", ["clean", "k_all"], ["f_sorted", "f_order"], largest=0),
+        # A full descending sort cut to its first 3 by Slices (read as TopK(3)),
+        # and one cut to [1:3] (kept as written).
+        n("TopK", ["clean", "k_all"], ["sorted_v", "sorted_i"]),
+        n("Slice", ["sorted_v", "at0", "at3", "axis_col"], ["first3_v"]),
+        n("Slice", ["sorted_i", "at0", "at3", "axis_col"], ["first3_i"]),
+        n("Cast", ["first3_i"], ["first3_if"], to=TensorProto.FLOAT),
+        n("TopK", ["running", "k_all"], ["run_sorted_v", "run_sorted_i"]),
+        n("Slice", ["run_sorted_v", "at1", "at3", "axis_col"], ["second2_v"]),
+        n("Concat", ["first3_v", "first3_if", "second2_v"], ["sort_cuts"], axis=1),
         # ArgMax / ArgMin: [T, 1] and [T] per row, [1, H] per column.
         n("ArgMax", ["clean"], ["amax_row"], axis=1),
         n("ArgMin", ["clean"], ["amin_row_last"], axis=-1, select_last_index=1),
@@ -1098,7 +1109,8 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f", "running",
                      "running_rev_ex", "int_running_f", "mod_py_f", "mod_py_neg_f", "mod_c_f", "mod_f",
                      "int_sorted_f", "int_order_f", "f_sorted", "f_order_f", "amax_row_rows", "amin_row_last_rows",
-                     "amax_int_col_rows", "amin_ties_col_rows", "amin_col_f", "amax_col_last_f"], ["y"], axis=0),
+                     "amax_int_col_rows", "amin_ties_col_rows", "amin_col_f", "amax_col_last_f", "sort_cuts"],
+          ["y"], axis=0),
     ]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", hidden])], inits)

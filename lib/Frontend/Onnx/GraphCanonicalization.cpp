@@ -10,6 +10,8 @@
 
 #include <cstring>
 
+#include "llvm/ADT/DenseSet.h"
+
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -360,6 +362,11 @@ private:
         r.dims = broadcastDims(batch, r.rank - 2);
         r.dims.append({in0.dims[in0.rank - 2], b.dims[b.rank - 1]});
       }
+    } else if (op == "Gemm" && r.rank == 2) {
+      // [M, N] of A [M, K] (or its transpose) times B [K, N] (or its).
+      ValueFacts b = withDims(of(node, 1));
+      if (in0Dims && in0.rank == 2 && known(b.dims, b.rank) && b.rank == 2)
+        r.dims = {in0.dims[intAttrOr(node, "transA", 0) ? 1 : 0], b.dims[intAttrOr(node, "transB", 0) ? 0 : 1]};
     } else if (op == "Gather") {
       ValueFacts idx = withDims(of(node, 1));
       int64_t axis = intAttrOr(node, "axis", 0);
@@ -580,6 +587,57 @@ int64_t canonicalAxes(onnx::NodeProto &node, const ValueFacts &in, const Canonic
   return 0;
 }
 
+/// A TopK of all n elements of its (last) axis whose results are only cut
+/// to their first k by Slices (torch.sort(x, descending=True) then
+/// [..., :k]): the Slices' common `ends` (a constant [k]), which can be
+/// the TopK's K instead (sorted, ties to the lower index, either way).
+/// Fills `slices` with them.
+std::optional<std::string> sortCutToK(const onnx::NodeProto &topk, const ValueFacts &in,
+                                      const llvm::StringMap<ValueFacts> &facts, const CanonicalizationContext &ctx,
+                                      const llvm::StringMap<llvm::SmallVector<const onnx::NodeProto *>> &readers,
+                                      const llvm::StringSet<> &graphOutputs,
+                                      llvm::SmallVectorImpl<const onnx::NodeProto *> &slices) {
+  if (topk.input_size() < 2 || intAttrOr(topk, "largest", 1) != 1 || in.rank < 1 ||
+      static_cast<int64_t>(in.dims.size()) != in.rank || in.dims.back() < 1)
+    return std::nullopt;
+  int64_t axis = intAttrOr(topk, "axis", -1), n = in.dims.back();
+  // K = n may be a constant or computed from the sizes (Shape(x)[-1]).
+  std::optional<llvm::SmallVector<int64_t>> k = ctx.ints(topk.input(1));
+  if (auto it = facts.find(topk.input(1)); !k && it != facts.end())
+    k = it->second.knownValues();
+  if ((axis != -1 && axis != in.rank - 1) || !k || k->size() != 1 || (*k)[0] != n)
+    return std::nullopt;
+  std::optional<std::string> ends;
+  std::optional<int64_t> cut;
+  for (const std::string &out : topk.output()) {
+    if (out.empty())
+      continue;
+    if (graphOutputs.contains(out))
+      return std::nullopt;
+    for (const onnx::NodeProto *slice : readers.lookup(out)) {
+      auto ints = [&](int i) -> std::optional<llvm::SmallVector<int64_t>> {
+        return i < slice->input_size() && !slice->input(i).empty() ? ctx.ints(slice->input(i)) : std::nullopt;
+      };
+      auto absentOr = [&](int i, std::initializer_list<int64_t> allowed) {
+        if (i >= slice->input_size() || slice->input(i).empty())
+          return true;
+        std::optional<llvm::SmallVector<int64_t>> v = ints(i);
+        return v && v->size() == 1 && llvm::is_contained(allowed, (*v)[0]);
+      };
+      std::optional<llvm::SmallVector<int64_t>> starts = ints(1), end = ints(2);
+      if (slice->op_type() != "Slice" || slice->input(0) != out || slice->output_size() != 1 ||
+          graphOutputs.contains(slice->output(0)) || !starts || starts->size() != 1 || (*starts)[0] != 0 || !end ||
+          end->size() != 1 || (*end)[0] < 1 || (*end)[0] >= n || (cut && *cut != (*end)[0]) ||
+          !absentOr(3, {-1, in.rank - 1}) || !absentOr(4, {1}))
+        return std::nullopt;
+      cut = (*end)[0];
+      ends = slice->input(2);
+      slices.push_back(slice);
+    }
+  }
+  return ends;
+}
+
 } // namespace
 
 std::optional<llvm::SmallVector<int64_t>> ValueFacts::knownValues() const {
@@ -625,12 +683,33 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
       node.set_name(node.op_type() + "#" + std::to_string(i));
   int64_t changes = 0;
   google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
+  llvm::DenseSet<const onnx::NodeProto *> dropped;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
+    if (dropped.contains(&node))
+      continue;
     for (std::string &in : *node.mutable_input())
       if (!in.empty())
         in = source(in);
     bool standard = node.domain().empty() || node.domain() == "ai.onnx";
     llvm::StringRef op = node.op_type();
+    // A full sort cut to k by Slices is TopK(k): the Slices go, their
+    // readers read the TopK.
+    llvm::SmallVector<const onnx::NodeProto *> slices;
+    if (standard && op == "TopK")
+      if (std::optional<std::string> k =
+              sortCutToK(node, factsOf(node.input(0)), facts, ctx, readers, graphOutputs, slices);
+          k && !slices.empty()) {
+        node.set_input(1, *k);
+        std::optional<llvm::SmallVector<int64_t>> cut = ctx.ints(*k);
+        for (const onnx::NodeProto *slice : slices) {
+          renamed[slice->output(0)] = slice->input(0);
+          dropped.insert(slice);
+        }
+        for (const std::string &out : node.output())
+          if (auto it = facts.find(out); it != facts.end() && !it->second.dims.empty() && cut)
+            it->second.dims.back() = (*cut)[0];
+        ++changes;
+      }
     bool removable = standard && node.input_size() >= 1 && node.output_size() == 1 && !node.input(0).empty() &&
                      !graphOutputs.contains(node.output(0));
     if (removable && op == "Identity") {
