@@ -1833,29 +1833,31 @@ SmallVector<MaskedTerm> rewriteMaskedTerms(Operation *root) {
     OpBuilder b(select);
     Location loc = select.getLoc();
     SmallVector<Operation *> built;
-    // A per-token value [T] (or [T, 1], reshaped to [T]), or null.
-    auto perToken = [&](Value v) -> Value {
+    int64_t tokens = cast<RankedTensorType>(select.getType()).getDimSize(0);
+    // A per-token value: [T], or [T, 1] (reshaped to [T] once both sides are).
+    auto isPerToken = [&](Value v) {
       auto type = cast<RankedTensorType>(v.getType());
-      int64_t tokens = cast<RankedTensorType>(select.getType()).getDimSize(0);
-      if (type.getRank() == 1 && type.getDimSize(0) == tokens)
+      return type.getDimSize(0) == tokens && (type.getRank() == 1 || (type.getRank() == 2 && type.getDimSize(1) == 1));
+    };
+    auto asTokens = [&](Value v) -> Value {
+      auto type = cast<RankedTensorType>(v.getType());
+      if (type.getRank() == 1)
         return v;
-      if (type.getRank() != 2 || type.getDimSize(0) != tokens || type.getDimSize(1) != 1)
-        return Value();
       auto reshape = shlo::ReshapeOp::create(b, loc, RankedTensorType::get({tokens}, type.getElementType()), v);
       built.push_back(reshape);
       return reshape.getResult();
     };
     SmallVector<int64_t> maskDims;
     Value maskSource = broadcastChainSource(select.getPred(), maskDims);
+    if (maskDims.empty() || maskDims[0] != 0 || !isPerToken(maskSource))
+      continue;
     auto mul = select.getOnTrue().getDefiningOp<shlo::MulOp>();
     for (auto [out, bc] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}}) {
       SmallVector<int64_t> dims;
       Value source = broadcastChainSource(bc, dims);
-      if (source == bc || maskDims.empty() || dims.empty() || dims[0] != 0 || maskDims[0] != 0 || readsTopK(out))
+      if (source == bc || dims.empty() || dims[0] != 0 || !isPerToken(source) || readsTopK(out))
         continue;
-      Value w = perToken(source), mask = perToken(maskSource);
-      if (!w || !mask)
-        continue;
+      Value w = asTokens(source), mask = asTokens(maskSource);
       auto wType = cast<RankedTensorType>(w.getType());
       Value zero =
           shlo::ConstantOp::create(b, loc, wType, DenseElementsAttr::get(wType, b.getZeroAttr(wType.getElementType())));

@@ -371,6 +371,7 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
   if (!routed || !routerShape || routerShape->size() != 2)
     return std::nullopt;
   int64_t experts = (*routerShape)[block.routerWeight.rows ? 0 : 1];
+  int64_t hidden = (*routerShape)[block.routerWeight.rows ? 1 : 0];
   std::string w = *routed, ids = outputOf(t, 1);
   auto isX = [&](llvm::StringRef v) { return block.isX(v); };
   auto fail = [&](const std::string &reason) -> std::optional<MoeBlock> {
@@ -388,7 +389,6 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
       return fail("the gate is not the top-k weights scattered into zeros at their ids");
     nodes.push_back(scatter);
     bool batched = false;
-    int64_t hidden = (*routerShape)[block.routerWeight.rows ? 1 : 0];
     std::string sum = stackedMixture(g, constants, isX, *scatter, experts, ffns, block, hidden, batched, nodes, why);
     if (sum.empty())
       return std::nullopt;
@@ -403,7 +403,6 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
   // weighted by w: the same sum as the scattered gate's.
   if (const onnx::NodeProto *unsq = g.onlyUser(ids, "Unsqueeze");
       unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))) {
-    int64_t hidden = (*routerShape)[block.routerWeight.rows ? 1 : 0];
     std::string sum = pickedMixture(g, constants, isX, *unsq, w, experts, hidden, ffns, nodes, why);
     if (sum.empty())
       return std::nullopt;

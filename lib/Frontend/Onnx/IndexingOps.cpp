@@ -710,9 +710,7 @@ Results convertArgExtreme(NodeContext &ctx, bool largest) {
           P order = largest ? (lastIndex ? P::OGE : P::OGT) : (lastIndex ? P::OLE : P::OLT);
           Value ordered = arith::CmpFOp::create(nb, nl, order, v, best);
           Value vNaN = arith::CmpFOp::create(nb, nl, P::UNO, v, v);
-          Value bestNaN = arith::CmpFOp::create(nb, nl, P::UNO, best, best);
-          Value bestNumber = arith::XOrIOp::create(
-              nb, nl, bestNaN, arith::ConstantOp::create(nb, nl, nb.getBoolAttr(true)));
+          Value bestNumber = arith::CmpFOp::create(nb, nl, P::ORD, best, best);
           // A number beats a number by the order; a NaN beats a number, and
           // a later NaN an earlier one only with select_last_index.
           Value byOrder = arith::AndIOp::create(nb, nl, ordered, bestNumber);
