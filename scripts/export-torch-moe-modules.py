@@ -249,6 +249,32 @@ class SortCut(Experts):
         return out
 
 
+class SwitchMaxLoop(Experts):
+    """Switch Transformer top-1: each token's expert and weight by
+    probs.max(-1) (ArgMax and ReduceMax in the exports); every expert on
+    every token, masked by (idx == e) and scaled by the max probability."""
+
+    def forward(self, x):
+        p, idx = F.softmax(self.gate(x), dim=-1).max(dim=-1)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + (idx == e).to(x.dtype)[:, None] * p[:, None] * expert(x)
+        return out
+
+
+class SwitchArgmaxKeepdim(Experts):
+    """Top-1 by torch.argmax(probs, -1, keepdim=True), its weight by amax
+    (keepdims): each expert's column torch.where(idx == e, p, 0)."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        idx, p = torch.argmax(probs, dim=-1, keepdim=True), probs.amax(dim=-1, keepdim=True)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + torch.where(idx == e, p, 0.0) * expert(x)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -266,7 +292,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "mask_loop_f16": MaskLoop, "gathered_einsum_f16": GatheredEinsum,
            "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
-           "bmm_experts": BmmExperts, "sort_cut": SortCut}
+           "bmm_experts": BmmExperts, "sort_cut": SortCut, "switch_max_loop": SwitchMaxLoop,
+           "switch_argmax_keepdim": SwitchArgmaxKeepdim}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

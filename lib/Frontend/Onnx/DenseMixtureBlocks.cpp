@@ -44,9 +44,10 @@ namespace {
 
 /// The gate column of one expert, ReduceSum(w * Cast(Equal(ids, e)), [-1],
 /// keepdims) or with Where(Equal(ids, e), w, 0), for a 16-bit w maybe
-/// summed in f32 between Casts: returns e.
+/// summed in f32 between Casts; with one slot (k = 1) the sum may be left
+/// out. Returns e.
 std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &equal,
-                                  llvm::StringRef ids, llvm::StringRef w, std::string &column,
+                                  llvm::StringRef ids, llvm::StringRef w, int64_t k, std::string &column,
                                   llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   std::string e = inputOf(equal, 0) == ids ? inputOf(equal, 1) : inputOf(equal, 0);
   std::optional<llvm::SmallVector<int64_t>> expert = constants(e);
@@ -74,6 +75,11 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
   // slots hold distinct experts, so at most one term is nonzero.
   llvm::SmallVector<const onnx::NodeProto *> summed;
   const onnx::NodeProto *sum = masked ? sumReading(g, outputOf(*masked, 0), /*onlyUser=*/true, column, summed) : nullptr;
+  if (masked && !sum && k == 1) {
+    nodes.append(found.begin(), found.end());
+    column = outputOf(*masked, 0);
+    return (*expert)[0];
+  }
   std::optional<llvm::SmallVector<int64_t>> axes = sum ? axesOf(*sum, constants) : std::nullopt;
   if (!sum || !axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || intAttr(*sum, "keepdims", 1) != 1)
     return std::nullopt;
@@ -414,7 +420,7 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
     const onnx::NodeProto &equal = g.graph.node(u);
     std::string column;
     std::optional<int64_t> e =
-        equal.op_type() == "Equal" ? gateColumn(g, constants, equal, ids, w, column, nodes) : std::nullopt;
+        equal.op_type() == "Equal" ? gateColumn(g, constants, equal, ids, w, block.k, column, nodes) : std::nullopt;
     if (!e)
       return std::nullopt; // the ids are read some other way: not this form
     if (*e < 0 || *e >= experts || terms.count(*e))

@@ -737,5 +737,14 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
     *kept.Add() = std::move(node);
   }
   graph.mutable_node()->Swap(&kept);
+  llvm::StringMap<llvm::SmallVector<int64_t>> made;
+  if (int64_t selections = canonicalizeSelections(graph, ctx, facts, made)) {
+    CanonicalizationContext withMade{ctx.opset, [&](llvm::StringRef name) {
+                                       auto it = made.find(name);
+                                       return it == made.end() ? ctx.ints(name) : std::optional(it->second);
+                                     }};
+    facts = inferValueFacts(graph, withMade);
+    changes += selections;
+  }
   return changes;
 }

@@ -56,12 +56,24 @@ llvm::StringMap<ValueFacts> inferValueFacts(const onnx::GraphProto &graph, const
 /// already has are removed (their readers read the source), a Cast to bool
 /// read only by NonZero is removed (NonZero tests against zero either way),
 /// and the axis of Softmax, LogSoftmax, TopK, ArgMax and ArgMin is written
-/// from the back (-1 for the last) where the rank is known. Values the
-/// graph outputs are kept. `facts` receives what inferValueFacts found
+/// from the back (-1 for the last) where the rank is known; then
+/// canonicalizeSelections. Values the graph outputs are kept; new int64
+/// constants are added to its initializers. `facts` receives what inferValueFacts found
 /// (still true of every value left). Returns the number of nodes removed
 /// or rewritten.
 int64_t canonicalizeGraph(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                           llvm::StringMap<ValueFacts> &facts);
+
+/// Rewrites ArgMax over the last axis of router scores as TopK(scores, 1),
+/// with a ReduceMax of the same scores as its values, each squeezed back to
+/// ArgMax's rank; moves those squeezes below elementwise ops with scalar
+/// operands and cancels them against Unsqueezes of the same axis
+/// (SelectionCanonicalization.cpp). The int64 constants it needs are added
+/// to the graph's initializers and listed in `made`. `facts` describe the
+/// graph before; returns the number of ArgMax nodes rewritten.
+int64_t canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                               const llvm::StringMap<ValueFacts> &facts,
+                               llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
 } // namespace mlir::moe::onnx_import
 

@@ -71,8 +71,9 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
   std::vector<MoeBlock> blocks;
   for (int i = 0; i < graph.node_size(); ++i) {
     bool defaultDomain = graph.node(i).domain().empty() || graph.node(i).domain() == "ai.onnx";
-    // Experts selected by ArgMax (Switch's top-1, GShard's top-2 by a
-    // second ArgMax) feeding a one-hot mask: no block form reads them yet.
+    // Experts selected by an ArgMax the canonicalisation left (not over
+    // the last axis of router scores, ties to the last, or GShard's second
+    // ArgMax of the masked logits) feeding a one-hot mask.
     auto selectsByMask = [&](llvm::StringRef ids, auto &self, int depth) -> bool {
       return llvm::any_of(index.users(ids), [&](int u) {
         llvm::StringRef op = graph.node(u).op_type();
@@ -84,8 +85,9 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
     };
     if (defaultDomain && graph.node(i).op_type() == "ArgMax" &&
         selectsByMask(outputOf(graph.node(i), 0), selectsByMask, 0))
-      nearMisses.push_back({i, "experts selected by ArgMax into a one-hot mask: the recognised routing forms select "
-                               "with TopK (torch.topk); it runs as plain ops"});
+      nearMisses.push_back({i, "experts selected by ArgMax into a one-hot mask: only an ArgMax over the last axis of "
+                               "router scores (a linear map of x, its softmax or sigmoid), ties to the first, reads "
+                               "as TopK(1); it runs as plain ops"});
     if (graph.node(i).op_type() != "TopK" || !defaultDomain)
       continue;
     std::string why, whyLoop, whyGptOss, whyDense, whyGathered;

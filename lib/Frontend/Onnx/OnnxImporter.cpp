@@ -366,6 +366,14 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
   };
   llvm::StringMap<ValueFacts> facts;
   canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts}, facts);
+  // The canonicalisation's own constants (TopK's K, Squeeze's axes).
+  for (const onnx::TensorProto &init : graph.initializer())
+    if (!constants.count(init.name())) {
+      FailureOr<ConstantTensor> constant = decode(init, "initializer '" + init.name() + "'");
+      if (failed(constant))
+        return nullptr;
+      constants[init.name()] = *constant;
+    }
   // MoE blocks written out in plain ops become one moe.layer each.
   ConstantLookup lookupConstant{
       // Constants, and integers computed from static sizes.

@@ -1,0 +1,357 @@
+//===- SelectionCanonicalization.cpp - top-1 selections as TopK(1) --------===//
+//
+// Switch-style routing picks each token's expert with ArgMax and reads its
+// weight with ReduceMax (PyTorch's `probs.max(-1)`, `torch.argmax`). The MoE
+// block matchers read one selection, TopK; so ArgMax of router scores
+// becomes TopK(scores, 1) and a ReduceMax of the same scores its values,
+// each squeezed back to the rank the readers expect. ArgMax's first-maximum
+// rule and TopK's lower-index-first ties pick the same expert.
+//
+// The squeeze of a top-1 selection then sits between the selection and the
+// per-expert masks (`(idx == e)[:, None]`): it is moved below elementwise
+// ops with scalar operands (Equal with the expert id, Cast) and cancelled by
+// an Unsqueeze of the same axis, so the masks read the [T, 1] selection as
+// they read a TopK's [T, k].
+//
+//===----------------------------------------------------------------------===//
+
+#include "GraphCanonicalization.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringSet.h"
+
+#include <algorithm>
+#include <string>
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+
+namespace {
+
+const onnx::AttributeProto *attrOf(const onnx::NodeProto &node, llvm::StringRef name) {
+  for (const onnx::AttributeProto &a : node.attribute())
+    if (a.name() == name)
+      return &a;
+  return nullptr;
+}
+
+int64_t intOr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback) {
+  const onnx::AttributeProto *a = attrOf(node, name);
+  return a ? a->i() : fallback;
+}
+
+bool isStandard(const onnx::NodeProto &node) { return node.domain().empty() || node.domain() == "ai.onnx"; }
+
+bool isFloat(int32_t t) {
+  return t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16;
+}
+
+/// `axes` made non-negative for rank `rank`, sorted; nullopt when one is
+/// out of range or repeated.
+std::optional<llvm::SmallVector<int64_t>> normalized(llvm::ArrayRef<int64_t> axes, int64_t rank) {
+  llvm::SmallVector<int64_t> out;
+  for (int64_t a : axes) {
+    if (a < -rank || a >= rank)
+      return std::nullopt;
+    out.push_back(a < 0 ? a + rank : a);
+  }
+  llvm::sort(out);
+  if (std::adjacent_find(out.begin(), out.end()) != out.end())
+    return std::nullopt;
+  return out;
+}
+
+/// What a squeeze of a top-1 selection removed: `source` with rank `rank`
+/// lost the (non-negative) `axes`.
+struct Squeezed {
+  std::string source;
+  llvm::SmallVector<int64_t> axes;
+  int64_t rank;
+};
+
+class SelectionRewriter {
+public:
+  SelectionRewriter(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                    const llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made)
+      : graph(graph), ctx(ctx), facts(facts), made(made) {
+    for (const onnx::TensorProto &init : graph.initializer())
+      taken.insert(init.name());
+    for (const onnx::ValueInfoProto &v : graph.input())
+      taken.insert(v.name());
+    for (const onnx::ValueInfoProto &v : graph.output()) {
+      taken.insert(v.name());
+      graphOutputs.insert(v.name());
+    }
+    for (const onnx::NodeProto &node : graph.node()) {
+      for (const std::string &v : node.output())
+        if (!v.empty()) {
+          taken.insert(v);
+          producers[v] = &node;
+        }
+      for (const std::string &v : node.input())
+        taken.insert(v);
+    }
+  }
+
+  int64_t run();
+
+private:
+  std::optional<llvm::SmallVector<int64_t>> ints(llvm::StringRef name) const {
+    if (auto it = made.find(name); it != made.end())
+      return it->second;
+    return ctx.ints(name);
+  }
+  const ValueFacts *factsOf(llvm::StringRef name) const {
+    auto it = facts.find(name);
+    return it == facts.end() ? nullptr : &it->second;
+  }
+  /// The axes of a Squeeze, Unsqueeze or reduction (attribute before opset
+  /// 13/18, input 1 after).
+  std::optional<llvm::SmallVector<int64_t>> axesOf(const onnx::NodeProto &node) const {
+    if (const onnx::AttributeProto *a = attrOf(node, "axes"))
+      return llvm::SmallVector<int64_t>(a->ints().begin(), a->ints().end());
+    if (node.input_size() > 1 && !node.input(1).empty())
+      return ints(node.input(1));
+    return std::nullopt;
+  }
+  std::string fresh(llvm::StringRef base) {
+    std::string name = base.str();
+    for (int i = 0; !taken.insert(name).second; ++i)
+      name = base.str() + "_" + std::to_string(i);
+    return name;
+  }
+  /// A new int64 1-D initializer holding `values`.
+  std::string constant(llvm::ArrayRef<int64_t> values, llvm::StringRef base) {
+    std::string name = fresh(base);
+    onnx::TensorProto *t = graph.add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::INT64);
+    t->add_dims(static_cast<int64_t>(values.size()));
+    for (int64_t v : values)
+      t->add_int64_data(v);
+    made[name] = llvm::SmallVector<int64_t>(values);
+    return name;
+  }
+  /// Squeeze(`in`, `axes`) -> `out`, in the opset's spelling.
+  onnx::NodeProto squeeze(const std::string &in, llvm::ArrayRef<int64_t> axes, const std::string &out,
+                          llvm::StringRef name) {
+    onnx::NodeProto node;
+    node.set_op_type("Squeeze");
+    node.set_name(name.str());
+    node.add_input(in);
+    if (ctx.opset >= 13) {
+      node.add_input(constant(axes, "moe_squeeze_axes"));
+    } else {
+      onnx::AttributeProto *a = node.add_attribute();
+      a->set_name("axes");
+      a->set_type(onnx::AttributeProto::INTS);
+      for (int64_t x : axes)
+        a->add_ints(x);
+    }
+    node.add_output(out);
+    return node;
+  }
+  /// Router scores: a linear map of x (MatMul, Gemm, maybe plus a bias), or
+  /// its softmax or sigmoid, through Casts. ArgMax is rewritten only there:
+  /// its NaN rule is TopK's only where no NaN reaches it.
+  bool isRouterScore(llvm::StringRef value) const {
+    auto through = [&](llvm::StringRef v) {
+      const onnx::NodeProto *p = producers.lookup(v);
+      while (p && isStandard(*p) && (p->op_type() == "Cast" || p->op_type() == "Identity") && p->input_size())
+        p = producers.lookup(p->input(0));
+      return p;
+    };
+    const onnx::NodeProto *p = through(value);
+    if (p && isStandard(*p) && (p->op_type() == "Softmax" || p->op_type() == "Sigmoid") && p->input_size())
+      p = through(p->input(0));
+    if (p && isStandard(*p) && p->op_type() == "Add" && p->input_size() == 2)
+      for (int i = 0; i < 2; ++i)
+        if (ctx.ints(p->input(1 - i)) || made.count(p->input(1 - i)) || !producers.lookup(p->input(1 - i))) {
+          p = through(p->input(i));
+          break;
+        }
+    return p && isStandard(*p) && (p->op_type() == "MatMul" || p->op_type() == "Gemm");
+  }
+  /// The last axis of ArgMax/ReduceMax `node` over `rank` dims, its only one.
+  bool overLastAxis(const onnx::NodeProto &node, int64_t rank) const {
+    if (node.op_type() == "ArgMax")
+      return normalized({intOr(node, "axis", 0)}, rank) == llvm::SmallVector<int64_t>{rank - 1};
+    std::optional<llvm::SmallVector<int64_t>> a = axesOf(node);
+    return a && normalized(*a, rank) == llvm::SmallVector<int64_t>{rank - 1};
+  }
+  void pairSelections();
+  void emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax);
+  bool sink(onnx::NodeProto &node);
+
+  onnx::GraphProto &graph;
+  const CanonicalizationContext &ctx;
+  const llvm::StringMap<ValueFacts> &facts;
+  llvm::StringMap<llvm::SmallVector<int64_t>> &made;
+  llvm::StringSet<> taken, graphOutputs;
+  llvm::StringMap<const onnx::NodeProto *> producers;
+  /// ArgMax nodes to rewrite, with the ReduceMax of the same scores (or
+  /// null); each pair's second node is dropped when the first is reached.
+  llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> argmaxOf, reduceMaxOf;
+  llvm::DenseSet<const onnx::NodeProto *> emitted;
+  llvm::StringMap<Squeezed> squeezed;
+  llvm::StringMap<std::string> renamed;
+  google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
+  /// Squeezes made or sunk here: removed when nothing reads them.
+  llvm::StringSet<> removable;
+};
+
+void SelectionRewriter::pairSelections() {
+  if (ctx.opset < 10) // TopK's K is an attribute before opset 10
+    return;
+  for (const onnx::NodeProto &node : graph.node()) {
+    if (!isStandard(node) || node.op_type() != "ArgMax" || node.input_size() != 1 || node.output_size() != 1 ||
+        intOr(node, "select_last_index", 0) != 0)
+      continue;
+    const ValueFacts *in = factsOf(node.input(0));
+    if (!in || !isFloat(in->dataType) || in->rank < 1 || static_cast<int64_t>(in->dims.size()) != in->rank ||
+        in->dims.back() < 1 || !overLastAxis(node, in->rank) || !isRouterScore(node.input(0)))
+      continue;
+    argmaxOf[&node] = &node;
+    for (const onnx::NodeProto &other : graph.node())
+      if (isStandard(other) && other.op_type() == "ReduceMax" && other.input_size() >= 1 &&
+          other.input(0) == node.input(0) && other.output_size() == 1 &&
+          intOr(other, "keepdims", 1) == intOr(node, "keepdims", 1) && overLastAxis(other, in->rank) &&
+          !reduceMaxOf.count(&other)) {
+        reduceMaxOf[&other] = &node;
+        argmaxOf[&node] = &other;
+        break;
+      }
+  }
+}
+
+void SelectionRewriter::emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax) {
+  const ValueFacts &in = *factsOf(argmax.input(0));
+  bool keep = intOr(argmax, "keepdims", 1) != 0;
+  onnx::NodeProto topk;
+  topk.set_op_type("TopK");
+  topk.set_name(argmax.name() + "/as_topk");
+  topk.add_input(argmax.input(0));
+  topk.add_input(constant({1}, "moe_topk_one"));
+  onnx::AttributeProto *axis = topk.add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(-1);
+  std::string values = reduceMax && keep ? reduceMax->output(0) : fresh(argmax.output(0) + "/top1_values");
+  std::string indices = keep ? argmax.output(0) : fresh(argmax.output(0) + "/top1_indices");
+  topk.add_output(values);
+  topk.add_output(indices);
+  *kept.Add() = std::move(topk);
+  if (keep)
+    return;
+  llvm::SmallVector<int64_t> last = {in.rank - 1};
+  squeezed[argmax.output(0)] = {indices, last, in.rank};
+  removable.insert(argmax.output(0));
+  *kept.Add() = squeeze(indices, {-1}, argmax.output(0), argmax.name() + "/squeeze");
+  if (reduceMax) {
+    squeezed[reduceMax->output(0)] = {values, last, in.rank};
+    removable.insert(reduceMax->output(0));
+    *kept.Add() = squeeze(values, {-1}, reduceMax->output(0), reduceMax->name() + "/squeeze");
+  }
+}
+
+/// Unsqueeze(Squeeze(a, axes), axes) is a; an elementwise op with one
+/// squeezed operand and scalar others runs on the unsqueezed operand and is
+/// squeezed after. Returns true when `node` was consumed.
+bool SelectionRewriter::sink(onnx::NodeProto &node) {
+  llvm::StringRef op = node.op_type();
+  if (!isStandard(node) || node.output_size() != 1 || node.output(0).empty())
+    return false;
+  if (op == "Unsqueeze" && node.input_size() >= 1) {
+    auto it = squeezed.find(node.input(0));
+    std::optional<llvm::SmallVector<int64_t>> a = axesOf(node);
+    if (it == squeezed.end() || !a || normalized(*a, it->second.rank) != it->second.axes ||
+        graphOutputs.contains(node.output(0)))
+      return false;
+    renamed[node.output(0)] = it->second.source;
+    return true;
+  }
+  bool unary = op == "Cast" || op == "Not" || op == "Neg";
+  bool binary = llvm::is_contained({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Mul", "Add", "Sub",
+                                    "Div"},
+                                   op);
+  if ((unary && node.input_size() != 1) || (binary && node.input_size() != 2) || (!unary && !binary))
+    return false;
+  int at = -1;
+  for (int i = 0; i < node.input_size(); ++i) {
+    if (squeezed.count(node.input(i))) {
+      if (at >= 0)
+        return false;
+      at = i;
+      continue;
+    }
+    // A scalar broadcasts the same way against either shape.
+    const ValueFacts *f = factsOf(node.input(i));
+    if (!f || !(f->rank == 0 || (f->rank == 1 && f->dims.size() == 1 && f->dims[0] == 1)))
+      return false;
+  }
+  if (at < 0)
+    return false;
+  Squeezed from = squeezed.lookup(node.input(at));
+  std::string out = node.output(0), wide = fresh(out + "/unsqueezed");
+  node.set_input(at, from.source);
+  node.set_output(0, wide);
+  llvm::SmallVector<int64_t> axes(from.axes);
+  *kept.Add() = std::move(node);
+  *kept.Add() = squeeze(wide, axes, out, out + "/squeeze");
+  squeezed[out] = {wide, axes, from.rank};
+  removable.insert(out);
+  return true;
+}
+
+int64_t SelectionRewriter::run() {
+  pairSelections();
+  if (argmaxOf.empty())
+    return 0;
+  for (onnx::NodeProto &node : *graph.mutable_node()) {
+    for (std::string &in : *node.mutable_input())
+      if (auto it = renamed.find(in); it != renamed.end())
+        in = it->second;
+    // The first of an ArgMax/ReduceMax pair emits the TopK; the second goes.
+    const onnx::NodeProto *argmax = argmaxOf.count(&node) ? &node : reduceMaxOf.lookup(&node);
+    if (argmax) {
+      if (emitted.insert(argmax).second) {
+        const onnx::NodeProto *partner = argmaxOf.lookup(argmax);
+        emitTopK(*argmax, partner == argmax ? nullptr : partner);
+      }
+      continue;
+    }
+    if (sink(node))
+      continue;
+    *kept.Add() = std::move(node);
+  }
+  // Squeezes nothing reads any more go (each pass frees the one above).
+  for (bool changed = true; changed;) {
+    changed = false;
+    llvm::StringSet<> read;
+    for (const onnx::NodeProto &node : kept)
+      for (const std::string &in : node.input())
+        read.insert(in);
+    google::protobuf::RepeatedPtrField<onnx::NodeProto> live;
+    for (onnx::NodeProto &node : kept) {
+      bool dead = node.op_type() == "Squeeze" && removable.contains(node.output(0)) &&
+                  !read.contains(node.output(0)) && !graphOutputs.contains(node.output(0));
+      changed |= dead;
+      if (!dead)
+        *live.Add() = std::move(node);
+    }
+    kept.Swap(&live);
+  }
+  graph.mutable_node()->Swap(&kept);
+  return static_cast<int64_t>(argmaxOf.size());
+}
+
+} // namespace
+
+int64_t mlir::moe::onnx_import::canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                                       const llvm::StringMap<ValueFacts> &facts,
+                                                       llvm::StringMap<llvm::SmallVector<int64_t>> &made) {
+  return SelectionRewriter(graph, ctx, facts, made).run();
+}
