@@ -457,6 +457,34 @@ def take_weights(k):
     return fn
 
 
+def batch_seq_take_weights(k):
+    """take_weights on [B, S, H] tokens (decode with a batch of sequences):
+    the routed experts' weights gathered per (batch, position, slot),
+    [B, S, k, H, F], contracted by 'bsh,bskhf->bskf' einsums."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jnp.einsum('bsh,he->bse', x, wr), k)
+        vals = jax.nn.softmax(vals, -1)
+        up = lambda w: jnp.einsum('bsh,bskhf->bskf', x, jnp.take(w, idx, axis=0))
+        h = jax.nn.silu(up(w1)) * up(w3)
+        o = jnp.einsum('bskf,bskfh->bskh', h, jnp.take(w2, idx, axis=0))
+        return jnp.einsum('bskh,bsk->bsh', o, vals)
+    return fn
+
+
+def batch_seq_slot_loop(k):
+    """slot_loop_gather on [B, S, H] tokens: each slot's weights w1[idx[..., s]]
+    [B, S, H, F]."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = softmax_topk(x, wr, k)
+        y = jnp.zeros_like(x)
+        for s in range(k):
+            e = idx[..., s]
+            h = jax.nn.silu(jnp.einsum('bsh,bshf->bsf', x, w1[e])) * jnp.einsum('bsh,bshf->bsf', x, w3[e])
+            y = y + vals[..., s:s + 1] * jnp.einsum('bsf,bsfh->bsh', h, w2[e])
+        return y
+    return fn
+
+
 def big_negative_mask(k):
     """softmax of the logits masked to their top-k with -1e9 (not -inf)."""
     def fn(x, wr, w1, w3, w2):
@@ -947,6 +975,10 @@ def programs(Program):
         "idiom_rows_masked_wrong_near_miss": Program(rows_masked_loop(2, wrong_rows=True), mixtral_shapes(8, 24, 32, 4)),
         "idiom_rounded_probs_bf16_k2": Program(rounded_probs(2), mixtral_shapes(12, 32, 40, 6), dtype=bf16),
         "idiom_argsort_ascending_near_miss": Program(argsort_ascending_near_miss, mixtral_shapes(8, 24, 32, 4)),
+        "idiom_batch_seq_take_weights_k2": Program(batch_seq_take_weights(2), [(2, 3, 32), (32, 6), (6, 32, 40),
+                                                                               (6, 32, 40), (6, 40, 32)]),
+        "idiom_batch_seq_slot_loop_k3": Program(batch_seq_slot_loop(3), [(3, 2, 24), (24, 8), (8, 24, 32),
+                                                                          (8, 24, 32), (8, 32, 24)]),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -401,9 +401,17 @@ struct Matcher {
     return WeightView{slice.getOperand(), 0, kept[inDim2d], kept[1 - inDim2d], slice.getStartIndices()[0]};
   }
 
+  /// x's token dims: [T] or [B, S], then the slot's role.
+  Roles gatherLeadRoles() const {
+    Roles lead = tokenRoles(x);
+    lead.back() = Role::slot;
+    return lead;
+  }
+
   /// w[idx] of a rank-3 stack for top-k ids [T, k] (one matrix per (token,
   /// slot): [T, k, the stack's other two dims]) or for one slot's ids [T]
-  /// (w[idx[:, s]]: [T, the other two dims]).
+  /// (w[idx[:, s]]: [T, the other two dims]); [B, S] tokens where x has
+  /// them.
   std::optional<WeightView> gatheredWeight(Value w) const {
     auto gather = w.getDefiningOp<shlo::GatherOp>();
     if (!gather)
@@ -414,7 +422,8 @@ struct Matcher {
     int64_t vectorDim = d.getIndexVectorDim();
     bool explicitVector = vectorDim < indices.getRank();
     int64_t lead = indices.getRank() - (explicitVector ? 1 : 0);
-    if (stack.getRank() != 3 || (lead != 1 && lead != 2) || vectorDim != lead ||
+    int64_t tokenDims = static_cast<int64_t>(tokenRoles(x).size()) - 1;
+    if (stack.getRank() != 3 || (lead != tokenDims && lead != tokenDims + 1) || vectorDim != lead ||
         (explicitVector && indices.getDimSize(vectorDim) != 1) || d.getCollapsedSliceDims().size() != 1 ||
         d.getStartIndexMap() != d.getCollapsedSliceDims() || d.getOffsetDims() != ArrayRef<int64_t>{lead, lead + 1} ||
         !d.getOperandBatchingDims().empty())
@@ -439,20 +448,23 @@ struct Matcher {
     ArrayRef<int64_t> wContract = aIsLhs ? d.getRhsContractingDimensions() : d.getLhsContractingDimensions();
     ArrayRef<int64_t> aBatch = aIsLhs ? d.getLhsBatchingDimensions() : d.getRhsBatchingDimensions();
     ArrayRef<int64_t> wBatch = aIsLhs ? d.getRhsBatchingDimensions() : d.getLhsBatchingDimensions();
-    // [T, (k,) the stack's other two dims]
+    // [T (or B, S), (k,) the stack's other two dims]
     int64_t rank = cast<RankedTensorType>((aIsLhs ? dot.getRhs() : dot.getLhs()).getType()).getRank();
     int64_t lead = rank - 2;
+    Roles leadRoles = gatherLeadRoles();
+    int64_t tokenDims = static_cast<int64_t>(leadRoles.size()) - 1;
     if (aContract.size() != 1 || aRoles[aContract[0]] != contracted || wContract.size() != 1 ||
         wContract[0] < lead) {
       fail.why = "a gathered expert projection does not contract the right size";
       return failure();
     }
     for (auto [ab, wb] : llvm::zip(aBatch, wBatch))
-      if (wb >= lead || aRoles[ab] != (wb == 0 ? Role::token : Role::slot)) {
+      if (wb >= lead || aRoles[ab] != leadRoles[wb]) {
         fail.why = "a gathered expert projection is not batched over its tokens and slots";
         return failure();
       }
-    if (!llvm::is_contained(wBatch, 0) || llvm::is_contained(aRoles, Role::expert)) {
+    if (llvm::any_of(llvm::seq<int64_t>(0, tokenDims), [&](int64_t t) { return !llvm::is_contained(wBatch, t); }) ||
+        llvm::is_contained(aRoles, Role::expert)) {
       fail.why = "a gathered expert projection is not batched over its tokens";
       return failure();
     }
@@ -468,7 +480,7 @@ struct Matcher {
     Roles wFree;
     for (int64_t dim = 0; dim < rank; ++dim)
       if (dim != wContract[0] && !llvm::is_contained(wBatch, dim))
-        wFree.push_back(dim == 0 ? Role::token : dim < lead ? Role::slot : outRole);
+        wFree.push_back(dim < lead ? leadRoles[dim] : outRole);
     roles = dotResultRoles(aIsLhs, aRoles, aContract, aBatch, wFree);
     return success();
   }
@@ -487,11 +499,15 @@ struct Matcher {
     Value w = aIsLhs ? dot.getRhs() : dot.getLhs();
     auto wType = cast<RankedTensorType>(w.getType());
     // Gathered per token: [T, k, In, Out], or [T, In, Out] batched with a's
-    // tokens (a [T, In, Out] that is not is a stack of experts).
+    // tokens (a [T, In, Out] that is not is a stack of experts); [B, S]
+    // tokens where x has them.
     bool tokenBatched = llvm::is_contained(wBatch, 0) && !aBatch.empty() &&
                         aRoles[aBatch[llvm::find(wBatch, 0) - wBatch.begin()]] == Role::token;
+    int64_t tokenDims = static_cast<int64_t>(tokenRoles(x).size()) - 1;
     if (std::optional<WeightView> gathered =
-            wType.getRank() == 4 || (wType.getRank() == 3 && tokenBatched) ? gatheredWeight(w) : std::nullopt)
+            wType.getRank() == tokenDims + 3 || (wType.getRank() == tokenDims + 2 && tokenBatched)
+                ? gatheredWeight(w)
+                : std::nullopt)
       return contractWithGathered(dot, aIsLhs, aRoles, contracted, outRole, *gathered, view, roles);
     if (aContract.size() != 1 || aRoles[aContract[0]] != contracted) {
       fail.why = "an expert projection does not contract the " +
