@@ -45,9 +45,12 @@ FailureOr<APFloat> mlir::moe::parseDoubleParameter(AsmParser &parser) {
 }
 
 void mlir::moe::printDoubleParameter(AsmPrinter &printer, const APFloat &value) {
+  printer << doubleLiteral(value.convertToDouble());
+}
+
+std::string mlir::moe::doubleLiteral(double v) {
   // The fewest significant digits that read back to the same double, with a
   // '.' kept so the value reads as a float to a person too.
-  double v = value.convertToDouble();
   std::string text;
   for (int digits = 1; digits <= 17; ++digits) {
     text = llvm::formatv("{0}", llvm::format("%.*g", digits, v)).str();
@@ -57,7 +60,7 @@ void mlir::moe::printDoubleParameter(AsmPrinter &printer, const APFloat &value) 
   // MLIR float literals need a '.' before any exponent: 1e-07 -> 1.0e-07.
   if (std::isfinite(v) && text.find('.') == std::string::npos)
     text.insert(std::min(text.find('e'), text.size()), ".0");
-  printer << text;
+  return text;
 }
 
 int64_t mlir::moe::countExperts(ArrayAttr experts) {

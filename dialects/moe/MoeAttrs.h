@@ -5,6 +5,7 @@
 
 #include "mlir/IR/Attributes.h"
 #include "llvm/ADT/APFloat.h"
+#include <string>
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectImplementation.h"
 
@@ -15,6 +16,9 @@ namespace mlir::moe {
 /// shortest decimal form that reads back to the same value.
 FailureOr<llvm::APFloat> parseDoubleParameter(AsmParser &parser);
 void printDoubleParameter(AsmPrinter &printer, const llvm::APFloat &value);
+/// `v` as an MLIR float literal that reads back to the same double (always
+/// with a '.': attribute text built for parseAttribute).
+std::string doubleLiteral(double v);
 /// Parses an expert kind keyword (ffn, zero, copy, constant, null).
 FailureOr<ExpertKind> parseExpertKind(AsmParser &parser);
 

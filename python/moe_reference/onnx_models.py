@@ -1146,6 +1146,90 @@ def expand_runtime_model(name, hidden=8):
     return model, {"x": _rng(name).standard_normal((5, hidden)).astype(f)}
 
 
+def sort_runtime_length_model(name, hidden=4):
+    """TopK whose K is its input's own run-time length (torch.sort, argsort
+    and JetMoE's sort of the flattened expert ids export so): ascending and
+    descending, floats with ties and integers, 1-D and along the last axis of
+    a 2-D input, K = Shape of the sorted tensor itself; every result
+    flattened into one output."""
+    f, i64 = np.float32, np.int64
+    n = helper.make_node
+    nodes = [
+        n("Reshape", ["x", "flat_shape"], ["flat"]),
+        n("Shape", ["flat"], ["length"]),
+        n("TopK", ["flat", "length"], ["v_asc", "i_asc"], largest=0),
+        n("Mul", ["flat", "two"], ["doubled"]),
+        n("Floor", ["doubled"], ["ties"]),                                   # many equal values
+        n("Shape", ["ties"], ["ties_length"]),
+        n("TopK", ["ties", "ties_length"], ["v_ties", "i_ties"]),
+        n("Cast", ["ties"], ["ints"], to=TensorProto.INT64),
+        n("Shape", ["ints"], ["ints_length"]),
+        n("TopK", ["ints", "ints_length"], ["v_int", "i_int"], largest=0),
+        n("Transpose", ["x"], ["xt"], perm=[1, 0]),                            # [H, tokens]
+        n("Shape", ["xt"], ["row_length"], start=-1),
+        n("TopK", ["xt", "row_length"], ["v_rows", "i_rows"]),
+        n("Reshape", ["v_rows", "flat_shape"], ["v_rows_flat"]),
+        n("Reshape", ["i_rows", "flat_shape"], ["i_rows_flat"]),
+    ]
+    parts = ["v_asc", "i_asc", "v_ties", "i_ties", "v_int", "i_int", "v_rows_flat", "i_rows_flat"]
+    for part in parts:
+        nodes.append(n("Cast", [part], [part + "_f"], to=TensorProto.FLOAT))
+    nodes.append(n("Concat", [p + "_f" for p in parts], ["y"], axis=0))
+    inits = [_init("flat_shape", np.array([-1], i64)), _init("two", np.array(2, f))]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["all"])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": _rng(name).standard_normal((7, hidden)).astype(f)}
+
+
+def sorted_split_model(name, hidden=4, classes=3):
+    """JetMoE's dropless grouping as plain ops: each element's class (from
+    Floor, Mod), the classes' counts, a full ascending sort of the classes
+    (K = their run-time length), the values gathered in that order and Split
+    by the counts (sizes read from the data; a class may be empty), each part
+    summed; with Round (halves to even), Ceil and Sign on the way."""
+    f, i64 = np.float32, np.int64
+    n = helper.make_node
+    nodes = [
+        n("Reshape", ["x", "flat_shape"], ["flat"]),
+        n("Abs", ["flat"], ["magnitude"]),
+        n("Mul", ["magnitude", "one_and_half"], ["scaled"]),
+        n("Floor", ["scaled"], ["floored"]),
+        n("Cast", ["floored"], ["floored_int"], to=TensorProto.INT64),
+        n("Mod", ["floored_int", "classes"], ["cls"]),
+        n("Unsqueeze", ["cls", "last"], ["cls_column"]),
+        n("Equal", ["cls_column", "class_ids"], ["hits"]),
+        n("Cast", ["hits"], ["hit_counts"], to=TensorProto.INT64),
+        n("ReduceSum", ["hit_counts", "first"], ["sizes"], keepdims=0),
+        n("Shape", ["cls"], ["length"]),
+        n("TopK", ["cls", "length"], ["sorted_cls", "order"], largest=0),
+        n("Gather", ["flat", "order"], ["grouped"]),
+        n("Split", ["grouped", "sizes"], [f"part{c}" for c in range(classes)]),
+        *[n("ReduceSum", [f"part{c}", "first"], [f"sum{c}"], keepdims=1) for c in range(classes)],
+        n("Mul", ["flat", "four"], ["quarters"]),
+        n("Floor", ["quarters"], ["quarter_steps"]),
+        n("Div", ["quarter_steps", "two"], ["halves"]),                     # multiples of 0.5: Round's ties
+        n("Round", ["halves"], ["rounded"]),
+        n("Ceil", ["flat"], ["ceiled"]),
+        n("Sign", ["flat"], ["signs"]),
+        n("Sub", ["flat", "flat"], ["zeros"]),
+        n("Sign", ["zeros"], ["zero_signs"]),
+        n("Sign", ["floored_int"], ["int_signs"]),
+        n("Cast", ["int_signs"], ["int_signs_f"], to=TensorProto.FLOAT),
+        n("Cast", ["sizes"], ["sizes_f"], to=TensorProto.FLOAT),
+        n("Concat", [*[f"sum{c}" for c in range(classes)], "rounded", "ceiled", "signs", "zero_signs", "int_signs_f",
+                     "sizes_f"], ["y"], axis=0),
+    ]
+    inits = [_init("flat_shape", np.array([-1], i64)), _init("one_and_half", np.array(1.5, f)),
+             _init("classes", np.array(classes, i64)), _init("last", np.array([-1], i64)),
+             _init("class_ids", np.arange(classes, dtype=i64)), _init("first", np.array([0], i64)),
+             _init("four", np.array(4, f)), _init("two", np.array(2, f))]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["all"])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": _rng(name).standard_normal((9, hidden)).astype(f)}
+
+
 def build(name, out_dir):
     """Writes model `name` to out_dir and returns (path, feeds); a model
     ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
@@ -1180,6 +1264,10 @@ def build(name, out_dir):
         model, feeds = predicates_clip_model(name)
     elif name == "expand_runtime_shape":
         model, feeds = expand_runtime_model(name)
+    elif name == "sort_runtime_length":
+        model, feeds = sort_runtime_length_model(name)
+    elif name == "sorted_split":
+        model, feeds = sorted_split_model(name)
     elif name == "activations_norms":
         model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
@@ -1204,7 +1292,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "sort_runtime_length", "sorted_split",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 
@@ -1316,6 +1404,11 @@ def bad_model(name, out_dir):
         k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
         nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="the_topk")]
         graph = helper.make_graph(nodes, name, [x, k], [helper.make_tensor_value_info("v", f, ["tokens", "k"])])
+    elif name == "split_runtime_sizes_count":
+        # Sizes read from the data, but two of them for three outputs.
+        sizes = helper.make_tensor_value_info("sizes", TensorProto.INT64, [2])
+        nodes = [helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], name="the_split", axis=1)]
+        graph = helper.make_graph(nodes, name, [x, sizes], [helper.make_tensor_value_info("a", f, ["tokens", "n"])])
     elif name == "slice_data_dependent_end":
         # Ends read from a tensor's values (not its sizes).
         ends = helper.make_tensor_value_info("ends", TensorProto.INT64, [1])
@@ -1373,7 +1466,7 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
-       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k",
+       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k", "split_runtime_sizes_count",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "moe_fc3_with_relu",
        "moe_sparse_mixer_k1",

@@ -573,7 +573,7 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   std::string routingText = std::string("#moe.routing<scoring = ") + (m.sigmoid ? "sigmoid" : "softmax") +
                             ", k = " + std::to_string(m.k) + (m.normalize ? ", normalize = all" : "");
   if (m.scale != 1.0)
-    routingText += ", scale = " + std::to_string(m.scale);
+    routingText += ", scale = " + doubleLiteral(m.scale);
   if (m.numGroups > 1)
     routingText += ", num_groups = " + std::to_string(m.numGroups) + ", topk_groups = " + std::to_string(m.topkGroups);
   if (m.logitsType)

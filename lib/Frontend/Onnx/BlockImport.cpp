@@ -97,9 +97,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     routing += ", scores_type = " + sixteen;
   Value selectionBias;
   if (block.deepSeek) {
-    char scale[32];
-    std::snprintf(scale, sizeof(scale), "%.9g", block.deepSeek->scale);
-    routing += ", scale = " + std::string(scale) + ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
+    routing += ", scale = " + doubleLiteral(block.deepSeek->scale) + ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
                ", topk_groups = " + std::to_string(block.deepSeek->topkGroups);
     FailureOr<Value> bias = lookup(block.deepSeek->selectionBias, loc);
     if (failed(bias))

@@ -62,6 +62,32 @@ ConvertFn unary(std::function<Value(OpBuilder &, Location, Value)> fn) {
   return unaryWithAttrs([fn](OpBuilder &b, Location l, Value x, const NodeContext &) { return fn(b, l, x); });
 }
 
+/// Sign: -1, 0 or 1 in the input's type, floats and integers (NaN stays
+/// NaN, as numpy's and PyTorch's sign).
+Results convertSign(NodeContext &ctx) {
+  if (failed(ctx.expectInputs(1, false)))
+    return failure();
+  Type element = ctx.inputType(0).getElementType();
+  if (!isa<FloatType, IntegerType>(element) || element.isInteger(1))
+    return ctx.error() << "input must be a float or integer tensor", failure();
+  return mapBroadcast(ctx, ValueRange{ctx.input(0)}, element, [&](OpBuilder &b, Location loc, ValueRange a) -> Value {
+    if (auto f = dyn_cast<FloatType>(element)) {
+      Value zero = arith::ConstantOp::create(b, loc, f, b.getFloatAttr(f, 0.0));
+      Value one = arith::ConstantOp::create(b, loc, f, b.getFloatAttr(f, 1.0));
+      Value minusOne = arith::ConstantOp::create(b, loc, f, b.getFloatAttr(f, -1.0));
+      Value above = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, a[0], zero);
+      Value below = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, a[0], zero);
+      // Zeros (either sign) and NaN pass through.
+      return arith::SelectOp::create(b, loc, above, one, arith::SelectOp::create(b, loc, below, minusOne, a[0]));
+    }
+    Value zero = scalar::intConst(b, loc, element, 0);
+    Value above = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, a[0], zero);
+    Value below = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, a[0], zero);
+    return arith::SubIOp::create(b, loc, arith::ExtUIOp::create(b, loc, element, above),
+                                 arith::ExtUIOp::create(b, loc, element, below));
+  });
+}
+
 /// Integer Div defined everywhere (lib/Utils/ScalarMath: x / 0 = -1,
 /// INT_MIN / -1 = INT_MIN), never a trap in the generated code.
 struct SignedDivision {
@@ -278,6 +304,11 @@ void mlir::moe::onnx_import::addElementwiseConverters(std::vector<OpConverter> &
   add("Erf", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::ErfOp::create(b, l, x); }));
   add("Neg", unary([](OpBuilder &b, Location l, Value x) -> Value { return arith::NegFOp::create(b, l, x); }));
   add("Abs", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::AbsFOp::create(b, l, x); }));
+  add("Sign", convertSign);
+  add("Floor", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::FloorOp::create(b, l, x); }));
+  add("Ceil", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::CeilOp::create(b, l, x); }));
+  // ONNX Round: halves to even.
+  add("Round", unary([](OpBuilder &b, Location l, Value x) -> Value { return math::RoundEvenOp::create(b, l, x); }));
   add("Reciprocal", unary([](OpBuilder &b, Location l, Value x) -> Value {
         return arith::DivFOp::create(b, l, constF32(b, l, 1.0), x);
       }));

@@ -277,6 +277,42 @@ Results convertConcat(NodeContext &ctx) {
 }
 
 /// Split into constant sizes (the `split` input or attribute, or equal parts).
+/// Split by sizes read from the data (per-expert row counts, as JetMoE's
+/// `x.split(expert_sizes)` exports): each part starts where the previous one
+/// ended. Sizes are clamped to what is left of the axis, so bad counts give
+/// short parts, never a slice past the end.
+Results splitAtRunTime(NodeContext &ctx, Value data, int64_t axis) {
+  RankedTensorType type = ctx.inputType(0), sizesType = ctx.inputType(1);
+  int64_t parts = ctx.node.output_size();
+  if (!isa<IntegerType>(sizesType.getElementType()) || sizesType.getRank() != 1 ||
+      sizesType.getDimSize(0) != parts)
+    return ctx.error() << "split (input 1) must be a 1-D integer tensor of " << parts << " sizes (one per output), not "
+                       << sizesType,
+           failure();
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  Value length = tb::dimSize(b, loc, data, axis);
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0), offset = zero;
+  SmallVector<Value> results;
+  for (int64_t i = 0; i < parts; ++i) {
+    Value at = arith::ConstantIndexOp::create(b, loc, i);
+    Value raw = arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                           tensor::ExtractOp::create(b, loc, ctx.input(1), ValueRange{at}));
+    Value left = arith::SubIOp::create(b, loc, length, offset);
+    Value size = arith::MinSIOp::create(b, loc, arith::MaxSIOp::create(b, loc, raw, zero), left);
+    SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0)), sizes = tb::sizesOf(b, loc, data),
+        strides(type.getRank(), b.getIndexAttr(1));
+    SmallVector<int64_t> shape(type.getShape());
+    offsets[axis] = offset;
+    sizes[axis] = size;
+    shape[axis] = ShapedType::kDynamic;
+    results.push_back(tensor::ExtractSliceOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), data,
+                                                     offsets, sizes, strides));
+    offset = arith::AddIOp::create(b, loc, offset, size);
+  }
+  return results;
+}
+
 Results convertSplit(NodeContext &ctx) {
   Value data = ctx.input(0);
   if (!data)
@@ -287,6 +323,8 @@ Results convertSplit(NodeContext &ctx) {
     return failure();
   int64_t dim = type.getDimSize(*axis);
   SmallVector<int64_t> parts;
+  if (ctx.opset >= 13 && ctx.input(1) && !ctx.constantInput(1) && !ctx.shapeInput(1))
+    return splitAtRunTime(ctx, data, *axis);
   if (ctx.opset >= 13 && ctx.input(1)) {
     FailureOr<SmallVector<int64_t>> s = ctx.constantInts(1, "split");
     if (failed(s))
@@ -523,16 +561,22 @@ Results convertWhere(NodeContext &ctx) {
 /// smallest first, ties to the lower index), for any element type: each
 /// element's rank is the number of elements ordered before it (O(n^2) per
 /// row), and output slot p reads the element whose rank is p. Returns
-/// (values [T, k], indices [T, k] as i64).
+/// (values [T, k], indices [T, k] as i64); k = kDynamic sorts whole rows of
+/// a run-time length n.
 std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64_t k, bool largest) {
   auto type = cast<RankedTensorType>(rows.getType());
   Type element = type.getElementType(), i64 = b.getI64Type();
   MLIRContext *ctx = b.getContext();
   AffineExpr t = getAffineDimExpr(0, ctx), i = getAffineDimExpr(1, ctx), j = getAffineDimExpr(2, ctx);
   auto map = [&](ArrayRef<AffineExpr> exprs) { return AffineMap::get(3, 0, exprs, ctx); };
-  SmallVector<Value> dyn;
+  SmallVector<Value> dyn, slotDyn;
+  for (int64_t d = 0; d < 2; ++d)
+    if (type.isDynamicDim(d))
+      dyn.push_back(tb::dimSize(b, loc, rows, d));
   if (type.isDynamicDim(0))
-    dyn.push_back(tb::dimSize(b, loc, rows, 0));
+    slotDyn.push_back(dyn.front());
+  if (ShapedType::isDynamic(k))
+    slotDyn.push_back(dyn.back());
   auto rankType = RankedTensorType::get(type.getShape(), i64);
   Value zeros = linalg::FillOp::create(b, loc, scalar::intConst(b, loc, i64, 0), tb::empty(b, loc, rankType, dyn))
                     .getResult(0);
@@ -563,7 +607,8 @@ std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64
   // index[t, p] = the i whose rank is p (ranks are a permutation).
   auto slotsType = RankedTensorType::get({type.getDimSize(0), k}, i64);
   Value slotZeros =
-      linalg::FillOp::create(b, loc, scalar::intConst(b, loc, i64, 0), tb::empty(b, loc, slotsType, dyn)).getResult(0);
+      linalg::FillOp::create(b, loc, scalar::intConst(b, loc, i64, 0), tb::empty(b, loc, slotsType, slotDyn))
+          .getResult(0);
   AffineExpr p = getAffineDimExpr(1, ctx), e = getAffineDimExpr(2, ctx);
   Value indices = linalg::GenericOp::create(
                       b, loc, TypeRange{slotsType}, ValueRange{rank}, ValueRange{slotZeros},
@@ -579,7 +624,7 @@ std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64
                       })
                       .getResult(0);
   Value values = gatherGeneric(
-      b, loc, rows, tb::empty(b, loc, RankedTensorType::get(slotsType.getShape(), element), dyn), ValueRange{indices},
+      b, loc, rows, tb::empty(b, loc, RankedTensorType::get(slotsType.getShape(), element), slotDyn), ValueRange{indices},
       {b.getMultiDimIdentityMap(2)}, [&](OpBuilder &nb, Location nl, ArrayRef<Value> point, ValueRange args) {
         return SmallVector<Value>{point[0], arith::IndexCastOp::create(nb, nl, nb.getIndexType(), args[0])};
       });
@@ -598,21 +643,42 @@ Results convertTopK(NodeContext &ctx) {
     return ctx.error() << "X must be a float or integer tensor", failure();
   RankedTensorType type = ctx.inputType(0);
   FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", -1), type.getRank());
-  FailureOr<SmallVector<int64_t>> k = ctx.constantInts(1, "K");
-  if (failed(axis) || failed(k))
+  if (failed(axis))
+    return failure();
+  // K read from X's own run-time size along the axis: a full sort
+  // (torch.sort and argsort of a run-time length export so).
+  bool fullSort = false;
+  if (const ShapeVector *sizes = ctx.shapeInput(1); sizes && sizes->elements.size() == 1)
+    if (auto size = dyn_cast<Value>(sizes->elements[0]))
+      if (auto dim = size.getDefiningOp<tensor::DimOp>())
+        fullSort = dim.getSource() == x && getConstantIntValue(dim.getIndex()) == std::optional<int64_t>(*axis);
+  FailureOr<SmallVector<int64_t>> k =
+      fullSort ? FailureOr<SmallVector<int64_t>>(SmallVector<int64_t>{ShapedType::kDynamic}) : ctx.constantInts(1, "K");
+  if (failed(k))
     return failure();
   if (*axis != type.getRank() - 1)
     return ctx.error() << "only TopK along the last axis is supported", failure();
   int64_t n = type.getShape().back();
-  if (ShapedType::isDynamic(n) || (*k)[0] < 1 || (*k)[0] > n)
+  if (!fullSort && (ShapedType::isDynamic(n) || (*k)[0] < 1 || (*k)[0] > n))
     return ctx.error() << "K = " << (*k)[0] << " is out of range for " << type, failure();
+
+  if (fullSort && !ShapedType::isDynamic(n))
+    (*k)[0] = n;
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  Value rows = type.getRank() == 2 ? x : tb::reshape(b, loc, x, {ShapedType::kDynamic, n});
+  if (type.getRank() > 2 && llvm::count_if(type.getShape(), ShapedType::isDynamic) > 1)
+    return ctx.error() << "TopK on " << type << ", with more than one dynamic size, is not supported", failure();
+  OpFoldResult length = tb::sizesOf(b, loc, x).back();
+  int64_t leading = 1;
+  for (int64_t d = 0; d + 1 < type.getRank(); ++d)
+    leading = ShapedType::isDynamic(type.getDimSize(d)) ? ShapedType::kDynamic : leading * type.getDimSize(d);
+  Value rows = type.getRank() == 2             ? x
+               : !ShapedType::isDynamic(leading) ? tb::reshapeToSizes(b, loc, x, {b.getIndexAttr(leading), length})
+                                                 : tb::reshape(b, loc, x, {ShapedType::kDynamic, n});
   int64_t t = cast<RankedTensorType>(rows.getType()).getDimSize(0);
   bool largest = ctx.intAttr("largest", 1) != 0;
   Value values, indices;
-  if (isa<FloatType>(type.getElementType()) && largest) {
+  if (isa<FloatType>(type.getElementType()) && largest && !ShapedType::isDynamic((*k)[0])) {
     rows = tb::castTensor(b, loc, rows, b.getF32Type());
     auto topk = mlir::moe::TopKOp::create(b, loc, RankedTensorType::get({t, (*k)[0]}, b.getF32Type()),
                                           RankedTensorType::get({t, (*k)[0]}, b.getI32Type()), rows, Value(),
@@ -622,7 +688,11 @@ Results convertTopK(NodeContext &ctx) {
   } else {
     std::tie(values, indices) = rankedTopK(b, loc, rows, (*k)[0], largest);
   }
-  if (type.getRank() != 2) {
+  OpFoldResult slots = ShapedType::isDynamic((*k)[0]) ? length : OpFoldResult(b.getIndexAttr((*k)[0]));
+  if (type.getRank() == 1) {
+    values = tb::reshapeToSizes(b, loc, values, {slots});
+    indices = tb::reshapeToSizes(b, loc, indices, {slots});
+  } else if (type.getRank() != 2) {
     SmallVector<int64_t> shape(type.getShape());
     shape.back() = (*k)[0];
     // Leading sizes from X, the last one K.
@@ -630,7 +700,7 @@ Results convertTopK(NodeContext &ctx) {
     for (int64_t d = 0; d + 1 < type.getRank(); ++d)
       sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(b, loc, x, d))
                                                       : OpFoldResult(b.getIndexAttr(shape[d])));
-    sizes.push_back(b.getIndexAttr((*k)[0]));
+    sizes.push_back(slots);
     auto expand = [&](Value v) {
       auto vt = cast<RankedTensorType>(v.getType());
       SmallVector<ReassociationIndices> groups(1);
@@ -641,8 +711,6 @@ Results convertTopK(NodeContext &ctx) {
                                            sizes)
           .getResult();
     };
-    if (llvm::count_if(shape, ShapedType::isDynamic) > 1)
-      return ctx.error() << "TopK on a tensor with more than one dynamic leading size is not supported", failure();
     values = expand(values);
     indices = expand(indices);
   }
