@@ -29,6 +29,8 @@ likewise.
 qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.
+glm4_moe.onnx, granitemoe.onnx and jetmoe.onnx: torch 2.15, transformers
+5.25 (dynamo).
 """
 
 import argparse
@@ -71,6 +73,23 @@ MODELS = {
     "gpt_oss": (transformers.GptOssConfig, transformers.GptOssForCausalLM,
                 dict(intermediate_size=32, num_local_experts=4, num_experts_per_tok=2, head_dim=8, sliding_window=4,
                      layer_types=["sliding_attention", "full_attention"])),
+    # GLM-4.5's routing (DeepSeek-V3's with one group and no scaling:
+    # routed_scaling_factor 1.0), a shared expert, the first layer dense,
+    # partial rotary embeddings.
+    "glm4_moe": (transformers.Glm4MoeConfig, transformers.Glm4MoeForCausalLM,
+                 dict(intermediate_size=64, moe_intermediate_size=48, n_routed_experts=6, num_experts_per_tok=2,
+                      n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
+                      routed_scaling_factor=1.0, norm_topk_prob=True, head_dim=8, partial_rotary_factor=0.5)),
+    # IBM Granite MoE: top-2 of 6 by softmax over the picked logits,
+    # experts as one parallel linear layer.
+    "granitemoe": (transformers.GraniteMoeConfig, transformers.GraniteMoeForCausalLM,
+                   dict(intermediate_size=48, num_local_experts=6, num_experts_per_tok=2)),
+    # JetMoE: dropless MoE written as a sort of the flattened expert ids, the
+    # rows split by expert counts (Split sizes read from the data) and a
+    # mixture-of-attention; runs as plain ops.
+    "jetmoe": (transformers.JetMoeConfig, transformers.JetMoeForCausalLM,
+               dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, kv_channels=8,
+                    num_key_value_heads=4)),
 }
 TOKENS = 8  # the example input's length; the exported graph takes [batch, seq]
 TORCHSCRIPT_BATCH = 8  # x max_position_embeddings tokens: the TorchScript example
