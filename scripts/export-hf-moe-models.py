@@ -29,8 +29,8 @@ likewise.
 qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.
-glm4_moe.onnx, granitemoe.onnx and jetmoe.onnx: torch 2.15, transformers
-5.25 (dynamo).
+glm4_moe.onnx, ernie4_5_moe.onnx, granitemoe.onnx and jetmoe.onnx: torch
+2.15, transformers 5.25 (dynamo).
 """
 
 import argparse
@@ -80,6 +80,12 @@ MODELS = {
                  dict(intermediate_size=64, moe_intermediate_size=48, n_routed_experts=6, num_experts_per_tok=2,
                       n_shared_experts=1, first_k_dense_replace=1, n_group=1, topk_group=1,
                       routed_scaling_factor=1.0, norm_topk_prob=True, head_dim=8, partial_rotary_factor=0.5)),
+    # Ernie 4.5: experts picked by softmax scores plus a bias (moe_statics),
+    # weighted by the unbiased scores renormalised (clamped at 1e-12), a
+    # shared expert.
+    "ernie4_5_moe": (transformers.Ernie4_5_MoeConfig, transformers.Ernie4_5_MoeForCausalLM,
+                     dict(intermediate_size=64, moe_intermediate_size=48, moe_num_experts=6, moe_k=2,
+                          moe_num_shared_experts=1, moe_layer_start_index=0, head_dim=8)),
     # IBM Granite MoE: top-2 of 6 by softmax over the picked logits,
     # experts as one parallel linear layer.
     "granitemoe": (transformers.GraniteMoeConfig, transformers.GraniteMoeForCausalLM,

@@ -85,7 +85,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     upBias = *up;
     downBias = *down;
   }
-  std::string routing = "#moe.routing<scoring = " + std::string(block.deepSeek || block.sigmoid ? "sigmoid" : "softmax") +
+  std::string routing = "#moe.routing<scoring = " + std::string((block.deepSeek && !block.deepSeek->softmaxScores) || block.sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
   // rounds them as the graph does before scoring and selecting; scores

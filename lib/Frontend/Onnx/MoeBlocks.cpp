@@ -50,18 +50,30 @@ using namespace mlir::moe::onnx_import;
 using namespace mlir::moe::onnx_import::blocks;
 
 
-/// A TopK whose indices select experts: they build a one-hot mask, or
-/// gather from a 3-D constant (stacked expert weights). Its routing not
-/// matching is then a near miss worth a remark.
+/// A TopK whose indices select experts: they build a one-hot mask (OneHot,
+/// or Equal with expert ids), or gather from a 3-D constant (stacked expert
+/// weights: Gather, GatherND), maybe through reshapes, casts and a Concat
+/// with other slots' ids. Its routing
+/// not matching is then a near miss worth a remark.
 static bool selectsExperts(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &topk) {
-  for (int u : g.users(outputOf(topk, 1))) {
-    const onnx::NodeProto &n = g.graph.node(u);
-    std::optional<llvm::SmallVector<int64_t>> shape =
-        n.op_type() == "Gather" ? constants.shape(inputOf(n, 0)) : std::nullopt;
-    if (n.op_type() == "OneHot" || (shape && shape->size() == 3 && inputOf(n, 1) == outputOf(topk, 1)))
-      return true;
-  }
-  return false;
+  auto picks = [&](llvm::StringRef ids, int depth, auto &self) -> bool {
+    for (int u : g.users(ids)) {
+      const onnx::NodeProto &n = g.graph.node(u);
+      llvm::StringRef op = n.op_type();
+      std::optional<llvm::SmallVector<int64_t>> shape =
+          op == "Gather" || op == "GatherND" ? constants.shape(inputOf(n, 0)) : std::nullopt;
+      bool idsCompared = op == "Equal" && (constants.isConstant(inputOf(n, 0) == ids ? inputOf(n, 1) : inputOf(n, 0)) ||
+                                           constants(inputOf(n, 0) == ids ? inputOf(n, 1) : inputOf(n, 0)));
+      if (op == "OneHot" || idsCompared || (shape && shape->size() == 3 && inputOf(n, 1) == ids))
+        return true;
+      // Slots' ids joined (Concat: SparseMixer's, GShard's two picks) count too.
+      bool layout = llvm::is_contained({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast"}, op) && inputOf(n, 0) == ids;
+      if (depth < 4 && (layout || op == "Concat") && self(outputOf(n, 0), depth + 1, self))
+        return true;
+    }
+    return false;
+  };
+  return picks(outputOf(topk, 1), 0, picks);
 }
 
 std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphProto &graph,

@@ -93,12 +93,14 @@ struct MoeBlock {
   /// router takes the f32 weights with the 16-bit x, the logits in f32.
   bool routerOnWidenedX = false;
   GateActivation activation = GateActivation::silu;
-  /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid scores, the
-  /// selection bias (a constant [E]), top-k within the best `topkGroups` of
+  /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid (or softmax)
+  /// scores, the selection bias (a constant [E]), top-k within the best `topkGroups` of
   /// `numGroups` groups (ranked by the sum of their top 2 biased scores),
   /// weights scaled by `scale`.
   struct DeepSeekRouting {
     std::string selectionBias;
+    /// Softmax scores (Ernie 4.5, no groups) instead of the sigmoid.
+    bool softmaxScores = false;
     int64_t numGroups = 1, topkGroups = 1;
     float scale = 1.0f;
   };

@@ -18,7 +18,9 @@ namespace mlir::moe::onnx_import::blocks {
 /// `w / ReduceSum(w, -1, keepdims)` (for 16-bit w maybe summed in f32
 /// between Casts), the sum optionally plus a tiny
 /// constant of at most 1e-15 (transformers' `+ 1e-20`; 1e-15 moves no f32
-/// sum above 2e-8, and top-k routing weights sum to far more):
+/// sum above 2e-8, and top-k routing weights sum to far more), or clamped
+/// from below by at most 1e-12 (Ernie 4.5's `clamp(min=norm_min)`: the same
+/// wherever the picked weights sum to more):
 /// appends the nodes and returns the Div's output; nullopt when `w` is not
 /// renormalised, an empty string when it is summed but not like this.
 static std::optional<std::string> renormalised(const GraphIndex &g, const ConstantLookup &constants,
@@ -34,12 +36,22 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
     return std::nullopt;
   const onnx::NodeProto *div = g.userOfType(w, "Div");
   const onnx::NodeProto *epsilon = g.onlyUser(denominator, "Add");
+  const onnx::NodeProto *clamp = g.onlyUser(denominator, "Clip");
+  auto scalar = [&](llvm::StringRef c) -> std::optional<float> {
+    std::optional<std::vector<float>> value = constants.floats && !c.empty() ? constants.floats(c) : std::nullopt;
+    return value && value->size() == 1 ? std::optional<float>((*value)[0]) : std::nullopt;
+  };
   if (epsilon) {
-    std::string c = inputOf(*epsilon, 0) == denominator ? inputOf(*epsilon, 1) : inputOf(*epsilon, 0);
-    std::optional<std::vector<float>> value = constants.floats ? constants.floats(c) : std::nullopt;
-    if (!value || value->size() != 1 || std::fabs((*value)[0]) > 1e-15f)
+    std::optional<float> c = scalar(inputOf(*epsilon, 0) == denominator ? inputOf(*epsilon, 1) : inputOf(*epsilon, 0));
+    if (!c || std::fabs(*c) > 1e-15f)
       return std::string();
     denominator = outputOf(*epsilon, 0);
+  } else if (clamp) {
+    std::optional<float> low = scalar(inputOf(*clamp, 1));
+    if (inputOf(*clamp, 0) != denominator || !low || *low > 1e-12f || !inputOf(*clamp, 2).empty())
+      return std::string();
+    denominator = outputOf(*clamp, 0);
+    epsilon = clamp;
   }
   if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1) ||
       intAttr(*sum, "keepdims", 1) != 1)
@@ -51,6 +63,11 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
   return outputOf(*div, 0);
 }
 
+static std::optional<std::pair<std::string, std::string>>
+finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &t,
+                      const onnx::NodeProto &scores, MoeBlock &block, MoeBlock::DeepSeekRouting routing,
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// DeepSeek-V3's routing as transformers writes it, ending at TopK node `t`:
 ///
 ///   s = Sigmoid(logits); sb = s + bias                    (bias constant [E])
@@ -58,6 +75,9 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
 ///   mask = ScatterElements(zeros, TopK(gs, topk_groups).indices, ones, axis 1)
 ///   t = TopK(Where([Cast](Not(Cast(Reshape(Expand(Unsqueeze(mask, -1), ..), [-1, E])))), -inf, sb), k)
 ///   w = GatherElements(s, t.indices, axis 1) [/ ReduceSum(w, -1)] [· scale]
+///
+/// or without groups t = TopK(s + bias, k), s a sigmoid or a softmax (Ernie
+/// 4.5's selection on softmax scores plus `moe_statics`).
 ///
 /// Returns the logits' value and the weights' (after the optional
 /// renormalisation and scale); fills block.deepSeek, k and normalize.
@@ -79,17 +99,34 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
   const onnx::NodeProto *notMask = where ? producer(boolCast ? inputOf(*boolCast, 0) : inputOf(*where, 0), "Not")
                                          : nullptr;
   std::optional<std::vector<float>> fill = where && constants.floats ? constants.floats(inputOf(*where, 1)) : std::nullopt;
-  const onnx::NodeProto *biased = where ? producer(inputOf(*where, 2), "Add") : nullptr;
-  if (!notMask || !fill || fill->size() != 1 || !std::isinf((*fill)[0]) || (*fill)[0] > 0 || !biased)
+  // Without groups the top-k reads the biased scores directly.
+  const onnx::NodeProto *biased = where ? producer(inputOf(*where, 2), "Add") : producer(inputOf(t, 0), "Add");
+  if (where && (!notMask || !fill || fill->size() != 1 || !std::isinf((*fill)[0]) || (*fill)[0] > 0))
     return std::nullopt;
-  const onnx::NodeProto *sigmoid = producer(inputOf(*biased, 0), "Sigmoid");
-  if (!sigmoid)
-    sigmoid = producer(inputOf(*biased, 1), "Sigmoid");
-  std::string bias = sigmoid ? other(*biased, outputOf(*sigmoid, 0)) : "";
+  if (!biased)
+    return std::nullopt;
+  // Sigmoid scores (DeepSeek-V3), or a softmax over the last axis (Ernie
+  // 4.5, ungrouped).
+  const onnx::NodeProto *scores = nullptr;
+  for (int side = 0; side < 2 && !scores; ++side) {
+    const onnx::NodeProto *p = g.producer(inputOf(*biased, side));
+    if (p && (p->op_type() == "Sigmoid" ||
+              (!where && p->op_type() == "Softmax" && (intAttr(*p, "axis", -1) == -1))))
+      scores = p;
+  }
+  const onnx::NodeProto *sigmoid = scores;
+  std::string bias = scores ? other(*biased, outputOf(*scores, 0)) : "";
   std::optional<llvm::SmallVector<int64_t>> biasShape = constants.shape(bias);
-  if (!sigmoid || !g.isConstant(bias) || !biasShape || biasShape->size() != 1)
+  if (!scores || !g.isConstant(bias) || !biasShape || biasShape->size() != 1)
     return std::nullopt;
   int64_t experts = (*biasShape)[0];
+  MoeBlock::DeepSeekRouting routing;
+  routing.selectionBias = bias;
+  routing.softmaxScores = scores->op_type() == "Softmax";
+  if (!where) {
+    nodes.append({&t, biased, scores});
+    return finishBiasedSelection(g, constants, t, *scores, block, routing, nodes);
+  }
   // The group mask, back to the experts: Cast(Reshape(Expand(Unsqueeze(mask, -1))))
   const onnx::NodeProto *cast = producer(inputOf(*notMask, 0), "Cast");
   const onnx::NodeProto *flat = cast ? producer(inputOf(*cast, 0), "Reshape") : nullptr;
@@ -111,22 +148,35 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
       intAttr(*top2, "largest", 1) != 1 || intAttr(*groupTop, "largest", 1) != 1 || intAttr(*top2, "axis", -1) != -1 ||
       intAttr(*groupTop, "axis", -1) != -1)
     return std::nullopt;
-  // The weights: unbiased scores at the picks.
-  const onnx::NodeProto *gather = g.userOfType(outputOf(t, 1), "GatherElements");
-  std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
-  if (!gather || inputOf(*gather, 0) != outputOf(*sigmoid, 0) || inputOf(*gather, 1) != outputOf(t, 1) ||
-      intAttr(*gather, "axis", 0) != 1 || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 ||
-      intAttr(t, "axis", -1) != -1)
-    return std::nullopt;
-  MoeBlock::DeepSeekRouting routing;
-  routing.selectionBias = bias;
   routing.numGroups = (*groupShape)[1];
   routing.topkGroups = (*topkGroups)[0];
-  block.k = (*k)[0];
   nodes.append({&t, where, notMask, biased, sigmoid, cast, flat, expand, unsq, scatter, groupTop, groupScore, top2,
-                grouped, gather});
+                grouped});
   if (boolCast)
     nodes.push_back(boolCast);
+  return finishBiasedSelection(g, constants, t, *sigmoid, block, routing, nodes);
+}
+
+/// The weights of a selection on biased scores, from TopK `t`: the
+/// unbiased `scores` at the picks, GatherElements(scores, t.indices, axis
+/// -1) [/ their sum] [· scale]. Returns the logits' and the weights'
+/// values; fills block.deepSeek, k and normalize.
+static std::optional<std::pair<std::string, std::string>>
+finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &t,
+                      const onnx::NodeProto &scores, MoeBlock &block, MoeBlock::DeepSeekRouting routing,
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto other = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
+    return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
+  };
+  const onnx::NodeProto *gather = g.userOfType(outputOf(t, 1), "GatherElements");
+  std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
+  int64_t gatherAxis = gather ? intAttr(*gather, "axis", 0) : 0;
+  if (!gather || inputOf(*gather, 0) != outputOf(scores, 0) || inputOf(*gather, 1) != outputOf(t, 1) ||
+      (gatherAxis != 1 && gatherAxis != -1) || !k || k->size() != 1 || intAttr(t, "largest", 1) != 1 ||
+      intAttr(t, "axis", -1) != -1)
+    return std::nullopt;
+  block.k = (*k)[0];
+  nodes.push_back(gather);
   std::string w = outputOf(*gather, 0);
   if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
     if (divided->empty())
@@ -143,7 +193,7 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
     }
   }
   block.deepSeek = routing;
-  return std::make_pair(inputOf(*sigmoid, 0), w);
+  return std::make_pair(inputOf(scores, 0), w);
 }
 
 /// The routing every block form starts with, at TopK node `topk`:
