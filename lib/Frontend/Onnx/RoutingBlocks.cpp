@@ -66,7 +66,7 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
 static std::optional<std::pair<std::string, std::string>>
 finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &t,
                       const onnx::NodeProto &scores, MoeBlock &block, MoeBlock::DeepSeekRouting routing,
-                      llvm::SmallVector<const onnx::NodeProto *> &nodes);
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why);
 
 /// DeepSeek-V3's routing as transformers writes it, ending at TopK node `t`:
 ///
@@ -83,7 +83,7 @@ finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, cons
 /// renormalisation and scale); fills block.deepSeek, k and normalize.
 static std::optional<std::pair<std::string, std::string>>
 matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &t, MoeBlock &block,
-                     llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+                     llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   auto producer = [&](llvm::StringRef value, llvm::StringRef op) -> const onnx::NodeProto * {
     const onnx::NodeProto *n = g.producer(value);
     return n && n->op_type() == op ? n : nullptr;
@@ -125,7 +125,7 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
   routing.softmaxScores = scores->op_type() == "Softmax";
   if (!where) {
     nodes.append({&t, biased, scores});
-    return finishBiasedSelection(g, constants, t, *scores, block, routing, nodes);
+    return finishBiasedSelection(g, constants, t, *scores, block, routing, nodes, why);
   }
   // The group mask, back to the experts: Cast(Reshape(Expand(Unsqueeze(mask, -1))))
   const onnx::NodeProto *cast = producer(inputOf(*notMask, 0), "Cast");
@@ -154,7 +154,7 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
                 grouped});
   if (boolCast)
     nodes.push_back(boolCast);
-  return finishBiasedSelection(g, constants, t, *sigmoid, block, routing, nodes);
+  return finishBiasedSelection(g, constants, t, *sigmoid, block, routing, nodes, why);
 }
 
 /// The weights of a selection on biased scores, from TopK `t`: the
@@ -164,7 +164,7 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
 static std::optional<std::pair<std::string, std::string>>
 finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &t,
                       const onnx::NodeProto &scores, MoeBlock &block, MoeBlock::DeepSeekRouting routing,
-                      llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+                      llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   auto other = [](const onnx::NodeProto &n, llvm::StringRef value) -> std::string {
     return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
   };
@@ -179,8 +179,11 @@ finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, cons
   nodes.push_back(gather);
   std::string w = outputOf(*gather, 0);
   if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
-    if (divided->empty())
+    if (divided->empty()) {
+      why = "the weights of the selection on biased scores are summed but not divided by their sum (plus at most "
+            "1e-15, or clamped from below at 1e-12 at most)";
       return std::nullopt;
+    }
     block.normalize = true;
     w = *divided;
   }
@@ -224,7 +227,9 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   // Sigmoid scores: top-k of sigmoid(logits) (sigmoid keeps the order).
   const onnx::NodeProto *sigmoid = scores && scores->op_type() == "Sigmoid" ? scores : nullptr;
   if (!scores || (scores->op_type() != "Softmax" && !sigmoid)) {
-    deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes);
+    deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes, why);
+    if (!deepSeek && !why.empty())
+      return std::nullopt;
     scores = nullptr;
   }
   // Top-k of the logits, then the softmax over the picks (the same weights

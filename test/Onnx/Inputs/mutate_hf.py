@@ -5,6 +5,8 @@ it must stay plain ops (with a remark):
   narrow-ids   the expert-id Clip's upper bound lowered to 1: ids 2.. read
                expert 1's weights;
   up-clamp     the up half clamped to [-L/2, L] instead of [-L, L] (gpt-oss);
+  norm-clamp   the renormalising sum clamped from below at 1e-3, not 1e-12
+               (Ernie 4.5): a bound that changes the weights;
 
 or a value inside it is also read outside, as blocks that return their
 router scores have it (the block is still the layer; the value is kept):
@@ -36,6 +38,12 @@ elif mode == "up-clamp":
     clip = next(c for c in clips if len(c.input) == 3 and c.input[1] in initializers and
                 initializers[c.input[1]].data_type == 1)
     value = numpy_helper.to_array(initializers[clip.input[1]]) / 2
+    slot = 1
+elif mode == "norm-clamp":
+    # The first Clip with only a float lower bound: the renormalisation's.
+    clip = next(c for c in clips if len(c.input) == 2 and c.input[1] in initializers and
+                initializers[c.input[1]].data_type == 1)
+    value = np.array(1e-3, np.float32)
     slot = 1
 elif mode == "expose-scores":
     topk_inputs = {n.input[0] for n in model.graph.node if n.op_type == "TopK"}
