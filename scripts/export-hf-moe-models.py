@@ -29,8 +29,8 @@ likewise.
 qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.
-glm4_moe.onnx, ernie4_5_moe.onnx, granitemoe.onnx and jetmoe.onnx: torch
-2.15, transformers 5.25 (dynamo).
+glm4_moe.onnx, ernie4_5_moe.onnx, phimoe.onnx, granitemoe.onnx and
+jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo).
 """
 
 import argparse
@@ -86,6 +86,10 @@ MODELS = {
     "ernie4_5_moe": (transformers.Ernie4_5_MoeConfig, transformers.Ernie4_5_MoeForCausalLM,
                      dict(intermediate_size=64, moe_intermediate_size=48, moe_num_experts=6, moe_k=2,
                           moe_num_shared_experts=1, moe_layer_start_index=0, head_dim=8)),
+    # Phi-3.5-MoE: SparseMixer top-2 of 4 (each pick's weight a softmax
+    # over the logits near it), LayerNorm, biased attention projections.
+    "phimoe": (transformers.PhimoeConfig, transformers.PhimoeForCausalLM,
+               dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, head_dim=8)),
     # IBM Granite MoE: top-2 of 6 by softmax over the picked logits,
     # experts as one parallel linear layer.
     "granitemoe": (transformers.GraniteMoeConfig, transformers.GraniteMoeForCausalLM,
@@ -97,6 +101,9 @@ MODELS = {
                dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, kv_channels=8,
                     num_key_value_heads=4)),
 }
+# Families whose MoE blocks run as plain ops (not raised to moe.layer): the
+# Python drop-in (test/Python/test_huggingface.py) leaves them out.
+PLAIN_OPS = {"jetmoe"}
 TOKENS = 8  # the example input's length; the exported graph takes [batch, seq]
 TORCHSCRIPT_BATCH = 8  # x max_position_embeddings tokens: the TorchScript example
 

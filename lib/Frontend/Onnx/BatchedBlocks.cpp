@@ -42,18 +42,34 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
   const onnx::NodeProto &t = g.graph.node(topk);
   MoeBlock block;
   llvm::SmallVector<const onnx::NodeProto *> nodes;
-  std::optional<std::string> routed = matchRouting(g, constants, topk, block, nodes, why);
-  if (!routed)
-    return std::nullopt;
-  std::string w = *routed;
   auto fail = [&](llvm::StringRef reason) -> std::optional<MoeBlock> {
     why = reason.str();
     return std::nullopt;
   };
+  std::optional<std::string> routed;
+  std::string slotIds = outputOf(t, 1);
+  if (std::optional<SparseMixerRouting> mixer = matchSparseMixerRouting(g, constants, topk, nodes)) {
+    // The layer reads the logits as computed: the router stays plain ops.
+    llvm::SmallVector<const onnx::NodeProto *> routerNodes;
+    std::string routerBias;
+    if (biasedLinearOf(g, constants, mixer->logits, routerNodes, routerBias).empty())
+      return fail("SparseMixer routing on logits that are no linear map of x");
+    block.x = inputOf(*routerNodes.front(), 0);
+    block.sparseMixerLogits = mixer->logits;
+    block.sparseMixerEps = mixer->eps;
+    block.k = 2;
+    routed = mixer->weights;
+    slotIds = mixer->ids;
+  } else {
+    routed = matchRouting(g, constants, topk, block, nodes, why);
+  }
+  if (!routed)
+    return std::nullopt;
+  std::string w = *routed;
   // Gate weights per slot; expert ids, and the two gathered expert
   // weights: Gather(W, ids) or, as torch exports W[ids], GatherND(W,
   // Unsqueeze(ids, -1)).
-  std::optional<SlotOperands> perSlot = matchSlotOperands(g, constants, w, outputOf(t, 1), nodes, why);
+  std::optional<SlotOperands> perSlot = matchSlotOperands(g, constants, w, slotIds, nodes, why);
   if (!perSlot)
     return std::nullopt;
   const onnx::NodeProto *unsqW = perSlot->scale, *clip = perSlot->clip;

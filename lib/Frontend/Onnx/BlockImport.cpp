@@ -28,6 +28,8 @@ using namespace mlir::moe::onnx_import;
 LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
   if (block.gptOss)
     return importGptOssBlock(block, loc);
+  if (!block.sparseMixerLogits.empty())
+    return importSparseMixerBlock(block, loc);
   std::string gateUpName = block.gateUp, downName = block.down, upBiasName, downBiasName;
   if ((!block.expertDown.empty() || !block.gateStack.empty()) &&
       failed(stackExpertWeights(block, loc, gateUpName, downName, upBiasName, downBiasName)))
@@ -177,6 +179,36 @@ LogicalResult GraphImporter::importGptOssBlock(const MoeBlock &block, Location l
   mixture.swiglu.limit = oss.limit;
   mixture.k = block.k;
   mixture.selectThenScore = true;
+  values[block.output] = buildExpertMixture(builder, loc, mixture);
+  return success();
+}
+
+/// A batched block routed by Phi-3.5-MoE's SparseMixer as ONNX Runtime's
+/// MoE with use_sparse_mixer computes it: the logits as the graph computes
+/// them, gate/up rows [E, 2F, H] and down rows [E, H, F], SwiGLU or GeGLU.
+LogicalResult GraphImporter::importSparseMixerBlock(const MoeBlock &block, Location loc) {
+  FailureOr<Value> x = lookup(block.x, loc), logits = lookup(block.sparseMixerLogits, loc),
+                   up = lookup(block.gateUp, loc), down = lookup(block.down, loc);
+  if (failed(x) || failed(logits) || failed(up) || failed(down))
+    return failure();
+  auto type = [](Value v) { return cast<RankedTensorType>(v.getType()); };
+  Type element = type(*x).getElementType();
+  int64_t hidden = type(*x).getShape().back(), experts = type(*up).getDimSize(0), ffn = type(*up).getDimSize(1) / 2;
+  if (type(*x).getRank() != 2 || type(*up).getShape() != ArrayRef<int64_t>{experts, 2 * ffn, hidden} ||
+      type(*down).getShape() != ArrayRef<int64_t>{experts, hidden, ffn} || type(*logits).getRank() != 2 ||
+      type(*logits).getDimSize(1) != experts || type(*up).getElementType() != element ||
+      type(*down).getElementType() != element || experts < 2)
+    return emitError(loc) << "SparseMixer MoE block: inconsistent shapes: x " << type(*x) << ", logits "
+                          << type(*logits) << ", gate/up " << type(*up) << ", down " << type(*down);
+  ExpertMixture mixture;
+  mixture.x = *x;
+  mixture.logits = *logits;
+  mixture.up = *up;
+  mixture.down = *down;
+  mixture.activation = block.activation == GateActivation::gelu ? Activation::geglu : Activation::swiglu;
+  mixture.k = 2;
+  mixture.sparseMixer = true;
+  mixture.sparseMixerEps = block.sparseMixerEps;
   values[block.output] = buildExpertMixture(builder, loc, mixture);
   return success();
 }

@@ -325,6 +325,8 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
       operands.insert(*name);
   if (block.deepSeek)
     operands.insert(block.deepSeek->selectionBias);
+  if (!block.sparseMixerLogits.empty())
+    operands.insert(block.sparseMixerLogits);
   for (const std::vector<std::string> *names : {&block.expertGate, &block.expertUp, &block.expertDown})
     for (const std::string &name : *names)
       operands.insert(name);

@@ -208,6 +208,18 @@ bool clipKeepsExperts(const ConstantLookup &constants, const onnx::NodeProto *cl
 std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
                                             std::string &why);
 
+/// Phi-3.5-MoE's SparseMixer top-2 routing (SparseMixerRouting.cpp): the
+/// logits it reads, the weights [T, 2] and ids [T, 2] it joins, and its
+/// jitter epsilon.
+struct SparseMixerRouting {
+  std::string logits, weights, ids;
+  float eps = 0.01f;
+};
+/// The SparseMixer routing whose first pick is TopK node `topk` (K = 1);
+/// its nodes (not the logits') join `nodes`.
+std::optional<SparseMixerRouting> matchSparseMixerRouting(const GraphIndex &g, const ConstantLookup &constants,
+                                                          int topk, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// Matches the batched block anchored at TopK node `topk`. On failure
 /// returns the reason in `why` (empty when the anchor itself does not
 /// match: not MoE).

@@ -87,9 +87,9 @@ Value gatherPerToken(OpBuilder &b, Location loc, Value values, Value ids) {
 /// on the logits [T, E]: twice, the largest remaining logit m is picked, the
 /// logits s with (m - s) / max(|s|, m) > 2 eps are masked (-inf; the picked
 /// ones stay masked), and the pick's weight is its softmax over the rest
-/// (no renormalisation). Returns (weights [T, 2] f32, ids [T, 2] i32).
-std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits) {
-  constexpr double kJitterEps = 0.01; // Phi-3.5-MoE's router_jitter_noise
+/// (no renormalisation); eps is the router's jitter (Phi-3.5-MoE's 0.01).
+/// Returns (weights [T, 2] f32, ids [T, 2] i32).
+std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits, float eps) {
   auto logitsType = cast<RankedTensorType>(logits.getType());
   int64_t tokens = logitsType.getDimSize(0);
   Type f32 = b.getF32Type(), i32 = b.getI32Type();
@@ -124,7 +124,7 @@ std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits
                                       Value ratio = arith::DivFOp::create(nb, nl, arith::SubFOp::create(nb, nl, v[1], v[0]), factor);
                                       Value far = arith::CmpFOp::create(
                                           nb, nl, arith::CmpFPredicate::OGT, ratio,
-                                          arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(2 * kJitterEps)));
+                                          arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(2 * eps)));
                                       Value inf = arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(negInf));
                                       return arith::SelectOp::create(nb, nl, far, inf, v[2]);
                                     });
@@ -169,7 +169,7 @@ Value mlir::moe::onnx_import::buildExpertMixture(OpBuilder &b, Location loc, con
   auto slotIdsType = RankedTensorType::get({numTokens, k}, i32);
   Value weights, ids;
   if (m.sparseMixer) {
-    std::tie(weights, ids) = sparseMixerTop2(b, loc, logits);
+    std::tie(weights, ids) = sparseMixerTop2(b, loc, logits, m.sparseMixerEps);
   } else if (m.selectThenScore) {
     auto topk = TopKOp::create(b, loc, slotsType, slotIdsType, logits, Value(), b.getI64IntegerAttr(k));
     ids = topk.getIndices();

@@ -47,8 +47,9 @@ struct ExpertMixture {
   /// Softmax over all experts, top-k, renormalised (`normalize`) or not; or
   /// top-k of the logits and the softmax over the picks (`selectThenScore`).
   bool normalize = false, selectThenScore = false;
-  /// Phi-3.5-MoE's SparseMixer top-2 instead.
+  /// Phi-3.5-MoE's SparseMixer top-2 instead, with this jitter epsilon.
   bool sparseMixer = false;
+  float sparseMixerEps = 0.01f;
   /// QMoE's router_weights [T, E]: the mixing weights at the picks, or null.
   Value mixing;
 };

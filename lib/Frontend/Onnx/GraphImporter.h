@@ -66,6 +66,7 @@ private:
   LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
   LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
   LogicalResult importGptOssBlock(const MoeBlock &block, Location loc);
+  LogicalResult importSparseMixerBlock(const MoeBlock &block, Location loc);
   Value checkedRaise(Value raised, Value plain, Location loc);
   LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down,
                                    std::string &upBias, std::string &downBias);

@@ -115,6 +115,11 @@ struct MoeBlock {
     std::optional<float> limit;
   };
   std::optional<GptOss> gptOss;
+  /// Phi-3.5-MoE's SparseMixer top-2 on these logits (kept as plain ops)
+  /// with this jitter epsilon, the block computed as ONNX Runtime's MoE
+  /// with use_sparse_mixer; empty logits otherwise.
+  std::string sparseMixerLogits;
+  float sparseMixerEps = 0.01f;
 
   /// Other reshapes of x's source to x's shape (TorchScript views x again
   /// where the experts read it: x.view(-1, x.shape[-1])).
