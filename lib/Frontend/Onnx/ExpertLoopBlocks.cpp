@@ -159,13 +159,19 @@ static std::string gatheredRows(const GraphIndex &g, const ConstantLookup &const
       }
     }
   }
+  // Gather(x, token) along axis 0; other Gathers of the token (acc[tok]
+  // of `acc[tok] += ...`) may be there too.
+  for (int u : g.users(token)) {
+    const onnx::NodeProto &rows = g.graph.node(u);
+    if (rows.op_type() == "Gather" && inputOf(rows, 1) == token && block.isX(inputOf(rows, 0)) &&
+        intAttr(rows, "axis", 0) == 0) {
+      nodes.push_back(&rows);
+      return outputOf(rows, 0);
+    }
+  }
   const onnx::NodeProto *gather = g.userOfType(token, "Gather");
   if (!gather || inputOf(*gather, 1) != token)
     return "";
-  if (block.isX(inputOf(*gather, 0)) && intAttr(*gather, "axis", 0) == 0) {
-    nodes.push_back(gather);
-    return outputOf(*gather, 0);
-  }
   const onnx::NodeProto *unsq = g.producer(inputOf(*gather, 0));
   const onnx::NodeProto *flat = g.onlyUser(outputOf(*gather, 0), "Reshape");
   if (!unsq || unsq->op_type() != "Unsqueeze" || !block.isX(inputOf(*unsq, 0)) || !hasAxis(*unsq, constants, 0) ||
@@ -493,8 +499,10 @@ struct Accumulation {
 /// writes index_add_, Add(acc, ScatterElements(zeros shaped like acc,
 /// Expand(Unsqueeze(token, -1), Shape(e)), e, axis 0)) with
 /// e = Expand(rows, Shape(acc[:1, :])) (the same rows: acc[:1] broadcasts
-/// to them). The tokens of one expert are distinct, so the scatter writes
-/// each row once either way.
+/// to them), or acc[token] += rows as written by hand (index_put without
+/// accumulate): ScatterND(acc, column, Add(GatherND(acc, column), rows)).
+/// The tokens of one expert are distinct, so the scatter writes each row
+/// once, the same sum every way.
 static std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants,
                                                 llvm::StringRef rows, llvm::StringRef token,
                                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
@@ -515,6 +523,46 @@ static std::optional<Accumulation> accumulation(const GraphIndex &g, const Const
       return std::nullopt;
     nodes.append({scatter, where});
     return Accumulation{inputOf(*scatter, 0), outputOf(*scatter, 0)};
+  }
+  if (const onnx::NodeProto *sum = g.onlyUser(rows, "Add")) {
+    // The rows read: GatherND(acc, column) (dynamo), or Gather(acc, token)
+    // on axis 0 (TorchScript).
+    std::string old = inputOf(*sum, 0) == rows ? inputOf(*sum, 1) : inputOf(*sum, 0);
+    const onnx::NodeProto *read = g.producer(old);
+    bool readND = read && read->op_type() == "GatherND" && intAttr(*read, "batch_dims", 0) == 0 &&
+                  unsqueezedToken(inputOf(*read, 1));
+    bool readRows = read && read->op_type() == "Gather" && intAttr(*read, "axis", 0) == 0 && inputOf(*read, 1) == token;
+    // TorchScript reshapes the sum to [len(token)] + acc.shape[1:] (itself).
+    std::string written = outputOf(*sum, 0);
+    const onnx::NodeProto *reshape = g.onlyUser(written, "Reshape");
+    const onnx::NodeProto *target = reshape ? g.producer(inputOf(*reshape, 1)) : nullptr;
+    const onnx::NodeProto *tokens = target && target->op_type() == "Concat" && target->input_size() == 2
+                                        ? g.producer(inputOf(*target, 0))
+                                        : nullptr;
+    const onnx::NodeProto *rest = tokens ? g.producer(inputOf(*target, 1)) : nullptr;
+    const onnx::NodeProto *accShape = rest && rest->op_type() == "Slice" ? g.producer(inputOf(*rest, 0)) : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> restStart = rest ? constants(inputOf(*rest, 1)) : std::nullopt;
+    bool sameShape = tokens && tokens->op_type() == "Shape" && inputOf(*tokens, 0) == token && accShape &&
+                     accShape->op_type() == "Shape" && read && inputOf(*accShape, 0) == inputOf(*read, 0) &&
+                     restStart && *restStart == llvm::SmallVector<int64_t>{1} &&
+                     constants(inputOf(*rest, 2)).value_or(llvm::SmallVector<int64_t>{0})[0] >=
+                         std::numeric_limits<int32_t>::max();
+    if (reshape && sameShape)
+      written = outputOf(*reshape, 0);
+    const onnx::NodeProto *write = g.onlyUser(written, "ScatterND");
+    const onnx::NodeProto *where = write ? unsqueezedToken(inputOf(*write, 1)) : nullptr;
+    auto plain = [](const onnx::NodeProto &n) {
+      return llvm::none_of(n.attribute(),
+                           [](const onnx::AttributeProto &a) { return a.name() == "reduction" && a.s() != "none"; });
+    };
+    if ((!readND && !readRows) || !where || !write || g.users(old).size() != 1 ||
+        inputOf(*write, 0) != inputOf(*read, 0) || (readND && inputOf(*write, 1) != inputOf(*read, 1)) ||
+        inputOf(*write, 2) != written || !plain(*write))
+      return std::nullopt;
+    nodes.append({read, sum, write, where});
+    if (written != outputOf(*sum, 0))
+      nodes.append({reshape, target, tokens, rest, accShape});
+    return Accumulation{inputOf(*write, 0), outputOf(*write, 0)};
   }
   const onnx::NodeProto *expandRows = g.onlyUser(rows, "Expand");
   if (!expandRows || inputOf(*expandRows, 0) != rows)
