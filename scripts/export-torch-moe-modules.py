@@ -290,6 +290,24 @@ class IndexPlusEqLoop(Experts):
         return out
 
 
+class MaskedInputLoop(Experts):
+    """Every expert on x with the rows not routed to it zeroed, x *
+    any(idx == e, -1, keepdim=True), weighted by its gate column; with
+    `wrong_rows` expert e reads expert e + 1's rows (a near miss)."""
+
+    def __init__(self, wrong_rows=False):
+        super().__init__()
+        self.wrong_rows = wrong_rows
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            rows = (idx == (e + 1) % EXPERTS if self.wrong_rows else idx == e).any(-1, keepdim=True)
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x * rows)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -308,13 +326,15 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
            "bmm_experts": BmmExperts, "sort_cut": SortCut, "switch_max_loop": SwitchMaxLoop,
-           "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop}
+           "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
+           "masked_input_loop": MaskedInputLoop,
+           "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
-DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss"}
+DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss"}
 # Forms only one exporter writes.
 TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum", "sigmoid_of_picks"}
 

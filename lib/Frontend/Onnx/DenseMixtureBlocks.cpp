@@ -56,14 +56,19 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
   llvm::SmallVector<const onnx::NodeProto *> found = {&equal};
   std::string mask = outputOf(equal, 0);
   const onnx::NodeProto *masked = nullptr;
-  if (const onnx::NodeProto *cast = g.onlyUser(mask, "Cast")) {
-    const onnx::NodeProto *mul = g.onlyUser(outputOf(*cast, 0), "Mul");
-    std::string other = mul ? (inputOf(*mul, 0) == outputOf(*cast, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
-    if (mul && other == w) {
-      found.append({cast, mul});
+  // w * Cast(mask): the mask may also be cast for other uses (the expert's
+  // row mask, rowMask).
+  for (int u : g.users(mask)) {
+    const onnx::NodeProto &cast = g.graph.node(u);
+    const onnx::NodeProto *mul = cast.op_type() == "Cast" ? g.onlyUser(outputOf(cast, 0), "Mul") : nullptr;
+    std::string other = mul ? (inputOf(*mul, 0) == outputOf(cast, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
+    if (mul && other == w && !masked) {
+      found.append({&cast, mul});
       masked = mul;
     }
-  } else if (const onnx::NodeProto *where = g.onlyUser(mask, "Where")) {
+  }
+  const onnx::NodeProto *where = masked ? nullptr : g.onlyUser(mask, "Where");
+  if (where) {
     std::optional<std::vector<float>> zero =
         where->input_size() == 3 && constants.floats ? constants.floats(inputOf(*where, 2)) : std::nullopt;
     if (inputOf(*where, 0) == mask && inputOf(*where, 1) == w && zero && zero->size() == 1 && (*zero)[0] == 0.0f) {
@@ -86,6 +91,52 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
   nodes.append(found.begin(), found.end());
   nodes.append(summed.begin(), summed.end());
   return (*expert)[0];
+}
+
+/// The rows expert e is routed to as a float column, any(ids == e, -1,
+/// keepdims) from `equal`'s mask: Cast(Cast(ReduceMax(Cast(mask, int)),
+/// bool)) (dynamo) or Cast(Greater(ReduceSum(Cast(mask, int)), 0))
+/// (TorchScript). Its value, or "" (the nodes join `nodes`).
+std::string rowMask(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &equal,
+                    llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto castTo = [](const onnx::NodeProto *n, std::initializer_list<int64_t> types) {
+    return n && n->op_type() == "Cast" && llvm::is_contained(types, intAttr(*n, "to", 0));
+  };
+  const int64_t i32 = onnx::TensorProto::INT32, i64 = onnx::TensorProto::INT64, b = onnx::TensorProto::BOOL;
+  const int64_t f32 = onnx::TensorProto::FLOAT, f16 = onnx::TensorProto::FLOAT16, bf16 = onnx::TensorProto::BFLOAT16;
+  for (int u : g.users(outputOf(equal, 0))) {
+    const onnx::NodeProto *toInt = &g.graph.node(u);
+    if (!castTo(toInt, {i32, i64}))
+      continue;
+    const onnx::NodeProto *reduce = g.onlyUser(outputOf(*toInt, 0), "ReduceMax");
+    if (!reduce)
+      reduce = g.onlyUser(outputOf(*toInt, 0), "ReduceSum");
+    if (!reduce || !hasAxis(*reduce, constants, -1) || intAttr(*reduce, "keepdims", 1) != 1)
+      continue;
+    llvm::SmallVector<const onnx::NodeProto *> chain = {toInt, reduce};
+    std::string any = outputOf(*reduce, 0);
+    if (reduce->op_type() == "ReduceMax") {
+      const onnx::NodeProto *toBool = g.onlyUser(any, "Cast");
+      if (!castTo(toBool, {b}))
+        continue;
+      chain.push_back(toBool);
+      any = outputOf(*toBool, 0);
+    } else {
+      const onnx::NodeProto *positive = g.onlyUser(any, "Greater");
+      std::optional<llvm::SmallVector<int64_t>> zero = positive ? constants(inputOf(*positive, 1)) : std::nullopt;
+      if (!positive || inputOf(*positive, 0) != any || !zero || zero->size() != 1 || (*zero)[0] != 0)
+        continue;
+      chain.push_back(positive);
+      any = outputOf(*positive, 0);
+    }
+    const onnx::NodeProto *toFloat = g.onlyUser(any, "Cast");
+    if (!castTo(toFloat, {f32, f16, bf16}))
+      continue;
+    chain.push_back(toFloat);
+    nodes.append(chain.begin(), chain.end());
+    return outputOf(*toFloat, 0);
+  }
+  return "";
 }
 
 /// The leaves of the Add tree whose root is `root` (Adds read only inside
@@ -426,12 +477,38 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
     if (*e < 0 || *e >= experts || terms.count(*e))
       return fail("expert " + std::to_string(*e) + "'s gate column is not one of the router's experts, once");
     const onnx::NodeProto *scale = g.onlyUser(column, "Mul");
+    // A column read at some rows (w[rows] of a loop over row lists) is the
+    // loop form's, not this one.
+    if (!scale && llvm::any_of(g.users(column), [&](int u) {
+          return g.graph.node(u).op_type() == "Gather" || g.graph.node(u).op_type() == "GatherND";
+        }))
+      return std::nullopt;
     if (!scale)
       return fail("expert " + std::to_string(*e) + "'s gate column does not scale its output");
     std::string output = inputOf(*scale, 0) == column ? inputOf(*scale, 1) : inputOf(*scale, 0);
-    std::optional<OwnExpertFfn> ffn = matchOwnExpertFfn(g, constants, output, isX, nodes);
+    // The expert may read x with the rows not routed to it zeroed, x *
+    // any(ids == e): those rows' gate is 0, so the sum is the same.
+    llvm::SmallVector<const onnx::NodeProto *> maskNodes;
+    std::string rows = rowMask(g, constants, equal, maskNodes);
+    const onnx::NodeProto *maskedX = nullptr;
+    auto readsX = [&](llvm::StringRef v) {
+      if (isX(v))
+        return true;
+      const onnx::NodeProto *mul = rows.empty() ? nullptr : g.producer(v);
+      if (!mul || mul->op_type() != "Mul" || (maskedX && mul != maskedX))
+        return false;
+      bool ok = (isX(inputOf(*mul, 0)) && inputOf(*mul, 1) == rows) || (isX(inputOf(*mul, 1)) && inputOf(*mul, 0) == rows);
+      if (ok)
+        maskedX = mul;
+      return ok;
+    };
+    std::optional<OwnExpertFfn> ffn = matchOwnExpertFfn(g, constants, output, readsX, nodes);
+    if (ffn && maskedX) {
+      nodes.append(maskNodes.begin(), maskNodes.end());
+      nodes.push_back(maskedX);
+    }
     if (!ffn)
-      return fail("expert " + std::to_string(*e) + "'s output is not a gated FFN of x on its own constant weights");
+      return fail("expert " + std::to_string(*e) + "'s output is not a gated FFN of x (or of x times its own rows, any(ids == e)) on its own constant weights");
     nodes.push_back(scale);
     terms[*e] = outputOf(*scale, 0);
     ffns[*e] = *ffn;
