@@ -30,7 +30,8 @@ qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.
 glm4_moe.onnx, ernie4_5_moe.onnx, phimoe.onnx, granitemoe.onnx and
-jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo).
+jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo); ernie4_5_moe_f16.onnx
+likewise (--dtype f16), with PyTorch's logits.
 """
 
 import argparse

@@ -300,7 +300,8 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   if (deepSeek) {
     nodes.push_back(router);
     nodes.append(deepSeekNodes.begin(), deepSeekNodes.end());
-    return deepSeek->second;
+    // A 16-bit model narrows the f32 weights back to its type.
+    return throughFloatCastUser(g, deepSeek->second, nodes);
   }
   std::optional<llvm::SmallVector<int64_t>> k = constants(inputOf(t, 1));
   if (!k || k->size() != 1)
