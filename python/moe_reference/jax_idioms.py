@@ -445,29 +445,19 @@ def threshold_mask_gate(k):
     return fn
 
 
-def take_weights(k):
+def take_weights(k, tokens='t'):
     """Decode style with jnp.take (fill mode: a NaN mask for out-of-range
-    ids around each gather) of the routed experts' weights."""
+    ids around each gather) of the routed experts' weights; tokens 'bs':
+    on [B, S, H] (decode with a batch of sequences), the weights gathered
+    per (batch, position, slot), [B, S, k, H, F]."""
+    t = tokens
+
     def fn(x, wr, w1, w3, w2):
         vals, idx = softmax_topk(x, wr, k)
-        up = lambda w: jnp.einsum('th,tkhf->tkf', x, jnp.take(w, idx, axis=0))
+        up = lambda w: jnp.einsum(f'{t}h,{t}khf->{t}kf', x, jnp.take(w, idx, axis=0))
         h = jax.nn.silu(up(w1)) * up(w3)
-        o = jnp.einsum('tkf,tkfh->tkh', h, jnp.take(w2, idx, axis=0))
-        return jnp.einsum('tkh,tk->th', o, vals)
-    return fn
-
-
-def batch_seq_take_weights(k):
-    """take_weights on [B, S, H] tokens (decode with a batch of sequences):
-    the routed experts' weights gathered per (batch, position, slot),
-    [B, S, k, H, F], contracted by 'bsh,bskhf->bskf' einsums."""
-    def fn(x, wr, w1, w3, w2):
-        vals, idx = lax.top_k(jnp.einsum('bsh,he->bse', x, wr), k)
-        vals = jax.nn.softmax(vals, -1)
-        up = lambda w: jnp.einsum('bsh,bskhf->bskf', x, jnp.take(w, idx, axis=0))
-        h = jax.nn.silu(up(w1)) * up(w3)
-        o = jnp.einsum('bskf,bskfh->bskh', h, jnp.take(w2, idx, axis=0))
-        return jnp.einsum('bskh,bsk->bsh', o, vals)
+        o = jnp.einsum(f'{t}kf,{t}kfh->{t}kh', h, jnp.take(w2, idx, axis=0))
+        return jnp.einsum(f'{t}kh,{t}k->{t}h', o, vals)
     return fn
 
 
@@ -975,7 +965,7 @@ def programs(Program):
         "idiom_rows_masked_wrong_near_miss": Program(rows_masked_loop(2, wrong_rows=True), mixtral_shapes(8, 24, 32, 4)),
         "idiom_rounded_probs_bf16_k2": Program(rounded_probs(2), mixtral_shapes(12, 32, 40, 6), dtype=bf16),
         "idiom_argsort_ascending_near_miss": Program(argsort_ascending_near_miss, mixtral_shapes(8, 24, 32, 4)),
-        "idiom_batch_seq_take_weights_k2": Program(batch_seq_take_weights(2), [(2, 3, 32), (32, 6), (6, 32, 40),
+        "idiom_batch_seq_take_weights_k2": Program(take_weights(2, tokens='bs'), [(2, 3, 32), (32, 6), (6, 32, 40),
                                                                                (6, 32, 40), (6, 40, 32)]),
         "idiom_batch_seq_slot_loop_k3": Program(batch_seq_slot_loop(3), [(3, 2, 24), (24, 8), (8, 24, 32),
                                                                           (8, 24, 32), (8, 32, 24)]),

@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "BlockMatching.h"
 #include "GraphCanonicalization.h"
 
 #include "llvm/ADT/ArrayRef.h"
@@ -30,18 +31,6 @@ using namespace mlir;
 using namespace mlir::moe::onnx_import;
 
 namespace {
-
-const onnx::AttributeProto *attrOf(const onnx::NodeProto &node, llvm::StringRef name) {
-  for (const onnx::AttributeProto &a : node.attribute())
-    if (a.name() == name)
-      return &a;
-  return nullptr;
-}
-
-int64_t intOr(const onnx::NodeProto &node, llvm::StringRef name, int64_t fallback) {
-  const onnx::AttributeProto *a = attrOf(node, name);
-  return a ? a->i() : fallback;
-}
 
 bool isStandard(const onnx::NodeProto &node) { return node.domain().empty() || node.domain() == "ai.onnx"; }
 
@@ -111,8 +100,8 @@ private:
   /// The axes of a Squeeze, Unsqueeze or reduction (attribute before opset
   /// 13/18, input 1 after).
   std::optional<llvm::SmallVector<int64_t>> axesOf(const onnx::NodeProto &node) const {
-    if (const onnx::AttributeProto *a = attrOf(node, "axes"))
-      return llvm::SmallVector<int64_t>(a->ints().begin(), a->ints().end());
+    if (llvm::SmallVector<int64_t> a = blocks::intsAttr(node, "axes"); !a.empty())
+      return a;
     if (node.input_size() > 1 && !node.input(1).empty())
       return ints(node.input(1));
     return std::nullopt;
@@ -178,7 +167,7 @@ private:
   /// The last axis of ArgMax/ReduceMax `node` over `rank` dims, its only one.
   bool overLastAxis(const onnx::NodeProto &node, int64_t rank) const {
     if (node.op_type() == "ArgMax")
-      return normalized({intOr(node, "axis", 0)}, rank) == llvm::SmallVector<int64_t>{rank - 1};
+      return normalized({blocks::intAttr(node, "axis", 0)}, rank) == llvm::SmallVector<int64_t>{rank - 1};
     std::optional<llvm::SmallVector<int64_t>> a = axesOf(node);
     return a && normalized(*a, rank) == llvm::SmallVector<int64_t>{rank - 1};
   }
@@ -208,7 +197,7 @@ void SelectionRewriter::pairSelections() {
     return;
   for (const onnx::NodeProto &node : graph.node()) {
     if (!isStandard(node) || node.op_type() != "ArgMax" || node.input_size() != 1 || node.output_size() != 1 ||
-        intOr(node, "select_last_index", 0) != 0)
+        blocks::intAttr(node, "select_last_index", 0) != 0)
       continue;
     const ValueFacts *in = factsOf(node.input(0));
     if (!in || !isFloat(in->dataType) || in->rank < 1 || static_cast<int64_t>(in->dims.size()) != in->rank ||
@@ -218,7 +207,7 @@ void SelectionRewriter::pairSelections() {
     for (const onnx::NodeProto &other : graph.node())
       if (isStandard(other) && other.op_type() == "ReduceMax" && other.input_size() >= 1 &&
           other.input(0) == node.input(0) && other.output_size() == 1 &&
-          intOr(other, "keepdims", 1) == intOr(node, "keepdims", 1) && overLastAxis(other, in->rank) &&
+          blocks::intAttr(other, "keepdims", 1) == blocks::intAttr(node, "keepdims", 1) && overLastAxis(other, in->rank) &&
           !reduceMaxOf.count(&other)) {
         reduceMaxOf[&other] = &node;
         argmaxOf[&node] = &other;
@@ -229,7 +218,7 @@ void SelectionRewriter::pairSelections() {
 
 void SelectionRewriter::emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax) {
   const ValueFacts &in = *factsOf(argmax.input(0));
-  bool keep = intOr(argmax, "keepdims", 1) != 0;
+  bool keep = blocks::intAttr(argmax, "keepdims", 1) != 0;
   onnx::NodeProto topk;
   topk.set_op_type("TopK");
   topk.set_name(argmax.name() + "/as_topk");

@@ -2,31 +2,36 @@
 module @jit_fn attributes {mhlo.num_partitions = 1 : i32, mhlo.num_replicas = 1 : i32} {
   func.func public @main(%arg0: tensor<2x3x32xf32>, %arg1: tensor<32x6xf32>, %arg2: tensor<6x32x40xf32>, %arg3: tensor<6x32x40xf32>, %arg4: tensor<6x40x32xf32>) -> (tensor<2x3x32xf32> {jax.result_info = "result"}) {
     %0 = stablehlo.dot_general %arg0, %arg1, contracting_dims = [2] x [0], precision = [DEFAULT, DEFAULT] : (tensor<2x3x32xf32>, tensor<32x6xf32>) -> tensor<2x3x6xf32>
-    %values, %indices = chlo.top_k(%0, k = 2) : tensor<2x3x6xf32> -> (tensor<2x3x2xf32>, tensor<2x3x2xi32>)
     %cst = stablehlo.constant dense<0xFF800000> : tensor<f32>
-    %1 = stablehlo.reduce(%values init: %cst) applies stablehlo.maximum across dimensions = [2] : (tensor<2x3x2xf32>, tensor<f32>) -> tensor<2x3xf32>
+    %1 = stablehlo.reduce(%0 init: %cst) applies stablehlo.maximum across dimensions = [2] : (tensor<2x3x6xf32>, tensor<f32>) -> tensor<2x3xf32>
     %cst_0 = stablehlo.constant dense<0xFF800000> : tensor<f32>
     %2 = stablehlo.broadcast_in_dim %cst_0, dims = [] : (tensor<f32>) -> tensor<2x3xf32>
     %3 = stablehlo.maximum %2, %1 : tensor<2x3xf32>
     %4 = stablehlo.broadcast_in_dim %3, dims = [0, 1] : (tensor<2x3xf32>) -> tensor<2x3x1xf32>
-    %5 = stablehlo.broadcast_in_dim %4, dims = [0, 1, 2] : (tensor<2x3x1xf32>) -> tensor<2x3x2xf32>
-    %6 = stablehlo.subtract %values, %5 : tensor<2x3x2xf32>
-    %7 = stablehlo.exponential %6 : tensor<2x3x2xf32>
+    %5 = stablehlo.broadcast_in_dim %4, dims = [0, 1, 2] : (tensor<2x3x1xf32>) -> tensor<2x3x6xf32>
+    %6 = stablehlo.subtract %0, %5 : tensor<2x3x6xf32>
+    %7 = stablehlo.exponential %6 : tensor<2x3x6xf32>
     %cst_1 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
-    %8 = stablehlo.reduce(%7 init: %cst_1) applies stablehlo.add across dimensions = [2] : (tensor<2x3x2xf32>, tensor<f32>) -> tensor<2x3xf32>
+    %8 = stablehlo.reduce(%7 init: %cst_1) applies stablehlo.add across dimensions = [2] : (tensor<2x3x6xf32>, tensor<f32>) -> tensor<2x3xf32>
     %9 = stablehlo.broadcast_in_dim %8, dims = [0, 1] : (tensor<2x3xf32>) -> tensor<2x3x1xf32>
-    %10 = stablehlo.broadcast_in_dim %9, dims = [0, 1, 2] : (tensor<2x3x1xf32>) -> tensor<2x3x2xf32>
-    %11 = stablehlo.divide %7, %10 : tensor<2x3x2xf32>
-    %12 = call @_take(%arg2, %indices) : (tensor<6x32x40xf32>, tensor<2x3x2xi32>) -> tensor<2x3x2x32x40xf32>
-    %13 = stablehlo.dot_general %arg0, %12, batching_dims = [0, 1] x [0, 1], contracting_dims = [2] x [3], precision = [DEFAULT, DEFAULT] : (tensor<2x3x32xf32>, tensor<2x3x2x32x40xf32>) -> tensor<2x3x2x40xf32>
-    %14 = call @silu(%13) : (tensor<2x3x2x40xf32>) -> tensor<2x3x2x40xf32>
-    %15 = call @_take(%arg3, %indices) : (tensor<6x32x40xf32>, tensor<2x3x2xi32>) -> tensor<2x3x2x32x40xf32>
-    %16 = stablehlo.dot_general %arg0, %15, batching_dims = [0, 1] x [0, 1], contracting_dims = [2] x [3], precision = [DEFAULT, DEFAULT] : (tensor<2x3x32xf32>, tensor<2x3x2x32x40xf32>) -> tensor<2x3x2x40xf32>
-    %17 = stablehlo.multiply %14, %16 : tensor<2x3x2x40xf32>
-    %18 = call @_take_0(%arg4, %indices) : (tensor<6x40x32xf32>, tensor<2x3x2xi32>) -> tensor<2x3x2x40x32xf32>
-    %19 = stablehlo.dot_general %17, %18, batching_dims = [0, 1, 2] x [0, 1, 2], contracting_dims = [3] x [3], precision = [DEFAULT, DEFAULT] : (tensor<2x3x2x40xf32>, tensor<2x3x2x40x32xf32>) -> tensor<2x3x2x32xf32>
-    %20 = stablehlo.dot_general %19, %11, batching_dims = [0, 1] x [0, 1], contracting_dims = [2] x [2], precision = [DEFAULT, DEFAULT] : (tensor<2x3x2x32xf32>, tensor<2x3x2xf32>) -> tensor<2x3x32xf32>
-    return %20 : tensor<2x3x32xf32>
+    %10 = stablehlo.broadcast_in_dim %9, dims = [0, 1, 2] : (tensor<2x3x1xf32>) -> tensor<2x3x6xf32>
+    %11 = stablehlo.divide %7, %10 : tensor<2x3x6xf32>
+    %values, %indices = chlo.top_k(%11, k = 2) : tensor<2x3x6xf32> -> (tensor<2x3x2xf32>, tensor<2x3x2xi32>)
+    %cst_2 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+    %12 = stablehlo.reduce(%values init: %cst_2) applies stablehlo.add across dimensions = [2] : (tensor<2x3x2xf32>, tensor<f32>) -> tensor<2x3xf32>
+    %13 = stablehlo.broadcast_in_dim %12, dims = [0, 1] : (tensor<2x3xf32>) -> tensor<2x3x1xf32>
+    %14 = stablehlo.broadcast_in_dim %13, dims = [0, 1, 2] : (tensor<2x3x1xf32>) -> tensor<2x3x2xf32>
+    %15 = stablehlo.divide %values, %14 : tensor<2x3x2xf32>
+    %16 = call @_take(%arg2, %indices) : (tensor<6x32x40xf32>, tensor<2x3x2xi32>) -> tensor<2x3x2x32x40xf32>
+    %17 = stablehlo.dot_general %arg0, %16, batching_dims = [0, 1] x [0, 1], contracting_dims = [2] x [3], precision = [DEFAULT, DEFAULT] : (tensor<2x3x32xf32>, tensor<2x3x2x32x40xf32>) -> tensor<2x3x2x40xf32>
+    %18 = call @silu(%17) : (tensor<2x3x2x40xf32>) -> tensor<2x3x2x40xf32>
+    %19 = call @_take(%arg3, %indices) : (tensor<6x32x40xf32>, tensor<2x3x2xi32>) -> tensor<2x3x2x32x40xf32>
+    %20 = stablehlo.dot_general %arg0, %19, batching_dims = [0, 1] x [0, 1], contracting_dims = [2] x [3], precision = [DEFAULT, DEFAULT] : (tensor<2x3x32xf32>, tensor<2x3x2x32x40xf32>) -> tensor<2x3x2x40xf32>
+    %21 = stablehlo.multiply %18, %20 : tensor<2x3x2x40xf32>
+    %22 = call @_take_0(%arg4, %indices) : (tensor<6x40x32xf32>, tensor<2x3x2xi32>) -> tensor<2x3x2x40x32xf32>
+    %23 = stablehlo.dot_general %21, %22, batching_dims = [0, 1, 2] x [0, 1, 2], contracting_dims = [3] x [3], precision = [DEFAULT, DEFAULT] : (tensor<2x3x2x40xf32>, tensor<2x3x2x40x32xf32>) -> tensor<2x3x2x32xf32>
+    %24 = stablehlo.dot_general %23, %15, batching_dims = [0, 1] x [0, 1], contracting_dims = [2] x [2], precision = [DEFAULT, DEFAULT] : (tensor<2x3x2x32xf32>, tensor<2x3x2xf32>) -> tensor<2x3x32xf32>
+    return %24 : tensor<2x3x32xf32>
   }
   func.func private @_take(%arg0: tensor<6x32x40xf32>, %arg1: tensor<2x3x2xi32>) -> tensor<2x3x2x32x40xf32> {
     %c = stablehlo.constant dense<0> : tensor<i32>
