@@ -1230,6 +1230,42 @@ def sorted_split_model(name, hidden=4, classes=3):
     return model, {"x": _rng(name).standard_normal((9, hidden)).astype(f)}
 
 
+def conv_model(name, channels=4):
+    """Conv as models carry it outside their MoE blocks: LFM2's short causal
+    depthwise Conv1d (group = C, padded on the left) on a run-time batch and
+    length, a biased strided Conv1d, and a 2-D Conv with stride, dilation,
+    two groups, bias and pads, and one with auto_pad SAME_UPPER; every
+    result flattened into one output."""
+    f = np.float32
+    rng = _rng(name)
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", "w_depthwise"], ["causal"], group=channels, kernel_shape=[3], pads=[2, 0]),
+        n("Conv", ["x", "w_strided", "b_strided"], ["strided"], strides=[2], pads=[1, 1]),
+        n("Conv", ["image", "w_grouped", "b_grouped"], ["grouped"], group=2, strides=[2, 1], dilations=[1, 2],
+          pads=[1, 0, 1, 2]),
+        n("Conv", ["image", "w_same"], ["same"], auto_pad="SAME_UPPER", strides=[2, 2]),
+    ]
+    parts = ["causal", "strided", "grouped", "same"]
+    for part in parts:
+        nodes.append(n("Reshape", [part, "flat_shape"], [part + "_flat"]))
+    nodes.append(n("Concat", [p + "_flat" for p in parts], ["y"], axis=0))
+    inits = [_init("w_depthwise", (0.5 * rng.standard_normal((channels, 1, 3))).astype(f)),
+             _init("w_strided", (0.5 * rng.standard_normal((6, channels, 3))).astype(f)),
+             _init("b_strided", rng.standard_normal(6).astype(f)),
+             _init("w_grouped", (0.5 * rng.standard_normal((6, 2, 3, 2))).astype(f)),
+             _init("b_grouped", rng.standard_normal(6).astype(f)),
+             _init("w_same", (0.5 * rng.standard_normal((3, 4, 3, 3))).astype(f)),
+             _init("flat_shape", np.array([-1], np.int64))]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", channels, "length"]),
+              helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 4, 6, 7])]
+    graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["all"])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": rng.standard_normal((3, channels, 9)).astype(f),
+                   "image": rng.standard_normal((2, 4, 6, 7)).astype(f)}
+
+
 def build(name, out_dir):
     """Writes model `name` to out_dir and returns (path, feeds); a model
     ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
@@ -1268,6 +1304,8 @@ def build(name, out_dir):
         model, feeds = sort_runtime_length_model(name)
     elif name == "sorted_split":
         model, feeds = sorted_split_model(name)
+    elif name == "conv_ops":
+        model, feeds = conv_model(name)
     elif name == "activations_norms":
         model, feeds = activations_model(name)
     elif name == "moe_dynamic_shapes":
@@ -1292,7 +1330,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "sort_runtime_length", "sorted_split",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "sort_runtime_length", "sorted_split", "conv_ops",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 
@@ -1404,6 +1442,12 @@ def bad_model(name, out_dir):
         k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
         nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], name="the_topk")]
         graph = helper.make_graph(nodes, name, [x, k], [helper.make_tensor_value_info("v", f, ["tokens", "k"])])
+    elif name == "conv_bad_group":
+        # 8 input channels in groups of 3 (W [4, 3, 3]) do not split evenly.
+        image = helper.make_tensor_value_info("image", f, [1, 8, 5])
+        nodes = [helper.make_node("Conv", ["image", "w"], ["y"], name="the_conv", group=2)]
+        graph = helper.make_graph(nodes, name, [image], [helper.make_tensor_value_info("y", f, None)],
+                                  [_init("w", np.ones((4, 3, 3), np.float32))])
     elif name == "split_runtime_sizes_count":
         # Sizes read from the data, but two of them for three outputs.
         sizes = helper.make_tensor_value_info("sizes", TensorProto.INT64, [2])
@@ -1466,7 +1510,7 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
-       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k", "split_runtime_sizes_count",
+       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k", "split_runtime_sizes_count", "conv_bad_group",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "moe_fc3_with_relu",
        "moe_sparse_mixer_k1",

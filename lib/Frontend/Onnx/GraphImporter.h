@@ -41,6 +41,7 @@ public:
     addIndexingConverters(converters);
     addScatterConverters(converters);
     addNonZeroConverter(converters);
+    addConvolutionConverter(converters);
     addMoeConverters(converters);
   }
 

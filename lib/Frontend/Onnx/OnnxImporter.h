@@ -121,6 +121,8 @@ void addIndexingConverters(std::vector<OpConverter> &converters);
 void addScatterConverters(std::vector<OpConverter> &converters);
 /// NonZero, sized by the data (NonZeroOp.cpp).
 void addNonZeroConverter(std::vector<OpConverter> &converters);
+/// Conv (ConvolutionOp.cpp).
+void addConvolutionConverter(std::vector<OpConverter> &converters);
 
 /// Index `i` (any integer type) as an index into a dimension of `size`,
 /// counted from the end when negative (IndexingOps.cpp).
