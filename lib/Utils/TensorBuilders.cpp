@@ -350,6 +350,14 @@ static Value reshapeThroughFlat(OpBuilder &b, Location loc, Value x, ArrayRef<in
                : tensor::CastOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), flat).getResult();
   auto resultType = RankedTensorType::get(shape, type.getElementType());
   if (llvm::count_if(shape, ShapedType::isDynamic) <= 1) {
+    // expand_shape wants the flat size static exactly when every target
+    // size is: a static input to a dynamic target (or the reverse) goes
+    // through a cast.
+    int64_t total = 1;
+    for (int64_t s : shape)
+      total = ShapedType::isDynamic(s) || ShapedType::isDynamic(total) ? ShapedType::kDynamic : total * s;
+    if (cast<RankedTensorType>(flat.getType()).getDimSize(0) != total)
+      flat = tensor::CastOp::create(b, loc, RankedTensorType::get({total}, type.getElementType()), flat);
     ReassociationIndices all = llvm::to_vector(llvm::seq<int64_t>(0, shape.size()));
     return tensor::ExpandShapeOp::create(b, loc, resultType, flat, ArrayRef<ReassociationIndices>{all}, sizes);
   }

@@ -671,12 +671,13 @@ Results convertTopK(NodeContext &ctx) {
   OpFoldResult length = tb::sizesOf(b, loc, x).back();
   int64_t leading = 1;
   for (int64_t d = 0; d + 1 < type.getRank(); ++d)
-    leading = ShapedType::isDynamic(type.getDimSize(d)) ? ShapedType::kDynamic : leading * type.getDimSize(d);
-  // [leading, n] rows; with n known only at run time the leading sizes are
-  // static (checked above).
-  Value rows = type.getRank() == 2         ? x
-               : !ShapedType::isDynamic(n) ? tb::reshape(b, loc, x, {ShapedType::kDynamic, n})
-                                           : tb::reshapeToSizes(b, loc, x, {b.getIndexAttr(leading), length});
+    leading = ShapedType::isDynamic(type.getDimSize(d)) || ShapedType::isDynamic(leading) ? ShapedType::kDynamic
+                                                                                           : leading * type.getDimSize(d);
+  // [leading, n] rows, static where the leading sizes are (with n known
+  // only at run time they are: checked above).
+  Value rows = type.getRank() == 2               ? x
+               : !ShapedType::isDynamic(leading) ? tb::reshapeToSizes(b, loc, x, {b.getIndexAttr(leading), length})
+                                                 : tb::reshape(b, loc, x, {ShapedType::kDynamic, n});
   int64_t t = cast<RankedTensorType>(rows.getType()).getDimSize(0);
   bool largest = ctx.intAttr("largest", 1) != 0;
   Value values, indices;
