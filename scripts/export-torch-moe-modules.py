@@ -308,6 +308,22 @@ class MaskedInputLoop(Experts):
         return out
 
 
+class GatherPicksLoop(Experts):
+    """Top-k ids of the logits, the weights a softmax of the logits gathered
+    back at them (logits.gather(-1, idx): the top-k values); the where-loop
+    with index_add_."""
+
+    def forward(self, x):
+        logits = self.gate(x)
+        idx = torch.topk(logits, TOP_K, dim=-1).indices
+        w = F.softmax(logits.gather(-1, idx), dim=-1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out.index_add_(0, tok, w[tok, slot, None] * expert(x[tok]))
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -328,7 +344,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "bmm_experts": BmmExperts, "sort_cut": SortCut, "switch_max_loop": SwitchMaxLoop,
            "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
            "masked_input_loop": MaskedInputLoop,
-           "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True)}
+           "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True),
+           "gather_picks_loop": GatherPicksLoop}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

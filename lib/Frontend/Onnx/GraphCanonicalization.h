@@ -68,7 +68,8 @@ int64_t canonicalizeGraph(onnx::GraphProto &graph, const CanonicalizationContext
 /// with a ReduceMax of the same scores as its values, each squeezed back to
 /// ArgMax's rank; moves those squeezes below elementwise ops with scalar
 /// operands and cancels them against Unsqueezes of the same axis
-/// (SelectionCanonicalization.cpp). The int64 constants it needs are added
+/// (SelectionCanonicalization.cpp); reads GatherElements of a TopK's input
+/// at its own indices as its values. The int64 constants it needs are added
 /// to the graph's initializers and listed in `made`. `facts` describe the
 /// graph before; returns the number of ArgMax nodes rewritten.
 int64_t canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationContext &ctx,

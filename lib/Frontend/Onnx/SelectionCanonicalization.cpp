@@ -13,6 +13,9 @@
 // an Unsqueeze of the same axis, so the masks read the [T, 1] selection as
 // they read a TopK's [T, k].
 //
+// The top-k scores read back by GatherElements at the TopK's own indices
+// (`logits.gather(-1, idx)`) are the TopK's values.
+//
 //===----------------------------------------------------------------------===//
 
 #include "BlockMatching.h"
@@ -172,6 +175,7 @@ private:
     return a && normalized(*a, rank) == llvm::SmallVector<int64_t>{rank - 1};
   }
   void pairSelections();
+  std::string pickedValues(const onnx::NodeProto &gather) const;
   void emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax);
   bool sink(onnx::NodeProto &node);
 
@@ -295,14 +299,42 @@ bool SelectionRewriter::sink(onnx::NodeProto &node) {
   return true;
 }
 
+/// GatherElements(s, TopK(s).indices) along the TopK's axis is its values
+/// (`logits.gather(-1, logits.topk(k).indices)`): the TopK's values output,
+/// or "".
+std::string SelectionRewriter::pickedValues(const onnx::NodeProto &gather) const {
+  if (!isStandard(gather) || gather.op_type() != "GatherElements" || gather.input_size() != 2 ||
+      gather.output_size() != 1 || graphOutputs.contains(gather.output(0)))
+    return "";
+  const onnx::NodeProto *topk = producers.lookup(gather.input(1));
+  const ValueFacts *in = topk ? factsOf(gather.input(0)) : nullptr;
+  if (!topk || !isStandard(*topk) || topk->op_type() != "TopK" || topk->output_size() != 2 ||
+      topk->output(1) != gather.input(1) || topk->input(0) != gather.input(0) || topk->output(0).empty() || !in ||
+      in->rank < 1)
+    return "";
+  std::optional<llvm::SmallVector<int64_t>> along = normalized({blocks::intAttr(gather, "axis", 0)}, in->rank),
+                                            topkAxis = normalized({blocks::intAttr(*topk, "axis", -1)}, in->rank);
+  return along && along == topkAxis ? topk->output(0) : "";
+}
+
 int64_t SelectionRewriter::run() {
   pairSelections();
-  if (argmaxOf.empty())
+  // Found before the loop below moves nodes (and their producers) away.
+  llvm::DenseMap<const onnx::NodeProto *, std::string> picked;
+  for (const onnx::NodeProto &node : graph.node())
+    if (std::string values = pickedValues(node); !values.empty())
+      picked[&node] = values;
+  int64_t gathers = static_cast<int64_t>(picked.size());
+  if (argmaxOf.empty() && gathers == 0)
     return 0;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
     for (std::string &in : *node.mutable_input())
       if (auto it = renamed.find(in); it != renamed.end())
         in = it->second;
+    if (auto it = picked.find(&node); it != picked.end()) {
+      renamed[node.output(0)] = it->second;
+      continue;
+    }
     // The first of an ArgMax/ReduceMax pair emits the TopK; the second goes.
     const onnx::NodeProto *argmax = argmaxOf.count(&node) ? &node : reduceMaxOf.lookup(&node);
     if (argmax) {
@@ -334,7 +366,7 @@ int64_t SelectionRewriter::run() {
     kept.Swap(&live);
   }
   graph.mutable_node()->Swap(&kept);
-  return static_cast<int64_t>(argmaxOf.size());
+  return static_cast<int64_t>(argmaxOf.size()) + gathers;
 }
 
 } // namespace
