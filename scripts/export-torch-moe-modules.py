@@ -324,6 +324,18 @@ class GatherPicksLoop(Experts):
         return out
 
 
+class OneHotGate(Experts):
+    """The dense gate built from one-hot rows, (one_hot(idx, E) * w[..., None])
+    .sum(1) (OneHot in TorchScript, Equal with an arange in dynamo), over the
+    experts' stacked outputs by einsum."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        gate = (F.one_hot(idx, EXPERTS).to(x.dtype) * w[..., None]).sum(1)
+        outs = torch.stack([expert(x) for expert in self.experts], 1)
+        return torch.einsum("te,teh->th", gate, outs)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -345,7 +357,7 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
            "masked_input_loop": MaskedInputLoop,
            "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True),
-           "gather_picks_loop": GatherPicksLoop}
+           "gather_picks_loop": GatherPicksLoop, "one_hot_gate": OneHotGate}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

@@ -83,8 +83,10 @@ public:
           taken.insert(v);
           producers[v] = &node;
         }
-      for (const std::string &v : node.input())
+      for (const std::string &v : node.input()) {
         taken.insert(v);
+        ++readers[v];
+      }
     }
   }
 
@@ -176,6 +178,14 @@ private:
   }
   void pairSelections();
   std::string pickedValues(const onnx::NodeProto &gather) const;
+  struct OneHotGate {
+    std::string ids, weights, scores;
+    int32_t dataType = 0;
+    /// Values only the one-hot gate read: dead once it is scattered.
+    llvm::SmallVector<std::string> orphaned;
+  };
+  bool oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate) const;
+  void emitScatteredGate(const onnx::NodeProto &sum, const OneHotGate &gate);
   void emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax);
   bool sink(onnx::NodeProto &node);
 
@@ -185,6 +195,7 @@ private:
   llvm::StringMap<llvm::SmallVector<int64_t>> &made;
   llvm::StringSet<> taken, graphOutputs;
   llvm::StringMap<const onnx::NodeProto *> producers;
+  llvm::StringMap<int> readers;
   /// ArgMax nodes to rewrite, with the ReduceMax of the same scores (or
   /// null); each pair's second node is dropped when the first is reached.
   llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> argmaxOf, reduceMaxOf;
@@ -317,14 +328,128 @@ std::string SelectionRewriter::pickedValues(const onnx::NodeProto &gather) const
   return along && along == topkAxis ? topk->output(0) : "";
 }
 
+/// The dense gate of a top-k written with one-hot rows,
+/// ReduceSum(Cast(OneHot(ids, E)) * Unsqueeze(w, -1), axis 1) (TorchScript)
+/// or with Equal(Unsqueeze(ids, -1), arange(E)) (dynamo): the scattered gate
+/// ScatterElements(zeros [T, E], ids, w, axis 1), exact because a TopK's ids
+/// are distinct in each row. Fills the gate's parts; false when not one.
+bool SelectionRewriter::oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate) const {
+  auto producer = [&](llvm::StringRef v, llvm::StringRef op) -> const onnx::NodeProto * {
+    const onnx::NodeProto *p = producers.lookup(v);
+    return p && isStandard(*p) && p->op_type() == op ? p : nullptr;
+  };
+  auto onlyRead = [&](llvm::StringRef v) { return readers.lookup(v) == 1 && !graphOutputs.contains(v); };
+  std::optional<llvm::SmallVector<int64_t>> axes = axesOf(sum);
+  if (!isStandard(sum) || sum.op_type() != "ReduceSum" || sum.output_size() != 1 || !axes ||
+      normalized(*axes, 3) != llvm::SmallVector<int64_t>{1} || blocks::intAttr(sum, "keepdims", 1) != 0)
+    return false;
+  const onnx::NodeProto *mul = producer(sum.input(0), "Mul");
+  if (!mul || mul->input_size() != 2 || !onlyRead(mul->output(0)))
+    return false;
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *unsq = producer(mul->input(1 - side), "Unsqueeze");
+    std::optional<llvm::SmallVector<int64_t>> unsqAxes = unsq ? axesOf(*unsq) : std::nullopt;
+    if (!unsq || !unsqAxes || normalized(*unsqAxes, 3) != llvm::SmallVector<int64_t>{2} ||
+        !onlyRead(unsq->output(0)))
+      continue;
+    // The mask through its Casts to the weights' float type.
+    llvm::SmallVector<std::string> chain = {mul->output(0), unsq->output(0)};
+    std::string mask = mul->input(side);
+    const onnx::NodeProto *p = producers.lookup(mask);
+    while (p && isStandard(*p) && p->op_type() == "Cast" && onlyRead(p->output(0))) {
+      chain.push_back(p->output(0));
+      mask = p->input(0);
+      p = producers.lookup(mask);
+    }
+    if (!p || !isStandard(*p) || !onlyRead(mask))
+      continue;
+    std::string ids;
+    int64_t experts = -1;
+    if (p->op_type() == "OneHot" && p->input_size() == 3 && blocks::intAttr(*p, "axis", -1) == -1) {
+      std::optional<llvm::SmallVector<int64_t>> depth = ints(p->input(1)), values = ints(p->input(2));
+      if (depth && depth->size() == 1 && values && *values == llvm::SmallVector<int64_t>{0, 1}) {
+        ids = p->input(0);
+        experts = (*depth)[0];
+      }
+    } else if (p->op_type() == "Equal" && p->input_size() == 2) {
+      for (int at = 0; at < 2 && ids.empty(); ++at) {
+        const onnx::NodeProto *col = producer(p->input(at), "Unsqueeze");
+        std::optional<llvm::SmallVector<int64_t>> colAxes = col ? axesOf(*col) : std::nullopt;
+        std::optional<llvm::SmallVector<int64_t>> range = ints(p->input(1 - at));
+        bool arange = range && !range->empty();
+        for (int64_t i = 0; arange && i < static_cast<int64_t>(range->size()); ++i)
+          arange = (*range)[i] == i;
+        if (col && colAxes && normalized(*colAxes, 3) == llvm::SmallVector<int64_t>{2} && arange &&
+            onlyRead(col->output(0))) {
+          chain.push_back(col->output(0));
+          ids = col->input(0);
+          experts = static_cast<int64_t>(range->size());
+        }
+      }
+    }
+    const onnx::NodeProto *topk = ids.empty() ? nullptr : producer(ids, "TopK");
+    const ValueFacts *scores = topk ? factsOf(topk->input(0)) : nullptr;
+    const ValueFacts *weights = factsOf(unsq->input(0));
+    if (!topk || topk->output(1) != ids || !scores || scores->rank != 2 || scores->dims.size() != 2 ||
+        scores->dims[1] != experts || !weights || !isFloat(weights->dataType) || weights->rank != 2 ||
+        !llvm::is_contained({-1, 1}, blocks::intAttr(*topk, "axis", -1)))
+      continue;
+    chain.push_back(mask);
+    gate = {ids, unsq->input(0), topk->input(0), weights->dataType, chain};
+    return true;
+  }
+  return false;
+}
+
+void SelectionRewriter::emitScatteredGate(const onnx::NodeProto &sum, const OneHotGate &gate) {
+  std::string shape = fresh(sum.output(0) + "/scores_shape"), zeros = fresh(sum.output(0) + "/zeros");
+  onnx::NodeProto shapeOf;
+  shapeOf.set_op_type("Shape");
+  shapeOf.set_name(sum.name() + "/scores_shape");
+  shapeOf.add_input(gate.scores);
+  shapeOf.add_output(shape);
+  onnx::NodeProto fill;
+  fill.set_op_type("ConstantOfShape");
+  fill.set_name(sum.name() + "/zeros");
+  fill.add_input(shape);
+  fill.add_output(zeros);
+  onnx::AttributeProto *value = fill.add_attribute();
+  value->set_name("value");
+  value->set_type(onnx::AttributeProto::TENSOR);
+  value->mutable_t()->set_data_type(gate.dataType);
+  value->mutable_t()->add_dims(1);
+  // Zero in any float encoding: all bytes 0.
+  value->mutable_t()->set_raw_data(std::string(gate.dataType == onnx::TensorProto::FLOAT ? 4 : 2, '\0'));
+  onnx::NodeProto scatter;
+  scatter.set_op_type("ScatterElements");
+  scatter.set_name(sum.name() + "/as_scatter");
+  scatter.add_input(zeros);
+  scatter.add_input(gate.ids);
+  scatter.add_input(gate.weights);
+  scatter.add_output(sum.output(0));
+  onnx::AttributeProto *axis = scatter.add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(1);
+  *kept.Add() = std::move(shapeOf);
+  *kept.Add() = std::move(fill);
+  *kept.Add() = std::move(scatter);
+  for (const std::string &v : gate.orphaned)
+    removable.insert(v);
+}
+
 int64_t SelectionRewriter::run() {
   pairSelections();
   // Found before the loop below moves nodes (and their producers) away.
   llvm::DenseMap<const onnx::NodeProto *, std::string> picked;
-  for (const onnx::NodeProto &node : graph.node())
+  llvm::DenseMap<const onnx::NodeProto *, OneHotGate> gates;
+  for (const onnx::NodeProto &node : graph.node()) {
     if (std::string values = pickedValues(node); !values.empty())
       picked[&node] = values;
-  int64_t gathers = static_cast<int64_t>(picked.size());
+    if (OneHotGate gate; oneHotGate(node, gate))
+      gates[&node] = gate;
+  }
+  int64_t gathers = static_cast<int64_t>(picked.size() + gates.size());
   if (argmaxOf.empty() && gathers == 0)
     return 0;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
@@ -333,6 +458,10 @@ int64_t SelectionRewriter::run() {
         in = it->second;
     if (auto it = picked.find(&node); it != picked.end()) {
       renamed[node.output(0)] = it->second;
+      continue;
+    }
+    if (auto it = gates.find(&node); it != gates.end()) {
+      emitScatteredGate(node, it->second);
       continue;
     }
     // The first of an ArgMax/ReduceMax pair emits the TopK; the second goes.
@@ -348,7 +477,8 @@ int64_t SelectionRewriter::run() {
       continue;
     *kept.Add() = std::move(node);
   }
-  // Squeezes nothing reads any more go (each pass frees the one above).
+  // Nodes made or orphaned here that nothing reads any more go (each pass
+  // frees the ones above).
   for (bool changed = true; changed;) {
     changed = false;
     llvm::StringSet<> read;
@@ -357,8 +487,9 @@ int64_t SelectionRewriter::run() {
         read.insert(in);
     google::protobuf::RepeatedPtrField<onnx::NodeProto> live;
     for (onnx::NodeProto &node : kept) {
-      bool dead = node.op_type() == "Squeeze" && removable.contains(node.output(0)) &&
-                  !read.contains(node.output(0)) && !graphOutputs.contains(node.output(0));
+      bool dead = node.output_size() > 0 && llvm::all_of(node.output(), [&](const std::string &out) {
+        return out.empty() || (removable.contains(out) && !read.contains(out) && !graphOutputs.contains(out));
+      });
       changed |= dead;
       if (!dead)
         *live.Add() = std::move(node);
