@@ -51,9 +51,12 @@ class WhereLoop(Experts):
     """Top-k of the logits, softmax over the picks; per expert its (token,
     slot) pairs by torch.where, its rows scaled and index_add_-ed."""
 
-    def forward(self, x):
+    def route(self, x):
         w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)
-        w = F.softmax(w, dim=-1)
+        return F.softmax(w, dim=-1), idx
+
+    def forward(self, x):
+        w, idx = self.route(x)
         out = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             tok, slot = torch.where(idx == e)
@@ -308,20 +311,15 @@ class MaskedInputLoop(Experts):
         return out
 
 
-class GatherPicksLoop(Experts):
+class GatherPicksLoop(WhereLoop):
     """Top-k ids of the logits, the weights a softmax of the logits gathered
     back at them (logits.gather(-1, idx): the top-k values); the where-loop
     with index_add_."""
 
-    def forward(self, x):
+    def route(self, x):
         logits = self.gate(x)
         idx = torch.topk(logits, TOP_K, dim=-1).indices
-        w = F.softmax(logits.gather(-1, idx), dim=-1)
-        out = torch.zeros_like(x)
-        for e, expert in enumerate(self.experts):
-            tok, slot = torch.where(idx == e)
-            out.index_add_(0, tok, w[tok, slot, None] * expert(x[tok]))
-        return out
+        return F.softmax(logits.gather(-1, idx), dim=-1), idx
 
 
 class OneHotGate(Experts):
