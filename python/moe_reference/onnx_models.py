@@ -1275,6 +1275,14 @@ def conv_model(name, channels=4):
                    "image": rng.standard_normal((2, 4, 6, 7)).astype(f)}
 
 
+# Models of plain ONNX ops (one builder each, called with the model's name).
+OP_MODELS = {"transformer_2layer": transformer_model, "transformer_ops": ops_model, "scatter_ops": scatter_model,
+             "gather_nd_trilu": gather_nd_trilu_model, "predicates_clip": predicates_clip_model,
+             "expand_runtime_shape": expand_runtime_model, "sort_runtime_length": sort_runtime_length_model,
+             "sorted_split": sorted_split_model, "conv_ops": conv_model, "activations_norms": activations_model,
+             "moe_dynamic_shapes": dynamic_shapes_model}
+
+
 def build(name, out_dir):
     """Writes model `name` to out_dir and returns (path, feeds); a model
     ORT cannot run also gets `<name>.reference.onnx`, an equivalent one."""
@@ -1297,28 +1305,8 @@ def build(name, out_dir):
             onnx.save_model(fc3_twin(model), os.path.join(out_dir, name + ".reference.onnx"))
     elif name in QMOE_CASES:
         model, feeds = qmoe_model(name, **QMOE_CASES[name])
-    elif name == "transformer_2layer":
-        model, feeds = transformer_model(name)
-    elif name == "transformer_ops":
-        model, feeds = ops_model(name)
-    elif name == "scatter_ops":
-        model, feeds = scatter_model(name)
-    elif name == "gather_nd_trilu":
-        model, feeds = gather_nd_trilu_model(name)
-    elif name == "predicates_clip":
-        model, feeds = predicates_clip_model(name)
-    elif name == "expand_runtime_shape":
-        model, feeds = expand_runtime_model(name)
-    elif name == "sort_runtime_length":
-        model, feeds = sort_runtime_length_model(name)
-    elif name == "sorted_split":
-        model, feeds = sorted_split_model(name)
-    elif name == "conv_ops":
-        model, feeds = conv_model(name)
-    elif name == "activations_norms":
-        model, feeds = activations_model(name)
-    elif name == "moe_dynamic_shapes":
-        model, feeds = dynamic_shapes_model(name)
+    elif name in OP_MODELS:
+        model, feeds = OP_MODELS[name](name)
     elif name in DECOMPOSED_CASES:
         model, feeds = decomposed_model(name, **DECOMPOSED_CASES[name])
     elif name in PER_EXPERT_CASES:

@@ -87,7 +87,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     upBias = *up;
     downBias = *down;
   }
-  std::string routing = "#moe.routing<scoring = " + std::string((block.deepSeek && !block.deepSeek->softmaxScores) || block.sigmoid ? "sigmoid" : "softmax") +
+  bool sigmoid = (block.deepSeek && !block.deepSeek->softmaxScores) || block.sigmoid;
+  std::string routing = "#moe.routing<scoring = " + std::string(sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
   // rounds them as the graph does before scoring and selecting; scores
@@ -99,7 +100,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
     routing += ", scores_type = " + sixteen;
   Value selectionBias;
   if (block.deepSeek) {
-    routing += ", scale = " + doubleLiteral(block.deepSeek->scale) + ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
+    routing += ", scale = " + doubleLiteral(block.deepSeek->scale) +
+               ", num_groups = " + std::to_string(block.deepSeek->numGroups) +
                ", topk_groups = " + std::to_string(block.deepSeek->topkGroups);
     FailureOr<Value> bias = lookup(block.deepSeek->selectionBias, loc);
     if (failed(bias))

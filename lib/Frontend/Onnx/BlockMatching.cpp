@@ -22,6 +22,11 @@ bool isZeroValue(const onnx::AttributeProto &a) {
          zero(t.int32_data()) && zero(t.int64_data()) && zero(t.double_data());
 }
 
+std::optional<float> scalarFloat(const ConstantLookup &constants, llvm::StringRef value) {
+  std::optional<std::vector<float>> v = constants.floats && !value.empty() ? constants.floats(value) : std::nullopt;
+  return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;
+}
+
 static bool isFloatCast(const onnx::NodeProto &n) {
   if (n.op_type() != "Cast")
     return false;

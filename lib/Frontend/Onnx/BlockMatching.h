@@ -140,6 +140,9 @@ std::string stringAttr(const onnx::NodeProto &node, llvm::StringRef name, llvm::
 /// A ConstantOfShape attribute that leaves the fill 0 (absent: 0.0).
 bool isZeroValue(const onnx::AttributeProto &a);
 
+/// The value of a one-element float constant, if `value` is one.
+std::optional<float> scalarFloat(const ConstantLookup &constants, llvm::StringRef value);
+
 /// A float constant of zeros only (static-size exports write zeros so).
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
 

@@ -62,9 +62,10 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
     const onnx::NodeProto &cast = g.graph.node(u);
     const onnx::NodeProto *mul = cast.op_type() == "Cast" ? g.onlyUser(outputOf(cast, 0), "Mul") : nullptr;
     std::string other = mul ? (inputOf(*mul, 0) == outputOf(cast, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
-    if (mul && other == w && !masked) {
+    if (mul && other == w) {
       found.append({&cast, mul});
       masked = mul;
+      break;
     }
   }
   const onnx::NodeProto *where = masked ? nullptr : g.onlyUser(mask, "Where");
@@ -497,7 +498,8 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
       const onnx::NodeProto *mul = rows.empty() ? nullptr : g.producer(v);
       if (!mul || mul->op_type() != "Mul" || (maskedX && mul != maskedX))
         return false;
-      bool ok = (isX(inputOf(*mul, 0)) && inputOf(*mul, 1) == rows) || (isX(inputOf(*mul, 1)) && inputOf(*mul, 0) == rows);
+      bool ok = (isX(inputOf(*mul, 0)) && inputOf(*mul, 1) == rows) ||
+                (isX(inputOf(*mul, 1)) && inputOf(*mul, 0) == rows);
       if (ok)
         maskedX = mul;
       return ok;
@@ -508,7 +510,9 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
       nodes.push_back(maskedX);
     }
     if (!ffn)
-      return fail("expert " + std::to_string(*e) + "'s output is not a gated FFN of x (or of x times its own rows, any(ids == e)) on its own constant weights");
+      return fail("expert " + std::to_string(*e) +
+                  "'s output is not a gated FFN of x (or of x times its own rows, any(ids == e)) on its own "
+                  "constant weights");
     nodes.push_back(scale);
     terms[*e] = outputOf(*scale, 0);
     ffns[*e] = *ffn;

@@ -551,13 +551,9 @@ static std::optional<Accumulation> accumulation(const GraphIndex &g, const Const
       written = outputOf(*reshape, 0);
     const onnx::NodeProto *write = g.onlyUser(written, "ScatterND");
     const onnx::NodeProto *where = write ? unsqueezedToken(inputOf(*write, 1)) : nullptr;
-    auto plain = [](const onnx::NodeProto &n) {
-      return llvm::none_of(n.attribute(),
-                           [](const onnx::AttributeProto &a) { return a.name() == "reduction" && a.s() != "none"; });
-    };
     if ((!readND && !readRows) || !where || !write || g.users(old).size() != 1 ||
         inputOf(*write, 0) != inputOf(*read, 0) || (readND && inputOf(*write, 1) != inputOf(*read, 1)) ||
-        inputOf(*write, 2) != written || !plain(*write))
+        inputOf(*write, 2) != written || stringAttr(*write, "reduction", "none") != "none")
       return std::nullopt;
     nodes.append({read, sum, write, where});
     if (written != outputOf(*sum, 0))

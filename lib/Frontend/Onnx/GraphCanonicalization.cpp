@@ -10,9 +10,8 @@
 
 #include <cstring>
 
-#include "llvm/ADT/DenseSet.h"
-
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
 

@@ -19,7 +19,9 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 
+#include <functional>
 #include <limits>
+#include <numeric>
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
@@ -276,7 +278,6 @@ Results convertConcat(NodeContext &ctx) {
   return SmallVector<Value>{tensor::ConcatOp::create(ctx.b, ctx.loc, *axis, parts)};
 }
 
-/// Split into constant sizes (the `split` input or attribute, or equal parts).
 /// Split by sizes read from the data (per-expert row counts, as JetMoE's
 /// `x.split(expert_sizes)` exports): each part starts where the previous one
 /// ended. Sizes are clamped to what is left of the axis, so bad counts give
@@ -313,6 +314,8 @@ Results splitAtRunTime(NodeContext &ctx, Value data, int64_t axis) {
   return results;
 }
 
+/// Split into constant sizes (the `split` input or attribute, or equal
+/// parts), or sizes read from the data (splitAtRunTime).
 Results convertSplit(NodeContext &ctx) {
   Value data = ctx.input(0);
   if (!data)
@@ -669,10 +672,10 @@ Results convertTopK(NodeContext &ctx) {
   if (type.getRank() > 2 && llvm::count_if(type.getShape(), ShapedType::isDynamic) > 1)
     return ctx.error() << "TopK on " << type << ", with more than one dynamic size, is not supported", failure();
   OpFoldResult length = tb::sizesOf(b, loc, x).back();
-  int64_t leading = 1;
-  for (int64_t d = 0; d + 1 < type.getRank(); ++d)
-    leading = ShapedType::isDynamic(type.getDimSize(d)) || ShapedType::isDynamic(leading) ? ShapedType::kDynamic
-                                                                                           : leading * type.getDimSize(d);
+  ArrayRef<int64_t> lead = type.getShape().drop_back();
+  int64_t leading = llvm::any_of(lead, ShapedType::isDynamic)
+                        ? ShapedType::kDynamic
+                        : std::accumulate(lead.begin(), lead.end(), int64_t(1), std::multiplies<int64_t>());
   // [leading, n] rows, static where the leading sizes are (with n known
   // only at run time they are: checked above).
   Value rows = type.getRank() == 2               ? x

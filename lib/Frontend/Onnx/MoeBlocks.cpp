@@ -53,8 +53,8 @@ using namespace mlir::moe::onnx_import::blocks;
 /// A TopK whose indices select experts: they build a one-hot mask (OneHot,
 /// or Equal with expert ids), or gather from a 3-D constant (stacked expert
 /// weights: Gather, GatherND), maybe through reshapes, casts and a Concat
-/// with other slots' ids. Its routing
-/// not matching is then a near miss worth a remark.
+/// with other slots' ids. Its routing not matching is then a near miss
+/// worth a remark.
 static bool selectsExperts(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &topk) {
   auto picks = [&](llvm::StringRef ids, int depth, auto &self) -> bool {
     for (int u : g.users(ids)) {
@@ -62,12 +62,13 @@ static bool selectsExperts(const GraphIndex &g, const ConstantLookup &constants,
       llvm::StringRef op = n.op_type();
       std::optional<llvm::SmallVector<int64_t>> shape =
           op == "Gather" || op == "GatherND" ? constants.shape(inputOf(n, 0)) : std::nullopt;
-      bool idsCompared = op == "Equal" && (constants.isConstant(inputOf(n, 0) == ids ? inputOf(n, 1) : inputOf(n, 0)) ||
-                                           constants(inputOf(n, 0) == ids ? inputOf(n, 1) : inputOf(n, 0)));
+      std::string other = inputOf(n, 0) == ids ? inputOf(n, 1) : inputOf(n, 0);
+      bool idsCompared = op == "Equal" && (constants.isConstant(other) || constants(other));
       if (op == "OneHot" || idsCompared || (shape && shape->size() == 3 && inputOf(n, 1) == ids))
         return true;
       // Slots' ids joined (Concat: SparseMixer's, GShard's two picks) count too.
-      bool layout = llvm::is_contained({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast"}, op) && inputOf(n, 0) == ids;
+      bool layout =
+          llvm::is_contained({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast"}, op) && inputOf(n, 0) == ids;
       if (depth < 4 && (layout || op == "Concat") && self(outputOf(n, 0), depth + 1, self))
         return true;
     }

@@ -365,15 +365,17 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
     return it == constants.end() ? std::nullopt : it->second.asInts();
   };
   llvm::StringMap<ValueFacts> facts;
+  int modelInitializers = graph.initializer_size();
   canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts}, facts);
-  // The canonicalisation's own constants (TopK's K, Squeeze's axes).
-  for (const onnx::TensorProto &init : graph.initializer())
-    if (!constants.count(init.name())) {
-      FailureOr<ConstantTensor> constant = decode(init, "initializer '" + init.name() + "'");
-      if (failed(constant))
-        return nullptr;
-      constants[init.name()] = *constant;
-    }
+  // The canonicalisation's own constants (TopK's K, Squeeze's axes), added
+  // after the model's.
+  for (int i = modelInitializers; i < graph.initializer_size(); ++i) {
+    const onnx::TensorProto &init = graph.initializer(i);
+    FailureOr<ConstantTensor> constant = decode(init, "initializer '" + init.name() + "'");
+    if (failed(constant))
+      return nullptr;
+    constants[init.name()] = *constant;
+  }
   // MoE blocks written out in plain ops become one moe.layer each.
   ConstantLookup lookupConstant{
       // Constants, and integers computed from static sizes.

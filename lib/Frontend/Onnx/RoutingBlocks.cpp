@@ -35,31 +35,27 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
   if (!sum)
     return std::nullopt;
   const onnx::NodeProto *div = g.userOfType(w, "Div");
-  const onnx::NodeProto *epsilon = g.onlyUser(denominator, "Add");
-  const onnx::NodeProto *clamp = g.onlyUser(denominator, "Clip");
-  auto scalar = [&](llvm::StringRef c) -> std::optional<float> {
-    std::optional<std::vector<float>> value = constants.floats && !c.empty() ? constants.floats(c) : std::nullopt;
-    return value && value->size() == 1 ? std::optional<float>((*value)[0]) : std::nullopt;
-  };
-  if (epsilon) {
-    std::optional<float> c = scalar(inputOf(*epsilon, 0) == denominator ? inputOf(*epsilon, 1) : inputOf(*epsilon, 0));
+  // What keeps the denominator off 0: an Add of a tiny constant or a Clip.
+  const onnx::NodeProto *guard = g.onlyUser(denominator, "Add");
+  if (guard) {
+    std::optional<float> c =
+        scalarFloat(constants, inputOf(*guard, 0) == denominator ? inputOf(*guard, 1) : inputOf(*guard, 0));
     if (!c || std::fabs(*c) > 1e-15f)
       return std::string();
-    denominator = outputOf(*epsilon, 0);
-  } else if (clamp) {
-    std::optional<float> low = scalar(inputOf(*clamp, 1));
-    if (inputOf(*clamp, 0) != denominator || !low || *low > 1e-12f || !inputOf(*clamp, 2).empty())
+    denominator = outputOf(*guard, 0);
+  } else if ((guard = g.onlyUser(denominator, "Clip"))) {
+    std::optional<float> low = scalarFloat(constants, inputOf(*guard, 1));
+    if (inputOf(*guard, 0) != denominator || !low || *low > 1e-12f || !inputOf(*guard, 2).empty())
       return std::string();
-    denominator = outputOf(*clamp, 0);
-    epsilon = clamp;
+    denominator = outputOf(*guard, 0);
   }
   if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1) ||
       intAttr(*sum, "keepdims", 1) != 1)
     return std::string();
   nodes.append(summed.begin(), summed.end());
   nodes.push_back(div);
-  if (epsilon)
-    nodes.push_back(epsilon);
+  if (guard)
+    nodes.push_back(guard);
   return outputOf(*div, 0);
 }
 
@@ -111,10 +107,9 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
   for (int side = 0; side < 2 && !scores; ++side) {
     const onnx::NodeProto *p = g.producer(inputOf(*biased, side));
     if (p && (p->op_type() == "Sigmoid" ||
-              (!where && p->op_type() == "Softmax" && (intAttr(*p, "axis", -1) == -1))))
+              (!where && p->op_type() == "Softmax" && intAttr(*p, "axis", -1) == -1)))
       scores = p;
   }
-  const onnx::NodeProto *sigmoid = scores;
   std::string bias = scores ? other(*biased, outputOf(*scores, 0)) : "";
   std::optional<llvm::SmallVector<int64_t>> biasShape = constants.shape(bias);
   if (!scores || !g.isConstant(bias) || !biasShape || biasShape->size() != 1)
@@ -150,11 +145,11 @@ matchDeepSeekRouting(const GraphIndex &g, const ConstantLookup &constants, const
     return std::nullopt;
   routing.numGroups = (*groupShape)[1];
   routing.topkGroups = (*topkGroups)[0];
-  nodes.append({&t, where, notMask, biased, sigmoid, cast, flat, expand, unsq, scatter, groupTop, groupScore, top2,
+  nodes.append({&t, where, notMask, biased, scores, cast, flat, expand, unsq, scatter, groupTop, groupScore, top2,
                 grouped});
   if (boolCast)
     nodes.push_back(boolCast);
-  return finishBiasedSelection(g, constants, t, *sigmoid, block, routing, nodes, why);
+  return finishBiasedSelection(g, constants, t, *scores, block, routing, nodes, why);
 }
 
 /// The weights of a selection on biased scores, from TopK `t`: the

@@ -161,9 +161,14 @@ private:
     const onnx::NodeProto *p = through(value);
     if (p && isStandard(*p) && (p->op_type() == "Softmax" || p->op_type() == "Sigmoid") && p->input_size())
       p = through(p->input(0));
+    // A bias is an initializer or a Constant node.
+    auto isConstant = [&](llvm::StringRef v) {
+      const onnx::NodeProto *c = producers.lookup(v);
+      return !c || c->op_type() == "Constant";
+    };
     if (p && isStandard(*p) && p->op_type() == "Add" && p->input_size() == 2)
       for (int i = 0; i < 2; ++i)
-        if (ctx.ints(p->input(1 - i)) || made.count(p->input(1 - i)) || !producers.lookup(p->input(1 - i))) {
+        if (isConstant(p->input(1 - i))) {
           p = through(p->input(i));
           break;
         }
@@ -203,13 +208,18 @@ private:
   llvm::StringMap<Squeezed> squeezed;
   llvm::StringMap<std::string> renamed;
   google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
-  /// Squeezes made or sunk here: removed when nothing reads them.
+  /// Values made or orphaned here (squeezes, one-hot gates): their nodes
+  /// go when nothing reads them.
   llvm::StringSet<> removable;
 };
 
 void SelectionRewriter::pairSelections() {
   if (ctx.opset < 10) // TopK's K is an attribute before opset 10
     return;
+  llvm::StringMap<llvm::SmallVector<const onnx::NodeProto *, 1>> reduceMaxes;
+  for (const onnx::NodeProto &node : graph.node())
+    if (isStandard(node) && node.op_type() == "ReduceMax" && node.input_size() >= 1)
+      reduceMaxes[node.input(0)].push_back(&node);
   for (const onnx::NodeProto &node : graph.node()) {
     if (!isStandard(node) || node.op_type() != "ArgMax" || node.input_size() != 1 || node.output_size() != 1 ||
         blocks::intAttr(node, "select_last_index", 0) != 0)
@@ -219,13 +229,12 @@ void SelectionRewriter::pairSelections() {
         in->dims.back() < 1 || !overLastAxis(node, in->rank) || !isRouterScore(node.input(0)))
       continue;
     argmaxOf[&node] = &node;
-    for (const onnx::NodeProto &other : graph.node())
-      if (isStandard(other) && other.op_type() == "ReduceMax" && other.input_size() >= 1 &&
-          other.input(0) == node.input(0) && other.output_size() == 1 &&
-          blocks::intAttr(other, "keepdims", 1) == blocks::intAttr(node, "keepdims", 1) && overLastAxis(other, in->rank) &&
-          !reduceMaxOf.count(&other)) {
-        reduceMaxOf[&other] = &node;
-        argmaxOf[&node] = &other;
+    for (const onnx::NodeProto *other : reduceMaxes.lookup(node.input(0)))
+      if (other->output_size() == 1 &&
+          blocks::intAttr(*other, "keepdims", 1) == blocks::intAttr(node, "keepdims", 1) &&
+          overLastAxis(*other, in->rank) && !reduceMaxOf.count(other)) {
+        reduceMaxOf[other] = &node;
+        argmaxOf[&node] = other;
         break;
       }
   }
@@ -449,8 +458,8 @@ int64_t SelectionRewriter::run() {
     if (OneHotGate gate; oneHotGate(node, gate))
       gates[&node] = gate;
   }
-  int64_t gathers = static_cast<int64_t>(picked.size() + gates.size());
-  if (argmaxOf.empty() && gathers == 0)
+  int64_t rewrites = static_cast<int64_t>(argmaxOf.size() + picked.size() + gates.size());
+  if (rewrites == 0)
     return 0;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
     for (std::string &in : *node.mutable_input())
@@ -497,7 +506,7 @@ int64_t SelectionRewriter::run() {
     kept.Swap(&live);
   }
   graph.mutable_node()->Swap(&kept);
-  return static_cast<int64_t>(argmaxOf.size()) + gathers;
+  return rewrites;
 }
 
 } // namespace

@@ -51,7 +51,7 @@ public:
       if (!greater || !div || !sub || !max || inputOf(*sub, 0) != best || inputOf(*sub, 1) != logits ||
           max->input_size() != 2)
         continue;
-      std::optional<float> twiceEps = scalarOf(inputOf(*greater, 1));
+      std::optional<float> twiceEps = scalarFloat(constants, inputOf(*greater, 1));
       const onnx::NodeProto *abs = nullptr;
       for (int side = 0; side < 2 && !abs; ++side)
         if (inputOf(*max, 1 - side) == best)
@@ -123,12 +123,8 @@ private:
     const onnx::NodeProto *n = g.producer(value);
     return n && n->op_type() == op ? n : nullptr;
   }
-  std::optional<float> scalarOf(llvm::StringRef value) const {
-    std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
-    return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;
-  }
   bool isScalar(llvm::StringRef value, float want) const {
-    std::optional<float> v = scalarOf(value);
+    std::optional<float> v = scalarFloat(constants, value);
     return v && (*v == want);
   }
   bool isScalarInt(llvm::StringRef value, int64_t want) const {
