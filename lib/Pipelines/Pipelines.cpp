@@ -41,7 +41,8 @@ static void addCpuTail(OpPassManager &pm, StringRef name) {
 /// interfaces, elementwise fusion (CPU), one-shot bufferization. The upstream part is spelled as its
 /// textual pipeline so that the same string reproduces it with mlir-opt.
 static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parallelContractions,
-                                  bool shareLayers, unsigned vectorBits = 512, bool bf16DotProducts = false) {
+                                  bool shareLayers, unsigned vectorBits = 512, bool bf16DotProducts = false,
+                                  bool deviceExchanges = false) {
   using namespace mlir::moe;
   if (shareLayers) {
     pm.addPass(createMoeShareLayers());
@@ -56,6 +57,7 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
   lowering.parallelContractions = parallelContractions;
   lowering.vectorBits = vectorBits;
   lowering.bf16DotProducts = bf16DotProducts;
+  lowering.deviceExchanges = deviceExchanges;
   pm.addPass(createConvertMoeToLinalg(lowering));
   addUpstream(pm, name, "func.func(llvm-request-c-wrappers),func.func(convert-elementwise-to-linalg),canonicalize,cse");
   // Chains of elementwise ops (the non-MoE parts of an imported model) as
@@ -93,7 +95,9 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
 static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, bool outParams,
                           bool emulate, bool wgmma, bool shareLayers) {
   using namespace mlir::moe;
-  addBufferizedLowering(pm, name, /*parallelContractions=*/true, shareLayers);
+  // Emulated kernels run on host buffers: the exchanges stay MPI ones.
+  addBufferizedLowering(pm, name, /*parallelContractions=*/true, shareLayers, /*vectorBits=*/512,
+                        /*bf16DotProducts=*/false, /*deviceExchanges=*/!emulate);
   addUpstream(pm, name, "canonicalize,cse");
   // Results become out-parameters: the caller owns every buffer, the
   // function only allocates its scratch.

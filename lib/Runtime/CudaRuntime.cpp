@@ -10,9 +10,11 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -173,6 +175,17 @@ bool loadDriver(Driver &d) {
   return ok;
 }
 
+/// Which of `count` GPUs this process uses: MOE_GPU_DEVICE when set, else
+/// under a launcher (mpirun, srun, torchrun) the process's rank on its node,
+/// so that the ranks of an expert-parallel program get a GPU each.
+int deviceOrdinal(int count) {
+  for (const char *name : {"MOE_GPU_DEVICE", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID",
+                           "LOCAL_RANK"})
+    if (const char *value = std::getenv(name))
+      return std::max(std::atoi(value), 0) % count;
+  return 0;
+}
+
 /// Initialises once; true when the GPU can be used.
 bool ensureReady() {
   Runtime &rt = runtime();
@@ -193,7 +206,7 @@ bool ensureReady() {
   CUdevice device;
   CUcontext context;
   char name[256] = {0};
-  if (!check(d.cuDeviceGet(&device, 0), "cuDeviceGet") ||
+  if (!check(d.cuDeviceGet(&device, deviceOrdinal(count)), "cuDeviceGet") ||
       !check(d.cuDeviceGetName(name, sizeof(name) - 1, device), "cuDeviceGetName") ||
       !check(d.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain") ||
       !check(d.cuCtxSetCurrent(context), "cuCtxSetCurrent") ||

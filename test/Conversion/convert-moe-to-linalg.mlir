@@ -2,6 +2,7 @@
 // RUN: moe-opt %s --convert-moe-to-linalg=parallel-contractions --split-input-file \
 // RUN:   | FileCheck %s --check-prefix=PAR
 // RUN: moe-opt %s --convert-moe-to-linalg=vector-bits=256 --split-input-file | FileCheck %s --check-prefix=V256
+// RUN: moe-opt %s --convert-moe-to-linalg=device-exchanges --split-input-file | FileCheck %s --check-prefix=DEV
 // Each moe op lowers to upstream ops only; numerics are checked in test/Numerical.
 
 // Contractions: parallel blocks of 64 rows x a column panel; register tiles
@@ -424,23 +425,30 @@ func.func @dequantize_shared_use(%q: tensor<4x16x32xi8>, %s: tensor<4x16xf32>, %
 
 // -----
 
-// The exchange ops: calls of the expert-parallel runtime on descriptors of
-// the operands' buffers; the counts' sum sizes the received rows.
+// The exchange ops: host calls of the expert-parallel runtime on descriptors
+// of the operands' buffers; the counts' sum sizes the received rows. With
+// device-exchanges the NCCL entry points on device buffers (moeEpGpu*); the
+// rank is MPI's in both.
 // CHECK-DAG: func.func private @moeEpRank(i64) -> i64 attributes {llvm.emit_c_interface}
-// CHECK-DAG: func.func private @moeEpExchangeCounts(memref<?xi32, strided<[?], offset: ?>>, memref<?xi64, strided<[?], offset: ?>>, i64, memref<?x?xi32, strided<[?, ?], offset: ?>>, i64, memref<?xi64, strided<[?], offset: ?>>) -> i64 attributes {llvm.emit_c_interface}
+// CHECK-DAG: func.func private @moeEpExchangeCounts(memref<?xi32, strided<[?], offset: ?>>, memref<?xi64, strided<[?], offset: ?>>, i64, memref<?x?xi32, strided<[?, ?], offset: ?>>) -> i64 attributes {llvm.emit_c_interface}
 // CHECK-DAG: func.func private @moeEpDispatchRows_bf16(
 // CHECK-DAG: func.func private @moeEpReturnRows_f32(
 // CHECK-LABEL: func.func @expert_parallel
-// CHECK: %[[RANK:.+]] = call @moeEpRank(%{{.+}}) : (i64) -> i64
+// CHECK: %[[RANK:.+]] = call @moeEpRank(%{{.+}}) {moe.host_call} : (i64) -> i64
 // CHECK: arith.index_cast %[[RANK]] : i64 to index
 // CHECK: bufferization.to_buffer %{{.+}} read_only : tensor<32x64xbf16>
 // CHECK: %[[COUNTS:.+]] = memref.alloc() : memref<2x4xi32>
-// CHECK: %[[TOTAL:.+]] = call @moeEpExchangeCounts(
+// CHECK: %[[TOTAL:.+]] = call @moeEpExchangeCounts({{.*}}) {moe.host_call}
 // CHECK: %[[N:.+]] = arith.index_cast %[[TOTAL]] : i64 to index
 // CHECK: memref.alloc(%[[N]]) : memref<?x64xbf16>
-// CHECK: call @moeEpDispatchRows_bf16(
+// CHECK: call @moeEpDispatchRows_bf16({{.*}}) {moe.host_call}
 // CHECK: bufferization.to_tensor {{.+}} restrict writable
-// CHECK: call @moeEpReturnRows_f32(
+// CHECK: call @moeEpReturnRows_f32({{.*}}) {moe.host_call}
+// DEV-LABEL: func.func @expert_parallel
+// DEV: call @moeEpRank(
+// DEV: call @moeEpGpuExchangeCounts({{.*}}) {moe.host_call}
+// DEV: call @moeEpGpuDispatchRows_bf16({{.*}}) {moe.host_call}
+// DEV: call @moeEpGpuReturnRows_f32({{.*}}) {moe.host_call}
 func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: tensor<4x64x64xbf16>)
     -> (index, tensor<32x64xf32>) {
   %rank = moe.ep_rank ranks = 2 : index
@@ -456,15 +464,20 @@ func.func @expert_parallel(%xs: tensor<32x64xbf16>, %off: tensor<9xi32>, %w: ten
 // -----
 
 // A global capacity: C from all ranks' plan rows (ceil(T * k / E * factor)),
+// their sum a host call of its own (no device memory read on the host),
 // passed to the rows' exchange, which zeroes each expert's rows past it.
 // CHECK-LABEL: func.func @expert_parallel_capacity
-// CHECK: %[[GLOBAL:.+]] = memref.alloc() : memref<1xi64>
 // CHECK: call @moeEpExchangeCounts(
-// CHECK: %[[ALL:.+]] = memref.load %[[GLOBAL]]
+// CHECK: %[[ROWS:.+]] = arith.index_cast %{{.+}} : index to i64
+// CHECK: %[[ALL:.+]] = call @moeEpGlobalRows(%[[ROWS]]) {moe.host_call} : (i64) -> i64
 // CHECK: arith.divsi %[[ALL]]
 // CHECK: math.ceil
 // CHECK: %[[KEEP:.+]] = arith.fptosi
 // CHECK: call @moeEpDispatchRows_f32({{.*}}, %[[KEEP]], %{{.+}}, %{{.+}})
+// DEV-LABEL: func.func @expert_parallel_capacity
+// DEV: call @moeEpGpuExchangeCounts(
+// DEV: call @moeEpGlobalRows(
+// DEV: call @moeEpGpuDispatchRows_f32(
 func.func @expert_parallel_capacity(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) -> tensor<?x64xf32> {
   %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 1
       {capacity = #moe.capacity<factor = 1.25, drop = position>, k = 2 : i64, experts = 8 : i64}

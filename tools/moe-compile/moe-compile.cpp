@@ -300,9 +300,10 @@ static int compile() {
                     "instructions), got --target=" + target + " --chip=" + chip);
   if (!llvm::StringRef(outputFile).ends_with(".so"))
     return failWith("-o must name a shared library (.so), got '" + outputFile + "'");
-  if (expertParallelFlags.ranks > 0 && target == "gpu")
-    return failWith("--ranks: expert-parallel artifacts are CPU-only so far (the NCCL transport of GPU "
-                    "artifacts is not built yet); use --target=cpu");
+  if (expertParallelFlags.ranks > 0 && target == "gpu" && expertParallelFlags.placement == "split")
+    return failWith("--placement=split is CPU-only so far (its GPU program would read a row count from device "
+                    "memory on the host); place whole experts on the GPU ranks (contiguous, round-robin, "
+                    "balanced)");
   mlir::moe::MoeOptimizeOptions optimizations;
   if (!optimize)
     optimizations.disableOptimizations();

@@ -281,8 +281,9 @@ int main(int argc, char **argv) {
   expertParallel.disableOptimizations();
   if (std::string error; !expertParallelFlags.apply(expertParallel, error))
     return failWith(error);
-  if (expertParallelFlags.ranks > 0 && gpuEmulation)
-    return failWith("--ranks runs the CPU program (expert-parallel GPU programs are not built yet)");
+  if (expertParallelFlags.ranks > 0 && gpuEmulation && expertParallelFlags.placement == "split")
+    return failWith("--placement=split is CPU-only so far (its GPU program would read a row count from device "
+                    "memory on the host); run it without --gpu-emulation");
   if (expertParallelFlags.ranks > 0 && std::string(MOE_EP_RUNTIME_LIBRARY).empty())
     return failWith("--ranks: libmoe_ep_runtime.so was not built (the build found no MPI; install libopenmpi-dev)");
   if (std::optional<std::string> rank = support::launcherRank()) {
@@ -443,6 +444,8 @@ int main(int argc, char **argv) {
   if (!machine)
     return failWith("JIT compilation failed: " + targetError);
   PassManager pm(&context);
+  if (expertParallelFlags.ranks > 0)
+    mlir::moe::buildMoeOptimizePipeline(pm, expertParallel);
   if (gpuEmulation) {
     mlir::moe::MoeGpuEmulationPipelineOptions options;
     options.wgmma = emulateWgmma;
@@ -450,8 +453,6 @@ int main(int argc, char **argv) {
     mlir::moe::buildMoeGpuEmulationPipeline(pm, options);
   }
   else {
-    if (expertParallelFlags.ranks > 0)
-      mlir::moe::buildMoeOptimizePipeline(pm, expertParallel);
     mlir::moe::MoeCpuPipelineOptions options;
     options.vectorBits = vectorBits ? unsigned(vectorBits) : mlir::moe::preferredVectorBits(*machine);
     options.bf16DotProducts = bf16DotProducts && mlir::moe::hasBf16DotProducts(*machine);

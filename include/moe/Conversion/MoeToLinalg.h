@@ -32,9 +32,10 @@ void populateMoeDispatchToLinalgPatterns(RewritePatternSet &patterns);
 void populateMoeExpertsToLinalgPatterns(RewritePatternSet &patterns, ContractionForm form);
 /// moe.dequantize as one elementwise generic.
 void populateMoeDequantizeToLinalgPatterns(RewritePatternSet &patterns);
-/// moe.ep_rank, all_to_all_dispatch, all_to_all_return as calls of the
-/// expert-parallel runtime (CPU only: the rows are host memory).
-void populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns);
+/// moe.ep_rank, all_to_all_dispatch, all_to_all_return, all_gather_columns
+/// as host calls of the expert-parallel runtime: its MPI entry points on host
+/// buffers, or with `deviceExchanges` its NCCL ones on device buffers.
+void populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns, bool deviceExchanges);
 } // namespace moe
 } // namespace mlir
 

@@ -126,7 +126,11 @@ def ConvertMoeToLinalg : Pass<"convert-moe-to-linalg", "::mlir::ModuleOp"> {
     Option<"bf16DotProducts", "bf16-dot-products", "bool", /*default=*/"false",
            "With 512-bit kernels, contract bf16 activations with bf16 weights "
            "by AVX512_BF16 dot products (x86vector.avx512.dot: two products "
-           "per f32 lane) instead of widening both to f32">
+           "per f32 lane) instead of widening both to f32">,
+    Option<"deviceExchanges", "device-exchanges", "bool", /*default=*/"false",
+           "The expert-parallel exchanges move device buffers: call the "
+           "runtime's NCCL entry points (moeEpGpu*) instead of the MPI ones "
+           "on host buffers (the GPU pipeline; its emulation keeps host buffers)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::linalg::LinalgDialect",

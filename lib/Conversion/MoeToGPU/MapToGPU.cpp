@@ -45,14 +45,20 @@ bool runsOnHost(Operation *op) {
          llvm::none_of(op->getResultTypes(), llvm::IsaPred<BaseMemRefType>);
 }
 
-/// Work that already has its own launches: a kernel (moe-tensor-core-gemm)
-/// or a call of a shared function (moe-share-layers, moe-share-blocks), mapped as a function of
-/// its own. Either stays in place on the host.
-bool launchesItself(Operation *op) {
-  if (isa<gpu::LaunchOp>(op))
-    return true;
-  return moe::callsSharedFunction(op);
+/// A call of a function of this module, mapped as a function of its own (a
+/// shared layer or block, an expert-parallel rank's program): it launches
+/// its kernels itself, and a buffer it returns is the caller's to free.
+bool callsMappedFunction(Operation *op) {
+  auto call = dyn_cast<func::CallOp>(op);
+  if (!call || call->hasAttr(moe::kHostCallAttrName))
+    return false;
+  auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(call, call.getCalleeAttr());
+  return callee && !callee.isExternal();
 }
+
+/// Work that already has its own launches: a kernel (moe-tensor-core-gemm)
+/// or a call of a mapped function. Either stays in place on the host.
+bool launchesItself(Operation *op) { return isa<gpu::LaunchOp>(op) || callsMappedFunction(op); }
 
 /// Host operations whose place in the order matters.
 bool isOrdered(Operation *op) { return isa<memref::CopyOp, memref::DeallocOp>(op); }
@@ -73,6 +79,16 @@ bool isHostLoop(Operation *op) {
 bool isHostWhile(Operation *op) {
   auto loop = dyn_cast<scf::WhileOp>(op);
   return loop && llvm::all_of(loop->getResultTypes(), [](Type t) {
+           return t.isIntOrIndexOrFloat() || isa<BaseMemRefType>(t);
+         });
+}
+
+/// A branch on host values whose results are scalars and buffers (the
+/// choice of an expert-parallel program's rank): it stays on the host, each
+/// branch launching its own kernels.
+bool isHostBranch(Operation *op) {
+  auto branch = dyn_cast<scf::IfOp>(op);
+  return branch && llvm::all_of(branch->getResultTypes(), [](Type t) {
            return t.isIntOrIndexOrFloat() || isa<BaseMemRefType>(t);
          });
 }
@@ -154,7 +170,8 @@ LogicalResult fixKernelBody(gpu::LaunchOp launch) {
       // Its size comes from data the kernel reads (ONNX NonZero run as
       // plain ops): the host would need it back before allocating.
       alloc.emitOpError("of dynamic size inside a GPU kernel is not supported (a size computed from the "
-                        "program's data, such as ONNX NonZero's, runs on the CPU target only)");
+                        "program's data, such as ONNX NonZero's or an expert-parallel split placement's row "
+                        "count, runs on the CPU target only)");
       failed = true;
       return;
     }
@@ -206,6 +223,11 @@ public:
         continue;
       if (!usesDevice && isHostLoop(&op)) {
         hostLoops.push_back(cast<scf::ForOp>(op).getBody());
+      } else if (!usesDevice && isHostBranch(&op)) {
+        auto branch = cast<scf::IfOp>(op);
+        hostLoops.push_back(&branch.getThenRegion().front());
+        if (!branch.getElseRegion().empty())
+          hostLoops.push_back(&branch.getElseRegion().front());
       } else if (isHostWhile(&op)) {
         auto loop = cast<scf::WhileOp>(op);
         hostLoops.append({&loop.getBefore().front(), &loop.getAfter().front()});
@@ -303,9 +325,10 @@ private:
         gpu::DeallocOp::create(b, dealloc.getLoc(), Type(), ValueRange{}, dealloc.getMemref());
         llvm::erase(toFree, dealloc.getMemref());
         dealloc.erase();
-      } else if (isa<func::CallOp>(op) && launchesItself(&op)) {
-        // A shared layer whose result shape it alone knows returns its
-        // buffer (moe-results-to-out-params): the caller frees it.
+      } else if (callsMappedFunction(&op) || isHostBranch(&op)) {
+        // A function whose result shape it alone knows returns its buffer
+        // (moe-results-to-out-params), and so does a branch calling one:
+        // the caller frees it.
         for (Value result : op.getResults())
           if (isa<BaseMemRefType>(result.getType()))
             toFree.push_back(result);

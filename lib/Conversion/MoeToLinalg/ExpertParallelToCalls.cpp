@@ -1,15 +1,20 @@
 //===- ExpertParallelToCalls.cpp - the exchange ops as runtime calls ------===//
 //
 // moe.ep_rank, moe.all_to_all_dispatch, moe.all_to_all_return and
-// moe.all_gather_columns become calls of libmoe_ep_runtime.so (lib/Runtime/ExpertParallelRuntime.cpp),
-// through MLIR's C interface: memrefs of any layout go as descriptors, the
-// results are buffers allocated here and handed to bufferization as
-// tensors. The dispatch is two calls: the row counts first, whose sum
-// sizes the buffer of received rows, then the rows (with a global capacity,
-// the C that all ranks' tokens give, computed here from their row count).
+// moe.all_gather_columns become calls of libmoe_ep_runtime.so
+// (lib/Runtime/ExpertParallelRuntime.cpp on host buffers over MPI,
+// NcclExchangeRuntime.cpp on device buffers over NCCL), through MLIR's C
+// interface: memrefs of any layout go as descriptors, the results are
+// buffers allocated here and handed to bufferization as tensors. The
+// dispatch is two calls: the row counts first, whose sum sizes the buffer of
+// received rows, then the rows. Every call is a host call whose scalar
+// results stay on the host, so that a GPU program reads no device memory
+// there: a global capacity (the C that all ranks' tokens give) is computed
+// from the ranks' summed plan rows, a call of its own.
 //
 //===----------------------------------------------------------------------===//
 
+#include "dialects/moe/MoeDialect.h"
 #include "dialects/moe/MoeOps.h"
 #include "moe/Conversion/MoeToLinalg.h"
 
@@ -27,6 +32,13 @@ using namespace mlir;
 using namespace mlir::moe;
 
 namespace {
+
+/// A call of the runtime that runs on the host, also in a GPU program.
+func::CallOp hostCall(OpBuilder &b, Location loc, func::FuncOp fn, ValueRange operands) {
+  auto call = func::CallOp::create(b, loc, fn, operands);
+  call->setAttr(kHostCallAttrName, b.getUnitAttr());
+  return call;
+}
 
 /// The runtime's `name`, declared once per module with a C interface.
 func::FuncOp runtimeFunction(Operation *from, StringRef name, TypeRange inputs, TypeRange results) {
@@ -106,20 +118,28 @@ Value globalCapacity(OpBuilder &b, Location loc, CapacityAttr cap, Value allRows
   return arith::FPToSIOp::create(b, loc, b.getI64Type(), c);
 }
 
+/// An exchange's lowering: the runtime entry points of host or device buffers.
+template <typename Op> struct ExchangePattern : OpRewritePattern<Op> {
+  ExchangePattern(MLIRContext *ctx, bool deviceExchanges) : OpRewritePattern<Op>(ctx), device(deviceExchanges) {}
+  /// `moeEp<what>`, or `moeEpGpu<what>` on device buffers.
+  std::string entry(StringRef what) const { return ((device ? "moeEpGpu" : "moeEp") + what).str(); }
+  bool device;
+};
+
 struct LowerEpRank : OpRewritePattern<EpRankOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(EpRankOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     Type i64 = b.getI64Type();
     func::FuncOp fn = runtimeFunction(op, "moeEpRank", {i64}, {i64});
-    Value rank = func::CallOp::create(b, loc, fn, ValueRange{i64Constant(b, loc, op.getRanks())}).getResult(0);
+    Value rank = hostCall(b, loc, fn, ValueRange{i64Constant(b, loc, op.getRanks())}).getResult(0);
     b.replaceOpWithNewOp<arith::IndexCastOp>(op, b.getIndexType(), rank);
     return success();
   }
 };
 
-struct LowerAllToAllDispatch : OpRewritePattern<AllToAllDispatchOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerAllToAllDispatch : ExchangePattern<AllToAllDispatchOp> {
+  using ExchangePattern::ExchangePattern;
   LogicalResult matchAndRewrite(AllToAllDispatchOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     MLIRContext *ctx = b.getContext();
@@ -133,36 +153,32 @@ struct LowerAllToAllDispatch : OpRewritePattern<AllToAllDispatchOp> {
     Value rows = readBuffer(b, loc, op.getRows()), offsets = readBuffer(b, loc, op.getOffsets());
     Value boundsBuf = boundsBuffer(b, loc, bounds), rankValue = i64Constant(b, loc, rank);
     Output counts = allocate(b, loc, {ranks, local}, i32, {});
-    Output global = allocate(b, loc, {1}, i64, {});
-    Value planRows = arith::IndexCastOp::create(b, loc, i64, memref::DimOp::create(b, loc, rows, 0));
-    func::FuncOp countsFn = runtimeFunction(
-        op, "moeEpExchangeCounts",
-        {anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32), i64, anyMemRef(ctx, 1, i64)},
-        {i64});
-    Value total = func::CallOp::create(b, loc, countsFn,
-                                       ValueRange{offsets, boundsBuf, rankValue, counts.forCall, planRows,
-                                                  global.forCall})
-                      .getResult(0);
+    func::FuncOp countsFn =
+        runtimeFunction(op, this->entry("ExchangeCounts"),
+                        {anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32)}, {i64});
+    Value total =
+        hostCall(b, loc, countsFn, ValueRange{offsets, boundsBuf, rankValue, counts.forCall}).getResult(0);
     Value keep = i64Constant(b, loc, -1);
     if (CapacityAttr cap = op.getCapacityAttr()) {
-      Value allRows = memref::LoadOp::create(b, loc, global.buffer, ValueRange{arith::ConstantIndexOp::create(b, loc, 0)});
+      Value planRows = arith::IndexCastOp::create(b, loc, i64, memref::DimOp::create(b, loc, rows, 0));
+      func::FuncOp globalFn = runtimeFunction(op, "moeEpGlobalRows", {i64}, {i64});
+      Value allRows = hostCall(b, loc, globalFn, ValueRange{planRows}).getResult(0);
       keep = globalCapacity(b, loc, cap, allRows, *op.getK(), *op.getExperts());
     }
     Value totalRows = arith::IndexCastOp::create(b, loc, b.getIndexType(), total);
     Output received = allocate(b, loc, {ShapedType::kDynamic, width}, element, {totalRows});
     Output localOffsets = allocate(b, loc, {local + 1}, i32, {});
     func::FuncOp rowsFn = runtimeFunction(
-        op, "moeEpDispatchRows_" + elementSuffix(element),
+        op, this->entry("DispatchRows_" + elementSuffix(element)),
         {anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32),
          anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), i64, i64, anyMemRef(ctx, 1, b.getF32Type())},
         {});
     // The rows' weights for a probs capacity; none (0 of them) otherwise.
     Value weights = op.getRowWeights() ? readBuffer(b, loc, op.getRowWeights())
                                        : allocate(b, loc, {0}, b.getF32Type(), {}).forCall;
-    func::CallOp::create(b, loc, rowsFn,
-                         ValueRange{rows, offsets, boundsBuf, rankValue, counts.forCall, received.forCall,
-                                    localOffsets.forCall, keep, i64Constant(b, loc, op.getRowWeights() ? 1 : 0),
-                                    weights});
+    hostCall(b, loc, rowsFn,
+             ValueRange{rows, offsets, boundsBuf, rankValue, counts.forCall, received.forCall, localOffsets.forCall,
+                        keep, i64Constant(b, loc, op.getRowWeights() ? 1 : 0), weights});
     b.replaceOp(op, {asTensor(b, loc, received.buffer, op.getReceived().getType()),
                      asTensor(b, loc, localOffsets.buffer, op.getLocalOffsets().getType()),
                      asTensor(b, loc, counts.buffer, op.getCounts().getType())});
@@ -170,8 +186,8 @@ struct LowerAllToAllDispatch : OpRewritePattern<AllToAllDispatchOp> {
   }
 };
 
-struct LowerAllToAllReturn : OpRewritePattern<AllToAllReturnOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerAllToAllReturn : ExchangePattern<AllToAllReturnOp> {
+  using ExchangePattern::ExchangePattern;
   LogicalResult matchAndRewrite(AllToAllReturnOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     MLIRContext *ctx = b.getContext();
@@ -182,20 +198,20 @@ struct LowerAllToAllReturn : OpRewritePattern<AllToAllReturnOp> {
     Value rows = readBuffer(b, loc, op.getRows()), counts = readBuffer(b, loc, op.getCounts());
     Value offsets = readBuffer(b, loc, op.getOffsets());
     Output result = allocate(b, loc, {ShapedType::kDynamic, width}, element, {op.getPlanRows()});
-    func::FuncOp fn = runtimeFunction(op, "moeEpReturnRows_" + elementSuffix(element),
+    func::FuncOp fn = runtimeFunction(op, this->entry("ReturnRows_" + elementSuffix(element)),
                                       {anyMemRef(ctx, 2, element), anyMemRef(ctx, 2, i32), anyMemRef(ctx, 1, i32),
                                        anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, element)},
                                       {});
-    func::CallOp::create(b, loc, fn,
-                         ValueRange{rows, counts, offsets, boundsBuffer(b, loc, op.getBounds()),
-                                    i64Constant(b, loc, op.getRank()), result.forCall});
+    hostCall(b, loc, fn,
+             ValueRange{rows, counts, offsets, boundsBuffer(b, loc, op.getBounds()), i64Constant(b, loc, op.getRank()),
+                        result.forCall});
     b.replaceOp(op, asTensor(b, loc, result.buffer, resultType));
     return success();
   }
 };
 
-struct LowerAllGatherColumns : OpRewritePattern<AllGatherColumnsOp> {
-  using OpRewritePattern::OpRewritePattern;
+struct LowerAllGatherColumns : ExchangePattern<AllGatherColumnsOp> {
+  using ExchangePattern::ExchangePattern;
   LogicalResult matchAndRewrite(AllGatherColumnsOp op, PatternRewriter &b) const override {
     Location loc = op.getLoc();
     MLIRContext *ctx = b.getContext();
@@ -207,9 +223,9 @@ struct LowerAllGatherColumns : OpRewritePattern<AllGatherColumnsOp> {
     Value input = readBuffer(b, loc, op.getInput());
     Value rows = memref::DimOp::create(b, loc, input, 0);
     Output result = allocate(b, loc, {ShapedType::kDynamic, int64_t(op.getRanks()) * inputType.getDimSize(1)}, element, {rows});
-    func::FuncOp fn = runtimeFunction(op, "moeEpAllGatherColumns_" + elementSuffix(element),
+    func::FuncOp fn = runtimeFunction(op, this->entry("AllGatherColumns_" + elementSuffix(element)),
                                       {anyMemRef(ctx, 2, element), anyMemRef(ctx, 2, element)}, {});
-    func::CallOp::create(b, loc, fn, ValueRange{input, result.forCall});
+    hostCall(b, loc, fn, ValueRange{input, result.forCall});
     b.replaceOp(op, asTensor(b, loc, result.buffer, resultType));
     return success();
   }
@@ -217,6 +233,8 @@ struct LowerAllGatherColumns : OpRewritePattern<AllGatherColumnsOp> {
 
 } // namespace
 
-void mlir::moe::populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns) {
-  patterns.add<LowerEpRank, LowerAllToAllDispatch, LowerAllToAllReturn, LowerAllGatherColumns>(patterns.getContext());
+void mlir::moe::populateMoeExpertParallelToCallsPatterns(RewritePatternSet &patterns, bool deviceExchanges) {
+  patterns.add<LowerEpRank>(patterns.getContext());
+  patterns.add<LowerAllToAllDispatch, LowerAllToAllReturn, LowerAllGatherColumns>(patterns.getContext(),
+                                                                                   deviceExchanges);
 }

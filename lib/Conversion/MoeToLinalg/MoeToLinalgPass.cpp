@@ -77,7 +77,7 @@ struct ConvertMoeToLinalgPass
     populateMoeDispatchToLinalgPatterns(patterns);
     populateMoeExpertsToLinalgPatterns(patterns, form);
     populateMoeDequantizeToLinalgPatterns(patterns);
-    populateMoeExpertParallelToCallsPatterns(patterns);
+    populateMoeExpertParallelToCallsPatterns(patterns, deviceExchanges);
     ConversionTarget target(*ctx);
     target.addIllegalDialect<MoeDialect>();
     // Quantised weights only grouped matmuls read stay for the CPU's
