@@ -266,12 +266,39 @@ def some_biased_near_miss(x, wr, w1, b1, w2, b2):
     return y
 
 
+def expert_choice(c):
+    """Expert-choice routing (each expert its top-C tokens of the softmax
+    scores, transposed); SwiGLU einsum experts on x[tok]; the weighted rows
+    scatter-added back."""
+    def f(x, wr, w1, w3, w2):
+        g, tok = lax.top_k(jax.nn.softmax(x @ wr, -1).T, c)
+        xs = x[tok]
+        h = jax.nn.silu(jnp.einsum('ech,ehf->ecf', xs, w1)) * jnp.einsum('ech,ehf->ecf', xs, w3)
+        o = jnp.einsum('ecf,efh->ech', h, w2) * g[..., None]
+        return jnp.zeros_like(x).at[tok.reshape(-1)].add(o.reshape(-1, x.shape[1]))
+    return f
+
+
+def expert_choice_take_vmap(c):
+    """Expert choice on sigmoid scores (router [E, H]); the picked tokens by
+    jnp.take; vmapped exact-GELU experts; the gate applied before the
+    reshape."""
+    def f(x, wr, w1, w2):
+        scores = jax.nn.sigmoid(x @ wr.T)
+        g, tok = lax.top_k(jnp.transpose(scores), c)
+        xs = jnp.take(x, tok, axis=0)
+        o = jax.vmap(lambda xe, a, b: jax.nn.gelu(xe @ a, approximate=False) @ b)(xs, w1, w2)
+        o = g[:, :, None] * o
+        return jnp.zeros_like(x).at[tok.ravel()].add(o.reshape(tok.size, -1))
+    return f
+
+
 def expert_choice_near_miss(x, wr, w1, w3, w2):
-    """Expert-choice routing (each expert its top-C tokens): a remark."""
+    """Expert choice whose rows are weighted by 1 - g: a remark."""
     g, tok = lax.top_k(jax.nn.softmax(x @ wr, -1).T, 4)
     xs = x[tok]
     h = jax.nn.silu(jnp.einsum('ech,ehf->ecf', xs, w1)) * jnp.einsum('ech,ehf->ecf', xs, w3)
-    o = jnp.einsum('ecf,efh->ech', h, w2) * g[..., None]
+    o = jnp.einsum('ecf,efh->ech', h, w2) * (1.0 - g)[..., None]
     return jnp.zeros_like(x).at[tok.reshape(-1)].add(o.reshape(-1, x.shape[1]))
 
 
@@ -904,6 +931,9 @@ def programs(Program):
         "idiom_some_biased_near_miss": Program(some_biased_near_miss,
                                                [(8, 32), (32, 4), (4, 32, 24), (4, 24), (4, 24, 32), (4, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),
+        "idiom_expert_choice_c4": Program(expert_choice(4), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_expert_choice_take_vmap_c6": Program(expert_choice_take_vmap(6),
+                                                    [(16, 24), (8, 24), (8, 24, 32), (8, 32, 24)]),
         "idiom_switch_argmax_loop": Program(switch_argmax_loop, [(16, 32), (32, 4), (4, 32, 64), (4, 64, 32)]),
         "idiom_argmax_onehot_vmap": Program(argmax_onehot_vmap, mixtral_shapes(12, 24, 40, 8)),
         "idiom_argsort_take_along_k2": Program(argsort_take_along(2), mixtral_shapes(16, 32, 24, 6)),

@@ -580,6 +580,8 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
     routingText += m.logitsType.isBF16() ? ", logits_type = bf16" : ", logits_type = f16";
   if (m.scoresType)
     routingText += m.scoresType.isBF16() ? ", scores_type = bf16" : ", scores_type = f16";
+  if (m.expertChoiceCapacity > 0)
+    routingText += ", select = expert_choice, capacity = " + std::to_string(m.expertChoiceCapacity);
   auto routing = cast<RoutingAttr>(parseAttribute(routingText + ">", ctx));
   // The expert set: the FFN group, then runs of zero-computation experts.
   SmallVector<Attribute> groups = {parseAttribute("#moe.group<ffn, " + std::to_string(experts) + ">", ctx)};

@@ -117,6 +117,8 @@ struct RecognisedLayer {
   // Token-choice capacity (GShard/Switch): C rows per expert, padded,
   // overflow dropped in slot order; 0 is dropless.
   int64_t capacity = 0;
+  // Expert-choice routing: each expert picks this many tokens; 0 is token choice.
+  int64_t expertChoiceCapacity = 0;
   // MoE++ zero-computation experts after the FFN experts, one kind per
   // expert index ("zero", "copy", "constant"); constant expert c has
   // vector constantVectors[c] [H] and mix constantMixes[c] [H, 2] (x @ mix).

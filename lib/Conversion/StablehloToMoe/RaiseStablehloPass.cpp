@@ -35,6 +35,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::raiseDroplessLayers(getOperation(), options);
     moe::stablehlo_raise::raiseDenseMixtures(getOperation(), options);
     moe::stablehlo_raise::raiseGShardLayers(getOperation(), options);
+    moe::stablehlo_raise::raiseExpertChoiceLayers(getOperation(), options);
     moe::stablehlo_raise::raiseMoeppLayers(getOperation(), options);
     // Last: the general form, after the specific ones took their layers.
     moe::stablehlo_raise::raiseExpertMixtures(getOperation(), options);

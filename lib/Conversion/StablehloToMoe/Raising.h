@@ -72,6 +72,12 @@ unsigned raiseDenseMixtures(Operation *root, const RaiseOptions &options);
 /// a remark (RaiseGShard.cpp).
 unsigned raiseGShardLayers(Operation *root, const RaiseOptions &options);
 
+/// Replaces every expert-choice layer (each expert's top-C tokens of the
+/// transposed softmax scores gathered, its FFN on them weighted by its
+/// scores, scatter-added back) by a moe.layer with select = expert_choice
+/// (RaiseExpertChoice.cpp).
+unsigned raiseExpertChoiceLayers(Operation *root, const RaiseOptions &options);
+
 /// Replaces every MoE++ mixture (dense FFN experts weighted by a top-k
 /// gate, plus copy and constant experts at the gate's later columns) by a
 /// moe.layer with zero/copy/constant expert groups (RaiseMoepp.cpp).

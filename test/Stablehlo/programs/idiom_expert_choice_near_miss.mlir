@@ -32,27 +32,30 @@ module @jit_expert_choice_near_miss attributes {mhlo.num_partitions = 1 : i32, m
     %22 = stablehlo.dot_general %19, %arg3, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [DEFAULT, DEFAULT] : (tensor<6x4x32xf32>, tensor<6x32x40xf32>) -> tensor<6x4x40xf32>
     %23 = stablehlo.multiply %21, %22 : tensor<6x4x40xf32>
     %24 = stablehlo.dot_general %23, %arg4, batching_dims = [0] x [0], contracting_dims = [2] x [1], precision = [DEFAULT, DEFAULT] : (tensor<6x4x40xf32>, tensor<6x40x32xf32>) -> tensor<6x4x32xf32>
-    %25 = stablehlo.broadcast_in_dim %values, dims = [0, 1] : (tensor<6x4xf32>) -> tensor<6x4x1xf32>
-    %26 = stablehlo.broadcast_in_dim %25, dims = [0, 1, 2] : (tensor<6x4x1xf32>) -> tensor<6x4x32xf32>
-    %27 = stablehlo.multiply %24, %26 : tensor<6x4x32xf32>
-    %cst_3 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
-    %28 = stablehlo.broadcast_in_dim %cst_3, dims = [] : (tensor<f32>) -> tensor<12x32xf32>
-    %29 = stablehlo.reshape %indices : (tensor<6x4xi32>) -> tensor<24xi32>
-    %30 = stablehlo.reshape %27 : (tensor<6x4x32xf32>) -> tensor<24x32xf32>
-    %c_4 = stablehlo.constant dense<0> : tensor<i32>
-    %31 = stablehlo.broadcast_in_dim %c_4, dims = [] : (tensor<i32>) -> tensor<24xi32>
-    %32 = stablehlo.compare LT, %29, %31, SIGNED : (tensor<24xi32>, tensor<24xi32>) -> tensor<24xi1>
-    %c_5 = stablehlo.constant dense<12> : tensor<i32>
+    %cst_3 = stablehlo.constant dense<1.000000e+00> : tensor<f32>
+    %25 = stablehlo.broadcast_in_dim %cst_3, dims = [] : (tensor<f32>) -> tensor<6x4xf32>
+    %26 = stablehlo.subtract %25, %values : tensor<6x4xf32>
+    %27 = stablehlo.broadcast_in_dim %26, dims = [0, 1] : (tensor<6x4xf32>) -> tensor<6x4x1xf32>
+    %28 = stablehlo.broadcast_in_dim %27, dims = [0, 1, 2] : (tensor<6x4x1xf32>) -> tensor<6x4x32xf32>
+    %29 = stablehlo.multiply %24, %28 : tensor<6x4x32xf32>
+    %cst_4 = stablehlo.constant dense<0.000000e+00> : tensor<f32>
+    %30 = stablehlo.broadcast_in_dim %cst_4, dims = [] : (tensor<f32>) -> tensor<12x32xf32>
+    %31 = stablehlo.reshape %indices : (tensor<6x4xi32>) -> tensor<24xi32>
+    %32 = stablehlo.reshape %29 : (tensor<6x4x32xf32>) -> tensor<24x32xf32>
+    %c_5 = stablehlo.constant dense<0> : tensor<i32>
     %33 = stablehlo.broadcast_in_dim %c_5, dims = [] : (tensor<i32>) -> tensor<24xi32>
-    %34 = stablehlo.add %29, %33 : tensor<24xi32>
-    %35 = stablehlo.select %32, %34, %29 : tensor<24xi1>, tensor<24xi32>
-    %36 = stablehlo.broadcast_in_dim %35, dims = [0] : (tensor<24xi32>) -> tensor<24x1xi32>
-    %37 = "stablehlo.scatter"(%28, %36, %30) <{indices_are_sorted = false, scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>, unique_indices = false}> ({
+    %34 = stablehlo.compare LT, %31, %33, SIGNED : (tensor<24xi32>, tensor<24xi32>) -> tensor<24xi1>
+    %c_6 = stablehlo.constant dense<12> : tensor<i32>
+    %35 = stablehlo.broadcast_in_dim %c_6, dims = [] : (tensor<i32>) -> tensor<24xi32>
+    %36 = stablehlo.add %31, %35 : tensor<24xi32>
+    %37 = stablehlo.select %34, %36, %31 : tensor<24xi1>, tensor<24xi32>
+    %38 = stablehlo.broadcast_in_dim %37, dims = [0] : (tensor<24xi32>) -> tensor<24x1xi32>
+    %39 = "stablehlo.scatter"(%30, %38, %32) <{indices_are_sorted = false, scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>, unique_indices = false}> ({
     ^bb0(%arg5: tensor<f32>, %arg6: tensor<f32>):
-      %38 = stablehlo.add %arg5, %arg6 : tensor<f32>
-      stablehlo.return %38 : tensor<f32>
+      %40 = stablehlo.add %arg5, %arg6 : tensor<f32>
+      stablehlo.return %40 : tensor<f32>
     }) : (tensor<12x32xf32>, tensor<24x1xi32>, tensor<24x32xf32>) -> tensor<12x32xf32>
-    return %37 : tensor<12x32xf32>
+    return %39 : tensor<12x32xf32>
   }
   func.func private @silu(%arg0: tensor<6x4x40xf32>) -> tensor<6x4x40xf32> {
     %0 = stablehlo.negate %arg0 : tensor<6x4x40xf32>
