@@ -81,16 +81,16 @@ LogicalResult AllToAllDispatchOp::verify() {
   // one weight per row; it knows k and the layer's experts, and rectifies
   // nothing.
   if (CapacityAttr cap = getCapacityAttr()) {
-    bool probs = cap.getDrop() == DropPolicy::probs;
-    if ((cap.getDrop() != DropPolicy::position && !probs) || cap.getRectify() != Rectify::none)
-      return emitOpError("a global capacity keeps C rows of each expert by position or by weight "
-                         "(drop = position or probs), no rectify");
-    if (probs != bool(getRowWeights()))
-      return emitOpError(probs ? "drop = probs needs the rows' weights" : "row weights go with drop = probs");
+    bool prioritised = cap.getDrop() != DropPolicy::position;
+    if (cap.getRectify() != Rectify::none)
+      return emitOpError("a global capacity keeps C rows of each expert, with no rectify");
+    if (prioritised != bool(getRowWeights()))
+      return emitOpError(prioritised ? "drop = probs and slot_position need the rows' priorities"
+                                     : "row priorities go with drop = probs or slot_position");
     if (!getK() || *getK() < 1 || !getExperts() || *getExperts() < placed)
       return emitOpError() << "a capacity needs k >= 1 and experts >= the " << placed << " placed";
   } else if (getK() || getExperts() || getRowWeights()) {
-    return emitOpError("k, experts and row weights go with a capacity");
+    return emitOpError("k, experts and row priorities go with a capacity");
   }
   if (Value w = getRowWeights())
     if (failed(check.rank("row weights", w.getType(), 1)) ||

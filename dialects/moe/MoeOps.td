@@ -762,10 +762,11 @@ def Moe_AllToAllDispatchOp : Moe_Op<"all_to_all_dispatch", [MemoryEffects<[MemRe
     global: `C` follows from the token count of all ranks (every rank's
     plan holds `k` rows per token), and each local expert keeps `C` of the
     rows it receives, in global token order: the first `C`
-    (`drop = position`), or, with `row_weights` (`[R]`, each row's gate
-    weight), the `C` highest weights, ties to the earlier row
-    (`drop = probs`). The others arrive as zero rows, whose results are
-    zero.
+    (`drop = position`), or, with `row_weights` (`[R]`, each row's
+    priority), the `C` highest priorities, ties to the earlier row: the
+    rows' gate weights for `drop = probs`, minus their slot indices for
+    `drop = slot_position` (every token's first choice before any second
+    choice). The others arrive as zero rows, whose results are zero.
 
     ```mlir
     %recv, %loff, %counts = moe.all_to_all_dispatch %xs, %offsets

@@ -149,7 +149,10 @@ static Value selectExperts(OpBuilder &b, Location loc, Value weights, ArrayRef<i
   return tensor::ConcatOp::create(b, loc, /*dim=*/0, runs);
 }
 
-Value mlir::moe::planRowWeights(OpBuilder &b, Location loc, DispatchOp plan) {
+Value mlir::moe::planRowPriorities(OpBuilder &b, Location loc, DispatchOp plan, DropPolicy drop,
+                                   int64_t slotsPerCopy) {
+  if (drop != DropPolicy::probs && drop != DropPolicy::slot_position)
+    return nullptr;
   Value rowToken = plan.getRowToken(), slotRow = plan.getSlotRow(), slotWeight = plan.getSlotWeight();
   int64_t slots = cast<RankedTensorType>(slotRow.getType()).getDimSize(1);
   Value init = tb::emptyLike(b, loc, rowToken, b.getF32Type());
@@ -169,7 +172,10 @@ Value mlir::moe::planRowWeights(OpBuilder &b, Location loc, DispatchOp plan) {
         for (int64_t k = 0; k < slots; ++k) {
           Value kIndex = arith::ConstantIndexOp::create(nb, nl, k);
           Value slot = tensor::ExtractOp::create(nb, nl, slotRow, ValueRange{token, kIndex});
-          Value weight = tensor::ExtractOp::create(nb, nl, slotWeight, ValueRange{token, kIndex});
+          Value weight =
+              drop == DropPolicy::probs
+                  ? tensor::ExtractOp::create(nb, nl, slotWeight, ValueRange{token, kIndex}).getResult()
+                  : arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(-float(k % slotsPerCopy))).getResult();
           Value match = arith::AndIOp::create(
               nb, nl, isRow, arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::eq, slot, row));
           w = arith::SelectOp::create(nb, nl, match, weight, w);
@@ -196,8 +202,7 @@ static Value buildExpertParallelFfn(OpBuilder &b, Location loc, const RoutedExpe
   if (r.capacity) {
     k = b.getI64IntegerAttr(r.k);
     experts = b.getI64IntegerAttr(r.numExperts);
-    if (r.capacity.getDrop() == DropPolicy::probs)
-      rowWeights = planRowWeights(b, loc, plan);
+    rowWeights = planRowPriorities(b, loc, plan, r.capacity.getDrop(), r.k);
   }
   auto received = AllToAllDispatchOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, element),

@@ -131,12 +131,9 @@ struct MoeShardExpertsPass : mlir::moe::impl::MoeShardExpertsBase<MoeShardExpert
         int64_t experts = layer.getNumFfnExperts();
         // A global capacity is enforced by each expert's owner, which sees
         // the expert's rows of every rank in global token order (and their
-        // weights, for probs). slot_position needs the (k, t) order.
+        // weights for probs, their slots for slot_position).
         if (CapacityAttr cap = layer.getCapacityAttr()) {
-          const char *why = cap.getDrop() == DropPolicy::slot_position
-                                ? "drop = position or probs (the owner sees an expert's rows in token "
-                                  "order, not GShard's (k, t) order)"
-                            : cap.getRectify() != Rectify::none  ? "no Rectify-Router rectification"
+          const char *why = cap.getRectify() != Rectify::none  ? "no Rectify-Router rectification"
                             : layer.getNumExperts() != experts   ? "no zero-computation experts (their slots count "
                                                                    "against the capacity on the token's rank)"
                             : replicas > 0                       ? "no replicas (the capacity is per expert, not "

@@ -185,8 +185,7 @@ RoutedExpertsResult mlir::moe::buildSplitExperts(OpBuilder &b, Location loc, con
   if (r.capacity) {
     k = b.getI64IntegerAttr(r.k * ranks);
     planned = b.getI64IntegerAttr(r.numExperts * ranks);
-    if (r.capacity.getDrop() == DropPolicy::probs)
-      rowWeights = planRowWeights(b, loc, plan);
+    rowWeights = planRowPriorities(b, loc, plan, r.capacity.getDrop(), r.k);
   }
   auto received = AllToAllDispatchOp::create(
       b, loc, RankedTensorType::get({ShapedType::kDynamic, hidden}, element), RankedTensorType::get({experts + 1}, i32),

@@ -11,8 +11,9 @@
 # experts (ranks that receive nothing), a rank with no tokens at all, and
 # experts with biases and a router bias,
 # replicated hot experts (balanced placement with replicas, also 3 experts
-# on 4 ranks, which needs them), and capacities that drop (by position and
-# by weight, from a factor of all ranks' tokens and a fixed C): the
+# on 4 ranks, which needs them), and capacities that drop (by position, by
+# weight and by slot position, from a factor of all ranks' tokens and a
+# fixed C): the
 # single-process run drops rows too, or the case would prove nothing.
 # A JAX program whose layers run in a lax.scan loop (stablehlo.while) too:
 # every iteration exchanges its rows.
@@ -48,6 +49,8 @@ THREE = dict(experts=[("ffn", 3)], activation="swiglu", routing=dict(scoring="so
 DROPS = dict(MIXTRAL, capacity=dict(factor=0.75, drop="position"))
 FIXED = dict(SIX, capacity=dict(tokens=3, drop="position", pad=True))
 HEAVIEST = dict(MIXTRAL, capacity=dict(factor=0.75, drop="probs"))
+# GShard's (k, t) order: every token's first choice before any second one.
+SLOTS = dict(MIXTRAL, capacity=dict(factor=0.75, drop="slot_position", pad=True))
 # Linear layers with biases: each rank holds its experts' biases.
 BIASED = dict(SIX, activation="gelu", expert_bias=True, router_bias=True)
 
@@ -65,6 +68,7 @@ CASES = [
     ("capacity-factor", DROPS, "f32", [9, 7, 12, 5], ("contiguous", "round-robin"), False),
     ("capacity-tokens", FIXED, "f32", [6, 3, 5, 4], ("round-robin", "split"), False),
     ("capacity-probs", HEAVIEST, "f32", [9, 7, 12, 5], ("contiguous", "round-robin", "split"), False),
+    ("capacity-slot-position", SLOTS, "f32", [9, 7, 12, 5], ("contiguous", "round-robin", "split"), False),
     ("expert-biases", BIASED, "f32", [7, 5, 9, 6], ("contiguous", "balanced+replicas=2"), False),
 ]
 

@@ -16,15 +16,16 @@
 // REPSPLIT-LABEL: error: moe-shard-experts: placement=split puts every expert on every rank already: no replicas
 // REPMANY-LABEL: error: moe-shard-experts: 4 replicas of 3 experts on 2 ranks: at most one copy of an expert per rank, so at most 3 replicas
 
-// A global capacity is kept by each expert's owner, which sees an expert's
-// rows in token order: GShard's (k, t) order is not there.
+// A global capacity is kept by each expert's owner: Rectify-Router's
+// rectification moves dropped slots on the token's rank, which never sees
+// the drops.
 func.func @capacity(%x: tensor<16x64xf32>, %wr: tensor<8x64xf32>, %up: tensor<8x256x64xf32>,
                     %down: tensor<8x64x128xf32>) -> tensor<16x64xf32> {
-  // expected-error @+1 {{moe-shard-experts: a layer with a capacity is sharded with drop = position or probs (the owner sees an expert's rows in token order, not GShard's (k, t) order)}}
+  // expected-error @+1 {{moe-shard-experts: a layer with a capacity is sharded with no Rectify-Router rectification}}
   %y, %z = moe.layer %x, %wr ffn(%up, %down) {
       experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
       routing = #moe.routing<scoring = softmax, k = 2>,
-      capacity = #moe.capacity<factor = 1.0, drop = slot_position, pad = true>}
+      capacity = #moe.capacity<factor = 1.0, drop = slot_position, pad = true, rectify = intra_device, experts_per_device = 2>}
     : (tensor<16x64xf32>, tensor<8x64xf32>, tensor<8x256x64xf32>, tensor<8x64x128xf32>)
     -> (tensor<16x64xf32>, tensor<16x8xf32>)
   return %y : tensor<16x64xf32>

@@ -71,9 +71,12 @@ RoutedExpertsResult buildSplitExperts(OpBuilder &b, Location loc, const RoutedEx
 Value constantFromBytes(OpBuilder &b, Location loc, Value weights, RankedTensorType resultType, StringRef keySuffix,
                         function_ref<std::vector<char>(ArrayRef<char> data, int64_t elementBytes)> select);
 
-/// The gate weight of each row of `plan` (0 for padding): the owner of an
-/// expert with a `probs` capacity keeps its rows by weight.
-Value planRowWeights(OpBuilder &b, Location loc, DispatchOp plan);
+/// Each row's priority under a global capacity (0 for padding), of which the
+/// owner of an expert keeps the `C` highest, ties to the earlier row: its
+/// gate weight (`drop = probs`), or minus the slot it fills among each
+/// copy's `slotsPerCopy` slots (`slot_position`: every token's first choice
+/// before any second choice). Null for `drop = position` (token order).
+Value planRowPriorities(OpBuilder &b, Location loc, DispatchOp plan, DropPolicy drop, int64_t slotsPerCopy);
 
 } // namespace moe
 } // namespace mlir

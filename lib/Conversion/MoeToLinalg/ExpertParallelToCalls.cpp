@@ -173,7 +173,7 @@ struct LowerAllToAllDispatch : ExchangePattern<AllToAllDispatchOp> {
         {anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), anyMemRef(ctx, 1, i64), i64, anyMemRef(ctx, 2, i32),
          anyMemRef(ctx, 2, element), anyMemRef(ctx, 1, i32), i64, i64, anyMemRef(ctx, 1, b.getF32Type())},
         {});
-    // The rows' weights for a probs capacity; none (0 of them) otherwise.
+    // The rows' priorities for a probs or slot_position capacity; none (0 of them) otherwise.
     Value weights = op.getRowWeights() ? readBuffer(b, loc, op.getRowWeights())
                                        : allocate(b, loc, {0}, b.getF32Type(), {}).forCall;
     hostCall(b, loc, rowsFn,

@@ -100,9 +100,9 @@ func.func @all_to_all_c5_element_type(%ys: tensor<?x64xf32>, %c: tensor<2x4xi32>
 // -----
 
 func.func @all_to_all_c6_drop(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
-  // expected-error @+1 {{a global capacity keeps C rows of each expert by position or by weight (drop = position or probs), no rectify}}
+  // expected-error @+1 {{a global capacity keeps C rows of each expert, with no rectify}}
   %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
-      {capacity = #moe.capacity<factor = 1.0, drop = slot_position>, k = 2 : i64, experts = 8 : i64}
+      {capacity = #moe.capacity<factor = 1.0, drop = position, pad = true, rectify = fill_in>, k = 2 : i64, experts = 8 : i64}
       : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
   return
 }
@@ -120,7 +120,7 @@ func.func @all_to_all_c6_k(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
 // -----
 
 func.func @all_to_all_c6_orphan(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
-  // expected-error @+1 {{k, experts and row weights go with a capacity}}
+  // expected-error @+1 {{k, experts and row priorities go with a capacity}}
   %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0 {k = 2 : i64}
       : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
   return
@@ -129,7 +129,7 @@ func.func @all_to_all_c6_orphan(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
 // -----
 
 func.func @all_to_all_c6_probs_weights(%xs: tensor<32x64xf32>, %off: tensor<9xi32>) {
-  // expected-error @+1 {{drop = probs needs the rows' weights}}
+  // expected-error @+1 {{drop = probs and slot_position need the rows' priorities}}
   %r, %l, %c = moe.all_to_all_dispatch %xs, %off bounds = [0, 4, 8] rank = 0
       {capacity = #moe.capacity<factor = 1.0, drop = probs>, k = 2 : i64, experts = 8 : i64}
       : (tensor<32x64xf32>, tensor<9xi32>) -> (tensor<?x64xf32>, tensor<5xi32>, tensor<2x4xi32>)
