@@ -95,7 +95,7 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                                   int64_t numGroups, int64_t topkGroups, GroupScore groupScore,
                                   APFloat thresholdF, int64_t capacity, APFloat tauF,
                                   int64_t samples, int64_t seed, APFloat inputScaleF,
-                                  int64_t groupSize, Type logitsType, Type scoresType) {
+                                  int64_t groupSize, Type logitsType, Type scoresType, APFloat normEpsilonF) {
   double scale = scaleF.convertToDouble(), threshold = thresholdF.convertToDouble();
   double tau = tauF.convertToDouble(), inputScale = inputScaleF.convertToDouble();
   // routing_c1: at least one selection per token.
@@ -153,6 +153,13 @@ LogicalResult RoutingAttr::verify(function_ref<InFlightDiagnostic()> emitError,
   if (scoresType && order == ScoreOrder::select_then_score)
     return emitError() << "routing scores_type needs order = score_then_select (select_then_score scores "
                           "the picks after selecting)";
+  // routing_c11: a renormalisation's epsilon is finite, non-negative, and
+  // belongs to a renormalisation by the sum.
+  double normEpsilon = normEpsilonF.convertToDouble();
+  if (!(normEpsilon >= 0.0) || !std::isfinite(normEpsilon))
+    return emitError() << "routing norm_epsilon must be finite and non-negative, got " << normEpsilon;
+  if (normEpsilon != 0.0 && normalize == NormalizeMode::none)
+    return emitError() << "routing norm_epsilon applies only with normalize = all or computing";
   return success();
 }
 

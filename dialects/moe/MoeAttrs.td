@@ -177,6 +177,8 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     // An f16 program that also takes the softmax in f16: the scores rounded
     // to f16 before the selection (equal rounded scores: the lower index).
     #moe.routing<scoring = softmax, k = 8, logits_type = f16, scores_type = f16>
+    // LFM2-MoE: sigmoid top-4, the picks divided by their sum + 1e-6.
+    #moe.routing<scoring = sigmoid, k = 4, normalize = all, norm_epsilon = 1.0e-06>
     ```
   }];
   let parameters = (ins
@@ -199,7 +201,8 @@ def Moe_RoutingAttr : Moe_Attr<"Routing", "routing"> {
     OptionalParameter<"::mlir::Type", "bf16 or f16: the router logits rounded to it before scoring (a "
                       "program that computes them in 16 bits); absent: f32">:$logits_type,
     OptionalParameter<"::mlir::Type", "bf16 or f16: the scores rounded to it before selection (a "
-                      "program that scores in 16 bits); absent: f32">:$scores_type
+                      "program that scores in 16 bits); absent: f32">:$scores_type,
+    Moe_F64Parameter<"0.0", "renormalisation: w / (sum + norm_epsilon)">:$norm_epsilon
   );
   let assemblyFormat = "`<` struct(params) `>`";
   let genVerifyDecl = 1;

@@ -58,6 +58,8 @@ struct FoldSingleSlotRenormalize : OpRewritePattern<RenormalizeOp> {
       return rewriter.notifyMatchFailure(op, "a slot may be empty or skipped");
     if (op.getMode() == RenormMode::sum && !isTop1OfSoftmax(op.getWeights()))
       return rewriter.notifyMatchFailure(op, "sum of one weight that may be zero");
+    if (!op.getEpsilon().isZero())
+      return rewriter.notifyMatchFailure(op, "w / (w + epsilon) is not 1");
 
     Location loc = op.getLoc();
     Value scale = arith::ConstantOp::create(

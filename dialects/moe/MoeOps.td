@@ -338,7 +338,8 @@ def Moe_RenormalizeOp : Moe_Op<"renormalize", [Pure]> {
   let description = [{
     Slots whose expert is in `skip` (and empty slots, index -1) get weight 0
     and are left out. Over the remaining slots, `sum` computes `w / s` with
-    `s = Σ w` (`s = 1` when `s` is 0), `softmax` computes the softmax of `w`.
+    `s = Σ w + epsilon` (`s = 1` when `s` is 0), `softmax` computes the
+    softmax of `w`.
     With `denominator_slots = n > 0` only the first `n` slots form the
     denominator and every slot is divided by it (Rectify-Router fill-in: the
     `(k+1)`-th choice is weighted relative to the first `k`). The result is
@@ -354,7 +355,8 @@ def Moe_RenormalizeOp : Moe_Op<"renormalize", [Pure]> {
                        Moe_IndexTensor:$indices,
                        DefaultValuedAttr<DenseI64ArrayAttr, "{}">:$skip,
                        DefaultValuedAttr<F64Attr, "1.0">:$scale,
-                       DefaultValuedAttr<I64Attr, "0">:$denominator_slots);
+                       DefaultValuedAttr<I64Attr, "0">:$denominator_slots,
+                       DefaultValuedAttr<F64Attr, "0.0">:$epsilon);
   let results = (outs Moe_F32Tensor:$result);
   let assemblyFormat = [{
     custom<EnumKeyword>($mode) $weights `,` $indices attr-dict `:` functional-type(operands, results)

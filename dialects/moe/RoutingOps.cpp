@@ -252,6 +252,12 @@ LogicalResult RenormalizeOp::verify() {
   double scale = getScale().convertToDouble();
   if (!(scale > 0.0) || !std::isfinite(scale))
     return emitOpError() << "scale must be finite and positive, got " << scale;
+  // renormalize_c5: the sum's epsilon is finite and non-negative.
+  double epsilon = getEpsilon().convertToDouble();
+  if (!(epsilon >= 0.0) || !std::isfinite(epsilon))
+    return emitOpError() << "epsilon must be finite and non-negative, got " << epsilon;
+  if (epsilon != 0.0 && getMode() != RenormMode::sum)
+    return emitOpError("epsilon applies to the sum renormalisation only");
   return success();
 }
 

@@ -119,7 +119,7 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
     selectTopK(logits);
     weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::softmax,
                                     weights, indices, skip, routing.getScale(),
-                                    denominatorSlots);
+                                    denominatorSlots, APFloat(0.0));
   } else {
     Value scores = createScore(rewriter, loc, routing, logits);
     if (Type rounded = routing.getScoresType())
@@ -152,7 +152,7 @@ LayerRouting mlir::moe::buildLayerRouting(OpBuilder &rewriter, LayerOp op) {
     if (routing.getNormalize() != NormalizeMode::none)
       weights = RenormalizeOp::create(rewriter, loc, weights.getType(), RenormMode::sum,
                                       weights, indices, skip, routing.getScale(),
-                                      denominatorSlots);
+                                      denominatorSlots, routing.getNormEpsilon());
     else if (routing.getScale().convertToDouble() != 1.0)
       weights = scaleTensor(rewriter, loc, weights, routing.getScale().convertToDouble());
   }

@@ -183,7 +183,7 @@ def reference(cfg, a, dtype, fused=False):
         else:
             w, idx = ops.expert_choice(s, r["capacity"], k if select == "bidirectional" else None)
         if r.get("normalize", "none") != "none":
-            w = ops.renormalize("sum", w, idx, skip, scale, denom)
+            w = ops.renormalize("sum", w, idx, skip, scale, denom, r.get("norm_epsilon", 0.0))
         elif scale != 1.0:
             w = w * scale
     w = round_to(w, F32)

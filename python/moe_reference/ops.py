@@ -96,7 +96,7 @@ def expert_choice(scores, capacity, token_k=None):
     return w, idx
 
 
-def renormalize(mode, w, idx, skip=(), scale=1.0, denominator_slots=0):
+def renormalize(mode, w, idx, skip=(), scale=1.0, denominator_slots=0, epsilon=0.0):
     t_count, k = w.shape
     n = denominator_slots if denominator_slots > 0 else k
     out = np.zeros_like(w, dtype=np.float64)
@@ -104,7 +104,7 @@ def renormalize(mode, w, idx, skip=(), scale=1.0, denominator_slots=0):
         counted = [(idx[t, j] >= 0 and idx[t, j] not in skip) for j in range(k)]
         denom = [j for j in range(n) if counted[j]]
         if mode == "sum":
-            s = sum(w[t, j] for j in denom)
+            s = sum(w[t, j] for j in denom) + epsilon
             s = 1.0 if s == 0 else s
             with np.errstate(invalid="ignore"):
                 vals = w[t] / s

@@ -29,6 +29,14 @@ CASES = [
     ("sigmoid_grouped_max", dict(cfg=ffn_layer(dict(scoring="sigmoid", k=2, normalize="all", num_groups=4,
                                                     topk_groups=1, group_score="max"), experts=16),
                                  tokens=24, hidden=32, ffn=16)),
+    # LFM2-MoE: sigmoid top-k with a selection bias, the picks divided by
+    # their sum + epsilon (1e-3 here so that the epsilon moves the weights
+    # far beyond the tolerance), scaled; and softmax with one.
+    ("sigmoid_bias_norm_epsilon", dict(cfg=ffn_layer(dict(scoring="sigmoid", k=4, normalize="all",
+                                                          norm_epsilon=1e-3, scale=1.5), bias=True),
+                                       tokens=24, hidden=32, ffn=16)),
+    ("softmax_norm_epsilon", dict(cfg=ffn_layer(dict(scoring="softmax", k=2, normalize="all", norm_epsilon=0.25)),
+                                  tokens=24, hidden=32, ffn=16)),
     ("sigmoid_scale_only", dict(cfg=ffn_layer(dict(scoring="sigmoid", k=2, scale=1.5)), tokens=16, hidden=16, ffn=8)),
     # A router with its own bias (nn.Linear(H, E) with the default bias): f32,
     # and bf16, where the product is rounded before the bias is added.

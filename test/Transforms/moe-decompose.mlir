@@ -54,6 +54,23 @@ func.func @deepseek_v3(%x: tensor<16x32xf32>, %wr: tensor<64x32xf32>, %bias: ten
 
 // -----
 
+// LFM2-MoE: sigmoid top-4 with a selection bias, the picks divided by their
+// sum + 1e-6: the renormalisation carries the epsilon.
+// CHECK-LABEL: func @lfm2_norm_epsilon
+// CHECK: %[[W:.+]], %[[I:.+]] = moe.topk %{{.+}} bias(%{{.+}}) k = 4
+// CHECK: moe.renormalize sum %[[W]], %[[I]] {epsilon = 9.9999999999999995E-7 : f64}
+func.func @lfm2_norm_epsilon(%x: tensor<16x32xf32>, %wr: tensor<8x32xf32>, %bias: tensor<8xf32>,
+                             %up: tensor<8x32x32xf32>, %down: tensor<8x32x16xf32>) -> tensor<16x32xf32> {
+  %y, %z = moe.layer %x, %wr selection_bias(%bias) ffn(%up, %down) {
+      experts = [#moe.group<ffn, 8>], activation = #moe.activation<swiglu>,
+      routing = #moe.routing<scoring = sigmoid, k = 4, normalize = all, norm_epsilon = 1.0e-06>}
+    : (tensor<16x32xf32>, tensor<8x32xf32>, tensor<8xf32>, tensor<8x32x32xf32>, tensor<8x32x16xf32>)
+    -> (tensor<16x32xf32>, tensor<16x8xf32>)
+  return %y : tensor<16x32xf32>
+}
+
+// -----
+
 // Qwen2-MoE: softmax then top-4 without renormalization; gated shared expert.
 // CHECK-LABEL: func @qwen2_moe
 // CHECK: %[[S:.+]] = moe.score softmax

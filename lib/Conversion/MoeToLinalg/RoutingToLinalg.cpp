@@ -545,6 +545,8 @@ SmallVector<Value> lowerRenormalize(PatternRewriter &b, RenormalizeOp op, Contra
                          });
         } else {
           Value sum = reduce(nb, nl, t, constF32(nb, nl, 0.0), add);
+          if (double epsilon = op.getEpsilon().convertToDouble(); epsilon != 0.0)
+            sum = arith::AddFOp::create(nb, nl, sum, constF32(nb, nl, epsilon));
           Value isZero = arith::CmpFOp::create(nb, nl, arith::CmpFPredicate::OEQ, sum,
                                                constF32(nb, nl, 0.0));
           denom = arith::SelectOp::create(nb, nl, isZero, constF32(nb, nl, 1.0), sum);

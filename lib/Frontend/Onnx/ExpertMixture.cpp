@@ -174,7 +174,8 @@ Value mlir::moe::onnx_import::buildExpertMixture(OpBuilder &b, Location loc, con
     auto topk = TopKOp::create(b, loc, slotsType, slotIdsType, logits, Value(), b.getI64IntegerAttr(k));
     ids = topk.getIndices();
     weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::softmax),
-                                    topk.getWeights(), ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0));
+                                    topk.getWeights(), ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0),
+                                    b.getI64IntegerAttr(0), b.getF64FloatAttr(0.0));
   } else {
     Value scores = ScoreOp::create(b, loc, scoresType, ScoringFuncAttr::get(b.getContext(), ScoringFunc::softmax),
                                    logits, FloatAttr(), IntegerAttr(), IntegerAttr());
@@ -186,7 +187,8 @@ Value mlir::moe::onnx_import::buildExpertMixture(OpBuilder &b, Location loc, con
       weights = gatherPerToken(b, loc, tb::castTensor(b, loc, m.mixing, f32), ids);
     if (m.normalize)
       weights = RenormalizeOp::create(b, loc, slotsType, RenormModeAttr::get(b.getContext(), RenormMode::sum),
-                                      weights, ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0));
+                                      weights, ids, b.getDenseI64ArrayAttr({}), b.getF64FloatAttr(1.0),
+                                      b.getI64IntegerAttr(0), b.getF64FloatAttr(0.0));
   }
   RoutedExperts routed;
   routed.tokens = tokens;

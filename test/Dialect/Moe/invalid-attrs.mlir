@@ -135,3 +135,13 @@ func.func @routing_c10_scores_type() attributes {r = #moe.routing<scoring = soft
 
 // expected-error @+1 {{routing scores_type needs order = score_then_select}}
 func.func @routing_c10_scores_after_selection() attributes {r = #moe.routing<scoring = softmax, k = 2, order = select_then_score, scores_type = bf16>} { return }
+
+// -----
+
+// expected-error @+1 {{routing norm_epsilon must be finite and non-negative, got -1.000000e-06}}
+func.func @routing_c11_negative_epsilon() attributes {r = #moe.routing<scoring = sigmoid, k = 2, normalize = all, norm_epsilon = -1.0e-06>} { return }
+
+// -----
+
+// expected-error @+1 {{routing norm_epsilon applies only with normalize = all or computing}}
+func.func @routing_c11_epsilon_without_normalize() attributes {r = #moe.routing<scoring = sigmoid, k = 2, norm_epsilon = 1.0e-06>} { return }

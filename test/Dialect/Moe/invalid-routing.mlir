@@ -289,6 +289,22 @@ func.func @renormalize_c4_scale(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
 
 // -----
 
+func.func @renormalize_c5_epsilon(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{epsilon must be finite and non-negative, got -5.000000e-01}}
+  %r = moe.renormalize sum %w, %i {epsilon = -0.5 : f64} : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x2xf32>
+  return
+}
+
+// -----
+
+func.func @renormalize_c5_epsilon_softmax(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
+  // expected-error @+1 {{epsilon applies to the sum renormalisation only}}
+  %r = moe.renormalize softmax %w, %i {epsilon = 1.0e-06 : f64} : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x2xf32>
+  return
+}
+
+// -----
+
 func.func @renormalize_unknown_mode(%w: tensor<4x2xf32>, %i: tensor<4x2xi32>) {
   // expected-error @+1 {{unknown renorm 'max'}}
   %r = moe.renormalize max %w, %i : (tensor<4x2xf32>, tensor<4x2xi32>) -> tensor<4x2xf32>
