@@ -29,8 +29,8 @@ likewise.
 qwen3_moe_torchscript.onnx and deepseek_v3_torchscript.onnx: torch 2.15,
 transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.
-glm4_moe.onnx, ernie4_5_moe.onnx, phimoe.onnx, granitemoe.onnx and
-jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo); ernie4_5_moe_f16.onnx
+glm4_moe.onnx, ernie4_5_moe.onnx, phimoe.onnx, granitemoe.onnx, lfm2_moe.onnx
+and jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo); ernie4_5_moe_f16.onnx
 likewise (--dtype f16), with PyTorch's logits.
 """
 
@@ -95,6 +95,12 @@ MODELS = {
     # experts as one parallel linear layer.
     "granitemoe": (transformers.GraniteMoeConfig, transformers.GraniteMoeForCausalLM,
                    dict(intermediate_size=48, num_local_experts=6, num_experts_per_tok=2)),
+    # LFM2-MoE (Liquid): sigmoid scores, experts picked on the scores plus a
+    # bias, the picks divided by their sum + 1e-6; short-convolution layers
+    # (Conv) next to attention ones.
+    "lfm2_moe": (transformers.Lfm2MoeConfig, transformers.Lfm2MoeForCausalLM,
+                 dict(intermediate_size=64, moe_intermediate_size=48, num_experts=6, num_experts_per_tok=2,
+                      num_dense_layers=0, layer_types=["full_attention", "conv"])),
     # JetMoE: dropless MoE written as a sort of the flattened expert ids, the
     # rows split by expert counts (Split sizes read from the data) and a
     # mixture-of-attention; runs as plain ops.

@@ -334,6 +334,29 @@ class OneHotGate(Experts):
         return torch.einsum("te,teh->th", gate, outs)
 
 
+class BiasedSigmoidEpsilonLoop(WhereLoop):
+    """LFM2-MoE's routing: sigmoid scores, experts picked by the top-k of the
+    scores plus a bias, the picked scores divided by their sum + 1e-6."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("expert_bias", torch.randn(EXPERTS) * 0.1)
+
+    def route(self, x):
+        s = torch.sigmoid(self.gate(x))
+        _, idx = torch.topk(s + self.expert_bias, TOP_K, dim=-1)
+        w = s.gather(1, idx)
+        return w / (w.sum(dim=-1, keepdim=True) + 1e-6), idx
+
+
+class SoftmaxEpsilonLoop(WhereLoop):
+    """Softmax top-k, the picks divided by their sum + 1e-6."""
+
+    def route(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        return w / (w.sum(dim=-1, keepdim=True) + 1e-6), idx
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -355,7 +378,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
            "masked_input_loop": MaskedInputLoop,
            "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True),
-           "gather_picks_loop": GatherPicksLoop, "one_hot_gate": OneHotGate}
+           "gather_picks_loop": GatherPicksLoop, "one_hot_gate": OneHotGate,
+           "biased_sigmoid_epsilon_loop": BiasedSigmoidEpsilonLoop, "softmax_epsilon_loop": SoftmaxEpsilonLoop}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

@@ -824,7 +824,8 @@ def take_along_logits(k):
 def epsilon_renorm(k, eps):
     """DeepSeek's renormalisation against a zero sum, w / (sum(w) + eps),
     einsum experts. An eps far below the sum's rounding is exactly the sum
-    alone; a larger one changes the weights (a near miss)."""
+    alone; a larger one is the routing's norm_epsilon (LFM2-MoE's 1e-6); a
+    negative one is a near miss."""
     def fn(x, wr, w1, w3, w2):
         vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
         vals = vals / (vals.sum(-1, keepdims=True) + eps)
@@ -964,7 +965,8 @@ def programs(Program):
         "idiom_sort_threshold_loop_k2": Program(sort_threshold_loop(2), mixtral_shapes(12, 32, 24, 8)),
         "idiom_take_along_logits_k2": Program(take_along_logits(2), mixtral_shapes(14, 32, 40, 8)),
         "idiom_epsilon_renorm_k2": Program(epsilon_renorm(2, 1e-20), mixtral_shapes(12, 24, 32, 6)),
-        "idiom_epsilon_renorm_near_miss": Program(epsilon_renorm(2, 1e-3), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_large_epsilon_renorm_k2": Program(epsilon_renorm(2, 1e-3), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_negative_epsilon_renorm_near_miss": Program(epsilon_renorm(2, -0.05), mixtral_shapes(12, 24, 32, 6)),
         "idiom_gate_in_down_einsum_k2": Program(gate_in_down_einsum(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_batch_gate_in_down_k2": Program(batch_gate_in_down(2), [(2, 8, 32), (32, 6), (6, 32, 40), (6, 32, 40),
                                                                          (6, 40, 32)]),

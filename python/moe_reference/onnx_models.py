@@ -807,8 +807,10 @@ DECOMPOSED_CASES = {
     "decomposed_index_add": dict(normalize=True, k=2, experts=4, index_add=True),
     "decomposed_geglu": dict(normalize=False, k=2, experts=4, gelu=True),
     "decomposed_epsilon_renorm": dict(normalize=True, k=2, experts=4, renorm_epsilon=1e-20),
-    # An epsilon that changes the weights is no renormalisation.
-    "decomposed_large_epsilon_near_miss": dict(normalize=True, k=2, experts=4, renorm_epsilon=0.5),
+    # An epsilon that changes the weights: the routing's norm_epsilon.
+    "decomposed_large_epsilon": dict(normalize=True, k=2, experts=4, renorm_epsilon=0.5),
+    # A negative one is no renormalisation (the sum could reach 0).
+    "decomposed_negative_epsilon_near_miss": dict(normalize=True, k=2, experts=4, renorm_epsilon=-0.05),
     # Overwriting instead of adding keeps one slot per token: not an MoE sum.
     "decomposed_index_overwrite": dict(normalize=True, k=2, experts=4, index_add=True, scatter_reduction="none"),
 }

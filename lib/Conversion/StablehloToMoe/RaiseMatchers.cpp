@@ -342,15 +342,18 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
   // sum + eps (DeepSeek's 1e-20 against a zero sum): the k largest of E
   // softmax probabilities sum to at least k / E, so an eps below 2^-26 of
   // that is lost in the f32 sum (the sum's half ulp is larger): exactly
-  // the sum alone. A larger one changes the weights.
+  // the sum alone. A larger one (LFM2-MoE's 1e-6) is the routing's
+  // norm_epsilon.
   if (epsilon != 0) {
     int64_t experts = cast<RankedTensorType>(topk.getOperand().getType()).getShape().back();
     double bound = double(layer.k) / double(experts) * std::ldexp(1.0, -26);
-    if (!(epsilon > 0 && epsilon <= bound)) {
+    if (!(epsilon > 0) || !std::isfinite(epsilon)) {
       fail.why = "the gate weights are divided by their sum plus " + std::to_string(epsilon) +
-                 ", which changes them (moe.layer renormalises by the sum alone)";
+                 ", which is not a positive constant";
       return failure();
     }
+    if (epsilon > bound)
+      layer.normEpsilon = epsilon;
   }
   // An f32 softmax rounded to the 16-bit scores (probs.astype(bf16)):
   // what scores_type means.
@@ -572,6 +575,8 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   }
   std::string routingText = std::string("#moe.routing<scoring = ") + (m.sigmoid ? "sigmoid" : "softmax") +
                             ", k = " + std::to_string(m.k) + (m.normalize ? ", normalize = all" : "");
+  if (m.normalize && m.normEpsilon > 0)
+    routingText += ", norm_epsilon = " + doubleLiteral(m.normEpsilon);
   if (m.scale != 1.0)
     routingText += ", scale = " + doubleLiteral(m.scale);
   if (m.numGroups > 1)

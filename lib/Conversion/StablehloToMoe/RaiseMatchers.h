@@ -100,6 +100,8 @@ struct RecognisedLayer {
   bool routerExpertsFirst = false;
   int64_t k = 0;
   bool normalize = false;
+  // The renormalisation divides by the sum plus this (0: the sum alone).
+  double normEpsilon = 0;
   // DeepSeek-V3 routing: sigmoid scores, a selection-only bias, top-k
   // within the topkGroups best of numGroups groups, weights scaled.
   bool sigmoid = false;

@@ -90,6 +90,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   bool sigmoid = (block.deepSeek && !block.deepSeek->softmaxScores) || block.sigmoid;
   std::string routing = "#moe.routing<scoring = " + std::string(sigmoid ? "sigmoid" : "softmax") +
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
+  if (block.normalize && block.normEpsilon > 0)
+    routing += ", norm_epsilon = " + doubleLiteral(block.normEpsilon);
   // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
   // rounds them as the graph does before scoring and selecting; scores
   // taken in the 16-bit type, then widened for the TopK, likewise.

@@ -81,6 +81,8 @@ struct MoeBlock {
   bool expertRows = false;
   int64_t k = 1;
   bool normalize = false;
+  /// The renormalisation divides by the sum plus this (0: the sum alone).
+  double normEpsilon = 0;
   /// Sigmoid scores (Llama-4 style; top-k of sigmoid(logits), or the
   /// sigmoid of the top-k logits) instead of the softmax.
   bool sigmoid = false;

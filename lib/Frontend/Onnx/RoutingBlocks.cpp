@@ -16,16 +16,17 @@ using namespace mlir::moe::onnx_import;
 namespace mlir::moe::onnx_import::blocks {
 
 /// `w / ReduceSum(w, -1, keepdims)` (for 16-bit w maybe summed in f32
-/// between Casts), the sum optionally plus a tiny
-/// constant of at most 1e-15 (transformers' `+ 1e-20`; 1e-15 moves no f32
-/// sum above 2e-8, and top-k routing weights sum to far more), or clamped
-/// from below by at most 1e-12 (Ernie 4.5's `clamp(min=norm_min)`: the same
-/// wherever the picked weights sum to more):
+/// between Casts), the sum optionally plus a positive constant (set in
+/// `epsilon`: LFM2-MoE's 1e-6; one of at most 1e-15, transformers' `+ 1e-20`,
+/// moves no f32 sum above 2e-8, and top-k routing weights sum to far more,
+/// so it is left out), or clamped from below by at most 1e-12 (Ernie 4.5's
+/// `clamp(min=norm_min)`: the same wherever the picked weights sum to more):
 /// appends the nodes and returns the Div's output; nullopt when `w` is not
 /// renormalised, an empty string when it is summed but not like this.
 static std::optional<std::string> renormalised(const GraphIndex &g, const ConstantLookup &constants,
                                                const std::string &w,
-                                               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+                                               llvm::SmallVector<const onnx::NodeProto *> &nodes, double &epsilon) {
+  epsilon = 0;
   // A 16-bit w may be summed in f32 and cast back (PyTorch's sum); the
   // layer divides in f32, which differs from the graph's 16-bit division
   // by its rounding only.
@@ -40,8 +41,10 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
   if (guard) {
     std::optional<float> c =
         scalarFloat(constants, inputOf(*guard, 0) == denominator ? inputOf(*guard, 1) : inputOf(*guard, 0));
-    if (!c || std::fabs(*c) > 1e-15f)
+    if (!c || !std::isfinite(*c) || *c < 0)
       return std::string();
+    if (*c > 1e-15f)
+      epsilon = *c;
     denominator = outputOf(*guard, 0);
   } else if ((guard = g.onlyUser(denominator, "Clip"))) {
     std::optional<float> low = scalarFloat(constants, inputOf(*guard, 1));
@@ -173,10 +176,10 @@ finishBiasedSelection(const GraphIndex &g, const ConstantLookup &constants, cons
   block.k = (*k)[0];
   nodes.push_back(gather);
   std::string w = outputOf(*gather, 0);
-  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
+  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes, block.normEpsilon)) {
     if (divided->empty()) {
-      why = "the weights of the selection on biased scores are summed but not divided by their sum (plus at most "
-            "1e-15, or clamped from below at 1e-12 at most)";
+      why = "the weights of the selection on biased scores are summed but not divided by their sum (plus a "
+            "non-negative constant, or clamped from below at 1e-12 at most)";
       return std::nullopt;
     }
     block.normalize = true;
@@ -324,7 +327,7 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     if (widened)
       nodes.push_back(widened);
   }
-  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes)) {
+  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes, block.normEpsilon)) {
     if (divided->empty())
       return fail("the top-k weights are summed but not divided by their sum");
     block.normalize = true;
