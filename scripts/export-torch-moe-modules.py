@@ -357,6 +357,57 @@ class SoftmaxEpsilonLoop(WhereLoop):
         return w / (w.sum(dim=-1, keepdim=True) + 1e-6), idx
 
 
+class ScatterAddLoop(WhereLoop):
+    """Each expert's weighted rows added with scatter_add_ at its tokens'
+    index column expanded to the width."""
+
+    def forward(self, x):
+        w, idx = self.route(x)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            rows = w[tok, slot, None] * expert(x[tok])
+            out.scatter_add_(0, tok[:, None].expand(-1, x.shape[1]), rows)
+        return out
+
+
+class IndexPutLoop(WhereLoop):
+    """index_put_((tok,), rows, accumulate=True) per expert."""
+
+    def forward(self, x):
+        w, idx = self.route(x)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out.index_put_((tok,), w[tok, slot, None] * expert(x[tok]), accumulate=True)
+        return out
+
+
+class NonzeroColumnsLoop(WhereLoop):
+    """(idx == e).nonzero() [n, 2], its columns the tokens and slots."""
+
+    def forward(self, x):
+        w, idx = self.route(x)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            hits = (idx == e).nonzero()
+            tok, slot = hits[:, 0], hits[:, 1]
+            out.index_add_(0, tok, w[tok, slot].unsqueeze(-1) * expert(x[tok]))
+        return out
+
+
+class WhereGateLoop(Experts):
+    """Every expert on every token, weighted by
+    torch.where(idx == e, w, zeros_like(w)).sum(-1, keepdim=True)."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + torch.where(idx == e, w, torch.zeros_like(w)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -379,7 +430,9 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "masked_input_loop": MaskedInputLoop,
            "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True),
            "gather_picks_loop": GatherPicksLoop, "one_hot_gate": OneHotGate,
-           "biased_sigmoid_epsilon_loop": BiasedSigmoidEpsilonLoop, "softmax_epsilon_loop": SoftmaxEpsilonLoop}
+           "biased_sigmoid_epsilon_loop": BiasedSigmoidEpsilonLoop, "softmax_epsilon_loop": SoftmaxEpsilonLoop,
+           "scatter_add_loop": ScatterAddLoop, "index_put_loop": IndexPutLoop,
+           "nonzero_columns_loop": NonzeroColumnsLoop, "where_gate_loop": WhereGateLoop}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

@@ -5,7 +5,9 @@
 // libmlir_c_runner_utils provides it for the JIT, this library for artifacts.
 // An artifact's entry also reports here a result whose dynamic size differs
 // from the buffer its caller sized (moe-results-to-out-params), and the
-// expert-parallel runtime the errors of its exchanges (moeRuntimeSetCallError).
+// expert-parallel runtime the errors of its exchanges (moeRuntimeSetCallError);
+// imported programs check here what only the run-time sizes decide (an ONNX
+// TopK's K against its axis).
 //
 //===----------------------------------------------------------------------===//
 
@@ -73,6 +75,16 @@ extern "C" void moeRuntimeCheckOutputDim(int64_t output, int64_t dim, int64_t go
               " (every dynamic dimension of an artifact is its one token count; this program's result "
               "has another size there, such as batch x sequence rows); its results are incomplete";
 }
+
+extern "C" void moeRuntimeCheckTopK(int64_t k, int64_t length) {
+  if (k <= length || !callError.empty())
+    return;
+  callError = "TopK: K = " + std::to_string(k) + " exceeds the " + std::to_string(length) +
+              " elements of its axis in this call (ONNX requires K <= that size); the results are not defined";
+}
+// The name the program calls after llvm-request-c-wrappers (scalars only:
+// the same signature).
+extern "C" void _mlir_ciface_moeRuntimeCheckTopK(int64_t k, int64_t length) { moeRuntimeCheckTopK(k, length); }
 
 extern "C" void moeRuntimeSetCallError(const char *message) {
   if (callError.empty())

@@ -1152,8 +1152,10 @@ def sort_runtime_length_model(name, hidden=4):
     """TopK whose K is its input's own run-time length (torch.sort, argsort
     and JetMoE's sort of the flattened expert ids export so): ascending and
     descending, floats with ties and integers, 1-D and along the last axis of
-    a 2-D input, K = Shape of the sorted tensor itself; and a constant K on a
-    static rank-3 input; every result flattened into one output."""
+    a 2-D input, K = Shape of the sorted tensor itself; a constant K on a
+    static rank-3 input; and a constant K = 3 along the run-time token axis
+    (an expert's top-C tokens), largest and smallest first; every result
+    flattened into one output."""
     f, i64 = np.float32, np.int64
     n = helper.make_node
     nodes = [
@@ -1175,14 +1177,18 @@ def sort_runtime_length_model(name, hidden=4):
         n("TopK", ["cube", "two_k"], ["v_cube", "i_cube"]),                   # static rank 3
         n("Reshape", ["v_cube", "flat_shape"], ["v_cube_flat"]),
         n("Reshape", ["i_cube", "flat_shape"], ["i_cube_flat"]),
+        n("TopK", ["xt", "three_k"], ["v_pick", "i_pick"]),                  # K = 3 of a run-time axis
+        n("TopK", ["xt", "three_k"], ["v_low", "i_low"], largest=0),
     ]
+    for part in ("v_pick", "i_pick", "v_low", "i_low"):
+        nodes.append(n("Reshape", [part, "flat_shape"], [part + "_flat"]))
     parts = ["v_asc", "i_asc", "v_ties", "i_ties", "v_int", "i_int", "v_rows_flat", "i_rows_flat", "v_cube_flat",
-             "i_cube_flat"]
+             "i_cube_flat", "v_pick_flat", "i_pick_flat", "v_low_flat", "i_low_flat"]
     for part in parts:
         nodes.append(n("Cast", [part], [part + "_f"], to=TensorProto.FLOAT))
     nodes.append(n("Concat", [p + "_f" for p in parts], ["y"], axis=0))
     inits = [_init("flat_shape", np.array([-1], i64)), _init("two", np.array(2, f)),
-             _init("two_k", np.array([2], i64))]
+             _init("two_k", np.array([2], i64)), _init("three_k", np.array([3], i64))]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden]),
               helper.make_tensor_value_info("cube", TensorProto.FLOAT, [2, 5, hidden])]
     graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["all"])],

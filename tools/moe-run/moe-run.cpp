@@ -43,12 +43,14 @@
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+
+/// libmoe_runtime: the first error the last call of the program recorded.
+extern "C" const char *moeRuntimeTakeCallError(void);
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -542,11 +544,10 @@ int main(int argc, char **argv) {
     auto runStart = std::chrono::steady_clock::now();
     if (llvm::Error err = (*engine)->invokePacked("_mlir_ciface_" + name, packed))
       return failWith("running @" + name + " failed: " + llvm::toString(std::move(err)));
-    // What the expert-parallel runtime refused (another number of processes).
-    if (expertParallelFlags.ranks > 0)
-      if (auto take = reinterpret_cast<const char *(*)()>(dlsym(RTLD_DEFAULT, "moeRuntimeTakeCallError")))
-        if (const char *refused = take())
-          return failWith("running @" + name + " failed: " + refused);
+    // What the run itself refused: a size only it knows (an ONNX TopK's K
+    // against its axis), the expert-parallel runtime's exchanges.
+    if (const char *refused = moeRuntimeTakeCallError())
+      return failWith("running @" + name + " failed: " + refused);
     if (r >= warmup)
       times.push_back(msSince(runStart));
   }

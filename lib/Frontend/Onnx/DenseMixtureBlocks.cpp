@@ -69,11 +69,22 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
     }
   }
   const onnx::NodeProto *where = masked ? nullptr : g.onlyUser(mask, "Where");
-  if (where) {
-    std::optional<std::vector<float>> zero =
-        where->input_size() == 3 && constants.floats ? constants.floats(inputOf(*where, 2)) : std::nullopt;
-    if (inputOf(*where, 0) == mask && inputOf(*where, 1) == w && zero && zero->size() == 1 && (*zero)[0] == 0.0f) {
+  if (where && where->input_size() == 3 && inputOf(*where, 0) == mask && inputOf(*where, 1) == w) {
+    // The zeros: a zero constant (a scalar, or zeros_like(w) exported with
+    // static sizes), ConstantOfShape(Shape(w)) (TorchScript's zeros_like) or
+    // Expand(0, Shape(w)) (dynamo's).
+    llvm::StringRef zeros = inputOf(*where, 2);
+    const onnx::NodeProto *fill = g.producer(zeros);
+    bool zeroFill = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
+                             (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
+    const onnx::NodeProto *shape = zeroFill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
+    bool likeW = shape && shape->op_type() == "Shape" && inputOf(*shape, 0) == w &&
+                 llvm::all_of(shape->attribute(),
+                              [](const onnx::AttributeProto &a) { return a.name() == "start" && a.i() == 0; });
+    if (isZeroConstant(constants, zeros) || likeW) {
       found.push_back(where);
+      if (likeW)
+        found.append({fill, shape});
       masked = where;
     }
   }

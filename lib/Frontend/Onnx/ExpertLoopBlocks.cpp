@@ -61,10 +61,37 @@ slicedColumns(const GraphIndex &g, const ConstantLookup &constants, const onnx::
   return std::make_pair(columns[0], columns[1]);
 }
 
+/// The two columns of Transpose(NonZero(m), [1, 0]) [n, 2] taken as
+/// Gather(t, i, axis 1) with a scalar i (torch's `m.nonzero()[:, i]`);
+/// (first, second), or nullopt.
+static std::optional<std::pair<std::string, std::string>>
+gatheredColumns(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &transpose,
+                llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  std::string columns[2];
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  for (int u : g.users(outputOf(transpose, 0))) {
+    const onnx::NodeProto &gather = g.graph.node(u);
+    int64_t axis = intAttr(gather, "axis", 0);
+    std::optional<llvm::SmallVector<int64_t>> index = constants(gather.input_size() > 1 ? inputOf(gather, 1) : "");
+    std::optional<llvm::SmallVector<int64_t>> indexShape =
+        gather.input_size() > 1 ? constants.shape(inputOf(gather, 1)) : std::nullopt;
+    if (gather.op_type() != "Gather" || inputOf(gather, 0) != outputOf(transpose, 0) || (axis != 1 && axis != -1) ||
+        !index || index->size() != 1 || !indexShape || !indexShape->empty() || (*index)[0] < 0 ||
+        (*index)[0] > 1 || !columns[(*index)[0]].empty())
+      return std::nullopt;
+    columns[(*index)[0]] = outputOf(gather, 0);
+    found.push_back(&gather);
+  }
+  if (intsAttr(transpose, "perm") != llvm::SmallVector<int64_t>{1, 0} || columns[0].empty() || columns[1].empty())
+    return std::nullopt;
+  nodes.append(found.begin(), found.end());
+  return std::make_pair(columns[0], columns[1]);
+}
+
 /// NonZero(mask) split into its two rows: Gather(nz, 0) and Gather(nz, 1)
 /// (axis 0), or, as TorchScript writes torch.where, the columns of
-/// Transpose(nz, [1, 0]) split along axis 1 and squeezed. (first, second),
-/// or nullopt.
+/// Transpose(nz, [1, 0]) split along axis 1 and squeezed, or its columns
+/// gathered (`nonzero()[:, i]`). (first, second), or nullopt.
 std::optional<std::pair<std::string, std::string>>
 nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef mask,
             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
@@ -78,6 +105,11 @@ nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRe
             slicedColumns(g, constants, *transpose, nodes)) {
       nodes.append({nz, transpose});
       return sliced;
+    }
+    if (std::optional<std::pair<std::string, std::string>> gathered =
+            gatheredColumns(g, constants, *transpose, nodes)) {
+      nodes.append({nz, transpose});
+      return gathered;
     }
     const onnx::NodeProto *split = g.onlyUser(outputOf(*transpose, 0), "Split");
     llvm::SmallVector<int64_t> perm = intsAttr(*transpose, "perm");
@@ -221,39 +253,56 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
     nodes.append(found.begin(), found.end());
     return true;
   }
+  // w[token, slot] then a trailing Unsqueeze(-1) (`.unsqueeze(-1)`).
+  const onnx::NodeProto *trailing = nullptr;
   if (weightCol->op_type() == "Unsqueeze") {
     const onnx::NodeProto *picked =
         hasAxis(*weightCol, constants, -1) ? g.producer(inputOf(*weightCol, 0)) : nullptr;
-    if (!picked || picked->op_type() != "GatherND" || inputOf(*picked, 0) != w ||
-        intAttr(*picked, "batch_dims", 0) != 0 || !tokenSlotPairs(inputOf(*picked, 1), found))
-      return false;
-    found.push_back(picked);
-    nodes.append(found.begin(), found.end());
-    return true;
+    if (picked && picked->op_type() == "Reshape") {
+      trailing = weightCol;
+    } else {
+      if (!picked || picked->op_type() != "GatherND" || inputOf(*picked, 0) != w ||
+          intAttr(*picked, "batch_dims", 0) != 0 || !tokenSlotPairs(inputOf(*picked, 1), found))
+        return false;
+      found.push_back(picked);
+      nodes.append(found.begin(), found.end());
+      return true;
+    }
   }
-  // Reshapes down to the Gather; the outermost one ends in a size-1 axis.
+  // Reshapes down to the Gather; the outermost one ends in a size-1 axis,
+  // or, below a trailing Unsqueeze, in the rows' one axis.
   llvm::SmallVector<const onnx::NodeProto *> reshapes;
-  const onnx::NodeProto *n = weightCol;
+  const onnx::NodeProto *n = trailing ? g.producer(inputOf(*trailing, 0)) : weightCol;
   while (n && n->op_type() == "Reshape") {
     reshapes.push_back(n);
     n = g.producer(inputOf(*n, 0));
   }
   const onnx::NodeProto *gather = n && n->op_type() == "Gather" && intAttr(*n, "axis", 0) == 0 ? n : nullptr;
   const onnx::NodeProto *flatten = gather ? g.producer(inputOf(*gather, 0)) : nullptr;
-  const onnx::NodeProto *unsqW = flatten && flatten->op_type() == "Flatten" && intAttr(*flatten, "axis", 1) == 2
-                                     ? unsqueezedFrom(inputOf(*flatten, 0), w)
-                                     : nullptr;
+  // Flatten(Unsqueeze(w, -1), 2), or Flatten(w, 2) of the 2-D w: the same
+  // [T * k, 1] in the same order.
+  bool flattens = flatten && flatten->op_type() == "Flatten" && intAttr(*flatten, "axis", 1) == 2;
+  const onnx::NodeProto *unsqW = flattens ? unsqueezedFrom(inputOf(*flatten, 0), w) : nullptr;
+  bool flatW = flattens && !unsqW && inputOf(*flatten, 0) == w && constants.rank && constants.rank(w) == 2;
+  // The values the slot + token * k index runs over: w's, unsqueezed or not.
+  std::string flattened = unsqW ? outputOf(*unsqW, 0) : std::string(w);
   const onnx::NodeProto *outer = reshapes.empty() ? nullptr : reshapes.front();
   const onnx::NodeProto *target = outer ? g.producer(inputOf(*outer, 1)) : nullptr;
-  if (!unsqW || !target || target->op_type() != "Concat" || target->input_size() < 2 || !constants.rank ||
-      constants.rank(column) != 2)
+  if ((!unsqW && !flatW) || !target || target->op_type() != "Concat" || !constants.rank ||
+      constants.rank(column) != 2 || target->input_size() < (trailing ? 1 : 2))
     return false;
-  std::string unit = inputOf(*target, target->input_size() - 1);
-  std::optional<llvm::SmallVector<int64_t>> unitValue = constants(unit);
   llvm::SmallVector<const onnx::NodeProto *> sizeNodes;
-  if (!(unitValue && *unitValue == llvm::SmallVector<int64_t>{1}) &&
-      !isSizeOf(g, constants, unit, outputOf(*unsqW, 0), 2, sizeNodes))
-    return false;
+  if (trailing) {
+    // [n] below the Unsqueeze: the rows' one axis.
+    if (constants.rank(outputOf(*outer, 0)) != 1)
+      return false;
+  } else {
+    std::string unit = inputOf(*target, target->input_size() - 1);
+    std::optional<llvm::SmallVector<int64_t>> unitValue = constants(unit);
+    if (!(unitValue && *unitValue == llvm::SmallVector<int64_t>{1}) &&
+        !isSizeOf(g, constants, unit, flattened, 2, sizeNodes))
+      return false;
+  }
   // slot + token * k, k the slot axis's size.
   const onnx::NodeProto *add = g.producer(inputOf(*gather, 1));
   if (!add || add->op_type() != "Add")
@@ -268,13 +317,16 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
       llvm::StringRef slots = inputOf(*mul, 1 - m);
       std::optional<llvm::SmallVector<int64_t>> value = constants(slots);
       bool isK = (value && *value == llvm::SmallVector<int64_t>{k}) ||
-                 isSizeOf(g, constants, slots, outputOf(*unsqW, 0), 1, sizeNodes) ||
-                 isSizeOf(g, constants, slots, w, 1, sizeNodes);
+                 isSizeOf(g, constants, slots, flattened, 1, sizeNodes) || isSizeOf(g, constants, slots, w, 1, sizeNodes);
       if (!isK)
         continue;
       nodes.append(reshapes.begin(), reshapes.end());
       nodes.append(sizeNodes.begin(), sizeNodes.end());
-      nodes.append({gather, flatten, unsqW, add, mul});
+      nodes.append({gather, flatten, add, mul});
+      if (unsqW)
+        nodes.push_back(unsqW);
+      if (trailing)
+        nodes.push_back(trailing);
       return true;
     }
   }
@@ -500,7 +552,12 @@ struct Accumulation {
 /// Expand(Unsqueeze(token, -1), Shape(e)), e, axis 0)) with
 /// e = Expand(rows, Shape(acc[:1, :])) (the same rows: acc[:1] broadcasts
 /// to them), or acc[token] += rows as written by hand (index_put without
-/// accumulate): ScatterND(acc, column, Add(GatherND(acc, column), rows)).
+/// accumulate): ScatterND(acc, column, Add(GatherND(acc, column), rows)),
+/// or scatter_add_(0, token[:, None].expand(-1, H), rows):
+/// ScatterElements(acc, Expand(column), rows, axis 0, add) (TorchScript
+/// slices the rows to the indices' shape: themselves), or TorchScript's
+/// index_put_(accumulate=True): Add(acc, ScatterND(zeros shaped like acc,
+/// column, rows reshaped to themselves)).
 /// The tokens of one expert are distinct, so the scatter writes each row
 /// once, the same sum every way.
 static std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants,
@@ -514,7 +571,79 @@ static std::optional<Accumulation> accumulation(const GraphIndex &g, const Const
                ? u
                : nullptr;
   };
-  if (const onnx::NodeProto *scatter = g.onlyUser(rows, "ScatterND")) {
+  // Zeros shaped like acc: ConstantOfShape(Shape(acc)), or, in an export
+  // with static sizes, a zero constant (the Add checks it is acc's shape).
+  auto zerosLike = [&](llvm::StringRef value, llvm::StringRef acc,
+                       llvm::SmallVector<const onnx::NodeProto *> &found) {
+    if (isZeroConstant(constants, value))
+      return true;
+    const onnx::NodeProto *zeros = g.producer(value);
+    const onnx::NodeProto *shape = zeros && zeros->op_type() == "ConstantOfShape" &&
+                                           llvm::all_of(zeros->attribute(), isZeroValue)
+                                       ? g.producer(inputOf(*zeros, 0))
+                                       : nullptr;
+    if (!shape || shape->op_type() != "Shape" || inputOf(*shape, 0) != acc)
+      return false;
+    found.append({zeros, shape});
+    return true;
+  };
+  // The rows themselves, or a view ONNX's shape rules make them: a Slice
+  // from 0 to the indices' shape (ScatterElements' updates have the
+  // indices' shape, Expand(column) the rows'), a Reshape feeding ScatterND's
+  // updates ([n] + acc.shape[1:]: the rows' own shape).
+  auto rowsView = [&](llvm::StringRef opType) -> const onnx::NodeProto * {
+    for (const char *view : {"Slice", "Reshape"}) {
+      const onnx::NodeProto *v = g.onlyUser(rows, view);
+      if (!v || inputOf(*v, 0) != rows)
+        continue;
+      if (std::string(view) == "Slice") {
+        std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*v, 1));
+        if (!starts || llvm::any_of(*starts, [](int64_t x) { return x != 0; }) ||
+            (v->input_size() > 4 && !inputOf(*v, 4).empty()))
+          continue;
+      }
+      if (g.onlyUser(outputOf(*v, 0), opType))
+        return v;
+    }
+    return nullptr;
+  };
+  const onnx::NodeProto *view = nullptr;
+  const onnx::NodeProto *scatterAdd = g.onlyUser(rows, "ScatterElements");
+  if (!scatterAdd && (view = rowsView("ScatterElements")))
+    scatterAdd = g.onlyUser(outputOf(*view, 0), "ScatterElements");
+  if (scatterAdd) {
+    std::string updates = view ? outputOf(*view, 0) : std::string(rows);
+    const onnx::NodeProto *expandToken = g.producer(inputOf(*scatterAdd, 1));
+    const onnx::NodeProto *column = expandToken && expandToken->op_type() == "Expand"
+                                        ? unsqueezedToken(inputOf(*expandToken, 0))
+                                        : nullptr;
+    if (!column || inputOf(*scatterAdd, 2) != updates || intAttr(*scatterAdd, "axis", 0) != 0 ||
+        stringAttr(*scatterAdd, "reduction", "none") != "add")
+      return std::nullopt;
+    nodes.append({scatterAdd, expandToken, column});
+    if (view)
+      nodes.push_back(view);
+    return Accumulation{inputOf(*scatterAdd, 0), outputOf(*scatterAdd, 0)};
+  }
+  const onnx::NodeProto *scatterND = g.onlyUser(rows, "ScatterND");
+  if (!scatterND && (view = rowsView("ScatterND")) && view->op_type() == "Reshape")
+    scatterND = g.onlyUser(outputOf(*view, 0), "ScatterND");
+  if (scatterND && view) {
+    // Add(acc, ScatterND(zeros like acc, column, rows)).
+    const onnx::NodeProto *where = unsqueezedToken(inputOf(*scatterND, 1));
+    const onnx::NodeProto *add = g.onlyUser(outputOf(*scatterND, 0), "Add");
+    if (!where || !add || inputOf(*scatterND, 2) != outputOf(*view, 0) ||
+        stringAttr(*scatterND, "reduction", "none") != "none")
+      return std::nullopt;
+    std::string acc = inputOf(*add, 0) == outputOf(*scatterND, 0) ? inputOf(*add, 1) : inputOf(*add, 0);
+    llvm::SmallVector<const onnx::NodeProto *> zeros;
+    if (!zerosLike(inputOf(*scatterND, 0), acc, zeros))
+      return std::nullopt;
+    nodes.append({view, scatterND, where, add});
+    nodes.append(zeros.begin(), zeros.end());
+    return Accumulation{acc, outputOf(*add, 0)};
+  }
+  if (const onnx::NodeProto *scatter = scatterND) {
     const onnx::NodeProto *where = unsqueezedToken(inputOf(*scatter, 1));
     bool adds = llvm::any_of(scatter->attribute(), [](const onnx::AttributeProto &a) {
       return a.name() == "reduction" && a.s() == "add";

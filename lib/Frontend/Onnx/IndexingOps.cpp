@@ -11,13 +11,16 @@
 #include "moe/Utils/ScalarMath.h"
 #include "moe/Utils/TensorBuilders.h"
 
+#include "dialects/moe/MoeDialect.h"
 #include "dialects/moe/MoeOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
+#include "mlir/IR/BuiltinOps.h"
 
 #include <functional>
 #include <limits>
@@ -634,6 +637,26 @@ std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64
   return {values, indices};
 }
 
+/// A host call of the runtime's check that `k` does not exceed the run-time
+/// `length` (moeRuntimeCheckTopK): the call's error names both.
+static void checkTopKAtRunTime(NodeContext &ctx, int64_t k, Value length) {
+  OpBuilder &b = ctx.b;
+  Location loc = ctx.loc;
+  auto module = b.getInsertionBlock()->getParentOp()->getParentOfType<ModuleOp>();
+  constexpr llvm::StringLiteral name = "moeRuntimeCheckTopK";
+  auto fn = module.lookupSymbol<func::FuncOp>(name);
+  if (!fn) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(module.getBody());
+    fn = func::FuncOp::create(b, loc, name, b.getFunctionType({b.getI64Type(), b.getI64Type()}, {}));
+    fn.setPrivate();
+  }
+  Value kValue = arith::ConstantIntOp::create(b, loc, b.getI64Type(), k);
+  Value lengthValue = arith::IndexCastOp::create(b, loc, b.getI64Type(), length);
+  auto call = func::CallOp::create(b, loc, fn, ValueRange{kValue, lengthValue});
+  call->setAttr(moe::kHostCallAttrName, b.getUnitAttr()); // a GPU program calls it from the host
+}
+
 /// TopK along the last axis, sorted (ties: lower index first): values in
 /// the input's type, indices as i64. Float inputs, largest first, take
 /// moe.topk (its contract); other element types and smallest-first take the
@@ -662,8 +685,12 @@ Results convertTopK(NodeContext &ctx) {
   if (*axis != type.getRank() - 1)
     return ctx.error() << "only TopK along the last axis is supported", failure();
   int64_t n = type.getShape().back();
-  if (!fullSort && (ShapedType::isDynamic(n) || (*k)[0] < 1 || (*k)[0] > n))
+  if (!fullSort && ((*k)[0] < 1 || (!ShapedType::isDynamic(n) && (*k)[0] > n)))
     return ctx.error() << "K = " << (*k)[0] << " is out of range for " << type, failure();
+  // A constant K over an axis whose size only the run knows (an expert's
+  // top-C tokens): the run checks K against it, and its call fails if larger.
+  if (!fullSort && ShapedType::isDynamic(n))
+    checkTopKAtRunTime(ctx, (*k)[0], tb::dimSize(ctx.b, ctx.loc, x, type.getRank() - 1));
 
   if (fullSort && !ShapedType::isDynamic(n))
     (*k)[0] = n;
