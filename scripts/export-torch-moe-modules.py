@@ -408,6 +408,27 @@ class WhereGateLoop(Experts):
         return out
 
 
+class ExpertChoiceLoop(Experts):
+    """Expert-choice routing: each expert's top-C tokens of the softmax
+    scores (C = 8: at most the 9 tokens of the second reference input), its
+    rows scaled by their scores
+    and index_add_-ed."""
+
+    def __init__(self, expert=SwiGLU, scoring=F.softmax, wrong_scale=False):
+        super().__init__(expert)
+        self.scoring, self.wrong_scale = scoring, wrong_scale
+
+    def forward(self, x):
+        s = self.scoring(self.gate(x), dim=-1) if self.scoring is F.softmax else self.scoring(self.gate(x))
+        g, tok = torch.topk(s.t(), 8, dim=-1)
+        if self.wrong_scale:
+            g = 1.0 - g
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out.index_add_(0, tok[e], g[e, :, None] * expert(x[tok[e]]))
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -432,13 +453,17 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "gather_picks_loop": GatherPicksLoop, "one_hot_gate": OneHotGate,
            "biased_sigmoid_epsilon_loop": BiasedSigmoidEpsilonLoop, "softmax_epsilon_loop": SoftmaxEpsilonLoop,
            "scatter_add_loop": ScatterAddLoop, "index_put_loop": IndexPutLoop,
-           "nonzero_columns_loop": NonzeroColumnsLoop, "where_gate_loop": WhereGateLoop}
+           "nonzero_columns_loop": NonzeroColumnsLoop, "where_gate_loop": WhereGateLoop,
+           "expert_choice_loop": ExpertChoiceLoop,
+           "expert_choice_sigmoid_gelu_loop": lambda: ExpertChoiceLoop(lambda: mlp(nn.GELU(), False), torch.sigmoid),
+           "expert_choice_wrong_scale_near_miss": lambda: ExpertChoiceLoop(wrong_scale=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
-DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss"}
+DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
+               "expert_choice_wrong_scale_near_miss"}
 # Forms only one exporter writes.
 TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum", "sigmoid_of_picks"}
 

@@ -41,6 +41,15 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   auto xType = cast<RankedTensorType>(x->getType());
   auto routerType = cast<RankedTensorType>(router->getType());
   auto upType = cast<RankedTensorType>(up->getType()), downType = cast<RankedTensorType>(down->getType());
+  // Each expert's top-C tokens: the graph's TopK fails on fewer tokens than
+  // C, and so does the run (the layer would otherwise pick them all).
+  if (block.expertChoiceCapacity > 0 && xType.getRank() == 2) {
+    if (!xType.isDynamicDim(0) && xType.getDimSize(0) < block.expertChoiceCapacity)
+      return emitError(loc) << "MoE block: each expert picks " << block.expertChoiceCapacity << " of "
+                            << xType.getDimSize(0) << " tokens";
+    if (xType.isDynamicDim(0))
+      checkTopKAtRunTime(builder, loc, block.expertChoiceCapacity, tensor::DimOp::create(builder, loc, *x, 0));
+  }
   Type element = xType.getElementType();
   if (xType.getRank() != 2 || routerType.getRank() != 2 || upType.getRank() != 3 || downType.getRank() != 3)
     return emitError(loc) << "MoE block: expected x [tokens, hidden], a 2-D router and 3-D expert weights";
@@ -92,6 +101,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                         ", k = " + std::to_string(block.k) + (block.normalize ? ", normalize = all" : "");
   if (block.normalize && block.normEpsilon > 0)
     routing += ", norm_epsilon = " + doubleLiteral(block.normEpsilon);
+  if (block.expertChoiceCapacity > 0)
+    routing += ", select = expert_choice, capacity = " + std::to_string(block.expertChoiceCapacity);
   // A 16-bit router's MatMul (and Gemm) writes 16-bit logits: the layer
   // rounds them as the graph does before scoring and selecting; scores
   // taken in the 16-bit type, then widened for the TopK, likewise.

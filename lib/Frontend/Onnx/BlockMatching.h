@@ -206,6 +206,12 @@ std::optional<SlotOperands> matchSlotOperands(const GraphIndex &g, const Constan
 /// experts of `weights`: then it is not the no-op transformers writes.
 bool clipKeepsExperts(const ConstantLookup &constants, const onnx::NodeProto *clip, llvm::StringRef weights);
 
+/// Matches expert-choice routing anchored at TopK node `topk`, the top
+/// tokens of each expert in a loop over the experts (ExpertChoiceBlocks.cpp).
+/// `why` is empty when `topk` is no expert-choice selection.
+std::optional<MoeBlock> matchExpertChoiceBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                               std::string &why);
+
 /// Matches the per-expert loop form anchored at TopK node `topk` (see
 /// MoeBlocks.cpp). `why` is empty when there are no per-expert masks.
 std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
@@ -247,6 +253,34 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
 /// The experts `ffns` (every expert, in order) as the block's own weights;
 /// false, with `why`, when they differ in form.
 bool setOwnExperts(MoeBlock &block, const std::map<int64_t, OwnExpertFfn> &ffns, std::string &why);
+
+/// Rows of the block's x gathered at `token` (x[token]: Gather along axis 0,
+/// GatherND of its column, TorchScript's x[None, token] reshaped); their
+/// value, or "" (ExpertLoopBlocks.cpp).
+std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
+                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// An expert's FFN on its own constant weights downstream of `rows`; sets
+/// `output` to its result.
+std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
+                                            std::string &output, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// One expert's step of the output's accumulation: `out` = `in` plus its
+/// weighted rows added at their tokens.
+struct Accumulation {
+  std::string in, out;
+};
+
+/// The step adding `rows` at `token` (index_add_, scatter_add_,
+/// index_put_ and `acc[token] +=` as the exporters write them), or nullopt.
+std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
+                                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// The experts' steps chained once each from zeros shaped like x: the
+/// last step's output, or nullopt with `why`.
+std::optional<std::string> accumulationChain(const GraphIndex &g, const ConstantLookup &constants,
+                                             const MoeBlock &block, const std::map<int64_t, Accumulation> &steps,
+                                             llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why);
 
 /// Matches a mixture computing every expert on every token, weighted by
 /// per-expert gate columns (DenseMixtureBlocks.cpp) anchored at TopK node

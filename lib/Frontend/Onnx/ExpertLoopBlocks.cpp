@@ -175,8 +175,8 @@ static bool isSizeOf(const GraphIndex &g, const ConstantLookup &constants, llvm:
 /// GatherND(x, Unsqueeze(token, -1)), or, as
 /// TorchScript writes x[None, token].reshape(-1, H), a rank-2 Reshape of
 /// Gather(Unsqueeze(x, 0), token) along axis 1. The rows' value, or "".
-static std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
-                                llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
+                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   // GatherND(x, Unsqueeze(token, -1)) (the dynamo exporter's x[token]).
   for (int u : g.users(token)) {
     const onnx::NodeProto &column = g.graph.node(u);
@@ -517,9 +517,8 @@ picksSoftmaxRouting(const GraphIndex &g, const ConstantLookup &constants, int to
 /// The expert's own FFN on its rows: the first value downstream of the rows
 /// (within 64 values) that only a scale (Mul, or a Cast to it) reads and
 /// that is an FFN of the rows (matchOwnExpertFfn). Sets `output`.
-static std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantLookup &constants,
-                                                   llvm::StringRef rows, std::string &output,
-                                                   llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
+                                            std::string &output, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   auto isRows = [&](llvm::StringRef v) { return v == rows; };
   llvm::SmallVector<std::string> frontier = {rows.str()};
   llvm::StringSet<> seen;
@@ -541,12 +540,6 @@ static std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const Co
   return std::nullopt;
 }
 
-/// One expert's step of the output's accumulation: `out` = `in` plus its
-/// weighted rows added at their tokens.
-struct Accumulation {
-  std::string in, out;
-};
-
 /// ScatterND(acc, Unsqueeze(token, -1), rows, add), or, as TorchScript
 /// writes index_add_, Add(acc, ScatterElements(zeros shaped like acc,
 /// Expand(Unsqueeze(token, -1), Shape(e)), e, axis 0)) with
@@ -560,9 +553,8 @@ struct Accumulation {
 /// column, rows reshaped to themselves)).
 /// The tokens of one expert are distinct, so the scatter writes each row
 /// once, the same sum every way.
-static std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants,
-                                                llvm::StringRef rows, llvm::StringRef token,
-                                                llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
+                                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   // token [n] as a column [n, 1] (Unsqueeze at -1, or at 1: the same).
   auto unsqueezedToken = [&](llvm::StringRef value) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
@@ -1050,7 +1042,29 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
       return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
     steps[e] = *step;
   }
-  // The steps chain every expert once, from zeros shaped like x.
+  std::optional<std::string> chained = accumulationChain(g, constants, block, steps, nodes, why);
+  if (!chained)
+    return std::nullopt;
+  std::string acc = *chained;
+  if (!own.empty() && !setOwnExperts(block, own, why))
+    return std::nullopt;
+  if (!block.expertDownBias.empty() && block.deepSeek)
+    return fail("experts with biases under DeepSeek-V3's routing (only softmax top-k routing takes biased experts)");
+  block.output = acc;
+  block.last = g.indexOf(g.producer(acc));
+  block.gptOss = oss;
+  if (!oss)
+    matchSharedExpert(g, block, nodes);
+  return finishBlock(g, std::move(block), nodes, topk, why);
+}
+
+std::optional<std::string> accumulationChain(const GraphIndex &g, const ConstantLookup &constants,
+                                             const MoeBlock &block, const std::map<int64_t, Accumulation> &steps,
+                                             llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  auto fail = [&](const std::string &reason) -> std::optional<std::string> {
+    why = reason;
+    return std::nullopt;
+  };
   llvm::StringMap<int64_t> stepReading;
   for (auto &[e, step] : steps)
     if (!stepReading.try_emplace(step.in, e).second)
@@ -1062,25 +1076,16 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
         return fail("the experts' accumulations do not form one chain");
       first = e;
     }
-  if (!first || !zerosLikeX(g, constants, block, steps[*first].in, nodes))
+  if (!first || !zerosLikeX(g, constants, block, steps.at(*first).in, nodes))
     return fail("the experts' rows are not added into zeros shaped like x");
-  std::string acc = steps[*first].out;
+  std::string acc = steps.at(*first).out;
   for (size_t visited = 1; visited < steps.size(); ++visited) {
     auto next = stepReading.find(acc);
     if (next == stepReading.end())
       return fail("the experts' accumulations do not form one chain");
-    acc = steps[next->second].out;
+    acc = steps.at(next->second).out;
   }
-  if (!own.empty() && !setOwnExperts(block, own, why))
-    return std::nullopt;
-  if (!block.expertDownBias.empty() && block.deepSeek)
-    return fail("experts with biases under DeepSeek-V3's routing (only softmax top-k routing takes biased experts)");
-  block.output = acc;
-  block.last = g.indexOf(g.producer(acc));
-  block.gptOss = oss;
-  if (!oss)
-    matchSharedExpert(g, block, nodes);
-  return finishBlock(g, std::move(block), nodes, topk, why);
+  return acc;
 }
 
 std::optional<MoeBlock> matchPerExpertBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,

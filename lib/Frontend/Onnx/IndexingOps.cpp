@@ -637,11 +637,9 @@ std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64
   return {values, indices};
 }
 
-/// A host call of the runtime's check that `k` does not exceed the run-time
-/// `length` (moeRuntimeCheckTopK): the call's error names both.
-static void checkTopKAtRunTime(NodeContext &ctx, int64_t k, Value length) {
-  OpBuilder &b = ctx.b;
-  Location loc = ctx.loc;
+} // namespace
+
+void mlir::moe::onnx_import::checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length) {
   auto module = b.getInsertionBlock()->getParentOp()->getParentOfType<ModuleOp>();
   constexpr llvm::StringLiteral name = "moeRuntimeCheckTopK";
   auto fn = module.lookupSymbol<func::FuncOp>(name);
@@ -656,6 +654,8 @@ static void checkTopKAtRunTime(NodeContext &ctx, int64_t k, Value length) {
   auto call = func::CallOp::create(b, loc, fn, ValueRange{kValue, lengthValue});
   call->setAttr(moe::kHostCallAttrName, b.getUnitAttr()); // a GPU program calls it from the host
 }
+
+namespace {
 
 /// TopK along the last axis, sorted (ties: lower index first): values in
 /// the input's type, indices as i64. Float inputs, largest first, take
@@ -690,7 +690,7 @@ Results convertTopK(NodeContext &ctx) {
   // A constant K over an axis whose size only the run knows (an expert's
   // top-C tokens): the run checks K against it, and its call fails if larger.
   if (!fullSort && ShapedType::isDynamic(n))
-    checkTopKAtRunTime(ctx, (*k)[0], tb::dimSize(ctx.b, ctx.loc, x, type.getRank() - 1));
+    checkTopKAtRunTime(ctx.b, ctx.loc, (*k)[0], tb::dimSize(ctx.b, ctx.loc, x, type.getRank() - 1));
 
   if (fullSort && !ShapedType::isDynamic(n))
     (*k)[0] = n;

@@ -103,8 +103,12 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
                                "as TopK(1); it runs as plain ops"});
     if (graph.node(i).op_type() != "TopK" || !defaultDomain)
       continue;
-    std::string why, whyLoop, whyGptOss, whyDense, whyGathered;
-    if (std::optional<MoeBlock> block = matchBlock(index, constants, i, why))
+    std::string why, whyLoop, whyGptOss, whyDense, whyGathered, whyChoice;
+    if (std::optional<MoeBlock> choice = matchExpertChoiceBlock(index, constants, i, whyChoice))
+      blocks.push_back(std::move(*choice));
+    else if (!whyChoice.empty())
+      nearMisses.push_back({i, whyChoice});
+    else if (std::optional<MoeBlock> block = matchBlock(index, constants, i, why))
       blocks.push_back(std::move(*block));
     else if (std::optional<MoeBlock> loop = matchPerExpertBlock(index, constants, i, whyLoop))
       blocks.push_back(std::move(*loop));

@@ -80,6 +80,9 @@ struct MoeBlock {
   /// [in, out].
   bool expertRows = false;
   int64_t k = 1;
+  /// Expert-choice routing: each expert takes this many tokens (0: token
+  /// choice, k experts per token).
+  int64_t expertChoiceCapacity = 0;
   bool normalize = false;
   /// The renormalisation divides by the sum plus this (0: the sum alone).
   double normEpsilon = 0;

@@ -127,6 +127,11 @@ void addConvolutionConverter(std::vector<OpConverter> &converters);
 /// Index `i` (any integer type) as an index into a dimension of `size`,
 /// counted from the end when negative (IndexingOps.cpp).
 Value wrapIndex(OpBuilder &b, Location loc, Value i, Value size);
+
+/// A host call of the runtime's check that a top-k's `k` does not exceed
+/// the run-time `length` of its axis (moeRuntimeCheckTopK): the run's call
+/// fails, naming both, when it does (IndexingOps.cpp).
+void checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
 
