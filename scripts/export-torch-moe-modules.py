@@ -429,6 +429,49 @@ class ExpertChoiceLoop(Experts):
         return out
 
 
+class MaskedSoftmaxLoop(Experts):
+    """The softmax over the logits with every expert but the top-k masked to
+    -inf (full(-inf).scatter(1, idx, 0) added); each expert weighted by its
+    column of that gate."""
+
+    def forward(self, x):
+        logits = self.gate(x)
+        _, idx = torch.topk(logits, TOP_K, dim=-1)
+        mask = torch.full_like(logits, float("-inf")).scatter(1, idx, 0.0)
+        gate = F.softmax(logits + mask, dim=-1)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + gate[:, e:e + 1] * expert(x)
+        return out
+
+
+class MaskedFillSoftmax(Experts):
+    """The masked softmax as masked_fill(~keep, -inf), keep scattered from the
+    top-k ids; the gate over the experts' stacked outputs by einsum."""
+
+    def forward(self, x):
+        logits = self.gate(x)
+        _, idx = torch.topk(logits, TOP_K, dim=-1)
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter(1, idx, True)
+        gate = F.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1)
+        outs = torch.stack([expert(x) for expert in self.experts], 1)
+        return torch.einsum("te,teh->th", gate, outs)
+
+
+class ScatterGateColumns(Experts):
+    """The softmax of the top-k logits scattered into a dense gate, each
+    expert weighted by its column."""
+
+    def forward(self, x):
+        logits = self.gate(x)
+        top, idx = torch.topk(logits, TOP_K, dim=-1)
+        gate = torch.zeros_like(logits).scatter(1, idx, F.softmax(top, dim=-1))
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + gate[:, e:e + 1] * expert(x)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -456,14 +499,18 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "nonzero_columns_loop": NonzeroColumnsLoop, "where_gate_loop": WhereGateLoop,
            "expert_choice_loop": ExpertChoiceLoop,
            "expert_choice_sigmoid_gelu_loop": lambda: ExpertChoiceLoop(lambda: mlp(nn.GELU(), False), torch.sigmoid),
-           "expert_choice_wrong_scale_near_miss": lambda: ExpertChoiceLoop(wrong_scale=True)}
+           "expert_choice_wrong_scale_near_miss": lambda: ExpertChoiceLoop(wrong_scale=True),
+           "masked_softmax_loop": MaskedSoftmaxLoop, "masked_fill_softmax": MaskedFillSoftmax,
+           "scatter_gate_columns": ScatterGateColumns}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
-               "expert_choice_wrong_scale_near_miss"}
+               "expert_choice_wrong_scale_near_miss",
+               # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
+               "masked_fill_softmax"}
 # Forms only one exporter writes.
 TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum", "sigmoid_of_picks"}
 

@@ -16,6 +16,14 @@
 // The top-k scores read back by GatherElements at the TopK's own indices
 // (`logits.gather(-1, idx)`) are the TopK's values.
 //
+// A softmax over the logits with every expert but a top-k's masked to -inf
+// (`softmax(logits + full(-inf).scatter(1, idx, 0))`, or
+// `logits.masked_fill(~keep, -inf)` with `keep` scattered from the ids) is
+// the softmax over the picks scattered into a dense gate (exp(-inf) = 0);
+// a column `gate[:, e:e+1]` of such a scattered gate is the sum of the
+// row's weights at slots holding e (a top-k's ids are distinct): the forms
+// the dense-mixture matcher reads.
+//
 //===----------------------------------------------------------------------===//
 
 #include "BlockMatching.h"
@@ -28,6 +36,8 @@
 #include "llvm/ADT/StringSet.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <string>
 
 using namespace mlir;
@@ -39,6 +49,77 @@ bool isStandard(const onnx::NodeProto &node) { return node.domain().empty() || n
 
 bool isFloat(int32_t t) {
   return t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16;
+}
+
+/// The one element of a scalar (or one-element) tensor, as a double.
+std::optional<double> scalarOf(const onnx::TensorProto &t) {
+  int64_t count = 1;
+  for (int64_t d : t.dims())
+    count *= d;
+  if (count != 1)
+    return std::nullopt;
+  const std::string &raw = t.raw_data();
+  auto fromHalf = [](uint16_t h, bool brain) -> double {
+    if (brain) {
+      uint32_t bits = uint32_t(h) << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    int exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    double sign = (h & 0x8000) ? -1.0 : 1.0;
+    if (exponent == 31)
+      return mantissa ? NAN : sign * INFINITY;
+    if (exponent == 0)
+      return sign * std::ldexp(double(mantissa), -24);
+    return sign * std::ldexp(double(mantissa | 0x400), exponent - 25);
+  };
+  switch (t.data_type()) {
+  case onnx::TensorProto::FLOAT: {
+    float f;
+    if (raw.size() == 4)
+      std::memcpy(&f, raw.data(), 4);
+    else if (t.float_data_size() == 1)
+      f = t.float_data(0);
+    else
+      return std::nullopt;
+    return f;
+  }
+  case onnx::TensorProto::FLOAT16:
+  case onnx::TensorProto::BFLOAT16: {
+    uint16_t h;
+    if (raw.size() == 2)
+      std::memcpy(&h, raw.data(), 2);
+    else if (t.int32_data_size() == 1)
+      h = uint16_t(t.int32_data(0));
+    else
+      return std::nullopt;
+    return fromHalf(h, t.data_type() == onnx::TensorProto::BFLOAT16);
+  }
+  case onnx::TensorProto::BOOL:
+  case onnx::TensorProto::INT32:
+  case onnx::TensorProto::INT64: {
+    if (t.data_type() == onnx::TensorProto::INT64 && raw.size() == 8) {
+      int64_t v;
+      std::memcpy(&v, raw.data(), 8);
+      return double(v);
+    }
+    if (t.data_type() == onnx::TensorProto::INT32 && raw.size() == 4) {
+      int32_t v;
+      std::memcpy(&v, raw.data(), 4);
+      return double(v);
+    }
+    if (t.data_type() == onnx::TensorProto::BOOL && raw.size() == 1)
+      return double(raw[0] != 0);
+    if (t.int64_data_size() == 1)
+      return double(t.int64_data(0));
+    if (t.int32_data_size() == 1)
+      return double(t.int32_data(0));
+    return std::nullopt;
+  }
+  default:
+    return std::nullopt;
+  }
 }
 
 /// `axes` made non-negative for rank `rank`, sorted; nullopt when one is
@@ -183,6 +264,83 @@ private:
   }
   void pairSelections();
   std::string pickedValues(const onnx::NodeProto &gather) const;
+  /// The value every element of `v` holds when `v` is a fill: a constant
+  /// of one value (an initializer or Constant node, maybe broadcast by
+  /// Expand), or ConstantOfShape (its value; absent: 0).
+  std::optional<double> fillValue(llvm::StringRef v) const {
+    const onnx::NodeProto *p = producers.lookup(v);
+    if (p && isStandard(*p) && p->op_type() == "Expand" && p->input_size() == 2)
+      return fillValue(p->input(0));
+    if (p && isStandard(*p) && p->op_type() == "ConstantOfShape") {
+      for (const onnx::AttributeProto &a : p->attribute())
+        if (a.name() == "value")
+          return scalarOf(a.t());
+      return 0.0;
+    }
+    if (p && isStandard(*p) && p->op_type() == "Constant") {
+      for (const onnx::AttributeProto &a : p->attribute())
+        if (a.name() == "value")
+          return scalarOf(a.t());
+      return std::nullopt;
+    }
+    if (p)
+      return std::nullopt;
+    for (const onnx::TensorProto &init : graph.initializer())
+      if (init.name() == v)
+        return scalarOf(init);
+    return std::nullopt;
+  }
+  /// `v` and the values a fill is computed from (Expand, ConstantOfShape,
+  /// Shape): dead with the fill, unless read elsewhere (the removal checks).
+  void fillValues(llvm::StringRef v, llvm::SmallVectorImpl<std::string> &out) const {
+    out.push_back(v.str());
+    const onnx::NodeProto *p = producers.lookup(v);
+    if (p && isStandard(*p) && llvm::is_contained({"Expand", "ConstantOfShape", "Shape"}, p->op_type()))
+      for (const std::string &in : p->input())
+        if (producers.lookup(in) && !in.empty())
+          fillValues(in, out);
+  }
+  /// The TopK whose indices are `ids`, over `scores` along their last axis,
+  /// largest first; null otherwise.
+  const onnx::NodeProto *topKOf(llvm::StringRef ids, llvm::StringRef scores) const {
+    const onnx::NodeProto *topk = producers.lookup(ids);
+    const ValueFacts *in = topk ? factsOf(topk->input(0)) : nullptr;
+    if (!topk || !isStandard(*topk) || topk->op_type() != "TopK" || topk->output_size() != 2 ||
+        topk->output(1) != ids || (!scores.empty() && topk->input(0) != scores) || !in || in->rank != 2 ||
+        blocks::intAttr(*topk, "largest", 1) != 1 ||
+        normalized({blocks::intAttr(*topk, "axis", -1)}, 2) != llvm::SmallVector<int64_t>{1})
+      return nullptr;
+    return topk;
+  }
+  /// ScatterElements(data, ids, updates) along axis 1 with no reduction,
+  /// `ids` the indices of a TopK over [T, E] (so the data is 2-D too); null
+  /// otherwise.
+  const onnx::NodeProto *scatterAtTopK(llvm::StringRef v, llvm::StringRef scores) const {
+    const onnx::NodeProto *p = producers.lookup(v);
+    if (!p || !isStandard(*p) || p->op_type() != "ScatterElements" || p->input_size() != 3 ||
+        normalized({blocks::intAttr(*p, "axis", 0)}, 2) != llvm::SmallVector<int64_t>{1} ||
+        blocks::stringAttr(*p, "reduction", "none") != "none" || !topKOf(p->input(1), scores))
+      return nullptr;
+    return p;
+  }
+  struct MaskedSoftmax {
+    const onnx::NodeProto *topk = nullptr;
+    std::string logits;
+    int32_t dataType = 0;
+    llvm::SmallVector<std::string> orphaned;
+    /// The softmax over the picks it becomes, and the TopK's values and
+    /// ids (named when found: the nodes move before it is emitted).
+    std::string picks, values, ids;
+  };
+  bool maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoftmax &m) const;
+  void emitScatteredPicks(const onnx::NodeProto &softmax, const MaskedSoftmax &m);
+  struct GateColumn {
+    std::string ids, weights, gate;
+    int64_t expert = 0;
+    int32_t dataType = 0;
+  };
+  bool scatteredGateColumn(const onnx::NodeProto &slice, GateColumn &c) const;
+  void emitGateColumn(const onnx::NodeProto &slice, const GateColumn &c);
   struct OneHotGate {
     std::string ids, weights, scores;
     int32_t dataType = 0;
@@ -204,6 +362,9 @@ private:
   /// ArgMax nodes to rewrite, with the ReduceMax of the same scores (or
   /// null); each pair's second node is dropped when the first is reached.
   llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> argmaxOf, reduceMaxOf;
+  /// Masked softmaxes found, by node: columns of their gates read as the
+  /// scattered gate's.
+  llvm::DenseMap<const onnx::NodeProto *, MaskedSoftmax> maskedSoftmaxes;
   llvm::DenseSet<const onnx::NodeProto *> emitted;
   llvm::StringMap<Squeezed> squeezed;
   llvm::StringMap<std::string> renamed;
@@ -447,18 +608,189 @@ void SelectionRewriter::emitScatteredGate(const onnx::NodeProto &sum, const OneH
     removable.insert(v);
 }
 
+/// Softmax(logits + M) with M = ScatterElements(-inf fill, ids, 0 fill) or
+/// Softmax(Where(keep, logits, -inf)) / Softmax(Where(Not(keep), -inf,
+/// logits)) with keep = ScatterElements(false fill, ids, true fill), the
+/// ids a TopK's of the same logits along the softmax's axis.
+bool SelectionRewriter::maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoftmax &m) const {
+  auto onlyRead = [&](llvm::StringRef v) { return readers.lookup(v) == 1 && !graphOutputs.contains(v); };
+  // The logits are [T, E] (the TopK's input: topKOf checks), so is the
+  // masked softmax.
+  if (!isStandard(softmax) || softmax.op_type() != "Softmax" || softmax.input_size() != 1 ||
+      softmax.output_size() != 1 ||
+      normalized({blocks::intAttr(softmax, "axis", ctx.opset >= 13 ? -1 : 1)}, 2) != llvm::SmallVector<int64_t>{1} ||
+      !onlyRead(softmax.input(0)))
+    return false;
+  const onnx::NodeProto *masked = producers.lookup(softmax.input(0));
+  if (!masked || !isStandard(*masked))
+    return false;
+  auto isNegInf = [&](llvm::StringRef v) {
+    std::optional<double> f = fillValue(v);
+    return f && std::isinf(*f) && *f < 0;
+  };
+  auto isValue = [&](llvm::StringRef v, double want) {
+    std::optional<double> f = fillValue(v);
+    return f && *f == want;
+  };
+  if (masked->op_type() == "Add" && masked->input_size() == 2) {
+    for (int side = 0; side < 2; ++side) {
+      const onnx::NodeProto *mask = scatterAtTopK(masked->input(1 - side), masked->input(side));
+      const ValueFacts *logits = factsOf(masked->input(side));
+      if (!mask || !onlyRead(mask->output(0)) || !isNegInf(mask->input(0)) || !isValue(mask->input(2), 0.0) ||
+          !logits || !isFloat(logits->dataType))
+        continue;
+      m = {producers.lookup(mask->input(1)), masked->input(side), logits->dataType,
+           {softmax.input(0), mask->output(0)}};
+      fillValues(mask->input(0), m.orphaned);
+      fillValues(mask->input(2), m.orphaned);
+      return true;
+    }
+    return false;
+  }
+  if (masked->op_type() != "Where" || masked->input_size() != 3)
+    return false;
+  // Where(keep, logits, -inf), or Where(Not(keep), -inf, logits).
+  std::string keep = masked->input(0), logits = masked->input(1), negInf = masked->input(2);
+  llvm::SmallVector<std::string> orphaned = {softmax.input(0)};
+  if (const onnx::NodeProto *negate = producers.lookup(keep);
+      negate && isStandard(*negate) && negate->op_type() == "Not" && onlyRead(keep)) {
+    orphaned.push_back(keep);
+    keep = negate->input(0);
+    std::swap(logits, negInf);
+  }
+  const onnx::NodeProto *scatter = scatterAtTopK(keep, logits);
+  const ValueFacts *logitFacts = factsOf(logits);
+  if (!scatter || !onlyRead(keep) || !isNegInf(negInf) || !isValue(scatter->input(0), 0.0) ||
+      !isValue(scatter->input(2), 1.0) || !logitFacts || !isFloat(logitFacts->dataType))
+    return false;
+  orphaned.push_back(keep);
+  fillValues(negInf, orphaned);
+  fillValues(scatter->input(0), orphaned);
+  fillValues(scatter->input(2), orphaned);
+  m = {producers.lookup(scatter->input(1)), logits, logitFacts->dataType, orphaned};
+  return true;
+}
+
+/// The masked softmax as ScatterElements(zeros like the logits, ids,
+/// Softmax(the TopK's values), axis 1).
+void SelectionRewriter::emitScatteredPicks(const onnx::NodeProto &softmax, const MaskedSoftmax &m) {
+  onnx::NodeProto picks;
+  picks.set_op_type("Softmax");
+  picks.set_name(softmax.name() + "/over_picks");
+  picks.add_input(m.values);
+  picks.add_output(m.picks);
+  onnx::AttributeProto *axis = picks.add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(-1);
+  std::string weights = picks.output(0);
+  *kept.Add() = std::move(picks);
+  OneHotGate gate{m.ids, weights, m.logits, m.dataType, m.orphaned};
+  emitScatteredGate(softmax, gate);
+}
+
+/// Slice(gate, [e], [e + 1], axis 1) of gate = ScatterElements(zeros, ids,
+/// w, axis 1), the ids a TopK's.
+bool SelectionRewriter::scatteredGateColumn(const onnx::NodeProto &slice, GateColumn &c) const {
+  if (!isStandard(slice) || slice.op_type() != "Slice" || slice.input_size() < 4 || slice.output_size() != 1 ||
+      ctx.opset < 10)
+    return false;
+  const onnx::NodeProto *gate = scatterAtTopK(slice.input(0), "");
+  // Or a masked softmax, which becomes a scattered gate of its picks.
+  const MaskedSoftmax *masked = nullptr;
+  if (const onnx::NodeProto *p = producers.lookup(slice.input(0)); !gate && p)
+    if (auto it = maskedSoftmaxes.find(p); it != maskedSoftmaxes.end())
+      masked = &it->second;
+  std::optional<llvm::SmallVector<int64_t>> starts = ints(slice.input(1)), ends = ints(slice.input(2)),
+                                            axes = ints(slice.input(3));
+  std::optional<llvm::SmallVector<int64_t>> steps =
+      slice.input_size() > 4 && !slice.input(4).empty() ? ints(slice.input(4)) : llvm::SmallVector<int64_t>{1};
+  // A column past the ids' experts holds zeros either way (Equal is false).
+  if ((!gate && !masked) || !starts || !ends || !axes || !steps || starts->size() != 1 || ends->size() != 1 ||
+      normalized(*axes, 2) != llvm::SmallVector<int64_t>{1} || *steps != llvm::SmallVector<int64_t>{1} ||
+      (*starts)[0] < 0 || (*ends)[0] != (*starts)[0] + 1)
+    return false;
+  if (masked) {
+    c = {masked->ids, masked->picks, slice.input(0), (*starts)[0], masked->dataType};
+    return true;
+  }
+  const ValueFacts *w = factsOf(gate->input(2));
+  if (!w || !isFloat(w->dataType) || w->rank != 2 || fillValue(gate->input(0)) != std::optional<double>(0.0))
+    return false;
+  c = {gate->input(1), gate->input(2), slice.input(0), (*starts)[0], w->dataType};
+  return true;
+}
+
+/// The column as ReduceSum(w * Cast(Equal(ids, e)), -1, keepdims).
+void SelectionRewriter::emitGateColumn(const onnx::NodeProto &slice, const GateColumn &c) {
+  std::string out = slice.output(0), base = slice.name().empty() ? out : slice.name();
+  auto node = [&](llvm::StringRef op, std::initializer_list<std::string> inputs, llvm::StringRef suffix) {
+    onnx::NodeProto n;
+    n.set_op_type(op.str());
+    n.set_name(base + "/" + suffix.str());
+    for (const std::string &in : inputs)
+      n.add_input(in);
+    n.add_output(fresh(out + "/" + suffix.str()));
+    return n;
+  };
+  onnx::NodeProto equal = node("Equal", {c.ids, constant({c.expert}, "moe_expert_id")}, "is_expert");
+  onnx::NodeProto cast = node("Cast", {equal.output(0)}, "mask");
+  onnx::AttributeProto *to = cast.add_attribute();
+  to->set_name("to");
+  to->set_type(onnx::AttributeProto::INT);
+  to->set_i(c.dataType);
+  onnx::NodeProto mul = node("Mul", {c.weights, cast.output(0)}, "weighted");
+  onnx::NodeProto sum;
+  sum.set_op_type("ReduceSum");
+  sum.set_name(base + "/column");
+  sum.add_input(mul.output(0));
+  if (ctx.opset >= 13) {
+    sum.add_input(constant({-1}, "moe_last_axis"));
+  } else {
+    onnx::AttributeProto *a = sum.add_attribute();
+    a->set_name("axes");
+    a->set_type(onnx::AttributeProto::INTS);
+    a->add_ints(-1);
+  }
+  sum.add_output(out);
+  onnx::AttributeProto *keep = sum.add_attribute();
+  keep->set_name("keepdims");
+  keep->set_type(onnx::AttributeProto::INT);
+  keep->set_i(1);
+  *kept.Add() = std::move(equal);
+  *kept.Add() = std::move(cast);
+  *kept.Add() = std::move(mul);
+  *kept.Add() = std::move(sum);
+  removable.insert(c.gate);
+}
+
 int64_t SelectionRewriter::run() {
   pairSelections();
   // Found before the loop below moves nodes (and their producers) away.
   llvm::DenseMap<const onnx::NodeProto *, std::string> picked;
   llvm::DenseMap<const onnx::NodeProto *, OneHotGate> gates;
+  llvm::DenseMap<const onnx::NodeProto *, GateColumn> columns;
+  // In graph order: a masked softmax is known before the columns of it.
   for (const onnx::NodeProto &node : graph.node()) {
     if (std::string values = pickedValues(node); !values.empty())
       picked[&node] = values;
     if (OneHotGate gate; oneHotGate(node, gate))
       gates[&node] = gate;
+    if (MaskedSoftmax m; maskedSoftmax(node, m)) {
+      m.picks = fresh(node.output(0) + "/picks");
+      // A TopK whose values nothing read gets them named: the picks'
+      // softmax reads them.
+      if (m.topk->output(0).empty())
+        const_cast<onnx::NodeProto *>(m.topk)->set_output(0, fresh(m.topk->output(1) + "/values"));
+      m.values = m.topk->output(0);
+      m.ids = m.topk->output(1);
+      maskedSoftmaxes[&node] = m;
+    }
+    if (GateColumn c; scatteredGateColumn(node, c))
+      columns[&node] = c;
   }
-  int64_t rewrites = static_cast<int64_t>(argmaxOf.size() + picked.size() + gates.size());
+  int64_t rewrites = static_cast<int64_t>(argmaxOf.size() + picked.size() + gates.size() + maskedSoftmaxes.size() +
+                                          columns.size());
   if (rewrites == 0)
     return 0;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
@@ -471,6 +803,14 @@ int64_t SelectionRewriter::run() {
     }
     if (auto it = gates.find(&node); it != gates.end()) {
       emitScatteredGate(node, it->second);
+      continue;
+    }
+    if (auto it = maskedSoftmaxes.find(&node); it != maskedSoftmaxes.end()) {
+      emitScatteredPicks(node, it->second);
+      continue;
+    }
+    if (auto it = columns.find(&node); it != columns.end()) {
+      emitGateColumn(node, it->second);
       continue;
     }
     // The first of an ArgMax/ReduceMax pair emits the TopK; the second goes.
