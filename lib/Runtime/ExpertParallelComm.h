@@ -94,4 +94,23 @@ std::vector<int64_t> droppedRows(const std::vector<int32_t> &localOffsets, int64
 
 } // namespace moe_ep
 
+/// The C entry points of one element type (`SUFFIX`, `BYTES` per element)
+/// named `<PREFIX>DispatchRows_<SUFFIX>` and so on, calling the including
+/// file's dispatchRows, returnRows and gatherColumns (host or device buffers).
+#define MOE_EP_ELEMENT_ENTRY_POINTS(PREFIX, SUFFIX, BYTES)                                                   \
+  void _mlir_ciface_##PREFIX##DispatchRows_##SUFFIX(                                                         \
+      moe_ep::MemRef<2> *rows, moe_ep::MemRef<1> *offsets, moe_ep::MemRef<1> *bounds, int64_t rank,          \
+      moe_ep::MemRef<2> *counts, moe_ep::MemRef<2> *received, moe_ep::MemRef<1> *localOffsets, int64_t keep, \
+      int64_t byWeight, moe_ep::MemRef<1> *weights) {                                                        \
+    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, keep, byWeight, weights, BYTES); \
+  }                                                                                                          \
+  void _mlir_ciface_##PREFIX##ReturnRows_##SUFFIX(moe_ep::MemRef<2> *rows, moe_ep::MemRef<2> *counts,       \
+                                                  moe_ep::MemRef<1> *offsets, moe_ep::MemRef<1> *bounds,    \
+                                                  int64_t rank, moe_ep::MemRef<2> *result) {                 \
+    returnRows(rows, counts, offsets, bounds, rank, result, BYTES);                                          \
+  }                                                                                                          \
+  void _mlir_ciface_##PREFIX##AllGatherColumns_##SUFFIX(moe_ep::MemRef<2> *input, moe_ep::MemRef<2> *result) { \
+    gatherColumns(input, result, BYTES);                                                                     \
+  }
+
 #endif // MOE_RUNTIME_EXPERTPARALLELCOMM_H

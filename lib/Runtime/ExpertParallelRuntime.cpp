@@ -252,23 +252,8 @@ int64_t _mlir_ciface_moeEpExchangeCounts(MemRef<1> *offsets, MemRef<1> *bounds, 
 /// The plan rows of all ranks (k per token): what a global capacity counts.
 int64_t _mlir_ciface_moeEpGlobalRows(int64_t planRows) { return globalRows(planRows); }
 
-#define MOE_EP_ELEMENT(SUFFIX, BYTES)                                                                        \
-  void _mlir_ciface_moeEpDispatchRows_##SUFFIX(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,     \
-                                               int64_t rank, MemRef<2> *counts, MemRef<2> *received,       \
-                                               MemRef<1> *localOffsets, int64_t keep, int64_t byWeight,     \
-                                               MemRef<1> *weights) {                                       \
-    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, keep, byWeight, weights, BYTES); \
-  }                                                                                                          \
-  void _mlir_ciface_moeEpReturnRows_##SUFFIX(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets,       \
-                                             MemRef<1> *bounds, int64_t rank, MemRef<2> *result) {         \
-    returnRows(rows, counts, offsets, bounds, rank, result, BYTES);                                         \
-  }                                                                                                          \
-  void _mlir_ciface_moeEpAllGatherColumns_##SUFFIX(MemRef<2> *input, MemRef<2> *result) {                  \
-    gatherColumns(input, result, BYTES);                                                                    \
-  }
-
-MOE_EP_ELEMENT(f32, 4)
-MOE_EP_ELEMENT(f16, 2)
-MOE_EP_ELEMENT(bf16, 2)
+MOE_EP_ELEMENT_ENTRY_POINTS(moeEp, f32, 4)
+MOE_EP_ELEMENT_ENTRY_POINTS(moeEp, f16, 2)
+MOE_EP_ELEMENT_ENTRY_POINTS(moeEp, bf16, 2)
 
 } // extern "C"

@@ -258,25 +258,19 @@ DeviceRows rowsOf(const MemRef<2> *m, int64_t elementBytes, const char *what) {
 
 /// One block of rows to (or from) a peer: whole when packed, else row by row
 /// (NCCL moves contiguous bytes).
-void sendBlock(const DeviceRows &rows, int64_t first, int64_t count, int peer, ncclComm_t comm) {
+void moveBlock(bool send, const DeviceRows &rows, int64_t first, int64_t count, int peer, ncclComm_t comm) {
   Libraries &l = libraries();
+  auto move = [&](char *at, int64_t bytes) {
+    checkNccl(send ? l.ncclSend(at, size_t(bytes), kNcclUint8, peer, comm, stream())
+                   : l.ncclRecv(at, size_t(bytes), kNcclUint8, peer, comm, stream()),
+              send ? "ncclSend" : "ncclRecv");
+  };
   if (rows.packed()) {
-    checkNccl(l.ncclSend(rows.row(first), size_t(count * rows.rowBytes), kNcclUint8, peer, comm, stream()),
-              "ncclSend");
+    move(rows.row(first), count * rows.rowBytes);
     return;
   }
   for (int64_t r = first; r < first + count; ++r)
-    checkNccl(l.ncclSend(rows.row(r), size_t(rows.rowBytes), kNcclUint8, peer, comm, stream()), "ncclSend");
-}
-void recvBlock(const DeviceRows &rows, int64_t first, int64_t count, int peer, ncclComm_t comm) {
-  Libraries &l = libraries();
-  if (rows.packed()) {
-    checkNccl(l.ncclRecv(rows.row(first), size_t(count * rows.rowBytes), kNcclUint8, peer, comm, stream()),
-              "ncclRecv");
-    return;
-  }
-  for (int64_t r = first; r < first + count; ++r)
-    checkNccl(l.ncclRecv(rows.row(r), size_t(rows.rowBytes), kNcclUint8, peer, comm, stream()), "ncclRecv");
+    move(rows.row(r), rows.rowBytes);
 }
 
 /// The blocks of a rank's plan per owner, one per expert: NCCL pairs each
@@ -303,13 +297,13 @@ void exchange(const DeviceRows &from, const std::vector<RowBlocks> &send, const 
   checkNccl(l.ncclGroupStart(), "ncclGroupStart");
   for (int d = 0; d < int(send.size()); ++d) {
     for (size_t b = 0; b < send[size_t(d)].count.size(); ++b)
-      sendBlock(from, send[size_t(d)].first[b], send[size_t(d)].count[b], d, comm);
+      moveBlock(/*send=*/true, from, send[size_t(d)].first[b], send[size_t(d)].count[b], d, comm);
     bytesPerPeer[size_t(d)] = send[size_t(d)].rows() * from.rowBytes;
     (d == worldRank() ? stats().bytesLocal : stats().bytesRemote) += bytesPerPeer[size_t(d)];
   }
   for (int s = 0; s < int(recv.size()); ++s)
     for (size_t b = 0; b < recv[size_t(s)].count.size(); ++b)
-      recvBlock(to, recv[size_t(s)].first[b], recv[size_t(s)].count[b], s, comm);
+      moveBlock(/*send=*/false, to, recv[size_t(s)].first[b], recv[size_t(s)].count[b], s, comm);
   checkNccl(l.ncclGroupEnd(), "ncclGroupEnd");
   waitForStream(comm, what);
 }
@@ -467,23 +461,8 @@ int64_t _mlir_ciface_moeEpGpuExchangeCounts(MemRef<1> *offsets, MemRef<1> *bound
   return total;
 }
 
-#define MOE_EP_GPU_ELEMENT(SUFFIX, BYTES)                                                                    \
-  void _mlir_ciface_moeEpGpuDispatchRows_##SUFFIX(MemRef<2> *rows, MemRef<1> *offsets, MemRef<1> *bounds,  \
-                                                  int64_t rank, MemRef<2> *counts, MemRef<2> *received,    \
-                                                  MemRef<1> *localOffsets, int64_t keep, int64_t byWeight,  \
-                                                  MemRef<1> *weights) {                                    \
-    dispatchRows(rows, offsets, bounds, rank, counts, received, localOffsets, keep, byWeight, weights, BYTES); \
-  }                                                                                                          \
-  void _mlir_ciface_moeEpGpuReturnRows_##SUFFIX(MemRef<2> *rows, MemRef<2> *counts, MemRef<1> *offsets,    \
-                                                MemRef<1> *bounds, int64_t rank, MemRef<2> *result) {      \
-    returnRows(rows, counts, offsets, bounds, rank, result, BYTES);                                         \
-  }                                                                                                          \
-  void _mlir_ciface_moeEpGpuAllGatherColumns_##SUFFIX(MemRef<2> *input, MemRef<2> *result) {               \
-    gatherColumns(input, result, BYTES);                                                                    \
-  }
-
-MOE_EP_GPU_ELEMENT(f32, 4)
-MOE_EP_GPU_ELEMENT(f16, 2)
-MOE_EP_GPU_ELEMENT(bf16, 2)
+MOE_EP_ELEMENT_ENTRY_POINTS(moeEpGpu, f32, 4)
+MOE_EP_ELEMENT_ENTRY_POINTS(moeEpGpu, f16, 2)
+MOE_EP_ELEMENT_ENTRY_POINTS(moeEpGpu, bf16, 2)
 
 } // extern "C"

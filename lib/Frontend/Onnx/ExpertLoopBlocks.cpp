@@ -553,6 +553,15 @@ std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantL
 /// column, rows reshaped to themselves)).
 /// The tokens of one expert are distinct, so the scatter writes each row
 /// once, the same sum every way.
+/// The producer of the shape a zero ConstantOfShape `value` fills, or null
+/// when `value` is no such fill.
+static const onnx::NodeProto *zeroFillShape(const GraphIndex &g, llvm::StringRef value) {
+  const onnx::NodeProto *zeros = g.producer(value);
+  return zeros && zeros->op_type() == "ConstantOfShape" && llvm::all_of(zeros->attribute(), isZeroValue)
+             ? g.producer(inputOf(*zeros, 0))
+             : nullptr;
+}
+
 std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
                                          llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   // token [n] as a column [n, 1] (Unsqueeze at -1, or at 1: the same).
@@ -569,14 +578,10 @@ std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLook
                        llvm::SmallVector<const onnx::NodeProto *> &found) {
     if (isZeroConstant(constants, value))
       return true;
-    const onnx::NodeProto *zeros = g.producer(value);
-    const onnx::NodeProto *shape = zeros && zeros->op_type() == "ConstantOfShape" &&
-                                           llvm::all_of(zeros->attribute(), isZeroValue)
-                                       ? g.producer(inputOf(*zeros, 0))
-                                       : nullptr;
+    const onnx::NodeProto *shape = zeroFillShape(g, value);
     if (!shape || shape->op_type() != "Shape" || inputOf(*shape, 0) != acc)
       return false;
-    found.append({zeros, shape});
+    found.append({g.producer(value), shape});
     return true;
   };
   // The rows themselves, or a view ONNX's shape rules make them: a Slice
@@ -696,10 +701,7 @@ std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLook
   // Zeros shaped like acc: ConstantOfShape(Shape(acc)), or, in an export
   // with static sizes, a zero constant (the Add checks it is acc's shape).
   const onnx::NodeProto *zeros = g.producer(inputOf(*scatter, 0));
-  const onnx::NodeProto *zerosShape = zeros && zeros->op_type() == "ConstantOfShape" &&
-                                              llvm::all_of(zeros->attribute(), isZeroValue)
-                                          ? g.producer(inputOf(*zeros, 0))
-                                          : nullptr;
+  const onnx::NodeProto *zerosShape = zeroFillShape(g, inputOf(*scatter, 0));
   bool staticZeros = isZeroConstant(constants, inputOf(*scatter, 0));
   // The token of each element.
   const onnx::NodeProto *expandToken = g.producer(inputOf(*scatter, 1));
@@ -762,10 +764,7 @@ static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, con
     return false;
   }
   const onnx::NodeProto *zeros = g.producer(value);
-  const onnx::NodeProto *shape = zeros && zeros->op_type() == "ConstantOfShape" &&
-                                         llvm::all_of(zeros->attribute(), isZeroValue)
-                                     ? g.producer(inputOf(*zeros, 0))
-                                     : nullptr;
+  const onnx::NodeProto *shape = zeroFillShape(g, value);
   if (!shape)
     return false;
   if (isShapeOfX(shape)) {
