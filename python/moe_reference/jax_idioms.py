@@ -897,6 +897,77 @@ def scatter_unsort(k):
     return fn
 
 
+def repeated_argmax_top2(x, wr, w1, w3, w2):
+    """Praxis / GShard top-2 without capacity: the second expert is the
+    argmax of the gates with the first one's zeroed (gates * (1 - mask1)),
+    each gate read back by an einsum with its one-hot, renormalised with
+    1e-9; a dense combine of both one-hots times vmapped SwiGLU experts."""
+    experts = wr.shape[1]
+    raw = jax.nn.softmax(x @ wr, axis=-1)
+    i1 = jnp.argmax(raw, axis=-1)
+    m1 = jax.nn.one_hot(i1, experts, dtype=x.dtype)
+    g1 = jnp.einsum('se,se->s', raw, m1)
+    without1 = raw * (1.0 - m1)
+    i2 = jnp.argmax(without1, axis=-1)
+    m2 = jax.nn.one_hot(i2, experts, dtype=x.dtype)
+    g2 = jnp.einsum('se,se->s', without1, m2)
+    denom = g1 + g2 + 1e-9
+    combine = (g1 / denom)[:, None] * m1 + (g2 / denom)[:, None] * m2
+    outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+    return jnp.einsum('se,esh->sh', combine, outs)
+
+
+def repeated_argmax_masked_loop(x, wr, wi, wo):
+    """fairseq / DeepSpeed top-2: the second pick is the argmax of the logits
+    with the first masked to -inf; the gates (softmax) are read as
+    sum(gates * mask); a loop over experts adds g1 * (i1 == e) + g2 *
+    (i2 == e) times each GELU expert."""
+    experts = wr.shape[1]
+    logits = x @ wr
+    gates = jax.nn.softmax(logits, axis=-1)
+    i1 = jnp.argmax(gates, axis=-1)
+    m1 = jax.nn.one_hot(i1, experts)
+    i2 = jnp.argmax(jnp.where(m1 > 0, -jnp.inf, logits), axis=-1)
+    m2 = jax.nn.one_hot(i2, experts)
+    g1, g2 = jnp.sum(gates * m1, axis=-1), jnp.sum(gates * m2, axis=-1)
+    y = jnp.zeros_like(x)
+    for e in range(experts):
+        w = g1 * (i1 == e) + g2 * (i2 == e)
+        y = y + w[:, None] * (jax.nn.gelu(x @ wi[e], approximate=False) @ wo[e])
+    return y
+
+
+def repeated_argmax_sigmoid_top3(x, wr, w1, w3, w2):
+    """Three picks by argmax over sigmoid scores, each later one with the
+    earlier ones zeroed; unnormalised weights; the gate summed slot by slot
+    from one-hots ((t0 + t1) + t2)."""
+    experts = wr.shape[1]
+    scores = jax.nn.sigmoid(x @ wr)
+    remaining, gate = scores, jnp.zeros_like(scores)
+    for _ in range(3):
+        i = jnp.argmax(remaining, axis=-1)
+        m = jax.nn.one_hot(i, experts, dtype=x.dtype)
+        gate = gate + jnp.sum(remaining * m, axis=-1)[:, None] * m
+        remaining = remaining * (1.0 - m)
+    outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+    return jnp.einsum('se,esh->sh', gate, outs)
+
+
+def repeated_argmax_logits_near_miss(x, wr, w1, w3, w2):
+    """A near miss: the first pick zeroed in the logits, which can be
+    negative, so the second argmax may pick it again (not a top-2)."""
+    experts = wr.shape[1]
+    logits = x @ wr
+    i1 = jnp.argmax(logits, axis=-1)
+    m1 = jax.nn.one_hot(i1, experts, dtype=x.dtype)
+    i2 = jnp.argmax(logits * (1.0 - m1), axis=-1)
+    m2 = jax.nn.one_hot(i2, experts, dtype=x.dtype)
+    gates = jax.nn.softmax(logits, axis=-1)
+    combine = gates * m1 + gates * m2
+    outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
+    return jnp.einsum('se,esh->sh', combine, outs)
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -937,6 +1008,12 @@ def programs(Program):
                                                     [(16, 24), (8, 24), (8, 24, 32), (8, 32, 24)]),
         "idiom_switch_argmax_loop": Program(switch_argmax_loop, [(16, 32), (32, 4), (4, 32, 64), (4, 64, 32)]),
         "idiom_argmax_onehot_vmap": Program(argmax_onehot_vmap, mixtral_shapes(12, 24, 40, 8)),
+        "idiom_repeated_argmax_top2": Program(repeated_argmax_top2, mixtral_shapes(16, 32, 48, 8)),
+        "idiom_repeated_argmax_masked_loop": Program(repeated_argmax_masked_loop,
+                                                     [(12, 24), (24, 6), (6, 24, 40), (6, 40, 24)]),
+        "idiom_repeated_argmax_sigmoid_top3": Program(repeated_argmax_sigmoid_top3, mixtral_shapes(10, 32, 24, 8)),
+        "idiom_repeated_argmax_logits_near_miss": Program(repeated_argmax_logits_near_miss,
+                                                          mixtral_shapes(8, 24, 32, 4)),
         "idiom_argsort_take_along_k2": Program(argsort_take_along(2), mixtral_shapes(16, 32, 24, 6)),
         "idiom_mixed_precision_k2": Program(mixed_precision(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_nonzero_loop_k2": Program(nonzero_loop(2), mixtral_shapes(12, 32, 40, 4)),

@@ -156,18 +156,26 @@ bool isRowMax(shlo::ReduceOp reduce, Value scores) {
   return max && block.getTerminator()->getOperand(0) == max.getResult();
 }
 
+} // namespace
+
+bool mlir::moe::stablehlo_raise::isLastDimArgmax(shlo::ReduceOp reduce) {
+  if (reduce.getInputs().size() != 2)
+    return false;
+  auto type = cast<RankedTensorType>(reduce.getInputs()[0].getType());
+  return isa<FloatType>(type.getElementType()) && reducesLastDim(reduce) &&
+         isIotaAlong(reduce.getInputs()[1], type.getRank() - 1) &&
+         isSplat(reduce.getInitValues()[0], -std::numeric_limits<double>::infinity()) &&
+         isSplat(reduce.getInitValues()[1], 0) && isArgmaxBody(reduce.getBody());
+}
+
+namespace {
+
 /// jnp.argmax(scores, -1) of router scores -> top_k(scores, 1).indices;
 /// jnp.max of the same scores -> its values.
 LogicalResult argmaxAsTopK(shlo::ReduceOp reduce) {
-  if (reduce.getInputs().size() != 2)
+  if (!isLastDimArgmax(reduce) || !isRouterScore(reduce.getInputs()[0]))
     return failure();
   Value scores = reduce.getInputs()[0];
-  auto type = cast<RankedTensorType>(scores.getType());
-  if (!isa<FloatType>(type.getElementType()) || !reducesLastDim(reduce) ||
-      !isIotaAlong(reduce.getInputs()[1], type.getRank() - 1) ||
-      !isSplat(reduce.getInitValues()[0], -std::numeric_limits<double>::infinity()) ||
-      !isSplat(reduce.getInitValues()[1], 0) || !isArgmaxBody(reduce.getBody()) || !isRouterScore(scores))
-    return failure();
   OpBuilder b(reduce);
   b.setInsertionPointAfterValue(scores); // before any jnp.max of the scores
   TopKResults top = buildTopK(b, reduce.getLoc(), scores, 1, reduce.getResult(0).getType(),

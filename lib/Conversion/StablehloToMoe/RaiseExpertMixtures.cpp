@@ -1933,7 +1933,9 @@ unsigned mlir::moe::stablehlo_raise::raiseExpertMixtures(Operation *root, const 
   });
   unsigned raised = 0;
   auto remark = [&](Operation *op, const NoMatch &fail) {
-    emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: " << fail.why << "; it stays as plain ops";
+    emitRemark(op->getLoc()) << "expert mixture not raised to moe.layer: "
+                             << (fail.why.empty() ? "its terms are not one gate-weighted expert each" : fail.why)
+                             << "; it stays as plain ops";
   };
   for (Operation *op : candidates) {
     if (op->use_empty())

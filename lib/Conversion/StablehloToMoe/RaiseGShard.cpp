@@ -54,30 +54,6 @@ void factors(Value v, SmallVectorImpl<std::pair<Value, SmallVector<int64_t>>> &o
   out.push_back({v, dims});
 }
 
-/// Column j of a top-k result [S, K] as [S]: a reshape ([S, 1]) or a
-/// slice [:, j:j+1] then reshape. Returns (the top-k result, j).
-std::optional<std::pair<Value, int64_t>> topKColumn(Value v) {
-  auto reshape = v.getDefiningOp<shlo::ReshapeOp>();
-  if (!reshape)
-    return std::nullopt;
-  Value column = reshape.getOperand();
-  int64_t j = 0;
-  if (auto slice = column.getDefiningOp<shlo::SliceOp>()) {
-    auto type = cast<RankedTensorType>(slice.getOperand().getType());
-    if (type.getRank() != 2 || slice.getStartIndices()[0] != 0 || slice.getLimitIndices()[0] != type.getDimSize(0) ||
-        slice.getLimitIndices()[1] != slice.getStartIndices()[1] + 1 || slice.getStrides()[1] != 1)
-      return std::nullopt;
-    j = slice.getStartIndices()[1];
-    column = slice.getOperand();
-  } else if (cast<RankedTensorType>(column.getType()).getRank() != 2 ||
-             cast<RankedTensorType>(column.getType()).getDimSize(1) != 1) {
-    return std::nullopt;
-  }
-  if (!column.getDefiningOp<chlo::TopKOp>())
-    return std::nullopt;
-  return std::pair{column, j};
-}
-
 /// One slot's mask, checked: returns the slot's expert ids column (the
 /// top-k indices, slot j) and sets C and the slot's count chain.
 struct SlotMask {

@@ -296,10 +296,12 @@ Value renormalisedInput(Value v, double *epsilon) {
   Value sumRow = div ? rowValue(div.getRhs()) : Value();
   if (epsilon)
     *epsilon = 0;
-  if (div && !sumRow && epsilon)
-    std::tie(sumRow, *epsilon) = rowPlusConstant(div.getRhs());
   // 16-bit sums are taken in f32.
-  auto sum = sumRow ? withoutConverts(sumRow).getDefiningOp<shlo::ReduceOp>() : nullptr;
+  auto sumOf = [](Value row) { return row ? withoutConverts(row).getDefiningOp<shlo::ReduceOp>() : nullptr; };
+  // The row may be the sum plus epsilon, broadcast once ([T] -> [T, K]).
+  if (div && !sumOf(sumRow) && epsilon)
+    std::tie(sumRow, *epsilon) = rowPlusConstant(div.getRhs());
+  auto sum = sumOf(sumRow);
   if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || !reducesLastDim(sum) ||
       !isAddBody(sum.getBody()))
     return nullptr;
@@ -513,6 +515,30 @@ Value oneHotIds(Value v) {
   if (!iota || iotaDims[iota.getIotaDimension()] != last || idDims != leading)
     return nullptr;
   return ids;
+}
+
+/// Column j of a top-k result [S, K] as [S]: a reshape ([S, 1]) or a
+/// slice [:, j:j+1] then reshape. Returns (the top-k result, j).
+std::optional<std::pair<Value, int64_t>> topKColumn(Value v) {
+  auto reshape = v.getDefiningOp<shlo::ReshapeOp>();
+  if (!reshape)
+    return std::nullopt;
+  Value column = reshape.getOperand();
+  int64_t j = 0;
+  if (auto slice = column.getDefiningOp<shlo::SliceOp>()) {
+    auto type = cast<RankedTensorType>(slice.getOperand().getType());
+    if (type.getRank() != 2 || slice.getStartIndices()[0] != 0 || slice.getLimitIndices()[0] != type.getDimSize(0) ||
+        slice.getLimitIndices()[1] != slice.getStartIndices()[1] + 1 || slice.getStrides()[1] != 1)
+      return std::nullopt;
+    j = slice.getStartIndices()[1];
+    column = slice.getOperand();
+  } else if (cast<RankedTensorType>(column.getType()).getRank() != 2 ||
+             cast<RankedTensorType>(column.getType()).getDimSize(1) != 1) {
+    return std::nullopt;
+  }
+  if (!column.getDefiningOp<chlo::TopKOp>())
+    return std::nullopt;
+  return std::pair{column, j};
 }
 
 /// The terms of an add tree, zero splats dropped.

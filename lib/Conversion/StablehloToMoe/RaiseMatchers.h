@@ -187,6 +187,10 @@ Value perExpertProjection(Value v, Value x);
 /// [...]; null otherwise.
 Value oneHotIds(Value v);
 
+/// Column j of a top-k result [S, K] as [S]: a reshape ([S, 1]) or a
+/// slice [:, j:j+1] then reshape. Returns (the top-k result, j).
+std::optional<std::pair<Value, int64_t>> topKColumn(Value v);
+
 /// The terms of an add tree, zero splats dropped.
 void addTerms(Value v, SmallVectorImpl<Value> &terms);
 
@@ -218,6 +222,10 @@ Value cumsumRowsSource(Value v);
 /// on -scores: an argsort of the negation) + slices of its results to the
 /// first k -> chlo.top_k (CanonicalizeSelections.cpp).
 LogicalResult sortAsTopK(shlo::SortOp sort);
+
+/// jnp.argmax(v, -1) as JAX writes it: a (value, iota) reduce over the last
+/// dim from (-inf, 0) keeping the first maximum (CanonicalizeSelections.cpp).
+bool isLastDimArgmax(shlo::ReduceOp reduce);
 
 } // namespace mlir::moe::stablehlo_raise
 

@@ -30,6 +30,8 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::canonicalizeGathers(getOperation());
     moe::stablehlo_raise::canonicalizeContractions(getOperation());
     moe::stablehlo_raise::canonicalizeSelections(getOperation());
+    moe::stablehlo_raise::canonicalizeRepeatedArgmax(getOperation());
+    moe::stablehlo_raise::liftSlotSums(getOperation());
     moe::stablehlo_raise::hoistGatesFromDownProjections(getOperation());
     moe::stablehlo_raise::raiseRaggedDots(getOperation());
     moe::stablehlo_raise::raiseDroplessLayers(getOperation(), options);

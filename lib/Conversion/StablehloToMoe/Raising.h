@@ -27,6 +27,17 @@ struct RaiseOptions {
 /// range) dropped (CanonicalizeSelections.cpp).
 void canonicalizeSelections(Operation *root);
 
+/// Rewrites a top-k picked one argmax at a time (GShard's second expert:
+/// argmax of the scores with the first pick removed) into one chlo.top_k,
+/// and a pick's score read through its one-hot into the top-k's values
+/// (RepeatedArgmax.cpp).
+void canonicalizeRepeatedArgmax(Operation *root);
+
+/// Rewrites a sum over a top-k's slots written term by term (one term per
+/// column of the top-k's results) into one reduction over a slot dimension
+/// (SlotSums.cpp).
+void liftSlotSums(Operation *root);
+
 /// Rewrites a gate applied to the experts' activations before a down
 /// projection that sums over (expert, ffn) at once (a three-operand einsum)
 /// into the down projection per expert, then the gate-weighted sum over the
