@@ -917,6 +917,25 @@ def repeated_argmax_top2(x, wr, w1, w3, w2):
     return jnp.einsum('se,esh->sh', combine, outs)
 
 
+def repeated_argmax_grouped(x, wr, w1, w3, w2):
+    """Praxis's top-2 over groups: x [G, S, M], the same repeated argmax and
+    einsum reads over [G, S, E], the combine [G, S, E] applied to every
+    expert's output [G, S, E, M]."""
+    experts = wr.shape[1]
+    raw = jax.nn.softmax(jnp.einsum('gsm,me->gse', x, wr), axis=-1)
+    i1 = jnp.argmax(raw, axis=-1)
+    m1 = jax.nn.one_hot(i1, experts, dtype=x.dtype)
+    g1 = jnp.einsum('gse,gse->gs', raw, m1)
+    without1 = raw * (1.0 - m1)
+    i2 = jnp.argmax(without1, axis=-1)
+    m2 = jax.nn.one_hot(i2, experts, dtype=x.dtype)
+    g2 = jnp.einsum('gse,gse->gs', without1, m2)
+    denom = g1 + g2 + 1e-9
+    combine = (g1 / denom)[..., None] * m1 + (g2 / denom)[..., None] * m2
+    h = jax.nn.silu(jnp.einsum('gsm,emh->gseh', x, w1)) * jnp.einsum('gsm,emh->gseh', x, w3)
+    return jnp.einsum('gse,gsem->gsm', combine, jnp.einsum('gseh,ehm->gsem', h, w2))
+
+
 def repeated_argmax_masked_loop(x, wr, wi, wo):
     """fairseq / DeepSpeed top-2: the second pick is the argmax of the logits
     with the first masked to -inf; the gates (softmax) are read as
@@ -1009,6 +1028,9 @@ def programs(Program):
         "idiom_switch_argmax_loop": Program(switch_argmax_loop, [(16, 32), (32, 4), (4, 32, 64), (4, 64, 32)]),
         "idiom_argmax_onehot_vmap": Program(argmax_onehot_vmap, mixtral_shapes(12, 24, 40, 8)),
         "idiom_repeated_argmax_top2": Program(repeated_argmax_top2, mixtral_shapes(16, 32, 48, 8)),
+        "idiom_repeated_argmax_top2_bf16": Program(repeated_argmax_top2, mixtral_shapes(12, 32, 40, 6), dtype=bf16),
+        "idiom_repeated_argmax_grouped": Program(repeated_argmax_grouped,
+                                                 [(2, 8, 32), (32, 8), (8, 32, 48), (8, 32, 48), (8, 48, 32)]),
         "idiom_repeated_argmax_masked_loop": Program(repeated_argmax_masked_loop,
                                                      [(12, 24), (24, 6), (6, 24, 40), (6, 40, 24)]),
         "idiom_repeated_argmax_sigmoid_top3": Program(repeated_argmax_sigmoid_top3, mixtral_shapes(10, 32, 24, 8)),

@@ -286,6 +286,8 @@ static std::pair<Value, double> rowPlusConstant(Value v) {
       if (!sumRow)
         if (auto r = row.getDefiningOp<shlo::ReshapeOp>()) // keepdims: [T] -> [T, 1]
           sumRow = rowValue(r.getOperand());
+      if (!sumRow && withoutConverts(row).getDefiningOp<shlo::ReduceOp>()) // [B, S] sums of [B, S, K]
+        sumRow = row;
       return {sumRow, *c};
     }
   return {Value(), 0};

@@ -42,12 +42,28 @@ struct Pick {
   int64_t column = 0;
 };
 
+/// `ids` = a top-k's indices [..., K] cut to column j along the last dim
+/// (a slice, or the whole of a top-1) and reshaped to [...].
 std::optional<Pick> pickOf(Value ids) {
-  std::optional<std::pair<Value, int64_t>> c = topKColumn(withoutConverts(ids));
-  auto topk = c ? c->first.getDefiningOp<chlo::TopKOp>() : nullptr;
-  if (!topk || c->first != topk.getIndices())
+  auto reshape = withoutConverts(ids).getDefiningOp<shlo::ReshapeOp>();
+  if (!reshape)
     return std::nullopt;
-  return Pick{topk, c->second};
+  Value column = reshape.getOperand();
+  auto columnType = cast<RankedTensorType>(column.getType());
+  if (columnType.getRank() < 2 || columnType.getShape().back() != 1 ||
+      reshape.getType().getShape() != columnType.getShape().drop_back())
+    return std::nullopt;
+  int64_t j = 0;
+  if (auto slice = column.getDefiningOp<shlo::SliceOp>()) {
+    if (slice.getOperand().getType().getShape().drop_back() != columnType.getShape().drop_back())
+      return std::nullopt;
+    j = slice.getStartIndices().back();
+    column = slice.getOperand();
+  }
+  auto topk = column.getDefiningOp<chlo::TopKOp>();
+  if (!topk || column != topk.getIndices())
+    return std::nullopt;
+  return Pick{topk, j};
 }
 
 /// The ids a boolean one-hot mask `pred` marks: the one-hot compare itself,
