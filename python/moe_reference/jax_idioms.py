@@ -897,41 +897,34 @@ def scatter_unsort(k):
     return fn
 
 
-def repeated_argmax_top2(x, wr, w1, w3, w2):
-    """Praxis / GShard top-2 without capacity: the second expert is the
-    argmax of the gates with the first one's zeroed (gates * (1 - mask1)),
-    each gate read back by an einsum with its one-hot, renormalised with
-    1e-9; a dense combine of both one-hots times vmapped SwiGLU experts."""
-    experts = wr.shape[1]
-    raw = jax.nn.softmax(x @ wr, axis=-1)
+def praxis_top2_combine(raw):
+    """Praxis / GShard top-2 without capacity over softmax scores [..., E]:
+    the second expert is the argmax of the scores with the first one's
+    zeroed (raw * (1 - mask1)), each gate read back by an einsum with its
+    one-hot, renormalised with 1e-9; the combine [..., E] of both one-hots."""
+    experts = raw.shape[-1]
     i1 = jnp.argmax(raw, axis=-1)
-    m1 = jax.nn.one_hot(i1, experts, dtype=x.dtype)
-    g1 = jnp.einsum('se,se->s', raw, m1)
+    m1 = jax.nn.one_hot(i1, experts, dtype=raw.dtype)
+    g1 = jnp.einsum('...e,...e->...', raw, m1)
     without1 = raw * (1.0 - m1)
     i2 = jnp.argmax(without1, axis=-1)
-    m2 = jax.nn.one_hot(i2, experts, dtype=x.dtype)
-    g2 = jnp.einsum('se,se->s', without1, m2)
+    m2 = jax.nn.one_hot(i2, experts, dtype=raw.dtype)
+    g2 = jnp.einsum('...e,...e->...', without1, m2)
     denom = g1 + g2 + 1e-9
-    combine = (g1 / denom)[:, None] * m1 + (g2 / denom)[:, None] * m2
+    return (g1 / denom)[..., None] * m1 + (g2 / denom)[..., None] * m2
+
+
+def repeated_argmax_top2(x, wr, w1, w3, w2):
+    """praxis_top2_combine on tokens [T, H] times vmapped SwiGLU experts."""
+    combine = praxis_top2_combine(jax.nn.softmax(x @ wr, axis=-1))
     outs = jax.vmap(lambda a, b, c: ffn(x, a, b, c))(w1, w3, w2)
     return jnp.einsum('se,esh->sh', combine, outs)
 
 
 def repeated_argmax_grouped(x, wr, w1, w3, w2):
-    """Praxis's top-2 over groups: x [G, S, M], the same repeated argmax and
-    einsum reads over [G, S, E], the combine [G, S, E] applied to every
-    expert's output [G, S, E, M]."""
-    experts = wr.shape[1]
-    raw = jax.nn.softmax(jnp.einsum('gsm,me->gse', x, wr), axis=-1)
-    i1 = jnp.argmax(raw, axis=-1)
-    m1 = jax.nn.one_hot(i1, experts, dtype=x.dtype)
-    g1 = jnp.einsum('gse,gse->gs', raw, m1)
-    without1 = raw * (1.0 - m1)
-    i2 = jnp.argmax(without1, axis=-1)
-    m2 = jax.nn.one_hot(i2, experts, dtype=x.dtype)
-    g2 = jnp.einsum('gse,gse->gs', without1, m2)
-    denom = g1 + g2 + 1e-9
-    combine = (g1 / denom)[..., None] * m1 + (g2 / denom)[..., None] * m2
+    """Praxis's grouped form: x [G, S, M], praxis_top2_combine over
+    [G, S, E], applied to every expert's output [G, S, E, M]."""
+    combine = praxis_top2_combine(jax.nn.softmax(jnp.einsum('gsm,me->gse', x, wr), axis=-1))
     h = jax.nn.silu(jnp.einsum('gsm,emh->gseh', x, w1)) * jnp.einsum('gsm,emh->gseh', x, w3)
     return jnp.einsum('gse,gsem->gsm', combine, jnp.einsum('gseh,ehm->gsem', h, w2))
 
