@@ -357,6 +357,21 @@ class SoftmaxEpsilonLoop(WhereLoop):
         return w / (w.sum(dim=-1, keepdim=True) + 1e-6), idx
 
 
+class SoftmaxClampLoop(WhereLoop):
+    """Softmax top-k, the picks divided by their sum clamped from below
+    (DeepSpeed, fairseq: clamp(min=finfo.eps)); with `floor` = 0.9 the clamp
+    binds (a near miss)."""
+
+    def __init__(self, floor=None):
+        super().__init__()
+        self.floor = floor
+
+    def route(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        floor = torch.finfo(x.dtype).eps if self.floor is None else self.floor
+        return w / w.sum(dim=-1, keepdim=True).clamp(min=floor), idx
+
+
 class ScatterAddLoop(WhereLoop):
     """Each expert's weighted rows added with scatter_add_ at its tokens'
     index column expanded to the width."""
@@ -495,6 +510,7 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "masked_input_wrong_rows_near_miss": lambda: MaskedInputLoop(wrong_rows=True),
            "gather_picks_loop": GatherPicksLoop, "one_hot_gate": OneHotGate,
            "biased_sigmoid_epsilon_loop": BiasedSigmoidEpsilonLoop, "softmax_epsilon_loop": SoftmaxEpsilonLoop,
+           "softmax_clamp_loop": SoftmaxClampLoop, "softmax_clamp_near_miss": lambda: SoftmaxClampLoop(0.9),
            "scatter_add_loop": ScatterAddLoop, "index_put_loop": IndexPutLoop,
            "nonzero_columns_loop": NonzeroColumnsLoop, "where_gate_loop": WhereGateLoop,
            "expert_choice_loop": ExpertChoiceLoop,
@@ -508,7 +524,7 @@ DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
-               "expert_choice_wrong_scale_near_miss",
+               "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -821,14 +821,17 @@ def take_along_logits(k):
     return fn
 
 
-def epsilon_renorm(k, eps):
+def epsilon_renorm(k, eps, clamp=False):
     """DeepSeek's renormalisation against a zero sum, w / (sum(w) + eps),
     einsum experts. An eps far below the sum's rounding is exactly the sum
     alone; a larger one is the routing's norm_epsilon (LFM2-MoE's 1e-6); a
-    negative one is a near miss."""
+    negative one is a near miss. `clamp`: w / max(sum(w), eps) instead
+    (torch's clamp(min=finfo.eps)), the sum itself unless eps can exceed it
+    (a near miss)."""
     def fn(x, wr, w1, w3, w2):
         vals, idx = lax.top_k(jax.nn.softmax(x @ wr, axis=-1), k)
-        vals = vals / (vals.sum(-1, keepdims=True) + eps)
+        total = vals.sum(-1, keepdims=True)
+        vals = vals / (jnp.maximum(total, eps) if clamp else total + eps)
         gate = (jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype) * vals[..., None]).sum(1)
         h = jax.nn.silu(jnp.einsum('th,ehf->tef', x, w1)) * jnp.einsum('th,ehf->tef', x, w3)
         return jnp.einsum('te,teh->th', gate, jnp.einsum('tef,efh->teh', h, w2))
@@ -1059,6 +1062,9 @@ def programs(Program):
         "idiom_epsilon_renorm_k2": Program(epsilon_renorm(2, 1e-20), mixtral_shapes(12, 24, 32, 6)),
         "idiom_large_epsilon_renorm_k2": Program(epsilon_renorm(2, 1e-3), mixtral_shapes(12, 24, 32, 6)),
         "idiom_negative_epsilon_renorm_near_miss": Program(epsilon_renorm(2, -0.05), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_clamped_renorm_k2": Program(epsilon_renorm(2, float(jnp.finfo(jnp.float32).eps), clamp=True),
+                                           mixtral_shapes(12, 24, 32, 6)),
+        "idiom_clamped_renorm_near_miss": Program(epsilon_renorm(2, 0.9, clamp=True), mixtral_shapes(12, 24, 32, 6)),
         "idiom_gate_in_down_einsum_k2": Program(gate_in_down_einsum(2), mixtral_shapes(16, 32, 48, 8)),
         "idiom_batch_gate_in_down_k2": Program(batch_gate_in_down(2), [(2, 8, 32), (32, 6), (6, 32, 40), (6, 32, 40),
                                                                          (6, 40, 32)]),

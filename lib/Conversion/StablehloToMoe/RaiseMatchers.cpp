@@ -265,8 +265,14 @@ Value reluInput(Value v) {
   return isSplat(max.getLhs(), 0) ? max.getRhs() : nullptr;
 }
 
-/// `sum + c` (c a splat) under `v`'s broadcasts: the sum's row and c.
-static std::pair<Value, double> rowPlusConstant(Value v) {
+/// `sum + c` or `max(sum, c)` (c a splat) under `v`'s broadcasts: the
+/// sum's row, c, and whether it is the max.
+struct GuardedRow {
+  Value row;
+  double constant = 0;
+  bool clamped = false;
+};
+static GuardedRow guardedRow(Value v) {
   while (true) {
     if (auto c = v.getDefiningOp<shlo::ConvertOp>())
       v = c.getOperand();
@@ -277,10 +283,11 @@ static std::pair<Value, double> rowPlusConstant(Value v) {
     else
       break;
   }
-  auto add = v.getDefiningOp<shlo::AddOp>();
-  if (!add)
-    return {Value(), 0};
-  for (auto [row, constant] : {std::pair(add.getLhs(), add.getRhs()), std::pair(add.getRhs(), add.getLhs())})
+  Operation *guard = v.getDefiningOp();
+  if (!isa_and_nonnull<shlo::AddOp, shlo::MaxOp>(guard))
+    return {};
+  for (auto [row, constant] : {std::pair(guard->getOperand(0), guard->getOperand(1)),
+                               std::pair(guard->getOperand(1), guard->getOperand(0))})
     if (std::optional<double> c = splatValue(constant)) {
       Value sumRow = rowValue(row);
       if (!sumRow)
@@ -288,21 +295,29 @@ static std::pair<Value, double> rowPlusConstant(Value v) {
           sumRow = rowValue(r.getOperand());
       if (!sumRow && withoutConverts(row).getDefiningOp<shlo::ReduceOp>()) // [B, S] sums of [B, S, K]
         sumRow = row;
-      return {sumRow, *c};
+      return {sumRow, *c, isa<shlo::MaxOp>(guard)};
     }
-  return {Value(), 0};
+  return {};
 }
 
-Value renormalisedInput(Value v, double *epsilon) {
+Value renormalisedInput(Value v, double *epsilon, double *clampBelow) {
   auto div = v.getDefiningOp<shlo::DivOp>();
   Value sumRow = div ? rowValue(div.getRhs()) : Value();
   if (epsilon)
     *epsilon = 0;
+  if (clampBelow)
+    *clampBelow = 0;
   // 16-bit sums are taken in f32.
   auto sumOf = [](Value row) { return row ? withoutConverts(row).getDefiningOp<shlo::ReduceOp>() : nullptr; };
-  // The row may be the sum plus epsilon, broadcast once ([T] -> [T, K]).
-  if (div && !sumOf(sumRow) && epsilon)
-    std::tie(sumRow, *epsilon) = rowPlusConstant(div.getRhs());
+  // The row may be the sum plus epsilon, or clamped from below, broadcast
+  // once ([T] -> [T, K]).
+  if (div && !sumOf(sumRow) && epsilon) {
+    GuardedRow guarded = guardedRow(div.getRhs());
+    if (guarded.clamped && !clampBelow)
+      return nullptr;
+    sumRow = guarded.row;
+    *(guarded.clamped ? clampBelow : epsilon) = guarded.constant;
+  }
   auto sum = sumOf(sumRow);
   if (!sum || withoutConverts(sum.getInputs()[0]) != div.getLhs() || !reducesLastDim(sum) ||
       !isAddBody(sum.getBody()))
@@ -326,9 +341,9 @@ Type sixteenBitScores(chlo::TopKOp topk) {
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their
 /// sum); fills the routing fields of `layer` and returns the top-k op.
 FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &layer, NoMatch &fail) {
-  double epsilon = 0;
+  double epsilon = 0, clampBelow = 0;
   if (vals.getDefiningOp<shlo::DivOp>()) {
-    Value numerator = renormalisedInput(vals, &epsilon);
+    Value numerator = renormalisedInput(vals, &epsilon, &clampBelow);
     if (!numerator) {
       fail.why = "the gate weights are divided by something other than their sum";
       return failure();
@@ -358,6 +373,17 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
     }
     if (epsilon > bound)
       layer.normEpsilon = epsilon;
+  }
+  // max(sum, c) (torch's clamp(min=finfo.eps)) is the sum wherever the sum
+  // is at least c: always, for c up to half of k / E (the least the k
+  // largest softmax probabilities sum to, with room for rounding).
+  if (clampBelow != 0) {
+    int64_t experts = cast<RankedTensorType>(topk.getOperand().getType()).getShape().back();
+    if (!(clampBelow > 0) || clampBelow > 0.5 * double(layer.k) / double(experts)) {
+      fail.why = "the gate weights are divided by their sum clamped from below by " + std::to_string(clampBelow) +
+                 ", which the sum can fall under";
+      return failure();
+    }
   }
   // An f32 softmax rounded to the 16-bit scores (probs.astype(bf16)):
   // what scores_type means.

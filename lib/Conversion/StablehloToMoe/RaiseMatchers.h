@@ -134,8 +134,9 @@ struct RecognisedLayer {
 };
 
 /// w / sum(w) over the last dim: returns w, or null. With `epsilon`, also
-/// w / (sum(w) + c) for a constant c, which it sets (0 without one).
-Value renormalisedInput(Value v, double *epsilon = nullptr);
+/// w / (sum(w) + c) for a constant c, which it sets (0 without one); with
+/// `clampBelow` too, w / max(sum(w), c), c set there.
+Value renormalisedInput(Value v, double *epsilon = nullptr, double *clampBelow = nullptr);
 
 /// The gate weights `vals` of softmax top-k routing of `x`
 /// (`vals, idx = top_k(softmax(x @ wr), k)`, optionally divided by their

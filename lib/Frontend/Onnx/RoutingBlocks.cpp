@@ -19,13 +19,16 @@ namespace mlir::moe::onnx_import::blocks {
 /// between Casts), the sum optionally plus a positive constant (set in
 /// `epsilon`: LFM2-MoE's 1e-6; one of at most 1e-15, transformers' `+ 1e-20`,
 /// moves no f32 sum above 2e-8, and top-k routing weights sum to far more,
-/// so it is left out), or clamped from below by at most 1e-12 (Ernie 4.5's
-/// `clamp(min=norm_min)`: the same wherever the picked weights sum to more):
+/// so it is left out), or clamped from below by at most `clampBound`
+/// (Ernie 4.5's `clamp(min=norm_min)`, DeepSpeed's `clamp(min=finfo.eps)`:
+/// the same wherever the picked weights sum to more; 1e-12 unless the
+/// caller knows a larger least sum):
 /// appends the nodes and returns the Div's output; nullopt when `w` is not
 /// renormalised, an empty string when it is summed but not like this.
 static std::optional<std::string> renormalised(const GraphIndex &g, const ConstantLookup &constants,
                                                const std::string &w,
-                                               llvm::SmallVector<const onnx::NodeProto *> &nodes, double &epsilon) {
+                                               llvm::SmallVector<const onnx::NodeProto *> &nodes, double &epsilon,
+                                               double clampBound = 1e-12) {
   epsilon = 0;
   // A 16-bit w may be summed in f32 and cast back (PyTorch's sum); the
   // layer divides in f32, which differs from the graph's 16-bit division
@@ -48,7 +51,7 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
     denominator = outputOf(*guard, 0);
   } else if ((guard = g.onlyUser(denominator, "Clip"))) {
     std::optional<float> low = scalarFloat(constants, inputOf(*guard, 1));
-    if (inputOf(*guard, 0) != denominator || !low || *low > 1e-12f || !inputOf(*guard, 2).empty())
+    if (inputOf(*guard, 0) != denominator || !low || double(*low) > clampBound || !inputOf(*guard, 2).empty())
       return std::string();
     denominator = outputOf(*guard, 0);
   }
@@ -327,9 +330,19 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     if (widened)
       nodes.push_back(widened);
   }
-  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes, block.normEpsilon)) {
+  // The k largest of E softmax probabilities sum to at least k / E: a
+  // clamp below half of that is never reached.
+  double clampBound = 1e-12;
+  if (std::optional<llvm::SmallVector<int64_t>> shape = constants.shape(block.routerWeight.name);
+      shape && shape->size() == 2 && !block.sigmoid && block.k > 0) {
+    int64_t experts = block.routerWeight.rows ? (*shape)[0] : (*shape)[1];
+    if (experts > 0)
+      clampBound = std::max(clampBound, 0.5 * double(block.k) / double(experts));
+  }
+  if (std::optional<std::string> divided = renormalised(g, constants, w, nodes, block.normEpsilon, clampBound)) {
     if (divided->empty())
-      return fail("the top-k weights are summed but not divided by their sum");
+      return fail("the top-k weights are summed but not divided by their sum (plus a non-negative constant, or "
+                  "clamped from below by at most half the least sum of k of the softmax probabilities)");
     block.normalize = true;
     w = *divided;
   }
