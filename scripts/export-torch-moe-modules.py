@@ -210,7 +210,7 @@ class Top2ArgmaxGating(Experts):
     """GShard / DeepSpeed top2gating without capacity: the first expert by
     argmax, the second by argmax of the logits with the first masked to
     -inf, gates renormalised over the two (clamped at eps); every expert
-    on every token, combined by einsum (ArgMax in the exports; plain ops)."""
+    on every token, combined by einsum."""
 
     def forward(self, x):
         logits = self.gate(x)
@@ -487,6 +487,75 @@ class ScatterGateColumns(Experts):
         return out
 
 
+class GShardTop2Loop(Experts):
+    """GShard's / DeepSpeed's top2gating without capacity: the second expert
+    by argmax of the gates with the first zeroed (gates * (1 - mask1)), each
+    pick's gate read back through its mask, renormalised by the clamped sum;
+    each expert weighted by its column of the combined gate. `on_logits`
+    zeroes the first pick in the raw logits instead, which can be negative,
+    so the second argmax may name the first expert again: a near miss."""
+
+    def __init__(self, on_logits=False):
+        super().__init__()
+        self.on_logits = on_logits
+
+    def forward(self, x):
+        logits = self.gate(x)
+        gates = F.softmax(logits, dim=1)
+        mask1 = F.one_hot(torch.argmax(gates, dim=1), num_classes=EXPERTS).type_as(gates)
+        second = (logits if self.on_logits else gates) * (1 - mask1)
+        mask2 = F.one_hot(torch.argmax(second, dim=1), num_classes=EXPERTS).type_as(gates)
+        gates1_s = torch.einsum("se,se->s", gates, mask1)
+        gates2_s = torch.einsum("se,se->s", gates, mask2)
+        denom_s = torch.clamp(gates1_s + gates2_s, min=torch.finfo(gates.dtype).eps)
+        combine = (gates1_s / denom_s).unsqueeze(1) * mask1 + (gates2_s / denom_s).unsqueeze(1) * mask2
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            out += combine[:, e].unsqueeze(1) * expert(x)
+        return out
+
+
+class SigmoidTop3Argmax(Experts):
+    """Three experts picked one argmax at a time over sigmoid scores, each
+    pick masked to -inf before the next (fairseq's masked_fill), the picked
+    scores unnormalised; the dense gate summed one term per pick."""
+
+    def forward(self, x):
+        scores = torch.sigmoid(self.gate(x))
+        picks, masked = [], scores
+        for _ in range(3):
+            i = masked.argmax(dim=-1)
+            picks.append(i)
+            masked = masked.masked_fill(F.one_hot(i, EXPERTS).bool(), float("-inf"))
+        gate = 0
+        for i in picks:
+            gate = gate + scores.gather(1, i[:, None]) * F.one_hot(i, EXPERTS).to(x.dtype)
+        outs = torch.stack([expert(x) for expert in self.experts], 1)
+        return torch.einsum("te,teh->th", gate, outs)
+
+
+class TopkSlotTerms(Experts):
+    """torch.topk, the weights renormalised, the dense gate written one term
+    per slot (w[:, j:j+1] * one_hot(idx[:, j])) and each expert weighted by
+    its column. `crossed` pairs each slot's weight with the other slot's
+    expert: not a top-k gate (a near miss)."""
+
+    def __init__(self, crossed=False):
+        super().__init__()
+        self.crossed = crossed
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        a, b = (1, 0) if self.crossed else (0, 1)
+        gate = w[:, 0:1] * F.one_hot(idx[:, a], EXPERTS).to(x.dtype) + w[:, 1:2] * F.one_hot(idx[:, b], EXPERTS).to(
+            x.dtype)
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + gate[:, e:e + 1] * expert(x)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -517,14 +586,18 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "expert_choice_sigmoid_gelu_loop": lambda: ExpertChoiceLoop(lambda: mlp(nn.GELU(), False), torch.sigmoid),
            "expert_choice_wrong_scale_near_miss": lambda: ExpertChoiceLoop(wrong_scale=True),
            "masked_softmax_loop": MaskedSoftmaxLoop, "masked_fill_softmax": MaskedFillSoftmax,
-           "scatter_gate_columns": ScatterGateColumns}
+           "scatter_gate_columns": ScatterGateColumns, "gshard_top2_loop": GShardTop2Loop,
+           "gshard_top2_logits_near_miss": lambda: GShardTop2Loop(on_logits=True),
+           "sigmoid_top3_argmax": SigmoidTop3Argmax, "topk_slot_terms": TopkSlotTerms,
+           "topk_slot_terms_crossed_near_miss": lambda: TopkSlotTerms(crossed=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
-               "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss",
+               "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
+               "topk_slot_terms_crossed_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "GraphCanonicalization.h"
+#include "GraphEditor.h"
 
 #include <cstring>
 
@@ -738,12 +739,17 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   graph.mutable_node()->Swap(&kept);
   llvm::StringMap<llvm::SmallVector<int64_t>> made;
   if (int64_t selections = canonicalizeSelections(graph, ctx, facts, made)) {
-    CanonicalizationContext withMade{ctx.opset, [&](llvm::StringRef name) {
-                                       auto it = made.find(name);
-                                       return it == made.end() ? ctx.ints(name) : std::optional(it->second);
-                                     }};
-    facts = inferValueFacts(graph, withMade);
+    facts = inferValueFactsWith(graph, ctx, made);
     changes += selections;
   }
-  return changes;
+  // A top-k picked one ArgMax at a time and sums over its slots written
+  // one term per slot; the gates they leave are read by the selection
+  // rewrites once more.
+  int64_t picked = canonicalizeRepeatedArgMax(graph, ctx, facts, made);
+  int64_t sums = canonicalizeSlotSums(graph, ctx, facts, made);
+  // A gate they leave may be scattered, and then its columns read as the
+  // scattered gate's: a pass each.
+  for (int pass = 0; picked + sums > 0 && pass < 2 && canonicalizeSelections(graph, ctx, facts, made) > 0; ++pass)
+    facts = inferValueFactsWith(graph, ctx, made);
+  return changes + picked + sums;
 }

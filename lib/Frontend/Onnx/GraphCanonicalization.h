@@ -76,6 +76,23 @@ int64_t canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationCo
                                const llvm::StringMap<ValueFacts> &facts,
                                llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites an ArgMax over router scores with picks 0..k-1 of a TopK(k)
+/// removed (Where(mask, -inf, .), or a product with 1 - mask) as column k of
+/// the TopK widened to k + 1, and a pick's score read through its one-hot
+/// (ReduceSum(s * mask, -1)) as a column of the TopK's values
+/// (RepeatedArgMax.cpp). Needs opset 13. `facts` are updated; returns the
+/// number of rewrites.
+int64_t canonicalizeRepeatedArgMax(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                   llvm::StringMap<ValueFacts> &facts,
+                                   llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
+/// Rewrites a sum of K terms that are one expression over columns 0..K-1
+/// of a TopK's outputs as one ReduceSum over a slot axis of that expression
+/// computed on the columns together (SlotSums.cpp). Needs opset 13.
+/// `facts` are updated; returns the number of sums rewritten.
+int64_t canonicalizeSlotSums(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                             llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 } // namespace mlir::moe::onnx_import
 
 #endif // MOE_FRONTEND_ONNX_GRAPHCANONICALIZATION_H

@@ -55,13 +55,23 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
       return std::string();
     denominator = outputOf(*guard, 0);
   }
-  if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1) ||
-      intAttr(*sum, "keepdims", 1) != 1)
+  // A sum without its axis gets it back after the guard (torch's
+  // `(g1 + g2).clamp(min=eps)[:, None]`, summed over slots).
+  const onnx::NodeProto *restored = nullptr;
+  if (intAttr(*sum, "keepdims", 1) == 0) {
+    restored = g.onlyUser(denominator, "Unsqueeze");
+    if (!restored || !hasAxis(*restored, constants, -1))
+      return std::string();
+    denominator = outputOf(*restored, 0);
+  }
+  if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1))
     return std::string();
   nodes.append(summed.begin(), summed.end());
   nodes.push_back(div);
   if (guard)
     nodes.push_back(guard);
+  if (restored)
+    nodes.push_back(restored);
   return outputOf(*div, 0);
 }
 

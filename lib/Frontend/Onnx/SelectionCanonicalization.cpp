@@ -28,6 +28,7 @@
 
 #include "BlockMatching.h"
 #include "GraphCanonicalization.h"
+#include "GraphEditor.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/DenseMap.h"
@@ -45,98 +46,6 @@ using namespace mlir::moe::onnx_import;
 
 namespace {
 
-bool isStandard(const onnx::NodeProto &node) { return node.domain().empty() || node.domain() == "ai.onnx"; }
-
-bool isFloat(int32_t t) {
-  return t == onnx::TensorProto::FLOAT || t == onnx::TensorProto::FLOAT16 || t == onnx::TensorProto::BFLOAT16;
-}
-
-/// The one element of a scalar (or one-element) tensor, as a double.
-std::optional<double> scalarOf(const onnx::TensorProto &t) {
-  int64_t count = 1;
-  for (int64_t d : t.dims())
-    count *= d;
-  if (count != 1)
-    return std::nullopt;
-  const std::string &raw = t.raw_data();
-  auto fromHalf = [](uint16_t h, bool brain) -> double {
-    if (brain) {
-      uint32_t bits = uint32_t(h) << 16;
-      float f;
-      std::memcpy(&f, &bits, 4);
-      return f;
-    }
-    int exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
-    double sign = (h & 0x8000) ? -1.0 : 1.0;
-    if (exponent == 31)
-      return mantissa ? NAN : sign * INFINITY;
-    if (exponent == 0)
-      return sign * std::ldexp(double(mantissa), -24);
-    return sign * std::ldexp(double(mantissa | 0x400), exponent - 25);
-  };
-  switch (t.data_type()) {
-  case onnx::TensorProto::FLOAT: {
-    float f;
-    if (raw.size() == 4)
-      std::memcpy(&f, raw.data(), 4);
-    else if (t.float_data_size() == 1)
-      f = t.float_data(0);
-    else
-      return std::nullopt;
-    return f;
-  }
-  case onnx::TensorProto::FLOAT16:
-  case onnx::TensorProto::BFLOAT16: {
-    uint16_t h;
-    if (raw.size() == 2)
-      std::memcpy(&h, raw.data(), 2);
-    else if (t.int32_data_size() == 1)
-      h = uint16_t(t.int32_data(0));
-    else
-      return std::nullopt;
-    return fromHalf(h, t.data_type() == onnx::TensorProto::BFLOAT16);
-  }
-  case onnx::TensorProto::BOOL:
-  case onnx::TensorProto::INT32:
-  case onnx::TensorProto::INT64: {
-    if (t.data_type() == onnx::TensorProto::INT64 && raw.size() == 8) {
-      int64_t v;
-      std::memcpy(&v, raw.data(), 8);
-      return double(v);
-    }
-    if (t.data_type() == onnx::TensorProto::INT32 && raw.size() == 4) {
-      int32_t v;
-      std::memcpy(&v, raw.data(), 4);
-      return double(v);
-    }
-    if (t.data_type() == onnx::TensorProto::BOOL && raw.size() == 1)
-      return double(raw[0] != 0);
-    if (t.int64_data_size() == 1)
-      return double(t.int64_data(0));
-    if (t.int32_data_size() == 1)
-      return double(t.int32_data(0));
-    return std::nullopt;
-  }
-  default:
-    return std::nullopt;
-  }
-}
-
-/// `axes` made non-negative for rank `rank`, sorted; nullopt when one is
-/// out of range or repeated.
-std::optional<llvm::SmallVector<int64_t>> normalized(llvm::ArrayRef<int64_t> axes, int64_t rank) {
-  llvm::SmallVector<int64_t> out;
-  for (int64_t a : axes) {
-    if (a < -rank || a >= rank)
-      return std::nullopt;
-    out.push_back(a < 0 ? a + rank : a);
-  }
-  llvm::sort(out);
-  if (std::adjacent_find(out.begin(), out.end()) != out.end())
-    return std::nullopt;
-  return out;
-}
-
 /// What a squeeze of a top-1 selection removed: `source` with rank `rank`
 /// lost the (non-negative) `axes`.
 struct Squeezed {
@@ -145,170 +54,59 @@ struct Squeezed {
   int64_t rank;
 };
 
-class SelectionRewriter {
+class SelectionRewriter : public GraphEditor {
 public:
   SelectionRewriter(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                     const llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made)
-      : graph(graph), ctx(ctx), facts(facts), made(made) {
-    for (const onnx::TensorProto &init : graph.initializer())
-      taken.insert(init.name());
-    for (const onnx::ValueInfoProto &v : graph.input())
-      taken.insert(v.name());
-    for (const onnx::ValueInfoProto &v : graph.output()) {
-      taken.insert(v.name());
-      graphOutputs.insert(v.name());
-    }
-    for (const onnx::NodeProto &node : graph.node()) {
-      for (const std::string &v : node.output())
-        if (!v.empty()) {
-          taken.insert(v);
-          producers[v] = &node;
-        }
-      for (const std::string &v : node.input()) {
-        taken.insert(v);
-        ++readers[v];
-      }
-    }
-  }
+      : GraphEditor(graph, ctx, facts, made) {}
 
   int64_t run();
 
 private:
-  std::optional<llvm::SmallVector<int64_t>> ints(llvm::StringRef name) const {
-    if (auto it = made.find(name); it != made.end())
-      return it->second;
-    return ctx.ints(name);
-  }
-  const ValueFacts *factsOf(llvm::StringRef name) const {
-    auto it = facts.find(name);
-    return it == facts.end() ? nullptr : &it->second;
-  }
-  /// The axes of a Squeeze, Unsqueeze or reduction (attribute before opset
-  /// 13/18, input 1 after).
-  std::optional<llvm::SmallVector<int64_t>> axesOf(const onnx::NodeProto &node) const {
-    if (llvm::SmallVector<int64_t> a = blocks::intsAttr(node, "axes"); !a.empty())
-      return a;
-    if (node.input_size() > 1 && !node.input(1).empty())
-      return ints(node.input(1));
-    return std::nullopt;
-  }
-  std::string fresh(llvm::StringRef base) {
-    std::string name = base.str();
-    for (int i = 0; !taken.insert(name).second; ++i)
-      name = base.str() + "_" + std::to_string(i);
-    return name;
-  }
-  /// A new int64 1-D initializer holding `values`.
-  std::string constant(llvm::ArrayRef<int64_t> values, llvm::StringRef base) {
-    std::string name = fresh(base);
-    onnx::TensorProto *t = graph.add_initializer();
-    t->set_name(name);
-    t->set_data_type(onnx::TensorProto::INT64);
-    t->add_dims(static_cast<int64_t>(values.size()));
-    for (int64_t v : values)
-      t->add_int64_data(v);
-    made[name] = llvm::SmallVector<int64_t>(values);
-    return name;
-  }
-  /// Squeeze(`in`, `axes`) -> `out`, in the opset's spelling.
-  onnx::NodeProto squeeze(const std::string &in, llvm::ArrayRef<int64_t> axes, const std::string &out,
-                          llvm::StringRef name) {
-    onnx::NodeProto node;
-    node.set_op_type("Squeeze");
-    node.set_name(name.str());
-    node.add_input(in);
-    if (ctx.opset >= 13) {
-      node.add_input(constant(axes, "moe_squeeze_axes"));
-    } else {
-      onnx::AttributeProto *a = node.add_attribute();
-      a->set_name("axes");
-      a->set_type(onnx::AttributeProto::INTS);
-      for (int64_t x : axes)
-        a->add_ints(x);
-    }
-    node.add_output(out);
-    return node;
-  }
   /// Router scores: a linear map of x (MatMul, Gemm, maybe plus a bias), or
   /// its softmax or sigmoid, through Casts. ArgMax is rewritten only there:
   /// its NaN rule is TopK's only where no NaN reaches it.
   bool isRouterScore(llvm::StringRef value) const {
     auto through = [&](llvm::StringRef v) {
       const onnx::NodeProto *p = producers.lookup(v);
-      while (p && isStandard(*p) && (p->op_type() == "Cast" || p->op_type() == "Identity") && p->input_size())
+      while (p && isStandardNode(*p) && (p->op_type() == "Cast" || p->op_type() == "Identity") && p->input_size())
         p = producers.lookup(p->input(0));
       return p;
     };
     const onnx::NodeProto *p = through(value);
-    if (p && isStandard(*p) && (p->op_type() == "Softmax" || p->op_type() == "Sigmoid") && p->input_size())
+    if (p && isStandardNode(*p) && (p->op_type() == "Softmax" || p->op_type() == "Sigmoid") && p->input_size())
       p = through(p->input(0));
     // A bias is an initializer or a Constant node.
     auto isConstant = [&](llvm::StringRef v) {
       const onnx::NodeProto *c = producers.lookup(v);
       return !c || c->op_type() == "Constant";
     };
-    if (p && isStandard(*p) && p->op_type() == "Add" && p->input_size() == 2)
+    if (p && isStandardNode(*p) && p->op_type() == "Add" && p->input_size() == 2)
       for (int i = 0; i < 2; ++i)
         if (isConstant(p->input(1 - i))) {
           p = through(p->input(i));
           break;
         }
-    return p && isStandard(*p) && (p->op_type() == "MatMul" || p->op_type() == "Gemm");
+    return p && isStandardNode(*p) && (p->op_type() == "MatMul" || p->op_type() == "Gemm");
   }
   /// The last axis of ArgMax/ReduceMax `node` over `rank` dims, its only one.
   bool overLastAxis(const onnx::NodeProto &node, int64_t rank) const {
     if (node.op_type() == "ArgMax")
-      return normalized({blocks::intAttr(node, "axis", 0)}, rank) == llvm::SmallVector<int64_t>{rank - 1};
+      return normalizedAxes({blocks::intAttr(node, "axis", 0)}, rank) == llvm::SmallVector<int64_t>{rank - 1};
     std::optional<llvm::SmallVector<int64_t>> a = axesOf(node);
-    return a && normalized(*a, rank) == llvm::SmallVector<int64_t>{rank - 1};
+    return a && normalizedAxes(*a, rank) == llvm::SmallVector<int64_t>{rank - 1};
   }
   void pairSelections();
   std::string pickedValues(const onnx::NodeProto &gather) const;
-  /// The value every element of `v` holds when `v` is a fill: a constant
-  /// of one value (an initializer or Constant node, maybe broadcast by
-  /// Expand), or ConstantOfShape (its value; absent: 0).
-  std::optional<double> fillValue(llvm::StringRef v) const {
-    const onnx::NodeProto *p = producers.lookup(v);
-    if (p && isStandard(*p) && p->op_type() == "Expand" && p->input_size() == 2)
-      return fillValue(p->input(0));
-    if (p && isStandard(*p) && p->op_type() == "ConstantOfShape") {
-      for (const onnx::AttributeProto &a : p->attribute())
-        if (a.name() == "value")
-          return scalarOf(a.t());
-      return 0.0;
-    }
-    if (p && isStandard(*p) && p->op_type() == "Constant") {
-      for (const onnx::AttributeProto &a : p->attribute())
-        if (a.name() == "value")
-          return scalarOf(a.t());
-      return std::nullopt;
-    }
-    if (p)
-      return std::nullopt;
-    for (const onnx::TensorProto &init : graph.initializer())
-      if (init.name() == v)
-        return scalarOf(init);
-    return std::nullopt;
-  }
-  /// `v` and the values a fill is computed from (Expand, ConstantOfShape,
-  /// Shape): dead with the fill, unless read elsewhere (the removal checks).
-  void fillValues(llvm::StringRef v, llvm::SmallVectorImpl<std::string> &out) const {
-    out.push_back(v.str());
-    const onnx::NodeProto *p = producers.lookup(v);
-    if (p && isStandard(*p) && llvm::is_contained({"Expand", "ConstantOfShape", "Shape"}, p->op_type()))
-      for (const std::string &in : p->input())
-        if (producers.lookup(in) && !in.empty())
-          fillValues(in, out);
-  }
   /// The TopK whose indices are `ids`, over `scores` along their last axis,
   /// largest first; null otherwise.
   const onnx::NodeProto *topKOf(llvm::StringRef ids, llvm::StringRef scores) const {
     const onnx::NodeProto *topk = producers.lookup(ids);
     const ValueFacts *in = topk ? factsOf(topk->input(0)) : nullptr;
-    if (!topk || !isStandard(*topk) || topk->op_type() != "TopK" || topk->output_size() != 2 ||
+    if (!topk || !isStandardNode(*topk) || topk->op_type() != "TopK" || topk->output_size() != 2 ||
         topk->output(1) != ids || (!scores.empty() && topk->input(0) != scores) || !in || in->rank != 2 ||
         blocks::intAttr(*topk, "largest", 1) != 1 ||
-        normalized({blocks::intAttr(*topk, "axis", -1)}, 2) != llvm::SmallVector<int64_t>{1})
+        normalizedAxes({blocks::intAttr(*topk, "axis", -1)}, 2) != llvm::SmallVector<int64_t>{1})
       return nullptr;
     return topk;
   }
@@ -317,8 +115,8 @@ private:
   /// otherwise.
   const onnx::NodeProto *scatterAtTopK(llvm::StringRef v, llvm::StringRef scores) const {
     const onnx::NodeProto *p = producers.lookup(v);
-    if (!p || !isStandard(*p) || p->op_type() != "ScatterElements" || p->input_size() != 3 ||
-        normalized({blocks::intAttr(*p, "axis", 0)}, 2) != llvm::SmallVector<int64_t>{1} ||
+    if (!p || !isStandardNode(*p) || p->op_type() != "ScatterElements" || p->input_size() != 3 ||
+        normalizedAxes({blocks::intAttr(*p, "axis", 0)}, 2) != llvm::SmallVector<int64_t>{1} ||
         blocks::stringAttr(*p, "reduction", "none") != "none" || !topKOf(p->input(1), scores))
       return nullptr;
     return p;
@@ -338,6 +136,8 @@ private:
     std::string ids, weights, gate;
     int64_t expert = 0;
     int32_t dataType = 0;
+    /// Read by Gather of a scalar index: the column's axis is gone.
+    bool squeezed = false;
   };
   bool scatteredGateColumn(const onnx::NodeProto &slice, GateColumn &c) const;
   void emitGateColumn(const onnx::NodeProto &slice, const GateColumn &c);
@@ -352,13 +152,6 @@ private:
   void emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax);
   bool sink(onnx::NodeProto &node);
 
-  onnx::GraphProto &graph;
-  const CanonicalizationContext &ctx;
-  const llvm::StringMap<ValueFacts> &facts;
-  llvm::StringMap<llvm::SmallVector<int64_t>> &made;
-  llvm::StringSet<> taken, graphOutputs;
-  llvm::StringMap<const onnx::NodeProto *> producers;
-  llvm::StringMap<int> readers;
   /// ArgMax nodes to rewrite, with the ReduceMax of the same scores (or
   /// null); each pair's second node is dropped when the first is reached.
   llvm::DenseMap<const onnx::NodeProto *, const onnx::NodeProto *> argmaxOf, reduceMaxOf;
@@ -379,14 +172,14 @@ void SelectionRewriter::pairSelections() {
     return;
   llvm::StringMap<llvm::SmallVector<const onnx::NodeProto *, 1>> reduceMaxes;
   for (const onnx::NodeProto &node : graph.node())
-    if (isStandard(node) && node.op_type() == "ReduceMax" && node.input_size() >= 1)
+    if (isStandardNode(node) && node.op_type() == "ReduceMax" && node.input_size() >= 1)
       reduceMaxes[node.input(0)].push_back(&node);
   for (const onnx::NodeProto &node : graph.node()) {
-    if (!isStandard(node) || node.op_type() != "ArgMax" || node.input_size() != 1 || node.output_size() != 1 ||
+    if (!isStandardNode(node) || node.op_type() != "ArgMax" || node.input_size() != 1 || node.output_size() != 1 ||
         blocks::intAttr(node, "select_last_index", 0) != 0)
       continue;
     const ValueFacts *in = factsOf(node.input(0));
-    if (!in || !isFloat(in->dataType) || in->rank < 1 || static_cast<int64_t>(in->dims.size()) != in->rank ||
+    if (!in || !isFloatType(in->dataType) || in->rank < 1 || static_cast<int64_t>(in->dims.size()) != in->rank ||
         in->dims.back() < 1 || !overLastAxis(node, in->rank) || !isRouterScore(node.input(0)))
       continue;
     argmaxOf[&node] = &node;
@@ -436,12 +229,12 @@ void SelectionRewriter::emitTopK(const onnx::NodeProto &argmax, const onnx::Node
 /// squeezed after. Returns true when `node` was consumed.
 bool SelectionRewriter::sink(onnx::NodeProto &node) {
   llvm::StringRef op = node.op_type();
-  if (!isStandard(node) || node.output_size() != 1 || node.output(0).empty())
+  if (!isStandardNode(node) || node.output_size() != 1 || node.output(0).empty())
     return false;
   if (op == "Unsqueeze" && node.input_size() >= 1) {
     auto it = squeezed.find(node.input(0));
     std::optional<llvm::SmallVector<int64_t>> a = axesOf(node);
-    if (it == squeezed.end() || !a || normalized(*a, it->second.rank) != it->second.axes ||
+    if (it == squeezed.end() || !a || normalizedAxes(*a, it->second.rank) != it->second.axes ||
         graphOutputs.contains(node.output(0)))
       return false;
     renamed[node.output(0)] = it->second.source;
@@ -484,17 +277,17 @@ bool SelectionRewriter::sink(onnx::NodeProto &node) {
 /// (`logits.gather(-1, logits.topk(k).indices)`): the TopK's values output,
 /// or "".
 std::string SelectionRewriter::pickedValues(const onnx::NodeProto &gather) const {
-  if (!isStandard(gather) || gather.op_type() != "GatherElements" || gather.input_size() != 2 ||
+  if (!isStandardNode(gather) || gather.op_type() != "GatherElements" || gather.input_size() != 2 ||
       gather.output_size() != 1 || graphOutputs.contains(gather.output(0)))
     return "";
   const onnx::NodeProto *topk = producers.lookup(gather.input(1));
   const ValueFacts *in = topk ? factsOf(gather.input(0)) : nullptr;
-  if (!topk || !isStandard(*topk) || topk->op_type() != "TopK" || topk->output_size() != 2 ||
+  if (!topk || !isStandardNode(*topk) || topk->op_type() != "TopK" || topk->output_size() != 2 ||
       topk->output(1) != gather.input(1) || topk->input(0) != gather.input(0) || topk->output(0).empty() || !in ||
       in->rank < 1)
     return "";
-  std::optional<llvm::SmallVector<int64_t>> along = normalized({blocks::intAttr(gather, "axis", 0)}, in->rank),
-                                            topkAxis = normalized({blocks::intAttr(*topk, "axis", -1)}, in->rank);
+  std::optional<llvm::SmallVector<int64_t>> along = normalizedAxes({blocks::intAttr(gather, "axis", 0)}, in->rank),
+                                            topkAxis = normalizedAxes({blocks::intAttr(*topk, "axis", -1)}, in->rank);
   return along && along == topkAxis ? topk->output(0) : "";
 }
 
@@ -506,12 +299,12 @@ std::string SelectionRewriter::pickedValues(const onnx::NodeProto &gather) const
 bool SelectionRewriter::oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate) const {
   auto producer = [&](llvm::StringRef v, llvm::StringRef op) -> const onnx::NodeProto * {
     const onnx::NodeProto *p = producers.lookup(v);
-    return p && isStandard(*p) && p->op_type() == op ? p : nullptr;
+    return p && isStandardNode(*p) && p->op_type() == op ? p : nullptr;
   };
   auto onlyRead = [&](llvm::StringRef v) { return readers.lookup(v) == 1 && !graphOutputs.contains(v); };
   std::optional<llvm::SmallVector<int64_t>> axes = axesOf(sum);
-  if (!isStandard(sum) || sum.op_type() != "ReduceSum" || sum.output_size() != 1 || !axes ||
-      normalized(*axes, 3) != llvm::SmallVector<int64_t>{1} || blocks::intAttr(sum, "keepdims", 1) != 0)
+  if (!isStandardNode(sum) || sum.op_type() != "ReduceSum" || sum.output_size() != 1 || !axes ||
+      normalizedAxes(*axes, 3) != llvm::SmallVector<int64_t>{1} || blocks::intAttr(sum, "keepdims", 1) != 0)
     return false;
   const onnx::NodeProto *mul = producer(sum.input(0), "Mul");
   if (!mul || mul->input_size() != 2 || !onlyRead(mul->output(0)))
@@ -519,19 +312,19 @@ bool SelectionRewriter::oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate)
   for (int side = 0; side < 2; ++side) {
     const onnx::NodeProto *unsq = producer(mul->input(1 - side), "Unsqueeze");
     std::optional<llvm::SmallVector<int64_t>> unsqAxes = unsq ? axesOf(*unsq) : std::nullopt;
-    if (!unsq || !unsqAxes || normalized(*unsqAxes, 3) != llvm::SmallVector<int64_t>{2} ||
+    if (!unsq || !unsqAxes || normalizedAxes(*unsqAxes, 3) != llvm::SmallVector<int64_t>{2} ||
         !onlyRead(unsq->output(0)))
       continue;
     // The mask through its Casts to the weights' float type.
     llvm::SmallVector<std::string> chain = {mul->output(0), unsq->output(0)};
     std::string mask = mul->input(side);
     const onnx::NodeProto *p = producers.lookup(mask);
-    while (p && isStandard(*p) && p->op_type() == "Cast" && onlyRead(p->output(0))) {
+    while (p && isStandardNode(*p) && p->op_type() == "Cast" && onlyRead(p->output(0))) {
       chain.push_back(p->output(0));
       mask = p->input(0);
       p = producers.lookup(mask);
     }
-    if (!p || !isStandard(*p) || !onlyRead(mask))
+    if (!p || !isStandardNode(*p) || !onlyRead(mask))
       continue;
     std::string ids;
     int64_t experts = -1;
@@ -549,7 +342,7 @@ bool SelectionRewriter::oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate)
         bool arange = range && !range->empty();
         for (int64_t i = 0; arange && i < static_cast<int64_t>(range->size()); ++i)
           arange = (*range)[i] == i;
-        if (col && colAxes && normalized(*colAxes, 3) == llvm::SmallVector<int64_t>{2} && arange &&
+        if (col && colAxes && normalizedAxes(*colAxes, 3) == llvm::SmallVector<int64_t>{2} && arange &&
             onlyRead(col->output(0))) {
           chain.push_back(col->output(0));
           ids = col->input(0);
@@ -561,7 +354,7 @@ bool SelectionRewriter::oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate)
     const ValueFacts *scores = topk ? factsOf(topk->input(0)) : nullptr;
     const ValueFacts *weights = factsOf(unsq->input(0));
     if (!topk || topk->output(1) != ids || !scores || scores->rank != 2 || scores->dims.size() != 2 ||
-        scores->dims[1] != experts || !weights || !isFloat(weights->dataType) || weights->rank != 2 ||
+        scores->dims[1] != experts || !weights || !isFloatType(weights->dataType) || weights->rank != 2 ||
         !llvm::is_contained({-1, 1}, blocks::intAttr(*topk, "axis", -1)))
       continue;
     chain.push_back(mask);
@@ -616,13 +409,13 @@ bool SelectionRewriter::maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoft
   auto onlyRead = [&](llvm::StringRef v) { return readers.lookup(v) == 1 && !graphOutputs.contains(v); };
   // The logits are [T, E] (the TopK's input: topKOf checks), so is the
   // masked softmax.
-  if (!isStandard(softmax) || softmax.op_type() != "Softmax" || softmax.input_size() != 1 ||
+  if (!isStandardNode(softmax) || softmax.op_type() != "Softmax" || softmax.input_size() != 1 ||
       softmax.output_size() != 1 ||
-      normalized({blocks::intAttr(softmax, "axis", ctx.opset >= 13 ? -1 : 1)}, 2) != llvm::SmallVector<int64_t>{1} ||
+      normalizedAxes({blocks::intAttr(softmax, "axis", ctx.opset >= 13 ? -1 : 1)}, 2) != llvm::SmallVector<int64_t>{1} ||
       !onlyRead(softmax.input(0)))
     return false;
   const onnx::NodeProto *masked = producers.lookup(softmax.input(0));
-  if (!masked || !isStandard(*masked))
+  if (!masked || !isStandardNode(*masked))
     return false;
   auto isNegInf = [&](llvm::StringRef v) {
     std::optional<double> f = fillValue(v);
@@ -637,7 +430,7 @@ bool SelectionRewriter::maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoft
       const onnx::NodeProto *mask = scatterAtTopK(masked->input(1 - side), masked->input(side));
       const ValueFacts *logits = factsOf(masked->input(side));
       if (!mask || !onlyRead(mask->output(0)) || !isNegInf(mask->input(0)) || !isValue(mask->input(2), 0.0) ||
-          !logits || !isFloat(logits->dataType))
+          !logits || !isFloatType(logits->dataType))
         continue;
       m = {producers.lookup(mask->input(1)), masked->input(side), logits->dataType,
            {softmax.input(0), mask->output(0)}};
@@ -653,7 +446,7 @@ bool SelectionRewriter::maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoft
   std::string keep = masked->input(0), logits = masked->input(1), negInf = masked->input(2);
   llvm::SmallVector<std::string> orphaned = {softmax.input(0)};
   if (const onnx::NodeProto *negate = producers.lookup(keep);
-      negate && isStandard(*negate) && negate->op_type() == "Not" && onlyRead(keep)) {
+      negate && isStandardNode(*negate) && negate->op_type() == "Not" && onlyRead(keep)) {
     orphaned.push_back(keep);
     keep = negate->input(0);
     std::swap(logits, negInf);
@@ -661,7 +454,7 @@ bool SelectionRewriter::maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoft
   const onnx::NodeProto *scatter = scatterAtTopK(keep, logits);
   const ValueFacts *logitFacts = factsOf(logits);
   if (!scatter || !onlyRead(keep) || !isNegInf(negInf) || !isValue(scatter->input(0), 0.0) ||
-      !isValue(scatter->input(2), 1.0) || !logitFacts || !isFloat(logitFacts->dataType))
+      !isValue(scatter->input(2), 1.0) || !logitFacts || !isFloatType(logitFacts->dataType))
     return false;
   orphaned.push_back(keep);
   fillValues(negInf, orphaned);
@@ -689,10 +482,24 @@ void SelectionRewriter::emitScatteredPicks(const onnx::NodeProto &softmax, const
   emitScatteredGate(softmax, gate);
 }
 
-/// Slice(gate, [e], [e + 1], axis 1) of gate = ScatterElements(zeros, ids,
-/// w, axis 1), the ids a TopK's.
+/// Slice(gate, [e], [e + 1], axis 1) or Gather(gate, e, axis 1) of gate =
+/// ScatterElements(zeros, ids, w, axis 1), the ids a TopK's.
 bool SelectionRewriter::scatteredGateColumn(const onnx::NodeProto &slice, GateColumn &c) const {
-  if (!isStandard(slice) || slice.op_type() != "Slice" || slice.input_size() < 4 || slice.output_size() != 1 ||
+  if (isStandardNode(slice) && slice.op_type() == "Gather" && slice.input_size() == 2 && slice.output_size() == 1 &&
+      ctx.opset >= 10) {
+    // As the Slice of that column, squeezed.
+    const ValueFacts *index = factsOf(slice.input(1));
+    std::optional<llvm::SmallVector<int64_t>> e = ints(slice.input(1));
+    const onnx::NodeProto *gate = scatterAtTopK(slice.input(0), "");
+    const ValueFacts *w = gate ? factsOf(gate->input(2)) : nullptr;
+    if (!index || index->rank != 0 || !e || e->size() != 1 || (*e)[0] < 0 ||
+        normalizedAxes({blocks::intAttr(slice, "axis", 0)}, 2) != llvm::SmallVector<int64_t>{1} || !w ||
+        !isFloatType(w->dataType) || w->rank != 2 || fillValue(gate->input(0)) != std::optional<double>(0.0))
+      return false;
+    c = {gate->input(1), gate->input(2), slice.input(0), (*e)[0], w->dataType, /*squeezed=*/true};
+    return true;
+  }
+  if (!isStandardNode(slice) || slice.op_type() != "Slice" || slice.input_size() < 4 || slice.output_size() != 1 ||
       ctx.opset < 10)
     return false;
   const onnx::NodeProto *gate = scatterAtTopK(slice.input(0), "");
@@ -707,7 +514,7 @@ bool SelectionRewriter::scatteredGateColumn(const onnx::NodeProto &slice, GateCo
       slice.input_size() > 4 && !slice.input(4).empty() ? ints(slice.input(4)) : llvm::SmallVector<int64_t>{1};
   // A column past the ids' experts holds zeros either way (Equal is false).
   if ((!gate && !masked) || !starts || !ends || !axes || !steps || starts->size() != 1 || ends->size() != 1 ||
-      normalized(*axes, 2) != llvm::SmallVector<int64_t>{1} || *steps != llvm::SmallVector<int64_t>{1} ||
+      normalizedAxes(*axes, 2) != llvm::SmallVector<int64_t>{1} || *steps != llvm::SmallVector<int64_t>{1} ||
       (*starts)[0] < 0 || (*ends)[0] != (*starts)[0] + 1)
     return false;
   if (masked) {
@@ -715,15 +522,18 @@ bool SelectionRewriter::scatteredGateColumn(const onnx::NodeProto &slice, GateCo
     return true;
   }
   const ValueFacts *w = factsOf(gate->input(2));
-  if (!w || !isFloat(w->dataType) || w->rank != 2 || fillValue(gate->input(0)) != std::optional<double>(0.0))
+  if (!w || !isFloatType(w->dataType) || w->rank != 2 || fillValue(gate->input(0)) != std::optional<double>(0.0))
     return false;
   c = {gate->input(1), gate->input(2), slice.input(0), (*starts)[0], w->dataType};
   return true;
 }
 
-/// The column as ReduceSum(w * Cast(Equal(ids, e)), -1, keepdims).
+/// The column as ReduceSum(w * Cast(Equal(ids, e)), -1, keepdims) (and a
+/// Squeeze, which an Unsqueeze of the same axis cancels, for a Gather).
 void SelectionRewriter::emitGateColumn(const onnx::NodeProto &slice, const GateColumn &c) {
   std::string out = slice.output(0), base = slice.name().empty() ? out : slice.name();
+  if (c.squeezed)
+    out = fresh(out + "/kept");
   auto node = [&](llvm::StringRef op, std::initializer_list<std::string> inputs, llvm::StringRef suffix) {
     onnx::NodeProto n;
     n.set_op_type(op.str());
@@ -762,6 +572,11 @@ void SelectionRewriter::emitGateColumn(const onnx::NodeProto &slice, const GateC
   *kept.Add() = std::move(mul);
   *kept.Add() = std::move(sum);
   removable.insert(c.gate);
+  if (c.squeezed) {
+    squeezed[slice.output(0)] = {out, {1}, 2};
+    removable.insert(slice.output(0));
+    *kept.Add() = squeeze(out, {-1}, slice.output(0), base + "/squeeze");
+  }
 }
 
 int64_t SelectionRewriter::run() {
