@@ -139,10 +139,12 @@ class DenseScatterEinsum(Experts):
 
 class GatheredEinsum(nn.Module):
     """gpt-fast's MOEFeedForward: stacked parameters, the routed experts'
-    weights gathered per token, w1[idx] [T, k, F, H], and einsums."""
+    weights gathered per token, w1[idx] [T, k, F, H], and einsums; with
+    `weighted_sum` the slots combined by (o * w[..., None]).sum(1)."""
 
-    def __init__(self):
+    def __init__(self, weighted_sum=False):
         super().__init__()
+        self.weighted_sum = weighted_sum
         self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
         self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
         self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
@@ -153,6 +155,8 @@ class GatheredEinsum(nn.Module):
         w = w / w.sum(-1, keepdim=True)
         h = F.silu(torch.einsum("ti,taoi->tao", x, self.w1[idx])) * torch.einsum("ti,taoi->tao", x, self.w3[idx])
         o = torch.einsum("tao,taio->tai", h, self.w2[idx])
+        if self.weighted_sum:
+            return (o * w[..., None]).sum(1)
         return torch.einsum("tai,ta->ti", o, w)
 
 
@@ -556,6 +560,37 @@ class TopkSlotTerms(Experts):
         return out
 
 
+class BatchAxisLoop(Experts):
+    """Routing and experts on [batch, seq, hidden] without flattening the
+    tokens (x[None]): the masks, weights and sums keep the batch axis."""
+
+    def forward(self, x):
+        xb = x[None]
+        w, idx = torch.topk(F.softmax(self.gate(xb), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        y = torch.zeros_like(xb)
+        for e, expert in enumerate(self.experts):
+            y = y + (w * (idx == e)).sum(dim=-1, keepdim=True) * expert(xb)
+        return y[0]
+
+
+class ScatterLastAxisShared(Experts):
+    """The gate scattered in place along dim -1 (scatter_), each expert
+    weighted by gate[:, e, None], the routed sum by Python's sum(), plus a
+    shared expert."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = SwiGLU()
+
+    def forward(self, x):
+        logits = self.gate(x)
+        w, idx = torch.topk(logits.softmax(-1), TOP_K)
+        gate = torch.zeros_like(logits).scatter_(-1, idx, w)
+        y = sum(gate[:, e, None] * expert(x) for e, expert in enumerate(self.experts))
+        return y + self.shared(x)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -589,11 +624,14 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "scatter_gate_columns": ScatterGateColumns, "gshard_top2_loop": GShardTop2Loop,
            "gshard_top2_logits_near_miss": lambda: GShardTop2Loop(on_logits=True),
            "sigmoid_top3_argmax": SigmoidTop3Argmax, "topk_slot_terms": TopkSlotTerms,
-           "topk_slot_terms_crossed_near_miss": lambda: TopkSlotTerms(crossed=True)}
+           "topk_slot_terms_crossed_near_miss": lambda: TopkSlotTerms(crossed=True),
+           "batch_axis_loop": BatchAxisLoop, "scatter_last_axis_shared": ScatterLastAxisShared,
+           "gathered_weighted_sum": lambda: GatheredEinsum(weighted_sum=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
-STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo")}
+STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
+          ("batch_axis_loop", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",

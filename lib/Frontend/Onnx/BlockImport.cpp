@@ -38,6 +38,15 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                    up = lookup(gateUpName, loc), down = lookup(downName, loc);
   if (failed(x) || failed(router) || failed(up) || failed(down))
     return failure();
+  // Tokens in several leading axes ([B, S, H]): one axis for the layer,
+  // restored on its result (findMoeBlocks takes such x only for per-token
+  // forms).
+  Value tokensX = *x;
+  SmallVector<ReassociationIndices> tokenAxes;
+  if (auto given = cast<RankedTensorType>(x->getType()); given.getRank() > 2 && block.expertChoiceCapacity == 0) {
+    tokenAxes = {llvm::to_vector(llvm::seq<int64_t>(0, given.getRank() - 1)), {given.getRank() - 1}};
+    *x = tensor::CollapseShapeOp::create(builder, loc, *x, tokenAxes);
+  }
   auto xType = cast<RankedTensorType>(x->getType());
   auto routerType = cast<RankedTensorType>(router->getType());
   auto upType = cast<RankedTensorType>(up->getType()), downType = cast<RankedTensorType>(down->getType());
@@ -151,7 +160,11 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                                *x, routerRows, Value(), routerBias, selectionBias, Value(), Value(), *up, *down, upBias, downBias, Value(), Value(),
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, activation), routingAttr, CapacityAttr());
-  values[block.output] = layer.getY();
+  Value y = layer.getY();
+  if (!tokenAxes.empty())
+    y = tensor::ExpandShapeOp::create(builder, loc, tokensX.getType(), y, tokenAxes,
+                                      tensor::getMixedSizes(builder, loc, tokensX));
+  values[block.output] = y;
   return success();
 }
 

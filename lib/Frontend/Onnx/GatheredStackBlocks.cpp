@@ -9,6 +9,7 @@
 //   a      = act(h) * Einsum(x, G(Wu))
 //   o      = Einsum("tkh,tk..->tk.", a, G(Wd))
 //   y      = Einsum("tkd,tk->td", o, w)                     (either order)
+//            or ReduceSum(o * Unsqueeze(w, -1), 1)
 //
 // Each step is checked by its einsum labels, not by letters. The layer
 // takes the three stacks as they are (BlockImport stacks gate and up).
@@ -151,9 +152,23 @@ std::optional<MoeBlock> matchGatheredStackBlock(const GraphIndex &g, const Const
   bool oFirst = combine && inputOf(*combine, 0) == outputOf(*downEinsum, 0);
   std::string weights = combine ? inputOf(*combine, oFirst ? 1 : 0) : "";
   const std::string *o = l ? (oFirst ? &l->lhs : &l->rhs) : nullptr, *wl = l ? (oFirst ? &l->rhs : &l->lhs) : nullptr;
-  if (!l || weights != *routed || o->size() != 3 || wl->size() != 2 || l->out.size() != 2 || (*wl)[0] != (*o)[0] ||
-      (*wl)[1] != (*o)[1] || l->out[0] != (*o)[0] || l->out[1] != (*o)[2] || (*o)[1] == (*o)[2])
-    return fail("the experts' outputs are not summed over the slots weighted by the routing weights");
+  bool einsumCombine = l && weights == *routed && o->size() == 3 && wl->size() == 2 && l->out.size() == 2 &&
+                       (*wl)[0] == (*o)[0] && (*wl)[1] == (*o)[1] && l->out[0] == (*o)[0] && l->out[1] == (*o)[2] &&
+                       (*o)[1] != (*o)[2];
+  // Or ReduceSum(o * Unsqueeze(w, -1), 1) (`(o * w[..., None]).sum(1)`).
+  if (!einsumCombine) {
+    const onnx::NodeProto *mul = g.onlyUser(outputOf(*downEinsum, 0), "Mul");
+    const onnx::NodeProto *unsq = nullptr;
+    for (int side = 0; mul && side < 2 && !unsq; ++side)
+      if (inputOf(*mul, side) == outputOf(*downEinsum, 0))
+        if (const onnx::NodeProto *p = g.producer(inputOf(*mul, 1 - side));
+            p && p->op_type() == "Unsqueeze" && inputOf(*p, 0) == *routed && hasAxis(*p, constants, -1))
+          unsq = p;
+    combine = unsq ? g.onlyUser(outputOf(*mul, 0), "ReduceSum") : nullptr;
+    if (!combine || !hasAxis(*combine, constants, 1) || intAttr(*combine, "keepdims", 1) != 0)
+      return fail("the experts' outputs are not summed over the slots weighted by the routing weights");
+    nodes.append({unsq, mul});
+  }
   nodes.push_back(combine);
   block.gateStack = gate.stack;
   block.upStack = up.stack;

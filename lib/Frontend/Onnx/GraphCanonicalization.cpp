@@ -584,6 +584,15 @@ int64_t canonicalAxes(onnx::NodeProto &node, const ValueFacts &in, const Canonic
     setIntAttr(node, "axis", axis - in.rank);
     return 1;
   }
+  // Indexing and joining axes are written from the front, as TorchScript
+  // writes them (dynamo keeps a user's dim=-1).
+  if (op == "Gather" || op == "GatherElements" || op == "ScatterElements" || op == "Concat" || op == "Split") {
+    const onnx::AttributeProto *a = findAttr(node, "axis");
+    if (!a || a->i() >= 0 || a->i() < -in.rank)
+      return 0;
+    setIntAttr(node, "axis", a->i() + in.rank);
+    return 1;
+  }
   return 0;
 }
 

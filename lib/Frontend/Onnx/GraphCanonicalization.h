@@ -45,6 +45,9 @@ struct CanonicalizationContext {
   int64_t opset;
   /// The integer values of a constant, if the value is one.
   std::function<std::optional<llvm::SmallVector<int64_t>>(llvm::StringRef)> ints;
+  /// The value every element of a constant holds, if they all hold one
+  /// (external data included); may be empty.
+  std::function<std::optional<double>(llvm::StringRef)> uniform = {};
 };
 
 /// Infers element types, ranks and 1-D lengths of every value of `graph`
@@ -56,7 +59,9 @@ llvm::StringMap<ValueFacts> inferValueFacts(const onnx::GraphProto &graph, const
 /// already has are removed (their readers read the source), a Cast to bool
 /// read only by NonZero is removed (NonZero tests against zero either way),
 /// and the axis of Softmax, LogSoftmax, TopK, ArgMax and ArgMin is written
-/// from the back (-1 for the last) where the rank is known; then
+/// from the back (-1 for the last), that of Gather, GatherElements,
+/// ScatterElements, Concat and Split from the front, where the rank is
+/// known; then
 /// canonicalizeSelections. Values the graph outputs are kept; new int64
 /// constants are added to its initializers. `facts` receives what inferValueFacts found
 /// (still true of every value left). Returns the number of nodes removed

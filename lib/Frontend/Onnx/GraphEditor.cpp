@@ -225,10 +225,11 @@ std::optional<double> GraphEditor::fillValue(llvm::StringRef v) const {
   }
   if (p)
     return std::nullopt;
-  for (const onnx::TensorProto &init : graph.initializer())
-    if (init.name() == v)
-      return scalarOf(init);
-  return std::nullopt;
+  if (ctx.uniform)
+    if (std::optional<double> u = ctx.uniform(v))
+      return u;
+  const onnx::TensorProto *init = initializers.lookup(v);
+  return init ? scalarOf(*init) : std::nullopt;
 }
 /// `v` and the values a fill is computed from (Expand, ConstantOfShape,
 /// Shape): dead with the fill, unless read elsewhere (the removal checks).
@@ -356,10 +357,12 @@ std::optional<TopKColumn> GraphEditor::columnOf(llvm::StringRef v) const {
 llvm::StringMap<ValueFacts>
 mlir::moe::onnx_import::inferValueFactsWith(const onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                                             const llvm::StringMap<llvm::SmallVector<int64_t>> &made) {
-  CanonicalizationContext withMade{ctx.opset, [&](llvm::StringRef name) {
+  CanonicalizationContext withMade{ctx.opset,
+                                   [&](llvm::StringRef name) {
                                      auto it = made.find(name);
                                      return it == made.end() ? ctx.ints(name) : std::optional(it->second);
-                                   }};
+                                   },
+                                   ctx.uniform};
   return inferValueFacts(graph, withMade);
 }
 
@@ -380,4 +383,25 @@ bool GraphEditor::sameConstant(llvm::StringRef a, llvm::StringRef b) const {
   xs.clear_name();
   ys.clear_name();
   return xs.SerializeAsString() == ys.SerializeAsString();
+}
+
+int64_t GraphEditor::commit() {
+  if (replacements.empty())
+    return 0;
+  int64_t count = static_cast<int64_t>(replacements.size());
+  google::protobuf::RepeatedPtrField<onnx::NodeProto> out;
+  for (onnx::NodeProto &node : *graph.mutable_node()) {
+    auto it = replacements.find(&node);
+    if (it == replacements.end()) {
+      *out.Add() = std::move(node);
+      continue;
+    }
+    for (onnx::NodeProto &n : it->second)
+      *out.Add() = std::move(n);
+  }
+  graph.mutable_node()->Swap(&out);
+  replacements.clear();
+  removeOrphans(graph, std::move(orphans));
+  orphans.clear();
+  return count;
 }

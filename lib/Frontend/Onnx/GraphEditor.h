@@ -17,8 +17,10 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace mlir::moe::onnx_import {
 
@@ -118,6 +120,18 @@ public:
   /// Shape): dead with the fill, unless read elsewhere (the removal checks).
   void fillValues(llvm::StringRef v, llvm::SmallVectorImpl<std::string> &out) const;
 
+  /// Puts `nodes` where `at` is and drops `at` when the edit is committed;
+  /// what it read may then be orphaned.
+  void replace(const onnx::NodeProto &at, std::vector<onnx::NodeProto> nodes) {
+    replacements[&at] = std::move(nodes);
+    for (const std::string &in : at.input())
+      orphans.insert(in);
+  }
+  bool replaced(const onnx::NodeProto &at) const { return replacements.count(&at); }
+  /// Applies the replacements in graph order and removes the nodes they
+  /// orphaned (removeOrphans); returns the number of replaced nodes.
+  int64_t commit();
+
 protected:
   onnx::GraphProto &graph;
   const CanonicalizationContext &ctx;
@@ -127,6 +141,8 @@ protected:
   llvm::StringMap<const onnx::NodeProto *> producers;
   llvm::StringMap<int> readers;
   llvm::StringMap<const onnx::TensorProto *> initializers;
+  std::map<const onnx::NodeProto *, std::vector<onnx::NodeProto>> replacements;
+  llvm::StringSet<> orphans;
 };
 
 /// inferValueFacts with the constants in `made` known too.

@@ -104,20 +104,32 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
     if (graph.node(i).op_type() != "TopK" || !defaultDomain)
       continue;
     std::string why, whyLoop, whyGptOss, whyDense, whyGathered, whyChoice;
+    // Tokens in several leading axes ([B, S, H]) are one axis to the
+    // layer, except where a selection runs across tokens (expert choice)
+    // or the block's own logits are read (gpt-oss, SparseMixer).
+    auto accept = [&](MoeBlock block) {
+      int64_t rank = constants.rank ? constants.rank(block.x) : -1;
+      bool perToken = block.expertChoiceCapacity == 0 && !block.gptOss && block.sparseMixerLogits.empty();
+      if (rank < 0 || rank == 2 || (rank > 2 && perToken))
+        blocks.push_back(std::move(block));
+      else
+        nearMisses.push_back({i, "x has rank " + std::to_string(rank) +
+                                     (rank < 2 ? "" : "; this form reads x as [tokens, hidden] only")});
+    };
     if (std::optional<MoeBlock> choice = matchExpertChoiceBlock(index, constants, i, whyChoice))
-      blocks.push_back(std::move(*choice));
+      accept(std::move(*choice));
     else if (!whyChoice.empty())
       nearMisses.push_back({i, whyChoice});
     else if (std::optional<MoeBlock> block = matchBlock(index, constants, i, why))
-      blocks.push_back(std::move(*block));
+      accept(std::move(*block));
     else if (std::optional<MoeBlock> loop = matchPerExpertBlock(index, constants, i, whyLoop))
-      blocks.push_back(std::move(*loop));
+      accept(std::move(*loop));
     else if (std::optional<MoeBlock> oss = matchGptOssBlock(index, constants, i, whyGptOss))
-      blocks.push_back(std::move(*oss));
+      accept(std::move(*oss));
     else if (std::optional<MoeBlock> dense = matchDenseMixtureBlock(index, constants, i, whyDense))
-      blocks.push_back(std::move(*dense));
+      accept(std::move(*dense));
     else if (std::optional<MoeBlock> gathered = matchGatheredStackBlock(index, constants, i, whyGathered))
-      blocks.push_back(std::move(*gathered));
+      accept(std::move(*gathered));
     else if (!whyLoop.empty() || !why.empty() || !whyGptOss.empty() || !whyDense.empty() || !whyGathered.empty())
       nearMisses.push_back({i, !whyGathered.empty() ? whyGathered
                                : !whyDense.empty()  ? whyDense

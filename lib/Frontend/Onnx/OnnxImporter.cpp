@@ -36,6 +36,7 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 
@@ -364,9 +365,28 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
     auto it = constants.find(name);
     return it == constants.end() ? std::nullopt : it->second.asInts();
   };
+  auto uniformValue = [&](StringRef name) -> std::optional<double> {
+    auto it = constants.find(name);
+    if (it == constants.end() || it->second.type.getNumElements() < 1)
+      return std::nullopt;
+    const ConstantTensor &c = it->second;
+    size_t count = static_cast<size_t>(c.type.getNumElements()), width = c.bytes.size() / count;
+    if (width == 0 || width * count != c.bytes.size())
+      return std::nullopt;
+    for (size_t at = width; at < c.bytes.size(); at += width)
+      if (std::memcmp(c.bytes.data(), c.bytes.data() + at, width) != 0)
+        return std::nullopt;
+    ConstantTensor first{RankedTensorType::get({1}, c.type.getElementType()), c.bytes.take_front(width), nullptr};
+    if (std::optional<std::vector<float>> f = first.asFloats())
+      return double((*f)[0]);
+    if (std::optional<SmallVector<int64_t>> i = first.asInts())
+      return double((*i)[0]);
+    return std::nullopt;
+  };
   llvm::StringMap<ValueFacts> facts;
   int modelInitializers = graph.initializer_size();
-  canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts}, facts);
+  canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts, uniformValue},
+                    facts);
   // The canonicalisation's own constants (TopK's K, Squeeze's axes), added
   // after the model's.
   for (int i = modelInitializers; i < graph.initializer_size(); ++i) {

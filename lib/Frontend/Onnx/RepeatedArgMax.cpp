@@ -32,7 +32,6 @@
 #include "llvm/ADT/SmallBitVector.h"
 
 #include <limits>
-#include <map>
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
@@ -55,20 +54,6 @@ private:
   /// The value a softmax or sigmoid over the last axis is of; `v` otherwise.
   std::string orderSource(llvm::StringRef v) const;
   bool neverNegative(llvm::StringRef v) const { return orderSource(v) != v; }
-  /// Places `nodes` where `at` is and drops `at`, once the pass is done.
-  void replace(const onnx::NodeProto &at, std::vector<onnx::NodeProto> nodes) {
-    replacements[&at] = std::move(nodes);
-    for (const std::string &in : at.input())
-      orphans.insert(in);
-  }
-
-public:
-  /// Applies the replacements and removes what they orphaned.
-  void commit();
-
-private:
-  std::map<const onnx::NodeProto *, std::vector<onnx::NodeProto>> replacements;
-  llvm::StringSet<> orphans;
 };
 
 std::optional<TopKColumn> RepeatedArgMaxRewriter::maskPick(llvm::StringRef mask) const {
@@ -260,23 +245,6 @@ int64_t RepeatedArgMaxRewriter::readPickedScores() {
     }
   }
   return rewrites;
-}
-
-void RepeatedArgMaxRewriter::commit() {
-  if (replacements.empty())
-    return;
-  google::protobuf::RepeatedPtrField<onnx::NodeProto> out;
-  for (onnx::NodeProto &node : *graph.mutable_node()) {
-    auto it = replacements.find(&node);
-    if (it == replacements.end()) {
-      *out.Add() = std::move(node);
-      continue;
-    }
-    for (onnx::NodeProto &n : it->second)
-      *out.Add() = std::move(n);
-  }
-  graph.mutable_node()->Swap(&out);
-  removeOrphans(graph, orphans);
 }
 
 } // namespace

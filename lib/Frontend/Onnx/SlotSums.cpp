@@ -257,9 +257,7 @@ std::string SlotSumRewriter::emit(llvm::ArrayRef<std::string> values, std::vecto
 }
 
 int64_t SlotSumRewriter::run() {
-  std::map<const onnx::NodeProto *, std::vector<onnx::NodeProto>> replacements;
   llvm::DenseSet<const onnx::NodeProto *> inChains;
-  llvm::StringSet<> orphans;
   // Outermost first: a chain's inner Adds are part of it.
   for (const onnx::NodeProto &add : llvm::reverse(graph.node())) {
     if (!isStandardNode(add) || add.op_type() != "Add" || add.input_size() != 2 || add.output_size() != 1 ||
@@ -282,31 +280,16 @@ int64_t SlotSumRewriter::run() {
       std::string name = add.name().empty() ? add.output(0) : add.name();
       std::string lifted = emit(order, nodes, name);
       nodes.push_back(reduceSum(lifted, {p->slot}, /*keepdims=*/false, add.output(0), name + "/over_slots"));
-      replacements[&add] = std::move(nodes);
-      for (const onnx::NodeProto *n : chain) {
+      replace(add, std::move(nodes));
+      // The chain's inner Adds go with it.
+      for (const onnx::NodeProto *n : llvm::drop_begin(chain)) {
         inChains.insert(n);
-        for (const std::string &in : n->input())
-          orphans.insert(in);
+        replace(*n, {});
       }
       break;
     }
   }
-  if (replacements.empty())
-    return 0;
-  google::protobuf::RepeatedPtrField<onnx::NodeProto> out;
-  for (onnx::NodeProto &node : *graph.mutable_node()) {
-    auto it = replacements.find(&node);
-    if (it == replacements.end()) {
-      if (!inChains.contains(&node))
-        *out.Add() = std::move(node);
-      continue;
-    }
-    for (onnx::NodeProto &n : it->second)
-      *out.Add() = std::move(n);
-  }
-  graph.mutable_node()->Swap(&out);
-  removeOrphans(graph, orphans);
-  return static_cast<int64_t>(replacements.size());
+  return commit();
 }
 
 } // namespace
@@ -318,8 +301,7 @@ int64_t mlir::moe::onnx_import::canonicalizeSlotSums(onnx::GraphProto &graph, co
     return 0;
   SlotSumRewriter rewriter(graph, ctx, facts, made);
   int64_t sums = rewriter.run();
-  if (sums) {
+  if (sums)
     facts = inferValueFactsWith(graph, ctx, made);
-  }
   return sums;
 }
