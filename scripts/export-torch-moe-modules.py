@@ -591,6 +591,39 @@ class ScatterLastAxisShared(Experts):
         return y + self.shared(x)
 
 
+class OneHotPermuteLoop(Experts):
+    """DBRX-style: the top-k of float32 probabilities renormalised in place
+    (top_w /= ...), the experts' masks one_hot(ids).permute(2, 1, 0) read
+    by torch.where, rows by x[tok], index_add_ (dynamo writes the one-hot
+    as an Equal with an arange)."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=1, dtype=torch.float)
+        top_w, top_e = torch.topk(probs, TOP_K, dim=-1)
+        top_w /= top_w.sum(dim=-1, keepdim=True)
+        mask = F.one_hot(top_e, num_classes=EXPERTS).permute(2, 1, 0)
+        out = torch.zeros_like(x)
+        for e in range(EXPERTS):
+            slot, tok = torch.where(mask[e])
+            out.index_add_(0, tok, self.experts[e](x[tok]) * top_w[tok, slot, None])
+        return out
+
+
+class TopkMaskStackLast(Experts):
+    """The probabilities kept at the top-k by a 0/1 mask scattered from the
+    ids (probs * zeros_like(probs).scatter(-1, idx, 1.0)), renormalised over
+    all experts; the experts' outputs stacked on the last axis [T, H, E]
+    and weighted by gate[:, None, :]."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        idx = probs.topk(TOP_K, dim=-1).indices
+        gate = probs * torch.zeros_like(probs).scatter(-1, idx, 1.0)
+        gate = gate / gate.sum(dim=-1, keepdim=True)
+        outs = torch.stack([expert(x) for expert in self.experts], dim=-1)
+        return (outs * gate[:, None, :]).sum(-1)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -626,7 +659,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "sigmoid_top3_argmax": SigmoidTop3Argmax, "topk_slot_terms": TopkSlotTerms,
            "topk_slot_terms_crossed_near_miss": lambda: TopkSlotTerms(crossed=True),
            "batch_axis_loop": BatchAxisLoop, "scatter_last_axis_shared": ScatterLastAxisShared,
-           "gathered_weighted_sum": lambda: GatheredEinsum(weighted_sum=True)}
+           "gathered_weighted_sum": lambda: GatheredEinsum(weighted_sum=True),
+           "one_hot_permute_loop": OneHotPermuteLoop, "topk_mask_stack_last": TopkMaskStackLast}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

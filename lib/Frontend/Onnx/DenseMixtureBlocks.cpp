@@ -12,6 +12,7 @@
 //
 //   G = ScatterElements(zeros [T, E], ids, w, axis 1)
 //   y = ReduceSum(Unsqueeze(G, -1) * Concat_e(Unsqueeze(FFN_e(x), 1), axis 1), 1)
+//       (or stacked last, ReduceSum(Unsqueeze(G, 1) * Concat_e(Unsqueeze(FFN_e(x), 2), axis 2), 2))
 //
 // or with every output stacked and each token's k picked by its ids:
 //
@@ -196,21 +197,22 @@ bool isGateCombineEquation(std::string equation, bool expertFirst = false) {
          equation[9] == h;
 }
 
-/// The experts' outputs stacked on axis 1, Concat_e(Unsqueeze(FFN_e(x), 1)),
-/// one per expert in expert order: fills `ffns`.
+/// The experts' outputs stacked on axis `axis` (1: [T, E, H], 2: [T, H,
+/// E]), Concat_e(Unsqueeze(FFN_e(x), axis)), one per expert in expert
+/// order: fills `ffns`.
 bool stackedExperts(const GraphIndex &g, const ConstantLookup &constants, llvm::function_ref<bool(llvm::StringRef)> isX,
                     llvm::StringRef stack, int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
-                    llvm::SmallVector<const onnx::NodeProto *> &found, std::string &why) {
+                    llvm::SmallVector<const onnx::NodeProto *> &found, std::string &why, int64_t axis = 1) {
   const onnx::NodeProto *concat = g.producer(stack);
-  if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != 1 ||
+  if (!concat || concat->op_type() != "Concat" || intAttr(*concat, "axis", 0) != axis ||
       concat->input_size() != experts) {
-    why = "the experts' outputs are not stacked one per expert on axis 1";
+    why = "the experts' outputs are not stacked one per expert on axis " + std::to_string(axis);
     return false;
   }
   found.push_back(concat);
   for (int64_t e = 0; e < experts; ++e) {
     const onnx::NodeProto *one = g.producer(inputOf(*concat, e));
-    std::optional<OwnExpertFfn> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, 1)
+    std::optional<OwnExpertFfn> ffn = one && one->op_type() == "Unsqueeze" && hasAxis(*one, constants, axis)
                                           ? matchOwnExpertFfn(g, constants, inputOf(*one, 0), isX, found)
                                           : std::nullopt;
     if (!ffn) {
@@ -335,6 +337,7 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
   // (gate.unsqueeze(-1) * stacked).sum(1), or einsum('te,teh->th', gate, stacked).
   llvm::SmallVector<const onnx::NodeProto *> found;
   std::string stack, sumOut;
+  int64_t expertAxis = 1;
   // einsum('te,eth->th', gate, batched experts' outputs [E, T, H]).
   if (const onnx::NodeProto *einsum = g.onlyUser(outputOf(scatter, 0), "Einsum");
       einsum && einsum->input_size() == 2 && inputOf(*einsum, 0) == outputOf(scatter, 0) &&
@@ -353,15 +356,20 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
     stack = inputOf(*einsum, 1);
     sumOut = outputOf(*einsum, 0);
   } else {
+    // The gate [T, E] against outputs stacked [T, E, H] (Unsqueeze(G, -1),
+    // summed over 1) or [T, H, E] (Unsqueeze(G, 1), summed over 2).
     const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
-    const onnx::NodeProto *mul = unsq && (hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
-                                     ? g.onlyUser(outputOf(*unsq, 0), "Mul")
-                                     : nullptr;
+    if (unsq && hasAxis(*unsq, constants, 1))
+      expertAxis = 2;
+    const onnx::NodeProto *mul =
+        unsq && (expertAxis == 2 || hasAxis(*unsq, constants, -1) || hasAxis(*unsq, constants, 2))
+            ? g.onlyUser(outputOf(*unsq, 0), "Mul")
+            : nullptr;
     // 16-bit: maybe summed in f32 between Casts (PyTorch's sum), which the
     // layer's f32 combine rounded once matches up to the products' rounding.
     llvm::SmallVector<const onnx::NodeProto *> summed;
     const onnx::NodeProto *sum = mul ? sumReading(g, outputOf(*mul, 0), /*onlyUser=*/true, sumOut, summed) : nullptr;
-    if (!sum || !hasAxis(*sum, constants, 1) || intAttr(*sum, "keepdims", 1) != 0) {
+    if (!sum || !hasAxis(*sum, constants, expertAxis) || intAttr(*sum, "keepdims", 1) != 0) {
       why = "the scattered gate is not summed with the experts' outputs over the expert axis";
       return "";
     }
@@ -369,7 +377,7 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
     found.append(summed.begin(), summed.end());
     stack = inputOf(*mul, 0) == outputOf(*unsq, 0) ? inputOf(*mul, 1) : inputOf(*mul, 0);
   }
-  if (!stackedExperts(g, constants, isX, stack, experts, ffns, found, why))
+  if (!stackedExperts(g, constants, isX, stack, experts, ffns, found, why, expertAxis))
     return "";
   nodes.append(found.begin(), found.end());
   return sumOut;

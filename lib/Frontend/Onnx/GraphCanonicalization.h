@@ -81,6 +81,13 @@ int64_t canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationCo
                                const llvm::StringMap<ValueFacts> &facts,
                                llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites Cast(Equal(Unsqueeze(i, -1), arange(E)), T), the dynamo
+/// exporter's F.one_hot, as OneHot(i, E, [0, 1] : T)
+/// (OneHotCanonicalization.cpp). `facts` are updated; returns the number of
+/// rewrites.
+int64_t canonicalizeOneHots(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                            llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites an ArgMax over router scores with picks 0..k-1 of a TopK(k)
 /// removed (Where(mask, -inf, .), or a product with 1 - mask) as column k of
 /// the TopK widened to k + 1, and a pick's score read through its one-hot

@@ -149,6 +149,10 @@ private:
   };
   bool oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate) const;
   void emitScatteredGate(const onnx::NodeProto &sum, const OneHotGate &gate);
+  bool maskedProbs(const onnx::NodeProto &mul, OneHotGate &gate);
+  bool renormalizedGate(const onnx::NodeProto &div, const llvm::DenseMap<const onnx::NodeProto *, OneHotGate> &masked,
+                        OneHotGate &gate) const;
+  void emitRenormalizedGate(const onnx::NodeProto &div, const OneHotGate &gate);
   void emitTopK(const onnx::NodeProto &argmax, const onnx::NodeProto *reduceMax);
   bool sink(onnx::NodeProto &node);
 
@@ -579,18 +583,80 @@ void SelectionRewriter::emitGateColumn(const onnx::NodeProto &slice, const GateC
   }
 }
 
+/// s * ScatterElements(zeros, ids, ones, axis -1), the ids a TopK's of s
+/// (`probs * zeros_like(probs).scatter(-1, idx, 1.0)`): the TopK's values
+/// scattered, as s is 1 times its values at its picks and 0 times the rest
+/// (finite scores). Names the TopK's values if nothing did.
+bool SelectionRewriter::maskedProbs(const onnx::NodeProto &mul, OneHotGate &gate) {
+  if (!isStandardNode(mul) || mul.op_type() != "Mul" || mul.input_size() != 2 || mul.output_size() != 1)
+    return false;
+  for (int side = 0; side < 2; ++side) {
+    const std::string &scores = mul.input(side), &mask = mul.input(1 - side);
+    const onnx::NodeProto *scatter = scatterAtTopK(mask, scores);
+    const ValueFacts *f = factsOf(scores);
+    if (!scatter || !onlyRead(mask) || fillValue(scatter->input(0)) != std::optional<double>(0.0) ||
+        fillValue(scatter->input(2)) != std::optional<double>(1.0) || !f || !isFloatType(f->dataType))
+      continue;
+    auto *topk = const_cast<onnx::NodeProto *>(producers.lookup(scatter->input(1)));
+    if (topk->output(0).empty())
+      topk->set_output(0, fresh(topk->output(1) + "/values"));
+    gate = {topk->output(1), topk->output(0), scores, f->dataType, {mask}};
+    fillValues(scatter->input(0), gate.orphaned);
+    fillValues(scatter->input(2), gate.orphaned);
+    return true;
+  }
+  return false;
+}
+
+/// g / ReduceSum(g, -1, keepdims) of a masked-probabilities gate g (read
+/// by those two only): the renormalised values scattered. The sum over
+/// the experts adds the picks and zeros, the same values in expert order
+/// rather than rank order (for k > 2, rounding).
+bool SelectionRewriter::renormalizedGate(const onnx::NodeProto &div,
+                                         const llvm::DenseMap<const onnx::NodeProto *, OneHotGate> &masked,
+                                         OneHotGate &gate) const {
+  if (!isStandardNode(div) || div.op_type() != "Div" || div.input_size() != 2 || div.output_size() != 1)
+    return false;
+  const onnx::NodeProto *mul = producers.lookup(div.input(0));
+  const onnx::NodeProto *sum = producerOf(div.input(1), "ReduceSum");
+  auto it = mul ? masked.find(mul) : masked.end();
+  std::optional<llvm::SmallVector<int64_t>> axes = sum ? axesOf(*sum) : std::nullopt;
+  if (it == masked.end() || !sum || sum->input(0) != div.input(0) || !axes ||
+      normalizedAxes(*axes, 2) != llvm::SmallVector<int64_t>{1} || blocks::intAttr(*sum, "keepdims", 1) != 1 ||
+      readers.lookup(div.input(0)) != 2 || !onlyRead(div.input(1)) || graphOutputs.contains(div.input(0)))
+    return false;
+  gate = it->second;
+  gate.orphaned.append({div.input(0), div.input(1)});
+  return true;
+}
+
+void SelectionRewriter::emitRenormalizedGate(const onnx::NodeProto &div, const OneHotGate &gate) {
+  std::string base = div.name().empty() ? div.output(0) : div.name();
+  std::string total = fresh(div.output(0) + "/picks_sum"), weights = fresh(div.output(0) + "/renormalized");
+  *kept.Add() = reduceSum(gate.weights, {-1}, /*keepdims=*/true, total, base + "/picks_sum");
+  *kept.Add() = node("Div", {gate.weights, total}, weights, base + "/renormalized");
+  OneHotGate renormalized = gate;
+  renormalized.weights = weights;
+  emitScatteredGate(div, renormalized);
+}
+
 int64_t SelectionRewriter::run() {
   pairSelections();
   // Found before the loop below moves nodes (and their producers) away.
   llvm::DenseMap<const onnx::NodeProto *, std::string> picked;
   llvm::DenseMap<const onnx::NodeProto *, OneHotGate> gates;
   llvm::DenseMap<const onnx::NodeProto *, GateColumn> columns;
+  llvm::DenseMap<const onnx::NodeProto *, OneHotGate> maskedGates, renormalizedGates;
   // In graph order: a masked softmax is known before the columns of it.
   for (const onnx::NodeProto &node : graph.node()) {
     if (std::string values = pickedValues(node); !values.empty())
       picked[&node] = values;
     if (OneHotGate gate; oneHotGate(node, gate))
       gates[&node] = gate;
+    if (OneHotGate gate; maskedProbs(node, gate))
+      maskedGates[&node] = gate;
+    if (OneHotGate gate; renormalizedGate(node, maskedGates, gate))
+      renormalizedGates[&node] = gate;
     if (MaskedSoftmax m; maskedSoftmax(node, m)) {
       m.picks = fresh(node.output(0) + "/picks");
       // A TopK whose values nothing read gets them named: the picks'
@@ -605,6 +671,7 @@ int64_t SelectionRewriter::run() {
       columns[&node] = c;
   }
   int64_t rewrites = static_cast<int64_t>(argmaxOf.size() + picked.size() + gates.size() + maskedSoftmaxes.size() +
+                                          maskedGates.size() + renormalizedGates.size() +
                                           columns.size());
   if (rewrites == 0)
     return 0;
@@ -618,6 +685,14 @@ int64_t SelectionRewriter::run() {
     }
     if (auto it = gates.find(&node); it != gates.end()) {
       emitScatteredGate(node, it->second);
+      continue;
+    }
+    if (auto it = maskedGates.find(&node); it != maskedGates.end()) {
+      emitScatteredGate(node, it->second);
+      continue;
+    }
+    if (auto it = renormalizedGates.find(&node); it != renormalizedGates.end()) {
+      emitRenormalizedGate(node, it->second);
       continue;
     }
     if (auto it = maskedSoftmaxes.find(&node); it != maskedSoftmaxes.end()) {
