@@ -624,6 +624,36 @@ class TopkMaskStackLast(Experts):
         return (outs * gate[:, None, :]).sum(-1)
 
 
+class UnsortedTopkLoop(Experts):
+    """torch.topk(..., sorted=False): the same picks in an unspecified
+    order (TopK sorted = 0); a torch.where loop with index_add_."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1, sorted=False)
+        w = w / w.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out.index_add_(0, tok, expert(x[tok]) * w[tok, slot, None])
+        return out
+
+
+class NonzeroColumnsSoftmaxPicks(Experts):
+    """The softmax over the top-k logits along dim 1, each expert's (token,
+    slot) pairs as the columns of mask.nonzero() ([:, 0], [:, 1]), the
+    weights w[tok, slot].unsqueeze(1)."""
+
+    def forward(self, x):
+        v, idx = self.gate(x).topk(TOP_K, dim=1)
+        w = torch.softmax(v, dim=1)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            pairs = (idx == e).nonzero()
+            tok, slot = pairs[:, 0], pairs[:, 1]
+            out.index_add_(0, tok, expert(x[tok]) * w[tok, slot].unsqueeze(1))
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -660,7 +690,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "topk_slot_terms_crossed_near_miss": lambda: TopkSlotTerms(crossed=True),
            "batch_axis_loop": BatchAxisLoop, "scatter_last_axis_shared": ScatterLastAxisShared,
            "gathered_weighted_sum": lambda: GatheredEinsum(weighted_sum=True),
-           "one_hot_permute_loop": OneHotPermuteLoop, "topk_mask_stack_last": TopkMaskStackLast}
+           "one_hot_permute_loop": OneHotPermuteLoop, "topk_mask_stack_last": TopkMaskStackLast,
+           "unsorted_topk_loop": UnsortedTopkLoop, "nonzero_columns_softmax_picks": NonzeroColumnsSoftmaxPicks}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}

@@ -619,6 +619,18 @@ def slot_loop_crossed_near_miss(x, wr, w1, w3, w2):
     return y
 
 
+def one_hot_slot_terms(x, wr, w1, w3, w2):
+    """The dense gate written one term per slot with jax.nn.one_hot (each
+    call its own iota), w[:, j:j+1] * one_hot(idx[:, j], E), over every
+    expert's output from vmapped FFNs."""
+    experts = wr.shape[1]
+    w, idx = lax.top_k(jax.nn.softmax(x @ wr, -1), 2)
+    gate = (w[:, 0:1] * jax.nn.one_hot(idx[:, 0], experts, dtype=x.dtype) +
+            w[:, 1:2] * jax.nn.one_hot(idx[:, 1], experts, dtype=x.dtype))
+    outs = jax.vmap(lambda a, b, c: (jax.nn.silu(x @ a) * (x @ b)) @ c)(w1, w3, w2)
+    return jnp.einsum('te,eth->th', gate, outs)
+
+
 def slot_gather_top1(x, wr, w1, w3, w2):
     """Top-1 decode: the routed expert's weights gathered per token,
     w1[idx[:, 0]], its output scaled by the top-1 probability (no sum)."""
@@ -1055,6 +1067,7 @@ def programs(Program):
         "idiom_slot_loop_gather_k2": Program(slot_loop_gather(2), mixtral_shapes(6, 32, 40, 4)),
         "idiom_slot_loop_crossed_near_miss": Program(slot_loop_crossed_near_miss, mixtral_shapes(6, 32, 40, 4)),
         "idiom_slot_gather_top1": Program(slot_gather_top1, mixtral_shapes(8, 32, 24, 4)),
+        "idiom_one_hot_slot_terms": Program(one_hot_slot_terms, mixtral_shapes(10, 32, 40, 6)),
         "idiom_aux_loss_outputs_k2": Program(aux_loss_outputs(2), mixtral_shapes(16, 32, 40, 6)),
         "idiom_vmap_per_token_k3": Program(vmap_per_token(3), mixtral_shapes(10, 24, 32, 6)),
         "idiom_sort_threshold_loop_k2": Program(sort_threshold_loop(2), mixtral_shapes(12, 32, 24, 8)),

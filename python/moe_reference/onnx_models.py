@@ -1041,7 +1041,7 @@ def predicates_clip_model(name, tokens=6, hidden=8):
     (Switch's top-1, GShard's second pick) along either axis, with and
     without keepdims and select_last_index, on f32 and on int64 and f32
     with ties; a full sort cut to its first 3 by Slices (read as TopK(3))
-    and one cut to [1:3] (kept)."""
+    and one cut to [1:3] (kept); LogSoftmax along either axis."""
     rng = _rng(name)
     f, i64 = np.float32, np.int64
     inits = [_init("zero", np.array(0, f)), _init("lo", np.array(-0.5, f)), _init("hi", np.array(0.75, f)),
@@ -1102,6 +1102,8 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         n("Unsqueeze", ["amin_ties", "axis_col"], ["amin_ties_col"]),
         n("ArgMin", ["int_back"], ["amin_col"], axis=0),
         n("ArgMax", ["clean"], ["amax_col_last"], axis=0, select_last_index=1),
+        n("LogSoftmax", ["clean"], ["log_probs"]),
+        n("LogSoftmax", ["clean"], ["log_probs_col"], axis=0),
     ] + [n("Cast", [v], [v + "_f"], to=TensorProto.FLOAT)
          for v in ("amax_row", "amin_row_last", "amax_int_col", "amin_ties_col", "amin_col", "amax_col_last")] + [
         n("Expand", [v + "_f", "row_shape"], [v + "_rows"])
@@ -1111,7 +1113,8 @@ def predicates_clip_model(name, tokens=6, hidden=8):
         n("Concat", ["clipped", "below", "int_back", "good_f", "either_f", "good_positive_f", "running",
                      "running_rev_ex", "int_running_f", "mod_py_f", "mod_py_neg_f", "mod_c_f", "mod_f",
                      "int_sorted_f", "int_order_f", "f_sorted", "f_order_f", "amax_row_rows", "amin_row_last_rows",
-                     "amax_int_col_rows", "amin_ties_col_rows", "amin_col_f", "amax_col_last_f", "sort_cuts"],
+                     "amax_int_col_rows", "amin_ties_col_rows", "amin_col_f", "amax_col_last_f", "sort_cuts",
+                     "log_probs", "log_probs_col"],
           ["y"], axis=0),
     ]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],

@@ -715,6 +715,16 @@ LogicalResult denseTopKGate(Value gate, Value &vals, Value &idx, NoMatch &fail) 
     SmallVector<int64_t> valDims;
     Value ids = oneHotIds(a);
     Value weights = broadcastChainSource(b, valDims);
+    // vals reshaped to [T, K, 1] first (a slot sum's lifted w[:, j:j+1]),
+    // then broadcast over E: the same as vals broadcast along [T, K].
+    if (auto reshape = weights.getDefiningOp<shlo::ReshapeOp>()) {
+      ArrayRef<int64_t> from = reshape.getOperand().getType().getShape(), to = reshape.getType().getShape();
+      SmallVector<int64_t> all = llvm::to_vector(llvm::seq<int64_t>(0, rank));
+      if (to.size() == from.size() + 1 && to.back() == 1 && to.drop_back() == from && valDims == all) {
+        weights = reshape.getOperand();
+        valDims = leading;
+      }
+    }
     if (!ids || valDims != leading)
       continue;
     vals = weights;

@@ -268,6 +268,15 @@ private:
       r = {in0.dataType, rank, rank == 1 && in0.rank == 1 ? idx.length : -1};
     } else if (op == "GatherElements") {
       r = {in0.dataType, of(node, 1).rank, -1};
+    } else if (op == "GatherND") {
+      // The index's last size is how many leading axes of the data it
+      // picks; the rest of each picked slice stays.
+      ValueFacts idx = of(node, 1);
+      int64_t depth = idx.rank >= 1 && static_cast<int64_t>(idx.dims.size()) == idx.rank ? idx.dims.back() : -1;
+      int64_t rank = in0.rank < 0 || idx.rank < 0 || depth < 0
+                         ? -1
+                         : in0.rank + idx.rank - depth - 1 - intAttrOr(node, "batch_dims", 0);
+      r = {in0.dataType, rank, -1};
     } else if (op == "OneHot") {
       ValueFacts idx = of(node, 0);
       r = {of(node, 2).dataType, idx.rank < 0 ? -1 : idx.rank + 1, -1};
@@ -329,6 +338,28 @@ private:
     if ((keepsShapeAndType(op) && op != "Transpose") || op == "Cast") {
       if (in0Dims)
         r.dims = in0.dims;
+    } else if (op == "Concat" && r.rank >= 2) {
+      // The joined axis adds up (unknown if any part is); the others are
+      // whichever part knows them.
+      int64_t axis = intAttrOr(node, "axis", 0);
+      axis = axis < 0 ? axis + r.rank : axis;
+      llvm::SmallVector<int64_t> dims(r.rank, -1);
+      int64_t total = 0;
+      bool ok = axis >= 0 && axis < r.rank;
+      for (int i = 0; ok && i < node.input_size(); ++i) {
+        ValueFacts part = withDims(of(node, i));
+        ok = part.rank == r.rank;
+        for (int64_t d = 0; ok && d < r.rank; ++d) {
+          if (d == axis)
+            total = total < 0 || part.dims[d] < 0 ? -1 : total + part.dims[d];
+          else if (dims[d] < 0)
+            dims[d] = part.dims[d];
+        }
+      }
+      if (ok) {
+        dims[axis] = total;
+        r.dims = dims;
+      }
     } else if (op == "Transpose" && in0Dims) {
       const onnx::AttributeProto *perm = findAttr(node, "perm");
       llvm::SmallVector<int64_t> order;
@@ -743,6 +774,12 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
     }
     if (standard)
       changes += canonicalAxes(node, factsOf(node.input_size() ? node.input(0) : std::string()), ctx);
+    // An unsorted TopK may list its picks in any order; the import sorts
+    // every TopK, so it is the sorted one (the block matchers read those).
+    if (standard && op == "TopK" && findAttr(node, "sorted") && intAttrOr(node, "sorted", 1) == 0) {
+      setIntAttr(node, "sorted", 1);
+      ++changes;
+    }
     *kept.Add() = std::move(node);
   }
   graph.mutable_node()->Swap(&kept);

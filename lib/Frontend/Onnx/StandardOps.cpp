@@ -277,9 +277,10 @@ Results convertCumSum(NodeContext &ctx) {
   return SmallVector<Value>{generic.getResult(0)};
 }
 
-/// softmax along `axis` (opset >= 13; earlier opsets flatten from `axis`,
-/// the same result when `axis` is the last dimension).
-Results convertSoftmax(NodeContext &ctx) {
+/// softmax (or its log) along `axis` (opset >= 13; earlier opsets flatten
+/// from `axis`, the same result when `axis` is the last dimension), in f32:
+/// exp(x - max) / sum, or (x - max) - log(sum).
+static Results convertSoftmaxLike(NodeContext &ctx, bool logarithm) {
   if (failed(ctx.expectInputs(1, true)))
     return failure();
   int64_t rank = ctx.inputType(0).getRank();
@@ -287,7 +288,7 @@ Results convertSoftmax(NodeContext &ctx) {
   if (failed(axis))
     return failure();
   if (ctx.opset < 13 && *axis != rank - 1)
-    return ctx.error() << "opset " << ctx.opset << " Softmax flattens from axis " << *axis
+    return ctx.error() << "opset " << ctx.opset << " " << ctx.node.op_type() << " flattens from axis " << *axis
                        << "; only the last axis is supported before opset 13",
            failure();
   OpBuilder &b = ctx.b;
@@ -299,11 +300,21 @@ Results convertSoftmax(NodeContext &ctx) {
     return math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, s[0], s[1])).getResult();
   });
   Value sum = tb::reduceAxis(b, loc, e, *axis, tb::Reduction::Sum);
+  if (logarithm)
+    return SmallVector<Value>{
+        *tb::elementwise(b, loc, ValueRange{x, max, sum}, element, [&](OpBuilder &nb, Location nl, ValueRange s) {
+          Value shifted = arith::SubFOp::create(nb, nl, s[0], s[1]);
+          return tb::castScalar(nb, nl, arith::SubFOp::create(nb, nl, shifted, math::LogOp::create(nb, nl, s[2])),
+                                element);
+        })};
   Value p = *tb::elementwise(b, loc, ValueRange{e, sum}, element, [&](OpBuilder &nb, Location nl, ValueRange s) {
     return tb::castScalar(nb, nl, arith::DivFOp::create(nb, nl, s[0], s[1]), element);
   });
   return SmallVector<Value>{p};
 }
+
+Results convertSoftmax(NodeContext &ctx) { return convertSoftmaxLike(ctx, /*logarithm=*/false); }
+Results convertLogSoftmax(NodeContext &ctx) { return convertSoftmaxLike(ctx, /*logarithm=*/true); }
 
 /// The reduction axes: the `axes` attribute (older opsets) or input 1.
 FailureOr<SmallVector<int64_t>> reductionAxes(NodeContext &ctx, int64_t inputSince) {
@@ -667,6 +678,7 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("Gemm", convertGemm);
   add("Einsum", convertEinsum);
   add("Softmax", convertSoftmax);
+  add("LogSoftmax", convertLogSoftmax);
   add("CumSum", convertCumSum);
   add("ReduceSum", reduce(tb::Reduction::Sum, 13));
   add("ReduceMean", reduce(tb::Reduction::Mean, 18));
