@@ -577,18 +577,6 @@ private:
   llvm::StringMap<ValueFacts> facts;
 };
 
-void setIntAttr(onnx::NodeProto &node, llvm::StringRef name, int64_t value) {
-  for (onnx::AttributeProto &a : *node.mutable_attribute())
-    if (a.name() == name) {
-      a.set_i(value);
-      return;
-    }
-  onnx::AttributeProto *a = node.add_attribute();
-  a->set_name(name.str());
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(value);
-}
-
 /// Writes the node's axis from the back where its input's rank `in` is
 /// known; returns 1 if it changed anything. (Unsqueeze, Squeeze and the
 /// reductions keep theirs: the matchers compare their axes by meaning,
@@ -603,7 +591,7 @@ int64_t canonicalAxes(onnx::NodeProto &node, const ValueFacts &in, const Canonic
     const onnx::AttributeProto *a = findAttr(node, "axis");
     int64_t axis = a ? a->i() : ctx.opset < 13 ? 1 : -1;
     if (axis == in.rank - 1 && (axis != -1 || !a)) {
-      setIntAttr(node, "axis", -1);
+      setIntAttribute(node, "axis", -1);
       return 1;
     }
     return 0;
@@ -612,7 +600,7 @@ int64_t canonicalAxes(onnx::NodeProto &node, const ValueFacts &in, const Canonic
     int64_t axis = intAttrOr(node, "axis", op == "TopK" ? -1 : 0);
     if (axis < 0 || axis >= in.rank)
       return 0;
-    setIntAttr(node, "axis", axis - in.rank);
+    setIntAttribute(node, "axis", axis - in.rank);
     return 1;
   }
   // Indexing and joining axes are written from the front, as TorchScript
@@ -621,7 +609,7 @@ int64_t canonicalAxes(onnx::NodeProto &node, const ValueFacts &in, const Canonic
     const onnx::AttributeProto *a = findAttr(node, "axis");
     if (!a || a->i() >= 0 || a->i() < -in.rank)
       return 0;
-    setIntAttr(node, "axis", a->i() + in.rank);
+    setIntAttribute(node, "axis", a->i() + in.rank);
     return 1;
   }
   return 0;
@@ -777,7 +765,7 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
     // An unsorted TopK may list its picks in any order; the import sorts
     // every TopK, so it is the sorted one (the block matchers read those).
     if (standard && op == "TopK" && findAttr(node, "sorted") && intAttrOr(node, "sorted", 1) == 0) {
-      setIntAttr(node, "sorted", 1);
+      setIntAttribute(node, "sorted", 1);
       ++changes;
     }
     *kept.Add() = std::move(node);

@@ -165,18 +165,35 @@ onnx::NodeProto GraphEditor::node(llvm::StringRef op, llvm::ArrayRef<std::string
   return n;
 }
 
+void GraphEditor::addAxes(onnx::NodeProto &n, llvm::ArrayRef<int64_t> axes, llvm::StringRef base) {
+  if (ctx.opset >= 13) {
+    n.add_input(constant(axes, base));
+    return;
+  }
+  onnx::AttributeProto *a = n.add_attribute();
+  a->set_name("axes");
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : axes)
+    a->add_ints(x);
+}
+
+void mlir::moe::onnx_import::setIntAttribute(onnx::NodeProto &n, llvm::StringRef name, int64_t value) {
+  for (onnx::AttributeProto &a : *n.mutable_attribute())
+    if (a.name() == name) {
+      a.set_type(onnx::AttributeProto::INT);
+      a.set_i(value);
+      return;
+    }
+  onnx::AttributeProto *a = n.add_attribute();
+  a->set_name(name.str());
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(value);
+}
+
 onnx::NodeProto GraphEditor::squeeze(const std::string &in, llvm::ArrayRef<int64_t> axes, const std::string &out,
                                      llvm::StringRef name, bool unsqueeze) {
   onnx::NodeProto n = node(unsqueeze ? "Unsqueeze" : "Squeeze", {in}, out, name);
-  if (ctx.opset >= 13) {
-    n.add_input(constant(axes, unsqueeze ? "moe_unsqueeze_axes" : "moe_squeeze_axes"));
-  } else {
-    onnx::AttributeProto *a = n.add_attribute();
-    a->set_name("axes");
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : axes)
-      a->add_ints(x);
-  }
+  addAxes(n, axes, unsqueeze ? "moe_unsqueeze_axes" : "moe_squeeze_axes");
   return n;
 }
 
@@ -191,19 +208,8 @@ onnx::NodeProto GraphEditor::lastAxisSlice(const std::string &in, int64_t begin,
 onnx::NodeProto GraphEditor::reduceSum(const std::string &in, llvm::ArrayRef<int64_t> axes, bool keepdims,
                                        const std::string &out, llvm::StringRef name) {
   onnx::NodeProto n = node("ReduceSum", {in}, out, name);
-  if (ctx.opset >= 13) {
-    n.add_input(constant(axes, "moe_sum_axes"));
-  } else {
-    onnx::AttributeProto *a = n.add_attribute();
-    a->set_name("axes");
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : axes)
-      a->add_ints(x);
-  }
-  onnx::AttributeProto *keep = n.add_attribute();
-  keep->set_name("keepdims");
-  keep->set_type(onnx::AttributeProto::INT);
-  keep->set_i(keepdims ? 1 : 0);
+  addAxes(n, axes, "moe_sum_axes");
+  setIntAttribute(n, "keepdims", keepdims ? 1 : 0);
   return n;
 }
 

@@ -60,6 +60,9 @@ struct TopKColumn {
   int64_t column() const { return of.begin; }
 };
 
+/// Sets (or adds) integer attribute `name` of `n`.
+void setIntAttribute(onnx::NodeProto &n, llvm::StringRef name, int64_t value);
+
 class GraphEditor {
 public:
   GraphEditor(onnx::GraphProto &graph, const CanonicalizationContext &ctx, const llvm::StringMap<ValueFacts> &facts,
@@ -133,6 +136,10 @@ public:
   int64_t commit();
 
 protected:
+  /// The axes of a Squeeze/Unsqueeze/reduction: an input from opset 13, an
+  /// attribute before.
+  void addAxes(onnx::NodeProto &n, llvm::ArrayRef<int64_t> axes, llvm::StringRef base);
+
   onnx::GraphProto &graph;
   const CanonicalizationContext &ctx;
   const llvm::StringMap<ValueFacts> &facts;
@@ -148,6 +155,20 @@ protected:
 /// inferValueFacts with the constants in `made` known too.
 llvm::StringMap<ValueFacts> inferValueFactsWith(const onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                                                 const llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
+/// Runs one rewrite over `graph` from opset `minOpset` on: `Rewriter`
+/// (a GraphEditor with run() returning its rewrite count) over the graph as
+/// it stands; `facts` are inferred again when it rewrote something.
+template <typename Rewriter>
+int64_t runRewriter(onnx::GraphProto &graph, const CanonicalizationContext &ctx, llvm::StringMap<ValueFacts> &facts,
+                    llvm::StringMap<llvm::SmallVector<int64_t>> &made, int64_t minOpset) {
+  if (ctx.opset < minOpset)
+    return 0;
+  int64_t rewrites = Rewriter(graph, ctx, facts, made).run();
+  if (rewrites)
+    facts = inferValueFactsWith(graph, ctx, made);
+  return rewrites;
+}
 
 /// Removes the nodes that produce only values in `candidates` that nothing
 /// reads (and no graph output is), then those their inputs leave unread, and

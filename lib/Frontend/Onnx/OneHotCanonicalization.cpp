@@ -100,10 +100,7 @@ public:
             node("OneHot",
                  {unsq->input(0), constant({static_cast<int64_t>(range->size())}, "moe_one_hot_depth"), values},
                  cast.output(0), (cast.name().empty() ? cast.output(0) : cast.name()) + "/one_hot");
-        onnx::AttributeProto *axis = oneHot.add_attribute();
-        axis->set_name("axis");
-        axis->set_type(onnx::AttributeProto::INT);
-        axis->set_i(-1);
+        setIntAttribute(oneHot, "axis", -1);
         replace(cast, {oneHot});
         break;
       }
@@ -117,10 +114,5 @@ public:
 int64_t mlir::moe::onnx_import::canonicalizeOneHots(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                                                     llvm::StringMap<ValueFacts> &facts,
                                                     llvm::StringMap<llvm::SmallVector<int64_t>> &made) {
-  if (ctx.opset < 11)
-    return 0;
-  int64_t rewrites = OneHotRewriter(graph, ctx, facts, made).run();
-  if (rewrites)
-    facts = inferValueFactsWith(graph, ctx, made);
-  return rewrites;
+  return runRewriter<OneHotRewriter>(graph, ctx, facts, made, /*minOpset=*/11);
 }

@@ -206,10 +206,7 @@ void SelectionRewriter::emitTopK(const onnx::NodeProto &argmax, const onnx::Node
   topk.set_name(argmax.name() + "/as_topk");
   topk.add_input(argmax.input(0));
   topk.add_input(constant({1}, "moe_topk_one"));
-  onnx::AttributeProto *axis = topk.add_attribute();
-  axis->set_name("axis");
-  axis->set_type(onnx::AttributeProto::INT);
-  axis->set_i(-1);
+  setIntAttribute(topk, "axis", -1);
   std::string values = reduceMax && keep ? reduceMax->output(0) : fresh(argmax.output(0) + "/top1_values");
   std::string indices = keep ? argmax.output(0) : fresh(argmax.output(0) + "/top1_indices");
   topk.add_output(values);
@@ -394,10 +391,7 @@ void SelectionRewriter::emitScatteredGate(const onnx::NodeProto &sum, const OneH
   scatter.add_input(gate.ids);
   scatter.add_input(gate.weights);
   scatter.add_output(sum.output(0));
-  onnx::AttributeProto *axis = scatter.add_attribute();
-  axis->set_name("axis");
-  axis->set_type(onnx::AttributeProto::INT);
-  axis->set_i(1);
+  setIntAttribute(scatter, "axis", 1);
   *kept.Add() = std::move(shapeOf);
   *kept.Add() = std::move(fill);
   *kept.Add() = std::move(scatter);
@@ -476,10 +470,7 @@ void SelectionRewriter::emitScatteredPicks(const onnx::NodeProto &softmax, const
   picks.set_name(softmax.name() + "/over_picks");
   picks.add_input(m.values);
   picks.add_output(m.picks);
-  onnx::AttributeProto *axis = picks.add_attribute();
-  axis->set_name("axis");
-  axis->set_type(onnx::AttributeProto::INT);
-  axis->set_i(-1);
+  setIntAttribute(picks, "axis", -1);
   std::string weights = picks.output(0);
   *kept.Add() = std::move(picks);
   OneHotGate gate{m.ids, weights, m.logits, m.dataType, m.orphaned};
@@ -549,10 +540,7 @@ void SelectionRewriter::emitGateColumn(const onnx::NodeProto &slice, const GateC
   };
   onnx::NodeProto equal = node("Equal", {c.ids, constant({c.expert}, "moe_expert_id")}, "is_expert");
   onnx::NodeProto cast = node("Cast", {equal.output(0)}, "mask");
-  onnx::AttributeProto *to = cast.add_attribute();
-  to->set_name("to");
-  to->set_type(onnx::AttributeProto::INT);
-  to->set_i(c.dataType);
+  setIntAttribute(cast, "to", c.dataType);
   onnx::NodeProto mul = node("Mul", {c.weights, cast.output(0)}, "weighted");
   onnx::NodeProto sum;
   sum.set_op_type("ReduceSum");
@@ -567,10 +555,7 @@ void SelectionRewriter::emitGateColumn(const onnx::NodeProto &slice, const GateC
     a->add_ints(-1);
   }
   sum.add_output(out);
-  onnx::AttributeProto *keep = sum.add_attribute();
-  keep->set_name("keepdims");
-  keep->set_type(onnx::AttributeProto::INT);
-  keep->set_i(1);
+  setIntAttribute(sum, "keepdims", 1);
   *kept.Add() = std::move(equal);
   *kept.Add() = std::move(cast);
   *kept.Add() = std::move(mul);

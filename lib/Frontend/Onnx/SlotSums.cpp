@@ -297,11 +297,5 @@ int64_t SlotSumRewriter::run() {
 int64_t mlir::moe::onnx_import::canonicalizeSlotSums(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                                                      llvm::StringMap<ValueFacts> &facts,
                                                      llvm::StringMap<llvm::SmallVector<int64_t>> &made) {
-  if (ctx.opset < 13)
-    return 0;
-  SlotSumRewriter rewriter(graph, ctx, facts, made);
-  int64_t sums = rewriter.run();
-  if (sums)
-    facts = inferValueFactsWith(graph, ctx, made);
-  return sums;
+  return runRewriter<SlotSumRewriter>(graph, ctx, facts, made, /*minOpset=*/13);
 }
