@@ -49,11 +49,6 @@ bool keepsShapeAndType(llvm::StringRef op) {
                       "ScatterND", "Transpose", "Not", "Selu", "Mish", "Swish"});
 }
 
-/// Elementwise ops that broadcast their inputs (numpy rules).
-bool broadcasts(llvm::StringRef op) {
-  return isOneOf(op, {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Equal", "Less", "Greater", "LessOrEqual",
-                      "GreaterOrEqual", "And", "Or", "Xor", "Where", "Max", "Min", "Sum", "Mean", "PRelu"});
-}
 
 bool comparison(llvm::StringRef op) {
   return isOneOf(op, {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Not",
@@ -215,7 +210,7 @@ private:
       // LayerNormalization's statistics stay unknown).
       for (int i = 1; i < node.output_size() && (op == "TopK" || op == "Split"); ++i)
         set(node, i, op == "TopK" ? ValueFacts{onnx::TensorProto::INT64, in0.rank, -1} : r);
-    } else if (broadcasts(op)) {
+    } else if (isBroadcastingOp(op)) {
       int64_t rank = 0, length = 1;
       int first = op == "Where" ? 1 : 0;
       for (int i = 0; i < node.input_size(); ++i) {
@@ -372,7 +367,7 @@ private:
           llvm::all_of(order, [&](int64_t p) { return p >= 0 && p < in0.rank; }))
         for (int64_t p : order)
           r.dims.push_back(in0.dims[p]);
-    } else if (broadcasts(op) && r.rank >= 0) {
+    } else if (isBroadcastingOp(op) && r.rank >= 0) {
       llvm::SmallVector<llvm::SmallVector<int64_t>> all;
       for (int i = 0; i < node.input_size(); ++i) {
         ValueFacts f = withDims(of(node, i));
@@ -787,4 +782,10 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   for (int pass = 0; picked + sums > 0 && pass < 2 && canonicalizeSelections(graph, ctx, facts, made) > 0; ++pass)
     facts = inferValueFactsWith(graph, ctx, made);
   return changes + picked + sums;
+}
+
+bool mlir::moe::onnx_import::isBroadcastingOp(llvm::StringRef op) {
+  return llvm::is_contained({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Equal", "Less", "Greater", "LessOrEqual",
+                             "GreaterOrEqual", "And", "Or", "Xor", "Where", "Max", "Min", "Sum", "Mean", "PRelu"},
+                            op);
 }

@@ -13,6 +13,7 @@
 #ifndef MOE_FRONTEND_ONNX_GRAPHCANONICALIZATION_H
 #define MOE_FRONTEND_ONNX_GRAPHCANONICALIZATION_H
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
 
@@ -49,6 +50,16 @@ struct CanonicalizationContext {
   /// (external data included); may be empty.
   std::function<std::optional<double>(llvm::StringRef)> uniform = {};
 };
+
+/// Elementwise ops that broadcast their inputs (numpy rules).
+bool isBroadcastingOp(llvm::StringRef op);
+
+/// Elementwise ops of one tensor input (Clip's bounds are scalars).
+inline bool isUnaryElementwiseOp(llvm::StringRef op) {
+  return llvm::is_contained({"Cast", "Neg", "Not", "Sigmoid", "Exp", "Log", "Abs", "Sqrt", "Reciprocal", "Relu",
+                             "Tanh", "Softplus", "Clip"},
+                            op);
+}
 
 /// Infers element types, ranks and 1-D lengths of every value of `graph`
 /// (nodes in topological order, as ONNX requires) from its inputs,

@@ -293,11 +293,8 @@ std::optional<TopKColumns> GraphEditor::columnsOf(llvm::StringRef v, int depth) 
   }
   // Elementwise over whole columns (or a softmax across them): still one
   // column per slot.
-  bool elementwise =
-      llvm::is_contained({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Cast", "Neg", "Sigmoid", "Exp",
-                          "Log", "Abs", "Sqrt", "Reciprocal", "Relu", "Tanh", "Softplus", "Clip"},
-                         op) ||
-      (op == "Softmax" && ctx.opset >= 13 && blocks::intAttr(*p, "axis", -1) == -1);
+  bool elementwise = isBroadcastingOp(op) || isUnaryElementwiseOp(op) ||
+                     (op == "Softmax" && ctx.opset >= 13 && blocks::intAttr(*p, "axis", -1) == -1);
   if (elementwise && depth > 0 && f->dims.size() == static_cast<size_t>(f->rank) && f->dims.back() >= 1) {
     for (const std::string &in : p->input()) {
       std::optional<TopKColumns> of = in.empty() ? std::nullopt : columnsOf(in, depth - 1);

@@ -34,18 +34,6 @@ using namespace mlir::moe::onnx_import;
 
 namespace {
 
-bool isBroadcastingElementwise(llvm::StringRef op) {
-  return llvm::is_contained({"Add", "Sub", "Mul", "Div", "Pow", "Equal", "Less", "Greater", "LessOrEqual",
-                             "GreaterOrEqual", "And", "Or", "Xor", "Where", "Max", "Min"},
-                            op);
-}
-
-bool isUnaryElementwise(llvm::StringRef op) {
-  return llvm::is_contained({"Cast", "Neg", "Not", "Sigmoid", "Exp", "Log", "Abs", "Sqrt", "Reciprocal", "Relu",
-                             "Tanh", "Softplus", "Clip"},
-                            op);
-}
-
 /// How one value of the terms is computed with the slot axis: the same
 /// value in every term (shared), column j of one TopK output in term j
 /// (leaf), or one op over such values (node); `slot` counts the slot axis
@@ -156,7 +144,7 @@ std::optional<Plan> SlotSumRewriter::plan(llvm::ArrayRef<std::string> values) {
   // Only input 0 may carry the slot for the ops that are not broadcasting
   // elementwise ones.
   bool onlyFirst = llvm::all_of(llvm::drop_begin(inputs), [](const Plan &p) { return p.kind == Plan::Shared; });
-  if (isBroadcastingElementwise(op)) {
+  if (isBroadcastingOp(op)) {
     std::optional<int64_t> slot;
     for (auto [i, p] : llvm::enumerate(inputs)) {
       if (p.kind != Plan::Shared) {
@@ -171,7 +159,7 @@ std::optional<Plan> SlotSumRewriter::plan(llvm::ArrayRef<std::string> values) {
     }
     return done(Plan{Plan::Node, *slot});
   }
-  if (isUnaryElementwise(op) && onlyFirst)
+  if (isUnaryElementwiseOp(op) && onlyFirst)
     return done(Plan{Plan::Node, inputs[0].slot});
   if (op == "Unsqueeze" && onlyFirst) {
     std::optional<llvm::SmallVector<int64_t>> axes = axesOf(n0);
@@ -229,7 +217,7 @@ std::string SlotSumRewriter::emit(llvm::ArrayRef<std::string> values, std::vecto
         column.push_back(n->input(i));
       const Plan &in = plans.at(key(column));
       std::string v = emit(column, out, name);
-      if (in.kind == Plan::Shared && isBroadcastingElementwise(n0.op_type()) && !v.empty()) {
+      if (in.kind == Plan::Shared && isBroadcastingOp(n0.op_type()) && !v.empty()) {
         // A shared operand reaching over the slot's position gets its axis.
         int64_t rank = factsOf(v)->rank;
         if (rank > -p.slot - 1) {
