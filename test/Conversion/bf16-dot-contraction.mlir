@@ -28,9 +28,9 @@ func.func @router_bf16(%x: tensor<?x64xbf16>, %w: tensor<8x64xbf16>) -> tensor<?
 
 // K = 40: one whole step, then a masked partial one of 32 (padding 0).
 // CHECK-LABEL: func @grouped_matmul_bf16_odd_k
-// CHECK: vector.transfer_read {{.*}} {in_bounds = [true]} : tensor<?x40xbf16>, vector<32xbf16>
+// CHECK: vector.transfer_read {{.*}} {in_bounds = [true]} : tensor<32x40xbf16>, vector<32xbf16>
 // CHECK: x86vector.avx512.dot
-// CHECK: vector.transfer_read {{.*}}, %{{[[:alnum:]_]+}} : tensor<?x40xbf16>, vector<32xbf16>
+// CHECK: vector.transfer_read {{.*}}, %{{[[:alnum:]_]+}} : tensor<32x40xbf16>, vector<32xbf16>
 // CHECK: x86vector.avx512.dot
 func.func @grouped_matmul_bf16_odd_k(%x: tensor<32x40xbf16>, %w: tensor<4x16x40xbf16>, %o: tensor<5xi32>) -> tensor<32x16xbf16> {
   %h = moe.grouped_matmul %x, %w, %o : (tensor<32x40xbf16>, tensor<4x16x40xbf16>, tensor<5xi32>) -> tensor<32x16xbf16>

@@ -1,7 +1,9 @@
 # The CPU contraction kernel (lib/Conversion/MoeToLinalg/VectorContraction.cpp)
 # works in register tiles of MR x NR outputs (4 x 6 for 512-bit vectors,
 # 3 x 4 for 256-bit ones), vectors of 16 (8) f32 lanes along k with a masked
-# last one, inside parallel blocks of 64 rows x a column panel. These shapes
+# last one, inside parallel blocks of 64 rows x a column panel (for grouped
+# matmuls, (column panel, expert) pairs whose rows run in blocks of 64; two or
+# more rows left after whole tiles take one overhanging tile). These shapes
 # are multiples of none of them: k shorter than one vector, odd sizes, one
 # token with k = E, experts with no rows or one row, more rows than one block
 # and more columns than one panel. Each runs with the tiles of this machine's

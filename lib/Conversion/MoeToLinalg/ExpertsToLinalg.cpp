@@ -157,9 +157,10 @@ Value groupedMatmulParallel(OpBuilder &b, Location loc, Value lhs, Value w, Valu
 
 /// The grouped matmul in f32: rows [offsets[e], offsets[e+1]) of `lhs` times
 /// expert e of `w` (and, with `shared`, rows of expert E_w times `shared`);
-/// other rows 0. On the CPU: one tiled contraction per expert.
-/// Quantised weights (a moe.dequantize all of whose users are grouped
-/// matmuls) are dequantised one expert at a time, only for experts with rows.
+/// other rows 0. On the CPU: one tiled kernel over (column panel, expert)
+/// pairs writing the rows in place. Quantised weights (a moe.dequantize all
+/// of whose users are grouped matmuls) are dequantised in the kernel's
+/// loads, or else one expert at a time, only for experts with rows.
 Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value offsets,
                        Value shared, ContractionForm form) {
   if (form == ContractionForm::Parallel)
@@ -174,16 +175,12 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
   auto accType = RankedTensorType::get(
       {cast<RankedTensorType>(lhs.getType()).getDimSize(0), wType.getDimSize(1)}, b.getF32Type());
   Value acc = zeros(b, loc, accType, {rows, wDims[1]});
-  auto sliceType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(2)},
-                                         cast<RankedTensorType>(lhs.getType()).getElementType());
   auto weightType = RankedTensorType::get({wType.getDimSize(1), wType.getDimSize(2)},
                                           wType.getElementType());
-  auto partType = RankedTensorType::get({ShapedType::kDynamic, wType.getDimSize(1)}, b.getF32Type());
   Value one = constIndex(b, loc, 1);
-  SmallVector<OpFoldResult> unit = {b.getIndexAttr(1), b.getIndexAttr(1)};
 
-  // acc with the rows [offsets[e], offsets[e+1]) (clamped) times `weight`ᵀ.
-  auto accumulate = [&](OpBuilder &nb, Location nl, Value current, Value e, WeightSource weight) {
+  // Rows [offsets[e], offsets[e+1]) of lhs, clamped to its rows.
+  auto rowsOf = [&](OpBuilder &nb, Location nl, Value e) -> std::pair<Value, Value> {
     auto offsetAt = [&](Value i) {
       Value v = i32ToIndex(nb, nl, get(nb, nl, offsets, {i}));
       v = arith::MaxSIOp::create(nb, nl, v, constIndex(nb, nl, 0));
@@ -191,49 +188,51 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
     };
     Value lo = offsetAt(e);
     Value hi = arith::MaxSIOp::create(nb, nl, offsetAt(arith::AddIOp::create(nb, nl, e, one)), lo);
-    Value size = arith::SubIOp::create(nb, nl, hi, lo);
-    Value a = tensor::ExtractSliceOp::create(nb, nl, sliceType, lhs,
-                                             ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
-                                             ArrayRef<OpFoldResult>{size, ofr(lhsDims[1])}, unit);
-    Value part = tiledLinearF32(nb, nl, a, weight, form);
-    if (part.getType() != partType)
-      part = tensor::CastOp::create(nb, nl, partType, part);
-    return tensor::InsertSliceOp::create(nb, nl, part, current,
-                                         ArrayRef<OpFoldResult>{lo, nb.getIndexAttr(0)},
-                                         ArrayRef<OpFoldResult>{size, ofr(wDims[1])}, unit)
-        .getResult();
+    return {lo, hi};
   };
-  auto loop = scf::ForOp::create(
-      b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
-      [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
-        if (!quantized) {
-          Value we = tensor::ExtractSliceOp::create(
-              nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
-              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
-              ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
-          scf::YieldOp::create(nb, nl, accumulate(nb, nl, iter[0], e, WeightSource{we, nullptr, nullptr}));
-          return;
-        }
-        // Only experts with rows pay for dequantising their weights.
-        Value lo = get(nb, nl, offsets, {e});
-        Value hi = get(nb, nl, offsets, {arith::AddIOp::create(nb, nl, e, one).getResult()});
-        Value hasRows = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sgt, hi, lo);
-        auto ifRows = scf::IfOp::create(
-            nb, nl, hasRows,
-            [&](OpBuilder &tb, Location tl) {
-              // In the kernel's loads where it can; else one expert's float copy.
-              WeightSource source{nullptr, quantized, e};
-              if (!canDequantizeInKernel(quantized, form))
-                source = WeightSource{dequantizeExpert(tb, tl, quantized, e), nullptr, nullptr};
-              scf::YieldOp::create(tb, tl, accumulate(tb, tl, iter[0], e, source));
-            },
-            [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, iter[0]); });
-        scf::YieldOp::create(nb, nl, ifRows.getResults());
-      });
-  Value result = loop.getResult(0);
+  auto plainWeights = [](Value weights) {
+    return [weights](OpBuilder &, Location, Value) { return WeightSource{weights, nullptr, nullptr}; };
+  };
+
+  if (!quantized || canDequantizeInKernel(quantized, form)) {
+    auto expertWeights = [&](OpBuilder &nb, Location nl, Value e) {
+      if (quantized)
+        return WeightSource{nullptr, quantized, e};
+      Value we = tensor::ExtractSliceOp::create(
+          nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
+          ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
+          ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
+      return WeightSource{we, nullptr, nullptr};
+    };
+    acc = tiledGroupedLinearF32(b, loc, lhs, acc, wDims[0], quantized ? Value() : w, quantized, rowsOf,
+                                expertWeights, form);
+  } else {
+    // One expert's float copy at a time, only for experts with rows.
+    auto loop = scf::ForOp::create(
+        b, loc, constIndex(b, loc, 0), wDims[0], one, ValueRange{acc},
+        [&](OpBuilder &nb, Location nl, Value e, ValueRange iter) {
+          Value lo = get(nb, nl, offsets, {e});
+          Value hi = get(nb, nl, offsets, {arith::AddIOp::create(nb, nl, e, one).getResult()});
+          Value hasRows = arith::CmpIOp::create(nb, nl, arith::CmpIPredicate::sgt, hi, lo);
+          auto ifRows = scf::IfOp::create(
+              nb, nl, hasRows,
+              [&](OpBuilder &tb, Location tl) {
+                Value copy = dequantizeExpert(tb, tl, quantized, e);
+                Value updated = tiledGroupedLinearF32(
+                    tb, tl, lhs, iter[0], one, copy, nullptr,
+                    [&](OpBuilder &rb, Location rl, Value) { return rowsOf(rb, rl, e); }, plainWeights(copy), form);
+                scf::YieldOp::create(tb, tl, updated);
+              },
+              [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, iter[0]); });
+          scf::YieldOp::create(nb, nl, ifRows.getResults());
+        });
+    acc = loop.getResult(0);
+  }
   if (shared)
-    result = accumulate(b, loc, result, wDims[0], WeightSource{shared, nullptr, nullptr});
-  return result;
+    acc = tiledGroupedLinearF32(
+        b, loc, lhs, acc, one, shared, nullptr,
+        [&](OpBuilder &rb, Location rl, Value) { return rowsOf(rb, rl, wDims[0]); }, plainWeights(shared), form);
+  return acc;
 }
 
 Value lowerGroupedMatmul(PatternRewriter &b, GroupedMatmulOp op, ContractionForm form) {

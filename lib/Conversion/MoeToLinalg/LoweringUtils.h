@@ -69,6 +69,16 @@ struct WeightSource {
 /// linearF32 for the CPU forms: a cache-tiled vector kernel
 /// (VectorContraction.cpp).
 Value tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource w, ContractionForm form);
+/// `out` (f32, a row per row of `a`) with rows [lo, hi) = rowsOf(g) set to
+/// those rows of a times weightOf(g)ᵀ, for each group g < `groups`; other
+/// rows unchanged. The weights' shape is read from `stackedWeights`
+/// ([groups, N, K] or [N, K]) or `quantized`. One parallel loop over
+/// (column panel, group) pairs, results written in place.
+Value tiledGroupedLinearF32(OpBuilder &b, Location loc, Value a, Value out, Value groups, Value stackedWeights,
+                            DequantizeOp quantized,
+                            function_ref<std::pair<Value, Value>(OpBuilder &, Location, Value)> rowsOf,
+                            function_ref<WeightSource(OpBuilder &, Location, Value)> weightOf,
+                            ContractionForm form);
 /// True when the CPU kernel of `form` can dequantise `op`'s weights in its
 /// loads (a static K of whole vectors, blocks of whole vectors).
 bool canDequantizeInKernel(DequantizeOp op, ContractionForm form);

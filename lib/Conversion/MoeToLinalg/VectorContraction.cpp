@@ -11,10 +11,17 @@
 //     partial dot products along k (vector.fma, VL lanes per step); each k
 //     step loads MR rows of a and NR rows of w once; the last partial vector
 //     is a masked read; each accumulator is summed across lanes at the end.
-//   Rows left over after whole MR-row tiles take 1-row tiles (a decode
-//   step has one or two rows per expert); a tile that overhangs the block's
-//   columns repeats its last column (computing and writing the same value
+//   Two or more rows left over after whole MR-row tiles take one more MR-row
+//   tile, a single row left over a 1-row tile (a decode step has one row
+//   per expert); a tile that overhangs the rows or the block's columns
+//   repeats its last row or column (computing and writing the same value
 //   again) instead of a remainder kernel: two kernels to compile.
+//
+// A grouped contraction (each expert's rows times its weights) is one
+// parallel loop over (column panel, expert) pairs, panels outermost: a
+// static schedule gives every thread a run of panels of every expert, so
+// the work is even however the rows are spread over the experts, and each
+// expert's rows of the result are written in place.
 //
 // Quantised weights (moe.dequantize of 8-, 4- or 2-bit values, one scale per
 // row or per block of a multiple of VL values) are dequantised in the
@@ -63,12 +70,6 @@ TileShape tileShapeOf(ContractionForm form) {
   if (form == ContractionForm::VectorTiles256)
     return {8, 3, 4};
   return {16, 4, 6};
-}
-
-/// Whether out = a · wᵀ takes the bf16 dot products: both bf16, 512-bit.
-bool usesBf16Dot(ContractionForm form, Value a, WeightSource w) {
-  auto isBf16 = [](Value v) { return cast<RankedTensorType>(v.getType()).getElementType().isBF16(); };
-  return form == ContractionForm::VectorTiles512Bf16Dot && !w.quantized && isBf16(a) && isBf16(w.tensor);
 }
 
 /// `count` bf16 values of row `row` of `t` from column `k`, as they are
@@ -223,51 +224,112 @@ bool lowering::canDequantizeInKernel(DequantizeOp op, ContractionForm form) {
          (blockSize == 0 || blockSize % lanes == 0);
 }
 
-Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource w, ContractionForm form) {
-  TileShape tile = tileShapeOf(form);
-  auto aType = cast<RankedTensorType>(a.getType());
-  // The weights' [N, K] shape and bytes per value.
-  int64_t staticN, staticKw;
+namespace {
+
+/// What every tile of one contraction shares: its tile shape, the k loop's
+/// bounds and the columns of a panel.
+struct KernelPlan {
+  TileShape tile;
+  Value k, kMain;
+  bool partialVector, bf16Dot;
+  int64_t panel;
+};
+
+/// The weights' [N, K] shape, bytes per value and element type, read from a
+/// plain [N, K] tensor, a stack of them ([E, N, K]) or a moe.dequantize.
+struct WeightShape {
+  int64_t staticN, staticK;
   double valueBytes;
   Value n;
-  if (w.quantized) {
-    auto type = cast<RankedTensorType>(w.quantized.getType());
-    staticN = type.getDimSize(1);
-    staticKw = type.getDimSize(2);
-    valueBytes = double(w.quantized.getBits()) / 8;
-    n = dequantizedDims(b, loc, w.quantized)[1];
-  } else {
-    auto type = cast<RankedTensorType>(w.tensor.getType());
-    staticN = type.getDimSize(0);
-    staticKw = type.getDimSize(1);
-    valueBytes = double(type.getElementTypeBitWidth()) / 8;
-    n = dimsOf(b, loc, w.tensor)[0];
+  Type element;
+  bool quantized;
+};
+
+WeightShape shapeOfWeights(OpBuilder &b, Location loc, Value stackedOrPlain, DequantizeOp quantized) {
+  if (quantized) {
+    auto type = cast<RankedTensorType>(quantized.getType());
+    return {type.getDimSize(1), type.getDimSize(2), double(quantized.getBits()) / 8,
+            dequantizedDims(b, loc, quantized)[1], type.getElementType(), true};
   }
-  auto outType = RankedTensorType::get({aType.getDimSize(0), staticN}, b.getF32Type());
-  SmallVector<Value> aDims = dimsOf(b, loc, a);
-  Value m = aDims[0], k = aDims[1];
-  Value init = zeros(b, loc, outType, {m, n});
-  Value zero = constIndex(b, loc, 0);
-  bool bf16Dot = usesBf16Dot(form, a, w);
-  int64_t step = bf16Dot ? 2 * tile.lanes : tile.lanes;
+  auto type = cast<RankedTensorType>(stackedOrPlain.getType());
+  unsigned nDim = type.getRank() - 2;
+  return {type.getDimSize(nDim), type.getDimSize(nDim + 1), double(type.getElementTypeBitWidth()) / 8,
+          dimsOf(b, loc, stackedOrPlain)[nDim], type.getElementType(), false};
+}
+
+KernelPlan planKernel(OpBuilder &b, Location loc, Value a, const WeightShape &w, ContractionForm form) {
+  KernelPlan plan;
+  plan.tile = tileShapeOf(form);
+  auto aType = cast<RankedTensorType>(a.getType());
+  plan.bf16Dot = form == ContractionForm::VectorTiles512Bf16Dot && !w.quantized &&
+                 aType.getElementType().isBF16() && w.element.isBF16();
+  int64_t step = plan.bf16Dot ? 2 * plan.tile.lanes : plan.tile.lanes;
+  plan.k = dimsOf(b, loc, a)[1];
   Value stepSize = constIndex(b, loc, step);
-  Value kMain = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, k, stepSize), stepSize);
+  plan.kMain = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, plan.k, stepSize), stepSize);
   // A static k tells whether a partial vector is left.
   int64_t staticK = aType.getDimSize(1);
-  bool partialVector = ShapedType::isDynamic(staticK) || staticK % step != 0;
+  plan.partialVector = ShapedType::isDynamic(staticK) || staticK % step != 0;
 
   // Columns per panel: a multiple of NR whose weights fill about kPanelBytes.
-  int64_t panel = 8 * tile.columns;
-  if (!ShapedType::isDynamic(staticKw)) {
-    int64_t rowBytes = std::max<int64_t>(int64_t(staticKw * valueBytes), 1);
-    panel = std::clamp<int64_t>(kPanelBytes / rowBytes / tile.columns, 1, 32) * tile.columns;
+  int64_t columns = plan.tile.columns;
+  plan.panel = 8 * columns;
+  if (!ShapedType::isDynamic(w.staticK)) {
+    int64_t rowBytes = std::max<int64_t>(int64_t(w.staticK * w.valueBytes), 1);
+    plan.panel = std::clamp<int64_t>(kPanelBytes / rowBytes / columns, 1, 32) * columns;
   }
   // At least kMinPanels panels, so that a few rows (decode) still spread
   // evenly over the threads.
-  if (!ShapedType::isDynamic(staticN))
-    panel = std::min(panel, std::max<int64_t>(llvm::divideCeil(llvm::divideCeil(staticN, kMinPanels), tile.columns), 1) *
-                                tile.columns);
-  Value panelSize = constIndex(b, loc, panel), blockRows = constIndex(b, loc, kBlockRows);
+  if (!ShapedType::isDynamic(w.staticN))
+    plan.panel = std::min(
+        plan.panel,
+        std::max<int64_t>(llvm::divideCeil(llvm::divideCeil(w.staticN, kMinPanels), columns), 1) * columns);
+  return plan;
+}
+
+/// out[r, c] = a[r, :] · w[c, :] for rows [m0, mEnd) and columns [n0, nEnd)
+/// of one panel; other elements of out unchanged.
+Value rowsTimesPanel(OpBuilder &b, Location loc, const KernelPlan &plan, Value a, WeightSource w, Value out,
+                     Value m0, Value mEnd, Value n0, Value nEnd) {
+  const TileShape &tile = plan.tile;
+  Value one = constIndex(b, loc, 1);
+  Value lastRow = arith::SubIOp::create(b, loc, mEnd, one);
+  Value lastCol = arith::SubIOp::create(b, loc, nEnd, one);
+  auto rowTiles = [&](Value from, Value to, int64_t rows, Value init) {
+    return tileLoop(b, loc, from, to, rows, init, [&](OpBuilder &mb, Location ml, Value row, Value acc) {
+      SmallVector<Value> rowIndex = clampedIndices(mb, ml, row, rows, lastRow);
+      return tileLoop(mb, ml, n0, nEnd, tile.columns, acc, [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
+        SmallVector<Value> cols = clampedIndices(nb, nl, col, tile.columns, lastCol);
+        return microKernel(nb, nl, a, w, acc2, rowIndex, cols, plan.k, plan.kMain, plan.partialVector, tile.lanes,
+                           plan.bf16Dot);
+      });
+    });
+  };
+  // MR-row tiles, the last one overhanging when two or more rows are left
+  // (each extra pass over the panel costs more than the repeated rows'
+  // FMAs), then a single row: a decode step's one row per expert does not
+  // pay MR rows of FMAs.
+  Value tileRows = constIndex(b, loc, tile.rows);
+  Value twoOrMoreLeft = constIndex(b, loc, tile.rows - 2);
+  Value tiles = arith::DivUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, arith::SubIOp::create(b, loc, mEnd, m0), twoOrMoreLeft), tileRows);
+  Value tiledEnd = arith::MinUIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, m0, arith::MulIOp::create(b, loc, tiles, tileRows)), mEnd);
+  out = rowTiles(m0, tiledEnd, tile.rows, out);
+  return rowTiles(tiledEnd, mEnd, 1, out);
+}
+
+} // namespace
+
+Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource w, ContractionForm form) {
+  WeightShape shape = shapeOfWeights(b, loc, w.tensor, w.quantized);
+  KernelPlan plan = planKernel(b, loc, a, shape, form);
+  auto aType = cast<RankedTensorType>(a.getType());
+  auto outType = RankedTensorType::get({aType.getDimSize(0), shape.staticN}, b.getF32Type());
+  Value m = dimsOf(b, loc, a)[0], n = shape.n;
+  Value init = zeros(b, loc, outType, {m, n});
+  Value zero = constIndex(b, loc, 0);
+  Value panelSize = constIndex(b, loc, plan.panel), blockRows = constIndex(b, loc, kBlockRows);
 
   auto rowBlocks = scf::ForOp::create(
       b, loc, zero, m, blockRows, ValueRange{init},
@@ -276,34 +338,46 @@ Value lowering::tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource
             rb, rl, zero, n, panelSize, rowIter, [&](OpBuilder &pb, Location pl, Value n0, ValueRange iter) {
               Value mEnd = arith::MinUIOp::create(pb, pl, arith::AddIOp::create(pb, pl, m0, blockRows), m);
               Value nEnd = arith::MinUIOp::create(pb, pl, arith::AddIOp::create(pb, pl, n0, panelSize), n);
-              Value lastRow = arith::SubIOp::create(pb, pl, mEnd, constIndex(pb, pl, 1));
-              Value lastCol = arith::SubIOp::create(pb, pl, nEnd, constIndex(pb, pl, 1));
-              // Whole MR-row tiles, then single rows: a decode step's one or
-              // two rows per expert do not pay MR rows of FMAs.
-              auto rowTiles = [&](Value from, Value to, int64_t rows, Value init) {
-                return tileLoop(pb, pl, from, to, rows, init, [&](OpBuilder &mb, Location ml, Value row, Value acc) {
-                  SmallVector<Value> rowIndex = clampedIndices(mb, ml, row, rows, lastRow);
-                  return tileLoop(mb, ml, n0, nEnd, tile.columns, acc,
-                                  [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
-                                    SmallVector<Value> cols = clampedIndices(nb, nl, col, tile.columns, lastCol);
-                                    return microKernel(nb, nl, a, w, acc2, rowIndex, cols, k, kMain, partialVector,
-                                                       tile.lanes, bf16Dot);
-                                  });
-                });
-              };
-              Value tileRows = constIndex(pb, pl, tile.rows);
-              Value wholeEnd = arith::AddIOp::create(
-                  pb, pl, m0,
-                  arith::MulIOp::create(
-                      pb, pl, arith::DivUIOp::create(pb, pl, arith::SubIOp::create(pb, pl, mEnd, m0), tileRows),
-                      tileRows));
-              Value out = rowTiles(m0, wholeEnd, tile.rows, iter[0]);
-              out = rowTiles(wholeEnd, mEnd, 1, out);
-              scf::YieldOp::create(pb, pl, out);
+              scf::YieldOp::create(pb, pl, rowsTimesPanel(pb, pl, plan, a, w, iter[0], m0, mEnd, n0, nEnd));
             });
         markParallel(panels);
         scf::YieldOp::create(rb, rl, panels.getResults());
       });
   markParallel(rowBlocks);
   return rowBlocks.getResult(0);
+}
+
+Value lowering::tiledGroupedLinearF32(OpBuilder &b, Location loc, Value a, Value out, Value groups,
+                                      Value stackedWeights, DequantizeOp quantized,
+                                      function_ref<std::pair<Value, Value>(OpBuilder &, Location, Value)> rowsOf,
+                                      function_ref<WeightSource(OpBuilder &, Location, Value)> weightOf,
+                                      ContractionForm form) {
+  WeightShape shape = shapeOfWeights(b, loc, stackedWeights, quantized);
+  KernelPlan plan = planKernel(b, loc, a, shape, form);
+  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
+  Value n = shape.n;
+  Value panelSize = constIndex(b, loc, plan.panel), blockRows = constIndex(b, loc, kBlockRows);
+  // Panels outside, groups inside: a static schedule gives each thread a
+  // run of panels of every group, so work stays balanced however unevenly
+  // the rows are spread over the groups.
+  auto panels = scf::ForOp::create(
+      b, loc, zero, n, panelSize, ValueRange{out}, [&](OpBuilder &pb, Location pl, Value n0, ValueRange panelIter) {
+        auto perGroup = scf::ForOp::create(
+            pb, pl, zero, groups, one, panelIter, [&](OpBuilder &gb, Location gl, Value g, ValueRange iter) {
+              Value nEnd = arith::MinUIOp::create(gb, gl, arith::AddIOp::create(gb, gl, n0, panelSize), n);
+              auto [lo, hi] = rowsOf(gb, gl, g);
+              WeightSource w = weightOf(gb, gl, g);
+              // Blocks of rows reuse the panel from L2.
+              auto blocks = scf::ForOp::create(
+                  gb, gl, lo, hi, blockRows, iter, [&](OpBuilder &rb, Location rl, Value m0, ValueRange acc) {
+                    Value mEnd = arith::MinUIOp::create(rb, rl, arith::AddIOp::create(rb, rl, m0, blockRows), hi);
+                    scf::YieldOp::create(rb, rl, rowsTimesPanel(rb, rl, plan, a, w, acc[0], m0, mEnd, n0, nEnd));
+                  });
+              scf::YieldOp::create(gb, gl, blocks.getResults());
+            });
+        markParallel(perGroup);
+        scf::YieldOp::create(pb, pl, perGroup.getResults());
+      });
+  markParallel(panels);
+  return panels.getResult(0);
 }
