@@ -654,6 +654,31 @@ class NonzeroColumnsSoftmaxPicks(Experts):
         return out
 
 
+class ViewThenSharedLoop(WhereLoop):
+    """DeepSeek-V3's block: the tokens of [batch, seq, hidden] flattened for
+    the routed experts, their sum viewed back (y.view(*orig_shape)) and a
+    shared expert of the unflattened hidden states added, ungated or (as
+    Qwen2-MoE gates it) scaled by sigmoid(hidden Wg). `view` gives another
+    shape to view the sum as (the shared expert's output is broadcast)."""
+
+    def __init__(self, gated=False, view=None):
+        super().__init__()
+        self.shared = SwiGLU()
+        self.shared_gate = nn.Linear(HIDDEN, 1, bias=False) if gated else None
+        self.view = view
+
+    def forward(self, x):
+        hidden = x[None]
+        orig_shape = hidden.shape
+        flat = hidden.view(-1, hidden.shape[-1])
+        y = super().forward(flat)
+        y = y.view(*orig_shape) if self.view is None else y.view(self.view(hidden))
+        shared = self.shared(hidden)
+        if self.shared_gate is not None:
+            shared = torch.sigmoid(self.shared_gate(hidden)) * shared
+        return (y + shared).sum(0)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -691,7 +716,13 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "batch_axis_loop": BatchAxisLoop, "scatter_last_axis_shared": ScatterLastAxisShared,
            "gathered_weighted_sum": lambda: GatheredEinsum(weighted_sum=True),
            "one_hot_permute_loop": OneHotPermuteLoop, "topk_mask_stack_last": TopkMaskStackLast,
-           "unsorted_topk_loop": UnsortedTopkLoop, "nonzero_columns_softmax_picks": NonzeroColumnsSoftmaxPicks}
+           "unsorted_topk_loop": UnsortedTopkLoop, "nonzero_columns_softmax_picks": NonzeroColumnsSoftmaxPicks,
+           "view_then_shared_loop": ViewThenSharedLoop,
+           "view_then_gated_shared_loop": lambda: ViewThenSharedLoop(gated=True),
+           # The sum viewed as [tokens, 1, hidden]: plus the shared expert's [1, tokens, hidden], a
+           # [tokens, tokens, hidden] sum the layer's rows cannot be (refused at run time, not a wrong result).
+           "view_mismatch_shared_refused": lambda: ViewThenSharedLoop(
+               view=lambda h: (h.shape[1], 1, h.shape[2]))}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
@@ -700,7 +731,7 @@ STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
-               "topk_slot_terms_crossed_near_miss",
+               "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

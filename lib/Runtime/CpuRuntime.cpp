@@ -86,6 +86,18 @@ extern "C" void moeRuntimeCheckTopK(int64_t k, int64_t length) {
 // the same signature).
 extern "C" void _mlir_ciface_moeRuntimeCheckTopK(int64_t k, int64_t length) { moeRuntimeCheckTopK(k, length); }
 
+extern "C" void moeRuntimeCheckSharedExpertView(int64_t dim, int64_t got, int64_t want) {
+  if (got == want || !callError.empty())
+    return;
+  callError = "MoE block: the routed output is viewed with " + std::to_string(got) + " elements in dimension " +
+              std::to_string(dim) + " before the shared expert's output, with " + std::to_string(want) +
+              ", is added; the imported layer adds the shared expert to the same tokens' rows, so its results "
+              "are not the model's";
+}
+extern "C" void _mlir_ciface_moeRuntimeCheckSharedExpertView(int64_t dim, int64_t got, int64_t want) {
+  moeRuntimeCheckSharedExpertView(dim, got, want);
+}
+
 extern "C" void moeRuntimeSetCallError(const char *message) {
   if (callError.empty())
     callError = message;

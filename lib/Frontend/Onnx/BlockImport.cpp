@@ -142,17 +142,23 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   Value sharedUp, sharedDown, sharedGate;
   if (!block.sharedDownProj.empty()) {
     FailureOr<Value> gateProj = lookup(block.sharedGateProj.name, loc), upProj = lookup(block.sharedUpProj.name, loc),
-                     downProj = lookup(block.sharedDownProj.name, loc), gate = lookup(block.sharedGate.name, loc);
-    if (failed(gateProj) || failed(upProj) || failed(downProj) || failed(gate))
+                     downProj = lookup(block.sharedDownProj.name, loc);
+    if (failed(gateProj) || failed(upProj) || failed(downProj))
       return failure();
     Value gateRows = rows(block.sharedGateProj, *gateProj), upRows = rows(block.sharedUpProj, *upProj);
     sharedDown = rows(block.sharedDownProj, *downProj);
-    sharedGate = rows(block.sharedGate, *gate);
+    if (!block.sharedGate.empty()) {
+      FailureOr<Value> gate = lookup(block.sharedGate.name, loc);
+      if (failed(gate))
+        return failure();
+      sharedGate = rows(block.sharedGate, *gate);
+    }
     auto projType = cast<RankedTensorType>(gateRows.getType());
     int64_t sharedSize = projType.getDimSize(0);
     if (projType.getShape() != ArrayRef<int64_t>{sharedSize, hidden} || upRows.getType() != projType ||
+        projType.getElementType() != element ||
         cast<RankedTensorType>(sharedDown.getType()).getShape() != ArrayRef<int64_t>{hidden, sharedSize} ||
-        cast<RankedTensorType>(sharedGate.getType()).getShape() != ArrayRef<int64_t>{1, hidden})
+        (sharedGate && cast<RankedTensorType>(sharedGate.getType()).getShape() != ArrayRef<int64_t>{1, hidden}))
       return emitError(loc) << "MoE block: inconsistent shared expert weights";
     sharedUp = tensor::ConcatOp::create(builder, loc, /*dim=*/0, ValueRange{gateRows, upRows});
   }
@@ -164,7 +170,43 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   if (!tokenAxes.empty())
     y = tensor::ExpandShapeOp::create(builder, loc, tokensX.getType(), y, tokenAxes,
                                       tensor::getMixedSizes(builder, loc, tokensX));
-  values[block.output] = y;
+  if (block.outputView < 0) {
+    values[block.output] = y;
+    return success();
+  }
+  return viewLikeSharedExpertInput(block, y, loc);
+}
+
+/// The graph adds the shared expert, computed on the tensor x is a view of,
+/// to the routed output viewed by its own Reshape; the layer added it to
+/// x's rows. The same Reshape of the layer's result is that sum when the
+/// view has the shared expert input's shape: equal sizes are checked here
+/// where they are static, at run time otherwise (the call fails, naming
+/// both, when they differ).
+LogicalResult GraphImporter::viewLikeSharedExpertInput(const MoeBlock &block, Value y, Location loc) {
+  values[block.routedOutput] = y;
+  const onnx::NodeProto &view = model.graph().node(block.outputView);
+  if (failed(importNode(view, block.outputView)))
+    return failure();
+  Value viewed = values.lookup(view.output(0));
+  FailureOr<Value> tokens = lookup(block.sharedTokens, loc);
+  if (!viewed || failed(tokens))
+    return failure();
+  auto viewedType = cast<RankedTensorType>(viewed.getType()), tokensType = cast<RankedTensorType>(tokens->getType());
+  if (viewedType.getRank() != tokensType.getRank())
+    return emitError(loc) << "MoE block: the routed output is viewed as " << viewedType
+                          << " before the shared expert's output " << tokensType << " is added";
+  for (int64_t d = 0; d < viewedType.getRank(); ++d) {
+    if (!viewedType.isDynamicDim(d) && !tokensType.isDynamicDim(d)) {
+      if (viewedType.getDimSize(d) != tokensType.getDimSize(d))
+        return emitError(loc) << "MoE block: the routed output is viewed as " << viewedType
+                              << " before the shared expert's output " << tokensType << " is added";
+      continue;
+    }
+    checkSameSizeAtRunTime(builder, loc, d, tensor::DimOp::create(builder, loc, viewed, d),
+                           tensor::DimOp::create(builder, loc, *tokens, d));
+  }
+  values[block.output] = viewed;
   return success();
 }
 

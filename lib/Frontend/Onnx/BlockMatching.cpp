@@ -200,40 +200,67 @@ LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants
   return w;
 }
 
-/// The block's output plus a Qwen2-MoE shared expert:
-///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
-/// Extends `block` and `nodes` when it matches; leaves them otherwise (the
-/// shared expert then stays plain ops, still correct).
+/// The block's output plus a shared expert:
+///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown))  (Qwen2-MoE)
+///   Add(y, (silu(x Wgate) * (x Wup)) Wdown)                      (DeepSeek-V3)
+/// where y may first be viewed back to the shape of the tensor x is a view
+/// of (`y.view(*orig_shape) + shared(hidden_states)`); the shared expert
+/// then reads that tensor. Extends `block` and `nodes` when it matches;
+/// leaves them otherwise (the shared expert then stays plain ops, still
+/// correct).
 void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  const onnx::NodeProto *add = g.onlyUser(block.output, "Add");
-  if (!add)
-    return;
-  llvm::SmallVector<const onnx::NodeProto *> found = {add};
-  std::string other = inputOf(*add, 0) == block.output ? inputOf(*add, 1) : inputOf(*add, 0);
-  const onnx::NodeProto *weighted = g.producer(other);
-  if (!weighted || weighted->op_type() != "Mul" || g.users(other).size() != 1)
-    return;
-  found.push_back(weighted);
-  // One factor is the sigmoid gate, the other the shared expert's output.
-  LinearWeight gate, down;
-  for (int side = 0; side < 2 && gate.empty(); ++side) {
-    const onnx::NodeProto *sigmoid = g.producer(inputOf(*weighted, side));
-    if (!sigmoid || sigmoid->op_type() != "Sigmoid")
-      continue;
-    llvm::SmallVector<const onnx::NodeProto *> gateNodes = {sigmoid};
-    LinearWeight w = linearOf(g, inputOf(*sigmoid, 0), &block, gateNodes);
-    LinearWeight out = linearOf(g, inputOf(*weighted, 1 - side), nullptr, gateNodes);
-    if (w.empty() || out.empty())
-      continue;
-    gate = w;
-    down = out;
-    found.append(gateNodes.begin(), gateNodes.end());
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  std::string routed = block.output, tokens;
+  if (const onnx::NodeProto *view = g.onlyUser(block.output, "Reshape")) {
+    const onnx::NodeProto *xView = g.producer(block.x);
+    if (!xView || xView->op_type() != "Reshape" || g.graphOutputs.contains(block.output))
+      return;
+    tokens = inputOf(*xView, 0);
+    found.push_back(view);
+    routed = outputOf(*view, 0);
   }
-  if (gate.empty())
+  const onnx::NodeProto *add = g.onlyUser(routed, "Add");
+  if (!add || g.graphOutputs.contains(routed))
+    return;
+  found.push_back(add);
+  std::string other = inputOf(*add, 0) == routed ? inputOf(*add, 1) : inputOf(*add, 0);
+  if (other == routed || g.users(other).size() != 1)
+    return;
+  // The projections read x, or the tensor x is a view of when y is viewed.
+  auto ofTokens = [&](llvm::StringRef value, llvm::SmallVector<const onnx::NodeProto *> &into) -> LinearWeight {
+    llvm::SmallVector<const onnx::NodeProto *> linear;
+    LinearWeight w = linearOf(g, value, nullptr, linear);
+    if (w.empty() || !(block.isX(inputOf(*linear.back(), 0)) || (!tokens.empty() && inputOf(*linear.back(), 0) == tokens)))
+      return {};
+    into.append(linear.begin(), linear.end());
+    return w;
+  };
+  // Gated: one factor of a Mul is the sigmoid gate, the other the expert's
+  // output. Ungated: `other` is the expert's output.
+  LinearWeight gate, down;
+  const onnx::NodeProto *weighted = g.producer(other);
+  if (weighted && weighted->op_type() == "Mul") {
+    for (int side = 0; side < 2 && gate.empty(); ++side) {
+      const onnx::NodeProto *sigmoid = g.producer(inputOf(*weighted, side));
+      if (!sigmoid || sigmoid->op_type() != "Sigmoid" || g.users(inputOf(*weighted, 1 - side)).size() != 1)
+        continue;
+      llvm::SmallVector<const onnx::NodeProto *> gateNodes = {weighted, sigmoid};
+      LinearWeight w = ofTokens(inputOf(*sigmoid, 0), gateNodes);
+      LinearWeight out = linearOf(g, inputOf(*weighted, 1 - side), nullptr, gateNodes);
+      if (w.empty() || out.empty())
+        continue;
+      gate = w;
+      down = out;
+      found.append(gateNodes.begin(), gateNodes.end());
+    }
+  } else {
+    down = linearOf(g, other, nullptr, found);
+  }
+  if (down.empty())
     return;
   // (silu(x Wgate) * (x Wup)): Mul(Mul(g, Sigmoid(g)), u).
   const onnx::NodeProto *act = g.producer(inputOf(*found.back(), 0));
-  if (!act || act->op_type() != "Mul")
+  if (!act || act->op_type() != "Mul" || g.users(outputOf(*act, 0)).size() != 1)
     return;
   found.push_back(act);
   for (int side = 0; side < 2; ++side) {
@@ -249,11 +276,11 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
         pre = inputOf(*silu, 1 - j);
       }
     }
-    if (!sig)
+    if (!sig || g.users(pre).size() != 2)
       continue;
     llvm::SmallVector<const onnx::NodeProto *> expertNodes = {silu, sig};
-    LinearWeight gateProj = linearOf(g, pre, &block, expertNodes);
-    LinearWeight upProj = linearOf(g, inputOf(*act, 1 - side), &block, expertNodes);
+    LinearWeight gateProj = ofTokens(pre, expertNodes);
+    LinearWeight upProj = ofTokens(inputOf(*act, 1 - side), expertNodes);
     if (gateProj.empty() || upProj.empty())
       continue;
     found.append(expertNodes.begin(), expertNodes.end());
@@ -262,6 +289,11 @@ void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<c
     block.sharedUpProj = upProj;
     block.sharedDownProj = down;
     block.sharedGate = gate;
+    if (!tokens.empty()) {
+      block.routedOutput = block.output;
+      block.outputView = g.indexOf(found.front());
+      block.sharedTokens = tokens;
+    }
     block.output = outputOf(*add, 0);
     block.last = g.indexOf(add);
     return;
@@ -332,6 +364,12 @@ std::optional<MoeBlock> finishBlock(const GraphIndex &g, MoeBlock block,
     operands.insert(block.deepSeek->selectionBias);
   if (!block.sparseMixerLogits.empty())
     operands.insert(block.sparseMixerLogits);
+  if (block.outputView >= 0) {
+    operands.insert(block.sharedTokens);
+    for (const std::string &in : g.graph.node(block.outputView).input())
+      if (in != block.routedOutput)
+        operands.insert(in);
+  }
   for (const std::vector<std::string> *names : {&block.expertGate, &block.expertUp, &block.expertDown})
     for (const std::string &name : *names)
       operands.insert(name);

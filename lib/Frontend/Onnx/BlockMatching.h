@@ -159,8 +159,9 @@ LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock
 LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
                             llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &bias);
 
-/// The block's output plus a Qwen2-MoE shared expert:
-///   Add(y, Mul(Sigmoid(x Wg), (silu(x Wgate) * (x Wup)) Wdown)).
+/// The block's output plus a SwiGLU shared expert, sigmoid-gated (Qwen2-MoE)
+/// or not (DeepSeek-V3), possibly after viewing the output back to the
+/// shape of the tensor x is a view of (BlockMatching.cpp has the forms).
 /// Extends `block` and `nodes` when it matches; leaves them otherwise (the
 /// shared expert then stays plain ops, still correct).
 void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes);

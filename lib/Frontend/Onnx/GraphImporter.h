@@ -66,6 +66,7 @@ private:
   LogicalResult importNode(const onnx::NodeProto &node, size_t index);
   LogicalResult importConstant(const onnx::NodeProto &node, Location loc);
   LogicalResult importMoeBlock(const MoeBlock &block, Location loc);
+  LogicalResult viewLikeSharedExpertInput(const MoeBlock &block, Value y, Location loc);
   LogicalResult importGptOssBlock(const MoeBlock &block, Location loc);
   LogicalResult importSparseMixerBlock(const MoeBlock &block, Location loc);
   Value checkedRaise(Value raised, Value plain, Location loc);

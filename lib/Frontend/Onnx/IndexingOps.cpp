@@ -639,20 +639,33 @@ std::pair<Value, Value> rankedTopK(OpBuilder &b, Location loc, Value rows, int64
 
 } // namespace
 
-void mlir::moe::onnx_import::checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length) {
+/// A host call of the runtime's check `name` on i64 `args` (index values
+/// converted), declared in the module on first use.
+static void callRuntimeCheck(OpBuilder &b, Location loc, llvm::StringRef name, ArrayRef<Value> args) {
   auto module = b.getInsertionBlock()->getParentOp()->getParentOfType<ModuleOp>();
-  constexpr llvm::StringLiteral name = "moeRuntimeCheckTopK";
+  SmallVector<Value> operands;
+  for (Value arg : args)
+    operands.push_back(arg.getType().isIndex() ? arith::IndexCastOp::create(b, loc, b.getI64Type(), arg).getResult()
+                                               : arg);
   auto fn = module.lookupSymbol<func::FuncOp>(name);
   if (!fn) {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToEnd(module.getBody());
-    fn = func::FuncOp::create(b, loc, name, b.getFunctionType({b.getI64Type(), b.getI64Type()}, {}));
+    SmallVector<Type> types(operands.size(), b.getI64Type());
+    fn = func::FuncOp::create(b, loc, name, b.getFunctionType(types, {}));
     fn.setPrivate();
   }
-  Value kValue = arith::ConstantIntOp::create(b, loc, b.getI64Type(), k);
-  Value lengthValue = arith::IndexCastOp::create(b, loc, b.getI64Type(), length);
-  auto call = func::CallOp::create(b, loc, fn, ValueRange{kValue, lengthValue});
+  auto call = func::CallOp::create(b, loc, fn, operands);
   call->setAttr(moe::kHostCallAttrName, b.getUnitAttr()); // a GPU program calls it from the host
+}
+
+void mlir::moe::onnx_import::checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length) {
+  callRuntimeCheck(b, loc, "moeRuntimeCheckTopK", {arith::ConstantIntOp::create(b, loc, b.getI64Type(), k), length});
+}
+
+void mlir::moe::onnx_import::checkSameSizeAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want) {
+  callRuntimeCheck(b, loc, "moeRuntimeCheckSharedExpertView",
+                   {arith::ConstantIntOp::create(b, loc, b.getI64Type(), dim), got, want});
 }
 
 namespace {

@@ -59,10 +59,17 @@ struct MoeBlock {
   /// The router's bias (a constant of E values; Linear(H, E) with its
   /// default bias), or empty.
   std::string routerBias;
-  /// A sigmoid-gated shared expert added to the output (Qwen2-MoE): gate/up
-  /// [H, S], down [S, H], gate [H, 1] as x @ W weights (or those as rows);
-  /// empty if none.
+  /// A shared expert added to the output: gate/up [H, S], down [S, H] as
+  /// x @ W weights (or those as rows), and its sigmoid gate [H, 1]
+  /// (Qwen2-MoE; empty when ungated, as DeepSeek-V3's); empty if none.
   LinearWeight sharedGateProj, sharedUpProj, sharedDownProj, sharedGate;
+  /// When the routed output is viewed back to the shape of the tensor x is
+  /// a view of before the shared expert (reading that tensor,
+  /// `sharedTokens`) is added: the view's node, and the routed output it
+  /// reads (the layer's result, shared expert included, is viewed the
+  /// same way). -1 and empty otherwise.
+  int outputView = -1;
+  std::string routedOutput, sharedTokens;
   /// The per-expert loop form: expert e's x @ W weights, gate and up
   /// [H, I], down [I, H] (then gateUp and down are empty).
   std::vector<std::string> expertGate, expertUp, expertDown;

@@ -132,6 +132,10 @@ Value wrapIndex(OpBuilder &b, Location loc, Value i, Value size);
 /// the run-time `length` of its axis (moeRuntimeCheckTopK): the run's call
 /// fails, naming both, when it does (IndexingOps.cpp).
 void checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length);
+/// A host call of the runtime's check that dimension `dim` of a viewed MoE
+/// result has the size of the same dimension of the shared expert's input
+/// (moeRuntimeCheckSharedExpertView; IndexingOps.cpp).
+void checkSameSizeAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
 
