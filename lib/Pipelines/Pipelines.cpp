@@ -85,7 +85,9 @@ void mlir::moe::buildMoeCpuPipeline(OpPassManager &pm, const MoeCpuPipelineOptio
     // OpenMP worksharing loops. Each iteration writes its own elements with
     // a fixed reduction order: results do not depend on the thread count.
     addUpstream(pm, "moe-cpu-pipeline", "canonicalize");
-    pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
+    MoeParallelizeLoopsOptions parallelize;
+    parallelize.parallelGenerics = true;
+    pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops(parallelize));
     addUpstream(pm, "moe-cpu-pipeline", "convert-scf-to-openmp,canonicalize");
   }
   addCpuTail(pm, "moe-cpu-pipeline");

@@ -1,4 +1,5 @@
 // RUN: moe-opt %s --moe-parallelize-loops --split-input-file | FileCheck %s
+// RUN: moe-opt %s --moe-parallelize-loops=parallel-generics --split-input-file | FileCheck %s --check-prefix=GENERICS
 
 // A marked loop updating a buffer in place becomes scf.parallel.
 // CHECK-LABEL: func.func @marked_in_place
@@ -257,6 +258,96 @@ func.func @no_serialization(%x: memref<?x64xf32>, %r: memref<8x64xf32>, %l: memr
   scf.parallel (%t, %j) = (%c0, %c0) to (%n, %c4096) step (%c1, %c1) {
     %y = memref.load %out[%t] : memref<?xf32>
     memref.store %y, %h[%t, %j] : memref<?x4096xf32>
+  }
+  return
+}
+
+// -----
+
+// With parallel-generics (the CPU pipeline): a top-level generic becomes an
+// scf.parallel over its parallel dimensions, its reduction a sequential
+// loop inside; without the option (the GPU mapping) it stays a generic.
+// CHECK-LABEL: func.func @combine_generic
+// CHECK: linalg.generic
+// GENERICS-LABEL: func.func @combine_generic
+// GENERICS-NOT: linalg.generic
+// GENERICS: scf.parallel (%{{.*}}, %{{.*}}) = ({{.*}}) to (%{{.*}}, %c8) step
+// GENERICS: scf.for %{{.*}} = %{{.*}} to %c2{{[_0-9]*}} step
+// GENERICS: memref.load %{{.*}} : memref<?x2xf32>
+// GENERICS: arith.addf
+// GENERICS: memref.store %{{.*}} : memref<?x8xf32>
+#slots = affine_map<(t, h, k) -> (t, k)>
+#out = affine_map<(t, h, k) -> (t, h)>
+func.func @combine_generic(%w: memref<?x2xf32>, %y: memref<?x8xf32>) {
+  linalg.generic {indexing_maps = [#slots, #out], iterator_types = ["parallel", "parallel", "reduction"]}
+      ins(%w : memref<?x2xf32>) outs(%y : memref<?x8xf32>) {
+  ^bb0(%a: f32, %acc: f32):
+    %s = arith.addf %acc, %a : f32
+    linalg.yield %s : f32
+  }
+  return
+}
+
+// -----
+
+// Left as generics: one whose output does not index a parallel dimension
+// (its iterations would write one element), one whose outermost dimension
+// is a reduction, and one inside a loop.
+// GENERICS-LABEL: func.func @generics_kept
+// GENERICS-COUNT-3: linalg.generic
+// GENERICS-NOT: scf.parallel
+// GENERICS: return
+#in2 = affine_map<(i, j) -> (i, j)>
+#row = affine_map<(i, j) -> (i)>
+#col = affine_map<(i, j) -> (j)>
+func.func @generics_kept(%a: memref<4x8xf32>, %r: memref<4xf32>, %c: memref<8xf32>, %n: index) {
+  linalg.generic {indexing_maps = [#in2, #row], iterator_types = ["parallel", "parallel"]}
+      ins(%a : memref<4x8xf32>) outs(%r : memref<4xf32>) {
+  ^bb0(%x: f32, %acc: f32):
+    linalg.yield %x : f32
+  }
+  linalg.generic {indexing_maps = [#in2, #col], iterator_types = ["reduction", "parallel"]}
+      ins(%a : memref<4x8xf32>) outs(%c : memref<8xf32>) {
+  ^bb0(%x: f32, %acc: f32):
+    %s = arith.addf %acc, %x : f32
+    linalg.yield %s : f32
+  }
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  scf.for %i = %c0 to %n step %c1 {
+    linalg.generic {indexing_maps = [#in2, #row], iterator_types = ["parallel", "reduction"]}
+        ins(%a : memref<4x8xf32>) outs(%r : memref<4xf32>) {
+    ^bb0(%x: f32, %acc: f32):
+      %s = arith.addf %acc, %x : f32
+      linalg.yield %s : f32
+    }
+  }
+  return
+}
+
+// -----
+
+// A loop reading a view of a buffer the loop before it writes is not fused
+// with it: a view's indices are not the iteration's row (here every column
+// of the row is read while the first loop writes one).
+// CHECK-LABEL: func.func @no_fusion_through_view
+// CHECK: scf.parallel
+// CHECK: memref.store %{{.*}}, %[[BUF:.*]][
+// CHECK: scf.reduce
+// CHECK: scf.parallel
+// CHECK: memref.load %{{.*}} : memref<?x4xf32, strided<[8, 1], offset: 4>>
+func.func @no_fusion_through_view(%buf: memref<?x8xf32>, %out: memref<?x8xf32>, %n: index, %v: f32) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c3 = arith.constant 3 : index
+  %c8 = arith.constant 8 : index
+  scf.parallel (%i, %j) = (%c0, %c0) to (%n, %c8) step (%c1, %c1) {
+    memref.store %v, %buf[%i, %j] : memref<?x8xf32>
+  }
+  %upper = memref.subview %buf[0, 4] [%n, 4] [1, 1] : memref<?x8xf32> to memref<?x4xf32, strided<[8, 1], offset: 4>>
+  scf.parallel (%i, %j) = (%c0, %c0) to (%n, %c8) step (%c1, %c1) {
+    %x = memref.load %upper[%i, %c3] : memref<?x4xf32, strided<[8, 1], offset: 4>>
+    memref.store %x, %out[%i, %j] : memref<?x8xf32>
   }
   return
 }

@@ -271,13 +271,24 @@ def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> 
     buffer one writes and the other touches is accessed, in both, only in the
     rows of the iteration's own leading indices (a fill and the loop
     accumulating into it; a T x K fill, the top-k and the renormalisation of
-    each token): fewer kernels. The longer loop's extra dimensions then run
+    each token): fewer kernels. An access through a view (a subview, a
+    reshape) counts against the viewed buffer and is never row-local. The
+    longer loop's extra dimensions then run
     sequentially inside, only when its body is straight-line with at most
     256 static iterations there.
 
     A `memref.copy` that is not a top-level copy between contiguous
     buffers (a strided copy, or one inside a loop) becomes a parallel loop
     of loads and stores: only the others can be a device memcpy.
+
+    With `parallel-generics` (the CPU pipeline), every top-level
+    `linalg.generic` whose outputs each index all of its parallel
+    dimensions (so that no two iterations of them write one element) becomes
+    an `scf.parallel` over those dimensions with its reductions as
+    sequential loops inside, in their order: the permutation's row gather,
+    a gated activation, the slot combine, the elementwise chains of an
+    imported model run on every thread, with the same result for any thread
+    count. Generics inside loops stay as they are.
 
     Example:
 
@@ -291,8 +302,12 @@ def MoeParallelizeLoops : Pass<"moe-parallelize-loops", "::mlir::func::FuncOp"> 
     }
     ```
   }];
+  let options = [
+    Option<"parallelGenerics", "parallel-generics", "bool", /*default=*/"false",
+           "Also run each top-level linalg.generic as an scf.parallel over its parallel dimensions (the CPU pipeline; the GPU mapping reads the generics themselves)">
+  ];
   let dependentDialects = ["::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
-                           "::mlir::memref::MemRefDialect"];
+                           "::mlir::memref::MemRefDialect", "::mlir::linalg::LinalgDialect"];
 }
 
 def MoeTensorCoreGemm : Pass<"moe-tensor-core-gemm", "::mlir::ModuleOp"> {

@@ -14,11 +14,14 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
+#include "mlir/Interfaces/ViewLikeInterface.h"
 #include "llvm/ADT/SmallPtrSet.h"
 
 namespace mlir::moe {
@@ -133,8 +136,21 @@ struct Accesses {
   llvm::DenseSet<Value> written;
 };
 
+/// The allocation or argument a buffer is a view of (subview, cast,
+/// reshape), and whether it is a view.
+std::pair<Value, bool> viewedBuffer(Value buffer) {
+  bool viewed = false;
+  while (auto view = buffer.getDefiningOp<ViewLikeOpInterface>()) {
+    buffer = view.getViewSource();
+    viewed = true;
+  }
+  return {buffer, viewed};
+}
+
 /// Collects `loop`'s accesses with respect to its first `prefix` induction
-/// variables. False when the body has an effect other than loads and stores.
+/// variables. Accesses through a view count against the viewed buffer and
+/// are never row-local (their indices are the view's). False when the body
+/// has an effect other than loads and stores.
 bool collectAccesses(scf::ParallelOp loop, unsigned prefix, Accesses &accesses) {
   ValueRange ivs = ValueRange(loop.getInductionVars()).take_front(prefix);
   WalkResult result = loop.getBody()->walk([&](Operation *op) {
@@ -153,8 +169,11 @@ bool collectAccesses(scf::ParallelOp loop, unsigned prefix, Accesses &accesses) 
     } else {
       return WalkResult::interrupt(); // copies, calls: unknown accesses
     }
-    bool local = indices.size() >= ivs.size() && llvm::equal(indices.take_front(ivs.size()), ivs);
-    auto [it, inserted] = accesses.rowLocal.try_emplace(buffer, local);
+    auto [base, viewed] = viewedBuffer(buffer);
+    if (viewed && accesses.written.erase(buffer))
+      accesses.written.insert(base);
+    bool local = !viewed && indices.size() >= ivs.size() && llvm::equal(indices.take_front(ivs.size()), ivs);
+    auto [it, inserted] = accesses.rowLocal.try_emplace(base, local);
     if (!inserted)
       it->second &= local;
     return WalkResult::advance();
@@ -291,9 +310,47 @@ void fuseAdjacentLoops(func::FuncOp func) {
   }
 }
 
+/// True when `op`'s leading dimension is parallel (its loop is the outermost)
+/// and no two iterations over its parallel dimensions write one element:
+/// every output's indexing map reads each of them.
+bool writesDisjointElements(linalg::GenericOp op) {
+  if (op.getNumLoops() == 0 || !linalg::isParallelIterator(op.getIteratorTypesArray().front()))
+    return false;
+  SmallVector<unsigned> parallelDims;
+  op.getParallelDims(parallelDims);
+  for (OpOperand &out : op.getDpsInitsMutable()) {
+    AffineMap map = op.getMatchingIndexingMap(&out);
+    for (unsigned d : parallelDims)
+      if (!map.isFunctionOfDim(d))
+        return false;
+  }
+  return true;
+}
+
+/// The function's top-level generics on buffers as parallel loops over
+/// their parallel dimensions (reductions sequential inside, in order).
+void parallelizeTopLevelGenerics(func::FuncOp func) {
+  if (func.getBody().empty())
+    return;
+  SmallVector<linalg::GenericOp> generics;
+  for (Operation &op : func.getBody().front())
+    if (auto generic = dyn_cast<linalg::GenericOp>(op);
+        generic && generic.hasPureBufferSemantics() && writesDisjointElements(generic))
+      generics.push_back(generic);
+  IRRewriter rewriter(func.getContext());
+  for (linalg::GenericOp generic : generics) {
+    rewriter.setInsertionPoint(generic);
+    if (succeeded(linalg::linalgOpToParallelLoops(rewriter, generic)))
+      rewriter.eraseOp(generic);
+  }
+}
+
 struct MoeParallelizeLoopsPass
     : mlir::moe::impl::MoeParallelizeLoopsBase<MoeParallelizeLoopsPass> {
+  using MoeParallelizeLoopsBase::MoeParallelizeLoopsBase;
   void runOnOperation() override {
+    if (parallelGenerics)
+      parallelizeTopLevelGenerics(getOperation());
     // Post-order: inner loops convert before the loops around them.
     SmallVector<scf::ForOp> marked;
     getOperation().walk([&](scf::ForOp loop) {
