@@ -156,13 +156,14 @@ bool collectAccesses(scf::ParallelOp loop, unsigned prefix, Accesses &accesses) 
   WalkResult result = loop.getBody()->walk([&](Operation *op) {
     Value buffer;
     ValueRange indices;
+    bool writes = false;
     if (auto load = dyn_cast<memref::LoadOp>(op)) {
       buffer = load.getMemRef();
       indices = load.getIndices();
     } else if (auto store = dyn_cast<memref::StoreOp>(op)) {
       buffer = store.getMemRef();
       indices = store.getIndices();
-      accesses.written.insert(buffer);
+      writes = true;
     } else if (isa<memref::AllocaOp, memref::AllocOp, memref::DeallocOp>(op) || isMemoryEffectFree(op) ||
                op->hasTrait<OpTrait::HasRecursiveMemoryEffects>()) {
       return WalkResult::advance();
@@ -170,7 +171,7 @@ bool collectAccesses(scf::ParallelOp loop, unsigned prefix, Accesses &accesses) 
       return WalkResult::interrupt(); // copies, calls: unknown accesses
     }
     auto [base, viewed] = viewedBuffer(buffer);
-    if (viewed && accesses.written.erase(buffer))
+    if (writes)
       accesses.written.insert(base);
     bool local = !viewed && indices.size() >= ivs.size() && llvm::equal(indices.take_front(ivs.size()), ivs);
     auto [it, inserted] = accesses.rowLocal.try_emplace(base, local);

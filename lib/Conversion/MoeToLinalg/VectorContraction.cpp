@@ -364,6 +364,8 @@ Value lowering::tiledGroupedLinearF32(OpBuilder &b, Location loc, Value a, Value
       b, loc, zero, n, panelSize, ValueRange{out}, [&](OpBuilder &pb, Location pl, Value n0, ValueRange panelIter) {
         auto perGroup = scf::ForOp::create(
             pb, pl, zero, groups, one, panelIter, [&](OpBuilder &gb, Location gl, Value g, ValueRange iter) {
+              // Computed here, not per panel: the panel loop's body must be
+              // the group loop alone to merge with it into one 2-D loop.
               Value nEnd = arith::MinUIOp::create(gb, gl, arith::AddIOp::create(gb, gl, n0, panelSize), n);
               auto [lo, hi] = rowsOf(gb, gl, g);
               WeightSource w = weightOf(gb, gl, g);

@@ -193,14 +193,16 @@ LogicalResult GraphImporter::viewLikeSharedExpertInput(const MoeBlock &block, Va
   if (!viewed || failed(tokens))
     return failure();
   auto viewedType = cast<RankedTensorType>(viewed.getType()), tokensType = cast<RankedTensorType>(tokens->getType());
-  if (viewedType.getRank() != tokensType.getRank())
+  auto mismatch = [&] {
     return emitError(loc) << "MoE block: the routed output is viewed as " << viewedType
                           << " before the shared expert's output " << tokensType << " is added";
+  };
+  if (viewedType.getRank() != tokensType.getRank())
+    return mismatch();
   for (int64_t d = 0; d < viewedType.getRank(); ++d) {
     if (!viewedType.isDynamicDim(d) && !tokensType.isDynamicDim(d)) {
       if (viewedType.getDimSize(d) != tokensType.getDimSize(d))
-        return emitError(loc) << "MoE block: the routed output is viewed as " << viewedType
-                              << " before the shared expert's output " << tokensType << " is added";
+        return mismatch();
       continue;
     }
     checkSameSizeAtRunTime(builder, loc, d, tensor::DimOp::create(builder, loc, viewed, d),
