@@ -68,6 +68,131 @@ Value addIndex(OpBuilder &b, Location loc, Value x, int64_t y) {
 /// chunk.
 constexpr int64_t kDispatchChunk = 256;
 
+/// Items [0, n) bucketed by group and ranked within it.
+struct GroupRanks {
+  Value bucket;  // [n] i32: item ids, group by group, each group's in item order
+  Value offsets; // [groups + 1] i32: group g's items are bucket[offsets[g], offsets[g + 1])
+  Value rank;    // [n] i32: how many items of its group rank before the item; -1 if no group
+};
+
+using ItemFn = function_ref<Value(OpBuilder &, Location, Value)>;
+
+/// Ranks every item among the items of its group by `ranksBefore` (higher
+/// value, or equal value and lower item id). `groupOf` gives an item's group
+/// (i32; outside [0, groups) means none), `valueOf` its f32 value. A
+/// counting sort buckets the items by group, keeping item order, then each
+/// group's bucket is merge sorted on its own: O(n log n) work, groups in
+/// parallel, where comparing every pair of items would be O(n^2).
+GroupRanks rankWithinGroups(OpBuilder &b, Location loc, Value n, int64_t groups, ItemFn groupOf,
+                            ItemFn valueOf) {
+  using P = arith::CmpIPredicate;
+  Value zero = constIndex(b, loc, 0), one = constIndex(b, loc, 1);
+  Value i32One = constI32(b, loc, 1), i32None = constI32(b, loc, -1);
+  auto groupIndex = [&](OpBuilder &nb, Location nl, Value item) -> std::pair<Value, Value> {
+    Value g = groupOf(nb, nl, item);
+    Value valid = arith::AndIOp::create(nb, nl, cmpi(nb, nl, P::sge, g, constI32(nb, nl, 0)),
+                                        cmpi(nb, nl, P::slt, g, constI32(nb, nl, groups)));
+    return {valid, i32ToIndex(nb, nl, arith::SelectOp::create(nb, nl, valid, g, constI32(nb, nl, 0)))};
+  };
+  auto itemsType = RankedTensorType::get({ShapedType::kDynamic}, b.getI32Type());
+  auto offsetsType = RankedTensorType::get({groups + 1}, b.getI32Type());
+
+  // Group g's count at g + 1, so that an inclusive scan gives the offsets.
+  Value offsets = zeros(b, loc, offsetsType, {});
+  offsets = forRange(b, loc, zero, n, ValueRange{offsets},
+      [&](OpBuilder &b1, Location l1, Value i, ValueRange s1) {
+        auto [valid, g] = groupIndex(b1, l1, i);
+        return ifThen(b1, l1, valid, s1, [&](OpBuilder &b2, Location l2) -> SmallVector<Value> {
+          Value at = addIndex(b2, l2, g, 1);
+          return {put(b2, l2, arith::AddIOp::create(b2, l2, get(b2, l2, s1[0], {at}), i32One), s1[0], {at})};
+        });
+      })[0];
+  offsets = forRange(b, loc, zero, constIndex(b, loc, groups), ValueRange{offsets},
+      [&](OpBuilder &b1, Location l1, Value g, ValueRange s1) -> SmallVector<Value> {
+        Value at = addIndex(b1, l1, g, 1);
+        Value sum = arith::AddIOp::create(b1, l1, get(b1, l1, s1[0], {g}), get(b1, l1, s1[0], {at}));
+        return {put(b1, l1, sum, s1[0], {at})};
+      })[0];
+
+  // The counting sort: items in order, each to its group's next free place.
+  Value bucket = filled(b, loc, itemsType, {n}, i32None);
+  bucket = forRange(b, loc, zero, n, ValueRange{bucket, offsets},
+      [&](OpBuilder &b1, Location l1, Value i, ValueRange s1) {
+        auto [valid, g] = groupIndex(b1, l1, i);
+        return ifThen(b1, l1, valid, s1, [&](OpBuilder &b2, Location l2) -> SmallVector<Value> {
+          Value place = get(b2, l2, s1[1], {g});
+          return {put(b2, l2, indexToI32(b2, l2, i), s1[0], {i32ToIndex(b2, l2, place)}),
+                  put(b2, l2, arith::AddIOp::create(b2, l2, place, i32One), s1[1], {g})};
+        });
+      })[0];
+
+  // One merge pass over [lo, hi): runs of `width` merged pairwise, src -> dst.
+  auto mergePass = [&](OpBuilder &b1, Location l1, Value src, Value dst, Value lo, Value hi,
+                       Value width) -> Value {
+    Value span = arith::MulIOp::create(b1, l1, width, constIndex(b1, l1, 2));
+    Value len = arith::SubIOp::create(b1, l1, hi, lo);
+    Value pairs = arith::CeilDivUIOp::create(b1, l1, len, span);
+    return forRange(b1, l1, zero, pairs, ValueRange{dst},
+        [&](OpBuilder &b2, Location l2, Value r, ValueRange s2) -> SmallVector<Value> {
+          Value start = arith::AddIOp::create(b2, l2, lo, arith::MulIOp::create(b2, l2, r, span));
+          Value mid = arith::MinUIOp::create(b2, l2, arith::AddIOp::create(b2, l2, start, width), hi);
+          Value end = arith::MinUIOp::create(b2, l2, arith::AddIOp::create(b2, l2, start, span), hi);
+          Value last = arith::SubIOp::create(b2, l2, end, one);
+          SmallVector<Value> merged = forRange(b2, l2, start, end, ValueRange{s2[0], start, mid},
+              [&](OpBuilder &b3, Location l3, Value out, ValueRange s3) -> SmallVector<Value> {
+                Value left = get(b3, l3, src, {arith::MinUIOp::create(b3, l3, s3[1], last)});
+                Value right = get(b3, l3, src, {arith::MinUIOp::create(b3, l3, s3[2], last)});
+                Value leftDone = cmpi(b3, l3, P::uge, s3[1], mid);
+                Value rightLeft = cmpi(b3, l3, P::ult, s3[2], end);
+                Value rightBefore = ranksBefore(b3, l3, valueOf(b3, l3, i32ToIndex(b3, l3, right)), right,
+                                                valueOf(b3, l3, i32ToIndex(b3, l3, left)), left);
+                Value takeRight = arith::AndIOp::create(
+                    b3, l3, rightLeft, arith::OrIOp::create(b3, l3, leftDone, rightBefore));
+                Value item = arith::SelectOp::create(b3, l3, takeRight, right, left);
+                Value step = arith::IndexCastUIOp::create(b3, l3, b3.getIndexType(), takeRight);
+                return {put(b3, l3, item, s3[0], {out}),
+                        arith::AddIOp::create(b3, l3, s3[1], arith::SubIOp::create(b3, l3, one, step)),
+                        arith::AddIOp::create(b3, l3, s3[2], step)};
+              });
+          return {merged[0]};
+        })[0];
+  };
+
+  // Pairs of passes (widths 4^p and 2·4^p) bring each sorted group back to
+  // `sorted`; a group of m items needs ceil(log2 m) passes, 32 at most.
+  Value sorted = bucket;
+  Value scratch = filled(b, loc, itemsType, {n}, i32None);
+  sorted = forRange(b, loc, zero, constIndex(b, loc, groups), ValueRange{sorted, scratch},
+      [&](OpBuilder &b1, Location l1, Value g, ValueRange s1) {
+        Value lo = i32ToIndex(b1, l1, get(b1, l1, offsets, {g}));
+        Value hi = i32ToIndex(b1, l1, get(b1, l1, offsets, {addIndex(b1, l1, g, 1)}));
+        Value len = arith::SubIOp::create(b1, l1, hi, lo);
+        return forRange(b1, l1, zero, constIndex(b1, l1, 16), s1,
+            [&](OpBuilder &b2, Location l2, Value p, ValueRange s2) {
+              Value width = arith::ShLIOp::create(b2, l2, one, arith::AddIOp::create(b2, l2, p, p));
+              return ifThen(b2, l2, cmpi(b2, l2, P::ult, width, len), s2,
+                  [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
+                    Value there = mergePass(b3, l3, s2[0], s2[1], lo, hi, width);
+                    Value twice = arith::AddIOp::create(b3, l3, width, width);
+                    return {mergePass(b3, l3, there, s2[0], lo, hi, twice), there};
+                  });
+            });
+      }, /*independent=*/true)[0];
+
+  Value rank = filled(b, loc, itemsType, {n}, i32None);
+  rank = forRange(b, loc, zero, constIndex(b, loc, groups), ValueRange{rank},
+      [&](OpBuilder &b1, Location l1, Value g, ValueRange s1) {
+        Value lo = i32ToIndex(b1, l1, get(b1, l1, offsets, {g}));
+        Value hi = i32ToIndex(b1, l1, get(b1, l1, offsets, {addIndex(b1, l1, g, 1)}));
+        return forRange(b1, l1, lo, hi, s1, [&](OpBuilder &b2, Location l2, Value at, ValueRange s2) {
+          Value item = i32ToIndex(b2, l2, get(b2, l2, sorted, {at}));
+          Value r = indexToI32(b2, l2, arith::SubIOp::create(b2, l2, at, lo));
+          return SmallVector<Value>{put(b2, l2, r, s2[0], {item})};
+        });
+      }, /*independent=*/true)[0];
+  return {bucket, offsets, rank};
+}
+
 struct LowerDispatch : OpRewritePattern<DispatchOp> {
   using OpRewritePattern::OpRewritePattern;
 
@@ -215,27 +340,36 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
       state[0] = placed[0];
       state[1] = placed[1];
     } else {
-      // drop = probs: a slot's rank compares weights with every slot of its
-      // expert; each expert scans the slots in order and numbers its own
-      // (experts are independent: each writes only its slots and count).
+      // drop = probs: each expert keeps its slots ranked below the capacity,
+      // numbered in (t, k) order (experts are independent: each writes only
+      // its slots and count).
+      GroupRanks ranked = rankWithinGroups(b, loc, steps, op.getNumExperts(),
+          [&](OpBuilder &nb, Location nl, Value s) {
+            auto [t, j] = slotAt(nb, nl, s);
+            Value e = get(nb, nl, indices, {t, j});
+            return arith::SelectOp::create(nb, nl, isRouted(nb, nl, e), e, i32None).getResult();
+          },
+          [&](OpBuilder &nb, Location nl, Value s) {
+            auto [t, j] = slotAt(nb, nl, s);
+            return get(nb, nl, weights, {t, j});
+          });
+      Value limit = indexToI32(b, loc, capacity);
       state = forRange(
           b, loc, zero, numRouted, state,
           [&](OpBuilder &b0, Location l0, Value eIdx, ValueRange s0) -> SmallVector<Value> {
             Value e = indexToI32(b0, l0, eIdx);
+            Value lo = i32ToIndex(b0, l0, get(b0, l0, ranked.offsets, {eIdx}));
+            Value hi = i32ToIndex(b0, l0, get(b0, l0, ranked.offsets, {addIndex(b0, l0, eIdx, 1)}));
             SmallVector<Value> init = llvm::to_vector(s0);
             init.push_back(i32Zero); // rows of e so far
             SmallVector<Value> scanned = forRange(
-                b0, l0, zero, steps, init, [&](OpBuilder &b1, Location l1, Value st, ValueRange s1) {
-                  auto [t, j] = slotAt(b1, l1, st);
-                  Value mine = cmpi(b1, l1, P::eq, get(b1, l1, indices, {t, j}), e);
-                  return ifThen(b1, l1, mine, s1, [&](OpBuilder &b3, Location l3) -> SmallVector<Value> {
-                    Value limit = indexToI32(b3, l3, capacity);
-                    Value rank = probsRank(b3, l3, indices, weights, tokens, numPrimary, t, j, e);
-                    Value keep = cmpi(b3, l3, P::slt, rank, limit);
-                    return ifThen(b3, l3, keep, s1, [&](OpBuilder &b4, Location l4) -> SmallVector<Value> {
-                      return {put(b4, l4, e, s1[0], {t, j}), put(b4, l4, s1[4], s1[1], {t, j}), s1[2],
-                              s1[3], arith::AddIOp::create(b4, l4, s1[4], i32One)};
-                    });
+                b0, l0, lo, hi, init, [&](OpBuilder &b1, Location l1, Value at, ValueRange s1) {
+                  Value s = i32ToIndex(b1, l1, get(b1, l1, ranked.bucket, {at}));
+                  Value keep = cmpi(b1, l1, P::slt, get(b1, l1, ranked.rank, {s}), limit);
+                  return ifThen(b1, l1, keep, s1, [&](OpBuilder &b2, Location l2) -> SmallVector<Value> {
+                    auto [t, j] = slotAt(b2, l2, s);
+                    return {put(b2, l2, e, s1[0], {t, j}), put(b2, l2, s1[4], s1[1], {t, j}), s1[2],
+                            s1[3], arith::AddIOp::create(b2, l2, s1[4], i32One)};
                   });
                 });
             Value count = scanned.pop_back_val();
@@ -285,13 +419,17 @@ struct LowerDispatch : OpRewritePattern<DispatchOp> {
     if (fillIn) {
       Value before = state[2];
       Value last = constIndex(b, loc, routedSlots - 1);
+      // Each candidate's rank among its expert's candidates.
+      Value fillRank = rankWithinGroups(b, loc, tokens, op.getNumExperts(),
+          [&](OpBuilder &nb, Location nl, Value t) { return get(nb, nl, indices, {t, last}); },
+          [&](OpBuilder &nb, Location nl, Value t) { return get(nb, nl, weights, {t, last}); }).rank;
       state = forRange(b, loc, zero, tokens, state, [&](OpBuilder &b1, Location l1, Value t, ValueRange s1) {
         Value e = get(b1, l1, indices, {t, last});
         Value valid = isRouted(b1, l1, e);
         return ifThen(b1, l1, valid, s1, [&](OpBuilder &b2, Location l2) -> SmallVector<Value> {
           Value eIdx = i32ToIndex(b2, l2, e);
           Value used = get(b2, l2, before, {eIdx});
-          Value rank = fillInRank(b2, l2, indices, weights, tokens, last, t, e);
+          Value rank = get(b2, l2, fillRank, {t});
           Value freeRows = arith::SubIOp::create(b2, l2, indexToI32(b2, l2, capacity), used);
           Value take = cmpi(b2, l2, P::slt, rank, freeRows);
           return ifThen(b2, l2, take, s1, [&](OpBuilder &b3, Location l3) {
@@ -375,44 +513,6 @@ private:
     c = math::CeilOp::create(b, loc, c);
     return arith::IndexCastOp::create(b, loc, b.getIndexType(),
                                       arith::FPToSIOp::create(b, loc, b.getI64Type(), c));
-  }
-
-  /// How many primary slots of expert e rank before slot (t, j): higher
-  /// weight, or equal weight earlier in (t, k) order.
-  static Value probsRank(OpBuilder &b, Location loc, Value indices, Value weights, Value tokens,
-                         Value numPrimary, Value t, Value j, Value e) {
-    Value zero = constIndex(b, loc, 0);
-    Value w = get(b, loc, weights, {t, j});
-    Value order = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, t, numPrimary), j);
-    return forRange(b, loc, zero, tokens, ValueRange{constI32(b, loc, 0)},
-                    [&](OpBuilder &b1, Location l1, Value u, ValueRange c1) {
-                      return forRange(b1, l1, zero, numPrimary, c1, [&](OpBuilder &b2, Location l2,
-                                                                         Value i, ValueRange c2) {
-                        Value same = cmpi(b2, l2, arith::CmpIPredicate::eq,
-                                          get(b2, l2, indices, {u, i}), e);
-                        Value other = arith::AddIOp::create(
-                            b2, l2, arith::MulIOp::create(b2, l2, u, numPrimary), i);
-                        Value before = ranksBefore(b2, l2, get(b2, l2, weights, {u, i}), other, w, order);
-                        Value inc = arith::ExtUIOp::create(
-                            b2, l2, b2.getI32Type(), arith::AndIOp::create(b2, l2, same, before));
-                        return SmallVector<Value>{arith::AddIOp::create(b2, l2, c2[0], inc)};
-                      });
-                    })[0];
-  }
-
-  /// Rank of token t's fill-in candidate among the candidates for expert e.
-  static Value fillInRank(OpBuilder &b, Location loc, Value indices, Value weights, Value tokens,
-                          Value column, Value t, Value e) {
-    Value w = get(b, loc, weights, {t, column});
-    return forRange(b, loc, constIndex(b, loc, 0), tokens, ValueRange{constI32(b, loc, 0)},
-                    [&](OpBuilder &b1, Location l1, Value u, ValueRange c) {
-                      Value same = cmpi(b1, l1, arith::CmpIPredicate::eq,
-                                        get(b1, l1, indices, {u, column}), e);
-                      Value before = ranksBefore(b1, l1, get(b1, l1, weights, {u, column}), u, w, t);
-                      Value inc = arith::ExtUIOp::create(b1, l1, b1.getI32Type(),
-                                                         arith::AndIOp::create(b1, l1, same, before));
-                      return SmallVector<Value>{arith::AddIOp::create(b1, l1, c[0], inc)};
-                    })[0];
   }
 
   /// argmax of logits[t, first .. first + count), ties to the lowest index.
