@@ -198,15 +198,27 @@ class StackGather(Experts):
 class BoolIndexLoop(Experts):
     """Per expert, the rows routed to it selected by a boolean mask and
     updated in place, y[rows] += w_e[rows] * expert(x[rows]) (NonZero and
-    a run-time Expand shape in the exports; plain ops, a remark)."""
+    a run-time Expand shape in the exports). `counted`: the rows as
+    (idx == e).sum(-1) > 0 and the update spelled y[rows] = y[rows] + ...;
+    `wrong_gate`: each expert's rows weighted by the next expert's column
+    (a near miss)."""
+
+    def __init__(self, expert=SwiGLU, counted=False, wrong_gate=False):
+        super().__init__(expert)
+        self.counted, self.wrong_gate = counted, wrong_gate
 
     def forward(self, x):
         w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
         y = torch.zeros_like(x)
         for e, expert in enumerate(self.experts):
             hit = idx == e
-            rows = hit.any(-1)
-            y[rows] += (w * hit).sum(-1, keepdim=True)[rows] * expert(x[rows])
+            rows = hit.sum(-1) > 0 if self.counted else hit.any(-1)
+            gate_hit = idx == (e + 1) % EXPERTS if self.wrong_gate else hit
+            gate = (w * gate_hit).sum(-1, keepdim=True)[rows]
+            if self.counted:
+                y[rows] = y[rows] + gate * expert(x[rows])
+            else:
+                y[rows] += gate * expert(x[rows])
         return y
 
 
@@ -695,7 +707,9 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # Casts (the columns w * (idx == e), the renormalisation); GELU's √2 rounded to f16.
            "mask_loop_f16": MaskLoop, "gathered_einsum_f16": GatheredEinsum,
            "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
-           "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
+           "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop,
+           "bool_index_counted_loop": lambda: BoolIndexLoop(lambda: mlp(nn.GELU(), True), counted=True),
+           "bool_index_wrong_gate_near_miss": lambda: BoolIndexLoop(wrong_gate=True), "top2_argmax_gating": Top2ArgmaxGating,
            "bmm_experts": BmmExperts, "sort_cut": SortCut, "switch_max_loop": SwitchMaxLoop,
            "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
            "masked_input_loop": MaskedInputLoop,
@@ -729,7 +743,7 @@ DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
           ("batch_axis_loop", "dynamo")}
 # Near misses: one export is enough.
-DYNAMO_ONLY = {"skip_loop_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
+DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).

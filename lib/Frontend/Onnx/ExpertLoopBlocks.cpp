@@ -27,7 +27,86 @@ struct ExpertRows {
   /// The value the loop indexes the expert with (a constant, or the i-th
   /// hit expert); stacked expert weights are gathered at it.
   std::string index;
+  /// In the row-mask form (`y[rows] += ...` with rows = any(ids == e, -1)),
+  /// ids == e; `slot` is then empty: a token's slot weight is its row sum
+  /// of w * (ids == e), the one slot that picked e.
+  std::string hits = "";
 };
+
+/// The token list of the rows any(hits, -1) selects, for the [T, k] bool
+/// `hits`: any as Cast(ReduceMax(Cast(hits), -1), bool) (dynamo) or
+/// Greater(ReduceSum(Cast(hits), -1), 0) (TorchScript), its tokens
+/// Squeeze(Transpose(NonZero(any)), 1) (RowMaskCanonicalization.cpp writes
+/// every spelling so). The token list, or "".
+static std::string rowMaskTokens(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef hits,
+                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto lastAxis = [&](const onnx::NodeProto &reduce) {
+    std::optional<llvm::SmallVector<int64_t>> axes = axesOf(reduce, constants);
+    return axes && axes->size() == 1 && ((*axes)[0] == -1 || (*axes)[0] == 1) && intAttr(reduce, "keepdims", 1) == 0;
+  };
+  for (int u : g.users(hits)) {
+    const onnx::NodeProto &cast = g.graph.node(u);
+    const onnx::NodeProto *reduce = cast.op_type() == "Cast" ? g.onlyUser(outputOf(cast, 0), "ReduceMax") : nullptr;
+    if (!reduce && cast.op_type() == "Cast")
+      reduce = g.onlyUser(outputOf(cast, 0), "ReduceSum");
+    if (!reduce || !lastAxis(*reduce))
+      continue;
+    // any: a Cast to bool of the max, or the count compared with 0.
+    const onnx::NodeProto *any = g.onlyUser(outputOf(*reduce, 0), "Greater");
+    std::optional<llvm::SmallVector<int64_t>> zero = any ? constants(inputOf(*any, 1)) : std::nullopt;
+    if (any && (inputOf(*any, 0) != outputOf(*reduce, 0) || !zero || zero->size() != 1 || (*zero)[0] != 0))
+      any = nullptr;
+    if (!any && reduce->op_type() == "ReduceMax") {
+      any = g.onlyUser(outputOf(*reduce, 0), "Cast");
+      if (any && intAttr(*any, "to", 0) != onnx::TensorProto::BOOL)
+        any = nullptr;
+    }
+    const onnx::NodeProto *nz = any ? g.onlyUser(outputOf(*any, 0), "NonZero") : nullptr;
+    const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
+    const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
+    if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} || !hasAxis(*sq, constants, 1))
+      continue;
+    nodes.append({&cast, reduce, any, nz, tr, sq});
+    return outputOf(*sq, 0);
+  }
+  return "";
+}
+
+/// In the row-mask form, the slot weight of each row as a column:
+/// GatherND(ReduceSum(w * Cast(hits), -1, keepdims), Unsqueeze(token, -1)),
+/// or that gathered without keepdims and unsqueezed. True when `column` is
+/// that.
+static bool rowMaskWeightColumn(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef column,
+                                llvm::StringRef w, const ExpertRows &rows,
+                                llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *trailing = g.producer(column);
+  bool keptAxis = !(trailing && trailing->op_type() == "Unsqueeze" && hasAxis(*trailing, constants, -1));
+  const onnx::NodeProto *gather = keptAxis ? trailing : g.producer(inputOf(*trailing, 0));
+  const onnx::NodeProto *tokenColumn =
+      gather && gather->op_type() == "GatherND" && intAttr(*gather, "batch_dims", 0) == 0
+          ? g.producer(inputOf(*gather, 1))
+          : nullptr;
+  const onnx::NodeProto *sum = tokenColumn ? g.producer(inputOf(*gather, 0)) : nullptr;
+  if (!tokenColumn || tokenColumn->op_type() != "Unsqueeze" || inputOf(*tokenColumn, 0) != rows.token ||
+      !hasAxis(*tokenColumn, constants, -1) || !sum || sum->op_type() != "ReduceSum" ||
+      intAttr(*sum, "keepdims", 1) != (keptAxis ? 1 : 0))
+    return false;
+  std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*sum, constants);
+  const onnx::NodeProto *product = g.producer(inputOf(*sum, 0));
+  if (!axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || !product ||
+      product->op_type() != "Mul")
+    return false;
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *cast = g.producer(inputOf(*product, 1 - side));
+    if (inputOf(*product, side) == w && cast && cast->op_type() == "Cast" && inputOf(*cast, 0) == rows.hits) {
+      nodes.append({gather, sum, product, cast});
+      if (!keptAxis)
+        nodes.push_back(trailing);
+      return true;
+    }
+  }
+  return false;
+}
 
 /// The two columns of Transpose(NonZero(m), [1, 0]) [n, 2] taken as
 /// Squeeze(Slice(t, [i], [i + 1], axes [1]), 1), as torch.unbind exports
@@ -221,6 +300,8 @@ std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, c
 static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef column,
                              llvm::StringRef w, int64_t k, const ExpertRows &rows,
                              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  if (!rows.hits.empty())
+    return rowMaskWeightColumn(g, constants, column, w, rows, nodes);
   auto unsqueezedFrom = [&](llvm::StringRef value, llvm::StringRef from) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
     return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == from && hasAxis(*u, constants, -1) ? u : nullptr;
@@ -941,6 +1022,13 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
       if (!e || e->size() != 1)
         continue;
       nodes.push_back(&n);
+      llvm::SmallVector<const onnx::NodeProto *> rowNodes;
+      std::string tokens = rowMaskTokens(g, constants, outputOf(n, 0), rowNodes);
+      if (!tokens.empty() && (*e)[0] >= 0 && (*e)[0] < experts && !masks.count((*e)[0])) {
+        nodes.append(rowNodes.begin(), rowNodes.end());
+        masks[(*e)[0]] = ExpertRows{tokens, "", other, outputOf(n, 0)};
+        continue;
+      }
       if (!add((*e)[0], nonZeroRows(g, constants, outputOf(n, 0), nodes), /*tokenFirst=*/true, other))
         return {};
     }

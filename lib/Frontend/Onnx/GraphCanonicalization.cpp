@@ -767,6 +767,7 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   }
   graph.mutable_node()->Swap(&kept);
   llvm::StringMap<llvm::SmallVector<int64_t>> made;
+  changes += canonicalizeRowMasks(graph, ctx, facts, made);
   changes += canonicalizeOneHots(graph, ctx, facts, made);
   if (int64_t selections = canonicalizeSelections(graph, ctx, facts, made)) {
     facts = inferValueFactsWith(graph, ctx, made);

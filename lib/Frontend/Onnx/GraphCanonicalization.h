@@ -92,6 +92,14 @@ int64_t canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationCo
                                const llvm::StringMap<ValueFacts> &facts,
                                llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites the readers of a boolean row mask's NonZero as the token list
+/// and its column (GatherND and ScatterND indices), and the element-wise
+/// ScatterND of `y[mask] = y[mask] + d` as a row scatter
+/// (RowMaskCanonicalization.cpp). `facts` are updated; returns the number
+/// of nodes rewritten.
+int64_t canonicalizeRowMasks(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                             llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites Cast(Equal(Unsqueeze(i, -1), arange(E)), T), the dynamo
 /// exporter's F.one_hot, as OneHot(i, E, [0, 1] : T)
 /// (OneHotCanonicalization.cpp). `facts` are updated; returns the number of

@@ -1,0 +1,219 @@
+//===- RowMaskCanonicalization.cpp - boolean row masks as token lists -----===//
+//
+// `y[rows] += f(x[rows])` with a boolean mask `rows` [T] exports as
+// NonZero(rows) read in several spellings: Transpose(NonZero(rows)) [n, 1]
+// used directly as GatherND indices (TorchScript), or squeezed to the token
+// list [n] and unsqueezed back (dynamo, through a one-input Max and an
+// Expand to its own shape). The write is a ScatterND of every element of
+// the selected rows,
+//
+//   ScatterND(y, Transpose(NonZero(Expand(Unsqueeze(rows, -1), Shape(y)))),
+//             Reshape(y[rows] + d, [-1]))
+//
+// (the flat updates maybe cut to their length by a Slice, or expanded to
+// [n, H] first). The block matchers read one spelling: the token list
+// t = Squeeze(Transpose(NonZero(rows)), 1), its column Unsqueeze(t, -1) as
+// the indices, and the write as the row scatter ScatterND(y, column,
+// y[rows] + d): NonZero lists the selected rows' elements in row-major
+// order, which is the order of the flattened [n, H] rows.
+//
+//===----------------------------------------------------------------------===//
+
+#include "BlockMatching.h"
+#include "GraphCanonicalization.h"
+#include "GraphEditor.h"
+
+#include "llvm/ADT/MapVector.h"
+
+using namespace mlir;
+using namespace mlir::moe::onnx_import;
+
+namespace {
+
+class RowMaskRewriter : public GraphEditor {
+public:
+  using GraphEditor::GraphEditor;
+
+  int64_t run() {
+    // Per mask, the nodes reading it through a column, each with its new
+    // inputs, in graph order.
+    llvm::MapVector<llvm::StringRef, llvm::SmallVector<std::pair<const onnx::NodeProto *, onnx::NodeProto>>> edits;
+    for (const onnx::NodeProto &n : graph.node()) {
+      if (!isStandardNode(n) || n.input_size() < 2)
+        continue;
+      if (n.op_type() == "ScatterND")
+        if (std::optional<std::pair<std::string, std::string>> write = maskedRowWrite(n)) {
+          onnx::NodeProto scatter = n;
+          scatter.set_input(2, write->second);
+          edits[maskName(write->first)].push_back({&n, std::move(scatter)});
+          continue;
+        }
+      if (n.op_type() != "GatherND" && n.op_type() != "ScatterND")
+        continue;
+      if (blocks::intAttr(n, "batch_dims", 0) != 0)
+        continue;
+      std::optional<std::string> mask = columnMask(n.input(1));
+      // A column that is already the canonical one stays.
+      if (!mask || isCanonicalColumn(n.input(1), *mask))
+        continue;
+      edits[maskName(*mask)].push_back({&n, n});
+    }
+    for (auto &[mask, readers] : edits) {
+      // The token list and its column, made where the first reader is.
+      std::string base = mask.str();
+      std::string nz = fresh(base + "/rows_nonzero"), tr = fresh(base + "/rows_transposed"),
+                  tokens = fresh(base + "/row_tokens"), column = fresh(base + "/row_column");
+      std::vector<onnx::NodeProto> made = {node("NonZero", {mask.str()}, nz, nz)};
+      onnx::NodeProto transpose = node("Transpose", {nz}, tr, tr);
+      onnx::AttributeProto *perm = transpose.add_attribute();
+      perm->set_name("perm");
+      perm->set_type(onnx::AttributeProto::INTS);
+      perm->add_ints(1);
+      perm->add_ints(0);
+      made.push_back(std::move(transpose));
+      made.push_back(squeeze(tr, {1}, tokens, tokens));
+      made.push_back(squeeze(tokens, {-1}, column, column, /*unsqueeze=*/true));
+      for (auto &[at, rewritten] : readers) {
+        rewritten.set_input(1, column);
+        std::vector<onnx::NodeProto> nodes;
+        if (!made.empty())
+          nodes.swap(made);
+        nodes.push_back(std::move(rewritten));
+        replace(*at, std::move(nodes));
+      }
+    }
+    return commit();
+  }
+
+private:
+  /// Names outlive the edit only as strings the graph keeps: the mask's
+  /// own name, interned here.
+  llvm::StringRef maskName(const std::string &m) { return names.insert(m).first->getKey(); }
+
+  /// Shape(v) of all of v's axes (a `start = 0` attribute allowed).
+  const onnx::NodeProto *wholeShape(llvm::StringRef shape) const {
+    const onnx::NodeProto *n = producerOf(shape, "Shape");
+    bool whole = n && llvm::all_of(n->attribute(), [](const onnx::AttributeProto &a) {
+                   return a.name() == "start" && a.i() == 0;
+                 });
+    return whole ? n : nullptr;
+  }
+
+  bool isRowMask(llvm::StringRef m) const {
+    const ValueFacts *f = factsOf(m);
+    return f && f->rank == 1;
+  }
+
+  /// Transpose(NonZero(m), [1, 0]) of a 1-D m: m, else nullopt.
+  std::optional<std::string> transposedNonZero(llvm::StringRef v) const {
+    const onnx::NodeProto *tr = producerOf(v, "Transpose");
+    const onnx::NodeProto *nz = tr ? producerOf(tr->input(0), "NonZero") : nullptr;
+    if (!nz || blocks::intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} || !isRowMask(nz->input(0)))
+      return std::nullopt;
+    return nz->input(0);
+  }
+
+  /// The mask whose token list `v` is: Squeeze(Transpose(NonZero(m)), 1),
+  /// maybe through a one-input Max or Min and Expands to a shape of the
+  /// same list (identities).
+  std::optional<std::string> tokenListMask(llvm::StringRef v, int depth = 4) const {
+    if (depth == 0)
+      return std::nullopt;
+    if (const onnx::NodeProto *sq = producerOf(v, "Squeeze")) {
+      std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*sq);
+      if (!axes || normalizedAxes(*axes, 2) != llvm::SmallVector<int64_t>{1})
+        return std::nullopt;
+      return transposedNonZero(sq->input(0));
+    }
+    for (const char *op : {"Max", "Min"})
+      if (const onnx::NodeProto *one = producerOf(v, op); one && one->input_size() == 1)
+        return tokenListMask(one->input(0), depth - 1);
+    if (const onnx::NodeProto *expand = producerOf(v, "Expand")) {
+      const onnx::NodeProto *shape = wholeShape(expand->input(1));
+      std::optional<std::string> of = tokenListMask(expand->input(0), depth - 1);
+      if (!shape || !of || tokenListMask(shape->input(0), depth - 1) != of)
+        return std::nullopt;
+      return of;
+    }
+    return std::nullopt;
+  }
+
+  /// The mask `v` is the token column [n, 1] of: Transpose(NonZero(m)) or
+  /// Unsqueeze(token list, -1).
+  std::optional<std::string> columnMask(llvm::StringRef v) const {
+    if (std::optional<std::string> m = transposedNonZero(v))
+      return m;
+    const onnx::NodeProto *unsq = producerOf(v, "Unsqueeze");
+    std::optional<llvm::SmallVector<int64_t>> axes = unsq ? axesOf(*unsq) : std::nullopt;
+    if (!axes || normalizedAxes(*axes, 2) != llvm::SmallVector<int64_t>{1})
+      return std::nullopt;
+    return tokenListMask(unsq->input(0));
+  }
+
+  /// Unsqueeze(Squeeze(Transpose(NonZero(m)), 1), -1): what run() makes.
+  bool isCanonicalColumn(llvm::StringRef v, llvm::StringRef m) const {
+    const onnx::NodeProto *unsq = producerOf(v, "Unsqueeze");
+    const onnx::NodeProto *sq = unsq ? producerOf(unsq->input(0), "Squeeze") : nullptr;
+    return sq && transposedNonZero(sq->input(0)) == m.str();
+  }
+
+  /// ScatterND(y, elements of the rows m selects, flat(y[m] + d)): (m, the
+  /// rows y[m] + d), else nullopt.
+  std::optional<std::pair<std::string, std::string>> maskedRowWrite(const onnx::NodeProto &scatter) const {
+    const ValueFacts *data = factsOf(scatter.input(0));
+    if (!data || data->rank != 2 || blocks::stringAttr(scatter, "reduction", "none") != "none" ||
+        scatter.input_size() != 3)
+      return std::nullopt;
+    // Every element of the selected rows: Expand(Unsqueeze(m, -1), Shape(y)).
+    const onnx::NodeProto *tr = producerOf(scatter.input(1), "Transpose");
+    const onnx::NodeProto *nz = tr ? producerOf(tr->input(0), "NonZero") : nullptr;
+    const onnx::NodeProto *expand = nz ? producerOf(nz->input(0), "Expand") : nullptr;
+    const onnx::NodeProto *unsq = expand ? producerOf(expand->input(0), "Unsqueeze") : nullptr;
+    const onnx::NodeProto *shape = expand ? wholeShape(expand->input(1)) : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> axes = unsq ? axesOf(*unsq) : std::nullopt;
+    if (!unsq || !shape || shape->input(0) != scatter.input(0) || !axes ||
+        normalizedAxes(*axes, 2) != llvm::SmallVector<int64_t>{1} ||
+        blocks::intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} || !isRowMask(unsq->input(0)))
+      return std::nullopt;
+    std::string mask = unsq->input(0);
+    // The flat updates: Reshape(rows, [-1]), maybe cut from 0 by a Slice,
+    // the rows maybe expanded first.
+    std::string flat = scatter.input(2);
+    if (const onnx::NodeProto *slice = producerOf(flat, "Slice")) {
+      std::optional<llvm::SmallVector<int64_t>> starts = ints(slice->input(1));
+      bool stepOne = slice->input_size() < 5 || slice->input(4).empty() ||
+                     ints(slice->input(4)) == llvm::SmallVector<int64_t>{1};
+      if (!starts || *starts != llvm::SmallVector<int64_t>{0} || !stepOne)
+        return std::nullopt;
+      flat = slice->input(0);
+    }
+    const onnx::NodeProto *reshape = producerOf(flat, "Reshape");
+    if (!reshape || ints(reshape->input(1)) != llvm::SmallVector<int64_t>{-1})
+      return std::nullopt;
+    std::string rows = reshape->input(0);
+    if (const onnx::NodeProto *broadcast = producerOf(rows, "Expand"))
+      rows = broadcast->input(0);
+    // y[m] + d is [n, H] wherever the graph is valid: a broadcast of the
+    // [n, H] rows read, expanded or cut to n·H elements.
+    const onnx::NodeProto *sum = producerOf(rows, "Add");
+    if (!sum)
+      return std::nullopt;
+    for (int side = 0; side < 2; ++side) {
+      const onnx::NodeProto *read = producerOf(sum->input(side), "GatherND");
+      if (read && read->input(0) == scatter.input(0) && blocks::intAttr(*read, "batch_dims", 0) == 0 &&
+          columnMask(read->input(1)) == mask)
+        return std::make_pair(mask, rows);
+    }
+    return std::nullopt;
+  }
+
+  llvm::StringSet<> names;
+};
+
+} // namespace
+
+int64_t mlir::moe::onnx_import::canonicalizeRowMasks(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                                     llvm::StringMap<ValueFacts> &facts,
+                                                     llvm::StringMap<llvm::SmallVector<int64_t>> &made) {
+  return runRewriter<RowMaskRewriter>(graph, ctx, facts, made, /*minOpset=*/11);
+}
