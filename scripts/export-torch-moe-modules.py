@@ -709,7 +709,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "where_loop_gelu_bias_f16": lambda: WhereLoop(lambda: mlp(nn.GELU(), True)),
            "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop,
            "bool_index_counted_loop": lambda: BoolIndexLoop(lambda: mlp(nn.GELU(), True), counted=True),
-           "bool_index_wrong_gate_near_miss": lambda: BoolIndexLoop(wrong_gate=True), "top2_argmax_gating": Top2ArgmaxGating,
+           "bool_index_wrong_gate_near_miss": lambda: BoolIndexLoop(wrong_gate=True),
+           "bool_index_loop_f16": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
            "bmm_experts": BmmExperts, "sort_cut": SortCut, "switch_max_loop": SwitchMaxLoop,
            "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
            "masked_input_loop": MaskedInputLoop,
@@ -738,7 +739,7 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "view_mismatch_shared_refused": lambda: ViewThenSharedLoop(
                view=lambda h: (h.shape[1], 1, h.shape[2]))}
 # Exported and run in this precision (default float32).
-DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16,
+DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
           ("batch_axis_loop", "dynamo")}

@@ -222,15 +222,21 @@ Value reduceAxis(OpBuilder &b, Location loc, Value x, int64_t axis, Reduction ki
   auto accType = RankedTensorType::get(shape, acc);
   SmallVector<Value> sizes = dynamicSizes(b, loc, shape, [&](int64_t d) { return dimSize(b, loc, x, d); });
   Value start;
-  if (kind == Reduction::Max)
-    start = isFloat(acc) ? arith::ConstantOp::create(
-                               b, loc, b.getFloatAttr(acc, -std::numeric_limits<double>::infinity()))
-                               .getResult()
-                         : arith::ConstantOp::create(
-                               b, loc, b.getIntegerAttr(acc, APInt::getSignedMinValue(acc.getIntOrFloatBitWidth())))
+  bool max = kind == Reduction::Max;
+  if (max || kind == Reduction::Min) {
+    double inf = std::numeric_limits<double>::infinity();
+    unsigned width = acc.getIntOrFloatBitWidth();
+    start = isFloat(acc) ? arith::ConstantOp::create(b, loc, b.getFloatAttr(acc, max ? -inf : inf)).getResult()
+                         : arith::ConstantOp::create(b, loc,
+                                                     b.getIntegerAttr(acc, max ? APInt::getSignedMinValue(width)
+                                                                               : APInt::getSignedMaxValue(width)))
                                .getResult();
-  else
+  } else if (kind == Reduction::Prod) {
+    start = isFloat(acc) ? arith::ConstantOp::create(b, loc, b.getFloatAttr(acc, 1.0)).getResult()
+                         : arith::ConstantOp::create(b, loc, b.getIntegerAttr(acc, 1)).getResult();
+  } else {
     start = zeroOf(b, loc, acc);
+  }
   Value init = filled(b, loc, accType, sizes, start);
   MLIRContext *ctx = b.getContext();
   SmallVector<AffineExpr> outExprs;
@@ -249,6 +255,12 @@ Value reduceAxis(OpBuilder &b, Location loc, Value x, int64_t axis, Reduction ki
             if (kind == Reduction::Max)
               r = isFloat(acc) ? arith::MaximumFOp::create(nb, nl, args[1], v).getResult()
                                : arith::MaxSIOp::create(nb, nl, args[1], v).getResult();
+            else if (kind == Reduction::Min)
+              r = isFloat(acc) ? arith::MinimumFOp::create(nb, nl, args[1], v).getResult()
+                               : arith::MinSIOp::create(nb, nl, args[1], v).getResult();
+            else if (kind == Reduction::Prod)
+              r = isFloat(acc) ? arith::MulFOp::create(nb, nl, args[1], v).getResult()
+                               : arith::MulIOp::create(nb, nl, args[1], v).getResult();
             else
               r = isFloat(acc) ? arith::AddFOp::create(nb, nl, args[1], v).getResult()
                                : arith::AddIOp::create(nb, nl, args[1], v).getResult();

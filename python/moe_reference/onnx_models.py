@@ -1286,12 +1286,49 @@ def conv_model(name, channels=4):
                    "image": rng.standard_normal((2, 4, 6, 7)).astype(f)}
 
 
+def reductions_model(name, tokens=6, hidden=8):
+    """Every ONNX reduction: ReduceMin, ReduceProd, ReduceL1, ReduceL2,
+    ReduceSumSquare, ReduceLogSum over the last axis (keepdims both ways)
+    and over both axes, and ReduceLogSumExp of elements up to about 200
+    (exp overflows f32 past 88), each broadcast back onto x."""
+    rng = _rng(name)
+    f = np.float32
+    inits = [_init("last", np.array([-1], np.int64)), _init("both", np.array([0, 1], np.int64)),
+             _init("big", np.array([60.0], f))]
+    n = helper.make_node
+    nodes = [n("Abs", ["x"], ["ax"]), n("Mul", ["x", "big"], ["xb"])]
+    terms = []
+    for op, src in (("ReduceMin", "x"), ("ReduceProd", "x"), ("ReduceL1", "x"), ("ReduceL2", "x"),
+                    ("ReduceSumSquare", "x"), ("ReduceLogSum", "ax"), ("ReduceLogSumExp", "xb")):
+        out = op.lower()
+        nodes.append(n(op, [src, "last"], [out + "_kept"], keepdims=1))                 # [T, 1]
+        nodes.append(n(op, [src, "last"], [out + "_flat"], keepdims=0))                 # [T]
+        nodes.append(n("Unsqueeze", [out + "_flat", "last"], [out + "_col"]))
+        nodes.append(n(op, [src, "both"], [out + "_all"], keepdims=0))                  # []
+        nodes.append(n("Sub", [out + "_kept", out + "_col"], [out + "_zero"]))
+        nodes.append(n("Add", [out + "_kept", out + "_zero"], [out + "_a"]))
+        nodes.append(n("Add", [out + "_a", out + "_all"], [out + "_term"]))
+        terms.append(out + "_term")
+    acc = "x"
+    for i, t in enumerate(terms):
+        nodes.append(n("Add", [acc, t], [f"acc{i}"]))
+        acc = f"acc{i}"
+    nodes.append(n("Identity", [acc], ["y"]))
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    # Prod of 48 normal elements underflows: values near 1 keep it finite.
+    x = (1 + 0.3 * rng.standard_normal((tokens, hidden))).astype(f)
+    x[0, :] *= 4  # one row with large elements: 60 * 4 * 1.x > 88
+    return model, {"x": x}
+
+
 # Models of plain ONNX ops (one builder each, called with the model's name).
 OP_MODELS = {"transformer_2layer": transformer_model, "transformer_ops": ops_model, "scatter_ops": scatter_model,
              "gather_nd_trilu": gather_nd_trilu_model, "predicates_clip": predicates_clip_model,
              "expand_runtime_shape": expand_runtime_model, "sort_runtime_length": sort_runtime_length_model,
              "sorted_split": sorted_split_model, "conv_ops": conv_model, "activations_norms": activations_model,
-             "moe_dynamic_shapes": dynamic_shapes_model}
+             "moe_dynamic_shapes": dynamic_shapes_model, "reductions": reductions_model}
 
 
 def build(name, out_dir):
@@ -1338,7 +1375,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "sort_runtime_length", "sorted_split", "conv_ops",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "sort_runtime_length", "sorted_split", "conv_ops", "reductions",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 
@@ -1435,6 +1472,11 @@ def bad_model(name, out_dir):
         axis = helper.make_tensor_value_info("axis", TensorProto.INT64, [])
         nodes = [helper.make_node("CumSum", ["x", "axis"], ["y"], name="the_cumsum")]
         graph = helper.make_graph(nodes, name, [x, axis], [helper.make_tensor_value_info("y", f, ["tokens", 8])])
+    elif name == "reduce_l2_int":
+        # The norms of integers: ONNX allows them, the import takes floats only.
+        xi = helper.make_tensor_value_info("x", TensorProto.INT64, ["tokens", 8])
+        nodes = [helper.make_node("ReduceL2", ["x"], ["y"], keepdims=0, name="the_norm")]
+        graph = helper.make_graph(nodes, name, [xi], [helper.make_tensor_value_info("y", TensorProto.INT64, [])])
     elif name == "and_not_bool":
         nodes = [helper.make_node("And", ["x", "x"], ["y"], name="the_and")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", TensorProto.BOOL, ["tokens", 8])])
@@ -1524,7 +1566,7 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "moe_sparse_mixer_k1",
        "qmoe_zero_points", "qmoe_fp4", "qmoe_mixed_bits", "gathernd_batch_dims", "unsqueeze_repeated_axis",
        "clip_bounds_not_scalar",
-       "cumsum_dynamic_axis", "and_not_bool", "slice_data_dependent_end", "slice_negative_step_dynamic",
+       "cumsum_dynamic_axis", "and_not_bool", "reduce_l2_int", "slice_data_dependent_end", "slice_negative_step_dynamic",
        "no_default_opset", "opset_10000",
        "ir_version_99", "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
 

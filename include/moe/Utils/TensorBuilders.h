@@ -43,7 +43,7 @@ Value sumOfProducts(OpBuilder &b, Location loc, ValueRange inputs, ArrayRef<Affi
                     RankedTensorType resultType, ValueRange dynamicSizes,
                     ArrayRef<utils::IteratorType> iterators);
 
-enum class Reduction { Sum, Max, Mean };
+enum class Reduction { Sum, Max, Min, Prod, Mean };
 
 /// Reduces `x` over `axis`, keeping it as a dimension of size 1 (f32
 /// accumulation for floats).

@@ -86,13 +86,22 @@ static bool rowMaskWeightColumn(const GraphIndex &g, const ConstantLookup &const
       gather && gather->op_type() == "GatherND" && intAttr(*gather, "batch_dims", 0) == 0
           ? g.producer(inputOf(*gather, 1))
           : nullptr;
-  const onnx::NodeProto *sum = tokenColumn ? g.producer(inputOf(*gather, 0)) : nullptr;
+  // A 16-bit model sums in f32 between Casts: one nonzero term, exact.
+  llvm::SmallVector<const onnx::NodeProto *> casts;
+  auto throughCast = [&](const onnx::NodeProto *n) {
+    if (n && n->op_type() == "Cast") {
+      casts.push_back(n);
+      return g.producer(inputOf(*n, 0));
+    }
+    return n;
+  };
+  const onnx::NodeProto *sum = tokenColumn ? throughCast(g.producer(inputOf(*gather, 0))) : nullptr;
   if (!tokenColumn || tokenColumn->op_type() != "Unsqueeze" || inputOf(*tokenColumn, 0) != rows.token ||
       !hasAxis(*tokenColumn, constants, -1) || !sum || sum->op_type() != "ReduceSum" ||
       intAttr(*sum, "keepdims", 1) != (keptAxis ? 1 : 0))
     return false;
   std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*sum, constants);
-  const onnx::NodeProto *product = g.producer(inputOf(*sum, 0));
+  const onnx::NodeProto *product = throughCast(g.producer(inputOf(*sum, 0)));
   if (!axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || !product ||
       product->op_type() != "Mul")
     return false;
@@ -100,6 +109,7 @@ static bool rowMaskWeightColumn(const GraphIndex &g, const ConstantLookup &const
     const onnx::NodeProto *cast = g.producer(inputOf(*product, 1 - side));
     if (inputOf(*product, side) == w && cast && cast->op_type() == "Cast" && inputOf(*cast, 0) == rows.hits) {
       nodes.append({gather, sum, product, cast});
+      nodes.append(casts.begin(), casts.end());
       if (!keptAxis)
         nodes.push_back(trailing);
       return true;

@@ -347,6 +347,19 @@ FailureOr<SmallVector<int64_t>> reductionAxes(NodeContext &ctx, int64_t inputSin
   return axes;
 }
 
+/// `x` reduced over `axes` (kept as size-1 dimensions) without them,
+/// unless keepdims.
+Value withoutReducedAxes(NodeContext &ctx, Value x, ArrayRef<int64_t> axes) {
+  if (ctx.intAttr("keepdims", 1) || axes.empty())
+    return x;
+  // The kept sizes as they are (several may be dynamic).
+  SmallVector<OpFoldResult> sizes;
+  for (auto [d, size] : llvm::enumerate(tb::sizesOf(ctx.b, ctx.loc, x)))
+    if (!llvm::is_contained(axes, static_cast<int64_t>(d)))
+      sizes.push_back(size);
+  return tb::reshapeToSizes(ctx.b, ctx.loc, x, sizes);
+}
+
 ConvertFn reduce(tb::Reduction kind, int64_t axesInputSince) {
   return [kind, axesInputSince](NodeContext &ctx) -> Results {
     if (failed(ctx.expectInputs(1, false)))
@@ -357,15 +370,75 @@ ConvertFn reduce(tb::Reduction kind, int64_t axesInputSince) {
     Value x = ctx.input(0);
     for (int64_t axis : *axes)
       x = tb::reduceAxis(ctx.b, ctx.loc, x, axis, kind);
-    if (!ctx.intAttr("keepdims", 1) && !axes->empty()) {
-      // The kept sizes as they are (several may be dynamic).
-      SmallVector<OpFoldResult> sizes;
-      for (auto [d, size] : llvm::enumerate(tb::sizesOf(ctx.b, ctx.loc, x)))
-        if (!llvm::is_contained(*axes, static_cast<int64_t>(d)))
-          sizes.push_back(size);
-      x = tb::reshapeToSizes(ctx.b, ctx.loc, x, sizes);
+    return SmallVector<Value>{withoutReducedAxes(ctx, x, *axes)};
+  };
+}
+
+/// The ONNX reductions that are a sum of a function of the elements, then
+/// maybe a function of the sum (L1, L2, SumSquare, LogSum), and
+/// LogSumExp, computed as max + log(sum(exp(x - max))) so that large
+/// elements do not overflow. Float elements only; computed in f32 and
+/// rounded once to the element type.
+enum class MappedReduction { L1, L2, SumSquare, LogSum, LogSumExp };
+
+ConvertFn mappedReduce(MappedReduction kind) {
+  return [kind](NodeContext &ctx) -> Results {
+    if (failed(ctx.expectInputs(1, false)))
+      return failure();
+    Type element = ctx.inputType(0).getElementType();
+    if (!isa<FloatType>(element))
+      return ctx.error() << ctx.node.op_type() << " of " << element << " elements: only float elements are supported",
+             failure();
+    FailureOr<SmallVector<int64_t>> axes = reductionAxes(ctx, 18);
+    if (failed(axes))
+      return failure();
+    OpBuilder &b = ctx.b;
+    Location loc = ctx.loc;
+    Type f32 = b.getF32Type();
+    Value x = tb::castTensor(b, loc, ctx.input(0), f32);
+    auto map = [&](ValueRange in, function_ref<Value(OpBuilder &, Location, ValueRange)> fn) {
+      return *tb::elementwise(b, loc, in, f32, fn);
+    };
+    // The largest element of each reduced slice, 0 where it is infinite
+    // (all -inf: log(0) = -inf; a +inf: exp(inf) = inf), for LogSumExp.
+    Value shift;
+    if (kind == MappedReduction::LogSumExp) {
+      shift = x;
+      for (int64_t axis : *axes)
+        shift = tb::reduceAxis(b, loc, shift, axis, tb::Reduction::Max);
+      shift = map(ValueRange{shift}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        Value finite = math::IsFiniteOp::create(nb, nl, s[0]);
+        return arith::SelectOp::create(nb, nl, finite, s[0],
+                                       arith::ConstantOp::create(nb, nl, nb.getF32FloatAttr(0.0f)));
+      });
+      x = map(ValueRange{x, shift}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        return math::ExpOp::create(nb, nl, arith::SubFOp::create(nb, nl, s[0], s[1]));
+      });
+    } else if (kind == MappedReduction::L1) {
+      x = map(ValueRange{x}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        return math::AbsFOp::create(nb, nl, s[0]);
+      });
+    } else if (kind == MappedReduction::L2 || kind == MappedReduction::SumSquare) {
+      x = map(ValueRange{x}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        return arith::MulFOp::create(nb, nl, s[0], s[0]);
+      });
     }
-    return SmallVector<Value>{x};
+    for (int64_t axis : *axes)
+      x = tb::reduceAxis(b, loc, x, axis, tb::Reduction::Sum);
+    if (kind == MappedReduction::L2)
+      x = map(ValueRange{x}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        return math::SqrtOp::create(nb, nl, s[0]);
+      });
+    else if (kind == MappedReduction::LogSum)
+      x = map(ValueRange{x}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        return math::LogOp::create(nb, nl, s[0]);
+      });
+    else if (kind == MappedReduction::LogSumExp)
+      x = map(ValueRange{x, shift}, [](OpBuilder &nb, Location nl, ValueRange s) -> Value {
+        return arith::AddFOp::create(nb, nl, math::LogOp::create(nb, nl, s[0]), s[1]);
+      });
+    x = tb::castTensor(b, loc, x, element);
+    return SmallVector<Value>{withoutReducedAxes(ctx, x, *axes)};
   };
 }
 
@@ -683,6 +756,13 @@ void mlir::moe::onnx_import::addStandardConverters(std::vector<OpConverter> &con
   add("ReduceSum", reduce(tb::Reduction::Sum, 13));
   add("ReduceMean", reduce(tb::Reduction::Mean, 18));
   add("ReduceMax", reduce(tb::Reduction::Max, 18));
+  add("ReduceMin", reduce(tb::Reduction::Min, 18));
+  add("ReduceProd", reduce(tb::Reduction::Prod, 18));
+  add("ReduceL1", mappedReduce(MappedReduction::L1));
+  add("ReduceL2", mappedReduce(MappedReduction::L2));
+  add("ReduceSumSquare", mappedReduce(MappedReduction::SumSquare));
+  add("ReduceLogSum", mappedReduce(MappedReduction::LogSum));
+  add("ReduceLogSumExp", mappedReduce(MappedReduction::LogSumExp));
   add("Transpose", convertTranspose);
   add("Reshape", convertReshape);
   add("Flatten", convertFlatten);
