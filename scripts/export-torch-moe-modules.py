@@ -294,6 +294,37 @@ class SwitchArgmaxKeepdim(Experts):
         return out
 
 
+class BoolIndexWhereGateLoop(Experts):
+    """The boolean-mask loop with renormalised weights and each expert's
+    gate as torch.where(idx == e, w, 0).sum(-1), read at the rows as
+    g[rows, None]."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            rows = (idx == e).any(dim=-1)
+            g = torch.where(idx == e, w, torch.zeros_like(w)).sum(-1)
+            y[rows] += g[rows, None] * expert(x[rows])
+        return y
+
+
+class NonzeroRowsIndexAddLoop(Experts):
+    """The rows of a boolean mask as a token list, any(idx == e).nonzero()
+    squeezed, the gate read there and unsqueezed, the rows index_add_-ed."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            hit = idx == e
+            tok = hit.any(-1).nonzero().squeeze(-1)
+            g = (w * hit).sum(-1)[tok].unsqueeze(-1)
+            y.index_add_(0, tok, g * expert(x[tok]))
+        return y
+
+
 class IndexPlusEqLoop(Experts):
     """The loop tutorials write: per expert its (token, slot) pairs by
     torch.where, out[tok] += w[tok, slot, None] * expert(x[tok]) (an
@@ -710,7 +741,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "stack_gather": StackGather, "bool_index_loop": BoolIndexLoop,
            "bool_index_counted_loop": lambda: BoolIndexLoop(lambda: mlp(nn.GELU(), True), counted=True),
            "bool_index_wrong_gate_near_miss": lambda: BoolIndexLoop(wrong_gate=True),
-           "bool_index_loop_f16": BoolIndexLoop, "top2_argmax_gating": Top2ArgmaxGating,
+           "bool_index_loop_f16": BoolIndexLoop,
+           "bool_index_where_gate_loop": BoolIndexWhereGateLoop, "nonzero_rows_index_add_loop": NonzeroRowsIndexAddLoop, "top2_argmax_gating": Top2ArgmaxGating,
            "bmm_experts": BmmExperts, "sort_cut": SortCut, "switch_max_loop": SwitchMaxLoop,
            "switch_argmax_keepdim": SwitchArgmaxKeepdim, "index_plus_eq_loop": IndexPlusEqLoop,
            "masked_input_loop": MaskedInputLoop,

@@ -34,7 +34,8 @@ struct ExpertRows {
 };
 
 /// The token list of the rows any(hits, -1) selects, for the [T, k] bool
-/// `hits`: any as Cast(ReduceMax(Cast(hits), -1), bool) (dynamo) or
+/// `hits`: any as Cast(ReduceMax(Cast(hits), -1), bool) (dynamo; the Cast
+/// gone where only NonZero reads it) or
 /// Greater(ReduceSum(Cast(hits), -1), 0) (TorchScript), its tokens
 /// Squeeze(Transpose(NonZero(any)), 1) (RowMaskCanonicalization.cpp writes
 /// every spelling so). The token list, or "".
@@ -61,61 +62,95 @@ static std::string rowMaskTokens(const GraphIndex &g, const ConstantLookup &cons
       if (any && intAttr(*any, "to", 0) != onnx::TensorProto::BOOL)
         any = nullptr;
     }
+    // The Cast to bool goes where only NonZero reads it (canonicalizeGraph).
+    if (!any && g.onlyUser(outputOf(*reduce, 0), "NonZero"))
+      any = reduce;
     const onnx::NodeProto *nz = any ? g.onlyUser(outputOf(*any, 0), "NonZero") : nullptr;
     const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
     const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
-    if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} || !hasAxis(*sq, constants, 1))
+    if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} ||
+        !(hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1)))
       continue;
-    nodes.append({&cast, reduce, any, nz, tr, sq});
+    nodes.append({&cast, reduce, nz, tr, sq});
+    if (any != reduce)
+      nodes.push_back(any);
     return outputOf(*sq, 0);
   }
   return "";
 }
 
-/// In the row-mask form, the slot weight of each row as a column:
-/// GatherND(ReduceSum(w * Cast(hits), -1, keepdims), Unsqueeze(token, -1)),
-/// or that gathered without keepdims and unsqueezed. True when `column` is
-/// that.
+/// In the row-mask form, the slot weight of each row as a column [n, 1]:
+/// the per-token sum over the slots of w masked to expert e (w * Cast(hits)
+/// or Where(hits, w, zeros like w); for a 16-bit w maybe in f32 between
+/// Casts: one nonzero term, exact) read at the rows (GatherND at
+/// Unsqueeze(token, -1) or Gather at token), its slot axis kept by the sum
+/// or added by an Unsqueeze(-1) before or after the read. True when
+/// `column` is that.
 static bool rowMaskWeightColumn(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef column,
                                 llvm::StringRef w, const ExpertRows &rows,
                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  const onnx::NodeProto *trailing = g.producer(column);
-  bool keptAxis = !(trailing && trailing->op_type() == "Unsqueeze" && hasAxis(*trailing, constants, -1));
-  const onnx::NodeProto *gather = keptAxis ? trailing : g.producer(inputOf(*trailing, 0));
-  const onnx::NodeProto *tokenColumn =
-      gather && gather->op_type() == "GatherND" && intAttr(*gather, "batch_dims", 0) == 0
-          ? g.producer(inputOf(*gather, 1))
-          : nullptr;
-  // A 16-bit model sums in f32 between Casts: one nonzero term, exact.
-  llvm::SmallVector<const onnx::NodeProto *> casts;
-  auto throughCast = [&](const onnx::NodeProto *n) {
-    if (n && n->op_type() == "Cast") {
-      casts.push_back(n);
-      return g.producer(inputOf(*n, 0));
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  int64_t addedAxes = 0;
+  // Unsqueeze(-1) and float Casts on the way up from `value`.
+  auto through = [&](const onnx::NodeProto *n) {
+    while (n && ((n->op_type() == "Unsqueeze" && hasAxis(*n, constants, -1)) || n->op_type() == "Cast")) {
+      addedAxes += n->op_type() == "Unsqueeze";
+      found.push_back(n);
+      n = g.producer(inputOf(*n, 0));
     }
     return n;
   };
-  const onnx::NodeProto *sum = tokenColumn ? throughCast(g.producer(inputOf(*gather, 0))) : nullptr;
-  if (!tokenColumn || tokenColumn->op_type() != "Unsqueeze" || inputOf(*tokenColumn, 0) != rows.token ||
-      !hasAxis(*tokenColumn, constants, -1) || !sum || sum->op_type() != "ReduceSum" ||
-      intAttr(*sum, "keepdims", 1) != (keptAxis ? 1 : 0))
+  const onnx::NodeProto *read = through(g.producer(column));
+  if (!read)
     return false;
-  std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*sum, constants);
-  const onnx::NodeProto *product = throughCast(g.producer(inputOf(*sum, 0)));
-  if (!axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) || !product ||
-      product->op_type() != "Mul")
+  const onnx::NodeProto *at = read->input_size() == 2 ? g.producer(inputOf(*read, 1)) : nullptr;
+  bool readND = read->op_type() == "GatherND" && intAttr(*read, "batch_dims", 0) == 0 && at &&
+                at->op_type() == "Unsqueeze" && inputOf(*at, 0) == rows.token && hasAxis(*at, constants, -1);
+  bool readRows = read->op_type() == "Gather" && intAttr(*read, "axis", 0) == 0 && inputOf(*read, 1) == rows.token;
+  if (!readND && !readRows)
     return false;
-  for (int side = 0; side < 2; ++side) {
-    const onnx::NodeProto *cast = g.producer(inputOf(*product, 1 - side));
-    if (inputOf(*product, side) == w && cast && cast->op_type() == "Cast" && inputOf(*cast, 0) == rows.hits) {
-      nodes.append({gather, sum, product, cast});
-      nodes.append(casts.begin(), casts.end());
-      if (!keptAxis)
-        nodes.push_back(trailing);
-      return true;
+  found.push_back(read);
+  const onnx::NodeProto *sum = through(g.producer(inputOf(*read, 0)));
+  std::optional<llvm::SmallVector<int64_t>> axes = sum && sum->op_type() == "ReduceSum" ? axesOf(*sum, constants)
+                                                                                         : std::nullopt;
+  if (!axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) ||
+      addedAxes + intAttr(*sum, "keepdims", 1) != 1)
+    return false;
+  found.push_back(sum);
+  const onnx::NodeProto *masked = through(g.producer(inputOf(*sum, 0)));
+  if (addedAxes + intAttr(*sum, "keepdims", 1) != 1 || !masked)
+    return false;
+  found.push_back(masked);
+  if (masked->op_type() == "Mul") {
+    for (int side = 0; side < 2; ++side) {
+      const onnx::NodeProto *cast = g.producer(inputOf(*masked, 1 - side));
+      if (inputOf(*masked, side) == w && cast && cast->op_type() == "Cast" && inputOf(*cast, 0) == rows.hits) {
+        found.push_back(cast);
+        nodes.append(found.begin(), found.end());
+        return true;
+      }
     }
+    return false;
   }
-  return false;
+  if (masked->op_type() != "Where" || masked->input_size() != 3 || inputOf(*masked, 0) != rows.hits ||
+      inputOf(*masked, 1) != w)
+    return false;
+  // The zeros: a zero constant, or ConstantOfShape(Shape(w)) / Expand(0,
+  // Shape(w)) (zeros_like(w) from TorchScript / dynamo).
+  llvm::StringRef zeros = inputOf(*masked, 2);
+  if (!isZeroConstant(constants, zeros)) {
+    const onnx::NodeProto *fill = g.producer(zeros);
+    bool zeroFill = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
+                             (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
+    const onnx::NodeProto *shape = zeroFill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
+    if (!shape || shape->op_type() != "Shape" || inputOf(*shape, 0) != w ||
+        !llvm::all_of(shape->attribute(),
+                      [](const onnx::AttributeProto &a) { return a.name() == "start" && a.i() == 0; }))
+      return false;
+    found.append({fill, shape});
+  }
+  nodes.append(found.begin(), found.end());
+  return true;
 }
 
 /// The two columns of Transpose(NonZero(m), [1, 0]) [n, 2] taken as
