@@ -22,6 +22,64 @@ bool isZeroValue(const onnx::AttributeProto &a) {
          zero(t.int32_data()) && zero(t.int64_data()) && zero(t.double_data());
 }
 
+bool isWholeShape(const onnx::NodeProto &shape) {
+  return shape.op_type() == "Shape" && llvm::all_of(shape.attribute(), [](const onnx::AttributeProto &a) {
+           return a.name() == "start" && a.i() == 0;
+         });
+}
+
+bool isZerosLike(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef zeros, llvm::StringRef like,
+                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  if (isZeroConstant(constants, zeros))
+    return true;
+  const onnx::NodeProto *fill = g.producer(zeros);
+  bool zeroFill = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
+                           (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
+  const onnx::NodeProto *shape = zeroFill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
+  if (!shape || !isWholeShape(*shape) || inputOf(*shape, 0) != like)
+    return false;
+  nodes.append({fill, shape});
+  return true;
+}
+
+std::string anyOverSlots(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef mask, bool keepdims,
+                         bool bareMax, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto castTo = [](const onnx::NodeProto *n, std::initializer_list<int64_t> types) {
+    return n && n->op_type() == "Cast" && llvm::is_contained(types, intAttr(*n, "to", 0));
+  };
+  for (int u : g.users(mask)) {
+    const onnx::NodeProto *toInt = &g.graph.node(u);
+    if (!castTo(toInt, {onnx::TensorProto::INT32, onnx::TensorProto::INT64}))
+      continue;
+    const onnx::NodeProto *reduce = g.onlyUser(outputOf(*toInt, 0), "ReduceMax");
+    if (!reduce)
+      reduce = g.onlyUser(outputOf(*toInt, 0), "ReduceSum");
+    if (!reduce || !hasAxis(*reduce, constants, -1) || intAttr(*reduce, "keepdims", 1) != (keepdims ? 1 : 0))
+      continue;
+    std::string reduced = outputOf(*reduce, 0);
+    const onnx::NodeProto *any = nullptr;
+    if (reduce->op_type() == "ReduceMax") {
+      any = g.onlyUser(reduced, "Cast");
+      if (!castTo(any, {onnx::TensorProto::BOOL}))
+        any = nullptr;
+      if (!any && bareMax && g.onlyUser(reduced, "NonZero")) {
+        nodes.append({toInt, reduce});
+        return reduced;
+      }
+    } else {
+      any = g.onlyUser(reduced, "Greater");
+      std::optional<llvm::SmallVector<int64_t>> zero = any ? constants(inputOf(*any, 1)) : std::nullopt;
+      if (any && (inputOf(*any, 0) != reduced || !zero || zero->size() != 1 || (*zero)[0] != 0))
+        any = nullptr;
+    }
+    if (!any)
+      continue;
+    nodes.append({toInt, reduce, any});
+    return outputOf(*any, 0);
+  }
+  return "";
+}
+
 std::optional<float> scalarFloat(const ConstantLookup &constants, llvm::StringRef value) {
   std::optional<std::vector<float>> v = constants.floats && !value.empty() ? constants.floats(value) : std::nullopt;
   return v && v->size() == 1 ? std::optional<float>((*v)[0]) : std::nullopt;

@@ -146,6 +146,26 @@ std::optional<float> scalarFloat(const ConstantLookup &constants, llvm::StringRe
 /// A float constant of zeros only (static-size exports write zeros so).
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
 
+/// A Shape node of all its input's axes (a `start = 0` attribute allowed,
+/// as the dynamo exporter writes it).
+bool isWholeShape(const onnx::NodeProto &shape);
+
+/// `zeros` is zeros shaped like `like`: a zero constant (a scalar, or a
+/// static-size export's zeros_like), ConstantOfShape(Shape(like)) (TorchScript's
+/// zeros_like) or Expand(0, Shape(like)) (dynamo's). The fill and Shape nodes
+/// join `nodes`.
+bool isZerosLike(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef zeros, llvm::StringRef like,
+                 llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
+/// any(mask, -1) of a [T, k] bool mask as the exporters write it:
+/// Cast(ReduceMax(Cast(mask, int), -1), bool) (dynamo; `bareMax` also takes
+/// the ReduceMax alone, whose Cast to bool canonicalizeGraph drops where only
+/// NonZero reads it) or Greater(ReduceSum(Cast(mask, int), -1), 0)
+/// (TorchScript), the reduction keeping its axis when `keepdims`. Its value,
+/// or "" (the nodes join `nodes`).
+std::string anyOverSlots(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef mask, bool keepdims,
+                         bool bareMax, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// The constant weight of the linear map computing `value` from the block's
 /// x (from anything when `ofX` is null): MatMul(x, W), or Gemm(x, W)
 /// without bias, scaling or transA (transB = 1: W as rows). Empty if neither.

@@ -74,18 +74,10 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
     // The zeros: a zero constant (a scalar, or zeros_like(w) exported with
     // static sizes), ConstantOfShape(Shape(w)) (TorchScript's zeros_like) or
     // Expand(0, Shape(w)) (dynamo's).
-    llvm::StringRef zeros = inputOf(*where, 2);
-    const onnx::NodeProto *fill = g.producer(zeros);
-    bool zeroFill = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
-                             (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
-    const onnx::NodeProto *shape = zeroFill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
-    bool likeW = shape && shape->op_type() == "Shape" && inputOf(*shape, 0) == w &&
-                 llvm::all_of(shape->attribute(),
-                              [](const onnx::AttributeProto &a) { return a.name() == "start" && a.i() == 0; });
-    if (isZeroConstant(constants, zeros) || likeW) {
+    llvm::SmallVector<const onnx::NodeProto *> zeros;
+    if (isZerosLike(g, constants, inputOf(*where, 2), w, zeros)) {
       found.push_back(where);
-      if (likeW)
-        found.append({fill, shape});
+      found.append(zeros.begin(), zeros.end());
       masked = where;
     }
   }
@@ -112,44 +104,15 @@ std::optional<int64_t> gateColumn(const GraphIndex &g, const ConstantLookup &con
 /// (TorchScript). Its value, or "" (the nodes join `nodes`).
 std::string rowMask(const GraphIndex &g, const ConstantLookup &constants, const onnx::NodeProto &equal,
                     llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  auto castTo = [](const onnx::NodeProto *n, std::initializer_list<int64_t> types) {
-    return n && n->op_type() == "Cast" && llvm::is_contained(types, intAttr(*n, "to", 0));
-  };
-  const int64_t i32 = onnx::TensorProto::INT32, i64 = onnx::TensorProto::INT64, b = onnx::TensorProto::BOOL;
-  const int64_t f32 = onnx::TensorProto::FLOAT, f16 = onnx::TensorProto::FLOAT16, bf16 = onnx::TensorProto::BFLOAT16;
-  for (int u : g.users(outputOf(equal, 0))) {
-    const onnx::NodeProto *toInt = &g.graph.node(u);
-    if (!castTo(toInt, {i32, i64}))
-      continue;
-    const onnx::NodeProto *reduce = g.onlyUser(outputOf(*toInt, 0), "ReduceMax");
-    if (!reduce)
-      reduce = g.onlyUser(outputOf(*toInt, 0), "ReduceSum");
-    if (!reduce || !hasAxis(*reduce, constants, -1) || intAttr(*reduce, "keepdims", 1) != 1)
-      continue;
-    llvm::SmallVector<const onnx::NodeProto *> chain = {toInt, reduce};
-    std::string any = outputOf(*reduce, 0);
-    if (reduce->op_type() == "ReduceMax") {
-      const onnx::NodeProto *toBool = g.onlyUser(any, "Cast");
-      if (!castTo(toBool, {b}))
-        continue;
-      chain.push_back(toBool);
-      any = outputOf(*toBool, 0);
-    } else {
-      const onnx::NodeProto *positive = g.onlyUser(any, "Greater");
-      std::optional<llvm::SmallVector<int64_t>> zero = positive ? constants(inputOf(*positive, 1)) : std::nullopt;
-      if (!positive || inputOf(*positive, 0) != any || !zero || zero->size() != 1 || (*zero)[0] != 0)
-        continue;
-      chain.push_back(positive);
-      any = outputOf(*positive, 0);
-    }
-    const onnx::NodeProto *toFloat = g.onlyUser(any, "Cast");
-    if (!castTo(toFloat, {f32, f16, bf16}))
-      continue;
-    chain.push_back(toFloat);
-    nodes.append(chain.begin(), chain.end());
-    return outputOf(*toFloat, 0);
-  }
-  return "";
+  llvm::SmallVector<const onnx::NodeProto *> chain;
+  std::string any = anyOverSlots(g, constants, outputOf(equal, 0), /*keepdims=*/true, /*bareMax=*/false, chain);
+  const onnx::NodeProto *toFloat = any.empty() ? nullptr : g.onlyUser(any, "Cast");
+  int64_t to = toFloat ? intAttr(*toFloat, "to", 0) : 0;
+  if (to != onnx::TensorProto::FLOAT && to != onnx::TensorProto::FLOAT16 && to != onnx::TensorProto::BFLOAT16)
+    return "";
+  nodes.append(chain.begin(), chain.end());
+  nodes.push_back(toFloat);
+  return outputOf(*toFloat, 0);
 }
 
 /// The leaves of the Add tree whose root is `root` (Adds read only inside

@@ -33,50 +33,23 @@ struct ExpertRows {
   std::string hits = "";
 };
 
-/// The token list of the rows any(hits, -1) selects, for the [T, k] bool
-/// `hits`: any as Cast(ReduceMax(Cast(hits), -1), bool) (dynamo; the Cast
-/// gone where only NonZero reads it) or
-/// Greater(ReduceSum(Cast(hits), -1), 0) (TorchScript), its tokens
-/// Squeeze(Transpose(NonZero(any)), 1) (RowMaskCanonicalization.cpp writes
-/// every spelling so). The token list, or "".
+/// The token list of the rows any(hits, -1) selects (anyOverSlots), for
+/// the [T, k] bool `hits`: Squeeze(Transpose(NonZero(any)), 1)
+/// (RowMaskCanonicalization.cpp writes every spelling so). The token list,
+/// or "".
 static std::string rowMaskTokens(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef hits,
                                  llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  auto lastAxis = [&](const onnx::NodeProto &reduce) {
-    std::optional<llvm::SmallVector<int64_t>> axes = axesOf(reduce, constants);
-    return axes && axes->size() == 1 && ((*axes)[0] == -1 || (*axes)[0] == 1) && intAttr(reduce, "keepdims", 1) == 0;
-  };
-  for (int u : g.users(hits)) {
-    const onnx::NodeProto &cast = g.graph.node(u);
-    const onnx::NodeProto *reduce = cast.op_type() == "Cast" ? g.onlyUser(outputOf(cast, 0), "ReduceMax") : nullptr;
-    if (!reduce && cast.op_type() == "Cast")
-      reduce = g.onlyUser(outputOf(cast, 0), "ReduceSum");
-    if (!reduce || !lastAxis(*reduce))
-      continue;
-    // any: a Cast to bool of the max, or the count compared with 0.
-    const onnx::NodeProto *any = g.onlyUser(outputOf(*reduce, 0), "Greater");
-    std::optional<llvm::SmallVector<int64_t>> zero = any ? constants(inputOf(*any, 1)) : std::nullopt;
-    if (any && (inputOf(*any, 0) != outputOf(*reduce, 0) || !zero || zero->size() != 1 || (*zero)[0] != 0))
-      any = nullptr;
-    if (!any && reduce->op_type() == "ReduceMax") {
-      any = g.onlyUser(outputOf(*reduce, 0), "Cast");
-      if (any && intAttr(*any, "to", 0) != onnx::TensorProto::BOOL)
-        any = nullptr;
-    }
-    // The Cast to bool goes where only NonZero reads it (canonicalizeGraph).
-    if (!any && g.onlyUser(outputOf(*reduce, 0), "NonZero"))
-      any = reduce;
-    const onnx::NodeProto *nz = any ? g.onlyUser(outputOf(*any, 0), "NonZero") : nullptr;
-    const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
-    const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
-    if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} ||
-        !(hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1)))
-      continue;
-    nodes.append({&cast, reduce, nz, tr, sq});
-    if (any != reduce)
-      nodes.push_back(any);
-    return outputOf(*sq, 0);
-  }
-  return "";
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  std::string any = anyOverSlots(g, constants, hits, /*keepdims=*/false, /*bareMax=*/true, found);
+  const onnx::NodeProto *nz = any.empty() ? nullptr : g.onlyUser(any, "NonZero");
+  const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
+  const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
+  if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} ||
+      !(hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1)))
+    return "";
+  nodes.append(found.begin(), found.end());
+  nodes.append({nz, tr, sq});
+  return outputOf(*sq, 0);
 }
 
 /// In the row-mask form, the slot weight of each row as a column [n, 1]:
@@ -111,14 +84,12 @@ static bool rowMaskWeightColumn(const GraphIndex &g, const ConstantLookup &const
     return false;
   found.push_back(read);
   const onnx::NodeProto *sum = through(g.producer(inputOf(*read, 0)));
-  std::optional<llvm::SmallVector<int64_t>> axes = sum && sum->op_type() == "ReduceSum" ? axesOf(*sum, constants)
-                                                                                         : std::nullopt;
-  if (!axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1) ||
-      addedAxes + intAttr(*sum, "keepdims", 1) != 1)
+  if (!sum || sum->op_type() != "ReduceSum" || !hasAxis(*sum, constants, -1))
     return false;
   found.push_back(sum);
+  // One slot axis in the column: kept by the sum or added once.
   const onnx::NodeProto *masked = through(g.producer(inputOf(*sum, 0)));
-  if (addedAxes + intAttr(*sum, "keepdims", 1) != 1 || !masked)
+  if (!masked || addedAxes + intAttr(*sum, "keepdims", 1) != 1)
     return false;
   found.push_back(masked);
   if (masked->op_type() == "Mul") {
@@ -135,20 +106,8 @@ static bool rowMaskWeightColumn(const GraphIndex &g, const ConstantLookup &const
   if (masked->op_type() != "Where" || masked->input_size() != 3 || inputOf(*masked, 0) != rows.hits ||
       inputOf(*masked, 1) != w)
     return false;
-  // The zeros: a zero constant, or ConstantOfShape(Shape(w)) / Expand(0,
-  // Shape(w)) (zeros_like(w) from TorchScript / dynamo).
-  llvm::StringRef zeros = inputOf(*masked, 2);
-  if (!isZeroConstant(constants, zeros)) {
-    const onnx::NodeProto *fill = g.producer(zeros);
-    bool zeroFill = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
-                             (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
-    const onnx::NodeProto *shape = zeroFill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
-    if (!shape || shape->op_type() != "Shape" || inputOf(*shape, 0) != w ||
-        !llvm::all_of(shape->attribute(),
-                      [](const onnx::AttributeProto &a) { return a.name() == "start" && a.i() == 0; }))
-      return false;
-    found.append({fill, shape});
-  }
+  if (!isZerosLike(g, constants, inputOf(*masked, 2), w, found))
+    return false;
   nodes.append(found.begin(), found.end());
   return true;
 }
@@ -874,9 +833,7 @@ static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, con
   }
   // Shape(x) whole (a `start = 0` attribute allowed).
   auto isShapeOfX = [&](const onnx::NodeProto *shape) {
-    return shape && shape->op_type() == "Shape" && block.isX(inputOf(*shape, 0)) &&
-           llvm::all_of(shape->attribute(),
-                        [](const onnx::AttributeProto &a) { return a.name() == "start" && a.i() == 0; });
+    return shape && isWholeShape(*shape) && block.isX(inputOf(*shape, 0));
   };
   // torch.zeros_like(x) through dynamo: Expand(0, Shape(x)).
   if (const onnx::NodeProto *expand = g.producer(value);

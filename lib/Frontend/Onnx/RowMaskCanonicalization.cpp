@@ -25,6 +25,8 @@
 
 #include "llvm/ADT/MapVector.h"
 
+#include <map>
+
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
 
@@ -37,7 +39,9 @@ public:
   int64_t run() {
     // Per mask, the nodes reading it through a column, each with its new
     // inputs, in graph order.
-    llvm::MapVector<llvm::StringRef, llvm::SmallVector<std::pair<const onnx::NodeProto *, onnx::NodeProto>>> edits;
+    llvm::MapVector<std::string, llvm::SmallVector<std::pair<const onnx::NodeProto *, onnx::NodeProto>>,
+                    std::map<std::string, unsigned>>
+        edits;
     for (const onnx::NodeProto &n : graph.node()) {
       if (!isStandardNode(n) || n.input_size() < 2)
         continue;
@@ -45,7 +49,7 @@ public:
         if (std::optional<std::pair<std::string, std::string>> write = maskedRowWrite(n)) {
           onnx::NodeProto scatter = n;
           scatter.set_input(2, write->second);
-          edits[maskName(write->first)].push_back({&n, std::move(scatter)});
+          edits[write->first].push_back({&n, std::move(scatter)});
           continue;
         }
       if (n.op_type() != "GatherND" && n.op_type() != "ScatterND")
@@ -56,14 +60,14 @@ public:
       // A column that is already the canonical one stays.
       if (!mask || isCanonicalColumn(n.input(1), *mask))
         continue;
-      edits[maskName(*mask)].push_back({&n, n});
+      edits[*mask].push_back({&n, n});
     }
     for (auto &[mask, readers] : edits) {
       // The token list and its column, made where the first reader is.
-      std::string base = mask.str();
+      const std::string &base = mask;
       std::string nz = fresh(base + "/rows_nonzero"), tr = fresh(base + "/rows_transposed"),
                   tokens = fresh(base + "/row_tokens"), column = fresh(base + "/row_column");
-      std::vector<onnx::NodeProto> made = {node("NonZero", {mask.str()}, nz, nz)};
+      std::vector<onnx::NodeProto> made = {node("NonZero", {mask}, nz, nz)};
       onnx::NodeProto transpose = node("Transpose", {nz}, tr, tr);
       onnx::AttributeProto *perm = transpose.add_attribute();
       perm->set_name("perm");
@@ -86,17 +90,10 @@ public:
   }
 
 private:
-  /// Names outlive the edit only as strings the graph keeps: the mask's
-  /// own name, interned here.
-  llvm::StringRef maskName(const std::string &m) { return names.insert(m).first->getKey(); }
-
-  /// Shape(v) of all of v's axes (a `start = 0` attribute allowed).
+  /// Shape(v) of all of v's axes.
   const onnx::NodeProto *wholeShape(llvm::StringRef shape) const {
     const onnx::NodeProto *n = producerOf(shape, "Shape");
-    bool whole = n && llvm::all_of(n->attribute(), [](const onnx::AttributeProto &a) {
-                   return a.name() == "start" && a.i() == 0;
-                 });
-    return whole ? n : nullptr;
+    return n && blocks::isWholeShape(*n) ? n : nullptr;
   }
 
   bool isRowMask(llvm::StringRef m) const {
@@ -206,8 +203,6 @@ private:
     }
     return std::nullopt;
   }
-
-  llvm::StringSet<> names;
 };
 
 } // namespace
