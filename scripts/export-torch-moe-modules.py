@@ -722,6 +722,39 @@ class ViewThenSharedLoop(WhereLoop):
         return (y + shared).sum(0)
 
 
+class TemperatureLoop(WhereLoop):
+    """Softmax over the logits divided by a temperature (`scale`: times a
+    constant instead), in f32, top-k renormalised; the where loop's
+    combine. `per_token`: divided by each token's logit norm instead, not
+    a constant (a near miss)."""
+
+    def __init__(self, tau=0.7, scale=False, per_token=False):
+        super().__init__(router_bias=True)
+        self.tau, self.scale, self.per_token = tau, scale, per_token
+
+    def route(self, x):
+        logits = self.gate(x)
+        if self.per_token:
+            logits = logits / logits.norm(dim=-1, keepdim=True)
+        else:
+            logits = logits * self.tau if self.scale else logits / self.tau
+        w, idx = torch.topk(F.softmax(logits, dim=-1, dtype=torch.float), TOP_K, dim=-1)
+        return (w / w.sum(-1, keepdim=True)).to(x.dtype), idx
+
+
+class LogSoftmaxTopk(Experts):
+    """Top-k of the log-softmax, the picks exponentiated (the softmax
+    probabilities); every expert on every token weighted by its column."""
+
+    def forward(self, x):
+        logp, idx = F.log_softmax(self.gate(x), dim=-1).topk(TOP_K, -1)
+        w = logp.exp()
+        out = 0
+        for e, expert in enumerate(self.experts):
+            out = out + (w * (idx == e)).sum(-1, keepdim=True) * expert(x)
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -769,16 +802,19 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # The sum viewed as [tokens, 1, hidden]: plus the shared expert's [1, tokens, hidden], a
            # [tokens, tokens, hidden] sum the layer's rows cannot be (refused at run time, not a wrong result).
            "view_mismatch_shared_refused": lambda: ViewThenSharedLoop(
-               view=lambda h: (h.shape[1], 1, h.shape[2]))}
+               view=lambda h: (h.shape[1], 1, h.shape[2])),
+           "temperature_loop": TemperatureLoop, "temperature_scale_loop_f16": lambda: TemperatureLoop(1.6, scale=True),
+           "temperature_per_token_near_miss": lambda: TemperatureLoop(per_token=True),
+           "log_softmax_topk": LogSoftmaxTopk}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
-          "where_loop_gelu_bias_f16": torch.float16}
+          "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
           ("batch_axis_loop", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
-               "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused",
+               "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

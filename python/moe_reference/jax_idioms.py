@@ -813,6 +813,36 @@ def argsort_ascending_near_miss(x, wr, w1, w3, w2):
         y = y + jnp.sum(jnp.where(idx == e, vals, 0), -1)[:, None] * ffn(x, w1[e], w3[e], w2[e])
     return y
 
+def temperature_router(k, tau, multiply=False):
+    """Softmax over the logits divided by a temperature (or times a constant
+    scale), in f32 on 16-bit logits; top-k renormalised, a where-mask loop."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        logits = logits * tau if multiply else logits / tau
+        vals, idx = lax.top_k(jax.nn.softmax(logits.astype(jnp.float32), -1), k)
+        vals = (vals / vals.sum(-1, keepdims=True)).astype(x.dtype)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            y = y + jnp.where(idx == e, vals, 0).sum(-1)[:, None] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
+def log_softmax_topk(k, renormalise=False):
+    """top_k of log_softmax(logits), its values exponentiated (the softmax
+    probabilities), maybe renormalised; a one-hot einsum gate over
+    einsum experts."""
+    def fn(x, wr, w1, w3, w2):
+        logp, idx = lax.top_k(jax.nn.log_softmax(x @ wr, axis=-1), k)
+        vals = jnp.exp(logp)
+        if renormalise:
+            vals = vals / vals.sum(-1, keepdims=True)
+        gate = jnp.einsum('tke,tk->te', jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype), vals)
+        h = jax.nn.silu(jnp.einsum('th,ehf->etf', x, w1)) * jnp.einsum('th,ehf->etf', x, w3)
+        return jnp.einsum('te,eth->th', gate, jnp.einsum('etf,efh->eth', h, w2))
+    return fn
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -1112,6 +1142,12 @@ def programs(Program):
                                                                                (6, 32, 40), (6, 40, 32)]),
         "idiom_batch_seq_slot_loop_k3": Program(batch_seq_slot_loop(3), [(3, 2, 24), (24, 8), (8, 24, 32),
                                                                           (8, 24, 32), (8, 32, 24)]),
+        "idiom_temperature_router_k2": Program(temperature_router(2, 0.7), mixtral_shapes(14, 32, 40, 8)),
+        "idiom_temperature_scale_bf16_k3": Program(temperature_router(3, 1.6, multiply=True),
+                                                   mixtral_shapes(12, 32, 24, 6), dtype=bf16),
+        "idiom_log_softmax_topk_k2": Program(log_softmax_topk(2), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_log_softmax_topk_renorm_k3": Program(log_softmax_topk(3, renormalise=True),
+                                                    mixtral_shapes(10, 24, 32, 8)),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -1599,7 +1599,7 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
       column = gateColumn(withoutUnitDims(source), routing, columnFail);
       if (succeeded(column)) {
         columnValue = source;
-        if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.routerBias != m.layer.routerBias || routing.x != m.layer.x ||
+        if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.routerBias != m.layer.routerBias || routing.routerScale != m.layer.routerScale || routing.x != m.layer.x ||
                                      routing.routerExpertsFirst != m.layer.routerExpertsFirst)) {
           fail.why = "the experts' weights come from different routers";
           return failure();

@@ -181,6 +181,24 @@ FailureOr<Value> softmaxInput(Value probs, NoMatch &fail) {
   return shifted->getLhs();
 }
 
+/// jax.nn.log_softmax(z) over the last dim (shifted - log(sum(exp(shifted)))
+/// with shifted = z - a per-row value); returns z or null.
+static Value logSoftmaxInput(Value v) {
+  auto difference = v.getDefiningOp<shlo::SubtractOp>();
+  // The log is taken of the kept-dims sum [T, 1], then broadcast.
+  SmallVector<int64_t> dims;
+  Value logRow = difference ? broadcastChainSource(difference.getRhs(), dims) : Value();
+  auto log = logRow && !dims.empty() && dims[0] == 0 ? logRow.getDefiningOp<shlo::LogOp>() : nullptr;
+  Value sumRow = log ? rowValue(log.getOperand()) : Value();
+  auto sum = sumRow ? sumRow.getDefiningOp<shlo::ReduceOp>() : nullptr;
+  auto exp = sum && sum.getInputs().size() == 1 ? withoutConverts(sum.getInputs()[0]).getDefiningOp<shlo::ExpOp>()
+                                                : nullptr;
+  if (!exp || exp.getOperand() != difference.getLhs() || !reducesLastDim(sum) || !isAddBody(sum.getBody()))
+    return nullptr;
+  auto shifted = difference.getLhs().getDefiningOp<shlo::SubtractOp>();
+  return shifted && rowValue(shifted.getRhs()) ? shifted.getLhs() : nullptr;
+}
+
 /// jax.nn.sigmoid(z): logistic(z) or 1 / (1 + exp(-z)); returns z.
 Value sigmoidInput(Value v) {
   if (auto logistic = v.getDefiningOp<shlo::LogisticOp>())
@@ -351,6 +369,13 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
     layer.normalize = true;
     vals = numerator;
   }
+  // exp of the top-k of log_softmax(z): softmax top-k (log keeps the order,
+  // exp(log_softmax(z)) is softmax(z) up to rounding).
+  bool logSoftmaxPicks = false;
+  if (auto exp = vals.getDefiningOp<shlo::ExpOp>(); exp && exp.getOperand().getDefiningOp<chlo::TopKOp>()) {
+    vals = exp.getOperand();
+    logSoftmaxPicks = true;
+  }
   auto topk = vals.getDefiningOp<chlo::TopKOp>();
   if (!topk || vals != topk.getValues()) {
     fail.why = "the gate weights are not top-k values";
@@ -392,7 +417,15 @@ FailureOr<chlo::TopKOp> matchSoftmaxTopK(Value vals, Value x, RecognisedLayer &l
       narrowed && layer.scoresType &&
       cast<RankedTensorType>(narrowed.getOperand().getType()).getElementType().isF32())
     scores = narrowed.getOperand();
-  FailureOr<Value> logits = softmaxInput(scores, fail);
+  FailureOr<Value> logits = failure();
+  if (logSoftmaxPicks) {
+    if (Value z = logSoftmaxInput(scores))
+      logits = z;
+    else
+      fail.why = "the top-k values are exponentiated, but the top-k scores are not a log_softmax over the experts";
+  } else {
+    logits = softmaxInput(scores, fail);
+  }
   if (failed(logits))
     return failure();
   if (failed(routerLogits(*logits, x, layer, fail)))
@@ -423,6 +456,22 @@ static Value routerBiasOf(Value v, RankedTensorType z) {
 LogicalResult routerLogits(Value z, Value x, RecognisedLayer &layer, NoMatch &fail) {
   if (auto widened = z.getDefiningOp<shlo::ConvertOp>()) // logits.astype(f32)
     z = widened.getOperand();
+  // A temperature, logits / tau or logits * c (a finite non-zero splat):
+  // buildLayer folds it into the router's weight and bias.
+  layer.routerScale = 1;
+  if (Operation *scaled = z.getDefiningOp(); isa_and_nonnull<shlo::DivOp, shlo::MulOp>(scaled)) {
+    bool divides = isa<shlo::DivOp>(scaled);
+    for (int side : divides ? SmallVector<int>{1} : SmallVector<int>{1, 0}) {
+      std::optional<double> c = splatValue(scaled->getOperand(side));
+      if (!c || !std::isfinite(*c) || *c == 0)
+        continue;
+      layer.routerScale = divides ? 1.0 / *c : *c;
+      z = scaled->getOperand(1 - side);
+      if (auto widened = z.getDefiningOp<shlo::ConvertOp>())
+        z = widened.getOperand();
+      break;
+    }
+  }
   // x @ w + b: the bias is added in the product's type (a product widened
   // first would be rounded where the sum is not: not moe.router's meaning).
   layer.routerBias = Value();
@@ -599,6 +648,21 @@ Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {
   Value routerBias = m.routerBias;
   if (auto biasType = routerBias ? cast<RankedTensorType>(routerBias.getType()) : RankedTensorType(); biasType && biasType.getRank() != 1)
     routerBias = shlo::ReshapeOp::create(b, loc, RankedTensorType::get({biasType.getNumElements()}, biasType.getElementType()), routerBias);
+  // The logits' scale (a temperature) is the router's: times it in f32,
+  // rounded back to the router's type.
+  auto scaled = [&](Value v) -> Value {
+    auto type = cast<RankedTensorType>(v.getType());
+    auto wide = RankedTensorType::get(type.getShape(), b.getF32Type());
+    Value f32 = type == wide ? v : shlo::ConvertOp::create(b, loc, wide, v).getResult();
+    Value c = shlo::ConstantOp::create(b, loc, wide, DenseElementsAttr::get(wide, b.getF32FloatAttr(float(m.routerScale))));
+    Value product = shlo::MulOp::create(b, loc, wide, f32, c);
+    return type == wide ? product : shlo::ConvertOp::create(b, loc, type, product).getResult();
+  };
+  if (m.routerScale != 1) {
+    router = scaled(router);
+    if (routerBias)
+      routerBias = scaled(routerBias);
+  }
   // The up projection: [gate; up] for SwiGLU, w1 alone otherwise.
   Value gate = transposed(m.w1, {0, 2, 1});
   auto gateType = cast<RankedTensorType>(gate.getType());

@@ -108,6 +108,8 @@ struct RecognisedLayer {
   Value selectionBias;
   // The router's own bias [E] (x @ wr + b), or null.
   Value routerBias;
+  // The logits are the router's times this (a temperature: 1 / tau).
+  double routerScale = 1;
   int64_t numGroups = 1, topkGroups = 1;
   double scale = 1.0;
   Value s1, s3, s2;

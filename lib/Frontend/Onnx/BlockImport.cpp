@@ -23,6 +23,16 @@ using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::onnx_import;
 
+/// `x` (floats) times `scale`, computed in f32 and rounded to x's type.
+static Value scaledBy(OpBuilder &b, Location loc, Value x, double scale) {
+  Type element = cast<RankedTensorType>(x.getType()).getElementType();
+  return *tensor_builders::elementwise(b, loc, x, element, [&](OpBuilder &nb, Location l, ValueRange v) {
+    Value wide = tensor_builders::castScalar(nb, l, v[0], nb.getF32Type());
+    Value c = arith::ConstantOp::create(nb, l, nb.getF32FloatAttr(float(scale)));
+    return tensor_builders::castScalar(nb, l, arith::MulFOp::create(nb, l, wide, c), element);
+  });
+}
+
 /// One moe.layer for a block of plain ops (MoeBlocks.cpp): softmax over the
 /// router logits, top-k, [renormalised], SwiGLU experts.
 LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc) {
@@ -89,6 +99,11 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
       return emitError(loc) << "MoE block: the router bias " << biasType << " is not " << experts << " values of "
                             << routerType.getElementType();
     routerBias = tensor_builders::reshape(builder, loc, *bias, {experts});
+  }
+  if (block.routerScale != 1) {
+    routerRows = scaledBy(builder, loc, routerRows, block.routerScale);
+    if (routerBias)
+      routerBias = scaledBy(builder, loc, routerBias, block.routerScale);
   }
   Activation activation = block.activation == GateActivation::gelu ? Activation::geglu : Activation::swiglu;
   if (block.ungated)

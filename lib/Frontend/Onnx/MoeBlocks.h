@@ -59,6 +59,9 @@ struct MoeBlock {
   /// The router's bias (a constant of E values; Linear(H, E) with its
   /// default bias), or empty.
   std::string routerBias;
+  /// The logits are the router's times this (a temperature, logits / tau:
+  /// 1 / tau), folded into its weights and bias.
+  double routerScale = 1;
   /// A shared expert added to the output: gate/up [H, S], down [S, H] as
   /// x @ W weights (or those as rows), and its sigmoid gate [H, 1]
   /// (Qwen2-MoE; empty when ungated, as DeepSeek-V3's); empty if none.

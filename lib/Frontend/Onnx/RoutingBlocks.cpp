@@ -233,11 +233,22 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
       scores = computed;
     }
   }
+  // Top-k of the log-softmax with the picks' exp: softmax top-k (log keeps
+  // the order, and exp(log_softmax(z)) is softmax(z) up to rounding).
+  const onnx::NodeProto *picksExp = nullptr;
+  if (scores && scores->op_type() == "LogSoftmax" && !widened && t.output_size() == 2) {
+    picksExp = g.onlyUser(outputOf(t, 0), "Exp");
+    if (!picksExp) {
+      why = "the top-k reads a log-softmax, but its values are not exponentiated (exp(top-k of log_softmax) is "
+            "softmax top-k)";
+      return std::nullopt;
+    }
+  }
   std::optional<std::pair<std::string, std::string>> deepSeek;
   llvm::SmallVector<const onnx::NodeProto *> deepSeekNodes;
   // Sigmoid scores: top-k of sigmoid(logits) (sigmoid keeps the order).
   const onnx::NodeProto *sigmoid = scores && scores->op_type() == "Sigmoid" ? scores : nullptr;
-  if (!scores || (scores->op_type() != "Softmax" && !sigmoid)) {
+  if (!scores || (scores->op_type() != "Softmax" && !sigmoid && !picksExp)) {
     deepSeek = matchDeepSeekRouting(g, constants, t, block, deepSeekNodes, why);
     if (!deepSeek && !why.empty())
       return std::nullopt;
@@ -258,6 +269,20 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
       g, deepSeek ? deepSeek->first : scores ? inputOf(*scores, 0) : inputOf(t, 0), castNodes);
+  // A temperature, logits / tau or logits * c (a finite non-zero scalar):
+  // folded into the router's weights and bias, a linear map as well.
+  block.routerScale = 1;
+  if (const onnx::NodeProto *scaled = g.producer(logits);
+      scaled && (scaled->op_type() == "Div" || scaled->op_type() == "Mul") && g.users(logits).size() == 1) {
+    bool divides = scaled->op_type() == "Div";
+    int scaleInput = divides ? 1 : scalarFloat(constants, inputOf(*scaled, 0)) ? 0 : 1;
+    std::optional<float> c = scalarFloat(constants, inputOf(*scaled, scaleInput));
+    if (c && std::isfinite(*c) && *c != 0) {
+      block.routerScale = divides ? 1.0 / double(*c) : double(*c);
+      castNodes.push_back(scaled);
+      logits = throughFloatCastProducer(g, inputOf(*scaled, 1 - scaleInput), castNodes);
+    }
+  }
   block.routerWeight = biasedLinearOf(g, constants, logits, routerNodes, block.routerBias);
   if (block.routerWeight.empty())
     return std::nullopt;
@@ -339,6 +364,10 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
     nodes.append({router, scores, &t});
     if (widened)
       nodes.push_back(widened);
+    if (picksExp) {
+      nodes.push_back(picksExp);
+      w = outputOf(*picksExp, 0);
+    }
   }
   // The k largest of E softmax probabilities sum to at least k / E: a
   // clamp below half of that is never reached.
