@@ -98,6 +98,33 @@ extern "C" void _mlir_ciface_moeRuntimeCheckSharedExpertView(int64_t dim, int64_
   moeRuntimeCheckSharedExpertView(dim, got, want);
 }
 
+// The rules of moe::onnx_import::OperandSizeRule, in its order.
+extern "C" void moeRuntimeCheckOperandSize(int64_t rule, int64_t dim, int64_t got, int64_t want) {
+  bool atMost = rule >= 2;
+  if ((atMost ? got <= want : got == want) || !callError.empty())
+    return;
+  static const char *const ops[] = {"ScatterND", "ScatterElements", "GatherElements", "ScatterElements"};
+  std::string op = rule >= 0 && rule < 4 ? ops[rule] : "scatter/gather";
+  std::string sizes = " dimension " + std::to_string(dim) + " has " + std::to_string(got) + " elements in this call";
+  switch (rule) {
+  case 0:
+    callError = op + ": updates" + sizes + ", but the indices and data give " + std::to_string(want) +
+                " (ONNX requires updates = indices.shape[:-1] + data.shape[q:])";
+    break;
+  case 1:
+    callError = op + ": updates" + sizes + ", but the indices have " + std::to_string(want) +
+                " (ONNX requires the indices' shape)";
+    break;
+  default:
+    callError = op + ": indices" + sizes + ", more than the data's " + std::to_string(want) +
+                " (off the axis, indices may not exceed the data)";
+  }
+  callError += "; the results are not defined";
+}
+extern "C" void _mlir_ciface_moeRuntimeCheckOperandSize(int64_t rule, int64_t dim, int64_t got, int64_t want) {
+  moeRuntimeCheckOperandSize(rule, dim, got, want);
+}
+
 extern "C" void moeRuntimeSetCallError(const char *message) {
   if (callError.empty())
     callError = message;

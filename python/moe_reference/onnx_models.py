@@ -1458,6 +1458,37 @@ def bad_model(name, out_dir):
         nodes = [helper.make_node("GatherND", ["x", "idx"], ["y"], batch_dims=1, name="the_gathernd")]
         graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [2, 8])],
                                   [helper.make_tensor_value_info("y", f, [2])], [idx])
+    elif name in ("scatternd_updates_shape", "scatternd_updates_rows"):
+        # Updates for 3 rows where the indices name 2 (static), or rows only
+        # the run knows (the run checks them).
+        rows = 3 if name == "scatternd_updates_shape" else "n"
+        nodes = [helper.make_node("ScatterND", ["x", "idx", "u"], ["y"], name="the_scatter")]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [4, 8]),
+                                                helper.make_tensor_value_info("u", f, [rows, 8])],
+                                  [helper.make_tensor_value_info("y", f, [4, 8])],
+                                  [_init("idx", np.array([[1], [2]], np.int64))])
+    elif name == "scatterelements_updates_rows":
+        nodes = [helper.make_node("ScatterElements", ["x", "idx", "u"], ["y"], axis=0, name="the_scatter")]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [4, 8]),
+                                                helper.make_tensor_value_info("u", f, ["n", 8])],
+                                  [helper.make_tensor_value_info("y", f, [4, 8])],
+                                  [_init("idx", np.zeros((2, 8), np.int64))])
+    elif name == "gatherelements_wide_indices":
+        # Indices wider than the data off the axis would read past its rows.
+        nodes = [helper.make_node("GatherElements", ["x", "idx"], ["y"], axis=0, name="the_gather")]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", f, [4, 8])],
+                                  [helper.make_tensor_value_info("y", f, [2, 9])],
+                                  [_init("idx", np.zeros((2, 9), np.int64))])
+    elif name in ("gather_index_out_of_range", "scatternd_index_out_of_range"):
+        if name == "gather_index_out_of_range":
+            nodes = [helper.make_node("Gather", ["x", "idx"], ["y"], axis=0, name="the_gather")]
+            idx, y_shape, inputs = np.array([1, -5], np.int64), [2, 8], [helper.make_tensor_value_info("x", f, [4, 8])]
+        else:
+            nodes = [helper.make_node("ScatterND", ["x", "idx", "u"], ["y"], name="the_scatter")]
+            idx, y_shape = np.array([[0, 1], [3, 8]], np.int64), [4, 8]
+            inputs = [helper.make_tensor_value_info("x", f, [4, 8]), helper.make_tensor_value_info("u", f, [2])]
+        graph = helper.make_graph(nodes, name, inputs, [helper.make_tensor_value_info("y", f, y_shape)],
+                                  [_init("idx", idx)])
     elif name == "unsqueeze_repeated_axis":
         axes = _init("axes", np.array([0, 0], np.int64))
         nodes = [helper.make_node("Unsqueeze", ["x", "axes"], ["y"], name="the_unsqueeze")]
@@ -1568,7 +1599,9 @@ BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shap
        "clip_bounds_not_scalar",
        "cumsum_dynamic_axis", "and_not_bool", "reduce_l2_int", "slice_data_dependent_end", "slice_negative_step_dynamic",
        "no_default_opset", "opset_10000",
-       "ir_version_99", "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims"]
+       "ir_version_99", "produced_twice", "negative_input_dim", "bad_external_offset", "external_device", "huge_dims",
+       "scatternd_updates_shape", "scatternd_updates_rows", "scatterelements_updates_rows",
+       "gatherelements_wide_indices", "gather_index_out_of_range", "scatternd_index_out_of_range"]
 
 if __name__ == "__main__":
     # python -m moe_reference.onnx_models OUT_DIR [NAME...]: writes the named

@@ -31,13 +31,6 @@ using namespace mlir::moe::onnx_import;
 
 namespace {
 
-/// Index `i` wrapped if negative, then clamped to [0, size): a gather's
-/// out-of-range index (undefined in ONNX) never reads outside the tensor.
-Value clampIndex(OpBuilder &b, Location l, Value i, Value size) {
-  Value wrapped = arith::MaxSIOp::create(b, l, wrapIndex(b, l, i, size), scalar::constIndex(b, l, 0));
-  return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, scalar::constIndex(b, l, 1)));
-}
-
 /// A linalg.generic over `init`'s shape (the result) whose element at each
 /// point is data[at(point, args)]: `inputs` are read through `inputMaps`
 /// into `args`, `point` holds the result's linalg.index values.
@@ -84,6 +77,8 @@ Results convertGather(NodeContext &ctx) {
     return failure();
   Value data = ctx.input(0), indices = ctx.input(1);
   RankedTensorType dataType = ctx.inputType(0), indexType = ctx.inputType(1);
+  if (failed(checkConstantIndices(ctx, 1, {dataType.getDimSize(*axis)}, /*lastAxis=*/false)))
+    return failure();
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t ir = indexType.getRank();
@@ -247,6 +242,12 @@ Results convertGatherElements(NodeContext &ctx) {
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t rank = dataType.getRank();
+  // Off the axis, each result element reads the data at its own position.
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != *axis && failed(checkOperandSize(ctx, OperandSizeRule::gatherElementsIndices, 1, d, data, d)))
+      return failure();
+  if (failed(checkConstantIndices(ctx, 1, {dataType.getDimSize(*axis)}, /*lastAxis=*/false)))
+    return failure();
   Value axisSize = tb::dimSize(b, loc, data, *axis);
   return SmallVector<Value>{gatherGeneric(
       b, loc, data, tb::emptyLike(b, loc, indices, dataType.getElementType()), indices,
@@ -659,6 +660,61 @@ static void callRuntimeCheck(OpBuilder &b, Location loc, llvm::StringRef name, A
   call->setAttr(moe::kHostCallAttrName, b.getUnitAttr()); // a GPU program calls it from the host
 }
 
+Value mlir::moe::onnx_import::clampIndex(OpBuilder &b, Location l, Value i, Value size) {
+  Value wrapped = arith::MaxSIOp::create(b, l, wrapIndex(b, l, i, size), scalar::constIndex(b, l, 0));
+  return arith::MinSIOp::create(b, l, wrapped, arith::SubIOp::create(b, l, size, scalar::constIndex(b, l, 1)));
+}
+
+LogicalResult mlir::moe::onnx_import::checkOperandSize(NodeContext &ctx, OperandSizeRule rule, unsigned input,
+                                                       int64_t dim, Value want, int64_t wantDim) {
+  int64_t got = ctx.inputType(input).getDimSize(dim);
+  int64_t expected = cast<RankedTensorType>(want.getType()).getDimSize(wantDim);
+  bool atMost = rule == OperandSizeRule::gatherElementsIndices || rule == OperandSizeRule::scatterElementsIndices;
+  if (!ShapedType::isDynamic(got) && !ShapedType::isDynamic(expected)) {
+    if (atMost ? got <= expected : got == expected)
+      return success();
+    const char *name = rule == OperandSizeRule::scatterNDUpdates || rule == OperandSizeRule::scatterElementsUpdates
+                           ? "updates"
+                           : "indices";
+    InFlightDiagnostic diag = ctx.error() << name << " dimension " << dim << " has " << got << " elements, ";
+    switch (rule) {
+    case OperandSizeRule::scatterNDUpdates:
+      diag << "but the indices and data give " << expected << " (updates must be indices.shape[:-1] + "
+           << "data.shape[q:])";
+      break;
+    case OperandSizeRule::scatterElementsUpdates:
+      diag << "but the indices have " << expected << " (updates must have the indices' shape)";
+      break;
+    default:
+      diag << "more than the data's " << expected << " (off the axis, indices may not exceed the data)";
+    }
+    return failure();
+  }
+  OpBuilder &b = ctx.b;
+  callRuntimeCheck(b, ctx.loc, "moeRuntimeCheckOperandSize",
+                   {arith::ConstantIntOp::create(b, ctx.loc, b.getI64Type(), static_cast<int64_t>(rule)),
+                    arith::ConstantIntOp::create(b, ctx.loc, b.getI64Type(), dim),
+                    tb::dimSize(b, ctx.loc, ctx.input(input), dim), tb::dimSize(b, ctx.loc, want, wantDim)});
+  return success();
+}
+
+LogicalResult mlir::moe::onnx_import::checkConstantIndices(NodeContext &ctx, unsigned input,
+                                                           llvm::ArrayRef<int64_t> sizes, bool lastAxis) {
+  const ConstantTensor *constant = ctx.constantInput ? ctx.constantInput(input) : nullptr;
+  std::optional<llvm::SmallVector<int64_t>> values = constant ? constant->asInts() : std::nullopt;
+  if (!values || sizes.empty())
+    return success();
+  for (auto [i, index] : llvm::enumerate(*values)) {
+    int64_t size = sizes[lastAxis ? i % sizes.size() : 0];
+    if (ShapedType::isDynamic(size) || (index >= -size && index < size))
+      continue;
+    return ctx.error() << "index " << index << " (element " << i << " of the constant indices) is outside [" << -size
+                       << ", " << size << ") of the axis it indexes",
+           failure();
+  }
+  return success();
+}
+
 void mlir::moe::onnx_import::checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length) {
   callRuntimeCheck(b, loc, "moeRuntimeCheckTopK", {arith::ConstantIntOp::create(b, loc, b.getI64Type(), k), length});
 }
@@ -914,6 +970,8 @@ Results convertGatherND(NodeContext &ctx) {
     return ctx.error() << "indices must be integers whose last dimension is a static size in [1, "
                        << dataType.getRank() << "], got " << indexType,
            failure();
+  if (failed(checkConstantIndices(ctx, 1, dataType.getShape().take_front(q), /*lastAxis=*/true)))
+    return failure();
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   int64_t points = indexType.getRank() - 1;

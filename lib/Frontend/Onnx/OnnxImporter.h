@@ -128,6 +128,34 @@ void addConvolutionConverter(std::vector<OpConverter> &converters);
 /// counted from the end when negative (IndexingOps.cpp).
 Value wrapIndex(OpBuilder &b, Location loc, Value i, Value size);
 
+/// Index `i` wrapped if negative, then clamped to [0, size): an
+/// out-of-range index from the data (an error in ONNX) never reads or
+/// writes outside the tensor (IndexingOps.cpp).
+Value clampIndex(OpBuilder &b, Location loc, Value i, Value size);
+
+/// How a checked operand size relates to the size it must match; the
+/// runtime's messages (moeRuntimeCheckOperandSize) are indexed by it.
+enum class OperandSizeRule : int64_t {
+  scatterNDUpdates,       // ScatterND: updates = indices.shape[:-1] + data.shape[q:]
+  scatterElementsUpdates, // ScatterElements: updates = indices
+  gatherElementsIndices,  // GatherElements: indices <= data off the axis
+  scatterElementsIndices, // ScatterElements: indices <= data off the axis
+};
+
+/// Size `dim` of the node's input `input` against size `wantDim` of
+/// `want`: equal, or at most it for the *Indices rules. Both static: an
+/// import error at the node when the rule fails; else a host call of the
+/// runtime's check, which fails the run naming both (IndexingOps.cpp).
+LogicalResult checkOperandSize(NodeContext &ctx, OperandSizeRule rule, unsigned input, int64_t dim, Value want,
+                               int64_t wantDim);
+
+/// Constant indices (input `input`) within [-size, size) of the axis they
+/// index: `sizes[0]` for every element, or, with `lastAxis`, `sizes[j]`
+/// for the elements at position j of the last axis (GatherND's and
+/// ScatterND's tuples); a dynamic size is not checked. An import error
+/// naming the first index out of range.
+LogicalResult checkConstantIndices(NodeContext &ctx, unsigned input, llvm::ArrayRef<int64_t> sizes, bool lastAxis);
+
 /// A host call of the runtime's check that a top-k's `k` does not exceed
 /// the run-time `length` of its axis (moeRuntimeCheckTopK): the run's call
 /// fails, naming both, when it does (IndexingOps.cpp).

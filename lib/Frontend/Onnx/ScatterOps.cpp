@@ -2,7 +2,10 @@
 //
 // A scatter copies its data, then applies the updates in order in one
 // sequential loop (duplicates reduce deterministically: none, add, mul, max,
-// min); negative indices count from the end.
+// min); negative indices count from the end, out-of-range ones are clamped
+// (an error in ONNX; never a write outside the data). The updates' shape
+// is checked against the indices and data: at import where the sizes are
+// static, by the run otherwise.
 //
 //===----------------------------------------------------------------------===//
 
@@ -103,6 +106,20 @@ Results convertScatterND(NodeContext &ctx, const ScatterArgs &args) {
   int64_t q = indexType.getShape().back();
   if (ShapedType::isDynamic(q) || q > dataType.getRank())
     return ctx.error() << "the last dimension of indices must be a static size <= the data's rank", failure();
+  // updates = indices.shape[:-1] + data.shape[q:]: the loops below read
+  // every such element of it.
+  int64_t pointRank = indexType.getRank() - 1;
+  auto updatesType = cast<RankedTensorType>(updates.getType());
+  if (updatesType.getRank() != pointRank + dataType.getRank() - q)
+    return ctx.error() << "updates " << updatesType << " must have rank " << pointRank + dataType.getRank() - q
+                       << " (indices.shape[:-1] + data.shape[q:])",
+           failure();
+  for (int64_t d = 0; d < updatesType.getRank(); ++d)
+    if (failed(checkOperandSize(ctx, OperandSizeRule::scatterNDUpdates, 2, d, d < pointRank ? indices : data,
+                                d < pointRank ? d : q + d - pointRank)))
+      return failure();
+  if (failed(checkConstantIndices(ctx, 1, dataType.getShape().take_front(q), /*lastAxis=*/true)))
+    return failure();
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   SmallVector<Value> dataSizes, pointSizes, sliceSizes;
@@ -118,7 +135,7 @@ Results convertScatterND(NodeContext &ctx, const ScatterArgs &args) {
     for (int64_t j = 0; j < q; ++j) {
       SmallVector<Value> idx(at);
       idx.push_back(scalar::constIndex(b1, l1, j));
-      target.push_back(wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
+      target.push_back(clampIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, idx), dataSizes[j]));
     }
     return scatterLoop(b1, l1, slice, acc, [&](OpBuilder &b2, Location l2, Value s, Value acc2) {
       SmallVector<Value> within = scalar::unflattenIndex(b2, l2, s, sliceSizes);
@@ -140,6 +157,19 @@ Results convertScatterElements(NodeContext &ctx, const ScatterArgs &args) {
   FailureOr<int64_t> axis = ctx.normalizeAxis(ctx.intAttr("axis", 0), dataType.getRank());
   if (failed(axis) || indexType.getRank() != dataType.getRank())
     return ctx.error() << "indices must have the data's rank", failure();
+  // updates shaped like the indices; off the axis, each update lands at
+  // its own position in the data.
+  if (cast<RankedTensorType>(updates.getType()).getRank() != indexType.getRank())
+    return ctx.error() << "updates " << updates.getType() << " must have the shape of the indices " << indexType,
+           failure();
+  for (int64_t d = 0; d < indexType.getRank(); ++d) {
+    if (failed(checkOperandSize(ctx, OperandSizeRule::scatterElementsUpdates, 2, d, indices, d)))
+      return failure();
+    if (d != *axis && failed(checkOperandSize(ctx, OperandSizeRule::scatterElementsIndices, 1, d, data, d)))
+      return failure();
+  }
+  if (failed(checkConstantIndices(ctx, 1, {dataType.getDimSize(*axis)}, /*lastAxis=*/false)))
+    return failure();
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
   SmallVector<Value> sizes;
@@ -149,7 +179,7 @@ Results convertScatterElements(NodeContext &ctx, const ScatterArgs &args) {
   Value result = scatterLoop(b, loc, product(b, loc, sizes), data, [&](OpBuilder &b1, Location l1, Value p, Value acc) {
     SmallVector<Value> at = scalar::unflattenIndex(b1, l1, p, sizes);
     SmallVector<Value> target(at);
-    target[*axis] = wrapIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
+    target[*axis] = clampIndex(b1, l1, tensor::ExtractOp::create(b1, l1, indices, at), axisSize);
     Value old = tensor::ExtractOp::create(b1, l1, acc, target);
     Value update = tensor::ExtractOp::create(b1, l1, updates, at);
     return tensor::InsertOp::create(b1, l1, args.reduce(b1, l1, old, update), acc, target).getResult();
