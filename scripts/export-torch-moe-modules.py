@@ -755,6 +755,28 @@ class LogSoftmaxTopk(Experts):
         return out
 
 
+class AssignZerosLoop(Experts):
+    """Per expert, its rows' outputs assigned into zeros, out[rows] =
+    expert(x[rows]), then the whole [T, H] output weighted by the expert's
+    gate column and summed: the other rows add 0. `wrong_gate`: weighted by
+    the next expert's column (a near miss)."""
+
+    def __init__(self, wrong_gate=False):
+        super().__init__()
+        self.wrong_gate = wrong_gate
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        y = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            hit = idx == e
+            out = torch.zeros_like(x)
+            out[hit.any(-1)] = expert(x[hit.any(-1)])
+            gate_hit = idx == (e + 1) % EXPERTS if self.wrong_gate else hit
+            y = y + (w * gate_hit).sum(-1, keepdim=True) * out
+        return y
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -805,7 +827,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
                view=lambda h: (h.shape[1], 1, h.shape[2])),
            "temperature_loop": TemperatureLoop, "temperature_scale_loop_f16": lambda: TemperatureLoop(1.6, scale=True),
            "temperature_per_token_near_miss": lambda: TemperatureLoop(per_token=True),
-           "log_softmax_topk": LogSoftmaxTopk}
+           "log_softmax_topk": LogSoftmaxTopk, "assign_zeros_loop": AssignZerosLoop,
+           "assign_zeros_wrong_gate_near_miss": lambda: AssignZerosLoop(wrong_gate=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16}
@@ -815,6 +838,7 @@ STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_
 DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
+               "assign_zeros_wrong_gate_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

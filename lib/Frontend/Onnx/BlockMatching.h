@@ -294,8 +294,11 @@ struct Accumulation {
 
 /// The step adding `rows` at `token` (index_add_, scatter_add_,
 /// index_put_ and `acc[token] +=` as the exporters write them), or nullopt.
+/// Rows scattered into zeros may start from zeros shaped like `x` (the
+/// layer's input, which the sum is shaped like) as well as like acc.
 std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
-                                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+                                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                         llvm::StringRef x = {});
 
 /// The experts' steps chained once each from zeros shaped like x: the
 /// last step's output, or nullopt with `why`.

@@ -648,7 +648,8 @@ static const onnx::NodeProto *zeroFillShape(const GraphIndex &g, llvm::StringRef
 }
 
 std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
-                                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+                                         llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                         llvm::StringRef x) {
   // token [n] as a column [n, 1] (Unsqueeze at -1, or at 1: the same).
   auto unsqueezedToken = [&](llvm::StringRef value) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
@@ -710,18 +711,22 @@ std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLook
   const onnx::NodeProto *scatterND = g.onlyUser(rows, "ScatterND");
   if (!scatterND && (view = rowsView("ScatterND")) && view->op_type() == "Reshape")
     scatterND = g.onlyUser(outputOf(*view, 0), "ScatterND");
-  if (scatterND && view) {
-    // Add(acc, ScatterND(zeros like acc, column, rows)).
+  if (scatterND && (view || stringAttr(*scatterND, "reduction", "none") == "none")) {
+    // Add(acc, ScatterND(zeros like acc (or x, which acc is shaped like),
+    // column, rows)).
     const onnx::NodeProto *where = unsqueezedToken(inputOf(*scatterND, 1));
     const onnx::NodeProto *add = g.onlyUser(outputOf(*scatterND, 0), "Add");
-    if (!where || !add || inputOf(*scatterND, 2) != outputOf(*view, 0) ||
+    if (!where || !add || inputOf(*scatterND, 2) != (view ? outputOf(*view, 0) : rows.str()) ||
         stringAttr(*scatterND, "reduction", "none") != "none")
       return std::nullopt;
     std::string acc = inputOf(*add, 0) == outputOf(*scatterND, 0) ? inputOf(*add, 1) : inputOf(*add, 0);
     llvm::SmallVector<const onnx::NodeProto *> zeros;
-    if (!zerosLike(inputOf(*scatterND, 0), acc, zeros))
+    if (!zerosLike(inputOf(*scatterND, 0), acc, zeros) &&
+        (x.empty() || !isZerosLike(g, constants, inputOf(*scatterND, 0), x, zeros)))
       return std::nullopt;
-    nodes.append({view, scatterND, where, add});
+    if (view)
+      nodes.push_back(view);
+    nodes.append({scatterND, where, add});
     nodes.append(zeros.begin(), zeros.end());
     return Accumulation{acc, outputOf(*add, 0)};
   }
@@ -1126,7 +1131,7 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
       return fail(expert + "its rows are not scaled by their slot weights w[token, slot]");
     nodes.push_back(scale);
     std::optional<Accumulation> step =
-        accumulation(g, constants, throughFloatCastUser(g, outputOf(*scale, 0), nodes), rows.token, nodes);
+        accumulation(g, constants, throughFloatCastUser(g, outputOf(*scale, 0), nodes), rows.token, nodes, block.x);
     if (!step)
       return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
     steps[e] = *step;

@@ -15,7 +15,17 @@
 // t = Squeeze(Transpose(NonZero(rows)), 1), its column Unsqueeze(t, -1) as
 // the indices, and the write as the row scatter ScatterND(y, column,
 // y[rows] + d): NonZero lists the selected rows' elements in row-major
-// order, which is the order of the flattened [n, H] rows.
+// order, which is the order of the flattened [n, H] rows. Rows assigned
+// into zeros, out[rows] = f(x[rows]), become ScatterND(zeros, column, R)
+// the same way.
+//
+// A row scatter into zeros scaled by a per-token column c [T, 1] (the
+// expert's gate: y += c * out) is the scatter of the scaled rows:
+//
+//   Mul(c, ScatterND(zeros, column, R)) -> ScatterND(zeros, column, c[column] * R)
+//
+// (the other rows are c * 0 = 0 for finite c), index_put into zeros as
+// the block matchers read it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -154,8 +164,20 @@ private:
     return sq && transposedNonZero(sq->input(0)) == m.str();
   }
 
-  /// ScatterND(y, elements of the rows m selects, flat(y[m] + d)): (m, the
-  /// rows y[m] + d), else nullopt.
+  /// `rows` may be [n, H] rows of the [T, H] `data`: rank 2 and width H
+  /// where the facts know them.
+  bool sameWidth(llvm::StringRef rows, llvm::StringRef data) const {
+    const ValueFacts *r = factsOf(rows), *d = factsOf(data);
+    if (!r || r->rank < 0)
+      return true;
+    if (r->rank != 2)
+      return false;
+    int64_t width = r->dims.size() == 2 ? r->dims[1] : -1, dataWidth = d && d->dims.size() == 2 ? d->dims[1] : -1;
+    return width < 0 || dataWidth < 0 || width == dataWidth;
+  }
+
+  /// ScatterND(y, elements of the rows m selects, flat(y[m] + d) or, into
+  /// zeros, flat(R)): (m, the rows y[m] + d or R), else nullopt.
   std::optional<std::pair<std::string, std::string>> maskedRowWrite(const onnx::NodeProto &scatter) const {
     const ValueFacts *data = factsOf(scatter.input(0));
     if (!data || data->rank != 2 || blocks::stringAttr(scatter, "reduction", "none") != "none" ||
@@ -187,21 +209,76 @@ private:
     const onnx::NodeProto *reshape = producerOf(flat, "Reshape");
     if (!reshape || ints(reshape->input(1)) != llvm::SmallVector<int64_t>{-1})
       return std::nullopt;
-    std::string rows = reshape->input(0);
+    std::string written = reshape->input(0), rows = written;
     if (const onnx::NodeProto *broadcast = producerOf(rows, "Expand"))
       rows = broadcast->input(0);
     // y[m] + d is [n, H] wherever the graph is valid: a broadcast of the
     // [n, H] rows read, expanded or cut to n·H elements.
     const onnx::NodeProto *sum = producerOf(rows, "Add");
-    if (!sum)
-      return std::nullopt;
-    for (int side = 0; side < 2; ++side) {
+    for (int side = 0; sum && side < 2; ++side) {
       const onnx::NodeProto *read = producerOf(sum->input(side), "GatherND");
       if (read && read->input(0) == scatter.input(0) && blocks::intAttr(*read, "batch_dims", 0) == 0 &&
           columnMask(read->input(1)) == mask)
         return std::make_pair(mask, rows);
     }
+    // Into zeros, any rows [n, H] (the row scatter checks both sizes, at
+    // import or by the run: rows of another shape are an error, never a
+    // read outside them).
+    if (fillValue(scatter.input(0)) == 0.0 && sameWidth(written, scatter.input(0)))
+      return std::make_pair(mask, written);
     return std::nullopt;
+  }
+};
+
+/// Mul(c, ScatterND(zeros, column, R)) -> ScatterND(zeros, column,
+/// GatherND(c, column) * R) for a column c [T, 1] (see the file comment).
+class ScaledRowScatterRewriter : public GraphEditor {
+public:
+  using GraphEditor::GraphEditor;
+
+  int64_t run() {
+    for (const onnx::NodeProto &mul : graph.node()) {
+      if (!isStandardNode(mul) || mul.op_type() != "Mul" || mul.input_size() != 2)
+        continue;
+      for (int side = 0; side < 2; ++side) {
+        const onnx::NodeProto *scatter = producerOf(mul.input(side), "ScatterND");
+        if (!scatter || !onlyRead(mul.input(side)) || !rewritable(*scatter, mul.input(1 - side)))
+          continue;
+        std::string column = scatter->input(1), rows = scatter->input(2);
+        // Rows expanded to [n, H]: the product broadcasts them the same
+        // way when they are H wide already (a width above 1 that the
+        // Expand accepts is H; width 1 would stay 1 in the product).
+        if (const onnx::NodeProto *expand = producerOf(rows, "Expand")) {
+          const ValueFacts *in = factsOf(expand->input(0)), *z = factsOf(scatter->input(0));
+          int64_t width = in && in->rank >= 1 && in->rank <= 2 && int64_t(in->dims.size()) == in->rank
+                              ? in->dims.back()
+                              : -1;
+          int64_t zWidth = z->dims.size() == 2 ? z->dims[1] : -1;
+          if (width > 1 || (width == 1 && zWidth == 1))
+            rows = expand->input(0);
+        }
+        std::string gathered = fresh(mul.output(0) + "/rows_scale"), scaled = fresh(mul.output(0) + "/rows_scaled");
+        std::vector<onnx::NodeProto> nodes = {node("GatherND", {mul.input(1 - side), column}, gathered, gathered),
+                                              node("Mul", {gathered, rows}, scaled, scaled),
+                                              node("ScatterND", {scatter->input(0), column, scaled}, mul.output(0),
+                                                   fresh(mul.output(0) + "/rows_scatter"))};
+        replace(mul, std::move(nodes));
+        break;
+      }
+    }
+    return commit();
+  }
+
+private:
+  /// `scatter` writes rows at a column [n, 1] into [T, H] zeros, and
+  /// `scale` is a float [a, b] broadcast to [T, H] (a is T or 1, b is H or
+  /// 1: where a is 1, GatherND clamps every token to that one row, which
+  /// is the broadcast).
+  bool rewritable(const onnx::NodeProto &scatter, llvm::StringRef scale) const {
+    const ValueFacts *z = factsOf(scatter.input(0)), *column = factsOf(scatter.input(1)), *c = factsOf(scale);
+    return scatter.input_size() == 3 && blocks::stringAttr(scatter, "reduction", "none") == "none" && z &&
+           z->rank == 2 && column && column->rank == 2 && column->dims.size() == 2 && column->dims[1] == 1 && c &&
+           c->rank == 2 && isFloatType(c->dataType) && fillValue(scatter.input(0)) == 0.0;
   }
 };
 
@@ -210,5 +287,6 @@ private:
 int64_t mlir::moe::onnx_import::canonicalizeRowMasks(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                                                      llvm::StringMap<ValueFacts> &facts,
                                                      llvm::StringMap<llvm::SmallVector<int64_t>> &made) {
-  return runRewriter<RowMaskRewriter>(graph, ctx, facts, made, /*minOpset=*/11);
+  int64_t rewrites = runRewriter<RowMaskRewriter>(graph, ctx, facts, made, /*minOpset=*/11);
+  return rewrites + runRewriter<ScaledRowScatterRewriter>(graph, ctx, facts, made, /*minOpset=*/11);
 }
