@@ -843,6 +843,24 @@ def log_softmax_topk(k, renormalise=False):
     return fn
 
 
+def at_set_mask(k, sigmoid=False, renormalise=True):
+    """DeepSeek-style mask built by scatter: zeros_like(probs).at[rows,
+    idx].set(1.0) times the probabilities (softmax, or sigmoid scores),
+    maybe renormalised; the experts' outputs stacked on axis 1 and
+    combined by einsum."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        probs = jax.nn.sigmoid(logits) if sigmoid else jax.nn.softmax(logits, -1)
+        _, idx = lax.top_k(probs, k)
+        mask = jnp.zeros_like(probs).at[jnp.arange(x.shape[0])[:, None], idx].set(1.0)
+        gate = probs * mask
+        if renormalise:
+            gate = gate / gate.sum(-1, keepdims=True)
+        outs = jnp.stack([ffn(x, w1[e], w3[e], w2[e]) for e in range(wr.shape[1])], 1)
+        return jnp.einsum('te,teh->th', gate, outs)
+    return fn
+
+
 def mixtral_shapes(t, h, f, e):
     return [(t, h), (h, e), (e, h, f), (e, h, f), (e, f, h)]
 
@@ -1148,6 +1166,9 @@ def programs(Program):
         "idiom_log_softmax_topk_k2": Program(log_softmax_topk(2), mixtral_shapes(12, 32, 40, 6)),
         "idiom_log_softmax_topk_renorm_k3": Program(log_softmax_topk(3, renormalise=True),
                                                     mixtral_shapes(10, 24, 32, 8)),
+        "idiom_at_set_mask_k2": Program(at_set_mask(2), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_at_set_mask_sigmoid_bf16_k3": Program(at_set_mask(3, sigmoid=True, renormalise=False),
+                                                     mixtral_shapes(10, 32, 24, 8), dtype=bf16),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

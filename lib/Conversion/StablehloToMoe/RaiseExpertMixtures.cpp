@@ -836,13 +836,47 @@ chlo::TopKOp thresholdTopK(Value mask) {
   return slice.getStartIndices()[last] == k - 1 && slice.getLimitIndices()[last] == k ? topk : nullptr;
 }
 
+/// The top-k of `scatter` = zeros[T, E].at[arange(T)[:, None], idx].set(u)
+/// with idx its indices; or null (and why, when `fail` is given).
+chlo::TopKOp scatteredAtTopK(shlo::ScatterOp scatter, NoMatch *fail) {
+  auto why = [&](const char *reason) -> chlo::TopKOp {
+    if (fail)
+      fail->why = reason;
+    return nullptr;
+  };
+  shlo::ScatterDimensionNumbersAttr sd = scatter.getScatterDimensionNumbers();
+  Block &body = scatter.getUpdateComputation().front();
+  bool setsUpdate = body.getNumArguments() == 2 && llvm::hasSingleElement(body) &&
+                    body.getTerminator()->getOperand(0) == body.getArgument(1);
+  auto indices = scatter.getInputs().size() == 1 ? scatter.getScatterIndices().getDefiningOp<shlo::ConcatenateOp>()
+                                                 : nullptr;
+  auto indexType = cast<RankedTensorType>(scatter.getScatterIndices().getType());
+  if (!setsUpdate || !isSplat(scatter.getInputs()[0], 0) || !indices || indices.getInputs().size() != 2 ||
+      sd.getInsertedWindowDims() != ArrayRef<int64_t>{0, 1} ||
+      sd.getScatterDimsToOperandDims() != ArrayRef<int64_t>{0, 1} || !sd.getUpdateWindowDims().empty() ||
+      sd.getIndexVectorDim() != indexType.getRank() - 1 ||
+      static_cast<int64_t>(indices.getDimension()) != indexType.getRank() - 1)
+    return why("the gate is scattered in some other way than zeros.at[rows, idx].set(weights)");
+  // The rows: arange(T) (wrapped, reshaped, broadcast over the slots).
+  Value ids = withoutUnitDims(unwrapIndex(withoutUnitDims(indices.getInputs()[1])));
+  auto topk = ids.getDefiningOp<chlo::TopKOp>();
+  if (!isTokenRows(indices.getInputs()[0]) || !topk || ids != topk.getIndices())
+    return why("the scattered gate is not written at (token, top-k index)");
+  return topk;
+}
+
 /// The top-k whose experts `mask` [T, E] marks: one_hot(ids) of top-1 ids
 /// [T] (argmax), the sum (or jnp.any) over slots of one_hot(ids) [T, K, E],
-/// or the scores reaching their k-th largest; or null.
+/// ones scattered at the top-k's (token, index) pairs, or the scores
+/// reaching their k-th largest; or null.
 chlo::TopKOp topKMembership(Value mask) {
   mask = withoutConverts(mask);
   if (chlo::TopKOp topk = thresholdTopK(mask))
     return topk;
+  // zeros.at[rows, idx].set(1): the top-k's members (DeepSeek's mask
+  // built by scatter).
+  if (auto scatter = mask.getDefiningOp<shlo::ScatterOp>())
+    return isSplat(scatter.getUpdates()[0], 1) ? scatteredAtTopK(scatter, nullptr) : nullptr;
   Value ids;
   if (auto sum = mask.getDefiningOp<shlo::ReduceOp>()) {
     int64_t rank = cast<RankedTensorType>(sum.getInputs()[0].getType()).getRank();
@@ -973,28 +1007,9 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
   }
   // zeros[T, E].at[arange(T)[:, None], idx].set(vals)
   if (auto scatter = gate.getDefiningOp<shlo::ScatterOp>()) {
-    shlo::ScatterDimensionNumbersAttr sd = scatter.getScatterDimensionNumbers();
-    Block &body = scatter.getUpdateComputation().front();
-    bool setsUpdate = body.getNumArguments() == 2 && llvm::hasSingleElement(body) &&
-                      body.getTerminator()->getOperand(0) == body.getArgument(1);
-    auto indices = scatter.getInputs().size() == 1 ? scatter.getScatterIndices().getDefiningOp<shlo::ConcatenateOp>()
-                                                   : nullptr;
-    auto indexType = cast<RankedTensorType>(scatter.getScatterIndices().getType());
-    if (!setsUpdate || !isSplat(scatter.getInputs()[0], 0) || !indices || indices.getInputs().size() != 2 ||
-        sd.getInsertedWindowDims() != ArrayRef<int64_t>{0, 1} ||
-        sd.getScatterDimsToOperandDims() != ArrayRef<int64_t>{0, 1} || !sd.getUpdateWindowDims().empty() ||
-        sd.getIndexVectorDim() != indexType.getRank() - 1 ||
-        static_cast<int64_t>(indices.getDimension()) != indexType.getRank() - 1) {
-      fail.why = "the gate is scattered in some other way than zeros.at[rows, idx].set(weights)";
+    chlo::TopKOp topk = scatteredAtTopK(scatter, &fail);
+    if (!topk)
       return failure();
-    }
-    // The rows: arange(T) (wrapped, reshaped, broadcast over the slots).
-    Value ids = withoutUnitDims(unwrapIndex(withoutUnitDims(indices.getInputs()[1])));
-    auto topk = ids.getDefiningOp<chlo::TopKOp>();
-    if (!isTokenRows(indices.getInputs()[0]) || !topk || ids != topk.getIndices()) {
-      fail.why = "the scattered gate is not written at (token, top-k index)";
-      return failure();
-    }
     Value weights = withoutUnitDims(scatter.getUpdates()[0]);
     FailureOr<chlo::TopKOp> routed = topKRouting(weights, layer, fail);
     if (failed(routed))

@@ -243,8 +243,12 @@ Results convertGatherElements(NodeContext &ctx) {
   Location loc = ctx.loc;
   int64_t rank = dataType.getRank();
   // Off the axis, each result element reads the data at its own position.
+  SmallVector<Value> indexSizes;
   for (int64_t d = 0; d < rank; ++d)
-    if (d != *axis && failed(checkOperandSize(ctx, OperandSizeRule::gatherElementsIndices, 1, d, data, d)))
+    indexSizes.push_back(tb::dimSize(b, loc, indices, d));
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != *axis &&
+        failed(checkOperandSize(ctx, OperandSizeRule::gatherElementsIndices, 1, d, data, d, indexSizes)))
       return failure();
   if (failed(checkConstantIndices(ctx, 1, {dataType.getDimSize(*axis)}, /*lastAxis=*/false)))
     return failure();
@@ -666,10 +670,14 @@ Value mlir::moe::onnx_import::clampIndex(OpBuilder &b, Location l, Value i, Valu
 }
 
 LogicalResult mlir::moe::onnx_import::checkOperandSize(NodeContext &ctx, OperandSizeRule rule, unsigned input,
-                                                       int64_t dim, Value want, int64_t wantDim) {
+                                                       int64_t dim, Value want, int64_t wantDim,
+                                                       llvm::ArrayRef<Value> sizes) {
   int64_t got = ctx.inputType(input).getDimSize(dim);
   int64_t expected = cast<RankedTensorType>(want.getType()).getDimSize(wantDim);
   bool atMost = rule == OperandSizeRule::gatherElementsIndices || rule == OperandSizeRule::scatterElementsIndices;
+  // Nothing read (an empty batch): any size passes.
+  if (llvm::any_of(sizes, [](Value s) { return getConstantIntValue(s) == 0; }))
+    return success();
   if (!ShapedType::isDynamic(got) && !ShapedType::isDynamic(expected)) {
     if (atMost ? got <= expected : got == expected)
       return success();
@@ -691,10 +699,17 @@ LogicalResult mlir::moe::onnx_import::checkOperandSize(NodeContext &ctx, Operand
     return failure();
   }
   OpBuilder &b = ctx.b;
-  callRuntimeCheck(b, ctx.loc, "moeRuntimeCheckOperandSize",
-                   {arith::ConstantIntOp::create(b, ctx.loc, b.getI64Type(), static_cast<int64_t>(rule)),
-                    arith::ConstantIntOp::create(b, ctx.loc, b.getI64Type(), dim),
-                    tb::dimSize(b, ctx.loc, ctx.input(input), dim), tb::dimSize(b, ctx.loc, want, wantDim)});
+  Location loc = ctx.loc;
+  Value gotSize = tb::dimSize(b, loc, ctx.input(input), dim), wantSize = tb::dimSize(b, loc, want, wantDim);
+  Value reads = scalar::constIndex(b, loc, 1);
+  for (Value s : sizes)
+    reads = arith::MulIOp::create(b, loc, reads, s);
+  Value nothingRead =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, reads, scalar::constIndex(b, loc, 0));
+  wantSize = arith::SelectOp::create(b, loc, nothingRead, gotSize, wantSize);
+  callRuntimeCheck(b, loc, "moeRuntimeCheckOperandSize",
+                   {arith::ConstantIntOp::create(b, loc, b.getI64Type(), static_cast<int64_t>(rule)),
+                    arith::ConstantIntOp::create(b, loc, b.getI64Type(), dim), gotSize, wantSize});
   return success();
 }
 

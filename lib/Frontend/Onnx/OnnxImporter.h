@@ -146,8 +146,11 @@ enum class OperandSizeRule : int64_t {
 /// `want`: equal, or at most it for the *Indices rules. Both static: an
 /// import error at the node when the rule fails; else a host call of the
 /// runtime's check, which fails the run naming both (IndexingOps.cpp).
+/// `sizes` (the sizes whose product is the number of elements the op
+/// reads through the checked operand): when one is 0 nothing is read, and
+/// any size passes.
 LogicalResult checkOperandSize(NodeContext &ctx, OperandSizeRule rule, unsigned input, int64_t dim, Value want,
-                               int64_t wantDim);
+                               int64_t wantDim, llvm::ArrayRef<Value> sizes);
 
 /// Constant indices (input `input`) within [-size, size) of the axis they
 /// index: `sizes[0]` for every element, or, with `lastAxis`, `sizes[j]`

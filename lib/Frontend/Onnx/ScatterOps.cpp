@@ -114,9 +114,15 @@ Results convertScatterND(NodeContext &ctx, const ScatterArgs &args) {
     return ctx.error() << "updates " << updatesType << " must have rank " << pointRank + dataType.getRank() - q
                        << " (indices.shape[:-1] + data.shape[q:])",
            failure();
+  // The elements read: indices.shape[:-1] times data.shape[q:].
+  SmallVector<Value> readSizes;
+  for (int64_t d = 0; d < pointRank; ++d)
+    readSizes.push_back(tb::dimSize(ctx.b, ctx.loc, indices, d));
+  for (int64_t d = q; d < dataType.getRank(); ++d)
+    readSizes.push_back(tb::dimSize(ctx.b, ctx.loc, data, d));
   for (int64_t d = 0; d < updatesType.getRank(); ++d)
     if (failed(checkOperandSize(ctx, OperandSizeRule::scatterNDUpdates, 2, d, d < pointRank ? indices : data,
-                                d < pointRank ? d : q + d - pointRank)))
+                                d < pointRank ? d : q + d - pointRank, readSizes)))
       return failure();
   if (failed(checkConstantIndices(ctx, 1, dataType.getShape().take_front(q), /*lastAxis=*/true)))
     return failure();
@@ -162,10 +168,14 @@ Results convertScatterElements(NodeContext &ctx, const ScatterArgs &args) {
   if (cast<RankedTensorType>(updates.getType()).getRank() != indexType.getRank())
     return ctx.error() << "updates " << updates.getType() << " must have the shape of the indices " << indexType,
            failure();
+  SmallVector<Value> indexSizes;
+  for (int64_t d = 0; d < indexType.getRank(); ++d)
+    indexSizes.push_back(tb::dimSize(ctx.b, ctx.loc, indices, d));
   for (int64_t d = 0; d < indexType.getRank(); ++d) {
-    if (failed(checkOperandSize(ctx, OperandSizeRule::scatterElementsUpdates, 2, d, indices, d)))
+    if (failed(checkOperandSize(ctx, OperandSizeRule::scatterElementsUpdates, 2, d, indices, d, indexSizes)))
       return failure();
-    if (d != *axis && failed(checkOperandSize(ctx, OperandSizeRule::scatterElementsIndices, 1, d, data, d)))
+    if (d != *axis &&
+        failed(checkOperandSize(ctx, OperandSizeRule::scatterElementsIndices, 1, d, data, d, indexSizes)))
       return failure();
   }
   if (failed(checkConstantIndices(ctx, 1, {dataType.getDimSize(*axis)}, /*lastAxis=*/false)))
