@@ -828,6 +828,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "temperature_loop": TemperatureLoop, "temperature_scale_loop_f16": lambda: TemperatureLoop(1.6, scale=True),
            "temperature_per_token_near_miss": lambda: TemperatureLoop(per_token=True),
            "log_softmax_topk": LogSoftmaxTopk, "assign_zeros_loop": AssignZerosLoop,
+           # Expert choice on sigmoid scores of the logits at temperature 2.
+           "expert_choice_temperature_loop": lambda: ExpertChoiceLoop(scoring=lambda z: torch.sigmoid(z / 2.0)),
            "assign_zeros_wrong_gate_near_miss": lambda: AssignZerosLoop(wrong_gate=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,

@@ -2,6 +2,8 @@
 
 #include "BlockMatching.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
 
@@ -224,6 +226,22 @@ static bool isOutputBias(const ConstantLookup &constants, llvm::StringRef bias, 
   if (!shape || shape->empty() || shape->back() != outputs)
     return false;
   return llvm::all_of(llvm::ArrayRef<int64_t>(*shape).drop_back(), [](int64_t d) { return d == 1; });
+}
+
+std::string unscaledLogits(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef logits,
+                           double &scale, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  scale = 1;
+  const onnx::NodeProto *scaled = g.producer(logits);
+  if (!scaled || (scaled->op_type() != "Div" && scaled->op_type() != "Mul") || g.users(logits).size() != 1)
+    return logits.str();
+  bool divides = scaled->op_type() == "Div";
+  int scaleInput = divides || !scalarFloat(constants, inputOf(*scaled, 0)) ? 1 : 0;
+  std::optional<float> c = scalarFloat(constants, inputOf(*scaled, scaleInput));
+  if (!c || !std::isfinite(*c) || *c == 0)
+    return logits.str();
+  scale = divides ? 1.0 / double(*c) : double(*c);
+  nodes.push_back(scaled);
+  return throughFloatCastProducer(g, inputOf(*scaled, 1 - scaleInput), nodes);
 }
 
 LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,

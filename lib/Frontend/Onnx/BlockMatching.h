@@ -179,6 +179,13 @@ LinearWeight linearOf(const GraphIndex &g, llvm::StringRef value, const MoeBlock
 LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
                             llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &bias);
 
+/// The logits before a temperature: `logits` = Div(v, c), Mul(v, c) or
+/// Mul(c, v) of a finite non-zero scalar constant c and read only there
+/// (maybe through a float Cast before it): v, with `scale` 1 / c or c
+/// and the nodes in `nodes`; otherwise `logits` itself, `scale` 1.
+std::string unscaledLogits(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef logits,
+                           double &scale, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// The block's output plus a SwiGLU shared expert, sigmoid-gated (Qwen2-MoE)
 /// or not (DeepSeek-V3), possibly after viewing the output back to the
 /// shape of the tensor x is a view of (BlockMatching.cpp has the forms).

@@ -57,11 +57,14 @@ std::optional<MoeBlock> matchExpertChoiceBlock(const GraphIndex &g, const Consta
     return std::nullopt;
   MoeBlock block;
   llvm::SmallVector<const onnx::NodeProto *> nodes = {&t, transpose, scores}, routerNodes;
-  block.routerWeight = biasedLinearOf(g, constants, inputOf(*scores, 0), routerNodes, block.routerBias);
+  llvm::SmallVector<const onnx::NodeProto *> scaleNodes;
+  std::string logits = unscaledLogits(g, constants, inputOf(*scores, 0), block.routerScale, scaleNodes);
+  block.routerWeight = biasedLinearOf(g, constants, logits, routerNodes, block.routerBias);
   if (block.routerWeight.empty())
     return std::nullopt;
   block.x = inputOf(*routerNodes.front(), 0);
   nodes.append(routerNodes.begin(), routerNodes.end());
+  nodes.append(scaleNodes.begin(), scaleNodes.end());
   std::optional<llvm::SmallVector<int64_t>> routerShape = constants.shape(block.routerWeight.name);
   int64_t experts = routerShape && routerShape->size() == 2 ? (*routerShape)[block.routerWeight.rows ? 0 : 1] : 0;
   int64_t softmaxAxis = intAttr(*scores, "axis", -1);

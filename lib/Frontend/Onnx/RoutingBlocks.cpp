@@ -269,20 +269,9 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   llvm::SmallVector<const onnx::NodeProto *> castNodes;
   std::string logits = throughFloatCastProducer(
       g, deepSeek ? deepSeek->first : scores ? inputOf(*scores, 0) : inputOf(t, 0), castNodes);
-  // A temperature, logits / tau or logits * c (a finite non-zero scalar):
-  // folded into the router's weights and bias, a linear map as well.
-  block.routerScale = 1;
-  if (const onnx::NodeProto *scaled = g.producer(logits);
-      scaled && (scaled->op_type() == "Div" || scaled->op_type() == "Mul") && g.users(logits).size() == 1) {
-    bool divides = scaled->op_type() == "Div";
-    int scaleInput = divides ? 1 : scalarFloat(constants, inputOf(*scaled, 0)) ? 0 : 1;
-    std::optional<float> c = scalarFloat(constants, inputOf(*scaled, scaleInput));
-    if (c && std::isfinite(*c) && *c != 0) {
-      block.routerScale = divides ? 1.0 / double(*c) : double(*c);
-      castNodes.push_back(scaled);
-      logits = throughFloatCastProducer(g, inputOf(*scaled, 1 - scaleInput), castNodes);
-    }
-  }
+  // A temperature (logits / tau): folded into the router's weight and bias,
+  // a linear map as well.
+  logits = unscaledLogits(g, constants, logits, block.routerScale, castNodes);
   block.routerWeight = biasedLinearOf(g, constants, logits, routerNodes, block.routerBias);
   if (block.routerWeight.empty())
     return std::nullopt;
