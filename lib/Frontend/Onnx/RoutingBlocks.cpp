@@ -273,8 +273,15 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   // a linear map as well.
   logits = unscaledLogits(g, constants, logits, block.routerScale, castNodes);
   block.routerWeight = biasedLinearOf(g, constants, logits, routerNodes, block.routerBias);
-  if (block.routerWeight.empty())
+  if (block.routerWeight.empty()) {
+    if (const onnx::NodeProto *scaled = g.producer(logits);
+        scaled && (scaled->op_type() == "Div" || scaled->op_type() == "Mul") &&
+        (!biasedLinearOf(g, constants, inputOf(*scaled, 0), routerNodes, block.routerBias).empty() ||
+         !biasedLinearOf(g, constants, inputOf(*scaled, 1), routerNodes, block.routerBias).empty()))
+      why = "the router logits are scaled by something other than one constant (a temperature folds into the "
+            "router only as a finite non-zero scalar constant)";
     return std::nullopt;
+  }
   const onnx::NodeProto *router = routerNodes.front();
   // The bias's Add, if any, belongs to the block as well.
   nodes.append(routerNodes.begin() + 1, routerNodes.end());
