@@ -266,12 +266,13 @@ def some_biased_near_miss(x, wr, w1, b1, w2, b2):
     return y
 
 
-def expert_choice(c):
+def expert_choice(c, tau=None):
     """Expert-choice routing (each expert its top-C tokens of the softmax
-    scores, transposed); SwiGLU einsum experts on x[tok]; the weighted rows
-    scatter-added back."""
+    scores, transposed; the logits maybe divided by a temperature tau);
+    SwiGLU einsum experts on x[tok]; the weighted rows scatter-added back."""
     def f(x, wr, w1, w3, w2):
-        g, tok = lax.top_k(jax.nn.softmax(x @ wr, -1).T, c)
+        logits = x @ wr if tau is None else (x @ wr) / tau
+        g, tok = lax.top_k(jax.nn.softmax(logits, -1).T, c)
         xs = x[tok]
         h = jax.nn.silu(jnp.einsum('ech,ehf->ecf', xs, w1)) * jnp.einsum('ech,ehf->ecf', xs, w3)
         o = jnp.einsum('ecf,efh->ech', h, w2) * g[..., None]
@@ -1079,6 +1080,7 @@ def programs(Program):
                                                [(8, 32), (32, 4), (4, 32, 24), (4, 24), (4, 24, 32), (4, 32)]),
         "idiom_expert_choice_near_miss": Program(expert_choice_near_miss, mixtral_shapes(12, 32, 40, 6)),
         "idiom_expert_choice_c4": Program(expert_choice(4), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_expert_choice_temperature_c3": Program(expert_choice(3, tau=1.5), mixtral_shapes(10, 24, 32, 4)),
         "idiom_expert_choice_take_vmap_c6": Program(expert_choice_take_vmap(6),
                                                     [(16, 24), (8, 24), (8, 24, 32), (8, 32, 24)]),
         "idiom_switch_argmax_loop": Program(switch_argmax_loop, [(16, 32), (32, 4), (4, 32, 64), (4, 64, 32)]),
