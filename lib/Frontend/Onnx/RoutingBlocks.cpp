@@ -274,10 +274,15 @@ std::optional<std::string> matchRouting(const GraphIndex &g, const ConstantLooku
   logits = unscaledLogits(g, constants, logits, block.routerScale, castNodes);
   block.routerWeight = biasedLinearOf(g, constants, logits, routerNodes, block.routerBias);
   if (block.routerWeight.empty()) {
+    // A router scaled by a non-constant: say so (the other nodes are not a router at all).
+    auto isRouter = [&](const std::string &v) {
+      llvm::SmallVector<const onnx::NodeProto *> unused;
+      std::string bias;
+      return !biasedLinearOf(g, constants, v, unused, bias).empty();
+    };
     if (const onnx::NodeProto *scaled = g.producer(logits);
         scaled && (scaled->op_type() == "Div" || scaled->op_type() == "Mul") &&
-        (!biasedLinearOf(g, constants, inputOf(*scaled, 0), routerNodes, block.routerBias).empty() ||
-         !biasedLinearOf(g, constants, inputOf(*scaled, 1), routerNodes, block.routerBias).empty()))
+        (isRouter(inputOf(*scaled, 0)) || isRouter(inputOf(*scaled, 1))))
       why = "the router logits are scaled by something other than one constant (a temperature folds into the "
             "router only as a finite non-zero scalar constant)";
     return std::nullopt;
