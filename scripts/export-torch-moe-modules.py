@@ -777,6 +777,41 @@ class AssignZerosLoop(Experts):
         return y
 
 
+class RepeatedRowsLoop(Experts):
+    """vLLM's and SGLang's PyTorch reference MoE (torch_moe): x repeated once
+    per slot, the ids flattened, each expert's output assigned to the slot
+    rows that picked it, then every token's slots weighted and summed.
+    `spelling` repeats x by repeat (vLLM), repeat_interleave or expand;
+    `flat_weights` weights the flat rows before the [T, k, H] view;
+    `tiled` repeats x along the tokens instead (x.repeat(k, 1): row n is
+    x[n % T], not the token of slot n; a near miss)."""
+
+    def __init__(self, expert=SwiGLU, router_bias=False, spelling="repeat", flat_weights=False, tiled=False):
+        super().__init__(expert, router_bias)
+        self.spelling, self.flat_weights, self.tiled = spelling, flat_weights, tiled
+
+    def forward(self, x):
+        t = x.shape[0]
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1, dtype=torch.float), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        if self.tiled:
+            a = x.repeat(TOP_K, 1)
+        elif self.spelling == "repeat":
+            a = x.view(t, -1, HIDDEN).repeat(1, TOP_K, 1).reshape(-1, HIDDEN)
+        elif self.spelling == "repeat_interleave":
+            a = x.repeat_interleave(TOP_K, dim=0)
+        else:
+            a = x[:, None].expand(-1, TOP_K, -1).reshape(-1, HIDDEN)
+        out = torch.zeros(t * TOP_K, HIDDEN, dtype=x.dtype)
+        flat = idx.view(-1)
+        for e, expert in enumerate(self.experts):
+            mask = flat == e
+            out[mask] = expert(a[mask])
+        if self.flat_weights:
+            return (out * w.view(-1, 1).to(out.dtype)).view(t, TOP_K, HIDDEN).sum(1)
+        return (out.view(t, -1, HIDDEN) * w.view(t, -1, 1).to(out.dtype)).sum(dim=1)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -830,17 +865,25 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "log_softmax_topk": LogSoftmaxTopk, "assign_zeros_loop": AssignZerosLoop,
            # Expert choice on sigmoid scores of the logits at temperature 2.
            "expert_choice_temperature_loop": lambda: ExpertChoiceLoop(scoring=lambda z: torch.sigmoid(z / 2.0)),
-           "assign_zeros_wrong_gate_near_miss": lambda: AssignZerosLoop(wrong_gate=True)}
+           "assign_zeros_wrong_gate_near_miss": lambda: AssignZerosLoop(wrong_gate=True),
+           "repeated_rows_loop": RepeatedRowsLoop,
+           "repeated_rows_interleave_flat_weights": lambda: RepeatedRowsLoop(spelling="repeat_interleave",
+                                                                             flat_weights=True),
+           "repeated_rows_expand_gelu_bias": lambda: RepeatedRowsLoop(lambda: mlp(nn.GELU(), True), router_bias=True,
+                                                                      spelling="expand"),
+           "repeated_rows_loop_f16": RepeatedRowsLoop,
+           "repeated_rows_tiled_near_miss": lambda: RepeatedRowsLoop(tiled=True)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
-          "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16}
+          "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,
+          "repeated_rows_loop_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
           ("batch_axis_loop", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
-               "assign_zeros_wrong_gate_near_miss",
+               "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -63,7 +63,7 @@ TORCH_MODULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "Inputs
 # Modules left as plain ops that keep NonZero (rows picked by a boolean
 # mask): data-dependent sizes run on the CPU target only (docs/onnx.md).
 TORCH_CPU_ONLY = ("bool_index_wrong_gate_near_miss", "softmax_clamp_near_miss", "temperature_per_token_near_miss",
-                  "assign_zeros_wrong_gate_near_miss")
+                  "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss")
 # Modules whose run is refused (import-torch.test checks the message).
 TORCH_RUN_REFUSED = ("view_mismatch_shared_refused",)
 
@@ -97,13 +97,19 @@ def check_model(name, path, feeds, expected, input_names, out_dir, tools, more=(
     else:
         print(f"note {name}: CPU only (a result sized by the data)")
     failures = 0
+    # The dynamo exporter declares some 16-bit modules' outputs f32 (PyTorch's
+    # sum of a 16-bit tensor, widened and left so): compared with PyTorch's
+    # 16-bit result in its precision.
+    declared = onnx.load(path, load_external_data=False).graph.output[0].type.tensor_type.elem_type
     for i, (inputs, expected) in enumerate(runs):
         for mode, program, flags in modes:
             result_dir = os.path.join(out_dir, f"{name}.{i}.{mode}")
             run([moe_run, program, *inputs, *flags, "--output-dir", result_dir])
             ours = np.load(os.path.join(result_dir, "result_0.npy"))
             tol = tolerance or TOLERANCE[expected.dtype]
-            if ours.shape != expected.shape or ours.dtype != expected.dtype:
+            widened = (ours.dtype == np.float32 and expected.dtype == np.float16 and
+                       declared == onnx.TensorProto.FLOAT)
+            if ours.shape != expected.shape or (ours.dtype != expected.dtype and not widened):
                 print(f"FAIL {name} [{mode}]: {ours.dtype}{list(ours.shape)}, onnxruntime gives "
                       f"{expected.dtype}{list(expected.shape)}")
                 failures += 1

@@ -182,6 +182,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
                                sharedUp, sharedDown, sharedGate, expertsAttr,
                                ActivationAttr::get(context, activation), routingAttr, CapacityAttr());
   Value y = layer.getY();
+  if (block.widenedOutput && !cast<RankedTensorType>(y.getType()).getElementType().isF32())
+    y = arith::ExtFOp::create(builder, loc, cast<RankedTensorType>(y.getType()).clone(builder.getF32Type()), y);
   if (!tokenAxes.empty())
     y = tensor::ExpandShapeOp::create(builder, loc, tokensX.getType(), y, tokenAxes,
                                       tensor::getMixedSizes(builder, loc, tokensX));

@@ -288,10 +288,21 @@ bool setOwnExperts(MoeBlock &block, const std::map<int64_t, OwnExpertFfn> &ffns,
 std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, const MoeBlock &block,
                          llvm::StringRef token, llvm::SmallVector<const onnx::NodeProto *> &nodes);
 
-/// An expert's FFN on its own constant weights downstream of `rows`; sets
-/// `output` to its result.
+/// An expert's FFN on its own constant weights downstream of `rows`, its
+/// result read only by one node of a type in `readers` (its scale, by
+/// default); sets `output` to its result.
 std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
-                                            std::string &output, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+                                            std::string &output, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                            llvm::ArrayRef<llvm::StringRef> readers = {"Mul", "Cast"});
+
+/// One expert's FFN on stacked weights gathered at its `index`
+/// (ExpertLoopBlocks.cpp): the weights, the activation and the FFN's output.
+struct StackedExpert {
+  std::string gateUp, down, output;
+  GateActivation activation = GateActivation::silu;
+};
+std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
+                                           llvm::StringRef index, llvm::SmallVector<const onnx::NodeProto *> &nodes);
 
 /// One expert's step of the output's accumulation: `out` = `in` plus its
 /// weighted rows added at their tokens.
@@ -312,6 +323,13 @@ std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLook
 std::optional<std::string> accumulationChain(const GraphIndex &g, const ConstantLookup &constants,
                                              const MoeBlock &block, const std::map<int64_t, Accumulation> &steps,
                                              llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why);
+
+/// Matches vLLM's and SGLang's reference loop (FlatSlotLoopBlocks.cpp): x
+/// repeated per slot, each expert's FFN assigned to the flat slot rows that
+/// picked it, the slots weighted and summed per token. `why` is empty when
+/// the ids are not flattened for it.
+std::optional<MoeBlock> matchFlatSlotLoopBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
+                                               std::string &why);
 
 /// Matches a mixture computing every expert on every token, weighted by
 /// per-expert gate columns (DenseMixtureBlocks.cpp) anchored at TopK node

@@ -418,15 +418,6 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
   return false;
 }
 
-/// One expert's FFN on stacked weights, as transformers 5 writes it:
-///   h = MatMul(rows, Transpose(Gather(W13, index)))        W13 [E, 2I, H]
-///   g, u = Slice(h, [0, I)), Slice(h, [I, 2I)) on the last axis (chunk)
-///   o = MatMul(act(g) * u, Transpose(Gather(W2, index)))   W2 [E, H, I]
-struct StackedExpert {
-  std::string gateUp, down, output;
-  GateActivation activation = GateActivation::silu;
-};
-
 /// Transpose(Gather(W, index, axis 0), [1, 0]) with W a constant [E, a, b]:
 /// W's name, or "".
 static std::string gatheredTransposed(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
@@ -436,7 +427,12 @@ static std::string gatheredTransposed(const GraphIndex &g, const ConstantLookup 
                                                                                    : nullptr;
   llvm::SmallVector<int64_t> perm = transpose ? intsAttr(*transpose, "perm") : llvm::SmallVector<int64_t>();
   std::optional<llvm::SmallVector<int64_t>> shape = gather ? constants.shape(inputOf(*gather, 0)) : std::nullopt;
-  if (!gather || gather->op_type() != "Gather" || intAttr(*gather, "axis", 0) != 0 || inputOf(*gather, 1) != index ||
+  // The index itself, or a constant of the same value (the expert id
+  // written twice).
+  bool sameIndex = gather && (inputOf(*gather, 1) == index ||
+                               (constants(index) && constants(inputOf(*gather, 1)) == constants(index) &&
+                                constants.shape(inputOf(*gather, 1)) == constants.shape(index)));
+  if (!gather || gather->op_type() != "Gather" || intAttr(*gather, "axis", 0) != 0 || !sameIndex ||
       !g.isConstant(inputOf(*gather, 0)) || !shape || shape->size() != 3 ||
       (!perm.empty() && perm != llvm::SmallVector<int64_t>{1, 0}))
     return "";
@@ -444,9 +440,12 @@ static std::string gatheredTransposed(const GraphIndex &g, const ConstantLookup 
   return inputOf(*gather, 0);
 }
 
-static std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLookup &constants,
-                                                  llvm::StringRef rows, llvm::StringRef index,
-                                                  llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+/// One expert's FFN on stacked weights, as transformers 5 writes it:
+///   h = MatMul(rows, Transpose(Gather(W13, index)))        W13 [E, 2I, H]
+///   g, u = Slice(h, [0, I)), Slice(h, [I, 2I)) on the last axis (chunk)
+///   o = MatMul(act(g) * u, Transpose(Gather(W2, index)))   W2 [E, H, I]
+std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
+                                           llvm::StringRef index, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   llvm::SmallVector<const onnx::NodeProto *> found;
   const onnx::NodeProto *upMM = g.onlyUser(rows, "MatMul");
   if (!upMM || inputOf(*upMM, 0) != rows)
@@ -600,10 +599,12 @@ picksSoftmaxRouting(const GraphIndex &g, const ConstantLookup &constants, int to
 }
 
 /// The expert's own FFN on its rows: the first value downstream of the rows
-/// (within 64 values) that only a scale (Mul, or a Cast to it) reads and
-/// that is an FFN of the rows (matchOwnExpertFfn). Sets `output`.
+/// (within 64 values) that only one of `readers` reads (its scale: Mul, or
+/// a Cast to it) and that is an FFN of the rows (matchOwnExpertFfn). Sets
+/// `output`.
 std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
-                                            std::string &output, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+                                            std::string &output, llvm::SmallVector<const onnx::NodeProto *> &nodes,
+                                            llvm::ArrayRef<llvm::StringRef> readers) {
   auto isRows = [&](llvm::StringRef v) { return v == rows; };
   llvm::SmallVector<std::string> frontier = {rows.str()};
   llvm::StringSet<> seen;
@@ -613,7 +614,7 @@ std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantL
         if (!seen.insert(out).second)
           continue;
         frontier.push_back(out);
-        if (!g.onlyUser(out, "Mul") && !g.onlyUser(out, "Cast"))
+        if (llvm::none_of(readers, [&](llvm::StringRef op) { return g.onlyUser(out, op); }))
           continue;
         llvm::SmallVector<const onnx::NodeProto *> found;
         if (std::optional<OwnExpertFfn> ffn = matchOwnExpertFfn(g, constants, out, isRows, found)) {

@@ -37,7 +37,8 @@
 // Hand-written modules add two forms: every expert on every token weighted
 // by gate columns or a scattered gate (matchDenseMixtureBlock), and the
 // routed experts' weights gathered per token for einsums
-// (matchGatheredStackBlock). Everything is checked: a block that looks like MoE but
+// (matchGatheredStackBlock), and vLLM's reference loop over flat slot rows
+// (matchFlatSlotLoopBlock). Everything is checked: a block that looks like MoE but
 // differs anywhere (another activation, a value used outside the block, a
 // weight that is not a constant) stays plain ops, with a remark saying why.
 //
@@ -103,7 +104,7 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
                                "as TopK(1); it runs as plain ops"});
     if (graph.node(i).op_type() != "TopK" || !defaultDomain)
       continue;
-    std::string why, whyLoop, whyGptOss, whyDense, whyGathered, whyChoice;
+    std::string why, whyLoop, whyGptOss, whyDense, whyGathered, whyChoice, whyFlat;
     // Tokens in several leading axes ([B, S, H]) are one axis to the
     // layer, except where a selection runs across tokens (expert choice)
     // or the block's own logits are read (gpt-oss, SparseMixer).
@@ -130,8 +131,12 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
       accept(std::move(*dense));
     else if (std::optional<MoeBlock> gathered = matchGatheredStackBlock(index, constants, i, whyGathered))
       accept(std::move(*gathered));
-    else if (!whyLoop.empty() || !why.empty() || !whyGptOss.empty() || !whyDense.empty() || !whyGathered.empty())
-      nearMisses.push_back({i, !whyGathered.empty() ? whyGathered
+    else if (std::optional<MoeBlock> flat = matchFlatSlotLoopBlock(index, constants, i, whyFlat))
+      accept(std::move(*flat));
+    else if (!whyFlat.empty() || !whyLoop.empty() || !why.empty() || !whyGptOss.empty() || !whyDense.empty() ||
+             !whyGathered.empty())
+      nearMisses.push_back({i, !whyFlat.empty()       ? whyFlat
+                               : !whyGathered.empty() ? whyGathered
                                : !whyDense.empty()  ? whyDense
                                : !whyLoop.empty()   ? whyLoop
                                : !why.empty()       ? why

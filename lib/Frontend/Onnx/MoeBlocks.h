@@ -107,6 +107,10 @@ struct MoeBlock {
   /// `F.linear(x.float(), w.float())` in a 16-bit model): the layer's
   /// router takes the f32 weights with the 16-bit x, the logits in f32.
   bool routerOnWidenedX = false;
+  /// A 16-bit block's weighted slots summed in f32 and left there (the
+  /// dynamo exporter's sum of a 16-bit tensor): the layer's 16-bit result
+  /// is widened to the f32 output.
+  bool widenedOutput = false;
   GateActivation activation = GateActivation::silu;
   /// DeepSeek-V3's routing (matchDeepSeekRouting): sigmoid (or softmax)
   /// scores, the selection bias (a constant [E]), top-k within the best `topkGroups` of

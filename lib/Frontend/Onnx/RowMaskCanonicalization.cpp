@@ -15,9 +15,9 @@
 // t = Squeeze(Transpose(NonZero(rows)), 1), its column Unsqueeze(t, -1) as
 // the indices, and the write as the row scatter ScatterND(y, column,
 // y[rows] + d): NonZero lists the selected rows' elements in row-major
-// order, which is the order of the flattened [n, H] rows. Rows assigned
-// into zeros, out[rows] = f(x[rows]), become ScatterND(zeros, column, R)
-// the same way.
+// order, which is the order of the flattened [n, H] rows. Rows assigned,
+// out[rows] = f(x[rows]) (into zeros or into earlier assignments), become
+// ScatterND(out, column, R) the same way.
 //
 // A row scatter into zeros scaled by a per-token column c [T, 1] (the
 // expert's gate: y += c * out) is the scatter of the scaled rows:
@@ -221,10 +221,12 @@ private:
           columnMask(read->input(1)) == mask)
         return std::make_pair(mask, rows);
     }
-    // Into zeros, any rows [n, H] (the row scatter checks both sizes, at
-    // import or by the run: rows of another shape are an error, never a
-    // read outside them).
-    if (fillValue(scatter.input(0)) == 0.0 && sameWidth(written, scatter.input(0)))
+    // Assigned (into zeros or any y), any rows [n, H]: the flat elements
+    // of [n, H] rows in row-major order are the selected rows' elements in
+    // NonZero's order (the row scatter checks both sizes, at import or by
+    // the run: rows of another shape are an error, never a read outside
+    // them).
+    if (sameWidth(written, scatter.input(0)))
       return std::make_pair(mask, written);
     return std::nullopt;
   }
