@@ -35,6 +35,23 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+class FusedSwiGLU(nn.Module):
+    """A SwiGLU expert with gate and up fused in one Linear, split by chunk
+    (`up_first`: the up half first)."""
+
+    def __init__(self, up_first=False):
+        super().__init__()
+        self.up_first = up_first
+        self.w13 = nn.Linear(HIDDEN, 2 * FFN, bias=False)
+        self.w2 = nn.Linear(FFN, HIDDEN, bias=False)
+
+    def forward(self, x):
+        g, u = self.w13(x).chunk(2, dim=-1)
+        if self.up_first:
+            g, u = u, g
+        return self.w2(F.silu(g) * u)
+
+
 def mlp(activation, bias):
     """A plain FFN expert, as tutorials write one."""
     return nn.Sequential(nn.Linear(HIDDEN, FFN, bias=bias), activation, nn.Linear(FFN, HIDDEN, bias=bias))
@@ -812,6 +829,34 @@ class RepeatedRowsLoop(Experts):
         return (out.view(t, -1, HIDDEN) * w.view(t, -1, 1).to(out.dtype)).sum(dim=1)
 
 
+class StackedRepeatedRowsLoop(nn.Module):
+    """vLLM's torch_moe exactly: RepeatedRowsLoop on stacked parameters, w1
+    [E, 2I, H] with gate and up fused (SiluAndMul on the halves) and w2
+    [E, H, I], indexed per expert (`w1[e].transpose(0, 1)`), the weights and
+    ids flattened before the loop (vLLM skips experts with no rows by
+    `if mask.sum():`, which torch.export cannot trace: left out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.w1 = nn.Parameter(torch.randn(EXPERTS, 2 * FFN, HIDDEN) * 0.2)
+        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+
+    def forward(self, x):
+        b, d = x.shape
+        a = x.view(b, -1, d).repeat(1, TOP_K, 1).reshape(-1, d)
+        out = torch.zeros(b * TOP_K, self.w2.shape[1], dtype=x.dtype)
+        score = torch.softmax(self.gate(x), dim=-1, dtype=torch.float32)
+        topk_weight, topk_ids = torch.topk(score, TOP_K)
+        topk_weight = topk_weight.view(-1)
+        topk_ids = topk_ids.view(-1)
+        for i in range(self.w1.shape[0]):
+            mask = topk_ids == i
+            h = a[mask] @ self.w1[i].transpose(0, 1)
+            out[mask] = (F.silu(h[..., :FFN]) * h[..., FFN:]) @ self.w2[i].transpose(0, 1)
+        return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -872,7 +917,10 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "repeated_rows_expand_gelu_bias": lambda: RepeatedRowsLoop(lambda: mlp(nn.GELU(), True), router_bias=True,
                                                                       spelling="expand"),
            "repeated_rows_loop_f16": RepeatedRowsLoop,
-           "repeated_rows_tiled_near_miss": lambda: RepeatedRowsLoop(tiled=True)}
+           "repeated_rows_tiled_near_miss": lambda: RepeatedRowsLoop(tiled=True),
+           "repeated_rows_stacked_loop": StackedRepeatedRowsLoop,
+           "where_loop_fused_gate_up": lambda: WhereLoop(FusedSwiGLU),
+           "mask_loop_fused_up_gate": lambda: MaskLoop(lambda: FusedSwiGLU(up_first=True))}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,

@@ -41,6 +41,8 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   if (!block.sparseMixerLogits.empty())
     return importSparseMixerBlock(block, loc);
   std::string gateUpName = block.gateUp, downName = block.down, upBiasName, downBiasName;
+  if (failed(materializeWeightViews(block, loc)))
+    return failure();
   if ((!block.expertDown.empty() || !block.gateStack.empty()) &&
       failed(stackExpertWeights(block, loc, gateUpName, downName, upBiasName, downBiasName)))
     return failure();
@@ -299,6 +301,48 @@ LogicalResult GraphImporter::importSparseMixerBlock(const MoeBlock &block, Locat
   mixture.sparseMixer = true;
   mixture.sparseMixerEps = block.sparseMixerEps;
   values[block.output] = buildExpertMixture(builder, loc, mixture);
+  return success();
+}
+
+/// The block's weight views (MoeBlock::weightViews) as constants of their
+/// own, each once: one matrix of a stack, maybe transposed, maybe cut along
+/// its output axis.
+LogicalResult GraphImporter::materializeWeightViews(const MoeBlock &block, Location loc) {
+  for (const WeightView &view : block.weightViews) {
+    if (constants.count(view.name))
+      continue;
+    auto it = constants.find(view.source);
+    int64_t rank = view.index < 0 ? 2 : 3;
+    if (it == constants.end() || it->second.type.getRank() != rank ||
+        (view.index >= 0 && view.index >= it->second.type.getDimSize(0)))
+      return emitError(loc) << "MoE block: the expert weight '" << view.source << "' is not a constant of rank "
+                            << rank << (view.index >= 0 ? " with the indexed matrix" : "");
+    const ConstantTensor &source = it->second;
+    Type element = source.type.getElementType();
+    int64_t width = byteWidth(element);
+    int64_t a = source.type.getDimSize(rank - 2), b = source.type.getDimSize(rank - 1);
+    const char *matrix = source.bytes.data() + std::max<int64_t>(view.index, 0) * a * b * width;
+    // The matrix as used: [rows, cols] after the transpose.
+    int64_t rowsOf = view.transposed ? b : a, colsOf = view.transposed ? a : b;
+    int64_t outAxisSize = view.rows ? rowsOf : colsOf;
+    int64_t count = view.count < 0 ? outAxisSize - view.start : view.count;
+    if (view.start < 0 || count < 0 || view.start + count > outAxisSize)
+      return emitError(loc) << "MoE block: the part [" << view.start << ", " << view.start + count
+                            << ") of the expert weight '" << view.source << "' is out of its " << outAxisSize;
+    int64_t outRows = view.rows ? count : rowsOf, outCols = view.rows ? colsOf : count;
+    auto data = std::make_shared<std::vector<char>>(outRows * outCols * width);
+    for (int64_t r = 0; r < outRows; ++r)
+      for (int64_t c = 0; c < outCols; ++c) {
+        int64_t row = view.rows ? r + view.start : r, col = view.rows ? c : c + view.start;
+        int64_t at = view.transposed ? col * b + row : row * b + col;
+        memcpy(data->data() + (r * outCols + c) * width, matrix + at * width, width);
+      }
+    ConstantTensor constant;
+    constant.type = RankedTensorType::get({outRows, outCols}, element);
+    constant.owned = std::move(data);
+    constant.bytes = ArrayRef<char>(constant.owned->data(), constant.owned->size());
+    constants[view.name] = constant;
+  }
   return success();
 }
 

@@ -266,13 +266,18 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
 /// One expert's FFN on its own constant weights, matched back from its
 /// `output` to the rows `isInput` accepts (ExpertFfnMatching.cpp): gated
 /// (SwiGLU, GeGLU) or plain (ReLU, GELU, SiLU), each projection MatMul [+
-/// Add(bias)] or Gemm [with C], all in one layout (x @ W, or rows).
+/// Add(bias)] or Gemm [with C], all in one layout (x @ W, or rows). A
+/// weight may be one expert's matrix of a constant stack (`w[e]`, `w[e].T`)
+/// and gate and up one fused matrix whose result is sliced in halves
+/// (WeightView).
 struct OwnExpertFfn {
   std::string gate, up, down;              // up empty when ungated
   std::string gateBias, upBias, downBias;  // "" without
   bool rows = false;
   GateActivation gated = GateActivation::silu;
   std::optional<PlainActivation> ungated;
+  /// The weights above that are views of constants.
+  std::vector<WeightView> views;
 };
 std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const ConstantLookup &constants,
                                               llvm::StringRef output, llvm::function_ref<bool(llvm::StringRef)> isInput,

@@ -65,6 +65,73 @@ LinearWeight biasedLinear(const GraphIndex &g, const ConstantLookup &constants, 
   return w;
 }
 
+/// lhs @ V with V one matrix of a constant stack S [E, a, b] at a constant
+/// scalar i: Gather(S, i) or Transpose(Gather(S, i)) (`w[e].T` in a loop
+/// over the experts). The view (rows = false: MatMul reads x @ V), or
+/// nullopt; sets the lhs and adds the nodes.
+std::optional<WeightView> stackedMatrixLinear(const GraphIndex &g, const ConstantLookup &constants,
+                                              llvm::StringRef value, std::string &lhs,
+                                              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *mm = g.producer(value);
+  if (!mm || mm->op_type() != "MatMul")
+    return std::nullopt;
+  const onnx::NodeProto *transpose = g.producer(inputOf(*mm, 1));
+  bool transposed = transpose && transpose->op_type() == "Transpose";
+  if (transposed) {
+    llvm::SmallVector<int64_t> perm = intsAttr(*transpose, "perm");
+    if (!perm.empty() && perm != llvm::SmallVector<int64_t>{1, 0})
+      return std::nullopt;
+  }
+  const onnx::NodeProto *gather = g.producer(transposed ? inputOf(*transpose, 0) : inputOf(*mm, 1));
+  std::optional<llvm::SmallVector<int64_t>> stack = gather ? constants.shape(inputOf(*gather, 0)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> index = gather ? constants(inputOf(*gather, 1)) : std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> indexShape = gather ? constants.shape(inputOf(*gather, 1)) : std::nullopt;
+  if (!gather || gather->op_type() != "Gather" || intAttr(*gather, "axis", 0) != 0 ||
+      !g.isConstant(inputOf(*gather, 0)) || !stack || stack->size() != 3 || !index || index->size() != 1 ||
+      !indexShape || !indexShape->empty())
+    return std::nullopt;
+  int64_t i = (*index)[0] < 0 ? (*index)[0] + (*stack)[0] : (*index)[0];
+  if (i < 0 || i >= (*stack)[0])
+    return std::nullopt;
+  WeightView view;
+  view.source = inputOf(*gather, 0);
+  view.index = i;
+  view.transposed = transposed;
+  view.name = view.source + "[" + std::to_string(i) + "]" + (transposed ? ".T" : "");
+  lhs = inputOf(*mm, 0);
+  nodes.append({mm, gather});
+  if (transposed)
+    nodes.push_back(transpose);
+  return view;
+}
+
+/// `whole` (a view or a constant) cut to [start, start + count) of its
+/// output axis.
+WeightView outputPart(const WeightView &whole, int64_t start, int64_t count) {
+  WeightView part = whole;
+  part.start = whole.start + start;
+  part.count = count;
+  part.name = whole.name + "[" + std::to_string(part.start) + ":" + std::to_string(part.start + count) + "]";
+  return part;
+}
+
+/// A Slice of `h` [n, 2I] along its last axis with unit steps: [start, end)
+/// (end clamped to `width`), or nullopt.
+std::optional<std::pair<int64_t, int64_t>> lastAxisSlice(const ConstantLookup &constants, const onnx::NodeProto *slice,
+                                                         llvm::StringRef h, int64_t width) {
+  if (!slice || slice->op_type() != "Slice" || inputOf(*slice, 0) != h || slice->input_size() < 4)
+    return std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*slice, 1)), ends = constants(inputOf(*slice, 2)),
+                                            axes = constants(inputOf(*slice, 3));
+  std::optional<llvm::SmallVector<int64_t>> steps = slice->input_size() < 5 || inputOf(*slice, 4).empty()
+                                                        ? llvm::SmallVector<int64_t>{1}
+                                                        : constants(inputOf(*slice, 4));
+  if (!starts || !ends || !axes || starts->size() != 1 || ends->size() != 1 || axes->size() != 1 ||
+      ((*axes)[0] != -1 && (*axes)[0] != 1) || steps != llvm::SmallVector<int64_t>{1} || (*starts)[0] < 0)
+    return std::nullopt;
+  return std::make_pair((*starts)[0], std::min((*ends)[0], width));
+}
+
 bool scalarIs(const ConstantLookup &constants, llvm::StringRef value, double want, double tolerance) {
   std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
   return v && v->size() == 1 && std::abs((*v)[0] - want) <= tolerance;
@@ -157,21 +224,37 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
   llvm::SmallVector<const onnx::NodeProto *> found;
   OwnExpertFfn ffn;
   std::string act;
-  LinearWeight down = biasedLinear(g, constants, output, ffn.downBias, act, found);
+  // A projection's weight: a constant, or a view of one (its bias then
+  // none); the view goes to `views`.
+  auto weightOf = [&](llvm::StringRef value, std::string &bias, std::string &lhs,
+                      llvm::SmallVector<const onnx::NodeProto *> &into,
+                      std::vector<WeightView> &views) -> LinearWeight {
+    LinearWeight w = biasedLinear(g, constants, value, bias, lhs, into);
+    if (!w.empty())
+      return w;
+    std::optional<WeightView> view = stackedMatrixLinear(g, constants, value, lhs, into);
+    if (!view)
+      return {};
+    bias.clear();
+    views.push_back(*view);
+    return {view->name, false};
+  };
+  LinearWeight down = weightOf(output, ffn.downBias, act, found, ffn.views);
   if (down.empty())
     return std::nullopt;
   ffn.down = down.name;
   ffn.rows = down.rows;
-  auto projection = [&](llvm::StringRef value, std::string &bias, llvm::SmallVector<const onnx::NodeProto *> &into) {
+  auto projection = [&](llvm::StringRef value, std::string &bias, llvm::SmallVector<const onnx::NodeProto *> &into,
+                        std::vector<WeightView> &views) {
     std::string lhs;
-    LinearWeight w = biasedLinear(g, constants, value, bias, lhs, into);
+    LinearWeight w = weightOf(value, bias, lhs, into, views);
     return !w.empty() && isInput(lhs) && w.rows == down.rows ? w.name : std::string();
   };
   // Ungated: act(x W1 [+ b1]).
   std::string h;
   llvm::SmallVector<const onnx::NodeProto *> plainNodes;
   if (std::optional<PlainActivation> kind = plainActivation(g, constants, act, h, plainNodes)) {
-    ffn.gate = projection(h, ffn.gateBias, plainNodes);
+    ffn.gate = projection(h, ffn.gateBias, plainNodes, ffn.views);
     if (!ffn.gate.empty()) {
       ffn.ungated = *kind;
       nodes.append(found.begin(), found.end());
@@ -186,14 +269,16 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
   for (int side = 0; side < 2; ++side) {
     llvm::SmallVector<const onnx::NodeProto *> upNodes;
     std::string upBias;
-    std::string up = projection(inputOf(*product, side), upBias, upNodes);
+    std::vector<WeightView> views = ffn.views;
+    std::string up = projection(inputOf(*product, side), upBias, upNodes, views);
     const onnx::NodeProto *activated = up.empty() ? nullptr : g.producer(inputOf(*product, 1 - side));
     if (!activated)
       continue;
     for (const std::string &in : activated->input()) {
       llvm::SmallVector<const onnx::NodeProto *> gateNodes, actNodes;
       std::string gateBias;
-      std::string gate = projection(in, gateBias, gateNodes);
+      std::vector<WeightView> gateViews = views;
+      std::string gate = projection(in, gateBias, gateNodes, gateViews);
       GateActivation kind = GateActivation::silu;
       if (gate.empty() || matchGatedActivation(g, in, inputOf(*product, side), kind, actNodes) != product)
         continue;
@@ -202,8 +287,83 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
       ffn.gateBias = gateBias;
       ffn.upBias = upBias;
       ffn.gated = kind;
+      ffn.views = std::move(gateViews);
       for (auto *list : {&found, &upNodes, &gateNodes, &actNodes})
         nodes.append(list->begin(), list->end());
+      return ffn;
+    }
+  }
+  // Gate and up fused in one weight W [in, 2I] (or rows [2I, in]): act(h[:,
+  // :I]) * h[:, I:] (or the halves the other way round) with h = lhs @ W,
+  // the halves Slices of h or the two parts of its Split (torch.chunk).
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *upNode = g.producer(inputOf(*product, side));
+    const onnx::NodeProto *activated = g.producer(inputOf(*product, 1 - side));
+    if (!upNode || (upNode->op_type() != "Slice" && upNode->op_type() != "Split") || !activated)
+      continue;
+    std::string hValue = inputOf(*upNode, 0), bias, lhs;
+    llvm::SmallVector<const onnx::NodeProto *> fusedNodes;
+    std::vector<WeightView> views = ffn.views;
+    LinearWeight w = weightOf(hValue, bias, lhs, fusedNodes, views);
+    bool viewed = views.size() > ffn.views.size();
+    int64_t width = -1;
+    if (viewed) {
+      std::optional<llvm::SmallVector<int64_t>> stack = constants.shape(views.back().source);
+      width = stack ? (*stack)[views.back().transposed ? 1 : 2] : -1;
+    } else if (std::optional<llvm::SmallVector<int64_t>> shape = w.empty() ? std::nullopt : constants.shape(w.name);
+               shape && shape->size() == 2) {
+      width = (*shape)[w.rows ? 0 : 1];
+    }
+    if (w.empty() || !bias.empty() || !isInput(lhs) || w.rows != down.rows || width <= 0 || width % 2 != 0)
+      continue;
+    int64_t half = width / 2;
+    // Which part of h a value is: 0 for [0, I), 1 for [I, 2I), else -1.
+    auto partOf = [&](llvm::StringRef value, const onnx::NodeProto *n) -> int {
+      if (!n || inputOf(*n, 0) != hValue)
+        return -1;
+      if (n->op_type() == "Slice") {
+        std::optional<std::pair<int64_t, int64_t>> range = lastAxisSlice(constants, n, hValue, width);
+        return !range ? -1 : *range == std::make_pair<int64_t, int64_t>(0, half + 0) ? 0
+                           : *range == std::make_pair(half, width)                  ? 1
+                                                                                    : -1;
+      }
+      int64_t axis = intAttr(*n, "axis", 0);
+      std::optional<llvm::SmallVector<int64_t>> sizes =
+          n->input_size() > 1 && !inputOf(*n, 1).empty() ? constants(inputOf(*n, 1)) : std::nullopt;
+      bool halves = n->input_size() > 1 && !inputOf(*n, 1).empty() ? sizes && *sizes == llvm::SmallVector<int64_t>{half, half}
+                                                                     : intAttr(*n, "num_outputs", 2) == 2;
+      if (n->op_type() != "Split" || (axis != -1 && axis != 1) || n->output_size() != 2 || !halves)
+        return -1;
+      return outputOf(*n, 0) == value ? 0 : outputOf(*n, 1) == value ? 1 : -1;
+    };
+    // Either half may be the gate (`u, g = h.chunk(2)` too).
+    int upPart = partOf(inputOf(*product, side), upNode);
+    if (upPart < 0)
+      continue;
+    for (const std::string &in : activated->input()) {
+      const onnx::NodeProto *gateNode = g.producer(in);
+      GateActivation kind = GateActivation::silu;
+      llvm::SmallVector<const onnx::NodeProto *> gateActNodes;
+      if (partOf(in, gateNode) != 1 - upPart || gateNode->op_type() != upNode->op_type() ||
+          matchGatedActivation(g, in, inputOf(*product, side), kind, gateActNodes) != product)
+        continue;
+      WeightView whole = viewed ? views.back() : WeightView{w.name, w.name, -1, false, w.rows, 0, -1};
+      whole.rows = w.rows;
+      if (viewed)
+        views.pop_back();
+      WeightView gateView = outputPart(whole, upPart == 1 ? 0 : half, half),
+                 upView = outputPart(whole, upPart == 1 ? half : 0, half);
+      views.push_back(gateView);
+      views.push_back(upView);
+      ffn.gate = gateView.name;
+      ffn.up = upView.name;
+      ffn.gated = kind;
+      ffn.views = std::move(views);
+      for (auto *list : {&found, &fusedNodes, &gateActNodes})
+        nodes.append(list->begin(), list->end());
+      nodes.push_back(upNode);
+      if (gateNode != upNode)
+        nodes.push_back(gateNode);
       return ffn;
     }
   }
@@ -224,6 +384,7 @@ bool setOwnExperts(MoeBlock &block, const std::map<int64_t, OwnExpertFfn> &ffns,
     block.expertGate.push_back(ffn.gate);
     block.expertUp.push_back(ffn.up);
     block.expertDown.push_back(ffn.down);
+    block.weightViews.insert(block.weightViews.end(), ffn.views.begin(), ffn.views.end());
     if (biased) {
       block.expertGateBias.push_back(ffn.gateBias);
       block.expertUpBias.push_back(ffn.upBias);

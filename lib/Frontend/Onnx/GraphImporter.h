@@ -72,6 +72,7 @@ private:
   Value checkedRaise(Value raised, Value plain, Location loc);
   LogicalResult stackExpertWeights(const MoeBlock &block, Location loc, std::string &gateUp, std::string &down,
                                    std::string &upBias, std::string &downBias);
+  LogicalResult materializeWeightViews(const MoeBlock &block, Location loc);
   std::string supportedOps() const;
 
   MLIRContext *context;

@@ -46,6 +46,20 @@ struct LinearWeight {
   bool empty() const { return name.empty(); }
 };
 
+/// An expert's matrix that is a view of a constant: the slice `index` of a
+/// stack [E, a, b] (the constant itself, 2-D, when index < 0), maybe
+/// transposed, then the part [start, start + count) of its output axis
+/// (axis 1 of x @ W's [in, out], axis 0 of rows; count < 0: all of it).
+/// Loops over stacked parameters (`w1[e].T`) and gate/up fused in one
+/// matrix (read back by Slices) give such views; the import materialises
+/// each under `name` before stacking the experts' weights.
+struct WeightView {
+  std::string name, source;
+  int64_t index = -1;
+  bool transposed = false, rows = false;
+  int64_t start = 0, count = -1;
+};
+
 /// One matched block: the nodes it replaces (imported as one moe.layer at
 /// `last`, the node computing `output`) and its operands by ONNX name.
 struct MoeBlock {
@@ -76,6 +90,8 @@ struct MoeBlock {
   /// The per-expert loop form: expert e's x @ W weights, gate and up
   /// [H, I], down [I, H] (then gateUp and down are empty).
   std::vector<std::string> expertGate, expertUp, expertDown;
+  /// Expert matrices above that are views of constants (by name).
+  std::vector<WeightView> weightViews;
   /// Ungated experts, act(x W1 [+ b1]) W2 [+ b2]: W1 where the gate
   /// weights go (expertGate, gateStack), no up weights.
   std::optional<PlainActivation> ungated;
