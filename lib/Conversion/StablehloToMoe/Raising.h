@@ -55,6 +55,12 @@ unsigned unrollExpertLoops(Operation *root);
 /// reshape drops collapsed (jax.vmap's `w[e]`; CanonicalizeGathers.cpp).
 void canonicalizeGathers(Operation *root);
 
+/// Rewrites decode-style dispatch over flattened (token, slot) rows (x[tok]
+/// with tok = repeat(arange(T), k), w[idx.reshape(-1)], segment_sum back to
+/// the tokens, or a reshape to [T, k, H]) into the same ops on [T, k, ...]
+/// values, summed over the slots (UnflattenSlotPairs.cpp).
+void unflattenSlotPairs(Operation *root);
+
 /// Rewrites contractions into the form the expert matchers read, exactly:
 /// a batch dim made only by broadcasting one operand (`torch.bmm` of
 /// `x.expand(E, T, H)`) becomes a free dim of the other, and a strided
