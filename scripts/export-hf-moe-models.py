@@ -31,7 +31,9 @@ transformers 5.25, opset 17 (the routers' biases scaled to 0.05 so that
 the example hits every expert); gpt_oss_torchscript.onnx the same way.
 glm4_moe.onnx, ernie4_5_moe.onnx, phimoe.onnx, granitemoe.onnx, lfm2_moe.onnx
 and jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo); ernie4_5_moe_f16.onnx
-likewise (--dtype f16), with PyTorch's logits.
+likewise (--dtype f16), with PyTorch's logits. afmoe.onnx, dots1.onnx,
+exaone_moe.onnx, hunyuan_moe.onnx, minimax_m2.onnx and qwen3_5_moe.onnx:
+torch 2.15, transformers 5.25 (dynamo).
 """
 
 import argparse
@@ -107,6 +109,29 @@ MODELS = {
     "jetmoe": (transformers.JetMoeConfig, transformers.JetMoeForCausalLM,
                dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, kv_channels=8,
                     num_key_value_heads=4)),
+    # Families added to check that recognition generalises (none was looked
+    # at before its export imported): AFMoE (sigmoid scores, a selection
+    # bias, renormalised), dots.llm1 (DeepSeek-style with one group, a
+    # shared expert, not renormalised), EXAONE-MoE (the first layer dense,
+    # sigmoid with a selection bias, scaled by 2.5, a shared expert),
+    # Hunyuan-MoE (softmax top-2 and a shared expert), MiniMax-M2 (sigmoid
+    # with a selection bias), Qwen3.5-MoE (a sigmoid-gated shared expert).
+    "afmoe": (transformers.AfmoeConfig, transformers.AfmoeForCausalLM,
+              dict(intermediate_size=48, moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2, head_dim=8,
+                   num_dense_layers=0)),
+    "dots1": (transformers.Dots1Config, transformers.Dots1ForCausalLM,
+              dict(intermediate_size=64, moe_intermediate_size=48, n_routed_experts=6, num_experts_per_tok=2,
+                   n_shared_experts=1, first_k_dense_replace=0, n_group=1, topk_group=1, head_dim=8)),
+    "exaone_moe": (transformers.ExaoneMoeConfig, transformers.ExaoneMoeForCausalLM,
+                   dict(intermediate_size=48, moe_intermediate_size=48, num_experts=4, num_experts_per_tok=2,
+                        head_dim=8)),
+    "hunyuan_moe": (transformers.HunYuanMoEV1Config, transformers.HunYuanMoEV1ForCausalLM,
+                    dict(intermediate_size=48, num_experts=4, moe_topk=2, head_dim=8)),
+    "minimax_m2": (transformers.MiniMaxM2Config, transformers.MiniMaxM2ForCausalLM,
+                   dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, head_dim=8)),
+    "qwen3_5_moe": (transformers.Qwen3_5MoeTextConfig, transformers.Qwen3_5MoeForCausalLM,
+                    dict(moe_intermediate_size=48, shared_expert_intermediate_size=48, num_experts=6,
+                         num_experts_per_tok=2, head_dim=8, layer_types=["full_attention", "full_attention"])),
 }
 # Families whose MoE blocks run as plain ops (not raised to moe.layer): the
 # Python drop-in (test/Python/test_huggingface.py) leaves them out.
