@@ -33,7 +33,9 @@ glm4_moe.onnx, ernie4_5_moe.onnx, phimoe.onnx, granitemoe.onnx, lfm2_moe.onnx
 and jetmoe.onnx: torch 2.15, transformers 5.25 (dynamo); ernie4_5_moe_f16.onnx
 likewise (--dtype f16), with PyTorch's logits. afmoe.onnx, dots1.onnx,
 exaone_moe.onnx, hunyuan_moe.onnx, minimax_m2.onnx and qwen3_5_moe.onnx:
-torch 2.15, transformers 5.25 (dynamo).
+torch 2.15, transformers 5.25 (dynamo); qwen3_5_moe_torchscript.onnx the
+same with TorchScript (opset 17; its rotary sections leave an empty
+index tensor in the graph).
 """
 
 import argparse

@@ -69,6 +69,7 @@ static void addBufferizedLowering(OpPassManager &pm, StringRef name, bool parall
     addUpstream(pm, name, "linalg-fuse-elementwise-ops,canonicalize,cse");
   }
   pm.addNestedPass<func::FuncOp>(createMoeLocalizeEmptyTensors()); // after the last CSE
+  pm.addNestedPass<func::FuncOp>(createMoeEmptyCollapses());
   addUpstream(pm, name,
               "one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
               "function-boundary-type-conversion=identity-layout-map}");

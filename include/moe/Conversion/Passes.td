@@ -218,6 +218,31 @@ def MoeLocalizeEmptyTensors : Pass<"moe-localize-empty-tensors", "::mlir::func::
   let dependentDialects = ["::mlir::tensor::TensorDialect"];
 }
 
+def MoeEmptyCollapses : Pass<"moe-empty-collapses", "::mlir::func::FuncOp"> {
+  let summary = "A tensor.collapse_shape of a tensor with no elements becomes a tensor.empty";
+  let description = [{
+    A graph with an empty tensor (an index list sliced to nothing, a
+    broadcast to a size-0 dim) can leave `tensor.collapse_shape` of a
+    source whose static size 0 shares a group with dynamic sizes. One-shot
+    bufferization types the buffer's collapse as static 0 in that group,
+    which `memref.collapse_shape` rejects (a dynamic group must collapse to
+    a dynamic size), and the lowering failed. Such a tensor has no
+    elements, so its collapse is a `tensor.empty` of the result's sizes
+    (0 for the groups holding the 0), cast to the result type. Both
+    pipelines run it right before bufferization.
+
+    Example:
+
+    ```mlir
+    %c = tensor.collapse_shape %t [[0, 1, 2]] : tensor<?x?x0xi64> into tensor<?xi64>
+    // becomes
+    %e = tensor.empty() : tensor<0xi64>
+    %c = tensor.cast %e : tensor<0xi64> to tensor<?xi64>
+    ```
+  }];
+  let dependentDialects = ["::mlir::tensor::TensorDialect", "::mlir::arith::ArithDialect"];
+}
+
 def MoeResultsToOutParams : Pass<"moe-results-to-out-params", "::mlir::ModuleOp"> {
   let summary = "Buffer results become caller-allocated out-parameters where their shapes allow";
   let description = [{
