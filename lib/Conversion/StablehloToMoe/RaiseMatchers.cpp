@@ -639,6 +639,25 @@ Value transposeOf(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> perm) {
                                    b.getDenseI64ArrayAttr(perm));
 }
 
+Value sumOverDim(OpBuilder &b, Location loc, Value v, int64_t dim) {
+  auto type = cast<RankedTensorType>(v.getType());
+  SmallVector<int64_t> shape(type.getShape());
+  shape.erase(shape.begin() + dim);
+  Type element = type.getElementType();
+  auto scalar = RankedTensorType::get({}, element);
+  Value zero = shlo::ConstantOp::create(b, loc, scalar, DenseElementsAttr::get(scalar, b.getZeroAttr(element)));
+  auto reduce = shlo::ReduceOp::create(b, loc, TypeRange{RankedTensorType::get(shape, element)}, ValueRange{v},
+                                       ValueRange{zero}, b.getDenseI64ArrayAttr({dim}));
+  Block *body = new Block();
+  reduce.getBody().push_back(body);
+  Value lhs = body->addArgument(scalar, loc), rhs = body->addArgument(scalar, loc);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(body);
+  Value sum = shlo::AddOp::create(b, loc, scalar, lhs, rhs);
+  shlo::ReturnOp::create(b, loc, ValueRange{sum});
+  return reduce.getResult(0);
+}
+
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
 Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m) {

@@ -200,6 +200,9 @@ void addTerms(Value v, SmallVectorImpl<Value> &terms);
 /// stablehlo.transpose of `v` by `perm` (`v` itself for the identity).
 Value transposeOf(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> perm);
 
+/// stablehlo.reduce of `v` over its dim `dim` with add from 0.
+Value sumOverDim(OpBuilder &b, Location loc, Value v, int64_t dim);
+
 /// moe.layer for a matched layer, its weights brought to the moe layouts
 /// (router [E, H]; up [E, 2F, H] = [gate; up]; down [E, H, F]).
 Value buildLayer(OpBuilder &b, Location loc, const RecognisedLayer &m);

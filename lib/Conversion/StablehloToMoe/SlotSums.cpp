@@ -122,22 +122,7 @@ public:
 
   /// reduce_sum over the slot dim of term 0's expression lifted.
   Value build(OpBuilder &b, Location loc, Value term) {
-    Value lifted = lift(b, loc, term);
-    auto type = cast<RankedTensorType>(term.getType());
-    Type element = type.getElementType();
-    auto scalar = RankedTensorType::get({}, element);
-    Value zero = shlo::ConstantOp::create(b, loc, scalar, DenseElementsAttr::get(scalar, b.getZeroAttr(element)));
-    int64_t lead = static_cast<int64_t>(leading.size());
-    auto reduce = shlo::ReduceOp::create(b, loc, TypeRange{type}, ValueRange{lifted}, ValueRange{zero},
-                                         b.getDenseI64ArrayAttr({lead}));
-    Block *body = new Block();
-    reduce.getBody().push_back(body);
-    Value lhs = body->addArgument(scalar, loc), rhs = body->addArgument(scalar, loc);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(body);
-    Value sum = shlo::AddOp::create(b, loc, scalar, lhs, rhs);
-    shlo::ReturnOp::create(b, loc, ValueRange{sum});
-    return reduce.getResult(0);
+    return sumOverDim(b, loc, lift(b, loc, term), static_cast<int64_t>(leading.size()));
   }
 
 private:

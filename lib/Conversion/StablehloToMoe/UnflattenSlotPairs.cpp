@@ -279,26 +279,6 @@ bool PairUnflattener::isPairTokens(Value t) const {
          spreadType.getDimSize(0) == tokens && spreadType.getDimSize(1) == slots;
 }
 
-/// The sum over the slot dim of `rows` [T, k, ...], built at `b`.
-Value sumOverSlots(OpBuilder &b, Location loc, Value rows) {
-  auto type = cast<RankedTensorType>(rows.getType());
-  SmallVector<int64_t> shape = {type.getDimSize(0)};
-  shape.append(type.getShape().begin() + 2, type.getShape().end());
-  Type element = type.getElementType();
-  auto scalar = RankedTensorType::get({}, element);
-  Value zero = shlo::ConstantOp::create(b, loc, scalar, DenseElementsAttr::get(scalar, b.getZeroAttr(element)));
-  auto reduce = shlo::ReduceOp::create(b, loc, TypeRange{RankedTensorType::get(shape, element)}, ValueRange{rows},
-                                       ValueRange{zero}, b.getDenseI64ArrayAttr({1}));
-  Block *body = new Block();
-  reduce.getBody().push_back(body);
-  Value lhs = body->addArgument(scalar, loc), rhs = body->addArgument(scalar, loc);
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(body);
-  Value sum = shlo::AddOp::create(b, loc, scalar, lhs, rhs);
-  shlo::ReturnOp::create(b, loc, ValueRange{sum});
-  return reduce.getResult(0);
-}
-
 /// segment_sum(rows, tok, T): scatter-add of rows [N, ...] into zeros
 /// [T, ...] at each pair's token -> the sum over the twin's slots.
 bool unflattenSegmentSum(shlo::ScatterOp scatter) {
@@ -325,7 +305,7 @@ bool unflattenSegmentSum(shlo::ScatterOp scatter) {
     pairs.discard();
     return false;
   }
-  scatter.getResult(0).replaceAllUsesWith(sumOverSlots(pairs.b, scatter.getLoc(), rows));
+  scatter.getResult(0).replaceAllUsesWith(sumOverDim(pairs.b, scatter.getLoc(), rows, /*dim=*/1));
   return true;
 }
 
