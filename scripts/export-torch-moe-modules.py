@@ -920,11 +920,12 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "repeated_rows_tiled_near_miss": lambda: RepeatedRowsLoop(tiled=True),
            "repeated_rows_stacked_loop": StackedRepeatedRowsLoop,
            "where_loop_fused_gate_up": lambda: WhereLoop(FusedSwiGLU),
-           "mask_loop_fused_up_gate": lambda: MaskLoop(lambda: FusedSwiGLU(up_first=True))}
+           "mask_loop_fused_up_gate": lambda: MaskLoop(lambda: FusedSwiGLU(up_first=True)),
+           "log_softmax_topk_f16": LogSoftmaxTopk}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,
-          "repeated_rows_loop_f16": torch.float16}
+          "repeated_rows_loop_f16": torch.float16, "log_softmax_topk_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
           ("batch_axis_loop", "dynamo")}
 # Near misses: one export is enough.
