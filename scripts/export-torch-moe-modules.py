@@ -37,13 +37,13 @@ class SwiGLU(nn.Module):
 
 class FusedSwiGLU(nn.Module):
     """A SwiGLU expert with gate and up fused in one Linear, split by chunk
-    (`up_first`: the up half first)."""
+    (`up_first`: the up half first; `bias`: Linears with biases)."""
 
-    def __init__(self, up_first=False):
+    def __init__(self, up_first=False, bias=False):
         super().__init__()
         self.up_first = up_first
-        self.w13 = nn.Linear(HIDDEN, 2 * FFN, bias=False)
-        self.w2 = nn.Linear(FFN, HIDDEN, bias=False)
+        self.w13 = nn.Linear(HIDDEN, 2 * FFN, bias=bias)
+        self.w2 = nn.Linear(FFN, HIDDEN, bias=bias)
 
     def forward(self, x):
         g, u = self.w13(x).chunk(2, dim=-1)
@@ -921,7 +921,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "repeated_rows_stacked_loop": StackedRepeatedRowsLoop,
            "where_loop_fused_gate_up": lambda: WhereLoop(FusedSwiGLU),
            "mask_loop_fused_up_gate": lambda: MaskLoop(lambda: FusedSwiGLU(up_first=True)),
-           "log_softmax_topk_f16": LogSoftmaxTopk}
+           "log_softmax_topk_f16": LogSoftmaxTopk,
+           "where_loop_fused_gate_up_bias": lambda: WhereLoop(lambda: FusedSwiGLU(bias=True))}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,

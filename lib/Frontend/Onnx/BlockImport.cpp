@@ -312,7 +312,7 @@ LogicalResult GraphImporter::materializeWeightViews(const MoeBlock &block, Locat
     if (constants.count(view.name))
       continue;
     auto it = constants.find(view.source);
-    int64_t rank = view.index < 0 ? 2 : 3;
+    int64_t rank = view.index < 0 ? (it != constants.end() && it->second.type.getRank() == 1 ? 1 : 2) : 3;
     if (it == constants.end() || it->second.type.getRank() != rank ||
         (view.index >= 0 && view.index >= it->second.type.getDimSize(0)))
       return emitError(loc) << "MoE block: the expert weight '" << view.source << "' is not a constant of rank "
@@ -320,6 +320,20 @@ LogicalResult GraphImporter::materializeWeightViews(const MoeBlock &block, Locat
     const ConstantTensor &source = it->second;
     Type element = source.type.getElementType();
     int64_t width = byteWidth(element);
+    if (source.type.getRank() == 1 && view.index < 0 && !view.transposed) {
+      // A bias [n]: its part [start, start + count).
+      int64_t n = source.type.getDimSize(0), count = view.count < 0 ? n - view.start : view.count;
+      if (view.start < 0 || count < 0 || view.start + count > n)
+        return emitError(loc) << "MoE block: the part [" << view.start << ", " << view.start + count
+                              << ") of the expert bias '" << view.source << "' is out of its " << n;
+      ConstantTensor constant;
+      constant.type = RankedTensorType::get({count}, element);
+      constant.owned = std::make_shared<std::vector<char>>(source.bytes.begin() + view.start * width,
+                                                           source.bytes.begin() + (view.start + count) * width);
+      constant.bytes = ArrayRef<char>(constant.owned->data(), constant.owned->size());
+      constants[view.name] = constant;
+      continue;
+    }
     int64_t a = source.type.getDimSize(rank - 2), b = source.type.getDimSize(rank - 1);
     const char *matrix = source.bytes.data() + std::max<int64_t>(view.index, 0) * a * b * width;
     // The matrix as used: [rows, cols] after the transpose.

@@ -314,7 +314,10 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
                shape && shape->size() == 2) {
       width = (*shape)[w.rows ? 0 : 1];
     }
-    if (w.empty() || !bias.empty() || !isInput(lhs) || w.rows != down.rows || width <= 0 || width % 2 != 0)
+    // A bias of the fused projection is cut the same way.
+    std::optional<llvm::SmallVector<int64_t>> biasShape = bias.empty() ? std::nullopt : constants.shape(bias);
+    if (w.empty() || !isInput(lhs) || w.rows != down.rows || width <= 0 || width % 2 != 0 ||
+        (!bias.empty() && biasShape != llvm::SmallVector<int64_t>{width}))
       continue;
     int64_t half = width / 2;
     // Which part of h a value is: 0 for [0, I), 1 for [I, 2I), else -1.
@@ -357,6 +360,15 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
       views.push_back(upView);
       ffn.gate = gateView.name;
       ffn.up = upView.name;
+      if (!bias.empty()) {
+        WeightView wholeBias{bias, bias, -1, false, false, 0, -1};
+        WeightView gateBias = outputPart(wholeBias, upPart == 1 ? 0 : half, half),
+                   upBias = outputPart(wholeBias, upPart == 1 ? half : 0, half);
+        views.push_back(gateBias);
+        views.push_back(upBias);
+        ffn.gateBias = gateBias.name;
+        ffn.upBias = upBias.name;
+      }
       ffn.gated = kind;
       ffn.views = std::move(views);
       for (auto *list : {&found, &fusedNodes, &gateActNodes})

@@ -51,8 +51,10 @@ struct LinearWeight {
 /// transposed, then the part [start, start + count) of its output axis
 /// (axis 1 of x @ W's [in, out], axis 0 of rows; count < 0: all of it).
 /// Loops over stacked parameters (`w1[e].T`) and gate/up fused in one
-/// matrix (read back by Slices) give such views; the import materialises
-/// each under `name` before stacking the experts' weights.
+/// matrix (read back by Slices) give such views, and a fused projection's
+/// bias [2I] its halves (a 1-D source: the part [start, start + count));
+/// the import materialises each under `name` before stacking the experts'
+/// weights.
 struct WeightView {
   std::string name, source;
   int64_t index = -1;
