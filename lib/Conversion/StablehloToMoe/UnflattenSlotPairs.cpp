@@ -3,7 +3,7 @@
 // Decode-style JAX code often flattens the top-k's (token, slot) pairs into
 // one axis of N = T * k rows before dispatch:
 //
-//   tok = jnp.repeat(jnp.arange(T), k);  e = idx.reshape(-1)
+//   tok = jnp.repeat(jnp.arange(T), k)  (or jnp.arange(T * k) // k);  e = idx.reshape(-1)
 //   o   = ffn(x[tok], w1[e], w3[e], w2[e]) * vals.reshape(-1, 1)   [N, H]
 //   y   = jax.ops.segment_sum(o, tok, T)   (or o.reshape(T, k, H).sum(1))
 //
@@ -238,7 +238,18 @@ Value PairUnflattener::twin(Value v, int depth) {
   if (!def || def->getNumResults() != 1)
     return nullptr;
   Value result;
-  if (auto reshape = dyn_cast<shlo::ReshapeOp>(def))
+  NoMatch quiet;
+  auto type = cast<RankedTensorType>(v.getType());
+  FailureOr<Value> dividend = tokens > 0 && type.getRank() == 1 && isa<IntegerType>(type.getElementType())
+                                  ? floorDivided(v, slots, quiet)
+                                  : FailureOr<Value>(failure());
+  auto iota = succeeded(dividend) ? dividend->getDefiningOp<shlo::IotaOp>() : nullptr;
+  if (iota && isPairRows(iota.getType())) {
+    // arange(T * k) // k: each pair's token, iota(T) over the slots.
+    auto tokensType = RankedTensorType::get({tokens}, type.getElementType());
+    Value t = make<shlo::IotaOp>(iota.getLoc(), tokensType, b.getI64IntegerAttr(0));
+    result = make<shlo::BroadcastInDimOp>(iota.getLoc(), twinType(type), t, b.getDenseI64ArrayAttr({0}));
+  } else if (auto reshape = dyn_cast<shlo::ReshapeOp>(def))
     result = twinOfReshape(reshape);
   else if (auto spread = dyn_cast<shlo::BroadcastInDimOp>(def))
     result = tokens > 0 ? twinOfBroadcast(spread, depth) : nullptr;
