@@ -354,21 +354,17 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
       whole.rows = w.rows;
       if (viewed)
         views.pop_back();
-      WeightView gateView = outputPart(whole, upPart == 1 ? 0 : half, half),
-                 upView = outputPart(whole, upPart == 1 ? half : 0, half);
-      views.push_back(gateView);
-      views.push_back(upView);
-      ffn.gate = gateView.name;
-      ffn.up = upView.name;
-      if (!bias.empty()) {
-        WeightView wholeBias{bias, bias, -1, false, false, 0, -1};
-        WeightView gateBias = outputPart(wholeBias, upPart == 1 ? 0 : half, half),
-                   upBias = outputPart(wholeBias, upPart == 1 ? half : 0, half);
-        views.push_back(gateBias);
-        views.push_back(upBias);
-        ffn.gateBias = gateBias.name;
-        ffn.upBias = upBias.name;
-      }
+      // The gate's and the up's halves of `of` (a weight or its bias) as
+      // views; sets their names.
+      auto cut = [&](const WeightView &of, std::string &gateName, std::string &upName) {
+        views.push_back(outputPart(of, upPart == 1 ? 0 : half, half));
+        gateName = views.back().name;
+        views.push_back(outputPart(of, upPart == 1 ? half : 0, half));
+        upName = views.back().name;
+      };
+      cut(whole, ffn.gate, ffn.up);
+      if (!bias.empty())
+        cut(WeightView{bias, bias, -1, false, false, 0, -1}, ffn.gateBias, ffn.upBias);
       ffn.gated = kind;
       ffn.views = std::move(views);
       for (auto *list : {&found, &fusedNodes, &gateActNodes})
