@@ -1044,23 +1044,25 @@ def repeated_argmax_logits_near_miss(x, wr, w1, w3, w2):
     return jnp.einsum('se,esh->sh', combine, outs)
 
 
-def flat_gathered(k, segment=True, tiled=False, floordiv=False):
+def flat_gathered(k, segment=True, tiled=False, floordiv=False, take=False):
     """Decode-style, one row per (token, slot) pair: the pairs' tokens
     repeat(arange(T), k), their rows x[tok], the routed experts' weights
     gathered per pair, w[idx.reshape(-1)], batched einsums, the weighted
     rows summed per token by segment_sum (or reshaped to [T, k, H] and
-    summed). `floordiv`: the tokens written arange(T * k) // k. `tiled`: the
-    tokens tile(arange(T), k), which pairs row n with token n % T instead
-    of the slot's (a near miss)."""
+    summed). `floordiv`: the tokens written arange(T * k) // k; `take`:
+    rows and weights read by jnp.take (fill mode: NaN where out of range).
+    `tiled`: the tokens tile(arange(T), k), which pairs row n with token
+    n % T instead of the slot's (a near miss)."""
     def fn(x, wr, w1, w3, w2):
         vals, idx = softmax_topk(x, wr, k)
         t = x.shape[0]
         tok = (jnp.tile(jnp.arange(t), k) if tiled else jnp.arange(t * k) // k if floordiv
                else jnp.repeat(jnp.arange(t), k))
         e = idx.reshape(-1)
-        xs = x[tok]
-        h = jax.nn.silu(jnp.einsum("nd,ndf->nf", xs, w1[e])) * jnp.einsum("nd,ndf->nf", xs, w3[e])
-        o = jnp.einsum("nf,nfd->nd", h, w2[e]) * vals.reshape(-1, 1)
+        rows = (lambda w, i: jnp.take(w, i, axis=0)) if take else (lambda w, i: w[i])
+        xs = rows(x, tok)
+        h = jax.nn.silu(jnp.einsum("nd,ndf->nf", xs, rows(w1, e))) * jnp.einsum("nd,ndf->nf", xs, rows(w3, e))
+        o = jnp.einsum("nf,nfd->nd", h, rows(w2, e)) * vals.reshape(-1, 1)
         if segment:
             return jax.ops.segment_sum(o, tok, num_segments=t)
         return o.reshape(t, k, -1).sum(1)
@@ -1077,6 +1079,7 @@ def programs(Program):
         "idiom_flat_gathered_segment_sum_bf16_k2": Program(flat_gathered(2), mixtral_shapes(5, 32, 24, 4), dtype=bf16),
         "idiom_flat_tiled_tokens_near_miss": Program(flat_gathered(2, tiled=True), mixtral_shapes(6, 32, 40, 8)),
         "idiom_flat_floordiv_tokens_k2": Program(flat_gathered(2, floordiv=True), mixtral_shapes(7, 32, 24, 6)),
+        "idiom_flat_take_fill_k3": Program(flat_gathered(3, floordiv=True, take=True), mixtral_shapes(5, 24, 32, 8)),
         "idiom_loop_where_bf16_k3": Program(loop_where(3), mixtral_shapes(10, 24, 20, 6), dtype=bf16),
         "idiom_separate_params": Program(separate_params(2), [(12, 32), (32, 4)] + [(32, 40), (40, 32)] * 4),
         "idiom_fused_split": Program(fused_split(2), [(16, 32), (32, 8), (8, 32, 96), (8, 48, 32)]),

@@ -22,11 +22,6 @@ using namespace mlir::moe::stablehlo_raise;
 
 namespace {
 
-bool isNaNSplat(Value v) {
-  std::optional<double> value = splatValue(v);
-  return value && std::isnan(*value);
-}
-
 /// `v` is `arg` as JAX's sort comparators read a float key: -0.0 made +0.0
 /// (select(k == 0, 0, k)) and every NaN made one NaN (select(k != k, NaN, k)).
 bool isCanonicalKeyOf(Value v, Value arg) {
@@ -189,48 +184,10 @@ LogicalResult argmaxAsTopK(shlo::ReduceOp reduce) {
   return success();
 }
 
-/// The top-k whose indices `v` are (through JAX's negative-index wrap,
-/// converts and unit-dim reshapes), or null.
-chlo::TopKOp topKOfIndices(Value v) {
-  while (true) {
-    v = unwrapIndex(v);
-    if (auto topk = v.getDefiningOp<chlo::TopKOp>())
-      return v == topk.getIndices() ? topk : nullptr;
-    Operation *op = v.getDefiningOp();
-    if (!op || !isa<shlo::ConvertOp, shlo::ReshapeOp, shlo::BroadcastInDimOp>(op))
-      return nullptr;
-    auto from = cast<RankedTensorType>(op->getOperand(0).getType());
-    if (from.getNumElements() != cast<RankedTensorType>(v.getType()).getNumElements())
-      return nullptr;
-    v = op->getOperand(0);
-  }
-}
-
-/// `pred` is JAX's range test of a fill-mode gather's indices `indices` into
-/// a dim of `size`: (i >= 0 && i <= size - 1), and-reduced over the index
-/// vector, broadcast to the result.
-bool isInRangeTest(Value pred, Value indices, int64_t size) {
-  SmallVector<int64_t> dims;
-  Value test = broadcastChainSource(pred, dims);
-  if (auto all = test.getDefiningOp<shlo::ReduceOp>();
-      all && all.getInputs().size() == 1 && splatValue(all.getInitValues()[0]).value_or(0) != 0) { // true
-    Block &body = all.getBody().front();
-    if (!isa<shlo::AndOp>(body.front()))
-      return false;
-    test = all.getInputs()[0];
-  }
-  auto both = test.getDefiningOp<shlo::AndOp>();
-  auto compares = [&](Value v, shlo::ComparisonDirection d, double bound) {
-    auto c = v.getDefiningOp<shlo::CompareOp>();
-    return c && c.getComparisonDirection() == d && c.getLhs() == indices && isSplat(c.getRhs(), bound);
-  };
-  return both && compares(both.getLhs(), shlo::ComparisonDirection::GE, 0) &&
-         compares(both.getRhs(), shlo::ComparisonDirection::LE, static_cast<double>(size - 1));
-}
-
 /// select(in range, gather(v, top-k indices), NaN): JAX's fill mode
 /// (jnp.take, take_along_axis) around a gather whose indices are top-k
-/// indices, which are always in range -> the gather.
+/// indices, which are always in range (v has at least the top-k's E
+/// rows) -> the gather.
 LogicalResult dropFillOfTopKGather(shlo::SelectOp select) {
   auto gather = select.getOnTrue().getDefiningOp<shlo::GatherOp>();
   if (!gather || !isNaNSplat(select.getOnFalse()) || !topKOfIndices(gather.getStartIndices()))
@@ -239,7 +196,9 @@ LogicalResult dropFillOfTopKGather(shlo::SelectOp select) {
   if (map.size() != 1)
     return failure();
   int64_t size = cast<RankedTensorType>(gather.getOperand().getType()).getDimSize(map[0]);
-  if (ShapedType::isDynamic(size) || !isInRangeTest(select.getPred(), gather.getStartIndices(), size))
+  chlo::TopKOp topk = topKOfIndices(gather.getStartIndices());
+  if (ShapedType::isDynamic(size) || !isInRangeTest(select.getPred(), gather.getStartIndices(), size) ||
+      cast<RankedTensorType>(topk.getOperand().getType()).getShape().back() > size)
     return failure();
   select.getResult().replaceAllUsesWith(gather.getResult());
   select->erase();

@@ -872,4 +872,48 @@ void replaceWithLayer(Operation *at, Value original, RecognisedLayer m, const Ra
   original.replaceAllUsesExcept(checked, checked.getDefiningOp());
 }
 
+bool isNaNSplat(Value v) {
+  std::optional<double> value = splatValue(v);
+  return value && std::isnan(*value);
+}
+
+/// The top-k whose indices `v` are (through JAX's negative-index wrap,
+/// converts and unit-dim reshapes), or null.
+chlo::TopKOp topKOfIndices(Value v) {
+  while (true) {
+    v = unwrapIndex(v);
+    if (auto topk = v.getDefiningOp<chlo::TopKOp>())
+      return v == topk.getIndices() ? topk : nullptr;
+    Operation *op = v.getDefiningOp();
+    if (!op || !isa<shlo::ConvertOp, shlo::ReshapeOp, shlo::BroadcastInDimOp>(op))
+      return nullptr;
+    auto from = cast<RankedTensorType>(op->getOperand(0).getType());
+    if (from.getNumElements() != cast<RankedTensorType>(v.getType()).getNumElements())
+      return nullptr;
+    v = op->getOperand(0);
+  }
+}
+
+/// `pred` is JAX's range test of a fill-mode gather's indices `indices` into
+/// a dim of `size`: (i >= 0 && i <= size - 1), and-reduced over the index
+/// vector, broadcast to the result.
+bool isInRangeTest(Value pred, Value indices, int64_t size) {
+  SmallVector<int64_t> dims;
+  Value test = broadcastChainSource(pred, dims);
+  if (auto all = test.getDefiningOp<shlo::ReduceOp>();
+      all && all.getInputs().size() == 1 && splatValue(all.getInitValues()[0]).value_or(0) != 0) { // true
+    Block &body = all.getBody().front();
+    if (!isa<shlo::AndOp>(body.front()))
+      return false;
+    test = all.getInputs()[0];
+  }
+  auto both = test.getDefiningOp<shlo::AndOp>();
+  auto compares = [&](Value v, shlo::ComparisonDirection d, double bound) {
+    auto c = v.getDefiningOp<shlo::CompareOp>();
+    return c && c.getComparisonDirection() == d && c.getLhs() == indices && isSplat(c.getRhs(), bound);
+  };
+  return both && compares(both.getLhs(), shlo::ComparisonDirection::GE, 0) &&
+         compares(both.getRhs(), shlo::ComparisonDirection::LE, static_cast<double>(size - 1));
+}
+
 } // namespace mlir::moe::stablehlo_raise

@@ -200,6 +200,18 @@ void addTerms(Value v, SmallVectorImpl<Value> &terms);
 /// stablehlo.transpose of `v` by `perm` (`v` itself for the identity).
 Value transposeOf(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> perm);
 
+/// `v` is a splat of NaN.
+bool isNaNSplat(Value v);
+
+/// The top-k whose indices `v` are (through JAX's negative-index wrap,
+/// converts and unit-dim reshapes), or null.
+chlo::TopKOp topKOfIndices(Value v);
+
+/// `pred` is JAX's range test of a fill-mode gather's indices `indices` into
+/// a dim of `size`: (i >= 0 && i <= size - 1), and-reduced over the index
+/// vector, broadcast to the result.
+bool isInRangeTest(Value pred, Value indices, int64_t size);
+
 /// stablehlo.reduce of `v` over its dim `dim` with add from 0.
 Value sumOverDim(OpBuilder &b, Location loc, Value v, int64_t dim);
 

@@ -82,6 +82,7 @@ private:
   Value twinOfGather(shlo::GatherOp gather, int depth);
   Value twinOfDot(shlo::DotGeneralOp dot, int depth);
   Value twinOfElementwise(Operation *op, int depth);
+  Value alwaysInRangeFill(Operation *op, int depth);
 
   DenseMap<Value, Value> twins;
   SmallVector<Operation *> built;
@@ -229,6 +230,32 @@ Value PairUnflattener::twinOfElementwise(Operation *op, int depth) {
   return made->getResult(0);
 }
 
+/// select(in range, gather, NaN), JAX's fill mode (jnp.take), around a
+/// gather whose indices are always in range (top-k ids, or the pairs'
+/// tokens into a [T, ...] operand): the gather's twin.
+Value PairUnflattener::alwaysInRangeFill(Operation *op, int depth) {
+  auto select = dyn_cast<shlo::SelectOp>(op);
+  auto gather = select ? select.getOnTrue().getDefiningOp<shlo::GatherOp>() : nullptr;
+  if (!gather || !isNaNSplat(select.getOnFalse()) ||
+      gather.getDimensionNumbers().getStartIndexMap().size() != 1)
+    return nullptr;
+  int64_t dim = gather.getDimensionNumbers().getStartIndexMap()[0];
+  int64_t size = cast<RankedTensorType>(gather.getOperand().getType()).getDimSize(dim);
+  if (ShapedType::isDynamic(size) || !isInRangeTest(select.getPred(), gather.getStartIndices(), size))
+    return nullptr;
+  // Top-k ids index [0, E): in range where the operand has E rows or more.
+  if (chlo::TopKOp topk = topKOfIndices(gather.getStartIndices())) {
+    if (cast<RankedTensorType>(topk.getOperand().getType()).getShape().back() > size)
+      return nullptr;
+  } else {
+    Value indices = isPairRows(gather.getStartIndices().getType()) ? twin(gather.getStartIndices(), depth + 1)
+                                                                    : nullptr;
+    if (!indices || !isPairTokens(indices) || size < tokens)
+      return nullptr;
+  }
+  return twin(gather.getResult(), depth + 1);
+}
+
 Value PairUnflattener::twin(Value v, int depth) {
   if (depth > 48)
     return nullptr;
@@ -249,6 +276,8 @@ Value PairUnflattener::twin(Value v, int depth) {
     auto tokensType = RankedTensorType::get({tokens}, type.getElementType());
     Value t = make<shlo::IotaOp>(iota.getLoc(), tokensType, b.getI64IntegerAttr(0));
     result = make<shlo::BroadcastInDimOp>(iota.getLoc(), twinType(type), t, b.getDenseI64ArrayAttr({0}));
+  } else if (Value gathered = alwaysInRangeFill(def, depth)) {
+    result = gathered;
   } else if (auto reshape = dyn_cast<shlo::ReshapeOp>(def))
     result = twinOfReshape(reshape);
   else if (auto spread = dyn_cast<shlo::BroadcastInDimOp>(def))
