@@ -857,6 +857,29 @@ class StackedRepeatedRowsLoop(nn.Module):
         return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
 
 
+class StackedLinearLoop(nn.Module):
+    """The where-loop on stacked parameters w1, w3 [E, F, H], w2 [E, H, F],
+    each expert's matrices indexed in the loop and applied by F.linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for e in range(EXPERTS):
+            tok, slot = torch.where(idx == e)
+            rows = x[tok]
+            h = F.silu(F.linear(rows, self.w1[e])) * F.linear(rows, self.w3[e])
+            out.index_add_(0, tok, w[tok, slot, None] * F.linear(h, self.w2[e]))
+        return out
+
+
 MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": DenseScatter,
            "gathered_einsum": GatheredEinsum, "skip_loop_near_miss": SkipLoopNearMiss,
            "flipped_weights_near_miss": FlippedWeightsNearMiss,
@@ -922,7 +945,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "where_loop_fused_gate_up": lambda: WhereLoop(FusedSwiGLU),
            "mask_loop_fused_up_gate": lambda: MaskLoop(lambda: FusedSwiGLU(up_first=True)),
            "log_softmax_topk_f16": LogSoftmaxTopk,
-           "where_loop_fused_gate_up_bias": lambda: WhereLoop(lambda: FusedSwiGLU(bias=True))}
+           "where_loop_fused_gate_up_bias": lambda: WhereLoop(lambda: FusedSwiGLU(bias=True)),
+           "stacked_linear_loop": StackedLinearLoop}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,
