@@ -154,7 +154,19 @@ class DenseScatterEinsum(Experts):
         return torch.einsum('te,teh->th', gates, outs)
 
 
-class GatheredEinsum(nn.Module):
+class StackedExperts(nn.Module):
+    """A router and the experts' SwiGLU weights as stacked parameters: w1, w3
+    [E, F, H] and w2 [E, H, F]."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
+        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+
+
+class GatheredEinsum(StackedExperts):
     """gpt-fast's MOEFeedForward: stacked parameters, the routed experts'
     weights gathered per token, w1[idx] [T, k, F, H], and einsums; with
     `weighted_sum` the slots combined by (o * w[..., None]).sum(1)."""
@@ -162,10 +174,6 @@ class GatheredEinsum(nn.Module):
     def __init__(self, weighted_sum=False):
         super().__init__()
         self.weighted_sum = weighted_sum
-        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
-        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
-        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
-        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
 
     def forward(self, x):
         w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
@@ -857,16 +865,9 @@ class StackedRepeatedRowsLoop(nn.Module):
         return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
 
 
-class StackedLinearLoop(nn.Module):
-    """The where-loop on stacked parameters w1, w3 [E, F, H], w2 [E, H, F],
-    each expert's matrices indexed in the loop and applied by F.linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.gate = nn.Linear(HIDDEN, EXPERTS, bias=False)
-        self.w1 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
-        self.w3 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
-        self.w2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+class StackedLinearLoop(StackedExperts):
+    """The where-loop on stacked parameters, each expert's matrices indexed
+    in the loop and applied by F.linear."""
 
     def forward(self, x):
         w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)

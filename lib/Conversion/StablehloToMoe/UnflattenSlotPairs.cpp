@@ -83,6 +83,7 @@ private:
   Value twinOfDot(shlo::DotGeneralOp dot, int depth);
   Value twinOfElementwise(Operation *op, int depth);
   Value alwaysInRangeFill(Operation *op, int depth);
+  Value twinOfTokenQuotient(Value v);
 
   DenseMap<Value, Value> twins;
   SmallVector<Operation *> built;
@@ -230,6 +231,22 @@ Value PairUnflattener::twinOfElementwise(Operation *op, int depth) {
   return made->getResult(0);
 }
 
+/// arange(T * k) // k (jnp's floor division): each pair's token, iota(T)
+/// broadcast over the slots.
+Value PairUnflattener::twinOfTokenQuotient(Value v) {
+  auto type = cast<RankedTensorType>(v.getType());
+  if (tokens < 0 || type.getRank() != 1 || !isa<IntegerType>(type.getElementType()))
+    return nullptr;
+  NoMatch quiet;
+  FailureOr<Value> dividend = floorDivided(v, slots, quiet);
+  auto iota = succeeded(dividend) ? dividend->getDefiningOp<shlo::IotaOp>() : nullptr;
+  if (!iota || !isPairRows(iota.getType()))
+    return nullptr;
+  Value t = make<shlo::IotaOp>(iota.getLoc(), RankedTensorType::get({tokens}, type.getElementType()),
+                               b.getI64IntegerAttr(0));
+  return make<shlo::BroadcastInDimOp>(iota.getLoc(), twinType(type), t, b.getDenseI64ArrayAttr({0}));
+}
+
 /// select(in range, gather, NaN), JAX's fill mode (jnp.take), around a
 /// gather whose indices are always in range (top-k ids, or the pairs'
 /// tokens into a [T, ...] operand): the gather's twin.
@@ -265,20 +282,11 @@ Value PairUnflattener::twin(Value v, int depth) {
   if (!def || def->getNumResults() != 1)
     return nullptr;
   Value result;
-  NoMatch quiet;
-  auto type = cast<RankedTensorType>(v.getType());
-  FailureOr<Value> dividend = tokens > 0 && type.getRank() == 1 && isa<IntegerType>(type.getElementType())
-                                  ? floorDivided(v, slots, quiet)
-                                  : FailureOr<Value>(failure());
-  auto iota = succeeded(dividend) ? dividend->getDefiningOp<shlo::IotaOp>() : nullptr;
-  if (iota && isPairRows(iota.getType())) {
-    // arange(T * k) // k: each pair's token, iota(T) over the slots.
-    auto tokensType = RankedTensorType::get({tokens}, type.getElementType());
-    Value t = make<shlo::IotaOp>(iota.getLoc(), tokensType, b.getI64IntegerAttr(0));
-    result = make<shlo::BroadcastInDimOp>(iota.getLoc(), twinType(type), t, b.getDenseI64ArrayAttr({0}));
-  } else if (Value gathered = alwaysInRangeFill(def, depth)) {
+  if (Value t = twinOfTokenQuotient(v))
+    result = t;
+  else if (Value gathered = alwaysInRangeFill(def, depth))
     result = gathered;
-  } else if (auto reshape = dyn_cast<shlo::ReshapeOp>(def))
+  else if (auto reshape = dyn_cast<shlo::ReshapeOp>(def))
     result = twinOfReshape(reshape);
   else if (auto spread = dyn_cast<shlo::BroadcastInDimOp>(def))
     result = tokens > 0 ? twinOfBroadcast(spread, depth) : nullptr;
@@ -286,10 +294,8 @@ Value PairUnflattener::twin(Value v, int depth) {
     result = twinOfGather(gather, depth);
   else if (auto dot = dyn_cast<shlo::DotGeneralOp>(def))
     result = twinOfDot(dot, depth);
-  else if (def->hasTrait<OpTrait::SameOperandsAndResultShape>() && def->getNumOperands() >= 1 &&
-           def->getNumRegions() == 0)
-    result = twinOfElementwise(def, depth);
-  else if (isa<shlo::SelectOp>(def))
+  else if ((def->hasTrait<OpTrait::SameOperandsAndResultShape>() || isa<shlo::SelectOp>(def)) &&
+           def->getNumOperands() >= 1 && def->getNumRegions() == 0)
     result = twinOfElementwise(def, depth);
   // A rows value whose twin cannot be known before T and k are.
   if (result && !isPairRows(v.getType()))

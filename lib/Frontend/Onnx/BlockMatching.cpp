@@ -30,14 +30,19 @@ bool isWholeShape(const onnx::NodeProto &shape) {
          });
 }
 
+const onnx::NodeProto *zeroFill(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value) {
+  const onnx::NodeProto *fill = g.producer(value);
+  bool zeros = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
+                        (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
+  return zeros ? fill : nullptr;
+}
+
 bool isZerosLike(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef zeros, llvm::StringRef like,
                  llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   if (isZeroConstant(constants, zeros))
     return true;
-  const onnx::NodeProto *fill = g.producer(zeros);
-  bool zeroFill = fill && ((fill->op_type() == "ConstantOfShape" && llvm::all_of(fill->attribute(), isZeroValue)) ||
-                           (fill->op_type() == "Expand" && isZeroConstant(constants, inputOf(*fill, 0))));
-  const onnx::NodeProto *shape = zeroFill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
+  const onnx::NodeProto *fill = zeroFill(g, constants, zeros);
+  const onnx::NodeProto *shape = fill ? g.producer(inputOf(*fill, fill->op_type() == "Expand" ? 1 : 0)) : nullptr;
   if (!shape || !isWholeShape(*shape) || inputOf(*shape, 0) != like)
     return false;
   nodes.append({fill, shape});

@@ -146,6 +146,10 @@ std::optional<float> scalarFloat(const ConstantLookup &constants, llvm::StringRe
 /// A float constant of zeros only (static-size exports write zeros so).
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
 
+/// `value` is a zero fill: ConstantOfShape with a zero value or Expand of a
+/// zero constant (of any shape). The fill node, or null.
+const onnx::NodeProto *zeroFill(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value);
+
 /// A Shape node of all its input's axes (a `start = 0` attribute allowed,
 /// as the dynamo exporter writes it).
 bool isWholeShape(const onnx::NodeProto &shape);
@@ -262,6 +266,11 @@ std::optional<SparseMixerRouting> matchSparseMixerRouting(const GraphIndex &g, c
 /// match: not MoE).
 std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &constants, int topk,
                                    std::string &why);
+
+/// A Slice of `h` [n, 2I] along its last axis with unit steps: [start, end)
+/// (end clamped to `width`), or nullopt (ExpertFfnMatching.cpp).
+std::optional<std::pair<int64_t, int64_t>> lastAxisSlice(const ConstantLookup &constants, const onnx::NodeProto *slice,
+                                                         llvm::StringRef h, int64_t width);
 
 /// One expert's FFN on its own constant weights, matched back from its
 /// `output` to the rows `isInput` accepts (ExpertFfnMatching.cpp): gated

@@ -115,23 +115,6 @@ WeightView outputPart(const WeightView &whole, int64_t start, int64_t count) {
   return part;
 }
 
-/// A Slice of `h` [n, 2I] along its last axis with unit steps: [start, end)
-/// (end clamped to `width`), or nullopt.
-std::optional<std::pair<int64_t, int64_t>> lastAxisSlice(const ConstantLookup &constants, const onnx::NodeProto *slice,
-                                                         llvm::StringRef h, int64_t width) {
-  if (!slice || slice->op_type() != "Slice" || inputOf(*slice, 0) != h || slice->input_size() < 4)
-    return std::nullopt;
-  std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*slice, 1)), ends = constants(inputOf(*slice, 2)),
-                                            axes = constants(inputOf(*slice, 3));
-  std::optional<llvm::SmallVector<int64_t>> steps = slice->input_size() < 5 || inputOf(*slice, 4).empty()
-                                                        ? llvm::SmallVector<int64_t>{1}
-                                                        : constants(inputOf(*slice, 4));
-  if (!starts || !ends || !axes || starts->size() != 1 || ends->size() != 1 || axes->size() != 1 ||
-      ((*axes)[0] != -1 && (*axes)[0] != 1) || steps != llvm::SmallVector<int64_t>{1} || (*starts)[0] < 0)
-    return std::nullopt;
-  return std::make_pair((*starts)[0], std::min((*ends)[0], width));
-}
-
 bool scalarIs(const ConstantLookup &constants, llvm::StringRef value, double want, double tolerance) {
   std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
   return v && v->size() == 1 && std::abs((*v)[0] - want) <= tolerance;
@@ -217,6 +200,21 @@ std::optional<PlainActivation> plainActivation(const GraphIndex &g, const Consta
 }
 
 } // namespace
+
+std::optional<std::pair<int64_t, int64_t>> lastAxisSlice(const ConstantLookup &constants, const onnx::NodeProto *slice,
+                                                         llvm::StringRef h, int64_t width) {
+  if (!slice || slice->op_type() != "Slice" || inputOf(*slice, 0) != h || slice->input_size() < 4)
+    return std::nullopt;
+  std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(*slice, 1)), ends = constants(inputOf(*slice, 2)),
+                                            axes = constants(inputOf(*slice, 3));
+  std::optional<llvm::SmallVector<int64_t>> steps = slice->input_size() < 5 || inputOf(*slice, 4).empty()
+                                                        ? llvm::SmallVector<int64_t>{1}
+                                                        : constants(inputOf(*slice, 4));
+  if (!starts || !ends || !axes || starts->size() != 1 || ends->size() != 1 || axes->size() != 1 ||
+      ((*axes)[0] != -1 && (*axes)[0] != 1) || steps != llvm::SmallVector<int64_t>{1} || (*starts)[0] < 0)
+    return std::nullopt;
+  return std::make_pair((*starts)[0], std::min((*ends)[0], width));
+}
 
 std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const ConstantLookup &constants,
                                               llvm::StringRef output, llvm::function_ref<bool(llvm::StringRef)> isInput,
@@ -326,9 +324,8 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
         return -1;
       if (n->op_type() == "Slice") {
         std::optional<std::pair<int64_t, int64_t>> range = lastAxisSlice(constants, n, hValue, width);
-        return !range ? -1 : *range == std::make_pair<int64_t, int64_t>(0, half + 0) ? 0
-                           : *range == std::make_pair(half, width)                  ? 1
-                                                                                    : -1;
+        using Range = std::pair<int64_t, int64_t>;
+        return !range ? -1 : *range == Range(0, half) ? 0 : *range == Range(half, width) ? 1 : -1;
       }
       int64_t axis = intAttr(*n, "axis", 0);
       std::optional<llvm::SmallVector<int64_t>> sizes =

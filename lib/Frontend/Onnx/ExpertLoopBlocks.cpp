@@ -462,16 +462,11 @@ std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLo
     const onnx::NodeProto &slice = g.graph.node(u);
     if (slice.op_type() == "Shape") // what the chunk's bounds are computed from
       continue;
-    std::optional<llvm::SmallVector<int64_t>> starts = constants(inputOf(slice, 1)), ends = constants(inputOf(slice, 2)),
-                                              axes = constants(inputOf(slice, 3));
-    bool lastAxis = axes && axes->size() == 1 && ((*axes)[0] == -1 || (*axes)[0] == 1);
-    std::optional<llvm::SmallVector<int64_t>> steps =
-        slice.input_size() < 5 || inputOf(slice, 4).empty() ? llvm::SmallVector<int64_t>{1} : constants(inputOf(slice, 4));
-    bool unitSteps = steps && *steps == llvm::SmallVector<int64_t>{1};
-    if (slice.op_type() != "Slice" || inputOf(slice, 0) != h || !starts || !ends || starts->size() != 1 ||
-        ends->size() != 1 || !lastAxis || !unitSteps)
+    std::optional<std::pair<int64_t, int64_t>> range = lastAxisSlice(constants, &slice, h, 2 * ffn);
+    if (!range)
       return std::nullopt;
-    int64_t half = (*starts)[0] == 0 && (*ends)[0] == ffn ? 0 : (*starts)[0] == ffn && (*ends)[0] >= 2 * ffn ? 1 : -1;
+    using Range = std::pair<int64_t, int64_t>;
+    int64_t half = *range == Range(0, ffn) ? 0 : *range == Range(ffn, 2 * ffn) ? 1 : -1;
     if (half < 0 || !halves[half].empty())
       return std::nullopt;
     halves[half] = outputOf(slice, 0);

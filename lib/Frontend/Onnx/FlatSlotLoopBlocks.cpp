@@ -98,13 +98,17 @@ private:
     return elements;
   }
 
-  /// A target [a, b, c] shaping T * k rows (of any width c) as [T, k, c]:
-  /// b = k, or b = -1 with a = T; c is the width.
-  bool isSlotView(llvm::StringRef target, int64_t width) {
-    std::optional<llvm::SmallVector<int64_t>> e = shapeElements(target);
+  /// Shape elements [a, b, c] that view T * b rows as [T, b, c]: b as
+  /// given with a = T or -1, or b = -1 with a = T.
+  static bool viewsTokensBy(const std::optional<llvm::SmallVector<int64_t>> &e, int64_t middle, int64_t width) {
     if (!e || e->size() != 3 || (*e)[2] != width)
       return false;
-    return ((*e)[1] == block.k && ((*e)[0] == -1 || (*e)[0] == kTokens)) || ((*e)[1] == -1 && (*e)[0] == kTokens);
+    return ((*e)[1] == middle && ((*e)[0] == -1 || (*e)[0] == kTokens)) || ((*e)[1] == -1 && (*e)[0] == kTokens);
+  }
+
+  /// A target shaping T * k rows (of width `width`) as [T, k, width].
+  bool isSlotView(llvm::StringRef target, int64_t width) {
+    return viewsTokensBy(shapeElements(target), block.k, width);
   }
 
   /// x viewed as [T, 1, H]: Unsqueeze(x, 1) or Reshape(x, [T or -1, 1, H])
@@ -113,15 +117,8 @@ private:
     const onnx::NodeProto *n = g.producer(value);
     if (!n || !block.isX(inputOf(*n, 0)))
       return false;
-    if (n->op_type() == "Unsqueeze" && hasAxis(*n, constants, 1)) {
-      found.push_back(n);
-      return true;
-    }
-    if (n->op_type() != "Reshape")
-      return false;
-    std::optional<llvm::SmallVector<int64_t>> e = shapeElements(inputOf(*n, 1));
-    bool view = e && e->size() == 3 && (*e)[2] == hidden &&
-                (((*e)[1] == 1 && ((*e)[0] == -1 || (*e)[0] == kTokens)) || ((*e)[1] == -1 && (*e)[0] == kTokens));
+    bool view = (n->op_type() == "Unsqueeze" && hasAxis(*n, constants, 1)) ||
+                (n->op_type() == "Reshape" && viewsTokensBy(shapeElements(inputOf(*n, 1)), 1, hidden));
     if (view)
       found.push_back(n);
     return view;
@@ -312,11 +309,8 @@ std::optional<MoeBlock> FlatSlotMatcher::match(std::string &why) {
         return fail(why, "the experts' slot rows are not assigned in one chain");
       acc = step.in;
     }
-  const onnx::NodeProto *zeros = acc.empty() ? nullptr : g.producer(acc);
-  bool zeroFill = isZeroConstant(constants, acc) ||
-                  (zeros && ((zeros->op_type() == "ConstantOfShape" && llvm::all_of(zeros->attribute(), isZeroValue)) ||
-                             (zeros->op_type() == "Expand" && isZeroConstant(constants, inputOf(*zeros, 0)))));
-  if (!zeroFill || reading.size() != steps.size())
+  const onnx::NodeProto *zeros = acc.empty() ? nullptr : zeroFill(g, constants, acc);
+  if ((!zeros && !isZeroConstant(constants, acc)) || reading.size() != steps.size())
     return fail(why, "the experts' slot rows are not assigned into zeros in one chain");
   if (zeros)
     found.push_back(zeros);
@@ -328,35 +322,34 @@ std::optional<MoeBlock> FlatSlotMatcher::match(std::string &why) {
   }
   // Weighted and summed over each token's k slots.
   std::string w = *routed, summed;
-  auto weightedBy = [&](const onnx::NodeProto &mul, llvm::StringRef value, int64_t width) {
+  // The weights w viewed per slot: [T, k, 1] against [T, k, H] rows, or
+  // [-1, 1] against the flat rows.
+  auto weightedBy = [&](const onnx::NodeProto &mul, llvm::StringRef value, bool flatRows) {
     std::string other = inputOf(mul, 0) == value ? inputOf(mul, 1) : inputOf(mul, 0);
     std::string target = weightsView(other, w);
     if (target.empty())
       return false;
-    if (width == 1) {
-      std::optional<llvm::SmallVector<int64_t>> e = constants(target);
-      return e && *e == llvm::SmallVector<int64_t>{-1, 1};
-    }
-    return isSlotView(target, 1);
+    return flatRows ? constants(target) == llvm::SmallVector<int64_t>{-1, 1} : isSlotView(target, 1);
   };
   llvm::SmallVector<const onnx::NodeProto *> sumNodes;
   const onnx::NodeProto *view = g.onlyUser(acc, "Reshape");
   const onnx::NodeProto *mul = view ? g.onlyUser(outputOf(*view, 0), "Mul") : g.onlyUser(acc, "Mul");
-  if (view && mul && isSlotView(inputOf(*view, 1), hidden) && weightedBy(*mul, outputOf(*view, 0), 3)) {
+  // The weighted [T, k, H] rows the sum reads: the product, or its view.
+  const onnx::NodeProto *weighted = mul;
+  if (view && mul && isSlotView(inputOf(*view, 1), hidden) && weightedBy(*mul, outputOf(*view, 0), false)) {
     found.append({view, mul});
-  } else if (!view && mul && weightedBy(*mul, acc, 1)) {
-    view = g.onlyUser(outputOf(*mul, 0), "Reshape");
-    if (!view || !isSlotView(inputOf(*view, 1), hidden))
+  } else if (!view && mul && weightedBy(*mul, acc, true)) {
+    weighted = g.onlyUser(outputOf(*mul, 0), "Reshape");
+    if (!weighted || !isSlotView(inputOf(*weighted, 1), hidden))
       return fail(why, "the weighted slot rows are not viewed as [T, k, H]");
-    found.append({mul, view});
-    mul = view;
+    found.append({mul, weighted});
   } else {
     return fail(why, "the slot rows are not weighted by the routing weights viewed per slot");
   }
-  const onnx::NodeProto *sum = sumReading(g, outputOf(*mul, 0), /*onlyUser=*/true, summed, sumNodes);
+  const onnx::NodeProto *sum = sumReading(g, outputOf(*weighted, 0), /*onlyUser=*/true, summed, sumNodes);
   // A 16-bit sum widened to f32 and left there (the layer's result is
   // widened the same way).
-  const onnx::NodeProto *widen = sum ? nullptr : g.onlyUser(outputOf(*mul, 0), "Cast");
+  const onnx::NodeProto *widen = sum ? nullptr : g.onlyUser(outputOf(*weighted, 0), "Cast");
   if (widen && intAttr(*widen, "to", 0) == onnx::TensorProto::FLOAT &&
       (sum = g.onlyUser(outputOf(*widen, 0), "ReduceSum"))) {
     sumNodes.append({widen, sum});
