@@ -143,6 +143,94 @@ class DenseScatter(Experts):
         return (gates.unsqueeze(-1) * outs).sum(1)
 
 
+class BmmCombine(Experts):
+    """DenseScatter with the combine a batched matmul of the gate as a row:
+    torch.bmm(gates.unsqueeze(1), outs).squeeze(1)."""
+
+    def forward(self, x):
+        w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)
+        gates = torch.zeros(x.shape[0], EXPERTS, dtype=x.dtype).scatter(1, idx, w.softmax(-1))
+        outs = torch.stack([expert(x) for expert in self.experts], dim=1)
+        return torch.bmm(gates.unsqueeze(1), outs).squeeze(1)
+
+
+class ThresholdGate(Experts):
+    """Every expert on every token, weighted by a dense gate that keeps the
+    scores reaching their k-th largest (kth = topk(...).values[:, -1:]):
+    `where` torch.where(p >= kth, p, 0) renormalised; `masked_fill`
+    p.masked_fill(p < kth, 0) with kth the amin of the top-k values;
+    `mul` p * (p >= kth); `masked_softmax` softmax of the logits with
+    those below kth filled with -inf. `strict` compares with > (the k-th
+    itself dropped: not a top-k, a near miss)."""
+
+    def __init__(self, spelling="where", strict=False, **kwargs):
+        super().__init__(**kwargs)
+        self.spelling, self.strict = spelling, strict
+
+    def forward(self, x):
+        logits = self.gate(x)
+        if self.spelling == "masked_softmax":
+            kth = logits.topk(TOP_K, -1).values[:, -1:]
+            gate = logits.masked_fill(logits < kth, float("-inf")).softmax(-1)
+        else:
+            p = F.softmax(logits, -1)
+            top = p.topk(TOP_K, -1).values
+            kth = top.amin(-1, keepdim=True) if self.spelling == "masked_fill" else top[:, -1:]
+            if self.spelling == "where":
+                gate = torch.where(p > kth if self.strict else p >= kth, p, torch.zeros_like(p))
+                gate = gate / gate.sum(-1, keepdim=True)
+            elif self.spelling == "masked_fill":
+                gate = p.masked_fill(p < kth, 0.0)
+            else:
+                gate = p * (p >= kth).to(p.dtype)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            column = gate[:, e, None] if self.spelling == "masked_softmax" else gate[:, e:e + 1]
+            out = out + column * expert(x)
+        return out
+
+
+class MixedPrecisionRouter(Experts):
+    """16-bit experts routed in f32: the router reads x.float() and the
+    gate's weight widened, the renormalised weights are cast back."""
+
+    def forward(self, x):
+        logits = F.linear(x.float(), self.gate.weight.float())
+        w, idx = torch.topk(F.softmax(logits, -1), TOP_K, -1)
+        w = (w / w.sum(-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out.index_add_(0, tok, expert(x[tok]) * w[tok, slot, None])
+        return out
+
+
+class StackedBiasedLoop(nn.Module):
+    """GELU experts as stacked parameters in x @ W layout, w1 [E, H, F] and
+    w2 [E, F, H], with stacked biases b1 [E, F] and b2 [E, H] (`x[tok] @
+    w1[e] + b1[e]`), the pairs from nonzero(as_tuple=True), a router bias;
+    `down_bias=False` leaves the second projection unbiased."""
+
+    def __init__(self, down_bias=True):
+        super().__init__()
+        self.router = nn.Linear(HIDDEN, EXPERTS)
+        self.w1 = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+        self.b1 = nn.Parameter(torch.randn(EXPERTS, FFN) * 0.1)
+        self.w2 = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.b2 = nn.Parameter(torch.randn(EXPERTS, HIDDEN) * 0.1) if down_bias else None
+
+    def forward(self, x):
+        w, idx = torch.topk(self.router(x).softmax(-1), TOP_K)
+        out = torch.zeros_like(x)
+        for e in range(EXPERTS):
+            tok, slot = torch.nonzero(idx == e, as_tuple=True)
+            h = F.gelu(x[tok] @ self.w1[e] + self.b1[e]) @ self.w2[e]
+            if self.b2 is not None:
+                h = h + self.b2[e]
+            out.index_add_(0, tok, h * w[tok, slot][:, None])
+        return out
+
+
 class DenseScatterEinsum(Experts):
     """DenseScatter with the combine written torch.einsum('te,teh->th')."""
 
@@ -169,17 +257,26 @@ class StackedExperts(nn.Module):
 class GatheredEinsum(StackedExperts):
     """gpt-fast's MOEFeedForward: stacked parameters, the routed experts'
     weights gathered per token, w1[idx] [T, k, F, H], and einsums; with
-    `weighted_sum` the slots combined by (o * w[..., None]).sum(1)."""
+    `weighted_sum` the slots combined by (o * w[..., None]).sum(1); with
+    `index_select` the weights gathered by torch.index_select of the
+    flattened ids, viewed back as [T, k, F, H]."""
 
-    def __init__(self, weighted_sum=False):
+    def __init__(self, weighted_sum=False, index_select=False):
         super().__init__()
         self.weighted_sum = weighted_sum
+        self.index_select = index_select
+
+    def gathered(self, stack, idx):
+        if not self.index_select:
+            return stack[idx]
+        return torch.index_select(stack, 0, idx.reshape(-1)).view(idx.shape[0], TOP_K, *stack.shape[1:])
 
     def forward(self, x):
         w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
         w = w / w.sum(-1, keepdim=True)
-        h = F.silu(torch.einsum("ti,taoi->tao", x, self.w1[idx])) * torch.einsum("ti,taoi->tao", x, self.w3[idx])
-        o = torch.einsum("tao,taio->tai", h, self.w2[idx])
+        h = F.silu(torch.einsum("ti,taoi->tao", x, self.gathered(self.w1, idx))) * torch.einsum(
+            "ti,taoi->tao", x, self.gathered(self.w3, idx))
+        o = torch.einsum("tao,taio->tai", h, self.gathered(self.w2, idx))
         if self.weighted_sum:
             return (o * w[..., None]).sum(1)
         return torch.einsum("tai,ta->ti", o, w)
@@ -947,18 +1044,29 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "mask_loop_fused_up_gate": lambda: MaskLoop(lambda: FusedSwiGLU(up_first=True)),
            "log_softmax_topk_f16": LogSoftmaxTopk,
            "where_loop_fused_gate_up_bias": lambda: WhereLoop(lambda: FusedSwiGLU(bias=True)),
-           "stacked_linear_loop": StackedLinearLoop}
+           "stacked_linear_loop": StackedLinearLoop,
+           "threshold_where_gate": ThresholdGate,
+           "threshold_masked_fill_gate": lambda: ThresholdGate("masked_fill", router_bias=True),
+           "threshold_mul_gate_f16": lambda: ThresholdGate("mul"),
+           "threshold_masked_softmax": lambda: ThresholdGate("masked_softmax"),
+           "threshold_strict_near_miss": lambda: ThresholdGate(strict=True),
+           "bmm_combine": BmmCombine,
+           "index_select_einsum": lambda: GatheredEinsum(index_select=True),
+           "mixed_precision_router_f16": MixedPrecisionRouter,
+           "stacked_biased_loop": StackedBiasedLoop,
+           "stacked_up_bias_only_loop": lambda: StackedBiasedLoop(down_bias=False)}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,
-          "repeated_rows_loop_f16": torch.float16, "log_softmax_topk_f16": torch.float16}
+          "repeated_rows_loop_f16": torch.float16, "log_softmax_topk_f16": torch.float16,
+          "threshold_mul_gate_f16": torch.float16, "mixed_precision_router_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
           ("batch_axis_loop", "dynamo")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
-               "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss",
+               "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -448,18 +448,24 @@ LogicalResult GraphImporter::stackExpertWeights(const MoeBlock &block, Location 
   // Biases as the moe ops' [E, U] ([gate; up]) and [E, H].
   auto upBiasData = std::make_shared<std::vector<char>>(experts * upRows * width);
   auto downBiasData = std::make_shared<std::vector<char>>(experts * hidden * width);
+  // A projection without a bias (an empty name) adds zeros: the buffers
+  // start zeroed.
   for (int64_t e = 0; e < experts; ++e) {
-    const ConstantTensor *gateBias = find(block.expertGateBias[e]), *downBias = find(block.expertDownBias[e]);
-    const ConstantTensor *upBias = block.ungated ? gateBias : find(block.expertUpBias[e]);
     auto biasOf = [&](int64_t n) { return RankedTensorType::get({n}, element); };
-    if (!gateBias || !upBias || !downBias || gateBias->type != biasOf(ffn) || upBias->type != biasOf(ffn) ||
-        downBias->type != biasOf(hidden))
+    auto copy = [&](const std::string &name, int64_t size, char *to) {
+      if (name.empty())
+        return true;
+      const ConstantTensor *bias = find(name);
+      if (!bias || bias->type != biasOf(size))
+        return false;
+      memcpy(to, bias->bytes.data(), size * width);
+      return true;
+    };
+    if (!copy(block.expertGateBias[e], ffn, upBiasData->data() + e * upRows * width) ||
+        (!block.ungated && !copy(block.expertUpBias[e], ffn, upBiasData->data() + (e * upRows + ffn) * width)) ||
+        !copy(block.expertDownBias[e], hidden, downBiasData->data() + e * hidden * width))
       return emitError(loc) << "MoE block: expert " << e << "'s biases are not " << biasOf(ffn) << " and "
                             << biasOf(hidden) << " constants";
-    memcpy(upBiasData->data() + e * upRows * width, gateBias->bytes.data(), ffn * width);
-    if (!block.ungated)
-      memcpy(upBiasData->data() + (e * upRows + ffn) * width, upBias->bytes.data(), ffn * width);
-    memcpy(downBiasData->data() + e * hidden * width, downBias->bytes.data(), hidden * width);
   }
   upBiasName = stacked(block.output + ".experts_up_bias", {experts, upRows}, upBiasData);
   downBiasName = stacked(block.output + ".experts_down_bias", {experts, hidden}, downBiasData);

@@ -12,7 +12,8 @@
 //
 //   G = ScatterElements(zeros [T, E], ids, w, axis 1)
 //   y = ReduceSum(Unsqueeze(G, -1) * Concat_e(Unsqueeze(FFN_e(x), 1), axis 1), 1)
-//       (or stacked last, ReduceSum(Unsqueeze(G, 1) * Concat_e(Unsqueeze(FFN_e(x), 2), axis 2), 2))
+//       (or stacked last, ReduceSum(Unsqueeze(G, 1) * Concat_e(Unsqueeze(FFN_e(x), 2), axis 2), 2),
+//       or Squeeze(MatMul(Unsqueeze(G, 1), Concat_e(...)), 1): torch.bmm with G as a row)
 //
 // or with every output stacked and each token's k picked by its ids:
 //
@@ -290,6 +291,19 @@ bool batchedExperts(const GraphIndex &g, const ConstantLookup &constants, MoeBlo
   return true;
 }
 
+/// The MatMul of Unsqueeze(gate, 1) [T, 1, E] by the stacked outputs,
+/// squeezed on axis 1 (torch.bmm of the gate as a row); or null.
+const onnx::NodeProto *gateRowTimesStack(const GraphIndex &g, const ConstantLookup &constants,
+                                         const onnx::NodeProto &scatter) {
+  const onnx::NodeProto *unsq = g.onlyUser(outputOf(scatter, 0), "Unsqueeze");
+  const onnx::NodeProto *bmm =
+      unsq && hasAxis(*unsq, constants, 1) ? g.onlyUser(outputOf(*unsq, 0), "MatMul") : nullptr;
+  const onnx::NodeProto *squeeze = bmm && inputOf(*bmm, 0) == outputOf(*unsq, 0)
+                                       ? g.onlyUser(outputOf(*bmm, 0), "Squeeze")
+                                       : nullptr;
+  return squeeze && hasAxis(*squeeze, constants, 1) ? bmm : nullptr;
+}
+
 /// The stacked form (see the top of the file) from the gate's
 /// ScatterElements: fills the experts' FFNs in expert order and returns the
 /// sum over the experts, or "".
@@ -318,6 +332,12 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
     found.push_back(einsum);
     stack = inputOf(*einsum, 1);
     sumOut = outputOf(*einsum, 0);
+  } else if (const onnx::NodeProto *bmm = gateRowTimesStack(g, constants, scatter)) {
+    // torch.bmm(gate.unsqueeze(1), stacked).squeeze(1): [T, 1, E] x [T, E, H].
+    const onnx::NodeProto *squeeze = g.onlyUser(outputOf(*bmm, 0), "Squeeze");
+    found = {g.producer(inputOf(*bmm, 0)), bmm, squeeze};
+    stack = inputOf(*bmm, 1);
+    sumOut = outputOf(*squeeze, 0);
   } else {
     // The gate [T, E] against outputs stacked [T, E, H] (Unsqueeze(G, -1),
     // summed over 1) or [T, H, E] (Unsqueeze(G, 1), summed over 2).

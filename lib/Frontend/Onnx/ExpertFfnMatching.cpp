@@ -164,12 +164,22 @@ std::optional<PlainActivation> plainActivation(const GraphIndex &g, const Consta
   }
   if (factors.size() != 3)
     return std::nullopt;
+  // 1 + Erf(.) is an Add of 1 and an Erf; x may be an Add too (a bias).
+  auto isOnePlusErf = [&](const onnx::NodeProto *p) {
+    if (!p || p->op_type() != "Add")
+      return false;
+    for (int side = 0; side < 2; ++side) {
+      const onnx::NodeProto *erf = g.producer(inputOf(*p, side));
+      if (erf && erf->op_type() == "Erf" && scalarIs(constants, inputOf(*p, 1 - side), 1.0, 0.0))
+        return true;
+    }
+    return false;
+  };
   std::string half, onePlusErf, x;
   for (const std::string &f : factors) {
-    const onnx::NodeProto *p = g.producer(f);
-    if (scalarIs(constants, f, 0.5, 0.0))
+    if (scalarIs(constants, f, 0.5, 0.0) && half.empty())
       half = f;
-    else if (p && p->op_type() == "Add")
+    else if (isOnePlusErf(g.producer(f)) && onePlusErf.empty())
       onePlusErf = f;
     else
       x = f;
@@ -377,13 +387,16 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
 
 bool setOwnExperts(MoeBlock &block, const std::map<int64_t, OwnExpertFfn> &ffns, std::string &why) {
   const OwnExpertFfn &first = ffns.begin()->second;
-  bool biased = !first.downBias.empty();
+  // A bias one projection lacks is zeros (BlockImport fills them), so some
+  // biased projections make the whole layer biased.
+  bool biased = llvm::any_of(ffns, [](const auto &entry) {
+    const OwnExpertFfn &f = entry.second;
+    return !f.downBias.empty() || !f.gateBias.empty() || !f.upBias.empty();
+  });
   for (auto &[e, ffn] : ffns) {
-    bool sameForm = ffn.rows == first.rows && ffn.ungated == first.ungated &&
-                    (ffn.ungated || ffn.gated == first.gated) && !ffn.downBias.empty() == biased &&
-                    !ffn.gateBias.empty() == biased && (ffn.ungated || !ffn.upBias.empty() == biased);
+    bool sameForm = ffn.rows == first.rows && ffn.ungated == first.ungated && (ffn.ungated || ffn.gated == first.gated);
     if (!sameForm) {
-      why = "expert " + std::to_string(e) + "'s FFN differs in form from the others' (layout, activation or biases)";
+      why = "expert " + std::to_string(e) + "'s FFN differs in form from the others' (layout or activation)";
       return false;
     }
     block.expertGate.push_back(ffn.gate);

@@ -295,6 +295,9 @@ private:
     if (r.rank == 1 && r.dims.size() == 1 && r.dims[0] >= 0)
       r.length = r.dims[0];
     set(node, 0, r);
+    // TopK's indices are the size of its values.
+    if (op == "TopK" && node.output_size() > 1 && !node.output(1).empty())
+      facts[node.output(1)].dims = r.dims;
   }
 
   /// The values of a small integer constant, from the importer.
@@ -661,6 +664,47 @@ std::optional<std::string> sortCutToK(const onnx::NodeProto &topk, const ValueFa
   return ends;
 }
 
+/// Reshape(Gather(W, flat, axis 0), S) with flat the index tensor `ids`
+/// flattened (Reshapes to 1-D) and S = ids' shape then W's trailing sizes
+/// (torch.index_select(W, 0, ids.view(-1)).view(T, k, a, b)): Gather(W,
+/// ids) itself. S's first size is whatever its element count makes it,
+/// which the known sizes fix to ids' first. Returns {W, ids}, or nullopt.
+std::optional<std::pair<std::string, std::string>>
+unflattenedGather(const onnx::NodeProto &reshape, const llvm::StringMap<ValueFacts> &facts,
+                  const llvm::StringMap<const onnx::NodeProto *> &producers) {
+  auto factsOf = [&](llvm::StringRef v) -> const ValueFacts * {
+    auto it = facts.find(v);
+    return it == facts.end() ? nullptr : &it->second;
+  };
+  auto standard = [](const onnx::NodeProto *n, llvm::StringRef op) {
+    return n && (n->domain().empty() || n->domain() == "ai.onnx") && n->op_type() == op;
+  };
+  if (reshape.input_size() != 2)
+    return std::nullopt;
+  const onnx::NodeProto *gather = producers.lookup(reshape.input(0));
+  if (!standard(gather, "Gather") || gather->input_size() != 2 || intAttrOr(*gather, "axis", 0) != 0)
+    return std::nullopt;
+  std::string ids = gather->input(1);
+  const onnx::NodeProto *flat = producers.lookup(ids);
+  if (!standard(flat, "Reshape"))
+    return std::nullopt;
+  while (standard(flat, "Reshape") && factsOf(flat->output(0)) && factsOf(flat->output(0))->rank == 1) {
+    ids = flat->input(0);
+    flat = producers.lookup(ids);
+  }
+  const ValueFacts *w = factsOf(gather->input(0)), *i = factsOf(ids), *target = factsOf(reshape.input(1));
+  if (!w || !i || !target || w->rank < 1 || i->rank < 2 || static_cast<int64_t>(w->dims.size()) != w->rank ||
+      static_cast<int64_t>(i->dims.size()) != i->rank ||
+      static_cast<int64_t>(target->values.size()) != i->rank + w->rank - 1)
+    return std::nullopt;
+  llvm::SmallVector<int64_t> trailing(i->dims.begin() + 1, i->dims.end());
+  trailing.append(w->dims.begin() + 1, w->dims.end());
+  for (auto [j, size] : llvm::enumerate(trailing))
+    if (size < 1 || target->values[j + 1] != std::optional<int64_t>(size))
+      return std::nullopt;
+  return std::make_pair(gather->input(0), ids);
+}
+
 } // namespace
 
 std::optional<llvm::SmallVector<int64_t>> ValueFacts::knownValues() const {
@@ -705,6 +749,19 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
     if (node.name().empty())
       node.set_name(node.op_type() + "#" + std::to_string(i));
   int64_t changes = 0;
+  // Found before the loop below moves the producers away.
+  llvm::StringMap<const onnx::NodeProto *> producers;
+  for (const onnx::NodeProto &node : graph.node())
+    for (const std::string &out : node.output())
+      producers[out] = &node;
+  llvm::DenseMap<const onnx::NodeProto *, std::pair<std::string, std::string>> unflattened;
+  llvm::StringSet<> orphans;
+  for (const onnx::NodeProto &node : graph.node())
+    if ((node.domain().empty() || node.domain() == "ai.onnx") && node.op_type() == "Reshape")
+      if (std::optional<std::pair<std::string, std::string>> g = unflattenedGather(node, facts, producers)) {
+        unflattened[&node] = *g;
+        orphans.insert(node.input(0));
+      }
   google::protobuf::RepeatedPtrField<onnx::NodeProto> kept;
   llvm::DenseSet<const onnx::NodeProto *> dropped;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
@@ -714,6 +771,15 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
       if (!in.empty())
         in = source(in);
     bool standard = node.domain().empty() || node.domain() == "ai.onnx";
+    if (auto it = unflattened.find(&node); it != unflattened.end()) {
+      node.set_op_type("Gather");
+      node.clear_input();
+      node.add_input(source(it->second.first));
+      node.add_input(source(it->second.second));
+      node.clear_attribute();
+      setIntAttribute(node, "axis", 0);
+      ++changes;
+    }
     llvm::StringRef op = node.op_type();
     // A full sort cut to k by Slices is TopK(k): the Slices go, their
     // readers read the TopK.
@@ -766,10 +832,17 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
     *kept.Add() = std::move(node);
   }
   graph.mutable_node()->Swap(&kept);
+  if (!orphans.empty())
+    removeOrphans(graph, std::move(orphans));
   llvm::StringMap<llvm::SmallVector<int64_t>> made;
   changes += canonicalizeRowMasks(graph, ctx, facts, made);
   changes += canonicalizeOneHots(graph, ctx, facts, made);
-  if (int64_t selections = canonicalizeSelections(graph, ctx, facts, made)) {
+  // A gate one pass scatters has its columns read as the scattered gate's
+  // by the next.
+  for (int pass = 0; pass < 3; ++pass) {
+    int64_t selections = canonicalizeSelections(graph, ctx, facts, made);
+    if (selections == 0)
+      break;
     facts = inferValueFactsWith(graph, ctx, made);
     changes += selections;
   }

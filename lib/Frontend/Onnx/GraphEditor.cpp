@@ -315,8 +315,10 @@ std::optional<TopKColumns> GraphEditor::columnsOf(llvm::StringRef v, int depth) 
       normalizedAxes(*axes, f->rank) != llvm::SmallVector<int64_t>{f->rank - 1} ||
       *steps != llvm::SmallVector<int64_t>{1})
     return std::nullopt;
-  int64_t begin = (*starts)[0], end = std::min((*ends)[0], of->width);
-  if (begin < 0 || end <= begin)
+  // ONNX's rule: a negative bound counts from the end, then both clamp.
+  auto bound = [&](int64_t b) { return std::clamp(b < 0 ? b + of->width : b, int64_t{0}, of->width); };
+  int64_t begin = bound((*starts)[0]), end = bound((*ends)[0]);
+  if (end <= begin)
     return std::nullopt;
   return TopKColumns{of->topk, of->output, of->source, of->begin + begin, end - begin};
 }

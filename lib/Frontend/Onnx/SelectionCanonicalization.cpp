@@ -150,6 +150,10 @@ private:
   bool oneHotGate(const onnx::NodeProto &sum, OneHotGate &gate) const;
   void emitScatteredGate(const onnx::NodeProto &sum, const OneHotGate &gate);
   bool maskedProbs(const onnx::NodeProto &mul, OneHotGate &gate);
+  const onnx::NodeProto *kthLargestOf(llvm::StringRef kth, llvm::StringRef scores) const;
+  const onnx::NodeProto *thresholdTopK(llvm::StringRef cmp, llvm::StringRef scores, bool keepIfTrue,
+                                       llvm::SmallVectorImpl<std::string> &orphaned) const;
+  bool thresholdProbs(const onnx::NodeProto &node, OneHotGate &gate);
   bool renormalizedGate(const onnx::NodeProto &div, const llvm::DenseMap<const onnx::NodeProto *, OneHotGate> &masked,
                         OneHotGate &gate) const;
   void emitRenormalizedGate(const onnx::NodeProto &div, const OneHotGate &gate);
@@ -440,6 +444,20 @@ bool SelectionRewriter::maskedSoftmax(const onnx::NodeProto &softmax, MaskedSoft
   }
   if (masked->op_type() != "Where" || masked->input_size() != 3)
     return false;
+  // Where(logits >= kth, logits, -inf), or Where(logits < kth, -inf,
+  // logits) (masked_fill), kth the logits' k-th largest.
+  for (int side = 1; side <= 2; ++side) {
+    std::string logits = masked->input(3 - side);
+    const ValueFacts *logitFacts = factsOf(logits);
+    llvm::SmallVector<std::string> orphaned = {softmax.input(0)};
+    const onnx::NodeProto *topk =
+        isNegInf(masked->input(side)) ? thresholdTopK(masked->input(0), logits, side == 2, orphaned) : nullptr;
+    if (!topk || !logitFacts || !isFloatType(logitFacts->dataType))
+      continue;
+    m = {topk, logits, logitFacts->dataType, orphaned};
+    fillValues(masked->input(side), m.orphaned);
+    return true;
+  }
   // Where(keep, logits, -inf), or Where(Not(keep), -inf, logits).
   std::string keep = masked->input(0), logits = masked->input(1), negInf = masked->input(2);
   llvm::SmallVector<std::string> orphaned = {softmax.input(0)};
@@ -593,6 +611,104 @@ bool SelectionRewriter::maskedProbs(const onnx::NodeProto &mul, OneHotGate &gate
   return false;
 }
 
+/// The TopK(scores, k) along the last axis whose k-th largest values `kth`
+/// is, as a [T, 1] column: the last column of its values (Slice, or Gather
+/// and Unsqueeze) or their ReduceMin over that axis; null otherwise.
+const onnx::NodeProto *SelectionRewriter::kthLargestOf(llvm::StringRef kth, llvm::StringRef scores) const {
+  const onnx::NodeProto *topk = nullptr;
+  if (const onnx::NodeProto *min = producerOf(kth, "ReduceMin")) {
+    std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*min);
+    const onnx::NodeProto *p = producers.lookup(min->input(0));
+    if (axes && normalizedAxes(*axes, 2) == llvm::SmallVector<int64_t>{1} && blocks::intAttr(*min, "keepdims", 1) &&
+        p && p->op_type() == "TopK" && p->output(0) == min->input(0))
+      topk = p;
+  } else if (std::optional<TopKColumn> c = columnOf(kth);
+             c && !c->squeezed && c->of.output == 0 && c->of.source == c->of.topk->output(0)) {
+    std::optional<llvm::SmallVector<int64_t>> k = ints(c->of.topk->input(1));
+    if (k && k->size() == 1 && c->column() == (*k)[0] - 1)
+      topk = c->of.topk;
+  }
+  return topk && topKOf(topk->output(1), scores) ? topk : nullptr;
+}
+
+/// The TopK(scores, k) when `cmp` (read only here) compares the scores
+/// with their k-th largest `kth` (kthLargestOf) so that it is true where
+/// they are kept (`keepIfTrue`: scores >= kth, kth <= scores) or where they
+/// are dropped (scores < kth, kth > scores); null otherwise. Adds what
+/// only the comparison read to `orphaned`.
+const onnx::NodeProto *SelectionRewriter::thresholdTopK(llvm::StringRef cmp, llvm::StringRef scores, bool keepIfTrue,
+                                                        llvm::SmallVectorImpl<std::string> &orphaned) const {
+  const onnx::NodeProto *compare = onlyRead(cmp) ? producers.lookup(cmp) : nullptr;
+  if (!compare || !isStandardNode(*compare) || compare->input_size() != 2)
+    return nullptr;
+  const std::string &op = compare->op_type();
+  int scoresSide = op == "GreaterOrEqual" || op == "Less" ? 0 : op == "LessOrEqual" || op == "Greater" ? 1 : -1;
+  bool keeps = op == "GreaterOrEqual" || op == "LessOrEqual";
+  if (scoresSide < 0 || keeps != keepIfTrue)
+    return nullptr;
+  // Both sides widened to f32 (16-bit scores compared in f32) compare as
+  // they are: widening is exact.
+  llvm::SmallVector<std::string> read = {cmp.str()};
+  auto unwidened = [&](const std::string &v) -> std::string {
+    const onnx::NodeProto *cast = producerOf(v, "Cast");
+    const ValueFacts *from = cast ? factsOf(cast->input(0)) : nullptr;
+    if (!cast || !from || !isFloatType(from->dataType) || !onlyRead(v) ||
+        blocks::intAttr(*cast, "to", 0) != onnx::TensorProto::FLOAT)
+      return v;
+    read.push_back(v);
+    return cast->input(0);
+  };
+  std::string compared = unwidened(compare->input(scoresSide));
+  std::string kth = unwidened(compare->input(1 - scoresSide));
+  const onnx::NodeProto *topk = compared == scores ? kthLargestOf(kth, scores) : nullptr;
+  if (topk) {
+    read.push_back(kth);
+    orphaned.append(read.begin(), read.end());
+  }
+  return topk;
+}
+
+/// The scores kept where they reach their k-th largest, zeros elsewhere:
+/// Where(scores >= kth, scores, 0), Where(scores < kth, 0, scores) (PyTorch's
+/// masked_fill) or scores * Cast(scores >= kth), kth the k-th largest of a
+/// TopK of the scores (kthLargestOf). Without ties that is the TopK's
+/// values scattered into zeros at its ids; a tie with the k-th keeps more
+/// than k, which the raising check (docs/raising-check.md) catches.
+bool SelectionRewriter::thresholdProbs(const onnx::NodeProto &node, OneHotGate &gate) {
+  if (!isStandardNode(node) || node.output_size() != 1)
+    return false;
+  // The comparison `cmp` keeps the scores where it is true (`keepIfTrue`).
+  std::string scores, cmp, zero, cast;
+  bool keepIfTrue = true;
+  if (node.op_type() == "Where" && node.input_size() == 3) {
+    cmp = node.input(0);
+    for (int side = 1; side <= 2; ++side)
+      if (fillValue(node.input(side)) == std::optional<double>(0.0)) {
+        zero = node.input(side);
+        scores = node.input(3 - side);
+        keepIfTrue = side == 2;
+      }
+  } else if (node.op_type() == "Mul" && node.input_size() == 2) {
+    for (int side = 0; side < 2 && cmp.empty(); ++side)
+      if (const onnx::NodeProto *c = producerOf(node.input(side), "Cast"); c && onlyRead(node.input(side))) {
+        cast = node.input(side);
+        cmp = c->input(0);
+        scores = node.input(1 - side);
+      }
+  }
+  const ValueFacts *f = factsOf(scores);
+  llvm::SmallVector<std::string> orphaned;
+  const onnx::NodeProto *topk = cmp.empty() ? nullptr : thresholdTopK(cmp, scores, keepIfTrue, orphaned);
+  if (!topk || !f || !isFloatType(f->dataType))
+    return false;
+  gate = {topk->output(1), topk->output(0), scores, f->dataType, orphaned};
+  if (!cast.empty())
+    gate.orphaned.push_back(cast);
+  if (!zero.empty())
+    fillValues(zero, gate.orphaned);
+  return true;
+}
+
 /// g / ReduceSum(g, -1, keepdims) of a masked-probabilities gate g (read
 /// by those two only): the renormalised values scattered. The sum over
 /// the experts adds the picks and zeros, the same values in expert order
@@ -638,7 +754,7 @@ int64_t SelectionRewriter::run() {
       picked[&node] = values;
     if (OneHotGate gate; oneHotGate(node, gate))
       gates[&node] = gate;
-    if (OneHotGate gate; maskedProbs(node, gate))
+    if (OneHotGate gate; maskedProbs(node, gate) || thresholdProbs(node, gate))
       maskedGates[&node] = gate;
     if (OneHotGate gate; renormalizedGate(node, maskedGates, gate))
       renormalizedGates[&node] = gate;
