@@ -1069,6 +1069,48 @@ def flat_gathered(k, segment=True, tiled=False, floordiv=False, take=False):
     return fn
 
 
+def gate_row_matmul(k):
+    """The top-k-then-softmax weights scattered into a dense gate, the
+    stacked outputs [T, E, H] weighted by the gate as a row of a batched
+    matmul: jnp.matmul(gate[:, None, :], outs)[:, 0] (torch.bmm's form)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(x @ wr, k)
+        t, e = x.shape[0], wr.shape[1]
+        gate = jnp.zeros((t, e), x.dtype).at[jnp.arange(t)[:, None], idx].set(jax.nn.softmax(vals, -1))
+        outs = jnp.stack([ffn(x, w1[i], w3[i], w2[i]) for i in range(e)], axis=1)
+        return jnp.matmul(gate[:, None, :], outs)[:, 0]
+    return fn
+
+
+def sort_threshold_scores(k, sigmoid=True):
+    """The scores kept where they reach their k-th largest, read from an
+    ascending jnp.sort as s_sorted[:, -k] and given back its axis with
+    [:, None]; renormalised; a loop over the experts reading the gate's
+    columns."""
+    def fn(x, wr, w1, w3, w2):
+        z = x @ wr
+        s = jax.nn.sigmoid(z) if sigmoid else jax.nn.softmax(z, -1)
+        kth = jnp.sort(s, -1)[:, -k][:, None]
+        gate = jnp.where(s >= kth, s, 0.0)
+        gate = gate / gate.sum(-1, keepdims=True)
+        y = 0.0
+        for e in range(wr.shape[1]):
+            y = y + gate[:, e:e + 1] * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
+def switch_mask_times_max(x, wr, w1, w3, w2):
+    """Switch top-1: each expert's term is its mask (idx == e) as numbers,
+    given an axis, times the max probability, times the expert's output."""
+    probs = jax.nn.softmax(x @ wr, -1)
+    idx, gate = jnp.argmax(probs, -1), jnp.max(probs, -1)
+    y = jnp.zeros_like(x)
+    for e in range(wr.shape[1]):
+        y = y + (idx == e).astype(x.dtype)[:, None] * gate[:, None] * ffn(x, w1[e], w3[e], w2[e])
+    return y
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -1202,6 +1244,11 @@ def programs(Program):
         "idiom_at_set_mask_k2": Program(at_set_mask(2), mixtral_shapes(12, 32, 40, 6)),
         "idiom_at_set_mask_sigmoid_bf16_k3": Program(at_set_mask(3, sigmoid=True, renormalise=False),
                                                      mixtral_shapes(10, 32, 24, 8), dtype=bf16),
+        "idiom_gate_row_matmul_k2": Program(gate_row_matmul(2), mixtral_shapes(16, 32, 40, 8)),
+        "idiom_sort_threshold_sigmoid_k2": Program(sort_threshold_scores(2), mixtral_shapes(12, 32, 24, 8)),
+        "idiom_sort_threshold_softmax_k3": Program(sort_threshold_scores(3, sigmoid=False),
+                                                   mixtral_shapes(10, 24, 32, 6)),
+        "idiom_switch_mask_times_max": Program(switch_mask_times_max, mixtral_shapes(16, 32, 40, 4)),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

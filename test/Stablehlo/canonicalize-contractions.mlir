@@ -3,7 +3,8 @@
 // operand makes becomes a free dim of the other operand (then a transpose
 // restores the result's order); a transposed operand without free dims is
 // read through its transpose; a strided slice of a projection's output
-// features slices the weight instead. Contiguous slices (jnp.split), real
+// features slices the weight instead; a unit dim added to an operand, left
+// free and dropped from the result, is not added. Contiguous slices (jnp.split), real
 // batch dims and transposes of operands with free dims stay.
 // RUN: moe-opt %s -split-input-file -moe-raise-stablehlo | FileCheck %s
 
@@ -98,4 +99,35 @@ func.func @contiguous_and_token_slices_stay(%x: tensor<12x32xf32>, %w: tensor<4x
   %g = stablehlo.slice %h [0:12, 0:4, 0:40] : (tensor<12x4x80xf32>) -> tensor<12x4x40xf32>
   %u = stablehlo.slice %h [0:12:2, 0:4, 40:80] : (tensor<12x4x80xf32>) -> tensor<6x4x40xf32>
   return %g, %u : tensor<12x4x40xf32>, tensor<6x4x40xf32>
+}
+
+// -----
+
+// jnp.matmul(gate[:, None, :], outs)[:, 0]: the gate's added unit dim is
+// left free and dropped again, so the dot reads the gate itself.
+// CHECK-LABEL: func @unit_row_dropped
+// CHECK: %[[D:.*]] = stablehlo.dot_general %arg0, %arg1, batching_dims = [0] x [0], contracting_dims = [1] x [1]{{.*}} : (tensor<16x8xf32>, tensor<16x8x32xf32>) -> tensor<16x32xf32>
+// CHECK-NEXT: return %[[D]]
+func.func @unit_row_dropped(%g: tensor<16x8xf32>, %outs: tensor<16x8x32xf32>) -> tensor<16x32xf32> {
+  %row = stablehlo.broadcast_in_dim %g, dims = [0, 2] : (tensor<16x8xf32>) -> tensor<16x1x8xf32>
+  %y = stablehlo.dot_general %row, %outs, batching_dims = [0] x [0], contracting_dims = [2] x [1] : (tensor<16x1x8xf32>, tensor<16x8x32xf32>) -> tensor<16x1x32xf32>
+  %r = stablehlo.reshape %y : (tensor<16x1x32xf32>) -> tensor<16x32xf32>
+  return %r : tensor<16x32xf32>
+}
+
+// -----
+
+// The unit dim kept in the result (no reshape), or a size-1 dim that the
+// broadcast stretches: both stay.
+// CHECK-LABEL: func @unit_row_kept_or_stretched
+// CHECK: stablehlo.broadcast_in_dim %arg0, dims = [0, 2]
+// CHECK: stablehlo.dot_general {{.*}} : (tensor<16x1x8xf32>, tensor<16x8x32xf32>) -> tensor<16x1x32xf32>
+// CHECK: stablehlo.broadcast_in_dim %arg2, dims = [0, 2]
+// CHECK: stablehlo.dot_general {{.*}} : (tensor<16x2x8xf32>, tensor<16x8x32xf32>) -> tensor<16x2x32xf32>
+func.func @unit_row_kept_or_stretched(%g: tensor<16x8xf32>, %outs: tensor<16x8x32xf32>, %h: tensor<16x1xf32>) -> (tensor<16x1x32xf32>, tensor<16x2x32xf32>) {
+  %row = stablehlo.broadcast_in_dim %g, dims = [0, 2] : (tensor<16x8xf32>) -> tensor<16x1x8xf32>
+  %y = stablehlo.dot_general %row, %outs, batching_dims = [0] x [0], contracting_dims = [2] x [1] : (tensor<16x1x8xf32>, tensor<16x8x32xf32>) -> tensor<16x1x32xf32>
+  %hs = stablehlo.broadcast_in_dim %h, dims = [0, 2] : (tensor<16x1xf32>) -> tensor<16x2x8xf32>
+  %z = stablehlo.dot_general %hs, %outs, batching_dims = [0] x [0], contracting_dims = [2] x [1] : (tensor<16x2x8xf32>, tensor<16x8x32xf32>) -> tensor<16x2x32xf32>
+  return %y, %z : tensor<16x1x32xf32>, tensor<16x2x32xf32>
 }

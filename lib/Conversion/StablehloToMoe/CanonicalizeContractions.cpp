@@ -14,7 +14,10 @@
 //    `einsum("et,eth->th", gate.T, outs)`) is read through the transpose;
 //  * a strided slice of a projection's output features (gpt-oss's
 //    interleaved gate/up, `h[..., ::2]` and `h[..., 1::2]`) is the
-//    projection with the same slice of the weight's output dim.
+//    projection with the same slice of the weight's output dim;
+//  * a unit dim added to an operand, left free by the dot and dropped from
+//    its result by a reshape (`jnp.matmul(gate[:, None, :], outs)[:, 0]`)
+//    is not added.
 //
 //===----------------------------------------------------------------------===//
 
@@ -206,6 +209,71 @@ void sliceWeightInstead(shlo::SliceOp slice) {
     dot.erase();
 }
 
+/// reshape(dot_general(a', b)) where a' is `a` with a unit dim added that
+/// the dot leaves free and the reshape drops again (`jnp.matmul(gate[:,
+/// None, :], outs)[:, 0]`, torch.bmm of a row): the dot of `a` itself.
+void dropUnitFreeDim(shlo::ReshapeOp reshape) {
+  auto dot = reshape.getOperand().getDefiningOp<shlo::DotGeneralOp>();
+  if (!dot || !dot->hasOneUse())
+    return;
+  shlo::DotDimensionNumbersAttr d = dot.getDotDimensionNumbers();
+  for (bool onLhs : {true, false}) {
+    Value wide = onLhs ? dot.getLhs() : dot.getRhs();
+    auto b = wide.getDefiningOp<shlo::BroadcastInDimOp>();
+    auto wideType = cast<RankedTensorType>(wide.getType());
+    if (!b || cast<RankedTensorType>(b.getOperand().getType()).getRank() != wideType.getRank() - 1 ||
+        !llvm::is_sorted(b.getBroadcastDimensions()))
+      continue;
+    // The added dim: the one the broadcast does not map an operand dim to.
+    int64_t unit = 0;
+    for (int64_t dim : b.getBroadcastDimensions())
+      unit += dim == unit;
+    ArrayRef<int64_t> batch = onLhs ? d.getLhsBatchingDimensions() : d.getRhsBatchingDimensions();
+    ArrayRef<int64_t> contract = onLhs ? d.getLhsContractingDimensions() : d.getRhsContractingDimensions();
+    if (wideType.getDimSize(unit) != 1 || llvm::is_contained(batch, unit) || llvm::is_contained(contract, unit))
+      continue;
+    // Its operand's sizes must be the broadcast's own (no size-1 dim grows).
+    auto narrowType = cast<RankedTensorType>(b.getOperand().getType());
+    bool same = true;
+    for (auto [i, dim] : llvm::enumerate(b.getBroadcastDimensions()))
+      same &= narrowType.getDimSize(i) == wideType.getDimSize(dim);
+    if (!same)
+      continue;
+    auto shift = [&](ArrayRef<int64_t> dims) {
+      return llvm::map_to_vector(dims, [&](int64_t x) { return x > unit ? x - 1 : x; });
+    };
+    auto dims = shlo::DotDimensionNumbersAttr::get(
+        dot.getContext(), onLhs ? shift(batch) : SmallVector<int64_t>(d.getLhsBatchingDimensions()),
+        onLhs ? SmallVector<int64_t>(d.getRhsBatchingDimensions()) : shift(batch),
+        onLhs ? shift(contract) : SmallVector<int64_t>(d.getLhsContractingDimensions()),
+        onLhs ? SmallVector<int64_t>(d.getRhsContractingDimensions()) : shift(contract));
+    // The result without that free dim must be what the reshape gives.
+    int64_t lhsRank = cast<RankedTensorType>(dot.getLhs().getType()).getRank();
+    SmallVector<int64_t> lhsFree = freeDims(lhsRank, d.getLhsBatchingDimensions(), d.getLhsContractingDimensions());
+    SmallVector<int64_t> rhsFree =
+        freeDims(cast<RankedTensorType>(dot.getRhs().getType()).getRank(), d.getRhsBatchingDimensions(),
+                 d.getRhsContractingDimensions());
+    int64_t at = d.getLhsBatchingDimensions().size() +
+                 (onLhs ? llvm::find(lhsFree, unit) - lhsFree.begin()
+                        : lhsFree.size() + (llvm::find(rhsFree, unit) - rhsFree.begin()));
+    SmallVector<int64_t> shape(cast<RankedTensorType>(dot.getType()).getShape());
+    shape.erase(shape.begin() + at);
+    if (ArrayRef<int64_t>(shape) != cast<RankedTensorType>(reshape.getType()).getShape())
+      continue;
+    OpBuilder builder(reshape);
+    Value product = shlo::DotGeneralOp::create(builder, dot.getLoc(), reshape.getType(),
+                                               onLhs ? b.getOperand() : dot.getLhs(),
+                                               onLhs ? dot.getRhs() : b.getOperand(), dims,
+                                               dot.getPrecisionConfigAttr());
+    reshape.replaceAllUsesWith(product);
+    reshape.erase();
+    dot.erase();
+    if (b->use_empty())
+      b.erase();
+    return;
+  }
+}
+
 } // namespace
 
 void mlir::moe::stablehlo_raise::canonicalizeContractions(Operation *root) {
@@ -218,4 +286,8 @@ void mlir::moe::stablehlo_raise::canonicalizeContractions(Operation *root) {
   root->walk([&](shlo::SliceOp slice) { slices.push_back(slice); });
   for (shlo::SliceOp slice : slices)
     sliceWeightInstead(slice);
+  SmallVector<shlo::ReshapeOp> reshapes;
+  root->walk([&](shlo::ReshapeOp reshape) { reshapes.push_back(reshape); });
+  for (shlo::ReshapeOp reshape : reshapes)
+    dropUnitFreeDim(reshape);
 }

@@ -827,7 +827,9 @@ chlo::TopKOp thresholdTopK(Value mask) {
   if (!ge || ge.getComparisonDirection() != shlo::ComparisonDirection::GE)
     return nullptr;
   SmallVector<int64_t> dims;
-  auto slice = broadcastChainSource(ge.getRhs(), dims).getDefiningOp<shlo::SliceOp>();
+  // The column may lose and regain its unit dim on the way (jnp.sort(v)[:, -k]
+  // then [:, None]).
+  auto slice = withoutUnitDims(broadcastChainSource(ge.getRhs(), dims)).getDefiningOp<shlo::SliceOp>();
   auto topk = slice ? slice.getOperand().getDefiningOp<chlo::TopKOp>() : nullptr;
   if (!topk || slice.getOperand() != topk.getValues() || topk.getOperand() != ge.getLhs())
     return nullptr;
@@ -1126,8 +1128,9 @@ FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &l
     if ((e = expertMask(select.getPred(), ids)))
       vals = select.getOnTrue();
   } else if (auto mul = masked.getDefiningOp<shlo::MulOp>()) {
+    // The mask may be a column already ((idx == e)[:, None] of top-1 ids).
     for (auto [a, b] : {std::pair{mul.getLhs(), mul.getRhs()}, std::pair{mul.getRhs(), mul.getLhs()}})
-      if (!e && (e = expertMask(a, ids)))
+      if (!e && (e = expertMask(summed ? a : withoutUnitDims(withoutConverts(withoutUnitDims(a))), ids)))
         vals = b;
   }
   if (!e) {
