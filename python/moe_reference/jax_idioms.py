@@ -1111,6 +1111,38 @@ def switch_mask_times_max(x, wr, w1, w3, w2):
     return y
 
 
+def gshard_dispatch_einsums(k, scaled=False):
+    """GShard's einsums without a capacity: the dispatch mask the sum of
+    one_hot(idx) over the slots, x dispatched to every expert by
+    einsum('te,th->eth', mask, x), vmapped experts, combined by
+    einsum('te,eth->th', probs * mask, outs). `scaled` dispatches x times
+    the combine weights instead of the 0/1 mask (the experts see scaled
+    rows: a near miss)."""
+    def fn(x, wr, w1, w3, w2):
+        probs = jax.nn.softmax(x @ wr, -1)
+        _, idx = lax.top_k(probs, k)
+        mask = jax.nn.one_hot(idx, wr.shape[1], dtype=x.dtype).sum(1)
+        combine = probs * mask
+        xe = jnp.einsum("te,th->eth", combine if scaled else mask, x)
+        outs = jax.vmap(ffn)(xe, w1, w3, w2)
+        return jnp.einsum("te,eth->th", combine, outs)
+    return fn
+
+
+def additive_mask_softmax(k):
+    """The softmax of the logits plus a mask that is -inf off the top-k,
+    built by full(-inf).at[rows, idx].set(0); stacked outputs [E, T, H]
+    combined by einsum('te,eth->th')."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        _, idx = lax.top_k(logits, k)
+        rows = jnp.arange(x.shape[0])[:, None]
+        gate = jax.nn.softmax(logits + jnp.full_like(logits, -jnp.inf).at[rows, idx].set(0.0), -1)
+        outs = jnp.stack([ffn(x, w1[e], w3[e], w2[e]) for e in range(wr.shape[1])], 0)
+        return jnp.einsum("te,eth->th", gate, outs)
+    return fn
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -1249,6 +1281,10 @@ def programs(Program):
         "idiom_sort_threshold_softmax_k3": Program(sort_threshold_scores(3, sigmoid=False),
                                                    mixtral_shapes(10, 24, 32, 6)),
         "idiom_switch_mask_times_max": Program(switch_mask_times_max, mixtral_shapes(16, 32, 40, 4)),
+        "idiom_gshard_einsum_dispatch_k2": Program(gshard_dispatch_einsums(2), mixtral_shapes(16, 32, 40, 8)),
+        "idiom_gshard_scaled_dispatch_near_miss": Program(gshard_dispatch_einsums(2, scaled=True),
+                                                          mixtral_shapes(12, 32, 24, 6)),
+        "idiom_additive_mask_softmax_k3": Program(additive_mask_softmax(3), mixtral_shapes(12, 32, 24, 8)),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -839,8 +839,9 @@ chlo::TopKOp thresholdTopK(Value mask) {
 }
 
 /// The top-k of `scatter` = zeros[T, E].at[arange(T)[:, None], idx].set(u)
-/// with idx its indices; or null (and why, when `fail` is given).
-chlo::TopKOp scatteredAtTopK(shlo::ScatterOp scatter, NoMatch *fail) {
+/// with idx its indices (or full(-inf) instead of zeros, with `negInfFill`);
+/// or null (and why, when `fail` is given).
+chlo::TopKOp scatteredAtTopK(shlo::ScatterOp scatter, NoMatch *fail, bool negInfFill = false) {
   auto why = [&](const char *reason) -> chlo::TopKOp {
     if (fail)
       fail->why = reason;
@@ -853,7 +854,9 @@ chlo::TopKOp scatteredAtTopK(shlo::ScatterOp scatter, NoMatch *fail) {
   auto indices = scatter.getInputs().size() == 1 ? scatter.getScatterIndices().getDefiningOp<shlo::ConcatenateOp>()
                                                  : nullptr;
   auto indexType = cast<RankedTensorType>(scatter.getScatterIndices().getType());
-  if (!setsUpdate || !isSplat(scatter.getInputs()[0], 0) || !indices || indices.getInputs().size() != 2 ||
+  std::optional<double> fill = splatValue(scatter.getInputs()[0]);
+  bool filled = fill && (negInfFill ? std::isinf(*fill) && *fill < 0 : *fill == 0);
+  if (!setsUpdate || !filled || !indices || indices.getInputs().size() != 2 ||
       sd.getInsertedWindowDims() != ArrayRef<int64_t>{0, 1} ||
       sd.getScatterDimsToOperandDims() != ArrayRef<int64_t>{0, 1} || !sd.getUpdateWindowDims().empty() ||
       sd.getIndexVectorDim() != indexType.getRank() - 1 ||
@@ -1027,6 +1030,20 @@ LogicalResult routingGate(Value gate, RecognisedLayer &layer, NoMatch &fail) {
   // whenever the largest logit exceeds fill + 104, as any real one does.
   NoMatch ignored;
   FailureOr<Value> masked = softmaxInput(gate, ignored);
+  // softmax(logits + full(-inf).at[rows, idx].set(0)): the same, added.
+  if (auto add = succeeded(masked) ? masked->getDefiningOp<shlo::AddOp>() : nullptr)
+    for (auto [logits, mask] : {std::pair{add.getLhs(), add.getRhs()}, std::pair{add.getRhs(), add.getLhs()}}) {
+      auto scatter = mask.getDefiningOp<shlo::ScatterOp>();
+      chlo::TopKOp topk = scatter && scatter.getUpdates().size() == 1 && isSplat(scatter.getUpdates()[0], 0)
+                              ? scatteredAtTopK(scatter, nullptr, /*negInfFill=*/true)
+                              : nullptr;
+      NoMatch routerFail;
+      if (topk && topk.getOperand() == logits && succeeded(routerLogits(logits, Value(), layer, routerFail))) {
+        layer.k = topk.getK();
+        layer.normalize = true;
+        return success();
+      }
+    }
   auto select = succeeded(masked) ? masked->getDefiningOp<shlo::SelectOp>() : nullptr;
   auto ge = select ? select.getPred().getDefiningOp<shlo::CompareOp>() : nullptr;
   std::optional<double> fill = select ? splatValue(select.getOnFalse()) : std::nullopt;
@@ -1361,10 +1378,18 @@ LogicalResult finish(Operation *at, Mixture &m, NoMatch &fail) {
 }
 
 /// Every mask the experts' input reads is 1 wherever `gate` is not 0: `gate
-/// > 0` or `gate != 0` (as a float, or its bool), so the rows it zeroes are
-/// rows the gate gives no weight.
+/// > 0` or `gate != 0` (as a float, or its bool), or a factor of the gate,
+/// so the rows it zeroes are rows the gate gives no weight.
 LogicalResult masksKeepGatedRows(ArrayRef<Value> masks, Value gate, NoMatch &fail) {
+  // A gate that is a 0/1 top-k mask times the scores (GShard's combine =
+  // probs * dispatch mask), maybe renormalised, is 0 wherever the mask is.
+  Value product = withoutConverts(gate);
+  if (Value numerator = renormalisedInput(product))
+    product = withoutConverts(numerator);
+  auto mul = product.getDefiningOp<shlo::MulOp>();
   for (Value mask : masks) {
+    if (mul && (mul.getLhs() == mask || mul.getRhs() == mask) && topKMembership(mask))
+      continue;
     // The 0/1 mask as a float, from a bool.
     Value m = mask;
     auto toFloat = m.getDefiningOp<shlo::ConvertOp>();
