@@ -231,6 +231,26 @@ class StackedBiasedLoop(nn.Module):
         return out
 
 
+class PlainRoutedSwiGLUShared(Experts):
+    """Plain SiLU FFN experts (Linear, SiLU, Linear) routed top-k then
+    softmax (in f32, cast back), rows added by `y[tok] += ...`, plus an
+    always-on SwiGLU shared expert: the layer's shared expert has the routed
+    experts' activation, so this one stays plain ops beside the layer."""
+
+    def __init__(self):
+        super().__init__(expert=lambda: mlp(nn.SiLU(), False))
+        self.shared = SwiGLU()
+
+    def forward(self, x):
+        w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)
+        w = F.softmax(w, dim=-1, dtype=torch.float).to(x.dtype)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out[tok] += w[tok, slot, None] * expert(x[tok])
+        return out + self.shared(x)
+
+
 class DenseScatterEinsum(Experts):
     """DenseScatter with the combine written torch.einsum('te,teh->th')."""
 
@@ -1054,7 +1074,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "index_select_einsum": lambda: GatheredEinsum(index_select=True),
            "mixed_precision_router_f16": MixedPrecisionRouter,
            "stacked_biased_loop": StackedBiasedLoop,
-           "stacked_up_bias_only_loop": lambda: StackedBiasedLoop(down_bias=False)}
+           "stacked_up_bias_only_loop": lambda: StackedBiasedLoop(down_bias=False),
+           "plain_routed_swiglu_shared": PlainRoutedSwiGLUShared}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,

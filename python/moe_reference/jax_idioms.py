@@ -1143,6 +1143,24 @@ def additive_mask_softmax(k):
     return fn
 
 
+def routed_other_act_swiglu_shared(act):
+    """Routed experts with another activation than the SwiGLU shared expert
+    added to them (`relu`: plain ReLU FFNs; `geglu`: GELU-gated): the layer's
+    shared expert has the routed experts' activation, so the shared one
+    stays plain ops beside the raised layer."""
+    def mixture(x, wr, w1, w3, w2, s1, s3, s2):
+        vals, idx = softmax_topk(x, wr, 2, renormalise=False)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            we = jnp.sum(jnp.where(idx == e, vals, 0.0), -1, keepdims=True)
+            h = jax.nn.relu(x @ w1[e]) if w3 is None else jax.nn.gelu(x @ w1[e], approximate=False) * (x @ w3[e])
+            y = y + we * (h @ w2[e])
+        return y + ffn(x, s1, s3, s2)
+    if act == "relu":
+        return lambda x, wr, w1, w2, s1, s3, s2: mixture(x, wr, w1, None, w2, s1, s3, s2)
+    return mixture
+
+
 def programs(Program):
     """The idiom programs as jax_programs.Program records."""
     bf16 = jnp.bfloat16
@@ -1285,6 +1303,11 @@ def programs(Program):
         "idiom_gshard_scaled_dispatch_near_miss": Program(gshard_dispatch_einsums(2, scaled=True),
                                                           mixtral_shapes(12, 32, 24, 6)),
         "idiom_additive_mask_softmax_k3": Program(additive_mask_softmax(3), mixtral_shapes(12, 32, 24, 8)),
+        "idiom_relu_routed_swiglu_shared": Program(routed_other_act_swiglu_shared("relu"),
+                                                   [(16, 32), (32, 8), (8, 32, 40), (8, 40, 32), (32, 64), (32, 64),
+                                                    (64, 32)]),
+        "idiom_geglu_routed_swiglu_shared": Program(routed_other_act_swiglu_shared("geglu"),
+                                                    mixtral_shapes(12, 32, 24, 6) + [(32, 48), (32, 48), (48, 32)]),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

@@ -470,8 +470,12 @@ namespace {
 
 } // namespace
 
-/// The shared expert added to the routed output: swiglu(x @ s1, x @ s3) @ s2.
+/// The shared expert added to the routed output: swiglu(x @ s1, x @ s3) @ s2,
+/// when the routed experts are SwiGLU too (the layer's shared expert has
+/// their activation; another one stays plain ops).
 bool mlir::moe::stablehlo_raise::matchSharedExpert(Value v, RecognisedLayer &layer) {
+  if (layer.activation != Activation::swiglu)
+    return false;
   auto down = v.getDefiningOp<shlo::DotGeneralOp>();
   if (!down || down.getDotDimensionNumbers().getLhsContractingDimensions() != ArrayRef<int64_t>{1} ||
       down.getDotDimensionNumbers().getRhsContractingDimensions() != ArrayRef<int64_t>{0})

@@ -286,10 +286,14 @@ LinearWeight biasedLinearOf(const GraphIndex &g, const ConstantLookup &constants
 ///   Add(y, (silu(x Wgate) * (x Wup)) Wdown)                      (DeepSeek-V3)
 /// where y may first be viewed back to the shape of the tensor x is a view
 /// of (`y.view(*orig_shape) + shared(hidden_states)`); the shared expert
-/// then reads that tensor. Extends `block` and `nodes` when it matches;
-/// leaves them otherwise (the shared expert then stays plain ops, still
-/// correct).
+/// then reads that tensor. Extends `block` and `nodes` when it matches and
+/// the routed experts are SwiGLU too; leaves them otherwise (the shared
+/// expert then stays plain ops, still correct).
 void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  // The layer's shared expert has the routed experts' activation: a
+  // SwiGLU one joins SwiGLU experts only.
+  if (block.ungated || block.activation != GateActivation::silu)
+    return;
   llvm::SmallVector<const onnx::NodeProto *> found;
   std::string routed = block.output, tokens;
   if (const onnx::NodeProto *view = g.onlyUser(block.output, "Reshape")) {
