@@ -251,6 +251,40 @@ class PlainRoutedSwiGLUShared(Experts):
         return out + self.shared(x)
 
 
+class IndexSelectRowsLoop(Experts):
+    """Sigmoid top-k renormalised with an epsilon; per expert its (token,
+    slot) pairs from nonzero(as_tuple=True), rows by torch.index_select (its
+    index flattened by a Reshape to [-1]) and y = y.index_add(...) (not in
+    place)."""
+
+    def forward(self, x):
+        w, idx = torch.sigmoid(self.gate(x)).topk(TOP_K, -1)
+        w = w / (w.sum(-1, keepdim=True) + 1e-6)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = (idx == e).nonzero(as_tuple=True)
+            out = out.index_add(0, tok, expert(torch.index_select(x, 0, tok)) * w[tok, slot].unsqueeze(1))
+        return out
+
+
+class SlotColumnLoop(Experts):
+    """A loop over the slots and then the experts, each expert's rows a
+    boolean mask of one slot's column (`m = idx[:, j] == e; y[m] += ...`),
+    the weights gathered from the softmax at the top-k of the logits: no
+    block form reads it, so plain ops with a remark."""
+
+    def forward(self, x):
+        logits = self.gate(x)
+        idx = logits.topk(TOP_K, -1).indices
+        w = torch.gather(F.softmax(logits, -1), 1, idx)
+        out = torch.zeros_like(x)
+        for j in range(TOP_K):
+            for e, expert in enumerate(self.experts):
+                m = idx[:, j] == e
+                out[m] += w[m, j, None] * expert(x[m])
+        return out
+
+
 class DenseScatterEinsum(Experts):
     """DenseScatter with the combine written torch.einsum('te,teh->th')."""
 
@@ -1075,7 +1109,9 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "mixed_precision_router_f16": MixedPrecisionRouter,
            "stacked_biased_loop": StackedBiasedLoop,
            "stacked_up_bias_only_loop": lambda: StackedBiasedLoop(down_bias=False),
-           "plain_routed_swiglu_shared": PlainRoutedSwiGLUShared}
+           "plain_routed_swiglu_shared": PlainRoutedSwiGLUShared,
+           "index_select_rows_loop": IndexSelectRowsLoop,
+           "slot_column_loop_unread": SlotColumnLoop}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,
@@ -1088,6 +1124,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
+               "slot_column_loop_unread",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -806,6 +806,13 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
       ++changes;
       continue;
     }
+    // Reshape(v, [-1]) of a 1-D v (torch.index_select flattens its index).
+    if (removable && op == "Reshape" && node.input_size() == 2 && factsOf(node.input(0)).rank == 1 &&
+        ctx.ints(node.input(1)) == std::optional<llvm::SmallVector<int64_t>>(llvm::SmallVector<int64_t>{-1})) {
+      renamed[node.output(0)] = node.input(0);
+      ++changes;
+      continue;
+    }
     if (removable && op == "Cast") {
       int32_t from = factsOf(node.input(0)).dataType, to = static_cast<int32_t>(intAttrOr(node, "to", 0));
       llvm::ArrayRef<const onnx::NodeProto *> users = readers.lookup(node.output(0));

@@ -67,9 +67,10 @@ static bool selectsExperts(const GraphIndex &g, const ConstantLookup &constants,
       bool idsCompared = op == "Equal" && (constants.isConstant(other) || constants(other));
       if (op == "OneHot" || idsCompared || (shape && shape->size() == 3 && inputOf(n, 1) == ids))
         return true;
-      // Slots' ids joined (Concat: SparseMixer's, GShard's two picks) count too.
-      bool layout =
-          llvm::is_contained({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast"}, op) && inputOf(n, 0) == ids;
+      // Slots' ids joined (Concat: SparseMixer's, GShard's two picks) count
+      // too, and one slot's column (idx[:, j]: a Gather or Slice of them).
+      bool layout = llvm::is_contained({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Cast", "Gather", "Slice"}, op) &&
+                    inputOf(n, 0) == ids;
       if (depth < 4 && (layout || op == "Concat") && self(outputOf(n, 0), depth + 1, self))
         return true;
     }
@@ -142,9 +143,10 @@ std::vector<MoeBlock> mlir::moe::onnx_import::findMoeBlocks(const onnx::GraphPro
                                : !why.empty()       ? why
                                                     : whyGptOss});
     else if (selectsExperts(index, constants, graph.node(i)))
-      nearMisses.push_back({i, "its indices pick experts (a one-hot mask or stacked weights), but the scores in "
-                               "front of it are neither softmax(x Wr) nor DeepSeek-V3's sigmoid routing with a "
-                               "selection bias and group-limited top-k"});
+      nearMisses.push_back({i, "its indices pick experts (a one-hot mask, a slot's column or stacked weights), "
+                               "but no MoE block form reads them: either the scores in front of it are not a "
+                               "routing (softmax or sigmoid of x Wr, DeepSeek-V3's biased group-limited top-k) or "
+                               "the experts are chosen and combined in a way docs/onnx.md does not list"});
   }
   return blocks;
 }
