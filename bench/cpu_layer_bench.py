@@ -23,7 +23,8 @@ the tokens were routed to (each read once) and the fraction of bandwidth.
 Usage:
     python3 bench/cpu_layer_bench.py [--repeat 10] [--sizes small,medium,...] [--plot docs/perf-cpu.png]
 (a size NAME-bf16, e.g. decode-4-bf16, runs that layer in bf16; deepseek and
-deepseek-decode-4 are DeepSeek-V3-like layers)
+deepseek-decode-4 are DeepSeek-V3-like layers; decode-N-int4 runs the decode
+layer with 4-bit weight-only experts against onnxruntime's QMoE kernel)
 Prints a markdown table (docs/perf-cpu.md records one).
 """
 
@@ -66,6 +67,11 @@ DEEPSEEK = {
     "deepseek": (128, 1024, 256, 256, 8, 8, 4, 256, 2.5),
     "deepseek-decode-4": (4, 1024, 256, 256, 8, 8, 4, 256, 2.5),
 }
+# The decode layers with 4-bit weight-only experts (per-row scales, ORT's
+# QMoE format: values packed two per byte, symmetric around 8). Peers:
+# onnxruntime's com.microsoft.QMoE kernel on the same packed weights (in the
+# "ort MoE op" column), numpy in f32 on the dequantised weights.
+INT4 = {"decode-1-int4": 1, "decode-4-int4": 4, "decode-16-int4": 16}
 DECODE_TOKENS = 16  # at most this many tokens: bandwidth-bound, reported in GB/s
 CFG = dict(experts=None, activation="swiglu", routing=dict(scoring="softmax", k=2, order="select_then_score"))
 
@@ -239,6 +245,27 @@ def ort_moe_op_layer(hidden, ffn, experts, k, wr, up, down):
                              ir_version=10)
 
 
+def ort_qmoe_layer(hidden, ffn, experts, k, wr, fc1, s1, fc2, s2):
+    """The layer as onnxruntime's com.microsoft.QMoE node: 4-bit packed
+    weights [E, rows, in / 2] with per-row scales, SwiGLU rows interleaved
+    (swiglu_fusion = 1), alpha 1, beta 0."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(wr.T.copy(), "wr_t"), numpy_helper.from_array(fc1, "fc1"),
+             numpy_helper.from_array(s1, "fc1_scales"), numpy_helper.from_array(fc2, "fc2"),
+             numpy_helper.from_array(s2, "fc2_scales")]
+    nodes = [helper.make_node("MatMul", ["x", "wr_t"], ["logits"]),
+             helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"], ["y"],
+                              domain="com.microsoft", k=k, activation_type="swiglu", swiglu_fusion=1,
+                              activation_alpha=1.0, activation_beta=0.0, swiglu_limit=1e30,
+                              normalize_routing_weights=1, expert_weight_bits=4)]
+    graph = helper.make_graph(
+        nodes, "qmoe_op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", hidden])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", hidden])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
+                             ir_version=10)
+
+
 def ort_session(model, tmp, name):
     """An onnxruntime session on all cores; models over protobuf's 2 GB limit
     go through a file with external data."""
@@ -343,9 +370,62 @@ def run_deepseek(name, repeat, tools):
                 decode=tokens <= DECODE_TOKENS)
 
 
+def run_int4(name, repeat, tools):
+    """A decode layer with 4-bit experts: ours imports the same QMoE model
+    onnxruntime runs, its packed weights made inputs (moe-translate
+    --onnx-weights-as-inputs), and dequantises them in the kernels' loads."""
+    from moe_reference import onnx_models
+
+    tokens = INT4[name]
+    _, hidden, ffn, experts, k = SIZES["decode-1"]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((tokens, hidden)).astype(np.float32)
+    wr = (rng.standard_normal((experts, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    # fc1's rows interleave gate and up (gate 2i, up 2i + 1), as QMoE reads them.
+    fc1, s1 = onnx_models.quantize_rows(
+        rng.standard_normal((experts, 2 * ffn, hidden), dtype=np.float32) / np.float32(np.sqrt(hidden)), 4)
+    fc2, s2 = onnx_models.quantize_rows(
+        rng.standard_normal((experts, hidden, ffn), dtype=np.float32) / np.float32(np.sqrt(ffn)), 4)
+    dequantised = [((onnx_models.unpack_last(q, 4, n).astype(np.float32) - 8) * sc[..., None]).astype(np.float32)
+                   for q, sc, n in ((fc1, s1, hidden), (fc2, s2, ffn))]
+    up = np.concatenate([dequantised[0][:, 0::2], dequantised[0][:, 1::2]], axis=1)
+    down = dequantised[1]
+    del dequantised
+    outputs, ms = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = ort_qmoe_layer(hidden, ffn, experts, k, wr, fc1, s1, fc2, s2)
+        sess = ort_session(model, tmp, "qmoe")
+        outputs["ort MoE op"] = sess.run(None, {"x": x})[0]
+        ms["ort MoE op"] = median_ms(lambda: sess.run(None, {"x": x}), repeat)
+        del sess
+        # Ours from the same model file, every weight an input.
+        src, weights = os.path.join(tmp, "qmoe.mlir"), os.path.join(tmp, "weights")
+        subprocess.run([tools["moe-translate"], "--import-onnx", os.path.join(tmp, "qmoe.onnx"),
+                        "--onnx-weights-as-inputs=4096", "--onnx-weights-dir", weights, "-o", src], check=True,
+                       capture_output=True)
+        with open(src) as f:
+            text = f.read()
+        names = re.findall(r'%arg\d+: [^{,)]*\{onnx\.name = "([^"]+)"', text)
+        arrays = [x if n == "x" else np.load(os.path.join(weights, n + ".npy")) for n in names]
+        ours_ms, ours_out, compile_ms = time_ours(text, arrays, tmp, repeat, tools)
+        ms.update(ours_ms)
+        outputs.update(ours_out)
+    outputs["numpy"] = numpy_layer(x, wr, up, down, k)
+    ms["numpy"] = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
+    ms["ort graph"] = ms["torch"] = float("nan")
+    check_agree(name, outputs)
+    routed = np.unique(np.argsort(-(x @ wr.T), axis=1, kind="stable")[:, :k])
+    weight_bytes = wr.nbytes + len(routed) * (fc1[0].nbytes + s1[0].nbytes + fc2[0].nbytes + s2[0].nbytes)
+    flops = 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
+    return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k} int4", ms=ms,
+                compile=compile_ms, gflop=flops / 1e9, gbytes=weight_bytes / 1e9, decode=True)
+
+
 def run_size(name, repeat, tools):
     if name in DEEPSEEK:
         return run_deepseek(name, repeat, tools)
+    if name in INT4:
+        return run_int4(name, repeat, tools)
     # NAME-bf16: the same layer with bf16 tokens and weights (f32 routing
     # and accumulation). Its peers: eager PyTorch in bf16, and numpy in f32
     # on the same bf16-rounded values (numpy has no bf16); onnxruntime's CPU
@@ -464,7 +544,7 @@ def main():
                         help="directory of moe-run, moe-compile and moe-exec")
     parser.add_argument("--plot", help="also draw the times as a PNG here")
     args = parser.parse_args()
-    tools = {t: os.path.join(args.bin, t) for t in ("moe-run", "moe-compile", "moe-exec")}
+    tools = {t: os.path.join(args.bin, t) for t in ("moe-run", "moe-compile", "moe-exec", "moe-translate")}
     rows = []
     for name in args.sizes.split(","):
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)

@@ -94,9 +94,9 @@ static cl::opt<bool> shareLayers(
     cl::init(true), cl::cat(category));
 static cl::opt<int64_t> weightsAsInputs(
     "weights-as-inputs",
-    cl::desc("ONNX: float initializers of at least this many bytes become inputs of the artifact "
-             "(after the graph inputs) instead of data compiled into it; 0 makes every one an input "
-             "(default: none)"),
+    cl::desc("ONNX: float and 8-bit integer (quantised weight) initializers of at least this many bytes "
+             "become inputs of the artifact (after the graph inputs) instead of data compiled into it; 0 "
+             "makes every one an input (default: none)"),
     cl::init(-1), cl::cat(category));
 static cl::opt<std::string> weightsDir("weights-dir",
                                        cl::desc("ONNX: write the initializers made inputs here as <name>.npy"),

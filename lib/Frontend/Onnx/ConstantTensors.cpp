@@ -302,7 +302,11 @@ FailureOr<ConstantTensor> GraphImporter::decode(const onnx::TensorProto &tensor,
 /// Small or integer constants are dense attributes (readable, foldable);
 /// weights are resources, copied once into the blob.
 Value GraphImporter::materialize(StringRef name, const ConstantTensor &constant) {
-  if (options.weightsAsInputsMinBytes >= 0 && isa<FloatType>(constant.type.getElementType()) &&
+  // Weights: floats, and the 8-bit packs of quantised ones (QMoE, QLinear*);
+  // wider integers are indices and sizes, which stay constants.
+  Type elementType = constant.type.getElementType();
+  bool weightType = isa<FloatType>(elementType) || elementType.isInteger(8);
+  if (options.weightsAsInputsMinBytes >= 0 && weightType &&
       static_cast<int64_t>(constant.bytes.size()) >= options.weightsAsInputsMinBytes)
     return weightArgument(name, constant);
   OpBuilder::InsertionGuard guard(builder);
@@ -343,10 +347,11 @@ Value GraphImporter::weightArgument(StringRef name, const ConstantTensor &consta
   if (!options.weightsDir.empty()) {
     Type element = constant.type.getElementType();
     npy::Array array;
-    array.type = element.isF64()   ? npy::DType::f64
-                 : element.isF16() ? npy::DType::f16
-                 : element.isBF16() ? npy::DType::bf16
-                                    : npy::DType::f32;
+    array.type = element.isF64()          ? npy::DType::f64
+                 : element.isF16()        ? npy::DType::f16
+                 : element.isBF16()       ? npy::DType::bf16
+                 : element.isInteger(8)   ? npy::DType::i8
+                                          : npy::DType::f32;
     array.shape.assign(constant.type.getShape().begin(), constant.type.getShape().end());
     array.data.assign(constant.bytes.begin(), constant.bytes.end());
     std::string file = name.str();

@@ -516,8 +516,8 @@ void mlir::moe::registerOnnxImportTranslation() {
       llvm::cl::init("main_graph"));
   static llvm::cl::opt<int64_t> weightsAsInputs(
       "onnx-weights-as-inputs",
-      llvm::cl::desc("Float initializers of at least this many bytes become function arguments "
-                     "(after the graph inputs) instead of constants (default: never)"),
+      llvm::cl::desc("Float and 8-bit integer (quantised) initializers of at least this many bytes become "
+                     "function arguments (after the graph inputs) instead of constants (default: never)"),
       llvm::cl::init(-1));
   static llvm::cl::opt<std::string> weightsDir(
       "onnx-weights-dir", llvm::cl::desc("Write the initializers made arguments here as <name>.npy"));
