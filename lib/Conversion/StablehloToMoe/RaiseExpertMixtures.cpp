@@ -829,7 +829,9 @@ chlo::TopKOp thresholdTopK(Value mask) {
   SmallVector<int64_t> dims;
   // The column may lose and regain its unit dim on the way (jnp.sort(v)[:, -k]
   // then [:, None]).
-  auto slice = withoutUnitDims(broadcastChainSource(ge.getRhs(), dims)).getDefiningOp<shlo::SliceOp>();
+  Value column = broadcastChainSource(ge.getRhs(), dims);
+  // Each row's value broadcast over that row (its token dim stays dim 0).
+  auto slice = !dims.empty() && dims.front() == 0 ? withoutUnitDims(column).getDefiningOp<shlo::SliceOp>() : nullptr;
   auto topk = slice ? slice.getOperand().getDefiningOp<chlo::TopKOp>() : nullptr;
   if (!topk || slice.getOperand() != topk.getValues() || topk.getOperand() != ge.getLhs())
     return nullptr;
