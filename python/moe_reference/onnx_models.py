@@ -1518,6 +1518,11 @@ def bad_model(name, out_dir):
     elif name == "argmin_axis_out_of_range":
         nodes = [helper.make_node("ArgMin", ["x"], ["y"], axis=2, name="the_argmin")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", TensorProto.INT64, ["tokens", 1])])
+    elif name == "topk_largest_minus_one":
+        # A yes/no attribute outside {0, 1}: onnxruntime reads -1 as smallest.
+        k = helper.make_tensor("k", TensorProto.INT64, [1], [2])
+        nodes = [helper.make_node("TopK", ["x", "k"], ["v", "i"], largest=-1, name="the_topk")]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("v", f, ["tokens", 2])], [k])
     elif name == "topk_data_dependent_k":
         # K read from an input's values: unknown until run time.
         k = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
@@ -1591,7 +1596,8 @@ def bad_model(name, out_dir):
 
 
 BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
-       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k", "split_runtime_sizes_count", "conv_bad_group",
+       "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k", "topk_largest_minus_one",
+       "split_runtime_sizes_count", "conv_bad_group",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",
        "moe_fc3_with_relu",
        "moe_sparse_mixer_k1",

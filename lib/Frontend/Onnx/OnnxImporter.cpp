@@ -383,6 +383,22 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
       return double((*i)[0]);
     return std::nullopt;
   };
+  // Yes/no attributes hold 0 or 1: any other value has no meaning the
+  // runtimes agree on (onnxruntime reads TopK's largest = -1 as smallest).
+  for (auto [i, node] : llvm::enumerate(graph.node())) {
+    if (!domainOf(node.domain()).empty())
+      continue;
+    for (const onnx::AttributeProto &a : node.attribute()) {
+      bool flag = llvm::is_contained({"keepdims", "largest", "sorted", "noop_with_empty_axes", "transA", "transB",
+                                      "allowzero", "select_last_index", "exclusive", "reverse"},
+                                     a.name());
+      if (flag && a.type() == onnx::AttributeProto::INT && a.i() != 0 && a.i() != 1) {
+        emitError(nodeLoc(node, i)) << "node '" << node.name() << "' (" << node.op_type() << "): attribute '"
+                                    << a.name() << "' must be 0 or 1, got " << a.i();
+        return nullptr;
+      }
+    }
+  }
   llvm::StringMap<ValueFacts> facts;
   int modelInitializers = graph.initializer_size();
   canonicalizeGraph(*model.mutable_graph(), CanonicalizationContext{opsets.lookup(""), constantInts, uniformValue},
