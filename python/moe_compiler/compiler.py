@@ -87,8 +87,8 @@ def compile(source, example_args=None, *, output=None, cache_dir=None, dynamic_s
     cache_dir: moe-compile's cache (None: its default; "" or False: none).
     options, as moe-compile's flags: target ("cpu" or "gpu"), chip
       ("sm_90"), cpu ("host"), features, gpu_format, wgmma, optimize,
-      share_layers, weights_as_inputs (ONNX: float initializers of at least
-      this many bytes become inputs; 0: all), entry, jobs, cost_tokens,
+      share_layers, weights_as_inputs (ONNX: float and 8-bit integer
+      initializers of at least this many bytes become inputs; 0: all), entry, jobs, cost_tokens,
       verify_raising (check every recognised MoE layer against the ops it
       was recognised in on random inputs, and compile those ops instead of
       a layer that differs; default: on when MOE_VERIFY_RAISING is set).
