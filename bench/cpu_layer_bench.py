@@ -227,19 +227,28 @@ def onnx_layer(hidden, ffn, experts, k, wr, up, down):
 def ort_moe_op_layer(hidden, ffn, experts, k, wr, up, down):
     """The layer as onnxruntime's com.microsoft.MoE node: its CPU kernel takes
     SwiGLU with gate and up rows interleaved (swiglu_fusion = 1)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     fc1 = np.empty_like(up)
     fc1[:, 0::2], fc1[:, 1::2] = up[:, :ffn], up[:, ffn:]
     inits = [numpy_helper.from_array(wr.T.copy(), "wr_t"), numpy_helper.from_array(fc1, "fc1"),
              numpy_helper.from_array(down, "fc2")]
+    return contrib_moe_model("MoE", ["fc1", "", "fc2", ""], hidden, k, inits)
+
+
+def contrib_moe_model(op, weights, hidden, k, inits, **attrs):
+    """x -> router MatMul (wr_t) -> onnxruntime's com.microsoft `op` (MoE or
+    QMoE) reading `weights` after x and the logits: interleaved SwiGLU
+    (swiglu_fusion = 1) with alpha 1, beta 0 and no limit, the routing
+    renormalised."""
+    from onnx import TensorProto, helper
+
     nodes = [helper.make_node("MatMul", ["x", "wr_t"], ["logits"]),
-             helper.make_node("MoE", ["x", "logits", "fc1", "", "fc2", ""], ["y"], domain="com.microsoft", k=k,
+             helper.make_node(op, ["x", "logits", *weights], ["y"], domain="com.microsoft", k=k,
                               activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.0,
-                              activation_beta=0.0, swiglu_limit=1e30, normalize_routing_weights=1)]
+                              activation_beta=0.0, swiglu_limit=1e30, normalize_routing_weights=1, **attrs)]
     graph = helper.make_graph(
-        nodes, "moe_op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", hidden])],
+        nodes, op.lower() + "_op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", hidden])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", hidden])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
                              ir_version=10)
@@ -249,21 +258,13 @@ def ort_qmoe_layer(hidden, ffn, experts, k, wr, fc1, s1, fc2, s2):
     """The layer as onnxruntime's com.microsoft.QMoE node: 4-bit packed
     weights [E, rows, in / 2] with per-row scales, SwiGLU rows interleaved
     (swiglu_fusion = 1), alpha 1, beta 0."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     inits = [numpy_helper.from_array(wr.T.copy(), "wr_t"), numpy_helper.from_array(fc1, "fc1"),
              numpy_helper.from_array(s1, "fc1_scales"), numpy_helper.from_array(fc2, "fc2"),
              numpy_helper.from_array(s2, "fc2_scales")]
-    nodes = [helper.make_node("MatMul", ["x", "wr_t"], ["logits"]),
-             helper.make_node("QMoE", ["x", "logits", "fc1", "fc1_scales", "", "fc2", "fc2_scales"], ["y"],
-                              domain="com.microsoft", k=k, activation_type="swiglu", swiglu_fusion=1,
-                              activation_alpha=1.0, activation_beta=0.0, swiglu_limit=1e30,
-                              normalize_routing_weights=1, expert_weight_bits=4)]
-    graph = helper.make_graph(
-        nodes, "qmoe_op", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", hidden])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", hidden])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)],
-                             ir_version=10)
+    return contrib_moe_model("QMoE", ["fc1", "fc1_scales", "", "fc2", "fc2_scales"], hidden, k, inits,
+                             expert_weight_bits=4)
 
 
 def ort_session(model, tmp, name):
@@ -322,6 +323,16 @@ def time_ours(text, arrays, tmp, repeat, tools, widened_too=False):
     ms["ours AOT"] = float(re.search(r"median ([0-9.]+) ms", out).group(1))
     outputs["ours AOT"] = np.load(os.path.join(tmp, "output_0.npy"))
     return ms, outputs, compile_ms
+
+
+def useful_flops(tokens, hidden, ffn, experts, k):
+    """The router and each token's k experts (2 matmuls, gate/up 2F wide)."""
+    return 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
+
+
+def routed_experts(x, wr, k):
+    """The experts the tokens' top-k routes to (each read once by a decode step)."""
+    return np.unique(np.argsort(-(x @ wr.T), axis=1, kind="stable")[:, :k])
 
 
 def check_agree(name, outputs, tolerance=1e-4):
@@ -414,9 +425,9 @@ def run_int4(name, repeat, tools):
     ms["numpy"] = median_ms(lambda: numpy_layer(x, wr, up, down, k), repeat)
     ms["ort graph"] = ms["torch"] = float("nan")
     check_agree(name, outputs)
-    routed = np.unique(np.argsort(-(x @ wr.T), axis=1, kind="stable")[:, :k])
+    routed = routed_experts(x, wr, k)
     weight_bytes = wr.nbytes + len(routed) * (fc1[0].nbytes + s1[0].nbytes + fc2[0].nbytes + s2[0].nbytes)
-    flops = 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
+    flops = useful_flops(tokens, hidden, ffn, experts, k)
     return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k} int4", ms=ms,
                 compile=compile_ms, gflop=flops / 1e9, gbytes=weight_bytes / 1e9, decode=True)
 
@@ -468,10 +479,9 @@ def run_size(name, repeat, tools):
             del sess
 
     check_agree(name, outputs, 2e-2 if bf16 else 1e-4)
-    # Useful FLOPs: router + k selected experts per token (2 matmuls, gate/up 2F wide).
-    flops = 2 * tokens * hidden * experts + tokens * k * (2 * hidden * 2 * ffn + 2 * ffn * hidden)
+    flops = useful_flops(tokens, hidden, ffn, experts, k)
     # Bytes a decode step must read: the router and each routed expert once.
-    routed = np.unique(np.argsort(-(x @ wr.T), axis=1, kind="stable")[:, :k])
+    routed = routed_experts(x, wr, k)
     weight_bytes = (wr.nbytes + len(routed) * (up[0].nbytes + down[0].nbytes)) // (2 if bf16 else 1)
     return dict(name=name, shape=f"T={tokens} H={hidden} F={ffn} E={experts} k={k}" + (" bf16" if bf16 else ""),
                 ms=ms, compile=compile_ms, gflop=flops / 1e9, gbytes=weight_bytes / 1e9,

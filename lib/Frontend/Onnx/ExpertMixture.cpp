@@ -19,8 +19,6 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
-#include "mlir/IR/BuiltinAttributes.h"
-#include "mlir/IR/DialectResourceBlobManager.h"
 
 #include <cstring>
 #include <limits>
@@ -141,36 +139,24 @@ std::pair<Value, Value> sparseMixerTop2(OpBuilder &b, Location loc, Value logits
           tensor::ConcatOp::create(b, loc, /*dim=*/1, ValueRange{ids1, ids2})};
 }
 
-} // namespace
-
-namespace {
-
 /// The rows of constant `t` [E, 2n, ...] regrouped at import (each row's
 /// bytes copied once), or null when `t` is no constant with its bytes at
 /// hand.
 Value regroupedConstant(OpBuilder &b, Location loc, Value t) {
-  auto constant = t.getDefiningOp<arith::ConstantOp>();
   auto type = cast<RankedTensorType>(t.getType());
-  if (!constant || !type.hasStaticShape() || type.getElementTypeBitWidth() % 8 != 0)
+  if (!type.hasStaticShape())
     return nullptr;
-  ArrayRef<char> raw;
-  if (auto dense = dyn_cast<DenseElementsAttr>(constant.getValue()); dense && !dense.isSplat())
-    raw = dense.getRawData();
-  else if (auto resource = dyn_cast<DenseResourceElementsAttr>(constant.getValue()))
-    if (AsmResourceBlob *blob = resource.getRawHandle().getBlob())
-      raw = blob->getData();
-  int64_t experts = type.getDimSize(0), rows = type.getDimSize(1);
-  if (raw.empty() || static_cast<int64_t>(raw.size()) != type.getNumElements() * type.getElementTypeBitWidth() / 8)
-    return nullptr;
-  int64_t rowBytes = static_cast<int64_t>(raw.size()) / (experts * rows), half = rows / 2;
-  std::vector<char> regrouped(raw.size());
-  for (int64_t e = 0; e < experts; ++e)
-    for (int64_t r = 0; r < rows; ++r)
-      memcpy(regrouped.data() + (e * rows + (r % 2) * half + r / 2) * rowBytes,
-             raw.data() + (e * rows + r) * rowBytes, rowBytes);
-  auto attr = DenseResourceElementsAttr::get(
-      type, "regrouped_rows", HeapAsmResourceBlob::allocateAndCopyWithAlign(regrouped, alignof(uint64_t)));
-  return arith::ConstantOp::create(b, loc, attr);
+  int64_t experts = type.getDimSize(0), rows = type.getDimSize(1), half = rows / 2;
+  int64_t rowElements = type.getNumElements() / (experts * rows);
+  return constantFromBytes(b, loc, t, type, "_regrouped", [&](ArrayRef<char> data, int64_t elementBytes) {
+    int64_t rowBytes = rowElements * elementBytes;
+    std::vector<char> regrouped(data.size());
+    for (int64_t e = 0; e < experts; ++e)
+      for (int64_t r = 0; r < rows; ++r)
+        memcpy(regrouped.data() + (e * rows + (r % 2) * half + r / 2) * rowBytes,
+               data.data() + (e * rows + r) * rowBytes, rowBytes);
+    return regrouped;
+  });
 }
 
 } // namespace

@@ -677,7 +677,7 @@ unflattenedGather(const onnx::NodeProto &reshape, const llvm::StringMap<ValueFac
     return it == facts.end() ? nullptr : &it->second;
   };
   auto standard = [](const onnx::NodeProto *n, llvm::StringRef op) {
-    return n && (n->domain().empty() || n->domain() == "ai.onnx") && n->op_type() == op;
+    return n && isStandardNode(*n) && n->op_type() == op;
   };
   if (reshape.input_size() != 2)
     return std::nullopt;
@@ -757,7 +757,7 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   llvm::DenseMap<const onnx::NodeProto *, std::pair<std::string, std::string>> unflattened;
   llvm::StringSet<> orphans;
   for (const onnx::NodeProto &node : graph.node())
-    if ((node.domain().empty() || node.domain() == "ai.onnx") && node.op_type() == "Reshape")
+    if (isStandardNode(node) && node.op_type() == "Reshape")
       if (std::optional<std::pair<std::string, std::string>> g = unflattenedGather(node, facts, producers)) {
         unflattened[&node] = *g;
         orphans.insert(node.input(0));
