@@ -215,6 +215,9 @@ LogicalResult DequantizeOp::verify() {
       failed(check.dim("result", result, 0, dimOf(getPacked(), 0), "the packed experts")) ||
       failed(check.dim("result", result, 1, dimOf(getPacked(), 1), "the packed rows")))
     return failure();
+  // dequantize_c5: interleaved rows pair up.
+  if (int64_t rows = dimOf(getPacked(), 1); getInterleavedRows() && !ShapedType::isDynamic(rows) && rows % 2 != 0)
+    return emitOpError() << "interleaved_rows needs an even row count, got " << rows;
   int64_t bytes = dimOf(getPacked(), 2), k = dimOf(getResult(), 2);
   if (!ShapedType::isDynamic(bytes) && !ShapedType::isDynamic(k) && k != bytes * getValuesPerByte())
     return emitOpError() << "result row length (" << k << ") must be the packed row's " << bytes << " bytes times "

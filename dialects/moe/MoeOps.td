@@ -564,6 +564,13 @@ def Moe_DequantizeOp : Moe_Op<"dequantize", [Pure]> {
 
     computed in f32 and rounded to the result's element type.
 
+    With `interleaved_rows` the rows are stored gate and up alternating
+    (ONNX Runtime's `swiglu_fusion = 1`): result row `n < N / 2` reads stored
+    row `2n` and row `N / 2 + n` reads stored row `2n + 1` of `packed`,
+    `scales` and `zero_points` alike, so the result is `[gate; up]` as
+    `moe.activation` expects without a copy of the weights that regroups
+    them (weights given as arguments are read in place).
+
     The grouped matmuls read their weights through it: on the CPU the
     lowering dequantises one expert at a time inside the matmul's loop over
     experts (skipping experts without rows), so the float weights of the
@@ -576,7 +583,7 @@ def Moe_DequantizeOp : Moe_Op<"dequantize", [Pure]> {
   }];
   let arguments = (ins RankedTensorOf<[I8]>:$packed, Moe_FloatTensor:$scales,
                        Optional<RankedTensorOf<[I8]>>:$zero_points, I64Attr:$bits,
-                       DefaultValuedAttr<I64Attr, "0">:$block_size);
+                       DefaultValuedAttr<I64Attr, "0">:$block_size, UnitAttr:$interleaved_rows);
   let results = (outs Moe_FloatTensor:$result);
   let assemblyFormat = [{
     $packed `,` $scales (`zero_points` `(` $zero_points^ `)`)? attr-dict `:` functional-type(operands, results)

@@ -4,9 +4,11 @@
 # which on the CPU dequantises only the experts with rows (one group here is
 # empty): in the contraction kernel's loads when every vector of 16 (512-bit
 # tiles) or 8 (256-bit tiles, run too) values lies in one block, else into
-# one expert's float copy (blocks of 8 with 512-bit tiles). Random bytes, scales and
-# tokens. f32 results rel err <= 1e-5; bf16 results (weights rounded to
-# bf16 as the op does) <= 8e-3.
+# one expert's float copy (blocks of 8 with 512-bit tiles). With
+# interleaved_rows the stored rows alternate gate and up (ORT's swiglu_fusion
+# = 1) and the reference regroups them. Random bytes, scales and tokens.
+# f32 results rel err <= 1e-5; bf16 results (weights rounded to bf16 as the
+# op does) <= 8e-3.
 # RUN: %moe_python %s
 
 import numpy as np
@@ -36,14 +38,20 @@ def mlir_literal(array):
     return "[" + ", ".join(mlir_literal(a) for a in array) + "]" if array.ndim else str(int(array))
 
 
-def case(name, bits, block, zero_points, dtype):
+def regrouped(a):
+    """Rows g0 u0 g1 u1 ... of each expert as [g0 g1 ...; u0 u1 ...]."""
+    return np.concatenate([a[:, 0::2], a[:, 1::2]], axis=1)
+
+
+def case(name, bits, block, zero_points, dtype, interleaved=False):
     pack = 8 // bits
     packed = rng.integers(0, 256, (E, N, K // pack)).astype(np.uint8)
     scale_shape = (E, N, K // block) if block else (E, N)
     scales = round_to(rng.uniform(0.01, 0.1, scale_shape), dtype)
     zp = rng.integers(0, 1 << bits, scale_shape).astype(np.uint8) if zero_points else None
     x = round_to(rng.standard_normal((ROWS, K)), dtype)
-    w = round_to(dequantize(packed, scales, zp, bits, block), dtype)
+    w = dequantize(packed, scales, zp, bits, block)
+    w = round_to(regrouped(w) if interleaved else w, dtype)
     y = np.zeros((ROWS, N))
     for e in range(E):
         y[OFFSETS[e]:OFFSETS[e + 1]] = x[OFFSETS[e]:OFFSETS[e + 1]] @ w[e].T
@@ -57,7 +65,7 @@ def case(name, bits, block, zero_points, dtype):
         z_type = s_type.replace(t, "i8")
         consts += f"  %z = arith.constant dense<{mlir_literal(zp.view(np.int8))}> : {z_type}\n"
         zp_use, zp_type = " zero_points(%z)", f", {z_type}"
-    attrs = f"{{bits = {bits}, block_size = {block}}}"
+    attrs = f"{{bits = {bits}, block_size = {block}{', interleaved_rows' if interleaved else ''}}}"
     dq = f"  %w = moe.dequantize %q, %s{zp_use} {attrs} : ({q_type}, {s_type}{zp_type}) -> {w_type}\n"
     alone = f"func.func @main(%s: {s_type}) -> {w_type} {{\n{consts}{dq}  return %w : {w_type}\n}}\n"
     in_gemm = (f"func.func @main(%s: {s_type}, %x: tensor<{ROWS}x{K}x{t}>, %off: tensor<{E + 1}xi32>)"
@@ -81,5 +89,8 @@ def case(name, bits, block, zero_points, dtype):
 
 CASES = (case("int8_per_row", 8, 0, False, "f32") + case("int4_block8_zero_points", 4, 8, True, "f32")
          + case("int4_block16_zero_points", 4, 16, True, "f32") + case("int8_block32_bf16", 8, 32, False, "bf16")
-         + case("int2_per_row_zero_points_bf16", 2, 0, True, "bf16") + case("int4_per_row_bf16", 4, 0, False, "bf16"))
+         + case("int2_per_row_zero_points_bf16", 2, 0, True, "bf16") + case("int4_per_row_bf16", 4, 0, False, "bf16")
+         + case("int4_per_row_interleaved", 4, 0, False, "f32", interleaved=True)
+         + case("int4_block8_zero_points_interleaved", 4, 8, True, "f32", interleaved=True)
+         + case("int8_block16_interleaved_bf16", 8, 16, False, "bf16", interleaved=True))
 main(CASES, cpu_vector_bits=[256])

@@ -21,9 +21,19 @@ using namespace mlir;
 using namespace mlir::moe;
 using namespace mlir::moe::lowering;
 
-std::pair<Value, Value> lowering::dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n,
+Value lowering::storedRow(OpBuilder &b, Location loc, DequantizeOp op, Value n) {
+  if (!op.getInterleavedRows())
+    return n;
+  // Rows [gate; up] stored g0 u0 g1 u1 ...: row n is stored at
+  // 2 (n mod N/2) + n div N/2.
+  Value half = arith::DivUIOp::create(b, loc, tensor::DimOp::create(b, loc, op.getPacked(), 1), constIndex(b, loc, 2));
+  Value pair = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, n, half), constIndex(b, loc, 2));
+  return arith::AddIOp::create(b, loc, pair, arith::DivUIOp::create(b, loc, n, half));
+}
+
+std::pair<Value, Value> lowering::dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value stored,
                                                    Value k) {
-  SmallVector<Value> at = {e, n};
+  SmallVector<Value> at = {e, stored};
   if (int64_t blockSize = op.getBlockSize(); blockSize > 0)
     at.push_back(arith::DivUIOp::create(b, loc, k, constIndex(b, loc, blockSize)));
   Type i32 = b.getI32Type();
@@ -38,16 +48,17 @@ Value lowering::dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, 
   int64_t bits = op.getBits(), pack = op.getValuesPerByte();
   Type i32 = b.getI32Type();
   auto i32Const = [&](int64_t v) { return arith::ConstantOp::create(b, loc, i32, b.getI32IntegerAttr(v)); };
+  Value stored = storedRow(b, loc, op, n);
   // Value k of a row: `bits` bits, (k % pack) * bits up from the low end of
   // byte k / pack.
-  Value byte = tensor::ExtractOp::create(b, loc, op.getPacked(),
-                                         ValueRange{e, n, arith::DivUIOp::create(b, loc, k, constIndex(b, loc, pack))});
+  Value byte = tensor::ExtractOp::create(
+      b, loc, op.getPacked(), ValueRange{e, stored, arith::DivUIOp::create(b, loc, k, constIndex(b, loc, pack))});
   Value shift = indexToI32(
       b, loc, arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, k, constIndex(b, loc, pack)),
                                     constIndex(b, loc, bits)));
   Value q = arith::AndIOp::create(b, loc, arith::ShRUIOp::create(b, loc, arith::ExtUIOp::create(b, loc, i32, byte), shift),
                                   i32Const((1 << bits) - 1));
-  auto [zero, scale] = dequantizeParams(b, loc, op, e, n, k);
+  auto [zero, scale] = dequantizeParams(b, loc, op, e, stored, k);
   Value centred = arith::SIToFPOp::create(b, loc, b.getF32Type(), arith::SubIOp::create(b, loc, q, zero));
   return arith::MulFOp::create(b, loc, centred, scale);
 }

@@ -122,9 +122,13 @@ Value applyActivation(OpBuilder &b, Location loc, StringRef name, Value x);
 
 //===--- Quantised weights (DequantizeToLinalg.cpp) ------------------------===//
 
-/// The zero point (i32) and scale (f32) of weight [e, n, k] of a
-/// moe.dequantize: per row, or per block of k.
-std::pair<Value, Value> dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k);
+/// The row of `packed`, `scales` and `zero_points` that holds result row `n`
+/// of a moe.dequantize (n itself unless its rows are interleaved).
+Value storedRow(OpBuilder &b, Location loc, DequantizeOp op, Value n);
+/// The zero point (i32) and scale (f32) of the weights in stored row
+/// `stored` (storedRow), column k of a moe.dequantize: per row, or per block
+/// of k.
+std::pair<Value, Value> dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value stored, Value k);
 /// Weight [e, n, k] of a moe.dequantize as an f32 scalar, read from its
 /// packed bytes, scales and zero points.
 Value dequantizedElement(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k);

@@ -132,7 +132,8 @@ Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, V
   auto byteType = VectorType::get({lanes / pack}, i8);
   Value byteAt = arith::DivUIOp::create(b, loc, k, constIndex(b, loc, pack));
   Value pad = arith::ConstantOp::create(b, loc, b.getZeroAttr(i8));
-  Value bytes = vector::TransferReadOp::create(b, loc, byteType, op.getPacked(), ValueRange{e, n, byteAt}, pad,
+  Value stored = storedRow(b, loc, op, n);
+  Value bytes = vector::TransferReadOp::create(b, loc, byteType, op.getPacked(), ValueRange{e, stored, byteAt}, pad,
                                                ArrayRef<bool>{true});
   // Value j of a byte: (byte >> j·bits) & mask; interleaving the j-th values
   // of all bytes restores the order (for 2 bits: pairs of pairs).
@@ -151,7 +152,7 @@ Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, V
     values = vector::InterleaveOp::create(b, loc, vector::InterleaveOp::create(b, loc, field(0), field(2)),
                                           vector::InterleaveOp::create(b, loc, field(1), field(3)));
   Value q = arith::ExtUIOp::create(b, loc, vec(i32), values);
-  auto [zero, scale] = dequantizeParams(b, loc, op, e, n, k);
+  auto [zero, scale] = dequantizeParams(b, loc, op, e, stored, k);
   Value centred = arith::SIToFPOp::create(
       b, loc, vec(f32), arith::SubIOp::create(b, loc, q, vector::BroadcastOp::create(b, loc, vec(i32), zero)));
   Value w = arith::MulFOp::create(b, loc, centred, vector::BroadcastOp::create(b, loc, vec(f32), scale));

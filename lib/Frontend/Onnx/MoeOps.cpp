@@ -10,7 +10,9 @@
 // which moe-optimize then fuses like any decomposed layer. Weight layouts:
 // fc1 [E, U, H] and fc2 [E, H, I] (the legacy [E, H, U] / [E, I, H] are
 // transposed); SwiGLU's interleaved fc1 rows (swiglu_fusion = 1: gate and
-// up alternate) are regrouped into [gate; up], as moe.activation expects.
+// up alternate) are regrouped into [gate; up], as moe.activation expects
+// (packed QMoE weights that are arguments are read so by moe.dequantize's
+// interleaved_rows instead).
 // gpt-oss's SwiGLU (activation_alpha, activation_beta, swiglu_limit:
 // min(g, L) · sigmoid(α min(g, L)) · (clamp(u, -L, L) + β)) is elementwise
 // code on the two halves instead of moe.activation.
@@ -81,6 +83,8 @@ struct ExpertWeights {
   Value packed, scales, zeroPoints;
   int64_t bits = 0, blockSize = 0;
   Type element;
+  /// Rows stored gate and up alternating, read so by the dequantize.
+  bool interleavedRows = false;
 
   bool quantized() const { return !floats; }
   /// The same weights with `rows` applied to each row-indexed part.
@@ -99,7 +103,7 @@ struct ExpertWeights {
     auto type = RankedTensorType::get(
         {packedType.getDimSize(0), packedType.getDimSize(1), packedType.getDimSize(2) * (8 / bits)}, element);
     return DequantizeOp::create(b, loc, type, packed, scales, zeroPoints, b.getI64IntegerAttr(bits),
-                                b.getI64IntegerAttr(blockSize));
+                                b.getI64IntegerAttr(blockSize), interleavedRows ? b.getUnitAttr() : UnitAttr());
   }
   int64_t rows() const { return cast<RankedTensorType>((floats ? floats : packed).getType()).getDimSize(1); }
   int64_t experts() const { return cast<RankedTensorType>((floats ? floats : packed).getType()).getDimSize(0); }
@@ -337,7 +341,13 @@ Results convertMoeNode(NodeContext &ctx, const MoeLayout &layout) {
     if (upRows % 2 != 0)
       return ctx.error() << "interleaved swiglu fc1 needs an even row count, got " << upRows, failure();
     auto regroup = [&](Value t) { return regroupInterleavedRows(b, loc, t); };
-    upParts = upParts.mapRows(regroup);
+    // Packed weights that are arguments stay as given: the dequantize reads
+    // their rows interleaved, so no call copies them. Constants are
+    // regrouped once, here.
+    if (upParts.quantized() && !upParts.packed.getDefiningOp<arith::ConstantOp>())
+      upParts.interleavedRows = true;
+    else
+      upParts = upParts.mapRows(regroup);
     if (*upBias)
       upBias = regroup(*upBias);
   }

@@ -353,6 +353,14 @@ func.func @dequantize_c2_rows(%q: tensor<8x256x32xi8>, %s: tensor<8x256xf32>) {
 
 // -----
 
+func.func @dequantize_c5_interleaved_odd_rows(%q: tensor<8x255x32xi8>, %s: tensor<8x255xf32>) {
+  // expected-error @+1 {{interleaved_rows needs an even row count, got 255}}
+  %w = moe.dequantize %q, %s {bits = 4, interleaved_rows} : (tensor<8x255x32xi8>, tensor<8x255xf32>) -> tensor<8x255x64xf32>
+  return
+}
+
+// -----
+
 func.func @dequantize_c2_rank(%q: tensor<256x32xi8>, %s: tensor<8x256xf32>) {
   // expected-error @+1 {{packed must have rank 3, got 'tensor<256x32xi8>'}}
   %w = moe.dequantize %q, %s {bits = 8} : (tensor<256x32xi8>, tensor<8x256xf32>) -> tensor<8x256x32xf32>

@@ -291,13 +291,13 @@ func.func @expert_ops(%xs: tensor<32x64xbf16>, %w: tensor<8x256x64xbf16>, %off: 
 
 // CHECK-LABEL: func.func @dequantize
 // CHECK: moe.dequantize %{{.*}}, %{{.*}} {bits = 8 : i64} : (tensor<4x16x8xi8>, tensor<4x16xf32>) -> tensor<4x16x8xf32>
-// CHECK: moe.dequantize %{{.*}}, %{{.*}} zero_points(%{{.*}}) {bits = 4 : i64, block_size = 4 : i64} : (tensor<4x16x4xi8>, tensor<4x16x2xbf16>, tensor<4x16x2xi8>) -> tensor<4x16x8xbf16>
+// CHECK: moe.dequantize %{{.*}}, %{{.*}} zero_points(%{{.*}}) {bits = 4 : i64, block_size = 4 : i64, interleaved_rows} : (tensor<4x16x4xi8>, tensor<4x16x2xbf16>, tensor<4x16x2xi8>) -> tensor<4x16x8xbf16>
 // CHECK: moe.grouped_matmul
 func.func @dequantize(%q8: tensor<4x16x8xi8>, %s8: tensor<4x16xf32>, %q4: tensor<4x16x4xi8>,
                       %s4: tensor<4x16x2xbf16>, %z4: tensor<4x16x2xi8>, %xs: tensor<10x8xbf16>, %off: tensor<5xi32>)
     -> (tensor<4x16x8xf32>, tensor<10x16xbf16>) {
   %w8 = moe.dequantize %q8, %s8 {bits = 8} : (tensor<4x16x8xi8>, tensor<4x16xf32>) -> tensor<4x16x8xf32>
-  %w4 = moe.dequantize %q4, %s4 zero_points(%z4) {bits = 4, block_size = 4}
+  %w4 = moe.dequantize %q4, %s4 zero_points(%z4) {bits = 4, block_size = 4, interleaved_rows}
       : (tensor<4x16x4xi8>, tensor<4x16x2xbf16>, tensor<4x16x2xi8>) -> tensor<4x16x8xbf16>
   %h = moe.grouped_matmul %xs, %w4, %off : (tensor<10x8xbf16>, tensor<4x16x8xbf16>, tensor<5xi32>) -> tensor<10x16xbf16>
   return %w8, %h : tensor<4x16x8xf32>, tensor<10x16xbf16>
