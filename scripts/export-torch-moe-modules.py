@@ -267,6 +267,35 @@ class IndexSelectRowsLoop(Experts):
         return out
 
 
+class BatchRouterFlatTopk(Experts):
+    """The router on [batch, seq, hidden] (x3 given, or x[None]), its top-k
+    renormalised there and only the weights and ids flattened to
+    [batch * seq, k] for a loop over the flattened tokens; the sum viewed
+    back. `transposed` flattens the picks seq-major while the tokens stay
+    batch-major: picks paired with the wrong tokens (a near miss)."""
+
+    def __init__(self, expert=SwiGLU, given_3d=True, scoring="softmax", transposed=False):
+        super().__init__(expert)
+        self.given_3d, self.scoring, self.transposed = given_3d, scoring, transposed
+
+    def forward(self, x):
+        x3 = x if self.given_3d else x[None]
+        logits = self.gate(x3)
+        if self.scoring == "softmax":
+            w, idx = logits.softmax(-1).topk(TOP_K, -1)
+            w = w / w.sum(-1, keepdim=True)
+        else:
+            w, idx = torch.sigmoid(logits).topk(TOP_K, dim=-1)
+        if self.transposed:
+            w, idx = w.transpose(0, 1), idx.transpose(0, 1)
+        flat_x, flat_w, flat_i = x3.reshape(-1, HIDDEN), w.reshape(-1, TOP_K), idx.reshape(-1, TOP_K)
+        out = torch.zeros_like(flat_x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(flat_i == e)
+            out.index_add_(0, tok, expert(flat_x[tok]) * flat_w[tok, slot].unsqueeze(-1))
+        return out.view_as(x3) if self.given_3d else out
+
+
 class SlotColumnLoop(Experts):
     """A loop over the slots and then the experts, each expert's rows a
     boolean mask of one slot's column (`m = idx[:, j] == e; y[m] += ...`),
@@ -1111,7 +1140,16 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "stacked_up_bias_only_loop": lambda: StackedBiasedLoop(down_bias=False),
            "plain_routed_swiglu_shared": PlainRoutedSwiGLUShared,
            "index_select_rows_loop": IndexSelectRowsLoop,
-           "slot_column_loop_unread": SlotColumnLoop}
+           "slot_column_loop_unread": SlotColumnLoop,
+           "batch_router_flat_topk": BatchRouterFlatTopk,
+           "batch_router_flat_topk_sigmoid_gelu": lambda: BatchRouterFlatTopk(lambda: mlp(nn.GELU(), True),
+                                                                                 scoring="sigmoid"),
+           "unsqueezed_router_flat_topk": lambda: BatchRouterFlatTopk(given_3d=False),
+           "batch_router_transposed_picks_near_miss": lambda: BatchRouterFlatTopk(transposed=True)}
+# Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
+# traced on [2, 32], checked on [2, 32] and [3, 5].
+BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",
+                   "batch_router_transposed_picks_near_miss"}
 # Exported and run in this precision (default float32).
 DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, "bool_index_loop_f16": torch.float16,
           "where_loop_gelu_bias_f16": torch.float16, "temperature_scale_loop_f16": torch.float16,
@@ -1124,7 +1162,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
-               "slot_column_loop_unread",
+               "slot_column_loop_unread", "batch_router_transposed_picks_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.
@@ -1132,12 +1170,14 @@ TORCHSCRIPT_ONLY = {"zeros_loop", "dense_scatter_einsum", "sigmoid_of_picks"}
 
 
 def export(module, x, path, exporter, dynamic):
+    # The token axes: tokens, or batch and sequence.
+    names = ("tokens",) if x.dim() == 2 else ("batch", "seq")
     if exporter == "dynamo":
-        shapes = ({0: torch.export.Dim("tokens", min=2, max=4096)},) if dynamic else None
+        shapes = ({i: torch.export.Dim(n, min=2, max=4096) for i, n in enumerate(names)},) if dynamic else None
         torch.onnx.export(module, (x,), path, dynamo=True, input_names=["x"], output_names=["y"],
                           dynamic_shapes=shapes)
     else:
-        axes = {"x": {0: "tokens"}, "y": {0: "tokens"}} if dynamic else None
+        axes = {"x": dict(enumerate(names)), "y": dict(enumerate(names))} if dynamic else None
         torch.onnx.export(module, (x,), path, dynamo=False, opset_version=17, input_names=["x"],
                           output_names=["y"], dynamic_axes=axes)
 
@@ -1153,7 +1193,8 @@ def main():
         torch.manual_seed(seed)
         dtype = DTYPES.get(name, torch.float32)
         module = cls().eval().to(dtype)
-        example = torch.randn(64, HIDDEN).to(dtype)
+        batched = name in BATCH_SEQ_INPUT
+        example = torch.randn(*((2, 32) if batched else (64,)), HIDDEN).to(dtype)
         if args.names and name not in args.names:
             continue
         exporters = ("dynamo",) if name in DYNAMO_ONLY else ("torchscript",) if name in TORCHSCRIPT_ONLY else (
@@ -1167,10 +1208,13 @@ def main():
                 export(module, example, path, exporter, dynamic)
                 # Inputs the export was not traced on (any size when dynamic).
                 sizes = (64, 9) if dynamic else (64, 64)
+                if batched:
+                    sizes = ((2, 32), (3, 5)) if dynamic else ((2, 32), (2, 32))
                 reference = {}
                 with torch.no_grad():
                     for i, tokens in enumerate(sizes):
-                        x = torch.randn(tokens, HIDDEN, generator=torch.Generator().manual_seed(100 + i)).to(dtype)
+                        shape = tokens if batched else (tokens,)
+                        x = torch.randn(*shape, HIDDEN, generator=torch.Generator().manual_seed(100 + i)).to(dtype)
                         reference[f"x_{i}"] = x.numpy()
                         reference[f"y_{i}"] = module(x).numpy()
                 np.savez(os.path.join(args.out, file + ".reference.npz"), **reference)

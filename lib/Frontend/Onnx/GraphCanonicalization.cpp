@@ -724,6 +724,9 @@ llvm::StringMap<ValueFacts> mlir::moe::onnx_import::inferValueFacts(const onnx::
 int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                                                   llvm::StringMap<ValueFacts> &facts) {
   facts = inferValueFacts(graph, ctx);
+  llvm::StringMap<llvm::SmallVector<int64_t>> made;
+  // First: the Identity nodes it leaves are removed below.
+  int64_t changes = canonicalizeFlattenedRows(graph, ctx, facts, made);
   auto factsOf = [&](llvm::StringRef name) {
     auto it = facts.find(name);
     return it == facts.end() ? ValueFacts{} : it->second;
@@ -748,7 +751,6 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   for (auto [i, node] : llvm::enumerate(*graph.mutable_node()))
     if (node.name().empty())
       node.set_name(node.op_type() + "#" + std::to_string(i));
-  int64_t changes = 0;
   // Found before the loop below moves the producers away.
   llvm::StringMap<const onnx::NodeProto *> producers;
   for (const onnx::NodeProto &node : graph.node())
@@ -841,7 +843,6 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   graph.mutable_node()->Swap(&kept);
   if (!orphans.empty())
     removeOrphans(graph, std::move(orphans));
-  llvm::StringMap<llvm::SmallVector<int64_t>> made;
   changes += canonicalizeRowMasks(graph, ctx, facts, made);
   changes += canonicalizeOneHots(graph, ctx, facts, made);
   // A gate one pass scatters has its columns read as the scattered gate's

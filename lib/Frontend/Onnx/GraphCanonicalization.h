@@ -100,6 +100,15 @@ int64_t canonicalizeSelections(onnx::GraphProto &graph, const CanonicalizationCo
 int64_t canonicalizeRowMasks(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                              llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites the flattening to [rows, n] of a value computed row by row
+/// from one [..., H] value through a TopK (a router on [B, S, H] whose
+/// top-k is flattened afterwards) as the same ops on the flattened rows
+/// (FlattenedRows.cpp). `facts` are updated; returns the number of
+/// flattenings rewritten.
+int64_t canonicalizeFlattenedRows(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                  llvm::StringMap<ValueFacts> &facts,
+                                  llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites Cast(Equal(Unsqueeze(i, -1), arange(E)), T), the dynamo
 /// exporter's F.one_hot, as OneHot(i, E, [0, 1] : T)
 /// (OneHotCanonicalization.cpp). `facts` are updated; returns the number of

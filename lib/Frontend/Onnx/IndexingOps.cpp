@@ -780,18 +780,21 @@ Results convertTopK(NodeContext &ctx) {
     (*k)[0] = n;
   OpBuilder &b = ctx.b;
   Location loc = ctx.loc;
-  if (type.getRank() > 2 && llvm::count_if(type.getShape(), ShapedType::isDynamic) > 1)
-    return ctx.error() << "TopK on " << type << ", with more than one dynamic size, is not supported", failure();
   OpFoldResult length = tb::sizesOf(b, loc, x).back();
   ArrayRef<int64_t> lead = type.getShape().drop_back();
   int64_t leading = llvm::any_of(lead, ShapedType::isDynamic)
                         ? ShapedType::kDynamic
                         : std::accumulate(lead.begin(), lead.end(), int64_t(1), std::multiplies<int64_t>());
   // [leading, n] rows, static where the leading sizes are (with n known
-  // only at run time they are: checked above).
+  // only at run time they are: checked above); the leading axes collapsed
+  // into one whatever their sizes.
+  SmallVector<ReassociationIndices> rowAxes(1);
+  for (int64_t d = 0; d + 1 < type.getRank(); ++d)
+    rowAxes[0].push_back(d);
+  rowAxes.push_back({type.getRank() - 1});
   Value rows = type.getRank() == 2               ? x
                : !ShapedType::isDynamic(leading) ? tb::reshapeToSizes(b, loc, x, {b.getIndexAttr(leading), length})
-                                                 : tb::reshape(b, loc, x, {ShapedType::kDynamic, n});
+                                                 : tensor::CollapseShapeOp::create(b, loc, x, rowAxes).getResult();
   int64_t t = cast<RankedTensorType>(rows.getType()).getDimSize(0);
   bool largest = ctx.intAttr("largest", 1) != 0;
   Value values, indices;
@@ -818,7 +821,12 @@ Results convertTopK(NodeContext &ctx) {
       sizes.push_back(ShapedType::isDynamic(shape[d]) ? OpFoldResult(tb::dimSize(b, loc, x, d))
                                                       : OpFoldResult(b.getIndexAttr(shape[d])));
     sizes.push_back(slots);
-    auto expand = [&](Value v) {
+    bool severalDynamic = llvm::count_if(shape, ShapedType::isDynamic) > 1;
+    auto expand = [&](Value v) -> Value {
+      // (upstream's expand-strided-metadata fails on an expand_shape group
+      // of several dynamic sizes: reshapeToSizes gathers instead)
+      if (severalDynamic)
+        return tb::reshapeToSizes(b, loc, v, sizes);
       auto vt = cast<RankedTensorType>(v.getType());
       SmallVector<ReassociationIndices> groups(1);
       for (int64_t d = 0; d + 1 < type.getRank(); ++d)
