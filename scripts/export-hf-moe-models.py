@@ -131,6 +131,13 @@ MODELS = {
                     dict(intermediate_size=48, num_experts=4, moe_topk=2, head_dim=8)),
     "minimax_m2": (transformers.MiniMaxM2Config, transformers.MiniMaxM2ForCausalLM,
                    dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2, head_dim=8)),
+    # Nemotron-H (NVIDIA's hybrid; its Mamba layers left out): DeepSeek-V3's
+    # routing (sigmoid, a selection bias, groups, renormalised, scaled),
+    # non-gated squared-ReLU experts and shared expert.
+    "nemotron_h": (transformers.NemotronHConfig, transformers.NemotronHForCausalLM,
+                   dict(layers_block_type=["moe", "full_attention"], moe_intermediate_size=48,
+                        moe_shared_expert_intermediate_size=40, intermediate_size=64, n_routed_experts=8,
+                        num_experts_per_tok=2, n_group=2, topk_group=1, routed_scaling_factor=2.5, head_dim=8)),
     "qwen3_5_moe": (transformers.Qwen3_5MoeTextConfig, transformers.Qwen3_5MoeForCausalLM,
                     dict(moe_intermediate_size=48, shared_expert_intermediate_size=48, num_experts=6,
                          num_experts_per_tok=2, head_dim=8, layer_types=["full_attention", "full_attention"])),

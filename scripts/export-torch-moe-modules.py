@@ -57,6 +57,17 @@ def mlp(activation, bias):
     return nn.Sequential(nn.Linear(HIDDEN, FFN, bias=bias), activation, nn.Linear(FFN, HIDDEN, bias=bias))
 
 
+class SquaredReLU(nn.Module):
+    """relu(x)^2 as transformers' "relu2" (torch.square) or as `** 2`."""
+
+    def __init__(self, power=False):
+        super().__init__()
+        self.power = power
+
+    def forward(self, x):
+        return F.relu(x) ** 2 if self.power else torch.square(F.relu(x))
+
+
 class Experts(nn.Module):
     def __init__(self, expert=SwiGLU, router_bias=False):
         super().__init__()
@@ -1045,6 +1056,32 @@ class StackedRepeatedRowsLoop(nn.Module):
         return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
 
 
+class NemotronHLoop(Experts):
+    """Nemotron-H's MoE block as transformers 5 writes it: sigmoid scores
+    with a selection bias, top-k renormalised (+1e-20) and scaled, non-gated
+    squared-ReLU experts on stacked [E, I, H] / [E, H, I] parameters applied
+    by F.linear in a loop over one_hot(ids).permute(2, 1, 0)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Parameter(torch.randn(EXPERTS, FFN, HIDDEN) * 0.2)
+        self.down = nn.Parameter(torch.randn(EXPERTS, HIDDEN, FFN) * 0.2)
+        self.register_buffer("bias", torch.randn(EXPERTS) * 0.1)
+
+    def forward(self, x):
+        scores = torch.sigmoid(F.linear(x.float(), self.gate.weight.float()))
+        idx = torch.topk(scores + self.bias, TOP_K, dim=-1, sorted=False)[1]
+        w = scores.gather(1, idx)
+        w = w / (w.sum(-1, keepdim=True) + 1e-20) * 2.5
+        out = torch.zeros_like(x)
+        mask = F.one_hot(idx, num_classes=EXPERTS).permute(2, 1, 0)
+        for e in range(EXPERTS):
+            slot, tok = torch.where(mask[e])
+            h = torch.square(F.relu(F.linear(x[tok], self.up[e])))
+            out.index_add_(0, tok, F.linear(h, self.down[e]) * w[tok, slot, None])
+        return out
+
+
 class StackedLinearLoop(StackedExperts):
     """The where-loop on stacked parameters, each expert's matrices indexed
     in the loop and applied by F.linear."""
@@ -1145,7 +1182,11 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "batch_router_flat_topk_sigmoid_gelu": lambda: BatchRouterFlatTopk(lambda: mlp(nn.GELU(), True),
                                                                                  scoring="sigmoid"),
            "unsqueezed_router_flat_topk": lambda: BatchRouterFlatTopk(given_3d=False),
-           "batch_router_transposed_picks_near_miss": lambda: BatchRouterFlatTopk(transposed=True)}
+           "batch_router_transposed_picks_near_miss": lambda: BatchRouterFlatTopk(transposed=True),
+           # Squared ReLU experts: torch.square, `** 2` with biases, Nemotron-H's block.
+           "where_loop_relu2": lambda: WhereLoop(lambda: mlp(SquaredReLU(), False)),
+           "mask_loop_relu2_pow_bias": lambda: MaskLoop(lambda: mlp(SquaredReLU(power=True), True)),
+           "nemotron_h_loop": NemotronHLoop}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",

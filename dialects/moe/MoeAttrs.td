@@ -34,7 +34,9 @@ def Moe_Activation : I32EnumAttr<"Activation", "expert activation", [
     // approximation (ONNX Runtime's MoE "gelu", gelu_pytorch_tanh)
     I32EnumAttrCase<"gelu_tanh", 6>,
     // gelu_tanh(gate) * up: GeGLU as jax.nn.gelu's default and Gemma write it
-    I32EnumAttrCase<"geglu_tanh", 7>
+    I32EnumAttrCase<"geglu_tanh", 7>,
+    // relu(x)^2, squared ReLU (Primer; Nemotron-H's experts, HF "relu2")
+    I32EnumAttrCase<"relu2", 8>
   ]> {
   let cppNamespace = "::mlir::moe";
   let genSpecializedAttr = 0;

@@ -600,7 +600,8 @@ def Moe_ActivationOp : Moe_Op<"activation", [Pure]> {
   let description = [{
     For `swiglu`/`geglu` the input's last dimension `2F` holds `[gate; up]`
     and the result is `act(gate) · up`, `F` wide; `gelu` (exact, erf form),
-    `relu`, `silu` and `linear` act elementwise.
+    `gelu_tanh`, `relu`, `relu2` (`relu(x)²`), `silu` and `linear` act
+    elementwise.
 
     ```mlir
     %a = moe.activation swiglu %h : tensor<32x256xf32> -> tensor<32x128xf32>

@@ -1143,6 +1143,28 @@ def additive_mask_softmax(k):
     return fn
 
 
+def relu2_experts(k, vmapped=False):
+    """Squared-ReLU FFN experts (Nemotron-H, Primer): sigmoid top-k,
+    renormalised; a loop over where-masks with jnp.square(jax.nn.relu(.)),
+    or (`vmapped`) `jax.nn.relu(.) ** 2` on the stacked experts combined by
+    an einsum over the gate scattered into [T, E]."""
+    def fn(x, wr, w1, w2):
+        s = jax.nn.sigmoid(x @ wr)
+        vals, idx = lax.top_k(s, k)
+        vals = vals / vals.sum(-1, keepdims=True)
+        if vmapped:
+            rows = jnp.arange(x.shape[0])[:, None]
+            gate = jnp.zeros_like(s).at[rows, idx].set(vals)
+            outs = jax.vmap(lambda a, b: (jax.nn.relu(x @ a) ** 2) @ b)(w1, w2)
+            return jnp.einsum("te,eth->th", gate, outs)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            we = jnp.sum(jnp.where(idx == e, vals, 0.0), -1, keepdims=True)
+            y = y + we * (jnp.square(jax.nn.relu(x @ w1[e])) @ w2[e])
+        return y
+    return fn
+
+
 def routed_other_act_swiglu_shared(act):
     """Routed experts with another activation than the SwiGLU shared expert
     added to them (`relu`: plain ReLU FFNs; `geglu`: GELU-gated): the layer's
@@ -1308,6 +1330,8 @@ def programs(Program):
                                                     (64, 32)]),
         "idiom_geglu_routed_swiglu_shared": Program(routed_other_act_swiglu_shared("geglu"),
                                                     mixtral_shapes(12, 32, 24, 6) + [(32, 48), (32, 48), (48, 32)]),
+        "idiom_relu2_loop_k2": Program(relu2_experts(2), [(16, 32), (32, 8), (8, 32, 40), (8, 40, 32)]),
+        "idiom_relu2_vmap_k3": Program(relu2_experts(3, vmapped=True), [(12, 24), (24, 6), (6, 24, 32), (6, 32, 24)]),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,
                                                        [(8, 32), (32, 4), (4,), (4, 32, 24), (4, 32, 24), (4, 24, 32)],
                                                        dtype=bf16),

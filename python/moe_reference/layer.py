@@ -2,7 +2,7 @@
 
 A configuration is a dict:
     experts     [("ffn", 8), ("zero", 1), ...]   FFN group first
-    activation  "swiglu" | "geglu" | "geglu_tanh" | "gelu" | "gelu_tanh" | "relu" | "silu" | "linear"
+    activation  "swiglu" | "geglu" | "geglu_tanh" | "gelu" | "gelu_tanh" | "relu" | "relu2" | "silu" | "linear"
     routing     {"scoring": "softmax", "k": 2, ...}   #moe.routing fields
     capacity    None | {"factor": 1.25, "drop": "probs", "pad": True, ...}
     hidden      None | R                  two-layer router (MoE++)

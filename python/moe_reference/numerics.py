@@ -105,6 +105,7 @@ def silu(x):
 
 ACTIVATIONS = {
     "relu": lambda x: np.maximum(x, 0.0),
+    "relu2": lambda x: np.maximum(x, 0.0) ** 2,
     "gelu": gelu,
     "gelu_tanh": gelu_tanh,
     "silu": silu,

@@ -11,7 +11,7 @@ def layer(experts, activation="swiglu", routing=SOFTMAX_K2, **extra):
 
 
 CASES = [(f"activation_{act}", dict(cfg=layer([("ffn", 4)], act), tokens=16, hidden=16, ffn=8))
-         for act in ("swiglu", "geglu", "geglu_tanh", "gelu", "gelu_tanh", "relu", "silu", "linear")]
+         for act in ("swiglu", "geglu", "geglu_tanh", "gelu", "gelu_tanh", "relu", "relu2", "silu", "linear")]
 CASES += [
     # MoE++ released code: FFN + constant + copy + zero, zero left out of the
     # renormalization, expert input scaled by k = 2, two-layer router, gating residual.

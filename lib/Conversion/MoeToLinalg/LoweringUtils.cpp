@@ -318,6 +318,10 @@ Value lowering::rowSoftmax(OpBuilder &b, Location loc, Value logits) {
 Value lowering::applyActivation(OpBuilder &b, Location loc, StringRef name, Value x) {
   if (name == "relu")
     return arith::MaximumFOp::create(b, loc, x, constF32(b, loc, 0.0));
+  if (name == "relu2") {
+    Value r = arith::MaximumFOp::create(b, loc, x, constF32(b, loc, 0.0));
+    return arith::MulFOp::create(b, loc, r, r);
+  }
   if (name == "linear")
     return x;
   if (name == "silu" || name == "swiglu")

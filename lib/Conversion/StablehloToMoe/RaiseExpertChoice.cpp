@@ -82,7 +82,8 @@ LogicalResult matchExperts(Value out, Value rows, RecognisedLayer &layer, NoMatc
         }
     }
   }
-  for (auto [input, activation] : {std::pair{reluInput(h), Activation::relu}, std::pair{geluErfInput(h), Activation::gelu},
+  for (auto [input, activation] : {std::pair{reluInput(h), Activation::relu}, std::pair{relu2Input(h), Activation::relu2},
+                                   std::pair{geluErfInput(h), Activation::gelu},
                                    std::pair{geluTanhInput(h), Activation::gelu_tanh},
                                    std::pair{siluInput(h), Activation::silu}})
     if (Value w = input ? expertWeights(input, rows) : Value()) {
@@ -91,7 +92,7 @@ LogicalResult matchExperts(Value out, Value rows, RecognisedLayer &layer, NoMatc
       layer.activation = activation;
       return success();
     }
-  fail.why = "the experts are not an activation (silu/gelu GLU, relu, gelu, silu) of per-expert matmuls of the "
+  fail.why = "the experts are not an activation (silu/gelu GLU, relu, relu², gelu, silu) of per-expert matmuls of the "
              "picked tokens";
   return failure();
 }

@@ -701,14 +701,15 @@ struct Matcher {
       }
     }
     for (Unary act : {Unary{siluInput, Activation::silu}, Unary{reluInput, Activation::relu},
-                      Unary{geluErfInput, Activation::gelu}, Unary{geluTanhInput, Activation::gelu_tanh}}) {
+                      Unary{relu2Input, Activation::relu2}, Unary{geluErfInput, Activation::gelu},
+                      Unary{geluTanhInput, Activation::gelu_tanh}}) {
       if (Value pre = act.input(h)) {
         ffn.activation = act.kind;
         return projection(pre, ffn.w1, ffn.roles);
       }
     }
     if (fail.why.empty())
-      fail.why = "the expert activation is not silu, relu, gelu or a gated silu/gelu of projections of x";
+      fail.why = "the expert activation is not silu, relu, relu², gelu or a gated silu/gelu of projections of x";
     return failure();
   }
 

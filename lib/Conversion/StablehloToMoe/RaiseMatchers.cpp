@@ -283,6 +283,13 @@ Value reluInput(Value v) {
   return isSplat(max.getLhs(), 0) ? max.getRhs() : nullptr;
 }
 
+/// relu(x)^2 as jnp.square(jax.nn.relu(x)) or `** 2` write it (r · r of
+/// r = max(x, 0)); returns x.
+Value relu2Input(Value v) {
+  auto mul = v.getDefiningOp<shlo::MulOp>();
+  return mul && mul.getLhs() == mul.getRhs() ? reluInput(mul.getLhs()) : nullptr;
+}
+
 /// `sum + c` or `max(sum, c)` (c a splat) under `v`'s broadcasts: the
 /// sum's row, c, and whether it is the max.
 struct GuardedRow {

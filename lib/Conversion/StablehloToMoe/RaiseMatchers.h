@@ -91,6 +91,9 @@ Value geluErfInput(Value v);
 /// jax.nn.relu (max(x, 0)); returns x or null.
 Value reluInput(Value v);
 
+/// Squared ReLU (r · r of r = max(x, 0)); returns x or null.
+Value relu2Input(Value v);
+
 /// A recognised layer: top-k routing and SwiGLU experts, weights in JAX's
 /// layouts (router [H, E], w1/w3 [E, H, F], w2 [E, F, H]; a shared
 /// expert's s1/s3 [H, Fs], s2 [Fs, H]).

@@ -186,24 +186,39 @@ std::optional<MoeBlock> matchBlock(const GraphIndex &g, const ConstantLookup &co
 
   const onnx::NodeProto *squeezeH = g.onlyUser(outputOf(*mm13, 0), "Squeeze");
   const onnx::NodeProto *split = squeezeH ? g.onlyUser(outputOf(*squeezeH, 0), "Split") : nullptr;
-  // h is [slots, 2I]: its last axis is -1 or 1.
-  if (!squeezeH || !hasAxis(*squeezeH, constants, -1) || !split || split->output_size() != 2 ||
-      (intAttr(*split, "axis", 0) != -1 && intAttr(*split, "axis", 0) != 1))
-    return fail("the gate/up result is not split in two halves along the last axis");
-  if (split->input_size() > 1) {
-    std::optional<llvm::SmallVector<int64_t>> parts = constants(inputOf(*split, 1));
-    if (!parts || parts->size() != 2 || (*parts)[0] != (*parts)[1])
-      return fail("the gate/up split is not into two equal halves");
+  // Non-gated experts (transformers' has_gate = False): act(h) feeds the
+  // down GEMM.
+  const onnx::NodeProto *unsqA = g.producer(inputOf(*mm2, 1));
+  std::string h;
+  llvm::SmallVector<const onnx::NodeProto *> actNodes;
+  std::optional<PlainActivation> plain =
+      squeezeH && !split && unsqA && unsqA->op_type() == "Unsqueeze" && hasAxis(*unsqA, constants, -1)
+          ? plainActivation(g, constants, inputOf(*unsqA, 0), h, actNodes)
+          : std::nullopt;
+  if (plain && hasAxis(*squeezeH, constants, -1) && h == outputOf(*squeezeH, 0)) {
+    block.ungated = *plain;
+    nodes.append({squeezeH, unsqA});
+    nodes.append(actNodes.begin(), actNodes.end());
+  } else {
+    // h is [slots, 2I]: its last axis is -1 or 1.
+    if (!squeezeH || !hasAxis(*squeezeH, constants, -1) || !split || split->output_size() != 2 ||
+        (intAttr(*split, "axis", 0) != -1 && intAttr(*split, "axis", 0) != 1))
+      return fail("the gate/up result is not split in two halves along the last axis");
+    if (split->input_size() > 1) {
+      std::optional<llvm::SmallVector<int64_t>> parts = constants(inputOf(*split, 1));
+      if (!parts || parts->size() != 2 || (*parts)[0] != (*parts)[1])
+        return fail("the gate/up split is not into two equal halves");
+    }
+    nodes.append({squeezeH, split});
+    const onnx::NodeProto *mulU =
+        matchGatedActivation(g, outputOf(*split, 0), outputOf(*split, 1), block.activation, nodes);
+    if (!mulU)
+      return fail("the activation is not SwiGLU or GeGLU (act(gate) * up)");
+    unsqA = g.onlyUser(outputOf(*mulU, 0), "Unsqueeze");
+    if (!unsqA || !hasAxis(*unsqA, constants, -1) || inputOf(*mm2, 1) != outputOf(*unsqA, 0))
+      return fail("the activation does not feed the down GEMM");
+    nodes.push_back(unsqA);
   }
-  nodes.append({squeezeH, split});
-  const onnx::NodeProto *mulU =
-      matchGatedActivation(g, outputOf(*split, 0), outputOf(*split, 1), block.activation, nodes);
-  if (!mulU)
-    return fail("the activation is not SwiGLU or GeGLU (act(gate) * up)");
-  const onnx::NodeProto *unsqA = g.onlyUser(outputOf(*mulU, 0), "Unsqueeze");
-  if (!unsqA || !hasAxis(*unsqA, constants, -1) || inputOf(*mm2, 1) != outputOf(*unsqA, 0))
-    return fail("the activation does not feed the down GEMM");
-  nodes.push_back(unsqA);
 
   // Down GEMM, scaled by the gate weights, summed over each token's slots.
   const onnx::NodeProto *squeezeO = g.onlyUser(outputOf(*mm2, 0), "Squeeze");

@@ -110,6 +110,7 @@ LogicalResult GraphImporter::importMoeBlock(const MoeBlock &block, Location loc)
   Activation activation = block.activation == GateActivation::gelu ? Activation::geglu : Activation::swiglu;
   if (block.ungated)
     activation = *block.ungated == PlainActivation::relu        ? Activation::relu
+                 : *block.ungated == PlainActivation::relu2     ? Activation::relu2
                  : *block.ungated == PlainActivation::gelu      ? Activation::gelu
                  : *block.ungated == PlainActivation::gelu_tanh ? Activation::gelu_tanh
                                                                 : Activation::silu;

@@ -197,6 +197,13 @@ std::string unscaledLogits(const GraphIndex &g, const ConstantLookup &constants,
 /// shared expert then stays plain ops, still correct).
 void matchSharedExpert(const GraphIndex &g, MoeBlock &block, llvm::SmallVector<const onnx::NodeProto *> &nodes);
 
+/// The ungated activation computing `value` from h (ExpertFfnMatching.cpp):
+/// Relu, squared Relu, Gelu (exact or tanh, or GELU's erf form written
+/// out) or SiLU of h. Sets h and adds the nodes.
+std::optional<PlainActivation> plainActivation(const GraphIndex &g, const ConstantLookup &constants,
+                                               llvm::StringRef value, std::string &h,
+                                               llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// The gated activation act(gate) * up: SwiGLU, Mul(Mul(g, Sigmoid(g)), u),
 /// or GeGLU, Mul(Gelu(g), u) with the exact (erf) Gelu; either operand
 /// order. Returns the product node and sets `kind`; adds the nodes.
@@ -310,10 +317,15 @@ std::optional<OwnExpertFfn> ownExpertOnRows(const GraphIndex &g, const ConstantL
                                             llvm::ArrayRef<llvm::StringRef> readers = {"Mul", "Cast"});
 
 /// One expert's FFN on stacked weights gathered at its `index`
-/// (ExpertLoopBlocks.cpp): the weights, the activation and the FFN's output.
+/// (ExpertLoopBlocks.cpp): the weights, the activation (gated, or plain
+/// when `ungated`: transformers' has_gate = False) and the FFN's output.
 struct StackedExpert {
   std::string gateUp, down, output;
   GateActivation activation = GateActivation::silu;
+  std::optional<PlainActivation> ungated;
+  bool sameForm(const StackedExpert &o) const {
+    return gateUp == o.gateUp && down == o.down && activation == o.activation && ungated == o.ungated;
+  }
 };
 std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef rows,
                                            llvm::StringRef index, llvm::SmallVector<const onnx::NodeProto *> &nodes);

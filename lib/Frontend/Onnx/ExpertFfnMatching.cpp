@@ -120,9 +120,12 @@ bool scalarIs(const ConstantLookup &constants, llvm::StringRef value, double wan
   return v && v->size() == 1 && std::abs((*v)[0] - want) <= tolerance;
 }
 
-/// The ungated activation computing `value` from h: Relu(h), Gelu(h) (exact
-/// or tanh), GELU's erf form 0.5 · h · (1 + Erf(h / √2)) in any order of its
-/// products, or SiLU h · Sigmoid(h). Sets h.
+} // namespace
+
+/// The ungated activation computing `value` from h: Relu(h), its square
+/// (Mul(r, r) or Pow(r, 2) of r = Relu(h)), Gelu(h) (exact or tanh), GELU's
+/// erf form 0.5 · h · (1 + Erf(h / √2)) in any order of its products, or
+/// SiLU h · Sigmoid(h). Sets h.
 std::optional<PlainActivation> plainActivation(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
                                           std::string &h, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *n = g.producer(value);
@@ -139,6 +142,14 @@ std::optional<PlainActivation> plainActivation(const GraphIndex &g, const Consta
         return PlainActivation::gelu_tanh;
     return PlainActivation::gelu;
   }
+  // Squared ReLU: Relu(h) times itself, or to the power 2.
+  if ((n->op_type() == "Mul" && inputOf(*n, 0) == inputOf(*n, 1)) ||
+      (n->op_type() == "Pow" && scalarIs(constants, inputOf(*n, 1), 2.0, 0.0)))
+    if (const onnx::NodeProto *relu = g.producer(inputOf(*n, 0)); relu && relu->op_type() == "Relu") {
+      h = inputOf(*relu, 0);
+      nodes.append({n, relu});
+      return PlainActivation::relu2;
+    }
   if (n->op_type() != "Mul")
     return std::nullopt;
   // SiLU: Mul(h, Sigmoid(h)).
@@ -208,8 +219,6 @@ std::optional<PlainActivation> plainActivation(const GraphIndex &g, const Consta
   h = x;
   return PlainActivation::gelu;
 }
-
-} // namespace
 
 std::optional<std::pair<int64_t, int64_t>> lastAxisSlice(const ConstantLookup &constants, const onnx::NodeProto *slice,
                                                          llvm::StringRef h, int64_t width) {

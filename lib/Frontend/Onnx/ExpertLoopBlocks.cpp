@@ -453,11 +453,42 @@ std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLo
   StackedExpert expert;
   expert.gateUp = gatheredTransposed(g, constants, inputOf(*upMM, 1), index, found);
   std::optional<llvm::SmallVector<int64_t>> w13 = constants.shape(expert.gateUp);
-  if (expert.gateUp.empty() || !w13 || (*w13)[1] % 2 != 0)
+  if (expert.gateUp.empty() || !w13)
+    return std::nullopt;
+  std::string h = outputOf(*upMM, 0);
+  // The down MatMul of act(h) and its stacked weights [E, H, ffn].
+  auto downOf = [&](const onnx::NodeProto *downMM, int64_t ffn) -> std::optional<StackedExpert> {
+    expert.down = gatheredTransposed(g, constants, inputOf(*downMM, 1), index, found);
+    std::optional<llvm::SmallVector<int64_t>> w2 = constants.shape(expert.down);
+    if (expert.down.empty() || !w2 || (*w2)[0] != (*w13)[0] || (*w2)[1] != (*w13)[2] || (*w2)[2] != ffn)
+      return std::nullopt;
+    found.append({upMM, downMM});
+    nodes.append(found.begin(), found.end());
+    expert.output = outputOf(*downMM, 0);
+    return expert;
+  };
+  // Non-gated (Nemotron-H): a plain activation of h feeds the down MatMul.
+  llvm::SmallVector<int> near(g.users(h).begin(), g.users(h).end());
+  for (size_t i = 0; i < near.size() && i < 8; ++i) {
+    const onnx::NodeProto &n = g.graph.node(near[i]);
+    if (n.op_type() == "MatMul") {
+      std::string pre;
+      llvm::SmallVector<const onnx::NodeProto *> actNodes;
+      std::optional<PlainActivation> kind = plainActivation(g, constants, inputOf(n, 0), pre, actNodes);
+      if (!kind || pre != h)
+        continue;
+      expert.ungated = *kind;
+      found.append(actNodes.begin(), actNodes.end());
+      return downOf(&n, (*w13)[1]);
+    }
+    for (const std::string &out : n.output())
+      llvm::append_range(near, g.users(out));
+  }
+  if ((*w13)[1] % 2 != 0)
     return std::nullopt;
   int64_t ffn = (*w13)[1] / 2;
   // The two halves of h along its last axis: [0, I) and [I, 2I).
-  std::string h = outputOf(*upMM, 0), halves[2];
+  std::string halves[2];
   for (int u : g.users(h)) {
     const onnx::NodeProto &slice = g.graph.node(u);
     if (slice.op_type() == "Shape") // what the chunk's bounds are computed from
@@ -478,14 +509,7 @@ std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLo
   const onnx::NodeProto *downMM = act ? g.onlyUser(outputOf(*act, 0), "MatMul") : nullptr;
   if (!downMM || inputOf(*downMM, 0) != outputOf(*act, 0))
     return std::nullopt;
-  expert.down = gatheredTransposed(g, constants, inputOf(*downMM, 1), index, found);
-  std::optional<llvm::SmallVector<int64_t>> w2 = constants.shape(expert.down);
-  if (expert.down.empty() || !w2 || (*w2)[0] != (*w13)[0] || (*w2)[1] != (*w13)[2] || (*w2)[2] != ffn)
-    return std::nullopt;
-  found.append({upMM, downMM});
-  nodes.append(found.begin(), found.end());
-  expert.output = outputOf(*downMM, 0);
-  return expert;
+  return downOf(downMM, ffn);
 }
 
 /// Gather(W, index, axis 0) of a constant W of rank `rank`: W's name, or "".
@@ -1084,6 +1108,7 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
   };
   std::map<int64_t, Accumulation> steps;
   std::map<int64_t, OwnExpertFfn> own; // experts on their own constants
+  std::optional<StackedExpert> first;  // the first expert on stacked weights
   for (auto &[e, rows] : masks) {
     std::string expert = "expert " + std::to_string(e) + ": ";
     // rows = x[token]; silu(rows W1) * (rows W3); then W2.
@@ -1103,12 +1128,14 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
       o = *out;
     } else if (std::optional<StackedExpert> stacked =
                    own.empty() ? stackedExpert(g, constants, xRows, rows.index, nodes) : std::nullopt) {
-      if ((!block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)) ||
-          (e != masks.begin()->first && stacked->activation != block.activation))
+      if ((first && !first->sameForm(*stacked)) ||
+          (!first && !block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)))
         return fail(expert + "its stacked weights or activation differ from the other experts'");
+      first = stacked;
       block.gateUp = stacked->gateUp;
       block.down = stacked->down;
       block.activation = stacked->activation;
+      block.ungated = stacked->ungated;
       o = stacked->output;
     } else {
       if (!block.gateUp.empty())

@@ -193,13 +193,14 @@ private:
     if (std::optional<StackedExpert> stacked = own.empty() ? stackedExpert(g, constants, rows, index, found)
                                                            : std::nullopt) {
       if (!block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down ||
-                                    block.activation != stacked->activation)) {
+                                    block.activation != stacked->activation || block.ungated != stacked->ungated)) {
         why = "its stacked weights or activation differ from the other experts'";
         return "";
       }
       block.gateUp = stacked->gateUp;
       block.down = stacked->down;
       block.activation = stacked->activation;
+      block.ungated = stacked->ungated;
       return stacked->output;
     }
     std::string o;

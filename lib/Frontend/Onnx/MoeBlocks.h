@@ -35,7 +35,7 @@ struct ConstantLookup {
 enum class GateActivation { silu, gelu };
 
 /// An ungated expert's activation: ReLU, GELU (erf or tanh), SiLU.
-enum class PlainActivation { relu, gelu, gelu_tanh, silu };
+enum class PlainActivation { relu, relu2, gelu, gelu_tanh, silu };
 
 /// A constant weight W of a linear map of x: x @ W (MatMul, Gemm) is
 /// [in, out]; Gemm with transB = 1 (torch's Linear, exported) reads it as

@@ -91,3 +91,12 @@ func.func @activation_relu(%h: tensor<8x4xf32>) -> tensor<8x4xf32> {
   %a = moe.activation relu %h : tensor<8x4xf32> -> tensor<8x4xf32>
   return %a : tensor<8x4xf32>
 }
+
+// -----
+
+// CHECK-LABEL: func @activation_relu2
+// CHECK: moe.activation relu2
+func.func @activation_relu2(%h: tensor<8x4xf32>) -> tensor<8x4xf32> {
+  %a = moe.activation relu2 %h : tensor<8x4xf32> -> tensor<8x4xf32>
+  return %a : tensor<8x4xf32>
+}

@@ -74,6 +74,14 @@ func.func @activation_elementwise_width(%h: tensor<32x8xf32>) {
 
 // -----
 
+func.func @activation_relu2_elementwise_width(%h: tensor<32x8xf32>) {
+  // expected-error @+1 {{result dimension 1 (4) must equal the input width (8)}}
+  %a = moe.activation relu2 %h : tensor<32x8xf32> -> tensor<32x4xf32>
+  return
+}
+
+// -----
+
 func.func @activation_element_type(%h: tensor<32x8xf32>) {
   // expected-error @+1 {{result element type 'f16' must equal input element type 'f32'}}
   %a = moe.activation relu %h : tensor<32x8xf32> -> tensor<32x8xf16>
