@@ -35,7 +35,8 @@ likewise (--dtype f16), with PyTorch's logits. afmoe.onnx, dots1.onnx,
 exaone_moe.onnx, hunyuan_moe.onnx, minimax_m2.onnx and qwen3_5_moe.onnx:
 torch 2.15, transformers 5.25 (dynamo); qwen3_5_moe_torchscript.onnx the
 same with TorchScript (opset 17; its rotary sections leave an empty
-index tensor in the graph).
+index tensor in the graph). nemotron_h.onnx and nemotron_h_torchscript.onnx
+(opset 17): torch 2.15, transformers 5.25.
 """
 
 import argparse
@@ -135,7 +136,7 @@ MODELS = {
     # routing (sigmoid, a selection bias, groups, renormalised, scaled),
     # non-gated squared-ReLU experts and shared expert.
     "nemotron_h": (transformers.NemotronHConfig, transformers.NemotronHForCausalLM,
-                   dict(layers_block_type=["moe", "full_attention"], moe_intermediate_size=48,
+                   dict(layers_block_type=["full_attention", "moe"], moe_intermediate_size=48,
                         moe_shared_expert_intermediate_size=40, intermediate_size=64, n_routed_experts=8,
                         num_experts_per_tok=2, n_group=2, topk_group=1, routed_scaling_factor=2.5, head_dim=8)),
     "qwen3_5_moe": (transformers.Qwen3_5MoeTextConfig, transformers.Qwen3_5MoeForCausalLM,

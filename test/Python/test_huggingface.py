@@ -1,7 +1,7 @@
 """The Hugging Face drop-in: tiny random-weight Mixtral, Qwen2-MoE, OLMoE,
 Qwen3-MoE, DeepSeek-V3, gpt-oss, GLM-4.5, Ernie 4.5, Phi-3.5-MoE, Granite
-MoE, LFM2-MoE, AFMoE, dots.llm1, EXAONE-MoE, Hunyuan-MoE, MiniMax-M2 and
-Qwen3.5-MoE models (the configurations of scripts/export-hf-moe-models.py but
+MoE, LFM2-MoE, AFMoE, dots.llm1, EXAONE-MoE, Hunyuan-MoE, MiniMax-M2,
+Qwen3.5-MoE and Nemotron-H models (the configurations of scripts/export-hf-moe-models.py but
 PLAIN_OPS) with every MoE block replaced by its
 compiled form: logits match the original model's within 1e-5 (f32,
 logits O(1)), greedy generate() gives the same tokens, and the compiled
