@@ -1056,6 +1056,34 @@ class StackedRepeatedRowsLoop(nn.Module):
         return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
 
 
+class L1NormLoop(Experts):
+    """DBRX's renormalisation: the softmax top-k divided by its L1 norm,
+    torch.norm(w, p=1) (ReduceL1), F.normalize(w, p=1) (the norm clamped
+    at 1e-12 and expanded) or w.abs().sum() (ReduceSum of Abs): the sum,
+    as the weights are probabilities. `on_logits` takes the top-k of the
+    logits instead, which may be negative (a near miss)."""
+
+    def __init__(self, how="norm", on_logits=False):
+        super().__init__()
+        self.how, self.on_logits = how, on_logits
+
+    def forward(self, x):
+        logits = self.gate(x)
+        p = logits if self.on_logits else F.softmax(logits, dim=-1, dtype=torch.float32)
+        w, idx = torch.topk(p, TOP_K, dim=-1)
+        if self.how == "norm":
+            w = w / torch.norm(w, p=1, dim=-1, keepdim=True)
+        elif self.how == "normalize":
+            w = F.normalize(w, p=1, dim=-1)
+        else:
+            w = w / w.abs().sum(-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            out.index_add_(0, tok, expert(x[tok]) * w[tok, slot, None])
+        return out
+
+
 class NemotronHLoop(Experts):
     """Nemotron-H's MoE block as transformers 5 writes it: sigmoid scores
     with a selection bias, top-k renormalised (+1e-20) and scaled, non-gated
@@ -1186,7 +1214,10 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            # Squared ReLU experts: torch.square, `** 2` with biases, Nemotron-H's block.
            "where_loop_relu2": lambda: WhereLoop(lambda: mlp(SquaredReLU(), False)),
            "mask_loop_relu2_pow_bias": lambda: MaskLoop(lambda: mlp(SquaredReLU(power=True), True)),
-           "nemotron_h_loop": NemotronHLoop}
+           "nemotron_h_loop": NemotronHLoop,
+           "l1_norm_loop": L1NormLoop, "l1_normalize_loop": lambda: L1NormLoop("normalize"),
+           "abs_sum_loop": lambda: L1NormLoop("abs"),
+           "l1_norm_logits_near_miss": lambda: L1NormLoop(on_logits=True)}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",
@@ -1203,7 +1234,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
-               "slot_column_loop_unread", "batch_router_transposed_picks_near_miss",
+               "slot_column_loop_unread", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -725,8 +725,9 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
                                                   llvm::StringMap<ValueFacts> &facts) {
   facts = inferValueFacts(graph, ctx);
   llvm::StringMap<llvm::SmallVector<int64_t>> made;
-  // First: the Identity nodes it leaves are removed below.
+  // First: the Identity nodes they leave are removed below.
   int64_t changes = canonicalizeFlattenedRows(graph, ctx, facts, made);
+  changes += canonicalizeNonNegativeNorms(graph, ctx, facts, made);
   auto factsOf = [&](llvm::StringRef name) {
     auto it = facts.find(name);
     return it == facts.end() ? ValueFacts{} : it->second;

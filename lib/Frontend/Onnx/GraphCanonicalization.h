@@ -109,6 +109,14 @@ int64_t canonicalizeFlattenedRows(onnx::GraphProto &graph, const Canonicalizatio
                                   llvm::StringMap<ValueFacts> &facts,
                                   llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites ReduceL1 and Abs of values known to be non-negative (routing
+/// probabilities: DBRX's L1-normalised top-k weights) as ReduceSum and the
+/// value itself (NonNegativeNorms.cpp). `facts` are updated; returns the
+/// number of nodes rewritten.
+int64_t canonicalizeNonNegativeNorms(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                     llvm::StringMap<ValueFacts> &facts,
+                                     llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites Cast(Equal(Unsqueeze(i, -1), arange(E)), T), the dynamo
 /// exporter's F.one_hot, as OneHot(i, E, [0, 1] : T)
 /// (OneHotCanonicalization.cpp). `facts` are updated; returns the number of

@@ -64,6 +64,32 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
       return std::string();
     denominator = outputOf(*restored, 0);
   }
+  // F.normalize expands the norm to w's shape before dividing, which the
+  // division's broadcast does anyway: Expand(norm, Shape(w)), or to
+  // [Shape(x)[:1], k] as the dynamo exporter writes it.
+  const onnx::NodeProto *expand = g.onlyUser(denominator, "Expand");
+  if (expand && inputOf(*expand, 0) == denominator) {
+    const onnx::NodeProto *target = g.producer(inputOf(*expand, 1));
+    auto isShapeOf = [&](const onnx::NodeProto *n, llvm::StringRef v) {
+      return n && n->op_type() == "Shape" && inputOf(*n, 0) == v && isWholeShape(*n);
+    };
+    bool rowsAndSlots = false;
+    if (target && target->op_type() == "Concat" && target->input_size() == 2) {
+      const onnx::NodeProto *rows = g.producer(inputOf(*target, 0));
+      std::optional<llvm::SmallVector<int64_t>> slots = constants(inputOf(*target, 1));
+      // The slots: 1, or the k of the TopK whose values w are.
+      const onnx::NodeProto *topk = g.producer(w);
+      bool slotsOfW = slots && slots->size() == 1 &&
+                      ((*slots)[0] == 1 || (topk && topk->op_type() == "TopK" && constants(inputOf(*topk, 1)) == slots));
+      rowsAndSlots = rows && rows->op_type() == "Shape" && intAttr(*rows, "start", 0) == 0 &&
+                     intAttr(*rows, "end", 0) == 1 && slotsOfW;
+    }
+    if (!isShapeOf(target, w) && !rowsAndSlots)
+      return std::string();
+    denominator = outputOf(*expand, 0);
+  } else {
+    expand = nullptr;
+  }
   if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1))
     return std::string();
   nodes.append(summed.begin(), summed.end());
@@ -72,6 +98,8 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
     nodes.push_back(guard);
   if (restored)
     nodes.push_back(restored);
+  if (expand)
+    nodes.push_back(expand);
   return outputOf(*div, 0);
 }
 
