@@ -1165,6 +1165,29 @@ def relu2_experts(k, vmapped=False):
     return fn
 
 
+def l1_renormalised(k, spelling="norm", on_logits=False):
+    """DBRX's renormalisation: the top-k probabilities divided by their L1
+    norm, jnp.linalg.norm(w, ord=1) or jnp.abs(w).sum() (softmax; sigmoid
+    for `abs_sigmoid`): the sum, the weights being non-negative. With
+    `on_logits` the top-k of the logits, which may be negative, is divided
+    by its L1 norm: not a renormalisation (a near miss)."""
+    def fn(x, wr, w1, w3, w2):
+        logits = x @ wr
+        scores = (logits if on_logits else jax.nn.sigmoid(logits) if spelling == "abs_sigmoid"
+                  else jax.nn.softmax(logits, -1))
+        vals, idx = lax.top_k(scores, k)
+        if spelling == "norm":
+            vals = vals / jnp.linalg.norm(vals, ord=1, axis=-1, keepdims=True)
+        else:
+            vals = vals / jnp.sum(jnp.abs(vals), -1, keepdims=True)
+        y = jnp.zeros_like(x)
+        for e in range(wr.shape[1]):
+            we = jnp.sum(jnp.where(idx == e, vals, 0.0), -1, keepdims=True)
+            y = y + we * ffn(x, w1[e], w3[e], w2[e])
+        return y
+    return fn
+
+
 def routed_other_act_swiglu_shared(act):
     """Routed experts with another activation than the SwiGLU shared expert
     added to them (`relu`: plain ReLU FFNs; `geglu`: GELU-gated): the layer's
@@ -1330,6 +1353,9 @@ def programs(Program):
                                                     (64, 32)]),
         "idiom_geglu_routed_swiglu_shared": Program(routed_other_act_swiglu_shared("geglu"),
                                                     mixtral_shapes(12, 32, 24, 6) + [(32, 48), (32, 48), (48, 32)]),
+        "idiom_l1_norm_k2": Program(l1_renormalised(2), mixtral_shapes(16, 32, 40, 8)),
+        "idiom_abs_sum_sigmoid_k3": Program(l1_renormalised(3, "abs_sigmoid"), mixtral_shapes(12, 24, 32, 6)),
+        "idiom_l1_logits_near_miss": Program(l1_renormalised(2, on_logits=True), mixtral_shapes(12, 32, 24, 6)),
         "idiom_relu2_loop_k2": Program(relu2_experts(2), [(16, 32), (32, 8), (8, 32, 40), (8, 40, 32)]),
         "idiom_relu2_vmap_k3": Program(relu2_experts(3, vmapped=True), [(12, 24), (24, 6), (6, 24, 32), (6, 32, 24)]),
         "idiom_widened_router_bias_near_miss": Program(widened_router_bias_near_miss,

@@ -31,6 +31,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::unflattenSlotPairs(getOperation());
     moe::stablehlo_raise::canonicalizeContractions(getOperation());
     moe::stablehlo_raise::canonicalizeSelections(getOperation());
+    moe::stablehlo_raise::dropAbsOfNonNegative(getOperation());
     moe::stablehlo_raise::canonicalizeRepeatedArgmax(getOperation());
     moe::stablehlo_raise::liftSlotSums(getOperation());
     moe::stablehlo_raise::hoistGatesFromDownProjections(getOperation());

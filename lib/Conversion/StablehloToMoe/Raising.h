@@ -27,6 +27,11 @@ struct RaiseOptions {
 /// range) dropped (CanonicalizeSelections.cpp).
 void canonicalizeSelections(Operation *root);
 
+/// Drops stablehlo.abs of values known non-negative (DBRX's L1-normalised
+/// top-k probabilities), after the selections are top_ks
+/// (NonNegativeAbs.cpp).
+void dropAbsOfNonNegative(Operation *root);
+
 /// Rewrites a top-k picked one argmax at a time (GShard's second expert:
 /// argmax of the scores with the first pick removed) into one chlo.top_k,
 /// and a pick's score read through its one-hot into the top-k's values
