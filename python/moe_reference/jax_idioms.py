@@ -1165,6 +1165,21 @@ def relu2_experts(k, vmapped=False):
     return fn
 
 
+def scan_over_slots(k):
+    """lax.scan over the k slots: each step gathers its slot's experts'
+    weights per token (`w1[idx[:, j]]`) and adds the slot's weighted
+    output; unrolled like a loop over the experts."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, -1), k)
+
+        def step(y, j):
+            e = idx[:, j]
+            h = jax.nn.silu(jnp.einsum("th,thf->tf", x, w1[e])) * jnp.einsum("th,thf->tf", x, w3[e])
+            return y + vals[:, j][:, None] * jnp.einsum("tf,tfh->th", h, w2[e]), None
+        return lax.scan(step, jnp.zeros_like(x), jnp.arange(k))[0]
+    return fn
+
+
 def l1_renormalised(k, spelling="norm", on_logits=False):
     """DBRX's renormalisation: the top-k probabilities divided by their L1
     norm, jnp.linalg.norm(w, ord=1) or jnp.abs(w).sum() (softmax; sigmoid
@@ -1353,6 +1368,7 @@ def programs(Program):
                                                     (64, 32)]),
         "idiom_geglu_routed_swiglu_shared": Program(routed_other_act_swiglu_shared("geglu"),
                                                     mixtral_shapes(12, 32, 24, 6) + [(32, 48), (32, 48), (48, 32)]),
+        "idiom_scan_over_slots_k2": Program(scan_over_slots(2), mixtral_shapes(8, 32, 24, 6)),
         "idiom_l1_norm_k2": Program(l1_renormalised(2), mixtral_shapes(16, 32, 40, 8)),
         "idiom_abs_sum_sigmoid_k3": Program(l1_renormalised(3, "abs_sigmoid"), mixtral_shapes(12, 24, 32, 6)),
         "idiom_l1_logits_near_miss": Program(l1_renormalised(2, on_logits=True), mixtral_shapes(12, 32, 24, 6)),

@@ -2114,9 +2114,9 @@ void mlir::moe::stablehlo_raise::remarkUnraisedRouting(Operation *root, const De
     llvm::interleaveComma(type.getShape(), remark);
     remark << "] scores not raised to moe.layer: ";
     if (llvm::any_of(readers, [](Operation *op) { return isa<shlo::WhileOp>(op); }))
-      remark << "it is read inside a loop that is no counted loop over the experts (lax.fori_loop or lax.scan over "
-                "range(E) from a constant is unrolled; a Python loop, jax.vmap or an einsum over the experts is "
-                "recognised)";
+      remark << "it is read inside a loop that is no counted loop over the experts or the slots (lax.fori_loop or "
+                "lax.scan over range(E) or range(k) from a constant is unrolled; a Python loop, jax.vmap or an einsum "
+                "over the experts is recognised)";
     else
       remark << "no recognised layer form reads it (expert mixtures, dropless sort + ragged_dot, GShard/Switch "
                 "dispatch, MoE++; docs/stablehlo.md lists them)";

@@ -10,9 +10,10 @@
 // dynamic_slice, `jnp.arange(E)[e]`) folded so that `w[e]` is a static slice
 // and `idx == e` compares with a constant.
 //
-// Only loops over the experts are unrolled: a counted loop (`i < N`, `i + 1`
-// from a constant) whose trip count is the expert count of a top-k selection
-// computed outside it, which either reads the selection inside, or maps over
+// Only loops over the experts or the slots are unrolled: a counted loop
+// (`i < N`, `i + 1` from a constant) whose trip count is the expert count
+// (or the k) of a top-k selection computed outside it, which either reads
+// the selection inside, or maps over
 // stacks of N (`lax.map(ffn, (w1, w3, w2))`: each step slices the stacks at
 // its counter; its outputs, written into a stack by dynamic_update_slice,
 // become a jnp.stack of the unrolled steps' outputs). A scan over layers
@@ -238,8 +239,9 @@ bool routesInside(shlo::WhileOp loop) {
 }
 
 /// The top-k over [tokens, N] computed outside `loop` and read inside it
-/// (through its operands or captured), or null.
-chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
+/// (through its operands or captured), or null; with `slots`, a top-k
+/// picking N per token instead (a loop over the slots).
+chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts, bool slots = false) {
   if (routesInside(loop))
     return nullptr;
   SetVector<Value> read;
@@ -263,7 +265,7 @@ chlo::TopKOp routingReadIn(shlo::WhileOp loop, int64_t experts) {
   slice.insert(producers.begin(), producers.end());
   for (Operation *op : slice)
     if (auto topk = dyn_cast<chlo::TopKOp>(op)) {
-      auto type = cast<RankedTensorType>(topk.getOperand().getType());
+      auto type = cast<RankedTensorType>((slots ? topk.getValues() : topk.getOperand()).getType());
       if (type.getRank() == 2 && type.getDimSize(1) == experts)
         return topk;
     }
@@ -382,7 +384,8 @@ unsigned mlir::moe::stablehlo_raise::unrollExpertLoops(Operation *root) {
   for (shlo::WhileOp loop : loops) {
     std::optional<CountedLoop> counted = countedLoop(loop);
     if (!counted || counted->trips < 1 || counted->trips > kMaxExperts ||
-        (!routingReadIn(loop, counted->trips) && !mapsOverExperts(loop, *counted)))
+        (!routingReadIn(loop, counted->trips) && !routingReadIn(loop, counted->trips, /*slots=*/true) &&
+         !mapsOverExperts(loop, *counted)))
       continue;
     unroll(loop, counted->trips);
     ++unrolled;
