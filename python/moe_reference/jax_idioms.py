@@ -1165,6 +1165,31 @@ def relu2_experts(k, vmapped=False):
     return fn
 
 
+def slot_column_loop(k, fori=False, wrong_expert=False):
+    """A loop over the k slots, then the experts: each expert's output
+    weighted by its part of slot j's column, where(idx[:, j] == e,
+    vals[:, j], 0) (`fori`: the slot loop a lax.fori_loop). The parts of
+    one expert add up to its gate column. `wrong_expert` runs expert e + 1's
+    FFN in slot 1 (a near miss)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, -1), k)
+        n = wr.shape[1]
+
+        def slot(j, y):
+            for e in range(n):
+                g = jnp.where(idx[:, j] == e, vals[:, j], 0.0)[:, None]
+                f = (e + 1) % n if wrong_expert and not fori and j == 1 else e
+                y = y + g * ffn(x, w1[f], w3[f], w2[f])
+            return y
+        if fori:
+            return lax.fori_loop(0, k, slot, jnp.zeros_like(x))
+        y = jnp.zeros_like(x)
+        for j in range(k):
+            y = slot(j, y)
+        return y
+    return fn
+
+
 def scan_over_slots(k):
     """lax.scan over the k slots: each step gathers its slot's experts'
     weights per token (`w1[idx[:, j]]`) and adds the slot's weighted
@@ -1368,6 +1393,10 @@ def programs(Program):
                                                     (64, 32)]),
         "idiom_geglu_routed_swiglu_shared": Program(routed_other_act_swiglu_shared("geglu"),
                                                     mixtral_shapes(12, 32, 24, 6) + [(32, 48), (32, 48), (48, 32)]),
+        "idiom_slot_column_loop_k2": Program(slot_column_loop(2), mixtral_shapes(12, 32, 24, 6)),
+        "idiom_fori_slots_experts_k3": Program(slot_column_loop(3, fori=True), mixtral_shapes(10, 24, 32, 4)),
+        "idiom_slot_column_wrong_expert_near_miss": Program(slot_column_loop(2, wrong_expert=True),
+                                                            mixtral_shapes(8, 24, 16, 4)),
         "idiom_scan_over_slots_k2": Program(scan_over_slots(2), mixtral_shapes(8, 32, 24, 6)),
         "idiom_l1_norm_k2": Program(l1_renormalised(2), mixtral_shapes(16, 32, 40, 8)),
         "idiom_abs_sum_sigmoid_k3": Program(l1_renormalised(3, "abs_sigmoid"), mixtral_shapes(12, 24, 32, 6)),

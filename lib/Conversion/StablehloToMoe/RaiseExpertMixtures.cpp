@@ -1125,7 +1125,8 @@ std::optional<int64_t> expertMask(Value mask, Value &ids) {
 /// Column e of the routing gate as a Python loop over experts writes it:
 /// sum_k where(idx == e, vals, 0) (or the product with the mask), or
 /// column e of a dense gate.
-FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail) {
+FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &layer, NoMatch &fail,
+                                                std::optional<int64_t> *slot = nullptr) {
   // G[:, e] of a dense routing gate [T, E] (a masked softmax, a scatter of
   // the top-k weights); the gate itself identifies the selection.
   Value dense;
@@ -1161,6 +1162,17 @@ FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &l
   if (!summed) {
     vals = withoutUnitDims(vals);
     ids = withoutUnitDims(ids);
+    // One slot's part of the column, where(idx[:, j] == e, vals[:, j], 0)
+    // (a loop over the slots, then the experts): its slot, for the caller
+    // to add the slots' parts up.
+    Value valsOf, idsOf;
+    std::optional<int64_t> valsSlot = lastDimColumn(withoutConverts(vals), valsOf),
+                           idsSlot = lastDimColumn(withoutConverts(ids), idsOf);
+    if (slot && valsSlot && valsSlot == idsSlot) {
+      *slot = valsSlot;
+      vals = valsOf;
+      ids = idsOf;
+    }
   }
   // Weights cast to a 16-bit x's type (vals.astype(x.dtype)): the layer
   // combines with the f32 weights, which differ by that rounding only.
@@ -1168,7 +1180,7 @@ FailureOr<std::pair<int64_t, Value>> gateColumn(Value column, RecognisedLayer &l
   FailureOr<chlo::TopKOp> topk = topKRouting(vals, layer, fail);
   if (failed(topk))
     return failure();
-  if (!summed && topk->getK() != 1) {
+  if (!summed && topk->getK() != 1 && !(slot && *slot)) {
     fail.why = "an expert's weight is where(idx == e, weights, 0) of a top-k with k > 1, not summed over the slots";
     return failure();
   }
@@ -1602,6 +1614,38 @@ LogicalResult takeOnePerExpert(MutableArrayRef<std::pair<int64_t, ExpertFfn>> by
   return success();
 }
 
+/// The terms of a loop over the slots and then the experts, one per (slot,
+/// expert), folded to one per expert: each expert's terms must weigh every
+/// slot once, with the same weights and activation.
+LogicalResult mergeSlotParts(SmallVectorImpl<std::pair<int64_t, ExpertFfn>> &byExpert,
+                             std::map<int64_t, SmallVector<int64_t>> &slotsOf, int64_t k, NoMatch &fail) {
+  SmallVector<std::pair<int64_t, ExpertFfn>, 4> merged;
+  for (auto &[e, slots] : slotsOf) {
+    llvm::sort(slots);
+    if (slots != llvm::to_vector(llvm::seq<int64_t>(0, k))) {
+      fail.why = "expert " + std::to_string(e) + "'s terms do not weigh each of the " + std::to_string(k) +
+                 " slots once";
+      return failure();
+    }
+    const ExpertFfn *first = nullptr;
+    for (const auto &[te, ffn] : byExpert) {
+      if (te != e)
+        continue;
+      auto same = [](const WeightView &a, const WeightView &b) { return a.sameWeightAs(b) && a.expert == b.expert; };
+      if (first && !(ffn.activation == first->activation && ffn.gated == first->gated && same(ffn.w1, first->w1) &&
+                     same(ffn.w2, first->w2) && (!ffn.gated || same(ffn.w3, first->w3)) && ffn.roles == first->roles)) {
+        fail.why = "expert " + std::to_string(e) + "'s slots use different weights or activations";
+        return failure();
+      }
+      if (!first)
+        first = &ffn;
+    }
+    merged.push_back({e, *first});
+  }
+  byExpert.assign(merged.begin(), merged.end());
+  return success();
+}
+
 /// `mask` [T] keeps every row expert e's gate column may weigh:
 /// jnp.any(ids == e, -1) of the top-k ids, or the column itself not 0.
 bool keepsRoutedRows(Value mask, Value ids, int64_t e, Value column) {
@@ -1622,10 +1666,13 @@ bool keepsRoutedRows(Value mask, Value ids, int64_t e, Value column) {
   return false;
 }
 
-/// y = sum_e G[:, e] * FFN_e(x), written as a Python loop over experts.
+/// y = sum_e G[:, e] * FFN_e(x), written as a Python loop over experts, or
+/// over the slots and then the experts: G[:, e] as the sum of its slots'
+/// parts where(idx[:, j] == e, vals[:, j], 0), each with the expert's FFN.
 FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
   Mixture m;
   SmallVector<std::pair<int64_t, ExpertFfn>, 4> byExpert;
+  std::map<int64_t, SmallVector<int64_t>> slotsOf; // expert -> the slots its terms weigh
   Value ids;
   for (Value term : terms) {
     auto mul = term.getDefiningOp<shlo::MulOp>();
@@ -1642,7 +1689,15 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
       if (source == bc || dims.empty() || dims[0] != 0)
         continue;
       RecognisedLayer routing;
-      column = gateColumn(withoutUnitDims(source), routing, columnFail);
+      std::optional<int64_t> slot;
+      column = gateColumn(withoutUnitDims(source), routing, columnFail, &slot);
+      bool partsSoFar = !slotsOf.empty();
+      if (succeeded(column) && !byExpert.empty() && slot.has_value() != partsSoFar) {
+        fail.why = "the sum mixes whole gate columns with one slot's parts of them";
+        return failure();
+      }
+      if (succeeded(column) && slot)
+        slotsOf[column->first].push_back(*slot);
       if (succeeded(column)) {
         columnValue = source;
         if (m.layer.routerWeight && (routing.routerWeight != m.layer.routerWeight || routing.routerBias != m.layer.routerBias || routing.routerScale != m.layer.routerScale || routing.x != m.layer.x ||
@@ -1684,6 +1739,8 @@ FailureOr<Mixture> matchExpertLoop(ArrayRef<Value> terms, NoMatch &fail) {
     }
     byExpert.push_back({column->first, ffn});
   }
+  if (!slotsOf.empty() && failed(mergeSlotParts(byExpert, slotsOf, m.layer.k, fail)))
+    return failure();
   if (failed(takeOnePerExpert(byExpert, m, fail)))
     return failure();
   return m;
