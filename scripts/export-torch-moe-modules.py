@@ -1056,32 +1056,27 @@ class StackedRepeatedRowsLoop(nn.Module):
         return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
 
 
-class L1NormLoop(Experts):
+class L1NormLoop(WhereLoop):
     """DBRX's renormalisation: the softmax top-k divided by its L1 norm,
     torch.norm(w, p=1) (ReduceL1), F.normalize(w, p=1) (the norm clamped
     at 1e-12 and expanded) or w.abs().sum() (ReduceSum of Abs): the sum,
     as the weights are probabilities. `on_logits` takes the top-k of the
-    logits instead, which may be negative (a near miss)."""
+    logits instead, which may be negative (a near miss); the where loop's
+    combine."""
 
     def __init__(self, how="norm", on_logits=False):
         super().__init__()
         self.how, self.on_logits = how, on_logits
 
-    def forward(self, x):
+    def route(self, x):
         logits = self.gate(x)
         p = logits if self.on_logits else F.softmax(logits, dim=-1, dtype=torch.float32)
         w, idx = torch.topk(p, TOP_K, dim=-1)
         if self.how == "norm":
-            w = w / torch.norm(w, p=1, dim=-1, keepdim=True)
-        elif self.how == "normalize":
-            w = F.normalize(w, p=1, dim=-1)
-        else:
-            w = w / w.abs().sum(-1, keepdim=True)
-        out = torch.zeros_like(x)
-        for e, expert in enumerate(self.experts):
-            tok, slot = torch.where(idx == e)
-            out.index_add_(0, tok, expert(x[tok]) * w[tok, slot, None])
-        return out
+            return w / torch.norm(w, p=1, dim=-1, keepdim=True), idx
+        if self.how == "normalize":
+            return F.normalize(w, p=1, dim=-1), idx
+        return w / w.abs().sum(-1, keepdim=True), idx
 
 
 class NemotronHLoop(Experts):
