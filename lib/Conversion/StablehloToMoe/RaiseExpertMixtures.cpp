@@ -82,6 +82,11 @@ struct ExpertFfn {
   Activation activation = Activation::swiglu;
   WeightView w1, w3, w2;
   bool gated = false;
+  /// The same activation on the same weights (stacks and their slices).
+  bool sameFfnAs(const ExpertFfn &o) const {
+    return activation == o.activation && gated == o.gated && w1.sameWeightAs(o.w1) && w2.sameWeightAs(o.w2) &&
+           (!gated || w3.sameWeightAs(o.w3));
+  }
 };
 
 /// `v` without reshapes, broadcasts and slices that only add or drop unit
@@ -1631,9 +1636,8 @@ LogicalResult mergeSlotParts(SmallVectorImpl<std::pair<int64_t, ExpertFfn>> &byE
     for (const auto &[te, ffn] : byExpert) {
       if (te != e)
         continue;
-      auto same = [](const WeightView &a, const WeightView &b) { return a.sameWeightAs(b) && a.expert == b.expert; };
-      if (first && !(ffn.activation == first->activation && ffn.gated == first->gated && same(ffn.w1, first->w1) &&
-                     same(ffn.w2, first->w2) && (!ffn.gated || same(ffn.w3, first->w3)) && ffn.roles == first->roles)) {
+      if (first && !(ffn.sameFfnAs(*first) && ffn.roles == first->roles && ffn.w1.expert == first->w1.expert &&
+                     ffn.w2.expert == first->w2.expert && ffn.w3.expert == first->w3.expert)) {
         fail.why = "expert " + std::to_string(e) + "'s slots use different weights or activations";
         return failure();
       }
@@ -1801,9 +1805,7 @@ FailureOr<Mixture> matchSlotLoop(ArrayRef<Value> terms, NoMatch &fail) {
     }
     if (!m.ffns.empty()) {
       const ExpertFfn &first = m.ffns.front();
-      bool same = ffn.activation == first.activation && ffn.gated == first.gated && ffn.w1.sameWeightAs(first.w1) &&
-                  ffn.w2.sameWeightAs(first.w2) && (!ffn.gated || ffn.w3.sameWeightAs(first.w3));
-      if (!same) {
+      if (!ffn.sameFfnAs(first)) {
         fail.why = "the slots' experts use different weights or activations";
         return failure();
       }

@@ -1128,8 +1128,7 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
       o = *out;
     } else if (std::optional<StackedExpert> stacked =
                    own.empty() ? stackedExpert(g, constants, xRows, rows.index, nodes) : std::nullopt) {
-      if ((first && !first->sameForm(*stacked)) ||
-          (!first && !block.gateUp.empty() && (block.gateUp != stacked->gateUp || block.down != stacked->down)))
+      if (first && !first->sameForm(*stacked))
         return fail(expert + "its stacked weights or activation differ from the other experts'");
       first = stacked;
       block.gateUp = stacked->gateUp;

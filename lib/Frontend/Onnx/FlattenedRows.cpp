@@ -44,6 +44,12 @@ bool isLastAxisOp(llvm::StringRef op) {
   return llvm::is_contained({"Softmax", "LogSoftmax", "TopK", "ArgMax", "ArgMin"}, op);
 }
 
+/// Ops that may act row by row (rowwise checks their operands and axes);
+/// any other producer makes its value a leaf.
+bool mayActByRow(llvm::StringRef op) {
+  return isRowwiseUnary(op) || isBroadcastingOp(op) || op == "MatMul" || isLastAxisOp(op) || op.starts_with("Reduce");
+}
+
 class FlattenedRowsRewriter : public GraphEditor {
 public:
   using GraphEditor::GraphEditor;
@@ -70,8 +76,6 @@ public:
       at = reshape;
       pending.clear();
       std::string flat = twin(v, rank);
-      if (flat.empty())
-        continue;
       pending.push_back(node("Identity", {flat}, reshape->output(0), reshape->name() + "/rows"));
       replace(*reshape, std::move(pending));
     }
@@ -140,7 +144,7 @@ private:
       return true;
     };
     const onnx::NodeProto *p = producers.lookup(v);
-    if (!p || !isStandardNode(*p) || !sourceOf(v).empty())
+    if (!p || !isStandardNode(*p) || !sourceOf(v).empty() || !mayActByRow(p->op_type()))
       return isLeaf();
     llvm::StringRef op = p->op_type();
     auto operand = [&](const std::string &in) {
@@ -162,7 +166,9 @@ private:
       return w && w->rank == 2 && rowwise(p->input(0), rank, depth + 1, leaf, selects);
     }
     if (isLastAxisOp(op)) {
-      int64_t axis = blocks::intAttr(*p, "axis", op == "TopK" ? -1 : op.ends_with("Softmax") ? (ctx.opset >= 13 ? -1 : 1) : 0);
+      // Default axes: TopK's last; Softmax's last from opset 13, 1 before.
+      int64_t defaultAxis = op == "TopK" ? -1 : op.ends_with("Softmax") ? (ctx.opset >= 13 ? -1 : 1) : 0;
+      int64_t axis = blocks::intAttr(*p, "axis", defaultAxis);
       if (!isLastAxis(axis, rank) || ((op == "ArgMax" || op == "ArgMin") && blocks::intAttr(*p, "keepdims", 1) != 1))
         return false;
       if (op == "TopK") {
@@ -173,13 +179,11 @@ private:
       }
       return rowwise(p->input(0), rank, depth + 1, leaf, selects);
     }
-    if (op.starts_with("Reduce")) {
-      std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*p);
-      std::optional<llvm::SmallVector<int64_t>> normal = axes ? normalizedAxes(*axes, rank) : std::nullopt;
-      return normal && *normal == llvm::SmallVector<int64_t>{rank - 1} && blocks::intAttr(*p, "keepdims", 1) == 1 &&
-             rowwise(p->input(0), rank, depth + 1, leaf, selects);
-    }
-    return isLeaf();
+    // A reduction.
+    std::optional<llvm::SmallVector<int64_t>> axes = axesOf(*p);
+    std::optional<llvm::SmallVector<int64_t>> normal = axes ? normalizedAxes(*axes, rank) : std::nullopt;
+    return normal && *normal == llvm::SmallVector<int64_t>{rank - 1} && blocks::intAttr(*p, "keepdims", 1) == 1 &&
+           rowwise(p->input(0), rank, depth + 1, leaf, selects);
   }
 
   /// `v` (checked by rowwise) flattened to [rows, n]; new nodes go to
@@ -192,10 +196,7 @@ private:
       return v; // rank <= 1: broadcast along the last axis as before
     const onnx::NodeProto *p = producers.lookup(v);
     std::string source = sourceOf(v);
-    bool leaf = !source.empty() || !p || !isStandardNode(*p) ||
-                !(isRowwiseUnary(p->op_type()) || isBroadcastingOp(p->op_type()) || p->op_type() == "MatMul" ||
-                  isLastAxisOp(p->op_type()) || p->op_type().rfind("Reduce", 0) == 0);
-    if (leaf)
+    if (!source.empty() || !p || !isStandardNode(*p) || !mayActByRow(p->op_type()))
       return twins[v] = flattenedLeaf(v, source, f->dims.back());
     onnx::NodeProto copy = *p;
     copy.set_name(p->name().empty() ? p->output(0) + "/flat" : p->name() + "/flat");

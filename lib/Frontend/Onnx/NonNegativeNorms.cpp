@@ -29,7 +29,8 @@ public:
 
   int64_t run() {
     for (const onnx::NodeProto &n : graph.node()) {
-      if (!isStandardNode(n) || n.input_size() < 1 || n.output_size() != 1 || !nonNegative(n.input(0), 0))
+      if (!isStandardNode(n) || (n.op_type() != "Abs" && n.op_type() != "ReduceL1") || n.input_size() < 1 ||
+          n.output_size() != 1 || !nonNegative(n.input(0), 0))
         continue;
       if (n.op_type() == "Abs") {
         replace(n, {node("Identity", {n.input(0)}, n.output(0), n.name() + "/non_negative")});
@@ -53,12 +54,15 @@ public:
   }
 
 private:
+  /// `v` is known >= 0 (or NaN) from the ops computing it.
   bool nonNegative(const std::string &v, int depth) const {
     const onnx::NodeProto *p = producers.lookup(v);
     if (!p || !isStandardNode(*p) || depth > 8)
       return false;
     llvm::StringRef op = p->op_type();
-    auto input = [&](int i) { return p->input_size() > i && !p->input(i).empty() && nonNegative(p->input(i), depth + 1); };
+    auto input = [&](int i) {
+      return p->input_size() > i && !p->input(i).empty() && nonNegative(p->input(i), depth + 1);
+    };
     if (llvm::is_contained({"Softmax", "Sigmoid", "Exp", "Relu", "Abs", "Sqrt", "Softplus"}, op))
       return true;
     if (op == "TopK")
@@ -77,20 +81,10 @@ private:
       return false;
     }
     if (op == "Clip") {
-      std::optional<double> low = p->input_size() > 1 && !p->input(1).empty() ? uniformOf(p->input(1)) : std::nullopt;
+      std::optional<double> low = p->input_size() > 1 && !p->input(1).empty() ? fillValue(p->input(1)) : std::nullopt;
       return (low && *low >= 0) || input(0);
     }
     return false;
-  }
-
-  std::optional<double> uniformOf(const std::string &v) const {
-    if (auto it = initializers.find(v); it != initializers.end())
-      return scalarOf(*it->second);
-    if (const onnx::NodeProto *c = producerOf(v, "Constant"))
-      for (const onnx::AttributeProto &a : c->attribute())
-        if (a.name() == "value" && a.has_t())
-          return scalarOf(a.t());
-    return std::nullopt;
   }
 };
 

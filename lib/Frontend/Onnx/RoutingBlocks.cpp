@@ -68,27 +68,25 @@ static std::optional<std::string> renormalised(const GraphIndex &g, const Consta
   // division's broadcast does anyway: Expand(norm, Shape(w)), or to
   // [Shape(x)[:1], k] as the dynamo exporter writes it.
   const onnx::NodeProto *expand = g.onlyUser(denominator, "Expand");
-  if (expand && inputOf(*expand, 0) == denominator) {
+  if (expand && inputOf(*expand, 0) != denominator)
+    expand = nullptr;
+  if (expand) {
     const onnx::NodeProto *target = g.producer(inputOf(*expand, 1));
-    auto isShapeOf = [&](const onnx::NodeProto *n, llvm::StringRef v) {
-      return n && n->op_type() == "Shape" && inputOf(*n, 0) == v && isWholeShape(*n);
-    };
+    bool shapeOfW = target && target->op_type() == "Shape" && inputOf(*target, 0) == w && isWholeShape(*target);
     bool rowsAndSlots = false;
     if (target && target->op_type() == "Concat" && target->input_size() == 2) {
       const onnx::NodeProto *rows = g.producer(inputOf(*target, 0));
       std::optional<llvm::SmallVector<int64_t>> slots = constants(inputOf(*target, 1));
       // The slots: 1, or the k of the TopK whose values w are.
       const onnx::NodeProto *topk = g.producer(w);
-      bool slotsOfW = slots && slots->size() == 1 &&
-                      ((*slots)[0] == 1 || (topk && topk->op_type() == "TopK" && constants(inputOf(*topk, 1)) == slots));
+      bool kOfW = topk && topk->op_type() == "TopK" && constants(inputOf(*topk, 1)) == slots;
+      bool slotsOfW = slots && slots->size() == 1 && ((*slots)[0] == 1 || kOfW);
       rowsAndSlots = rows && rows->op_type() == "Shape" && intAttr(*rows, "start", 0) == 0 &&
                      intAttr(*rows, "end", 0) == 1 && slotsOfW;
     }
-    if (!isShapeOf(target, w) && !rowsAndSlots)
+    if (!shapeOfW && !rowsAndSlots)
       return std::string();
     denominator = outputOf(*expand, 0);
-  } else {
-    expand = nullptr;
   }
   if (!div || inputOf(*div, 0) != w || inputOf(*div, 1) != denominator || !hasAxis(*sum, constants, -1))
     return std::string();
