@@ -114,6 +114,7 @@ static void addGpuMapping(OpPassManager &pm, StringRef name, int64_t blockSize, 
   pm.addNestedPass<func::FuncOp>(createMoeParallelizeLoops());
   MoeMapToGPUOptions mapping;
   mapping.blockSize = blockSize;
+  mapping.emulate = emulate;
   pm.addNestedPass<func::FuncOp>(createMoeMapToGPU(mapping));
 }
 

@@ -441,8 +441,20 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
       `gpu.launch` over its flattened iteration space, `block-size` threads
       per block, the innermost dimension fastest (consecutive threads touch
       consecutive elements). Threads past the end do nothing.
+    - An iteration that is a long reduction of one f32 element (a constant
+      trip count of at least 64, an addf, mulf, maximumf or minimumf
+      combiner, values read along the buffers' last dimension: a router's
+      logits) gets a warp of 32 threads instead of one: each lane reduces
+      every 32nd step in a register, a butterfly of `gpu.shuffle xor`
+      combines the lanes, and lane 0 adds the total to the stored value and
+      runs the rest of the iteration. Sums and products are then rounded in
+      another order than the loop's (max and min are exact).
     - Any other computation (sequential `scf.for`, a parallel loop with
       reductions, loads and stores) becomes a single-thread launch.
+    - Inside the kernels, an element that a sequential loop reads and writes
+      at indices the loop does not change (the accumulator of a lowered
+      reduction), and that nothing else in the loop can reach, is kept in a
+      register across the loop: loaded once before it and stored once after.
     - A sequential `scf.for` without results that has parallel loops in its
       body (Gumbel samples, for example) stays on the host and its body is
       mapped the same way: it launches kernels every iteration. So does an
@@ -468,7 +480,10 @@ def MoeMapToGPU : Pass<"moe-map-to-gpu", "::mlir::func::FuncOp"> {
   }];
   let options = [
     Option<"blockSize", "block-size", "int64_t", /*default=*/"256",
-           "Threads per block for the parallel loops">
+           "Threads per block for the parallel loops">,
+    Option<"emulate", "emulate", "bool", /*default=*/"false",
+           "Build warp reductions for moe-gpu-launch-to-loops: a thread per iteration running the "
+           "32 lanes one after another, combined in the order of the GPU's shuffles">
   ];
   let dependentDialects = ["::mlir::gpu::GPUDialect", "::mlir::memref::MemRefDialect",
                            "::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];

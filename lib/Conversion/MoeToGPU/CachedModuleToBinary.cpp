@@ -6,13 +6,19 @@
 #include "mlir/AsmParser/AsmParser.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/IR/Threading.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
 #include <cstdlib>
+
+extern "C" void LLVMInitializeNVPTXTargetInfo();
+extern "C" void LLVMInitializeNVPTXTargetMC();
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOEGPUMODULETOBINARY
@@ -54,6 +60,40 @@ std::string moduleKey(gpu::GPUModuleOp module, StringRef format, StringRef ptxas
     for (Operation &op : module.getBody()->getOperations())
       op.print(os, flags);
   });
+}
+
+/// LLVM's NVPTX back end knows the chip: an unknown one would make it fall
+/// back to the oldest processor and fail inside instruction selection.
+/// Called before the modules compile on several threads: LLVM's target
+/// registration is not thread-safe.
+bool isKnownChip(NVVM::NVVMTargetAttr target) {
+  static const bool registered = [] {
+    LLVMInitializeNVPTXTargetInfo();
+    LLVMInitializeNVPTXTargetMC();
+    return true;
+  }();
+  (void)registered;
+  std::string error;
+  llvm::Triple triple(target.getTriple());
+  const llvm::Target *nvptx = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!nvptx)
+    return true; // no NVPTX back end: compiling reports that
+  // Asked about a known chip, so that LLVM prints no warning of its own.
+  std::unique_ptr<llvm::MCSubtargetInfo> info(nvptx->createMCSubtargetInfo(triple, "sm_80", ""));
+  return info && info->isCPUStringValid(target.getChip());
+}
+
+/// An error for the first NVVM target of `module` whose chip LLVM does not know.
+LogicalResult checkChips(ModuleOp module) {
+  for (auto gpuModule : module.getOps<gpu::GPUModuleOp>()) {
+    if (!gpuModule.getTargetsAttr())
+      continue;
+    for (Attribute attr : gpuModule.getTargetsAttr())
+      if (auto nvvm = dyn_cast<NVVM::NVVMTargetAttr>(attr); nvvm && !isKnownChip(nvvm))
+        return module.emitError("unknown NVIDIA chip '")
+               << nvvm.getChip() << "' (expected an LLVM NVPTX processor such as sm_80, sm_90 or sm_90a)";
+  }
+  return success();
 }
 
 /// The objects of `module`, one per target it names.
@@ -116,6 +156,8 @@ struct MoeGpuModuleToBinaryPass
                          << "'";
       return signalPassFailure();
     }
+    if (failed(checkChips(module)))
+      return signalPassFailure();
     moe::CompileCache cache(cacheDir);
     SmallVector<std::pair<std::string, std::string>> missed; // symbol, key
     if (cache.enabled()) {

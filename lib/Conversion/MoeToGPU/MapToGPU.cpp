@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "CopyAsLoop.h"
+#include "KernelReductions.h"
+#include "ParallelLaunch.h"
 #include "dialects/moe/MoeDialect.h"
 #include "moe/Conversion/Passes.h"
 
@@ -93,58 +95,26 @@ bool isHostBranch(Operation *op) {
          });
 }
 
-Value ceilDiv(OpBuilder &b, Location loc, Value a, Value d) {
-  Value one = arith::ConstantIndexOp::create(b, loc, 1);
-  Value sum = arith::AddIOp::create(b, loc, a, arith::SubIOp::create(b, loc, d, one));
-  return arith::DivUIOp::create(b, loc, sum, d);
-}
-
-gpu::LaunchOp createLaunch(OpBuilder &b, Location loc, Value blocks, Value threads) {
-  Value one = arith::ConstantIndexOp::create(b, loc, 1);
-  auto launch = gpu::LaunchOp::create(b, loc, blocks, one, one, threads, one, one);
-  Block &body = launch.getBody().front();
-  if (body.empty() || !body.back().hasTrait<OpTrait::IsTerminator>()) {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToEnd(&body);
-    gpu::TerminatorOp::create(b, loc);
-  }
-  return launch;
-}
-
 /// One kernel for `loop`: thread i of the flattened iteration space runs
 /// iteration i (innermost dimension fastest).
 void launchParallel(scf::ParallelOp loop, int64_t blockSize) {
   Location loc = loop.getLoc();
   OpBuilder b(loop);
-  SmallVector<Value> counts;
-  Value total = arith::ConstantIndexOp::create(b, loc, 1);
-  for (auto [lb, ub, step] : llvm::zip(loop.getLowerBound(), loop.getUpperBound(), loop.getStep())) {
-    Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, ub, lb),
-                                        arith::ConstantIndexOp::create(b, loc, 0));
-    counts.push_back(ceilDiv(b, loc, span, step));
-    total = arith::MulIOp::create(b, loc, total, counts.back());
-  }
+  moe::FlatIterations space = moe::flattenIterations(b, loop);
   Value threads = arith::ConstantIndexOp::create(b, loc, blockSize);
   // At least one block: an empty iteration space launches threads that exit.
-  Value blocks = arith::MaxUIOp::create(b, loc, ceilDiv(b, loc, total, threads),
+  Value blocks = arith::MaxUIOp::create(b, loc, moe::ceilDiv(b, loc, space.total, threads),
                                         arith::ConstantIndexOp::create(b, loc, 1));
-  gpu::LaunchOp launch = createLaunch(b, loc, blocks, threads);
+  gpu::LaunchOp launch = moe::createLaunch(b, loc, blocks, threads);
 
   b.setInsertionPointToStart(&launch.getBody().front());
   Value id = arith::AddIOp::create(
       b, loc, arith::MulIOp::create(b, loc, launch.getBlockIds().x, threads), launch.getThreadIds().x);
-  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, id, total);
+  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, id, space.total);
   auto guard = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
   b.setInsertionPointToStart(&guard.getThenRegion().front());
   IRMapping map;
-  Value rest = id;
-  for (int64_t d = static_cast<int64_t>(counts.size()) - 1; d >= 0; --d) {
-    Value index = arith::RemUIOp::create(b, loc, rest, counts[d]);
-    rest = arith::DivUIOp::create(b, loc, rest, counts[d]);
-    Value iv = arith::AddIOp::create(b, loc, loop.getLowerBound()[d],
-                                     arith::MulIOp::create(b, loc, index, loop.getStep()[d]));
-    map.map(loop.getInductionVars()[d], iv);
-  }
+  moe::mapIteration(b, loop, space, id, map);
   for (Operation &op : loop.getBody()->without_terminator())
     b.clone(op, map);
   loop.erase();
@@ -155,7 +125,7 @@ void launchSerial(ArrayRef<Operation *> ops) {
   Location loc = ops.front()->getLoc();
   OpBuilder b(ops.front());
   Value one = arith::ConstantIndexOp::create(b, loc, 1);
-  gpu::LaunchOp launch = createLaunch(b, loc, one, one);
+  gpu::LaunchOp launch = moe::createLaunch(b, loc, one, one);
   Block &body = launch.getBody().front();
   for (Operation *op : ops)
     op->moveBefore(body.getTerminator());
@@ -182,6 +152,7 @@ LogicalResult fixKernelBody(gpu::LaunchOp launch) {
     alloc.erase();
   });
   launch.walk([&](memref::DeallocOp dealloc) { dealloc.erase(); });
+  moe::promoteLoopAccumulators(launch);
   // A copy that had to join a kernel: a loop of loads and stores.
   SmallVector<memref::CopyOp> copies;
   launch.walk([&](memref::CopyOp copy) { copies.push_back(copy); });
@@ -204,7 +175,7 @@ LogicalResult fixKernelBody(gpu::LaunchOp launch) {
 /// Maps the operations of `block` (a function body or a host loop's body).
 class BlockMapper {
 public:
-  explicit BlockMapper(int64_t blockSize) : blockSize(blockSize) {}
+  BlockMapper(int64_t blockSize, bool emulate) : blockSize(blockSize), emulate(emulate) {}
 
   LogicalResult map(Block &block) {
     // Device operations: those that touch memory, and everything computed
@@ -246,8 +217,10 @@ public:
     for (ArrayRef<Operation *> ops : kernels) {
       // A loop with reductions runs in one thread: its result is one value.
       auto loop = dyn_cast<scf::ParallelOp>(ops.front());
-      if (ops.size() == 1 && loop && loop.getInitVals().empty())
-        launchParallel(loop, blockSize);
+      if (ops.size() == 1 && loop && loop.getInitVals().empty()) {
+        if (!moe::launchWarpReduction(loop, blockSize, emulate))
+          launchParallel(loop, blockSize);
+      }
       else
         launchSerial(ops);
     }
@@ -359,6 +332,7 @@ private:
   }
 
   int64_t blockSize;
+  bool emulate;
 };
 
 struct MoeMapToGPUPass : mlir::moe::impl::MoeMapToGPUBase<MoeMapToGPUPass> {
@@ -377,7 +351,7 @@ struct MoeMapToGPUPass : mlir::moe::impl::MoeMapToGPUBase<MoeMapToGPUPass> {
       func.emitError("moe-map-to-gpu: expected a single-block function (run before scf-to-cf)");
       return signalPassFailure();
     }
-    if (failed(BlockMapper(blockSize).map(func.getBody().front())))
+    if (failed(BlockMapper(blockSize, emulate).map(func.getBody().front())))
       signalPassFailure();
   }
 };
