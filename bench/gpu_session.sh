@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call: the GPU numerical check, then the layer benchmark, results under $OUT.
 # Here first: python3 bench/gpu_check.py prepare && python3 bench/gpu_layer_bench.py prepare
+# (and python3 bench/ep_gpu_check.py prepare for the expert-parallel NCCL check)
 # then run this on the GPU machine carrying bench/out (see docs/gpu.md, "On a GPU").
 set -u
 OUT=${OUT:-bench/out/session}
@@ -12,6 +13,10 @@ CHECK=bench/out/gpu-check BENCH=bench/out/gpu-bench
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used --format=csv | tee "$OUT/check.log"
 timeout 150 python3 "$CHECK/gpu_check.py" run --dir "$CHECK" 2>&1 | tee -a "$OUT/check.log"
 cp "$CHECK/results.md" "$OUT/check.md" 2>/dev/null
+# The expert-parallel GPU artifact, one rank exchanging its rows over NCCL.
+if [ -d bench/out/ep-gpu ]; then
+  timeout 120 python3 bench/out/ep-gpu/ep_gpu_check.py run --dir bench/out/ep-gpu 2>&1 | tee "$OUT/ep.log" | tail -9
+fi
 # Memory errors and races in two small layers (mma.sync f32, wgmma bf16), where the tool is there.
 if command -v compute-sanitizer > /dev/null; then
   for c in "mixtral_f32/libgpu.so" "mixtral_bf16/libgpu_wgmma.so"; do
