@@ -1056,6 +1056,25 @@ class StackedRepeatedRowsLoop(nn.Module):
         return (out.view(b, -1, self.w2.shape[1]) * topk_weight.view(b, -1, 1).to(out.dtype)).sum(dim=1)
 
 
+class CellsLoop(WhereLoop):
+    """Each expert writes its outputs into the (token, slot) cells of a
+    [T, k, H] buffer; the slots are weighted and summed afterwards. With
+    `repeated`, experts 2i and 2i+1 both write the cells of expert 2i (the
+    second overwrites the first: not an MoE sum)."""
+
+    def __init__(self, expert=SwiGLU, repeated=False):
+        super().__init__(expert)
+        self.repeated = repeated
+
+    def forward(self, x):
+        w, idx = self.route(x)
+        cells = x.new_zeros(x.shape[0], TOP_K, x.shape[1])
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == (e - e % 2 if self.repeated else e))
+            cells[tok, slot] = expert(x[tok])
+        return (cells * w.unsqueeze(-1)).sum(1)
+
+
 class L1NormLoop(WhereLoop):
     """DBRX's renormalisation: the softmax top-k divided by its L1 norm,
     torch.norm(w, p=1) (ReduceL1), F.normalize(w, p=1) (the norm clamped
@@ -1212,7 +1231,9 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "nemotron_h_loop": NemotronHLoop,
            "l1_norm_loop": L1NormLoop, "l1_normalize_loop": lambda: L1NormLoop("normalize"),
            "abs_sum_loop": lambda: L1NormLoop("abs"),
-           "l1_norm_logits_near_miss": lambda: L1NormLoop(on_logits=True)}
+           "l1_norm_logits_near_miss": lambda: L1NormLoop(on_logits=True),
+           "cells_loop": CellsLoop, "cells_repeated_expert_near_miss": lambda: CellsLoop(repeated=True),
+           "cells_linear_experts_unread": lambda: CellsLoop(lambda: nn.Linear(HIDDEN, HIDDEN))}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",
@@ -1230,6 +1251,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
                "slot_column_loop_unread", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
+               "cells_repeated_expert_near_miss", "cells_linear_experts_unread",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

@@ -109,6 +109,14 @@ int64_t canonicalizeFlattenedRows(onnx::GraphProto &graph, const Canonicalizatio
                                   llvm::StringMap<ValueFacts> &facts,
                                   llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites expert outputs written into the (token, slot) cells of a
+/// zero [T, k, H] buffer by torch.where(idx == e) indices and summed over
+/// the slots with the gate weights afterwards as the index_add_ loop of
+/// the weighted rows (SlotCells.cpp). `facts` are updated; returns the
+/// number of nodes rewritten.
+int64_t canonicalizeSlotCells(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                              llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites ReduceL1 and Abs of values known to be non-negative (routing
 /// probabilities: DBRX's L1-normalised top-k weights) as ReduceSum and the
 /// value itself (NonNegativeNorms.cpp). `facts` are updated; returns the
