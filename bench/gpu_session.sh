@@ -61,5 +61,6 @@ if [ -d bench/out/gpu-bench-old ]; then
     done
   done | tee "$OUT/ab.txt"
 fi
-cp "$BENCH"/results.json "$BENCH"/results.md "$BENCH"/time_vs_tokens.png "$OUT/" 2>/dev/null
+# results.md is the table bench.log ends with: at most 8 files come back.
+cp "$BENCH"/results.json "$BENCH"/time_vs_tokens.png "$OUT/" 2>/dev/null
 ls "$OUT"
