@@ -52,12 +52,6 @@ def run_checked(cmd, **kw):
     return proc.stdout
 
 
-def storage(a, dtype):
-    if dtype == "bf16":
-        return (a.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-    return a.astype(np.float32)
-
-
 def copy_mpi(build, out):
     """The OpenMPI shared libraries the EP runtime links and OpenMPI's component folder."""
     lib_dir = os.path.join(out, "mpi", "lib")
@@ -73,6 +67,7 @@ def copy_mpi(build, out):
 
 def prepare(args):
     from moe_reference import layer
+    from moe_reference.numerics import to_storage
     build = os.path.abspath(args.build)
     bin_dir = os.path.join(build, "bin")
     shutil.rmtree(args.out, ignore_errors=True)
@@ -90,22 +85,22 @@ def prepare(args):
         src = os.path.join(d, "layer.mlir")
         with open(src, "w") as f:
             f.write(layer.mlir_text(cfg, TOKENS, HIDDEN, FFN, dtype))
-        names = [n for n, _, _ in layer.operands(cfg, TOKENS, HIDDEN, FFN, dtype)]
-        for i, n in enumerate(names):
-            np.save(os.path.join(d, f"input_{i}.npy"), storage(operands[n], dtype))
+        specs = layer.operands(cfg, TOKENS, HIDDEN, FFN, dtype)
+        for i, (n, _, element) in enumerate(specs):
+            np.save(os.path.join(d, f"input_{i}.npy"), to_storage(operands[n], element))
         compile_ = os.path.join(bin_dir, "moe-compile")
         run_checked([compile_, src, "--target=cpu", "-o", os.path.join(d, "libcpu.so")])
         run_checked([compile_, src, "--target=gpu", "-o", os.path.join(d, "libgpu.so")])
         run_checked([compile_, src, "--target=gpu", "--ranks=1", f"--placement={placement}",
                      "-o", os.path.join(d, "libep.so")])
-        inputs = sum((["--input", os.path.join(d, f"input_{i}.npy")] for i in range(len(names))), [])
+        inputs = sum((["--input", os.path.join(d, f"input_{i}.npy")] for i in range(len(specs))), [])
         run_checked([os.path.join(bin_dir, "moe-exec"), os.path.join(d, "libcpu.so"), *inputs,
                      "--output-dir", os.path.join(d, "cpu")])
         outputs = len(glob.glob(os.path.join(d, "cpu", "output_*.npy")))
         for leftover in ("libcpu.so", "libcpu.h", "libomp.so.5", "libgpu.h", "libep.h"):
             if os.path.exists(os.path.join(d, leftover)):
                 os.remove(os.path.join(d, leftover))
-        manifest.append(dict(name=name, dtype=dtype, placement=placement, inputs=len(names), outputs=outputs))
+        manifest.append(dict(name=name, dtype=dtype, placement=placement, inputs=len(specs), outputs=outputs))
         print(f"{name}: {dtype}, {TOKENS} tokens, {placement}: artifacts and CPU reference written")
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

@@ -10,6 +10,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/IR/Threading.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
@@ -85,13 +86,16 @@ bool isKnownChip(NVVM::NVVMTargetAttr target) {
 
 /// An error for the first NVVM target of `module` whose chip LLVM does not know.
 LogicalResult checkChips(ModuleOp module) {
+  llvm::DenseSet<Attribute> checked; // every kernel module names the same target
   for (auto gpuModule : module.getOps<gpu::GPUModuleOp>()) {
     if (!gpuModule.getTargetsAttr())
       continue;
-    for (Attribute attr : gpuModule.getTargetsAttr())
-      if (auto nvvm = dyn_cast<NVVM::NVVMTargetAttr>(attr); nvvm && !isKnownChip(nvvm))
+    for (Attribute attr : gpuModule.getTargetsAttr()) {
+      auto nvvm = dyn_cast<NVVM::NVVMTargetAttr>(attr);
+      if (nvvm && checked.insert(attr).second && !isKnownChip(nvvm))
         return module.emitError("unknown NVIDIA chip '")
                << nvvm.getChip() << "' (expected an LLVM NVPTX processor such as sm_80, sm_90 or sm_90a)";
+    }
   }
   return success();
 }

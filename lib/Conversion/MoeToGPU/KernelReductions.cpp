@@ -319,13 +319,10 @@ bool mlir::moe::launchWarpReduction(scf::ParallelOp loop, int64_t blockSize, boo
   // The iteration: operations before the reduction (scalar work, reads, the
   // accumulator's initial store), the reduction, anything after it.
   Block *body = loop.getBody();
-  SmallVector<scf::ForOp> loops;
-  for (Operation &op : body->without_terminator())
-    if (auto inner = dyn_cast<scf::ForOp>(op))
-      loops.push_back(inner);
+  auto loops = body->getOps<scf::ForOp>();
   if (loops.empty())
     return false;
-  FailureOr<ReductionLoop> reduction = matchReductionLoop(loops.front());
+  FailureOr<ReductionLoop> reduction = matchReductionLoop(*loops.begin());
   if (failed(reduction))
     return false;
   Element accumulator{reduction->store.getMemRef(), llvm::to_vector(reduction->store.getIndices())};
@@ -342,26 +339,10 @@ bool mlir::moe::launchWarpReduction(scf::ParallelOp loop, int64_t blockSize, boo
 
   Location loc = loop.getLoc();
   OpBuilder b(loop);
-  FlatIterations space = flattenIterations(b, loop);
-  int64_t lanesPerIteration = emulate ? 1 : kWarpSize;
-  Value threads = arith::ConstantIndexOp::create(b, loc, blockSize);
-  Value lanes = arith::ConstantIndexOp::create(b, loc, lanesPerIteration);
-  Value total = arith::MulIOp::create(b, loc, space.total, lanes);
-  Value blocks = arith::MaxUIOp::create(b, loc, ceilDiv(b, loc, total, threads),
-                                        arith::ConstantIndexOp::create(b, loc, 1));
-  gpu::LaunchOp launch = createLaunch(b, loc, blocks, threads);
-
-  b.setInsertionPointToStart(&launch.getBody().front());
-  Value id = arith::AddIOp::create(
-      b, loc, arith::MulIOp::create(b, loc, launch.getBlockIds().x, threads), launch.getThreadIds().x);
-  Value iteration = arith::DivUIOp::create(b, loc, id, lanes);
-  Value lane = arith::RemUIOp::create(b, loc, id, lanes);
   // Whole warps are in or out: blocks hold whole warps and iterations.
-  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, iteration, space.total);
-  auto guard = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
-  b.setInsertionPointToStart(&guard.getThenRegion().front());
-  IRMapping map;
-  mapIteration(b, loop, space, iteration, map);
+  IterationThread thread = launchIterations(b, loop, blockSize, emulate ? 1 : kWarpSize);
+  Value lane = thread.lane;
+  IRMapping &map = thread.map;
   auto op = body->begin();
   for (; &*op != reduction->loop; ++op) {
     if (isa<memref::StoreOp>(*op))

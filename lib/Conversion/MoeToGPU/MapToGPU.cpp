@@ -98,25 +98,10 @@ bool isHostBranch(Operation *op) {
 /// One kernel for `loop`: thread i of the flattened iteration space runs
 /// iteration i (innermost dimension fastest).
 void launchParallel(scf::ParallelOp loop, int64_t blockSize) {
-  Location loc = loop.getLoc();
   OpBuilder b(loop);
-  moe::FlatIterations space = moe::flattenIterations(b, loop);
-  Value threads = arith::ConstantIndexOp::create(b, loc, blockSize);
-  // At least one block: an empty iteration space launches threads that exit.
-  Value blocks = arith::MaxUIOp::create(b, loc, moe::ceilDiv(b, loc, space.total, threads),
-                                        arith::ConstantIndexOp::create(b, loc, 1));
-  gpu::LaunchOp launch = moe::createLaunch(b, loc, blocks, threads);
-
-  b.setInsertionPointToStart(&launch.getBody().front());
-  Value id = arith::AddIOp::create(
-      b, loc, arith::MulIOp::create(b, loc, launch.getBlockIds().x, threads), launch.getThreadIds().x);
-  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, id, space.total);
-  auto guard = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
-  b.setInsertionPointToStart(&guard.getThenRegion().front());
-  IRMapping map;
-  moe::mapIteration(b, loop, space, id, map);
+  moe::IterationThread thread = moe::launchIterations(b, loop, blockSize, /*threadsPerIteration=*/1);
   for (Operation &op : loop.getBody()->without_terminator())
-    b.clone(op, map);
+    b.clone(op, thread.map);
   loop.erase();
 }
 
@@ -217,12 +202,10 @@ public:
     for (ArrayRef<Operation *> ops : kernels) {
       // A loop with reductions runs in one thread: its result is one value.
       auto loop = dyn_cast<scf::ParallelOp>(ops.front());
-      if (ops.size() == 1 && loop && loop.getInitVals().empty()) {
-        if (!moe::launchWarpReduction(loop, blockSize, emulate))
-          launchParallel(loop, blockSize);
-      }
-      else
+      if (ops.size() != 1 || !loop || !loop.getInitVals().empty())
         launchSerial(ops);
+      else if (!moe::launchWarpReduction(loop, blockSize, emulate))
+        launchParallel(loop, blockSize);
     }
     for (Operation &op : block)
       if (auto launch = dyn_cast<gpu::LaunchOp>(op))

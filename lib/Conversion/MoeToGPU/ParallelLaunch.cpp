@@ -6,11 +6,16 @@
 
 using namespace mlir;
 
-Value mlir::moe::ceilDiv(OpBuilder &b, Location loc, Value a, Value d) {
+namespace {
+
+/// ceil(a / d) for non-negative indices.
+Value ceilDiv(OpBuilder &b, Location loc, Value a, Value d) {
   Value one = arith::ConstantIndexOp::create(b, loc, 1);
   Value sum = arith::AddIOp::create(b, loc, a, arith::SubIOp::create(b, loc, d, one));
   return arith::DivUIOp::create(b, loc, sum, d);
 }
+
+} // namespace
 
 gpu::LaunchOp mlir::moe::createLaunch(OpBuilder &b, Location loc, Value blocks, Value threads) {
   Value one = arith::ConstantIndexOp::create(b, loc, 1);
@@ -24,28 +29,44 @@ gpu::LaunchOp mlir::moe::createLaunch(OpBuilder &b, Location loc, Value blocks, 
   return launch;
 }
 
-mlir::moe::FlatIterations mlir::moe::flattenIterations(OpBuilder &b, scf::ParallelOp loop) {
+mlir::moe::IterationThread mlir::moe::launchIterations(OpBuilder &b, scf::ParallelOp loop, int64_t blockSize,
+                                                       int64_t threadsPerIteration) {
   Location loc = loop.getLoc();
-  FlatIterations space;
-  space.total = arith::ConstantIndexOp::create(b, loc, 1);
+  b.setInsertionPoint(loop);
+  SmallVector<Value> counts;
+  Value iterations = arith::ConstantIndexOp::create(b, loc, 1);
   for (auto [lb, ub, step] : llvm::zip(loop.getLowerBound(), loop.getUpperBound(), loop.getStep())) {
     Value span = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, ub, lb),
                                         arith::ConstantIndexOp::create(b, loc, 0));
-    space.counts.push_back(ceilDiv(b, loc, span, step));
-    space.total = arith::MulIOp::create(b, loc, space.total, space.counts.back());
+    counts.push_back(ceilDiv(b, loc, span, step));
+    iterations = arith::MulIOp::create(b, loc, iterations, counts.back());
   }
-  return space;
-}
+  Value perIteration = arith::ConstantIndexOp::create(b, loc, threadsPerIteration);
+  Value threads = arith::ConstantIndexOp::create(b, loc, blockSize);
+  Value total = arith::MulIOp::create(b, loc, iterations, perIteration);
+  Value blocks = arith::MaxUIOp::create(b, loc, ceilDiv(b, loc, total, threads),
+                                        arith::ConstantIndexOp::create(b, loc, 1));
+  gpu::LaunchOp launch = createLaunch(b, loc, blocks, threads);
 
-void mlir::moe::mapIteration(OpBuilder &b, scf::ParallelOp loop, const FlatIterations &space, Value index,
-                             IRMapping &map) {
-  Location loc = loop.getLoc();
-  Value rest = index;
-  for (int64_t d = static_cast<int64_t>(space.counts.size()) - 1; d >= 0; --d) {
-    Value position = arith::RemUIOp::create(b, loc, rest, space.counts[d]);
-    rest = arith::DivUIOp::create(b, loc, rest, space.counts[d]);
+  b.setInsertionPointToStart(&launch.getBody().front());
+  Value id = arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, launch.getBlockIds().x, threads), launch.getThreadIds().x);
+  Value iteration = id, lane = arith::ConstantIndexOp::create(b, loc, 0);
+  if (threadsPerIteration != 1) {
+    iteration = arith::DivUIOp::create(b, loc, id, perIteration);
+    lane = arith::RemUIOp::create(b, loc, id, perIteration);
+  }
+  Value inRange = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, iteration, iterations);
+  auto guard = scf::IfOp::create(b, loc, inRange, /*withElseRegion=*/false);
+  b.setInsertionPointToStart(&guard.getThenRegion().front());
+  IterationThread thread{lane, {}};
+  Value rest = iteration;
+  for (int64_t d = static_cast<int64_t>(counts.size()) - 1; d >= 0; --d) {
+    Value position = arith::RemUIOp::create(b, loc, rest, counts[d]);
+    rest = arith::DivUIOp::create(b, loc, rest, counts[d]);
     Value iv = arith::AddIOp::create(b, loc, loop.getLowerBound()[d],
                                      arith::MulIOp::create(b, loc, position, loop.getStep()[d]));
-    map.map(loop.getInductionVars()[d], iv);
+    thread.map.map(loop.getInductionVars()[d], iv);
   }
+  return thread;
 }

@@ -1,9 +1,9 @@
 //===- ParallelLaunch.h - kernels over a parallel loop's iterations -------===//
 //
-// The pieces moe-map-to-gpu's kernels share: a parallel loop's iteration
-// space flattened to one index (innermost dimension fastest, so that
-// consecutive threads touch consecutive elements), and a one-dimensional
-// launch.
+// The launches moe-map-to-gpu builds: a parallel loop's iteration space
+// flattened to one index (innermost dimension fastest, so that consecutive
+// threads touch consecutive elements), a fixed number of threads per
+// iteration, and one-dimensional launches.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,22 +16,24 @@
 
 namespace mlir::moe {
 
-/// ceil(a / d) for non-negative indices.
-Value ceilDiv(OpBuilder &b, Location loc, Value a, Value d);
-
 /// A one-dimensional launch of `blocks` x `threads`, its body terminated.
 gpu::LaunchOp createLaunch(OpBuilder &b, Location loc, Value blocks, Value threads);
 
-/// A parallel loop's trip count per dimension and their product.
-struct FlatIterations {
-  SmallVector<Value> counts;
-  Value total;
+/// Where the body of a loop's launch is built: `b` (left inside the guard
+/// of the threads past the end) and `map` (the loop's induction variables)
+/// belong to the thread's iteration; `lane` is the thread's number within
+/// the iteration.
+struct IterationThread {
+  Value lane;
+  IRMapping map;
 };
-FlatIterations flattenIterations(OpBuilder &b, scf::ParallelOp loop);
 
-/// Maps the loop's induction variables to the iteration numbered `index`.
-void mapIteration(OpBuilder &b, scf::ParallelOp loop, const FlatIterations &space, Value index,
-                  IRMapping &map);
+/// Launches `threadsPerIteration` threads (dividing `blockSize`, so that no
+/// iteration straddles blocks) per iteration of `loop`, `blockSize` threads
+/// per block, before `loop`; at least one block, so that an empty iteration
+/// space launches threads that exit.
+IterationThread launchIterations(OpBuilder &b, scf::ParallelOp loop, int64_t blockSize,
+                                 int64_t threadsPerIteration);
 
 } // namespace mlir::moe
 

@@ -40,10 +40,12 @@ struct NonZeroColumn {
   int64_t column = -1;
 };
 
-/// One write of an expert's rows into the cells.
+/// One write of an expert's rows into the cells: ScatterND(cells,
+/// Concat(token, slot) columns, rows); `token` and `slot` are the [n]
+/// columns of torch.where(idx == e).
 struct CellWrite {
   const onnx::NodeProto *scatter = nullptr;
-  std::string indices, rows;
+  std::string indices, rows, token, slot;
 };
 
 class SlotCellRewriter : public GraphEditor {
@@ -96,9 +98,8 @@ private:
     // index tensor; the numbers are distinct.
     std::string selection;
     llvm::DenseSet<int64_t> experts;
-    llvm::SmallVector<std::string> tokens, gathered, slots;
-    for (const CellWrite &write : writes) {
-      std::optional<std::pair<std::string, int64_t>> hits = expertCells(write.indices, tokens, gathered, slots);
+    for (CellWrite &write : writes) {
+      std::optional<std::pair<std::string, int64_t>> hits = expertCells(write);
       if (!hits || (!selection.empty() && hits->first != selection) || !experts.insert(hits->second).second)
         return false;
       selection = hits->first;
@@ -112,7 +113,7 @@ private:
 
     // The sum starts from zeros shaped like the layer's input, whose rows
     // the first expert reads by its token column.
-    std::string input = rowsSource(gathered.front(), tokens.front());
+    std::string input = rowsSource(writes.front().token);
     const ValueFacts *inputFacts = input.empty() ? nullptr : factsOf(input);
     if (!inputFacts || inputFacts->rank != 2 || !definedBefore(input, *writes.front().scatter))
       return false;
@@ -131,8 +132,8 @@ private:
         nodes.insert(nodes.end(), first.begin(), first.end());
       // w[tok, slot] from the columns themselves (TorchScript's indices
       // pass through Expands the matchers do not read).
-      nodes.push_back(squeeze(gathered[i], {-1}, token, token, /*unsqueeze=*/true));
-      nodes.push_back(squeeze(slots[i], {-1}, slot, slot, /*unsqueeze=*/true));
+      nodes.push_back(squeeze(write.token, {-1}, token, token, /*unsqueeze=*/true));
+      nodes.push_back(squeeze(write.slot, {-1}, slot, slot, /*unsqueeze=*/true));
       onnx::NodeProto pair = node("Concat", {token, slot}, cell, cell);
       setIntAttribute(pair, "axis", -1);
       nodes.push_back(pair);
@@ -153,49 +154,43 @@ private:
     return true;
   }
 
-  /// `indices` = Concat(Unsqueeze(tok, -1), Unsqueeze(slot, -1), -1) with
-  /// (tok, slot) = torch.where(Equal(idx, e)) (TorchScript broadcasts each
-  /// with an Expand to their common shape): (idx, e), and the token column
-  /// [n, 1] appended to `tokens`.
-  std::optional<std::pair<std::string, int64_t>> expertCells(const std::string &indices,
-                                                             llvm::SmallVectorImpl<std::string> &tokens,
-                                                             llvm::SmallVectorImpl<std::string> &squeezedTokens,
-                                                             llvm::SmallVectorImpl<std::string> &squeezedSlots) {
-    const onnx::NodeProto *concat = producerOf(indices, "Concat");
+  /// `write.indices` = Concat(Unsqueeze(tok, -1), Unsqueeze(slot, -1), -1)
+  /// with (tok, slot) = torch.where(Equal(idx, e)) (TorchScript broadcasts
+  /// each with an Expand to their common shape, whose target is computed
+  /// from the two columns alone: both have NonZero's length): (idx, e),
+  /// and the columns in `write`.
+  std::optional<std::pair<std::string, int64_t>> expertCells(CellWrite &write) const {
+    const onnx::NodeProto *concat = producerOf(write.indices, "Concat");
     int64_t axis = concat ? blocks::intAttr(*concat, "axis", 0) : 0;
     if (!concat || concat->input_size() != 2 || (axis != -1 && axis != 1))
       return std::nullopt;
-    std::string columns[2], squeezed[2];
+    std::string columns[2];
+    const onnx::NodeProto *expands[2] = {nullptr, nullptr};
     const onnx::NodeProto *nonZero = nullptr;
     for (int i = 0; i < 2; ++i) {
       const onnx::NodeProto *unsqueeze = producerOf(concat->input(i), "Unsqueeze");
       std::optional<llvm::SmallVector<int64_t>> axes = unsqueeze ? axesOf(*unsqueeze) : std::nullopt;
       if (!axes || axes->size() != 1 || ((*axes)[0] != -1 && (*axes)[0] != 1))
         return std::nullopt;
-      squeezed[i] = unsqueeze->input(0);
-      if (const onnx::NodeProto *expand = producerOf(squeezed[i], "Expand"))
-        squeezed[i] = expand->input(0);
-      std::optional<NonZeroColumn> column = nonZeroColumn(squeezed[i]);
+      columns[i] = unsqueeze->input(0);
+      if ((expands[i] = producerOf(columns[i], "Expand")))
+        columns[i] = expands[i]->input(0);
+      std::optional<NonZeroColumn> column = nonZeroColumn(columns[i]);
       if (!column || column->column != i || (nonZero && column->nonZero != nonZero))
         return std::nullopt;
       nonZero = column->nonZero;
-      columns[i] = concat->input(i);
     }
-    // An Expand's target comes from the two columns alone (their common
-    // shape: both have NonZero's length).
-    for (int i = 0; i < 2; ++i)
-      if (const onnx::NodeProto *expand = producerOf(producers.lookup(columns[i])->input(0), "Expand"))
-        if (!readsOnly(expand->input(1), {squeezed[0], squeezed[1]}, 0))
-          return std::nullopt;
+    for (const onnx::NodeProto *expand : expands)
+      if (expand && !readsOnly(expand->input(1), {columns[0], columns[1]}, 0))
+        return std::nullopt;
     const onnx::NodeProto *equal = producerOf(nonZero->input(0), "Equal");
     if (!equal || equal->input_size() != 2)
       return std::nullopt;
     for (int side = 0; side < 2; ++side) {
       std::optional<llvm::SmallVector<int64_t>> expert = ints(equal->input(1 - side));
       if (expert && expert->size() == 1) {
-        tokens.push_back(columns[0]);
-        squeezedTokens.push_back(squeezed[0]);
-        squeezedSlots.push_back(squeezed[1]);
+        write.token = columns[0];
+        write.slot = columns[1];
         return std::make_pair(equal->input(side), (*expert)[0]);
       }
     }
@@ -268,12 +263,16 @@ private:
 
   /// The [T, H] value whose rows an expert reads by its tokens: Gather(x,
   /// tok, axis 0) or GatherND(x, Unsqueeze(tok, -1)); empty if none.
-  std::string rowsSource(const std::string &tok, const std::string &tokColumn) const {
+  std::string rowsSource(const std::string &tok) const {
     for (const onnx::NodeProto &n : graph.node()) {
       if (!isStandardNode(n) || n.input_size() < 2)
         continue;
-      if ((n.op_type() == "Gather" && n.input(1) == tok && blocks::intAttr(n, "axis", 0) == 0) ||
-          (n.op_type() == "GatherND" && n.input(1) == tokColumn && blocks::intAttr(n, "batch_dims", 0) == 0))
+      if (n.op_type() == "Gather" && n.input(1) == tok && blocks::intAttr(n, "axis", 0) == 0)
+        return n.input(0);
+      const onnx::NodeProto *unsqueeze = n.op_type() == "GatherND" ? producerOf(n.input(1), "Unsqueeze") : nullptr;
+      std::optional<llvm::SmallVector<int64_t>> axes = unsqueeze ? axesOf(*unsqueeze) : std::nullopt;
+      if (axes && unsqueeze->input(0) == tok && axes->size() == 1 && ((*axes)[0] == -1 || (*axes)[0] == 1) &&
+          blocks::intAttr(n, "batch_dims", 0) == 0)
         return n.input(0);
     }
     return "";
