@@ -4,7 +4,11 @@
 # which on the CPU dequantises only the experts with rows (one group here is
 # empty): in the contraction kernel's loads when every vector of 16 (512-bit
 # tiles) or 8 (256-bit tiles, run too) values lies in one block, else into
-# one expert's float copy (blocks of 8 with 512-bit tiles). With
+# one expert's float copy (blocks of 8 with 512-bit tiles). 4- and 2-bit
+# values whose kernel steps (values per byte x lanes) lie in one block are
+# taken a field of their bytes at a time, rows of tokens deinterleaved to
+# match; the "long" shape (K = 128) takes that path with 512-bit tiles too,
+# with tiles of exactly the 2, 3 or 1 rows left after 4-row tiles. With
 # interleaved_rows the stored rows alternate gate and up (ORT's swiglu_fusion
 # = 1) and the reference regroups them. Random bytes, scales and tokens.
 # f32 results rel err <= 1e-5; bf16 results (weights rounded to bf16 as the
@@ -17,11 +21,15 @@ from moe_reference.harness import main
 from moe_reference.numerics import round_to
 
 rng = np.random.default_rng(11)
-E, N, K, ROWS = 4, 24, 32, 40
-OFFSETS = np.array([0, 13, 13, 29, ROWS])  # expert 1 has no rows
+E, N = 4, 24
+# K and the rows of each expert; expert 1 has no rows.
+SHAPES = {"small": (32, np.array([0, 13, 13, 29, 40])),
+          # Rows left after 4-row tiles: 2, 3 and 1; K = 128 holds whole
+          # 64-value steps of 2-bit fields.
+          "long": (128, np.array([0, 6, 6, 13, 14]))}
 
 
-def dequantize(packed, scales, zero_points, bits, block):
+def dequantize(packed, scales, zero_points, bits, block, K):
     """w[e, n, k] = (q - z) * s, values low bits first in each byte."""
     pack = 8 // bits
     q = np.stack([(packed.astype(np.int64) >> (bits * j)) & ((1 << bits) - 1) for j in range(pack)], axis=-1)
@@ -43,14 +51,16 @@ def regrouped(a):
     return np.concatenate([a[:, 0::2], a[:, 1::2]], axis=1)
 
 
-def case(name, bits, block, zero_points, dtype, interleaved=False):
+def case(name, bits, block, zero_points, dtype, interleaved=False, shape="small"):
+    K, OFFSETS = SHAPES[shape]
+    ROWS = int(OFFSETS[-1])
     pack = 8 // bits
     packed = rng.integers(0, 256, (E, N, K // pack)).astype(np.uint8)
     scale_shape = (E, N, K // block) if block else (E, N)
     scales = round_to(rng.uniform(0.01, 0.1, scale_shape), dtype)
     zp = rng.integers(0, 1 << bits, scale_shape).astype(np.uint8) if zero_points else None
     x = round_to(rng.standard_normal((ROWS, K)), dtype)
-    w = dequantize(packed, scales, zp, bits, block)
+    w = dequantize(packed, scales, zp, bits, block, K)
     w = round_to(regrouped(w) if interleaved else w, dtype)
     y = np.zeros((ROWS, N))
     for e in range(E):
@@ -92,5 +102,9 @@ CASES = (case("int8_per_row", 8, 0, False, "f32") + case("int4_block8_zero_point
          + case("int2_per_row_zero_points_bf16", 2, 0, True, "bf16") + case("int4_per_row_bf16", 4, 0, False, "bf16")
          + case("int4_per_row_interleaved", 4, 0, False, "f32", interleaved=True)
          + case("int4_block8_zero_points_interleaved", 4, 8, True, "f32", interleaved=True)
-         + case("int8_block16_interleaved_bf16", 8, 16, False, "bf16", interleaved=True))
+         + case("int8_block16_interleaved_bf16", 8, 16, False, "bf16", interleaved=True)
+         + case("int2_per_row_zero_points_long", 2, 0, True, "f32", shape="long")
+         + case("int4_block32_zero_points_long", 4, 32, True, "f32", shape="long")
+         + case("int4_per_row_long_interleaved", 4, 0, False, "f32", interleaved=True, shape="long")
+         + case("int4_per_row_long_bf16", 4, 0, False, "bf16", shape="long"))
 main(CASES, cpu_vector_bits=[256])

@@ -25,9 +25,18 @@
 //
 // Quantised weights (moe.dequantize of 8-, 4- or 2-bit values, one scale per
 // row or per block of a multiple of VL values) are dequantised in the
-// kernel's loads: a step reads VL·bits/8 packed bytes per weight row, splits
-// them into values in registers and scales them, so the float weights never
-// exist in memory (a decode step reads 1/4 or 1/8 of the f32 bytes).
+// kernel's loads, so the float weights never exist in memory (a decode step
+// reads 1/4 or 1/8 of the f32 bytes). Unpacking, not memory, bounds these
+// kernels, so 4- and 2-bit values are taken a field at a time: a step widens
+// VL packed bytes of a weight row to 32-bit lanes once, and each field (a
+// shift and a mask) is one vector of VL weights, k + pack·l + field, matched
+// by a deinterleaved vector of each row of a (two or three shuffles, shared
+// by the tile's columns). With one f32 scale per row the dot product of the
+// unscaled values is scaled once. Rows left after whole MR-row tiles take a
+// tile of exactly their count, and a tile has as many columns as the
+// registers hold (16 for one row): each weight row is 1 KiB for 2048 int4
+// values, and the more rows a tile streams at once, the more of memory's
+// latency overlaps.
 //
 // bf16 activations times bf16 weights, where the CPU has AVX512_BF16
 // (VectorTiles512Bf16Dot), are not widened: each step reads 2·VL values of
@@ -57,9 +66,10 @@ namespace {
 
 /// Register tile and vector length of a form.
 struct TileShape {
-  int64_t lanes;   // f32 lanes per vector register
-  int64_t rows;    // MR
-  int64_t columns; // NR
+  int64_t lanes;     // f32 lanes per vector register
+  int64_t rows;      // MR
+  int64_t columns;   // NR
+  int64_t registers; // vector registers
 };
 
 TileShape tileShapeOf(ContractionForm form) {
@@ -68,8 +78,8 @@ TileShape tileShapeOf(ContractionForm form) {
   // stay in a 32 KiB L1 up to K = 2048; six (the transposed 6 x 4 tile)
   // measured 15-30% slower at K = 1024-2048.
   if (form == ContractionForm::VectorTiles256)
-    return {8, 3, 4};
-  return {16, 4, 6};
+    return {8, 3, 4, 16};
+  return {16, 4, 6, 32};
 }
 
 /// `count` bf16 values of row `row` of `t` from column `k`, as they are
@@ -120,21 +130,45 @@ Value readRow(OpBuilder &b, Location loc, Value t, Value row, Value k, int64_t l
   return arith::ExtFOp::create(b, loc, VectorType::get({lanes}, b.getF32Type()), read.getResult());
 }
 
-/// `lanes` consecutive weights of row `n` from column `k` of expert `e` of a
-/// moe.dequantize, as f32, rounded through the dequantize's element type as
-/// its own lowering rounds them. k is a multiple of `lanes`, which divides
-/// the block size (canDequantizeInKernel).
-Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k, int64_t lanes) {
-  int64_t bits = op.getBits(), pack = op.getValuesPerByte();
-  Type i8 = b.getI8Type(), i32 = b.getI32Type(), f32 = b.getF32Type();
-  auto vec = [&](Type t) { return VectorType::get({lanes}, t); };
-  // lanes / pack bytes hold the lanes values, low bits first.
-  auto byteType = VectorType::get({lanes / pack}, i8);
-  Value byteAt = arith::DivUIOp::create(b, loc, k, constIndex(b, loc, pack));
+/// Weights from their quantised values `q` (i32 lanes) of row `stored` of
+/// expert `e` at column `k`: (q - zero) · scale, rounded through the
+/// dequantize's element type as its own lowering rounds them; without
+/// `scaled`, q - zero only (the kernel then scales each dot product once).
+Value dequantizedLanes(OpBuilder &b, Location loc, DequantizeOp op, Value q, Value e, Value stored, Value k,
+                       bool scaled) {
+  auto vec = [&](Type t) { return VectorType::get(cast<VectorType>(q.getType()).getShape(), t); };
+  Type i32 = b.getI32Type(), f32 = b.getF32Type();
+  auto [zero, scale] = dequantizeParams(b, loc, op, e, stored, k);
+  Value centred = arith::SIToFPOp::create(
+      b, loc, vec(f32), arith::SubIOp::create(b, loc, q, vector::BroadcastOp::create(b, loc, vec(i32), zero)));
+  if (!scaled)
+    return centred;
+  Value w = arith::MulFOp::create(b, loc, centred, vector::BroadcastOp::create(b, loc, vec(f32), scale));
+  Type element = cast<RankedTensorType>(op.getType()).getElementType();
+  if (element.isF32())
+    return w;
+  return arith::ExtFOp::create(b, loc, vec(f32), arith::TruncFOp::create(b, loc, vec(element), w).getResult());
+}
+
+/// `count` packed bytes of row `stored` of expert `e` from value `k`.
+Value readPackedBytes(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value stored, Value k, int64_t count) {
+  Type i8 = b.getI8Type();
+  Value byteAt = arith::DivUIOp::create(b, loc, k, constIndex(b, loc, op.getValuesPerByte()));
   Value pad = arith::ConstantOp::create(b, loc, b.getZeroAttr(i8));
+  return vector::TransferReadOp::create(b, loc, VectorType::get({count}, i8), op.getPacked(),
+                                        ValueRange{e, stored, byteAt}, pad, ArrayRef<bool>{true});
+}
+
+/// `lanes` consecutive weights of row `n` from column `k` of expert `e` of a
+/// moe.dequantize, as f32 (dequantizedLanes). k is a multiple of `lanes`,
+/// which divides the block size (canDequantizeInKernel).
+Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k, int64_t lanes,
+                         bool scaled) {
+  int64_t bits = op.getBits(), pack = op.getValuesPerByte();
+  // lanes / pack bytes hold the lanes values, low bits first.
+  auto byteType = VectorType::get({lanes / pack}, b.getI8Type());
   Value stored = storedRow(b, loc, op, n);
-  Value bytes = vector::TransferReadOp::create(b, loc, byteType, op.getPacked(), ValueRange{e, stored, byteAt}, pad,
-                                               ArrayRef<bool>{true});
+  Value bytes = readPackedBytes(b, loc, op, e, stored, k, lanes / pack);
   // Value j of a byte: (byte >> j·bits) & mask; interleaving the j-th values
   // of all bytes restores the order (for 2 bits: pairs of pairs).
   auto field = [&](int64_t j) {
@@ -151,31 +185,83 @@ Value readDequantizedRow(OpBuilder &b, Location loc, DequantizeOp op, Value e, V
   else
     values = vector::InterleaveOp::create(b, loc, vector::InterleaveOp::create(b, loc, field(0), field(2)),
                                           vector::InterleaveOp::create(b, loc, field(1), field(3)));
-  Value q = arith::ExtUIOp::create(b, loc, vec(i32), values);
-  auto [zero, scale] = dequantizeParams(b, loc, op, e, stored, k);
-  Value centred = arith::SIToFPOp::create(
-      b, loc, vec(f32), arith::SubIOp::create(b, loc, q, vector::BroadcastOp::create(b, loc, vec(i32), zero)));
-  Value w = arith::MulFOp::create(b, loc, centred, vector::BroadcastOp::create(b, loc, vec(f32), scale));
-  Type element = cast<RankedTensorType>(op.getType()).getElementType();
-  if (element.isF32())
-    return w;
-  return arith::ExtFOp::create(b, loc, vec(f32), arith::TruncFOp::create(b, loc, vec(element), w).getResult());
+  Value q = arith::ExtUIOp::create(b, loc, VectorType::get({lanes}, b.getI32Type()), values);
+  return dequantizedLanes(b, loc, op, q, e, stored, k, scaled);
 }
+
+/// Field `field` of `lanes` packed bytes of row `n` of expert `e` from value
+/// `k`: lane l is weight k + pack·l + field, as f32 (dequantizedLanes). Each
+/// byte is widened to a 32-bit lane once and its fields are taken there, so a
+/// step splits pack·lanes weights with a shift and a mask per field and no
+/// byte shuffles; the rows of `a` are deinterleaved to match (stridedLanes).
+Value readDequantizedField(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value n, Value k, int64_t lanes,
+                           int64_t field, bool scaled) {
+  int64_t bits = op.getBits(), pack = op.getValuesPerByte();
+  auto i32Lanes = VectorType::get({lanes}, b.getI32Type());
+  auto splat = [&](int64_t v) {
+    return arith::ConstantOp::create(b, loc, DenseElementsAttr::get(i32Lanes, b.getI32IntegerAttr(v).getValue()));
+  };
+  Value stored = storedRow(b, loc, op, n);
+  Value q = arith::ExtUIOp::create(b, loc, i32Lanes, readPackedBytes(b, loc, op, e, stored, k, lanes));
+  if (field > 0)
+    q = arith::ShRUIOp::create(b, loc, q, splat(field * bits));
+  if (field < pack - 1)
+    q = arith::AndIOp::create(b, loc, q, splat((1 << bits) - 1));
+  return dequantizedLanes(b, loc, op, q, e, stored, k, scaled);
+}
+
+/// Lane l is value offset + stride·l of the concatenation of `parts`
+/// (stride = parts.size(), a power of two): halves the stride per level,
+/// a shuffle per pair of vectors.
+Value stridedLanes(OpBuilder &b, Location loc, ArrayRef<Value> parts, int64_t offset) {
+  if (parts.size() == 1)
+    return parts.front();
+  int64_t lanes = cast<VectorType>(parts.front().getType()).getNumElements();
+  SmallVector<int64_t> mask;
+  for (int64_t l = 0; l < lanes; ++l)
+    mask.push_back(2 * l + offset % 2);
+  SmallVector<Value> halves;
+  for (size_t i = 0; i < parts.size(); i += 2)
+    halves.push_back(vector::ShuffleOp::create(b, loc, parts[i], parts[i + 1], mask));
+  return stridedLanes(b, loc, halves, offset / 2);
+}
+
+/// What every tile of one contraction shares: its tile shape, the k loop's
+/// bounds and the columns of a panel, and how quantised weights are read.
+struct KernelPlan {
+  TileShape tile;
+  Value k, kMain;
+  bool partialVector, bf16Dot;
+  int64_t panel;
+  /// Quantised weights read a field of each packed byte per vector
+  /// (readDequantizedField): values per byte; 1 when read in order.
+  int64_t fields = 1;
+  /// Quantised weights with one f32 scale per row: the dot product of the
+  /// unscaled values is scaled once, after the sum.
+  bool scaleAfterSum = false;
+  /// Rows left after whole MR-row tiles take a tile of exactly their count
+  /// (quantised weights, whose unpacking costs more than the memory it
+  /// reads) rather than an overhanging MR-row tile and single rows.
+  bool exactRowTiles = false;
+};
 
 /// Row `n` of the weights from column `k`, `lanes` values as f32.
-Value readWeightRow(OpBuilder &b, Location loc, WeightSource w, Value n, Value k, int64_t lanes,
+Value readWeightRow(OpBuilder &b, Location loc, const KernelPlan &plan, WeightSource w, Value n, Value k,
                     bool inBounds) {
   if (w.quantized)
-    return readDequantizedRow(b, loc, w.quantized, w.expert, n, k, lanes);
-  return readRow(b, loc, w.tensor, n, k, lanes, inBounds);
+    return readDequantizedRow(b, loc, w.quantized, w.expert, n, k, plan.tile.lanes, !plan.scaleAfterSum);
+  return readRow(b, loc, w.tensor, n, k, plan.tile.lanes, inBounds);
 }
 
-/// out[r, c] = a[r, :] · w[c, :] for the rows and columns given; k advances
-/// by `step` values a step (lanes, or 2·lanes for bf16 dot products).
-Value microKernel(OpBuilder &b, Location loc, Value a, WeightSource w, Value out, ArrayRef<Value> rowIndex,
-                  ArrayRef<Value> colIndex, Value k, Value kMain, bool partialVector, int64_t lanes, bool bf16Dot) {
-  int64_t rows = rowIndex.size(), cols = colIndex.size();
-  int64_t step = bf16Dot ? 2 * lanes : lanes;
+/// out[r, c] = a[r, :] · w[c, :] for the rows and columns given. A k step
+/// covers `lanes` values, 2·lanes for bf16 dot products, fields·lanes for
+/// quantised weights read by field (every field of the step's bytes is one
+/// vector of w and one deinterleaved vector of each row of a).
+Value microKernel(OpBuilder &b, Location loc, const KernelPlan &plan, Value a, WeightSource w, Value out,
+                  ArrayRef<Value> rowIndex, ArrayRef<Value> colIndex) {
+  int64_t rows = rowIndex.size(), cols = colIndex.size(), lanes = plan.tile.lanes, fields = plan.fields;
+  bool bf16Dot = plan.bf16Dot;
+  int64_t step = bf16Dot ? 2 * lanes : fields * lanes;
   auto accType = VectorType::get({lanes}, b.getF32Type());
   Value zero = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(accType, 0.0f));
   SmallVector<Value> init(rows * cols, zero);
@@ -184,34 +270,66 @@ Value microKernel(OpBuilder &b, Location loc, Value a, WeightSource w, Value out
     return scf::ForOp::create(
                b, loc, from, to, constIndex(b, loc, step), acc,
                [&](OpBuilder &kb, Location kl, Value kk, ValueRange sums) {
-                 SmallVector<Value> aRows, next(sums.begin(), sums.end());
-                 for (int64_t i = 0; i < rows; ++i)
-                   aRows.push_back(bf16Dot ? readBf16Row(kb, kl, a, rowIndex[i], kk, step, inBounds)
-                                           : readRow(kb, kl, a, rowIndex[i], kk, lanes, inBounds));
+                 SmallVector<Value> next(sums.begin(), sums.end());
+                 // aFields[i·fields + f]: field f's values of row i. All
+                 // fields of a row, then of a weight row, are split at once,
+                 // so the raw vectors die before the next ones are read.
+                 SmallVector<Value> aFields;
+                 for (int64_t i = 0; i < rows; ++i) {
+                   if (bf16Dot) {
+                     aFields.push_back(readBf16Row(kb, kl, a, rowIndex[i], kk, step, inBounds));
+                     continue;
+                   }
+                   SmallVector<Value> parts;
+                   for (int64_t p = 0; p < fields; ++p) {
+                     Value at = arith::AddIOp::create(kb, kl, kk, constIndex(kb, kl, p * lanes));
+                     parts.push_back(readRow(kb, kl, a, rowIndex[i], at, lanes, inBounds));
+                   }
+                   for (int64_t f = 0; f < fields; ++f)
+                     aFields.push_back(stridedLanes(kb, kl, parts, f));
+                 }
                  for (int64_t j = 0; j < cols; ++j) {
-                   Value wRow = bf16Dot ? readBf16Row(kb, kl, w.tensor, colIndex[j], kk, step, inBounds)
-                                        : readWeightRow(kb, kl, w, colIndex[j], kk, lanes, inBounds);
-                   for (int64_t i = 0; i < rows; ++i)
-                     next[i * cols + j] =
-                         bf16Dot ? x86vector::DotBF16Op::create(kb, kl, accType, next[i * cols + j], aRows[i], wRow)
-                                       .getResult()
-                                 : vector::FMAOp::create(kb, kl, aRows[i], wRow, next[i * cols + j]).getResult();
+                   SmallVector<Value> wFields;
+                   if (bf16Dot)
+                     wFields.push_back(readBf16Row(kb, kl, w.tensor, colIndex[j], kk, step, inBounds));
+                   else if (fields > 1)
+                     for (int64_t f = 0; f < fields; ++f)
+                       wFields.push_back(readDequantizedField(kb, kl, w.quantized, w.expert, colIndex[j], kk, lanes,
+                                                              f, !plan.scaleAfterSum));
+                   else
+                     wFields.push_back(readWeightRow(kb, kl, plan, w, colIndex[j], kk, inBounds));
+                   for (int64_t f = 0; f < fields; ++f)
+                     for (int64_t i = 0; i < rows; ++i) {
+                       Value &acc = next[i * cols + j];
+                       acc = bf16Dot ? x86vector::DotBF16Op::create(kb, kl, accType, acc, aFields[i], wFields[f])
+                                           .getResult()
+                                     : vector::FMAOp::create(kb, kl, aFields[i * fields + f], wFields[f], acc)
+                                           .getResult();
+                     }
                  }
                  scf::YieldOp::create(kb, kl, next);
                })
         .getResults();
   };
   // Whole vectors, then at most one masked partial one.
-  ValueRange sums = steps(constIndex(b, loc, 0), kMain, init, /*inBounds=*/true);
-  if (partialVector)
-    sums = steps(kMain, k, sums, /*inBounds=*/false);
+  ValueRange sums = steps(constIndex(b, loc, 0), plan.kMain, init, /*inBounds=*/true);
+  if (plan.partialVector)
+    sums = steps(plan.kMain, plan.k, sums, /*inBounds=*/false);
 
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) {
+  for (int64_t j = 0; j < cols; ++j) {
+    Value scale;
+    if (plan.scaleAfterSum) {
+      DequantizeOp op = w.quantized;
+      scale = dequantizeParams(b, loc, op, w.expert, storedRow(b, loc, op, colIndex[j]), constIndex(b, loc, 0)).second;
+    }
+    for (int64_t i = 0; i < rows; ++i) {
       Value sum = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, sums[i * cols + j],
                                               arith::FastMathFlags::reassoc);
+      if (scale)
+        sum = arith::MulFOp::create(b, loc, sum, scale);
       out = tensor::InsertOp::create(b, loc, sum, out, ValueRange{rowIndex[i], colIndex[j]});
     }
+  }
   return out;
 }
 
@@ -227,15 +345,6 @@ bool lowering::canDequantizeInKernel(DequantizeOp op, ContractionForm form) {
 
 namespace {
 
-/// What every tile of one contraction shares: its tile shape, the k loop's
-/// bounds and the columns of a panel.
-struct KernelPlan {
-  TileShape tile;
-  Value k, kMain;
-  bool partialVector, bf16Dot;
-  int64_t panel;
-};
-
 /// The weights' [N, K] shape, bytes per value and element type, read from a
 /// plain [N, K] tensor, a stack of them ([E, N, K]) or a moe.dequantize.
 struct WeightShape {
@@ -243,19 +352,31 @@ struct WeightShape {
   double valueBytes;
   Value n;
   Type element;
-  bool quantized;
+  DequantizeOp quantized;
 };
 
 WeightShape shapeOfWeights(OpBuilder &b, Location loc, Value stackedOrPlain, DequantizeOp quantized) {
   if (quantized) {
     auto type = cast<RankedTensorType>(quantized.getType());
     return {type.getDimSize(1), type.getDimSize(2), double(quantized.getBits()) / 8,
-            dequantizedDims(b, loc, quantized)[1], type.getElementType(), true};
+            dequantizedDims(b, loc, quantized)[1], type.getElementType(), quantized};
   }
   auto type = cast<RankedTensorType>(stackedOrPlain.getType());
   unsigned nDim = type.getRank() - 2;
   return {type.getDimSize(nDim), type.getDimSize(nDim + 1), double(type.getElementTypeBitWidth()) / 8,
-          dimsOf(b, loc, stackedOrPlain)[nDim], type.getElementType(), false};
+          dimsOf(b, loc, stackedOrPlain)[nDim], type.getElementType(), nullptr};
+}
+
+/// Columns of a register tile of `rows` rows. Quantised weights' tiles take
+/// as many columns as the registers hold (accumulators, each row's fields,
+/// a weight row's fields and three constants), up to 16, a power of two:
+/// their rows are short streams (1 KiB for 2048 int4 values), and the more
+/// of them a tile reads at once, the more of memory's latency overlaps.
+int64_t columnsOfTile(const KernelPlan &plan, int64_t rows) {
+  if (!plan.exactRowTiles)
+    return plan.tile.columns;
+  int64_t free = plan.tile.registers - 3 - plan.fields * (rows + 1);
+  return int64_t(llvm::bit_floor(uint64_t(std::clamp<int64_t>(free / rows, 1, 16))));
 }
 
 KernelPlan planKernel(OpBuilder &b, Location loc, Value a, const WeightShape &w, ContractionForm form) {
@@ -264,16 +385,25 @@ KernelPlan planKernel(OpBuilder &b, Location loc, Value a, const WeightShape &w,
   auto aType = cast<RankedTensorType>(a.getType());
   plan.bf16Dot = form == ContractionForm::VectorTiles512Bf16Dot && !w.quantized &&
                  aType.getElementType().isBF16() && w.element.isBF16();
-  int64_t step = plan.bf16Dot ? 2 * plan.tile.lanes : plan.tile.lanes;
+  // int4 and int2 values are taken a field of their bytes at a time when
+  // every step's pack·lanes values lie in one block.
+  int64_t staticK = aType.getDimSize(1);
+  if (DequantizeOp q = w.quantized) {
+    int64_t span = q.getValuesPerByte() * plan.tile.lanes, blockSize = q.getBlockSize();
+    if (!ShapedType::isDynamic(staticK) && staticK % span == 0 && (blockSize == 0 || blockSize % span == 0))
+      plan.fields = q.getValuesPerByte();
+    plan.scaleAfterSum = blockSize == 0 && w.element.isF32();
+    plan.exactRowTiles = true;
+  }
+  int64_t step = plan.bf16Dot ? 2 * plan.tile.lanes : plan.fields * plan.tile.lanes;
   plan.k = dimsOf(b, loc, a)[1];
   Value stepSize = constIndex(b, loc, step);
   plan.kMain = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, plan.k, stepSize), stepSize);
   // A static k tells whether a partial vector is left.
-  int64_t staticK = aType.getDimSize(1);
   plan.partialVector = ShapedType::isDynamic(staticK) || staticK % step != 0;
 
   // Columns per panel: a multiple of NR whose weights fill about kPanelBytes.
-  int64_t columns = plan.tile.columns;
+  int64_t columns = columnsOfTile(plan, plan.tile.rows);
   plan.panel = 8 * columns;
   if (!ShapedType::isDynamic(w.staticK)) {
     int64_t rowBytes = std::max<int64_t>(int64_t(w.staticK * w.valueBytes), 1);
@@ -296,28 +426,50 @@ Value rowsTimesPanel(OpBuilder &b, Location loc, const KernelPlan &plan, Value a
   Value one = constIndex(b, loc, 1);
   Value lastRow = arith::SubIOp::create(b, loc, mEnd, one);
   Value lastCol = arith::SubIOp::create(b, loc, nEnd, one);
-  auto rowTiles = [&](Value from, Value to, int64_t rows, Value init) {
-    return tileLoop(b, loc, from, to, rows, init, [&](OpBuilder &mb, Location ml, Value row, Value acc) {
+  auto rowTiles = [&](OpBuilder &rb, Location rl, Value from, Value to, int64_t rows, Value init) {
+    return tileLoop(rb, rl, from, to, rows, init, [&](OpBuilder &mb, Location ml, Value row, Value acc) {
       SmallVector<Value> rowIndex = clampedIndices(mb, ml, row, rows, lastRow);
-      return tileLoop(mb, ml, n0, nEnd, tile.columns, acc, [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
-        SmallVector<Value> cols = clampedIndices(nb, nl, col, tile.columns, lastCol);
-        return microKernel(nb, nl, a, w, acc2, rowIndex, cols, plan.k, plan.kMain, plan.partialVector, tile.lanes,
-                           plan.bf16Dot);
+      int64_t columns = columnsOfTile(plan, rows);
+      return tileLoop(mb, ml, n0, nEnd, columns, acc, [&](OpBuilder &nb, Location nl, Value col, Value acc2) {
+        SmallVector<Value> cols = clampedIndices(nb, nl, col, columns, lastCol);
+        return microKernel(nb, nl, plan, a, w, acc2, rowIndex, cols);
       });
     });
   };
+  Value tileRows = constIndex(b, loc, tile.rows);
+  Value count = arith::SubIOp::create(b, loc, mEnd, m0);
+  if (plan.exactRowTiles) {
+    // Whole MR-row tiles, then one tile of exactly the rows left: every
+    // row's FMAs are done once, each weight is unpacked once per tile.
+    Value tiledEnd = arith::AddIOp::create(
+        b, loc, m0, arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, count, tileRows), tileRows));
+    out = rowTiles(b, loc, m0, tiledEnd, tile.rows, out);
+    Value left = arith::SubIOp::create(b, loc, mEnd, tiledEnd);
+    std::function<Value(OpBuilder &, Location, int64_t)> remainder = [&](OpBuilder &ib, Location il,
+                                                                         int64_t rows) -> Value {
+      if (rows == 0)
+        return out;
+      Value matches = arith::CmpIOp::create(ib, il, arith::CmpIPredicate::eq, left, constIndex(ib, il, rows));
+      auto choice = scf::IfOp::create(
+          ib, il, matches,
+          [&](OpBuilder &tb, Location tl) {
+            scf::YieldOp::create(tb, tl, rowTiles(tb, tl, tiledEnd, mEnd, rows, out));
+          },
+          [&](OpBuilder &eb, Location el) { scf::YieldOp::create(eb, el, remainder(eb, el, rows - 1)); });
+      return choice.getResult(0);
+    };
+    return remainder(b, loc, tile.rows - 1);
+  }
   // MR-row tiles, the last one overhanging when two or more rows are left
   // (each extra pass over the panel costs more than the repeated rows'
   // FMAs), then a single row: a decode step's one row per expert does not
   // pay MR rows of FMAs.
-  Value tileRows = constIndex(b, loc, tile.rows);
   Value twoOrMoreLeft = constIndex(b, loc, tile.rows - 2);
-  Value tiles = arith::DivUIOp::create(
-      b, loc, arith::AddIOp::create(b, loc, arith::SubIOp::create(b, loc, mEnd, m0), twoOrMoreLeft), tileRows);
+  Value tiles = arith::DivUIOp::create(b, loc, arith::AddIOp::create(b, loc, count, twoOrMoreLeft), tileRows);
   Value tiledEnd = arith::MinUIOp::create(
       b, loc, arith::AddIOp::create(b, loc, m0, arith::MulIOp::create(b, loc, tiles, tileRows)), mEnd);
-  out = rowTiles(m0, tiledEnd, tile.rows, out);
-  return rowTiles(tiledEnd, mEnd, 1, out);
+  out = rowTiles(b, loc, m0, tiledEnd, tile.rows, out);
+  return rowTiles(b, loc, tiledEnd, mEnd, 1, out);
 }
 
 } // namespace
