@@ -499,3 +499,52 @@ func.func @raising_check_unchecked(%layer: tensor<16x64xf32>, %plain: tensor<16x
   %y = moe.raising_check %layer, %plain : tensor<16x64xf32>
   return %y : tensor<16x64xf32>
 }
+
+// -----
+
+// Gate/up rows stored interleaved (ONNX Runtime's swiglu_fusion = 1) and
+// regrouped by reshapes around a transpose: the kernel reads each expert's
+// rows from the stored weights (row n from stored row 2 (n mod 8) + n div 8),
+// not from the transposed copy, which nothing reads any more.
+// CHECK-LABEL: func @interleaved_rows_read_in_place
+// CHECK-SAME: %[[W:[a-z0-9]+]]: tensor<4x16x32xf32>
+// CHECK: %[[T:.*]] = linalg.transpose
+// CHECK: %[[G:.*]] = tensor.collapse_shape %[[T]]
+// CHECK-NOT: %[[G]]
+// CHECK: tensor.extract_slice %[[W]]
+// CHECK-NOT: %[[G]]
+// CHECK: arith.remui
+// CHECK-NOT: %[[G]]
+// CHECK: vector.transfer_read
+// CHECK-NOT: %[[G]]
+// CHECK: return
+func.func @interleaved_rows_read_in_place(%xs: tensor<?x32xf32>, %w: tensor<4x16x32xf32>, %off: tensor<5xi32>)
+    -> tensor<?x16xf32> {
+  %flat = tensor.collapse_shape %w [[0, 1, 2]] : tensor<4x16x32xf32> into tensor<2048xf32>
+  %pairs = tensor.expand_shape %flat [[0, 1, 2, 3]] output_shape [4, 8, 2, 32]
+      : tensor<2048xf32> into tensor<4x8x2x32xf32>
+  %init = tensor.empty() : tensor<4x2x8x32xf32>
+  %t = linalg.transpose ins(%pairs : tensor<4x8x2x32xf32>) outs(%init : tensor<4x2x8x32xf32>) permutation = [0, 2, 1, 3]
+  %g = tensor.collapse_shape %t [[0], [1, 2], [3]] : tensor<4x2x8x32xf32> into tensor<4x16x32xf32>
+  %h = moe.grouped_matmul %xs, %g, %off : (tensor<?x32xf32>, tensor<4x16x32xf32>, tensor<5xi32>) -> tensor<?x16xf32>
+  return %h : tensor<?x16xf32>
+}
+
+// -----
+
+// The opposite regrouping ([gate; up] rows interleaved: split [E, 2, F, K])
+// is not a read of interleaved rows: the kernel reads the transposed copy.
+// CHECK-LABEL: func @concatenated_rows_interleaved_kept
+// CHECK: %[[T:.*]] = linalg.transpose
+// CHECK: %[[G:.*]] = tensor.collapse_shape %[[T]]
+// CHECK: tensor.extract_slice %[[G]]
+func.func @concatenated_rows_interleaved_kept(%xs: tensor<?x32xf32>, %w: tensor<4x16x32xf32>, %off: tensor<5xi32>)
+    -> tensor<?x16xf32> {
+  %halves = tensor.expand_shape %w [[0], [1, 2], [3]] output_shape [4, 2, 8, 32]
+      : tensor<4x16x32xf32> into tensor<4x2x8x32xf32>
+  %init = tensor.empty() : tensor<4x8x2x32xf32>
+  %t = linalg.transpose ins(%halves : tensor<4x2x8x32xf32>) outs(%init : tensor<4x8x2x32xf32>) permutation = [0, 2, 1, 3]
+  %g = tensor.collapse_shape %t [[0], [1, 2], [3]] : tensor<4x8x2x32xf32> into tensor<4x16x32xf32>
+  %h = moe.grouped_matmul %xs, %g, %off : (tensor<?x32xf32>, tensor<4x16x32xf32>, tensor<5xi32>) -> tensor<?x16xf32>
+  return %h : tensor<?x16xf32>
+}

@@ -24,11 +24,7 @@ using namespace mlir::moe::lowering;
 Value lowering::storedRow(OpBuilder &b, Location loc, DequantizeOp op, Value n) {
   if (!op.getInterleavedRows())
     return n;
-  // Rows [gate; up] stored g0 u0 g1 u1 ...: row n is stored at
-  // 2 (n mod N/2) + n div N/2.
-  Value half = arith::DivUIOp::create(b, loc, tensor::DimOp::create(b, loc, op.getPacked(), 1), constIndex(b, loc, 2));
-  Value pair = arith::MulIOp::create(b, loc, arith::RemUIOp::create(b, loc, n, half), constIndex(b, loc, 2));
-  return arith::AddIOp::create(b, loc, pair, arith::DivUIOp::create(b, loc, n, half));
+  return interleavedRow(b, loc, n, tensor::DimOp::create(b, loc, op.getPacked(), 1));
 }
 
 std::pair<Value, Value> lowering::dequantizeParams(OpBuilder &b, Location loc, DequantizeOp op, Value e, Value stored,

@@ -169,6 +169,10 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
   auto quantized = w.getDefiningOp<DequantizeOp>();
   if (quantized && !isDequantizedPerExpert(quantized))
     quantized = nullptr;
+  // Regrouped interleaved gate/up rows are read where they are stored.
+  Value interleaved = quantized ? Value() : interleavedRowsSource(w);
+  if (interleaved)
+    w = interleaved;
   SmallVector<Value> lhsDims = dimsOf(b, loc, lhs),
                      wDims = quantized ? dequantizedDims(b, loc, quantized) : dimsOf(b, loc, w);
   Value rows = lhsDims[0];
@@ -202,7 +206,7 @@ Value groupedMatmulF32(OpBuilder &b, Location loc, Value lhs, Value w, Value off
           nb, nl, weightType, w, ArrayRef<OpFoldResult>{e, nb.getIndexAttr(0), nb.getIndexAttr(0)},
           ArrayRef<OpFoldResult>{nb.getIndexAttr(1), ofr(wDims[1]), ofr(wDims[2])},
           ArrayRef<OpFoldResult>{nb.getIndexAttr(1), nb.getIndexAttr(1), nb.getIndexAttr(1)});
-      return WeightSource{we, nullptr, nullptr};
+      return WeightSource{we, nullptr, nullptr, bool(interleaved)};
     };
     acc = tiledGroupedLinearF32(b, loc, lhs, acc, wDims[0], quantized ? Value() : w, quantized, rowsOf,
                                 expertWeights, form);

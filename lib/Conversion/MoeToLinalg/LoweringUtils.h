@@ -65,7 +65,19 @@ struct WeightSource {
   Value tensor;
   DequantizeOp quantized;
   Value expert;
+  /// `tensor`'s rows alternate gate and up (g0 u0 g1 u1 ...): weight row n is
+  /// its row interleavedRow(n).
+  bool interleavedRows = false;
 };
+/// The row of a [gate; up] weight stored g0 u0 g1 u1 ... (ONNX Runtime's
+/// swiglu_fusion = 1) that holds row `n` of `rows`: 2 (n mod rows/2) +
+/// n div rows/2.
+Value interleavedRow(OpBuilder &b, Location loc, Value n, Value rows);
+/// `t` when `stacked` is the regrouping of t's interleaved gate/up rows
+/// ([E, 2F, K] expanded to [E, F, 2, K], transposed to [E, 2, F, K],
+/// collapsed back), so a kernel can read t's rows in place
+/// (WeightSource::interleavedRows) rather than from a copy; else null.
+Value interleavedRowsSource(Value stacked);
 /// linearF32 for the CPU forms: a cache-tiled vector kernel
 /// (VectorContraction.cpp).
 Value tiledLinearF32(OpBuilder &b, Location loc, Value a, WeightSource w, ContractionForm form);

@@ -265,6 +265,13 @@ Value microKernel(OpBuilder &b, Location loc, const KernelPlan &plan, Value a, W
   auto accType = VectorType::get({lanes}, b.getF32Type());
   Value zero = arith::ConstantOp::create(b, loc, DenseElementsAttr::get(accType, 0.0f));
   SmallVector<Value> init(rows * cols, zero);
+  // The stored row of each column's weights.
+  SmallVector<Value> wRowIndex(colIndex);
+  if (w.interleavedRows) {
+    Value storedRows = tensor::DimOp::create(b, loc, w.tensor, 0);
+    for (Value &row : wRowIndex)
+      row = interleavedRow(b, loc, row, storedRows);
+  }
 
   auto steps = [&](Value from, Value to, ValueRange acc, bool inBounds) -> ValueRange {
     return scf::ForOp::create(
@@ -291,13 +298,13 @@ Value microKernel(OpBuilder &b, Location loc, const KernelPlan &plan, Value a, W
                  for (int64_t j = 0; j < cols; ++j) {
                    SmallVector<Value> wFields;
                    if (bf16Dot)
-                     wFields.push_back(readBf16Row(kb, kl, w.tensor, colIndex[j], kk, step, inBounds));
+                     wFields.push_back(readBf16Row(kb, kl, w.tensor, wRowIndex[j], kk, step, inBounds));
                    else if (fields > 1)
                      for (int64_t f = 0; f < fields; ++f)
                        wFields.push_back(readDequantizedField(kb, kl, w.quantized, w.expert, colIndex[j], kk, lanes,
                                                               f, !plan.scaleAfterSum));
                    else
-                     wFields.push_back(readWeightRow(kb, kl, plan, w, colIndex[j], kk, inBounds));
+                     wFields.push_back(readWeightRow(kb, kl, plan, w, wRowIndex[j], kk, inBounds));
                    for (int64_t f = 0; f < fields; ++f)
                      for (int64_t i = 0; i < rows; ++i) {
                        Value &acc = next[i * cols + j];
