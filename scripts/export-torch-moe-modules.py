@@ -310,8 +310,8 @@ class BatchRouterFlatTopk(Experts):
 class SlotColumnLoop(Experts):
     """A loop over the slots and then the experts, each expert's rows a
     boolean mask of one slot's column (`m = idx[:, j] == e; y[m] += ...`),
-    the weights gathered from the softmax at the top-k of the logits: no
-    block form reads it, so plain ops with a remark."""
+    the weights gathered from the softmax at the top-k of the logits: that
+    routing is not read, so plain ops with a remark."""
 
     def forward(self, x):
         logits = self.gate(x)
@@ -322,6 +322,41 @@ class SlotColumnLoop(Experts):
             for e, expert in enumerate(self.experts):
                 m = idx[:, j] == e
                 out[m] += w[m, j, None] * expert(x[m])
+        return out
+
+
+class SlotColumnLoopRenormalized(Experts):
+    """Mixtral's routing (softmax, top-k, renormalised), then a loop over the
+    slots and the experts, each expert's rows a boolean mask of one slot's
+    column (`m = idx[:, j] == e; y[m] += w[m, j, None] * expert(x[m])`):
+    every expert runs once per slot, on the rows whose slot j picked it."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        w, idx = torch.topk(probs, TOP_K, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for j in range(TOP_K):
+            for e, expert in enumerate(self.experts):
+                m = idx[:, j] == e
+                out[m] += w[m, j, None] * expert(x[m])
+        return out
+
+
+class SlotColumnSwappedNearMiss(Experts):
+    """The slot-column loop, but slot 1's rows that picked e go through
+    expert e + 1: not an MoE layer (each expert must run on every slot's
+    rows that picked it), so plain ops with a remark naming the expert."""
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        w, idx = torch.topk(probs, TOP_K, dim=-1)
+        w = w / w.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for j in range(TOP_K):
+            for e in range(EXPERTS):
+                m = idx[:, j] == e
+                out[m] += w[m, j, None] * self.experts[(e + j) % EXPERTS](x[m])
         return out
 
 
@@ -1220,6 +1255,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "plain_routed_swiglu_shared": PlainRoutedSwiGLUShared,
            "index_select_rows_loop": IndexSelectRowsLoop,
            "slot_column_loop_unread": SlotColumnLoop,
+           "slot_column_loop": SlotColumnLoopRenormalized,
+           "slot_column_swapped_near_miss": SlotColumnSwappedNearMiss,
            "batch_router_flat_topk": BatchRouterFlatTopk,
            "batch_router_flat_topk_sigmoid_gelu": lambda: BatchRouterFlatTopk(lambda: mlp(nn.GELU(), True),
                                                                                  scoring="sigmoid"),
@@ -1250,7 +1287,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
-               "slot_column_loop_unread", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
+               "slot_column_loop_unread", "slot_column_swapped_near_miss", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
                "cells_repeated_expert_near_miss", "cells_linear_experts_unread",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}

@@ -4,7 +4,10 @@
 // expert a mask (OneHot/Transpose or Equal), NonZero rows, the expert's
 // FFN on the gathered tokens, and ScatterND add into the output. gpt-oss's
 // eager experts take the same loop with biased GEMMs and its clamped SwiGLU,
-// routed by a softmax over the top-k of the biased logits.
+// routed by a softmax over the top-k of the biased logits. A loop over the
+// slots, then the experts (`m = ids[:, j] == e; y[m] += w[m, j] * ...`)
+// runs every expert once per slot: its k·E accumulations are read the same
+// way, keyed e·k + j.
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,6 +34,9 @@ struct ExpertRows {
   /// ids == e; `slot` is then empty: a token's slot weight is its row sum
   /// of w * (ids == e), the one slot that picked e.
   std::string hits = "";
+  /// In the slot-column form (`m = ids[:, j] == e; y[m] += ...`), the slot
+  /// j: the rows are the tokens whose slot j picked e, and `slot` is empty.
+  int64_t column = -1;
 };
 
 /// The token list of the rows any(hits, -1) selects (anyOverSlots), for
@@ -296,6 +302,70 @@ std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, c
   return outputOf(*flat, 0);
 }
 
+/// In the slot-column form, the weight of slot j of each row as a column
+/// w[token, j][:, None]: column j of w (Gather(w, j, axis 1)) read at the
+/// tokens (Gather along axis 0, or GatherND at Unsqueeze(token, -1)) and
+/// given its unit axis before or after the read, or w's rows read first and
+/// column j taken from them. True when `column` is that.
+static bool slotColumnWeight(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef column,
+                             llvm::StringRef w, const ExpertRows &rows,
+                             llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  auto unitAxis = [&](llvm::StringRef value) -> const onnx::NodeProto * {
+    const onnx::NodeProto *u = g.producer(value);
+    bool lastAxis = u && u->op_type() == "Unsqueeze" &&
+                    (hasAxis(*u, constants, -1) || (hasAxis(*u, constants, 1) && constants.rank &&
+                                                    constants.rank(inputOf(*u, 0)) == 1));
+    return lastAxis ? u : nullptr;
+  };
+  // The value `read` reads at the tokens' rows, or "".
+  auto rowsRead = [&](llvm::StringRef read) -> std::string {
+    const onnx::NodeProto *n = g.producer(read);
+    if (!n)
+      return "";
+    if (n->op_type() == "Gather" && intAttr(*n, "axis", 0) == 0 && inputOf(*n, 1) == rows.token) {
+      found.push_back(n);
+      return inputOf(*n, 0);
+    }
+    const onnx::NodeProto *at = n->op_type() == "GatherND" && intAttr(*n, "batch_dims", 0) == 0
+                                    ? g.producer(inputOf(*n, 1))
+                                    : nullptr;
+    if (!at || at->op_type() != "Unsqueeze" || inputOf(*at, 0) != rows.token || !hasAxis(*at, constants, -1))
+      return "";
+    found.append({n, at});
+    return inputOf(*n, 0);
+  };
+  // Gather(from, j, axis 1) with a scalar j: from, or "".
+  auto slotOf = [&](llvm::StringRef value) -> std::string {
+    const onnx::NodeProto *n = g.producer(value);
+    std::optional<llvm::SmallVector<int64_t>> j =
+        n && n->op_type() == "Gather" && intAttr(*n, "axis", 0) == 1 ? constants(inputOf(*n, 1)) : std::nullopt;
+    if (!j || j->size() != 1 || !constants.rank || constants.rank(inputOf(*n, 1)) != 0 || (*j)[0] != rows.column)
+      return "";
+    found.push_back(n);
+    return inputOf(*n, 0);
+  };
+  std::string value = std::string(column);
+  const onnx::NodeProto *after = unitAxis(value);
+  if (after) {
+    // [n] read, then its unit axis: w[token][:, j] or w[:, j][token].
+    found.push_back(after);
+    std::string read = inputOf(*after, 0);
+    std::string from = slotOf(read);
+    bool matched = !from.empty() ? rowsRead(from) == w : slotOf(rowsRead(read)) == w;
+    if (!matched)
+      return false;
+  } else {
+    // Column j given its unit axis, then read: Unsqueeze(w[:, j])[token].
+    const onnx::NodeProto *before = unitAxis(rowsRead(value));
+    if (!before || slotOf(inputOf(*before, 0)) != w)
+      return false;
+    found.push_back(before);
+  }
+  nodes.append(found.begin(), found.end());
+  return true;
+}
+
 /// The slot weight of each row as a column, w[token, slot][:, None]:
 /// Unsqueeze(GatherND(w, Concat(token, slot as columns)), -1), or, as
 /// TorchScript writes routing_weights[top_x, idx, None], Reshapes of
@@ -306,6 +376,8 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
                              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   if (!rows.hits.empty())
     return rowMaskWeightColumn(g, constants, column, w, rows, nodes);
+  if (rows.column >= 0)
+    return slotColumnWeight(g, constants, column, w, rows, nodes);
   auto unsqueezedFrom = [&](llvm::StringRef value, llvm::StringRef from) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
     return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == from && hasAxis(*u, constants, -1) ? u : nullptr;
@@ -1063,6 +1135,60 @@ std::map<int64_t, ExpertRows> expertMasks(const GraphIndex &g, const ConstantLoo
   return masks;
 }
 
+/// Whether two runs of an expert's FFN use the same weights the same way.
+static bool sameExpertFfn(const OwnExpertFfn &a, const OwnExpertFfn &b) {
+  return a.gate == b.gate && a.up == b.up && a.down == b.down && a.gateBias == b.gateBias && a.upBias == b.upBias &&
+         a.downBias == b.downBias && a.rows == b.rows && a.gated == b.gated && a.ungated == b.ungated;
+}
+
+/// The slot-column form's rows, keyed e·k + j: for each slot j, column j
+/// of the ids (Gather(ids, j, axis 1), a scalar j) compared with each expert
+/// e, its tokens Squeeze(Transpose(NonZero(ids[:, j] == e)), 1)
+/// (RowMaskCanonicalization.cpp writes every spelling so). A column read
+/// any other way is not this form and adds nothing (other forms may read
+/// it; the caller's count says what is missing).
+static std::map<int64_t, ExpertRows> slotColumnMasks(const GraphIndex &g, const ConstantLookup &constants,
+                                                     llvm::StringRef ids, int64_t experts, int64_t k,
+                                                     llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  std::map<int64_t, ExpertRows> masks;
+  for (int u : g.users(ids)) {
+    const onnx::NodeProto &pick = g.graph.node(u);
+    std::optional<llvm::SmallVector<int64_t>> j = pick.op_type() == "Gather" && inputOf(pick, 0) == ids &&
+                                                          intAttr(pick, "axis", 0) == 1
+                                                      ? constants(inputOf(pick, 1))
+                                                      : std::nullopt;
+    if (!j || j->size() != 1 || !constants.rank || constants.rank(inputOf(pick, 1)) != 0)
+      continue;
+    int64_t slot = (*j)[0] < 0 ? (*j)[0] + k : (*j)[0];
+    std::string ofSlot = outputOf(pick, 0);
+    std::map<int64_t, ExpertRows> column;
+    llvm::SmallVector<const onnx::NodeProto *> found = {&pick};
+    bool read = slot >= 0 && slot < k;
+    for (int v : g.users(ofSlot)) {
+      const onnx::NodeProto &eq = g.graph.node(v);
+      std::string other = eq.op_type() == "Equal" ? (inputOf(eq, 0) == ofSlot ? inputOf(eq, 1) : inputOf(eq, 0))
+                                                  : std::string();
+      std::optional<llvm::SmallVector<int64_t>> e = constants(other);
+      const onnx::NodeProto *nz = e ? g.onlyUser(outputOf(eq, 0), "NonZero") : nullptr;
+      const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
+      const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
+      int64_t key = e && e->size() == 1 ? (*e)[0] * k + slot : -1;
+      read = read && sq && (*e)[0] >= 0 && (*e)[0] < experts && !masks.count(key) && !column.count(key) &&
+             intsAttr(*tr, "perm") == llvm::SmallVector<int64_t>{1, 0} &&
+             (hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1));
+      if (!read)
+        break;
+      found.append({&eq, nz, tr, sq});
+      column[key] = ExpertRows{outputOf(*sq, 0), "", other, "", slot};
+    }
+    if (!read)
+      continue;
+    masks.insert(column.begin(), column.end());
+    nodes.append(found.begin(), found.end());
+  }
+  return masks;
+}
+
 /// The per-expert loop form at TopK node `topk`, its routing read as
 /// gpt-oss's (the block computed as ONNX Runtime's MoE) when `asGptOss` or
 /// when no other routing matches; `biasedRouter` says whether the other
@@ -1093,15 +1219,22 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
     why.clear();
   }
   std::map<int64_t, ExpertRows> masks = expertMasks(g, constants, outputOf(t, 1), experts, nodes, why);
+  // Otherwise a loop over the slots, then the experts: every expert once per
+  // slot, keyed e·k + j.
+  int64_t perExpert = 1;
+  if (masks.empty() && why.empty() && block.k > 0) {
+    masks = slotColumnMasks(g, constants, outputOf(t, 1), experts, block.k, nodes);
+    perExpert = block.k;
+  }
   if (masks.empty())
     return std::nullopt;
   auto fail = [&](const std::string &reason) -> std::optional<MoeBlock> {
     why = reason;
     return std::nullopt;
   };
-  if (static_cast<int64_t>(masks.size()) != experts)
-    return fail("the per-expert loop covers " + std::to_string(masks.size()) + " of the router's " +
-                std::to_string(experts) + " experts");
+  if (static_cast<int64_t>(masks.size()) != experts * perExpert)
+    return fail("the per-expert loop covers " + std::to_string(masks.size() / perExpert) + " of the router's " +
+                std::to_string(experts) + " experts" + (perExpert > 1 ? " in every slot" : ""));
   std::string w = *routed;
   auto other = [](const onnx::NodeProto &n, llvm::StringRef value) {
     return inputOf(n, 0) == value ? inputOf(n, 1) : inputOf(n, 0);
@@ -1109,7 +1242,8 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
   std::map<int64_t, Accumulation> steps;
   std::map<int64_t, OwnExpertFfn> own; // experts on their own constants
   std::optional<StackedExpert> first;  // the first expert on stacked weights
-  for (auto &[e, rows] : masks) {
+  for (auto &[key, rows] : masks) {
+    int64_t e = key / perExpert;
     std::string expert = "expert " + std::to_string(e) + ": ";
     // rows = x[token]; silu(rows W1) * (rows W3); then W2.
     std::string xRows = gatheredRows(g, constants, block, rows.token, nodes);
@@ -1143,6 +1277,9 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
       if (!ffn)
         return fail(expert + "its rows do not feed an FFN (gated SwiGLU/GeGLU, or ReLU/GELU/SiLU) on its own "
                              "constant weights");
+      // The slot-column form runs each expert once per slot: on the same FFN.
+      if (auto seen = own.find(e); seen != own.end() && !sameExpertFfn(seen->second, *ffn))
+        return fail(expert + "its FFN differs from one slot to another");
       own[e] = *ffn;
     }
     // Scaled by the slot weight w[token, slot] and added at the token (a
@@ -1156,7 +1293,7 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
         accumulation(g, constants, throughFloatCastUser(g, outputOf(*scale, 0), nodes), rows.token, nodes, block.x);
     if (!step)
       return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
-    steps[e] = *step;
+    steps[key] = *step;
   }
   std::optional<std::string> chained = accumulationChain(g, constants, block, steps, nodes, why);
   if (!chained)
