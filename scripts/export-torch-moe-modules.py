@@ -310,8 +310,8 @@ class BatchRouterFlatTopk(Experts):
 class SlotColumnLoop(Experts):
     """A loop over the slots and then the experts, each expert's rows a
     boolean mask of one slot's column (`m = idx[:, j] == e; y[m] += ...`),
-    the weights gathered from the softmax at the top-k of the logits: that
-    routing is not read, so plain ops with a remark."""
+    the weights gathered from the softmax at the top-k of the logits (the
+    TopK then selects from the softmax: softmax top-k, not renormalised)."""
 
     def forward(self, x):
         logits = self.gate(x)
@@ -335,6 +335,27 @@ class SlotColumnLoopRenormalized(Experts):
         probs = F.softmax(self.gate(x), dim=-1)
         w, idx = torch.topk(probs, TOP_K, dim=-1)
         w = w / w.sum(dim=-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for j in range(TOP_K):
+            for e, expert in enumerate(self.experts):
+                m = idx[:, j] == e
+                out[m] += w[m, j, None] * expert(x[m])
+        return out
+
+
+class GatheredOtherScoresNearMiss(Experts):
+    """The top-k of the logits, the weights gathered from the softmax of
+    other scores (the logits plus a per-expert offset, which changes the
+    order): not softmax top-k of either, so plain ops with a remark."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("offset", torch.randn(EXPERTS) * 2.0)
+
+    def forward(self, x):
+        logits = self.gate(x)
+        idx = logits.topk(TOP_K, -1).indices
+        w = torch.gather(F.softmax(logits + self.offset, -1), 1, idx)
         out = torch.zeros_like(x)
         for j in range(TOP_K):
             for e, expert in enumerate(self.experts):
@@ -1254,9 +1275,10 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "stacked_up_bias_only_loop": lambda: StackedBiasedLoop(down_bias=False),
            "plain_routed_swiglu_shared": PlainRoutedSwiGLUShared,
            "index_select_rows_loop": IndexSelectRowsLoop,
-           "slot_column_loop_unread": SlotColumnLoop,
+           "slot_column_loop_gathered_softmax": SlotColumnLoop,
            "slot_column_loop": SlotColumnLoopRenormalized,
            "slot_column_swapped_near_miss": SlotColumnSwappedNearMiss,
+           "gathered_other_scores_near_miss": GatheredOtherScoresNearMiss,
            "batch_router_flat_topk": BatchRouterFlatTopk,
            "batch_router_flat_topk_sigmoid_gelu": lambda: BatchRouterFlatTopk(lambda: mlp(nn.GELU(), True),
                                                                                  scoring="sigmoid"),
@@ -1287,7 +1309,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
-               "slot_column_loop_unread", "slot_column_swapped_near_miss", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
+               "slot_column_swapped_near_miss", "gathered_other_scores_near_miss", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
                "cells_repeated_expert_near_miss", "cells_linear_experts_unread",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}

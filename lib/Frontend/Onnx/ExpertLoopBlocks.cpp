@@ -311,11 +311,13 @@ static bool slotColumnWeight(const GraphIndex &g, const ConstantLookup &constant
                              llvm::StringRef w, const ExpertRows &rows,
                              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   llvm::SmallVector<const onnx::NodeProto *> found;
+  // Unsqueeze(v, -1), or Unsqueeze(v, 1) of a 1-D v: a read of one slot
+  // column of the 2-D w, or one value per token.
   auto unitAxis = [&](llvm::StringRef value) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
     bool lastAxis = u && u->op_type() == "Unsqueeze" &&
-                    (hasAxis(*u, constants, -1) || (hasAxis(*u, constants, 1) && constants.rank &&
-                                                    constants.rank(inputOf(*u, 0)) == 1));
+                    (hasAxis(*u, constants, -1) ||
+                     (hasAxis(*u, constants, 1) && constants.rank && constants.rank(w) == 2));
     return lastAxis ? u : nullptr;
   };
   // The value `read` reads at the tokens' rows, or "".

@@ -14,7 +14,14 @@
 // they read a TopK's [T, k].
 //
 // The top-k scores read back by GatherElements at the TopK's own indices
-// (`logits.gather(-1, idx)`) are the TopK's values.
+// (`logits.gather(-1, idx)`) are the TopK's values. A TopK of the logits
+// whose values nothing reads, with its indices gathering from the logits'
+// softmax (along the same last axis) or sigmoid
+// (`softmax(logits).gather(1, logits.topk(k).indices)`), selects from those
+// scores instead: both keep the order of the logits (two logits that round
+// to one probability become a tie, broken towards the lower index, a near
+// tie the raising check treats as such), and the gather is then the TopK's
+// values, softmax or sigmoid top-k.
 //
 // A softmax over the logits with every expert but a top-k's masked to -inf
 // (`softmax(logits + full(-inf).scatter(1, idx, 0))`, or
@@ -97,6 +104,7 @@ private:
     return a && normalizedAxes(*a, rank) == llvm::SmallVector<int64_t>{rank - 1};
   }
   void pairSelections();
+  int64_t selectFromGatheredScores();
   std::string pickedValues(const onnx::NodeProto &gather) const;
   /// The TopK whose indices are `ids`, over `scores` along their last axis,
   /// largest first; null otherwise.
@@ -276,6 +284,61 @@ bool SelectionRewriter::sink(onnx::NodeProto &node) {
   squeezed[out] = {wide, axes, from.rank};
   removable.insert(out);
   return true;
+}
+
+/// TopK(logits) whose values nothing reads and whose indices a
+/// GatherElements reads Softmax(logits) (last axis) or Sigmoid(logits) at,
+/// along the TopK's last axis: the TopK reads those scores. The number of
+/// TopKs changed.
+int64_t SelectionRewriter::selectFromGatheredScores() {
+  // (TopK, the scores' node) pairs; each score node then moves in front of
+  // its TopK (it reads only the TopK's old input, defined earlier).
+  llvm::SmallVector<std::pair<const onnx::NodeProto *, const onnx::NodeProto *>> moved;
+  for (onnx::NodeProto &topk : *graph.mutable_node()) {
+    if (!isStandardNode(topk) || topk.op_type() != "TopK" || topk.output_size() != 2 || topk.input_size() < 1 ||
+        (!topk.output(0).empty() && (readers.lookup(topk.output(0)) || graphOutputs.contains(topk.output(0)))))
+      continue;
+    const ValueFacts *in = factsOf(topk.input(0));
+    if (!in || in->rank < 1 || !isFloatType(in->dataType) ||
+        normalizedAxes({blocks::intAttr(topk, "axis", -1)}, in->rank) != llvm::SmallVector<int64_t>{in->rank - 1} ||
+        blocks::intAttr(topk, "largest", 1) != 1)
+      continue;
+    const onnx::NodeProto *scores = nullptr;
+    for (const onnx::NodeProto &gather : graph.node()) {
+      if (!isStandardNode(gather) || gather.op_type() != "GatherElements" || gather.input_size() != 2 ||
+          gather.input(1) != topk.output(1) ||
+          normalizedAxes({blocks::intAttr(gather, "axis", 0)}, in->rank) != llvm::SmallVector<int64_t>{in->rank - 1})
+        continue;
+      const onnx::NodeProto *f = producers.lookup(gather.input(0));
+      bool monotone = f && isStandardNode(*f) && f->input_size() == 1 && f->input(0) == topk.input(0) &&
+                      (f->op_type() == "Sigmoid" ||
+                       (f->op_type() == "Softmax" &&
+                        normalizedAxes({blocks::intAttr(*f, "axis", -1)}, in->rank) ==
+                            llvm::SmallVector<int64_t>{in->rank - 1}));
+      if (monotone) {
+        scores = f;
+        break;
+      }
+    }
+    if (!scores)
+      continue;
+    readers[topk.input(0)]--;
+    readers[scores->output(0)]++;
+    topk.set_input(0, scores->output(0));
+    moved.push_back({&topk, scores});
+  }
+  auto &nodes = *graph.mutable_node();
+  auto indexOf = [&](const onnx::NodeProto *n) {
+    for (int i = 0; i < nodes.size(); ++i)
+      if (&nodes.Get(i) == n)
+        return i;
+    return -1;
+  };
+  // Swapping elements swaps pointers: every node keeps its address.
+  for (auto [topk, scores] : moved)
+    for (int at = indexOf(scores), to = indexOf(topk); at > to; --at)
+      nodes.SwapElements(at, at - 1);
+  return static_cast<int64_t>(moved.size());
 }
 
 /// GatherElements(s, TopK(s).indices) along the TopK's axis is its values
@@ -742,6 +805,7 @@ void SelectionRewriter::emitRenormalizedGate(const onnx::NodeProto &div, const O
 }
 
 int64_t SelectionRewriter::run() {
+  int64_t reselected = selectFromGatheredScores();
   pairSelections();
   // Found before the loop below moves nodes (and their producers) away.
   llvm::DenseMap<const onnx::NodeProto *, std::string> picked;
@@ -775,7 +839,7 @@ int64_t SelectionRewriter::run() {
                                           maskedGates.size() + renormalizedGates.size() +
                                           columns.size());
   if (rewrites == 0)
-    return 0;
+    return reselected;
   for (onnx::NodeProto &node : *graph.mutable_node()) {
     for (std::string &in : *node.mutable_input())
       if (auto it = renamed.find(in); it != renamed.end())
@@ -837,7 +901,7 @@ int64_t SelectionRewriter::run() {
     kept.Swap(&live);
   }
   graph.mutable_node()->Swap(&kept);
-  return rewrites;
+  return rewrites + reselected;
 }
 
 } // namespace
