@@ -307,7 +307,21 @@ class BatchRouterFlatTopk(Experts):
         return out.view_as(x3) if self.given_3d else out
 
 
-class SlotColumnLoop(Experts):
+class SlotColumnExperts(Experts):
+    """A loop over the slots, then the experts, each expert's rows a boolean
+    mask of one slot's column: `m = idx[:, j] == e; y[m] += w[m, j, None] *
+    expert(x[m])`; slot j's rows that picked e go through expert e + j·shift."""
+
+    def slot_columns(self, x, w, idx, shift=0):
+        out = torch.zeros_like(x)
+        for j in range(TOP_K):
+            for e in range(EXPERTS):
+                m = idx[:, j] == e
+                out[m] += w[m, j, None] * self.experts[(e + j * shift) % EXPERTS](x[m])
+        return out
+
+
+class SlotColumnLoop(SlotColumnExperts):
     """A loop over the slots and then the experts, each expert's rows a
     boolean mask of one slot's column (`m = idx[:, j] == e; y[m] += ...`),
     the weights gathered from the softmax at the top-k of the logits (the
@@ -317,15 +331,10 @@ class SlotColumnLoop(Experts):
         logits = self.gate(x)
         idx = logits.topk(TOP_K, -1).indices
         w = torch.gather(F.softmax(logits, -1), 1, idx)
-        out = torch.zeros_like(x)
-        for j in range(TOP_K):
-            for e, expert in enumerate(self.experts):
-                m = idx[:, j] == e
-                out[m] += w[m, j, None] * expert(x[m])
-        return out
+        return self.slot_columns(x, w, idx)
 
 
-class SlotColumnLoopRenormalized(Experts):
+class SlotColumnLoopRenormalized(SlotColumnExperts):
     """Mixtral's routing (softmax, top-k, renormalised), then a loop over the
     slots and the experts, each expert's rows a boolean mask of one slot's
     column (`m = idx[:, j] == e; y[m] += w[m, j, None] * expert(x[m])`):
@@ -335,15 +344,10 @@ class SlotColumnLoopRenormalized(Experts):
         probs = F.softmax(self.gate(x), dim=-1)
         w, idx = torch.topk(probs, TOP_K, dim=-1)
         w = w / w.sum(dim=-1, keepdim=True)
-        out = torch.zeros_like(x)
-        for j in range(TOP_K):
-            for e, expert in enumerate(self.experts):
-                m = idx[:, j] == e
-                out[m] += w[m, j, None] * expert(x[m])
-        return out
+        return self.slot_columns(x, w, idx)
 
 
-class GatheredOtherScoresNearMiss(Experts):
+class GatheredOtherScoresNearMiss(SlotColumnExperts):
     """The top-k of the logits, the weights gathered from the softmax of
     other scores (the logits plus a per-expert offset, which changes the
     order): not softmax top-k of either, so plain ops with a remark."""
@@ -356,15 +360,10 @@ class GatheredOtherScoresNearMiss(Experts):
         logits = self.gate(x)
         idx = logits.topk(TOP_K, -1).indices
         w = torch.gather(F.softmax(logits + self.offset, -1), 1, idx)
-        out = torch.zeros_like(x)
-        for j in range(TOP_K):
-            for e, expert in enumerate(self.experts):
-                m = idx[:, j] == e
-                out[m] += w[m, j, None] * expert(x[m])
-        return out
+        return self.slot_columns(x, w, idx)
 
 
-class SlotColumnSwappedNearMiss(Experts):
+class SlotColumnSwappedNearMiss(SlotColumnExperts):
     """The slot-column loop, but slot 1's rows that picked e go through
     expert e + 1: not an MoE layer (each expert must run on every slot's
     rows that picked it), so plain ops with a remark naming the expert."""
@@ -373,12 +372,7 @@ class SlotColumnSwappedNearMiss(Experts):
         probs = F.softmax(self.gate(x), dim=-1)
         w, idx = torch.topk(probs, TOP_K, dim=-1)
         w = w / w.sum(dim=-1, keepdim=True)
-        out = torch.zeros_like(x)
-        for j in range(TOP_K):
-            for e in range(EXPERTS):
-                m = idx[:, j] == e
-                out[m] += w[m, j, None] * self.experts[(e + j) % EXPERTS](x[m])
-        return out
+        return self.slot_columns(x, w, idx, shift=1)
 
 
 class DenseScatterEinsum(Experts):
