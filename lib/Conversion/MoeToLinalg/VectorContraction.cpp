@@ -30,8 +30,8 @@
 // kernels, so 4- and 2-bit values are taken a field at a time: a step widens
 // VL packed bytes of a weight row to 32-bit lanes once, and each field (a
 // shift and a mask) is one vector of VL weights, k + pack·l + field, matched
-// by a deinterleaved vector of each row of a (two or three shuffles, shared
-// by the tile's columns). With one f32 scale per row the dot product of the
+// by a deinterleaved vector of each row of a (one shuffle per field for 4
+// bits, three for 2 bits, shared by the tile's columns). With one f32 scale per row the dot product of the
 // unscaled values is scaled once. Rows left after whole MR-row tiles take a
 // tile of exactly their count, and a tile has as many columns as the
 // registers hold (16 for one row): each weight row is 1 KiB for 2048 int4
