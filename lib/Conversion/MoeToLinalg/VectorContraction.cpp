@@ -308,10 +308,10 @@ Value microKernel(OpBuilder &b, Location loc, const KernelPlan &plan, Value a, W
                    for (int64_t f = 0; f < fields; ++f)
                      for (int64_t i = 0; i < rows; ++i) {
                        Value &acc = next[i * cols + j];
-                       acc = bf16Dot ? x86vector::DotBF16Op::create(kb, kl, accType, acc, aFields[i], wFields[f])
-                                           .getResult()
-                                     : vector::FMAOp::create(kb, kl, aFields[i * fields + f], wFields[f], acc)
-                                           .getResult();
+                       Value aField = aFields[i * fields + f];
+                       acc = bf16Dot
+                                 ? x86vector::DotBF16Op::create(kb, kl, accType, acc, aField, wFields[f]).getResult()
+                                 : vector::FMAOp::create(kb, kl, aField, wFields[f], acc).getResult();
                      }
                  }
                  scf::YieldOp::create(kb, kl, next);

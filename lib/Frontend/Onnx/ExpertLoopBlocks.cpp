@@ -39,23 +39,31 @@ struct ExpertRows {
   int64_t column = -1;
 };
 
-/// The token list of the rows any(hits, -1) selects (anyOverSlots), for
-/// the [T, k] bool `hits`: Squeeze(Transpose(NonZero(any)), 1)
-/// (RowMaskCanonicalization.cpp writes every spelling so). The token list,
-/// or "".
-static std::string rowMaskTokens(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef hits,
-                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  llvm::SmallVector<const onnx::NodeProto *> found;
-  std::string any = anyOverSlots(g, constants, hits, /*keepdims=*/false, /*bareMax=*/true, found);
-  const onnx::NodeProto *nz = any.empty() ? nullptr : g.onlyUser(any, "NonZero");
+/// The token list of the rows the [T] bool `mask` selects,
+/// Squeeze(Transpose(NonZero(mask)), 1) (RowMaskCanonicalization.cpp writes
+/// every spelling so), each node read only there. The token list, or "".
+static std::string maskTokens(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef mask,
+                              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  const onnx::NodeProto *nz = mask.empty() ? nullptr : g.onlyUser(mask, "NonZero");
   const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
   const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
   if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} ||
       !(hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1)))
     return "";
-  nodes.append(found.begin(), found.end());
   nodes.append({nz, tr, sq});
   return outputOf(*sq, 0);
+}
+
+/// The token list of the rows any(hits, -1) selects (anyOverSlots), for
+/// the [T, k] bool `hits` (maskTokens). The token list, or "".
+static std::string rowMaskTokens(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef hits,
+                                 llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  std::string any = anyOverSlots(g, constants, hits, /*keepdims=*/false, /*bareMax=*/true, found);
+  std::string tokens = maskTokens(g, constants, any, found);
+  if (!tokens.empty())
+    nodes.append(found.begin(), found.end());
+  return tokens;
 }
 
 /// In the row-mask form, the slot weight of each row as a column [n, 1]:
@@ -1171,17 +1179,14 @@ static std::map<int64_t, ExpertRows> slotColumnMasks(const GraphIndex &g, const 
       std::string other = eq.op_type() == "Equal" ? (inputOf(eq, 0) == ofSlot ? inputOf(eq, 1) : inputOf(eq, 0))
                                                   : std::string();
       std::optional<llvm::SmallVector<int64_t>> e = constants(other);
-      const onnx::NodeProto *nz = e ? g.onlyUser(outputOf(eq, 0), "NonZero") : nullptr;
-      const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
-      const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
-      int64_t key = e && e->size() == 1 ? (*e)[0] * k + slot : -1;
-      read = read && sq && (*e)[0] >= 0 && (*e)[0] < experts && !masks.count(key) && !column.count(key) &&
-             intsAttr(*tr, "perm") == llvm::SmallVector<int64_t>{1, 0} &&
-             (hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1));
+      bool oneExpert = e && e->size() == 1 && (*e)[0] >= 0 && (*e)[0] < experts;
+      int64_t key = oneExpert ? (*e)[0] * k + slot : -1;
+      found.push_back(&eq);
+      std::string tokens = oneExpert ? maskTokens(g, constants, outputOf(eq, 0), found) : "";
+      read = read && !tokens.empty() && !masks.count(key) && !column.count(key);
       if (!read)
         break;
-      found.append({&eq, nz, tr, sq});
-      column[key] = ExpertRows{outputOf(*sq, 0), "", other, "", slot};
+      column[key] = ExpertRows{tokens, "", other, "", slot};
     }
     if (!read)
       continue;

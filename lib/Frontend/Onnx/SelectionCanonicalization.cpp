@@ -299,22 +299,21 @@ int64_t SelectionRewriter::selectFromGatheredScores() {
         (!topk.output(0).empty() && (readers.lookup(topk.output(0)) || graphOutputs.contains(topk.output(0)))))
       continue;
     const ValueFacts *in = factsOf(topk.input(0));
-    if (!in || in->rank < 1 || !isFloatType(in->dataType) ||
-        normalizedAxes({blocks::intAttr(topk, "axis", -1)}, in->rank) != llvm::SmallVector<int64_t>{in->rank - 1} ||
+    auto alongLast = [&](const onnx::NodeProto &n, int64_t axisByDefault) {
+      return normalizedAxes({blocks::intAttr(n, "axis", axisByDefault)}, in->rank) ==
+             llvm::SmallVector<int64_t>{in->rank - 1};
+    };
+    if (!in || in->rank < 1 || !isFloatType(in->dataType) || !alongLast(topk, -1) ||
         blocks::intAttr(topk, "largest", 1) != 1)
       continue;
     const onnx::NodeProto *scores = nullptr;
     for (const onnx::NodeProto &gather : graph.node()) {
       if (!isStandardNode(gather) || gather.op_type() != "GatherElements" || gather.input_size() != 2 ||
-          gather.input(1) != topk.output(1) ||
-          normalizedAxes({blocks::intAttr(gather, "axis", 0)}, in->rank) != llvm::SmallVector<int64_t>{in->rank - 1})
+          gather.input(1) != topk.output(1) || !alongLast(gather, 0))
         continue;
       const onnx::NodeProto *f = producers.lookup(gather.input(0));
       bool monotone = f && isStandardNode(*f) && f->input_size() == 1 && f->input(0) == topk.input(0) &&
-                      (f->op_type() == "Sigmoid" ||
-                       (f->op_type() == "Softmax" &&
-                        normalizedAxes({blocks::intAttr(*f, "axis", -1)}, in->rank) ==
-                            llvm::SmallVector<int64_t>{in->rank - 1}));
+                      (f->op_type() == "Sigmoid" || (f->op_type() == "Softmax" && alongLast(*f, -1)));
       if (monotone) {
         scores = f;
         break;
