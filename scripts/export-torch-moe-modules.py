@@ -520,6 +520,33 @@ class BmmExperts(GatheredEinsum):
         return torch.einsum("te,eth->th", gate, torch.bmm(h, self.w2.transpose(1, 2)))
 
 
+class GShardDispatch(BmmExperts):
+    """GShard's einsums without a capacity in PyTorch (fairseq's and
+    DeepSpeed's MOELayer with every token kept): x dispatched to every expert
+    by a 0/1 mask, einsum('te,th->eth', mask, x), BmmExperts' batched
+    experts, combined by einsum('te,eth->th', gate, out). The mask is
+    one_hot(idx, E) summed over the slots, or `positive`: gate > 0 (the
+    softmax weights are positive, so the same set). `scaled`: x dispatched
+    by the gate itself, each expert seeing scaled rows (a near miss)."""
+
+    def __init__(self, mask="one_hot"):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, x):
+        w, idx = torch.topk(self.gate(x), TOP_K, dim=-1)
+        gate = torch.zeros(x.shape[0], EXPERTS, dtype=x.dtype).scatter(1, idx, F.softmax(w, dim=-1))
+        if self.mask == "one_hot":
+            mask = F.one_hot(idx, EXPERTS).sum(1).to(x.dtype)
+        elif self.mask == "positive":
+            mask = (gate > 0).to(x.dtype)
+        else:
+            mask = gate
+        xs = torch.einsum("te,th->eth", mask, x)
+        h = F.silu(torch.bmm(xs, self.w1.transpose(1, 2))) * torch.bmm(xs, self.w3.transpose(1, 2))
+        return torch.einsum("te,eth->th", gate, torch.bmm(h, self.w2.transpose(1, 2)))
+
+
 class SortCut(Experts):
     """The routing by a full descending torch.sort of the probabilities cut
     to its first k ([:, :k]: TopK of every expert, then Slices); every expert
@@ -1125,6 +1152,33 @@ class CellsLoop(WhereLoop):
         return (cells * w.unsqueeze(-1)).sum(1)
 
 
+class StackSlotPicks(Experts):
+    """Every expert on every token, the outputs stacked [E, T, H] (stack on
+    dim 0) and each slot's rows picked by advanced indexing with the token
+    numbers, outs[idx[:, j], arange(T)], weighted by the slot's weight and
+    added slot by slot. `together`: every slot at once, outs[idx,
+    arange(T)[:, None]] [T, k, H], weighted and summed over the slots.
+    `crossed`: slot j's rows weighted by the other slot's weight (a near
+    miss)."""
+
+    def __init__(self, together=False, crossed=False):
+        super().__init__()
+        self.together, self.crossed = together, crossed
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        outs = torch.stack([expert(x) for expert in self.experts])
+        rows = torch.arange(x.shape[0], device=x.device)
+        if self.together:
+            return (outs[idx, rows[:, None]] * w[..., None]).sum(1)
+        y = None
+        for j in range(TOP_K):
+            term = w[:, (TOP_K - 1 - j) if self.crossed else j, None] * outs[idx[:, j], rows]
+            y = term if y is None else y + term
+        return y
+
+
 class L1NormLoop(WhereLoop):
     """DBRX's renormalisation: the softmax top-k divided by its L1 norm,
     torch.norm(w, p=1) (ReduceL1), F.normalize(w, p=1) (the norm clamped
@@ -1286,7 +1340,11 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "abs_sum_loop": lambda: L1NormLoop("abs"),
            "l1_norm_logits_near_miss": lambda: L1NormLoop(on_logits=True),
            "cells_loop": CellsLoop, "cells_repeated_expert_near_miss": lambda: CellsLoop(repeated=True),
-           "cells_linear_experts_unread": lambda: CellsLoop(lambda: nn.Linear(HIDDEN, HIDDEN))}
+           "cells_linear_experts_unread": lambda: CellsLoop(lambda: nn.Linear(HIDDEN, HIDDEN)),
+           "stack_slot_picks": StackSlotPicks, "stack_slot_picks_together": lambda: StackSlotPicks(together=True),
+           "stack_slot_picks_crossed_near_miss": lambda: StackSlotPicks(crossed=True),
+           "gshard_dispatch": GShardDispatch, "gshard_dispatch_positive": lambda: GShardDispatch("positive"),
+           "gshard_dispatch_scaled_near_miss": lambda: GShardDispatch("scaled")}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",
@@ -1304,7 +1362,8 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "topk_slot_terms_crossed_near_miss", "view_mismatch_shared_refused", "temperature_per_token_near_miss",
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
                "slot_column_swapped_near_miss", "gathered_other_scores_near_miss", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
-               "cells_repeated_expert_near_miss", "cells_linear_experts_unread",
+               "cells_repeated_expert_near_miss", "cells_linear_experts_unread", "stack_slot_picks_crossed_near_miss",
+               "gshard_dispatch_scaled_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

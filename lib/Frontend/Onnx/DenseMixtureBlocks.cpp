@@ -21,6 +21,12 @@
 //   y = ReduceSum(GatherElements(S, Expand(Unsqueeze(ids, -1), [T, k, H]), axis 1)
 //                 * Unsqueeze(w, -1), 1)
 //
+// or with the outputs stacked expert first and each slot's row picked at
+// the token's own position (outs[idx[:, j], arange(T)], slotPickMixture):
+//
+//   S = Concat_e(Unsqueeze(FFN_e(x), 0), axis 0)                      [E, T, H]
+//   y = sum_j Unsqueeze(w[:, j], -1) * S[ids[:, j], t]   or   ReduceSum(S[ids, t] * Unsqueeze(w, -1), 1)
+//
 // or with the gate over every expert's outputs from batched matmuls on
 // stacked weights (torch.bmm of x.expand(E, T, H)):
 //
@@ -215,14 +221,77 @@ bool batchedStack(const GraphIndex &g, const ConstantLookup &constants, llvm::St
   return false;
 }
 
+/// "te,th->eth" with any letters (spaces allowed): x [T, H] dispatched to
+/// every expert scaled by a [T, E] factor (GShard's dispatch einsum).
+bool isDispatchEquation(std::string equation) {
+  llvm::erase_if(equation, [](char c) { return c == ' '; });
+  if (equation.size() != 10 || equation[2] != ',' || equation.substr(5, 2) != "->")
+    return false;
+  char t = equation[0], e = equation[1], h = equation[4];
+  return t != e && h != t && h != e && equation[3] == t && equation[7] == e && equation[8] == t && equation[9] == h;
+}
+
+/// A 0/1 dispatch mask [T, E] that is 1 wherever the scattered gate G can
+/// be nonzero, so x dispatched by it reaches every expert of a token's
+/// picks unscaled (and the others see zero rows, weighted by G = 0):
+///   Cast(ReduceSum(OneHot(ids, E, [0, 1]), 1))   (one_hot(idx, E).sum(1): a TopK's ids in a row are distinct)
+///   Cast(Not(Equal(G, 0)))                       (G != 0)
+///   Cast(Greater(G, 0))                          (G > 0, for top-k weights that are never negative)
+bool isDispatchMask(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef mask,
+                    const onnx::NodeProto &scatter, int64_t experts, bool nonNegativeWeights,
+                    llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  const onnx::NodeProto *n = g.producer(mask);
+  while (n && n->op_type() == "Cast") {
+    found.push_back(n);
+    n = g.producer(inputOf(*n, 0));
+  }
+  if (!n)
+    return false;
+  std::string gate = outputOf(scatter, 0), ids = inputOf(scatter, 1);
+  auto isZero = [&](llvm::StringRef v) {
+    std::optional<float> f = scalarFloat(constants, v);
+    return f && *f == 0.0f;
+  };
+  bool ok = false;
+  if (n->op_type() == "ReduceSum" && hasAxis(*n, constants, 1) && intAttr(*n, "keepdims", 1) == 0) {
+    const onnx::NodeProto *oneHot = g.producer(inputOf(*n, 0));
+    std::optional<llvm::SmallVector<int64_t>> depth = oneHot && oneHot->op_type() == "OneHot"
+                                                          ? constants(inputOf(*oneHot, 1))
+                                                          : std::nullopt;
+    std::optional<std::vector<float>> values = depth ? constants.floats(inputOf(*oneHot, 2)) : std::nullopt;
+    std::optional<llvm::SmallVector<int64_t>> intValues = depth && !values ? constants(inputOf(*oneHot, 2)) : std::nullopt;
+    bool offOn = (values && *values == std::vector<float>{0.0f, 1.0f}) ||
+                 (intValues && *intValues == llvm::SmallVector<int64_t>{0, 1});
+    ok = depth && depth->size() == 1 && (*depth)[0] == experts && offOn && inputOf(*oneHot, 0) == ids &&
+         intAttr(*oneHot, "axis", -1) == -1;
+    if (ok)
+      found.append({n, oneHot});
+  } else if (n->op_type() == "Greater" && nonNegativeWeights && inputOf(*n, 0) == gate && isZero(inputOf(*n, 1))) {
+    ok = true;
+    found.push_back(n);
+  } else if (n->op_type() == "Not") {
+    const onnx::NodeProto *eq = g.producer(inputOf(*n, 0));
+    ok = eq && eq->op_type() == "Equal" &&
+         ((inputOf(*eq, 0) == gate && isZero(inputOf(*eq, 1))) || (inputOf(*eq, 1) == gate && isZero(inputOf(*eq, 0))));
+    if (ok)
+      found.append({n, eq});
+  }
+  if (ok)
+    nodes.append(found.begin(), found.end());
+  return ok;
+}
+
 /// Every expert on every token by batched matmuls over the experts
 /// (torch.bmm of x.expand(E, T, H) with stacked weights):
 ///   xs = Expand(Unsqueeze(x, 0), [E, ., .])
+///        (or Einsum("te,th->eth", M, x) with M a dispatch mask of the
+///        scattered gate, GShard's dispatch without a capacity)
 ///   o  = MatMul(act(MatMul(xs, Wg)) * MatMul(xs, Wu), Wd)          [E, T, H]
 /// Sets the block's stacks and activation.
 bool batchedExperts(const GraphIndex &g, const ConstantLookup &constants, MoeBlock &block, llvm::StringRef outputs,
-                    int64_t experts, int64_t hidden, llvm::SmallVector<const onnx::NodeProto *> &nodes,
-                    std::string &why) {
+                    const onnx::NodeProto &scatter, int64_t experts, int64_t hidden,
+                    llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
   auto fail = [&](const char *reason) {
     why = reason;
     return false;
@@ -232,6 +301,9 @@ bool batchedExperts(const GraphIndex &g, const ConstantLookup &constants, MoeBlo
     return fail("the experts' outputs [E, T, H] are not a batched down projection");
   // xs: x once per expert.
   const onnx::NodeProto *spread = nullptr;
+  // Softmax or sigmoid probabilities, renormalised or scaled by a positive
+  // factor.
+  bool nonNegativeWeights = !block.deepSeek || block.deepSeek->scale > 0;
   for (int u : g.users(block.x)) {
     const onnx::NodeProto &unsq = g.graph.node(u);
     const onnx::NodeProto *expand =
@@ -241,9 +313,14 @@ bool batchedExperts(const GraphIndex &g, const ConstantLookup &constants, MoeBlo
       nodes.push_back(&unsq);
       spread = expand;
     }
+    if (unsq.op_type() == "Einsum" && unsq.input_size() == 2 && inputOf(unsq, 1) == block.x &&
+        isDispatchEquation(stringAttr(unsq, "equation", "")) &&
+        isDispatchMask(g, constants, inputOf(unsq, 0), scatter, experts, nonNegativeWeights, nodes))
+      spread = &unsq;
   }
   if (!spread)
-    return fail("x is not expanded over the experts for batched matmuls");
+    return fail("x is neither expanded over the experts nor dispatched to them by a 0/1 mask covering the gate "
+                "for batched matmuls");
   llvm::SmallVector<const onnx::NodeProto *> projections;
   for (int u : g.users(outputOf(*spread, 0)))
     if (g.graph.node(u).op_type() == "MatMul" && inputOf(g.graph.node(u), 0) == outputOf(*spread, 0))
@@ -315,12 +392,23 @@ std::string stackedMixture(const GraphIndex &g, const ConstantLookup &constants,
   llvm::SmallVector<const onnx::NodeProto *> found;
   std::string stack, sumOut;
   int64_t expertAxis = 1;
-  // einsum('te,eth->th', gate, batched experts' outputs [E, T, H]).
-  if (const onnx::NodeProto *einsum = g.onlyUser(outputOf(scatter, 0), "Einsum");
-      einsum && einsum->input_size() == 2 && inputOf(*einsum, 0) == outputOf(scatter, 0) &&
-      isGateCombineEquation(stringAttr(*einsum, "equation", ""), /*expertFirst=*/true)) {
+  // einsum('te,eth->th', gate, batched experts' outputs [E, T, H]); the
+  // gate may also be read by a dispatch mask (G > 0, G != 0).
+  const onnx::NodeProto *combine = nullptr;
+  bool otherUsers = false;
+  for (int u : g.users(outputOf(scatter, 0))) {
+    const onnx::NodeProto &n = g.graph.node(u);
+    if (!combine && n.op_type() == "Einsum" && n.input_size() == 2 && inputOf(n, 0) == outputOf(scatter, 0) &&
+        isGateCombineEquation(stringAttr(n, "equation", ""), /*expertFirst=*/true))
+      combine = &n;
+    else if (n.op_type() != "Greater" && n.op_type() != "Equal")
+      otherUsers = true;
+  }
+  if (otherUsers)
+    combine = nullptr;
+  if (const onnx::NodeProto *einsum = combine) {
     found.push_back(einsum);
-    if (!batchedExperts(g, constants, block, inputOf(*einsum, 1), experts, hidden, found, why))
+    if (!batchedExperts(g, constants, block, inputOf(*einsum, 1), scatter, experts, hidden, found, why))
       return "";
     batched = true;
     nodes.append(found.begin(), found.end());
@@ -402,6 +490,297 @@ std::string pickedMixture(const GraphIndex &g, const ConstantLookup &constants,
   return sumOut;
 }
 
+/// x's token count: Squeeze(Shape(x, start 0, end 1)) (dynamo) or
+/// Gather(Shape(x), 0) (TorchScript), maybe Cast.
+bool isTokenCount(const GraphIndex &g, const ConstantLookup &constants, llvm::function_ref<bool(llvm::StringRef)> isX,
+                  llvm::StringRef value) {
+  const onnx::NodeProto *n = g.producer(value);
+  if (n && n->op_type() == "Cast")
+    n = g.producer(inputOf(*n, 0));
+  if (!n)
+    return false;
+  const onnx::NodeProto *shape = g.producer(inputOf(*n, 0));
+  if (!shape || shape->op_type() != "Shape" || !isX(inputOf(*shape, 0)) || intAttr(*shape, "start", 0) != 0)
+    return false;
+  if (n->op_type() == "Squeeze")
+    return intAttr(*shape, "end", -1) == 1;
+  std::optional<llvm::SmallVector<int64_t>> dim = n->op_type() == "Gather" ? constants(inputOf(*n, 1)) : std::nullopt;
+  return dim && dim->size() == 1 && (*dim)[0] == 0 && isWholeShape(*shape);
+}
+
+/// The token numbers 0, 1, ..., T - 1: Range(0, T, 1) with T x's token
+/// count, or such a constant (a static export).
+bool isTokenNumbers(const GraphIndex &g, const ConstantLookup &constants, llvm::function_ref<bool(llvm::StringRef)> isX,
+                    llvm::StringRef value) {
+  if (std::optional<llvm::SmallVector<int64_t>> v = constants(value)) {
+    for (size_t i = 0; i < v->size(); ++i)
+      if ((*v)[i] != static_cast<int64_t>(i))
+        return false;
+    return !v->empty();
+  }
+  const onnx::NodeProto *range = g.producer(value);
+  if (!range || range->op_type() != "Range")
+    return false;
+  std::optional<llvm::SmallVector<int64_t>> start = constants(inputOf(*range, 0)), step = constants(inputOf(*range, 2));
+  return start && start->size() == 1 && (*start)[0] == 0 && step && step->size() == 1 && (*step)[0] == 1 &&
+         isTokenCount(g, constants, isX, inputOf(*range, 1));
+}
+
+/// A pick of an expert-first stack S [E, T, H] at each token's own row,
+/// P[t, ...] = S[a[t, ...], t, :]; sets `stack` and `a`:
+///   GatherND(S, Concat(Unsqueeze(a, -1), Unsqueeze(n, -1), axis -1)) with n
+///     the token numbers (1-D a), or Expand(Unsqueeze(numbers, 1), .)
+///     (2-D a: outs[idx, arange(T)[:, None]]) (dynamo);
+///   Gather(Flatten(S, 2), Add(numbers, Mul(a, Shape(S)[1])), axis 0)
+///     (TorchScript; the numbers a column for a 2-D a): row a·T + t of
+///     the flattened stack, reshaped back by throughRowReshapes.
+/// The Concat and Gather check at run time that a covers the T tokens.
+bool stackPick(const GraphIndex &g, const ConstantLookup &constants, llvm::function_ref<bool(llvm::StringRef)> isX,
+               const onnx::NodeProto &pick, std::string &stack, std::string &a,
+               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto unsqueezedLast = [&](llvm::StringRef v) -> const onnx::NodeProto * {
+    const onnx::NodeProto *u = g.producer(v);
+    return u && u->op_type() == "Unsqueeze" && hasAxis(*u, constants, -1) ? u : nullptr;
+  };
+  if (pick.op_type() == "GatherND" && pick.input_size() == 2 && intAttr(pick, "batch_dims", 0) == 0) {
+    const onnx::NodeProto *concat = g.producer(inputOf(pick, 1));
+    int64_t indexRank = constants.rank ? constants.rank(inputOf(pick, 1)) : -1;
+    int64_t axis = concat ? intAttr(*concat, "axis", 0) : 0;
+    if (!concat || concat->op_type() != "Concat" || concat->input_size() != 2 ||
+        (axis != -1 && (indexRank < 0 || axis != indexRank - 1)))
+      return false;
+    const onnx::NodeProto *ua = unsqueezedLast(inputOf(*concat, 0)), *un = unsqueezedLast(inputOf(*concat, 1));
+    if (!ua || !un)
+      return false;
+    std::string numbers = inputOf(*un, 0);
+    int64_t aRank = constants.rank ? constants.rank(inputOf(*ua, 0)) : -1;
+    if (aRank == 2) {
+      // The numbers as a column broadcast over a's slots.
+      const onnx::NodeProto *expand = g.producer(numbers);
+      const onnx::NodeProto *column = expand && expand->op_type() == "Expand" ? g.producer(inputOf(*expand, 0)) : nullptr;
+      if (!column || column->op_type() != "Unsqueeze" || !hasAxis(*column, constants, 1))
+        return false;
+      nodes.append({expand, column});
+      numbers = inputOf(*column, 0);
+    } else if (aRank != 1) {
+      return false;
+    }
+    if (!isTokenNumbers(g, constants, isX, numbers) || (constants.rank && constants.rank(inputOf(pick, 0)) != 3))
+      return false;
+    nodes.append({&pick, concat, ua, un});
+    stack = inputOf(pick, 0);
+    a = inputOf(*ua, 0);
+    return true;
+  }
+  if (pick.op_type() != "Gather" || intAttr(pick, "axis", 0) != 0)
+    return false;
+  const onnx::NodeProto *flat = g.producer(inputOf(pick, 0));
+  const onnx::NodeProto *add = g.producer(inputOf(pick, 1));
+  if (!flat || flat->op_type() != "Flatten" || intAttr(*flat, "axis", 1) != 2 || !add || add->op_type() != "Add" ||
+      (constants.rank && constants.rank(inputOf(*flat, 0)) != 3))
+    return false;
+  stack = inputOf(*flat, 0);
+  // Shape(S)[1], the stack's token count.
+  auto isStackTokens = [&](llvm::StringRef v) {
+    const onnx::NodeProto *dim = g.producer(v);
+    const onnx::NodeProto *shape = dim && dim->op_type() == "Gather" ? g.producer(inputOf(*dim, 0)) : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> i = dim ? constants(inputOf(*dim, 1)) : std::nullopt;
+    return shape && shape->op_type() == "Shape" && isWholeShape(*shape) && inputOf(*shape, 0) == stack && i &&
+           i->size() == 1 && (*i)[0] == 1;
+  };
+  for (int side = 0; side < 2; ++side) {
+    const onnx::NodeProto *mul = g.producer(inputOf(*add, 1 - side));
+    if (!mul || mul->op_type() != "Mul")
+      continue;
+    for (int m = 0; m < 2; ++m) {
+      if (!isStackTokens(inputOf(*mul, 1 - m)))
+        continue;
+      a = inputOf(*mul, m);
+      // The numbers along a's first axis: 1-D for a 1-D a, a column
+      // Unsqueeze(numbers, 1) for a 2-D one.
+      int64_t aRank = constants.rank ? constants.rank(a) : -1;
+      std::string numbers = inputOf(*add, side);
+      const onnx::NodeProto *column = aRank == 2 ? g.producer(numbers) : nullptr;
+      if (column && column->op_type() == "Unsqueeze" && hasAxis(*column, constants, 1)) {
+        nodes.push_back(column);
+        numbers = inputOf(*column, 0);
+      } else if (aRank != 1) {
+        return false;
+      }
+      if (!isTokenNumbers(g, constants, isX, numbers))
+        return false;
+      nodes.append({&pick, flat, add, mul});
+      return true;
+    }
+  }
+  return false;
+}
+
+/// `value`, a Gather of the flattened stack at `index`, after TorchScript's
+/// Reshapes of it to [-1, H] and back to [Shape(index), H] (H = Shape(S)[2]):
+/// the last Reshape's output when the chain ends in the Gather's own shape,
+/// else "".
+std::string throughRowReshapes(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
+                               llvm::StringRef index, llvm::StringRef stack,
+                               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
+  auto isHidden = [&](llvm::StringRef v) {
+    const onnx::NodeProto *dim = g.producer(v);
+    const onnx::NodeProto *shape = dim && dim->op_type() == "Gather" ? g.producer(inputOf(*dim, 0)) : nullptr;
+    std::optional<llvm::SmallVector<int64_t>> i = dim ? constants(inputOf(*dim, 1)) : std::nullopt;
+    return shape && shape->op_type() == "Shape" && isWholeShape(*shape) && inputOf(*shape, 0) == stack && i &&
+           i->size() == 1 && (*i)[0] == 2;
+  };
+  std::string out = value.str();
+  // A 1-D index: the Gather is [T, H] already, as is [-1, H] of it.
+  bool ownShape = constants.rank && constants.rank(index) == 1;
+  llvm::SmallVector<const onnx::NodeProto *> chain;
+  while (const onnx::NodeProto *reshape = g.onlyUser(out, "Reshape")) {
+    const onnx::NodeProto *target = g.producer(inputOf(*reshape, 1));
+    if (!target || target->op_type() != "Concat" || target->input_size() != 2 || !isHidden(inputOf(*target, 1)))
+      break;
+    std::optional<llvm::SmallVector<int64_t>> first = constants(inputOf(*target, 0));
+    const onnx::NodeProto *indexShape = first ? nullptr : g.producer(inputOf(*target, 0));
+    bool flat = first && first->size() == 1 && (*first)[0] == -1;
+    bool back = indexShape && indexShape->op_type() == "Shape" && isWholeShape(*indexShape) &&
+                inputOf(*indexShape, 0) == index;
+    if (!flat && !back)
+      break;
+    chain.append({reshape, target});
+    out = outputOf(*reshape, 0);
+    ownShape = back || (ownShape && flat);
+  }
+  if (!ownShape)
+    return "";
+  nodes.append(chain.begin(), chain.end());
+  return out;
+}
+
+/// The slot-pick form: every expert's output stacked expert first, S =
+/// Concat_e(Unsqueeze(FFN_e(x), 0), axis 0) [E, T, H], each token's k
+/// rows picked from it (stackPick) and weighted by their top-k weights:
+///   y = sum_j Unsqueeze(w[:, j], -1) * S[ids[:, j], t]          (an Add chain, one term per slot)
+///   y = ReduceSum(S[ids[t, j], t] * Unsqueeze(w, -1), 1)        (every slot at once)
+/// Fills the experts' FFNs and returns the sum, or "" (`why` empty when
+/// the ids are not picked from a stack at all).
+std::string slotPickMixture(const GraphIndex &g, const ConstantLookup &constants,
+                            llvm::function_ref<bool(llvm::StringRef)> isX, llvm::StringRef ids, llvm::StringRef w,
+                            int64_t k, int64_t experts, std::map<int64_t, OwnExpertFfn> &ffns,
+                            llvm::SmallVector<const onnx::NodeProto *> &nodes, std::string &why) {
+  // Column j of a 2-D value v: Gather(v, j, axis 1) with a scalar j.
+  auto columnOf = [&](llvm::StringRef value, std::string &source) -> std::optional<int64_t> {
+    const onnx::NodeProto *n = g.producer(value);
+    std::optional<llvm::SmallVector<int64_t>> j = n && n->op_type() == "Gather" && intAttr(*n, "axis", 0) == 1
+                                                      ? constants(inputOf(*n, 1))
+                                                      : std::nullopt;
+    if (!j || j->size() != 1 || !constants.rank || constants.rank(inputOf(*n, 1)) != 0)
+      return std::nullopt;
+    source = inputOf(*n, 0);
+    int64_t slot = (*j)[0] < 0 ? (*j)[0] + k : (*j)[0];
+    return slot >= 0 && slot < k ? std::optional<int64_t>(slot) : std::nullopt;
+  };
+  // The picks reading the ids: all of them at once, or one column each.
+  struct Pick {
+    const onnx::NodeProto *node;
+    std::string stack, value;
+    std::optional<int64_t> slot;
+    llvm::SmallVector<const onnx::NodeProto *> nodes;
+  };
+  llvm::SmallVector<Pick> picks;
+  for (const onnx::NodeProto &n : g.graph.node()) {
+    if (n.op_type() != "GatherND" && n.op_type() != "Gather")
+      continue;
+    Pick p{&n, "", "", std::nullopt, {}};
+    std::string a, source;
+    if (!stackPick(g, constants, isX, n, p.stack, a, p.nodes))
+      continue;
+    if (a != ids) {
+      p.slot = columnOf(a, source);
+      if (!p.slot || source != ids)
+        continue;
+      p.nodes.push_back(g.producer(a));
+    }
+    p.value = n.op_type() == "Gather" ? throughRowReshapes(g, constants, outputOf(n, 0), inputOf(n, 1), p.stack, p.nodes)
+                                       : outputOf(n, 0);
+    if (!p.value.empty())
+      picks.push_back(std::move(p));
+  }
+  if (picks.empty())
+    return "";
+  auto fail = [&](const std::string &reason) {
+    why = reason;
+    return std::string();
+  };
+  std::string stack = picks.front().stack;
+  if (llvm::any_of(picks, [&](const Pick &p) { return p.stack != stack; }))
+    return fail("the slots' rows are picked from different stacks of outputs");
+  llvm::SmallVector<const onnx::NodeProto *> found;
+  std::string sum;
+  if (picks.size() == 1 && !picks.front().slot) {
+    // (picked * w.unsqueeze(-1)).sum(1)
+    const Pick &p = picks.front();
+    const onnx::NodeProto *mul = g.onlyUser(p.value, "Mul");
+    std::string weights = mul ? (inputOf(*mul, 0) == p.value ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
+    const onnx::NodeProto *wUnsq = mul ? g.producer(weights) : nullptr;
+    llvm::SmallVector<const onnx::NodeProto *> summed;
+    const onnx::NodeProto *reduce = mul ? sumReading(g, outputOf(*mul, 0), /*onlyUser=*/true, sum, summed) : nullptr;
+    if (!wUnsq || wUnsq->op_type() != "Unsqueeze" || inputOf(*wUnsq, 0) != w ||
+        !(hasAxis(*wUnsq, constants, -1) || hasAxis(*wUnsq, constants, 2)) || !reduce ||
+        !hasAxis(*reduce, constants, 1) || intAttr(*reduce, "keepdims", 1) != 0)
+      return fail("the picked outputs are not weighted by the top-k weights and summed over the slots");
+    found.append(p.nodes.begin(), p.nodes.end());
+    found.append({mul, wUnsq});
+    found.append(summed.begin(), summed.end());
+  } else {
+    // One term per slot, Unsqueeze(w[:, j], -1) * S[ids[:, j], t], added.
+    std::map<int64_t, std::string> terms;
+    for (const Pick &p : picks) {
+      if (!p.slot || terms.count(*p.slot))
+        return fail("the ids' columns are not each picked once from the stacked outputs");
+      const onnx::NodeProto *mul = g.onlyUser(p.value, "Mul");
+      std::string weight = mul ? (inputOf(*mul, 0) == p.value ? inputOf(*mul, 1) : inputOf(*mul, 0)) : "";
+      const onnx::NodeProto *unsq = mul ? g.producer(weight) : nullptr;
+      std::string source;
+      std::optional<int64_t> slot = unsq && unsq->op_type() == "Unsqueeze" && hasAxis(*unsq, constants, -1)
+                                        ? columnOf(inputOf(*unsq, 0), source)
+                                        : std::nullopt;
+      if (!slot || source != w)
+        return fail("slot " + std::to_string(*p.slot) + "'s picked rows are not weighted by a column of the top-k "
+                    "weights");
+      if (*slot != *p.slot)
+        return fail("slot " + std::to_string(*p.slot) + "'s picked rows are weighted by slot " +
+                    std::to_string(*slot) + "'s weight");
+      found.append(p.nodes.begin(), p.nodes.end());
+      found.append({mul, unsq, g.producer(inputOf(*unsq, 0))});
+      terms[*p.slot] = outputOf(*mul, 0);
+    }
+    if (static_cast<int64_t>(terms.size()) != k)
+      return fail("the stacked outputs are picked for " + std::to_string(terms.size()) + " of the " +
+                  std::to_string(k) + " slots");
+    llvm::StringSet<> want;
+    for (auto &[j, term] : terms)
+      want.insert(term);
+    std::string root = terms.begin()->second;
+    while (true) {
+      llvm::SmallVector<std::string> leaves;
+      llvm::SmallVector<const onnx::NodeProto *> adds;
+      addLeaves(g, root, leaves, adds);
+      if (leaves.size() == terms.size() && llvm::all_of(leaves, [&](const std::string &l) { return want.contains(l); })) {
+        found.append(adds.begin(), adds.end());
+        break;
+      }
+      const onnx::NodeProto *add = g.onlyUser(root, "Add");
+      if (!add || leaves.size() >= terms.size())
+        return fail("the slots' weighted rows are not summed on their own (other terms in their Add chain)");
+      root = outputOf(*add, 0);
+    }
+    sum = root;
+  }
+  if (!stackedExperts(g, constants, isX, stack, experts, ffns, found, why, /*axis=*/0))
+    return "";
+  nodes.append(found.begin(), found.end());
+  return sum;
+}
+
 /// The block with the experts' own weights, in expert order, as output
 /// `output`.
 std::optional<MoeBlock> finishDense(const GraphIndex &g, MoeBlock block, const std::map<int64_t, OwnExpertFfn> &ffns,
@@ -440,8 +819,15 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
   };
   std::map<int64_t, OwnExpertFfn> ffns;
   // The gate scattered densely, G = ScatterElements(zeros, ids, w, axis 1),
-  // weighting the stacked outputs.
-  if (const onnx::NodeProto *scatter = g.onlyUser(ids, "ScatterElements")) {
+  // weighting the stacked outputs; the ids may also build a one-hot
+  // dispatch mask (isDispatchMask).
+  const onnx::NodeProto *scatter = g.userOfType(ids, "ScatterElements");
+  if (scatter && llvm::any_of(g.users(ids), [&](int u) {
+        const onnx::NodeProto &n = g.graph.node(u);
+        return &n != scatter && n.op_type() != "OneHot";
+      }))
+    scatter = nullptr;
+  if (scatter) {
     if (inputOf(*scatter, 1) != ids || inputOf(*scatter, 2) != w || intAttr(*scatter, "axis", 0) != 1 ||
         llvm::any_of(scatter->attribute(),
                      [](const onnx::AttributeProto &a) { return a.name() == "reduction" && a.s() != "none"; }) ||
@@ -458,6 +844,15 @@ std::optional<MoeBlock> matchDenseMixtureBlock(const GraphIndex &g, const Consta
       return finishBlock(g, std::move(block), nodes, topk, why);
     }
     return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);
+  }
+  // Every expert's output stacked expert first, each slot's row picked at
+  // (ids, t) and weighted by its top-k weight.
+  {
+    std::string sum = slotPickMixture(g, constants, isX, ids, w, block.k, experts, ffns, nodes, why);
+    if (!sum.empty())
+      return finishDense(g, std::move(block), ffns, sum, nodes, topk, why);
+    if (!why.empty())
+      return std::nullopt;
   }
   // Every expert's output stacked, each token's k picked by its ids and
   // weighted by w: the same sum as the scattered gate's.
