@@ -448,17 +448,32 @@ class FlippedWeightsNearMiss(GatheredEinsum):
         return torch.einsum("tai,ta->ti", o, w.flip(-1))
 
 
+def weighted_slot_sum(picked, w, how="mul"):
+    """sum_j w[t, j] picked[t, j, :] as users write it: a product summed,
+    torch.einsum, or a batched matmul of the weights as a row."""
+    if how == "einsum":
+        return torch.einsum("tk,tkh->th", w, picked)
+    if how == "bmm":
+        return torch.bmm(w.unsqueeze(1), picked).squeeze(1)
+    return (picked * w[..., None]).sum(1)
+
+
 class StackGather(Experts):
     """Every expert on every token, the outputs stacked [T, E, H] and each
     token's k picked by gather(1, ids expanded over H), weighted by the
-    renormalised top-k weights and summed over the slots."""
+    renormalised top-k weights and summed over the slots (`combine`: as a
+    product summed, an einsum or a bmm, weighted_slot_sum)."""
+
+    def __init__(self, combine="mul"):
+        super().__init__()
+        self.combine = combine
 
     def forward(self, x):
         w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
         w = w / w.sum(-1, keepdim=True)
         outs = torch.stack([expert(x) for expert in self.experts], 1)
         picked = outs.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
-        return (picked * w[..., None]).sum(1)
+        return weighted_slot_sum(picked, w, self.combine)
 
 
 class BoolIndexLoop(Experts):
@@ -1137,11 +1152,12 @@ class CellsLoop(WhereLoop):
     """Each expert writes its outputs into the (token, slot) cells of a
     [T, k, H] buffer; the slots are weighted and summed afterwards. With
     `repeated`, experts 2i and 2i+1 both write the cells of expert 2i (the
-    second overwrites the first: not an MoE sum)."""
+    second overwrites the first: not an MoE sum). `combine`:
+    weighted_slot_sum's spelling."""
 
-    def __init__(self, expert=SwiGLU, repeated=False):
+    def __init__(self, expert=SwiGLU, repeated=False, combine="mul"):
         super().__init__(expert)
-        self.repeated = repeated
+        self.repeated, self.combine = repeated, combine
 
     def forward(self, x):
         w, idx = self.route(x)
@@ -1149,7 +1165,7 @@ class CellsLoop(WhereLoop):
         for e, expert in enumerate(self.experts):
             tok, slot = torch.where(idx == (e - e % 2 if self.repeated else e))
             cells[tok, slot] = expert(x[tok])
-        return (cells * w.unsqueeze(-1)).sum(1)
+        return weighted_slot_sum(cells, w, self.combine)
 
 
 class StackSlotPicks(Experts):
@@ -1177,6 +1193,41 @@ class StackSlotPicks(Experts):
             term = w[:, (TOP_K - 1 - j) if self.crossed else j, None] * outs[idx[:, j], rows]
             y = term if y is None else y + term
         return y
+
+
+class StackedColumnsSum(Experts):
+    """The scattered gate's columns weighting each expert's output, the
+    terms stacked and summed, torch.stack([...]).sum(0), not added."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), dim=-1), TOP_K, dim=-1)
+        gate = torch.zeros(x.shape[0], EXPERTS, dtype=x.dtype).scatter(1, idx, w)
+        return torch.stack([gate[:, e:e + 1] * expert(x) for e, expert in enumerate(self.experts)]).sum(0)
+
+
+class Top1IndexAdd(Experts):
+    """Top-1 with the ids squeezed to [T]: probs.argmax(-1) and the weight
+    probs.gather(1, idx[:, None]), or (`max`) probs.max(-1) (values and ids,
+    the weight w[tok, None]); per expert its tokens (idx == e).nonzero()
+    and their weighted rows index_add_-ed."""
+
+    def __init__(self, how="argmax"):
+        super().__init__()
+        self.how = how
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        if self.how == "argmax":
+            idx = probs.argmax(-1)
+            w = probs.gather(1, idx[:, None])
+        else:
+            w, idx = probs.max(dim=-1)
+            w = w[:, None]
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok = (idx == e).nonzero().squeeze(-1)
+            out.index_add_(0, tok, w[tok] * expert(x[tok]))
+        return out
 
 
 class L1NormLoop(WhereLoop):
@@ -1344,7 +1395,10 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "stack_slot_picks": StackSlotPicks, "stack_slot_picks_together": lambda: StackSlotPicks(together=True),
            "stack_slot_picks_crossed_near_miss": lambda: StackSlotPicks(crossed=True),
            "gshard_dispatch": GShardDispatch, "gshard_dispatch_positive": lambda: GShardDispatch("positive"),
-           "gshard_dispatch_scaled_near_miss": lambda: GShardDispatch("scaled")}
+           "gshard_dispatch_scaled_near_miss": lambda: GShardDispatch("scaled"),
+           "stack_gather_einsum": lambda: StackGather("einsum"), "stack_gather_bmm": lambda: StackGather("bmm"),
+           "cells_einsum": lambda: CellsLoop(combine="einsum"), "stacked_columns_sum": StackedColumnsSum,
+           "argmax_index_add": Top1IndexAdd, "max_top1_index_add": lambda: Top1IndexAdd("max")}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",

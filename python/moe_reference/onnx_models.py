@@ -1129,7 +1129,8 @@ def expand_runtime_model(name, hidden=8):
     """Expand to a shape read from the data at run time (`y[rows] += ...`
     exports expand to a count of selected rows): the shape's first size a
     sum of a 0/1 mask, [1, H] rows broadcast to it, then reduced with the
-    input so every element is checked."""
+    input so every element is checked; plus Size(x) (x.numel(), T·H at run
+    time) scaled into every element."""
     f, i64 = np.float32, np.int64
     n = helper.make_node
     nodes = [
@@ -1140,9 +1141,13 @@ def expand_runtime_model(name, hidden=8):
         n("Concat", ["total", "width"], ["shape"], axis=0),                        # [total, H]
         n("Expand", ["row", "shape"], ["rows"]),                                   # [total, H]
         n("ReduceSum", ["rows", "axis0"], ["colsum"], keepdims=1),                 # [1, H]
-        n("Add", ["x", "colsum"], ["y"]),
+        n("Add", ["x", "colsum"], ["shifted"]),
+        n("Size", ["x"], ["numel"]),                                               # T * H, i64 scalar
+        n("Cast", ["numel"], ["numel_f"], to=TensorProto.FLOAT),
+        n("Mul", ["numel_f", "milli"], ["numel_scaled"]),
+        n("Add", ["shifted", "numel_scaled"], ["y"]),
     ]
-    inits = [_init("zero", np.array(0, f)), _init("axis0", np.array([0], i64)), _init("axis1", np.array([1], i64)),
+    inits = [_init("zero", np.array(0, f)), _init("milli", np.array(1e-3, f)), _init("axis0", np.array([0], i64)), _init("axis1", np.array([1], i64)),
              _init("width", np.array([hidden], i64)),
              _init("row", np.linspace(-1, 1, hidden, dtype=f).reshape(1, hidden))]
     graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["tokens", hidden])],

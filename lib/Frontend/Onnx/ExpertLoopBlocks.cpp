@@ -314,9 +314,10 @@ std::string gatheredRows(const GraphIndex &g, const ConstantLookup &constants, c
 /// w[token, j][:, None]: column j of w (Gather(w, j, axis 1)) read at the
 /// tokens (Gather along axis 0, or GatherND at Unsqueeze(token, -1)) and
 /// given its unit axis before or after the read, or w's rows read first and
-/// column j taken from them. True when `column` is that.
+/// column j taken from them; for a top-1, w's rows read. True when `column`
+/// is that.
 static bool slotColumnWeight(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef column,
-                             llvm::StringRef w, const ExpertRows &rows,
+                             llvm::StringRef w, int64_t k, const ExpertRows &rows,
                              llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   llvm::SmallVector<const onnx::NodeProto *> found;
   // Unsqueeze(v, -1), or Unsqueeze(v, 1) of a 1-D v: a read of one slot
@@ -357,6 +358,12 @@ static bool slotColumnWeight(const GraphIndex &g, const ConstantLookup &constant
   };
   std::string value = std::string(column);
   const onnx::NodeProto *after = unitAxis(value);
+  // A top-1's w [T, 1] read at the rows is its one column already.
+  if (k == 1 && rowsRead(value) == w) {
+    nodes.append(found.begin(), found.end());
+    return true;
+  }
+  found.clear();
   if (after) {
     // [n] read, then its unit axis: w[token][:, j] or w[:, j][token].
     found.push_back(after);
@@ -387,7 +394,7 @@ static bool slotWeightColumn(const GraphIndex &g, const ConstantLookup &constant
   if (!rows.hits.empty())
     return rowMaskWeightColumn(g, constants, column, w, rows, nodes);
   if (rows.column >= 0)
-    return slotColumnWeight(g, constants, column, w, rows, nodes);
+    return slotColumnWeight(g, constants, column, w, k, rows, nodes);
   auto unsqueezedFrom = [&](llvm::StringRef value, llvm::StringRef from) -> const onnx::NodeProto * {
     const onnx::NodeProto *u = g.producer(value);
     return u && u->op_type() == "Unsqueeze" && inputOf(*u, 0) == from && hasAxis(*u, constants, -1) ? u : nullptr;
@@ -1163,6 +1170,24 @@ static std::map<int64_t, ExpertRows> slotColumnMasks(const GraphIndex &g, const 
   std::map<int64_t, ExpertRows> masks;
   for (int u : g.users(ids)) {
     const onnx::NodeProto &pick = g.graph.node(u);
+    // A top-1's ids squeezed to [T] are its one column (argmax,
+    // torch.max): the import moves the Squeeze below the comparison,
+    // Squeeze(Equal(ids, e), -1).
+    if (k == 1 && pick.op_type() == "Equal") {
+      std::string other = inputOf(pick, 0) == ids ? inputOf(pick, 1) : inputOf(pick, 0);
+      std::optional<llvm::SmallVector<int64_t>> e = constants(other);
+      const onnx::NodeProto *squeeze = g.onlyUser(outputOf(pick, 0), "Squeeze");
+      llvm::SmallVector<const onnx::NodeProto *> found = {&pick, squeeze};
+      std::string tokens = e && e->size() == 1 && (*e)[0] >= 0 && (*e)[0] < experts && squeeze &&
+                                   (hasAxis(*squeeze, constants, -1) || hasAxis(*squeeze, constants, 1))
+                               ? maskTokens(g, constants, outputOf(*squeeze, 0), found)
+                               : "";
+      if (!tokens.empty() && !masks.count((*e)[0])) {
+        masks[(*e)[0]] = ExpertRows{tokens, "", other, "", 0};
+        nodes.append(found.begin(), found.end());
+      }
+      continue;
+    }
     std::optional<llvm::SmallVector<int64_t>> j = pick.op_type() == "Gather" && inputOf(pick, 0) == ids &&
                                                           intAttr(pick, "axis", 0) == 1
                                                       ? constants(inputOf(pick, 1))
@@ -1225,7 +1250,12 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
     oss = picks;
     why.clear();
   }
-  std::map<int64_t, ExpertRows> masks = expertMasks(g, constants, outputOf(t, 1), experts, nodes, why);
+  // A top-1's experts compared with its squeezed ids (slot 0's column).
+  std::map<int64_t, ExpertRows> masks;
+  if (block.k == 1)
+    masks = slotColumnMasks(g, constants, outputOf(t, 1), experts, block.k, nodes);
+  if (masks.empty())
+    masks = expertMasks(g, constants, outputOf(t, 1), experts, nodes, why);
   // Otherwise a loop over the slots, then the experts: every expert once per
   // slot, keyed e·k + j.
   int64_t perExpert = 1;

@@ -727,6 +727,7 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   llvm::StringMap<llvm::SmallVector<int64_t>> made;
   // First: the Identity nodes they leave are removed below.
   int64_t changes = canonicalizeFlattenedRows(graph, ctx, facts, made);
+  changes += canonicalizeWeightedSums(graph, ctx, facts, made);
   changes += canonicalizeNonNegativeNorms(graph, ctx, facts, made);
   changes += canonicalizeSlotCells(graph, ctx, facts, made);
   auto factsOf = [&](llvm::StringRef name) {

@@ -117,6 +117,14 @@ int64_t canonicalizeFlattenedRows(onnx::GraphProto &graph, const Canonicalizatio
 int64_t canonicalizeSlotCells(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                               llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites weighted sums over an axis spelled as contractions
+/// (einsum('tk,tkh->th'), a batched matmul of the weights as a row) and
+/// torch.stack(list).sum(0) as ReduceSum(Unsqueeze(w, -1) * P, 1) and an
+/// Add chain, the forms the block matchers read (WeightedSums.cpp).
+/// `facts` are updated; returns the number of sums rewritten.
+int64_t canonicalizeWeightedSums(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                 llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites ReduceL1 and Abs of values known to be non-negative (routing
 /// probabilities: DBRX's L1-normalised top-k weights) as ReduceSum and the
 /// value itself (NonNegativeNorms.cpp). `facts` are updated; returns the

@@ -497,6 +497,24 @@ Results convertShape(NodeContext &ctx) {
   return SmallVector<Value>{tensor::FromElementsOp::create(ctx.b, ctx.loc, resultType, values)};
 }
 
+/// The element count as an i64 scalar (a constant when every size is
+/// static).
+Results convertSize(NodeContext &ctx) {
+  Value data = ctx.input(0);
+  if (!data)
+    return ctx.error() << "input is required", failure();
+  RankedTensorType type = ctx.inputType(0);
+  auto resultType = RankedTensorType::get({}, ctx.b.getI64Type());
+  if (type.hasStaticShape())
+    return SmallVector<Value>{
+        arith::ConstantOp::create(ctx.b, ctx.loc, DenseIntElementsAttr::get(resultType, type.getNumElements()))};
+  Value count = scalar::constIndex(ctx.b, ctx.loc, 1);
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    count = arith::MulIOp::create(ctx.b, ctx.loc, count, tb::dimSize(ctx.b, ctx.loc, data, d));
+  Value i64 = arith::IndexCastOp::create(ctx.b, ctx.loc, ctx.b.getI64Type(), count);
+  return SmallVector<Value>{tensor::FromElementsOp::create(ctx.b, ctx.loc, resultType, ValueRange{i64})};
+}
+
 /// An integer Range whose operands are sizes known at import (a limit read
 /// from a tensor's size): [start, limit) by delta, of dynamic length.
 Results convertSizedRange(NodeContext &ctx) {
@@ -1078,6 +1096,7 @@ void mlir::moe::onnx_import::addIndexingConverters(std::vector<OpConverter> &con
   add("Expand", convertExpand);
   add("Tile", convertTile);
   add("Shape", convertShape);
+  add("Size", convertSize);
   add("Range", convertRange);
   add("Where", convertWhere);
   add("TopK", convertTopK);

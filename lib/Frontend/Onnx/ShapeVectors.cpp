@@ -91,6 +91,16 @@ std::optional<ShapeVector> mlir::moe::onnx_import::propagateShapeVector(NodeCont
                                                 : OpFoldResult(b.getIndexAttr(type.getDimSize(d))));
     return v;
   }
+  if (op == "Size") {
+    // The product of the sizes, one element.
+    RankedTensorType type = ctx.inputType(0);
+    OpFoldResult count = b.getIndexAttr(1);
+    for (int64_t d = 0; d < type.getRank(); ++d)
+      count = combineSizes(b, loc, "Mul", count,
+                           type.isDynamicDim(d) ? OpFoldResult(tb::dimSize(b, loc, ctx.input(0), d))
+                                                : OpFoldResult(b.getIndexAttr(type.getDimSize(d))));
+    return ShapeVector{{count}};
+  }
   if (op == "Identity" || op == "Cast" || op == "Unsqueeze" || op == "Squeeze") {
     // 0-D <-> 1-D reshapes and casts keep the elements.
     const ShapeVector *v = in(0);
