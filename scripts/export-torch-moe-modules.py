@@ -1230,6 +1230,34 @@ class Top1IndexAdd(Experts):
         return out
 
 
+class SwitchAssignLoop(Experts):
+    """labml's Switch Transformer layer without capacity: top-1 by
+    torch.max, each expert's outputs assigned into one shared zero buffer
+    at its tokens (nonzero(as_tuple=True)[0]), the buffer scaled by the
+    top-1 probability afterwards. `overlap`: top-2 (token, slot) pairs
+    assigned the same way, where a token's second expert overwrites its
+    first (not a sum: a near miss)."""
+
+    def __init__(self, overlap=False):
+        super().__init__()
+        self.overlap = overlap
+
+    def forward(self, x):
+        probs = F.softmax(self.gate(x), dim=-1)
+        final = x.new_zeros(x.shape)
+        if self.overlap:
+            w, idx = torch.topk(probs, TOP_K, dim=-1)
+            for e, expert in enumerate(self.experts):
+                tok, slot = torch.where(idx == e)
+                final[tok, :] = w[tok, slot, None] * expert(x[tok, :])
+            return final
+        p, routes = torch.max(probs, dim=-1)
+        for e, expert in enumerate(self.experts):
+            tok = torch.eq(routes, e).nonzero(as_tuple=True)[0]
+            final[tok, :] = expert(x[tok, :])
+        return final * p.view(-1, 1)
+
+
 class L1NormLoop(WhereLoop):
     """DBRX's renormalisation: the softmax top-k divided by its L1 norm,
     torch.norm(w, p=1) (ReduceL1), F.normalize(w, p=1) (the norm clamped
@@ -1398,7 +1426,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "gshard_dispatch_scaled_near_miss": lambda: GShardDispatch("scaled"),
            "stack_gather_einsum": lambda: StackGather("einsum"), "stack_gather_bmm": lambda: StackGather("bmm"),
            "cells_einsum": lambda: CellsLoop(combine="einsum"), "stacked_columns_sum": StackedColumnsSum,
-           "argmax_index_add": Top1IndexAdd, "max_top1_index_add": lambda: Top1IndexAdd("max")}
+           "argmax_index_add": Top1IndexAdd, "max_top1_index_add": lambda: Top1IndexAdd("max"),
+           "switch_assign_loop": SwitchAssignLoop, "assign_overlap_near_miss": lambda: SwitchAssignLoop(overlap=True)}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",
@@ -1417,7 +1446,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
                "slot_column_swapped_near_miss", "gathered_other_scores_near_miss", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
                "cells_repeated_expert_near_miss", "cells_linear_experts_unread", "stack_slot_picks_crossed_near_miss",
-               "gshard_dispatch_scaled_near_miss",
+               "gshard_dispatch_scaled_near_miss", "assign_overlap_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

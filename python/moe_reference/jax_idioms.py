@@ -1190,11 +1190,12 @@ def slot_column_loop(k, fori=False, wrong_expert=False):
     return fn
 
 
-def expert_cells(k, where_chain=False):
+def expert_cells(k, where_chain=False, skip_last=False):
     """Every expert on every token, stacked [E, T, H]; each token's k picks
     taken as its [k, H] cells, outs[idx, arange(T)[:, None]], and summed
     with the softmax of the picked logits. `where_chain` writes the cells
-    with a jnp.where per expert into zeros instead (a form not read yet)."""
+    with a jnp.where per expert into zeros instead; `skip_last` leaves the
+    last expert's cells zero (not a whole layer)."""
     def fn(x, wr, w1, w3, w2):
         vals, idx = lax.top_k(x @ wr, k)
         w = jax.nn.softmax(vals, -1)
@@ -1202,7 +1203,7 @@ def expert_cells(k, where_chain=False):
         outs = [ffn(x, w1[e], w3[e], w2[e]) for e in range(n)]
         if where_chain:
             cells = jnp.zeros((x.shape[0], k, x.shape[1]), x.dtype)
-            for e in range(n):
+            for e in range(n - 1 if skip_last else n):
                 cells = jnp.where((idx == e)[..., None], outs[e][:, None, :], cells)
         else:
             cells = jnp.stack(outs)[idx, jnp.arange(x.shape[0])[:, None]]
@@ -1415,7 +1416,11 @@ def programs(Program):
                                                     mixtral_shapes(12, 32, 24, 6) + [(32, 48), (32, 48), (48, 32)]),
         "idiom_slot_column_loop_k2": Program(slot_column_loop(2), mixtral_shapes(12, 32, 24, 6)),
         "idiom_expert_cells_k3": Program(expert_cells(3), mixtral_shapes(12, 32, 24, 5)),
-        "idiom_expert_cells_where_unread": Program(expert_cells(2, where_chain=True), mixtral_shapes(12, 32, 24, 4)),
+        "idiom_expert_cells_where_k2": Program(expert_cells(2, where_chain=True), mixtral_shapes(12, 32, 24, 4)),
+        "idiom_expert_cells_where_bf16_k3": Program(expert_cells(3, where_chain=True), mixtral_shapes(10, 24, 32, 6),
+                                                    dtype=bf16),
+        "idiom_expert_cells_where_skip_near_miss": Program(expert_cells(2, where_chain=True, skip_last=True),
+                                                           mixtral_shapes(8, 24, 32, 4)),
         "idiom_fori_slots_experts_k3": Program(slot_column_loop(3, fori=True), mixtral_shapes(10, 24, 32, 4)),
         "idiom_slot_column_wrong_expert_near_miss": Program(slot_column_loop(2, wrong_expert=True),
                                                             mixtral_shapes(8, 24, 16, 4)),

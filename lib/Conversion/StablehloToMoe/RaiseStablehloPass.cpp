@@ -33,6 +33,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::canonicalizeSelections(getOperation());
     moe::stablehlo_raise::dropAbsOfNonNegative(getOperation());
     moe::stablehlo_raise::canonicalizeRepeatedArgmax(getOperation());
+    moe::stablehlo_raise::rewriteSlotCellSelects(getOperation());
     moe::stablehlo_raise::liftSlotSums(getOperation());
     moe::stablehlo_raise::hoistGatesFromDownProjections(getOperation());
     moe::stablehlo_raise::raiseRaggedDots(getOperation());

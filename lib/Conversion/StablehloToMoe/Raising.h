@@ -38,6 +38,12 @@ void dropAbsOfNonNegative(Operation *root);
 /// (RepeatedArgmax.cpp).
 void canonicalizeRepeatedArgmax(Operation *root);
 
+/// Rewrites the experts' outputs selected into the (token, slot) cells
+/// their top-k ids name (one select per expert over zeros), weighted by the
+/// top-k weights and summed over the slots, as the loop over the experts
+/// weighting each output by its gate column (SlotCellSelects.cpp).
+void rewriteSlotCellSelects(Operation *root);
+
 /// Rewrites a sum over a top-k's slots written term by term (one term per
 /// column of the top-k's results) into one reduction over a slot dimension
 /// (SlotSums.cpp).

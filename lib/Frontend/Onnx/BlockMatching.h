@@ -303,6 +303,11 @@ std::optional<OwnExpertFfn> matchOwnExpertFfn(const GraphIndex &g, const Constan
 /// false, with `why`, when they differ in form.
 bool setOwnExperts(MoeBlock &block, const std::map<int64_t, OwnExpertFfn> &ffns, std::string &why);
 
+/// `value` is the size of axis `axis` of `of`: Gather(Shape(of), axis),
+/// optionally unsqueezed to 1-D (ExpertLoopBlocks.cpp).
+bool isSizeOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value, llvm::StringRef of,
+              int64_t axis, llvm::SmallVector<const onnx::NodeProto *> &nodes);
+
 /// Rows of the block's x gathered at `token` (x[token]: Gather along axis 0,
 /// GatherND of its column, TorchScript's x[None, token] reshaped); their
 /// value, or "" (ExpertLoopBlocks.cpp).
@@ -334,6 +339,9 @@ std::optional<StackedExpert> stackedExpert(const GraphIndex &g, const ConstantLo
 /// weighted rows added at their tokens.
 struct Accumulation {
   std::string in, out;
+  /// The rows are assigned (ScatterND without a reduction), not added: a
+  /// sum only where no other step writes the same rows.
+  bool assigns = false;
 };
 
 /// The step adding `rows` at `token` (index_add_, scatter_add_,

@@ -581,13 +581,8 @@ bool stackPick(const GraphIndex &g, const ConstantLookup &constants, llvm::funct
     return false;
   stack = inputOf(*flat, 0);
   // Shape(S)[1], the stack's token count.
-  auto isStackTokens = [&](llvm::StringRef v) {
-    const onnx::NodeProto *dim = g.producer(v);
-    const onnx::NodeProto *shape = dim && dim->op_type() == "Gather" ? g.producer(inputOf(*dim, 0)) : nullptr;
-    std::optional<llvm::SmallVector<int64_t>> i = dim ? constants(inputOf(*dim, 1)) : std::nullopt;
-    return shape && shape->op_type() == "Shape" && isWholeShape(*shape) && inputOf(*shape, 0) == stack && i &&
-           i->size() == 1 && (*i)[0] == 1;
-  };
+  llvm::SmallVector<const onnx::NodeProto *> sizeNodes;
+  auto isStackTokens = [&](llvm::StringRef v) { return isSizeOf(g, constants, v, stack, 1, sizeNodes); };
   for (int side = 0; side < 2; ++side) {
     const onnx::NodeProto *mul = g.producer(inputOf(*add, 1 - side));
     if (!mul || mul->op_type() != "Mul")
@@ -623,13 +618,8 @@ bool stackPick(const GraphIndex &g, const ConstantLookup &constants, llvm::funct
 std::string throughRowReshapes(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value,
                                llvm::StringRef index, llvm::StringRef stack,
                                llvm::SmallVector<const onnx::NodeProto *> &nodes) {
-  auto isHidden = [&](llvm::StringRef v) {
-    const onnx::NodeProto *dim = g.producer(v);
-    const onnx::NodeProto *shape = dim && dim->op_type() == "Gather" ? g.producer(inputOf(*dim, 0)) : nullptr;
-    std::optional<llvm::SmallVector<int64_t>> i = dim ? constants(inputOf(*dim, 1)) : std::nullopt;
-    return shape && shape->op_type() == "Shape" && isWholeShape(*shape) && inputOf(*shape, 0) == stack && i &&
-           i->size() == 1 && (*i)[0] == 2;
-  };
+  llvm::SmallVector<const onnx::NodeProto *> sizeNodes;
+  auto isHidden = [&](llvm::StringRef v) { return isSizeOf(g, constants, v, stack, 2, sizeNodes); };
   std::string out = value.str();
   // A 1-D index: the Gather is [T, H] already, as is [-1, H] of it.
   bool ownShape = constants.rank && constants.rank(index) == 1;

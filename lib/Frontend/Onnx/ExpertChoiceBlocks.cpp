@@ -116,7 +116,8 @@ std::optional<MoeBlock> matchExpertChoiceBlock(const GraphIndex &g, const Consta
       return fail(expert + "its rows are not scaled by its tokens' scores g[e][:, None]");
     nodes.append({scale, unsqueeze});
     std::optional<Accumulation> step = accumulation(g, constants, outputOf(*scale, 0), token, nodes);
-    if (!step)
+    // Experts choose their tokens: two may pick one, so rows must add.
+    if (!step || step->assigns)
       return fail(expert + "its weighted rows are not added at its tokens (index_add_, scatter_add_, index_put_)");
     steps[e] = *step;
   }

@@ -46,11 +46,20 @@ static std::string maskTokens(const GraphIndex &g, const ConstantLookup &constan
                               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *nz = mask.empty() ? nullptr : g.onlyUser(mask, "NonZero");
   const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
-  const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(*tr, 0), "Squeeze") : nullptr;
+  // nonzero(as_tuple=True)[0] through dynamo: the Transpose's only column
+  // [n, 1] sliced out first.
+  const onnx::NodeProto *slice = tr ? g.onlyUser(outputOf(*tr, 0), "Slice") : nullptr;
+  std::optional<std::pair<int64_t, int64_t>> cut =
+      slice ? lastAxisSlice(constants, slice, outputOf(*tr, 0), 1) : std::nullopt;
+  if (cut && *cut != std::make_pair<int64_t, int64_t>(0, 1))
+    return "";
+  const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(cut ? *slice : *tr, 0), "Squeeze") : nullptr;
   if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} ||
       !(hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1)))
     return "";
   nodes.append({nz, tr, sq});
+  if (cut)
+    nodes.push_back(slice);
   return outputOf(*sq, 0);
 }
 
@@ -246,9 +255,7 @@ nonZeroRows(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRe
   return std::make_pair(rows[0], rows[1]);
 }
 
-/// `value` is the size of axis `axis` of `of`: Gather(Shape(of), axis),
-/// optionally unsqueezed to 1-D.
-static bool isSizeOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value, llvm::StringRef of,
+bool isSizeOf(const GraphIndex &g, const ConstantLookup &constants, llvm::StringRef value, llvm::StringRef of,
                      int64_t axis, llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *n = g.producer(value);
   const onnx::NodeProto *unsq = n && n->op_type() == "Unsqueeze" && hasAxis(*n, constants, 0) ? n : nullptr;
@@ -820,7 +827,10 @@ std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLook
   const onnx::NodeProto *scatterND = g.onlyUser(rows, "ScatterND");
   if (!scatterND && (view = rowsView("ScatterND")) && view->op_type() == "Reshape")
     scatterND = g.onlyUser(outputOf(*view, 0), "ScatterND");
-  if (scatterND && (view || stringAttr(*scatterND, "reduction", "none") == "none")) {
+  // Rows assigned and the result added (TorchScript's index_put_); an
+  // assignment read otherwise is the last form below.
+  if (scatterND && (view || stringAttr(*scatterND, "reduction", "none") == "none") &&
+      (view || g.onlyUser(outputOf(*scatterND, 0), "Add"))) {
     // Add(acc, ScatterND(zeros like acc (or x, which acc is shaped like),
     // column, rows)).
     const onnx::NodeProto *where = unsqueezedToken(inputOf(*scatterND, 1));
@@ -844,10 +854,11 @@ std::optional<Accumulation> accumulation(const GraphIndex &g, const ConstantLook
     bool adds = llvm::any_of(scatter->attribute(), [](const onnx::AttributeProto &a) {
       return a.name() == "reduction" && a.s() == "add";
     });
-    if (!where || !adds || inputOf(*scatter, 2) != rows)
+    if (!where || inputOf(*scatter, 2) != rows ||
+        (!adds && stringAttr(*scatter, "reduction", "none") != "none"))
       return std::nullopt;
     nodes.append({scatter, where});
-    return Accumulation{inputOf(*scatter, 0), outputOf(*scatter, 0)};
+    return Accumulation{inputOf(*scatter, 0), outputOf(*scatter, 0), /*assigns=*/!adds};
   }
   if (const onnx::NodeProto *sum = g.onlyUser(rows, "Add")) {
     // The rows read: GatherND(acc, column) (dynamo), or Gather(acc, token)
@@ -967,6 +978,31 @@ static bool zerosLikeX(const GraphIndex &g, const ConstantLookup &constants, con
   if (isShapeOfX(shape)) {
     nodes.append({zeros, shape});
     return true;
+  }
+  // x.new_zeros(x.shape) spelled size by size: Concat of x's token count
+  // (Shape(x, 0, 1), or Gather(Shape(x), 0) unsqueezed) and its hidden size
+  // (the same, or the constant the router's weight says).
+  if (shape->op_type() == "Concat" && shape->input_size() == 2 && intAttr(*shape, "axis", 0) == 0) {
+    std::optional<llvm::SmallVector<int64_t>> router = constants.shape(block.routerWeight.name);
+    int64_t hidden = router && router->size() == 2 ? (*router)[block.routerWeight.rows ? 1 : 0] : -1;
+    llvm::SmallVector<const onnx::NodeProto *> sizes;
+    auto isDim = [&](llvm::StringRef v, int64_t d) {
+      const onnx::NodeProto *slice = g.producer(v);
+      if (slice && slice->op_type() == "Shape" && block.isX(inputOf(*slice, 0)) &&
+          intAttr(*slice, "start", 0) == d && intAttr(*slice, "end", -1) == d + 1) {
+        sizes.push_back(slice);
+        return true;
+      }
+      std::optional<llvm::SmallVector<int64_t>> c = constants(v);
+      if (c)
+        return d == 1 && c->size() == 1 && (*c)[0] == hidden;
+      return isSizeOf(g, constants, v, block.x, d, sizes);
+    };
+    if (isDim(inputOf(*shape, 0), 0) && isDim(inputOf(*shape, 1), 1)) {
+      nodes.append({zeros, shape});
+      nodes.append(sizes.begin(), sizes.end());
+      return true;
+    }
   }
   const onnx::NodeProto *view = g.producer(block.x);
   std::string source = view && view->op_type() == "Reshape" ? inputOf(*view, 0) : "";
@@ -1332,6 +1368,12 @@ static std::optional<MoeBlock> matchPerExpertBlockAs(const GraphIndex &g, const 
       return fail(expert + "its weighted rows are not added at their tokens (ScatterND add or index_add_)");
     steps[key] = *step;
   }
+  // Rows assigned into one buffer add up only where no two steps write a
+  // row: the tokens of one slot column compared with distinct experts.
+  if (llvm::any_of(steps, [](auto &step) { return step.second.assigns; }) &&
+      llvm::any_of(masks, [&](auto &m) { return m.second.column < 0 || m.second.column != masks.begin()->second.column; }))
+    return fail("the experts' rows are assigned into one buffer, but their tokens may overlap (only the tokens of "
+                "one slot column, a top-1's, are disjoint)");
   std::optional<std::string> chained = accumulationChain(g, constants, block, steps, nodes, why);
   if (!chained)
     return std::nullopt;

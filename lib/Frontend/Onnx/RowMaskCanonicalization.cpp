@@ -25,7 +25,10 @@
 //   Mul(c, ScatterND(zeros, column, R)) -> ScatterND(zeros, column, c[column] * R)
 //
 // (the other rows are c * 0 = 0 for finite c), index_put into zeros as
-// the block matchers read it.
+// the block matchers read it. A chain of row assignments into the zeros
+// (every expert writing into one buffer, Switch-style, then scaled by the
+// top-1 weight) is scaled link by link the same way: each row ends as c
+// times the last rows written to it either way.
 //
 //===----------------------------------------------------------------------===//
 
@@ -233,7 +236,8 @@ private:
 };
 
 /// Mul(c, ScatterND(zeros, column, R)) -> ScatterND(zeros, column,
-/// GatherND(c, column) * R) for a column c [T, 1] (see the file comment).
+/// GatherND(c, column) * R) for a column c [T, 1], through a chain of such
+/// writes (see the file comment).
 class ScaledRowScatterRewriter : public GraphEditor {
 public:
   using GraphEditor::GraphEditor;
@@ -243,27 +247,44 @@ public:
       if (!isStandardNode(mul) || mul.op_type() != "Mul" || mul.input_size() != 2)
         continue;
       for (int side = 0; side < 2; ++side) {
-        const onnx::NodeProto *scatter = producerOf(mul.input(side), "ScatterND");
-        if (!scatter || !onlyRead(mul.input(side)) || !rewritable(*scatter, mul.input(1 - side)))
-          continue;
-        std::string column = scatter->input(1), rows = scatter->input(2);
-        // Rows expanded to [n, H]: the product broadcasts them the same
-        // way when they are H wide already (a width above 1 that the
-        // Expand accepts is H; width 1 would stay 1 in the product).
-        if (const onnx::NodeProto *expand = producerOf(rows, "Expand")) {
-          const ValueFacts *in = factsOf(expand->input(0)), *z = factsOf(scatter->input(0));
-          int64_t width = in && in->rank >= 1 && in->rank <= 2 && int64_t(in->dims.size()) == in->rank
-                              ? in->dims.back()
-                              : -1;
-          int64_t zWidth = z->dims.size() == 2 ? z->dims[1] : -1;
-          if (width > 1 || (width == 1 && zWidth == 1))
-            rows = expand->input(0);
+        // The chain of row writes into the zeros, first write first; each
+        // link read only by the next.
+        llvm::SmallVector<const onnx::NodeProto *> chain;
+        std::string link = mul.input(side);
+        while (const onnx::NodeProto *scatter = producerOf(link, "ScatterND")) {
+          if (!onlyRead(link) || !writesRows(*scatter))
+            break;
+          chain.insert(chain.begin(), scatter);
+          link = scatter->input(0);
         }
-        std::string gathered = fresh(mul.output(0) + "/rows_scale"), scaled = fresh(mul.output(0) + "/rows_scaled");
-        std::vector<onnx::NodeProto> nodes = {node("GatherND", {mul.input(1 - side), column}, gathered, gathered),
-                                              node("Mul", {gathered, rows}, scaled, scaled),
-                                              node("ScatterND", {scatter->input(0), column, scaled}, mul.output(0),
-                                                   fresh(mul.output(0) + "/rows_scatter"))};
+        std::string scale = mul.input(1 - side);
+        if (chain.empty() || fillValue(link) != 0.0 || !isScaleColumn(scale, link) ||
+            (chain.size() > 1 && isFlattenedSlots(scale)))
+          continue;
+        std::vector<onnx::NodeProto> nodes;
+        std::string written = link;
+        for (auto [i, scatter] : llvm::enumerate(chain)) {
+          std::string column = scatter->input(1), rows = scatter->input(2);
+          // Rows expanded to [n, H]: the product broadcasts them the same
+          // way when they are H wide already (a width above 1 that the
+          // Expand accepts is H; width 1 would stay 1 in the product).
+          if (const onnx::NodeProto *expand = producerOf(rows, "Expand")) {
+            const ValueFacts *in = factsOf(expand->input(0)), *z = factsOf(link);
+            int64_t width = in && in->rank >= 1 && in->rank <= 2 && int64_t(in->dims.size()) == in->rank
+                                ? in->dims.back()
+                                : -1;
+            int64_t zWidth = z->dims.size() == 2 ? z->dims[1] : -1;
+            if (width > 1 || (width == 1 && zWidth == 1))
+              rows = expand->input(0);
+          }
+          std::string gathered = fresh(mul.output(0) + "/rows_scale"),
+                      scaled = fresh(mul.output(0) + "/rows_scaled");
+          std::string out = i + 1 == chain.size() ? mul.output(0) : fresh(mul.output(0) + "/rows_written");
+          nodes.push_back(node("GatherND", {scale, column}, gathered, gathered));
+          nodes.push_back(node("Mul", {gathered, rows}, scaled, scaled));
+          nodes.push_back(node("ScatterND", {written, column, scaled}, out, fresh(mul.output(0) + "/rows_scatter")));
+          written = out;
+        }
         replace(mul, std::move(nodes));
         break;
       }
@@ -272,15 +293,26 @@ public:
   }
 
 private:
-  /// `scatter` writes rows at a column [n, 1] into [T, H] zeros, and
-  /// `scale` is a float [a, b] broadcast to [T, H] (a is T or 1, b is H or
-  /// 1: where a is 1, GatherND clamps every token to that one row, which
-  /// is the broadcast).
-  bool rewritable(const onnx::NodeProto &scatter, llvm::StringRef scale) const {
-    const ValueFacts *z = factsOf(scatter.input(0)), *column = factsOf(scatter.input(1)), *c = factsOf(scale);
+  /// `scatter` assigns rows at a column [n, 1] of a [T, H] value.
+  bool writesRows(const onnx::NodeProto &scatter) const {
+    const ValueFacts *z = factsOf(scatter.input(0)), *column = factsOf(scatter.input(1));
     return scatter.input_size() == 3 && blocks::stringAttr(scatter, "reduction", "none") == "none" && z &&
-           z->rank == 2 && column && column->rank == 2 && column->dims.size() == 2 && column->dims[1] == 1 && c &&
-           c->rank == 2 && isFloatType(c->dataType) && fillValue(scatter.input(0)) == 0.0;
+           z->rank == 2 && column && column->rank == 2 && column->dims.size() == 2 && column->dims[1] == 1;
+  }
+  /// `scale` is w.view(-1, 1) of a [T, k] w: the weights of flattened slot
+  /// rows, which the flat slot loop's matcher reads as that product
+  /// (FlatSlotLoopBlocks.cpp).
+  bool isFlattenedSlots(llvm::StringRef scale) const {
+    const onnx::NodeProto *view = producerOf(scale, "Reshape");
+    const ValueFacts *from = view ? factsOf(view->input(0)) : nullptr;
+    return from && from->rank >= 2;
+  }
+  /// `scale` is a float [a, b] broadcast to the [T, H] `zeros` (a is T or
+  /// 1, b is H or 1: where a is 1, GatherND clamps every token to that one
+  /// row, which is the broadcast).
+  bool isScaleColumn(llvm::StringRef scale, llvm::StringRef zeros) const {
+    const ValueFacts *z = factsOf(zeros), *c = factsOf(scale);
+    return z && z->rank == 2 && c && c->rank == 2 && isFloatType(c->dataType);
   }
 };
 

@@ -237,7 +237,8 @@ void SelectionRewriter::emitTopK(const onnx::NodeProto &argmax, const onnx::Node
   }
 }
 
-/// Unsqueeze(Squeeze(a, axes), axes) is a; an elementwise op with one
+/// Unsqueeze(Squeeze(a, axes), axes) is a (so is Reshape(Squeeze(a, 1),
+/// [-1, 1]) of a [T, 1] a); an elementwise op with one
 /// squeezed operand and scalar others runs on the unsqueezed operand and is
 /// squeezed after. Returns true when `node` was consumed.
 bool SelectionRewriter::sink(onnx::NodeProto &node) {
@@ -249,6 +250,16 @@ bool SelectionRewriter::sink(onnx::NodeProto &node) {
     std::optional<llvm::SmallVector<int64_t>> a = axesOf(node);
     if (it == squeezed.end() || !a || normalizedAxes(*a, it->second.rank) != it->second.axes ||
         graphOutputs.contains(node.output(0)))
+      return false;
+    renamed[node.output(0)] = it->second.source;
+    return true;
+  }
+  // v.view(-1, 1) of a [T] column squeezed from [T, 1]: that column.
+  if (op == "Reshape" && node.input_size() == 2) {
+    auto it = squeezed.find(node.input(0));
+    std::optional<llvm::SmallVector<int64_t>> target = ints(node.input(1));
+    if (it == squeezed.end() || it->second.rank != 2 || it->second.axes != llvm::SmallVector<int64_t>{1} ||
+        target != llvm::SmallVector<int64_t>{-1, 1} || graphOutputs.contains(node.output(0)))
       return false;
     renamed[node.output(0)] = it->second.source;
     return true;
