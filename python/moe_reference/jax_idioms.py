@@ -1211,6 +1211,25 @@ def expert_cells(k, where_chain=False, skip_last=False):
     return fn
 
 
+def stacked_terms(k, gate="at_set", mean=False):
+    """Each expert's output weighted by its gate column, the terms stacked
+    and summed, jnp.stack(terms).sum(0); the gate scattered by
+    .at[rows, idx].set(vals) or (`gate="where"`) each column
+    where(idx == e, vals, 0).sum(-1). `mean` averages the stack instead (the
+    layer's output divided by E)."""
+    def fn(x, wr, w1, w3, w2):
+        vals, idx = lax.top_k(jax.nn.softmax(x @ wr, -1), k)
+        n = wr.shape[1]
+        if gate == "at_set":
+            g = jnp.zeros((x.shape[0], n), x.dtype).at[jnp.arange(x.shape[0])[:, None], idx].set(vals)
+            columns = [g[:, e:e + 1] for e in range(n)]
+        else:
+            columns = [jnp.where(idx == e, vals, 0).sum(-1)[:, None] for e in range(n)]
+        terms = jnp.stack([c * ffn(x, w1[e], w3[e], w2[e]) for e, c in enumerate(columns)])
+        return terms.mean(0) if mean else terms.sum(0)
+    return fn
+
+
 def scan_over_slots(k):
     """lax.scan over the k slots: each step gathers its slot's experts'
     weights per token (`w1[idx[:, j]]`) and adds the slot's weighted
@@ -1421,6 +1440,11 @@ def programs(Program):
                                                     dtype=bf16),
         "idiom_expert_cells_where_skip_near_miss": Program(expert_cells(2, where_chain=True, skip_last=True),
                                                            mixtral_shapes(8, 24, 32, 4)),
+        "idiom_stacked_terms_at_set_k2": Program(stacked_terms(2), mixtral_shapes(12, 32, 40, 6)),
+        "idiom_stacked_terms_where_k3": Program(stacked_terms(3, gate="where"), mixtral_shapes(10, 24, 32, 8)),
+        "idiom_stacked_terms_mean_k2": Program(stacked_terms(2, mean=True), mixtral_shapes(8, 24, 32, 4)),
+        "idiom_stacked_terms_bf16_unread": Program(stacked_terms(2, gate="where"), mixtral_shapes(8, 24, 32, 4),
+                                                   dtype=bf16),
         "idiom_fori_slots_experts_k3": Program(slot_column_loop(3, fori=True), mixtral_shapes(10, 24, 32, 4)),
         "idiom_slot_column_wrong_expert_near_miss": Program(slot_column_loop(2, wrong_expert=True),
                                                             mixtral_shapes(8, 24, 16, 4)),

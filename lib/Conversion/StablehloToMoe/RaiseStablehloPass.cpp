@@ -30,6 +30,7 @@ struct MoeRaiseStablehloPass : public mlir::moe::impl::MoeRaiseStablehloBase<Moe
     moe::stablehlo_raise::canonicalizeGathers(getOperation());
     moe::stablehlo_raise::unflattenSlotPairs(getOperation());
     moe::stablehlo_raise::canonicalizeContractions(getOperation());
+    moe::stablehlo_raise::unstackSums(getOperation());
     moe::stablehlo_raise::canonicalizeSelections(getOperation());
     moe::stablehlo_raise::dropAbsOfNonNegative(getOperation());
     moe::stablehlo_raise::canonicalizeRepeatedArgmax(getOperation());

@@ -38,6 +38,10 @@ void dropAbsOfNonNegative(Operation *root);
 /// (RepeatedArgmax.cpp).
 void canonicalizeRepeatedArgmax(Operation *root);
 
+/// Rewrites a stack of same-shaped terms summed over the stacking dim
+/// (jnp.stack(terms).sum(0)) as the terms' Add chain (StackedSums.cpp).
+void unstackSums(Operation *root);
+
 /// Rewrites the experts' outputs selected into the (token, slot) cells
 /// their top-k ids name (one select per expert over zeros), weighted by the
 /// top-k weights and summed over the slots, as the loop over the experts
