@@ -2,7 +2,10 @@
 
 #include "BlockMatching.h"
 
+#include "llvm/ADT/StringExtras.h"
+
 #include <cmath>
+#include <map>
 
 using namespace mlir;
 using namespace mlir::moe::onnx_import;
@@ -13,6 +16,25 @@ namespace mlir::moe::onnx_import::blocks {
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value) {
   std::optional<std::vector<float>> v = constants.floats ? constants.floats(value) : std::nullopt;
   return v && !v->empty() && llvm::all_of(*v, [](float f) { return f == 0.0f; });
+}
+
+bool einsumIs(llvm::StringRef equation, llvm::StringRef pattern) {
+  std::string e;
+  llvm::copy_if(equation, std::back_inserter(e), [](char c) { return c != ' '; });
+  if (e.size() != pattern.size())
+    return false;
+  std::map<char, char> to, from;
+  for (size_t i = 0; i < e.size(); ++i) {
+    char p = pattern[i], c = e[i];
+    if (!llvm::isAlpha(p) || !llvm::isAlpha(c)) {
+      if (p != c)
+        return false;
+      continue;
+    }
+    if (to.emplace(p, c).first->second != c || from.emplace(c, p).first->second != p)
+      return false;
+  }
+  return true;
 }
 
 bool isZeroValue(const onnx::AttributeProto &a) {

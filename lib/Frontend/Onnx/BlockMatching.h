@@ -143,6 +143,10 @@ bool isZeroValue(const onnx::AttributeProto &a);
 /// The value of a one-element float constant, if `value` is one.
 std::optional<float> scalarFloat(const ConstantLookup &constants, llvm::StringRef value);
 
+/// `equation` (an Einsum's, spaces allowed) is `pattern` with its letters
+/// renamed one to one: einsumIs("bk, bkh -> bh", "tk,tkh->th").
+bool einsumIs(llvm::StringRef equation, llvm::StringRef pattern);
+
 /// A float constant of zeros only (static-size exports write zeros so).
 bool isZeroConstant(const ConstantLookup &constants, llvm::StringRef value);
 

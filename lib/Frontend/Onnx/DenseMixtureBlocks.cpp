@@ -154,17 +154,11 @@ bool isZeros(const GraphIndex &g, const ConstantLookup &constants, llvm::StringR
   return false;
 }
 
-/// "te,teh->th" with any letters (spaces allowed): per row t, the gate's
-/// weights over e times the stacked outputs, summed over e; with
-/// `expertFirst`, "te,eth->th" (outputs [E, T, H] of a batched matmul).
-bool isGateCombineEquation(std::string equation, bool expertFirst = false) {
-  llvm::erase_if(equation, [](char c) { return c == ' '; });
-  if (equation.size() != 10 || equation[2] != ',' || equation.substr(6, 2) != "->")
-    return false;
-  char t = equation[0], e = equation[1], h = equation[5];
-  char first = expertFirst ? e : t, second = expertFirst ? t : e;
-  return t != e && h != t && h != e && equation[3] == first && equation[4] == second && equation[8] == t &&
-         equation[9] == h;
+/// "te,teh->th" with any letters: per row t, the gate's weights over e
+/// times the stacked outputs, summed over e; with `expertFirst`,
+/// "te,eth->th" (outputs [E, T, H] of a batched matmul).
+bool isGateCombineEquation(llvm::StringRef equation, bool expertFirst = false) {
+  return einsumIs(equation, expertFirst ? "te,eth->th" : "te,teh->th");
 }
 
 /// The experts' outputs stacked on axis `axis` (1: [T, E, H], 2: [T, H,
@@ -221,16 +215,6 @@ bool batchedStack(const GraphIndex &g, const ConstantLookup &constants, llvm::St
   return false;
 }
 
-/// "te,th->eth" with any letters (spaces allowed): x [T, H] dispatched to
-/// every expert scaled by a [T, E] factor (GShard's dispatch einsum).
-bool isDispatchEquation(std::string equation) {
-  llvm::erase_if(equation, [](char c) { return c == ' '; });
-  if (equation.size() != 10 || equation[2] != ',' || equation.substr(5, 2) != "->")
-    return false;
-  char t = equation[0], e = equation[1], h = equation[4];
-  return t != e && h != t && h != e && equation[3] == t && equation[7] == e && equation[8] == t && equation[9] == h;
-}
-
 /// A 0/1 dispatch mask [T, E] that is 1 wherever the scattered gate G can
 /// be nonzero, so x dispatched by it reaches every expert of a token's
 /// picks unscaled (and the others see zero rows, weighted by G = 0):
@@ -249,10 +233,7 @@ bool isDispatchMask(const GraphIndex &g, const ConstantLookup &constants, llvm::
   if (!n)
     return false;
   std::string gate = outputOf(scatter, 0), ids = inputOf(scatter, 1);
-  auto isZero = [&](llvm::StringRef v) {
-    std::optional<float> f = scalarFloat(constants, v);
-    return f && *f == 0.0f;
-  };
+  auto isZero = [&](llvm::StringRef v) { return isZeroConstant(constants, v); };
   bool ok = false;
   if (n->op_type() == "ReduceSum" && hasAxis(*n, constants, 1) && intAttr(*n, "keepdims", 1) == 0) {
     const onnx::NodeProto *oneHot = g.producer(inputOf(*n, 0));
@@ -314,7 +295,7 @@ bool batchedExperts(const GraphIndex &g, const ConstantLookup &constants, MoeBlo
       spread = expand;
     }
     if (unsq.op_type() == "Einsum" && unsq.input_size() == 2 && inputOf(unsq, 1) == block.x &&
-        isDispatchEquation(stringAttr(unsq, "equation", "")) &&
+        einsumIs(stringAttr(unsq, "equation", ""), "te,th->eth") &&
         isDispatchMask(g, constants, inputOf(unsq, 0), scatter, experts, nonNegativeWeights, nodes))
       spread = &unsq;
   }

@@ -27,22 +27,10 @@ using namespace mlir::moe::onnx_import;
 
 namespace {
 
-/// "ab,abc->ac" or "abc,ab->ac" with any distinct letters (spaces
-/// allowed): the operand index of the 2-D weights, or -1.
-int weightedSumEquation(std::string equation) {
-  llvm::erase_if(equation, [](char c) { return c == ' '; });
-  size_t comma = equation.find(','), arrow = equation.find("->");
-  if (comma == std::string::npos || arrow == std::string::npos || arrow < comma)
-    return -1;
-  std::string first = equation.substr(0, comma), second = equation.substr(comma + 1, arrow - comma - 1),
-              out = equation.substr(arrow + 2);
-  int weights = first.size() == 2 && second.size() == 3 ? 0 : first.size() == 3 && second.size() == 2 ? 1 : -1;
-  if (weights < 0)
-    return -1;
-  const std::string &w = weights == 0 ? first : second, &p = weights == 0 ? second : first;
-  char a = p[0], b = p[1], c = p[2];
-  bool distinct = a != b && b != c && a != c;
-  return distinct && w == std::string{a, b} && out == std::string{a, c} ? weights : -1;
+/// "tk,tkh->th" or "tkh,tk->th" with any letters: the operand index of
+/// the 2-D weights, or -1.
+int weightedSumEquation(llvm::StringRef equation) {
+  return blocks::einsumIs(equation, "tk,tkh->th") ? 0 : blocks::einsumIs(equation, "tkh,tk->th") ? 1 : -1;
 }
 
 class WeightedSumRewriter : public GraphEditor {
