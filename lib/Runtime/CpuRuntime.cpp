@@ -98,6 +98,17 @@ extern "C" void _mlir_ciface_moeRuntimeCheckSharedExpertView(int64_t dim, int64_
   moeRuntimeCheckSharedExpertView(dim, got, want);
 }
 
+extern "C" void moeRuntimeCheckBroadcast(int64_t dim, int64_t got, int64_t want) {
+  if (got == want || got == 1 || !callError.empty())
+    return;
+  callError = "broadcast: dimension " + std::to_string(dim) + " of an operand has " + std::to_string(got) +
+              " elements in this call, where the other operands give " + std::to_string(want) +
+              " (numpy broadcasting requires equal sizes or 1); the results are not defined";
+}
+extern "C" void _mlir_ciface_moeRuntimeCheckBroadcast(int64_t dim, int64_t got, int64_t want) {
+  moeRuntimeCheckBroadcast(dim, got, want);
+}
+
 // The rules of moe::onnx_import::OperandSizeRule, in its order.
 extern "C" void moeRuntimeCheckOperandSize(int64_t rule, int64_t dim, int64_t got, int64_t want) {
   bool atMost = rule >= 2;

@@ -2,6 +2,8 @@
 
 #include "moe/Utils/TensorBuilders.h"
 
+#include "moe/Utils/SizeEquality.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -85,8 +87,8 @@ FailureOr<SmallVector<int64_t>> broadcastShape(ArrayRef<ArrayRef<int64_t>> shape
   return out;
 }
 
-FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement,
-                             ScalarFn fn) {
+FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement, ScalarFn fn,
+                             BroadcastCheck check) {
   SmallVector<ArrayRef<int64_t>> shapes;
   for (Value v : inputs)
     shapes.push_back(rankedType(v).getShape());
@@ -95,35 +97,134 @@ FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type
     return failure();
   int64_t rank = shape->size();
   MLIRContext *ctx = b.getContext();
+  auto dimOf = [&](unsigned i, int64_t d) -> int64_t {
+    return d - (rank - static_cast<int64_t>(shapes[i].size()));
+  };
+  // A dynamic result size is read from the first operand dynamic there
+  // (the reference). A dim where some operand's dynamic size is not
+  // provably the reference's (or is against a static result size) is
+  // "unproven": any of its dynamic sizes may be 1 at run time (a
+  // broadcast), or, in a malformed model, another size.
+  SmallVector<std::optional<unsigned>> reference(rank);
+  SmallVector<SmallVector<bool>> unproven(inputs.size(), SmallVector<bool>(rank, false));
+  SmallVector<bool> dimUnproven(rank, false);
+  for (int64_t d = 0; d < rank; ++d) {
+    for (auto [i, v] : llvm::enumerate(inputs)) {
+      int64_t j = dimOf(i, d);
+      if (j < 0 || !ShapedType::isDynamic(shapes[i][j]))
+        continue;
+      if (ShapedType::isDynamic((*shape)[d]) && !reference[d]) {
+        reference[d] = i;
+        continue;
+      }
+      if (ShapedType::isDynamic((*shape)[d]) &&
+          provablySameSize(v, j, inputs[*reference[d]], dimOf(*reference[d], d)))
+        continue;
+      dimUnproven[d] = true;
+    }
+    // There every dynamic size may be 1, the reference's too.
+    for (auto [i, v] : llvm::enumerate(inputs)) {
+      int64_t j = dimOf(i, d);
+      unproven[i][d] = dimUnproven[d] && j >= 0 && ShapedType::isDynamic(shapes[i][j]);
+    }
+  }
+  // An unproven dim's size is the broadcast of the operands' run-time
+  // sizes (the first that is not 1); when an operand has neither 1 nor
+  // that size, the result is empty there (nothing is read) and `check`
+  // reports it. `sizes` follows the result's dynamic dims in order.
+  SmallVector<Value> sizes;
+  for (int64_t d = 0; d < rank; ++d) {
+    if (!dimUnproven[d]) {
+      if (ShapedType::isDynamic((*shape)[d]))
+        sizes.push_back(dimSize(b, loc, inputs[*reference[d]], dimOf(*reference[d], d)));
+      continue;
+    }
+    SmallVector<Value> operandSizes;
+    for (auto [i, v] : llvm::enumerate(inputs)) {
+      int64_t j = dimOf(i, d);
+      if (j >= 0 && shapes[i][j] != 1)
+        operandSizes.push_back(dimSize(b, loc, v, j));
+    }
+    Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    Value size = ShapedType::isDynamic((*shape)[d]) ? operandSizes.front()
+                                                     : arith::ConstantIndexOp::create(b, loc, (*shape)[d]).getResult();
+    for (Value s : operandSizes) {
+      Value isOne = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, size, one);
+      size = arith::SelectOp::create(b, loc, isOne, s, size);
+    }
+    Value valid = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1);
+    for (Value s : operandSizes) {
+      if (check)
+        check(b, loc, d, s, size);
+      Value fits = arith::OrIOp::create(b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, one),
+                                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, size));
+      valid = arith::AndIOp::create(b, loc, valid, fits);
+    }
+    sizes.push_back(arith::SelectOp::create(b, loc, valid, size, arith::ConstantIndexOp::create(b, loc, 0)));
+  }
+  // Operands read through maps (every size proven), and the others read
+  // in the body, each unproven index clamped to the operand's last row
+  // (index 0 for a run-time size 1, the loop index for a matching size).
+  SmallVector<Value> mapped;
   SmallVector<AffineMap> maps;
-  for (Value v : inputs) {
-    ArrayRef<int64_t> s = rankedType(v).getShape();
+  SmallVector<SmallVector<Value>> lastIndex(inputs.size());
+  for (auto [i, v] : llvm::enumerate(inputs)) {
+    ArrayRef<int64_t> s = shapes[i];
+    if (llvm::is_contained(unproven[i], true)) {
+      for (size_t j = 0; j < s.size(); ++j) {
+        int64_t d = rank - s.size() + j;
+        lastIndex[i].push_back(unproven[i][d] ? arith::SubIOp::create(b, loc, dimSize(b, loc, v, j),
+                                                                       arith::ConstantIndexOp::create(b, loc, 1))
+                                                    .getResult()
+                                              : Value());
+      }
+      continue;
+    }
     SmallVector<AffineExpr> exprs;
     for (size_t j = 0; j < s.size(); ++j) {
       int64_t d = rank - s.size() + j;
       bool broadcast = s[j] == 1 && (*shape)[d] != 1;
       exprs.push_back(broadcast ? getAffineConstantExpr(0, ctx) : getAffineDimExpr(d, ctx));
     }
+    mapped.push_back(v);
     maps.push_back(AffineMap::get(rank, 0, exprs, ctx));
   }
   maps.push_back(b.getMultiDimIdentityMap(rank));
-  // A dynamic result size is read from an operand whose size there is dynamic.
-  SmallVector<Value> sizes = dynamicSizes(b, loc, *shape, [&](int64_t d) -> Value {
-    for (Value v : inputs) {
-      ArrayRef<int64_t> s = rankedType(v).getShape();
-      int64_t j = d - (rank - static_cast<int64_t>(s.size()));
-      if (j >= 0 && ShapedType::isDynamic(s[j]))
-        return tensor::DimOp::create(b, loc, v, j);
-    }
-    llvm_unreachable("a dynamic broadcast size comes from a dynamic operand size");
-  });
-  auto resultType = RankedTensorType::get(*shape, resultElement);
+  // A static size an operand may contradict is dynamic in the result: it
+  // is 0 when the operand does not broadcast.
+  SmallVector<int64_t> resultShape(*shape);
+  for (int64_t d = 0; d < rank; ++d)
+    if (dimUnproven[d])
+      resultShape[d] = ShapedType::kDynamic;
+  auto resultType = RankedTensorType::get(resultShape, resultElement);
   Value init = empty(b, loc, resultType, sizes);
   auto generic = linalg::GenericOp::create(
-      b, loc, TypeRange{resultType}, inputs, ValueRange{init}, maps,
+      b, loc, TypeRange{resultType}, mapped, ValueRange{init}, maps,
       SmallVector<utils::IteratorType>(rank, utils::IteratorType::parallel),
       [&](OpBuilder &nb, Location nl, ValueRange args) {
-        linalg::YieldOp::create(nb, nl, ValueRange{fn(nb, nl, args.drop_back())});
+        SmallVector<Value> scalars;
+        unsigned next = 0;
+        for (auto [i, v] : llvm::enumerate(inputs)) {
+          if (lastIndex[i].empty()) {
+            scalars.push_back(args[next++]);
+            continue;
+          }
+          ArrayRef<int64_t> s = shapes[i];
+          SmallVector<Value> indices;
+          for (size_t j = 0; j < s.size(); ++j) {
+            int64_t d = rank - s.size() + j;
+            if (s[j] == 1 && (*shape)[d] != 1) {
+              indices.push_back(arith::ConstantIndexOp::create(nb, nl, 0));
+              continue;
+            }
+            Value index = linalg::IndexOp::create(nb, nl, d);
+            if (lastIndex[i][j])
+              index = arith::MinSIOp::create(nb, nl, index, lastIndex[i][j]);
+            indices.push_back(index);
+          }
+          scalars.push_back(tensor::ExtractOp::create(nb, nl, v, indices));
+        }
+        linalg::YieldOp::create(nb, nl, ValueRange{fn(nb, nl, scalars)});
       });
   return generic.getResult(0);
 }

@@ -791,7 +791,7 @@ PER_EXPERT_CASES = {
 # cannot allocate it yet (moe-map-to-gpu says so); checked on the CPU only.
 CPU_ONLY = {"per_expert_torchscript_near_miss", "per_expert_missing_expert",
             # A size read from the data: the CPU target only (docs/onnx.md).
-            "expand_runtime_shape"}
+            "expand_runtime_shape", "runtime_broadcast", "runtime_broadcast_static"}
 
 # Traced with 3 of 4 experts hit: the graph holds only for inputs hitting
 # exactly those (onnxruntime fails on the others); not an MoE layer, and
@@ -1156,6 +1156,44 @@ def expand_runtime_model(name, hidden=8):
     return model, {"x": _rng(name).standard_normal((5, hidden)).astype(f)}
 
 
+def runtime_broadcast_model(name, hidden=8, tokens=None):
+    """Operands whose sizes are 1 only at run time, broadcast against
+    larger ones: the row holding the largest first element, gathered by
+    NonZero ([n, H], n = 1), added to x; x's first row as a Slice ([1, H]
+    when the token count is dynamic, a run-time 1); Expand of the gathered
+    rows to that Slice's Shape (TorchScript's index_add_) and of the first
+    row to x's. `tokens` makes x's token count static (a static size
+    against the run-time 1)."""
+    f, i64 = np.float32, np.int64
+    n = helper.make_node
+    nodes = [
+        n("Gather", ["x", "zero"], ["column"], axis=1),                 # [T]
+        n("ReduceMax", ["column"], ["largest"], keepdims=1),            # [1]
+        n("Equal", ["column", "largest"], ["hit"]),
+        n("NonZero", ["hit"], ["hits"]),                                # [1, n]
+        n("Reshape", ["hits", "flat"], ["index"]),                      # [n]
+        n("Gather", ["x", "index"], ["rows"], axis=0),                  # [n, H], n = 1
+        n("Slice", ["x", "start", "one", "start"], ["first"]),          # [min(1, T), H]
+        n("Add", ["x", "rows"], ["shifted"]),
+        n("Add", ["shifted", "first"], ["shifted2"]),
+        n("Shape", ["first"], ["first_shape"]),
+        n("Expand", ["rows", "first_shape"], ["rows_expanded"]),        # [n, H]
+        n("ReduceSum", ["rows_expanded", "start"], ["rows_sum"], keepdims=1),
+        n("Shape", ["x"], ["x_shape"]),
+        n("Expand", ["first", "x_shape"], ["first_expanded"]),          # [T, H]
+        n("Mul", ["first_expanded", "half"], ["first_half"]),
+        n("Add", ["shifted2", "first_half"], ["partial"]),
+        n("Add", ["partial", "rows_sum"], ["y"]),
+    ]
+    inits = [_init("zero", np.array(0, i64)), _init("flat", np.array([-1], i64)), _init("start", np.array([0], i64)),
+             _init("one", np.array([1], i64)), _init("half", np.array(0.5, f))]
+    count = tokens or "tokens"
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [count, hidden])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [count, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    return model, {"x": _rng(name).standard_normal((tokens or 5, hidden)).astype(f)}
+
+
 def sort_runtime_length_model(name, hidden=4):
     """TopK whose K is its input's own run-time length (torch.sort, argsort
     and JetMoE's sort of the flattened expert ids export so): ascending and
@@ -1332,6 +1370,8 @@ def reductions_model(name, tokens=6, hidden=8):
 OP_MODELS = {"transformer_2layer": transformer_model, "transformer_ops": ops_model, "scatter_ops": scatter_model,
              "gather_nd_trilu": gather_nd_trilu_model, "predicates_clip": predicates_clip_model,
              "expand_runtime_shape": expand_runtime_model, "sort_runtime_length": sort_runtime_length_model,
+             "runtime_broadcast": runtime_broadcast_model,
+             "runtime_broadcast_static": lambda name: runtime_broadcast_model(name, tokens=6),
              "sorted_split": sorted_split_model, "conv_ops": conv_model, "activations_norms": activations_model,
              "moe_dynamic_shapes": dynamic_shapes_model, "reductions": reductions_model}
 
@@ -1380,7 +1420,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "sort_runtime_length", "sorted_split", "conv_ops", "reductions",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "runtime_broadcast", "runtime_broadcast_static", "sort_runtime_length", "sorted_split", "conv_ops", "reductions",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 

@@ -22,13 +22,20 @@ using ScalarFn = function_ref<Value(OpBuilder &, Location, ValueRange)>;
 
 /// The numpy broadcast of `shapes`, or failure when two static sizes
 /// differ and neither is 1. A dynamic size against a static one > 1 takes
-/// the static one; two dynamic sizes are assumed equal.
+/// the static one; two dynamic sizes give a dynamic one.
 FailureOr<SmallVector<int64_t>> broadcastShape(ArrayRef<ArrayRef<int64_t>> shapes);
 
+/// Called with a run-time size `got` of dimension `dim` of an operand
+/// that must be 1 or the broadcast size `want` (a host check, say).
+using BroadcastCheck = function_ref<void(OpBuilder &, Location, int64_t dim, Value got, Value want)>;
+
 /// `fn` applied elementwise to `inputs` broadcast together (numpy rules);
-/// the result has element type `resultElement`.
-FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement,
-                             ScalarFn fn);
+/// the result has element type `resultElement`. Dynamic sizes not provably
+/// equal (SizeEquality.h) are broadcast at run time: a size of 1 is read
+/// at index 0, and sizes that do not broadcast give an empty result there
+/// (never an out-of-bounds read), each passed to `check` when given.
+FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement, ScalarFn fn,
+                             BroadcastCheck check = nullptr);
 
 /// [..., M, K] x [..., K, N] -> [..., M, N] (batch dimensions broadcast,
 /// 1-D operands promoted as numpy.matmul does), accumulated in f32 for

@@ -276,7 +276,7 @@ Results convertPow(NodeContext &ctx) {
 
 FailureOr<SmallVector<Value>> mlir::moe::onnx_import::mapBroadcast(NodeContext &ctx, ValueRange operands,
                                                                    Type element, tb::ScalarFn fn) {
-  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, operands, element, fn);
+  FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, operands, element, fn, checkBroadcastAtRunTime);
   if (failed(r)) {
     InFlightDiagnostic diag = ctx.error() << "operands";
     for (Value v : operands)

@@ -427,7 +427,8 @@ Results convertExpand(NodeContext &ctx) {
   Type element = ctx.inputType(0).getElementType();
   Value shaped = emptyOfShape(ctx.b, ctx.loc, *target, element);
   FailureOr<Value> r = tb::elementwise(ctx.b, ctx.loc, ValueRange{data, shaped}, element,
-                                       [](OpBuilder &, Location, ValueRange a) { return a[0]; });
+                                       [](OpBuilder &, Location, ValueRange a) { return a[0]; },
+                                       checkBroadcastAtRunTime);
   if (failed(r))
     return ctx.error() << ctx.inputType(0) << " does not broadcast to the requested shape", failure();
   return SmallVector<Value>{*r};
@@ -750,6 +751,11 @@ LogicalResult mlir::moe::onnx_import::checkConstantIndices(NodeContext &ctx, uns
 
 void mlir::moe::onnx_import::checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length) {
   callRuntimeCheck(b, loc, "moeRuntimeCheckTopK", {arith::ConstantIntOp::create(b, loc, b.getI64Type(), k), length});
+}
+
+void mlir::moe::onnx_import::checkBroadcastAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got,
+                                                      Value want) {
+  callRuntimeCheck(b, loc, "moeRuntimeCheckBroadcast", {arith::ConstantIntOp::create(b, loc, b.getI64Type(), dim), got, want});
 }
 
 void mlir::moe::onnx_import::checkSameSizeAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want) {

@@ -167,6 +167,10 @@ void checkTopKAtRunTime(OpBuilder &b, Location loc, int64_t k, Value length);
 /// result has the size of the same dimension of the shared expert's input
 /// (moeRuntimeCheckSharedExpertView; IndexingOps.cpp).
 void checkSameSizeAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want);
+/// A host call of the runtime's check that run-time size `got` of
+/// dimension `dim` of a broadcast operand is 1 or the broadcast size
+/// `want` (moeRuntimeCheckBroadcast; IndexingOps.cpp).
+void checkBroadcastAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
 

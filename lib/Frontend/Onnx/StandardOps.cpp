@@ -67,7 +67,8 @@ Results convertGemm(NodeContext &ctx) {
               b, loc, v,
               arith::MulFOp::create(b, loc, tb::castScalar(b, loc, s[1], b.getF32Type()), constF32(b, loc, beta)));
         return tb::castScalar(b, loc, v, element);
-      });
+      },
+      checkBroadcastAtRunTime);
   if (failed(r))
     return ctx.error() << "C " << ctx.input(2).getType() << " does not broadcast to the product", failure();
   return SmallVector<Value>{*r};
@@ -645,7 +646,7 @@ Results convertLayerNorm(NodeContext &ctx) {
     if (a.size() > 3)
       v = arith::AddFOp::create(nb, nl, v, tb::castScalar(nb, nl, a[3], nb.getF32Type()));
     return tb::castScalar(nb, nl, v, element);
-  });
+  }, checkBroadcastAtRunTime);
   if (failed(r))
     return ctx.error() << "Scale and B must broadcast to X's normalised dimensions", failure();
   return SmallVector<Value>{*r};
