@@ -46,6 +46,12 @@ bool mlir::moe::callsSharedFunction(Operation *op) {
   return callee && !callee.isExternal() && callee->hasAttr(kSharedLayerAttrName);
 }
 
+bool mlir::moe::isRuntimeCheckCall(Operation *op) {
+  auto call = dyn_cast<func::CallOp>(op);
+  return call && call->hasAttr(kHostCallAttrName) && call.getCallee().starts_with("moeRuntimeCheck") &&
+         call->getNumResults() == 0;
+}
+
 LogicalResult MoeDialect::verifyOperationAttribute(Operation *op, NamedAttribute attr) {
   static const StringRef loop[] = {"scf.for"}, generic[] = {"linalg.generic"},
                          call[] = {"func.call", "llvm.call"},

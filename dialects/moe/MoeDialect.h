@@ -23,6 +23,11 @@ inline constexpr llvm::StringLiteral kSharedLayerAttrName = MoeDialect::SharedLa
 /// moe-share-layers or moe-share-blocks): a call with the effects of the
 /// tensor ops it replaced (none), whose work the function does itself.
 bool callsSharedFunction(Operation *op);
+
+/// Whether `op` is a host call of a run-time size check (moeRuntimeCheck*
+/// in the runtime): it records the call's first error and nothing else, so
+/// it may move, and it dies with the values it checks.
+bool isRuntimeCheckCall(Operation *op);
 } // namespace mlir::moe
 
 #endif // DIALECTS_MOE_MOEDIALECT_H

@@ -501,14 +501,39 @@ bool differs(const Draw &draw, const RowRule &rule) {
 }
 
 /// Erases what only the dropped computation needed: its slice, users
-/// before their operands.
+/// before their operands, with the run-time size checks of its values (a
+/// check is no use of what it checks: it dies with it).
 void eraseDead(Value root, Block *block) {
   llvm::SetVector<Operation *> slice;
   sliceInBlock(root, block, slice);
-  SmallVector<Operation *> ops = inBlockOrder(slice.getArrayRef());
-  for (Operation *op : llvm::reverse(ops))
-    if (op->use_empty() && wouldOpBeTriviallyDead(op))
-      op->erase();
+  // Dead unless a live op reads it: the slice's ops and the pure ops
+  // (sizes) that feed checks, users before their operands.
+  llvm::DenseSet<Operation *> dead;
+  for (Operation &op : llvm::reverse(*block)) {
+    if (isRuntimeCheckCall(&op) || !wouldOpBeTriviallyDead(&op) ||
+        (!slice.contains(&op) && !isMemoryEffectFree(&op)))
+      continue;
+    // A read inside a region (a generic's body) is its op's.
+    if (llvm::all_of(op.getUsers(), [&](Operation *user) {
+          Operation *reader = block->findAncestorOpInBlock(*user);
+          return reader && (dead.contains(reader) || isRuntimeCheckCall(reader));
+        }))
+      dead.insert(&op);
+  }
+  // A check reading what the dropped slice computed goes with it.
+  llvm::DenseSet<Operation *> tainted;
+  for (Operation &op : *block)
+    if (dead.contains(&op) && (slice.contains(&op) || llvm::any_of(op.getOperands(), [&](Value v) {
+                                 return tainted.contains(v.getDefiningOp());
+                               })))
+      tainted.insert(&op);
+  for (Operation &op : llvm::make_early_inc_range(*block))
+    if (isRuntimeCheckCall(&op) &&
+        llvm::any_of(op.getOperands(), [&](Value v) { return tainted.contains(v.getDefiningOp()); }))
+      op.erase();
+  for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*block)))
+    if (dead.contains(&op) && op.use_empty())
+      op.erase();
 }
 } // namespace
 

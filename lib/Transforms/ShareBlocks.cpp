@@ -31,8 +31,10 @@ using namespace mlir;
 namespace {
 
 /// A run of ops that can move into a function: no memory effects (calls of
-/// shared functions have none either).
-bool canOutline(Operation *op) { return isMemoryEffectFree(op) || moe::callsSharedFunction(op); }
+/// shared functions have none either), or a run-time check.
+bool canOutline(Operation *op) {
+  return isMemoryEffectFree(op) || moe::callsSharedFunction(op) || moe::isRuntimeCheckCall(op);
+}
 
 /// What an op computes, its operands aside: equal for the same op in two
 /// layers. The full comparison of the outlined functions decides.

@@ -129,38 +129,55 @@ FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type
     }
   }
   // An unproven dim's size is the broadcast of the operands' run-time
-  // sizes (the first that is not 1); when an operand has neither 1 nor
-  // that size, the result is empty there (nothing is read) and `check`
-  // reports it. `sizes` follows the result's dynamic dims in order.
-  SmallVector<Value> sizes;
+  // sizes (the first that is not 1). When an operand has neither 1 nor
+  // that size and the result has elements, the result is empty there
+  // (nothing is read) and `check` reports it; a result another dim makes
+  // empty reads nothing either way (an empty batch, whose sizes a
+  // Reshape's -1 could not infer).
+  Value one = arith::ConstantIndexOp::create(b, loc, 1), zero = arith::ConstantIndexOp::create(b, loc, 0);
+  SmallVector<Value> raw(rank);
+  SmallVector<SmallVector<Value>> operandSizes(rank);
   for (int64_t d = 0; d < rank; ++d) {
+    if (!ShapedType::isDynamic((*shape)[d]))
+      raw[d] = arith::ConstantIndexOp::create(b, loc, (*shape)[d]);
     if (!dimUnproven[d]) {
       if (ShapedType::isDynamic((*shape)[d]))
-        sizes.push_back(dimSize(b, loc, inputs[*reference[d]], dimOf(*reference[d], d)));
+        raw[d] = dimSize(b, loc, inputs[*reference[d]], dimOf(*reference[d], d));
       continue;
     }
-    SmallVector<Value> operandSizes;
     for (auto [i, v] : llvm::enumerate(inputs)) {
       int64_t j = dimOf(i, d);
       if (j >= 0 && shapes[i][j] != 1)
-        operandSizes.push_back(dimSize(b, loc, v, j));
+        operandSizes[d].push_back(dimSize(b, loc, v, j));
     }
-    Value one = arith::ConstantIndexOp::create(b, loc, 1);
-    Value size = ShapedType::isDynamic((*shape)[d]) ? operandSizes.front()
-                                                     : arith::ConstantIndexOp::create(b, loc, (*shape)[d]).getResult();
-    for (Value s : operandSizes) {
+    Value size = raw[d] ? raw[d] : operandSizes[d].front();
+    for (Value s : operandSizes[d]) {
       Value isOne = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, size, one);
       size = arith::SelectOp::create(b, loc, isOne, s, size);
     }
-    Value valid = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1);
-    for (Value s : operandSizes) {
-      if (check)
-        check(b, loc, d, s, size);
-      Value fits = arith::OrIOp::create(b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, one),
-                                        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, size));
-      valid = arith::AndIOp::create(b, loc, valid, fits);
+    raw[d] = size;
+  }
+  SmallVector<Value> sizes;
+  for (int64_t d = 0; d < rank; ++d) {
+    Value size = raw[d];
+    if (dimUnproven[d]) {
+      Value otherEmpty = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 0);
+      for (int64_t e = 0; e < rank; ++e)
+        if (e != d)
+          otherEmpty = arith::OrIOp::create(b, loc, otherEmpty,
+                                            arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, raw[e], zero));
+      Value allFit = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 1);
+      for (Value s : operandSizes[d]) {
+        if (check)
+          check(b, loc, d, s, arith::SelectOp::create(b, loc, otherEmpty, s, size));
+        Value fits = arith::OrIOp::create(b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, one),
+                                          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, s, size));
+        allFit = arith::AndIOp::create(b, loc, allFit, fits);
+      }
+      size = arith::SelectOp::create(b, loc, arith::OrIOp::create(b, loc, allFit, otherEmpty), size, zero);
     }
-    sizes.push_back(arith::SelectOp::create(b, loc, valid, size, arith::ConstantIndexOp::create(b, loc, 0)));
+    if (dimUnproven[d] || ShapedType::isDynamic((*shape)[d]))
+      sizes.push_back(size);
   }
   // Operands read through maps (every size proven), and the others read
   // in the body, each unproven index clamped to the operand's last row

@@ -730,6 +730,7 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   changes += canonicalizeWeightedSums(graph, ctx, facts, made);
   changes += canonicalizeNonNegativeNorms(graph, ctx, facts, made);
   changes += canonicalizeSlotCells(graph, ctx, facts, made);
+  changes += canonicalizeElementIndexPuts(graph, ctx, facts, made);
   auto factsOf = [&](llvm::StringRef name) {
     auto it = facts.find(name);
     return it == facts.end() ? ValueFacts{} : it->second;

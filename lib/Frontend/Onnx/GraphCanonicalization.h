@@ -117,6 +117,15 @@ int64_t canonicalizeFlattenedRows(onnx::GraphProto &graph, const Canonicalizatio
 int64_t canonicalizeSlotCells(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                               llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Rewrites TorchScript's element-by-element index_put of rows,
+/// ScatterND(out, pairs (tok[i], j) for every column j, rows reshaped to
+/// themselves), as the row scatter ScatterND(out, Unsqueeze(tok, -1),
+/// rows) (ElementIndexPuts.cpp). `facts` are updated; returns the number of
+/// scatters rewritten.
+int64_t canonicalizeElementIndexPuts(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                                     llvm::StringMap<ValueFacts> &facts,
+                                     llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites weighted sums over an axis spelled as contractions
 /// (einsum('tk,tkh->th'), a batched matmul of the weights as a row) and
 /// torch.stack(list).sum(0) as ReduceSum(Unsqueeze(w, -1) * P, 1) and an
