@@ -1438,7 +1438,7 @@ DTYPES = {"mask_loop_f16": torch.float16, "gathered_einsum_f16": torch.float16, 
           "repeated_rows_loop_f16": torch.float16, "log_softmax_topk_f16": torch.float16,
           "threshold_mul_gate_f16": torch.float16, "mixed_precision_router_f16": torch.float16}
 STATIC = {("where_loop", "torchscript"), ("dense_scatter", "dynamo"), ("scatter_last_axis_shared", "dynamo"),
-          ("batch_axis_loop", "dynamo")}
+          ("batch_axis_loop", "dynamo"), ("switch_assign_loop", "torchscript")}
 # Near misses: one export is enough.
 DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flipped_weights_near_miss", "masked_input_wrong_rows_near_miss",
                "expert_choice_wrong_scale_near_miss", "softmax_clamp_near_miss", "gshard_top2_logits_near_miss",
@@ -1446,7 +1446,7 @@ DYNAMO_ONLY = {"skip_loop_near_miss", "bool_index_wrong_gate_near_miss", "flippe
                "assign_zeros_wrong_gate_near_miss", "repeated_rows_tiled_near_miss", "threshold_strict_near_miss",
                "slot_column_swapped_near_miss", "gathered_other_scores_near_miss", "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
                "cells_repeated_expert_near_miss", "cells_linear_experts_unread", "stack_slot_picks_crossed_near_miss",
-               "gshard_dispatch_scaled_near_miss", "assign_overlap_near_miss",
+               "gshard_dispatch_scaled_near_miss",
                # TorchScript's exporter fails on a bool scatter (an internal assert in torch 2.15).
                "masked_fill_softmax"}
 # Forms only one exporter writes.

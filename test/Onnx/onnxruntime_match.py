@@ -67,7 +67,7 @@ TORCH_CPU_ONLY = ("bool_index_wrong_gate_near_miss", "softmax_clamp_near_miss", 
                   "slot_column_swapped_near_miss", "gathered_other_scores_near_miss",
                   "batch_router_transposed_picks_near_miss", "l1_norm_logits_near_miss",
                   "cells_repeated_expert_near_miss", "cells_linear_experts_unread",
-                  "switch_assign_loop_torchscript", "assign_overlap_near_miss")
+                  "assign_overlap_near_miss")
 # Modules whose run is refused (import-torch.test checks the message).
 TORCH_RUN_REFUSED = ("view_mismatch_shared_refused",)
 

@@ -5,7 +5,7 @@
 // column,
 //
 //   col = Reshape(tok, [-1, 1])                         [n, 1]
-//   r   = Range(0, Shape(out)[1], 1)                    [H]
+//   r   = Range(0, Shape(out)[1], 1)                    [H] (static: 0..H-1)
 //   s   = Shape(Add(col, r))                            [n, H] (maybe through
 //         Where(Shape == -1, 1, Shape), which never picks the 1)
 //   idx = Concat(Unsqueeze(Expand(col, s), -1), Unsqueeze(Expand(r, s), -1), -1)
@@ -85,8 +85,19 @@ private:
     return std::nullopt;
   }
 
-  /// `v` = Range(0, Shape(data)[1], 1), the limit maybe cast.
+  /// `v` = Range(0, Shape(data)[1], 1), the limit maybe cast, or (static
+  /// sizes) the constant 0..H-1 for data's static H.
   bool isColumnRange(const std::string &v, const std::string &data) const {
+    const ValueFacts *facts = factsOf(data);
+    std::optional<llvm::SmallVector<int64_t>> values = ints(v);
+    if (values && facts && facts->dims.size() == 2 && facts->dims[1] >= 0) {
+      if (int64_t(values->size()) != facts->dims[1])
+        return false;
+      for (auto [i, x] : llvm::enumerate(*values))
+        if (x != int64_t(i))
+          return false;
+      return true;
+    }
     const onnx::NodeProto *range = producerOf(v, "Range");
     if (!range || range->input_size() != 3 || ints(range->input(0)) != llvm::SmallVector<int64_t>{0} ||
         ints(range->input(2)) != llvm::SmallVector<int64_t>{1})
@@ -152,8 +163,10 @@ private:
     std::optional<std::string> tokens = tokensOfColumn(first->first);
     // The Add is of the column and the range (either order).
     llvm::SmallVector<std::string, 2> added = {add->input(0), add->input(1)};
+    // (Static sizes: the Add and the Expand may read two equal constants.)
+    std::string added1 = added[0] == first->first ? added[1] : added[0];
     if (!tokens || !isColumnRange(second->first, data) || !llvm::is_contained(added, first->first) ||
-        !llvm::is_contained(added, second->first))
+        (added1 != second->first && !(ints(added1) && ints(added1) == ints(second->first))))
       return std::nullopt;
     // Updates: Reshape(rows, Concat(Shape(add) or its Where, Shape(data)[2:])).
     const onnx::NodeProto *reshape = producerOf(scatter.input(2), "Reshape");
@@ -161,6 +174,10 @@ private:
     if (!target || target->input_size() != 2 || broadcastOf(target->input(0)) != add ||
         rankOf(reshape->input(0)) != 2 || blocks::intAttr(*reshape, "allowzero", 0) != 0)
       return std::nullopt;
+    // Shape(data)[2:] is empty for data of rank 2 (a constant [] when static).
+    std::optional<llvm::SmallVector<int64_t>> restValues = ints(target->input(1));
+    if (restValues && restValues->empty())
+      return RowWrite{*tokens, reshape->input(0)};
     const onnx::NodeProto *rest = producerOf(target->input(1), "Slice");
     const onnx::NodeProto *dataShape = rest ? producerOf(rest->input(0), "Shape") : nullptr;
     if (!dataShape || dataShape->input(0) != data || rest->input_size() < 3 ||

@@ -46,13 +46,25 @@ static std::string maskTokens(const GraphIndex &g, const ConstantLookup &constan
                               llvm::SmallVector<const onnx::NodeProto *> &nodes) {
   const onnx::NodeProto *nz = mask.empty() ? nullptr : g.onlyUser(mask, "NonZero");
   const onnx::NodeProto *tr = nz ? g.onlyUser(outputOf(*nz, 0), "Transpose") : nullptr;
-  // nonzero(as_tuple=True)[0] through dynamo: the Transpose's only column
-  // [n, 1] sliced out first.
+  // nonzero(as_tuple=True)[0]: the Transpose's only column [n, 1] sliced
+  // out first (dynamo), or split off as the Split's one part (TorchScript).
   const onnx::NodeProto *slice = tr ? g.onlyUser(outputOf(*tr, 0), "Slice") : nullptr;
   std::optional<std::pair<int64_t, int64_t>> cut =
       slice ? lastAxisSlice(constants, slice, outputOf(*tr, 0), 1) : std::nullopt;
   if (cut && *cut != std::make_pair<int64_t, int64_t>(0, 1))
     return "";
+  if (const onnx::NodeProto *split = tr && !cut ? g.onlyUser(outputOf(*tr, 0), "Split") : nullptr) {
+    std::optional<llvm::SmallVector<int64_t>> parts =
+        split->input_size() > 1 && !inputOf(*split, 1).empty() ? constants(inputOf(*split, 1)) : std::nullopt;
+    int64_t axis = intAttr(*split, "axis", 0);
+    bool whole = split->output_size() == 1 && (axis == 1 || axis == -1) &&
+                 (split->input_size() < 2 || inputOf(*split, 1).empty() ||
+                  (parts && *parts == llvm::SmallVector<int64_t>{1}));
+    if (!whole)
+      return "";
+    slice = split;
+    cut = std::make_pair<int64_t, int64_t>(0, 1);
+  }
   const onnx::NodeProto *sq = tr ? g.onlyUser(outputOf(cut ? *slice : *tr, 0), "Squeeze") : nullptr;
   if (!sq || intsAttr(*tr, "perm") != llvm::SmallVector<int64_t>{1, 0} ||
       !(hasAxis(*sq, constants, 1) || hasAxis(*sq, constants, -1)))

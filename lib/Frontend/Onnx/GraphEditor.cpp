@@ -226,8 +226,10 @@ std::optional<double> GraphEditor::fillValue(llvm::StringRef v) const {
   if (p && isStandardNode(*p) && p->op_type() == "Constant") {
     for (const onnx::AttributeProto &a : p->attribute())
       if (a.name() == "value")
-        return scalarOf(a.t());
-    return std::nullopt;
+        if (std::optional<double> one = scalarOf(a.t()))
+          return one;
+    // A tensor of one value (the zeros a static export writes out).
+    return ctx.uniform ? ctx.uniform(v) : std::nullopt;
   }
   if (p)
     return std::nullopt;
