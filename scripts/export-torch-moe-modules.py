@@ -92,6 +92,23 @@ class WhereLoop(Experts):
         return out
 
 
+class ScatterReduceLoop(Experts):
+    """The softmax top-k renormalised; per expert its (token, slot) pairs
+    by torch.where, its weighted rows added at their tokens by
+    scatter_reduce_(0, tok[:, None].expand(-1, H), rows, "sum")
+    (TorchScript guards it with an If on the output's rank)."""
+
+    def forward(self, x):
+        w, idx = torch.topk(F.softmax(self.gate(x), -1), TOP_K, dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            tok, slot = torch.where(idx == e)
+            rows = w[tok, slot, None] * expert(x[tok])
+            out.scatter_reduce_(0, tok[:, None].expand(-1, x.shape[-1]), rows, reduce="sum")
+        return out
+
+
 class MaskLoop(Experts):
     """Softmax then top-k; every expert on every token, weighted by its
     column sum(w * (idx == e))."""
@@ -1427,7 +1444,8 @@ MODULES = {"where_loop": WhereLoop, "mask_loop": MaskLoop, "dense_scatter": Dens
            "stack_gather_einsum": lambda: StackGather("einsum"), "stack_gather_bmm": lambda: StackGather("bmm"),
            "cells_einsum": lambda: CellsLoop(combine="einsum"), "stacked_columns_sum": StackedColumnsSum,
            "argmax_index_add": Top1IndexAdd, "max_top1_index_add": lambda: Top1IndexAdd("max"),
-           "switch_assign_loop": SwitchAssignLoop, "assign_overlap_near_miss": lambda: SwitchAssignLoop(overlap=True)}
+           "switch_assign_loop": SwitchAssignLoop, "assign_overlap_near_miss": lambda: SwitchAssignLoop(overlap=True),
+           "scatter_reduce_loop": ScatterReduceLoop}
 # Modules given x as [batch, seq, hidden] (dynamic batch and sequence):
 # traced on [2, 32], checked on [2, 32] and [3, 5].
 BATCH_SEQ_INPUT = {"batch_router_flat_topk", "batch_router_flat_topk_sigmoid_gelu",

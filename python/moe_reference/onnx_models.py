@@ -1488,6 +1488,17 @@ def bad_model(name, out_dir):
     if name == "unsupported_op":
         nodes = [helper.make_node("Hardmax", ["x"], ["y"], name="the_hardmax")]
         graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 8])])
+    elif name == "if_runtime_condition":
+        # An If on the data (x's first element positive): only the run knows
+        # the branch; If itself is not supported.
+        branch = lambda b, op: helper.make_graph([helper.make_node(op, ["x"], [b + "_y"])], b, [],
+                                                 [helper.make_tensor_value_info(b + "_y", f, ["tokens", 8])])
+        nodes = [helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+                 helper.make_node("Greater", ["top", "zero"], ["positive"]),
+                 helper.make_node("If", ["positive"], ["y"], name="the_if", then_branch=branch("then", "Relu"),
+                                  else_branch=branch("else", "Neg"))]
+        graph = helper.make_graph(nodes, name, [x], [helper.make_tensor_value_info("y", f, ["tokens", 8])],
+                                  [_init("zero", np.array(0, np.float32))])
     elif name == "shape_mismatch":
         w = _init("w", np.ones((6, 3), np.float32))
         nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="bad_matmul")]
@@ -1640,7 +1651,8 @@ def bad_model(name, out_dir):
     return path
 
 
-BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "shape_mismatch", "nan_weight",
+BAD = ["truncated", "not_onnx", "missing_external_data", "unsupported_op", "if_runtime_condition", "shape_mismatch",
+       "nan_weight",
        "argmax_bool", "argmin_axis_out_of_range", "topk_data_dependent_k", "topk_largest_minus_one",
        "split_runtime_sizes_count", "conv_bad_group",
        "moe_k_out_of_range", "moe_bias_shape", "moe_bad_activation", "moe_limit_not_swiglu", "moe_bad_limit",

@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "GraphCanonicalization.h"
+
+#include <numeric>
 #include "GraphEditor.h"
 
 #include <cstring>
@@ -480,6 +482,15 @@ private:
         r.values.assign(*(*shape)[0], *fill);
       return;
     }
+    // Size: the element count where every size is known (of a Shape: the
+    // rank).
+    if (op == "Size") {
+      if (in0.rank == 1 && in0.length >= 0)
+        r.values = {in0.length};
+      else if (in0Dims && llvm::all_of(in0.dims, [](int64_t d) { return d >= 0; }))
+        r.values = {std::accumulate(in0.dims.begin(), in0.dims.end(), int64_t(1), std::multiplies<int64_t>())};
+      return;
+    }
     if (op == "Shape" && in0Dims) {
       int64_t start = intAttrOr(node, "start", 0), end = intAttrOr(node, "end", in0.rank);
       start = std::clamp<int64_t>(start < 0 ? start + in0.rank : start, 0, in0.rank);
@@ -726,7 +737,8 @@ int64_t mlir::moe::onnx_import::canonicalizeGraph(onnx::GraphProto &graph, const
   facts = inferValueFacts(graph, ctx);
   llvm::StringMap<llvm::SmallVector<int64_t>> made;
   // First: the Identity nodes they leave are removed below.
-  int64_t changes = canonicalizeFlattenedRows(graph, ctx, facts, made);
+  int64_t changes = canonicalizeStaticIfs(graph, ctx, facts, made);
+  changes += canonicalizeFlattenedRows(graph, ctx, facts, made);
   changes += canonicalizeWeightedSums(graph, ctx, facts, made);
   changes += canonicalizeNonNegativeNorms(graph, ctx, facts, made);
   changes += canonicalizeSlotCells(graph, ctx, facts, made);

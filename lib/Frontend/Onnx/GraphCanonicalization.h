@@ -117,6 +117,13 @@ int64_t canonicalizeFlattenedRows(onnx::GraphProto &graph, const Canonicalizatio
 int64_t canonicalizeSlotCells(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
                               llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
 
+/// Replaces an If whose condition is known before import (from static
+/// ranks and sizes: TorchScript's scatter_reduce_ guards its 0-D case so)
+/// by the branch it takes, inlined (StaticIfs.cpp). `facts` are updated;
+/// returns the number of Ifs replaced.
+int64_t canonicalizeStaticIfs(onnx::GraphProto &graph, const CanonicalizationContext &ctx,
+                              llvm::StringMap<ValueFacts> &facts, llvm::StringMap<llvm::SmallVector<int64_t>> &made);
+
 /// Rewrites TorchScript's element-by-element index_put of rows,
 /// ScatterND(out, pairs (tok[i], j) for every column j, rows reshaped to
 /// themselves), as the row scatter ScatterND(out, Unsqueeze(tok, -1),

@@ -412,6 +412,11 @@ OwningOpRef<ModuleOp> GraphImporter::run(StringRef bytes) {
       return nullptr;
     constants[init.name()] = *constant;
   }
+  // Constant nodes the canonicalisation brought in (a static If's branch).
+  for (auto [i, node] : llvm::enumerate(graph.node()))
+    if (domainOf(node.domain()).empty() && node.op_type() == "Constant" && node.output_size() == 1 &&
+        !constants.count(node.output(0)) && failed(importConstant(node, nodeLoc(node, i))))
+      return nullptr;
   // MoE blocks written out in plain ops become one moe.layer each.
   ConstantLookup lookupConstant{
       // Constants, and integers computed from static sizes.
