@@ -109,6 +109,17 @@ extern "C" void _mlir_ciface_moeRuntimeCheckBroadcast(int64_t dim, int64_t got, 
   moeRuntimeCheckBroadcast(dim, got, want);
 }
 
+extern "C" void moeRuntimeCheckContraction(int64_t dim, int64_t got, int64_t want) {
+  if (got == want || !callError.empty())
+    return;
+  callError = "MatMul: the contracted dimension has " + std::to_string(want) + " elements in A and " +
+              std::to_string(got) + " in B (dimension " + std::to_string(dim) +
+              ") in this call (they must be equal); the results are not defined";
+}
+extern "C" void _mlir_ciface_moeRuntimeCheckContraction(int64_t dim, int64_t got, int64_t want) {
+  moeRuntimeCheckContraction(dim, got, want);
+}
+
 // The rules of moe::onnx_import::OperandSizeRule, in its order.
 extern "C" void moeRuntimeCheckOperandSize(int64_t rule, int64_t dim, int64_t got, int64_t want) {
   bool atMost = rule >= 2;

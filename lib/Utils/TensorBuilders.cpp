@@ -246,7 +246,20 @@ FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type
   return generic.getResult(0);
 }
 
-FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs) {
+/// `x` cut to its first `size` elements along `dim` (a view).
+static Value prefix(OpBuilder &b, Location loc, Value x, int64_t dim, Value size) {
+  RankedTensorType type = rankedType(x);
+  SmallVector<OpFoldResult> offsets(type.getRank(), b.getIndexAttr(0)), sizes, strides(type.getRank(), b.getIndexAttr(1));
+  SmallVector<int64_t> shape(type.getShape());
+  for (int64_t d = 0; d < type.getRank(); ++d)
+    sizes.push_back(d == dim ? OpFoldResult(size)
+                             : type.isDynamicDim(d) ? OpFoldResult(dimSize(b, loc, x, d)) : b.getIndexAttr(shape[d]));
+  shape[dim] = ShapedType::kDynamic;
+  return tensor::ExtractSliceOp::create(b, loc, RankedTensorType::get(shape, type.getElementType()), x, offsets,
+                                        sizes, strides);
+}
+
+FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs, BroadcastCheck check) {
   RankedTensorType lt = rankedType(lhs), rt = rankedType(rhs);
   if (lt.getRank() < 2 || rt.getRank() < 2)
     return failure();
@@ -255,6 +268,21 @@ FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs) {
   int64_t k1 = lt.getShape().back(), k2 = rt.getShape()[rt.getRank() - 2];
   if (failed(batch) || (!ShapedType::isDynamic(k1) && !ShapedType::isDynamic(k2) && k1 != k2))
     return failure();
+  // Contracted sizes not provably equal: both operands cut to the smaller
+  // (never a read past either), the mismatch passed to `check`.
+  int64_t lk = lt.getRank() - 1, rk = rt.getRank() - 2;
+  if ((ShapedType::isDynamic(k1) || ShapedType::isDynamic(k2)) && !provablySameSize(lhs, lk, rhs, rk)) {
+    Value a = dimSize(b, loc, lhs, lk), c = dimSize(b, loc, rhs, rk);
+    if (check)
+      check(b, loc, rk, c, a);
+    Value k = arith::MinSIOp::create(b, loc, a, c);
+    lhs = prefix(b, loc, lhs, lk, k);
+    rhs = prefix(b, loc, rhs, rk, k);
+    lt = rankedType(lhs);
+    rt = rankedType(rhs);
+    lb = lt.getShape().drop_back(2);
+    rb = rt.getShape().drop_back(2);
+  }
   int64_t nb = batch->size();
   // Loops: batch..., m, n, k.
   MLIRContext *ctx = b.getContext();

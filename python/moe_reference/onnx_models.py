@@ -1194,6 +1194,24 @@ def runtime_broadcast_model(name, hidden=8, tokens=None):
     return model, {"x": _rng(name).standard_normal((tokens or 5, hidden)).astype(f)}
 
 
+def matmul_runtime_k_model(name):
+    """MatMul and Gemm whose contracted sizes are each input's own run-time
+    size (k_a and k_b: not provably equal before the run)."""
+    f = np.float32
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["a", "b"], ["ab"]),                         # [m, k_a] x [k_b, 3]
+        n("Gemm", ["a", "b"], ["gemm"], alpha=0.5),               # the same, halved
+        n("Add", ["ab", "gemm"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", "k_a"]),
+                                            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["k_b", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", 3])])
+    model = helper.make_model(graph, opset_imports=OPSET, ir_version=IR_VERSION)
+    rng = _rng(name)
+    return model, {"a": rng.standard_normal((5, 7)).astype(f), "b": rng.standard_normal((7, 3)).astype(f)}
+
+
 def sort_runtime_length_model(name, hidden=4):
     """TopK whose K is its input's own run-time length (torch.sort, argsort
     and JetMoE's sort of the flattened expert ids export so): ascending and
@@ -1370,7 +1388,7 @@ def reductions_model(name, tokens=6, hidden=8):
 OP_MODELS = {"transformer_2layer": transformer_model, "transformer_ops": ops_model, "scatter_ops": scatter_model,
              "gather_nd_trilu": gather_nd_trilu_model, "predicates_clip": predicates_clip_model,
              "expand_runtime_shape": expand_runtime_model, "sort_runtime_length": sort_runtime_length_model,
-             "runtime_broadcast": runtime_broadcast_model,
+             "runtime_broadcast": runtime_broadcast_model, "matmul_runtime_k": matmul_runtime_k_model,
              "runtime_broadcast_static": lambda name: runtime_broadcast_model(name, tokens=6),
              "sorted_split": sorted_split_model, "conv_ops": conv_model, "activations_norms": activations_model,
              "moe_dynamic_shapes": dynamic_shapes_model, "reductions": reductions_model}
@@ -1420,7 +1438,7 @@ def build(name, out_dir):
 
 
 ALL = list(MOE_CASES) + list(QMOE_CASES) + list(DECOMPOSED_CASES) + list(PER_EXPERT_CASES) + ["moe_dynamic_shapes", "transformer_2layer", "transformer_ops",
-                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "runtime_broadcast", "runtime_broadcast_static", "sort_runtime_length", "sorted_split", "conv_ops", "reductions",
+                                                   "activations_norms", "scatter_ops", "gather_nd_trilu", "predicates_clip", "expand_runtime_shape", "runtime_broadcast", "runtime_broadcast_static", "matmul_runtime_k", "sort_runtime_length", "sorted_split", "conv_ops", "reductions",
                                                    "external_data"] + list(OLDER_VERSIONS)
 
 

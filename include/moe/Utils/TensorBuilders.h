@@ -37,10 +37,11 @@ using BroadcastCheck = function_ref<void(OpBuilder &, Location, int64_t dim, Val
 FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type resultElement, ScalarFn fn,
                              BroadcastCheck check = nullptr);
 
-/// [..., M, K] x [..., K, N] -> [..., M, N] (batch dimensions broadcast,
-/// 1-D operands promoted as numpy.matmul does), accumulated in f32 for
-/// floats and rounded to the operands' type.
-FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs);
+/// [..., M, K] x [..., K, N] -> [..., M, N] (batch dimensions broadcast),
+/// accumulated in f32 for floats and rounded to the operands' type. Ks not
+/// provably equal (SizeEquality.h) are both cut to the smaller, and `check`,
+/// when given, gets the rhs's K (`got`) against the lhs's (`want`).
+FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs, BroadcastCheck check = nullptr);
 
 /// A tensor of `resultType` (its dynamic sizes `dynamicSizes`) holding, at
 /// each parallel point of `iterators`, the sum over the reduction ones of

@@ -758,6 +758,12 @@ void mlir::moe::onnx_import::checkBroadcastAtRunTime(OpBuilder &b, Location loc,
   callRuntimeCheck(b, loc, "moeRuntimeCheckBroadcast", {arith::ConstantIntOp::create(b, loc, b.getI64Type(), dim), got, want});
 }
 
+void mlir::moe::onnx_import::checkContractionAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got,
+                                                        Value want) {
+  callRuntimeCheck(b, loc, "moeRuntimeCheckContraction",
+                   {arith::ConstantIntOp::create(b, loc, b.getI64Type(), dim), got, want});
+}
+
 void mlir::moe::onnx_import::checkSameSizeAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want) {
   callRuntimeCheck(b, loc, "moeRuntimeCheckSharedExpertView",
                    {arith::ConstantIntOp::create(b, loc, b.getI64Type(), dim), got, want});

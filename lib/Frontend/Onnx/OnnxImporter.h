@@ -171,6 +171,10 @@ void checkSameSizeAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, 
 /// dimension `dim` of a broadcast operand is 1 or the broadcast size
 /// `want` (moeRuntimeCheckBroadcast; IndexingOps.cpp).
 void checkBroadcastAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want);
+/// A host call of the runtime's check that B's contracted size `got`
+/// (its dimension `dim`) equals A's, `want` (moeRuntimeCheckContraction;
+/// IndexingOps.cpp).
+void checkContractionAtRunTime(OpBuilder &b, Location loc, int64_t dim, Value got, Value want);
 /// com.microsoft MoE (MoeOps.cpp).
 void addMoeConverters(std::vector<OpConverter> &converters);
 

@@ -30,7 +30,7 @@ Results convertMatMul(NodeContext &ctx) {
     return failure();
   if (ctx.inputType(0).getElementType() != ctx.inputType(1).getElementType())
     return ctx.error() << "operand types differ", failure();
-  FailureOr<Value> r = tb::matmul(ctx.b, ctx.loc, ctx.input(0), ctx.input(1));
+  FailureOr<Value> r = tb::matmul(ctx.b, ctx.loc, ctx.input(0), ctx.input(1), checkContractionAtRunTime);
   if (failed(r))
     return ctx.error() << "cannot multiply " << ctx.input(0).getType() << " by " << ctx.input(1).getType()
                        << " (both operands need rank >= 2 and matching inner sizes)",
@@ -49,7 +49,7 @@ Results convertGemm(NodeContext &ctx) {
     a = tb::transpose(ctx.b, ctx.loc, a, {1, 0});
   if (ctx.intAttr("transB", 0))
     bm = tb::transpose(ctx.b, ctx.loc, bm, {1, 0});
-  FailureOr<Value> y = tb::matmul(ctx.b, ctx.loc, a, bm);
+  FailureOr<Value> y = tb::matmul(ctx.b, ctx.loc, a, bm, checkContractionAtRunTime);
   if (failed(y))
     return ctx.error() << "A and B do not multiply", failure();
   float alpha = ctx.floatAttr("alpha", 1.0f), beta = ctx.floatAttr("beta", 1.0f);
