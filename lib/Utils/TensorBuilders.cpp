@@ -273,8 +273,22 @@ FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs, Broadc
   int64_t lk = lt.getRank() - 1, rk = rt.getRank() - 2;
   if ((ShapedType::isDynamic(k1) || ShapedType::isDynamic(k2)) && !provablySameSize(lhs, lk, rhs, rk)) {
     Value a = dimSize(b, loc, lhs, lk), c = dimSize(b, loc, rhs, rk);
-    if (check)
-      check(b, loc, rk, c, a);
+    if (check) {
+      // An empty result reads nothing: any K passes (an empty batch, whose
+      // sizes a Reshape's -1 could not infer).
+      Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+      Value empty = arith::ConstantIntOp::create(b, loc, b.getI1Type(), 0);
+      auto orZero = [&](Value x, int64_t d) {
+        empty = arith::OrIOp::create(b, loc, empty,
+                                     arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, dimSize(b, loc, x, d), zero));
+      };
+      for (int64_t d = 0; d < lt.getRank() - 1; ++d)
+        orZero(lhs, d);
+      for (int64_t d = 0; d < rt.getRank(); ++d)
+        if (d != rk)
+          orZero(rhs, d);
+      check(b, loc, rk, c, arith::SelectOp::create(b, loc, empty, c, a));
+    }
     Value k = arith::MinSIOp::create(b, loc, a, c);
     lhs = prefix(b, loc, lhs, lk, k);
     rhs = prefix(b, loc, rhs, rk, k);

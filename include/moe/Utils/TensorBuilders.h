@@ -40,7 +40,8 @@ FailureOr<Value> elementwise(OpBuilder &b, Location loc, ValueRange inputs, Type
 /// [..., M, K] x [..., K, N] -> [..., M, N] (batch dimensions broadcast),
 /// accumulated in f32 for floats and rounded to the operands' type. Ks not
 /// provably equal (SizeEquality.h) are both cut to the smaller, and `check`,
-/// when given, gets the rhs's K (`got`) against the lhs's (`want`).
+/// when given, gets the rhs's K (`got`) against the lhs's (`want`; any K
+/// passes when the result is empty).
 FailureOr<Value> matmul(OpBuilder &b, Location loc, Value lhs, Value rhs, BroadcastCheck check = nullptr);
 
 /// A tensor of `resultType` (its dynamic sizes `dynamicSizes`) holding, at
